@@ -1,0 +1,77 @@
+// runtime/backend.h: the op interface every compute device implements (runtime/cpu/, runtime/cuda/).
+// Model code calls only these; it never includes a vendor header. Activations are tensors the
+// backend allocated (f32 on CPU); weights may be f32, f16, bf16, q8_0 or q4_0 and are converted on
+// the fly with f32 accumulation.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "runtime/model_config.h"
+#include "runtime/tensor.h"
+
+namespace strata {
+
+// Metadata of one step's tokens for paged attention. All tensors are i32 on the backend's device.
+// Token t belongs to sequence token_seq[t] and sits at position positions[t]; it attends to
+// positions 0..positions[t] of its sequence, read through that sequence's block table.
+struct AttentionBatch {
+  Tensor positions;     // [T]
+  Tensor slots;         // [T] KV slot written by token t: block * block_size + offset
+  Tensor token_seq;     // [T]
+  Tensor block_tables;  // [S, max_blocks]
+  int64_t n_tokens = 0;
+  int64_t n_seqs = 0;
+  int64_t max_blocks = 0;
+  int64_t block_size = 0;
+  int64_t max_position = 0;  // largest positions[t] + 1 of the step (bounds the work)
+};
+
+struct RopeParams {
+  float theta = 10000.f;
+  RopeScaling scaling;
+  RopeStyle style = RopeStyle::kHalf;
+  int64_t rot_dim = 0;  // leading dims of each head that rotate (= head_dim for Llama)
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual Device device() const = 0;
+  virtual std::string name() const = 0;
+  // Dtype of activations and the KV cache on this backend.
+  virtual DType activation_dtype() const = 0;
+  virtual Tensor alloc(const Shape& shape, DType dtype) = 0;
+  // Copies between any two tensors of equal size; either may live on the host or the device.
+  virtual void copy(const Tensor& src, Tensor& dst) = 0;
+  // Brings a host weight (any dtype, e.g. a mapped checkpoint view) onto the device; on the CPU
+  // backend this returns the view itself (zero-copy from the memory map).
+  virtual Tensor upload_weight(const Tensor& host) = 0;
+  virtual void synchronize() = 0;
+
+  // out[t, :] = table[ids[t] - vocab_offset, :] when the id falls inside this shard, else 0.
+  virtual void embed(const Tensor& table, const Tensor& ids, int64_t vocab_offset, Tensor& out) = 0;
+  // out = x / rms(x) * weight, row by row.
+  virtual void rmsnorm(const Tensor& x, const Tensor& weight, float eps, Tensor& out) = 0;
+  // residual += x; out = rmsnorm(residual) (fused residual add + norm).
+  virtual void add_rmsnorm(Tensor& residual, const Tensor& x, const Tensor& weight, float eps, Tensor& out) = 0;
+  // out[M, N] = x[M, K] * w[N, K]^T (+ bias[N]).
+  virtual void matmul(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& out) = 0;
+  // Rotates x[T, H, head_dim] in place at positions[T].
+  virtual void rope(Tensor& x, const Tensor& positions, const RopeParams& params) = 0;
+  // out = silu(gate) * up, elementwise over [M, F].
+  virtual void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) = 0;
+  // a += b.
+  virtual void add(Tensor& a, const Tensor& b) = 0;
+  // Writes k, v [T, Hkv, head_dim] into the paged caches [blocks, block_size, Hkv, head_dim] at slots.
+  virtual void kv_write(const Tensor& k, const Tensor& v, const Tensor& slots, Tensor& k_cache, Tensor& v_cache) = 0;
+  // out[T, H, hd] = causal softmax(q k^T * scale) v over each token's sequence; GQA maps query head
+  // h to KV head h / (H / Hkv).
+  virtual void attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const AttentionBatch& batch,
+                         float scale, Tensor& out) = 0;
+};
+
+// The CPU backend (always built). `threads` <= 0 means OpenMP's default.
+std::unique_ptr<Backend> make_cpu_backend(int threads = 0);
+
+}  // namespace strata

@@ -1,0 +1,74 @@
+// runtime/formats/checkpoint.h: a memory-mapped model checkpoint, whatever its format (Hugging Face
+// safetensors directory, GGUF, llama2.c .bin). Tensors are exposed under canonical GGUF-style names
+// with logical row-major shapes ([out, in] for linear weights) and point into the mapping: nothing
+// is read until a caller touches the bytes, so a rank reads only its own shards.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "runtime/model_config.h"
+#include "runtime/tensor.h"
+#include "runtime/tokenizer/tokenizer_data.h"
+
+namespace strata {
+
+// Canonical tensor names (GGUF's): "token_embd.weight", "output_norm.weight", "output.weight",
+// "blk.N.attn_norm.weight", "blk.N.attn_q.weight", "blk.N.attn_k.weight", "blk.N.attn_v.weight",
+// "blk.N.attn_q.bias", "blk.N.attn_k.bias", "blk.N.attn_v.bias", "blk.N.attn_output.weight",
+// "blk.N.ffn_norm.weight", "blk.N.ffn_gate.weight", "blk.N.ffn_up.weight", "blk.N.ffn_down.weight".
+struct TensorEntry {
+  std::string name;       // canonical name
+  std::string file;       // file the bytes live in (for error messages)
+  std::string file_name;  // the name inside that file
+  DType dtype = DType::kF32;
+  Shape shape;            // logical row-major
+  uint64_t offset = 0;    // byte offset inside `file`
+  uint64_t nbytes = 0;
+};
+
+class MappedFile;
+
+class Checkpoint {
+ public:
+  virtual ~Checkpoint() = default;
+  const ModelConfig& config() const { return config_; }
+  const std::string& path() const { return path_; }
+  const std::string& format() const { return format_; }  // "safetensors" | "gguf" | "llama2c"
+  const std::vector<TensorEntry>& entries() const { return entries_; }
+
+  bool has(const std::string& name) const;
+  const TensorEntry& entry(const std::string& name) const;  // throws kFormat naming file and tensor
+  // A view of the whole tensor inside the mapping (kept alive by the returned tensor).
+  Tensor tensor(const std::string& name) const;
+  // Rows [row0, row0+rows) of a tensor, as a view (rows are contiguous in row-major storage).
+  Tensor tensor_rows(const std::string& name, int64_t row0, int64_t rows) const;
+  // Bytes of mapped tensor data touched through tensor()/tensor_rows() so far (for --verbose and
+  // the test that each TP rank reads about 1/TP of the sharded tensors).
+  uint64_t bytes_touched() const { return bytes_touched_; }
+  void add_bytes_touched(uint64_t n) const { bytes_touched_ += n; }
+
+  // The tokenizer, when the checkpoint has one (embedded in GGUF, tokenizer.json or tokenizer.model
+  // beside safetensors, tokenizer.bin beside a llama2.c checkpoint).
+  const std::optional<TokenizerData>& tokenizer() const { return tokenizer_; }
+
+ protected:
+  ModelConfig config_;
+  std::string path_;
+  std::string format_;
+  std::vector<TensorEntry> entries_;
+  std::vector<std::shared_ptr<MappedFile>> files_;  // indexed by TensorEntry::file lookup
+  std::optional<TokenizerData> tokenizer_;
+  mutable uint64_t bytes_touched_ = 0;
+
+  std::shared_ptr<MappedFile> file_of(const TensorEntry& entry) const;
+};
+
+// Opens `path`: a directory with config.json + model.safetensors (or an index of shards), a .gguf
+// file, or a llama2.c .bin (tokenizer.bin or tok*.bin beside it). Validates every tensor's bounds,
+// dtype and shape against the config; errors name the file and the tensor.
+std::unique_ptr<Checkpoint> open_checkpoint(const std::string& path);
+
+}  // namespace strata

@@ -1,0 +1,47 @@
+// runtime/model_config.h: the hyper-parameters of a Llama-family decoder (llama, mistral, qwen2),
+// read from a checkpoint's metadata. A plain struct: formats fill it, models and the plan read it.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace strata {
+
+// How RoPE pairs the dimensions of a head. kHalf (Hugging Face "rotate_half"): dim i with i + d/2.
+// kAdjacent (llama2.c, GGUF/llama.cpp): dim 2i with 2i + 1. Kernels support both, so checkpoints
+// load without permuting q/k weights.
+enum class RopeStyle : uint8_t { kHalf, kAdjacent };
+
+struct RopeScaling {  // Llama-3 frequency scaling; factor == 0 means none
+  float factor = 0.f;
+  float low_freq_factor = 1.f;
+  float high_freq_factor = 4.f;
+  int64_t original_max_position = 8192;
+};
+
+struct ModelConfig {
+  std::string arch = "llama";  // llama | mistral | qwen2
+  int64_t vocab_size = 0;
+  int64_t hidden = 0;
+  int64_t n_layers = 0;
+  int64_t n_heads = 0;
+  int64_t n_kv_heads = 0;
+  int64_t head_dim = 0;
+  int64_t ffn = 0;  // intermediate size of the SwiGLU MLP
+  int64_t max_seq = 2048;
+  float rms_eps = 1e-5f;
+  float rope_theta = 10000.f;
+  RopeScaling rope_scaling;
+  RopeStyle rope_style = RopeStyle::kHalf;
+  bool tied_embeddings = false;
+  bool qkv_bias = false;  // qwen2
+  int32_t bos_id = 1;
+  std::vector<int32_t> eos_ids = {2};
+
+  // Number of weight elements (parameters), counting a tied head once.
+  int64_t parameter_count() const;
+  // Throws strata::Error (kFormat) naming `source` when fields are missing or inconsistent.
+  void validate(const std::string& source) const;
+};
+
+}  // namespace strata
