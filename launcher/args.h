@@ -1,0 +1,42 @@
+// launcher/args.h: command-line flags of one subcommand: `--name value`, `--name=value`, bare
+// switches. Unknown flags are errors that suggest the nearest known one.
+#pragma once
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace strata::launcher {
+
+struct FlagSpec {
+  std::string name;  // without dashes, e.g. "top-k"
+  bool takes_value = true;
+  std::string help;
+};
+
+class Args {
+ public:
+  // Parses argv[first..argc) against `flags`; throws strata::Error (kInvalidArgument) on unknown
+  // flags, missing values or stray positionals (unless `positionals` allows them).
+  Args(const std::string& command, const std::vector<FlagSpec>& flags, int argc, char** argv, int first,
+       bool positionals = false);
+
+  bool has(const std::string& name) const { return values_.count(name) > 0; }
+  std::string str(const std::string& name, const std::string& fallback = "") const;
+  std::string required(const std::string& name) const;
+  int64_t integer(const std::string& name, int64_t fallback, int64_t min, int64_t max) const;
+  double number(const std::string& name, double fallback, double min, double max) const;
+  const std::vector<std::string>& positionals() const { return positionals_; }
+  std::string usage() const;
+
+ private:
+  std::string command_;
+  std::vector<FlagSpec> flags_;
+  std::map<std::string, std::string> values_;
+  std::vector<std::string> positionals_;
+};
+
+// Levenshtein distance, for "did you mean" suggestions.
+size_t edit_distance(const std::string& a, const std::string& b);
+
+}  // namespace strata::launcher

@@ -1,0 +1,43 @@
+// launcher/cmd_make_model.cpp: `strata make-model`: random-weight checkpoints of named shapes, for
+// tests, the demo and benchmarks.
+#include <cstdio>
+
+#include "launcher/args.h"
+#include "launcher/commands.h"
+#include "runtime/error.h"
+#include "runtime/formats/model_writer.h"
+#include "runtime/model_presets.h"
+
+namespace strata::launcher {
+
+int cmd_make_model(int argc, char** argv) {
+  std::string presets;
+  for (const auto& p : model_preset_names()) presets += (presets.empty() ? "" : ", ") + p;
+  const Args args("make-model", {{"preset", true, "shape: " + presets},
+                                 {"format", true, "safetensors (default) or gguf"},
+                                 {"dtype", true, "f32, f16 (default), bf16; gguf also q8_0, q4_0"},
+                                 {"seed", true, "random seed (default 1)"},
+                                 {"out", true, "output directory (safetensors) or .gguf file"},
+                                 {"help", false, "show this help"}},
+                  argc, argv, 2);
+  if (args.has("help")) {
+    std::printf("%s", args.usage().c_str());
+    return 0;
+  }
+  MakeModelOptions options;
+  options.preset = args.required("preset");
+  options.format = args.str("format", "safetensors");
+  STRATA_CHECK(options.format == "safetensors" || options.format == "gguf", "--format must be safetensors or gguf, got '",
+               options.format, "'");
+  options.dtype = dtype_name(dtype_from_name(args.str("dtype", "f16")));  // validates the name
+  options.seed = static_cast<uint64_t>(args.integer("seed", 1, 0, INT64_MAX));
+  options.out = args.required("out");
+  const ModelConfig config = model_preset(options.preset);  // validates the name before any writing
+  make_model(options);
+  std::printf("wrote %s model '%s' (%.1fM parameters, %s) to %s\n", options.format.c_str(), options.preset.c_str(),
+              static_cast<double>(config.parameter_count()) / 1e6, options.dtype.c_str(),
+              make_model_output_path(options).c_str());
+  return 0;
+}
+
+}  // namespace strata::launcher

@@ -1,0 +1,13 @@
+// launcher/commands.h: the subcommands of the strata executable. Each parses its own flags and
+// returns the process exit code; errors are thrown as strata::Error and reported by run_cli.
+#pragma once
+
+namespace strata::launcher {
+
+int cmd_generate(int argc, char** argv);    // generate text or ids
+int cmd_tokenize(int argc, char** argv);    // text -> ids
+int cmd_logits(int argc, char** argv);      // last-position logits as JSON
+int cmd_perplexity(int argc, char** argv);  // perplexity of a text file
+int cmd_make_model(int argc, char** argv);  // random-weight checkpoints
+
+}  // namespace strata::launcher

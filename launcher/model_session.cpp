@@ -1,0 +1,92 @@
+// launcher/model_session.cpp: wiring of one rank's model.
+#include "launcher/model_session.h"
+
+#include <algorithm>
+
+#include "runtime/error.h"
+#include "runtime/log.h"
+#ifdef STRATA_HAVE_CUDA
+#include "runtime/cuda/cuda_backend.h"
+#endif
+
+namespace strata::launcher {
+
+std::unique_ptr<Backend> make_backend(const std::string& device, int threads) {
+  if (device == "cpu") return make_cpu_backend(threads);
+  if (device.rfind("cuda", 0) == 0) {
+#ifdef STRATA_HAVE_CUDA
+    const int index = device.size() > 5 ? std::stoi(device.substr(5)) : 0;
+    return make_cuda_backend(index);
+#else
+    STRATA_THROW(ErrorKind::kInvalidArgument, "the CUDA backend is not built into this binary; rebuild with "
+                 "-DSTRATA_CUDA=ON on a machine with the CUDA toolkit, or use --device cpu");
+#endif
+  }
+  STRATA_THROW(ErrorKind::kInvalidArgument, "unknown device '", device, "'; use cpu, cuda or cuda:N");
+}
+
+ModelSession::ModelSession(const SessionOptions& options, const RankPlacement& placement) : options_(options) {
+  checkpoint_ = open_checkpoint(options.model_path);
+  const ModelConfig& c = checkpoint_->config();
+  backend_ = make_backend(options.device, options.threads);
+  const int64_t end = placement.layer_end < 0 ? c.n_layers : placement.layer_end;
+  spec_ = ShardSpec::make(c, placement.tp_rank, placement.tp_size, placement.layer_begin, end);
+  if (placement.tp != nullptr) {
+    tp_ = placement.tp;
+  } else {
+    own_tp_ = std::make_unique<LocalCollective>();
+    tp_ = own_tp_.get();
+  }
+  if (placement.link != nullptr) {
+    link_ = placement.link;
+  } else {
+    own_link_ = std::make_unique<LocalStageLink>();
+    link_ = own_link_.get();
+  }
+  weights_ = make_resident_weights(*checkpoint_, spec_, *backend_);
+  for (int64_t l = spec_.layer_begin; l < spec_.layer_end; ++l) {
+    weight_bytes_ += weights_->acquire(l).nbytes();
+    weights_->release(l);
+  }
+  if (checkpoint_->tokenizer()) tokenizer_ = Tokenizer::create(*checkpoint_->tokenizer());
+  LOG_DEBUG("loaded ", checkpoint_->format(), " model ", options.model_path, ": layers [", spec_.layer_begin, ", ",
+            spec_.layer_end, ") tp ", spec_.tp_rank, "/", spec_.tp_size, ", ", weight_bytes_, " layer weight bytes, ",
+            checkpoint_->bytes_touched(), " bytes of the checkpoint read");
+}
+
+void ModelSession::prepare(int64_t tokens) {
+  const ModelConfig& c = checkpoint_->config();
+  KvCacheShape kv;
+  kv.n_layers = spec_.n_layers();
+  kv.block_size = options_.block_size;
+  kv.kv_heads = spec_.kv_heads;
+  kv.head_dim = c.head_dim;
+  if (options_.kv_tokens > 0) tokens = options_.kv_tokens;
+  // Every sequence rounds up to whole blocks; one spare block per sequence is cheap insurance.
+  kv.num_blocks = std::max<int64_t>(1, (tokens + kv.block_size - 1) / kv.block_size);
+  if (kv_ && kv_->shape().num_blocks >= kv.num_blocks) return;
+  generator_.reset();
+  model_.reset();
+  kv_.reset();
+  kv_ = std::make_unique<KvCache>(*backend_, kv);
+  model_ = std::make_unique<LlamaModel>(c, spec_, *backend_, *weights_, *tp_, *kv_);
+  generator_ = std::make_unique<Generator>(*model_, *kv_, *link_, *backend_, options_.generator);
+  LOG_DEBUG("KV cache: ", kv.num_blocks, " blocks of ", kv.block_size, " tokens, ",
+            kv.num_blocks * kv.block_bytes(backend_->activation_dtype()), " bytes");
+}
+
+Generator& ModelSession::generator() {
+  STRATA_CHECK_KIND(ErrorKind::kInternal, generator_ != nullptr, "ModelSession::prepare() was not called");
+  return *generator_;
+}
+
+ModelSession::~ModelSession() = default;
+
+const Tokenizer& ModelSession::tokenizer() const {
+  STRATA_CHECK(tokenizer_ != nullptr, "the model ", checkpoint_->path(),
+               " has no tokenizer (no tokenizer.json/tokenizer.model beside it, none embedded); pass token ids with "
+               "--prompt-ids instead of text");
+  return *tokenizer_;
+}
+
+}  // namespace strata::launcher

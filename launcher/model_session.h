@@ -1,0 +1,79 @@
+// launcher/model_session.h: one rank's loaded model: checkpoint, backend, this rank's weights, KV
+// cache, decoder stage and generator, plus the tokenizer. The launcher builds it for a single rank
+// or for one rank of a plan; subcommands only talk to it.
+#pragma once
+#include <memory>
+#include <string>
+
+#include "runtime/backend.h"
+#include "runtime/collective.h"
+#include "runtime/formats/checkpoint.h"
+#include "runtime/generator.h"
+#include "runtime/kv_cache.h"
+#include "runtime/models/llama.h"
+#include "runtime/stage_link.h"
+#include "runtime/tokenizer/tokenizer.h"
+#include "runtime/weights.h"
+
+namespace strata::launcher {
+
+struct SessionOptions {
+  std::string model_path;
+  std::string device = "cpu";    // cpu | cuda
+  int threads = 0;               // CPU threads (0: OpenMP default)
+  int64_t kv_tokens = 0;         // KV cache capacity in tokens (0: one full context)
+  int64_t block_size = 16;
+  GeneratorOptions generator;
+};
+
+// Where this rank sits in its replica; the default is a single rank holding the whole model.
+struct RankPlacement {
+  int tp_rank = 0, tp_size = 1;
+  int64_t layer_begin = 0, layer_end = -1;  // -1: through the last layer
+  Collective* tp = nullptr;                 // null: LocalCollective
+  StageLink* link = nullptr;                // null: LocalStageLink
+};
+
+class ModelSession {
+ public:
+  ModelSession(const SessionOptions& options, const RankPlacement& placement = {});
+  ~ModelSession();
+
+  const ModelConfig& config() const { return checkpoint_->config(); }
+  const Checkpoint& checkpoint() const { return *checkpoint_; }
+  // Sizes the KV cache for `tokens` token slots (rounded up to blocks) and builds the model stage
+  // and generator on it; the options' kv_tokens, when set, overrides. Call before generator().
+  void prepare(int64_t tokens);
+  Generator& generator();
+  Backend& backend() { return *backend_; }
+  const ShardSpec& shard() const { return spec_; }
+  // The tokenizer, or a clear error naming the checkpoint when it has none.
+  const Tokenizer& tokenizer() const;
+  bool has_tokenizer() const { return tokenizer_ != nullptr; }
+  StageLink& link() { return *link_; }
+  // Bytes of weights this rank holds and bytes of the memory map it read to get them.
+  int64_t weight_bytes() const { return weight_bytes_; }
+  uint64_t checkpoint_bytes_read() const { return checkpoint_->bytes_touched(); }
+
+ private:
+  std::unique_ptr<Checkpoint> checkpoint_;
+  std::unique_ptr<Backend> backend_;
+  ShardSpec spec_;
+  std::unique_ptr<Collective> own_tp_;
+  std::unique_ptr<StageLink> own_link_;
+  Collective* tp_ = nullptr;
+  StageLink* link_ = nullptr;
+  std::unique_ptr<WeightSource> weights_;
+  std::unique_ptr<KvCache> kv_;
+  std::unique_ptr<LlamaModel> model_;
+  std::unique_ptr<Generator> generator_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+  int64_t weight_bytes_ = 0;
+  SessionOptions options_;
+};
+
+// Creates the backend named `device` ("cpu", "cuda", "cuda:N"); a backend missing from this build
+// is a clear error at this seam.
+std::unique_ptr<Backend> make_backend(const std::string& device, int threads);
+
+}  // namespace strata::launcher

@@ -1,0 +1,82 @@
+// launcher/rank_runtime.cpp: plan -> world -> validated partition -> groups -> placement.
+#include "launcher/rank_runtime.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <thread>
+
+#include "comm/bootstrap.h"
+#include "comm/communicator_collective.h"
+#include "parallel/plan_parser.h"
+#include "parallel/replica_link.h"
+#include "runtime/error.h"
+#include "runtime/log.h"
+
+namespace strata::launcher {
+
+RankRuntime::RankRuntime(const std::string& plan_path, const std::string& model_override) {
+  plan_ = parallel::load_plan(plan_path);
+  model_path_ = model_override.empty() ? plan_.model.path : model_override;
+  STRATA_CHECK_KIND(ErrorKind::kConfig, !model_path_.empty(), plan_path,
+                    ": the plan has no model.path; add one or pass --model PATH");
+  comm::CommConfig config;
+  config.timeout_s = plan_.comm.timeout_s;
+  if (const char* env = std::getenv("STRATA_COMM_TIMEOUT")) config.timeout_s = std::atof(env);
+  const comm::RankInfo launch = comm::detect_launch();
+  world_ = comm::make_world_communicator(config, launch);
+  if (std::getenv("OMP_NUM_THREADS") == nullptr && launch.local_size > 1)
+    cpu_threads_ = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / launch.local_size);
+  const int rank = world_->rank(), world = world_->size();
+  char host[256] = {0};
+  gethostname(host, sizeof(host) - 1);
+
+  STRATA_CHECK_KIND(ErrorKind::kConfig, world == plan_.world_size(), plan_path, ": the plan needs ",
+                    plan_.world_size(), " ranks (data ", plan_.parallel.data, " x pipeline ", plan_.parallel.pipeline,
+                    " x tensor ", plan_.parallel.tensor, ") but this job has ", world, "; launch it with mpirun -np ",
+                    plan_.world_size(), " (or srun -n ", plan_.world_size(), ")");
+  const ModelConfig model = open_checkpoint(model_path_)->config();
+  const parallel::Partition partition = parallel::make_partition(plan_, model, world);
+  part_ = partition.rank(rank);
+  log::set_rank_prefix(cat("[r", rank, "/", world, " dp", part_.dp, " pp", part_.pp, " tp", part_.tp, " ", host, "]"),
+                       rank == 0);
+
+  const int tp_size = plan_.parallel.tensor, pp_size = plan_.parallel.pipeline;
+  tp_ = world_->split(part_.dp * pp_size + part_.pp, rank, cat("tp[dp", part_.dp, " pp", part_.pp, "]"));
+  replica_ = world_->split(part_.dp, rank, cat("replica[dp", part_.dp, "]"));
+  tp_collective_ = std::make_unique<comm::CommunicatorCollective>(*tp_);
+  // Positions inside the replica: pp * TP + tp (ranks keep their world order).
+  auto in_replica = [&](int world_rank) { return world_rank < 0 ? -1 : world_rank - part_.dp * pp_size * tp_size; };
+  link_ = std::make_unique<parallel::ReplicaLink>(*replica_, (pp_size - 1) * tp_size, in_replica(part_.prev_stage),
+                                                  in_replica(part_.next_stage));
+  LOG_DEBUG("layers [", part_.layer_begin, ", ", part_.layer_end, "), q heads ", part_.q_head_begin, "+",
+            part_.q_heads, ", kv heads ", part_.kv_head_begin, "+", part_.kv_heads, ", ffn ", part_.ffn_begin, "+",
+            part_.ffn_count, ", vocab ", part_.vocab_begin, "+", part_.vocab_count);
+}
+
+RankRuntime::~RankRuntime() = default;
+
+RankPlacement RankRuntime::placement() {
+  RankPlacement p;
+  p.tp_rank = part_.tp;
+  p.tp_size = plan_.parallel.tensor;
+  p.layer_begin = part_.layer_begin;
+  p.layer_end = part_.layer_end;
+  p.tp = tp_collective_.get();
+  p.link = link_.get();
+  return p;
+}
+
+int RankRuntime::fail(const std::exception& error) {
+  const auto* e = dynamic_cast<const Error*>(&error);
+  LOG_ERROR(e != nullptr ? error_kind_name(e->kind()) : "error", ": ", error.what());
+  if (world_ && world_->size() > 1) {
+    std::fflush(stdout);
+    comm::abort_world(1);
+  }
+  return 1;
+}
+
+}  // namespace strata::launcher

@@ -1,0 +1,50 @@
+// launcher/rank_runtime.h: one rank's part of a plan: the world and its sub-groups (TP group of the
+// stage, the replica), this rank's coordinates and placement, and the StageLink and Collective the
+// model step uses. Built once per process by the commands that take --plan.
+#pragma once
+#include <memory>
+#include <string>
+
+#include "comm/communicator.h"
+#include "launcher/model_session.h"
+#include "parallel/partition.h"
+#include "parallel/plan.h"
+
+namespace strata::launcher {
+
+class RankRuntime {
+ public:
+  // Parses and validates `plan_path` against the model (`model_override` replaces model.path when
+  // set), joins the world and splits the groups. Every rank of the job calls it.
+  RankRuntime(const std::string& plan_path, const std::string& model_override);
+  ~RankRuntime();
+
+  const parallel::Plan& plan() const { return plan_; }
+  const parallel::RankPartition& part() const { return part_; }
+  const std::string& model_path() const { return model_path_; }
+  int world_rank() const { return world_->rank(); }
+  int world_size() const { return world_->size(); }
+  int replica_index() const { return part_.dp; }
+  int replicas() const { return plan_.parallel.data; }
+  // True on the one rank that prints user output (world rank 0).
+  bool prints() const { return world_->rank() == 0; }
+  RankPlacement placement();
+  // CPU threads for this rank's backend: the host's cores shared by the ranks on it (OpenMP threads
+  // of oversubscribed ranks would stall each other's barriers); 0 when OMP_NUM_THREADS decides.
+  int cpu_threads() const { return cpu_threads_; }
+  comm::Communicator& world() { return *world_; }
+  // Ends the job after an error on this rank: with more than one rank, the others are stopped too
+  // (so none waits for a peer that will never come); returns the exit code for a lone rank.
+  int fail(const std::exception& error);
+
+ private:
+  parallel::Plan plan_;
+  std::string model_path_;
+  parallel::RankPartition part_;
+  std::unique_ptr<comm::Communicator> world_, tp_, replica_;
+  std::unique_ptr<Collective> tp_collective_;
+  std::unique_ptr<StageLink> link_;
+  int cpu_threads_ = 0;
+};
+
+}  // namespace strata::launcher

@@ -1,0 +1,246 @@
+// runtime/cpu/cpu_backend.cpp: the CPU implementation of Backend. f32 activations and KV cache,
+// weights of any dtype converted on the fly, OpenMP across cores. It is also the reference every
+// CUDA kernel is tested against, so clarity wins over tricks outside the matmul inner loops.
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "runtime/backend.h"
+#include "runtime/cpu/cpu_kernels.h"
+#include "runtime/error.h"
+#include "runtime/rope.h"
+
+namespace strata {
+namespace {
+
+void expect_f32(const Tensor& t, const char* what) {
+  STRATA_CHECK(t.device() == Device::kCpu && t.dtype() == DType::kF32, "CPU backend: ", what,
+               " must be an f32 host tensor, got ", dtype_name(t.dtype()));
+}
+
+constexpr int64_t kParallelWork = 1 << 16;
+
+int64_t row_len(const Tensor& t) { return t.rank() == 0 ? 1 : t.numel() / t.dim(0); }
+
+class CpuBackend final : public Backend {
+ public:
+  explicit CpuBackend(int threads) {
+    if (threads > 0) omp_set_num_threads(threads);
+  }
+  Device device() const override { return Device::kCpu; }
+  std::string name() const override { return "cpu"; }
+  DType activation_dtype() const override { return DType::kF32; }
+  Tensor alloc(const Shape& shape, DType dtype) override { return Tensor::empty(shape, dtype); }
+  void copy(const Tensor& src, Tensor& dst) override {
+    STRATA_CHECK(src.nbytes() == dst.nbytes(), "copy of ", src.nbytes(), " bytes into ", dst.nbytes());
+    if (src.raw() != dst.raw()) std::memcpy(dst.raw(), src.raw(), static_cast<size_t>(src.nbytes()));
+  }
+  Tensor upload_weight(const Tensor& host) override { return host; }
+  void synchronize() override {}
+
+  void embed(const Tensor& table, const Tensor& ids, int64_t vocab_offset, Tensor& out) override {
+    expect_f32(out, "embedding output");
+    const int64_t n = ids.numel();
+    const int64_t d = table.dim(1);
+    const int64_t rows = table.dim(0);
+    const int64_t row_bytes = dtype_bytes(table.dtype(), d);
+    const int32_t* id = ids.data<int32_t>();
+    float* o = out.data<float>();
+    for (int64_t t = 0; t < n; ++t) {
+      const int64_t local = static_cast<int64_t>(id[t]) - vocab_offset;
+      if (local < 0 || local >= rows) {
+        std::fill(o + t * d, o + (t + 1) * d, 0.f);
+        continue;
+      }
+      cpu::row_to_f32(static_cast<const uint8_t*>(table.raw()) + local * row_bytes, table.dtype(), d, o + t * d);
+    }
+  }
+
+  void rmsnorm(const Tensor& x, const Tensor& weight, float eps, Tensor& out) override {
+    expect_f32(x, "rmsnorm input");
+    const int64_t d = row_len(x), n = x.numel() / d;
+    std::vector<float> w(static_cast<size_t>(d));
+    cpu::row_to_f32(weight.raw(), weight.dtype(), d, w.data());
+    const float* in = x.data<float>();
+    float* o = out.data<float>();
+#pragma omp parallel for if (n * d >= kParallelWork)
+    for (int64_t r = 0; r < n; ++r) norm_row(in + r * d, w.data(), d, eps, o + r * d);
+  }
+
+  void add_rmsnorm(Tensor& residual, const Tensor& x, const Tensor& weight, float eps, Tensor& out) override {
+    expect_f32(residual, "residual");
+    const int64_t d = row_len(residual), n = residual.numel() / d;
+    std::vector<float> w(static_cast<size_t>(d));
+    cpu::row_to_f32(weight.raw(), weight.dtype(), d, w.data());
+    float* res = residual.data<float>();
+    const float* in = x.data<float>();
+    float* o = out.data<float>();
+#pragma omp parallel for if (n * d >= kParallelWork)
+    for (int64_t r = 0; r < n; ++r) {
+      for (int64_t i = 0; i < d; ++i) res[r * d + i] += in[r * d + i];
+      norm_row(res + r * d, w.data(), d, eps, o + r * d);
+    }
+  }
+
+  void matmul(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& out) override {
+    expect_f32(x, "matmul input");
+    const int64_t k = x.dim(-1), m = x.numel() / k, n = w.dim(0);
+    STRATA_CHECK(w.rank() == 2 && w.dim(1) == k, "matmul: input ", shape_str(x.shape()), " does not match weight ",
+                 shape_str(w.shape()));
+    STRATA_CHECK(out.numel() == m * n, "matmul: output ", shape_str(out.shape()), " is not [", m, ", ", n, "]");
+    const int64_t row_bytes = dtype_bytes(w.dtype(), k);
+    const auto* wb = static_cast<const uint8_t*>(w.raw());
+    const float* xs = x.data<float>();
+    float* o = out.data<float>();
+    std::vector<float> b;
+    if (bias != nullptr) {
+      b.resize(static_cast<size_t>(n));
+      cpu::row_to_f32(bias->raw(), bias->dtype(), n, b.data());
+    }
+    // Few rows (decode): stream each weight row once through the fused dot. Many rows (prefill):
+    // convert a weight row to f32 once and reuse it for every input row.
+    const bool convert = m > 2 && w.dtype() != DType::kF32;
+    // Below ~64K multiply-adds a fork/join costs more than it saves (and a thread that lost its
+    // core to another process stalls the whole barrier).
+#pragma omp parallel if (m * n * k >= kParallelWork)
+    {
+      std::vector<float> buf(convert ? static_cast<size_t>(k) : 0);
+#pragma omp for schedule(static)
+      for (int64_t j = 0; j < n; ++j) {
+        const void* row = wb + j * row_bytes;
+        const float bj = b.empty() ? 0.f : b[static_cast<size_t>(j)];
+        if (convert) {
+          cpu::row_to_f32(row, w.dtype(), k, buf.data());
+          for (int64_t i = 0; i < m; ++i) o[i * n + j] = cpu::dot_f32(xs + i * k, buf.data(), k) + bj;
+        } else {
+          for (int64_t i = 0; i < m; ++i) o[i * n + j] = cpu::dot_row(xs + i * k, row, w.dtype(), k) + bj;
+        }
+      }
+    }
+  }
+
+  void rope(Tensor& x, const Tensor& positions, const RopeParams& params) override {
+    expect_f32(x, "rope input");
+    const int64_t t_count = x.dim(0), heads = x.dim(1), hd = x.dim(2);
+    const int64_t rot = params.rot_dim > 0 ? params.rot_dim : hd;
+    const std::vector<float> inv_freq = rope_inv_freq(params, rot);
+    const int32_t* pos = positions.data<int32_t>();
+    float* data = x.data<float>();
+    const int64_t half = rot / 2;
+#pragma omp parallel for if (t_count * heads * hd >= kParallelWork)
+    for (int64_t t = 0; t < t_count; ++t) {
+      std::vector<float> cs(static_cast<size_t>(half)), sn(static_cast<size_t>(half));
+      for (int64_t i = 0; i < half; ++i) {
+        const float angle = static_cast<float>(pos[t]) * inv_freq[static_cast<size_t>(i)];
+        cs[static_cast<size_t>(i)] = std::cos(angle);
+        sn[static_cast<size_t>(i)] = std::sin(angle);
+      }
+      for (int64_t h = 0; h < heads; ++h) {
+        float* v = data + (t * heads + h) * hd;
+        for (int64_t i = 0; i < half; ++i) {
+          const int64_t a = params.style == RopeStyle::kHalf ? i : 2 * i;
+          const int64_t b = params.style == RopeStyle::kHalf ? i + half : 2 * i + 1;
+          const float x0 = v[a], x1 = v[b];
+          v[a] = x0 * cs[static_cast<size_t>(i)] - x1 * sn[static_cast<size_t>(i)];
+          v[b] = x1 * cs[static_cast<size_t>(i)] + x0 * sn[static_cast<size_t>(i)];
+        }
+      }
+    }
+  }
+
+  void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) override {
+    const int64_t n = gate.numel();
+    const float* g = gate.data<float>();
+    const float* u = up.data<float>();
+    float* o = out.data<float>();
+#pragma omp parallel for if (n >= kParallelWork)
+    for (int64_t i = 0; i < n; ++i) o[i] = g[i] / (1.f + std::exp(-g[i])) * u[i];
+  }
+
+  void add(Tensor& a, const Tensor& b) override {
+    const int64_t n = a.numel();
+    float* x = a.data<float>();
+    const float* y = b.data<float>();
+    for (int64_t i = 0; i < n; ++i) x[i] += y[i];
+  }
+
+  void kv_write(const Tensor& k, const Tensor& v, const Tensor& slots, Tensor& k_cache, Tensor& v_cache) override {
+    const int64_t t_count = k.dim(0);
+    const int64_t row = k.numel() / t_count;  // Hkv * head_dim
+    const int64_t capacity = k_cache.numel() / row;
+    const int32_t* slot = slots.data<int32_t>();
+    for (int64_t t = 0; t < t_count; ++t) {
+      STRATA_CHECK_KIND(ErrorKind::kInternal, slot[t] >= 0 && slot[t] < capacity, "KV slot ", slot[t],
+                        " outside the cache of ", capacity, " slots");
+      std::memcpy(k_cache.data<float>() + slot[t] * row, k.data<float>() + t * row, static_cast<size_t>(row) * 4);
+      std::memcpy(v_cache.data<float>() + slot[t] * row, v.data<float>() + t * row, static_cast<size_t>(row) * 4);
+    }
+  }
+
+  void attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const AttentionBatch& batch,
+                 float scale, Tensor& out) override {
+    const int64_t t_count = q.dim(0), heads = q.dim(1), hd = q.dim(2);
+    const int64_t kv_heads = k_cache.dim(2);
+    const int64_t group = heads / kv_heads;
+    const int64_t bs = batch.block_size;
+    const int32_t* pos = batch.positions.data<int32_t>();
+    const int32_t* seq = batch.token_seq.data<int32_t>();
+    const int32_t* tables = batch.block_tables.data<int32_t>();
+    const float* kc = k_cache.data<float>();
+    const float* vc = v_cache.data<float>();
+    const float* qs = q.data<float>();
+    float* o = out.data<float>();
+#pragma omp parallel if (t_count * heads * batch.max_position * hd >= kParallelWork)
+    {
+      std::vector<float> scores;
+#pragma omp for collapse(2) schedule(dynamic, 1)
+      for (int64_t t = 0; t < t_count; ++t) {
+        for (int64_t h = 0; h < heads; ++h) {
+          const int64_t n = static_cast<int64_t>(pos[t]) + 1;
+          const int32_t* table = tables + static_cast<int64_t>(seq[t]) * batch.max_blocks;
+          const int64_t kvh = h / group;
+          const float* qv = qs + (t * heads + h) * hd;
+          scores.resize(static_cast<size_t>(n));
+          float max_score = -INFINITY;
+          for (int64_t j = 0; j < n; ++j) {
+            const int64_t slot = static_cast<int64_t>(table[j / bs]) * bs + j % bs;
+            const float s = cpu::dot_f32(qv, kc + (slot * kv_heads + kvh) * hd, hd) * scale;
+            scores[static_cast<size_t>(j)] = s;
+            max_score = std::max(max_score, s);
+          }
+          float denom = 0.f;
+          for (int64_t j = 0; j < n; ++j) {
+            const float e = std::exp(scores[static_cast<size_t>(j)] - max_score);
+            scores[static_cast<size_t>(j)] = e;
+            denom += e;
+          }
+          float* ov = o + (t * heads + h) * hd;
+          std::fill(ov, ov + hd, 0.f);
+          for (int64_t j = 0; j < n; ++j) {
+            const int64_t slot = static_cast<int64_t>(table[j / bs]) * bs + j % bs;
+            const float p = scores[static_cast<size_t>(j)] / denom;
+            const float* vv = vc + (slot * kv_heads + kvh) * hd;
+            for (int64_t i = 0; i < hd; ++i) ov[i] += p * vv[i];
+          }
+        }
+      }
+    }
+  }
+
+ private:
+  static void norm_row(const float* x, const float* w, int64_t d, float eps, float* out) {
+    double sum = 0.0;
+    for (int64_t i = 0; i < d; ++i) sum += static_cast<double>(x[i]) * x[i];
+    const float inv = 1.f / std::sqrt(static_cast<float>(sum / static_cast<double>(d)) + eps);
+    for (int64_t i = 0; i < d; ++i) out[i] = x[i] * inv * w[i];
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cpu_backend(int threads) { return std::make_unique<CpuBackend>(threads); }
+
+}  // namespace strata

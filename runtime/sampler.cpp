@@ -1,0 +1,99 @@
+// runtime/sampler.cpp: sampling, following the order of the Hugging Face logits processors:
+// repetition penalty, temperature, top-k, top-p, min-p, then a draw from the renormalised rest.
+#include "runtime/sampler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "runtime/error.h"
+
+namespace strata {
+namespace {
+uint64_t splitmix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+}  // namespace
+
+void SamplingParams::validate() const {
+  STRATA_CHECK(std::isfinite(temperature) && temperature >= 0.f, "temperature must be >= 0, got ", temperature);
+  STRATA_CHECK(top_k >= 0, "top_k must be >= 0, got ", top_k);
+  STRATA_CHECK(top_p > 0.f && top_p <= 1.f, "top_p must be in (0, 1], got ", top_p);
+  STRATA_CHECK(min_p >= 0.f && min_p < 1.f, "min_p must be in [0, 1), got ", min_p);
+  STRATA_CHECK(repetition_penalty > 0.f, "repetition_penalty must be > 0, got ", repetition_penalty);
+}
+
+int32_t Sampler::argmax(std::span<const float> logits) {
+  return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+}
+
+double Sampler::log_prob(std::span<const float> logits, int32_t token) {
+  const float max = *std::max_element(logits.begin(), logits.end());
+  double sum = 0.0;
+  for (float v : logits) sum += std::exp(static_cast<double>(v - max));
+  return static_cast<double>(logits[static_cast<size_t>(token)] - max) - std::log(sum);
+}
+
+int32_t Sampler::sample(std::span<const float> logits, const SamplingParams& params, std::span<const int32_t> history,
+                        uint64_t step) {
+  std::vector<float> z(logits.begin(), logits.end());
+  if (params.repetition_penalty != 1.f) {
+    std::vector<uint8_t> seen(z.size(), 0);
+    for (int32_t t : history) {
+      if (t < 0 || static_cast<size_t>(t) >= z.size() || seen[static_cast<size_t>(t)]) continue;
+      seen[static_cast<size_t>(t)] = 1;
+      float& v = z[static_cast<size_t>(t)];
+      v = v > 0.f ? v / params.repetition_penalty : v * params.repetition_penalty;
+    }
+  }
+  if (params.temperature <= 0.f) return argmax(z);
+
+  std::vector<int32_t> order(z.size());
+  std::iota(order.begin(), order.end(), 0);
+  size_t keep = z.size();
+  if (params.top_k > 0 && static_cast<size_t>(params.top_k) < keep) keep = static_cast<size_t>(params.top_k);
+  // Stable descending order (ties keep the lower id first) so results never depend on the sort.
+  std::partial_sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(keep), order.end(),
+                    [&](int32_t a, int32_t b) { return z[a] > z[b] || (z[a] == z[b] && a < b); });
+  order.resize(keep);
+  std::vector<double> p(keep);
+  const double max = z[static_cast<size_t>(order[0])] / params.temperature;
+  double sum = 0.0;
+  for (size_t i = 0; i < keep; ++i) {
+    p[i] = std::exp(z[static_cast<size_t>(order[i])] / params.temperature - max);
+    sum += p[i];
+  }
+  for (double& v : p) v /= sum;
+  if (params.top_p < 1.f) {
+    double cum = 0.0;
+    size_t cut = keep;
+    for (size_t i = 0; i < keep; ++i) {
+      cum += p[i];
+      if (cum >= params.top_p) {
+        cut = i + 1;
+        break;
+      }
+    }
+    keep = cut;
+  }
+  if (params.min_p > 0.f) {
+    const double floor = params.min_p * p[0];
+    size_t cut = 1;
+    while (cut < keep && p[cut] >= floor) ++cut;
+    keep = cut;
+  }
+  double total = 0.0;
+  for (size_t i = 0; i < keep; ++i) total += p[i];
+  const double u = static_cast<double>(splitmix64(params.seed * 0x100000001b3ull ^ splitmix64(step)) >> 11) * 0x1.0p-53;
+  double cum = 0.0;
+  for (size_t i = 0; i < keep; ++i) {
+    cum += p[i] / total;
+    if (u < cum) return order[i];
+  }
+  return order[keep - 1];
+}
+
+}  // namespace strata

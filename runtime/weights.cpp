@@ -1,0 +1,114 @@
+// runtime/weights.cpp: slicing of checkpoint tensors into TP shards and the all-resident source.
+#include "runtime/weights.h"
+
+#include <cstring>
+
+#include "runtime/error.h"
+#include "runtime/formats/checkpoint.h"
+
+namespace strata {
+
+int64_t LayerWeights::nbytes() const {
+  int64_t n = 0;
+  for (const Tensor* t : {&attn_norm, &wq, &wk, &wv, &bq, &bk, &bv, &wo, &ffn_norm, &w_gate, &w_up, &w_down})
+    if (t->defined()) n += t->nbytes();
+  return n;
+}
+
+ShardReader::ShardReader(const Checkpoint& checkpoint, const ShardSpec& spec) : checkpoint_(checkpoint), spec_(spec) {}
+
+Tensor ShardReader::rows(const std::string& name, int64_t begin, int64_t count) const {
+  return checkpoint_.tensor_rows(name, begin, count);
+}
+
+Tensor ShardReader::cols(const std::string& name, int64_t begin, int64_t count) const {
+  const TensorEntry& e = checkpoint_.entry(name);
+  STRATA_CHECK_KIND(ErrorKind::kFormat, e.shape.size() == 2, e.file, ": tensor ", e.file_name, " should be 2-D, is ",
+                    shape_str(e.shape));
+  const int64_t n = e.shape[0], k = e.shape[1];
+  if (begin == 0 && count == k) return checkpoint_.tensor(name);
+  const int64_t block = dtype_block_elems(e.dtype);
+  STRATA_CHECK_KIND(ErrorKind::kConfig, begin % block == 0 && count % block == 0, "tensor ", name, " (",
+                    dtype_name(e.dtype), ") cannot be split at column ", begin, ": quantized blocks hold ", block,
+                    " columns; choose a tensor-parallel size that keeps each slice a multiple of ", block);
+  const Tensor full = checkpoint_.tensor(name);
+  Tensor out = Tensor::empty({n, count}, e.dtype);
+  const int64_t src_row = dtype_bytes(e.dtype, k), dst_row = dtype_bytes(e.dtype, count);
+  const int64_t skip = dtype_bytes(e.dtype, begin);
+  const auto* src = static_cast<const uint8_t*>(full.raw());
+  auto* dst = static_cast<uint8_t*>(out.raw());
+  for (int64_t r = 0; r < n; ++r)
+    std::memcpy(dst + r * dst_row, src + r * src_row + skip, static_cast<size_t>(dst_row));
+  return out;
+}
+
+LayerWeights ShardReader::layer(int64_t layer) const {
+  const std::string p = "blk." + std::to_string(layer) + ".";
+  const ModelConfig& c = checkpoint_.config();
+  const int64_t hd = c.head_dim;
+  LayerWeights w;
+  w.attn_norm = checkpoint_.tensor(p + "attn_norm.weight");
+  w.ffn_norm = checkpoint_.tensor(p + "ffn_norm.weight");
+  w.wq = rows(p + "attn_q.weight", spec_.q_head_begin * hd, spec_.q_heads * hd);
+  w.wk = rows(p + "attn_k.weight", spec_.kv_head_begin * hd, spec_.kv_heads * hd);
+  w.wv = rows(p + "attn_v.weight", spec_.kv_head_begin * hd, spec_.kv_heads * hd);
+  if (c.qkv_bias) {
+    w.bq = rows(p + "attn_q.bias", spec_.q_head_begin * hd, spec_.q_heads * hd);
+    w.bk = rows(p + "attn_k.bias", spec_.kv_head_begin * hd, spec_.kv_heads * hd);
+    w.bv = rows(p + "attn_v.bias", spec_.kv_head_begin * hd, spec_.kv_heads * hd);
+  }
+  w.wo = cols(p + "attn_output.weight", spec_.q_head_begin * hd, spec_.q_heads * hd);
+  w.w_gate = rows(p + "ffn_gate.weight", spec_.ffn_begin, spec_.ffn_count);
+  w.w_up = rows(p + "ffn_up.weight", spec_.ffn_begin, spec_.ffn_count);
+  w.w_down = cols(p + "ffn_down.weight", spec_.ffn_begin, spec_.ffn_count);
+  return w;
+}
+
+GlobalWeights ShardReader::globals() const {
+  GlobalWeights g;
+  const bool tied = !checkpoint_.has("output.weight");
+  if (spec_.first_stage || (spec_.last_stage && tied))
+    g.embed = rows("token_embd.weight", spec_.vocab_begin, spec_.vocab_count);
+  if (spec_.last_stage) {
+    g.output_norm = checkpoint_.tensor("output_norm.weight");
+    g.output = tied ? g.embed : rows("output.weight", spec_.vocab_begin, spec_.vocab_count);
+  }
+  return g;
+}
+
+namespace {
+class ResidentWeights final : public WeightSource {
+ public:
+  ResidentWeights(const Checkpoint& checkpoint, const ShardSpec& spec, Backend& backend) : spec_(spec) {
+    const ShardReader reader(checkpoint, spec);
+    auto up = [&](const Tensor& t) { return t.defined() ? backend.upload_weight(t) : Tensor(); };
+    const GlobalWeights g = reader.globals();
+    globals_ = {up(g.embed), up(g.output_norm), up(g.output)};
+    if (g.output.defined() && g.output.raw() == g.embed.raw()) globals_.output = globals_.embed;
+    for (int64_t l = spec.layer_begin; l < spec.layer_end; ++l) {
+      const LayerWeights h = reader.layer(l);
+      layers_.push_back({up(h.attn_norm), up(h.wq), up(h.wk), up(h.wv), up(h.bq), up(h.bk), up(h.bv), up(h.wo),
+                         up(h.ffn_norm), up(h.w_gate), up(h.w_up), up(h.w_down)});
+    }
+  }
+  const GlobalWeights& globals() override { return globals_; }
+  const LayerWeights& acquire(int64_t layer) override {
+    STRATA_CHECK_KIND(ErrorKind::kInternal, layer >= spec_.layer_begin && layer < spec_.layer_end, "layer ", layer,
+                      " is not on this stage");
+    return layers_[static_cast<size_t>(layer - spec_.layer_begin)];
+  }
+  void release(int64_t) override {}
+
+ private:
+  ShardSpec spec_;
+  GlobalWeights globals_;
+  std::vector<LayerWeights> layers_;
+};
+}  // namespace
+
+std::unique_ptr<WeightSource> make_resident_weights(const Checkpoint& checkpoint, const ShardSpec& spec,
+                                                    Backend& backend) {
+  return std::make_unique<ResidentWeights>(checkpoint, spec, backend);
+}
+
+}  // namespace strata

@@ -1,0 +1,56 @@
+// runtime/weights.h: a rank's weights as the model sees them, and WeightSource, the interface that
+// hides where they live. The resident source keeps everything on the compute device; offload/
+// implements the same interface with streaming (acquire prefetches, release frees the slot).
+#pragma once
+#include <memory>
+#include <vector>
+
+#include "runtime/backend.h"
+#include "runtime/shard_spec.h"
+#include "runtime/tensor.h"
+
+namespace strata {
+
+class Checkpoint;
+
+struct LayerWeights {
+  Tensor attn_norm, wq, wk, wv, bq, bk, bv, wo;  // biases undefined unless qkv_bias
+  Tensor ffn_norm, w_gate, w_up, w_down;
+  int64_t nbytes() const;
+};
+
+struct GlobalWeights {
+  Tensor embed;        // [vocab_count, hidden] (first stage; also the last stage when tied)
+  Tensor output_norm;  // [hidden] (last stage)
+  Tensor output;       // [vocab_count, hidden] (last stage)
+};
+
+class WeightSource {
+ public:
+  virtual ~WeightSource() = default;
+  virtual const GlobalWeights& globals() = 0;
+  // The weights of global layer index `layer`, ready on the compute device until release(layer).
+  virtual const LayerWeights& acquire(int64_t layer) = 0;
+  virtual void release(int64_t layer) = 0;
+};
+
+// Reads this rank's slices from the checkpoint's memory map: row slices are views (zero copy),
+// column slices (row-parallel weights) are gathered into host memory.
+class ShardReader {
+ public:
+  ShardReader(const Checkpoint& checkpoint, const ShardSpec& spec);
+  LayerWeights layer(int64_t layer) const;  // host tensors
+  GlobalWeights globals() const;            // host tensors
+
+ private:
+  Tensor rows(const std::string& name, int64_t begin, int64_t count) const;
+  Tensor cols(const std::string& name, int64_t begin, int64_t count) const;
+  const Checkpoint& checkpoint_;
+  ShardSpec spec_;
+};
+
+// Every weight of the shard resident on the backend's device (uploaded once).
+std::unique_ptr<WeightSource> make_resident_weights(const Checkpoint& checkpoint, const ShardSpec& spec,
+                                                    Backend& backend);
+
+}  // namespace strata

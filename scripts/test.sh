@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# scripts/test.sh: one command: install dependencies, build, run every test (unit, multi-rank under
+# mpirun, end-to-end), then the parser tests under ASan/UBSan and a short libFuzzer run of each
+# fuzz target. CI (.ci/run) calls this.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+"$root/scripts/setup.sh"
+
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+export CCACHE_DIR="${CCACHE_DIR:-$root/.cache/ccache}"
+jobs="$(nproc)"
+
+echo "== build (warnings are errors)"
+"$root/scripts/build.sh" "$root/build" -DSTRATA_WERROR=ON -DCMAKE_CUDA_ARCHITECTURES="80;90"
+
+echo "== tests"
+ctest --test-dir "$root/build" -j "$jobs" --output-on-failure --timeout 900
+
+echo "== parser tests under ASan/UBSan, and fuzzing (clang)"
+CC=clang CXX=clang++ "$root/scripts/build.sh" "$root/build-asan" -DSTRATA_CUDA=OFF -DSTRATA_SANITIZE=ON \
+  -DSTRATA_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo
+ctest --test-dir "$root/build-asan" -j "$jobs" --output-on-failure -R "formats/|tokenizer/|parallel/plan" --timeout 900
+fuzz_seconds="${STRATA_FUZZ_SECONDS:-20}"
+for fuzzer in "$root"/build-asan/fuzz/*_fuzz; do
+  [ -x "$fuzzer" ] || continue
+  name="$(basename "$fuzzer")"
+  corpus="$root/build-asan/fuzz-corpus/$name"
+  mkdir -p "$corpus"
+  seeds="$root/fuzz/seeds/${name%_fuzz}"
+  echo "-- $name for ${fuzz_seconds}s"
+  "$fuzzer" -max_total_time="$fuzz_seconds" -max_len=65536 -rss_limit_mb=2048 "$corpus" \
+    $( [ -d "$seeds" ] && echo "$seeds" ) 2>&1 | tail -n 2
+done
+echo "== all tests passed"

@@ -1,0 +1,89 @@
+// tests/test_util.h: helpers shared by tests: locating fixtures and the shared models, reading
+// NumPy .npy files (float32, C order) written by the reference scripts, temp dirs.
+#pragma once
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+namespace strata::test {
+
+inline std::string env_or(const char* name, const std::string& fallback) {
+  const char* v = std::getenv(name);
+  return v != nullptr ? v : fallback;
+}
+inline std::string source_dir() { return env_or("STRATA_SOURCE_DIR", "."); }
+inline std::string fixture(const std::string& rel) { return source_dir() + "/tests/fixtures/" + rel; }
+inline std::string shared_models() { return env_or("STRATA_SHARED_MODELS", source_dir() + "/../shared/models"); }
+inline std::string temp_dir(const std::string& name) {
+  const std::string dir = env_or("STRATA_TEST_TMP", std::filesystem::temp_directory_path().string()) + "/" + name;
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+// Path of a file under ../shared/models, or "" when that folder is absent (the caller skips).
+inline std::string shared_model(const std::string& rel) {
+  const std::string p = shared_models() + "/" + rel;
+  return std::filesystem::exists(p) ? p : "";
+}
+
+struct NpyArray {
+  std::vector<int64_t> shape;
+  std::vector<float> data;
+};
+
+// Reads a little-endian float32 C-order .npy (format v1/v2).
+inline NpyArray read_npy(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::runtime_error("cannot open " + path);
+  char magic[6];
+  in.read(magic, 6);
+  if (std::string(magic, 6) != "\x93NUMPY") throw std::runtime_error(path + ": not a .npy file");
+  uint8_t version[2];
+  in.read(reinterpret_cast<char*>(version), 2);
+  uint32_t header_len = 0;
+  if (version[0] == 1) {
+    uint16_t n;
+    in.read(reinterpret_cast<char*>(&n), 2);
+    header_len = n;
+  } else {
+    in.read(reinterpret_cast<char*>(&header_len), 4);
+  }
+  std::string header(header_len, '\0');
+  in.read(header.data(), header_len);
+  if (header.find("'<f4'") == std::string::npos || header.find("'fortran_order': False") == std::string::npos)
+    throw std::runtime_error(path + ": expected little-endian float32 in C order");
+  NpyArray a;
+  const auto open = header.find('(', header.find("'shape'"));
+  const auto close = header.find(')', open);
+  std::string dims = header.substr(open + 1, close - open - 1);
+  size_t pos = 0;
+  while (pos < dims.size()) {
+    while (pos < dims.size() && (dims[pos] == ' ' || dims[pos] == ',')) ++pos;
+    if (pos >= dims.size()) break;
+    size_t used = 0;
+    a.shape.push_back(std::stoll(dims.substr(pos), &used));
+    pos += used;
+  }
+  int64_t n = 1;
+  for (int64_t d : a.shape) n *= d;
+  a.data.resize(static_cast<size_t>(n));
+  in.read(reinterpret_cast<char*>(a.data.data()), n * 4);
+  if (!in) throw std::runtime_error(path + ": truncated data");
+  return a;
+}
+
+// Largest |a - b| / max(1, |b|) (relative for large values, absolute near zero).
+inline double max_rel_error(const float* a, const float* b, size_t n) {
+  double worst = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const double d = std::abs(static_cast<double>(a[i]) - b[i]) / std::max(1.0, std::abs(static_cast<double>(b[i])));
+    worst = std::max(worst, d);
+  }
+  return worst;
+}
+
+}  // namespace strata::test
