@@ -23,6 +23,8 @@ const Command kCommands[] = {
     {"logits", cmd_logits, "print the last position's logits of a prompt"},
     {"perplexity", cmd_perplexity, "perplexity of a text file under the model"},
     {"make-model", cmd_make_model, "write a random-weight model (tiny, small, 7b-shape, ...)"},
+    {"plan", cmd_plan, "validate a YAML plan and show what each rank holds"},
+    {"bench", cmd_bench, "benchmarks: memory (host bandwidth), decode (tokens/s against it)"},
 };
 
 void print_usage(std::FILE* out) {

@@ -3,6 +3,10 @@
 #include <cstdio>
 
 #include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <thread>
 
 #include "launcher/commands.h"
 #include "launcher/rank_runtime.h"
@@ -32,6 +36,21 @@ std::vector<FlagSpec> generate_flags() {
       {"quiet", false, "do not stream text"},
   });
   return flags;
+}
+
+// Fault injection for the tests of rank failure: STRATA_FAULT_RANK=r STRATA_FAULT_TOKEN=k makes world
+// rank r exit (STRATA_FAULT_MODE=exit, default) or stop responding (hang) after its k-th token.
+void inject_fault(int world_rank, int64_t tokens) {
+  static const char* rank_env = std::getenv("STRATA_FAULT_RANK");
+  if (rank_env == nullptr || std::atoi(rank_env) != world_rank) return;
+  const char* token_env = std::getenv("STRATA_FAULT_TOKEN");
+  if (tokens != (token_env != nullptr ? std::atoll(token_env) : 1)) return;
+  const char* mode = std::getenv("STRATA_FAULT_MODE");
+  LOG_WARN("fault injection: rank ", world_rank, (mode != nullptr && !std::strcmp(mode, "hang") ? " hangs" : " exits"),
+           " after ", tokens, " tokens");
+  if (mode != nullptr && !std::strcmp(mode, "hang"))
+    while (true) std::this_thread::sleep_for(std::chrono::seconds(1));
+  std::_Exit(3);
 }
 
 int generate(const Args& args, SessionOptions options, RankRuntime* rank) {
@@ -68,7 +87,10 @@ int generate(const Args& args, SessionOptions options, RankRuntime* rank) {
     decoder->push(request.prompt.back());  // context for the first piece's leading space
     std::fflush(stdout);
   }
+  int64_t seen = 0;
+  const int world_rank = rank != nullptr ? rank->world_rank() : 0;
   const auto outputs = session.generator().generate(requests, [&](size_t r, int32_t token) {
+    inject_fault(world_rank, ++seen);
     if (!stream || r != 0) return;
     std::printf("%s", decoder->push(token).c_str());
     std::fflush(stdout);
@@ -80,6 +102,7 @@ int generate(const Args& args, SessionOptions options, RankRuntime* rank) {
     for (int32_t id : outputs[0].tokens) std::printf(" %d", id);
     std::printf("\n");
   }
+  std::fflush(stdout);  // the text comes before the rates, also when both go to one pipe
   const GenerationStats& s = session.generator().stats();
   const int64_t decoded = s.generated_tokens - local;  // the first token of each sequence comes from prefill
   std::fprintf(stderr, "prefill: %lld tokens in %.3f s (%.1f tok/s); decode: %lld tokens in %.3f s (%.1f tok/s)\n",

@@ -9,5 +9,7 @@ int cmd_tokenize(int argc, char** argv);    // text -> ids
 int cmd_logits(int argc, char** argv);      // last-position logits as JSON
 int cmd_perplexity(int argc, char** argv);  // perplexity of a text file
 int cmd_make_model(int argc, char** argv);  // random-weight checkpoints
+int cmd_plan(int argc, char** argv);        // validate and describe a YAML plan
+int cmd_bench(int argc, char** argv);       // benchmarks: memory, decode
 
 }  // namespace strata::launcher

@@ -17,8 +17,11 @@
 
 namespace strata::launcher {
 
-RankRuntime::RankRuntime(const std::string& plan_path, const std::string& model_override) {
-  plan_ = parallel::load_plan(plan_path);
+RankRuntime::RankRuntime(const std::string& plan_path, const std::string& model_override)
+    : RankRuntime(parallel::load_plan(plan_path), model_override) {}
+
+RankRuntime::RankRuntime(parallel::Plan plan, const std::string& model_override) : plan_(std::move(plan)) {
+  const std::string& plan_path = plan_.source;
   model_path_ = model_override.empty() ? plan_.model.path : model_override;
   STRATA_CHECK_KIND(ErrorKind::kConfig, !model_path_.empty(), plan_path,
                     ": the plan has no model.path; add one or pass --model PATH");

@@ -17,6 +17,8 @@ class RankRuntime {
   // Parses and validates `plan_path` against the model (`model_override` replaces model.path when
   // set), joins the world and splits the groups. Every rank of the job calls it.
   RankRuntime(const std::string& plan_path, const std::string& model_override);
+  // Same for a plan already parsed (tests build plans in memory).
+  RankRuntime(parallel::Plan plan, const std::string& model_override);
   ~RankRuntime();
 
   const parallel::Plan& plan() const { return plan_; }

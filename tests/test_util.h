@@ -3,7 +3,10 @@
 #pragma once
 #include <gtest/gtest.h>
 
+#include <sys/wait.h>
+
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -85,5 +88,31 @@ inline double max_rel_error(const float* a, const float* b, size_t n) {
   }
   return worst;
 }
+
+}  // namespace strata::test
+
+namespace strata::test {
+
+struct CommandResult {
+  int exit_code = -1;
+  std::string output;  // stdout and stderr together
+};
+
+// Runs `command` through the shell with a wall-clock limit (coreutils timeout), capturing output.
+inline CommandResult run_command(const std::string& command, int timeout_s = 300) {
+  const std::string full = "timeout -k 5 " + std::to_string(timeout_s) + " " + command + " 2>&1";
+  CommandResult r;
+  FILE* pipe = popen(full.c_str(), "r");
+  if (pipe == nullptr) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), pipe)) > 0) r.output.append(buf, n);
+  const int status = pclose(pipe);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return r;
+}
+
+inline std::string strata_binary() { return env_or("STRATA_BINARY", "strata"); }
+inline std::string mpirun(int np) { return "mpirun --oversubscribe -np " + std::to_string(np) + " "; }
 
 }  // namespace strata::test

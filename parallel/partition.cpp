@@ -1,0 +1,287 @@
+// parallel/partition.cpp: the shard arithmetic of partition.h and the planned tier of each shard.
+// Tier placement here is a plan-time estimate (whole layers, in order) so that `plan --check` can show
+// bytes per tier and reject budgets that cannot work; offload/ decides residency at run time.
+#include "parallel/partition.h"
+
+#include <algorithm>
+
+#include "parallel/plan_check.h"
+#include "runtime/error.h"
+
+namespace strata::parallel {
+namespace {
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Builds the shards of one rank, in checkpoint order.
+class ShardBuilder {
+ public:
+  ShardBuilder(const ModelConfig& config, DType dtype, RankPartition& rank)
+      : config_(config), dtype_(dtype), rank_(rank) {}
+
+  // A 1-D tensor (norm, bias) is never block-quantized: it stays f32, as in GGUF files.
+  DType dtype_for(const Shape& shape) const {
+    return shape.size() == 1 && dtype_is_quantized(dtype_) ? DType::kF32 : dtype_;
+  }
+
+  void add(std::string name, int64_t layer, Shape full, SplitKind kind, int64_t offset, int64_t count) {
+    ShardSlice s;
+    s.name = std::move(name);
+    s.layer = layer;
+    s.kind = kind;
+    s.full_shape = full;
+    s.local_shape = full;
+    if (kind == SplitKind::kReplicated) {
+      s.offset = 0;
+      s.count = full[0];
+    } else {
+      s.offset = offset;
+      s.count = count;
+      s.local_shape[kind == SplitKind::kRows ? 0 : 1] = count;
+    }
+    s.dtype = dtype_for(full);
+    s.bytes = dtype_bytes(s.dtype, shape_numel(s.local_shape));
+    rank_.shards.push_back(std::move(s));
+  }
+
+  void add_layer(int64_t l) {
+    const auto& c = config_;
+    const int64_t hd = c.head_dim;
+    const std::string p = cat("blk.", l, ".");
+    const int64_t q_rows = c.n_heads * hd, kv_rows = c.n_kv_heads * hd;
+    const int64_t q_off = rank_.q_head_begin * hd, q_cnt = rank_.q_heads * hd;
+    const int64_t kv_off = rank_.kv_head_begin * hd, kv_cnt = rank_.kv_heads * hd;
+    add(p + "attn_norm.weight", l, {c.hidden}, SplitKind::kReplicated, 0, 0);
+    add(p + "attn_q.weight", l, {q_rows, c.hidden}, SplitKind::kRows, q_off, q_cnt);
+    if (c.qkv_bias) add(p + "attn_q.bias", l, {q_rows}, SplitKind::kRows, q_off, q_cnt);
+    add(p + "attn_k.weight", l, {kv_rows, c.hidden}, SplitKind::kRows, kv_off, kv_cnt);
+    if (c.qkv_bias) add(p + "attn_k.bias", l, {kv_rows}, SplitKind::kRows, kv_off, kv_cnt);
+    add(p + "attn_v.weight", l, {kv_rows, c.hidden}, SplitKind::kRows, kv_off, kv_cnt);
+    if (c.qkv_bias) add(p + "attn_v.bias", l, {kv_rows}, SplitKind::kRows, kv_off, kv_cnt);
+    add(p + "attn_output.weight", l, {c.hidden, q_rows}, SplitKind::kCols, q_off, q_cnt);
+    add(p + "ffn_norm.weight", l, {c.hidden}, SplitKind::kReplicated, 0, 0);
+    add(p + "ffn_gate.weight", l, {c.ffn, c.hidden}, SplitKind::kRows, rank_.ffn_begin, rank_.ffn_count);
+    add(p + "ffn_up.weight", l, {c.ffn, c.hidden}, SplitKind::kRows, rank_.ffn_begin, rank_.ffn_count);
+    add(p + "ffn_down.weight", l, {c.hidden, c.ffn}, SplitKind::kCols, rank_.ffn_begin, rank_.ffn_count);
+  }
+
+  void add_vocab(const std::string& name) {
+    add(name, -1, {config_.vocab_size, config_.hidden}, SplitKind::kRows, rank_.vocab_begin, rank_.vocab_count);
+  }
+
+ private:
+  const ModelConfig& config_;
+  DType dtype_;
+  RankPartition& rank_;
+};
+
+// Resolved budgets of one rank: the offload section, overridden by per_rank entries (later ones win).
+void resolve_budgets(const Plan& plan, const PartitionOptions& options, RankPartition& r) {
+  Budget device = plan.offload.device_budget, host = plan.offload.host_budget;
+  for (const auto& rb : plan.offload.per_rank) {
+    if (std::find(rb.ranks.begin(), rb.ranks.end(), r.rank) == rb.ranks.end()) continue;
+    if (rb.device_budget.is_set()) device = rb.device_budget;
+    if (rb.host_budget.is_set()) host = rb.host_budget;
+  }
+  r.device_budget = device.resolve(options.device_memory);
+  r.host_budget = host.resolve(0);
+}
+
+const TierRule* rule_for(const Plan& plan, const std::string& name) {
+  for (const auto& rule : plan.offload.rules)
+    if (glob_match(rule.match, name)) return &rule;
+  return nullptr;
+}
+
+// Places shards on tiers: rules first; then, under a device budget, pinned tensors and as many whole
+// layers (in order) as fit beside the staging ring; the remaining layers go to the cold tier.
+void place(const Plan& plan, RankPartition& r) {
+  std::vector<int64_t> layer_free(static_cast<size_t>(r.layer_end - r.layer_begin), 0);  // unruled bytes
+  std::vector<int64_t> layer_slot(layer_free.size(), 0);  // bytes that could stream: all but device-ruled
+  std::vector<bool> ruled(r.shards.size(), false);
+  for (size_t i = 0; i < r.shards.size(); ++i) {
+    ShardSlice& s = r.shards[i];
+    const TierRule* rule = rule_for(plan, s.name);
+    const size_t li = static_cast<size_t>(s.layer - r.layer_begin);
+    if (rule != nullptr) {
+      ruled[i] = true;
+      s.tier = rule->tier;
+      if (s.tier == Tier::kDevice) r.pinned_bytes += s.bytes;
+      else if (s.layer >= 0) layer_slot[li] += s.bytes;
+    } else if (s.layer < 0) {
+      r.pinned_bytes += s.bytes;
+      s.tier = Tier::kDevice;
+    } else {
+      layer_free[li] += s.bytes;
+      layer_slot[li] += s.bytes;
+    }
+  }
+  int64_t free_total = 0;
+  for (int64_t b : layer_free) free_total += b;
+  for (int64_t b : layer_slot) r.layer_slot_bytes = std::max(r.layer_slot_bytes, b);
+  const int64_t ring = static_cast<int64_t>(plan.offload.prefetch_depth) * r.layer_slot_bytes;
+  r.min_device_bytes = r.pinned_bytes + r.layer_slot_bytes + ring;
+
+  for (size_t i = 0; i < r.shards.size(); ++i)  // a rule that sends layer weights off the device streams them
+    if (ruled[i] && r.shards[i].layer >= 0 && r.shards[i].tier != Tier::kDevice) r.streams = true;
+  const bool all_fit =
+      r.device_budget < 0 || r.pinned_bytes + free_total + (r.streams ? ring : 0) <= r.device_budget;
+  std::vector<bool> resident(layer_free.size(), true);
+  if (!all_fit) {
+    r.streams = true;
+    int64_t room = r.device_budget - r.pinned_bytes - ring;
+    for (size_t li = 0; li < resident.size(); ++li) {
+      resident[li] = layer_free[li] <= room;
+      if (resident[li]) room -= layer_free[li];
+      else room = -1;  // keep resident layers a prefix: the stream then starts at one known layer
+    }
+  }
+  for (size_t i = 0; i < r.shards.size(); ++i) {
+    ShardSlice& s = r.shards[i];
+    if (!ruled[i] && s.layer >= 0)
+      s.tier = resident[static_cast<size_t>(s.layer - r.layer_begin)] ? Tier::kDevice : plan.offload.cold_tier;
+    (s.tier == Tier::kDevice ? r.bytes.device : s.tier == Tier::kHost ? r.bytes.host : r.bytes.disk) += s.bytes;
+  }
+  r.bytes.staging = r.streams ? ring : 0;
+}
+
+}  // namespace
+
+const char* split_kind_name(SplitKind kind) {
+  switch (kind) {
+    case SplitKind::kReplicated: return "replicated";
+    case SplitKind::kRows: return "rows";
+    case SplitKind::kCols: return "cols";
+  }
+  return "?";
+}
+
+bool glob_match(const std::string& pattern, const std::string& name) {
+  // Iterative matcher with one backtrack point for the last '*': linear in practice.
+  size_t p = 0, n = 0, star = std::string::npos, mark = 0;
+  while (n < name.size()) {
+    if (p < pattern.size() && (pattern[p] == '?' || pattern[p] == name[n])) {
+      ++p, ++n;
+    } else if (p < pattern.size() && pattern[p] == '*') {
+      star = p++;
+      mark = n;
+    } else if (star != std::string::npos) {
+      p = star + 1;
+      n = ++mark;
+    } else {
+      return false;
+    }
+  }
+  while (p < pattern.size() && pattern[p] == '*') ++p;
+  return p == pattern.size();
+}
+
+DType plan_dtype(const Plan& plan, const PartitionOptions& options) {
+  return plan.model.dtype.value_or(options.default_dtype);
+}
+
+std::vector<Stage> plan_stages(const Plan& plan, const ModelConfig& config) {
+  std::vector<Stage> stages;
+  if (!plan.parallel.stages.empty()) {
+    for (const auto& s : plan.parallel.stages) {
+      const auto [lo, hi] = std::minmax_element(s.layers.begin(), s.layers.end());
+      stages.push_back(Stage{*lo, *hi + 1});
+    }
+    return stages;
+  }
+  const int64_t pp = plan.parallel.pipeline;
+  const int64_t base = config.n_layers / pp, extra = config.n_layers % pp;
+  int64_t begin = 0;
+  for (int64_t i = 0; i < pp; ++i) {
+    const int64_t n = base + (i < extra ? 1 : 0);
+    stages.push_back(Stage{begin, begin + n});
+    begin += n;
+  }
+  return stages;
+}
+
+Partition compute_partition(const Plan& plan, const ModelConfig& config, const PartitionOptions& options) {
+  const auto& par = plan.parallel;
+  Partition out;
+  out.layout = RankLayout(par.tensor, par.pipeline, par.data);
+  out.dtype = plan_dtype(plan, options);
+  out.stages = plan_stages(plan, config);
+  const int64_t tp_size = par.tensor;
+  out.vocab_size = config.vocab_size;
+  out.vocab_padded = ceil_div(config.vocab_size, tp_size) * tp_size;
+  out.vocab_per_rank = out.vocab_padded / tp_size;
+  out.kv_replication = tp_size > config.n_kv_heads ? tp_size / config.n_kv_heads : 1;
+
+  {  // model_bytes: every tensor once, as the one-rank partition of the same model would hold it
+    RankPartition whole;
+    whole.q_heads = config.n_heads;
+    whole.kv_heads = config.n_kv_heads;
+    whole.ffn_count = config.ffn;
+    whole.vocab_count = config.vocab_size;
+    ShardBuilder b(config, out.dtype, whole);
+    b.add_vocab("token_embd.weight");
+    for (int64_t l = 0; l < config.n_layers; ++l) b.add_layer(l);
+    b.add("output_norm.weight", -1, {config.hidden}, SplitKind::kReplicated, 0, 0);
+    if (!config.tied_embeddings) b.add_vocab("output.weight");
+    for (const auto& s : whole.shards) out.model_bytes += s.bytes;
+  }
+
+  for (int rank = 0; rank < out.layout.world_size(); ++rank) {
+    const RankCoord c = out.layout.coord(rank);
+    RankPartition r;
+    r.rank = rank;
+    r.dp = c.dp, r.pp = c.pp, r.tp = c.tp;
+    r.layer_begin = out.stages[static_cast<size_t>(c.pp)].layer_begin;
+    r.layer_end = out.stages[static_cast<size_t>(c.pp)].layer_end;
+    r.has_embedding = c.pp == 0;
+    r.has_head = c.pp == par.pipeline - 1;
+    r.q_heads = config.n_heads / tp_size;
+    r.q_head_begin = c.tp * r.q_heads;
+    if (out.kv_replication > 1) {
+      r.kv_heads = 1;
+      r.kv_head_begin = c.tp / out.kv_replication;
+    } else {
+      r.kv_heads = config.n_kv_heads / tp_size;
+      r.kv_head_begin = c.tp * r.kv_heads;
+    }
+    r.ffn_count = config.ffn / tp_size;
+    r.ffn_begin = c.tp * r.ffn_count;
+    r.vocab_begin = std::min<int64_t>(c.tp * out.vocab_per_rank, config.vocab_size);
+    r.vocab_count = std::min<int64_t>(out.vocab_per_rank, config.vocab_size - r.vocab_begin);
+    r.tp_group = out.layout.tp_group(rank);
+    r.pp_chain = out.layout.pp_chain(rank);
+    r.replica = out.layout.replica(rank);
+    r.prev_stage = out.layout.prev_stage_rank(rank);
+    r.next_stage = out.layout.next_stage_rank(rank);
+
+    ShardBuilder b(config, out.dtype, r);
+    if (r.has_embedding) b.add_vocab("token_embd.weight");
+    for (int64_t l = r.layer_begin; l < r.layer_end; ++l) b.add_layer(l);
+    if (r.has_head) {
+      b.add("output_norm.weight", -1, {config.hidden}, SplitKind::kReplicated, 0, 0);
+      if (!config.tied_embeddings) b.add_vocab("output.weight");
+      else if (!r.has_embedding) b.add_vocab("token_embd.weight");  // the head's own copy
+    }
+    resolve_budgets(plan, options, r);
+    place(plan, r);
+    out.totals.device += r.bytes.device;
+    out.totals.host += r.bytes.host;
+    out.totals.disk += r.bytes.disk;
+    out.totals.staging += r.bytes.staging;
+    out.ranks.push_back(std::move(r));
+  }
+  return out;
+}
+
+Partition make_partition(const Plan& plan, const ModelConfig& config, int world_size) {
+  PartitionOptions options;
+  options.world_size = world_size;
+  return make_partition(plan, config, options);
+}
+
+Partition make_partition(const Plan& plan, const ModelConfig& config, const PartitionOptions& options) {
+  throw_if_errors(validate_plan(plan, config, options));
+  return compute_partition(plan, config, options);
+}
+
+}  // namespace strata::parallel

@@ -1,0 +1,116 @@
+// parallel/partition.h: which rank holds which slice of which weight. Plain structs read by the loader
+// (slices to read), the model code (head / ffn / vocab ranges), the comm layer (group member lists) and
+// the residency manager (planned tier of each shard). Conventions, also in configs/README.md:
+//  - stages: balanced by default; with n_layers = q * PP + r the first r stages get q + 1 layers, since
+//    the last stage also runs the LM head, a matmul as large as one or more layers.
+//  - weights are logical [out, in]. Column-parallel (kRows) splits out: attn_q/k/v (by head),
+//    ffn_gate/ffn_up, and the vocab of token_embd/output. Row-parallel (kCols) splits in: attn_output,
+//    ffn_down. Norms are replicated.
+//  - KV heads: with TP <= n_kv each rank holds n_kv / TP consecutive heads; with TP > n_kv each KV head
+//    is replicated on TP / n_kv consecutive ranks and rank tp holds head tp / (TP / n_kv). Query heads
+//    of rank tp are [tp * n_heads / TP, (tp + 1) * n_heads / TP) either way.
+//  - vocab: padded up to a multiple of TP; rank tp owns rows [tp * vocab_per_rank, +vocab_per_rank) of
+//    the padded vocab, but its shard holds only the real rows (vocab_count), so the last ranks' shards
+//    are short (never padded with zeros in memory). The model pads its local logits to vocab_per_rank
+//    (with -inf) before the all-gather, and treats ids outside its rows as zero embeddings.
+//  - tied embeddings with PP > 1: the last stage holds its own vocab-parallel copy of token_embd.weight
+//    as the LM head.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "parallel/plan.h"
+#include "parallel/rank_layout.h"
+#include "runtime/dtype.h"
+#include "runtime/model_config.h"
+#include "runtime/tensor.h"
+
+namespace strata::parallel {
+
+enum class SplitKind : uint8_t {
+  kReplicated,  // every rank of the TP group holds the whole tensor
+  kRows,        // column-parallel: a range of dim 0 (output features, heads, vocab rows)
+  kCols,        // row-parallel: a range of dim 1 (input features); outputs are all-reduced
+};
+const char* split_kind_name(SplitKind kind);
+
+struct ShardSlice {
+  std::string name;    // canonical GGUF name, e.g. "blk.3.attn_q.weight"
+  int64_t layer = -1;  // block index; -1 for token_embd, output_norm, output
+  SplitKind kind = SplitKind::kReplicated;
+  Shape full_shape;    // [out, in] for matrices, [n] for norms and biases
+  int64_t offset = 0;  // first row (kRows) / column (kCols) held; 0 for kReplicated
+  int64_t count = 0;   // rows (kRows) / columns (kCols) held; full_shape[0] for kReplicated
+  Shape local_shape;
+  DType dtype = DType::kF32;
+  int64_t bytes = 0;
+  Tier tier = Tier::kDevice;  // planned home; the residency manager (offload/) has the final word
+};
+
+struct TierBytes {
+  int64_t device = 0;   // weights resident on the device
+  int64_t host = 0;     // weights in pinned host memory, streamed in
+  int64_t disk = 0;     // weights left in the mapped checkpoint, streamed in
+  int64_t staging = 0;  // device staging ring for streamed layers (prefetch_depth slots)
+  int64_t weights() const { return device + host + disk; }
+};
+
+struct RankPartition {
+  int rank = 0, dp = 0, pp = 0, tp = 0;
+  int64_t layer_begin = 0, layer_end = 0;  // the stage's layers, [begin, end)
+  bool has_embedding = false;              // stage 0: token lookup
+  bool has_head = false;                   // last stage: final norm + LM head
+  int64_t q_head_begin = 0, q_heads = 0;
+  int64_t kv_head_begin = 0, kv_heads = 0;
+  int64_t ffn_begin = 0, ffn_count = 0;      // intermediate columns of the MLP
+  int64_t vocab_begin = 0, vocab_count = 0;  // real vocab rows held (see vocab above)
+  std::vector<ShardSlice> shards;            // layer-major, in checkpoint order
+  TierBytes bytes;
+  int64_t device_budget = -1;     // resolved bytes; -1 = no limit
+  int64_t host_budget = -1;       // resolved bytes; -1 = no limit
+  int64_t layer_slot_bytes = 0;   // largest layer shard that may stream: the size of one ring slot
+  int64_t pinned_bytes = 0;       // what must stay on the device: embeddings, norms, head, device rules
+  int64_t min_device_bytes = 0;   // pinned + one layer + the staging ring
+  bool streams = false;           // some layer weights live off the device and stream in
+  std::vector<int> tp_group, pp_chain, replica;
+  int prev_stage = -1, next_stage = -1;  // pp neighbours of the same (dp, tp); -1 at the ends
+};
+
+struct Stage {
+  int64_t layer_begin = 0, layer_end = 0;  // [begin, end)
+  int64_t size() const { return layer_end - layer_begin; }
+};
+
+struct Partition {
+  RankLayout layout;
+  DType dtype = DType::kBF16;  // matrices; norms and biases are f32 when dtype is quantized
+  int64_t vocab_size = 0, vocab_padded = 0, vocab_per_rank = 0;
+  int64_t kv_replication = 1;  // ranks holding each KV head: TP / n_kv when TP > n_kv, else 1
+  std::vector<Stage> stages;
+  std::vector<RankPartition> ranks;  // indexed by rank
+  int64_t model_bytes = 0;           // every tensor once, unsharded, in `dtype`
+  TierBytes totals;                  // summed over ranks: replicated tensors count once per holder
+  const RankPartition& rank(int r) const { return ranks.at(static_cast<size_t>(r)); }
+};
+
+struct PartitionOptions {
+  int world_size = 0;                  // 0 = data * pipeline * tensor of the plan
+  int64_t device_memory = 0;           // bytes per device, to resolve "40%" budgets; 0 = unknown
+  DType default_dtype = DType::kBF16;  // when the plan has no model.dtype (pass the checkpoint's)
+};
+
+// Validates (validate_plan) and throws strata::Error(kConfig) with every diagnostic, or partitions.
+Partition make_partition(const Plan& plan, const ModelConfig& config, int world_size);
+Partition make_partition(const Plan& plan, const ModelConfig& config, const PartitionOptions& options);
+
+// The layer range of each stage: the plan's explicit stages, else balanced. Assumes they are valid.
+std::vector<Stage> plan_stages(const Plan& plan, const ModelConfig& config);
+// The dtype the ranks hold weights in.
+DType plan_dtype(const Plan& plan, const PartitionOptions& options);
+// Partitions without validating; for validate_plan, which runs it once the structure is known good.
+Partition compute_partition(const Plan& plan, const ModelConfig& config, const PartitionOptions& options);
+// Shell-style glob over tensor names: '*' any run of characters, '?' one character.
+bool glob_match(const std::string& pattern, const std::string& name);
+
+}  // namespace strata::parallel

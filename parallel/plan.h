@@ -1,0 +1,131 @@
+// parallel/plan.h: the YAML plan as a plain struct (what plan_parser.cpp returns), and the diagnostics
+// that parsing and validation report. No yaml-cpp here: only plan_parser.cpp sees YAML.
+// The schema, with every key, type and default, is documented in configs/README.md.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "runtime/dtype.h"
+
+namespace strata::parallel {
+
+struct SourceLoc {  // 1-based; line 0 means "not written in the file"
+  int line = 0;
+  int column = 0;
+};
+
+enum class Severity : uint8_t { kError, kWarning };
+
+// One finding about a plan: where (file:line:col), which field, and what to change.
+struct Diagnostic {
+  Severity severity = Severity::kError;
+  std::string file;
+  SourceLoc loc;
+  std::string field;    // dotted path, e.g. "parallel.tensor" or "offload.rules[1].tier"
+  std::string message;  // says what is wrong and the fix
+  // "configs/x.yaml:3:11: error: <message>"
+  std::string str() const;
+};
+
+bool has_errors(const std::vector<Diagnostic>& diagnostics);
+// Every diagnostic, one per line.
+std::string join_diagnostics(const std::vector<Diagnostic>& diagnostics);
+// Throws strata::Error(kConfig) joining every diagnostic when any of them is an error.
+void throw_if_errors(const std::vector<Diagnostic>& diagnostics);
+
+// A memory size written as bytes ("6GiB", "512MB", 1073741824) or as a share of a capacity ("40%").
+struct Budget {
+  int64_t bytes = -1;     // >= 0 when written as a size
+  double percent = -1.0;  // in (0, 100] when written as a share
+  bool is_set() const { return bytes >= 0 || percent > 0; }
+  // Bytes this budget allows out of `capacity`; -1 = no limit (unset, or a share of an unknown capacity).
+  int64_t resolve(int64_t capacity) const;
+  std::string str() const;  // "6 GiB", "40%", "unlimited"
+};
+
+enum class Tier : uint8_t { kDevice, kHost, kDisk };
+const char* tier_name(Tier tier);
+
+enum class CommBackend : uint8_t { kAuto, kMpi, kNccl };
+const char* comm_backend_name(CommBackend backend);
+
+struct ModelSection {
+  std::string path;            // HF directory, GGUF file or llama2.c checkpoint
+  std::optional<DType> dtype;  // weights as the ranks hold them; unset = the checkpoint's own
+  std::string shape;           // a runtime/model_presets.h name, to check plans without the weights
+};
+
+struct StageSpec {
+  std::vector<int64_t> layers;  // as written, in order (validation requires one contiguous range)
+  SourceLoc loc;
+};
+
+struct ParallelSection {
+  int tensor = 1;
+  int pipeline = 1;
+  int data = 1;
+  int micro_batches = 0;          // 0 = as many as pipeline stages
+  std::vector<StageSpec> stages;  // empty = balanced split
+};
+
+struct TierRule {  // tensors whose canonical name matches the glob live on `tier`
+  std::string match;
+  Tier tier = Tier::kHost;
+  SourceLoc loc;
+};
+
+struct RankBudget {  // overrides of the budgets for some ranks (e.g. a GPU shared with another job)
+  std::vector<int> ranks;
+  Budget device_budget;
+  Budget host_budget;
+  SourceLoc loc;
+};
+
+struct OffloadSection {
+  Budget device_budget;  // unset = every weight on the device
+  Budget host_budget;    // unset = no limit on pinned host memory
+  Tier cold_tier = Tier::kHost;
+  int prefetch_depth = 2;  // layers in flight ahead of compute (size of the staging ring)
+  std::vector<TierRule> rules;
+  std::vector<RankBudget> per_rank;
+};
+
+struct CommSection {
+  CommBackend backend = CommBackend::kAuto;
+  int overlap_chunks = 2;
+  double timeout_s = 60.0;
+};
+
+struct ServeSection {
+  int port = 8080;
+  int64_t max_batch_tokens = 4096;
+  int max_seqs = 64;
+  int64_t kv_blocks = 0;  // 0 = derive from kv_budget
+  Budget kv_budget;       // unset = what is left of the device after weights
+  int block_size = 16;
+  int max_queue = 256;
+};
+
+struct Plan {
+  std::string source = "<plan>";  // file the plan came from, used in every diagnostic
+  ModelSection model;
+  ParallelSection parallel;
+  OffloadSection offload;
+  CommSection comm;
+  ServeSection serve;
+  // Where each written field sits: "parallel.tensor" -> 4:11. Lets validation against the model point
+  // at the line to change.
+  std::map<std::string, SourceLoc> locations;
+
+  int world_size() const { return parallel.tensor * parallel.pipeline * parallel.data; }
+  int micro_batches() const { return parallel.micro_batches > 0 ? parallel.micro_batches : parallel.pipeline; }
+  // Location of `field`, else of its nearest written parent ("parallel.tensor" -> "parallel"), else 1:1.
+  SourceLoc where(const std::string& field) const;
+  // A diagnostic about `field`, located in this plan's file.
+  Diagnostic diagnostic(const std::string& field, std::string message, Severity severity = Severity::kError) const;
+};
+
+}  // namespace strata::parallel

@@ -1,0 +1,305 @@
+// parallel/plan_check.cpp: validation of a plan against a model. Structural rules first (sizes, heads,
+// stages); only when they hold is the partition computed, to check the budgets against real shard sizes.
+#include "parallel/plan_check.h"
+
+#include <algorithm>
+#include <map>
+
+#include "parallel/byte_size.h"
+#include "runtime/error.h"
+
+namespace strata::parallel {
+namespace {
+
+std::string int_list(const std::vector<int>& values) {
+  std::string out;
+  for (int v : values) {
+    if (!out.empty()) out += ", ";
+    out += std::to_string(v);
+  }
+  return out.empty() ? "none" : out;
+}
+
+// "0-3, 5, 8-9" for sorted unique values.
+std::string ranges_str(const std::vector<int64_t>& values) {
+  std::string out;
+  for (size_t i = 0; i < values.size();) {
+    size_t j = i;
+    while (j + 1 < values.size() && values[j + 1] == values[j] + 1) ++j;
+    if (!out.empty()) out += ", ";
+    out += (i == j ? std::to_string(values[i]) : cat(values[i], "-", values[j]));
+    i = j + 1;
+  }
+  return out;
+}
+
+const char* kKvRule =
+    "each rank holds n_heads / tensor query heads (so n_heads % tensor == 0 always); KV heads are split "
+    "when tensor <= n_kv_heads (n_kv_heads % tensor == 0) and replicated on tensor / n_kv_heads ranks when "
+    "tensor > n_kv_heads (tensor % n_kv_heads == 0)";
+
+// Divisibility rules for TP; appends a diagnostic per broken rule when `out` is given.
+bool check_tensor(const Plan* plan, const ModelConfig& c, int tp, DType dtype, std::vector<Diagnostic>* out) {
+  bool ok = true;
+  auto fail = [&](std::string message) {
+    ok = false;
+    if (out != nullptr) {
+      message += cat("; tensor sizes that work for this model: ", int_list(valid_tensor_sizes(c, dtype)));
+      out->push_back(plan->diagnostic("parallel.tensor", std::move(message)));
+    }
+  };
+  if (c.n_heads % tp != 0) {
+    fail(cat("parallel.tensor = ", tp, " does not divide the ", c.n_heads, " attention heads; ", kKvRule));
+    return false;  // the rules below assume whole query heads per rank
+  }
+  if (tp > c.n_kv_heads && tp % c.n_kv_heads != 0)
+    fail(cat("parallel.tensor = ", tp, " is more than the ", c.n_kv_heads,
+             " KV heads but not a multiple of them, so KV heads cannot be replicated evenly; ", kKvRule));
+  if (tp <= c.n_kv_heads && c.n_kv_heads % tp != 0)
+    fail(cat("parallel.tensor = ", tp, " does not divide the ", c.n_kv_heads, " KV heads; ", kKvRule));
+  if (c.ffn % tp != 0)
+    fail(cat("parallel.tensor = ", tp, " does not divide the MLP width ffn = ", c.ffn,
+             "; ffn_gate/ffn_up/ffn_down are split into ffn / tensor columns per rank"));
+  if (!dtype_is_quantized(dtype) || !ok) return ok;
+  // Block-quantized rows store 32 consecutive input elements per block, so a row-parallel split of the
+  // input dim must land on block boundaries.
+  auto block_split = [&](const char* tensors, int64_t whole, const char* what) {
+    const int64_t local = whole / tp;
+    if (local % kQBlock == 0) return;
+    fail(cat("with dtype ", dtype_name(dtype), ", ", tensors, " is split along its input dim into ", local,
+             " columns per rank (", what, " ", whole, " / tensor ", tp, "), not a multiple of the ", kQBlock,
+             "-element quantization block; pick a tensor size that keeps it a multiple of ", kQBlock,
+             " or an unquantized model.dtype (f16, bf16)"));
+  };
+  block_split("blk.*.attn_output.weight", c.n_heads * c.head_dim, "n_heads * head_dim");
+  block_split("blk.*.ffn_down.weight", c.ffn, "ffn");
+  return ok;
+}
+
+void check_stages(const Plan& plan, const ModelConfig& c, std::vector<Diagnostic>& out) {
+  const auto& stages = plan.parallel.stages;
+  if (stages.empty()) return;
+  if (static_cast<int>(stages.size()) != plan.parallel.pipeline) {
+    out.push_back(plan.diagnostic("parallel.stages",
+                                  cat("parallel.stages lists ", stages.size(), " stages but parallel.pipeline is ",
+                                      plan.parallel.pipeline, "; give one entry per pipeline stage")));
+    return;
+  }
+  const size_t before = out.size();
+  std::vector<int> owner(static_cast<size_t>(c.n_layers), -1);
+  for (size_t i = 0; i < stages.size(); ++i) {
+    const std::string field = cat("parallel.stages[", i, "]");
+    std::vector<int64_t> layers = stages[i].layers;
+    if (layers.empty()) {  // only from a plan built in code: the parser reports an unreadable set itself
+      out.push_back(plan.diagnostic(field, cat(field, " has no layers; give a range such as \"0-11\"")));
+      continue;
+    }
+    std::sort(layers.begin(), layers.end());
+    const auto dup = std::adjacent_find(layers.begin(), layers.end());
+    if (dup != layers.end()) {
+      out.push_back(plan.diagnostic(field, cat(field, " lists layer ", *dup, " twice; each layer belongs to exactly one stage")));
+      continue;
+    }
+    if (layers.back() >= c.n_layers) {
+      out.push_back(plan.diagnostic(field, cat(field, " names layer ", layers.back(), " but the model has ", c.n_layers,
+                                               " layers (0-", c.n_layers - 1, ")")));
+      continue;
+    }
+    if (layers.back() - layers.front() + 1 != static_cast<int64_t>(layers.size())) {
+      out.push_back(plan.diagnostic(field, cat(field, " holds layers ", ranges_str(layers),
+                                               ", which are not one contiguous range; activations flow from stage to "
+                                               "stage, so each stage holds consecutive layers")));
+      continue;
+    }
+    std::vector<int64_t> shared;
+    int other = -1;
+    for (int64_t l : layers) {
+      int& o = owner[static_cast<size_t>(l)];
+      if (o >= 0) shared.push_back(l), other = o;
+      else o = static_cast<int>(i);
+    }
+    if (!shared.empty())
+      out.push_back(plan.diagnostic(field, cat(field, " overlaps parallel.stages[", other, "] on layers ",
+                                               ranges_str(shared), "; each layer belongs to exactly one stage")));
+  }
+  if (out.size() != before) return;
+  std::vector<int64_t> missing;
+  for (int64_t l = 0; l < c.n_layers; ++l)
+    if (owner[static_cast<size_t>(l)] < 0) missing.push_back(l);
+  if (!missing.empty()) {
+    out.push_back(plan.diagnostic("parallel.stages",
+                                  cat("layers ", ranges_str(missing), " are in no stage; parallel.stages must cover layers 0-",
+                                      c.n_layers - 1, " exactly once (or drop stages for a balanced split)")));
+    return;
+  }
+  for (size_t i = 1; i < stages.size(); ++i) {
+    const auto lo = *std::min_element(stages[i].layers.begin(), stages[i].layers.end());
+    const auto prev_lo = *std::min_element(stages[i - 1].layers.begin(), stages[i - 1].layers.end());
+    if (lo < prev_lo) {
+      out.push_back(plan.diagnostic(cat("parallel.stages[", i, "]"),
+                                    cat("parallel.stages[", i, "] starts at layer ", lo, ", before parallel.stages[", i - 1,
+                                        "] (layer ", prev_lo, "); list stages in layer order, stage 0 first")));
+      return;
+    }
+  }
+}
+
+// Field that set this rank's device (or host) budget: the last per_rank entry naming it, else offload.
+std::string budget_field(const Plan& plan, int rank, bool device) {
+  std::string field = device ? "offload.device_budget" : "offload.host_budget";
+  for (size_t i = 0; i < plan.offload.per_rank.size(); ++i) {
+    const auto& rb = plan.offload.per_rank[i];
+    const bool sets = device ? rb.device_budget.is_set() : rb.host_budget.is_set();
+    if (sets && std::find(rb.ranks.begin(), rb.ranks.end(), rank) != rb.ranks.end())
+      field = cat("offload.per_rank[", i, "].", device ? "device_budget" : "host_budget");
+  }
+  return field;
+}
+
+void check_budgets(const Plan& plan, const Partition& part, const PartitionOptions& options,
+                   std::vector<Diagnostic>& out) {
+  struct Short {
+    std::vector<int> ranks;
+    const RankPartition* worst = nullptr;
+  };
+  std::map<std::string, Short> device_short, host_short, device_full;
+  for (const auto& r : part.ranks) {
+    if (r.device_budget >= 0 && r.streams && r.device_budget < r.min_device_bytes) {
+      Short& s = device_short[budget_field(plan, r.rank, true)];
+      s.ranks.push_back(r.rank);
+      if (s.worst == nullptr || r.min_device_bytes > s.worst->min_device_bytes) s.worst = &r;
+    }
+    if (r.host_budget >= 0 && r.bytes.host > r.host_budget) {
+      Short& s = host_short[budget_field(plan, r.rank, false)];
+      s.ranks.push_back(r.rank);
+      if (s.worst == nullptr || r.bytes.host > s.worst->bytes.host) s.worst = &r;
+    }
+    if (r.device_budget < 0 && options.device_memory > 0 && r.bytes.device > options.device_memory) {
+      Short& s = device_full["offload.device_budget"];
+      s.ranks.push_back(r.rank);
+      if (s.worst == nullptr || r.bytes.device > s.worst->bytes.device) s.worst = &r;
+    }
+  }
+  auto others = [](const Short& s) {
+    std::vector<int> rest;
+    for (int r : s.ranks)
+      if (r != s.worst->rank) rest.push_back(r);
+    return rest.empty() ? std::string() : cat(" (also too small on ranks ", int_list(rest), ")");
+  };
+  const int depth = plan.offload.prefetch_depth;
+  for (const auto& [field, s] : device_short) {
+    const RankPartition& r = *s.worst;
+    const int64_t budget = r.device_budget;
+    out.push_back(plan.diagnostic(
+        field, cat(field, " ", format_bytes(budget), " is below the minimum of rank ", r.rank, " (dp ", r.dp, ", pp ", r.pp,
+                   ", tp ", r.tp, "): ", format_bytes_ceil(r.min_device_bytes), " = embeddings/norms/head ",
+                   format_bytes(r.pinned_bytes), " + one layer ", format_bytes(r.layer_slot_bytes), " + staging ring ",
+                   depth, " x ", format_bytes(r.layer_slot_bytes), others(s), "; raise it to at least ",
+                   format_bytes_ceil(r.min_device_bytes), ", lower offload.prefetch_depth, or add tensor/pipeline ranks")));
+  }
+  for (const auto& [field, s] : host_short) {
+    const RankPartition& r = *s.worst;
+    out.push_back(plan.diagnostic(
+        field, cat(field, " ", format_bytes(r.host_budget), " cannot hold the ", format_bytes(r.bytes.host),
+                   " of weights rank ", r.rank, " keeps in host memory", others(s), "; raise it to at least ",
+                   format_bytes_ceil(r.bytes.host), ", set offload.cold_tier: disk, or raise offload.device_budget")));
+  }
+  for (const auto& [field, s] : device_full) {
+    const RankPartition& r = *s.worst;
+    out.push_back(plan.diagnostic(
+        "offload", cat("rank ", r.rank, " holds ", format_bytes(r.bytes.device), " of weights but its device has ",
+                       format_bytes(options.device_memory), others(s),
+                       "; set offload.device_budget so cold layers stream from host, or add tensor/pipeline ranks")));
+  }
+}
+
+void check_rules(const Plan& plan, const ModelConfig& c, std::vector<Diagnostic>& out) {
+  if (plan.offload.rules.empty()) return;
+  std::vector<std::string> names = {"token_embd.weight", "output_norm.weight"};
+  if (!c.tied_embeddings) names.push_back("output.weight");
+  for (int64_t l = 0; l < c.n_layers; ++l) {
+    for (const char* t : {"attn_norm.weight", "attn_q.weight", "attn_k.weight", "attn_v.weight", "attn_output.weight",
+                          "ffn_norm.weight", "ffn_gate.weight", "ffn_up.weight", "ffn_down.weight"})
+      names.push_back(cat("blk.", l, ".", t));
+    if (c.qkv_bias)
+      for (const char* t : {"attn_q.bias", "attn_k.bias", "attn_v.bias"}) names.push_back(cat("blk.", l, ".", t));
+  }
+  for (size_t i = 0; i < plan.offload.rules.size(); ++i) {
+    const auto& rule = plan.offload.rules[i];
+    const bool any = std::any_of(names.begin(), names.end(), [&](const std::string& n) { return glob_match(rule.match, n); });
+    if (!any)
+      out.push_back(plan.diagnostic(cat("offload.rules[", i, "].match"),
+                                    cat("offload.rules[", i, "].match '", rule.match,
+                                        "' matches no tensor of this model; names look like token_embd.weight, "
+                                        "blk.0.ffn_up.weight, output.weight"),
+                                    Severity::kWarning));
+  }
+}
+
+}  // namespace
+
+std::vector<int> valid_tensor_sizes(const ModelConfig& config, DType dtype) {
+  std::vector<int> out;
+  for (int tp = 1; tp <= config.n_heads; ++tp)
+    if (check_tensor(nullptr, config, tp, dtype, nullptr)) out.push_back(tp);
+  return out;
+}
+
+std::vector<Diagnostic> validate_plan(const Plan& plan, const ModelConfig& config, const PartitionOptions& options) {
+  std::vector<Diagnostic> out;
+  try {  // a zero head count would make every rule below divide by zero
+    config.validate(plan.model.shape.empty() ? plan.model.path : "model.shape " + plan.model.shape);
+  } catch (const Error& e) {
+    out.push_back(plan.diagnostic("model", e.what()));
+    return out;
+  }
+  const auto& par = plan.parallel;
+  if (par.tensor < 1 || par.pipeline < 1 || par.data < 1) {  // only from a plan built in code
+    out.push_back(plan.diagnostic("parallel", cat("parallel sizes must be positive, got tensor ", par.tensor,
+                                                  ", pipeline ", par.pipeline, ", data ", par.data)));
+    return out;
+  }
+  if (options.world_size > 0 && options.world_size != plan.world_size())
+    out.push_back(plan.diagnostic(
+        "parallel", cat("the world has ", options.world_size, " ranks but data ", par.data, " x pipeline ", par.pipeline,
+                        " x tensor ", par.tensor, " = ", plan.world_size(), "; launch ", plan.world_size(),
+                        " ranks (mpirun -np ", plan.world_size(), ") or change the parallel sizes so that their product is ",
+                        options.world_size)));
+  const DType dtype = plan_dtype(plan, options);
+  if (dtype_is_quantized(dtype) && config.hidden % kQBlock != 0)
+    out.push_back(plan.diagnostic("model.dtype", cat("model.dtype ", dtype_name(dtype), " stores rows in blocks of ",
+                                                     kQBlock, " but the model's hidden size ", config.hidden,
+                                                     " is not a multiple of it; use f16 or bf16")));
+  check_tensor(&plan, config, par.tensor, dtype, &out);
+  if (par.pipeline > config.n_layers)
+    out.push_back(plan.diagnostic("parallel.pipeline", cat("parallel.pipeline = ", par.pipeline, " is more than the ",
+                                                           config.n_layers, " layers of the model; every stage needs at "
+                                                           "least one layer")));
+  else
+    check_stages(plan, config, out);
+  for (size_t i = 0; i < plan.offload.per_rank.size(); ++i) {
+    const auto& rb = plan.offload.per_rank[i];
+    const int worst = *std::max_element(rb.ranks.begin(), rb.ranks.end());
+    if (worst >= plan.world_size())
+      out.push_back(plan.diagnostic(cat("offload.per_rank[", i, "].ranks"),
+                                    cat("offload.per_rank[", i, "] names rank ", worst, " but the plan has ",
+                                        plan.world_size(), " ranks (0-", plan.world_size() - 1, ")")));
+  }
+  check_rules(plan, config, out);
+  if (has_errors(out)) return out;  // the partition below assumes the structure holds
+  const Partition part = compute_partition(plan, config, options);
+  check_budgets(plan, part, options, out);
+  return out;
+}
+
+std::vector<Diagnostic> validate_plan(const Plan& plan, const ModelConfig& config, int world_size) {
+  PartitionOptions options;
+  options.world_size = world_size;
+  return validate_plan(plan, config, options);
+}
+
+void check_plan(const Plan& plan, const ModelConfig& config, const PartitionOptions& options) {
+  throw_if_errors(validate_plan(plan, config, options));
+}
+
+}  // namespace strata::parallel

@@ -1,0 +1,99 @@
+// tests/e2e/cli_test.cpp: the strata executable as users run it: generation on stories260K, the
+// multi-rank run equal to the single-rank one, and the clear errors of bad input.
+#include <gtest/gtest.h>
+
+#include "test_util.h"
+
+namespace strata {
+namespace {
+
+std::string strata() { return test::strata_binary(); }
+
+std::string ids_line(const std::string& output) {
+  const auto pos = output.find("ids:");
+  return pos == std::string::npos ? "" : output.substr(pos, output.find('\n', pos) - pos);
+}
+
+TEST(Cli, GenerateStories260KTellsRunCsStory) {
+  const std::string model = test::shared_model("stories260K/stories260K.bin");
+  if (model.empty()) GTEST_SKIP() << "../shared/models is absent";
+  const auto r = test::run_command(strata() + " generate --model " + model + " --prompt 'Once upon a time' -n 30");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("Once upon a time, there was a little girl named Lily. She loved to play outside in the park"),
+            std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("decode:"), std::string::npos);
+  EXPECT_NE(r.output.find("tok/s"), std::string::npos);
+}
+
+TEST(Cli, TensorAndPipelineParallelRunPrintsTheSingleRankIds) {
+  const std::string model = test::fixture("hf/llama_gqa_untied");
+  const std::string plan = test::temp_dir("cli") + "/tp2pp2.yaml";
+  std::FILE* f = std::fopen(plan.c_str(), "w");
+  std::fprintf(f, "model:\n  path: %s\nparallel:\n  tensor: 2\n  pipeline: 2\n", model.c_str());
+  std::fclose(f);
+  const std::string args = " --prompt-ids '1 5 9 33 2 7' -n 12 --print-ids";
+  const auto single = test::run_command(strata() + " generate --model " + model + args);
+  ASSERT_EQ(single.exit_code, 0) << single.output;
+  const auto multi = test::run_command(test::mpirun(4) + strata() + " generate --plan " + plan + args);
+  ASSERT_EQ(multi.exit_code, 0) << multi.output;
+  EXPECT_FALSE(ids_line(single.output).empty()) << single.output;
+  EXPECT_EQ(ids_line(multi.output), ids_line(single.output)) << multi.output;
+}
+
+TEST(Cli, RankThatDiesEndsTheJobWithAnError) {
+  const std::string model = test::fixture("hf/llama_gqa_untied");
+  const std::string plan = test::temp_dir("cli") + "/pp2.yaml";
+  std::FILE* f = std::fopen(plan.c_str(), "w");
+  std::fprintf(f, "model:\n  path: %s\nparallel:\n  pipeline: 2\ncomm:\n  timeout_s: 5\n", model.c_str());
+  std::fclose(f);
+  for (const char* mode : {"exit", "hang"}) {
+    const auto r = test::run_command("env STRATA_FAULT_MODE=" + std::string(mode) +
+                                         " STRATA_FAULT_RANK=1 STRATA_FAULT_TOKEN=3 " + test::mpirun(2) +
+                                         "-x STRATA_FAULT_MODE -x STRATA_FAULT_RANK -x STRATA_FAULT_TOKEN " + strata() +
+                                         " generate --plan " + plan + " --prompt-ids '1 2 3' -n 40 --quiet",
+                                     60);
+    EXPECT_NE(r.exit_code, 0) << mode << ": " << r.output;
+    EXPECT_NE(r.exit_code, 124) << mode << " ran into the test's wall-clock limit: " << r.output;
+    if (std::string(mode) == "hang") {  // the survivor names what it waited for
+      EXPECT_NE(r.output.find("timed out"), std::string::npos) << r.output;
+      EXPECT_NE(r.output.find("replica[dp0]"), std::string::npos) << r.output;
+    }
+  }
+}
+
+struct BadInput {
+  const char* name;
+  std::string args;
+  std::string expect;
+};
+
+class CliErrors : public ::testing::TestWithParam<BadInput> {};
+
+TEST_P(CliErrors, ExitNonZeroWithAClearMessage) {
+  const auto r = test::run_command(strata() + " " + GetParam().args);
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find(GetParam().expect), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("terminate called"), std::string::npos) << r.output;
+}
+
+const std::string kFixture = test::fixture("hf/llama_mha");
+INSTANTIATE_TEST_SUITE_P(
+    Cases, CliErrors,
+    ::testing::Values(
+        BadInput{"unknown_command", "frobnicate", "unknown command 'frobnicate'"},
+        BadInput{"unknown_flag", "generate --model x --temprature 1", "did you mean --temperature?"},
+        BadInput{"missing_model", "generate --model /nonexistent/model --prompt-ids 1", "/nonexistent/model"},
+        BadInput{"n_out_of_range", "generate --model " + kFixture + " --prompt-ids 1 -n 0", "out of range"},
+        BadInput{"n_past_context", "generate --model " + kFixture + " --prompt-ids 1 -n 100000",
+                 "exceeds the model's context"},
+        BadInput{"text_without_tokenizer", "generate --model " + kFixture + " --prompt hello", "has no tokenizer"},
+        BadInput{"id_outside_vocab", "generate --model " + kFixture + " --prompt-ids '1 99999' -n 2",
+                 "outside the vocabulary"},
+        BadInput{"bad_ids", "generate --model " + kFixture + " --prompt-ids 'one two'", "token ids must be"},
+        BadInput{"plan_world_mismatch", "generate --plan " + test::source_dir() + "/configs/tiny-tp2.yaml --prompt-ids 1",
+                 "launch it with mpirun -np 2"}),
+    [](const auto& info) { return std::string(info.param.name); });
+
+}  // namespace
+}  // namespace strata

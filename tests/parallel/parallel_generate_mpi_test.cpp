@@ -1,0 +1,139 @@
+// tests/parallel/parallel_generate_mpi_test.cpp: every parallel layout against the single-rank run of
+// the same model, computed by each rank itself: greedy tokens identical and logits within 1e-4
+// (relative), for a batch of prompts of different lengths. Layouts run when the job size fits:
+// np 2: TP2, PP2, DP2 (and Qwen2 biases under TP2); np 3: PP3 with uneven explicit stages;
+// np 4: TP4 with fewer KV heads than ranks, TP4 with a padded vocabulary, TP2 x PP2.
+// mpi-np: 2 3 4
+#include <gtest/gtest.h>
+
+#include "comm/bootstrap.h"
+#include "launcher/model_session.h"
+#include "launcher/rank_runtime.h"
+#include "parallel/plan_parser.h"
+#include "runtime/formats/model_writer.h"
+#include "test_util.h"
+
+namespace strata {
+namespace {
+
+comm::Communicator* g_world = nullptr;  // keeps MPI up across the cases of this binary
+
+struct Layout {
+  std::string name;
+  int tp = 1, pp = 1, dp = 1;
+  std::string stages;  // YAML flow list or ""
+  std::string model;   // "fixture:<name>" or "tiny" / "padded-vocab" (written by make_model)
+};
+
+std::string model_path(const std::string& spec) {
+  if (spec.rfind("fixture:", 0) == 0) return test::fixture("hf/" + spec.substr(8));
+  MakeModelOptions o;
+  o.format = "safetensors";
+  o.dtype = "f32";
+  o.seed = 5;
+  if (spec == "padded-vocab") {  // 514 = 4 * 128 + 2: the last TP4 rank holds fewer rows
+    ModelConfig c;
+    c.vocab_size = 514, c.hidden = 64, c.n_layers = 2, c.n_heads = 8, c.n_kv_heads = 2, c.head_dim = 8;
+    c.ffn = 128, c.max_seq = 256;
+    o.config = c;
+  } else {
+    o.preset = spec;
+  }
+  o.out = test::temp_dir("parallel_" + spec + "_r" + std::to_string(g_world->rank()));
+  make_model(o);
+  return make_model_output_path(o);
+}
+
+class ParallelLayouts : public ::testing::TestWithParam<Layout> {};
+
+TEST_P(ParallelLayouts, MatchSingleRank) {
+  const Layout& layout = GetParam();
+  if (layout.tp * layout.pp * layout.dp != g_world->size())
+    GTEST_SKIP() << layout.name << " needs " << layout.tp * layout.pp * layout.dp << " ranks";
+  const std::string path = model_path(layout.model);
+  std::string yaml = "model:\n  path: " + path + "\nparallel:\n  tensor: " + std::to_string(layout.tp) +
+                     "\n  pipeline: " + std::to_string(layout.pp) + "\n  data: " + std::to_string(layout.dp) +
+                     "\n  micro_batches: 2\n";
+  if (!layout.stages.empty()) yaml += "  stages: " + layout.stages + "\n";
+  yaml += "comm:\n  timeout_s: 60\n";
+  const parallel::ParsedPlan parsed = parallel::parse_plan(yaml, layout.name + ".yaml");
+  ASSERT_TRUE(parsed.ok()) << parallel::join_diagnostics(parsed.diagnostics);
+
+  // Reference: this rank alone, whole model.
+  launcher::SessionOptions options;
+  options.model_path = path;
+  options.threads = 1;
+  std::vector<GenerationRequest> requests(3);
+  const std::vector<std::vector<int32_t>> prompts = {{1, 17, 29, 5, 88, 41, 7}, {1, 3}, {1, 200, 9, 14, 60}};
+  for (size_t i = 0; i < requests.size(); ++i) {
+    requests[i].prompt = prompts[i];
+    requests[i].max_new_tokens = 10 + static_cast<int64_t>(i);
+  }
+  std::vector<GenerationOutput> expected;
+  Tensor expected_logits;
+  {
+    launcher::ModelSession single(options);
+    single.prepare(256);
+    expected = single.generator().generate(requests);
+    expected_logits = single.generator().score(prompts[0]);
+  }
+
+  launcher::RankRuntime rank(parsed.plan, "");
+  options.generator.micro_batches = rank.plan().micro_batches();
+  launcher::ModelSession session(options, rank.placement());
+  session.prepare(256);
+  // Data parallel: replica d takes requests d, d + DP, ...
+  std::vector<GenerationRequest> mine;
+  std::vector<size_t> index;
+  for (size_t i = 0; i < requests.size(); ++i)
+    if (static_cast<int>(i) % layout.dp == rank.replica_index()) mine.push_back(requests[i]), index.push_back(i);
+  const auto outputs = session.generator().generate(mine);
+  ASSERT_EQ(outputs.size(), mine.size());
+  for (size_t k = 0; k < outputs.size(); ++k)
+    EXPECT_EQ(outputs[k].tokens, expected[index[k]].tokens) << layout.name << " request " << index[k];
+  const Tensor logits = session.generator().score(prompts[0]);
+  ASSERT_EQ(logits.numel(), expected_logits.numel());
+  EXPECT_LT(test::max_rel_error(logits.data<float>(), expected_logits.data<float>(),
+                                static_cast<size_t>(logits.numel())),
+            1e-4)
+      << layout.name;
+  // Each TP rank reads about 1/TP of the sharded tensors from the memory map.
+  if (layout.tp > 1) {
+    launcher::ModelSession whole(options);
+    const double share = static_cast<double>(session.checkpoint_bytes_read()) / whole.checkpoint_bytes_read();
+    EXPECT_LT(share, 1.0 / layout.tp / layout.pp + 0.2) << "rank read " << session.checkpoint_bytes_read()
+                                                        << " bytes of " << whole.checkpoint_bytes_read();
+  }
+  g_world->barrier();
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Layouts, ParallelLayouts,
+    ::testing::Values(Layout{"tp2", 2, 1, 1, "", "fixture:llama_gqa_untied"},
+                      Layout{"tp2_qwen2_bias", 2, 1, 1, "", "fixture:qwen2_bias"},
+                      Layout{"pp2", 1, 2, 1, "", "fixture:llama_gqa_untied"},
+                      Layout{"dp2", 1, 1, 2, "", "fixture:mistral_mqa"},
+                      Layout{"pp3_uneven", 1, 3, 1, "[{layers: \"0-0\"}, {layers: \"1-2\"}, {layers: \"3-3\"}]", "tiny"},
+                      Layout{"tp4_replicated_kv", 4, 1, 1, "", "fixture:llama_gqa_untied"},
+                      Layout{"tp4_padded_vocab", 4, 1, 1, "", "padded-vocab"},
+                      Layout{"tp2_pp2", 2, 2, 1, "", "tiny"}),
+    [](const auto& info) { return info.param.name; });
+
+class WorldEnvironment : public ::testing::Environment {
+ public:
+  void SetUp() override {
+    world_ = comm::make_world_communicator(comm::CommConfig{});
+    g_world = world_.get();
+  }
+  void TearDown() override {
+    g_world = nullptr;
+    world_.reset();
+  }
+
+ private:
+  std::unique_ptr<comm::Communicator> world_;
+};
+const auto* const kWorld = ::testing::AddGlobalTestEnvironment(new WorldEnvironment);
+
+}  // namespace
+}  // namespace strata
