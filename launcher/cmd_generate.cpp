@@ -84,7 +84,7 @@ int generate(const Args& args, SessionOptions options, RankRuntime* rank) {
   if (stream) {
     decoder = std::make_unique<TokenStreamDecoder>(session.tokenizer());
     std::printf("%s", session.tokenizer().decode(request.prompt).c_str());
-    decoder->push(request.prompt.back());  // context for the first piece's leading space
+    decoder->set_previous(request.prompt.back());  // context for the first piece's leading space
     std::fflush(stdout);
   }
   int64_t seen = 0;

@@ -13,6 +13,14 @@ enum class TokenizerKind : uint8_t {
   kByteBpe,        // GPT-2 / Llama-3 style byte-level BPE with ranked merges
 };
 
+// Where a SentencePiece-style tokenizer puts its U+2581 prefix (when add_space_prefix is set). The text
+// is first cut at special tokens found in it; "segment" means one piece of text between them.
+enum class SpacePrefixRule : uint8_t {
+  kAlways,          // sentencepiece / llama2.c / HF Prepend normalizer: every non-empty segment
+  kIfMissing,       // HF Metaspace prepend_scheme "always": segments not already starting with U+2581
+  kFirstIfMissing,  // HF Metaspace prepend_scheme "first": only a segment at the start of the text
+};
+
 // Token types as GGUF and SentencePiece number them.
 enum class TokenType : int32_t { kNormal = 1, kUnknown = 2, kControl = 3, kUserDefined = 4, kUnused = 5, kByte = 6 };
 
@@ -33,6 +41,12 @@ struct TokenizerData {
   // llama2.c quirk: its tokenizer.bin stores BOS/EOS as "\n<s>\n" and decode strips a leading space
   // after BOS; set by the llama2.c reader.
   bool llama2c_decode = false;
+  // Additions (tokenizer engineer): details that make encodings match the reference library exactly.
+  SpacePrefixRule space_prefix_rule = SpacePrefixRule::kAlways;
+  // sentencepiece normalizer_spec.remove_extra_whitespaces: drop leading/trailing spaces, collapse runs.
+  bool remove_extra_whitespaces = false;
+  // HF BPE ignore_merges (Llama-3): a pre-tokenized word that is itself a token is not split.
+  bool ignore_merges = false;
 };
 
 }  // namespace strata
