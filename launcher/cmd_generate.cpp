@@ -137,7 +137,10 @@ int cmd_generate(int argc, char** argv) {
     std::printf("%s", args.usage().c_str());
     return 0;
   }
-  if (args.has("verbose")) log::set_level(log::Level::kDebug);
+  if (args.has("verbose")) {
+    log::set_level(log::Level::kDebug);
+    log::set_all_ranks(true);
+  }
   return run(args);
 }
 

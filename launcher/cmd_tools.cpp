@@ -15,6 +15,10 @@
 namespace strata::launcher {
 namespace {
 bool wants_help(const Args& args) {
+  if (args.has("verbose")) {
+    log::set_level(log::Level::kDebug);
+    log::set_all_ranks(true);
+  }
   if (!args.has("help")) return false;
   std::printf("%s", args.usage().c_str());
   return true;

@@ -44,6 +44,8 @@ void set_rank_prefix(const std::string& prefix, bool is_rank0) {
 
 void set_level(Level level) { state().level = level; }
 
+void set_all_ranks(bool all) { state().all_ranks = all; }
+
 bool enabled(Level level) {
   const State& s = state();
   if (level < s.level) return false;

@@ -12,6 +12,8 @@ enum class Level { kDebug = 0, kInfo = 1, kWarn = 2, kError = 3 };
 
 void set_rank_prefix(const std::string& prefix, bool is_rank0);
 void set_level(Level level);
+// INFO and DEBUG from every rank, not only rank 0 (--verbose, STRATA_LOG_RANKS=all).
+void set_all_ranks(bool all);
 bool enabled(Level level);
 void write(Level level, const char* file, int line, const std::string& message);
 

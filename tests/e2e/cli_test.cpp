@@ -2,6 +2,8 @@
 // multi-rank run equal to the single-rank one, and the clear errors of bad input.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include "test_util.h"
 
 namespace strata {
@@ -39,6 +41,27 @@ TEST(Cli, TensorAndPipelineParallelRunPrintsTheSingleRankIds) {
   ASSERT_EQ(multi.exit_code, 0) << multi.output;
   EXPECT_FALSE(ids_line(single.output).empty()) << single.output;
   EXPECT_EQ(ids_line(multi.output), ids_line(single.output)) << multi.output;
+}
+
+TEST(Cli, EnvironmentLaunchWithoutMpiRunsOverTcp) {
+  // torchrun-style: RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT, no mpirun; the ranks meet through the
+  // TCP store of rank 0 and talk over the TCP communicator.
+  const std::string model = test::fixture("hf/llama_gqa_untied");
+  const std::string plan = test::temp_dir("cli") + "/env-tp2.yaml";
+  std::FILE* f = std::fopen(plan.c_str(), "w");
+  std::fprintf(f, "model:\n  path: %s\nparallel:\n  tensor: 2\ncomm:\n  timeout_s: 30\n", model.c_str());
+  std::fclose(f);
+  const std::string args = " generate --plan " + plan + " --prompt-ids '1 5 9 33' -n 10 --print-ids";
+  const int port = 20000 + static_cast<int>(::getpid() % 20000);
+  const std::string env = "env -u OMPI_COMM_WORLD_RANK -u OMPI_COMM_WORLD_SIZE MASTER_ADDR=127.0.0.1 MASTER_PORT=" +
+                          std::to_string(port) + " WORLD_SIZE=2 ";
+  const auto r = test::run_command("sh -c \"" + env + "RANK=1 " + strata() + args + " >/dev/null 2>&1 & " + env +
+                                       "RANK=0 " + strata() + args + "; s=\\$?; wait; exit \\$s\"",
+                                   120);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto single = test::run_command(strata() + " generate --model " + model + " --prompt-ids '1 5 9 33' -n 10 --print-ids");
+  EXPECT_EQ(ids_line(r.output), ids_line(single.output)) << r.output;
+  EXPECT_FALSE(ids_line(r.output).empty());
 }
 
 TEST(Cli, RankThatDiesEndsTheJobWithAnError) {

@@ -1,0 +1,117 @@
+// launcher/http/metrics.cpp: Prometheus text exposition (format 0.0.4) of the server's metrics.
+#include "launcher/http/metrics.h"
+
+#include <cstdio>
+
+namespace strata::launcher::http {
+namespace {
+
+std::string num(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%.9g", v);
+  return buf;
+}
+
+void gauge(std::string& out, const std::string& name, const std::string& help, double value,
+           const char* type = "gauge") {
+  out += "# HELP " + name + " " + help + "\n# TYPE " + name + " " + type + "\n" + name + " " + num(value) + "\n";
+}
+
+std::vector<double> latency_buckets() {
+  return {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75,
+          1,     1.5,    2,     3,    5,     7.5,  10,    15,  20,  30,  60,  120};
+}
+
+}  // namespace
+
+Histogram::Histogram(std::vector<double> bounds) : bounds_(std::move(bounds)), counts_(bounds_.size() + 1, 0) {}
+
+void Histogram::observe(double value) {
+  size_t i = 0;
+  while (i < bounds_.size() && value > bounds_[i]) ++i;
+  std::lock_guard<std::mutex> lock(mutex_);
+  ++counts_[i];
+  sum_ += value;
+  ++count_;
+}
+
+int64_t Histogram::count() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return count_;
+}
+
+std::string Histogram::render(const std::string& name, const std::string& help) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::string out = "# HELP " + name + " " + help + "\n# TYPE " + name + " histogram\n";
+  int64_t cumulative = 0;
+  for (size_t i = 0; i < bounds_.size(); ++i) {
+    cumulative += counts_[i];
+    out += name + "_bucket{le=\"" + num(bounds_[i]) + "\"} " + std::to_string(cumulative) + "\n";
+  }
+  out += name + "_bucket{le=\"+Inf\"} " + std::to_string(count_) + "\n";
+  out += name + "_sum " + num(sum_) + "\n" + name + "_count " + std::to_string(count_) + "\n";
+  return out;
+}
+
+Metrics::Metrics()
+    : ttft_(latency_buckets()),
+      tpot_({0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3,
+             0.5, 0.75, 1, 2.5}),
+      latency_(latency_buckets()),
+      batch_({1, 2, 4, 8, 16, 32, 64, 128, 256, 512}) {}
+
+void Metrics::count_request(const std::string& route, int status) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  ++requests_[{route, status}];
+}
+
+void Metrics::add_tokens(int64_t prompt, int64_t generated) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  prompt_tokens_ += prompt;
+  generated_tokens_ += generated;
+}
+
+void Metrics::set_tier_hook(std::function<TierBytes()> hook) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  tier_hook_ = std::move(hook);
+}
+
+std::string Metrics::render(const EngineStats& stats, bool ready) const {
+  std::string out;
+  TierBytes tiers;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    out += "# HELP strata_requests_total HTTP requests answered, by route and status code (499: client went away)\n"
+           "# TYPE strata_requests_total counter\n";
+    for (const auto& [key, n] : requests_)
+      out += "strata_requests_total{route=\"" + key.first + "\",status=\"" + std::to_string(key.second) + "\"} " +
+             std::to_string(n) + "\n";
+    gauge(out, "strata_prompt_tokens_total", "prompt tokens of accepted requests", static_cast<double>(prompt_tokens_),
+          "counter");
+    gauge(out, "strata_generation_tokens_total", "tokens generated", static_cast<double>(generated_tokens_), "counter");
+    if (tier_hook_) tiers = tier_hook_();
+  }
+  out += ttft_.render("strata_time_to_first_token_seconds", "time from arrival to the first generated token");
+  out += tpot_.render("strata_time_per_output_token_seconds", "mean time between generated tokens of a request");
+  out += latency_.render("strata_e2e_request_latency_seconds", "time from arrival to the last token");
+  out += batch_.render("strata_batch_size", "sequences in each engine step that did work");
+  gauge(out, "strata_ready", "1 when the engine accepts requests", ready ? 1 : 0);
+  gauge(out, "strata_requests_running", "sequences in the running batch", static_cast<double>(stats.running));
+  gauge(out, "strata_requests_waiting", "requests queued", static_cast<double>(stats.waiting));
+  gauge(out, "strata_kv_blocks_used", "KV cache blocks in use", static_cast<double>(stats.kv_blocks_used));
+  gauge(out, "strata_kv_blocks_total", "KV cache blocks", static_cast<double>(stats.kv_blocks_total));
+  gauge(out, "strata_engine_steps_total", "engine iterations", static_cast<double>(stats.steps), "counter");
+  gauge(out, "strata_preemptions_total", "sequences preempted for KV blocks", static_cast<double>(stats.preemptions),
+        "counter");
+  gauge(out, "strata_prefix_cache_hit_tokens_total", "prompt tokens served from the prefix cache",
+        static_cast<double>(stats.prefix_hit_tokens), "counter");
+  out += "# HELP strata_memory_bytes weight bytes by residency tier\n# TYPE strata_memory_bytes gauge\n";
+  out += "strata_memory_bytes{tier=\"device\"} " + std::to_string(tiers.device) + "\n";
+  out += "strata_memory_bytes{tier=\"host\"} " + std::to_string(tiers.host) + "\n";
+  out += "strata_memory_bytes{tier=\"disk\"} " + std::to_string(tiers.disk) + "\n";
+  gauge(out, "strata_bytes_streamed_total", "weight bytes streamed from host or disk", static_cast<double>(tiers.streamed),
+        "counter");
+  return out;
+}
+
+}  // namespace strata::launcher::http
