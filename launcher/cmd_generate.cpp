@@ -65,7 +65,8 @@ int generate(const Args& args, SessionOptions options, RankRuntime* rank) {
   request.sampling.repetition_penalty = static_cast<float>(args.number("repetition-penalty", 1, 1e-3, 100));
   request.sampling.seed = static_cast<uint64_t>(args.integer("seed", 0, 0, INT64_MAX));
 
-  ModelSession session(options, rank != nullptr ? rank->placement() : RankPlacement{});
+  const std::unique_ptr<ModelSession> owned = open_session(options, rank);
+  ModelSession& session = *owned;
   request.prompt = prompt_from_args(args, session);
   const ModelConfig& config = session.config();
   STRATA_CHECK(static_cast<int64_t>(request.prompt.size()) + n <= config.max_seq, "prompt (", request.prompt.size(),
@@ -118,7 +119,6 @@ int run(const Args& args) {
   if (args.has("plan")) {
     rank = std::make_unique<RankRuntime>(args.str("plan"), args.str("model"));
     options.model_path = rank->model_path();
-    if (options.threads == 0) options.threads = rank->cpu_threads();
     options.generator.micro_batches = rank->plan().micro_batches();
   }
   try {

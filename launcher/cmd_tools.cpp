@@ -57,7 +57,6 @@ int cmd_logits(int argc, char** argv) {
   if (args.has("plan")) {
     rank = std::make_unique<RankRuntime>(args.str("plan"), args.str("model"));
     options.model_path = rank->model_path();
-    if (options.threads == 0) options.threads = rank->cpu_threads();
   }
   try {
     return print_logits(args, options, rank.get());
@@ -69,7 +68,8 @@ int cmd_logits(int argc, char** argv) {
 
 namespace {
 int print_logits(const Args& args, const SessionOptions& options, RankRuntime* rank) {
-  ModelSession session(options, rank != nullptr ? rank->placement() : RankPlacement{});
+  const std::unique_ptr<ModelSession> owned = open_session(options, rank);
+  ModelSession& session = *owned;
   const std::vector<int32_t> ids = prompt_from_args(args, session);
   session.prepare(static_cast<int64_t>(ids.size()) + 16);
   const Tensor logits = session.generator().score(ids);

@@ -11,12 +11,19 @@
 
 namespace strata::launcher {
 
+int cuda_device_index(const std::string& device) {
+  if (device.rfind("cuda", 0) != 0) return -1;
+  if (device == "cuda") return 0;
+  STRATA_CHECK(device.size() > 5 && device[4] == ':' && device.find_first_not_of("0123456789", 5) == std::string::npos,
+               "device '", device, "' is not cpu, cuda or cuda:N");
+  return std::stoi(device.substr(5));
+}
+
 std::unique_ptr<Backend> make_backend(const std::string& device, int threads) {
   if (device == "cpu") return make_cpu_backend(threads);
   if (device.rfind("cuda", 0) == 0) {
 #ifdef STRATA_HAVE_CUDA
-    const int index = device.size() > 5 ? std::stoi(device.substr(5)) : 0;
-    return make_cuda_backend(index);
+    return make_cuda_backend(cuda_device_index(device));
 #else
     STRATA_THROW(ErrorKind::kInvalidArgument, "the CUDA backend is not built into this binary; rebuild with "
                  "-DSTRATA_CUDA=ON on a machine with the CUDA toolkit, or use --device cpu");
@@ -25,10 +32,12 @@ std::unique_ptr<Backend> make_backend(const std::string& device, int threads) {
   STRATA_THROW(ErrorKind::kInvalidArgument, "unknown device '", device, "'; use cpu, cuda or cuda:N");
 }
 
-ModelSession::ModelSession(const SessionOptions& options, const RankPlacement& placement) : options_(options) {
+ModelSession::ModelSession(const SessionOptions& options, const RankPlacement& placement,
+                           std::unique_ptr<Backend> backend)
+    : backend_(std::move(backend)), options_(options) {
   checkpoint_ = open_checkpoint(options.model_path);
   const ModelConfig& c = checkpoint_->config();
-  backend_ = make_backend(options.device, options.threads);
+  if (!backend_) backend_ = make_backend(options.device, options.threads);
   const int64_t end = placement.layer_end < 0 ? c.n_layers : placement.layer_end;
   spec_ = ShardSpec::make(c, placement.tp_rank, placement.tp_size, placement.layer_begin, end);
   if (placement.tp != nullptr) {

@@ -36,7 +36,9 @@ struct RankPlacement {
 
 class ModelSession {
  public:
-  ModelSession(const SessionOptions& options, const RankPlacement& placement = {});
+  // `backend` (optional) is the compute backend to use; else one is made from options.device.
+  ModelSession(const SessionOptions& options, const RankPlacement& placement = {},
+               std::unique_ptr<Backend> backend = nullptr);
   ~ModelSession();
 
   const ModelConfig& config() const { return checkpoint_->config(); }
@@ -75,5 +77,7 @@ class ModelSession {
 // Creates the backend named `device` ("cpu", "cuda", "cuda:N"); a backend missing from this build
 // is a clear error at this seam.
 std::unique_ptr<Backend> make_backend(const std::string& device, int threads);
+// The CUDA device index of a device string ("cuda:3" -> 3, "cuda" -> 0); -1 for the CPU.
+int cuda_device_index(const std::string& device);
 
 }  // namespace strata::launcher

@@ -10,6 +10,13 @@
 
 #include "comm/bootstrap.h"
 #include "comm/communicator_collective.h"
+#include "comm/host_staged_communicator.h"
+#ifdef STRATA_HAVE_CUDA
+#include "runtime/cuda/cuda_backend.h"
+#endif
+#if defined(STRATA_HAVE_CUDA) && defined(STRATA_HAVE_NCCL)
+#include "comm/nccl/nccl_communicator.h"
+#endif
 #include "parallel/plan_parser.h"
 #include "parallel/replica_link.h"
 #include "runtime/error.h"
@@ -30,6 +37,7 @@ RankRuntime::RankRuntime(parallel::Plan plan, const std::string& model_override)
   if (const char* env = std::getenv("STRATA_COMM_TIMEOUT")) config.timeout_s = std::atof(env);
   const comm::RankInfo launch = comm::detect_launch();
   world_ = comm::make_world_communicator(config, launch);
+  local_rank_ = std::max(0, launch.local_rank);
   if (std::getenv("OMP_NUM_THREADS") == nullptr && launch.local_size > 1)
     cpu_threads_ = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / launch.local_size);
   const int rank = world_->rank(), world = world_->size();
@@ -61,6 +69,46 @@ RankRuntime::RankRuntime(parallel::Plan plan, const std::string& model_override)
 
 RankRuntime::~RankRuntime() = default;
 
+std::string RankRuntime::device_for(const std::string& device) const {
+  if (device != "cuda") return device;
+#ifdef STRATA_HAVE_CUDA
+  const int gpus = cuda_device_count();
+  STRATA_CHECK_KIND(ErrorKind::kConfig, gpus > 0, "--device cuda, but this host has no visible GPU");
+  return cat("cuda:", local_rank_ % gpus);
+#else
+  return device;  // make_backend explains that CUDA is not built in
+#endif
+}
+
+RankPlacement RankRuntime::placement(Backend& backend, int cuda_device) {
+  if (backend.device() != Device::kCpu) {
+    const int tp_size = plan_.parallel.tensor, pp_size = plan_.parallel.pipeline;
+    const parallel::CommBackend wanted = plan_.comm.backend;
+    bool nccl = false;
+#if defined(STRATA_HAVE_CUDA) && defined(STRATA_HAVE_NCCL)
+    if (wanted != parallel::CommBackend::kMpi) {
+      comm::NcclOptions o;
+      o.device = cuda_device;
+      o.compute_stream = cuda_backend_stream(backend);
+      o.timeout_s = plan_.comm.timeout_s;
+      tp_ = comm::make_nccl_communicator(*tp_, o, tp_->name());
+      nccl = true;
+    }
+#else
+    STRATA_CHECK_KIND(ErrorKind::kConfig, wanted != parallel::CommBackend::kNccl, plan_.source,
+                      ": comm.backend is nccl but this binary has no NCCL; rebuild with CUDA and NCCL or use mpi");
+#endif
+    if (!nccl) tp_ = comm::make_host_staged_communicator(std::move(tp_), backend);
+    replica_ = comm::make_host_staged_communicator(std::move(replica_), backend);
+    tp_collective_ = std::make_unique<comm::CommunicatorCollective>(*tp_);
+    auto in_replica = [&](int world_rank) { return world_rank < 0 ? -1 : world_rank - part_.dp * pp_size * tp_size; };
+    link_ = std::make_unique<parallel::ReplicaLink>(*replica_, (pp_size - 1) * tp_size, in_replica(part_.prev_stage),
+                                                    in_replica(part_.next_stage));
+    LOG_DEBUG("device tensors: TP group over ", nccl ? "NCCL" : "host-staged MPI", ", pipeline over host-staged MPI");
+  }
+  return placement();
+}
+
 RankPlacement RankRuntime::placement() {
   RankPlacement p;
   p.tp_rank = part_.tp;
@@ -80,6 +128,15 @@ int RankRuntime::fail(const std::exception& error) {
     comm::abort_world(1);
   }
   return 1;
+}
+
+std::unique_ptr<ModelSession> open_session(SessionOptions options, RankRuntime* rank) {
+  if (rank == nullptr) return std::make_unique<ModelSession>(options);
+  options.device = rank->device_for(options.device);
+  if (options.threads == 0) options.threads = rank->cpu_threads();
+  std::unique_ptr<Backend> backend = make_backend(options.device, options.threads);
+  const RankPlacement placement = rank->placement(*backend, std::max(0, cuda_device_index(options.device)));
+  return std::make_unique<ModelSession>(options, placement, std::move(backend));
 }
 
 }  // namespace strata::launcher

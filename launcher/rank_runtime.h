@@ -31,6 +31,12 @@ class RankRuntime {
   // True on the one rank that prints user output (world rank 0).
   bool prints() const { return world_->rank() == 0; }
   RankPlacement placement();
+  // The placement for a rank computing on `backend`: with a CUDA backend the TP group moves device
+  // tensors over NCCL (comm.backend auto|nccl, when built in) or stages them through the host
+  // transport (mpi), and the replica link stages activations. Call once, before placement().
+  RankPlacement placement(Backend& backend, int cuda_device = 0);
+  // The device string for this rank's backend: "cuda" becomes "cuda:<local rank mod GPUs>".
+  std::string device_for(const std::string& device) const;
   // CPU threads for this rank's backend: the host's cores shared by the ranks on it (OpenMP threads
   // of oversubscribed ranks would stall each other's barriers); 0 when OMP_NUM_THREADS decides.
   int cpu_threads() const { return cpu_threads_; }
@@ -47,6 +53,11 @@ class RankRuntime {
   std::unique_ptr<Collective> tp_collective_;
   std::unique_ptr<StageLink> link_;
   int cpu_threads_ = 0;
+  int local_rank_ = 0;
 };
+
+// This rank's ModelSession: for a plan (`rank` set), the backend on this rank's device and the
+// placement of its shard; otherwise the whole model on options.device.
+std::unique_ptr<ModelSession> open_session(SessionOptions options, RankRuntime* rank);
 
 }  // namespace strata::launcher

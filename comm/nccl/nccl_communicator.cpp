@@ -1,0 +1,263 @@
+// comm/nccl/nccl_communicator.cpp: NCCL collectives and point-to-point on a dedicated stream, ordered
+// after the compute stream by events. Communicators are non-blocking so that no call can hang: every
+// wait polls with a deadline, and on expiry the communicator is aborted (ncclCommAbort) and the error
+// names the operation, the group and the elapsed time.
+#include "comm/nccl/nccl_communicator.h"
+
+#include <chrono>
+#include <cstring>
+#include <thread>
+
+#include "comm/nccl/check_nccl.h"
+#include "comm/op_checks.h"
+#include "runtime/log.h"
+
+namespace strata::comm {
+namespace detail {
+void throw_nccl_error(const char* call, const char* file, int line, ncclResult_t result, ncclComm_t comm) {
+  const char* last = comm != nullptr ? ncclGetLastError(comm) : ncclGetLastError(nullptr);
+  ::strata::detail::throw_error(ErrorKind::kComm, nullptr, file, line,
+                                cat("NCCL error in ", call, ": ", ncclGetErrorString(result),
+                                    (last != nullptr && *last != '\0') ? cat(" (", last, ")") : std::string()));
+}
+void throw_cuda_error(const char* call, const char* file, int line, cudaError_t status) {
+  ::strata::detail::throw_error(ErrorKind::kCuda, nullptr, file, line,
+                                cat("CUDA error in ", call, ": ", cudaGetErrorName(status), ": ",
+                                    cudaGetErrorString(status)));
+}
+}  // namespace detail
+
+namespace {
+
+ncclDataType_t nccl_type(DType dtype, const char* op, const Communicator& comm) {
+  switch (dtype) {
+    case DType::kF32: return ncclFloat32;
+    case DType::kF16: return ncclFloat16;
+    case DType::kBF16: return ncclBfloat16;
+    case DType::kI32: return ncclInt32;
+    case DType::kI8: return ncclInt8;
+    default:
+      STRATA_THROW(ErrorKind::kInvalidArgument, op_where(op, comm), ": NCCL cannot move ", dtype_name(dtype),
+                   " tensors");
+  }
+}
+
+double now_s() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+
+// Shared state of one NCCL communicator: the comm, its stream, and the failure that poisons it.
+struct NcclState {
+  ncclComm_t comm = nullptr;
+  cudaStream_t stream = nullptr;
+  cudaStream_t compute = nullptr;
+  int device = 0;
+  double timeout_s = 300;
+  std::string name;
+  int rank = 0, size = 1;
+  std::string failure;  // set once the communicator was aborted
+
+  ~NcclState() {
+    if (comm != nullptr) {
+      const ncclResult_t r = failure.empty() ? ncclCommDestroy(comm) : ncclSuccess;
+      if (r != ncclSuccess) LOG_WARN("ncclCommDestroy of '", name, "' failed: ", ncclGetErrorString(r));
+    }
+    if (stream != nullptr) cudaStreamDestroy(stream);
+  }
+
+  // Polls the communicator until an in-progress call completes (non-blocking mode), with the deadline.
+  void settle(const char* op) {
+    const double start = now_s();
+    while (true) {
+      ncclResult_t state = ncclSuccess;
+      CHECK_NCCL(ncclCommGetAsyncError(comm, &state), comm);
+      if (state == ncclSuccess) return;
+      if (state != ncclInProgress) detail::throw_nccl_error(op, __FILE__, __LINE__, state, comm);
+      if (now_s() - start > timeout_s) abort_and_throw(op, now_s() - start);
+      std::this_thread::yield();
+    }
+  }
+
+  [[noreturn]] void abort_and_throw(const char* op, double elapsed) {
+    failure = cat(op, " on '", name, "' (rank ", rank, " of ", size, ") timed out after ", elapsed,
+                  " s; the NCCL communicator was aborted. A rank may have died, hung, or skipped this op; raise "
+                  "comm.timeout_s (STRATA_COMM_TIMEOUT) if the step is legitimately slow");
+    ncclCommAbort(comm);
+    comm = nullptr;
+    STRATA_THROW(ErrorKind::kTimeout, failure);
+  }
+
+  void check_usable(const char* op) const {
+    STRATA_CHECK_KIND(ErrorKind::kComm, failure.empty(), op, " on '", name,
+                      "': the communicator is unusable after an earlier failure (", failure, "); end the job");
+  }
+};
+
+class NcclWork final : public Work {
+ public:
+  NcclWork(std::shared_ptr<NcclState> state, const char* op) : state_(std::move(state)), op_(op) {
+    CHECK_CUDA_COMM(cudaEventCreateWithFlags(&done_, cudaEventDisableTiming));
+    CHECK_CUDA_COMM(cudaEventRecord(done_, state_->stream));
+    start_ = now_s();
+  }
+  ~NcclWork() override {
+    if (done_ != nullptr) cudaEventDestroy(done_);
+  }
+  bool test() override {
+    const cudaError_t s = cudaEventQuery(done_);
+    if (s == cudaSuccess) {
+      order_compute();
+      return true;
+    }
+    if (s != cudaErrorNotReady) CHECK_CUDA_COMM(s);
+    ncclResult_t async = ncclSuccess;
+    if (state_->comm != nullptr) CHECK_NCCL(ncclCommGetAsyncError(state_->comm, &async), state_->comm);
+    if (async != ncclSuccess && async != ncclInProgress)
+      detail::throw_nccl_error(op_, __FILE__, __LINE__, async, state_->comm);
+    if (now_s() - start_ > state_->timeout_s) state_->abort_and_throw(op_, now_s() - start_);
+    return false;
+  }
+  void wait() override {
+    while (!test()) std::this_thread::sleep_for(std::chrono::microseconds(20));
+  }
+
+ private:
+  // Later compute-stream work (which reads the result) runs after the operation.
+  void order_compute() {
+    if (!ordered_ && state_->compute != nullptr) CHECK_CUDA_COMM(cudaStreamWaitEvent(state_->compute, done_, 0));
+    ordered_ = true;
+  }
+  std::shared_ptr<NcclState> state_;
+  const char* op_;
+  cudaEvent_t done_ = nullptr;
+  double start_ = 0;
+  bool ordered_ = false;
+};
+
+class NcclCommunicator final : public Communicator {
+ public:
+  explicit NcclCommunicator(std::shared_ptr<NcclState> state) : state_(std::move(state)) {}
+  int rank() const override { return state_->rank; }
+  int size() const override { return state_->size; }
+  const std::string& name() const override { return state_->name; }
+
+  std::unique_ptr<Work> all_reduce_async(Tensor& t, ReduceOp op) override {
+    return run("all_reduce", {&t}, [&](ncclComm_t c, cudaStream_t s) {
+      return ncclAllReduce(t.raw(), t.raw(), static_cast<size_t>(t.numel()), nccl_type(t.dtype(), "all_reduce", *this),
+                           op == ReduceOp::kSum ? ncclSum : ncclMax, c, s);
+    });
+  }
+  std::unique_ptr<Work> all_gather_async(const Tensor& in, Tensor& out) override {
+    STRATA_CHECK(out.nbytes() == in.nbytes() * size(), op_where("all_gather", *this), ": output holds ", out.nbytes(),
+                 " bytes, needs ", in.nbytes() * size());
+    return run("all_gather", {&in, &out}, [&](ncclComm_t c, cudaStream_t s) {
+      return ncclAllGather(in.raw(), out.raw(), static_cast<size_t>(in.numel()),
+                           nccl_type(in.dtype(), "all_gather", *this), c, s);
+    });
+  }
+  std::unique_ptr<Work> reduce_scatter_async(const Tensor& in, Tensor& out, ReduceOp op) override {
+    STRATA_CHECK(in.numel() == out.numel() * size(), op_where("reduce_scatter", *this), ": input has ", in.numel(),
+                 " elements, needs ", out.numel() * size());
+    return run("reduce_scatter", {&in, &out}, [&](ncclComm_t c, cudaStream_t s) {
+      return ncclReduceScatter(in.raw(), out.raw(), static_cast<size_t>(out.numel()),
+                               nccl_type(in.dtype(), "reduce_scatter", *this), op == ReduceOp::kSum ? ncclSum : ncclMax,
+                               c, s);
+    });
+  }
+  std::unique_ptr<Work> broadcast_async(Tensor& t, int root) override {
+    check_rank_arg(root, "root", "broadcast", *this);
+    return run("broadcast", {&t}, [&](ncclComm_t c, cudaStream_t s) {
+      return ncclBroadcast(t.raw(), t.raw(), static_cast<size_t>(t.numel()), nccl_type(t.dtype(), "broadcast", *this),
+                           root, c, s);
+    });
+  }
+  // NCCL matches point-to-point messages by order per peer; tags are checked but not needed.
+  std::unique_ptr<Work> send_async(const Tensor& t, int peer, int tag) override {
+    check_rank_arg(peer, "peer", "send", *this);
+    check_tag(tag, "send", *this);
+    return run("send", {&t}, [&](ncclComm_t c, cudaStream_t s) {
+      return ncclSend(t.raw(), static_cast<size_t>(t.numel()), nccl_type(t.dtype(), "send", *this), peer, c, s);
+    });
+  }
+  std::unique_ptr<Work> recv_async(Tensor& t, int peer, int tag) override {
+    check_rank_arg(peer, "peer", "recv", *this);
+    check_tag(tag, "recv", *this);
+    return run("recv", {&t}, [&](ncclComm_t c, cudaStream_t s) {
+      return ncclRecv(t.raw(), static_cast<size_t>(t.numel()), nccl_type(t.dtype(), "recv", *this), peer, c, s);
+    });
+  }
+  std::unique_ptr<Work> barrier_async() override {
+    if (scratch_ == nullptr) CHECK_CUDA_COMM(cudaMalloc(&scratch_, 4));
+    Tensor one = Tensor::view(scratch_, {1}, DType::kI32, Device::kCuda);
+    return all_reduce_async(one, ReduceOp::kSum);
+  }
+  std::unique_ptr<Communicator> split(int color, int key, const std::string& name) override {
+    state_->check_usable("split");
+    auto child = std::make_shared<NcclState>();
+    child->device = state_->device;
+    child->compute = state_->compute;
+    child->timeout_s = state_->timeout_s;
+    child->name = name;
+    ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+    config.blocking = 0;
+    CHECK_NCCL(ncclCommSplit(state_->comm, color < 0 ? NCCL_SPLIT_NOCOLOR : color, key, &child->comm, &config),
+               state_->comm);
+    state_->settle("ncclCommSplit");
+    if (color < 0) return nullptr;
+    child->settle("ncclCommSplit (child)");
+    CHECK_NCCL(ncclCommCount(child->comm, &child->size), child->comm);
+    CHECK_NCCL(ncclCommUserRank(child->comm, &child->rank), child->comm);
+    CHECK_CUDA_COMM(cudaStreamCreateWithFlags(&child->stream, cudaStreamNonBlocking));
+    return std::make_unique<NcclCommunicator>(child);
+  }
+  ~NcclCommunicator() override {
+    if (scratch_ != nullptr) cudaFree(scratch_);
+  }
+
+ private:
+  template <typename Launch>
+  std::unique_ptr<Work> run(const char* op, std::initializer_list<const Tensor*> tensors, Launch launch) {
+    state_->check_usable(op);
+    for (const Tensor* t : tensors)
+      STRATA_CHECK(t->device() == Device::kCuda, op_where(op, *this),
+                   ": NCCL moves device tensors; this one is in host memory (use the MPI or TCP communicator)");
+    CHECK_CUDA_COMM(cudaSetDevice(state_->device));
+    if (state_->compute != nullptr) {  // the inputs are ready once the compute stream reaches here
+      if (ready_ == nullptr) CHECK_CUDA_COMM(cudaEventCreateWithFlags(&ready_, cudaEventDisableTiming));
+      CHECK_CUDA_COMM(cudaEventRecord(ready_, state_->compute));
+      CHECK_CUDA_COMM(cudaStreamWaitEvent(state_->stream, ready_, 0));
+    }
+    CHECK_NCCL(launch(state_->comm, state_->stream), state_->comm);
+    return std::make_unique<NcclWork>(state_, op);
+  }
+
+  std::shared_ptr<NcclState> state_;
+  cudaEvent_t ready_ = nullptr;
+  void* scratch_ = nullptr;
+};
+
+}  // namespace
+
+std::unique_ptr<Communicator> make_nccl_communicator(Communicator& bootstrap, const NcclOptions& options,
+                                                     const std::string& name) {
+  auto state = std::make_shared<NcclState>();
+  state->device = options.device;
+  state->compute = static_cast<cudaStream_t>(options.compute_stream);
+  state->timeout_s = options.timeout_s;
+  state->name = name;
+  state->rank = bootstrap.rank();
+  state->size = bootstrap.size();
+  CHECK_CUDA_COMM(cudaSetDevice(options.device));
+  ncclUniqueId id;
+  std::memset(&id, 0, sizeof(id));
+  if (bootstrap.rank() == 0) CHECK_NCCL(ncclGetUniqueId(&id), nullptr);
+  Tensor id_bytes = Tensor::view(&id, {static_cast<int64_t>(sizeof(id))}, DType::kI8);
+  bootstrap.broadcast(id_bytes, 0);  // host communicator: times out like every other op
+  ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+  config.blocking = 0;
+  CHECK_NCCL(ncclCommInitRankConfig(&state->comm, state->size, id, state->rank, &config), state->comm);
+  state->settle("ncclCommInitRankConfig");
+  CHECK_CUDA_COMM(cudaStreamCreateWithFlags(&state->stream, cudaStreamNonBlocking));
+  LOG_DEBUG("NCCL communicator '", name, "': rank ", state->rank, " of ", state->size, " on device ", options.device);
+  return std::make_unique<NcclCommunicator>(state);
+}
+
+}  // namespace strata::comm
