@@ -42,7 +42,9 @@ class Backend {
   // Dtype of activations and the KV cache on this backend.
   virtual DType activation_dtype() const = 0;
   virtual Tensor alloc(const Shape& shape, DType dtype) = 0;
-  // Copies between any two tensors of equal size; either may live on the host or the device.
+  // Copies between two tensors of the same element count; either may live on the host or the device.
+  // Float dtypes (f32, f16, bf16) convert on the way; other dtypes must match. A copy into host
+  // memory has completed when copy() returns.
   virtual void copy(const Tensor& src, Tensor& dst) = 0;
   // Brings a host weight (any dtype, e.g. a mapped checkpoint view) onto the device; on the CPU
   // backend this returns the view itself (zero-copy from the memory map).
@@ -63,7 +65,8 @@ class Backend {
   virtual void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) = 0;
   // a += b.
   virtual void add(Tensor& a, const Tensor& b) = 0;
-  // Writes k, v [T, Hkv, head_dim] into the paged caches [blocks, block_size, Hkv, head_dim] at slots.
+  // Writes k, v [T, Hkv, head_dim] into the paged caches [blocks, block_size, Hkv, head_dim] at slots;
+  // a negative slot marks a padding token that is not written.
   virtual void kv_write(const Tensor& k, const Tensor& v, const Tensor& slots, Tensor& k_cache, Tensor& v_cache) = 0;
   // out[T, H, hd] = causal softmax(q k^T * scale) v over each token's sequence; GQA maps query head
   // h to KV head h / (H / Hkv).

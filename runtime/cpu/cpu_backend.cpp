@@ -35,8 +35,26 @@ class CpuBackend final : public Backend {
   DType activation_dtype() const override { return DType::kF32; }
   Tensor alloc(const Shape& shape, DType dtype) override { return Tensor::empty(shape, dtype); }
   void copy(const Tensor& src, Tensor& dst) override {
-    STRATA_CHECK(src.nbytes() == dst.nbytes(), "copy of ", src.nbytes(), " bytes into ", dst.nbytes());
-    if (src.raw() != dst.raw()) std::memcpy(dst.raw(), src.raw(), static_cast<size_t>(src.nbytes()));
+    STRATA_CHECK(src.numel() == dst.numel(), "copy of ", src.numel(), " elements into ", dst.numel());
+    if (src.dtype() == dst.dtype()) {
+      if (src.raw() != dst.raw()) std::memcpy(dst.raw(), src.raw(), static_cast<size_t>(src.nbytes()));
+      return;
+    }
+    STRATA_CHECK(dst.dtype() == DType::kF32 || src.dtype() == DType::kF32, "copy converts between f32 and f16/bf16, not ",
+                 dtype_name(src.dtype()), " -> ", dtype_name(dst.dtype()));
+    const int64_t n = src.numel();
+    if (dst.dtype() == DType::kF32) {
+      cpu::row_to_f32(src.raw(), src.dtype(), n, dst.data<float>());
+      return;
+    }
+    const float* in = src.data<float>();
+    auto* out = dst.data<uint16_t>();
+    if (dst.dtype() == DType::kF16) {
+      for (int64_t i = 0; i < n; ++i) out[i] = f32_to_f16(in[i]);
+    } else {
+      STRATA_CHECK(dst.dtype() == DType::kBF16, "copy cannot convert f32 to ", dtype_name(dst.dtype()));
+      for (int64_t i = 0; i < n; ++i) out[i] = f32_to_bf16(in[i]);
+    }
   }
   Tensor upload_weight(const Tensor& host) override { return host; }
   void synchronize() override {}
@@ -173,7 +191,8 @@ class CpuBackend final : public Backend {
     const int64_t capacity = k_cache.numel() / row;
     const int32_t* slot = slots.data<int32_t>();
     for (int64_t t = 0; t < t_count; ++t) {
-      STRATA_CHECK_KIND(ErrorKind::kInternal, slot[t] >= 0 && slot[t] < capacity, "KV slot ", slot[t],
+      if (slot[t] < 0) continue;  // padding token
+      STRATA_CHECK_KIND(ErrorKind::kInternal, slot[t] < capacity, "KV slot ", slot[t],
                         " outside the cache of ", capacity, " slots");
       std::memcpy(k_cache.data<float>() + slot[t] * row, k.data<float>() + t * row, static_cast<size_t>(row) * 4);
       std::memcpy(v_cache.data<float>() + slot[t] * row, v.data<float>() + t * row, static_cast<size_t>(row) * 4);

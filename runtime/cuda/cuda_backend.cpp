@@ -1,0 +1,461 @@
+// runtime/cuda/cuda_backend.cpp: CudaBackend, the Backend of one CUDA device. Every op is enqueued on the
+// backend's one compute stream, so ops are ordered without events; copies into host memory synchronise.
+// Activations and the KV cache are bf16 (f32's exponent range, so no overflow in the residual stream
+// as f16 risks; half the bytes of f32), and every kernel accumulates in f32.
+#include "runtime/cuda/cuda_backend.h"
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+#include <optional>
+#include <tuple>
+#include <vector>
+
+#include "runtime/cuda/check_cuda.h"
+#include "runtime/cuda/device_handles.h"
+#include "runtime/cuda/gemm.h"
+#include "runtime/cuda/kernels.h"
+#include "runtime/rope.h"
+
+namespace strata {
+namespace {
+
+using cuda::CublasHandle;
+using cuda::CudaStream;
+using cuda::DeviceBuffer;
+using cuda::GrowableBuffer;
+
+bool is_float_type(DType dt) { return dt == DType::kF32 || dt == DType::kF16 || dt == DType::kBF16; }
+
+void check_on_device(const Tensor& t, const char* what, const char* op) {
+  STRATA_CHECK(t.device() == Device::kCuda, op, ": ", what, " ", shape_str(t.shape()),
+               " is on the host; allocate it with the CUDA backend's alloc() or upload_weight()");
+}
+
+void check_float(const Tensor& t, const char* what, const char* op) {
+  STRATA_CHECK(is_float_type(t.dtype()), op, ": ", what, " must be f32, f16 or bf16, got ", dtype_name(t.dtype()));
+}
+
+// Host-side conversion between float types (host-to-host copies of different dtypes).
+float host_load(const void* p, DType dt, int64_t i) {
+  switch (dt) {
+    case DType::kF32: return static_cast<const float*>(p)[i];
+    case DType::kF16: return f16_to_f32(static_cast<const uint16_t*>(p)[i]);
+    case DType::kBF16: return bf16_to_f32(static_cast<const uint16_t*>(p)[i]);
+    default: STRATA_THROW(ErrorKind::kInvalidArgument, "cannot convert from ", dtype_name(dt), " on the host");
+  }
+}
+void host_store(void* p, DType dt, int64_t i, float v) {
+  switch (dt) {
+    case DType::kF32: static_cast<float*>(p)[i] = v; break;
+    case DType::kF16: static_cast<uint16_t*>(p)[i] = f32_to_f16(v); break;
+    case DType::kBF16: static_cast<uint16_t*>(p)[i] = f32_to_bf16(v); break;
+    default: STRATA_THROW(ErrorKind::kInvalidArgument, "cannot convert to ", dtype_name(dt), " on the host");
+  }
+}
+
+class CudaBackend final : public Backend {
+ public:
+  CudaBackend(int device, const CudaBackendOptions& options)
+      : device_(device), options_(options), stream_(device), scratch_a_(device), scratch_b_(device),
+        split_scratch_(device) {
+    cudaDeviceProp prop{};
+    CHECK_CUDA(cudaGetDeviceProperties(&prop, device));
+    sm_count_ = prop.multiProcessorCount;
+    device_name_ = prop.name;
+    STRATA_CHECK(options_.gemv_max_rows >= 0 && options_.gemv_max_rows <= 8, "gemv_max_rows must be 0..8, got ",
+                 options_.gemv_max_rows);
+  }
+
+  Device device() const override { return Device::kCuda; }
+  std::string name() const override { return cat("cuda:", device_, " (", device_name_, ")"); }
+  DType activation_dtype() const override { return DType::kBF16; }
+  cudaStream_t stream() const { return stream_.get(); }
+
+  Tensor alloc(const Shape& shape, DType dtype) override {
+    for (int64_t d : shape) STRATA_CHECK(d >= 0, "negative dimension in shape ", shape_str(shape));
+    const int64_t bytes = dtype_bytes(dtype, shape_numel(shape));
+    auto buffer = std::make_shared<DeviceBuffer>(static_cast<size_t>(bytes), device_);
+    void* ptr = buffer->get();
+    return Tensor::view(ptr, shape, dtype, Device::kCuda, std::move(buffer));
+  }
+
+  void copy(const Tensor& src, Tensor& dst) override {
+    STRATA_CHECK(src.numel() == dst.numel(), "copy: ", shape_str(src.shape()), " and ", shape_str(dst.shape()),
+                 " differ in size");
+    set_device();
+    const bool src_dev = src.device() == Device::kCuda, dst_dev = dst.device() == Device::kCuda;
+    const int64_t n = src.numel();
+    if (n == 0) return;
+    if (src.dtype() == dst.dtype()) {
+      if (!src_dev && !dst_dev) {
+        std::memcpy(dst.raw(), src.raw(), static_cast<size_t>(src.nbytes()));
+        return;
+      }
+      CHECK_CUDA(cudaMemcpyAsync(dst.raw(), src.raw(), static_cast<size_t>(src.nbytes()), cudaMemcpyDefault,
+                                 stream_.get()));
+      if (!dst_dev) synchronize();  // the caller reads host memory next
+      return;
+    }
+    STRATA_CHECK(is_float_type(dst.dtype()) && (is_float_type(src.dtype()) || dtype_is_quantized(src.dtype())),
+                 "copy: cannot convert ", dtype_name(src.dtype()), " to ", dtype_name(dst.dtype()));
+    if (!src_dev && !dst_dev) {
+      for (int64_t i = 0; i < n; ++i) host_store(dst.raw(), dst.dtype(), i, host_load(src.raw(), src.dtype(), i));
+      return;
+    }
+    if (src_dev && dst_dev) {
+      cuda::launch_convert(src.raw(), src.dtype(), dst.raw(), dst.dtype(), n, stream_.get());
+    } else if (!src_dev) {  // stage the host bytes, convert on the device
+      void* staged = scratch_a_.get(static_cast<size_t>(src.nbytes()), stream_.get());
+      CHECK_CUDA(cudaMemcpyAsync(staged, src.raw(), static_cast<size_t>(src.nbytes()), cudaMemcpyHostToDevice,
+                                 stream_.get()));
+      cuda::launch_convert(staged, src.dtype(), dst.raw(), dst.dtype(), n, stream_.get());
+    } else {  // convert on the device, then bring the bytes over
+      void* staged = scratch_a_.get(static_cast<size_t>(dst.nbytes()), stream_.get());
+      cuda::launch_convert(src.raw(), src.dtype(), staged, dst.dtype(), n, stream_.get());
+      CHECK_CUDA(cudaMemcpyAsync(dst.raw(), staged, static_cast<size_t>(dst.nbytes()), cudaMemcpyDeviceToHost,
+                                 stream_.get()));
+      synchronize();
+    }
+  }
+
+  Tensor upload_weight(const Tensor& host) override {
+    if (host.device() == Device::kCuda) return host;
+    set_device();
+    const bool to_bf16 = options_.f32_weights_to_bf16 && host.dtype() == DType::kF32 && host.rank() >= 2;
+    Tensor dev = alloc(host.shape(), to_bf16 ? DType::kBF16 : host.dtype());
+    if (!to_bf16) {
+      CHECK_CUDA(cudaMemcpyAsync(dev.raw(), host.raw(), static_cast<size_t>(host.nbytes()), cudaMemcpyHostToDevice,
+                                 stream_.get()));
+    } else {  // chunked through a staging buffer so a large f32 tensor never sits whole on the device
+      constexpr int64_t kChunk = int64_t{16} << 20;  // elements
+      const int64_t n = host.numel();
+      void* staged = scratch_a_.get(static_cast<size_t>(std::min(n, kChunk) * 4), stream_.get());
+      for (int64_t off = 0; off < n; off += kChunk) {
+        const int64_t len = std::min(kChunk, n - off);
+        CHECK_CUDA(cudaMemcpyAsync(staged, host.data<float>() + off, static_cast<size_t>(len * 4),
+                                   cudaMemcpyHostToDevice, stream_.get()));
+        cuda::launch_convert(staged, DType::kF32, static_cast<uint16_t*>(dev.raw()) + off, DType::kBF16, len,
+                             stream_.get());
+      }
+    }
+    synchronize();  // the host view may be unmapped once this returns
+    return dev;
+  }
+
+  void synchronize() override { CHECK_CUDA(cudaStreamSynchronize(stream_.get())); }
+
+  void embed(const Tensor& table, const Tensor& ids, int64_t vocab_offset, Tensor& out) override {
+    check_on_device(table, "table", "embed");
+    check_on_device(ids, "ids", "embed");
+    check_on_device(out, "out", "embed");
+    STRATA_CHECK(table.rank() == 2 && ids.dtype() == DType::kI32, "embed: table must be [vocab, dim] and ids i32");
+    const int64_t dim = table.dim(1);
+    STRATA_CHECK(out.numel() == ids.numel() * dim, "embed: out ", shape_str(out.shape()), " is not [", ids.numel(),
+                 ", ", dim, "]");
+    check_float(out, "out", "embed");
+    set_device();
+    cuda::launch_embed(table.raw(), table.dtype(), table.dim(0), dim, ids.data<int32_t>(), ids.numel(), vocab_offset,
+                       out.raw(), out.dtype(), stream_.get());
+  }
+
+  void rmsnorm(const Tensor& x, const Tensor& weight, float eps, Tensor& out) override {
+    norm("rmsnorm", nullptr, x, weight, eps, out);
+  }
+
+  void add_rmsnorm(Tensor& residual, const Tensor& x, const Tensor& weight, float eps, Tensor& out) override {
+    STRATA_CHECK(residual.numel() == x.numel(), "add_rmsnorm: residual ", shape_str(residual.shape()), " and x ",
+                 shape_str(x.shape()), " differ");
+    check_on_device(residual, "residual", "add_rmsnorm");
+    check_float(residual, "residual", "add_rmsnorm");
+    norm("add_rmsnorm", &residual, x, weight, eps, out);
+  }
+
+  void matmul(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& out) override;
+
+  void rope(Tensor& x, const Tensor& positions, const RopeParams& params) override {
+    check_on_device(x, "x", "rope");
+    check_on_device(positions, "positions", "rope");
+    check_float(x, "x", "rope");
+    STRATA_CHECK(x.rank() == 3 && positions.dtype() == DType::kI32 && positions.numel() == x.dim(0),
+                 "rope: x must be [T, H, head_dim] and positions i32 [T]; got x ", shape_str(x.shape()),
+                 " and positions ", shape_str(positions.shape()));
+    RopeParams p = params;
+    if (p.rot_dim == 0) p.rot_dim = x.dim(2);
+    STRATA_CHECK(p.rot_dim % 2 == 0 && p.rot_dim <= x.dim(2), "rope: rot_dim ", p.rot_dim,
+                 " must be even and at most head_dim ", x.dim(2));
+    set_device();
+    const float* inv_freq = inv_freq_for(p);
+    cuda::launch_rope(x.raw(), x.dtype(), x.dim(0), x.dim(1), x.dim(2), positions.data<int32_t>(), inv_freq,
+                      p.rot_dim, p.style, stream_.get());
+  }
+
+  void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) override {
+    for (const Tensor* t : {&gate, &up, static_cast<const Tensor*>(&out)}) {
+      check_on_device(*t, "operand", "silu_mul");
+      check_float(*t, "operand", "silu_mul");
+    }
+    STRATA_CHECK(gate.numel() == up.numel() && up.numel() == out.numel(), "silu_mul: sizes differ: ",
+                 shape_str(gate.shape()), ", ", shape_str(up.shape()), ", ", shape_str(out.shape()));
+    set_device();
+    cuda::launch_silu_mul(gate.raw(), gate.dtype(), up.raw(), up.dtype(), out.raw(), out.dtype(), out.numel(),
+                          stream_.get());
+  }
+
+  void add(Tensor& a, const Tensor& b) override {
+    check_on_device(a, "a", "add");
+    check_on_device(b, "b", "add");
+    check_float(a, "a", "add");
+    check_float(b, "b", "add");
+    STRATA_CHECK(a.numel() == b.numel(), "add: ", shape_str(a.shape()), " and ", shape_str(b.shape()), " differ");
+    set_device();
+    cuda::launch_add(a.raw(), a.dtype(), b.raw(), b.dtype(), a.numel(), stream_.get());
+  }
+
+  void kv_write(const Tensor& k, const Tensor& v, const Tensor& slots, Tensor& k_cache, Tensor& v_cache) override {
+    for (const Tensor* t : {&k, &v, &slots, static_cast<const Tensor*>(&k_cache), static_cast<const Tensor*>(&v_cache)})
+      check_on_device(*t, "operand", "kv_write");
+    STRATA_CHECK(k.rank() == 3 && k.shape() == v.shape() && k_cache.rank() == 4 && k_cache.shape() == v_cache.shape(),
+                 "kv_write: k, v must be [T, Hkv, hd] and caches [blocks, block_size, Hkv, hd]; got k ",
+                 shape_str(k.shape()), ", cache ", shape_str(k_cache.shape()));
+    STRATA_CHECK(k.dim(1) == k_cache.dim(2) && k.dim(2) == k_cache.dim(3), "kv_write: k ", shape_str(k.shape()),
+                 " does not match the cache ", shape_str(k_cache.shape()));
+    STRATA_CHECK(slots.dtype() == DType::kI32 && slots.numel() == k.dim(0), "kv_write: slots must be i32 [T]");
+    STRATA_CHECK(k.dtype() == v.dtype() && k_cache.dtype() == v_cache.dtype(), "kv_write: k/v dtypes differ");
+    check_float(k, "k", "kv_write");
+    check_float(k_cache, "k_cache", "kv_write");
+    set_device();
+    cuda::launch_kv_write(k.raw(), v.raw(), k.dtype(), slots.data<int32_t>(), k.dim(0), k.dim(1) * k.dim(2),
+                          k_cache.raw(), v_cache.raw(), k_cache.dtype(), k_cache.dim(0) * k_cache.dim(1),
+                          stream_.get());
+  }
+
+  void attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const AttentionBatch& batch,
+                 float scale, Tensor& out) override;
+
+ private:
+  static constexpr size_t kWorkspaceBytes = size_t{32} << 20;
+
+  void set_device() { CHECK_CUDA(cudaSetDevice(device_)); }
+
+  // cuBLAS is created on first use: decode-only and test backends never pay for it.
+  cublasHandle_t cublas() {
+    if (!cublas_) {
+      cublas_.emplace(stream_.get());
+      workspace_ = DeviceBuffer(kWorkspaceBytes, device_);
+      CHECK_CUBLAS(cublasSetWorkspace(cublas_->get(), workspace_.get(), kWorkspaceBytes));
+    }
+    return cublas_->get();
+  }
+
+  void norm(const char* op, Tensor* residual, const Tensor& x, const Tensor& weight, float eps, Tensor& out) {
+    check_on_device(x, "x", op);
+    check_on_device(weight, "weight", op);
+    check_on_device(out, "out", op);
+    check_float(x, "x", op);
+    check_float(weight, "weight", op);
+    check_float(out, "out", op);
+    const int64_t dim = weight.numel();
+    STRATA_CHECK(dim > 0 && x.numel() % dim == 0 && out.numel() == x.numel(), op, ": x ", shape_str(x.shape()),
+                 ", weight ", shape_str(weight.shape()), " and out ", shape_str(out.shape()), " do not match");
+    set_device();
+    cuda::launch_rmsnorm(x.raw(), x.dtype(), residual ? residual->raw() : nullptr,
+                         residual ? residual->dtype() : DType::kF32, weight.raw(), weight.dtype(), eps,
+                         x.numel() / dim, dim, out.raw(), out.dtype(), stream_.get());
+  }
+
+  const float* inv_freq_for(const RopeParams& p) {
+    const auto key = std::make_tuple(p.theta, p.scaling.factor, p.scaling.low_freq_factor, p.scaling.high_freq_factor,
+                                     p.scaling.original_max_position, p.rot_dim);
+    auto it = rope_tables_.find(key);
+    if (it == rope_tables_.end()) {
+      const std::vector<float> host = rope_inv_freq(p, p.rot_dim);  // shared with the CPU backend
+      DeviceBuffer buf(host.size() * sizeof(float), device_);
+      CHECK_CUDA(cudaMemcpy(buf.get(), host.data(), host.size() * sizeof(float), cudaMemcpyHostToDevice));
+      it = rope_tables_.emplace(key, std::move(buf)).first;
+    }
+    return static_cast<const float*>(it->second.get());
+  }
+
+  int device_;
+  CudaBackendOptions options_;
+  CudaStream stream_;
+  DeviceBuffer workspace_;  // cuBLAS workspace; declared before cublas_ so the handle goes first
+  std::optional<CublasHandle> cublas_;
+  GrowableBuffer scratch_a_;  // converted activations, staged host bytes
+  GrowableBuffer scratch_b_;  // dequantized weight chunks, f32 GEMM outputs
+  GrowableBuffer split_scratch_;  // split-K partials of decode attention
+  int sm_count_ = 0;
+  std::string device_name_;
+  std::map<std::tuple<float, float, float, float, int64_t, int64_t>, DeviceBuffer> rope_tables_;
+};
+
+void CudaBackend::matmul(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& out) {
+  check_on_device(x, "x", "matmul");
+  check_on_device(w, "w", "matmul");
+  check_on_device(out, "out", "matmul");
+  check_float(x, "x", "matmul");
+  check_float(out, "out", "matmul");
+  STRATA_CHECK(w.rank() == 2, "matmul: w must be [N, K], got ", shape_str(w.shape()));
+  const int64_t n = w.dim(0), k = w.dim(1);
+  STRATA_CHECK(x.numel() % k == 0 && x.dim(-1) == k, "matmul: x ", shape_str(x.shape()), " does not end in K = ", k,
+               " of w ", shape_str(w.shape()));
+  const int64_t m = x.numel() / k;
+  STRATA_CHECK(out.numel() == m * n, "matmul: out ", shape_str(out.shape()), " is not [", m, ", ", n, "]");
+  const DType w_dt = w.dtype();
+  STRATA_CHECK(is_float_type(w_dt) || dtype_is_quantized(w_dt), "matmul: weight dtype ", dtype_name(w_dt),
+               " is not supported on CUDA");
+  const void* bias_ptr = nullptr;
+  DType bias_dt = DType::kF32;
+  if (bias != nullptr && bias->defined()) {
+    check_on_device(*bias, "bias", "matmul");
+    check_float(*bias, "bias", "matmul");
+    STRATA_CHECK(bias->numel() == n, "matmul: bias ", shape_str(bias->shape()), " is not [", n, "]");
+    bias_ptr = bias->raw();
+    bias_dt = bias->dtype();
+  }
+  if (m == 0 || n == 0) return;
+  set_device();
+  cudaStream_t s = stream_.get();
+  const bool quant = dtype_is_quantized(w_dt);
+
+  // Few rows: the weight-streaming GEMV. Quantized weights up to 8 rows: dequantizing a whole matrix for
+  // cuBLAS moves more bytes than the packed weights.
+  const int64_t gemv_rows = std::min<int64_t>(options_.gemv_max_rows, 8);
+  const int64_t gemv_limit = quant && gemv_rows > 0 ? 8 : gemv_rows;
+  if (m <= gemv_limit) {
+    const void* xp = x.raw();
+    DType x_dt = x.dtype();
+    if (x_dt == DType::kF16) {  // the GEMV reads bf16 or f32 activations
+      xp = scratch_a_.get(static_cast<size_t>(m * k * 4), s);
+      cuda::launch_convert(x.raw(), x_dt, const_cast<void*>(xp), DType::kF32, m * k, s);
+      x_dt = DType::kF32;
+    }
+    const int64_t elem = x_dt == DType::kF32 ? 4 : 2;
+    for (int64_t m0 = 0; m0 < m; m0 += gemv_limit) {
+      const int64_t rows = std::min(gemv_limit, m - m0);
+      cuda::launch_gemv(static_cast<const uint8_t*>(xp) + m0 * k * elem, x_dt, w.raw(), w_dt, bias_ptr, bias_dt,
+                        static_cast<uint8_t*>(out.raw()) + dtype_bytes(out.dtype(), m0 * n), out.dtype(), rows, n, k,
+                        s);
+    }
+    return;
+  }
+
+  // cuBLAS: operands share one type (bf16 for quantized weights, dequantized in row chunks).
+  const DType in_dt = quant ? DType::kBF16 : w_dt;
+  const void* xp = x.raw();
+  if (x.dtype() != in_dt) {
+    void* conv = scratch_a_.get(static_cast<size_t>(dtype_bytes(in_dt, m * k)), s);
+    cuda::launch_convert(x.raw(), x.dtype(), conv, in_dt, m * k, s);
+    xp = conv;
+  }
+  const bool direct_out = out.dtype() == in_dt || out.dtype() == DType::kF32;
+  const DType gemm_out_dt = direct_out ? out.dtype() : DType::kF32;
+  int64_t chunk_rows = n;
+  if (quant) chunk_rows = std::max<int64_t>(1, std::min<int64_t>(n, (int64_t{32} << 20) / (k * 2)));  // <= 64 MiB
+  const size_t dequant_bytes = quant ? static_cast<size_t>(chunk_rows * k * 2) : 0;
+  const size_t out_f32_bytes = direct_out ? 0 : static_cast<size_t>(m * n * 4);
+  uint8_t* b = static_cast<uint8_t*>(scratch_b_.get(dequant_bytes + out_f32_bytes + 256, s));
+  void* wtmp = b;
+  void* gemm_out = direct_out ? out.raw() : b + (dequant_bytes + 255) / 256 * 256;
+  for (int64_t n0 = 0; n0 < n; n0 += chunk_rows) {
+    const int64_t rows = std::min(chunk_rows, n - n0);
+    const void* wp = static_cast<const uint8_t*>(w.raw()) + dtype_bytes(w_dt, n0 * k);
+    if (quant) {
+      cuda::launch_convert(wp, w_dt, wtmp, DType::kBF16, rows * k, s);
+      wp = wtmp;
+    }
+    cuda::cublas_gemm(cublas(), xp, wp, in_dt, static_cast<uint8_t*>(gemm_out) + dtype_bytes(gemm_out_dt, n0),
+                      gemm_out_dt, m, rows, k, n);
+  }
+  if (bias_ptr != nullptr) cuda::launch_add_bias(gemm_out, gemm_out_dt, bias_ptr, bias_dt, m, n, s);
+  if (!direct_out) cuda::launch_convert(gemm_out, DType::kF32, out.raw(), out.dtype(), m * n, s);
+}
+
+void CudaBackend::attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const AttentionBatch& batch,
+                            float scale, Tensor& out) {
+  const char* op = "attention";
+  for (const Tensor* t : {&q, &k_cache, &v_cache, static_cast<const Tensor*>(&out), &batch.positions, &batch.token_seq,
+                          &batch.block_tables})
+    check_on_device(*t, "operand", op);
+  STRATA_CHECK(q.rank() == 3 && out.shape() == q.shape(), "attention: q must be [T, H, hd] and out the same; got q ",
+               shape_str(q.shape()), ", out ", shape_str(out.shape()));
+  STRATA_CHECK(k_cache.rank() == 4 && k_cache.shape() == v_cache.shape() && k_cache.dtype() == v_cache.dtype(),
+               "attention: caches must be [blocks, block_size, Hkv, hd] and alike");
+  const int64_t T = q.dim(0), H = q.dim(1), hd = q.dim(2), hkv = k_cache.dim(2);
+  STRATA_CHECK(k_cache.dim(3) == hd && hkv > 0 && H % hkv == 0, "attention: q ", shape_str(q.shape()),
+               " does not fit the cache ", shape_str(k_cache.shape()));
+  STRATA_CHECK(batch.n_tokens == T && batch.block_size == k_cache.dim(1), "attention: batch has ", batch.n_tokens,
+               " tokens and block_size ", batch.block_size, "; q has ", T, " tokens, the cache block_size ",
+               k_cache.dim(1));
+  STRATA_CHECK(batch.positions.dtype() == DType::kI32 && batch.token_seq.dtype() == DType::kI32 &&
+                   batch.block_tables.dtype() == DType::kI32 && batch.positions.numel() >= T &&
+                   batch.token_seq.numel() >= T && batch.block_tables.numel() >= batch.n_seqs * batch.max_blocks,
+               "attention: batch metadata must be i32 device tensors of the stated sizes");
+  check_float(q, "q", op);
+  check_float(out, "out", op);
+  if (T == 0) return;
+  STRATA_CHECK(batch.max_position > 0, "attention: batch.max_position must be the largest position + 1");
+  set_device();
+  cuda::AttentionArgs a;
+  a.q = q.raw();
+  a.q_dt = q.dtype();
+  a.k_cache = k_cache.raw();
+  a.v_cache = v_cache.raw();
+  a.kv_dt = k_cache.dtype();
+  a.out = out.raw();
+  a.out_dt = out.dtype();
+  a.positions = batch.positions.data<int32_t>();
+  a.token_seq = batch.token_seq.data<int32_t>();
+  a.block_tables = batch.block_tables.data<int32_t>();
+  a.n_tokens = T;
+  a.n_seqs = batch.n_seqs;
+  a.max_blocks = batch.max_blocks;
+  a.block_size = batch.block_size;
+  a.max_position = batch.max_position;
+  a.n_heads = H;
+  a.n_kv_heads = hkv;
+  a.head_dim = hd;
+  a.n_cache_blocks = k_cache.dim(0);
+  a.scale = scale;
+
+  using Path = CudaBackendOptions::AttentionPath;
+  Path path = options_.attention_path;
+  if (path == Path::kAuto) path = T <= 4 * std::max<int64_t>(batch.n_seqs, 1) ? Path::kDecode : Path::kPrefill;
+  if (path == Path::kPrefill && !cuda::attention_prefill_supports(a)) path = Path::kDecode;
+  if (path == Path::kPrefill) {
+    cuda::launch_attention_prefill(a, stream_.get());
+    return;
+  }
+  const int64_t splits = cuda::attention_decode_splits(a, sm_count_);
+  void* scratch = nullptr;
+  if (const int64_t bytes = cuda::attention_decode_scratch_bytes(a, splits); bytes > 0)
+    scratch = split_scratch_.get(static_cast<size_t>(bytes), stream_.get());
+  cuda::launch_attention_decode(a, splits, scratch, stream_.get());
+}
+
+}  // namespace
+
+int cuda_device_count() {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return 0;
+  }
+  return count;
+}
+
+std::unique_ptr<Backend> make_cuda_backend(int device, const CudaBackendOptions& options) {
+  const int count = cuda_device_count();
+  STRATA_CHECK_KIND(ErrorKind::kCuda, device >= 0 && device < count, "CUDA device ", device, " does not exist (",
+                    count, " visible); check CUDA_VISIBLE_DEVICES and the driver (nvidia-smi)");
+  return std::make_unique<CudaBackend>(device, options);
+}
+
+void* cuda_backend_stream(Backend& backend) {
+  auto* cuda = dynamic_cast<CudaBackend*>(&backend);
+  STRATA_CHECK(cuda != nullptr, "cuda_backend_stream: ", backend.name(), " is not a CUDA backend");
+  return cuda->stream();
+}
+
+}  // namespace strata

@@ -1,0 +1,38 @@
+// runtime/cuda/cuda_backend.h: the CUDA implementation of strata::Backend (bf16 activations and KV cache,
+// f32 accumulation). Only launcher/ and tests name it; model code sees the Backend interface.
+// Built only with CUDA (STRATA_HAVE_CUDA); this header itself includes no CUDA header.
+#pragma once
+#include <memory>
+
+#include "runtime/backend.h"
+
+namespace strata {
+
+struct CudaBackendOptions {
+  // Converts rank-2 f32 weights to bf16 in upload_weight (halves bytes and doubles GEMV speed; the loss is
+  // below bf16 activation rounding). Rank-1 weights (norms, biases) stay f32 either way: they are tiny.
+  bool f32_weights_to_bf16 = true;
+  // Attention kernel choice. kAuto: the per-token decode kernel (split-K over the context) when the step
+  // has at most 4 tokens per sequence on average, else the tiled prefill kernel. Tests force each path.
+  enum class AttentionPath { kAuto, kDecode, kPrefill };
+  AttentionPath attention_path = AttentionPath::kAuto;
+  // matmul uses the hand-written GEMV for M <= gemv_max_rows (0..8) with f32/f16/bf16 weights, cuBLAS above.
+  // 2: on an H100 the GEMV beats cuBLAS by 4-10% at M = 1, ties at M = 2 and loses from M = 4
+  // (tests/gpu/KERNEL_NOTES.md). Quantized weights use the GEMV up to M = 8 whatever this says (unless 0),
+  // since cuBLAS needs them dequantized first.
+  int gemv_max_rows = 2;
+};
+
+// Makes a backend on CUDA device `device`. Throws strata::Error (kCuda) when the device does not exist.
+std::unique_ptr<Backend> make_cuda_backend(int device = 0, const CudaBackendOptions& options = {});
+
+// Number of visible CUDA devices; 0 when there is no driver or no GPU (never throws).
+int cuda_device_count();
+
+}  // namespace strata
+
+namespace strata {
+// The backend's compute stream as a cudaStream_t (void* here to keep CUDA headers out), for code that must
+// order its own CUDA work with the backend's ops (NCCL collectives, the prefetcher's events).
+void* cuda_backend_stream(Backend& backend);
+}  // namespace strata

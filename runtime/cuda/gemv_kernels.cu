@@ -1,0 +1,295 @@
+// runtime/cuda/gemv_kernels.cu: matmul for few rows (decode, M <= 8): out[m, n] = x[m, :] . w[n, :].
+// Memory-bound on the weights: one warp per weight row, 16-byte streaming loads (evict-first, so x stays
+// in L1/L2), several loads in flight per lane, a warp reduction per output. q8_0/q4_0 rows are
+// dequantized on the fly, one 32-element block per lane. Not for M > 8: cuBLAS takes those (gemm.cpp).
+#include <cstdint>
+#include <type_traits>
+
+#include "runtime/cuda/check_cuda.h"
+#include "runtime/cuda/device_dtype.cuh"
+#include "runtime/cuda/kernels.h"
+
+namespace strata::cuda {
+namespace {
+
+constexpr int kWarps = 8;  // rows per block
+
+// Raw 16-byte chunks are loaded first (several of them), then converted: the loads of one lane are all
+// issued before the first multiply needs them.
+template <typename TW>
+struct RawChunk {
+  uint4 r[sizeof(TW) == 4 ? 2 : 1];
+};
+template <typename TW>
+__device__ __forceinline__ void load_raw(const TW* p, RawChunk<TW>& c) {
+  const uint4* q = reinterpret_cast<const uint4*>(p);
+  c.r[0] = __ldcs(q);
+  if constexpr (sizeof(TW) == 4) c.r[1] = __ldcs(q + 1);
+}
+template <typename TW>
+__device__ __forceinline__ void decode_raw(const RawChunk<TW>& c, float (&v)[8]) {
+  if constexpr (sizeof(TW) == 4) {
+    const float* f = reinterpret_cast<const float*>(c.r);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) v[i] = f[i];
+  } else if constexpr (std::is_same_v<TW, __half>) {
+    const auto* h = reinterpret_cast<const __half2*>(c.r);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const float2 f = __half22float2(h[i]);
+      v[2 * i] = f.x, v[2 * i + 1] = f.y;
+    }
+  } else {
+    const auto* h = reinterpret_cast<const __nv_bfloat162*>(c.r);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const float2 f = __bfloat1622float2(h[i]);
+      v[2 * i] = f.x, v[2 * i + 1] = f.y;
+    }
+  }
+}
+
+template <int M>
+__device__ __forceinline__ void finish_rows(float (&acc)[M], int64_t row, int64_t n, const void* bias,
+                                            DType bias_dt, void* out, DType out_dt) {
+#pragma unroll
+  for (int m = 0; m < M; ++m) acc[m] = warp_sum(acc[m]);
+  if (threadIdx.x % 32 == 0) {
+    const float b = bias != nullptr ? load_elem(bias, bias_dt, row) : 0.f;
+#pragma unroll
+    for (int m = 0; m < M; ++m) store_elem(out, out_dt, m * n + row, acc[m] + b);
+  }
+}
+
+// Plain weights with K % 8 == 0 (rows 16-byte aligned). Each warp owns R consecutive rows, so one load of
+// an x chunk serves R rows (x re-reads from L1 were the limit at M = 8); R * U chunks of 16 bytes are in
+// flight per lane before the first multiply.
+template <typename TW, typename TX, int M, int R, int U>
+__global__ __launch_bounds__(kWarps * 32) void gemv_kernel(const TX* __restrict__ x, const TW* __restrict__ w,
+                                                           const void* bias, DType bias_dt, void* out, DType out_dt,
+                                                           int64_t n, int64_t k) {
+  const int64_t row0 = (int64_t{blockIdx.x} * kWarps + threadIdx.x / 32) * R;
+  if (row0 >= n) return;
+  const int lane = threadIdx.x % 32;
+  const int64_t chunks = k / 8;
+  float acc[R][M] = {};
+  for (int64_t c0 = lane; c0 < chunks; c0 += 32 * U) {
+    RawChunk<TW> raw[R][U];
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+      for (int u = 0; u < U; ++u)
+        if (row0 + r < n && c0 + u * 32 < chunks) load_raw(w + (row0 + r) * k + (c0 + u * 32) * 8, raw[r][u]);
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int64_t c = c0 + u * 32;
+      if (c >= chunks) continue;
+      float wv[R][8];
+#pragma unroll
+      for (int r = 0; r < R; ++r) decode_raw(raw[r][u], wv[r]);
+#pragma unroll
+      for (int m = 0; m < M; ++m) {
+        float xv[8];
+        load8(x + m * k + c * 8, xv);
+#pragma unroll
+        for (int r = 0; r < R; ++r)
+#pragma unroll
+          for (int i = 0; i < 8; ++i) acc[r][m] = fmaf(wv[r][i], xv[i], acc[r][m]);
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < R; ++r)
+    if (row0 + r < n) finish_rows<M>(acc[r], row0 + r, n, bias, bias_dt, out, out_dt);
+}
+
+// Any K: scalar fallback for odd shapes (e.g. K not a multiple of 8).
+template <int M>
+__global__ __launch_bounds__(kWarps * 32) void gemv_scalar_kernel(const void* x, DType x_dt, const void* w,
+                                                                  DType w_dt, const void* bias, DType bias_dt,
+                                                                  void* out, DType out_dt, int64_t n, int64_t k) {
+  const int64_t row = int64_t{blockIdx.x} * kWarps + threadIdx.x / 32;
+  if (row >= n) return;
+  float acc[M] = {};
+  for (int64_t i = threadIdx.x % 32; i < k; i += 32) {
+    const float wv = load_elem(w, w_dt, row * k + i);
+#pragma unroll
+    for (int m = 0; m < M; ++m) acc[m] = fmaf(wv, load_elem(x, x_dt, m * k + i), acc[m]);
+  }
+  finish_rows<M>(acc, row, n, bias, bias_dt, out, out_dt);
+}
+
+// Block-quantized weights: blocks are 34 (q8_0) or 18 (q4_0) bytes, only 2-byte aligned, so a warp
+// copies 32 consecutive blocks into shared memory with 16-byte loads (needs 16-byte aligned rows: the
+// blocks per row a multiple of 8), then each lane dequantizes one block from there. kGroups groups of 32
+// blocks are in flight per warp.
+template <bool kQ8>
+struct QuantLayout {
+  static constexpr int kBlockBytes = kQ8 ? 34 : 18;
+  static constexpr int kGroupVecs = 32 * kBlockBytes / 16;  // 68 or 36 16-byte vectors per 32 blocks
+};
+
+template <bool kQ8>
+__device__ __forceinline__ void dequant_block(const uint8_t* blk, float& scale, float (&wv)[32]) {
+  const auto* h = reinterpret_cast<const unsigned short*>(blk);
+  scale = __half2float(__ushort_as_half(h[0]));
+  unsigned short words[kQ8 ? 16 : 8];
+#pragma unroll
+  for (int i = 0; i < (kQ8 ? 16 : 8); ++i) words[i] = h[1 + i];
+  const auto* q = reinterpret_cast<const uint8_t*>(words);
+#pragma unroll
+  for (int j = 0; j < 32; ++j) {
+    if constexpr (kQ8) {
+      wv[j] = static_cast<float>(static_cast<int8_t>(q[j]));
+    } else {
+      wv[j] = static_cast<float>((j < 16 ? (q[j] & 0xf) : (q[j - 16] >> 4)) - 8);
+    }
+  }
+}
+
+template <typename TX, int M>
+__device__ __forceinline__ void quant_block_fma(const TX* x, int64_t k, int64_t b, float scale, const float (&wv)[32],
+                                                float (&acc)[M]) {
+#pragma unroll
+  for (int m = 0; m < M; ++m) {
+    float s = 0.f;
+#pragma unroll
+    for (int j8 = 0; j8 < 4; ++j8) {
+      float xv[8];
+      load8(x + m * k + b * kQBlock + j8 * 8, xv);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) s = fmaf(wv[j8 * 8 + i], xv[i], s);
+    }
+    acc[m] = fmaf(scale, s, acc[m]);
+  }
+}
+
+template <typename TX, int M, bool kQ8>
+__global__ __launch_bounds__(kWarps * 32) void gemv_quant_kernel(const TX* __restrict__ x, const void* __restrict__ w,
+                                                                 const void* bias, DType bias_dt, void* out,
+                                                                 DType out_dt, int64_t n, int64_t k) {
+  using L = QuantLayout<kQ8>;
+  constexpr int kGroups = 2;
+  __shared__ uint4 stage[kWarps][kGroups][L::kGroupVecs];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t row = int64_t{blockIdx.x} * kWarps + warp;
+  if (row >= n) return;
+  const int64_t blocks = k / kQBlock;
+  const uint4* wr = reinterpret_cast<const uint4*>(static_cast<const uint8_t*>(w) + row * blocks * L::kBlockBytes);
+  const int64_t row_vecs = blocks * L::kBlockBytes / 16;
+  float acc[M] = {};
+  for (int64_t g0 = 0; g0 < blocks; g0 += 32 * kGroups) {
+#pragma unroll
+    for (int g = 0; g < kGroups; ++g) {
+      const int64_t v0 = (g0 + g * 32) * L::kBlockBytes / 16;
+#pragma unroll
+      for (int i = lane; i < L::kGroupVecs; i += 32)
+        if (v0 + i < row_vecs) stage[warp][g][i] = __ldcs(wr + v0 + i);
+    }
+    __syncwarp();
+#pragma unroll
+    for (int g = 0; g < kGroups; ++g) {
+      const int64_t b = g0 + g * 32 + lane;
+      if (b < blocks) {
+        float scale, wv[32];
+        dequant_block<kQ8>(reinterpret_cast<const uint8_t*>(stage[warp][g]) + lane * L::kBlockBytes, scale, wv);
+        quant_block_fma<TX, M>(x, k, b, scale, wv, acc);
+      }
+    }
+    __syncwarp();  // the next groups overwrite the stage
+  }
+  finish_rows<M>(acc, row, n, bias, bias_dt, out, out_dt);
+}
+
+// Unaligned quantized rows: each lane reads its own blocks with 2-byte loads.
+template <typename TX, int M, bool kQ8>
+__global__ __launch_bounds__(kWarps * 32) void gemv_quant_unaligned_kernel(const TX* __restrict__ x,
+                                                                           const void* __restrict__ w,
+                                                                           const void* bias, DType bias_dt, void* out,
+                                                                           DType out_dt, int64_t n, int64_t k) {
+  using L = QuantLayout<kQ8>;
+  const int64_t row = int64_t{blockIdx.x} * kWarps + threadIdx.x / 32;
+  if (row >= n) return;
+  const int64_t blocks = k / kQBlock;
+  const auto* wr = static_cast<const uint8_t*>(w) + row * blocks * L::kBlockBytes;
+  float acc[M] = {};
+  for (int64_t b = threadIdx.x % 32; b < blocks; b += 32) {
+    unsigned short words[L::kBlockBytes / 2];
+    const auto* src = reinterpret_cast<const unsigned short*>(wr + b * L::kBlockBytes);
+#pragma unroll
+    for (int i = 0; i < L::kBlockBytes / 2; ++i) words[i] = __ldcs(src + i);
+    float scale, wv[32];
+    dequant_block<kQ8>(reinterpret_cast<const uint8_t*>(words), scale, wv);
+    quant_block_fma<TX, M>(x, k, b, scale, wv, acc);
+  }
+  finish_rows<M>(acc, row, n, bias, bias_dt, out, out_dt);
+}
+
+template <int M>
+void dispatch_rows(const void* x, DType x_dt, const void* w, DType w_dt, const void* bias, DType bias_dt, void* out,
+                   DType out_dt, int64_t n, int64_t k, cudaStream_t stream) {
+  const dim3 grid(static_cast<unsigned>((n + kWarps - 1) / kWarps));
+  const dim3 block(kWarps * 32);
+  const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  const bool x_ok = (x_dt == DType::kBF16 || x_dt == DType::kF32) && aligned(x) && aligned(w);
+  const bool quant = w_dt == DType::kQ8_0 || w_dt == DType::kQ4_0;
+  if (x_ok && quant && k % kQBlock == 0) {
+    const bool staged = (k / kQBlock) % 8 == 0;
+    auto launch = [&](auto* xt) {
+      using TX = std::remove_const_t<std::remove_pointer_t<decltype(xt)>>;
+      const auto* xp = static_cast<const TX*>(x);
+      if (w_dt == DType::kQ8_0) {
+        if (staged) gemv_quant_kernel<TX, M, true><<<grid, block, 0, stream>>>(xp, w, bias, bias_dt, out, out_dt, n, k);
+        else gemv_quant_unaligned_kernel<TX, M, true><<<grid, block, 0, stream>>>(xp, w, bias, bias_dt, out, out_dt, n, k);
+      } else {
+        if (staged) gemv_quant_kernel<TX, M, false><<<grid, block, 0, stream>>>(xp, w, bias, bias_dt, out, out_dt, n, k);
+        else gemv_quant_unaligned_kernel<TX, M, false><<<grid, block, 0, stream>>>(xp, w, bias, bias_dt, out, out_dt, n, k);
+      }
+    };
+    if (x_dt == DType::kBF16) launch(static_cast<const __nv_bfloat16*>(nullptr));
+    else launch(static_cast<const float*>(nullptr));
+  } else if (x_ok && k % 8 == 0 && !quant) {
+    auto launch = [&](auto* xt, auto* wt) {
+      using TX = std::remove_const_t<std::remove_pointer_t<decltype(xt)>>;
+      using TW = std::remove_const_t<std::remove_pointer_t<decltype(wt)>>;
+      // Rows per warp R and 16-byte chunks per row in flight U: R * U = 8 loads in flight per lane.
+      constexpr int R = M == 1 ? 1 : 2;  // R = 4 at M = 8 left too few blocks per SM (tail wave)
+      constexpr int U = 8 / R;
+      const dim3 grid_r(static_cast<unsigned>((n + kWarps * R - 1) / (kWarps * R)));
+      gemv_kernel<TW, TX, M, R, U><<<grid_r, block, 0, stream>>>(static_cast<const TX*>(x), static_cast<const TW*>(w),
+                                                                 bias, bias_dt, out, out_dt, n, k);
+    };
+    auto with_w = [&](auto* xt) {
+      switch (w_dt) {
+        case DType::kBF16: launch(xt, static_cast<const __nv_bfloat16*>(nullptr)); break;
+        case DType::kF16: launch(xt, static_cast<const __half*>(nullptr)); break;
+        default: launch(xt, static_cast<const float*>(nullptr)); break;
+      }
+    };
+    if (x_dt == DType::kBF16) with_w(static_cast<const __nv_bfloat16*>(nullptr));
+    else with_w(static_cast<const float*>(nullptr));
+  } else {
+    gemv_scalar_kernel<M><<<grid, block, 0, stream>>>(x, x_dt, w, w_dt, bias, bias_dt, out, out_dt, n, k);
+  }
+  CHECK_LAUNCH();
+}
+
+}  // namespace
+
+void launch_gemv(const void* x, DType x_dt, const void* w, DType w_dt, const void* bias, DType bias_dt, void* out,
+                 DType out_dt, int64_t rows, int64_t n, int64_t k, cudaStream_t stream) {
+  if (rows == 0 || n == 0) return;
+  switch (rows) {
+    case 1: return dispatch_rows<1>(x, x_dt, w, w_dt, bias, bias_dt, out, out_dt, n, k, stream);
+    case 2: return dispatch_rows<2>(x, x_dt, w, w_dt, bias, bias_dt, out, out_dt, n, k, stream);
+    case 3: return dispatch_rows<3>(x, x_dt, w, w_dt, bias, bias_dt, out, out_dt, n, k, stream);
+    case 4: return dispatch_rows<4>(x, x_dt, w, w_dt, bias, bias_dt, out, out_dt, n, k, stream);
+    case 5: return dispatch_rows<5>(x, x_dt, w, w_dt, bias, bias_dt, out, out_dt, n, k, stream);
+    case 6: return dispatch_rows<6>(x, x_dt, w, w_dt, bias, bias_dt, out, out_dt, n, k, stream);
+    case 7: return dispatch_rows<7>(x, x_dt, w, w_dt, bias, bias_dt, out, out_dt, n, k, stream);
+    case 8: return dispatch_rows<8>(x, x_dt, w, w_dt, bias, bias_dt, out, out_dt, n, k, stream);
+    default: STRATA_THROW(ErrorKind::kInternal, "launch_gemv takes 1..8 rows, got ", rows);
+  }
+}
+
+}  // namespace strata::cuda

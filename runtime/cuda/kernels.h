@@ -1,0 +1,65 @@
+// runtime/cuda/kernels.h: host-side launchers of the CUDA backend's kernels (internal to runtime/cuda/).
+// Pointers are device pointers; each launcher enqueues on `stream` and checks the launch.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "runtime/dtype.h"
+#include "runtime/model_config.h"
+
+namespace strata::cuda {
+
+// ---- elementwise_kernels.cu ----
+// dst[i] = src[i] for n elements, converting between f32, f16 and bf16 (or dequantizing q8_0/q4_0 rows).
+void launch_convert(const void* src, DType src_dt, void* dst, DType dst_dt, int64_t n, cudaStream_t stream);
+void launch_embed(const void* table, DType table_dt, int64_t vocab_rows, int64_t dim, const int32_t* ids,
+                  int64_t n_tokens, int64_t vocab_offset, void* out, DType out_dt, cudaStream_t stream);
+// With residual != nullptr: residual += x first (the fused add_rmsnorm), and x is the addend.
+void launch_rmsnorm(const void* x, DType x_dt, void* residual, DType res_dt, const void* weight, DType w_dt,
+                    float eps, int64_t rows, int64_t dim, void* out, DType out_dt, cudaStream_t stream);
+// inv_freq: rot_dim / 2 floats on the device.
+void launch_rope(void* x, DType x_dt, int64_t n_tokens, int64_t n_heads, int64_t head_dim, const int32_t* positions,
+                 const float* inv_freq, int64_t rot_dim, RopeStyle style, cudaStream_t stream);
+void launch_silu_mul(const void* gate, DType gate_dt, const void* up, DType up_dt, void* out, DType out_dt,
+                     int64_t n, cudaStream_t stream);
+void launch_add(void* a, DType a_dt, const void* b, DType b_dt, int64_t n, cudaStream_t stream);
+// out[m, n] += bias[n] over rows x cols.
+void launch_add_bias(void* out, DType out_dt, const void* bias, DType bias_dt, int64_t rows, int64_t cols,
+                     cudaStream_t stream);
+// Rows of `row_elems` elements: token t goes to cache row slots[t] (skipped when slots[t] < 0).
+void launch_kv_write(const void* k, const void* v, DType src_dt, const int32_t* slots, int64_t n_tokens,
+                     int64_t row_elems, void* k_cache, void* v_cache, DType cache_dt, int64_t cache_rows,
+                     cudaStream_t stream);
+
+// ---- gemv_kernels.cu ----
+// out[m, n] = sum_k x[m, k] w[n, k] (+ bias[n]) for m < rows <= 8; x is f32 or bf16 with row stride K.
+void launch_gemv(const void* x, DType x_dt, const void* w, DType w_dt, const void* bias, DType bias_dt, void* out,
+                 DType out_dt, int64_t rows, int64_t n, int64_t k, cudaStream_t stream);
+
+// ---- attention_decode.cu / attention_prefill.cu ----
+struct AttentionArgs {
+  const void* q = nullptr;  // [T, H, hd]
+  DType q_dt = DType::kBF16;
+  const void* k_cache = nullptr;  // [blocks, block_size, Hkv, hd]
+  const void* v_cache = nullptr;
+  DType kv_dt = DType::kBF16;
+  void* out = nullptr;  // [T, H, hd]
+  DType out_dt = DType::kBF16;
+  const int32_t* positions = nullptr;
+  const int32_t* token_seq = nullptr;
+  const int32_t* block_tables = nullptr;
+  int64_t n_tokens = 0, n_seqs = 0, max_blocks = 0, block_size = 0, max_position = 0;
+  int64_t n_heads = 0, n_kv_heads = 0, head_dim = 0;
+  int64_t n_cache_blocks = 0;
+  float scale = 1.f;
+};
+// Keys per split of the decode kernel's context.
+int64_t attention_decode_splits(const AttentionArgs& a, int sm_count);
+// Scratch bytes the decode kernel needs for `splits` (0 when splits == 1).
+int64_t attention_decode_scratch_bytes(const AttentionArgs& a, int64_t splits);
+void launch_attention_decode(const AttentionArgs& a, int64_t splits, void* scratch, cudaStream_t stream);
+void launch_attention_prefill(const AttentionArgs& a, cudaStream_t stream);
+bool attention_prefill_supports(const AttentionArgs& a);
+
+}  // namespace strata::cuda

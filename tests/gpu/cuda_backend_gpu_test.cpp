@@ -1,0 +1,388 @@
+// tests/gpu/cuda_backend_gpu_test.cpp: every op of the CUDA backend against the CPU backend (the
+// reference) on random inputs. Inputs are rounded to bf16 on the host before both backends see them, so
+// the measured error is the kernels' own (f32 accumulation, bf16 output rounding). Outputs are poisoned
+// with NaN before each run, so an unwritten element fails. Skips when no GPU is present.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "runtime/backend.h"
+#include "runtime/cuda/cuda_backend.h"
+#include "runtime/formats/block_quant.h"
+
+namespace strata {
+namespace {
+
+// Relative error bounds (||gpu - cpu|| / ||cpu||). bf16 keeps 8 significant bits: one rounding of the
+// output is ~2e-3 rms relative, and bf16 intermediates (q, k, probabilities are f32) add a little.
+constexpr double kBf16Out = 1e-2;
+constexpr double kF32Out = 1e-5;
+
+std::mt19937& rng() {
+  static std::mt19937 gen(1234);
+  return gen;
+}
+
+float round_bf16(float v) { return bf16_to_f32(f32_to_bf16(v)); }
+
+// Host f32 tensor of normal(0, stddev) values, already rounded to bf16.
+Tensor random_host(const Shape& shape, float stddev = 1.f, float mean = 0.f) {
+  Tensor t = Tensor::empty(shape, DType::kF32);
+  std::normal_distribution<float> dist(mean, stddev);
+  float* p = t.data<float>();
+  for (int64_t i = 0; i < t.numel(); ++i) p[i] = round_bf16(dist(rng()));
+  return t;
+}
+
+Tensor host_i32(const std::vector<int32_t>& v, Shape shape = {}) {
+  if (shape.empty()) shape = {static_cast<int64_t>(v.size())};
+  Tensor t = Tensor::empty(shape, DType::kI32);
+  std::copy(v.begin(), v.end(), t.data<int32_t>());
+  return t;
+}
+
+double rel_error(const Tensor& got, const Tensor& want) {
+  EXPECT_EQ(got.numel(), want.numel());
+  double num = 0, den = 0;
+  int64_t bad = 0;
+  for (int64_t i = 0; i < want.numel(); ++i) {
+    const double g = got.data<float>()[i], w = want.data<float>()[i];
+    if (!std::isfinite(g)) ++bad;
+    num += (g - w) * (g - w);
+    den += w * w;
+  }
+  EXPECT_EQ(bad, 0) << bad << " of " << got.numel() << " outputs are not finite (unwritten or overflowed)";
+  return std::sqrt(num / std::max(den, 1e-30));
+}
+
+Tensor make_weight(const Tensor& f32, DType dt) {
+  if (dt == DType::kF32) return f32;
+  Tensor w = Tensor::empty(f32.shape(), dt);
+  const float* src = f32.data<float>();
+  const int64_t n = f32.numel();
+  if (dt == DType::kQ8_0) quantize_row_q8_0(src, w.data<BlockQ8_0>(), n);
+  else if (dt == DType::kQ4_0) quantize_row_q4_0(src, w.data<BlockQ4_0>(), n);
+  else
+    for (int64_t i = 0; i < n; ++i)
+      w.data<uint16_t>()[i] = dt == DType::kF16 ? f32_to_f16(src[i]) : f32_to_bf16(src[i]);
+  return w;
+}
+
+class CudaBackendTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA GPU visible (cudaGetDeviceCount failed or returned 0)";
+    cpu_ = make_cpu_backend();
+    gpu_ = make_cuda_backend(0);
+  }
+  Backend& gpu() { return *gpu_; }
+  Backend& cpu() { return *cpu_; }
+
+  // Device copy of a host tensor, converted to `dtype` (default: the activation dtype).
+  Tensor to_gpu(const Tensor& host, DType dtype) {
+    Tensor d = gpu_->alloc(host.shape(), dtype);
+    gpu_->copy(host, d);
+    return d;
+  }
+  Tensor to_gpu(const Tensor& host) {
+    return to_gpu(host, host.dtype() == DType::kI32 ? DType::kI32 : gpu_->activation_dtype());
+  }
+  // Device tensor filled with NaN.
+  Tensor poisoned(const Shape& shape, DType dtype = DType::kBF16) {
+    Tensor h = Tensor::empty(shape, DType::kF32);
+    std::fill(h.data<float>(), h.data<float>() + h.numel(), std::nanf(""));
+    return to_gpu(h, dtype);
+  }
+  Tensor to_host(const Tensor& dev) {
+    Tensor h = Tensor::empty(dev.shape(), DType::kF32);
+    gpu_->copy(dev, h);
+    return h;
+  }
+
+  std::unique_ptr<Backend> cpu_, gpu_;
+};
+
+TEST_F(CudaBackendTest, CopyConvertsBetweenFloatTypes) {
+  Tensor h = random_host({3, 257});
+  for (DType dt : {DType::kF32, DType::kF16, DType::kBF16}) {
+    Tensor d = to_gpu(h, dt);
+    Tensor d2 = gpu().alloc(h.shape(), dt);
+    gpu().copy(d, d2);
+    EXPECT_LT(rel_error(to_host(d2), h), dt == DType::kF16 ? 1e-3 : 1e-7) << dtype_name(dt);
+  }
+  EXPECT_EQ(gpu().activation_dtype(), DType::kBF16);
+}
+
+TEST_F(CudaBackendTest, EmbedHonoursTheVocabShardForEveryTableDtype) {
+  const int64_t vocab = 96, dim = 64, offset = 32;
+  Tensor table = random_host({vocab, dim});
+  std::vector<int32_t> ids = {32, 33, 0, 127, 128, 31, 100, 64};  // some outside [32, 128)
+  Tensor ids_h = host_i32(ids);
+  Tensor ids_d = to_gpu(ids_h);
+  for (DType dt : {DType::kF32, DType::kBF16, DType::kF16, DType::kQ8_0, DType::kQ4_0}) {
+    Tensor w = make_weight(table, dt);
+    Tensor want = Tensor::empty({static_cast<int64_t>(ids.size()), dim}, DType::kF32);
+    cpu().embed(w, ids_h, offset, want);
+    Tensor out = poisoned(want.shape());
+    gpu().embed(gpu().upload_weight(w), ids_d, offset, out);
+    EXPECT_LT(rel_error(to_host(out), want), kBf16Out) << dtype_name(dt);
+  }
+}
+
+TEST_F(CudaBackendTest, RmsNormAndFusedAddRmsNorm) {
+  for (int64_t dim : {64, 1000, 4096}) {
+    const int64_t rows = 5;
+    Tensor x = random_host({rows, dim}), r = random_host({rows, dim}, 3.f), w = random_host({dim}, 0.2f, 1.f);
+    Tensor wd = gpu().upload_weight(w);  // rank 1: stays f32
+    Tensor want = Tensor::empty(x.shape(), DType::kF32);
+    cpu().rmsnorm(x, w, 1e-5f, want);
+    Tensor out = poisoned(x.shape());
+    gpu().rmsnorm(to_gpu(x), wd, 1e-5f, out);
+    EXPECT_LT(rel_error(to_host(out), want), kBf16Out) << "rmsnorm dim " << dim;
+
+    Tensor rd = to_gpu(r);
+    Tensor res_want = r;  // the CPU residual is f32; round the sum as the bf16 GPU residual stores it
+    cpu().add_rmsnorm(res_want, x, w, 1e-5f, want);
+    Tensor out2 = poisoned(x.shape());
+    gpu().add_rmsnorm(rd, to_gpu(x), wd, 1e-5f, out2);
+    EXPECT_LT(rel_error(to_host(rd), res_want), kBf16Out) << "residual dim " << dim;
+    EXPECT_LT(rel_error(to_host(out2), want), kBf16Out) << "add_rmsnorm dim " << dim;
+  }
+}
+
+TEST_F(CudaBackendTest, RopeBothStylesWithAndWithoutLlama3Scaling) {
+  const int64_t T = 9, H = 4;
+  std::vector<int32_t> pos = {0, 1, 2, 17, 100, 511, 2048, 8191, 30000};
+  for (int64_t hd : {64, 128}) {
+    for (RopeStyle style : {RopeStyle::kHalf, RopeStyle::kAdjacent}) {
+      for (bool scaled : {false, true}) {
+        RopeParams p;
+        p.theta = scaled ? 500000.f : 10000.f;
+        p.style = style;
+        p.rot_dim = hd;
+        if (scaled) p.scaling = RopeScaling{8.f, 1.f, 4.f, 8192};
+        Tensor x = random_host({T, H, hd});
+        Tensor want = Tensor::empty(x.shape(), DType::kF32);
+        cpu().copy(x, want);
+        cpu().rope(want, host_i32(pos), p);
+        Tensor xd = to_gpu(x);
+        gpu().rope(xd, to_gpu(host_i32(pos)), p);
+        EXPECT_LT(rel_error(to_host(xd), want), kBf16Out)
+            << "hd " << hd << " style " << static_cast<int>(style) << " scaled " << scaled;
+      }
+    }
+  }
+}
+
+TEST_F(CudaBackendTest, SiluMulAndAdd) {
+  Tensor g = random_host({7, 1000}, 2.f), u = random_host({7, 1000});
+  Tensor want = Tensor::empty(g.shape(), DType::kF32);
+  cpu().silu_mul(g, u, want);
+  Tensor out = poisoned(g.shape());
+  gpu().silu_mul(to_gpu(g), to_gpu(u), out);
+  EXPECT_LT(rel_error(to_host(out), want), kBf16Out);
+
+  Tensor a = random_host({3, 333}), b = random_host({3, 333});
+  Tensor ad = to_gpu(a);
+  gpu().add(ad, to_gpu(b));
+  cpu().add(a, b);
+  EXPECT_LT(rel_error(to_host(ad), a), kBf16Out);
+}
+
+// ---- matmul ----
+
+struct MatmulCase {
+  DType w_dt;
+  bool keep_f32;  // upload f32 weights as f32 (backend option off)
+};
+
+// Each dtype and M runs through both kernels: the GEMV (gemv_max_rows = 8) and cuBLAS (0).
+class CudaMatmulTest : public CudaBackendTest, public ::testing::WithParamInterface<int> {};
+
+TEST_P(CudaMatmulTest, EveryWeightDtypeAndRowCount) {
+  CudaBackendOptions opt;
+  opt.gemv_max_rows = GetParam();
+  gpu_ = make_cuda_backend(0, opt);
+  CudaBackendOptions keep = opt;
+  keep.f32_weights_to_bf16 = false;
+  auto gpu_f32 = make_cuda_backend(0, keep);
+  for (auto [n, k] : {std::pair<int64_t, int64_t>{384, 512}, {1000, 4096}}) {
+    Tensor wf = random_host({n, k}, 0.05f);
+    Tensor bias = random_host({n});
+    for (DType dt : {DType::kF32, DType::kF16, DType::kBF16, DType::kQ8_0, DType::kQ4_0}) {
+      for (bool keep_f32 : {false, true}) {
+        if (keep_f32 && dt != DType::kF32) continue;
+        Backend& g = keep_f32 ? *gpu_f32 : gpu();
+        Tensor w = make_weight(wf, dt);
+        Tensor wd = g.upload_weight(w);
+        Tensor bd = g.upload_weight(bias);
+        for (int64_t m : {1, 3, 8, 64, 300}) {
+          const bool with_bias = m % 2 == 1;
+          Tensor x = random_host({m, k});
+          Tensor want = Tensor::empty({m, n}, DType::kF32);
+          // The reference sees the weight as the GPU holds it (bf16 after upload of f32 unless kept).
+          cpu().matmul(x, (dt == DType::kF32 && !keep_f32) ? make_weight(wf, DType::kBF16) : w,
+                       with_bias ? &bias : nullptr, want);
+          for (DType out_dt : {DType::kBF16, DType::kF32}) {
+            Tensor xd = g.alloc(x.shape(), keep_f32 ? DType::kF32 : DType::kBF16);
+            g.copy(x, xd);
+            Tensor out = g.alloc({m, n}, out_dt);
+            Tensor nan = Tensor::empty({m, n}, DType::kF32);
+            std::fill(nan.data<float>(), nan.data<float>() + nan.numel(), std::nanf(""));
+            g.copy(nan, out);
+            g.matmul(xd, wd, with_bias ? &bd : nullptr, out);
+            Tensor got = Tensor::empty({m, n}, DType::kF32);
+            g.copy(out, got);
+            const double bound = out_dt == DType::kF32 ? (keep_f32 ? 1e-5 : 2e-3) : kBf16Out;
+            EXPECT_LT(rel_error(got, want), bound) << "w " << dtype_name(dt) << (keep_f32 ? " (kept f32)" : "")
+                                                   << " M " << m << " N " << n << " K " << k << " out "
+                                                   << dtype_name(out_dt);
+          }
+        }
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(GemvAndCublas, CudaMatmulTest, ::testing::Values(8, 0),
+                         [](const ::testing::TestParamInfo<int>& info) {
+                           return info.param == 0 ? std::string("cublas") : "gemv_upto_" + std::to_string(info.param);
+                         });
+
+TEST_F(CudaBackendTest, MatmulOddKUsesTheScalarPath) {
+  const int64_t n = 33, k = 100;
+  Tensor wf = random_host({n, k}, 0.1f);
+  Tensor w = make_weight(wf, DType::kBF16);
+  for (int64_t m : {1, 5, 20}) {
+    Tensor x = random_host({m, k});
+    Tensor want = Tensor::empty({m, n}, DType::kF32);
+    cpu().matmul(x, w, nullptr, want);
+    Tensor out = poisoned({m, n});
+    gpu().matmul(to_gpu(x), gpu().upload_weight(w), nullptr, out);
+    EXPECT_LT(rel_error(to_host(out), want), kBf16Out) << "M " << m;
+  }
+}
+
+// ---- KV cache and attention ----
+
+TEST_F(CudaBackendTest, KvWriteFillsTheGivenSlots) {
+  const int64_t blocks = 6, bs = 16, hkv = 2, hd = 64, T = 10;
+  Tensor kc = random_host({blocks, bs, hkv, hd}), vc = random_host({blocks, bs, hkv, hd});
+  Tensor k = random_host({T, hkv, hd}), v = random_host({T, hkv, hd});
+  std::vector<int32_t> slots = {0, 5, 17, 18, 40, 41, 42, 95, 64, 3};
+  Tensor kcd = to_gpu(kc), vcd = to_gpu(vc);
+  gpu().kv_write(to_gpu(k), to_gpu(v), to_gpu(host_i32(slots)), kcd, vcd);
+  cpu().kv_write(k, v, host_i32(slots), kc, vc);
+  EXPECT_EQ(rel_error(to_host(kcd), kc), 0.0);
+  EXPECT_EQ(rel_error(to_host(vcd), vc), 0.0);
+}
+
+struct AttnCase {
+  int64_t group;  // query heads per KV head
+  int64_t head_dim;
+};
+
+class CudaAttentionTest : public CudaBackendTest, public ::testing::WithParamInterface<AttnCase> {
+ protected:
+  // Random caches; sequences of the given context lengths, each owning a random set of blocks; the batch
+  // holds the last `new_tokens[s]` positions of each sequence (1 = decode, len = whole-prompt prefill).
+  void run(const std::vector<int32_t>& lens, const std::vector<int32_t>& new_tokens, const char* what) {
+    const AttnCase c = GetParam();
+    const int64_t hkv = 2, H = hkv * c.group, hd = c.head_dim, bs = 16;
+    int64_t max_blocks = 0, total_blocks = 0;
+    for (int32_t len : lens) {
+      max_blocks = std::max<int64_t>(max_blocks, (len + bs - 1) / bs);
+      total_blocks += (len + bs - 1) / bs;
+    }
+    total_blocks += 3;  // unused blocks
+    std::vector<int32_t> perm(static_cast<size_t>(total_blocks));
+    std::iota(perm.begin(), perm.end(), 0);
+    std::shuffle(perm.begin(), perm.end(), rng());
+    std::vector<int32_t> tables(lens.size() * static_cast<size_t>(max_blocks), -1);
+    size_t next = 0;
+    for (size_t s = 0; s < lens.size(); ++s)
+      for (int64_t b = 0; b < (lens[s] + bs - 1) / bs; ++b) tables[s * max_blocks + b] = perm[next++];
+    std::vector<int32_t> positions, token_seq, slots;
+    int32_t max_pos = 0;
+    for (size_t s = 0; s < lens.size(); ++s)
+      for (int32_t p = lens[s] - new_tokens[s]; p < lens[s]; ++p) {
+        positions.push_back(p);
+        token_seq.push_back(static_cast<int32_t>(s));
+        slots.push_back(tables[s * max_blocks + p / bs] * bs + p % bs);
+        max_pos = std::max(max_pos, p + 1);
+      }
+    const int64_t T = static_cast<int64_t>(positions.size());
+    Tensor kc = random_host({total_blocks, bs, hkv, hd}), vc = random_host({total_blocks, bs, hkv, hd});
+    Tensor q = random_host({T, H, hd});
+    const float scale = 1.f / std::sqrt(static_cast<float>(hd));
+
+    AttentionBatch hb;
+    hb.positions = host_i32(positions);
+    hb.slots = host_i32(slots);
+    hb.token_seq = host_i32(token_seq);
+    hb.block_tables = host_i32(tables, {static_cast<int64_t>(lens.size()), max_blocks});
+    hb.n_tokens = T;
+    hb.n_seqs = static_cast<int64_t>(lens.size());
+    hb.max_blocks = max_blocks;
+    hb.block_size = bs;
+    hb.max_position = max_pos;
+    Tensor want = Tensor::empty(q.shape(), DType::kF32);
+    cpu().attention(q, kc, vc, hb, scale, want);
+
+    using Path = CudaBackendOptions::AttentionPath;
+    for (Path path : {Path::kAuto, Path::kDecode, Path::kPrefill}) {
+      CudaBackendOptions opt;
+      opt.attention_path = path;
+      auto g = make_cuda_backend(0, opt);
+      auto dev = [&](const Tensor& h, DType dt) {
+        Tensor d = g->alloc(h.shape(), dt);
+        g->copy(h, d);
+        return d;
+      };
+      AttentionBatch db = hb;
+      db.positions = dev(hb.positions, DType::kI32);
+      db.slots = dev(hb.slots, DType::kI32);
+      db.token_seq = dev(hb.token_seq, DType::kI32);
+      db.block_tables = dev(hb.block_tables, DType::kI32);
+      Tensor out = dev(want, DType::kBF16);
+      Tensor nan = Tensor::empty(q.shape(), DType::kF32);
+      std::fill(nan.data<float>(), nan.data<float>() + nan.numel(), std::nanf(""));
+      g->copy(nan, out);
+      g->attention(dev(q, DType::kBF16), dev(kc, DType::kBF16), dev(vc, DType::kBF16), db, scale, out);
+      Tensor got = Tensor::empty(q.shape(), DType::kF32);
+      g->copy(out, got);
+      EXPECT_LT(rel_error(got, want), kBf16Out)
+          << what << ": group " << c.group << " head_dim " << c.head_dim << " path " << static_cast<int>(path);
+    }
+  }
+};
+
+TEST_P(CudaAttentionTest, DecodeOneTokenPerSequence) {
+  run({1, 17, 100, 300, 1000}, {1, 1, 1, 1, 1}, "decode");
+}
+
+TEST_P(CudaAttentionTest, DecodeLongContextUsesSplits) { run({5000, 37}, {1, 1}, "long decode"); }
+
+TEST_P(CudaAttentionTest, PrefillCausalManyTokensPerSequence) {
+  run({40, 129, 7, 300}, {40, 129, 7, 300}, "prefill");
+}
+
+TEST_P(CudaAttentionTest, ChunkedPrefillAfterExistingContext) {
+  run({200, 90, 33}, {64, 20, 1}, "chunked prefill");
+}
+
+INSTANTIATE_TEST_SUITE_P(GqaAndHeadDims, CudaAttentionTest,
+                         ::testing::Values(AttnCase{1, 64}, AttnCase{2, 128}, AttnCase{4, 128}, AttnCase{8, 128},
+                                           AttnCase{8, 64}, AttnCase{4, 256}, AttnCase{2, 8}, AttnCase{7, 96}),
+                         [](const ::testing::TestParamInfo<AttnCase>& info) {
+                           return "g" + std::to_string(info.param.group) + "_hd" +
+                                  std::to_string(info.param.head_dim);
+                         });
+
+}  // namespace
+}  // namespace strata

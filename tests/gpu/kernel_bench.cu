@@ -1,0 +1,217 @@
+// tests/gpu/kernel_bench.cu: microbenchmark of the CUDA backend's decode kernels against the device's
+// own copy bandwidth: the GEMV at Llama-7B shapes (bf16, M = 1, also q8_0/q4_0 and M = 8; cuBLAS for
+// the same M = 1 call as the peer), and decode/prefill attention. Weights rotate over several copies
+// (more bytes than L2) so HBM, not the cache, is measured. Not a test: tests/gpu/run.sh builds and runs it.
+// Usage: kernel_bench [--quick]
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "runtime/backend.h"
+#include "runtime/cuda/check_cuda.h"
+#include "runtime/cuda/cuda_backend.h"
+
+namespace strata {
+namespace {
+
+// Fills bytes with a hash so every weight, quantized scale and KV element is a finite random-looking value.
+__global__ void fill_kernel(uint16_t* p, int64_t n, uint32_t seed) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
+    uint32_t h = static_cast<uint32_t>(i) * 2654435761u ^ seed;
+    h ^= h >> 15;
+    h *= 2246822519u;
+    h ^= h >> 13;
+    // A bf16 (or f16) of magnitude in [2^-8, 2^-6): exponent fixed, mantissa and sign random.
+    p[i] = static_cast<uint16_t>((h & 0x807fu) | (0x3c00u & 0x7f80u));
+  }
+}
+
+void fill(Tensor& t, uint32_t seed) {
+  const int64_t words = t.nbytes() / 2;
+  fill_kernel<<<1024, 256>>>(static_cast<uint16_t*>(t.raw()), words, seed);
+  CHECK_LAUNCH();
+}
+
+struct Timer {
+  cudaStream_t stream;
+  // Median milliseconds of `reps` runs of fn(i) after `warm` warm-up runs, timed with events.
+  double median_ms(int warm, int reps, const std::function<void(int)>& fn) {
+    for (int i = 0; i < warm; ++i) fn(i);
+    std::vector<cudaEvent_t> ev(static_cast<size_t>(reps) + 1);
+    for (auto& e : ev) CHECK_CUDA(cudaEventCreate(&e));
+    CHECK_CUDA(cudaEventRecord(ev[0], stream));
+    for (int i = 0; i < reps; ++i) {
+      fn(warm + i);
+      CHECK_CUDA(cudaEventRecord(ev[static_cast<size_t>(i) + 1], stream));
+    }
+    CHECK_CUDA(cudaEventSynchronize(ev.back()));
+    std::vector<double> ms(static_cast<size_t>(reps));
+    for (int i = 0; i < reps; ++i) {
+      float m = 0;
+      CHECK_CUDA(cudaEventElapsedTime(&m, ev[static_cast<size_t>(i)], ev[static_cast<size_t>(i) + 1]));
+      ms[static_cast<size_t>(i)] = m;
+    }
+    for (auto& e : ev) CHECK_CUDA(cudaEventDestroy(e));
+    std::sort(ms.begin(), ms.end());
+    return ms[ms.size() / 2];
+  }
+};
+
+int run(bool quick) {
+  if (cuda_device_count() == 0) {
+    std::printf("kernel_bench: no CUDA GPU visible; nothing to measure\n");
+    return 0;
+  }
+  CudaBackendOptions gemv_opt;
+  gemv_opt.gemv_max_rows = 8;  // the GEMV for every M <= 8, whatever the default threshold
+  auto backend = make_cuda_backend(0, gemv_opt);
+  CudaBackendOptions cublas_opt;
+  cublas_opt.gemv_max_rows = 0;  // every M through cuBLAS: the peer for the GEMV
+  auto cublas_backend = make_cuda_backend(0, cublas_opt);
+  Backend& be = *backend;
+  cudaDeviceProp prop{};
+  CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
+  std::printf("device: %s, %d SMs, L2 %d MB\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20);
+  const int reps = quick ? 20 : 100;
+
+  // Ceiling: device-to-device copy of 1 GiB, bytes read + written.
+  Timer timer{static_cast<cudaStream_t>(cuda_backend_stream(be))};
+  double copy_gbs = 0;
+  {
+    const int64_t bytes = int64_t{1} << 30;
+    Tensor a = be.alloc({bytes / 2}, DType::kBF16), b = be.alloc({bytes / 2}, DType::kBF16);
+    fill(a, 1);
+    const double ms = timer.median_ms(3, quick ? 5 : 20, [&](int) { be.copy(a, b); });
+    copy_gbs = 2.0 * static_cast<double>(bytes) / (ms * 1e-3) / 1e9;
+    std::printf("d2d copy 1 GiB: %.3f ms, %.0f GB/s (read + write)\n", ms, copy_gbs);
+  }
+
+  struct Row {
+    std::string what;
+    double us;
+    double gbs;
+    std::string note;
+  };
+  std::vector<Row> rows;
+
+  // GEMV: out[M, N] = x[M, K] w[N, K]^T.
+  struct Shape2 {
+    int64_t n, k;
+  };
+  const std::vector<Shape2> shapes = {{4096, 4096}, {11008, 4096}, {4096, 11008}, {32000, 4096}};
+  auto bench_matmul = [&](Backend& b, Shape2 s, DType dt, int64_t m, const std::string& label) {
+    const int64_t wbytes = dtype_bytes(dt, s.n * s.k);
+    const int copies = static_cast<int>(std::max<int64_t>(2, (int64_t{4} * prop.l2CacheSize) / wbytes + 1));
+    std::vector<Tensor> ws;
+    for (int c = 0; c < copies; ++c) {
+      ws.push_back(b.alloc({s.n, s.k}, dt));
+      fill(ws.back(), 100 + c);
+    }
+    Tensor x = b.alloc({m, s.k}, DType::kBF16), out = b.alloc({m, s.n}, DType::kBF16);
+    fill(x, 7);
+    Timer own{static_cast<cudaStream_t>(cuda_backend_stream(b))};  // each backend has its own stream
+    const double ms = own.median_ms(5, reps, [&](int i) { b.matmul(x, ws[static_cast<size_t>(i % copies)], nullptr, out); });
+    const double bytes = static_cast<double>(wbytes + m * s.k * 2 + m * s.n * 2);
+    const double gbs = bytes / (ms * 1e-3) / 1e9;
+    char note[64];
+    std::snprintf(note, sizeof note, "%.0f%% of copy", 100.0 * gbs / copy_gbs);
+    rows.push_back({label + " " + dtype_name(dt) + " M=" + std::to_string(m) + " " + std::to_string(s.n) + "x" +
+                        std::to_string(s.k),
+                    ms * 1e3, gbs, note});
+  };
+  for (const Shape2& s : shapes) bench_matmul(be, s, DType::kBF16, 1, "gemv");
+  for (const Shape2& s : shapes) bench_matmul(*cublas_backend, s, DType::kBF16, 1, "cublas");
+  for (int64_t m : {2, 4, 8})
+    for (int s = 0; s < 2; ++s) {
+      bench_matmul(be, shapes[static_cast<size_t>(s)], DType::kBF16, m, "gemv");
+      bench_matmul(*cublas_backend, shapes[static_cast<size_t>(s)], DType::kBF16, m, "cublas");
+    }
+  for (DType dt : {DType::kQ8_0, DType::kQ4_0}) {
+    bench_matmul(be, shapes[0], dt, 1, "gemv");
+    bench_matmul(be, shapes[1], dt, 1, "gemv");
+  }
+
+  // Attention over a paged bf16 cache (block_size 16), one token per sequence (decode).
+  struct AttnShape {
+    int64_t seqs, ctx, heads, kv_heads;
+    bool prefill;
+  };
+  const std::vector<AttnShape> attn = {{1, 4096, 32, 8, false},  {1, 32768, 32, 8, false}, {16, 2048, 32, 8, false},
+                                       {64, 1024, 32, 8, false}, {32, 2048, 32, 32, false}, {1, 2048, 32, 8, true},
+                                       {1, 4096, 32, 32, true}};
+  for (const AttnShape& a : attn) {
+    const int64_t hd = 128, bs = 16;
+    const int64_t blocks_per_seq = (a.ctx + bs - 1) / bs;
+    const int64_t blocks = a.seqs * blocks_per_seq;
+    Tensor kc = be.alloc({blocks, bs, a.kv_heads, hd}, DType::kBF16), vc = be.alloc(kc.shape(), DType::kBF16);
+    fill(kc, 11);
+    fill(vc, 12);
+    std::vector<int32_t> pos, seq, table(static_cast<size_t>(blocks));
+    for (int64_t i = 0; i < blocks; ++i) table[static_cast<size_t>(i)] = static_cast<int32_t>(i);
+    for (int64_t s = 0; s < a.seqs; ++s) {
+      for (int64_t p = a.prefill ? 0 : a.ctx - 1; p < a.ctx; ++p) {
+        pos.push_back(static_cast<int32_t>(p));
+        seq.push_back(static_cast<int32_t>(s));
+      }
+    }
+    const int64_t T = static_cast<int64_t>(pos.size());
+    auto dev_i32 = [&](const std::vector<int32_t>& v, Shape shape) {
+      Tensor h = Tensor::empty(shape, DType::kI32);
+      std::memcpy(h.raw(), v.data(), v.size() * 4);
+      Tensor d = be.alloc(shape, DType::kI32);
+      be.copy(h, d);
+      return d;
+    };
+    AttentionBatch batch;
+    batch.positions = dev_i32(pos, {T});
+    batch.token_seq = dev_i32(seq, {T});
+    batch.slots = dev_i32(pos, {T});
+    batch.block_tables = dev_i32(table, {a.seqs, blocks_per_seq});
+    batch.n_tokens = T;
+    batch.n_seqs = a.seqs;
+    batch.max_blocks = blocks_per_seq;
+    batch.block_size = bs;
+    batch.max_position = a.ctx;
+    Tensor q = be.alloc({T, a.heads, hd}, DType::kBF16), out = be.alloc(q.shape(), DType::kBF16);
+    fill(q, 13);
+    const double ms = timer.median_ms(3, a.prefill ? 10 : reps, [&](int) { be.attention(q, kc, vc, batch, 0.088f, out); });
+    char what[128], note[64];
+    std::snprintf(what, sizeof what, "attn %s seqs=%lld ctx=%lld H=%lld Hkv=%lld hd=128", a.prefill ? "prefill" : "decode",
+                  static_cast<long long>(a.seqs), static_cast<long long>(a.ctx), static_cast<long long>(a.heads),
+                  static_cast<long long>(a.kv_heads));
+    if (a.prefill) {
+      const double flops = 4.0 * static_cast<double>(a.ctx) * static_cast<double>(a.ctx + 1) / 2 * a.heads * hd;
+      std::snprintf(note, sizeof note, "%.1f TFLOP/s", flops / (ms * 1e-3) / 1e12);
+      rows.push_back({what, ms * 1e3, 0, note});
+    } else {
+      const double bytes = 2.0 * a.seqs * a.ctx * a.kv_heads * hd * 2;
+      const double gbs = bytes / (ms * 1e-3) / 1e9;
+      std::snprintf(note, sizeof note, "%.0f%% of copy", 100.0 * gbs / copy_gbs);
+      rows.push_back({what, ms * 1e3, gbs, note});
+    }
+  }
+  be.synchronize();
+
+  std::printf("\n%-52s %10s %9s  %s\n", "kernel", "median us", "GB/s", "vs ceiling");
+  for (const Row& r : rows) std::printf("%-52s %10.1f %9.0f  %s\n", r.what.c_str(), r.us, r.gbs, r.note.c_str());
+  std::printf("(ceiling: d2d copy %.0f GB/s measured above; GB/s counts weight/KV bytes read once)\n", copy_gbs);
+  return 0;
+}
+
+}  // namespace
+}  // namespace strata
+
+int main(int argc, char** argv) {
+  const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
+  try {
+    return strata::run(quick);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "kernel_bench: %s\n", e.what());
+    return 1;
+  }
+}
