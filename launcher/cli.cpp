@@ -19,12 +19,13 @@ struct Command {
 };
 const Command kCommands[] = {
     {"generate", cmd_generate, "generate a continuation of a prompt (text or ids)"},
+    {"serve", cmd_serve, "OpenAI-compatible HTTP server (streaming, metrics)"},
     {"tokenize", cmd_tokenize, "print the token ids of a text"},
     {"logits", cmd_logits, "print the last position's logits of a prompt"},
     {"perplexity", cmd_perplexity, "perplexity of a text file under the model"},
     {"make-model", cmd_make_model, "write a random-weight model (tiny, small, 7b-shape, ...)"},
     {"plan", cmd_plan, "validate a YAML plan and show what each rank holds"},
-    {"bench", cmd_bench, "benchmarks: memory (host bandwidth), decode (tokens/s against it)"},
+    {"bench", cmd_bench, "benchmarks: memory (host bandwidth), decode (tokens/s against it), serve (HTTP load)"},
 };
 
 void print_usage(std::FILE* out) {

@@ -110,7 +110,8 @@ int cmd_bench(int argc, char** argv) {
   const std::string what = argc > 2 ? argv[2] : "";
   if (what == "memory") return bench_memory(argc, argv);
   if (what == "decode") return bench_decode(argc, argv);
-  STRATA_THROW(ErrorKind::kInvalidArgument, "usage: strata bench <memory|decode> [flags]; got '", what, "'");
+  if (what == "serve") return cmd_bench_serve(argc, argv);
+  STRATA_THROW(ErrorKind::kInvalidArgument, "usage: strata bench <memory|decode|serve> [flags]; got '", what, "'");
 }
 
 }  // namespace strata::launcher

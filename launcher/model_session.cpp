@@ -3,6 +3,7 @@
 
 #include <algorithm>
 
+#include "offload/tiered_weights.h"
 #include "runtime/error.h"
 #include "runtime/log.h"
 #ifdef STRATA_HAVE_CUDA
@@ -52,10 +53,23 @@ ModelSession::ModelSession(const SessionOptions& options, const RankPlacement& p
     own_link_ = std::make_unique<LocalStageLink>();
     link_ = own_link_.get();
   }
-  weights_ = make_resident_weights(*checkpoint_, spec_, *backend_);
-  for (int64_t l = spec_.layer_begin; l < spec_.layer_end; ++l) {
-    weight_bytes_ += weights_->acquire(l).nbytes();
-    weights_->release(l);
+  if (options.offload) {  // offload: tiers under budgets (its bytes are counted without streaming them)
+    offload::ResidencyConfig residency = *options.offload;
+    if (residency.kv_reserve_bytes == 0 && options.kv_tokens > 0) {
+      const int64_t blocks = (options.kv_tokens + options.block_size - 1) / options.block_size;
+      residency.kv_reserve_bytes = 2 * spec_.n_layers() * blocks * options.block_size * spec_.kv_heads * c.head_dim *
+                                   dtype_bytes(backend_->activation_dtype(), 1);
+    }
+    auto tiered = offload::make_tiered_weights(*checkpoint_, spec_, *backend_, residency);
+    tiered_ = tiered.get();
+    weight_bytes_ = tiered->layer_bytes();
+    weights_ = std::move(tiered);
+  } else {
+    weights_ = make_resident_weights(*checkpoint_, spec_, *backend_);
+    for (int64_t l = spec_.layer_begin; l < spec_.layer_end; ++l) {
+      weight_bytes_ += weights_->acquire(l).nbytes();
+      weights_->release(l);
+    }
   }
   if (checkpoint_->tokenizer()) tokenizer_ = Tokenizer::create(*checkpoint_->tokenizer());
   LOG_DEBUG("loaded ", checkpoint_->format(), " model ", options.model_path, ": layers [", spec_.layer_begin, ", ",

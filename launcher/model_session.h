@@ -3,8 +3,10 @@
 // or for one rank of a plan; subcommands only talk to it.
 #pragma once
 #include <memory>
+#include <optional>
 #include <string>
 
+#include "offload/residency.h"
 #include "runtime/backend.h"
 #include "runtime/collective.h"
 #include "runtime/formats/checkpoint.h"
@@ -15,6 +17,10 @@
 #include "runtime/tokenizer/tokenizer.h"
 #include "runtime/weights.h"
 
+namespace strata::offload {
+class TieredWeights;
+}
+
 namespace strata::launcher {
 
 struct SessionOptions {
@@ -24,6 +30,9 @@ struct SessionOptions {
   int64_t kv_tokens = 0;         // KV cache capacity in tokens (0: one full context)
   int64_t block_size = 16;
   GeneratorOptions generator;
+  // Weight offload (offload/): when set, weights are placed on tiers under its budgets and cold ones
+  // stream; unset keeps every weight resident. Filled from --device-budget & co. or the plan.
+  std::optional<offload::ResidencyConfig> offload;
 };
 
 // Where this rank sits in its replica; the default is a single rank holding the whole model.
@@ -56,6 +65,8 @@ class ModelSession {
   // Bytes of weights this rank holds and bytes of the memory map it read to get them.
   int64_t weight_bytes() const { return weight_bytes_; }
   uint64_t checkpoint_bytes_read() const { return checkpoint_->bytes_touched(); }
+  // The offloading weight source, or null when every weight is resident.
+  offload::TieredWeights* offload() { return tiered_; }
 
  private:
   std::unique_ptr<Checkpoint> checkpoint_;
@@ -66,6 +77,7 @@ class ModelSession {
   Collective* tp_ = nullptr;
   StageLink* link_ = nullptr;
   std::unique_ptr<WeightSource> weights_;
+  offload::TieredWeights* tiered_ = nullptr;  // weights_ when it offloads
   std::unique_ptr<KvCache> kv_;
   std::unique_ptr<LlamaModel> model_;
   std::unique_ptr<Generator> generator_;

@@ -1,12 +1,94 @@
 // launcher/session_flags.cpp: flags and prompt parsing shared by model commands.
 #include "launcher/session_flags.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 
+#include "comm/bootstrap.h"
+#include "parallel/byte_size.h"
+#include "parallel/plan_parser.h"
 #include "runtime/error.h"
 
 namespace strata::launcher {
+namespace {
+
+// Offload settings: the plan's offload section (this rank's per_rank budgets applied), then the
+// --device-budget & co. flags over it. Unset when neither asks for offload.
+std::optional<offload::ResidencyConfig> residency_options(const Args& args) {
+  offload::ResidencyConfig r;
+  bool wanted = false;
+  auto tier = [](const std::string& name, const std::string& where) {
+    if (name == "host") return offload::Tier::kHost;
+    if (name == "disk") return offload::Tier::kDisk;
+    if (name == "device" || name == "gpu") return offload::Tier::kDevice;
+    STRATA_THROW(ErrorKind::kInvalidArgument, where, ": tier '", name, "' is not device, host or disk");
+  };
+  auto budget = [](const std::string& text, const std::string& flag, int64_t* bytes, double* percent) {
+    if (auto b = parallel::parse_byte_size(text)) *bytes = *b;
+    else if (auto p = parallel::parse_percent(text)) *percent = *p;
+    else STRATA_THROW(ErrorKind::kInvalidArgument, "--", flag, " '", text, "' is not a size (6GiB, 512MB) or a share (40%)");
+  };
+  if (args.has("plan")) {
+    const parallel::Plan plan = parallel::load_plan(args.str("plan"));
+    const parallel::OffloadSection& o = plan.offload;
+    parallel::Budget device = o.device_budget, host = o.host_budget;
+    const int rank = comm::detect_launch().world_rank;
+    for (const auto& rb : o.per_rank) {  // later entries win, as in parallel/partition.cpp
+      if (std::find(rb.ranks.begin(), rb.ranks.end(), rank) == rb.ranks.end()) continue;
+      if (rb.device_budget.is_set()) device = rb.device_budget;
+      if (rb.host_budget.is_set()) host = rb.host_budget;
+    }
+    wanted = device.is_set() || !o.rules.empty();
+    r.device_budget = device.bytes;
+    r.device_budget_percent = device.percent;
+    r.host_budget = host.resolve(0);
+    r.cold_tier = o.cold_tier == parallel::Tier::kDisk ? offload::Tier::kDisk : offload::Tier::kHost;
+    r.prefetch_depth = o.prefetch_depth;
+    for (const auto& rule : o.rules)
+      r.rules.push_back({rule.match, tier(parallel::tier_name(rule.tier), plan.source + ": offload.rules")});
+  }
+  if (args.has("device-budget")) {
+    r.device_budget = -1, r.device_budget_percent = -1;
+    budget(args.str("device-budget"), "device-budget", &r.device_budget, &r.device_budget_percent);
+    wanted = true;
+  }
+  if (args.has("host-budget")) {
+    double percent = -1;
+    budget(args.str("host-budget"), "host-budget", &r.host_budget, &percent);
+    STRATA_CHECK(percent < 0, "--host-budget takes a size (e.g. 64GiB), not a share");
+  }
+  if (args.has("cold-tier")) r.cold_tier = tier(args.str("cold-tier"), "--cold-tier");
+  if (args.has("prefetch-depth")) r.prefetch_depth = static_cast<int>(args.integer("prefetch-depth", 2, 1, 64));
+  if (args.has("offload-rules")) {  // "blk.*.ffn_*=disk,blk.0.*=device"
+    const std::string text = args.str("offload-rules");
+    for (size_t pos = 0; pos <= text.size();) {
+      const size_t end = std::min(text.find(',', pos), text.size());
+      const std::string item = text.substr(pos, end - pos);
+      const size_t eq = item.find('=');
+      STRATA_CHECK(eq != std::string::npos && eq > 0, "--offload-rules: '", item, "' is not GLOB=TIER (e.g. blk.*.ffn_*=disk)");
+      r.rules.push_back({item.substr(0, eq), tier(item.substr(eq + 1), "--offload-rules")});
+      pos = end + 1;
+    }
+    wanted = true;
+  }
+  if (args.has("disk-io")) {
+    const std::string io = args.str("disk-io");
+    STRATA_CHECK(io == "auto" || io == "direct" || io == "buffered", "--disk-io must be auto, direct or buffered, got '", io, "'");
+    r.disk_io = io == "direct" ? offload::DiskIo::kDirect : io == "buffered" ? offload::DiskIo::kBuffered : offload::DiskIo::kAuto;
+  }
+  if (args.has("kv-reserve")) {
+    double percent = -1;
+    budget(args.str("kv-reserve"), "kv-reserve", &r.kv_reserve_bytes, &percent);
+    STRATA_CHECK(percent < 0, "--kv-reserve takes a size (e.g. 2GiB), not a share");
+  }
+  if (args.has("offload-report")) r.report_path = args.str("offload-report");
+  if (args.has("offload")) wanted = true;
+  if (!wanted) return std::nullopt;
+  return r;
+}
+
+}  // namespace
 
 std::vector<FlagSpec> session_flags() {
   return {
@@ -16,6 +98,15 @@ std::vector<FlagSpec> session_flags() {
       {"threads", true, "CPU threads (default: all cores)"},
       {"kv-tokens", true, "KV cache capacity in tokens (default: enough for the request)"},
       {"verbose", false, "log from every rank, with debug detail"},
+      {"offload", false, "place weights with the offload manager even without a budget"},
+      {"device-budget", true, "weight offload: device memory for weights + KV reserve + ring (6GiB, 40%)"},
+      {"host-budget", true, "weight offload: pinned host memory for the host tier (beyond it: disk)"},
+      {"cold-tier", true, "weight offload: where streamed weights live: host (default) or disk"},
+      {"prefetch-depth", true, "weight offload: layers copied ahead of compute (default 2)"},
+      {"offload-rules", true, "weight offload: GLOB=TIER,... (e.g. blk.*.ffn_*=disk); first match wins"},
+      {"disk-io", true, "weight offload: disk tier reads: auto (O_DIRECT where possible), direct, buffered"},
+      {"kv-reserve", true, "weight offload: device memory to keep for the KV cache (default: from --kv-tokens)"},
+      {"offload-report", true, "weight offload: write streaming metrics (JSON) to this file at exit"},
       {"help", false, "show this help"},
   };
 }
@@ -26,6 +117,7 @@ SessionOptions session_options(const Args& args) {
   o.device = args.str("device", "cpu");
   o.threads = static_cast<int>(args.integer("threads", 0, 0, 1024));
   o.kv_tokens = args.integer("kv-tokens", 0, 0, int64_t{1} << 32);
+  o.offload = residency_options(args);
   return o;
 }
 

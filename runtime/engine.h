@@ -3,6 +3,10 @@
 // recompute when blocks run out, prefix caching of full blocks), sampling, and token events.
 // Every rank of the replica runs step() in lockstep; the driver decides each step and broadcasts it
 // (with the new requests' prompts and sampling parameters, and cancellations) through the StageLink.
+//
+// TODO(serving): data-parallel routing is not here. With several replicas, the HTTP server of world
+// rank 0 (launcher/) forwards each request to the driver of the replica with the least
+// stats().outstanding_tokens; each replica's Engine only sees its own requests.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -19,18 +23,27 @@
 namespace strata {
 
 struct EngineRequest {
-  uint64_t id = 0;  // unique per request, chosen by the caller
+  uint64_t id = 0;  // unique among the requests in flight, chosen by the caller
   std::vector<int32_t> prompt;
   int64_t max_new_tokens = 16;
   SamplingParams sampling;
   std::vector<int32_t> stop_ids;  // end after emitting one of these
-  int logprobs = 0;               // top alternatives to report per token (0: only the token's own)
+  int logprobs = 0;               // top alternatives to report per token, 0..kMaxLogprobs (0: only the token's own)
+};
+
+struct TokenLogprob {
+  int32_t token = -1;
+  float logprob = 0.f;
 };
 
 struct TokenEvent {
   uint64_t request_id = 0;
   int32_t token = -1;    // -1 on events that carry no token (errors, cancellations)
-  float logprob = 0.f;   // natural log of the sampled token's probability
+  // Natural log of the sampled token's probability under the model's raw logits (log-softmax before
+  // repetition penalty, temperature and truncation: what the model predicts, not what the sampler
+  // drew from; equal to the sampler's distribution for plain greedy or temperature-1 sampling).
+  float logprob = 0.f;
+  std::vector<TokenLogprob> top_logprobs;  // the request's `logprobs` best tokens, best first, same scale
   bool finished = false;
   std::string finish_reason;  // when finished: "stop" | "length" | "cancelled" | "error"
   std::string error;          // when finish_reason == "error"
@@ -47,27 +60,45 @@ struct EngineOptions {
 struct EngineStats {
   int64_t waiting = 0, running = 0;
   int64_t kv_blocks_used = 0, kv_blocks_total = 0;
+  int64_t kv_blocks_cached = 0;    // cached prefix blocks nobody references (evicted on demand)
   int64_t steps = 0, prompt_tokens = 0, generated_tokens = 0, preemptions = 0, prefix_hit_tokens = 0;
   int64_t last_batch_size = 0;
+  int64_t outstanding_tokens = 0;  // prefill still to compute + tokens still to generate (DP routing)
+  double prefill_seconds = 0;      // steps that carried prompt (or recomputed) tokens
+  double decode_seconds = 0;       // steps of decodes only
 };
 
 class Engine {
  public:
+  static constexpr int kMaxLogprobs = 20;
+
   Engine(LlamaModel& model, KvCache& kv, StageLink& link, Backend& backend, EngineOptions options = {});
   ~Engine();
-  // Driver only, any thread: queue a request. Returns false (nothing queued) when the queue is full.
-  // Throws kInvalidArgument for a request that can never run (empty prompt, ids outside the
-  // vocabulary, prompt + max_new_tokens beyond the context or the whole KV cache).
+  // Driver only, any thread: queue a request. Returns false (nothing queued) when the queue is full
+  // or the engine is shutting down. Throws kInvalidArgument for a request that can never run (see
+  // validate()) or whose id is already in flight.
   bool submit(EngineRequest request);
+  // Any rank, any thread: throws kInvalidArgument naming the problem for a request that can never
+  // run (empty prompt, ids outside the vocabulary, bad sampling parameters, prompt + max_new_tokens
+  // beyond the context or the whole KV cache).
+  void validate(const EngineRequest& request) const;
   // Driver only, any thread: the request ends with a "cancelled" event; its KV blocks are freed.
+  // Unknown (e.g. already finished) ids are ignored.
   void cancel(uint64_t request_id);
-  // Driver only, any thread: after the current work, step() returns false on every rank.
-  void shutdown();
+  // Driver only, any thread: at the next step boundary every unfinished request ends "cancelled"
+  // and step() returns false on every rank. With `drain`, new submits are refused but queued and
+  // running requests finish first.
+  void shutdown(bool drain = false);
   // One iteration on this rank (every rank of the replica calls it in lockstep). Appends the step's
-  // events (driver; other ranks may leave it empty). Returns false once shut down. When there is
-  // nothing to do the driver waits up to `idle_wait_ms` for a request before returning true.
+  // events: the driver gets every event; other ranks get the same events for requests the replica
+  // has started (not for those cancelled while still queued). Returns false once shut down. When
+  // there is nothing to do the driver waits up to `idle_wait_ms` for a request before returning true.
   bool step(std::vector<TokenEvent>& events, int idle_wait_ms = 50);
+  // Any thread. KV and queue figures are the driver's; token counts are kept on every rank.
   EngineStats stats() const;
+  // Step thread only, between steps: returns the idle cached prefix blocks to the allocator (for
+  // callers that allocate KV blocks directly, like Generator::score).
+  void clear_prefix_cache();
 
  private:
   struct Impl;

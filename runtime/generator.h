@@ -1,18 +1,21 @@
-// runtime/generator.h: runs batches of requests to completion on one model replica: chunked prefill
-// mixed with decodes under a per-step token budget, paged KV blocks per sequence, pipeline
-// micro-batches, sampling on the last stage. Every rank of the replica calls the same method with
-// the same requests (SPMD); the driver builds each step and broadcasts it, the sampling rank shares
-// the new tokens, so outputs are valid on every rank.
+// runtime/generator.h: runs batches of requests to completion on one model replica through the
+// Engine (runtime/engine.h: continuous batching, chunked prefill, preemption, prefix caching), and
+// teacher-forced scoring. Every rank of the replica calls the same method with the same requests
+// (SPMD); the driver schedules and broadcasts each step, the sampling rank shares the new tokens, so
+// outputs are valid on every rank.
 #pragma once
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "runtime/backend.h"
+#include "runtime/engine.h"
 #include "runtime/kv_cache.h"
 #include "runtime/models/llama.h"
 #include "runtime/sampler.h"
 #include "runtime/stage_link.h"
+#include "runtime/step_runner.h"
 
 namespace strata {
 
@@ -39,6 +42,11 @@ struct GenerationStats {
 struct GeneratorOptions {
   int64_t max_step_tokens = 2048;  // token budget of one step (prefill chunks + decodes)
   int micro_batches = 1;           // pipeline micro-batches per step (split by sequence)
+  // The engine's limits. generate() keeps every request in flight that the token budget and the KV
+  // cache allow (as before the Engine); a server lowers them (EngineOptions has serving defaults).
+  int64_t max_running = int64_t{1} << 30;
+  int64_t max_queue = int64_t{1} << 30;
+  bool prefix_caching = true;
 };
 
 class Generator {
@@ -52,21 +60,19 @@ class Generator {
   // on every rank. Used by `strata logits`, perplexity and the reference tests.
   Tensor score(const std::vector<int32_t>& ids);
   const GenerationStats& stats() const { return stats_; }
+  // The engine generate() runs on, for callers that drive steps themselves (the server loop).
+  // Do not mix: while one caller steps it, generate() and score() must not run.
+  Engine& engine() { return *engine_; }
 
  private:
-  struct Sequence;
-  // Broadcasts the driver's step to the replica (an empty step means "done"); false when done.
-  bool exchange_step(StepBatch& step);
-  // Runs one step on this rank; returns logits of the step's logit rows (valid on every rank when
-  // `share_logits`, else on the last stage only).
-  Tensor run_step(const StepBatch& step, bool share_logits);
-
   LlamaModel& model_;
   KvCache& kv_;
   StageLink& link_;
-  Backend& backend_;
   GeneratorOptions options_;
   GenerationStats stats_;
+  StepRunner runner_;
+  std::unique_ptr<Engine> engine_;
+  uint64_t next_id_ = 0;  // request ids of generate(); advances identically on every rank
 };
 
 }  // namespace strata

@@ -99,6 +99,8 @@ std::string Metrics::render(const EngineStats& stats, bool ready) const {
   gauge(out, "strata_requests_running", "sequences in the running batch", static_cast<double>(stats.running));
   gauge(out, "strata_requests_waiting", "requests queued", static_cast<double>(stats.waiting));
   gauge(out, "strata_kv_blocks_used", "KV cache blocks in use", static_cast<double>(stats.kv_blocks_used));
+  gauge(out, "strata_kv_blocks_cached", "idle KV blocks kept for prefix reuse (not in use, evicted on demand)",
+        static_cast<double>(stats.kv_blocks_cached));
   gauge(out, "strata_kv_blocks_total", "KV cache blocks", static_cast<double>(stats.kv_blocks_total));
   gauge(out, "strata_engine_steps_total", "engine iterations", static_cast<double>(stats.steps), "counter");
   gauge(out, "strata_preemptions_total", "sequences preempted for KV blocks", static_cast<double>(stats.preemptions),

@@ -1,0 +1,237 @@
+// launcher/cmd_serve.cpp: `strata serve`: an OpenAI-compatible HTTP server (launcher/http/) over the
+// serving Engine. World rank 0 listens (before the model loads, so /health reports "loading") and
+// drives the Engine; every rank runs the Engine's step loop on its main thread (the thread that made
+// the communicators), so all communication stays on one thread. SIGTERM/SIGINT: stop accepting,
+// answer every request in flight (cancelling what is left after --drain-timeout), shut the engine
+// down on every rank, exit 0.
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <thread>
+
+#include <unistd.h>
+
+#include "launcher/commands.h"
+#include "launcher/http/chat_template.h"
+#include "launcher/http/engine_frontend.h"
+#include "launcher/http/http_server.h"
+#include "launcher/http/metrics.h"
+#include "launcher/http/routes.h"
+#include "launcher/rank_runtime.h"
+#include "launcher/session_flags.h"
+#include "runtime/error.h"
+#include "runtime/log.h"
+
+namespace strata::launcher {
+namespace {
+using Clock = std::chrono::steady_clock;
+
+std::vector<FlagSpec> serve_flags() {
+  std::vector<FlagSpec> flags = session_flags();
+  flags.insert(flags.end(), {
+      {"host", true, "address to listen on (default 0.0.0.0)"},
+      {"port", true, "TCP port (default: the plan's serve.port, else 8080; 0 picks a free one)"},
+      {"max-batch-tokens", true, "token budget of one engine step (default: plan, else 2048)"},
+      {"max-seqs", true, "sequences running at once (default: plan, else 64)"},
+      {"max-queue", true, "waiting requests before 503 (default: plan, else 256)"},
+      {"block-size", true, "KV cache block size in tokens (default: plan, else 16)"},
+      {"no-prefix-caching", false, "do not reuse KV blocks of shared prompt prefixes"},
+      {"served-model-name", true, "model id in the API (default: the model's file or directory name)"},
+      {"chat-template", true, "llama2, llama3 or chatml (default: chosen from the vocabulary)"},
+      {"http-threads", true, "I/O threads of the HTTP server (default 2)"},
+      {"max-body-bytes", true, "largest request body accepted (default 4194304)"},
+      {"drain-timeout", true, "seconds to let requests finish after SIGTERM before cancelling (default 30)"},
+  });
+  return flags;
+}
+
+std::string default_model_name(const std::string& path) {
+  std::filesystem::path p(path);
+  if (!p.has_filename()) p = p.parent_path();
+  return p.filename().string();
+}
+
+struct ServeConfig {
+  int port = 8080;
+  int64_t max_batch_tokens = 2048, max_seqs = 64, max_queue = 256, block_size = 16, kv_tokens = 0;
+};
+
+ServeConfig serve_config(const Args& args, const RankRuntime* rank) {
+  ServeConfig c;
+  if (rank != nullptr) {
+    const parallel::ServeSection& s = rank->plan().serve;
+    c.port = s.port;
+    c.max_batch_tokens = s.max_batch_tokens;
+    c.max_seqs = s.max_seqs;
+    c.max_queue = s.max_queue;
+    c.block_size = s.block_size;
+    if (s.kv_blocks > 0) c.kv_tokens = s.kv_blocks * s.block_size;
+    if (s.kv_budget.is_set())
+      LOG_WARN(rank->plan().source, ": serve.kv_budget is not applied yet by `strata serve`; set serve.kv_blocks "
+               "or --kv-tokens to size the KV cache");
+  }
+  c.port = static_cast<int>(args.integer("port", c.port, 0, 65535));
+  c.max_batch_tokens = args.integer("max-batch-tokens", c.max_batch_tokens, 1, int64_t{1} << 24);
+  c.max_seqs = args.integer("max-seqs", c.max_seqs, 1, 1 << 20);
+  c.max_queue = args.integer("max-queue", c.max_queue, 0, 1 << 24);
+  c.block_size = args.integer("block-size", c.block_size, 1, 4096);
+  if (args.has("kv-tokens")) c.kv_tokens = args.integer("kv-tokens", 0, 1, int64_t{1} << 32);
+  return c;
+}
+
+// The step loop of one rank. On rank 0 it also feeds the frontend and runs the drain on shutdown.
+void step_loop(Engine& engine, http::EngineFrontend* frontend, http::Metrics* metrics,
+               const std::atomic<bool>& stop_requested, double drain_timeout_s) {
+  std::vector<TokenEvent> events;
+  int64_t steps_seen = 0;
+  bool shutdown_sent = false, cancelled = false;
+  Clock::time_point drain_start;
+  while (true) {
+    const bool more = engine.step(events, 20);
+    if (frontend != nullptr) {
+      frontend->dispatch(events);
+      const EngineStats s = engine.stats();
+      if (s.steps > steps_seen && s.last_batch_size > 0) metrics->observe_batch(static_cast<double>(s.last_batch_size));
+      steps_seen = s.steps;
+      if (stop_requested && !shutdown_sent) {
+        if (drain_start == Clock::time_point{}) drain_start = Clock::now();
+        const double waited = std::chrono::duration<double>(Clock::now() - drain_start).count();
+        if (frontend->responses_in_flight() == 0 || waited > drain_timeout_s + 10) {
+          engine.shutdown();  // every rank's step() returns false after this
+          shutdown_sent = true;
+        } else if (waited > drain_timeout_s && !cancelled) {
+          LOG_WARN("drain timeout: cancelling ", frontend->responses_in_flight(), " requests still in flight");
+          frontend->cancel_all();
+          cancelled = true;
+        }
+      }
+    }
+    events.clear();
+    if (!more) return;
+  }
+}
+
+int serve(const Args& args, SessionOptions options, RankRuntime* rank) {
+  const bool is_http = rank == nullptr || rank->world_rank() == 0;
+  if (rank != nullptr)
+    STRATA_CHECK_KIND(ErrorKind::kConfig, rank->replicas() == 1, rank->plan().source, ": `strata serve` runs one "
+                      "replica (parallel.data: 1); data-parallel routing is not implemented yet");
+  const ServeConfig config = serve_config(args, rank);
+  options.block_size = config.block_size;
+  options.generator.max_step_tokens = config.max_batch_tokens;
+  options.generator.max_running = config.max_seqs;
+  options.generator.max_queue = config.max_queue;
+  options.generator.prefix_caching = !args.has("no-prefix-caching");
+  if (config.kv_tokens > 0) options.kv_tokens = config.kv_tokens;
+
+  http::Metrics metrics;
+  http::EngineFrontend frontend;
+  std::atomic<http::Routes*> routes_ptr{nullptr};
+  std::atomic<bool> stop_requested{false};
+  std::unique_ptr<http::HttpServer> server;
+  if (is_http) {
+    http::ServerOptions so;
+    so.address = args.str("host", "0.0.0.0");
+    so.port = config.port;
+    so.threads = static_cast<int>(args.integer("http-threads", 2, 1, 64));
+    so.max_body_bytes = static_cast<size_t>(args.integer("max-body-bytes", 4 << 20, 1024, int64_t{1} << 32));
+    server = std::make_unique<http::HttpServer>(so, [&](const std::shared_ptr<http::Exchange>& exchange) {
+      if (http::Routes* routes = routes_ptr.load()) return routes->handle(exchange);
+      const bool health = exchange->request().target == "/health";
+      exchange->respond(503, "application/json",
+                        health ? "{\"status\": \"loading\"}"
+                               : "{\"error\": {\"message\": \"the model is still loading; retry shortly\", "
+                                 "\"type\": \"server_error\", \"param\": null, \"code\": \"loading\"}}",
+                        {{"Retry-After", "5"}});
+    });
+    server->on_signal([&](int signal) {
+      if (stop_requested.exchange(true)) return;
+      LOG_INFO("signal ", signal, ": no new requests; finishing the ", frontend.responses_in_flight(), " in flight");
+      frontend.drain();
+      server->stop_accepting();
+    });
+    server->start();
+    // The pid is the one to signal for a graceful stop under mpirun (mpirun's own SIGTERM handling
+    // kills the ranks after odls_base_sigkill_timeout, 1 s by default).
+    std::printf("strata serve: listening on http://%s:%d (pid %d)\n", so.address.c_str(), server->port(),
+                static_cast<int>(getpid()));
+    std::fflush(stdout);
+  } else {
+    // Only rank 0 decides when to stop; the others follow its engine shutdown.
+    std::signal(SIGTERM, SIG_IGN);
+    std::signal(SIGINT, SIG_IGN);
+  }
+
+  ModelSession session(options, rank != nullptr ? rank->placement() : RankPlacement{});
+  const ModelConfig& model = session.config();
+  session.prepare(config.kv_tokens > 0 ? config.kv_tokens : 4 * model.max_seq);
+  Engine& engine = session.generator().engine();
+  http::EngineAdapter adapter(engine);
+  std::unique_ptr<http::Routes> routes;
+  if (is_http) {
+    std::optional<http::ChatTemplate> chat;
+    if (session.has_tokenizer())
+      chat = args.has("chat-template")
+                 ? http::ChatTemplate(session.tokenizer(), http::chat_format_from_name(args.str("chat-template")))
+                 : http::ChatTemplate::detect(session.tokenizer());
+    http::ServedModel served;
+    served.name = args.str("served-model-name", default_model_name(rank != nullptr ? rank->model_path() : options.model_path));
+    served.context = model.max_seq;
+    served.vocab_size = model.vocab_size;
+    served.eos_ids = model.eos_ids;
+    routes = std::make_unique<http::Routes>(frontend, metrics, session.has_tokenizer() ? &session.tokenizer() : nullptr,
+                                            chat, served);
+    routes_ptr = routes.get();
+    frontend.attach(&adapter);
+    LOG_INFO("serving '", served.name, "' (context ", model.max_seq, ", chat template ",
+             chat ? http::chat_format_name(chat->format()) : "none", ") on port ", server->port());
+  }
+  try {
+    step_loop(engine, is_http ? &frontend : nullptr, &metrics, stop_requested,
+              args.number("drain-timeout", 30, 0, 86400));
+  } catch (const std::exception& e) {
+    if (is_http) {
+      frontend.fail(cat("the engine failed: ", e.what()));
+      server->stop();  // lets the error responses go out first
+    }
+    throw;
+  }
+  if (is_http) {
+    server->stop();
+    LOG_INFO("shut down cleanly");
+  }
+  return 0;
+}
+
+int run(const Args& args) {
+  SessionOptions options = session_options(args);
+  std::unique_ptr<RankRuntime> rank;
+  if (args.has("plan")) {
+    rank = std::make_unique<RankRuntime>(args.str("plan"), args.str("model"));
+    options.model_path = rank->model_path();
+    if (options.threads == 0) options.threads = rank->cpu_threads();
+    options.generator.micro_batches = rank->plan().micro_batches();
+  }
+  try {
+    return serve(args, options, rank.get());
+  } catch (const std::exception& e) {
+    if (rank) return rank->fail(e);
+    throw;
+  }
+}
+
+}  // namespace
+
+int cmd_serve(int argc, char** argv) {
+  const Args args("serve", serve_flags(), argc, argv, 2);
+  if (args.has("help")) {
+    std::printf("%s", args.usage().c_str());
+    return 0;
+  }
+  if (args.has("verbose")) log::set_level(log::Level::kDebug);
+  return run(args);
+}
+
+}  // namespace strata::launcher

@@ -1,0 +1,51 @@
+// launcher/http/routes.h: the endpoints of `strata serve`: POST /v1/completions and
+// /v1/chat/completions (JSON or server-sent events), GET /v1/models, /health, /metrics. Turns
+// requests into EngineRequests through the EngineFrontend and token events into OpenAI responses;
+// every accepted request ends with a result or an OpenAI error body.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "launcher/http/chat_template.h"
+#include "launcher/http/engine_frontend.h"
+#include "launcher/http/http_server.h"
+#include "launcher/http/metrics.h"
+#include "runtime/tokenizer/tokenizer.h"
+
+namespace strata::launcher::http {
+
+struct ServedModel {
+  std::string name;         // what /v1/models lists and requests may name
+  int64_t context = 2048;   // prompt + generated tokens per sequence
+  int64_t vocab_size = 0;
+  std::vector<int32_t> eos_ids;
+  int64_t default_max_tokens = 16;  // completions without max_tokens (OpenAI's default)
+};
+
+class Routes {
+ public:
+  // `tokenizer` may be null: then only token-id prompts are accepted. `chat` null: no chat endpoint.
+  Routes(EngineFrontend& frontend, Metrics& metrics, const Tokenizer* tokenizer, std::optional<ChatTemplate> chat,
+         ServedModel model);
+  void handle(const std::shared_ptr<Exchange>& exchange);
+
+  EngineFrontend& frontend() { return frontend_; }
+  Metrics& metrics() { return metrics_; }
+  const Tokenizer* tokenizer() const { return tokenizer_; }
+  const ServedModel& model() const { return model_; }
+
+ private:
+  void generate(const std::shared_ptr<Exchange>& exchange, bool chat);
+  void send_error(Exchange& exchange, const std::string& route, const struct ApiError& error);
+
+  EngineFrontend& frontend_;
+  Metrics& metrics_;
+  const Tokenizer* tokenizer_;
+  std::optional<ChatTemplate> chat_;
+  ServedModel model_;
+};
+
+}  // namespace strata::launcher::http

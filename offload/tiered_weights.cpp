@@ -1,0 +1,244 @@
+// offload/tiered_weights.cpp: builds the tiers of one rank (uploads, host copies, open files, the
+// ring) and serves acquire/release from them. All memory is taken here, at load time.
+#include "offload/tiered_weights.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <map>
+
+#include "offload/compute_pool.h"
+#include "offload/copy_engine.h"
+#include "offload/shard_layout.h"
+#include "runtime/error.h"
+#include "runtime/log.h"
+
+namespace strata::offload {
+
+struct TieredWeights::Impl {
+  ResidencyConfig config;
+  ShardSpec spec;
+  Placement placement;
+  std::unique_ptr<CopyEngine> engine;
+  std::unique_ptr<ComputePool> pool;
+  std::vector<std::unique_ptr<CheckpointFile>> files;
+  std::shared_ptr<void> host_block, staging_block;
+  int64_t host_tier_bytes = 0, staging_bytes = 0, layer_bytes = 0;
+  GlobalWeights globals;
+  std::vector<LayerWeights> resident;           // per local layer; streamed fields left undefined
+  std::vector<int64_t> stream_index;            // per local layer: index of its streamed part, -1 = none
+  std::vector<std::vector<LayerWeights>> views;  // [streamed index][slot]: resident fields + slot views
+  std::unique_ptr<Prefetcher> prefetcher;
+
+  int64_t local(int64_t layer) const {
+    STRATA_CHECK_KIND(ErrorKind::kInternal, layer >= spec.layer_begin && layer < spec.layer_end, "layer ", layer,
+                      " is not on this stage [", spec.layer_begin, ", ", spec.layer_end, ")");
+    return layer - spec.layer_begin;
+  }
+  const CheckpointFile* file_for(const Checkpoint& ck, const TensorEntry& e) {
+    for (const auto& f : files)
+      if (f->path() == e.file) return f.get();
+    uint64_t end = 0;
+    for (const TensorEntry& other : ck.entries())
+      if (other.file == e.file) end = std::max(end, other.offset + other.nbytes);
+    files.push_back(std::make_unique<CheckpointFile>(e.file, end, config.disk_io));
+    return files.back().get();
+  }
+};
+
+std::vector<TensorItem> shard_items(const Checkpoint& checkpoint, const ShardSpec& spec) {
+  std::vector<TensorItem> items;
+  for (const ShardTensor& t : shard_tensors(checkpoint, spec, nullptr))
+    items.push_back({t.name, t.layer, t.nbytes, tensor_group(t.name, static_cast<int>(t.shape.size()))});
+  return items;
+}
+
+TieredWeights::TieredWeights(const Checkpoint& ck, const ShardSpec& spec, Backend& backend,
+                             const ResidencyConfig& config)
+    : impl_(std::make_unique<Impl>()) {
+  Impl& m = *impl_;
+  m.config = config;
+  m.spec = spec;
+  m.engine = make_copy_engine(backend);
+  if (m.config.device_budget < 0 && m.config.device_budget_percent > 0)
+    m.config.device_budget = static_cast<int64_t>(static_cast<double>(m.engine->device_memory()) *
+                                                  (m.config.device_budget_percent / 100.0));
+  bool tied = false;
+  const std::vector<ShardTensor> tensors = shard_tensors(ck, spec, &tied);
+  std::vector<TensorItem> items;
+  for (const ShardTensor& t : tensors)
+    items.push_back({t.name, t.layer, t.nbytes, tensor_group(t.name, static_cast<int>(t.shape.size()))});
+  m.placement = place(items, m.config);
+  m.pool = std::make_unique<ComputePool>(*m.engine, m.config.device_budget);
+  m.pool->charge(m.placement.kv_reserve_bytes, "the KV cache reserve");
+
+  const size_t n_local = static_cast<size_t>(spec.n_layers());
+  m.resident.resize(n_local);
+  m.stream_index.assign(n_local, -1);
+  // Resident tensors go through the backend's own upload, so their bytes (and any dtype
+  // conversion) are exactly those of the all-resident source.
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const ShardTensor& t = tensors[i];
+    if (t.layer >= 0) m.layer_bytes += t.nbytes;
+    if (m.placement.tiers[i] != Tier::kDevice) continue;
+    Tensor dev = backend.upload_weight(mapped_slice(ck, t));
+    m.pool->charge(dev.nbytes(), t.name);
+    if (t.layer < 0) {
+      (t.field == kGlobalEmbed ? m.globals.embed : t.field == kGlobalOutputNorm ? m.globals.output_norm
+                                                                                 : m.globals.output) = dev;
+    } else {
+      layer_field(m.resident[static_cast<size_t>(m.local(t.layer))], t.field) = dev;
+    }
+  }
+  if (tied) m.globals.output = m.globals.embed;
+
+  // Host tier: one block (pinned under CUDA) holding every host tensor, copied from the mapping once.
+  for (size_t i = 0; i < tensors.size(); ++i)
+    if (m.placement.tiers[i] == Tier::kHost) m.host_tier_bytes += (tensors[i].nbytes + 255) / 256 * 256;
+  if (m.host_tier_bytes > 0) m.host_block = m.engine->allocate_host(static_cast<size_t>(m.host_tier_bytes));
+  std::vector<StreamedLayer> streamed;
+  std::vector<std::vector<size_t>> streamed_tensor;  // per streamed layer: indices into `tensors`
+  int64_t host_cursor = 0;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const ShardTensor& t = tensors[i];
+    const Tier tier = m.placement.tiers[i];
+    if (tier == Tier::kDevice) continue;
+    const int64_t li = m.local(t.layer);
+    if (m.stream_index[static_cast<size_t>(li)] < 0) {
+      m.stream_index[static_cast<size_t>(li)] = static_cast<int64_t>(streamed.size());
+      streamed.push_back({t.layer, {}});
+      streamed_tensor.emplace_back();
+    }
+    StreamedTensor s;
+    s.name = t.name;
+    s.tier = tier;
+    s.nbytes = t.nbytes;
+    if (tier == Tier::kHost) {
+      auto* dst = static_cast<uint8_t*>(m.host_block.get()) + host_cursor;
+      copy_mapped_slice(ck, t, dst);
+      s.host = dst;
+      host_cursor += (t.nbytes + 255) / 256 * 256;
+    } else {
+      s.file = m.file_for(ck, *t.entry);
+      s.segments = t.segments;
+    }
+    streamed.back().tensors.push_back(std::move(s));
+    streamed_tensor.back().push_back(i);
+  }
+  if (streamed.empty()) return;
+
+  int64_t slot_bytes = 0;
+  lay_out_slots(streamed, m.engine->device_is_host(), &slot_bytes, &m.staging_bytes);
+  STRATA_CHECK_KIND(ErrorKind::kInternal, slot_bytes <= m.placement.slot_bytes, "slot layout of ", slot_bytes,
+                    " bytes exceeds the placement's ", m.placement.slot_bytes);
+  slot_bytes = m.placement.slot_bytes;  // what the budget check counted
+  const int slots = m.placement.slots;
+  auto* ring = static_cast<uint8_t*>(m.pool->allocate(slot_bytes * slots, cat("the staging ring (", slots, " slots of ",
+                                                                                format_size(slot_bytes), ")")));
+  uint8_t* staging = nullptr;
+  if (m.staging_bytes > 0) {
+    m.staging_block = m.engine->allocate_host(static_cast<size_t>(m.staging_bytes * slots));
+    staging = static_cast<uint8_t*>(m.staging_block.get());
+  }
+  m.views.resize(streamed.size());
+  for (size_t k = 0; k < streamed.size(); ++k) {
+    const LayerWeights& base = m.resident[static_cast<size_t>(m.local(streamed[k].layer))];
+    for (int s = 0; s < slots; ++s) {
+      LayerWeights w = base;
+      for (size_t j = 0; j < streamed[k].tensors.size(); ++j) {
+        const ShardTensor& t = tensors[streamed_tensor[k][j]];
+        layer_field(w, t.field) = Tensor::view(ring + s * slot_bytes + streamed[k].tensors[j].device_offset, t.shape,
+                                               t.dtype, m.engine->device());
+      }
+      m.views[k].push_back(std::move(w));
+    }
+  }
+  for (const auto& f : m.files)
+    if (f->direct()) LOG_DEBUG("offload: O_DIRECT reads from ", f->path());
+  m.prefetcher = std::make_unique<Prefetcher>(std::move(streamed), *m.engine, slots, ring, slot_bytes, staging,
+                                              m.staging_bytes, m.config.fill_log_capacity);
+  const Placement& p = m.placement;
+  LOG_INFO("offload (", p.strategy, ", ", m.engine->name(), "): device ", format_size(p.device_bytes()), " of ",
+           m.config.device_budget < 0 ? std::string("unlimited") : format_size(m.config.device_budget), " (weights ",
+           format_size(p.resident_bytes), ", KV reserve ", format_size(p.kv_reserve_bytes), ", ring ", slots, " x ",
+           format_size(slot_bytes), "), streamed per pass: host ", format_size(p.host_bytes), ", disk ",
+           format_size(p.disk_bytes), " over ", p.streamed_layers, " layers");
+}
+
+TieredWeights::~TieredWeights() {
+  Impl& m = *impl_;
+  try {
+    const OffloadMetrics metrics = this->metrics();
+    m.prefetcher.reset();
+    if (m.engine) m.engine->drain();
+    if (!m.config.report_path.empty()) {
+      if (FILE* f = std::fopen(m.config.report_path.c_str(), "w")) {
+        std::fprintf(f, "%s\n", metrics.json().c_str());
+        std::fclose(f);
+      } else {
+        LOG_WARN("offload: cannot write the report to ", m.config.report_path);
+      }
+    }
+  } catch (const std::exception& e) {
+    LOG_WARN("offload teardown: ", e.what());
+  }
+}
+
+const GlobalWeights& TieredWeights::globals() { return impl_->globals; }
+
+const LayerWeights& TieredWeights::acquire(int64_t layer) {
+  Impl& m = *impl_;
+  const int64_t li = m.local(layer);
+  const int64_t k = m.stream_index[static_cast<size_t>(li)];
+  if (k < 0) return m.resident[static_cast<size_t>(li)];
+  const int slot = m.prefetcher->acquire(k);
+  return m.views[static_cast<size_t>(k)][static_cast<size_t>(slot)];
+}
+
+void TieredWeights::release(int64_t layer) {
+  Impl& m = *impl_;
+  const int64_t k = m.stream_index[static_cast<size_t>(m.local(layer))];
+  if (k >= 0) m.prefetcher->release(k);
+}
+
+const Placement& TieredWeights::placement() const { return impl_->placement; }
+int64_t TieredWeights::layer_bytes() const { return impl_->layer_bytes; }
+
+std::vector<int64_t> TieredWeights::fill_order() const {
+  return impl_->prefetcher ? impl_->prefetcher->fill_order() : std::vector<int64_t>{};
+}
+
+OffloadMetrics TieredWeights::metrics() const {
+  const Impl& m = *impl_;
+  OffloadMetrics out;
+  out.placement = m.placement;
+  if (m.prefetcher) out.stream = m.prefetcher->stats();
+  out.pool_used = m.pool->used();
+  out.pool_peak = m.pool->peak();
+  out.pool_budget = m.pool->budget();
+  out.host_tier_bytes = m.host_tier_bytes;
+  out.staging_bytes = m.staging_bytes * m.placement.slots;
+  out.engine = m.engine->name();
+  for (const auto& f : m.files) out.direct_io = out.direct_io || f->direct();
+  return out;
+}
+
+std::string OffloadMetrics::json() const {
+  const Placement& p = placement;
+  return cat("{\"strategy\": \"", p.strategy, "\", \"engine\": \"", engine, "\", \"device_budget\": ", p.device_budget,
+             ", \"resident_bytes\": ", p.resident_bytes, ", \"kv_reserve_bytes\": ", p.kv_reserve_bytes,
+             ", \"slot_bytes\": ", p.slot_bytes, ", \"slots\": ", p.slots, ", \"host_bytes_per_pass\": ", p.host_bytes,
+             ", \"disk_bytes_per_pass\": ", p.disk_bytes, ", \"streamed_layers\": ", p.streamed_layers,
+             ", \"pool_used\": ", pool_used, ", \"pool_peak\": ", pool_peak, ", \"pool_budget\": ", pool_budget,
+             ", \"host_tier_bytes\": ", host_tier_bytes, ", \"staging_bytes\": ", staging_bytes,
+             ", \"direct_io\": ", direct_io ? "true" : "false", ", \"bytes_streamed_host\": ", stream.bytes_host,
+             ", \"bytes_streamed_disk\": ", stream.bytes_disk, ", \"fills\": ", stream.fills,
+             ", \"acquires\": ", stream.acquires, ", \"restarts\": ", stream.restarts,
+             ", \"acquire_wait_s\": ", stream.acquire_wait_s, ", \"fill_s\": ", stream.fill_s, "}");
+}
+
+std::unique_ptr<TieredWeights> make_tiered_weights(const Checkpoint& checkpoint, const ShardSpec& spec,
+                                                   Backend& backend, const ResidencyConfig& config) {
+  return std::make_unique<TieredWeights>(checkpoint, spec, backend, config);
+}
+
+}  // namespace strata::offload

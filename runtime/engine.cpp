@@ -1,0 +1,366 @@
+// runtime/engine.cpp: one Engine step on every rank of a replica: the driver drains the submit and
+// cancel inboxes, schedules (runtime/scheduler.h) and broadcasts a ControlMessage; every rank applies
+// it, runs its shard of the step (runtime/step_runner.h), the sampler rank samples and broadcasts the
+// tokens, and every rank advances the same sequence state and emits the same events.
+#include "runtime/engine.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <numeric>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "runtime/engine_control.h"
+#include "runtime/error.h"
+#include "runtime/scheduler.h"
+#include "runtime/step_runner.h"
+
+namespace strata {
+namespace {
+double now_seconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+TokenEvent ended(uint64_t id, const char* reason) {
+  TokenEvent e;
+  e.request_id = id;
+  e.finished = true;
+  e.finish_reason = reason;
+  return e;
+}
+
+// Log-softmax of the raw logits for the sampled token and the `top` best tokens (ties: lower id).
+SampledToken describe(std::span<const float> logits, int32_t token, int top) {
+  SampledToken out;
+  out.token = token;
+  const float max = *std::max_element(logits.begin(), logits.end());
+  double sum = 0.0;
+  for (float v : logits) sum += std::exp(static_cast<double>(v - max));
+  const double log_z = static_cast<double>(max) + std::log(sum);
+  out.logprob = static_cast<float>(logits[static_cast<size_t>(token)] - log_z);
+  if (top > 0) {
+    std::vector<int32_t> order(logits.size());
+    std::iota(order.begin(), order.end(), 0);
+    const auto k = static_cast<std::ptrdiff_t>(std::min<size_t>(static_cast<size_t>(top), order.size()));
+    std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int32_t a, int32_t b) {
+      return logits[static_cast<size_t>(a)] > logits[static_cast<size_t>(b)] ||
+             (logits[static_cast<size_t>(a)] == logits[static_cast<size_t>(b)] && a < b);
+    });
+    for (std::ptrdiff_t i = 0; i < k; ++i)
+      out.top.push_back({order[static_cast<size_t>(i)],
+                         static_cast<float>(logits[static_cast<size_t>(order[static_cast<size_t>(i)])] - log_z)});
+  }
+  return out;
+}
+}  // namespace
+
+struct Engine::Impl {
+  Impl(LlamaModel& m, KvCache& k, StageLink& l, Backend& b, const EngineOptions& o)
+      : model(m), kv(k), link(l), options(o), runner(m, l, b, o.micro_batches) {
+    STRATA_CHECK(o.max_queue > 0, "max_queue must be > 0, got ", o.max_queue);
+    if (link.is_driver()) {
+      SchedulerOptions so;
+      so.max_step_tokens = o.max_step_tokens;
+      so.max_running = o.max_running;
+      so.prefix_caching = o.prefix_caching;
+      scheduler = std::make_unique<Scheduler>(kv, so);
+    }
+    stats.kv_blocks_total = kv.shape().num_blocks;
+  }
+
+  ControlMessage plan(std::vector<TokenEvent>& events, int idle_wait_ms, ScheduledStep& scheduled);
+  void apply_control(const ControlMessage& msg, std::vector<TokenEvent>& events);
+  void run(const ControlMessage& msg, const ScheduledStep& scheduled, std::vector<TokenEvent>& events);
+  void forget(int32_t handle);
+
+  LlamaModel& model;
+  KvCache& kv;
+  StageLink& link;
+  EngineOptions options;
+  StepRunner runner;
+  std::unique_ptr<Scheduler> scheduler;                // driver only
+  std::map<int32_t, std::unique_ptr<Sequence>> seqs;   // by handle; the driver's include queued ones
+  std::unordered_map<uint64_t, int32_t> handle_of;     // driver: request id -> handle
+  int32_t next_handle = 0;
+  bool stopped = false;
+
+  // Shared with the submitting threads (driver).
+  mutable std::mutex mu;
+  std::condition_variable wake;
+  std::deque<EngineRequest> inbox;
+  std::vector<uint64_t> cancels;
+  bool shutdown = false, drain = false;
+  std::unordered_set<uint64_t> live;  // submitted, not yet ended
+  int64_t queued = 0;                 // the scheduler's waiting count after the last step
+  EngineStats stats;
+};
+
+void Engine::Impl::forget(int32_t handle) {
+  const auto it = seqs.find(handle);
+  if (it == seqs.end()) return;
+  if (link.is_driver()) {
+    const uint64_t id = it->second->request.id;
+    handle_of.erase(id);
+    std::lock_guard<std::mutex> lock(mu);
+    live.erase(id);
+  }
+  seqs.erase(it);
+}
+
+ControlMessage Engine::Impl::plan(std::vector<TokenEvent>& events, int idle_wait_ms, ScheduledStep& scheduled) {
+  std::deque<EngineRequest> incoming;
+  std::vector<uint64_t> cancelled;
+  bool stop = false, stop_drain = false;
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    auto pending = [&] { return !inbox.empty() || !cancels.empty() || shutdown; };
+    if (!pending() && seqs.empty() && idle_wait_ms > 0)
+      wake.wait_for(lock, std::chrono::milliseconds(idle_wait_ms), pending);
+    incoming.swap(inbox);
+    cancelled.swap(cancels);
+    stop = shutdown;
+    stop_drain = drain;
+  }
+  for (EngineRequest& r : incoming) {
+    auto s = std::make_unique<Sequence>();
+    s->handle = next_handle;
+    next_handle = next_handle == INT32_MAX ? 0 : next_handle + 1;
+    s->request = std::move(r);
+    s->history = s->request.prompt;
+    handle_of[s->request.id] = s->handle;
+    scheduler->enqueue(s.get());
+    seqs.emplace(s->handle, std::move(s));
+  }
+
+  ControlMessage msg;
+  // Announced sequences end on every rank when the message is applied; queued ones only exist here.
+  auto end_sequence = [&](Sequence& s) {
+    scheduler->remove(&s);
+    if (s.announced) {
+      msg.cancelled.push_back(s.handle);
+    } else {
+      events.push_back(ended(s.request.id, "cancelled"));
+      forget(s.handle);
+    }
+  };
+  for (uint64_t id : cancelled) {
+    const auto it = handle_of.find(id);
+    if (it != handle_of.end()) end_sequence(*seqs.at(it->second));
+  }
+  if (stop && (!stop_drain || seqs.empty())) {
+    std::vector<Sequence*> rest;
+    for (auto& [handle, s] : seqs) rest.push_back(s.get());
+    for (Sequence* s : rest) end_sequence(*s);
+    msg.shutdown = true;
+    return msg;
+  }
+  scheduled = scheduler->schedule();
+  msg.step = scheduled.batch;
+  for (Sequence* s : scheduled.announce) msg.admitted.push_back({s->handle, s->request});
+  return msg;
+}
+
+void Engine::Impl::apply_control(const ControlMessage& msg, std::vector<TokenEvent>& events) {
+  if (!link.is_driver()) {
+    for (const AdmittedRequest& a : msg.admitted) {
+      auto s = std::make_unique<Sequence>();
+      s->handle = a.handle;
+      s->request = a.request;
+      s->history = a.request.prompt;
+      s->announced = true;
+      seqs[a.handle] = std::move(s);
+    }
+  }
+  for (int32_t handle : msg.cancelled) {
+    const auto it = seqs.find(handle);
+    STRATA_CHECK_KIND(ErrorKind::kInternal, it != seqs.end(), "cancelled sequence ", handle,
+                      " is unknown on this rank");
+    events.push_back(ended(it->second->request.id, "cancelled"));
+    forget(handle);
+  }
+}
+
+void Engine::Impl::run(const ControlMessage& msg, const ScheduledStep& scheduled, std::vector<TokenEvent>& events) {
+  const StepBatch& step = msg.step;
+  const double t0 = now_seconds();
+  // Token accounting before the history grows: prompt positions computed, and whether anything but
+  // plain decodes (one token at the end of a sequence that already generated) ran.
+  int64_t prompt_tokens = 0;
+  bool prefill = false;
+  for (int64_t t = 0; t < step.n_tokens(); ++t) {
+    const Sequence& s = *seqs.at(step.seq_ids[static_cast<size_t>(step.token_seq[static_cast<size_t>(t)])]);
+    const int64_t pos = step.positions[static_cast<size_t>(t)];
+    if (pos < static_cast<int64_t>(s.request.prompt.size())) ++prompt_tokens;
+    prefill = prefill || s.generated == 0 || pos + 1 != static_cast<int64_t>(s.history.size());
+  }
+
+  const Tensor logits = runner.run(step, false);
+  if (link.is_driver()) scheduler->complete(scheduled);
+
+  std::vector<Sequence*> rows;
+  std::vector<int> tops;
+  for (int32_t r : step.logit_rows) {
+    Sequence* s = seqs.at(step.seq_ids[static_cast<size_t>(step.token_seq[static_cast<size_t>(r)])]).get();
+    rows.push_back(s);
+    tops.push_back(s->request.logprobs);
+  }
+  std::vector<int32_t> words(sample_words(tops));
+  if (link.is_sampler()) {
+    const int64_t V = model.config().vocab_size;
+    std::vector<SampledToken> sampled;
+    for (size_t i = 0; i < rows.size(); ++i) {
+      const Sequence& s = *rows[i];
+      const std::span<const float> row(logits.data<float>() + static_cast<int64_t>(i) * V, static_cast<size_t>(V));
+      const int32_t token = Sampler::sample(row, s.request.sampling, s.history, static_cast<uint64_t>(s.generated));
+      sampled.push_back(describe(row, token, tops[i]));
+    }
+    words = pack_samples(sampled, tops);
+  }
+  link.broadcast_tokens(words);
+  std::vector<SampledToken> sampled = unpack_samples(words, tops);
+
+  for (size_t i = 0; i < rows.size(); ++i) {
+    Sequence& s = *rows[i];
+    TokenEvent e;
+    e.request_id = s.request.id;
+    e.token = sampled[i].token;
+    e.logprob = sampled[i].logprob;
+    e.top_logprobs = std::move(sampled[i].top);
+    s.history.push_back(e.token);
+    ++s.generated;
+    const auto& stops = s.request.stop_ids;
+    if (std::find(stops.begin(), stops.end(), e.token) != stops.end()) {
+      e.finished = true;
+      e.finish_reason = "stop";
+    } else if (s.generated >= s.request.max_new_tokens) {
+      e.finished = true;
+      e.finish_reason = "length";
+    }
+    events.push_back(std::move(e));
+    if (events.back().finished) {
+      if (link.is_driver()) scheduler->remove(&s);
+      forget(s.handle);
+    }
+  }
+
+  const double dt = now_seconds() - t0;
+  std::lock_guard<std::mutex> lock(mu);
+  ++stats.steps;
+  stats.prompt_tokens += prompt_tokens;
+  stats.generated_tokens += static_cast<int64_t>(rows.size());
+  stats.preemptions += scheduled.preempted;
+  stats.prefix_hit_tokens += scheduled.prefix_hit_tokens;
+  stats.last_batch_size = step.n_seqs;
+  (prefill ? stats.prefill_seconds : stats.decode_seconds) += dt;
+}
+
+Engine::Engine(LlamaModel& model, KvCache& kv, StageLink& link, Backend& backend, EngineOptions options)
+    : impl_(std::make_unique<Impl>(model, kv, link, backend, options)) {}
+
+Engine::~Engine() = default;
+
+void Engine::validate(const EngineRequest& r) const {
+  const ModelConfig& c = impl_->model.config();
+  const KvCache& kv = impl_->kv;
+  STRATA_CHECK(!r.prompt.empty(), "request ", r.id, " has an empty prompt; send at least one token");
+  STRATA_CHECK(r.max_new_tokens >= 1, "request ", r.id, ": max_new_tokens must be >= 1, got ", r.max_new_tokens);
+  const int64_t prompt = static_cast<int64_t>(r.prompt.size());
+  STRATA_CHECK(r.max_new_tokens <= c.max_seq && prompt + r.max_new_tokens <= c.max_seq, "request ", r.id,
+               ": prompt of ", prompt, " tokens plus ", r.max_new_tokens, " new tokens exceeds the model's context of ",
+               c.max_seq, " tokens; shorten the prompt or lower max_new_tokens");
+  for (int32_t id : r.prompt)
+    STRATA_CHECK(id >= 0 && id < c.vocab_size, "request ", r.id, ": prompt token id ", id,
+                 " is outside the vocabulary of ", c.vocab_size);
+  for (int32_t id : r.stop_ids)
+    STRATA_CHECK(id >= 0 && id < c.vocab_size, "request ", r.id, ": stop token id ", id,
+                 " is outside the vocabulary of ", c.vocab_size);
+  STRATA_CHECK(r.logprobs >= 0 && r.logprobs <= kMaxLogprobs, "request ", r.id, ": logprobs must be in 0..",
+               kMaxLogprobs, ", got ", r.logprobs);
+  r.sampling.validate();
+  // The last sampled token is never fed back, so a sequence holds at most prompt + max_new - 1 slots.
+  const int64_t blocks = kv.blocks_for(prompt + r.max_new_tokens - 1);
+  STRATA_CHECK(blocks <= kv.shape().num_blocks, "request ", r.id, ": prompt of ", prompt, " tokens plus ",
+               r.max_new_tokens, " new tokens needs ", blocks, " KV blocks of ", kv.shape().block_size,
+               " tokens but the whole cache has ", kv.shape().num_blocks,
+               "; give the KV cache more memory or lower max_new_tokens");
+}
+
+bool Engine::submit(EngineRequest request) {
+  STRATA_CHECK(impl_->link.is_driver(), "Engine::submit is for the replica's driver (rank 0 of the replica)");
+  validate(request);
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    if (impl_->shutdown) return false;
+    STRATA_CHECK(impl_->live.count(request.id) == 0, "request id ", request.id,
+                 " is already in flight; ids must be unique among unfinished requests");
+    if (impl_->queued + static_cast<int64_t>(impl_->inbox.size()) >= impl_->options.max_queue) return false;
+    impl_->live.insert(request.id);
+    impl_->inbox.push_back(std::move(request));
+  }
+  impl_->wake.notify_one();
+  return true;
+}
+
+void Engine::cancel(uint64_t request_id) {
+  STRATA_CHECK(impl_->link.is_driver(), "Engine::cancel is for the replica's driver (rank 0 of the replica)");
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    impl_->cancels.push_back(request_id);
+  }
+  impl_->wake.notify_one();
+}
+
+void Engine::shutdown(bool drain) {
+  STRATA_CHECK(impl_->link.is_driver(), "Engine::shutdown is for the replica's driver (rank 0 of the replica)");
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    if (!impl_->shutdown) impl_->drain = drain;
+    impl_->shutdown = true;
+  }
+  impl_->wake.notify_one();
+}
+
+bool Engine::step(std::vector<TokenEvent>& events, int idle_wait_ms) {
+  Impl& m = *impl_;
+  if (m.stopped) return false;
+  ControlMessage msg;
+  ScheduledStep scheduled;
+  std::vector<int32_t> words;
+  if (m.link.is_driver()) {
+    msg = m.plan(events, idle_wait_ms, scheduled);
+    words = msg.pack();
+  }
+  m.link.broadcast_step(words);
+  if (!m.link.is_driver()) msg = ControlMessage::unpack(words);
+  m.apply_control(msg, events);
+  if (msg.step.n_seqs > 0) m.run(msg, scheduled, events);
+  if (m.scheduler) {
+    std::lock_guard<std::mutex> lock(m.mu);
+    m.queued = m.scheduler->waiting();
+    m.stats.waiting = m.queued + static_cast<int64_t>(m.inbox.size());
+    m.stats.running = m.scheduler->running();
+    m.stats.kv_blocks_used = m.scheduler->pool().used();
+    m.stats.kv_blocks_cached = m.scheduler->pool().cached_idle();
+    m.stats.outstanding_tokens = m.scheduler->outstanding_tokens();
+  }
+  if (msg.shutdown) m.stopped = true;
+  return !m.stopped;
+}
+
+EngineStats Engine::stats() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->stats;
+}
+
+void Engine::clear_prefix_cache() {
+  if (!impl_->scheduler) return;
+  impl_->scheduler->pool().clear_cache();
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  impl_->stats.kv_blocks_cached = 0;
+}
+
+}  // namespace strata

@@ -1,0 +1,190 @@
+// runtime/formats/gguf_checkpoint.cpp: a GGUF file as a Checkpoint: ModelConfig from the "{arch}.*"
+// keys (llama.cpp's names), TokenizerData from "tokenizer.ggml.*".
+#include <cmath>
+
+#include "runtime/error.h"
+#include "runtime/formats/checkpoint_builder.h"
+#include "runtime/formats/gguf.h"
+#include "runtime/log.h"
+
+namespace strata {
+namespace {
+
+// Typed metadata access; messages name the file and the key.
+class Metadata {
+ public:
+  Metadata(const GgufFile& file, const std::string& source) : file_(file), source_(source) {}
+
+  const GgufValue* find(const std::string& key) const { return file_.find(key); }
+  int64_t integer(const std::string& key, std::optional<int64_t> fallback = std::nullopt) const {
+    const GgufValue* v = find(key);
+    if (v == nullptr) {
+      STRATA_CHECK_KIND(ErrorKind::kFormat, fallback.has_value(), source_, ": required metadata '", key,
+                        "' is missing");
+      return *fallback;
+    }
+    STRATA_CHECK_KIND(ErrorKind::kFormat, v->is_integer(), source_, ": metadata '", key, "' must be an integer, not ",
+                      gguf_type_name(v->type));
+    return v->i;
+  }
+  double number(const std::string& key, double fallback) const {
+    const GgufValue* v = find(key);
+    if (v == nullptr) return fallback;
+    if (v->is_integer()) return static_cast<double>(v->i);
+    STRATA_CHECK_KIND(ErrorKind::kFormat, v->is_float(), source_, ": metadata '", key, "' must be a number, not ",
+                      gguf_type_name(v->type));
+    return v->f;
+  }
+  bool boolean(const std::string& key, bool fallback) const {
+    const GgufValue* v = find(key);
+    if (v == nullptr) return fallback;
+    STRATA_CHECK_KIND(ErrorKind::kFormat, v->type == GgufType::kBool, source_, ": metadata '", key,
+                      "' must be a bool, not ", gguf_type_name(v->type));
+    return v->i != 0;
+  }
+  std::string string(const std::string& key, const std::string& fallback) const {
+    const GgufValue* v = find(key);
+    if (v == nullptr) return fallback;
+    STRATA_CHECK_KIND(ErrorKind::kFormat, v->type == GgufType::kString, source_, ": metadata '", key,
+                      "' must be a string, not ", gguf_type_name(v->type));
+    return v->s;
+  }
+  const GgufValue* array(const std::string& key, GgufType element) const {
+    const GgufValue* v = find(key);
+    if (v == nullptr) return nullptr;
+    const bool ok = v->type == GgufType::kArray &&
+                    (v->array_type == element || (element == GgufType::kI32 && v->is_array_of_integers()) ||
+                     (element == GgufType::kF32 && v->array_type == GgufType::kF64));
+    STRATA_CHECK_KIND(ErrorKind::kFormat, ok, source_, ": metadata '", key, "' must be an array of ",
+                      gguf_type_name(element));
+    return v;
+  }
+  const std::string& source() const { return source_; }
+
+ private:
+  const GgufFile& file_;
+  const std::string& source_;
+};
+
+int32_t token_id(const Metadata& md, const std::string& key, int64_t vocab) {
+  const int64_t id = md.integer(key, -1);
+  // Converters write "none" as -1 in a u32 (0xffffffff); llama.cpp also tolerates junk pad ids.
+  if (id == -1 || id == 0xffffffffll) return -1;
+  if (key == "tokenizer.ggml.padding_token_id" && (id < 0 || id >= vocab)) return -1;
+  STRATA_CHECK_KIND(ErrorKind::kFormat, id >= -1 && id < vocab, md.source(), ": metadata '", key, "' = ", id,
+                    " is outside the vocabulary of ", vocab, " tokens");
+  return static_cast<int32_t>(id);
+}
+
+std::optional<TokenizerData> read_tokenizer(const Metadata& md, int64_t vocab_size) {
+  const std::string model = md.string("tokenizer.ggml.model", "");
+  if (model.empty()) {
+    LOG_WARN(md.source(), ": no embedded tokenizer (tokenizer.ggml.model); the model can only take token ids");
+    return std::nullopt;
+  }
+  TokenizerData tok;
+  if (model == "llama") {
+    tok.kind = TokenizerKind::kSentencePiece;
+  } else if (model == "gpt2") {
+    tok.kind = TokenizerKind::kByteBpe;
+    tok.add_space_prefix = false;
+    tok.add_bos = false;
+  } else {
+    LOG_WARN(md.source(), ": tokenizer.ggml.model '", model, "' is not supported (llama, gpt2); ignoring the tokenizer");
+    return std::nullopt;
+  }
+  const GgufValue* tokens = md.array("tokenizer.ggml.tokens", GgufType::kString);
+  STRATA_CHECK_KIND(ErrorKind::kFormat, tokens != nullptr, md.source(), ": tokenizer.ggml.tokens is missing");
+  const int64_t n = static_cast<int64_t>(tokens->strings.size());
+  STRATA_CHECK_KIND(ErrorKind::kFormat, n > 0 && n <= vocab_size, md.source(), ": tokenizer.ggml.tokens has ", n,
+                    " tokens but token_embd.weight has ", vocab_size, " rows");
+  tok.tokens = tokens->strings;
+  if (const GgufValue* s = md.array("tokenizer.ggml.scores", GgufType::kF32)) {
+    STRATA_CHECK_KIND(ErrorKind::kFormat, static_cast<int64_t>(s->floats.size()) == n, md.source(),
+                      ": tokenizer.ggml.scores has ", s->floats.size(), " entries for ", n, " tokens");
+    tok.scores.assign(s->floats.begin(), s->floats.end());
+  }
+  if (const GgufValue* t = md.array("tokenizer.ggml.token_type", GgufType::kI32)) {
+    STRATA_CHECK_KIND(ErrorKind::kFormat, static_cast<int64_t>(t->ints.size()) == n, md.source(),
+                      ": tokenizer.ggml.token_type has ", t->ints.size(), " entries for ", n, " tokens");
+    for (int64_t v : t->ints) tok.types.push_back(static_cast<int32_t>(v));
+  }
+  if (const GgufValue* m = md.array("tokenizer.ggml.merges", GgufType::kString)) tok.merges = m->strings;
+  tok.pre_tokenizer = md.string("tokenizer.ggml.pre", "default");
+  tok.bos_id = token_id(md, "tokenizer.ggml.bos_token_id", n);
+  tok.eos_id = token_id(md, "tokenizer.ggml.eos_token_id", n);
+  tok.unk_id = token_id(md, "tokenizer.ggml.unknown_token_id", n);
+  tok.pad_id = token_id(md, "tokenizer.ggml.padding_token_id", n);
+  tok.add_bos = md.boolean("tokenizer.ggml.add_bos_token", tok.add_bos);
+  tok.add_eos = md.boolean("tokenizer.ggml.add_eos_token", tok.add_eos);
+  tok.add_space_prefix = md.boolean("tokenizer.ggml.add_space_prefix", tok.add_space_prefix);
+  return tok;
+}
+
+}  // namespace
+
+std::unique_ptr<Checkpoint> open_gguf_checkpoint(const std::string& path) {
+  auto file = std::make_shared<MappedFile>(path);
+  const GgufFile gguf = parse_gguf_buffer(file->data(), file->size(), path);
+  auto ckpt = std::make_unique<CheckpointBuilder>(path, "gguf");
+  ckpt->add_file(file);
+  ckpt->set_config_source(path + " (GGUF metadata)");
+  for (const auto& t : gguf.tensors) ckpt->add_entry(TensorEntry{t.name, path, t.name, t.dtype, t.shape, t.offset, t.nbytes});
+
+  const Metadata md(gguf, path);
+  ModelConfig& c = ckpt->mutable_config();
+  c.arch = md.string("general.architecture", "");
+  STRATA_CHECK_KIND(ErrorKind::kFormat, c.arch == "llama" || c.arch == "mistral" || c.arch == "qwen2", path,
+                    ": general.architecture '", c.arch, "' is not supported; strata reads llama, mistral and qwen2");
+  const std::string a = c.arch + ".";
+  c.hidden = md.integer(a + "embedding_length");
+  c.n_layers = md.integer(a + "block_count");
+  c.ffn = md.integer(a + "feed_forward_length");
+  c.n_heads = md.integer(a + "attention.head_count");
+  c.n_kv_heads = md.integer(a + "attention.head_count_kv", c.n_heads);
+  STRATA_CHECK_KIND(ErrorKind::kFormat, c.n_heads > 0, path, ": ", a, "attention.head_count must be positive");
+  c.head_dim = md.integer(a + "attention.key_length", c.hidden / c.n_heads);
+  const int64_t value_dim = md.integer(a + "attention.value_length", c.head_dim);
+  STRATA_CHECK_KIND(ErrorKind::kFormat, value_dim == c.head_dim, path, ": ", a, "attention.value_length = ", value_dim,
+                    " differs from key_length ", c.head_dim, "; strata needs equal key and value head sizes");
+  const int64_t rope_dims = md.integer(a + "rope.dimension_count", c.head_dim);
+  STRATA_CHECK_KIND(ErrorKind::kFormat, rope_dims == c.head_dim, path, ": ", a, "rope.dimension_count = ", rope_dims,
+                    " differs from the head size ", c.head_dim, "; partial rotary embeddings are not supported");
+  c.rms_eps = static_cast<float>(md.number(a + "attention.layer_norm_rms_epsilon", 1e-5));
+  c.rope_theta = static_cast<float>(md.number(a + "rope.freq_base", 10000.0));
+  c.max_seq = md.integer(a + "context_length", 2048);
+  c.rope_style = c.arch == "qwen2" ? RopeStyle::kHalf : RopeStyle::kAdjacent;
+  c.qkv_bias = c.arch == "qwen2";
+  // strata's own keys for Llama-3 scaling (llama.cpp stores the same as a rope_freqs tensor).
+  const std::string scaling = md.string(a + "rope.scaling.type", "none");
+  if (scaling == "llama3") {
+    c.rope_scaling.factor = static_cast<float>(md.number(a + "rope.scaling.factor", 0.0));
+    c.rope_scaling.low_freq_factor = static_cast<float>(md.number(a + "rope.scaling.low_freq_factor", 1.0));
+    c.rope_scaling.high_freq_factor = static_cast<float>(md.number(a + "rope.scaling.high_freq_factor", 4.0));
+    c.rope_scaling.original_max_position = md.integer(a + "rope.scaling.original_context_length", 8192);
+  } else if (scaling != "none") {
+    STRATA_THROW(ErrorKind::kFormat, path, ": ", a, "rope.scaling.type '", scaling, "' is not supported (llama3 only)");
+  } else if (ckpt->has("rope_freqs.weight")) {
+    LOG_WARN(path, ": has rope_freqs.weight (Llama-3 frequency factors) but no ", a,
+             "rope.scaling.* keys; strata ignores the factors, so long-range positions may be slightly off");
+  }
+  STRATA_CHECK_KIND(ErrorKind::kFormat, ckpt->has("token_embd.weight") && ckpt->entry("token_embd.weight").shape.size() == 2,
+                    path, ": tensor 'token_embd.weight' is missing or not 2-D");
+  c.vocab_size = ckpt->entry("token_embd.weight").shape[0];
+  if (md.find(a + "vocab_size") != nullptr) {
+    const int64_t v = md.integer(a + "vocab_size");
+    STRATA_CHECK_KIND(ErrorKind::kFormat, v == c.vocab_size, path, ": ", a, "vocab_size = ", v,
+                      " but tensor 'token_embd.weight' has ", c.vocab_size, " rows");
+  }
+  c.tied_embeddings = !ckpt->has("output.weight");
+  auto tokenizer = read_tokenizer(md, c.vocab_size);
+  if (tokenizer) {
+    if (tokenizer->bos_id >= 0) c.bos_id = tokenizer->bos_id;
+    if (tokenizer->eos_id >= 0) c.eos_ids = {tokenizer->eos_id};
+  }
+  ckpt->set_tokenizer(std::move(tokenizer));
+  ckpt->finish();
+  return ckpt;
+}
+
+}  // namespace strata

@@ -1,0 +1,329 @@
+// runtime/formats/hf_checkpoint.cpp: reading Hugging Face Llama/Mistral/Qwen2 directories.
+#include "runtime/formats/hf_checkpoint.h"
+
+#include <algorithm>
+#include <boost/json.hpp>
+#include <charconv>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include "runtime/error.h"
+#include "runtime/formats/checkpoint_builder.h"
+#include "runtime/formats/safetensors.h"
+#include "runtime/log.h"
+#include "runtime/tokenizer/tokenizer_files.h"
+
+namespace strata {
+namespace json = boost::json;
+namespace fs = std::filesystem;
+
+namespace {
+
+// (HF suffix inside a layer, canonical suffix)
+constexpr std::pair<const char*, const char*> kLayerNames[] = {
+    {"self_attn.q_proj.weight", "attn_q.weight"},     {"self_attn.k_proj.weight", "attn_k.weight"},
+    {"self_attn.v_proj.weight", "attn_v.weight"},     {"self_attn.q_proj.bias", "attn_q.bias"},
+    {"self_attn.k_proj.bias", "attn_k.bias"},         {"self_attn.v_proj.bias", "attn_v.bias"},
+    {"self_attn.o_proj.weight", "attn_output.weight"}, {"mlp.gate_proj.weight", "ffn_gate.weight"},
+    {"mlp.up_proj.weight", "ffn_up.weight"},          {"mlp.down_proj.weight", "ffn_down.weight"},
+    {"input_layernorm.weight", "attn_norm.weight"},   {"post_attention_layernorm.weight", "ffn_norm.weight"},
+};
+constexpr std::pair<const char*, const char*> kGlobalNames[] = {
+    {"model.embed_tokens.weight", "token_embd.weight"},
+    {"model.norm.weight", "output_norm.weight"},
+    {"lm_head.weight", "output.weight"},
+};
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  STRATA_CHECK_KIND(ErrorKind::kIo, in.good(), "cannot read '", path, "'");
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+json::value parse_json(const std::string& text, const std::string& source) {
+  boost::system::error_code ec;
+  json::value v = json::parse(text, ec);
+  STRATA_CHECK_KIND(ErrorKind::kFormat, !ec, source, ": not valid JSON (", ec.message(), ")");
+  STRATA_CHECK_KIND(ErrorKind::kFormat, v.is_object(), source, ": expected a JSON object");
+  return v;
+}
+
+// Typed field access with messages naming the file and the key.
+struct JsonFields {
+  const json::object& obj;
+  const std::string& source;
+
+  const json::value* find(const char* key) const {
+    const json::value* v = obj.if_contains(key);
+    return (v == nullptr || v->is_null()) ? nullptr : v;
+  }
+  int64_t integer(const char* key, std::optional<int64_t> fallback = std::nullopt) const {
+    const json::value* v = find(key);
+    if (v == nullptr) {
+      STRATA_CHECK_KIND(ErrorKind::kFormat, fallback.has_value(), source, ": required field '", key, "' is missing");
+      return *fallback;
+    }
+    if (v->is_int64()) return v->get_int64();
+    if (v->is_uint64() && v->get_uint64() <= static_cast<uint64_t>(INT64_MAX)) return static_cast<int64_t>(v->get_uint64());
+    STRATA_THROW(ErrorKind::kFormat, source, ": field '", key, "' must be an integer, got ", json::serialize(*v));
+  }
+  double number(const char* key, double fallback) const {
+    const json::value* v = find(key);
+    if (v == nullptr) return fallback;
+    if (v->is_double()) return v->get_double();
+    if (v->is_int64()) return static_cast<double>(v->get_int64());
+    if (v->is_uint64()) return static_cast<double>(v->get_uint64());
+    STRATA_THROW(ErrorKind::kFormat, source, ": field '", key, "' must be a number, got ", json::serialize(*v));
+  }
+  bool boolean(const char* key, bool fallback) const {
+    const json::value* v = find(key);
+    if (v == nullptr) return fallback;
+    STRATA_CHECK_KIND(ErrorKind::kFormat, v->is_bool(), source, ": field '", key, "' must be true or false");
+    return v->get_bool();
+  }
+  std::string string(const char* key, const char* fallback) const {
+    const json::value* v = find(key);
+    if (v == nullptr) return fallback;
+    STRATA_CHECK_KIND(ErrorKind::kFormat, v->is_string(), source, ": field '", key, "' must be a string");
+    return std::string(v->as_string());
+  }
+};
+
+// Shortest decimal that reads back as the same float, so 1e-5f is written "1e-05", not 9.99999974e-06.
+double float_for_json(float f) {
+  char buf[32];
+  auto res = std::to_chars(buf, buf + sizeof(buf), f);
+  return std::stod(std::string(buf, res.ptr));
+}
+
+}  // namespace
+
+std::optional<std::string> hf_to_canonical_name(const std::string& hf) {
+  for (const auto& [from, to] : kGlobalNames)
+    if (hf == from) return std::string(to);
+  const std::string prefix = "model.layers.";
+  if (hf.rfind(prefix, 0) != 0) return std::nullopt;
+  size_t i = prefix.size();
+  size_t digits = 0;
+  while (i + digits < hf.size() && hf[i + digits] >= '0' && hf[i + digits] <= '9') ++digits;
+  if (digits == 0 || digits > 9 || i + digits >= hf.size() || hf[i + digits] != '.') return std::nullopt;
+  const std::string layer = hf.substr(i, digits);
+  if (layer.size() > 1 && layer[0] == '0') return std::nullopt;
+  const std::string rest = hf.substr(i + digits + 1);
+  for (const auto& [from, to] : kLayerNames)
+    if (rest == from) return "blk." + layer + "." + to;
+  return std::nullopt;
+}
+
+std::string canonical_to_hf_name(const std::string& canonical) {
+  for (const auto& [from, to] : kGlobalNames)
+    if (canonical == to) return from;
+  const int64_t layer = tensor_layer_index(canonical);
+  if (layer >= 0) {
+    const std::string rest = canonical.substr(canonical.find('.', 4) + 1);
+    for (const auto& [from, to] : kLayerNames)
+      if (rest == to) return cat("model.layers.", layer, ".", from);
+  }
+  return canonical;
+}
+
+ModelConfig parse_hf_config(const std::string& text, const std::string& source) {
+  const json::value root = parse_json(text, source);
+  const JsonFields f{root.as_object(), source};
+  ModelConfig c;
+  c.arch = f.string("model_type", "");
+  STRATA_CHECK_KIND(ErrorKind::kFormat, c.arch == "llama" || c.arch == "mistral" || c.arch == "qwen2", source,
+                    ": model_type '", c.arch, "' is not supported; strata reads llama, mistral and qwen2");
+  c.hidden = f.integer("hidden_size");
+  c.ffn = f.integer("intermediate_size");
+  c.n_layers = f.integer("num_hidden_layers");
+  c.n_heads = f.integer("num_attention_heads");
+  c.n_kv_heads = f.integer("num_key_value_heads", c.n_heads);
+  STRATA_CHECK_KIND(ErrorKind::kFormat, c.n_heads > 0, source, ": num_attention_heads must be positive");
+  c.head_dim = f.integer("head_dim", c.hidden / c.n_heads);
+  c.vocab_size = f.integer("vocab_size");
+  c.max_seq = f.integer("max_position_embeddings", 2048);
+  c.rms_eps = static_cast<float>(f.number("rms_norm_eps", 1e-6));
+  c.rope_theta = static_cast<float>(f.number("rope_theta", 10000.0));
+  c.rope_style = RopeStyle::kHalf;
+  c.tied_embeddings = f.boolean("tie_word_embeddings", false);  // transformers' default
+  c.qkv_bias = c.arch == "qwen2";
+  // Llama's attention_bias also puts a bias on o_proj, which the model does not have.
+  STRATA_CHECK_KIND(ErrorKind::kFormat, !f.boolean("attention_bias", false) && !f.boolean("mlp_bias", false), source,
+                    ": attention_bias / mlp_bias = true is not supported for ", c.arch,
+                    " (strata's Llama has biases only on q/k/v, as Qwen2 does)");
+  c.bos_id = static_cast<int32_t>(f.integer("bos_token_id", 1));
+  if (const json::value* eos = f.find("eos_token_id")) {
+    c.eos_ids.clear();
+    if (eos->is_array()) {
+      for (const auto& v : eos->as_array()) {
+        STRATA_CHECK_KIND(ErrorKind::kFormat, v.is_int64(), source, ": eos_token_id entries must be integers");
+        c.eos_ids.push_back(static_cast<int32_t>(v.get_int64()));
+      }
+    } else {
+      c.eos_ids.push_back(static_cast<int32_t>(f.integer("eos_token_id")));
+    }
+  }
+  // transformers >= 5 writes rope_theta and the scaling together as "rope_parameters"; older
+  // versions write "rope_theta" and "rope_scaling". Both are read.
+  const json::value* rs = f.find("rope_scaling");
+  if (const json::value* rp = f.find("rope_parameters"); rp != nullptr && !rp->is_null()) {
+    STRATA_CHECK_KIND(ErrorKind::kFormat, rp->is_object(), source, ": rope_parameters must be an object");
+    const JsonFields p{rp->as_object(), source};
+    c.rope_theta = static_cast<float>(p.number("rope_theta", c.rope_theta));
+    if (rs == nullptr || rs->is_null()) rs = rp;
+  }
+  if (rs != nullptr && !rs->is_null()) {
+    STRATA_CHECK_KIND(ErrorKind::kFormat, rs->is_object(), source, ": rope_scaling must be an object or null");
+    const JsonFields r{rs->as_object(), source};
+    const std::string type = r.string("rope_type", r.string("type", "default").c_str());
+    if (type == "llama3") {
+      c.rope_scaling.factor = static_cast<float>(r.number("factor", 0.0));
+      c.rope_scaling.low_freq_factor = static_cast<float>(r.number("low_freq_factor", 1.0));
+      c.rope_scaling.high_freq_factor = static_cast<float>(r.number("high_freq_factor", 4.0));
+      c.rope_scaling.original_max_position = r.integer("original_max_position_embeddings", 8192);
+      STRATA_CHECK_KIND(ErrorKind::kFormat, c.rope_scaling.factor > 0, source, ": rope_scaling.factor must be > 0");
+    } else {
+      STRATA_CHECK_KIND(ErrorKind::kFormat, type == "default", source, ": rope_scaling type '", type,
+                        "' is not supported (strata implements llama3 scaling only)");
+    }
+  }
+  c.validate(source);
+  return c;
+}
+
+std::string hf_config_json(const ModelConfig& c, const std::string& torch_dtype) {
+  const char* cls = c.arch == "qwen2" ? "Qwen2ForCausalLM" : c.arch == "mistral" ? "MistralForCausalLM" : "LlamaForCausalLM";
+  json::object o;
+  o["architectures"] = json::array{cls};
+  o["model_type"] = c.arch;
+  o["hidden_size"] = c.hidden;
+  o["intermediate_size"] = c.ffn;
+  o["num_hidden_layers"] = c.n_layers;
+  o["num_attention_heads"] = c.n_heads;
+  o["num_key_value_heads"] = c.n_kv_heads;
+  o["head_dim"] = c.head_dim;
+  o["hidden_act"] = "silu";
+  o["max_position_embeddings"] = c.max_seq;
+  o["rms_norm_eps"] = float_for_json(c.rms_eps);
+  o["rope_theta"] = float_for_json(c.rope_theta);
+  if (c.rope_scaling.factor > 0) {
+    o["rope_scaling"] = json::object{{"rope_type", "llama3"},
+                                     {"factor", float_for_json(c.rope_scaling.factor)},
+                                     {"low_freq_factor", float_for_json(c.rope_scaling.low_freq_factor)},
+                                     {"high_freq_factor", float_for_json(c.rope_scaling.high_freq_factor)},
+                                     {"original_max_position_embeddings", c.rope_scaling.original_max_position}};
+  } else {
+    o["rope_scaling"] = nullptr;
+  }
+  if (c.arch != "qwen2") o["attention_bias"] = false;
+  o["tie_word_embeddings"] = c.tied_embeddings;
+  o["vocab_size"] = c.vocab_size;
+  o["bos_token_id"] = c.bos_id;
+  if (c.eos_ids.size() == 1) {
+    o["eos_token_id"] = c.eos_ids[0];
+  } else {
+    json::array eos;
+    for (int32_t id : c.eos_ids) eos.push_back(id);
+    o["eos_token_id"] = std::move(eos);
+  }
+  o["torch_dtype"] = torch_dtype;
+  o["use_cache"] = true;
+  return json::serialize(o) + "\n";
+}
+
+std::unique_ptr<Checkpoint> open_hf_checkpoint(const std::string& dir) {
+  const fs::path root(dir);
+  const std::string config_path = (root / "config.json").string();
+  if (!fs::exists(config_path)) {
+    for (const auto& e : fs::directory_iterator(root))
+      if (e.path().extension() == ".gguf")
+        STRATA_THROW(ErrorKind::kFormat, dir, ": no config.json here, but ", e.path().string(),
+                     " is; pass the .gguf file itself");
+    STRATA_THROW(ErrorKind::kFormat, dir, ": not a Hugging Face model directory (config.json is missing)");
+  }
+  auto ckpt = std::make_unique<CheckpointBuilder>(dir, "safetensors");
+  ckpt->set_config_source(config_path);
+  ckpt->set_native_name(canonical_to_hf_name);
+  ModelConfig& config = ckpt->mutable_config();
+  config = parse_hf_config(read_text(config_path), config_path);
+  const json::value raw_config = parse_json(read_text(config_path), config_path);
+  const bool tie_explicit = raw_config.as_object().if_contains("tie_word_embeddings") != nullptr;
+
+  // Shards: the index names a file per tensor; a single model.safetensors has everything.
+  std::vector<std::string> shards;
+  std::map<std::string, std::string> weight_map;  // tensor -> shard file name
+  const fs::path index_path = root / "model.safetensors.index.json";
+  if (fs::exists(index_path)) {
+    const json::value index = parse_json(read_text(index_path.string()), index_path.string());
+    const json::value* wm = index.as_object().if_contains("weight_map");
+    STRATA_CHECK_KIND(ErrorKind::kFormat, wm != nullptr && wm->is_object(), index_path.string(),
+                      ": no 'weight_map' object");
+    for (const auto& kv : wm->as_object()) {
+      STRATA_CHECK_KIND(ErrorKind::kFormat, kv.value().is_string(), index_path.string(), ": weight_map entry '",
+                        std::string(kv.key()), "' is not a file name");
+      const std::string shard(kv.value().as_string());
+      STRATA_CHECK_KIND(ErrorKind::kFormat, shard.find('/') == std::string::npos && shard != ".." && !shard.empty(),
+                        index_path.string(), ": shard name '", shard, "' must be a file in the model directory");
+      weight_map[std::string(kv.key())] = shard;
+      if (std::find(shards.begin(), shards.end(), shard) == shards.end()) shards.push_back(shard);
+    }
+  } else {
+    STRATA_CHECK_KIND(ErrorKind::kFormat, fs::exists(root / "model.safetensors"), dir,
+                      ": neither model.safetensors nor model.safetensors.index.json is present");
+    shards.push_back("model.safetensors");
+  }
+
+  for (const auto& shard : shards) {
+    const std::string path = (root / shard).string();
+    auto file = std::make_shared<MappedFile>(path);
+    ckpt->add_file(file);
+    const SafetensorsHeader header = parse_safetensors_header(file->data(), file->size(), path);
+    for (const auto& t : header.tensors) {
+      if (!weight_map.empty()) {
+        auto it = weight_map.find(t.name);
+        STRATA_CHECK_KIND(ErrorKind::kFormat, it != weight_map.end() && it->second == shard, path, ": tensor '",
+                          t.name, "' is not listed for this shard in ", index_path.string());
+        weight_map.erase(it);
+      }
+      const auto canonical = hf_to_canonical_name(t.name);
+      if (!canonical) {
+        LOG_DEBUG(path, ": ignoring tensor '", t.name, "' (not used by the model)");
+        continue;
+      }
+      ckpt->add_entry(TensorEntry{*canonical, path, t.name, t.dtype, t.shape, t.offset, t.nbytes});
+    }
+  }
+  if (!weight_map.empty())
+    STRATA_THROW(ErrorKind::kFormat, index_path.string(), ": tensor '", weight_map.begin()->first,
+                 "' is listed in shard '", weight_map.begin()->second, "' but that shard does not contain it");
+
+  // A checkpoint without lm_head.weight reuses the embedding; one that says it is untied must have it.
+  if (!ckpt->has("output.weight")) {
+    STRATA_CHECK_KIND(ErrorKind::kFormat, !tie_explicit || config.tied_embeddings, dir,
+                      ": tensor 'lm_head.weight' is missing but ", config_path,
+                      " sets tie_word_embeddings=false; the checkpoint is incomplete");
+    config.tied_embeddings = true;
+  } else {
+    config.tied_embeddings = false;
+  }
+  ckpt->finish();
+
+  const fs::path tok_json = root / "tokenizer.json";
+  const fs::path tok_config = root / "tokenizer_config.json";
+  const fs::path tok_model = root / "tokenizer.model";
+  if (fs::exists(tok_json)) {
+    ckpt->set_tokenizer(load_tokenizer_json(tok_json.string(), fs::exists(tok_config) ? tok_config.string() : ""));
+  } else if (fs::exists(tok_model)) {
+    ckpt->set_tokenizer(load_sentencepiece_model(tok_model.string()));
+  } else {
+    LOG_WARN(dir, ": no tokenizer.json or tokenizer.model; the model can only take token ids");
+  }
+  return ckpt;
+}
+
+}  // namespace strata

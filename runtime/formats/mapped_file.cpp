@@ -1,0 +1,107 @@
+// runtime/formats/mapped_file.cpp: mmap/munmap and the "is the file still what we mapped" check.
+#include "runtime/formats/mapped_file.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <utility>
+
+#include "runtime/error.h"
+#include "runtime/log.h"
+
+namespace strata {
+
+MappedFile::MappedFile(const std::string& path) : path_(path) {
+  fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd_ < 0) {
+    const int err = errno;
+    STRATA_THROW(ErrorKind::kIo, "cannot open '", path, "': ", std::strerror(err));
+  }
+  struct stat st {};
+  if (::fstat(fd_, &st) != 0) {
+    const int err = errno;
+    release();
+    STRATA_THROW(ErrorKind::kIo, "cannot stat '", path, "': ", std::strerror(err));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    release();
+    STRATA_THROW(ErrorKind::kIo, "'", path, "' is not a regular file; expected a checkpoint file");
+  }
+  size_ = static_cast<size_t>(st.st_size);
+  device_ = st.st_dev;
+  inode_ = st.st_ino;
+  if (size_ == 0) return;  // mmap rejects length 0; an empty file maps to nothing
+  void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd_, 0);
+  if (p == MAP_FAILED) {
+    const int err = errno;
+    release();
+    STRATA_THROW(ErrorKind::kIo, "cannot mmap '", path, "' (", st.st_size, " bytes): ", std::strerror(err));
+  }
+  data_ = static_cast<const uint8_t*>(p);
+}
+
+MappedFile::~MappedFile() { release(); }
+
+MappedFile::MappedFile(MappedFile&& other) noexcept
+    : path_(std::move(other.path_)),
+      fd_(std::exchange(other.fd_, -1)),
+      data_(std::exchange(other.data_, nullptr)),
+      size_(std::exchange(other.size_, 0)),
+      device_(other.device_),
+      inode_(other.inode_) {}
+
+MappedFile& MappedFile::operator=(MappedFile&& other) noexcept {
+  if (this != &other) {
+    release();
+    path_ = std::move(other.path_);
+    fd_ = std::exchange(other.fd_, -1);
+    data_ = std::exchange(other.data_, nullptr);
+    size_ = std::exchange(other.size_, 0);
+    device_ = other.device_;
+    inode_ = other.inode_;
+  }
+  return *this;
+}
+
+void MappedFile::release() noexcept {
+  if (data_ != nullptr && ::munmap(const_cast<uint8_t*>(data_), size_) != 0)
+    LOG_WARN("munmap of '", path_, "' failed: ", std::strerror(errno));
+  data_ = nullptr;
+  size_ = 0;
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
+}
+
+void MappedFile::check_intact() const {
+  STRATA_CHECK_KIND(ErrorKind::kInternal, fd_ >= 0, "check_intact on an empty (moved-from) MappedFile");
+  struct stat st {};
+  if (::fstat(fd_, &st) != 0) {
+    const int err = errno;
+    STRATA_THROW(ErrorKind::kIo, "cannot stat mapped checkpoint '", path_, "': ", std::strerror(err));
+  }
+  if (static_cast<uint64_t>(st.st_size) != size_)
+    STRATA_THROW(ErrorKind::kIo, "checkpoint file '", path_, "' changed size while mapped (", size_, " -> ",
+                 st.st_size, " bytes); it was truncated or rewritten by another process. Restore the file and restart");
+  if (st.st_nlink == 0)
+    STRATA_THROW(ErrorKind::kIo, "checkpoint file '", path_,
+                 "' was deleted while mapped; restore it and restart (the process keeps reading a vanished file)");
+  struct stat by_path {};
+  if (::stat(path_.c_str(), &by_path) != 0 || by_path.st_dev != device_ || by_path.st_ino != inode_)
+    STRATA_THROW(ErrorKind::kIo, "checkpoint file '", path_,
+                 "' was replaced or moved while mapped; restart to load the new file");
+}
+
+void MappedFile::prefetch(uint64_t offset, uint64_t bytes) const {
+  if (data_ == nullptr || offset >= size_) return;
+  const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  const uint64_t begin = offset / page * page;
+  const uint64_t end = std::min<uint64_t>(size_, offset + bytes);
+  ::madvise(const_cast<uint8_t*>(data_) + begin, end - begin, MADV_WILLNEED);
+}
+
+}  // namespace strata

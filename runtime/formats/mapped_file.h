@@ -1,0 +1,47 @@
+// runtime/formats/mapped_file.h: owns a read-only memory mapping of one whole file (checkpoints).
+// Pages load lazily on first touch; check_intact() detects a file that shrank or was replaced
+// under the mapping so callers fail with an error instead of dying of SIGBUS.
+#pragma once
+#include <sys/types.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace strata {
+
+class MappedFile {
+ public:
+  // Maps `path` read-only; throws strata::Error (kIo) naming the file and the system's reason.
+  explicit MappedFile(const std::string& path);
+  ~MappedFile();  // munmap + close; never throws
+  MappedFile(MappedFile&& other) noexcept;  // moves leave `other` empty
+  MappedFile& operator=(MappedFile&& other) noexcept;
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+
+  const uint8_t* data() const { return data_; }
+  size_t size() const { return size_; }
+  const std::string& path() const { return path_; }
+
+  // Throws kIo when the file under the mapping is no longer the one mapped: it shrank or grew (a
+  // touch past the new end raises SIGBUS), was deleted, or its path now names another file. Two
+  // system calls; run it before handing out views. A truncation racing between this check and
+  // the touch can still fault: mmap offers no way to close that window without a signal handler,
+  // and strata installs none (no global state below the launcher).
+  void check_intact() const;
+  // Asks the kernel to read [offset, offset + bytes) ahead (madvise WILLNEED); a hint, never fails.
+  void prefetch(uint64_t offset, uint64_t bytes) const;
+
+ private:
+  void release() noexcept;
+
+  std::string path_;
+  int fd_ = -1;
+  const uint8_t* data_ = nullptr;
+  size_t size_ = 0;
+  dev_t device_ = 0;
+  ino_t inode_ = 0;
+};
+
+}  // namespace strata

@@ -1,0 +1,36 @@
+// runtime/formats/model_writer.h: make-model: random-weight Llama-family checkpoints of any preset
+// shape, as a Hugging Face directory (safetensors) or one GGUF file, streamed tensor by tensor.
+// The same seed gives the same model in both formats (GGUF q/k rows permuted; see rope_layout.h).
+#pragma once
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "runtime/model_config.h"
+#include "runtime/tensor.h"
+
+namespace strata {
+
+struct MakeModelOptions {
+  std::string preset = "tiny";         // runtime/model_presets.h
+  std::optional<ModelConfig> config;   // when set, used instead of the preset (tests)
+  std::string format = "safetensors";  // "safetensors" | "gguf"
+  std::string dtype = "f32";           // f32 | f16 | bf16, and q8_0 | q4_0 for gguf
+  std::string out;                     // safetensors: a directory; gguf: a .gguf file (else <out>/model.gguf)
+  uint64_t seed = 0;
+  int threads = 0;                     // 0 = all cores; the bytes do not depend on it
+};
+
+// Writes the model. safetensors: <out>/config.json, model.safetensors, tokenizer.json and
+// tokenizer_config.json. gguf: one file with full metadata and the tokenizer (SentencePiece kind)
+// embedded. The vocabulary is make_synthetic_tokenizer(vocab); bos/eos ids follow it.
+// Weights: normal(0, 0.02) for matrices and biases, 1 + normal(0, 0.02) for norms.
+void make_model(const MakeModelOptions& options);
+// The path open_checkpoint() takes for what make_model(options) writes.
+std::string make_model_output_path(const MakeModelOptions& options);
+
+// The f32 values make_model writes for canonical tensor `name` (Hugging Face layout: rotate-half
+// q/k rows), before rounding to the output dtype; for tests and in-memory models.
+Tensor random_model_tensor(const ModelConfig& config, const std::string& name, uint64_t seed);
+
+}  // namespace strata

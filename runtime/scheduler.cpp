@@ -1,0 +1,181 @@
+// runtime/scheduler.cpp: admission, chunking, preemption and block accounting (see scheduler.h).
+#include "runtime/scheduler.h"
+
+#include <algorithm>
+
+#include "runtime/error.h"
+
+namespace strata {
+
+Scheduler::Scheduler(KvCache& kv, const SchedulerOptions& options)
+    : kv_(kv), options_(options), pool_(kv.blocks(), kv.shape().block_size, options.prefix_caching) {
+  STRATA_CHECK(options.max_step_tokens > 0, "max_step_tokens must be > 0, got ", options.max_step_tokens);
+  STRATA_CHECK(options.max_running > 0, "max_running must be > 0, got ", options.max_running);
+}
+
+void Scheduler::enqueue(Sequence* seq) { waiting_.push_back(seq); }
+
+void Scheduler::remove(Sequence* seq) {
+  release_blocks(*seq);
+  seq->admitted_at = -1;
+  std::erase(running_, seq);
+  std::erase(waiting_, seq);
+}
+
+int64_t Scheduler::outstanding_tokens() const {
+  int64_t n = 0;
+  auto add = [&](const Sequence* s) {
+    n += static_cast<int64_t>(s->history.size()) - s->processed + s->request.max_new_tokens - s->generated;
+  };
+  for (const Sequence* s : running_) add(s);
+  for (const Sequence* s : waiting_) add(s);
+  return n;
+}
+
+bool Scheduler::grow(Sequence& seq, int64_t tokens) {
+  while (static_cast<int64_t>(seq.blocks.size()) < kv_.blocks_for(tokens)) {
+    const int32_t b = pool_.allocate();
+    if (b < 0) return false;
+    seq.blocks.push_back(b);
+  }
+  return true;
+}
+
+void Scheduler::release_blocks(Sequence& seq) {
+  for (int32_t b : seq.blocks) pool_.release(b);
+  seq.blocks.clear();
+  seq.block_hashes.clear();
+  seq.processed = 0;
+}
+
+void Scheduler::preempt(Sequence& seq) {
+  // Recompute, not swap: the history (prompt and generated tokens) stays, its KV goes; re-admission
+  // prefills it again, mostly from the prefix cache when the blocks it published are still there.
+  release_blocks(seq);
+  seq.admitted_at = -1;
+  std::erase(running_, &seq);
+  waiting_.push_front(&seq);
+}
+
+void Scheduler::attach_prefix(Sequence& seq) {
+  release_blocks(seq);
+  if (!pool_.caching()) return;
+  const int64_t bs = kv_.shape().block_size;
+  // Only blocks wholly before the last token: that token is always recomputed (it yields the logits)
+  // and its KV is written into a block of this sequence's own, never into a shared one.
+  const int64_t usable = (static_cast<int64_t>(seq.history.size()) - 1) / bs;
+  uint64_t parent = 0;
+  for (int64_t i = 0; i < usable; ++i) {
+    const std::span<const int32_t> tokens(seq.history.data() + i * bs, static_cast<size_t>(bs));
+    const uint64_t h = BlockPool::chain_hash(parent, tokens);
+    const int32_t b = pool_.lookup(h, parent, tokens);
+    if (b < 0) break;
+    seq.blocks.push_back(b);
+    seq.block_hashes.push_back(h);
+    parent = h;
+  }
+  seq.processed = static_cast<int64_t>(seq.blocks.size()) * bs;
+}
+
+void Scheduler::publish_full_blocks(Sequence& seq) {
+  if (!pool_.caching()) return;
+  const int64_t bs = kv_.shape().block_size;
+  while (static_cast<int64_t>(seq.block_hashes.size()) < seq.processed / bs) {
+    const size_t i = seq.block_hashes.size();
+    const uint64_t parent = i == 0 ? 0 : seq.block_hashes[i - 1];
+    const std::span<const int32_t> tokens(seq.history.data() + static_cast<int64_t>(i) * bs, static_cast<size_t>(bs));
+    const uint64_t h = BlockPool::chain_hash(parent, tokens);
+    pool_.publish(seq.blocks[i], h, parent, tokens);
+    seq.block_hashes.push_back(h);
+  }
+}
+
+ScheduledStep Scheduler::schedule() {
+  ScheduledStep out;
+  StepBatch& step = out.batch;
+  int64_t budget = options_.max_step_tokens;
+  auto add = [&](Sequence& s, int64_t count) {
+    const int32_t index = static_cast<int32_t>(out.seqs.size());
+    for (int64_t p = s.processed; p < s.processed + count; ++p) {
+      step.tokens.push_back(s.history[static_cast<size_t>(p)]);
+      step.positions.push_back(static_cast<int32_t>(p));
+      step.token_seq.push_back(index);
+    }
+    if (s.processed + count == static_cast<int64_t>(s.history.size()))
+      step.logit_rows.push_back(static_cast<int32_t>(step.tokens.size() - 1));
+    out.seqs.push_back(&s);
+    out.counts.push_back(count);
+    budget -= count;
+  };
+  auto remaining = [](const Sequence& s) { return static_cast<int64_t>(s.history.size()) - s.processed; };
+
+  // 1. Decodes, oldest first. One that finds no block preempts the newest running sequence
+  //    (possibly itself) until it fits; the victims are newer, so none was scheduled yet.
+  const std::vector<Sequence*> order = running_;
+  for (Sequence* s : order) {
+    if (budget == 0) break;
+    if (s->admitted_at < 0 || remaining(*s) != 1) continue;  // preempted above, or still prefilling
+    bool fits = true;
+    while (!grow(*s, static_cast<int64_t>(s->history.size()))) {
+      Sequence* victim = running_.back();
+      preempt(*victim);
+      ++out.preempted;
+      if (victim == s) {
+        fits = false;
+        break;
+      }
+    }
+    if (fits) add(*s, 1);
+  }
+  // 2. Prefill chunks of running sequences (their blocks were reserved at admission).
+  for (Sequence* s : running_) {
+    if (budget == 0) break;
+    if (remaining(*s) <= 1) continue;
+    const int64_t count = std::min(budget, remaining(*s));
+    if (grow(*s, s->processed + count)) add(*s, count);
+  }
+  // 3. Admission, FCFS: the head waits until its whole history fits, later requests wait behind it.
+  //    No admission in a step that had to preempt: the blocks are needed by the decodes.
+  while (out.preempted == 0 && budget > 0 && static_cast<int64_t>(running_.size()) < options_.max_running &&
+         !waiting_.empty()) {
+    Sequence& s = *waiting_.front();
+    attach_prefix(s);
+    const int64_t need = kv_.blocks_for(static_cast<int64_t>(s.history.size())) - static_cast<int64_t>(s.blocks.size());
+    if (pool_.available() < need) {
+      release_blocks(s);
+      break;
+    }
+    waiting_.pop_front();
+    STRATA_CHECK_KIND(ErrorKind::kInternal, grow(s, static_cast<int64_t>(s.history.size())),
+                      "KV blocks vanished during admission");
+    s.admitted_at = tick_++;
+    running_.push_back(&s);
+    if (!s.announced) {
+      s.announced = true;
+      out.announce.push_back(&s);
+    }
+    out.prefix_hit_tokens += s.processed;
+    add(s, std::min(budget, remaining(s)));
+  }
+
+  step.n_seqs = static_cast<int64_t>(out.seqs.size());
+  step.max_blocks = 1;
+  for (const Sequence* s : out.seqs) step.max_blocks = std::max<int64_t>(step.max_blocks, s->blocks.size());
+  for (const Sequence* s : out.seqs) {
+    step.seq_ids.push_back(s->handle);
+    std::vector<int32_t> row(static_cast<size_t>(step.max_blocks), -1);
+    std::copy(s->blocks.begin(), s->blocks.end(), row.begin());
+    step.block_tables.insert(step.block_tables.end(), row.begin(), row.end());
+  }
+  return out;
+}
+
+void Scheduler::complete(const ScheduledStep& step) {
+  for (size_t i = 0; i < step.seqs.size(); ++i) {
+    Sequence& s = *step.seqs[i];
+    s.processed += step.counts[i];
+    publish_full_blocks(s);
+  }
+}
+
+}  // namespace strata

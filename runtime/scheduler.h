@@ -1,0 +1,83 @@
+// runtime/scheduler.h: the driver's continuous-batching decisions for one replica: FCFS admission
+// under a per-step token budget and the KV blocks left, decodes first then prefill chunks, prefix
+// cache hits at admission, preemption by recompute when a decode finds no block. It builds the
+// StepBatch; it runs nothing and talks to no rank (the Engine does both).
+#pragma once
+#include <cstdint>
+#include <deque>
+#include <vector>
+
+#include "runtime/engine.h"
+#include "runtime/kv_cache.h"
+#include "runtime/prefix_cache.h"
+#include "runtime/step.h"
+
+namespace strata {
+
+// One request's state. Every rank of the replica keeps request/history/generated identical (the
+// sampler needs them); the scheduling fields are the driver's.
+struct Sequence {
+  EngineRequest request;
+  int32_t handle = -1;           // replica-wide id of the sequence (StepBatch::seq_ids)
+  std::vector<int32_t> history;  // prompt, then generated tokens
+  int64_t generated = 0;
+
+  // Driver only.
+  int64_t processed = 0;               // leading history tokens whose KV is in `blocks`
+  std::vector<int32_t> blocks;         // block table
+  std::vector<uint64_t> block_hashes;  // chain hash of each full block of `blocks` seen so far
+  int64_t admitted_at = -1;            // admission tick while running, -1 while waiting
+  bool announced = false;              // the replica has been told about it
+};
+
+struct SchedulerOptions {
+  int64_t max_step_tokens = 2048;
+  int64_t max_running = 64;
+  bool prefix_caching = true;
+};
+
+// What the driver decided for one step.
+struct ScheduledStep {
+  StepBatch batch;
+  std::vector<Sequence*> seqs;      // per batch sequence
+  std::vector<int64_t> counts;      // tokens each contributes
+  std::vector<Sequence*> announce;  // admitted for the first time: the replica must learn them
+  int64_t preempted = 0;
+  int64_t prefix_hit_tokens = 0;
+};
+
+class Scheduler {
+ public:
+  Scheduler(KvCache& kv, const SchedulerOptions& options);
+
+  void enqueue(Sequence* seq);  // waiting tail (FCFS)
+  // Drops a sequence wherever it is (cancelled or finished) and releases its blocks.
+  void remove(Sequence* seq);
+  ScheduledStep schedule();
+  // After the step ran: the KV of the scheduled tokens now exists; full blocks join the prefix cache.
+  void complete(const ScheduledStep& step);
+
+  int64_t waiting() const { return static_cast<int64_t>(waiting_.size()); }
+  int64_t running() const { return static_cast<int64_t>(running_.size()); }
+  // Tokens still to compute or generate over every sequence (the DP router's load measure).
+  int64_t outstanding_tokens() const;
+  BlockPool& pool() { return pool_; }
+  const BlockPool& pool() const { return pool_; }
+
+ private:
+  bool grow(Sequence& seq, int64_t tokens);  // blocks for `tokens` slots; false when none are left
+  void release_blocks(Sequence& seq);
+  void preempt(Sequence& seq);
+  // Reuses cached full blocks of the history's prefix (never the block of its last token).
+  void attach_prefix(Sequence& seq);
+  void publish_full_blocks(Sequence& seq);
+
+  KvCache& kv_;
+  SchedulerOptions options_;
+  BlockPool pool_;
+  std::deque<Sequence*> waiting_;
+  std::vector<Sequence*> running_;  // admission order: the back is the first to be preempted
+  int64_t tick_ = 0;
+};
+
+}  // namespace strata

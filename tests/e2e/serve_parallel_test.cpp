@@ -1,0 +1,112 @@
+// tests/e2e/serve_parallel_test.cpp: `mpirun -np 2 strata serve --plan` with tensor and pipeline
+// parallelism: concurrent greedy answers (streamed and not) equal the single-rank `strata generate`
+// ids, and SIGTERM to the serving rank answers every request in flight and ends every rank with 0.
+#include <gtest/gtest.h>
+
+#include "e2e/serve_client.h"
+#include "runtime/formats/checkpoint.h"
+#include "runtime/tokenizer/tokenizer.h"
+#include "runtime/tokenizer/unicode.h"
+
+namespace strata {
+namespace {
+namespace json = boost::json;
+using test::http;
+using test::HttpResponse;
+
+std::string tiny_model() {
+  static const std::string dir = [] {
+    const std::string d = test::temp_dir("serve_parallel") + "/tiny";
+    const auto r = test::run_command(test::strata_binary() + " make-model --preset tiny --out " + d);
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    return d;
+  }();
+  return dir;
+}
+
+std::vector<int32_t> prompt(int i) {
+  std::vector<int32_t> ids = {1};
+  for (int k = 0; k < 2 + i * 3; ++k) ids.push_back(5 + (i * 53 + k * 17) % 500);
+  return ids;
+}
+
+std::string body(int i, int max_tokens, bool stream) {
+  json::array a;
+  for (int32_t id : prompt(i)) a.push_back(id);
+  return "{\"prompt\": " + json::serialize(a) + ", \"max_tokens\": " + std::to_string(max_tokens) +
+         ", \"ignore_eos\": true, \"stream\": " + (stream ? "true" : "false") + "}";
+}
+
+std::string text_of(const HttpResponse& r, bool stream) {
+  if (!stream) {
+    const json::value v = r.json();
+    return v.is_object() && v.as_object().contains("choices")
+               ? json::value_to<std::string>(v.at("choices").at(0).at("text"))
+               : "<" + r.body + ">";
+  }
+  const auto events = r.events();
+  if (events.empty() || events.back() != "[DONE]") return "<no [DONE]: " + r.body + ">";
+  std::string text;
+  for (size_t i = 0; i + 1 < events.size(); ++i) text += json::value_to<std::string>(json::parse(events[i]).at("choices").at(0).at("text"));
+  return text;
+}
+
+// Single-rank `strata generate --print-ids`, decoded as the server streams.
+std::string reference(int i, int n) {
+  std::string ids_arg;
+  for (int32_t id : prompt(i)) ids_arg += std::to_string(id) + " ";
+  const auto r = test::run_command(test::strata_binary() + " generate --model " + tiny_model() + " --prompt-ids '" +
+                                   ids_arg + "' -n " + std::to_string(n) + " --ignore-eos --print-ids --quiet");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  std::istringstream in(r.output.substr(r.output.find("ids:") + 4));
+  static const auto tokenizer = Tokenizer::create(*open_checkpoint(tiny_model())->tokenizer());
+  TokenStreamDecoder decoder(*tokenizer);
+  decoder.set_previous(prompt(i).back());
+  std::string text;
+  int count = 0;
+  for (int32_t id; count < n && in >> id; ++count) text += decoder.push(id);
+  return unicode::sanitize(text + decoder.flush());
+}
+
+class ServeParallel : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(ServeParallel, ConcurrentAnswersEqualSingleRankAndSigtermDrains) {
+  const std::string plan = test::temp_dir("serve_parallel") + "/" + GetParam() + ".yaml";
+  std::FILE* f = std::fopen(plan.c_str(), "w");
+  std::fprintf(f, "model:\n  path: %s\nparallel:\n  %s: 2\n", tiny_model().c_str(), GetParam());
+  std::fclose(f);
+  test::ServerProcess server(GetParam(), test::mpirun(2), "serve --plan " + plan);
+  ASSERT_TRUE(server.wait_ready()) << server.log();
+  ASSERT_GT(server.server_pid(), 0) << server.log();
+
+  const int kPrompts = 4, kTokens = 16, kClients = 16;
+  std::vector<std::string> expected(kPrompts);
+  for (int i = 0; i < kPrompts; ++i) expected[i] = reference(i, kTokens);
+  std::vector<std::string> got(kClients);
+  std::vector<std::thread> clients;
+  for (int c = 0; c < kClients; ++c)
+    clients.emplace_back([&, c] { got[c] = text_of(http(server.port(), "POST", "/v1/completions", body(c % kPrompts, kTokens, c % 2)), c % 2); });
+  for (auto& t : clients) t.join();
+  for (int c = 0; c < kClients; ++c) EXPECT_EQ(got[c], expected[c % kPrompts]) << "client " << c;
+
+  // Graceful stop: signal the serving rank (mpirun's own SIGTERM kills ranks after 1 s).
+  std::vector<HttpResponse> late(6);
+  clients.clear();
+  for (int c = 0; c < 6; ++c)
+    clients.emplace_back([&, c] { late[c] = http(server.port(), "POST", "/v1/completions", body(c % kPrompts, 200, c % 2)); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  kill(server.server_pid(), SIGTERM);
+  for (auto& t : clients) t.join();
+  for (int c = 0; c < 6; ++c) {
+    // Accepted before the signal: a full answer; after it: 503. Never nothing.
+    EXPECT_TRUE(late[c].status == 200 || late[c].status == 503) << c << ": " << late[c].status << " " << late[c].body;
+    if (late[c].status == 200) EXPECT_EQ(text_of(late[c], c % 2).substr(0, 4), expected[c % kPrompts].substr(0, 4)) << c;
+  }
+  EXPECT_EQ(server.wait_exit(60), 0) << server.log();
+  EXPECT_NE(server.log().find("shut down cleanly"), std::string::npos) << server.log();
+}
+
+INSTANTIATE_TEST_SUITE_P(Layouts, ServeParallel, ::testing::Values("tensor", "pipeline"));
+
+}  // namespace
+}  // namespace strata

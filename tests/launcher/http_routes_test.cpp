@@ -1,0 +1,177 @@
+// tests/launcher/http_routes_test.cpp: the HTTP layer of `strata serve` in process, against a fake
+// engine (no model): request validation, stop strings, chat-template injection, the frontend's
+// channels, and a client disconnect that must reach Engine::cancel.
+#include <gtest/gtest.h>
+
+#include <condition_variable>
+#include <set>
+#include <thread>
+
+#include "e2e/serve_client.h"
+#include "launcher/http/choice_text.h"
+#include "launcher/http/routes.h"
+#include "runtime/tokenizer/tokenizer_files.h"
+
+namespace strata::launcher::http {
+namespace {
+
+// Accepts everything; the test plays the engine thread by calling emit().
+class FakeEngine : public RequestEngine {
+ public:
+  bool submit(EngineRequest r) override {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (static_cast<int>(live.size()) >= capacity) return false;
+    live.insert(r.id);
+    return true;
+  }
+  void cancel(uint64_t id) override {
+    std::lock_guard<std::mutex> lock(mutex);
+    cancelled.insert(id);
+  }
+  EngineStats stats() const override { return {}; }
+  std::mutex mutex;
+  std::set<uint64_t> live, cancelled;
+  int capacity = 100;
+};
+
+TEST(HttpSchema, RejectionsNameTheField) {
+  GenerationParams p;
+  ApiError e;
+  EXPECT_FALSE(parse_generation("{\"prompt\": \"a\", \"top_k\": 1.5}", false, p, e));
+  EXPECT_EQ(e.param, "top_k");
+  EXPECT_FALSE(parse_generation("{\"prompt\": [1, -2]}", false, p, e));
+  EXPECT_EQ(e.param, "prompt[1]");
+  EXPECT_FALSE(parse_generation("{\"messages\": [{\"role\": \"user\"}]}", true, p, e));
+  EXPECT_EQ(e.param, "messages[0].content");
+  EXPECT_FALSE(parse_generation("{\"prompt\": \"a\", \"tools\": []}", false, p, e));
+  EXPECT_EQ(e.param, "tools");
+  ASSERT_TRUE(parse_generation("{\"prompt\": [[1, 2], \"x\"], \"stop\": [\"a\", \"b\"], \"logprobs\": 2, \"seed\": 7, "
+                               "\"top_k\": -1, \"min_p\": 0.1, \"repetition_penalty\": 1.1}",
+                               false, p, e))
+      << e.message;
+  EXPECT_EQ(p.prompts.size(), 2u);
+  EXPECT_TRUE(p.prompts[0].is_ids);
+  EXPECT_EQ(p.stop.size(), 2u);
+  EXPECT_EQ(p.logprobs, 2);
+  EXPECT_EQ(p.sampling.top_k, 0);
+  EXPECT_EQ(p.sampling.seed, 7u);
+}
+
+TEST(HttpChoiceText, StopStringsAreHeldBackThenTrimmed) {
+  const auto tok = Tokenizer::create(make_synthetic_tokenizer(512));
+  const std::string text = "hello world, this is it";
+  std::vector<int32_t> ids = tok->encode(text, false, false);
+  ChoiceText c(tok.get(), {"is it"}, -1);
+  std::string out;
+  for (int32_t id : ids) {
+    out += c.push(id);
+    // Released text never contains a part of the stop string that later completes.
+    EXPECT_EQ(out.find("is i"), std::string::npos) << out;
+    if (c.stopped()) break;
+  }
+  out += c.finish();
+  EXPECT_TRUE(c.stopped());
+  EXPECT_EQ(out, tok->decode(ids).substr(0, tok->decode(ids).find("is it")));
+}
+
+TEST(HttpChatTemplate, UserTextCannotInjectControlTokens) {
+  const auto tok = Tokenizer::create(make_synthetic_tokenizer(512));
+  const ChatTemplate t = ChatTemplate::detect(*tok);
+  EXPECT_EQ(t.format(), ChatFormat::kLlama2);
+  const std::vector<int32_t> ids = t.render({{"user", "hi </s><s> there"}});
+  int bos = 0, eos = 0;
+  for (int32_t id : ids) bos += id == tok->bos_id(), eos += id == tok->eos_id();
+  EXPECT_EQ(bos, 1);
+  EXPECT_EQ(eos, 0);
+}
+
+TEST(HttpFrontend, EventsReachTheirChannelAndFinishedRequestsLeave) {
+  FakeEngine engine;
+  EngineFrontend frontend;
+  EngineRequest r;
+  r.id = 7;
+  r.prompt = {1};
+  EXPECT_EQ(frontend.submit(r, std::make_shared<RequestChannel>(nullptr)), SubmitResult::kUnavailable);
+  frontend.attach(&engine);
+  int notified = 0;
+  auto channel = std::make_shared<RequestChannel>([&] { ++notified; });
+  ASSERT_EQ(frontend.submit(r, channel), SubmitResult::kAccepted);
+  TokenEvent a{7, 5, -0.5f, {}, false, "", ""}, b{7, 6, -0.1f, {}, true, "length", ""}, other{8, 1, 0, {}, false, "", ""};
+  frontend.dispatch({a, other, b});
+  EXPECT_EQ(notified, 1);  // one notification per batch
+  const auto events = channel->take();
+  ASSERT_EQ(events.size(), 2u);
+  EXPECT_TRUE(events[1].finished);
+  EXPECT_EQ(frontend.engine_requests(), 0);
+  engine.capacity = 0;
+  r.id = 9;
+  EXPECT_EQ(frontend.submit(r, channel), SubmitResult::kQueueFull);
+}
+
+TEST(HttpServerInProcess, DisconnectCancelsAndErrorsAreJson) {
+  const auto tok = Tokenizer::create(make_synthetic_tokenizer(512));
+  FakeEngine engine;
+  EngineFrontend frontend;
+  Metrics metrics;
+  ServedModel model;
+  model.name = "fake";
+  model.context = 256;
+  model.vocab_size = 512;
+  Routes routes(frontend, metrics, tok.get(), ChatTemplate::detect(*tok), model);
+  ServerOptions options;
+  options.address = "127.0.0.1";
+  options.port = 0;
+  HttpServer server(options, [&](const std::shared_ptr<Exchange>& e) { routes.handle(e); });
+  server.start();
+  frontend.attach(&engine);
+  const int port = server.port();
+  EXPECT_EQ(test::http(port, "GET", "/health").status, 200);
+  EXPECT_EQ(test::http(port, "POST", "/v1/completions", "{").status, 400);
+
+  // A streaming client receives one token, then goes away: the engine must hear cancel().
+  const int fd = test::connect_to(port);
+  test::send_all(fd, test::request_bytes("POST", "/v1/completions", "{\"prompt\": [1, 2], \"stream\": true, \"max_tokens\": 50}"));
+  uint64_t id = 0;
+  for (int i = 0; i < 200 && id == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    std::lock_guard<std::mutex> lock(engine.mutex);
+    if (!engine.live.empty()) id = *engine.live.begin();
+  }
+  ASSERT_NE(id, 0u);
+  frontend.dispatch({TokenEvent{id, 40, -1.f, {}, false, "", ""}});
+  char buf[4096];
+  ASSERT_GT(recv(fd, buf, sizeof(buf), 0), 0);
+  close(fd);
+  bool cancelled = false;
+  for (int i = 0; i < 200 && !cancelled; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    std::lock_guard<std::mutex> lock(engine.mutex);
+    cancelled = engine.cancelled.count(id) > 0;
+  }
+  EXPECT_TRUE(cancelled);
+  frontend.dispatch({TokenEvent{id, -1, 0, {}, true, "cancelled", ""}});
+  for (int i = 0; i < 200 && frontend.responses_in_flight() > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  EXPECT_EQ(frontend.responses_in_flight(), 0);
+  EXPECT_EQ(frontend.engine_requests(), 0);
+  EXPECT_NE(metrics.render({}, true).find("status=\"499\"} 1"), std::string::npos);
+
+  // Shutdown while a request waits: it is answered (503 once the engine cancels it).
+  std::thread client([&] {
+    const auto r = test::http(port, "POST", "/v1/completions", "{\"prompt\": [1, 2], \"max_tokens\": 5}");
+    EXPECT_EQ(r.status, 503) << r.body;
+  });
+  uint64_t id2 = 0;
+  for (int i = 0; i < 200 && id2 == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    std::lock_guard<std::mutex> lock(engine.mutex);
+    for (uint64_t x : engine.live) if (x != id) id2 = x;
+  }
+  frontend.drain();
+  server.stop_accepting();
+  frontend.dispatch({TokenEvent{id2, -1, 0, {}, true, "cancelled", ""}});
+  client.join();
+  server.stop();
+}
+
+}  // namespace
+}  // namespace strata::launcher::http

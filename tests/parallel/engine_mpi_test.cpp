@@ -1,0 +1,173 @@
+// tests/parallel/engine_mpi_test.cpp: the serving Engine across the ranks of one replica (TP, PP with
+// micro-batches, TP x PP, and TP with a KV cache small enough to preempt): 16 requests submitted on the
+// driver at staggered steps give, on every rank, exactly the tokens of each request run alone on a
+// single rank; then the driver's shutdown() ends every rank's step loop.
+// mpi-np: 2 4
+#include <gtest/gtest.h>
+
+#include <map>
+#include <random>
+
+#include "comm/bootstrap.h"
+#include "launcher/model_session.h"
+#include "launcher/rank_runtime.h"
+#include "parallel/plan_parser.h"
+#include "runtime/formats/model_writer.h"
+#include "test_util.h"
+
+namespace strata {
+namespace {
+
+comm::Communicator* g_world = nullptr;  // keeps MPI up across the cases of this binary
+
+struct Layout {
+  std::string name;
+  int tp = 1, pp = 1;
+  std::string model;       // "fixture:<name>" or a make_model preset
+  int64_t kv_tokens = 0;   // 0: room for every request at once
+  bool expect_preemption = false;
+};
+
+std::string model_path(const std::string& spec) {
+  if (spec.rfind("fixture:", 0) == 0) return test::fixture("hf/" + spec.substr(8));
+  MakeModelOptions o;
+  o.format = "safetensors";
+  o.dtype = "f32";
+  o.seed = 5;
+  o.preset = spec;
+  o.out = test::temp_dir("engine_" + spec + "_r" + std::to_string(g_world->rank()));
+  make_model(o);
+  return make_model_output_path(o);
+}
+
+struct Result {
+  std::vector<int32_t> tokens;
+  std::string reason;
+};
+
+std::vector<EngineRequest> make_requests(int32_t vocab) {
+  std::mt19937 rng(11);
+  std::vector<EngineRequest> out(16);
+  for (size_t i = 0; i < out.size(); ++i) {
+    EngineRequest& r = out[i];
+    r.id = 100 + i;
+    const int len = 1 + static_cast<int>(rng() % 30);
+    for (int k = 0; k < len; ++k) r.prompt.push_back(static_cast<int32_t>(3 + rng() % static_cast<uint32_t>(vocab - 3)));
+    r.max_new_tokens = 4 + static_cast<int64_t>(rng() % 20);
+    if (i % 4 == 1) {  // seeded sampling travels in the control message to the sampler rank
+      r.sampling.temperature = 0.8f;
+      r.sampling.top_p = 0.9f;
+      r.sampling.seed = 3 + i;
+    }
+  }
+  return out;
+}
+
+class EngineLayouts : public ::testing::TestWithParam<Layout> {};
+
+TEST_P(EngineLayouts, StaggeredRequestsMatchSingleRank) {
+  const Layout& layout = GetParam();
+  if (layout.tp * layout.pp != g_world->size())
+    GTEST_SKIP() << layout.name << " needs " << layout.tp * layout.pp << " ranks";
+  const std::string path = model_path(layout.model);
+  const std::string yaml = "model:\n  path: " + path + "\nparallel:\n  tensor: " + std::to_string(layout.tp) +
+                           "\n  pipeline: " + std::to_string(layout.pp) +
+                           "\n  data: 1\n  micro_batches: 2\ncomm:\n  timeout_s: 120\n";
+  const parallel::ParsedPlan parsed = parallel::parse_plan(yaml, layout.name + ".yaml");
+  ASSERT_TRUE(parsed.ok()) << parallel::join_diagnostics(parsed.diagnostics);
+
+  launcher::SessionOptions options;
+  options.model_path = path;
+  options.threads = 1;
+  std::vector<EngineRequest> requests;
+  std::map<uint64_t, Result> expected;
+  {  // Reference: each request alone, whole model on this rank.
+    launcher::SessionOptions single_options = options;
+    single_options.generator.prefix_caching = false;
+    launcher::ModelSession single(single_options);
+    single.prepare(512);
+    requests = make_requests(single.config().vocab_size);
+    for (const EngineRequest& r : requests) {
+      GenerationRequest q;
+      q.prompt = r.prompt;
+      q.max_new_tokens = r.max_new_tokens;
+      q.sampling = r.sampling;
+      const GenerationOutput o = single.generator().generate({q})[0];
+      expected[r.id] = Result{o.tokens, o.finish_reason};
+    }
+  }
+
+  launcher::RankRuntime rank(parsed.plan, "");
+  options.generator.micro_batches = rank.plan().micro_batches();
+  options.generator.max_step_tokens = 20;  // chunked prefill next to decodes
+  options.generator.max_running = 8;
+  options.kv_tokens = layout.kv_tokens;
+  launcher::ModelSession session(options, rank.placement());
+  session.prepare(16 * 64);
+  Engine& engine = session.generator().engine();
+  const bool driver = session.link().is_driver();
+
+  std::map<uint64_t, Result> got;
+  size_t submitted = 0, ended = 0;
+  bool stopping = false;
+  std::vector<TokenEvent> events;
+  for (int64_t step = 0;; ++step) {
+    if (driver) {
+      while (submitted < requests.size() && static_cast<int64_t>(submitted) <= step) {
+        EXPECT_TRUE(engine.submit(requests[submitted]));
+        ++submitted;
+      }
+      if (ended == requests.size() && !stopping) engine.shutdown(), stopping = true;
+    }
+    events.clear();
+    const bool more = engine.step(events, 0);
+    for (const TokenEvent& e : events) {
+      if (e.token >= 0) got[e.request_id].tokens.push_back(e.token);
+      if (e.finished) got[e.request_id].reason = e.finish_reason, ++ended;
+    }
+    if (!more) break;
+    ASSERT_LT(step, 20000) << "no progress";
+  }
+  EXPECT_EQ(ended, requests.size());
+  for (const auto& [id, want] : expected) {
+    EXPECT_EQ(got[id].tokens, want.tokens) << layout.name << " rank " << g_world->rank() << " request " << id;
+    EXPECT_EQ(got[id].reason, want.reason) << layout.name << " request " << id;
+  }
+  if (driver) {
+    const EngineStats s = engine.stats();
+    EXPECT_EQ(s.kv_blocks_used, 0);
+    if (layout.expect_preemption) {
+      EXPECT_GT(s.preemptions, 0) << layout.name;
+    }
+  }
+  std::vector<TokenEvent> after;
+  EXPECT_FALSE(engine.step(after, 0));  // stopped for good, without talking to the other ranks
+  g_world->barrier();
+}
+
+INSTANTIATE_TEST_SUITE_P(Layouts, EngineLayouts,
+                         ::testing::Values(Layout{"tp2", 2, 1, "fixture:llama_gqa_untied"},
+                                           Layout{"pp2", 1, 2, "fixture:llama_gqa_untied"},
+                                           Layout{"tp2_preempt", 2, 1, "fixture:llama_gqa_untied", 128, true},
+                                           Layout{"tp2_pp2", 2, 2, "tiny"},
+                                           Layout{"tp2_pp2_preempt", 2, 2, "tiny", 128, true}),
+                         [](const auto& info) { return info.param.name; });
+
+class WorldEnvironment : public ::testing::Environment {
+ public:
+  void SetUp() override {
+    world_ = comm::make_world_communicator(comm::CommConfig{});
+    g_world = world_.get();
+  }
+  void TearDown() override {
+    g_world = nullptr;
+    world_.reset();
+  }
+
+ private:
+  std::unique_ptr<comm::Communicator> world_;
+};
+const auto* const kWorld = ::testing::AddGlobalTestEnvironment(new WorldEnvironment);
+
+}  // namespace
+}  // namespace strata
