@@ -100,7 +100,9 @@ TEST_P(ServeParallel, ConcurrentAnswersEqualSingleRankAndSigtermDrains) {
   for (int c = 0; c < 6; ++c) {
     // Accepted before the signal: a full answer; after it: 503. Never nothing.
     EXPECT_TRUE(late[c].status == 200 || late[c].status == 503) << c << ": " << late[c].status << " " << late[c].body;
-    if (late[c].status == 200) EXPECT_EQ(text_of(late[c], c % 2).substr(0, 4), expected[c % kPrompts].substr(0, 4)) << c;
+    if (late[c].status == 200) {
+      EXPECT_EQ(text_of(late[c], c % 2).substr(0, 4), expected[c % kPrompts].substr(0, 4)) << c;
+    }
   }
   EXPECT_EQ(server.wait_exit(60), 0) << server.log();
   EXPECT_NE(server.log().find("shut down cleanly"), std::string::npos) << server.log();
