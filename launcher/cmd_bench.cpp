@@ -1,7 +1,9 @@
 // launcher/cmd_bench.cpp: `strata bench memory` (the host's copy and read bandwidth, STREAM-like) and
 // `strata bench decode` (decode tokens/s and weight bytes/s at a batch size, beside the measured
-// bandwidth). Both print one JSON object so scripts/bench-*.sh can keep the result.
+// bandwidth; with --plan, one rank of a multi-rank run). Both print one JSON object so scripts/bench-*.sh
+// and `bench scaling` (cmd_bench_scaling.cpp) can keep the result.
 #include <omp.h>
+#include <sys/resource.h>
 
 #include <algorithm>
 #include <chrono>
@@ -11,6 +13,7 @@
 
 #include "launcher/args.h"
 #include "launcher/commands.h"
+#include "launcher/rank_runtime.h"
 #include "launcher/session_flags.h"
 #include "runtime/error.h"
 
@@ -66,52 +69,108 @@ int bench_memory(int argc, char** argv) {
   return 0;
 }
 
+// Percentile `q` (0..1) of `v` by nearest rank; 0 for an empty list.
+double percentile(std::vector<double> v, double q) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[std::min(v.size() - 1, static_cast<size_t>(q * static_cast<double>(v.size() - 1) + 0.5))];
+}
+
+// With --plan this is one rank of a multi-rank run (the scaling sweep launches it under mpirun): the
+// batch is split over the replicas as `generate` splits it, only world rank 0 prints, and the host
+// bandwidth is not measured (N ranks measuring at once would measure each other).
+int run_decode(const Args& args, const SessionOptions& options, RankRuntime* rank) {
+  const int64_t batch = args.integer("batch", 1, 1, 4096), prompt_len = args.integer("prompt-len", 16, 1, 1 << 20);
+  const int64_t n = args.integer("n", 64, 2, 1 << 20);
+  const Bandwidth bw = rank == nullptr ? measure_bandwidth(args.integer("mib", 1024, 64, 1 << 20) << 20, 5) : Bandwidth{};
+  const std::unique_ptr<ModelSession> owned = open_session(options, rank);
+  ModelSession& session = *owned;
+  GenerationRequest r;
+  for (int64_t i = 0; i < prompt_len; ++i) r.prompt.push_back(static_cast<int32_t>(1 + (i * 7919) % (session.config().vocab_size - 1)));
+  r.max_new_tokens = n;
+  const int replicas = rank != nullptr ? rank->replicas() : 1, replica = rank != nullptr ? rank->replica_index() : 0;
+  const int64_t local = batch / replicas + (replica < batch % replicas ? 1 : 0);
+  session.prepare(std::max<int64_t>(1, local) * (prompt_len + n + 16));
+  // Arrival times of sequence 0's tokens: time to first token and inter-token latency percentiles.
+  std::vector<double> arrivals;
+  arrivals.reserve(static_cast<size_t>(n));
+  const auto t0 = std::chrono::steady_clock::now();
+  session.generator().generate(std::vector<GenerationRequest>(static_cast<size_t>(local), r), [&](size_t seq, int32_t) {
+    if (seq == 0) arrivals.push_back(seconds_since(t0));
+  });
+  if (rank != nullptr && !rank->prints()) return 0;
+  const GenerationStats& s = session.generator().stats();
+  std::vector<double> gaps;
+  for (size_t i = 1; i < arrivals.size(); ++i) gaps.push_back((arrivals[i] - arrivals[i - 1]) * 1e3);
+  struct rusage usage {};
+  getrusage(RUSAGE_SELF, &usage);
+  // Bytes each decode step must stream: every layer weight and the LM head (the embedding is a
+  // lookup of a few rows). With a plan: this rank's shard (stage 0 of replica 0).
+  const Checkpoint& ck = session.checkpoint();
+  const bool has_head = rank == nullptr || rank->part().has_head;
+  const int64_t head_bytes = !has_head ? 0
+                             : static_cast<int64_t>(ck.has("output.weight") ? ck.entry("output.weight").nbytes
+                                                                             : ck.entry("token_embd.weight").nbytes) /
+                                   (rank != nullptr ? rank->plan().parallel.tensor : 1);
+  const int64_t step_bytes = session.weight_bytes() + head_bytes;
+  const int64_t decode_steps = n - 1;  // the first token of each sequence comes from the prefill step
+  const double step_s = s.decode_seconds / static_cast<double>(decode_steps);
+  const double weight_gbs = static_cast<double>(step_bytes) / step_s / 1e9;
+  auto share = [](double a, double b) { return b > 0 ? a / b : 0.0; };
+  std::printf("{\"model\": \"%s\", \"dtype\": \"%s\", \"threads\": %d, \"batch\": %lld, \"prompt_len\": %lld, "
+              "\"decode_tokens_per_s\": %.2f, \"ms_per_step\": %.3f, \"weight_bytes_per_step\": %lld, "
+              "\"weight_gbs\": %.2f, \"copy_gbs\": %.2f, \"read_gbs\": %.2f, \"of_copy\": %.3f, \"of_read\": %.3f, "
+              "\"prefill_tokens_per_s\": %.1f, \"output_len\": %lld, \"world\": %d, \"plan\": \"%s\", "
+              "\"ttft_ms\": %.3f, \"itl_ms\": {\"p50\": %.3f, \"p90\": %.3f, \"p99\": %.3f}, "
+              "\"max_rss_mib\": %.1f, \"prefill_s\": %.4f, \"decode_s\": %.4f}\n",
+              ck.path().c_str(), dtype_name(ck.entry("blk.0.attn_q.weight").dtype), omp_get_max_threads(),
+              static_cast<long long>(batch), static_cast<long long>(prompt_len),
+              static_cast<double>(batch) / step_s, step_s * 1e3, static_cast<long long>(step_bytes), weight_gbs,
+              bw.copy_gbs, bw.read_gbs, share(weight_gbs, bw.copy_gbs), share(weight_gbs, bw.read_gbs),
+              s.prefill_seconds > 0 ? static_cast<double>(s.prompt_tokens) / s.prefill_seconds : 0.0,
+              static_cast<long long>(n), rank != nullptr ? rank->world_size() : 1,
+              rank != nullptr ? rank->plan().source.c_str() : "", arrivals.empty() ? 0.0 : arrivals[0] * 1e3,
+              percentile(gaps, 0.5), percentile(gaps, 0.9), percentile(gaps, 0.99),
+              static_cast<double>(usage.ru_maxrss) / 1024.0, s.prefill_seconds, s.decode_seconds);
+  std::fflush(stdout);
+  return 0;
+}
+
 int bench_decode(int argc, char** argv) {
   std::vector<FlagSpec> flags = session_flags();
   flags.insert(flags.end(), {{"batch", true, "sequences decoded together (default 1)"},
                              {"prompt-len", true, "prompt tokens per sequence (default 16)"},
                              {"n", true, "tokens to generate per sequence (default 64)"},
-                             {"mib", true, "buffer for the bandwidth measurement (default 1024)"}});
+                             {"mib", true, "buffer for the bandwidth measurement (default 1024; not with --plan)"}});
   const Args args("bench decode", flags, argc, argv, 3);
-  const int64_t batch = args.integer("batch", 1, 1, 4096), prompt_len = args.integer("prompt-len", 16, 1, 1 << 20);
-  const int64_t n = args.integer("n", 64, 2, 1 << 20);
-  const Bandwidth bw = measure_bandwidth(args.integer("mib", 1024, 64, 1 << 20) << 20, 5);
-  ModelSession session(session_options(args));
-  GenerationRequest r;
-  for (int64_t i = 0; i < prompt_len; ++i) r.prompt.push_back(static_cast<int32_t>(1 + (i * 7919) % (session.config().vocab_size - 1)));
-  r.max_new_tokens = n;
-  session.prepare(batch * (prompt_len + n + 16));
-  session.generator().generate(std::vector<GenerationRequest>(static_cast<size_t>(batch), r));
-  const GenerationStats& s = session.generator().stats();
-  // Bytes each decode step must stream: every layer weight and the LM head (the embedding is a
-  // lookup of a few rows).
-  const Checkpoint& ck = session.checkpoint();
-  const int64_t head_bytes = static_cast<int64_t>(ck.has("output.weight") ? ck.entry("output.weight").nbytes
-                                                                           : ck.entry("token_embd.weight").nbytes);
-  const int64_t step_bytes = session.weight_bytes() + head_bytes;
-  const int64_t decode_steps = n - 1;  // the first token of each sequence comes from the prefill step
-  const double step_s = s.decode_seconds / static_cast<double>(decode_steps);
-  const double weight_gbs = static_cast<double>(step_bytes) / step_s / 1e9;
-  std::printf("{\"model\": \"%s\", \"dtype\": \"%s\", \"threads\": %d, \"batch\": %lld, \"prompt_len\": %lld, "
-              "\"decode_tokens_per_s\": %.2f, \"ms_per_step\": %.3f, \"weight_bytes_per_step\": %lld, "
-              "\"weight_gbs\": %.2f, \"copy_gbs\": %.2f, \"read_gbs\": %.2f, \"of_copy\": %.3f, \"of_read\": %.3f, "
-              "\"prefill_tokens_per_s\": %.1f}\n",
-              ck.path().c_str(), dtype_name(ck.entry("blk.0.attn_q.weight").dtype), omp_get_max_threads(),
-              static_cast<long long>(batch), static_cast<long long>(prompt_len),
-              static_cast<double>(batch) / step_s, step_s * 1e3, static_cast<long long>(step_bytes), weight_gbs,
-              bw.copy_gbs, bw.read_gbs, weight_gbs / bw.copy_gbs, weight_gbs / bw.read_gbs,
-              s.prefill_seconds > 0 ? static_cast<double>(s.prompt_tokens) / s.prefill_seconds : 0.0);
-  return 0;
+  SessionOptions options = session_options(args);
+  std::unique_ptr<RankRuntime> rank;
+  if (args.has("plan")) {  // as `generate --plan` does
+    rank = std::make_unique<RankRuntime>(args.str("plan"), args.str("model"));
+    options.model_path = rank->model_path();
+    options.generator.micro_batches = rank->plan().micro_batches();
+  }
+  try {
+    return run_decode(args, options, rank.get());
+  } catch (const std::exception& e) {
+    if (rank) return rank->fail(e);
+    throw;
+  }
 }
 
 }  // namespace
+
+// `bench scaling` (launcher/cmd_bench_scaling.cpp); declared here, not in commands.h, because it is
+// reached only through `bench`.
+int cmd_bench_scaling(int argc, char** argv);
 
 int cmd_bench(int argc, char** argv) {
   const std::string what = argc > 2 ? argv[2] : "";
   if (what == "memory") return bench_memory(argc, argv);
   if (what == "decode") return bench_decode(argc, argv);
   if (what == "serve") return cmd_bench_serve(argc, argv);
-  STRATA_THROW(ErrorKind::kInvalidArgument, "usage: strata bench <memory|decode|serve> [flags]; got '", what, "'");
+  if (what == "scaling") return cmd_bench_scaling(argc, argv);
+  STRATA_THROW(ErrorKind::kInvalidArgument, "usage: strata bench <memory|decode|serve|scaling> [flags]; got '", what, "'");
 }
 
 }  // namespace strata::launcher

@@ -93,6 +93,7 @@ void ModelSession::prepare(int64_t tokens) {
   kv_.reset();
   kv_ = std::make_unique<KvCache>(*backend_, kv);
   model_ = std::make_unique<LlamaModel>(c, spec_, *backend_, *weights_, *tp_, *kv_);
+  model_->set_overlap_chunks(options_.overlap_chunks);
   generator_ = std::make_unique<Generator>(*model_, *kv_, *link_, *backend_, options_.generator);
   LOG_DEBUG("KV cache: ", kv.num_blocks, " blocks of ", kv.block_size, " tokens, ",
             kv.num_blocks * kv.block_bytes(backend_->activation_dtype()), " bytes");

@@ -30,6 +30,7 @@ struct SessionOptions {
   int64_t kv_tokens = 0;         // KV cache capacity in tokens (0: one full context)
   int64_t block_size = 16;
   GeneratorOptions generator;
+  int overlap_chunks = 2;  // TP all-reduce / compute overlap (comm.overlap_chunks); 1 = off
   // Weight offload (offload/): when set, weights are placed on tiers under its budgets and cold ones
   // stream; unset keeps every weight resident. Filled from --device-budget & co. or the plan.
   std::optional<offload::ResidencyConfig> offload;
@@ -56,6 +57,8 @@ class ModelSession {
   // and generator on it; the options' kv_tokens, when set, overrides. Call before generator().
   void prepare(int64_t tokens);
   Generator& generator();
+  // The decoder stage (after prepare()), e.g. for its communication timings.
+  const LlamaModel& model() const { return *model_; }
   Backend& backend() { return *backend_; }
   const ShardSpec& shard() const { return spec_; }
   // The tokenizer, or a clear error naming the checkpoint when it has none.

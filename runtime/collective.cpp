@@ -6,6 +6,17 @@
 #include "runtime/error.h"
 
 namespace strata {
+namespace {
+class DoneCollectiveWork final : public CollectiveWork {
+ public:
+  void wait() override {}
+};
+}  // namespace
+
+std::unique_ptr<CollectiveWork> Collective::all_reduce_sum_async(Tensor& t) {
+  all_reduce_sum(t);
+  return std::make_unique<DoneCollectiveWork>();
+}
 
 void LocalCollective::all_gather(const Tensor& in, Tensor& out) {
   STRATA_CHECK(in.nbytes() == out.nbytes(), "all_gather of one rank needs equal sizes");

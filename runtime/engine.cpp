@@ -38,8 +38,8 @@ SampledToken describe(std::span<const float> logits, int32_t token, int top) {
   SampledToken out;
   out.token = token;
   const float max = *std::max_element(logits.begin(), logits.end());
-  double sum = 0.0;
-  for (float v : logits) sum += std::exp(static_cast<double>(v - max));
+  double sum = 0.0;  // f32 exponentials (they vectorise), summed in f64
+  for (float v : logits) sum += static_cast<double>(std::exp(v - max));
   const double log_z = static_cast<double>(max) + std::log(sum);
   out.logprob = static_cast<float>(logits[static_cast<size_t>(token)] - log_z);
   if (top > 0) {
@@ -211,12 +211,16 @@ void Engine::Impl::run(const ControlMessage& msg, const ScheduledStep& scheduled
   std::vector<int32_t> words(sample_words(tops));
   if (link.is_sampler()) {
     const int64_t V = model.config().vocab_size;
-    std::vector<SampledToken> sampled;
-    for (size_t i = 0; i < rows.size(); ++i) {
-      const Sequence& s = *rows[i];
-      const std::span<const float> row(logits.data<float>() + static_cast<int64_t>(i) * V, static_cast<size_t>(V));
+    // Rows are independent and each costs a few passes over the vocabulary (sampling, log-softmax):
+    // spread them over the host's cores so a batch of 64 does not serialise on one.
+    std::vector<SampledToken> sampled(rows.size());
+    const int64_t n_rows = static_cast<int64_t>(rows.size());
+#pragma omp parallel for schedule(dynamic) if (n_rows > 1)
+    for (int64_t i = 0; i < n_rows; ++i) {
+      const Sequence& s = *rows[static_cast<size_t>(i)];
+      const std::span<const float> row(logits.data<float>() + i * V, static_cast<size_t>(V));
       const int32_t token = Sampler::sample(row, s.request.sampling, s.history, static_cast<uint64_t>(s.generated));
-      sampled.push_back(describe(row, token, tops[i]));
+      sampled[static_cast<size_t>(i)] = describe(row, token, tops[static_cast<size_t>(i)]);
     }
     words = pack_samples(sampled, tops);
   }

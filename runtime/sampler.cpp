@@ -39,6 +39,7 @@ double Sampler::log_prob(std::span<const float> logits, int32_t token) {
 
 int32_t Sampler::sample(std::span<const float> logits, const SamplingParams& params, std::span<const int32_t> history,
                         uint64_t step) {
+  if (params.temperature <= 0.f && params.repetition_penalty == 1.f) return argmax(logits);  // no copy needed
   std::vector<float> z(logits.begin(), logits.end());
   if (params.repetition_penalty != 1.f) {
     std::vector<uint8_t> seen(z.size(), 0);

@@ -1,6 +1,8 @@
 // runtime/models/llama.cpp: one stage of the Llama-family decoder (see llama.h).
 #include "runtime/models/llama.h"
 
+#include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 
@@ -81,6 +83,7 @@ void LlamaModel::forward(const StepBatch& step, Tensor& hidden) {
   Tensor v = backend_.alloc({T, kvh, hd}, act);
   Tensor att = backend_.alloc({T, qh, hd}, act);
   Tensor proj = backend_.alloc({T, D}, act);
+  Tensor proj2 = backend_.alloc({T, D}, act);
   Tensor gate = backend_.alloc({T, F}, act);
   Tensor up = backend_.alloc({T, F}, act);
   Tensor q2 = q.reshape({T, qh * hd}), k2 = k.reshape({T, kvh * hd}), v2 = v.reshape({T, kvh * hd});
@@ -97,16 +100,56 @@ void LlamaModel::forward(const StepBatch& step, Tensor& hidden) {
     backend_.rope(k, batch.positions, rope_);
     backend_.kv_write(k, v, batch.slots, kv_.k(local), kv_.v(local));
     backend_.attention(q, kv_.k(local), kv_.v(local), batch, scale, att);
-    backend_.matmul(att2, w.wo, nullptr, proj);
-    if (tp_.size() > 1) tp_.all_reduce_sum(proj);
-    backend_.add_rmsnorm(hidden, proj, w.ffn_norm, config_.rms_eps, h);
-    backend_.matmul(h, w.w_gate, nullptr, gate);
-    backend_.matmul(h, w.w_up, nullptr, up);
-    backend_.silu_mul(gate, up, gate);
-    backend_.matmul(gate, w.w_down, nullptr, proj);
-    if (tp_.size() > 1) tp_.all_reduce_sum(proj);
-    backend_.add(hidden, proj);
+    project_and_mlp(w, hidden, att2, h, proj, proj2, gate, up);
     weights_.release(l);
+  }
+}
+
+void LlamaModel::wait_reduce(CollectiveWork& work) {
+  const auto t0 = std::chrono::steady_clock::now();
+  work.wait();
+  timings_.comm_wait_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+void LlamaModel::project_and_mlp(const LayerWeights& w, Tensor& hidden, const Tensor& att, Tensor& h,
+                                 Tensor& attn_out, Tensor& mlp_out, Tensor& gate, Tensor& up) {
+  const int64_t T = hidden.dim(0);
+  const bool reduce = tp_.size() > 1;
+  // Row groups: chunk c's all-reduce runs on the communication stream while chunk c+1 computes.
+  // Attention itself needs every token's K/V, so chunking starts at the output projection.
+  const int64_t chunks = reduce ? std::min<int64_t>(overlap_chunks_, T) : 1;
+  std::vector<int64_t> begin(static_cast<size_t>(chunks) + 1);
+  for (int64_t c = 0; c <= chunks; ++c) begin[static_cast<size_t>(c)] = T * c / chunks;
+  auto rows = [&](const Tensor& t, int64_t c) {
+    return t.rows(begin[static_cast<size_t>(c)], begin[static_cast<size_t>(c) + 1] - begin[static_cast<size_t>(c)]);
+  };
+  std::vector<std::unique_ptr<CollectiveWork>> attn_work(static_cast<size_t>(chunks));
+  for (int64_t c = 0; c < chunks; ++c) {
+    Tensor out = rows(attn_out, c);
+    backend_.matmul(rows(att, c), w.wo, nullptr, out);
+    if (reduce) {
+      attn_work[static_cast<size_t>(c)] = tp_.all_reduce_sum_async(out);
+      ++timings_.all_reduces;
+    }
+  }
+  std::vector<std::unique_ptr<CollectiveWork>> mlp_work(static_cast<size_t>(chunks));
+  for (int64_t c = 0; c < chunks; ++c) {
+    if (reduce) wait_reduce(*attn_work[static_cast<size_t>(c)]);
+    Tensor hid = rows(hidden, c), hc = rows(h, c), g = rows(gate, c), u = rows(up, c), out = rows(mlp_out, c);
+    backend_.add_rmsnorm(hid, rows(attn_out, c), w.ffn_norm, config_.rms_eps, hc);
+    backend_.matmul(hc, w.w_gate, nullptr, g);
+    backend_.matmul(hc, w.w_up, nullptr, u);
+    backend_.silu_mul(g, u, g);
+    backend_.matmul(g, w.w_down, nullptr, out);
+    if (reduce) {
+      mlp_work[static_cast<size_t>(c)] = tp_.all_reduce_sum_async(out);
+      ++timings_.all_reduces;
+    }
+  }
+  for (int64_t c = 0; c < chunks; ++c) {
+    if (reduce) wait_reduce(*mlp_work[static_cast<size_t>(c)]);
+    Tensor hid = rows(hidden, c);
+    backend_.add(hid, rows(mlp_out, c));
   }
 }
 

@@ -17,7 +17,18 @@ class LlamaModel {
   LlamaModel(const ModelConfig& config, const ShardSpec& spec, Backend& backend, WeightSource& weights,
              Collective& tp, KvCache& kv_cache);
 
+  // Time this stage spent blocked on tensor-parallel all-reduces (the communication compute did not
+  // hide), and how many it ran; for benchmark reports.
+  struct Timings {
+    double comm_wait_seconds = 0;
+    int64_t all_reduces = 0;
+  };
+
   const ModelConfig& config() const { return config_; }
+  // With TP, split each step's tokens into `chunks` row groups so one group's all-reduce runs while
+  // the next group computes (comm.overlap_chunks in the plan); 1 turns overlap off.
+  void set_overlap_chunks(int chunks) { overlap_chunks_ = chunks < 1 ? 1 : chunks; }
+  const Timings& timings() const { return timings_; }
   const ShardSpec& spec() const { return spec_; }
 
   // Runs this stage's layers over the step. On the first stage `hidden` is produced from the tokens;
@@ -29,6 +40,10 @@ class LlamaModel {
 
  private:
   Tensor upload_i32(const std::vector<int32_t>& values);
+  // The attention output projection and MLP of one layer, chunked so all-reduces overlap compute.
+  void project_and_mlp(const LayerWeights& w, Tensor& hidden, const Tensor& att, Tensor& h, Tensor& attn_out,
+                       Tensor& mlp_out, Tensor& gate, Tensor& up);
+  void wait_reduce(CollectiveWork& work);
   AttentionBatch attention_batch(const StepBatch& step);
 
   ModelConfig config_;
@@ -38,6 +53,8 @@ class LlamaModel {
   Collective& tp_;
   KvCache& kv_;
   RopeParams rope_;
+  int overlap_chunks_ = 1;
+  Timings timings_;
 };
 
 }  // namespace strata
