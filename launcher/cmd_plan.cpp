@@ -1,6 +1,7 @@
 // launcher/cmd_plan.cpp: `strata plan --check PLAN`: validates a plan against its model and prints,
 // per rank, the coordinates, layers, shard shapes and bytes per tier. The model's shape comes from
-// --model, else the plan's model.shape preset, else the checkpoint at model.path.
+// --model, else the plan's model.shape preset, else the checkpoint at model.path. --predict adds the
+// predicted tokens/s (parallel/perf_model.h); --suggest ranks every plan for a model and a cluster.
 #include <boost/json.hpp>
 
 #include <cstdio>
@@ -12,6 +13,7 @@
 #include "launcher/commands.h"
 #include "offload/residency.h"
 #include "parallel/partition.h"
+#include "parallel/perf_model.h"
 #include "parallel/plan_check.h"
 #include "parallel/plan_parser.h"
 #include "parallel/plan_report.h"
@@ -85,6 +87,84 @@ std::string describe_offload(const Args& args, const parallel::Plan& plan, const
   return out;
 }
 
+// --predict / --suggest (parallel/perf_model.h): the hardware file, read here at the edge.
+parallel::Hardware read_hardware(const Args& args) {
+  STRATA_CHECK(args.has("hardware"), "--predict and --suggest need --hardware FILE (bench/hardware/*.yaml)");
+  const std::string path = args.str("hardware");
+  std::ifstream in(path);
+  STRATA_CHECK_KIND(ErrorKind::kIo, in.good(), "--hardware: cannot read '", path, "'");
+  std::stringstream text;
+  text << in.rdbuf();
+  return parallel::parse_hardware(text.str(), path);
+}
+
+std::vector<int64_t> int_list(const Args& args, const std::string& flag, std::vector<int64_t> fallback) {
+  if (!args.has(flag)) return fallback;
+  std::vector<int64_t> out;
+  std::stringstream in(args.str(flag));
+  for (std::string item; std::getline(in, item, ',');) {
+    char* end = nullptr;
+    const long long v = std::strtoll(item.c_str(), &end, 10);
+    STRATA_CHECK(end != item.c_str() && *end == '\0' && v > 0, "--", flag, ": '", item,
+                 "' is not a positive integer (give a comma list, e.g. 1,16,64)");
+    out.push_back(v);
+  }
+  return out;
+}
+
+std::string predicted_line(const parallel::Prediction& p, int64_t batch) {
+  const parallel::StepTime& d = p.decode;
+  char line[320];
+  std::snprintf(line, sizeof line,
+                "  batch %4lld: %9.1f tok/s decode (%.2f ms/step, %s-bound: compute %.2f, all-reduce %.2f of which "
+                "%.0f%% hidden, p2p %.2f, bubble %.2f, streaming %.2f ms), prefill %.0f tok/s, %s per device%s\n",
+                static_cast<long long>(batch), p.decode_tokens_per_s, d.total_s * 1e3, d.bound.c_str(),
+                d.compute_s * 1e3, d.allreduce_s * 1e3, 100 * d.hidden_fraction(), d.p2p_s * 1e3, d.bubble_s * 1e3,
+                d.stream_s * 1e3, p.prefill_tokens_per_s, offload::format_size(p.device_bytes_per_rank).c_str(),
+                p.fits ? "" : " (does NOT fit)");
+  return line;
+}
+
+// `plan --suggest --model M --hardware H [--gpus N,...]`: every (tp, pp, dp) validate_plan accepts,
+// ranked by the predicted throughput or latency, per GPU count.
+int suggest(const Args& args) {
+  const parallel::Hardware hw = read_hardware(args);
+  const std::string model = args.required("model");
+  const bool is_path = std::filesystem::exists(model);
+  const ModelConfig config = is_path ? open_checkpoint(model)->config() : model_preset(model);
+  const std::string objective = args.str("objective", "throughput");
+  STRATA_CHECK(objective == "throughput" || objective == "latency", "--objective must be throughput or latency, got '",
+               objective, "'");
+  const DType dtype = args.has("dtype") ? dtype_from_name(args.str("dtype")) : DType::kBF16;
+  const std::vector<int64_t> gpus = int_list(args, "gpus", {hw.world()});
+  const int64_t batch = args.integer("batch", 64, 1, 1 << 20);
+  const parallel::Workload work{batch, args.integer("prompt-len", 512, 1, 1 << 20), args.integer("output-len", 128, 2, 1 << 20)};
+  const int64_t top = args.integer("top", gpus.size() > 1 ? 1 : 5, 1, 1000);
+  std::printf("suggested plans for %s (%.2fB parameters, %s) on %s, %s objective, batch %lld, prompt %lld, "
+              "output %lld (predictions from parallel/perf_model.h; see docs/performance-model.md for their error)\n",
+              model.c_str(), static_cast<double>(config.parameter_count()) / 1e9, dtype_name(dtype), hw.source.c_str(),
+              objective.c_str(), static_cast<long long>(work.batch), static_cast<long long>(work.prompt_len),
+              static_cast<long long>(work.output_len));
+  for (const int64_t n : gpus) {
+    const parallel::SuggestResult r = parallel::suggest_plans(
+        config, hw, static_cast<int>(n), work,
+        objective == "latency" ? parallel::Objective::kLatency : parallel::Objective::kThroughput, dtype);
+    std::printf("%lld GPUs (%d node%s):\n", static_cast<long long>(n),
+                static_cast<int>((n + hw.devices_per_node - 1) / hw.devices_per_node), n > hw.devices_per_node ? "s" : "");
+    if (r.ranked.empty()) std::printf("  no plan fits; rejected:\n");
+    for (size_t i = 0; i < r.ranked.size() && static_cast<int64_t>(i) < top; ++i) {
+      const parallel::Suggestion& s = r.ranked[i];
+      std::printf("  %zu. %-16s %10.1f tok/s, %7.2f ms/token, TTFT %.0f ms, %s per device: %s\n", i + 1,
+                  s.shape.str().c_str(), s.prediction.decode_tokens_per_s, s.prediction.decode.total_s * 1e3,
+                  s.prediction.ttft_s * 1e3, offload::format_size(s.prediction.device_bytes_per_rank).c_str(),
+                  s.reason.c_str());
+    }
+    if (r.ranked.empty() || args.has("verbose"))
+      for (const std::string& why : r.rejected) std::printf("    rejected %s\n", why.c_str());
+  }
+  return 0;
+}
+
 }  // namespace
 
 int cmd_plan(int argc, char** argv) {
@@ -96,12 +176,24 @@ int cmd_plan(int argc, char** argv) {
                            {"device-gbs", true, "device memory read rate, GB/s (overrides --ceilings)"},
                            {"h2d-gbs", true, "pinned host-to-device copy rate, GB/s (overrides --ceilings)"},
                            {"disk-gbs", true, "sequential read rate of the checkpoint's disk, GB/s"},
+                           {"predict", false, "with --check: predicted tokens/s of the plan (needs --hardware)"},
+                           {"suggest", false, "rank every plan for --model (path or preset) on --hardware"},
+                           {"hardware", true, "hardware file for --predict/--suggest (bench/hardware/*.yaml)"},
+                           {"gpus", true, "--suggest: GPU counts, e.g. 8,64,1024 (default: the hardware file's)"},
+                           {"batch", true, "--predict: batches (default 1,16,64); --suggest: one batch (default 64)"},
+                           {"prompt-len", true, "--predict/--suggest: prompt tokens per sequence"},
+                           {"output-len", true, "--predict/--suggest: generated tokens per sequence"},
+                           {"objective", true, "--suggest: throughput (default) or latency"},
+                           {"dtype", true, "--suggest: weight dtype (default bf16)"},
+                           {"top", true, "--suggest: plans shown per GPU count"},
+                           {"verbose", false, "--suggest: also list rejected plans and why"},
                            {"help", false, "show this help"}},
                   argc, argv, 2, true);
   if (args.has("help")) {
     std::printf("%s", args.usage().c_str());
     return 0;
   }
+  if (args.has("suggest")) return suggest(args);
   std::string path = args.str("check");
   if (path.empty() && !args.positionals().empty()) path = args.positionals()[0];
   STRATA_CHECK(!path.empty(), "strata plan: give the plan to check: strata plan --check configs/x.yaml");
@@ -139,6 +231,15 @@ int cmd_plan(int argc, char** argv) {
   std::printf("plan %s checked against %s\n%s", path.c_str(), source.c_str(),
               parallel::describe(plan, config, partition).c_str());
   std::printf("%s", describe_offload(args, plan, partition).c_str());
+  if (args.has("predict")) {
+    const parallel::Hardware hw = read_hardware(args);
+    const parallel::PlanShape shape = parallel::plan_shape(plan, partition);
+    const int64_t prompt = args.integer("prompt-len", 128, 1, 1 << 20), output = args.integer("output-len", 128, 2, 1 << 20);
+    std::printf("predicted on %s (%s, prompt %lld, output %lld; parallel/perf_model.h, error: docs/performance-model.md):\n",
+                hw.source.c_str(), shape.str().c_str(), static_cast<long long>(prompt), static_cast<long long>(output));
+    for (const int64_t b : int_list(args, "batch", {1, 16, 64}))
+      std::printf("%s", predicted_line(parallel::predict(config, shape, hw, {b, prompt, output}), b).c_str());
+  }
   if (!warnings.empty()) std::fprintf(stderr, "%s", warnings.c_str());
   return 0;
 }

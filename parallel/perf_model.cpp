@@ -69,7 +69,8 @@ Slot stage_slot(const ModelConfig& c, const PlanShape& s, const Hardware& hw, in
                        4.0 * static_cast<double>(layers * (c.n_heads / tp) * c.head_dim) * attn_positions *
                            static_cast<double>(seqs);
   slot.mem = hw.mem_gbs > 0 ? (w + kv) / (hw.mem_gbs * 1e9 * hw.mem_efficiency) : 0;
-  slot.flop = hw.gemm_tflops > 0 ? flops / (hw.gemm_tflops * 1e12 * hw.gemm_efficiency) : 0;
+  const double gemm_share = prefill && hw.prefill_gemm_efficiency > 0 ? hw.prefill_gemm_efficiency : hw.gemm_efficiency;
+  slot.flop = hw.gemm_tflops > 0 ? flops / (hw.gemm_tflops * 1e12 * gemm_share) : 0;
   slot.compute = std::max(slot.mem, slot.flop);
   // Streamed layers cross the host link (disk ones the disk first) while compute runs.
   const double streamed = static_cast<double>(s.host_stream_bytes + s.disk_stream_bytes) *
@@ -109,18 +110,22 @@ StepTime step_time(const ModelConfig& c, const PlanShape& s, const Hardware& hw,
   const int64_t mb_seqs = ceil_div(seqs, m), mb_tokens = ceil_div(tokens, m);
   const std::vector<int64_t> sizes = stage_sizes(c, s);
   const int per_node = std::max(1, hw.devices_per_node);
+  // The pipeline moves at the pace of its slowest stage, and every slot also hands a micro-batch's
+  // activations to the next stage: the slot is the slowest stage plus the slowest hop.
   Slot worst;
+  double send = 0;
   for (int st = 0; st < s.pp; ++st) {
-    Slot slot = stage_slot(c, s, hw, sizes[static_cast<size_t>(st)], st == 0, st == s.pp - 1, mb_tokens, mb_seqs,
-                           ctx, prefill);
+    const Slot slot = stage_slot(c, s, hw, sizes[static_cast<size_t>(st)], st == 0, st == s.pp - 1, mb_tokens,
+                                 mb_seqs, ctx, prefill);
     if (st + 1 < s.pp) {
       bool inter = false;
       for (int d = 0; d < s.dp && !inter; ++d)
         inter = crosses((d * s.pp + st) * s.tp, (d * s.pp + st + 1) * s.tp, s.tp, per_node);
-      slot.send = p2p_seconds(mb_tokens * c.hidden * hw.activation_bytes, inter ? hw.inter : hw.intra);
+      send = std::max(send, p2p_seconds(mb_tokens * c.hidden * hw.activation_bytes, inter ? hw.inter : hw.intra));
     }
     if (slot.total() > worst.total()) worst = slot;
   }
+  worst.send = send;
   const double md = static_cast<double>(m);
   t.compute_s = md * worst.compute;
   t.allreduce_s = md * worst.ar;
@@ -389,7 +394,10 @@ Hardware parse_hardware(const std::string& text, const std::string& source) {
     if (n["disk_gbs"]) hw.disk_gbs = r.number(n["disk_gbs"], "host.disk_gbs", 0);
   }
   if (const YAML::Node n = root["calibration"]) {
-    r.keys(n, "calibration", {"memory_efficiency", "gemm_efficiency", "step_overhead_us", "fitted_from"});
+    r.keys(n, "calibration", {"memory_efficiency", "gemm_efficiency", "prefill_gemm_efficiency", "step_overhead_us",
+                              "fitted_from"});
+    if (n["prefill_gemm_efficiency"])
+      hw.prefill_gemm_efficiency = r.number(n["prefill_gemm_efficiency"], "calibration.prefill_gemm_efficiency", 1e-6);
     if (n["memory_efficiency"]) hw.mem_efficiency = r.number(n["memory_efficiency"], "calibration.memory_efficiency", 1e-6);
     if (n["gemm_efficiency"]) hw.gemm_efficiency = r.number(n["gemm_efficiency"], "calibration.gemm_efficiency", 1e-6);
     if (n["step_overhead_us"]) hw.step_overhead_us = r.number(n["step_overhead_us"], "calibration.step_overhead_us", 0);

@@ -37,6 +37,7 @@ struct Hardware {
   // pure roofline. Kept apart from the ceilings so a report can show both.
   double mem_efficiency = 1;
   double gemm_efficiency = 1;
+  double prefill_gemm_efficiency = 0;  // prefill's large GEMMs (tensor cores); 0 = gemm_efficiency
   double step_overhead_us = 0;  // fixed cost of a step (launches, scheduling, sampling)
   int activation_bytes = 2;     // bytes of an activation on the wire: bf16 on GPUs, f32 on the CPU backend
   int64_t max_step_tokens = 2048;  // prefill chunk per step (GeneratorOptions::max_step_tokens)

@@ -74,20 +74,22 @@ MpiGroupState::~MpiGroupState() {
 
 namespace {
 
-// Polling with backoff: spin briefly for latency, then sleep so oversubscribed ranks share the cores.
+// Polling with backoff: yield (which still hands the core to oversubscribed ranks) for the first
+// couple of milliseconds, since a pipeline hand-off usually lands within that, then sleep in steps
+// capped at 200 us. A 1 ms cap cost every stage hand-off about a millisecond.
 class Backoff {
  public:
   void pause() {
-    if (++spins_ < 64) {
+    if (std::chrono::steady_clock::now() - start_ < std::chrono::milliseconds(2)) {
       std::this_thread::yield();
       return;
     }
     std::this_thread::sleep_for(std::chrono::microseconds(sleep_us_));
-    sleep_us_ = std::min(sleep_us_ * 2, 1000);
+    sleep_us_ = std::min(sleep_us_ * 2, 200);
   }
 
  private:
-  int spins_ = 0;
+  std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
   int sleep_us_ = 20;
 };
 

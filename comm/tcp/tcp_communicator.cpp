@@ -264,7 +264,10 @@ class TcpCommunicator final : public Communicator {
     return mesh_.send(members_[r], context_, o.tag, data, bytes, std::move(keep));
   }
   void wait_sent(const Op& o, std::vector<std::pair<int, std::shared_ptr<TcpMesh::Pending>>>& sends) {
-    for (auto& [r, p] : sends) mesh_.wait(p, o.start, o.deadline, [&] { return cat(o.what, " sending to ", peer_str(r)); });
+    for (auto& send : sends) {
+      const int r = send.first;  // a plain variable: lambdas may not capture structured bindings (C++17/clang)
+      mesh_.wait(send.second, o.start, o.deadline, [&] { return cat(o.what, " sending to ", peer_str(r)); });
+    }
   }
   std::vector<uint8_t> recv_from(const Op& o, int r, int64_t expect_bytes) {
     auto p = mesh_.post_recv(members_[r], context_, o.tag);

@@ -15,6 +15,7 @@
 #include "runtime/cuda/device_handles.h"
 #include "runtime/cuda/gemm.h"
 #include "runtime/cuda/kernels.h"
+#include "runtime/log.h"
 #include "runtime/rope.h"
 
 namespace strata {
@@ -65,6 +66,16 @@ class CudaBackend final : public Backend {
     device_name_ = prop.name;
     STRATA_CHECK(options_.gemv_max_rows >= 0 && options_.gemv_max_rows <= 8, "gemv_max_rows must be 0..8, got ",
                  options_.gemv_max_rows);
+    // Keep freed pool memory for reuse instead of handing it back at every synchronisation.
+    cudaMemPool_t pool = nullptr;
+    CHECK_CUDA(cudaDeviceGetDefaultMemPool(&pool, device));
+    uint64_t keep = UINT64_MAX;
+    CHECK_CUDA(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
+  }
+  ~CudaBackend() override {
+    // Tensors that outlive the backend free synchronously (their stream is about to go away).
+    (void)cudaStreamSynchronize(stream_.get());
+    *alive_ = false;
   }
 
   Device device() const override { return Device::kCuda; }
@@ -75,9 +86,29 @@ class CudaBackend final : public Backend {
   Tensor alloc(const Shape& shape, DType dtype) override {
     for (int64_t d : shape) STRATA_CHECK(d >= 0, "negative dimension in shape ", shape_str(shape));
     const int64_t bytes = dtype_bytes(dtype, shape_numel(shape));
-    auto buffer = std::make_shared<DeviceBuffer>(static_cast<size_t>(bytes), device_);
-    void* ptr = buffer->get();
-    return Tensor::view(ptr, shape, dtype, Device::kCuda, std::move(buffer));
+    // Stream-ordered allocation from the device's pool (kept, not returned to the driver): the
+    // per-step activations of a forward pass cost no cudaMalloc and, unlike cudaFree, freeing them
+    // does not wait for the device. The free is queued on the compute stream after the work that
+    // used the memory; once the backend is gone, a plain synchronous cudaFree is used instead.
+    void* ptr = nullptr;
+    if (bytes > 0) {
+      CHECK_CUDA(cudaSetDevice(device_));
+      const cudaError_t status = cudaMallocAsync(&ptr, static_cast<size_t>(bytes), stream_.get());
+      if (status != cudaSuccess) {
+        (void)cudaGetLastError();
+        size_t free_bytes = 0, total_bytes = 0;
+        (void)cudaMemGetInfo(&free_bytes, &total_bytes);
+        STRATA_THROW(ErrorKind::kOutOfMemory, "CUDA error in cudaMallocAsync(", bytes, " bytes) on device ", device_,
+                     ": ", cudaGetErrorString(status), "; ", free_bytes >> 20, " MiB free of ", total_bytes >> 20,
+                     " MiB. Lower the batch size, the KV cache size or the GPU weight budget.");
+      }
+    }
+    std::shared_ptr<void> holder(ptr, [stream = stream_.get(), alive = alive_, device = device_](void* p) {
+      if (p == nullptr) return;
+      const cudaError_t st = *alive ? cudaFreeAsync(p, stream) : (cudaSetDevice(device), cudaFree(p));
+      if (st != cudaSuccess) LOG_WARN("freeing ", p, " on device ", device, ": ", cudaGetErrorString(st));
+    });
+    return Tensor::view(ptr, shape, dtype, Device::kCuda, std::move(holder));
   }
 
   void copy(const Tensor& src, Tensor& dst) override {
@@ -278,6 +309,7 @@ class CudaBackend final : public Backend {
   }
 
   int device_;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
   CudaBackendOptions options_;
   CudaStream stream_;
   DeviceBuffer workspace_;  // cuBLAS workspace; declared before cublas_ so the handle goes first
