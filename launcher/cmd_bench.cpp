@@ -122,7 +122,8 @@ int run_decode(const Args& args, const SessionOptions& options, RankRuntime* ran
               "\"weight_gbs\": %.2f, \"copy_gbs\": %.2f, \"read_gbs\": %.2f, \"of_copy\": %.3f, \"of_read\": %.3f, "
               "\"prefill_tokens_per_s\": %.1f, \"output_len\": %lld, \"world\": %d, \"plan\": \"%s\", "
               "\"ttft_ms\": %.3f, \"itl_ms\": {\"p50\": %.3f, \"p90\": %.3f, \"p99\": %.3f}, "
-              "\"max_rss_mib\": %.1f, \"prefill_s\": %.4f, \"decode_s\": %.4f}\n",
+              "\"max_rss_mib\": %.1f, \"prefill_s\": %.4f, \"decode_s\": %.4f, "
+              "\"tp_comm_wait_s\": %.4f, \"tp_all_reduces\": %lld}\n",
               ck.path().c_str(), dtype_name(ck.entry("blk.0.attn_q.weight").dtype), omp_get_max_threads(),
               static_cast<long long>(batch), static_cast<long long>(prompt_len),
               static_cast<double>(batch) / step_s, step_s * 1e3, static_cast<long long>(step_bytes), weight_gbs,
@@ -131,7 +132,8 @@ int run_decode(const Args& args, const SessionOptions& options, RankRuntime* ran
               static_cast<long long>(n), rank != nullptr ? rank->world_size() : 1,
               rank != nullptr ? rank->plan().source.c_str() : "", arrivals.empty() ? 0.0 : arrivals[0] * 1e3,
               percentile(gaps, 0.5), percentile(gaps, 0.9), percentile(gaps, 0.99),
-              static_cast<double>(usage.ru_maxrss) / 1024.0, s.prefill_seconds, s.decode_seconds);
+              static_cast<double>(usage.ru_maxrss) / 1024.0, s.prefill_seconds, s.decode_seconds,
+              session.model().timings().comm_wait_seconds, static_cast<long long>(session.model().timings().all_reduces));
   std::fflush(stdout);
   return 0;
 }

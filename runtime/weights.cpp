@@ -10,6 +10,7 @@ namespace strata {
 
 int64_t LayerWeights::nbytes() const {
   int64_t n = 0;
+  // Fused stacks are counted through their row views (wq, wk, ...), not twice.
   for (const Tensor* t : {&attn_norm, &wq, &wk, &wv, &bq, &bk, &bv, &wo, &ffn_norm, &w_gate, &w_up, &w_down})
     if (t->defined()) n += t->nbytes();
   return n;
@@ -77,6 +78,21 @@ GlobalWeights ShardReader::globals() const {
 }
 
 namespace {
+// Rows of `parts` (same dtype and row length) stacked into one host tensor.
+Tensor stack_rows(const std::vector<const Tensor*>& parts) {
+  int64_t rows = 0;
+  for (const Tensor* t : parts) rows += t->dim(0);
+  Shape shape = parts[0]->shape();
+  shape[0] = rows;
+  Tensor out = Tensor::empty(shape, parts[0]->dtype());
+  auto* dst = static_cast<uint8_t*>(out.raw());
+  for (const Tensor* t : parts) {
+    std::memcpy(dst, t->raw(), static_cast<size_t>(t->nbytes()));
+    dst += t->nbytes();
+  }
+  return out;
+}
+
 class ResidentWeights final : public WeightSource {
  public:
   ResidentWeights(const Checkpoint& checkpoint, const ShardSpec& spec, Backend& backend) : spec_(spec) {
@@ -85,10 +101,35 @@ class ResidentWeights final : public WeightSource {
     const GlobalWeights g = reader.globals();
     globals_ = {up(g.embed), up(g.output_norm), up(g.output)};
     if (g.output.defined() && g.output.raw() == g.embed.raw()) globals_.output = globals_.embed;
+    // The CPU reads weights straight from the memory map; stacking would copy them for no gain.
+    const bool fuse = backend.device() != Device::kCpu;
     for (int64_t l = spec.layer_begin; l < spec.layer_end; ++l) {
       const LayerWeights h = reader.layer(l);
-      layers_.push_back({up(h.attn_norm), up(h.wq), up(h.wk), up(h.wv), up(h.bq), up(h.bk), up(h.bv), up(h.wo),
-                         up(h.ffn_norm), up(h.w_gate), up(h.w_up), up(h.w_down)});
+      LayerWeights d;
+      d.attn_norm = up(h.attn_norm);
+      d.ffn_norm = up(h.ffn_norm);
+      d.wo = up(h.wo);
+      d.w_down = up(h.w_down);
+      if (fuse) {
+        d.wqkv = up(stack_rows({&h.wq, &h.wk, &h.wv}));
+        d.wq = d.wqkv.rows(0, h.wq.dim(0));
+        d.wk = d.wqkv.rows(h.wq.dim(0), h.wk.dim(0));
+        d.wv = d.wqkv.rows(h.wq.dim(0) + h.wk.dim(0), h.wv.dim(0));
+        if (h.bq.defined()) {
+          d.bqkv = up(stack_rows({&h.bq, &h.bk, &h.bv}));
+          d.bq = d.bqkv.rows(0, h.bq.dim(0));
+          d.bk = d.bqkv.rows(h.bq.dim(0), h.bk.dim(0));
+          d.bv = d.bqkv.rows(h.bq.dim(0) + h.bk.dim(0), h.bv.dim(0));
+        }
+        d.w_gate_up = up(stack_rows({&h.w_gate, &h.w_up}));
+        d.w_gate = d.w_gate_up.rows(0, h.w_gate.dim(0));
+        d.w_up = d.w_gate_up.rows(h.w_gate.dim(0), h.w_up.dim(0));
+      } else {
+        d.wq = up(h.wq), d.wk = up(h.wk), d.wv = up(h.wv);
+        d.bq = up(h.bq), d.bk = up(h.bk), d.bv = up(h.bv);
+        d.w_gate = up(h.w_gate), d.w_up = up(h.w_up);
+      }
+      layers_.push_back(std::move(d));
     }
   }
   const GlobalWeights& globals() override { return globals_; }

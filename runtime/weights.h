@@ -16,6 +16,10 @@ class Checkpoint;
 struct LayerWeights {
   Tensor attn_norm, wq, wk, wv, bq, bk, bv, wo;  // biases undefined unless qkv_bias
   Tensor ffn_norm, w_gate, w_up, w_down;
+  // Optional fused forms on accelerators: [wq; wk; wv] and [w_gate; w_up] stacked by rows (wq/wk/wv and
+  // w_gate/w_up are then row views of them). One GEMV over the stack streams the bytes of three (two)
+  // small ones at a better share of the bandwidth; used when a step has one token.
+  Tensor wqkv, bqkv, w_gate_up;
   int64_t nbytes() const;
 };
 

@@ -78,24 +78,32 @@ void LlamaModel::forward(const StepBatch& step, Tensor& hidden) {
   const float scale = 1.f / std::sqrt(static_cast<float>(hd));
 
   Tensor h = backend_.alloc({T, D}, act);
-  Tensor q = backend_.alloc({T, qh, hd}, act);
-  Tensor k = backend_.alloc({T, kvh, hd}, act);
-  Tensor v = backend_.alloc({T, kvh, hd}, act);
+  // q, k, v (and gate, up) are consecutive regions of one buffer: with one token a fused weight
+  // stack fills all of them in one matmul, with more each gets its own.
+  const int64_t nq = qh * hd, nk = kvh * hd;
+  Tensor qkv = backend_.alloc({T * (nq + 2 * nk)}, act);
+  Tensor q = part(qkv, 0, {T, qh, hd}), k = part(qkv, T * nq, {T, kvh, hd}), v = part(qkv, T * (nq + nk), {T, kvh, hd});
+  Tensor gate_up = backend_.alloc({2 * T * F}, act);
+  Tensor gate = part(gate_up, 0, {T, F}), up = part(gate_up, T * F, {T, F});
   Tensor att = backend_.alloc({T, qh, hd}, act);
   Tensor proj = backend_.alloc({T, D}, act);
   Tensor proj2 = backend_.alloc({T, D}, act);
-  Tensor gate = backend_.alloc({T, F}, act);
-  Tensor up = backend_.alloc({T, F}, act);
-  Tensor q2 = q.reshape({T, qh * hd}), k2 = k.reshape({T, kvh * hd}), v2 = v.reshape({T, kvh * hd});
-  Tensor att2 = att.reshape({T, qh * hd});
+  Tensor q2 = q.reshape({T, nq}), k2 = k.reshape({T, nk}), v2 = v.reshape({T, nk});
+  Tensor att2 = att.reshape({T, nq});
+  const bool one_token = T == 1;
 
   for (int64_t l = spec_.layer_begin; l < spec_.layer_end; ++l) {
     const LayerWeights& w = weights_.acquire(l);
     const int64_t local = l - spec_.layer_begin;
     backend_.rmsnorm(hidden, w.attn_norm, config_.rms_eps, h);
-    backend_.matmul(h, w.wq, w.bq.defined() ? &w.bq : nullptr, q2);
-    backend_.matmul(h, w.wk, w.bk.defined() ? &w.bk : nullptr, k2);
-    backend_.matmul(h, w.wv, w.bv.defined() ? &w.bv : nullptr, v2);
+    if (one_token && w.wqkv.defined()) {
+      Tensor all = qkv.reshape({1, nq + 2 * nk});
+      backend_.matmul(h, w.wqkv, w.bqkv.defined() ? &w.bqkv : nullptr, all);
+    } else {
+      backend_.matmul(h, w.wq, w.bq.defined() ? &w.bq : nullptr, q2);
+      backend_.matmul(h, w.wk, w.bk.defined() ? &w.bk : nullptr, k2);
+      backend_.matmul(h, w.wv, w.bv.defined() ? &w.bv : nullptr, v2);
+    }
     backend_.rope(q, batch.positions, rope_);
     backend_.rope(k, batch.positions, rope_);
     backend_.kv_write(k, v, batch.slots, kv_.k(local), kv_.v(local));
@@ -103,6 +111,12 @@ void LlamaModel::forward(const StepBatch& step, Tensor& hidden) {
     project_and_mlp(w, hidden, att2, h, proj, proj2, gate, up);
     weights_.release(l);
   }
+}
+
+Tensor LlamaModel::part(const Tensor& buffer, int64_t offset, const Shape& shape) {
+  auto* base = static_cast<uint8_t*>(const_cast<void*>(buffer.raw()));
+  return Tensor::view(base + dtype_bytes(buffer.dtype(), offset), shape, buffer.dtype(), buffer.device(),
+                      buffer.keepalive());
 }
 
 void LlamaModel::wait_reduce(CollectiveWork& work) {
@@ -137,8 +151,13 @@ void LlamaModel::project_and_mlp(const LayerWeights& w, Tensor& hidden, const Te
     if (reduce) wait_reduce(*attn_work[static_cast<size_t>(c)]);
     Tensor hid = rows(hidden, c), hc = rows(h, c), g = rows(gate, c), u = rows(up, c), out = rows(mlp_out, c);
     backend_.add_rmsnorm(hid, rows(attn_out, c), w.ffn_norm, config_.rms_eps, hc);
-    backend_.matmul(hc, w.w_gate, nullptr, g);
-    backend_.matmul(hc, w.w_up, nullptr, u);
+    if (T == 1 && w.w_gate_up.defined()) {  // gate and up are adjacent: [1, 2F] in one pass
+      Tensor both = Tensor::view(g.raw(), {1, 2 * g.dim(1)}, g.dtype(), g.device(), g.keepalive());
+      backend_.matmul(hc, w.w_gate_up, nullptr, both);
+    } else {
+      backend_.matmul(hc, w.w_gate, nullptr, g);
+      backend_.matmul(hc, w.w_up, nullptr, u);
+    }
     backend_.silu_mul(g, u, g);
     backend_.matmul(g, w.w_down, nullptr, out);
     if (reduce) {

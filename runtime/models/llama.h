@@ -44,6 +44,8 @@ class LlamaModel {
   void project_and_mlp(const LayerWeights& w, Tensor& hidden, const Tensor& att, Tensor& h, Tensor& attn_out,
                        Tensor& mlp_out, Tensor& gate, Tensor& up);
   void wait_reduce(CollectiveWork& work);
+  // A view of `shape` starting `offset` elements into `buffer`.
+  static Tensor part(const Tensor& buffer, int64_t offset, const Shape& shape);
   AttentionBatch attention_batch(const StepBatch& step);
 
   ModelConfig config_;
