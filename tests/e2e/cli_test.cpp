@@ -52,7 +52,8 @@ TEST(Cli, EnvironmentLaunchWithoutMpiRunsOverTcp) {
   std::fprintf(f, "model:\n  path: %s\nparallel:\n  tensor: 2\ncomm:\n  timeout_s: 30\n", model.c_str());
   std::fclose(f);
   const std::string args = " generate --plan " + plan + " --prompt-ids '1 5 9 33' -n 10 --print-ids";
-  const int port = 20000 + static_cast<int>(::getpid() % 20000);
+  const int port = test::free_port();
+  ASSERT_GT(port, 0);
   const std::string env = "env -u OMPI_COMM_WORLD_RANK -u OMPI_COMM_WORLD_SIZE MASTER_ADDR=127.0.0.1 MASTER_PORT=" +
                           std::to_string(port) + " WORLD_SIZE=2 ";
   const auto r = test::run_command("sh -c \"" + env + "RANK=1 " + strata() + args + " >/dev/null 2>&1 & " + env +
