@@ -146,18 +146,7 @@ int bench_decode(int argc, char** argv) {
                              {"mib", true, "buffer for the bandwidth measurement (default 1024; not with --plan)"}});
   const Args args("bench decode", flags, argc, argv, 3);
   SessionOptions options = session_options(args);
-  std::unique_ptr<RankRuntime> rank;
-  if (args.has("plan")) {  // as `generate --plan` does
-    rank = std::make_unique<RankRuntime>(args.str("plan"), args.str("model"));
-    options.model_path = rank->model_path();
-    options.generator.micro_batches = rank->plan().micro_batches();
-  }
-  try {
-    return run_decode(args, options, rank.get());
-  } catch (const std::exception& e) {
-    if (rank) return rank->fail(e);
-    throw;
-  }
+  return run_with_plan(args, options, [&](const SessionOptions& o, RankRuntime* rank) { return run_decode(args, o, rank); });
 }
 
 }  // namespace

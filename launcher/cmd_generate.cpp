@@ -115,18 +115,7 @@ int generate(const Args& args, SessionOptions options, RankRuntime* rank) {
 
 int run(const Args& args) {
   SessionOptions options = session_options(args);
-  std::unique_ptr<RankRuntime> rank;
-  if (args.has("plan")) {
-    rank = std::make_unique<RankRuntime>(args.str("plan"), args.str("model"));
-    options.model_path = rank->model_path();
-    options.generator.micro_batches = rank->plan().micro_batches();
-  }
-  try {
-    return generate(args, options, rank.get());
-  } catch (const std::exception& e) {
-    if (rank) return rank->fail(e);
-    throw;
-  }
+  return run_with_plan(args, options, [&](const SessionOptions& o, RankRuntime* rank) { return generate(args, o, rank); });
 }
 
 }  // namespace

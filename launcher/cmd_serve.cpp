@@ -164,7 +164,8 @@ int serve(const Args& args, SessionOptions options, RankRuntime* rank) {
     std::signal(SIGINT, SIG_IGN);
   }
 
-  ModelSession session(options, rank != nullptr ? rank->placement() : RankPlacement{});
+  const std::unique_ptr<ModelSession> owned = open_session(options, rank);
+  ModelSession& session = *owned;
   const ModelConfig& model = session.config();
   session.prepare(config.kv_tokens > 0 ? config.kv_tokens : 4 * model.max_seq);
   Engine& engine = session.generator().engine();
@@ -207,19 +208,7 @@ int serve(const Args& args, SessionOptions options, RankRuntime* rank) {
 
 int run(const Args& args) {
   SessionOptions options = session_options(args);
-  std::unique_ptr<RankRuntime> rank;
-  if (args.has("plan")) {
-    rank = std::make_unique<RankRuntime>(args.str("plan"), args.str("model"));
-    options.model_path = rank->model_path();
-    if (options.threads == 0) options.threads = rank->cpu_threads();
-    options.generator.micro_batches = rank->plan().micro_batches();
-  }
-  try {
-    return serve(args, options, rank.get());
-  } catch (const std::exception& e) {
-    if (rank) return rank->fail(e);
-    throw;
-  }
+  return run_with_plan(args, options, [&](const SessionOptions& o, RankRuntime* rank) { return serve(args, o, rank); });
 }
 
 }  // namespace

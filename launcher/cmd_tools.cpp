@@ -53,17 +53,8 @@ int cmd_logits(int argc, char** argv) {
   const Args args("logits", flags, argc, argv, 2);
   if (wants_help(args)) return 0;
   SessionOptions options = session_options(args);
-  std::unique_ptr<RankRuntime> rank;
-  if (args.has("plan")) {
-    rank = std::make_unique<RankRuntime>(args.str("plan"), args.str("model"));
-    options.model_path = rank->model_path();
-  }
-  try {
-    return print_logits(args, options, rank.get());
-  } catch (const std::exception& e) {
-    if (rank) return rank->fail(e);
-    throw;
-  }
+  return run_with_plan(args, options,
+                       [&](const SessionOptions& o, RankRuntime* rank) { return print_logits(args, o, rank); });
 }
 
 namespace {

@@ -130,6 +130,18 @@ int RankRuntime::fail(const std::exception& error) {
   return 1;
 }
 
+int run_with_plan(const Args& args, SessionOptions options, const RankBody& body) {
+  if (!args.has("plan")) return body(options, nullptr);
+  RankRuntime rank(args.str("plan"), args.str("model"));
+  options.model_path = rank.model_path();
+  options.generator.micro_batches = rank.plan().micro_batches();
+  try {
+    return body(options, &rank);
+  } catch (const std::exception& e) {
+    return rank.fail(e);
+  }
+}
+
 std::unique_ptr<ModelSession> open_session(SessionOptions options, RankRuntime* rank) {
   if (rank == nullptr) return std::make_unique<ModelSession>(options);
   options.device = rank->device_for(options.device);

@@ -5,7 +5,10 @@
 #include <memory>
 #include <string>
 
+#include <functional>
+
 #include "comm/communicator.h"
+#include "launcher/args.h"
 #include "launcher/model_session.h"
 #include "parallel/partition.h"
 #include "parallel/plan.h"
@@ -55,6 +58,12 @@ class RankRuntime {
   int cpu_threads_ = 0;
   int local_rank_ = 0;
 };
+
+// Runs a model command on this process: with --plan, inside this rank's RankRuntime (model path,
+// overlap and micro-batches from the plan; a failure ends the whole job instead of leaving peers
+// waiting); without, alone (`rank` is null).
+using RankBody = std::function<int(const SessionOptions& options, RankRuntime* rank)>;
+int run_with_plan(const Args& args, SessionOptions options, const RankBody& body);
 
 // This rank's ModelSession: for a plan (`rank` set), the backend on this rank's device and the
 // placement of its shard; otherwise the whole model on options.device.
