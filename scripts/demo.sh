@@ -20,7 +20,8 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export OMPI_MCA_btl_vader_single_copy_mechanism=none
 mpirun_flags=(--oversubscribe -np 4)
 echo "== strata plan --check configs/demo-tp2-pp2.yaml"
-"$strata" plan --check configs/demo-tp2-pp2.yaml --model models/demo-small | head -n 16
+"$strata" plan --check configs/demo-tp2-pp2.yaml --model models/demo-small >build/demo-plan.txt
+head -n 16 build/demo-plan.txt
 echo
 echo "== mpirun -np 4 strata generate --plan configs/demo-tp2-pp2.yaml (random weights: the text is noise)"
 mpirun "${mpirun_flags[@]}" "$strata" generate --plan configs/demo-tp2-pp2.yaml \
