@@ -12,12 +12,13 @@
 #include "offload/tiered_weights.h"
 #include "offload_models.h"
 #include "parallel/plan_parser.h"
+#include "mpi_world.h"
 #include "test_util.h"
 
 namespace strata {
 namespace {
 
-comm::Communicator* g_world = nullptr;
+comm::Communicator*& g_world = test::world_slot();  // tests/mpi_world.h keeps it alive
 
 struct Layout {
   std::string name;
@@ -114,22 +115,6 @@ INSTANTIATE_TEST_SUITE_P(Layouts, OffloadLayouts,
                                            Layout{"tp2_disk_qwen_bias_tied", 2, 1, offload::Tier::kDisk, "qwen6"},
                                            Layout{"pp2_host_qwen_bias_tied", 1, 2, offload::Tier::kHost, "qwen6", 1, 0}),
                          [](const auto& info) { return info.param.name; });
-
-class WorldEnvironment : public ::testing::Environment {
- public:
-  void SetUp() override {
-    world_ = comm::make_world_communicator(comm::CommConfig{});
-    g_world = world_.get();
-  }
-  void TearDown() override {
-    g_world = nullptr;
-    world_.reset();
-  }
-
- private:
-  std::unique_ptr<comm::Communicator> world_;
-};
-const auto* const kWorld = ::testing::AddGlobalTestEnvironment(new WorldEnvironment);
 
 }  // namespace
 }  // namespace strata

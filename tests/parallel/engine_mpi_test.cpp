@@ -13,12 +13,13 @@
 #include "launcher/rank_runtime.h"
 #include "parallel/plan_parser.h"
 #include "runtime/formats/model_writer.h"
+#include "mpi_world.h"
 #include "test_util.h"
 
 namespace strata {
 namespace {
 
-comm::Communicator* g_world = nullptr;  // keeps MPI up across the cases of this binary
+comm::Communicator*& g_world = test::world_slot();  // tests/mpi_world.h keeps it alive
 
 struct Layout {
   std::string name;
@@ -152,22 +153,6 @@ INSTANTIATE_TEST_SUITE_P(Layouts, EngineLayouts,
                                            Layout{"tp2_pp2", 2, 2, "tiny"},
                                            Layout{"tp2_pp2_preempt", 2, 2, "tiny", 128, true}),
                          [](const auto& info) { return info.param.name; });
-
-class WorldEnvironment : public ::testing::Environment {
- public:
-  void SetUp() override {
-    world_ = comm::make_world_communicator(comm::CommConfig{});
-    g_world = world_.get();
-  }
-  void TearDown() override {
-    g_world = nullptr;
-    world_.reset();
-  }
-
- private:
-  std::unique_ptr<comm::Communicator> world_;
-};
-const auto* const kWorld = ::testing::AddGlobalTestEnvironment(new WorldEnvironment);
 
 }  // namespace
 }  // namespace strata

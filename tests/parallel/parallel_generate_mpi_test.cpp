@@ -11,12 +11,13 @@
 #include "launcher/rank_runtime.h"
 #include "parallel/plan_parser.h"
 #include "runtime/formats/model_writer.h"
+#include "mpi_world.h"
 #include "test_util.h"
 
 namespace strata {
 namespace {
 
-comm::Communicator* g_world = nullptr;  // keeps MPI up across the cases of this binary
+comm::Communicator*& g_world = test::world_slot();  // tests/mpi_world.h keeps it alive
 
 struct Layout {
   std::string name;
@@ -118,22 +119,6 @@ INSTANTIATE_TEST_SUITE_P(
                       Layout{"tp4_padded_vocab", 4, 1, 1, "", "padded-vocab"},
                       Layout{"tp2_pp2", 2, 2, 1, "", "tiny"}),
     [](const auto& info) { return info.param.name; });
-
-class WorldEnvironment : public ::testing::Environment {
- public:
-  void SetUp() override {
-    world_ = comm::make_world_communicator(comm::CommConfig{});
-    g_world = world_.get();
-  }
-  void TearDown() override {
-    g_world = nullptr;
-    world_.reset();
-  }
-
- private:
-  std::unique_ptr<comm::Communicator> world_;
-};
-const auto* const kWorld = ::testing::AddGlobalTestEnvironment(new WorldEnvironment);
 
 }  // namespace
 }  // namespace strata
