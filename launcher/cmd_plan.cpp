@@ -48,12 +48,10 @@ std::string describe_offload(const Args& args, const parallel::Plan& plan, const
     offload::ResidencyConfig config;
     config.device_budget = r.device_budget;
     config.host_budget = r.host_budget;
-    config.cold_tier = plan.offload.cold_tier == parallel::Tier::kDisk ? offload::Tier::kDisk : offload::Tier::kHost;
+    config.cold_tier = plan.offload.cold_tier;
     config.prefetch_depth = plan.offload.prefetch_depth;
     for (const auto& rule : plan.offload.rules)
-      config.rules.push_back({rule.match, rule.tier == parallel::Tier::kDevice ? offload::Tier::kDevice
-                                          : rule.tier == parallel::Tier::kDisk ? offload::Tier::kDisk
-                                                                                : offload::Tier::kHost});
+      config.rules.push_back({rule.match, rule.tier});
     std::vector<offload::TensorItem> items;
     for (const auto& s : r.shards)
       items.push_back({s.name, s.layer, s.bytes, offload::tensor_group(s.name, static_cast<int>(s.local_shape.size()))});

@@ -43,10 +43,10 @@ std::optional<offload::ResidencyConfig> residency_options(const Args& args) {
     r.device_budget = device.bytes;
     r.device_budget_percent = device.percent;
     r.host_budget = host.resolve(0);
-    r.cold_tier = o.cold_tier == parallel::Tier::kDisk ? offload::Tier::kDisk : offload::Tier::kHost;
+    r.cold_tier = o.cold_tier;  // the parser admits host or disk only
     r.prefetch_depth = o.prefetch_depth;
     for (const auto& rule : o.rules)
-      r.rules.push_back({rule.match, tier(parallel::tier_name(rule.tier), plan.source + ": offload.rules")});
+      r.rules.push_back({rule.match, rule.tier});
   }
   if (args.has("device-budget")) {
     r.device_budget = -1, r.device_budget_percent = -1;

@@ -55,15 +55,6 @@ std::string Budget::str() const {
   return "unlimited";
 }
 
-const char* tier_name(Tier tier) {
-  switch (tier) {
-    case Tier::kDevice: return "device";
-    case Tier::kHost: return "host";
-    case Tier::kDisk: return "disk";
-  }
-  return "?";
-}
-
 const char* comm_backend_name(CommBackend backend) {
   switch (backend) {
     case CommBackend::kAuto: return "auto";

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "offload/residency.h"
 #include "runtime/dtype.h"
 
 namespace strata::parallel {
@@ -46,8 +47,9 @@ struct Budget {
   std::string str() const;  // "6 GiB", "40%", "unlimited"
 };
 
-enum class Tier : uint8_t { kDevice, kHost, kDisk };
-const char* tier_name(Tier tier);
+// Tiers are offload's (the plan only names where weights live).
+using offload::Tier;
+using offload::tier_name;
 
 enum class CommBackend : uint8_t { kAuto, kMpi, kNccl };
 const char* comm_backend_name(CommBackend backend);
