@@ -123,7 +123,7 @@ int run_decode(const Args& args, const SessionOptions& options, RankRuntime* ran
               "\"prefill_tokens_per_s\": %.1f, \"output_len\": %lld, \"world\": %d, \"plan\": \"%s\", "
               "\"ttft_ms\": %.3f, \"itl_ms\": {\"p50\": %.3f, \"p90\": %.3f, \"p99\": %.3f}, "
               "\"max_rss_mib\": %.1f, \"prefill_s\": %.4f, \"decode_s\": %.4f, "
-              "\"tp_comm_wait_s\": %.4f, \"tp_all_reduces\": %lld}\n",
+              "\"tp_comm_wait_s\": %.4f, \"tp_all_reduces\": %lld, \"forward_s\": %.4f, \"sample_s\": %.4f}\n",
               ck.path().c_str(), dtype_name(ck.entry("blk.0.attn_q.weight").dtype), omp_get_max_threads(),
               static_cast<long long>(batch), static_cast<long long>(prompt_len),
               static_cast<double>(batch) / step_s, step_s * 1e3, static_cast<long long>(step_bytes), weight_gbs,
@@ -133,7 +133,8 @@ int run_decode(const Args& args, const SessionOptions& options, RankRuntime* ran
               rank != nullptr ? rank->plan().source.c_str() : "", arrivals.empty() ? 0.0 : arrivals[0] * 1e3,
               percentile(gaps, 0.5), percentile(gaps, 0.9), percentile(gaps, 0.99),
               static_cast<double>(usage.ru_maxrss) / 1024.0, s.prefill_seconds, s.decode_seconds,
-              session.model().timings().comm_wait_seconds, static_cast<long long>(session.model().timings().all_reduces));
+              session.model().timings().comm_wait_seconds, static_cast<long long>(session.model().timings().all_reduces),
+              s.forward_seconds, s.sample_seconds);
   std::fflush(stdout);
   return 0;
 }

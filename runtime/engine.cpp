@@ -199,6 +199,7 @@ void Engine::Impl::run(const ControlMessage& msg, const ScheduledStep& scheduled
   }
 
   const Tensor logits = runner.run(step, false);
+  const double t_forward = now_seconds();
   if (link.is_driver()) scheduler->complete(scheduled);
 
   std::vector<Sequence*> rows;
@@ -225,6 +226,7 @@ void Engine::Impl::run(const ControlMessage& msg, const ScheduledStep& scheduled
     words = pack_samples(sampled, tops);
   }
   link.broadcast_tokens(words);
+  const double t_sampled = now_seconds();
   std::vector<SampledToken> sampled = unpack_samples(words, tops);
 
   for (size_t i = 0; i < rows.size(); ++i) {
@@ -260,6 +262,8 @@ void Engine::Impl::run(const ControlMessage& msg, const ScheduledStep& scheduled
   stats.prefix_hit_tokens += scheduled.prefix_hit_tokens;
   stats.last_batch_size = step.n_seqs;
   (prefill ? stats.prefill_seconds : stats.decode_seconds) += dt;
+  stats.forward_seconds += t_forward - t0;
+  stats.sample_seconds += t_sampled - t_forward;
 }
 
 Engine::Engine(LlamaModel& model, KvCache& kv, StageLink& link, Backend& backend, EngineOptions options)

@@ -66,6 +66,10 @@ struct EngineStats {
   int64_t outstanding_tokens = 0;  // prefill still to compute + tokens still to generate (DP routing)
   double prefill_seconds = 0;      // steps that carried prompt (or recomputed) tokens
   double decode_seconds = 0;       // steps of decodes only
+  // Where step time went (all steps): running the model up to logits on the host (the forward pass, its
+  // communication and the logits copy), and sampling plus the token broadcast. The rest is scheduling.
+  double forward_seconds = 0;
+  double sample_seconds = 0;
 };
 
 class Engine {

@@ -78,6 +78,8 @@ std::vector<GenerationOutput> Generator::generate(const std::vector<GenerationRe
   stats_.steps += after.steps - before.steps;
   stats_.prefill_seconds += after.prefill_seconds - before.prefill_seconds;
   stats_.decode_seconds += after.decode_seconds - before.decode_seconds;
+  stats_.forward_seconds += after.forward_seconds - before.forward_seconds;
+  stats_.sample_seconds += after.sample_seconds - before.sample_seconds;
   return outputs;
 }
 

@@ -37,6 +37,8 @@ struct GenerationStats {
   int64_t steps = 0;
   double prefill_seconds = 0;  // steps that carried prompt tokens
   double decode_seconds = 0;   // steps of decodes only
+  double forward_seconds = 0;  // of all steps: the model up to host logits (EngineStats)
+  double sample_seconds = 0;   // of all steps: sampling and the token broadcast
 };
 
 struct GeneratorOptions {

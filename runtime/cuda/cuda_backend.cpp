@@ -5,6 +5,7 @@
 #include "runtime/cuda/cuda_backend.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <map>
 #include <optional>
@@ -15,6 +16,7 @@
 #include "runtime/cuda/device_handles.h"
 #include "runtime/cuda/gemm.h"
 #include "runtime/cuda/kernels.h"
+#include "runtime/cuda/op_profiler.h"
 #include "runtime/log.h"
 #include "runtime/rope.h"
 
@@ -75,6 +77,13 @@ class CudaBackend final : public Backend {
   ~CudaBackend() override {
     // Tensors that outlive the backend free synchronously (their stream is about to go away).
     (void)cudaStreamSynchronize(stream_.get());
+    if (profiler_) {
+      try {
+        std::fputs(profiler_->report().c_str(), stderr);
+      } catch (const std::exception& e) {
+        LOG_WARN("STRATA_CUDA_PROFILE report failed: ", e.what());
+      }
+    }
     *alive_ = false;
   }
 
@@ -118,6 +127,7 @@ class CudaBackend final : public Backend {
     const bool src_dev = src.device() == Device::kCuda, dst_dev = dst.device() == Device::kCuda;
     const int64_t n = src.numel();
     if (n == 0) return;
+    auto scope = profile([&] { return std::string(src_dev ? (dst_dev ? "copy d2d" : "copy d2h") : "copy h2d"); });
     if (src.dtype() == dst.dtype()) {
       if (!src_dev && !dst_dev) {
         std::memcpy(dst.raw(), src.raw(), static_cast<size_t>(src.nbytes()));
@@ -186,6 +196,7 @@ class CudaBackend final : public Backend {
                  ", ", dim, "]");
     check_float(out, "out", "embed");
     set_device();
+    auto scope = profile([] { return std::string("embed"); });
     cuda::launch_embed(table.raw(), table.dtype(), table.dim(0), dim, ids.data<int32_t>(), ids.numel(), vocab_offset,
                        out.raw(), out.dtype(), stream_.get());
   }
@@ -216,6 +227,7 @@ class CudaBackend final : public Backend {
     STRATA_CHECK(p.rot_dim % 2 == 0 && p.rot_dim <= x.dim(2), "rope: rot_dim ", p.rot_dim,
                  " must be even and at most head_dim ", x.dim(2));
     set_device();
+    auto scope = profile([] { return std::string("rope"); });
     const float* inv_freq = inv_freq_for(p);
     cuda::launch_rope(x.raw(), x.dtype(), x.dim(0), x.dim(1), x.dim(2), positions.data<int32_t>(), inv_freq,
                       p.rot_dim, p.style, stream_.get());
@@ -229,6 +241,7 @@ class CudaBackend final : public Backend {
     STRATA_CHECK(gate.numel() == up.numel() && up.numel() == out.numel(), "silu_mul: sizes differ: ",
                  shape_str(gate.shape()), ", ", shape_str(up.shape()), ", ", shape_str(out.shape()));
     set_device();
+    auto scope = profile([] { return std::string("silu_mul"); });
     cuda::launch_silu_mul(gate.raw(), gate.dtype(), up.raw(), up.dtype(), out.raw(), out.dtype(), out.numel(),
                           stream_.get());
   }
@@ -240,6 +253,7 @@ class CudaBackend final : public Backend {
     check_float(b, "b", "add");
     STRATA_CHECK(a.numel() == b.numel(), "add: ", shape_str(a.shape()), " and ", shape_str(b.shape()), " differ");
     set_device();
+    auto scope = profile([] { return std::string("add"); });
     cuda::launch_add(a.raw(), a.dtype(), b.raw(), b.dtype(), a.numel(), stream_.get());
   }
 
@@ -256,6 +270,7 @@ class CudaBackend final : public Backend {
     check_float(k, "k", "kv_write");
     check_float(k_cache, "k_cache", "kv_write");
     set_device();
+    auto scope = profile([] { return std::string("kv_write"); });
     cuda::launch_kv_write(k.raw(), v.raw(), k.dtype(), slots.data<int32_t>(), k.dim(0), k.dim(1) * k.dim(2),
                           k_cache.raw(), v_cache.raw(), k_cache.dtype(), k_cache.dim(0) * k_cache.dim(1),
                           stream_.get());
@@ -268,6 +283,12 @@ class CudaBackend final : public Backend {
   static constexpr size_t kWorkspaceBytes = size_t{32} << 20;
 
   void set_device() { CHECK_CUDA(cudaSetDevice(device_)); }
+
+  // Brackets one op for STRATA_CUDA_PROFILE; `name` runs only when profiling.
+  template <typename NameFn>
+  cuda::OpScope<NameFn> profile(NameFn name) {
+    return cuda::OpScope<NameFn>(profiler_.get(), stream_.get(), std::move(name));
+  }
 
   // cuBLAS is created on first use: decode-only and test backends never pay for it.
   cublasHandle_t cublas() {
@@ -290,6 +311,7 @@ class CudaBackend final : public Backend {
     STRATA_CHECK(dim > 0 && x.numel() % dim == 0 && out.numel() == x.numel(), op, ": x ", shape_str(x.shape()),
                  ", weight ", shape_str(weight.shape()), " and out ", shape_str(out.shape()), " do not match");
     set_device();
+    auto scope = profile([op] { return std::string(op); });
     cuda::launch_rmsnorm(x.raw(), x.dtype(), residual ? residual->raw() : nullptr,
                          residual ? residual->dtype() : DType::kF32, weight.raw(), weight.dtype(), eps,
                          x.numel() / dim, dim, out.raw(), out.dtype(), stream_.get());
@@ -320,6 +342,7 @@ class CudaBackend final : public Backend {
   int sm_count_ = 0;
   std::string device_name_;
   std::map<std::tuple<float, float, float, float, int64_t, int64_t>, DeviceBuffer> rope_tables_;
+  std::unique_ptr<cuda::OpProfiler> profiler_ = cuda::OpProfiler::from_env();
 };
 
 void CudaBackend::matmul(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& out) {
@@ -350,11 +373,15 @@ void CudaBackend::matmul(const Tensor& x, const Tensor& w, const Tensor* bias, T
   set_device();
   cudaStream_t s = stream_.get();
   const bool quant = dtype_is_quantized(w_dt);
+  const int64_t gemv_rows = std::min<int64_t>(options_.gemv_max_rows, 8);
+  const int64_t gemv_limit = quant && gemv_rows > 0 ? 8 : gemv_rows;
+  auto scope = profile([&] {
+    return cat("matmul ", m <= gemv_limit ? "gemv" : "cublas", " M", m <= 8 ? cat(m) : m <= 64 ? "9-64" : ">64", " ",
+               n, "x", k, " ", dtype_name(w_dt));
+  });
 
   // Few rows: the weight-streaming GEMV. Quantized weights up to 8 rows: dequantizing a whole matrix for
   // cuBLAS moves more bytes than the packed weights.
-  const int64_t gemv_rows = std::min<int64_t>(options_.gemv_max_rows, 8);
-  const int64_t gemv_limit = quant && gemv_rows > 0 ? 8 : gemv_rows;
   if (m <= gemv_limit) {
     const void* xp = x.raw();
     DType x_dt = x.dtype();
@@ -455,6 +482,7 @@ void CudaBackend::attention(const Tensor& q, const Tensor& k_cache, const Tensor
   Path path = options_.attention_path;
   if (path == Path::kAuto) path = T <= 4 * std::max<int64_t>(batch.n_seqs, 1) ? Path::kDecode : Path::kPrefill;
   if (path == Path::kPrefill && !cuda::attention_prefill_supports(a)) path = Path::kDecode;
+  auto scope = profile([&] { return std::string(path == Path::kPrefill ? "attention prefill" : "attention decode"); });
   if (path == Path::kPrefill) {
     cuda::launch_attention_prefill(a, stream_.get());
     return;
