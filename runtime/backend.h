@@ -4,10 +4,12 @@
 // the fly with f32 accumulation.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
 #include "runtime/model_config.h"
+#include "runtime/sampling_params.h"
 #include "runtime/tensor.h"
 
 namespace strata {
@@ -32,6 +34,19 @@ struct RopeParams {
   RopeScaling scaling;
   RopeStyle style = RopeStyle::kHalf;
   int64_t rot_dim = 0;  // leading dims of each head that rotate (= head_dim for Llama)
+};
+
+// One row of Backend::sample: what Sampler::sample takes, less the history (no repetition penalty).
+struct SampleRow {
+  SamplingParams params;  // repetition_penalty must be 1
+  uint64_t step = 0;      // generated-token index: the stateless draw's counter
+};
+
+// A recorded sequence of backend ops, replayed with the same device pointers (a CUDA graph).
+class OpGraph {
+ public:
+  virtual ~OpGraph() = default;
+  virtual void replay() = 0;
 };
 
 class Backend {
@@ -72,6 +87,19 @@ class Backend {
   // h to KV head h / (H / Hkv).
   virtual void attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const AttentionBatch& batch,
                          float scale, Tensor& out) = 0;
+  // For each of the R rows of logits [R, V] (f32, this backend's memory): tokens[r] = the token
+  // Sampler::sample draws under rows[r], logprobs[r] = its log-softmax under the raw logits. rows, tokens
+  // and logprobs are host arrays of R. The default runs Sampler on host logits; accelerators sample where
+  // the logits are, so only R tokens cross the bus.
+  virtual void sample(const Tensor& logits, const SampleRow* rows, int32_t* tokens, float* logprobs);
+
+  // Whether capture() records graphs here (CUDA, unless turned off); the CPU backend does not.
+  virtual bool supports_capture() const { return false; }
+  // Records the ops `record` enqueues, without running them, into a graph that replay() runs again on
+  // the same buffers. `record` must not synchronise, copy to the host, or allocate outside alloc(): run
+  // the same ops once uncaptured first so scratch buffers and handles exist. Tensors that `record`
+  // allocates and drops become the graph's own memory.
+  virtual std::unique_ptr<OpGraph> capture(const std::function<void()>& record);
 };
 
 // The CPU backend (always built). `threads` <= 0 means OpenMP's default.

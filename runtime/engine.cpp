@@ -198,10 +198,6 @@ void Engine::Impl::run(const ControlMessage& msg, const ScheduledStep& scheduled
     prefill = prefill || s.generated == 0 || pos + 1 != static_cast<int64_t>(s.history.size());
   }
 
-  const Tensor logits = runner.run(step, false);
-  const double t_forward = now_seconds();
-  if (link.is_driver()) scheduler->complete(scheduled);
-
   std::vector<Sequence*> rows;
   std::vector<int> tops;
   for (int32_t r : step.logit_rows) {
@@ -209,19 +205,44 @@ void Engine::Impl::run(const ControlMessage& msg, const ScheduledStep& scheduled
     rows.push_back(s);
     tops.push_back(s->request.logprobs);
   }
+  // Sample where the logits are (the GPU) when every row allows it: only tokens cross the bus then. Rows
+  // asking for top logprobs or a repetition penalty need the whole row on the host. Every rank decides
+  // alike (same requests, same TP size), so the pipeline's sends and receives still pair up.
+  bool on_backend = model.spec().tp_size == 1;
+  for (const Sequence* s : rows)
+    on_backend = on_backend && s->request.logprobs == 0 && s->request.sampling.repetition_penalty == 1.f;
   std::vector<int32_t> words(sample_words(tops));
+  Tensor logits;
+  std::vector<SampleRow> sample_rows;
+  std::vector<int32_t> tokens;
+  std::vector<float> logprobs;
+  if (on_backend) {
+    for (const Sequence* s : rows) sample_rows.push_back({s->request.sampling, static_cast<uint64_t>(s->generated)});
+    tokens.resize(rows.size());
+    logprobs.resize(rows.size());
+    runner.run_and_sample(step, sample_rows, tokens, logprobs);  // forward time includes the sampling then
+  } else {
+    logits = runner.run(step, false);
+  }
+  const double t_forward = now_seconds();
+  if (link.is_driver()) scheduler->complete(scheduled);
+
   if (link.is_sampler()) {
-    const int64_t V = model.config().vocab_size;
-    // Rows are independent and each costs a few passes over the vocabulary (sampling, log-softmax):
-    // spread them over the host's cores so a batch of 64 does not serialise on one.
     std::vector<SampledToken> sampled(rows.size());
-    const int64_t n_rows = static_cast<int64_t>(rows.size());
+    if (on_backend) {
+      for (size_t i = 0; i < rows.size(); ++i) sampled[i] = {tokens[i], logprobs[i], {}};
+    } else {
+      const int64_t V = model.config().vocab_size;
+      // Rows are independent and each costs a few passes over the vocabulary (sampling, log-softmax):
+      // spread them over the host's cores so a batch of 64 does not serialise on one.
+      const int64_t n_rows = static_cast<int64_t>(rows.size());
 #pragma omp parallel for schedule(dynamic) if (n_rows > 1)
-    for (int64_t i = 0; i < n_rows; ++i) {
-      const Sequence& s = *rows[static_cast<size_t>(i)];
-      const std::span<const float> row(logits.data<float>() + i * V, static_cast<size_t>(V));
-      const int32_t token = Sampler::sample(row, s.request.sampling, s.history, static_cast<uint64_t>(s.generated));
-      sampled[static_cast<size_t>(i)] = describe(row, token, tops[static_cast<size_t>(i)]);
+      for (int64_t i = 0; i < n_rows; ++i) {
+        const Sequence& s = *rows[static_cast<size_t>(i)];
+        const std::span<const float> row(logits.data<float>() + i * V, static_cast<size_t>(V));
+        const int32_t token = Sampler::sample(row, s.request.sampling, s.history, static_cast<uint64_t>(s.generated));
+        sampled[static_cast<size_t>(i)] = describe(row, token, tops[static_cast<size_t>(i)]);
+      }
     }
     words = pack_samples(sampled, tops);
   }

@@ -6,18 +6,9 @@
 #include <span>
 #include <vector>
 
-namespace strata {
+#include "runtime/sampling_params.h"
 
-struct SamplingParams {
-  float temperature = 0.f;  // <= 0: greedy
-  int top_k = 0;            // 0: off
-  float top_p = 1.f;        // 1: off
-  float min_p = 0.f;        // 0: off
-  float repetition_penalty = 1.f;
-  uint64_t seed = 0;
-  // Throws kInvalidArgument naming the field when a value is out of range.
-  void validate() const;
-};
+namespace strata {
 
 class Sampler {
  public:

@@ -13,15 +13,16 @@ StepRunner::StepRunner(LlamaModel& model, StageLink& link, Backend& backend, int
   STRATA_CHECK(micro_batches >= 1, "micro_batches must be >= 1, got ", micro_batches);
 }
 
-Tensor StepRunner::run(const StepBatch& step, bool share_logits) {
+template <typename OnLogits>
+void StepRunner::run_groups(const StepBatch& step, OnLogits&& on_logits) {
   const ShardSpec& spec = model_.spec();
   const int64_t D = model_.config().hidden;
+  int64_t logit_row0 = 0;  // index among the step's logit rows of the group's first
 
   // Micro-batches split the step's sequences into contiguous groups; stage s works on group m
   // while stage s+1 works on group m-1. Every rank derives the same groups from the same step, so
   // the tags of sends and receives match.
   const int64_t groups = std::max<int64_t>(1, std::min<int64_t>(micro_batches_, step.n_seqs));
-  std::vector<Tensor> group_logits;
   for (int64_t g = 0; g < groups; ++g) {
     const int64_t s0 = step.n_seqs * g / groups, s1 = step.n_seqs * (g + 1) / groups;
     StepBatch sub;
@@ -52,9 +53,18 @@ Tensor StepRunner::run(const StepBatch& step, bool share_logits) {
     if (!spec.last_stage) {
       link_.send_hidden(hidden, static_cast<int>(g));
     } else if (!sub.logit_rows.empty()) {
-      group_logits.push_back(model_.logits(sub, hidden));
+      on_logits(sub, hidden, logit_row0);
+      logit_row0 += static_cast<int64_t>(sub.logit_rows.size());
     }
   }
+}
+
+Tensor StepRunner::run(const StepBatch& step, bool share_logits) {
+  const ShardSpec& spec = model_.spec();
+  std::vector<Tensor> group_logits;
+  run_groups(step, [&](const StepBatch& sub, const Tensor& hidden, int64_t) {
+    group_logits.push_back(model_.logits(sub, hidden));
+  });
   const int64_t rows = static_cast<int64_t>(step.logit_rows.size()), V = model_.config().vocab_size;
   Tensor logits = Tensor::empty({rows, V}, DType::kF32);
   if (spec.last_stage) {
@@ -66,6 +76,23 @@ Tensor StepRunner::run(const StepBatch& step, bool share_logits) {
   }
   if (share_logits) link_.broadcast_logits(logits);
   return logits;
+}
+
+}  // namespace strata
+
+namespace strata {
+
+void StepRunner::run_and_sample(const StepBatch& step, std::span<const SampleRow> rows, std::span<int32_t> tokens,
+                                std::span<float> logprobs) {
+  STRATA_CHECK_KIND(ErrorKind::kInternal,
+                    rows.size() == step.logit_rows.size() && tokens.size() == rows.size() &&
+                        logprobs.size() == rows.size(),
+                    "run_and_sample: ", step.logit_rows.size(), " logit rows, ", rows.size(), " sampling rows");
+  if (model_.sample_recorded(step, rows, tokens, logprobs)) return;
+  run_groups(step, [&](const StepBatch& sub, const Tensor& hidden, int64_t first) {
+    const size_t n = sub.logit_rows.size(), at = static_cast<size_t>(first);
+    model_.sample(sub, hidden, rows.subspan(at, n), tokens.subspan(at, n), logprobs.subspan(at, n));
+  });
 }
 
 }  // namespace strata

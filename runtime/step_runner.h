@@ -15,10 +15,20 @@ class StepRunner {
   // Every rank of the replica calls it with the same step. Returns logits [logit_rows, vocab] (f32,
   // host): valid on every rank when `share_logits`, else on the last stage only (zeros elsewhere).
   Tensor run(const StepBatch& step, bool share_logits);
+  // The same step, but the last stage samples each logit row on the backend (LlamaModel::can_sample()
+  // must hold there) with rows[i] for logit row i; tokens/logprobs (sized like rows) are filled on the
+  // last stage only. Every rank of the replica calls it with the same step.
+  void run_and_sample(const StepBatch& step, std::span<const SampleRow> rows, std::span<int32_t> tokens,
+                      std::span<float> logprobs);
 
  private:
   LlamaModel& model_;
   StageLink& link_;
+  // Runs every micro-batch; `on_logits(sub, hidden, first_row)` runs on the last stage for each group
+  // with logit rows, first_row being the index of its first row among the step's logit rows.
+  template <typename OnLogits>
+  void run_groups(const StepBatch& step, OnLogits&& on_logits);
+
   Backend& backend_;
   int micro_batches_;
 };

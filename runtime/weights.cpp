@@ -139,6 +139,7 @@ class ResidentWeights final : public WeightSource {
     return layers_[static_cast<size_t>(layer - spec_.layer_begin)];
   }
   void release(int64_t) override {}
+  bool stays_resident() const override { return true; }
 
  private:
   ShardSpec spec_;

@@ -36,6 +36,9 @@ class WeightSource {
   // The weights of global layer index `layer`, ready on the compute device until release(layer).
   virtual const LayerWeights& acquire(int64_t layer) = 0;
   virtual void release(int64_t layer) = 0;
+  // True when every layer stays where acquire() returns it and acquire/release enqueue no work, so a
+  // recorded step (Backend::capture) can be replayed on the same weights.
+  virtual bool stays_resident() const { return false; }
 };
 
 // Reads this rank's slices from the checkpoint's memory map: row slices are views (zero copy),

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <optional>
@@ -57,11 +58,32 @@ void host_store(void* p, DType dt, int64_t i, float v) {
   }
 }
 
+// One instantiated CUDA graph, launched on the backend's stream.
+class CudaGraph final : public OpGraph {
+ public:
+  CudaGraph(cudaGraphExec_t exec, cudaStream_t stream, int device) : exec_(exec), stream_(stream), device_(device) {}
+  ~CudaGraph() override {
+    const cudaError_t st = cudaGraphExecDestroy(exec_);
+    if (st != cudaSuccess) LOG_WARN("cudaGraphExecDestroy: ", cudaGetErrorString(st));
+  }
+  CudaGraph(const CudaGraph&) = delete;
+  CudaGraph& operator=(const CudaGraph&) = delete;
+  void replay() override {
+    CHECK_CUDA(cudaSetDevice(device_));
+    CHECK_CUDA(cudaGraphLaunch(exec_, stream_));
+  }
+
+ private:
+  cudaGraphExec_t exec_;
+  cudaStream_t stream_;
+  int device_;
+};
+
 class CudaBackend final : public Backend {
  public:
   CudaBackend(int device, const CudaBackendOptions& options)
       : device_(device), options_(options), stream_(device), scratch_a_(device), scratch_b_(device),
-        split_scratch_(device) {
+        split_scratch_(device), sample_dev_(device) {
     cudaDeviceProp prop{};
     CHECK_CUDA(cudaGetDeviceProperties(&prop, device));
     sm_count_ = prop.multiProcessorCount;
@@ -73,6 +95,7 @@ class CudaBackend final : public Backend {
     CHECK_CUDA(cudaDeviceGetDefaultMemPool(&pool, device));
     uint64_t keep = UINT64_MAX;
     CHECK_CUDA(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
+    if (const char* g = std::getenv("STRATA_CUDA_GRAPHS"); g != nullptr && std::string(g) == "0") options_.graphs = false;
   }
   ~CudaBackend() override {
     // Tensors that outlive the backend free synchronously (their stream is about to go away).
@@ -279,6 +302,61 @@ class CudaBackend final : public Backend {
   void attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const AttentionBatch& batch,
                  float scale, Tensor& out) override;
 
+  void sample(const Tensor& logits, const SampleRow* rows, int32_t* tokens, float* logprobs) override {
+    if (logits.device() != Device::kCuda) return Backend::sample(logits, rows, tokens, logprobs);
+    STRATA_CHECK(logits.dtype() == DType::kF32 && logits.rank() == 2, "sample: logits must be f32 [rows, vocab], got ",
+                 shape_str(logits.shape()), " ", dtype_name(logits.dtype()));
+    const int64_t R = logits.dim(0);
+    if (R == 0) return;
+    set_device();
+    auto scope = profile([] { return std::string("sample"); });
+    // One pinned block: parameters in, then tokens and log-probabilities out (two small copies).
+    const size_t param_bytes = sizeof(cuda::DeviceSampling) * static_cast<size_t>(R);
+    const size_t out_bytes = 8 * static_cast<size_t>(R);
+    auto* host = static_cast<uint8_t*>(sample_host_.get(param_bytes + out_bytes, stream_.get()));
+    auto* params = reinterpret_cast<cuda::DeviceSampling*>(host);
+    for (int64_t r = 0; r < R; ++r) {
+      const SampleRow& row = rows[r];
+      STRATA_CHECK(row.params.repetition_penalty == 1.f, "sample: the repetition penalty needs the history; use Sampler");
+      params[r] = {row.params.temperature, row.params.top_k, row.params.top_p, row.params.min_p, row.params.seed,
+                   row.step};
+    }
+    auto* dev = static_cast<uint8_t*>(sample_dev_.get(param_bytes + out_bytes, stream_.get()));
+    CHECK_CUDA(cudaMemcpyAsync(dev, host, param_bytes, cudaMemcpyHostToDevice, stream_.get()));
+    auto* dev_tokens = reinterpret_cast<int32_t*>(dev + param_bytes);
+    auto* dev_logprobs = reinterpret_cast<float*>(dev + param_bytes + 4 * static_cast<size_t>(R));
+    cuda::launch_sample(logits.data<float>(), R, logits.dim(1), reinterpret_cast<const cuda::DeviceSampling*>(dev),
+                        dev_tokens, dev_logprobs, stream_.get());
+    CHECK_CUDA(cudaMemcpyAsync(host + param_bytes, dev + param_bytes, out_bytes, cudaMemcpyDeviceToHost, stream_.get()));
+    synchronize();
+    std::memcpy(tokens, host + param_bytes, 4 * static_cast<size_t>(R));
+    std::memcpy(logprobs, host + param_bytes + 4 * static_cast<size_t>(R), 4 * static_cast<size_t>(R));
+  }
+
+  bool supports_capture() const override { return options_.graphs && !profiler_; }
+
+  std::unique_ptr<OpGraph> capture(const std::function<void()>& record) override {
+    STRATA_CHECK(supports_capture(), "capture: CUDA graphs are turned off on ", name());
+    set_device();
+    // Thread-local mode: other threads' CUDA calls (the prefetcher, NCCL) are not this capture's business.
+    CHECK_CUDA(cudaStreamBeginCapture(stream_.get(), cudaStreamCaptureModeThreadLocal));
+    cudaGraph_t graph = nullptr;
+    try {
+      record();
+    } catch (...) {
+      (void)cudaStreamEndCapture(stream_.get(), &graph);
+      if (graph != nullptr) (void)cudaGraphDestroy(graph);
+      (void)cudaGetLastError();
+      throw;
+    }
+    CHECK_CUDA(cudaStreamEndCapture(stream_.get(), &graph));
+    cudaGraphExec_t exec = nullptr;
+    const cudaError_t st = cudaGraphInstantiate(&exec, graph, 0);
+    (void)cudaGraphDestroy(graph);
+    CHECK_CUDA(st);
+    return std::make_unique<CudaGraph>(exec, stream_.get(), device_);
+  }
+
  private:
   static constexpr size_t kWorkspaceBytes = size_t{32} << 20;
 
@@ -339,6 +417,8 @@ class CudaBackend final : public Backend {
   GrowableBuffer scratch_a_;  // converted activations, staged host bytes
   GrowableBuffer scratch_b_;  // dequantized weight chunks, f32 GEMM outputs
   GrowableBuffer split_scratch_;  // split-K partials of decode attention
+  GrowableBuffer sample_dev_;     // sampling parameters and results on the device
+  cuda::PinnedBuffer sample_host_;  // and their host side
   int sm_count_ = 0;
   std::string device_name_;
   std::map<std::tuple<float, float, float, float, int64_t, int64_t>, DeviceBuffer> rope_tables_;

@@ -21,6 +21,9 @@ struct CudaBackendOptions {
   // (tests/gpu/KERNEL_NOTES.md). Quantized weights use the GEMV up to M = 8 whatever this says (unless 0),
   // since cuBLAS needs them dequantized first.
   int gemv_max_rows = 2;
+  // Decode steps recorded once per shape as CUDA graphs and replayed (Backend::capture). The environment
+  // variable STRATA_CUDA_GRAPHS=0 turns it off, and so does STRATA_CUDA_PROFILE (per-op events).
+  bool graphs = true;
 };
 
 // Makes a backend on CUDA device `device`. Throws strata::Error (kCuda) when the device does not exist.

@@ -1,6 +1,7 @@
 // runtime/cuda/device_handles.cpp: the owners of CUDA handles, and the cuBLAS status strings.
 #include "runtime/cuda/device_handles.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "runtime/cuda/check_cuda.h"
@@ -128,6 +129,30 @@ void* GrowableBuffer::get(size_t bytes, cudaStream_t stream) {
     buffer_ = DeviceBuffer(bytes + bytes / 4, device_);  // some headroom against repeated growth
   }
   return buffer_.get();
+}
+
+}  // namespace strata::cuda
+
+namespace strata::cuda {
+
+PinnedBuffer::~PinnedBuffer() {
+  if (ptr_ != nullptr) {
+    const cudaError_t st = cudaFreeHost(ptr_);
+    if (st != cudaSuccess) LOG_WARN("cudaFreeHost: ", cudaGetErrorString(st));
+  }
+}
+
+void* PinnedBuffer::get(size_t bytes, cudaStream_t stream) {
+  if (bytes > bytes_) {
+    CHECK_CUDA(cudaStreamSynchronize(stream));
+    if (ptr_ != nullptr) CHECK_CUDA(cudaFreeHost(ptr_));
+    ptr_ = nullptr;
+    bytes_ = 0;
+    const size_t want = std::max<size_t>(bytes + bytes / 4, 4096);
+    CHECK_CUDA(cudaHostAlloc(&ptr_, want, cudaHostAllocDefault));
+    bytes_ = want;
+  }
+  return ptr_;
 }
 
 }  // namespace strata::cuda

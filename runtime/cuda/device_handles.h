@@ -78,6 +78,21 @@ class CublasHandle {
 
 namespace strata::cuda {
 
+// Page-locked host memory from cudaHostAlloc that grows on demand (small per-step transfers: sampling
+// parameters in, tokens out). Growing first waits for `stream`, which may still read or write it.
+class PinnedBuffer {
+ public:
+  PinnedBuffer() = default;
+  ~PinnedBuffer();
+  PinnedBuffer(const PinnedBuffer&) = delete;
+  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
+  void* get(size_t bytes, cudaStream_t stream);
+
+ private:
+  void* ptr_ = nullptr;
+  size_t bytes_ = 0;
+};
+
 // A device buffer that grows on demand (temporaries of one stream: conversions, dequantized weight
 // chunks, split-K partials). Growing waits for `stream` first, since queued kernels may still read the
 // old buffer.

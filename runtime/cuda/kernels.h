@@ -62,4 +62,19 @@ void launch_attention_decode(const AttentionArgs& a, int64_t splits, void* scrat
 void launch_attention_prefill(const AttentionArgs& a, cudaStream_t stream);
 bool attention_prefill_supports(const AttentionArgs& a);
 
+// ---- sampling_kernels.cu ----
+// One row's sampling parameters (SamplingParams without the repetition penalty, and the draw's step).
+struct DeviceSampling {
+  float temperature = 0.f;
+  int top_k = 0;
+  float top_p = 1.f;
+  float min_p = 0.f;
+  uint64_t seed = 0;
+  uint64_t step = 0;
+};
+// tokens[r] = the token drawn from row r of logits [rows, vocab] (f32) under params[r]; logprobs[r] = its
+// log-softmax under the raw logits. params, tokens and logprobs are device arrays of `rows`.
+void launch_sample(const float* logits, int64_t rows, int64_t vocab, const DeviceSampling* params, int32_t* tokens,
+                   float* logprobs, cudaStream_t stream);
+
 }  // namespace strata::cuda

@@ -21,60 +21,84 @@ LlamaModel::LlamaModel(const ModelConfig& config, const ShardSpec& spec, Backend
                     " ranks for a shard of ", spec.tp_size);
 }
 
-Tensor LlamaModel::upload_i32(const std::vector<int32_t>& values) {
-  const Tensor host = Tensor::view(const_cast<int32_t*>(values.data()), {static_cast<int64_t>(values.size())},
-                                   DType::kI32);
-  if (backend_.device() == Device::kCpu) return host;
-  Tensor dev = backend_.alloc(host.shape(), DType::kI32);
-  backend_.copy(host, dev);
-  return dev;
-}
-
-AttentionBatch LlamaModel::attention_batch(const StepBatch& step) {
-  const int64_t bs = kv_.shape().block_size;
-  std::vector<int32_t> slots(step.tokens.size());
+LlamaModel::DeviceStep LlamaModel::upload_step(const StepBatch& step, int64_t n_tok, int64_t n_seq, int64_t width,
+                                               const Tensor* into) {
+  const int64_t T = step.n_tokens(), S = step.n_seqs, bs = kv_.shape().block_size;
+  STRATA_CHECK_KIND(ErrorKind::kInternal, T <= n_tok && S <= n_seq && step.max_blocks <= width,
+                    "step of ", T, " tokens, ", S, " sequences, ", step.max_blocks, " blocks in a ", n_tok, "x", n_seq,
+                    "x", width, " layout");
+  // One i32 buffer, one upload: ids, positions, KV slots, sequence of each token [n_tok each], then the
+  // block tables [n_seq, width]. Rows past the step's pad a recorded shape: they write no KV (slot -1)
+  // and attend to position 0 of block 0, and nobody reads their outputs.
+  const int64_t words = 4 * n_tok + n_seq * width;
+  Tensor host = Tensor::empty({words}, DType::kI32);
+  int32_t* w = host.data<int32_t>();
+  std::fill(w, w + words, 0);
+  int32_t *ids = w, *pos = w + n_tok, *slots = w + 2 * n_tok, *seq = w + 3 * n_tok, *tables = w + 4 * n_tok;
   int64_t max_pos = 0;
-  for (size_t t = 0; t < slots.size(); ++t) {
-    const int64_t pos = step.positions[t];
-    const int64_t block = step.block_tables[static_cast<size_t>(step.token_seq[t] * step.max_blocks + pos / bs)];
-    STRATA_CHECK_KIND(ErrorKind::kInternal, block >= 0, "no KV block for position ", pos);
-    slots[t] = static_cast<int32_t>(block * bs + pos % bs);
-    max_pos = std::max(max_pos, pos + 1);
+  for (int64_t t = 0; t < n_tok; ++t) {
+    if (t >= T) {
+      slots[t] = -1;
+      seq[t] = static_cast<int32_t>(std::min(t, n_seq - 1));
+      continue;
+    }
+    const size_t i = static_cast<size_t>(t);
+    const int64_t p = step.positions[i];
+    const int64_t block = step.block_tables[static_cast<size_t>(step.token_seq[i] * step.max_blocks + p / bs)];
+    STRATA_CHECK_KIND(ErrorKind::kInternal, block >= 0, "no KV block for position ", p);
+    ids[t] = step.tokens[i];
+    pos[t] = static_cast<int32_t>(p);
+    slots[t] = static_cast<int32_t>(block * bs + p % bs);
+    seq[t] = step.token_seq[i];
+    max_pos = std::max(max_pos, p + 1);
   }
-  AttentionBatch b;
-  b.positions = upload_i32(step.positions);
-  b.token_seq = upload_i32(step.token_seq);
-  b.block_tables = upload_i32(step.block_tables).reshape({step.n_seqs, step.max_blocks});
-  // slots is a local vector: copy it into an owned tensor so the view does not dangle.
-  Tensor host_slots = Tensor::empty({static_cast<int64_t>(slots.size())}, DType::kI32);
-  std::memcpy(host_slots.raw(), slots.data(), slots.size() * 4);
-  if (backend_.device() == Device::kCpu) {
-    b.slots = host_slots;
-  } else {
-    b.slots = backend_.alloc(host_slots.shape(), DType::kI32);
-    backend_.copy(host_slots, b.slots);
+  for (int64_t r = 0; r < n_seq; ++r) {
+    for (int64_t c = 0; c < width; ++c) {
+      int32_t v = -1;
+      if (r < S && c < step.max_blocks) v = step.block_tables[static_cast<size_t>(r * step.max_blocks + c)];
+      else if (r >= S && c == 0) v = 0;
+      tables[r * width + c] = v;
+    }
   }
-  b.n_tokens = step.n_tokens();
-  b.n_seqs = step.n_seqs;
-  b.max_blocks = step.max_blocks;
+  Tensor dev = host;
+  if (into != nullptr) {
+    dev = part(*into, 0, {words});
+    backend_.copy(host, dev);
+  } else if (backend_.device() != Device::kCpu) {
+    dev = backend_.alloc({words}, DType::kI32);
+    backend_.copy(host, dev);
+  }
+  DeviceStep d;
+  d.ids = part(dev, 0, {n_tok});
+  AttentionBatch& b = d.batch;
+  b.positions = part(dev, n_tok, {n_tok});
+  b.slots = part(dev, 2 * n_tok, {n_tok});
+  b.token_seq = part(dev, 3 * n_tok, {n_tok});
+  b.block_tables = part(dev, 4 * n_tok, {n_seq, width});
+  b.n_tokens = n_tok;
+  b.n_seqs = n_seq;
+  b.max_blocks = width;
   b.block_size = bs;
   b.max_position = max_pos;
-  return b;
+  return d;
 }
 
 void LlamaModel::forward(const StepBatch& step, Tensor& hidden) {
-  const int64_t T = step.n_tokens(), D = config_.hidden, hd = config_.head_dim;
+  forward_device(upload_step(step, step.n_tokens(), step.n_seqs, step.max_blocks, nullptr), hidden);
+}
+
+void LlamaModel::forward_device(const DeviceStep& d, Tensor& hidden) {
+  const AttentionBatch& batch = d.batch;
+  const int64_t T = batch.n_tokens, D = config_.hidden, hd = config_.head_dim;
   const int64_t qh = spec_.q_heads, kvh = spec_.kv_heads, F = spec_.ffn_count;
   const DType act = backend_.activation_dtype();
   if (spec_.first_stage) {
     hidden = backend_.alloc({T, D}, act);
-    const Tensor ids = upload_i32(step.tokens);
-    backend_.embed(weights_.globals().embed, ids, spec_.vocab_begin, hidden);
+    backend_.embed(weights_.globals().embed, d.ids, spec_.vocab_begin, hidden);
     if (tp_.size() > 1) tp_.all_reduce_sum(hidden);
   }
   STRATA_CHECK_KIND(ErrorKind::kInternal, hidden.numel() == T * D, "stage input ", shape_str(hidden.shape()),
                     " is not [", T, ", ", D, "]");
-  const AttentionBatch batch = attention_batch(step);
   const float scale = 1.f / std::sqrt(static_cast<float>(hd));
 
   Tensor h = backend_.alloc({T, D}, act);
@@ -172,20 +196,104 @@ void LlamaModel::project_and_mlp(const LayerWeights& w, Tensor& hidden, const Te
   }
 }
 
-Tensor LlamaModel::logits(const StepBatch& step, const Tensor& hidden) {
+Tensor LlamaModel::local_logits(const StepBatch& step, const Tensor& hidden) {
   STRATA_CHECK_KIND(ErrorKind::kInternal, spec_.last_stage, "logits requested from a stage without the LM head");
   const int64_t R = static_cast<int64_t>(step.logit_rows.size()), D = config_.hidden;
   const DType act = backend_.activation_dtype();
-  Tensor rows = backend_.alloc({R, D}, act);
-  for (int64_t r = 0; r < R; ++r) {
-    Tensor dst = rows.rows(r, 1);
-    backend_.copy(hidden.rows(step.logit_rows[static_cast<size_t>(r)], 1), dst);
+  Tensor rows;
+  // Decode steps want every row's logits: use the hidden states as they are instead of gathering rows.
+  bool all_rows = R == hidden.dim(0);
+  for (int64_t r = 0; all_rows && r < R; ++r) all_rows = step.logit_rows[static_cast<size_t>(r)] == r;
+  if (all_rows) {
+    rows = hidden;
+  } else {
+    rows = backend_.alloc({R, D}, act);
+    for (int64_t r = 0; r < R; ++r) {
+      Tensor dst = rows.rows(r, 1);
+      backend_.copy(hidden.rows(step.logit_rows[static_cast<size_t>(r)], 1), dst);
+    }
   }
   Tensor normed = backend_.alloc({R, D}, act);
   backend_.rmsnorm(rows, weights_.globals().output_norm, config_.rms_eps, normed);
+  Tensor out = backend_.alloc({R, spec_.vocab_count}, DType::kF32);
+  if (spec_.vocab_count > 0) backend_.matmul(normed, weights_.globals().output, nullptr, out);
+  return out;
+}
+
+void LlamaModel::sample(const StepBatch& step, const Tensor& hidden, std::span<const SampleRow> rows,
+                        std::span<int32_t> tokens, std::span<float> logprobs) {
+  STRATA_CHECK_KIND(ErrorKind::kInternal, can_sample(), "sampling on a rank without the whole vocabulary");
+  STRATA_CHECK_KIND(ErrorKind::kInternal, rows.size() == step.logit_rows.size() && tokens.size() == rows.size() &&
+                        logprobs.size() == rows.size(),
+                    "sample: ", step.logit_rows.size(), " logit rows but ", rows.size(), " sampling rows");
+  backend_.sample(local_logits(step, hidden), rows.data(), tokens.data(), logprobs.data());
+}
+
+namespace {
+// Batch buckets of recorded decode steps: every size up to 8 would be too many graphs, so powers of two,
+// then steps of 8, 16 and 32 (padding wastes at most 1/8 of a bucket's rows past 8).
+int64_t decode_bucket(int64_t n) {
+  if (n <= 8) {
+    int64_t b = 1;
+    while (b < n) b *= 2;
+    return b;
+  }
+  const int64_t step = n <= 64 ? 8 : n <= 128 ? 16 : 32;
+  return (n + step - 1) / step * step;
+}
+constexpr int64_t kMaxRecordedBatch = 256;
+}  // namespace
+
+bool LlamaModel::sample_recorded(const StepBatch& step, std::span<const SampleRow> rows, std::span<int32_t> tokens,
+                                 std::span<float> logprobs) {
+  if (!backend_.supports_capture() || !spec_.first_stage || !spec_.last_stage || tp_.size() != 1 ||
+      !weights_.stays_resident())
+    return false;
+  const int64_t T = step.n_tokens();
+  if (T == 0 || T != step.n_seqs || T > kMaxRecordedBatch || static_cast<int64_t>(step.logit_rows.size()) != T ||
+      static_cast<int64_t>(rows.size()) != T)
+    return false;
+  for (int64_t t = 0; t < T; ++t)
+    if (step.token_seq[static_cast<size_t>(t)] != t || step.logit_rows[static_cast<size_t>(t)] != t) return false;
+
+  const int64_t B = decode_bucket(T), V = spec_.vocab_count, bs = kv_.shape().block_size;
+  int64_t W = 4;
+  while (W < step.max_blocks) W *= 2;
+  const int64_t words = 4 * B + B * W;
+  if (!recorded_inputs_.defined() || recorded_inputs_.numel() < words || recorded_logits_.dim(0) < B) {
+    recorded_.clear();  // the graphs point into the buffers about to go
+    recorded_inputs_ = Tensor();
+    recorded_logits_ = Tensor();
+    backend_.synchronize();
+    recorded_inputs_ = backend_.alloc({std::max(words, 4 * 64 + 64 * int64_t{64})}, DType::kI32);
+    recorded_logits_ = backend_.alloc({std::max<int64_t>(B, 8), V}, DType::kF32);
+  }
+  DeviceStep d = upload_step(step, B, B, W, &recorded_inputs_);
+  d.batch.max_position = W * bs;  // the recorded split plan covers any context that fits the width
+  Tensor logits = part(recorded_logits_, 0, {B, V});
+  const auto body = [&] {
+    Tensor hidden;
+    forward_device(d, hidden);
+    Tensor normed = backend_.alloc(hidden.shape(), backend_.activation_dtype());
+    backend_.rmsnorm(hidden, weights_.globals().output_norm, config_.rms_eps, normed);
+    backend_.matmul(normed, weights_.globals().output, nullptr, logits);
+  };
+  RecordedDecode& g = recorded_[{B, W}];
+  if (!g.warmed) {
+    body();  // sizes scratch buffers and loads kernels, which a recording must not do
+    g.warmed = true;
+  } else {
+    if (!g.graph) g.graph = backend_.capture(body);
+    g.graph->replay();
+  }
+  backend_.sample(part(recorded_logits_, 0, {T, V}), rows.data(), tokens.data(), logprobs.data());
+  return true;
+}
+
+Tensor LlamaModel::logits(const StepBatch& step, const Tensor& hidden) {
+  const Tensor local_logits = this->local_logits(step, hidden);
+  const int64_t R = local_logits.dim(0);
   const int64_t shard = spec_.vocab_shard, local = spec_.vocab_count, V = config_.vocab_size;
-  Tensor local_logits = backend_.alloc({R, local}, DType::kF32);
-  if (local > 0) backend_.matmul(normed, weights_.globals().output, nullptr, local_logits);
   Tensor host_local = Tensor::empty({R, local}, DType::kF32);
   backend_.copy(local_logits, host_local);
   Tensor out = Tensor::empty({R, V}, DType::kF32);

@@ -3,6 +3,11 @@
 // column-parallel QKV/gate/up, row-parallel output/down with one all-reduce each, vocab-parallel
 // embedding and LM head. Backend-agnostic: it only calls Backend and Collective.
 #pragma once
+#include <map>
+#include <memory>
+#include <span>
+#include <utility>
+
 #include "runtime/backend.h"
 #include "runtime/collective.h"
 #include "runtime/kv_cache.h"
@@ -37,16 +42,38 @@ class LlamaModel {
   void forward(const StepBatch& step, Tensor& hidden);
   // Last stage: logits [logit_rows, vocab] (f32, host), gathered over the TP group.
   Tensor logits(const StepBatch& step, const Tensor& hidden);
+  // Whether this rank holds the whole vocabulary's logits (last stage, no tensor parallelism), so it can
+  // sample where they are computed (Backend::sample) instead of gathering them on the host.
+  bool can_sample() const { return spec_.last_stage && tp_.size() == 1; }
+  // Last stage with can_sample(): one token per logit row, drawn on the backend.
+  void sample(const StepBatch& step, const Tensor& hidden, std::span<const SampleRow> rows, std::span<int32_t> tokens,
+              std::span<float> logprobs);
+  // The whole step (forward, LM head, sampling) from a recorded graph (Backend::capture) when it is a
+  // plain decode step (one token per sequence, every row sampled) on a single-stage, single-rank replica
+  // with resident weights; returns false, having done nothing, otherwise. The step is padded to a batch
+  // bucket and its block tables to a power-of-two width; each (bucket, width) runs once uncaptured,
+  // is recorded the second time, and replays from then on.
+  bool sample_recorded(const StepBatch& step, std::span<const SampleRow> rows, std::span<int32_t> tokens,
+                       std::span<float> logprobs);
 
  private:
-  Tensor upload_i32(const std::vector<int32_t>& values);
+  // A step's inputs on the backend: token ids and the attention metadata.
+  struct DeviceStep {
+    Tensor ids;
+    AttentionBatch batch;
+  };
+  // Uploads the step padded to n_tok tokens, n_seq sequences and block tables `width` wide (all at
+  // least the step's own), into `into` (i32, large enough) or a new buffer when null.
+  DeviceStep upload_step(const StepBatch& step, int64_t n_tok, int64_t n_seq, int64_t width, const Tensor* into);
+  void forward_device(const DeviceStep& d, Tensor& hidden);
   // The attention output projection and MLP of one layer, chunked so all-reduces overlap compute.
   void project_and_mlp(const LayerWeights& w, Tensor& hidden, const Tensor& att, Tensor& h, Tensor& attn_out,
                        Tensor& mlp_out, Tensor& gate, Tensor& up);
   void wait_reduce(CollectiveWork& work);
   // A view of `shape` starting `offset` elements into `buffer`.
   static Tensor part(const Tensor& buffer, int64_t offset, const Shape& shape);
-  AttentionBatch attention_batch(const StepBatch& step);
+  // Logits of the step's logit rows for this rank's vocabulary shard [R, vocab_count], f32 on the backend.
+  Tensor local_logits(const StepBatch& step, const Tensor& hidden);
 
   ModelConfig config_;
   ShardSpec spec_;
@@ -57,6 +84,16 @@ class LlamaModel {
   RopeParams rope_;
   int overlap_chunks_ = 1;
   Timings timings_;
+
+  // Recorded decode steps by (batch bucket, block-table width); they read their inputs from
+  // recorded_inputs_ and write logits into recorded_logits_, so growing either drops them all.
+  struct RecordedDecode {
+    std::unique_ptr<OpGraph> graph;
+    bool warmed = false;
+  };
+  std::map<std::pair<int64_t, int64_t>, RecordedDecode> recorded_;
+  Tensor recorded_inputs_;
+  Tensor recorded_logits_;
 };
 
 }  // namespace strata
