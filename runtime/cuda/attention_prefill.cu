@@ -2,7 +2,8 @@
 // chunked prefill), flash-attention style: a block owns 32 query rows (consecutive tokens x the G query
 // heads of one KV head, so each K/V tile serves the whole GQA group), streams the sequence's keys in
 // tiles of 32 through shared memory with an online softmax, and never materialises the score matrix.
-// SIMT f32 arithmetic (no tensor cores yet: TODO, an mma.sync/wgmma version is the next speed step).
+// SIMT f32 arithmetic: the fallback for what the tensor-core kernel (attention_prefill_mma.cu) does not
+// cover (f32/f16 operands, head dims other than 64 and 128); launch_attention_prefill picks between them.
 // Tiles that straddle sequences are processed one sequence at a time.
 #include <algorithm>
 #include <mutex>
@@ -237,21 +238,30 @@ void launch_hd(const AttentionArgs& a, cudaStream_t stream) {
 
 }  // namespace
 
-bool attention_prefill_supports(const AttentionArgs& a) {
+bool attention_prefill_simt_supports(const AttentionArgs& a) {
   const int64_t G = a.n_heads / a.n_kv_heads;
   return G >= 1 && G <= kRows && a.head_dim % 8 == 0 && a.head_dim <= 256 &&
          (a.kv_dt == DType::kBF16 || a.kv_dt == DType::kF16 || a.kv_dt == DType::kF32);
 }
 
-void launch_attention_prefill(const AttentionArgs& a, cudaStream_t stream) {
+bool attention_prefill_supports(const AttentionArgs& a) {
+  return attention_prefill_mma_supports(a) || attention_prefill_simt_supports(a);
+}
+
+void launch_attention_prefill_simt(const AttentionArgs& a, cudaStream_t stream) {
   if (a.n_tokens == 0) return;
-  STRATA_CHECK(attention_prefill_supports(a), "CUDA prefill attention does not support head_dim ", a.head_dim,
+  STRATA_CHECK(attention_prefill_simt_supports(a), "CUDA prefill attention does not support head_dim ", a.head_dim,
                " with ", a.n_heads / a.n_kv_heads, " query heads per KV head and KV dtype ", dtype_name(a.kv_dt));
   switch (a.kv_dt) {
     case DType::kBF16: launch_hd<__nv_bfloat16>(a, stream); break;
     case DType::kF16: launch_hd<__half>(a, stream); break;
     default: launch_hd<float>(a, stream); break;
   }
+}
+
+void launch_attention_prefill(const AttentionArgs& a, cudaStream_t stream) {
+  if (attention_prefill_mma_supports(a)) launch_attention_prefill_mma(a, stream);
+  else launch_attention_prefill_simt(a, stream);
 }
 
 }  // namespace strata::cuda

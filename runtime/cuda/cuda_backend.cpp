@@ -562,9 +562,18 @@ void CudaBackend::attention(const Tensor& q, const Tensor& k_cache, const Tensor
   Path path = options_.attention_path;
   if (path == Path::kAuto) path = T <= 4 * std::max<int64_t>(batch.n_seqs, 1) ? Path::kDecode : Path::kPrefill;
   if (path == Path::kPrefill && !cuda::attention_prefill_supports(a)) path = Path::kDecode;
-  auto scope = profile([&] { return std::string(path == Path::kPrefill ? "attention prefill" : "attention decode"); });
+  if (path == Path::kPrefillSimt && !cuda::attention_prefill_simt_supports(a)) path = Path::kDecode;
+  auto scope = profile([&] {
+    if (path == Path::kDecode) return std::string("attention decode");
+    const bool mma = path == Path::kPrefill && cuda::attention_prefill_mma_supports(a);
+    return std::string(mma ? "attention prefill" : "attention prefill (simt)");
+  });
   if (path == Path::kPrefill) {
     cuda::launch_attention_prefill(a, stream_.get());
+    return;
+  }
+  if (path == Path::kPrefillSimt) {
+    cuda::launch_attention_prefill_simt(a, stream_.get());
     return;
   }
   const int64_t splits = cuda::attention_decode_splits(a, sm_count_);

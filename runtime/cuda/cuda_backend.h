@@ -13,8 +13,10 @@ struct CudaBackendOptions {
   // below bf16 activation rounding). Rank-1 weights (norms, biases) stay f32 either way: they are tiny.
   bool f32_weights_to_bf16 = true;
   // Attention kernel choice. kAuto: the per-token decode kernel (split-K over the context) when the step
-  // has at most 4 tokens per sequence on average, else the tiled prefill kernel. Tests force each path.
-  enum class AttentionPath { kAuto, kDecode, kPrefill };
+  // has at most 4 tokens per sequence on average, else the tiled prefill kernel. kPrefill is the tensor-core
+  // kernel where it applies (bf16, head_dim 64 or 128) and the SIMT one elsewhere; kPrefillSimt forces the
+  // SIMT one. Tests force each path; kernel_bench compares the two prefill kernels.
+  enum class AttentionPath { kAuto, kDecode, kPrefill, kPrefillSimt };
   AttentionPath attention_path = AttentionPath::kAuto;
   // matmul uses the hand-written GEMV for M <= gemv_max_rows (0..8) with f32/f16/bf16 weights, cuBLAS above.
   // 2: on an H100 the GEMV beats cuBLAS by 4-10% at M = 1, ties at M = 2 and loses from M = 4

@@ -59,8 +59,15 @@ int64_t attention_decode_splits(const AttentionArgs& a, int sm_count);
 // Scratch bytes the decode kernel needs for `splits` (0 when splits == 1).
 int64_t attention_decode_scratch_bytes(const AttentionArgs& a, int64_t splits);
 void launch_attention_decode(const AttentionArgs& a, int64_t splits, void* scratch, cudaStream_t stream);
+// Prefill: the tensor-core kernel (attention_prefill_mma.cu) where it applies (bf16 q, KV and out, head_dim 64
+// or 128), the SIMT kernel (attention_prefill.cu) for everything else; launch_attention_prefill picks. The
+// _simt and _mma entry points force one kernel (tests and kernel_bench compare them).
 void launch_attention_prefill(const AttentionArgs& a, cudaStream_t stream);
-bool attention_prefill_supports(const AttentionArgs& a);
+bool attention_prefill_supports(const AttentionArgs& a);  // either kernel
+void launch_attention_prefill_simt(const AttentionArgs& a, cudaStream_t stream);
+bool attention_prefill_simt_supports(const AttentionArgs& a);
+void launch_attention_prefill_mma(const AttentionArgs& a, cudaStream_t stream);
+bool attention_prefill_mma_supports(const AttentionArgs& a);
 
 // ---- sampling_kernels.cu ----
 // One row's sampling parameters (SamplingParams without the repetition penalty, and the draw's step).

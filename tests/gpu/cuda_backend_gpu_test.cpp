@@ -290,10 +290,12 @@ struct AttnCase {
 class CudaAttentionTest : public CudaBackendTest, public ::testing::WithParamInterface<AttnCase> {
  protected:
   // Random caches; sequences of the given context lengths, each owning a random set of blocks; the batch
-  // holds the last `new_tokens[s]` positions of each sequence (1 = decode, len = whole-prompt prefill).
-  void run(const std::vector<int32_t>& lens, const std::vector<int32_t>& new_tokens, const char* what) {
+  // holds the last `new_tokens[s]` positions of each sequence (1 = decode, len = whole-prompt prefill),
+  // sequences back to back as the scheduler packs them.
+  void run(const std::vector<int32_t>& lens, const std::vector<int32_t>& new_tokens, const char* what,
+           int64_t bs = 16) {
     const AttnCase c = GetParam();
-    const int64_t hkv = 2, H = hkv * c.group, hd = c.head_dim, bs = 16;
+    const int64_t hkv = 2, H = hkv * c.group, hd = c.head_dim;
     int64_t max_blocks = 0, total_blocks = 0;
     for (int32_t len : lens) {
       max_blocks = std::max<int64_t>(max_blocks, (len + bs - 1) / bs);
@@ -334,8 +336,10 @@ class CudaAttentionTest : public CudaBackendTest, public ::testing::WithParamInt
     Tensor want = Tensor::empty(q.shape(), DType::kF32);
     cpu().attention(q, kc, vc, hb, scale, want);
 
+    // kPrefill is the tensor-core kernel for head_dim 64 and 128 (bf16 everything here), the SIMT one for the
+    // other head dims; kPrefillSimt keeps the SIMT kernel covered at 64 and 128 too.
     using Path = CudaBackendOptions::AttentionPath;
-    for (Path path : {Path::kAuto, Path::kDecode, Path::kPrefill}) {
+    for (Path path : {Path::kAuto, Path::kDecode, Path::kPrefill, Path::kPrefillSimt}) {
       CudaBackendOptions opt;
       opt.attention_path = path;
       auto g = make_cuda_backend(0, opt);
@@ -357,7 +361,8 @@ class CudaAttentionTest : public CudaBackendTest, public ::testing::WithParamInt
       Tensor got = Tensor::empty(q.shape(), DType::kF32);
       g->copy(out, got);
       EXPECT_LT(rel_error(got, want), kBf16Out)
-          << what << ": group " << c.group << " head_dim " << c.head_dim << " path " << static_cast<int>(path);
+          << what << ": group " << c.group << " head_dim " << c.head_dim << " block_size " << bs << " path "
+          << static_cast<int>(path);
     }
   }
 };
@@ -376,9 +381,32 @@ TEST_P(CudaAttentionTest, ChunkedPrefillAfterExistingContext) {
   run({200, 90, 33}, {64, 20, 1}, "chunked prefill");
 }
 
+// The tensor-core kernel works in tiles of 64 query rows and 64 keys. Lengths that are no multiple of either,
+// packed back to back: tokens 0..63 hold the 1-token sequence and 63 of the next, and so on.
+TEST_P(CudaAttentionTest, PrefillLengthsNotMultiplesOfTheTile) {
+  run({1, 63, 65, 130, 200}, {1, 63, 65, 130, 200}, "ragged prefill");
+}
+
+// Chunks continuing cached prefixes (first positions 200 and 80, not tile-aligned) beside a whole prompt.
+TEST_P(CudaAttentionTest, ChunkedPrefillContinuingCachedPrefixes) {
+  run({300, 150, 97}, {100, 70, 97}, "chunked prefill after prefixes");
+}
+
+// Query tile 0 holds sequence 0 (40 tokens from position 60) and the start of sequence 1; tile 1 holds the rest
+// of sequence 1, all of sequence 2 and the start of sequence 3.
+TEST_P(CudaAttentionTest, QueryTileStraddlesSequences) {
+  run({100, 90, 20, 30}, {40, 50, 20, 30}, "straddling tiles");
+}
+
+// block_size 8 (a key tile spans 8 blocks) and 48 (blocks straddle key tiles).
+TEST_P(CudaAttentionTest, PrefillOtherBlockSizes) {
+  for (int64_t bs : {8, 48}) run({130, 77}, {130, 40}, "prefill block size", bs);
+}
+
 INSTANTIATE_TEST_SUITE_P(GqaAndHeadDims, CudaAttentionTest,
-                         ::testing::Values(AttnCase{1, 64}, AttnCase{2, 128}, AttnCase{4, 128}, AttnCase{8, 128},
-                                           AttnCase{8, 64}, AttnCase{4, 256}, AttnCase{2, 8}, AttnCase{7, 96}),
+                         ::testing::Values(AttnCase{1, 64}, AttnCase{4, 64}, AttnCase{8, 64}, AttnCase{1, 128},
+                                           AttnCase{2, 128}, AttnCase{4, 128}, AttnCase{8, 128}, AttnCase{4, 256},
+                                           AttnCase{2, 8}, AttnCase{7, 96}),
                          [](const ::testing::TestParamInfo<AttnCase>& info) {
                            return "g" + std::to_string(info.param.group) + "_hd" +
                                   std::to_string(info.param.head_dim);

@@ -1,7 +1,8 @@
 // tests/gpu/kernel_bench.cu: microbenchmark of the CUDA backend's decode kernels against the device's
 // own copy bandwidth: the GEMV at Llama-7B shapes (bf16, M = 1, also q8_0/q4_0 and M = 8; cuBLAS for
-// the same M = 1 call as the peer), and decode/prefill attention. Weights rotate over several copies
-// (more bytes than L2) so HBM, not the cache, is measured. Not a test: tests/gpu/run.sh builds and runs it.
+// the same M = 1 call as the peer), and decode/prefill attention (prefill: the tensor-core kernel against the
+// SIMT one it replaces, in TFLOP/s). Weights rotate over several copies (more bytes than L2) so HBM, not the
+// cache, is measured. Not a test: tests/gpu/run.sh builds and runs it.
 // Usage: kernel_bench [--quick]
 #include <cuda_runtime.h>
 
@@ -73,6 +74,12 @@ int run(bool quick) {
   CudaBackendOptions cublas_opt;
   cublas_opt.gemv_max_rows = 0;  // every M through cuBLAS: the peer for the GEMV
   auto cublas_backend = make_cuda_backend(0, cublas_opt);
+  CudaBackendOptions simt_opt;
+  simt_opt.attention_path = CudaBackendOptions::AttentionPath::kPrefillSimt;  // the peer of the tensor-core prefill
+  auto simt_backend = make_cuda_backend(0, simt_opt);
+  CudaBackendOptions mma_opt;
+  mma_opt.attention_path = CudaBackendOptions::AttentionPath::kPrefill;
+  auto mma_backend = make_cuda_backend(0, mma_opt);
   Backend& be = *backend;
   cudaDeviceProp prop{};
   CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
@@ -136,16 +143,19 @@ int run(bool quick) {
     bench_matmul(be, shapes[1], dt, 1, "gemv");
   }
 
-  // Attention over a paged bf16 cache (block_size 16), one token per sequence (decode).
+  // Attention over a paged bf16 cache (block_size 16): one token per sequence (decode), or every position of
+  // each sequence (prefill; run through the tensor-core and the SIMT kernel).
   struct AttnShape {
     int64_t seqs, ctx, heads, kv_heads;
     bool prefill;
+    int64_t hd = 128;
   };
-  const std::vector<AttnShape> attn = {{1, 4096, 32, 8, false},  {1, 32768, 32, 8, false}, {16, 2048, 32, 8, false},
-                                       {64, 1024, 32, 8, false}, {32, 2048, 32, 32, false}, {1, 2048, 32, 8, true},
-                                       {1, 4096, 32, 32, true}};
+  const std::vector<AttnShape> attn = {
+      {1, 4096, 32, 8, false},  {1, 32768, 32, 8, false}, {16, 2048, 32, 8, false}, {64, 1024, 32, 8, false},
+      {32, 2048, 32, 32, false}, {1, 2048, 32, 32, true},  {1, 2048, 32, 8, true},   {1, 4096, 32, 32, true},
+      {4, 512, 32, 8, true},     {1, 2048, 32, 32, true, 64}};
   for (const AttnShape& a : attn) {
-    const int64_t hd = 128, bs = 16;
+    const int64_t hd = a.hd, bs = 16;
     const int64_t blocks_per_seq = (a.ctx + bs - 1) / bs;
     const int64_t blocks = a.seqs * blocks_per_seq;
     Tensor kc = be.alloc({blocks, bs, a.kv_heads, hd}, DType::kBF16), vc = be.alloc(kc.shape(), DType::kBF16);
@@ -179,16 +189,28 @@ int run(bool quick) {
     batch.max_position = a.ctx;
     Tensor q = be.alloc({T, a.heads, hd}, DType::kBF16), out = be.alloc(q.shape(), DType::kBF16);
     fill(q, 13);
-    const double ms = timer.median_ms(3, a.prefill ? 10 : reps, [&](int) { be.attention(q, kc, vc, batch, 0.088f, out); });
+    CHECK_CUDA(cudaDeviceSynchronize());  // fill ran on the legacy stream; the backends' streams do not wait for it
     char what[128], note[64];
-    std::snprintf(what, sizeof what, "attn %s seqs=%lld ctx=%lld H=%lld Hkv=%lld hd=128", a.prefill ? "prefill" : "decode",
-                  static_cast<long long>(a.seqs), static_cast<long long>(a.ctx), static_cast<long long>(a.heads),
-                  static_cast<long long>(a.kv_heads));
+    std::snprintf(what, sizeof what, "attn %s seqs=%lld ctx=%lld H=%lld Hkv=%lld hd=%lld",
+                  a.prefill ? "prefill" : "decode", static_cast<long long>(a.seqs), static_cast<long long>(a.ctx),
+                  static_cast<long long>(a.heads), static_cast<long long>(a.kv_heads), static_cast<long long>(hd));
     if (a.prefill) {
-      const double flops = 4.0 * static_cast<double>(a.ctx) * static_cast<double>(a.ctx + 1) / 2 * a.heads * hd;
-      std::snprintf(note, sizeof note, "%.1f TFLOP/s", flops / (ms * 1e-3) / 1e12);
-      rows.push_back({what, ms * 1e3, 0, note});
+      // Causal FLOPs: QK^T and PV, 2 * 2 * hd per (query, key) pair, ctx (ctx + 1) / 2 pairs per sequence and head.
+      const double flops = 4.0 * static_cast<double>(a.ctx) * static_cast<double>(a.ctx + 1) / 2 *
+                           static_cast<double>(a.heads * hd * a.seqs);
+      double mma_ms = 0;
+      for (Backend* b : {mma_backend.get(), simt_backend.get()}) {
+        Timer own{static_cast<cudaStream_t>(cuda_backend_stream(*b))};
+        const double ms = own.median_ms(3, 10, [&](int) { b->attention(q, kc, vc, batch, 0.088f, out); });
+        const bool mma = b == mma_backend.get();
+        if (mma) mma_ms = ms;
+        if (mma) std::snprintf(note, sizeof note, "%.1f TFLOP/s", flops / (ms * 1e-3) / 1e12);
+        else std::snprintf(note, sizeof note, "%.1f TFLOP/s (tensor cores %.1fx faster)", flops / (ms * 1e-3) / 1e12,
+                           ms / mma_ms);
+        rows.push_back({std::string(what) + (mma ? " mma" : " simt"), ms * 1e3, 0, note});
+      }
     } else {
+      const double ms = timer.median_ms(3, reps, [&](int) { be.attention(q, kc, vc, batch, 0.088f, out); });
       const double bytes = 2.0 * a.seqs * a.ctx * a.kv_heads * hd * 2;
       const double gbs = bytes / (ms * 1e-3) / 1e9;
       std::snprintf(note, sizeof note, "%.0f%% of copy", 100.0 * gbs / copy_gbs);
