@@ -96,6 +96,7 @@ class CudaBackend final : public Backend {
     uint64_t keep = UINT64_MAX;
     CHECK_CUDA(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
     if (const char* g = std::getenv("STRATA_CUDA_GRAPHS"); g != nullptr && std::string(g) == "0") options_.graphs = false;
+    if (const char* g = std::getenv("STRATA_CUBLASLT"); g != nullptr && std::string(g) == "0") use_lt_ = false;
   }
   ~CudaBackend() override {
     // Tensors that outlive the backend free synchronously (their stream is about to go away).
@@ -378,6 +379,14 @@ class CudaBackend final : public Backend {
     return cublas_->get();
   }
 
+  cuda::LtGemm& lt_gemm() {
+    if (!lt_) {
+      cublas();  // the workspace
+      lt_.emplace(stream_.get(), workspace_.get(), kWorkspaceBytes);
+    }
+    return *lt_;
+  }
+
   void norm(const char* op, Tensor* residual, const Tensor& x, const Tensor& weight, float eps, Tensor& out) {
     check_on_device(x, "x", op);
     check_on_device(weight, "weight", op);
@@ -414,6 +423,8 @@ class CudaBackend final : public Backend {
   CudaStream stream_;
   DeviceBuffer workspace_;  // cuBLAS workspace; declared before cublas_ so the handle goes first
   std::optional<CublasHandle> cublas_;
+  std::optional<cuda::LtGemm> lt_;  // shares workspace_ (same stream)
+  bool use_lt_ = true;              // STRATA_CUBLASLT=0 turns it off (A/B against cublasGemmEx)
   GrowableBuffer scratch_a_;  // converted activations, staged host bytes
   GrowableBuffer scratch_b_;  // dequantized weight chunks, f32 GEMM outputs
   GrowableBuffer split_scratch_;  // split-K partials of decode attention
@@ -504,8 +515,10 @@ void CudaBackend::matmul(const Tensor& x, const Tensor& w, const Tensor* bias, T
       cuda::launch_convert(wp, w_dt, wtmp, DType::kBF16, rows * k, s);
       wp = wtmp;
     }
-    cuda::cublas_gemm(cublas(), xp, wp, in_dt, static_cast<uint8_t*>(gemm_out) + dtype_bytes(gemm_out_dt, n0),
-                      gemm_out_dt, m, rows, k, n);
+    void* o = static_cast<uint8_t*>(gemm_out) + dtype_bytes(gemm_out_dt, n0);
+    const bool mixed = gemm_out_dt == DType::kF32 && in_dt != DType::kF32;  // 16-bit in, f32 out: cuBLASLt
+    if (!(mixed && use_lt_ && lt_gemm().run(xp, wp, in_dt, o, gemm_out_dt, m, rows, k, n)))
+      cuda::cublas_gemm(cublas(), xp, wp, in_dt, o, gemm_out_dt, m, rows, k, n);
   }
   if (bias_ptr != nullptr) cuda::launch_add_bias(gemm_out, gemm_out_dt, bias_ptr, bias_dt, m, n, s);
   if (!direct_out) cuda::launch_convert(gemm_out, DType::kF32, out.raw(), out.dtype(), m * n, s);

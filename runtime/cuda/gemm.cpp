@@ -29,4 +29,54 @@ void cublas_gemm(cublasHandle_t handle, const void* x, const void* w, DType in_d
                             CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
+LtGemm::LtGemm(cudaStream_t stream, void* workspace, size_t workspace_bytes)
+    : stream_(stream), workspace_(workspace), workspace_bytes_(workspace_bytes) {
+  CHECK_CUBLAS(cublasLtCreate(&handle_));
+}
+
+LtGemm::~LtGemm() {
+  for (auto& [key, p] : plans_) {
+    if (p.a != nullptr) (void)cublasLtMatrixLayoutDestroy(p.a);
+    if (p.b != nullptr) (void)cublasLtMatrixLayoutDestroy(p.b);
+    if (p.c != nullptr) (void)cublasLtMatrixLayoutDestroy(p.c);
+    if (p.desc != nullptr) (void)cublasLtMatmulDescDestroy(p.desc);
+  }
+  if (handle_ != nullptr) (void)cublasLtDestroy(handle_);
+}
+
+bool LtGemm::run(const void* x, const void* w, DType in_dt, void* out, DType out_dt, int64_t m, int64_t n, int64_t k,
+                 int64_t ldo) {
+  const auto key = std::make_tuple(static_cast<int>(in_dt), static_cast<int>(out_dt), m, n, k, ldo);
+  auto it = plans_.find(key);
+  if (it == plans_.end()) {
+    Plan p;
+    // Column-major view, as cublas_gemm: D[N, M] = op(W)[N, K] * X[K, M], W stored K x N (transposed).
+    CHECK_CUBLAS(cublasLtMatmulDescCreate(&p.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    const cublasOperation_t transa = CUBLAS_OP_T, transb = CUBLAS_OP_N;
+    CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &transa, sizeof transa));
+    CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &transb, sizeof transb));
+    CHECK_CUBLAS(cublasLtMatrixLayoutCreate(&p.a, cuda_type(in_dt), static_cast<uint64_t>(k), static_cast<uint64_t>(n), k));
+    CHECK_CUBLAS(cublasLtMatrixLayoutCreate(&p.b, cuda_type(in_dt), static_cast<uint64_t>(k), static_cast<uint64_t>(m), k));
+    CHECK_CUBLAS(cublasLtMatrixLayoutCreate(&p.c, cuda_type(out_dt), static_cast<uint64_t>(n), static_cast<uint64_t>(m), ldo));
+    cublasLtMatmulPreference_t pref = nullptr;
+    CHECK_CUBLAS(cublasLtMatmulPreferenceCreate(&pref));
+    const uint64_t ws = workspace_bytes_;
+    CHECK_CUBLAS(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
+    cublasLtMatmulHeuristicResult_t result{};
+    int found = 0;
+    const cublasStatus_t st =
+        cublasLtMatmulAlgoGetHeuristic(handle_, p.desc, p.a, p.b, p.c, p.c, pref, 1, &result, &found);
+    (void)cublasLtMatmulPreferenceDestroy(pref);
+    p.ok = st == CUBLAS_STATUS_SUCCESS && found > 0;
+    if (p.ok) p.algo = result.algo;
+    it = plans_.emplace(key, p).first;
+  }
+  const Plan& p = it->second;
+  if (!p.ok) return false;
+  const float alpha = 1.f, beta = 0.f;
+  CHECK_CUBLAS(cublasLtMatmul(handle_, p.desc, &alpha, w, p.a, x, p.b, &beta, out, p.c, out, p.c, &p.algo, workspace_,
+                              workspace_bytes_, stream_));
+  return true;
+}
+
 }  // namespace strata::cuda

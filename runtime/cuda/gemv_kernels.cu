@@ -63,44 +63,75 @@ __device__ __forceinline__ void finish_rows(float (&acc)[M], int64_t row, int64_
 
 // Plain weights with K % 8 == 0 (rows 16-byte aligned). Each warp owns R consecutive rows, so one load of
 // an x chunk serves R rows (x re-reads from L1 were the limit at M = 8); R * U chunks of 16 bytes are in
-// flight per lane before the first multiply.
-template <typename TW, typename TX, int M, int R, int U>
+// flight per lane before the first multiply. With KS > 1, KS warps of a block share each row group, each
+// taking every KS-th group of 32 chunks, and add their sums through shared memory: a matrix with few rows
+// (4096 x 4096, 4096 x 11008) otherwise gives too few warps to keep enough loads in flight on every SM.
+template <typename TW, typename TX, int M, int R, int U, int KS>
 __global__ __launch_bounds__(kWarps * 32) void gemv_kernel(const TX* __restrict__ x, const TW* __restrict__ w,
                                                            const void* bias, DType bias_dt, void* out, DType out_dt,
                                                            int64_t n, int64_t k) {
-  const int64_t row0 = (int64_t{blockIdx.x} * kWarps + threadIdx.x / 32) * R;
-  if (row0 >= n) return;
-  const int lane = threadIdx.x % 32;
+  static_assert(kWarps % KS == 0, "slices must divide the block's warps");
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, slice = warp % KS;
+  const int64_t row0 = (int64_t{blockIdx.x} * (kWarps / KS) + warp / KS) * R;
   const int64_t chunks = k / 8;
   float acc[R][M] = {};
-  for (int64_t c0 = lane; c0 < chunks; c0 += 32 * U) {
-    RawChunk<TW> raw[R][U];
+  if (row0 < n) {
+    for (int64_t c0 = lane + 32 * slice; c0 < chunks; c0 += 32 * U * KS) {
+      RawChunk<TW> raw[R][U];
 #pragma unroll
-    for (int r = 0; r < R; ++r)
+      for (int r = 0; r < R; ++r)
 #pragma unroll
-      for (int u = 0; u < U; ++u)
-        if (row0 + r < n && c0 + u * 32 < chunks) load_raw(w + (row0 + r) * k + (c0 + u * 32) * 8, raw[r][u]);
+        for (int u = 0; u < U; ++u)
+          if (row0 + r < n && c0 + u * 32 * KS < chunks)
+            load_raw(w + (row0 + r) * k + (c0 + u * 32 * KS) * 8, raw[r][u]);
 #pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const int64_t c = c0 + u * 32;
-      if (c >= chunks) continue;
-      float wv[R][8];
+      for (int u = 0; u < U; ++u) {
+        const int64_t c = c0 + u * 32 * KS;
+        if (c >= chunks) continue;
+        float wv[R][8];
 #pragma unroll
-      for (int r = 0; r < R; ++r) decode_raw(raw[r][u], wv[r]);
+        for (int r = 0; r < R; ++r) decode_raw(raw[r][u], wv[r]);
 #pragma unroll
-      for (int m = 0; m < M; ++m) {
-        float xv[8];
-        load8(x + m * k + c * 8, xv);
+        for (int m = 0; m < M; ++m) {
+          float xv[8];
+          load8(x + m * k + c * 8, xv);
 #pragma unroll
-        for (int r = 0; r < R; ++r)
+          for (int r = 0; r < R; ++r)
 #pragma unroll
-          for (int i = 0; i < 8; ++i) acc[r][m] = fmaf(wv[r][i], xv[i], acc[r][m]);
+            for (int i = 0; i < 8; ++i) acc[r][m] = fmaf(wv[r][i], xv[i], acc[r][m]);
+        }
       }
     }
   }
+  if constexpr (KS == 1) {
 #pragma unroll
-  for (int r = 0; r < R; ++r)
-    if (row0 + r < n) finish_rows<M>(acc[r], row0 + r, n, bias, bias_dt, out, out_dt);
+    for (int r = 0; r < R; ++r)
+      if (row0 + r < n) finish_rows<M>(acc[r], row0 + r, n, bias, bias_dt, out, out_dt);
+  } else {
+    __shared__ float partial[kWarps][R][M];
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+      for (int m = 0; m < M; ++m) {
+        const float v = warp_sum(acc[r][m]);
+        if (lane == 0) partial[warp][r][m] = v;
+      }
+    __syncthreads();
+    if (slice == 0 && lane == 0) {
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        if (row0 + r >= n) continue;
+        const float b = bias != nullptr ? load_elem(bias, bias_dt, row0 + r) : 0.f;
+#pragma unroll
+        for (int m = 0; m < M; ++m) {
+          float v = b;
+#pragma unroll
+          for (int s2 = 0; s2 < KS; ++s2) v += partial[warp + s2][r][m];
+          store_elem(out, out_dt, m * n + row0 + r, v);
+        }
+      }
+    }
+  }
 }
 
 // Any K: scalar fallback for odd shapes (e.g. K not a multiple of 8).
@@ -255,9 +286,20 @@ void dispatch_rows(const void* x, DType x_dt, const void* w, DType w_dt, const v
       // Rows per warp R and 16-byte chunks per row in flight U: R * U = 8 loads in flight per lane.
       constexpr int R = M == 1 ? 1 : 2;  // R = 4 at M = 8 left too few blocks per SM (tail wave)
       constexpr int U = 8 / R;
-      const dim3 grid_r(static_cast<unsigned>((n + kWarps * R - 1) / (kWarps * R)));
-      gemv_kernel<TW, TX, M, R, U><<<grid_r, block, 0, stream>>>(static_cast<const TX*>(x), static_cast<const TW*>(w),
-                                                                 bias, bias_dt, out, out_dt, n, k);
+      // Warps per row: enough warps overall to fill an H100-class GPU (~132 SMs x 64 warps) when the
+      // matrix has few rows and K is long enough to split.
+      const int64_t row_groups = (n + R - 1) / R;
+      const int ks = row_groups >= 8192 || k < 2048 ? 1 : row_groups >= 4096 ? 2 : 4;
+      auto go = [&](auto ks_tag) {
+        constexpr int KS = decltype(ks_tag)::value;
+        const int64_t per_block = int64_t{kWarps / KS} * R;
+        const dim3 grid_r(static_cast<unsigned>((n + per_block - 1) / per_block));
+        gemv_kernel<TW, TX, M, R, U, KS><<<grid_r, block, 0, stream>>>(
+            static_cast<const TX*>(x), static_cast<const TW*>(w), bias, bias_dt, out, out_dt, n, k);
+      };
+      if (ks == 1) go(std::integral_constant<int, 1>{});
+      else if (ks == 2) go(std::integral_constant<int, 2>{});
+      else go(std::integral_constant<int, 4>{});
     };
     auto with_w = [&](auto* xt) {
       switch (w_dt) {

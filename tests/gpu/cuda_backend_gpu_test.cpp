@@ -211,7 +211,7 @@ TEST_P(CudaMatmulTest, EveryWeightDtypeAndRowCount) {
   CudaBackendOptions keep = opt;
   keep.f32_weights_to_bf16 = false;
   auto gpu_f32 = make_cuda_backend(0, keep);
-  for (auto [n, k] : {std::pair<int64_t, int64_t>{384, 512}, {1000, 4096}}) {
+  for (auto [n, k] : {std::pair<int64_t, int64_t>{384, 512}, {1000, 4096}, {5000, 2048}}) {
     Tensor wf = random_host({n, k}, 0.05f);
     Tensor bias = random_host({n});
     for (DType dt : {DType::kF32, DType::kF16, DType::kBF16, DType::kQ8_0, DType::kQ4_0}) {
