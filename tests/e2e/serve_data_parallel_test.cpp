@@ -142,7 +142,7 @@ TEST_P(ServeDataParallel, RoutesToBothReplicasCancelsRemotelyAndDrainsOnSigterm)
   const double to_replica1 = metric(port, routed1);
   const double cancelled1 = metric(port, of_replica("strata_replica_requests_cancelled_total", 1));
   HttpResponse blocker_answer;
-  std::thread blocker([&] { blocker_answer = http(port, "POST", "/v1/completions", body(1, 600, false)); });
+  std::thread blocker([&] { blocker_answer = http(port, "POST", "/v1/completions", body(1, 1000, false)); });
   ASSERT_TRUE(eventually([&] { return metric(port, of_replica("strata_replica_requests_in_flight", 0)) == 1; }));
   const int fd = test::connect_to(port);
   ASSERT_GE(fd, 0);
@@ -172,7 +172,7 @@ TEST_P(ServeDataParallel, RoutesToBothReplicasCancelsRemotelyAndDrainsOnSigterm)
   std::vector<HttpResponse> late(kLate);
   clients.clear();
   for (int c = 0; c < kLate; ++c)
-    clients.emplace_back([&, c] { late[c] = http(port, "POST", "/v1/completions", body(c % kPrompts, 300, c % 2)); });
+    clients.emplace_back([&, c] { late[c] = http(port, "POST", "/v1/completions", body(c % kPrompts, 800, c % 2)); });
   EXPECT_TRUE(eventually([&] {
     return metric(port, of_replica("strata_replica_requests_in_flight", 0)) +
                metric(port, of_replica("strata_replica_requests_in_flight", 1)) == kLate;
