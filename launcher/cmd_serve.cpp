@@ -1,14 +1,19 @@
 // launcher/cmd_serve.cpp: `strata serve`: an OpenAI-compatible HTTP server (launcher/http/) over the
 // serving Engine. World rank 0 listens (before the model loads, so /health reports "loading") and
-// drives the Engine; every rank runs the Engine's step loop on its main thread (the thread that made
-// the communicators), so all communication stays on one thread. SIGTERM/SIGINT: stop accepting,
-// answer every request in flight (cancelling what is left after --drain-timeout), shut the engine
-// down on every rank, exit 0.
+// submits to a ReplicaRouter: with data-parallel replicas (parallel.data > 1) each request goes to the
+// replica with the least outstanding tokens, replica 0 being rank 0's own Engine and the others
+// reached through their drivers (launcher/replica_server.h). Every rank runs its Engine's step loop on
+// its main thread (the thread that made the communicators); only rank 0's link thread to the other
+// drivers talks besides. SIGTERM/SIGINT: stop accepting, answer every request in flight on every
+// replica (cancelling what is left after --drain-timeout), shut every replica down, exit 0.
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
+#include <mutex>
 #include <thread>
 
 #include <unistd.h>
@@ -18,8 +23,11 @@
 #include "launcher/http/engine_frontend.h"
 #include "launcher/http/http_server.h"
 #include "launcher/http/metrics.h"
+#include "launcher/http/remote_replicas.h"
+#include "launcher/http/replica_router.h"
 #include "launcher/http/routes.h"
 #include "launcher/rank_runtime.h"
+#include "launcher/replica_server.h"
 #include "launcher/session_flags.h"
 #include "runtime/error.h"
 #include "runtime/log.h"
@@ -81,29 +89,47 @@ ServeConfig serve_config(const Args& args, const RankRuntime* rank) {
   return c;
 }
 
-// The step loop of one rank. On rank 0 it also feeds the frontend and runs the drain on shutdown.
-void step_loop(Engine& engine, http::EngineFrontend* frontend, http::Metrics* metrics,
-               const std::atomic<bool>& stop_requested, double drain_timeout_s) {
+// Rank 0's share of the step loop: routing, readiness, failure of a remote replica, the drain.
+struct RouterSide {
+  http::EngineFrontend& frontend;
+  http::ReplicaRouter& router;
+  http::RemoteReplicas* remotes;  // null with one replica
+  const std::atomic<bool>& stop_requested;
+  double drain_timeout_s;
+  std::function<std::string()> failure;  // why a remote replica failed; empty while none has
+  std::function<void()> on_ready;
+};
+
+// The step loop of one rank (every rank but the drivers of replicas 1..; see serve_replica).
+void step_loop(Engine& engine, RouterSide* side) {
   std::vector<TokenEvent> events;
-  int64_t steps_seen = 0;
-  bool shutdown_sent = false, cancelled = false;
+  bool attached = false, shutdown_sent = false, cancelled = false;
   Clock::time_point drain_start;
   while (true) {
+    const uint64_t reflected = side != nullptr ? side->router.routed(0) : 0;
     const bool more = engine.step(events, 20);
-    if (frontend != nullptr) {
-      frontend->dispatch(events);
-      const EngineStats s = engine.stats();
-      if (s.steps > steps_seen && s.last_batch_size > 0) metrics->observe_batch(static_cast<double>(s.last_batch_size));
-      steps_seen = s.steps;
-      if (stop_requested && !shutdown_sent) {
+    if (side != nullptr) {
+      http::EngineFrontend& frontend = side->frontend;
+      side->router.report(0, engine.stats(), reflected);
+      side->router.deliver(0, events);
+      if (const std::string why = side->failure(); !why.empty())
+        STRATA_THROW(ErrorKind::kComm, "a data-parallel replica failed: ", why);
+      // Requests are accepted once every replica has reported, so none is left out of routing.
+      if (!attached && side->router.all_ready()) {
+        frontend.attach(&side->router);
+        attached = true;
+        side->on_ready();
+      }
+      if (side->stop_requested && !shutdown_sent) {
         if (drain_start == Clock::time_point{}) drain_start = Clock::now();
         const double waited = std::chrono::duration<double>(Clock::now() - drain_start).count();
-        if (frontend->responses_in_flight() == 0 || waited > drain_timeout_s + 10) {
+        if (frontend.responses_in_flight() == 0 || waited > side->drain_timeout_s + 10) {
           engine.shutdown();  // every rank's step() returns false after this
+          if (side->remotes != nullptr) side->remotes->shutdown();
           shutdown_sent = true;
-        } else if (waited > drain_timeout_s && !cancelled) {
-          LOG_WARN("drain timeout: cancelling ", frontend->responses_in_flight(), " requests still in flight");
-          frontend->cancel_all();
+        } else if (waited > side->drain_timeout_s && !cancelled) {
+          LOG_WARN("drain timeout: cancelling ", frontend.responses_in_flight(), " requests still in flight");
+          frontend.cancel_all();
           cancelled = true;
         }
       }
@@ -115,9 +141,15 @@ void step_loop(Engine& engine, http::EngineFrontend* frontend, http::Metrics* me
 
 int serve(const Args& args, SessionOptions options, RankRuntime* rank) {
   const bool is_http = rank == nullptr || rank->world_rank() == 0;
-  if (rank != nullptr)
-    STRATA_CHECK_KIND(ErrorKind::kConfig, rank->replicas() == 1, rank->plan().source, ": `strata serve` runs one "
-                      "replica (parallel.data: 1); data-parallel routing is not implemented yet");
+  const int replicas = rank != nullptr ? rank->replicas() : 1;
+  const double comm_timeout_s = rank != nullptr ? rank->comm_timeout_s() : 300;
+  // The drivers of all replicas (rank r = replica r's driver): a split of the world, so every rank
+  // takes part, before anything else talks on the world.
+  std::unique_ptr<comm::Communicator> drivers;
+  if (replicas > 1) {
+    const bool driver = rank->part().pp == 0 && rank->part().tp == 0;
+    drivers = rank->world().split(driver ? 0 : -1, rank->replica_index(), "dp drivers");
+  }
   const ServeConfig config = serve_config(args, rank);
   options.block_size = config.block_size;
   options.generator.max_step_tokens = config.max_batch_tokens;
@@ -169,40 +201,84 @@ int serve(const Args& args, SessionOptions options, RankRuntime* rank) {
   const ModelConfig& model = session.config();
   session.prepare(config.kv_tokens > 0 ? config.kv_tokens : 4 * model.max_seq);
   Engine& engine = session.generator().engine();
-  http::EngineAdapter adapter(engine);
-  std::unique_ptr<http::Routes> routes;
-  if (is_http) {
-    std::optional<http::ChatTemplate> chat;
-    if (session.has_tokenizer())
-      chat = args.has("chat-template")
-                 ? http::ChatTemplate(session.tokenizer(), http::chat_format_from_name(args.str("chat-template")))
-                 : http::ChatTemplate::detect(session.tokenizer());
-    http::ServedModel served;
-    served.name = args.str("served-model-name", default_model_name(rank != nullptr ? rank->model_path() : options.model_path));
-    served.context = model.max_seq;
-    served.vocab_size = model.vocab_size;
-    served.eos_ids = model.eos_ids;
-    routes = std::make_unique<http::Routes>(frontend, metrics, session.has_tokenizer() ? &session.tokenizer() : nullptr,
-                                            chat, served);
-    routes_ptr = routes.get();
-    frontend.attach(&adapter);
-    LOG_INFO("serving '", served.name, "' (context ", model.max_seq, ", chat template ",
-             chat ? http::chat_format_name(chat->format()) : "none", ") on port ", server->port());
-  }
-  try {
-    step_loop(engine, is_http ? &frontend : nullptr, &metrics, stop_requested,
-              args.number("drain-timeout", 30, 0, 86400));
-  } catch (const std::exception& e) {
-    if (is_http) {
-      frontend.fail(cat("the engine failed: ", e.what()));
-      server->stop();  // lets the error responses go out first
+
+  if (drivers && !is_http) {  // the driver of replica 1, 2, ...: requests come from rank 0's router
+    parallel::DpLink router(*drivers, 0, comm_timeout_s, "the router (world rank 0)");
+    try {
+      serve_replica(engine, router);
+    } catch (const std::exception& e) {
+      report_failure(router, e.what(), std::min(comm_timeout_s, 30.0));
+      throw;
     }
+    return 0;
+  }
+  if (!is_http) {
+    step_loop(engine, nullptr);
+    return 0;
+  }
+
+  std::optional<http::ChatTemplate> chat;
+  if (session.has_tokenizer())
+    chat = args.has("chat-template")
+               ? http::ChatTemplate(session.tokenizer(), http::chat_format_from_name(args.str("chat-template")))
+               : http::ChatTemplate::detect(session.tokenizer());
+  http::ServedModel served;
+  served.name = args.str("served-model-name", default_model_name(rank != nullptr ? rank->model_path() : options.model_path));
+  served.context = model.max_seq;
+  served.vocab_size = model.vocab_size;
+  served.eos_ids = model.eos_ids;
+  const auto routes = std::make_unique<http::Routes>(
+      frontend, metrics, session.has_tokenizer() ? &session.tokenizer() : nullptr, chat, served);
+  routes_ptr = routes.get();
+
+  // Declared so that the link thread (in remotes) stops before the router it reports to goes away.
+  http::EngineAdapter local(engine);
+  std::unique_ptr<http::ReplicaRouter> router;
+  std::unique_ptr<http::RemoteReplicas> remotes;
+  std::vector<http::ReplicaRouter::Replica> members = {{&local, 0}};
+  if (drivers) {
+    remotes = std::make_unique<http::RemoteReplicas>(*drivers, comm_timeout_s);
+    for (int r = 1; r < replicas; ++r) members.push_back({&remotes->replica(r), config.max_queue});
+  }
+  router = std::make_unique<http::ReplicaRouter>(
+      members, [&frontend](const std::vector<TokenEvent>& events) { frontend.dispatch(events); });
+  router->on_batch([&metrics](double sequences) { metrics.observe_batch(sequences); });
+  std::mutex failure_mutex;
+  std::string failure;
+  if (remotes)
+    remotes->start(*router, [&](const std::string& why) {
+      {
+        std::lock_guard<std::mutex> lock(failure_mutex);
+        failure = why;
+      }
+      // Answer every request now (the job ends after this); the step loop sees `failure` next.
+      frontend.fail(cat("a data-parallel replica failed: ", why));
+    });
+
+  RouterSide side{frontend, *router, remotes.get(), stop_requested, args.number("drain-timeout", 30, 0, 86400),
+                  [&] {
+                    std::lock_guard<std::mutex> lock(failure_mutex);
+                    return failure;
+                  },
+                  [&] {
+                    LOG_INFO("serving '", served.name, "' (context ", model.max_seq, ", chat template ",
+                             chat ? http::chat_format_name(chat->format()) : "none", ", ", replicas,
+                             replicas > 1 ? " replicas" : " replica", ") on port ", server->port());
+                  }};
+  try {
+    step_loop(engine, &side);
+    if (remotes && !remotes->wait_closed(comm_timeout_s))
+      STRATA_THROW(ErrorKind::kComm, "not every data-parallel replica shut down cleanly",
+                   side.failure().empty() ? "" : ": " + side.failure());
+  } catch (const std::exception& e) {
+    frontend.fail(cat("the engine failed: ", e.what()));
+    server->stop();  // lets the error responses go out first
     throw;
   }
-  if (is_http) {
-    server->stop();
-    LOG_INFO("shut down cleanly");
-  }
+  // Every replica has ended its requests; anything still open was lost on the way: answer it.
+  if (frontend.engine_requests() > 0) frontend.fail("the server shut down before this request finished");
+  server->stop();
+  LOG_INFO("shut down cleanly");
   return 0;
 }
 

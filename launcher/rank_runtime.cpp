@@ -35,6 +35,7 @@ RankRuntime::RankRuntime(parallel::Plan plan, const std::string& model_override)
   comm::CommConfig config;
   config.timeout_s = plan_.comm.timeout_s;
   if (const char* env = std::getenv("STRATA_COMM_TIMEOUT")) config.timeout_s = std::atof(env);
+  comm_timeout_s_ = config.timeout_s;
   const comm::RankInfo launch = comm::detect_launch();
   world_ = comm::make_world_communicator(config, launch);
   local_rank_ = std::max(0, launch.local_rank);

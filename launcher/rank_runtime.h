@@ -31,6 +31,8 @@ class RankRuntime {
   int world_size() const { return world_->size(); }
   int replica_index() const { return part_.dp; }
   int replicas() const { return plan_.parallel.data; }
+  // Deadline of every comm wait: the plan's comm.timeout_s, or STRATA_COMM_TIMEOUT when set.
+  double comm_timeout_s() const { return comm_timeout_s_; }
   // True on the one rank that prints user output (world rank 0).
   bool prints() const { return world_->rank() == 0; }
   RankPlacement placement();
@@ -57,6 +59,7 @@ class RankRuntime {
   std::unique_ptr<StageLink> link_;
   int cpu_threads_ = 0;
   int local_rank_ = 0;
+  double comm_timeout_s_ = 0;
 };
 
 // Runs a model command on this process: with --plan, inside this rank's RankRuntime (model path,

@@ -4,9 +4,9 @@
 // Every rank of the replica runs step() in lockstep; the driver decides each step and broadcasts it
 // (with the new requests' prompts and sampling parameters, and cancellations) through the StageLink.
 //
-// TODO(serving): data-parallel routing is not here. With several replicas, the HTTP server of world
-// rank 0 (launcher/) forwards each request to the driver of the replica with the least
-// stats().outstanding_tokens; each replica's Engine only sees its own requests.
+// Data-parallel routing is not here either: with several replicas, `strata serve` on world rank 0
+// (launcher/http/replica_router.h) sends each request to the replica with the least
+// stats().outstanding_tokens, through that replica's driver; each replica's Engine only sees its own.
 #pragma once
 #include <cstdint>
 #include <memory>

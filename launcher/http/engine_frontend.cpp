@@ -101,6 +101,11 @@ EngineStats EngineFrontend::stats() const {
   return engine_ != nullptr ? engine_->stats() : EngineStats{};
 }
 
+std::vector<ReplicaStatus> EngineFrontend::replicas() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return engine_ != nullptr ? engine_->replicas() : std::vector<ReplicaStatus>{};
+}
+
 void EngineFrontend::begin_response() {
   std::lock_guard<std::mutex> lock(mutex_);
   ++responses_;

@@ -14,17 +14,24 @@
 #include <unordered_map>
 #include <vector>
 
+#include "launcher/http/metrics.h"
 #include "runtime/engine.h"
 
 namespace strata::launcher::http {
 
-// What the server needs from an engine: strata::Engine through EngineAdapter, a fake in unit tests.
+// Where the server sends requests (the request sink): strata::Engine through EngineAdapter, a remote
+// data-parallel replica (remote_replicas.h), the ReplicaRouter over several of them, a fake in unit
+// tests. Token events come back through EngineFrontend::dispatch.
 class RequestEngine {
  public:
   virtual ~RequestEngine() = default;
   virtual bool submit(EngineRequest request) = 0;  // false: queue full
   virtual void cancel(uint64_t request_id) = 0;
   virtual EngineStats stats() const = 0;
+  // Throws kInvalidArgument for a request that can never run; sinks that cannot tell accept all.
+  virtual void validate(const EngineRequest&) const {}
+  // Per-replica figures for /metrics; empty for a sink that is not a router.
+  virtual std::vector<ReplicaStatus> replicas() const { return {}; }
 };
 
 class EngineAdapter final : public RequestEngine {
@@ -33,6 +40,7 @@ class EngineAdapter final : public RequestEngine {
   bool submit(EngineRequest request) override { return engine_.submit(std::move(request)); }
   void cancel(uint64_t request_id) override { engine_.cancel(request_id); }
   EngineStats stats() const override { return engine_.stats(); }
+  void validate(const EngineRequest& request) const override { engine_.validate(request); }
 
  private:
   Engine& engine_;
@@ -73,6 +81,7 @@ class EngineFrontend {
   // Engine thread: routes events to channels; a finished event closes its request.
   void dispatch(const std::vector<TokenEvent>& events);
   EngineStats stats() const;
+  std::vector<ReplicaStatus> replicas() const;
 
   // Generation responses in flight (accepted, not yet fully written or abandoned by the client).
   void begin_response();

@@ -3,6 +3,8 @@
 
 #include <cstdio>
 
+#include "runtime/error.h"
+
 namespace strata::launcher::http {
 namespace {
 
@@ -20,6 +22,38 @@ void gauge(std::string& out, const std::string& name, const std::string& help, d
 std::vector<double> latency_buckets() {
   return {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75,
           1,     1.5,    2,     3,    5,     7.5,  10,    15,  20,  30,  60,  120};
+}
+
+// One series per replica for each figure the router keeps.
+std::string render_replicas(const std::vector<ReplicaStatus>& replicas) {
+  struct Series {
+    const char* name;
+    const char* help;
+    const char* type;
+    int64_t (*value)(const ReplicaStatus&);
+  };
+  static const Series kSeries[] = {
+      {"strata_replica_requests_total", "requests routed to each data-parallel replica", "counter",
+       [](const ReplicaStatus& r) { return r.routed; }},
+      {"strata_replica_requests_in_flight", "routed requests not finished, per replica", "gauge",
+       [](const ReplicaStatus& r) { return r.in_flight; }},
+      {"strata_replica_requests_cancelled_total", "requests a replica ended as cancelled", "counter",
+       [](const ReplicaStatus& r) { return r.cancelled; }},
+      {"strata_replica_load_tokens", "outstanding tokens routing compares (reported plus routed since)", "gauge",
+       [](const ReplicaStatus& r) { return r.load_tokens; }},
+      {"strata_replica_requests_running", "sequences in each replica's running batch", "gauge",
+       [](const ReplicaStatus& r) { return r.stats.running; }},
+      {"strata_replica_kv_blocks_used", "KV cache blocks in use, per replica", "gauge",
+       [](const ReplicaStatus& r) { return r.stats.kv_blocks_used; }},
+      {"strata_replica_ready", "1 once the replica has reported", "gauge",
+       [](const ReplicaStatus& r) { return static_cast<int64_t>(r.ready); }},
+  };
+  std::string out;
+  for (const Series& s : kSeries) {
+    out += cat("# HELP ", s.name, " ", s.help, "\n# TYPE ", s.name, " ", s.type, "\n");
+    for (const ReplicaStatus& r : replicas) out += cat(s.name, "{replica=\"", r.index, "\"} ", s.value(r), "\n");
+  }
+  return out;
 }
 
 }  // namespace
@@ -76,7 +110,7 @@ void Metrics::set_tier_hook(std::function<TierBytes()> hook) {
   tier_hook_ = std::move(hook);
 }
 
-std::string Metrics::render(const EngineStats& stats, bool ready) const {
+std::string Metrics::render(const EngineStats& stats, bool ready, const std::vector<ReplicaStatus>& replicas) const {
   std::string out;
   TierBytes tiers;
   {
@@ -113,6 +147,7 @@ std::string Metrics::render(const EngineStats& stats, bool ready) const {
   out += "strata_memory_bytes{tier=\"disk\"} " + std::to_string(tiers.disk) + "\n";
   gauge(out, "strata_bytes_streamed_total", "weight bytes streamed from host or disk", static_cast<double>(tiers.streamed),
         "counter");
+  if (!replicas.empty()) out += render_replicas(replicas);
   return out;
 }
 

@@ -29,6 +29,17 @@ class Histogram {
   int64_t count_ = 0;
 };
 
+// One data-parallel replica as the router on world rank 0 sees it (replica_router.h).
+struct ReplicaStatus {
+  int index = 0;
+  bool ready = false;  // has reported since it started
+  int64_t routed = 0;     // requests sent to it so far
+  int64_t in_flight = 0;  // routed and not finished
+  int64_t cancelled = 0;  // requests it ended "cancelled" (client gone, shutdown)
+  int64_t load_tokens = 0;  // what routing compares: its outstanding tokens plus routed ones not yet in them
+  EngineStats stats;        // its last report
+};
+
 // Weight and cache bytes by residency tier, and bytes streamed so far. Zero until the offload layer
 // provides a hook (set_tier_hook).
 struct TierBytes {
@@ -46,8 +57,9 @@ class Metrics {
   void observe_latency(double seconds) { latency_.observe(seconds); }
   void observe_batch(double sequences) { batch_.observe(sequences); }
   void set_tier_hook(std::function<TierBytes()> hook);
-  // The whole exposition; `stats` is the engine's, `state` 1 when ready.
-  std::string render(const EngineStats& stats, bool ready) const;
+  // The whole exposition; `stats` is the engine's (summed over replicas), `state` 1 when ready;
+  // `replicas` adds per-replica series (data-parallel serving).
+  std::string render(const EngineStats& stats, bool ready, const std::vector<ReplicaStatus>& replicas = {}) const;
 
  private:
   mutable std::mutex mutex_;

@@ -407,7 +407,8 @@ void Routes::handle(const std::shared_ptr<Exchange>& exchange) {
   if (path == "/metrics") {
     metrics_.count_request(path, 200);
     return exchange->respond(200, "text/plain; version=0.0.4; charset=utf-8",
-                             metrics_.render(frontend_.stats(), frontend_.state() == ServeState::kReady));
+                             metrics_.render(frontend_.stats(), frontend_.state() == ServeState::kReady,
+                                             frontend_.replicas()));
   }
   if (path == "/v1/models") {
     metrics_.count_request(path, 200);
