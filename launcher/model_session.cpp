@@ -99,6 +99,10 @@ void ModelSession::prepare(int64_t tokens) {
             kv.num_blocks * kv.block_bytes(backend_->activation_dtype()), " bytes");
 }
 
+int64_t ModelSession::kv_bytes() const {
+  return kv_ ? kv_->shape().num_blocks * kv_->shape().block_bytes(backend_->activation_dtype()) : 0;
+}
+
 Generator& ModelSession::generator() {
   STRATA_CHECK_KIND(ErrorKind::kInternal, generator_ != nullptr, "ModelSession::prepare() was not called");
   return *generator_;

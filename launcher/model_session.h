@@ -70,6 +70,10 @@ class ModelSession {
   uint64_t checkpoint_bytes_read() const { return checkpoint_->bytes_touched(); }
   // The offloading weight source, or null when every weight is resident.
   offload::TieredWeights* offload() { return tiered_; }
+  // This rank's tensor-parallel group (its CollectiveStats feed bench reports).
+  const Collective& tp() const { return *tp_; }
+  // Bytes of the KV cache prepare() made (0 before).
+  int64_t kv_bytes() const;
 
  private:
   std::unique_ptr<Checkpoint> checkpoint_;
