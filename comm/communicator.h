@@ -33,6 +33,10 @@ class Work {
   virtual ~Work() = default;
   virtual void wait() = 0;
   virtual bool test() = 0;
+  // Seconds from issue to completion, known once test() returned true or wait() returned, where the
+  // backend records when the op itself finished (TCP: its worker thread; MPI: the call that saw it
+  // done, as MPI progresses only inside its calls). -1 when unknown: callers time it themselves.
+  virtual double elapsed_seconds() const { return -1; }
 };
 
 // A group of ranks. Collectives must be called by every member in the same order. Reductions take

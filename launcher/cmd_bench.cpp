@@ -1,6 +1,7 @@
 // launcher/cmd_bench.cpp: `strata bench memory` (the host's copy and read bandwidth, STREAM-like) and
 // `strata bench decode` (decode tokens/s and weight bytes/s at a batch size, beside the measured
-// bandwidth; with --plan, one rank of a multi-rank run). Both print one JSON object so scripts/bench-*.sh
+// bandwidth, and where a decode step's time went, launcher/step_breakdown.h; with --plan, one rank
+// of a multi-rank run). Both print one JSON object so scripts/bench-*.sh
 // and `bench scaling` (cmd_bench_scaling.cpp) can keep the result.
 #include <omp.h>
 #include <sys/resource.h>
@@ -15,6 +16,7 @@
 #include "launcher/commands.h"
 #include "launcher/rank_runtime.h"
 #include "launcher/session_flags.h"
+#include "launcher/step_breakdown.h"
 #include "runtime/error.h"
 
 namespace strata::launcher {
@@ -102,9 +104,14 @@ int run_decode(const Args& args, const SessionOptions& options, RankRuntime* ran
   warm.max_new_tokens = std::min<int64_t>(n, 4);
   session.generator().generate(std::vector<GenerationRequest>(static_cast<size_t>(local), warm), nullptr);
   const GenerationStats before = session.generator().stats();
+  // Sequence 0 gets one token per step, so its callback sees every step's counters.
+  const StepCounters start = read_counters(session);
+  StepBreakdown breakdown(start);
   const auto t0 = std::chrono::steady_clock::now();
   session.generator().generate(std::vector<GenerationRequest>(static_cast<size_t>(local), r), [&](size_t seq, int32_t) {
-    if (seq == 0) arrivals.push_back(seconds_since(t0));
+    if (seq != 0) return;
+    arrivals.push_back(seconds_since(t0));
+    breakdown.observe(read_counters(session));
   });
   if (rank != nullptr && !rank->prints()) return 0;
   GenerationStats s = session.generator().stats();
@@ -130,13 +137,26 @@ int run_decode(const Args& args, const SessionOptions& options, RankRuntime* ran
   const double step_s = s.decode_seconds / static_cast<double>(decode_steps);
   const double weight_gbs = static_cast<double>(step_bytes) / step_s / 1e9;
   auto share = [](double a, double b) { return b > 0 ? a / b : 0.0; };
+  StepCounters totals = read_counters(session);  // the timed run, prefill included (not the warm-up)
+  totals.comm.ops -= start.comm.ops;
+  totals.comm.bytes -= start.comm.bytes;
+  totals.comm.busy_seconds -= start.comm.busy_seconds;
+  totals.comm.blocked_seconds -= start.comm.blocked_seconds;
+  totals.stream_bytes -= start.stream_bytes;
+  totals.stream_wait_s -= start.stream_wait_s;
+  totals.stream_busy_s -= start.stream_busy_s;
+  const std::string parts = boost::json::serialize(parts_json(breakdown.parts()));
+  const std::string memory = boost::json::serialize(memory_json(session));
   std::printf("{\"model\": \"%s\", \"dtype\": \"%s\", \"threads\": %d, \"batch\": %lld, \"prompt_len\": %lld, "
               "\"decode_tokens_per_s\": %.2f, \"ms_per_step\": %.3f, \"weight_bytes_per_step\": %lld, "
               "\"weight_gbs\": %.2f, \"copy_gbs\": %.2f, \"read_gbs\": %.2f, \"of_copy\": %.3f, \"of_read\": %.3f, "
               "\"prefill_tokens_per_s\": %.1f, \"output_len\": %lld, \"world\": %d, \"plan\": \"%s\", "
               "\"ttft_ms\": %.3f, \"itl_ms\": {\"p50\": %.3f, \"p90\": %.3f, \"p99\": %.3f}, "
               "\"max_rss_mib\": %.1f, \"prefill_s\": %.4f, \"decode_s\": %.4f, "
-              "\"tp_comm_wait_s\": %.4f, \"tp_all_reduces\": %lld, \"forward_s\": %.4f, \"sample_s\": %.4f}\n",
+              "\"tp_comm_wait_s\": %.4f, \"tp_all_reduces\": %lld, \"forward_s\": %.4f, \"sample_s\": %.4f, "
+              "\"comm_ops\": %lld, \"comm_bytes\": %lld, \"comm_busy_s\": %.4f, \"comm_blocked_s\": %.4f, "
+              "\"stream_bytes\": %lld, \"stream_wait_s\": %.4f, \"stream_busy_s\": %.4f, "
+              "\"breakdown\": %s, \"memory\": %s}\n",
               ck.path().c_str(), dtype_name(ck.entry("blk.0.attn_q.weight").dtype), omp_get_max_threads(),
               static_cast<long long>(batch), static_cast<long long>(prompt_len),
               static_cast<double>(batch) / step_s, step_s * 1e3, static_cast<long long>(step_bytes), weight_gbs,
@@ -147,7 +167,10 @@ int run_decode(const Args& args, const SessionOptions& options, RankRuntime* ran
               percentile(gaps, 0.5), percentile(gaps, 0.9), percentile(gaps, 0.99),
               static_cast<double>(usage.ru_maxrss) / 1024.0, s.prefill_seconds, s.decode_seconds,
               session.model().timings().comm_wait_seconds, static_cast<long long>(session.model().timings().all_reduces),
-              s.forward_seconds, s.sample_seconds);
+              s.forward_seconds, s.sample_seconds, static_cast<long long>(totals.comm.ops),
+              static_cast<long long>(totals.comm.bytes), totals.comm.busy_seconds, totals.comm.blocked_seconds,
+              static_cast<long long>(totals.stream_bytes), totals.stream_wait_s, totals.stream_busy_s, parts.c_str(),
+              memory.c_str());
   std::fflush(stdout);
   return 0;
 }

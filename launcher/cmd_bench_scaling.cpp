@@ -106,7 +106,7 @@ json::object prediction_json(const parallel::Prediction& p) {
                       {"prefill_step", step(p.prefill)},
                       {"weight_bytes_per_rank", p.weight_bytes_per_rank},
                       {"device_bytes_per_rank", p.device_bytes_per_rank},
-                      {"note", "predicted by parallel/perf_model.h; the runtime has no per-phase timers yet"}};
+                      {"note", "predicted by parallel/perf_model.h; the measured split is measured.breakdown"}};
 }
 
 double rel_error(double predicted, double measured) { return measured > 0 ? (predicted - measured) / measured : 0; }
@@ -148,6 +148,19 @@ json::array scaling(const std::vector<Point>& points, const std::string& kind) {
     out.push_back(std::move(row));
   }
   return out;
+}
+
+// Rank 0's measured decode step: compute / exposed communication / streaming wait / sampling and
+// scheduling, in ms, and the share of communication overlap hid ("-" without communication).
+std::string measured_split(const json::object& measured) {
+  if (!measured.contains("breakdown")) return "(child printed no breakdown)";
+  const json::object& b = measured.at("breakdown").as_object();
+  const json::value& hidden = b.at("comm_hidden_fraction");
+  char s[96];
+  std::snprintf(s, sizeof s, "%.3f/%.3f/%.3f/%.3f %s", num(b, "compute_ms"), num(b, "comm_exposed_ms"),
+                num(b, "stream_wait_ms"), num(b, "sample_ms") + num(b, "schedule_ms"),
+                hidden.is_null() ? "-" : cat(std::lround(100 * hidden.to_number<double>()), "%").c_str());
+  return s;
 }
 
 std::string self_exe() {
@@ -231,9 +244,9 @@ int cmd_bench_scaling(int argc, char** argv) {
               sweep.launcher.c_str(), hw ? cat(", predictions from ", sweep.hardware).c_str() : ", no hardware file");
   // err: predicted against the mean decode rate; p50 err: against the rate of the median step
   // (sequence 0's median inter-token gap), which a machine shared with other jobs disturbs less.
-  std::printf("%-12s %5s %5s %5s %5s | %10s %10s %7s %7s | %9s %9s %7s | %8s %8s | %s\n", "plan", "ranks", "batch",
-              "plen", "out", "decode/s", "pred/s", "err", "p50 err", "prefill/s", "pred/s", "err", "itl p50",
-              "itl p99", "predicted split: compute/comm/bubble ms");
+  std::printf("%-12s %5s %5s %5s %5s | %10s %10s %7s %7s | %9s %9s %7s | %8s %8s | %-36s | %s\n", "plan", "ranks",
+              "batch", "plen", "out", "decode/s", "pred/s", "err", "p50 err", "prefill/s", "pred/s", "err", "itl p50",
+              "itl p99", "measured: cmp/comm/strm/other ms hid", "predicted split: compute/comm/bubble ms");
   int failed = 0, index = 0;
   for (Point& p : points) {
     ++index;
@@ -309,10 +322,10 @@ int cmd_bench_scaling(int argc, char** argv) {
                     100 * d.hidden_fraction());
       split = s;
     }
-    std::printf("%-12s %5d %5lld %5lld %5lld | %10.1f %10s %7s %7s | %9.1f %9s %7s | %8.2f %8.2f | %s\n",
+    std::printf("%-12s %5d %5lld %5lld %5lld | %10.1f %10s %7s %7s | %9.1f %9s %7s | %8.2f %8.2f | %-36s | %s\n",
                 p.plan->name.c_str(), p.world, static_cast<long long>(p.batch), static_cast<long long>(p.prompt_len),
                 static_cast<long long>(p.output_len), dm, pred.c_str(), perr.c_str(), p50err.c_str(), pm, ppre.c_str(), pperr.c_str(),
-                num(itl, "p50"), num(itl, "p99"), split.c_str());
+                num(itl, "p50"), num(itl, "p99"), measured_split(p.measured).c_str(), split.c_str());
     std::fflush(stdout);
   }
 
@@ -355,7 +368,9 @@ int cmd_bench_scaling(int argc, char** argv) {
                       {"points_failed", failed},
                       {"strong_scaling", scaling(points, "sweep")},
                       {"weak_scaling", scaling(points, "weak")},
-                      {"time_breakdown_source", "predicted (perf model): strata has no per-phase step timers yet"}};
+                      {"time_breakdown_source",
+                       "measured per point in measured.breakdown (rank 0's decode steps: engine phase timers, the TP "
+                       "collective's own op timing, the weight stream's wait); predicted in predicted.decode_step"}};
   if (compared > 0) report["decode_mean_abs_rel_error"] = abs_err / compared;
   if (compared_p50 > 0) report["decode_mean_abs_rel_error_p50"] = abs_err_p50 / compared_p50;
   const std::string report_path = (fs::path(out) / "report.json").string();

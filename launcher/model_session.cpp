@@ -94,9 +94,15 @@ void ModelSession::prepare(int64_t tokens) {
   kv_ = std::make_unique<KvCache>(*backend_, kv);
   model_ = std::make_unique<LlamaModel>(c, spec_, *backend_, *weights_, *tp_, *kv_);
   model_->set_overlap_chunks(options_.overlap_chunks);
-  generator_ = std::make_unique<Generator>(*model_, *kv_, *link_, *backend_, options_.generator);
+  GeneratorOptions generator = options_.generator;
+  generator.batch_wait_ms = tiered_ != nullptr && tiered_->placement().streams() ? options_.batch_wait_ms : 0;
+  generator_ = std::make_unique<Generator>(*model_, *kv_, *link_, *backend_, generator);
   LOG_DEBUG("KV cache: ", kv.num_blocks, " blocks of ", kv.block_size, " tokens, ",
             kv.num_blocks * kv.block_bytes(backend_->activation_dtype()), " bytes");
+}
+
+int64_t ModelSession::kv_bytes() const {
+  return kv_ ? kv_->shape().num_blocks * kv_->shape().block_bytes(backend_->activation_dtype()) : 0;
 }
 
 Generator& ModelSession::generator() {

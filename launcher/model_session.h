@@ -34,6 +34,9 @@ struct SessionOptions {
   // Weight offload (offload/): when set, weights are placed on tiers under its budgets and cold ones
   // stream; unset keeps every weight resident. Filled from --device-budget & co. or the plan.
   std::optional<offload::ResidencyConfig> offload;
+  // offload.batch_wait_ms: used only when this rank's weights stream (prepare() passes it to the
+  // engine then, 0 otherwise).
+  double batch_wait_ms = 2.0;
 };
 
 // Where this rank sits in its replica; the default is a single rank holding the whole model.
@@ -70,6 +73,10 @@ class ModelSession {
   uint64_t checkpoint_bytes_read() const { return checkpoint_->bytes_touched(); }
   // The offloading weight source, or null when every weight is resident.
   offload::TieredWeights* offload() { return tiered_; }
+  // This rank's tensor-parallel group (its CollectiveStats feed bench reports).
+  const Collective& tp() const { return *tp_; }
+  // Bytes of the KV cache prepare() made (0 before).
+  int64_t kv_bytes() const;
 
  private:
   std::unique_ptr<Checkpoint> checkpoint_;

@@ -136,6 +136,7 @@ int run_with_plan(const Args& args, SessionOptions options, const RankBody& body
   RankRuntime rank(args.str("plan"), args.str("model"));
   options.model_path = rank.model_path();
   options.generator.micro_batches = rank.plan().micro_batches();
+  options.batch_wait_ms = rank.plan().offload.batch_wait_ms;
   try {
     return body(options, &rank);
   } catch (const std::exception& e) {

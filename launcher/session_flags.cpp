@@ -7,6 +7,7 @@
 
 #include "comm/bootstrap.h"
 #include "parallel/byte_size.h"
+#include "parallel/partition.h"
 #include "parallel/plan_parser.h"
 #include "runtime/error.h"
 
@@ -30,23 +31,10 @@ std::optional<offload::ResidencyConfig> residency_options(const Args& args) {
     else STRATA_THROW(ErrorKind::kInvalidArgument, "--", flag, " '", text, "' is not a size (6GiB, 512MB) or a share (40%)");
   };
   if (args.has("plan")) {
+    // The same settings `plan --check` placed with (parallel::residency_config), so both agree.
     const parallel::Plan plan = parallel::load_plan(args.str("plan"));
-    const parallel::OffloadSection& o = plan.offload;
-    parallel::Budget device = o.device_budget, host = o.host_budget;
-    const int rank = comm::detect_launch().world_rank;
-    for (const auto& rb : o.per_rank) {  // later entries win, as in parallel/partition.cpp
-      if (std::find(rb.ranks.begin(), rb.ranks.end(), rank) == rb.ranks.end()) continue;
-      if (rb.device_budget.is_set()) device = rb.device_budget;
-      if (rb.host_budget.is_set()) host = rb.host_budget;
-    }
-    wanted = device.is_set() || !o.rules.empty();
-    r.device_budget = device.bytes;
-    r.device_budget_percent = device.percent;
-    r.host_budget = host.resolve(0);
-    r.cold_tier = o.cold_tier;  // the parser admits host or disk only
-    r.prefetch_depth = o.prefetch_depth;
-    for (const auto& rule : o.rules)
-      r.rules.push_back({rule.match, rule.tier});
+    r = parallel::residency_config(plan, comm::detect_launch().world_rank);
+    wanted = r.device_budget >= 0 || r.device_budget_percent > 0 || !r.rules.empty();
   }
   if (args.has("device-budget")) {
     r.device_budget = -1, r.device_budget_percent = -1;

@@ -1,6 +1,6 @@
-// parallel/partition.cpp: the shard arithmetic of partition.h and the planned tier of each shard.
-// Tier placement here is a plan-time estimate (whole layers, in order) so that `plan --check` can show
-// bytes per tier and reject budgets that cannot work; offload/ decides residency at run time.
+// parallel/partition.cpp: the shard arithmetic of partition.h and the tier of each shard. Tiers come
+// from offload::place, the function the runtime places with, so `plan --check` shows the placement a
+// run will use and rejects budgets it would reject.
 #include "parallel/partition.h"
 
 #include <algorithm>
@@ -75,74 +75,51 @@ class ShardBuilder {
   RankPartition& rank_;
 };
 
-// Resolved budgets of one rank: the offload section, overridden by per_rank entries (later ones win).
-void resolve_budgets(const Plan& plan, const PartitionOptions& options, RankPartition& r) {
-  Budget device = plan.offload.device_budget, host = plan.offload.host_budget;
-  for (const auto& rb : plan.offload.per_rank) {
-    if (std::find(rb.ranks.begin(), rb.ranks.end(), r.rank) == rb.ranks.end()) continue;
-    if (rb.device_budget.is_set()) device = rb.device_budget;
-    if (rb.host_budget.is_set()) host = rb.host_budget;
+// Places the shards exactly as the run will: offload::place over this rank's shard items with the
+// plan's residency settings, so `plan --check` and the runtime agree tier by tier. A placement that
+// cannot work (a budget below the minimum, a rule offload rejects) keeps its message for
+// plan_check; the sizes its diagnostic needs come from the same placement without the budget.
+void place_shards(const Plan& plan, const PartitionOptions& options, RankPartition& r) {
+  const offload::ResidencyConfig config = residency_config(plan, r.rank, options.device_memory);
+  r.device_budget = config.device_budget;
+  r.host_budget = config.host_budget;
+  std::vector<offload::TensorItem> items;
+  int64_t layers = 0;
+  for (const ShardSlice& s : r.shards) {
+    items.push_back({s.name, s.layer, s.bytes, offload::tensor_group(s.name, static_cast<int>(s.local_shape.size()))});
+    if (s.layer >= 0) layers = std::max(layers, s.layer - r.layer_begin + 1);
   }
-  r.device_budget = device.resolve(options.device_memory);
-  r.host_budget = host.resolve(0);
-}
-
-const TierRule* rule_for(const Plan& plan, const std::string& name) {
-  for (const auto& rule : plan.offload.rules)
-    if (glob_match(rule.match, name)) return &rule;
-  return nullptr;
-}
-
-// Places shards on tiers: rules first; then, under a device budget, pinned tensors and as many whole
-// layers (in order) as fit beside the staging ring; the remaining layers go to the cold tier.
-void place(const Plan& plan, RankPartition& r) {
-  std::vector<int64_t> layer_free(static_cast<size_t>(r.layer_end - r.layer_begin), 0);  // unruled bytes
-  std::vector<int64_t> layer_slot(layer_free.size(), 0);  // bytes that could stream: all but device-ruled
-  std::vector<bool> ruled(r.shards.size(), false);
-  for (size_t i = 0; i < r.shards.size(); ++i) {
-    ShardSlice& s = r.shards[i];
-    const TierRule* rule = rule_for(plan, s.name);
-    const size_t li = static_cast<size_t>(s.layer - r.layer_begin);
-    if (rule != nullptr) {
-      ruled[i] = true;
-      s.tier = rule->tier;
-      if (s.tier == Tier::kDevice) r.pinned_bytes += s.bytes;
-      else if (s.layer >= 0) layer_slot[li] += s.bytes;
-    } else if (s.layer < 0) {
-      r.pinned_bytes += s.bytes;
-      s.tier = Tier::kDevice;
-    } else {
-      layer_free[li] += s.bytes;
-      layer_slot[li] += s.bytes;
+  offload::Placement p;
+  try {
+    p = offload::place(items, config);
+    r.streams = p.streams();
+  } catch (const Error& e) {
+    r.placement_error = e.what();
+    offload::ResidencyConfig unlimited = config;
+    unlimited.device_budget = -1;
+    unlimited.device_budget_percent = -1;
+    try {
+      p = offload::place(items, unlimited);
+      r.streams = config.device_budget >= 0;  // only the budget was wrong: it would have to stream to fit
+    } catch (const Error&) {  // settings offload rejects whatever the budget: report them, place nothing off-device
+      p = offload::Placement{};
+      p.tiers.assign(items.size(), Tier::kDevice);
+      for (const offload::TensorItem& it : items) p.resident_bytes += it.bytes;
+      r.streams = false;
     }
   }
-  int64_t free_total = 0;
-  for (int64_t b : layer_free) free_total += b;
-  for (int64_t b : layer_slot) r.layer_slot_bytes = std::max(r.layer_slot_bytes, b);
-  const int64_t ring = static_cast<int64_t>(plan.offload.prefetch_depth) * r.layer_slot_bytes;
-  r.min_device_bytes = r.pinned_bytes + r.layer_slot_bytes + ring;
-
-  for (size_t i = 0; i < r.shards.size(); ++i)  // a rule that sends layer weights off the device streams them
-    if (ruled[i] && r.shards[i].layer >= 0 && r.shards[i].tier != Tier::kDevice) r.streams = true;
-  const bool all_fit =
-      r.device_budget < 0 || r.pinned_bytes + free_total + (r.streams ? ring : 0) <= r.device_budget;
-  std::vector<bool> resident(layer_free.size(), true);
-  if (!all_fit) {
-    r.streams = true;
-    int64_t room = r.device_budget - r.pinned_bytes - ring;
-    for (size_t li = 0; li < resident.size(); ++li) {
-      resident[li] = layer_free[li] <= room;
-      if (resident[li]) room -= layer_free[li];
-      else room = -1;  // keep resident layers a prefix: the stream then starts at one known layer
-    }
-  }
-  for (size_t i = 0; i < r.shards.size(); ++i) {
-    ShardSlice& s = r.shards[i];
-    if (!ruled[i] && s.layer >= 0)
-      s.tier = resident[static_cast<size_t>(s.layer - r.layer_begin)] ? Tier::kDevice : plan.offload.cold_tier;
-    (s.tier == Tier::kDevice ? r.bytes.device : s.tier == Tier::kHost ? r.bytes.host : r.bytes.disk) += s.bytes;
-  }
-  r.bytes.staging = r.streams ? ring : 0;
+  for (size_t i = 0; i < r.shards.size(); ++i) r.shards[i].tier = p.tiers[i];
+  r.bytes.device = p.resident_bytes;
+  r.bytes.host = p.host_bytes;
+  r.bytes.disk = p.disk_bytes;
+  r.bytes.staging = p.ring_bytes();
+  r.pinned_bytes = p.pinned_bytes;
+  r.min_device_bytes = p.min_device_bytes;
+  // The minimum's ring: (prefetch_depth + 1) slots of the largest streamable layer, fewer with fewer
+  // layers (offload::place sizes it so).
+  r.ring_slots = static_cast<int>(std::min<int64_t>(plan.offload.prefetch_depth + 1, layers));
+  r.layer_slot_bytes =
+      r.ring_slots > 0 ? (p.min_device_bytes - p.pinned_bytes - p.kv_reserve_bytes) / r.ring_slots : 0;
 }
 
 }  // namespace
@@ -262,8 +239,7 @@ Partition compute_partition(const Plan& plan, const ModelConfig& config, const P
       if (!config.tied_embeddings) b.add_vocab("output.weight");
       else if (!r.has_embedding) b.add_vocab("token_embd.weight");  // the head's own copy
     }
-    resolve_budgets(plan, options, r);
-    place(plan, r);
+    place_shards(plan, options, r);
     out.totals.device += r.bytes.device;
     out.totals.host += r.bytes.host;
     out.totals.disk += r.bytes.disk;
@@ -271,6 +247,24 @@ Partition compute_partition(const Plan& plan, const ModelConfig& config, const P
     out.ranks.push_back(std::move(r));
   }
   return out;
+}
+
+offload::ResidencyConfig residency_config(const Plan& plan, int rank, int64_t device_memory) {
+  const OffloadSection& o = plan.offload;
+  Budget device = o.device_budget, host = o.host_budget;
+  for (const auto& rb : o.per_rank) {  // later entries win
+    if (std::find(rb.ranks.begin(), rb.ranks.end(), rank) == rb.ranks.end()) continue;
+    if (rb.device_budget.is_set()) device = rb.device_budget;
+    if (rb.host_budget.is_set()) host = rb.host_budget;
+  }
+  offload::ResidencyConfig c;
+  c.device_budget = device.resolve(device_memory);
+  if (c.device_budget < 0 && device.percent > 0) c.device_budget_percent = device.percent;  // resolved at startup
+  c.host_budget = host.resolve(0);
+  c.cold_tier = o.cold_tier;
+  c.prefetch_depth = o.prefetch_depth;
+  for (const auto& rule : o.rules) c.rules.push_back({rule.match, rule.tier});
+  return c;
 }
 
 Partition make_partition(const Plan& plan, const ModelConfig& config, int world_size) {

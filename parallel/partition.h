@@ -1,6 +1,6 @@
 // parallel/partition.h: which rank holds which slice of which weight. Plain structs read by the loader
 // (slices to read), the model code (head / ffn / vocab ranges), the comm layer (group member lists) and
-// the residency manager (planned tier of each shard). Conventions, also in configs/README.md:
+// the residency manager (tier of each shard, from offload::place). Conventions, also in configs/README.md:
 //  - stages: balanced by default; with n_layers = q * PP + r the first r stages get q + 1 layers, since
 //    the last stage also runs the LM head, a matmul as large as one or more layers.
 //  - weights are logical [out, in]. Column-parallel (kRows) splits out: attn_q/k/v (by head),
@@ -45,7 +45,7 @@ struct ShardSlice {
   Shape local_shape;
   DType dtype = DType::kF32;
   int64_t bytes = 0;
-  Tier tier = Tier::kDevice;  // planned home; the residency manager (offload/) has the final word
+  Tier tier = Tier::kDevice;  // home, as offload::place decides it at run time
 };
 
 struct TierBytes {
@@ -70,9 +70,11 @@ struct RankPartition {
   int64_t device_budget = -1;     // resolved bytes; -1 = no limit
   int64_t host_budget = -1;       // resolved bytes; -1 = no limit
   int64_t layer_slot_bytes = 0;   // largest layer shard that may stream: the size of one ring slot
+  int ring_slots = 0;             // slots of the smallest workable ring: prefetch_depth + 1 (fewer layers: fewer)
   int64_t pinned_bytes = 0;       // what must stay on the device: embeddings, norms, head, device rules
-  int64_t min_device_bytes = 0;   // pinned + one layer + the staging ring
+  int64_t min_device_bytes = 0;   // pinned + the ring of ring_slots x layer_slot_bytes
   bool streams = false;           // some layer weights live off the device and stream in
+  std::string placement_error;    // why offload::place rejected this rank's budget or rules; empty when placed
   std::vector<int> tp_group, pp_chain, replica;
   int prev_stage = -1, next_stage = -1;  // pp neighbours of the same (dp, tp); -1 at the ends
 };
@@ -110,6 +112,10 @@ std::vector<Stage> plan_stages(const Plan& plan, const ModelConfig& config);
 DType plan_dtype(const Plan& plan, const PartitionOptions& options);
 // Partitions without validating; for validate_plan, which runs it once the structure is known good.
 Partition compute_partition(const Plan& plan, const ModelConfig& config, const PartitionOptions& options);
+// One rank's residency settings (offload/): the plan's offload section with that rank's per_rank
+// budgets applied. A share of device memory is resolved against `device_memory` when it is known,
+// else left as a share for the runtime to resolve. The partition places with it, and so does the run.
+offload::ResidencyConfig residency_config(const Plan& plan, int rank, int64_t device_memory = 0);
 // Shell-style glob over tensor names: '*' any run of characters, '?' one character.
 bool glob_match(const std::string& pattern, const std::string& name);
 

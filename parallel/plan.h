@@ -91,6 +91,9 @@ struct OffloadSection {
   Budget host_budget;    // unset = no limit on pinned host memory
   Tier cold_tier = Tier::kHost;
   int prefetch_depth = 2;  // layers in flight ahead of compute (size of the staging ring)
+  // On ranks whose weights stream, the driver may hold a decode step up to this long while requests
+  // are arriving, so they join it (runtime/scheduler.h, SchedulerOptions::batch_wait_s). 0 = never.
+  double batch_wait_ms = 2.0;
   std::vector<TierRule> rules;
   std::vector<RankBudget> per_rank;
 };

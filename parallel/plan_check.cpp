@@ -156,6 +156,23 @@ std::string budget_field(const Plan& plan, int rank, bool device) {
   return field;
 }
 
+// Bytes placed on the disk tier that no disk rule asked for: the host budget's overflow.
+int64_t spilled_to_disk(const Plan& plan, const RankPartition& r) {
+  if (plan.offload.cold_tier != Tier::kHost) return 0;
+  int64_t bytes = 0;
+  for (const ShardSlice& s : r.shards) {
+    if (s.tier != Tier::kDisk) continue;
+    const TierRule* rule = nullptr;
+    for (const auto& candidate : plan.offload.rules)
+      if (glob_match(candidate.match, s.name)) {
+        rule = &candidate;
+        break;
+      }
+    if (rule == nullptr || rule->tier != Tier::kDisk) bytes += s.bytes;
+  }
+  return bytes;
+}
+
 void check_budgets(const Plan& plan, const Partition& part, const PartitionOptions& options,
                    std::vector<Diagnostic>& out) {
   struct Short {
@@ -169,10 +186,10 @@ void check_budgets(const Plan& plan, const Partition& part, const PartitionOptio
       s.ranks.push_back(r.rank);
       if (s.worst == nullptr || r.min_device_bytes > s.worst->min_device_bytes) s.worst = &r;
     }
-    if (r.host_budget >= 0 && r.bytes.host > r.host_budget) {
+    if (r.host_budget >= 0 && spilled_to_disk(plan, r) > 0) {
       Short& s = host_short[budget_field(plan, r.rank, false)];
       s.ranks.push_back(r.rank);
-      if (s.worst == nullptr || r.bytes.host > s.worst->bytes.host) s.worst = &r;
+      if (s.worst == nullptr || spilled_to_disk(plan, r) > spilled_to_disk(plan, *s.worst)) s.worst = &r;
     }
     if (r.device_budget < 0 && options.device_memory > 0 && r.bytes.device > options.device_memory) {
       Short& s = device_full["offload.device_budget"];
@@ -186,23 +203,36 @@ void check_budgets(const Plan& plan, const Partition& part, const PartitionOptio
       if (r != s.worst->rank) rest.push_back(r);
     return rest.empty() ? std::string() : cat(" (also too small on ranks ", int_list(rest), ")");
   };
-  const int depth = plan.offload.prefetch_depth;
   for (const auto& [field, s] : device_short) {
     const RankPartition& r = *s.worst;
     const int64_t budget = r.device_budget;
     out.push_back(plan.diagnostic(
         field, cat(field, " ", format_bytes(budget), " is below the minimum of rank ", r.rank, " (dp ", r.dp, ", pp ", r.pp,
                    ", tp ", r.tp, "): ", format_bytes_ceil(r.min_device_bytes), " = embeddings/norms/head ",
-                   format_bytes(r.pinned_bytes), " + one layer ", format_bytes(r.layer_slot_bytes), " + staging ring ",
-                   depth, " x ", format_bytes(r.layer_slot_bytes), others(s), "; raise it to at least ",
-                   format_bytes_ceil(r.min_device_bytes), ", lower offload.prefetch_depth, or add tensor/pipeline ranks")));
+                   format_bytes(r.pinned_bytes), " + a ring of ", r.ring_slots, " layer slots x ",
+                   format_bytes(r.layer_slot_bytes), " (prefetch_depth ", plan.offload.prefetch_depth,
+                   " + 1, at most one per layer of the stage)", others(s), "; raise it to at least ", format_bytes_ceil(r.min_device_bytes),
+                   ", lower offload.prefetch_depth, or add tensor/pipeline ranks")));
   }
+  // What offload::place rejected for other reasons (a rule it cannot follow, a host budget the rules
+  // overfill): the run would fail the same way at startup.
+  for (const auto& r : part.ranks) {
+    const bool reported = r.device_budget >= 0 && r.streams && r.device_budget < r.min_device_bytes;
+    if (!r.placement_error.empty() && !reported)
+      out.push_back(plan.diagnostic("offload", cat("rank ", r.rank, ": ", r.placement_error)));
+  }
+  // offload::place spills what the host budget cannot hold to the disk tier, so the run works; it
+  // only streams slower. A warning, so `plan --check` says what the run will do.
   for (const auto& [field, s] : host_short) {
     const RankPartition& r = *s.worst;
     out.push_back(plan.diagnostic(
-        field, cat(field, " ", format_bytes(r.host_budget), " cannot hold the ", format_bytes(r.bytes.host),
-                   " of weights rank ", r.rank, " keeps in host memory", others(s), "; raise it to at least ",
-                   format_bytes_ceil(r.bytes.host), ", set offload.cold_tier: disk, or raise offload.device_budget")));
+        field,
+        cat(field, " ", format_bytes(r.host_budget), " holds ", format_bytes(r.bytes.host), " of the weights rank ",
+            r.rank, " streams; the other ", format_bytes(spilled_to_disk(plan, r)),
+            " stay on disk and stream from the checkpoint", others(s), "; raise it to at least ",
+            format_bytes_ceil(r.bytes.host + spilled_to_disk(plan, r)),
+            " to keep them in host memory, or set offload.cold_tier: disk if that is the intent"),
+        Severity::kWarning));
   }
   for (const auto& [field, s] : device_full) {
     const RankPartition& r = *s.worst;

@@ -286,9 +286,12 @@ class PlanReader {
   }
 
   void read_offload(const YAML::Node& node) {
-    if (!expect_map(node, "offload", "device_budget, host_budget, cold_tier, prefetch_depth, rules, per_rank")) return;
+    if (!expect_map(node, "offload",
+                    "device_budget, host_budget, cold_tier, prefetch_depth, batch_wait_ms, rules, per_rank"))
+      return;
     auto& o = plan_.offload;
-    for_each_key(node, "offload", {"device_budget", "host_budget", "cold_tier", "prefetch_depth", "rules", "per_rank"},
+    for_each_key(node, "offload",
+                 {"device_budget", "host_budget", "cold_tier", "prefetch_depth", "batch_wait_ms", "rules", "per_rank"},
                  [&](const std::string& key, const YAML::Node& v) {
                    const std::string field = "offload." + key;
                    if (key == "device_budget") o.device_budget = get_budget(v, field, true);
@@ -296,9 +299,22 @@ class PlanReader {
                    else if (key == "cold_tier") {
                      if (auto t = get_tier(v, field, false)) o.cold_tier = *t;
                    } else if (key == "prefetch_depth") set_int(o.prefetch_depth, v, field, 0, 64);
+                   else if (key == "batch_wait_ms") read_batch_wait(v, field);
                    else if (key == "rules") read_rules(v);
                    else read_per_rank(v);
                  });
+  }
+
+  // A latency cost paid on every held decode step, so it is bounded: a second is already absurd.
+  void read_batch_wait(const YAML::Node& v, const std::string& field) {
+    char* end = nullptr;
+    const std::string s = v.IsScalar() ? v.Scalar() : "";
+    const double ms = s.empty() ? -1 : std::strtod(s.c_str(), &end);
+    if (s.empty() || end != s.c_str() + s.size() || !(ms >= 0) || !(ms <= 1000))
+      error(field, loc_of(v.Mark()),
+            cat(field, " must be milliseconds in [0, 1000] (0 turns the wait off), got ", shown(v)));
+    else
+      plan_.offload.batch_wait_ms = ms;
   }
 
   void read_rules(const YAML::Node& node) {

@@ -99,8 +99,8 @@ std::string describe(const Plan& plan, const ModelConfig& c, const Partition& p)
   out << "  vocab   " << p.vocab_size << ", padded to " << p.vocab_padded << " (" << p.vocab_per_rank
       << " rows per rank; shards hold real rows only)\n";
   out << "  offload device_budget " << off.device_budget.str() << ", host_budget " << off.host_budget.str()
-      << ", cold_tier " << tier_name(off.cold_tier) << ", prefetch_depth " << off.prefetch_depth << ", "
-      << off.rules.size() << " rules" << (off.device_budget.percent > 0 ? " (a share is resolved per device at startup)" : "")
+      << ", cold_tier " << tier_name(off.cold_tier) << ", prefetch_depth " << off.prefetch_depth
+      << ", batch_wait_ms " << off.batch_wait_ms << ", " << off.rules.size() << " rules" << (off.device_budget.percent > 0 ? " (a share is resolved per device at startup)" : "")
       << "\n\n";
 
   out << "  rank  dp  pp  tp  layers        q heads   kv heads  ffn             vocab           device      host        "

@@ -1,6 +1,7 @@
 // runtime/collective.h: what a model step needs from its tensor-parallel group. runtime/ declares it;
 // parallel/ implements it over a comm::Communicator. A single rank uses LocalCollective.
 #pragma once
+#include <cstdint>
 #include <memory>
 
 #include "runtime/tensor.h"
@@ -15,6 +16,18 @@ class CollectiveWork {
   virtual void wait() = 0;
 };
 
+// What a rank's collectives have cost so far, for benchmark reports (bench decode, bench scaling).
+// busy_seconds is the wall time during which at least one of this rank's collectives was in flight
+// (issue to completion; ops in flight together count once), so it is the communication time a step
+// would add if nothing overlapped. blocked_seconds is the part of it the caller spent inside a
+// collective call or a handle's wait(): the communication compute did not hide.
+struct CollectiveStats {
+  int64_t ops = 0;
+  int64_t bytes = 0;  // this rank's payload (the tensor it reduces, the slice it contributes)
+  double busy_seconds = 0;
+  double blocked_seconds = 0;
+};
+
 class Collective {
  public:
   virtual ~Collective() = default;
@@ -27,6 +40,8 @@ class Collective {
   virtual std::unique_ptr<CollectiveWork> all_reduce_sum_async(Tensor& t);
   // out[size * n] = concatenation of every rank's in[n] in rank order (vocab-parallel logits).
   virtual void all_gather(const Tensor& in, Tensor& out) = 0;
+  // Totals since construction; zero where nothing moves (a group of one).
+  virtual CollectiveStats stats() const { return {}; }
 };
 
 // The group of one: every operation is the identity.

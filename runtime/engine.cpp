@@ -67,6 +67,12 @@ struct Engine::Impl {
       so.max_step_tokens = o.max_step_tokens;
       so.max_running = o.max_running;
       so.prefix_caching = o.prefix_caching;
+      so.batch_wait_s = o.batch_wait_ms / 1e3;
+      so.wait_for_arrivals = [this](double seconds) {  // the fill-the-batch hold ends at the next submit
+        std::unique_lock<std::mutex> lock(mu);
+        wake.wait_for(lock, std::chrono::duration<double>(seconds),
+                      [&] { return !inbox.empty() || !cancels.empty() || shutdown; });
+      };
       scheduler = std::make_unique<Scheduler>(kv, so);
     }
     stats.kv_blocks_total = kv.shape().num_blocks;

@@ -55,6 +55,9 @@ struct EngineOptions {
   int64_t max_queue = 256;         // waiting requests before submit() refuses
   int micro_batches = 1;           // pipeline micro-batches per step
   bool prefix_caching = true;
+  // > 0 on ranks whose weights stream: hold a part-empty decode step up to this long while requests
+  // are arriving (SchedulerOptions::batch_wait_s says when and why).
+  double batch_wait_ms = 0;
 };
 
 struct EngineStats {

@@ -14,6 +14,7 @@ EngineOptions engine_options(const GeneratorOptions& o) {
   e.max_running = o.max_running;
   e.max_queue = o.max_queue;
   e.prefix_caching = o.prefix_caching;
+  e.batch_wait_ms = o.batch_wait_ms;
   return e;
 }
 }  // namespace

@@ -49,6 +49,7 @@ struct GeneratorOptions {
   int64_t max_running = int64_t{1} << 30;
   int64_t max_queue = int64_t{1} << 30;
   bool prefix_caching = true;
+  double batch_wait_ms = 0;  // EngineOptions::batch_wait_ms (ranks whose weights stream)
 };
 
 class Generator {

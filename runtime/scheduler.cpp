@@ -2,6 +2,7 @@
 #include "runtime/scheduler.h"
 
 #include <algorithm>
+#include <chrono>
 
 #include "runtime/error.h"
 
@@ -13,7 +14,39 @@ Scheduler::Scheduler(KvCache& kv, const SchedulerOptions& options)
   STRATA_CHECK(options.max_running > 0, "max_running must be > 0, got ", options.max_running);
 }
 
-void Scheduler::enqueue(Sequence* seq) { waiting_.push_back(seq); }
+void Scheduler::enqueue(Sequence* seq) {
+  waiting_.push_back(seq);
+  if (options_.batch_wait_s > 0) last_arrival_ = now();
+}
+
+double Scheduler::now() const {
+  if (options_.clock) return options_.clock();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+bool Scheduler::hold_for_arrivals() {
+  const bool wanted = [&] {
+    if (options_.batch_wait_s <= 0 || running_.empty() || !waiting_.empty()) return false;
+    if (static_cast<int64_t>(running_.size()) >= options_.max_running) return false;  // already full
+    if (pool_.available() == 0) return false;  // an arrival could not be admitted anyway
+    for (const Sequence* s : running_)  // prefill work to do: the step is worth running now
+      if (static_cast<int64_t>(s->history.size()) - s->processed != 1) return false;
+    return true;
+  }();
+  if (!wanted) {
+    hold_began_ = -1;
+    return false;
+  }
+  const double t = now();
+  // Requests stopped arriving: a hold would only add latency. Past the bound: run what there is.
+  if (last_arrival_ < 0 || t - last_arrival_ >= options_.batch_wait_s) return hold_began_ = -1, false;
+  if (hold_began_ < 0) hold_began_ = t;
+  const double left = hold_began_ + options_.batch_wait_s - t;
+  if (left <= 0) return hold_began_ = -1, false;
+  if (options_.wait_for_arrivals) options_.wait_for_arrivals(left);
+  ++held_steps_;
+  return true;
+}
 
 void Scheduler::remove(Sequence* seq) {
   release_blocks(*seq);
@@ -93,6 +126,11 @@ void Scheduler::publish_full_blocks(Sequence& seq) {
 ScheduledStep Scheduler::schedule() {
   ScheduledStep out;
   StepBatch& step = out.batch;
+  if (hold_for_arrivals()) {
+    out.held = true;
+    step.max_blocks = 1;
+    return out;
+  }
   int64_t budget = options_.max_step_tokens;
   auto add = [&](Sequence& s, int64_t count) {
     const int32_t index = static_cast<int32_t>(out.seqs.size());

@@ -5,6 +5,7 @@
 #pragma once
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <vector>
 
 #include "runtime/engine.h"
@@ -34,6 +35,19 @@ struct SchedulerOptions {
   int64_t max_step_tokens = 2048;
   int64_t max_running = 64;
   bool prefix_caching = true;
+  // Fill the batch when weights stream (offload.batch_wait_ms; the engine sets it only on ranks whose
+  // weights stream). A streamed decode step costs about the same for 1 sequence as for 64: every
+  // weight crosses the host link once per step either way, so each sequence that joins a step rides
+  // along almost free, while a step run half empty spends a whole pass of the link on few tokens.
+  // So while requests are arriving (the last one came less than batch_wait_s ago), a step of decodes
+  // alone with room for more sequences is held, up to batch_wait_s, until one arrives. The price is
+  // latency: every held step starts up to batch_wait_s later, for the running sequences too; hence
+  // the bound, and no hold at all when nobody arrived lately (a closed batch, a quiet server).
+  double batch_wait_s = 0;
+  // The hold's clock (seconds) and how it waits: returns early when a request or cancellation
+  // arrives. The engine passes its inbox's wait; tests pass a fake clock and no wait.
+  std::function<double()> clock;
+  std::function<void(double seconds)> wait_for_arrivals;
 };
 
 // What the driver decided for one step.
@@ -44,6 +58,7 @@ struct ScheduledStep {
   std::vector<Sequence*> announce;  // admitted for the first time: the replica must learn them
   int64_t preempted = 0;
   int64_t prefix_hit_tokens = 0;
+  bool held = false;  // nothing scheduled: the batch is being held for arrivals (batch_wait_s)
 };
 
 class Scheduler {
@@ -53,6 +68,8 @@ class Scheduler {
   void enqueue(Sequence* seq);  // waiting tail (FCFS)
   // Drops a sequence wherever it is (cancelled or finished) and releases its blocks.
   void remove(Sequence* seq);
+  // The next step; an empty one (held set) while the fill-the-batch policy holds it. The caller
+  // simply asks again: arrivals meanwhile are enqueued first and join the step.
   ScheduledStep schedule();
   // After the step ran: the KV of the scheduled tokens now exists; full blocks join the prefix cache.
   void complete(const ScheduledStep& step);
@@ -61,6 +78,7 @@ class Scheduler {
   int64_t running() const { return static_cast<int64_t>(running_.size()); }
   // Tokens still to compute or generate over every sequence (the DP router's load measure).
   int64_t outstanding_tokens() const;
+  int64_t held_steps() const { return held_steps_; }  // schedule() calls that held the batch
   BlockPool& pool() { return pool_; }
   const BlockPool& pool() const { return pool_; }
 
@@ -71,6 +89,9 @@ class Scheduler {
   // Reuses cached full blocks of the history's prefix (never the block of its last token).
   void attach_prefix(Sequence& seq);
   void publish_full_blocks(Sequence& seq);
+  // The fill-the-batch policy (SchedulerOptions::batch_wait_s): true when this step should wait.
+  bool hold_for_arrivals();
+  double now() const;
 
   KvCache& kv_;
   SchedulerOptions options_;
@@ -78,6 +99,9 @@ class Scheduler {
   std::deque<Sequence*> waiting_;
   std::vector<Sequence*> running_;  // admission order: the back is the first to be preempted
   int64_t tick_ = 0;
+  double last_arrival_ = -1;   // clock time of the latest enqueue
+  double hold_began_ = -1;     // when the current hold started; -1 while not holding
+  int64_t held_steps_ = 0;
 };
 
 }  // namespace strata

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 # scripts/plot-scaling.py: draws the plots of a `strata bench scaling` report (report.json): strong
-# scaling (speed-up and efficiency against ranks), weak scaling, throughput against batch, and the
-# predicted time breakdown per plan. Exits 3 with a message when matplotlib is missing; the sweep
+# scaling (speed-up and efficiency against ranks), weak scaling, throughput against batch, the time
+# breakdown per plan (measured beside predicted) and memory per tier. Exits 3 with a message when matplotlib is missing; the sweep
 # then keeps its JSON and says the plots were skipped.
 import json
 import os
@@ -77,27 +77,70 @@ def main(report_path, out):
         ax.legend(fontsize=7)
         save(fig, "throughput-vs-batch.png")
 
-        # Breakdown at each plan's largest batch: predicted terms stacked, the measured step beside.
+        # Breakdown at each plan's largest batch: measured (rank 0's decode steps) stacked on the
+        # left, the performance model's terms on the right.
         last = {}
         for p in pts:
-            if "predicted" in p and (p["plan"] not in last or p["batch"] > last[p["plan"]]["batch"]):
+            if p["plan"] not in last or p["batch"] > last[p["plan"]]["batch"]:
                 last[p["plan"]] = p
-        if last:
-            fig, ax = plt.subplots(figsize=(7, 4))
-            names = sorted(last, key=lambda n: (last[n]["ranks"], n))
-            terms = [("compute_ms", "compute"), ("allreduce_exposed_ms", "all-reduce (exposed)"),
-                     ("p2p_ms", "send/recv"), ("bubble_ms", "pipeline bubble"), ("stream_ms", "weight streaming"),
-                     ("overhead_ms", "step overhead")]
-            bottom = [0.0] * len(names)
-            for key, label in terms:
-                v = [last[n]["predicted"]["decode_step"][key] for n in names]
-                ax.bar(names, v, bottom=bottom, label=f"{label} (predicted)")
-                bottom = [b + x for b, x in zip(bottom, v)]
-            ax.plot(names, [last[n]["measured"]["ms_per_step"] for n in names], "k*", ms=12, label="measured step")
-            ax.set_ylabel("ms per decode step")
-            ax.set_title("time breakdown per plan (largest batch)")
-            ax.legend(fontsize=7)
+        names = sorted(last, key=lambda n: (last[n]["ranks"], n))
+        measured = [n for n in names if "breakdown" in last[n]["measured"]]
+        predicted = [n for n in names if "predicted" in last[n]]
+        if measured or predicted:
+            fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+            if measured:
+                b = {n: last[n]["measured"]["breakdown"] for n in measured}
+                # Hidden communication ran under compute, so it is drawn as the part of the compute bar
+                # it overlapped: the stack still adds up to the step.
+                terms = [("compute (nothing in flight)", lambda x: max(0.0, x["compute_ms"] - x["comm_hidden_ms"])),
+                         ("compute with comm hidden under it", lambda x: min(x["compute_ms"], x["comm_hidden_ms"])),
+                         ("communication (exposed)", lambda x: x["comm_exposed_ms"]),
+                         ("weight streaming (wait)", lambda x: x["stream_wait_ms"]),
+                         ("sampling + scheduling", lambda x: x["sample_ms"] + x["schedule_ms"])]
+                bottom = [0.0] * len(measured)
+                for label, f in terms:
+                    v = [f(b[n]) for n in measured]
+                    a1.bar(measured, v, bottom=bottom, label=label)
+                    bottom = [x + y for x, y in zip(bottom, v)]
+                for i, n in enumerate(measured):
+                    h = b[n].get("comm_hidden_fraction")
+                    if h is not None:
+                        a1.annotate(f"{100 * h:.0f}% hidden", (i, bottom[i]), ha="center", va="bottom", fontsize=7)
+                a1.set_title("measured (rank 0, decode steps)")
+                a1.set_ylabel("ms per decode step")
+                a1.legend(fontsize=7)
+            if predicted:
+                terms = [("compute_ms", "compute"), ("allreduce_exposed_ms", "all-reduce (exposed)"),
+                         ("p2p_ms", "send/recv"), ("bubble_ms", "pipeline bubble"), ("stream_ms", "weight streaming"),
+                         ("overhead_ms", "step overhead")]
+                bottom = [0.0] * len(predicted)
+                for key, label in terms:
+                    v = [last[n]["predicted"]["decode_step"][key] for n in predicted]
+                    a2.bar(predicted, v, bottom=bottom, label=label)
+                    bottom = [x + y for x, y in zip(bottom, v)]
+                a2.plot(predicted, [last[n]["measured"]["ms_per_step"] for n in predicted], "k*", ms=12,
+                        label="measured step")
+                a2.set_title("predicted (performance model)")
+                a2.legend(fontsize=7)
+            fig.suptitle("time breakdown per plan (largest batch)")
             save(fig, "time-breakdown.png")
+
+        # Memory per tier of rank 0 at each plan's largest batch.
+        mem = [n for n in names if "memory" in last[n]["measured"]]
+        if mem:
+            fig, ax = plt.subplots(figsize=(7, 4))
+            terms = [("weights_device_bytes", "weights on device"), ("weights_host_bytes", "weights in host memory"),
+                     ("weights_disk_bytes", "weights on disk"), ("stream_ring_bytes", "streaming ring"),
+                     ("kv_bytes", "KV cache")]
+            bottom = [0.0] * len(mem)
+            for key, label in terms:
+                v = [last[n]["measured"]["memory"][key] / 2**20 for n in mem]
+                ax.bar(mem, v, bottom=bottom, label=label)
+                bottom = [x + y for x, y in zip(bottom, v)]
+            ax.set_ylabel("MiB (rank 0)")
+            ax.set_title("memory per tier (largest batch)")
+            ax.legend(fontsize=7)
+            save(fig, "memory-per-tier.png")
     print("wrote " + ", ".join(os.path.basename(w) for w in written) if written else "no ok points to plot")
 
 

@@ -131,6 +131,9 @@ class MpiWork final : public Work {
 
   bool test() override;
   void wait() override;
+  double elapsed_seconds() const override {
+    return done_ ? std::chrono::duration<double>(end_ - start_).count() : -1;
+  }
 
  private:
   void complete();
@@ -141,7 +144,7 @@ class MpiWork final : public Work {
   std::string what_;
   std::string waiting_for_;
   bool cancellable_;
-  Clock::time_point start_;
+  Clock::time_point start_, end_;
   std::vector<MPI_Request> requests_;
   std::vector<MPI_Status> statuses_;
   bool done_ = false;
@@ -156,6 +159,7 @@ MpiWork::~MpiWork() {
 
 void MpiWork::complete() {
   done_ = true;
+  end_ = Clock::now();
   requests_.clear();
   if (finish) finish(statuses_);
   keep.reset();

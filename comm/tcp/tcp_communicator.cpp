@@ -39,6 +39,7 @@ struct TaskState {
   std::mutex mutex;
   std::condition_variable cv;
   bool done = false;
+  Clock::time_point issued, finished;  // submit, and the worker's end of the op (its elapsed time)
   // Kept as text and rethrown as a fresh Error in the waiting thread, so no exception object is
   // shared between threads.
   bool failed = false;
@@ -61,6 +62,10 @@ class TaskWork final : public Work {
     std::lock_guard<std::mutex> lock(state_->mutex);
     if (state_->done && state_->failed) state_->rethrow();
     return state_->done;
+  }
+  double elapsed_seconds() const override {
+    std::lock_guard<std::mutex> lock(state_->mutex);
+    return state_->done ? std::chrono::duration<double>(state_->finished - state_->issued).count() : -1;
   }
 
  private:
@@ -218,6 +223,7 @@ class TcpCommunicator final : public Communicator {
                      : where(op),
          -1 - static_cast<int64_t>(seq_++), Clock::now(), deadline_from_now()};
     auto state = std::make_shared<TaskState>();
+    state->issued = o.start;
     {
       std::lock_guard<std::mutex> lock(mutex_);
       queue_.push_back([this, o, body = std::move(body), state] {
@@ -236,6 +242,7 @@ class TcpCommunicator final : public Communicator {
           state->message = cat(o.what, ": ", e.what());
         }
         std::lock_guard<std::mutex> state_lock(state->mutex);
+        state->finished = Clock::now();
         state->done = true;
         state->cv.notify_all();
       });

@@ -52,7 +52,42 @@ TEST_P(TcpOps, CollectiveAdapterAndLargeTensor) {
     for (int64_t i = 0; i < n; i += 977) ASSERT_EQ(t.data<float>()[i], s * (s - 1) / 2.0f + s * (i & 255));
   });
 }
+// The adapter's own op timing (CollectiveStats): counts and bytes exactly, and that ops took some
+// time; never how long (a woken waiter may even be blocked past the worker's end of the op).
+TEST_P(TcpOps, CollectiveAdapterCountsAndTimesItsOps) {
+  run_tcp_ranks(GetParam(), config_with_timeout(30), [](int, Communicator& c) {
+    CommunicatorCollective coll(c);
+    EXPECT_EQ(coll.stats().ops, 0);
+    Tensor a = Tensor::zeros({256}, DType::kF32), b = Tensor::zeros({256}, DType::kF32);
+    auto wa = coll.all_reduce_sum_async(a);
+    auto wb = coll.all_reduce_sum_async(b);  // two in flight: their overlap counts once
+    wa->wait();
+    wb->wait();
+    coll.all_reduce_sum(a);
+    Tensor slab = Tensor::zeros({8}, DType::kF32), all = Tensor::zeros({8 * coll.size()}, DType::kF32);
+    coll.all_gather(slab, all);
+    const CollectiveStats s = coll.stats();
+    EXPECT_EQ(s.ops, 4);
+    EXPECT_EQ(s.bytes, 3 * 256 * 4 + 8 * 4);
+    EXPECT_GT(s.busy_seconds, 0);
+    EXPECT_GE(s.blocked_seconds, 0);
+    // A handle dropped unwaited stops counting; the adapter keeps working.
+    { auto dropped = coll.all_reduce_sum_async(a); }
+    coll.all_reduce_sum(b);
+    EXPECT_EQ(coll.stats().ops, 6);
+  });
+}
 INSTANTIATE_TEST_SUITE_P(Ranks, TcpOps, ::testing::Values(2, 3, 4));
+
+TEST(LocalCollective, MovesNothingAndReportsNothing) {
+  LocalCollective local;
+  Tensor t = Tensor::zeros({4}, DType::kF32);
+  local.all_reduce_sum(t);
+  local.all_reduce_sum_async(t)->wait();
+  const CollectiveStats s = local.stats();
+  EXPECT_EQ(s.ops, 0);
+  EXPECT_EQ(s.busy_seconds, 0);
+}
 
 TEST(TcpCommunicator, CollectiveTimeoutNamesOpGroupAndPeer) {
   std::promise<void> checked;

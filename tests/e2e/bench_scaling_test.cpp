@@ -1,6 +1,7 @@
 // tests/e2e/bench_scaling_test.cpp: `strata bench scaling` end to end on CPU ranks: a sweep of the tiny
-// preset on 1, 2 and 4 ranks under mpirun. Checks the report's structure and that every point ran;
-// never its timings (tests do not assert on time). Also `plan --predict` and `plan --suggest`.
+// preset on 1, 2 and 4 ranks under mpirun. Checks the report's structure, that every point ran and
+// that the measured step breakdown is physically consistent; never its timings (tests do not assert
+// on time). Also `plan --predict` and `plan --suggest`.
 #include <gtest/gtest.h>
 
 #include <boost/json.hpp>
@@ -17,6 +18,56 @@ namespace {
 namespace json = boost::json;
 
 std::string strata() { return test::strata_binary(); }
+
+double number(const json::object& o, const char* key) {
+  EXPECT_TRUE(o.contains(key)) << key << " missing from " << json::serialize(o);
+  return o.contains(key) ? o.at(key).to_number<double>() : 0.0;
+}
+
+// The measured split of rank 0's decode step: its parts are physical (non-negative, adding up to the
+// step), communication exists exactly when the plan has a TP group, and the hidden share is a share.
+// Structure and consistency only: never how fast anything was.
+void check_measured_breakdown(const json::object& point) {
+  const json::object& m = point.at("measured").as_object();
+  ASSERT_TRUE(m.contains("breakdown")) << json::serialize(m);
+  const json::object& b = m.at("breakdown").as_object();
+  EXPECT_GT(number(b, "steps"), 0);
+  double sum = 0;
+  for (const char* key : {"compute_ms", "comm_exposed_ms", "stream_wait_ms", "sample_ms", "schedule_ms"}) {
+    EXPECT_GE(number(b, key), 0) << key;
+    sum += number(b, key);
+  }
+  const double step = number(b, "step_ms");
+  EXPECT_GT(step, 0);
+  EXPECT_NEAR(sum, step, 1e-6 + 1e-6 * step) << json::serialize(b);
+  for (const char* key : {"comm_total_ms", "comm_hidden_ms", "stream_total_ms", "stream_hidden_ms"})
+    EXPECT_GE(number(b, key), 0) << key;
+  EXPECT_NEAR(number(b, "comm_total_ms"), number(b, "comm_exposed_ms") + number(b, "comm_hidden_ms"), 1e-6);
+  const json::value& hidden = b.at("comm_hidden_fraction");
+  if (point.at("tensor").as_int64() > 1) {
+    EXPECT_GT(number(b, "comm_total_ms"), 0) << "a TP group communicates every step";
+    EXPECT_GT(number(b, "comm_ops_per_step"), 0);
+    EXPECT_GT(number(b, "comm_bytes_per_step"), 0);
+    ASSERT_FALSE(hidden.is_null());
+    EXPECT_GE(hidden.to_number<double>(), 0);
+    EXPECT_LE(hidden.to_number<double>(), 1);
+  } else {
+    EXPECT_EQ(number(b, "comm_total_ms"), 0) << "a group of one moves nothing";
+    EXPECT_EQ(number(b, "comm_ops_per_step"), 0);
+    EXPECT_TRUE(hidden.is_null()) << "no communication: the hidden share is n/a";
+  }
+  // Nothing streams in these plans.
+  EXPECT_EQ(number(b, "stream_bytes_per_step"), 0);
+  EXPECT_TRUE(b.at("stream_hidden_fraction").is_null());
+  EXPECT_EQ(number(m, "tp_all_reduces") > 0, point.at("tensor").as_int64() > 1);
+
+  ASSERT_TRUE(m.contains("memory")) << json::serialize(m);
+  const json::object& mem = m.at("memory").as_object();
+  EXPECT_GT(number(mem, "weights_device_bytes"), 0);
+  EXPECT_GT(number(mem, "kv_bytes"), 0);
+  for (const char* key : {"weights_host_bytes", "weights_disk_bytes", "stream_ring_bytes"})
+    EXPECT_EQ(number(mem, key), 0) << key << ": every weight is resident without offload";
+}
 
 TEST(BenchScaling, CpuSweepOnOneTwoAndFourRanksRunsEveryPoint) {
   const std::string dir = test::temp_dir("bench-scaling");
@@ -44,6 +95,7 @@ TEST(BenchScaling, CpuSweepOnOneTwoAndFourRanksRunsEveryPoint) {
   std::printf("%s\n", r.output.c_str());  // the predicted-vs-measured table, for the log
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("pred/s"), std::string::npos);
+  EXPECT_NE(r.output.find("measured: cmp/comm/strm/other"), std::string::npos);
 
   std::ifstream in(dir + "/out/report.json");
   std::stringstream text;
@@ -68,6 +120,7 @@ TEST(BenchScaling, CpuSweepOnOneTwoAndFourRanksRunsEveryPoint) {
                             "hidden_fraction", "bound"})
       EXPECT_TRUE(step.contains(key)) << key;
     EXPECT_TRUE(p.contains("decode_rel_error"));
+    check_measured_breakdown(p);
   }
   EXPECT_EQ(ranks, (std::set<int64_t>{1, 2, 4}));
   // Strong scaling: every point of batch 2 against tp1; weak: batch = ranks x 1.
@@ -82,6 +135,8 @@ TEST(BenchScaling, CpuSweepOnOneTwoAndFourRanksRunsEveryPoint) {
   // Plots are optional (no matplotlib: the sweep says so and still succeeds).
   if (r.output.find("wrote strong-scaling.png") != std::string::npos) {
     EXPECT_TRUE(std::filesystem::exists(dir + "/out/strong-scaling.png"));
+    EXPECT_TRUE(std::filesystem::exists(dir + "/out/time-breakdown.png"));
+    EXPECT_TRUE(std::filesystem::exists(dir + "/out/memory-per-tier.png"));
   } else {
     EXPECT_NE(r.output.find("plots: skipped"), std::string::npos) << r.output;
   }

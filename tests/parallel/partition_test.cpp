@@ -266,29 +266,28 @@ TEST(Partition, ReplicasHoldTheSameShards) {
   }
 }
 
-TEST(Partition, OffloadPlacesWholeLayersInOrder) {
-  // tiny f32 TP 1: embeddings + head 2 * 512 * 64 * 4 = 256 KiB (+ 256 B norm); a layer 193 KiB + 512 B.
+TEST(Partition, OffloadPlacementKeepsTheBudgetAndTheRules) {
+  // The tiers come from offload::place (tests/parallel/partition_offload_test.cpp checks they equal the
+  // run's); here, what any placement must do: rules win, the head stays, every weight is on one tier
+  // and the device holds no more than its budget.
   const ModelConfig c = model_preset("tiny");
-  const int64_t layer = (4 * 64 * 64 + 3 * 64 * 192) * 4 + 2 * 64 * 4 - 64 * 64 * 4;  // q,o full; k,v half
-  EXPECT_EQ(layer, (64 * 64 * 2 + 32 * 64 * 2 + 3 * 64 * 192) * 4 + 512);
   const int64_t pinned = 2 * 512 * 64 * 4 + 64 * 4;
-  const int64_t budget = pinned + 2 * layer + 2 * layer + 100;  // ring of 2 + two resident layers
+  const int64_t layer = (64 * 64 * 2 + 32 * 64 * 2 + 3 * 64 * 192) * 4 + 512;
+  const int64_t budget = pinned + 3 * layer + layer / 2;  // a ring and some resident weights, not all
   Plan plan = plan_of(cat("model:\n  dtype: f32\noffload:\n  device_budget: ", budget,
                           "\n  cold_tier: disk\n  rules: [{match: \"blk.3.attn_*\", tier: host}]\n"));
   const Partition p = make_partition(plan, c, 1);
   const RankPartition& r = p.rank(0);
-  EXPECT_EQ(r.pinned_bytes, pinned);
-  EXPECT_EQ(r.layer_slot_bytes, layer);
-  EXPECT_EQ(r.min_device_bytes, pinned + 3 * layer);
-  EXPECT_EQ(r.bytes.staging, 2 * layer);
-  EXPECT_EQ(find(r, "blk.0.ffn_up.weight")->tier, Tier::kDevice);
-  EXPECT_EQ(find(r, "blk.1.ffn_up.weight")->tier, Tier::kDevice);
-  EXPECT_EQ(find(r, "blk.2.ffn_up.weight")->tier, Tier::kDisk);
+  EXPECT_TRUE(r.streams);
+  EXPECT_TRUE(r.placement_error.empty()) << r.placement_error;
   EXPECT_EQ(find(r, "blk.3.attn_q.weight")->tier, Tier::kHost);  // the rule wins over cold_tier
-  EXPECT_EQ(find(r, "blk.3.ffn_up.weight")->tier, Tier::kDisk);
   EXPECT_EQ(find(r, "output.weight")->tier, Tier::kDevice);
+  EXPECT_EQ(find(r, "blk.0.attn_norm.weight")->tier, Tier::kDevice);  // norms are never streamed
+  EXPECT_GT(r.bytes.disk, 0);  // what does not fit goes to cold_tier
   EXPECT_EQ(r.bytes.weights(), p.model_bytes);
   EXPECT_LE(r.bytes.device + r.bytes.staging, budget);
+  EXPECT_GT(r.min_device_bytes, r.pinned_bytes);
+  EXPECT_EQ(r.ring_slots, 3);  // the computing layer + prefetch_depth 2
 }
 
 TEST(Partition, GlobMatch) {

@@ -39,6 +39,7 @@ TEST(PlanParser, MinimalPlanFromTheIssue) {
   EXPECT_FALSE(p.plan.offload.device_budget.is_set());
   EXPECT_EQ(p.plan.offload.cold_tier, Tier::kHost);
   EXPECT_EQ(p.plan.offload.prefetch_depth, 2);
+  EXPECT_DOUBLE_EQ(p.plan.offload.batch_wait_ms, 2.0);
   EXPECT_EQ(p.plan.comm.backend, CommBackend::kAuto);
   EXPECT_EQ(p.plan.comm.overlap_chunks, 2);
   EXPECT_DOUBLE_EQ(p.plan.comm.timeout_s, 60.0);
@@ -64,6 +65,7 @@ offload:
   host_budget: 512 MiB
   cold_tier: disk
   prefetch_depth: 3
+  batch_wait_ms: 7.5
   rules: [{match: "blk.*.ffn_*", tier: host}, {match: output.weight, tier: device}]
   per_rank: [{ranks: "0-3, 7", device_budget: "40%", host_budget: 1GB}]
 comm: {backend: nccl, overlap_chunks: 4, timeout_s: 12.5}
@@ -89,6 +91,7 @@ serve:
   EXPECT_EQ(plan.offload.host_budget.bytes, 512LL << 20);
   EXPECT_EQ(plan.offload.cold_tier, Tier::kDisk);
   EXPECT_EQ(plan.offload.prefetch_depth, 3);
+  EXPECT_DOUBLE_EQ(plan.offload.batch_wait_ms, 7.5);
   ASSERT_EQ(plan.offload.rules.size(), 2u);
   EXPECT_EQ(plan.offload.rules[0].match, "blk.*.ffn_*");
   EXPECT_EQ(plan.offload.rules[1].tier, Tier::kDevice);
@@ -184,6 +187,18 @@ TEST(PlanParser, BudgetsAndStages) {
   ASSERT_TRUE(shorthand.ok()) << join_diagnostics(shorthand.diagnostics);
   EXPECT_EQ(shorthand.plan.parallel.stages[2].layers, (std::vector<int64_t>{3}));
   EXPECT_EQ(shorthand.plan.parallel.stages[1].loc.line, 3);
+}
+
+TEST(PlanParser, BatchWaitIsBoundedMilliseconds) {
+  EXPECT_EQ(only_error("offload:\n  batch_wait_ms: soon\n").str(),
+            "p.yaml:2:18: error: offload.batch_wait_ms must be milliseconds in [0, 1000] (0 turns the wait off), "
+            "got 'soon'");
+  EXPECT_NE(only_error("offload:\n  batch_wait_ms: -1\n").message.find("got '-1'"), std::string::npos);
+  EXPECT_NE(only_error("offload:\n  batch_wait_ms: 5000\n").message.find("[0, 1000]"), std::string::npos);
+  EXPECT_NE(only_error("offload:\n  batch_wait_ms: [1]\n").message.find("offload.batch_wait_ms"), std::string::npos);
+  const ParsedPlan off = parse("offload:\n  batch_wait_ms: 0\n");
+  ASSERT_TRUE(off.ok()) << join_diagnostics(off.diagnostics);
+  EXPECT_EQ(off.plan.offload.batch_wait_ms, 0.0);
 }
 
 TEST(PlanParser, RulesNeedMatchAndTier) {

@@ -1,0 +1,142 @@
+// tests/runtime/scheduler_test.cpp: the scheduler on its own with made-up sequences: the fill-the-batch
+// policy of ranks whose weights stream (SchedulerOptions::batch_wait_s) holds a part-empty decode step
+// only while requests are arriving, never longer than the bound, never when the batch is full, and
+// admits arrivals into the step it held. A fake clock drives it; nothing sleeps or is timed.
+#include <gtest/gtest.h>
+
+#include <memory>
+
+#include "runtime/backend.h"
+#include "runtime/scheduler.h"
+
+namespace strata {
+namespace {
+
+class FillTheBatch : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    backend_ = make_cpu_backend(1);
+    KvCacheShape shape;
+    shape.n_layers = 1, shape.num_blocks = 64, shape.block_size = 4, shape.kv_heads = 1, shape.head_dim = 4;
+    kv_ = std::make_unique<KvCache>(*backend_, shape);
+  }
+
+  SchedulerOptions options(double wait_s, int64_t max_running = 8) {
+    SchedulerOptions o;
+    o.max_running = max_running;
+    o.batch_wait_s = wait_s;
+    o.clock = [this] { return now_; };
+    o.wait_for_arrivals = [this](double s) { waits_.push_back(s); };
+    return o;
+  }
+
+  Sequence* arrive(Scheduler& s, int prompt = 3) {
+    auto seq = std::make_unique<Sequence>();
+    seq->handle = static_cast<int32_t>(seqs_.size());
+    seq->request.id = seqs_.size();
+    for (int i = 0; i < prompt; ++i) seq->request.prompt.push_back(1 + i);
+    seq->request.max_new_tokens = 32;
+    seq->history = seq->request.prompt;
+    s.enqueue(seq.get());
+    seqs_.push_back(std::move(seq));
+    return seqs_.back().get();
+  }
+
+  // Runs a step as the engine would: the scheduled tokens are computed, each sequence at the end of
+  // its history gets one sampled token.
+  ScheduledStep step(Scheduler& s) {
+    ScheduledStep st = s.schedule();
+    s.complete(st);
+    for (Sequence* q : st.seqs)
+      if (q->processed == static_cast<int64_t>(q->history.size())) q->history.push_back(7), ++q->generated;
+    return st;
+  }
+
+  std::unique_ptr<Backend> backend_;
+  std::unique_ptr<KvCache> kv_;
+  std::vector<std::unique_ptr<Sequence>> seqs_;
+  std::vector<double> waits_;
+  double now_ = 100.0;
+};
+
+TEST_F(FillTheBatch, HoldsADecodeStepWhileRequestsArriveAndAdmitsTheArrival) {
+  Scheduler s(*kv_, options(0.005));
+  arrive(s);
+  EXPECT_EQ(step(s).batch.n_seqs, 1);  // the prefill runs at once (nothing to hold for)
+  now_ += 0.001;                        // the last arrival was 1 ms ago: more may be coming
+  const ScheduledStep held = step(s);
+  EXPECT_TRUE(held.held);
+  EXPECT_EQ(held.batch.n_seqs, 0);
+  ASSERT_EQ(waits_.size(), 1u);
+  EXPECT_NEAR(waits_[0], 0.005, 1e-9);  // the whole bound is left: the hold began now
+  now_ += 0.002;
+  arrive(s);  // joins the step that was held
+  const ScheduledStep next = step(s);
+  EXPECT_FALSE(next.held);
+  EXPECT_EQ(next.batch.n_seqs, 2);  // the decode and the newcomer's prefill, together
+  EXPECT_EQ(s.held_steps(), 1);
+}
+
+TEST_F(FillTheBatch, AHoldEndsAtTheBoundAndDoesNotRepeatWithoutArrivals) {
+  Scheduler s(*kv_, options(0.005));
+  arrive(s);
+  step(s);
+  now_ += 0.001;
+  EXPECT_TRUE(step(s).held);
+  now_ += 0.002;
+  EXPECT_TRUE(step(s).held);  // still inside the bound: held again, for what is left of it
+  EXPECT_NEAR(waits_.back(), 0.003, 1e-9);
+  now_ += 0.003;  // the bound is over and nobody came
+  const ScheduledStep ran = step(s);
+  EXPECT_FALSE(ran.held);
+  EXPECT_EQ(ran.batch.n_seqs, 1);
+  for (int i = 0; i < 3; ++i) {  // requests stopped arriving: later steps are never held
+    now_ += 0.0001;
+    EXPECT_FALSE(step(s).held);
+  }
+  EXPECT_EQ(s.held_steps(), 2);
+}
+
+TEST_F(FillTheBatch, NoHoldForAFullBatchAClosedBatchOrWithoutStreaming) {
+  {  // max_running reached: the batch cannot grow
+    Scheduler s(*kv_, options(0.005, 2));
+    arrive(s), arrive(s);
+    EXPECT_EQ(step(s).batch.n_seqs, 2);
+    now_ += 0.001;
+    EXPECT_FALSE(step(s).held);
+  }
+  {  // the last arrival is older than the bound (a closed batch, as generate() submits it)
+    Scheduler s(*kv_, options(0.005));
+    arrive(s);
+    now_ += 0.010;
+    step(s);
+    EXPECT_FALSE(step(s).held);
+  }
+  {  // weights resident: batch_wait_s is 0 and nothing is ever held
+    Scheduler s(*kv_, options(0));
+    arrive(s);
+    step(s);
+    now_ += 0.001;
+    EXPECT_FALSE(step(s).held);
+    EXPECT_EQ(s.held_steps(), 0);
+  }
+  EXPECT_TRUE(waits_.empty());
+}
+
+TEST_F(FillTheBatch, PrefillWorkIsNeverHeld) {
+  SchedulerOptions o = options(0.005);
+  o.max_step_tokens = 4;  // a 10-token prompt prefills over three steps
+  Scheduler s(*kv_, o);
+  arrive(s, 10);
+  for (int i = 0; i < 3; ++i) {
+    now_ += 0.0005;
+    const ScheduledStep st = step(s);
+    EXPECT_FALSE(st.held) << "step " << i;
+    EXPECT_EQ(st.batch.n_seqs, 1);
+  }
+  now_ += 0.0005;
+  EXPECT_TRUE(step(s).held);  // now a decode step alone, 2 ms after the arrival
+}
+
+}  // namespace
+}  // namespace strata
