@@ -116,10 +116,14 @@ void LlamaModel::forward_device(const DeviceStep& d, Tensor& hidden) {
   Tensor att2 = att.reshape({T, nq});
   const bool one_token = T == 1;
 
+  // Without TP the MLP output's residual add waits for the next layer, whose norm then adds it (one
+  // fused kernel instead of two launches).
+  bool mlp_pending = false;
   for (int64_t l = spec_.layer_begin; l < spec_.layer_end; ++l) {
     const LayerWeights& w = weights_.acquire(l);
     const int64_t local = l - spec_.layer_begin;
-    backend_.rmsnorm(hidden, w.attn_norm, config_.rms_eps, h);
+    if (mlp_pending) backend_.add_rmsnorm(hidden, proj2, w.attn_norm, config_.rms_eps, h);
+    else backend_.rmsnorm(hidden, w.attn_norm, config_.rms_eps, h);
     if (one_token && w.wqkv.defined()) {
       Tensor all = qkv.reshape({1, nq + 2 * nk});
       backend_.matmul(h, w.wqkv, w.bqkv.defined() ? &w.bqkv : nullptr, all);
@@ -128,13 +132,19 @@ void LlamaModel::forward_device(const DeviceStep& d, Tensor& hidden) {
       backend_.matmul(h, w.wk, w.bk.defined() ? &w.bk : nullptr, k2);
       backend_.matmul(h, w.wv, w.bv.defined() ? &w.bv : nullptr, v2);
     }
-    backend_.rope(q, batch.positions, rope_);
-    backend_.rope(k, batch.positions, rope_);
+    if (one_token) {  // q and k are adjacent heads of one token: rotate them in one launch
+      Tensor qk = part(qkv, 0, {1, qh + kvh, hd});
+      backend_.rope(qk, batch.positions, rope_);
+    } else {
+      backend_.rope(q, batch.positions, rope_);
+      backend_.rope(k, batch.positions, rope_);
+    }
     backend_.kv_write(k, v, batch.slots, kv_.k(local), kv_.v(local));
     backend_.attention(q, kv_.k(local), kv_.v(local), batch, scale, att);
-    project_and_mlp(w, hidden, att2, h, proj, proj2, gate, up);
+    mlp_pending = project_and_mlp(w, hidden, att2, h, proj, proj2, gate, up, /*may_defer_add=*/true);
     weights_.release(l);
   }
+  if (mlp_pending) backend_.add(hidden, proj2);
 }
 
 Tensor LlamaModel::part(const Tensor& buffer, int64_t offset, const Shape& shape) {
@@ -149,8 +159,8 @@ void LlamaModel::wait_reduce(CollectiveWork& work) {
   timings_.comm_wait_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-void LlamaModel::project_and_mlp(const LayerWeights& w, Tensor& hidden, const Tensor& att, Tensor& h,
-                                 Tensor& attn_out, Tensor& mlp_out, Tensor& gate, Tensor& up) {
+bool LlamaModel::project_and_mlp(const LayerWeights& w, Tensor& hidden, const Tensor& att, Tensor& h,
+                                 Tensor& attn_out, Tensor& mlp_out, Tensor& gate, Tensor& up, bool may_defer_add) {
   const int64_t T = hidden.dim(0);
   const bool reduce = tp_.size() > 1;
   // Row groups: chunk c's all-reduce runs on the communication stream while chunk c+1 computes.
@@ -189,11 +199,13 @@ void LlamaModel::project_and_mlp(const LayerWeights& w, Tensor& hidden, const Te
       ++timings_.all_reduces;
     }
   }
+  if (!reduce && may_defer_add) return true;  // the caller adds mlp_out into hidden
   for (int64_t c = 0; c < chunks; ++c) {
     if (reduce) wait_reduce(*mlp_work[static_cast<size_t>(c)]);
     Tensor hid = rows(hidden, c);
     backend_.add(hid, rows(mlp_out, c));
   }
+  return false;
 }
 
 Tensor LlamaModel::local_logits(const StepBatch& step, const Tensor& hidden) {

@@ -67,8 +67,10 @@ class LlamaModel {
   DeviceStep upload_step(const StepBatch& step, int64_t n_tok, int64_t n_seq, int64_t width, const Tensor* into);
   void forward_device(const DeviceStep& d, Tensor& hidden);
   // The attention output projection and MLP of one layer, chunked so all-reduces overlap compute.
-  void project_and_mlp(const LayerWeights& w, Tensor& hidden, const Tensor& att, Tensor& h, Tensor& attn_out,
-                       Tensor& mlp_out, Tensor& gate, Tensor& up);
+  // Returns true when it left the residual add of mlp_out into hidden to the caller (allowed by
+  // may_defer_add, done only without TP).
+  bool project_and_mlp(const LayerWeights& w, Tensor& hidden, const Tensor& att, Tensor& h, Tensor& attn_out,
+                       Tensor& mlp_out, Tensor& gate, Tensor& up, bool may_defer_add);
   void wait_reduce(CollectiveWork& work);
   // A view of `shape` starting `offset` elements into `buffer`.
   static Tensor part(const Tensor& buffer, int64_t offset, const Shape& shape);
