@@ -8,6 +8,7 @@
 #include "runtime/cuda/check_cuda.h"
 #include "runtime/cuda/device_dtype.cuh"
 #include "runtime/cuda/kernels.h"
+#include "runtime/cuda/pdl.cuh"
 
 namespace strata::cuda {
 namespace {
@@ -38,6 +39,8 @@ __global__ __launch_bounds__(kThreads) void attention_decode_kernel(AttentionArg
   __shared__ float o_s[GMAX][HDMAX];
   __shared__ float m_s[GMAX], l_s[GMAX], alpha_s[GMAX];
 
+  pdl_wait();
+  pdl_trigger();
   const int t = blockIdx.x, kvh = blockIdx.y, split = blockIdx.z;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int hd = static_cast<int>(a.head_dim);
@@ -213,6 +216,8 @@ __global__ __launch_bounds__(kThreads) void attention_decode_kernel(AttentionArg
 // One block per (token, head): merges the splits' partial softmaxes.
 __global__ void attention_combine_kernel(const float* part_o, const float* part_ml, int splits, int hd,
                                          void* out, DType out_dt) {
+  pdl_wait();
+  pdl_trigger();
   const int64_t head = blockIdx.x;
   const float* ml = part_ml + head * splits * 2;
   float mx = -INFINITY;
@@ -262,8 +267,8 @@ void launch_g(const AttentionArgs& a, const SplitPlan& plan, float* part_o, floa
   switch (gmax_for(a.n_heads / a.n_kv_heads)) {
 #define STRATA_DECODE_CASE(G)                                                                                     \
   case G:                                                                                                       \
-    attention_decode_kernel<TKV, HDMAX, G><<<grid, kThreads, 0, stream>>>(a, plan.keys_per_split, plan.splits, \
-                                                                           part_o, part_ml);                    \
+    launch_pdl(attention_decode_kernel<TKV, HDMAX, G>, grid, kThreads, 0, stream, a, plan.keys_per_split,      \
+               plan.splits, part_o, part_ml);                                                                 \
     break;
     STRATA_DECODE_CASE(1)
     STRATA_DECODE_CASE(2)
@@ -317,8 +322,8 @@ void launch_attention_decode(const AttentionArgs& a, int64_t splits, void* scrat
     default: STRATA_THROW(ErrorKind::kInvalidArgument, "KV cache dtype ", dtype_name(a.kv_dt), " is not supported on CUDA");
   }
   if (plan.splits > 1) {
-    attention_combine_kernel<<<static_cast<unsigned>(a.n_tokens * a.n_heads), 128, 0, stream>>>(
-        part_o, part_ml, plan.splits, static_cast<int>(a.head_dim), a.out, a.out_dt);
+    launch_pdl(attention_combine_kernel, static_cast<unsigned>(a.n_tokens * a.n_heads), 128, 0, stream, part_o,
+               static_cast<const float*>(part_ml), plan.splits, static_cast<int>(a.head_dim), a.out, a.out_dt);
     CHECK_LAUNCH();
   }
 }

@@ -18,6 +18,7 @@
 #include "runtime/cuda/gemm.h"
 #include "runtime/cuda/kernels.h"
 #include "runtime/cuda/op_profiler.h"
+#include "runtime/cuda/pdl.cuh"
 #include "runtime/log.h"
 #include "runtime/rope.h"
 
@@ -96,6 +97,11 @@ class CudaBackend final : public Backend {
     uint64_t keep = UINT64_MAX;
     CHECK_CUDA(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
     if (const char* g = std::getenv("STRATA_CUDA_GRAPHS"); g != nullptr && std::string(g) == "0") options_.graphs = false;
+    // Programmatic dependent launch needs Hopper; one process drives devices of one kind in practice, so
+    // the switch is process-wide and the last backend made sets it.
+    const char* pdl = std::getenv("STRATA_CUDA_PDL");
+    cuda::set_pdl_enabled(prop.major >= 9 && !(pdl != nullptr && std::string(pdl) == "0"));
+    use_lt_ = options_.cublaslt;
     if (const char* g = std::getenv("STRATA_CUBLASLT"); g != nullptr && std::string(g) == "0") use_lt_ = false;
   }
   ~CudaBackend() override {

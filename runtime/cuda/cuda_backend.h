@@ -26,6 +26,9 @@ struct CudaBackendOptions {
   // Decode steps recorded once per shape as CUDA graphs and replayed (Backend::capture). The environment
   // variable STRATA_CUDA_GRAPHS=0 turns it off, and so does STRATA_CUDA_PROFILE (per-op events).
   bool graphs = true;
+  // Matmuls with 16-bit inputs and an f32 output (the LM head) through cuBLASLt instead of cublasGemmEx.
+  // STRATA_CUBLASLT=0 turns it off.
+  bool cublaslt = true;
 };
 
 // Makes a backend on CUDA device `device`. Throws strata::Error (kCuda) when the device does not exist.

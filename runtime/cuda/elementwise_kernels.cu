@@ -6,6 +6,7 @@
 #include "runtime/cuda/check_cuda.h"
 #include "runtime/cuda/device_dtype.cuh"
 #include "runtime/cuda/kernels.h"
+#include "runtime/cuda/pdl.cuh"
 
 namespace strata::cuda {
 namespace {
@@ -24,6 +25,8 @@ __global__ void convert_kernel(const void* src, DType src_dt, void* dst, DType d
 
 __global__ void embed_kernel(const void* table, DType table_dt, int64_t vocab_rows, int64_t dim, const int32_t* ids,
                              int64_t vocab_offset, void* out, DType out_dt) {
+  pdl_wait();
+  pdl_trigger();
   const int64_t t = blockIdx.x;
   const int64_t row = static_cast<int64_t>(ids[t]) - vocab_offset;
   const bool inside = row >= 0 && row < vocab_rows;
@@ -48,6 +51,8 @@ __device__ float block_sum(float v, float* shared) {  // shared: 32 floats; ever
 __global__ void rmsnorm_kernel(const void* x, DType x_dt, void* residual, DType res_dt, const void* weight,
                                DType w_dt, float eps, int64_t dim, void* out, DType out_dt) {
   __shared__ float shared[32];
+  pdl_wait();
+  pdl_trigger();
   const int64_t base = blockIdx.x * dim;
   float ss = 0.f;
   for (int64_t d = threadIdx.x; d < dim; d += blockDim.x) {
@@ -70,6 +75,8 @@ __global__ void rmsnorm_kernel(const void* x, DType x_dt, void* residual, DType 
 // One thread per rotated pair. kHalf pairs dim i with i + rot/2; kAdjacent pairs 2i with 2i + 1.
 __global__ void rope_kernel(void* x, DType x_dt, int64_t n_heads, int64_t head_dim, const int32_t* positions,
                             const float* inv_freq, int64_t rot_dim, RopeStyle style, int64_t total_pairs) {
+  pdl_wait();
+  pdl_trigger();
   const int64_t half = rot_dim / 2;
   for (int64_t p = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; p < total_pairs;
        p += int64_t{gridDim.x} * blockDim.x) {
@@ -89,6 +96,8 @@ __global__ void rope_kernel(void* x, DType x_dt, int64_t n_heads, int64_t head_d
 
 __global__ void silu_mul_kernel(const void* gate, DType gate_dt, const void* up, DType up_dt, void* out,
                                 DType out_dt, int64_t n) {
+  pdl_wait();
+  pdl_trigger();
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
     const float g = load_elem(gate, gate_dt, i);
     store_elem(out, out_dt, i, g / (1.f + __expf(-g)) * load_elem(up, up_dt, i));
@@ -96,6 +105,8 @@ __global__ void silu_mul_kernel(const void* gate, DType gate_dt, const void* up,
 }
 
 __global__ void add_kernel(void* a, DType a_dt, const void* b, DType b_dt, int64_t n) {
+  pdl_wait();
+  pdl_trigger();
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x)
     store_elem(a, a_dt, i, load_elem(a, a_dt, i) + load_elem(b, b_dt, i));
 }
@@ -107,6 +118,8 @@ __global__ void add_bias_kernel(void* out, DType out_dt, const void* bias, DType
 
 __global__ void kv_write_kernel(const void* k, const void* v, DType src_dt, const int32_t* slots, int64_t row_elems,
                                 void* k_cache, void* v_cache, DType cache_dt, int64_t cache_rows) {
+  pdl_wait();
+  pdl_trigger();
   const int64_t t = blockIdx.x;
   const int64_t slot = slots[t];
   if (slot < 0 || slot >= cache_rows) return;  // padding token (or a bad slot, checked on the host side)
@@ -127,8 +140,8 @@ void launch_convert(const void* src, DType src_dt, void* dst, DType dst_dt, int6
 void launch_embed(const void* table, DType table_dt, int64_t vocab_rows, int64_t dim, const int32_t* ids,
                   int64_t n_tokens, int64_t vocab_offset, void* out, DType out_dt, cudaStream_t stream) {
   if (n_tokens == 0) return;
-  embed_kernel<<<static_cast<unsigned>(n_tokens), kThreads, 0, stream>>>(table, table_dt, vocab_rows, dim, ids,
-                                                                         vocab_offset, out, out_dt);
+  launch_pdl(embed_kernel, static_cast<unsigned>(n_tokens), kThreads, 0, stream, table, table_dt, vocab_rows, dim, ids,
+             vocab_offset, out, out_dt);
   CHECK_LAUNCH();
 }
 
@@ -136,8 +149,8 @@ void launch_rmsnorm(const void* x, DType x_dt, void* residual, DType res_dt, con
                     float eps, int64_t rows, int64_t dim, void* out, DType out_dt, cudaStream_t stream) {
   if (rows == 0) return;
   const int threads = dim >= 4096 ? 1024 : dim >= 1024 ? 512 : 128;
-  rmsnorm_kernel<<<static_cast<unsigned>(rows), threads, 0, stream>>>(x, x_dt, residual, res_dt, weight, w_dt, eps,
-                                                                      dim, out, out_dt);
+  launch_pdl(rmsnorm_kernel, static_cast<unsigned>(rows), threads, 0, stream, x, x_dt, residual, res_dt, weight, w_dt,
+             eps, dim, out, out_dt);
   CHECK_LAUNCH();
 }
 
@@ -145,21 +158,21 @@ void launch_rope(void* x, DType x_dt, int64_t n_tokens, int64_t n_heads, int64_t
                  const float* inv_freq, int64_t rot_dim, RopeStyle style, cudaStream_t stream) {
   const int64_t pairs = n_tokens * n_heads * (rot_dim / 2);
   if (pairs == 0) return;
-  rope_kernel<<<grid_for(pairs), kThreads, 0, stream>>>(x, x_dt, n_heads, head_dim, positions, inv_freq, rot_dim,
-                                                        style, pairs);
+  launch_pdl(rope_kernel, grid_for(pairs), kThreads, 0, stream, x, x_dt, n_heads, head_dim, positions, inv_freq,
+             rot_dim, style, pairs);
   CHECK_LAUNCH();
 }
 
 void launch_silu_mul(const void* gate, DType gate_dt, const void* up, DType up_dt, void* out, DType out_dt,
                      int64_t n, cudaStream_t stream) {
   if (n == 0) return;
-  silu_mul_kernel<<<grid_for(n), kThreads, 0, stream>>>(gate, gate_dt, up, up_dt, out, out_dt, n);
+  launch_pdl(silu_mul_kernel, grid_for(n), kThreads, 0, stream, gate, gate_dt, up, up_dt, out, out_dt, n);
   CHECK_LAUNCH();
 }
 
 void launch_add(void* a, DType a_dt, const void* b, DType b_dt, int64_t n, cudaStream_t stream) {
   if (n == 0) return;
-  add_kernel<<<grid_for(n), kThreads, 0, stream>>>(a, a_dt, b, b_dt, n);
+  launch_pdl(add_kernel, grid_for(n), kThreads, 0, stream, a, a_dt, b, b_dt, n);
   CHECK_LAUNCH();
 }
 
@@ -174,8 +187,8 @@ void launch_kv_write(const void* k, const void* v, DType src_dt, const int32_t* 
                      int64_t row_elems, void* k_cache, void* v_cache, DType cache_dt, int64_t cache_rows,
                      cudaStream_t stream) {
   if (n_tokens == 0) return;
-  kv_write_kernel<<<static_cast<unsigned>(n_tokens), 128, 0, stream>>>(k, v, src_dt, slots, row_elems, k_cache,
-                                                                       v_cache, cache_dt, cache_rows);
+  launch_pdl(kv_write_kernel, static_cast<unsigned>(n_tokens), 128, 0, stream, k, v, src_dt, slots, row_elems, k_cache,
+             v_cache, cache_dt, cache_rows);
   CHECK_LAUNCH();
 }
 

@@ -8,6 +8,7 @@
 #include "runtime/cuda/check_cuda.h"
 #include "runtime/cuda/device_dtype.cuh"
 #include "runtime/cuda/kernels.h"
+#include "runtime/cuda/pdl.cuh"
 
 namespace strata::cuda {
 namespace {
@@ -73,17 +74,23 @@ __global__ __launch_bounds__(kWarps * 32) void gemv_kernel(const TX* __restrict_
   static_assert(kWarps % KS == 0, "slices must divide the block's warps");
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, slice = warp % KS;
   const int64_t row0 = (int64_t{blockIdx.x} * (kWarps / KS) + warp / KS) * R;
-  const int64_t chunks = k / 8;
+  const int64_t chunks = k / 8, stride = 32 * U * KS;
   float acc[R][M] = {};
+  RawChunk<TW> raw[R][U];
+  const auto load = [&](int64_t c0) {
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+      for (int u = 0; u < U; ++u)
+        if (row0 + r < n && c0 + u * 32 * KS < chunks) load_raw(w + (row0 + r) * k + (c0 + u * 32 * KS) * 8, raw[r][u]);
+  };
+  // Weights are never written by the kernels before this one (a streamed layer's copy is ordered before
+  // them by an event), so the first loads go out before waiting for x's producer to finish.
+  if (row0 < n) load(lane + 32 * slice);
+  pdl_wait();
   if (row0 < n) {
-    for (int64_t c0 = lane + 32 * slice; c0 < chunks; c0 += 32 * U * KS) {
-      RawChunk<TW> raw[R][U];
-#pragma unroll
-      for (int r = 0; r < R; ++r)
-#pragma unroll
-        for (int u = 0; u < U; ++u)
-          if (row0 + r < n && c0 + u * 32 * KS < chunks)
-            load_raw(w + (row0 + r) * k + (c0 + u * 32 * KS) * 8, raw[r][u]);
+    for (int64_t c0 = lane + 32 * slice; c0 < chunks; c0 += stride) {
+      if (c0 != lane + 32 * slice) load(c0);
 #pragma unroll
       for (int u = 0; u < U; ++u) {
         const int64_t c = c0 + u * 32 * KS;
@@ -103,6 +110,7 @@ __global__ __launch_bounds__(kWarps * 32) void gemv_kernel(const TX* __restrict_
       }
     }
   }
+  pdl_trigger();  // only the reduction and stores are left: let the next kernel get going
   if constexpr (KS == 1) {
 #pragma unroll
     for (int r = 0; r < R; ++r)
@@ -294,8 +302,8 @@ void dispatch_rows(const void* x, DType x_dt, const void* w, DType w_dt, const v
         constexpr int KS = decltype(ks_tag)::value;
         const int64_t per_block = int64_t{kWarps / KS} * R;
         const dim3 grid_r(static_cast<unsigned>((n + per_block - 1) / per_block));
-        gemv_kernel<TW, TX, M, R, U, KS><<<grid_r, block, 0, stream>>>(
-            static_cast<const TX*>(x), static_cast<const TW*>(w), bias, bias_dt, out, out_dt, n, k);
+        launch_pdl(gemv_kernel<TW, TX, M, R, U, KS>, grid_r, block, 0, stream, static_cast<const TX*>(x),
+                   static_cast<const TW*>(w), bias, bias_dt, out, out_dt, n, k);
       };
       if (ks == 1) go(std::integral_constant<int, 1>{});
       else if (ks == 2) go(std::integral_constant<int, 2>{});

@@ -14,6 +14,7 @@
 
 #include "runtime/cuda/check_cuda.h"
 #include "runtime/cuda/kernels.h"
+#include "runtime/cuda/pdl.cuh"
 
 namespace strata::cuda {
 namespace {
@@ -62,6 +63,8 @@ __global__ __launch_bounds__(kThreads) void sample_kernel(const float* __restric
                                                           int32_t* __restrict__ tokens, float* __restrict__ logprobs) {
   __shared__ double dscratch[32];
   __shared__ uint64_t uscratch[32];
+  pdl_wait();
+  pdl_trigger();
   const int64_t row = blockIdx.x;
   const float* z = logits + row * vocab;
   const DeviceSampling p = params[row];
@@ -148,7 +151,7 @@ __global__ __launch_bounds__(kThreads) void sample_kernel(const float* __restric
 void launch_sample(const float* logits, int64_t rows, int64_t vocab, const DeviceSampling* params, int32_t* tokens,
                    float* logprobs, cudaStream_t stream) {
   if (rows == 0) return;
-  sample_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(logits, vocab, params, tokens, logprobs);
+  launch_pdl(sample_kernel, static_cast<unsigned>(rows), kThreads, 0, stream, logits, vocab, params, tokens, logprobs);
   CHECK_LAUNCH();
 }
 

@@ -111,7 +111,8 @@ int run(bool quick) {
     int64_t n, k;
   };
   const std::vector<Shape2> shapes = {{4096, 4096}, {11008, 4096}, {4096, 11008}, {32000, 4096}};
-  auto bench_matmul = [&](Backend& b, Shape2 s, DType dt, int64_t m, const std::string& label) {
+  auto bench_matmul = [&](Backend& b, Shape2 s, DType dt, int64_t m, const std::string& label,
+                          DType out_dt = DType::kBF16) {
     const int64_t wbytes = dtype_bytes(dt, s.n * s.k);
     const int copies = static_cast<int>(std::max<int64_t>(2, (int64_t{4} * prop.l2CacheSize) / wbytes + 1));
     std::vector<Tensor> ws;
@@ -119,16 +120,16 @@ int run(bool quick) {
       ws.push_back(b.alloc({s.n, s.k}, dt));
       fill(ws.back(), 100 + c);
     }
-    Tensor x = b.alloc({m, s.k}, DType::kBF16), out = b.alloc({m, s.n}, DType::kBF16);
+    Tensor x = b.alloc({m, s.k}, DType::kBF16), out = b.alloc({m, s.n}, out_dt);
     fill(x, 7);
     Timer own{static_cast<cudaStream_t>(cuda_backend_stream(b))};  // each backend has its own stream
     const double ms = own.median_ms(5, reps, [&](int i) { b.matmul(x, ws[static_cast<size_t>(i % copies)], nullptr, out); });
-    const double bytes = static_cast<double>(wbytes + m * s.k * 2 + m * s.n * 2);
+    const double bytes = static_cast<double>(wbytes + m * s.k * 2 + dtype_bytes(out_dt, m * s.n));
     const double gbs = bytes / (ms * 1e-3) / 1e9;
     char note[64];
     std::snprintf(note, sizeof note, "%.0f%% of copy", 100.0 * gbs / copy_gbs);
-    rows.push_back({label + " " + dtype_name(dt) + " M=" + std::to_string(m) + " " + std::to_string(s.n) + "x" +
-                        std::to_string(s.k),
+    rows.push_back({label + " " + dtype_name(dt) + (out_dt == DType::kBF16 ? "" : std::string("->") + dtype_name(out_dt)) +
+                        " M=" + std::to_string(m) + " " + std::to_string(s.n) + "x" + std::to_string(s.k),
                     ms * 1e3, gbs, note});
   };
   for (const Shape2& s : shapes) bench_matmul(be, s, DType::kBF16, 1, "gemv");
@@ -138,6 +139,18 @@ int run(bool quick) {
       bench_matmul(be, shapes[static_cast<size_t>(s)], DType::kBF16, m, "gemv");
       bench_matmul(*cublas_backend, shapes[static_cast<size_t>(s)], DType::kBF16, m, "cublas");
     }
+  // The LM head's product: f32 logits from bf16 operands, cuBLASLt (default) against cublasGemmEx, beside
+  // the same bytes with a bf16 output.
+  {
+    CudaBackendOptions gemmex_opt = cublas_opt;
+    gemmex_opt.cublaslt = false;
+    auto gemmex_backend = make_cuda_backend(0, gemmex_opt);
+    for (int64_t m : {16, 64}) {
+      bench_matmul(*cublas_backend, shapes[3], DType::kBF16, m, "cublaslt", DType::kF32);
+      bench_matmul(*gemmex_backend, shapes[3], DType::kBF16, m, "gemmex", DType::kF32);
+      bench_matmul(*cublas_backend, shapes[3], DType::kBF16, m, "cublas");
+    }
+  }
   for (DType dt : {DType::kQ8_0, DType::kQ4_0}) {
     bench_matmul(be, shapes[0], dt, 1, "gemv");
     bench_matmul(be, shapes[1], dt, 1, "gemv");

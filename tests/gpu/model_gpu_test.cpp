@@ -57,9 +57,9 @@ TEST_P(ModelOnGpu, LogitsMatchTheCpuBackendAndTransformers) {
   RecordProperty("max_abs_error", std::to_string(worst));
 }
 
-// Decode steps replayed from CUDA graphs (padded to batch buckets) must produce what the same steps
-// produce when every op is launched one by one: batches 1, 2 and 4 are exact buckets (no padding), 3
-// and 5 are padded to 4 and 8 rows.
+// Decode steps replayed from CUDA graphs (padded to batch buckets), with programmatic dependent launch,
+// must produce what the same steps produce when every op is launched one by one with plain stream
+// order: batches 1, 2 and 4 are exact buckets (no padding), 3 and 5 are padded to 4 and 8 rows.
 TEST(DecodeGraphs, GreedyTokensEqualUncapturedSteps) {
   if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
   launcher::SessionOptions options;
@@ -67,6 +67,7 @@ TEST(DecodeGraphs, GreedyTokensEqualUncapturedSteps) {
   options.device = "cuda";
   auto run = [&](bool graphs, size_t batch) {
     setenv("STRATA_CUDA_GRAPHS", graphs ? "1" : "0", 1);
+    setenv("STRATA_CUDA_PDL", graphs ? "1" : "0", 1);
     launcher::ModelSession session(options);
     session.prepare(512);
     std::vector<GenerationRequest> reqs(batch);
@@ -93,6 +94,7 @@ TEST(DecodeGraphs, GreedyTokensEqualUncapturedSteps) {
     }
   }
   unsetenv("STRATA_CUDA_GRAPHS");
+  unsetenv("STRATA_CUDA_PDL");
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, ModelOnGpu,
