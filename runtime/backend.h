@@ -78,6 +78,9 @@ class Backend {
   virtual void rope(Tensor& x, const Tensor& positions, const RopeParams& params) = 0;
   // out = silu(gate) * up, elementwise over [M, F].
   virtual void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) = 0;
+  // out[t, i] = silu(gate_up[t, i]) * gate_up[t, F + i] for gate_up [T, 2F], out [T, F]: the SwiGLU of a
+  // fused gate/up projection, whose rows hold the token's gate then its up.
+  virtual void swiglu(const Tensor& gate_up, Tensor& out) = 0;
   // a += b.
   virtual void add(Tensor& a, const Tensor& b) = 0;
   // Writes k, v [T, Hkv, head_dim] into the paged caches [blocks, block_size, Hkv, head_dim] at slots;

@@ -178,6 +178,20 @@ class CpuBackend final : public Backend {
     for (int64_t i = 0; i < n; ++i) o[i] = g[i] / (1.f + std::exp(-g[i])) * u[i];
   }
 
+  void swiglu(const Tensor& gate_up, Tensor& out) override {
+    const int64_t F = out.dim(-1), T = out.numel() / F;
+    STRATA_CHECK(gate_up.numel() == 2 * T * F, "swiglu: gate_up ", shape_str(gate_up.shape()), " is not [", T, ", ",
+                 2 * F, "]");
+    const float* gu = gate_up.data<float>();
+    float* o = out.data<float>();
+#pragma omp parallel for if (T * F >= kParallelWork)
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t i = 0; i < F; ++i) {
+        const float g = gu[t * 2 * F + i];
+        o[t * F + i] = g / (1.f + std::exp(-g)) * gu[t * 2 * F + F + i];
+      }
+  }
+
   void add(Tensor& a, const Tensor& b) override {
     const int64_t n = a.numel();
     float* x = a.data<float>();

@@ -276,6 +276,19 @@ class CudaBackend final : public Backend {
                           stream_.get());
   }
 
+  void swiglu(const Tensor& gate_up, Tensor& out) override {
+    check_on_device(gate_up, "gate_up", "swiglu");
+    check_on_device(out, "out", "swiglu");
+    check_float(gate_up, "gate_up", "swiglu");
+    check_float(out, "out", "swiglu");
+    const int64_t f = out.dim(-1), rows = out.numel() / std::max<int64_t>(f, 1);
+    STRATA_CHECK(gate_up.numel() == 2 * rows * f, "swiglu: gate_up ", shape_str(gate_up.shape()), " is not [", rows,
+                 ", ", 2 * f, "]");
+    set_device();
+    auto scope = profile([] { return std::string("swiglu"); });
+    cuda::launch_swiglu(gate_up.raw(), gate_up.dtype(), out.raw(), out.dtype(), rows, f, stream_.get());
+  }
+
   void add(Tensor& a, const Tensor& b) override {
     check_on_device(a, "a", "add");
     check_on_device(b, "b", "add");

@@ -104,6 +104,16 @@ __global__ void silu_mul_kernel(const void* gate, DType gate_dt, const void* up,
   }
 }
 
+__global__ void swiglu_kernel(const void* gate_up, DType in_dt, void* out, DType out_dt, int64_t f, int64_t n) {
+  pdl_wait();
+  pdl_trigger();
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t t = i / f, c = i % f;
+    const float g = load_elem(gate_up, in_dt, t * 2 * f + c);
+    store_elem(out, out_dt, i, g / (1.f + __expf(-g)) * load_elem(gate_up, in_dt, t * 2 * f + f + c));
+  }
+}
+
 __global__ void add_kernel(void* a, DType a_dt, const void* b, DType b_dt, int64_t n) {
   pdl_wait();
   pdl_trigger();
@@ -167,6 +177,14 @@ void launch_silu_mul(const void* gate, DType gate_dt, const void* up, DType up_d
                      int64_t n, cudaStream_t stream) {
   if (n == 0) return;
   launch_pdl(silu_mul_kernel, grid_for(n), kThreads, 0, stream, gate, gate_dt, up, up_dt, out, out_dt, n);
+  CHECK_LAUNCH();
+}
+
+void launch_swiglu(const void* gate_up, DType in_dt, void* out, DType out_dt, int64_t rows, int64_t f,
+                   cudaStream_t stream) {
+  const int64_t n = rows * f;
+  if (n == 0) return;
+  launch_pdl(swiglu_kernel, grid_for(n), kThreads, 0, stream, gate_up, in_dt, out, out_dt, f, n);
   CHECK_LAUNCH();
 }
 

@@ -24,6 +24,9 @@ void launch_rope(void* x, DType x_dt, int64_t n_tokens, int64_t n_heads, int64_t
 void launch_silu_mul(const void* gate, DType gate_dt, const void* up, DType up_dt, void* out, DType out_dt,
                      int64_t n, cudaStream_t stream);
 void launch_add(void* a, DType a_dt, const void* b, DType b_dt, int64_t n, cudaStream_t stream);
+// out[t, i] = silu(gate_up[t, i]) * gate_up[t, f + i] over rows x f.
+void launch_swiglu(const void* gate_up, DType in_dt, void* out, DType out_dt, int64_t rows, int64_t f,
+                   cudaStream_t stream);
 // out[m, n] += bias[n] over rows x cols.
 void launch_add_bias(void* out, DType out_dt, const void* bias, DType bias_dt, int64_t rows, int64_t cols,
                      cudaStream_t stream);

@@ -108,7 +108,7 @@ void LlamaModel::forward_device(const DeviceStep& d, Tensor& hidden) {
   Tensor qkv = backend_.alloc({T * (nq + 2 * nk)}, act);
   Tensor q = part(qkv, 0, {T, qh, hd}), k = part(qkv, T * nq, {T, kvh, hd}), v = part(qkv, T * (nq + nk), {T, kvh, hd});
   Tensor gate_up = backend_.alloc({2 * T * F}, act);
-  Tensor gate = part(gate_up, 0, {T, F}), up = part(gate_up, T * F, {T, F});
+  Tensor ffn_act;  // SwiGLU output of fused gate/up projections, allocated on first use
   Tensor att = backend_.alloc({T, qh, hd}, act);
   Tensor proj = backend_.alloc({T, D}, act);
   Tensor proj2 = backend_.alloc({T, D}, act);
@@ -141,7 +141,7 @@ void LlamaModel::forward_device(const DeviceStep& d, Tensor& hidden) {
     }
     backend_.kv_write(k, v, batch.slots, kv_.k(local), kv_.v(local));
     backend_.attention(q, kv_.k(local), kv_.v(local), batch, scale, att);
-    mlp_pending = project_and_mlp(w, hidden, att2, h, proj, proj2, gate, up, /*may_defer_add=*/true);
+    mlp_pending = project_and_mlp(w, hidden, att2, h, proj, proj2, gate_up, ffn_act, /*may_defer_add=*/true);
     weights_.release(l);
   }
   if (mlp_pending) backend_.add(hidden, proj2);
@@ -160,8 +160,10 @@ void LlamaModel::wait_reduce(CollectiveWork& work) {
 }
 
 bool LlamaModel::project_and_mlp(const LayerWeights& w, Tensor& hidden, const Tensor& att, Tensor& h,
-                                 Tensor& attn_out, Tensor& mlp_out, Tensor& gate, Tensor& up, bool may_defer_add) {
-  const int64_t T = hidden.dim(0);
+                                 Tensor& attn_out, Tensor& mlp_out, Tensor& gate_up, Tensor& ffn_act,
+                                 bool may_defer_add) {
+  const int64_t T = hidden.dim(0), F = spec_.ffn_count;
+  Tensor gate = part(gate_up, 0, {T, F}), up = part(gate_up, T * F, {T, F});
   const bool reduce = tp_.size() > 1;
   // Row groups: chunk c's all-reduce runs on the communication stream while chunk c+1 computes.
   // Attention itself needs every token's K/V, so chunking starts at the output projection.
@@ -183,17 +185,26 @@ bool LlamaModel::project_and_mlp(const LayerWeights& w, Tensor& hidden, const Te
   std::vector<std::unique_ptr<CollectiveWork>> mlp_work(static_cast<size_t>(chunks));
   for (int64_t c = 0; c < chunks; ++c) {
     if (reduce) wait_reduce(*attn_work[static_cast<size_t>(c)]);
-    Tensor hid = rows(hidden, c), hc = rows(h, c), g = rows(gate, c), u = rows(up, c), out = rows(mlp_out, c);
+    Tensor hid = rows(hidden, c), hc = rows(h, c), out = rows(mlp_out, c);
     backend_.add_rmsnorm(hid, rows(attn_out, c), w.ffn_norm, config_.rms_eps, hc);
-    if (T == 1 && w.w_gate_up.defined()) {  // gate and up are adjacent: [1, 2F] in one pass
-      Tensor both = Tensor::view(g.raw(), {1, 2 * g.dim(1)}, g.dtype(), g.device(), g.keepalive());
-      backend_.matmul(hc, w.w_gate_up, nullptr, both);
+    Tensor ffn_in;  // what the down projection reads
+    if (w.w_gate_up.defined()) {
+      // One GEMM over [w_gate; w_up] (a wider N streams and tiles better than two), its rows holding the
+      // token's gate then its up; the SwiGLU reads that layout.
+      const int64_t b = begin[static_cast<size_t>(c)], n = begin[static_cast<size_t>(c) + 1] - b;
+      Tensor gu = part(gate_up, b * 2 * F, {n, 2 * F});
+      backend_.matmul(hc, w.w_gate_up, nullptr, gu);
+      if (!ffn_act.defined()) ffn_act = backend_.alloc({T, F}, backend_.activation_dtype());
+      ffn_in = rows(ffn_act, c);
+      backend_.swiglu(gu, ffn_in);
     } else {
+      Tensor g = rows(gate, c), u = rows(up, c);
       backend_.matmul(hc, w.w_gate, nullptr, g);
       backend_.matmul(hc, w.w_up, nullptr, u);
+      backend_.silu_mul(g, u, g);
+      ffn_in = g;
     }
-    backend_.silu_mul(g, u, g);
-    backend_.matmul(g, w.w_down, nullptr, out);
+    backend_.matmul(ffn_in, w.w_down, nullptr, out);
     if (reduce) {
       mlp_work[static_cast<size_t>(c)] = tp_.all_reduce_sum_async(out);
       ++timings_.all_reduces;

@@ -69,8 +69,10 @@ class LlamaModel {
   // The attention output projection and MLP of one layer, chunked so all-reduces overlap compute.
   // Returns true when it left the residual add of mlp_out into hidden to the caller (allowed by
   // may_defer_add, done only without TP).
+  // gate_up holds 2 x [T, F] (separate gate and up, or one [T, 2F] fused result); ffn_act is allocated on
+  // first use for the fused form's SwiGLU output.
   bool project_and_mlp(const LayerWeights& w, Tensor& hidden, const Tensor& att, Tensor& h, Tensor& attn_out,
-                       Tensor& mlp_out, Tensor& gate, Tensor& up, bool may_defer_add);
+                       Tensor& mlp_out, Tensor& gate_up, Tensor& ffn_act, bool may_defer_add);
   void wait_reduce(CollectiveWork& work);
   // A view of `shape` starting `offset` elements into `buffer`.
   static Tensor part(const Tensor& buffer, int64_t offset, const Shape& shape);

@@ -187,6 +187,13 @@ TEST_F(CudaBackendTest, SiluMulAndAdd) {
   gpu().silu_mul(to_gpu(g), to_gpu(u), out);
   EXPECT_LT(rel_error(to_host(out), want), kBf16Out);
 
+  Tensor gu = random_host({5, 2 * 700}, 2.f);
+  Tensor want_gu = Tensor::empty({5, 700}, DType::kF32);
+  cpu().swiglu(gu, want_gu);
+  Tensor out_gu = poisoned({5, 700});
+  gpu().swiglu(to_gpu(gu), out_gu);
+  EXPECT_LT(rel_error(to_host(out_gu), want_gu), kBf16Out);
+
   Tensor a = random_host({3, 333}), b = random_host({3, 333});
   Tensor ad = to_gpu(a);
   gpu().add(ad, to_gpu(b));

@@ -110,6 +110,20 @@ TEST(CpuBackend, RmsNormMatchesDefinition) {
   }
 }
 
+// The fused-gate/up SwiGLU against its definition, silu(g) * u with g and u taken from each row's halves.
+TEST(CpuBackend, SwigluOfFusedRowsMatchesDefinition) {
+  auto backend = make_cpu_backend();
+  const int64_t T = 3, F = 7;
+  const Tensor gu = random_f32({T, 2 * F}, 9);
+  Tensor out = Tensor::empty({T, F}, DType::kF32);
+  backend->swiglu(gu, out);
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t i = 0; i < F; ++i) {
+      const double g = gu.data<float>()[t * 2 * F + i], u = gu.data<float>()[t * 2 * F + F + i];
+      EXPECT_NEAR(out.data<float>()[t * F + i], g / (1 + std::exp(-g)) * u, 1e-5) << t << "," << i;
+    }
+}
+
 TEST(CpuBackend, RopeStylesRotateTheDocumentedPairsAndKeepNorms) {
   auto backend = make_cpu_backend();
   RopeParams params;
