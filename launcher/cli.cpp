@@ -25,7 +25,7 @@ const Command kCommands[] = {
     {"perplexity", cmd_perplexity, "perplexity of a text file under the model"},
     {"make-model", cmd_make_model, "write a random-weight model (tiny, small, 7b-shape, ...)"},
     {"plan", cmd_plan, "validate a YAML plan and show what each rank holds"},
-    {"bench", cmd_bench, "benchmarks: memory (host bandwidth), decode (tokens/s against it), serve (HTTP load)"},
+    {"bench", cmd_bench, "benchmarks: memory, decode, serve (HTTP load), scaling (plan sweeps), disk (read rate)"},
 };
 
 void print_usage(std::FILE* out) {

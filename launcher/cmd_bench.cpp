@@ -106,6 +106,7 @@ int run_decode(const Args& args, const SessionOptions& options, RankRuntime* ran
   const GenerationStats before = session.generator().stats();
   // Sequence 0 gets one token per step, so its callback sees every step's counters.
   const StepCounters start = read_counters(session);
+  const LlamaModel::Timings timings_before = session.model().timings();
   StepBreakdown breakdown(start);
   const auto t0 = std::chrono::steady_clock::now();
   session.generator().generate(std::vector<GenerationRequest>(static_cast<size_t>(local), r), [&](size_t seq, int32_t) {
@@ -166,7 +167,8 @@ int run_decode(const Args& args, const SessionOptions& options, RankRuntime* ran
               rank != nullptr ? rank->plan().source.c_str() : "", arrivals.empty() ? 0.0 : arrivals[0] * 1e3,
               percentile(gaps, 0.5), percentile(gaps, 0.9), percentile(gaps, 0.99),
               static_cast<double>(usage.ru_maxrss) / 1024.0, s.prefill_seconds, s.decode_seconds,
-              session.model().timings().comm_wait_seconds, static_cast<long long>(session.model().timings().all_reduces),
+              session.model().timings().comm_wait_seconds - timings_before.comm_wait_seconds,
+              static_cast<long long>(session.model().timings().all_reduces - timings_before.all_reduces),
               s.forward_seconds, s.sample_seconds, static_cast<long long>(totals.comm.ops),
               static_cast<long long>(totals.comm.bytes), totals.comm.busy_seconds, totals.comm.blocked_seconds,
               static_cast<long long>(totals.stream_bytes), totals.stream_wait_s, totals.stream_busy_s, parts.c_str(),
@@ -191,6 +193,7 @@ int bench_decode(int argc, char** argv) {
 // `bench scaling` (launcher/cmd_bench_scaling.cpp); declared here, not in commands.h, because it is
 // reached only through `bench`.
 int cmd_bench_scaling(int argc, char** argv);
+int cmd_bench_disk(int argc, char** argv);  // launcher/cmd_bench_disk.cpp
 
 int cmd_bench(int argc, char** argv) {
   const std::string what = argc > 2 ? argv[2] : "";
@@ -198,7 +201,9 @@ int cmd_bench(int argc, char** argv) {
   if (what == "decode") return bench_decode(argc, argv);
   if (what == "serve") return cmd_bench_serve(argc, argv);
   if (what == "scaling") return cmd_bench_scaling(argc, argv);
-  STRATA_THROW(ErrorKind::kInvalidArgument, "usage: strata bench <memory|decode|serve|scaling> [flags]; got '", what, "'");
+  if (what == "disk") return cmd_bench_disk(argc, argv);
+  STRATA_THROW(ErrorKind::kInvalidArgument, "usage: strata bench <memory|decode|serve|scaling|disk> [flags]; got '", what,
+               "'");
 }
 
 }  // namespace strata::launcher

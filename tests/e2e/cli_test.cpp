@@ -4,6 +4,10 @@
 
 #include <unistd.h>
 
+#include <cstdio>
+#include <string>
+#include <vector>
+
 #include "test_util.h"
 
 namespace strata {
@@ -118,6 +122,43 @@ INSTANTIATE_TEST_SUITE_P(
         BadInput{"plan_world_mismatch", "generate --plan " + test::source_dir() + "/configs/tiny-tp2.yaml --prompt-ids 1",
                  "launch it with mpirun -np 2"}),
     [](const auto& info) { return std::string(info.param.name); });
+
+}  // namespace
+}  // namespace strata
+
+namespace strata {
+namespace {
+
+// `strata bench disk` reads every byte of the file at every depth asked for (a file whose size is not a
+// multiple of the block or of the alignment), and names the flag when the depth list is bad.
+TEST(Cli, BenchDiskReadsTheWholeFileAtEveryDepth) {
+  const std::string path = test::temp_dir("cli") + "/disk.bin";
+  const size_t size = (size_t{3} << 20) + 123;
+  {
+    std::FILE* f = std::fopen(path.c_str(), "wb");
+    ASSERT_NE(f, nullptr);
+    std::vector<char> bytes(size, 'x');
+    ASSERT_EQ(std::fwrite(bytes.data(), 1, size, f), size);
+    std::fclose(f);
+  }
+  const std::string strata = test::strata_binary();
+  const auto buffered = test::run_command(strata + " bench disk --file " + path + " --threads 1,3 --block-mib 1 --buffered");
+  ASSERT_EQ(buffered.exit_code, 0) << buffered.output;
+  EXPECT_NE(buffered.output.find("\"bytes\": " + std::to_string(size)), std::string::npos) << buffered.output;
+  EXPECT_NE(buffered.output.find("{\"threads\": 1,"), std::string::npos) << buffered.output;
+  EXPECT_NE(buffered.output.find("{\"threads\": 3,"), std::string::npos) << buffered.output;
+  // O_DIRECT: works where the file system allows it (not tmpfs); otherwise the error says what to do.
+  const auto direct = test::run_command(strata + " bench disk --file " + path + " --threads 2 --block-mib 1");
+  if (direct.exit_code == 0) {
+    EXPECT_NE(direct.output.find("\"bytes\": " + std::to_string(size)), std::string::npos) << direct.output;
+    EXPECT_NE(direct.output.find("\"direct\": true"), std::string::npos) << direct.output;
+  } else {
+    EXPECT_NE(direct.output.find("O_DIRECT"), std::string::npos) << direct.output;
+  }
+  const auto bad = test::run_command(strata + " bench disk --file " + path + " --threads 0,x");
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.output.find("--threads"), std::string::npos) << bad.output;
+}
 
 }  // namespace
 }  // namespace strata
