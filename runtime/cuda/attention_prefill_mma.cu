@@ -9,6 +9,7 @@
 
 #include "runtime/cuda/check_cuda.h"
 #include "runtime/cuda/kernels.h"
+#include "runtime/cuda/mma.cuh"
 
 // Layout of the work. A block (4 warps) owns 64 consecutive tokens of the step x one query head; each warp
 // owns 16 of those rows for the whole kernel (Q fragments, the output accumulator and the running max/sum
@@ -58,55 +59,7 @@ struct MmaSmem {
       sizeof(bf16) * (kQElems + 4 * kTileElems) + sizeof(int) * (2 * kRows + 2) + sizeof(unsigned long long);
 };
 
-// ---- PTX wrappers ----
-
-__device__ __forceinline__ uint32_t smem_u32(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-// 16 bytes global -> shared, bypassing L1; with valid == false the 16 bytes are zero-filled and src is not read.
-__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(dst)), "l"(src),
-               "r"(valid ? 16 : 0));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-// Waits until at most N of this thread's committed groups are still in flight.
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
-
-// Four 8x8 b16 matrices; lanes 8i..8i+7 give the row addresses of matrix i, and r[i] receives matrix i with
-// lane l holding row l/4, columns 2(l%4) and 2(l%4)+1 (the lower column in the low half).
-__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* p) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(smem_u32(p)));
-}
-// Same, transposed: lane l receives rows 2(l%4) and 2(l%4)+1 of column l/4 of the matrix as stored.
-__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* p) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(smem_u32(p)));
-}
-
-// d += a b for a 16x16 (row-major) times 16x8 (column-major) bf16 product with f32 accumulation.
-// With g = lane / 4 and c = 2 (lane % 4):
-//   a[0] = A[g][c..c+1]      a[1] = A[g+8][c..c+1]     a[2] = A[g][c+8..c+9]     a[3] = A[g+8][c+8..c+9]
-//   b0 = B[c..c+1][g]        b1 = B[c+8..c+9][g]
-//   d[0..1] = D[g][c..c+1]   d[2..3] = D[g+8][c..c+1]
-__device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-      "{%0, %1, %2, %3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-// Two floats as a bf16x2 register: lo in the low half (the lower column of a fragment).
-__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<const uint32_t*>(&v);
-}
+// ---- PTX wrappers (the rest are in mma.cuh) ----
 
 // 2^x; ex2.approx of -inf is +0, which masked scores rely on.
 __device__ __forceinline__ float exp2_approx(float x) {

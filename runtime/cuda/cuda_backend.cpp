@@ -5,6 +5,7 @@
 #include "runtime/cuda/cuda_backend.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -19,6 +20,7 @@
 #include "runtime/cuda/kernels.h"
 #include "runtime/cuda/op_profiler.h"
 #include "runtime/cuda/pdl.cuh"
+#include "runtime/cuda/skinny_gemm.h"
 #include "runtime/log.h"
 #include "runtime/rope.h"
 
@@ -91,6 +93,10 @@ class CudaBackend final : public Backend {
     device_name_ = prop.name;
     STRATA_CHECK(options_.gemv_max_rows >= 0 && options_.gemv_max_rows <= 8, "gemv_max_rows must be 0..8, got ",
                  options_.gemv_max_rows);
+    STRATA_CHECK(options_.skinny_gemm_max_rows >= 0 && options_.skinny_gemm_max_rows <= cuda::kSkinnyMaxRows,
+                 "skinny_gemm_max_rows must be 0..", cuda::kSkinnyMaxRows, ", got ", options_.skinny_gemm_max_rows);
+    if (const char* g = std::getenv("STRATA_SKINNY_GEMM"); g != nullptr && std::string(g) == "0")
+      options_.skinny_gemm_max_rows = 0;
     // Keep freed pool memory for reuse instead of handing it back at every synchronisation.
     cudaMemPool_t pool = nullptr;
     CHECK_CUDA(cudaDeviceGetDefaultMemPool(&pool, device));
@@ -398,6 +404,15 @@ class CudaBackend final : public Backend {
     return cublas_->get();
   }
 
+  void* skinny_workspace() {
+    if (skinny_workspace_.get() == nullptr) {
+      const size_t bytes = cuda::skinny_gemm_workspace_bytes(sm_count_);
+      skinny_workspace_ = DeviceBuffer(bytes, device_);
+      CHECK_CUDA(cudaMemsetAsync(skinny_workspace_.get(), 0, bytes, stream_.get()));
+    }
+    return skinny_workspace_.get();
+  }
+
   cuda::LtGemm& lt_gemm() {
     if (!lt_) {
       cublas();  // the workspace
@@ -447,6 +462,9 @@ class CudaBackend final : public Backend {
   GrowableBuffer scratch_a_;  // converted activations, staged host bytes
   GrowableBuffer scratch_b_;  // dequantized weight chunks, f32 GEMM outputs
   GrowableBuffer split_scratch_;  // split-K partials of decode attention
+  // Split-K counters and partials of the skinny GEMM: sized once for every plan, zeroed once, never grown (so
+  // recorded graphs keep a valid address).
+  DeviceBuffer skinny_workspace_;
   GrowableBuffer sample_dev_;     // sampling parameters and results on the device
   cuda::PinnedBuffer sample_host_;  // and their host side
   int sm_count_ = 0;
@@ -485,9 +503,14 @@ void CudaBackend::matmul(const Tensor& x, const Tensor& w, const Tensor* bias, T
   const bool quant = dtype_is_quantized(w_dt);
   const int64_t gemv_rows = std::min<int64_t>(options_.gemv_max_rows, 8);
   const int64_t gemv_limit = quant && gemv_rows > 0 ? 8 : gemv_rows;
+  // The skinny GEMM between the GEMV and cuBLAS: 16-bit weights, x converted to their type when it differs.
+  const auto aligned16 = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  const bool skinny = m > gemv_limit && m <= options_.skinny_gemm_max_rows &&
+                      cuda::skinny_gemm_supports(w_dt, out.dtype(), m, n, k) && aligned16(w.raw()) &&
+                      (x.dtype() != w_dt || aligned16(x.raw()));
   auto scope = profile([&] {
-    return cat("matmul ", m <= gemv_limit ? "gemv" : "cublas", " M", m <= 8 ? cat(m) : m <= 64 ? "9-64" : ">64", " ",
-               n, "x", k, " ", dtype_name(w_dt));
+    return cat("matmul ", m <= gemv_limit ? "gemv" : skinny ? "skinny" : "cublas", " M",
+               m <= 8 ? cat(m) : m <= 64 ? "9-64" : ">64", " ", n, "x", k, " ", dtype_name(w_dt));
   });
 
   // Few rows: the weight-streaming GEMV. Quantized weights up to 8 rows: dequantizing a whole matrix for
@@ -507,6 +530,20 @@ void CudaBackend::matmul(const Tensor& x, const Tensor& w, const Tensor* bias, T
                         static_cast<uint8_t*>(out.raw()) + dtype_bytes(out.dtype(), m0 * n), out.dtype(), rows, n, k,
                         s);
     }
+    return;
+  }
+
+  if (skinny) {
+    const void* xp = x.raw();
+    if (x.dtype() != w_dt) {  // scratch_a_ comes from cudaMalloc: 16-byte aligned
+      void* conv = scratch_a_.get(static_cast<size_t>(dtype_bytes(w_dt, m * k)), s);
+      cuda::launch_convert(x.raw(), x.dtype(), conv, w_dt, m * k, s);
+      xp = conv;
+    }
+    const cuda::SkinnyGemmPlan plan = cuda::skinny_gemm_plan(m, n, k, sm_count_);
+    void* workspace = plan.splits > 1 ? skinny_workspace() : nullptr;
+    cuda::launch_skinny_gemm(xp, w.raw(), w_dt, bias_ptr, bias_dt, out.raw(), out.dtype(), m, n, k, plan, workspace,
+                             skinny_workspace_.bytes(), sm_count_, s);
     return;
   }
 

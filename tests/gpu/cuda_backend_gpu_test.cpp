@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <numeric>
 #include <random>
 #include <string>
@@ -208,12 +209,18 @@ struct MatmulCase {
   bool keep_f32;  // upload f32 weights as f32 (backend option off)
 };
 
-// Each dtype and M runs through both kernels: the GEMV (gemv_max_rows = 8) and cuBLAS (0).
-class CudaMatmulTest : public CudaBackendTest, public ::testing::WithParamInterface<int> {};
+// Each dtype and M runs through every kernel: the GEMV (gemv_max_rows = 8), the skinny tensor-core GEMM (M = 3..64
+// with 16-bit weights) and cuBLAS (both off).
+struct MatmulPaths {
+  int gemv_max_rows;
+  int skinny_gemm_max_rows;
+};
+class CudaMatmulTest : public CudaBackendTest, public ::testing::WithParamInterface<MatmulPaths> {};
 
 TEST_P(CudaMatmulTest, EveryWeightDtypeAndRowCount) {
   CudaBackendOptions opt;
-  opt.gemv_max_rows = GetParam();
+  opt.gemv_max_rows = GetParam().gemv_max_rows;
+  opt.skinny_gemm_max_rows = GetParam().skinny_gemm_max_rows;
   gpu_ = make_cuda_backend(0, opt);
   CudaBackendOptions keep = opt;
   keep.f32_weights_to_bf16 = false;
@@ -256,10 +263,50 @@ TEST_P(CudaMatmulTest, EveryWeightDtypeAndRowCount) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(GemvAndCublas, CudaMatmulTest, ::testing::Values(8, 0),
-                         [](const ::testing::TestParamInfo<int>& info) {
-                           return info.param == 0 ? std::string("cublas") : "gemv_upto_" + std::to_string(info.param);
+INSTANTIATE_TEST_SUITE_P(GemvSkinnyAndCublas, CudaMatmulTest,
+                         ::testing::Values(MatmulPaths{8, 0}, MatmulPaths{2, 64}, MatmulPaths{0, 0}),
+                         [](const ::testing::TestParamInfo<MatmulPaths>& info) {
+                           if (info.param.skinny_gemm_max_rows > 0) return std::string("skinny");
+                           return info.param.gemv_max_rows == 0 ? std::string("cublas")
+                                                                : "gemv_upto_" + std::to_string(info.param.gemv_max_rows);
                          });
+
+// The skinny GEMM (runtime/cuda/skinny_gemm.cu) at every token-tile boundary (M = 8/9, 16/17, 33, 64), with N off
+// its 128-feature blocks, K off its 64-element k-tiles, with and without split-K (1000 x 4096 and 512 x 4096 split
+// 8-16 ways; 300 x 256 is too short to split; 200 x 520 splits 2 ways with a partial last k-tile), f32 and bf16
+// biases, bf16/f32 outputs. Split-K sums the partials in a fixed order, so a second run must match bit for bit.
+TEST_F(CudaBackendTest, SkinnyGemmEveryTokenTileAndSplit) {
+  CudaBackendOptions opt;
+  opt.gemv_max_rows = 2;
+  opt.skinny_gemm_max_rows = 64;
+  gpu_ = make_cuda_backend(0, opt);
+  for (auto [n, k] : {std::pair<int64_t, int64_t>{1000, 4096}, {512, 4096}, {300, 256}, {200, 520}}) {
+    Tensor wf = random_host({n, k}, 0.05f);
+    Tensor w = make_weight(wf, DType::kBF16);
+    Tensor wd = gpu().upload_weight(w);
+    Tensor bias = random_host({n});
+    for (int64_t m : {3, 8, 9, 16, 17, 33, 64}) {
+      Tensor x = random_host({m, k});
+      Tensor xd = to_gpu(x);
+      for (int b = 0; b < 3; ++b) {  // no bias, f32 bias, bf16 bias
+        Tensor want = Tensor::empty({m, n}, DType::kF32);
+        cpu().matmul(x, w, b > 0 ? &bias : nullptr, want);
+        Tensor bd = b == 0 ? Tensor() : to_gpu(bias, b == 1 ? DType::kF32 : DType::kBF16);
+        for (DType out_dt : {DType::kBF16, DType::kF32}) {
+          Tensor out = poisoned({m, n}, out_dt);
+          gpu().matmul(xd, wd, b > 0 ? &bd : nullptr, out);
+          Tensor got = to_host(out);
+          EXPECT_LT(rel_error(got, want), out_dt == DType::kF32 ? 1e-4 : kBf16Out)
+              << "M " << m << " N " << n << " K " << k << " bias " << b << " out " << dtype_name(out_dt);
+          gpu().matmul(xd, wd, b > 0 ? &bd : nullptr, out);
+          Tensor again = to_host(out);
+          EXPECT_EQ(std::memcmp(got.raw(), again.raw(), static_cast<size_t>(got.nbytes())), 0)
+              << "not deterministic: M " << m << " N " << n << " K " << k;
+        }
+      }
+    }
+  }
+}
 
 TEST_F(CudaBackendTest, MatmulOddKUsesTheScalarPath) {
   const int64_t n = 33, k = 100;

@@ -1,7 +1,8 @@
 // tests/gpu/kernel_bench.cu: microbenchmark of the CUDA backend's decode kernels against the device's
 // own copy bandwidth: the GEMV at Llama-7B shapes (bf16, M = 1, also q8_0/q4_0 and M = 8; cuBLAS for
-// the same M = 1 call as the peer), and decode/prefill attention (prefill: the tensor-core kernel against the
-// SIMT one it replaces, in TFLOP/s). Weights rotate over several copies (more bytes than L2) so HBM, not the
+// the same M = 1 call as the peer), the skinny tensor-core GEMM against cuBLAS at M = 16 and 64 (batched
+// decode), and decode/prefill attention (prefill: the tensor-core kernel against the SIMT one it replaces, in
+// TFLOP/s). Weights rotate over several copies (more bytes than L2) so HBM, not the
 // cache, is measured. Not a test: tests/gpu/run.sh builds and runs it.
 // Usage: kernel_bench [--quick]
 #include <cuda_runtime.h>
@@ -72,8 +73,10 @@ int run(bool quick) {
   gemv_opt.gemv_max_rows = 8;  // the GEMV for every M <= 8, whatever the default threshold
   auto backend = make_cuda_backend(0, gemv_opt);
   CudaBackendOptions cublas_opt;
-  cublas_opt.gemv_max_rows = 0;  // every M through cuBLAS: the peer for the GEMV
+  cublas_opt.gemv_max_rows = 0;  // every M through cuBLAS: the peer for the GEMV and the skinny GEMM
+  cublas_opt.skinny_gemm_max_rows = 0;
   auto cublas_backend = make_cuda_backend(0, cublas_opt);
+  auto skinny_backend = make_cuda_backend(0, CudaBackendOptions{});  // defaults: the skinny GEMM for M = 3..64
   CudaBackendOptions simt_opt;
   simt_opt.attention_path = CudaBackendOptions::AttentionPath::kPrefillSimt;  // the peer of the tensor-core prefill
   auto simt_backend = make_cuda_backend(0, simt_opt);
@@ -150,6 +153,17 @@ int run(bool quick) {
       bench_matmul(*gemmex_backend, shapes[3], DType::kBF16, m, "gemmex", DType::kF32);
       bench_matmul(*cublas_backend, shapes[3], DType::kBF16, m, "cublas");
     }
+  }
+  // Batched decode (issue #5): the skinny tensor-core GEMM against cuBLAS at M = 16 and 64, the 7b shapes (q/o,
+  // gate/up, down, fused qkv, LM head with f32 logits).
+  {
+    const std::vector<Shape2> decode = {{4096, 4096}, {11008, 4096}, {4096, 11008}, {12288, 4096}, {32000, 4096}};
+    for (int64_t m : {16, 64})
+      for (const Shape2& s : decode) {
+        const DType out_dt = s.n == 32000 ? DType::kF32 : DType::kBF16;
+        bench_matmul(*skinny_backend, s, DType::kBF16, m, "skinny", out_dt);
+        bench_matmul(*cublas_backend, s, DType::kBF16, m, "cublas", out_dt);
+      }
   }
   for (DType dt : {DType::kQ8_0, DType::kQ4_0}) {
     bench_matmul(be, shapes[0], dt, 1, "gemv");
