@@ -95,8 +95,13 @@ class CudaBackend final : public Backend {
                  options_.gemv_max_rows);
     STRATA_CHECK(options_.skinny_gemm_max_rows >= 0 && options_.skinny_gemm_max_rows <= cuda::kSkinnyMaxRows,
                  "skinny_gemm_max_rows must be 0..", cuda::kSkinnyMaxRows, ", got ", options_.skinny_gemm_max_rows);
-    if (const char* g = std::getenv("STRATA_SKINNY_GEMM"); g != nullptr && std::string(g) == "0")
-      options_.skinny_gemm_max_rows = 0;
+    if (const char* g = std::getenv("STRATA_SKINNY_GEMM"); g != nullptr && *g != '\0') {
+      char* end = nullptr;
+      const long rows = std::strtol(g, &end, 10);
+      STRATA_CHECK(*end == '\0' && rows >= 0 && rows <= cuda::kSkinnyMaxRows, "STRATA_SKINNY_GEMM must be 0..",
+                   cuda::kSkinnyMaxRows, ", got '", g, "'");
+      options_.skinny_gemm_max_rows = static_cast<int>(rows);
+    }
     // Keep freed pool memory for reuse instead of handing it back at every synchronisation.
     cudaMemPool_t pool = nullptr;
     CHECK_CUDA(cudaDeviceGetDefaultMemPool(&pool, device));

@@ -25,9 +25,10 @@ struct CudaBackendOptions {
   int gemv_max_rows = 2;
   // matmul uses the tensor-core weight-streaming kernel (skinny_gemm.cu) for gemv_max_rows < M <=
   // skinny_gemm_max_rows (0..64) with bf16/f16 weights, cuBLAS above (batched decode: cuBLAS streamed the
-  // weights at 54-77% of the copy rate at M = 16..64 on an H100; issue #5). 0 turns it off, and so does the
-  // environment variable STRATA_SKINNY_GEMM=0.
-  int skinny_gemm_max_rows = 64;
+  // weights at 54-77% of the copy rate at M = 16..64 on an H100; issue #5). Off (0) by default until the
+  // kernel has run on a GPU: it landed compiled and reviewed but unmeasured. The environment variable
+  // STRATA_SKINNY_GEMM=N (0..64) overrides this value.
+  int skinny_gemm_max_rows = 0;
   // Decode steps recorded once per shape as CUDA graphs and replayed (Backend::capture). The environment
   // variable STRATA_CUDA_GRAPHS=0 turns it off, and so does STRATA_CUDA_PROFILE (per-op events).
   bool graphs = true;

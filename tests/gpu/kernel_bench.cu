@@ -76,7 +76,9 @@ int run(bool quick) {
   cublas_opt.gemv_max_rows = 0;  // every M through cuBLAS: the peer for the GEMV and the skinny GEMM
   cublas_opt.skinny_gemm_max_rows = 0;
   auto cublas_backend = make_cuda_backend(0, cublas_opt);
-  auto skinny_backend = make_cuda_backend(0, CudaBackendOptions{});  // defaults: the skinny GEMM for M = 3..64
+  CudaBackendOptions skinny_opt;
+  skinny_opt.skinny_gemm_max_rows = 64;  // the skinny GEMM for M = 3..64
+  auto skinny_backend = make_cuda_backend(0, skinny_opt);
   CudaBackendOptions simt_opt;
   simt_opt.attention_path = CudaBackendOptions::AttentionPath::kPrefillSimt;  // the peer of the tensor-core prefill
   auto simt_backend = make_cuda_backend(0, simt_opt);
