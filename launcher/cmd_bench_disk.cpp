@@ -34,7 +34,7 @@ struct FreeDeleter {
 };
 
 // Reads [begin, end) of `fd` in `block`-byte reads; returns the bytes read. Throws on a read error.
-uint64_t read_range(int fd, uint64_t begin, uint64_t end, size_t block, const std::string& path) {
+uint64_t read_range(int fd, uint64_t begin, uint64_t end, size_t block, const std::string& path, bool direct) {
   std::unique_ptr<void, FreeDeleter> buf(std::aligned_alloc(kAlign, block));
   STRATA_CHECK_KIND(ErrorKind::kOutOfMemory, buf != nullptr, "bench disk: cannot allocate a ", block, "-byte buffer");
   uint64_t done = 0;
@@ -46,7 +46,8 @@ uint64_t read_range(int fd, uint64_t begin, uint64_t end, size_t block, const st
     if (got < 0) {
       if (errno == EINTR) continue;
       const int err = errno;
-      STRATA_THROW(ErrorKind::kIo, "bench disk: reading '", path, "' at byte ", off, ": ", std::strerror(err));
+      STRATA_THROW(ErrorKind::kIo, "bench disk: reading '", path, "' at byte ", off, direct ? " with O_DIRECT" : "", ": ",
+                   std::strerror(err), direct && err == EINVAL ? " (the file system refuses O_DIRECT; try --buffered)" : "");
     }
     if (got == 0) break;  // end of file
     const uint64_t used = std::min<uint64_t>(static_cast<uint64_t>(got), end - off);
@@ -111,7 +112,7 @@ int cmd_bench_disk(int argc, char** argv) {
       pool.emplace_back([&, i] {
         try {
           const uint64_t b = std::min(size, stretch * static_cast<uint64_t>(i));
-          bytes += read_range(fd, b, std::min(size, b + stretch), block, path);
+          bytes += read_range(fd, b, std::min(size, b + stretch), block, path, direct);
         } catch (...) {
           errors[static_cast<size_t>(i)] = std::current_exception();
         }
