@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# tests/gpu/multi_gpu.sh: the multi-GPU issue (#9) in as few device calls as possible, on a machine with
+# 2, 4 or 8 GPUs of one host (NVLink multicast stays off: NCCL_NVLS_ENABLE=0). Phases, each well inside a
+# 10-minute call; WORK keeps the build and models between calls on a warm machine:
+#   build      configure + build strata with CUDA (sm_90)
+#   correct    7b-shape bf16: TP2/4/8, PP2/4, TP4xPP2 (those that fit the GPUs) with NCCL, greedy ids
+#              against one GPU (bf16 TP sums partial products in another order, so the first differing
+#              position is reported, not just equal / not equal)
+#   scaling    `strata bench scaling` over the plans that fit: batch-1 latency and batch-64 throughput,
+#              communication and hidden fraction per plan, predicted against measured
+#   big        a 70B-shaped bf16 checkpoint (~140 GB: needs the disk and >= 2 x 141 GB or 4 x 80 GB of
+#              GPU memory) generated across all GPUs, then served under load (`strata bench serve`)
+# Usage: tests/gpu/multi_gpu.sh [build|correct|scaling|big|all]...   Env: WORK (default /tmp/strata-mgpu),
+# OUT (results; default bench/results/multi-gpu-<host>-<date>).
+set -uo pipefail
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+cd "$root"
+export NCCL_NVLS_ENABLE=0 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+work="${WORK:-/tmp/strata-mgpu}"
+build="$work/build"
+strata="$build/strata"
+out="${OUT:-bench/results/multi-gpu-$(hostname)-$(date +%Y%m%d-%H%M%S)}"
+gpus=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | wc -l)
+[ "$gpus" -ge 2 ] || { echo "multi_gpu.sh: $gpus GPU(s) visible; this needs 2 or more"; exit 2; }
+mkdir -p "$work" "$out"
+declare -a SUMMARY
+note() { SUMMARY+=("$(printf '%-34s %s' "$1" "$2")"); echo "$1: $2"; }
+
+# name tensor pipeline ranks
+layouts=("tp2 2 1 2" "tp4 4 1 4" "tp8 8 1 8" "pp2 1 2 2" "pp4 1 4 4" "tp4-pp2 4 2 8")
+
+phase_build() {
+  cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSTRATA_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
+    -DBUILD_TESTING=OFF >"$work/configure.log" 2>&1 || { tail -20 "$work/configure.log"; return 1; }
+  cmake --build "$build" -j "$(nproc)" --target strata >"$work/build.log" 2>&1 || { grep -E "error" "$work/build.log" | head; return 1; }
+  note "build" "ok ($gpus GPUs: $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1))"
+}
+
+plan_file() {  # name tensor pipeline model -> path of a plan
+  local f="$work/$1.yaml"
+  printf 'model:\n  path: %s\nparallel:\n  tensor: %s\n  pipeline: %s\ncomm:\n  backend: nccl\n  overlap_chunks: 2\n  timeout_s: 120\n' \
+    "$4" "$2" "$3" >"$f"
+  echo "$f"
+}
+
+first_difference() {  # two "ids: ..." lines -> index of the first differing id, or "equal"
+  python3 - "$1" "$2" <<'PY'
+import sys
+a, b = sys.argv[1].split()[1:], sys.argv[2].split()[1:]
+if a == b and a: print("equal"); sys.exit()
+n = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+print(f"first difference at token {n} of {max(len(a), len(b))}")
+PY
+}
+
+phase_correct() {
+  local model="$work/7b-shape"
+  [ -f "$model/model.safetensors" ] || "$strata" make-model --preset 7b-shape --dtype bf16 --out "$model" >/dev/null
+  local args=(--device cuda --prompt-ids "1 5 9 33 2 7 80 41 300 12" -n 64 --print-ids --quiet)
+  local single
+  single=$("$strata" generate --model "$model" "${args[@]}" 2>"$out/single.log" | grep '^ids:')
+  echo "$single" >"$out/ids-single.txt"
+  for l in "${layouts[@]}"; do
+    read -r name tp pp ranks <<<"$l"
+    if [ "$ranks" -gt "$gpus" ]; then note "correct $name" "skipped: needs $ranks GPUs"; continue; fi
+    local plan multi
+    plan=$(plan_file "$name" "$tp" "$pp" "$model")
+    multi=$(timeout 300 mpirun -np "$ranks" "$strata" generate --plan "$plan" "${args[@]}" 2>"$out/$name.log" | grep '^ids:')
+    echo "$multi" >"$out/ids-$name.txt"
+    if [ -z "$multi" ]; then note "correct $name" "FAILED (see $name.log)"; tail -5 "$out/$name.log"; continue; fi
+    note "correct $name" "$(first_difference "$single" "$multi")"
+  done
+}
+
+phase_scaling() {
+  local sweep="$work/sweep.yaml"
+  {
+    echo "name: multi-gpu-7b"
+    echo "model:"
+    echo "  path: $work/7b-shape"
+    echo "hardware: bench/hardware/h100-sxm-node.yaml"
+    echo "launcher: mpirun"
+    echo "device: cuda"
+    echo "plans:"
+    echo "  - {name: tp1, tensor: 1}"
+    for l in "${layouts[@]}"; do
+      read -r name tp pp ranks <<<"$l"
+      [ "$ranks" -le "$gpus" ] || continue
+      if [ "$pp" -gt 1 ]; then echo "  - {name: $name, tensor: $tp, pipeline: $pp, micro_batches: 4}"
+      else echo "  - {name: $name, tensor: $tp}"; fi
+    done
+    echo "batch: [1, 64]"
+    echo "prompt_len: [128]"
+    echo "output_len: [64]"
+    echo "timeout_s: 600"
+  } >"$sweep"
+  "$strata" bench scaling --sweep "$sweep" --out "$out/scaling" >"$out/scaling.txt" 2>&1
+  note "scaling" "rc=$? ($out/scaling.txt)"
+  tail -20 "$out/scaling.txt"
+}
+
+phase_big() {
+  local model="$work/70b-shape" need=$((150 * 1024 * 1024))  # KiB of free disk
+  local free_kib
+  free_kib=$(df -k --output=avail "$work" | tail -1)
+  if [ ! -f "$model/model.safetensors" ]; then
+    if [ "$free_kib" -lt "$need" ]; then note "big" "skipped: $((free_kib / 1024 / 1024)) GiB free disk, ~140 needed"; return; fi
+    "$strata" make-model --preset 70b-shape --dtype bf16 --out "$model" >/dev/null || { note "big" "make-model failed"; return; }
+  fi
+  local plan
+  plan=$(plan_file "big-tp$gpus" "$gpus" 1 "$model")
+  timeout 900 mpirun -np "$gpus" "$strata" generate --plan "$plan" --device cuda --prompt-ids "1 5 9 33" -n 32 --print-ids \
+    >"$out/big-generate.txt" 2>"$out/big-generate.log"
+  note "big generate (tp$gpus)" "rc=$? $(grep -E 'tok/s' "$out/big-generate.log" | tail -1)"
+  mpirun -np "$gpus" "$strata" serve --plan "$plan" --device cuda --port 0 >"$out/big-serve.log" 2>&1 &
+  local server=$! port=""
+  for _ in $(seq 1 1800); do
+    port=$(sed -n 's/.*listening on http:\/\/[^:]*:\([0-9]*\).*/\1/p' "$out/big-serve.log" | head -1)
+    if [ -n "$port" ] && curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1; then break; fi
+    kill -0 $server 2>/dev/null || break
+    sleep 0.5
+  done
+  if [ -n "$port" ]; then
+    "$strata" bench serve --url "http://127.0.0.1:$port" --concurrency 32 --requests 64 --prompt-len 128 \
+      --output-len 64 --prompt-dist fixed --output-dist fixed >"$out/big-serve.json"
+    note "big serve (tp$gpus, 32 concurrent)" "$(python3 -c "import json,sys;r=json.load(open('$out/big-serve.json'));print(f\"{r['output_tokens_per_s']:.0f} tok/s, TTFT p50 {r['ttft_ms']['p50']:.0f} ms, TPOT p50 {r['tpot_ms']['p50']:.1f} ms\")")"
+  else
+    note "big serve" "FAILED to start (big-serve.log)"
+  fi
+  kill -TERM $server 2>/dev/null; wait $server 2>/dev/null
+}
+
+phases=("$@")
+[ ${#phases[@]} -eq 0 ] && phases=(all)
+for p in "${phases[@]}"; do
+  case "$p" in
+    build) phase_build ;;
+    correct) phase_correct ;;
+    scaling) phase_scaling ;;
+    big) phase_big ;;
+    all) phase_build && phase_correct && phase_scaling && phase_big ;;
+    *) echo "unknown phase '$p'" >&2; exit 2 ;;
+  esac
+done
+echo
+echo "== summary ($gpus GPUs, results in $out)"
+for line in "${SUMMARY[@]}"; do echo "$line"; done
