@@ -2,6 +2,8 @@
 // micro-batches so every stage stays busy, and returns the logits of the step's logit rows. Shared by
 // the Engine (serving, generate) and Generator::score (teacher-forced logits). It schedules nothing.
 #pragma once
+#include <span>
+
 #include "runtime/backend.h"
 #include "runtime/models/llama.h"
 #include "runtime/stage_link.h"
@@ -22,13 +24,13 @@ class StepRunner {
                       std::span<float> logprobs);
 
  private:
-  LlamaModel& model_;
-  StageLink& link_;
   // Runs every micro-batch; `on_logits(sub, hidden, first_row)` runs on the last stage for each group
   // with logit rows, first_row being the index of its first row among the step's logit rows.
   template <typename OnLogits>
   void run_groups(const StepBatch& step, OnLogits&& on_logits);
 
+  LlamaModel& model_;
+  StageLink& link_;
   Backend& backend_;
   int micro_batches_;
 };
