@@ -10,6 +10,7 @@
 #include <atomic>
 #include <chrono>
 #include <csignal>
+#include <cstdint>
 #include <cstdio>
 #include <filesystem>
 #include <functional>
@@ -29,6 +30,7 @@
 #include "launcher/rank_runtime.h"
 #include "launcher/replica_server.h"
 #include "launcher/session_flags.h"
+#include "parallel/byte_size.h"
 #include "runtime/error.h"
 #include "runtime/log.h"
 
@@ -45,6 +47,7 @@ std::vector<FlagSpec> serve_flags() {
       {"max-seqs", true, "sequences running at once (default: plan, else 64)"},
       {"max-queue", true, "waiting requests before 503 (default: plan, else 256)"},
       {"block-size", true, "KV cache block size in tokens (default: plan, else 16)"},
+      {"kv-budget", true, "KV cache memory: a size (8GiB) or a share of the memory free after the weights (90%)"},
       {"no-prefix-caching", false, "do not reuse KV blocks of shared prompt prefixes"},
       {"served-model-name", true, "model id in the API (default: the model's file or directory name)"},
       {"chat-template", true, "llama2, llama3 or chatml (default: chosen from the vocabulary)"},
@@ -64,6 +67,8 @@ std::string default_model_name(const std::string& path) {
 struct ServeConfig {
   int port = 8080;
   int64_t max_batch_tokens = 2048, max_seqs = 64, max_queue = 256, block_size = 16, kv_tokens = 0;
+  parallel::Budget kv_budget;  // sizes the KV cache from free memory when kv_tokens is not given
+  std::string kv_budget_source;
 };
 
 ServeConfig serve_config(const Args& args, const RankRuntime* rank) {
@@ -76,9 +81,18 @@ ServeConfig serve_config(const Args& args, const RankRuntime* rank) {
     c.max_queue = s.max_queue;
     c.block_size = s.block_size;
     if (s.kv_blocks > 0) c.kv_tokens = s.kv_blocks * s.block_size;
-    if (s.kv_budget.is_set())
-      LOG_WARN(rank->plan().source, ": serve.kv_budget is not applied yet by `strata serve`; set serve.kv_blocks "
-               "or --kv-tokens to size the KV cache");
+    if (s.kv_budget.is_set()) {
+      c.kv_budget = s.kv_budget;
+      c.kv_budget_source = rank->plan().source + ": serve.kv_budget";
+    }
+  }
+  if (args.has("kv-budget")) {
+    const std::string text = args.str("kv-budget");
+    c.kv_budget = parallel::Budget{};
+    if (auto b = parallel::parse_byte_size(text)) c.kv_budget.bytes = *b;
+    else if (auto p = parallel::parse_percent(text)) c.kv_budget.percent = *p;
+    else STRATA_THROW(ErrorKind::kInvalidArgument, "--kv-budget '", text, "' is not a size (8GiB) or a share (90%)");
+    c.kv_budget_source = "--kv-budget";
   }
   c.port = static_cast<int>(args.integer("port", c.port, 0, 65535));
   c.max_batch_tokens = args.integer("max-batch-tokens", c.max_batch_tokens, 1, int64_t{1} << 24);
@@ -87,6 +101,32 @@ ServeConfig serve_config(const Args& args, const RankRuntime* rank) {
   c.block_size = args.integer("block-size", c.block_size, 1, 4096);
   if (args.has("kv-tokens")) c.kv_tokens = args.integer("kv-tokens", 0, 1, int64_t{1} << 32);
   return c;
+}
+
+// KV tokens a budget allows on this rank: its share of the free memory (after the weights) or its size,
+// over the bytes one token takes here. Every rank of every replica must have the same block count (the
+// driver schedules blocks for all of them), so the smallest count wins, agreed over the world.
+int64_t kv_tokens_from_budget(ModelSession& session, const ServeConfig& config, RankRuntime* rank) {
+  const int64_t free_bytes = config.kv_budget.percent > 0 ? session.device_free_bytes() : 0;
+  const int64_t bytes = config.kv_budget.resolve(free_bytes);
+  const int64_t block_bytes = session.kv_bytes_per_token() * config.block_size;
+  int64_t blocks = std::min<int64_t>(bytes / block_bytes, INT32_MAX);
+  if (rank != nullptr && rank->world_size() > 1) {
+    Tensor t = Tensor::empty({1}, DType::kI32);
+    t.data<int32_t>()[0] = static_cast<int32_t>(-blocks);  // the max of the negatives is the min
+    rank->world().all_reduce_async(t, comm::ReduceOp::kMax)->wait();
+    blocks = -static_cast<int64_t>(t.data<int32_t>()[0]);
+  }
+  STRATA_CHECK_KIND(ErrorKind::kOutOfMemory, blocks >= 1, config.kv_budget_source, " (", config.kv_budget.str(),
+                    ") leaves room for no KV block of ", config.block_size, " tokens (", block_bytes,
+                    " bytes) on some rank; raise it or give --kv-tokens");
+  if (blocks * config.block_size < session.config().max_seq)
+    LOG_WARN(config.kv_budget_source, " (", config.kv_budget.str(), ") holds ", blocks * config.block_size,
+             " tokens, less than one full context of ", session.config().max_seq,
+             "; requests longer than that are refused");
+  LOG_INFO("KV cache from ", config.kv_budget_source, " (", config.kv_budget.str(), "): ", blocks, " blocks of ",
+           config.block_size, " tokens, ", blocks * block_bytes, " bytes per rank");
+  return blocks * config.block_size;
 }
 
 // Rank 0's share of the step loop: routing, readiness, failure of a remote replica, the drain.
@@ -199,7 +239,11 @@ int serve(const Args& args, SessionOptions options, RankRuntime* rank) {
   const std::unique_ptr<ModelSession> owned = open_session(options, rank);
   ModelSession& session = *owned;
   const ModelConfig& model = session.config();
-  session.prepare(config.kv_tokens > 0 ? config.kv_tokens : 4 * model.max_seq);
+  int64_t kv_tokens = config.kv_tokens > 0 ? config.kv_tokens : 4 * model.max_seq;
+  if (config.kv_tokens == 0 && config.kv_budget.is_set()) {
+    kv_tokens = kv_tokens_from_budget(session, config, rank);
+  }
+  session.prepare(kv_tokens);
   Engine& engine = session.generator().engine();
 
   if (drivers && !is_http) {  // the driver of replica 1, 2, ...: requests come from rank 0's router

@@ -2,6 +2,7 @@
 #include "launcher/model_session.h"
 
 #include <algorithm>
+#include <fstream>
 
 #include "offload/tiered_weights.h"
 #include "runtime/error.h"
@@ -103,6 +104,27 @@ void ModelSession::prepare(int64_t tokens) {
 
 int64_t ModelSession::kv_bytes() const {
   return kv_ ? kv_->shape().num_blocks * kv_->shape().block_bytes(backend_->activation_dtype()) : 0;
+}
+
+int64_t ModelSession::kv_bytes_per_token() const {
+  return 2 * spec_.n_layers() * spec_.kv_heads * checkpoint_->config().head_dim *
+         dtype_bytes(backend_->activation_dtype(), 1);
+}
+
+int64_t ModelSession::device_free_bytes() const {
+  if (backend_->device() == Device::kCuda) {
+#ifdef STRATA_HAVE_CUDA
+    return cuda_free_bytes(cuda_device_index(options_.device));
+#endif
+  }
+  std::ifstream meminfo("/proc/meminfo");
+  std::string key;
+  int64_t kib = 0;
+  std::string unit;
+  while (meminfo >> key >> kib >> unit)
+    if (key == "MemAvailable:") return kib * 1024;
+  STRATA_THROW(ErrorKind::kIo, "cannot read MemAvailable from /proc/meminfo to size the KV cache; give its size instead "
+               "(--kv-tokens, serve.kv_blocks, or kv_budget as bytes)");
 }
 
 Generator& ModelSession::generator() {

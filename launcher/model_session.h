@@ -77,6 +77,11 @@ class ModelSession {
   const Collective& tp() const { return *tp_; }
   // Bytes of the KV cache prepare() made (0 before).
   int64_t kv_bytes() const;
+  // Bytes one token's K and V take on this rank (its layers and KV heads, in the activation dtype).
+  int64_t kv_bytes_per_token() const;
+  // Memory the compute device has free now, after the weights: cudaMemGetInfo on a GPU, the kernel's
+  // MemAvailable on the host. What a KV budget given as a share is a share of.
+  int64_t device_free_bytes() const;
 
  private:
   std::unique_ptr<Checkpoint> checkpoint_;

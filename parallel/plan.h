@@ -109,7 +109,7 @@ struct ServeSection {
   int64_t max_batch_tokens = 4096;
   int max_seqs = 64;
   int64_t kv_blocks = 0;  // 0 = derive from kv_budget
-  Budget kv_budget;       // unset = what is left of the device after weights
+  Budget kv_budget;       // unset = 4 full contexts; a share is of the memory free after the weights
   int block_size = 16;
   int max_queue = 256;
 };

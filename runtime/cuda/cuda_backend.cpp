@@ -668,6 +668,13 @@ int cuda_device_count() {
   return count;
 }
 
+int64_t cuda_free_bytes(int device) {
+  CHECK_CUDA(cudaSetDevice(device));
+  size_t free_bytes = 0, total_bytes = 0;
+  CHECK_CUDA(cudaMemGetInfo(&free_bytes, &total_bytes));
+  return static_cast<int64_t>(free_bytes);
+}
+
 std::unique_ptr<Backend> make_cuda_backend(int device, const CudaBackendOptions& options) {
   const int count = cuda_device_count();
   STRATA_CHECK_KIND(ErrorKind::kCuda, device >= 0 && device < count, "CUDA device ", device, " does not exist (",

@@ -43,6 +43,9 @@ std::unique_ptr<Backend> make_cuda_backend(int device = 0, const CudaBackendOpti
 // Number of visible CUDA devices; 0 when there is no driver or no GPU (never throws).
 int cuda_device_count();
 
+// Free memory of CUDA device `device` now (cudaMemGetInfo). Throws strata::Error (kCuda) on failure.
+int64_t cuda_free_bytes(int device);
+
 }  // namespace strata
 
 namespace strata {

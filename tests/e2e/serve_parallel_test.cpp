@@ -3,6 +3,8 @@
 // ids, and SIGTERM to the serving rank answers every request in flight and ends every rank with 0.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+
 #include "e2e/serve_client.h"
 #include "runtime/formats/checkpoint.h"
 #include "runtime/tokenizer/tokenizer.h"
@@ -73,11 +75,25 @@ class ServeParallel : public ::testing::TestWithParam<const char*> {};
 TEST_P(ServeParallel, ConcurrentAnswersEqualSingleRankAndSigtermDrains) {
   const std::string plan = test::temp_dir("serve_parallel") + "/" + GetParam() + ".yaml";
   std::FILE* f = std::fopen(plan.c_str(), "w");
-  std::fprintf(f, "model:\n  path: %s\nparallel:\n  %s: 2\n", tiny_model().c_str(), GetParam());
+  // serve.kv_budget sizes every rank's cache; the ranks agree on the smallest block count. Each rank
+  // here holds half the K/V bytes per token (half the KV heads with TP2, half the layers with PP2).
+  const int64_t budget = 1 << 20;
+  std::fprintf(f, "model:\n  path: %s\nparallel:\n  %s: 2\nserve:\n  kv_budget: %lldB\n", tiny_model().c_str(),
+               GetParam(), static_cast<long long>(budget));
   std::fclose(f);
   test::ServerProcess server(GetParam(), test::mpirun(2), "serve --plan " + plan);
   ASSERT_TRUE(server.wait_ready()) << server.log();
   ASSERT_GT(server.server_pid(), 0) << server.log();
+  {
+    const ModelConfig& c = open_checkpoint(tiny_model())->config();
+    ASSERT_EQ(c.n_kv_heads % 2, 0);
+    ASSERT_EQ(c.n_layers % 2, 0);
+    const int64_t block_bytes = 2 * c.n_layers * c.n_kv_heads * c.head_dim * 4 * 16 / 2;  // f32 on CPU, 16 tokens
+    const std::string metrics = http(server.port(), "GET", "/metrics").body;
+    const auto at = metrics.find("\nstrata_kv_blocks_total ");
+    ASSERT_NE(at, std::string::npos) << metrics;
+    EXPECT_EQ(std::atoll(metrics.c_str() + at + 24), budget / block_bytes) << server.log();
+  }
 
   const int kPrompts = 4, kTokens = 16, kClients = 16;
   std::vector<std::string> expected(kPrompts);

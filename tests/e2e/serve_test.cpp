@@ -352,3 +352,30 @@ TEST(ServeShutdown, SigtermAnswersEveryRequestInFlightAndExitsZero) {
 
 }  // namespace
 }  // namespace strata
+
+namespace strata {
+namespace {
+
+// --kv-budget sizes the KV cache: a size gives floor(size / block bytes) blocks, the block bytes computed
+// here from the model's shape (K and V of every layer and KV head, f32 on the CPU backend, 16 tokens); a
+// budget too small for one block is refused with the flag named.
+TEST(ServeKvBudget, SizesTheCacheFromTheBudget) {
+  const auto checkpoint = open_checkpoint(tiny_model());
+  const ModelConfig& c = checkpoint->config();
+  const int64_t block_bytes = 2 * c.n_layers * c.n_kv_heads * c.head_dim * 4 * 16;
+  const int64_t budget = 3 * 1024 * 1024 + 12345;
+  test::ServerProcess server("kv-budget", "", "serve --model " + tiny_model() + " --kv-budget " + std::to_string(budget) + "B");
+  ASSERT_TRUE(server.wait_ready()) << server.log();
+  EXPECT_EQ(metric(server.port(), "strata_kv_blocks_total"), static_cast<double>(budget / block_bytes)) << server.log();
+  const HttpResponse r = http(server.port(), "POST", "/v1/completions", completion_body(prompt_ids(0), 8, false));
+  EXPECT_EQ(r.status, 200) << r.body;
+
+  const auto tiny = test::run_command(test::strata_binary() + " serve --model " + tiny_model() + " --port 0 --kv-budget " +
+                                      std::to_string(block_bytes - 1) + "B");
+  EXPECT_NE(tiny.exit_code, 0);
+  EXPECT_NE(tiny.output.find("--kv-budget"), std::string::npos) << tiny.output;
+  EXPECT_NE(tiny.output.find("no KV block"), std::string::npos) << tiny.output;
+}
+
+}  // namespace
+}  // namespace strata
