@@ -6,25 +6,14 @@
 #include <gtest/gtest.h>
 
 #include "e2e/serve_client.h"
-#include "runtime/formats/checkpoint.h"
-#include "runtime/tokenizer/tokenizer.h"
-#include "runtime/tokenizer/unicode.h"
+#include "e2e/serve_helpers.h"
 
 namespace strata {
 namespace {
-namespace json = boost::json;
 using test::http;
 using test::HttpResponse;
 
-std::string tiny_model() {
-  static const std::string dir = [] {
-    const std::string d = test::temp_dir("serve_dp") + "/tiny";
-    const auto r = test::run_command(test::strata_binary() + " make-model --preset tiny --out " + d);
-    EXPECT_EQ(r.exit_code, 0) << r.output;
-    return d;
-  }();
-  return dir;
-}
+std::string tiny_model() { return test::tiny_model("serve_dp"); }
 
 std::vector<int32_t> prompt(int i) {
   std::vector<int32_t> ids = {1};
@@ -32,58 +21,12 @@ std::vector<int32_t> prompt(int i) {
   return ids;
 }
 
-std::string body(int i, int max_tokens, bool stream) {
-  json::array a;
-  for (int32_t id : prompt(i)) a.push_back(id);
-  return "{\"prompt\": " + json::serialize(a) + ", \"max_tokens\": " + std::to_string(max_tokens) +
-         ", \"ignore_eos\": true, \"stream\": " + (stream ? "true" : "false") + "}";
-}
+std::string body(int i, int max_tokens, bool stream) { return test::completion_body(prompt(i), max_tokens, stream); }
 
-// The completion text, and its finish reason in `finish`; "<...>" when the answer is malformed.
-std::string text_of(const HttpResponse& r, bool stream, std::string* finish = nullptr) {
-  if (!stream) {
-    const json::value v = r.json();
-    if (!v.is_object() || !v.as_object().contains("choices")) return "<" + r.body + ">";
-    const auto& c = v.at("choices").at(0);
-    if (finish != nullptr) *finish = json::value_to<std::string>(c.at("finish_reason"));
-    return json::value_to<std::string>(c.at("text"));
-  }
-  const auto events = r.events();
-  if (events.empty() || events.back() != "[DONE]") return "<no [DONE]: " + r.body + ">";
-  std::string text;
-  for (size_t i = 0; i + 1 < events.size(); ++i) {
-    const json::value v = json::parse(events[i]);
-    if (!v.as_object().contains("choices")) return "<" + events[i] + ">";
-    const auto& c = v.at("choices").at(0);
-    text += json::value_to<std::string>(c.at("text"));
-    if (finish != nullptr && !c.at("finish_reason").is_null()) *finish = json::value_to<std::string>(c.at("finish_reason"));
-  }
-  return text;
-}
+// What the server must answer: single-rank `strata generate --print-ids`, decoded as the server streams.
+std::string reference(int i, int n) { return test::expected_text(tiny_model(), prompt(i), n); }
 
-// Single-rank `strata generate --print-ids`, decoded the way the server streams a continuation.
-std::string reference(int i, int n) {
-  std::string ids_arg;
-  for (int32_t id : prompt(i)) ids_arg += std::to_string(id) + " ";
-  const auto r = test::run_command(test::strata_binary() + " generate --model " + tiny_model() + " --prompt-ids '" +
-                                   ids_arg + "' -n " + std::to_string(n) + " --ignore-eos --print-ids --quiet");
-  EXPECT_EQ(r.exit_code, 0) << r.output;
-  std::istringstream in(r.output.substr(r.output.find("ids:") + 4));
-  static const auto tokenizer = Tokenizer::create(*open_checkpoint(tiny_model())->tokenizer());
-  TokenStreamDecoder decoder(*tokenizer);
-  decoder.set_previous(prompt(i).back());
-  std::string text;
-  int count = 0;
-  for (int32_t id; count < n && in >> id; ++count) text += decoder.push(id);
-  return unicode::sanitize(text + decoder.flush());
-}
-
-// A sample of /metrics by name, labels included ("strata_replica_requests_total{replica=\"1\"}").
-double metric(int port, const std::string& name) {
-  const std::string text = http(port, "GET", "/metrics").body;
-  const auto p = text.find("\n" + name + " ");
-  return p == std::string::npos ? -1 : std::atof(text.c_str() + p + name.size() + 2);
-}
+using test::metric;
 std::string of_replica(const std::string& name, int replica) {
   return name + "{replica=\"" + std::to_string(replica) + "\"}";
 }
@@ -128,7 +71,7 @@ TEST_P(ServeDataParallel, RoutesToBothReplicasCancelsRemotelyAndDrainsOnSigterm)
   std::vector<std::string> got(kClients);
   std::vector<std::thread> clients;
   for (int c = 0; c < kClients; ++c)
-    clients.emplace_back([&, c] { got[c] = text_of(http(port, "POST", "/v1/completions", body(c % kPrompts, kTokens, c % 2)), c % 2); });
+    clients.emplace_back([&, c] { got[c] = test::completion_text(http(port, "POST", "/v1/completions", body(c % kPrompts, kTokens, c % 2)), c % 2); });
   for (auto& t : clients) t.join();
   for (int c = 0; c < kClients; ++c) EXPECT_EQ(got[c], expected[c % kPrompts]) << "client " << c;
   EXPECT_GT(metric(port, routed0), 0);
@@ -164,7 +107,7 @@ TEST_P(ServeDataParallel, RoutesToBothReplicasCancelsRemotelyAndDrainsOnSigterm)
   EXPECT_NE(http(port, "GET", "/metrics").body.find("status=\"499\"} 1"), std::string::npos);
   blocker.join();
   std::string finish;
-  text_of(blocker_answer, false, &finish);
+  test::completion_text(blocker_answer, false, &finish);
   EXPECT_EQ(finish, "length") << blocker_answer.body.substr(0, 300);
 
   // 3. SIGTERM to the serving rank once both replicas run requests: every one is answered in full.
@@ -183,7 +126,7 @@ TEST_P(ServeDataParallel, RoutesToBothReplicasCancelsRemotelyAndDrainsOnSigterm)
   for (int c = 0; c < kLate; ++c) {
     std::string reason;
     EXPECT_EQ(late[c].status, 200) << c << ": " << late[c].body.substr(0, 300);
-    const std::string text = text_of(late[c], c % 2, &reason);
+    const std::string text = test::completion_text(late[c], c % 2, &reason);
     EXPECT_EQ(reason, "length") << c << ": " << text.substr(0, 200);
     // The 16-token reference, less its tail (a flush mid-character may render differently).
     const std::string& head = expected[c % kPrompts];

@@ -6,25 +6,15 @@
 #include <cstdlib>
 
 #include "e2e/serve_client.h"
+#include "e2e/serve_helpers.h"
 #include "runtime/formats/checkpoint.h"
-#include "runtime/tokenizer/tokenizer.h"
-#include "runtime/tokenizer/unicode.h"
 
 namespace strata {
 namespace {
-namespace json = boost::json;
 using test::http;
 using test::HttpResponse;
 
-std::string tiny_model() {
-  static const std::string dir = [] {
-    const std::string d = test::temp_dir("serve_parallel") + "/tiny";
-    const auto r = test::run_command(test::strata_binary() + " make-model --preset tiny --out " + d);
-    EXPECT_EQ(r.exit_code, 0) << r.output;
-    return d;
-  }();
-  return dir;
-}
+std::string tiny_model() { return test::tiny_model("serve_parallel"); }
 
 std::vector<int32_t> prompt(int i) {
   std::vector<int32_t> ids = {1};
@@ -32,43 +22,10 @@ std::vector<int32_t> prompt(int i) {
   return ids;
 }
 
-std::string body(int i, int max_tokens, bool stream) {
-  json::array a;
-  for (int32_t id : prompt(i)) a.push_back(id);
-  return "{\"prompt\": " + json::serialize(a) + ", \"max_tokens\": " + std::to_string(max_tokens) +
-         ", \"ignore_eos\": true, \"stream\": " + (stream ? "true" : "false") + "}";
-}
+std::string body(int i, int max_tokens, bool stream) { return test::completion_body(prompt(i), max_tokens, stream); }
 
-std::string text_of(const HttpResponse& r, bool stream) {
-  if (!stream) {
-    const json::value v = r.json();
-    return v.is_object() && v.as_object().contains("choices")
-               ? json::value_to<std::string>(v.at("choices").at(0).at("text"))
-               : "<" + r.body + ">";
-  }
-  const auto events = r.events();
-  if (events.empty() || events.back() != "[DONE]") return "<no [DONE]: " + r.body + ">";
-  std::string text;
-  for (size_t i = 0; i + 1 < events.size(); ++i) text += json::value_to<std::string>(json::parse(events[i]).at("choices").at(0).at("text"));
-  return text;
-}
-
-// Single-rank `strata generate --print-ids`, decoded as the server streams.
-std::string reference(int i, int n) {
-  std::string ids_arg;
-  for (int32_t id : prompt(i)) ids_arg += std::to_string(id) + " ";
-  const auto r = test::run_command(test::strata_binary() + " generate --model " + tiny_model() + " --prompt-ids '" +
-                                   ids_arg + "' -n " + std::to_string(n) + " --ignore-eos --print-ids --quiet");
-  EXPECT_EQ(r.exit_code, 0) << r.output;
-  std::istringstream in(r.output.substr(r.output.find("ids:") + 4));
-  static const auto tokenizer = Tokenizer::create(*open_checkpoint(tiny_model())->tokenizer());
-  TokenStreamDecoder decoder(*tokenizer);
-  decoder.set_previous(prompt(i).back());
-  std::string text;
-  int count = 0;
-  for (int32_t id; count < n && in >> id; ++count) text += decoder.push(id);
-  return unicode::sanitize(text + decoder.flush());
-}
+// What the server must answer: single-rank `strata generate --print-ids`, decoded as the server streams.
+std::string reference(int i, int n) { return test::expected_text(tiny_model(), prompt(i), n); }
 
 class ServeParallel : public ::testing::TestWithParam<const char*> {};
 
@@ -101,7 +58,7 @@ TEST_P(ServeParallel, ConcurrentAnswersEqualSingleRankAndSigtermDrains) {
   std::vector<std::string> got(kClients);
   std::vector<std::thread> clients;
   for (int c = 0; c < kClients; ++c)
-    clients.emplace_back([&, c] { got[c] = text_of(http(server.port(), "POST", "/v1/completions", body(c % kPrompts, kTokens, c % 2)), c % 2); });
+    clients.emplace_back([&, c] { got[c] = test::completion_text(http(server.port(), "POST", "/v1/completions", body(c % kPrompts, kTokens, c % 2)), c % 2); });
   for (auto& t : clients) t.join();
   for (int c = 0; c < kClients; ++c) EXPECT_EQ(got[c], expected[c % kPrompts]) << "client " << c;
 
@@ -117,7 +74,7 @@ TEST_P(ServeParallel, ConcurrentAnswersEqualSingleRankAndSigtermDrains) {
     // Accepted before the signal: a full answer; after it: 503. Never nothing.
     EXPECT_TRUE(late[c].status == 200 || late[c].status == 503) << c << ": " << late[c].status << " " << late[c].body;
     if (late[c].status == 200) {
-      EXPECT_EQ(text_of(late[c], c % 2).substr(0, 4), expected[c % kPrompts].substr(0, 4)) << c;
+      EXPECT_EQ(test::completion_text(late[c], c % 2).substr(0, 4), expected[c % kPrompts].substr(0, 4)) << c;
     }
   }
   EXPECT_EQ(server.wait_exit(60), 0) << server.log();

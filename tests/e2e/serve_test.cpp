@@ -10,9 +10,8 @@
 #include <mutex>
 
 #include "e2e/serve_client.h"
+#include "e2e/serve_helpers.h"
 #include "runtime/formats/checkpoint.h"
-#include "runtime/tokenizer/tokenizer.h"
-#include "runtime/tokenizer/unicode.h"
 
 namespace strata {
 namespace {
@@ -20,15 +19,7 @@ namespace json = boost::json;
 using test::http;
 using test::HttpResponse;
 
-std::string tiny_model() {
-  static const std::string dir = [] {
-    const std::string d = test::temp_dir("serve") + "/tiny";
-    const auto r = test::run_command(test::strata_binary() + " make-model --preset tiny --out " + d);
-    EXPECT_EQ(r.exit_code, 0) << r.output;
-    return d;
-  }();
-  return dir;
-}
+std::string tiny_model() { return test::tiny_model("serve"); }
 
 std::vector<int32_t> prompt_ids(int i) {
   std::vector<int32_t> ids = {1};
@@ -36,64 +27,17 @@ std::vector<int32_t> prompt_ids(int i) {
   return ids;
 }
 
-std::string ids_json(const std::vector<int32_t>& ids) {
-  json::array a;
-  for (int32_t id : ids) a.push_back(id);
-  return json::serialize(a);
-}
-
-std::string completion_body(const std::vector<int32_t>& ids, int max_tokens, bool stream, const std::string& extra = "") {
-  return "{\"prompt\": " + ids_json(ids) + ", \"max_tokens\": " + std::to_string(max_tokens) +
-         ", \"temperature\": 0, \"ignore_eos\": true, \"stream\": " + (stream ? "true" : "false") + extra + "}";
-}
-
-// The completion text of a response, streamed or not ("" with a failure when malformed).
-std::string completion_text(const HttpResponse& r, bool stream, std::string* finish = nullptr) {
-  if (!stream) {
-    const json::value v = r.json();
-    if (!v.is_object() || !v.as_object().contains("choices")) return "<bad body: " + r.body + ">";
-    const auto& c = v.at("choices").at(0);
-    if (finish != nullptr) *finish = json::value_to<std::string>(c.at("finish_reason"));
-    return json::value_to<std::string>(c.at("text"));
-  }
-  const auto events = r.events();
-  if (events.empty() || events.back() != "[DONE]") return "<stream without [DONE]: " + r.body + ">";
-  std::string text;
-  for (size_t i = 0; i + 1 < events.size(); ++i) {
-    const json::value v = json::parse(events[i]);
-    const auto& c = v.at("choices").at(0);
-    text += json::value_to<std::string>(c.at("text"));
-    if (finish != nullptr && !c.at("finish_reason").is_null()) *finish = json::value_to<std::string>(c.at("finish_reason"));
-  }
-  return text;
-}
+using test::completion_body;
+using test::completion_text;
+using test::ids_json;
+using test::metric;
 
 // What the server must answer: the text of `strata generate --print-ids` ids decoded the way a
 // stream continues a prompt.
 std::string expected_text(const std::vector<int32_t>& prompt, int n) {
-  std::string ids_arg;
-  for (int32_t id : prompt) ids_arg += std::to_string(id) + " ";
-  const auto r = test::run_command(test::strata_binary() + " generate --model " + tiny_model() + " --prompt-ids '" +
-                                   ids_arg + "' -n " + std::to_string(n) + " --ignore-eos --print-ids --quiet");
-  EXPECT_EQ(r.exit_code, 0) << r.output;
-  const auto p = r.output.find("ids:");
-  std::vector<int32_t> ids;
-  std::istringstream in(r.output.substr(p + 4, r.output.find('\n', p) - p - 4));
-  for (int32_t id; in >> id;) ids.push_back(id);
-  EXPECT_EQ(static_cast<int>(ids.size()), n) << r.output;
-  static const auto tokenizer = Tokenizer::create(*open_checkpoint(tiny_model())->tokenizer());
-  TokenStreamDecoder decoder(*tokenizer);
-  decoder.set_previous(prompt.back());
-  std::string text;
-  for (int32_t id : ids) text += decoder.push(id);
-  text += decoder.flush();
-  return unicode::sanitize(text);
-}
-
-double metric(int port, const std::string& name) {
-  const std::string text = http(port, "GET", "/metrics").body;
-  const auto p = text.find("\n" + name + " ");
-  return p == std::string::npos ? -1 : std::atof(text.c_str() + p + name.size() + 2);
+  const std::vector<int32_t> ids = test::generated_ids(tiny_model(), prompt, n);
+  EXPECT_EQ(static_cast<int>(ids.size()), n);
+  return test::continuation_text(tiny_model(), prompt.back(), ids);
 }
 
 class Serve : public ::testing::Test {
