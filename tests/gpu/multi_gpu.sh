@@ -6,7 +6,8 @@
 #   correct    7b-shape bf16: TP2/4/8, PP2/4, TP4xPP2 (those that fit the GPUs) with NCCL, greedy ids
 #              against one GPU (bf16 TP sums partial products in another order, so the first differing
 #              position is reported, not just equal / not equal)
-#   scaling    `strata bench scaling` over the plans that fit: batch-1 latency and batch-64 throughput,
+#   scaling    `strata bench scaling` over the plans that fit (SCALING_PRESET, default 13b-shape: the
+#              issue's targets are on a model that fits one GPU): batch-1 latency and batch-64 throughput,
 #              communication and hidden fraction per plan, predicted against measured
 #   big        a 70B-shaped bf16 checkpoint (~140 GB: needs the disk and >= 2 x 141 GB or 4 x 80 GB of
 #              GPU memory) generated across all GPUs, then served under load (`strata bench serve`)
@@ -30,6 +31,7 @@ note() { SUMMARY+=("$(printf '%-34s %s' "$1" "$2")"); echo "$1: $2"; }
 layouts=("tp2 2 1 2" "tp4 4 1 4" "tp8 8 1 8" "pp2 1 2 2" "pp4 1 4 4" "tp4-pp2 4 2 8")
 
 phase_build() {
+  { nvidia-smi; nvidia-smi topo -m; nproc; free -g; df -h "$work" /dev/shm; } >"$out/machine.txt" 2>&1
   cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSTRATA_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
     -DBUILD_TESTING=OFF >"$work/configure.log" 2>&1 || { tail -20 "$work/configure.log"; return 1; }
   cmake --build "$build" -j "$(nproc)" --target strata >"$work/build.log" 2>&1 || { grep -E "error" "$work/build.log" | head; return 1; }
@@ -73,11 +75,13 @@ phase_correct() {
 }
 
 phase_scaling() {
-  local sweep="$work/sweep.yaml"
+  local sweep="$work/sweep.yaml" preset="${SCALING_PRESET:-13b-shape}"
+  local model="$work/$preset"
+  [ -f "$model/model.safetensors" ] || "$strata" make-model --preset "$preset" --dtype bf16 --out "$model" >/dev/null
   {
-    echo "name: multi-gpu-7b"
+    echo "name: multi-gpu-$preset"
     echo "model:"
-    echo "  path: $work/7b-shape"
+    echo "  path: $model"
     echo "hardware: bench/hardware/h100-sxm-node.yaml"
     echo "launcher: mpirun"
     echo "device: cuda"
