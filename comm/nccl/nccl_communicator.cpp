@@ -225,7 +225,12 @@ class NcclCommunicator final : public Communicator {
       CHECK_CUDA_COMM(cudaEventRecord(ready_, state_->compute));
       CHECK_CUDA_COMM(cudaStreamWaitEvent(state_->stream, ready_, 0));
     }
-    CHECK_NCCL(launch(state_->comm, state_->stream), state_->comm);
+    // A non-blocking communicator may answer ncclInProgress (the first operation with a peer sets up its
+    // connections): NCCL takes no further call until it settles, and the operation is on the stream only
+    // then, so the completion event is recorded after.
+    const ncclResult_t launched = launch(state_->comm, state_->stream);
+    CHECK_NCCL(launched, state_->comm);
+    if (launched == ncclInProgress) state_->settle(op);
     return std::make_unique<NcclWork>(state_, op);
   }
 

@@ -55,13 +55,39 @@ print(f"first difference at token {n} of {max(len(a), len(b))}")
 PY
 }
 
+# Teacher-forced logits of two runs over the same ids (`strata logits --all` JSON): how often the
+# argmax agrees, the largest difference against the logits' spread, and at each disagreement how close
+# the reference's top two were (a near-tie that bf16 reordering flips, or a real fault).
+compare_logits() {
+  python3 - "$1" "$2" <<'PY'
+import json, sys
+import numpy as np
+a = np.array(json.load(open(sys.argv[1]))["logits"], dtype=np.float64)
+b = np.array(json.load(open(sys.argv[2]))["logits"], dtype=np.float64)
+if a.shape != b.shape: print(f"shapes differ {a.shape} vs {b.shape}"); sys.exit()
+agree = int((a.argmax(1) == b.argmax(1)).sum())
+d = np.abs(a - b).max()
+top2 = np.sort(a, 1)[:, -2:]
+margins = [top2[i, 1] - top2[i, 0] for i in np.nonzero(a.argmax(1) != b.argmax(1))[0]]
+worst = f", 1-GPU top-2 margin there <= {max(margins):.4f}" if margins else ""
+print(f"argmax equal at {agree}/{a.shape[0]} positions, max |dlogit| {d:.4f} (logit std {a.std():.3f}){worst}")
+PY
+}
+
 phase_correct() {
   local model="$work/7b-shape"
   [ -f "$model/model.safetensors" ] || "$strata" make-model --preset 7b-shape --dtype bf16 --out "$model" >/dev/null
-  local args=(--device cuda --prompt-ids "1 5 9 33 2 7 80 41 300 12" -n 64 --print-ids --quiet)
-  local single
+  local prompt="1 5 9 33 2 7 80 41 300 12"
+  local args=(--device cuda --prompt-ids "$prompt" -n 64 --print-ids --quiet)
+  local single eager teacher
   single=$("$strata" generate --model "$model" "${args[@]}" 2>"$out/single.log" | grep '^ids:')
+  # Pipeline stages and TP ranks run eagerly; the one-GPU eager run uses exactly the same kernels.
+  eager=$(STRATA_CUDA_GRAPHS=0 "$strata" generate --model "$model" "${args[@]}" 2>"$out/single-eager.log" | grep '^ids:')
   echo "$single" >"$out/ids-single.txt"
+  echo "$eager" >"$out/ids-single-eager.txt"
+  note "correct 1 GPU graphs vs eager" "$(first_difference "$single" "$eager")"
+  teacher="$prompt ${single#ids: }"
+  "$strata" logits --model "$model" --device cuda --prompt-ids "$teacher" --all >"$work/logits-single.json" 2>/dev/null
   for l in "${layouts[@]}"; do
     read -r name tp pp ranks <<<"$l"
     if [ "$ranks" -gt "$gpus" ]; then note "correct $name" "skipped: needs $ranks GPUs"; continue; fi
@@ -70,7 +96,10 @@ phase_correct() {
     multi=$(timeout 300 mpirun -np "$ranks" "$strata" generate --plan "$plan" "${args[@]}" 2>"$out/$name.log" | grep '^ids:')
     echo "$multi" >"$out/ids-$name.txt"
     if [ -z "$multi" ]; then note "correct $name" "FAILED (see $name.log)"; tail -5 "$out/$name.log"; continue; fi
-    note "correct $name" "$(first_difference "$single" "$multi")"
+    note "correct $name greedy" "vs 1 GPU: $(first_difference "$single" "$multi"); vs 1 GPU eager: $(first_difference "$eager" "$multi")"
+    timeout 300 mpirun -np "$ranks" "$strata" logits --plan "$plan" --device cuda --prompt-ids "$teacher" --all \
+      >"$work/logits-$name.json" 2>"$out/$name-logits.log"
+    note "correct $name logits" "$(compare_logits "$work/logits-single.json" "$work/logits-$name.json" | tee "$out/logits-$name.txt")"
   done
 }
 
@@ -90,7 +119,7 @@ phase_scaling() {
     for l in "${layouts[@]}"; do
       read -r name tp pp ranks <<<"$l"
       [ "$ranks" -le "$gpus" ] || continue
-      if [ "$pp" -gt 1 ]; then echo "  - {name: $name, tensor: $tp, pipeline: $pp, micro_batches: 4}"
+      if [ "$pp" -gt 1 ]; then echo "  - {name: $name, tensor: $tp, pipeline: $pp, micro_batches: $pp}"
       else echo "  - {name: $name, tensor: $tp}"; fi
     done
     echo "batch: [1, 64]"
@@ -104,19 +133,25 @@ phase_scaling() {
 }
 
 phase_big() {
-  local model="$work/70b-shape" need=$((150 * 1024 * 1024))  # KiB of free disk
-  local free_kib
-  free_kib=$(df -k --output=avail "$work" | tail -1)
+  # The checkpoint goes to /dev/shm where it has room (tmpfs: no second copy in the page cache, and
+  # the lent machines' disks are smaller than the model), else next to the build.
+  local dir="$work" need=$((150 * 1024 * 1024))  # KiB
+  [ "$(df -k --output=avail /dev/shm 2>/dev/null | tail -1)" -gt "$need" ] 2>/dev/null && dir=/dev/shm/strata-mgpu
+  local model="$dir/70b-shape"
   if [ ! -f "$model/model.safetensors" ]; then
-    if [ "$free_kib" -lt "$need" ]; then note "big" "skipped: $((free_kib / 1024 / 1024)) GiB free disk, ~140 needed"; return; fi
+    local free_kib
+    free_kib=$(df -k --output=avail "$(dirname "$dir")" | tail -1)
+    if [ "$free_kib" -lt "$need" ]; then note "big" "skipped: $((free_kib / 1024 / 1024)) GiB free, ~140 needed"; return; fi
+    local t0=$SECONDS
     "$strata" make-model --preset 70b-shape --dtype bf16 --out "$model" >/dev/null || { note "big" "make-model failed"; return; }
+    note "big make-model" "$(du -sh "$model" | cut -f1) in $((SECONDS - t0)) s ($model)"
   fi
   local plan
   plan=$(plan_file "big-tp$gpus" "$gpus" 1 "$model")
   timeout 900 mpirun -np "$gpus" "$strata" generate --plan "$plan" --device cuda --prompt-ids "1 5 9 33" -n 32 --print-ids \
     >"$out/big-generate.txt" 2>"$out/big-generate.log"
   note "big generate (tp$gpus)" "rc=$? $(grep -E 'tok/s' "$out/big-generate.log" | tail -1)"
-  mpirun -np "$gpus" "$strata" serve --plan "$plan" --device cuda --port 0 >"$out/big-serve.log" 2>&1 &
+  mpirun -np "$gpus" "$strata" serve --plan "$plan" --device cuda --port 0 --kv-tokens 16384 >"$out/big-serve.log" 2>&1 &
   local server=$! port=""
   for _ in $(seq 1 1800); do
     port=$(sed -n 's/.*listening on http:\/\/[^:]*:\([0-9]*\).*/\1/p' "$out/big-serve.log" | head -1)
@@ -125,6 +160,8 @@ phase_big() {
     sleep 0.5
   done
   if [ -n "$port" ]; then
+    "$strata" bench serve --url "http://127.0.0.1:$port" --concurrency 4 --requests 8 --prompt-len 128 \
+      --output-len 16 --prompt-dist fixed --output-dist fixed >/dev/null  # warm-up
     "$strata" bench serve --url "http://127.0.0.1:$port" --concurrency 32 --requests 64 --prompt-len 128 \
       --output-len 64 --prompt-dist fixed --output-dist fixed >"$out/big-serve.json"
     note "big serve (tp$gpus, 32 concurrent)" "$(python3 -c "import json,sys;r=json.load(open('$out/big-serve.json'));print(f\"{r['output_tokens_per_s']:.0f} tok/s, TTFT p50 {r['ttft_ms']['p50']:.0f} ms, TPOT p50 {r['tpot_ms']['p50']:.1f} ms\")")"
