@@ -64,6 +64,10 @@ class Communicator {
   // A negative color returns nullptr (this rank joins no group).
   virtual std::unique_ptr<Communicator> split(int color, int key, const std::string& name) = 0;
 
+  // Seconds the device spent in this group's operations, timed on the GPU, for transports whose
+  // waits are stream-ordered (the host never sees them finish); -1 where the host times them.
+  virtual double device_busy_seconds() const { return -1; }
+
   void all_reduce(Tensor& t, ReduceOp op = ReduceOp::kSum) { all_reduce_async(t, op)->wait(); }
   void all_gather(const Tensor& in, Tensor& out) { all_gather_async(in, out)->wait(); }
   void reduce_scatter(const Tensor& in, Tensor& out, ReduceOp op = ReduceOp::kSum) {

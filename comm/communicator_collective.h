@@ -42,6 +42,7 @@ class CommunicatorCollective final : public Collective {
   void retire();
 
   Communicator& comm_;
+  bool skip_all_reduce_ = false;  // STRATA_COMM_SKIP=1: timing runs without communication
   std::deque<std::shared_ptr<InFlight>> in_flight_;  // issue order; touched by the stepping thread only
   double covered_until_ = 0;                          // end of the busy union so far (seconds)
   mutable std::mutex stats_mutex_;                    // stats() may be read from another thread

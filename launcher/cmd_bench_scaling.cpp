@@ -163,6 +163,28 @@ std::string measured_split(const json::object& measured) {
   return s;
 }
 
+bool stream_ordered(const json::object& measured) {
+  if (!measured.contains("breakdown")) return false;
+  const json::object& b = measured.at("breakdown").as_object();
+  return b.contains("comm_stream_ordered") && b.at("comm_stream_ordered").as_bool();
+}
+
+// Exposed communication = the step's time minus the same step's time without communication; the rest
+// of the GPU-timed communication ran under compute.
+void split_from_skip_run(json::object& measured, const json::object& skipped) {
+  json::object& b = measured.at("breakdown").as_object();
+  if (!skipped.contains("breakdown")) return;
+  const double step = num(b, "step_ms"), bare = num(skipped.at("breakdown").as_object(), "step_ms");
+  const double total = num(b, "comm_total_ms");
+  const double exposed = std::max(0.0, step - bare);
+  b["no_comm_step_ms"] = bare;
+  b["comm_exposed_ms"] = exposed;
+  b["compute_ms"] = std::max(0.0, num(b, "compute_ms") - exposed);
+  b["comm_hidden_ms"] = std::max(0.0, total - exposed);
+  b["comm_hidden_fraction"] = total > 0 ? json::value(std::max(0.0, total - exposed) / total) : json::value(nullptr);
+  b["comm_exposed_from"] = "step time minus a STRATA_COMM_SKIP=1 run of the same point";
+}
+
 std::string self_exe() {
   std::error_code ec;
   const fs::path p = fs::read_symlink("/proc/self/exe", ec);
@@ -274,10 +296,11 @@ int cmd_bench_scaling(int argc, char** argv) {
       const std::string launch = sweep.launcher == "mpirun" ? cat("mpirun --oversubscribe -np ", p.world, " ")
                                  : sweep.launcher == "srun" ? cat("srun -n ", p.world, " ")
                                                             : std::string();
-      const std::string command =
-          cat(launch, args.str("launcher-args"), args.has("launcher-args") ? " " : "", quote(exe),
-              " bench decode --plan ", quote(p.plan_file), " --model ", quote(model), " --device ", sweep.device,
-              " --batch ", p.batch, " --prompt-len ", p.prompt_len, " -n ", p.output_len);
+      const std::string body =
+          cat(args.str("launcher-args"), args.has("launcher-args") ? " " : "", quote(exe), " bench decode --plan ",
+              quote(p.plan_file), " --model ", quote(model), " --device ", sweep.device, " --batch ", p.batch,
+              " --prompt-len ", p.prompt_len, " -n ", p.output_len);
+      const std::string command = launch + body;
       const Child c = run_child(command, sweep.timeout_s);
       const std::string log = (fs::path(out) / "logs" / cat(index, "-", p.plan->name, "-b", p.batch, "-l", p.prompt_len,
                                                             "-o", p.output_len, ".log")).string();
@@ -286,6 +309,18 @@ int cmd_bench_scaling(int argc, char** argv) {
       if (c.exit_code == 0 && result) {
         p.status = "ok";
         p.measured = *result;
+        if (stream_ordered(p.measured)) {
+          // NCCL waits on the GPU, so the host cannot see how long a step waited for communication: the
+          // same step with the all-reduces skipped (wrong numbers, same compute) tells.
+          const std::string skip_launch = sweep.launcher == "mpirun"
+                                              ? cat("mpirun --oversubscribe -x STRATA_COMM_SKIP -np ", p.world, " ")
+                                              : launch;
+          const std::string skip_command = cat("STRATA_COMM_SKIP=1 ", skip_launch, body);
+          const Child k = run_child(skip_command, sweep.timeout_s);
+          std::ofstream(log, std::ios::app) << "\n$ " << skip_command << "\n" << k.output;
+          const auto skipped = last_json(k.output);
+          if (k.exit_code == 0 && skipped) split_from_skip_run(p.measured, *skipped);
+        }
       } else {
         p.status = "failed";
         p.message = cat("exit ", c.exit_code, c.exit_code == 124 ? " (timed out)" : "", "; log ", log, ": ",

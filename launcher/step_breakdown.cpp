@@ -38,6 +38,9 @@ void StepBreakdown::observe(const StepCounters& now) {
     sum_.comm.bytes += now.comm.bytes - a.comm.bytes;
     sum_.comm.busy_seconds += now.comm.busy_seconds - a.comm.busy_seconds;
     sum_.comm.blocked_seconds += now.comm.blocked_seconds - a.comm.blocked_seconds;
+    if (now.comm.device_busy_seconds >= 0)
+      sum_.comm.device_busy_seconds =
+          std::max(0.0, sum_.comm.device_busy_seconds) + now.comm.device_busy_seconds - a.comm.device_busy_seconds;
     sum_.stream_wait_s += now.stream_wait_s - a.stream_wait_s;
     sum_.stream_busy_s += now.stream_busy_s - a.stream_busy_s;
     sum_.stream_bytes += now.stream_bytes - a.stream_bytes;
@@ -62,6 +65,16 @@ StepParts StepBreakdown::parts() const {
   p.comm_total = std::max(sum_.comm.busy_seconds / n, p.comm_exposed);
   p.comm_hidden = p.comm_total - p.comm_exposed;
   if (p.comm_total > 0) p.comm_hidden_fraction = p.comm_hidden / p.comm_total;
+  if (sum_.comm.device_busy_seconds >= 0) {
+    // Stream-ordered (NCCL): the GPU-timed total is the communication time, and how much of it the step
+    // waited for is not visible from the host; a STRATA_COMM_SKIP=1 run of the same step measures it.
+    p.comm_stream_ordered = true;
+    p.comm_total = sum_.comm.device_busy_seconds / n;
+    p.comm_exposed = 0;
+    p.compute = forward - p.stream_wait;
+    p.comm_hidden = 0;
+    p.comm_hidden_fraction.reset();
+  }
   p.stream_total = std::max(sum_.stream_busy_s / n, p.stream_wait);
   p.stream_hidden = p.stream_total - p.stream_wait;
   if (sum_.stream_bytes > 0 && p.stream_total > 0) p.stream_hidden_fraction = p.stream_hidden / p.stream_total;
@@ -84,6 +97,7 @@ json::object parts_json(const StepParts& p) {
                       {"comm_hidden_ms", p.comm_hidden * 1e3},
                       {"comm_hidden_fraction", fraction(p.comm_hidden_fraction)},
                       {"comm_ops_per_step", p.comm_ops},
+                      {"comm_stream_ordered", p.comm_stream_ordered},
                       {"comm_bytes_per_step", p.comm_bytes},
                       {"stream_total_ms", p.stream_total * 1e3},
                       {"stream_hidden_ms", p.stream_hidden * 1e3},

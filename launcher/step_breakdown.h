@@ -33,6 +33,9 @@ struct StepParts {
   double comm_total = 0, comm_hidden = 0;
   double stream_total = 0, stream_hidden = 0;
   int64_t comm_ops = 0, comm_bytes = 0, stream_bytes = 0;  // per step
+  // NCCL: waits are GPU-side, so comm_total is GPU-timed, compute includes the exposed part, and the
+  // exposed/hidden split comes from comparing with a STRATA_COMM_SKIP=1 run (bench scaling does).
+  bool comm_stream_ordered = false;
   // hidden / total; none when nothing moved (a group of one, nothing streamed).
   std::optional<double> comm_hidden_fraction, stream_hidden_fraction;
 };

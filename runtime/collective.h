@@ -26,6 +26,9 @@ struct CollectiveStats {
   int64_t bytes = 0;  // this rank's payload (the tensor it reduces, the slice it contributes)
   double busy_seconds = 0;
   double blocked_seconds = 0;
+  // >= 0 where the transport's waits are stream-ordered (NCCL): the host neither blocks nor sees the
+  // end of an op, so busy/blocked say nothing and this GPU-timed total is the communication time.
+  double device_busy_seconds = -1;
 };
 
 class Collective {

@@ -4,8 +4,11 @@
 // names the operation, the group and the elapsed time.
 #include "comm/nccl/nccl_communicator.h"
 
+#include <atomic>
 #include <chrono>
 #include <cstring>
+#include <deque>
+#include <mutex>
 #include <thread>
 
 #include "comm/nccl/check_nccl.h"
@@ -45,6 +48,9 @@ ncclDataType_t nccl_type(DType dtype, const char* op, const Communicator& comm) 
 double now_s() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
 // Shared state of one NCCL communicator: the comm, its stream, and the failure that poisons it.
+// Waits are stream-ordered (the compute stream waits for the operation's event on the GPU), so the
+// host never stalls on an all-reduce; a watchdog thread follows those events instead and aborts the
+// communicator once one is older than the deadline, which also frees a GPU stuck on a dead peer.
 struct NcclState {
   ncclComm_t comm = nullptr;
   cudaStream_t stream = nullptr;
@@ -53,11 +59,11 @@ struct NcclState {
   double timeout_s = 300;
   std::string name;
   int rank = 0, size = 1;
-  std::string failure;  // set once the communicator was aborted
 
   ~NcclState() {
+    stop_watchdog();
     if (comm != nullptr) {
-      const ncclResult_t r = failure.empty() ? ncclCommDestroy(comm) : ncclSuccess;
+      const ncclResult_t r = failed() ? ncclSuccess : ncclCommDestroy(comm);
       if (r != ncclSuccess) LOG_WARN("ncclCommDestroy of '", name, "' failed: ", ncclGetErrorString(r));
     }
     if (stream != nullptr) cudaStreamDestroy(stream);
@@ -77,31 +83,112 @@ struct NcclState {
   }
 
   [[noreturn]] void abort_and_throw(const char* op, double elapsed) {
-    failure = cat(op, " on '", name, "' (rank ", rank, " of ", size, ") timed out after ", elapsed,
-                  " s; the NCCL communicator was aborted. A rank may have died, hung, or skipped this op; raise "
-                  "comm.timeout_s (STRATA_COMM_TIMEOUT) if the step is legitimately slow");
-    ncclCommAbort(comm);
-    comm = nullptr;
-    STRATA_THROW(ErrorKind::kTimeout, failure);
+    abort(op, elapsed);
+    STRATA_THROW(ErrorKind::kTimeout, failure());
   }
 
   void check_usable(const char* op) const {
-    STRATA_CHECK_KIND(ErrorKind::kComm, failure.empty(), op, " on '", name,
-                      "': the communicator is unusable after an earlier failure (", failure, "); end the job");
+    const std::string f = failure();
+    STRATA_CHECK_KIND(ErrorKind::kComm, f.empty(), op, " on '", name,
+                      "': the communicator is unusable after an earlier failure (", f, "); end the job");
   }
+
+  bool failed() const { return failed_.load(); }
+  std::string failure() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return failure_;
+  }
+
+  // Hands the watchdog an operation's completion event (it destroys the event once it fired).
+  void watch(cudaEvent_t began, cudaEvent_t done, const char* op, double start) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    watched_.push_back({began, done, op, start});
+    if (!watchdog_.joinable()) watchdog_ = std::thread([this] { run_watchdog(); });
+  }
+
+ private:
+  void abort(const char* op, double elapsed) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (!failure_.empty()) return;
+      failure_ = cat(op, " on '", name, "' (rank ", rank, " of ", size, ") did not finish within ", elapsed,
+                     " s; the NCCL communicator was aborted. A rank may have died, hung, or skipped this op; raise "
+                     "comm.timeout_s (STRATA_COMM_TIMEOUT) if the step is legitimately slow");
+      failed_ = true;
+    }
+    LOG_ERROR(failure());
+    ncclCommAbort(comm);  // NCCL allows this from any thread; it ends kernels spinning on a dead peer
+  }
+
+  void run_watchdog() {
+    if (cudaSetDevice(device) != cudaSuccess) return;
+    while (!stop_) {
+      const char* late = nullptr;
+      double late_for = 0;
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        while (!watched_.empty()) {
+          Watched& w = watched_.front();
+          const cudaError_t q = cudaEventQuery(w.done);
+          if (q == cudaErrorNotReady) {
+            if (now_s() - w.start > timeout_s) late = w.op, late_for = now_s() - w.start;
+            break;
+          }
+          float ms = 0;
+          if (q == cudaSuccess && cudaEventElapsedTime(&ms, w.began, w.done) == cudaSuccess)
+            device_busy_s_ = device_busy_s_.load() + ms * 1e-3;
+          cudaEventDestroy(w.began);  // fired, or the device failed (the compute stream reports that)
+          cudaEventDestroy(w.done);
+          watched_.pop_front();
+        }
+      }
+      if (late != nullptr && !failed()) abort(late, late_for);
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+  }
+
+  void stop_watchdog() {
+    stop_ = true;
+    if (watchdog_.joinable()) watchdog_.join();
+    for (const Watched& w : watched_) {
+      cudaEventDestroy(w.began);
+      cudaEventDestroy(w.done);
+    }
+    watched_.clear();
+  }
+
+  struct Watched {
+    cudaEvent_t began;  // on the communication stream just before the op (after its inputs are ready)
+    cudaEvent_t done;
+    const char* op;
+    double start;
+  };
+  mutable std::mutex mutex_;
+  std::string failure_;  // set once the communicator was aborted
+  std::atomic<bool> failed_{false};
+  std::deque<Watched> watched_;
+  std::thread watchdog_;
+  std::atomic<bool> stop_{false};
+
+ public:
+  std::atomic<double> device_busy_s_{0};  // GPU time of the watched ops that have finished
 };
 
 class NcclWork final : public Work {
  public:
-  NcclWork(std::shared_ptr<NcclState> state, const char* op) : state_(std::move(state)), op_(op) {
-    CHECK_CUDA_COMM(cudaEventCreateWithFlags(&done_, cudaEventDisableTiming));
+  // `began` was recorded on the communication stream before the op; the work owns it.
+  NcclWork(std::shared_ptr<NcclState> state, const char* op, cudaEvent_t began, bool host_wait)
+      : state_(std::move(state)), op_(op), began_(began), host_wait_(host_wait) {
+    CHECK_CUDA_COMM(cudaEventCreate(&done_));
     CHECK_CUDA_COMM(cudaEventRecord(done_, state_->stream));
     start_ = now_s();
   }
   ~NcclWork() override {
     if (done_ != nullptr) cudaEventDestroy(done_);
+    if (began_ != nullptr) cudaEventDestroy(began_);
   }
   bool test() override {
+    if (done_ == nullptr) return true;  // handed to the watchdog by wait()
     const cudaError_t s = cudaEventQuery(done_);
     if (s == cudaSuccess) {
       order_compute();
@@ -109,14 +196,25 @@ class NcclWork final : public Work {
     }
     if (s != cudaErrorNotReady) CHECK_CUDA_COMM(s);
     ncclResult_t async = ncclSuccess;
-    if (state_->comm != nullptr) CHECK_NCCL(ncclCommGetAsyncError(state_->comm, &async), state_->comm);
+    state_->check_usable(op_);
+    CHECK_NCCL(ncclCommGetAsyncError(state_->comm, &async), state_->comm);
     if (async != ncclSuccess && async != ncclInProgress)
       detail::throw_nccl_error(op_, __FILE__, __LINE__, async, state_->comm);
     if (now_s() - start_ > state_->timeout_s) state_->abort_and_throw(op_, now_s() - start_);
     return false;
   }
+  // With a compute stream, waiting is a GPU-side dependency: later kernels queue behind the operation
+  // and the host goes on launching (the watchdog keeps the deadline). Without one, the host polls.
   void wait() override {
-    while (!test()) std::this_thread::sleep_for(std::chrono::microseconds(20));
+    if (done_ == nullptr) return;
+    if (state_->compute != nullptr && !host_wait_) {
+      state_->check_usable(op_);
+      order_compute();
+      state_->watch(began_, done_, op_, start_);
+      began_ = done_ = nullptr;
+      return;
+    }
+    while (!test()) std::this_thread::yield();
   }
 
  private:
@@ -127,6 +225,8 @@ class NcclWork final : public Work {
   }
   std::shared_ptr<NcclState> state_;
   const char* op_;
+  cudaEvent_t began_ = nullptr;
+  bool host_wait_ = false;
   cudaEvent_t done_ = nullptr;
   double start_ = 0;
   bool ordered_ = false;
@@ -187,7 +287,9 @@ class NcclCommunicator final : public Communicator {
   std::unique_ptr<Work> barrier_async() override {
     if (scratch_ == nullptr) CHECK_CUDA_COMM(cudaMalloc(&scratch_, 4));
     Tensor one = Tensor::view(scratch_, {1}, DType::kI32, Device::kCuda);
-    return all_reduce_async(one, ReduceOp::kSum);
+    return run("barrier", {&one}, [&](ncclComm_t c, cudaStream_t s) {  // a barrier holds the host
+      return ncclAllReduce(one.raw(), one.raw(), 1, ncclInt32, ncclSum, c, s);
+    }, /*host_wait=*/true);
   }
   std::unique_ptr<Communicator> split(int color, int key, const std::string& name) override {
     state_->check_usable("split");
@@ -211,10 +313,12 @@ class NcclCommunicator final : public Communicator {
   ~NcclCommunicator() override {
     if (scratch_ != nullptr) cudaFree(scratch_);
   }
+  double device_busy_seconds() const override { return state_->device_busy_s_.load(); }
 
  private:
   template <typename Launch>
-  std::unique_ptr<Work> run(const char* op, std::initializer_list<const Tensor*> tensors, Launch launch) {
+  std::unique_ptr<Work> run(const char* op, std::initializer_list<const Tensor*> tensors, Launch launch,
+                            bool host_wait = false) {
     state_->check_usable(op);
     for (const Tensor* t : tensors)
       STRATA_CHECK(t->device() == Device::kCuda, op_where(op, *this),
@@ -228,10 +332,14 @@ class NcclCommunicator final : public Communicator {
     // A non-blocking communicator may answer ncclInProgress (the first operation with a peer sets up its
     // connections): NCCL takes no further call until it settles, and the operation is on the stream only
     // then, so the completion event is recorded after.
+    cudaEvent_t began = nullptr;
+    CHECK_CUDA_COMM(cudaEventCreate(&began));
+    CHECK_CUDA_COMM(cudaEventRecord(began, state_->stream));
     const ncclResult_t launched = launch(state_->comm, state_->stream);
+    if (launched != ncclSuccess && launched != ncclInProgress) cudaEventDestroy(began);
     CHECK_NCCL(launched, state_->comm);
     if (launched == ncclInProgress) state_->settle(op);
-    return std::make_unique<NcclWork>(state_, op);
+    return std::make_unique<NcclWork>(state_, op, began, host_wait);
   }
 
   std::shared_ptr<NcclState> state_;

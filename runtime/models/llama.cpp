@@ -333,7 +333,15 @@ Tensor LlamaModel::logits(const StepBatch& step, const Tensor& hidden) {
     for (int64_t i = local; i < shard; ++i) dst[i] = -INFINITY;
   }
   Tensor gathered = Tensor::empty({tp_.size() * R * shard}, DType::kF32);
-  tp_.all_gather(slab, gathered);
+  if (backend_.device() == Device::kCpu) {
+    tp_.all_gather(slab, gathered);
+  } else {  // the TP group may be NCCL, which moves device memory only
+    Tensor slab_dev = backend_.alloc(slab.shape(), DType::kF32);
+    Tensor gathered_dev = backend_.alloc(gathered.shape(), DType::kF32);
+    backend_.copy(slab, slab_dev);
+    tp_.all_gather(slab_dev, gathered_dev);
+    backend_.copy(gathered_dev, gathered);
+  }
   for (int64_t r = 0; r < R; ++r) {
     for (int p = 0; p < tp_.size(); ++p) {
       const int64_t begin = p * shard;

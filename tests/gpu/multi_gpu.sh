@@ -12,7 +12,8 @@
 #   big        a 70B-shaped bf16 checkpoint (~140 GB: needs the disk and >= 2 x 141 GB or 4 x 80 GB of
 #              GPU memory) generated across all GPUs, then served under load (`strata bench serve`)
 # Usage: tests/gpu/multi_gpu.sh [build|correct|scaling|big|all]...   Env: WORK (default /tmp/strata-mgpu),
-# OUT (results; default bench/results/multi-gpu-<host>-<date>).
+# OUT (results; default bench/results/multi-gpu-<host>-<date>), LAYOUTS (names to run, default all that
+# fit), SCALING_PRESET, BIG_TP / BIG_PP (the 70B layout; default TP over every GPU).
 set -uo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
@@ -29,6 +30,11 @@ note() { SUMMARY+=("$(printf '%-34s %s' "$1" "$2")"); echo "$1: $2"; }
 
 # name tensor pipeline ranks
 layouts=("tp2 2 1 2" "tp4 4 1 4" "tp8 8 1 8" "pp2 1 2 2" "pp4 1 4 4" "tp4-pp2 4 2 8")
+if [ -n "${LAYOUTS:-}" ]; then  # e.g. LAYOUTS="tp2 pp2": only those
+  keep=()
+  for l in "${layouts[@]}"; do [[ " $LAYOUTS " == *" ${l%% *} "* ]] && keep+=("$l"); done
+  layouts=("${keep[@]}")
+fi
 
 phase_build() {
   { nvidia-smi; nvidia-smi topo -m; nproc; free -g; df -h "$work" /dev/shm; } >"$out/machine.txt" 2>&1
@@ -69,7 +75,7 @@ agree = int((a.argmax(1) == b.argmax(1)).sum())
 d = np.abs(a - b).max()
 top2 = np.sort(a, 1)[:, -2:]
 margins = [top2[i, 1] - top2[i, 0] for i in np.nonzero(a.argmax(1) != b.argmax(1))[0]]
-worst = f", 1-GPU top-2 margin there <= {max(margins):.4f}" if margins else ""
+worst = f", reference top-2 margin there <= {max(margins):.4f}" if margins else ""
 print(f"argmax equal at {agree}/{a.shape[0]} positions, max |dlogit| {d:.4f} (logit std {a.std():.3f}){worst}")
 PY
 }
@@ -88,6 +94,10 @@ phase_correct() {
   note "correct 1 GPU graphs vs eager" "$(first_difference "$single" "$eager")"
   teacher="$prompt ${single#ids: }"
   "$strata" logits --model "$model" --device cuda --prompt-ids "$teacher" --all >"$work/logits-single.json" 2>/dev/null
+  # The CPU backend computes in f32: how far one GPU's bf16 activations already are from it is the
+  # yardstick for the multi-GPU differences below.
+  "$strata" logits --model "$model" --device cpu --prompt-ids "$teacher" --all >"$work/logits-cpu.json" 2>/dev/null
+  note "correct 1 GPU logits vs CPU f32" "$(compare_logits "$work/logits-cpu.json" "$work/logits-single.json" | tee "$out/logits-single-vs-cpu.txt")"
   for l in "${layouts[@]}"; do
     read -r name tp pp ranks <<<"$l"
     if [ "$ranks" -gt "$gpus" ]; then note "correct $name" "skipped: needs $ranks GPUs"; continue; fi
@@ -100,6 +110,7 @@ phase_correct() {
     timeout 300 mpirun -np "$ranks" "$strata" logits --plan "$plan" --device cuda --prompt-ids "$teacher" --all \
       >"$work/logits-$name.json" 2>"$out/$name-logits.log"
     note "correct $name logits" "$(compare_logits "$work/logits-single.json" "$work/logits-$name.json" | tee "$out/logits-$name.txt")"
+    note "correct $name logits vs CPU f32" "$(compare_logits "$work/logits-cpu.json" "$work/logits-$name.json" | tee "$out/logits-$name-vs-cpu.txt")"
   done
 }
 
@@ -136,7 +147,10 @@ phase_big() {
   # The checkpoint goes to /dev/shm where it has room (tmpfs: no second copy in the page cache, and
   # the lent machines' disks are smaller than the model), else next to the build.
   local dir="$work" need=$((150 * 1024 * 1024))  # KiB
-  [ "$(df -k --output=avail /dev/shm 2>/dev/null | tail -1)" -gt "$need" ] 2>/dev/null && dir=/dev/shm/strata-mgpu
+  if [ -f /dev/shm/strata-mgpu/70b-shape/model.safetensors ] ||
+    [ "$(df -k --output=avail /dev/shm 2>/dev/null | tail -1)" -gt "$need" ] 2>/dev/null; then
+    dir=/dev/shm/strata-mgpu
+  fi
   local model="$dir/70b-shape"
   if [ ! -f "$model/model.safetensors" ]; then
     local free_kib
@@ -146,11 +160,11 @@ phase_big() {
     "$strata" make-model --preset 70b-shape --dtype bf16 --out "$model" >/dev/null || { note "big" "make-model failed"; return; }
     note "big make-model" "$(du -sh "$model" | cut -f1) in $((SECONDS - t0)) s ($model)"
   fi
-  local plan
-  plan=$(plan_file "big-tp$gpus" "$gpus" 1 "$model")
+  local plan btp="${BIG_TP:-$gpus}" bpp="${BIG_PP:-1}"
+  plan=$(plan_file "big-tp$btp-pp$bpp" "$btp" "$bpp" "$model")
   timeout 900 mpirun -np "$gpus" "$strata" generate --plan "$plan" --device cuda --prompt-ids "1 5 9 33" -n 32 --print-ids \
     >"$out/big-generate.txt" 2>"$out/big-generate.log"
-  note "big generate (tp$gpus)" "rc=$? $(grep -E 'tok/s' "$out/big-generate.log" | tail -1)"
+  note "big generate (tp$btp pp$bpp)" "rc=$? $(grep -E 'tok/s' "$out/big-generate.log" | tail -1)"
   mpirun -np "$gpus" "$strata" serve --plan "$plan" --device cuda --port 0 --kv-tokens 16384 >"$out/big-serve.log" 2>&1 &
   local server=$! port=""
   for _ in $(seq 1 1800); do
@@ -164,7 +178,7 @@ phase_big() {
       --output-len 16 --prompt-dist fixed --output-dist fixed >/dev/null  # warm-up
     "$strata" bench serve --url "http://127.0.0.1:$port" --concurrency 32 --requests 64 --prompt-len 128 \
       --output-len 64 --prompt-dist fixed --output-dist fixed >"$out/big-serve.json"
-    note "big serve (tp$gpus, 32 concurrent)" "$(python3 -c "import json,sys;r=json.load(open('$out/big-serve.json'));print(f\"{r['output_tokens_per_s']:.0f} tok/s, TTFT p50 {r['ttft_ms']['p50']:.0f} ms, TPOT p50 {r['tpot_ms']['p50']:.1f} ms\")")"
+    note "big serve (tp$btp pp$bpp, 32 concurrent)" "$(python3 -c "import json,sys;r=json.load(open('$out/big-serve.json'));print(f\"{r['output_tokens_per_s']:.0f} tok/s, TTFT p50 {r['ttft_ms']['p50']:.0f} ms, TPOT p50 {r['tpot_ms']['p50']:.1f} ms\")")"
   else
     note "big serve" "FAILED to start (big-serve.log)"
   fi
