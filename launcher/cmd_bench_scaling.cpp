@@ -315,7 +315,7 @@ int cmd_bench_scaling(int argc, char** argv) {
           const std::string skip_launch = sweep.launcher == "mpirun"
                                               ? cat("mpirun --oversubscribe -x STRATA_COMM_SKIP -np ", p.world, " ")
                                               : launch;
-          const std::string skip_command = cat("STRATA_COMM_SKIP=1 ", skip_launch, body);
+          const std::string skip_command = cat("env STRATA_COMM_SKIP=1 ", skip_launch, body);  // run under timeout
           const Child k = run_child(skip_command, sweep.timeout_s);
           std::ofstream(log, std::ios::app) << "\n$ " << skip_command << "\n" << k.output;
           const auto skipped = last_json(k.output);

@@ -214,7 +214,7 @@ void Engine::Impl::run(const ControlMessage& msg, const ScheduledStep& scheduled
   // Sample where the logits are (the GPU) when every row allows it: only tokens cross the bus then. Rows
   // asking for top logprobs or a repetition penalty need the whole row on the host. Every rank decides
   // alike (same requests, same TP size), so the pipeline's sends and receives still pair up.
-  bool on_backend = model.spec().tp_size == 1;
+  bool on_backend = model.samples_on_backend();
   for (const Sequence* s : rows)
     on_backend = on_backend && s->request.logprobs == 0 && s->request.sampling.repetition_penalty == 1.f;
   std::vector<int32_t> words(sample_words(tops));

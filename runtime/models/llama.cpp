@@ -249,7 +249,27 @@ void LlamaModel::sample(const StepBatch& step, const Tensor& hidden, std::span<c
   STRATA_CHECK_KIND(ErrorKind::kInternal, rows.size() == step.logit_rows.size() && tokens.size() == rows.size() &&
                         logprobs.size() == rows.size(),
                     "sample: ", step.logit_rows.size(), " logit rows but ", rows.size(), " sampling rows");
-  backend_.sample(local_logits(step, hidden), rows.data(), tokens.data(), logprobs.data());
+  Tensor logits = local_logits(step, hidden);
+  if (tp_.size() > 1) logits = gather_vocab(logits);
+  backend_.sample(logits, rows.data(), tokens.data(), logprobs.data());
+}
+
+Tensor LlamaModel::gather_vocab(const Tensor& local) {
+  const int64_t R = local.dim(0), P = tp_.size(), S = spec_.vocab_shard;
+  STRATA_CHECK_KIND(ErrorKind::kInternal, S * P == config_.vocab_size && local.dim(1) == S,
+                    "gather_vocab: shards of ", local.dim(1), " do not tile the vocabulary of ", config_.vocab_size);
+  Tensor blocks = backend_.alloc({P * R, S}, DType::kF32);
+  tp_.all_gather(local, blocks);  // [rank][row][column]
+  // Row r of the result is the blocks (p, r) side by side: viewed as [R * P, S] rows, row r * P + p is
+  // block row p * R + r, a row gather (the embedding op) with those indices.
+  Tensor order = Tensor::empty({R * P}, DType::kI32);
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t p = 0; p < P; ++p) order.data<int32_t>()[r * P + p] = static_cast<int32_t>(p * R + r);
+  Tensor order_dev = backend_.alloc(order.shape(), DType::kI32);
+  backend_.copy(order, order_dev);
+  Tensor rows = backend_.alloc({R, P * S}, DType::kF32);
+  backend_.embed(blocks, order_dev, 0, rows);
+  return rows;
 }
 
 namespace {

@@ -42,10 +42,13 @@ class LlamaModel {
   void forward(const StepBatch& step, Tensor& hidden);
   // Last stage: logits [logit_rows, vocab] (f32, host), gathered over the TP group.
   Tensor logits(const StepBatch& step, const Tensor& hidden);
-  // Whether this rank holds the whole vocabulary's logits (last stage, no tensor parallelism), so it can
-  // sample where they are computed (Backend::sample) instead of gathering them on the host.
-  bool can_sample() const { return spec_.last_stage && tp_.size() == 1; }
-  // Last stage with can_sample(): one token per logit row, drawn on the backend.
+  // Whether steps sample where the logits are (Backend::sample) instead of on the host: the same on every
+  // rank of the replica. Under tensor parallelism the vocabulary shards are gathered on the backend,
+  // which needs equal shards (a vocabulary that the TP size divides).
+  bool samples_on_backend() const { return tp_.size() == 1 || config_.vocab_size % tp_.size() == 0; }
+  bool can_sample() const { return spec_.last_stage && samples_on_backend(); }
+  // Last stage with can_sample(): one token per logit row, drawn on the backend (every TP rank draws
+  // the same tokens from the same gathered logits).
   void sample(const StepBatch& step, const Tensor& hidden, std::span<const SampleRow> rows, std::span<int32_t> tokens,
               std::span<float> logprobs);
   // The whole step (forward, LM head, sampling) from a recorded graph (Backend::capture) when it is a
@@ -78,6 +81,8 @@ class LlamaModel {
   static Tensor part(const Tensor& buffer, int64_t offset, const Shape& shape);
   // Logits of the step's logit rows for this rank's vocabulary shard [R, vocab_count], f32 on the backend.
   Tensor local_logits(const StepBatch& step, const Tensor& hidden);
+  // The TP group's vocabulary shards [R, shard] gathered into whole rows [R, vocab] on the backend.
+  Tensor gather_vocab(const Tensor& local);
 
   ModelConfig config_;
   ShardSpec spec_;

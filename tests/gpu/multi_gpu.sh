@@ -131,7 +131,12 @@ phase_scaling() {
       read -r name tp pp ranks <<<"$l"
       [ "$ranks" -le "$gpus" ] || continue
       if [ "$pp" -gt 1 ]; then echo "  - {name: $name, tensor: $tp, pipeline: $pp, micro_batches: $pp}"
-      else echo "  - {name: $name, tensor: $tp}"; fi
+      else
+        echo "  - {name: $name, tensor: $tp}"
+        # Decode GEMMs below ~128 rows are weight-bound: splitting the batch for overlap reads every
+        # weight twice. The same plan without the split shows what overlap costs there.
+        echo "  - {name: $name-nochunk, tensor: $tp, overlap_chunks: 1}"
+      fi
     done
     echo "batch: [1, 64]"
     echo "prompt_len: [128]"
