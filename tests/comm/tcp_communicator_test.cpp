@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <future>
 
@@ -76,6 +77,26 @@ TEST_P(TcpOps, CollectiveAdapterCountsAndTimesItsOps) {
     coll.all_reduce_sum(b);
     EXPECT_EQ(coll.stats().ops, 6);
   });
+}
+// STRATA_COMM_SKIP=1 (bench scaling's no-communication run) skips the all-reduces, only them: the
+// tensor keeps this rank's values and nothing is counted, while the logits gather still works.
+TEST_P(TcpOps, SkipModeLeavesAllReducesOutAndGathersStill) {
+  setenv("STRATA_COMM_SKIP", "1", 1);
+  run_tcp_ranks(GetParam(), config_with_timeout(30), [](int, Communicator& c) {
+    CommunicatorCollective coll(c);
+    Tensor t = Tensor::empty({16}, DType::kF32);
+    std::fill_n(t.data<float>(), 16, static_cast<float>(coll.rank() + 1));
+    coll.all_reduce_sum_async(t)->wait();
+    coll.all_reduce_sum(t);
+    for (int64_t i = 0; i < 16; ++i) ASSERT_EQ(t.data<float>()[i], coll.rank() + 1);
+    EXPECT_EQ(coll.stats().ops, 0);
+    Tensor mine = Tensor::empty({2}, DType::kF32), all = Tensor::zeros({2 * coll.size()}, DType::kF32);
+    std::fill_n(mine.data<float>(), 2, static_cast<float>(coll.rank()));
+    coll.all_gather(mine, all);
+    for (int r = 0; r < coll.size(); ++r) EXPECT_EQ(all.data<float>()[2 * r + 1], r);
+    EXPECT_EQ(coll.stats().device_busy_seconds, -1);  // host-timed transport
+  });
+  unsetenv("STRATA_COMM_SKIP");
 }
 INSTANTIATE_TEST_SUITE_P(Ranks, TcpOps, ::testing::Values(2, 3, 4));
 
