@@ -88,6 +88,7 @@ std::string plan_yaml(const parallel::SweepPlan& p, const std::string& model) {
   std::string s = cat("# written by strata bench scaling\nmodel:\n  path: ", model, "\nparallel:\n  tensor: ", p.tp,
                       "\n  pipeline: ", p.pp, "\n  data: ", p.dp, "\n");
   if (p.micro_batches > 0) s += cat("  micro_batches: ", p.micro_batches, "\n");
+  if (p.interleaved) s += "  schedule: interleaved\n";
   return s + cat("comm:\n  overlap_chunks: ", p.overlap_chunks, "\n");
 }
 

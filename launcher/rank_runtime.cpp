@@ -110,6 +110,13 @@ RankPlacement RankRuntime::placement(Backend& backend, int cuda_device) {
   return placement();
 }
 
+void RankRuntime::configure(GeneratorOptions& generator) const {
+  generator.micro_batches = plan_.micro_batches();
+  generator.interleaved = plan_.parallel.interleaved;
+  generator.pipeline_stage = part_.pp;
+  generator.pipeline_stages = plan_.parallel.pipeline;
+}
+
 RankPlacement RankRuntime::placement() {
   RankPlacement p;
   p.tp_rank = part_.tp;
@@ -135,7 +142,7 @@ int run_with_plan(const Args& args, SessionOptions options, const RankBody& body
   if (!args.has("plan")) return body(options, nullptr);
   RankRuntime rank(args.str("plan"), args.str("model"));
   options.model_path = rank.model_path();
-  options.generator.micro_batches = rank.plan().micro_batches();
+  rank.configure(options.generator);
   options.batch_wait_ms = rank.plan().offload.batch_wait_ms;
   try {
     return body(options, &rank);

@@ -33,6 +33,8 @@ class RankRuntime {
   int replicas() const { return plan_.parallel.data; }
   // Deadline of every comm wait: the plan's comm.timeout_s, or STRATA_COMM_TIMEOUT when set.
   double comm_timeout_s() const { return comm_timeout_s_; }
+  // The plan's pipeline schedule for this rank's engine: micro-batches, interleaving, its stage.
+  void configure(GeneratorOptions& generator) const;
   // True on the one rank that prints user output (world rank 0).
   bool prints() const { return world_->rank() == 0; }
   RankPlacement placement();

@@ -106,7 +106,7 @@ StepTime step_time(const ModelConfig& c, const PlanShape& s, const Hardware& hw,
                    double ctx, bool prefill) {
   StepTime t;
   if (seqs <= 0 || tokens <= 0) return t;
-  const int64_t m = std::max<int64_t>(1, std::min<int64_t>(s.micro_batches, seqs));
+  const int64_t m = std::max<int64_t>(1, std::min<int64_t>(s.interleaved ? s.pp : s.micro_batches, seqs));
   const int64_t mb_seqs = ceil_div(seqs, m), mb_tokens = ceil_div(tokens, m);
   const std::vector<int64_t> sizes = stage_sizes(c, s);
   const int per_node = std::max(1, hw.devices_per_node);
@@ -132,7 +132,8 @@ StepTime step_time(const ModelConfig& c, const PlanShape& s, const Hardware& hw,
   t.allreduce_exposed_s = md * worst.ar_exposed;
   t.p2p_s = md * worst.send;
   t.stream_s = md * std::max(0.0, worst.stream - worst.compute);
-  t.bubble_s = static_cast<double>(s.pp - 1) * worst.total();
+  // Steps: every step fills and drains the pipeline. Interleaved: other groups fill it meanwhile.
+  t.bubble_s = s.interleaved ? 0.0 : static_cast<double>(s.pp - 1) * worst.total();
   t.overhead_s = hw.step_overhead_us * 1e-6;
   t.total_s = t.compute_s + t.allreduce_exposed_s + t.p2p_s + t.stream_s + t.bubble_s + t.overhead_s;
   const double comm = t.allreduce_exposed_s + t.p2p_s;
@@ -184,6 +185,7 @@ PlanShape plan_shape(const Plan& plan, const Partition& partition) {
   PlanShape s;
   s.tp = plan.parallel.tensor, s.pp = plan.parallel.pipeline, s.dp = plan.parallel.data;
   s.micro_batches = plan.micro_batches();
+  s.interleaved = plan.parallel.interleaved;
   s.overlap_chunks = plan.comm.overlap_chunks;
   s.dtype = partition.dtype;
   for (const Stage& st : partition.stages) s.stage_layers.push_back(st.size());
@@ -429,7 +431,7 @@ SweepSpec parse_sweep(const std::string& text, const std::string& source) {
   if (!plans || !plans.IsSequence() || plans.size() == 0) r.fail(root, "a sweep needs a non-empty list of plans");
   std::set<std::string> names;
   for (const auto& p : plans) {
-    r.keys(p, "plans[]", {"name", "file", "tensor", "pipeline", "data", "micro_batches", "overlap_chunks"});
+    r.keys(p, "plans[]", {"name", "file", "tensor", "pipeline", "data", "micro_batches", "overlap_chunks", "schedule"});
     SweepPlan sp;
     if (p["file"]) sp.file = r.str(p["file"], "plans[].file");
     if (p["tensor"]) sp.tp = static_cast<int>(r.integer(p["tensor"], "plans[].tensor", 1));
@@ -437,6 +439,12 @@ SweepSpec parse_sweep(const std::string& text, const std::string& source) {
     if (p["data"]) sp.dp = static_cast<int>(r.integer(p["data"], "plans[].data", 1));
     if (p["micro_batches"]) sp.micro_batches = static_cast<int>(r.integer(p["micro_batches"], "plans[].micro_batches", 1));
     if (p["overlap_chunks"]) sp.overlap_chunks = static_cast<int>(r.integer(p["overlap_chunks"], "plans[].overlap_chunks", 1));
+    if (p["schedule"]) {
+      const std::string sched = r.str(p["schedule"], "plans[].schedule");
+      if (sched != "steps" && sched != "interleaved")
+        r.fail(p["schedule"], cat("plans[].schedule must be steps or interleaved, got '", sched, "'"));
+      sp.interleaved = sched == "interleaved";
+    }
     sp.name = p["name"] ? r.str(p["name"], "plans[].name") : cat("tp", sp.tp, "-pp", sp.pp, "-dp", sp.dp);
     if (!names.insert(sp.name).second) r.fail(p, cat("two plans are named '", sp.name, "'; names must be unique"));
     s.plans.push_back(sp);

@@ -51,6 +51,9 @@ Hardware parse_hardware(const std::string& yaml_text, const std::string& source)
 struct PlanShape {
   int tp = 1, pp = 1, dp = 1;
   int micro_batches = 1;
+  // Interleaved schedule: the running sequences split into pp groups, one per stage each tick; no
+  // bubble, and micro_batches is not used.
+  bool interleaved = false;
   int overlap_chunks = 1;
   DType dtype = DType::kBF16;
   std::vector<int64_t> stage_layers;  // layers of each stage; empty = balanced over pp
@@ -118,6 +121,7 @@ struct SweepPlan {
   std::string name;
   std::string file;   // an existing plan file (its model.path is replaced by the sweep's model), or
   int tp = 1, pp = 1, dp = 1, micro_batches = 0, overlap_chunks = 2;  // sizes of a generated plan
+  bool interleaved = false;                                           // schedule: interleaved
   int world() const { return tp * pp * dp; }
 };
 struct SweepSpec {

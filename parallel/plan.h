@@ -70,6 +70,7 @@ struct ParallelSection {
   int pipeline = 1;
   int data = 1;
   int micro_batches = 0;          // 0 = as many as pipeline stages
+  bool interleaved = false;       // schedule: interleaved (runtime/engine.h EngineOptions::interleaved)
   std::vector<StageSpec> stages;  // empty = balanced split
 };
 

@@ -84,7 +84,8 @@ std::string describe(const Plan& plan, const ModelConfig& c, const Partition& p)
       << format_bytes(p.model_bytes) << " unsharded\n";
   out << "  world   " << p.layout.world_size() << " ranks = data " << par.data << " x pipeline " << par.pipeline
       << " x tensor " << par.tensor << " (rank = (dp * " << par.pipeline << " + pp) * " << par.tensor
-      << " + tp); micro-batches " << plan.micro_batches() << "\n";
+      << " + tp); "
+      << (par.interleaved ? "interleaved pipeline schedule" : cat("micro-batches ", plan.micro_batches())) << "\n";
   out << "  comm    " << comm_backend_name(plan.comm.backend) << ", overlap_chunks " << plan.comm.overlap_chunks
       << ", timeout " << plan.comm.timeout_s << " s\n";
   out << "  stages  " << (par.stages.empty() ? "balanced" : "explicit") << ":";

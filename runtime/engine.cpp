@@ -9,6 +9,7 @@
 #include <cmath>
 #include <condition_variable>
 #include <deque>
+#include <limits>
 #include <map>
 #include <numeric>
 #include <unordered_map>
@@ -60,7 +61,7 @@ SampledToken describe(std::span<const float> logits, int32_t token, int top) {
 
 struct Engine::Impl {
   Impl(LlamaModel& m, KvCache& k, StageLink& l, Backend& b, const EngineOptions& o)
-      : model(m), kv(k), link(l), options(o), runner(m, l, b, o.micro_batches) {
+      : model(m), kv(k), link(l), backend(b), options(o), runner(m, l, b, o.micro_batches) {
     STRATA_CHECK(o.max_queue > 0, "max_queue must be > 0, got ", o.max_queue);
     if (link.is_driver()) {
       SchedulerOptions so;
@@ -78,14 +79,44 @@ struct Engine::Impl {
     stats.kv_blocks_total = kv.shape().num_blocks;
   }
 
+  // What every rank knows of a batch's logit rows when it starts (the sequences may end before its
+  // tokens come back in an interleaved pipeline, so nothing here points at them).
+  struct BatchRows {
+    int64_t prompt_tokens = 0;
+    bool prefill = false;           // anything but plain decodes
+    std::vector<int32_t> handles;   // the sequence of each logit row
+    std::vector<int> tops;          // alternatives each row reports
+    std::vector<SampleRow> sample;  // sampling parameters and draw index of each row
+    bool on_backend = false;        // sampled where the logits are
+  };
+  // A batch on its way through an interleaved pipeline; every rank keeps the same queue.
+  struct InFlight {
+    StepBatch step;
+    ScheduledStep scheduled;  // driver
+    BatchRows rows;
+    Tensor hidden;            // stages > 0: the previous stage's output, received the tick before
+  };
+
   ControlMessage plan(std::vector<TokenEvent>& events, int idle_wait_ms, ScheduledStep& scheduled);
   void apply_control(const ControlMessage& msg, std::vector<TokenEvent>& events);
   void run(const ControlMessage& msg, const ScheduledStep& scheduled, std::vector<TokenEvent>& events);
+  void tick(const ControlMessage& msg, const ScheduledStep& scheduled, std::vector<TokenEvent>& events);
+  BatchRows rows_of(const StepBatch& step) const;
+  // The sampler's words for the rows: drawn on the backend already (`tokens`, `logprobs`) or from host
+  // `logits` [rows, vocab]. Rows whose sequence has ended get placeholders nobody reads.
+  std::vector<int32_t> sample_rows(const BatchRows& rows, const Tensor& logits, const std::vector<int32_t>& tokens,
+                                   const std::vector<float>& logprobs) const;
+  // Appends the broadcast tokens to their sequences and emits the events; returns tokens applied.
+  int64_t apply_tokens(const BatchRows& rows, const std::vector<int32_t>& words, std::vector<TokenEvent>& events);
+  void complete(const ScheduledStep& scheduled);  // driver: the batch's KV exists on every stage now
+  void record(const BatchRows& rows, const StepBatch& step, const ScheduledStep& scheduled, int64_t generated,
+              double seconds, double forward_s, double sample_s);
   void forget(int32_t handle);
 
   LlamaModel& model;
   KvCache& kv;
   StageLink& link;
+  Backend& backend;
   EngineOptions options;
   StepRunner runner;
   std::unique_ptr<Scheduler> scheduler;                // driver only
@@ -103,6 +134,7 @@ struct Engine::Impl {
   std::unordered_set<uint64_t> live;  // submitted, not yet ended
   int64_t queued = 0;                 // the scheduler's waiting count after the last step
   EngineStats stats;
+  std::deque<InFlight> flight;        // interleaved: batches that entered in the last stages ticks
 };
 
 void Engine::Impl::forget(int32_t handle) {
@@ -164,7 +196,11 @@ ControlMessage Engine::Impl::plan(std::vector<TokenEvent>& events, int idle_wait
     msg.shutdown = true;
     return msg;
   }
-  scheduled = scheduler->schedule();
+  // Interleaved: a tick takes its share of the sequences, so the others fill the remaining stages.
+  const int64_t stages = options.interleaved ? std::max(1, options.pipeline_stages) : 1;
+  const int64_t active = scheduler->running() + scheduler->waiting();
+  scheduled = scheduler->schedule(stages > 1 ? std::max<int64_t>(1, (active + stages - 1) / stages)
+                                             : std::numeric_limits<int64_t>::max());
   msg.step = scheduled.batch;
   for (Sequence* s : scheduled.announce) msg.admitted.push_back({s->handle, s->request});
   return msg;
@@ -190,74 +226,71 @@ void Engine::Impl::apply_control(const ControlMessage& msg, std::vector<TokenEve
   }
 }
 
-void Engine::Impl::run(const ControlMessage& msg, const ScheduledStep& scheduled, std::vector<TokenEvent>& events) {
-  const StepBatch& step = msg.step;
-  const double t0 = now_seconds();
+Engine::Impl::BatchRows Engine::Impl::rows_of(const StepBatch& step) const {
+  BatchRows out;
   // Token accounting before the history grows: prompt positions computed, and whether anything but
   // plain decodes (one token at the end of a sequence that already generated) ran.
-  int64_t prompt_tokens = 0;
-  bool prefill = false;
   for (int64_t t = 0; t < step.n_tokens(); ++t) {
     const Sequence& s = *seqs.at(step.seq_ids[static_cast<size_t>(step.token_seq[static_cast<size_t>(t)])]);
     const int64_t pos = step.positions[static_cast<size_t>(t)];
-    if (pos < static_cast<int64_t>(s.request.prompt.size())) ++prompt_tokens;
-    prefill = prefill || s.generated == 0 || pos + 1 != static_cast<int64_t>(s.history.size());
-  }
-
-  std::vector<Sequence*> rows;
-  std::vector<int> tops;
-  for (int32_t r : step.logit_rows) {
-    Sequence* s = seqs.at(step.seq_ids[static_cast<size_t>(step.token_seq[static_cast<size_t>(r)])]).get();
-    rows.push_back(s);
-    tops.push_back(s->request.logprobs);
+    if (pos < static_cast<int64_t>(s.request.prompt.size())) ++out.prompt_tokens;
+    out.prefill = out.prefill || s.generated == 0 || pos + 1 != static_cast<int64_t>(s.history.size());
   }
   // Sample where the logits are (the GPU) when every row allows it: only tokens cross the bus then. Rows
   // asking for top logprobs or a repetition penalty need the whole row on the host. Every rank decides
   // alike (same requests, same TP size), so the pipeline's sends and receives still pair up.
-  bool on_backend = model.samples_on_backend();
-  for (const Sequence* s : rows)
-    on_backend = on_backend && s->request.logprobs == 0 && s->request.sampling.repetition_penalty == 1.f;
-  std::vector<int32_t> words(sample_words(tops));
-  Tensor logits;
-  std::vector<SampleRow> sample_rows;
-  std::vector<int32_t> tokens;
-  std::vector<float> logprobs;
-  if (on_backend) {
-    for (const Sequence* s : rows) sample_rows.push_back({s->request.sampling, static_cast<uint64_t>(s->generated)});
-    tokens.resize(rows.size());
-    logprobs.resize(rows.size());
-    runner.run_and_sample(step, sample_rows, tokens, logprobs);  // forward time includes the sampling then
+  out.on_backend = model.samples_on_backend();
+  for (int32_t r : step.logit_rows) {
+    const int32_t handle = step.seq_ids[static_cast<size_t>(step.token_seq[static_cast<size_t>(r)])];
+    const Sequence& s = *seqs.at(handle);
+    out.handles.push_back(handle);
+    out.tops.push_back(s.request.logprobs);
+    out.sample.push_back({s.request.sampling, static_cast<uint64_t>(s.generated)});
+    out.on_backend = out.on_backend && s.request.logprobs == 0 && s.request.sampling.repetition_penalty == 1.f;
+  }
+  return out;
+}
+
+std::vector<int32_t> Engine::Impl::sample_rows(const BatchRows& rows, const Tensor& logits,
+                                               const std::vector<int32_t>& tokens,
+                                               const std::vector<float>& logprobs) const {
+  const size_t n = rows.handles.size();
+  std::vector<SampledToken> sampled(n);
+  if (rows.on_backend) {
+    for (size_t i = 0; i < n; ++i) sampled[i] = {tokens[i], logprobs[i], {}};
   } else {
-    logits = runner.run(step, false);
-  }
-  const double t_forward = now_seconds();
-  if (link.is_driver()) scheduler->complete(scheduled);
-
-  if (link.is_sampler()) {
-    std::vector<SampledToken> sampled(rows.size());
-    if (on_backend) {
-      for (size_t i = 0; i < rows.size(); ++i) sampled[i] = {tokens[i], logprobs[i], {}};
-    } else {
-      const int64_t V = model.config().vocab_size;
-      // Rows are independent and each costs a few passes over the vocabulary (sampling, log-softmax):
-      // spread them over the host's cores so a batch of 64 does not serialise on one.
-      const int64_t n_rows = static_cast<int64_t>(rows.size());
+    const int64_t V = model.config().vocab_size;
+    std::vector<const Sequence*> live(n, nullptr);
+    for (size_t i = 0; i < n; ++i)
+      if (const auto it = seqs.find(rows.handles[i]); it != seqs.end()) live[i] = it->second.get();
+    // Rows are independent and each costs a few passes over the vocabulary (sampling, log-softmax):
+    // spread them over the host's cores so a batch of 64 does not serialise on one.
+    const int64_t n_rows = static_cast<int64_t>(n);
 #pragma omp parallel for schedule(dynamic) if (n_rows > 1)
-      for (int64_t i = 0; i < n_rows; ++i) {
-        const Sequence& s = *rows[static_cast<size_t>(i)];
-        const std::span<const float> row(logits.data<float>() + i * V, static_cast<size_t>(V));
-        const int32_t token = Sampler::sample(row, s.request.sampling, s.history, static_cast<uint64_t>(s.generated));
-        sampled[static_cast<size_t>(i)] = describe(row, token, tops[static_cast<size_t>(i)]);
+    for (int64_t i = 0; i < n_rows; ++i) {
+      const size_t k = static_cast<size_t>(i);
+      const int top = rows.tops[k];
+      if (live[k] == nullptr) {  // ended while in flight: keep the layout, nobody reads it
+        sampled[k].top.assign(static_cast<size_t>(top), TokenLogprob{});
+        continue;
       }
+      const Sequence& s = *live[k];
+      const std::span<const float> row(logits.data<float>() + i * V, static_cast<size_t>(V));
+      const int32_t token = Sampler::sample(row, s.request.sampling, s.history, static_cast<uint64_t>(s.generated));
+      sampled[k] = describe(row, token, top);
     }
-    words = pack_samples(sampled, tops);
   }
-  link.broadcast_tokens(words);
-  const double t_sampled = now_seconds();
-  std::vector<SampledToken> sampled = unpack_samples(words, tops);
+  return pack_samples(sampled, rows.tops);
+}
 
-  for (size_t i = 0; i < rows.size(); ++i) {
-    Sequence& s = *rows[i];
+int64_t Engine::Impl::apply_tokens(const BatchRows& rows, const std::vector<int32_t>& words,
+                                   std::vector<TokenEvent>& events) {
+  std::vector<SampledToken> sampled = unpack_samples(words, rows.tops);
+  int64_t applied = 0;
+  for (size_t i = 0; i < rows.handles.size(); ++i) {
+    const auto it = seqs.find(rows.handles[i]);
+    if (it == seqs.end()) continue;  // cancelled while its batch was in flight
+    Sequence& s = *it->second;
     TokenEvent e;
     e.request_id = s.request.id;
     e.token = sampled[i].token;
@@ -265,6 +298,7 @@ void Engine::Impl::run(const ControlMessage& msg, const ScheduledStep& scheduled
     e.top_logprobs = std::move(sampled[i].top);
     s.history.push_back(e.token);
     ++s.generated;
+    ++applied;
     const auto& stops = s.request.stop_ids;
     if (std::find(stops.begin(), stops.end(), e.token) != stops.end()) {
       e.finished = true;
@@ -279,18 +313,124 @@ void Engine::Impl::run(const ControlMessage& msg, const ScheduledStep& scheduled
       forget(s.handle);
     }
   }
+  return applied;
+}
 
-  const double dt = now_seconds() - t0;
+void Engine::Impl::complete(const ScheduledStep& scheduled) {
+  // Only sequences still alive: a cancelled one's pointer is gone (its handle is not reused soon).
+  ScheduledStep live;
+  for (size_t i = 0; i < scheduled.seqs.size(); ++i) {
+    const auto it = seqs.find(scheduled.batch.seq_ids[i]);
+    if (it == seqs.end() || it->second.get() != scheduled.seqs[i]) continue;
+    it->second->in_flight = false;
+    live.seqs.push_back(scheduled.seqs[i]);
+    live.counts.push_back(scheduled.counts[i]);
+    live.admitted_at.push_back(scheduled.admitted_at[i]);
+  }
+  scheduler->complete(live);
+}
+
+void Engine::Impl::record(const BatchRows& rows, const StepBatch& step, const ScheduledStep& scheduled,
+                          int64_t generated, double seconds, double forward_s, double sample_s) {
   std::lock_guard<std::mutex> lock(mu);
   ++stats.steps;
-  stats.prompt_tokens += prompt_tokens;
-  stats.generated_tokens += static_cast<int64_t>(rows.size());
+  stats.prompt_tokens += rows.prompt_tokens;
+  stats.generated_tokens += generated;
   stats.preemptions += scheduled.preempted;
   stats.prefix_hit_tokens += scheduled.prefix_hit_tokens;
   stats.last_batch_size = step.n_seqs;
-  (prefill ? stats.prefill_seconds : stats.decode_seconds) += dt;
-  stats.forward_seconds += t_forward - t0;
-  stats.sample_seconds += t_sampled - t_forward;
+  (rows.prefill ? stats.prefill_seconds : stats.decode_seconds) += seconds;
+  stats.forward_seconds += forward_s;
+  stats.sample_seconds += sample_s;
+}
+
+void Engine::Impl::run(const ControlMessage& msg, const ScheduledStep& scheduled, std::vector<TokenEvent>& events) {
+  const StepBatch& step = msg.step;
+  const double t0 = now_seconds();
+  const BatchRows rows = rows_of(step);
+  Tensor logits;
+  std::vector<int32_t> tokens;
+  std::vector<float> logprobs;
+  if (rows.on_backend) {
+    tokens.resize(rows.handles.size());
+    logprobs.resize(rows.handles.size());
+    runner.run_and_sample(step, rows.sample, tokens, logprobs);  // forward time includes the sampling then
+  } else {
+    logits = runner.run(step, false);
+  }
+  const double t_forward = now_seconds();
+  if (link.is_driver()) scheduler->complete(scheduled);
+  std::vector<int32_t> words(sample_words(rows.tops));
+  if (link.is_sampler()) words = sample_rows(rows, logits, tokens, logprobs);
+  link.broadcast_tokens(words);
+  const double t_sampled = now_seconds();
+  const int64_t generated = apply_tokens(rows, words, events);
+  record(rows, step, scheduled, generated, now_seconds() - t0, t_forward - t0, t_sampled - t_forward);
+}
+
+// One tick of the interleaved pipeline. Stage s runs the batch that entered s ticks ago; hand-offs go
+// send first, then receive (the last stage only receives), so a chain of blocking transfers always
+// completes within the tick; the batch leaving the last stage is sampled and its tokens applied.
+// KV blocks stay safe when the driver frees a block whose owner's batch is still in flight: every
+// stage runs batches in the order they entered, so a later owner writes the block later on each stage.
+void Engine::Impl::tick(const ControlMessage& msg, const ScheduledStep& scheduled, std::vector<TokenEvent>& events) {
+  const int S = std::max(1, options.pipeline_stages), s = options.pipeline_stage;
+  const bool last = model.spec().last_stage;
+  const double t0 = now_seconds();
+  flight.push_back(InFlight{msg.step, scheduled, rows_of(msg.step), Tensor()});
+  if (link.is_driver())
+    for (Sequence* q : scheduled.seqs) q->in_flight = true;
+  const size_t n = flight.size();
+  {
+    int64_t busy = 0;
+    for (const InFlight& f : flight) busy += f.step.n_seqs > 0 ? 1 : 0;
+    std::lock_guard<std::mutex> lock(mu);
+    stats.most_batches_in_flight = std::max(stats.most_batches_in_flight, busy);
+  }
+
+  Tensor logits;
+  std::vector<int32_t> tokens;
+  std::vector<float> logprobs;
+  InFlight* mine = n > static_cast<size_t>(s) ? &flight[n - 1 - static_cast<size_t>(s)] : nullptr;
+  if (mine != nullptr && mine->step.n_seqs > 0) {
+    Tensor hidden = s > 0 ? mine->hidden : Tensor();
+    model.forward(mine->step, hidden);
+    if (!last) {
+      link.send_hidden(hidden, 0);
+    } else if (!mine->step.logit_rows.empty()) {
+      if (mine->rows.on_backend) {
+        tokens.resize(mine->rows.handles.size());
+        logprobs.resize(mine->rows.handles.size());
+        model.sample(mine->step, hidden, mine->rows.sample, tokens, logprobs);
+      } else {
+        logits = model.logits(mine->step, hidden);
+      }
+    }
+    mine->hidden = Tensor();
+  }
+  if (s > 0 && n >= static_cast<size_t>(s)) {  // what stage s - 1 ran this tick, for the next one
+    InFlight& next = flight[n - static_cast<size_t>(s)];
+    if (next.step.n_seqs > 0) {
+      next.hidden = backend.alloc({next.step.n_tokens(), model.config().hidden}, backend.activation_dtype());
+      link.recv_hidden(next.hidden, 0);
+    }
+  }
+  const double t_forward = now_seconds();
+  if (n < static_cast<size_t>(S)) return;  // the pipeline is still filling
+
+  InFlight done = std::move(flight.front());
+  flight.pop_front();
+  if (done.step.n_seqs == 0) return;
+  if (link.is_driver()) complete(done.scheduled);
+  int64_t generated = 0;
+  if (!done.rows.handles.empty()) {
+    std::vector<int32_t> words(sample_words(done.rows.tops));
+    if (link.is_sampler()) words = sample_rows(done.rows, logits, tokens, logprobs);
+    link.broadcast_tokens(words);
+    generated = apply_tokens(done.rows, words, events);
+  }
+  const double t_end = now_seconds();
+  record(done.rows, done.step, done.scheduled, generated, t_end - t0, t_forward - t0, t_end - t_forward);
 }
 
 Engine::Engine(LlamaModel& model, KvCache& kv, StageLink& link, Backend& backend, EngineOptions options)
@@ -372,7 +512,11 @@ bool Engine::step(std::vector<TokenEvent>& events, int idle_wait_ms) {
   m.link.broadcast_step(words);
   if (!m.link.is_driver()) msg = ControlMessage::unpack(words);
   m.apply_control(msg, events);
-  if (msg.step.n_seqs > 0) m.run(msg, scheduled, events);
+  if (m.options.interleaved) {
+    if (!msg.shutdown) m.tick(msg, scheduled, events);  // every step is a tick, on every rank alike
+  } else if (msg.step.n_seqs > 0) {
+    m.run(msg, scheduled, events);
+  }
   if (m.scheduler) {
     std::lock_guard<std::mutex> lock(m.mu);
     m.queued = m.scheduler->waiting();

@@ -54,6 +54,12 @@ struct EngineOptions {
   int64_t max_running = 64;        // sequences in flight
   int64_t max_queue = 256;         // waiting requests before submit() refuses
   int micro_batches = 1;           // pipeline micro-batches per step
+  // Interleaved pipeline (plan parallel.schedule: interleaved): every step is a tick in which each stage
+  // runs a different batch, the one that entered stage 0 `stage` ticks ago, and the last stage samples
+  // one batch per tick. A sequence is in at most one batch in flight, so the running sequences spread
+  // over the stages and no stage waits for another step's tokens. micro_batches is not used then.
+  bool interleaved = false;
+  int pipeline_stage = 0, pipeline_stages = 1;  // this rank's stage and the replica's stage count
   bool prefix_caching = true;
   // > 0 on ranks whose weights stream: hold a part-empty decode step up to this long while requests
   // are arriving (SchedulerOptions::batch_wait_s says when and why).
@@ -67,6 +73,7 @@ struct EngineStats {
   int64_t steps = 0, prompt_tokens = 0, generated_tokens = 0, preemptions = 0, prefix_hit_tokens = 0;
   int64_t last_batch_size = 0;
   int64_t outstanding_tokens = 0;  // prefill still to compute + tokens still to generate (DP routing)
+  int64_t most_batches_in_flight = 0;  // interleaved pipeline: the most non-empty batches in flight at once
   double prefill_seconds = 0;      // steps that carried prompt (or recomputed) tokens
   double decode_seconds = 0;       // steps of decodes only
   // Where step time went (all steps): running the model up to logits on the host (the forward pass, its

@@ -11,6 +11,9 @@ EngineOptions engine_options(const GeneratorOptions& o) {
   EngineOptions e;
   e.max_step_tokens = o.max_step_tokens;
   e.micro_batches = o.micro_batches;
+  e.interleaved = o.interleaved;
+  e.pipeline_stage = o.pipeline_stage;
+  e.pipeline_stages = o.pipeline_stages;
   e.max_running = o.max_running;
   e.max_queue = o.max_queue;
   e.prefix_caching = o.prefix_caching;

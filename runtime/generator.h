@@ -44,6 +44,8 @@ struct GenerationStats {
 struct GeneratorOptions {
   int64_t max_step_tokens = 2048;  // token budget of one step (prefill chunks + decodes)
   int micro_batches = 1;           // pipeline micro-batches per step (split by sequence)
+  bool interleaved = false;        // EngineOptions::interleaved
+  int pipeline_stage = 0, pipeline_stages = 1;
   // The engine's limits. generate() keeps every request in flight that the token budget and the KV
   // cache allow (as before the Engine); a server lowers them (EngineOptions has serving defaults).
   int64_t max_running = int64_t{1} << 30;

@@ -123,7 +123,7 @@ void Scheduler::publish_full_blocks(Sequence& seq) {
   }
 }
 
-ScheduledStep Scheduler::schedule() {
+ScheduledStep Scheduler::schedule(int64_t max_seqs) {
   ScheduledStep out;
   StepBatch& step = out.batch;
   if (hold_for_arrivals()) {
@@ -143,16 +143,18 @@ ScheduledStep Scheduler::schedule() {
       step.logit_rows.push_back(static_cast<int32_t>(step.tokens.size() - 1));
     out.seqs.push_back(&s);
     out.counts.push_back(count);
+    out.admitted_at.push_back(s.admitted_at);
     budget -= count;
   };
   auto remaining = [](const Sequence& s) { return static_cast<int64_t>(s.history.size()) - s.processed; };
+  auto full = [&] { return budget == 0 || static_cast<int64_t>(out.seqs.size()) >= max_seqs; };
 
   // 1. Decodes, oldest first. One that finds no block preempts the newest running sequence
   //    (possibly itself) until it fits; the victims are newer, so none was scheduled yet.
   const std::vector<Sequence*> order = running_;
   for (Sequence* s : order) {
-    if (budget == 0) break;
-    if (s->admitted_at < 0 || remaining(*s) != 1) continue;  // preempted above, or still prefilling
+    if (full()) break;
+    if (s->admitted_at < 0 || remaining(*s) != 1 || s->in_flight) continue;  // preempted, prefilling, busy
     bool fits = true;
     while (!grow(*s, static_cast<int64_t>(s->history.size()))) {
       Sequence* victim = running_.back();
@@ -167,16 +169,17 @@ ScheduledStep Scheduler::schedule() {
   }
   // 2. Prefill chunks of running sequences (their blocks were reserved at admission).
   for (Sequence* s : running_) {
-    if (budget == 0) break;
-    if (remaining(*s) <= 1) continue;
+    if (full()) break;
+    if (remaining(*s) <= 1 || s->in_flight) continue;
     const int64_t count = std::min(budget, remaining(*s));
     if (grow(*s, s->processed + count)) add(*s, count);
   }
   // 3. Admission, FCFS: the head waits until its whole history fits, later requests wait behind it.
   //    No admission in a step that had to preempt: the blocks are needed by the decodes.
-  while (out.preempted == 0 && budget > 0 && static_cast<int64_t>(running_.size()) < options_.max_running &&
+  while (out.preempted == 0 && !full() && static_cast<int64_t>(running_.size()) < options_.max_running &&
          !waiting_.empty()) {
     Sequence& s = *waiting_.front();
+    if (s.in_flight) break;  // preempted while its last batch is still in the pipeline
     attach_prefix(s);
     const int64_t need = kv_.blocks_for(static_cast<int64_t>(s.history.size())) - static_cast<int64_t>(s.blocks.size());
     if (pool_.available() < need) {
@@ -211,6 +214,7 @@ ScheduledStep Scheduler::schedule() {
 void Scheduler::complete(const ScheduledStep& step) {
   for (size_t i = 0; i < step.seqs.size(); ++i) {
     Sequence& s = *step.seqs[i];
+    if (s.admitted_at != step.admitted_at[i]) continue;  // preempted meanwhile: its blocks are gone
     s.processed += step.counts[i];
     publish_full_blocks(s);
   }

@@ -5,6 +5,7 @@
 #pragma once
 #include <cstdint>
 #include <deque>
+#include <limits>
 #include <functional>
 #include <vector>
 
@@ -29,6 +30,9 @@ struct Sequence {
   std::vector<uint64_t> block_hashes;  // chain hash of each full block of `blocks` seen so far
   int64_t admitted_at = -1;            // admission tick while running, -1 while waiting
   bool announced = false;              // the replica has been told about it
+  // In a batch still on its way through an interleaved pipeline: not scheduled again (nor admitted)
+  // until that batch has left the last stage.
+  bool in_flight = false;
 };
 
 struct SchedulerOptions {
@@ -55,6 +59,8 @@ struct ScheduledStep {
   StepBatch batch;
   std::vector<Sequence*> seqs;      // per batch sequence
   std::vector<int64_t> counts;      // tokens each contributes
+  std::vector<int64_t> admitted_at; // each one's admission tick when scheduled (complete() skips any
+                                    // preempted or re-admitted since)
   std::vector<Sequence*> announce;  // admitted for the first time: the replica must learn them
   int64_t preempted = 0;
   int64_t prefix_hit_tokens = 0;
@@ -69,8 +75,9 @@ class Scheduler {
   // Drops a sequence wherever it is (cancelled or finished) and releases its blocks.
   void remove(Sequence* seq);
   // The next step; an empty one (held set) while the fill-the-batch policy holds it. The caller
-  // simply asks again: arrivals meanwhile are enqueued first and join the step.
-  ScheduledStep schedule();
+  // simply asks again: arrivals meanwhile are enqueued first and join the step. At most `max_seqs`
+  // sequences (an interleaved pipeline spreads the running ones over its stages this way).
+  ScheduledStep schedule(int64_t max_seqs = std::numeric_limits<int64_t>::max());
   // After the step ran: the KV of the scheduled tokens now exists; full blocks join the prefix cache.
   void complete(const ScheduledStep& step);
 

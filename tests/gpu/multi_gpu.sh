@@ -44,10 +44,10 @@ phase_build() {
   note "build" "ok ($gpus GPUs: $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1))"
 }
 
-plan_file() {  # name tensor pipeline model -> path of a plan
+plan_file() {  # name tensor pipeline model [schedule] -> path of a plan
   local f="$work/$1.yaml"
-  printf 'model:\n  path: %s\nparallel:\n  tensor: %s\n  pipeline: %s\ncomm:\n  backend: nccl\n  overlap_chunks: 2\n  timeout_s: 120\n' \
-    "$4" "$2" "$3" >"$f"
+  printf 'model:\n  path: %s\nparallel:\n  tensor: %s\n  pipeline: %s\n  schedule: %s\ncomm:\n  backend: nccl\n  overlap_chunks: 2\n  timeout_s: 120\n' \
+    "$4" "$2" "$3" "${5:-steps}" >"$f"
   echo "$f"
 }
 
@@ -111,6 +111,13 @@ phase_correct() {
       >"$work/logits-$name.json" 2>"$out/$name-logits.log"
     note "correct $name logits" "$(compare_logits "$work/logits-single.json" "$work/logits-$name.json" | tee "$out/logits-$name.txt")"
     note "correct $name logits vs CPU f32" "$(compare_logits "$work/logits-cpu.json" "$work/logits-$name.json" | tee "$out/logits-$name-vs-cpu.txt")"
+    if [ "$pp" -gt 1 ]; then  # the interleaved schedule runs the same kernels on the same rows
+      local intl
+      intl=$(timeout 300 mpirun -np "$ranks" "$strata" generate --plan "$(plan_file "$name-intl" "$tp" "$pp" "$model" interleaved)" \
+        "${args[@]}" 2>"$out/$name-intl.log" | grep '^ids:')
+      echo "$intl" >"$out/ids-$name-intl.txt"
+      note "correct $name interleaved greedy" "vs $name: $(first_difference "$multi" "$intl")"
+    fi
   done
 }
 
@@ -130,7 +137,9 @@ phase_scaling() {
     for l in "${layouts[@]}"; do
       read -r name tp pp ranks <<<"$l"
       [ "$ranks" -le "$gpus" ] || continue
-      if [ "$pp" -gt 1 ]; then echo "  - {name: $name, tensor: $tp, pipeline: $pp, micro_batches: $pp}"
+      if [ "$pp" -gt 1 ]; then
+        echo "  - {name: $name, tensor: $tp, pipeline: $pp, micro_batches: $pp}"
+        echo "  - {name: $name-intl, tensor: $tp, pipeline: $pp, schedule: interleaved}"
       else
         echo "  - {name: $name, tensor: $tp}"
         # Decode GEMMs below ~128 rows are weight-bound: splitting the batch for overlap reads every

@@ -67,7 +67,7 @@ TEST_P(OffloadLayouts, MatchSingleRankResident) {
     config.device_budget = test::budget_streaming(*ck, spec, config, layout.resident_layers);
   }
   options.offload = config;
-  options.generator.micro_batches = rank.plan().micro_batches();
+  rank.configure(options.generator);
   launcher::ModelSession session(options, rank.placement());
   session.prepare(256);
   const auto outputs = session.generator().generate(requests);

@@ -1,12 +1,14 @@
 // tests/parallel/engine_mpi_test.cpp: the serving Engine across the ranks of one replica (TP, PP with
-// micro-batches, TP x PP, and TP with a KV cache small enough to preempt): 16 requests submitted on the
+// micro-batches or the interleaved schedule, TP x PP, and KV caches small enough to preempt): 16 requests submitted on the
 // driver at staggered steps give, on every rank, exactly the tokens of each request run alone on a
 // single rank; then the driver's shutdown() ends every rank's step loop.
 // mpi-np: 2 4
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <map>
 #include <random>
+#include <set>
 
 #include "comm/bootstrap.h"
 #include "launcher/model_session.h"
@@ -27,6 +29,7 @@ struct Layout {
   std::string model;       // "fixture:<name>" or a make_model preset
   int64_t kv_tokens = 0;   // 0: room for every request at once
   bool expect_preemption = false;
+  bool interleaved = false;  // parallel.schedule: interleaved
 };
 
 std::string model_path(const std::string& spec) {
@@ -73,7 +76,8 @@ TEST_P(EngineLayouts, StaggeredRequestsMatchSingleRank) {
   const std::string path = model_path(layout.model);
   const std::string yaml = "model:\n  path: " + path + "\nparallel:\n  tensor: " + std::to_string(layout.tp) +
                            "\n  pipeline: " + std::to_string(layout.pp) +
-                           "\n  data: 1\n  micro_batches: 2\ncomm:\n  timeout_s: 120\n";
+                           "\n  data: 1\n  micro_batches: 2\n" + (layout.interleaved ? "  schedule: interleaved\n" : "") +
+                           "comm:\n  timeout_s: 120\n";
   const parallel::ParsedPlan parsed = parallel::parse_plan(yaml, layout.name + ".yaml");
   ASSERT_TRUE(parsed.ok()) << parallel::join_diagnostics(parsed.diagnostics);
 
@@ -99,7 +103,7 @@ TEST_P(EngineLayouts, StaggeredRequestsMatchSingleRank) {
   }
 
   launcher::RankRuntime rank(parsed.plan, "");
-  options.generator.micro_batches = rank.plan().micro_batches();
+  rank.configure(options.generator);
   options.generator.max_step_tokens = 20;  // chunked prefill next to decodes
   options.generator.max_running = 8;
   options.kv_tokens = layout.kv_tokens;
@@ -140,9 +144,88 @@ TEST_P(EngineLayouts, StaggeredRequestsMatchSingleRank) {
     if (layout.expect_preemption) {
       EXPECT_GT(s.preemptions, 0) << layout.name;
     }
+    // Interleaved: every stage had a batch of its own at some tick (sequences spread over the stages).
+    EXPECT_EQ(s.most_batches_in_flight, layout.interleaved ? layout.pp : 0) << layout.name;
   }
   std::vector<TokenEvent> after;
   EXPECT_FALSE(engine.step(after, 0));  // stopped for good, without talking to the other ranks
+  g_world->barrier();
+}
+
+// Interleaved pipeline: requests cancelled while their batches are in flight end as "cancelled" on every
+// rank with a prefix of their single-rank tokens; the others are untouched and every block comes back.
+TEST(EngineInterleaved, CancelWhileInFlight) {
+  if (g_world->size() != 2) GTEST_SKIP() << "needs 2 ranks";
+  const std::string path = model_path("fixture:llama_gqa_untied");
+  const parallel::ParsedPlan parsed = parallel::parse_plan(
+      "model:\n  path: " + path + "\nparallel:\n  pipeline: 2\n  schedule: interleaved\ncomm:\n  timeout_s: 120\n",
+      "interleaved.yaml");
+  ASSERT_TRUE(parsed.ok()) << parallel::join_diagnostics(parsed.diagnostics);
+  launcher::SessionOptions options;
+  options.model_path = path;
+  options.threads = 1;
+  std::vector<EngineRequest> requests;
+  std::map<uint64_t, Result> expected;
+  {
+    launcher::ModelSession single(options);
+    single.prepare(512);
+    requests = make_requests(single.config().vocab_size);
+    requests.resize(8);
+    for (EngineRequest& r : requests) {
+      r.max_new_tokens = 24;
+      GenerationRequest q;
+      q.prompt = r.prompt;
+      q.max_new_tokens = r.max_new_tokens;
+      q.sampling = r.sampling;
+      const GenerationOutput o = single.generator().generate({q})[0];
+      expected[r.id] = Result{o.tokens, o.finish_reason};
+    }
+  }
+  launcher::RankRuntime rank(parsed.plan, "");
+  rank.configure(options.generator);
+  launcher::ModelSession session(options, rank.placement());
+  session.prepare(16 * 64);
+  Engine& engine = session.generator().engine();
+  const bool driver = session.link().is_driver();
+  const std::set<uint64_t> cancelled = {requests[1].id, requests[4].id};
+  std::map<uint64_t, Result> got;
+  size_t ended = 0;
+  bool stopping = false;
+  std::vector<TokenEvent> events;
+  for (int64_t step = 0;; ++step) {
+    if (driver) {
+      if (step == 0) {
+        for (const EngineRequest& r : requests) EXPECT_TRUE(engine.submit(r));
+      }
+      if (step == 9) {  // after a few tokens each, with both stages busy
+        for (uint64_t id : cancelled) engine.cancel(id);
+      }
+      if (ended == requests.size() && !stopping) engine.shutdown(), stopping = true;
+    }
+    events.clear();
+    const bool more = engine.step(events, 0);
+    for (const TokenEvent& e : events) {
+      if (e.token >= 0) got[e.request_id].tokens.push_back(e.token);
+      if (e.finished) got[e.request_id].reason = e.finish_reason, ++ended;
+    }
+    if (!more) break;
+    ASSERT_LT(step, 20000) << "no progress";
+  }
+  EXPECT_EQ(ended, requests.size());
+  for (const auto& [id, want] : expected) {
+    const Result& r = got[id];
+    if (cancelled.count(id) > 0) {
+      EXPECT_EQ(r.reason, "cancelled") << id;
+      EXPECT_LT(r.tokens.size(), want.tokens.size()) << id;
+      EXPECT_TRUE(std::equal(r.tokens.begin(), r.tokens.end(), want.tokens.begin())) << id;
+    } else {
+      EXPECT_EQ(r.tokens, want.tokens) << id;
+      EXPECT_EQ(r.reason, want.reason) << id;
+    }
+  }
+  if (driver) {
+    EXPECT_EQ(engine.stats().kv_blocks_used, 0);
+  }
   g_world->barrier();
 }
 
@@ -151,7 +234,11 @@ INSTANTIATE_TEST_SUITE_P(Layouts, EngineLayouts,
                                            Layout{"pp2", 1, 2, "fixture:llama_gqa_untied"},
                                            Layout{"tp2_preempt", 2, 1, "fixture:llama_gqa_untied", 128, true},
                                            Layout{"tp2_pp2", 2, 2, "tiny"},
-                                           Layout{"tp2_pp2_preempt", 2, 2, "tiny", 128, true}),
+                                           Layout{"tp2_pp2_preempt", 2, 2, "tiny", 128, true},
+                                           Layout{"pp2_interleaved", 1, 2, "fixture:llama_gqa_untied", 0, false, true},
+                                           Layout{"pp2_interleaved_preempt", 1, 2, "tiny", 128, true, true},
+                                           Layout{"pp4_interleaved", 1, 4, "tiny", 0, false, true},
+                                           Layout{"tp2_pp2_interleaved", 2, 2, "tiny", 0, false, true}),
                          [](const auto& info) { return info.param.name; });
 
 }  // namespace

@@ -24,6 +24,7 @@ struct Layout {
   int tp = 1, pp = 1, dp = 1;
   std::string stages;  // YAML flow list or ""
   std::string model;   // "fixture:<name>" or "tiny" / "padded-vocab" (written by make_model)
+  bool interleaved = false;  // parallel.schedule: interleaved
 };
 
 std::string model_path(const std::string& spec) {
@@ -56,6 +57,7 @@ TEST_P(ParallelLayouts, MatchSingleRank) {
                      "\n  pipeline: " + std::to_string(layout.pp) + "\n  data: " + std::to_string(layout.dp) +
                      "\n  micro_batches: 2\n";
   if (!layout.stages.empty()) yaml += "  stages: " + layout.stages + "\n";
+  if (layout.interleaved) yaml += "  schedule: interleaved\n";
   yaml += "comm:\n  timeout_s: 60\n";
   const parallel::ParsedPlan parsed = parallel::parse_plan(yaml, layout.name + ".yaml");
   ASSERT_TRUE(parsed.ok()) << parallel::join_diagnostics(parsed.diagnostics);
@@ -80,7 +82,7 @@ TEST_P(ParallelLayouts, MatchSingleRank) {
   }
 
   launcher::RankRuntime rank(parsed.plan, "");
-  options.generator.micro_batches = rank.plan().micro_batches();
+  rank.configure(options.generator);
   launcher::ModelSession session(options, rank.placement());
   session.prepare(256);
   // Data parallel: replica d takes requests d, d + DP, ...
@@ -117,7 +119,10 @@ INSTANTIATE_TEST_SUITE_P(
                       Layout{"pp3_uneven", 1, 3, 1, "[{layers: \"0-0\"}, {layers: \"1-2\"}, {layers: \"3-3\"}]", "tiny"},
                       Layout{"tp4_replicated_kv", 4, 1, 1, "", "fixture:llama_gqa_untied"},
                       Layout{"tp4_padded_vocab", 4, 1, 1, "", "padded-vocab"},
-                      Layout{"tp2_pp2", 2, 2, 1, "", "tiny"}),
+                      Layout{"tp2_pp2", 2, 2, 1, "", "tiny"},
+                      Layout{"pp2_interleaved", 1, 2, 1, "", "fixture:llama_gqa_untied", true},
+                      Layout{"pp3_uneven_interleaved", 1, 3, 1, "[{layers: \"0-0\"}, {layers: \"1-2\"}, {layers: \"3-3\"}]",
+                             "tiny", true}),
     [](const auto& info) { return info.param.name; });
 
 }  // namespace
