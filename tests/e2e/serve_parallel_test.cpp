@@ -1,5 +1,5 @@
 // tests/e2e/serve_parallel_test.cpp: `mpirun -np 2 strata serve --plan` with tensor and pipeline
-// parallelism: concurrent greedy answers (streamed and not) equal the single-rank `strata generate`
+// parallelism (both pipeline schedules): concurrent greedy answers (streamed and not) equal the single-rank `strata generate`
 // ids, and SIGTERM to the serving rank answers every request in flight and ends every rank with 0.
 #include <gtest/gtest.h>
 
@@ -35,8 +35,11 @@ TEST_P(ServeParallel, ConcurrentAnswersEqualSingleRankAndSigtermDrains) {
   // serve.kv_budget sizes every rank's cache; the ranks agree on the smallest block count. Each rank
   // here holds half the K/V bytes per token (half the KV heads with TP2, half the layers with PP2).
   const int64_t budget = 1 << 20;
-  std::fprintf(f, "model:\n  path: %s\nparallel:\n  %s: 2\nserve:\n  kv_budget: %lldB\n", tiny_model().c_str(),
-               GetParam(), static_cast<long long>(budget));
+  const std::string layout = GetParam();
+  const bool interleaved = layout == "interleaved";  // the pipeline with parallel.schedule: interleaved
+  std::fprintf(f, "model:\n  path: %s\nparallel:\n  %s: 2\n%sserve:\n  kv_budget: %lldB\n", tiny_model().c_str(),
+               interleaved ? "pipeline" : layout.c_str(), interleaved ? "  schedule: interleaved\n" : "",
+               static_cast<long long>(budget));
   std::fclose(f);
   test::ServerProcess server(GetParam(), test::mpirun(2), "serve --plan " + plan);
   ASSERT_TRUE(server.wait_ready()) << server.log();
@@ -81,7 +84,7 @@ TEST_P(ServeParallel, ConcurrentAnswersEqualSingleRankAndSigtermDrains) {
   EXPECT_NE(server.log().find("shut down cleanly"), std::string::npos) << server.log();
 }
 
-INSTANTIATE_TEST_SUITE_P(Layouts, ServeParallel, ::testing::Values("tensor", "pipeline"));
+INSTANTIATE_TEST_SUITE_P(Layouts, ServeParallel, ::testing::Values("tensor", "pipeline", "interleaved"));
 
 }  // namespace
 }  // namespace strata
