@@ -159,6 +159,11 @@ TEST(PlanParser, EnumsSuggestNearest) {
   EXPECT_EQ(only_error("offload:\n  cold_tier: hots\n").str(),
             "p.yaml:2:14: error: offload.cold_tier must be one of host, disk, got 'hots' (did you mean 'host'?)");
   EXPECT_NE(only_error("comm:\n  backend: ncl\n").message.find("did you mean 'nccl'?"), std::string::npos);
+  EXPECT_EQ(only_error("parallel:\n  pipeline: 2\n  schedule: interleave\n").str(),
+            "p.yaml:3:13: error: parallel.schedule must be one of steps, interleaved, got 'interleave' (did you mean "
+            "'interleaved'?)");
+  EXPECT_TRUE(parse("parallel:\n  pipeline: 2\n  schedule: interleaved\n").plan.parallel.interleaved);
+  EXPECT_FALSE(parse("parallel:\n  pipeline: 2\n").plan.parallel.interleaved);
   EXPECT_NE(only_error("model:\n  dtype: fp16\n").message.find("did you mean 'f16'?"), std::string::npos);
   EXPECT_NE(only_error("model:\n  shape: 7b-shap\n").message.find("did you mean '7b-shape'?"), std::string::npos);
   EXPECT_NE(only_error("model:\n  shape: gpt2\n").message.find("known shapes: tiny, small"), std::string::npos);

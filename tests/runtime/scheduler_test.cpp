@@ -1,9 +1,11 @@
-// tests/runtime/scheduler_test.cpp: the scheduler on its own with made-up sequences: the fill-the-batch
+// tests/runtime/scheduler_test.cpp: the scheduler on its own with made-up sequences (and the interleaved
+// pipeline's cap and in-flight rules): the fill-the-batch
 // policy of ranks whose weights stream (SchedulerOptions::batch_wait_s) holds a part-empty decode step
 // only while requests are arriving, never longer than the bound, never when the batch is full, and
 // admits arrivals into the step it held. A fake clock drives it; nothing sleeps or is timed.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <memory>
 
 #include "runtime/backend.h"
@@ -136,6 +138,37 @@ TEST_F(FillTheBatch, PrefillWorkIsNeverHeld) {
   }
   now_ += 0.0005;
   EXPECT_TRUE(step(s).held);  // now a decode step alone, 2 ms after the arrival
+}
+
+// The interleaved pipeline's use: a cap on sequences per step spreads them, a sequence in flight is
+// neither scheduled nor re-admitted, and finishing a batch of a sequence preempted meanwhile leaves its
+// (recomputed) state alone.
+TEST_F(FillTheBatch, InFlightSequencesWaitAndTheCapSpreadsThem) {
+  Scheduler s(*kv_, options(0));
+  for (int i = 0; i < 4; ++i) arrive(s);
+  ScheduledStep a = s.schedule(2);
+  ASSERT_EQ(a.batch.n_seqs, 2);
+  for (Sequence* q : a.seqs) q->in_flight = true;
+  ScheduledStep b = s.schedule(2);
+  ASSERT_EQ(b.batch.n_seqs, 2);
+  for (Sequence* q : b.seqs) q->in_flight = true;
+  EXPECT_EQ(s.schedule(2).batch.n_seqs, 0);  // everyone is in flight
+  for (Sequence* q : a.seqs) EXPECT_TRUE(std::find(b.seqs.begin(), b.seqs.end(), q) == b.seqs.end());
+
+  // A's batch leaves the pipeline: its sequences decode next, B's still wait.
+  s.complete(a);
+  for (Sequence* q : a.seqs) q->in_flight = false, q->history.push_back(7), ++q->generated;
+  ScheduledStep c = s.schedule(8);
+  EXPECT_EQ(c.seqs, a.seqs);
+  EXPECT_EQ(c.batch.n_tokens(), 2);  // one decode each
+
+  // A sequence removed (cancelled) while in flight: completing B must skip it, not touch freed state.
+  Sequence* gone = b.seqs[0];
+  s.remove(gone);
+  EXPECT_EQ(gone->processed, 0);
+  s.complete(b);  // b still lists it; admitted_at no longer matches
+  EXPECT_EQ(gone->processed, 0);
+  EXPECT_EQ(b.seqs[1]->processed, static_cast<int64_t>(b.seqs[1]->history.size()));
 }
 
 }  // namespace
