@@ -10,6 +10,7 @@
 #include <deque>
 #include <mutex>
 #include <thread>
+#include <vector>
 
 #include "comm/nccl/check_nccl.h"
 #include "comm/op_checks.h"
@@ -99,7 +100,28 @@ struct NcclState {
     return failure_;
   }
 
-  // Hands the watchdog an operation's completion event (it destroys the event once it fired).
+  // Timing-capable events, reused: a decode step issues two per all-reduce, and creating them each time
+  // costs host time that eager TP steps cannot spare.
+  cudaEvent_t take_event() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (!spare_.empty()) {
+        const cudaEvent_t e = spare_.back();
+        spare_.pop_back();
+        return e;
+      }
+    }
+    cudaEvent_t e = nullptr;
+    CHECK_CUDA_COMM(cudaEventCreate(&e));
+    return e;
+  }
+  void give_event(cudaEvent_t e) {
+    if (e == nullptr) return;
+    std::lock_guard<std::mutex> lock(mutex_);
+    spare_.push_back(e);
+  }
+
+  // Hands the watchdog an operation's events (it recycles them once the op finished).
   void watch(cudaEvent_t began, cudaEvent_t done, const char* op, double start) {
     std::lock_guard<std::mutex> lock(mutex_);
     watched_.push_back({began, done, op, start});
@@ -137,8 +159,8 @@ struct NcclState {
           float ms = 0;
           if (q == cudaSuccess && cudaEventElapsedTime(&ms, w.began, w.done) == cudaSuccess)
             device_busy_s_ = device_busy_s_.load() + ms * 1e-3;
-          cudaEventDestroy(w.began);  // fired, or the device failed (the compute stream reports that)
-          cudaEventDestroy(w.done);
+          spare_.push_back(w.began);  // fired, or the device failed (the compute stream reports that)
+          spare_.push_back(w.done);
           watched_.pop_front();
         }
       }
@@ -155,6 +177,8 @@ struct NcclState {
       cudaEventDestroy(w.done);
     }
     watched_.clear();
+    for (cudaEvent_t e : spare_) cudaEventDestroy(e);
+    spare_.clear();
   }
 
   struct Watched {
@@ -167,6 +191,7 @@ struct NcclState {
   std::string failure_;  // set once the communicator was aborted
   std::atomic<bool> failed_{false};
   std::deque<Watched> watched_;
+  std::vector<cudaEvent_t> spare_;
   std::thread watchdog_;
   std::atomic<bool> stop_{false};
 
@@ -179,13 +204,14 @@ class NcclWork final : public Work {
   // `began` was recorded on the communication stream before the op; the work owns it.
   NcclWork(std::shared_ptr<NcclState> state, const char* op, cudaEvent_t began, bool host_wait)
       : state_(std::move(state)), op_(op), began_(began), host_wait_(host_wait) {
-    CHECK_CUDA_COMM(cudaEventCreate(&done_));
+    done_ = state_->take_event();
     CHECK_CUDA_COMM(cudaEventRecord(done_, state_->stream));
     start_ = now_s();
   }
+  // A work dropped unwaited: its events may still be pending on the stream; a later record resets them.
   ~NcclWork() override {
-    if (done_ != nullptr) cudaEventDestroy(done_);
-    if (began_ != nullptr) cudaEventDestroy(began_);
+    state_->give_event(done_);
+    state_->give_event(began_);
   }
   bool test() override {
     if (done_ == nullptr) return true;  // handed to the watchdog by wait()
@@ -332,11 +358,10 @@ class NcclCommunicator final : public Communicator {
     // A non-blocking communicator may answer ncclInProgress (the first operation with a peer sets up its
     // connections): NCCL takes no further call until it settles, and the operation is on the stream only
     // then, so the completion event is recorded after.
-    cudaEvent_t began = nullptr;
-    CHECK_CUDA_COMM(cudaEventCreate(&began));
+    const cudaEvent_t began = state_->take_event();
     CHECK_CUDA_COMM(cudaEventRecord(began, state_->stream));
     const ncclResult_t launched = launch(state_->comm, state_->stream);
-    if (launched != ncclSuccess && launched != ncclInProgress) cudaEventDestroy(began);
+    if (launched != ncclSuccess && launched != ncclInProgress) state_->give_event(began);
     CHECK_NCCL(launched, state_->comm);
     if (launched == ncclInProgress) state_->settle(op);
     return std::make_unique<NcclWork>(state_, op, began, host_wait);
