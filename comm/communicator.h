@@ -67,6 +67,9 @@ class Communicator {
   // Seconds the device spent in this group's operations, timed on the GPU, for transports whose
   // waits are stream-ordered (the host never sees them finish); -1 where the host times them.
   virtual double device_busy_seconds() const { return -1; }
+  // Collective::fence(): deadline on stream-ordered work the host issued without handles.
+  virtual void fence() {}
+  virtual bool recordable() const { return false; }  // operations can be captured in a CUDA graph
 
   void all_reduce(Tensor& t, ReduceOp op = ReduceOp::kSum) { all_reduce_async(t, op)->wait(); }
   void all_gather(const Tensor& in, Tensor& out) { all_gather_async(in, out)->wait(); }

@@ -25,6 +25,8 @@ class CommunicatorCollective final : public Collective {
   void all_reduce_sum(Tensor& t) override;
   std::unique_ptr<CollectiveWork> all_reduce_sum_async(Tensor& t) override;
   void all_gather(const Tensor& in, Tensor& out) override;
+  void fence() override { comm_.fence(); }
+  bool recordable() const override { return comm_.recordable(); }
   CollectiveStats stats() const override;
   Communicator& communicator() const { return comm_; }
 

@@ -43,6 +43,11 @@ class Collective {
   virtual std::unique_ptr<CollectiveWork> all_reduce_sum_async(Tensor& t);
   // out[size * n] = concatenation of every rank's in[n] in rank order (vocab-parallel logits).
   virtual void all_gather(const Tensor& in, Tensor& out) = 0;
+  // After replaying recorded work (a CUDA graph) that contains this group's operations: they have no
+  // handles, so a transport whose waits are stream-ordered puts its deadline on the replay instead.
+  virtual void fence() {}
+  // Whether this group's operations can be recorded into a CUDA graph (device-side, stream-ordered).
+  virtual bool recordable() const { return false; }
   // Totals since construction; zero where nothing moves (a group of one).
   virtual CollectiveStats stats() const { return {}; }
 };

@@ -157,9 +157,9 @@ struct NcclState {
             break;
           }
           float ms = 0;
-          if (q == cudaSuccess && cudaEventElapsedTime(&ms, w.began, w.done) == cudaSuccess)
+          if (q == cudaSuccess && w.began != nullptr && cudaEventElapsedTime(&ms, w.began, w.done) == cudaSuccess)
             device_busy_s_ = device_busy_s_.load() + ms * 1e-3;
-          spare_.push_back(w.began);  // fired, or the device failed (the compute stream reports that)
+          if (w.began != nullptr) spare_.push_back(w.began);  // fired, or the device failed (reported elsewhere)
           spare_.push_back(w.done);
           watched_.pop_front();
         }
@@ -173,7 +173,7 @@ struct NcclState {
     stop_ = true;
     if (watchdog_.joinable()) watchdog_.join();
     for (const Watched& w : watched_) {
-      cudaEventDestroy(w.began);
+      if (w.began != nullptr) cudaEventDestroy(w.began);
       cudaEventDestroy(w.done);
     }
     watched_.clear();
@@ -182,7 +182,7 @@ struct NcclState {
   }
 
   struct Watched {
-    cudaEvent_t began;  // on the communication stream just before the op (after its inputs are ready)
+    cudaEvent_t began;  // on the communication stream just before the op; nullptr: untimed (a fence)
     cudaEvent_t done;
     const char* op;
     double start;
@@ -207,6 +207,11 @@ class NcclWork final : public Work {
     done_ = state_->take_event();
     CHECK_CUDA_COMM(cudaEventRecord(done_, state_->stream));
     start_ = now_s();
+    // Recorded into a CUDA graph: the events only order streams inside the capture; nothing may query
+    // them, and the deadline goes on each replay (Collective::fence).
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    CHECK_CUDA_COMM(cudaStreamIsCapturing(state_->stream, &capture));
+    captured_ = capture == cudaStreamCaptureStatusActive;
   }
   // A work dropped unwaited: its events may still be pending on the stream; a later record resets them.
   ~NcclWork() override {
@@ -214,7 +219,7 @@ class NcclWork final : public Work {
     state_->give_event(began_);
   }
   bool test() override {
-    if (done_ == nullptr) return true;  // handed to the watchdog by wait()
+    if (done_ == nullptr || captured_) return true;  // handed to the watchdog, or ordered in the graph
     const cudaError_t s = cudaEventQuery(done_);
     if (s == cudaSuccess) {
       order_compute();
@@ -233,6 +238,10 @@ class NcclWork final : public Work {
   // and the host goes on launching (the watchdog keeps the deadline). Without one, the host polls.
   void wait() override {
     if (done_ == nullptr) return;
+    if (captured_) {
+      order_compute();
+      return;
+    }
     if (state_->compute != nullptr && !host_wait_) {
       state_->check_usable(op_);
       order_compute();
@@ -253,6 +262,7 @@ class NcclWork final : public Work {
   const char* op_;
   cudaEvent_t began_ = nullptr;
   bool host_wait_ = false;
+  bool captured_ = false;
   cudaEvent_t done_ = nullptr;
   double start_ = 0;
   bool ordered_ = false;
@@ -340,6 +350,14 @@ class NcclCommunicator final : public Communicator {
     if (scratch_ != nullptr) cudaFree(scratch_);
   }
   double device_busy_seconds() const override { return state_->device_busy_s_.load(); }
+  bool recordable() const override { return state_->compute != nullptr; }
+  void fence() override {
+    if (state_->compute == nullptr) return;
+    state_->check_usable("fence");
+    const cudaEvent_t done = state_->take_event();
+    CHECK_CUDA_COMM(cudaEventRecord(done, state_->compute));
+    state_->watch(nullptr, done, "a replayed CUDA graph's collectives", now_s());
+  }
 
  private:
   template <typename Launch>

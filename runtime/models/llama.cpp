@@ -4,7 +4,9 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 
 #include "runtime/error.h"
 
@@ -254,21 +256,30 @@ void LlamaModel::sample(const StepBatch& step, const Tensor& hidden, std::span<c
   backend_.sample(logits, rows.data(), tokens.data(), logprobs.data());
 }
 
-Tensor LlamaModel::gather_vocab(const Tensor& local) {
-  const int64_t R = local.dim(0), P = tp_.size(), S = spec_.vocab_shard;
-  STRATA_CHECK_KIND(ErrorKind::kInternal, S * P == config_.vocab_size && local.dim(1) == S,
-                    "gather_vocab: shards of ", local.dim(1), " do not tile the vocabulary of ", config_.vocab_size);
-  Tensor blocks = backend_.alloc({P * R, S}, DType::kF32);
-  tp_.all_gather(local, blocks);  // [rank][row][column]
-  // Row r of the result is the blocks (p, r) side by side: viewed as [R * P, S] rows, row r * P + p is
-  // block row p * R + r, a row gather (the embedding op) with those indices.
+Tensor LlamaModel::vocab_gather_order(int64_t R) {
+  // Row r of the gathered logits is the blocks (p, r) side by side: viewed as [R * P, S] rows, row
+  // r * P + p is block row p * R + r, a row gather (the embedding op) with these indices.
+  const int64_t P = tp_.size();
   Tensor order = Tensor::empty({R * P}, DType::kI32);
   for (int64_t r = 0; r < R; ++r)
     for (int64_t p = 0; p < P; ++p) order.data<int32_t>()[r * P + p] = static_cast<int32_t>(p * R + r);
   Tensor order_dev = backend_.alloc(order.shape(), DType::kI32);
   backend_.copy(order, order_dev);
-  Tensor rows = backend_.alloc({R, P * S}, DType::kF32);
-  backend_.embed(blocks, order_dev, 0, rows);
+  return order_dev;
+}
+
+void LlamaModel::gather_vocab_into(const Tensor& local, const Tensor& order, Tensor& out) {
+  const int64_t R = local.dim(0), P = tp_.size(), S = spec_.vocab_shard;
+  STRATA_CHECK_KIND(ErrorKind::kInternal, S * P == config_.vocab_size && local.dim(1) == S,
+                    "gather_vocab: shards of ", local.dim(1), " do not tile the vocabulary of ", config_.vocab_size);
+  Tensor blocks = backend_.alloc({P * R, S}, DType::kF32);
+  tp_.all_gather(local, blocks);  // [rank][row][column]
+  backend_.embed(blocks, order, 0, out);
+}
+
+Tensor LlamaModel::gather_vocab(const Tensor& local) {
+  Tensor rows = backend_.alloc({local.dim(0), config_.vocab_size}, DType::kF32);
+  gather_vocab_into(local, vocab_gather_order(local.dim(0)), rows);
   return rows;
 }
 
@@ -289,8 +300,14 @@ constexpr int64_t kMaxRecordedBatch = 256;
 
 bool LlamaModel::sample_recorded(const StepBatch& step, std::span<const SampleRow> rows, std::span<int32_t> tokens,
                                  std::span<float> logprobs) {
-  if (!backend_.supports_capture() || !spec_.first_stage || !spec_.last_stage || tp_.size() != 1 ||
-      !weights_.stays_resident())
+  // Tensor parallelism: the all-reduces and the vocabulary gather are recorded too (NCCL ops can be
+  // captured). Not yet run on a multi-GPU machine, so it waits for STRATA_CUDA_GRAPHS_TP=1.
+  static const bool tp_graphs = [] {
+    const char* e = std::getenv("STRATA_CUDA_GRAPHS_TP");
+    return e != nullptr && std::string(e) == "1";
+  }();
+  if (!backend_.supports_capture() || !spec_.first_stage || !spec_.last_stage || !weights_.stays_resident() ||
+      (tp_.size() != 1 && !(tp_graphs && samples_on_backend() && tp_.recordable())))
     return false;
   const int64_t T = step.n_tokens();
   if (T == 0 || T != step.n_seqs || T > kMaxRecordedBatch || static_cast<int64_t>(step.logit_rows.size()) != T ||
@@ -299,7 +316,7 @@ bool LlamaModel::sample_recorded(const StepBatch& step, std::span<const SampleRo
   for (int64_t t = 0; t < T; ++t)
     if (step.token_seq[static_cast<size_t>(t)] != t || step.logit_rows[static_cast<size_t>(t)] != t) return false;
 
-  const int64_t B = decode_bucket(T), V = spec_.vocab_count, bs = kv_.shape().block_size;
+  const int64_t B = decode_bucket(T), V = config_.vocab_size, bs = kv_.shape().block_size;
   int64_t W = 4;
   while (W < step.max_blocks) W *= 2;
   const int64_t words = 4 * B + B * W;
@@ -314,12 +331,24 @@ bool LlamaModel::sample_recorded(const StepBatch& step, std::span<const SampleRo
   DeviceStep d = upload_step(step, B, B, W, &recorded_inputs_);
   d.batch.max_position = W * bs;  // the recorded split plan covers any context that fits the width
   Tensor logits = part(recorded_logits_, 0, {B, V});
+  Tensor order;  // TP: the row order of the vocabulary gather, uploaded before any recording
+  if (tp_.size() > 1) {
+    Tensor& o = recorded_order_[B];
+    if (!o.defined()) o = vocab_gather_order(B);
+    order = o;
+  }
   const auto body = [&] {
     Tensor hidden;
     forward_device(d, hidden);
     Tensor normed = backend_.alloc(hidden.shape(), backend_.activation_dtype());
     backend_.rmsnorm(hidden, weights_.globals().output_norm, config_.rms_eps, normed);
-    backend_.matmul(normed, weights_.globals().output, nullptr, logits);
+    if (tp_.size() == 1) {
+      backend_.matmul(normed, weights_.globals().output, nullptr, logits);
+      return;
+    }
+    Tensor local = backend_.alloc({B, spec_.vocab_count}, DType::kF32);
+    backend_.matmul(normed, weights_.globals().output, nullptr, local);
+    gather_vocab_into(local, order, logits);
   };
   RecordedDecode& g = recorded_[{B, W}];
   if (!g.warmed) {
@@ -328,6 +357,7 @@ bool LlamaModel::sample_recorded(const StepBatch& step, std::span<const SampleRo
   } else {
     if (!g.graph) g.graph = backend_.capture(body);
     g.graph->replay();
+    tp_.fence();  // the replay's collectives have no handles: the transport's deadline covers it
   }
   backend_.sample(part(recorded_logits_, 0, {T, V}), rows.data(), tokens.data(), logprobs.data());
   return true;

@@ -107,6 +107,13 @@ phase_correct() {
     echo "$multi" >"$out/ids-$name.txt"
     if [ -z "$multi" ]; then note "correct $name" "FAILED (see $name.log)"; tail -5 "$out/$name.log"; continue; fi
     note "correct $name greedy" "vs 1 GPU: $(first_difference "$single" "$multi"); vs 1 GPU eager: $(first_difference "$eager" "$multi")"
+    if [ "$pp" -eq 1 ]; then  # decode recorded in CUDA graphs (NCCL captured); a broken graph parts at once
+      local graphed
+      graphed=$(STRATA_CUDA_GRAPHS_TP=1 timeout 300 mpirun -x STRATA_CUDA_GRAPHS_TP -np "$ranks" "$strata" generate \
+        --plan "$plan" "${args[@]}" 2>"$out/$name-graphs.log" | grep '^ids:')
+      echo "$graphed" >"$out/ids-$name-graphs.txt"
+      note "correct $name graphs greedy" "vs $name eager: $(first_difference "$multi" "$graphed"); vs 1 GPU: $(first_difference "$single" "$graphed")"
+    fi
     timeout 300 mpirun -np "$ranks" "$strata" logits --plan "$plan" --device cuda --prompt-ids "$teacher" --all \
       >"$work/logits-$name.json" 2>"$out/$name-logits.log"
     note "correct $name logits" "$(compare_logits "$work/logits-single.json" "$work/logits-$name.json" | tee "$out/logits-$name.txt")"
@@ -155,6 +162,13 @@ phase_scaling() {
   "$strata" bench scaling --sweep "$sweep" --out "$out/scaling" >"$out/scaling.txt" 2>&1
   note "scaling" "rc=$? ($out/scaling.txt)"
   tail -20 "$out/scaling.txt"
+  # TP decode recorded in CUDA graphs (NCCL ops captured), still behind STRATA_CUDA_GRAPHS_TP=1.
+  local tp_sweep="$work/sweep-tp-graphs.yaml"
+  grep -v -- "-intl\|pp[0-9]" "$sweep" | sed 's/^name: .*/name: tp-graphs/' >"$tp_sweep"
+  STRATA_CUDA_GRAPHS_TP=1 "$strata" bench scaling --sweep "$tp_sweep" --launcher-args "-x STRATA_CUDA_GRAPHS_TP" \
+    --out "$out/scaling-tp-graphs" >"$out/scaling-tp-graphs.txt" 2>&1
+  note "scaling, TP with CUDA graphs" "rc=$? ($out/scaling-tp-graphs.txt)"
+  tail -8 "$out/scaling-tp-graphs.txt"
 }
 
 phase_big() {
