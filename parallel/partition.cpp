@@ -4,6 +4,7 @@
 #include "parallel/partition.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "parallel/plan_check.h"
 #include "runtime/error.h"
@@ -166,15 +167,35 @@ std::vector<Stage> plan_stages(const Plan& plan, const ModelConfig& config) {
     }
     return stages;
   }
-  const int64_t pp = plan.parallel.pipeline;
-  const int64_t base = config.n_layers / pp, extra = config.n_layers % pp;
   int64_t begin = 0;
-  for (int64_t i = 0; i < pp; ++i) {
-    const int64_t n = base + (i < extra ? 1 : 0);
+  for (int64_t n : balanced_stage_layers(config, plan.parallel.pipeline)) {
     stages.push_back(Stage{begin, begin + n});
     begin += n;
   }
   return stages;
+}
+
+std::vector<int64_t> balanced_stage_layers(const ModelConfig& c, int64_t pp) {
+  const int64_t N = c.n_layers;
+  if (pp <= 1) return {N};
+  // Weights per layer and of the LM head, which the last stage also reads every step: counted in
+  // layers, the head takes layers off the last stage so that no stage is the pipeline's bottleneck.
+  const double layer = static_cast<double>(c.hidden) * static_cast<double>(2 * c.n_heads * c.head_dim +
+                                                                             2 * c.n_kv_heads * c.head_dim + 3 * c.ffn);
+  const double head = layer > 0 ? static_cast<double>(c.vocab_size) * static_cast<double>(c.hidden) / layer : 0;
+  // The last stage's layer count that makes the heaviest stage lightest (ties: more layers last).
+  int64_t last = 1;
+  double best = -1;
+  for (int64_t n = 1; n <= N - (pp - 1); ++n) {
+    const int64_t front = (N - n + pp - 2) / (pp - 1);  // the largest of the other stages
+    const double heaviest = std::max(static_cast<double>(front), static_cast<double>(n) + head);
+    if (best < 0 || heaviest <= best) best = heaviest, last = n;
+  }
+  const int64_t rest = N - last, base = rest / (pp - 1), extra = rest % (pp - 1);
+  std::vector<int64_t> out;
+  for (int64_t i = 0; i + 1 < pp; ++i) out.push_back(base + (i < extra ? 1 : 0));  // extra layers to the front
+  out.push_back(last);
+  return out;
 }
 
 Partition compute_partition(const Plan& plan, const ModelConfig& config, const PartitionOptions& options) {

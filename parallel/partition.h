@@ -108,6 +108,9 @@ Partition make_partition(const Plan& plan, const ModelConfig& config, const Part
 
 // The layer range of each stage: the plan's explicit stages, else balanced. Assumes they are valid.
 std::vector<Stage> plan_stages(const Plan& plan, const ModelConfig& config);
+// Layers per stage when the plan names none: even once the LM head on the last stage is counted in
+// layer-sized units of weight (it is read every step too), leftover layers to the earlier stages.
+std::vector<int64_t> balanced_stage_layers(const ModelConfig& config, int64_t pp);
 // The dtype the ranks hold weights in.
 DType plan_dtype(const Plan& plan, const PartitionOptions& options);
 // Partitions without validating; for validate_plan, which runs it once the structure is known good.

@@ -34,9 +34,7 @@ int64_t matmul_params(const ModelConfig& c, int tp) { return layer_params(c, tp)
 
 std::vector<int64_t> stage_sizes(const ModelConfig& c, const PlanShape& s) {
   if (!s.stage_layers.empty()) return s.stage_layers;
-  std::vector<int64_t> out;  // balanced, extra layers to the front (parallel/partition.h)
-  for (int i = 0; i < s.pp; ++i) out.push_back(c.n_layers / s.pp + (i < c.n_layers % s.pp ? 1 : 0));
-  return out;
+  return balanced_stage_layers(c, s.pp);  // the split a plan without explicit stages gets
 }
 
 // Whether any message between world ranks a + j and b + j (j < lanes) leaves a node.

@@ -5,8 +5,10 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <map>
 
+#include "parallel/perf_model.h"
 #include "parallel/plan_parser.h"
 #include "runtime/error.h"
 #include "runtime/model_presets.h"
@@ -119,6 +121,32 @@ TEST(Partition, BalancedStagesGiveExtraLayersToEarlierStages) {
   EXPECT_NE(find(tiny.rank(2), "output_norm.weight"), nullptr);
   EXPECT_NE(find(tiny.rank(1), "blk.2.ffn_up.weight"), nullptr);
   EXPECT_EQ(find(tiny.rank(1), "blk.1.ffn_up.weight"), nullptr);
+}
+
+// The LM head is read every step by the last stage, so the split counts it: a model whose head is
+// large next to a layer gives its last stage fewer layers, and the heaviest stage gets lighter than
+// with layers alone. For Llama-sized models the head is under a layer and nothing moves.
+TEST(Partition, BalancedStagesCountTheHeadOnTheLastStage) {
+  const ModelConfig small = model_preset("small");
+  const std::vector<int64_t> split = balanced_stage_layers(small, 2);
+  ASSERT_EQ(split.size(), 2u);
+  EXPECT_EQ(split[0] + split[1], small.n_layers);
+  EXPECT_LT(split[1], split[0]);
+  const double layer = static_cast<double>(layer_params(small, 1));
+  const double head = static_cast<double>(head_params(small, 1));
+  auto heaviest = [&](int64_t first, int64_t last) { return std::max(first * layer, last * layer + head); };
+  const int64_t even = small.n_layers / 2;
+  EXPECT_LT(heaviest(split[0], split[1]), heaviest(small.n_layers - even, even));
+  for (const char* big : {"7b-shape", "13b-shape", "70b-shape"}) {
+    const ModelConfig c = model_preset(big);
+    for (int64_t pp : {2, 4, 8}) {
+      const std::vector<int64_t> s = balanced_stage_layers(c, pp);
+      EXPECT_EQ(*std::max_element(s.begin(), s.end()) - *std::min_element(s.begin(), s.end()),
+                c.n_layers % pp == 0 ? 0 : 1)
+          << big << " pp" << pp;
+    }
+  }
+  EXPECT_EQ(balanced_stage_layers(model_preset("tiny"), 4), (std::vector<int64_t>{1, 1, 1, 1}));
 }
 
 TEST(Partition, ExplicitStages) {
