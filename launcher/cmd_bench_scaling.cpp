@@ -16,6 +16,7 @@
 #include <sstream>
 
 #include "launcher/args.h"
+#include "launcher/step_breakdown.h"
 #include "parallel/partition.h"
 #include "parallel/perf_model.h"
 #include "parallel/plan_check.h"
@@ -170,22 +171,6 @@ bool stream_ordered(const json::object& measured) {
   return b.contains("comm_stream_ordered") && b.at("comm_stream_ordered").as_bool();
 }
 
-// Exposed communication = the step's time minus the same step's time without communication; the rest
-// of the GPU-timed communication ran under compute.
-void split_from_skip_run(json::object& measured, const json::object& skipped) {
-  json::object& b = measured.at("breakdown").as_object();
-  if (!skipped.contains("breakdown")) return;
-  const double step = num(b, "step_ms"), bare = num(skipped.at("breakdown").as_object(), "step_ms");
-  const double total = num(b, "comm_total_ms");
-  const double exposed = std::max(0.0, step - bare);
-  b["no_comm_step_ms"] = bare;
-  b["comm_exposed_ms"] = exposed;
-  b["compute_ms"] = std::max(0.0, num(b, "compute_ms") - exposed);
-  b["comm_hidden_ms"] = std::max(0.0, total - exposed);
-  b["comm_hidden_fraction"] = total > 0 ? json::value(std::max(0.0, total - exposed) / total) : json::value(nullptr);
-  b["comm_exposed_from"] = "step time minus a STRATA_COMM_SKIP=1 run of the same point";
-}
-
 std::string self_exe() {
   std::error_code ec;
   const fs::path p = fs::read_symlink("/proc/self/exe", ec);
@@ -320,7 +305,9 @@ int cmd_bench_scaling(int argc, char** argv) {
           const Child k = run_child(skip_command, sweep.timeout_s);
           std::ofstream(log, std::ios::app) << "\n$ " << skip_command << "\n" << k.output;
           const auto skipped = last_json(k.output);
-          if (k.exit_code == 0 && skipped) split_from_skip_run(p.measured, *skipped);
+          if (k.exit_code == 0 && skipped && skipped->contains("breakdown"))
+            split_by_no_comm_run(p.measured.at("breakdown").as_object(),
+                                 num(skipped->at("breakdown").as_object(), "step_ms"));
         }
       } else {
         p.status = "failed";

@@ -105,6 +105,18 @@ json::object parts_json(const StepParts& p) {
                       {"stream_bytes_per_step", p.stream_bytes}};
 }
 
+void split_by_no_comm_run(json::object& b, double no_comm_step_ms) {
+  auto num = [&](const char* key) { return b.contains(key) ? b.at(key).to_number<double>() : 0.0; };
+  const double step = num("step_ms"), total = num("comm_total_ms");
+  const double exposed = std::clamp(step - no_comm_step_ms, 0.0, num("compute_ms"));
+  b["no_comm_step_ms"] = no_comm_step_ms;
+  b["comm_exposed_ms"] = exposed;
+  b["compute_ms"] = num("compute_ms") - exposed;
+  b["comm_hidden_ms"] = std::max(0.0, total - exposed);
+  b["comm_hidden_fraction"] = total > 0 ? json::value(std::max(0.0, total - exposed) / total) : json::value(nullptr);
+  b["comm_exposed_from"] = "step time minus a STRATA_COMM_SKIP=1 run of the same point";
+}
+
 json::object memory_json(ModelSession& session) {
   int64_t device = 0, host = 0, disk = 0, ring = 0;
   if (offload::TieredWeights* t = session.offload()) {

@@ -54,6 +54,10 @@ class StepBreakdown {
 
 // {"steps", "step_ms", "compute_ms", ... , "comm_hidden_fraction": x | null, ...}
 boost::json::object parts_json(const StepParts& parts);
+// A stream-ordered breakdown (comm_stream_ordered) split by the same point run without communication
+// (STRATA_COMM_SKIP=1), whose step took `no_comm_step_ms`: exposed = step - that, hidden = the
+// GPU-timed total - exposed; compute loses the exposed part, so the parts still add up to the step.
+void split_by_no_comm_run(boost::json::object& breakdown, double no_comm_step_ms);
 // This rank's memory per tier: weights on the compute device, in (pinned) host memory and left on
 // disk, the streaming ring, and the KV cache. Without offload every weight counts as device-resident.
 boost::json::object memory_json(ModelSession& session);

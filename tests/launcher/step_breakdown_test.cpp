@@ -1,6 +1,7 @@
 // tests/launcher/step_breakdown_test.cpp: the measured decode-step split from synthetic counters:
 // prefill intervals are left out, the parts add up to the step, hidden shares are shares and are n/a
-// when nothing moved. Closed-form arithmetic on made-up seconds; nothing is timed.
+// when nothing moved, and a stream-ordered (NCCL) split is completed by a run without communication.
+// Closed-form arithmetic on made-up seconds; nothing is timed.
 #include <gtest/gtest.h>
 
 #include "launcher/step_breakdown.h"
@@ -83,6 +84,38 @@ TEST(StepBreakdown, WaitsLongerThanTheForwardPassAreClampedNotNegative) {
   ASSERT_TRUE(p.comm_hidden_fraction.has_value());
   EXPECT_GE(*p.comm_hidden_fraction, 0);
   EXPECT_LE(*p.comm_hidden_fraction, 1);
+}
+
+// NCCL: the host never blocks, so the GPU-timed total is the communication and compute holds the
+// exposed part until a run without communication splits it off.
+TEST(StepBreakdown, StreamOrderedCommunicationIsSplitByTheNoCommRun) {
+  StepCounters c;
+  c.comm.device_busy_seconds = 0;
+  StepBreakdown b(c);
+  c = advance(c, false, 0.010, 0.009, 0.001, 0.0, 0.0);
+  c.comm.device_busy_seconds += 0.002;
+  b.observe(c);
+  const StepParts p = b.parts();
+  EXPECT_TRUE(p.comm_stream_ordered);
+  EXPECT_NEAR(p.comm_total, 0.002, 1e-12);
+  EXPECT_EQ(p.comm_exposed, 0);
+  EXPECT_NEAR(p.compute, 0.009, 1e-12);
+  EXPECT_FALSE(p.comm_hidden_fraction.has_value());
+
+  boost::json::object j = parts_json(p);
+  split_by_no_comm_run(j, 9.5);  // the same step took 9.5 ms without its all-reduces
+  EXPECT_NEAR(j.at("comm_exposed_ms").as_double(), 0.5, 1e-9);
+  EXPECT_NEAR(j.at("comm_hidden_ms").as_double(), 1.5, 1e-9);
+  EXPECT_NEAR(j.at("comm_hidden_fraction").as_double(), 0.75, 1e-9);
+  EXPECT_NEAR(j.at("compute_ms").as_double(), 8.5, 1e-9);
+  const double sum = j.at("compute_ms").as_double() + j.at("comm_exposed_ms").as_double() +
+                     j.at("stream_wait_ms").as_double() + j.at("sample_ms").as_double() + j.at("schedule_ms").as_double();
+  EXPECT_NEAR(sum, j.at("step_ms").as_double(), 1e-9);
+
+  boost::json::object slower = parts_json(p);
+  split_by_no_comm_run(slower, 11.0);  // noise: the run without communication was slower
+  EXPECT_EQ(slower.at("comm_exposed_ms").as_double(), 0);
+  EXPECT_NEAR(slower.at("comm_hidden_fraction").as_double(), 1.0, 1e-12);
 }
 
 TEST(StepBreakdown, NoDecodeStepsGivesZeros) {
