@@ -6,9 +6,11 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -350,7 +352,15 @@ class NcclCommunicator final : public Communicator {
     if (scratch_ != nullptr) cudaFree(scratch_);
   }
   double device_busy_seconds() const override { return state_->device_busy_s_.load(); }
-  bool recordable() const override { return state_->compute != nullptr; }
+  // Capture of NCCL ops into CUDA graphs has not yet run on a multi-GPU machine: opt in with
+  // STRATA_CUDA_GRAPHS_TP=1 until it has.
+  bool recordable() const override {
+    static const bool opted_in = [] {
+      const char* e = std::getenv("STRATA_CUDA_GRAPHS_TP");
+      return e != nullptr && std::string(e) == "1";
+    }();
+    return opted_in && state_->compute != nullptr;
+  }
   void fence() override {
     if (state_->compute == nullptr) return;
     state_->check_usable("fence");

@@ -4,9 +4,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
-#include <string>
 
 #include "runtime/error.h"
 
@@ -256,16 +254,20 @@ void LlamaModel::sample(const StepBatch& step, const Tensor& hidden, std::span<c
   backend_.sample(logits, rows.data(), tokens.data(), logprobs.data());
 }
 
-Tensor LlamaModel::vocab_gather_order(int64_t R) {
+const Tensor& LlamaModel::vocab_gather_order(int64_t R) {
   // Row r of the gathered logits is the blocks (p, r) side by side: viewed as [R * P, S] rows, row
-  // r * P + p is block row p * R + r, a row gather (the embedding op) with these indices.
+  // r * P + p is block row p * R + r, a row gather (the embedding op) with these indices. Uploaded
+  // once per row count, so neither a step nor a recording copies it again.
+  Tensor& cached = vocab_order_[R];
+  if (cached.defined()) return cached;
   const int64_t P = tp_.size();
   Tensor order = Tensor::empty({R * P}, DType::kI32);
   for (int64_t r = 0; r < R; ++r)
     for (int64_t p = 0; p < P; ++p) order.data<int32_t>()[r * P + p] = static_cast<int32_t>(p * R + r);
   Tensor order_dev = backend_.alloc(order.shape(), DType::kI32);
   backend_.copy(order, order_dev);
-  return order_dev;
+  cached = order_dev;
+  return cached;
 }
 
 void LlamaModel::gather_vocab_into(const Tensor& local, const Tensor& order, Tensor& out) {
@@ -300,14 +302,10 @@ constexpr int64_t kMaxRecordedBatch = 256;
 
 bool LlamaModel::sample_recorded(const StepBatch& step, std::span<const SampleRow> rows, std::span<int32_t> tokens,
                                  std::span<float> logprobs) {
-  // Tensor parallelism: the all-reduces and the vocabulary gather are recorded too (NCCL ops can be
-  // captured). Not yet run on a multi-GPU machine, so it waits for STRATA_CUDA_GRAPHS_TP=1.
-  static const bool tp_graphs = [] {
-    const char* e = std::getenv("STRATA_CUDA_GRAPHS_TP");
-    return e != nullptr && std::string(e) == "1";
-  }();
+  // Tensor parallelism: the all-reduces and the vocabulary gather are recorded too, where the TP group
+  // says its operations can be (Collective::recordable).
   if (!backend_.supports_capture() || !spec_.first_stage || !spec_.last_stage || !weights_.stays_resident() ||
-      (tp_.size() != 1 && !(tp_graphs && samples_on_backend() && tp_.recordable())))
+      (tp_.size() != 1 && !(samples_on_backend() && tp_.recordable())))
     return false;
   const int64_t T = step.n_tokens();
   if (T == 0 || T != step.n_seqs || T > kMaxRecordedBatch || static_cast<int64_t>(step.logit_rows.size()) != T ||
@@ -332,11 +330,7 @@ bool LlamaModel::sample_recorded(const StepBatch& step, std::span<const SampleRo
   d.batch.max_position = W * bs;  // the recorded split plan covers any context that fits the width
   Tensor logits = part(recorded_logits_, 0, {B, V});
   Tensor order;  // TP: the row order of the vocabulary gather, uploaded before any recording
-  if (tp_.size() > 1) {
-    Tensor& o = recorded_order_[B];
-    if (!o.defined()) o = vocab_gather_order(B);
-    order = o;
-  }
+  if (tp_.size() > 1) order = vocab_gather_order(B);
   const auto body = [&] {
     Tensor hidden;
     forward_device(d, hidden);

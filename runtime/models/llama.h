@@ -85,7 +85,7 @@ class LlamaModel {
   Tensor gather_vocab(const Tensor& local);
   // The same into `out` with the row order of vocab_gather_order(R) already on the backend (recordable).
   void gather_vocab_into(const Tensor& local, const Tensor& order, Tensor& out);
-  Tensor vocab_gather_order(int64_t rows);
+  const Tensor& vocab_gather_order(int64_t rows);
 
   ModelConfig config_;
   ShardSpec spec_;
@@ -106,7 +106,7 @@ class LlamaModel {
   std::map<std::pair<int64_t, int64_t>, RecordedDecode> recorded_;
   Tensor recorded_inputs_;
   Tensor recorded_logits_;
-  std::map<int64_t, Tensor> recorded_order_;  // TP: the vocabulary gather's row order per batch bucket
+  std::map<int64_t, Tensor> vocab_order_;  // TP: the vocabulary gather's row order per row count
 };
 
 }  // namespace strata

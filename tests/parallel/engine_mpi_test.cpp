@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <functional>
 #include <map>
 #include <random>
 #include <set>
@@ -67,6 +68,50 @@ std::vector<EngineRequest> make_requests(int32_t vocab) {
   return out;
 }
 
+// Each request alone on the single-rank `session`: what every rank of a replica must produce.
+std::map<uint64_t, Result> single_rank_results(launcher::ModelSession& session, const std::vector<EngineRequest>& requests) {
+  std::map<uint64_t, Result> out;
+  for (const EngineRequest& r : requests) {
+    GenerationRequest q;
+    q.prompt = r.prompt;
+    q.max_new_tokens = r.max_new_tokens;
+    q.sampling = r.sampling;
+    const GenerationOutput o = session.generator().generate({q})[0];
+    out[r.id] = Result{o.tokens, o.finish_reason};
+  }
+  return out;
+}
+
+// Steps `engine` on this rank until the driver's shutdown (sent once `requests` have ended) stops it.
+// `feed(step)` runs on the driver before each step: submits and cancels. Every request's tokens and
+// finish reason, as this rank saw them.
+std::map<uint64_t, Result> run_engine(Engine& engine, bool driver, size_t requests,
+                                      const std::function<void(int64_t)>& feed) {
+  std::map<uint64_t, Result> got;
+  size_t ended = 0;
+  bool stopping = false;
+  std::vector<TokenEvent> events;
+  for (int64_t step = 0;; ++step) {
+    if (driver) {
+      feed(step);
+      if (ended == requests && !stopping) engine.shutdown(), stopping = true;
+    }
+    events.clear();
+    const bool more = engine.step(events, 0);
+    for (const TokenEvent& e : events) {
+      if (e.token >= 0) got[e.request_id].tokens.push_back(e.token);
+      if (e.finished) got[e.request_id].reason = e.finish_reason, ++ended;
+    }
+    if (!more) break;
+    if (step >= 20000) {
+      ADD_FAILURE() << "no progress";
+      break;
+    }
+  }
+  EXPECT_EQ(ended, requests);
+  return got;
+}
+
 class EngineLayouts : public ::testing::TestWithParam<Layout> {};
 
 TEST_P(EngineLayouts, StaggeredRequestsMatchSingleRank) {
@@ -92,14 +137,7 @@ TEST_P(EngineLayouts, StaggeredRequestsMatchSingleRank) {
     launcher::ModelSession single(single_options);
     single.prepare(512);
     requests = make_requests(single.config().vocab_size);
-    for (const EngineRequest& r : requests) {
-      GenerationRequest q;
-      q.prompt = r.prompt;
-      q.max_new_tokens = r.max_new_tokens;
-      q.sampling = r.sampling;
-      const GenerationOutput o = single.generator().generate({q})[0];
-      expected[r.id] = Result{o.tokens, o.finish_reason};
-    }
+    expected = single_rank_results(single, requests);
   }
 
   launcher::RankRuntime rank(parsed.plan, "");
@@ -112,28 +150,13 @@ TEST_P(EngineLayouts, StaggeredRequestsMatchSingleRank) {
   Engine& engine = session.generator().engine();
   const bool driver = session.link().is_driver();
 
-  std::map<uint64_t, Result> got;
-  size_t submitted = 0, ended = 0;
-  bool stopping = false;
-  std::vector<TokenEvent> events;
-  for (int64_t step = 0;; ++step) {
-    if (driver) {
-      while (submitted < requests.size() && static_cast<int64_t>(submitted) <= step) {
-        EXPECT_TRUE(engine.submit(requests[submitted]));
-        ++submitted;
-      }
-      if (ended == requests.size() && !stopping) engine.shutdown(), stopping = true;
+  size_t submitted = 0;
+  std::map<uint64_t, Result> got = run_engine(engine, driver, requests.size(), [&](int64_t step) {
+    while (submitted < requests.size() && static_cast<int64_t>(submitted) <= step) {  // staggered arrivals
+      EXPECT_TRUE(engine.submit(requests[submitted]));
+      ++submitted;
     }
-    events.clear();
-    const bool more = engine.step(events, 0);
-    for (const TokenEvent& e : events) {
-      if (e.token >= 0) got[e.request_id].tokens.push_back(e.token);
-      if (e.finished) got[e.request_id].reason = e.finish_reason, ++ended;
-    }
-    if (!more) break;
-    ASSERT_LT(step, 20000) << "no progress";
-  }
-  EXPECT_EQ(ended, requests.size());
+  });
   for (const auto& [id, want] : expected) {
     EXPECT_EQ(got[id].tokens, want.tokens) << layout.name << " rank " << g_world->rank() << " request " << id;
     EXPECT_EQ(got[id].reason, want.reason) << layout.name << " request " << id;
@@ -171,15 +194,8 @@ TEST(EngineInterleaved, CancelWhileInFlight) {
     single.prepare(512);
     requests = make_requests(single.config().vocab_size);
     requests.resize(8);
-    for (EngineRequest& r : requests) {
-      r.max_new_tokens = 24;
-      GenerationRequest q;
-      q.prompt = r.prompt;
-      q.max_new_tokens = r.max_new_tokens;
-      q.sampling = r.sampling;
-      const GenerationOutput o = single.generator().generate({q})[0];
-      expected[r.id] = Result{o.tokens, o.finish_reason};
-    }
+    for (EngineRequest& r : requests) r.max_new_tokens = 24;
+    expected = single_rank_results(single, requests);
   }
   launcher::RankRuntime rank(parsed.plan, "");
   rank.configure(options.generator);
@@ -188,30 +204,14 @@ TEST(EngineInterleaved, CancelWhileInFlight) {
   Engine& engine = session.generator().engine();
   const bool driver = session.link().is_driver();
   const std::set<uint64_t> cancelled = {requests[1].id, requests[4].id};
-  std::map<uint64_t, Result> got;
-  size_t ended = 0;
-  bool stopping = false;
-  std::vector<TokenEvent> events;
-  for (int64_t step = 0;; ++step) {
-    if (driver) {
-      if (step == 0) {
-        for (const EngineRequest& r : requests) EXPECT_TRUE(engine.submit(r));
-      }
-      if (step == 9) {  // after a few tokens each, with both stages busy
-        for (uint64_t id : cancelled) engine.cancel(id);
-      }
-      if (ended == requests.size() && !stopping) engine.shutdown(), stopping = true;
+  std::map<uint64_t, Result> got = run_engine(engine, driver, requests.size(), [&](int64_t step) {
+    if (step == 0) {
+      for (const EngineRequest& r : requests) EXPECT_TRUE(engine.submit(r));
     }
-    events.clear();
-    const bool more = engine.step(events, 0);
-    for (const TokenEvent& e : events) {
-      if (e.token >= 0) got[e.request_id].tokens.push_back(e.token);
-      if (e.finished) got[e.request_id].reason = e.finish_reason, ++ended;
+    if (step == 9) {  // after a few tokens each, with both stages busy
+      for (uint64_t id : cancelled) engine.cancel(id);
     }
-    if (!more) break;
-    ASSERT_LT(step, 20000) << "no progress";
-  }
-  EXPECT_EQ(ended, requests.size());
+  });
   for (const auto& [id, want] : expected) {
     const Result& r = got[id];
     if (cancelled.count(id) > 0) {
