@@ -22,6 +22,33 @@ void Backend::sample(const Tensor& logits, const SampleRow* rows, int32_t* token
   }
 }
 
+void Backend::rope_kv_write(Tensor& q, Tensor& k, const Tensor& v, const Tensor& positions, const RopeParams& params,
+                            const Tensor& slots, Tensor& k_cache, Tensor& v_cache) {
+  rope(q, positions, params);
+  rope(k, positions, params);
+  kv_write(k, v, slots, k_cache, v_cache);
+}
+
+std::vector<int64_t> split_column_widths(const Tensor& x, const std::vector<Tensor*>& parts) {
+  STRATA_CHECK(x.rank() >= 1 && !parts.empty() && parts.size() <= 4, "split_columns: x ", shape_str(x.shape()),
+               " into ", parts.size(), " parts; want a tensor with leading rows and 1..4 parts");
+  STRATA_CHECK(!dtype_is_quantized(x.dtype()), "split_columns: x is ", dtype_name(x.dtype()),
+               "; only unquantized tensors split by columns");
+  const int64_t rows = x.dim(0), cols = rows > 0 ? x.numel() / rows : 0;
+  std::vector<int64_t> widths;
+  int64_t sum = 0;
+  for (const Tensor* p : parts) {
+    STRATA_CHECK(p != nullptr && p->dtype() == x.dtype() && p->device() == x.device() &&
+                     (rows == 0 || p->numel() % rows == 0),
+                 "split_columns: every part must be a ", dtype_name(x.dtype()), " tensor of ", rows,
+                 " rows on x's device; got ", p ? shape_str(p->shape()) : std::string("null"));
+    widths.push_back(rows > 0 ? p->numel() / rows : 0);
+    sum += widths.back();
+  }
+  STRATA_CHECK(sum == cols, "split_columns: the parts hold ", sum, " columns, x ", shape_str(x.shape()), " has ", cols);
+  return widths;
+}
+
 std::unique_ptr<OpGraph> Backend::capture(const std::function<void()>&) {
   STRATA_THROW(ErrorKind::kInternal, name(), " cannot capture op graphs (check supports_capture())");
 }

@@ -7,6 +7,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "runtime/model_config.h"
 #include "runtime/sampling_params.h"
@@ -83,9 +84,17 @@ class Backend {
   virtual void swiglu(const Tensor& gate_up, Tensor& out) = 0;
   // a += b.
   virtual void add(Tensor& a, const Tensor& b) = 0;
+  // Splits the columns of x [T, C] (any shape with T leading rows) into parts, in order: parts[i] gets
+  // [T, C_i] with C_i = parts[i]->numel() / T, and the C_i sum to C; same dtype throughout, at most 4 parts.
+  // A multi-token step's fused QKV projection yields its q, k and v this way.
+  virtual void split_columns(const Tensor& x, const std::vector<Tensor*>& parts) = 0;
   // Writes k, v [T, Hkv, head_dim] into the paged caches [blocks, block_size, Hkv, head_dim] at slots;
   // a negative slot marks a padding token that is not written.
   virtual void kv_write(const Tensor& k, const Tensor& v, const Tensor& slots, Tensor& k_cache, Tensor& v_cache) = 0;
+  // rope(q) and rope(k) in place, then kv_write(k, v, slots, k_cache, v_cache): a step's position encoding
+  // and cache write, which backends may run as one launch. The default makes the three calls.
+  virtual void rope_kv_write(Tensor& q, Tensor& k, const Tensor& v, const Tensor& positions, const RopeParams& params,
+                             const Tensor& slots, Tensor& k_cache, Tensor& v_cache);
   // out[T, H, hd] = causal softmax(q k^T * scale) v over each token's sequence; GQA maps query head
   // h to KV head h / (H / Hkv).
   virtual void attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const AttentionBatch& batch,
@@ -104,6 +113,9 @@ class Backend {
   // allocates and drops become the graph's own memory.
   virtual std::unique_ptr<OpGraph> capture(const std::function<void()>& record);
 };
+
+// Checks Backend::split_columns' operands (shapes, dtypes, part count) and returns each part's column count.
+std::vector<int64_t> split_column_widths(const Tensor& x, const std::vector<Tensor*>& parts);
 
 // The CPU backend (always built). `threads` <= 0 means OpenMP's default.
 std::unique_ptr<Backend> make_cpu_backend(int threads = 0);

@@ -199,6 +199,18 @@ class CpuBackend final : public Backend {
     for (int64_t i = 0; i < n; ++i) x[i] += y[i];
   }
 
+  void split_columns(const Tensor& x, const std::vector<Tensor*>& parts) override {
+    const std::vector<int64_t> widths = split_column_widths(x, parts);
+    const int64_t rows = x.dim(0), elem = dtype_bytes(x.dtype(), 1);
+    const auto* src = static_cast<const uint8_t*>(x.raw());
+    for (int64_t t = 0; t < rows; ++t)
+      for (size_t i = 0; i < parts.size(); ++i) {
+        const int64_t bytes = widths[i] * elem;
+        std::memcpy(static_cast<uint8_t*>(parts[i]->raw()) + t * bytes, src, static_cast<size_t>(bytes));
+        src += bytes;
+      }
+  }
+
   void kv_write(const Tensor& k, const Tensor& v, const Tensor& slots, Tensor& k_cache, Tensor& v_cache) override {
     const int64_t t_count = k.dim(0);
     const int64_t row = k.numel() / t_count;  // Hkv * head_dim

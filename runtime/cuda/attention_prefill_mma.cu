@@ -11,17 +11,23 @@
 #include "runtime/cuda/kernels.h"
 #include "runtime/cuda/mma.cuh"
 
-// Layout of the work. A block (4 warps) owns 64 consecutive tokens of the step x one query head; each warp
-// owns 16 of those rows for the whole kernel (Q fragments, the output accumulator and the running max/sum
-// live in its registers). The block streams the sequence's keys in tiles of 64 through shared memory:
-// cp.async copies tile i+1 (K and V, gathered row by row through the block table, so any block_size works)
-// while the warps compute tile i (S = Q K^T on tensor cores, online softmax in f32 with exp2 and a
-// log2(e)-prescaled scale, O += P V with P rounded to bf16).
+// Layout of the work. A block (4 warps) owns 64 or 128 consecutive tokens of the step x one query head; each
+// warp owns MT = 1 or 2 slabs of 16 of those rows for the whole kernel (the output accumulator and the running
+// max/sum live in its registers; at MT = 1 the Q fragments too, at MT = 2 they are re-read from shared memory
+// every key tile, as registers are short). The block streams the sequence's keys in tiles of 64 (32 at
+// head_dim 128, MT = 2, where 64 would spill) through shared memory: cp.async copies tile i+1 (K and V,
+// gathered row by row through the block table, so any block_size works) while the warps compute tile i
+// (S = Q K^T on tensor cores, online softmax in f32 with exp2 and a log2(e)-prescaled scale, O += P V with P
+// rounded to bf16). At MT = 2 every K/V fragment a warp loads with ldmatrix feeds two slabs, halving the
+// shared-memory reads per FLOP that bound the MT = 1 kernel; it halves the blocks too, so the launcher takes
+// it only when the 128-row blocks still fill every SM (measured on an H200: 1.2x at 2048 tokens x 32 heads,
+// slower on small grids). 8 warps x 16 rows was measured no faster than 4 x 16: the shared-memory fill it
+// saves is not the bound.
 //
 // One block per (query tile, query head), not per KV head: the G query heads of a KV group read the same
 // K/V tiles, but from L2 (one KV head of a 2048-token sequence is 1 MiB), and blocks are numbered head
 // fastest so a group's blocks run together. Packing the G heads into a block's rows instead would not
-// reduce the block's shared-memory traffic per FLOP (that is set by the 64 rows per block) and would
+// reduce the block's shared-memory traffic per FLOP (that is set by the rows per warp) and would
 // make the Q/O addressing and the causal skipping per row irregular.
 //
 // Causality and sequences. Row r is token t0 + r at position positions[t] of sequence token_seq[t]; it
@@ -36,28 +42,44 @@ namespace {
 
 using bf16 = __nv_bfloat16;
 
-constexpr int kWarps = 4;
-constexpr int kThreads = 32 * kWarps;
-constexpr int kRows = 16 * kWarps;  // query rows (tokens) per block: one m16 slab per warp
-constexpr int kKeys = 64;           // keys per tile
+constexpr int kMinRows = 64;  // the smallest block's query rows (attention_prefill_mma_supports' token bound)
 constexpr float kLog2e = 1.4426950408889634f;
 
-template <int HD>
-struct MmaSmem {
+// A block of WARPS warps, each owning MT slabs of 16 query rows; head_dim HD; key tiles of KEYS; registers
+// budgeted for MIN_BLOCKS blocks per SM (__launch_bounds__).
+template <int HD_, int WARPS, int MT_, int KEYS, int MIN_BLOCKS>
+struct MmaShape {
+  static constexpr int HD = HD_, MT = MT_;
+  static constexpr int kKeys = KEYS;  // keys per tile
+  static constexpr int kMinBlocks = MIN_BLOCKS;
+  static constexpr int kThreads = 32 * WARPS;
+  static constexpr int kRows = 16 * MT * WARPS;  // query rows (tokens) per block
   // Row stride in bf16 elements: +8 (16 bytes) so the 8 row addresses of one ldmatrix 8x8 land in 8
   // different 16-byte bank groups (HD * 2 bytes is a multiple of 128, which would put all 8 in the same).
   static constexpr int kStride = HD + 8;
   static constexpr int kQElems = kRows * kStride;     // Q tile [kRows][kStride]
   static constexpr int kTileElems = kKeys * kStride;  // one K or V tile [kKeys][kStride]
   static constexpr int kChunks = HD / 8;              // 16-byte chunks per row
-  // Tile copies: thread tid moves chunk tid % kChunks of rows tid / kChunks + n * kRowStep, n < kCopies.
+  // Tile copies: thread tid moves chunk tid % kChunks of rows tid / kChunks + n * kRowStep, n < kQCopies (Q)
+  // or n < kKvCopies (K, V).
   static constexpr int kRowStep = kThreads / kChunks;
-  static constexpr int kCopies = kKeys / kRowStep;
-  static_assert(kThreads % kChunks == 0 && kKeys % kRowStep == 0 && kRows == kKeys, "one copy loop for Q, K, V");
-  // Q, K x 2 buffers, V x 2 buffers, then row positions and sequences and the pass state.
-  static constexpr size_t kBytes =
-      sizeof(bf16) * (kQElems + 4 * kTileElems) + sizeof(int) * (2 * kRows + 2) + sizeof(unsigned long long);
+  static constexpr int kQCopies = kRows / kRowStep;
+  static constexpr int kKvCopies = kKeys / kRowStep;
+  static_assert(kThreads % kChunks == 0 && kKeys % kRowStep == 0 && kRows % kRowStep == 0, "whole copy loops");
+  static_assert(kRows % 64 == 0 && kRows >= kMinRows, "done_s holds 64 rows per word");
+  static constexpr int kDoneWords = kRows / 64;
+  // Q, K x 2 buffers, V x 2 buffers (a multiple of 16 bytes), then the done mask, row positions and sequences
+  // and the pass state.
+  static constexpr size_t kBytes = sizeof(bf16) * (kQElems + 4 * kTileElems) +
+                                   sizeof(unsigned long long) * kDoneWords + sizeof(int) * (2 * kRows + 2);
 };
+
+// The shapes launched (see the header comment and launch_attention_prefill_mma). Per thread (ptxas, sm_90 / sm_80,
+// no spills): 156 / 153, 226 / 228, 226 / 223 and 249 / 254 registers.
+using Shape64 = MmaShape<64, 4, 1, 64, 3>;     // 64 rows, 3 blocks per SM
+using Shape64x2 = MmaShape<64, 4, 2, 64, 2>;   // 128 rows, 2 blocks per SM
+using Shape128 = MmaShape<128, 4, 1, 64, 2>;   // 64 rows, 2 blocks per SM
+using Shape128x2 = MmaShape<128, 4, 2, 32, 2>; // 128 rows, key tiles of 32 (64 spills), 2 blocks per SM
 
 // ---- PTX wrappers (the rest are in mma.cuh) ----
 
@@ -70,18 +92,19 @@ __device__ __forceinline__ float exp2_approx(float x) {
 
 // ---- the kernel ----
 
-template <int HD>
-__global__ __launch_bounds__(kThreads, HD == 64 ? 3 : 2) void attention_prefill_mma_kernel(AttentionArgs a) {
-  using S = MmaSmem<HD>;
-  constexpr int kStride = S::kStride;
+template <class S>
+__global__ __launch_bounds__(S::kThreads, S::kMinBlocks) void attention_prefill_mma_kernel(AttentionArgs a) {
+  constexpr int HD = S::HD, MT = S::MT, kKeys = S::kKeys;
+  constexpr int kStride = S::kStride, kRows = S::kRows;
+  constexpr bool kQInRegs = MT == 1;  // else Q's A fragments are re-read from shared memory every key tile
   extern __shared__ uint4 smem_raw[];  // 16-byte aligned, as cp.async and ldmatrix need
   bf16* q_s = reinterpret_cast<bf16*>(smem_raw);
   bf16* k_s = q_s + S::kQElems;         // [2][kKeys][kStride]
   bf16* v_s = k_s + 2 * S::kTileElems;  // [2][kKeys][kStride]
-  auto* done_s = reinterpret_cast<unsigned long long*>(v_s + 2 * S::kTileElems);  // rows already written
-  int* row_pos = reinterpret_cast<int*>(done_s + 1);  // [kRows]: -1 past the last token
-  int* row_seq = row_pos + kRows;                     // [kRows]: -1 past the last token
-  int* pass_s = row_seq + kRows;                      // [0]: this pass's sequence, [1]: its largest position
+  auto* done_s = reinterpret_cast<unsigned long long*>(v_s + 2 * S::kTileElems);  // [kDoneWords]: rows written
+  int* row_pos = reinterpret_cast<int*>(done_s + S::kDoneWords);  // [kRows]: -1 past the last token
+  int* row_seq = row_pos + kRows;                                  // [kRows]: -1 past the last token
+  int* pass_s = row_seq + kRows;  // [0]: this pass's sequence, [1]: its largest position
 
   const int H = static_cast<int>(a.n_heads);
   const int h = blockIdx.x;
@@ -89,22 +112,23 @@ __global__ __launch_bounds__(kThreads, HD == 64 ? 3 : 2) void attention_prefill_
   // Highest query tiles first: they have the most keys, so the short ones fill the tail of the grid.
   const int64_t t0 = int64_t{gridDim.y - 1 - blockIdx.y} * kRows;
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
-  const int g = lane / 4;        // fragment row (and row + 8)
+  const int g = lane / 4;         // fragment row (and row + 8)
   const int c2 = 2 * (lane % 4);  // fragment column pair
+  const int warp_row = warp * 16 * MT;  // first of this warp's rows; slab m is rows warp_row + 16m ..+15
 
-  if (tid < kRows) {
-    const int64_t t = t0 + tid;
+  for (int i = tid; i < kRows; i += S::kThreads) {
+    const int64_t t = t0 + i;
     const bool valid = t < a.n_tokens;
-    row_pos[tid] = valid ? a.positions[t] : -1;
-    row_seq[tid] = valid ? a.token_seq[t] : -1;
+    row_pos[i] = valid ? a.positions[t] : -1;
+    row_seq[i] = valid ? a.token_seq[t] : -1;
   }
-  if (tid == 0) *done_s = 0;
+  if (tid < S::kDoneWords) done_s[tid] = 0;
 
-  // Q tile -> shared (rows past the last token zero-filled) -> A fragments in registers for the whole kernel.
+  // Q tile -> shared (rows past the last token zero-filled).
   const bf16* q = static_cast<const bf16*>(a.q);
   const int copy_ch = tid % S::kChunks, copy_row = tid / S::kChunks;
 #pragma unroll
-  for (int n = 0; n < S::kCopies; ++n) {
+  for (int n = 0; n < S::kQCopies; ++n) {
     const int r = copy_row + n * S::kRowStep;
     const int64_t t = t0 + r;
     const bool valid = t < a.n_tokens;
@@ -113,13 +137,14 @@ __global__ __launch_bounds__(kThreads, HD == 64 ? 3 : 2) void attention_prefill_
   cp_async_commit();
   cp_async_wait<0>();
   __syncthreads();
-  uint32_t qf[HD / 16][4];  // qf[kk] = A fragment of this warp's 16 rows x dims 16kk..16kk+15
-  {
-    // Matrices 0..3 = (rows 0-7, dims +0), (rows 8-15, dims +0), (rows 0-7, dims +8), (rows 8-15, dims +8),
-    // i.e. a[0..3] in mma_16816's order.
-    const bf16* p = q_s + (warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * kStride + (lane >> 4) * 8;
+  // A fragments of Q: matrices 0..3 = (rows 0-7, dims +0), (rows 8-15, dims +0), (rows 0-7, dims +8),
+  // (rows 8-15, dims +8) of a slab, i.e. a[0..3] in mma_16816's order. q_lane + 16m rows + 16kk dims.
+  const bf16* q_lane = q_s + (warp_row + (lane & 7) + ((lane >> 3) & 1) * 8) * kStride + (lane >> 4) * 8;
+  // With MT == 1, qf[kk] holds dims 16kk..16kk+15 of the warp's 16 rows for the whole kernel (unused else).
+  uint32_t qf[kQInRegs ? HD / 16 : 1][4];
+  if constexpr (kQInRegs) {
 #pragma unroll
-    for (int kk = 0; kk < HD / 16; ++kk) ldmatrix_x4(qf[kk], p + kk * 16);
+    for (int kk = 0; kk < HD / 16; ++kk) ldmatrix_x4(qf[kk], q_lane + kk * 16);
   }
 
   const bf16* kc = static_cast<const bf16*>(a.k_cache);
@@ -139,29 +164,40 @@ __global__ __launch_bounds__(kThreads, HD == 64 ? 3 : 2) void attention_prefill_
     __syncthreads();  // the previous pass is done with pass_s, done_s and the K/V buffers
     if (tid == 0) {   // pick the first sequence with rows not yet written, and mark its rows
       int cur = -1, kmax = -1;
-      unsigned long long done = *done_s;
-      for (int i = 0; i < kRows; ++i) {
-        if (row_seq[i] < 0 || (done >> i & 1ull)) continue;
-        if (cur < 0) cur = row_seq[i];
-        if (row_seq[i] == cur) {
-          done |= 1ull << i;
-          kmax = max(kmax, row_pos[i]);
+      for (int w = 0; w < S::kDoneWords; ++w) {
+        unsigned long long done = done_s[w];
+        for (int b = 0; b < 64; ++b) {
+          const int i = 64 * w + b;
+          if (row_seq[i] < 0 || (done >> b & 1ull)) continue;
+          if (cur < 0) cur = row_seq[i];
+          if (row_seq[i] == cur) {
+            done |= 1ull << b;
+            kmax = max(kmax, row_pos[i]);
+          }
         }
+        done_s[w] = done;
       }
       pass_s[0] = cur;
       pass_s[1] = kmax;
-      *done_s = done;
     }
     __syncthreads();
     const int cur = pass_s[0], kmax = pass_s[1];
     if (cur < 0) break;
 
-    // This thread's two rows (g and g + 8 of the warp's slab): position, or -1 when not in this pass.
-    const int r0 = warp * 16 + g, r1 = r0 + 8;
-    const int pos0 = row_seq[r0] == cur ? row_pos[r0] : -1;
-    const int pos1 = row_seq[r1] == cur ? row_pos[r1] : -1;
-    const int warp_max = __reduce_max_sync(0xffffffffu, max(pos0, pos1));  // -1: nothing to do this pass
-    const int warp_min = __reduce_min_sync(0xffffffffu, min(pos0, pos1));  // -1: some row is masked out
+    // Row r's position, or -1 when not in this pass. This thread's rows are g and g + 8 of each of the warp's
+    // slabs; their positions are re-read from shared memory where needed (registers are scarce at MT = 2).
+    auto pass_pos = [&](int r) { return row_seq[r] == cur ? row_pos[r] : -1; };
+    int lane_max = -1, lane_min = INT_MAX;
+#pragma unroll
+    for (int m = 0; m < MT; ++m)
+#pragma unroll
+      for (int hf = 0; hf < 2; ++hf) {
+        const int p = pass_pos(warp_row + 16 * m + 8 * hf + g);
+        lane_max = max(lane_max, p);
+        lane_min = min(lane_min, p);
+      }
+    const int warp_max = __reduce_max_sync(0xffffffffu, lane_max);  // -1: nothing to do this pass
+    const int warp_min = __reduce_min_sync(0xffffffffu, lane_min);  // -1: some row is masked out
     const int32_t* table = a.block_tables + int64_t{cur} * a.max_blocks;
     const int n_tiles = kmax / kKeys + 1;
 
@@ -172,7 +208,7 @@ __global__ __launch_bounds__(kThreads, HD == 64 ? 3 : 2) void attention_prefill_
       bf16* kd = k_s + buf * S::kTileElems;
       bf16* vd = v_s + buf * S::kTileElems;
 #pragma unroll
-      for (int n = 0; n < S::kCopies; ++n) {
+      for (int n = 0; n < S::kKvCopies; ++n) {
         const int r = copy_row + n * S::kRowStep;
         const int j = kb + r;
         const bool valid = j <= kmax;
@@ -187,11 +223,18 @@ __global__ __launch_bounds__(kThreads, HD == 64 ? 3 : 2) void attention_prefill_
       }
     };
 
-    float o[HD / 8][4];  // O accumulator: o[n] = rows g, g+8 x dims 8n + c2, +1 (C fragment layout)
+    // O accumulator: o[m][n] = slab m's rows g, g+8 x dims 8n + c2, +1 (C fragment layout). Running max
+    // (log2 units, same in the 4 lanes of a row) and sum (this lane's columns only, summed at the end) of
+    // row g (index 0) and g + 8 (index 1) of each slab.
+    float o[MT][HD / 8][4];
+    float row_m[MT][2], row_l[MT][2];
 #pragma unroll
-    for (int n = 0; n < HD / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
-    float m0 = -INFINITY, m1 = -INFINITY;  // running max of rows g, g+8 (log2 units), same in the 4 lanes
-    float l0 = 0.f, l1 = 0.f;              // running sums, this lane's columns only (summed at the end)
+    for (int m = 0; m < MT; ++m) {
+#pragma unroll
+      for (int n = 0; n < HD / 8; ++n) o[m][n][0] = o[m][n][1] = o[m][n][2] = o[m][n][3] = 0.f;
+      row_m[m][0] = row_m[m][1] = -INFINITY;
+      row_l[m][0] = row_l[m][1] = 0.f;
+    }
 
     load_tile(0, 0);
     cp_async_commit();
@@ -207,84 +250,113 @@ __global__ __launch_bounds__(kThreads, HD == 64 ? 3 : 2) void attention_prefill_
         const bf16* kt = k_s + (it & 1) * S::kTileElems;
         const bf16* vt = v_s + (it & 1) * S::kTileElems;
 
-        // S = Q K^T: s[n] = rows g, g+8 x keys kb + 8n + c2, +1.
-        float s[kKeys / 8][4];
+        // S = Q K^T: s[m][n] = slab m's rows g, g+8 x keys kb + 8n + c2, +1. Each K fragment feeds MT slabs.
+        float s[MT][kKeys / 8][4];
 #pragma unroll
-        for (int n = 0; n < kKeys / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+        for (int m = 0; m < MT; ++m)
+#pragma unroll
+          for (int n = 0; n < kKeys / 8; ++n) s[m][n][0] = s[m][n][1] = s[m][n][2] = s[m][n][3] = 0.f;
 #pragma unroll
         for (int kk = 0; kk < HD / 16; ++kk) {
+          uint32_t qa[MT][4];
+          if constexpr (kQInRegs) {
+#pragma unroll
+            for (int i = 0; i < 4; ++i) qa[0][i] = qf[kk][i];
+          } else {
+#pragma unroll
+            for (int m = 0; m < MT; ++m) ldmatrix_x4(qa[m], q_lane + 16 * m * kStride + kk * 16);
+          }
 #pragma unroll
           for (int n = 0; n < kKeys / 8; n += 2) {
             uint32_t b[4];
             ldmatrix_x4(b, kt + k_lane + n * 8 * kStride + kk * 16);
-            mma_16816(s[n], qf[kk], b[0], b[1]);
-            mma_16816(s[n + 1], qf[kk], b[2], b[3]);
+#pragma unroll
+            for (int m = 0; m < MT; ++m) {
+              mma_16816(s[m][n], qa[m], b[0], b[1]);
+              mma_16816(s[m][n + 1], qa[m], b[2], b[3]);
+            }
           }
         }
 
         if (kb + kKeys - 1 > warp_min) {  // warp-uniform: the diagonal, a sequence boundary or the tail
 #pragma unroll
-          for (int n = 0; n < kKeys / 8; ++n) {
-            const int j = kb + 8 * n + c2;
-            if (j > pos0) s[n][0] = -INFINITY;
-            if (j + 1 > pos0) s[n][1] = -INFINITY;
-            if (j > pos1) s[n][2] = -INFINITY;
-            if (j + 1 > pos1) s[n][3] = -INFINITY;
+          for (int m = 0; m < MT; ++m) {
+            const int pos0 = pass_pos(warp_row + 16 * m + g), pos1 = pass_pos(warp_row + 16 * m + 8 + g);
+#pragma unroll
+            for (int n = 0; n < kKeys / 8; ++n) {
+              const int j = kb + 8 * n + c2;
+              if (j > pos0) s[m][n][0] = -INFINITY;
+              if (j + 1 > pos0) s[m][n][1] = -INFINITY;
+              if (j > pos1) s[m][n][2] = -INFINITY;
+              if (j + 1 > pos1) s[m][n][3] = -INFINITY;
+            }
           }
         }
 
-        // Online softmax. The row max is reduced over the 4 lanes that share a row (lane ^ 1, lane ^ 2).
-        float mx0 = -INFINITY, mx1 = -INFINITY;
+        // Online softmax, per slab. A row's max is reduced over the 4 lanes that share it (lane ^ 1, lane ^ 2).
 #pragma unroll
-        for (int n = 0; n < kKeys / 8; ++n) {
-          mx0 = fmaxf(mx0, fmaxf(s[n][0], s[n][1]));
-          mx1 = fmaxf(mx1, fmaxf(s[n][2], s[n][3]));
-        }
-        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-        // scale > 0 (attention_prefill_mma_supports), so max(s) * scale_log2 = max(s * scale_log2).
-        const float new0 = fmaxf(m0, mx0 * scale_log2), new1 = fmaxf(m1, mx1 * scale_log2);
-        // A row with no key yet (masked out of this pass, or only later keys) keeps m = -inf; subtracting 0
-        // instead keeps its p = 2^-inf = 0 and alpha = 0 rather than NaN.
-        const float use0 = new0 == -INFINITY ? 0.f : new0, use1 = new1 == -INFINITY ? 0.f : new1;
-        const float alpha0 = exp2_approx(m0 - use0), alpha1 = exp2_approx(m1 - use1);
-        m0 = new0;
-        m1 = new1;
-        float sum0 = 0.f, sum1 = 0.f;
+        for (int m = 0; m < MT; ++m) {
+          float mx0 = -INFINITY, mx1 = -INFINITY;
 #pragma unroll
-        for (int n = 0; n < kKeys / 8; ++n) {
-          s[n][0] = exp2_approx(fmaf(s[n][0], scale_log2, -use0));
-          s[n][1] = exp2_approx(fmaf(s[n][1], scale_log2, -use0));
-          s[n][2] = exp2_approx(fmaf(s[n][2], scale_log2, -use1));
-          s[n][3] = exp2_approx(fmaf(s[n][3], scale_log2, -use1));
-          sum0 += s[n][0] + s[n][1];
-          sum1 += s[n][2] + s[n][3];
-        }
-        l0 = l0 * alpha0 + sum0;
-        l1 = l1 * alpha1 + sum1;
+          for (int n = 0; n < kKeys / 8; ++n) {
+            mx0 = fmaxf(mx0, fmaxf(s[m][n][0], s[m][n][1]));
+            mx1 = fmaxf(mx1, fmaxf(s[m][n][2], s[m][n][3]));
+          }
+          mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+          mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+          mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+          mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+          // scale > 0 (attention_prefill_mma_supports), so max(s) * scale_log2 = max(s * scale_log2).
+          const float new0 = fmaxf(row_m[m][0], mx0 * scale_log2), new1 = fmaxf(row_m[m][1], mx1 * scale_log2);
+          // A row with no key yet (masked out of this pass, or only later keys) keeps m = -inf; subtracting 0
+          // instead keeps its p = 2^-inf = 0 and alpha = 0 rather than NaN.
+          const float use0 = new0 == -INFINITY ? 0.f : new0, use1 = new1 == -INFINITY ? 0.f : new1;
+          const float alpha0 = exp2_approx(row_m[m][0] - use0), alpha1 = exp2_approx(row_m[m][1] - use1);
+          row_m[m][0] = new0;
+          row_m[m][1] = new1;
+          float sum0 = 0.f, sum1 = 0.f;
 #pragma unroll
-        for (int n = 0; n < HD / 8; ++n) {
-          o[n][0] *= alpha0;
-          o[n][1] *= alpha0;
-          o[n][2] *= alpha1;
-          o[n][3] *= alpha1;
+          for (int n = 0; n < kKeys / 8; ++n) {
+            s[m][n][0] = exp2_approx(fmaf(s[m][n][0], scale_log2, -use0));
+            s[m][n][1] = exp2_approx(fmaf(s[m][n][1], scale_log2, -use0));
+            s[m][n][2] = exp2_approx(fmaf(s[m][n][2], scale_log2, -use1));
+            s[m][n][3] = exp2_approx(fmaf(s[m][n][3], scale_log2, -use1));
+            sum0 += s[m][n][0] + s[m][n][1];
+            sum1 += s[m][n][2] + s[m][n][3];
+          }
+          row_l[m][0] = row_l[m][0] * alpha0 + sum0;
+          row_l[m][1] = row_l[m][1] * alpha1 + sum1;
+#pragma unroll
+          for (int n = 0; n < HD / 8; ++n) {
+            o[m][n][0] *= alpha0;
+            o[m][n][1] *= alpha0;
+            o[m][n][2] *= alpha1;
+            o[m][n][3] *= alpha1;
+          }
         }
 
         // O += P V. The C fragments of key blocks 2kk and 2kk + 1 are exactly the A fragment of keys
-        // 16kk..16kk+15 (rows g / g+8, columns c2 / c2 + 8), so P never leaves registers.
+        // 16kk..16kk+15 (rows g / g+8, columns c2 / c2 + 8), so P never leaves registers. Each V fragment
+        // feeds MT slabs.
 #pragma unroll
         for (int kk = 0; kk < kKeys / 16; ++kk) {
-          const uint32_t pa[4] = {pack_bf16x2(s[2 * kk][0], s[2 * kk][1]), pack_bf16x2(s[2 * kk][2], s[2 * kk][3]),
-                                  pack_bf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]),
-                                  pack_bf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+          uint32_t pa[MT][4];
+#pragma unroll
+          for (int m = 0; m < MT; ++m) {
+            pa[m][0] = pack_bf16x2(s[m][2 * kk][0], s[m][2 * kk][1]);
+            pa[m][1] = pack_bf16x2(s[m][2 * kk][2], s[m][2 * kk][3]);
+            pa[m][2] = pack_bf16x2(s[m][2 * kk + 1][0], s[m][2 * kk + 1][1]);
+            pa[m][3] = pack_bf16x2(s[m][2 * kk + 1][2], s[m][2 * kk + 1][3]);
+          }
 #pragma unroll
           for (int n = 0; n < HD / 8; n += 2) {
             uint32_t b[4];
             ldmatrix_x4_trans(b, vt + v_lane + kk * 16 * kStride + n * 8);
-            mma_16816(o[n], pa, b[0], b[1]);
-            mma_16816(o[n + 1], pa, b[2], b[3]);
+#pragma unroll
+            for (int m = 0; m < MT; ++m) {
+              mma_16816(o[m][n], pa[m], b[0], b[1]);
+              mma_16816(o[m][n + 1], pa[m], b[2], b[3]);
+            }
           }
         }
       }
@@ -292,36 +364,34 @@ __global__ __launch_bounds__(kThreads, HD == 64 ? 3 : 2) void attention_prefill_
     }
 
     // Finish: full row sums, normalise, store this pass's rows as bf16x2 (4 lanes write 16 contiguous bytes).
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
     bf16* out = static_cast<bf16*>(a.out);
-    if (pos0 >= 0) {
-      const float inv = 1.f / l0;
-      uint32_t* dst = reinterpret_cast<uint32_t*>(out + ((t0 + r0) * H + h) * HD + c2);
 #pragma unroll
-      for (int n = 0; n < HD / 8; ++n) dst[4 * n] = pack_bf16x2(o[n][0] * inv, o[n][1] * inv);
-    }
-    if (pos1 >= 0) {
-      const float inv = 1.f / l1;
-      uint32_t* dst = reinterpret_cast<uint32_t*>(out + ((t0 + r1) * H + h) * HD + c2);
+    for (int m = 0; m < MT; ++m)
 #pragma unroll
-      for (int n = 0; n < HD / 8; ++n) dst[4 * n] = pack_bf16x2(o[n][2] * inv, o[n][3] * inv);
-    }
+      for (int hf = 0; hf < 2; ++hf) {
+        float l = row_l[m][hf];
+        l += __shfl_xor_sync(0xffffffffu, l, 1);
+        l += __shfl_xor_sync(0xffffffffu, l, 2);
+        const int r = warp_row + 16 * m + 8 * hf + g;
+        if (pass_pos(r) >= 0) {
+          const float inv = 1.f / l;
+          uint32_t* dst = reinterpret_cast<uint32_t*>(out + ((t0 + r) * H + h) * HD + c2);
+#pragma unroll
+          for (int n = 0; n < HD / 8; ++n) dst[4 * n] = pack_bf16x2(o[m][n][2 * hf] * inv, o[m][n][2 * hf + 1] * inv);
+        }
+      }
   }
 }
 
-template <int HD>
-void launch_hd(const AttentionArgs& a, cudaStream_t stream) {
-  using S = MmaSmem<HD>;
+template <class S>
+void launch_shape(const AttentionArgs& a, cudaStream_t stream) {
   static std::once_flag once;  // the opt-in above 48 KB of shared memory, once per kernel (per device: TODO)
   std::call_once(once, [] {
-    CHECK_CUDA(cudaFuncSetAttribute(attention_prefill_mma_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    static_cast<int>(S::kBytes)));
+    CHECK_CUDA(cudaFuncSetAttribute(attention_prefill_mma_kernel<S>,
+                                    cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(S::kBytes)));
   });
-  const dim3 grid(static_cast<unsigned>(a.n_heads), static_cast<unsigned>((a.n_tokens + kRows - 1) / kRows));
-  attention_prefill_mma_kernel<HD><<<grid, kThreads, S::kBytes, stream>>>(a);
+  const dim3 grid(static_cast<unsigned>(a.n_heads), static_cast<unsigned>((a.n_tokens + S::kRows - 1) / S::kRows));
+  attention_prefill_mma_kernel<S><<<grid, S::kThreads, S::kBytes, stream>>>(a);
   CHECK_LAUNCH();
 }
 
@@ -334,7 +404,7 @@ bool attention_prefill_mma_supports(const AttentionArgs& a) {
   return a.q_dt == DType::kBF16 && a.kv_dt == DType::kBF16 && a.out_dt == DType::kBF16 &&
          (a.head_dim == 64 || a.head_dim == 128) && a.n_kv_heads > 0 && a.n_heads % a.n_kv_heads == 0 &&
          a.n_heads <= INT_MAX && a.block_size > 0 && a.block_size <= INT_MAX && a.scale > 0.f &&
-         a.n_tokens <= int64_t{65535} * kRows && aligned(a.q, 16) && aligned(a.k_cache, 16) &&
+         a.n_tokens <= int64_t{65535} * kMinRows && aligned(a.q, 16) && aligned(a.k_cache, 16) &&
          aligned(a.v_cache, 16) && aligned(a.out, 4);
 }
 
@@ -343,8 +413,15 @@ void launch_attention_prefill_mma(const AttentionArgs& a, cudaStream_t stream) {
   STRATA_CHECK(attention_prefill_mma_supports(a), "tensor-core prefill attention does not support head_dim ",
                a.head_dim, ", q/kv/out dtypes ", dtype_name(a.q_dt), "/", dtype_name(a.kv_dt), "/",
                dtype_name(a.out_dt), " or ", a.n_tokens, " tokens; launch_attention_prefill picks the SIMT kernel");
-  if (a.head_dim == 64) launch_hd<64>(a, stream);
-  else launch_hd<128>(a, stream);
+  // 128-row blocks read each K/V fragment from shared memory once per 32 rows instead of 16, but halve the
+  // blocks: only worth it when they still make 1.5 waves of 2 blocks per SM (at one wave, H200: a 2228-token
+  // batch of 6 sequences x 16 heads was 10% slower than with 64-row blocks, 4 x 512 tokens x 32 heads even).
+  int device = 0, sms = 0;
+  CHECK_CUDA(cudaGetDevice(&device));
+  CHECK_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  const bool wide = a.n_heads * ((a.n_tokens + 127) / 128) >= int64_t{3} * sms;
+  if (a.head_dim == 64) wide ? launch_shape<Shape64x2>(a, stream) : launch_shape<Shape64>(a, stream);
+  else wide ? launch_shape<Shape128x2>(a, stream) : launch_shape<Shape128>(a, stream);
 }
 
 }  // namespace strata::cuda

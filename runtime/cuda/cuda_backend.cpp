@@ -20,7 +20,6 @@
 #include "runtime/cuda/kernels.h"
 #include "runtime/cuda/op_profiler.h"
 #include "runtime/cuda/pdl.cuh"
-#include "runtime/cuda/skinny_gemm.h"
 #include "runtime/log.h"
 #include "runtime/rope.h"
 
@@ -31,6 +30,17 @@ using cuda::CublasHandle;
 using cuda::CudaStream;
 using cuda::DeviceBuffer;
 using cuda::GrowableBuffer;
+
+// An integer option from the environment: `fallback` when unset or empty, an error naming the variable when
+// it is not an integer in [lo, hi].
+int64_t env_int(const char* name, int64_t lo, int64_t hi, int64_t fallback) {
+  const char* g = std::getenv(name);
+  if (g == nullptr || *g == '\0') return fallback;
+  char* end = nullptr;
+  const long long v = std::strtoll(g, &end, 10);
+  STRATA_CHECK(*end == '\0' && v >= lo && v <= hi, name, " must be an integer in ", lo, "..", hi, ", got '", g, "'");
+  return v;
+}
 
 bool is_float_type(DType dt) { return dt == DType::kF32 || dt == DType::kF16 || dt == DType::kBF16; }
 
@@ -91,17 +101,10 @@ class CudaBackend final : public Backend {
     CHECK_CUDA(cudaGetDeviceProperties(&prop, device));
     sm_count_ = prop.multiProcessorCount;
     device_name_ = prop.name;
+    options_.gemv_max_rows = static_cast<int>(env_int("STRATA_GEMV_MAX_ROWS", 0, 8, options_.gemv_max_rows));
+    options_.fuse_rope_kv_write = env_int("STRATA_FUSED_ROPE_KV", 0, 1, options_.fuse_rope_kv_write ? 1 : 0) != 0;
     STRATA_CHECK(options_.gemv_max_rows >= 0 && options_.gemv_max_rows <= 8, "gemv_max_rows must be 0..8, got ",
                  options_.gemv_max_rows);
-    STRATA_CHECK(options_.skinny_gemm_max_rows >= 0 && options_.skinny_gemm_max_rows <= cuda::kSkinnyMaxRows,
-                 "skinny_gemm_max_rows must be 0..", cuda::kSkinnyMaxRows, ", got ", options_.skinny_gemm_max_rows);
-    if (const char* g = std::getenv("STRATA_SKINNY_GEMM"); g != nullptr && *g != '\0') {
-      char* end = nullptr;
-      const long rows = std::strtol(g, &end, 10);
-      STRATA_CHECK(*end == '\0' && rows >= 0 && rows <= cuda::kSkinnyMaxRows, "STRATA_SKINNY_GEMM must be 0..",
-                   cuda::kSkinnyMaxRows, ", got '", g, "'");
-      options_.skinny_gemm_max_rows = static_cast<int>(rows);
-    }
     // Keep freed pool memory for reuse instead of handing it back at every synchronisation.
     cudaMemPool_t pool = nullptr;
     CHECK_CUDA(cudaDeviceGetDefaultMemPool(&pool, device));
@@ -257,16 +260,7 @@ class CudaBackend final : public Backend {
   void matmul(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& out) override;
 
   void rope(Tensor& x, const Tensor& positions, const RopeParams& params) override {
-    check_on_device(x, "x", "rope");
-    check_on_device(positions, "positions", "rope");
-    check_float(x, "x", "rope");
-    STRATA_CHECK(x.rank() == 3 && positions.dtype() == DType::kI32 && positions.numel() == x.dim(0),
-                 "rope: x must be [T, H, head_dim] and positions i32 [T]; got x ", shape_str(x.shape()),
-                 " and positions ", shape_str(positions.shape()));
-    RopeParams p = params;
-    if (p.rot_dim == 0) p.rot_dim = x.dim(2);
-    STRATA_CHECK(p.rot_dim % 2 == 0 && p.rot_dim <= x.dim(2), "rope: rot_dim ", p.rot_dim,
-                 " must be even and at most head_dim ", x.dim(2));
+    const RopeParams p = checked_rope(x, positions, params, "rope");
     set_device();
     auto scope = profile([] { return std::string("rope"); });
     const float* inv_freq = inv_freq_for(p);
@@ -311,23 +305,61 @@ class CudaBackend final : public Backend {
     cuda::launch_add(a.raw(), a.dtype(), b.raw(), b.dtype(), a.numel(), stream_.get());
   }
 
+  void split_columns(const Tensor& x, const std::vector<Tensor*>& parts) override {
+    check_on_device(x, "x", "split_columns");
+    const std::vector<int64_t> widths = split_column_widths(x, parts);
+    const int64_t rows = x.dim(0), elem = dtype_bytes(x.dtype(), 1);
+    cuda::SplitColumns p;
+    p.parts = static_cast<int>(parts.size());
+    int64_t end = 0;
+    for (int j = 0; j < p.parts; ++j) {
+      p.dst[j] = parts[static_cast<size_t>(j)]->raw();
+      p.end[j] = end += widths[static_cast<size_t>(j)] * elem;
+    }
+    set_device();
+    auto scope = profile([] { return std::string("split_columns"); });
+    cuda::launch_split_columns(x.raw(), rows, end, p, stream_.get());
+  }
+
   void kv_write(const Tensor& k, const Tensor& v, const Tensor& slots, Tensor& k_cache, Tensor& v_cache) override {
-    for (const Tensor* t : {&k, &v, &slots, static_cast<const Tensor*>(&k_cache), static_cast<const Tensor*>(&v_cache)})
-      check_on_device(*t, "operand", "kv_write");
-    STRATA_CHECK(k.rank() == 3 && k.shape() == v.shape() && k_cache.rank() == 4 && k_cache.shape() == v_cache.shape(),
-                 "kv_write: k, v must be [T, Hkv, hd] and caches [blocks, block_size, Hkv, hd]; got k ",
-                 shape_str(k.shape()), ", cache ", shape_str(k_cache.shape()));
-    STRATA_CHECK(k.dim(1) == k_cache.dim(2) && k.dim(2) == k_cache.dim(3), "kv_write: k ", shape_str(k.shape()),
-                 " does not match the cache ", shape_str(k_cache.shape()));
-    STRATA_CHECK(slots.dtype() == DType::kI32 && slots.numel() == k.dim(0), "kv_write: slots must be i32 [T]");
-    STRATA_CHECK(k.dtype() == v.dtype() && k_cache.dtype() == v_cache.dtype(), "kv_write: k/v dtypes differ");
-    check_float(k, "k", "kv_write");
-    check_float(k_cache, "k_cache", "kv_write");
+    check_kv_write(k, v, slots, k_cache, v_cache, "kv_write");
     set_device();
     auto scope = profile([] { return std::string("kv_write"); });
     cuda::launch_kv_write(k.raw(), v.raw(), k.dtype(), slots.data<int32_t>(), k.dim(0), k.dim(1) * k.dim(2),
                           k_cache.raw(), v_cache.raw(), k_cache.dtype(), k_cache.dim(0) * k_cache.dim(1),
                           stream_.get());
+  }
+
+  void rope_kv_write(Tensor& q, Tensor& k, const Tensor& v, const Tensor& positions, const RopeParams& params,
+                     const Tensor& slots, Tensor& k_cache, Tensor& v_cache) override {
+    const char* op = "rope_kv_write";
+    const RopeParams p = checked_rope(q, positions, params, op);
+    checked_rope(k, positions, params, op);
+    check_kv_write(k, v, slots, k_cache, v_cache, op);
+    STRATA_CHECK(q.dtype() == k.dtype() && q.dim(0) == k.dim(0) && q.dim(2) == k.dim(2), op, ": q ",
+                 shape_str(q.shape()), " and k ", shape_str(k.shape()), " differ in dtype, tokens or head_dim");
+    if (!options_.fuse_rope_kv_write)
+      return Backend::rope_kv_write(q, k, v, positions, params, slots, k_cache, v_cache);
+    set_device();
+    auto scope = profile([op] { return std::string(op); });
+    cuda::RopeKvWrite a;
+    a.q = q.raw();
+    a.k = k.raw();
+    a.v = v.raw();
+    a.dt = q.dtype();
+    a.q_heads = q.dim(1);
+    a.kv_heads = k.dim(1);
+    a.head_dim = q.dim(2);
+    a.rot_dim = p.rot_dim;
+    a.style = p.style;
+    a.positions = positions.data<int32_t>();
+    a.inv_freq = inv_freq_for(p);
+    a.slots = slots.data<int32_t>();
+    a.k_cache = k_cache.raw();
+    a.v_cache = v_cache.raw();
+    a.cache_dt = k_cache.dtype();
+    a.cache_rows = k_cache.dim(0) * k_cache.dim(1);
+    cuda::launch_rope_kv_write(a, q.dim(0), stream_.get());
   }
 
   void attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const AttentionBatch& batch,
@@ -409,15 +441,6 @@ class CudaBackend final : public Backend {
     return cublas_->get();
   }
 
-  void* skinny_workspace() {
-    if (skinny_workspace_.get() == nullptr) {
-      const size_t bytes = cuda::skinny_gemm_workspace_bytes(sm_count_);
-      skinny_workspace_ = DeviceBuffer(bytes, device_);
-      CHECK_CUDA(cudaMemsetAsync(skinny_workspace_.get(), 0, bytes, stream_.get()));
-    }
-    return skinny_workspace_.get();
-  }
-
   cuda::LtGemm& lt_gemm() {
     if (!lt_) {
       cublas();  // the workspace
@@ -441,6 +464,35 @@ class CudaBackend final : public Backend {
     cuda::launch_rmsnorm(x.raw(), x.dtype(), residual ? residual->raw() : nullptr,
                          residual ? residual->dtype() : DType::kF32, weight.raw(), weight.dtype(), eps,
                          x.numel() / dim, dim, out.raw(), out.dtype(), stream_.get());
+  }
+
+  // rope()'s operand checks; returns the parameters with rot_dim resolved.
+  static RopeParams checked_rope(const Tensor& x, const Tensor& positions, const RopeParams& params, const char* op) {
+    check_on_device(x, "x", op);
+    check_on_device(positions, "positions", op);
+    check_float(x, "x", op);
+    STRATA_CHECK(x.rank() == 3 && positions.dtype() == DType::kI32 && positions.numel() == x.dim(0), op,
+                 ": x must be [T, H, head_dim] and positions i32 [T]; got x ", shape_str(x.shape()), " and positions ",
+                 shape_str(positions.shape()));
+    RopeParams p = params;
+    if (p.rot_dim == 0) p.rot_dim = x.dim(2);
+    STRATA_CHECK(p.rot_dim % 2 == 0 && p.rot_dim <= x.dim(2), op, ": rot_dim ", p.rot_dim,
+                 " must be even and at most head_dim ", x.dim(2));
+    return p;
+  }
+
+  static void check_kv_write(const Tensor& k, const Tensor& v, const Tensor& slots, const Tensor& k_cache,
+                             const Tensor& v_cache, const char* op) {
+    for (const Tensor* t : {&k, &v, &slots, &k_cache, &v_cache}) check_on_device(*t, "operand", op);
+    STRATA_CHECK(k.rank() == 3 && k.shape() == v.shape() && k_cache.rank() == 4 && k_cache.shape() == v_cache.shape(),
+                 op, ": k, v must be [T, Hkv, hd] and caches [blocks, block_size, Hkv, hd]; got k ",
+                 shape_str(k.shape()), ", cache ", shape_str(k_cache.shape()));
+    STRATA_CHECK(k.dim(1) == k_cache.dim(2) && k.dim(2) == k_cache.dim(3), op, ": k ", shape_str(k.shape()),
+                 " does not match the cache ", shape_str(k_cache.shape()));
+    STRATA_CHECK(slots.dtype() == DType::kI32 && slots.numel() == k.dim(0), op, ": slots must be i32 [T]");
+    STRATA_CHECK(k.dtype() == v.dtype() && k_cache.dtype() == v_cache.dtype(), op, ": k/v dtypes differ");
+    check_float(k, "k", op);
+    check_float(k_cache, "k_cache", op);
   }
 
   const float* inv_freq_for(const RopeParams& p) {
@@ -467,9 +519,6 @@ class CudaBackend final : public Backend {
   GrowableBuffer scratch_a_;  // converted activations, staged host bytes
   GrowableBuffer scratch_b_;  // dequantized weight chunks, f32 GEMM outputs
   GrowableBuffer split_scratch_;  // split-K partials of decode attention
-  // Split-K counters and partials of the skinny GEMM: sized once for every plan, zeroed once, never grown (so
-  // recorded graphs keep a valid address).
-  DeviceBuffer skinny_workspace_;
   GrowableBuffer sample_dev_;     // sampling parameters and results on the device
   cuda::PinnedBuffer sample_host_;  // and their host side
   int sm_count_ = 0;
@@ -508,19 +557,9 @@ void CudaBackend::matmul(const Tensor& x, const Tensor& w, const Tensor* bias, T
   const bool quant = dtype_is_quantized(w_dt);
   const int64_t gemv_rows = std::min<int64_t>(options_.gemv_max_rows, 8);
   const int64_t gemv_limit = quant && gemv_rows > 0 ? 8 : gemv_rows;
-  // The skinny GEMM between the GEMV and cuBLAS: 16-bit weights, x converted to their type when it differs.
-  const auto aligned16 = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
-  const bool skinny = m > gemv_limit && m <= options_.skinny_gemm_max_rows &&
-                      cuda::skinny_gemm_supports(w_dt, out.dtype(), m, n, k) && aligned16(w.raw()) &&
-                      (x.dtype() != w_dt || aligned16(x.raw()));
-  auto scope = profile([&] {
-    return cat("matmul ", m <= gemv_limit ? "gemv" : skinny ? "skinny" : "cublas", " M",
-               m <= 8 ? cat(m) : m <= 64 ? "9-64" : ">64", " ", n, "x", k, " ", dtype_name(w_dt));
-  });
-
   // Few rows: the weight-streaming GEMV. Quantized weights up to 8 rows: dequantizing a whole matrix for
   // cuBLAS moves more bytes than the packed weights.
-  if (m <= gemv_limit) {
+  const auto run_gemv = [&] {
     const void* xp = x.raw();
     DType x_dt = x.dtype();
     if (x_dt == DType::kF16) {  // the GEMV reads bf16 or f32 activations
@@ -535,54 +574,51 @@ void CudaBackend::matmul(const Tensor& x, const Tensor& w, const Tensor* bias, T
                         static_cast<uint8_t*>(out.raw()) + dtype_bytes(out.dtype(), m0 * n), out.dtype(), rows, n, k,
                         s);
     }
-    return;
-  }
-
-  if (skinny) {
+  };
+  // cuBLAS: operands share one type (bf16 for quantized weights, dequantized in row chunks).
+  const auto run_cublas = [&] {
+    const DType in_dt = quant ? DType::kBF16 : w_dt;
     const void* xp = x.raw();
-    if (x.dtype() != w_dt) {  // scratch_a_ comes from cudaMalloc: 16-byte aligned
-      void* conv = scratch_a_.get(static_cast<size_t>(dtype_bytes(w_dt, m * k)), s);
-      cuda::launch_convert(x.raw(), x.dtype(), conv, w_dt, m * k, s);
+    if (x.dtype() != in_dt) {
+      void* conv = scratch_a_.get(static_cast<size_t>(dtype_bytes(in_dt, m * k)), s);
+      cuda::launch_convert(x.raw(), x.dtype(), conv, in_dt, m * k, s);
       xp = conv;
     }
-    const cuda::SkinnyGemmPlan plan = cuda::skinny_gemm_plan(m, n, k, sm_count_);
-    void* workspace = plan.splits > 1 ? skinny_workspace() : nullptr;
-    cuda::launch_skinny_gemm(xp, w.raw(), w_dt, bias_ptr, bias_dt, out.raw(), out.dtype(), m, n, k, plan, workspace,
-                             skinny_workspace_.bytes(), sm_count_, s);
-    return;
-  }
-
-  // cuBLAS: operands share one type (bf16 for quantized weights, dequantized in row chunks).
-  const DType in_dt = quant ? DType::kBF16 : w_dt;
-  const void* xp = x.raw();
-  if (x.dtype() != in_dt) {
-    void* conv = scratch_a_.get(static_cast<size_t>(dtype_bytes(in_dt, m * k)), s);
-    cuda::launch_convert(x.raw(), x.dtype(), conv, in_dt, m * k, s);
-    xp = conv;
-  }
-  const bool direct_out = out.dtype() == in_dt || out.dtype() == DType::kF32;
-  const DType gemm_out_dt = direct_out ? out.dtype() : DType::kF32;
-  int64_t chunk_rows = n;
-  if (quant) chunk_rows = std::max<int64_t>(1, std::min<int64_t>(n, (int64_t{32} << 20) / (k * 2)));  // <= 64 MiB
-  const size_t dequant_bytes = quant ? static_cast<size_t>(chunk_rows * k * 2) : 0;
-  const size_t out_f32_bytes = direct_out ? 0 : static_cast<size_t>(m * n * 4);
-  uint8_t* b = static_cast<uint8_t*>(scratch_b_.get(dequant_bytes + out_f32_bytes + 256, s));
-  void* wtmp = b;
-  void* gemm_out = direct_out ? out.raw() : b + (dequant_bytes + 255) / 256 * 256;
-  for (int64_t n0 = 0; n0 < n; n0 += chunk_rows) {
-    const int64_t rows = std::min(chunk_rows, n - n0);
-    const void* wp = static_cast<const uint8_t*>(w.raw()) + dtype_bytes(w_dt, n0 * k);
-    if (quant) {
-      cuda::launch_convert(wp, w_dt, wtmp, DType::kBF16, rows * k, s);
-      wp = wtmp;
+    const bool direct_out = out.dtype() == in_dt || out.dtype() == DType::kF32;
+    const DType gemm_out_dt = direct_out ? out.dtype() : DType::kF32;
+    int64_t chunk_rows = n;
+    if (quant) chunk_rows = std::max<int64_t>(1, std::min<int64_t>(n, (int64_t{32} << 20) / (k * 2)));  // <= 64 MiB
+    const size_t dequant_bytes = quant ? static_cast<size_t>(chunk_rows * k * 2) : 0;
+    const size_t out_f32_bytes = direct_out ? 0 : static_cast<size_t>(m * n * 4);
+    uint8_t* b = static_cast<uint8_t*>(scratch_b_.get(dequant_bytes + out_f32_bytes + 256, s));
+    void* wtmp = b;
+    void* gemm_out = direct_out ? out.raw() : b + (dequant_bytes + 255) / 256 * 256;
+    for (int64_t n0 = 0; n0 < n; n0 += chunk_rows) {
+      const int64_t rows = std::min(chunk_rows, n - n0);
+      const void* wp = static_cast<const uint8_t*>(w.raw()) + dtype_bytes(w_dt, n0 * k);
+      if (quant) {
+        cuda::launch_convert(wp, w_dt, wtmp, DType::kBF16, rows * k, s);
+        wp = wtmp;
+      }
+      void* o = static_cast<uint8_t*>(gemm_out) + dtype_bytes(gemm_out_dt, n0);
+      const bool mixed = gemm_out_dt == DType::kF32 && in_dt != DType::kF32;  // 16-bit in, f32 out: cuBLASLt
+      if (!(mixed && use_lt_ && lt_gemm().run(xp, wp, in_dt, o, gemm_out_dt, m, rows, k, n)))
+        cuda::cublas_gemm(cublas(), xp, wp, in_dt, o, gemm_out_dt, m, rows, k, n);
     }
-    void* o = static_cast<uint8_t*>(gemm_out) + dtype_bytes(gemm_out_dt, n0);
-    const bool mixed = gemm_out_dt == DType::kF32 && in_dt != DType::kF32;  // 16-bit in, f32 out: cuBLASLt
-    if (!(mixed && use_lt_ && lt_gemm().run(xp, wp, in_dt, o, gemm_out_dt, m, rows, k, n)))
-      cuda::cublas_gemm(cublas(), xp, wp, in_dt, o, gemm_out_dt, m, rows, k, n);
+    if (bias_ptr != nullptr) cuda::launch_add_bias(gemm_out, gemm_out_dt, bias_ptr, bias_dt, m, n, s);
+    if (!direct_out) cuda::launch_convert(gemm_out, DType::kF32, out.raw(), out.dtype(), m * n, s);
+  };
+
+  const bool gemv = m <= gemv_limit;
+  auto scope = profile([&] {
+    return cat("matmul ", gemv ? "gemv" : "cublas", " M", m <= 8 ? cat(m) : m <= 64 ? "9-64" : ">64",
+               " ", n, "x", k, " ", dtype_name(w_dt));
+  });
+  if (gemv) {
+    run_gemv();
+  } else {
+    run_cublas();
   }
-  if (bias_ptr != nullptr) cuda::launch_add_bias(gemm_out, gemm_out_dt, bias_ptr, bias_dt, m, n, s);
-  if (!direct_out) cuda::launch_convert(gemm_out, DType::kF32, out.raw(), out.dtype(), m * n, s);
 }
 
 void CudaBackend::attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const AttentionBatch& batch,

@@ -21,14 +21,10 @@ struct CudaBackendOptions {
   // matmul uses the hand-written GEMV for M <= gemv_max_rows (0..8) with f32/f16/bf16 weights, cuBLAS above.
   // 2: on an H100 the GEMV beats cuBLAS by 4-10% at M = 1, ties at M = 2 and loses from M = 4
   // (tests/gpu/KERNEL_NOTES.md). Quantized weights use the GEMV up to M = 8 whatever this says (unless 0),
-  // since cuBLAS needs them dequantized first.
+  // since cuBLAS needs them dequantized first. The environment variable STRATA_GEMV_MAX_ROWS=N overrides it.
   int gemv_max_rows = 2;
-  // matmul uses the tensor-core weight-streaming kernel (skinny_gemm.cu) for gemv_max_rows < M <=
-  // skinny_gemm_max_rows (0..64) with bf16/f16 weights, cuBLAS above (batched decode: cuBLAS streamed the
-  // weights at 54-77% of the copy rate at M = 16..64 on an H100; issue #5). Off (0) by default until the
-  // kernel has run on a GPU: it landed compiled and reviewed but unmeasured. The environment variable
-  // STRATA_SKINNY_GEMM=N (0..64) overrides this value.
-  int skinny_gemm_max_rows = 0;
+  // rope_kv_write as one kernel (off: rope, rope, kv_write). STRATA_FUSED_ROPE_KV=0/1 overrides it.
+  bool fuse_rope_kv_write = true;
   // Decode steps recorded once per shape as CUDA graphs and replayed (Backend::capture). The environment
   // variable STRATA_CUDA_GRAPHS=0 turns it off, and so does STRATA_CUDA_PROFILE (per-op events).
   bool graphs = true;

@@ -2,6 +2,8 @@
 // embedding, rmsnorm, rope, silu_mul, add, bias, kv_write). Element types are runtime values here: these
 // ops move little data next to matmul and attention, and one kernel serves every dtype pairing.
 #include <algorithm>
+#include <cstdint>
+#include <type_traits>
 
 #include "runtime/cuda/check_cuda.h"
 #include "runtime/cuda/device_dtype.cuh"
@@ -72,6 +74,40 @@ __global__ void rmsnorm_kernel(const void* x, DType x_dt, void* residual, DType 
     store_elem(out, out_dt, base + d, load_elem(src, src_dt, base + d) * inv * load_elem(weight, w_dt, d));
 }
 
+// rmsnorm_kernel for bf16 rows (x, residual, out) of dim % 8 == 0 and dim <= 8 x 1024: each thread holds 8
+// consecutive elements in registers (one 16-byte load and store each), so the row is read once, not twice.
+// The prefill's norms are bandwidth-bound; the scalar kernel reached about half the copy rate there.
+template <typename TW>
+__global__ void rmsnorm_bf16x8_kernel(const __nv_bfloat16* x, __nv_bfloat16* residual, const TW* weight, float eps,
+                                      int64_t dim, __nv_bfloat16* out) {
+  __shared__ float shared[32];
+  pdl_wait();
+  pdl_trigger();
+  const int64_t base = blockIdx.x * dim, d = int64_t{threadIdx.x} * 8;
+  float v[8] = {};
+  float ss = 0.f;
+  if (d < dim) {
+    load8(x + base + d, v);
+    if (residual != nullptr) {
+      float r[8];
+      load8(residual + base + d, r);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) v[i] = round_to(DType::kBF16, r[i] + v[i]);  // the norm sees the stored sum
+      store8(residual + base + d, v);
+    }
+#pragma unroll
+    for (int i = 0; i < 8; ++i) ss += v[i] * v[i];
+  }
+  const float inv = rsqrtf(block_sum(ss, shared) / static_cast<float>(dim) + eps);
+  if (d < dim) {
+    float w[8];
+    load8(weight + d, w);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) v[i] *= inv * w[i];
+    store8(out + base + d, v);
+  }
+}
+
 // One thread per rotated pair. kHalf pairs dim i with i + rot/2; kAdjacent pairs 2i with 2i + 1.
 __global__ void rope_kernel(void* x, DType x_dt, int64_t n_heads, int64_t head_dim, const int32_t* positions,
                             const float* inv_freq, int64_t rot_dim, RopeStyle style, int64_t total_pairs) {
@@ -94,6 +130,94 @@ __global__ void rope_kernel(void* x, DType x_dt, int64_t n_heads, int64_t head_d
   }
 }
 
+// rope_kernel and kv_write_kernel in one launch: blockIdx.x is the token, blockIdx.y a slice of its work items,
+// which are (in order) the rotated pairs of q's and k's heads, k's unrotated tail dims, and v's elements.
+// A rotated k pair goes to the cache as it is computed, so no item reads another's output.
+__global__ void rope_kv_write_kernel(RopeKvWrite a) {
+  pdl_wait();
+  pdl_trigger();
+  const int64_t t = blockIdx.x, half = a.rot_dim / 2;
+  const int64_t q_pairs = a.q_heads * half, k_pairs = a.kv_heads * half;
+  const int64_t tail = a.head_dim - a.rot_dim, k_tail = a.kv_heads * tail, kv_elems = a.kv_heads * a.head_dim;
+  const int64_t items = q_pairs + k_pairs + k_tail + kv_elems;
+  const int64_t slot = a.slots[t];
+  const bool cached = slot >= 0 && slot < a.cache_rows;  // padding tokens (slot < 0) are rotated, not written
+  const float pos = static_cast<float>(a.positions[t]);
+  for (int64_t w = blockIdx.y * int64_t{blockDim.x} + threadIdx.x; w < items; w += int64_t{gridDim.y} * blockDim.x) {
+    if (w < q_pairs + k_pairs) {
+      const bool is_q = w < q_pairs;
+      const int64_t p = is_q ? w : w - q_pairs, head = p / half, i = p % half;
+      void* x = is_q ? a.q : a.k;
+      const int64_t base = (t * (is_q ? a.q_heads : a.kv_heads) + head) * a.head_dim;
+      const bool halves = a.style == RopeStyle::kHalf;
+      const int64_t da = halves ? i : 2 * i, db = halves ? i + half : 2 * i + 1;
+      float sn, cs;
+      sincosf(pos * a.inv_freq[i], &sn, &cs);
+      const float x0 = load_elem(x, a.dt, base + da), x1 = load_elem(x, a.dt, base + db);
+      const float y0 = x0 * cs - x1 * sn, y1 = x0 * sn + x1 * cs;
+      store_elem(x, a.dt, base + da, y0);
+      store_elem(x, a.dt, base + db, y1);
+      if (!is_q && cached) {
+        const int64_t row = slot * kv_elems + head * a.head_dim;
+        store_elem(a.k_cache, a.cache_dt, row + da, y0);
+        store_elem(a.k_cache, a.cache_dt, row + db, y1);
+      }
+    } else if (!cached) {
+      continue;
+    } else if (w < q_pairs + k_pairs + k_tail) {
+      const int64_t e = w - q_pairs - k_pairs, head = e / tail, d = a.rot_dim + e % tail;
+      store_elem(a.k_cache, a.cache_dt, slot * kv_elems + head * a.head_dim + d,
+                 load_elem(a.k, a.dt, t * kv_elems + head * a.head_dim + d));
+    } else {
+      const int64_t e = w - q_pairs - k_pairs - k_tail;
+      store_elem(a.v_cache, a.cache_dt, slot * kv_elems + e, load_elem(a.v, a.dt, t * kv_elems + e));
+    }
+  }
+}
+
+// rope_kv_write_kernel for bf16 q, k, v and caches, kHalf pairs over the whole head: a work item is 8
+// consecutive pairs (16-byte loads of both halves) or 8 elements of v.
+__global__ void rope_kv_write_bf16x8_kernel(RopeKvWrite a) {
+  pdl_wait();
+  pdl_trigger();
+  const int64_t t = blockIdx.x, half = a.head_dim / 2, h8 = half / 8;
+  const int64_t q_units = a.q_heads * h8, k_units = a.kv_heads * h8, kv_elems = a.kv_heads * a.head_dim;
+  const int64_t units = q_units + k_units + kv_elems / 8;
+  const int64_t slot = a.slots[t];
+  const bool cached = slot >= 0 && slot < a.cache_rows;
+  const float pos = static_cast<float>(a.positions[t]);
+  for (int64_t w = blockIdx.y * int64_t{blockDim.x} + threadIdx.x; w < units; w += int64_t{gridDim.y} * blockDim.x) {
+    if (w < q_units + k_units) {
+      const bool is_q = w < q_units;
+      const int64_t p = is_q ? w : w - q_units, head = p / h8, i0 = (p % h8) * 8;
+      auto* x = static_cast<__nv_bfloat16*>(is_q ? a.q : a.k);
+      const int64_t base = (t * (is_q ? a.q_heads : a.kv_heads) + head) * a.head_dim;
+      float x0[8], x1[8];
+      load8(x + base + i0, x0);
+      load8(x + base + i0 + half, x1);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        float sn, cs;
+        sincosf(pos * a.inv_freq[i0 + j], &sn, &cs);
+        const float y0 = x0[j] * cs - x1[j] * sn;
+        x1[j] = x0[j] * sn + x1[j] * cs;
+        x0[j] = y0;
+      }
+      store8(x + base + i0, x0);
+      store8(x + base + i0 + half, x1);
+      if (!is_q && cached) {
+        auto* row = static_cast<__nv_bfloat16*>(a.k_cache) + slot * kv_elems + head * a.head_dim;
+        store8(row + i0, x0);
+        store8(row + i0 + half, x1);
+      }
+    } else if (cached) {
+      const int64_t e = (w - q_units - k_units) * 8;
+      *reinterpret_cast<uint4*>(static_cast<__nv_bfloat16*>(a.v_cache) + slot * kv_elems + e) =
+          *reinterpret_cast<const uint4*>(static_cast<const __nv_bfloat16*>(a.v) + t * kv_elems + e);
+    }
+  }
+}
+
 __global__ void silu_mul_kernel(const void* gate, DType gate_dt, const void* up, DType up_dt, void* out,
                                 DType out_dt, int64_t n) {
   pdl_wait();
@@ -111,6 +235,37 @@ __global__ void swiglu_kernel(const void* gate_up, DType in_dt, void* out, DType
     const int64_t t = i / f, c = i % f;
     const float g = load_elem(gate_up, in_dt, t * 2 * f + c);
     store_elem(out, out_dt, i, g / (1.f + __expf(-g)) * load_elem(gate_up, in_dt, t * 2 * f + f + c));
+  }
+}
+
+// Units of `U` (16, 4, 2 or 1 bytes): element i of x [rows, cols] goes to the part whose column range
+// holds i % cols.
+template <typename U>
+__global__ void split_columns_kernel(const U* x, int64_t cols, int64_t n, SplitColumns p) {
+  pdl_wait();
+  pdl_trigger();
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t r = i / cols, c = i % cols;
+    int j = 0;
+    int64_t begin = 0;
+    while (c >= p.end[j]) begin = p.end[j++];
+    static_cast<U*>(p.dst[j])[r * (p.end[j] - begin) + (c - begin)] = x[i];
+  }
+}
+
+// swiglu_kernel for bf16 with f % 8 == 0: 8 outputs per thread from one 16-byte load of gate and of up.
+__global__ void swiglu_bf16x8_kernel(const __nv_bfloat16* gate_up, __nv_bfloat16* out, int64_t f, int64_t n8) {
+  pdl_wait();
+  pdl_trigger();
+  const int64_t f8 = f / 8;
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n8; i += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t t = i / f8, c = (i % f8) * 8;
+    float g[8], u[8];
+    load8(gate_up + t * 2 * f + c, g);
+    load8(gate_up + t * 2 * f + f + c, u);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) g[j] = g[j] / (1.f + __expf(-g[j])) * u[j];
+    store8(out + t * f + c, g);
   }
 }
 
@@ -158,6 +313,24 @@ void launch_embed(const void* table, DType table_dt, int64_t vocab_rows, int64_t
 void launch_rmsnorm(const void* x, DType x_dt, void* residual, DType res_dt, const void* weight, DType w_dt,
                     float eps, int64_t rows, int64_t dim, void* out, DType out_dt, cudaStream_t stream) {
   if (rows == 0) return;
+  const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  const bool vec = x_dt == DType::kBF16 && out_dt == DType::kBF16 && (residual == nullptr || res_dt == DType::kBF16) &&
+                   (w_dt == DType::kF32 || w_dt == DType::kBF16) && dim % 8 == 0 && dim <= 8 * 1024 && aligned(x) &&
+                   aligned(residual) && aligned(weight) && aligned(out);
+  if (vec) {
+    const unsigned threads = static_cast<unsigned>((dim / 8 + 31) / 32 * 32);
+    const auto* xb = static_cast<const __nv_bfloat16*>(x);
+    auto* rb = static_cast<__nv_bfloat16*>(residual);
+    auto* ob = static_cast<__nv_bfloat16*>(out);
+    if (w_dt == DType::kF32)
+      launch_pdl(rmsnorm_bf16x8_kernel<float>, static_cast<unsigned>(rows), threads, 0, stream, xb, rb,
+                 static_cast<const float*>(weight), eps, dim, ob);
+    else
+      launch_pdl(rmsnorm_bf16x8_kernel<__nv_bfloat16>, static_cast<unsigned>(rows), threads, 0, stream, xb, rb,
+                 static_cast<const __nv_bfloat16*>(weight), eps, dim, ob);
+    CHECK_LAUNCH();
+    return;
+  }
   const int threads = dim >= 4096 ? 1024 : dim >= 1024 ? 512 : 128;
   launch_pdl(rmsnorm_kernel, static_cast<unsigned>(rows), threads, 0, stream, x, x_dt, residual, res_dt, weight, w_dt,
              eps, dim, out, out_dt);
@@ -173,6 +346,21 @@ void launch_rope(void* x, DType x_dt, int64_t n_tokens, int64_t n_heads, int64_t
   CHECK_LAUNCH();
 }
 
+void launch_rope_kv_write(const RopeKvWrite& a, int64_t n_tokens, cudaStream_t stream) {
+  if (n_tokens == 0) return;
+  const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  const bool vec = a.dt == DType::kBF16 && a.cache_dt == DType::kBF16 && a.style == RopeStyle::kHalf &&
+                   a.rot_dim == a.head_dim && a.head_dim % 16 == 0 && aligned(a.q) && aligned(a.k) && aligned(a.v) &&
+                   aligned(a.k_cache) && aligned(a.v_cache);
+  const int64_t items = vec ? (a.q_heads + a.kv_heads) * (a.head_dim / 16) + a.kv_heads * a.head_dim / 8
+                            : (a.q_heads + a.kv_heads) * (a.rot_dim / 2) + a.kv_heads * (2 * a.head_dim - a.rot_dim);
+  const auto slices = static_cast<unsigned>(std::clamp<int64_t>((items + kThreads - 1) / kThreads, 1, 64));
+  const dim3 grid(static_cast<unsigned>(n_tokens), slices);
+  if (vec) launch_pdl(rope_kv_write_bf16x8_kernel, grid, kThreads, 0, stream, a);
+  else launch_pdl(rope_kv_write_kernel, grid, kThreads, 0, stream, a);
+  CHECK_LAUNCH();
+}
+
 void launch_silu_mul(const void* gate, DType gate_dt, const void* up, DType up_dt, void* out, DType out_dt,
                      int64_t n, cudaStream_t stream) {
   if (n == 0) return;
@@ -184,7 +372,37 @@ void launch_swiglu(const void* gate_up, DType in_dt, void* out, DType out_dt, in
                    cudaStream_t stream) {
   const int64_t n = rows * f;
   if (n == 0) return;
+  const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  if (in_dt == DType::kBF16 && out_dt == DType::kBF16 && f % 8 == 0 && aligned(gate_up) && aligned(out)) {
+    launch_pdl(swiglu_bf16x8_kernel, grid_for(n / 8), kThreads, 0, stream,
+               static_cast<const __nv_bfloat16*>(gate_up), static_cast<__nv_bfloat16*>(out), f, n / 8);
+    CHECK_LAUNCH();
+    return;
+  }
   launch_pdl(swiglu_kernel, grid_for(n), kThreads, 0, stream, gate_up, in_dt, out, out_dt, f, n);
+  CHECK_LAUNCH();
+}
+
+void launch_split_columns(const void* x, int64_t rows, int64_t row_bytes, const SplitColumns& parts_bytes,
+                          cudaStream_t stream) {
+  if (rows == 0 || row_bytes == 0) return;
+  // The widest unit that divides every part's row and aligns every pointer.
+  uintptr_t mix = reinterpret_cast<uintptr_t>(x);
+  for (int j = 0; j < parts_bytes.parts; ++j)
+    mix |= reinterpret_cast<uintptr_t>(parts_bytes.dst[j]) | static_cast<uintptr_t>(parts_bytes.end[j]);
+  const int64_t unit = mix % 16 == 0 ? 16 : mix % 4 == 0 ? 4 : mix % 2 == 0 ? 2 : 1;
+  SplitColumns p = parts_bytes;
+  for (int j = 0; j < p.parts; ++j) p.end[j] /= unit;
+  for (int j = p.parts; j < kMaxSplitParts; ++j) p.end[j] = INT64_MAX;
+  const int64_t cols = row_bytes / unit, n = rows * cols;
+  auto go = [&](auto* tag) {
+    using U = std::remove_pointer_t<decltype(tag)>;
+    launch_pdl(split_columns_kernel<U>, grid_for(n), kThreads, 0, stream, static_cast<const U*>(x), cols, n, p);
+  };
+  if (unit == 16) go(static_cast<uint4*>(nullptr));
+  else if (unit == 4) go(static_cast<uint32_t*>(nullptr));
+  else if (unit == 2) go(static_cast<uint16_t*>(nullptr));
+  else go(static_cast<uint8_t*>(nullptr));
   CHECK_LAUNCH();
 }
 

@@ -3,6 +3,7 @@
 // in L1/L2), several loads in flight per lane, a warp reduction per output. q8_0/q4_0 rows are
 // dequantized on the fly, one 32-element block per lane. Not for M > 8: cuBLAS takes those (gemm.cpp).
 #include <cstdint>
+#include <cstdlib>
 #include <type_traits>
 
 #include "runtime/cuda/check_cuda.h"
@@ -294,10 +295,13 @@ void dispatch_rows(const void* x, DType x_dt, const void* w, DType w_dt, const v
       // Rows per warp R and 16-byte chunks per row in flight U: R * U = 8 loads in flight per lane.
       constexpr int R = M == 1 ? 1 : 2;  // R = 4 at M = 8 left too few blocks per SM (tail wave)
       constexpr int U = 8 / R;
-      // Warps per row: enough warps overall to fill an H100-class GPU (~132 SMs x 64 warps) when the
-      // matrix has few rows and K is long enough to split.
+      // Warps per row: 4 below 8192 row groups (enough warps to fill ~132 SMs), else 2. Tall matrices gain
+      // from 2 too: blocks live half as long, so the last wave's tail is half as long. H200, M = 1, split
+      // 1 / 2 / 4: 22016 x 4096 50.1 / 46.6 / 49.6 us, 12288 x 4096 32.4 / 29.4 / 30.4, 4096 x 4096
+      // 15.6 / 15.0 / 14.4, 4096 x 11008 31.8 / 30.7 / 29.4 (tests/gpu/KERNEL_NOTES.md).
       const int64_t row_groups = (n + R - 1) / R;
-      const int ks = row_groups >= 8192 || k < 2048 ? 1 : row_groups >= 4096 ? 2 : 4;
+      int ks = k < 2048 ? 1 : row_groups >= 8192 ? 2 : 4;
+      if (const int forced = gemv_split_override(); forced > 0 && k >= 2048) ks = forced;
       auto go = [&](auto ks_tag) {
         constexpr int KS = decltype(ks_tag)::value;
         const int64_t per_block = int64_t{kWarps / KS} * R;
@@ -324,7 +328,22 @@ void dispatch_rows(const void* x, DType x_dt, const void* w, DType w_dt, const v
   CHECK_LAUNCH();
 }
 
+int& split_override_slot() {
+  static int slot = [] {
+    const char* v = std::getenv("STRATA_GEMV_KS");
+    const int ks = v != nullptr ? std::atoi(v) : 0;
+    return ks == 1 || ks == 2 || ks == 4 ? ks : 0;
+  }();
+  return slot;
+}
+
 }  // namespace
+
+int gemv_split_override() { return split_override_slot(); }
+void set_gemv_split_override(int ks) {
+  STRATA_CHECK(ks == 0 || ks == 1 || ks == 2 || ks == 4, "GEMV split must be 0 (by shape), 1, 2 or 4, got ", ks);
+  split_override_slot() = ks;
+}
 
 void launch_gemv(const void* x, DType x_dt, const void* w, DType w_dt, const void* bias, DType bias_dt, void* out,
                  DType out_dt, int64_t rows, int64_t n, int64_t k, cudaStream_t stream) {

@@ -21,8 +21,35 @@ void launch_rmsnorm(const void* x, DType x_dt, void* residual, DType res_dt, con
 // inv_freq: rot_dim / 2 floats on the device.
 void launch_rope(void* x, DType x_dt, int64_t n_tokens, int64_t n_heads, int64_t head_dim, const int32_t* positions,
                  const float* inv_freq, int64_t rot_dim, RopeStyle style, cudaStream_t stream);
+// launch_rope on q and on k, then launch_kv_write of k and v, in one launch (q, k, v contiguous [T, heads, hd]).
+struct RopeKvWrite {
+  void* q = nullptr;
+  void* k = nullptr;
+  const void* v = nullptr;
+  DType dt = DType::kBF16;  // of q, k and v
+  int64_t q_heads = 0, kv_heads = 0, head_dim = 0, rot_dim = 0;
+  RopeStyle style = RopeStyle::kHalf;
+  const int32_t* positions = nullptr;
+  const float* inv_freq = nullptr;  // rot_dim / 2
+  const int32_t* slots = nullptr;
+  void* k_cache = nullptr;
+  void* v_cache = nullptr;
+  DType cache_dt = DType::kBF16;
+  int64_t cache_rows = 0;
+};
+void launch_rope_kv_write(const RopeKvWrite& a, int64_t n_tokens, cudaStream_t stream);
 void launch_silu_mul(const void* gate, DType gate_dt, const void* up, DType up_dt, void* out, DType out_dt,
                      int64_t n, cudaStream_t stream);
+// x [rows, row_bytes] into parts: part j takes the bytes [end[j-1], end[j]) of every row (end[-1] = 0), stored
+// as its own [rows, end[j] - end[j-1]] rows.
+constexpr int kMaxSplitParts = 4;
+struct SplitColumns {
+  void* dst[kMaxSplitParts] = {};
+  int64_t end[kMaxSplitParts] = {};
+  int parts = 0;
+};
+void launch_split_columns(const void* x, int64_t rows, int64_t row_bytes, const SplitColumns& parts_bytes,
+                          cudaStream_t stream);
 void launch_add(void* a, DType a_dt, const void* b, DType b_dt, int64_t n, cudaStream_t stream);
 // out[t, i] = silu(gate_up[t, i]) * gate_up[t, f + i] over rows x f.
 void launch_swiglu(const void* gate_up, DType in_dt, void* out, DType out_dt, int64_t rows, int64_t f,
@@ -37,6 +64,10 @@ void launch_kv_write(const void* k, const void* v, DType src_dt, const int32_t* 
 
 // ---- gemv_kernels.cu ----
 // out[m, n] = sum_k x[m, k] w[n, k] (+ bias[n]) for m < rows <= 8; x is f32 or bf16 with row stride K.
+// Warps sharing one row group along K (1, 2 or 4), forced for every plain GEMV with K >= 2048; 0 (the default,
+// or STRATA_GEMV_KS unset) picks by shape. For tuning runs (kernel_bench, tests/gpu/decode_sweep.sh).
+int gemv_split_override();
+void set_gemv_split_override(int ks);
 void launch_gemv(const void* x, DType x_dt, const void* w, DType w_dt, const void* bias, DType bias_dt, void* out,
                  DType out_dt, int64_t rows, int64_t n, int64_t k, cudaStream_t stream);
 

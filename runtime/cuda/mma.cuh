@@ -1,6 +1,6 @@
 // runtime/cuda/mma.cuh: PTX wrappers for the warp-level tensor-core kernels (sm_80 and up): cp.async into shared
-// memory, ldmatrix and mma.sync m16n8k16 with f32 accumulation. Shared by attention_prefill_mma.cu and
-// skinny_gemm.cu; the fragment layouts documented here are the ones those kernels were verified with.
+// memory, ldmatrix and mma.sync m16n8k16 with f32 accumulation, for attention_prefill_mma.cu; the fragment
+// layouts documented here are the ones that kernel was verified with.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>

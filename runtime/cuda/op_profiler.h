@@ -1,7 +1,8 @@
 // runtime/cuda/op_profiler.h: per-op GPU time of the CUDA backend, for finding which kernel holds a step
 // back. Off unless STRATA_CUDA_PROFILE is set; then every backend op is bracketed by two events on the
-// compute stream and, when the backend goes away, a table (op, calls, total ms, mean us, share) goes to
-// stderr. The events cost a few microseconds per op, so profiled runs are slower than plain ones.
+// compute stream and, when the backend goes away, a table (op, calls, total ms, mean us, share, and the first
+// call's time apart) goes to stderr. The events cost a few microseconds per op, so profiled runs are slower
+// than plain ones.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -33,9 +34,12 @@ class OpProfiler {
     std::string name;
     cudaEvent_t start, stop;
   };
+  // The first call of each op is kept apart: it carries lazy kernel loading and cuBLAS's first-use setup
+  // (milliseconds), which would swamp the mean of a short run.
   struct Total {
-    long long calls = 0;
+    long long calls = 0;  // after the first
     double ms = 0;
+    double first_ms = -1;  // < 0 until the first call is in
   };
   cudaEvent_t take_event();
   std::vector<cudaEvent_t> free_;

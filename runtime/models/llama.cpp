@@ -107,6 +107,7 @@ void LlamaModel::forward_device(const DeviceStep& d, Tensor& hidden) {
   const int64_t nq = qh * hd, nk = kvh * hd;
   Tensor qkv = backend_.alloc({T * (nq + 2 * nk)}, act);
   Tensor q = part(qkv, 0, {T, qh, hd}), k = part(qkv, T * nq, {T, kvh, hd}), v = part(qkv, T * (nq + nk), {T, kvh, hd});
+  Tensor qkv_rows;  // the fused QKV product of a multi-token step, allocated on first use
   Tensor gate_up = backend_.alloc({2 * T * F}, act);
   Tensor ffn_act;  // SwiGLU output of fused gate/up projections, allocated on first use
   Tensor att = backend_.alloc({T, qh, hd}, act);
@@ -127,19 +128,17 @@ void LlamaModel::forward_device(const DeviceStep& d, Tensor& hidden) {
     if (one_token && w.wqkv.defined()) {
       Tensor all = qkv.reshape({1, nq + 2 * nk});
       backend_.matmul(h, w.wqkv, w.bqkv.defined() ? &w.bqkv : nullptr, all);
+    } else if (T <= kFusedQkvMaxTokens && w.wqkv.defined()) {
+      // Rows of the fused product interleave each token's q, k and v: one matmul, then one split.
+      if (!qkv_rows.defined()) qkv_rows = backend_.alloc({T, nq + 2 * nk}, act);
+      backend_.matmul(h, w.wqkv, w.bqkv.defined() ? &w.bqkv : nullptr, qkv_rows);
+      backend_.split_columns(qkv_rows, {&q2, &k2, &v2});
     } else {
       backend_.matmul(h, w.wq, w.bq.defined() ? &w.bq : nullptr, q2);
       backend_.matmul(h, w.wk, w.bk.defined() ? &w.bk : nullptr, k2);
       backend_.matmul(h, w.wv, w.bv.defined() ? &w.bv : nullptr, v2);
     }
-    if (one_token) {  // q and k are adjacent heads of one token: rotate them in one launch
-      Tensor qk = part(qkv, 0, {1, qh + kvh, hd});
-      backend_.rope(qk, batch.positions, rope_);
-    } else {
-      backend_.rope(q, batch.positions, rope_);
-      backend_.rope(k, batch.positions, rope_);
-    }
-    backend_.kv_write(k, v, batch.slots, kv_.k(local), kv_.v(local));
+    backend_.rope_kv_write(q, k, v, batch.positions, rope_, batch.slots, kv_.k(local), kv_.v(local));
     backend_.attention(q, kv_.k(local), kv_.v(local), batch, scale, att);
     mlp_pending = project_and_mlp(w, hidden, att2, h, proj, proj2, gate_up, ffn_act, /*may_defer_add=*/true);
     weights_.release(l);

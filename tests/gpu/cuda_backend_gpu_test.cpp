@@ -136,7 +136,7 @@ TEST_F(CudaBackendTest, EmbedHonoursTheVocabShardForEveryTableDtype) {
 }
 
 TEST_F(CudaBackendTest, RmsNormAndFusedAddRmsNorm) {
-  for (int64_t dim : {64, 1000, 4096}) {
+  for (int64_t dim : {36, 64, 1000, 4096}) {  // 36: not a multiple of 8, the scalar kernel; the rest 8-wide
     const int64_t rows = 5;
     Tensor x = random_host({rows, dim}), r = random_host({rows, dim}, 3.f), w = random_host({dim}, 0.2f, 1.f);
     Tensor wd = gpu().upload_weight(w);  // rank 1: stays f32
@@ -188,18 +188,38 @@ TEST_F(CudaBackendTest, SiluMulAndAdd) {
   gpu().silu_mul(to_gpu(g), to_gpu(u), out);
   EXPECT_LT(rel_error(to_host(out), want), kBf16Out);
 
-  Tensor gu = random_host({5, 2 * 700}, 2.f);
-  Tensor want_gu = Tensor::empty({5, 700}, DType::kF32);
-  cpu().swiglu(gu, want_gu);
-  Tensor out_gu = poisoned({5, 700});
-  gpu().swiglu(to_gpu(gu), out_gu);
-  EXPECT_LT(rel_error(to_host(out_gu), want_gu), kBf16Out);
+  for (int64_t f : {700, 512}) {  // 512: the 8-wide kernel
+    Tensor gu = random_host({5, 2 * f}, 2.f);
+    Tensor want_gu = Tensor::empty({5, f}, DType::kF32);
+    cpu().swiglu(gu, want_gu);
+    Tensor out_gu = poisoned({5, f});
+    gpu().swiglu(to_gpu(gu), out_gu);
+    EXPECT_LT(rel_error(to_host(out_gu), want_gu), kBf16Out) << "swiglu f " << f;
+  }
 
   Tensor a = random_host({3, 333}), b = random_host({3, 333});
   Tensor ad = to_gpu(a);
   gpu().add(ad, to_gpu(b));
   cpu().add(a, b);
   EXPECT_LT(rel_error(to_host(ad), a), kBf16Out);
+}
+
+// The fused QKV product's split: bf16 rows whose parts are 16-byte multiples (vector copies) and rows that
+// are not (2-byte copies), against the CPU backend on the same values.
+TEST_F(CudaBackendTest, SplitColumns) {
+  for (const std::vector<int64_t>& widths : std::vector<std::vector<int64_t>>{{64, 16, 16}, {10, 3, 7}}) {
+    const int64_t T = 5, C = widths[0] + widths[1] + widths[2];
+    const Tensor x = random_host({T, C});
+    std::vector<Tensor> want, got;
+    for (int64_t w : widths) {
+      want.push_back(Tensor::empty({T, w}, DType::kF32));
+      got.push_back(poisoned({T, w}));
+    }
+    cpu().split_columns(x, {&want[0], &want[1], &want[2]});
+    gpu().split_columns(to_gpu(x), {&got[0], &got[1], &got[2]});
+    for (size_t i = 0; i < widths.size(); ++i)
+      EXPECT_LT(rel_error(to_host(got[i]), want[i]), kBf16Out) << "part " << i << " of width " << widths[i];
+  }
 }
 
 // ---- matmul ----
@@ -209,18 +229,13 @@ struct MatmulCase {
   bool keep_f32;  // upload f32 weights as f32 (backend option off)
 };
 
-// Each dtype and M runs through every kernel: the GEMV (gemv_max_rows = 8), the skinny tensor-core GEMM (M = 3..64
-// with 16-bit weights) and cuBLAS (both off).
-struct MatmulPaths {
-  int gemv_max_rows;
-  int skinny_gemm_max_rows;
-};
-class CudaMatmulTest : public CudaBackendTest, public ::testing::WithParamInterface<MatmulPaths> {};
+// Each dtype and M runs through both kernels: the GEMV (up to gemv_max_rows = 8 rows; 2, the default) and
+// cuBLAS (0: every M).
+class CudaMatmulTest : public CudaBackendTest, public ::testing::WithParamInterface<int> {};
 
 TEST_P(CudaMatmulTest, EveryWeightDtypeAndRowCount) {
   CudaBackendOptions opt;
-  opt.gemv_max_rows = GetParam().gemv_max_rows;
-  opt.skinny_gemm_max_rows = GetParam().skinny_gemm_max_rows;
+  opt.gemv_max_rows = GetParam();
   gpu_ = make_cuda_backend(0, opt);
   CudaBackendOptions keep = opt;
   keep.f32_weights_to_bf16 = false;
@@ -263,50 +278,10 @@ TEST_P(CudaMatmulTest, EveryWeightDtypeAndRowCount) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(GemvSkinnyAndCublas, CudaMatmulTest,
-                         ::testing::Values(MatmulPaths{8, 0}, MatmulPaths{2, 64}, MatmulPaths{0, 0}),
-                         [](const ::testing::TestParamInfo<MatmulPaths>& info) {
-                           if (info.param.skinny_gemm_max_rows > 0) return std::string("skinny");
-                           return info.param.gemv_max_rows == 0 ? std::string("cublas")
-                                                                : "gemv_upto_" + std::to_string(info.param.gemv_max_rows);
+INSTANTIATE_TEST_SUITE_P(GemvAndCublas, CudaMatmulTest, ::testing::Values(8, 2, 0),
+                         [](const ::testing::TestParamInfo<int>& info) {
+                           return info.param == 0 ? std::string("cublas") : "gemv_upto_" + std::to_string(info.param);
                          });
-
-// The skinny GEMM (runtime/cuda/skinny_gemm.cu) at every token-tile boundary (M = 8/9, 16/17, 33, 64), with N off
-// its 128-feature blocks, K off its 64-element k-tiles, with and without split-K (1000 x 4096 and 512 x 4096 split
-// 8-16 ways; 300 x 256 is too short to split; 200 x 520 splits 2 ways with a partial last k-tile), f32 and bf16
-// biases, bf16/f32 outputs. Split-K sums the partials in a fixed order, so a second run must match bit for bit.
-TEST_F(CudaBackendTest, SkinnyGemmEveryTokenTileAndSplit) {
-  CudaBackendOptions opt;
-  opt.gemv_max_rows = 2;
-  opt.skinny_gemm_max_rows = 64;
-  gpu_ = make_cuda_backend(0, opt);
-  for (auto [n, k] : {std::pair<int64_t, int64_t>{1000, 4096}, {512, 4096}, {300, 256}, {200, 520}}) {
-    Tensor wf = random_host({n, k}, 0.05f);
-    Tensor w = make_weight(wf, DType::kBF16);
-    Tensor wd = gpu().upload_weight(w);
-    Tensor bias = random_host({n});
-    for (int64_t m : {3, 8, 9, 16, 17, 33, 64}) {
-      Tensor x = random_host({m, k});
-      Tensor xd = to_gpu(x);
-      for (int b = 0; b < 3; ++b) {  // no bias, f32 bias, bf16 bias
-        Tensor want = Tensor::empty({m, n}, DType::kF32);
-        cpu().matmul(x, w, b > 0 ? &bias : nullptr, want);
-        Tensor bd = b == 0 ? Tensor() : to_gpu(bias, b == 1 ? DType::kF32 : DType::kBF16);
-        for (DType out_dt : {DType::kBF16, DType::kF32}) {
-          Tensor out = poisoned({m, n}, out_dt);
-          gpu().matmul(xd, wd, b > 0 ? &bd : nullptr, out);
-          Tensor got = to_host(out);
-          EXPECT_LT(rel_error(got, want), out_dt == DType::kF32 ? 1e-4 : kBf16Out)
-              << "M " << m << " N " << n << " K " << k << " bias " << b << " out " << dtype_name(out_dt);
-          gpu().matmul(xd, wd, b > 0 ? &bd : nullptr, out);
-          Tensor again = to_host(out);
-          EXPECT_EQ(std::memcmp(got.raw(), again.raw(), static_cast<size_t>(got.nbytes())), 0)
-              << "not deterministic: M " << m << " N " << n << " K " << k;
-        }
-      }
-    }
-  }
-}
 
 TEST_F(CudaBackendTest, MatmulOddKUsesTheScalarPath) {
   const int64_t n = 33, k = 100;
@@ -334,6 +309,30 @@ TEST_F(CudaBackendTest, KvWriteFillsTheGivenSlots) {
   cpu().kv_write(k, v, host_i32(slots), kc, vc);
   EXPECT_EQ(rel_error(to_host(kcd), kc), 0.0);
   EXPECT_EQ(rel_error(to_host(vcd), vc), 0.0);
+}
+
+// The fused rope + cache write against the CPU backend's three ops (rope q, rope k, kv_write): GQA, both
+// pair styles, partial rotation (the unrotated tail still reaches the cache) and a padding token (slot -1:
+// rotated in place, not written). Half-style whole-head rotation takes the 8-wide kernel, the rest the scalar one.
+TEST_F(CudaBackendTest, RopeKvWriteEqualsRopeThenKvWrite) {
+  const int64_t blocks = 4, bs = 16, hkv = 2, H = 8, hd = 64, T = 5;
+  const std::vector<int32_t> pos = {0, 7, 100, 3000, 9}, slots = {3, 17, 40, -1, 63};
+  for (RopeStyle style : {RopeStyle::kHalf, RopeStyle::kAdjacent})
+    for (int64_t rot : {int64_t{0}, int64_t{32}}) {
+      RopeParams p;
+      p.style = style;
+      p.rot_dim = rot;
+      Tensor q = random_host({T, H, hd}), k = random_host({T, hkv, hd}), v = random_host({T, hkv, hd});
+      Tensor kc = random_host({blocks, bs, hkv, hd}), vc = random_host({blocks, bs, hkv, hd});
+      Tensor qd = to_gpu(q), kd = to_gpu(k), kcd = to_gpu(kc), vcd = to_gpu(vc);
+      gpu().rope_kv_write(qd, kd, to_gpu(v), to_gpu(host_i32(pos)), p, to_gpu(host_i32(slots)), kcd, vcd);
+      cpu().rope_kv_write(q, k, v, host_i32(pos), p, host_i32(slots), kc, vc);
+      const std::string what = "style " + std::to_string(static_cast<int>(style)) + " rot " + std::to_string(rot);
+      EXPECT_LT(rel_error(to_host(qd), q), kBf16Out) << what;
+      EXPECT_LT(rel_error(to_host(kd), k), kBf16Out) << what;
+      EXPECT_LT(rel_error(to_host(kcd), kc), kBf16Out) << what;
+      EXPECT_EQ(rel_error(to_host(vcd), vc), 0.0) << what;
+    }
 }
 
 struct AttnCase {
@@ -450,6 +449,15 @@ TEST_P(CudaAttentionTest, ChunkedPrefillContinuingCachedPrefixes) {
 // of sequence 1, all of sequence 2 and the start of sequence 3.
 TEST_P(CudaAttentionTest, QueryTileStraddlesSequences) {
   run({100, 90, 20, 30}, {40, 50, 20, 30}, "straddling tiles");
+}
+
+// Enough query tiles that the tensor-core kernel takes its 128-row blocks (16 heads x 25 tiles of 128 >= 1.5
+// waves of 2 blocks per SM on up to 133 SMs): sequences of different lengths back to back, the first a chunk
+// after a cached prefix, one shorter than a tile, one of a single token. Group 8 only (16 query heads; the CPU
+// reference of 3128 tokens is slow).
+TEST_P(CudaAttentionTest, PrefillManyTilesOfMixedSequences) {
+  if (GetParam().group != 8) GTEST_SKIP() << "only group 8 has the heads to fill the GPU";
+  run({2100, 700, 333, 129, 65, 1}, {1900, 700, 333, 129, 65, 1}, "many tiles of mixed sequences");
 }
 
 // block_size 8 (a key tile spans 8 blocks) and 48 (blocks straddle key tiles).

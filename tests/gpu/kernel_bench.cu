@@ -1,6 +1,6 @@
 // tests/gpu/kernel_bench.cu: microbenchmark of the CUDA backend's decode kernels against the device's
-// own copy bandwidth: the GEMV at Llama-7B shapes (bf16, M = 1, also q8_0/q4_0 and M = 8; cuBLAS for
-// the same M = 1 call as the peer), the skinny tensor-core GEMM against cuBLAS at M = 16 and 64 (batched
+// own copy bandwidth: the GEMV at Llama-7B shapes (bf16, M = 1 with each split of a row over warps, also
+// q8_0/q4_0 and M = 8; cuBLAS for the same M = 1 call as the peer), cuBLAS at M = 16 and 64 (batched
 // decode), and decode/prefill attention (prefill: the tensor-core kernel against the SIMT one it replaces, in
 // TFLOP/s). Weights rotate over several copies (more bytes than L2) so HBM, not the
 // cache, is measured. Not a test: tests/gpu/run.sh builds and runs it.
@@ -17,6 +17,7 @@
 #include "runtime/backend.h"
 #include "runtime/cuda/check_cuda.h"
 #include "runtime/cuda/cuda_backend.h"
+#include "runtime/cuda/kernels.h"
 
 namespace strata {
 namespace {
@@ -73,12 +74,8 @@ int run(bool quick) {
   gemv_opt.gemv_max_rows = 8;  // the GEMV for every M <= 8, whatever the default threshold
   auto backend = make_cuda_backend(0, gemv_opt);
   CudaBackendOptions cublas_opt;
-  cublas_opt.gemv_max_rows = 0;  // every M through cuBLAS: the peer for the GEMV and the skinny GEMM
-  cublas_opt.skinny_gemm_max_rows = 0;
+  cublas_opt.gemv_max_rows = 0;  // every M through cuBLAS: the peer for the GEMV
   auto cublas_backend = make_cuda_backend(0, cublas_opt);
-  CudaBackendOptions skinny_opt;
-  skinny_opt.skinny_gemm_max_rows = 64;  // the skinny GEMM for M = 3..64
-  auto skinny_backend = make_cuda_backend(0, skinny_opt);
   CudaBackendOptions simt_opt;
   simt_opt.attention_path = CudaBackendOptions::AttentionPath::kPrefillSimt;  // the peer of the tensor-core prefill
   auto simt_backend = make_cuda_backend(0, simt_opt);
@@ -115,7 +112,9 @@ int run(bool quick) {
   struct Shape2 {
     int64_t n, k;
   };
-  const std::vector<Shape2> shapes = {{4096, 4096}, {11008, 4096}, {4096, 11008}, {32000, 4096}};
+  // The 7b shapes: q/o, gate or up, down, LM head, then the fused stacks of one-token steps (qkv, gate/up).
+  const std::vector<Shape2> shapes = {{4096, 4096},  {11008, 4096}, {4096, 11008},
+                                      {32000, 4096}, {12288, 4096}, {22016, 4096}};
   auto bench_matmul = [&](Backend& b, Shape2 s, DType dt, int64_t m, const std::string& label,
                           DType out_dt = DType::kBF16) {
     const int64_t wbytes = dtype_bytes(dt, s.n * s.k);
@@ -139,6 +138,13 @@ int run(bool quick) {
   };
   for (const Shape2& s : shapes) bench_matmul(be, s, DType::kBF16, 1, "gemv");
   for (const Shape2& s : shapes) bench_matmul(*cublas_backend, s, DType::kBF16, 1, "cublas");
+  // The GEMV's split of each row over 1, 2 or 4 warps, forced: shorter-lived blocks shrink the last wave's
+  // tail, fewer loads per warp lower the bytes in flight.
+  for (int ks : {1, 2, 4}) {
+    cuda::set_gemv_split_override(ks);
+    for (const Shape2& s : shapes) bench_matmul(be, s, DType::kBF16, 1, "gemv ks=" + std::to_string(ks));
+  }
+  cuda::set_gemv_split_override(0);
   for (int64_t m : {2, 4, 8})
     for (int s = 0; s < 2; ++s) {
       bench_matmul(be, shapes[static_cast<size_t>(s)], DType::kBF16, m, "gemv");
@@ -156,16 +162,13 @@ int run(bool quick) {
       bench_matmul(*cublas_backend, shapes[3], DType::kBF16, m, "cublas");
     }
   }
-  // Batched decode (issue #5): the skinny tensor-core GEMM against cuBLAS at M = 16 and 64, the 7b shapes (q/o,
-  // gate/up, down, fused qkv, LM head with f32 logits).
+  // Batched decode (issue #5): cuBLAS at M = 16 and 64 on the 7b shapes (q/o, gate or up, down, fused qkv, LM
+  // head with f32 logits).
   {
     const std::vector<Shape2> decode = {{4096, 4096}, {11008, 4096}, {4096, 11008}, {12288, 4096}, {32000, 4096}};
     for (int64_t m : {16, 64})
-      for (const Shape2& s : decode) {
-        const DType out_dt = s.n == 32000 ? DType::kF32 : DType::kBF16;
-        bench_matmul(*skinny_backend, s, DType::kBF16, m, "skinny", out_dt);
-        bench_matmul(*cublas_backend, s, DType::kBF16, m, "cublas", out_dt);
-      }
+      for (const Shape2& s : decode)
+        bench_matmul(*cublas_backend, s, DType::kBF16, m, "cublas", s.n == 32000 ? DType::kF32 : DType::kBF16);
   }
   for (DType dt : {DType::kQ8_0, DType::kQ4_0}) {
     bench_matmul(be, shapes[0], dt, 1, "gemv");

@@ -124,6 +124,27 @@ TEST(CpuBackend, SwigluOfFusedRowsMatchesDefinition) {
     }
 }
 
+// split_columns against its definition: each row's columns dealt out to the parts in order; bad operands
+// are refused with the op named.
+TEST(CpuBackend, SplitColumnsDealsEachRowsColumnsInOrder) {
+  auto backend = make_cpu_backend();
+  const int64_t T = 3;
+  const Tensor x = random_f32({T, 4 + 2 + 3}, 12);
+  Tensor a = Tensor::empty({T, 4}, DType::kF32), b = Tensor::empty({T, 2}, DType::kF32),
+         c = Tensor::empty({T, 1, 3}, DType::kF32);
+  backend->split_columns(x, {&a, &b, &c});
+  for (int64_t t = 0; t < T; ++t) {
+    const float* row = x.data<float>() + t * 9;
+    for (int i = 0; i < 4; ++i) EXPECT_EQ(a.data<float>()[t * 4 + i], row[i]);
+    for (int i = 0; i < 2; ++i) EXPECT_EQ(b.data<float>()[t * 2 + i], row[4 + i]);
+    for (int i = 0; i < 3; ++i) EXPECT_EQ(c.data<float>()[t * 3 + i], row[6 + i]);
+  }
+  Tensor wrong = Tensor::empty({T, 2}, DType::kF32);
+  EXPECT_THROW(backend->split_columns(x, {&a, &wrong}), Error);  // 6 of 9 columns
+  Tensor half = Tensor::empty({T, 5}, DType::kF16);
+  EXPECT_THROW(backend->split_columns(x, {&a, &half}), Error);  // dtype differs
+}
+
 TEST(CpuBackend, RopeStylesRotateTheDocumentedPairsAndKeepNorms) {
   auto backend = make_cpu_backend();
   RopeParams params;

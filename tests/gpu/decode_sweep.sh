@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# tests/gpu/decode_sweep.sh: A/B of `strata bench decode` under environment settings on one build and one
+# model, for tuning switches of the CUDA backend (STRATA_GEMV_KS, STRATA_GEMV_MAX_ROWS, STRATA_FUSED_ROPE_KV, ...).
+# VARIANTS is a |-separated list of "NAME=VALUE ..." settings ("default" = none); each runs at every batch
+# in BATCHES. Keeps each run's JSON and prints tokens/s and weight GB/s per cell, with the share of COPY_GBS
+# (the device copy bandwidth measured in the same session, e.g. by kernel_bench) when given.
+# Usage: STRATA=build-gpu/strata MODEL_DIR=/tmp/7b-shape VARIANTS="default|STRATA_GEMV_KS=4" \
+#        BATCHES="1 64" [COPY_GBS=4254] tests/gpu/decode_sweep.sh
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+strata=${STRATA:-build-gpu/strata}
+model=${MODEL_DIR:-models/7b-shape}
+[ -f "$model/model.safetensors" ] || "$strata" make-model --preset 7b-shape --dtype bf16 --out "$model" >/dev/null
+out="bench/results/decode-sweep-$(hostname)-$(date +%Y%m%d-%H%M%S)"
+mkdir -p "$out"
+echo "VARIANTS='${VARIANTS:-default}' BATCHES='${BATCHES:-1}' $0" >"$out/command.txt"
+IFS='|' read -r -a variants <<<"${VARIANTS:-default}"
+printf '%-44s %6s %10s %9s %9s\n' variant batch tok/s ms/step GB/s | tee "$out/table.txt"
+for v in "${variants[@]}"; do
+  settings=()
+  [ "$v" != default ] && read -r -a settings <<<"$v"
+  tag=$(echo "$v" | tr -c 'A-Za-z0-9=\n' '_')
+  for b in ${BATCHES:-1}; do
+    env "${settings[@]}" "$strata" bench decode --model "$model" --device cuda --batch "$b" --prompt-len 16 -n 64 \
+      --mib 64 >"$out/$tag-b$b.json"
+    python3 - "$out/$tag-b$b.json" "$v" "${COPY_GBS:-0}" <<'PY' | tee -a "$out/table.txt"
+import json, sys
+r = json.load(open(sys.argv[1]))
+copy = float(sys.argv[3])
+share = f" {100 * r['weight_gbs'] / copy:5.1f}% of copy" if copy > 0 else ""
+print(f"{sys.argv[2]:44s} {r['batch']:6d} {r['decode_tokens_per_s']:10.1f} {r['ms_per_step']:9.3f} {r['weight_gbs']:9.0f}{share}")
+PY
+  done
+done
