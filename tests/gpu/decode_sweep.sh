@@ -2,8 +2,9 @@
 # tests/gpu/decode_sweep.sh: A/B of `strata bench decode` under environment settings on one build and one
 # model, for tuning switches of the CUDA backend (STRATA_GEMV_KS, STRATA_GEMV_MAX_ROWS, STRATA_FUSED_ROPE_KV, ...).
 # VARIANTS is a |-separated list of "NAME=VALUE ..." settings ("default" = none); each runs at every batch
-# in BATCHES. Keeps each run's JSON and prints tokens/s and weight GB/s per cell, with the share of COPY_GBS
-# (the device copy bandwidth measured in the same session, e.g. by kernel_bench) when given.
+# in BATCHES. Keeps each run's JSON and prints tokens/s and weight GB/s per cell with their share of the
+# device copy bandwidth, measured first (tools/bench/hf_peer.py --skip-peer, kept as ceilings.json) unless
+# COPY_GBS gives one measured in the same session (e.g. by kernel_bench).
 # Usage: STRATA=build-gpu/strata MODEL_DIR=/tmp/7b-shape VARIANTS="default|STRATA_GEMV_KS=4" \
 #        BATCHES="1 64" [COPY_GBS=4254] tests/gpu/decode_sweep.sh
 set -euo pipefail
@@ -13,9 +14,16 @@ model=${MODEL_DIR:-models/7b-shape}
 [ -f "$model/model.safetensors" ] || "$strata" make-model --preset 7b-shape --dtype bf16 --out "$model" >/dev/null
 out="bench/results/decode-sweep-$(hostname)-$(date +%Y%m%d-%H%M%S)"
 mkdir -p "$out"
-echo "VARIANTS='${VARIANTS:-default}' BATCHES='${BATCHES:-1}' $0" >"$out/command.txt"
+echo "VARIANTS='${VARIANTS:-default}' BATCHES='${BATCHES:-1}' COPY_GBS='${COPY_GBS:-}' $0" >"$out/command.txt"
+copy_gbs=${COPY_GBS:-}
+if [ -z "$copy_gbs" ]; then
+  python3 tools/bench/hf_peer.py --model "$model" --skip-peer >"$out/ceilings.json"
+  copy_gbs=$(python3 -c 'import json, sys; print(round(json.load(open(sys.argv[1]))["ceilings"]["d2d_copy_gbs"]))' \
+    "$out/ceilings.json")
+  echo "device copy bandwidth: $copy_gbs GB/s (ceilings.json)" | tee "$out/table.txt"
+fi
 IFS='|' read -r -a variants <<<"${VARIANTS:-default}"
-printf '%-44s %6s %10s %9s %9s\n' variant batch tok/s ms/step GB/s | tee "$out/table.txt"
+printf '%-44s %6s %10s %9s %9s\n' variant batch tok/s ms/step GB/s | tee -a "$out/table.txt"
 for v in "${variants[@]}"; do
   settings=()
   [ "$v" != default ] && read -r -a settings <<<"$v"
@@ -23,11 +31,11 @@ for v in "${variants[@]}"; do
   for b in ${BATCHES:-1}; do
     env "${settings[@]}" "$strata" bench decode --model "$model" --device cuda --batch "$b" --prompt-len 16 -n 64 \
       --mib 64 >"$out/$tag-b$b.json"
-    python3 - "$out/$tag-b$b.json" "$v" "${COPY_GBS:-0}" <<'PY' | tee -a "$out/table.txt"
+    python3 - "$out/$tag-b$b.json" "$v" "$copy_gbs" <<'PY' | tee -a "$out/table.txt"
 import json, sys
 r = json.load(open(sys.argv[1]))
 copy = float(sys.argv[3])
-share = f" {100 * r['weight_gbs'] / copy:5.1f}% of copy" if copy > 0 else ""
+share = f" {100 * r['weight_gbs'] / copy:5.1f}% of copy"
 print(f"{sys.argv[2]:44s} {r['batch']:6d} {r['decode_tokens_per_s']:10.1f} {r['ms_per_step']:9.3f} {r['weight_gbs']:9.0f}{share}")
 PY
   done
