@@ -416,10 +416,8 @@ void launch_attention_prefill_mma(const AttentionArgs& a, cudaStream_t stream) {
   // 128-row blocks read each K/V fragment from shared memory once per 32 rows instead of 16, but halve the
   // blocks: only worth it when they still make 1.5 waves of 2 blocks per SM (at one wave, H200: a 2228-token
   // batch of 6 sequences x 16 heads was 10% slower than with 64-row blocks, 4 x 512 tokens x 32 heads even).
-  int device = 0, sms = 0;
-  CHECK_CUDA(cudaGetDevice(&device));
-  CHECK_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  const bool wide = a.n_heads * ((a.n_tokens + 127) / 128) >= int64_t{3} * sms;
+  STRATA_CHECK(a.sm_count > 0, "launch_attention_prefill_mma: AttentionArgs.sm_count is not set");
+  const bool wide = a.n_heads * ((a.n_tokens + 127) / 128) >= int64_t{3} * a.sm_count;
   if (a.head_dim == 64) wide ? launch_shape<Shape64x2>(a, stream) : launch_shape<Shape64>(a, stream);
   else wide ? launch_shape<Shape128x2>(a, stream) : launch_shape<Shape128>(a, stream);
 }

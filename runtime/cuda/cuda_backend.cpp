@@ -103,6 +103,9 @@ class CudaBackend final : public Backend {
     device_name_ = prop.name;
     options_.gemv_max_rows = static_cast<int>(env_int("STRATA_GEMV_MAX_ROWS", 0, 8, options_.gemv_max_rows));
     options_.fuse_rope_kv_write = env_int("STRATA_FUSED_ROPE_KV", 0, 1, options_.fuse_rope_kv_write ? 1 : 0) != 0;
+    // Process-wide like the PDL switch below: a tuning knob for tests/gpu/decode_sweep.sh.
+    if (const int64_t ks = env_int("STRATA_GEMV_KS", 0, 4, -1); ks >= 0)
+      cuda::set_gemv_split_override(static_cast<int>(ks));
     STRATA_CHECK(options_.gemv_max_rows >= 0 && options_.gemv_max_rows <= 8, "gemv_max_rows must be 0..8, got ",
                  options_.gemv_max_rows);
     // Keep freed pool memory for reuse instead of handing it back at every synchronisation.
@@ -557,9 +560,14 @@ void CudaBackend::matmul(const Tensor& x, const Tensor& w, const Tensor* bias, T
   const bool quant = dtype_is_quantized(w_dt);
   const int64_t gemv_rows = std::min<int64_t>(options_.gemv_max_rows, 8);
   const int64_t gemv_limit = quant && gemv_rows > 0 ? 8 : gemv_rows;
+  auto scope = profile([&] {
+    return cat("matmul ", m <= gemv_limit ? "gemv" : "cublas", " M",
+               m <= 8 ? cat(m) : m <= 64 ? "9-64" : ">64", " ", n, "x", k, " ", dtype_name(w_dt));
+  });
+
   // Few rows: the weight-streaming GEMV. Quantized weights up to 8 rows: dequantizing a whole matrix for
   // cuBLAS moves more bytes than the packed weights.
-  const auto run_gemv = [&] {
+  if (m <= gemv_limit) {
     const void* xp = x.raw();
     DType x_dt = x.dtype();
     if (x_dt == DType::kF16) {  // the GEMV reads bf16 or f32 activations
@@ -574,51 +582,40 @@ void CudaBackend::matmul(const Tensor& x, const Tensor& w, const Tensor* bias, T
                         static_cast<uint8_t*>(out.raw()) + dtype_bytes(out.dtype(), m0 * n), out.dtype(), rows, n, k,
                         s);
     }
-  };
-  // cuBLAS: operands share one type (bf16 for quantized weights, dequantized in row chunks).
-  const auto run_cublas = [&] {
-    const DType in_dt = quant ? DType::kBF16 : w_dt;
-    const void* xp = x.raw();
-    if (x.dtype() != in_dt) {
-      void* conv = scratch_a_.get(static_cast<size_t>(dtype_bytes(in_dt, m * k)), s);
-      cuda::launch_convert(x.raw(), x.dtype(), conv, in_dt, m * k, s);
-      xp = conv;
-    }
-    const bool direct_out = out.dtype() == in_dt || out.dtype() == DType::kF32;
-    const DType gemm_out_dt = direct_out ? out.dtype() : DType::kF32;
-    int64_t chunk_rows = n;
-    if (quant) chunk_rows = std::max<int64_t>(1, std::min<int64_t>(n, (int64_t{32} << 20) / (k * 2)));  // <= 64 MiB
-    const size_t dequant_bytes = quant ? static_cast<size_t>(chunk_rows * k * 2) : 0;
-    const size_t out_f32_bytes = direct_out ? 0 : static_cast<size_t>(m * n * 4);
-    uint8_t* b = static_cast<uint8_t*>(scratch_b_.get(dequant_bytes + out_f32_bytes + 256, s));
-    void* wtmp = b;
-    void* gemm_out = direct_out ? out.raw() : b + (dequant_bytes + 255) / 256 * 256;
-    for (int64_t n0 = 0; n0 < n; n0 += chunk_rows) {
-      const int64_t rows = std::min(chunk_rows, n - n0);
-      const void* wp = static_cast<const uint8_t*>(w.raw()) + dtype_bytes(w_dt, n0 * k);
-      if (quant) {
-        cuda::launch_convert(wp, w_dt, wtmp, DType::kBF16, rows * k, s);
-        wp = wtmp;
-      }
-      void* o = static_cast<uint8_t*>(gemm_out) + dtype_bytes(gemm_out_dt, n0);
-      const bool mixed = gemm_out_dt == DType::kF32 && in_dt != DType::kF32;  // 16-bit in, f32 out: cuBLASLt
-      if (!(mixed && use_lt_ && lt_gemm().run(xp, wp, in_dt, o, gemm_out_dt, m, rows, k, n)))
-        cuda::cublas_gemm(cublas(), xp, wp, in_dt, o, gemm_out_dt, m, rows, k, n);
-    }
-    if (bias_ptr != nullptr) cuda::launch_add_bias(gemm_out, gemm_out_dt, bias_ptr, bias_dt, m, n, s);
-    if (!direct_out) cuda::launch_convert(gemm_out, DType::kF32, out.raw(), out.dtype(), m * n, s);
-  };
-
-  const bool gemv = m <= gemv_limit;
-  auto scope = profile([&] {
-    return cat("matmul ", gemv ? "gemv" : "cublas", " M", m <= 8 ? cat(m) : m <= 64 ? "9-64" : ">64",
-               " ", n, "x", k, " ", dtype_name(w_dt));
-  });
-  if (gemv) {
-    run_gemv();
-  } else {
-    run_cublas();
+    return;
   }
+
+  // cuBLAS: operands share one type (bf16 for quantized weights, dequantized in row chunks).
+  const DType in_dt = quant ? DType::kBF16 : w_dt;
+  const void* xp = x.raw();
+  if (x.dtype() != in_dt) {
+    void* conv = scratch_a_.get(static_cast<size_t>(dtype_bytes(in_dt, m * k)), s);
+    cuda::launch_convert(x.raw(), x.dtype(), conv, in_dt, m * k, s);
+    xp = conv;
+  }
+  const bool direct_out = out.dtype() == in_dt || out.dtype() == DType::kF32;
+  const DType gemm_out_dt = direct_out ? out.dtype() : DType::kF32;
+  int64_t chunk_rows = n;
+  if (quant) chunk_rows = std::max<int64_t>(1, std::min<int64_t>(n, (int64_t{32} << 20) / (k * 2)));  // <= 64 MiB
+  const size_t dequant_bytes = quant ? static_cast<size_t>(chunk_rows * k * 2) : 0;
+  const size_t out_f32_bytes = direct_out ? 0 : static_cast<size_t>(m * n * 4);
+  uint8_t* b = static_cast<uint8_t*>(scratch_b_.get(dequant_bytes + out_f32_bytes + 256, s));
+  void* wtmp = b;
+  void* gemm_out = direct_out ? out.raw() : b + (dequant_bytes + 255) / 256 * 256;
+  for (int64_t n0 = 0; n0 < n; n0 += chunk_rows) {
+    const int64_t rows = std::min(chunk_rows, n - n0);
+    const void* wp = static_cast<const uint8_t*>(w.raw()) + dtype_bytes(w_dt, n0 * k);
+    if (quant) {
+      cuda::launch_convert(wp, w_dt, wtmp, DType::kBF16, rows * k, s);
+      wp = wtmp;
+    }
+    void* o = static_cast<uint8_t*>(gemm_out) + dtype_bytes(gemm_out_dt, n0);
+    const bool mixed = gemm_out_dt == DType::kF32 && in_dt != DType::kF32;  // 16-bit in, f32 out: cuBLASLt
+    if (!(mixed && use_lt_ && lt_gemm().run(xp, wp, in_dt, o, gemm_out_dt, m, rows, k, n)))
+      cuda::cublas_gemm(cublas(), xp, wp, in_dt, o, gemm_out_dt, m, rows, k, n);
+  }
+  if (bias_ptr != nullptr) cuda::launch_add_bias(gemm_out, gemm_out_dt, bias_ptr, bias_dt, m, n, s);
+  if (!direct_out) cuda::launch_convert(gemm_out, DType::kF32, out.raw(), out.dtype(), m * n, s);
 }
 
 void CudaBackend::attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const AttentionBatch& batch,
@@ -667,6 +664,7 @@ void CudaBackend::attention(const Tensor& q, const Tensor& k_cache, const Tensor
   a.head_dim = hd;
   a.n_cache_blocks = k_cache.dim(0);
   a.scale = scale;
+  a.sm_count = sm_count_;
 
   using Path = CudaBackendOptions::AttentionPath;
   Path path = options_.attention_path;

@@ -74,6 +74,18 @@ __global__ void rmsnorm_kernel(const void* x, DType x_dt, void* residual, DType 
     store_elem(out, out_dt, base + d, load_elem(src, src_dt, base + d) * inv * load_elem(weight, w_dt, d));
 }
 
+// Whether the 8-wide (16-byte) kernels may take the pointer.
+bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+// (x0, x1) rotated by angle pos * inv_freq: the rope pair update shared by the rope kernels.
+__device__ __forceinline__ void rotate_pair(float angle, float& x0, float& x1) {
+  float sn, cs;
+  sincosf(angle, &sn, &cs);
+  const float y0 = x0 * cs - x1 * sn;
+  x1 = x0 * sn + x1 * cs;
+  x0 = y0;
+}
+
 // rmsnorm_kernel for bf16 rows (x, residual, out) of dim % 8 == 0 and dim <= 8 x 1024: each thread holds 8
 // consecutive elements in registers (one 16-byte load and store each), so the row is read once, not twice.
 // The prefill's norms are bandwidth-bound; the scalar kernel reached about half the copy rate there.
@@ -122,11 +134,10 @@ __global__ void rope_kernel(void* x, DType x_dt, int64_t n_heads, int64_t head_d
     const int64_t base = th * head_dim;
     const int64_t a = style == RopeStyle::kHalf ? base + i : base + 2 * i;
     const int64_t b = style == RopeStyle::kHalf ? base + i + half : base + 2 * i + 1;
-    float s, c;
-    sincosf(static_cast<float>(positions[t]) * inv_freq[i], &s, &c);
-    const float x0 = load_elem(x, x_dt, a), x1 = load_elem(x, x_dt, b);
-    store_elem(x, x_dt, a, x0 * c - x1 * s);
-    store_elem(x, x_dt, b, x0 * s + x1 * c);
+    float x0 = load_elem(x, x_dt, a), x1 = load_elem(x, x_dt, b);
+    rotate_pair(static_cast<float>(positions[t]) * inv_freq[i], x0, x1);
+    store_elem(x, x_dt, a, x0);
+    store_elem(x, x_dt, b, x1);
   }
 }
 
@@ -151,16 +162,14 @@ __global__ void rope_kv_write_kernel(RopeKvWrite a) {
       const int64_t base = (t * (is_q ? a.q_heads : a.kv_heads) + head) * a.head_dim;
       const bool halves = a.style == RopeStyle::kHalf;
       const int64_t da = halves ? i : 2 * i, db = halves ? i + half : 2 * i + 1;
-      float sn, cs;
-      sincosf(pos * a.inv_freq[i], &sn, &cs);
-      const float x0 = load_elem(x, a.dt, base + da), x1 = load_elem(x, a.dt, base + db);
-      const float y0 = x0 * cs - x1 * sn, y1 = x0 * sn + x1 * cs;
-      store_elem(x, a.dt, base + da, y0);
-      store_elem(x, a.dt, base + db, y1);
+      float x0 = load_elem(x, a.dt, base + da), x1 = load_elem(x, a.dt, base + db);
+      rotate_pair(pos * a.inv_freq[i], x0, x1);
+      store_elem(x, a.dt, base + da, x0);
+      store_elem(x, a.dt, base + db, x1);
       if (!is_q && cached) {
         const int64_t row = slot * kv_elems + head * a.head_dim;
-        store_elem(a.k_cache, a.cache_dt, row + da, y0);
-        store_elem(a.k_cache, a.cache_dt, row + db, y1);
+        store_elem(a.k_cache, a.cache_dt, row + da, x0);
+        store_elem(a.k_cache, a.cache_dt, row + db, x1);
       }
     } else if (!cached) {
       continue;
@@ -196,13 +205,7 @@ __global__ void rope_kv_write_bf16x8_kernel(RopeKvWrite a) {
       load8(x + base + i0, x0);
       load8(x + base + i0 + half, x1);
 #pragma unroll
-      for (int j = 0; j < 8; ++j) {
-        float sn, cs;
-        sincosf(pos * a.inv_freq[i0 + j], &sn, &cs);
-        const float y0 = x0[j] * cs - x1[j] * sn;
-        x1[j] = x0[j] * sn + x1[j] * cs;
-        x0[j] = y0;
-      }
+      for (int j = 0; j < 8; ++j) rotate_pair(pos * a.inv_freq[i0 + j], x0[j], x1[j]);
       store8(x + base + i0, x0);
       store8(x + base + i0 + half, x1);
       if (!is_q && cached) {
@@ -313,10 +316,9 @@ void launch_embed(const void* table, DType table_dt, int64_t vocab_rows, int64_t
 void launch_rmsnorm(const void* x, DType x_dt, void* residual, DType res_dt, const void* weight, DType w_dt,
                     float eps, int64_t rows, int64_t dim, void* out, DType out_dt, cudaStream_t stream) {
   if (rows == 0) return;
-  const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
   const bool vec = x_dt == DType::kBF16 && out_dt == DType::kBF16 && (residual == nullptr || res_dt == DType::kBF16) &&
-                   (w_dt == DType::kF32 || w_dt == DType::kBF16) && dim % 8 == 0 && dim <= 8 * 1024 && aligned(x) &&
-                   aligned(residual) && aligned(weight) && aligned(out);
+                   (w_dt == DType::kF32 || w_dt == DType::kBF16) && dim % 8 == 0 && dim <= 8 * 1024 &&
+                   aligned16(x) && aligned16(residual) && aligned16(weight) && aligned16(out);
   if (vec) {
     const unsigned threads = static_cast<unsigned>((dim / 8 + 31) / 32 * 32);
     const auto* xb = static_cast<const __nv_bfloat16*>(x);
@@ -348,10 +350,9 @@ void launch_rope(void* x, DType x_dt, int64_t n_tokens, int64_t n_heads, int64_t
 
 void launch_rope_kv_write(const RopeKvWrite& a, int64_t n_tokens, cudaStream_t stream) {
   if (n_tokens == 0) return;
-  const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
   const bool vec = a.dt == DType::kBF16 && a.cache_dt == DType::kBF16 && a.style == RopeStyle::kHalf &&
-                   a.rot_dim == a.head_dim && a.head_dim % 16 == 0 && aligned(a.q) && aligned(a.k) && aligned(a.v) &&
-                   aligned(a.k_cache) && aligned(a.v_cache);
+                   a.rot_dim == a.head_dim && a.head_dim % 16 == 0 && aligned16(a.q) && aligned16(a.k) &&
+                   aligned16(a.v) && aligned16(a.k_cache) && aligned16(a.v_cache);
   const int64_t items = vec ? (a.q_heads + a.kv_heads) * (a.head_dim / 16) + a.kv_heads * a.head_dim / 8
                             : (a.q_heads + a.kv_heads) * (a.rot_dim / 2) + a.kv_heads * (2 * a.head_dim - a.rot_dim);
   const auto slices = static_cast<unsigned>(std::clamp<int64_t>((items + kThreads - 1) / kThreads, 1, 64));
@@ -372,8 +373,7 @@ void launch_swiglu(const void* gate_up, DType in_dt, void* out, DType out_dt, in
                    cudaStream_t stream) {
   const int64_t n = rows * f;
   if (n == 0) return;
-  const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
-  if (in_dt == DType::kBF16 && out_dt == DType::kBF16 && f % 8 == 0 && aligned(gate_up) && aligned(out)) {
+  if (in_dt == DType::kBF16 && out_dt == DType::kBF16 && f % 8 == 0 && aligned16(gate_up) && aligned16(out)) {
     launch_pdl(swiglu_bf16x8_kernel, grid_for(n / 8), kThreads, 0, stream,
                static_cast<const __nv_bfloat16*>(gate_up), static_cast<__nv_bfloat16*>(out), f, n / 8);
     CHECK_LAUNCH();

@@ -3,7 +3,6 @@
 // in L1/L2), several loads in flight per lane, a warp reduction per output. q8_0/q4_0 rows are
 // dequantized on the fly, one 32-element block per lane. Not for M > 8: cuBLAS takes those (gemm.cpp).
 #include <cstdint>
-#include <cstdlib>
 #include <type_traits>
 
 #include "runtime/cuda/check_cuda.h"
@@ -328,21 +327,14 @@ void dispatch_rows(const void* x, DType x_dt, const void* w, DType w_dt, const v
   CHECK_LAUNCH();
 }
 
-int& split_override_slot() {
-  static int slot = [] {
-    const char* v = std::getenv("STRATA_GEMV_KS");
-    const int ks = v != nullptr ? std::atoi(v) : 0;
-    return ks == 1 || ks == 2 || ks == 4 ? ks : 0;
-  }();
-  return slot;
-}
+int split_override = 0;  // set_gemv_split_override
 
 }  // namespace
 
-int gemv_split_override() { return split_override_slot(); }
+int gemv_split_override() { return split_override; }
 void set_gemv_split_override(int ks) {
   STRATA_CHECK(ks == 0 || ks == 1 || ks == 2 || ks == 4, "GEMV split must be 0 (by shape), 1, 2 or 4, got ", ks);
-  split_override_slot() = ks;
+  split_override = ks;
 }
 
 void launch_gemv(const void* x, DType x_dt, const void* w, DType w_dt, const void* bias, DType bias_dt, void* out,

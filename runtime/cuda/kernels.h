@@ -64,8 +64,8 @@ void launch_kv_write(const void* k, const void* v, DType src_dt, const int32_t* 
 
 // ---- gemv_kernels.cu ----
 // out[m, n] = sum_k x[m, k] w[n, k] (+ bias[n]) for m < rows <= 8; x is f32 or bf16 with row stride K.
-// Warps sharing one row group along K (1, 2 or 4), forced for every plain GEMV with K >= 2048; 0 (the default,
-// or STRATA_GEMV_KS unset) picks by shape. For tuning runs (kernel_bench, tests/gpu/decode_sweep.sh).
+// Warps sharing one row group along K (1, 2 or 4), forced for every plain GEMV with K >= 2048; 0 (the default)
+// picks by shape. Process-wide, for tuning runs: kernel_bench, and the CUDA backend from STRATA_GEMV_KS.
 int gemv_split_override();
 void set_gemv_split_override(int ks);
 void launch_gemv(const void* x, DType x_dt, const void* w, DType w_dt, const void* bias, DType bias_dt, void* out,
@@ -87,6 +87,7 @@ struct AttentionArgs {
   int64_t n_heads = 0, n_kv_heads = 0, head_dim = 0;
   int64_t n_cache_blocks = 0;
   float scale = 1.f;
+  int sm_count = 0;  // the device's multiprocessors (the tensor-core prefill picks its block shape by them)
 };
 // Keys per split of the decode kernel's context.
 int64_t attention_decode_splits(const AttentionArgs& a, int sm_count);
