@@ -71,11 +71,18 @@ void host_store(void* p, DType dt, int64_t i, float v) {
   }
 }
 
-// One instantiated CUDA graph, launched on the backend's stream.
+// One instantiated CUDA graph, launched on the backend's stream between two timing events.
 class CudaGraph final : public OpGraph {
  public:
-  CudaGraph(cudaGraphExec_t exec, cudaStream_t stream, int device) : exec_(exec), stream_(stream), device_(device) {}
+  CudaGraph(cudaGraphExec_t exec, cudaStream_t stream, int device) : exec_(exec), stream_(stream), device_(device) {
+    CHECK_CUDA(cudaEventCreate(&start_));
+    CHECK_CUDA(cudaEventCreate(&end_));
+  }
   ~CudaGraph() override {
+    for (cudaEvent_t e : {start_, end_}) {
+      const cudaError_t st = cudaEventDestroy(e);
+      if (st != cudaSuccess) LOG_WARN("cudaEventDestroy: ", cudaGetErrorString(st));
+    }
     const cudaError_t st = cudaGraphExecDestroy(exec_);
     if (st != cudaSuccess) LOG_WARN("cudaGraphExecDestroy: ", cudaGetErrorString(st));
   }
@@ -83,10 +90,39 @@ class CudaGraph final : public OpGraph {
   CudaGraph& operator=(const CudaGraph&) = delete;
   void replay() override {
     CHECK_CUDA(cudaSetDevice(device_));
+    collect();  // the previous replay's events are reused
+    CHECK_CUDA(cudaEventRecord(start_, stream_));
     CHECK_CUDA(cudaGraphLaunch(exec_, stream_));
+    CHECK_CUDA(cudaEventRecord(end_, stream_));
+    pending_ = true;
+  }
+  double take_device_seconds() override {
+    collect();
+    const double s = done_seconds_;
+    done_seconds_ = 0;
+    return s;
   }
 
  private:
+  // Adds the last replay's time once its end event has completed; a replay still running is dropped
+  // (only when the caller did not wait for it).
+  void collect() {
+    if (!pending_) return;
+    pending_ = false;
+    const cudaError_t cudaEventQuery_end = cudaEventQuery(end_);
+    if (cudaEventQuery_end == cudaErrorNotReady) {
+      (void)cudaGetLastError();  // not an error to keep
+      return;
+    }
+    CHECK_CUDA(cudaEventQuery_end);
+    float ms = 0;
+    CHECK_CUDA(cudaEventElapsedTime(&ms, start_, end_));
+    done_seconds_ += ms * 1e-3;
+  }
+
+  cudaEvent_t start_ = nullptr, end_ = nullptr;
+  bool pending_ = false;
+  double done_seconds_ = 0;
   cudaGraphExec_t exec_;
   cudaStream_t stream_;
   int device_;

@@ -353,6 +353,10 @@ bool LlamaModel::sample_recorded(const StepBatch& step, std::span<const SampleRo
     tp_.fence();  // the replay's collectives have no handles: the transport's deadline covers it
   }
   backend_.sample(part(recorded_logits_, 0, {T, V}), rows.data(), tokens.data(), logprobs.data());
+  if (g.graph) {  // sample() copied the tokens to the host, so the replay has finished
+    timings_.graph_device_seconds += g.graph->take_device_seconds();
+    ++timings_.graph_replays;
+  }
   return true;
 }
 

@@ -27,6 +27,8 @@ class LlamaModel {
   struct Timings {
     double comm_wait_seconds = 0;
     int64_t all_reduces = 0;
+    double graph_device_seconds = 0;  // device time of recorded decode steps (forward and LM head)
+    int64_t graph_replays = 0;
   };
 
   const ModelConfig& config() const { return config_; }

@@ -23,7 +23,9 @@ if [ -z "$copy_gbs" ]; then
   echo "device copy bandwidth: $copy_gbs GB/s (ceilings.json)" | tee "$out/table.txt"
 fi
 IFS='|' read -r -a variants <<<"${VARIANTS:-default}"
-printf '%-44s %6s %10s %9s %9s\n' variant batch tok/s ms/step GB/s | tee -a "$out/table.txt"
+# gpu ms: device time of a recorded step (forward and LM head, events around the graph replay); the rest
+# of ms/step is sampling and the host between steps.
+printf '%-44s %6s %10s %9s %9s %8s\n' variant batch tok/s ms/step GB/s "gpu ms" | tee -a "$out/table.txt"
 for v in "${variants[@]}"; do
   settings=()
   [ "$v" != default ] && read -r -a settings <<<"$v"
@@ -36,7 +38,8 @@ import json, sys
 r = json.load(open(sys.argv[1]))
 copy = float(sys.argv[3])
 share = f" {100 * r['weight_gbs'] / copy:5.1f}% of copy"
-print(f"{sys.argv[2]:44s} {r['batch']:6d} {r['decode_tokens_per_s']:10.1f} {r['ms_per_step']:9.3f} {r['weight_gbs']:9.0f}{share}")
+gpu = f"{r['graph_gpu_ms']:8.3f}" if r.get('graph_replays') else f"{'-':>8s}"
+print(f"{sys.argv[2]:44s} {r['batch']:6d} {r['decode_tokens_per_s']:10.1f} {r['ms_per_step']:9.3f} {r['weight_gbs']:9.0f} {gpu}{share}")
 PY
   done
 done

@@ -1,0 +1,183 @@
+// tests/gpu/attention_splits.cu: the decode attention kernel at one token per sequence, timed per split
+// count of the context (flash-decoding) in CUDA graphs of 32 launches (one KV cache per layer, as in a
+// decode step), each output checked against a double-precision host reference. Prints us per launch and
+// which split count attention_decode_splits() picks, to tune that rule. Built with the CUDA build (target
+// attention_splits); run: build-gpu/tests/attention_splits.
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <random>
+#include <vector>
+
+#include "runtime/cuda/check_cuda.h"
+#include "runtime/cuda/kernels.h"
+#include "runtime/cuda/pdl.cuh"
+
+namespace {
+
+using strata::DType;
+namespace cu = strata::cuda;
+
+uint16_t to_bf16(float v) {
+  uint32_t u;
+  std::memcpy(&u, &v, 4);
+  return static_cast<uint16_t>((u + 0x7fff + ((u >> 16) & 1)) >> 16);
+}
+float from_bf16(uint16_t h) {
+  const uint32_t u = uint32_t{h} << 16;
+  float v;
+  std::memcpy(&v, &u, 4);
+  return v;
+}
+
+struct Case {
+  int64_t heads, kv_heads, context;
+};
+
+// us per launch of `record` (which enqueues `launches` kernels) captured as one graph, median of 5 x 10.
+double time_graph(cudaStream_t s, int launches, const std::function<void()>& record) {
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  CHECK_CUDA(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+  record();
+  CHECK_CUDA(cudaStreamEndCapture(s, &graph));
+  CHECK_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+  for (int i = 0; i < 3; ++i) CHECK_CUDA(cudaGraphLaunch(exec, s));
+  cudaEvent_t a, b;
+  CHECK_CUDA(cudaEventCreate(&a));
+  CHECK_CUDA(cudaEventCreate(&b));
+  std::vector<double> us;
+  for (int rep = 0; rep < 5; ++rep) {
+    CHECK_CUDA(cudaEventRecord(a, s));
+    for (int i = 0; i < 10; ++i) CHECK_CUDA(cudaGraphLaunch(exec, s));
+    CHECK_CUDA(cudaEventRecord(b, s));
+    CHECK_CUDA(cudaEventSynchronize(b));
+    float ms = 0;
+    CHECK_CUDA(cudaEventElapsedTime(&ms, a, b));
+    us.push_back(ms * 1e3 / 10 / launches);
+  }
+  std::sort(us.begin(), us.end());
+  CHECK_CUDA(cudaGraphExecDestroy(exec));
+  CHECK_CUDA(cudaGraphDestroy(graph));
+  return us[2];
+}
+
+}  // namespace
+
+int main() {
+  constexpr int kLayers = 32, kBlock = 16;
+  constexpr int64_t kHd = 128;
+  cudaStream_t s;
+  CHECK_CUDA(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  int sm = 0;
+  CHECK_CUDA(cudaDeviceGetAttribute(&sm, cudaDevAttrMultiProcessorCount, 0));
+  cu::set_pdl_enabled(true);
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal(0.f, 1.f);
+  std::printf("%-34s %6s %10s %9s\n", "case (1 token)", "splits", "us/launch", "rel err");
+  // Contexts as a decode step records them: the split plan sees max_position = the padded table width.
+  for (const Case c : {Case{32, 32, 80}, Case{32, 32, 500}, Case{32, 32, 4000}, Case{32, 8, 4000}, Case{32, 8, 80}}) {
+    int64_t width = 4;
+    while (width * kBlock < c.context) width *= 2;
+    const int64_t blocks = width, row = c.kv_heads * kHd, cache_elems = blocks * kBlock * row;
+    std::vector<uint16_t> q(static_cast<size_t>(c.heads * kHd)), k(static_cast<size_t>(cache_elems)),
+        v(static_cast<size_t>(cache_elems));
+    for (auto& x : q) x = to_bf16(normal(rng));
+    for (auto& x : k) x = to_bf16(normal(rng));
+    for (auto& x : v) x = to_bf16(normal(rng));
+    // Host reference, double precision, from the bf16 values. The table maps block i to block i.
+    const float scale = 1.f / std::sqrt(static_cast<float>(kHd));
+    std::vector<double> want(static_cast<size_t>(c.heads * kHd));
+    const int64_t G = c.heads / c.kv_heads;
+    for (int64_t h = 0; h < c.heads; ++h) {
+      const int64_t kvh = h / G;
+      std::vector<double> p(static_cast<size_t>(c.context));
+      double mx = -1e300;
+      for (int64_t j = 0; j < c.context; ++j) {
+        double d = 0;
+        for (int64_t i = 0; i < kHd; ++i)
+          d += static_cast<double>(from_bf16(q[static_cast<size_t>(h * kHd + i)])) * scale *
+               from_bf16(k[static_cast<size_t>(j * row + kvh * kHd + i)]);
+        p[static_cast<size_t>(j)] = d;
+        mx = std::max(mx, d);
+      }
+      double den = 0;
+      for (double& x : p) den += (x = std::exp(x - mx));
+      for (int64_t i = 0; i < kHd; ++i) {
+        double o = 0;
+        for (int64_t j = 0; j < c.context; ++j)
+          o += p[static_cast<size_t>(j)] * from_bf16(v[static_cast<size_t>(j * row + kvh * kHd + i)]);
+        want[static_cast<size_t>(h * kHd + i)] = o / den;
+      }
+    }
+    // One cache per layer, all holding the same values (only the bytes' placement matters for timing).
+    std::vector<void*> kc(kLayers), vc(kLayers);
+    for (int l = 0; l < kLayers; ++l) {
+      CHECK_CUDA(cudaMalloc(&kc[l], k.size() * 2));
+      CHECK_CUDA(cudaMalloc(&vc[l], v.size() * 2));
+      CHECK_CUDA(cudaMemcpy(kc[l], k.data(), k.size() * 2, cudaMemcpyHostToDevice));
+      CHECK_CUDA(cudaMemcpy(vc[l], v.data(), v.size() * 2, cudaMemcpyHostToDevice));
+    }
+    std::vector<int32_t> meta = {static_cast<int32_t>(c.context - 1), 0};  // position, token_seq
+    for (int64_t b = 0; b < blocks; ++b) meta.push_back(static_cast<int32_t>(b));
+    void *qd, *out, *metad, *scratch;
+    CHECK_CUDA(cudaMalloc(&qd, q.size() * 2));
+    CHECK_CUDA(cudaMalloc(&out, q.size() * 2));
+    CHECK_CUDA(cudaMalloc(&metad, meta.size() * 4));
+    CHECK_CUDA(cudaMemcpy(qd, q.data(), q.size() * 2, cudaMemcpyHostToDevice));
+    CHECK_CUDA(cudaMemcpy(metad, meta.data(), meta.size() * 4, cudaMemcpyHostToDevice));
+    cu::AttentionArgs a;
+    a.q = qd;
+    a.out = out;
+    a.positions = static_cast<const int32_t*>(metad);
+    a.token_seq = a.positions + 1;
+    a.block_tables = a.positions + 2;
+    a.n_tokens = 1, a.n_seqs = 1, a.max_blocks = blocks, a.block_size = kBlock, a.max_position = blocks * kBlock;
+    a.n_heads = c.heads, a.n_kv_heads = c.kv_heads, a.head_dim = kHd, a.n_cache_blocks = blocks;
+    a.scale = scale;
+    a.sm_count = sm;
+    const int64_t rule = cu::attention_decode_splits(a, sm);
+    CHECK_CUDA(cudaMalloc(&scratch, std::max<int64_t>(cu::attention_decode_scratch_bytes(a, 64), 16)));
+    for (int64_t splits : {int64_t{1}, int64_t{2}, int64_t{4}, int64_t{8}, int64_t{16}, int64_t{32}}) {
+      if ((splits - 1) * 64 >= a.max_position) break;  // the plan cannot make more splits than 64-key pieces
+      std::vector<uint16_t> got(q.size(), 0xffff);
+      CHECK_CUDA(cudaMemcpy(out, got.data(), got.size() * 2, cudaMemcpyHostToDevice));
+      a.k_cache = kc[0], a.v_cache = vc[0];
+      cu::launch_attention_decode(a, splits, scratch, s);
+      CHECK_CUDA(cudaStreamSynchronize(s));
+      CHECK_CUDA(cudaMemcpy(got.data(), out, got.size() * 2, cudaMemcpyDeviceToHost));
+      double num = 0, den = 0;
+      for (size_t i = 0; i < got.size(); ++i) {
+        const double d = from_bf16(got[i]) - want[i];
+        num += d * d;
+        den += want[i] * want[i];
+      }
+      const double us = time_graph(s, kLayers, [&] {
+        for (int l = 0; l < kLayers; ++l) {
+          a.k_cache = kc[l], a.v_cache = vc[l];
+          cu::launch_attention_decode(a, splits, scratch, s);
+        }
+      });
+      int64_t per = (a.max_position + splits - 1) / splits;  // the plan launch_attention_decode makes
+      per = (per + 63) / 64 * 64;
+      const int64_t made = (a.max_position + per - 1) / per;
+      if (made != splits) continue;  // the same launch as a smaller count
+      char name[96];
+      std::snprintf(name, sizeof name, "H %lld Hkv %lld ctx %lld (max %lld)%s", static_cast<long long>(c.heads),
+                    static_cast<long long>(c.kv_heads), static_cast<long long>(c.context),
+                    static_cast<long long>(a.max_position), splits == rule ? " *rule" : "");
+      std::printf("%-34s %6lld %10.2f %9.1e\n", name, static_cast<long long>(splits), us, std::sqrt(num / den));
+    }
+    for (int l = 0; l < kLayers; ++l) {
+      CHECK_CUDA(cudaFree(kc[l]));
+      CHECK_CUDA(cudaFree(vc[l]));
+    }
+    for (void* p : {qd, out, metad, scratch}) CHECK_CUDA(cudaFree(p));
+  }
+  return 0;
+}

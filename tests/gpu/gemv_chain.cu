@@ -1,0 +1,187 @@
+// tests/gpu/gemv_chain.cu: where a batch-1 decode step of the 7b shape loses time against the copy rate,
+// measured on the backend's own kernels in CUDA graphs, without the rest of the runtime:
+//   - each projection shape alone, 32 launches (one per layer, each its own weights) in one graph;
+//   - the four projections of every layer in order (the GEMV chain of a step, 12.9 GB of weights);
+//   - the same chain with the step's small kernels between the GEMVs (rmsnorm launches standing in for
+//     norm, rope_kv_write and attention, plus the real SwiGLU), with and without programmatic launch.
+// Each row prints us per graph, GB/s of weights and the share of the device-to-device copy rate measured
+// in the same run. Built with the CUDA build (target gemv_chain); run: build-gpu/tests/gemv_chain [layers=32].
+// `--once` launches each shape once outside graphs, for ncu.
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <vector>
+
+#include "runtime/cuda/check_cuda.h"
+#include "runtime/cuda/kernels.h"
+#include "runtime/cuda/pdl.cuh"
+
+namespace {
+
+using strata::DType;
+namespace cu = strata::cuda;
+
+__global__ void fill_kernel(__nv_bfloat16* p, size_t n, uint32_t seed) {
+  for (size_t i = blockIdx.x * size_t{blockDim.x} + threadIdx.x; i < n; i += size_t{gridDim.x} * blockDim.x) {
+    uint32_t h = static_cast<uint32_t>(i) * 2654435761u ^ seed;
+    h ^= h >> 15;
+    h *= 2246822519u;
+    h ^= h >> 13;
+    p[i] = __float2bfloat16((static_cast<float>(h & 0xffff) / 65536.f - 0.5f) * 0.05f);
+  }
+}
+
+__nv_bfloat16* random_bf16(size_t n, uint32_t seed) {
+  __nv_bfloat16* p = nullptr;
+  CHECK_CUDA(cudaMalloc(&p, n * 2));
+  fill_kernel<<<1024, 256>>>(p, n, seed);
+  CHECK_LAUNCH();
+  return p;
+}
+
+struct Shape {
+  const char* name;
+  int64_t n, k;
+};
+
+// us per run of `record` captured as one graph (median of 3 blocks of 10 replays).
+double time_graph(cudaStream_t s, const std::function<void()>& record) {
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  CHECK_CUDA(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+  record();
+  CHECK_CUDA(cudaStreamEndCapture(s, &graph));
+  CHECK_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+  for (int i = 0; i < 3; ++i) CHECK_CUDA(cudaGraphLaunch(exec, s));
+  cudaEvent_t a, b;
+  CHECK_CUDA(cudaEventCreate(&a));
+  CHECK_CUDA(cudaEventCreate(&b));
+  std::vector<double> us;
+  for (int rep = 0; rep < 3; ++rep) {
+    CHECK_CUDA(cudaEventRecord(a, s));
+    for (int i = 0; i < 10; ++i) CHECK_CUDA(cudaGraphLaunch(exec, s));
+    CHECK_CUDA(cudaEventRecord(b, s));
+    CHECK_CUDA(cudaEventSynchronize(b));
+    float ms = 0;
+    CHECK_CUDA(cudaEventElapsedTime(&ms, a, b));
+    us.push_back(ms * 100.0);  // / 10 replays, * 1000
+  }
+  std::sort(us.begin(), us.end());
+  CHECK_CUDA(cudaGraphExecDestroy(exec));
+  CHECK_CUDA(cudaGraphDestroy(graph));
+  return us[1];
+}
+
+// Device-to-device copy rate (bytes read + written per second) of cudaMemcpyAsync on a stream, timed with
+// events outside graphs (as tools/bench/hf_peer.py times torch's copy): a memcpy node inside a graph read
+// about a third lower on the H200.
+double copy_gbs(cudaStream_t s) {
+  const size_t bytes = size_t{2} << 30;
+  void *a, *b;
+  CHECK_CUDA(cudaMalloc(&a, bytes));
+  CHECK_CUDA(cudaMalloc(&b, bytes));
+  cudaEvent_t e0, e1;
+  CHECK_CUDA(cudaEventCreate(&e0));
+  CHECK_CUDA(cudaEventCreate(&e1));
+  CHECK_CUDA(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, s));
+  CHECK_CUDA(cudaEventRecord(e0, s));
+  for (int i = 0; i < 10; ++i) CHECK_CUDA(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, s));
+  CHECK_CUDA(cudaEventRecord(e1, s));
+  CHECK_CUDA(cudaEventSynchronize(e1));
+  float ms = 0;
+  CHECK_CUDA(cudaEventElapsedTime(&ms, e0, e1));
+  CHECK_CUDA(cudaFree(a));
+  CHECK_CUDA(cudaFree(b));
+  return 2.0 * bytes * 10 / (ms * 1e-3) / 1e9;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const bool once = argc > 1 && std::strcmp(argv[1], "--once") == 0;
+  const int layers = !once && argc > 1 ? std::atoi(argv[1]) : 32;
+  const Shape shapes[] = {{"qkv 12288x4096", 12288, 4096},
+                          {"o 4096x4096", 4096, 4096},
+                          {"gate_up 22016x4096", 22016, 4096},
+                          {"down 4096x11008", 4096, 11008}};
+  cudaStream_t s;
+  CHECK_CUDA(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  std::vector<std::vector<__nv_bfloat16*>> w(4);
+  for (int i = 0; i < 4; ++i)
+    for (int l = 0; l < (once ? 1 : layers); ++l)
+      w[i].push_back(random_bf16(static_cast<size_t>(shapes[i].n * shapes[i].k), 17u * l + i));
+  __nv_bfloat16* x = random_bf16(11008, 99);  // every GEMV input (K <= 11008)
+  __nv_bfloat16* y = random_bf16(22016, 98);  // every GEMV output
+  __nv_bfloat16* res = random_bf16(4096, 97);
+  __nv_bfloat16* norm_w = random_bf16(4096, 96);
+  __nv_bfloat16* h = random_bf16(4096, 95);
+  __nv_bfloat16* f = random_bf16(11008, 94);
+  CHECK_CUDA(cudaDeviceSynchronize());
+  cu::set_pdl_enabled(true);
+  auto gemv = [&](int i, int l) {
+    cu::launch_gemv(x, DType::kBF16, w[i][static_cast<size_t>(l)], DType::kBF16, nullptr, DType::kF32, y, DType::kBF16,
+                    1, shapes[i].n, shapes[i].k, s);
+  };
+  if (once) {  // for ncu: one launch of each shape
+    for (int i = 0; i < 4; ++i) gemv(i, 0);
+    CHECK_CUDA(cudaStreamSynchronize(s));
+    return 0;
+  }
+  const double copy = copy_gbs(s);
+  std::printf("device copy %.0f GB/s; %d layers\n", copy, layers);
+  std::printf("%-44s %10s %9s %8s\n", "graph", "us", "GB/s", "of copy");
+  auto row = [&](const char* name, double bytes, double us) {
+    std::printf("%-44s %10.1f %9.0f %7.1f%%\n", name, us, bytes / us / 1e3, 100.0 * bytes / us / 1e3 / copy);
+  };
+  double chain_bytes = 0;
+  for (int i = 0; i < 4; ++i) {
+    const double bytes = 2.0 * shapes[i].n * shapes[i].k * layers;
+    chain_bytes += bytes;
+    const double us = time_graph(s, [&] {
+      for (int l = 0; l < layers; ++l) gemv(i, l);
+    });
+    char name[64];
+    std::snprintf(name, sizeof name, "%s x %d", shapes[i].name, layers);
+    row(name, bytes, us);
+    std::printf("%-44s %10.2f us per launch\n", "", us / layers);
+  }
+  auto small = [&] { cu::launch_rmsnorm(x, DType::kBF16, res, DType::kBF16, norm_w, DType::kBF16, 1e-5f, 1, 4096, h, DType::kBF16, s); };
+  auto swiglu = [&] { cu::launch_swiglu(y, DType::kBF16, f, DType::kBF16, 1, 11008, s); };
+  for (bool pdl : {true, false}) {
+    cu::set_pdl_enabled(pdl);
+    row(pdl ? "4 GEMVs per layer, PDL" : "4 GEMVs per layer, no PDL", chain_bytes, time_graph(s, [&] {
+          for (int l = 0; l < layers; ++l)
+            for (int i = 0; i < 4; ++i) gemv(i, l);
+        }));
+    row(pdl ? "+ 5 small kernels per layer, PDL" : "+ 5 small kernels per layer, no PDL", chain_bytes,
+        time_graph(s, [&] {
+          for (int l = 0; l < layers; ++l) {
+            small();  // norm
+            gemv(0, l);
+            small();  // rope_kv_write
+            small();  // attention
+            gemv(1, l);
+            small();  // norm
+            gemv(2, l);
+            swiglu();
+            gemv(3, l);
+          }
+        }));
+    row(pdl ? "5 small kernels per layer alone, PDL" : "5 small kernels per layer alone, no PDL", 0,
+        time_graph(s, [&] {
+          for (int l = 0; l < layers; ++l) {
+            small();
+            small();
+            small();
+            small();
+            swiglu();
+          }
+        }));
+  }
+  return 0;
+}
