@@ -315,11 +315,16 @@ void launch_attention_decode(const AttentionArgs& a, int64_t splits, void* scrat
   STRATA_CHECK(plan.splits <= splits, "internal: split plan grew");
   float* part_o = static_cast<float*>(scratch);
   float* part_ml = plan.splits > 1 ? part_o + a.n_tokens * a.n_heads * plan.splits * a.head_dim : nullptr;
-  switch (a.kv_dt) {
-    case DType::kBF16: launch_hd<__nv_bfloat16>(a, plan, part_o, part_ml, stream); break;
-    case DType::kF16: launch_hd<__half>(a, plan, part_o, part_ml, stream); break;
-    case DType::kF32: launch_hd<float>(a, plan, part_o, part_ml, stream); break;
-    default: STRATA_THROW(ErrorKind::kInvalidArgument, "KV cache dtype ", dtype_name(a.kv_dt), " is not supported on CUDA");
+  if (a.decode_warps && attention_decode_warps_supports(a)) {
+    launch_attention_decode_warps(a, plan.keys_per_split, plan.splits, part_o, part_ml, stream);
+  } else {
+    switch (a.kv_dt) {
+      case DType::kBF16: launch_hd<__nv_bfloat16>(a, plan, part_o, part_ml, stream); break;
+      case DType::kF16: launch_hd<__half>(a, plan, part_o, part_ml, stream); break;
+      case DType::kF32: launch_hd<float>(a, plan, part_o, part_ml, stream); break;
+      default:
+        STRATA_THROW(ErrorKind::kInvalidArgument, "KV cache dtype ", dtype_name(a.kv_dt), " is not supported on CUDA");
+    }
   }
   if (plan.splits > 1) {
     launch_pdl(attention_combine_kernel, static_cast<unsigned>(a.n_tokens * a.n_heads), 128, 0, stream, part_o,

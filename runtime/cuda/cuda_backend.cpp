@@ -139,6 +139,8 @@ class CudaBackend final : public Backend {
     device_name_ = prop.name;
     options_.gemv_max_rows = static_cast<int>(env_int("STRATA_GEMV_MAX_ROWS", 0, 8, options_.gemv_max_rows));
     options_.fuse_rope_kv_write = env_int("STRATA_FUSED_ROPE_KV", 0, 1, options_.fuse_rope_kv_write ? 1 : 0) != 0;
+    options_.decode_attention_warps =
+        env_int("STRATA_DECODE_ATTN_WARPS", 0, 1, options_.decode_attention_warps ? 1 : 0) != 0;
     // Process-wide like the PDL switch below: a tuning knob for tests/gpu/decode_sweep.sh.
     if (const int64_t ks = env_int("STRATA_GEMV_KS", 0, 4, -1); ks >= 0)
       cuda::set_gemv_split_override(static_cast<int>(ks));
@@ -701,6 +703,7 @@ void CudaBackend::attention(const Tensor& q, const Tensor& k_cache, const Tensor
   a.n_cache_blocks = k_cache.dim(0);
   a.scale = scale;
   a.sm_count = sm_count_;
+  a.decode_warps = options_.decode_attention_warps;
 
   using Path = CudaBackendOptions::AttentionPath;
   Path path = options_.attention_path;
@@ -708,7 +711,9 @@ void CudaBackend::attention(const Tensor& q, const Tensor& k_cache, const Tensor
   if (path == Path::kPrefill && !cuda::attention_prefill_supports(a)) path = Path::kDecode;
   if (path == Path::kPrefillSimt && !cuda::attention_prefill_simt_supports(a)) path = Path::kDecode;
   auto scope = profile([&] {
-    if (path == Path::kDecode) return std::string("attention decode");
+    if (path == Path::kDecode)
+      return std::string(a.decode_warps && cuda::attention_decode_warps_supports(a) ? "attention decode (warps)"
+                                                                                     : "attention decode");
     const bool mma = path == Path::kPrefill && cuda::attention_prefill_mma_supports(a);
     return std::string(mma ? "attention prefill" : "attention prefill (simt)");
   });

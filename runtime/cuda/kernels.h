@@ -88,12 +88,19 @@ struct AttentionArgs {
   int64_t n_cache_blocks = 0;
   float scale = 1.f;
   int sm_count = 0;  // the device's multiprocessors (the tensor-core prefill picks its block shape by them)
+  bool decode_warps = false;  // decode: the per-warp kernel where it applies (attention_decode_warps.cu)
 };
 // Keys per split of the decode kernel's context.
 int64_t attention_decode_splits(const AttentionArgs& a, int sm_count);
 // Scratch bytes the decode kernel needs for `splits` (0 when splits == 1).
 int64_t attention_decode_scratch_bytes(const AttentionArgs& a, int64_t splits);
 void launch_attention_decode(const AttentionArgs& a, int64_t splits, void* scratch, cudaStream_t stream);
+// The per-warp decode kernel (registers instead of shared-memory tiles; launch_attention_decode takes it
+// when a.decode_warps is set and this says it applies): 16-bit KV, head_dim 64 / 128 / 256, up to 8 query
+// heads per KV head, 16-byte aligned caches. Same split plan and partial outputs as the tiled kernel.
+bool attention_decode_warps_supports(const AttentionArgs& a);
+void launch_attention_decode_warps(const AttentionArgs& a, int keys_per_split, int splits, float* part_o,
+                                   float* part_ml, cudaStream_t stream);
 // Prefill: the tensor-core kernel (attention_prefill_mma.cu) where it applies (bf16 q, KV and out, head_dim 64
 // or 128), the SIMT kernel (attention_prefill.cu) for everything else; launch_attention_prefill picks. The
 // _simt and _mma entry points force one kernel (tests and kernel_bench compare them).

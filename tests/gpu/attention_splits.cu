@@ -1,8 +1,9 @@
-// tests/gpu/attention_splits.cu: the decode attention kernel at one token per sequence, timed per split
-// count of the context (flash-decoding) in CUDA graphs of 32 launches (one KV cache per layer, as in a
-// decode step), each output checked against a double-precision host reference. Prints us per launch and
-// which split count attention_decode_splits() picks, to tune that rule. Built with the CUDA build (target
-// attention_splits); run: build-gpu/tests/attention_splits.
+// tests/gpu/attention_splits.cu: the decode attention kernels (shared-memory tiles, and per-warp where it
+// applies) at one token per sequence, timed per split count of the context (flash-decoding) in CUDA graphs
+// of 32 launches (one KV cache per layer, as in a decode step), each output checked against a
+// double-precision host reference. Prints us per launch and which split count attention_decode_splits()
+// picks, to tune that rule and compare the kernels. Built with the CUDA build (target attention_splits);
+// run: build-gpu/tests/attention_splits.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -79,7 +80,7 @@ int main() {
   cu::set_pdl_enabled(true);
   std::mt19937 rng(7);
   std::normal_distribution<float> normal(0.f, 1.f);
-  std::printf("%-34s %6s %10s %9s\n", "case (1 token)", "splits", "us/launch", "rel err");
+  std::printf("%-34s %6s %7s %10s %9s\n", "case (1 token)", "splits", "kernel", "us/launch", "rel err");
   // Contexts as a decode step records them: the split plan sees max_position = the padded table width.
   for (const Case c : {Case{32, 32, 80}, Case{32, 32, 500}, Case{32, 32, 4000}, Case{32, 8, 4000}, Case{32, 8, 80}}) {
     int64_t width = 4;
@@ -145,33 +146,37 @@ int main() {
     CHECK_CUDA(cudaMalloc(&scratch, std::max<int64_t>(cu::attention_decode_scratch_bytes(a, 64), 16)));
     for (int64_t splits : {int64_t{1}, int64_t{2}, int64_t{4}, int64_t{8}, int64_t{16}, int64_t{32}}) {
       if ((splits - 1) * 64 >= a.max_position) break;  // the plan cannot make more splits than 64-key pieces
-      std::vector<uint16_t> got(q.size(), 0xffff);
-      CHECK_CUDA(cudaMemcpy(out, got.data(), got.size() * 2, cudaMemcpyHostToDevice));
-      a.k_cache = kc[0], a.v_cache = vc[0];
-      cu::launch_attention_decode(a, splits, scratch, s);
-      CHECK_CUDA(cudaStreamSynchronize(s));
-      CHECK_CUDA(cudaMemcpy(got.data(), out, got.size() * 2, cudaMemcpyDeviceToHost));
-      double num = 0, den = 0;
-      for (size_t i = 0; i < got.size(); ++i) {
-        const double d = from_bf16(got[i]) - want[i];
-        num += d * d;
-        den += want[i] * want[i];
-      }
-      const double us = time_graph(s, kLayers, [&] {
-        for (int l = 0; l < kLayers; ++l) {
-          a.k_cache = kc[l], a.v_cache = vc[l];
-          cu::launch_attention_decode(a, splits, scratch, s);
-        }
-      });
       int64_t per = (a.max_position + splits - 1) / splits;  // the plan launch_attention_decode makes
       per = (per + 63) / 64 * 64;
       const int64_t made = (a.max_position + per - 1) / per;
       if (made != splits) continue;  // the same launch as a smaller count
-      char name[96];
-      std::snprintf(name, sizeof name, "H %lld Hkv %lld ctx %lld (max %lld)%s", static_cast<long long>(c.heads),
-                    static_cast<long long>(c.kv_heads), static_cast<long long>(c.context),
-                    static_cast<long long>(a.max_position), splits == rule ? " *rule" : "");
-      std::printf("%-34s %6lld %10.2f %9.1e\n", name, static_cast<long long>(splits), us, std::sqrt(num / den));
+      for (bool warps : {false, true}) {
+        a.decode_warps = warps;
+        std::vector<uint16_t> got(q.size(), 0xffff);
+        CHECK_CUDA(cudaMemcpy(out, got.data(), got.size() * 2, cudaMemcpyHostToDevice));
+        a.k_cache = kc[0], a.v_cache = vc[0];
+        cu::launch_attention_decode(a, splits, scratch, s);
+        CHECK_CUDA(cudaStreamSynchronize(s));
+        CHECK_CUDA(cudaMemcpy(got.data(), out, got.size() * 2, cudaMemcpyDeviceToHost));
+        double num = 0, den = 0;
+        for (size_t i = 0; i < got.size(); ++i) {
+          const double d = from_bf16(got[i]) - want[i];
+          num += d * d;
+          den += want[i] * want[i];
+        }
+        const double us = time_graph(s, kLayers, [&] {
+          for (int l = 0; l < kLayers; ++l) {
+            a.k_cache = kc[l], a.v_cache = vc[l];
+            cu::launch_attention_decode(a, splits, scratch, s);
+          }
+        });
+        char name[96];
+        std::snprintf(name, sizeof name, "H %lld Hkv %lld ctx %lld (max %lld)%s", static_cast<long long>(c.heads),
+                      static_cast<long long>(c.kv_heads), static_cast<long long>(c.context),
+                      static_cast<long long>(a.max_position), splits == rule ? " *rule" : "");
+        std::printf("%-34s %6lld %7s %10.2f %9.1e\n", name, static_cast<long long>(splits), warps ? "warps" : "tiles",
+                    us, std::sqrt(num / den));
+      }
     }
     for (int l = 0; l < kLayers; ++l) {
       CHECK_CUDA(cudaFree(kc[l]));

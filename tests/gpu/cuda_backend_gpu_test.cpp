@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <numeric>
@@ -390,11 +391,16 @@ class CudaAttentionTest : public CudaBackendTest, public ::testing::WithParamInt
     cpu().attention(q, kc, vc, hb, scale, want);
 
     // kPrefill is the tensor-core kernel for head_dim 64 and 128 (bf16 everything here), the SIMT one for the
-    // other head dims; kPrefillSimt keeps the SIMT kernel covered at 64 and 128 too.
+    // other head dims; kPrefillSimt keeps the SIMT kernel covered at 64 and 128 too. The decode path runs
+    // twice: the shared-memory tile kernel and the per-warp one (which takes head_dim 64 / 128 / 256 and
+    // groups up to 8; the tile kernel covers the rest either way).
     using Path = CudaBackendOptions::AttentionPath;
-    for (Path path : {Path::kAuto, Path::kDecode, Path::kPrefill, Path::kPrefillSimt}) {
+    for (int variant = 0; variant < 5; ++variant) {
+      const Path path = variant == 4 ? Path::kDecode
+                                     : std::array{Path::kAuto, Path::kDecode, Path::kPrefill, Path::kPrefillSimt}[variant];
       CudaBackendOptions opt;
       opt.attention_path = path;
+      opt.decode_attention_warps = variant == 4;
       auto g = make_cuda_backend(0, opt);
       auto dev = [&](const Tensor& h, DType dt) {
         Tensor d = g->alloc(h.shape(), dt);
@@ -415,7 +421,7 @@ class CudaAttentionTest : public CudaBackendTest, public ::testing::WithParamInt
       g->copy(out, got);
       EXPECT_LT(rel_error(got, want), kBf16Out)
           << what << ": group " << c.group << " head_dim " << c.head_dim << " block_size " << bs << " path "
-          << static_cast<int>(path);
+          << static_cast<int>(path) << (opt.decode_attention_warps ? " (per-warp decode kernel)" : "");
     }
   }
 };
