@@ -63,6 +63,8 @@ double time_graph(cudaStream_t s, int launches, const std::function<void()>& rec
     us.push_back(ms * 1e3 / 10 / launches);
   }
   std::sort(us.begin(), us.end());
+  CHECK_CUDA(cudaEventDestroy(a));
+  CHECK_CUDA(cudaEventDestroy(b));
   CHECK_CUDA(cudaGraphExecDestroy(exec));
   CHECK_CUDA(cudaGraphDestroy(graph));
   return us[2];

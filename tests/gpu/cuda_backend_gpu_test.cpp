@@ -5,12 +5,12 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <array>
 #include <cmath>
 #include <cstring>
 #include <numeric>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "runtime/backend.h"
@@ -395,12 +395,12 @@ class CudaAttentionTest : public CudaBackendTest, public ::testing::WithParamInt
     // twice: the shared-memory tile kernel and the per-warp one (which takes head_dim 64 / 128 / 256 and
     // groups up to 8; the tile kernel covers the rest either way).
     using Path = CudaBackendOptions::AttentionPath;
-    for (int variant = 0; variant < 5; ++variant) {
-      const Path path = variant == 4 ? Path::kDecode
-                                     : std::array{Path::kAuto, Path::kDecode, Path::kPrefill, Path::kPrefillSimt}[variant];
+    const std::pair<Path, bool> variants[] = {{Path::kAuto, false},    {Path::kDecode, false}, {Path::kDecode, true},
+                                              {Path::kPrefill, false}, {Path::kPrefillSimt, false}};
+    for (const auto& [path, warps] : variants) {
       CudaBackendOptions opt;
       opt.attention_path = path;
-      opt.decode_attention_warps = variant == 4;
+      opt.decode_attention_warps = warps;
       auto g = make_cuda_backend(0, opt);
       auto dev = [&](const Tensor& h, DType dt) {
         Tensor d = g->alloc(h.shape(), dt);

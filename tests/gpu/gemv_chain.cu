@@ -72,6 +72,8 @@ double time_graph(cudaStream_t s, const std::function<void()>& record) {
     us.push_back(ms * 100.0);  // / 10 replays, * 1000
   }
   std::sort(us.begin(), us.end());
+  CHECK_CUDA(cudaEventDestroy(a));
+  CHECK_CUDA(cudaEventDestroy(b));
   CHECK_CUDA(cudaGraphExecDestroy(exec));
   CHECK_CUDA(cudaGraphDestroy(graph));
   return us[1];
@@ -95,6 +97,8 @@ double copy_gbs(cudaStream_t s) {
   CHECK_CUDA(cudaEventSynchronize(e1));
   float ms = 0;
   CHECK_CUDA(cudaEventElapsedTime(&ms, e0, e1));
+  CHECK_CUDA(cudaEventDestroy(e0));
+  CHECK_CUDA(cudaEventDestroy(e1));
   CHECK_CUDA(cudaFree(a));
   CHECK_CUDA(cudaFree(b));
   return 2.0 * bytes * 10 / (ms * 1e-3) / 1e9;
@@ -150,7 +154,9 @@ int main(int argc, char** argv) {
     row(name, bytes, us);
     std::printf("%-44s %10.2f us per launch\n", "", us / layers);
   }
-  auto small = [&] { cu::launch_rmsnorm(x, DType::kBF16, res, DType::kBF16, norm_w, DType::kBF16, 1e-5f, 1, 4096, h, DType::kBF16, s); };
+  auto small = [&] {  // one row of 4096: a stand-in for each latency-bound kernel of a layer
+    cu::launch_rmsnorm(x, DType::kBF16, res, DType::kBF16, norm_w, DType::kBF16, 1e-5f, 1, 4096, h, DType::kBF16, s);
+  };
   auto swiglu = [&] { cu::launch_swiglu(y, DType::kBF16, f, DType::kBF16, 1, 11008, s); };
   for (bool pdl : {true, false}) {
     cu::set_pdl_enabled(pdl);
