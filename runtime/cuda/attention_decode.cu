@@ -5,6 +5,7 @@
 // in tiles of kTile with an online softmax. Correct for any batch (prefill too), efficient for decode.
 #include <algorithm>
 
+#include "runtime/cuda/attention_decode.cuh"
 #include "runtime/cuda/check_cuda.h"
 #include "runtime/cuda/device_dtype.cuh"
 #include "runtime/cuda/kernels.h"
@@ -48,18 +49,9 @@ __global__ __launch_bounds__(kThreads) void attention_decode_kernel(AttentionArg
   const int G = static_cast<int>(a.n_heads / a.n_kv_heads);
   const int H = static_cast<int>(a.n_heads);
   const int seq = a.token_seq[t];
-  const int len = a.positions[t] + 1;
-  const int start = split * keys_per_split;
-  const int end = min(len, start + keys_per_split);
-
-  if (start >= end) {  // this split lies past the token's context: an empty partial
-    if (threadIdx.x < G) {
-      const int64_t idx = (int64_t{t} * H + kvh * G + threadIdx.x) * splits + split;
-      part_ml[idx * 2] = -INFINITY;
-      part_ml[idx * 2 + 1] = 0.f;
-    }
-    return;
-  }
+  int start, end;
+  decode_split_keys(a, t, split, keys_per_split, start, end);
+  if (start >= end) return write_empty_partial(a, t, kvh, split, splits, part_ml);
 
   for (int i = threadIdx.x; i < G * hd; i += kThreads) {
     const int g = i / hd, d = i % hd;
@@ -200,16 +192,8 @@ __global__ __launch_bounds__(kThreads) void attention_decode_kernel(AttentionArg
 
   for (int i = threadIdx.x; i < G * hd; i += kThreads) {
     const int g = i / hd, d = i % hd;
-    const int64_t head = int64_t{t} * H + kvh * G + g;
-    if (splits == 1) {
-      store_elem(a.out, a.out_dt, head * hd + d, o_s[g][d] / l_s[g]);
-    } else {
-      part_o[(head * splits + split) * hd + d] = o_s[g][d];
-      if (d == 0) {
-        part_ml[(head * splits + split) * 2] = m_s[g];
-        part_ml[(head * splits + split) * 2 + 1] = l_s[g];
-      }
-    }
+    write_decode_result(a, int64_t{t} * H + kvh * G + g, d, split, splits, o_s[g][d], m_s[g], l_s[g], part_o,
+                        part_ml);
   }
 }
 

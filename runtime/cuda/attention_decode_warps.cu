@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "runtime/cuda/attention_decode.cuh"
 #include "runtime/cuda/check_cuda.h"
 #include "runtime/cuda/device_dtype.cuh"
 #include "runtime/cuda/kernels.h"
@@ -64,17 +65,9 @@ __global__ __launch_bounds__(kWarps * 32) void attention_decode_warps_kernel(Att
   const int G = static_cast<int>(a.n_heads / a.n_kv_heads);
   const int H = static_cast<int>(a.n_heads);
   const int seq = a.token_seq[t];
-  const int len = a.positions[t] + 1;
-  const int start = split * keys_per_split;
-  const int end = min(len, start + keys_per_split);
-  if (start >= end) {  // this split lies past the token's context: an empty partial
-    if (threadIdx.x < G) {
-      const int64_t idx = (int64_t{t} * H + kvh * G + threadIdx.x) * splits + split;
-      part_ml[idx * 2] = -INFINITY;
-      part_ml[idx * 2 + 1] = 0.f;
-    }
-    return;
-  }
+  int start, end;
+  decode_split_keys(a, t, split, keys_per_split, start, end);
+  if (start >= end) return write_empty_partial(a, t, kvh, split, splits, part_ml);
 
   // The split's block-table entries (or none, when they do not fit: then each group reads the table).
   const int bs = static_cast<int>(a.block_size);
@@ -201,16 +194,7 @@ __global__ __launch_bounds__(kWarps * 32) void attention_decode_warps_kernel(Att
       sum += f * l_s[w][g];
       out += f * o_s[w][g][d];
     }
-    const int64_t head = int64_t{t} * H + kvh * G + g;
-    if (splits == 1) {
-      store_elem(a.out, a.out_dt, head * kHd + d, out / sum);
-    } else {
-      part_o[(head * splits + split) * kHd + d] = out;
-      if (d == 0) {
-        part_ml[(head * splits + split) * 2] = mx;
-        part_ml[(head * splits + split) * 2 + 1] = sum;
-      }
-    }
+    write_decode_result(a, int64_t{t} * H + kvh * G + g, d, split, splits, out, mx, sum, part_o, part_ml);
   }
 }
 

@@ -11,13 +11,13 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
-#include <functional>
 #include <random>
 #include <vector>
 
 #include "runtime/cuda/check_cuda.h"
 #include "runtime/cuda/kernels.h"
 #include "runtime/cuda/pdl.cuh"
+#include "tests/gpu/bench_util.cuh"
 
 namespace {
 
@@ -39,36 +39,6 @@ float from_bf16(uint16_t h) {
 struct Case {
   int64_t heads, kv_heads, context;
 };
-
-// us per launch of `record` (which enqueues `launches` kernels) captured as one graph, median of 5 x 10.
-double time_graph(cudaStream_t s, int launches, const std::function<void()>& record) {
-  cudaGraph_t graph;
-  cudaGraphExec_t exec;
-  CHECK_CUDA(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
-  record();
-  CHECK_CUDA(cudaStreamEndCapture(s, &graph));
-  CHECK_CUDA(cudaGraphInstantiate(&exec, graph, 0));
-  for (int i = 0; i < 3; ++i) CHECK_CUDA(cudaGraphLaunch(exec, s));
-  cudaEvent_t a, b;
-  CHECK_CUDA(cudaEventCreate(&a));
-  CHECK_CUDA(cudaEventCreate(&b));
-  std::vector<double> us;
-  for (int rep = 0; rep < 5; ++rep) {
-    CHECK_CUDA(cudaEventRecord(a, s));
-    for (int i = 0; i < 10; ++i) CHECK_CUDA(cudaGraphLaunch(exec, s));
-    CHECK_CUDA(cudaEventRecord(b, s));
-    CHECK_CUDA(cudaEventSynchronize(b));
-    float ms = 0;
-    CHECK_CUDA(cudaEventElapsedTime(&ms, a, b));
-    us.push_back(ms * 1e3 / 10 / launches);
-  }
-  std::sort(us.begin(), us.end());
-  CHECK_CUDA(cudaEventDestroy(a));
-  CHECK_CUDA(cudaEventDestroy(b));
-  CHECK_CUDA(cudaGraphExecDestroy(exec));
-  CHECK_CUDA(cudaGraphDestroy(graph));
-  return us[2];
-}
 
 }  // namespace
 
@@ -166,12 +136,12 @@ int main() {
           num += d * d;
           den += want[i] * want[i];
         }
-        const double us = time_graph(s, kLayers, [&] {
+        const double us = strata::gpu_bench::graph_replay_us(s, [&] {
           for (int l = 0; l < kLayers; ++l) {
             a.k_cache = kc[l], a.v_cache = vc[l];
             cu::launch_attention_decode(a, splits, scratch, s);
           }
-        });
+        }) / kLayers;
         char name[96];
         std::snprintf(name, sizeof name, "H %lld Hkv %lld ctx %lld (max %lld)%s", static_cast<long long>(c.heads),
                       static_cast<long long>(c.kv_heads), static_cast<long long>(c.context),

@@ -10,37 +10,26 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
-#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <functional>
 #include <vector>
 
 #include "runtime/cuda/check_cuda.h"
 #include "runtime/cuda/kernels.h"
 #include "runtime/cuda/pdl.cuh"
+#include "tests/gpu/bench_util.cuh"
 
 namespace {
 
 using strata::DType;
 namespace cu = strata::cuda;
-
-__global__ void fill_kernel(__nv_bfloat16* p, size_t n, uint32_t seed) {
-  for (size_t i = blockIdx.x * size_t{blockDim.x} + threadIdx.x; i < n; i += size_t{gridDim.x} * blockDim.x) {
-    uint32_t h = static_cast<uint32_t>(i) * 2654435761u ^ seed;
-    h ^= h >> 15;
-    h *= 2246822519u;
-    h ^= h >> 13;
-    p[i] = __float2bfloat16((static_cast<float>(h & 0xffff) / 65536.f - 0.5f) * 0.05f);
-  }
-}
+using strata::gpu_bench::graph_replay_us;
 
 __nv_bfloat16* random_bf16(size_t n, uint32_t seed) {
   __nv_bfloat16* p = nullptr;
   CHECK_CUDA(cudaMalloc(&p, n * 2));
-  fill_kernel<<<1024, 256>>>(p, n, seed);
-  CHECK_LAUNCH();
+  strata::gpu_bench::fill16(p, static_cast<int64_t>(n), seed);
   return p;
 }
 
@@ -48,36 +37,6 @@ struct Shape {
   const char* name;
   int64_t n, k;
 };
-
-// us per run of `record` captured as one graph (median of 3 blocks of 10 replays).
-double time_graph(cudaStream_t s, const std::function<void()>& record) {
-  cudaGraph_t graph;
-  cudaGraphExec_t exec;
-  CHECK_CUDA(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
-  record();
-  CHECK_CUDA(cudaStreamEndCapture(s, &graph));
-  CHECK_CUDA(cudaGraphInstantiate(&exec, graph, 0));
-  for (int i = 0; i < 3; ++i) CHECK_CUDA(cudaGraphLaunch(exec, s));
-  cudaEvent_t a, b;
-  CHECK_CUDA(cudaEventCreate(&a));
-  CHECK_CUDA(cudaEventCreate(&b));
-  std::vector<double> us;
-  for (int rep = 0; rep < 3; ++rep) {
-    CHECK_CUDA(cudaEventRecord(a, s));
-    for (int i = 0; i < 10; ++i) CHECK_CUDA(cudaGraphLaunch(exec, s));
-    CHECK_CUDA(cudaEventRecord(b, s));
-    CHECK_CUDA(cudaEventSynchronize(b));
-    float ms = 0;
-    CHECK_CUDA(cudaEventElapsedTime(&ms, a, b));
-    us.push_back(ms * 100.0);  // / 10 replays, * 1000
-  }
-  std::sort(us.begin(), us.end());
-  CHECK_CUDA(cudaEventDestroy(a));
-  CHECK_CUDA(cudaEventDestroy(b));
-  CHECK_CUDA(cudaGraphExecDestroy(exec));
-  CHECK_CUDA(cudaGraphDestroy(graph));
-  return us[1];
-}
 
 // Device-to-device copy rate (bytes read + written per second) of cudaMemcpyAsync on a stream, timed with
 // events outside graphs (as tools/bench/hf_peer.py times torch's copy): a memcpy node inside a graph read
@@ -146,7 +105,7 @@ int main(int argc, char** argv) {
   for (int i = 0; i < 4; ++i) {
     const double bytes = 2.0 * shapes[i].n * shapes[i].k * layers;
     chain_bytes += bytes;
-    const double us = time_graph(s, [&] {
+    const double us = graph_replay_us(s, [&] {
       for (int l = 0; l < layers; ++l) gemv(i, l);
     });
     char name[64];
@@ -160,12 +119,12 @@ int main(int argc, char** argv) {
   auto swiglu = [&] { cu::launch_swiglu(y, DType::kBF16, f, DType::kBF16, 1, 11008, s); };
   for (bool pdl : {true, false}) {
     cu::set_pdl_enabled(pdl);
-    row(pdl ? "4 GEMVs per layer, PDL" : "4 GEMVs per layer, no PDL", chain_bytes, time_graph(s, [&] {
+    row(pdl ? "4 GEMVs per layer, PDL" : "4 GEMVs per layer, no PDL", chain_bytes, graph_replay_us(s, [&] {
           for (int l = 0; l < layers; ++l)
             for (int i = 0; i < 4; ++i) gemv(i, l);
         }));
     row(pdl ? "+ 5 small kernels per layer, PDL" : "+ 5 small kernels per layer, no PDL", chain_bytes,
-        time_graph(s, [&] {
+        graph_replay_us(s, [&] {
           for (int l = 0; l < layers; ++l) {
             small();  // norm
             gemv(0, l);
@@ -179,7 +138,7 @@ int main(int argc, char** argv) {
           }
         }));
     row(pdl ? "5 small kernels per layer alone, PDL" : "5 small kernels per layer alone, no PDL", 0,
-        time_graph(s, [&] {
+        graph_replay_us(s, [&] {
           for (int l = 0; l < layers; ++l) {
             small();
             small();

@@ -18,27 +18,12 @@
 #include "runtime/cuda/check_cuda.h"
 #include "runtime/cuda/cuda_backend.h"
 #include "runtime/cuda/kernels.h"
+#include "tests/gpu/bench_util.cuh"
 
 namespace strata {
 namespace {
 
-// Fills bytes with a hash so every weight, quantized scale and KV element is a finite random-looking value.
-__global__ void fill_kernel(uint16_t* p, int64_t n, uint32_t seed) {
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
-    uint32_t h = static_cast<uint32_t>(i) * 2654435761u ^ seed;
-    h ^= h >> 15;
-    h *= 2246822519u;
-    h ^= h >> 13;
-    // A bf16 (or f16) of magnitude in [2^-8, 2^-6): exponent fixed, mantissa and sign random.
-    p[i] = static_cast<uint16_t>((h & 0x807fu) | (0x3c00u & 0x7f80u));
-  }
-}
-
-void fill(Tensor& t, uint32_t seed) {
-  const int64_t words = t.nbytes() / 2;
-  fill_kernel<<<1024, 256>>>(static_cast<uint16_t*>(t.raw()), words, seed);
-  CHECK_LAUNCH();
-}
+void fill(Tensor& t, uint32_t seed) { gpu_bench::fill16(t.raw(), t.nbytes() / 2, seed); }
 
 struct Timer {
   cudaStream_t stream;

@@ -1,0 +1,49 @@
+// runtime/cuda/attention_decode.cuh: what the two decode attention kernels (attention_decode.cu, shared-memory
+// tiles; attention_decode_warps.cu, per-warp registers) share: the keys a block's context split covers, and
+// how a split hands its result on, normalised when it is the only one, else as the partial that
+// attention_decode.cu's combine kernel merges ([T, H, splits, hd] unnormalised outputs, [T, H, splits, 2]
+// running max and sum).
+#pragma once
+#include <cmath>
+#include <cstdint>
+
+#include "runtime/cuda/device_dtype.cuh"
+#include "runtime/cuda/kernels.h"
+
+namespace strata::cuda {
+
+// Keys [start, end) of split `split` of token t's context; empty (start >= end) when the split lies past it.
+__device__ __forceinline__ void decode_split_keys(const AttentionArgs& a, int t, int split, int keys_per_split,
+                                                  int& start, int& end) {
+  start = split * keys_per_split;
+  end = min(a.positions[t] + 1, start + keys_per_split);
+}
+
+// The partial of an empty split for the query heads of KV head kvh (no keys: max -inf, sum 0).
+__device__ __forceinline__ void write_empty_partial(const AttentionArgs& a, int t, int kvh, int split, int splits,
+                                                    float* part_ml) {
+  const int G = static_cast<int>(a.n_heads / a.n_kv_heads);
+  if (threadIdx.x < G) {
+    const int64_t idx = (int64_t{t} * a.n_heads + kvh * G + threadIdx.x) * splits + split;
+    part_ml[idx * 2] = -INFINITY;
+    part_ml[idx * 2 + 1] = 0.f;
+  }
+}
+
+// Element d of `head` (t * H + h): out / sum into a.out with one split, else the split's unnormalised
+// output and, once per head, its (max, sum).
+__device__ __forceinline__ void write_decode_result(const AttentionArgs& a, int64_t head, int d, int split,
+                                                    int splits, float out, float max, float sum, float* part_o,
+                                                    float* part_ml) {
+  if (splits == 1) {
+    store_elem(a.out, a.out_dt, head * a.head_dim + d, out / sum);
+    return;
+  }
+  part_o[(head * splits + split) * a.head_dim + d] = out;
+  if (d == 0) {
+    part_ml[(head * splits + split) * 2] = max;
+    part_ml[(head * splits + split) * 2 + 1] = sum;
+  }
+}
+
+}  // namespace strata::cuda
