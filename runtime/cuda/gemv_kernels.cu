@@ -1,7 +1,7 @@
 // runtime/cuda/gemv_kernels.cu: matmul for few rows (decode, M <= 8): out[m, n] = x[m, :] . w[n, :].
-// Memory-bound on the weights: one warp per weight row, 16-byte streaming loads (evict-first, so x stays
-// in L1/L2), several loads in flight per lane, a warp reduction per output. q8_0/q4_0 rows are
-// dequantized on the fly, one 32-element block per lane. Not for M > 8: cuBLAS takes those (gemm.cpp).
+// Memory-bound on the weights: warps own weight rows (two each for plain weights, one for quantized),
+// 16-byte streaming loads (evict-first, so x stays in L1/L2), several loads in flight per lane, a warp
+// reduction per output. q8_0/q4_0 rows are dequantized on the fly, one 32-element block per lane. Not for M > 8: cuBLAS takes those (gemm.cpp).
 #include <cstdint>
 #include <type_traits>
 
@@ -291,15 +291,19 @@ void dispatch_rows(const void* x, DType x_dt, const void* w, DType w_dt, const v
     auto launch = [&](auto* xt, auto* wt) {
       using TX = std::remove_const_t<std::remove_pointer_t<decltype(xt)>>;
       using TW = std::remove_const_t<std::remove_pointer_t<decltype(wt)>>;
-      // Rows per warp R and 16-byte chunks per row in flight U: R * U = 8 loads in flight per lane.
-      constexpr int R = M == 1 ? 1 : 2;  // R = 4 at M = 8 left too few blocks per SM (tail wave)
+      // Rows per warp R and 16-byte chunks per row in flight U: R * U = 8 loads in flight per lane. R = 2
+      // at M = 1 too: each warp then has 8 loads out for two rows at once, where R = 1 had half of its U = 8
+      // beyond the end of a 4096-wide row at 4 warps per row. R = 4 at M = 8 left too few blocks per SM.
+      constexpr int R = 2;
       constexpr int U = 8 / R;
-      // Warps per row: 4 below 8192 row groups (enough warps to fill ~132 SMs), else 2. Tall matrices gain
-      // from 2 too: blocks live half as long, so the last wave's tail is half as long. H200, M = 1, split
-      // 1 / 2 / 4: 22016 x 4096 50.1 / 46.6 / 49.6 us, 12288 x 4096 32.4 / 29.4 / 30.4, 4096 x 4096
-      // 15.6 / 15.0 / 14.4, 4096 x 11008 31.8 / 30.7 / 29.4 (tests/gpu/KERNEL_NOTES.md).
+      // Warps per row: 4 at M = 1, the 7b shapes' projections in a 32-layer CUDA graph on an H200 (us per
+      // launch, 4 / 2 warps per row): 12288 x 4096 25.3 / 27.3, 4096 x 4096 10.4 / 10.8, 22016 x 4096
+      // 42.5 / 44.7, 4096 x 11008 24.9 / 24.2; the chain of all four 92.0% of the copy rate against 88.5%
+      // with the earlier R = 1 (tests/gpu/KERNEL_NOTES.md). At M = 2, 4 below 8192 row groups (enough warps
+      // to fill ~132 SMs), else 2: tall matrices' blocks then live half as long, and so does the last
+      // wave's tail (measured at M = 1 with R = 1, not re-measured at M = 2).
       const int64_t row_groups = (n + R - 1) / R;
-      int ks = k < 2048 ? 1 : row_groups >= 8192 ? 2 : 4;
+      int ks = k < 2048 ? 1 : M == 1 || row_groups < 8192 ? 4 : 2;
       if (const int forced = gemv_split_override(); forced > 0 && k >= 2048) ks = forced;
       auto go = [&](auto ks_tag) {
         constexpr int KS = decltype(ks_tag)::value;

@@ -15,6 +15,7 @@
 
 #include "runtime/backend.h"
 #include "runtime/cuda/cuda_backend.h"
+#include "runtime/cuda/kernels.h"
 #include "runtime/formats/block_quant.h"
 
 namespace strata {
@@ -283,6 +284,31 @@ INSTANTIATE_TEST_SUITE_P(GemvAndCublas, CudaMatmulTest, ::testing::Values(8, 2, 
                          [](const ::testing::TestParamInfo<int>& info) {
                            return info.param == 0 ? std::string("cublas") : "gemv_upto_" + std::to_string(info.param);
                          });
+
+// The GEMV's warps per row forced one by one (a process-wide tuning switch): every choice gives the CPU
+// result, on row counts that leave partial blocks and K with a partial last round of loads.
+TEST_F(CudaBackendTest, GemvEverySplitOfTheRow) {
+  for (auto [n, k] : {std::pair<int64_t, int64_t>{1001, 4096}, {77, 11008}, {4096, 2056}}) {
+    Tensor wf = random_host({n, k}, 0.05f);
+    for (DType dt : {DType::kBF16, DType::kF16}) {
+      Tensor w = make_weight(wf, dt);
+      Tensor wd = gpu().upload_weight(w);
+      for (int64_t m : {1, 2}) {
+        Tensor x = random_host({m, k});
+        Tensor want = Tensor::empty({m, n}, DType::kF32);
+        cpu().matmul(x, w, nullptr, want);
+        for (int ks : {1, 2, 4}) {
+          cuda::set_gemv_split_override(ks);
+          Tensor out = poisoned({m, n});
+          gpu().matmul(to_gpu(x), wd, nullptr, out);
+          EXPECT_LT(rel_error(to_host(out), want), kBf16Out)
+              << dtype_name(dt) << " M " << m << " N " << n << " K " << k << " KS " << ks;
+        }
+        cuda::set_gemv_split_override(0);
+      }
+    }
+  }
+}
 
 TEST_F(CudaBackendTest, MatmulOddKUsesTheScalarPath) {
   const int64_t n = 33, k = 100;

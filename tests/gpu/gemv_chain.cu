@@ -6,7 +6,8 @@
 //     norm, rope_kv_write and attention, plus the real SwiGLU), with and without programmatic launch.
 // Each row prints us per graph, GB/s of weights and the share of the device-to-device copy rate measured
 // in the same run. Built with the CUDA build (target gemv_chain); run: build-gpu/tests/gemv_chain [layers=32].
-// `--once` launches each shape once outside graphs, for ncu.
+// `--once` launches each shape once outside graphs, for ncu. STRATA_GEMV_KS forces the warps per row, as
+// in the backend.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -72,6 +73,8 @@ int main(int argc, char** argv) {
                           {"o 4096x4096", 4096, 4096},
                           {"gate_up 22016x4096", 22016, 4096},
                           {"down 4096x11008", 4096, 11008}};
+  // The backend's tuning switch, for sweeps of the kernel's split choice.
+  if (const char* ks = std::getenv("STRATA_GEMV_KS")) cu::set_gemv_split_override(std::atoi(ks));
   cudaStream_t s;
   CHECK_CUDA(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
   std::vector<std::vector<__nv_bfloat16*>> w(4);
@@ -96,7 +99,8 @@ int main(int argc, char** argv) {
     return 0;
   }
   const double copy = copy_gbs(s);
-  std::printf("device copy %.0f GB/s; %d layers\n", copy, layers);
+  std::printf("device copy %.0f GB/s; %d layers; warps per row %d (0: by shape)\n", copy, layers,
+              cu::gemv_split_override());
   std::printf("%-44s %10s %9s %8s\n", "graph", "us", "GB/s", "of copy");
   auto row = [&](const char* name, double bytes, double us) {
     std::printf("%-44s %10.1f %9.0f %7.1f%%\n", name, us, bytes / us / 1e3, 100.0 * bytes / us / 1e3 / copy);
