@@ -90,7 +90,7 @@ std::string plan_yaml(const parallel::SweepPlan& p, const std::string& model) {
                       "\n  pipeline: ", p.pp, "\n  data: ", p.dp, "\n");
   if (p.micro_batches > 0) s += cat("  micro_batches: ", p.micro_batches, "\n");
   if (p.interleaved) s += "  schedule: interleaved\n";
-  return s + cat("comm:\n  overlap_chunks: ", p.overlap_chunks, "\n");
+  return s + cat("comm:\n  overlap_chunks: ", p.overlap_chunks, "\n  overlap_min_tokens: ", p.overlap_min_tokens, "\n");
 }
 
 json::object prediction_json(const parallel::Prediction& p) {

@@ -94,7 +94,7 @@ void ModelSession::prepare(int64_t tokens) {
   kv_.reset();
   kv_ = std::make_unique<KvCache>(*backend_, kv);
   model_ = std::make_unique<LlamaModel>(c, spec_, *backend_, *weights_, *tp_, *kv_);
-  model_->set_overlap_chunks(options_.overlap_chunks);
+  model_->set_overlap_chunks(options_.overlap_chunks, options_.overlap_min_tokens);
   GeneratorOptions generator = options_.generator;
   generator.batch_wait_ms = tiered_ != nullptr && tiered_->placement().streams() ? options_.batch_wait_ms : 0;
   generator_ = std::make_unique<Generator>(*model_, *kv_, *link_, *backend_, generator);

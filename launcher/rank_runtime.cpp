@@ -156,6 +156,7 @@ std::unique_ptr<ModelSession> open_session(SessionOptions options, RankRuntime* 
   options.device = rank->device_for(options.device);
   if (options.threads == 0) options.threads = rank->cpu_threads();
   options.overlap_chunks = rank->plan().comm.overlap_chunks;
+  options.overlap_min_tokens = rank->plan().comm.overlap_min_tokens;
   std::unique_ptr<Backend> backend = make_backend(options.device, options.threads);
   const RankPlacement placement = rank->placement(*backend, std::max(0, cuda_device_index(options.device)));
   return std::make_unique<ModelSession>(options, placement, std::move(backend));

@@ -12,6 +12,7 @@
 #include "parallel/byte_size.h"
 #include "parallel/plan_check.h"
 #include "runtime/error.h"
+#include "runtime/models/llama.h"
 
 namespace strata::parallel {
 namespace {
@@ -85,9 +86,10 @@ Slot stage_slot(const ModelConfig& c, const PlanShape& s, const Hardware& hw, in
     const double layer_ar = static_cast<double>(layers) * per_layer;
     slot.ar = layer_ar + (first ? allreduce_seconds(act, tp, link) : 0) +  // vocab-parallel embedding
               (last ? allgather_seconds(tokens * ceil_div(c.vocab_size, tp) * tp * 4, tp, link) : 0);
-    // The layer all-reduces are split into min(chunks, tokens) pieces that overlap the o-projection
-    // and MLP of the next piece (runtime/models/llama.cpp); the embedding and head ones never overlap.
-    const int64_t chunks = std::min<int64_t>(s.overlap_chunks, tokens);
+    // The layer all-reduces are split into pieces of at least overlap_min_tokens tokens, up to
+    // overlap_chunks, that overlap the o-projection and MLP of the next piece (LlamaModel::overlap_chunks);
+    // the embedding and head ones never overlap.
+    const int64_t chunks = LlamaModel::overlap_chunks(tokens, s.overlap_chunks, s.overlap_min_tokens);
     const int64_t q = c.n_heads / tp * c.head_dim;
     const double overlappable = slot.compute * static_cast<double>(q * c.hidden + 3 * c.hidden * c.ffn / tp) /
                                 static_cast<double>(matmul_params(c, tp));
@@ -185,6 +187,7 @@ PlanShape plan_shape(const Plan& plan, const Partition& partition) {
   s.micro_batches = plan.micro_batches();
   s.interleaved = plan.parallel.interleaved;
   s.overlap_chunks = plan.comm.overlap_chunks;
+  s.overlap_min_tokens = plan.comm.overlap_min_tokens;
   s.dtype = partition.dtype;
   for (const Stage& st : partition.stages) s.stage_layers.push_back(st.size());
   for (const RankPartition& r : partition.ranks) {
@@ -244,6 +247,7 @@ SuggestResult suggest_plans(const ModelConfig& config, const Hardware& hw, int g
       shape.tp = tp, shape.pp = pp, shape.dp = dp;
       shape.micro_batches = plan.micro_batches();
       shape.overlap_chunks = plan.comm.overlap_chunks;
+      shape.overlap_min_tokens = plan.comm.overlap_min_tokens;
       shape.dtype = dtype;
       // validate_plan owns the rules (heads, KV heads, ffn, quantized blocks, stages); TP sizes that
       // valid_tensor_sizes already rules out are skipped without partitioning.
@@ -429,7 +433,8 @@ SweepSpec parse_sweep(const std::string& text, const std::string& source) {
   if (!plans || !plans.IsSequence() || plans.size() == 0) r.fail(root, "a sweep needs a non-empty list of plans");
   std::set<std::string> names;
   for (const auto& p : plans) {
-    r.keys(p, "plans[]", {"name", "file", "tensor", "pipeline", "data", "micro_batches", "overlap_chunks", "schedule"});
+    r.keys(p, "plans[]", {"name", "file", "tensor", "pipeline", "data", "micro_batches", "overlap_chunks",
+                               "overlap_min_tokens", "schedule"});
     SweepPlan sp;
     if (p["file"]) sp.file = r.str(p["file"], "plans[].file");
     if (p["tensor"]) sp.tp = static_cast<int>(r.integer(p["tensor"], "plans[].tensor", 1));
@@ -437,6 +442,8 @@ SweepSpec parse_sweep(const std::string& text, const std::string& source) {
     if (p["data"]) sp.dp = static_cast<int>(r.integer(p["data"], "plans[].data", 1));
     if (p["micro_batches"]) sp.micro_batches = static_cast<int>(r.integer(p["micro_batches"], "plans[].micro_batches", 1));
     if (p["overlap_chunks"]) sp.overlap_chunks = static_cast<int>(r.integer(p["overlap_chunks"], "plans[].overlap_chunks", 1));
+    if (p["overlap_min_tokens"])
+      sp.overlap_min_tokens = static_cast<int>(r.integer(p["overlap_min_tokens"], "plans[].overlap_min_tokens", 1));
     if (p["schedule"]) {
       const std::string sched = r.str(p["schedule"], "plans[].schedule");
       if (sched != "steps" && sched != "interleaved")

@@ -388,15 +388,18 @@ class PlanReader {
   }
 
   void read_comm(const YAML::Node& node) {
-    if (!expect_map(node, "comm", "backend, overlap_chunks, timeout_s")) return;
+    if (!expect_map(node, "comm", "backend, overlap_chunks, overlap_min_tokens, timeout_s")) return;
     auto& c = plan_.comm;
-    for_each_key(node, "comm", {"backend", "overlap_chunks", "timeout_s"}, [&](const std::string& key, const YAML::Node& v) {
+    for_each_key(node, "comm", {"backend", "overlap_chunks", "overlap_min_tokens", "timeout_s"},
+                 [&](const std::string& key, const YAML::Node& v) {
       const std::string field = "comm." + key;
       if (key == "backend") {
         if (auto s = get_choice(v, field, {"auto", "mpi", "nccl"}))
           c.backend = *s == "mpi" ? CommBackend::kMpi : *s == "nccl" ? CommBackend::kNccl : CommBackend::kAuto;
       } else if (key == "overlap_chunks") {
         set_int(c.overlap_chunks, v, field, 1, 64);
+      } else if (key == "overlap_min_tokens") {
+        set_int(c.overlap_min_tokens, v, field, 1, 1 << 20);
       } else {
         char* end = nullptr;
         const std::string s = v.IsScalar() ? v.Scalar() : "";

@@ -32,9 +32,16 @@ class LlamaModel {
   };
 
   const ModelConfig& config() const { return config_; }
-  // With TP, split each step's tokens into `chunks` row groups so one group's all-reduce runs while
-  // the next group computes (comm.overlap_chunks in the plan); 1 turns overlap off.
-  void set_overlap_chunks(int chunks) { overlap_chunks_ = chunks < 1 ? 1 : chunks; }
+  // With TP, split each step's tokens into up to `chunks` row groups of at least `min_tokens` each, so
+  // one group's all-reduce runs while the next group computes (comm.overlap_chunks and
+  // comm.overlap_min_tokens in the plan); 1 turns overlap off. Steps too short to keep min_tokens per
+  // group are not split: they are bound by reading the weights, which each group reads again.
+  void set_overlap_chunks(int chunks, int min_tokens = 128) {
+    overlap_chunks_ = chunks < 1 ? 1 : chunks;
+    overlap_min_tokens_ = min_tokens < 1 ? 1 : min_tokens;
+  }
+  // The row groups a step of `tokens` tokens is split into under those settings (>= 1).
+  static int64_t overlap_chunks(int64_t tokens, int64_t chunks, int64_t min_tokens);
   const Timings& timings() const { return timings_; }
   const ShardSpec& spec() const { return spec_; }
 
@@ -97,6 +104,7 @@ class LlamaModel {
   KvCache& kv_;
   RopeParams rope_;
   int overlap_chunks_ = 1;
+  int overlap_min_tokens_ = 128;
   Timings timings_;
   // Steps of up to this many tokens run the fused QKV stack as one matmul and split its rows: they are
   // bound by streaming the weights, and one 12288-wide product streams faster than three 4096-wide ones

@@ -149,9 +149,9 @@ phase_scaling() {
         echo "  - {name: $name-intl, tensor: $tp, pipeline: $pp, schedule: interleaved}"
       else
         echo "  - {name: $name, tensor: $tp}"
-        # Decode GEMMs below ~128 rows are weight-bound: splitting the batch for overlap reads every
-        # weight twice. The same plan without the split shows what overlap costs there.
-        echo "  - {name: $name-nochunk, tensor: $tp, overlap_chunks: 1}"
+        # Decode GEMMs below ~128 rows are weight-bound, so decode steps are not split for overlap
+        # (comm.overlap_min_tokens 128). The same plan with the split forced shows what it would cost.
+        echo "  - {name: $name-chunk, tensor: $tp, overlap_min_tokens: 1}"
       fi
     done
     echo "batch: [1, 64]"

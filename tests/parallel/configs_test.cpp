@@ -93,6 +93,7 @@ TEST(Configs, ReadmeExampleSetsEveryKey) {
        {"model.path", "model.dtype", "model.shape", "parallel.tensor", "parallel.pipeline", "parallel.data",
         "parallel.micro_batches", "parallel.stages", "offload.device_budget", "offload.host_budget", "offload.cold_tier",
         "offload.prefetch_depth", "offload.rules", "offload.per_rank", "comm.backend", "comm.overlap_chunks",
+        "comm.overlap_min_tokens",
         "comm.timeout_s", "serve.port", "serve.max_batch_tokens", "serve.max_seqs", "serve.kv_budget",
         "serve.block_size", "serve.max_queue", "offload.rules[0].match", "offload.rules[0].tier",
         "offload.per_rank[0].ranks", "offload.per_rank[0].device_budget", "offload.per_rank[0].host_budget",

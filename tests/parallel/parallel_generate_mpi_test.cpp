@@ -83,6 +83,7 @@ TEST_P(ParallelLayouts, MatchSingleRank) {
 
   launcher::RankRuntime rank(parsed.plan, "");
   rank.configure(options.generator);
+  options.overlap_min_tokens = 1;  // chunks of any size: these short prompts take the overlapped TP path
   launcher::ModelSession session(options, rank.placement());
   session.prepare(256);
   // Data parallel: replica d takes requests d, d + DP, ...
@@ -108,6 +109,35 @@ TEST_P(ParallelLayouts, MatchSingleRank) {
                                                         << " bytes of " << whole.checkpoint_bytes_read();
   }
   g_world->barrier();
+}
+
+// The plan's overlap settings reach the model: a TP2 pass over 7 tokens runs each layer's two all-reduces
+// whole under the default comm.overlap_min_tokens (128: a short step is bound by reading the weights,
+// which every chunk would read again), and in 2 chunks each with overlap_min_tokens 1; 4 chunks asked
+// for with 3-token chunks give 2.
+TEST(OverlapChunks, ShortStepsRunWholeUnlessThePlanSaysOtherwise) {
+  if (g_world->size() != 2) GTEST_SKIP() << "needs 2 ranks";
+  const std::string path = model_path("fixture:llama_gqa_untied");
+  const std::vector<int32_t> prompt = {1, 17, 29, 5, 88, 41, 7};
+  const int64_t layers = 2;  // the fixture's num_hidden_layers
+  for (auto [comm, per_layer] : {std::pair<std::string, int64_t>{"", 2},
+                                 {"  overlap_min_tokens: 1\n", 4},
+                                 {"  overlap_chunks: 4\n  overlap_min_tokens: 3\n", 4}}) {
+    const std::string yaml = "model:\n  path: " + path + "\nparallel:\n  tensor: 2\ncomm:\n  timeout_s: 60\n" + comm;
+    const parallel::ParsedPlan parsed = parallel::parse_plan(yaml, "overlap.yaml");
+    ASSERT_TRUE(parsed.ok()) << parallel::join_diagnostics(parsed.diagnostics);
+    launcher::SessionOptions options;
+    options.model_path = path;
+    options.threads = 1;
+    launcher::RankRuntime rank(parsed.plan, "");
+    rank.configure(options.generator);
+    const auto session = launcher::open_session(options, &rank);  // applies the plan's comm section
+    session->prepare(64);
+    const int64_t before = session->model().timings().all_reduces;
+    (void)session->generator().score(prompt);
+    EXPECT_EQ(session->model().timings().all_reduces - before, per_layer * layers) << yaml;
+    g_world->barrier();
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(

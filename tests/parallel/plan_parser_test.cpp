@@ -42,6 +42,7 @@ TEST(PlanParser, MinimalPlanFromTheIssue) {
   EXPECT_DOUBLE_EQ(p.plan.offload.batch_wait_ms, 2.0);
   EXPECT_EQ(p.plan.comm.backend, CommBackend::kAuto);
   EXPECT_EQ(p.plan.comm.overlap_chunks, 2);
+  EXPECT_EQ(p.plan.comm.overlap_min_tokens, 128);
   EXPECT_DOUBLE_EQ(p.plan.comm.timeout_s, 60.0);
   EXPECT_EQ(p.plan.serve.port, 8080);
   EXPECT_EQ(p.plan.serve.block_size, 16);
@@ -68,7 +69,7 @@ offload:
   batch_wait_ms: 7.5
   rules: [{match: "blk.*.ffn_*", tier: host}, {match: output.weight, tier: device}]
   per_rank: [{ranks: "0-3, 7", device_budget: "40%", host_budget: 1GB}]
-comm: {backend: nccl, overlap_chunks: 4, timeout_s: 12.5}
+comm: {backend: nccl, overlap_chunks: 4, overlap_min_tokens: 32, timeout_s: 12.5}
 serve:
   port: 9000
   max_batch_tokens: 2048
@@ -101,6 +102,7 @@ serve:
   EXPECT_EQ(plan.offload.per_rank[0].host_budget.bytes, 1000000000);
   EXPECT_EQ(plan.comm.backend, CommBackend::kNccl);
   EXPECT_EQ(plan.comm.overlap_chunks, 4);
+  EXPECT_EQ(plan.comm.overlap_min_tokens, 32);
   EXPECT_DOUBLE_EQ(plan.comm.timeout_s, 12.5);
   EXPECT_EQ(plan.serve.port, 9000);
   EXPECT_EQ(plan.serve.max_batch_tokens, 2048);
@@ -137,6 +139,7 @@ TEST(PlanParser, WrongTypeNamesFieldAndValue) {
   EXPECT_NE(only_error("serve:\n  port: 70000\n").message.find("serve.port must be at most 65535, got '70000'"),
             std::string::npos);
   EXPECT_NE(only_error("comm:\n  timeout_s: soon\n").message.find("positive number of seconds"), std::string::npos);
+  EXPECT_NE(only_error("comm:\n  overlap_min_tokens: 0\n").message.find("comm.overlap_min_tokens"), std::string::npos);
   EXPECT_NE(only_error("serve:\n  block_size: 24\n").message.find("power of two"), std::string::npos);
   EXPECT_NE(only_error("parallel: 4\n").message.find("parallel must be a map"), std::string::npos);
 }
