@@ -225,17 +225,24 @@ struct SplitPlan {
 
 int gmax_for(int64_t g) { return g <= 1 ? 1 : g <= 2 ? 2 : g <= 4 ? 4 : g <= 8 ? 8 : 16; }
 
-// Splits are multiples of kSplitGrain keys (not whole tiles): a single long sequence then still spreads
-// over many SMs.
-constexpr int kSplitGrain = 64;
+// Splits are multiples of split_grain keys (not whole tiles): a single long sequence then still spreads
+// over many SMs, and a short one over several. 16 by default; set_attention_decode_split_grain overrides
+// it (tuning runs).
+int split_grain = 16;
 
 SplitPlan plan_splits(const AttentionArgs& a, int sm_count) {
-  const int tile = kSplitGrain;
+  const int tile = split_grain;
   const int64_t max_pos = std::max<int64_t>(a.max_position, 1);
-  const int64_t max_splits = (max_pos + tile - 1) / tile;
+  // At least 32 keys of work per query head in a split (16 keys with 2 or more heads per KV head): below
+  // that the split's fixed costs and the merge outweigh the parallelism. H200, 1 token, per-warp kernel,
+  // us per launch: MHA at 80 keys (table width 128) 2 / 4 / 8 splits 8.6 / 6.7 / 7.5; GQA 8 at 80 keys
+  // 2 / 4 / 8 splits 17.2 / 11.7 / 9.8 (tests/gpu/attention_splits).
+  const int64_t group = std::max<int64_t>(a.n_heads / std::max<int64_t>(a.n_kv_heads, 1), 1);
+  const int64_t min_keys = std::max<int64_t>(tile, 32 / group);
+  const int64_t max_splits = std::max<int64_t>((max_pos + min_keys - 1) / min_keys, 1);
   const int64_t blocks = std::max<int64_t>(a.n_tokens * a.n_kv_heads, 1);
   // About 4 blocks per SM: at 4000 keys (MHA, H200) 16 splits took 34 us against 41 for 32 with the
-  // per-warp kernel, 54 against 63 with the tiles (tests/gpu/attention_splits).
+  // per-warp kernel, 54 against 63 with the tiles; GQA 8 at 4000 keys 64 splits 38 us, 32 splits 40.
   const int64_t wanted = (4 * int64_t{sm_count} + blocks - 1) / blocks;
   const int64_t splits = std::clamp<int64_t>(wanted, 1, max_splits);
   int64_t per = (max_pos + splits - 1) / splits;
@@ -278,6 +285,13 @@ void launch_hd(const AttentionArgs& a, const SplitPlan& plan, float* part_o, flo
 
 int64_t attention_decode_splits(const AttentionArgs& a, int sm_count) { return plan_splits(a, sm_count).splits; }
 
+int attention_decode_split_grain() { return split_grain; }
+void set_attention_decode_split_grain(int keys) {
+  STRATA_CHECK(keys == 16 || keys == 32 || keys == 64 || keys == 128,
+               "decode attention split grain must be 16, 32, 64 or 128 keys, got ", keys);
+  split_grain = keys;
+}
+
 int64_t attention_decode_scratch_bytes(const AttentionArgs& a, int64_t splits) {
   if (splits <= 1) return 0;
   return a.n_tokens * a.n_heads * splits * (a.head_dim + 2) * int64_t{sizeof(float)};
@@ -292,7 +306,7 @@ void launch_attention_decode(const AttentionArgs& a, int64_t splits, void* scrat
   // The caller sized the scratch from attention_decode_splits with the same sm_count; recompute the plan
   // from the split count it chose.
   SplitPlan plan;
-  const int tile = kSplitGrain;
+  const int tile = split_grain;
   const int64_t max_pos = std::max<int64_t>(a.max_position, 1);
   int64_t per = (max_pos + splits - 1) / splits;
   per = (per + tile - 1) / tile * tile;

@@ -92,6 +92,10 @@ struct AttentionArgs {
 };
 // Keys per split of the decode kernel's context.
 int64_t attention_decode_splits(const AttentionArgs& a, int sm_count);
+// Keys a split's length is a multiple of (16 by default). Process-wide, for tuning runs: attention_splits,
+// and the CUDA backend from STRATA_DECODE_SPLIT_GRAIN.
+int attention_decode_split_grain();
+void set_attention_decode_split_grain(int keys);
 // Scratch bytes the decode kernel needs for `splits` (0 when splits == 1).
 int64_t attention_decode_scratch_bytes(const AttentionArgs& a, int64_t splits);
 void launch_attention_decode(const AttentionArgs& a, int64_t splits, void* scratch, cudaStream_t stream);

@@ -3,13 +3,14 @@
 // of 32 launches (one KV cache per layer, as in a decode step), each output checked against a
 // double-precision host reference. Prints us per launch and which split count attention_decode_splits()
 // picks, to tune that rule and compare the kernels. Built with the CUDA build (target attention_splits);
-// run: build-gpu/tests/attention_splits.
+// run: build-gpu/tests/attention_splits (STRATA_DECODE_SPLIT_GRAIN=16 for 16-key split steps).
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <vector>
@@ -50,6 +51,9 @@ int main() {
   int sm = 0;
   CHECK_CUDA(cudaDeviceGetAttribute(&sm, cudaDevAttrMultiProcessorCount, 0));
   cu::set_pdl_enabled(true);
+  // STRATA_DECODE_SPLIT_GRAIN as in the backend: the keys a split's length is a multiple of.
+  if (const char* g = std::getenv("STRATA_DECODE_SPLIT_GRAIN")) cu::set_attention_decode_split_grain(std::atoi(g));
+  std::printf("split grain %d keys\n", cu::attention_decode_split_grain());
   std::mt19937 rng(7);
   std::normal_distribution<float> normal(0.f, 1.f);
   std::printf("%-34s %6s %7s %10s %9s\n", "case (1 token)", "splits", "kernel", "us/launch", "rel err");
@@ -116,10 +120,11 @@ int main() {
     a.sm_count = sm;
     const int64_t rule = cu::attention_decode_splits(a, sm);
     CHECK_CUDA(cudaMalloc(&scratch, std::max<int64_t>(cu::attention_decode_scratch_bytes(a, 64), 16)));
-    for (int64_t splits : {int64_t{1}, int64_t{2}, int64_t{4}, int64_t{8}, int64_t{16}, int64_t{32}}) {
-      if ((splits - 1) * 64 >= a.max_position) break;  // the plan cannot make more splits than 64-key pieces
+    const int64_t grain = cu::attention_decode_split_grain();
+    for (int64_t splits : {int64_t{1}, int64_t{2}, int64_t{4}, int64_t{8}, int64_t{16}, int64_t{32}, int64_t{64}}) {
+      if ((splits - 1) * grain >= a.max_position) break;  // the plan cannot make more splits than grain-key pieces
       int64_t per = (a.max_position + splits - 1) / splits;  // the plan launch_attention_decode makes
-      per = (per + 63) / 64 * 64;
+      per = (per + grain - 1) / grain * grain;
       const int64_t made = (a.max_position + per - 1) / per;
       if (made != splits) continue;  // the same launch as a smaller count
       for (bool warps : {false, true}) {
