@@ -433,8 +433,9 @@ SweepSpec parse_sweep(const std::string& text, const std::string& source) {
   if (!plans || !plans.IsSequence() || plans.size() == 0) r.fail(root, "a sweep needs a non-empty list of plans");
   std::set<std::string> names;
   for (const auto& p : plans) {
-    r.keys(p, "plans[]", {"name", "file", "tensor", "pipeline", "data", "micro_batches", "overlap_chunks",
-                               "overlap_min_tokens", "schedule"});
+    r.keys(p, "plans[]",
+           {"name", "file", "tensor", "pipeline", "data", "micro_batches", "overlap_chunks", "overlap_min_tokens",
+            "schedule"});
     SweepPlan sp;
     if (p["file"]) sp.file = r.str(p["file"], "plans[].file");
     if (p["tensor"]) sp.tp = static_cast<int>(r.integer(p["tensor"], "plans[].tensor", 1));

@@ -122,7 +122,7 @@ struct SweepPlan {
   std::string name;
   std::string file;   // an existing plan file (its model.path is replaced by the sweep's model), or
   int tp = 1, pp = 1, dp = 1, micro_batches = 0, overlap_chunks = 2;  // sizes of a generated plan
-  int overlap_min_tokens = 128;
+  int overlap_min_tokens = 128;                                       // comm.overlap_min_tokens
   bool interleaved = false;                                           // schedule: interleaved
   int world() const { return tp * pp * dp; }
 };

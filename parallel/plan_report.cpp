@@ -87,7 +87,7 @@ std::string describe(const Plan& plan, const ModelConfig& c, const Partition& p)
       << " + tp); "
       << (par.interleaved ? "interleaved pipeline schedule" : cat("micro-batches ", plan.micro_batches())) << "\n";
   out << "  comm    " << comm_backend_name(plan.comm.backend) << ", overlap_chunks " << plan.comm.overlap_chunks
-      << " (from " << plan.comm.overlap_min_tokens << " tokens each)"
+      << " of >= " << plan.comm.overlap_min_tokens << " tokens"
       << ", timeout " << plan.comm.timeout_s << " s\n";
   out << "  stages  " << (par.stages.empty() ? "balanced" : "explicit") << ":";
   for (size_t i = 0; i < p.stages.size(); ++i)

@@ -153,13 +153,11 @@ class CudaBackend final : public Backend {
     CHECK_CUDA(cudaDeviceGetDefaultMemPool(&pool, device));
     uint64_t keep = UINT64_MAX;
     CHECK_CUDA(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
-    if (const char* g = std::getenv("STRATA_CUDA_GRAPHS"); g != nullptr && std::string(g) == "0") options_.graphs = false;
+    options_.graphs = env_int("STRATA_CUDA_GRAPHS", 0, 1, options_.graphs ? 1 : 0) != 0;
     // Programmatic dependent launch needs Hopper; one process drives devices of one kind in practice, so
     // the switch is process-wide and the last backend made sets it.
-    const char* pdl = std::getenv("STRATA_CUDA_PDL");
-    cuda::set_pdl_enabled(prop.major >= 9 && !(pdl != nullptr && std::string(pdl) == "0"));
-    use_lt_ = options_.cublaslt;
-    if (const char* g = std::getenv("STRATA_CUBLASLT"); g != nullptr && std::string(g) == "0") use_lt_ = false;
+    cuda::set_pdl_enabled(prop.major >= 9 && env_int("STRATA_CUDA_PDL", 0, 1, 1) != 0);
+    use_lt_ = env_int("STRATA_CUBLASLT", 0, 1, options_.cublaslt ? 1 : 0) != 0;
   }
   ~CudaBackend() override {
     // Tensors that outlive the backend free synchronously (their stream is about to go away).

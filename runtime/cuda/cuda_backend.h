@@ -31,10 +31,10 @@ struct CudaBackendOptions {
   // STRATA_DECODE_ATTN_WARPS=0/1 overrides it.
   bool decode_attention_warps = true;
   // Decode steps recorded once per shape as CUDA graphs and replayed (Backend::capture). The environment
-  // variable STRATA_CUDA_GRAPHS=0 turns it off, and so does STRATA_CUDA_PROFILE (per-op events).
+  // variable STRATA_CUDA_GRAPHS=0/1 overrides it; STRATA_CUDA_PROFILE (per-op events) turns it off too.
   bool graphs = true;
   // Matmuls with 16-bit inputs and an f32 output (the LM head) through cuBLASLt instead of cublasGemmEx.
-  // STRATA_CUBLASLT=0 turns it off.
+  // STRATA_CUBLASLT=0/1 overrides it.
   bool cublaslt = true;
 };
 

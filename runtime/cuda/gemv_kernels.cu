@@ -1,7 +1,8 @@
 // runtime/cuda/gemv_kernels.cu: matmul for few rows (decode, M <= 8): out[m, n] = x[m, :] . w[n, :].
 // Memory-bound on the weights: warps own weight rows (two each for plain weights, one for quantized),
 // 16-byte streaming loads (evict-first, so x stays in L1/L2), several loads in flight per lane, a warp
-// reduction per output. q8_0/q4_0 rows are dequantized on the fly, one 32-element block per lane. Not for M > 8: cuBLAS takes those (gemm.cpp).
+// reduction per output. q8_0/q4_0 rows are dequantized on the fly, one 32-element block per lane. Not for
+// M > 8: cuBLAS takes those (gemm.cpp).
 #include <cstdint>
 #include <type_traits>
 

@@ -3,7 +3,7 @@
 // of 32 launches (one KV cache per layer, as in a decode step), each output checked against a
 // double-precision host reference. Prints us per launch and which split count attention_decode_splits()
 // picks, to tune that rule and compare the kernels. Built with the CUDA build (target attention_splits);
-// run: build-gpu/tests/attention_splits (STRATA_DECODE_SPLIT_GRAIN=16 for 16-key split steps).
+// run: build-gpu/tests/attention_splits (STRATA_DECODE_SPLIT_GRAIN=16/32/64/128 sets the split step).
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
