@@ -236,9 +236,11 @@ SplitPlan plan_splits(const AttentionArgs& a, int sm_count) {
   // At least 32 keys of work per query head in a split (16 keys with 2 or more heads per KV head): below
   // that the split's fixed costs and the merge outweigh the parallelism. H200, 1 token, per-warp kernel,
   // us per launch: MHA at 80 keys (table width 128) 2 / 4 / 8 splits 8.6 / 6.7 / 7.5; GQA 8 at 80 keys
-  // 2 / 4 / 8 splits 17.2 / 11.7 / 9.8 (tests/gpu/attention_splits).
+  // 2 / 4 / 8 splits 17.2 / 11.7 / 9.8 (tests/gpu/attention_splits). And at least 4 keys per query head
+  // of the group: each split writes a partial of head_dim + 2 floats per query head, which then stays
+  // under a quarter of the K/V bytes the split reads (so 64 keys at 16 heads per KV head; not measured).
   const int64_t group = std::max<int64_t>(a.n_heads / std::max<int64_t>(a.n_kv_heads, 1), 1);
-  const int64_t min_keys = std::max<int64_t>(tile, 32 / group);
+  const int64_t min_keys = std::max({int64_t{tile}, 32 / group, 4 * group});
   const int64_t max_splits = std::max<int64_t>((max_pos + min_keys - 1) / min_keys, 1);
   const int64_t blocks = std::max<int64_t>(a.n_tokens * a.n_kv_heads, 1);
   // About 4 blocks per SM: at 4000 keys (MHA, H200) 16 splits took 34 us against 41 for 32 with the
