@@ -7,6 +7,7 @@
 #include <string>
 
 #include "offload/residency.h"
+#include "parallel/plan.h"
 #include "runtime/backend.h"
 #include "runtime/collective.h"
 #include "runtime/formats/checkpoint.h"
@@ -31,7 +32,7 @@ struct SessionOptions {
   int64_t block_size = 16;
   GeneratorOptions generator;
   int overlap_chunks = 2;  // TP all-reduce / compute overlap (comm.overlap_chunks); 1 = off
-  int overlap_min_tokens = 128;  // tokens per chunk for a step to be split (comm.overlap_min_tokens)
+  int overlap_min_tokens = parallel::kDefaultOverlapMinTokens;  // per chunk for a split (comm.overlap_min_tokens)
   // Weight offload (offload/): when set, weights are placed on tiers under its budgets and cold ones
   // stream; unset keeps every weight resident. Filled from --device-budget & co. or the plan.
   std::optional<offload::ResidencyConfig> offload;

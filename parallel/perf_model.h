@@ -55,7 +55,7 @@ struct PlanShape {
   // bubble, and micro_batches is not used.
   bool interleaved = false;
   int overlap_chunks = 1;
-  int overlap_min_tokens = 128;  // comm.overlap_min_tokens
+  int overlap_min_tokens = kDefaultOverlapMinTokens;  // comm.overlap_min_tokens
   DType dtype = DType::kBF16;
   std::vector<int64_t> stage_layers;  // layers of each stage; empty = balanced over pp
   int64_t host_stream_bytes = 0;      // streamed from pinned host memory per pass, the worst rank
@@ -122,7 +122,7 @@ struct SweepPlan {
   std::string name;
   std::string file;   // an existing plan file (its model.path is replaced by the sweep's model), or
   int tp = 1, pp = 1, dp = 1, micro_batches = 0, overlap_chunks = 2;  // sizes of a generated plan
-  int overlap_min_tokens = 128;                                       // comm.overlap_min_tokens
+  int overlap_min_tokens = kDefaultOverlapMinTokens;                  // comm.overlap_min_tokens
   bool interleaved = false;                                           // schedule: interleaved
   int world() const { return tp * pp * dp; }
 };

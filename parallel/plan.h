@@ -99,12 +99,14 @@ struct OffloadSection {
   std::vector<RankBudget> per_rank;
 };
 
+// Tokens each overlap chunk must keep for a step to be split: smaller steps are bound by reading the
+// weights, which every chunk would read again (a decode step of 16 tokens in 2 chunks reads them twice).
+inline constexpr int kDefaultOverlapMinTokens = 128;
+
 struct CommSection {
   CommBackend backend = CommBackend::kAuto;
   int overlap_chunks = 2;
-  // Tokens each chunk must keep for a step to be split: smaller steps are bound by reading the weights,
-  // which every chunk would read again (a decode step of 16 tokens in 2 chunks reads them twice).
-  int overlap_min_tokens = 128;
+  int overlap_min_tokens = kDefaultOverlapMinTokens;
   double timeout_s = 60.0;
 };
 

@@ -36,7 +36,7 @@ class LlamaModel {
   // one group's all-reduce runs while the next group computes (comm.overlap_chunks and
   // comm.overlap_min_tokens in the plan); 1 turns overlap off. Steps too short to keep min_tokens per
   // group are not split: they are bound by reading the weights, which each group reads again.
-  void set_overlap_chunks(int chunks, int min_tokens = 128) {
+  void set_overlap_chunks(int chunks, int min_tokens) {
     overlap_chunks_ = chunks < 1 ? 1 : chunks;
     overlap_min_tokens_ = min_tokens < 1 ? 1 : min_tokens;
   }
@@ -104,7 +104,7 @@ class LlamaModel {
   KvCache& kv_;
   RopeParams rope_;
   int overlap_chunks_ = 1;
-  int overlap_min_tokens_ = 128;
+  int overlap_min_tokens_ = 1;  // set with overlap_chunks_ (which starts at 1: no split)
   Timings timings_;
   // Steps of up to this many tokens run the fused QKV stack as one matmul and split its rows: they are
   // bound by streaming the weights, and one 12288-wide product streams faster than three 4096-wide ones
