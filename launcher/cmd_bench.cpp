@@ -96,12 +96,12 @@ int run_decode(const Args& args, const SessionOptions& options, RankRuntime* ran
   // Arrival times of sequence 0's tokens: time to first token and inter-token latency percentiles.
   std::vector<double> arrivals;
   arrivals.reserve(static_cast<size_t>(n));
-  // One untimed pass over the same shapes first: lazy kernel loading, cuBLAS heuristics and pool growth
-  // belong to start-up, not to the step times. Its prompt differs so the prefix cache cannot serve the
-  // timed prefill.
+  // One untimed pass over the same shapes first: lazy kernel loading, cuBLAS heuristics, pool growth and
+  // the recording of each decode graph (one per batch bucket and block-table width, several ms each; the
+  // width grows as the context does, so the pass runs the full length) belong to start-up, not to the
+  // step times. Its prompt differs so the prefix cache cannot serve the timed prefill.
   GenerationRequest warm = r;
   for (int32_t& id : warm.prompt) id = static_cast<int32_t>(1 + (id + 1) % (session.config().vocab_size - 1));
-  warm.max_new_tokens = std::min<int64_t>(n, 4);
   session.generator().generate(std::vector<GenerationRequest>(static_cast<size_t>(local), warm), nullptr);
   const GenerationStats before = session.generator().stats();
   // Sequence 0 gets one token per step, so its callback sees every step's counters.

@@ -25,7 +25,7 @@ fi
 IFS='|' read -r -a variants <<<"${VARIANTS:-default}"
 # gpu ms: device time of a recorded step (forward and LM head, events around the graph replay); the rest
 # of ms/step is sampling and the host between steps.
-printf '%-44s %6s %10s %9s %9s %8s\n' variant batch tok/s ms/step GB/s "gpu ms" | tee -a "$out/table.txt"
+printf '%-44s %6s %10s %9s %8s %9s %8s\n' variant batch tok/s ms/step "itl p50" GB/s "gpu ms" | tee -a "$out/table.txt"
 for v in "${variants[@]}"; do
   settings=()
   [ "$v" != default ] && read -r -a settings <<<"$v"
@@ -39,7 +39,7 @@ r = json.load(open(sys.argv[1]))
 copy = float(sys.argv[3])
 share = f" {100 * r['weight_gbs'] / copy:5.1f}% of copy"
 gpu = f"{r['graph_gpu_ms']:8.3f}" if r.get('graph_replays') else f"{'-':>8s}"
-print(f"{sys.argv[2]:44s} {r['batch']:6d} {r['decode_tokens_per_s']:10.1f} {r['ms_per_step']:9.3f} {r['weight_gbs']:9.0f} {gpu}{share}")
+print(f"{sys.argv[2]:44s} {r['batch']:6d} {r['decode_tokens_per_s']:10.1f} {r['ms_per_step']:9.3f} {r['itl_ms']['p50']:8.3f} {r['weight_gbs']:9.0f} {gpu}{share}")
 PY
   done
 done

@@ -36,6 +36,6 @@ echo "== summary (everything in $out/session.tgz)"
 sed -n '/== summary/,$p' "$work/logs/run.log" | sed 1d
 grep -E 'FAILED|Failure' "$work/logs/gpu_test.log" 2>/dev/null | head -5
 grep -E '\*rule' "$work/logs/attention_splits.txt" | grep warps
-head -14 "$work/logs/gemv_chain.txt"
+cat "$work/logs/gemv_chain.txt"
 cat "$work/logs/decode_sweep.txt"
 rm -rf "$work"
