@@ -29,6 +29,11 @@ void Backend::rope_kv_write(Tensor& q, Tensor& k, const Tensor& v, const Tensor&
   kv_write(k, v, slots, k_cache, v_cache);
 }
 
+bool Backend::rope_kv_attention(Tensor&, Tensor&, const Tensor&, const AttentionBatch&, const RopeParams&, Tensor&,
+                                Tensor&, float, Tensor&) {
+  return false;
+}
+
 std::vector<int64_t> split_column_widths(const Tensor& x, const std::vector<Tensor*>& parts) {
   STRATA_CHECK(x.rank() >= 1 && !parts.empty() && parts.size() <= 4, "split_columns: x ", shape_str(x.shape()),
                " into ", parts.size(), " parts; want a tensor with leading rows and 1..4 parts");

@@ -99,6 +99,12 @@ class Backend {
   // and cache write, which backends may run as one launch. The default makes the three calls.
   virtual void rope_kv_write(Tensor& q, Tensor& k, const Tensor& v, const Tensor& positions, const RopeParams& params,
                              const Tensor& slots, Tensor& k_cache, Tensor& v_cache);
+  // rope_kv_write(q, k, v, batch.positions, params, batch.slots, ...) then attention(q, ...) for a step of
+  // one token per sequence, where a backend runs both in one launch: returns true when it did, false (and
+  // touches nothing) when the caller must make the two calls. q and k may be left unrotated. The default
+  // returns false.
+  virtual bool rope_kv_attention(Tensor& q, Tensor& k, const Tensor& v, const AttentionBatch& batch,
+                                 const RopeParams& params, Tensor& k_cache, Tensor& v_cache, float scale, Tensor& out);
   // out[T, H, hd] = causal softmax(q k^T * scale) v over each token's sequence; GQA maps query head
   // h to KV head h / (H / Hkv).
   virtual void attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const AttentionBatch& batch,

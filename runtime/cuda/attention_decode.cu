@@ -320,6 +320,7 @@ void launch_attention_decode(const AttentionArgs& a, int64_t splits, void* scrat
   if (a.decode_warps && attention_decode_warps_supports(a)) {
     launch_attention_decode_warps(a, plan.keys_per_split, plan.splits, part_o, part_ml, stream);
   } else {
+    STRATA_CHECK(a.new_k == nullptr, "internal: rope and the cache write fold only into the per-warp decode kernel");
     switch (a.kv_dt) {
       case DType::kBF16: launch_hd<__nv_bfloat16>(a, plan, part_o, part_ml, stream); break;
       case DType::kF16: launch_hd<__half>(a, plan, part_o, part_ml, stream); break;

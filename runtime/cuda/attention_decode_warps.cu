@@ -47,6 +47,28 @@ __device__ __forceinline__ void to_float(const typename Slice<EPL>::type& raw, f
   }
 }
 
+// The token's own key and value into the caches (AttentionArgs::new_k): k rotated by its position (kHalf
+// pairs over the whole head, as rope_kv_write does), v as it is. Run by the split that will read them.
+template <typename TKV, int kHd>
+__device__ void write_new_kv(const AttentionArgs& a, int t, int kvh, int pos) {
+  const int64_t slot = a.slots[t];
+  if (slot < 0 || slot >= a.cache_rows) return;  // a padding token
+  const int64_t src = (int64_t{t} * a.n_kv_heads + kvh) * kHd, dst = (slot * a.n_kv_heads + kvh) * kHd;
+  const auto* k = static_cast<const TKV*>(a.new_k);
+  const auto* v = static_cast<const TKV*>(a.new_v);
+  auto* kc = static_cast<TKV*>(const_cast<void*>(a.k_cache));
+  auto* vc = static_cast<TKV*>(const_cast<void*>(a.v_cache));
+  constexpr int kHalf = kHd / 2;
+  for (int j = threadIdx.x; j < kHalf; j += blockDim.x) {
+    const float x0 = cuda::to_float(k[src + j]), x1 = cuda::to_float(k[src + j + kHalf]);
+    float sn, cs;
+    sincosf(static_cast<float>(pos) * a.inv_freq[j], &sn, &cs);
+    kc[dst + j] = from_float<TKV>(x0 * cs - x1 * sn);
+    kc[dst + j + kHalf] = from_float<TKV>(x0 * sn + x1 * cs);
+  }
+  for (int d = threadIdx.x; d < kHd; d += blockDim.x) vc[dst + d] = v[src + d];
+}
+
 template <typename TKV, int EPL, int GMAX>
 __global__ __launch_bounds__(kWarps * 32) void attention_decode_warps_kernel(AttentionArgs a, int keys_per_split,
                                                                              int splits, float* part_o,
@@ -77,13 +99,33 @@ __global__ __launch_bounds__(kWarps * 32) void attention_decode_warps_kernel(Att
   if (staged)
     for (int i = threadIdx.x; i < n_blocks; i += kWarps * 32) blocks_s[i] = table[first_block + i];
 
+  const bool rope = a.new_k != nullptr;
+  const int pos = a.positions[t];
+  if (rope && start <= pos && pos < end) write_new_kv<TKV, kHd>(a, t, kvh, pos);
+
   float q[GMAX][EPL];
 #pragma unroll
   for (int g = 0; g < GMAX; ++g)
 #pragma unroll
     for (int i = 0; i < EPL; ++i)
-      q[g][i] = g < G ? load_elem(a.q, a.q_dt, (int64_t{t} * H + kvh * G + g) * kHd + lane * EPL + i) * a.scale : 0.f;
-  __syncthreads();  // blocks_s
+      q[g][i] = g < G ? load_elem(a.q, a.q_dt, (int64_t{t} * H + kvh * G + g) * kHd + lane * EPL + i) : 0.f;
+  if (rope) {  // element d pairs with d +- kHd / 2, which lane ^ 16 holds at the same index
+#pragma unroll
+    for (int i = 0; i < EPL; ++i) {
+      float sn, cs;
+      sincosf(static_cast<float>(pos) * a.inv_freq[(lane * EPL + i) % (kHd / 2)], &sn, &cs);
+#pragma unroll
+      for (int g = 0; g < GMAX; ++g) {
+        const float other = __shfl_xor_sync(0xffffffffu, q[g][i], 16);
+        q[g][i] = lane < 16 ? q[g][i] * cs - other * sn : other * sn + q[g][i] * cs;
+      }
+    }
+  }
+#pragma unroll
+  for (int g = 0; g < GMAX; ++g)
+#pragma unroll
+    for (int i = 0; i < EPL; ++i) q[g][i] *= a.scale;
+  __syncthreads();  // blocks_s, and the token's own K and V rows
 
   const TKV* kc = static_cast<const TKV*>(a.k_cache);
   const TKV* vc = static_cast<const TKV*>(a.v_cache);

@@ -141,6 +141,7 @@ class CudaBackend final : public Backend {
     options_.fuse_rope_kv_write = env_int("STRATA_FUSED_ROPE_KV", 0, 1, options_.fuse_rope_kv_write ? 1 : 0) != 0;
     options_.decode_attention_warps =
         env_int("STRATA_DECODE_ATTN_WARPS", 0, 1, options_.decode_attention_warps ? 1 : 0) != 0;
+    options_.fuse_rope_attention = env_int("STRATA_FUSED_ROPE_ATTN", 0, 1, options_.fuse_rope_attention ? 1 : 0) != 0;
     // Process-wide like the PDL switch below: a tuning knob for tests/gpu/decode_sweep.sh.
     if (const int64_t ks = env_int("STRATA_GEMV_KS", 0, 4, -1); ks >= 0)
       cuda::set_gemv_split_override(static_cast<int>(ks));
@@ -405,6 +406,12 @@ class CudaBackend final : public Backend {
 
   void attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const AttentionBatch& batch,
                  float scale, Tensor& out) override;
+  bool rope_kv_attention(Tensor& q, Tensor& k, const Tensor& v, const AttentionBatch& batch, const RopeParams& params,
+                         Tensor& k_cache, Tensor& v_cache, float scale, Tensor& out) override;
+  // The attention's operands checked and gathered for a kernel launch.
+  cuda::AttentionArgs attention_args(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                                     const AttentionBatch& batch, float scale, Tensor& out);
+  void launch_decode_attention(const cuda::AttentionArgs& a);
 
   void sample(const Tensor& logits, const SampleRow* rows, int32_t* tokens, float* logprobs) override {
     if (logits.device() != Device::kCuda) return Backend::sample(logits, rows, tokens, logprobs);
@@ -656,8 +663,8 @@ void CudaBackend::matmul(const Tensor& x, const Tensor& w, const Tensor* bias, T
   if (!direct_out) cuda::launch_convert(gemm_out, DType::kF32, out.raw(), out.dtype(), m * n, s);
 }
 
-void CudaBackend::attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const AttentionBatch& batch,
-                            float scale, Tensor& out) {
+cuda::AttentionArgs CudaBackend::attention_args(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                                                const AttentionBatch& batch, float scale, Tensor& out) {
   const char* op = "attention";
   for (const Tensor* t : {&q, &k_cache, &v_cache, static_cast<const Tensor*>(&out), &batch.positions, &batch.token_seq,
                           &batch.block_tables})
@@ -678,9 +685,7 @@ void CudaBackend::attention(const Tensor& q, const Tensor& k_cache, const Tensor
                "attention: batch metadata must be i32 device tensors of the stated sizes");
   check_float(q, "q", op);
   check_float(out, "out", op);
-  if (T == 0) return;
-  STRATA_CHECK(batch.max_position > 0, "attention: batch.max_position must be the largest position + 1");
-  set_device();
+  STRATA_CHECK(T == 0 || batch.max_position > 0, "attention: batch.max_position must be the largest position + 1");
   cuda::AttentionArgs a;
   a.q = q.raw();
   a.q_dt = q.dtype();
@@ -704,6 +709,15 @@ void CudaBackend::attention(const Tensor& q, const Tensor& k_cache, const Tensor
   a.scale = scale;
   a.sm_count = sm_count_;
   a.decode_warps = options_.decode_attention_warps;
+  return a;
+}
+
+void CudaBackend::attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const AttentionBatch& batch,
+                            float scale, Tensor& out) {
+  cuda::AttentionArgs a = attention_args(q, k_cache, v_cache, batch, scale, out);
+  if (a.n_tokens == 0) return;
+  set_device();
+  const int64_t T = a.n_tokens;
 
   using Path = CudaBackendOptions::AttentionPath;
   Path path = options_.attention_path;
@@ -725,11 +739,43 @@ void CudaBackend::attention(const Tensor& q, const Tensor& k_cache, const Tensor
     cuda::launch_attention_prefill_simt(a, stream_.get());
     return;
   }
+  launch_decode_attention(a);
+}
+
+void CudaBackend::launch_decode_attention(const cuda::AttentionArgs& a) {
   const int64_t splits = cuda::attention_decode_splits(a, sm_count_);
   void* scratch = nullptr;
   if (const int64_t bytes = cuda::attention_decode_scratch_bytes(a, splits); bytes > 0)
     scratch = split_scratch_.get(static_cast<size_t>(bytes), stream_.get());
   cuda::launch_attention_decode(a, splits, scratch, stream_.get());
+}
+
+bool CudaBackend::rope_kv_attention(Tensor& q, Tensor& k, const Tensor& v, const AttentionBatch& batch,
+                                    const RopeParams& params, Tensor& k_cache, Tensor& v_cache, float scale,
+                                    Tensor& out) {
+  using Path = CudaBackendOptions::AttentionPath;
+  // One token per sequence: no token's attention reads a key that another block of the launch writes.
+  const int64_t T = q.rank() == 3 ? q.dim(0) : 0;
+  if (!options_.fuse_rope_attention || T == 0 || T != batch.n_seqs ||
+      (options_.attention_path != Path::kAuto && options_.attention_path != Path::kDecode))
+    return false;
+  const char* op = "rope_kv_attention";
+  const RopeParams p = checked_rope(q, batch.positions, params, op);
+  checked_rope(k, batch.positions, params, op);
+  check_kv_write(k, v, batch.slots, k_cache, v_cache, op);
+  cuda::AttentionArgs a = attention_args(q, k_cache, v_cache, batch, scale, out);
+  if (!a.decode_warps || !cuda::attention_decode_warps_supports(a) || p.style != RopeStyle::kHalf ||
+      p.rot_dim != a.head_dim || k.dtype() != k_cache.dtype() || v.dtype() != k_cache.dtype())
+    return false;
+  set_device();
+  auto scope = profile([op] { return std::string(op); });
+  a.new_k = k.raw();
+  a.new_v = v.raw();
+  a.inv_freq = inv_freq_for(p);
+  a.slots = batch.slots.data<int32_t>();
+  a.cache_rows = k_cache.dim(0) * k_cache.dim(1);
+  launch_decode_attention(a);
+  return true;
 }
 
 }  // namespace

@@ -30,6 +30,9 @@ struct CudaBackendOptions {
   // 14.4 us a layer at 80 keys, 34 against 54 at 4000 on an H200 (tests/gpu/attention_splits).
   // STRATA_DECODE_ATTN_WARPS=0/1 overrides it.
   bool decode_attention_warps = true;
+  // Decode steps (one token per sequence) fold rope and the KV cache write into the per-warp attention
+  // (Backend::rope_kv_attention): one kernel fewer per layer. STRATA_FUSED_ROPE_ATTN=0/1 overrides it.
+  bool fuse_rope_attention = true;
   // Decode steps recorded once per shape as CUDA graphs and replayed (Backend::capture). The environment
   // variable STRATA_CUDA_GRAPHS=0/1 overrides it; STRATA_CUDA_PROFILE (per-op events) turns it off too.
   bool graphs = true;

@@ -89,6 +89,15 @@ struct AttentionArgs {
   float scale = 1.f;
   int sm_count = 0;  // the device's multiprocessors (the tensor-core prefill picks its block shape by them)
   bool decode_warps = false;  // decode: the per-warp kernel where it applies (attention_decode_warps.cu)
+  // Decode with rope and the cache write folded in (per-warp kernel only, one token per sequence): q is
+  // read unrotated; the split holding each token's own position rotates new_k (kHalf pairs over the whole
+  // head) and writes it and new_v [T, Hkv, hd] (the cache's dtype) to the caches at slots[t] (skipped when
+  // negative) before it reads them.
+  const void* new_k = nullptr;
+  const void* new_v = nullptr;
+  const float* inv_freq = nullptr;  // head_dim / 2
+  const int32_t* slots = nullptr;
+  int64_t cache_rows = 0;
 };
 // Keys per split of the decode kernel's context.
 int64_t attention_decode_splits(const AttentionArgs& a, int sm_count);

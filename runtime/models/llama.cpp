@@ -138,8 +138,10 @@ void LlamaModel::forward_device(const DeviceStep& d, Tensor& hidden) {
       backend_.matmul(h, w.wk, w.bk.defined() ? &w.bk : nullptr, k2);
       backend_.matmul(h, w.wv, w.bv.defined() ? &w.bv : nullptr, v2);
     }
-    backend_.rope_kv_write(q, k, v, batch.positions, rope_, batch.slots, kv_.k(local), kv_.v(local));
-    backend_.attention(q, kv_.k(local), kv_.v(local), batch, scale, att);
+    if (!backend_.rope_kv_attention(q, k, v, batch, rope_, kv_.k(local), kv_.v(local), scale, att)) {
+      backend_.rope_kv_write(q, k, v, batch.positions, rope_, batch.slots, kv_.k(local), kv_.v(local));
+      backend_.attention(q, kv_.k(local), kv_.v(local), batch, scale, att);
+    }
     mlp_pending = project_and_mlp(w, hidden, att2, h, proj, proj2, gate_up, ffn_act, /*may_defer_add=*/true);
     weights_.release(l);
   }

@@ -449,6 +449,56 @@ class CudaAttentionTest : public CudaBackendTest, public ::testing::WithParamInt
           << what << ": group " << c.group << " head_dim " << c.head_dim << " block_size " << bs << " path "
           << static_cast<int>(path) << (opt.decode_attention_warps ? " (per-warp decode kernel)" : "");
     }
+    if (std::all_of(new_tokens.begin(), new_tokens.end(), [](int32_t n) { return n == 1; }))
+      check_fused_rope(hb, q, kc, vc, scale, what);
+  }
+
+  // Decode with rope and the cache write folded into the attention (Backend::rope_kv_attention) against the
+  // CPU backend's rope_kv_write then attention: the output and both caches. It must fold wherever the
+  // per-warp kernel takes the shape (head_dim 64 / 128 / 256, up to 8 query heads per KV head).
+  void check_fused_rope(const AttentionBatch& hb, const Tensor& q, const Tensor& kc, const Tensor& vc, float scale,
+                        const char* what) {
+    const AttnCase c = GetParam();
+    const int64_t T = q.dim(0), hkv = kc.dim(2), hd = c.head_dim;
+    auto copy_of = [](const Tensor& t) {
+      Tensor o = Tensor::empty(t.shape(), t.dtype());
+      std::memcpy(o.raw(), t.raw(), static_cast<size_t>(t.nbytes()));
+      return o;
+    };
+    RopeParams rope;
+    Tensor k = random_host({T, hkv, hd}), v = random_host({T, hkv, hd});
+    Tensor qr = copy_of(q), kr = copy_of(k), kc_want = copy_of(kc), vc_want = copy_of(vc);
+    cpu().rope_kv_write(qr, kr, v, hb.positions, rope, hb.slots, kc_want, vc_want);
+    Tensor want = Tensor::empty(q.shape(), DType::kF32);
+    cpu().attention(qr, kc_want, vc_want, hb, scale, want);
+
+    auto g = make_cuda_backend(0);
+    auto dev = [&](const Tensor& h, DType dt) {
+      Tensor d = g->alloc(h.shape(), dt);
+      g->copy(h, d);
+      return d;
+    };
+    AttentionBatch db = hb;
+    for (Tensor* t : {&db.positions, &db.slots, &db.token_seq, &db.block_tables}) *t = dev(*t, DType::kI32);
+    Tensor qd = dev(q, DType::kBF16), kd = dev(k, DType::kBF16), vd = dev(v, DType::kBF16);
+    Tensor kcd = dev(kc, DType::kBF16), vcd = dev(vc, DType::kBF16), out = dev(want, DType::kBF16);
+    Tensor nan = Tensor::empty(q.shape(), DType::kF32);
+    std::fill(nan.data<float>(), nan.data<float>() + nan.numel(), std::nanf(""));
+    g->copy(nan, out);
+    const bool folds = (hd == 64 || hd == 128 || hd == 256) && c.group <= 8;
+    ASSERT_EQ(g->rope_kv_attention(qd, kd, vd, db, rope, kcd, vcd, scale, out), folds)
+        << what << ": group " << c.group << " head_dim " << hd;
+    if (!folds) return;
+    auto host = [&](const Tensor& d) {
+      Tensor h = Tensor::empty(d.shape(), DType::kF32);
+      g->copy(d, h);
+      return h;
+    };
+    const std::string at = std::string(what) + ", rope folded: group " + std::to_string(c.group) + " head_dim " +
+                           std::to_string(hd);
+    EXPECT_LT(rel_error(host(out), want), kBf16Out) << at;
+    EXPECT_LT(rel_error(host(kcd), kc_want), kBf16Out) << at;
+    EXPECT_LT(rel_error(host(vcd), vc_want), kBf16Out) << at;
   }
 };
 
