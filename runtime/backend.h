@@ -28,6 +28,10 @@ struct AttentionBatch {
   int64_t max_blocks = 0;
   int64_t block_size = 0;
   int64_t max_position = 0;  // largest positions[t] + 1 of the step (bounds the work)
+  // Every sequence has exactly one token in the step (token_seq holds each of 0..S-1 once): no token reads
+  // a key another token of the step writes, which Backend::rope_kv_attention needs. Set on the host by
+  // whoever fills token_seq; false says nothing.
+  bool one_token_per_seq = false;
 };
 
 struct RopeParams {
@@ -100,9 +104,9 @@ class Backend {
   virtual void rope_kv_write(Tensor& q, Tensor& k, const Tensor& v, const Tensor& positions, const RopeParams& params,
                              const Tensor& slots, Tensor& k_cache, Tensor& v_cache);
   // rope_kv_write(q, k, v, batch.positions, params, batch.slots, ...) then attention(q, ...) for a step of
-  // one token per sequence, where a backend runs both in one launch: returns true when it did, false (and
-  // touches nothing) when the caller must make the two calls. q and k may be left unrotated. The default
-  // returns false.
+  // one token per sequence (batch.one_token_per_seq), where a backend runs both in one launch: returns true
+  // when it did, false (and touches nothing) when the caller must make the two calls. q and k may be left
+  // unrotated. The default returns false.
   virtual bool rope_kv_attention(Tensor& q, Tensor& k, const Tensor& v, const AttentionBatch& batch,
                                  const RopeParams& params, Tensor& k_cache, Tensor& v_cache, float scale, Tensor& out);
   // out[T, H, hd] = causal softmax(q k^T * scale) v over each token's sequence; GQA maps query head

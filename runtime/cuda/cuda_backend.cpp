@@ -756,7 +756,7 @@ bool CudaBackend::rope_kv_attention(Tensor& q, Tensor& k, const Tensor& v, const
   using Path = CudaBackendOptions::AttentionPath;
   // One token per sequence: no token's attention reads a key that another block of the launch writes.
   const int64_t T = q.rank() == 3 ? q.dim(0) : 0;
-  if (!options_.fuse_rope_attention || T == 0 || T != batch.n_seqs ||
+  if (!options_.fuse_rope_attention || T == 0 || !batch.one_token_per_seq || T != batch.n_seqs ||
       (options_.attention_path != Path::kAuto && options_.attention_path != Path::kDecode))
     return false;
   const char* op = "rope_kv_attention";

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "runtime/error.h"
 
@@ -52,6 +53,12 @@ LlamaModel::DeviceStep LlamaModel::upload_step(const StepBatch& step, int64_t n_
     seq[t] = step.token_seq[i];
     max_pos = std::max(max_pos, p + 1);
   }
+  // Each of the n_seq sequences (padding included) exactly once: the backend may then fold the cache write
+  // into the attention (Backend::rope_kv_attention).
+  std::vector<int32_t> seen(static_cast<size_t>(n_seq), 0);
+  bool one_token_per_seq = n_tok == n_seq;
+  for (int64_t t = 0; t < n_tok && one_token_per_seq; ++t)
+    one_token_per_seq = seq[t] >= 0 && seq[t] < n_seq && seen[static_cast<size_t>(seq[t])]++ == 0;
   for (int64_t r = 0; r < n_seq; ++r) {
     for (int64_t c = 0; c < width; ++c) {
       int32_t v = -1;
@@ -80,6 +87,7 @@ LlamaModel::DeviceStep LlamaModel::upload_step(const StepBatch& step, int64_t n_
   b.max_blocks = width;
   b.block_size = bs;
   b.max_position = max_pos;
+  b.one_token_per_seq = one_token_per_seq;
   return d;
 }
 

@@ -480,6 +480,7 @@ class CudaAttentionTest : public CudaBackendTest, public ::testing::WithParamInt
     };
     AttentionBatch db = hb;
     for (Tensor* t : {&db.positions, &db.slots, &db.token_seq, &db.block_tables}) *t = dev(*t, DType::kI32);
+    db.one_token_per_seq = true;  // the decode cases: one new token for each sequence
     Tensor qd = dev(q, DType::kBF16), kd = dev(k, DType::kBF16), vd = dev(v, DType::kBF16);
     Tensor kcd = dev(kc, DType::kBF16), vcd = dev(vc, DType::kBF16), out = dev(want, DType::kBF16);
     Tensor nan = Tensor::empty(q.shape(), DType::kF32);
