@@ -1,0 +1,120 @@
+// tests/runtime/rope_attention_fold_test.cpp: when the model offers a backend the folded rope + cache write
+// + attention (Backend::rope_kv_attention, which the CUDA backend runs as one kernel). The fold is only
+// sound when every sequence has exactly one token in the step, so AttentionBatch::one_token_per_seq must
+// be set for decode steps and clear for prompt steps. A forwarding backend records what the model offered
+// and declines, so the CPU computes as usual and the tokens stay those of a plain CPU session.
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <vector>
+
+#include "launcher/model_session.h"
+#include "test_util.h"
+
+namespace strata {
+namespace {
+
+// Every op goes to `inner`; rope_kv_attention is recorded and declined.
+class FoldProbe final : public Backend {
+ public:
+  struct Offer {
+    int64_t n_tokens, n_seqs;
+    bool one_token_per_seq;
+  };
+
+  explicit FoldProbe(std::unique_ptr<Backend> inner) : inner_(std::move(inner)) {}
+  const std::vector<Offer>& offers() const { return offers_; }
+
+  Device device() const override { return inner_->device(); }
+  std::string name() const override { return "probe(" + inner_->name() + ")"; }
+  DType activation_dtype() const override { return inner_->activation_dtype(); }
+  Tensor alloc(const Shape& shape, DType dtype) override { return inner_->alloc(shape, dtype); }
+  void copy(const Tensor& src, Tensor& dst) override { inner_->copy(src, dst); }
+  Tensor upload_weight(const Tensor& host) override { return inner_->upload_weight(host); }
+  void synchronize() override { inner_->synchronize(); }
+  void embed(const Tensor& table, const Tensor& ids, int64_t vocab_offset, Tensor& out) override {
+    inner_->embed(table, ids, vocab_offset, out);
+  }
+  void rmsnorm(const Tensor& x, const Tensor& weight, float eps, Tensor& out) override {
+    inner_->rmsnorm(x, weight, eps, out);
+  }
+  void add_rmsnorm(Tensor& residual, const Tensor& x, const Tensor& weight, float eps, Tensor& out) override {
+    inner_->add_rmsnorm(residual, x, weight, eps, out);
+  }
+  void matmul(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& out) override {
+    inner_->matmul(x, w, bias, out);
+  }
+  void rope(Tensor& x, const Tensor& positions, const RopeParams& params) override {
+    inner_->rope(x, positions, params);
+  }
+  void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) override { inner_->silu_mul(gate, up, out); }
+  void swiglu(const Tensor& gate_up, Tensor& out) override { inner_->swiglu(gate_up, out); }
+  void add(Tensor& a, const Tensor& b) override { inner_->add(a, b); }
+  void split_columns(const Tensor& x, const std::vector<Tensor*>& parts) override { inner_->split_columns(x, parts); }
+  void kv_write(const Tensor& k, const Tensor& v, const Tensor& slots, Tensor& k_cache, Tensor& v_cache) override {
+    inner_->kv_write(k, v, slots, k_cache, v_cache);
+  }
+  void rope_kv_write(Tensor& q, Tensor& k, const Tensor& v, const Tensor& positions, const RopeParams& params,
+                     const Tensor& slots, Tensor& k_cache, Tensor& v_cache) override {
+    inner_->rope_kv_write(q, k, v, positions, params, slots, k_cache, v_cache);
+  }
+  bool rope_kv_attention(Tensor& q, Tensor&, const Tensor&, const AttentionBatch& batch, const RopeParams&, Tensor&,
+                         Tensor&, float, Tensor&) override {
+    offers_.push_back({q.dim(0), batch.n_seqs, batch.one_token_per_seq});
+    return false;
+  }
+  void attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const AttentionBatch& batch,
+                 float scale, Tensor& out) override {
+    inner_->attention(q, k_cache, v_cache, batch, scale, out);
+  }
+  void sample(const Tensor& logits, const SampleRow* rows, int32_t* tokens, float* logprobs) override {
+    inner_->sample(logits, rows, tokens, logprobs);
+  }
+
+ private:
+  std::unique_ptr<Backend> inner_;
+  std::vector<Offer> offers_;
+};
+
+TEST(RopeAttentionFold, OfferedAsFoldableForDecodeStepsOnly) {
+  const std::string model = test::shared_model("stories260K/stories260K.bin");
+  if (model.empty()) GTEST_SKIP() << "../shared/models is absent";
+  launcher::SessionOptions options;
+  options.model_path = model;
+  // Two sequences: a 5-token prompt and a 1-token one, then decode steps of one token each.
+  std::vector<GenerationRequest> requests(2);
+  requests[0].prompt = {1, 403, 407, 261, 300};
+  requests[1].prompt = {1};
+  for (GenerationRequest& r : requests) r.max_new_tokens = 6;
+
+  launcher::ModelSession plain(options);
+  plain.prepare(64);
+  const auto want = plain.generator().generate(requests);
+
+  auto probe_owner = std::make_unique<FoldProbe>(make_cpu_backend());
+  const FoldProbe& probe = *probe_owner;
+  launcher::ModelSession session(options, {}, std::move(probe_owner));
+  session.prepare(64);
+  const auto got = session.generator().generate(requests);
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < got.size(); ++i) EXPECT_EQ(got[i].tokens, want[i].tokens) << "sequence " << i;
+
+  const int layers = static_cast<int>(session.config().n_layers);
+  int foldable = 0, not_foldable = 0;
+  for (const FoldProbe::Offer& o : probe.offers()) {
+    if (o.one_token_per_seq) {
+      EXPECT_EQ(o.n_tokens, o.n_seqs);
+      ++foldable;
+    } else {
+      EXPECT_GT(o.n_tokens, o.n_seqs) << "a step of one token per sequence not marked foldable";
+      ++not_foldable;
+    }
+  }
+  // Every layer of every step asks; the 5-token prompt's step cannot fold, the decode steps can.
+  EXPECT_GT(not_foldable, 0);
+  EXPECT_GE(foldable, layers);
+  EXPECT_EQ((foldable + not_foldable) % layers, 0);
+}
+
+}  // namespace
+}  // namespace strata
