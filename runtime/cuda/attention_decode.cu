@@ -230,6 +230,18 @@ int gmax_for(int64_t g) { return g <= 1 ? 1 : g <= 2 ? 2 : g <= 4 ? 4 : g <= 8 ?
 // it (tuning runs).
 int split_grain = 16;
 
+// The plan of a launch asked for `splits`: equal pieces of the context rounded up to the grain, which may
+// make fewer splits than asked.
+SplitPlan plan_for_count(const AttentionArgs& a, int64_t splits) {
+  const int64_t max_pos = std::max<int64_t>(a.max_position, 1);
+  int64_t per = (max_pos + splits - 1) / splits;
+  per = (per + split_grain - 1) / split_grain * split_grain;
+  SplitPlan plan;
+  plan.keys_per_split = static_cast<int>(per);
+  plan.splits = static_cast<int>((max_pos + per - 1) / per);
+  return plan;
+}
+
 SplitPlan plan_splits(const AttentionArgs& a, int sm_count) {
   const int tile = split_grain;
   const int64_t max_pos = std::max<int64_t>(a.max_position, 1);
@@ -246,13 +258,7 @@ SplitPlan plan_splits(const AttentionArgs& a, int sm_count) {
   // About 4 blocks per SM: at 4000 keys (MHA, H200) 16 splits took 34 us against 41 for 32 with the
   // per-warp kernel, 54 against 63 with the tiles; GQA 8 at 4000 keys 64 splits 38 us, 32 splits 40.
   const int64_t wanted = (4 * int64_t{sm_count} + blocks - 1) / blocks;
-  const int64_t splits = std::clamp<int64_t>(wanted, 1, max_splits);
-  int64_t per = (max_pos + splits - 1) / splits;
-  per = (per + tile - 1) / tile * tile;
-  SplitPlan plan;
-  plan.keys_per_split = static_cast<int>(per);
-  plan.splits = static_cast<int>((max_pos + per - 1) / per);
-  return plan;
+  return plan_for_count(a, std::clamp<int64_t>(wanted, 1, max_splits));
 }
 
 template <typename TKV, int HDMAX>
@@ -286,6 +292,7 @@ void launch_hd(const AttentionArgs& a, const SplitPlan& plan, float* part_o, flo
 }  // namespace
 
 int64_t attention_decode_splits(const AttentionArgs& a, int sm_count) { return plan_splits(a, sm_count).splits; }
+int64_t attention_decode_splits_made(const AttentionArgs& a, int64_t splits) { return plan_for_count(a, splits).splits; }
 
 int attention_decode_split_grain() { return split_grain; }
 void set_attention_decode_split_grain(int keys) {
@@ -307,13 +314,7 @@ void launch_attention_decode(const AttentionArgs& a, int64_t splits, void* scrat
                a.n_heads / a.n_kv_heads);
   // The caller sized the scratch from attention_decode_splits with the same sm_count; recompute the plan
   // from the split count it chose.
-  SplitPlan plan;
-  const int tile = split_grain;
-  const int64_t max_pos = std::max<int64_t>(a.max_position, 1);
-  int64_t per = (max_pos + splits - 1) / splits;
-  per = (per + tile - 1) / tile * tile;
-  plan.keys_per_split = static_cast<int>(per);
-  plan.splits = static_cast<int>((max_pos + per - 1) / per);
+  const SplitPlan plan = plan_for_count(a, splits);
   STRATA_CHECK(plan.splits <= splits, "internal: split plan grew");
   float* part_o = static_cast<float*>(scratch);
   float* part_ml = plan.splits > 1 ? part_o + a.n_tokens * a.n_heads * plan.splits * a.head_dim : nullptr;

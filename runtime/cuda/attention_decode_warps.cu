@@ -16,6 +16,7 @@
 #include "runtime/cuda/device_dtype.cuh"
 #include "runtime/cuda/kernels.h"
 #include "runtime/cuda/pdl.cuh"
+#include "runtime/cuda/rope.cuh"
 
 namespace strata::cuda {
 namespace {
@@ -60,11 +61,10 @@ __device__ void write_new_kv(const AttentionArgs& a, int t, int kvh, int pos) {
   auto* vc = static_cast<TKV*>(const_cast<void*>(a.v_cache));
   constexpr int kHalf = kHd / 2;
   for (int j = threadIdx.x; j < kHalf; j += blockDim.x) {
-    const float x0 = cuda::to_float(k[src + j]), x1 = cuda::to_float(k[src + j + kHalf]);
-    float sn, cs;
-    sincosf(static_cast<float>(pos) * a.inv_freq[j], &sn, &cs);
-    kc[dst + j] = from_float<TKV>(x0 * cs - x1 * sn);
-    kc[dst + j + kHalf] = from_float<TKV>(x0 * sn + x1 * cs);
+    float x0 = cuda::to_float(k[src + j]), x1 = cuda::to_float(k[src + j + kHalf]);
+    rotate_pair(static_cast<float>(pos) * a.inv_freq[j], x0, x1);
+    kc[dst + j] = from_float<TKV>(x0);
+    kc[dst + j + kHalf] = from_float<TKV>(x1);
   }
   for (int d = threadIdx.x; d < kHd; d += blockDim.x) vc[dst + d] = v[src + d];
 }
@@ -112,12 +112,15 @@ __global__ __launch_bounds__(kWarps * 32) void attention_decode_warps_kernel(Att
   if (rope) {  // element d pairs with d +- kHd / 2, which lane ^ 16 holds at the same index
 #pragma unroll
     for (int i = 0; i < EPL; ++i) {
-      float sn, cs;
+      float sn, cs;  // one angle for the element in every query head of the group
       sincosf(static_cast<float>(pos) * a.inv_freq[(lane * EPL + i) % (kHd / 2)], &sn, &cs);
 #pragma unroll
       for (int g = 0; g < GMAX; ++g) {
         const float other = __shfl_xor_sync(0xffffffffu, q[g][i], 16);
-        q[g][i] = lane < 16 ? q[g][i] * cs - other * sn : other * sn + q[g][i] * cs;
+        const bool low = lane < 16;  // this lane holds the pair's first element
+        float x0 = low ? q[g][i] : other, x1 = low ? other : q[g][i];
+        rotate_pair(sn, cs, x0, x1);
+        q[g][i] = low ? x0 : x1;
       }
     }
   }

@@ -9,6 +9,7 @@
 #include "runtime/cuda/device_dtype.cuh"
 #include "runtime/cuda/kernels.h"
 #include "runtime/cuda/pdl.cuh"
+#include "runtime/cuda/rope.cuh"
 
 namespace strata::cuda {
 namespace {
@@ -76,15 +77,6 @@ __global__ void rmsnorm_kernel(const void* x, DType x_dt, void* residual, DType 
 
 // Whether the 8-wide (16-byte) kernels may take the pointer.
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
-// (x0, x1) rotated by angle pos * inv_freq: the rope pair update shared by the rope kernels.
-__device__ __forceinline__ void rotate_pair(float angle, float& x0, float& x1) {
-  float sn, cs;
-  sincosf(angle, &sn, &cs);
-  const float y0 = x0 * cs - x1 * sn;
-  x1 = x0 * sn + x1 * cs;
-  x0 = y0;
-}
 
 // rmsnorm_kernel for bf16 rows (x, residual, out) of dim % 8 == 0 and dim <= 8 x 1024: each thread holds 8
 // consecutive elements in registers (one 16-byte load and store each), so the row is read once, not twice.

@@ -101,6 +101,8 @@ struct AttentionArgs {
 };
 // Keys per split of the decode kernel's context.
 int64_t attention_decode_splits(const AttentionArgs& a, int sm_count);
+// The splits a launch asked for `splits` makes (the context in equal grain-rounded pieces: at most `splits`).
+int64_t attention_decode_splits_made(const AttentionArgs& a, int64_t splits);
 // Keys a split's length is a multiple of (16 by default). Process-wide, for tuning runs: attention_splits,
 // and the CUDA backend from STRATA_DECODE_SPLIT_GRAIN.
 int attention_decode_split_grain();

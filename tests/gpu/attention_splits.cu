@@ -123,10 +123,7 @@ int main() {
     const int64_t grain = cu::attention_decode_split_grain();
     for (int64_t splits : {int64_t{1}, int64_t{2}, int64_t{4}, int64_t{8}, int64_t{16}, int64_t{32}, int64_t{64}}) {
       if ((splits - 1) * grain >= a.max_position) break;  // the plan cannot make more splits than grain-key pieces
-      int64_t per = (a.max_position + splits - 1) / splits;  // the plan launch_attention_decode makes
-      per = (per + grain - 1) / grain * grain;
-      const int64_t made = (a.max_position + per - 1) / per;
-      if (made != splits) continue;  // the same launch as a smaller count
+      if (cu::attention_decode_splits_made(a, splits) != splits) continue;  // the same launch as a smaller count
       for (bool warps : {false, true}) {
         a.decode_warps = warps;
         std::vector<uint16_t> got(q.size(), 0xffff);
