@@ -29,6 +29,8 @@ void Backend::rope_kv_write(Tensor& q, Tensor& k, const Tensor& v, const Tensor&
   kv_write(k, v, slots, k_cache, v_cache);
 }
 
+bool Backend::matmul_swiglu(const Tensor&, const Tensor&, Tensor&) { return false; }
+
 bool Backend::rope_kv_attention(Tensor&, Tensor&, const Tensor&, const AttentionBatch&, const RopeParams&, Tensor&,
                                 Tensor&, float, Tensor&) {
   return false;

@@ -90,6 +90,10 @@ class Backend {
   // out[t, i] = silu(gate_up[t, i]) * gate_up[t, F + i] for gate_up [T, 2F], out [T, F]: the SwiGLU of a
   // fused gate/up projection, whose rows hold the token's gate then its up.
   virtual void swiglu(const Tensor& gate_up, Tensor& out) = 0;
+  // matmul(x, w_gate_up) then swiglu into out [M, F], for w_gate_up [2F, K] holding the gate rows then the up
+  // rows, where a backend runs both in one pass: returns true when it did, false (and touches nothing) when
+  // the caller must make the two calls. The default returns false.
+  virtual bool matmul_swiglu(const Tensor& x, const Tensor& w_gate_up, Tensor& out);
   // a += b.
   virtual void add(Tensor& a, const Tensor& b) = 0;
   // Splits the columns of x [T, C] (any shape with T leading rows) into parts, in order: parts[i] gets

@@ -142,6 +142,7 @@ class CudaBackend final : public Backend {
     options_.decode_attention_warps =
         env_int("STRATA_DECODE_ATTN_WARPS", 0, 1, options_.decode_attention_warps ? 1 : 0) != 0;
     options_.fuse_rope_attention = env_int("STRATA_FUSED_ROPE_ATTN", 0, 1, options_.fuse_rope_attention ? 1 : 0) != 0;
+    options_.fuse_swiglu = env_int("STRATA_FUSED_SWIGLU", 0, 1, options_.fuse_swiglu ? 1 : 0) != 0;
     // Process-wide like the PDL switch below: a tuning knob for tests/gpu/decode_sweep.sh.
     if (const int64_t ks = env_int("STRATA_GEMV_KS", 0, 4, -1); ks >= 0)
       cuda::set_gemv_split_override(static_cast<int>(ks));
@@ -300,6 +301,7 @@ class CudaBackend final : public Backend {
   }
 
   void matmul(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& out) override;
+  bool matmul_swiglu(const Tensor& x, const Tensor& w_gate_up, Tensor& out) override;
 
   void rope(Tensor& x, const Tensor& positions, const RopeParams& params) override {
     const RopeParams p = checked_rope(x, positions, params, "rope");
@@ -574,6 +576,25 @@ class CudaBackend final : public Backend {
   std::map<std::tuple<float, float, float, float, int64_t, int64_t>, DeviceBuffer> rope_tables_;
   std::unique_ptr<cuda::OpProfiler> profiler_ = cuda::OpProfiler::from_env();
 };
+
+bool CudaBackend::matmul_swiglu(const Tensor& x, const Tensor& w_gate_up, Tensor& out) {
+  // The GEMV's rows (decode batches) only: at more rows cuBLAS's product plus the SwiGLU kernel is faster
+  // than a GEMV re-reading the weights per 8 rows.
+  if (!options_.fuse_swiglu || w_gate_up.rank() != 2 || !is_float_type(w_gate_up.dtype()) ||
+      x.dtype() == DType::kF16 || !is_float_type(x.dtype()) || x.device() != Device::kCuda ||
+      w_gate_up.device() != Device::kCuda || out.device() != Device::kCuda || !is_float_type(out.dtype()))
+    return false;
+  const int64_t n = w_gate_up.dim(0), k = w_gate_up.dim(1), f = n / 2;
+  if (n % 2 != 0 || k == 0 || x.dim(-1) != k || x.numel() % k != 0) return false;
+  const int64_t m = x.numel() / k;
+  if (m < 1 || m > std::min<int64_t>(options_.gemv_max_rows, 8)) return false;
+  STRATA_CHECK(out.numel() == m * f, "matmul_swiglu: out ", shape_str(out.shape()), " is not [", m, ", ", f,
+               "] for w ", shape_str(w_gate_up.shape()));
+  set_device();
+  auto scope = profile([&] { return cat("matmul_swiglu gemv M", m, " ", n, "x", k, " ", dtype_name(w_gate_up.dtype())); });
+  return cuda::launch_gemv_swiglu(x.raw(), x.dtype(), w_gate_up.raw(), w_gate_up.dtype(), nullptr, DType::kF32,
+                                  out.raw(), out.dtype(), m, f, k, stream_.get());
+}
 
 void CudaBackend::matmul(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& out) {
   check_on_device(x, "x", "matmul");

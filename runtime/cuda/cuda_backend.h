@@ -33,6 +33,10 @@ struct CudaBackendOptions {
   // Decode steps (one token per sequence) fold rope and the KV cache write into the per-warp attention
   // (Backend::rope_kv_attention): one kernel fewer per layer. STRATA_FUSED_ROPE_ATTN=0/1 overrides it.
   bool fuse_rope_attention = true;
+  // Decode batches (the GEMV's rows) form the SwiGLU in the fused gate/up GEMV's epilogue, each warp owning
+  // a gate row and its up row (Backend::matmul_swiglu): one kernel fewer per layer and no [M, 2F] product
+  // in memory. STRATA_FUSED_SWIGLU=0/1 overrides it.
+  bool fuse_swiglu = true;
   // Decode steps recorded once per shape as CUDA graphs and replayed (Backend::capture). The environment
   // variable STRATA_CUDA_GRAPHS=0/1 overrides it; STRATA_CUDA_PROFILE (per-op events) turns it off too.
   bool graphs = true;

@@ -2,7 +2,9 @@
 // Memory-bound on the weights: warps own weight rows (two each for plain weights, one for quantized),
 // 16-byte streaming loads (evict-first, so x stays in L1/L2), several loads in flight per lane, a warp
 // reduction per output. q8_0/q4_0 rows are dequantized on the fly, one 32-element block per lane. Not for
-// M > 8: cuBLAS takes those (gemm.cpp).
+// M > 8: cuBLAS takes those (gemm.cpp). The SwiGLU variant multiplies by a fused [gate; up] weight and
+// writes silu(gate) * up: each warp owns a gate row and its up row, so the pair's activation is formed in
+// the epilogue and the [M, 2F] product never goes to memory.
 #include <cstdint>
 #include <type_traits>
 
@@ -68,13 +70,19 @@ __device__ __forceinline__ void finish_rows(float (&acc)[M], int64_t row, int64_
 // flight per lane before the first multiply. With KS > 1, KS warps of a block share each row group, each
 // taking every KS-th group of 32 chunks, and add their sums through shared memory: a matrix with few rows
 // (4096 x 4096, 4096 x 11008) otherwise gives too few warps to keep enough loads in flight on every SM.
-template <typename TW, typename TX, int M, int R, int U, int KS>
+//
+// kGlu: the SwiGLU variant (R = 2). The weight has 2n rows, gate rows [0, n) then up rows [n, 2n); the
+// warp's two rows are g and n + g, and out[m, g] = silu(gate + bias[g]) * (up + bias[n + g]).
+template <typename TW, typename TX, int M, int R, int U, int KS, bool kGlu = false>
 __global__ __launch_bounds__(kWarps * 32) void gemv_kernel(const TX* __restrict__ x, const TW* __restrict__ w,
                                                            const void* bias, DType bias_dt, void* out, DType out_dt,
                                                            int64_t n, int64_t k) {
   static_assert(kWarps % KS == 0, "slices must divide the block's warps");
+  static_assert(!kGlu || R == 2, "the SwiGLU variant pairs one gate row with one up row");
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, slice = warp % KS;
-  const int64_t row0 = (int64_t{blockIdx.x} * (kWarps / KS) + warp / KS) * R;
+  const int64_t group = int64_t{blockIdx.x} * (kWarps / KS) + warp / KS;
+  const int64_t row0 = kGlu ? group : group * R, row_step = kGlu ? n : 1;
+  const auto row_ok = [&](int r) { return kGlu ? row0 < n : row0 + r < n; };
   const int64_t chunks = k / 8, stride = 32 * U * KS;
   float acc[R][M] = {};
   RawChunk<TW> raw[R][U];
@@ -83,7 +91,8 @@ __global__ __launch_bounds__(kWarps * 32) void gemv_kernel(const TX* __restrict_
     for (int r = 0; r < R; ++r)
 #pragma unroll
       for (int u = 0; u < U; ++u)
-        if (row0 + r < n && c0 + u * 32 * KS < chunks) load_raw(w + (row0 + r) * k + (c0 + u * 32 * KS) * 8, raw[r][u]);
+        if (row_ok(r) && c0 + u * 32 * KS < chunks)
+          load_raw(w + (row0 + r * row_step) * k + (c0 + u * 32 * KS) * 8, raw[r][u]);
   };
   // Weights are never written by the kernels before this one (a streamed layer's copy is ordered before
   // them by an event), so the first loads go out before waiting for x's producer to finish.
@@ -112,11 +121,12 @@ __global__ __launch_bounds__(kWarps * 32) void gemv_kernel(const TX* __restrict_
     }
   }
   pdl_trigger();  // only the reduction and stores are left: let the next kernel get going
-  if constexpr (KS == 1) {
+  if constexpr (KS == 1 && !kGlu) {
 #pragma unroll
     for (int r = 0; r < R; ++r)
       if (row0 + r < n) finish_rows<M>(acc[r], row0 + r, n, bias, bias_dt, out, out_dt);
   } else {
+    // Sum the slices' partials (KS > 1) through shared memory; one lane per row group stores.
     __shared__ float partial[kWarps][R][M];
 #pragma unroll
     for (int r = 0; r < R; ++r)
@@ -125,18 +135,28 @@ __global__ __launch_bounds__(kWarps * 32) void gemv_kernel(const TX* __restrict_
         const float v = warp_sum(acc[r][m]);
         if (lane == 0) partial[warp][r][m] = v;
       }
-    __syncthreads();
-    if (slice == 0 && lane == 0) {
+    if constexpr (KS > 1) __syncthreads();
+    if (slice == 0 && lane == 0 && row0 < n) {
+      float sum[R][M];
 #pragma unroll
       for (int r = 0; r < R; ++r) {
-        if (row0 + r >= n) continue;
-        const float b = bias != nullptr ? load_elem(bias, bias_dt, row0 + r) : 0.f;
+        const float b = bias != nullptr && row_ok(r) ? load_elem(bias, bias_dt, row0 + r * row_step) : 0.f;
 #pragma unroll
         for (int m = 0; m < M; ++m) {
-          float v = b;
+          sum[r][m] = b;
 #pragma unroll
-          for (int s2 = 0; s2 < KS; ++s2) v += partial[warp + s2][r][m];
-          store_elem(out, out_dt, m * n + row0 + r, v);
+          for (int s2 = 0; s2 < KS; ++s2) sum[r][m] += partial[warp + s2][r][m];
+        }
+      }
+#pragma unroll
+      for (int m = 0; m < M; ++m) {
+        if constexpr (kGlu) {
+          const float g = sum[0][m];
+          store_elem(out, out_dt, m * n + row0, g / (1.f + __expf(-g)) * sum[1][m]);
+        } else {
+#pragma unroll
+          for (int r = 0; r < R; ++r)
+            if (row0 + r < n) store_elem(out, out_dt, m * n + row0 + r, sum[r][m]);
         }
       }
     }
@@ -265,6 +285,57 @@ __global__ __launch_bounds__(kWarps * 32) void gemv_quant_unaligned_kernel(const
   finish_rows<M>(acc, row, n, bias, bias_dt, out, out_dt);
 }
 
+bool plain_gemv_applies(const void* x, DType x_dt, const void* w, DType w_dt, int64_t k) {
+  const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  return (x_dt == DType::kBF16 || x_dt == DType::kF32) && aligned(x) && aligned(w) && k % 8 == 0 &&
+         (w_dt == DType::kBF16 || w_dt == DType::kF16 || w_dt == DType::kF32);
+}
+
+// gemv_kernel for plain weights (plain_gemv_applies); kGlu: the SwiGLU variant, n = F outputs per row of x.
+template <int M, bool kGlu>
+void launch_plain(const void* x, DType x_dt, const void* w, DType w_dt, const void* bias, DType bias_dt, void* out,
+                  DType out_dt, int64_t n, int64_t k, cudaStream_t stream) {
+  const dim3 block(kWarps * 32);
+  auto launch = [&](auto* xt, auto* wt) {
+    using TX = std::remove_const_t<std::remove_pointer_t<decltype(xt)>>;
+    using TW = std::remove_const_t<std::remove_pointer_t<decltype(wt)>>;
+    // Rows per warp R and 16-byte chunks per row in flight U: R * U = 8 loads in flight per lane. R = 2
+    // at M = 1 too: each warp then has 8 loads out for two rows at once, where R = 1 had half of its U = 8
+    // beyond the end of a 4096-wide row at 4 warps per row. R = 4 at M = 8 left too few blocks per SM.
+    constexpr int R = 2;
+    constexpr int U = 8 / R;
+    // Warps per row: 4 at M = 1, the 7b shapes' projections in a 32-layer CUDA graph on an H200 (us per
+    // launch, 4 / 2 warps per row): 12288 x 4096 25.3 / 27.3, 4096 x 4096 10.4 / 10.8, 22016 x 4096
+    // 42.5 / 44.7, 4096 x 11008 24.9 / 24.2; the chain of all four 92.0% of the copy rate against 88.5%
+    // with the earlier R = 1 (tests/gpu/KERNEL_NOTES.md). At M = 2, 4 below 8192 row groups (enough warps
+    // to fill ~132 SMs), else 2: tall matrices' blocks then live half as long, and so does the last
+    // wave's tail (measured at M = 1 with R = 1, not re-measured at M = 2).
+    const int64_t row_groups = kGlu ? n : (n + R - 1) / R;
+    int ks = k < 2048 ? 1 : M == 1 || row_groups < 8192 ? 4 : 2;
+    if (const int forced = gemv_split_override(); forced > 0 && k >= 2048) ks = forced;
+    auto go = [&](auto ks_tag) {
+      constexpr int KS = decltype(ks_tag)::value;
+      const int64_t per_block = int64_t{kWarps / KS} * (kGlu ? 1 : R);
+      const dim3 grid(static_cast<unsigned>((n + per_block - 1) / per_block));
+      launch_pdl(gemv_kernel<TW, TX, M, R, U, KS, kGlu>, grid, block, 0, stream, static_cast<const TX*>(x),
+                 static_cast<const TW*>(w), bias, bias_dt, out, out_dt, n, k);
+    };
+    if (ks == 1) go(std::integral_constant<int, 1>{});
+    else if (ks == 2) go(std::integral_constant<int, 2>{});
+    else go(std::integral_constant<int, 4>{});
+  };
+  auto with_w = [&](auto* xt) {
+    switch (w_dt) {
+      case DType::kBF16: launch(xt, static_cast<const __nv_bfloat16*>(nullptr)); break;
+      case DType::kF16: launch(xt, static_cast<const __half*>(nullptr)); break;
+      default: launch(xt, static_cast<const float*>(nullptr)); break;
+    }
+  };
+  if (x_dt == DType::kBF16) with_w(static_cast<const __nv_bfloat16*>(nullptr));
+  else with_w(static_cast<const float*>(nullptr));
+  CHECK_LAUNCH();
+}
+
 template <int M>
 void dispatch_rows(const void* x, DType x_dt, const void* w, DType w_dt, const void* bias, DType bias_dt, void* out,
                    DType out_dt, int64_t n, int64_t k, cudaStream_t stream) {
@@ -288,44 +359,8 @@ void dispatch_rows(const void* x, DType x_dt, const void* w, DType w_dt, const v
     };
     if (x_dt == DType::kBF16) launch(static_cast<const __nv_bfloat16*>(nullptr));
     else launch(static_cast<const float*>(nullptr));
-  } else if (x_ok && k % 8 == 0 && !quant) {
-    auto launch = [&](auto* xt, auto* wt) {
-      using TX = std::remove_const_t<std::remove_pointer_t<decltype(xt)>>;
-      using TW = std::remove_const_t<std::remove_pointer_t<decltype(wt)>>;
-      // Rows per warp R and 16-byte chunks per row in flight U: R * U = 8 loads in flight per lane. R = 2
-      // at M = 1 too: each warp then has 8 loads out for two rows at once, where R = 1 had half of its U = 8
-      // beyond the end of a 4096-wide row at 4 warps per row. R = 4 at M = 8 left too few blocks per SM.
-      constexpr int R = 2;
-      constexpr int U = 8 / R;
-      // Warps per row: 4 at M = 1, the 7b shapes' projections in a 32-layer CUDA graph on an H200 (us per
-      // launch, 4 / 2 warps per row): 12288 x 4096 25.3 / 27.3, 4096 x 4096 10.4 / 10.8, 22016 x 4096
-      // 42.5 / 44.7, 4096 x 11008 24.9 / 24.2; the chain of all four 92.0% of the copy rate against 88.5%
-      // with the earlier R = 1 (tests/gpu/KERNEL_NOTES.md). At M = 2, 4 below 8192 row groups (enough warps
-      // to fill ~132 SMs), else 2: tall matrices' blocks then live half as long, and so does the last
-      // wave's tail (measured at M = 1 with R = 1, not re-measured at M = 2).
-      const int64_t row_groups = (n + R - 1) / R;
-      int ks = k < 2048 ? 1 : M == 1 || row_groups < 8192 ? 4 : 2;
-      if (const int forced = gemv_split_override(); forced > 0 && k >= 2048) ks = forced;
-      auto go = [&](auto ks_tag) {
-        constexpr int KS = decltype(ks_tag)::value;
-        const int64_t per_block = int64_t{kWarps / KS} * R;
-        const dim3 grid_r(static_cast<unsigned>((n + per_block - 1) / per_block));
-        launch_pdl(gemv_kernel<TW, TX, M, R, U, KS>, grid_r, block, 0, stream, static_cast<const TX*>(x),
-                   static_cast<const TW*>(w), bias, bias_dt, out, out_dt, n, k);
-      };
-      if (ks == 1) go(std::integral_constant<int, 1>{});
-      else if (ks == 2) go(std::integral_constant<int, 2>{});
-      else go(std::integral_constant<int, 4>{});
-    };
-    auto with_w = [&](auto* xt) {
-      switch (w_dt) {
-        case DType::kBF16: launch(xt, static_cast<const __nv_bfloat16*>(nullptr)); break;
-        case DType::kF16: launch(xt, static_cast<const __half*>(nullptr)); break;
-        default: launch(xt, static_cast<const float*>(nullptr)); break;
-      }
-    };
-    if (x_dt == DType::kBF16) with_w(static_cast<const __nv_bfloat16*>(nullptr));
-    else with_w(static_cast<const float*>(nullptr));
+  } else if (plain_gemv_applies(x, x_dt, w, w_dt, k)) {
+    return launch_plain<M, false>(x, x_dt, w, w_dt, bias, bias_dt, out, out_dt, n, k, stream);
   } else {
     gemv_scalar_kernel<M><<<grid, block, 0, stream>>>(x, x_dt, w, w_dt, bias, bias_dt, out, out_dt, n, k);
   }
@@ -356,6 +391,23 @@ void launch_gemv(const void* x, DType x_dt, const void* w, DType w_dt, const voi
     case 8: return dispatch_rows<8>(x, x_dt, w, w_dt, bias, bias_dt, out, out_dt, n, k, stream);
     default: STRATA_THROW(ErrorKind::kInternal, "launch_gemv takes 1..8 rows, got ", rows);
   }
+}
+
+bool launch_gemv_swiglu(const void* x, DType x_dt, const void* w, DType w_dt, const void* bias, DType bias_dt,
+                        void* out, DType out_dt, int64_t rows, int64_t f, int64_t k, cudaStream_t stream) {
+  if (rows < 1 || rows > 8 || !plain_gemv_applies(x, x_dt, w, w_dt, k)) return false;
+  if (f == 0) return true;
+  switch (rows) {
+    case 1: launch_plain<1, true>(x, x_dt, w, w_dt, bias, bias_dt, out, out_dt, f, k, stream); break;
+    case 2: launch_plain<2, true>(x, x_dt, w, w_dt, bias, bias_dt, out, out_dt, f, k, stream); break;
+    case 3: launch_plain<3, true>(x, x_dt, w, w_dt, bias, bias_dt, out, out_dt, f, k, stream); break;
+    case 4: launch_plain<4, true>(x, x_dt, w, w_dt, bias, bias_dt, out, out_dt, f, k, stream); break;
+    case 5: launch_plain<5, true>(x, x_dt, w, w_dt, bias, bias_dt, out, out_dt, f, k, stream); break;
+    case 6: launch_plain<6, true>(x, x_dt, w, w_dt, bias, bias_dt, out, out_dt, f, k, stream); break;
+    case 7: launch_plain<7, true>(x, x_dt, w, w_dt, bias, bias_dt, out, out_dt, f, k, stream); break;
+    default: launch_plain<8, true>(x, x_dt, w, w_dt, bias, bias_dt, out, out_dt, f, k, stream); break;
+  }
+  return true;
 }
 
 }  // namespace strata::cuda

@@ -70,6 +70,11 @@ int gemv_split_override();
 void set_gemv_split_override(int ks);
 void launch_gemv(const void* x, DType x_dt, const void* w, DType w_dt, const void* bias, DType bias_dt, void* out,
                  DType out_dt, int64_t rows, int64_t n, int64_t k, cudaStream_t stream);
+// out[m, i] = silu(g) * u with g = x[m, :] . w[i, :] (+ bias[i]) and u = x[m, :] . w[f + i, :] (+ bias[f + i])
+// for a fused [gate; up] weight of 2f rows, m < rows <= 8: the SwiGLU GEMV. Returns false (launching nothing)
+// where it does not apply: quantized weights, f16 x, K not a multiple of 8 or operands not 16-byte aligned.
+bool launch_gemv_swiglu(const void* x, DType x_dt, const void* w, DType w_dt, const void* bias, DType bias_dt,
+                        void* out, DType out_dt, int64_t rows, int64_t f, int64_t k, cudaStream_t stream);
 
 // ---- attention_decode.cu / attention_prefill.cu ----
 struct AttentionArgs {

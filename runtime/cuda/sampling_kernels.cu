@@ -69,16 +69,35 @@ __global__ __launch_bounds__(kThreads) void sample_kernel(const float* __restric
   const float* z = logits + row * vocab;
   const DeviceSampling p = params[row];
 
+  // The greedy path (argmax and the log-partition) is what every decode step pays: 16-byte loads, several
+  // in flight per thread, and the exponentials in float (each term is at most 1; the per-thread sums of
+  // ~32 terms are added in double as on the host). Double-precision exp over the vocabulary cost more than
+  // the rest of the kernel.
+  const bool vec = vocab % 4 == 0 && reinterpret_cast<uintptr_t>(z) % 16 == 0;
+  const auto* z4 = reinterpret_cast<const float4*>(z);
+  const int64_t n4 = vec ? vocab / 4 : 0;
   // Argmax, ties to the lower id: the key in the high word, the complemented id in the low word.
   uint64_t best = 0;
-  for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x)
-    best = max(best, (uint64_t{key_of(z[i])} << 32) | (0xffffffffu - static_cast<uint32_t>(i)));
+  const auto consider = [&](int64_t i, float v) {
+    best = max(best, (uint64_t{key_of(v)} << 32) | (0xffffffffu - static_cast<uint32_t>(i)));
+  };
+#pragma unroll 8
+  for (int64_t j = threadIdx.x; j < n4; j += blockDim.x) {
+    const float4 v = z4[j];
+    consider(4 * j, v.x), consider(4 * j + 1, v.y), consider(4 * j + 2, v.z), consider(4 * j + 3, v.w);
+  }
+  for (int64_t i = 4 * n4 + threadIdx.x; i < vocab; i += blockDim.x) consider(i, z[i]);
   best = block_reduce(best, Max{}, uscratch);
   const int64_t top = 0xffffffffu - static_cast<uint32_t>(best & 0xffffffffu);
   const float zmax = z[top];
-  double sum = 0;
-  for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x) sum += exp(static_cast<double>(z[i] - zmax));
-  const double log_z = static_cast<double>(zmax) + log(block_reduce(sum, Sum{}, dscratch));
+  float part = 0.f;
+#pragma unroll 8
+  for (int64_t j = threadIdx.x; j < n4; j += blockDim.x) {
+    const float4 v = z4[j];
+    part += (expf(v.x - zmax) + expf(v.y - zmax)) + (expf(v.z - zmax) + expf(v.w - zmax));
+  }
+  for (int64_t i = 4 * n4 + threadIdx.x; i < vocab; i += blockDim.x) part += expf(z[i] - zmax);
+  const double log_z = static_cast<double>(zmax) + log(block_reduce(static_cast<double>(part), Sum{}, dscratch));
 
   int64_t token = top;
   if (p.temperature > 0.f) {

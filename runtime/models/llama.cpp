@@ -203,13 +203,16 @@ bool LlamaModel::project_and_mlp(const LayerWeights& w, Tensor& hidden, const Te
     Tensor ffn_in;  // what the down projection reads
     if (w.w_gate_up.defined()) {
       // One GEMM over [w_gate; w_up] (a wider N streams and tiles better than two), its rows holding the
-      // token's gate then its up; the SwiGLU reads that layout.
-      const int64_t b = begin[static_cast<size_t>(c)], n = begin[static_cast<size_t>(c) + 1] - b;
-      Tensor gu = part(gate_up, b * 2 * F, {n, 2 * F});
-      backend_.matmul(hc, w.w_gate_up, nullptr, gu);
+      // token's gate then its up; the SwiGLU reads that layout. Backends may form the SwiGLU in the
+      // product's epilogue (the decode GEMV) and never store the [n, 2F] product.
       if (!ffn_act.defined()) ffn_act = backend_.alloc({T, F}, backend_.activation_dtype());
       ffn_in = rows(ffn_act, c);
-      backend_.swiglu(gu, ffn_in);
+      if (!backend_.matmul_swiglu(hc, w.w_gate_up, ffn_in)) {
+        const int64_t b = begin[static_cast<size_t>(c)], n = begin[static_cast<size_t>(c) + 1] - b;
+        Tensor gu = part(gate_up, b * 2 * F, {n, 2 * F});
+        backend_.matmul(hc, w.w_gate_up, nullptr, gu);
+        backend_.swiglu(gu, ffn_in);
+      }
     } else {
       Tensor g = rows(gate, c), u = rows(up, c);
       backend_.matmul(hc, w.w_gate, nullptr, g);

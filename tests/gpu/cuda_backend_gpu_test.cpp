@@ -310,6 +310,46 @@ TEST_F(CudaBackendTest, GemvEverySplitOfTheRow) {
   }
 }
 
+// The SwiGLU GEMV (Backend::matmul_swiglu) against the CPU's matmul then swiglu, for every weight dtype it
+// takes, 1..8 rows, each forced split of the row, shapes with partial blocks and a partial last round of
+// loads; what it declines (quantized weights, rows past gemv_max_rows) leaves the output untouched.
+TEST_F(CudaBackendTest, MatmulSwigluEqualsMatmulThenSwiglu) {
+  CudaBackendOptions opt;
+  opt.gemv_max_rows = 8;
+  gpu_ = make_cuda_backend(0, opt);
+  for (auto [f, k] : {std::pair<int64_t, int64_t>{1000, 4096}, {77, 11008}, {300, 512}, {5, 2056}}) {
+    Tensor wf = random_host({2 * f, k}, 0.05f);
+    for (DType dt : {DType::kBF16, DType::kF16, DType::kF32}) {
+      Tensor w = make_weight(wf, dt);
+      Tensor wd = gpu().upload_weight(w);
+      const Tensor& w_ref = dt == DType::kF32 ? make_weight(wf, DType::kBF16) : w;  // f32 uploads as bf16
+      for (int64_t m : {1, 2, 3, 8}) {
+        Tensor x = random_host({m, k});
+        Tensor gu = Tensor::empty({m, 2 * f}, DType::kF32), want = Tensor::empty({m, f}, DType::kF32);
+        cpu().matmul(x, w_ref, nullptr, gu);
+        cpu().swiglu(gu, want);
+        for (int ks : {0, 1, 2, 4}) {
+          if (ks != 0 && (m > 2 || dt != DType::kBF16)) continue;
+          cuda::set_gemv_split_override(ks);
+          Tensor out = poisoned({m, f});
+          ASSERT_TRUE(gpu().matmul_swiglu(to_gpu(x), wd, out));
+          EXPECT_LT(rel_error(to_host(out), want), kBf16Out)
+              << dtype_name(dt) << " M " << m << " F " << f << " K " << k << " KS " << ks;
+        }
+        cuda::set_gemv_split_override(0);
+      }
+    }
+  }
+  // Declined: more rows than the GEMV takes, and quantized weights (the caller then runs matmul + swiglu).
+  Tensor wq = gpu().upload_weight(make_weight(random_host({64, 256}, 0.05f), DType::kQ8_0));
+  Tensor wb = gpu().upload_weight(make_weight(random_host({64, 256}, 0.05f), DType::kBF16));
+  Tensor out1 = poisoned({1, 32}), out9 = poisoned({9, 32});
+  EXPECT_FALSE(gpu().matmul_swiglu(to_gpu(random_host({1, 256})), wq, out1));
+  EXPECT_FALSE(gpu().matmul_swiglu(to_gpu(random_host({9, 256})), wb, out9));
+  const Tensor h1 = to_host(out1), h9 = to_host(out9);
+  EXPECT_TRUE(std::isnan(h1.data<float>()[0]) && std::isnan(h9.data<float>()[9 * 32 - 1]));
+}
+
 TEST_F(CudaBackendTest, MatmulOddKUsesTheScalarPath) {
   const int64_t n = 33, k = 100;
   Tensor wf = random_host({n, k}, 0.1f);

@@ -3,7 +3,8 @@
 //   - each projection shape alone, 32 launches (one per layer, each its own weights) in one graph;
 //   - the four projections of every layer in order (the GEMV chain of a step, 12.9 GB of weights);
 //   - the same chain with the step's small kernels between the GEMVs (rmsnorm launches standing in for
-//     norm, rope_kv_write and attention, plus the real SwiGLU), with and without programmatic launch.
+//     norm, rope_kv_write and attention, plus the real SwiGLU), with and without programmatic launch;
+//   - the gate/up GEMV with the SwiGLU in its epilogue, alone and in that chain.
 // Each row prints us per graph, GB/s of weights and the share of the device-to-device copy rate measured
 // in the same run. Built with the CUDA build (target gemv_chain); run: build-gpu/tests/gemv_chain [layers=32].
 // `--once` launches each shape once outside graphs, for ncu. STRATA_GEMV_KS forces the warps per row, as
@@ -117,6 +118,21 @@ int main(int argc, char** argv) {
     row(name, bytes, us);
     std::printf("%-44s %10.2f us per launch\n", "", us / layers);
   }
+  // The gate/up GEMV with the SwiGLU in its epilogue (CudaBackendOptions::fuse_swiglu), alone and in place of
+  // gate_up + swiglu in the chain below.
+  auto gate_up_swiglu = [&](int l) {
+    cu::launch_gemv_swiglu(x, DType::kBF16, w[2][static_cast<size_t>(l)], DType::kBF16, nullptr, DType::kF32, f,
+                           DType::kBF16, 1, shapes[2].n / 2, shapes[2].k, s);
+  };
+  {
+    const double us = graph_replay_us(s, [&] {
+      for (int l = 0; l < layers; ++l) gate_up_swiglu(l);
+    });
+    char name[64];
+    std::snprintf(name, sizeof name, "gate_up + SwiGLU epilogue x %d", layers);
+    row(name, 2.0 * shapes[2].n * shapes[2].k * layers, us);
+    std::printf("%-44s %10.2f us per launch\n", "", us / layers);
+  }
   auto small = [&] {  // one row of 4096: a stand-in for each latency-bound kernel of a layer
     cu::launch_rmsnorm(x, DType::kBF16, res, DType::kBF16, norm_w, DType::kBF16, 1e-5f, 1, 4096, h, DType::kBF16, s);
   };
@@ -141,6 +157,19 @@ int main(int argc, char** argv) {
             gemv(3, l);
           }
         }));
+    if (pdl)
+      row("+ 4 small kernels, SwiGLU in gate_up, PDL", chain_bytes, graph_replay_us(s, [&] {
+            for (int l = 0; l < layers; ++l) {
+              small();  // norm
+              gemv(0, l);
+              small();  // rope_kv_write
+              small();  // attention
+              gemv(1, l);
+              small();  // norm
+              gate_up_swiglu(l);
+              gemv(3, l);
+            }
+          }));
     row(pdl ? "5 small kernels per layer alone, PDL" : "5 small kernels per layer alone, no PDL", 0,
         graph_replay_us(s, [&] {
           for (int l = 0; l < layers; ++l) {
