@@ -37,6 +37,11 @@ struct CudaBackendOptions {
   // a gate row and its up row (Backend::matmul_swiglu): one kernel fewer per layer and no [M, 2F] product
   // in memory. STRATA_FUSED_SWIGLU=0/1 overrides it.
   bool fuse_swiglu = true;
+  // Decode steps of one sequence leave each RMSNorm to the GEMVs (Backend::defers_norms): the output and
+  // down projections add into the residual and form the next norm in their epilogue, the QKV and gate/up
+  // GEMVs scale their products by it; two norm kernels fewer per layer. Off: no gain measured yet on an
+  // H200 (tests/gpu/KERNEL_NOTES.md, "Batch 1 in the fifth session"). STRATA_PENDING_NORMS=0/1 overrides it.
+  bool pending_norms = false;
   // Decode steps recorded once per shape as CUDA graphs and replayed (Backend::capture). The environment
   // variable STRATA_CUDA_GRAPHS=0/1 overrides it; STRATA_CUDA_PROFILE (per-op events) turns it off too.
   bool graphs = true;

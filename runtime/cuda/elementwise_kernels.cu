@@ -49,6 +49,13 @@ __device__ float block_sum(float v, float* shared) {  // shared: 32 floats; ever
   return total;
 }
 
+// residual[i] += add[i], rounded as stored; returns the stored value (what a norm of the sum must see).
+__device__ __forceinline__ float add_into(void* residual, DType res_dt, const void* add, DType add_dt, int64_t i) {
+  const float v = round_to(res_dt, load_elem(residual, res_dt, i) + load_elem(add, add_dt, i));
+  store_elem(residual, res_dt, i, v);
+  return v;
+}
+
 // One block per row. Pass 1 forms (residual + x, rounded as stored) and its sum of squares; pass 2
 // re-reads the row (from L1/L2) to scale it. The norm uses the stored residual, as an unfused add would.
 __global__ void rmsnorm_kernel(const void* x, DType x_dt, void* residual, DType res_dt, const void* weight,
@@ -59,13 +66,8 @@ __global__ void rmsnorm_kernel(const void* x, DType x_dt, void* residual, DType 
   const int64_t base = blockIdx.x * dim;
   float ss = 0.f;
   for (int64_t d = threadIdx.x; d < dim; d += blockDim.x) {
-    float v;
-    if (residual != nullptr) {
-      v = round_to(res_dt, load_elem(residual, res_dt, base + d) + load_elem(x, x_dt, base + d));
-      store_elem(residual, res_dt, base + d, v);
-    } else {
-      v = load_elem(x, x_dt, base + d);
-    }
+    const float v =
+        residual != nullptr ? add_into(residual, res_dt, x, x_dt, base + d) : load_elem(x, x_dt, base + d);
     ss += v * v;
   }
   const float inv = rsqrtf(block_sum(ss, shared) / static_cast<float>(dim) + eps);
@@ -109,6 +111,40 @@ __global__ void rmsnorm_bf16x8_kernel(const __nv_bfloat16* x, __nv_bfloat16* res
 #pragma unroll
     for (int i = 0; i < 8; ++i) v[i] *= inv * w[i];
     store8(out + base + d, v);
+  }
+}
+
+// Pending RMSNorm of a row (one block each): the residual (+= add, rounded as stored), then with weight
+// scaled = residual * weight and the row's sum of squares into sums[row]. Used at the start of a step and
+// where a matmul cannot form the norm in its epilogue (launch_gemv_fused).
+__global__ void pending_norm_kernel(void* residual, DType res_dt, const void* add, DType add_dt, const void* weight,
+                                    DType w_dt, int64_t dim, void* scaled, DType scaled_dt, double* sums,
+                                    bool accumulate) {
+  __shared__ float shared[32];
+  pdl_wait();
+  pdl_trigger();
+  const int64_t base = blockIdx.x * dim;
+  float ss = 0.f;
+  for (int64_t d = threadIdx.x; d < dim; d += blockDim.x) {
+    const float v = add != nullptr ? add_into(residual, res_dt, add, add_dt, base + d)
+                                   : load_elem(residual, res_dt, base + d);
+    if (weight != nullptr) store_elem(scaled, scaled_dt, base + d, v * load_elem(weight, w_dt, d));
+    ss += v * v;
+  }
+  if (weight == nullptr) return;
+  const float total = block_sum(ss, shared);
+  if (threadIdx.x == 0) sums[blockIdx.x] = (accumulate ? sums[blockIdx.x] : 0.0) + static_cast<double>(total);
+}
+
+// out[m, j] = out[m, j] * rsqrt(sums[m] * inv_dim + eps) (+ bias[j]).
+__global__ void scale_rows_kernel(void* out, DType out_dt, int64_t n, int64_t total, const double* sums, float inv_dim,
+                                  float eps, const void* bias, DType bias_dt) {
+  pdl_wait();
+  pdl_trigger();
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total; i += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t m = i / n, j = i % n;
+    const float b = bias != nullptr ? load_elem(bias, bias_dt, j) : 0.f;
+    store_elem(out, out_dt, i, load_elem(out, out_dt, i) * rsqrtf(static_cast<float>(sums[m]) * inv_dim + eps) + b);
   }
 }
 
@@ -358,6 +394,24 @@ void launch_silu_mul(const void* gate, DType gate_dt, const void* up, DType up_d
                      int64_t n, cudaStream_t stream) {
   if (n == 0) return;
   launch_pdl(silu_mul_kernel, grid_for(n), kThreads, 0, stream, gate, gate_dt, up, up_dt, out, out_dt, n);
+  CHECK_LAUNCH();
+}
+
+void launch_pending_norm(void* residual, DType res_dt, const void* add, DType add_dt, const void* weight, DType w_dt,
+                         int64_t rows, int64_t dim, void* scaled, DType scaled_dt, double* sums, bool accumulate,
+                         cudaStream_t stream) {
+  if (rows == 0) return;
+  const int threads = dim >= 4096 ? 1024 : dim >= 1024 ? 512 : 128;
+  launch_pdl(pending_norm_kernel, static_cast<unsigned>(rows), threads, 0, stream, residual, res_dt, add, add_dt,
+             weight, w_dt, dim, scaled, scaled_dt, sums, accumulate);
+  CHECK_LAUNCH();
+}
+
+void launch_scale_rows(void* out, DType out_dt, int64_t rows, int64_t n, const double* sums, float inv_dim, float eps,
+                       const void* bias, DType bias_dt, cudaStream_t stream) {
+  if (rows * n == 0) return;
+  launch_pdl(scale_rows_kernel, grid_for(rows * n), kThreads, 0, stream, out, out_dt, n, rows * n, sums, inv_dim, eps,
+             bias, bias_dt);
   CHECK_LAUNCH();
 }
 

@@ -51,6 +51,14 @@ struct SplitColumns {
 void launch_split_columns(const void* x, int64_t rows, int64_t row_bytes, const SplitColumns& parts_bytes,
                           cudaStream_t stream);
 void launch_add(void* a, DType a_dt, const void* b, DType b_dt, int64_t n, cudaStream_t stream);
+// Pending RMSNorm rows (one block each): with `add`, residual += add first (rounded as stored); with
+// weight, scaled = residual * weight and sums[row] = (accumulate: +=) the row's sum of squares.
+void launch_pending_norm(void* residual, DType res_dt, const void* add, DType add_dt, const void* weight, DType w_dt,
+                         int64_t rows, int64_t dim, void* scaled, DType scaled_dt, double* sums, bool accumulate,
+                         cudaStream_t stream);
+// out[m, j] = out[m, j] * rsqrt(sums[m] * inv_dim + eps) (+ bias[j]) over rows x n.
+void launch_scale_rows(void* out, DType out_dt, int64_t rows, int64_t n, const double* sums, float inv_dim, float eps,
+                       const void* bias, DType bias_dt, cudaStream_t stream);
 // out[t, i] = silu(gate_up[t, i]) * gate_up[t, f + i] over rows x f.
 void launch_swiglu(const void* gate_up, DType in_dt, void* out, DType out_dt, int64_t rows, int64_t f,
                    cudaStream_t stream);
@@ -70,11 +78,31 @@ int gemv_split_override();
 void set_gemv_split_override(int ks);
 void launch_gemv(const void* x, DType x_dt, const void* w, DType w_dt, const void* bias, DType bias_dt, void* out,
                  DType out_dt, int64_t rows, int64_t n, int64_t k, cudaStream_t stream);
-// out[m, i] = silu(g) * u with g = x[m, :] . w[i, :] (+ bias[i]) and u = x[m, :] . w[f + i, :] (+ bias[f + i])
-// for a fused [gate; up] weight of 2f rows, m < rows <= 8: the SwiGLU GEMV. Returns false (launching nothing)
-// where it does not apply: quantized weights, f16 x, K not a multiple of 8 or operands not 16-byte aligned.
-bool launch_gemv_swiglu(const void* x, DType x_dt, const void* w, DType w_dt, const void* bias, DType bias_dt,
-                        void* out, DType out_dt, int64_t rows, int64_t f, int64_t k, cudaStream_t stream);
+// A pending norm's row sums: kNormSlotDoubles doubles per slot, row m at [m] (rows <= 8).
+constexpr int64_t kNormSlotDoubles = 8;
+
+// What the fused GEMVs do with a row's products besides storing them (the Backend's pending norms).
+struct GemvEpilogue {
+  // Products of row m multiplied by rsqrt(scale_sums[m] * inv_dim + eps), before the bias.
+  const double* scale_sums = nullptr;
+  float inv_dim = 0.f, eps = 0.f;
+  // Added into `out` (the residual stream, rounded as stored) instead of overwriting it; with norm_sums (a
+  // zeroed slot), also scaled[m, j] = the new out[m, j] * norm_weight[j] and norm_sums[m] += its row's sum
+  // of squares.
+  bool accumulate = false;
+  const void* norm_weight = nullptr;
+  DType norm_dt = DType::kF32;
+  void* scaled = nullptr;  // out_dt
+  double* norm_sums = nullptr;
+};
+// The plain-weight GEMV (m < rows <= 8) with an epilogue; swiglu: w holds 2n rows, gate then up, and
+// out[m, i] = silu(g) * u of rows i and n + i (after the scale and bias; no accumulate or norm then).
+// Returns false (launching nothing) where it does not apply: quantized weights, f16 x, K not a multiple of
+// 8 or operands not 16-byte aligned; with a scale or accumulate epilogue also more than 2 rows, x other than
+// bf16 or f32 weights.
+bool launch_gemv_fused(const void* x, DType x_dt, const void* w, DType w_dt, const void* bias, DType bias_dt,
+                       void* out, DType out_dt, int64_t rows, int64_t n, int64_t k, bool swiglu,
+                       const GemvEpilogue& epilogue, cudaStream_t stream);
 
 // ---- attention_decode.cu / attention_prefill.cu ----
 struct AttentionArgs {

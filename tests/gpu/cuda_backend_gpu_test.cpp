@@ -16,6 +16,7 @@
 #include "runtime/backend.h"
 #include "runtime/cuda/cuda_backend.h"
 #include "runtime/cuda/kernels.h"
+#include "runtime/error.h"
 #include "runtime/formats/block_quant.h"
 
 namespace strata {
@@ -348,6 +349,97 @@ TEST_F(CudaBackendTest, MatmulSwigluEqualsMatmulThenSwiglu) {
   EXPECT_FALSE(gpu().matmul_swiglu(to_gpu(random_host({9, 256})), wb, out9));
   const Tensor h1 = to_host(out1), h9 = to_host(out9);
   EXPECT_TRUE(std::isnan(h1.data<float>()[0]) && std::isnan(h9.data<float>()[9 * 32 - 1]));
+}
+
+// Pending norms (Backend::defers_norms): one layer's chain of them (the first norm, the scaled QKV, the
+// output projection adding into the residual and forming the FFN norm, the scaled SwiGLU GEMV, down forming
+// the next norm, and the next scaled product) on the GPU against the CPU backend's reference ops, which
+// tests/runtime/backend_fusion_test.cpp checks against plain norms in a whole model; the first scaled
+// product also against rmsnorm + matmul. 16-bit weights at 1-2 rows (within gemv_max_rows) run the fused
+// GEMV epilogues; quantized weights and more rows run the unfused kernels.
+TEST_F(CudaBackendTest, PendingNormsMatchTheCpu) {
+  // K >= 2048 (D, F) takes the GEMV's 4-warps-per-row path, 384 its 1-warp path; F and N are whole q8_0 blocks.
+  const int64_t D = 2048, N = 384, F = 2080;
+  const float eps = 1e-5f;
+  const Tensor g1 = random_host({D}, 0.3f, 1.f), g2 = random_host({D}, 0.3f, 1.f), bias = random_host({N});
+  for (int max_rows : {8, 2}) {
+    CudaBackendOptions opt;
+    opt.gemv_max_rows = max_rows;
+    auto gpu_owner = make_cuda_backend(0, opt);
+    Backend& g = *gpu_owner;
+    for (DType dt : {DType::kBF16, DType::kF16, DType::kQ8_0}) {
+      const Tensor wqkv = make_weight(random_host({N, D}, 0.05f), dt), wo = make_weight(random_host({D, N}, 0.05f), dt);
+      const Tensor wgu = make_weight(random_host({2 * F, D}, 0.05f), dt), wd = make_weight(random_host({D, F}, 0.05f), dt);
+      const Tensor gwqkv = g.upload_weight(wqkv), gwo = g.upload_weight(wo), gwgu = g.upload_weight(wgu),
+                   gwd = g.upload_weight(wd), gg1 = g.upload_weight(g1), gg2 = g.upload_weight(g2),
+                   gbias = g.upload_weight(bias);
+      for (int64_t m : {1, 2, 5, 8}) {
+        const std::string what = cat(dtype_name(dt), " M ", m, " gemv_max_rows ", max_rows);
+        Tensor hidden = random_host({m, D}, 2.f), att = random_host({m, N});
+        auto to_dev = [&](const Tensor& host) {
+          Tensor d = g.alloc(host.shape(), DType::kBF16);
+          g.copy(host, d);
+          return d;
+        };
+        auto host_of = [&](const Tensor& dev) {
+          Tensor h = Tensor::empty(dev.shape(), DType::kF32);
+          g.copy(dev, h);
+          return h;
+        };
+        auto nan_dev = [&](const Shape& shape) {
+          Tensor h = Tensor::empty(shape, DType::kF32);
+          std::fill(h.data<float>(), h.data<float>() + h.numel(), std::nanf(""));
+          return to_dev(h);
+        };
+        Tensor gh = to_dev(hidden);  // the residual stream
+        cpu().reset_norm_sums(3, m);
+        g.reset_norm_sums(3, m);
+        // The first norm and the scaled QKV product (with a bias), also against rmsnorm + matmul.
+        Tensor scaled = Tensor::empty({m, D}, DType::kF32), gscaled = nan_dev({m, D});
+        cpu().pending_rmsnorm(hidden, g1, scaled, 0);
+        g.pending_rmsnorm(gh, gg1, gscaled, 0);
+        EXPECT_LT(rel_error(host_of(gscaled), scaled), kBf16Out) << what << ": scaled";
+        Tensor qkv = Tensor::empty({m, N}, DType::kF32), gqkv = nan_dev({m, N});
+        cpu().matmul_norm_scaled(scaled, wqkv, &bias, {0, D, eps}, qkv);
+        g.matmul_norm_scaled(gscaled, gwqkv, &gbias, {0, D, eps}, gqkv);
+        EXPECT_LT(rel_error(host_of(gqkv), qkv), kBf16Out) << what << ": scaled QKV";
+        Tensor normed = Tensor::empty({m, D}, DType::kF32), plain = Tensor::empty({m, N}, DType::kF32);
+        cpu().rmsnorm(hidden, g1, eps, normed);
+        cpu().matmul(normed, wqkv, &bias, plain);
+        EXPECT_LT(rel_error(host_of(gqkv), plain), kBf16Out) << what << ": scaled QKV against rmsnorm + matmul";
+        // The output projection adds into the residual and forms the FFN norm; the SwiGLU GEMV reads it.
+        cpu().matmul_add_pending_norm(att, wo, hidden, &g2, scaled, 1);
+        g.matmul_add_pending_norm(to_dev(att), gwo, gh, &gg2, gscaled, 1);
+        EXPECT_LT(rel_error(host_of(gh), hidden), kBf16Out) << what << ": residual after o";
+        EXPECT_LT(rel_error(host_of(gscaled), scaled), kBf16Out) << what << ": FFN norm's scaled";
+        Tensor gu = Tensor::empty({m, 2 * F}, DType::kF32), act = Tensor::empty({m, F}, DType::kF32);
+        cpu().matmul_norm_scaled(scaled, wgu, nullptr, {1, D, eps}, gu);
+        cpu().swiglu(gu, act);
+        Tensor gact = nan_dev({m, F});
+        const NormScale ffn_norm{1, D, eps};
+        const bool fused = g.matmul_swiglu(gscaled, gwgu, gact, &ffn_norm);
+        EXPECT_EQ(fused, dt != DType::kQ8_0 && m <= std::min(max_rows, 2)) << what;  // epilogue GEMVs: 1-2 rows
+        if (!fused) {
+          Tensor ggu = nan_dev({m, 2 * F});
+          g.matmul_norm_scaled(gscaled, gwgu, nullptr, {1, D, eps}, ggu);
+          g.swiglu(ggu, gact);
+        }
+        EXPECT_LT(rel_error(host_of(gact), act), kBf16Out) << what << ": SwiGLU of the scaled gate/up";
+        // Down adds into the residual and forms the next norm; the next layer's QKV reads it.
+        const Tensor gact_in = to_dev(act);  // both sides read the same activation from here on
+        cpu().matmul_add_pending_norm(act, wd, hidden, &g1, scaled, 2);
+        g.matmul_add_pending_norm(gact_in, gwd, gh, &gg1, gscaled, 2);
+        EXPECT_LT(rel_error(host_of(gh), hidden), kBf16Out) << what << ": residual after down";
+        cpu().matmul_norm_scaled(scaled, wqkv, nullptr, {2, D, eps}, qkv);
+        g.matmul_norm_scaled(gscaled, gwqkv, nullptr, {2, D, eps}, gqkv);
+        EXPECT_LT(rel_error(host_of(gqkv), qkv), kBf16Out) << what << ": next layer's scaled QKV";
+        // Without a norm weight only the residual add (a pipeline stage's last layer).
+        cpu().matmul_add_pending_norm(act, wd, hidden, nullptr, scaled, 2);
+        g.matmul_add_pending_norm(gact_in, gwd, gh, nullptr, gscaled, 2);
+        EXPECT_LT(rel_error(host_of(gh), hidden), kBf16Out) << what << ": residual add alone";
+      }
+    }
+  }
 }
 
 TEST_F(CudaBackendTest, MatmulOddKUsesTheScalarPath) {

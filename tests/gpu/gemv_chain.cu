@@ -4,7 +4,9 @@
 //   - the four projections of every layer in order (the GEMV chain of a step, 12.9 GB of weights);
 //   - the same chain with the step's small kernels between the GEMVs (rmsnorm launches standing in for
 //     norm, rope_kv_write and attention, plus the real SwiGLU), with and without programmatic launch;
-//   - the gate/up GEMV with the SwiGLU in its epilogue, alone and in that chain.
+//   - the gate/up GEMV with the SwiGLU in its epilogue, alone and in that chain;
+//   - the chain with pending norms (the GEMVs' epilogues scale by and form the RMSNorms), two small kernels
+//     a layer left.
 // Each row prints us per graph, GB/s of weights and the share of the device-to-device copy rate measured
 // in the same run. Built with the CUDA build (target gemv_chain); run: build-gpu/tests/gemv_chain [layers=32].
 // `--once` launches each shape once outside graphs, for ncu. STRATA_GEMV_KS forces the warps per row, as
@@ -121,8 +123,8 @@ int main(int argc, char** argv) {
   // The gate/up GEMV with the SwiGLU in its epilogue (CudaBackendOptions::fuse_swiglu), alone and in place of
   // gate_up + swiglu in the chain below.
   auto gate_up_swiglu = [&](int l) {
-    cu::launch_gemv_swiglu(x, DType::kBF16, w[2][static_cast<size_t>(l)], DType::kBF16, nullptr, DType::kF32, f,
-                           DType::kBF16, 1, shapes[2].n / 2, shapes[2].k, s);
+    cu::launch_gemv_fused(x, DType::kBF16, w[2][static_cast<size_t>(l)], DType::kBF16, nullptr, DType::kF32, f,
+                          DType::kBF16, 1, shapes[2].n / 2, shapes[2].k, /*swiglu=*/true, cu::GemvEpilogue{}, s);
   };
   {
     const double us = graph_replay_us(s, [&] {
@@ -143,33 +145,60 @@ int main(int argc, char** argv) {
           for (int l = 0; l < layers; ++l)
             for (int i = 0; i < 4; ++i) gemv(i, l);
         }));
-    row(pdl ? "+ 5 small kernels per layer, PDL" : "+ 5 small kernels per layer, no PDL", chain_bytes,
-        graph_replay_us(s, [&] {
-          for (int l = 0; l < layers; ++l) {
-            small();  // norm
-            gemv(0, l);
-            small();  // rope_kv_write
-            small();  // attention
-            gemv(1, l);
-            small();  // norm
+    // The step's order; fused: the SwiGLU in the gate/up GEMV's epilogue instead of its own kernel.
+    auto with_small_kernels = [&](bool fused) {
+      return graph_replay_us(s, [&] {
+        for (int l = 0; l < layers; ++l) {
+          small();  // norm
+          gemv(0, l);
+          small();  // rope_kv_write
+          small();  // attention
+          gemv(1, l);
+          small();  // norm
+          if (fused) {
+            gate_up_swiglu(l);
+          } else {
             gemv(2, l);
             swiglu();
-            gemv(3, l);
           }
-        }));
-    if (pdl)
-      row("+ 4 small kernels, SwiGLU in gate_up, PDL", chain_bytes, graph_replay_us(s, [&] {
+          gemv(3, l);
+        }
+      });
+    };
+    row(pdl ? "+ 5 small kernels per layer, PDL" : "+ 5 small kernels per layer, no PDL", chain_bytes,
+        with_small_kernels(false));
+    if (pdl) row("+ 4 small kernels, SwiGLU in gate_up, PDL", chain_bytes, with_small_kernels(true));
+    if (pdl) {
+      // Pending norms (Backend::defers_norms): qkv and gate_up scale their products by the norm's sum, o and
+      // down add into the residual and form the next norm; left per layer: the attention and its combine.
+      double* sums = nullptr;
+      const size_t sum_bytes = sizeof(double) * cu::kNormSlotDoubles * (2 * layers + 1);
+      CHECK_CUDA(cudaMalloc(&sums, sum_bytes));
+      auto fused = [&](int i, int l, bool swiglu, const cu::GemvEpilogue& e) {
+        cu::launch_gemv_fused(i == 3 ? f : x, DType::kBF16, w[i][static_cast<size_t>(l)], DType::kBF16, nullptr,
+                              DType::kF32, e.accumulate ? static_cast<void*>(res) : y, DType::kBF16, 1,
+                              swiglu ? shapes[i].n / 2 : shapes[i].n, shapes[i].k, swiglu, e, s);
+      };
+      row("pending norms, 2 small kernels per layer, PDL", chain_bytes, graph_replay_us(s, [&] {
+            CHECK_CUDA(cudaMemsetAsync(sums, 0, sum_bytes, s));
             for (int l = 0; l < layers; ++l) {
-              small();  // norm
-              gemv(0, l);
-              small();  // rope_kv_write
+              cu::GemvEpilogue scale, add;
+              scale.inv_dim = 1.f / 4096, scale.eps = 1e-5f;
+              add.accumulate = true, add.norm_weight = norm_w, add.norm_dt = DType::kBF16, add.scaled = h;
+              scale.scale_sums = sums + cu::kNormSlotDoubles * (2 * l);
+              fused(0, l, false, scale);
               small();  // attention
-              gemv(1, l);
-              small();  // norm
-              gate_up_swiglu(l);
-              gemv(3, l);
+              small();  // split combine
+              add.norm_sums = sums + cu::kNormSlotDoubles * (2 * l + 1);
+              fused(1, l, false, add);
+              scale.scale_sums = sums + cu::kNormSlotDoubles * (2 * l + 1);
+              fused(2, l, true, scale);
+              add.norm_sums = sums + cu::kNormSlotDoubles * (2 * l + 2);
+              fused(3, l, false, add);
             }
           }));
+      CHECK_CUDA(cudaFree(sums));
+    }
     row(pdl ? "5 small kernels per layer alone, PDL" : "5 small kernels per layer alone, no PDL", 0,
         graph_replay_us(s, [&] {
           for (int l = 0; l < layers; ++l) {

@@ -1,0 +1,600 @@
+// runtime/cuda/cuda_backend_impl.h: the CudaBackend class and its helpers, shared by the files that define
+// its ops (cuda_backend.cpp: construction, copies, matmul and attention; cuda_backend_fused.cpp: the fused
+// decode ops). Internal to runtime/cuda/: everything else names the backend through cuda_backend.h.
+#pragma once
+#include "runtime/cuda/cuda_backend.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <optional>
+#include <tuple>
+#include <vector>
+
+#include "runtime/cuda/check_cuda.h"
+#include "runtime/cuda/device_handles.h"
+#include "runtime/cuda/gemm.h"
+#include "runtime/cuda/kernels.h"
+#include "runtime/cuda/op_profiler.h"
+#include "runtime/cuda/pdl.cuh"
+#include "runtime/log.h"
+#include "runtime/rope.h"
+
+namespace strata::cuda_backend_detail {
+
+using cuda::CublasHandle;
+using cuda::CudaStream;
+using cuda::DeviceBuffer;
+using cuda::GrowableBuffer;
+
+// An integer option from the environment: `fallback` when unset or empty, an error naming the variable when
+// it is not an integer in [lo, hi].
+inline int64_t env_int(const char* name, int64_t lo, int64_t hi, int64_t fallback) {
+  const char* g = std::getenv(name);
+  if (g == nullptr || *g == '\0') return fallback;
+  char* end = nullptr;
+  const long long v = std::strtoll(g, &end, 10);
+  STRATA_CHECK(*end == '\0' && v >= lo && v <= hi, name, " must be an integer in ", lo, "..", hi, ", got '", g, "'");
+  return v;
+}
+
+inline bool is_float_type(DType dt) { return dt == DType::kF32 || dt == DType::kF16 || dt == DType::kBF16; }
+
+inline void check_on_device(const Tensor& t, const char* what, const char* op) {
+  STRATA_CHECK(t.device() == Device::kCuda, op, ": ", what, " ", shape_str(t.shape()),
+               " is on the host; allocate it with the CUDA backend's alloc() or upload_weight()");
+}
+
+inline void check_float(const Tensor& t, const char* what, const char* op) {
+  STRATA_CHECK(is_float_type(t.dtype()), op, ": ", what, " must be f32, f16 or bf16, got ", dtype_name(t.dtype()));
+}
+
+// Host-side conversion between float types (host-to-host copies of different dtypes).
+inline float host_load(const void* p, DType dt, int64_t i) {
+  switch (dt) {
+    case DType::kF32: return static_cast<const float*>(p)[i];
+    case DType::kF16: return f16_to_f32(static_cast<const uint16_t*>(p)[i]);
+    case DType::kBF16: return bf16_to_f32(static_cast<const uint16_t*>(p)[i]);
+    default: STRATA_THROW(ErrorKind::kInvalidArgument, "cannot convert from ", dtype_name(dt), " on the host");
+  }
+}
+inline void host_store(void* p, DType dt, int64_t i, float v) {
+  switch (dt) {
+    case DType::kF32: static_cast<float*>(p)[i] = v; break;
+    case DType::kF16: static_cast<uint16_t*>(p)[i] = f32_to_f16(v); break;
+    case DType::kBF16: static_cast<uint16_t*>(p)[i] = f32_to_bf16(v); break;
+    default: STRATA_THROW(ErrorKind::kInvalidArgument, "cannot convert to ", dtype_name(dt), " on the host");
+  }
+}
+// One instantiated CUDA graph, launched on the backend's stream between two timing events.
+class CudaGraph final : public OpGraph {
+ public:
+  CudaGraph(cudaGraphExec_t exec, cudaStream_t stream, int device) : exec_(exec), stream_(stream), device_(device) {
+    CHECK_CUDA(cudaEventCreate(&start_));
+    CHECK_CUDA(cudaEventCreate(&end_));
+  }
+  ~CudaGraph() override {
+    for (cudaEvent_t e : {start_, end_}) {
+      const cudaError_t st = cudaEventDestroy(e);
+      if (st != cudaSuccess) LOG_WARN("cudaEventDestroy: ", cudaGetErrorString(st));
+    }
+    const cudaError_t st = cudaGraphExecDestroy(exec_);
+    if (st != cudaSuccess) LOG_WARN("cudaGraphExecDestroy: ", cudaGetErrorString(st));
+  }
+  CudaGraph(const CudaGraph&) = delete;
+  CudaGraph& operator=(const CudaGraph&) = delete;
+  void replay() override {
+    CHECK_CUDA(cudaSetDevice(device_));
+    collect();  // the previous replay's events are reused
+    CHECK_CUDA(cudaEventRecord(start_, stream_));
+    CHECK_CUDA(cudaGraphLaunch(exec_, stream_));
+    CHECK_CUDA(cudaEventRecord(end_, stream_));
+    pending_ = true;
+  }
+  double take_device_seconds() override {
+    collect();
+    const double s = done_seconds_;
+    done_seconds_ = 0;
+    return s;
+  }
+
+ private:
+  // Adds the last replay's time once its end event has completed; a replay still running is dropped
+  // (only when the caller did not wait for it).
+  void collect() {
+    if (!pending_) return;
+    pending_ = false;
+    const cudaError_t cudaEventQuery_end = cudaEventQuery(end_);
+    if (cudaEventQuery_end == cudaErrorNotReady) {
+      (void)cudaGetLastError();  // not an error to keep
+      return;
+    }
+    CHECK_CUDA(cudaEventQuery_end);
+    float ms = 0;
+    CHECK_CUDA(cudaEventElapsedTime(&ms, start_, end_));
+    done_seconds_ += ms * 1e-3;
+  }
+
+  cudaEvent_t start_ = nullptr, end_ = nullptr;
+  bool pending_ = false;
+  double done_seconds_ = 0;
+  cudaGraphExec_t exec_;
+  cudaStream_t stream_;
+  int device_;
+};
+
+class CudaBackend final : public Backend {
+ public:
+  CudaBackend(int device, const CudaBackendOptions& options)
+      : device_(device), options_(options), stream_(device), scratch_a_(device), scratch_b_(device),
+        split_scratch_(device), sample_dev_(device) {
+    cudaDeviceProp prop{};
+    CHECK_CUDA(cudaGetDeviceProperties(&prop, device));
+    sm_count_ = prop.multiProcessorCount;
+    device_name_ = prop.name;
+    options_.gemv_max_rows = static_cast<int>(env_int("STRATA_GEMV_MAX_ROWS", 0, 8, options_.gemv_max_rows));
+    options_.fuse_rope_kv_write = env_int("STRATA_FUSED_ROPE_KV", 0, 1, options_.fuse_rope_kv_write ? 1 : 0) != 0;
+    options_.decode_attention_warps =
+        env_int("STRATA_DECODE_ATTN_WARPS", 0, 1, options_.decode_attention_warps ? 1 : 0) != 0;
+    options_.fuse_rope_attention = env_int("STRATA_FUSED_ROPE_ATTN", 0, 1, options_.fuse_rope_attention ? 1 : 0) != 0;
+    options_.fuse_swiglu = env_int("STRATA_FUSED_SWIGLU", 0, 1, options_.fuse_swiglu ? 1 : 0) != 0;
+    options_.pending_norms = env_int("STRATA_PENDING_NORMS", 0, 1, options_.pending_norms ? 1 : 0) != 0;
+    // Process-wide like the PDL switch below: a tuning knob for tests/gpu/decode_sweep.sh.
+    if (const int64_t ks = env_int("STRATA_GEMV_KS", 0, 4, -1); ks >= 0)
+      cuda::set_gemv_split_override(static_cast<int>(ks));
+    if (const int64_t g = env_int("STRATA_DECODE_SPLIT_GRAIN", 16, 128, 0); g > 0)
+      cuda::set_attention_decode_split_grain(static_cast<int>(g));
+    STRATA_CHECK(options_.gemv_max_rows >= 0 && options_.gemv_max_rows <= 8, "gemv_max_rows must be 0..8, got ",
+                 options_.gemv_max_rows);
+    // Keep freed pool memory for reuse instead of handing it back at every synchronisation.
+    cudaMemPool_t pool = nullptr;
+    CHECK_CUDA(cudaDeviceGetDefaultMemPool(&pool, device));
+    uint64_t keep = UINT64_MAX;
+    CHECK_CUDA(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
+    options_.graphs = env_int("STRATA_CUDA_GRAPHS", 0, 1, options_.graphs ? 1 : 0) != 0;
+    // Programmatic dependent launch needs Hopper; one process drives devices of one kind in practice, so
+    // the switch is process-wide and the last backend made sets it.
+    cuda::set_pdl_enabled(prop.major >= 9 && env_int("STRATA_CUDA_PDL", 0, 1, 1) != 0);
+    use_lt_ = env_int("STRATA_CUBLASLT", 0, 1, options_.cublaslt ? 1 : 0) != 0;
+  }
+  ~CudaBackend() override {
+    // Tensors that outlive the backend free synchronously (their stream is about to go away).
+    (void)cudaStreamSynchronize(stream_.get());
+    if (profiler_) {
+      try {
+        std::fputs(profiler_->report().c_str(), stderr);
+      } catch (const std::exception& e) {
+        LOG_WARN("STRATA_CUDA_PROFILE report failed: ", e.what());
+      }
+    }
+    *alive_ = false;
+  }
+
+  Device device() const override { return Device::kCuda; }
+  std::string name() const override { return cat("cuda:", device_, " (", device_name_, ")"); }
+  DType activation_dtype() const override { return DType::kBF16; }
+  cudaStream_t stream() const { return stream_.get(); }
+
+  Tensor alloc(const Shape& shape, DType dtype) override {
+    for (int64_t d : shape) STRATA_CHECK(d >= 0, "negative dimension in shape ", shape_str(shape));
+    const int64_t bytes = dtype_bytes(dtype, shape_numel(shape));
+    // Stream-ordered allocation from the device's pool (kept, not returned to the driver): the
+    // per-step activations of a forward pass cost no cudaMalloc and, unlike cudaFree, freeing them
+    // does not wait for the device. The free is queued on the compute stream after the work that
+    // used the memory; once the backend is gone, a plain synchronous cudaFree is used instead.
+    void* ptr = nullptr;
+    if (bytes > 0) {
+      CHECK_CUDA(cudaSetDevice(device_));
+      const cudaError_t status = cudaMallocAsync(&ptr, static_cast<size_t>(bytes), stream_.get());
+      if (status != cudaSuccess) {
+        (void)cudaGetLastError();
+        size_t free_bytes = 0, total_bytes = 0;
+        (void)cudaMemGetInfo(&free_bytes, &total_bytes);
+        STRATA_THROW(ErrorKind::kOutOfMemory, "CUDA error in cudaMallocAsync(", bytes, " bytes) on device ", device_,
+                     ": ", cudaGetErrorString(status), "; ", free_bytes >> 20, " MiB free of ", total_bytes >> 20,
+                     " MiB. Lower the batch size, the KV cache size or the GPU weight budget.");
+      }
+    }
+    std::shared_ptr<void> holder(ptr, [stream = stream_.get(), alive = alive_, device = device_](void* p) {
+      if (p == nullptr) return;
+      const cudaError_t st = *alive ? cudaFreeAsync(p, stream) : (cudaSetDevice(device), cudaFree(p));
+      if (st != cudaSuccess) LOG_WARN("freeing ", p, " on device ", device, ": ", cudaGetErrorString(st));
+    });
+    return Tensor::view(ptr, shape, dtype, Device::kCuda, std::move(holder));
+  }
+
+  void copy(const Tensor& src, Tensor& dst) override {
+    STRATA_CHECK(src.numel() == dst.numel(), "copy: ", shape_str(src.shape()), " and ", shape_str(dst.shape()),
+                 " differ in size");
+    set_device();
+    const bool src_dev = src.device() == Device::kCuda, dst_dev = dst.device() == Device::kCuda;
+    const int64_t n = src.numel();
+    if (n == 0) return;
+    auto scope = profile([&] { return std::string(src_dev ? (dst_dev ? "copy d2d" : "copy d2h") : "copy h2d"); });
+    if (src.dtype() == dst.dtype()) {
+      if (!src_dev && !dst_dev) {
+        std::memcpy(dst.raw(), src.raw(), static_cast<size_t>(src.nbytes()));
+        return;
+      }
+      CHECK_CUDA(cudaMemcpyAsync(dst.raw(), src.raw(), static_cast<size_t>(src.nbytes()), cudaMemcpyDefault,
+                                 stream_.get()));
+      if (!dst_dev) synchronize();  // the caller reads host memory next
+      return;
+    }
+    STRATA_CHECK(is_float_type(dst.dtype()) && (is_float_type(src.dtype()) || dtype_is_quantized(src.dtype())),
+                 "copy: cannot convert ", dtype_name(src.dtype()), " to ", dtype_name(dst.dtype()));
+    if (!src_dev && !dst_dev) {
+      for (int64_t i = 0; i < n; ++i) host_store(dst.raw(), dst.dtype(), i, host_load(src.raw(), src.dtype(), i));
+      return;
+    }
+    if (src_dev && dst_dev) {
+      cuda::launch_convert(src.raw(), src.dtype(), dst.raw(), dst.dtype(), n, stream_.get());
+    } else if (!src_dev) {  // stage the host bytes, convert on the device
+      void* staged = scratch_a_.get(static_cast<size_t>(src.nbytes()), stream_.get());
+      CHECK_CUDA(cudaMemcpyAsync(staged, src.raw(), static_cast<size_t>(src.nbytes()), cudaMemcpyHostToDevice,
+                                 stream_.get()));
+      cuda::launch_convert(staged, src.dtype(), dst.raw(), dst.dtype(), n, stream_.get());
+    } else {  // convert on the device, then bring the bytes over
+      void* staged = scratch_a_.get(static_cast<size_t>(dst.nbytes()), stream_.get());
+      cuda::launch_convert(src.raw(), src.dtype(), staged, dst.dtype(), n, stream_.get());
+      CHECK_CUDA(cudaMemcpyAsync(dst.raw(), staged, static_cast<size_t>(dst.nbytes()), cudaMemcpyDeviceToHost,
+                                 stream_.get()));
+      synchronize();
+    }
+  }
+
+  Tensor upload_weight(const Tensor& host) override {
+    if (host.device() == Device::kCuda) return host;
+    set_device();
+    const bool to_bf16 = options_.f32_weights_to_bf16 && host.dtype() == DType::kF32 && host.rank() >= 2;
+    Tensor dev = alloc(host.shape(), to_bf16 ? DType::kBF16 : host.dtype());
+    if (!to_bf16) {
+      CHECK_CUDA(cudaMemcpyAsync(dev.raw(), host.raw(), static_cast<size_t>(host.nbytes()), cudaMemcpyHostToDevice,
+                                 stream_.get()));
+    } else {  // chunked through a staging buffer so a large f32 tensor never sits whole on the device
+      constexpr int64_t kChunk = int64_t{16} << 20;  // elements
+      const int64_t n = host.numel();
+      void* staged = scratch_a_.get(static_cast<size_t>(std::min(n, kChunk) * 4), stream_.get());
+      for (int64_t off = 0; off < n; off += kChunk) {
+        const int64_t len = std::min(kChunk, n - off);
+        CHECK_CUDA(cudaMemcpyAsync(staged, host.data<float>() + off, static_cast<size_t>(len * 4),
+                                   cudaMemcpyHostToDevice, stream_.get()));
+        cuda::launch_convert(staged, DType::kF32, static_cast<uint16_t*>(dev.raw()) + off, DType::kBF16, len,
+                             stream_.get());
+      }
+    }
+    synchronize();  // the host view may be unmapped once this returns
+    return dev;
+  }
+
+  void synchronize() override { CHECK_CUDA(cudaStreamSynchronize(stream_.get())); }
+
+  void embed(const Tensor& table, const Tensor& ids, int64_t vocab_offset, Tensor& out) override {
+    check_on_device(table, "table", "embed");
+    check_on_device(ids, "ids", "embed");
+    check_on_device(out, "out", "embed");
+    STRATA_CHECK(table.rank() == 2 && ids.dtype() == DType::kI32, "embed: table must be [vocab, dim] and ids i32");
+    const int64_t dim = table.dim(1);
+    STRATA_CHECK(out.numel() == ids.numel() * dim, "embed: out ", shape_str(out.shape()), " is not [", ids.numel(),
+                 ", ", dim, "]");
+    check_float(out, "out", "embed");
+    set_device();
+    auto scope = profile([] { return std::string("embed"); });
+    cuda::launch_embed(table.raw(), table.dtype(), table.dim(0), dim, ids.data<int32_t>(), ids.numel(), vocab_offset,
+                       out.raw(), out.dtype(), stream_.get());
+  }
+
+  void rmsnorm(const Tensor& x, const Tensor& weight, float eps, Tensor& out) override {
+    norm("rmsnorm", nullptr, x, weight, eps, out);
+  }
+
+  void add_rmsnorm(Tensor& residual, const Tensor& x, const Tensor& weight, float eps, Tensor& out) override {
+    STRATA_CHECK(residual.numel() == x.numel(), "add_rmsnorm: residual ", shape_str(residual.shape()), " and x ",
+                 shape_str(x.shape()), " differ");
+    check_on_device(residual, "residual", "add_rmsnorm");
+    check_float(residual, "residual", "add_rmsnorm");
+    norm("add_rmsnorm", &residual, x, weight, eps, out);
+  }
+
+  void matmul(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& out) override;
+  bool matmul_swiglu(const Tensor& x, const Tensor& w_gate_up, Tensor& out, const NormScale* scale) override;
+  // One row only: at two rows the pending norms were slower than the norm kernels (H200, 7b shape: 462.3
+  // against 470.9 tok/s, bench/results/gpu-h200-20261202-s17/c-pending-norm-parts).
+  bool defers_norms(int64_t rows) const override { return options_.pending_norms && rows == 1 && fused_gemv_rows() >= 1; }
+  void reset_norm_sums(int slots, int64_t rows) override;
+  void pending_rmsnorm(const Tensor& x, const Tensor& weight, Tensor& scaled, int slot) override;
+  void matmul_add_pending_norm(const Tensor& x, const Tensor& w, Tensor& residual, const Tensor* norm_weight,
+                               Tensor& scaled, int slot) override;
+  void matmul_norm_scaled(const Tensor& x, const Tensor& w, const Tensor* bias, const NormScale& scale,
+                          Tensor& out) override;
+
+  void rope(Tensor& x, const Tensor& positions, const RopeParams& params) override {
+    const RopeParams p = checked_rope(x, positions, params, "rope");
+    set_device();
+    auto scope = profile([] { return std::string("rope"); });
+    const float* inv_freq = inv_freq_for(p);
+    cuda::launch_rope(x.raw(), x.dtype(), x.dim(0), x.dim(1), x.dim(2), positions.data<int32_t>(), inv_freq,
+                      p.rot_dim, p.style, stream_.get());
+  }
+
+  void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) override {
+    for (const Tensor* t : {&gate, &up, static_cast<const Tensor*>(&out)}) {
+      check_on_device(*t, "operand", "silu_mul");
+      check_float(*t, "operand", "silu_mul");
+    }
+    STRATA_CHECK(gate.numel() == up.numel() && up.numel() == out.numel(), "silu_mul: sizes differ: ",
+                 shape_str(gate.shape()), ", ", shape_str(up.shape()), ", ", shape_str(out.shape()));
+    set_device();
+    auto scope = profile([] { return std::string("silu_mul"); });
+    cuda::launch_silu_mul(gate.raw(), gate.dtype(), up.raw(), up.dtype(), out.raw(), out.dtype(), out.numel(),
+                          stream_.get());
+  }
+
+  void swiglu(const Tensor& gate_up, Tensor& out) override {
+    check_on_device(gate_up, "gate_up", "swiglu");
+    check_on_device(out, "out", "swiglu");
+    check_float(gate_up, "gate_up", "swiglu");
+    check_float(out, "out", "swiglu");
+    const int64_t f = out.dim(-1), rows = out.numel() / std::max<int64_t>(f, 1);
+    STRATA_CHECK(gate_up.numel() == 2 * rows * f, "swiglu: gate_up ", shape_str(gate_up.shape()), " is not [", rows,
+                 ", ", 2 * f, "]");
+    set_device();
+    auto scope = profile([] { return std::string("swiglu"); });
+    cuda::launch_swiglu(gate_up.raw(), gate_up.dtype(), out.raw(), out.dtype(), rows, f, stream_.get());
+  }
+
+  void add(Tensor& a, const Tensor& b) override {
+    check_on_device(a, "a", "add");
+    check_on_device(b, "b", "add");
+    check_float(a, "a", "add");
+    check_float(b, "b", "add");
+    STRATA_CHECK(a.numel() == b.numel(), "add: ", shape_str(a.shape()), " and ", shape_str(b.shape()), " differ");
+    set_device();
+    auto scope = profile([] { return std::string("add"); });
+    cuda::launch_add(a.raw(), a.dtype(), b.raw(), b.dtype(), a.numel(), stream_.get());
+  }
+
+  void split_columns(const Tensor& x, const std::vector<Tensor*>& parts) override {
+    check_on_device(x, "x", "split_columns");
+    const std::vector<int64_t> widths = split_column_widths(x, parts);
+    const int64_t rows = x.dim(0), elem = dtype_bytes(x.dtype(), 1);
+    cuda::SplitColumns p;
+    p.parts = static_cast<int>(parts.size());
+    int64_t end = 0;
+    for (int j = 0; j < p.parts; ++j) {
+      p.dst[j] = parts[static_cast<size_t>(j)]->raw();
+      p.end[j] = end += widths[static_cast<size_t>(j)] * elem;
+    }
+    set_device();
+    auto scope = profile([] { return std::string("split_columns"); });
+    cuda::launch_split_columns(x.raw(), rows, end, p, stream_.get());
+  }
+
+  void kv_write(const Tensor& k, const Tensor& v, const Tensor& slots, Tensor& k_cache, Tensor& v_cache) override {
+    check_kv_write(k, v, slots, k_cache, v_cache, "kv_write");
+    set_device();
+    auto scope = profile([] { return std::string("kv_write"); });
+    cuda::launch_kv_write(k.raw(), v.raw(), k.dtype(), slots.data<int32_t>(), k.dim(0), k.dim(1) * k.dim(2),
+                          k_cache.raw(), v_cache.raw(), k_cache.dtype(), k_cache.dim(0) * k_cache.dim(1),
+                          stream_.get());
+  }
+
+  void rope_kv_write(Tensor& q, Tensor& k, const Tensor& v, const Tensor& positions, const RopeParams& params,
+                     const Tensor& slots, Tensor& k_cache, Tensor& v_cache) override {
+    const char* op = "rope_kv_write";
+    const RopeParams p = checked_rope(q, positions, params, op);
+    checked_rope(k, positions, params, op);
+    check_kv_write(k, v, slots, k_cache, v_cache, op);
+    STRATA_CHECK(q.dtype() == k.dtype() && q.dim(0) == k.dim(0) && q.dim(2) == k.dim(2), op, ": q ",
+                 shape_str(q.shape()), " and k ", shape_str(k.shape()), " differ in dtype, tokens or head_dim");
+    if (!options_.fuse_rope_kv_write)
+      return Backend::rope_kv_write(q, k, v, positions, params, slots, k_cache, v_cache);
+    set_device();
+    auto scope = profile([op] { return std::string(op); });
+    cuda::RopeKvWrite a;
+    a.q = q.raw();
+    a.k = k.raw();
+    a.v = v.raw();
+    a.dt = q.dtype();
+    a.q_heads = q.dim(1);
+    a.kv_heads = k.dim(1);
+    a.head_dim = q.dim(2);
+    a.rot_dim = p.rot_dim;
+    a.style = p.style;
+    a.positions = positions.data<int32_t>();
+    a.inv_freq = inv_freq_for(p);
+    a.slots = slots.data<int32_t>();
+    a.k_cache = k_cache.raw();
+    a.v_cache = v_cache.raw();
+    a.cache_dt = k_cache.dtype();
+    a.cache_rows = k_cache.dim(0) * k_cache.dim(1);
+    cuda::launch_rope_kv_write(a, q.dim(0), stream_.get());
+  }
+
+  void attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const AttentionBatch& batch,
+                 float scale, Tensor& out) override;
+  bool rope_kv_attention(Tensor& q, Tensor& k, const Tensor& v, const AttentionBatch& batch, const RopeParams& params,
+                         Tensor& k_cache, Tensor& v_cache, float scale, Tensor& out) override;
+  // The attention's operands checked and gathered for a kernel launch.
+  cuda::AttentionArgs attention_args(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                                     const AttentionBatch& batch, float scale, Tensor& out);
+  void launch_decode_attention(const cuda::AttentionArgs& a);
+
+  void sample(const Tensor& logits, const SampleRow* rows, int32_t* tokens, float* logprobs) override {
+    if (logits.device() != Device::kCuda) return Backend::sample(logits, rows, tokens, logprobs);
+    STRATA_CHECK(logits.dtype() == DType::kF32 && logits.rank() == 2, "sample: logits must be f32 [rows, vocab], got ",
+                 shape_str(logits.shape()), " ", dtype_name(logits.dtype()));
+    const int64_t R = logits.dim(0);
+    if (R == 0) return;
+    set_device();
+    auto scope = profile([] { return std::string("sample"); });
+    // One pinned block: parameters in, then tokens and log-probabilities out (two small copies).
+    const size_t param_bytes = sizeof(cuda::DeviceSampling) * static_cast<size_t>(R);
+    const size_t out_bytes = 8 * static_cast<size_t>(R);
+    auto* host = static_cast<uint8_t*>(sample_host_.get(param_bytes + out_bytes, stream_.get()));
+    auto* params = reinterpret_cast<cuda::DeviceSampling*>(host);
+    for (int64_t r = 0; r < R; ++r) {
+      const SampleRow& row = rows[r];
+      STRATA_CHECK(row.params.repetition_penalty == 1.f, "sample: the repetition penalty needs the history; use Sampler");
+      params[r] = {row.params.temperature, row.params.top_k, row.params.top_p, row.params.min_p, row.params.seed,
+                   row.step};
+    }
+    auto* dev = static_cast<uint8_t*>(sample_dev_.get(param_bytes + out_bytes, stream_.get()));
+    CHECK_CUDA(cudaMemcpyAsync(dev, host, param_bytes, cudaMemcpyHostToDevice, stream_.get()));
+    auto* dev_tokens = reinterpret_cast<int32_t*>(dev + param_bytes);
+    auto* dev_logprobs = reinterpret_cast<float*>(dev + param_bytes + 4 * static_cast<size_t>(R));
+    cuda::launch_sample(logits.data<float>(), R, logits.dim(1), reinterpret_cast<const cuda::DeviceSampling*>(dev),
+                        dev_tokens, dev_logprobs, stream_.get());
+    CHECK_CUDA(cudaMemcpyAsync(host + param_bytes, dev + param_bytes, out_bytes, cudaMemcpyDeviceToHost, stream_.get()));
+    synchronize();
+    std::memcpy(tokens, host + param_bytes, 4 * static_cast<size_t>(R));
+    std::memcpy(logprobs, host + param_bytes + 4 * static_cast<size_t>(R), 4 * static_cast<size_t>(R));
+  }
+
+  bool supports_capture() const override { return options_.graphs && !profiler_; }
+
+  std::unique_ptr<OpGraph> capture(const std::function<void()>& record) override {
+    STRATA_CHECK(supports_capture(), "capture: CUDA graphs are turned off on ", name());
+    set_device();
+    // Thread-local mode: other threads' CUDA calls (the prefetcher, NCCL) are not this capture's business.
+    CHECK_CUDA(cudaStreamBeginCapture(stream_.get(), cudaStreamCaptureModeThreadLocal));
+    cudaGraph_t graph = nullptr;
+    try {
+      record();
+    } catch (...) {
+      (void)cudaStreamEndCapture(stream_.get(), &graph);
+      if (graph != nullptr) (void)cudaGraphDestroy(graph);
+      (void)cudaGetLastError();
+      throw;
+    }
+    CHECK_CUDA(cudaStreamEndCapture(stream_.get(), &graph));
+    cudaGraphExec_t exec = nullptr;
+    const cudaError_t st = cudaGraphInstantiate(&exec, graph, 0);
+    (void)cudaGraphDestroy(graph);
+    CHECK_CUDA(st);
+    return std::make_unique<CudaGraph>(exec, stream_.get(), device_);
+  }
+
+ private:
+  static constexpr size_t kWorkspaceBytes = size_t{32} << 20;
+
+  void set_device() { CHECK_CUDA(cudaSetDevice(device_)); }
+
+  // Brackets one op for STRATA_CUDA_PROFILE; `name` runs only when profiling.
+  template <typename NameFn>
+  cuda::OpScope<NameFn> profile(NameFn name) {
+    return cuda::OpScope<NameFn>(profiler_.get(), stream_.get(), std::move(name));
+  }
+
+  // cuBLAS is created on first use: decode-only and test backends never pay for it.
+  cublasHandle_t cublas() {
+    if (!cublas_) {
+      cublas_.emplace(stream_.get());
+      workspace_ = DeviceBuffer(kWorkspaceBytes, device_);
+      CHECK_CUBLAS(cublasSetWorkspace(cublas_->get(), workspace_.get(), kWorkspaceBytes));
+    }
+    return cublas_->get();
+  }
+
+  cuda::LtGemm& lt_gemm() {
+    if (!lt_) {
+      cublas();  // the workspace
+      lt_.emplace(stream_.get(), workspace_.get(), kWorkspaceBytes);
+    }
+    return *lt_;
+  }
+
+  void norm(const char* op, Tensor* residual, const Tensor& x, const Tensor& weight, float eps, Tensor& out) {
+    check_on_device(x, "x", op);
+    check_on_device(weight, "weight", op);
+    check_on_device(out, "out", op);
+    check_float(x, "x", op);
+    check_float(weight, "weight", op);
+    check_float(out, "out", op);
+    const int64_t dim = weight.numel();
+    STRATA_CHECK(dim > 0 && x.numel() % dim == 0 && out.numel() == x.numel(), op, ": x ", shape_str(x.shape()),
+                 ", weight ", shape_str(weight.shape()), " and out ", shape_str(out.shape()), " do not match");
+    set_device();
+    auto scope = profile([op] { return std::string(op); });
+    cuda::launch_rmsnorm(x.raw(), x.dtype(), residual ? residual->raw() : nullptr,
+                         residual ? residual->dtype() : DType::kF32, weight.raw(), weight.dtype(), eps,
+                         x.numel() / dim, dim, out.raw(), out.dtype(), stream_.get());
+  }
+
+  // rope()'s operand checks; returns the parameters with rot_dim resolved.
+  static RopeParams checked_rope(const Tensor& x, const Tensor& positions, const RopeParams& params, const char* op) {
+    check_on_device(x, "x", op);
+    check_on_device(positions, "positions", op);
+    check_float(x, "x", op);
+    STRATA_CHECK(x.rank() == 3 && positions.dtype() == DType::kI32 && positions.numel() == x.dim(0), op,
+                 ": x must be [T, H, head_dim] and positions i32 [T]; got x ", shape_str(x.shape()), " and positions ",
+                 shape_str(positions.shape()));
+    RopeParams p = params;
+    if (p.rot_dim == 0) p.rot_dim = x.dim(2);
+    STRATA_CHECK(p.rot_dim % 2 == 0 && p.rot_dim <= x.dim(2), op, ": rot_dim ", p.rot_dim,
+                 " must be even and at most head_dim ", x.dim(2));
+    return p;
+  }
+
+  static void check_kv_write(const Tensor& k, const Tensor& v, const Tensor& slots, const Tensor& k_cache,
+                             const Tensor& v_cache, const char* op) {
+    for (const Tensor* t : {&k, &v, &slots, &k_cache, &v_cache}) check_on_device(*t, "operand", op);
+    STRATA_CHECK(k.rank() == 3 && k.shape() == v.shape() && k_cache.rank() == 4 && k_cache.shape() == v_cache.shape(),
+                 op, ": k, v must be [T, Hkv, hd] and caches [blocks, block_size, Hkv, hd]; got k ",
+                 shape_str(k.shape()), ", cache ", shape_str(k_cache.shape()));
+    STRATA_CHECK(k.dim(1) == k_cache.dim(2) && k.dim(2) == k_cache.dim(3), op, ": k ", shape_str(k.shape()),
+                 " does not match the cache ", shape_str(k_cache.shape()));
+    STRATA_CHECK(slots.dtype() == DType::kI32 && slots.numel() == k.dim(0), op, ": slots must be i32 [T]");
+    STRATA_CHECK(k.dtype() == v.dtype() && k_cache.dtype() == v_cache.dtype(), op, ": k/v dtypes differ");
+    check_float(k, "k", op);
+    check_float(k_cache, "k_cache", op);
+  }
+
+  const float* inv_freq_for(const RopeParams& p) {
+    const auto key = std::make_tuple(p.theta, p.scaling.factor, p.scaling.low_freq_factor, p.scaling.high_freq_factor,
+                                     p.scaling.original_max_position, p.rot_dim);
+    auto it = rope_tables_.find(key);
+    if (it == rope_tables_.end()) {
+      const std::vector<float> host = rope_inv_freq(p, p.rot_dim);  // shared with the CPU backend
+      DeviceBuffer buf(host.size() * sizeof(float), device_);
+      CHECK_CUDA(cudaMemcpy(buf.get(), host.data(), host.size() * sizeof(float), cudaMemcpyHostToDevice));
+      it = rope_tables_.emplace(key, std::move(buf)).first;
+    }
+    return static_cast<const float*>(it->second.get());
+  }
+
+  int device_;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+  CudaBackendOptions options_;
+  CudaStream stream_;
+  DeviceBuffer workspace_;  // cuBLAS workspace; declared before cublas_ so the handle goes first
+  std::optional<CublasHandle> cublas_;
+  std::optional<cuda::LtGemm> lt_;  // shares workspace_ (same stream)
+  bool use_lt_ = true;              // STRATA_CUBLASLT=0 turns it off (A/B against cublasGemmEx)
+  GrowableBuffer scratch_a_;  // converted activations, staged host bytes
+  GrowableBuffer scratch_b_;  // dequantized weight chunks, f32 GEMM outputs
+  GrowableBuffer split_scratch_;  // split-K partials of decode attention
+  GrowableBuffer sample_dev_;     // sampling parameters and results on the device
+  cuda::PinnedBuffer sample_host_;  // and their host side
+  int sm_count_ = 0;
+  std::string device_name_;
+  std::map<std::tuple<float, float, float, float, int64_t, int64_t>, DeviceBuffer> rope_tables_;
+  std::unique_ptr<cuda::OpProfiler> profiler_ = cuda::OpProfiler::from_env();
+
+  // Rows of x the fused GEMV epilogues take (matmul_swiglu, pending norms).
+  int64_t fused_gemv_rows() const { return std::min<int64_t>(options_.gemv_max_rows, 8); }
+  // Pending norms' row sums: cuda::kNormSlotDoubles per slot, allocated once (recorded graphs keep the
+  // address).
+  static constexpr int64_t kNormRows = 8;
+  static constexpr int kMaxNormSlots = 1024;
+  DeviceBuffer norm_sums_;
+  int norm_slots_ = 0;  // slots zeroed by the last reset_norm_sums
+  int64_t norm_rows_ = 0;
+  double* norm_sum(int slot, int64_t rows, const char* op);
+  cuda::GemvEpilogue scale_epilogue(const NormScale& scale, int64_t rows, const char* op);
+};
+
+}  // namespace strata::cuda_backend_detail
