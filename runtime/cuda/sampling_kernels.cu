@@ -70,9 +70,9 @@ __global__ __launch_bounds__(kThreads) void sample_kernel(const float* __restric
   const DeviceSampling p = params[row];
 
   // The greedy path (argmax and the log-partition) is what every decode step pays: 16-byte loads, several
-  // in flight per thread, and the exponentials in float (each term is at most 1; the per-thread sums of
-  // ~32 terms are added in double as on the host). Double-precision exp over the vocabulary cost more than
-  // the rest of the kernel.
+  // in flight per thread, and the exponentials in float (each term is at most 1): each thread sums its ~32
+  // terms in float, the block adds those sums in double. Double-precision exp over the vocabulary cost
+  // more than the rest of the kernel (the per-op profile with the copies: 45 us a call before, 27 after; H200).
   const bool vec = vocab % 4 == 0 && reinterpret_cast<uintptr_t>(z) % 16 == 0;
   const auto* z4 = reinterpret_cast<const float4*>(z);
   const int64_t n4 = vec ? vocab / 4 : 0;
