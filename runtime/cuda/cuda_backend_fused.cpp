@@ -6,6 +6,12 @@
 
 namespace strata::cuda_backend_detail {
 
+CudaBackend::MatmulShape CudaBackend::matmul_shape(const Tensor& x, const Tensor& w, const char* op) {
+  STRATA_CHECK(w.rank() == 2 && x.dim(-1) == w.dim(1), op, ": x ", shape_str(x.shape()), " against w ",
+               shape_str(w.shape()));
+  return {x.numel() / std::max<int64_t>(w.dim(1), 1), w.dim(0), w.dim(1)};
+}
+
 double* CudaBackend::norm_sum(int slot, int64_t rows, const char* op) {
   STRATA_CHECK_KIND(ErrorKind::kInternal, slot >= 0 && slot < norm_slots_ && rows <= norm_rows_, op, ": norm slot ",
                     slot, " for ", rows, " rows, but reset_norm_sums made ", norm_slots_, " slots of ", norm_rows_,
@@ -52,16 +58,14 @@ void CudaBackend::matmul_add_pending_norm(const Tensor& x, const Tensor& w, Tens
                                           const Tensor* norm_weight, Tensor& scaled, int slot) {
   check_on_device(residual, "residual", "matmul_add_pending_norm");
   check_float(residual, "residual", "matmul_add_pending_norm");
-  STRATA_CHECK(w.rank() == 2 && x.dim(-1) == w.dim(1), "matmul_add_pending_norm: x ", shape_str(x.shape()),
-               " against w ", shape_str(w.shape()));
-  const int64_t n = w.dim(0), k = w.dim(1), m = x.numel() / std::max<int64_t>(k, 1);
+  const auto [m, n, k] = matmul_shape(x, w, "matmul_add_pending_norm");
   STRATA_CHECK(residual.numel() == m * n && (norm_weight == nullptr || (norm_weight->numel() == n &&
                                                                         scaled.numel() == m * n)),
                "matmul_add_pending_norm: residual ", shape_str(residual.shape()), " is not [", m, ", ", n, "]");
   double* sums = norm_weight != nullptr ? norm_sum(slot, m, "matmul_add_pending_norm") : nullptr;
   if (norm_weight != nullptr) check_on_device(scaled, "scaled", "matmul_add_pending_norm");
   set_device();
-  if (m <= fused_gemv_rows() && x.dtype() != DType::kF16) {
+  if (fused_gemv_takes(x, m)) {
     cuda::GemvEpilogue e;
     e.accumulate = true;
     if (norm_weight != nullptr) {
@@ -88,14 +92,12 @@ void CudaBackend::matmul_add_pending_norm(const Tensor& x, const Tensor& w, Tens
 void CudaBackend::matmul_norm_scaled(const Tensor& x, const Tensor& w, const Tensor* bias, const NormScale& scale,
                                      Tensor& out) {
   check_on_device(out, "out", "matmul_norm_scaled");
-  STRATA_CHECK(w.rank() == 2 && x.dim(-1) == w.dim(1), "matmul_norm_scaled: x ", shape_str(x.shape()), " against w ",
-               shape_str(w.shape()));
-  const int64_t n = w.dim(0), k = w.dim(1), m = x.numel() / std::max<int64_t>(k, 1);
+  const auto [m, n, k] = matmul_shape(x, w, "matmul_norm_scaled");
   const cuda::GemvEpilogue e = scale_epilogue(scale, m, "matmul_norm_scaled");
   const void* bias_ptr = bias != nullptr && bias->defined() ? bias->raw() : nullptr;
   const DType bias_dt = bias_ptr != nullptr ? bias->dtype() : DType::kF32;
   set_device();
-  if (m <= fused_gemv_rows() && x.dtype() != DType::kF16 && out.numel() == m * n) {
+  if (fused_gemv_takes(x, m) && out.numel() == m * n) {
     auto scope = profile([&] { return cat("matmul_norm_scaled gemv M", m, " ", n, "x", k); });
     if (cuda::launch_gemv_fused(x.raw(), x.dtype(), w.raw(), w.dtype(), bias_ptr, bias_dt, out.raw(), out.dtype(), m, n,
                                 k, /*swiglu=*/false, e, stream_.get()))

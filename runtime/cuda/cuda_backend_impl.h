@@ -586,6 +586,13 @@ class CudaBackend final : public Backend {
 
   // Rows of x the fused GEMV epilogues take (matmul_swiglu, pending norms).
   int64_t fused_gemv_rows() const { return std::min<int64_t>(options_.gemv_max_rows, 8); }
+  // Whether the pending-norm ops try the fused GEMV for x of m rows (it reads bf16 or f32 x).
+  bool fused_gemv_takes(const Tensor& x, int64_t m) const { return m <= fused_gemv_rows() && x.dtype() != DType::kF16; }
+  // x [m, k] against w [n, k], checked.
+  struct MatmulShape {
+    int64_t m, n, k;
+  };
+  static MatmulShape matmul_shape(const Tensor& x, const Tensor& w, const char* op);
   // Pending norms' row sums: cuda::kNormSlotDoubles per slot, allocated once (recorded graphs keep the
   // address).
   static constexpr int64_t kNormRows = 8;

@@ -429,6 +429,22 @@ void dispatch_rows(const void* x, DType x_dt, const void* w, DType w_dt, const v
   CHECK_LAUNCH();
 }
 
+// Calls f(std::integral_constant<int, rows>) for rows in 1..8: the kernels take the row count as a template.
+template <typename F>
+void with_rows(int64_t rows, const char* op, F&& f) {
+  switch (rows) {
+    case 1: return f(std::integral_constant<int, 1>{});
+    case 2: return f(std::integral_constant<int, 2>{});
+    case 3: return f(std::integral_constant<int, 3>{});
+    case 4: return f(std::integral_constant<int, 4>{});
+    case 5: return f(std::integral_constant<int, 5>{});
+    case 6: return f(std::integral_constant<int, 6>{});
+    case 7: return f(std::integral_constant<int, 7>{});
+    case 8: return f(std::integral_constant<int, 8>{});
+    default: STRATA_THROW(ErrorKind::kInternal, op, " takes 1..8 rows, got ", rows);
+  }
+}
+
 int split_override = 0;  // set_gemv_split_override
 
 }  // namespace
@@ -442,17 +458,9 @@ void set_gemv_split_override(int ks) {
 void launch_gemv(const void* x, DType x_dt, const void* w, DType w_dt, const void* bias, DType bias_dt, void* out,
                  DType out_dt, int64_t rows, int64_t n, int64_t k, cudaStream_t stream) {
   if (rows == 0 || n == 0) return;
-  switch (rows) {
-    case 1: return dispatch_rows<1>(x, x_dt, w, w_dt, bias, bias_dt, out, out_dt, n, k, stream);
-    case 2: return dispatch_rows<2>(x, x_dt, w, w_dt, bias, bias_dt, out, out_dt, n, k, stream);
-    case 3: return dispatch_rows<3>(x, x_dt, w, w_dt, bias, bias_dt, out, out_dt, n, k, stream);
-    case 4: return dispatch_rows<4>(x, x_dt, w, w_dt, bias, bias_dt, out, out_dt, n, k, stream);
-    case 5: return dispatch_rows<5>(x, x_dt, w, w_dt, bias, bias_dt, out, out_dt, n, k, stream);
-    case 6: return dispatch_rows<6>(x, x_dt, w, w_dt, bias, bias_dt, out, out_dt, n, k, stream);
-    case 7: return dispatch_rows<7>(x, x_dt, w, w_dt, bias, bias_dt, out, out_dt, n, k, stream);
-    case 8: return dispatch_rows<8>(x, x_dt, w, w_dt, bias, bias_dt, out, out_dt, n, k, stream);
-    default: STRATA_THROW(ErrorKind::kInternal, "launch_gemv takes 1..8 rows, got ", rows);
-  }
+  with_rows(rows, "launch_gemv", [&](auto rows_tag) {
+    dispatch_rows<decltype(rows_tag)::value>(x, x_dt, w, w_dt, bias, bias_dt, out, out_dt, n, k, stream);
+  });
 }
 
 bool launch_gemv_fused(const void* x, DType x_dt, const void* w, DType w_dt, const void* bias, DType bias_dt,
@@ -477,16 +485,7 @@ bool launch_gemv_fused(const void* x, DType x_dt, const void* w, DType w_dt, con
       launch_plain<M, false, false>(x, x_dt, w, w_dt, bias, bias_dt, out, out_dt, n, k, epilogue, stream);
     }
   };
-  switch (rows) {
-    case 1: go(std::integral_constant<int, 1>{}); break;
-    case 2: go(std::integral_constant<int, 2>{}); break;
-    case 3: go(std::integral_constant<int, 3>{}); break;
-    case 4: go(std::integral_constant<int, 4>{}); break;
-    case 5: go(std::integral_constant<int, 5>{}); break;
-    case 6: go(std::integral_constant<int, 6>{}); break;
-    case 7: go(std::integral_constant<int, 7>{}); break;
-    default: go(std::integral_constant<int, 8>{}); break;
-  }
+  with_rows(rows, "launch_gemv_fused", go);
   return true;
 }
 
