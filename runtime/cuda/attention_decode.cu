@@ -204,16 +204,19 @@ __global__ void attention_combine_kernel(const float* part_o, const float* part_
   pdl_trigger();
   const int64_t head = blockIdx.x;
   const float* ml = part_ml + head * splits * 2;
-  float mx = -INFINITY;
-  for (int s = 0; s < splits; ++s)
-    if (ml[2 * s + 1] > 0.f) mx = fmaxf(mx, ml[2 * s]);
-  float denom = 0.f;
-  for (int s = 0; s < splits; ++s)
-    if (ml[2 * s + 1] > 0.f) denom += __expf(ml[2 * s] - mx) * ml[2 * s + 1];
+  // One pass with a running max: a split's (max, sum) and output loads do not wait for the others', so
+  // they go out together (one round trip to L2, not one for the maxima and one for the outputs).
   for (int d = threadIdx.x; d < hd; d += blockDim.x) {
-    float v = 0.f;
-    for (int s = 0; s < splits; ++s)
-      if (ml[2 * s + 1] > 0.f) v += __expf(ml[2 * s] - mx) * part_o[(head * splits + s) * hd + d];
+    float mx = -INFINITY, denom = 0.f, v = 0.f;
+#pragma unroll 4
+    for (int s = 0; s < splits; ++s) {
+      const float m = ml[2 * s], l = ml[2 * s + 1], o = part_o[(head * splits + s) * hd + d];
+      if (!(l > 0.f)) continue;  // an empty split
+      const float top = fmaxf(mx, m), old_scale = __expf(mx - top), scale = __expf(m - top);
+      denom = denom * old_scale + scale * l;
+      v = v * old_scale + scale * o;
+      mx = top;
+    }
     store_elem(out, out_dt, head * hd + d, v / denom);
   }
 }

@@ -80,27 +80,31 @@ __global__ __launch_bounds__(kWarps * 32) void attention_decode_warps_kernel(Att
   __shared__ float m_s[kWarps][GMAX], l_s[kWarps][GMAX];
   __shared__ float o_s[kWarps][GMAX][kHd];
 
-  pdl_wait();
-  pdl_trigger();
   const int t = blockIdx.x, kvh = blockIdx.y, split = blockIdx.z;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int G = static_cast<int>(a.n_heads / a.n_kv_heads);
   const int H = static_cast<int>(a.n_heads);
+  // The step's inputs (positions, tables) were copied in before the step's first kernel (and every kernel
+  // triggers its dependents only after its own wait), so they and the staged table are read before the wait
+  // for the QKV product.
   const int seq = a.token_seq[t];
   int start, end;
   decode_split_keys(a, t, split, keys_per_split, start, end);
-  if (start >= end) return write_empty_partial(a, t, kvh, split, splits, part_ml);
 
   // The split's block-table entries (or none, when they do not fit: then each group reads the table).
   const int bs = static_cast<int>(a.block_size);
   const int32_t* table = a.block_tables + int64_t{seq} * a.max_blocks;
-  const int first_block = start / bs, n_blocks = (end - 1) / bs - first_block + 1;
+  const int first_block = start / bs, n_blocks = start < end ? (end - 1) / bs - first_block + 1 : 0;
   const bool staged = n_blocks <= kTableCap;
   if (staged)
     for (int i = threadIdx.x; i < n_blocks; i += kWarps * 32) blocks_s[i] = table[first_block + i];
+  __syncthreads();  // blocks_s
 
   const bool rope = a.new_k != nullptr;
   const int pos = a.positions[t];
+  pdl_wait();
+  pdl_trigger();
+  if (start >= end) return write_empty_partial(a, t, kvh, split, splits, part_ml);
   if (rope && start <= pos && pos < end) write_new_kv<TKV, kHd>(a, t, kvh, pos);
 
   float q[GMAX][EPL];
@@ -128,7 +132,7 @@ __global__ __launch_bounds__(kWarps * 32) void attention_decode_warps_kernel(Att
   for (int g = 0; g < GMAX; ++g)
 #pragma unroll
     for (int i = 0; i < EPL; ++i) q[g][i] *= a.scale;
-  __syncthreads();  // blocks_s, and the token's own K and V rows
+  __syncthreads();  // the token's own K and V rows
 
   const TKV* kc = static_cast<const TKV*>(a.k_cache);
   const TKV* vc = static_cast<const TKV*>(a.v_cache);

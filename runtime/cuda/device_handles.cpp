@@ -149,10 +149,16 @@ void* PinnedBuffer::get(size_t bytes, cudaStream_t stream) {
     ptr_ = nullptr;
     bytes_ = 0;
     const size_t want = std::max<size_t>(bytes + bytes / 4, 4096);
-    CHECK_CUDA(cudaHostAlloc(&ptr_, want, cudaHostAllocDefault));
+    CHECK_CUDA(cudaHostAlloc(&ptr_, want, cudaHostAllocMapped));
     bytes_ = want;
   }
   return ptr_;
+}
+
+void* PinnedBuffer::device_view(void* host) const {
+  void* dev = nullptr;
+  CHECK_CUDA(cudaHostGetDevicePointer(&dev, host, 0));
+  return dev;
 }
 
 }  // namespace strata::cuda

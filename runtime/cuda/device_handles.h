@@ -78,8 +78,9 @@ class CublasHandle {
 
 namespace strata::cuda {
 
-// Page-locked host memory from cudaHostAlloc that grows on demand (small per-step transfers: sampling
-// parameters in, tokens out). Growing first waits for `stream`, which may still read or write it.
+// Page-locked, device-mapped host memory from cudaHostAlloc that grows on demand (small per-step
+// transfers: sampling parameters in, tokens out). Growing first waits for `stream`, which may still read or
+// write it.
 class PinnedBuffer {
  public:
   PinnedBuffer() = default;
@@ -87,6 +88,9 @@ class PinnedBuffer {
   PinnedBuffer(const PinnedBuffer&) = delete;
   PinnedBuffer& operator=(const PinnedBuffer&) = delete;
   void* get(size_t bytes, cudaStream_t stream);
+  // The device's address of `host` (inside the buffer): the memory is mapped, so kernels can read and
+  // write it over the bus without a copy.
+  void* device_view(void* host) const;
 
  private:
   void* ptr_ = nullptr;

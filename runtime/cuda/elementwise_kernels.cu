@@ -87,9 +87,12 @@ template <typename TW>
 __global__ void rmsnorm_bf16x8_kernel(const __nv_bfloat16* x, __nv_bfloat16* residual, const TW* weight, float eps,
                                       int64_t dim, __nv_bfloat16* out) {
   __shared__ float shared[32];
+  const int64_t base = blockIdx.x * dim, d = int64_t{threadIdx.x} * 8;
+  // No kernel writes the weight: its load goes out before the wait, off the chain that follows it.
+  float w[8] = {};
+  if (d < dim) load8(weight + d, w);
   pdl_wait();
   pdl_trigger();
-  const int64_t base = blockIdx.x * dim, d = int64_t{threadIdx.x} * 8;
   float v[8] = {};
   float ss = 0.f;
   if (d < dim) {
@@ -106,8 +109,6 @@ __global__ void rmsnorm_bf16x8_kernel(const __nv_bfloat16* x, __nv_bfloat16* res
   }
   const float inv = rsqrtf(block_sum(ss, shared) / static_cast<float>(dim) + eps);
   if (d < dim) {
-    float w[8];
-    load8(weight + d, w);
 #pragma unroll
     for (int i = 0; i < 8; ++i) v[i] *= inv * w[i];
     store8(out + base + d, v);

@@ -170,7 +170,8 @@ struct DeviceSampling {
   uint64_t step = 0;
 };
 // tokens[r] = the token drawn from row r of logits [rows, vocab] (f32) under params[r]; logprobs[r] = its
-// log-softmax under the raw logits. params, tokens and logprobs are device arrays of `rows`.
+// log-softmax under the raw logits. params, tokens and logprobs are arrays of `rows` the device can address
+// (device memory, or mapped host memory: the CUDA backend's sample() passes the latter).
 void launch_sample(const float* logits, int64_t rows, int64_t vocab, const DeviceSampling* params, int32_t* tokens,
                    float* logprobs, cudaStream_t stream);
 

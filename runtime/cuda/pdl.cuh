@@ -2,9 +2,11 @@
 // while the kernel before it on the stream is finishing; it must call pdl_wait() before it touches memory
 // that earlier work writes or reads, and calls pdl_trigger() once it is far enough along that the next
 // kernel may be scheduled (always after its own pdl_wait(), so "triggered" implies "everything before me
-// has completed"). Decode steps are chains of short kernels, so each boundary's launch latency and
-// ramp-up otherwise costs microseconds of idle memory bus. On older GPUs both calls compile to nothing and
-// launches are plain. STRATA_CUDA_PDL=0 turns it off.
+// has completed"). That rule is what lets a kernel read before its wait what no kernel writes (weights) and
+// what was complete before its predecessor's wait (a step's inputs, copied in before the step's first
+// kernel): those loads then overlap the predecessor's drain. Decode steps are chains of short kernels, so
+// each boundary's launch latency and ramp-up otherwise costs microseconds of idle memory bus. On older GPUs
+// both calls compile to nothing and launches are plain. STRATA_CUDA_PDL=0 turns it off.
 #pragma once
 #include <cuda_runtime.h>
 

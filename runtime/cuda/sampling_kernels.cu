@@ -63,11 +63,13 @@ __global__ __launch_bounds__(kThreads) void sample_kernel(const float* __restric
                                                           int32_t* __restrict__ tokens, float* __restrict__ logprobs) {
   __shared__ double dscratch[32];
   __shared__ uint64_t uscratch[32];
+  const int64_t row = blockIdx.x;
+  // The host wrote the parameters before the launch, no kernel does: their read (over the bus when they
+  // are in mapped host memory) overlaps the wait for the logits.
+  const DeviceSampling p = params[row];
   pdl_wait();
   pdl_trigger();
-  const int64_t row = blockIdx.x;
   const float* z = logits + row * vocab;
-  const DeviceSampling p = params[row];
 
   // The greedy path (argmax and the log-partition) is what every decode step pays: 16-byte loads, several
   // in flight per thread, and the exponentials in float (each term is at most 1): each thread sums its ~32
