@@ -31,7 +31,7 @@ void Backend::rope_kv_write(Tensor& q, Tensor& k, const Tensor& v, const Tensor&
 
 bool Backend::matmul_swiglu(const Tensor&, const Tensor&, Tensor&, const NormScale*) { return false; }
 
-bool Backend::defers_norms(int64_t) const { return false; }
+bool Backend::defers_norms(int64_t, int) const { return false; }
 
 namespace {
 [[noreturn]] void no_pending_norms(const Backend& b, const char* op) {

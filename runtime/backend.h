@@ -110,9 +110,10 @@ class Backend {
   // with the product. The projections that update the residual (attention output, down) can then produce
   // the next norm in their epilogue, so no norm kernel runs between a decode step's matmuls. The sums live
   // in the backend, in slots that reset_norm_sums zeroes.
-  // Whether the backend finishes norms this way inside its matmuls for `rows` rows; where it does not,
-  // the ops below still work (slower than rmsnorm + matmul), and the defaults throw.
-  virtual bool defers_norms(int64_t rows) const;
+  // Whether the backend finishes norms this way inside its matmuls for `rows` rows and a step that needs
+  // `slots` sum slots; where it does not, the ops below still work (slower than rmsnorm + matmul), and the
+  // defaults throw.
+  virtual bool defers_norms(int64_t rows, int slots) const;
   // Zeroes sum slots [0, slots) for `rows` rows (at most 8), before a step's pending norms.
   virtual void reset_norm_sums(int slots, int64_t rows);
   // scaled = x * weight row by row; slot `slot` = each row's sum of x^2.

@@ -303,7 +303,9 @@ class CudaBackend final : public Backend {
   bool matmul_swiglu(const Tensor& x, const Tensor& w_gate_up, Tensor& out, const NormScale* scale) override;
   // One row only: at two rows the pending norms were slower than the norm kernels (H200, 7b shape: 462.3
   // against 470.9 tok/s, bench/results/gpu-h200-20261202-s17/c-pending-norm-parts).
-  bool defers_norms(int64_t rows) const override { return options_.pending_norms && rows == 1 && fused_gemv_rows() >= 1; }
+  bool defers_norms(int64_t rows, int slots) const override {
+    return options_.pending_norms && rows == 1 && fused_gemv_rows() >= 1 && slots <= kMaxNormSlots;
+  }
   void reset_norm_sums(int slots, int64_t rows) override;
   void pending_rmsnorm(const Tensor& x, const Tensor& weight, Tensor& scaled, int slot) override;
   void matmul_add_pending_norm(const Tensor& x, const Tensor& w, Tensor& residual, const Tensor* norm_weight,

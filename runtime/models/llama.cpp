@@ -132,8 +132,9 @@ void LlamaModel::forward_device(const DeviceStep& d, Tensor& hidden, PendingHead
   // down projections add into hidden and form the next norm, whose readers scale by it. Needs the next
   // layer's norm weight while this layer runs, so resident weights only.
   const int layers = static_cast<int>(spec_.layer_end - spec_.layer_begin);
-  const bool pending = tp_.size() == 1 && weights_.stays_resident() && backend_.defers_norms(T);
-  if (pending) backend_.reset_norm_sums(2 * layers + 1, T);
+  const int norm_slots = 2 * layers + 1;
+  const bool pending = tp_.size() == 1 && weights_.stays_resident() && backend_.defers_norms(T, norm_slots);
+  if (pending) backend_.reset_norm_sums(norm_slots, T);
   for (int64_t l = spec_.layer_begin; l < spec_.layer_end; ++l) {
     const LayerWeights& w = weights_.acquire(l);
     const int64_t local = l - spec_.layer_begin;

@@ -27,8 +27,9 @@ class FoldProbe final : public Backend {
     bool one_token_per_seq;
   };
 
-  FoldProbe(std::unique_ptr<Backend> inner, bool pending_norms = false)
-      : inner_(std::move(inner)), pending_norms_(pending_norms) {}
+  // pending_norms: defers_norms says yes for steps needing at most max_norm_slots sum slots.
+  FoldProbe(std::unique_ptr<Backend> inner, bool pending_norms = false, int max_norm_slots = 1 << 20)
+      : inner_(std::move(inner)), pending_norms_(pending_norms), max_norm_slots_(max_norm_slots) {}
   const std::vector<Offer>& offers() const { return offers_; }
   int resets = 0, pending_norms = 0, adds_with_norm = 0, adds_without_norm = 0, scaled_matmuls = 0, plain_norms = 0;
 
@@ -50,7 +51,7 @@ class FoldProbe final : public Backend {
     ++plain_norms;
     inner_->add_rmsnorm(residual, x, weight, eps, out);
   }
-  bool defers_norms(int64_t) const override { return pending_norms_; }
+  bool defers_norms(int64_t, int slots) const override { return pending_norms_ && slots <= max_norm_slots_; }
   void reset_norm_sums(int slots, int64_t rows) override {
     ++resets;
     inner_->reset_norm_sums(slots, rows);
@@ -102,6 +103,7 @@ class FoldProbe final : public Backend {
  private:
   std::unique_ptr<Backend> inner_;
   bool pending_norms_;
+  int max_norm_slots_;
   std::vector<Offer> offers_;
 };
 
@@ -118,7 +120,7 @@ std::vector<GenerationRequest> two_requests() {
 // Skips without ../shared/models.
 class ProbedSession : public ::testing::Test {
  protected:
-  void run(bool pending_norms) {
+  void run(bool pending_norms, int max_norm_slots = 1 << 20) {
     const std::string model = test::shared_model("stories260K/stories260K.bin");
     if (model.empty()) GTEST_SKIP() << "../shared/models is absent";
     launcher::SessionOptions options;
@@ -126,7 +128,7 @@ class ProbedSession : public ::testing::Test {
     plain_ = std::make_unique<launcher::ModelSession>(options);
     plain_->prepare(64);
     const auto want = plain_->generator().generate(two_requests());
-    auto probe_owner = std::make_unique<FoldProbe>(make_cpu_backend(), pending_norms);
+    auto probe_owner = std::make_unique<FoldProbe>(make_cpu_backend(), pending_norms, max_norm_slots);
     probe_ = probe_owner.get();
     session_ = std::make_unique<launcher::ModelSession>(options, launcher::RankPlacement{}, std::move(probe_owner));
     session_->prepare(64);
@@ -214,6 +216,23 @@ TEST_F(ProbedSession, PendingNormsChainGivesThePlainLogits) {
   EXPECT_EQ(probe.adds_without_norm, steps);
   EXPECT_EQ(probe.scaled_matmuls, steps * layers * 5);
   EXPECT_EQ(probe.plain_norms, steps);
+}
+
+// A backend that finishes norms only for steps of few enough sum slots (the CUDA one caps them): with one
+// slot fewer than the model needs (two a layer and the LM head's), every step runs plain norms and gives the
+// plain tokens.
+TEST_F(ProbedSession, PendingNormsDeclinedWhenTheStepNeedsTooManySlots) {
+  const std::string model = test::shared_model("stories260K/stories260K.bin");
+  if (model.empty()) GTEST_SKIP() << "../shared/models is absent";
+  launcher::SessionOptions options;
+  options.model_path = model;
+  const int layers = static_cast<int>(launcher::ModelSession(options).config().n_layers);
+  run(/*pending_norms=*/true, /*max_norm_slots=*/2 * layers);
+  if (IsSkipped() || HasFatalFailure()) return;
+  EXPECT_EQ(probe_->resets, 0);
+  EXPECT_EQ(probe_->pending_norms, 0);
+  EXPECT_EQ(probe_->scaled_matmuls, 0);
+  EXPECT_GT(probe_->plain_norms, 0);
 }
 
 }  // namespace
