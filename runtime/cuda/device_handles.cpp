@@ -146,19 +146,18 @@ void* PinnedBuffer::get(size_t bytes, cudaStream_t stream) {
   if (bytes > bytes_) {
     CHECK_CUDA(cudaStreamSynchronize(stream));
     if (ptr_ != nullptr) CHECK_CUDA(cudaFreeHost(ptr_));
-    ptr_ = nullptr;
+    ptr_ = device_ptr_ = nullptr;
     bytes_ = 0;
     const size_t want = std::max<size_t>(bytes + bytes / 4, 4096);
     CHECK_CUDA(cudaHostAlloc(&ptr_, want, cudaHostAllocMapped));
     bytes_ = want;
+    CHECK_CUDA(cudaHostGetDevicePointer(&device_ptr_, ptr_, 0));  // once per allocation, not per step
   }
   return ptr_;
 }
 
 void* PinnedBuffer::device_view(void* host) const {
-  void* dev = nullptr;
-  CHECK_CUDA(cudaHostGetDevicePointer(&dev, host, 0));
-  return dev;
+  return static_cast<char*>(device_ptr_) + (static_cast<char*>(host) - static_cast<char*>(ptr_));
 }
 
 }  // namespace strata::cuda

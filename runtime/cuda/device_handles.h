@@ -94,6 +94,7 @@ class PinnedBuffer {
 
  private:
   void* ptr_ = nullptr;
+  void* device_ptr_ = nullptr;  // ptr_ as the device addresses it
   size_t bytes_ = 0;
 };
 

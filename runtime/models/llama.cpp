@@ -183,7 +183,7 @@ void LlamaModel::forward_device(const DeviceStep& d, Tensor& hidden, PendingHead
   if (mlp_pending) backend_.add(hidden, proj2);
   if (head_norm != nullptr && pending && spec_.last_stage) {  // the last down formed the output norm
     head_norm->scaled = h;
-    head_norm->scale = {2 * layers, D, config_.rms_eps};
+    head_norm->scale = {norm_slots - 1, D, config_.rms_eps};
     head_norm->done = true;
   }
 }

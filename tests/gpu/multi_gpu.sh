@@ -61,24 +61,8 @@ print(f"first difference at token {n} of {max(len(a), len(b))}")
 PY
 }
 
-# Teacher-forced logits of two runs over the same ids (`strata logits --all` JSON): how often the
-# argmax agrees, the largest difference against the logits' spread, and at each disagreement how close
-# the reference's top two were (a near-tie that bf16 reordering flips, or a real fault).
-compare_logits() {
-  python3 - "$1" "$2" <<'PY'
-import json, sys
-import numpy as np
-a = np.array(json.load(open(sys.argv[1]))["logits"], dtype=np.float64)
-b = np.array(json.load(open(sys.argv[2]))["logits"], dtype=np.float64)
-if a.shape != b.shape: print(f"shapes differ {a.shape} vs {b.shape}"); sys.exit()
-agree = int((a.argmax(1) == b.argmax(1)).sum())
-d = np.abs(a - b).max()
-top2 = np.sort(a, 1)[:, -2:]
-margins = [top2[i, 1] - top2[i, 0] for i in np.nonzero(a.argmax(1) != b.argmax(1))[0]]
-worst = f", reference top-2 margin there <= {max(margins):.4f}" if margins else ""
-print(f"argmax equal at {agree}/{a.shape[0]} positions, max |dlogit| {d:.4f} (logit std {a.std():.3f}){worst}")
-PY
-}
+# Teacher-forced logits of two runs over the same ids: tests/gpu/compare_logits.py's one-line report.
+compare_logits() { python3 "$root/tests/gpu/compare_logits.py" "$1" "$2"; }
 
 phase_correct() {
   local model="$work/7b-shape"
