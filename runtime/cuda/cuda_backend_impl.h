@@ -145,6 +145,8 @@ class CudaBackend final : public Backend {
     // Process-wide like the PDL switch below: a tuning knob for tests/gpu/decode_sweep.sh.
     if (const int64_t ks = env_int("STRATA_GEMV_KS", 0, 4, -1); ks >= 0)
       cuda::set_gemv_split_override(static_cast<int>(ks));
+    if (const int64_t form = env_int("STRATA_GEMV_ROLLING", 0, 2, -1); form >= 0)
+      cuda::set_gemv_rolling_override(static_cast<int>(form));
     if (const int64_t g = env_int("STRATA_DECODE_SPLIT_GRAIN", 16, 128, 0); g > 0)
       cuda::set_attention_decode_split_grain(static_cast<int>(g));
     STRATA_CHECK(options_.gemv_max_rows >= 0 && options_.gemv_max_rows <= 8, "gemv_max_rows must be 0..8, got ",

@@ -5,6 +5,7 @@
 // M > 8: cuBLAS takes those (gemm.cpp). The SwiGLU variant multiplies by a fused [gate; up] weight and
 // writes silu(gate) * up: each warp owns a gate row and its up row, so the pair's activation is formed in
 // the epilogue and the [M, 2F] product never goes to memory.
+#include <algorithm>
 #include <cstdint>
 #include <type_traits>
 
@@ -213,6 +214,120 @@ __global__ __launch_bounds__(kWarps * 32) void gemv_kernel(const TX* __restrict_
   }
 }
 
+// The same product for one row of x with the loads pipelined across iterations: each lane issues the 16-byte
+// loads of its next chunks (the row group's next ones, else the next group's first) as soon as it has
+// decoded the current ones, so its loads stay in flight through the multiplies and the row group's
+// reduction. Blocks walk row groups with a stride of the grid, which is one wave (persistent). For grids of
+// at most two waves of gemv_kernel (the 4096-row projections of a 7b shape), where that kernel's blocks
+// start and drain together and the wave boundary leaves the memory bus idle. U is half of gemv_kernel's so
+// that the current and the next loads fit the same registers (4 blocks per SM, as gemv_kernel). H200, 7b
+// shapes in a 32-layer graph (bench/results/gpu-h200-20261202-s19/c-rolling-u2): o 9.90 against 10.54 us,
+// down 22.75 against 24.48; but qkv 25.87 against 25.16 and gate_up 44.33 against 42.14 (many waves: the
+// plain kernel's extra loads in flight win there), and 2 rows of x lost 7% end to end.
+template <typename TW, typename TX, int M, int R, int U, int KS, bool kGlu>
+__global__ __launch_bounds__(kWarps * 32, 4) void gemv_rolling_kernel(const TX* __restrict__ x,
+                                                                   const TW* __restrict__ w, const void* bias,
+                                                                   DType bias_dt, void* out, DType out_dt, int64_t n,
+                                                                   int64_t k) {
+  static_assert(kWarps % KS == 0, "slices must divide the block's warps");
+  static_assert(!kGlu || R == 2, "the SwiGLU variant pairs one gate row with one up row");
+  constexpr int kPerBlock = kWarps / KS;  // row groups a block takes at a time
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, slice = warp % KS;
+  const int64_t groups = kGlu ? n : (n + R - 1) / R;
+  const int64_t block_groups = (groups + kPerBlock - 1) / kPerBlock;
+  const int64_t chunks = k / 8, stride = 32 * U * KS, first = lane + 32 * slice;
+  const int64_t row_step = kGlu ? n : 1, group_stride = int64_t{gridDim.x} * kPerBlock;
+  RawChunk<TW> raw[R][U];
+  const auto load_u = [&](int64_t g, int64_t c0, int u) {
+    const int64_t row0 = kGlu ? g : g * R, c = c0 + u * 32 * KS;
+    if (g >= groups || c >= chunks) return;
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+      if (kGlu || row0 + r < n) load_raw(w + (row0 + r * row_step) * k + c * 8, raw[r][u]);
+  };
+  int64_t g = int64_t{blockIdx.x} * kPerBlock + warp / KS;
+#pragma unroll
+  for (int u = 0; u < U; ++u) load_u(g, first, u);  // weights: before the wait, as in gemv_kernel
+  pdl_wait();
+  // Two buffers: a block's next reduction writes the other one, so it needs no second barrier.
+  __shared__ float partial[2][kWarps][R][M];
+  int parity = 0;
+  for (int64_t bg = blockIdx.x; bg < block_groups; bg += gridDim.x, g += group_stride, parity ^= 1) {
+    float acc[R][M] = {};
+    if (g < groups) {
+      for (int64_t c0 = first; c0 < chunks; c0 += stride) {
+        const bool same_group = c0 + stride < chunks;
+        const int64_t ng = same_group ? g : g + group_stride, nc = same_group ? c0 + stride : first;
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+          const int64_t c = c0 + u * 32 * KS;
+          const bool here = c < chunks;
+          float wv[R][8];
+          if (here)
+#pragma unroll
+            for (int r = 0; r < R; ++r) decode_raw(raw[r][u], wv[r]);
+          load_u(ng, nc, u);
+          if (!here) continue;
+#pragma unroll
+          for (int m = 0; m < M; ++m) {
+            float xv[8];
+            load8(x + m * k + c * 8, xv);
+#pragma unroll
+            for (int r = 0; r < R; ++r)
+#pragma unroll
+              for (int i = 0; i < 8; ++i) acc[r][m] = fmaf(wv[r][i], xv[i], acc[r][m]);
+          }
+        }
+      }
+    }
+    if (bg + gridDim.x >= block_groups) pdl_trigger();  // the block's last loads are in
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+      for (int m = 0; m < M; ++m) {
+        const float v = warp_sum(acc[r][m]);
+        if (lane == 0) partial[parity][warp][r][m] = v;
+      }
+    if constexpr (KS > 1) __syncthreads();
+    if (slice != 0 || lane != 0 || g >= groups) continue;
+    const int64_t row0 = kGlu ? g : g * R;
+    float sum[R][M];
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const bool ok = kGlu || row0 + r < n;
+      const float b = bias != nullptr && ok ? load_elem(bias, bias_dt, row0 + r * row_step) : 0.f;
+#pragma unroll
+      for (int m = 0; m < M; ++m) {
+        float v = 0.f;
+#pragma unroll
+        for (int s2 = 0; s2 < KS; ++s2) v += partial[parity][warp + s2][r][m];
+        sum[r][m] = v + b;
+      }
+    }
+#pragma unroll
+    for (int m = 0; m < M; ++m) {
+      if constexpr (kGlu) {
+        const float gate = sum[0][m];
+        store_elem(out, out_dt, m * n + row0, gate / (1.f + __expf(-gate)) * sum[1][m]);
+      } else {
+#pragma unroll
+        for (int r = 0; r < R; ++r)
+          if (row0 + r < n) store_elem(out, out_dt, m * n + row0 + r, sum[r][m]);
+      }
+    }
+  }
+}
+
+// Blocks of `kernel` (kWarps warps, no dynamic shared memory) resident on the current device at once.
+template <typename Kernel>
+unsigned blocks_per_wave(Kernel* kernel) {
+  int device = 0, sms = 0, per_sm = 0;
+  CHECK_CUDA(cudaGetDevice(&device));
+  CHECK_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  CHECK_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kWarps * 32, 0));
+  return static_cast<unsigned>(std::max(1, per_sm) * sms);
+}
+
 // Any K: scalar fallback for odd shapes (e.g. K not a multiple of 8).
 template <int M>
 __global__ __launch_bounds__(kWarps * 32) void gemv_scalar_kernel(const void* x, DType x_dt, const void* w,
@@ -368,16 +483,29 @@ void launch_plain(const void* x, DType x_dt, const void* w, DType w_dt, const vo
     // Warps per row: 4 at M = 1, the 7b shapes' projections in a 32-layer CUDA graph on an H200 (us per
     // launch, 4 / 2 warps per row): 12288 x 4096 25.3 / 27.3, 4096 x 4096 10.4 / 10.8, 22016 x 4096
     // 42.5 / 44.7, 4096 x 11008 24.9 / 24.2; the chain of all four 92.0% of the copy rate against 88.5%
-    // with the earlier R = 1 (tests/gpu/KERNEL_NOTES.md). At M = 2, 4 below 8192 row groups (enough warps
-    // to fill ~132 SMs), else 2: tall matrices' blocks then live half as long, and so does the last
-    // wave's tail (measured at M = 1 with R = 1, not re-measured at M = 2).
+    // with the earlier R = 1 (tests/gpu/KERNEL_NOTES.md). Rows of 8192 and more take 2 at M = 1 (4096 x
+    // 11008: 24.48 against 24.94 us, 2026-12-02). At M = 2, 4 everywhere: batch 2 of the 7b shape 497.9
+    // against 481.6 tok/s with 2 for the 22016-row gate/up. Past 2 rows, 4 below 8192 row groups (enough
+    // warps to fill ~132 SMs), else 2 (measured at M = 1 with R = 1, not re-measured since).
     const int64_t row_groups = kGlu ? n : (n + R - 1) / R;
-    int ks = k < 2048 ? 1 : M == 1 || row_groups < 8192 ? 4 : 2;
+    int ks = k < 2048 ? 1 : M == 1 && k >= 8192 ? 2 : M <= 2 || row_groups < 8192 ? 4 : 2;
     if (const int forced = gemv_split_override(); forced > 0 && k >= 2048) ks = forced;
     auto go = [&](auto ks_tag) {
       constexpr int KS = decltype(ks_tag)::value;
       const int64_t per_block = int64_t{kWarps / KS} * (kGlu ? 1 : R);
       const dim3 grid(static_cast<unsigned>((n + per_block - 1) / per_block));
+      if constexpr (!kEpi && M == 1 && std::is_same_v<TX, __nv_bfloat16> && !std::is_same_v<TW, float>) {
+        auto* plain = gemv_kernel<TW, TX, M, R, U, KS, kGlu, kEpi>;
+        auto* rolling = gemv_rolling_kernel<TW, TX, M, R, U / 2, KS, kGlu>;
+        // Once per process (one GPU model per process).
+        static const unsigned plain_wave = blocks_per_wave(plain), rolling_wave = blocks_per_wave(rolling);
+        const int form = gemv_rolling_override();
+        if (form == 2 || (form == 0 && grid.x <= 2 * plain_wave)) {
+          launch_pdl(rolling, dim3(std::min(grid.x, rolling_wave)), block, 0, stream, static_cast<const TX*>(x),
+                     static_cast<const TW*>(w), bias, bias_dt, out, out_dt, n, k);
+          return;
+        }
+      }
       launch_pdl(gemv_kernel<TW, TX, M, R, U, KS, kGlu, kEpi>, grid, block, 0, stream, static_cast<const TX*>(x),
                  static_cast<const TW*>(w), bias, bias_dt, out, out_dt, n, k, epilogue);
     };
@@ -445,9 +573,16 @@ void with_rows(int64_t rows, const char* op, F&& f) {
   }
 }
 
-int split_override = 0;  // set_gemv_split_override
+int split_override = 0;    // set_gemv_split_override
+int rolling_override = 0;  // set_gemv_rolling_override
 
 }  // namespace
+
+int gemv_rolling_override() { return rolling_override; }
+void set_gemv_rolling_override(int form) {
+  STRATA_CHECK(form >= 0 && form <= 2, "GEMV rolling form must be 0 (by grid), 1 (never) or 2 (always), got ", form);
+  rolling_override = form;
+}
 
 int gemv_split_override() { return split_override; }
 void set_gemv_split_override(int ks) {

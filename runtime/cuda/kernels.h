@@ -76,6 +76,11 @@ void launch_kv_write(const void* k, const void* v, DType src_dt, const int32_t* 
 // picks by shape. Process-wide, for tuning runs: kernel_bench, and the CUDA backend from STRATA_GEMV_KS.
 int gemv_split_override();
 void set_gemv_split_override(int ks);
+// Which kernel takes plain one-row GEMVs (bf16 x): 0 (the default) the pipelined persistent one where the
+// plain grid is at most two waves, 1 never, 2 always. Process-wide, for tests and tuning runs (the CUDA
+// backend sets it from STRATA_GEMV_ROLLING).
+int gemv_rolling_override();
+void set_gemv_rolling_override(int form);
 void launch_gemv(const void* x, DType x_dt, const void* w, DType w_dt, const void* bias, DType bias_dt, void* out,
                  DType out_dt, int64_t rows, int64_t n, int64_t k, cudaStream_t stream);
 // A pending norm's row sums: kNormSlotDoubles doubles per slot, row m at [m] (rows <= 8).

@@ -286,8 +286,9 @@ INSTANTIATE_TEST_SUITE_P(GemvAndCublas, CudaMatmulTest, ::testing::Values(8, 2, 
                            return info.param == 0 ? std::string("cublas") : "gemv_upto_" + std::to_string(info.param);
                          });
 
-// The GEMV's warps per row forced one by one (a process-wide tuning switch): every choice gives the CPU
-// result, on row counts that leave partial blocks and K with a partial last round of loads.
+// The GEMV's warps per row forced one by one (a process-wide tuning switch), each with the plain and the
+// pipelined one-row kernel: every choice gives the CPU result, on row counts that leave partial blocks and
+// K with a partial last round of loads.
 TEST_F(CudaBackendTest, GemvEverySplitOfTheRow) {
   for (auto [n, k] : {std::pair<int64_t, int64_t>{1001, 4096}, {77, 11008}, {4096, 2056}}) {
     Tensor wf = random_host({n, k}, 0.05f);
@@ -298,14 +299,17 @@ TEST_F(CudaBackendTest, GemvEverySplitOfTheRow) {
         Tensor x = random_host({m, k});
         Tensor want = Tensor::empty({m, n}, DType::kF32);
         cpu().matmul(x, w, nullptr, want);
-        for (int ks : {1, 2, 4}) {
-          cuda::set_gemv_split_override(ks);
-          Tensor out = poisoned({m, n});
-          gpu().matmul(to_gpu(x), wd, nullptr, out);
-          EXPECT_LT(rel_error(to_host(out), want), kBf16Out)
-              << dtype_name(dt) << " M " << m << " N " << n << " K " << k << " KS " << ks;
-        }
+        for (int ks : {1, 2, 4})
+          for (int rolling : {1, 2}) {
+            cuda::set_gemv_split_override(ks);
+            cuda::set_gemv_rolling_override(rolling);
+            Tensor out = poisoned({m, n});
+            gpu().matmul(to_gpu(x), wd, nullptr, out);
+            EXPECT_LT(rel_error(to_host(out), want), kBf16Out) << dtype_name(dt) << " M " << m << " N " << n << " K "
+                                                               << k << " KS " << ks << " rolling " << rolling;
+          }
         cuda::set_gemv_split_override(0);
+        cuda::set_gemv_rolling_override(0);
       }
     }
   }
@@ -329,15 +333,18 @@ TEST_F(CudaBackendTest, MatmulSwigluEqualsMatmulThenSwiglu) {
         Tensor gu = Tensor::empty({m, 2 * f}, DType::kF32), want = Tensor::empty({m, f}, DType::kF32);
         cpu().matmul(x, w_ref, nullptr, gu);
         cpu().swiglu(gu, want);
-        for (int ks : {0, 1, 2, 4}) {
-          if (ks != 0 && (m > 2 || dt != DType::kBF16)) continue;
-          cuda::set_gemv_split_override(ks);
-          Tensor out = poisoned({m, f});
-          ASSERT_TRUE(gpu().matmul_swiglu(to_gpu(x), wd, out));
-          EXPECT_LT(rel_error(to_host(out), want), kBf16Out)
-              << dtype_name(dt) << " M " << m << " F " << f << " K " << k << " KS " << ks;
-        }
+        for (int ks : {0, 1, 2, 4})
+          for (int rolling : {1, 2}) {
+            if (ks != 0 && (m > 2 || dt != DType::kBF16)) continue;
+            cuda::set_gemv_split_override(ks);
+            cuda::set_gemv_rolling_override(rolling);
+            Tensor out = poisoned({m, f});
+            ASSERT_TRUE(gpu().matmul_swiglu(to_gpu(x), wd, out));
+            EXPECT_LT(rel_error(to_host(out), want), kBf16Out) << dtype_name(dt) << " M " << m << " F " << f << " K "
+                                                               << k << " KS " << ks << " rolling " << rolling;
+          }
         cuda::set_gemv_split_override(0);
+        cuda::set_gemv_rolling_override(0);
       }
     }
   }

@@ -6,11 +6,13 @@
 //     norm, rope_kv_write and attention, plus the real SwiGLU), with and without programmatic launch;
 //   - the gate/up GEMV with the SwiGLU in its epilogue, alone and in that chain;
 //   - the chain with pending norms (the GEMVs' epilogues scale by and form the RMSNorms), two small kernels
-//     a layer left.
+//     a layer left;
+//   - the greedy sampling kernel on one row of a 32000-token vocabulary (device time a step spends after
+//     its recorded graph).
 // Each row prints us per graph, GB/s of weights and the share of the device-to-device copy rate measured
 // in the same run. Built with the CUDA build (target gemv_chain); run: build-gpu/tests/gemv_chain [layers=32].
-// `--once` launches each shape once outside graphs, for ncu. STRATA_GEMV_KS forces the warps per row, as
-// in the backend.
+// `--once` launches each shape once outside graphs, for ncu. STRATA_GEMV_KS forces the warps per row and
+// STRATA_GEMV_ROLLING the one-row kernel (kernels.h), as in the backend.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -78,6 +80,7 @@ int main(int argc, char** argv) {
                           {"down 4096x11008", 4096, 11008}};
   // The backend's tuning switch, for sweeps of the kernel's split choice.
   if (const char* ks = std::getenv("STRATA_GEMV_KS")) cu::set_gemv_split_override(std::atoi(ks));
+  if (const char* form = std::getenv("STRATA_GEMV_ROLLING")) cu::set_gemv_rolling_override(std::atoi(form));
   cudaStream_t s;
   CHECK_CUDA(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
   std::vector<std::vector<__nv_bfloat16*>> w(4);
@@ -198,6 +201,30 @@ int main(int argc, char** argv) {
             }
           }));
       CHECK_CUDA(cudaFree(sums));
+    }
+    if (pdl) {
+      // The step's sampling (greedy: argmax and log-partition of one row of 32000 f32 logits), which runs
+      // after the recorded step: its device time is part of ms/step but not of the step's gpu ms.
+      constexpr int64_t kVocab = 32000;
+      float* logits = nullptr;
+      cu::DeviceSampling* params = nullptr;
+      int32_t* tokens = nullptr;
+      float* logprobs = nullptr;
+      CHECK_CUDA(cudaMalloc(&logits, kVocab * sizeof(float)));
+      CHECK_CUDA(cudaMalloc(&params, sizeof(cu::DeviceSampling)));
+      CHECK_CUDA(cudaMalloc(&tokens, sizeof(int32_t)));
+      CHECK_CUDA(cudaMalloc(&logprobs, sizeof(float)));
+      const cu::DeviceSampling greedy{};
+      CHECK_CUDA(cudaMemcpy(params, &greedy, sizeof greedy, cudaMemcpyHostToDevice));
+      strata::gpu_bench::fill16(logits, kVocab * 2, 93);  // finite values of random sign and mantissa
+      const double us = graph_replay_us(s, [&] {
+        for (int l = 0; l < layers; ++l) cu::launch_sample(logits, 1, kVocab, params, tokens, logprobs, s);
+      });
+      std::printf("%-44s %10.1f %9s %8s\n", "greedy sample 1 x 32000, PDL", us, "-", "-");
+      std::printf("%-44s %10.2f us per launch\n", "", us / layers);
+      for (void* p : {static_cast<void*>(logits), static_cast<void*>(params), static_cast<void*>(tokens),
+                      static_cast<void*>(logprobs)})
+        CHECK_CUDA(cudaFree(p));
     }
     row(pdl ? "5 small kernels per layer alone, PDL" : "5 small kernels per layer alone, no PDL", 0,
         graph_replay_us(s, [&] {
