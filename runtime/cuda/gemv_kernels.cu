@@ -66,6 +66,21 @@ __device__ __forceinline__ void finish_rows(float (&acc)[M], int64_t row, int64_
   }
 }
 
+// acc[r][m] += the 8 decoded weights of chunk c of row r . the same 8 elements of row m of x.
+template <typename TX, int M, int R>
+__device__ __forceinline__ void accumulate_chunk(const TX* x, int64_t k, int64_t c, const float (&wv)[R][8],
+                                                 float (&acc)[R][M]) {
+#pragma unroll
+  for (int m = 0; m < M; ++m) {
+    float xv[8];
+    load8(x + m * k + c * 8, xv);
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+      for (int i = 0; i < 8; ++i) acc[r][m] = fmaf(wv[r][i], xv[i], acc[r][m]);
+  }
+}
+
 // Plain weights with K % 8 == 0 (rows 16-byte aligned). Each warp owns R consecutive rows, so one load of
 // an x chunk serves R rows (x re-reads from L1 were the limit at M = 8); R * U chunks of 16 bytes are in
 // flight per lane before the first multiply. With KS > 1, KS warps of a block share each row group, each
@@ -111,15 +126,7 @@ __global__ __launch_bounds__(kWarps * 32) void gemv_kernel(const TX* __restrict_
         float wv[R][8];
 #pragma unroll
         for (int r = 0; r < R; ++r) decode_raw(raw[r][u], wv[r]);
-#pragma unroll
-        for (int m = 0; m < M; ++m) {
-          float xv[8];
-          load8(x + m * k + c * 8, xv);
-#pragma unroll
-          for (int r = 0; r < R; ++r)
-#pragma unroll
-            for (int i = 0; i < 8; ++i) acc[r][m] = fmaf(wv[r][i], xv[i], acc[r][m]);
-        }
+        accumulate_chunk(x, k, c, wv, acc);
       }
     }
   }
@@ -268,15 +275,7 @@ __global__ __launch_bounds__(kWarps * 32, 4) void gemv_rolling_kernel(const TX* 
             for (int r = 0; r < R; ++r) decode_raw(raw[r][u], wv[r]);
           load_u(ng, nc, u);
           if (!here) continue;
-#pragma unroll
-          for (int m = 0; m < M; ++m) {
-            float xv[8];
-            load8(x + m * k + c * 8, xv);
-#pragma unroll
-            for (int r = 0; r < R; ++r)
-#pragma unroll
-              for (int i = 0; i < 8; ++i) acc[r][m] = fmaf(wv[r][i], xv[i], acc[r][m]);
-          }
+          accumulate_chunk(x, k, c, wv, acc);
         }
       }
     }
