@@ -321,8 +321,9 @@ void launch_attention_decode(const AttentionArgs& a, int64_t splits, void* scrat
   STRATA_CHECK(plan.splits <= splits, "internal: split plan grew");
   float* part_o = static_cast<float*>(scratch);
   float* part_ml = plan.splits > 1 ? part_o + a.n_tokens * a.n_heads * plan.splits * a.head_dim : nullptr;
+  int made = plan.splits;
   if (a.decode_warps && attention_decode_warps_supports(a)) {
-    launch_attention_decode_warps(a, plan.keys_per_split, plan.splits, part_o, part_ml, stream);
+    made = launch_attention_decode_warps(a, plan.keys_per_split, plan.splits, part_o, part_ml, stream);
   } else {
     STRATA_CHECK(a.new_k == nullptr, "internal: rope and the cache write fold only into the per-warp decode kernel");
     switch (a.kv_dt) {
@@ -333,9 +334,9 @@ void launch_attention_decode(const AttentionArgs& a, int64_t splits, void* scrat
         STRATA_THROW(ErrorKind::kInvalidArgument, "KV cache dtype ", dtype_name(a.kv_dt), " is not supported on CUDA");
     }
   }
-  if (plan.splits > 1) {
+  if (made > 1) {
     launch_pdl(attention_combine_kernel, static_cast<unsigned>(a.n_tokens * a.n_heads), 128, 0, stream, part_o,
-               static_cast<const float*>(part_ml), plan.splits, static_cast<int>(a.head_dim), a.out, a.out_dt);
+               static_cast<const float*>(part_ml), made, static_cast<int>(a.head_dim), a.out, a.out_dt);
     CHECK_LAUNCH();
   }
 }

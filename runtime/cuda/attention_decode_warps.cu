@@ -1,12 +1,15 @@
 // runtime/cuda/attention_decode_warps.cu: paged decode attention with the online softmax kept per warp in
 // registers. Same grid (token, KV head, context split), split plan and partial format as the tiled kernel
-// in attention_decode.cu, but no block barrier per key tile: each of the 4 warps walks its own groups of
-// kKeys consecutive keys, issues the K and V rows of the next group before it computes the current one (V
-// does not wait for the softmax), and the warps merge once at the end. q and the output slice live in
-// registers: lane l owns elements [l * EPL, (l + 1) * EPL) of every head, so a K or V row is one 4/8/16-byte
-// load per lane. The split's block-table entries are staged in shared memory first, so no key waits on a
-// table read. Short contexts were bound by the tiled kernel's chain of dependent steps (14 us a layer at
-// 80 keys on an H200, tests/gpu/KERNEL_NOTES.md); this kernel targets that latency.
+// in attention_decode.cu, but no block barrier per key tile: each warp walks its own groups of kKeys
+// consecutive keys, issues the K and V rows of the next group before it computes the current one (V does not
+// wait for the softmax), and the warps merge once at the end. q and the output slice live in registers: lane
+// l owns elements [l * EPL, (l + 1) * EPL) of every head, so a K or V row is one 4/8/16-byte load per lane.
+// The split's block-table entries are staged in shared memory first, so no key waits on a table read.
+// Short contexts are bound by latency, not bytes (tests/gpu/KERNEL_NOTES.md), so: where a launch would
+// split a short context over a few blocks of 4 warps, one block of 8 or 16 warps takes it whole and writes
+// the output itself (no partials, no combine kernel); and with rope folded in, the first K/V group goes out
+// before the wait for the QKV product, whose q and new key and value then come in one round trip (the new
+// key is used from registers, not read back from the cache).
 #include <algorithm>
 #include <cstdint>
 #include <type_traits>
@@ -21,7 +24,6 @@
 namespace strata::cuda {
 namespace {
 
-constexpr int kWarps = 4;
 constexpr int kTableCap = 512;  // staged block-table entries (8192 keys at block size 16)
 
 // Keys per warp group (their loads go out together): 8, fewer where the heads' slices already take many
@@ -48,37 +50,37 @@ __device__ __forceinline__ void to_float(const typename Slice<EPL>::type& raw, f
   }
 }
 
-// The token's own key and value into the caches (AttentionArgs::new_k): k rotated by its position (kHalf
-// pairs over the whole head, as rope_kv_write does), v as it is. Run by the split that will read them.
-template <typename TKV, int kHd>
-__device__ void write_new_kv(const AttentionArgs& a, int t, int kvh, int pos) {
-  const int64_t slot = a.slots[t];
-  if (slot < 0 || slot >= a.cache_rows) return;  // a padding token
-  const int64_t src = (int64_t{t} * a.n_kv_heads + kvh) * kHd, dst = (slot * a.n_kv_heads + kvh) * kHd;
-  const auto* k = static_cast<const TKV*>(a.new_k);
-  const auto* v = static_cast<const TKV*>(a.new_v);
-  auto* kc = static_cast<TKV*>(const_cast<void*>(a.k_cache));
-  auto* vc = static_cast<TKV*>(const_cast<void*>(a.v_cache));
-  constexpr int kHalf = kHd / 2;
-  for (int j = threadIdx.x; j < kHalf; j += blockDim.x) {
-    float x0 = cuda::to_float(k[src + j]), x1 = cuda::to_float(k[src + j + kHalf]);
-    rotate_pair(static_cast<float>(pos) * a.inv_freq[j], x0, x1);
-    kc[dst + j] = from_float<TKV>(x0);
-    kc[dst + j + kHalf] = from_float<TKV>(x1);
-  }
-  for (int d = threadIdx.x; d < kHd; d += blockDim.x) vc[dst + d] = v[src + d];
+// A lane's slice of a 16-bit row packed from floats (rounded as the cache stores them), and the raw bits of
+// a slice of 16-bit elements: built in registers (a local array would go through the stack).
+template <typename TKV>
+__device__ __forceinline__ uint32_t bits16(TKV h) {
+  if constexpr (std::is_same_v<TKV, __half>) return __half_as_ushort(h);
+  else return __bfloat16_as_ushort(h);
+}
+template <int EPL>
+__device__ __forceinline__ typename Slice<EPL>::type slice_of(const uint32_t (&w)[EPL / 2]) {
+  if constexpr (EPL == 2) return w[0];
+  else if constexpr (EPL == 4) return make_uint2(w[0], w[1]);
+  else return make_uint4(w[0], w[1], w[2], w[3]);
+}
+template <typename TKV, int EPL>
+__device__ __forceinline__ typename Slice<EPL>::type pack_slice(const float (&v)[EPL]) {
+  uint32_t w[EPL / 2];
+#pragma unroll
+  for (int i = 0; i < EPL / 2; ++i)
+    w[i] = bits16(from_float<TKV>(v[2 * i])) | bits16(from_float<TKV>(v[2 * i + 1])) << 16;
+  return slice_of<EPL>(w);
 }
 
-template <typename TKV, int EPL, int GMAX>
-__global__ __launch_bounds__(kWarps * 32) void attention_decode_warps_kernel(AttentionArgs a, int keys_per_split,
-                                                                             int splits, float* part_o,
-                                                                             float* part_ml) {
+template <typename TKV, int EPL, int GMAX, int W>
+__global__ __launch_bounds__(W * 32) void attention_decode_warps_kernel(AttentionArgs a, int keys_per_split,
+                                                                        int splits, float* part_o, float* part_ml) {
   using Raw = typename Slice<EPL>::type;
   constexpr int kHd = 32 * EPL;
   constexpr int kKeys = group_keys<EPL, GMAX>();
   __shared__ int32_t blocks_s[kTableCap];
-  __shared__ float m_s[kWarps][GMAX], l_s[kWarps][GMAX];
-  __shared__ float o_s[kWarps][GMAX][kHd];
+  __shared__ float m_s[W][GMAX], l_s[W][GMAX];
+  __shared__ float o_s[W][GMAX][kHd];
 
   const int t = blockIdx.x, kvh = blockIdx.y, split = blockIdx.z;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -97,42 +99,8 @@ __global__ __launch_bounds__(kWarps * 32) void attention_decode_warps_kernel(Att
   const int first_block = start / bs, n_blocks = start < end ? (end - 1) / bs - first_block + 1 : 0;
   const bool staged = n_blocks <= kTableCap;
   if (staged)
-    for (int i = threadIdx.x; i < n_blocks; i += kWarps * 32) blocks_s[i] = table[first_block + i];
+    for (int i = threadIdx.x; i < n_blocks; i += W * 32) blocks_s[i] = table[first_block + i];
   __syncthreads();  // blocks_s
-
-  const bool rope = a.new_k != nullptr;
-  const int pos = a.positions[t];
-  pdl_wait();
-  pdl_trigger();
-  if (start >= end) return write_empty_partial(a, t, kvh, split, splits, part_ml);
-  if (rope && start <= pos && pos < end) write_new_kv<TKV, kHd>(a, t, kvh, pos);
-
-  float q[GMAX][EPL];
-#pragma unroll
-  for (int g = 0; g < GMAX; ++g)
-#pragma unroll
-    for (int i = 0; i < EPL; ++i)
-      q[g][i] = g < G ? load_elem(a.q, a.q_dt, (int64_t{t} * H + kvh * G + g) * kHd + lane * EPL + i) : 0.f;
-  if (rope) {  // element d pairs with d +- kHd / 2, which lane ^ 16 holds at the same index
-#pragma unroll
-    for (int i = 0; i < EPL; ++i) {
-      float sn, cs;  // one angle for the element in every query head of the group
-      sincosf(static_cast<float>(pos) * a.inv_freq[(lane * EPL + i) % (kHd / 2)], &sn, &cs);
-#pragma unroll
-      for (int g = 0; g < GMAX; ++g) {
-        const float other = __shfl_xor_sync(0xffffffffu, q[g][i], 16);
-        const bool low = lane < 16;  // this lane holds the pair's first element
-        float x0 = low ? q[g][i] : other, x1 = low ? other : q[g][i];
-        rotate_pair(sn, cs, x0, x1);
-        q[g][i] = low ? x0 : x1;
-      }
-    }
-  }
-#pragma unroll
-  for (int g = 0; g < GMAX; ++g)
-#pragma unroll
-    for (int i = 0; i < EPL; ++i) q[g][i] *= a.scale;
-  __syncthreads();  // the token's own K and V rows
 
   const TKV* kc = static_cast<const TKV*>(a.k_cache);
   const TKV* vc = static_cast<const TKV*>(a.v_cache);
@@ -151,6 +119,84 @@ __global__ __launch_bounds__(kWarps * 32) void attention_decode_warps_kernel(Att
       } else {
         k[u] = Raw{};  // past the split: scored but never weighted
         v[u] = Raw{};
+      }
+  };
+
+  // With rope folded in (one token per sequence) every key but the token's own was written by an earlier
+  // step, so the first group's rows go out now; the token's own row is taken from registers below.
+  const bool rope = a.new_k != nullptr;
+  const int pos = a.positions[t];
+  const bool own = rope && start <= pos && pos < end;  // this split holds the token's own key
+  constexpr int kStride = W * kKeys;
+  Raw ka[kKeys], va[kKeys], kb[kKeys], vb[kKeys];
+  int base = start + warp * kKeys;
+  if (rope && base < end) load_group(base, ka, va);
+  pdl_wait();
+  pdl_trigger();
+  if (start >= end) return write_empty_partial(a, t, kvh, split, splits, part_ml);
+
+  // q, and the token's own key and value: all loads of one round trip.
+  float q[GMAX][EPL], kn[EPL] = {};
+  Raw vn{};
+#pragma unroll
+  for (int g = 0; g < GMAX; ++g)
+#pragma unroll
+    for (int i = 0; i < EPL; ++i)
+      q[g][i] = g < G ? load_elem(a.q, a.q_dt, (int64_t{t} * H + kvh * G + g) * kHd + lane * EPL + i) : 0.f;
+  const int64_t own_src = (int64_t{t} * a.n_kv_heads + kvh) * kHd + lane * EPL;
+  if (own) {
+    const auto* k = static_cast<const TKV*>(a.new_k);
+#pragma unroll
+    for (int i = 0; i < EPL; ++i) kn[i] = cuda::to_float(k[own_src + i]);
+    const auto* v = static_cast<const TKV*>(a.new_v);
+    uint32_t w[EPL / 2];
+#pragma unroll
+    for (int i = 0; i < EPL / 2; ++i) w[i] = bits16(v[own_src + 2 * i]) | bits16(v[own_src + 2 * i + 1]) << 16;
+    vn = slice_of<EPL>(w);
+  }
+  if (rope) {  // element d pairs with d +- kHd / 2, which lane ^ 16 holds at the same index
+    const bool low = lane < 16;  // this lane holds the pair's first element
+#pragma unroll
+    for (int i = 0; i < EPL; ++i) {
+      float sn, cs;  // one angle for the element in every query head of the group and the key
+      sincosf(static_cast<float>(pos) * a.inv_freq[(lane * EPL + i) % (kHd / 2)], &sn, &cs);
+#pragma unroll
+      for (int g = 0; g < GMAX; ++g) {
+        const float other = __shfl_xor_sync(0xffffffffu, q[g][i], 16);
+        float x0 = low ? q[g][i] : other, x1 = low ? other : q[g][i];
+        rotate_pair(sn, cs, x0, x1);
+        q[g][i] = low ? x0 : x1;
+      }
+      if (own) {  // uniform over the block
+        const float other = __shfl_xor_sync(0xffffffffu, kn[i], 16);
+        float x0 = low ? kn[i] : other, x1 = low ? other : kn[i];
+        rotate_pair(sn, cs, x0, x1);
+        kn[i] = low ? x0 : x1;
+      }
+    }
+  }
+  Raw kn_raw{};
+  if (own) {
+    kn_raw = pack_slice<TKV, EPL>(kn);
+    const int64_t slot = a.slots[t];
+    if (warp == 0 && slot >= 0 && slot < a.cache_rows) {  // not a padding token
+      const int64_t dst = (slot * a.n_kv_heads + kvh) * kHd + lane * EPL;
+      *reinterpret_cast<Raw*>(const_cast<TKV*>(kc) + dst) = kn_raw;
+      *reinterpret_cast<Raw*>(const_cast<TKV*>(vc) + dst) = vn;
+    }
+  }
+#pragma unroll
+  for (int g = 0; g < GMAX; ++g)
+#pragma unroll
+    for (int i = 0; i < EPL; ++i) q[g][i] *= a.scale;
+  // The token's own row in a loaded group: from registers (its cache row may not be written yet).
+  auto patch_own = [&](int b, Raw (&k)[kKeys], Raw (&v)[kKeys]) {
+    if (!own) return;
+#pragma unroll
+    for (int u = 0; u < kKeys; ++u)
+      if (b + u == pos) {
+        k[u] = kn_raw;
+        v[u] = vn;
       }
   };
 
@@ -207,15 +253,19 @@ __global__ __launch_bounds__(kWarps * 32) void attention_decode_warps_kernel(Att
   };
 
   // Two groups in flight per warp: the next group's rows load while this one computes.
-  constexpr int kStride = kWarps * kKeys;
-  Raw ka[kKeys], va[kKeys], kb[kKeys], vb[kKeys];
-  int base = start + warp * kKeys;
-  if (base < end) load_group(base, ka, va);
+  if (!rope && base < end) load_group(base, ka, va);
+  patch_own(base, ka, va);
   for (; base < end; base += 2 * kStride) {
-    if (base + kStride < end) load_group(base + kStride, kb, vb);
+    if (base + kStride < end) {
+      load_group(base + kStride, kb, vb);
+      patch_own(base + kStride, kb, vb);
+    }
     compute_group(base, ka, va);
     if (base + kStride >= end) break;
-    if (base + 2 * kStride < end) load_group(base + 2 * kStride, ka, va);
+    if (base + 2 * kStride < end) {
+      load_group(base + 2 * kStride, ka, va);
+      patch_own(base + 2 * kStride, ka, va);
+    }
     compute_group(base + kStride, kb, vb);
   }
 
@@ -230,14 +280,14 @@ __global__ __launch_bounds__(kWarps * 32) void attention_decode_warps_kernel(Att
     for (int i = 0; i < EPL; ++i) o_s[warp][g][lane * EPL + i] = o[g][i];
   }
   __syncthreads();
-  for (int i = threadIdx.x; i < G * kHd; i += kWarps * 32) {
+  for (int i = threadIdx.x; i < G * kHd; i += W * 32) {
     const int g = i / kHd, d = i % kHd;
     float mx = -INFINITY;
 #pragma unroll
-    for (int w = 0; w < kWarps; ++w) mx = fmaxf(mx, m_s[w][g]);
+    for (int w = 0; w < W; ++w) mx = fmaxf(mx, m_s[w][g]);
     float sum = 0.f, out = 0.f;
 #pragma unroll
-    for (int w = 0; w < kWarps; ++w) {
+    for (int w = 0; w < W; ++w) {
       if (l_s[w][g] == 0.f) continue;  // a warp that got no key (m = -inf)
       const float f = __expf(m_s[w][g] - mx);
       sum += f * l_s[w][g];
@@ -247,30 +297,63 @@ __global__ __launch_bounds__(kWarps * 32) void attention_decode_warps_kernel(Att
   }
 }
 
+// Warps a block may take: 16 where a lane's share of the heads is small enough for the 128 registers of a
+// 512-thread block (ptxas, sm_90: head_dim 64, or 128 with up to 4 query heads per KV head: 87-128, no spills;
+// head_dim 256 or 8 heads at 128 spilled), else 8 while the merge buffers fit the 48 KiB of static shared
+// memory.
+template <int EPL, int GMAX>
+constexpr int max_warps() { return EPL <= 4 && EPL * GMAX <= 16 ? 16 : EPL * GMAX <= 32 ? 8 : 4; }
+
 template <typename TKV, int EPL>
-void launch_epl(const AttentionArgs& a, int keys_per_split, int splits, float* part_o, float* part_ml,
-                cudaStream_t stream) {
-  const dim3 grid(static_cast<unsigned>(a.n_tokens), static_cast<unsigned>(a.n_kv_heads), static_cast<unsigned>(splits));
+int launch_epl(const AttentionArgs& a, int keys_per_split, int splits, float* part_o, float* part_ml,
+               cudaStream_t stream) {
   const int64_t g = a.n_heads / a.n_kv_heads;
+  int made = splits;
   auto go = [&](auto gmax_tag) {
     constexpr int GMAX = decltype(gmax_tag)::value;
-    launch_pdl(attention_decode_warps_kernel<TKV, EPL, GMAX>, grid, kWarps * 32, 0, stream, a, keys_per_split, splits,
-               part_o, part_ml);
+    constexpr int kMax = max_warps<EPL, GMAX>();
+    // A short context of a few splits of 4 warps: one block of as many warps takes it whole (no combine),
+    // where each warp then has at most two groups of keys. H200, attention_splits, MHA, us per launch: 80
+    // keys (table 128) 5.0 whole against 5.9 in 4 splits; but at 500 keys 14.8 against 13.5, at 4000 keys
+    // 99 against 81: past a few groups a warp, the same warps on 4 SMs outrun them on one.
+    constexpr int kKeys = group_keys<EPL, GMAX>();
+    int warps = 4;
+    const int whole = 4 * splits <= 8 ? 8 : 16;
+    if (attention_decode_whole_blocks() && splits > 1 && 4 * splits <= kMax &&
+        int64_t{keys_per_split} * splits <= int64_t{2} * whole * kKeys) {
+      warps = whole;
+      keys_per_split *= splits;
+      made = 1;
+    }
+    const dim3 grid(static_cast<unsigned>(a.n_tokens), static_cast<unsigned>(a.n_kv_heads), static_cast<unsigned>(made));
+    auto run = [&](auto width_tag) {
+      constexpr int kW = decltype(width_tag)::value;
+      launch_pdl(attention_decode_warps_kernel<TKV, EPL, GMAX, kW>, grid, kW * 32, 0, stream, a, keys_per_split, made,
+                 part_o, part_ml);
+    };
+    if constexpr (kMax >= 16)
+      if (warps == 16) return run(std::integral_constant<int, 16>{});
+    if constexpr (kMax >= 8)
+      if (warps == 8) return run(std::integral_constant<int, 8>{});
+    run(std::integral_constant<int, 4>{});
   };
   if (g <= 1) go(std::integral_constant<int, 1>{});
   else if (g <= 2) go(std::integral_constant<int, 2>{});
   else if (g <= 4) go(std::integral_constant<int, 4>{});
   else go(std::integral_constant<int, 8>{});
   CHECK_LAUNCH();
+  return made;
 }
 
 template <typename TKV>
-void launch_tkv(const AttentionArgs& a, int keys_per_split, int splits, float* part_o, float* part_ml,
-                cudaStream_t stream) {
-  if (a.head_dim == 64) launch_epl<TKV, 2>(a, keys_per_split, splits, part_o, part_ml, stream);
-  else if (a.head_dim == 128) launch_epl<TKV, 4>(a, keys_per_split, splits, part_o, part_ml, stream);
-  else launch_epl<TKV, 8>(a, keys_per_split, splits, part_o, part_ml, stream);
+int launch_tkv(const AttentionArgs& a, int keys_per_split, int splits, float* part_o, float* part_ml,
+               cudaStream_t stream) {
+  if (a.head_dim == 64) return launch_epl<TKV, 2>(a, keys_per_split, splits, part_o, part_ml, stream);
+  if (a.head_dim == 128) return launch_epl<TKV, 4>(a, keys_per_split, splits, part_o, part_ml, stream);
+  return launch_epl<TKV, 8>(a, keys_per_split, splits, part_o, part_ml, stream);
 }
+
+bool whole_blocks = true;  // set_attention_decode_whole_blocks
 
 }  // namespace
 
@@ -281,13 +364,16 @@ bool attention_decode_warps_supports(const AttentionArgs& a) {
          a.n_heads % a.n_kv_heads == 0 && a.n_heads / a.n_kv_heads <= 8 && aligned(a.k_cache) && aligned(a.v_cache);
 }
 
-void launch_attention_decode_warps(const AttentionArgs& a, int keys_per_split, int splits, float* part_o,
-                                   float* part_ml, cudaStream_t stream) {
+bool attention_decode_whole_blocks() { return whole_blocks; }
+void set_attention_decode_whole_blocks(bool on) { whole_blocks = on; }
+
+int launch_attention_decode_warps(const AttentionArgs& a, int keys_per_split, int splits, float* part_o,
+                                  float* part_ml, cudaStream_t stream) {
   STRATA_CHECK(attention_decode_warps_supports(a), "internal: the per-warp decode attention does not take head_dim ",
                a.head_dim, ", ", a.n_heads / std::max<int64_t>(a.n_kv_heads, 1), " heads per KV head, KV ",
                dtype_name(a.kv_dt));
-  if (a.kv_dt == DType::kF16) launch_tkv<__half>(a, keys_per_split, splits, part_o, part_ml, stream);
-  else launch_tkv<__nv_bfloat16>(a, keys_per_split, splits, part_o, part_ml, stream);
+  if (a.kv_dt == DType::kF16) return launch_tkv<__half>(a, keys_per_split, splits, part_o, part_ml, stream);
+  return launch_tkv<__nv_bfloat16>(a, keys_per_split, splits, part_o, part_ml, stream);
 }
 
 }  // namespace strata::cuda

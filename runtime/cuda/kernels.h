@@ -130,7 +130,7 @@ struct AttentionArgs {
   // Decode with rope and the cache write folded in (per-warp kernel only, one token per sequence): q is
   // read unrotated; the split holding each token's own position rotates new_k (kHalf pairs over the whole
   // head) and writes it and new_v [T, Hkv, hd] (the cache's dtype) to the caches at slots[t] (skipped when
-  // negative) before it reads them.
+  // negative), and scores the token's own key from its registers, not from the cache.
   const void* new_k = nullptr;
   const void* new_v = nullptr;
   const float* inv_freq = nullptr;  // head_dim / 2
@@ -150,10 +150,17 @@ int64_t attention_decode_scratch_bytes(const AttentionArgs& a, int64_t splits);
 void launch_attention_decode(const AttentionArgs& a, int64_t splits, void* scratch, cudaStream_t stream);
 // The per-warp decode kernel (registers instead of shared-memory tiles; launch_attention_decode takes it
 // when a.decode_warps is set and this says it applies): 16-bit KV, head_dim 64 / 128 / 256, up to 8 query
-// heads per KV head, 16-byte aligned caches. Same split plan and partial outputs as the tiled kernel.
+// heads per KV head, 16-byte aligned caches. Same split plan and partial outputs as the tiled kernel, except
+// that a plan of a few splits runs as one wider block per KV head that writes the output itself (see
+// attention_decode_whole_blocks). Returns the splits it made: the partials to combine when more than one.
 bool attention_decode_warps_supports(const AttentionArgs& a);
-void launch_attention_decode_warps(const AttentionArgs& a, int keys_per_split, int splits, float* part_o,
-                                   float* part_ml, cudaStream_t stream);
+int launch_attention_decode_warps(const AttentionArgs& a, int keys_per_split, int splits, float* part_o,
+                                  float* part_ml, cudaStream_t stream);
+// Whether the per-warp kernel runs a plan of 2 to 4 splits (blocks of 4 warps per KV head) of a short context
+// (at most two key groups a warp) as one block of 8 or 16 warps (on by default). Process-wide, for tests and
+// A/B runs: the CUDA backend sets it from STRATA_DECODE_ATTN_WHOLE.
+bool attention_decode_whole_blocks();
+void set_attention_decode_whole_blocks(bool on);
 // Prefill: the tensor-core kernel (attention_prefill_mma.cu) where it applies (bf16 q, KV and out, head_dim 64
 // or 128), the SIMT kernel (attention_prefill.cu) for everything else; launch_attention_prefill picks. The
 // _simt and _mma entry points force one kernel (tests and kernel_bench compare them).

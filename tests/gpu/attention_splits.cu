@@ -124,8 +124,12 @@ int main() {
     for (int64_t splits : {int64_t{1}, int64_t{2}, int64_t{4}, int64_t{8}, int64_t{16}, int64_t{32}, int64_t{64}}) {
       if ((splits - 1) * grain >= a.max_position) break;  // the plan cannot make more splits than grain-key pieces
       if (cu::attention_decode_splits_made(a, splits) != splits) continue;  // the same launch as a smaller count
-      for (bool warps : {false, true}) {
-        a.decode_warps = warps;
+      // tiles; per warp in split blocks; per warp with a plan of 2-4 splits run as one block (whole).
+      for (const char* kernel : {"tiles", "warps", "whole"}) {
+        const bool whole = kernel[1] == 'h';
+        if (whole && (splits == 1 || splits > 4)) continue;  // the same launch as "warps"
+        a.decode_warps = kernel[0] == 'w';
+        cu::set_attention_decode_whole_blocks(whole);
         std::vector<uint16_t> got(q.size(), 0xffff);
         CHECK_CUDA(cudaMemcpy(out, got.data(), got.size() * 2, cudaMemcpyHostToDevice));
         a.k_cache = kc[0], a.v_cache = vc[0];
@@ -148,8 +152,8 @@ int main() {
         std::snprintf(name, sizeof name, "H %lld Hkv %lld ctx %lld (max %lld)%s", static_cast<long long>(c.heads),
                       static_cast<long long>(c.kv_heads), static_cast<long long>(c.context),
                       static_cast<long long>(a.max_position), splits == rule ? " *rule" : "");
-        std::printf("%-34s %6lld %7s %10.2f %9.1e\n", name, static_cast<long long>(splits), warps ? "warps" : "tiles",
-                    us, std::sqrt(num / den));
+        std::printf("%-34s %6lld %7s %10.2f %9.1e\n", name, static_cast<long long>(splits), kernel, us,
+                    std::sqrt(num / den));
       }
     }
     for (int l = 0; l < kLayers; ++l) {

@@ -648,6 +648,20 @@ TEST_P(CudaAttentionTest, DecodeOneTokenPerSequence) {
 
 TEST_P(CudaAttentionTest, DecodeLongContextUsesSplits) { run({5000, 37}, {1, 1}, "long decode"); }
 
+// Short contexts, whose plans make 2 to 4 splits: the per-warp kernel takes each KV head's context in one
+// block of 8 or 16 warps where the heads fit (writing the output itself), and in split blocks and the combine
+// with that off. Tables 128, 50 and 30 keys wide: 4 or 2 splits for one query head per KV head, 2 for 2 and 4.
+TEST_P(CudaAttentionTest, DecodeShortContextsWholeAndSplit) {
+  for (bool whole : {true, false}) {
+    cuda::set_attention_decode_whole_blocks(whole);
+    const char* what = whole ? "short decode, whole blocks" : "short decode, split blocks";
+    run({1, 17, 64, 100, 128}, {1, 1, 1, 1, 1}, what);
+    run({20, 50}, {1, 1}, what);
+    run({10, 30}, {1, 1}, what);
+  }
+  cuda::set_attention_decode_whole_blocks(true);
+}
+
 TEST_P(CudaAttentionTest, PrefillCausalManyTokensPerSequence) {
   run({40, 129, 7, 300}, {40, 129, 7, 300}, "prefill");
 }

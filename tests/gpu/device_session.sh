@@ -50,7 +50,7 @@ tar czf "$out/session.tgz" -C "$work" logs -C "$root" "${sweeps[@]}" 2>/dev/null
 echo "== summary (everything in $out/session.tgz)"
 sed -n '/== summary/,$p' "$work/logs/run.log" | sed 1d
 grep -E 'FAILED|Failure' "$work/logs/gpu_test.log" 2>/dev/null | head -5
-grep -E '\*rule' "$work/logs/attention_splits.txt" | grep warps
+grep -E '\*rule' "$work/logs/attention_splits.txt" | grep -E 'warps|whole'
 cat "$work/logs/gpu_test_env.txt" 2>/dev/null
 grep -E 'FAILED|Failure' "$work/logs/gpu_test_env.log" 2>/dev/null | head -5
 cat "$work/logs/gemv_chain.txt"
