@@ -156,23 +156,19 @@ __global__ __launch_bounds__(W * 32) void attention_decode_warps_kernel(Attentio
   }
   if (rope) {  // element d pairs with d +- kHd / 2, which lane ^ 16 holds at the same index
     const bool low = lane < 16;  // this lane holds the pair's first element
+    const auto rotate = [low](float& x, float sn, float cs) {
+      const float other = __shfl_xor_sync(0xffffffffu, x, 16);
+      float x0 = low ? x : other, x1 = low ? other : x;
+      rotate_pair(sn, cs, x0, x1);
+      x = low ? x0 : x1;
+    };
 #pragma unroll
     for (int i = 0; i < EPL; ++i) {
       float sn, cs;  // one angle for the element in every query head of the group and the key
       sincosf(static_cast<float>(pos) * a.inv_freq[(lane * EPL + i) % (kHd / 2)], &sn, &cs);
 #pragma unroll
-      for (int g = 0; g < GMAX; ++g) {
-        const float other = __shfl_xor_sync(0xffffffffu, q[g][i], 16);
-        float x0 = low ? q[g][i] : other, x1 = low ? other : q[g][i];
-        rotate_pair(sn, cs, x0, x1);
-        q[g][i] = low ? x0 : x1;
-      }
-      if (own) {  // uniform over the block
-        const float other = __shfl_xor_sync(0xffffffffu, kn[i], 16);
-        float x0 = low ? kn[i] : other, x1 = low ? other : kn[i];
-        rotate_pair(sn, cs, x0, x1);
-        kn[i] = low ? x0 : x1;
-      }
+      for (int g = 0; g < GMAX; ++g) rotate(q[g][i], sn, cs);
+      if (own) rotate(kn[i], sn, cs);  // uniform over the block
     }
   }
   Raw kn_raw{};
@@ -198,6 +194,10 @@ __global__ __launch_bounds__(W * 32) void attention_decode_warps_kernel(Attentio
         k[u] = kn_raw;
         v[u] = vn;
       }
+  };
+  auto load_patched = [&](int b, Raw (&k)[kKeys], Raw (&v)[kKeys]) {
+    load_group(b, k, v);
+    patch_own(b, k, v);
   };
 
   float m[GMAX], l[GMAX], o[GMAX][EPL];
@@ -256,16 +256,10 @@ __global__ __launch_bounds__(W * 32) void attention_decode_warps_kernel(Attentio
   if (!rope && base < end) load_group(base, ka, va);
   patch_own(base, ka, va);
   for (; base < end; base += 2 * kStride) {
-    if (base + kStride < end) {
-      load_group(base + kStride, kb, vb);
-      patch_own(base + kStride, kb, vb);
-    }
+    if (base + kStride < end) load_patched(base + kStride, kb, vb);
     compute_group(base, ka, va);
     if (base + kStride >= end) break;
-    if (base + 2 * kStride < end) {
-      load_group(base + 2 * kStride, ka, va);
-      patch_own(base + 2 * kStride, ka, va);
-    }
+    if (base + 2 * kStride < end) load_patched(base + 2 * kStride, ka, va);
     compute_group(base + kStride, kb, vb);
   }
 

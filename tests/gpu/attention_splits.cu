@@ -125,11 +125,15 @@ int main() {
       if ((splits - 1) * grain >= a.max_position) break;  // the plan cannot make more splits than grain-key pieces
       if (cu::attention_decode_splits_made(a, splits) != splits) continue;  // the same launch as a smaller count
       // tiles; per warp in split blocks; per warp with a plan of 2-4 splits run as one block (whole).
-      for (const char* kernel : {"tiles", "warps", "whole"}) {
-        const bool whole = kernel[1] == 'h';
-        if (whole && (splits == 1 || splits > 4)) continue;  // the same launch as "warps"
-        a.decode_warps = kernel[0] == 'w';
-        cu::set_attention_decode_whole_blocks(whole);
+      struct Kernel {
+        const char* name;
+        bool warps, whole;
+      };
+      constexpr Kernel kKernels[] = {{"tiles", false, false}, {"warps", true, false}, {"whole", true, true}};
+      for (const Kernel& kernel : kKernels) {
+        if (kernel.whole && (splits == 1 || splits > 4)) continue;  // the same launch as "warps"
+        a.decode_warps = kernel.warps;
+        cu::set_attention_decode_whole_blocks(kernel.whole);
         std::vector<uint16_t> got(q.size(), 0xffff);
         CHECK_CUDA(cudaMemcpy(out, got.data(), got.size() * 2, cudaMemcpyHostToDevice));
         a.k_cache = kc[0], a.v_cache = vc[0];
@@ -152,7 +156,7 @@ int main() {
         std::snprintf(name, sizeof name, "H %lld Hkv %lld ctx %lld (max %lld)%s", static_cast<long long>(c.heads),
                       static_cast<long long>(c.kv_heads), static_cast<long long>(c.context),
                       static_cast<long long>(a.max_position), splits == rule ? " *rule" : "");
-        std::printf("%-34s %6lld %7s %10.2f %9.1e\n", name, static_cast<long long>(splits), kernel, us,
+        std::printf("%-34s %6lld %7s %10.2f %9.1e\n", name, static_cast<long long>(splits), kernel.name, us,
                     std::sqrt(num / den));
       }
     }
