@@ -12,7 +12,7 @@
 #include "parallel/byte_size.h"
 #include "parallel/plan_check.h"
 #include "runtime/error.h"
-#include "runtime/models/llama.h"
+#include "runtime/collective.h"
 
 namespace strata::parallel {
 namespace {
@@ -87,9 +87,9 @@ Slot stage_slot(const ModelConfig& c, const PlanShape& s, const Hardware& hw, in
     slot.ar = layer_ar + (first ? allreduce_seconds(act, tp, link) : 0) +  // vocab-parallel embedding
               (last ? allgather_seconds(tokens * ceil_div(c.vocab_size, tp) * tp * 4, tp, link) : 0);
     // The layer all-reduces are split into pieces of at least overlap_min_tokens tokens, up to
-    // overlap_chunks, that overlap the o-projection and MLP of the next piece (LlamaModel::overlap_chunks);
+    // overlap_chunks, that overlap the o-projection and MLP of the next piece (overlap_row_groups);
     // the embedding and head ones never overlap.
-    const int64_t chunks = LlamaModel::overlap_chunks(tokens, s.overlap_chunks, s.overlap_min_tokens);
+    const int64_t chunks = overlap_row_groups(tokens, s.overlap_chunks, s.overlap_min_tokens);
     const int64_t q = c.n_heads / tp * c.head_dim;
     const double overlappable = slot.compute * static_cast<double>(q * c.hidden + 3 * c.hidden * c.ffn / tp) /
                                 static_cast<double>(matmul_params(c, tp));

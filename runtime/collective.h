@@ -8,6 +8,17 @@
 
 namespace strata {
 
+// Under tensor parallelism a step's tokens are split into up to `chunks` row groups of at least `min_tokens`
+// each, so one group's all-reduce runs while the next group computes (comm.overlap_chunks and
+// comm.overlap_min_tokens in the plan); chunks 1 turns overlap off. Steps too short to keep min_tokens per
+// group are not split: they are bound by reading the weights, which each group reads again. The row groups
+// a step of `tokens` tokens gets (>= 1); the model and the performance model both use it.
+inline int64_t overlap_row_groups(int64_t tokens, int64_t chunks, int64_t min_tokens) {
+  const int64_t groups = tokens / (min_tokens > 1 ? min_tokens : 1);
+  const int64_t most = chunks > 1 ? chunks : 1;
+  return groups < 1 ? 1 : groups > most ? most : groups;
+}
+
 // Handle of an all-reduce in flight; wait() returns when later work on the compute device may read
 // the result (and throws strata::Error on failure or timeout).
 class CollectiveWork {

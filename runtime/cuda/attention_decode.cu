@@ -51,7 +51,7 @@ __global__ __launch_bounds__(kThreads) void attention_decode_kernel(AttentionArg
   const int seq = a.token_seq[t];
   int start, end;
   decode_split_keys(a, t, split, keys_per_split, start, end);
-  if (start >= end) return write_empty_partial(a, t, kvh, split, splits, part_ml);
+  if (start >= end) return write_empty_partial(a, t, kvh * G, G, split, splits, part_ml);
 
   for (int i = threadIdx.x; i < G * hd; i += kThreads) {
     const int g = i / hd, d = i % hd;
@@ -296,6 +296,13 @@ void launch_hd(const AttentionArgs& a, const SplitPlan& plan, float* part_o, flo
 
 int64_t attention_decode_splits(const AttentionArgs& a, int sm_count) { return plan_splits(a, sm_count).splits; }
 int64_t attention_decode_splits_made(const AttentionArgs& a, int64_t splits) { return plan_for_count(a, splits).splits; }
+
+DecodeWarpsForm attention_decode_form(const AttentionArgs& a, int64_t splits) {
+  const SplitPlan plan = plan_for_count(a, splits);
+  if (a.decode_warps && attention_decode_warps_supports(a))
+    return attention_decode_warps_form(a, plan.keys_per_split, plan.splits);
+  return {kWarps, 1, plan.splits, plan.keys_per_split};
+}
 
 int attention_decode_split_grain() { return split_grain; }
 void set_attention_decode_split_grain(int keys) {

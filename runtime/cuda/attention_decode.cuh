@@ -19,12 +19,11 @@ __device__ __forceinline__ void decode_split_keys(const AttentionArgs& a, int t,
   end = min(a.positions[t] + 1, start + keys_per_split);
 }
 
-// The partial of an empty split for the query heads of KV head kvh (no keys: max -inf, sum 0).
-__device__ __forceinline__ void write_empty_partial(const AttentionArgs& a, int t, int kvh, int split, int splits,
-                                                    float* part_ml) {
-  const int G = static_cast<int>(a.n_heads / a.n_kv_heads);
-  if (threadIdx.x < G) {
-    const int64_t idx = (int64_t{t} * a.n_heads + kvh * G + threadIdx.x) * splits + split;
+// The partial of an empty split for query heads [h0, h0 + count) (no keys: max -inf, sum 0).
+__device__ __forceinline__ void write_empty_partial(const AttentionArgs& a, int t, int h0, int count, int split,
+                                                    int splits, float* part_ml) {
+  if (threadIdx.x < count) {
+    const int64_t idx = (int64_t{t} * a.n_heads + h0 + threadIdx.x) * splits + split;
     part_ml[idx * 2] = -INFINITY;
     part_ml[idx * 2 + 1] = 0.f;
   }

@@ -28,8 +28,7 @@ constexpr int kTableCap = 512;  // staged block-table entries (8192 keys at bloc
 
 // Keys per warp group (their loads go out together): 8, fewer where the heads' slices already take many
 // registers (scores, q, output and two groups of rows are all per lane; ptxas then spilled).
-template <int EPL, int GMAX>
-__host__ __device__ constexpr int group_keys() { return GMAX * EPL >= 32 ? 2 : GMAX * EPL >= 16 ? 4 : 8; }
+__host__ __device__ constexpr int group_keys(int epl, int gmax) { return gmax * epl >= 32 ? 2 : gmax * epl >= 16 ? 4 : 8; }
 
 // One lane's slice of a 16-bit K or V row: EPL elements, 4 / 8 / 16 bytes.
 template <int EPL>
@@ -72,19 +71,24 @@ __device__ __forceinline__ typename Slice<EPL>::type pack_slice(const float (&v)
   return slice_of<EPL>(w);
 }
 
+// Grid (token, KV head x head_split, context split): with head_split > 1 each block takes 1 / head_split of
+// its KV head's query heads (the blocks of a KV head read the same K/V rows, mostly from L2).
 template <typename TKV, int EPL, int GMAX, int W>
 __global__ __launch_bounds__(W * 32) void attention_decode_warps_kernel(AttentionArgs a, int keys_per_split,
-                                                                        int splits, float* part_o, float* part_ml) {
+                                                                        int splits, int head_split, float* part_o,
+                                                                        float* part_ml) {
   using Raw = typename Slice<EPL>::type;
   constexpr int kHd = 32 * EPL;
-  constexpr int kKeys = group_keys<EPL, GMAX>();
+  constexpr int kKeys = group_keys(EPL, GMAX);
   __shared__ int32_t blocks_s[kTableCap];
   __shared__ float m_s[W][GMAX], l_s[W][GMAX];
   __shared__ float o_s[W][GMAX][kHd];
 
-  const int t = blockIdx.x, kvh = blockIdx.y, split = blockIdx.z;
+  const int t = blockIdx.x, kvh = blockIdx.y / head_split, split = blockIdx.z;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int G = static_cast<int>(a.n_heads / a.n_kv_heads);
+  const int G = static_cast<int>(a.n_heads / a.n_kv_heads) / head_split;  // this block's query heads
+  const int h0 = static_cast<int>(a.n_heads / a.n_kv_heads) * kvh + G * static_cast<int>(blockIdx.y % head_split);
+  const bool writes_cache = blockIdx.y % head_split == 0;  // one block of the KV head writes the new row
   const int H = static_cast<int>(a.n_heads);
   // The step's inputs (positions, tables) were copied in before the step's first kernel (and every kernel
   // triggers its dependents only after its own wait), so they and the staged table are read before the wait
@@ -133,7 +137,7 @@ __global__ __launch_bounds__(W * 32) void attention_decode_warps_kernel(Attentio
   if (rope && base < end) load_group(base, ka, va);
   pdl_wait();
   pdl_trigger();
-  if (start >= end) return write_empty_partial(a, t, kvh, split, splits, part_ml);
+  if (start >= end) return write_empty_partial(a, t, h0, G, split, splits, part_ml);
 
   // q, and the token's own key and value: all loads of one round trip.
   float q[GMAX][EPL], kn[EPL] = {};
@@ -142,7 +146,7 @@ __global__ __launch_bounds__(W * 32) void attention_decode_warps_kernel(Attentio
   for (int g = 0; g < GMAX; ++g)
 #pragma unroll
     for (int i = 0; i < EPL; ++i)
-      q[g][i] = g < G ? load_elem(a.q, a.q_dt, (int64_t{t} * H + kvh * G + g) * kHd + lane * EPL + i) : 0.f;
+      q[g][i] = g < G ? load_elem(a.q, a.q_dt, (int64_t{t} * H + h0 + g) * kHd + lane * EPL + i) : 0.f;
   const int64_t own_src = (int64_t{t} * a.n_kv_heads + kvh) * kHd + lane * EPL;
   if (own) {
     const auto* k = static_cast<const TKV*>(a.new_k);
@@ -175,7 +179,7 @@ __global__ __launch_bounds__(W * 32) void attention_decode_warps_kernel(Attentio
   if (own) {
     kn_raw = pack_slice<TKV, EPL>(kn);
     const int64_t slot = a.slots[t];
-    if (warp == 0 && slot >= 0 && slot < a.cache_rows) {  // not a padding token
+    if (warp == 0 && writes_cache && slot >= 0 && slot < a.cache_rows) {  // not a padding token
       const int64_t dst = (slot * a.n_kv_heads + kvh) * kHd + lane * EPL;
       *reinterpret_cast<Raw*>(const_cast<TKV*>(kc) + dst) = kn_raw;
       *reinterpret_cast<Raw*>(const_cast<TKV*>(vc) + dst) = vn;
@@ -287,7 +291,7 @@ __global__ __launch_bounds__(W * 32) void attention_decode_warps_kernel(Attentio
       sum += f * l_s[w][g];
       out += f * o_s[w][g][d];
     }
-    write_decode_result(a, int64_t{t} * H + kvh * G + g, d, split, splits, out, mx, sum, part_o, part_ml);
+    write_decode_result(a, int64_t{t} * H + h0 + g, d, split, splits, out, mx, sum, part_o, part_ml);
   }
 }
 
@@ -295,48 +299,69 @@ __global__ __launch_bounds__(W * 32) void attention_decode_warps_kernel(Attentio
 // 512-thread block (ptxas, sm_90: head_dim 64, or 128 with up to 4 query heads per KV head: 87-128, no spills;
 // head_dim 256 or 8 heads at 128 spilled), else 8 while the merge buffers fit the 48 KiB of static shared
 // memory.
-template <int EPL, int GMAX>
-constexpr int max_warps() { return EPL <= 4 && EPL * GMAX <= 16 ? 16 : EPL * GMAX <= 32 ? 8 : 4; }
+constexpr int max_warps(int epl, int gmax) { return epl <= 4 && epl * gmax <= 16 ? 16 : epl * gmax <= 32 ? 8 : 4; }
+constexpr int gmax_of(int g) { return g <= 1 ? 1 : g <= 2 ? 2 : g <= 4 ? 4 : 8; }
+
+bool whole_blocks = true;  // set_attention_decode_whole_blocks
+int head_split_forced = 0;  // set_attention_decode_head_split
+
+// How a plan of `splits` x `keys_per_split` keys runs. By default as planned, in blocks of 4 warps. A short
+// context instead runs as one block of 8 or 16 warps that takes every key and writes the output itself (no
+// partials, no combine kernel), where each warp then has at most two key groups: a plan of 2-4 splits
+// (H200, attention_splits, MHA, us per launch: 80 keys, table 128, 5.0 whole against 5.9 in 4 splits; but at
+// 500 keys 14.8 against 13.5, at 4000 keys 99 against 81: past a few groups a warp, the same warps on 4 SMs
+// outrun them on one), or any plan whose keys are one group a warp of 16 warps. With several query heads per
+// KV head, the whole form splits them over up to 8 blocks of the same KV head (`head_split`), the most that
+// keeps one block per SM: fewer heads a warp take fewer registers (so 16 warps and larger key groups), and
+// the step's few KV heads then fill more SMs.
+DecodeWarpsForm choose_form(const AttentionArgs& a, int epl, int keys_per_split, int splits) {
+  DecodeWarpsForm form{4, 1, splits, keys_per_split};
+  if (!whole_blocks || splits <= 1) return form;
+  const int g = static_cast<int>(a.n_heads / a.n_kv_heads);
+  const int64_t keys = int64_t{keys_per_split} * splits, blocks = a.n_tokens * a.n_kv_heads;
+  const auto whole_warps = [&](int head_split) {  // 0: no whole block for these heads
+    const int gm = gmax_of(g / head_split), most = max_warps(epl, gm), group = group_keys(epl, gm);
+    const int w = 4 * splits <= 8 ? 8 : 16;
+    if (4 * splits <= most && keys <= int64_t{2} * w * group) return w;
+    if (most >= 16 && keys <= int64_t{16} * group) return 16;
+    return 0;
+  };
+  for (int hs = 8; hs >= 1; hs /= 2) {  // a forced split, else the most that keep one block per SM
+    const bool allowed = head_split_forced > 0 ? hs == head_split_forced : hs == 1 || blocks * hs <= a.sm_count;
+    if (!allowed || g % hs != 0) continue;
+    if (const int warps = whole_warps(hs); warps > 0) return {warps, hs, 1, static_cast<int>(keys)};
+  }
+  return form;
+}
 
 template <typename TKV, int EPL>
 int launch_epl(const AttentionArgs& a, int keys_per_split, int splits, float* part_o, float* part_ml,
                cudaStream_t stream) {
-  const int64_t g = a.n_heads / a.n_kv_heads;
-  int made = splits;
+  const DecodeWarpsForm f = choose_form(a, EPL, keys_per_split, splits);
+  const dim3 grid(static_cast<unsigned>(a.n_tokens), static_cast<unsigned>(a.n_kv_heads * f.head_split),
+                  static_cast<unsigned>(f.splits));
   auto go = [&](auto gmax_tag) {
     constexpr int GMAX = decltype(gmax_tag)::value;
-    constexpr int kMax = max_warps<EPL, GMAX>();
-    // A short context of a few splits of 4 warps: one block of as many warps takes it whole (no combine),
-    // where each warp then has at most two groups of keys. H200, attention_splits, MHA, us per launch: 80
-    // keys (table 128) 5.0 whole against 5.9 in 4 splits; but at 500 keys 14.8 against 13.5, at 4000 keys
-    // 99 against 81: past a few groups a warp, the same warps on 4 SMs outrun them on one.
-    constexpr int kKeys = group_keys<EPL, GMAX>();
-    int warps = 4;
-    const int whole = 4 * splits <= 8 ? 8 : 16;
-    if (attention_decode_whole_blocks() && splits > 1 && 4 * splits <= kMax &&
-        int64_t{keys_per_split} * splits <= int64_t{2} * whole * kKeys) {
-      warps = whole;
-      keys_per_split *= splits;
-      made = 1;
-    }
-    const dim3 grid(static_cast<unsigned>(a.n_tokens), static_cast<unsigned>(a.n_kv_heads), static_cast<unsigned>(made));
+    constexpr int kMax = max_warps(EPL, GMAX);
     auto run = [&](auto width_tag) {
       constexpr int kW = decltype(width_tag)::value;
-      launch_pdl(attention_decode_warps_kernel<TKV, EPL, GMAX, kW>, grid, kW * 32, 0, stream, a, keys_per_split, made,
-                 part_o, part_ml);
+      launch_pdl(attention_decode_warps_kernel<TKV, EPL, GMAX, kW>, grid, kW * 32, 0, stream, a, f.keys_per_split,
+                 f.splits, f.head_split, part_o, part_ml);
     };
     if constexpr (kMax >= 16)
-      if (warps == 16) return run(std::integral_constant<int, 16>{});
+      if (f.warps == 16) return run(std::integral_constant<int, 16>{});
     if constexpr (kMax >= 8)
-      if (warps == 8) return run(std::integral_constant<int, 8>{});
+      if (f.warps == 8) return run(std::integral_constant<int, 8>{});
     run(std::integral_constant<int, 4>{});
   };
-  if (g <= 1) go(std::integral_constant<int, 1>{});
-  else if (g <= 2) go(std::integral_constant<int, 2>{});
-  else if (g <= 4) go(std::integral_constant<int, 4>{});
-  else go(std::integral_constant<int, 8>{});
+  switch (gmax_of(static_cast<int>(a.n_heads / a.n_kv_heads) / f.head_split)) {
+    case 1: go(std::integral_constant<int, 1>{}); break;
+    case 2: go(std::integral_constant<int, 2>{}); break;
+    case 4: go(std::integral_constant<int, 4>{}); break;
+    default: go(std::integral_constant<int, 8>{}); break;
+  }
   CHECK_LAUNCH();
-  return made;
+  return f.splits;
 }
 
 template <typename TKV>
@@ -347,8 +372,6 @@ int launch_tkv(const AttentionArgs& a, int keys_per_split, int splits, float* pa
   return launch_epl<TKV, 8>(a, keys_per_split, splits, part_o, part_ml, stream);
 }
 
-bool whole_blocks = true;  // set_attention_decode_whole_blocks
-
 }  // namespace
 
 bool attention_decode_warps_supports(const AttentionArgs& a) {
@@ -358,8 +381,19 @@ bool attention_decode_warps_supports(const AttentionArgs& a) {
          a.n_heads % a.n_kv_heads == 0 && a.n_heads / a.n_kv_heads <= 8 && aligned(a.k_cache) && aligned(a.v_cache);
 }
 
+DecodeWarpsForm attention_decode_warps_form(const AttentionArgs& a, int keys_per_split, int splits) {
+  const int epl = static_cast<int>(a.head_dim / 32);
+  return choose_form(a, epl, keys_per_split, splits);
+}
+
 bool attention_decode_whole_blocks() { return whole_blocks; }
 void set_attention_decode_whole_blocks(bool on) { whole_blocks = on; }
+int attention_decode_head_split() { return head_split_forced; }
+void set_attention_decode_head_split(int blocks) {
+  STRATA_CHECK(blocks == 0 || blocks == 1 || blocks == 2 || blocks == 4 || blocks == 8,
+               "decode attention head split must be 0 (the rule), 1, 2, 4 or 8 blocks per KV head, got ", blocks);
+  head_split_forced = blocks;
+}
 
 int launch_attention_decode_warps(const AttentionArgs& a, int keys_per_split, int splits, float* part_o,
                                   float* part_ml, cudaStream_t stream) {

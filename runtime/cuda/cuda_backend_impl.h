@@ -149,6 +149,8 @@ class CudaBackend final : public Backend {
       cuda::set_gemv_rolling_override(static_cast<int>(form));
     if (const int64_t whole = env_int("STRATA_DECODE_ATTN_WHOLE", 0, 1, -1); whole >= 0)
       cuda::set_attention_decode_whole_blocks(whole != 0);
+    if (const int64_t split = env_int("STRATA_DECODE_ATTN_HEAD_SPLIT", 0, 8, -1); split >= 0)
+      cuda::set_attention_decode_head_split(static_cast<int>(split));
     if (const int64_t g = env_int("STRATA_DECODE_SPLIT_GRAIN", 16, 128, 0); g > 0)
       cuda::set_attention_decode_split_grain(static_cast<int>(g));
     STRATA_CHECK(options_.gemv_max_rows >= 0 && options_.gemv_max_rows <= 8, "gemv_max_rows must be 0..8, got ",

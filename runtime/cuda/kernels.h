@@ -151,16 +151,30 @@ void launch_attention_decode(const AttentionArgs& a, int64_t splits, void* scrat
 // The per-warp decode kernel (registers instead of shared-memory tiles; launch_attention_decode takes it
 // when a.decode_warps is set and this says it applies): 16-bit KV, head_dim 64 / 128 / 256, up to 8 query
 // heads per KV head, 16-byte aligned caches. Same split plan and partial outputs as the tiled kernel, except
-// that a plan of a few splits runs as one wider block per KV head that writes the output itself (see
-// attention_decode_whole_blocks). Returns the splits it made: the partials to combine when more than one.
+// that a short context's plan runs as one wider block per KV head (or per part of its query heads) that writes
+// the output itself (see attention_decode_whole_blocks). Returns the splits it made: the partials to combine when more than one.
 bool attention_decode_warps_supports(const AttentionArgs& a);
 int launch_attention_decode_warps(const AttentionArgs& a, int keys_per_split, int splits, float* part_o,
                                   float* part_ml, cudaStream_t stream);
-// Whether the per-warp kernel runs a plan of 2 to 4 splits (blocks of 4 warps per KV head) of a short context
-// (at most two key groups a warp) as one block of 8 or 16 warps (on by default). Process-wide, for tests and
-// A/B runs: the CUDA backend sets it from STRATA_DECODE_ATTN_WHOLE.
+// How a launch runs a plan: warps per block, blocks per KV head (each taking that share of its query heads),
+// and the splits made (1 in the whole form: no partials to combine).
+struct DecodeWarpsForm {
+  int warps = 4, head_split = 1, splits = 1, keys_per_split = 0;
+};
+DecodeWarpsForm attention_decode_warps_form(const AttentionArgs& a, int keys_per_split, int splits);
+// The same for launch_attention_decode(a, splits); where the per-warp kernel does not apply, the tiled
+// kernel's blocks of 4 warps as planned.
+DecodeWarpsForm attention_decode_form(const AttentionArgs& a, int64_t splits);
+// Whether the per-warp kernel runs the split plan of a short context (at most two key groups a warp) as one
+// block of 8 or 16 warps per KV head, or per 1 / head_split of its query heads (on by default). Process-wide,
+// for tests and A/B runs: the CUDA backend sets it from STRATA_DECODE_ATTN_WHOLE.
 bool attention_decode_whole_blocks();
 void set_attention_decode_whole_blocks(bool on);
+// The blocks per KV head of that whole form: 0 (default) lets the rule pick (the most, up to 8, that keep one
+// block per SM); 1, 2, 4 or 8 force it where it divides the query heads per KV head (tests, tuning runs; the
+// backend reads STRATA_DECODE_ATTN_HEAD_SPLIT).
+int attention_decode_head_split();
+void set_attention_decode_head_split(int blocks);
 // Prefill: the tensor-core kernel (attention_prefill_mma.cu) where it applies (bf16 q, KV and out, head_dim 64
 // or 128), the SIMT kernel (attention_prefill.cu) for everything else; launch_attention_prefill picks. The
 // _simt and _mma entry points force one kernel (tests and kernel_bench compare them).

@@ -217,10 +217,6 @@ Tensor LlamaModel::part(const Tensor& buffer, int64_t offset, const Shape& shape
                       buffer.keepalive());
 }
 
-int64_t LlamaModel::overlap_chunks(int64_t tokens, int64_t chunks, int64_t min_tokens) {
-  return std::clamp<int64_t>(tokens / std::max<int64_t>(min_tokens, 1), 1, std::max<int64_t>(chunks, 1));
-}
-
 void LlamaModel::wait_reduce(CollectiveWork& work) {
   const auto t0 = std::chrono::steady_clock::now();
   work.wait();
@@ -235,7 +231,7 @@ bool LlamaModel::project_and_mlp(const LayerWeights& w, Tensor& hidden, const Te
   const bool reduce = tp_.size() > 1;
   // Row groups: chunk c's all-reduce runs on the communication stream while chunk c+1 computes.
   // Attention itself needs every token's K/V, so chunking starts at the output projection.
-  const int64_t chunks = reduce ? overlap_chunks(T, overlap_chunks_, overlap_min_tokens_) : 1;
+  const int64_t chunks = reduce ? overlap_row_groups(T, overlap_chunks_, overlap_min_tokens_) : 1;
   std::vector<int64_t> begin(static_cast<size_t>(chunks) + 1);
   for (int64_t c = 0; c <= chunks; ++c) begin[static_cast<size_t>(c)] = T * c / chunks;
   auto rows = [&](const Tensor& t, int64_t c) {

@@ -32,16 +32,11 @@ class LlamaModel {
   };
 
   const ModelConfig& config() const { return config_; }
-  // With TP, split each step's tokens into up to `chunks` row groups of at least `min_tokens` each, so
-  // one group's all-reduce runs while the next group computes (comm.overlap_chunks and
-  // comm.overlap_min_tokens in the plan); 1 turns overlap off. Steps too short to keep min_tokens per
-  // group are not split: they are bound by reading the weights, which each group reads again.
+  // With TP, the row groups of each step (overlap_row_groups in runtime/collective.h).
   void set_overlap_chunks(int chunks, int min_tokens) {
     overlap_chunks_ = chunks < 1 ? 1 : chunks;
     overlap_min_tokens_ = min_tokens < 1 ? 1 : min_tokens;
   }
-  // The row groups a step of `tokens` tokens is split into under those settings (>= 1).
-  static int64_t overlap_chunks(int64_t tokens, int64_t chunks, int64_t min_tokens);
   const Timings& timings() const { return timings_; }
   const ShardSpec& spec() const { return spec_; }
 

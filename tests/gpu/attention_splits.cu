@@ -56,9 +56,12 @@ int main() {
   std::printf("split grain %d keys\n", cu::attention_decode_split_grain());
   std::mt19937 rng(7);
   std::normal_distribution<float> normal(0.f, 1.f);
-  std::printf("%-34s %6s %7s %10s %9s\n", "case (1 token)", "splits", "kernel", "us/launch", "rel err");
+  std::printf("%-34s %6s %-12s %10s %9s\n", "case (1 token)", "splits", "kernel", "us/launch", "rel err");
   // Contexts as a decode step records them: the split plan sees max_position = the padded table width.
-  for (const Case c : {Case{32, 32, 80}, Case{32, 32, 500}, Case{32, 32, 4000}, Case{32, 8, 4000}, Case{32, 8, 80}}) {
+  // 7b-shape (MHA), Llama-3-8B (4 query heads per KV head), 70b-shape (8), and one rank's heads of 13b-shape
+  // at TP8 (5 heads) and of 70b-shape at TP8 (8 query heads on 1 KV head).
+  for (const Case c : {Case{32, 32, 80}, Case{32, 32, 500}, Case{32, 32, 4000}, Case{32, 8, 4000}, Case{32, 8, 80},
+                       Case{64, 8, 80}, Case{64, 8, 500}, Case{5, 5, 80}, Case{8, 1, 80}, Case{8, 1, 500}}) {
     int64_t width = 4;
     while (width * kBlock < c.context) width *= 2;
     const int64_t blocks = width, row = c.kv_heads * kHd, cache_elems = blocks * kBlock * row;
@@ -124,16 +127,29 @@ int main() {
     for (int64_t splits : {int64_t{1}, int64_t{2}, int64_t{4}, int64_t{8}, int64_t{16}, int64_t{32}, int64_t{64}}) {
       if ((splits - 1) * grain >= a.max_position) break;  // the plan cannot make more splits than grain-key pieces
       if (cu::attention_decode_splits_made(a, splits) != splits) continue;  // the same launch as a smaller count
-      // tiles; per warp in split blocks; per warp with a plan of 2-4 splits run as one block (whole).
+      // tiles; per warp in split blocks; per warp with a short context's plan run whole (the rule's blocks
+      // per KV head, then each head split forced); forms that make the same launch as one before are skipped.
       struct Kernel {
         const char* name;
         bool warps, whole;
+        int head_split;
       };
-      constexpr Kernel kKernels[] = {{"tiles", false, false}, {"warps", true, false}, {"whole", true, true}};
+      constexpr Kernel kKernels[] = {{"tiles", false, false, 0}, {"warps", true, false, 0}, {"whole", true, true, 0},
+                                     {"whole", true, true, 1},   {"whole", true, true, 2},  {"whole", true, true, 4},
+                                     {"whole", true, true, 8}};
+      std::vector<cu::DecodeWarpsForm> seen;
       for (const Kernel& kernel : kKernels) {
-        if (kernel.whole && (splits == 1 || splits > 4)) continue;  // the same launch as "warps"
         a.decode_warps = kernel.warps;
         cu::set_attention_decode_whole_blocks(kernel.whole);
+        cu::set_attention_decode_head_split(kernel.head_split);
+        const cu::DecodeWarpsForm form = cu::attention_decode_form(a, splits);
+        if (kernel.warps) {
+          const auto same = [&](const cu::DecodeWarpsForm& f) {
+            return f.warps == form.warps && f.head_split == form.head_split && f.splits == form.splits;
+          };
+          if (std::any_of(seen.begin(), seen.end(), same)) continue;
+          seen.push_back(form);
+        }
         std::vector<uint16_t> got(q.size(), 0xffff);
         CHECK_CUDA(cudaMemcpy(out, got.data(), got.size() * 2, cudaMemcpyHostToDevice));
         a.k_cache = kc[0], a.v_cache = vc[0];
@@ -156,10 +172,18 @@ int main() {
         std::snprintf(name, sizeof name, "H %lld Hkv %lld ctx %lld (max %lld)%s", static_cast<long long>(c.heads),
                       static_cast<long long>(c.kv_heads), static_cast<long long>(c.context),
                       static_cast<long long>(a.max_position), splits == rule ? " *rule" : "");
-        std::printf("%-34s %6lld %7s %10.2f %9.1e\n", name, static_cast<long long>(splits), kernel.name, us,
+        char form_name[48];
+        if (kernel.whole)
+          std::snprintf(form_name, sizeof form_name, "%s %dw/%d%s", kernel.name, form.warps, form.head_split,
+                        kernel.head_split == 0 ? "*" : "");
+        else
+          std::snprintf(form_name, sizeof form_name, "%s", kernel.name);
+        std::printf("%-34s %6lld %-12s %10.2f %9.1e\n", name, static_cast<long long>(splits), form_name, us,
                     std::sqrt(num / den));
       }
     }
+    cu::set_attention_decode_head_split(0);
+    cu::set_attention_decode_whole_blocks(true);
     for (int l = 0; l < kLayers; ++l) {
       CHECK_CUDA(cudaFree(kc[l]));
       CHECK_CUDA(cudaFree(vc[l]));

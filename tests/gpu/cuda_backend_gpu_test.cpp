@@ -648,17 +648,22 @@ TEST_P(CudaAttentionTest, DecodeOneTokenPerSequence) {
 
 TEST_P(CudaAttentionTest, DecodeLongContextUsesSplits) { run({5000, 37}, {1, 1}, "long decode"); }
 
-// Short contexts, whose plans make 2 to 4 splits: the per-warp kernel takes each KV head's context in one
-// block of 8 or 16 warps where the heads fit (writing the output itself), and in split blocks and the combine
-// with that off. Tables 128, 50 and 30 keys wide: 4 or 2 splits for one query head per KV head, 2 for 2 and 4.
+// Short contexts, whose plans make a few splits: the per-warp kernel takes each KV head's context in one
+// block of 8 or 16 warps where the heads fit (writing the output itself), or in 2, 4 or 8 blocks each taking
+// that share of the KV head's query heads (the rule's choice, then each forced), and in split blocks and the
+// combine with that off. Tables 128, 50 and 30 keys wide: 4 or 2 splits for one query head per KV head, 2
+// to 8 for more.
 TEST_P(CudaAttentionTest, DecodeShortContextsWholeAndSplit) {
-  for (bool whole : {true, false}) {
-    cuda::set_attention_decode_whole_blocks(whole);
-    const char* what = whole ? "short decode, whole blocks" : "short decode, split blocks";
-    run({1, 17, 64, 100, 128}, {1, 1, 1, 1, 1}, what);
-    run({20, 50}, {1, 1}, what);
-    run({10, 30}, {1, 1}, what);
+  for (int head_split : {-1, 0, 1, 2, 4, 8}) {  // -1: whole blocks off
+    cuda::set_attention_decode_whole_blocks(head_split >= 0);
+    cuda::set_attention_decode_head_split(std::max(head_split, 0));
+    const std::string what = head_split < 0 ? "short decode, split blocks"
+                                            : "short decode, whole blocks, head split " + std::to_string(head_split);
+    run({1, 17, 64, 100, 128}, {1, 1, 1, 1, 1}, what.c_str());
+    run({20, 50}, {1, 1}, what.c_str());
+    run({10, 30}, {1, 1}, what.c_str());
   }
+  cuda::set_attention_decode_head_split(0);
   cuda::set_attention_decode_whole_blocks(true);
 }
 

@@ -6,12 +6,13 @@
 # device copy bandwidth, measured first (tools/bench/hf_peer.py --skip-peer, kept as ceilings.json) unless
 # COPY_GBS gives one measured in the same session (e.g. by kernel_bench).
 # Usage: STRATA=build-gpu/strata MODEL_DIR=/tmp/7b-shape VARIANTS="default|STRATA_GEMV_KS=4" \
-#        BATCHES="1 64" [COPY_GBS=4254] tests/gpu/decode_sweep.sh
+#        BATCHES="1 64" [COPY_GBS=4254] [PRESET=llama3-8b-shape] tests/gpu/decode_sweep.sh
+# (PRESET: the make-model preset when MODEL_DIR holds no model yet; 7b-shape by default.)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 strata=${STRATA:-build-gpu/strata}
 model=${MODEL_DIR:-models/7b-shape}
-[ -f "$model/model.safetensors" ] || "$strata" make-model --preset 7b-shape --dtype bf16 --out "$model" >/dev/null
+[ -f "$model/model.safetensors" ] || "$strata" make-model --preset "${PRESET:-7b-shape}" --dtype bf16 --out "$model" >/dev/null
 out="bench/results/decode-sweep-$(hostname)-$(date +%Y%m%d-%H%M%S)"
 mkdir -p "$out"
 echo "VARIANTS='${VARIANTS:-default}' BATCHES='${BATCHES:-1}' COPY_GBS='${COPY_GBS:-}' $0" >"$out/command.txt"
