@@ -305,33 +305,50 @@ constexpr int gmax_of(int g) { return g <= 1 ? 1 : g <= 2 ? 2 : g <= 4 ? 4 : 8; 
 bool whole_blocks = true;  // set_attention_decode_whole_blocks
 int head_split_forced = 0;  // set_attention_decode_head_split
 
-// How a plan of `splits` x `keys_per_split` keys runs. By default as planned, in blocks of 4 warps. A short
-// context instead runs as one block of 8 or 16 warps that takes every key and writes the output itself (no
-// partials, no combine kernel), where each warp then has at most two key groups: a plan of 2-4 splits
-// (H200, attention_splits, MHA, us per launch: 80 keys, table 128, 5.0 whole against 5.9 in 4 splits; but at
-// 500 keys 14.8 against 13.5, at 4000 keys 99 against 81: past a few groups a warp, the same warps on 4 SMs
-// outrun them on one), or any plan whose keys are one group a warp of 16 warps. With several query heads per
-// KV head, the whole form splits them over up to 8 blocks of the same KV head (`head_split`), the most that
-// keeps one block per SM: fewer heads a warp take fewer registers (so 16 warps and larger key groups), and
-// the step's few KV heads then fill more SMs.
+// How a plan of `splits` x `keys_per_split` keys runs. A short context runs as one block of 8 or 16 warps that
+// takes every key and writes the output itself (no partials, no combine kernel), where each warp then has at
+// most two key groups: a plan of 2-4 splits (H200, attention_splits, MHA, us per launch: 80 keys, table 128,
+// 5.0 whole against 5.9 in 4 splits; but at 500 keys 14.8 against 13.5, at 4000 keys 99 against 81: past a
+// few groups a warp, the same warps on 4 SMs outrun them on one), or any plan whose keys are one group a warp
+// of 16 warps. With several query heads per KV head, the whole form splits them over up to 8 blocks of the
+// same KV head (`head_split`), the most that keeps one block per SM: fewer heads a warp take fewer registers
+// (so 16 warps and larger key groups), and the step's few KV heads fill more SMs (80 keys, 4 query heads per
+// KV head: 9.07 us in 8 split blocks, 4.96 whole over 4 blocks; 8 per KV head: 19.09 in 4 splits, 5.11 over
+// 8 blocks). Other plans run in blocks of 4 warps, the query heads split the same way (below).
 DecodeWarpsForm choose_form(const AttentionArgs& a, int epl, int keys_per_split, int splits) {
-  DecodeWarpsForm form{4, 1, splits, keys_per_split};
-  if (!whole_blocks || splits <= 1) return form;
   const int g = static_cast<int>(a.n_heads / a.n_kv_heads);
-  const int64_t keys = int64_t{keys_per_split} * splits, blocks = a.n_tokens * a.n_kv_heads;
-  const auto whole_warps = [&](int head_split) {  // 0: no whole block for these heads
-    const int gm = gmax_of(g / head_split), most = max_warps(epl, gm), group = group_keys(epl, gm);
-    const int w = 4 * splits <= 8 ? 8 : 16;
-    if (4 * splits <= most && keys <= int64_t{2} * w * group) return w;
-    if (most >= 16 && keys <= int64_t{16} * group) return 16;
-    return 0;
-  };
-  for (int hs = 8; hs >= 1; hs /= 2) {  // a forced split, else the most that keep one block per SM
-    const bool allowed = head_split_forced > 0 ? hs == head_split_forced : hs == 1 || blocks * hs <= a.sm_count;
-    if (!allowed || g % hs != 0) continue;
-    if (const int warps = whole_warps(hs); warps > 0) return {warps, hs, 1, static_cast<int>(keys)};
+  const int64_t blocks = a.n_tokens * a.n_kv_heads;
+  // The forced split, else the most blocks per KV head (up to 8, dividing its query heads) that keep one
+  // block per SM.
+  int most = 1;
+  if (head_split_forced > 0 && g % head_split_forced == 0) most = head_split_forced;
+  else
+    for (int h = 8; h > 1 && most == 1; h /= 2)
+      if (g % h == 0 && blocks * h <= a.sm_count) most = h;
+  const bool forced = head_split_forced > 0 && most == head_split_forced;
+  if (whole_blocks && splits > 1) {
+    const int64_t keys = int64_t{keys_per_split} * splits;
+    const auto whole_warps = [&](int head_split) {  // 0: no whole block for these heads
+      const int gm = gmax_of(g / head_split), most_warps = max_warps(epl, gm), group = group_keys(epl, gm);
+      const int w = 4 * splits <= 8 ? 8 : 16;
+      if (4 * splits <= most_warps && keys <= int64_t{2} * w * group) return w;
+      if (most_warps >= 16 && keys <= int64_t{16} * group) return 16;
+      return 0;
+    };
+    for (int hs = most; hs >= (forced ? most : 1); hs /= 2)  // fewer blocks where the heads do not fit
+      if (const int warps = whole_warps(hs); warps > 0) return {warps, hs, 1, static_cast<int>(keys)};
   }
-  return form;
+  // Split blocks of 4 warps. By the rule the query heads go over `most` blocks only where all of them would
+  // leave a warp 2-key groups (8 heads of 128 elements), with adjacent splits merged so the blocks stay about
+  // 4 per SM (as plan_splits aims). H200, 1 token, us per launch: 8 query heads per KV head at 500 keys 23.5
+  // in 16 splits, 11.6 in 8 splits of one head; one TP8 rank of 70b-shape (8 on 1) at 500 keys 22.8 against
+  // 9.1. With 4 heads (4-key groups) the kernel gain is smaller (4000 keys: 36.9 against 32.1) and a decode
+  // step at a 2000-token context did not follow the kernel times' order, so that stays one block a KV head.
+  if (forced) return {4, most, splits, keys_per_split};
+  if (most == 1 || group_keys(epl, gmax_of(g)) > 2) return {4, 1, splits, keys_per_split};
+  const int64_t wanted = std::max<int64_t>(1, (int64_t{4} * a.sm_count + blocks * most - 1) / (blocks * most));
+  const int merge = static_cast<int>(std::max<int64_t>(1, (splits + wanted - 1) / wanted));
+  return {4, most, (splits + merge - 1) / merge, keys_per_split * merge};
 }
 
 template <typename TKV, int EPL>

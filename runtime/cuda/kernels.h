@@ -170,9 +170,11 @@ DecodeWarpsForm attention_decode_form(const AttentionArgs& a, int64_t splits);
 // for tests and A/B runs: the CUDA backend sets it from STRATA_DECODE_ATTN_WHOLE.
 bool attention_decode_whole_blocks();
 void set_attention_decode_whole_blocks(bool on);
-// The blocks per KV head of that whole form: 0 (default) lets the rule pick (the most, up to 8, that keep one
-// block per SM); 1, 2, 4 or 8 force it where it divides the query heads per KV head (tests, tuning runs; the
-// backend reads STRATA_DECODE_ATTN_HEAD_SPLIT).
+// The blocks a KV head's query heads are split over: 0 (default) lets the rule pick (the most, up to 8, that
+// keep one block per SM; in split blocks only for 8 query heads of 128 elements, with the plan's splits then
+// merged to keep about 4 blocks per SM);
+// 1, 2, 4 or 8 force it, with the plan's splits, where it divides the query heads per KV head (tests, tuning
+// runs; the backend reads STRATA_DECODE_ATTN_HEAD_SPLIT).
 int attention_decode_head_split();
 void set_attention_decode_head_split(int blocks);
 // Prefill: the tensor-core kernel (attention_prefill_mma.cu) where it applies (bf16 q, KV and out, head_dim 64

@@ -127,14 +127,15 @@ int main() {
     for (int64_t splits : {int64_t{1}, int64_t{2}, int64_t{4}, int64_t{8}, int64_t{16}, int64_t{32}, int64_t{64}}) {
       if ((splits - 1) * grain >= a.max_position) break;  // the plan cannot make more splits than grain-key pieces
       if (cu::attention_decode_splits_made(a, splits) != splits) continue;  // the same launch as a smaller count
-      // tiles; per warp in split blocks; per warp with a short context's plan run whole (the rule's blocks
-      // per KV head, then each head split forced); forms that make the same launch as one before are skipped.
+      // tiles; per warp in split blocks, then whole where the plan allows, each with the rule's blocks per KV
+      // head, then each head split forced; forms that make the same launch as one before are skipped.
       struct Kernel {
         const char* name;
         bool warps, whole;
         int head_split;
       };
-      constexpr Kernel kKernels[] = {{"tiles", false, false, 0}, {"warps", true, false, 0}, {"whole", true, true, 0},
+      constexpr Kernel kKernels[] = {{"tiles", false, false, 0}, {"warps", true, false, 0}, {"warps", true, false, 2},
+                                     {"warps", true, false, 4},  {"warps", true, false, 8}, {"whole", true, true, 0},
                                      {"whole", true, true, 1},   {"whole", true, true, 2},  {"whole", true, true, 4},
                                      {"whole", true, true, 8}};
       std::vector<cu::DecodeWarpsForm> seen;
@@ -172,12 +173,16 @@ int main() {
         std::snprintf(name, sizeof name, "H %lld Hkv %lld ctx %lld (max %lld)%s", static_cast<long long>(c.heads),
                       static_cast<long long>(c.kv_heads), static_cast<long long>(c.context),
                       static_cast<long long>(a.max_position), splits == rule ? " *rule" : "");
+        // "<warps>w/<blocks per KV head>", * where the rule chose it, " s<n>" where it made n splits of the plan's
         char form_name[48];
-        if (kernel.whole)
-          std::snprintf(form_name, sizeof form_name, "%s %dw/%d%s", kernel.name, form.warps, form.head_split,
-                        kernel.head_split == 0 ? "*" : "");
-        else
-          std::snprintf(form_name, sizeof form_name, "%s", kernel.name);
+        std::snprintf(form_name, sizeof form_name, "%s", kernel.name);
+        if (kernel.warps) {
+          const bool whole = form.splits == 1 && splits > 1;
+          char merged[16] = "";
+          if (form.splits > 1 && form.splits != splits) std::snprintf(merged, sizeof merged, " s%d", form.splits);
+          std::snprintf(form_name, sizeof form_name, "%s %dw/%d%s%s", whole ? "whole" : "warps", form.warps,
+                        form.head_split, kernel.head_split == 0 ? "*" : "", merged);
+        }
         std::printf("%-34s %6lld %-12s %10.2f %9.1e\n", name, static_cast<long long>(splits), form_name, us,
                     std::sqrt(num / den));
       }

@@ -646,22 +646,31 @@ TEST_P(CudaAttentionTest, DecodeOneTokenPerSequence) {
   run({1, 17, 100, 300, 1000}, {1, 1, 1, 1, 1}, "decode");
 }
 
-TEST_P(CudaAttentionTest, DecodeLongContextUsesSplits) { run({5000, 37}, {1, 1}, "long decode"); }
+TEST_P(CudaAttentionTest, DecodeLongContextUsesSplits) {
+  for (int head_split : {0, 2, 4, 8}) {  // the rule, then the query heads over that many split blocks
+    cuda::set_attention_decode_head_split(head_split);
+    run({5000, 37}, {1, 1}, ("long decode, head split " + std::to_string(head_split)).c_str());
+  }
+  cuda::set_attention_decode_head_split(0);
+}
 
 // Short contexts, whose plans make a few splits: the per-warp kernel takes each KV head's context in one
 // block of 8 or 16 warps where the heads fit (writing the output itself), or in 2, 4 or 8 blocks each taking
 // that share of the KV head's query heads (the rule's choice, then each forced), and in split blocks and the
-// combine with that off. Tables 128, 50 and 30 keys wide: 4 or 2 splits for one query head per KV head, 2
-// to 8 for more.
+// combine with that off (the query heads over 1 to 8 of them). Tables 128, 50 and 30 keys wide: 4 or 2
+// splits for one query head per KV head, 2 to 8 for more.
 TEST_P(CudaAttentionTest, DecodeShortContextsWholeAndSplit) {
-  for (int head_split : {-1, 0, 1, 2, 4, 8}) {  // -1: whole blocks off
-    cuda::set_attention_decode_whole_blocks(head_split >= 0);
-    cuda::set_attention_decode_head_split(std::max(head_split, 0));
-    const std::string what = head_split < 0 ? "short decode, split blocks"
-                                            : "short decode, whole blocks, head split " + std::to_string(head_split);
-    run({1, 17, 64, 100, 128}, {1, 1, 1, 1, 1}, what.c_str());
-    run({20, 50}, {1, 1}, what.c_str());
-    run({10, 30}, {1, 1}, what.c_str());
+  for (bool whole : {true, false}) {
+    for (int head_split : {0, 1, 2, 4, 8}) {
+      if (!whole && head_split == 1) continue;  // the same launch as the rule's
+      cuda::set_attention_decode_whole_blocks(whole);
+      cuda::set_attention_decode_head_split(head_split);
+      const std::string what = std::string("short decode, ") + (whole ? "whole" : "split") + " blocks, head split " +
+                               std::to_string(head_split);
+      run({1, 17, 64, 100, 128}, {1, 1, 1, 1, 1}, what.c_str());
+      run({20, 50}, {1, 1}, what.c_str());
+      run({10, 30}, {1, 1}, what.c_str());
+    }
   }
   cuda::set_attention_decode_head_split(0);
   cuda::set_attention_decode_whole_blocks(true);

@@ -7,7 +7,8 @@
 # COPY_GBS gives one measured in the same session (e.g. by kernel_bench).
 # Usage: STRATA=build-gpu/strata MODEL_DIR=/tmp/7b-shape VARIANTS="default|STRATA_GEMV_KS=4" \
 #        BATCHES="1 64" [COPY_GBS=4254] [PRESET=llama3-8b-shape] tests/gpu/decode_sweep.sh
-# (PRESET: the make-model preset when MODEL_DIR holds no model yet; 7b-shape by default.)
+# (PRESET: the make-model preset when MODEL_DIR holds no model yet, 7b-shape by default; PROMPT_LEN: the
+# prompt each sequence starts from, 16 by default.)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 strata=${STRATA:-build-gpu/strata}
@@ -15,7 +16,7 @@ model=${MODEL_DIR:-models/7b-shape}
 [ -f "$model/model.safetensors" ] || "$strata" make-model --preset "${PRESET:-7b-shape}" --dtype bf16 --out "$model" >/dev/null
 out="bench/results/decode-sweep-$(hostname)-$(date +%Y%m%d-%H%M%S)"
 mkdir -p "$out"
-echo "VARIANTS='${VARIANTS:-default}' BATCHES='${BATCHES:-1}' COPY_GBS='${COPY_GBS:-}' $0" >"$out/command.txt"
+echo "VARIANTS='${VARIANTS:-default}' BATCHES='${BATCHES:-1}' COPY_GBS='${COPY_GBS:-}' PRESET='${PRESET:-}' PROMPT_LEN='${PROMPT_LEN:-16}' $0" >"$out/command.txt"
 copy_gbs=${COPY_GBS:-}
 if [ -z "$copy_gbs" ]; then
   python3 tools/bench/hf_peer.py --model "$model" --skip-peer >"$out/ceilings.json"
@@ -32,7 +33,7 @@ for v in "${variants[@]}"; do
   [ "$v" != default ] && read -r -a settings <<<"$v"
   tag=$(echo "$v" | tr -c 'A-Za-z0-9=\n' '_')
   for b in ${BATCHES:-1}; do
-    env "${settings[@]}" "$strata" bench decode --model "$model" --device cuda --batch "$b" --prompt-len 16 -n 64 \
+    env "${settings[@]}" "$strata" bench decode --model "$model" --device cuda --batch "$b" --prompt-len "${PROMPT_LEN:-16}" -n 64 \
       --mib 64 >"$out/$tag-b$b.json"
     python3 - "$out/$tag-b$b.json" "$v" "$copy_gbs" <<'PY' | tee -a "$out/table.txt"
 import json, sys
