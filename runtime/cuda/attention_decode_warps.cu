@@ -28,7 +28,9 @@ constexpr int kTableCap = 512;  // staged block-table entries (8192 keys at bloc
 
 // Keys per warp group (their loads go out together): 8, fewer where the heads' slices already take many
 // registers (scores, q, output and two groups of rows are all per lane; ptxas then spilled).
-__host__ __device__ constexpr int group_keys(int epl, int gmax) { return gmax * epl >= 32 ? 2 : gmax * epl >= 16 ? 4 : 8; }
+__host__ __device__ constexpr int group_keys(int epl, int gmax) {
+  return gmax * epl >= 32 ? 2 : gmax * epl >= 16 ? 4 : 8;
+}
 
 // One lane's slice of a 16-bit K or V row: EPL elements, 4 / 8 / 16 bytes.
 template <int EPL>
@@ -314,7 +316,7 @@ int head_split_forced = 0;  // set_attention_decode_head_split
 // same KV head (`head_split`), the most that keeps one block per SM: fewer heads a warp take fewer registers
 // (so 16 warps and larger key groups), and the step's few KV heads fill more SMs (80 keys, 4 query heads per
 // KV head: 9.07 us in 8 split blocks, 4.96 whole over 4 blocks; 8 per KV head: 19.09 in 4 splits, 5.11 over
-// 8 blocks). Other plans run in blocks of 4 warps, the query heads split the same way (below).
+// 8 blocks). Other plans run in blocks of 4 warps (below).
 DecodeWarpsForm choose_form(const AttentionArgs& a, int epl, int keys_per_split, int splits) {
   const int g = static_cast<int>(a.n_heads / a.n_kv_heads);
   const int64_t blocks = a.n_tokens * a.n_kv_heads;

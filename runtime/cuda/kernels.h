@@ -152,7 +152,9 @@ void launch_attention_decode(const AttentionArgs& a, int64_t splits, void* scrat
 // when a.decode_warps is set and this says it applies): 16-bit KV, head_dim 64 / 128 / 256, up to 8 query
 // heads per KV head, 16-byte aligned caches. Same split plan and partial outputs as the tiled kernel, except
 // that a short context's plan runs as one wider block per KV head (or per part of its query heads) that writes
-// the output itself (see attention_decode_whole_blocks). Returns the splits it made: the partials to combine when more than one.
+// the output itself (see attention_decode_whole_blocks), and that a KV head's query heads may be split over
+// several blocks (attention_decode_head_split). Returns the splits it made: the partials to combine when more
+// than one.
 bool attention_decode_warps_supports(const AttentionArgs& a);
 int launch_attention_decode_warps(const AttentionArgs& a, int keys_per_split, int splits, float* part_o,
                                   float* part_ml, cudaStream_t stream);
@@ -172,9 +174,8 @@ bool attention_decode_whole_blocks();
 void set_attention_decode_whole_blocks(bool on);
 // The blocks a KV head's query heads are split over: 0 (default) lets the rule pick (the most, up to 8, that
 // keep one block per SM; in split blocks only for 8 query heads of 128 elements, with the plan's splits then
-// merged to keep about 4 blocks per SM);
-// 1, 2, 4 or 8 force it, with the plan's splits, where it divides the query heads per KV head (tests, tuning
-// runs; the backend reads STRATA_DECODE_ATTN_HEAD_SPLIT).
+// merged to keep about 4 blocks per SM); 1, 2, 4 or 8 force it, with the plan's splits, where it divides the
+// query heads per KV head (tests, tuning runs; the backend reads STRATA_DECODE_ATTN_HEAD_SPLIT).
 int attention_decode_head_split();
 void set_attention_decode_head_split(int blocks);
 // Prefill: the tensor-core kernel (attention_prefill_mma.cu) where it applies (bf16 q, KV and out, head_dim 64
