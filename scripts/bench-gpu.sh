@@ -4,7 +4,8 @@
 # measures the ceilings (device copy bandwidth, bf16 GEMM rate) and the peer (Hugging Face
 # transformers, eager bf16) with tools/bench/hf_peer.py, then strata: decode at batch 1/16/64 and a
 # 2048-token prefill. Prints a table last; keeps everything in bench/results/gpu-<host>-<date>/.
-# Env: MODEL_DIR (default models/7b-shape), SKIP_PEER=1, BATCHES="1 16 64".
+# Env: MODEL_DIR (default models/7b-shape), SKIP_PEER=1, BATCHES="1 16 64", OUT (a folder: the results are also
+# packed there as bench-gpu.tgz, for a lent machine that hands back only a few files).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -68,3 +69,4 @@ print(f"\n{peer['gpu']}  ({out})")
 for name, val, extra in rows:
     print(f"  {name:34s} {val:60s} {extra}")
 PY
+if [ -n "${OUT:-}" ]; then tar czf "$OUT/bench-gpu.tgz" "$out"; fi
