@@ -662,7 +662,6 @@ TEST_P(CudaAttentionTest, DecodeLongContextUsesSplits) {
 TEST_P(CudaAttentionTest, DecodeShortContextsWholeAndSplit) {
   for (bool whole : {true, false}) {
     for (int head_split : {0, 1, 2, 4, 8}) {
-      if (!whole && head_split == 1) continue;  // the same launch as the rule's
       cuda::set_attention_decode_whole_blocks(whole);
       cuda::set_attention_decode_head_split(head_split);
       const std::string what = std::string("short decode, ") + (whole ? "whole" : "split") + " blocks, head split " +

@@ -31,7 +31,7 @@ printf '%-44s %6s %10s %9s %8s %9s %8s\n' variant batch tok/s ms/step "itl p50" 
 for v in "${variants[@]}"; do
   settings=()
   [ "$v" != default ] && read -r -a settings <<<"$v"
-  tag=$(echo "$v" | tr -c 'A-Za-z0-9=\n' '_')
+  tag=$(echo "$v" | tr -c 'A-Za-z0-9\n' '_')  # file names without '=' (a lent machine drops those)
   for b in ${BATCHES:-1}; do
     env "${settings[@]}" "$strata" bench decode --model "$model" --device cuda --batch "$b" --prompt-len "${PROMPT_LEN:-16}" -n 64 \
       --mib 64 >"$out/$tag-b$b.json"
