@@ -226,8 +226,6 @@ struct SplitPlan {
   int keys_per_split = 0;
 };
 
-int gmax_for(int64_t g) { return g <= 1 ? 1 : g <= 2 ? 2 : g <= 4 ? 4 : g <= 8 ? 8 : 16; }
-
 // Splits are multiples of split_grain keys (not whole tiles): a single long sequence then still spreads
 // over many SMs, and a short one over several. 16 by default; set_attention_decode_split_grain overrides
 // it (tuning runs).
@@ -268,7 +266,7 @@ template <typename TKV, int HDMAX>
 void launch_g(const AttentionArgs& a, const SplitPlan& plan, float* part_o, float* part_ml, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(a.n_tokens), static_cast<unsigned>(a.n_kv_heads),
                   static_cast<unsigned>(plan.splits));
-  switch (gmax_for(a.n_heads / a.n_kv_heads)) {
+  switch (heads_pow2(a.n_heads / a.n_kv_heads)) {
 #define STRATA_DECODE_CASE(G)                                                                                     \
   case G:                                                                                                       \
     launch_pdl(attention_decode_kernel<TKV, HDMAX, G>, grid, kThreads, 0, stream, a, plan.keys_per_split,      \

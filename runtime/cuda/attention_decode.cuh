@@ -12,6 +12,10 @@
 
 namespace strata::cuda {
 
+// The query heads a decode block is compiled for: `g` (query heads per KV head, or this block's share of
+// them) rounded up to a power of two; both decode kernels instantiate these.
+constexpr int heads_pow2(int64_t g) { return g <= 1 ? 1 : g <= 2 ? 2 : g <= 4 ? 4 : g <= 8 ? 8 : 16; }
+
 // Keys [start, end) of split `split` of token t's context; empty (start >= end) when the split lies past it.
 __device__ __forceinline__ void decode_split_keys(const AttentionArgs& a, int t, int split, int keys_per_split,
                                                   int& start, int& end) {

@@ -88,8 +88,9 @@ __global__ __launch_bounds__(W * 32) void attention_decode_warps_kernel(Attentio
 
   const int t = blockIdx.x, kvh = blockIdx.y / head_split, split = blockIdx.z;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int G = static_cast<int>(a.n_heads / a.n_kv_heads) / head_split;  // this block's query heads
-  const int h0 = static_cast<int>(a.n_heads / a.n_kv_heads) * kvh + G * static_cast<int>(blockIdx.y % head_split);
+  const int group = static_cast<int>(a.n_heads / a.n_kv_heads);  // query heads per KV head
+  const int G = group / head_split;                               // this block's query heads
+  const int h0 = group * kvh + G * static_cast<int>(blockIdx.y % head_split);
   const bool writes_cache = blockIdx.y % head_split == 0;  // one block of the KV head writes the new row
   const int H = static_cast<int>(a.n_heads);
   // The step's inputs (positions, tables) were copied in before the step's first kernel (and every kernel
@@ -302,7 +303,6 @@ __global__ __launch_bounds__(W * 32) void attention_decode_warps_kernel(Attentio
 // head_dim 256 or 8 heads at 128 spilled), else 8 while the merge buffers fit the 48 KiB of static shared
 // memory.
 constexpr int max_warps(int epl, int gmax) { return epl <= 4 && epl * gmax <= 16 ? 16 : epl * gmax <= 32 ? 8 : 4; }
-constexpr int gmax_of(int g) { return g <= 1 ? 1 : g <= 2 ? 2 : g <= 4 ? 4 : 8; }
 
 bool whole_blocks = true;  // set_attention_decode_whole_blocks
 int head_split_forced = 0;  // set_attention_decode_head_split
@@ -322,16 +322,14 @@ DecodeWarpsForm choose_form(const AttentionArgs& a, int epl, int keys_per_split,
   const int64_t blocks = a.n_tokens * a.n_kv_heads;
   // The forced split, else the most blocks per KV head (up to 8, dividing its query heads) that keep one
   // block per SM.
-  int most = 1;
-  if (head_split_forced > 0 && g % head_split_forced == 0) most = head_split_forced;
-  else
-    for (int h = 8; h > 1 && most == 1; h /= 2)
-      if (g % h == 0 && blocks * h <= a.sm_count) most = h;
-  const bool forced = head_split_forced > 0 && most == head_split_forced;
+  const bool forced = head_split_forced > 0 && g % head_split_forced == 0;
+  int most = forced ? head_split_forced : 1;
+  for (int h = 8; !forced && h > 1 && most == 1; h /= 2)
+    if (g % h == 0 && blocks * h <= a.sm_count) most = h;
   if (whole_blocks && splits > 1) {
     const int64_t keys = int64_t{keys_per_split} * splits;
     const auto whole_warps = [&](int head_split) {  // 0: no whole block for these heads
-      const int gm = gmax_of(g / head_split), most_warps = max_warps(epl, gm), group = group_keys(epl, gm);
+      const int gm = heads_pow2(g / head_split), most_warps = max_warps(epl, gm), group = group_keys(epl, gm);
       const int w = 4 * splits <= 8 ? 8 : 16;
       if (4 * splits <= most_warps && keys <= int64_t{2} * w * group) return w;
       if (most_warps >= 16 && keys <= int64_t{16} * group) return 16;
@@ -347,7 +345,7 @@ DecodeWarpsForm choose_form(const AttentionArgs& a, int epl, int keys_per_split,
   // 9.1. With 4 heads (4-key groups) the kernel gain is smaller (4000 keys: 36.9 against 32.1) and a decode
   // step at a 2000-token context did not follow the kernel times' order, so that stays one block a KV head.
   if (forced) return {4, most, splits, keys_per_split};
-  if (most == 1 || group_keys(epl, gmax_of(g)) > 2) return {4, 1, splits, keys_per_split};
+  if (most == 1 || group_keys(epl, heads_pow2(g)) > 2) return {4, 1, splits, keys_per_split};
   const int64_t wanted = std::max<int64_t>(1, (int64_t{4} * a.sm_count + blocks * most - 1) / (blocks * most));
   const int merge = static_cast<int>(std::max<int64_t>(1, (splits + wanted - 1) / wanted));
   return {4, most, (splits + merge - 1) / merge, keys_per_split * merge};
@@ -373,7 +371,7 @@ int launch_epl(const AttentionArgs& a, int keys_per_split, int splits, float* pa
       if (f.warps == 8) return run(std::integral_constant<int, 8>{});
     run(std::integral_constant<int, 4>{});
   };
-  switch (gmax_of(static_cast<int>(a.n_heads / a.n_kv_heads) / f.head_split)) {
+  switch (heads_pow2(static_cast<int>(a.n_heads / a.n_kv_heads) / f.head_split)) {
     case 1: go(std::integral_constant<int, 1>{}); break;
     case 2: go(std::integral_constant<int, 2>{}); break;
     case 4: go(std::integral_constant<int, 4>{}); break;

@@ -162,6 +162,9 @@ int launch_attention_decode_warps(const AttentionArgs& a, int keys_per_split, in
 // and the splits made (1 in the whole form: no partials to combine).
 struct DecodeWarpsForm {
   int warps = 4, head_split = 1, splits = 1, keys_per_split = 0;
+  bool operator==(const DecodeWarpsForm& o) const {  // spelled out: the CUDA sources build as C++17
+    return warps == o.warps && head_split == o.head_split && splits == o.splits && keys_per_split == o.keys_per_split;
+  }
 };
 DecodeWarpsForm attention_decode_warps_form(const AttentionArgs& a, int keys_per_split, int splits);
 // The same for launch_attention_decode(a, splits); where the per-warp kernel does not apply, the tiled

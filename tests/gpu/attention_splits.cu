@@ -145,10 +145,7 @@ int main() {
         cu::set_attention_decode_head_split(kernel.head_split);
         const cu::DecodeWarpsForm form = cu::attention_decode_form(a, splits);
         if (kernel.warps) {
-          const auto same = [&](const cu::DecodeWarpsForm& f) {
-            return f.warps == form.warps && f.head_split == form.head_split && f.splits == form.splits;
-          };
-          if (std::any_of(seen.begin(), seen.end(), same)) continue;
+          if (std::find(seen.begin(), seen.end(), form) != seen.end()) continue;
           seen.push_back(form);
         }
         std::vector<uint16_t> got(q.size(), 0xffff);
