@@ -6,6 +6,7 @@ namespace strata::launcher {
 
 int cmd_generate(int argc, char** argv);    // generate text or ids
 int cmd_serve(int argc, char** argv);       // OpenAI-compatible HTTP server
+int cmd_router(int argc, char** argv);      // one front over several serve replicas
 int cmd_tokenize(int argc, char** argv);    // text -> ids
 int cmd_logits(int argc, char** argv);      // last-position logits as JSON
 int cmd_perplexity(int argc, char** argv);  // perplexity of a text file
