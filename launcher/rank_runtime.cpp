@@ -146,6 +146,8 @@ int RankRuntime::fail(const std::exception& error) {
 }
 
 int run_with_plan(const Args& args, SessionOptions options, const RankBody& body) {
+  STRATA_CHECK(args.has("plan") || !args.has("skip-all-reduces"),
+               "--skip-all-reduces skips a plan's tensor-parallel all-reduces; it needs --plan");
   if (!args.has("plan")) return body(options, nullptr);
   RankRuntime rank(args.str("plan"), args.str("model"));
   options.model_path = rank.model_path();
