@@ -12,8 +12,6 @@
 
 namespace strata::launcher {
 namespace {
-constexpr auto kQuiet = std::chrono::seconds(3);  // work shorter than this prints nothing
-
 std::string gib(int64_t bytes) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%.1f GiB", static_cast<double>(bytes) / (1 << 30));
@@ -21,8 +19,9 @@ std::string gib(int64_t bytes) {
 }
 }  // namespace
 
-Progress::Progress(std::string what, std::function<std::string()> status, bool enabled)
-    : what_(std::move(what)), status_(std::move(status)), tty_(isatty(STDERR_FILENO) == 1) {
+Progress::Progress(std::string what, std::function<std::string()> status, bool enabled,
+                   std::chrono::milliseconds quiet)
+    : what_(std::move(what)), status_(std::move(status)), tty_(isatty(STDERR_FILENO) == 1), quiet_(quiet) {
   if (enabled) thread_ = std::thread([this] { run(); });
 }
 
@@ -39,7 +38,7 @@ Progress::~Progress() {
 void Progress::run() {
   const auto start = std::chrono::steady_clock::now();
   std::unique_lock<std::mutex> lock(mutex_);
-  if (wake_.wait_for(lock, kQuiet, [this] { return stop_; })) return;
+  if (quiet_.count() > 0 && wake_.wait_for(lock, quiet_, [this] { return stop_; })) return;
   const auto period = tty_ ? std::chrono::seconds(1) : std::chrono::seconds(10);
   while (true) {
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

@@ -2,6 +2,7 @@
 // model), so a long silence does not look like a hang. Nothing during the first seconds; then the
 // elapsed time and the caller's status, rewritten in place on a terminal and every 10 s otherwise.
 #pragma once
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -14,8 +15,10 @@ namespace strata::launcher {
 class Progress {
  public:
   // `status()` is called from the progress thread: it must only read what is safe to read
-  // concurrently (file sizes, /proc). Disabled, it does nothing.
-  Progress(std::string what, std::function<std::string()> status, bool enabled);
+  // concurrently (file sizes, /proc). Disabled, it does nothing. Work shorter than `quiet` prints
+  // nothing; with no quiet time the first line prints at once.
+  Progress(std::string what, std::function<std::string()> status, bool enabled,
+           std::chrono::milliseconds quiet = std::chrono::seconds(3));
   ~Progress();  // stops the thread and ends the line when one was printed
   Progress(const Progress&) = delete;
   Progress& operator=(const Progress&) = delete;
@@ -30,6 +33,7 @@ class Progress {
   bool stop_ = false;
   bool printed_ = false;
   bool tty_ = false;
+  std::chrono::milliseconds quiet_;
   std::thread thread_;
 };
 

@@ -36,7 +36,7 @@ TEST_P(OffloadLayouts, MatchSingleRankResident) {
   const Layout& layout = GetParam();
   ASSERT_EQ(layout.tp * layout.pp, g_world->size());
   const std::string path = test::offload_model(layout.model, "_r" + std::to_string(g_world->rank()));
-  const std::string yaml = test::plan_yaml(path, {layout.tp, layout.pp});
+  const std::string yaml = test::plan_yaml(path, {layout.tp, layout.pp, 1, "", false, 60});
   const parallel::ParsedPlan parsed = parallel::parse_plan(yaml, layout.name + ".yaml");
   ASSERT_TRUE(parsed.ok()) << parallel::join_diagnostics(parsed.diagnostics);
 
