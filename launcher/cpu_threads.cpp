@@ -13,19 +13,24 @@
 
 namespace strata::launcher {
 
-CpuShare cpu_share(int cores, double load, int ranks_on_host) {
+CpuShare cpu_share(int cores, double load, int ranks_on_host, int online) {
   CpuShare s;
   s.cores = std::max(1, cores);
+  online = std::max(online, s.cores);
   ranks_on_host = std::max(1, ranks_on_host);
-  // Load counts runnable threads; a fraction of a core still busy rounds to nothing.
-  s.busy = std::clamp(std::floor(load + 0.5), 0.0, static_cast<double>(s.cores));
-  const int free_cores = std::max(s.cores - static_cast<int>(s.busy), ranks_on_host);
-  s.threads = std::max(1, free_cores / ranks_on_host);
+  s.bound = s.cores < online;
+  // Load counts runnable threads host-wide; a bound rank sees its mask's part of it. A fraction of a
+  // core still busy rounds to nothing.
+  const double load_here = s.bound ? load * s.cores / online : load;
+  s.busy = std::clamp(std::floor(load_here + 0.5), 0.0, static_cast<double>(s.cores));
+  const int free_cores = s.cores - static_cast<int>(s.busy);
+  s.threads = s.bound ? std::max(1, free_cores) : std::max(1, std::max(free_cores, ranks_on_host) / ranks_on_host);
   return s;
 }
 
 CpuShare host_cpu_share(int ranks_on_host) {
-  int cores = static_cast<int>(std::thread::hardware_concurrency());
+  const int online = static_cast<int>(std::thread::hardware_concurrency());
+  int cores = online;
   cpu_set_t set;
   CPU_ZERO(&set);
   if (sched_getaffinity(0, sizeof(set), &set) == 0) cores = CPU_COUNT(&set);
@@ -34,16 +39,17 @@ CpuShare host_cpu_share(int ranks_on_host) {
   if (!(loadavg >> load)) load = 0;  // no /proc: assume the cores are free
   // The job's own ranks start together; what the load shows is mostly other work (a rank that
   // started a moment ago has hardly moved the 1-minute average).
-  return cpu_share(cores, load, ranks_on_host);
+  return cpu_share(cores, load, ranks_on_host, online);
 }
 
 int default_cpu_threads(int ranks_on_host) {
   if (std::getenv("OMP_NUM_THREADS") != nullptr) return 0;  // the user chose: OpenMP reads it
   const CpuShare s = host_cpu_share(ranks_on_host);
-  if (s.busy > 0)
-    LOG_INFO("CPU threads: ", s.threads, " per rank (", s.cores, " cores, about ", s.busy,
-             " busy with other work by the load average, ", std::max(1, ranks_on_host),
-             " rank(s) on this host); --threads N sets it");
+  const int idle_share = s.bound ? s.cores : std::max(1, s.cores / std::max(1, ranks_on_host));
+  if (s.threads < idle_share)  // the load lowered it: say so, it explains a slower run
+    LOG_INFO("CPU threads: ", s.threads, " per rank, as about ", s.busy, " of the ", s.cores,
+             s.bound ? " cores bound to this rank" : " cores of this host", " are busy with other work (load average)",
+             s.bound || ranks_on_host <= 1 ? "" : cat(", shared by ", ranks_on_host, " ranks"), "; --threads N sets it");
   return s.threads;
 }
 

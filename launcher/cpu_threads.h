@@ -9,12 +9,15 @@ namespace strata::launcher {
 struct CpuShare {
   int threads = 1;     // threads for one rank
   int cores = 1;       // cores this process may run on (its affinity mask)
-  double busy = 0;     // cores other work keeps busy (the 1-minute load average, rounded)
+  double busy = 0;     // of those, the ones other work keeps busy (from the 1-minute load average)
+  bool bound = false;  // the mask is narrower than the host: the launcher gave this rank its cores
 };
 
-// The share from the numbers (pure, for tests): free cores = cores - busy (at least one per rank),
-// split evenly over `ranks_on_host`.
-CpuShare cpu_share(int cores, double load, int ranks_on_host);
+// The share from the numbers (pure, for tests). `cores` is this process's affinity mask, `online` the
+// host's CPUs (0: the same). A mask of the whole host: free cores = cores - load (at least one per
+// rank), split evenly over `ranks_on_host`. A narrower mask (mpirun --bind-to core, srun, taskset) is
+// this rank's own share already: its cores less its part of the load.
+CpuShare cpu_share(int cores, double load, int ranks_on_host, int online = 0);
 // The share on this host now: sched_getaffinity and /proc/loadavg.
 CpuShare host_cpu_share(int ranks_on_host);
 // Threads for a CPU rank without --threads: 0 when OMP_NUM_THREADS is set (OpenMP follows it), else

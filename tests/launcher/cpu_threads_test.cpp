@@ -24,6 +24,15 @@ TEST(CpuShare, RanksOnAHostSplitTheFreeCores) {
   EXPECT_EQ(cpu_share(16, 0, 3).threads, 5);
 }
 
+TEST(CpuShare, ABoundRankUsesItsOwnCores) {
+  // mpirun --bind-to core: one core of 16 per rank; the mask is the rank's share, not split again.
+  const CpuShare one = cpu_share(1, 0.0, 2, 16);
+  EXPECT_TRUE(one.bound);
+  EXPECT_EQ(one.threads, 1);
+  EXPECT_EQ(cpu_share(4, 0.0, 4, 16).threads, 4);
+  EXPECT_EQ(cpu_share(4, 8.0, 4, 16).threads, 2);  // half the host busy: half of its 4 cores
+}
+
 TEST(CpuShare, EveryRankKeepsAtLeastOneThread) {
   EXPECT_EQ(cpu_share(4, 30, 1).threads, 1);  // a load above the core count
   EXPECT_EQ(cpu_share(2, 0, 4).threads, 1);   // more ranks than cores
