@@ -130,6 +130,7 @@ RankPlacement RankRuntime::placement() {
 
 int RankRuntime::fail(const std::exception& error) {
   const auto* e = dynamic_cast<const Error*>(&error);
+  if (e != nullptr) LOG_DEBUG("the error below was raised at ", e->location());
   LOG_ERROR(e != nullptr ? error_kind_name(e->kind()) : "error", ": ", error.what());
   if (world_ && world_->size() > 1) {
     std::fflush(stdout);
