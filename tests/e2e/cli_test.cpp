@@ -45,6 +45,8 @@ TEST(Cli, TensorAndPipelineParallelRunPrintsTheSingleRankIds) {
   ASSERT_EQ(multi.exit_code, 0) << multi.output;
   EXPECT_FALSE(ids_line(single.output).empty()) << single.output;
   EXPECT_EQ(ids_line(multi.output), ids_line(single.output)) << multi.output;
+  // Under mpirun the rates follow the output on stdout, on a line of their own.
+  EXPECT_NE(multi.output.find("\nprefill: "), std::string::npos) << multi.output;
 }
 
 TEST(Cli, EnvironmentLaunchWithoutMpiRunsOverTcp) {
