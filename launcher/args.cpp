@@ -122,7 +122,8 @@ std::string Args::usage() const {
   for (const std::string& group : groups) {
     if (!group.empty()) u += "\n" + group + ":\n";
     for (const FlagSpec& f : flags_)
-      if (f.group == group) u += line((f.name.size() == 1 ? "-" : "--") + f.name + (f.takes_value ? " VALUE" : ""), f.help);
+      if (f.group == group)
+        u += line((f.name.size() == 1 ? "-" : "--") + f.name + (f.takes_value ? " VALUE" : ""), f.help);
     if (group.empty()) u += line("-h, --help", "show this help");
   }
   return u;

@@ -49,7 +49,8 @@ int default_cpu_threads(int ranks_on_host) {
   if (s.threads < idle_share)  // the load lowered it: say so, it explains a slower run
     LOG_INFO("CPU threads: ", s.threads, " per rank, as about ", s.busy, " of the ", s.cores,
              s.bound ? " cores bound to this rank" : " cores of this host", " are busy with other work (load average)",
-             s.bound || ranks_on_host <= 1 ? "" : cat(", shared by ", ranks_on_host, " ranks"), "; --threads N sets it");
+             s.bound || ranks_on_host <= 1 ? "" : cat(", shared by ", ranks_on_host, " ranks"),
+             "; --threads N sets it");
   return s.threads;
 }
 

@@ -49,7 +49,8 @@ void Progress::run() {
     if (wake_.wait_for(lock, period, [this] { return stop_; })) break;
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  if (printed_) std::fprintf(stderr, "%s%s: done in %.0f s%s", tty_ ? "\r" : "", what_.c_str(), seconds, tty_ ? "\033[K\n" : "\n");
+  if (printed_)
+    std::fprintf(stderr, "%s%s: done in %.0f s%s", tty_ ? "\r" : "", what_.c_str(), seconds, tty_ ? "\033[K\n" : "\n");
 }
 
 bool wants_progress(int64_t bytes) { return isatty(STDERR_FILENO) == 1 || bytes >= (int64_t{2} << 30); }

@@ -16,7 +16,7 @@ struct EngineRequest {
   int64_t max_new_tokens = 16;
   SamplingParams sampling;
   std::vector<int32_t> stop_ids;  // end after emitting one of these
-  int logprobs = 0;               // top alternatives to report per token, 0..kMaxLogprobs (0: only the token's own)
+  int logprobs = 0;  // top alternatives to report per token, 0..Engine::kMaxLogprobs (0: only the token's own)
 };
 
 struct TokenLogprob {

@@ -80,7 +80,8 @@ void ByteBpeTokenizer::encode_word(std::string_view word, std::vector<int32_t>& 
   std::vector<bpe::Symbol> symbols(word.size());
   for (size_t i = 0; i < word.size(); ++i)
     symbols[i] = {byte_ids_[static_cast<unsigned char>(word[i])], static_cast<uint32_t>(i), 1, 0, 0};
-  bpe::merge(symbols, [&](const bpe::Symbol& left, const bpe::Symbol& right) { return ranks_.pair(left.id, right.id); });
+  bpe::merge(symbols,
+             [&](const bpe::Symbol& left, const bpe::Symbol& right) { return ranks_.pair(left.id, right.id); });
   for (int32_t i = symbols.empty() ? -1 : 0; i >= 0; i = symbols[i].next) {
     const int32_t id = symbols[i].id;
     if (id >= 0) out.push_back(id);

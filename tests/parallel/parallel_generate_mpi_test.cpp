@@ -45,7 +45,8 @@ TEST_P(ParallelLayouts, MatchSingleRank) {
   if (layout.tp * layout.pp * layout.dp != g_world->size())
     GTEST_SKIP() << layout.name << " needs " << layout.tp * layout.pp * layout.dp << " ranks";
   const std::string path = model_path(layout.model);
-  const std::string yaml = test::plan_yaml(path, {layout.tp, layout.pp, layout.dp, layout.stages, layout.interleaved, 60});
+  const std::string yaml =
+      test::plan_yaml(path, {layout.tp, layout.pp, layout.dp, layout.stages, layout.interleaved, 60});
   const parallel::ParsedPlan parsed = parallel::parse_plan(yaml, layout.name + ".yaml");
   ASSERT_TRUE(parsed.ok()) << parallel::join_diagnostics(parsed.diagnostics);
 
