@@ -88,7 +88,11 @@ int generate(const Args& args, SessionOptions options, RankRuntime* rank, const 
   std::fflush(stdout);  // the text comes before the rates, also when both go to one pipe
   const GenerationStats& s = session.generator().stats();
   const int64_t decoded = s.generated_tokens - local;  // the first token of each sequence comes from prefill
-  std::fprintf(stderr, "prefill: %lld tokens in %.3f s (%.1f tok/s); decode: %lld tokens in %.3f s (%.1f tok/s)\n",
+  // Alone, the rates go to stderr, apart from the text. Under mpirun, stdout and stderr reach the
+  // terminal through separate forwarding, so a stderr line could land inside the streamed text: there
+  // they follow it on stdout, whose order mpirun keeps.
+  std::FILE* rates = rank != nullptr && rank->world_size() > 1 ? stdout : stderr;
+  std::fprintf(rates, "prefill: %lld tokens in %.3f s (%.1f tok/s); decode: %lld tokens in %.3f s (%.1f tok/s)\n",
                static_cast<long long>(s.prompt_tokens), s.prefill_seconds,
                s.prefill_seconds > 0 ? s.prompt_tokens / s.prefill_seconds : 0.0, static_cast<long long>(decoded),
                s.decode_seconds, s.decode_seconds > 0 ? decoded / s.decode_seconds : 0.0);
@@ -96,8 +100,7 @@ int generate(const Args& args, SessionOptions options, RankRuntime* rank, const 
 }
 
 int run(const Args& args, const TokenHook& after_token) {
-  SessionOptions options = session_options(args);
-  return run_with_plan(args, options,
+  return run_with_plan(args,
                        [&](const SessionOptions& o, RankRuntime* rank) { return generate(args, o, rank, after_token); });
 }
 
@@ -107,10 +110,6 @@ int cmd_generate(int argc, char** argv) { return cmd_generate_with_hook(argc, ar
 
 int cmd_generate_with_hook(int argc, char** argv, const TokenHook& after_token) {
   const Args args("generate", generate_flags(), argc, argv, 2);
-  if (args.has("help")) {
-    std::printf("%s", args.usage().c_str());
-    return 0;
-  }
   if (args.has("verbose")) {
     log::set_level(log::Level::kDebug);
     log::set_all_ranks(true);

@@ -63,6 +63,8 @@ class Backend {
   virtual ~Backend() = default;
   virtual Device device() const = 0;
   virtual std::string name() const = 0;
+  // The ordinal of the device this backend computes on (cuda:N -> N); -1 on the host.
+  virtual int device_index() const { return -1; }
   // Dtype of activations and the KV cache on this backend.
   virtual DType activation_dtype() const = 0;
   virtual Tensor alloc(const Shape& shape, DType dtype) = 0;
