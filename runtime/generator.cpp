@@ -87,7 +87,7 @@ std::vector<GenerationOutput> Generator::generate(const std::vector<GenerationRe
   return outputs;
 }
 
-Tensor Generator::score(const std::vector<int32_t>& ids) {
+Tensor Generator::score(const std::vector<int32_t>& ids, const EmbeddingSplice* splice) {
   const ModelConfig& config = model_.config();
   STRATA_CHECK(!ids.empty() && static_cast<int64_t>(ids.size()) <= config.max_seq, "score needs 1..", config.max_seq,
                " tokens, got ", ids.size());
@@ -123,6 +123,12 @@ Tensor Generator::score(const std::vector<int32_t>& ids) {
   if (link_.is_driver()) message = step.pack();
   link_.broadcast_step(message);
   if (!link_.is_driver()) step = StepBatch::unpack(message);
+  // The splice holds for this step only, whatever it throws.
+  struct SpliceScope {
+    LlamaModel& model;
+    ~SpliceScope() { model.set_embedding_splice(nullptr); }
+  } scope{model_};
+  model_.set_embedding_splice(splice);
   Tensor logits = runner_.run(step, true);
   if (link_.is_driver())
     for (int32_t b : blocks) kv_.blocks().free(b);

@@ -62,8 +62,9 @@ class Generator {
   std::vector<GenerationOutput> generate(const std::vector<GenerationRequest>& requests,
                                          const TokenCallback& on_token = {});
   // Teacher-forced logits [ids.size(), vocab] for every position of one sequence (f32, host), valid
-  // on every rank. Used by `strata logits`, perplexity and the reference tests.
-  Tensor score(const std::vector<int32_t>& ids);
+  // on every rank. Used by `strata logits`, perplexity and the reference tests. With `splice` (image
+  // features of a LLaVA prompt), its rows replace the embeddings of the positions it lists.
+  Tensor score(const std::vector<int32_t>& ids, const EmbeddingSplice* splice = nullptr);
   const GenerationStats& stats() const { return stats_; }
   // The engine generate() runs on, for callers that drive steps themselves (the server loop).
   // Do not mix: while one caller steps it, generate() and score() must not run.

@@ -21,7 +21,9 @@ What it writes, all small:
   "language_model.model...", image_token_index); llava_t4 has the tower renamed to the layout transformers 4
   wrote ("vision_tower.vision_model.embeddings..."). They differ in vision_feature_layer / select strategy /
   activations so both branches are covered. Each holds preprocessor_config.json, image.png,
-  pixel_values.npy and image_features.npy [n_features, text_hidden] from model.get_image_features.
+  pixel_values.npy, image_features.npy [n_features, text_hidden] from model.get_image_features, and
+  logits.npy [T, vocab] of the whole model over ids.json's "ids" (the placeholder expanded to one token
+  per feature; "prompt_ids" holds it once, as a user writes it).
 """
 import argparse
 import json
@@ -207,6 +209,17 @@ def write_llava(out, name, spec):
     feats = torch.cat(list(feats), dim=0) if isinstance(feats, (list, tuple)) else feats.reshape(-1, feats.shape[-1])
     np.save(os.path.join(d, "pixel_values.npy"), pv[0].numpy().astype(np.float32))
     np.save(os.path.join(d, "image_features.npy"), feats.numpy().astype(np.float32))
+    # Logits of every position of a prompt whose image placeholder is expanded to one token per feature,
+    # as LlavaProcessor expands "<image>": the features replace those tokens' embeddings.
+    n = feats.shape[0]
+    rng = np.random.default_rng(spec["seed"])
+    before, after = rng.integers(3, IMAGE_TOKEN, size=3).tolist(), rng.integers(3, IMAGE_TOKEN, size=5).tolist()
+    ids = [1] + before + [IMAGE_TOKEN] * n + after
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([ids]), pixel_values=pv).logits[0]
+    np.save(os.path.join(d, "logits.npy"), logits.numpy().astype(np.float32))
+    with open(os.path.join(d, "ids.json"), "w") as f:
+        json.dump({"ids": ids, "prompt_ids": [1] + before + [IMAGE_TOKEN] + after}, f)
     # transformers 5.25's save_pretrained writes "vision_tower.embeddings...", "multi_modal_projector...",
     # "language_model.model..." and image_token_index: llava_t5 keeps exactly that. llava_t4 is renamed to
     # the layout transformers 4 wrote (the tower under "vision_tower.vision_model.").
