@@ -23,7 +23,7 @@ What it writes, all small:
   activations so both branches are covered. Each holds preprocessor_config.json, image.png,
   pixel_values.npy, image_features.npy [n_features, text_hidden] from model.get_image_features, and
   logits.npy [T, vocab] of the whole model over ids.json's "ids" (the placeholder expanded to one token
-  per feature; "prompt_ids" holds it once, as a user writes it).
+  per feature; "prompt_ids" holds it once, as a user writes it) and its 8-token greedy continuation.
 """
 import argparse
 import json
@@ -218,8 +218,14 @@ def write_llava(out, name, spec):
     with torch.no_grad():
         logits = model(input_ids=torch.tensor([ids]), pixel_values=pv).logits[0]
     np.save(os.path.join(d, "logits.npy"), logits.numpy().astype(np.float32))
+    # Greedy continuation (no stop token), as `strata generate --image` runs it.
+    model.generation_config.eos_token_id = None
+    model.generation_config.pad_token_id = 0
+    with torch.no_grad():
+        out = model.generate(input_ids=torch.tensor([ids]), pixel_values=pv, max_new_tokens=8, do_sample=False)
+    greedy = out[0, len(ids):].tolist()
     with open(os.path.join(d, "ids.json"), "w") as f:
-        json.dump({"ids": ids, "prompt_ids": [1] + before + [IMAGE_TOKEN] + after}, f)
+        json.dump({"ids": ids, "prompt_ids": [1] + before + [IMAGE_TOKEN] + after, "greedy_continuation": greedy}, f)
     # transformers 5.25's save_pretrained writes "vision_tower.embeddings...", "multi_modal_projector...",
     # "language_model.model..." and image_token_index: llava_t5 keeps exactly that. llava_t4 is renamed to
     # the layout transformers 4 wrote (the tower under "vision_tower.vision_model.").

@@ -4,6 +4,7 @@
 // (tools/reference/make_vision_fixtures.py): transformers 5 and 4 tensor names.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <boost/json.hpp>
 #include <fstream>
 #include <sstream>
@@ -53,6 +54,27 @@ TEST_P(LlavaLogits, EveryPositionMatchesTransformers) {
   const int64_t V = logits.dim(1), first = prompt.splice.positions.front();
   EXPECT_GT(test::max_rel_error(plain.data<float>() + first * V, expected.data.data() + first * V, V), 1e-2);
   EXPECT_LT(test::max_rel_error(plain.data<float>(), expected.data.data(), first * V), 1e-4);
+}
+
+TEST_P(LlavaLogits, GreedyContinuationMatchesTransformersGenerate) {
+  const std::string dir = test::fixture("vision/" + GetParam());
+  launcher::SessionOptions options;
+  options.model_path = dir;
+  launcher::ModelSession session(options);
+  const ImagePrompt prompt =
+      launcher::image_prompt(dir, session.backend(), ids_of(dir, "prompt_ids"), {dir + "/image.png"});
+  session.prepare(256);
+  GenerationRequest r;
+  r.prompt = prompt.ids;
+  r.max_new_tokens = 8;
+  const auto out = session.generator().generate({r}, {}, &prompt.splice);
+  EXPECT_EQ(out[0].tokens, ids_of(dir, "greedy_continuation"));
+  // The same prompt without its image afterwards: the prefix cache must not hand back the image's KV.
+  const auto text_only = session.generator().generate({r});
+  const Tensor plain = session.generator().score(prompt.ids);
+  const int64_t V = plain.dim(1), last = plain.dim(0) - 1;
+  const float* row = plain.data<float>() + last * V;
+  EXPECT_EQ(text_only[0].tokens.front(), static_cast<int32_t>(std::max_element(row, row + V) - row));
 }
 
 INSTANTIATE_TEST_SUITE_P(Checkpoints, LlavaLogits, ::testing::Values("llava_t5", "llava_t4"));
