@@ -128,7 +128,7 @@ int run_decode(const Args& args, const SessionOptions& options, RankRuntime* ran
   // Bytes each decode step must stream: every layer weight and the LM head (the embedding is a
   // lookup of a few rows). With a plan: this rank's shard (stage 0 of replica 0).
   const Checkpoint& ck = session.checkpoint();
-  const bool has_head = rank == nullptr || rank->part().has_head;
+  const bool has_head = rank == nullptr || rank->part().shard.last_stage;
   const int64_t head_bytes = !has_head ? 0
                              : static_cast<int64_t>(ck.has("output.weight") ? ck.entry("output.weight").nbytes
                                                                              : ck.entry("token_embd.weight").nbytes) /

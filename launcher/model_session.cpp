@@ -40,8 +40,7 @@ ModelSession::ModelSession(const SessionOptions& options, const RankPlacement& p
   checkpoint_ = open_checkpoint(options.model_path);
   const ModelConfig& c = checkpoint_->config();
   if (!backend_) backend_ = make_backend(options.device, options.threads);
-  const int64_t end = placement.layer_end < 0 ? c.n_layers : placement.layer_end;
-  spec_ = ShardSpec::make(c, placement.tp_rank, placement.tp_size, placement.layer_begin, end);
+  spec_ = placement.shard ? *placement.shard : ShardSpec::make(c, 0, 1, 0, c.n_layers);
   if (placement.tp != nullptr) {
     tp_ = placement.tp;
   } else {

@@ -43,8 +43,7 @@ struct SessionOptions {
 
 // Where this rank sits in its replica; the default is a single rank holding the whole model.
 struct RankPlacement {
-  int tp_rank = 0, tp_size = 1;
-  int64_t layer_begin = 0, layer_end = -1;  // -1: through the last layer
+  std::optional<ShardSpec> shard;  // the partition's split of the model; none: the whole model
   Collective* tp = nullptr;                 // null: LocalCollective
   StageLink* link = nullptr;                // null: LocalStageLink
 };

@@ -63,9 +63,9 @@ RankRuntime::RankRuntime(parallel::Plan plan, const std::string& model_override)
   auto in_replica = [&](int world_rank) { return world_rank < 0 ? -1 : world_rank - part_.dp * pp_size * tp_size; };
   link_ = std::make_unique<parallel::ReplicaLink>(*replica_, (pp_size - 1) * tp_size, in_replica(part_.prev_stage),
                                                   in_replica(part_.next_stage));
-  LOG_DEBUG("layers [", part_.layer_begin, ", ", part_.layer_end, "), q heads ", part_.q_head_begin, "+",
-            part_.q_heads, ", kv heads ", part_.kv_head_begin, "+", part_.kv_heads, ", ffn ", part_.ffn_begin, "+",
-            part_.ffn_count, ", vocab ", part_.vocab_begin, "+", part_.vocab_count);
+  LOG_DEBUG("layers [", part_.layer_begin, ", ", part_.layer_end, "), q heads ", part_.shard.q_head_begin, "+",
+            part_.shard.q_heads, ", kv heads ", part_.shard.kv_head_begin, "+", part_.shard.kv_heads, ", ffn ", part_.shard.ffn_begin, "+",
+            part_.shard.ffn_count, ", vocab ", part_.shard.vocab_begin, "+", part_.shard.vocab_count);
 }
 
 RankRuntime::~RankRuntime() = default;
@@ -119,10 +119,7 @@ void RankRuntime::configure(GeneratorOptions& generator) const {
 
 RankPlacement RankRuntime::placement() {
   RankPlacement p;
-  p.tp_rank = part_.tp;
-  p.tp_size = plan_.parallel.tensor;
-  p.layer_begin = part_.layer_begin;
-  p.layer_end = part_.layer_end;
+  p.shard = part_.shard;
   p.tp = tp_collective_.get();
   p.link = link_.get();
   return p;

@@ -5,6 +5,7 @@
 
 #include "runtime/error.h"
 #include "runtime/formats/checkpoint.h"
+#include "runtime/models/model_description.h"
 
 namespace strata {
 
@@ -43,37 +44,29 @@ Tensor ShardReader::cols(const std::string& name, int64_t begin, int64_t count) 
   return out;
 }
 
-LayerWeights ShardReader::layer(int64_t layer) const {
-  const std::string p = "blk." + std::to_string(layer) + ".";
+Tensor ShardReader::slice(const TensorRef& t) const {
   const ModelConfig& c = checkpoint_.config();
-  const int64_t hd = c.head_dim;
-  LayerWeights w;
-  w.attn_norm = checkpoint_.tensor(p + "attn_norm.weight");
-  w.ffn_norm = checkpoint_.tensor(p + "ffn_norm.weight");
-  w.wq = rows(p + "attn_q.weight", spec_.q_head_begin * hd, spec_.q_heads * hd);
-  w.wk = rows(p + "attn_k.weight", spec_.kv_head_begin * hd, spec_.kv_heads * hd);
-  w.wv = rows(p + "attn_v.weight", spec_.kv_head_begin * hd, spec_.kv_heads * hd);
-  if (c.qkv_bias) {
-    w.bq = rows(p + "attn_q.bias", spec_.q_head_begin * hd, spec_.q_heads * hd);
-    w.bk = rows(p + "attn_k.bias", spec_.kv_head_begin * hd, spec_.kv_heads * hd);
-    w.bv = rows(p + "attn_v.bias", spec_.kv_head_begin * hd, spec_.kv_heads * hd);
+  const SliceRange r = slot_slice(*t.slot, c, spec_);
+  switch (t.slot->split) {
+    case TpSplit::kReplicated: return checkpoint_.tensor(t.name);
+    case TpSplit::kRows: return rows(t.name, r.offset, r.count);
+    case TpSplit::kCols: return cols(t.name, r.offset, r.count);
   }
-  w.wo = cols(p + "attn_output.weight", spec_.q_head_begin * hd, spec_.q_heads * hd);
-  w.w_gate = rows(p + "ffn_gate.weight", spec_.ffn_begin, spec_.ffn_count);
-  w.w_up = rows(p + "ffn_up.weight", spec_.ffn_begin, spec_.ffn_count);
-  w.w_down = cols(p + "ffn_down.weight", spec_.ffn_begin, spec_.ffn_count);
+  STRATA_THROW(ErrorKind::kInternal, "tensor ", t.name, " has no split kind");
+}
+
+LayerWeights ShardReader::layer(int64_t layer) const {
+  LayerWeights w;
+  for (const TensorRef& t : layer_tensors(checkpoint_.config(), layer)) slot_field(t, w) = slice(t);
   return w;
 }
 
 GlobalWeights ShardReader::globals() const {
   GlobalWeights g;
-  const bool tied = !checkpoint_.has("output.weight");
-  if (spec_.first_stage || (spec_.last_stage && tied))
-    g.embed = rows("token_embd.weight", spec_.vocab_begin, spec_.vocab_count);
-  if (spec_.last_stage) {
-    g.output_norm = checkpoint_.tensor("output_norm.weight");
-    g.output = tied ? g.embed : rows("output.weight", spec_.vocab_begin, spec_.vocab_count);
-  }
+  for (const TensorRef& t : rank_tensors(checkpoint_.config(), spec_))
+    if (t.layer < 0) slot_field(t, g) = slice(t);
+  // A tied head is the embedding's rows (the last stage holds its own vocab-parallel copy).
+  if (spec_.last_stage && checkpoint_.config().tied_embeddings) g.output = g.embed;
   return g;
 }
 

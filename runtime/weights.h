@@ -12,6 +12,7 @@
 namespace strata {
 
 class Checkpoint;
+struct TensorRef;
 
 struct LayerWeights {
   Tensor attn_norm, wq, wk, wv, bq, bk, bv, wo;  // biases undefined unless qkv_bias
@@ -41,8 +42,9 @@ class WeightSource {
   virtual bool stays_resident() const { return false; }
 };
 
-// Reads this rank's slices from the checkpoint's memory map: row slices are views (zero copy),
-// column slices (row-parallel weights) are gathered into host memory.
+// Reads this rank's slices (runtime/models/model_description.h says which) from the checkpoint's
+// memory map: row slices are views (zero copy), column slices (row-parallel weights) are gathered into
+// host memory.
 class ShardReader {
  public:
   ShardReader(const Checkpoint& checkpoint, const ShardSpec& spec);
@@ -50,6 +52,7 @@ class ShardReader {
   GlobalWeights globals() const;            // host tensors
 
  private:
+  Tensor slice(const TensorRef& tensor) const;
   Tensor rows(const std::string& name, int64_t begin, int64_t count) const;
   Tensor cols(const std::string& name, int64_t begin, int64_t count) const;
   const Checkpoint& checkpoint_;

@@ -14,6 +14,7 @@
 #include "runtime/formats/checkpoint_builder.h"
 #include "runtime/formats/safetensors.h"
 #include "runtime/log.h"
+#include "runtime/models/model_description.h"
 #include "runtime/tokenizer/tokenizer_files.h"
 
 namespace strata {
@@ -21,21 +22,6 @@ namespace json = boost::json;
 namespace fs = std::filesystem;
 
 namespace {
-
-// (HF suffix inside a layer, canonical suffix)
-constexpr std::pair<const char*, const char*> kLayerNames[] = {
-    {"self_attn.q_proj.weight", "attn_q.weight"},     {"self_attn.k_proj.weight", "attn_k.weight"},
-    {"self_attn.v_proj.weight", "attn_v.weight"},     {"self_attn.q_proj.bias", "attn_q.bias"},
-    {"self_attn.k_proj.bias", "attn_k.bias"},         {"self_attn.v_proj.bias", "attn_v.bias"},
-    {"self_attn.o_proj.weight", "attn_output.weight"}, {"mlp.gate_proj.weight", "ffn_gate.weight"},
-    {"mlp.up_proj.weight", "ffn_up.weight"},          {"mlp.down_proj.weight", "ffn_down.weight"},
-    {"input_layernorm.weight", "attn_norm.weight"},   {"post_attention_layernorm.weight", "ffn_norm.weight"},
-};
-constexpr std::pair<const char*, const char*> kGlobalNames[] = {
-    {"model.embed_tokens.weight", "token_embd.weight"},
-    {"model.norm.weight", "output_norm.weight"},
-    {"lm_head.weight", "output.weight"},
-};
 
 std::string read_text(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -103,10 +89,11 @@ double float_for_json(float f) {
 
 }  // namespace
 
-std::optional<std::string> hf_to_canonical_name(const std::string& hf) {
-  for (const auto& [from, to] : kGlobalNames)
-    if (hf == from) return std::string(to);
-  const std::string prefix = "model.layers.";
+std::optional<std::string> hf_to_canonical_name(const std::string& hf, std::string_view arch) {
+  const ModelDescription& d = model_description(arch);
+  for (const TensorSlot& s : d.slots)
+    if (!s.per_layer && hf == s.hf_name) return std::string(s.name);
+  const std::string_view prefix = d.hf_layer_prefix;
   if (hf.rfind(prefix, 0) != 0) return std::nullopt;
   size_t i = prefix.size();
   size_t digits = 0;
@@ -115,19 +102,19 @@ std::optional<std::string> hf_to_canonical_name(const std::string& hf) {
   const std::string layer = hf.substr(i, digits);
   if (layer.size() > 1 && layer[0] == '0') return std::nullopt;
   const std::string rest = hf.substr(i + digits + 1);
-  for (const auto& [from, to] : kLayerNames)
-    if (rest == from) return "blk." + layer + "." + to;
+  for (const TensorSlot& s : d.slots)
+    if (s.per_layer && rest == s.hf_name) return cat("blk.", layer, ".", s.name);
   return std::nullopt;
 }
 
-std::string canonical_to_hf_name(const std::string& canonical) {
-  for (const auto& [from, to] : kGlobalNames)
-    if (canonical == to) return from;
-  const int64_t layer = tensor_layer_index(canonical);
-  if (layer >= 0) {
+std::string canonical_to_hf_name(const std::string& canonical, std::string_view arch) {
+  const ModelDescription& d = model_description(arch);
+  for (const TensorSlot& s : d.slots)
+    if (!s.per_layer && canonical == s.name) return std::string(s.hf_name);
+  if (const int64_t layer = tensor_layer_index(canonical); layer >= 0) {
     const std::string rest = canonical.substr(canonical.find('.', 4) + 1);
-    for (const auto& [from, to] : kLayerNames)
-      if (rest == to) return cat("model.layers.", layer, ".", from);
+    for (const TensorSlot& s : d.slots)
+      if (s.per_layer && rest == s.name) return cat(d.hf_layer_prefix, layer, ".", s.hf_name);
   }
   return canonical;
 }
@@ -260,7 +247,6 @@ std::unique_ptr<Checkpoint> open_hf_checkpoint(const std::string& dir) {
   }
   auto ckpt = std::make_unique<CheckpointBuilder>(dir, "safetensors");
   ckpt->set_config_source(config_path);
-  ckpt->set_native_name(canonical_to_hf_name);
   ModelConfig& config = ckpt->mutable_config();
   const json::value raw_config = parse_json(read_text(config_path), config_path);
   // A LLaVA checkpoint (LlavaForConditionalGeneration) holds its language model under text_config and
@@ -275,6 +261,7 @@ std::unique_ptr<Checkpoint> open_hf_checkpoint(const std::string& dir) {
   } else {
     config = parse_hf_config(read_text(config_path), config_path);
   }
+  ckpt->set_native_name([arch = config.arch](const std::string& name) { return canonical_to_hf_name(name, arch); });
   const bool tie_explicit = raw_config.as_object().if_contains("tie_word_embeddings") != nullptr;
 
   // Shards: the index names a file per tensor; a single model.safetensors has everything.
@@ -313,7 +300,7 @@ std::unique_ptr<Checkpoint> open_hf_checkpoint(const std::string& dir) {
                           t.name, "' is not listed for this shard in ", index_path.string());
         weight_map.erase(it);
       }
-      const auto canonical = hf_to_canonical_name(llava ? llava_language_model_name(t.name) : t.name);
+      const auto canonical = hf_to_canonical_name(llava ? llava_language_model_name(t.name) : t.name, config.arch);
       if (!canonical) {
         LOG_DEBUG(path, ": ignoring tensor '", t.name, "' (not used by the model)");
         continue;

@@ -1,0 +1,196 @@
+// runtime/models/model_description.cpp: the Llama family's tensor table and what derives from it.
+#include "runtime/models/model_description.h"
+
+#include "runtime/error.h"
+
+namespace strata {
+
+const char* tp_split_name(TpSplit split) {
+  switch (split) {
+    case TpSplit::kReplicated: return "replicated";
+    case TpSplit::kRows: return "rows";
+    case TpSplit::kCols: return "cols";
+  }
+  return "?";
+}
+
+int64_t dim_size(Dim dim, const ModelConfig& c) {
+  switch (dim) {
+    case Dim::kHidden: return c.hidden;
+    case Dim::kVocab: return c.vocab_size;
+    case Dim::kQ: return c.n_heads * c.head_dim;
+    case Dim::kKv: return c.n_kv_heads * c.head_dim;
+    case Dim::kFfn: return c.ffn;
+  }
+  return 0;
+}
+
+const char* dim_name(Dim dim) {
+  switch (dim) {
+    case Dim::kHidden: return "hidden";
+    case Dim::kVocab: return "vocab";
+    case Dim::kQ: return "n_heads * head_dim";
+    case Dim::kKv: return "n_kv_heads * head_dim";
+    case Dim::kFfn: return "ffn";
+  }
+  return "?";
+}
+
+bool TensorSlot::present(const ModelConfig& c) const {
+  switch (presence) {
+    case SlotPresence::kAlways: return true;
+    case SlotPresence::kQkvBias: return c.qkv_bias;
+    case SlotPresence::kUntiedHead: return !c.tied_embeddings;
+  }
+  return false;
+}
+
+Shape TensorSlot::full_shape(const ModelConfig& c) const {
+  Shape out;
+  for (Dim d : shape) out.push_back(dim_size(d, c));
+  return out;
+}
+
+namespace {
+
+using D = Dim;
+using L = LayerWeights;
+using G = GlobalWeights;
+
+TensorSlot global(std::string_view name, std::string_view hf_name, SlotRole role, std::vector<Dim> shape, TpSplit split, SlotPresence presence,
+                  Tensor G::*field) {
+  return TensorSlot{name, hf_name, false, role, std::move(shape), split, presence, nullptr, field};
+}
+
+TensorSlot layer(std::string_view name, std::string_view hf_name, SlotRole role, std::vector<Dim> shape, TpSplit split, Tensor L::*field,
+                 SlotPresence presence = SlotPresence::kAlways) {
+  return TensorSlot{name, hf_name, true, role, std::move(shape), split, presence, field, nullptr};
+}
+
+// Llama, Mistral and Qwen2 (q/k/v biases): RMSNorm, GQA attention, SwiGLU MLP. Column-parallel q/k/v
+// (by head), gate and up; row-parallel attention output and down; vocab-parallel embedding and head.
+ModelDescription llama_family() {
+  using R = SlotRole;
+  using S = TpSplit;
+  return ModelDescription{
+      "llama",
+      "model.layers.",
+      {
+          global("token_embd.weight", "model.embed_tokens.weight", R::kEmbedding, {D::kVocab, D::kHidden}, S::kRows,
+                 SlotPresence::kAlways, &G::embed),
+          global("output_norm.weight", "model.norm.weight", R::kNorm, {D::kHidden}, S::kReplicated,
+                 SlotPresence::kAlways, &G::output_norm),
+          global("output.weight", "lm_head.weight", R::kHead, {D::kVocab, D::kHidden}, S::kRows,
+                 SlotPresence::kUntiedHead, &G::output),
+          layer("attn_norm.weight", "input_layernorm.weight", R::kNorm, {D::kHidden}, S::kReplicated, &L::attn_norm),
+          layer("attn_q.weight", "self_attn.q_proj.weight", R::kAttention, {D::kQ, D::kHidden}, S::kRows, &L::wq),
+          layer("attn_k.weight", "self_attn.k_proj.weight", R::kAttention, {D::kKv, D::kHidden}, S::kRows, &L::wk),
+          layer("attn_v.weight", "self_attn.v_proj.weight", R::kAttention, {D::kKv, D::kHidden}, S::kRows, &L::wv),
+          layer("attn_q.bias", "self_attn.q_proj.bias", R::kBias, {D::kQ}, S::kRows, &L::bq, SlotPresence::kQkvBias),
+          layer("attn_k.bias", "self_attn.k_proj.bias", R::kBias, {D::kKv}, S::kRows, &L::bk, SlotPresence::kQkvBias),
+          layer("attn_v.bias", "self_attn.v_proj.bias", R::kBias, {D::kKv}, S::kRows, &L::bv, SlotPresence::kQkvBias),
+          layer("attn_output.weight", "self_attn.o_proj.weight", R::kAttention, {D::kHidden, D::kQ}, S::kCols, &L::wo),
+          layer("ffn_norm.weight", "post_attention_layernorm.weight", R::kNorm, {D::kHidden}, S::kReplicated,
+                &L::ffn_norm),
+          layer("ffn_gate.weight", "mlp.gate_proj.weight", R::kMlp, {D::kFfn, D::kHidden}, S::kRows, &L::w_gate),
+          layer("ffn_up.weight", "mlp.up_proj.weight", R::kMlp, {D::kFfn, D::kHidden}, S::kRows, &L::w_up),
+          layer("ffn_down.weight", "mlp.down_proj.weight", R::kMlp, {D::kHidden, D::kFfn}, S::kCols, &L::w_down),
+      }};
+}
+
+std::string layer_prefix(int64_t layer) { return cat("blk.", layer, "."); }
+
+const TensorSlot& global_slot(const ModelDescription& d, std::string_view name) {
+  for (const TensorSlot& s : d.slots)
+    if (!s.per_layer && s.name == name) return s;
+  STRATA_THROW(ErrorKind::kInternal, "model description '", d.family, "' has no slot ", name);
+}
+
+}  // namespace
+
+const ModelDescription& model_description(std::string_view arch) {
+  static const ModelDescription llama = llama_family();
+  if (arch == "llama" || arch == "mistral" || arch == "qwen2") return llama;
+  STRATA_THROW(ErrorKind::kConfig, "architecture '", arch,
+               "' has no model description; supported: llama, mistral, qwen2");
+}
+
+int64_t tensor_layer_index(std::string_view name) {
+  if (name.substr(0, 4) != "blk.") return -1;
+  int64_t n = 0;
+  size_t i = 4;
+  for (; i < name.size() && name[i] >= '0' && name[i] <= '9' && i < 14; ++i) n = n * 10 + (name[i] - '0');
+  return (i == 4 || i >= name.size() || name[i] != '.') ? -1 : n;
+}
+
+const TensorSlot* find_slot(const ModelConfig& config, std::string_view name, int64_t* layer_out) {
+  const int64_t layer = tensor_layer_index(name);
+  const std::string_view rest = layer < 0 ? name : name.substr(name.find('.', 4) + 1);
+  if (layer_out != nullptr) *layer_out = layer;
+  for (const TensorSlot& s : model_description(config).slots)
+    if (s.per_layer == (layer >= 0) && s.name == rest) return &s;
+  return nullptr;
+}
+
+std::vector<TensorRef> model_tensors(const ModelConfig& config) {
+  const ModelDescription& d = model_description(config);
+  std::vector<TensorRef> out;
+  out.push_back({"token_embd.weight", -1, &global_slot(d, "token_embd.weight")});
+  for (int64_t l = 0; l < config.n_layers; ++l)
+    for (TensorRef& t : layer_tensors(config, l)) out.push_back(std::move(t));
+  for (const TensorSlot& s : d.slots)
+    if (!s.per_layer && s.role != SlotRole::kEmbedding && s.present(config)) out.push_back({std::string(s.name), -1, &s});
+  return out;
+}
+
+std::vector<TensorRef> layer_tensors(const ModelConfig& config, int64_t layer) {
+  std::vector<TensorRef> out;
+  for (const TensorSlot& s : model_description(config).slots)
+    if (s.per_layer && s.present(config)) out.push_back({layer_prefix(layer) + std::string(s.name), layer, &s});
+  return out;
+}
+
+SliceRange slot_slice(const TensorSlot& slot, const ModelConfig& c, const ShardSpec& spec) {
+  const int dim = slot.split_dim();
+  if (dim < 0) return {0, dim_size(slot.shape[0], c)};
+  switch (slot.shape[static_cast<size_t>(dim)]) {
+    case Dim::kQ: return {spec.q_head_begin * c.head_dim, spec.q_heads * c.head_dim};
+    case Dim::kKv: return {spec.kv_head_begin * c.head_dim, spec.kv_heads * c.head_dim};
+    case Dim::kFfn: return {spec.ffn_begin, spec.ffn_count};
+    case Dim::kVocab: return {spec.vocab_begin, spec.vocab_count};
+    case Dim::kHidden: break;
+  }
+  STRATA_THROW(ErrorKind::kInternal, "slot ", slot.name, " splits the hidden dimension, which TP keeps whole");
+}
+
+Shape local_shape(const TensorSlot& slot, const ModelConfig& c, const ShardSpec& spec) {
+  Shape shape = slot.full_shape(c);
+  if (slot.split_dim() >= 0) shape[static_cast<size_t>(slot.split_dim())] = slot_slice(slot, c, spec).count;
+  return shape;
+}
+
+std::vector<TensorRef> rank_tensors(const ModelConfig& config, const ShardSpec& spec) {
+  const ModelDescription& d = model_description(config);
+  std::vector<TensorRef> out;
+  if (spec.first_stage || (spec.last_stage && config.tied_embeddings))
+    out.push_back({"token_embd.weight", -1, &global_slot(d, "token_embd.weight")});
+  for (int64_t l = spec.layer_begin; l < spec.layer_end; ++l)
+    for (TensorRef& t : layer_tensors(config, l)) out.push_back(std::move(t));
+  if (spec.last_stage)
+    for (const TensorSlot& s : d.slots)
+      if (!s.per_layer && s.role != SlotRole::kEmbedding && s.present(config))
+        out.push_back({std::string(s.name), -1, &s});
+  return out;
+}
+
+Tensor& slot_field(const TensorRef& ref, LayerWeights& layer) {
+  STRATA_CHECK_KIND(ErrorKind::kInternal, ref.slot->layer_field != nullptr, ref.name, " is not a layer tensor");
+  return layer.*(ref.slot->layer_field);
+}
+
+Tensor& slot_field(const TensorRef& ref, GlobalWeights& globals) {
+  STRATA_CHECK_KIND(ErrorKind::kInternal, ref.slot->global_field != nullptr, ref.name, " is not a global tensor");
+  return globals.*(ref.slot->global_field);
+}
+
+}  // namespace strata
