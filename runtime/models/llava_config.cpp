@@ -14,6 +14,19 @@ Activation parse_activation(const std::string& name, const std::string& source) 
                "' is not supported (gelu, gelu_new, gelu_pytorch_tanh, quick_gelu are)");
 }
 
+ModelConfig LlavaConfig::description_sizes() const {
+  ModelConfig c;
+  c.hidden = text_hidden;
+  c.vision.hidden = vision.hidden;
+  c.vision.ffn = vision.ffn;
+  c.vision.n_layers = vision.n_layers;
+  c.vision.positions = vision.n_positions();
+  c.vision.channels = vision.channels;
+  c.vision.patch = vision.patch_size;
+  c.vision.projector_bias = projector_bias;
+  return c;
+}
+
 LlavaConfig parse_llava_config(const std::string& json_text, const std::string& source) {
   using vision::JsonFields;
   const boost::json::value root = vision::parse_json_object(json_text, source);

@@ -41,6 +41,9 @@ struct LlavaConfig {
   int32_t image_token_id = 32000;
   std::string text_config_json;  // the text_config object, serialized (for the language model's parser)
 
+  // The sizes of the model description's clip_vision and llava_projector slots: the vision sizes, and
+  // the text hidden size the projector outputs.
+  ModelConfig description_sizes() const;
   // Image features (tokens) one image yields.
   int64_t features_per_image() const {
     return vision.n_patches() + (select == FeatureSelect::kFull ? 1 : 0);

@@ -15,9 +15,9 @@ LlavaVision::LlavaVision(const LlavaConfig& config, Backend& backend, LlavaVisio
   const int64_t d = config_.vision.hidden;
   // The embeddings are added to activations, so they take the activation dtype once here.
   class_embedding_ = scratch({1, d});
-  backend_.copy(w_[VisionRole::kClassEmbedding], class_embedding_);
+  backend_.copy(w_.class_embedding, class_embedding_);
   position_embedding_ = scratch({config_.vision.n_positions(), d});
-  backend_.copy(w_[VisionRole::kPositionEmbedding], position_embedding_);
+  backend_.copy(w_.position_embedding, position_embedding_);
 }
 
 Tensor LlavaVision::patch_rows(const std::vector<Tensor>& pixel_values) const {
@@ -52,7 +52,7 @@ Tensor LlavaVision::tower_hidden(const std::vector<Tensor>& pixel_values) {
   const Tensor host_rows = patch_rows(pixel_values);
   Tensor rows = backend_.alloc(host_rows.shape(), backend_.activation_dtype());
   backend_.copy(host_rows, rows);
-  const Tensor& conv = w_[VisionRole::kPatchEmbedding];
+  const Tensor& conv = w_.patch_embedding;
   Tensor patches = scratch({images * n_patches, d});
   backend_.matmul(rows, conv.reshape({d, conv.numel() / d}), nullptr, patches);
 
@@ -67,7 +67,7 @@ Tensor LlavaVision::tower_hidden(const std::vector<Tensor>& pixel_values) {
     backend_.add(image, position_embedding_);
   }
   Tensor hidden = scratch({images * seq, d});
-  backend_.layernorm(embedded, w_[VisionRole::kPreNormWeight], &w_[VisionRole::kPreNormBias], v.layer_norm_eps, hidden);
+  backend_.layernorm(embedded, w_.pre_norm_w, &w_.pre_norm_b, v.layer_norm_eps, hidden);
 
   // Hidden state k is the output of layer k: only the layers up to the selected one run.
   for (int64_t l = 0; l < config_.feature_layer; ++l) encoder_layer(l, hidden, images);
@@ -77,25 +77,25 @@ Tensor LlavaVision::tower_hidden(const std::vector<Tensor>& pixel_values) {
 void LlavaVision::encoder_layer(int64_t layer, Tensor& hidden, int64_t images) {
   const ClipVisionConfig& v = config_.vision;
   const int64_t tokens = hidden.dim(0), d = v.hidden, heads = v.n_heads, hd = v.head_dim();
-  auto W = [&](VisionRole r) -> const Tensor& { return w_.at(layer, r); };
+  const ClipLayerWeights& w = w_.layers[static_cast<size_t>(layer)];
 
   Tensor normed = scratch({tokens, d});
-  backend_.layernorm(hidden, W(VisionRole::kNorm1Weight), &W(VisionRole::kNorm1Bias), v.layer_norm_eps, normed);
+  backend_.layernorm(hidden, w.norm1_w, &w.norm1_b, v.layer_norm_eps, normed);
   Tensor q = scratch({tokens, heads, hd}), k = scratch({tokens, heads, hd}), val = scratch({tokens, heads, hd});
-  backend_.matmul(normed, W(VisionRole::kQWeight), &W(VisionRole::kQBias), q);
-  backend_.matmul(normed, W(VisionRole::kKWeight), &W(VisionRole::kKBias), k);
-  backend_.matmul(normed, W(VisionRole::kVWeight), &W(VisionRole::kVBias), val);
+  backend_.matmul(normed, w.wq, &w.bq, q);
+  backend_.matmul(normed, w.wk, &w.bk, k);
+  backend_.matmul(normed, w.wv, &w.bv, val);
   Tensor att = scratch({tokens, heads, hd});
   backend_.attention_bidirectional(q, k, val, tokens / images, 1.f / std::sqrt(static_cast<float>(hd)), att);
   Tensor projected = scratch({tokens, d});
-  backend_.matmul(att.reshape({tokens, d}), W(VisionRole::kOutWeight), &W(VisionRole::kOutBias), projected);
+  backend_.matmul(att.reshape({tokens, d}), w.wo, &w.bo, projected);
   backend_.add(hidden, projected);
 
-  backend_.layernorm(hidden, W(VisionRole::kNorm2Weight), &W(VisionRole::kNorm2Bias), v.layer_norm_eps, normed);
+  backend_.layernorm(hidden, w.norm2_w, &w.norm2_b, v.layer_norm_eps, normed);
   Tensor inner = scratch({tokens, v.ffn});
-  backend_.matmul(normed, W(VisionRole::kFc1Weight), &W(VisionRole::kFc1Bias), inner);
+  backend_.matmul(normed, w.fc1_w, &w.fc1_b, inner);
   backend_.activation(inner, v.act, inner);
-  backend_.matmul(inner, W(VisionRole::kFc2Weight), &W(VisionRole::kFc2Bias), projected);
+  backend_.matmul(inner, w.fc2_w, &w.fc2_b, projected);
   backend_.add(hidden, projected);
 }
 
@@ -114,13 +114,13 @@ Tensor LlavaVision::encode(const std::vector<Tensor>& pixel_values) {
       backend_.copy(hidden.rows(i * seq + 1, per_image), dst);
     }
   }
-  const Tensor* b1 = w_[VisionRole::kProj1Bias].defined() ? &w_[VisionRole::kProj1Bias] : nullptr;
-  const Tensor* b2 = w_[VisionRole::kProj2Bias].defined() ? &w_[VisionRole::kProj2Bias] : nullptr;
+  const Tensor* b1 = w_.proj1_b.defined() ? &w_.proj1_b : nullptr;
+  const Tensor* b2 = w_.proj2_b.defined() ? &w_.proj2_b : nullptr;
   Tensor inner = scratch({images * per_image, config_.text_hidden});
-  backend_.matmul(selected, w_[VisionRole::kProj1Weight], b1, inner);
+  backend_.matmul(selected, w_.proj1_w, b1, inner);
   backend_.activation(inner, config_.projector_act, inner);
   Tensor features = scratch({images * per_image, config_.text_hidden});
-  backend_.matmul(inner, w_[VisionRole::kProj2Weight], b2, features);
+  backend_.matmul(inner, w_.proj2_w, b2, features);
   return features;
 }
 

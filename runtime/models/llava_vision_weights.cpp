@@ -1,4 +1,5 @@
-// runtime/models/llava_vision_weights.cpp: the LLaVA vision tensor table and its safetensors loader.
+// runtime/models/llava_vision_weights.cpp: the LLaVA vision side's safetensors loader, driven by the model
+// description's clip_vision and llava_projector tables.
 #include "runtime/models/llava_vision_weights.h"
 
 #include <filesystem>
@@ -10,53 +11,11 @@
 #include "runtime/error.h"
 #include "runtime/formats/mapped_file.h"
 #include "runtime/formats/safetensors.h"
+#include "runtime/models/model_description.h"
 #include "runtime/vision/vision_json.h"
 
 namespace strata {
 namespace {
-
-using R = VisionRole;
-using P = VisionPart;
-using D = VisionDim;
-constexpr D kH = D::kHidden, kF = D::kFfn, kPos = D::kPositions, kC = D::kChannels, kPt = D::kPatch,
-            kT = D::kTextHidden;
-
-// The one table: every tensor the vision side reads, in VisionRole order.
-constexpr VisionTensorSlot kSlots[] = {
-    {R::kClassEmbedding, P::kTower, "embeddings.class_embedding", false, 1, {kH}, false},
-    {R::kPatchEmbedding, P::kTower, "embeddings.patch_embedding.weight", false, 4, {kH, kC, kPt, kPt}, false},
-    {R::kPositionEmbedding, P::kTower, "embeddings.position_embedding.weight", false, 2, {kPos, kH}, false},
-    {R::kPreNormWeight, P::kTower, "pre_layrnorm.weight", false, 1, {kH}, false},  // sic: CLIP's spelling
-    {R::kPreNormBias, P::kTower, "pre_layrnorm.bias", false, 1, {kH}, false},
-    {R::kNorm1Weight, P::kTower, "layer_norm1.weight", true, 1, {kH}, false},
-    {R::kNorm1Bias, P::kTower, "layer_norm1.bias", true, 1, {kH}, false},
-    {R::kQWeight, P::kTower, "self_attn.q_proj.weight", true, 2, {kH, kH}, false},
-    {R::kQBias, P::kTower, "self_attn.q_proj.bias", true, 1, {kH}, false},
-    {R::kKWeight, P::kTower, "self_attn.k_proj.weight", true, 2, {kH, kH}, false},
-    {R::kKBias, P::kTower, "self_attn.k_proj.bias", true, 1, {kH}, false},
-    {R::kVWeight, P::kTower, "self_attn.v_proj.weight", true, 2, {kH, kH}, false},
-    {R::kVBias, P::kTower, "self_attn.v_proj.bias", true, 1, {kH}, false},
-    {R::kOutWeight, P::kTower, "self_attn.out_proj.weight", true, 2, {kH, kH}, false},
-    {R::kOutBias, P::kTower, "self_attn.out_proj.bias", true, 1, {kH}, false},
-    {R::kNorm2Weight, P::kTower, "layer_norm2.weight", true, 1, {kH}, false},
-    {R::kNorm2Bias, P::kTower, "layer_norm2.bias", true, 1, {kH}, false},
-    {R::kFc1Weight, P::kTower, "mlp.fc1.weight", true, 2, {kF, kH}, false},
-    {R::kFc1Bias, P::kTower, "mlp.fc1.bias", true, 1, {kF}, false},
-    {R::kFc2Weight, P::kTower, "mlp.fc2.weight", true, 2, {kH, kF}, false},
-    {R::kFc2Bias, P::kTower, "mlp.fc2.bias", true, 1, {kH}, false},
-    {R::kProj1Weight, P::kProjector, "linear_1.weight", false, 2, {kT, kH}, false},
-    {R::kProj1Bias, P::kProjector, "linear_1.bias", false, 1, {kT}, true},
-    {R::kProj2Weight, P::kProjector, "linear_2.weight", false, 2, {kT, kT}, false},
-    {R::kProj2Bias, P::kProjector, "linear_2.bias", false, 1, {kT}, true},
-};
-static_assert(std::size(kSlots) == kVisionRoles, "one slot per VisionRole");
-
-constexpr bool slots_in_role_order() {
-  for (size_t i = 0; i < std::size(kSlots); ++i)
-    if (static_cast<size_t>(kSlots[i].role) != i) return false;
-  return true;
-}
-static_assert(slots_in_role_order(), "kSlots must list the roles in VisionRole order");
 
 // Where checkpoints keep the tower and the projector. transformers 4 wrote "vision_tower.vision_model." and
 // "multi_modal_projector."; its later releases (and re-saved hub checkpoints) put both under "model.";
@@ -119,72 +78,75 @@ TensorDirectory map_safetensors_dir(const std::string& dir) {
 
 }  // namespace
 
-std::span<const VisionTensorSlot> vision_tensor_slots() { return kSlots; }
-
-Shape vision_slot_shape(const VisionTensorSlot& slot, const LlavaConfig& config) {
-  Shape shape;
-  for (int i = 0; i < slot.rank; ++i) {
-    switch (slot.dims[static_cast<size_t>(i)]) {
-      case D::kHidden: shape.push_back(config.vision.hidden); break;
-      case D::kFfn: shape.push_back(config.vision.ffn); break;
-      case D::kPositions: shape.push_back(config.vision.n_positions()); break;
-      case D::kChannels: shape.push_back(config.vision.channels); break;
-      case D::kPatch: shape.push_back(config.vision.patch_size); break;
-      case D::kTextHidden: shape.push_back(config.text_hidden); break;
-    }
-  }
-  return shape;
-}
-
-std::string vision_tensor_name(const VisionTensorSlot& slot, const VisionNaming& naming, int64_t layer) {
-  if (slot.part == VisionPart::kProjector) return naming.projector_prefix + slot.name;
-  if (slot.per_layer) return cat(naming.tower_prefix, "encoder.layers.", layer, ".", slot.name);
-  return naming.tower_prefix + slot.name;
-}
-
 LlavaVisionWeights load_llava_vision_weights(const std::string& dir, const LlavaConfig& config, Backend& backend) {
   const TensorDirectory files = map_safetensors_dir(dir);
+  const ModelDescription& tower = model_description("clip_vision");
+  const ModelDescription& projector = model_description("llava_projector");
+  const ModelConfig sizes = config.description_sizes();
+
   VisionNaming naming;
+  const std::string first_tower(tower.slots.front().hf_name), first_projector(projector.slots.front().hf_name);
   for (const char* prefix : kTowerPrefixes)
-    if (naming.tower_prefix.empty() && files.tensors.count(prefix + std::string(kSlots[0].name)))
-      naming.tower_prefix = prefix;
+    if (naming.tower_prefix.empty() && files.tensors.count(prefix + first_tower)) naming.tower_prefix = prefix;
   for (const char* prefix : kProjectorPrefixes)
-    if (naming.projector_prefix.empty() && files.tensors.count(prefix + std::string("linear_1.weight")))
+    if (naming.projector_prefix.empty() && files.tensors.count(prefix + first_projector))
       naming.projector_prefix = prefix;
   STRATA_CHECK_KIND(ErrorKind::kFormat, !naming.tower_prefix.empty() && !naming.projector_prefix.empty(), dir,
-                    ": no LLaVA vision tower and projector found (looked for '", kTowerPrefixes[0], kSlots[0].name,
-                    "', '", kProjectorPrefixes[0], "linear_1.weight' and their transformers 5 forms); is this a "
+                    ": no LLaVA vision tower and projector found (looked for '", kTowerPrefixes[0], first_tower, "', '",
+                    kProjectorPrefixes[0], first_projector, "' and their later forms); is this a "
                     "LlavaForConditionalGeneration checkpoint?");
 
-  auto load = [&](const VisionTensorSlot& slot, int64_t layer) -> Tensor {
-    const std::string name = vision_tensor_name(slot, naming, layer);
+  // Every present slot of both tables, under its canonical name.
+  std::map<std::string, Tensor> loaded;
+  auto load = [&](const ModelDescription& d, const TensorSlot& slot, const std::string& prefix, int64_t layer) {
+    if (!slot.present(sizes)) return;
+    const std::string name =
+        slot.per_layer ? cat(prefix, d.hf_layer_prefix, layer, ".", slot.hf_name) : cat(prefix, slot.hf_name);
     auto it = files.tensors.find(name);
-    if (it == files.tensors.end()) {
-      STRATA_CHECK_KIND(ErrorKind::kFormat, slot.is_projector_bias && !config.projector_bias, dir, ": tensor '", name,
-                        "' is missing", slot.is_projector_bias ? " (config.json sets multimodal_projector_bias)" : "");
-      return Tensor();
-    }
+    STRATA_CHECK_KIND(ErrorKind::kFormat, it != files.tensors.end(), dir, ": tensor '", name, "' is missing",
+                      slot.presence == SlotPresence::kProjectorBias ? " (config.json sets multimodal_projector_bias)"
+                                                                     : "");
     const Tensor& t = it->second.view;
-    const Shape want = vision_slot_shape(slot, config);
+    const Shape want = slot.full_shape(sizes);
     STRATA_CHECK_KIND(ErrorKind::kFormat, t.shape() == want, it->second.file, ": tensor '", name, "' is ",
                       shape_str(t.shape()), ", but config.json implies ", shape_str(want));
     STRATA_CHECK_KIND(ErrorKind::kFormat,
                       t.dtype() == DType::kF32 || t.dtype() == DType::kF16 || t.dtype() == DType::kBF16,
                       it->second.file, ": tensor '", name, "' is ", dtype_name(t.dtype()),
                       "; the vision side reads f32, f16 or bf16");
-    return backend.upload_weight(t);
+    const std::string canonical = slot.per_layer ? cat(d.layer_prefix, layer, ".", slot.name) : std::string(slot.name);
+    loaded[canonical] = backend.upload_weight(t);
   };
-
-  LlavaVisionWeights w;
-  w.layers.resize(static_cast<size_t>(config.feature_layer));
-  for (const VisionTensorSlot& slot : kSlots) {
-    if (!slot.per_layer) {
-      w.global[static_cast<size_t>(slot.role)] = load(slot, -1);
-      continue;
-    }
-    for (int64_t l = 0; l < config.feature_layer; ++l)
-      w.layers[static_cast<size_t>(l)][static_cast<size_t>(slot.role)] = load(slot, l);
+  for (const TensorSlot& slot : tower.slots) {
+    if (!slot.per_layer) load(tower, slot, naming.tower_prefix, -1);
+    for (int64_t l = 0; slot.per_layer && l < config.feature_layer; ++l) load(tower, slot, naming.tower_prefix, l);
   }
+  for (const TensorSlot& slot : projector.slots) load(projector, slot, naming.projector_prefix, -1);
+
+  // Bind the slots to the fields the forward reads.
+  auto take = [&](const std::string& canonical, bool optional = false) -> Tensor {
+    auto it = loaded.find(canonical);
+    STRATA_CHECK_KIND(ErrorKind::kInternal, it != loaded.end() || optional, "vision weights: no slot '", canonical,
+                      "' in the model description");
+    return it != loaded.end() ? it->second : Tensor();
+  };
+  LlavaVisionWeights w;
+  w.class_embedding = take("v.class_embd");
+  w.patch_embedding = take("v.patch_embd.weight");
+  w.position_embedding = take("v.position_embd.weight");
+  w.pre_norm_w = take("v.pre_ln.weight");
+  w.pre_norm_b = take("v.pre_ln.bias");
+  for (int64_t l = 0; l < config.feature_layer; ++l) {
+    auto lt = [&](const char* name) { return take(cat(tower.layer_prefix, l, ".", name)); };
+    w.layers.push_back({lt("ln1.weight"), lt("ln1.bias"), lt("attn_q.weight"), lt("attn_q.bias"), lt("attn_k.weight"),
+                        lt("attn_k.bias"), lt("attn_v.weight"), lt("attn_v.bias"), lt("attn_out.weight"),
+                        lt("attn_out.bias"), lt("ln2.weight"), lt("ln2.bias"), lt("ffn_up.weight"), lt("ffn_up.bias"),
+                        lt("ffn_down.weight"), lt("ffn_down.bias")});
+  }
+  w.proj1_w = take("mm.0.weight");
+  w.proj1_b = take("mm.0.bias", /*optional=*/true);
+  w.proj2_w = take("mm.2.weight");
+  w.proj2_b = take("mm.2.bias", /*optional=*/true);
   return w;
 }
 

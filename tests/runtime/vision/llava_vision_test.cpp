@@ -9,11 +9,14 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <set>
 #include <sstream>
 
 #include "runtime/error.h"
 #include "runtime/formats/safetensors.h"
 #include "runtime/models/llava_vision.h"
+#include "runtime/models/model_description.h"
 #include "runtime/vision/preprocess.h"
 #include "test_util.h"
 
@@ -121,6 +124,42 @@ TEST(LlavaVision, ModelPrefixedNamesLoadToo) {
   auto backend = make_cpu_backend();
   const Tensor got = features_of(dir, *backend);
   EXPECT_LT(relative_error(got, test::read_npy(src + "/image_features.npy")), 1e-4);
+}
+
+// The model description's clip_vision and llava_projector tables against what transformers wrote: every
+// slot of every layer is in the file with the table's shape, and every vision tensor of the file is a slot
+// (bar the tower's final LayerNorm, which LLaVA never reads).
+TEST(LlavaVision, DescriptionTablesMatchTheCheckpoints) {
+  for (const std::string name : {"llava_t5", "llava_t4"}) {
+    const std::string dir = test::fixture("vision/" + name);
+    const LlavaConfig config = parse_llava_config(read_text(dir + "/config.json"), dir);
+    const ModelConfig sizes = config.description_sizes();
+    const std::string bytes = read_text(dir + "/model.safetensors");
+    const SafetensorsHeader header =
+        parse_safetensors_header(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), dir);
+    std::map<std::string, Shape> in_file;
+    for (const SafetensorsTensor& t : header.tensors) in_file[t.name] = t.shape;
+    const std::string tower = name == "llava_t4" ? "vision_tower.vision_model." : "vision_tower.";
+    std::set<std::string> expected;
+    for (const auto& [desc, prefix] : {std::pair<const char*, std::string>{"clip_vision", tower},
+                                       {"llava_projector", "multi_modal_projector."}}) {
+      const ModelDescription& d = model_description(desc);
+      for (const TensorSlot& slot : d.slots)
+        for (int64_t l = 0; l < (slot.per_layer ? config.vision.n_layers : 1); ++l) {
+          const std::string hf =
+              slot.per_layer ? cat(prefix, d.hf_layer_prefix, l, ".", slot.hf_name) : cat(prefix, slot.hf_name);
+          expected.insert(hf);
+          ASSERT_TRUE(in_file.count(hf)) << name << ": " << hf;
+          EXPECT_EQ(in_file[hf], slot.full_shape(sizes)) << name << ": " << hf;
+        }
+    }
+    for (const auto& [file_name, shape] : in_file) {
+      const bool vision = file_name.rfind(tower, 0) == 0 || file_name.rfind("multi_modal_projector.", 0) == 0;
+      if (vision && file_name.find("post_layernorm") == std::string::npos) {
+        EXPECT_TRUE(expected.count(file_name)) << name << ": " << file_name << " has no slot";
+      }
+    }
+  }
 }
 
 TEST(LlavaVision, WrongShapesAndMissingTensorsAreNamed) {
