@@ -256,8 +256,14 @@ RgbImage resize_image(const RgbImage& image, int64_t width, int64_t height, Resa
   STRATA_CHECK(width > 0 && height > 0 && image.width > 0 && image.height > 0, "resize of a ", image.width, "x",
                image.height, " image to ", width, "x", height);
   const Filter f = filter_of(filter);
-  // Horizontal then vertical, each rounded to 8 bits, as Pillow does; an axis that keeps its size is
-  // not filtered at all.
+  // Two passes, each rounded to 8 bits; an axis that keeps its size is not filtered at all. Pillow runs
+  // the horizontal pass first, except (since Pillow 13) where the height shrinks by more than twice the
+  // columns the width loses: then the vertical one. The order moves some pixels by one level.
+  const bool vertical_first = height < image.height && image.height - height > 2 * (image.width - width);
+  if (vertical_first) {
+    const RgbImage out = resize_vertical(image, height, f);
+    return width != image.width ? resize_horizontal(out, width, f) : out;
+  }
   RgbImage out = width != image.width ? resize_horizontal(image, width, f) : image;
   return height != image.height ? resize_vertical(out, height, f) : out;
 }

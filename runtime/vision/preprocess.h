@@ -44,7 +44,7 @@ ImageProcessorConfig parse_image_processor_config(const std::string& json_text, 
 // throws kFormat naming both when neither exists.
 ImageProcessorConfig load_image_processor_config(const std::string& model_dir);
 
-// Resizes an 8-bit RGB image as Pillow's Image.resize((width, height), filter) does.
+// Resizes an 8-bit RGB image as Pillow's Image.resize((width, height), filter) does (Pillow 13's pass order).
 RgbImage resize_image(const RgbImage& image, int64_t width, int64_t height, Resample filter);
 // LLaVA's expand-to-square: the image centered on a square of `fill`, as LlavaImageProcessor pads.
 RgbImage pad_to_square(const RgbImage& image, const std::array<uint8_t, 3>& fill);

@@ -2,7 +2,8 @@
 // processors (CLIPImageProcessorPil, LlavaImageProcessorPil; fixtures from
 // tools/reference/make_vision_fixtures.py) on the same files: pixel_values of every image under a CLIP
 // config (shortest-edge bicubic, center crop), LLaVA's pad-to-square with a non-square crop, and a fixed
-// bilinear resize without crop. The bound is stated before normalization, in 8-bit levels.
+// bilinear resize without crop. The bound is stated before normalization, in 8-bit levels: one level,
+// for rounding that may differ between Pillow versions.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -48,7 +49,7 @@ TEST(Preprocess, PixelValuesMatchTransformers) {
       }
       std::printf("%-15s %-12s [3, %lld, %lld] max difference %.4f/255\n", pname, iname,
                   static_cast<long long>(px.dim(1)), static_cast<long long>(px.dim(2)), worst);
-      EXPECT_LE(worst, 2.0 + 1e-3) << pname << " " << iname;
+      EXPECT_LE(worst, 1.0 + 1e-3) << pname << " " << iname;  // measured: 0 everywhere (Pillow 13)
       worst_levels = std::max(worst_levels, worst);
     }
   }
