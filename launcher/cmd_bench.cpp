@@ -188,7 +188,10 @@ int bench_decode(int argc, char** argv) {
   flags.insert(flags.end(), {{"batch", true, "sequences decoded together (default 1)"},
                              {"prompt-len", true, "prompt tokens per sequence (default 16)"},
                              {"n", true, "tokens to generate per sequence (default 64)"},
-                             {"mib", true, "buffer for the bandwidth measurement (default 1024; not with --plan)"}});
+                             {"mib", true, "buffer for the bandwidth measurement (default 1024; not with --plan)"},
+                             {"skip-all-reduces", false,
+                              "timing only, with --plan: skip the TP all-reduces (outputs are wrong; bench scaling "
+                              "measures exposed communication this way)"}});
   const Args args("bench decode", flags, argc, argv, 3);
   SessionOptions options = session_options(args);
   return run_with_plan(args, options, [&](const SessionOptions& o, RankRuntime* rank) { return run_decode(args, o, rank); });
