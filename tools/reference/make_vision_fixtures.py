@@ -158,8 +158,10 @@ LLAVA = {
     "llava_t5": dict(vision=dict(hidden_act="quick_gelu"), layer=-2, strategy="default", projector_act="gelu",
                      seed=11),
     # The last layer, "full" (keeps the class token), exact GELU tower, tanh-GELU projector.
+    # Stored in bf16 (the weights are rounded to bf16 before the reference runs, in f32): half the bytes,
+    # and the bf16 path of the loader.
     "llava_t4": dict(vision=dict(hidden_act="gelu"), layer=-1, strategy="full", projector_act="gelu_pytorch_tanh",
-                     seed=12),
+                     seed=12, bf16=True),
 }
 
 TEXT = dict(vocab_size=160, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
@@ -193,6 +195,8 @@ def write_llava(out, name, spec):
                 p.copy_(0.5 * torch.randn_like(p))
             else:
                 p.copy_(0.15 * torch.randn_like(p))
+            if spec.get("bf16"):
+                p.copy_(p.to(torch.bfloat16).float())
     d = os.path.join(out, name)
     os.makedirs(d, exist_ok=True)
     model.save_pretrained(d, safe_serialization=True)
@@ -233,6 +237,7 @@ def write_llava(out, name, spec):
     saved = load_file(path)
     assert any(k.startswith("vision_tower.embeddings.") for k in saved), sorted(saved)[:4]
     if name == "llava_t4":
+        saved = {k: v.to(torch.bfloat16) for k, v in saved.items()} if spec.get("bf16") else saved
         save_file(to_t4_names(saved), path, metadata={"format": "pt"})
     print(name, "features", tuple(feats.shape))
 

@@ -1,8 +1,8 @@
 // tests/runtime/vision/llava_vision_test.cpp: the LLaVA vision side (CLIP tower + projector) on the CPU
 // backend against transformers' LlavaForConditionalGeneration.get_image_features for tiny random models
-// (tools/reference/make_vision_fixtures.py): llava_t5 as transformers 5 saves it (layer -2, "default"
-// select, QuickGELU, GELU projector), llava_t4 with transformers 4 names (last layer, "full" select, GELU
-// tower, tanh-GELU projector). The whole path from the image file: decode, preprocess, encode.
+// (tools/reference/make_vision_fixtures.py): llava_t5 as transformers 5 saves it (f32; layer -2, "default"
+// select, QuickGELU, GELU projector), llava_t4 with transformers 4 names (bf16; last layer, "full" select,
+// GELU tower, tanh-GELU projector). The whole path from the image file: decode, preprocess, encode.
 #include <gtest/gtest.h>
 
 #include <cmath>
