@@ -1,10 +1,11 @@
 // tests/e2e/image_cli_test.cpp: `strata generate --image` and `strata logits --image` on a tiny random
 // LLaVA (tests/fixtures/vision/llava_t5, made by tools/reference/make_vision_fixtures.py): the greedy
-// tokens transformers generates, the last position's logits, and bad images ending the command with a
-// message that names the file.
+// tokens transformers generates (on one rank and under TP2 x PP2), the last position's logits, and bad
+// images ending the command with a message that names the file.
 #include <gtest/gtest.h>
 
 #include <boost/json.hpp>
+#include <cstdio>
 #include <fstream>
 #include <sstream>
 
@@ -33,6 +34,21 @@ TEST(ImageCli, GenerateGivesTransformersGreedyTokens) {
   const auto r = test::run_command(test::strata_binary() + " generate --model " + model() + " --prompt-ids \"" +
                                    joined(ids.at("prompt_ids").as_array()) + "\" --image " + model() +
                                    "/image.png -n 8 --ignore-eos --print-ids");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("ids: " + joined(ids.at("greedy_continuation").as_array())), std::string::npos) << r.output;
+}
+
+TEST(ImageCli, TensorAndPipelineParallelGiveTheSameTokens) {
+  // Every rank encodes the image (the tower is replicated); the first stage splices it after the TP
+  // all-reduce of the embedding.
+  const boost::json::value ids = fixture_ids();
+  const std::string plan = test::temp_dir("image_cli") + "/tp2pp2.yaml";
+  std::FILE* f = std::fopen(plan.c_str(), "w");
+  std::fprintf(f, "model:\n  path: %s\nparallel:\n  tensor: 2\n  pipeline: 2\n", model().c_str());
+  std::fclose(f);
+  const auto r = test::run_command(test::mpirun(4) + test::strata_binary() + " generate --plan " + plan +
+                                   " --prompt-ids \"" + joined(ids.at("prompt_ids").as_array()) + "\" --image " +
+                                   model() + "/image.png -n 8 --ignore-eos --print-ids");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("ids: " + joined(ids.at("greedy_continuation").as_array())), std::string::npos) << r.output;
 }
