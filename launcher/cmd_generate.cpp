@@ -3,8 +3,10 @@
 #include <cstdio>
 
 #include <algorithm>
+#include <optional>
 
 #include "launcher/commands.h"
+#include "launcher/image_input.h"
 #include "launcher/rank_runtime.h"
 #include "launcher/session_flags.h"
 #include "runtime/error.h"
@@ -19,6 +21,7 @@ std::vector<FlagSpec> generate_flags() {
   flags.insert(flags.end(), {
       {"prompt", true, "prompt text (needs a tokenizer)"},
       {"prompt-ids", true, "prompt token ids, e.g. \"1 2 3\""},
+      {"image", true, "image file (JPEG, PNG, WebP) for a LLaVA model's image placeholder"},
       {"n", true, "tokens to generate (default 64)"},
       {"temperature", true, "0 = greedy (default)"},
       {"top-k", true, "keep the k most likely tokens (0 = off)"},
@@ -49,6 +52,12 @@ int generate(const Args& args, SessionOptions options, RankRuntime* rank, const 
   const std::unique_ptr<ModelSession> owned = open_session(options, rank);
   ModelSession& session = *owned;
   request.prompt = prompt_from_args(args, session);
+  std::optional<ImagePrompt> image;
+  if (args.has("image")) {
+    STRATA_CHECK(args.integer("batch", 1, 1, 4096) == 1, "--image runs one sequence; drop --batch");
+    image = image_prompt(options.model_path, session.backend(), request.prompt, {args.str("image")});
+    request.prompt = image->ids;
+  }
   const ModelConfig& config = session.config();
   STRATA_CHECK(static_cast<int64_t>(request.prompt.size()) + n <= config.max_seq, "prompt (", request.prompt.size(),
                " tokens) + -n ", n, " exceeds the model's context of ", config.max_seq, " tokens; lower -n");
@@ -77,7 +86,7 @@ int generate(const Args& args, SessionOptions options, RankRuntime* rank, const 
     if (!stream || r != 0) return;
     std::printf("%s", decoder->push(token).c_str());
     std::fflush(stdout);
-  });
+  }, image ? &image->splice : nullptr);
   if (!prints) return 0;
   if (stream) std::printf("%s\n", decoder->flush().c_str());
   if (args.has("print-ids")) {

@@ -3,9 +3,11 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 #include "launcher/commands.h"
+#include "launcher/image_input.h"
 #include "launcher/rank_runtime.h"
 #include "launcher/session_flags.h"
 #include "runtime/error.h"
@@ -44,6 +46,7 @@ int cmd_logits(int argc, char** argv) {
   std::vector<FlagSpec> flags = session_flags();
   flags.insert(flags.end(), {{"prompt", true, "prompt text"},
                              {"prompt-ids", true, "prompt token ids"},
+                             {"image", true, "image file (JPEG, PNG, WebP) for a LLaVA model's image placeholder"},
                              {"json", false, "print JSON (the default)"},
                              {"all", false, "print every position, not only the last"}});
   const Args args("logits", flags, argc, argv, 2);
@@ -56,9 +59,14 @@ namespace {
 int print_logits(const Args& args, const SessionOptions& options, RankRuntime* rank) {
   const std::unique_ptr<ModelSession> owned = open_session(options, rank);
   ModelSession& session = *owned;
-  const std::vector<int32_t> ids = prompt_from_args(args, session);
+  std::vector<int32_t> ids = prompt_from_args(args, session);
+  std::optional<ImagePrompt> image;
+  if (args.has("image")) {
+    image = image_prompt(options.model_path, session.backend(), ids, {args.str("image")});
+    ids = image->ids;
+  }
   session.prepare(static_cast<int64_t>(ids.size()) + 16);
-  const Tensor logits = session.generator().score(ids);
+  const Tensor logits = session.generator().score(ids, image ? &image->splice : nullptr);
   if (rank != nullptr && !rank->prints()) return 0;
   const int64_t V = logits.dim(1), T = logits.dim(0);
   const int64_t first = args.has("all") ? 0 : T - 1;

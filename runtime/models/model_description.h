@@ -24,7 +24,12 @@ enum class TpSplit : uint8_t {
 const char* tp_split_name(TpSplit split);
 
 // A symbolic size of the config, so the table states shapes once for every model of the family.
-enum class Dim : uint8_t { kHidden, kVocab, kQ, kKv, kFfn };  // kQ = n_heads * head_dim, kKv likewise
+// kQ = n_heads * head_dim, kKv likewise. The kVision* sizes are ModelConfig::vision's (a multimodal
+// model's vision tower); kHidden is also what its projector outputs.
+enum class Dim : uint8_t {
+  kHidden, kVocab, kQ, kKv, kFfn,
+  kVisionHidden, kVisionFfn, kVisionPositions, kVisionChannels, kVisionPatch
+};
 int64_t dim_size(Dim dim, const ModelConfig& config);
 const char* dim_name(Dim dim);  // as the config names it: "hidden", "n_heads * head_dim", "ffn", ...
 
@@ -33,7 +38,7 @@ const char* dim_name(Dim dim);  // as the config names it: "hidden", "n_heads * 
 enum class SlotRole : uint8_t { kEmbedding, kHead, kNorm, kBias, kAttention, kMlp };
 
 // When a slot exists in a model of the family.
-enum class SlotPresence : uint8_t { kAlways, kQkvBias, kUntiedHead };
+enum class SlotPresence : uint8_t { kAlways, kQkvBias, kUntiedHead, kProjectorBias };
 
 struct TensorSlot {
   std::string_view name;  // canonical (GGUF) name; per-layer slots without their "blk.N." prefix
@@ -59,10 +64,13 @@ struct ModelDescription {
   std::string_view family;           // "llama"
   std::string_view hf_layer_prefix;  // "model.layers." (then the layer index, '.', the slot's hf_name)
   std::vector<TensorSlot> slots;   // globals then per-layer slots, each in model order
+  std::string_view layer_prefix = "blk.";  // canonical per-layer prefix (then the layer index and '.')
 };
 
-// The description of an architecture (config.arch: llama, mistral, qwen2); throws kConfig naming the
-// architectures known.
+// The description of an architecture (config.arch: llama, mistral, qwen2), or of a multimodal model's
+// vision parts: "clip_vision" (a CLIP ViT tower; Hugging Face names relative to the tower's prefix,
+// canonical names those of llama.cpp's mmproj files) and "llava_projector" (relative to the projector's
+// prefix). Throws kConfig naming the descriptions known.
 const ModelDescription& model_description(std::string_view arch);
 inline const ModelDescription& model_description(const ModelConfig& config) { return model_description(config.arch); }
 
