@@ -23,6 +23,7 @@ set(STRATA_LAUNCHER_SOURCES
   http/remote_replicas.cpp
   http/replica_router.cpp
   http/routes.cpp
+  image_input.cpp
   kernel_options.cpp
   model_session.cpp
   progress.cpp

@@ -39,6 +39,10 @@ set(STRATA_RUNTIME_SOURCES
   model_config.cpp
   model_presets.cpp
   models/llama.cpp
+  models/llava_config.cpp
+  models/llava_prompt.cpp
+  models/llava_vision.cpp
+  models/llava_vision_weights.cpp
   models/model_description.cpp
   prefix_cache.cpp
   rope.cpp
@@ -59,6 +63,8 @@ set(STRATA_RUNTIME_SOURCES
   tokenizer/tokenizer_json_writer.cpp
   tokenizer/unicode.cpp
   tokenizer/unicode_tables.cpp
+  vision/image.cpp
+  vision/preprocess.cpp
   weights.cpp
   word_codec.cpp
 )
