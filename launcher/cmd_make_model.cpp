@@ -15,7 +15,7 @@ int cmd_make_model(int argc, char** argv) {
   for (const auto& p : model_preset_names()) presets += (presets.empty() ? "" : ", ") + p;
   const Args args("make-model", {{"preset", true, "shape: " + presets},
                                  {"format", true, "safetensors (default) or gguf"},
-                                 {"dtype", true, "f32, f16 (default), bf16; gguf also q8_0, q4_0"},
+                                 {"dtype", true, "f32, f16 (default), bf16; gguf also " + quantized_dtype_names()},
                                  {"seed", true, "random seed (default 1)"},
                                  {"out", true, "output directory (safetensors) or .gguf file"},
                                  {"help", false, "show this help"}},

@@ -22,7 +22,7 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 // Weights of `matmul` matrix elements and `small` norm/bias elements: quantized dtypes keep norms and
 // biases in f32 (as GGUF does), so only the matrices shrink.
 int64_t weight_bytes(DType dtype, int64_t matmul, int64_t small) {
-  const bool quantized = dtype == DType::kQ8_0 || dtype == DType::kQ4_0;
+  const bool quantized = dtype_is_quantized(dtype);
   return quantized ? dtype_bytes(dtype, matmul) + 4 * small : dtype_bytes(dtype, matmul + small);
 }
 

@@ -61,15 +61,17 @@ bool check_tensor(const Plan* plan, const ModelConfig& c, int tp, DType dtype, s
     fail(cat("parallel.tensor = ", tp, " does not divide the MLP width ffn = ", c.ffn,
              "; ffn_gate/ffn_up/ffn_down are split into ffn / tensor columns per rank"));
   if (!dtype_is_quantized(dtype) || !ok) return ok;
-  // Block-quantized rows store 32 consecutive input elements per block, so a row-parallel split of the
-  // input dim must land on block boundaries.
+  // Block-quantized rows store `block` consecutive input elements per block (32, or 256 for the K-quants),
+  // so a row-parallel split of the input dim must land on block boundaries.
+  const int64_t block = dtype_block_elems(dtype);
   auto block_split = [&](const char* tensors, int64_t whole, const char* what) {
     const int64_t local = whole / tp;
-    if (local % kQBlock == 0) return;
+    if (local % block == 0) return;
     fail(cat("with dtype ", dtype_name(dtype), ", ", tensors, " is split along its input dim into ", local,
-             " columns per rank (", what, " ", whole, " / tensor ", tp, "), not a multiple of the ", kQBlock,
-             "-element quantization block; pick a tensor size that keeps it a multiple of ", kQBlock,
-             " or an unquantized model.dtype (f16, bf16)"));
+             " columns per rank (", what, " ", whole, " / tensor ", tp, "), not a multiple of the ", block,
+             "-element ", dtype_name(dtype), " block, so a rank would hold part of a block; pick a tensor size ",
+             "that keeps it a multiple of ", block, ", a dtype with smaller blocks (q8_0, q4_0: 32) or an "
+             "unquantized model.dtype (f16, bf16)"));
   };
   block_split("blk.*.attn_output.weight", c.n_heads * c.head_dim, "n_heads * head_dim");
   block_split("blk.*.ffn_down.weight", c.ffn, "ffn");
@@ -296,9 +298,9 @@ std::vector<Diagnostic> validate_plan(const Plan& plan, const ModelConfig& confi
                         " ranks (mpirun -np ", plan.world_size(), ") or change the parallel sizes so that their product is ",
                         options.world_size)));
   const DType dtype = plan_dtype(plan, options);
-  if (dtype_is_quantized(dtype) && config.hidden % kQBlock != 0)
+  if (dtype_is_quantized(dtype) && config.hidden % dtype_block_elems(dtype) != 0)
     out.push_back(plan.diagnostic("model.dtype", cat("model.dtype ", dtype_name(dtype), " stores rows in blocks of ",
-                                                     kQBlock, " but the model's hidden size ", config.hidden,
+                                                     dtype_block_elems(dtype), " but the model's hidden size ", config.hidden,
                                                      " is not a multiple of it; use f16 or bf16")));
   check_tensor(&plan, config, par.tensor, dtype, &out);
   if (par.pipeline > config.n_layers)

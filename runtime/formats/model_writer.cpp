@@ -88,9 +88,9 @@ void encode_row(const float* x, int64_t n, DType dtype, uint8_t* dst) {
     case DType::kBF16:
       for (int64_t i = 0; i < n; ++i) reinterpret_cast<uint16_t*>(dst)[i] = f32_to_bf16(x[i]);
       break;
-    case DType::kQ8_0: quantize_row_q8_0(x, reinterpret_cast<BlockQ8_0*>(dst), n); break;
-    case DType::kQ4_0: quantize_row_q4_0(x, reinterpret_cast<BlockQ4_0*>(dst), n); break;
-    default: STRATA_THROW(ErrorKind::kInvalidArgument, "make-model cannot write dtype ", dtype_name(dtype));
+    default:
+      STRATA_CHECK(can_quantize(dtype), "make-model cannot write dtype ", dtype_name(dtype));
+      quantize_row(dtype, x, dst, n);
   }
 }
 
@@ -112,9 +112,9 @@ TensorSpec make_spec(const Plan& plan, const std::string& name, uint64_t seed) {
   spec.dtype = plan.dtype;
   DType value_dtype = plan.dtype;  // the precision a value is rounded to
   if (plan.gguf && vector) spec.dtype = DType::kF32;  // GGUF keeps norms and biases f32, like llama.cpp
-  if (dtype_is_quantized(spec.dtype) && cols % kQBlock != 0) {
-    LOG_WARN("make-model: ", name, " has rows of ", cols, " elements, not a multiple of ", kQBlock,
-             "; writing it as f16");
+  if (dtype_is_quantized(spec.dtype) && cols % dtype_block_elems(spec.dtype) != 0) {
+    LOG_WARN("make-model: ", name, " has rows of ", cols, " elements, not a multiple of the ",
+             dtype_block_elems(spec.dtype), "-element ", dtype_name(spec.dtype), " block; writing it as f16");
     spec.dtype = value_dtype = DType::kF16;
   }
   if (dtype_is_quantized(value_dtype)) value_dtype = DType::kF32;
@@ -170,11 +170,33 @@ std::vector<float> llama3_rope_factors(const ModelConfig& c) {
   return f;
 }
 
+// llama.cpp's LLAMA_FTYPE_* for a file whose matrices are all `dtype` (K-quants: the _M mixes' ids are
+// not claimed, since every matrix has the one type).
+uint32_t llama_file_type(DType dtype) {
+  switch (dtype) {
+    case DType::kF32: return 0;
+    case DType::kF16: return 1;
+    case DType::kQ4_0: return 2;
+    case DType::kQ4_1: return 3;
+    case DType::kQ8_0: return 7;
+    case DType::kQ5_0: return 8;
+    case DType::kQ5_1: return 9;
+    case DType::kQ2_K: return 10;
+    case DType::kQ3_K: return 11;  // Q3_K_S: all Q3_K
+    case DType::kQ4_K: return 14;  // Q4_K_S
+    case DType::kQ5_K: return 16;  // Q5_K_S
+    case DType::kQ6_K: return 18;
+    case DType::kIQ4_NL: return 25;
+    case DType::kIQ4_XS: return 30;
+    case DType::kBF16: return 32;
+    default: return 0;
+  }
+}
+
 std::vector<std::pair<std::string, GgufValue>> gguf_metadata(const ModelConfig& c, const TokenizerData& tok,
                                                              const std::string& model_name, DType dtype) {
   const std::string a = c.arch + ".";
-  const uint32_t file_type = dtype == DType::kF32 ? 0 : dtype == DType::kF16 ? 1 : dtype == DType::kQ4_0 ? 2
-                           : dtype == DType::kQ8_0 ? 7 : 32;  // llama.cpp's LLAMA_FTYPE_*
+  const uint32_t file_type = llama_file_type(dtype);
   std::vector<std::pair<std::string, GgufValue>> md = {
       {"general.architecture", GgufValue::str(c.arch)},
       {"general.name", GgufValue::str(model_name)},
@@ -262,8 +284,8 @@ void make_model(const MakeModelOptions& o) {
   plan.gguf = o.format == "gguf";
   STRATA_CHECK(plan.dtype == DType::kF32 || plan.dtype == DType::kF16 || plan.dtype == DType::kBF16 ||
                    (plan.gguf && dtype_is_quantized(plan.dtype)),
-               "make-model cannot write dtype ", o.dtype, " as ", o.format,
-               "; use f32, f16 or bf16 (q8_0 and q4_0 with --format gguf)");
+               "make-model cannot write dtype ", o.dtype, " as ", o.format, "; use f32, f16 or bf16 (",
+               quantized_dtype_names(), " with --format gguf)");
   plan.permute_qk = plan.gguf && plan.config.arch != "qwen2";
 
   TokenizerData tok = make_synthetic_tokenizer(plan.config.vocab_size);
