@@ -117,12 +117,15 @@ const uint8_t* nibbles_of(const Block& b) {
 float dot_q8_0(const ActBlock* a, const BlockQ8_0* w, int64_t nb) {
   float sum = 0.f;
 #ifdef STRATA_QDOT_AVX2
-  __m256 acc = _mm256_setzero_ps();
-  for (int64_t b = 0; b < nb; ++b) {
+  __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+  auto step = [&](int64_t b, int lane) {
     const __m256i p = dot_s8(load32(w[b].q), load32(a[b].q));
-    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(half(w[b].scale) * a[b].d), acc);
-  }
-  sum = hsum(acc);
+    acc[lane] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(half(w[b].scale) * a[b].d), acc[lane]);
+  };
+  int64_t b = 0;
+  for (; b + 1 < nb; b += 2) step(b, 0), step(b + 1, 1);
+  if (b < nb) step(b, 0);
+  sum = hsum(_mm256_add_ps(acc[0], acc[1]));
 #else
   for (int64_t b = 0; b < nb; ++b) {
     int s = 0;
@@ -145,16 +148,22 @@ float dot_legacy(const ActBlock* a, const Block* w, int64_t nb) {
     }
   };
 #ifdef STRATA_QDOT_AVX2
-  __m256 acc = _mm256_setzero_ps();
-  for (int64_t b = 0; b < nb; ++b) {
+  // Two blocks a step into separate accumulators: the FMA latency chains stay off the critical path.
+  __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+  float off[2] = {0.f, 0.f};
+  auto step = [&](int64_t b, int lane) {
     const Block& blk = w[b];
     const float d = half(scale_of(blk));
     __m256i u = nibbles16(nibbles_of(blk));
     if constexpr (kFifthBit) u = _mm256_or_si256(u, bits_to_0x10(load_u32(blk.qh)));
-    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_u8(u, load32(a[b].q))), _mm256_set1_ps(d * a[b].d), acc);
-    offsets += offset_of(blk, d) * a[b].s;
-  }
-  sum = hsum(acc);
+    acc[lane] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_u8(u, load32(a[b].q))), _mm256_set1_ps(d * a[b].d), acc[lane]);
+    off[lane] += offset_of(blk, d) * a[b].s;
+  };
+  int64_t b = 0;
+  for (; b + 1 < nb; b += 2) step(b, 0), step(b + 1, 1);
+  if (b < nb) step(b, 0);
+  sum = hsum(_mm256_add_ps(acc[0], acc[1]));
+  offsets = off[0] + off[1];
 #else
   for (int64_t b = 0; b < nb; ++b) {
     const Block& blk = w[b];
@@ -181,13 +190,16 @@ float dot_legacy(const ActBlock* a, const Block* w, int64_t nb) {
 
 float dot_iq4_nl(const ActBlock* a, const BlockIQ4_NL* w, int64_t nb) {
 #ifdef STRATA_QDOT_AVX2
-  __m256 acc = _mm256_setzero_ps();
+  __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
   const __m256i table = iq4_table();
-  for (int64_t b = 0; b < nb; ++b) {
+  auto step = [&](int64_t b, int lane) {
     const __m256i p = dot_s8(_mm256_shuffle_epi8(table, nibbles16(w[b].qs)), load32(a[b].q));
-    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(half(w[b].d) * a[b].d), acc);
-  }
-  return hsum(acc);
+    acc[lane] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(half(w[b].d) * a[b].d), acc[lane]);
+  };
+  int64_t b = 0;
+  for (; b + 1 < nb; b += 2) step(b, 0), step(b + 1, 1);
+  if (b < nb) step(b, 0);
+  return hsum(_mm256_add_ps(acc[0], acc[1]));
 #else
   float sum = 0.f;
   for (int64_t b = 0; b < nb; ++b) sum += half(w[b].d) * a[b].d * dot_iq4_block(a[b], w[b].qs);
@@ -197,7 +209,7 @@ float dot_iq4_nl(const ActBlock* a, const BlockIQ4_NL* w, int64_t nb) {
 
 float dot_iq4_xs(const ActBlock* a, const BlockIQ4_XS* w, int64_t nsb) {
 #ifdef STRATA_QDOT_AVX2
-  __m256 acc = _mm256_setzero_ps();
+  __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
   const __m256i table = iq4_table();
   for (int64_t s = 0; s < nsb; ++s, a += 8) {
     const BlockIQ4_XS& blk = w[s];
@@ -205,10 +217,10 @@ float dot_iq4_xs(const ActBlock* a, const BlockIQ4_XS* w, int64_t nsb) {
     for (int j = 0; j < 8; ++j) {
       const int ls = (((blk.scales_l[j / 2] >> (4 * (j % 2))) & 0x0f) | ((blk.scales_h >> (2 * j)) & 3) << 4) - 32;
       const __m256i p = dot_s8(_mm256_shuffle_epi8(table, nibbles16(blk.qs + 16 * j)), load32(a[j].q));
-      acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d * static_cast<float>(ls) * a[j].d), acc);
+      acc[j % 2] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d * static_cast<float>(ls) * a[j].d), acc[j % 2]);
     }
   }
-  return hsum(acc);
+  return hsum(_mm256_add_ps(acc[0], acc[1]));
 #else
   float sum = 0.f;
   for (int64_t s = 0; s < nsb; ++s, a += 8) {
@@ -228,7 +240,8 @@ template <bool kFifthBit>
 float dot_q45_k(const ActBlock* a, const void* row, int64_t nsb) {
   float sum = 0.f, mins = 0.f;
 #ifdef STRATA_QDOT_AVX2
-  __m256 acc = _mm256_setzero_ps();
+  __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+  float min_acc[2] = {0.f, 0.f};
 #endif
   for (int64_t s = 0; s < nsb; ++s, a += 8) {
     const uint8_t *packed, *qs, *qh = nullptr;
@@ -253,9 +266,9 @@ float dot_q45_k(const ActBlock* a, const void* row, int64_t nsb) {
           u = _mm256_or_si256(u, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(high_bits, j + h),
                                                                      _mm256_set1_epi8(1)), 4));
         const ActBlock& ab = a[j + h];
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_u8(u, load32(ab.q))),
-                              _mm256_set1_ps(d * static_cast<float>(sc) * ab.d), acc);
-        mins += dmin * static_cast<float>(m) * ab.s;
+        acc[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_u8(u, load32(ab.q))),
+                                 _mm256_set1_ps(d * static_cast<float>(sc) * ab.d), acc[h]);
+        min_acc[h] += dmin * static_cast<float>(m) * ab.s;
       }
     }
 #else
@@ -272,7 +285,8 @@ float dot_q45_k(const ActBlock* a, const void* row, int64_t nsb) {
 #endif
   }
 #ifdef STRATA_QDOT_AVX2
-  sum = hsum(acc);
+  sum = hsum(_mm256_add_ps(acc[0], acc[1]));
+  mins = min_acc[0] + min_acc[1];
 #endif
   return sum - mins;
 }
