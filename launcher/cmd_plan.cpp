@@ -203,9 +203,15 @@ int cmd_plan(int argc, char** argv) {
   const parallel::Plan& plan = parsed.plan;
   ModelConfig config;
   std::string source;
+  parallel::PartitionOptions options;
+  auto read_checkpoint = [&](const std::string& at) {  // its quantized types join the TP block checks
+    const auto checkpoint = open_checkpoint(at);
+    config = checkpoint->config();
+    options.default_dtype = parallel::checkpoint_split_dtype(*checkpoint, options.default_dtype);
+  };
   if (args.has("model")) {
     source = args.str("model");
-    config = open_checkpoint(source)->config();
+    read_checkpoint(source);
   } else if (!plan.model.shape.empty()) {
     source = "shape " + plan.model.shape;
     config = model_preset(plan.model.shape);
@@ -214,10 +220,11 @@ int cmd_plan(int argc, char** argv) {
                       plan.model.path, "' does not exist; pass --model PATH or add model.shape to check the plan "
                       "without the weights");
     source = plan.model.path;
-    config = open_checkpoint(source)->config();
+    read_checkpoint(source);
   }
   const int world = static_cast<int>(args.integer("world", plan.world_size(), 1, 1 << 20));
-  const std::vector<parallel::Diagnostic> diagnostics = parallel::validate_plan(plan, config, world);
+  options.world_size = world;
+  const std::vector<parallel::Diagnostic> diagnostics = parallel::validate_plan(plan, config, options);
   std::string warnings;
   for (const auto& d : parsed.diagnostics) warnings += d.str() + "\n";
   for (const auto& d : diagnostics) warnings += d.str() + "\n";
@@ -225,7 +232,7 @@ int cmd_plan(int argc, char** argv) {
     std::fprintf(stderr, "%s", warnings.c_str());
     return 1;
   }
-  const parallel::Partition partition = parallel::make_partition(plan, config, world);
+  const parallel::Partition partition = parallel::make_partition(plan, config, options);
   std::printf("plan %s checked against %s\n%s", path.c_str(), source.c_str(),
               parallel::describe(plan, config, partition).c_str());
   std::printf("%s", describe_offload(args, plan, partition).c_str());

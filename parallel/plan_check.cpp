@@ -334,4 +334,16 @@ void check_plan(const Plan& plan, const ModelConfig& config, const PartitionOpti
   throw_if_errors(validate_plan(plan, config, options));
 }
 
+DType checkpoint_split_dtype(const Checkpoint& checkpoint, DType fallback) {
+  DType out = fallback;
+  for (int64_t l = 0; l < checkpoint.config().n_layers; ++l)
+    for (const char* t : {"attn_output", "ffn_down"}) {
+      const std::string name = cat("blk.", l, ".", t, ".weight");
+      if (!checkpoint.has(name)) continue;
+      const DType d = checkpoint.entry(name).dtype;
+      if (dtype_is_quantized(d) && (!dtype_is_quantized(out) || dtype_block_elems(d) > dtype_block_elems(out))) out = d;
+    }
+  return out;
+}
+
 }  // namespace strata::parallel

@@ -6,6 +6,7 @@
 
 #include "parallel/partition.h"
 #include "parallel/plan.h"
+#include "runtime/formats/checkpoint.h"
 #include "runtime/model_config.h"
 
 namespace strata::parallel {
@@ -18,5 +19,10 @@ void check_plan(const Plan& plan, const ModelConfig& config, const PartitionOpti
 
 // Tensor sizes that satisfy the head, KV-head, ffn and quantization rules for `config` in `dtype`.
 std::vector<int> valid_tensor_sizes(const ModelConfig& config, DType dtype);
+
+// The dtype whose blocks a row-parallel split of `checkpoint` must keep whole, for a plan without
+// model.dtype: of its attn_output and ffn_down matrices, the block-quantized one with the largest block
+// (a llama-quantize Q4_K_M file: q4_k / q6_k, 256 elements); `fallback` when none is quantized.
+DType checkpoint_split_dtype(const Checkpoint& checkpoint, DType fallback);
 
 }  // namespace strata::parallel
