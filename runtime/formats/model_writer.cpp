@@ -97,9 +97,20 @@ void encode_row(const float* x, int64_t n, DType dtype, uint8_t* dst) {
 struct Plan {
   ModelConfig config;
   DType dtype;
+  bool q4_k_m = false;  // the Q4_K_M mix: q6_k for the tensors q6_k_for() names, q4_k for the other matrices
   bool gguf;
   bool permute_qk;  // GGUF of arch llama/mistral: adjacent-pair rows
 };
+
+// Which matrices the Q4_K_M mix keeps at 6 bits, after llama-quantize's rule: the output head, and
+// attn_v / ffn_down in the first and last eighth of the layers and every third layer between.
+bool q6_k_for(const std::string& name, int64_t n_layers) {
+  if (name == "output.weight") return true;
+  if (name.rfind("blk.", 0) != 0) return false;
+  if (name.find(".attn_v.weight") == std::string::npos && name.find(".ffn_down.weight") == std::string::npos) return false;
+  const int64_t layer = std::stoll(name.substr(4));
+  return layer < n_layers / 8 || layer >= 7 * n_layers / 8 || (layer - n_layers / 8) % 3 == 2;
+}
 
 // The spec of one canonical tensor in the chosen layout.
 TensorSpec make_spec(const Plan& plan, const std::string& name, uint64_t seed) {
@@ -109,8 +120,9 @@ TensorSpec make_spec(const Plan& plan, const std::string& name, uint64_t seed) {
   spec.shape = expected_tensor_shape(c, name);
   const bool vector = spec.shape.size() == 1;
   const int64_t cols = vector ? 1 : spec.shape[1];
-  spec.dtype = plan.dtype;
-  DType value_dtype = plan.dtype;  // the precision a value is rounded to
+  const DType dtype = plan.q4_k_m && q6_k_for(name, c.n_layers) ? DType::kQ6_K : plan.dtype;
+  spec.dtype = dtype;
+  DType value_dtype = dtype;  // the precision a value is rounded to
   if (plan.gguf && vector) spec.dtype = DType::kF32;  // GGUF keeps norms and biases f32, like llama.cpp
   if (dtype_is_quantized(spec.dtype) && cols % dtype_block_elems(spec.dtype) != 0) {
     LOG_WARN("make-model: ", name, " has rows of ", cols, " elements, not a multiple of the ",
@@ -278,14 +290,15 @@ Tensor random_model_tensor(const ModelConfig& config, const std::string& name, u
 void make_model(const MakeModelOptions& o) {
   Plan plan;
   plan.config = resolve_config(o);
-  plan.dtype = dtype_from_name(o.dtype);
+  plan.q4_k_m = o.dtype == "q4_k_m";
+  plan.dtype = plan.q4_k_m ? DType::kQ4_K : dtype_from_name(o.dtype);
   STRATA_CHECK(o.format == "safetensors" || o.format == "gguf", "make-model format '", o.format,
                "' is unknown; use safetensors or gguf");
   plan.gguf = o.format == "gguf";
   STRATA_CHECK(plan.dtype == DType::kF32 || plan.dtype == DType::kF16 || plan.dtype == DType::kBF16 ||
                    (plan.gguf && dtype_is_quantized(plan.dtype)),
                "make-model cannot write dtype ", o.dtype, " as ", o.format, "; use f32, f16 or bf16 (",
-               quantized_dtype_names(), " with --format gguf)");
+               quantized_dtype_names(), ", q4_k_m with --format gguf)");
   plan.permute_qk = plan.gguf && plan.config.arch != "qwen2";
 
   TokenizerData tok = make_synthetic_tokenizer(plan.config.vocab_size);
@@ -306,7 +319,11 @@ void make_model(const MakeModelOptions& o) {
       std::memcpy(t.raw(), factors.data(), factors.size() * 4);
       specs.push_back(tensor_spec_of("rope_freqs.weight", t));
     }
-    write_gguf(path, gguf_metadata(plan.config, tok, model_name, plan.dtype), specs, o.threads);
+    auto metadata = gguf_metadata(plan.config, tok, model_name, plan.dtype);
+    if (plan.q4_k_m)
+      for (auto& [key, value] : metadata)
+        if (key == "general.file_type") value = GgufValue::u32(15);  // LLAMA_FTYPE_MOSTLY_Q4_K_M
+    write_gguf(path, metadata, specs, o.threads);
     return;
   }
   const fs::path dir(path);

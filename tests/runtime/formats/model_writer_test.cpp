@@ -281,6 +281,31 @@ TEST(MakeModel, EveryGgufTypeDequantizesToTheRandomWeights) {
   }
 }
 
+// The q4_k_m mix, as llama-quantize lays it out: q6_k for the head and for attn_v / ffn_down in layers
+// i < n/8, i >= 7n/8 and (i - n/8) % 3 == 2 (n = 8: layers 0, 3, 6, 7), q4_k for every other matrix.
+TEST(MakeModel, Q4KMMixesQ4KAndQ6KPerTensor) {
+  ModelConfig c = model_preset("tiny");
+  c.n_layers = 8, c.n_heads = 4, c.n_kv_heads = 4, c.head_dim = 64, c.hidden = 256, c.ffn = 512;
+  MakeModelOptions o;
+  o.config = c;
+  o.format = "gguf";
+  o.dtype = "q4_k_m";
+  o.out = test::scratch_dir() + "/mix.gguf";
+  make_model(o);
+  const auto gg = open_checkpoint(o.out);
+  EXPECT_EQ(gg->entry("output.weight").dtype, DType::kQ6_K);
+  EXPECT_EQ(gg->entry("token_embd.weight").dtype, DType::kQ4_K);
+  EXPECT_EQ(gg->entry("output_norm.weight").dtype, DType::kF32);
+  for (int l = 0; l < 8; ++l) {
+    const std::string p = "blk." + std::to_string(l) + ".";
+    const DType more = (l == 0 || l == 3 || l == 6 || l == 7) ? DType::kQ6_K : DType::kQ4_K;
+    EXPECT_EQ(gg->entry(p + "attn_v.weight").dtype, more) << l;
+    EXPECT_EQ(gg->entry(p + "ffn_down.weight").dtype, more) << l;
+    EXPECT_EQ(gg->entry(p + "attn_k.weight").dtype, DType::kQ4_K) << l;
+    EXPECT_EQ(gg->entry(p + "ffn_up.weight").dtype, DType::kQ4_K) << l;
+  }
+}
+
 TEST(MakeModel, BytesDoNotDependOnThreadCount) {
   const std::string dir = test::scratch_dir();
   MakeModelOptions o;
