@@ -39,7 +39,8 @@ struct BlockQ2_K {
   uint8_t qs[kQKBlock / 4];
   uint16_t d, dmin;
 };
-// 256 elements, 16 sub-blocks of 16: y = d * (scale - 32) * (q2 - (hmask bit ? 0 : 4)), 6-bit scales packed in 12 bytes.
+// 256 elements, 16 sub-blocks of 16: y = d * (scale - 32) * (q2 - (hmask bit ? 0 : 4)), 6-bit scales packed
+// in 12 bytes.
 struct BlockQ3_K {
   uint8_t hmask[kQKBlock / 8];
   uint8_t qs[kQKBlock / 4];
@@ -115,7 +116,8 @@ inline void q3k_scales(const uint8_t* packed, int8_t* out) {
   std::memcpy(w, packed, 12);
   constexpr uint32_t kLow = 0x0f0f0f0fu, kHigh = 0x03030303u;
   const uint32_t words[4] = {(w[0] & kLow) | (w[2] & kHigh) << 4, (w[1] & kLow) | (w[2] >> 2 & kHigh) << 4,
-                             (w[0] >> 4 & kLow) | (w[2] >> 4 & kHigh) << 4, (w[1] >> 4 & kLow) | (w[2] >> 6 & kHigh) << 4};
+                             (w[0] >> 4 & kLow) | (w[2] >> 4 & kHigh) << 4,
+                             (w[1] >> 4 & kLow) | (w[2] >> 6 & kHigh) << 4};
   uint8_t u[16];
   std::memcpy(u, words, 16);
   for (int i = 0; i < 16; ++i) out[i] = static_cast<int8_t>(u[i] - 32);

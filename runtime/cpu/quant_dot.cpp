@@ -68,7 +68,8 @@ inline __m256i dot_u8(__m256i u, __m256i x) {
 }
 // Same with per-16 integer scales: elements 0..15 times s0, 16..31 times s1.
 inline __m256i dot_u8_scaled(__m256i u, __m256i x, int s0, int s1) {
-  const __m256i scales = _mm256_set_m128i(_mm_set1_epi16(static_cast<int16_t>(s1)), _mm_set1_epi16(static_cast<int16_t>(s0)));
+  const __m256i scales =
+      _mm256_set_m128i(_mm_set1_epi16(static_cast<int16_t>(s1)), _mm_set1_epi16(static_cast<int16_t>(s0)));
   return _mm256_madd_epi16(_mm256_maddubs_epi16(u, x), scales);
 }
 // Signed codes x signed activations (the sign moves onto the activation).
@@ -217,7 +218,8 @@ float dot_iq4_xs(const ActBlock* a, const BlockIQ4_XS* w, int64_t nsb) {
     for (int j = 0; j < 8; ++j) {
       const int ls = (((blk.scales_l[j / 2] >> (4 * (j % 2))) & 0x0f) | ((blk.scales_h >> (2 * j)) & 3) << 4) - 32;
       const __m256i p = dot_s8(_mm256_shuffle_epi8(table, nibbles16(blk.qs + 16 * j)), load32(a[j].q));
-      acc[j % 2] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d * static_cast<float>(ls) * a[j].d), acc[j % 2]);
+      const __m256 scale = _mm256_set1_ps(d * static_cast<float>(ls) * a[j].d);
+      acc[j % 2] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), scale, acc[j % 2]);
     }
   }
   return hsum(_mm256_add_ps(acc[0], acc[1]));
@@ -417,7 +419,8 @@ void quantize_activations(const float* x, int64_t k, ActBlock* out) {
     for (int i = 0; i < 4; ++i) q[i] = _mm256_cvtps_epi32(_mm256_mul_ps(v[i], _mm256_set1_ps(inv)));  // round to even
     const __m256i q16a = _mm256_packs_epi32(q[0], q[1]), q16b = _mm256_packs_epi32(q[2], q[3]);
     // packs interleaves 128-bit lanes; the permute puts the 32 bytes back in element order.
-    const __m256i q8 = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(q16a, q16b), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    const __m256i q8 =
+        _mm256_permutevar8x32_epi32(_mm256_packs_epi16(q16a, q16b), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(a.q), q8);
 #else
     for (int i = 0; i < 32; ++i) a.q[i] = static_cast<int8_t>(std::nearbyint(x[i] * inv));
@@ -446,7 +449,8 @@ float dot_quant(const ActBlock* x, const void* row, DType dtype, int64_t k) {
     case DType::kQ6_K: return dot_q6_k(x, static_cast<const BlockQ6_K*>(row), nsb);
     case DType::kQ3_K: return dot_q3_k(x, static_cast<const BlockQ3_K*>(row), nsb);
     case DType::kQ2_K: return dot_q2_k(x, static_cast<const BlockQ2_K*>(row), nsb);
-    default: STRATA_THROW(ErrorKind::kInvalidArgument, "no quantized dot product for weights of dtype ", dtype_name(dtype));
+    default:
+      STRATA_THROW(ErrorKind::kInvalidArgument, "no quantized dot product for weights of dtype ", dtype_name(dtype));
   }
 }
 

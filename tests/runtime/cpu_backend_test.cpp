@@ -85,7 +85,8 @@ TEST_P(Matmul, MatchesDoubleReferenceWithinTheDtypeError) {
         acc += static_cast<double>(x.data<float>()[i * k + j]) * wt.data<float>()[j * n + r];
         if (quantized) {
           double amax = 0;
-          for (int64_t b = j / 32 * 32; b < j / 32 * 32 + 32; ++b) amax = std::max(amax, std::abs(double{x.data<float>()[i * k + b]}));
+          for (int64_t b = j / 32 * 32; b < j / 32 * 32 + 32; ++b)
+            amax = std::max(amax, std::abs(double{x.data<float>()[i * k + b]}));
           bound += std::abs(double{wt.data<float>()[j * n + r]}) * amax / 127 / 2;
         }
       }

@@ -116,8 +116,9 @@ TEST_P(QuantizedStories, TeacherForcedArgmaxFollowsTheF32Story) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Gguf, QuantizedStories,
-                         ::testing::Values(Case{DType::kQ8_0, 0.97}, Case{DType::kQ5_1, 0.93}, Case{DType::kQ5_0, 0.93},
-                                           Case{DType::kQ4_1, 0.83}, Case{DType::kQ4_0, 0.83}, Case{DType::kIQ4_NL, 0.83}),
+                         ::testing::Values(Case{DType::kQ8_0, 0.97}, Case{DType::kQ5_1, 0.93},
+                                           Case{DType::kQ5_0, 0.93}, Case{DType::kQ4_1, 0.83},
+                                           Case{DType::kQ4_0, 0.83}, Case{DType::kIQ4_NL, 0.83}),
                          [](const ::testing::TestParamInfo<Case>& p) { return std::string(dtype_name(p.param.dtype)); });
 
 }  // namespace

@@ -172,7 +172,8 @@ std::vector<uint8_t> patched_type(const std::string& path, const std::string& na
 TEST(BlockQuant, BadTypesSizesAndRowsAreCleanErrors) {
   const std::string path = test::scratch_dir() + "/bad.gguf";
   write_gguf(path, {{"general.architecture", GgufValue::str("llama")}},
-             {{"first.weight", quantized({2, 96}, DType::kQ4_0, 1)}, {"second.weight", quantized({2, 96}, DType::kQ4_0, 2)}});
+             {{"first.weight", quantized({2, 96}, DType::kQ4_0, 1)},
+              {"second.weight", quantized({2, 96}, DType::kQ4_0, 2)}});
   const std::vector<uint8_t> good = test::read_bytes(path);
   ASSERT_NO_THROW(parse_gguf_buffer(good.data(), good.size(), path));
 
