@@ -77,7 +77,8 @@ struct ServerCore {
 
 class Session final : public Exchange, public std::enable_shared_from_this<Session> {
  public:
-  Session(tcp::socket&& socket, ServerCore& server) : stream_(std::move(socket)), server_(server) {
+  Session(tcp::socket&& socket, ServerCore& server)
+      : stream_(std::move(socket)), server_(server), body_timer_(stream_.get_executor()) {
     over_capacity_ = ++server_.connections > server_.options.max_connections;
   }
   ~Session() override { --server_.connections; }
@@ -182,12 +183,7 @@ class Session final : public Exchange, public std::enable_shared_from_this<Sessi
       reject(413, "the request body exceeds the server's limit of " + std::to_string(server_.options.max_body_bytes) +
                       " bytes");
     } else if (ec == beast::error::timeout) {
-      if (!got_some) close();
-      else if (parser_->is_header_done())
-        reject(408, "the request body stopped arriving: nothing for " + std::to_string(server_.options.read_timeout_s) +
-                        " s (does Content-Length state more bytes than were sent?)");
-      else reject(408, "the request header was not completed within " + std::to_string(server_.options.idle_timeout_s) +
-                           " s");
+      close();  // half a header for the idle timeout: the stream has closed the socket already
     } else {
       reject(400, "malformed HTTP request: " + ec.message());
     }
@@ -259,13 +255,29 @@ class Session final : public Exchange, public std::enable_shared_from_this<Sessi
   }
 
   // The body in pieces, each with its own deadline: a slow client may take long, a stalled one gets 408.
+  // The deadline is a timer of ours that cancels the read: the stream's own timeout closes the socket,
+  // and the 408 could not be sent.
   void read_body() {
     if (parser_->is_done()) return on_read({}, 0);  // no body (GET), or all of it came with the header
-    stream_.expires_after(std::chrono::seconds(server_.options.read_timeout_s));
+    stream_.expires_never();
+    body_stalled_ = false;
+    body_timer_.expires_after(std::chrono::seconds(server_.options.read_timeout_s));
+    body_timer_.async_wait([self = shared_from_this()](beast::error_code ec) {
+      if (ec) return;  // the read finished first
+      self->body_stalled_ = true;
+      beast::error_code ignored;
+      self->stream_.socket().cancel(ignored);
+    });
     bhttp::async_read_some(stream_, buffer_, *parser_, beast::bind_front_handler(&Session::on_body, shared_from_this()));
   }
 
   void on_body(beast::error_code ec, size_t) {
+    body_timer_.cancel();
+    if (ec == net::error::operation_aborted && body_stalled_ && !closed_) {
+      return reject(408, "the request body stopped arriving: nothing for " +
+                             std::to_string(server_.options.read_timeout_s) +
+                             " s (does Content-Length state more bytes than were sent?)");
+    }
     if (read_failed(ec)) return;
     if (!parser_->is_done()) return read_body();
     on_read(ec, 0);
@@ -394,6 +406,8 @@ class Session final : public Exchange, public std::enable_shared_from_this<Sessi
 
   beast::tcp_stream stream_;
   ServerCore& server_;
+  net::steady_timer body_timer_;
+  bool body_stalled_ = false;
   beast::flat_buffer buffer_;
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
   HttpRequest request_;

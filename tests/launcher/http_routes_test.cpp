@@ -10,6 +10,7 @@
 #include "e2e/serve_client.h"
 #include "launcher/http/choice_text.h"
 #include "launcher/http/routes.h"
+#include "runtime/formats/checkpoint.h"
 #include "runtime/tokenizer/tokenizer_files.h"
 
 namespace strata::launcher::http {
@@ -72,6 +73,22 @@ TEST(HttpChoiceText, StopStringsAreHeldBackThenTrimmed) {
   out += c.finish();
   EXPECT_TRUE(c.stopped());
   EXPECT_EQ(out, tok->decode(ids).substr(0, tok->decode(ids).find("is it")));
+}
+
+// Logprob token strings are read in their place: the SentencePiece space that begins a word stays
+// (" there", and the lone space token is " "), as Hugging Face `tokenizers` decodes mid-text
+// (tests/fixtures/tokenizer/stories260K_token_texts.json: after "\u2581Once", id 410 is " ").
+TEST(HttpChoiceText, TokenTextsKeepTheirLeadingSpace) {
+  const std::string model = test::shared_model("stories260K-hf");
+  if (model.empty()) GTEST_SKIP() << "stories260K-hf not found under $STRATA_SHARED_MODELS";
+  const auto tok = Tokenizer::create(*open_checkpoint(model)->tokenizer());
+  ChoiceText c(tok.get(), {}, -1);
+  const int32_t once = tok->token_to_id("\u2581Once"), there = tok->token_to_id("\u2581there"), space = 410;
+  ASSERT_EQ(tok->id_to_piece(space), "\u2581");
+  EXPECT_EQ(c.token_text(once, there), " there");
+  EXPECT_EQ(c.token_text(once, space), " ");
+  EXPECT_EQ(c.token_bytes(once, space), " ");
+  EXPECT_EQ(c.token_text(tok->bos_id(), once), "Once");  // the first word after BOS has no space
 }
 
 TEST(HttpChatTemplate, UserTextCannotInjectControlTokens) {
