@@ -51,6 +51,7 @@ std::vector<FlagSpec> serve_flags() {
       {"allowed-origins", true, "browser origins allowed by CORS, comma-separated, or * (default: none, CORS off)"},
       {"max-connections", true, "open connections before new ones get 503 (default: the open-file limit less 128)"},
       {"read-timeout", true, "seconds a request body may stall before 408 (default 10)"},
+      {"stall-timeout", true, "seconds without an engine step while requests wait before /health says 503 (default 60)"},
       {"port", true, "TCP port (default: the plan's serve.port, else 8080; 0 picks a free one)"},
       {"max-batch-tokens", true, "token budget of one engine step (default: plan, else 2048)"},
       {"max-seqs", true, "sequences running at once (default: plan, else 64)"},
@@ -187,6 +188,7 @@ void step_loop(Engine& engine, RouterSide* side) {
     const bool more = engine.step(events, 20);
     if (side != nullptr) {
       http::EngineFrontend& frontend = side->frontend;
+      frontend.note_step();
       side->router.report(0, engine.stats(), reflected);
       side->router.deliver(0, events);
       if (const std::string why = side->failure(); !why.empty())
@@ -238,6 +240,7 @@ int serve(const Args& args, SessionOptions options, RankRuntime* rank) {
 
   http::Metrics metrics;
   http::EngineFrontend frontend;
+  frontend.set_stall_timeout(args.number("stall-timeout", 60, 0.1, 86400));
   std::atomic<http::Routes*> routes_ptr{nullptr};
   std::atomic<bool> stop_requested{false}, stop_now{false};
   std::unique_ptr<http::HttpServer> server;

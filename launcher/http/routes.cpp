@@ -424,6 +424,14 @@ void Routes::handle(const std::shared_ptr<Exchange>& exchange) {
   }
   if (path == "/health") {
     const ServeState state = frontend_.state();
+    if (state == ServeState::kReady && frontend_.stalled()) {
+      // Work waits and the engine has not finished a step for a while: a rank is hung or dead. Say so, so
+      // an orchestrator (readiness/liveness probe, a router) stops sending here.
+      metrics_.count_request(path, 503);
+      return exchange->respond(503, "application/json",
+                               cat("{\"status\": \"stalled\", \"seconds_since_step\": ",
+                                   static_cast<int64_t>(frontend_.seconds_since_step()), "}"));
+    }
     const int status = state == ServeState::kReady ? 200 : 503;
     metrics_.count_request(path, status);
     return exchange->respond(status, "application/json",

@@ -190,5 +190,46 @@ TEST(HttpServerInProcess, DisconnectCancelsAndErrorsAreJson) {
   server.stop();
 }
 
+// /health reports "stalled" (503) while a request waits and the step loop has not noted a step for the
+// stall timeout; a step brings it back. An idle engine is healthy however long ago its last step was.
+TEST(HttpServerInProcess, HealthFollowsEngineProgress) {
+  FakeEngine engine;
+  EngineFrontend frontend;
+  Metrics metrics;
+  ServedModel model;
+  model.name = "fake";
+  model.context = 256;
+  model.vocab_size = 512;
+  Routes routes(frontend, metrics, nullptr, std::nullopt, model);
+  ServerOptions options;
+  options.port = 0;
+  HttpServer server(options, [&](const std::shared_ptr<Exchange>& e) { routes.handle(e); });
+  server.start();
+  frontend.attach(&engine);
+  frontend.set_stall_timeout(1.0);
+  frontend.note_step();
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  EXPECT_EQ(test::http(server.port(), "GET", "/health").status, 200);  // nothing waits
+  std::thread client([&] { test::http(server.port(), "POST", "/v1/completions", "{\"prompt\": [1, 2], \"max_tokens\": 1}"); });
+  uint64_t id = 0;
+  for (int i = 0; i < 200 && id == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    std::lock_guard<std::mutex> lock(engine.mutex);
+    if (!engine.live.empty()) id = *engine.live.begin();
+  }
+  ASSERT_NE(id, 0u);
+  frontend.note_step();
+  EXPECT_EQ(test::http(server.port(), "GET", "/health").status, 200);  // a step just ended
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  const auto stalled = test::http(server.port(), "GET", "/health");
+  EXPECT_EQ(stalled.status, 503);
+  EXPECT_NE(stalled.body.find("\"stalled\""), std::string::npos) << stalled.body;
+  frontend.note_step();
+  EXPECT_EQ(test::http(server.port(), "GET", "/health").status, 200);
+  frontend.dispatch({TokenEvent{id, 7, -1.f, {}, true, "length", ""}});
+  client.join();
+  server.stop();
+}
+
 }  // namespace
 }  // namespace strata::launcher::http
