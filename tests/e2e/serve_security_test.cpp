@@ -135,6 +135,15 @@ TEST(ServeSecurity, ApiKeyGuardsEveryRouteButHealth) {
   EXPECT_EQ(granted.header("Access-Control-Allow-Origin"), "http://app.example");
   const HttpResponse other = test::raw_exchange(port, get_bytes("/v1/models", key + "Origin: http://evil.example\r\n"));
   EXPECT_EQ(other.header("Access-Control-Allow-Origin"), "");
+  // `strata bench serve` sends the key it is given; without it every request is refused.
+  const std::string bench = test::strata_binary() + " bench serve --url http://127.0.0.1:" + std::to_string(port) +
+                            " --requests 4 --concurrency 2 --prompt-len 4 --output-len 4";
+  const auto with_key = test::run_command(bench + " --api-key s3cret");
+  EXPECT_EQ(with_key.exit_code, 0) << with_key.output;
+  EXPECT_NE(with_key.output.find("\"completed\":4"), std::string::npos) << with_key.output;
+  const auto without = test::run_command(bench);
+  EXPECT_NE(without.exit_code, 0) << without.output;
+  EXPECT_NE(without.output.find("401"), std::string::npos) << without.output;
 }
 
 TEST(ServeSecurity, ApiKeyFromTheEnvironment) {
