@@ -48,6 +48,8 @@ class Session;
 struct ServerCore {
   ServerOptions options;
   Handler handler;
+  // Sessions alive; declared before ioc, so sessions that ioc's destructor frees still find it.
+  std::atomic<int> connections{0};
   net::io_context ioc;
   tcp::acceptor acceptor{ioc};
   net::signal_set signals{ioc};
@@ -58,7 +60,6 @@ struct ServerCore {
   std::function<void(int)> on_signal;
   std::atomic<bool> accepting{false}, stopping{false};
   std::atomic<int> busy{0};  // connections with a request whose response is not fully written
-  std::atomic<int> connections{0};  // sessions alive
   int port = 0;
   // Accept failures (EMFILE): retried after a growing pause, reported at most every few seconds.
   net::steady_timer accept_timer{ioc};
