@@ -439,9 +439,13 @@ void Routes::handle(const std::shared_ptr<Exchange>& exchange) {
   }
   if (path == "/metrics") {
     metrics_.count_request(path, 200);
-    return exchange->respond(200, "text/plain; version=0.0.4; charset=utf-8",
-                             metrics_.render(frontend_.stats(), frontend_.state() == ServeState::kReady,
-                                             frontend_.replicas()));
+    std::string body = metrics_.render(frontend_.stats(), frontend_.state() == ServeState::kReady, frontend_.replicas());
+    body += cat("# HELP strata_seconds_since_engine_step seconds since the engine last finished a step\n"
+                "# TYPE strata_seconds_since_engine_step gauge\nstrata_seconds_since_engine_step ",
+                frontend_.seconds_since_step(),
+                "\n# HELP strata_engine_stalled 1 while requests wait and no step has ended for the stall timeout\n"
+                "# TYPE strata_engine_stalled gauge\nstrata_engine_stalled ", frontend_.stalled() ? 1 : 0, "\n");
+    return exchange->respond(200, "text/plain; version=0.0.4; charset=utf-8", body);
   }
   if (path == "/v1/models") {
     metrics_.count_request(path, 200);

@@ -224,8 +224,10 @@ TEST(HttpServerInProcess, HealthFollowsEngineProgress) {
   const auto stalled = test::http(server.port(), "GET", "/health");
   EXPECT_EQ(stalled.status, 503);
   EXPECT_NE(stalled.body.find("\"stalled\""), std::string::npos) << stalled.body;
+  EXPECT_NE(test::http(server.port(), "GET", "/metrics").body.find("\nstrata_engine_stalled 1\n"), std::string::npos);
   frontend.note_step();
   EXPECT_EQ(test::http(server.port(), "GET", "/health").status, 200);
+  EXPECT_NE(test::http(server.port(), "GET", "/metrics").body.find("\nstrata_engine_stalled 0\n"), std::string::npos);
   frontend.dispatch({TokenEvent{id, 7, -1.f, {}, true, "length", ""}});
   client.join();
   server.stop();
