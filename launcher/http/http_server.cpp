@@ -494,8 +494,19 @@ HttpServer::~HttpServer() { stop(); }
 void HttpServer::start() {
   Impl& s = *impl_;
   beast::error_code ec;
-  const auto address = net::ip::make_address(s.options.address, ec);
-  STRATA_CHECK(!ec, "cannot parse the listen address '", s.options.address, "': ", ec.message());
+  auto address = net::ip::make_address(s.options.address, ec);
+  if (ec) {  // a host name (--host localhost): its first IPv4 address, else its first address
+    tcp::resolver resolver(s.ioc);
+    const auto results = resolver.resolve(s.options.address, "", ec);
+    STRATA_CHECK(!ec && !results.empty(), "cannot resolve the listen address '", s.options.address, "': ",
+                 ec.message(), "; give an IP address (127.0.0.1, 0.0.0.0) or a name of this machine");
+    address = results.begin()->endpoint().address();
+    for (const auto& r : results)
+      if (r.endpoint().address().is_v4()) {
+        address = r.endpoint().address();
+        break;
+      }
+  }
   const tcp::endpoint endpoint(address, static_cast<unsigned short>(s.options.port));
   s.acceptor.open(endpoint.protocol(), ec);
   if (!ec) s.acceptor.set_option(net::socket_base::reuse_address(true), ec);

@@ -94,6 +94,12 @@ TEST(ServeSecurity, ListensOnLoopbackByDefaultAndRefusesForeignHostNames) {
   EXPECT_EQ(pre.header("Access-Control-Allow-Origin"), "");
 }
 
+TEST(ServeSecurity, HostMayBeAName) {
+  test::ServerProcess server("host-name", "", "serve --model " + tiny_model() + " --host localhost");
+  ASSERT_TRUE(server.wait_ready()) << server.log();
+  EXPECT_EQ(test::raw_exchange(server.port(), get_bytes("/v1/models", "", "evil.example")).status, 403);
+}
+
 TEST(ServeSecurity, OpenHostServesOtherNames) {
   test::ServerProcess server("open-bind", "", "serve --model " + tiny_model() + " --host 0.0.0.0 --api-key k");
   ASSERT_TRUE(server.wait_ready()) << server.log();
