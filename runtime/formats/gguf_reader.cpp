@@ -269,12 +269,22 @@ GgufFile parse_gguf_buffer(const uint8_t* data, size_t size, const std::string& 
   const uint64_t end_of_infos = r.pos();
   out.data_offset = (end_of_infos + out.alignment - 1) / out.alignment * out.alignment;
   const uint64_t data_size = out.data_offset <= size ? size - out.data_offset : 0;
+  // GGUF writers (llama.cpp's gguf, the gguf package, ours) place tensors in the order of their infos,
+  // each at the previous one's end rounded up to the alignment, and llama.cpp refuses files that do
+  // not. Holding every file to that layout catches tensors moved onto each other (all at offset 0,
+  // overlapping), shifted, or retyped (a different size moves every later offset).
+  uint64_t expected = 0;
   for (auto& t : out.tensors) {
     if (t.offset > data_size || t.nbytes > data_size - t.offset)
       STRATA_THROW(ErrorKind::kFormat, source, ": tensor '", t.name, "' (", shape_str(t.shape), " ",
                    dtype_name(t.dtype), ", ", t.nbytes, " bytes at data offset ", t.offset,
                    ") runs past the end of the file (data section holds ", data_size,
                    " bytes); the file is truncated or corrupt");
+    if (t.offset != expected)
+      STRATA_THROW(ErrorKind::kFormat, source, ": tensor '", t.name, "' (", shape_str(t.shape), " ",
+                   dtype_name(t.dtype), ", ", t.nbytes, " bytes) is at data offset ", t.offset, " but the tensors "
+                   "before it end at ", expected, "; its offset, or the type or shape of a tensor before it, is corrupt");
+    expected = (t.offset + t.nbytes + out.alignment - 1) / out.alignment * out.alignment;
     t.offset += out.data_offset;
   }
   check_no_overlap(out, source);
