@@ -177,23 +177,6 @@ GgufValue read_value(Reader& r, GgufType type, const std::string& key, const std
   return v;
 }
 
-// A tensor's size follows from its type and shape; one whose bytes run into the next tensor's says the
-// declared type or shape does not match what was written.
-void check_no_overlap(const GgufFile& file, const std::string& source) {
-  std::vector<const GgufTensorInfo*> order;
-  for (const auto& t : file.tensors) order.push_back(&t);
-  std::sort(order.begin(), order.end(), [](const auto* a, const auto* b) { return a->offset < b->offset; });
-  for (size_t i = 0; i + 1 < order.size(); ++i) {
-    const GgufTensorInfo& t = *order[i];
-    const GgufTensorInfo& next = *order[i + 1];
-    if (t.offset + t.nbytes > next.offset)
-      STRATA_THROW(ErrorKind::kFormat, source, ": tensor '", t.name, "' is declared ", ggml_type_label(t.ggml_type),
-                   " ", shape_str(t.shape), ", which takes ", t.nbytes, " bytes, but tensor '", next.name,
-                   "' starts ", next.offset - t.offset, " bytes after it; the declared type or shape does not match the "
-                   "bytes in the file (a corrupt or mis-converted GGUF)");
-  }
-}
-
 }  // namespace
 
 GgufFile parse_gguf_buffer(const uint8_t* data, size_t size, const std::string& source) {
@@ -274,20 +257,29 @@ GgufFile parse_gguf_buffer(const uint8_t* data, size_t size, const std::string& 
   // not. Holding every file to that layout catches tensors moved onto each other (all at offset 0,
   // overlapping), shifted, or retyped (a different size moves every later offset).
   uint64_t expected = 0;
+  const GgufTensorInfo* previous = nullptr;
   for (auto& t : out.tensors) {
     if (t.offset > data_size || t.nbytes > data_size - t.offset)
       STRATA_THROW(ErrorKind::kFormat, source, ": tensor '", t.name, "' (", shape_str(t.shape), " ",
                    dtype_name(t.dtype), ", ", t.nbytes, " bytes at data offset ", t.offset,
                    ") runs past the end of the file (data section holds ", data_size,
                    " bytes); the file is truncated or corrupt");
+    // A tensor whose declared size runs into the next one's bytes: its type or shape is not what was
+    // written (a retyped or mis-converted tensor).
+    if (previous != nullptr && t.offset < expected && t.offset > previous->offset - out.data_offset)
+      STRATA_THROW(ErrorKind::kFormat, source, ": tensor '", previous->name, "' is declared ",
+                   ggml_type_label(previous->ggml_type), " ", shape_str(previous->shape), ", which takes ",
+                   previous->nbytes, " bytes, but tensor '", t.name, "' starts ",
+                   t.offset - (previous->offset - out.data_offset), " bytes after it; the declared type or shape does "
+                   "not match the bytes in the file (a corrupt or mis-converted GGUF)");
     if (t.offset != expected)
       STRATA_THROW(ErrorKind::kFormat, source, ": tensor '", t.name, "' (", shape_str(t.shape), " ",
                    dtype_name(t.dtype), ", ", t.nbytes, " bytes) is at data offset ", t.offset, " but the tensors "
                    "before it end at ", expected, "; its offset, or the type or shape of a tensor before it, is corrupt");
     expected = (t.offset + t.nbytes + out.alignment - 1) / out.alignment * out.alignment;
     t.offset += out.data_offset;
+    previous = &t;
   }
-  check_no_overlap(out, source);
   return out;
 }
 
