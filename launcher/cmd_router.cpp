@@ -6,11 +6,13 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
+#include <cstdlib>
 #include <mutex>
 #include <thread>
 
 #include "launcher/args.h"
 #include "launcher/commands.h"
+#include "launcher/http/access.h"
 #include "launcher/http/http_server.h"
 #include "launcher/router/replica_set.h"
 #include "launcher/router/replica_spawner.h"
@@ -28,6 +30,12 @@ std::string self_binary() {
   path[n] = '\0';
   return path;
 }
+// `text` as one sh word.
+std::string shell_quoted(const std::string& text) {
+  std::string out = "'";
+  for (char c : text) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
 }  // namespace
 
 int cmd_router(int argc, char** argv) {
@@ -40,6 +48,10 @@ int cmd_router(int argc, char** argv) {
                    {"serve-args", true, "with --spawn: more flags for each `strata serve`"},
                    {"launcher", true, "with --spawn: the command before strata, e.g. \"mpirun -np 2\""},
                    {"host", true, "address to listen on (default 127.0.0.1; 0.0.0.0 opens it to the network)"},
+                   {"api-key", true, "require 'Authorization: Bearer KEY' from clients on every route but /health "
+                                     "(default: $STRATA_API_KEY)"},
+                   {"replica-api-key", true, "the key the replicas require, sent on every call to them (default: "
+                                             "$STRATA_REPLICA_API_KEY; with --spawn, also given to the replicas)"},
                    {"port", true, "TCP port (default 8000; 0 picks a free one)"},
                    {"http-threads", true, "I/O threads of the front server (default 2)"},
                    {"health-interval", true, "seconds between health checks of a replica (default 1)"},
@@ -70,6 +82,11 @@ int cmd_router(int argc, char** argv) {
     if (args.has("model")) spawn_command += " --model " + args.str("model");
     if (args.has("serve-args")) spawn_command += " " + args.str("serve-args");
   }
+  const char* client_key = std::getenv("STRATA_API_KEY");
+  const char* replica_key = std::getenv("STRATA_REPLICA_API_KEY");
+  const std::string replica_api_key = args.str("replica-api-key", replica_key != nullptr ? replica_key : "");
+  // A spawned replica gets its key on the command line, not from the router's STRATA_API_KEY.
+  if (spawn > 0) spawn_command = "env STRATA_API_KEY=" + shell_quoted(replica_api_key) + " " + spawn_command;
 
   router::HealthOptions health;
   health.interval_s = args.number("health-interval", 1.0, 0.05, 3600);
@@ -77,12 +94,17 @@ int cmd_router(int argc, char** argv) {
   router::ReplicaSet replicas(std::move(specs), std::move(routes), health);
   router::RouterOptions options;
   options.max_attempts = static_cast<int>(args.integer("max-attempts", 3, 1, 64));
+  if (!replica_api_key.empty()) options.replica_headers.emplace_back("Authorization", "Bearer " + replica_api_key);
 
   router::RouterServer relay(replicas, options);
   http::ServerOptions so;
   so.address = args.str("host", "127.0.0.1");
   so.port = static_cast<int>(args.integer("port", 8000, 0, 65535));
   so.threads = static_cast<int>(args.integer("http-threads", 2, 1, 64));
+  so.access.api_key = args.str("api-key", client_key != nullptr ? client_key : "");
+  if (!http::is_loopback_address(so.address) && so.access.api_key.empty())
+    LOG_WARN("router: listening on ", so.address, " without an API key: anyone who reaches this port can use the "
+             "replicas; set --api-key or STRATA_API_KEY");
   http::HttpServer server(so, [&](const std::shared_ptr<http::Exchange>& exchange) { relay.handle(exchange); });
   std::mutex mu;
   std::condition_variable stop_cv;

@@ -110,7 +110,7 @@ void RouterServer::handle(const std::shared_ptr<Exchange>& exchange) {
     return exchange->respond(200, "text/plain; version=0.0.4; charset=utf-8", metrics_text());
   if (path == "/v1/models") {
     for (const Endpoint& e : replicas_.healthy_endpoints()) {
-      const SimpleResponse r = http_get(e, "/v1/models", options_.metrics_timeout_s);
+      const SimpleResponse r = http_get(e, "/v1/models", options_.metrics_timeout_s, options_.replica_headers);
       if (r.status == 200) return exchange->respond(200, "application/json", r.body);
     }
     return exchange->respond(503, "application/json",
@@ -147,6 +147,7 @@ void RouterServer::relay(std::shared_ptr<Exchange> exchange) {
   up.target = req.target;
   up.body = req.body;
   up.content_type = req.content_type.empty() ? "application/json" : req.content_type;
+  up.headers = options_.replica_headers;
 
   // The call in progress, so that a client that goes away stops it.
   struct Shared {
@@ -307,7 +308,7 @@ std::string RouterServer::metrics_text() {
   std::vector<std::string> texts;
   for (const ReplicaStatus& s : replicas_.status()) {
     if (!s.healthy) continue;
-    const SimpleResponse r = http_get(parse_endpoint(s.url), "/metrics", options_.metrics_timeout_s);
+    const SimpleResponse r = http_get(parse_endpoint(s.url), "/metrics", options_.metrics_timeout_s, options_.replica_headers);
     if (r.status == 200) texts.push_back(r.body);
   }
   std::ostringstream out;

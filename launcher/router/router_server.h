@@ -10,6 +10,8 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "launcher/http/http_server.h"
 #include "launcher/router/replica_set.h"
@@ -21,6 +23,7 @@ struct RouterOptions {
   UpstreamTimeouts timeouts;
   double metrics_timeout_s = 1.0;  // per replica, for /metrics and /v1/models
   int max_in_flight = 4096;      // requests relayed at once; more get 503
+  std::vector<std::pair<std::string, std::string>> replica_headers;  // sent on every call (the replicas' API key)
 };
 
 class RouterServer {

@@ -164,6 +164,41 @@ TEST_F(Router, KilledReplicaCostsNoRequest) {
   replicas_[1]->signal(SIGCONT);
 }
 
+// --spawn: the router runs a replica itself and restarts it when it dies; clients need the router's
+// key, and the router sends the replica's own key (which the spawned replica requires).
+TEST(RouterSpawn, RestartsItsReplicaAndKeepsBothKeys) {
+  test::ServerProcess router("spawn", "",
+                             "router --spawn 1 --model " + tiny_model() +
+                                 " --api-key client-key --replica-api-key replica-key --health-interval 0.2");
+  ASSERT_TRUE(router.wait_ready()) << router.log();
+  const std::string body = test::completion_body(prompt_ids(2), kTokens, false);
+  EXPECT_EQ(http(router.port(), "POST", "/v1/completions", body).status, 401);
+  auto with_key = [&](const std::string& key) {
+    return test::raw_exchange(router.port(), "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                             "Authorization: Bearer " + key + "\r\nContent-Type: application/json\r\n"
+                                             "Content-Length: " + std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body);
+  };
+  EXPECT_EQ(with_key("wrong").status, 401);
+  HttpResponse ok = with_key("client-key");
+  ASSERT_EQ(ok.status, 200) << ok.body;
+  EXPECT_EQ(test::completion_text(ok, false), test::expected_text(tiny_model(), prompt_ids(2), kTokens));
+  // The replica is the router's child: kill it, and the router brings up another.
+  const auto children = test::run_command("pgrep -P " + std::to_string(router.pid()));
+  const pid_t replica = std::atoi(children.output.c_str());
+  ASSERT_GT(replica, 0) << children.output;
+  kill(replica, SIGKILL);
+  bool back = false;  // a new child, in rotation
+  for (int i = 0; i < 600 && !back; ++i) {
+    const pid_t now = std::atoi(test::run_command("pgrep -P " + std::to_string(router.pid())).output.c_str());
+    back = now > 0 && now != replica && http(router.port(), "GET", "/health").status == 200;
+    if (!back) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_TRUE(back) << router.log();
+  ok = with_key("client-key");
+  ASSERT_EQ(ok.status, 200) << ok.body;
+  EXPECT_EQ(test::completion_text(ok, false), test::expected_text(tiny_model(), prompt_ids(2), kTokens));
+}
+
 TEST(RouterFlags, BadReplicaAndRouteAreClearErrors) {
   const auto a = test::run_command(test::strata_binary() + " router --replica https://x:1");
   EXPECT_NE(a.exit_code, 0);
