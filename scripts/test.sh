@@ -12,7 +12,7 @@ export CCACHE_DIR="${CCACHE_DIR:-$root/.cache/ccache}"
 jobs="$(nproc)"
 
 echo "== build (warnings are errors)"
-"$root/scripts/build.sh" "$root/build" -DSTRATA_WERROR=ON -DCMAKE_CUDA_ARCHITECTURES="80;90"
+"$root/scripts/build.sh" "$root/build" -DSTRATA_WERROR=ON -DSTRATA_IMAGES=ON -DCMAKE_CUDA_ARCHITECTURES="80;90"
 
 echo "== tests"
 ctest --test-dir "$root/build" -j "$jobs" --output-on-failure --timeout 900
@@ -24,7 +24,7 @@ parser_tests=$(cd "$root/tests" && ls runtime/formats/*_test.cpp runtime/tokeniz
   2>/dev/null | xargs -n1 basename | sed 's/\.cpp$//')
 fuzzers=$(ls "$root"/fuzz/*_fuzz.cpp 2>/dev/null | xargs -n1 basename | sed 's/\.cpp$//')
 cmake -S "$root" -B "$root/build-asan" -G Ninja -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
-  -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSTRATA_CUDA=OFF -DSTRATA_SANITIZE=ON -DSTRATA_FUZZ=ON >"$root/build-asan.configure.log" 2>&1 \
+  -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSTRATA_CUDA=OFF -DSTRATA_IMAGES=ON -DSTRATA_SANITIZE=ON -DSTRATA_FUZZ=ON >"$root/build-asan.configure.log" 2>&1 \
   || { cat "$root/build-asan.configure.log"; exit 1; }
 # shellcheck disable=SC2086
 cmake --build "$root/build-asan" -j "$jobs" --target $parser_tests $fuzzers

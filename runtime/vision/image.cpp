@@ -4,10 +4,12 @@
 // a corrupt file skips no destructor; the decoder state lives in a caller-owned struct that frees it.
 #include "runtime/vision/image.h"
 
+#ifdef STRATA_HAVE_IMAGE_CODECS
 #include <jerror.h>
 #include <jpeglib.h>
 #include <png.h>
 #include <webp/decode.h>
+#endif
 
 #include <algorithm>
 #include <cerrno>
@@ -24,6 +26,7 @@ namespace {
 
 constexpr ErrorKind kBadImage = ErrorKind::kInvalidArgument;
 
+#ifdef STRATA_HAVE_IMAGE_CODECS
 void check_dimensions(int64_t width, int64_t height, const ImageLimits& limits, const std::string& source,
                       ImageFormat format) {
   STRATA_CHECK_KIND(kBadImage, width > 0 && height > 0, source, ": the ", image_format_name(format),
@@ -289,6 +292,8 @@ RgbImage decode_webp(std::span<const uint8_t> bytes, const std::string& source, 
   return image;
 }
 
+#endif  // STRATA_HAVE_IMAGE_CODECS
+
 bool starts_with(std::span<const uint8_t> bytes, size_t offset, const char* magic) {
   const size_t n = std::strlen(magic);
   return bytes.size() >= offset + n && std::memcmp(bytes.data() + offset, magic, n) == 0;
@@ -322,11 +327,18 @@ ImageFormat sniff_image_format(std::span<const uint8_t> bytes, const std::string
 RgbImage decode_image(std::span<const uint8_t> bytes, const std::string& source, const ImageLimits& limits) {
   STRATA_CHECK_KIND(kBadImage, static_cast<int64_t>(bytes.size()) <= limits.max_bytes, source, ": the image is ",
                     bytes.size(), " bytes, over the limit of ", limits.max_bytes, " bytes");
+#ifdef STRATA_HAVE_IMAGE_CODECS
   switch (sniff_image_format(bytes, source)) {
     case ImageFormat::kJpeg: return decode_jpeg(bytes, source, limits);
     case ImageFormat::kPng: return decode_png(bytes, source, limits);
     case ImageFormat::kWebp: return decode_webp(bytes, source, limits);
   }
+#else
+  const ImageFormat format = sniff_image_format(bytes, source);
+  STRATA_THROW(ErrorKind::kConfig, source, ": this strata was built without image decoding (libjpeg, libpng and "
+               "libwebp were not found when it was built), so it cannot read this ", image_format_name(format),
+               "; install libjpeg62-turbo-dev libpng-dev libwebp-dev pkg-config and rebuild");
+#endif
   STRATA_THROW(ErrorKind::kInternal, source, ": unhandled image format");
 }
 
