@@ -76,6 +76,16 @@ Tensor make_weight(const Tensor& f32, DType dt) {
   return w;
 }
 
+// A block-quantized weight as the f32 values its blocks hold (other dtypes as they are).
+Tensor dequantized(const Tensor& w) {
+  if (!dtype_is_quantized(w.dtype())) return w;
+  Tensor out = Tensor::empty(w.shape(), DType::kF32);
+  const int64_t rows = w.dim(0), cols = w.dim(1), row_bytes = dtype_bytes(w.dtype(), cols);
+  for (int64_t r = 0; r < rows; ++r)
+    dequantize_row(w.dtype(), static_cast<const uint8_t*>(w.raw()) + r * row_bytes, out.data<float>() + r * cols, cols);
+  return out;
+}
+
 class CudaBackendTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -256,8 +266,10 @@ TEST_P(CudaMatmulTest, EveryWeightDtypeAndRowCount) {
           const bool with_bias = m % 2 == 1;
           Tensor x = random_host({m, k});
           Tensor want = Tensor::empty({m, n}, DType::kF32);
-          // The reference sees the weight as the GPU holds it (bf16 after upload of f32 unless kept).
-          cpu().matmul(x, (dt == DType::kF32 && !keep_f32) ? make_weight(wf, DType::kBF16) : w,
+          // The reference sees the weight as the GPU holds it (bf16 after upload of f32 unless kept; a
+          // quantized one dequantized exactly) and multiplies in f32: the CPU backend's own quantized
+          // matmul rounds the activations to 8 bits, which the GPU does not.
+          cpu().matmul(x, (dt == DType::kF32 && !keep_f32) ? make_weight(wf, DType::kBF16) : dequantized(w),
                        with_bias ? &bias : nullptr, want);
           for (DType out_dt : {DType::kBF16, DType::kF32}) {
             Tensor xd = g.alloc(x.shape(), keep_f32 ? DType::kF32 : DType::kBF16);
