@@ -8,10 +8,20 @@
 
 namespace strata {
 
-int64_t LayerWeights::nbytes() const {
+int64_t ExpertWeights::nbytes() const {
   int64_t n = 0;
+  for (const Tensor* t : {&router, &shared_gate, &shared_up, &shared_down, &shared_router})
+    if (t->defined()) n += t->nbytes();
+  for (const auto* list : {&gate, &up, &down})
+    for (const Tensor& t : *list) n += t.nbytes();
+  return n;
+}
+
+int64_t LayerWeights::nbytes() const {
+  int64_t n = experts ? experts->nbytes() : 0;
   // Fused stacks are counted through their row views (wq, wk, ...), not twice.
-  for (const Tensor* t : {&attn_norm, &wq, &wk, &wv, &bq, &bk, &bv, &wo, &ffn_norm, &w_gate, &w_up, &w_down})
+  for (const Tensor* t :
+       {&attn_norm, &wq, &wk, &wv, &bq, &bk, &bv, &wo, &q_norm, &k_norm, &ffn_norm, &w_gate, &w_up, &w_down})
     if (t->defined()) n += t->nbytes();
   return n;
 }
@@ -59,10 +69,36 @@ LayerWeights ShardReader::layer(int64_t layer) const {
     w.bv = rows(p + "attn_v.bias", spec_.kv_head_begin * hd, spec_.kv_heads * hd);
   }
   w.wo = cols(p + "attn_output.weight", spec_.q_head_begin * hd, spec_.q_heads * hd);
+  if (c.qk_norm) {
+    w.q_norm = checkpoint_.tensor(p + "attn_q_norm.weight");
+    w.k_norm = checkpoint_.tensor(p + "attn_k_norm.weight");
+  }
+  if (c.moe.sparse_layer(layer)) {
+    w.experts = std::make_shared<const ExpertWeights>(experts(p));
+    return w;
+  }
   w.w_gate = rows(p + "ffn_gate.weight", spec_.ffn_begin, spec_.ffn_count);
   w.w_up = rows(p + "ffn_up.weight", spec_.ffn_begin, spec_.ffn_count);
   w.w_down = cols(p + "ffn_down.weight", spec_.ffn_begin, spec_.ffn_count);
   return w;
+}
+
+ExpertWeights ShardReader::experts(const std::string& p) const {
+  ExpertWeights x;
+  x.router = checkpoint_.tensor(p + "ffn_gate_inp.weight");
+  x.first = spec_.expert_begin;
+  for (int64_t e = spec_.expert_begin; e < spec_.expert_begin + spec_.expert_count; ++e) {
+    x.gate.push_back(checkpoint_.tensor(cat(p, "ffn_gate.", e, ".weight")));
+    x.up.push_back(checkpoint_.tensor(cat(p, "ffn_up.", e, ".weight")));
+    x.down.push_back(checkpoint_.tensor(cat(p, "ffn_down.", e, ".weight")));
+  }
+  if (checkpoint_.config().moe.shared_ffn > 0) {
+    x.shared_gate = rows(p + "ffn_gate_shexp.weight", spec_.shared_begin, spec_.shared_count);
+    x.shared_up = rows(p + "ffn_up_shexp.weight", spec_.shared_begin, spec_.shared_count);
+    x.shared_down = cols(p + "ffn_down_shexp.weight", spec_.shared_begin, spec_.shared_count);
+    x.shared_router = checkpoint_.tensor(p + "ffn_gate_inp_shexp.weight");
+  }
+  return x;
 }
 
 GlobalWeights ShardReader::globals() const {
@@ -93,6 +129,24 @@ Tensor stack_rows(const std::vector<const Tensor*>& parts) {
   return out;
 }
 
+// The expert tensors of `h` through `up` (a host -> device upload).
+template <typename Upload>
+ExpertWeights upload_experts(const ExpertWeights& h, const Upload& up) {
+  ExpertWeights d;
+  d.first = h.first;
+  d.router = up(h.router);
+  for (size_t e = 0; e < h.gate.size(); ++e) {
+    d.gate.push_back(up(h.gate[e]));
+    d.up.push_back(up(h.up[e]));
+    d.down.push_back(up(h.down[e]));
+  }
+  d.shared_gate = up(h.shared_gate);
+  d.shared_up = up(h.shared_up);
+  d.shared_down = up(h.shared_down);
+  d.shared_router = up(h.shared_router);
+  return d;
+}
+
 class ResidentWeights final : public WeightSource {
  public:
   ResidentWeights(const Checkpoint& checkpoint, const ShardSpec& spec, Backend& backend) : spec_(spec) {
@@ -107,6 +161,9 @@ class ResidentWeights final : public WeightSource {
       const LayerWeights h = reader.layer(l);
       LayerWeights d;
       d.attn_norm = up(h.attn_norm);
+      d.q_norm = up(h.q_norm);
+      d.k_norm = up(h.k_norm);
+      if (h.experts) d.experts = std::make_shared<const ExpertWeights>(upload_experts(*h.experts, up));
       d.ffn_norm = up(h.ffn_norm);
       d.wo = up(h.wo);
       d.w_down = up(h.w_down);
@@ -121,9 +178,11 @@ class ResidentWeights final : public WeightSource {
           d.bk = d.bqkv.rows(h.bq.dim(0), h.bk.dim(0));
           d.bv = d.bqkv.rows(h.bq.dim(0) + h.bk.dim(0), h.bv.dim(0));
         }
-        d.w_gate_up = up(stack_rows({&h.w_gate, &h.w_up}));
-        d.w_gate = d.w_gate_up.rows(0, h.w_gate.dim(0));
-        d.w_up = d.w_gate_up.rows(h.w_gate.dim(0), h.w_up.dim(0));
+        if (h.w_gate.defined()) {
+          d.w_gate_up = up(stack_rows({&h.w_gate, &h.w_up}));
+          d.w_gate = d.w_gate_up.rows(0, h.w_gate.dim(0));
+          d.w_up = d.w_gate_up.rows(h.w_gate.dim(0), h.w_up.dim(0));
+        }
       } else {
         d.wq = up(h.wq), d.wk = up(h.wk), d.wv = up(h.wv);
         d.bq = up(h.bq), d.bk = up(h.bk), d.bv = up(h.bv);

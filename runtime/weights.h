@@ -3,6 +3,7 @@
 // implements the same interface with streaming (acquire prefetches, release frees the slot).
 #pragma once
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "runtime/backend.h"
@@ -13,9 +14,22 @@ namespace strata {
 
 class Checkpoint;
 
+// A mixture-of-experts layer's FFN (runtime/models/moe.h): the router, this rank's routed experts and its
+// slice of the shared expert.
+struct ExpertWeights {
+  Tensor router;                                  // [n_experts, hidden], every rank
+  int64_t first = 0;                              // global index of gate[0] (ShardSpec::expert_begin)
+  std::vector<Tensor> gate, up, down;             // per held expert: [F, hidden], [F, hidden], [hidden, F]
+  Tensor shared_gate, shared_up, shared_down;     // shared expert column slice; undefined when none
+  Tensor shared_router;                           // [1, hidden]: the shared expert's sigmoid gate
+  int64_t nbytes() const;
+};
+
 struct LayerWeights {
   Tensor attn_norm, wq, wk, wv, bq, bk, bv, wo;  // biases undefined unless qkv_bias
-  Tensor ffn_norm, w_gate, w_up, w_down;
+  Tensor q_norm, k_norm;                          // [head_dim], undefined unless qk_norm
+  Tensor ffn_norm, w_gate, w_up, w_down;          // the dense MLP; undefined on expert layers
+  std::shared_ptr<const ExpertWeights> experts;   // set on expert layers
   // Optional fused forms on accelerators: [wq; wk; wv] and [w_gate; w_up] stacked by rows (wq/wk/wv and
   // w_gate/w_up are then row views of them). One GEMV over the stack streams the bytes of three (two)
   // small ones at a better share of the bandwidth; used when a step has one token.
@@ -52,6 +66,7 @@ class ShardReader {
  private:
   Tensor rows(const std::string& name, int64_t begin, int64_t count) const;
   Tensor cols(const std::string& name, int64_t begin, int64_t count) const;
+  ExpertWeights experts(const std::string& layer_prefix) const;  // "blk.N."
   const Checkpoint& checkpoint_;
   ShardSpec spec_;
 };

@@ -100,6 +100,23 @@ Shape expected_tensor_shape(const ModelConfig& c, const std::string& name) {
   if (rest == "attn_output.weight") return {c.hidden, q};
   if (rest == "ffn_gate.weight" || rest == "ffn_up.weight") return {c.ffn, c.hidden};
   if (rest == "ffn_down.weight") return {c.hidden, c.ffn};
+  if (rest == "attn_q_norm.weight" || rest == "attn_k_norm.weight") return {c.head_dim};
+  if (!c.moe.enabled()) return {};
+  const MoeConfig& m = c.moe;
+  if (rest == "ffn_gate_inp.weight") return {m.n_experts, c.hidden};
+  if (rest == "ffn_gate_shexp.weight" || rest == "ffn_up_shexp.weight") return {m.shared_ffn, c.hidden};
+  if (rest == "ffn_down_shexp.weight") return {c.hidden, m.shared_ffn};
+  if (rest == "ffn_gate_inp_shexp.weight") return {1, c.hidden};
+  // Routed experts: "ffn_gate.<expert>.weight".
+  for (const char* proj : {"ffn_gate.", "ffn_up.", "ffn_down."}) {
+    const std::string p = proj;
+    if (rest.rfind(p, 0) != 0 || rest.size() <= p.size() + 7) continue;
+    const std::string index = rest.substr(p.size(), rest.size() - p.size() - 7);
+    if (rest.compare(rest.size() - 7, 7, ".weight") != 0 ||
+        index.find_first_not_of("0123456789") != std::string::npos || std::stoll(index) >= m.n_experts)
+      return {};
+    return p == "ffn_down." ? Shape{c.hidden, m.expert_ffn} : Shape{m.expert_ffn, c.hidden};
+  }
   return {};
 }
 
@@ -110,8 +127,20 @@ std::vector<std::string> required_tensor_names(const ModelConfig& c) {
     for (const char* t : {"attn_norm.weight", "attn_q.weight", "attn_k.weight", "attn_v.weight"}) names.push_back(p + t);
     if (c.qkv_bias)
       for (const char* t : {"attn_q.bias", "attn_k.bias", "attn_v.bias"}) names.push_back(p + t);
-    for (const char* t : {"attn_output.weight", "ffn_norm.weight", "ffn_gate.weight", "ffn_up.weight", "ffn_down.weight"})
-      names.push_back(p + t);
+    if (c.qk_norm)
+      for (const char* t : {"attn_q_norm.weight", "attn_k_norm.weight"}) names.push_back(p + t);
+    for (const char* t : {"attn_output.weight", "ffn_norm.weight"}) names.push_back(p + t);
+    if (!c.moe.sparse_layer(l)) {
+      for (const char* t : {"ffn_gate.weight", "ffn_up.weight", "ffn_down.weight"}) names.push_back(p + t);
+      continue;
+    }
+    names.push_back(p + "ffn_gate_inp.weight");
+    for (int64_t e = 0; e < c.moe.n_experts; ++e)
+      for (const char* t : {"ffn_gate.", "ffn_up.", "ffn_down."}) names.push_back(cat(p, t, e, ".weight"));
+    if (c.moe.shared_ffn > 0)
+      for (const char* t : {"ffn_gate_inp_shexp.weight", "ffn_gate_shexp.weight", "ffn_up_shexp.weight",
+                            "ffn_down_shexp.weight"})
+        names.push_back(p + t);
   }
   names.push_back("output_norm.weight");
   if (!c.tied_embeddings) names.push_back("output.weight");

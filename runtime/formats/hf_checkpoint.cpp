@@ -29,7 +29,40 @@ constexpr std::pair<const char*, const char*> kLayerNames[] = {
     {"self_attn.o_proj.weight", "attn_output.weight"}, {"mlp.gate_proj.weight", "ffn_gate.weight"},
     {"mlp.up_proj.weight", "ffn_up.weight"},          {"mlp.down_proj.weight", "ffn_down.weight"},
     {"input_layernorm.weight", "attn_norm.weight"},   {"post_attention_layernorm.weight", "ffn_norm.weight"},
+    // Qwen3's per-head q/k norms; the MoE routers and Qwen2-MoE's shared expert (llama.cpp's names).
+    {"self_attn.q_norm.weight", "attn_q_norm.weight"}, {"self_attn.k_norm.weight", "attn_k_norm.weight"},
+    {"block_sparse_moe.gate.weight", "ffn_gate_inp.weight"}, {"mlp.gate.weight", "ffn_gate_inp.weight"},
+    {"mlp.shared_expert.gate_proj.weight", "ffn_gate_shexp.weight"},
+    {"mlp.shared_expert.up_proj.weight", "ffn_up_shexp.weight"},
+    {"mlp.shared_expert.down_proj.weight", "ffn_down_shexp.weight"},
+    {"mlp.shared_expert_gate.weight", "ffn_gate_inp_shexp.weight"},
 };
+// Routed experts, one tensor per expert and projection: "<prefix><expert>.<projection>" inside a layer
+// is canonical "blk.<layer>.<name>.<expert>.weight". Qwen's naming first (canonical_to_hf_name's choice).
+struct ExpertName {
+  const char* prefix;
+  const char* projection;
+  const char* canonical;
+};
+constexpr ExpertName kExpertNames[] = {
+    {"mlp.experts.", "gate_proj.weight", "ffn_gate"},
+    {"mlp.experts.", "up_proj.weight", "ffn_up"},
+    {"mlp.experts.", "down_proj.weight", "ffn_down"},
+    {"block_sparse_moe.experts.", "w1.weight", "ffn_gate"},
+    {"block_sparse_moe.experts.", "w3.weight", "ffn_up"},
+    {"block_sparse_moe.experts.", "w2.weight", "ffn_down"},
+};
+
+// The decimal index at text[i...] up to the next '.', without leading zeros; advances i past the dot.
+std::optional<std::string> dotted_index(const std::string& text, size_t& i) {
+  size_t digits = 0;
+  while (i + digits < text.size() && text[i + digits] >= '0' && text[i + digits] <= '9') ++digits;
+  if (digits == 0 || digits > 9 || i + digits >= text.size() || text[i + digits] != '.') return std::nullopt;
+  std::string index = text.substr(i, digits);
+  if (index.size() > 1 && index[0] == '0') return std::nullopt;
+  i += digits + 1;
+  return index;
+}
 constexpr std::pair<const char*, const char*> kGlobalNames[] = {
     {"model.embed_tokens.weight", "token_embd.weight"},
     {"model.norm.weight", "output_norm.weight"},
@@ -100,6 +133,34 @@ double float_for_json(float f) {
   return std::stod(std::string(buf, res.ptr));
 }
 
+// The expert fields of a mixtral / qwen2_moe / qwen3_moe config.json (transformers' names; Mixtral's
+// expert width is its intermediate_size, and transformers 5 writes Qwen3-MoE's expert count as
+// num_local_experts).
+void parse_moe_config(const JsonFields& f, ModelConfig& c) {
+  MoeConfig& m = c.moe;
+  const bool mixtral = c.arch == "mixtral";
+  m.n_experts = f.find("num_local_experts") != nullptr ? f.integer("num_local_experts") : f.integer("num_experts");
+  m.n_used = f.integer("num_experts_per_tok");
+  m.expert_ffn = mixtral ? c.ffn : f.integer("moe_intermediate_size");
+  m.shared_ffn = c.arch == "qwen2_moe" ? f.integer("shared_expert_intermediate_size") : 0;
+  m.norm_topk = mixtral || f.boolean("norm_topk_prob", false);
+  m.sparse_step = mixtral ? 1 : f.integer("decoder_sparse_step", 1);
+  if (const json::value* dense = f.find("mlp_only_layers"); dense != nullptr && !mixtral) {
+    STRATA_CHECK_KIND(ErrorKind::kFormat, dense->is_array(), f.source, ": mlp_only_layers must be a list of layers");
+    for (const auto& v : dense->as_array()) {
+      STRATA_CHECK_KIND(ErrorKind::kFormat, v.is_int64() && v.get_int64() >= 0 && v.get_int64() < c.n_layers, f.source,
+                        ": mlp_only_layers entry ", json::serialize(v), " is not a layer of the ", c.n_layers,
+                        "-layer model");
+      m.dense_layers.push_back(v.get_int64());
+    }
+  }
+  c.qk_norm = c.arch == "qwen3_moe";
+  STRATA_CHECK_KIND(ErrorKind::kFormat, !f.boolean("use_sliding_window", false), f.source,
+                    ": use_sliding_window = true is not supported (strata attends over the whole context)");
+  STRATA_CHECK_KIND(ErrorKind::kFormat, f.string("hidden_act", "silu") == "silu", f.source, ": hidden_act '",
+                    f.string("hidden_act", "silu"), "' is not supported; the experts are SwiGLU (silu)");
+}
+
 }  // namespace
 
 std::optional<std::string> hf_to_canonical_name(const std::string& hf) {
@@ -108,14 +169,18 @@ std::optional<std::string> hf_to_canonical_name(const std::string& hf) {
   const std::string prefix = "model.layers.";
   if (hf.rfind(prefix, 0) != 0) return std::nullopt;
   size_t i = prefix.size();
-  size_t digits = 0;
-  while (i + digits < hf.size() && hf[i + digits] >= '0' && hf[i + digits] <= '9') ++digits;
-  if (digits == 0 || digits > 9 || i + digits >= hf.size() || hf[i + digits] != '.') return std::nullopt;
-  const std::string layer = hf.substr(i, digits);
-  if (layer.size() > 1 && layer[0] == '0') return std::nullopt;
-  const std::string rest = hf.substr(i + digits + 1);
+  const auto layer = dotted_index(hf, i);
+  if (!layer) return std::nullopt;
+  const std::string rest = hf.substr(i);
   for (const auto& [from, to] : kLayerNames)
-    if (rest == from) return "blk." + layer + "." + to;
+    if (rest == from) return "blk." + *layer + "." + to;
+  for (const ExpertName& e : kExpertNames) {
+    const std::string p = e.prefix;
+    if (rest.rfind(p, 0) != 0) continue;
+    size_t j = p.size();
+    const auto expert = dotted_index(rest, j);
+    if (expert && rest.substr(j) == e.projection) return cat("blk.", *layer, ".", e.canonical, ".", *expert, ".weight");
+  }
   return std::nullopt;
 }
 
@@ -127,6 +192,13 @@ std::string canonical_to_hf_name(const std::string& canonical) {
     const std::string rest = canonical.substr(canonical.find('.', 4) + 1);
     for (const auto& [from, to] : kLayerNames)
       if (rest == to) return cat("model.layers.", layer, ".", from);
+    const size_t dot = rest.find('.');
+    const std::string proj = rest.substr(0, dot);
+    for (const ExpertName& e : kExpertNames)
+      if (dot != std::string::npos && proj == e.canonical && rest.size() > dot + 8 &&
+          rest.compare(rest.size() - 7, 7, ".weight") == 0)
+        return cat("model.layers.", layer, ".", e.prefix, rest.substr(dot + 1, rest.size() - dot - 8), ".",
+                   e.projection);
   }
   return canonical;
 }
@@ -136,8 +208,10 @@ ModelConfig parse_hf_config(const std::string& text, const std::string& source) 
   const JsonFields f{root.as_object(), source};
   ModelConfig c;
   c.arch = f.string("model_type", "");
-  STRATA_CHECK_KIND(ErrorKind::kFormat, c.arch == "llama" || c.arch == "mistral" || c.arch == "qwen2", source,
-                    ": model_type '", c.arch, "' is not supported; strata reads llama, mistral and qwen2");
+  const bool moe = c.arch == "mixtral" || c.arch == "qwen2_moe" || c.arch == "qwen3_moe";
+  STRATA_CHECK_KIND(ErrorKind::kFormat, c.arch == "llama" || c.arch == "mistral" || c.arch == "qwen2" || moe, source,
+                    ": model_type '", c.arch,
+                    "' is not supported; strata reads llama, mistral, qwen2, mixtral, qwen2_moe and qwen3_moe");
   c.hidden = f.integer("hidden_size");
   c.ffn = f.integer("intermediate_size");
   c.n_layers = f.integer("num_hidden_layers");
@@ -151,7 +225,8 @@ ModelConfig parse_hf_config(const std::string& text, const std::string& source) 
   c.rope_theta = static_cast<float>(f.number("rope_theta", 10000.0));
   c.rope_style = RopeStyle::kHalf;
   c.tied_embeddings = f.boolean("tie_word_embeddings", false);  // transformers' default
-  c.qkv_bias = c.arch == "qwen2";
+  c.qkv_bias = c.arch == "qwen2" || (c.arch == "qwen2_moe" && f.boolean("qkv_bias", true));
+  if (moe) parse_moe_config(f, c);
   // Llama's attention_bias also puts a bias on o_proj, which the model does not have.
   STRATA_CHECK_KIND(ErrorKind::kFormat, !f.boolean("attention_bias", false) && !f.boolean("mlp_bias", false), source,
                     ": attention_bias / mlp_bias = true is not supported for ", c.arch,

@@ -11,6 +11,7 @@
 #include "runtime/backend.h"
 #include "runtime/collective.h"
 #include "runtime/kv_cache.h"
+#include "runtime/models/moe.h"
 #include "runtime/shard_spec.h"
 #include "runtime/step.h"
 #include "runtime/weights.h"
@@ -38,6 +39,11 @@ class LlamaModel {
     overlap_min_tokens_ = min_tokens < 1 ? 1 : min_tokens;
   }
   const Timings& timings() const { return timings_; }
+  // Mixture-of-experts layers sum their partial outputs over the stage's expert group (tp x ep ranks,
+  // ShardSpec); without expert parallelism that is the TP group, the default.
+  void set_expert_group(Collective& group);
+  // Tokens routed to each expert so far, over this stage's layers.
+  const ExpertLoad& expert_load() const { return expert_load_; }
   const ShardSpec& spec() const { return spec_; }
 
   // Runs this stage's layers over the step. On the first stage `hidden` is produced from the tokens;
@@ -94,6 +100,9 @@ class LlamaModel {
   // in h (slot next_slot; no norm when null).
   void project_and_mlp_pending(const LayerWeights& w, Tensor& hidden, const Tensor& att, Tensor& h, Tensor& gate_up,
                                Tensor& ffn_act, const NormScale& ffn, const Tensor* next_norm, int next_slot);
+  // project_and_mlp for a layer of experts: output projection, FFN norm, moe_ffn, the expert group's sum.
+  void project_and_experts(const LayerWeights& w, Tensor& hidden, const Tensor& att, Tensor& h, Tensor& attn_out,
+                           Tensor& mlp_out);
   void wait_reduce(CollectiveWork& work);
   // A view of `shape` starting `offset` elements into `buffer`.
   static Tensor part(const Tensor& buffer, int64_t offset, const Shape& shape);
@@ -110,6 +119,8 @@ class LlamaModel {
   Backend& backend_;
   WeightSource& weights_;
   Collective& tp_;
+  Collective* expert_group_;
+  ExpertLoad expert_load_;
   KvCache& kv_;
   RopeParams rope_;
   int overlap_chunks_ = 1;
