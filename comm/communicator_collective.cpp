@@ -5,8 +5,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cstdlib>
-#include <cstring>
 #include <exception>
 
 #include "runtime/log.h"
@@ -54,11 +52,10 @@ class CommunicatorCollective::Handle final : public CollectiveWork {
   bool waited_ = false;
 };
 
-CommunicatorCollective::CommunicatorCollective(Communicator& comm) : comm_(comm) {
-  const char* skip = std::getenv("STRATA_COMM_SKIP");
-  skip_all_reduce_ = skip != nullptr && std::strcmp(skip, "1") == 0 && comm.size() > 1;
+CommunicatorCollective::CommunicatorCollective(Communicator& comm, bool skip_all_reduces)
+    : comm_(comm), skip_all_reduce_(skip_all_reduces && comm.size() > 1) {
   if (skip_all_reduce_)
-    LOG_WARN("STRATA_COMM_SKIP=1: '", comm.name(), "' skips its all-reduces; outputs are wrong, only timings "
+    LOG_WARN("--skip-all-reduces: '", comm.name(), "' skips its all-reduces; outputs are wrong, only timings "
              "mean something (the step without communication, to measure how much of it is exposed)");
 }
 CommunicatorCollective::~CommunicatorCollective() = default;

@@ -15,7 +15,9 @@ namespace strata::comm {
 
 class CommunicatorCollective final : public Collective {
  public:
-  explicit CommunicatorCollective(Communicator& comm);
+  // skip_all_reduces: timing runs only (bench scaling's no-communication run): all-reduces return at once
+  // leaving each rank's values (outputs are wrong), all-gathers still run.
+  explicit CommunicatorCollective(Communicator& comm, bool skip_all_reduces = false);
   ~CommunicatorCollective() override;
   CommunicatorCollective(const CommunicatorCollective&) = delete;
   CommunicatorCollective& operator=(const CommunicatorCollective&) = delete;
@@ -44,7 +46,7 @@ class CommunicatorCollective final : public Collective {
   void retire();
 
   Communicator& comm_;
-  bool skip_all_reduce_ = false;  // STRATA_COMM_SKIP=1: timing runs without communication
+  bool skip_all_reduce_ = false;  // the constructor's skip_all_reduces, with more than one rank
   std::deque<std::shared_ptr<InFlight>> in_flight_;  // issue order; touched by the stepping thread only
   double covered_until_ = 0;                          // end of the busy union so far (seconds)
   mutable std::mutex stats_mutex_;                    // stats() may be read from another thread

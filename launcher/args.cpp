@@ -58,6 +58,7 @@ Args::Args(const std::string& command, const std::vector<FlagSpec>& flags, int a
       value = argv[++i];
     }
     values_[name] = spec->takes_value ? value : "1";
+    every_[name].push_back(values_[name]);
   }
 }
 

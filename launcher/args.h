@@ -22,7 +22,12 @@ class Args {
        bool positionals = false);
 
   bool has(const std::string& name) const { return values_.count(name) > 0; }
-  std::string str(const std::string& name, const std::string& fallback = "") const;
+  std::string str(const std::string& name, const std::string& fallback = "") const;  // the last given
+  // Every value of a flag given more than once (`--replica A --replica B`), in order.
+  std::vector<std::string> all(const std::string& name) const {
+    const auto it = every_.find(name);
+    return it == every_.end() ? std::vector<std::string>{} : it->second;
+  }
   std::string required(const std::string& name) const;
   int64_t integer(const std::string& name, int64_t fallback, int64_t min, int64_t max) const;
   double number(const std::string& name, double fallback, double min, double max) const;
@@ -33,6 +38,7 @@ class Args {
   std::string command_;
   std::vector<FlagSpec> flags_;
   std::map<std::string, std::string> values_;
+  std::map<std::string, std::vector<std::string>> every_;
   std::vector<std::string> positionals_;
 };
 

@@ -20,6 +20,7 @@ struct Command {
 const Command kCommands[] = {
     {"generate", cmd_generate, "generate a continuation of a prompt (text or ids)"},
     {"serve", cmd_serve, "OpenAI-compatible HTTP server (streaming, metrics)"},
+    {"router", cmd_router, "one OpenAI-compatible front over serve replicas: health checks, retries, routing"},
     {"tokenize", cmd_tokenize, "print the token ids of a text"},
     {"logits", cmd_logits, "print the last position's logits of a prompt"},
     {"perplexity", cmd_perplexity, "perplexity of a text file under the model"},

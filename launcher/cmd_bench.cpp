@@ -128,7 +128,7 @@ int run_decode(const Args& args, const SessionOptions& options, RankRuntime* ran
   // Bytes each decode step must stream: every layer weight and the LM head (the embedding is a
   // lookup of a few rows). With a plan: this rank's shard (stage 0 of replica 0).
   const Checkpoint& ck = session.checkpoint();
-  const bool has_head = rank == nullptr || rank->part().has_head;
+  const bool has_head = rank == nullptr || rank->part().shard.last_stage;
   const int64_t head_bytes = !has_head ? 0
                              : static_cast<int64_t>(ck.has("output.weight") ? ck.entry("output.weight").nbytes
                                                                              : ck.entry("token_embd.weight").nbytes) /
@@ -188,7 +188,10 @@ int bench_decode(int argc, char** argv) {
   flags.insert(flags.end(), {{"batch", true, "sequences decoded together (default 1)"},
                              {"prompt-len", true, "prompt tokens per sequence (default 16)"},
                              {"n", true, "tokens to generate per sequence (default 64)"},
-                             {"mib", true, "buffer for the bandwidth measurement (default 1024; not with --plan)"}});
+                             {"mib", true, "buffer for the bandwidth measurement (default 1024; not with --plan)"},
+                             {"skip-all-reduces", false,
+                              "timing only, with --plan: skip the TP all-reduces (outputs are wrong; bench scaling "
+                              "measures exposed communication this way)"}});
   const Args args("bench decode", flags, argc, argv, 3);
   SessionOptions options = session_options(args);
   return run_with_plan(args, options, [&](const SessionOptions& o, RankRuntime* rank) { return run_decode(args, o, rank); });

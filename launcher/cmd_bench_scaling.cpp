@@ -298,10 +298,7 @@ int cmd_bench_scaling(int argc, char** argv) {
         if (stream_ordered(p.measured)) {
           // NCCL waits on the GPU, so the host cannot see how long a step waited for communication: the
           // same step with the all-reduces skipped (wrong numbers, same compute) tells.
-          const std::string skip_launch = sweep.launcher == "mpirun"
-                                              ? cat("mpirun --oversubscribe -x STRATA_COMM_SKIP -np ", p.world, " ")
-                                              : launch;
-          const std::string skip_command = cat("env STRATA_COMM_SKIP=1 ", skip_launch, body);  // run under timeout
+          const std::string skip_command = cat(launch, body, " --skip-all-reduces");
           const Child k = run_child(skip_command, sweep.timeout_s);
           std::ofstream(log, std::ios::app) << "\n$ " << skip_command << "\n" << k.output;
           const auto skipped = last_json(k.output);

@@ -3,10 +3,6 @@
 #include <cstdio>
 
 #include <algorithm>
-#include <chrono>
-#include <cstdlib>
-#include <cstring>
-#include <thread>
 
 #include "launcher/commands.h"
 #include "launcher/rank_runtime.h"
@@ -38,22 +34,7 @@ std::vector<FlagSpec> generate_flags() {
   return flags;
 }
 
-// Fault injection for the tests of rank failure: STRATA_FAULT_RANK=r STRATA_FAULT_TOKEN=k makes world
-// rank r exit (STRATA_FAULT_MODE=exit, default) or stop responding (hang) after its k-th token.
-void inject_fault(int world_rank, int64_t tokens) {
-  static const char* rank_env = std::getenv("STRATA_FAULT_RANK");
-  if (rank_env == nullptr || std::atoi(rank_env) != world_rank) return;
-  const char* token_env = std::getenv("STRATA_FAULT_TOKEN");
-  if (tokens != (token_env != nullptr ? std::atoll(token_env) : 1)) return;
-  const char* mode = std::getenv("STRATA_FAULT_MODE");
-  LOG_WARN("fault injection: rank ", world_rank, (mode != nullptr && !std::strcmp(mode, "hang") ? " hangs" : " exits"),
-           " after ", tokens, " tokens");
-  if (mode != nullptr && !std::strcmp(mode, "hang"))
-    while (true) std::this_thread::sleep_for(std::chrono::seconds(1));
-  std::_Exit(3);
-}
-
-int generate(const Args& args, SessionOptions options, RankRuntime* rank) {
+int generate(const Args& args, SessionOptions options, RankRuntime* rank, const TokenHook& after_token) {
   const int64_t n = args.integer("n", 64, 1, 1 << 20);
   const int64_t batch = args.integer("batch", 1, 1, 4096);
   GenerationRequest request;
@@ -91,7 +72,8 @@ int generate(const Args& args, SessionOptions options, RankRuntime* rank) {
   int64_t seen = 0;
   const int world_rank = rank != nullptr ? rank->world_rank() : 0;
   const auto outputs = session.generator().generate(requests, [&](size_t r, int32_t token) {
-    inject_fault(world_rank, ++seen);
+    ++seen;
+    if (after_token) after_token(world_rank, seen);
     if (!stream || r != 0) return;
     std::printf("%s", decoder->push(token).c_str());
     std::fflush(stdout);
@@ -113,14 +95,17 @@ int generate(const Args& args, SessionOptions options, RankRuntime* rank) {
   return 0;
 }
 
-int run(const Args& args) {
+int run(const Args& args, const TokenHook& after_token) {
   SessionOptions options = session_options(args);
-  return run_with_plan(args, options, [&](const SessionOptions& o, RankRuntime* rank) { return generate(args, o, rank); });
+  return run_with_plan(args, options,
+                       [&](const SessionOptions& o, RankRuntime* rank) { return generate(args, o, rank, after_token); });
 }
 
 }  // namespace
 
-int cmd_generate(int argc, char** argv) {
+int cmd_generate(int argc, char** argv) { return cmd_generate_with_hook(argc, argv, {}); }
+
+int cmd_generate_with_hook(int argc, char** argv, const TokenHook& after_token) {
   const Args args("generate", generate_flags(), argc, argv, 2);
   if (args.has("help")) {
     std::printf("%s", args.usage().c_str());
@@ -130,7 +115,7 @@ int cmd_generate(int argc, char** argv) {
     log::set_level(log::Level::kDebug);
     log::set_all_ranks(true);
   }
-  return run(args);
+  return run(args, after_token);
 }
 
 }  // namespace strata::launcher

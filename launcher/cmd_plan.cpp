@@ -54,7 +54,7 @@ std::string describe_offload(const Args& args, const parallel::Plan& plan, const
       config.rules.push_back({rule.match, rule.tier});
     std::vector<offload::TensorItem> items;
     for (const auto& s : r.shards)
-      items.push_back({s.name, s.layer, s.bytes, offload::tensor_group(s.name, static_cast<int>(s.local_shape.size()))});
+      items.push_back({s.name, s.layer, s.bytes, offload::tensor_group(*s.slot)});
     offload::Placement p;
     try {
       p = offload::place(items, config);

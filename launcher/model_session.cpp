@@ -21,11 +21,16 @@ int cuda_device_index(const std::string& device) {
   return std::stoi(device.substr(5));
 }
 
-std::unique_ptr<Backend> make_backend(const std::string& device, int threads) {
-  if (device == "cpu") return make_cpu_backend(threads);
+std::unique_ptr<Backend> make_backend(const std::string& device, int threads, const BackendSettings& settings) {
+  if (device == "cpu") {
+    if (!settings.kernel_keys.empty())
+      LOG_INFO("--kernel-options ", settings.kernel_keys.front(),
+               settings.kernel_keys.size() > 1 ? " (and others)" : "", ": CUDA kernel forms, ignored on the CPU");
+    return make_cpu_backend(threads);
+  }
   if (device.rfind("cuda", 0) == 0) {
 #ifdef STRATA_HAVE_CUDA
-    return make_cuda_backend(cuda_device_index(device));
+    return make_cuda_backend(cuda_device_index(device), settings.cuda);
 #else
     STRATA_THROW(ErrorKind::kInvalidArgument, "the CUDA backend is not built into this binary; rebuild with "
                  "-DSTRATA_CUDA=ON on a machine with the CUDA toolkit, or use --device cpu");
@@ -39,9 +44,8 @@ ModelSession::ModelSession(const SessionOptions& options, const RankPlacement& p
     : backend_(std::move(backend)), options_(options) {
   checkpoint_ = open_checkpoint(options.model_path);
   const ModelConfig& c = checkpoint_->config();
-  if (!backend_) backend_ = make_backend(options.device, options.threads);
-  const int64_t end = placement.layer_end < 0 ? c.n_layers : placement.layer_end;
-  spec_ = ShardSpec::make(c, placement.tp_rank, placement.tp_size, placement.layer_begin, end);
+  if (!backend_) backend_ = make_backend(options.device, options.threads, options.backend);
+  spec_ = placement.shard ? *placement.shard : ShardSpec::make(c, 0, 1, 0, c.n_layers);
   if (placement.tp != nullptr) {
     tp_ = placement.tp;
   } else {

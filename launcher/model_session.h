@@ -6,6 +6,7 @@
 #include <optional>
 #include <string>
 
+#include "launcher/kernel_options.h"
 #include "offload/residency.h"
 #include "parallel/plan.h"
 #include "runtime/backend.h"
@@ -39,12 +40,13 @@ struct SessionOptions {
   // offload.batch_wait_ms: used only when this rank's weights stream (prepare() passes it to the
   // engine then, 0 otherwise).
   double batch_wait_ms = 2.0;
+  // The CUDA backend's options (--kernel-options, --cuda-graphs, --profile-ops); ignored on the CPU.
+  BackendSettings backend;
 };
 
 // Where this rank sits in its replica; the default is a single rank holding the whole model.
 struct RankPlacement {
-  int tp_rank = 0, tp_size = 1;
-  int64_t layer_begin = 0, layer_end = -1;  // -1: through the last layer
+  std::optional<ShardSpec> shard;  // the partition's split of the model; none: the whole model
   Collective* tp = nullptr;                 // null: LocalCollective
   StageLink* link = nullptr;                // null: LocalStageLink
 };
@@ -105,7 +107,8 @@ class ModelSession {
 
 // Creates the backend named `device` ("cpu", "cuda", "cuda:N"); a backend missing from this build
 // is a clear error at this seam.
-std::unique_ptr<Backend> make_backend(const std::string& device, int threads);
+// `settings` apply to a CUDA device; a CPU device notes (log) that it ignores any --kernel-options.
+std::unique_ptr<Backend> make_backend(const std::string& device, int threads, const BackendSettings& settings);
 // The CUDA device index of a device string ("cuda:3" -> 3, "cuda" -> 0); -1 for the CPU.
 int cuda_device_index(const std::string& device);
 

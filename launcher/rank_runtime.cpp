@@ -36,6 +36,7 @@ RankRuntime::RankRuntime(parallel::Plan plan, const std::string& model_override)
   config.timeout_s = plan_.comm.timeout_s;
   if (const char* env = std::getenv("STRATA_COMM_TIMEOUT")) config.timeout_s = std::atof(env);
   comm_timeout_s_ = config.timeout_s;
+  if (const char* env = std::getenv("STRATA_CUDA_GRAPHS_TP")) nccl_graphs_ = std::string(env) == "1";
   const comm::RankInfo launch = comm::detect_launch();
   world_ = comm::make_world_communicator(config, launch);
   local_rank_ = std::max(0, launch.local_rank);
@@ -63,9 +64,9 @@ RankRuntime::RankRuntime(parallel::Plan plan, const std::string& model_override)
   auto in_replica = [&](int world_rank) { return world_rank < 0 ? -1 : world_rank - part_.dp * pp_size * tp_size; };
   link_ = std::make_unique<parallel::ReplicaLink>(*replica_, (pp_size - 1) * tp_size, in_replica(part_.prev_stage),
                                                   in_replica(part_.next_stage));
-  LOG_DEBUG("layers [", part_.layer_begin, ", ", part_.layer_end, "), q heads ", part_.q_head_begin, "+",
-            part_.q_heads, ", kv heads ", part_.kv_head_begin, "+", part_.kv_heads, ", ffn ", part_.ffn_begin, "+",
-            part_.ffn_count, ", vocab ", part_.vocab_begin, "+", part_.vocab_count);
+  LOG_DEBUG("layers [", part_.layer_begin, ", ", part_.layer_end, "), q heads ", part_.shard.q_head_begin, "+",
+            part_.shard.q_heads, ", kv heads ", part_.shard.kv_head_begin, "+", part_.shard.kv_heads, ", ffn ", part_.shard.ffn_begin, "+",
+            part_.shard.ffn_count, ", vocab ", part_.shard.vocab_begin, "+", part_.shard.vocab_count);
 }
 
 RankRuntime::~RankRuntime() = default;
@@ -92,6 +93,7 @@ RankPlacement RankRuntime::placement(Backend& backend, int cuda_device) {
       o.device = cuda_device;
       o.compute_stream = cuda_backend_stream(backend);
       o.timeout_s = plan_.comm.timeout_s;
+      o.recordable = nccl_graphs_;
       tp_ = comm::make_nccl_communicator(*tp_, o, tp_->name());
       nccl = true;
     }
@@ -101,13 +103,18 @@ RankPlacement RankRuntime::placement(Backend& backend, int cuda_device) {
 #endif
     if (!nccl) tp_ = comm::make_host_staged_communicator(std::move(tp_), backend);
     replica_ = comm::make_host_staged_communicator(std::move(replica_), backend);
-    tp_collective_ = std::make_unique<comm::CommunicatorCollective>(*tp_);
+    tp_collective_ = std::make_unique<comm::CommunicatorCollective>(*tp_, skip_all_reduces_);
     auto in_replica = [&](int world_rank) { return world_rank < 0 ? -1 : world_rank - part_.dp * pp_size * tp_size; };
     link_ = std::make_unique<parallel::ReplicaLink>(*replica_, (pp_size - 1) * tp_size, in_replica(part_.prev_stage),
                                                     in_replica(part_.next_stage));
     LOG_DEBUG("device tensors: TP group over ", nccl ? "NCCL" : "host-staged MPI", ", pipeline over host-staged MPI");
   }
   return placement();
+}
+
+void RankRuntime::skip_all_reduces() {
+  skip_all_reduces_ = true;
+  tp_collective_ = std::make_unique<comm::CommunicatorCollective>(*tp_, true);
 }
 
 void RankRuntime::configure(GeneratorOptions& generator) const {
@@ -119,10 +126,7 @@ void RankRuntime::configure(GeneratorOptions& generator) const {
 
 RankPlacement RankRuntime::placement() {
   RankPlacement p;
-  p.tp_rank = part_.tp;
-  p.tp_size = plan_.parallel.tensor;
-  p.layer_begin = part_.layer_begin;
-  p.layer_end = part_.layer_end;
+  p.shard = part_.shard;
   p.tp = tp_collective_.get();
   p.link = link_.get();
   return p;
@@ -139,11 +143,14 @@ int RankRuntime::fail(const std::exception& error) {
 }
 
 int run_with_plan(const Args& args, SessionOptions options, const RankBody& body) {
+  STRATA_CHECK(args.has("plan") || !args.has("skip-all-reduces"),
+               "--skip-all-reduces skips a plan's tensor-parallel all-reduces; it needs --plan");
   if (!args.has("plan")) return body(options, nullptr);
   RankRuntime rank(args.str("plan"), args.str("model"));
   options.model_path = rank.model_path();
   rank.configure(options.generator);
   options.batch_wait_ms = rank.plan().offload.batch_wait_ms;
+  if (args.has("skip-all-reduces")) rank.skip_all_reduces();
   try {
     return body(options, &rank);
   } catch (const std::exception& e) {
@@ -157,7 +164,7 @@ std::unique_ptr<ModelSession> open_session(SessionOptions options, RankRuntime* 
   if (options.threads == 0) options.threads = rank->cpu_threads();
   options.overlap_chunks = rank->plan().comm.overlap_chunks;
   options.overlap_min_tokens = rank->plan().comm.overlap_min_tokens;
-  std::unique_ptr<Backend> backend = make_backend(options.device, options.threads);
+  std::unique_ptr<Backend> backend = make_backend(options.device, options.threads, options.backend);
   const RankPlacement placement = rank->placement(*backend, std::max(0, cuda_device_index(options.device)));
   return std::make_unique<ModelSession>(options, placement, std::move(backend));
 }

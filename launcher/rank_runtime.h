@@ -33,6 +33,10 @@ class RankRuntime {
   int replicas() const { return plan_.parallel.data; }
   // Deadline of every comm wait: the plan's comm.timeout_s, or STRATA_COMM_TIMEOUT when set.
   double comm_timeout_s() const { return comm_timeout_s_; }
+  // Timing runs only (bench decode --skip-all-reduces, bench scaling's no-communication run): the TP
+  // group's all-reduces are skipped, so outputs are wrong and only step times mean something. Call
+  // before placement().
+  void skip_all_reduces();
   // The plan's pipeline schedule for this rank's engine: micro-batches, interleaving, its stage.
   void configure(GeneratorOptions& generator) const;
   // True on the one rank that prints user output (world rank 0).
@@ -62,6 +66,8 @@ class RankRuntime {
   int cpu_threads_ = 0;
   int local_rank_ = 0;
   double comm_timeout_s_ = 0;
+  bool nccl_graphs_ = false;       // STRATA_CUDA_GRAPHS_TP=1: NCCL collectives may be captured in graphs
+  bool skip_all_reduces_ = false;  // skip_all_reduces()
 };
 
 // Runs a model command on this process: with --plan, inside this rank's RankRuntime (model path,

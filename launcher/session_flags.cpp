@@ -95,6 +95,9 @@ std::vector<FlagSpec> session_flags() {
       {"disk-io", true, "weight offload: disk tier reads: auto (O_DIRECT where possible), direct, buffered"},
       {"kv-reserve", true, "weight offload: device memory to keep for the KV cache (default: from --kv-tokens)"},
       {"offload-report", true, "weight offload: write streaming metrics (JSON) to this file at exit"},
+      {"cuda-graphs", true, "CUDA: record decode steps as graphs and replay them: on (default) or off"},
+      {"profile-ops", false, "CUDA: print each backend op's GPU time at exit (slower; graphs off)"},
+      {"kernel-options", true, "CUDA kernel forms for A/B runs, key=value,...:\n" + kernel_options_help()},
       {"help", false, "show this help"},
   };
 }
@@ -106,6 +109,7 @@ SessionOptions session_options(const Args& args) {
   o.threads = static_cast<int>(args.integer("threads", 0, 0, 1024));
   o.kv_tokens = args.integer("kv-tokens", 0, 0, int64_t{1} << 32);
   o.offload = residency_options(args);
+  o.backend = backend_settings(args.str("kernel-options"), args.str("cuda-graphs"), args.has("profile-ops"));
   return o;
 }
 

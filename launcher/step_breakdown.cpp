@@ -67,7 +67,7 @@ StepParts StepBreakdown::parts() const {
   if (p.comm_total > 0) p.comm_hidden_fraction = p.comm_hidden / p.comm_total;
   if (sum_.comm.device_busy_seconds >= 0) {
     // Stream-ordered (NCCL): the GPU-timed total is the communication time, and how much of it the step
-    // waited for is not visible from the host; a STRATA_COMM_SKIP=1 run of the same step measures it.
+    // waited for is not visible from the host; a --skip-all-reduces run of the same step measures it.
     p.comm_stream_ordered = true;
     p.comm_total = sum_.comm.device_busy_seconds / n;
     p.comm_exposed = 0;
@@ -114,7 +114,7 @@ void split_by_no_comm_run(json::object& b, double no_comm_step_ms) {
   b["compute_ms"] = num("compute_ms") - exposed;
   b["comm_hidden_ms"] = std::max(0.0, total - exposed);
   b["comm_hidden_fraction"] = total > 0 ? json::value(std::max(0.0, total - exposed) / total) : json::value(nullptr);
-  b["comm_exposed_from"] = "step time minus a STRATA_COMM_SKIP=1 run of the same point";
+  b["comm_exposed_from"] = "step time minus a --skip-all-reduces run of the same point";
 }
 
 json::object memory_json(ModelSession& session) {

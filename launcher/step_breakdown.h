@@ -34,7 +34,7 @@ struct StepParts {
   double stream_total = 0, stream_hidden = 0;
   int64_t comm_ops = 0, comm_bytes = 0, stream_bytes = 0;  // per step
   // NCCL: waits are GPU-side, so comm_total is GPU-timed, compute includes the exposed part, and the
-  // exposed/hidden split comes from comparing with a STRATA_COMM_SKIP=1 run (bench scaling does).
+  // exposed/hidden split comes from comparing with a --skip-all-reduces run (bench scaling does).
   bool comm_stream_ordered = false;
   // hidden / total; none when nothing moved (a group of one, nothing streamed).
   std::optional<double> comm_hidden_fraction, stream_hidden_fraction;
@@ -55,7 +55,7 @@ class StepBreakdown {
 // {"steps", "step_ms", "compute_ms", ... , "comm_hidden_fraction": x | null, ...}
 boost::json::object parts_json(const StepParts& parts);
 // A stream-ordered breakdown (comm_stream_ordered) split by the same point run without communication
-// (STRATA_COMM_SKIP=1), whose step took `no_comm_step_ms`: exposed = step - that, hidden = the
+// (bench decode --skip-all-reduces), whose step took `no_comm_step_ms`: exposed = step - that, hidden = the
 // GPU-timed total - exposed; compute loses the exposed part, so the parts still add up to the step.
 void split_by_no_comm_run(boost::json::object& breakdown, double no_comm_step_ms);
 // This rank's memory per tier: weights on the compute device, in (pinned) host memory and left on

@@ -48,10 +48,17 @@ const char* disk_io_name(DiskIo io) {
   return "?";
 }
 
-TensorGroup tensor_group(const std::string& name, int rank) {
-  if (name.rfind("blk.", 0) != 0) return TensorGroup::kGlobal;
-  if (rank <= 1) return TensorGroup::kNorm;
-  if (name.find(".attn_") != std::string::npos) return TensorGroup::kAttention;
+TensorGroup tensor_group(const TensorSlot& slot) {
+  switch (slot.role) {
+    case SlotRole::kEmbedding:
+    case SlotRole::kHead: return TensorGroup::kGlobal;
+    case SlotRole::kNorm:
+    case SlotRole::kBias: return slot.per_layer ? TensorGroup::kNorm : TensorGroup::kGlobal;
+    case SlotRole::kAttention: return TensorGroup::kAttention;
+    case SlotRole::kRouter:
+    case SlotRole::kExpert:
+    case SlotRole::kMlp: return TensorGroup::kMlp;
+  }
   return TensorGroup::kMlp;
 }
 

@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "runtime/models/model_description.h"
+
 namespace strata::offload {
 
 enum class Tier : uint8_t { kDevice, kHost, kDisk };
@@ -45,8 +47,9 @@ struct TensorItem {
   int64_t bytes = 0;    // this rank's slice
   TensorGroup group = TensorGroup::kMlp;
 };
-// The group of a canonical tensor name (1-D norms and biases count as kNorm).
-TensorGroup tensor_group(const std::string& name, int rank);
+// The group of a tensor slot (per-layer norms and biases count as kNorm; the embedding, final norm
+// and head as kGlobal).
+TensorGroup tensor_group(const TensorSlot& slot);
 
 // Bytes a streamed tensor may take in a ring slot, padding for aligned direct reads included.
 int64_t slot_cost(int64_t bytes);

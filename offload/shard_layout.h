@@ -1,23 +1,20 @@
 // offload/shard_layout.h: one rank's weight shards as byte ranges of the checkpoint files, so the
 // disk tier can read exactly this rank's slices with pread (no page faults on the mapping) and the
-// host tier can copy them once. The same slicing as runtime/weights.cpp's ShardReader: row slices
-// are one range, column slices (row-parallel weights) one range per row.
+// host tier can copy them once. Which tensors and which slices come from the model description
+// (runtime/models/model_description.h), as for runtime/weights.cpp's ShardReader: row slices are one
+// range, column slices (row-parallel weights) one range per row.
 #pragma once
 #include <cstdint>
 #include <string>
 #include <vector>
 
 #include "runtime/formats/checkpoint.h"
+#include "runtime/models/model_description.h"
 #include "runtime/shard_spec.h"
 #include "runtime/tensor.h"
 #include "runtime/weights.h"
 
 namespace strata::offload {
-
-// Fields of LayerWeights by index (the order of the struct) and of GlobalWeights.
-constexpr int kLayerFields = 12;
-Tensor& layer_field(LayerWeights& w, int field);
-constexpr int kGlobalEmbed = 0, kGlobalOutputNorm = 1, kGlobalOutput = 2;
 
 struct Segment {
   uint64_t file_offset = 0;  // in the tensor's file
@@ -26,9 +23,7 @@ struct Segment {
 };
 
 struct ShardTensor {
-  std::string name;  // canonical
-  int64_t layer = -1;
-  int field = 0;     // layer_field() index, or kGlobal* for layer -1
+  TensorRef ref;     // canonical name, layer (-1 for globals) and slot (where the model reads it)
   DType dtype = DType::kF32;
   Shape shape;       // of this rank's slice
   int64_t nbytes = 0;
@@ -38,10 +33,8 @@ struct ShardTensor {
   std::vector<Segment> segments;
 };
 
-// This rank's tensors: globals (embedding on the first stage, norm + head on the last; a tied head
-// appears once, as the embedding), then each layer of the stage in field order. Biases only when
-// the model has them.
-std::vector<ShardTensor> shard_tensors(const Checkpoint& checkpoint, const ShardSpec& spec, bool* tied_head);
+// This rank's tensors in model order (rank_tensors: a tied head appears once, as the embedding).
+std::vector<ShardTensor> shard_tensors(const Checkpoint& checkpoint, const ShardSpec& spec);
 
 // The slice as a host tensor read from the memory map: a zero-copy view for row slices, a gathered
 // copy for column slices. Checks the mapped file is intact first.

@@ -47,8 +47,8 @@ struct TieredWeights::Impl {
 
 std::vector<TensorItem> shard_items(const Checkpoint& checkpoint, const ShardSpec& spec) {
   std::vector<TensorItem> items;
-  for (const ShardTensor& t : shard_tensors(checkpoint, spec, nullptr))
-    items.push_back({t.name, t.layer, t.nbytes, tensor_group(t.name, static_cast<int>(t.shape.size()))});
+  for (const ShardTensor& t : shard_tensors(checkpoint, spec))
+    items.push_back({t.ref.name, t.ref.layer, t.nbytes, tensor_group(*t.ref.slot)});
   return items;
 }
 
@@ -65,11 +65,11 @@ TieredWeights::TieredWeights(const Checkpoint& ck, const ShardSpec& spec, Backen
   if (m.config.device_budget < 0 && m.config.device_budget_percent > 0)
     m.config.device_budget = static_cast<int64_t>(static_cast<double>(m.engine->device_memory()) *
                                                   (m.config.device_budget_percent / 100.0));
-  bool tied = false;
-  const std::vector<ShardTensor> tensors = shard_tensors(ck, spec, &tied);
+  const bool tied = spec.last_stage && ck.config().tied_embeddings;
+  const std::vector<ShardTensor> tensors = shard_tensors(ck, spec);
   std::vector<TensorItem> items;
   for (const ShardTensor& t : tensors)
-    items.push_back({t.name, t.layer, t.nbytes, tensor_group(t.name, static_cast<int>(t.shape.size()))});
+    items.push_back({t.ref.name, t.ref.layer, t.nbytes, tensor_group(*t.ref.slot)});
   m.placement = place(items, m.config);
   m.pool = std::make_unique<ComputePool>(*m.engine, m.config.device_budget);
   m.pool->charge(m.placement.kv_reserve_bytes, "the KV cache reserve");
@@ -81,16 +81,12 @@ TieredWeights::TieredWeights(const Checkpoint& ck, const ShardSpec& spec, Backen
   // conversion) are exactly those of the all-resident source.
   for (size_t i = 0; i < tensors.size(); ++i) {
     const ShardTensor& t = tensors[i];
-    if (t.layer >= 0) m.layer_bytes += t.nbytes;
+    if (t.ref.layer >= 0) m.layer_bytes += t.nbytes;
     if (m.placement.tiers[i] != Tier::kDevice) continue;
     Tensor dev = backend.upload_weight(mapped_slice(ck, t));
-    m.pool->charge(dev.nbytes(), t.name);
-    if (t.layer < 0) {
-      (t.field == kGlobalEmbed ? m.globals.embed : t.field == kGlobalOutputNorm ? m.globals.output_norm
-                                                                                 : m.globals.output) = dev;
-    } else {
-      layer_field(m.resident[static_cast<size_t>(m.local(t.layer))], t.field) = dev;
-    }
+    m.pool->charge(dev.nbytes(), t.ref.name);
+    if (t.ref.layer < 0) slot_field(t.ref, m.globals) = dev;
+    else slot_field(t.ref, m.resident[static_cast<size_t>(m.local(t.ref.layer))]) = dev;
   }
   if (tied) m.globals.output = m.globals.embed;
 
@@ -105,14 +101,14 @@ TieredWeights::TieredWeights(const Checkpoint& ck, const ShardSpec& spec, Backen
     const ShardTensor& t = tensors[i];
     const Tier tier = m.placement.tiers[i];
     if (tier == Tier::kDevice) continue;
-    const int64_t li = m.local(t.layer);
+    const int64_t li = m.local(t.ref.layer);
     if (m.stream_index[static_cast<size_t>(li)] < 0) {
       m.stream_index[static_cast<size_t>(li)] = static_cast<int64_t>(streamed.size());
-      streamed.push_back({t.layer, {}});
+      streamed.push_back({t.ref.layer, {}});
       streamed_tensor.emplace_back();
     }
     StreamedTensor s;
-    s.name = t.name;
+    s.name = t.ref.name;
     s.tier = tier;
     s.nbytes = t.nbytes;
     if (tier == Tier::kHost) {
@@ -149,7 +145,7 @@ TieredWeights::TieredWeights(const Checkpoint& ck, const ShardSpec& spec, Backen
       LayerWeights w = base;
       for (size_t j = 0; j < streamed[k].tensors.size(); ++j) {
         const ShardTensor& t = tensors[streamed_tensor[k][j]];
-        layer_field(w, t.field) = Tensor::view(ring + s * slot_bytes + streamed[k].tensors[j].device_offset, t.shape,
+        slot_field(t.ref, w) = Tensor::view(ring + s * slot_bytes + streamed[k].tensors[j].device_offset, t.shape,
                                                t.dtype, m.engine->device());
       }
       m.views[k].push_back(std::move(w));

@@ -12,69 +12,25 @@
 namespace strata::parallel {
 namespace {
 
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
-// Builds the shards of one rank, in checkpoint order.
-class ShardBuilder {
- public:
-  ShardBuilder(const ModelConfig& config, DType dtype, RankPartition& rank)
-      : config_(config), dtype_(dtype), rank_(rank) {}
-
-  // A 1-D tensor (norm, bias) is never block-quantized: it stays f32, as in GGUF files.
-  DType dtype_for(const Shape& shape) const {
-    return shape.size() == 1 && dtype_is_quantized(dtype_) ? DType::kF32 : dtype_;
-  }
-
-  void add(std::string name, int64_t layer, Shape full, SplitKind kind, int64_t offset, int64_t count) {
+// The shards of one rank, in model order, as the model description slices them.
+void add_shards(const ModelConfig& config, DType dtype, RankPartition& rank) {
+  for (const TensorRef& t : rank_tensors(config, rank.shard)) {
     ShardSlice s;
-    s.name = std::move(name);
-    s.layer = layer;
-    s.kind = kind;
-    s.full_shape = full;
-    s.local_shape = full;
-    if (kind == SplitKind::kReplicated) {
-      s.offset = 0;
-      s.count = full[0];
-    } else {
-      s.offset = offset;
-      s.count = count;
-      s.local_shape[kind == SplitKind::kRows ? 0 : 1] = count;
-    }
-    s.dtype = dtype_for(full);
+    s.name = t.name;
+    s.layer = t.layer;
+    s.slot = t.slot;
+    s.kind = t.slot->split;
+    s.full_shape = t.slot->full_shape(config);
+    const SliceRange range = slot_slice(*t.slot, config, rank.shard);
+    s.offset = range.offset;
+    s.count = range.count;
+    s.local_shape = local_shape(*t.slot, config, rank.shard);
+    // Norms and biases are never block-quantized: they stay f32, as in GGUF files.
+    s.dtype = !t.slot->may_quantize() && dtype_is_quantized(dtype) ? DType::kF32 : dtype;
     s.bytes = dtype_bytes(s.dtype, shape_numel(s.local_shape));
-    rank_.shards.push_back(std::move(s));
+    rank.shards.push_back(std::move(s));
   }
-
-  void add_layer(int64_t l) {
-    const auto& c = config_;
-    const int64_t hd = c.head_dim;
-    const std::string p = cat("blk.", l, ".");
-    const int64_t q_rows = c.n_heads * hd, kv_rows = c.n_kv_heads * hd;
-    const int64_t q_off = rank_.q_head_begin * hd, q_cnt = rank_.q_heads * hd;
-    const int64_t kv_off = rank_.kv_head_begin * hd, kv_cnt = rank_.kv_heads * hd;
-    add(p + "attn_norm.weight", l, {c.hidden}, SplitKind::kReplicated, 0, 0);
-    add(p + "attn_q.weight", l, {q_rows, c.hidden}, SplitKind::kRows, q_off, q_cnt);
-    if (c.qkv_bias) add(p + "attn_q.bias", l, {q_rows}, SplitKind::kRows, q_off, q_cnt);
-    add(p + "attn_k.weight", l, {kv_rows, c.hidden}, SplitKind::kRows, kv_off, kv_cnt);
-    if (c.qkv_bias) add(p + "attn_k.bias", l, {kv_rows}, SplitKind::kRows, kv_off, kv_cnt);
-    add(p + "attn_v.weight", l, {kv_rows, c.hidden}, SplitKind::kRows, kv_off, kv_cnt);
-    if (c.qkv_bias) add(p + "attn_v.bias", l, {kv_rows}, SplitKind::kRows, kv_off, kv_cnt);
-    add(p + "attn_output.weight", l, {c.hidden, q_rows}, SplitKind::kCols, q_off, q_cnt);
-    add(p + "ffn_norm.weight", l, {c.hidden}, SplitKind::kReplicated, 0, 0);
-    add(p + "ffn_gate.weight", l, {c.ffn, c.hidden}, SplitKind::kRows, rank_.ffn_begin, rank_.ffn_count);
-    add(p + "ffn_up.weight", l, {c.ffn, c.hidden}, SplitKind::kRows, rank_.ffn_begin, rank_.ffn_count);
-    add(p + "ffn_down.weight", l, {c.hidden, c.ffn}, SplitKind::kCols, rank_.ffn_begin, rank_.ffn_count);
-  }
-
-  void add_vocab(const std::string& name) {
-    add(name, -1, {config_.vocab_size, config_.hidden}, SplitKind::kRows, rank_.vocab_begin, rank_.vocab_count);
-  }
-
- private:
-  const ModelConfig& config_;
-  DType dtype_;
-  RankPartition& rank_;
-};
+}
 
 // Places the shards exactly as the run will: offload::place over this rank's shard items with the
 // plan's residency settings, so `plan --check` and the runtime agree tier by tier. A placement that
@@ -87,7 +43,7 @@ void place_shards(const Plan& plan, const PartitionOptions& options, RankPartiti
   std::vector<offload::TensorItem> items;
   int64_t layers = 0;
   for (const ShardSlice& s : r.shards) {
-    items.push_back({s.name, s.layer, s.bytes, offload::tensor_group(s.name, static_cast<int>(s.local_shape.size()))});
+    items.push_back({s.name, s.layer, s.bytes, offload::tensor_group(*s.slot)});
     if (s.layer >= 0) layers = std::max(layers, s.layer - r.layer_begin + 1);
   }
   offload::Placement p;
@@ -124,15 +80,6 @@ void place_shards(const Plan& plan, const PartitionOptions& options, RankPartiti
 }
 
 }  // namespace
-
-const char* split_kind_name(SplitKind kind) {
-  switch (kind) {
-    case SplitKind::kReplicated: return "replicated";
-    case SplitKind::kRows: return "rows";
-    case SplitKind::kCols: return "cols";
-  }
-  return "?";
-}
 
 bool glob_match(const std::string& pattern, const std::string& name) {
   // Iterative matcher with one backtrack point for the last '*': linear in practice.
@@ -206,21 +153,14 @@ Partition compute_partition(const Plan& plan, const ModelConfig& config, const P
   out.stages = plan_stages(plan, config);
   const int64_t tp_size = par.tensor;
   out.vocab_size = config.vocab_size;
-  out.vocab_padded = ceil_div(config.vocab_size, tp_size) * tp_size;
-  out.vocab_per_rank = out.vocab_padded / tp_size;
+  out.vocab_per_rank = ShardSpec::make(config, 0, static_cast<int>(tp_size), 0, config.n_layers).vocab_shard;
+  out.vocab_padded = out.vocab_per_rank * tp_size;
   out.kv_replication = tp_size > config.n_kv_heads ? tp_size / config.n_kv_heads : 1;
 
   {  // model_bytes: every tensor once, as the one-rank partition of the same model would hold it
     RankPartition whole;
-    whole.q_heads = config.n_heads;
-    whole.kv_heads = config.n_kv_heads;
-    whole.ffn_count = config.ffn;
-    whole.vocab_count = config.vocab_size;
-    ShardBuilder b(config, out.dtype, whole);
-    b.add_vocab("token_embd.weight");
-    for (int64_t l = 0; l < config.n_layers; ++l) b.add_layer(l);
-    b.add("output_norm.weight", -1, {config.hidden}, SplitKind::kReplicated, 0, 0);
-    if (!config.tied_embeddings) b.add_vocab("output.weight");
+    whole.shard = ShardSpec::make(config, 0, 1, 0, config.n_layers);
+    add_shards(config, out.dtype, whole);
     for (const auto& s : whole.shards) out.model_bytes += s.bytes;
   }
 
@@ -231,35 +171,14 @@ Partition compute_partition(const Plan& plan, const ModelConfig& config, const P
     r.dp = c.dp, r.pp = c.pp, r.tp = c.tp;
     r.layer_begin = out.stages[static_cast<size_t>(c.pp)].layer_begin;
     r.layer_end = out.stages[static_cast<size_t>(c.pp)].layer_end;
-    r.has_embedding = c.pp == 0;
-    r.has_head = c.pp == par.pipeline - 1;
-    r.q_heads = config.n_heads / tp_size;
-    r.q_head_begin = c.tp * r.q_heads;
-    if (out.kv_replication > 1) {
-      r.kv_heads = 1;
-      r.kv_head_begin = c.tp / out.kv_replication;
-    } else {
-      r.kv_heads = config.n_kv_heads / tp_size;
-      r.kv_head_begin = c.tp * r.kv_heads;
-    }
-    r.ffn_count = config.ffn / tp_size;
-    r.ffn_begin = c.tp * r.ffn_count;
-    r.vocab_begin = std::min<int64_t>(c.tp * out.vocab_per_rank, config.vocab_size);
-    r.vocab_count = std::min<int64_t>(out.vocab_per_rank, config.vocab_size - r.vocab_begin);
+    r.shard = ShardSpec::make(config, c.tp, static_cast<int>(tp_size), r.layer_begin, r.layer_end);
     r.tp_group = out.layout.tp_group(rank);
     r.pp_chain = out.layout.pp_chain(rank);
     r.replica = out.layout.replica(rank);
     r.prev_stage = out.layout.prev_stage_rank(rank);
     r.next_stage = out.layout.next_stage_rank(rank);
 
-    ShardBuilder b(config, out.dtype, r);
-    if (r.has_embedding) b.add_vocab("token_embd.weight");
-    for (int64_t l = r.layer_begin; l < r.layer_end; ++l) b.add_layer(l);
-    if (r.has_head) {
-      b.add("output_norm.weight", -1, {config.hidden}, SplitKind::kReplicated, 0, 0);
-      if (!config.tied_embeddings) b.add_vocab("output.weight");
-      else if (!r.has_embedding) b.add_vocab("token_embd.weight");  // the head's own copy
-    }
+    add_shards(config, out.dtype, r);
     place_shards(plan, options, r);
     out.totals.device += r.bytes.device;
     out.totals.host += r.bytes.host;

@@ -3,9 +3,8 @@
 // the residency manager (tier of each shard, from offload::place). Conventions, also in configs/README.md:
 //  - stages: balanced by default; with n_layers = q * PP + r the first r stages get q + 1 layers, since
 //    the last stage also runs the LM head, a matmul as large as one or more layers.
-//  - weights are logical [out, in]. Column-parallel (kRows) splits out: attn_q/k/v (by head),
-//    ffn_gate/ffn_up, and the vocab of token_embd/output. Row-parallel (kCols) splits in: attn_output,
-//    ffn_down. Norms are replicated.
+//  - which tensors exist, their shapes and how each splits (replicated, rows = column-parallel, cols =
+//    row-parallel) come from the model description (runtime/models/model_description.h).
 //  - KV heads: with TP <= n_kv each rank holds n_kv / TP consecutive heads; with TP > n_kv each KV head
 //    is replicated on TP / n_kv consecutive ranks and rank tp holds head tp / (TP / n_kv). Query heads
 //    of rank tp are [tp * n_heads / TP, (tp + 1) * n_heads / TP) either way.
@@ -24,21 +23,17 @@
 #include "parallel/rank_layout.h"
 #include "runtime/dtype.h"
 #include "runtime/model_config.h"
+#include "runtime/models/model_description.h"
+#include "runtime/shard_spec.h"
 #include "runtime/tensor.h"
 
 namespace strata::parallel {
 
-enum class SplitKind : uint8_t {
-  kReplicated,  // every rank of the TP group holds the whole tensor
-  kRows,        // column-parallel: a range of dim 0 (output features, heads, vocab rows)
-  kCols,        // row-parallel: a range of dim 1 (input features); outputs are all-reduced
-};
-const char* split_kind_name(SplitKind kind);
-
 struct ShardSlice {
   std::string name;    // canonical GGUF name, e.g. "blk.3.attn_q.weight"
   int64_t layer = -1;  // block index; -1 for token_embd, output_norm, output
-  SplitKind kind = SplitKind::kReplicated;
+  const TensorSlot* slot = nullptr;  // the model description's row (runtime/models/model_description.h)
+  TpSplit kind = TpSplit::kReplicated;
   Shape full_shape;    // [out, in] for matrices, [n] for norms and biases
   int64_t offset = 0;  // first row (kRows) / column (kCols) held; 0 for kReplicated
   int64_t count = 0;   // rows (kRows) / columns (kCols) held; full_shape[0] for kReplicated
@@ -59,13 +54,11 @@ struct TierBytes {
 struct RankPartition {
   int rank = 0, dp = 0, pp = 0, tp = 0;
   int64_t layer_begin = 0, layer_end = 0;  // the stage's layers, [begin, end)
-  bool has_embedding = false;              // stage 0: token lookup
-  bool has_head = false;                   // last stage: final norm + LM head
-  int64_t q_head_begin = 0, q_heads = 0;
-  int64_t kv_head_begin = 0, kv_heads = 0;
-  int64_t ffn_begin = 0, ffn_count = 0;      // intermediate columns of the MLP
-  int64_t vocab_begin = 0, vocab_count = 0;  // real vocab rows held (see vocab above)
-  std::vector<ShardSlice> shards;            // layer-major, in checkpoint order
+  // The rank's tensor-parallel split (ShardSpec::make, the only place it is computed): heads, FFN
+  // columns, real vocab rows held (see vocab above); first_stage holds the embedding, last_stage the
+  // final norm and LM head. The launcher hands it to the model as is.
+  ShardSpec shard;
+  std::vector<ShardSlice> shards;            // in model order (rank_tensors)
   TierBytes bytes;
   int64_t device_budget = -1;     // resolved bytes; -1 = no limit
   int64_t host_budget = -1;       // resolved bytes; -1 = no limit

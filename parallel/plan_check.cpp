@@ -7,6 +7,7 @@
 
 #include "parallel/byte_size.h"
 #include "runtime/error.h"
+#include "runtime/models/model_description.h"
 
 namespace strata::parallel {
 namespace {
@@ -61,18 +62,19 @@ bool check_tensor(const Plan* plan, const ModelConfig& c, int tp, DType dtype, s
     fail(cat("parallel.tensor = ", tp, " does not divide the MLP width ffn = ", c.ffn,
              "; ffn_gate/ffn_up/ffn_down are split into ffn / tensor columns per rank"));
   if (!dtype_is_quantized(dtype) || !ok) return ok;
-  // Block-quantized rows store 32 consecutive input elements per block, so a row-parallel split of the
-  // input dim must land on block boundaries.
-  auto block_split = [&](const char* tensors, int64_t whole, const char* what) {
-    const int64_t local = whole / tp;
-    if (local % kQBlock == 0) return;
-    fail(cat("with dtype ", dtype_name(dtype), ", ", tensors, " is split along its input dim into ", local,
-             " columns per rank (", what, " ", whole, " / tensor ", tp, "), not a multiple of the ", kQBlock,
-             "-element quantization block; pick a tensor size that keeps it a multiple of ", kQBlock,
-             " or an unquantized model.dtype (f16, bf16)"));
-  };
-  block_split("blk.*.attn_output.weight", c.n_heads * c.head_dim, "n_heads * head_dim");
-  block_split("blk.*.ffn_down.weight", c.ffn, "ffn");
+  // Block-quantized rows store runs of consecutive input elements per block, so a row-parallel split
+  // of the input dim (the model description's kCols slots) must land on block boundaries.
+  const int64_t block = dtype_block_elems(dtype);
+  for (const TensorSlot& slot : model_description(c).slots) {
+    if (slot.split != TpSplit::kCols || !slot.may_quantize() || !slot.present(c)) continue;
+    const int64_t whole = slot.full_shape(c)[1], local = whole / tp;
+    if (local % block == 0) continue;
+    fail(cat("with dtype ", dtype_name(dtype), ", ", slot.per_layer ? "blk.*." : "", slot.name,
+             " is split along its input dim into ", local, " columns per rank (", dim_name(slot.shape[1]), " ", whole,
+             " / tensor ", tp,
+             "), not a multiple of the ", block, "-element quantization block; pick a tensor size that keeps it a "
+             "multiple of ", block, " or an unquantized model.dtype (f16, bf16)"));
+  }
   return ok;
 }
 

@@ -59,8 +59,8 @@ void shard_lines(std::ostringstream& out, const RankPartition& r) {
     if (s.layer >= 0)
       name = cat("blk.", g.n == 1 ? std::to_string(g.layer_first) : cat("{", g.layer_first, "-", g.layer_last, "}"), ".",
                  s.name.substr(s.name.find('.', 4) + 1));
-    std::string slice = split_kind_name(s.kind);
-    if (s.kind != SplitKind::kReplicated) slice += cat(" ", range(s.offset, s.count));
+    std::string slice = tp_split_name(s.kind);
+    if (s.kind != TpSplit::kReplicated) slice += cat(" ", range(s.offset, s.count));
     out << "    " << pad(name, 30) << " " << pad(slice, 18) << " " << pad(shape_str(s.local_shape), 14) << " of "
         << pad(shape_str(s.full_shape), 14) << " " << pad(dtype_name(s.dtype), 5) << " " << pad(tier_name(s.tier), 7)
         << (g.n > 1 ? cat(g.n, " x ", format_bytes(g.bytes / g.n), " = ") : std::string()) << format_bytes(g.bytes)
@@ -111,9 +111,9 @@ std::string describe(const Plan& plan, const ModelConfig& c, const Partition& p)
     char line[256];
     std::snprintf(line, sizeof line, "  %4d %3d %3d %3d  %-12s  %-8s  %-8s  %-14s  %-14s  %-10s  %-10s  %-10s  %s\n",
                   r.rank, r.dp, r.pp, r.tp, range(r.layer_begin, r.layer_end - r.layer_begin).c_str(),
-                  range(r.q_head_begin, r.q_heads).c_str(), range(r.kv_head_begin, r.kv_heads).c_str(),
-                  range(r.ffn_begin, r.ffn_count).c_str(),
-                  (r.has_embedding || r.has_head) ? range(r.vocab_begin, r.vocab_count).c_str() : "-",
+                  range(r.shard.q_head_begin, r.shard.q_heads).c_str(), range(r.shard.kv_head_begin, r.shard.kv_heads).c_str(),
+                  range(r.shard.ffn_begin, r.shard.ffn_count).c_str(),
+                  (r.shard.first_stage || r.shard.last_stage) ? range(r.shard.vocab_begin, r.shard.vocab_count).c_str() : "-",
                   format_bytes(r.bytes.device).c_str(), format_bytes(r.bytes.host).c_str(),
                   format_bytes(r.bytes.disk).c_str(), format_bytes(r.bytes.staging).c_str());
     out << line;
@@ -123,8 +123,8 @@ std::string describe(const Plan& plan, const ModelConfig& c, const Partition& p)
   for (const auto& r : p.ranks) {
     if (r.dp > 0) continue;  // replicas repeat replica 0 rank for rank
     out << "  rank " << r.rank << " (dp " << r.dp << ", pp " << r.pp << ", tp " << r.tp << "): layers "
-        << range(r.layer_begin, r.layer_end - r.layer_begin) << (r.has_embedding ? ", embedding" : "")
-        << (r.has_head ? ", final norm + LM head" : "") << "; tp group " << members(r.tp_group) << ", pp chain "
+        << range(r.layer_begin, r.layer_end - r.layer_begin) << (r.shard.first_stage ? ", embedding" : "")
+        << (r.shard.last_stage ? ", final norm + LM head" : "") << "; tp group " << members(r.tp_group) << ", pp chain "
         << members(r.pp_chain) << "\n";
     shard_lines(out, r);
     out << "    weights " << format_bytes(r.bytes.weights()) << ": device " << format_bytes(r.bytes.device) << ", host "

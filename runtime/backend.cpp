@@ -51,26 +51,7 @@ void Backend::scatter_add_rows(const Tensor& src, const Tensor& index, const Ten
   }
 }
 
-bool Backend::matmul_swiglu(const Tensor&, const Tensor&, Tensor&, const NormScale*) { return false; }
-
-bool Backend::defers_norms(int64_t, int) const { return false; }
-
-namespace {
-[[noreturn]] void no_pending_norms(const Backend& b, const char* op) {
-  STRATA_THROW(ErrorKind::kInternal, op, ": the ", b.name(), " backend has no pending norms (defers_norms is false)");
-}
-}  // namespace
-
-void Backend::reset_norm_sums(int, int64_t) { no_pending_norms(*this, "reset_norm_sums"); }
-void Backend::pending_rmsnorm(const Tensor&, const Tensor&, Tensor&, int) {
-  no_pending_norms(*this, "pending_rmsnorm");
-}
-void Backend::matmul_add_pending_norm(const Tensor&, const Tensor&, Tensor&, const Tensor*, Tensor&, int) {
-  no_pending_norms(*this, "matmul_add_pending_norm");
-}
-void Backend::matmul_norm_scaled(const Tensor&, const Tensor&, const Tensor*, const NormScale&, Tensor&) {
-  no_pending_norms(*this, "matmul_norm_scaled");
-}
+bool Backend::matmul_swiglu(const Tensor&, const Tensor&, Tensor&) { return false; }
 
 bool Backend::rope_kv_attention(Tensor&, Tensor&, const Tensor&, const AttentionBatch&, const RopeParams&, Tensor&,
                                 Tensor&, float, Tensor&) {

@@ -58,14 +58,6 @@ class OpGraph {
   virtual double take_device_seconds() { return 0; }
 };
 
-// Finishes a pending RMSNorm (Backend::pending_rmsnorm): the matmul reading it multiplies row t of its
-// product by rsqrt(sum[slot][t] / dim + eps).
-struct NormScale {
-  int slot = 0;
-  int64_t dim = 0;
-  float eps = 0.f;
-};
-
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -100,31 +92,9 @@ class Backend {
   virtual void swiglu(const Tensor& gate_up, Tensor& out) = 0;
   // matmul(x, w_gate_up) then swiglu into out [M, F], for w_gate_up [2F, K] holding the gate rows then the up
   // rows, where a backend runs both in one pass: returns true when it did, false (and touches nothing) when
-  // the caller must make the two calls. With `scale`, the product is matmul_norm_scaled's. The default
-  // returns false.
-  virtual bool matmul_swiglu(const Tensor& x, const Tensor& w_gate_up, Tensor& out, const NormScale* scale = nullptr);
+  // the caller must make the two calls. The default returns false.
+  virtual bool matmul_swiglu(const Tensor& x, const Tensor& w_gate_up, Tensor& out);
 
-  // ---- RMSNorms finished by the matmul that reads them ----
-  // An RMSNorm of the residual stream x [T, D] splits into scaled = x * weight and each row's sum of
-  // squares; the matmul reading `scaled` multiplies its outputs by rsqrt(sum / D + eps), which commutes
-  // with the product. The projections that update the residual (attention output, down) can then produce
-  // the next norm in their epilogue, so no norm kernel runs between a decode step's matmuls. The sums live
-  // in the backend, in slots that reset_norm_sums zeroes.
-  // Whether the backend finishes norms this way inside its matmuls for `rows` rows and a step that needs
-  // `slots` sum slots; where it does not, the ops below still work (slower than rmsnorm + matmul), and the
-  // defaults throw.
-  virtual bool defers_norms(int64_t rows, int slots) const;
-  // Zeroes sum slots [0, slots) for `rows` rows (at most 8), before a step's pending norms.
-  virtual void reset_norm_sums(int slots, int64_t rows);
-  // scaled = x * weight row by row; slot `slot` = each row's sum of x^2.
-  virtual void pending_rmsnorm(const Tensor& x, const Tensor& weight, Tensor& scaled, int slot);
-  // residual += x w^T; then, with norm_weight, scaled = residual * norm_weight and slot `slot` += each row's
-  // sum of residual^2 (the slot zeroed before).
-  virtual void matmul_add_pending_norm(const Tensor& x, const Tensor& w, Tensor& residual, const Tensor* norm_weight,
-                                       Tensor& scaled, int slot);
-  // out = (x w^T) * rsqrt(sum[slot] / dim + eps) (+ bias) row by row: matmul of a pending norm's `scaled`.
-  virtual void matmul_norm_scaled(const Tensor& x, const Tensor& w, const Tensor* bias, const NormScale& scale,
-                                  Tensor& out);
   // a += b.
   virtual void add(Tensor& a, const Tensor& b) = 0;
   // out[index[r], :] += weight[r] * src[r, :] for the R rows of src [R, D], with index (i32 [R]) and weight

@@ -5,24 +5,18 @@
 
 #include "runtime/error.h"
 #include "runtime/formats/checkpoint.h"
+#include "runtime/models/model_description.h"
 
 namespace strata {
 
-int64_t ExpertWeights::nbytes() const {
-  int64_t n = 0;
-  for (const Tensor* t : {&router, &shared_gate, &shared_up, &shared_down, &shared_router})
-    if (t->defined()) n += t->nbytes();
-  for (const auto* list : {&gate, &up, &down})
-    for (const Tensor& t : *list) n += t.nbytes();
-  return n;
-}
-
 int64_t LayerWeights::nbytes() const {
-  int64_t n = experts ? experts->nbytes() : 0;
+  int64_t n = 0;
   // Fused stacks are counted through their row views (wq, wk, ...), not twice.
-  for (const Tensor* t :
-       {&attn_norm, &wq, &wk, &wv, &bq, &bk, &bv, &wo, &q_norm, &k_norm, &ffn_norm, &w_gate, &w_up, &w_down})
+  for (const Tensor* t : {&attn_norm, &wq, &wk, &wv, &bq, &bk, &bv, &wo, &q_norm, &k_norm, &ffn_norm, &w_gate, &w_up,
+                          &w_down, &router, &shared_gate, &shared_up, &shared_down, &shared_router})
     if (t->defined()) n += t->nbytes();
+  for (const auto* experts : {&expert_gate, &expert_up, &expert_down})
+    for (const Tensor& t : *experts) n += t.nbytes();
   return n;
 }
 
@@ -53,63 +47,31 @@ Tensor ShardReader::cols(const std::string& name, int64_t begin, int64_t count) 
   return out;
 }
 
-LayerWeights ShardReader::layer(int64_t layer) const {
-  const std::string p = "blk." + std::to_string(layer) + ".";
+Tensor ShardReader::slice(const TensorRef& t) const {
   const ModelConfig& c = checkpoint_.config();
-  const int64_t hd = c.head_dim;
-  LayerWeights w;
-  w.attn_norm = checkpoint_.tensor(p + "attn_norm.weight");
-  w.ffn_norm = checkpoint_.tensor(p + "ffn_norm.weight");
-  w.wq = rows(p + "attn_q.weight", spec_.q_head_begin * hd, spec_.q_heads * hd);
-  w.wk = rows(p + "attn_k.weight", spec_.kv_head_begin * hd, spec_.kv_heads * hd);
-  w.wv = rows(p + "attn_v.weight", spec_.kv_head_begin * hd, spec_.kv_heads * hd);
-  if (c.qkv_bias) {
-    w.bq = rows(p + "attn_q.bias", spec_.q_head_begin * hd, spec_.q_heads * hd);
-    w.bk = rows(p + "attn_k.bias", spec_.kv_head_begin * hd, spec_.kv_heads * hd);
-    w.bv = rows(p + "attn_v.bias", spec_.kv_head_begin * hd, spec_.kv_heads * hd);
+  const SliceRange r = slot_slice(*t.slot, c, spec_);
+  switch (t.slot->split) {
+    case TpSplit::kReplicated:
+    case TpSplit::kExpert: return checkpoint_.tensor(t.name);
+    case TpSplit::kRows: return rows(t.name, r.offset, r.count);
+    case TpSplit::kCols: return cols(t.name, r.offset, r.count);
   }
-  w.wo = cols(p + "attn_output.weight", spec_.q_head_begin * hd, spec_.q_heads * hd);
-  if (c.qk_norm) {
-    w.q_norm = checkpoint_.tensor(p + "attn_q_norm.weight");
-    w.k_norm = checkpoint_.tensor(p + "attn_k_norm.weight");
-  }
-  if (c.moe.sparse_layer(layer)) {
-    w.experts = std::make_shared<const ExpertWeights>(experts(p));
-    return w;
-  }
-  w.w_gate = rows(p + "ffn_gate.weight", spec_.ffn_begin, spec_.ffn_count);
-  w.w_up = rows(p + "ffn_up.weight", spec_.ffn_begin, spec_.ffn_count);
-  w.w_down = cols(p + "ffn_down.weight", spec_.ffn_begin, spec_.ffn_count);
-  return w;
+  STRATA_THROW(ErrorKind::kInternal, "tensor ", t.name, " has no split kind");
 }
 
-ExpertWeights ShardReader::experts(const std::string& p) const {
-  ExpertWeights x;
-  x.router = checkpoint_.tensor(p + "ffn_gate_inp.weight");
-  x.first = spec_.expert_begin;
-  for (int64_t e = spec_.expert_begin; e < spec_.expert_begin + spec_.expert_count; ++e) {
-    x.gate.push_back(checkpoint_.tensor(cat(p, "ffn_gate.", e, ".weight")));
-    x.up.push_back(checkpoint_.tensor(cat(p, "ffn_up.", e, ".weight")));
-    x.down.push_back(checkpoint_.tensor(cat(p, "ffn_down.", e, ".weight")));
-  }
-  if (checkpoint_.config().moe.shared_ffn > 0) {
-    x.shared_gate = rows(p + "ffn_gate_shexp.weight", spec_.shared_begin, spec_.shared_count);
-    x.shared_up = rows(p + "ffn_up_shexp.weight", spec_.shared_begin, spec_.shared_count);
-    x.shared_down = cols(p + "ffn_down_shexp.weight", spec_.shared_begin, spec_.shared_count);
-    x.shared_router = checkpoint_.tensor(p + "ffn_gate_inp_shexp.weight");
-  }
-  return x;
+LayerWeights ShardReader::layer(int64_t layer) const {
+  LayerWeights w;
+  w.expert_first = spec_.expert_begin;
+  for (const TensorRef& t : layer_tensors(checkpoint_.config(), layer, &spec_)) slot_field(t, w) = slice(t);
+  return w;
 }
 
 GlobalWeights ShardReader::globals() const {
   GlobalWeights g;
-  const bool tied = !checkpoint_.has("output.weight");
-  if (spec_.first_stage || (spec_.last_stage && tied))
-    g.embed = rows("token_embd.weight", spec_.vocab_begin, spec_.vocab_count);
-  if (spec_.last_stage) {
-    g.output_norm = checkpoint_.tensor("output_norm.weight");
-    g.output = tied ? g.embed : rows("output.weight", spec_.vocab_begin, spec_.vocab_count);
-  }
+  for (const TensorRef& t : rank_tensors(checkpoint_.config(), spec_))
+    if (t.layer < 0) slot_field(t, g) = slice(t);
+  // A tied head is the embedding's rows (the last stage holds its own vocab-parallel copy).
+  if (spec_.last_stage && checkpoint_.config().tied_embeddings) g.output = g.embed;
   return g;
 }
 
@@ -129,24 +91,6 @@ Tensor stack_rows(const std::vector<const Tensor*>& parts) {
   return out;
 }
 
-// The expert tensors of `h` through `up` (a host -> device upload).
-template <typename Upload>
-ExpertWeights upload_experts(const ExpertWeights& h, const Upload& up) {
-  ExpertWeights d;
-  d.first = h.first;
-  d.router = up(h.router);
-  for (size_t e = 0; e < h.gate.size(); ++e) {
-    d.gate.push_back(up(h.gate[e]));
-    d.up.push_back(up(h.up[e]));
-    d.down.push_back(up(h.down[e]));
-  }
-  d.shared_gate = up(h.shared_gate);
-  d.shared_up = up(h.shared_up);
-  d.shared_down = up(h.shared_down);
-  d.shared_router = up(h.shared_router);
-  return d;
-}
-
 class ResidentWeights final : public WeightSource {
  public:
   ResidentWeights(const Checkpoint& checkpoint, const ShardSpec& spec, Backend& backend) : spec_(spec) {
@@ -163,7 +107,15 @@ class ResidentWeights final : public WeightSource {
       d.attn_norm = up(h.attn_norm);
       d.q_norm = up(h.q_norm);
       d.k_norm = up(h.k_norm);
-      if (h.experts) d.experts = std::make_shared<const ExpertWeights>(upload_experts(*h.experts, up));
+      d.router = up(h.router);
+      d.expert_first = h.expert_first;
+      for (size_t e = 0; e < h.expert_gate.size(); ++e) {
+        d.expert_gate.push_back(up(h.expert_gate[e]));
+        d.expert_up.push_back(up(h.expert_up[e]));
+        d.expert_down.push_back(up(h.expert_down[e]));
+      }
+      d.shared_gate = up(h.shared_gate), d.shared_up = up(h.shared_up), d.shared_down = up(h.shared_down);
+      d.shared_router = up(h.shared_router);
       d.ffn_norm = up(h.ffn_norm);
       d.wo = up(h.wo);
       d.w_down = up(h.w_down);

@@ -13,23 +13,20 @@
 namespace strata {
 
 class Checkpoint;
-
-// A mixture-of-experts layer's FFN (runtime/models/moe.h): the router, this rank's routed experts and its
-// slice of the shared expert.
-struct ExpertWeights {
-  Tensor router;                                  // [n_experts, hidden], every rank
-  int64_t first = 0;                              // global index of gate[0] (ShardSpec::expert_begin)
-  std::vector<Tensor> gate, up, down;             // per held expert: [F, hidden], [F, hidden], [hidden, F]
-  Tensor shared_gate, shared_up, shared_down;     // shared expert column slice; undefined when none
-  Tensor shared_router;                           // [1, hidden]: the shared expert's sigmoid gate
-  int64_t nbytes() const;
-};
+struct TensorRef;
 
 struct LayerWeights {
   Tensor attn_norm, wq, wk, wv, bq, bk, bv, wo;  // biases undefined unless qkv_bias
   Tensor q_norm, k_norm;                          // [head_dim], undefined unless qk_norm
   Tensor ffn_norm, w_gate, w_up, w_down;          // the dense MLP; undefined on expert layers
-  std::shared_ptr<const ExpertWeights> experts;   // set on expert layers
+  // A mixture-of-experts layer's FFN (runtime/models/moe.h): the router, this rank's routed experts
+  // [expert_first, + expert_gate.size()) and its column slice of the shared expert.
+  Tensor router;                                      // [n_experts, hidden]; defined on expert layers only
+  int64_t expert_first = 0;                           // global index of expert_gate[0]
+  std::vector<Tensor> expert_gate, expert_up, expert_down;  // [F, hidden], [F, hidden], [hidden, F]
+  Tensor shared_gate, shared_up, shared_down;         // undefined without a shared expert
+  Tensor shared_router;                               // [1, hidden]: the shared expert's sigmoid gate
+  bool has_experts() const { return router.defined(); }
   // Optional fused forms on accelerators: [wq; wk; wv] and [w_gate; w_up] stacked by rows (wq/wk/wv and
   // w_gate/w_up are then row views of them). One GEMV over the stack streams the bytes of three (two)
   // small ones at a better share of the bandwidth; used when a step has one token.
@@ -55,8 +52,9 @@ class WeightSource {
   virtual bool stays_resident() const { return false; }
 };
 
-// Reads this rank's slices from the checkpoint's memory map: row slices are views (zero copy),
-// column slices (row-parallel weights) are gathered into host memory.
+// Reads this rank's slices (runtime/models/model_description.h says which) from the checkpoint's
+// memory map: row slices are views (zero copy), column slices (row-parallel weights) are gathered into
+// host memory.
 class ShardReader {
  public:
   ShardReader(const Checkpoint& checkpoint, const ShardSpec& spec);
@@ -64,9 +62,9 @@ class ShardReader {
   GlobalWeights globals() const;            // host tensors
 
  private:
+  Tensor slice(const TensorRef& tensor) const;
   Tensor rows(const std::string& name, int64_t begin, int64_t count) const;
   Tensor cols(const std::string& name, int64_t begin, int64_t count) const;
-  ExpertWeights experts(const std::string& layer_prefix) const;  // "blk.N."
   const Checkpoint& checkpoint_;
   ShardSpec spec_;
 };

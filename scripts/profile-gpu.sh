@@ -2,7 +2,7 @@
 # scripts/profile-gpu.sh: where a decode or prefill step's time goes on a GPU machine. Builds strata with
 # CUDA (when $STRATA_GPU_BUILD/strata is missing), makes the 7b-shape model (when absent), then runs
 # `strata bench decode` per case twice: plain (wall time per step, forward/sample split) and with
-# STRATA_CUDA_PROFILE=1 (GPU time per backend op, from events on the compute stream).
+# --profile-ops (GPU time per backend op, from events on the compute stream).
 # Env: STRATA_GPU_BUILD (default /tmp/strata-build), MODEL_DIR (default /tmp/7b-shape),
 #      CASES ("b1 b16 b64 prefill2048"), N (tokens per sequence, 32).
 set -euo pipefail
@@ -34,6 +34,6 @@ r = json.load(sys.stdin)
 print("  plain: %.1f tok/s decode, %.3f ms/step, prefill %.0f tok/s, forward %.3f s, sample %.3f s, decode %.3f s, prefill %.3f s" % (
     r["decode_tokens_per_s"], r["ms_per_step"], r["prefill_tokens_per_s"], r.get("forward_s", 0), r.get("sample_s", 0),
     r["decode_s"], r["prefill_s"]))'
-  STRATA_CUDA_PROFILE=1 "$build/strata" bench decode --model "$model" --device cuda "${args[@]}" --mib 64 2>&1 >/dev/null |
-    sed -n '/STRATA_CUDA_PROFILE/,$p' | head -${ROWS:-18}
+  "$build/strata" bench decode --model "$model" --device cuda "${args[@]}" --mib 64 --profile-ops 2>&1 >/dev/null |
+    sed -n '/CUDA op profile/,$p' | head -${ROWS:-18}
 done

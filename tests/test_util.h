@@ -133,6 +133,8 @@ inline int free_port() {
 }
 
 inline std::string strata_binary() { return env_or("STRATA_BINARY", "strata"); }
+// strata with fault injection (tests/e2e/strata_fault_main.cpp), for the tests of rank failure.
+inline std::string strata_fault_binary() { return env_or("STRATA_FAULT_BINARY", "strata_fault"); }
 inline std::string mpirun(int np) { return "mpirun --oversubscribe -np " + std::to_string(np) + " "; }
 
 }  // namespace strata::test

@@ -60,6 +60,7 @@ struct NcclState {
   cudaStream_t compute = nullptr;
   int device = 0;
   double timeout_s = 300;
+  bool recordable = false;  // NcclOptions::recordable
   std::string name;
   int rank = 0, size = 1;
 
@@ -335,6 +336,7 @@ class NcclCommunicator final : public Communicator {
     child->device = state_->device;
     child->compute = state_->compute;
     child->timeout_s = state_->timeout_s;
+    child->recordable = state_->recordable;
     child->name = name;
     ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
     config.blocking = 0;
@@ -352,15 +354,7 @@ class NcclCommunicator final : public Communicator {
     if (scratch_ != nullptr) cudaFree(scratch_);
   }
   double device_busy_seconds() const override { return state_->device_busy_s_.load(); }
-  // Capture of NCCL ops into CUDA graphs has not yet run on a multi-GPU machine: opt in with
-  // STRATA_CUDA_GRAPHS_TP=1 until it has.
-  bool recordable() const override {
-    static const bool opted_in = [] {
-      const char* e = std::getenv("STRATA_CUDA_GRAPHS_TP");
-      return e != nullptr && std::string(e) == "1";
-    }();
-    return opted_in && state_->compute != nullptr;
-  }
+  bool recordable() const override { return state_->recordable && state_->compute != nullptr; }
   void fence() override {
     if (state_->compute == nullptr) return;
     state_->check_usable("fence");
@@ -408,6 +402,7 @@ std::unique_ptr<Communicator> make_nccl_communicator(Communicator& bootstrap, co
   state->device = options.device;
   state->compute = static_cast<cudaStream_t>(options.compute_stream);
   state->timeout_s = options.timeout_s;
+  state->recordable = options.recordable;
   state->name = name;
   state->rank = bootstrap.rank();
   state->size = bootstrap.size();

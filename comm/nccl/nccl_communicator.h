@@ -15,6 +15,10 @@ struct NcclOptions {
   // communication overlap and stay ordered.
   void* compute_stream = nullptr;
   double timeout_s = 300.0;
+  // Whether Communicator::recordable() says yes (CUDA graphs may capture the collectives). Capture of NCCL
+  // ops has not yet run on a multi-GPU machine: the launcher opts in with STRATA_CUDA_GRAPHS_TP=1 until it
+  // has. Groups split from this communicator inherit it.
+  bool recordable = false;
 };
 
 // Builds a communicator over the same ranks as `bootstrap` (a host communicator: MPI or TCP), which

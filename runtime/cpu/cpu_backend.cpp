@@ -275,67 +275,7 @@ class CpuBackend final : public Backend {
     }
   }
 
-  // Pending norms: not used by default here (defers_norms stays false: the CPU gains nothing from them), but
-  // implemented as the reference the CUDA backend's fused versions are tested against.
-  void reset_norm_sums(int slots, int64_t rows) override {
-    STRATA_CHECK(slots >= 0 && rows >= 0, "reset_norm_sums: ", slots, " slots of ", rows, " rows");
-    norm_sums_.assign(static_cast<size_t>(slots * rows), 0.0);
-    norm_rows_ = rows;
-  }
-  void pending_rmsnorm(const Tensor& x, const Tensor& weight, Tensor& scaled, int slot) override {
-    expect_f32(x, "pending_rmsnorm input");
-    pending_norm_of(x, weight, scaled, slot, /*accumulate=*/false);
-  }
-  void matmul_add_pending_norm(const Tensor& x, const Tensor& w, Tensor& residual, const Tensor* norm_weight,
-                               Tensor& scaled, int slot) override {
-    expect_f32(residual, "residual");
-    Tensor product = Tensor::empty(residual.shape(), DType::kF32);
-    matmul(x, w, nullptr, product);
-    add(residual, product);
-    if (norm_weight != nullptr) pending_norm_of(residual, *norm_weight, scaled, slot, /*accumulate=*/true);
-  }
-  void matmul_norm_scaled(const Tensor& x, const Tensor& w, const Tensor* bias, const NormScale& scale,
-                          Tensor& out) override {
-    matmul(x, w, nullptr, out);
-    const int64_t n = w.dim(0), rows = out.numel() / std::max<int64_t>(n, 1);
-    std::vector<float> b(bias != nullptr ? static_cast<size_t>(n) : 0);
-    if (bias != nullptr) cpu::row_to_f32(bias->raw(), bias->dtype(), n, b.data());
-    float* o = out.data<float>();
-    for (int64_t r = 0; r < rows; ++r) {
-      const double sum = norm_sums_[sum_index(scale.slot, r)];
-      const float inv = 1.f / std::sqrt(static_cast<float>(sum / static_cast<double>(scale.dim)) + scale.eps);
-      for (int64_t j = 0; j < n; ++j) o[r * n + j] = o[r * n + j] * inv + (b.empty() ? 0.f : b[static_cast<size_t>(j)]);
-    }
-  }
-
  private:
-  size_t sum_index(int slot, int64_t row) const {
-    const size_t i = static_cast<size_t>(slot * norm_rows_ + row);
-    STRATA_CHECK(slot >= 0 && row < norm_rows_ && i < norm_sums_.size(), "pending norm slot ", slot, " row ", row,
-                 " outside the ", norm_sums_.size(), " sums reset_norm_sums made");
-    return i;
-  }
-  // scaled = x * weight; sum slot = (or +=) each row's sum of squares.
-  void pending_norm_of(const Tensor& x, const Tensor& weight, Tensor& scaled, int slot, bool accumulate) {
-    const int64_t d = row_len(x), n = x.numel() / d;
-    std::vector<float> w(static_cast<size_t>(d));
-    cpu::row_to_f32(weight.raw(), weight.dtype(), d, w.data());
-    const float* in = x.data<float>();
-    float* o = scaled.data<float>();
-    for (int64_t r = 0; r < n; ++r) {
-      double sum = 0.0;
-      for (int64_t i = 0; i < d; ++i) {
-        sum += static_cast<double>(in[r * d + i]) * in[r * d + i];
-        o[r * d + i] = in[r * d + i] * w[static_cast<size_t>(i)];
-      }
-      double& slot_sum = norm_sums_[sum_index(slot, r)];
-      slot_sum = accumulate ? slot_sum + sum : sum;
-    }
-  }
-
-  std::vector<double> norm_sums_;  // pending norms' row sums, slot-major
-  int64_t norm_rows_ = 0;
-
   static void norm_row(const float* x, const float* w, int64_t d, float eps, float* out) {
     double sum = 0.0;
     for (int64_t i = 0; i < d; ++i) sum += static_cast<double>(x[i]) * x[i];

@@ -226,17 +226,21 @@ struct SplitPlan {
   int keys_per_split = 0;
 };
 
-// Splits are multiples of split_grain keys (not whole tiles): a single long sequence then still spreads
-// over many SMs, and a short one over several. 16 by default; set_attention_decode_split_grain overrides
-// it (tuning runs).
-int split_grain = 16;
+// Splits are multiples of a.split_grain keys (not whole tiles): a single long sequence then still spreads
+// over many SMs, and a short one over several.
+int split_grain(const AttentionArgs& a) {
+  STRATA_CHECK(a.split_grain == 16 || a.split_grain == 32 || a.split_grain == 64 || a.split_grain == 128,
+               "decode attention split grain must be 16, 32, 64 or 128 keys, got ", a.split_grain);
+  return a.split_grain;
+}
 
 // The plan of a launch asked for `splits`: equal pieces of the context rounded up to the grain, which may
 // make fewer splits than asked.
 SplitPlan plan_for_count(const AttentionArgs& a, int64_t splits) {
   const int64_t max_pos = std::max<int64_t>(a.max_position, 1);
   int64_t per = (max_pos + splits - 1) / splits;
-  per = (per + split_grain - 1) / split_grain * split_grain;
+  const int grain = split_grain(a);
+  per = (per + grain - 1) / grain * grain;
   SplitPlan plan;
   plan.keys_per_split = static_cast<int>(per);
   plan.splits = static_cast<int>((max_pos + per - 1) / per);
@@ -244,7 +248,7 @@ SplitPlan plan_for_count(const AttentionArgs& a, int64_t splits) {
 }
 
 SplitPlan plan_splits(const AttentionArgs& a, int sm_count) {
-  const int tile = split_grain;
+  const int tile = split_grain(a);
   const int64_t max_pos = std::max<int64_t>(a.max_position, 1);
   // At least 32 keys of work per query head in a split (16 keys with 2 or more heads per KV head): below
   // that the split's fixed costs and the merge outweigh the parallelism. H200, 1 token, per-warp kernel,
@@ -263,7 +267,7 @@ SplitPlan plan_splits(const AttentionArgs& a, int sm_count) {
 }
 
 template <typename TKV, int HDMAX>
-void launch_g(const AttentionArgs& a, const SplitPlan& plan, float* part_o, float* part_ml, cudaStream_t stream) {
+void launch_g(const AttentionArgs& a, const SplitPlan& plan, float* part_o, float* part_ml, const Launch& stream) {
   const dim3 grid(static_cast<unsigned>(a.n_tokens), static_cast<unsigned>(a.n_kv_heads),
                   static_cast<unsigned>(plan.splits));
   switch (heads_pow2(a.n_heads / a.n_kv_heads)) {
@@ -283,7 +287,7 @@ void launch_g(const AttentionArgs& a, const SplitPlan& plan, float* part_o, floa
 }
 
 template <typename TKV>
-void launch_hd(const AttentionArgs& a, const SplitPlan& plan, float* part_o, float* part_ml, cudaStream_t stream) {
+void launch_hd(const AttentionArgs& a, const SplitPlan& plan, float* part_o, float* part_ml, const Launch& stream) {
   if (a.head_dim <= 32) launch_g<TKV, 32>(a, plan, part_o, part_ml, stream);
   else if (a.head_dim <= 64) launch_g<TKV, 64>(a, plan, part_o, part_ml, stream);
   else if (a.head_dim <= 128) launch_g<TKV, 128>(a, plan, part_o, part_ml, stream);
@@ -302,19 +306,12 @@ DecodeWarpsForm attention_decode_form(const AttentionArgs& a, int64_t splits) {
   return {kWarps, 1, plan.splits, plan.keys_per_split};
 }
 
-int attention_decode_split_grain() { return split_grain; }
-void set_attention_decode_split_grain(int keys) {
-  STRATA_CHECK(keys == 16 || keys == 32 || keys == 64 || keys == 128,
-               "decode attention split grain must be 16, 32, 64 or 128 keys, got ", keys);
-  split_grain = keys;
-}
-
 int64_t attention_decode_scratch_bytes(const AttentionArgs& a, int64_t splits) {
   if (splits <= 1) return 0;
   return a.n_tokens * a.n_heads * splits * (a.head_dim + 2) * int64_t{sizeof(float)};
 }
 
-void launch_attention_decode(const AttentionArgs& a, int64_t splits, void* scratch, cudaStream_t stream) {
+void launch_attention_decode(const AttentionArgs& a, int64_t splits, void* scratch, const Launch& stream) {
   if (a.n_tokens == 0) return;
   STRATA_CHECK(a.head_dim % 8 == 0 && a.head_dim <= 256, "CUDA attention needs head_dim a multiple of 8 up to 256, got ",
                a.head_dim);

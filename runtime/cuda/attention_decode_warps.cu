@@ -304,9 +304,6 @@ __global__ __launch_bounds__(W * 32) void attention_decode_warps_kernel(Attentio
 // memory.
 constexpr int max_warps(int epl, int gmax) { return epl <= 4 && epl * gmax <= 16 ? 16 : epl * gmax <= 32 ? 8 : 4; }
 
-bool whole_blocks = true;  // set_attention_decode_whole_blocks
-int head_split_forced = 0;  // set_attention_decode_head_split
-
 // How a plan of `splits` x `keys_per_split` keys runs. A short context runs as one block of 8 or 16 warps that
 // takes every key and writes the output itself (no partials, no combine kernel), where each warp then has at
 // most two key groups: a plan of 2-4 splits (H200, attention_splits, MHA, us per launch: 80 keys, table 128,
@@ -322,11 +319,16 @@ DecodeWarpsForm choose_form(const AttentionArgs& a, int epl, int keys_per_split,
   const int64_t blocks = a.n_tokens * a.n_kv_heads;
   // The forced split, else the most blocks per KV head (up to 8, dividing its query heads) that keep one
   // block per SM.
+  const int head_split_forced = a.head_split;
+  STRATA_CHECK(head_split_forced == 0 || head_split_forced == 1 || head_split_forced == 2 || head_split_forced == 4 ||
+                   head_split_forced == 8,
+               "decode attention head split must be 0 (the rule), 1, 2, 4 or 8 blocks per KV head, got ",
+               head_split_forced);
   const bool forced = head_split_forced > 0 && g % head_split_forced == 0;
   int most = forced ? head_split_forced : 1;
   for (int h = 8; !forced && h > 1 && most == 1; h /= 2)
     if (g % h == 0 && blocks * h <= a.sm_count) most = h;
-  if (whole_blocks && splits > 1) {
+  if (a.whole_blocks && splits > 1) {
     const int64_t keys = int64_t{keys_per_split} * splits;
     const auto whole_warps = [&](int head_split) {  // 0: no whole block for these heads
       const int gm = heads_pow2(g / head_split), most_warps = max_warps(epl, gm), group = group_keys(epl, gm);
@@ -353,7 +355,7 @@ DecodeWarpsForm choose_form(const AttentionArgs& a, int epl, int keys_per_split,
 
 template <typename TKV, int EPL>
 int launch_epl(const AttentionArgs& a, int keys_per_split, int splits, float* part_o, float* part_ml,
-               cudaStream_t stream) {
+               const Launch& stream) {
   const DecodeWarpsForm f = choose_form(a, EPL, keys_per_split, splits);
   const dim3 grid(static_cast<unsigned>(a.n_tokens), static_cast<unsigned>(a.n_kv_heads * f.head_split),
                   static_cast<unsigned>(f.splits));
@@ -383,7 +385,7 @@ int launch_epl(const AttentionArgs& a, int keys_per_split, int splits, float* pa
 
 template <typename TKV>
 int launch_tkv(const AttentionArgs& a, int keys_per_split, int splits, float* part_o, float* part_ml,
-               cudaStream_t stream) {
+               const Launch& stream) {
   if (a.head_dim == 64) return launch_epl<TKV, 2>(a, keys_per_split, splits, part_o, part_ml, stream);
   if (a.head_dim == 128) return launch_epl<TKV, 4>(a, keys_per_split, splits, part_o, part_ml, stream);
   return launch_epl<TKV, 8>(a, keys_per_split, splits, part_o, part_ml, stream);
@@ -403,17 +405,8 @@ DecodeWarpsForm attention_decode_warps_form(const AttentionArgs& a, int keys_per
   return choose_form(a, epl, keys_per_split, splits);
 }
 
-bool attention_decode_whole_blocks() { return whole_blocks; }
-void set_attention_decode_whole_blocks(bool on) { whole_blocks = on; }
-int attention_decode_head_split() { return head_split_forced; }
-void set_attention_decode_head_split(int blocks) {
-  STRATA_CHECK(blocks == 0 || blocks == 1 || blocks == 2 || blocks == 4 || blocks == 8,
-               "decode attention head split must be 0 (the rule), 1, 2, 4 or 8 blocks per KV head, got ", blocks);
-  head_split_forced = blocks;
-}
-
 int launch_attention_decode_warps(const AttentionArgs& a, int keys_per_split, int splits, float* part_o,
-                                  float* part_ml, cudaStream_t stream) {
+                                  float* part_ml, const Launch& stream) {
   STRATA_CHECK(attention_decode_warps_supports(a), "internal: the per-warp decode attention does not take head_dim ",
                a.head_dim, ", ", a.n_heads / std::max<int64_t>(a.n_kv_heads, 1), " heads per KV head, KV ",
                dtype_name(a.kv_dt));

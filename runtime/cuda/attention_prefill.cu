@@ -213,7 +213,7 @@ __global__ __launch_bounds__(kThreads) void attention_prefill_kernel(AttentionAr
 }
 
 template <typename TKV, int HDMAX>
-void launch_typed(const AttentionArgs& a, cudaStream_t stream) {
+void launch_typed(const AttentionArgs& a, const Launch& stream) {
   using S = PrefillSmem<HDMAX>;
   static std::once_flag once;  // the opt-in above 48 KB of shared memory, once per kernel (per device: TODO)
   std::call_once(once, [] {
@@ -224,12 +224,12 @@ void launch_typed(const AttentionArgs& a, cudaStream_t stream) {
   const int64_t tile_tokens = kRows / G;
   const dim3 grid(static_cast<unsigned>((a.n_tokens + tile_tokens - 1) / tile_tokens),
                   static_cast<unsigned>(a.n_kv_heads));
-  attention_prefill_kernel<TKV, HDMAX><<<grid, kThreads, S::kBytes, stream>>>(a);
+  attention_prefill_kernel<TKV, HDMAX><<<grid, kThreads, S::kBytes, stream.stream>>>(a);
   CHECK_LAUNCH();
 }
 
 template <typename TKV>
-void launch_hd(const AttentionArgs& a, cudaStream_t stream) {
+void launch_hd(const AttentionArgs& a, const Launch& stream) {
   if (a.head_dim <= 32) launch_typed<TKV, 32>(a, stream);
   else if (a.head_dim <= 64) launch_typed<TKV, 64>(a, stream);
   else if (a.head_dim <= 128) launch_typed<TKV, 128>(a, stream);
@@ -248,7 +248,7 @@ bool attention_prefill_supports(const AttentionArgs& a) {
   return attention_prefill_mma_supports(a) || attention_prefill_simt_supports(a);
 }
 
-void launch_attention_prefill_simt(const AttentionArgs& a, cudaStream_t stream) {
+void launch_attention_prefill_simt(const AttentionArgs& a, const Launch& stream) {
   if (a.n_tokens == 0) return;
   STRATA_CHECK(attention_prefill_simt_supports(a), "CUDA prefill attention does not support head_dim ", a.head_dim,
                " with ", a.n_heads / a.n_kv_heads, " query heads per KV head and KV dtype ", dtype_name(a.kv_dt));
@@ -259,7 +259,7 @@ void launch_attention_prefill_simt(const AttentionArgs& a, cudaStream_t stream) 
   }
 }
 
-void launch_attention_prefill(const AttentionArgs& a, cudaStream_t stream) {
+void launch_attention_prefill(const AttentionArgs& a, const Launch& stream) {
   if (attention_prefill_mma_supports(a)) launch_attention_prefill_mma(a, stream);
   else launch_attention_prefill_simt(a, stream);
 }

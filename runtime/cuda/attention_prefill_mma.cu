@@ -384,14 +384,14 @@ __global__ __launch_bounds__(S::kThreads, S::kMinBlocks) void attention_prefill_
 }
 
 template <class S>
-void launch_shape(const AttentionArgs& a, cudaStream_t stream) {
+void launch_shape(const AttentionArgs& a, const Launch& stream) {
   static std::once_flag once;  // the opt-in above 48 KB of shared memory, once per kernel (per device: TODO)
   std::call_once(once, [] {
     CHECK_CUDA(cudaFuncSetAttribute(attention_prefill_mma_kernel<S>,
                                     cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(S::kBytes)));
   });
   const dim3 grid(static_cast<unsigned>(a.n_heads), static_cast<unsigned>((a.n_tokens + S::kRows - 1) / S::kRows));
-  attention_prefill_mma_kernel<S><<<grid, S::kThreads, S::kBytes, stream>>>(a);
+  attention_prefill_mma_kernel<S><<<grid, S::kThreads, S::kBytes, stream.stream>>>(a);
   CHECK_LAUNCH();
 }
 
@@ -408,7 +408,7 @@ bool attention_prefill_mma_supports(const AttentionArgs& a) {
          aligned(a.v_cache, 16) && aligned(a.out, 4);
 }
 
-void launch_attention_prefill_mma(const AttentionArgs& a, cudaStream_t stream) {
+void launch_attention_prefill_mma(const AttentionArgs& a, const Launch& stream) {
   if (a.n_tokens == 0) return;
   STRATA_CHECK(attention_prefill_mma_supports(a), "tensor-core prefill attention does not support head_dim ",
                a.head_dim, ", q/kv/out dtypes ", dtype_name(a.q_dt), "/", dtype_name(a.kv_dt), "/",

@@ -34,7 +34,7 @@ void CudaBackend::matmul(const Tensor& x, const Tensor& w, const Tensor* bias, T
   }
   if (m == 0 || n == 0) return;
   set_device();
-  cudaStream_t s = stream_.get();
+  const cuda::Launch s = launch();
   const bool quant = dtype_is_quantized(w_dt);
   const int64_t gemv_rows = std::min<int64_t>(options_.gemv_max_rows, 8);
   const int64_t gemv_limit = quant && gemv_rows > 0 ? 8 : gemv_rows;
@@ -89,7 +89,7 @@ void CudaBackend::matmul(const Tensor& x, const Tensor& w, const Tensor* bias, T
     }
     void* o = static_cast<uint8_t*>(gemm_out) + dtype_bytes(gemm_out_dt, n0);
     const bool mixed = gemm_out_dt == DType::kF32 && in_dt != DType::kF32;  // 16-bit in, f32 out: cuBLASLt
-    if (!(mixed && use_lt_ && lt_gemm().run(xp, wp, in_dt, o, gemm_out_dt, m, rows, k, n)))
+    if (!(mixed && options_.cublaslt && lt_gemm().run(xp, wp, in_dt, o, gemm_out_dt, m, rows, k, n)))
       cuda::cublas_gemm(cublas(), xp, wp, in_dt, o, gemm_out_dt, m, rows, k, n);
   }
   if (bias_ptr != nullptr) cuda::launch_add_bias(gemm_out, gemm_out_dt, bias_ptr, bias_dt, m, n, s);
@@ -142,6 +142,9 @@ cuda::AttentionArgs CudaBackend::attention_args(const Tensor& q, const Tensor& k
   a.scale = scale;
   a.sm_count = sm_count_;
   a.decode_warps = options_.decode_attention_warps;
+  a.split_grain = options_.decode_split_grain;
+  a.whole_blocks = options_.decode_whole_blocks;
+  a.head_split = options_.decode_head_split;
   return a;
 }
 
@@ -165,11 +168,11 @@ void CudaBackend::attention(const Tensor& q, const Tensor& k_cache, const Tensor
     return std::string(mma ? "attention prefill" : "attention prefill (simt)");
   });
   if (path == Path::kPrefill) {
-    cuda::launch_attention_prefill(a, stream_.get());
+    cuda::launch_attention_prefill(a, launch());
     return;
   }
   if (path == Path::kPrefillSimt) {
-    cuda::launch_attention_prefill_simt(a, stream_.get());
+    cuda::launch_attention_prefill_simt(a, launch());
     return;
   }
   launch_decode_attention(a);
@@ -180,7 +183,7 @@ void CudaBackend::launch_decode_attention(const cuda::AttentionArgs& a) {
   void* scratch = nullptr;
   if (const int64_t bytes = cuda::attention_decode_scratch_bytes(a, splits); bytes > 0)
     scratch = split_scratch_.get(static_cast<size_t>(bytes), stream_.get());
-  cuda::launch_attention_decode(a, splits, scratch, stream_.get());
+  cuda::launch_attention_decode(a, splits, scratch, launch());
 }
 
 }  // namespace cuda_backend_detail

@@ -18,36 +18,45 @@ struct CudaBackendOptions {
   // SIMT one. Tests force each path; kernel_bench compares the two prefill kernels.
   enum class AttentionPath { kAuto, kDecode, kPrefill, kPrefillSimt };
   AttentionPath attention_path = AttentionPath::kAuto;
+  // The fields below are set by the launcher (--kernel-options, --cuda-graphs, --profile-ops; README.md);
+  // the defaults are the forms measured best (tests/gpu/KERNEL_NOTES.md), the others stay for A/B runs.
+  //
   // matmul uses the hand-written GEMV for M <= gemv_max_rows (0..8) with f32/f16/bf16 weights, cuBLAS above.
-  // 2: on an H100 the GEMV beats cuBLAS by 4-10% at M = 1, ties at M = 2 and loses from M = 4
-  // (tests/gpu/KERNEL_NOTES.md). Quantized weights use the GEMV up to M = 8 whatever this says (unless 0),
-  // since cuBLAS needs them dequantized first. The environment variable STRATA_GEMV_MAX_ROWS=N overrides it.
+  // 2: on an H100 the GEMV beats cuBLAS by 4-10% at M = 1, ties at M = 2 and loses from M = 4. Quantized
+  // weights use the GEMV up to M = 8 whatever this says (unless 0), since cuBLAS needs them dequantized first.
   int gemv_max_rows = 2;
-  // rope_kv_write as one kernel (off: rope, rope, kv_write). STRATA_FUSED_ROPE_KV=0/1 overrides it.
+  // Which kernel takes plain one-row GEMVs (bf16 x): 0 the pipelined persistent one where the plain grid is
+  // at most two waves, 1 never, 2 always.
+  int gemv_rolling = 0;
+  // rope_kv_write as one kernel (off: rope, rope, kv_write).
   bool fuse_rope_kv_write = true;
   // Decode attention through the per-warp kernel (q, scores and output in registers, K and V of the next
   // key group loaded while one computes) where it applies, instead of the shared-memory tiles: 8.6 against
   // 14.4 us a layer at 80 keys, 34 against 54 at 4000 on an H200 (tests/gpu/attention_splits).
-  // STRATA_DECODE_ATTN_WARPS=0/1 overrides it.
   bool decode_attention_warps = true;
   // Decode steps (one token per sequence) fold rope and the KV cache write into the per-warp attention
-  // (Backend::rope_kv_attention): one kernel fewer per layer. STRATA_FUSED_ROPE_ATTN=0/1 overrides it.
+  // (Backend::rope_kv_attention): one kernel fewer per layer.
   bool fuse_rope_attention = true;
+  // The per-warp decode attention's forms (cuda::AttentionArgs: split_grain, whole_blocks, head_split):
+  // keys a split's length is a multiple of (16, 32, 64 or 128); short contexts in one wider block per KV
+  // head; the blocks a KV head's query heads are split over (0: the rule; 1, 2, 4 or 8 force it).
+  int decode_split_grain = 16;
+  bool decode_whole_blocks = true;
+  int decode_head_split = 0;
   // Decode batches (the GEMV's rows) form the SwiGLU in the fused gate/up GEMV's epilogue, each warp owning
   // a gate row and its up row (Backend::matmul_swiglu): one kernel fewer per layer and no [M, 2F] product
-  // in memory. STRATA_FUSED_SWIGLU=0/1 overrides it.
+  // in memory.
   bool fuse_swiglu = true;
-  // Decode steps of one sequence leave each RMSNorm to the GEMVs (Backend::defers_norms): the output and
-  // down projections add into the residual and form the next norm in their epilogue, the QKV and gate/up
-  // GEMVs scale their products by it; two norm kernels fewer per layer. Off: no gain measured yet on an
-  // H200 (tests/gpu/KERNEL_NOTES.md, "Batch 1 in the fifth session"). STRATA_PENDING_NORMS=0/1 overrides it.
-  bool pending_norms = false;
-  // Decode steps recorded once per shape as CUDA graphs and replayed (Backend::capture). The environment
-  // variable STRATA_CUDA_GRAPHS=0/1 overrides it; STRATA_CUDA_PROFILE (per-op events) turns it off too.
+  // Programmatic dependent launch between the decode kernels (runtime/cuda/pdl.cuh), where the device has
+  // it (Hopper and later).
+  bool pdl = true;
+  // Decode steps recorded once per shape as CUDA graphs and replayed (Backend::capture); off while profiling.
   bool graphs = true;
   // Matmuls with 16-bit inputs and an f32 output (the LM head) through cuBLASLt instead of cublasGemmEx.
-  // STRATA_CUBLASLT=0/1 overrides it.
   bool cublaslt = true;
+  // Per-op GPU time from events on the compute stream, printed to stderr as a table when the backend goes
+  // away (runtime/cuda/op_profiler.h). Slows every op by a few microseconds and turns graphs off.
+  bool profile = false;
 };
 
 // Makes a backend on CUDA device `device`. Throws strata::Error (kCuda) when the device does not exist.

@@ -30,15 +30,18 @@ using cuda::CudaStream;
 using cuda::DeviceBuffer;
 using cuda::GrowableBuffer;
 
-// An integer option from the environment: `fallback` when unset or empty, an error naming the variable when
-// it is not an integer in [lo, hi].
-inline int64_t env_int(const char* name, int64_t lo, int64_t hi, int64_t fallback) {
-  const char* g = std::getenv(name);
-  if (g == nullptr || *g == '\0') return fallback;
-  char* end = nullptr;
-  const long long v = std::strtoll(g, &end, 10);
-  STRATA_CHECK(*end == '\0' && v >= lo && v <= hi, name, " must be an integer in ", lo, "..", hi, ", got '", g, "'");
-  return v;
+// The options' ranges (the launcher's --kernel-options checks the same; this guards other callers).
+inline void check_options(const CudaBackendOptions& o) {
+  STRATA_CHECK(o.gemv_max_rows >= 0 && o.gemv_max_rows <= 8, "CudaBackendOptions: gemv_max_rows must be 0..8, got ",
+               o.gemv_max_rows);
+  STRATA_CHECK(o.gemv_rolling >= 0 && o.gemv_rolling <= 2,
+               "CudaBackendOptions: gemv_rolling must be 0 (by grid), 1 (never) or 2 (always), got ", o.gemv_rolling);
+  STRATA_CHECK(o.decode_split_grain == 16 || o.decode_split_grain == 32 || o.decode_split_grain == 64 ||
+                   o.decode_split_grain == 128,
+               "CudaBackendOptions: decode_split_grain must be 16, 32, 64 or 128 keys, got ", o.decode_split_grain);
+  STRATA_CHECK(o.decode_head_split == 0 || o.decode_head_split == 1 || o.decode_head_split == 2 ||
+                   o.decode_head_split == 4 || o.decode_head_split == 8,
+               "CudaBackendOptions: decode_head_split must be 0 (the rule), 1, 2, 4 or 8, got ", o.decode_head_split);
 }
 
 inline bool is_float_type(DType dt) { return dt == DType::kF32 || dt == DType::kF16 || dt == DType::kBF16; }
@@ -135,36 +138,15 @@ class CudaBackend final : public Backend {
     CHECK_CUDA(cudaGetDeviceProperties(&prop, device));
     sm_count_ = prop.multiProcessorCount;
     device_name_ = prop.name;
-    options_.gemv_max_rows = static_cast<int>(env_int("STRATA_GEMV_MAX_ROWS", 0, 8, options_.gemv_max_rows));
-    options_.fuse_rope_kv_write = env_int("STRATA_FUSED_ROPE_KV", 0, 1, options_.fuse_rope_kv_write ? 1 : 0) != 0;
-    options_.decode_attention_warps =
-        env_int("STRATA_DECODE_ATTN_WARPS", 0, 1, options_.decode_attention_warps ? 1 : 0) != 0;
-    options_.fuse_rope_attention = env_int("STRATA_FUSED_ROPE_ATTN", 0, 1, options_.fuse_rope_attention ? 1 : 0) != 0;
-    options_.fuse_swiglu = env_int("STRATA_FUSED_SWIGLU", 0, 1, options_.fuse_swiglu ? 1 : 0) != 0;
-    options_.pending_norms = env_int("STRATA_PENDING_NORMS", 0, 1, options_.pending_norms ? 1 : 0) != 0;
-    // Process-wide like the PDL switch below: a tuning knob for tests/gpu/decode_sweep.sh.
-    if (const int64_t ks = env_int("STRATA_GEMV_KS", 0, 4, -1); ks >= 0)
-      cuda::set_gemv_split_override(static_cast<int>(ks));
-    if (const int64_t form = env_int("STRATA_GEMV_ROLLING", 0, 2, -1); form >= 0)
-      cuda::set_gemv_rolling_override(static_cast<int>(form));
-    if (const int64_t whole = env_int("STRATA_DECODE_ATTN_WHOLE", 0, 1, -1); whole >= 0)
-      cuda::set_attention_decode_whole_blocks(whole != 0);
-    if (const int64_t split = env_int("STRATA_DECODE_ATTN_HEAD_SPLIT", 0, 8, -1); split >= 0)
-      cuda::set_attention_decode_head_split(static_cast<int>(split));
-    if (const int64_t g = env_int("STRATA_DECODE_SPLIT_GRAIN", 16, 128, 0); g > 0)
-      cuda::set_attention_decode_split_grain(static_cast<int>(g));
-    STRATA_CHECK(options_.gemv_max_rows >= 0 && options_.gemv_max_rows <= 8, "gemv_max_rows must be 0..8, got ",
-                 options_.gemv_max_rows);
+    check_options(options_);
     // Keep freed pool memory for reuse instead of handing it back at every synchronisation.
     cudaMemPool_t pool = nullptr;
     CHECK_CUDA(cudaDeviceGetDefaultMemPool(&pool, device));
     uint64_t keep = UINT64_MAX;
     CHECK_CUDA(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
-    options_.graphs = env_int("STRATA_CUDA_GRAPHS", 0, 1, options_.graphs ? 1 : 0) != 0;
-    // Programmatic dependent launch needs Hopper; one process drives devices of one kind in practice, so
-    // the switch is process-wide and the last backend made sets it.
-    cuda::set_pdl_enabled(prop.major >= 9 && env_int("STRATA_CUDA_PDL", 0, 1, 1) != 0);
-    use_lt_ = env_int("STRATA_CUBLASLT", 0, 1, options_.cublaslt ? 1 : 0) != 0;
+    // Programmatic dependent launch needs Hopper; on older devices the option has no effect.
+    pdl_ = options_.pdl && prop.major >= 9;
+    if (options_.profile) profiler_ = std::make_unique<cuda::OpProfiler>();
   }
   ~CudaBackend() override {
     // Tensors that outlive the backend free synchronously (their stream is about to go away).
@@ -173,7 +155,7 @@ class CudaBackend final : public Backend {
       try {
         std::fputs(profiler_->report().c_str(), stderr);
       } catch (const std::exception& e) {
-        LOG_WARN("STRATA_CUDA_PROFILE report failed: ", e.what());
+        LOG_WARN("the CUDA op profile's report failed: ", e.what());
       }
     }
     *alive_ = false;
@@ -237,15 +219,15 @@ class CudaBackend final : public Backend {
       return;
     }
     if (src_dev && dst_dev) {
-      cuda::launch_convert(src.raw(), src.dtype(), dst.raw(), dst.dtype(), n, stream_.get());
+      cuda::launch_convert(src.raw(), src.dtype(), dst.raw(), dst.dtype(), n, launch());
     } else if (!src_dev) {  // stage the host bytes, convert on the device
       void* staged = scratch_a_.get(static_cast<size_t>(src.nbytes()), stream_.get());
       CHECK_CUDA(cudaMemcpyAsync(staged, src.raw(), static_cast<size_t>(src.nbytes()), cudaMemcpyHostToDevice,
                                  stream_.get()));
-      cuda::launch_convert(staged, src.dtype(), dst.raw(), dst.dtype(), n, stream_.get());
+      cuda::launch_convert(staged, src.dtype(), dst.raw(), dst.dtype(), n, launch());
     } else {  // convert on the device, then bring the bytes over
       void* staged = scratch_a_.get(static_cast<size_t>(dst.nbytes()), stream_.get());
-      cuda::launch_convert(src.raw(), src.dtype(), staged, dst.dtype(), n, stream_.get());
+      cuda::launch_convert(src.raw(), src.dtype(), staged, dst.dtype(), n, launch());
       CHECK_CUDA(cudaMemcpyAsync(dst.raw(), staged, static_cast<size_t>(dst.nbytes()), cudaMemcpyDeviceToHost,
                                  stream_.get()));
       synchronize();
@@ -269,7 +251,7 @@ class CudaBackend final : public Backend {
         CHECK_CUDA(cudaMemcpyAsync(staged, host.data<float>() + off, static_cast<size_t>(len * 4),
                                    cudaMemcpyHostToDevice, stream_.get()));
         cuda::launch_convert(staged, DType::kF32, static_cast<uint16_t*>(dev.raw()) + off, DType::kBF16, len,
-                             stream_.get());
+                             launch());
       }
     }
     synchronize();  // the host view may be unmapped once this returns
@@ -290,7 +272,7 @@ class CudaBackend final : public Backend {
     set_device();
     auto scope = profile([] { return std::string("embed"); });
     cuda::launch_embed(table.raw(), table.dtype(), table.dim(0), dim, ids.data<int32_t>(), ids.numel(), vocab_offset,
-                       out.raw(), out.dtype(), stream_.get());
+                       out.raw(), out.dtype(), launch());
   }
 
   void rmsnorm(const Tensor& x, const Tensor& weight, float eps, Tensor& out) override {
@@ -306,18 +288,7 @@ class CudaBackend final : public Backend {
   }
 
   void matmul(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& out) override;
-  bool matmul_swiglu(const Tensor& x, const Tensor& w_gate_up, Tensor& out, const NormScale* scale) override;
-  // One row only: at two rows the pending norms were slower than the norm kernels (H200, 7b shape: 462.3
-  // against 470.9 tok/s, bench/results/gpu-h200-20261202-s17/c-pending-norm-parts).
-  bool defers_norms(int64_t rows, int slots) const override {
-    return options_.pending_norms && rows == 1 && fused_gemv_rows() >= 1 && slots <= kMaxNormSlots;
-  }
-  void reset_norm_sums(int slots, int64_t rows) override;
-  void pending_rmsnorm(const Tensor& x, const Tensor& weight, Tensor& scaled, int slot) override;
-  void matmul_add_pending_norm(const Tensor& x, const Tensor& w, Tensor& residual, const Tensor* norm_weight,
-                               Tensor& scaled, int slot) override;
-  void matmul_norm_scaled(const Tensor& x, const Tensor& w, const Tensor* bias, const NormScale& scale,
-                          Tensor& out) override;
+  bool matmul_swiglu(const Tensor& x, const Tensor& w_gate_up, Tensor& out) override;
 
   void rope(Tensor& x, const Tensor& positions, const RopeParams& params) override {
     const RopeParams p = checked_rope(x, positions, params, "rope");
@@ -325,7 +296,7 @@ class CudaBackend final : public Backend {
     auto scope = profile([] { return std::string("rope"); });
     const float* inv_freq = inv_freq_for(p);
     cuda::launch_rope(x.raw(), x.dtype(), x.dim(0), x.dim(1), x.dim(2), positions.data<int32_t>(), inv_freq,
-                      p.rot_dim, p.style, stream_.get());
+                      p.rot_dim, p.style, launch());
   }
 
   void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) override {
@@ -338,7 +309,7 @@ class CudaBackend final : public Backend {
     set_device();
     auto scope = profile([] { return std::string("silu_mul"); });
     cuda::launch_silu_mul(gate.raw(), gate.dtype(), up.raw(), up.dtype(), out.raw(), out.dtype(), out.numel(),
-                          stream_.get());
+                          launch());
   }
 
   void swiglu(const Tensor& gate_up, Tensor& out) override {
@@ -351,7 +322,7 @@ class CudaBackend final : public Backend {
                  ", ", 2 * f, "]");
     set_device();
     auto scope = profile([] { return std::string("swiglu"); });
-    cuda::launch_swiglu(gate_up.raw(), gate_up.dtype(), out.raw(), out.dtype(), rows, f, stream_.get());
+    cuda::launch_swiglu(gate_up.raw(), gate_up.dtype(), out.raw(), out.dtype(), rows, f, launch());
   }
 
   void add(Tensor& a, const Tensor& b) override {
@@ -362,7 +333,7 @@ class CudaBackend final : public Backend {
     STRATA_CHECK(a.numel() == b.numel(), "add: ", shape_str(a.shape()), " and ", shape_str(b.shape()), " differ");
     set_device();
     auto scope = profile([] { return std::string("add"); });
-    cuda::launch_add(a.raw(), a.dtype(), b.raw(), b.dtype(), a.numel(), stream_.get());
+    cuda::launch_add(a.raw(), a.dtype(), b.raw(), b.dtype(), a.numel(), launch());
   }
 
   void split_columns(const Tensor& x, const std::vector<Tensor*>& parts) override {
@@ -378,7 +349,7 @@ class CudaBackend final : public Backend {
     }
     set_device();
     auto scope = profile([] { return std::string("split_columns"); });
-    cuda::launch_split_columns(x.raw(), rows, end, p, stream_.get());
+    cuda::launch_split_columns(x.raw(), rows, end, p, launch());
   }
 
   void kv_write(const Tensor& k, const Tensor& v, const Tensor& slots, Tensor& k_cache, Tensor& v_cache) override {
@@ -387,7 +358,7 @@ class CudaBackend final : public Backend {
     auto scope = profile([] { return std::string("kv_write"); });
     cuda::launch_kv_write(k.raw(), v.raw(), k.dtype(), slots.data<int32_t>(), k.dim(0), k.dim(1) * k.dim(2),
                           k_cache.raw(), v_cache.raw(), k_cache.dtype(), k_cache.dim(0) * k_cache.dim(1),
-                          stream_.get());
+                          launch());
   }
 
   void rope_kv_write(Tensor& q, Tensor& k, const Tensor& v, const Tensor& positions, const RopeParams& params,
@@ -419,7 +390,7 @@ class CudaBackend final : public Backend {
     a.v_cache = v_cache.raw();
     a.cache_dt = k_cache.dtype();
     a.cache_rows = k_cache.dim(0) * k_cache.dim(1);
-    cuda::launch_rope_kv_write(a, q.dim(0), stream_.get());
+    cuda::launch_rope_kv_write(a, q.dim(0), launch());
   }
 
   void attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const AttentionBatch& batch,
@@ -456,7 +427,7 @@ class CudaBackend final : public Backend {
     auto* dev_tokens = reinterpret_cast<int32_t*>(dev + param_bytes);
     auto* dev_logprobs = reinterpret_cast<float*>(dev + param_bytes + 4 * static_cast<size_t>(R));
     cuda::launch_sample(logits.data<float>(), R, logits.dim(1), reinterpret_cast<const cuda::DeviceSampling*>(dev),
-                        dev_tokens, dev_logprobs, stream_.get());
+                        dev_tokens, dev_logprobs, launch());
     synchronize();
     std::memcpy(tokens, host + param_bytes, 4 * static_cast<size_t>(R));
     std::memcpy(logprobs, host + param_bytes + 4 * static_cast<size_t>(R), 4 * static_cast<size_t>(R));
@@ -491,7 +462,12 @@ class CudaBackend final : public Backend {
 
   void set_device() { CHECK_CUDA(cudaSetDevice(device_)); }
 
-  // Brackets one op for STRATA_CUDA_PROFILE; `name` runs only when profiling.
+  // The stream and launch forms every kernel launcher takes.
+  cuda::Launch launch() const {
+    return cuda::Launch(stream_.get(), pdl_, static_cast<cuda::GemvRolling>(options_.gemv_rolling));
+  }
+
+  // Brackets one op for the profiler (CudaBackendOptions::profile); `name` runs only when profiling.
   template <typename NameFn>
   cuda::OpScope<NameFn> profile(NameFn name) {
     return cuda::OpScope<NameFn>(profiler_.get(), stream_.get(), std::move(name));
@@ -529,7 +505,7 @@ class CudaBackend final : public Backend {
     auto scope = profile([op] { return std::string(op); });
     cuda::launch_rmsnorm(x.raw(), x.dtype(), residual ? residual->raw() : nullptr,
                          residual ? residual->dtype() : DType::kF32, weight.raw(), weight.dtype(), eps,
-                         x.numel() / dim, dim, out.raw(), out.dtype(), stream_.get());
+                         x.numel() / dim, dim, out.raw(), out.dtype(), launch());
   }
 
   // rope()'s operand checks; returns the parameters with rot_dim resolved.
@@ -581,7 +557,6 @@ class CudaBackend final : public Backend {
   DeviceBuffer workspace_;  // cuBLAS workspace; declared before cublas_ so the handle goes first
   std::optional<CublasHandle> cublas_;
   std::optional<cuda::LtGemm> lt_;  // shares workspace_ (same stream)
-  bool use_lt_ = true;              // STRATA_CUBLASLT=0 turns it off (A/B against cublasGemmEx)
   GrowableBuffer scratch_a_;  // converted activations, staged host bytes
   GrowableBuffer scratch_b_;  // dequantized weight chunks, f32 GEMM outputs
   GrowableBuffer split_scratch_;  // split-K partials of decode attention
@@ -589,26 +564,11 @@ class CudaBackend final : public Backend {
   int sm_count_ = 0;
   std::string device_name_;
   std::map<std::tuple<float, float, float, float, int64_t, int64_t>, DeviceBuffer> rope_tables_;
-  std::unique_ptr<cuda::OpProfiler> profiler_ = cuda::OpProfiler::from_env();
+  bool pdl_ = false;  // options_.pdl where the device has it
+  std::unique_ptr<cuda::OpProfiler> profiler_;  // options_.profile
 
-  // Rows of x the fused GEMV epilogues take (matmul_swiglu, pending norms).
+  // Rows of x the fused SwiGLU GEMV takes (matmul_swiglu).
   int64_t fused_gemv_rows() const { return std::min<int64_t>(options_.gemv_max_rows, 8); }
-  // Whether the pending-norm ops try the fused GEMV for x of m rows (it reads bf16 or f32 x).
-  bool fused_gemv_takes(const Tensor& x, int64_t m) const { return m <= fused_gemv_rows() && x.dtype() != DType::kF16; }
-  // x [m, k] against w [n, k], checked.
-  struct MatmulShape {
-    int64_t m, n, k;
-  };
-  static MatmulShape matmul_shape(const Tensor& x, const Tensor& w, const char* op);
-  // Pending norms' row sums: cuda::kNormSlotDoubles per slot, allocated once (recorded graphs keep the
-  // address).
-  static constexpr int64_t kNormRows = 8;
-  static constexpr int kMaxNormSlots = 1024;
-  DeviceBuffer norm_sums_;
-  int norm_slots_ = 0;  // slots zeroed by the last reset_norm_sums
-  int64_t norm_rows_ = 0;
-  double* norm_sum(int slot, int64_t rows, const char* op);
-  cuda::GemvEpilogue scale_epilogue(const NormScale& scale, int64_t rows, const char* op);
 };
 
 }  // namespace strata::cuda_backend_detail

@@ -115,40 +115,6 @@ __global__ void rmsnorm_bf16x8_kernel(const __nv_bfloat16* x, __nv_bfloat16* res
   }
 }
 
-// Pending RMSNorm of a row (one block each): the residual (+= add, rounded as stored), then with weight
-// scaled = residual * weight and the row's sum of squares into sums[row]. Used at the start of a step and
-// where a matmul cannot form the norm in its epilogue (launch_gemv_fused).
-__global__ void pending_norm_kernel(void* residual, DType res_dt, const void* add, DType add_dt, const void* weight,
-                                    DType w_dt, int64_t dim, void* scaled, DType scaled_dt, double* sums,
-                                    bool accumulate) {
-  __shared__ float shared[32];
-  pdl_wait();
-  pdl_trigger();
-  const int64_t base = blockIdx.x * dim;
-  float ss = 0.f;
-  for (int64_t d = threadIdx.x; d < dim; d += blockDim.x) {
-    const float v = add != nullptr ? add_into(residual, res_dt, add, add_dt, base + d)
-                                   : load_elem(residual, res_dt, base + d);
-    if (weight != nullptr) store_elem(scaled, scaled_dt, base + d, v * load_elem(weight, w_dt, d));
-    ss += v * v;
-  }
-  if (weight == nullptr) return;
-  const float total = block_sum(ss, shared);
-  if (threadIdx.x == 0) sums[blockIdx.x] = (accumulate ? sums[blockIdx.x] : 0.0) + static_cast<double>(total);
-}
-
-// out[m, j] = out[m, j] * rsqrt(sums[m] * inv_dim + eps) (+ bias[j]).
-__global__ void scale_rows_kernel(void* out, DType out_dt, int64_t n, int64_t total, const double* sums, float inv_dim,
-                                  float eps, const void* bias, DType bias_dt) {
-  pdl_wait();
-  pdl_trigger();
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total; i += int64_t{gridDim.x} * blockDim.x) {
-    const int64_t m = i / n, j = i % n;
-    const float b = bias != nullptr ? load_elem(bias, bias_dt, j) : 0.f;
-    store_elem(out, out_dt, i, load_elem(out, out_dt, i) * rsqrtf(static_cast<float>(sums[m]) * inv_dim + eps) + b);
-  }
-}
-
 // One thread per rotated pair. kHalf pairs dim i with i + rot/2; kAdjacent pairs 2i with 2i + 1.
 __global__ void rope_kernel(void* x, DType x_dt, int64_t n_heads, int64_t head_dim, const int32_t* positions,
                             const float* inv_freq, int64_t rot_dim, RopeStyle style, int64_t total_pairs) {
@@ -328,14 +294,14 @@ __global__ void kv_write_kernel(const void* k, const void* v, DType src_dt, cons
 
 }  // namespace
 
-void launch_convert(const void* src, DType src_dt, void* dst, DType dst_dt, int64_t n, cudaStream_t stream) {
+void launch_convert(const void* src, DType src_dt, void* dst, DType dst_dt, int64_t n, const Launch& stream) {
   if (n == 0) return;
-  convert_kernel<<<grid_for(n), kThreads, 0, stream>>>(src, src_dt, dst, dst_dt, n);
+  convert_kernel<<<grid_for(n), kThreads, 0, stream.stream>>>(src, src_dt, dst, dst_dt, n);
   CHECK_LAUNCH();
 }
 
 void launch_embed(const void* table, DType table_dt, int64_t vocab_rows, int64_t dim, const int32_t* ids,
-                  int64_t n_tokens, int64_t vocab_offset, void* out, DType out_dt, cudaStream_t stream) {
+                  int64_t n_tokens, int64_t vocab_offset, void* out, DType out_dt, const Launch& stream) {
   if (n_tokens == 0) return;
   launch_pdl(embed_kernel, static_cast<unsigned>(n_tokens), kThreads, 0, stream, table, table_dt, vocab_rows, dim, ids,
              vocab_offset, out, out_dt);
@@ -343,7 +309,7 @@ void launch_embed(const void* table, DType table_dt, int64_t vocab_rows, int64_t
 }
 
 void launch_rmsnorm(const void* x, DType x_dt, void* residual, DType res_dt, const void* weight, DType w_dt,
-                    float eps, int64_t rows, int64_t dim, void* out, DType out_dt, cudaStream_t stream) {
+                    float eps, int64_t rows, int64_t dim, void* out, DType out_dt, const Launch& stream) {
   if (rows == 0) return;
   const bool vec = x_dt == DType::kBF16 && out_dt == DType::kBF16 && (residual == nullptr || res_dt == DType::kBF16) &&
                    (w_dt == DType::kF32 || w_dt == DType::kBF16) && dim % 8 == 0 && dim <= 8 * 1024 &&
@@ -369,7 +335,7 @@ void launch_rmsnorm(const void* x, DType x_dt, void* residual, DType res_dt, con
 }
 
 void launch_rope(void* x, DType x_dt, int64_t n_tokens, int64_t n_heads, int64_t head_dim, const int32_t* positions,
-                 const float* inv_freq, int64_t rot_dim, RopeStyle style, cudaStream_t stream) {
+                 const float* inv_freq, int64_t rot_dim, RopeStyle style, const Launch& stream) {
   const int64_t pairs = n_tokens * n_heads * (rot_dim / 2);
   if (pairs == 0) return;
   launch_pdl(rope_kernel, grid_for(pairs), kThreads, 0, stream, x, x_dt, n_heads, head_dim, positions, inv_freq,
@@ -377,7 +343,7 @@ void launch_rope(void* x, DType x_dt, int64_t n_tokens, int64_t n_heads, int64_t
   CHECK_LAUNCH();
 }
 
-void launch_rope_kv_write(const RopeKvWrite& a, int64_t n_tokens, cudaStream_t stream) {
+void launch_rope_kv_write(const RopeKvWrite& a, int64_t n_tokens, const Launch& stream) {
   if (n_tokens == 0) return;
   const bool vec = a.dt == DType::kBF16 && a.cache_dt == DType::kBF16 && a.style == RopeStyle::kHalf &&
                    a.rot_dim == a.head_dim && a.head_dim % 16 == 0 && aligned16(a.q) && aligned16(a.k) &&
@@ -392,32 +358,14 @@ void launch_rope_kv_write(const RopeKvWrite& a, int64_t n_tokens, cudaStream_t s
 }
 
 void launch_silu_mul(const void* gate, DType gate_dt, const void* up, DType up_dt, void* out, DType out_dt,
-                     int64_t n, cudaStream_t stream) {
+                     int64_t n, const Launch& stream) {
   if (n == 0) return;
   launch_pdl(silu_mul_kernel, grid_for(n), kThreads, 0, stream, gate, gate_dt, up, up_dt, out, out_dt, n);
   CHECK_LAUNCH();
 }
 
-void launch_pending_norm(void* residual, DType res_dt, const void* add, DType add_dt, const void* weight, DType w_dt,
-                         int64_t rows, int64_t dim, void* scaled, DType scaled_dt, double* sums, bool accumulate,
-                         cudaStream_t stream) {
-  if (rows == 0) return;
-  const int threads = dim >= 4096 ? 1024 : dim >= 1024 ? 512 : 128;
-  launch_pdl(pending_norm_kernel, static_cast<unsigned>(rows), threads, 0, stream, residual, res_dt, add, add_dt,
-             weight, w_dt, dim, scaled, scaled_dt, sums, accumulate);
-  CHECK_LAUNCH();
-}
-
-void launch_scale_rows(void* out, DType out_dt, int64_t rows, int64_t n, const double* sums, float inv_dim, float eps,
-                       const void* bias, DType bias_dt, cudaStream_t stream) {
-  if (rows * n == 0) return;
-  launch_pdl(scale_rows_kernel, grid_for(rows * n), kThreads, 0, stream, out, out_dt, n, rows * n, sums, inv_dim, eps,
-             bias, bias_dt);
-  CHECK_LAUNCH();
-}
-
 void launch_swiglu(const void* gate_up, DType in_dt, void* out, DType out_dt, int64_t rows, int64_t f,
-                   cudaStream_t stream) {
+                   const Launch& stream) {
   const int64_t n = rows * f;
   if (n == 0) return;
   if (in_dt == DType::kBF16 && out_dt == DType::kBF16 && f % 8 == 0 && aligned16(gate_up) && aligned16(out)) {
@@ -431,7 +379,7 @@ void launch_swiglu(const void* gate_up, DType in_dt, void* out, DType out_dt, in
 }
 
 void launch_split_columns(const void* x, int64_t rows, int64_t row_bytes, const SplitColumns& parts_bytes,
-                          cudaStream_t stream) {
+                          const Launch& stream) {
   if (rows == 0 || row_bytes == 0) return;
   // The widest unit that divides every part's row and aligns every pointer.
   uintptr_t mix = reinterpret_cast<uintptr_t>(x);
@@ -453,22 +401,22 @@ void launch_split_columns(const void* x, int64_t rows, int64_t row_bytes, const 
   CHECK_LAUNCH();
 }
 
-void launch_add(void* a, DType a_dt, const void* b, DType b_dt, int64_t n, cudaStream_t stream) {
+void launch_add(void* a, DType a_dt, const void* b, DType b_dt, int64_t n, const Launch& stream) {
   if (n == 0) return;
   launch_pdl(add_kernel, grid_for(n), kThreads, 0, stream, a, a_dt, b, b_dt, n);
   CHECK_LAUNCH();
 }
 
 void launch_add_bias(void* out, DType out_dt, const void* bias, DType bias_dt, int64_t rows, int64_t cols,
-                     cudaStream_t stream) {
+                     const Launch& stream) {
   if (rows * cols == 0) return;
-  add_bias_kernel<<<grid_for(rows * cols), kThreads, 0, stream>>>(out, out_dt, bias, bias_dt, cols, rows * cols);
+  add_bias_kernel<<<grid_for(rows * cols), kThreads, 0, stream.stream>>>(out, out_dt, bias, bias_dt, cols, rows * cols);
   CHECK_LAUNCH();
 }
 
 void launch_kv_write(const void* k, const void* v, DType src_dt, const int32_t* slots, int64_t n_tokens,
                      int64_t row_elems, void* k_cache, void* v_cache, DType cache_dt, int64_t cache_rows,
-                     cudaStream_t stream) {
+                     const Launch& stream) {
   if (n_tokens == 0) return;
   launch_pdl(kv_write_kernel, static_cast<unsigned>(n_tokens), 128, 0, stream, k, v, src_dt, slots, row_elems, k_cache,
              v_cache, cache_dt, cache_rows);

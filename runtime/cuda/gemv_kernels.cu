@@ -89,12 +89,10 @@ __device__ __forceinline__ void accumulate_chunk(const TX* x, int64_t k, int64_t
 //
 // kGlu: the SwiGLU variant (R = 2). The weight has 2n rows, gate rows [0, n) then up rows [n, 2n); the
 // warp's two rows are g and n + g, and out[m, g] = silu(gate + bias[g]) * (up + bias[n + g]).
-// kEpi: `e` (GemvEpilogue) scales the products, or adds them into `out` and forms the next pending norm.
-// Without it the epilogue code is compiled out, so the plain launches keep their registers and occupancy.
-template <typename TW, typename TX, int M, int R, int U, int KS, bool kGlu, bool kEpi>
+template <typename TW, typename TX, int M, int R, int U, int KS, bool kGlu>
 __global__ __launch_bounds__(kWarps * 32) void gemv_kernel(const TX* __restrict__ x, const TW* __restrict__ w,
                                                            const void* bias, DType bias_dt, void* out, DType out_dt,
-                                                           int64_t n, int64_t k, GemvEpilogue e) {
+                                                           int64_t n, int64_t k) {
   static_assert(kWarps % KS == 0, "slices must divide the block's warps");
   static_assert(!kGlu || R == 2, "the SwiGLU variant pairs one gate row with one up row");
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, slice = warp % KS;
@@ -131,34 +129,13 @@ __global__ __launch_bounds__(kWarps * 32) void gemv_kernel(const TX* __restrict_
     }
   }
   pdl_trigger();  // only the reduction and stores are left: let the next kernel get going
-  if constexpr (KS == 1 && !kGlu && !kEpi) {
+  if constexpr (KS == 1 && !kGlu) {
 #pragma unroll
     for (int r = 0; r < R; ++r)
       if (row0 + r < n) finish_rows<M>(acc[r], row0 + r, n, bias, bias_dt, out, out_dt);
     return;
   }
-  // The epilogue's operands that earlier kernels wrote (the norm's sums, the residual), loaded by the lane
-  // that finishes the row group before the reductions, so their latency overlaps them (not before the main
-  // loop, where they would stay live in registers across it).
   const bool finisher = slice == 0 && lane == 0 && row0 < n;
-  float scale[M], resid[R][M] = {}, norm_w[R] = {};
-#pragma unroll
-  for (int m = 0; m < M; ++m) scale[m] = 1.f;
-  if constexpr (kEpi) {
-    if (finisher) {
-#pragma unroll
-      for (int m = 0; m < M; ++m)
-        if (e.scale_sums != nullptr) scale[m] = rsqrtf(static_cast<float>(e.scale_sums[m]) * e.inv_dim + e.eps);
-#pragma unroll
-      for (int r = 0; r < R; ++r) {
-        if (kGlu || row0 + r >= n) continue;
-        if (e.accumulate)
-#pragma unroll
-          for (int m = 0; m < M; ++m) resid[r][m] = load_elem(out, out_dt, m * n + row0 + r);
-        if (e.norm_sums != nullptr) norm_w[r] = load_elem(e.norm_weight, e.norm_dt, row0 + r);
-      }
-    }
-  }
   // Sum the slices' partials (KS > 1) through shared memory; one lane per row group finishes its rows.
   __shared__ float partial[kWarps][R][M];
 #pragma unroll
@@ -169,7 +146,6 @@ __global__ __launch_bounds__(kWarps * 32) void gemv_kernel(const TX* __restrict_
       if (lane == 0) partial[warp][r][m] = v;
     }
   if constexpr (KS > 1) __syncthreads();
-  float squares[M] = {};  // of this lane's new residual values (pending norm)
   if (finisher) {
     float sum[R][M];
 #pragma unroll
@@ -180,7 +156,7 @@ __global__ __launch_bounds__(kWarps * 32) void gemv_kernel(const TX* __restrict_
 #pragma unroll
         for (int s2 = 0; s2 < KS; ++s2) v += partial[warp + s2][r][m];
         const float b = bias != nullptr && row_ok(r) ? load_elem(bias, bias_dt, row0 + r * row_step) : 0.f;
-        sum[r][m] = v * scale[m] + b;
+        sum[r][m] = v + b;
       }
     }
 #pragma unroll
@@ -192,30 +168,8 @@ __global__ __launch_bounds__(kWarps * 32) void gemv_kernel(const TX* __restrict_
 #pragma unroll
         for (int r = 0; r < R; ++r) {
           if (row0 + r >= n) continue;
-          const int64_t i = m * n + row0 + r;
-          float v = sum[r][m];
-          if (kEpi && e.accumulate) v = round_to(out_dt, resid[r][m] + v);  // the norm sees the sum as stored
-          store_elem(out, out_dt, i, v);
-          if (kEpi && e.norm_sums != nullptr) {
-            store_elem(e.scaled, out_dt, i, v * norm_w[r]);
-            squares[m] += v * v;
-          }
+          store_elem(out, out_dt, m * n + row0 + r, sum[r][m]);
         }
-      }
-    }
-  }
-  if constexpr (kEpi) {
-    if (e.norm_sums != nullptr) {  // the block's rows' squares: one double atomic per row of x
-      __shared__ float block_squares[kWarps][M];
-      if (lane == 0)
-#pragma unroll
-        for (int m = 0; m < M; ++m) block_squares[warp][m] = squares[m];
-      __syncthreads();
-      if (threadIdx.x < M) {
-        float t = 0.f;
-#pragma unroll
-        for (int w2 = 0; w2 < kWarps; ++w2) t += block_squares[w2][threadIdx.x];
-        atomicAdd(&e.norm_sums[threadIdx.x], static_cast<double>(t));
       }
     }
   }
@@ -455,25 +409,14 @@ bool plain_gemv_applies(const void* x, DType x_dt, const void* w, DType w_dt, in
          (w_dt == DType::kBF16 || w_dt == DType::kF16 || w_dt == DType::kF32);
 }
 
-// Where the epilogue variants (kEpi) are built: decode rows of one or two tokens, bf16 activations and 16-bit
-// weights (the CUDA backend's own); the backend runs separate kernels elsewhere. Each instance costs
-// compile time on every build.
-constexpr int kEpiMaxRows = 2;
-bool epilogue_applies(DType x_dt, DType w_dt, int64_t rows) {
-  return rows <= kEpiMaxRows && x_dt == DType::kBF16 && (w_dt == DType::kBF16 || w_dt == DType::kF16);
-}
-
 // gemv_kernel for plain weights (plain_gemv_applies); kGlu: the SwiGLU variant, n = F outputs per row of x.
-template <int M, bool kGlu, bool kEpi>
+template <int M, bool kGlu>
 void launch_plain(const void* x, DType x_dt, const void* w, DType w_dt, const void* bias, DType bias_dt, void* out,
-                  DType out_dt, int64_t n, int64_t k, const GemvEpilogue& epilogue, cudaStream_t stream) {
+                  DType out_dt, int64_t n, int64_t k, const Launch& stream) {
   const dim3 block(kWarps * 32);
   auto launch = [&](auto* xt, auto* wt) {
     using TX = std::remove_const_t<std::remove_pointer_t<decltype(xt)>>;
     using TW = std::remove_const_t<std::remove_pointer_t<decltype(wt)>>;
-    if constexpr (kEpi && (M > kEpiMaxRows || !std::is_same_v<TX, __nv_bfloat16> || std::is_same_v<TW, float>)) {
-      STRATA_THROW(ErrorKind::kInternal, "launch_plain: no epilogue GEMV for these types (epilogue_applies)");
-    } else {
     // Rows per warp R and 16-byte chunks per row in flight U: R * U = 8 loads in flight per lane. R = 2
     // at M = 1 too: each warp then has 8 loads out for two rows at once, where R = 1 had half of its U = 8
     // beyond the end of a 4096-wide row at 4 warps per row. R = 4 at M = 8 left too few blocks per SM.
@@ -487,31 +430,29 @@ void launch_plain(const void* x, DType x_dt, const void* w, DType w_dt, const vo
     // against 481.6 tok/s with 2 for the 22016-row gate/up. Past 2 rows, 4 below 8192 row groups (enough
     // warps to fill ~132 SMs), else 2 (measured at M = 1 with R = 1, not re-measured since).
     const int64_t row_groups = kGlu ? n : (n + R - 1) / R;
-    int ks = k < 2048 ? 1 : M == 1 && k >= 8192 ? 2 : M <= 2 || row_groups < 8192 ? 4 : 2;
-    if (const int forced = gemv_split_override(); forced > 0 && k >= 2048) ks = forced;
+    const int ks = k < 2048 ? 1 : M == 1 && k >= 8192 ? 2 : M <= 2 || row_groups < 8192 ? 4 : 2;
     auto go = [&](auto ks_tag) {
       constexpr int KS = decltype(ks_tag)::value;
       const int64_t per_block = int64_t{kWarps / KS} * (kGlu ? 1 : R);
       const dim3 grid(static_cast<unsigned>((n + per_block - 1) / per_block));
-      if constexpr (!kEpi && M == 1 && std::is_same_v<TX, __nv_bfloat16> && !std::is_same_v<TW, float>) {
-        auto* plain = gemv_kernel<TW, TX, M, R, U, KS, kGlu, kEpi>;
+      if constexpr (M == 1 && std::is_same_v<TX, __nv_bfloat16> && !std::is_same_v<TW, float>) {
+        auto* plain = gemv_kernel<TW, TX, M, R, U, KS, kGlu>;
         auto* rolling = gemv_rolling_kernel<TW, TX, M, R, U / 2, KS, kGlu>;
         // Once per process (one GPU model per process).
         static const unsigned plain_wave = blocks_per_wave(plain), rolling_wave = blocks_per_wave(rolling);
-        const int form = gemv_rolling_override();
-        if (form == 2 || (form == 0 && grid.x <= 2 * plain_wave)) {
+        const GemvRolling form = stream.gemv_rolling;
+        if (form == GemvRolling::kAlways || (form == GemvRolling::kByGrid && grid.x <= 2 * plain_wave)) {
           launch_pdl(rolling, dim3(std::min(grid.x, rolling_wave)), block, 0, stream, static_cast<const TX*>(x),
                      static_cast<const TW*>(w), bias, bias_dt, out, out_dt, n, k);
           return;
         }
       }
-      launch_pdl(gemv_kernel<TW, TX, M, R, U, KS, kGlu, kEpi>, grid, block, 0, stream, static_cast<const TX*>(x),
-                 static_cast<const TW*>(w), bias, bias_dt, out, out_dt, n, k, epilogue);
+      launch_pdl(gemv_kernel<TW, TX, M, R, U, KS, kGlu>, grid, block, 0, stream, static_cast<const TX*>(x),
+                 static_cast<const TW*>(w), bias, bias_dt, out, out_dt, n, k);
     };
     if (ks == 1) go(std::integral_constant<int, 1>{});
     else if (ks == 2) go(std::integral_constant<int, 2>{});
     else go(std::integral_constant<int, 4>{});
-    }
   };
   auto with_w = [&](auto* xt) {
     switch (w_dt) {
@@ -527,7 +468,7 @@ void launch_plain(const void* x, DType x_dt, const void* w, DType w_dt, const vo
 
 template <int M>
 void dispatch_rows(const void* x, DType x_dt, const void* w, DType w_dt, const void* bias, DType bias_dt, void* out,
-                   DType out_dt, int64_t n, int64_t k, cudaStream_t stream) {
+                   DType out_dt, int64_t n, int64_t k, const Launch& stream) {
   const dim3 grid(static_cast<unsigned>((n + kWarps - 1) / kWarps));
   const dim3 block(kWarps * 32);
   const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
@@ -539,19 +480,19 @@ void dispatch_rows(const void* x, DType x_dt, const void* w, DType w_dt, const v
       using TX = std::remove_const_t<std::remove_pointer_t<decltype(xt)>>;
       const auto* xp = static_cast<const TX*>(x);
       if (w_dt == DType::kQ8_0) {
-        if (staged) gemv_quant_kernel<TX, M, true><<<grid, block, 0, stream>>>(xp, w, bias, bias_dt, out, out_dt, n, k);
-        else gemv_quant_unaligned_kernel<TX, M, true><<<grid, block, 0, stream>>>(xp, w, bias, bias_dt, out, out_dt, n, k);
+        if (staged) gemv_quant_kernel<TX, M, true><<<grid, block, 0, stream.stream>>>(xp, w, bias, bias_dt, out, out_dt, n, k);
+        else gemv_quant_unaligned_kernel<TX, M, true><<<grid, block, 0, stream.stream>>>(xp, w, bias, bias_dt, out, out_dt, n, k);
       } else {
-        if (staged) gemv_quant_kernel<TX, M, false><<<grid, block, 0, stream>>>(xp, w, bias, bias_dt, out, out_dt, n, k);
-        else gemv_quant_unaligned_kernel<TX, M, false><<<grid, block, 0, stream>>>(xp, w, bias, bias_dt, out, out_dt, n, k);
+        if (staged) gemv_quant_kernel<TX, M, false><<<grid, block, 0, stream.stream>>>(xp, w, bias, bias_dt, out, out_dt, n, k);
+        else gemv_quant_unaligned_kernel<TX, M, false><<<grid, block, 0, stream.stream>>>(xp, w, bias, bias_dt, out, out_dt, n, k);
       }
     };
     if (x_dt == DType::kBF16) launch(static_cast<const __nv_bfloat16*>(nullptr));
     else launch(static_cast<const float*>(nullptr));
   } else if (plain_gemv_applies(x, x_dt, w, w_dt, k)) {
-    return launch_plain<M, false, false>(x, x_dt, w, w_dt, bias, bias_dt, out, out_dt, n, k, GemvEpilogue{}, stream);
+    return launch_plain<M, false>(x, x_dt, w, w_dt, bias, bias_dt, out, out_dt, n, k, stream);
   } else {
-    gemv_scalar_kernel<M><<<grid, block, 0, stream>>>(x, x_dt, w, w_dt, bias, bias_dt, out, out_dt, n, k);
+    gemv_scalar_kernel<M><<<grid, block, 0, stream.stream>>>(x, x_dt, w, w_dt, bias, bias_dt, out, out_dt, n, k);
   }
   CHECK_LAUNCH();
 }
@@ -572,54 +513,23 @@ void with_rows(int64_t rows, const char* op, F&& f) {
   }
 }
 
-int split_override = 0;    // set_gemv_split_override
-int rolling_override = 0;  // set_gemv_rolling_override
-
 }  // namespace
 
-int gemv_rolling_override() { return rolling_override; }
-void set_gemv_rolling_override(int form) {
-  STRATA_CHECK(form >= 0 && form <= 2, "GEMV rolling form must be 0 (by grid), 1 (never) or 2 (always), got ", form);
-  rolling_override = form;
-}
-
-int gemv_split_override() { return split_override; }
-void set_gemv_split_override(int ks) {
-  STRATA_CHECK(ks == 0 || ks == 1 || ks == 2 || ks == 4, "GEMV split must be 0 (by shape), 1, 2 or 4, got ", ks);
-  split_override = ks;
-}
-
 void launch_gemv(const void* x, DType x_dt, const void* w, DType w_dt, const void* bias, DType bias_dt, void* out,
-                 DType out_dt, int64_t rows, int64_t n, int64_t k, cudaStream_t stream) {
+                 DType out_dt, int64_t rows, int64_t n, int64_t k, const Launch& stream) {
   if (rows == 0 || n == 0) return;
   with_rows(rows, "launch_gemv", [&](auto rows_tag) {
     dispatch_rows<decltype(rows_tag)::value>(x, x_dt, w, w_dt, bias, bias_dt, out, out_dt, n, k, stream);
   });
 }
 
-bool launch_gemv_fused(const void* x, DType x_dt, const void* w, DType w_dt, const void* bias, DType bias_dt,
-                       void* out, DType out_dt, int64_t rows, int64_t n, int64_t k, bool swiglu,
-                       const GemvEpilogue& epilogue, cudaStream_t stream) {
+bool launch_gemv_swiglu(const void* x, DType x_dt, const void* w, DType w_dt, void* out, DType out_dt, int64_t rows,
+                        int64_t f, int64_t k, const Launch& stream) {
   if (rows < 1 || rows > 8 || !plain_gemv_applies(x, x_dt, w, w_dt, k)) return false;
-  STRATA_CHECK(!swiglu || (!epilogue.accumulate && epilogue.norm_sums == nullptr),
-               "launch_gemv_fused: the SwiGLU variant neither accumulates nor forms a norm");
-  const bool epi = epilogue.scale_sums != nullptr || epilogue.accumulate;
-  if (epi && !epilogue_applies(x_dt, w_dt, rows)) return false;
-  if (n == 0) return true;
-  auto go = [&](auto rows_tag) {
-    constexpr int M = decltype(rows_tag)::value;
-    if (epi) {
-      if constexpr (M <= kEpiMaxRows) {
-        if (swiglu) launch_plain<M, true, true>(x, x_dt, w, w_dt, bias, bias_dt, out, out_dt, n, k, epilogue, stream);
-        else launch_plain<M, false, true>(x, x_dt, w, w_dt, bias, bias_dt, out, out_dt, n, k, epilogue, stream);
-      }
-    } else if (swiglu) {
-      launch_plain<M, true, false>(x, x_dt, w, w_dt, bias, bias_dt, out, out_dt, n, k, epilogue, stream);
-    } else {
-      launch_plain<M, false, false>(x, x_dt, w, w_dt, bias, bias_dt, out, out_dt, n, k, epilogue, stream);
-    }
-  };
-  with_rows(rows, "launch_gemv_fused", go);
+  if (f == 0) return true;
+  with_rows(rows, "launch_gemv_swiglu", [&](auto rows_tag) {
+    launch_plain<decltype(rows_tag)::value, true>(x, x_dt, w, w_dt, nullptr, DType::kF32, out, out_dt, f, k, stream);
+  });
   return true;
 }
 

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 
+#include "runtime/cuda/launch.h"
 #include "runtime/dtype.h"
 #include "runtime/model_config.h"
 
@@ -12,15 +13,15 @@ namespace strata::cuda {
 
 // ---- elementwise_kernels.cu ----
 // dst[i] = src[i] for n elements, converting between f32, f16 and bf16 (or dequantizing q8_0/q4_0 rows).
-void launch_convert(const void* src, DType src_dt, void* dst, DType dst_dt, int64_t n, cudaStream_t stream);
+void launch_convert(const void* src, DType src_dt, void* dst, DType dst_dt, int64_t n, const Launch& stream);
 void launch_embed(const void* table, DType table_dt, int64_t vocab_rows, int64_t dim, const int32_t* ids,
-                  int64_t n_tokens, int64_t vocab_offset, void* out, DType out_dt, cudaStream_t stream);
+                  int64_t n_tokens, int64_t vocab_offset, void* out, DType out_dt, const Launch& stream);
 // With residual != nullptr: residual += x first (the fused add_rmsnorm), and x is the addend.
 void launch_rmsnorm(const void* x, DType x_dt, void* residual, DType res_dt, const void* weight, DType w_dt,
-                    float eps, int64_t rows, int64_t dim, void* out, DType out_dt, cudaStream_t stream);
+                    float eps, int64_t rows, int64_t dim, void* out, DType out_dt, const Launch& stream);
 // inv_freq: rot_dim / 2 floats on the device.
 void launch_rope(void* x, DType x_dt, int64_t n_tokens, int64_t n_heads, int64_t head_dim, const int32_t* positions,
-                 const float* inv_freq, int64_t rot_dim, RopeStyle style, cudaStream_t stream);
+                 const float* inv_freq, int64_t rot_dim, RopeStyle style, const Launch& stream);
 // launch_rope on q and on k, then launch_kv_write of k and v, in one launch (q, k, v contiguous [T, heads, hd]).
 struct RopeKvWrite {
   void* q = nullptr;
@@ -37,9 +38,9 @@ struct RopeKvWrite {
   DType cache_dt = DType::kBF16;
   int64_t cache_rows = 0;
 };
-void launch_rope_kv_write(const RopeKvWrite& a, int64_t n_tokens, cudaStream_t stream);
+void launch_rope_kv_write(const RopeKvWrite& a, int64_t n_tokens, const Launch& stream);
 void launch_silu_mul(const void* gate, DType gate_dt, const void* up, DType up_dt, void* out, DType out_dt,
-                     int64_t n, cudaStream_t stream);
+                     int64_t n, const Launch& stream);
 // x [rows, row_bytes] into parts: part j takes the bytes [end[j-1], end[j]) of every row (end[-1] = 0), stored
 // as its own [rows, end[j] - end[j-1]] rows.
 constexpr int kMaxSplitParts = 4;
@@ -49,65 +50,29 @@ struct SplitColumns {
   int parts = 0;
 };
 void launch_split_columns(const void* x, int64_t rows, int64_t row_bytes, const SplitColumns& parts_bytes,
-                          cudaStream_t stream);
-void launch_add(void* a, DType a_dt, const void* b, DType b_dt, int64_t n, cudaStream_t stream);
-// Pending RMSNorm rows (one block each): with `add`, residual += add first (rounded as stored); with
-// weight, scaled = residual * weight and sums[row] = (accumulate: +=) the row's sum of squares.
-void launch_pending_norm(void* residual, DType res_dt, const void* add, DType add_dt, const void* weight, DType w_dt,
-                         int64_t rows, int64_t dim, void* scaled, DType scaled_dt, double* sums, bool accumulate,
-                         cudaStream_t stream);
-// out[m, j] = out[m, j] * rsqrt(sums[m] * inv_dim + eps) (+ bias[j]) over rows x n.
-void launch_scale_rows(void* out, DType out_dt, int64_t rows, int64_t n, const double* sums, float inv_dim, float eps,
-                       const void* bias, DType bias_dt, cudaStream_t stream);
+                          const Launch& stream);
+void launch_add(void* a, DType a_dt, const void* b, DType b_dt, int64_t n, const Launch& stream);
 // out[t, i] = silu(gate_up[t, i]) * gate_up[t, f + i] over rows x f.
 void launch_swiglu(const void* gate_up, DType in_dt, void* out, DType out_dt, int64_t rows, int64_t f,
-                   cudaStream_t stream);
+                   const Launch& stream);
 // out[m, n] += bias[n] over rows x cols.
 void launch_add_bias(void* out, DType out_dt, const void* bias, DType bias_dt, int64_t rows, int64_t cols,
-                     cudaStream_t stream);
+                     const Launch& stream);
 // Rows of `row_elems` elements: token t goes to cache row slots[t] (skipped when slots[t] < 0).
 void launch_kv_write(const void* k, const void* v, DType src_dt, const int32_t* slots, int64_t n_tokens,
                      int64_t row_elems, void* k_cache, void* v_cache, DType cache_dt, int64_t cache_rows,
-                     cudaStream_t stream);
+                     const Launch& stream);
 
 // ---- gemv_kernels.cu ----
 // out[m, n] = sum_k x[m, k] w[n, k] (+ bias[n]) for m < rows <= 8; x is f32 or bf16 with row stride K.
-// Warps sharing one row group along K (1, 2 or 4), forced for every plain GEMV with K >= 2048; 0 (the default)
-// picks by shape. Process-wide, for tuning runs: kernel_bench, and the CUDA backend from STRATA_GEMV_KS.
-int gemv_split_override();
-void set_gemv_split_override(int ks);
-// Which kernel takes plain one-row GEMVs (bf16 x): 0 (the default) the pipelined persistent one where the
-// plain grid is at most two waves, 1 never, 2 always. Process-wide, for tests and tuning runs (the CUDA
-// backend sets it from STRATA_GEMV_ROLLING).
-int gemv_rolling_override();
-void set_gemv_rolling_override(int form);
+// One-row GEMVs with bf16 x take the pipelined persistent kernel as stream.gemv_rolling says.
 void launch_gemv(const void* x, DType x_dt, const void* w, DType w_dt, const void* bias, DType bias_dt, void* out,
-                 DType out_dt, int64_t rows, int64_t n, int64_t k, cudaStream_t stream);
-// A pending norm's row sums: kNormSlotDoubles doubles per slot, row m at [m] (rows <= 8).
-constexpr int64_t kNormSlotDoubles = 8;
-
-// What the fused GEMVs do with a row's products besides storing them (the Backend's pending norms).
-struct GemvEpilogue {
-  // Products of row m multiplied by rsqrt(scale_sums[m] * inv_dim + eps), before the bias.
-  const double* scale_sums = nullptr;
-  float inv_dim = 0.f, eps = 0.f;
-  // Added into `out` (the residual stream, rounded as stored) instead of overwriting it; with norm_sums (a
-  // zeroed slot), also scaled[m, j] = the new out[m, j] * norm_weight[j] and norm_sums[m] += its row's sum
-  // of squares.
-  bool accumulate = false;
-  const void* norm_weight = nullptr;
-  DType norm_dt = DType::kF32;
-  void* scaled = nullptr;  // out_dt
-  double* norm_sums = nullptr;
-};
-// The plain-weight GEMV (m < rows <= 8) with an epilogue; swiglu: w holds 2n rows, gate then up, and
-// out[m, i] = silu(g) * u of rows i and n + i (after the scale and bias; no accumulate or norm then).
-// Returns false (launching nothing) where it does not apply: quantized weights, f16 x, K not a multiple of
-// 8 or operands not 16-byte aligned; with a scale or accumulate epilogue also more than 2 rows, x other than
-// bf16 or f32 weights.
-bool launch_gemv_fused(const void* x, DType x_dt, const void* w, DType w_dt, const void* bias, DType bias_dt,
-                       void* out, DType out_dt, int64_t rows, int64_t n, int64_t k, bool swiglu,
-                       const GemvEpilogue& epilogue, cudaStream_t stream);
+                 DType out_dt, int64_t rows, int64_t n, int64_t k, const Launch& stream);
+// The SwiGLU GEMV (rows <= 8): w holds 2f rows, gate then up, and out[m, i] = silu(g) * u of rows i and f + i.
+// Returns false (launching nothing) where it does not apply: quantized weights, f16 x, K not a multiple of 8
+// or operands not 16-byte aligned.
+bool launch_gemv_swiglu(const void* x, DType x_dt, const void* w, DType w_dt, void* out, DType out_dt, int64_t rows,
+                        int64_t f, int64_t k, const Launch& stream);
 
 // ---- attention_decode.cu / attention_prefill.cu ----
 struct AttentionArgs {
@@ -127,6 +92,16 @@ struct AttentionArgs {
   float scale = 1.f;
   int sm_count = 0;  // the device's multiprocessors (the tensor-core prefill picks its block shape by them)
   bool decode_warps = false;  // decode: the per-warp kernel where it applies (attention_decode_warps.cu)
+  // Decode split plans: splits are multiples of split_grain keys (16, 32, 64 or 128). The per-warp kernel runs
+  // the split plan of a short context (at most two key groups a warp) as one block of 8 or 16 warps per KV
+  // head, or per 1 / head_split of its query heads, when whole_blocks is set. head_split: the blocks a KV
+  // head's query heads are split over: 0 lets the rule pick (the most, up to 8, that keep one block per SM;
+  // in split blocks only for 8 query heads of 128 elements, with the plan's splits then merged to keep about
+  // 4 blocks per SM); 1, 2, 4 or 8 force it, with the plan's splits, where it divides the query heads per KV
+  // head. The defaults are the measured best (tests/gpu/KERNEL_NOTES.md); tests and tuning runs set others.
+  int split_grain = 16;
+  bool whole_blocks = true;
+  int head_split = 0;
   // Decode with rope and the cache write folded in (per-warp kernel only, one token per sequence): q is
   // read unrotated; the split holding each token's own position rotates new_k (kHalf pairs over the whole
   // head) and writes it and new_v [T, Hkv, hd] (the cache's dtype) to the caches at slots[t] (skipped when
@@ -141,23 +116,19 @@ struct AttentionArgs {
 int64_t attention_decode_splits(const AttentionArgs& a, int sm_count);
 // The splits a launch asked for `splits` makes (the context in equal grain-rounded pieces: at most `splits`).
 int64_t attention_decode_splits_made(const AttentionArgs& a, int64_t splits);
-// Keys a split's length is a multiple of (16 by default). Process-wide, for tuning runs: attention_splits,
-// and the CUDA backend from STRATA_DECODE_SPLIT_GRAIN.
-int attention_decode_split_grain();
-void set_attention_decode_split_grain(int keys);
 // Scratch bytes the decode kernel needs for `splits` (0 when splits == 1).
 int64_t attention_decode_scratch_bytes(const AttentionArgs& a, int64_t splits);
-void launch_attention_decode(const AttentionArgs& a, int64_t splits, void* scratch, cudaStream_t stream);
+void launch_attention_decode(const AttentionArgs& a, int64_t splits, void* scratch, const Launch& stream);
 // The per-warp decode kernel (registers instead of shared-memory tiles; launch_attention_decode takes it
 // when a.decode_warps is set and this says it applies): 16-bit KV, head_dim 64 / 128 / 256, up to 8 query
 // heads per KV head, 16-byte aligned caches. Same split plan and partial outputs as the tiled kernel, except
 // that a short context's plan runs as one wider block per KV head (or per part of its query heads) that writes
-// the output itself (see attention_decode_whole_blocks), and that a KV head's query heads may be split over
-// several blocks (attention_decode_head_split). Returns the splits it made: the partials to combine when more
+// the output itself (AttentionArgs::whole_blocks), and that a KV head's query heads may be split over
+// several blocks (AttentionArgs::head_split). Returns the splits it made: the partials to combine when more
 // than one.
 bool attention_decode_warps_supports(const AttentionArgs& a);
 int launch_attention_decode_warps(const AttentionArgs& a, int keys_per_split, int splits, float* part_o,
-                                  float* part_ml, cudaStream_t stream);
+                                  float* part_ml, const Launch& stream);
 // How a launch runs a plan: warps per block, blocks per KV head (each taking that share of its query heads),
 // and the splits made (1 in the whole form: no partials to combine).
 struct DecodeWarpsForm {
@@ -170,25 +141,14 @@ DecodeWarpsForm attention_decode_warps_form(const AttentionArgs& a, int keys_per
 // The same for launch_attention_decode(a, splits); where the per-warp kernel does not apply, the tiled
 // kernel's blocks of 4 warps as planned.
 DecodeWarpsForm attention_decode_form(const AttentionArgs& a, int64_t splits);
-// Whether the per-warp kernel runs the split plan of a short context (at most two key groups a warp) as one
-// block of 8 or 16 warps per KV head, or per 1 / head_split of its query heads (on by default). Process-wide,
-// for tests and A/B runs: the CUDA backend sets it from STRATA_DECODE_ATTN_WHOLE.
-bool attention_decode_whole_blocks();
-void set_attention_decode_whole_blocks(bool on);
-// The blocks a KV head's query heads are split over: 0 (default) lets the rule pick (the most, up to 8, that
-// keep one block per SM; in split blocks only for 8 query heads of 128 elements, with the plan's splits then
-// merged to keep about 4 blocks per SM); 1, 2, 4 or 8 force it, with the plan's splits, where it divides the
-// query heads per KV head (tests, tuning runs; the backend reads STRATA_DECODE_ATTN_HEAD_SPLIT).
-int attention_decode_head_split();
-void set_attention_decode_head_split(int blocks);
 // Prefill: the tensor-core kernel (attention_prefill_mma.cu) where it applies (bf16 q, KV and out, head_dim 64
 // or 128), the SIMT kernel (attention_prefill.cu) for everything else; launch_attention_prefill picks. The
 // _simt and _mma entry points force one kernel (tests and kernel_bench compare them).
-void launch_attention_prefill(const AttentionArgs& a, cudaStream_t stream);
+void launch_attention_prefill(const AttentionArgs& a, const Launch& stream);
 bool attention_prefill_supports(const AttentionArgs& a);  // either kernel
-void launch_attention_prefill_simt(const AttentionArgs& a, cudaStream_t stream);
+void launch_attention_prefill_simt(const AttentionArgs& a, const Launch& stream);
 bool attention_prefill_simt_supports(const AttentionArgs& a);
-void launch_attention_prefill_mma(const AttentionArgs& a, cudaStream_t stream);
+void launch_attention_prefill_mma(const AttentionArgs& a, const Launch& stream);
 bool attention_prefill_mma_supports(const AttentionArgs& a);
 
 // ---- sampling_kernels.cu ----
@@ -205,6 +165,6 @@ struct DeviceSampling {
 // log-softmax under the raw logits. params, tokens and logprobs are arrays of `rows` the device can address
 // (device memory, or mapped host memory: the CUDA backend's sample() passes the latter).
 void launch_sample(const float* logits, int64_t rows, int64_t vocab, const DeviceSampling* params, int32_t* tokens,
-                   float* logprobs, cudaStream_t stream);
+                   float* logprobs, const Launch& stream);
 
 }  // namespace strata::cuda

@@ -3,19 +3,12 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <cstdlib>
 #include <memory>
 
 #include "runtime/cuda/check_cuda.h"
 #include "runtime/log.h"
 
 namespace strata::cuda {
-
-std::unique_ptr<OpProfiler> OpProfiler::from_env() {
-  const char* v = std::getenv("STRATA_CUDA_PROFILE");
-  if (v == nullptr || *v == '\0' || std::string(v) == "0") return nullptr;
-  return std::unique_ptr<OpProfiler>(new OpProfiler());
-}
 
 OpProfiler::~OpProfiler() {
   collect();
@@ -74,7 +67,7 @@ std::string OpProfiler::report() {
   double all = 0;
   for (const auto& r : rows) all += r.second.ms;
   std::string out =
-      "STRATA_CUDA_PROFILE: GPU time per backend op (events on the compute stream; calls after each op's first,\n"
+      "CUDA op profile: GPU time per backend op (events on the compute stream; calls after each op's first,\n"
       "whose time, with lazy loading in it, is shown apart)\n";
   char line[256];
   std::snprintf(line, sizeof line, "  %-44s %8s %11s %10s %6s %10s\n", "op", "calls", "total ms", "mean us", "share",

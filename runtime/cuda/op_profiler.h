@@ -1,5 +1,6 @@
 // runtime/cuda/op_profiler.h: per-op GPU time of the CUDA backend, for finding which kernel holds a step
-// back. Off unless STRATA_CUDA_PROFILE is set; then every backend op is bracketed by two events on the
+// back. Made by the backend when CudaBackendOptions::profile is set (the launcher's --profile-ops or
+// STRATA_CUDA_PROFILE=1); then every backend op is bracketed by two events on the
 // compute stream and, when the backend goes away, a table (op, calls, total ms, mean us, share, and the first
 // call's time apart) goes to stderr. The events cost a few microseconds per op, so profiled runs are slower
 // than plain ones.
@@ -15,8 +16,7 @@ namespace strata::cuda {
 
 class OpProfiler {
  public:
-  // Null unless STRATA_CUDA_PROFILE is set in the environment.
-  static std::unique_ptr<OpProfiler> from_env();
+  OpProfiler() = default;
   ~OpProfiler();
   OpProfiler(const OpProfiler&) = delete;
   OpProfiler& operator=(const OpProfiler&) = delete;
@@ -29,7 +29,6 @@ class OpProfiler {
   std::string report();
 
  private:
-  OpProfiler() = default;
   struct Pending {
     std::string name;
     cudaEvent_t start, stop;

@@ -6,13 +6,15 @@
 // what was complete before its predecessor's wait (a step's inputs, copied in before the step's first
 // kernel): those loads then overlap the predecessor's drain. Decode steps are chains of short kernels, so
 // each boundary's launch latency and ramp-up otherwise costs microseconds of idle memory bus. On older GPUs
-// both calls compile to nothing and launches are plain. STRATA_CUDA_PDL=0 turns it off.
+// both calls compile to nothing and launches are plain. The backend's Launch says whether to ask for it
+// (CudaBackendOptions::pdl, on where the device has it).
 #pragma once
 #include <cuda_runtime.h>
 
 #include <utility>
 
 #include "runtime/cuda/check_cuda.h"
+#include "runtime/cuda/launch.h"
 
 namespace strata::cuda {
 
@@ -28,26 +30,25 @@ __device__ __forceinline__ void pdl_trigger() {
 #endif
 }
 
-// Whether launch_pdl() asks for programmatic serialization (set by the CUDA backend from the device's
-// compute capability and STRATA_CUDA_PDL).
-bool pdl_enabled();
-void set_pdl_enabled(bool on);
-
-// kernel<<<grid, block, smem, stream>>>(args...), with programmatic stream serialization when enabled.
-// Only for kernels that call pdl_wait() before their first dependent memory access.
+// kernel<<<grid, block, smem, launch.stream>>>(args...), with programmatic stream serialization when
+// launch.pdl. Only for kernels that call pdl_wait() before their first dependent memory access.
 template <typename... Params, typename... Args>
-void launch_pdl(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream, Args&&... args) {
+void launch_pdl(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, const Launch& launch, Args&&... args) {
   cudaLaunchConfig_t config{};
   config.gridDim = grid;
   config.blockDim = block;
   config.dynamicSmemBytes = smem;
-  config.stream = stream;
+  config.stream = launch.stream;
   cudaLaunchAttribute attribute[1];
   attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attribute[0].val.programmaticStreamSerializationAllowed = pdl_enabled() ? 1 : 0;
+  attribute[0].val.programmaticStreamSerializationAllowed = launch.pdl ? 1 : 0;
   config.attrs = attribute;
   config.numAttrs = 1;
   CHECK_CUDA(cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...));
 }
+// A bare stream would launch without PDL whatever the backend chose: pass the launcher's Launch through.
+template <typename... Params, typename... Args>
+void launch_pdl(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                Args&&... args) = delete;
 
 }  // namespace strata::cuda

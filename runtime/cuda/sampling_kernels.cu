@@ -170,7 +170,7 @@ __global__ __launch_bounds__(kThreads) void sample_kernel(const float* __restric
 }  // namespace
 
 void launch_sample(const float* logits, int64_t rows, int64_t vocab, const DeviceSampling* params, int32_t* tokens,
-                   float* logprobs, cudaStream_t stream) {
+                   float* logprobs, const Launch& stream) {
   if (rows == 0) return;
   launch_pdl(sample_kernel, static_cast<unsigned>(rows), kThreads, 0, stream, logits, vocab, params, tokens, logprobs);
   CHECK_LAUNCH();

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
+#include <set>
 
 #include "runtime/error.h"
 #include "runtime/formats/checkpoint_builder.h"
@@ -14,6 +15,7 @@
 #include "runtime/formats/hf_checkpoint.h"
 #include "runtime/formats/llama2c.h"
 #include "runtime/formats/mapped_file.h"
+#include "runtime/models/model_description.h"
 
 namespace strata {
 
@@ -78,75 +80,6 @@ void CheckpointBuilder::add_entry(TensorEntry entry) {
   entries_.push_back(std::move(entry));
 }
 
-int64_t tensor_layer_index(const std::string& name) {
-  if (name.rfind("blk.", 0) != 0) return -1;
-  int64_t n = 0;
-  size_t i = 4;
-  for (; i < name.size() && name[i] >= '0' && name[i] <= '9' && i < 14; ++i) n = n * 10 + (name[i] - '0');
-  return (i == 4 || i >= name.size() || name[i] != '.') ? -1 : n;
-}
-
-Shape expected_tensor_shape(const ModelConfig& c, const std::string& name) {
-  const int64_t q = c.n_heads * c.head_dim, kv = c.n_kv_heads * c.head_dim;
-  if (name == "token_embd.weight" || name == "output.weight") return {c.vocab_size, c.hidden};
-  if (name == "output_norm.weight") return {c.hidden};
-  if (tensor_layer_index(name) < 0) return {};
-  const std::string rest = name.substr(name.find('.', 4) + 1);
-  if (rest == "attn_norm.weight" || rest == "ffn_norm.weight") return {c.hidden};
-  if (rest == "attn_q.weight") return {q, c.hidden};
-  if (rest == "attn_k.weight" || rest == "attn_v.weight") return {kv, c.hidden};
-  if (rest == "attn_q.bias") return {q};
-  if (rest == "attn_k.bias" || rest == "attn_v.bias") return {kv};
-  if (rest == "attn_output.weight") return {c.hidden, q};
-  if (rest == "ffn_gate.weight" || rest == "ffn_up.weight") return {c.ffn, c.hidden};
-  if (rest == "ffn_down.weight") return {c.hidden, c.ffn};
-  if (rest == "attn_q_norm.weight" || rest == "attn_k_norm.weight") return {c.head_dim};
-  if (!c.moe.enabled()) return {};
-  const MoeConfig& m = c.moe;
-  if (rest == "ffn_gate_inp.weight") return {m.n_experts, c.hidden};
-  if (rest == "ffn_gate_shexp.weight" || rest == "ffn_up_shexp.weight") return {m.shared_ffn, c.hidden};
-  if (rest == "ffn_down_shexp.weight") return {c.hidden, m.shared_ffn};
-  if (rest == "ffn_gate_inp_shexp.weight") return {1, c.hidden};
-  // Routed experts: "ffn_gate.<expert>.weight".
-  for (const char* proj : {"ffn_gate.", "ffn_up.", "ffn_down."}) {
-    const std::string p = proj;
-    if (rest.rfind(p, 0) != 0 || rest.size() <= p.size() + 7) continue;
-    const std::string index = rest.substr(p.size(), rest.size() - p.size() - 7);
-    if (rest.compare(rest.size() - 7, 7, ".weight") != 0 ||
-        index.find_first_not_of("0123456789") != std::string::npos || std::stoll(index) >= m.n_experts)
-      return {};
-    return p == "ffn_down." ? Shape{c.hidden, m.expert_ffn} : Shape{m.expert_ffn, c.hidden};
-  }
-  return {};
-}
-
-std::vector<std::string> required_tensor_names(const ModelConfig& c) {
-  std::vector<std::string> names = {"token_embd.weight"};
-  for (int64_t l = 0; l < c.n_layers; ++l) {
-    const std::string p = cat("blk.", l, ".");
-    for (const char* t : {"attn_norm.weight", "attn_q.weight", "attn_k.weight", "attn_v.weight"}) names.push_back(p + t);
-    if (c.qkv_bias)
-      for (const char* t : {"attn_q.bias", "attn_k.bias", "attn_v.bias"}) names.push_back(p + t);
-    if (c.qk_norm)
-      for (const char* t : {"attn_q_norm.weight", "attn_k_norm.weight"}) names.push_back(p + t);
-    for (const char* t : {"attn_output.weight", "ffn_norm.weight"}) names.push_back(p + t);
-    if (!c.moe.sparse_layer(l)) {
-      for (const char* t : {"ffn_gate.weight", "ffn_up.weight", "ffn_down.weight"}) names.push_back(p + t);
-      continue;
-    }
-    names.push_back(p + "ffn_gate_inp.weight");
-    for (int64_t e = 0; e < c.moe.n_experts; ++e)
-      for (const char* t : {"ffn_gate.", "ffn_up.", "ffn_down."}) names.push_back(cat(p, t, e, ".weight"));
-    if (c.moe.shared_ffn > 0)
-      for (const char* t : {"ffn_gate_inp_shexp.weight", "ffn_gate_shexp.weight", "ffn_up_shexp.weight",
-                            "ffn_down_shexp.weight"})
-        names.push_back(p + t);
-  }
-  names.push_back("output_norm.weight");
-  if (!c.tied_embeddings) names.push_back("output.weight");
-  return names;
-}
-
 void CheckpointBuilder::finish() {
   config_.validate(config_source_);
   for (const auto& e : entries_) {
@@ -161,10 +94,11 @@ void CheckpointBuilder::finish() {
                       " layers");
   }
   // Model order (embedding, layer 0 ...), so the first complaint is the same whatever the file order.
-  const std::vector<std::string> required = required_tensor_names(config_);
-  std::vector<std::string> names = required;
+  std::vector<std::string> names;
+  for (const TensorRef& t : model_tensors(config_)) names.push_back(t.name);
+  const std::set<std::string> required(names.begin(), names.end());
   for (const auto& e : entries_)
-    if (std::find(required.begin(), required.end(), e.name) == required.end()) names.push_back(e.name);
+    if (required.count(e.name) == 0) names.push_back(e.name);
   for (const auto& name : names) {
     if (!has(name)) {
       std::string hint;
@@ -176,16 +110,16 @@ void CheckpointBuilder::finish() {
                    " declares ", config_.n_layers, " layers, so the checkpoint is incomplete or its config is wrong");
     }
     const TensorEntry& e = entry(name);
-    const Shape want = expected_tensor_shape(config_, e.name);
-    if (want.empty()) continue;  // not a tensor the model reads (rope_freqs.weight, ...)
+    const TensorSlot* slot = find_slot(config_, e.name);
+    if (slot == nullptr) continue;  // not a tensor the model reads (rope_freqs.weight, ...)
+    const Shape want = slot->full_shape(config_);
     STRATA_CHECK_KIND(ErrorKind::kFormat, e.shape == want, e.file, ": tensor '", e.file_name, "' (", e.name,
                       ") has shape ", shape_str(e.shape), " but the model config from ", config_source_,
                       " (hidden ", config_.hidden, ", heads ", config_.n_heads, "/", config_.n_kv_heads, " x head_dim ",
                       config_.head_dim, ", ffn ", config_.ffn, ", vocab ", config_.vocab_size, ") needs ",
                       shape_str(want), "; the config does not describe these weights");
-    const bool is_vector = want.size() == 1;
     STRATA_CHECK_KIND(ErrorKind::kFormat,
-                      !is_vector || e.dtype == DType::kF32 || e.dtype == DType::kF16 || e.dtype == DType::kBF16,
+                      slot->may_quantize() || e.dtype == DType::kF32 || e.dtype == DType::kF16 || e.dtype == DType::kBF16,
                       e.file, ": tensor '", e.file_name, "' (", e.name, ") is ", dtype_name(e.dtype),
                       "; norm weights and biases must be f32, f16 or bf16");
     STRATA_CHECK_KIND(ErrorKind::kFormat, e.dtype != DType::kI8 && e.dtype != DType::kI32, e.file, ": tensor '",

@@ -34,12 +34,4 @@ class CheckpointBuilder : public Checkpoint {
   std::function<std::string(const std::string&)> native_name_;
 };
 
-// The shape a canonical tensor must have under `config`; empty when the name is not a tensor the
-// Llama-family model reads (extra tensors such as rope_freqs.weight are kept but not checked).
-Shape expected_tensor_shape(const ModelConfig& config, const std::string& name);
-// Every canonical tensor `config` requires, in file order (embedding, layers, norm, head).
-std::vector<std::string> required_tensor_names(const ModelConfig& config);
-// "blk.12.attn_q.weight" -> 12; -1 when the name has no layer index.
-int64_t tensor_layer_index(const std::string& name);
-
 }  // namespace strata

@@ -13,6 +13,7 @@
 #include "runtime/formats/checkpoint_builder.h"
 #include "runtime/formats/safetensors.h"
 #include "runtime/log.h"
+#include "runtime/models/model_description.h"
 #include "runtime/tokenizer/tokenizer_files.h"
 
 namespace strata {
@@ -20,54 +21,6 @@ namespace json = boost::json;
 namespace fs = std::filesystem;
 
 namespace {
-
-// (HF suffix inside a layer, canonical suffix)
-constexpr std::pair<const char*, const char*> kLayerNames[] = {
-    {"self_attn.q_proj.weight", "attn_q.weight"},     {"self_attn.k_proj.weight", "attn_k.weight"},
-    {"self_attn.v_proj.weight", "attn_v.weight"},     {"self_attn.q_proj.bias", "attn_q.bias"},
-    {"self_attn.k_proj.bias", "attn_k.bias"},         {"self_attn.v_proj.bias", "attn_v.bias"},
-    {"self_attn.o_proj.weight", "attn_output.weight"}, {"mlp.gate_proj.weight", "ffn_gate.weight"},
-    {"mlp.up_proj.weight", "ffn_up.weight"},          {"mlp.down_proj.weight", "ffn_down.weight"},
-    {"input_layernorm.weight", "attn_norm.weight"},   {"post_attention_layernorm.weight", "ffn_norm.weight"},
-    // Qwen3's per-head q/k norms; the MoE routers and Qwen2-MoE's shared expert (llama.cpp's names).
-    {"self_attn.q_norm.weight", "attn_q_norm.weight"}, {"self_attn.k_norm.weight", "attn_k_norm.weight"},
-    {"block_sparse_moe.gate.weight", "ffn_gate_inp.weight"}, {"mlp.gate.weight", "ffn_gate_inp.weight"},
-    {"mlp.shared_expert.gate_proj.weight", "ffn_gate_shexp.weight"},
-    {"mlp.shared_expert.up_proj.weight", "ffn_up_shexp.weight"},
-    {"mlp.shared_expert.down_proj.weight", "ffn_down_shexp.weight"},
-    {"mlp.shared_expert_gate.weight", "ffn_gate_inp_shexp.weight"},
-};
-// Routed experts, one tensor per expert and projection: "<prefix><expert>.<projection>" inside a layer
-// is canonical "blk.<layer>.<name>.<expert>.weight". Qwen's naming first (canonical_to_hf_name's choice).
-struct ExpertName {
-  const char* prefix;
-  const char* projection;
-  const char* canonical;
-};
-constexpr ExpertName kExpertNames[] = {
-    {"mlp.experts.", "gate_proj.weight", "ffn_gate"},
-    {"mlp.experts.", "up_proj.weight", "ffn_up"},
-    {"mlp.experts.", "down_proj.weight", "ffn_down"},
-    {"block_sparse_moe.experts.", "w1.weight", "ffn_gate"},
-    {"block_sparse_moe.experts.", "w3.weight", "ffn_up"},
-    {"block_sparse_moe.experts.", "w2.weight", "ffn_down"},
-};
-
-// The decimal index at text[i...] up to the next '.', without leading zeros; advances i past the dot.
-std::optional<std::string> dotted_index(const std::string& text, size_t& i) {
-  size_t digits = 0;
-  while (i + digits < text.size() && text[i + digits] >= '0' && text[i + digits] <= '9') ++digits;
-  if (digits == 0 || digits > 9 || i + digits >= text.size() || text[i + digits] != '.') return std::nullopt;
-  std::string index = text.substr(i, digits);
-  if (index.size() > 1 && index[0] == '0') return std::nullopt;
-  i += digits + 1;
-  return index;
-}
-constexpr std::pair<const char*, const char*> kGlobalNames[] = {
-    {"model.embed_tokens.weight", "token_embd.weight"},
-    {"model.norm.weight", "output_norm.weight"},
-    {"lm_head.weight", "output.weight"},
-};
 
 std::string read_text(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -163,42 +116,38 @@ void parse_moe_config(const JsonFields& f, ModelConfig& c) {
 
 }  // namespace
 
-std::optional<std::string> hf_to_canonical_name(const std::string& hf) {
-  for (const auto& [from, to] : kGlobalNames)
-    if (hf == from) return std::string(to);
-  const std::string prefix = "model.layers.";
+std::optional<std::string> hf_to_canonical_name(const std::string& hf, std::string_view arch) {
+  const ModelDescription& d = model_description(arch);
+  for (const TensorSlot& s : d.slots)
+    if (!s.per_layer && hf == s.hf_name) return std::string(s.name);
+  const std::string_view prefix = d.hf_layer_prefix;
   if (hf.rfind(prefix, 0) != 0) return std::nullopt;
   size_t i = prefix.size();
-  const auto layer = dotted_index(hf, i);
-  if (!layer) return std::nullopt;
-  const std::string rest = hf.substr(i);
-  for (const auto& [from, to] : kLayerNames)
-    if (rest == from) return "blk." + *layer + "." + to;
-  for (const ExpertName& e : kExpertNames) {
-    const std::string p = e.prefix;
-    if (rest.rfind(p, 0) != 0) continue;
-    size_t j = p.size();
-    const auto expert = dotted_index(rest, j);
-    if (expert && rest.substr(j) == e.projection) return cat("blk.", *layer, ".", e.canonical, ".", *expert, ".weight");
-  }
+  size_t digits = 0;
+  while (i + digits < hf.size() && hf[i + digits] >= '0' && hf[i + digits] <= '9') ++digits;
+  if (digits == 0 || digits > 9 || i + digits >= hf.size() || hf[i + digits] != '.') return std::nullopt;
+  const std::string layer = hf.substr(i, digits);
+  if (layer.size() > 1 && layer[0] == '0') return std::nullopt;
+  const std::string rest = hf.substr(i + digits + 1);
+  for (const TensorSlot& s : d.slots)
+    if (s.per_layer && rest == s.hf_name) return cat("blk.", layer, ".", s.name);
+  for (const TensorSlot& s : d.slots)  // routed experts: "...experts.<e>...", the index in both names
+    if (const int64_t e = s.per_expert ? match_expert_pattern(s.hf_name, rest) : -1; e >= 0)
+      return cat("blk.", layer, ".", expert_instance(s.name, e));
   return std::nullopt;
 }
 
-std::string canonical_to_hf_name(const std::string& canonical) {
-  for (const auto& [from, to] : kGlobalNames)
-    if (canonical == to) return from;
-  const int64_t layer = tensor_layer_index(canonical);
-  if (layer >= 0) {
+std::string canonical_to_hf_name(const std::string& canonical, std::string_view arch) {
+  const ModelDescription& d = model_description(arch);
+  for (const TensorSlot& s : d.slots)
+    if (!s.per_layer && canonical == s.name) return std::string(s.hf_name);
+  if (const int64_t layer = tensor_layer_index(canonical); layer >= 0) {
     const std::string rest = canonical.substr(canonical.find('.', 4) + 1);
-    for (const auto& [from, to] : kLayerNames)
-      if (rest == to) return cat("model.layers.", layer, ".", from);
-    const size_t dot = rest.find('.');
-    const std::string proj = rest.substr(0, dot);
-    for (const ExpertName& e : kExpertNames)
-      if (dot != std::string::npos && proj == e.canonical && rest.size() > dot + 8 &&
-          rest.compare(rest.size() - 7, 7, ".weight") == 0)
-        return cat("model.layers.", layer, ".", e.prefix, rest.substr(dot + 1, rest.size() - dot - 8), ".",
-                   e.projection);
+    for (const TensorSlot& s : d.slots)
+      if (s.per_layer && rest == s.name) return cat(d.hf_layer_prefix, layer, ".", s.hf_name);
+    for (const TensorSlot& s : d.slots)
+      if (const int64_t e = s.per_expert ? match_expert_pattern(s.name, rest) : -1; e >= 0)
+        return cat(d.hf_layer_prefix, layer, ".", expert_instance(s.hf_name, e));
   }
   return canonical;
 }
@@ -323,9 +272,9 @@ std::unique_ptr<Checkpoint> open_hf_checkpoint(const std::string& dir) {
   }
   auto ckpt = std::make_unique<CheckpointBuilder>(dir, "safetensors");
   ckpt->set_config_source(config_path);
-  ckpt->set_native_name(canonical_to_hf_name);
   ModelConfig& config = ckpt->mutable_config();
   config = parse_hf_config(read_text(config_path), config_path);
+  ckpt->set_native_name([arch = config.arch](const std::string& name) { return canonical_to_hf_name(name, arch); });
   const json::value raw_config = parse_json(read_text(config_path), config_path);
   const bool tie_explicit = raw_config.as_object().if_contains("tie_word_embeddings") != nullptr;
 
@@ -365,7 +314,7 @@ std::unique_ptr<Checkpoint> open_hf_checkpoint(const std::string& dir) {
                           t.name, "' is not listed for this shard in ", index_path.string());
         weight_map.erase(it);
       }
-      const auto canonical = hf_to_canonical_name(t.name);
+      const auto canonical = hf_to_canonical_name(t.name, config.arch);
       if (!canonical) {
         LOG_DEBUG(path, ": ignoring tensor '", t.name, "' (not used by the model)");
         continue;

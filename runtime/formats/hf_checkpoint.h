@@ -5,16 +5,17 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "runtime/formats/checkpoint.h"
 
 namespace strata {
 
-// "model.layers.3.self_attn.q_proj.weight" -> "blk.3.attn_q.weight"; nullopt for names strata does
-// not use (e.g. "model.layers.0.self_attn.rotary_emb.inv_freq").
-std::optional<std::string> hf_to_canonical_name(const std::string& hf_name);
+// "model.layers.3.self_attn.q_proj.weight" -> "blk.3.attn_q.weight" by the architecture's model
+// description; nullopt for names strata does not use (e.g. "model.layers.0.self_attn.rotary_emb.inv_freq").
+std::optional<std::string> hf_to_canonical_name(const std::string& hf_name, std::string_view arch = "llama");
 // The inverse, for writing and for messages ("blk.3.attn_q.weight" -> "model.layers.3...").
-std::string canonical_to_hf_name(const std::string& canonical);
+std::string canonical_to_hf_name(const std::string& canonical, std::string_view arch = "llama");
 
 // Parses config.json text (llama, mistral, qwen2); `source` names the file in errors (kFormat).
 // rope_style is kHalf (Hugging Face rotate_half); tied_embeddings follows tie_word_embeddings.

@@ -17,6 +17,7 @@
 #include "runtime/formats/safetensors.h"
 #include "runtime/log.h"
 #include "runtime/model_presets.h"
+#include "runtime/models/model_description.h"
 #include "runtime/tokenizer/tokenizer_files.h"
 
 namespace strata {
@@ -105,13 +106,15 @@ struct Plan {
 TensorSpec make_spec(const Plan& plan, const std::string& name, uint64_t seed) {
   const ModelConfig& c = plan.config;
   TensorSpec spec;
-  spec.name = plan.gguf ? name : canonical_to_hf_name(name);
-  spec.shape = expected_tensor_shape(c, name);
-  const bool vector = spec.shape.size() == 1;
+  spec.name = plan.gguf ? name : canonical_to_hf_name(name, c.arch);
+  const TensorSlot* slot = find_slot(c, name);
+  STRATA_CHECK_KIND(ErrorKind::kInternal, slot != nullptr, "'", name, "' is not a tensor of a ", c.arch, " model");
+  spec.shape = slot->full_shape(c);
+  const bool vector = slot->is_vector();
   const int64_t cols = vector ? 1 : spec.shape[1];
   spec.dtype = plan.dtype;
   DType value_dtype = plan.dtype;  // the precision a value is rounded to
-  if (plan.gguf && vector) spec.dtype = DType::kF32;  // GGUF keeps norms and biases f32, like llama.cpp
+  if (plan.gguf && !slot->may_quantize()) spec.dtype = DType::kF32;  // GGUF keeps norms and biases f32, like llama.cpp
   if (dtype_is_quantized(spec.dtype) && cols % kQBlock != 0) {
     LOG_WARN("make-model: ", name, " has rows of ", cols, " elements, not a multiple of ", kQBlock,
              "; writing it as f16");
@@ -145,7 +148,7 @@ TensorSpec make_spec(const Plan& plan, const std::string& name, uint64_t seed) {
 
 std::vector<TensorSpec> model_specs(const Plan& plan, uint64_t seed) {
   std::vector<TensorSpec> specs;
-  for (const auto& name : required_tensor_names(plan.config)) specs.push_back(make_spec(plan, name, seed));
+  for (const TensorRef& t : model_tensors(plan.config)) specs.push_back(make_spec(plan, t.name, seed));
   return specs;
 }
 
@@ -246,8 +249,9 @@ std::string make_model_output_path(const MakeModelOptions& o) {
 }
 
 Tensor random_model_tensor(const ModelConfig& config, const std::string& name, uint64_t seed) {
-  const Shape shape = expected_tensor_shape(config, name);
-  STRATA_CHECK(!shape.empty(), "'", name, "' is not a tensor of a ", config.arch, " model");
+  const TensorSlot* slot = find_slot(config, name);
+  STRATA_CHECK(slot != nullptr, "'", name, "' is not a tensor of a ", config.arch, " model");
+  const Shape shape = slot->full_shape(config);
   Tensor t = Tensor::empty(shape, DType::kF32);
   tensor_values(name, tensor_key(seed, name), 0, t.numel(), t.data<float>());
   return t;

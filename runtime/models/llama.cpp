@@ -105,7 +105,7 @@ void LlamaModel::forward(const StepBatch& step, Tensor& hidden) {
   forward_device(upload_step(step, step.n_tokens(), step.n_seqs, step.max_blocks, nullptr), hidden);
 }
 
-void LlamaModel::forward_device(const DeviceStep& d, Tensor& hidden, PendingHeadNorm* head_norm) {
+void LlamaModel::forward_device(const DeviceStep& d, Tensor& hidden) {
   const AttentionBatch& batch = d.batch;
   const int64_t T = batch.n_tokens, D = config_.hidden, hd = config_.head_dim;
   const int64_t qh = spec_.q_heads, kvh = spec_.kv_heads, F = spec_.ffn_count;
@@ -138,28 +138,13 @@ void LlamaModel::forward_device(const DeviceStep& d, Tensor& hidden, PendingHead
   // Without TP the MLP output's residual add waits for the next layer, whose norm then adds it (one
   // fused kernel instead of two launches).
   bool mlp_pending = false;
-  // Decode-sized steps without TP leave every norm to the matmuls (Backend::defers_norms): the output and
-  // down projections add into hidden and form the next norm, whose readers scale by it. Needs the next
-  // layer's norm weight while this layer runs, so resident weights only.
-  const int layers = static_cast<int>(spec_.layer_end - spec_.layer_begin);
-  const int norm_slots = 2 * layers + 1;
-  const bool pending = tp_.size() == 1 && weights_.stays_resident() && !config_.moe.enabled() && !config_.qk_norm &&
-                       backend_.defers_norms(T, norm_slots);
-  if (pending) backend_.reset_norm_sums(norm_slots, T);
   for (int64_t l = spec_.layer_begin; l < spec_.layer_end; ++l) {
     const LayerWeights& w = weights_.acquire(l);
     const int64_t local = l - spec_.layer_begin;
-    const NormScale attn_norm{static_cast<int>(2 * local), D, config_.rms_eps};
-    if (pending) {
-      if (local == 0) backend_.pending_rmsnorm(hidden, w.attn_norm, h, attn_norm.slot);
-    } else if (mlp_pending) {
-      backend_.add_rmsnorm(hidden, proj2, w.attn_norm, config_.rms_eps, h);
-    } else {
-      backend_.rmsnorm(hidden, w.attn_norm, config_.rms_eps, h);
-    }
+    if (mlp_pending) backend_.add_rmsnorm(hidden, proj2, w.attn_norm, config_.rms_eps, h);
+    else backend_.rmsnorm(hidden, w.attn_norm, config_.rms_eps, h);
     const auto project = [&](const Tensor& wt, const Tensor& bias, Tensor& out) {
-      if (pending) backend_.matmul_norm_scaled(h, wt, bias.defined() ? &bias : nullptr, attn_norm, out);
-      else backend_.matmul(h, wt, bias.defined() ? &bias : nullptr, out);
+      backend_.matmul(h, wt, bias.defined() ? &bias : nullptr, out);
     };
     if (one_token && w.wqkv.defined()) {
       Tensor all = qkv.reshape({1, nq + 2 * nk});
@@ -183,48 +168,10 @@ void LlamaModel::forward_device(const DeviceStep& d, Tensor& hidden, PendingHead
       backend_.rope_kv_write(q, k, v, batch.positions, rope_, batch.slots, kv_.k(local), kv_.v(local));
       backend_.attention(q, kv_.k(local), kv_.v(local), batch, scale, att);
     }
-    if (pending) {
-      // The next norm: the next layer's, else the LM head's when the caller reads it pending.
-      const Tensor* next = local + 1 < layers ? &weights_.acquire(l + 1).attn_norm
-                           : head_norm != nullptr && spec_.last_stage ? &weights_.globals().output_norm
-                                                  : nullptr;
-      if (local + 1 < layers) weights_.release(l + 1);
-      project_and_mlp_pending(w, hidden, att2, h, gate_up, ffn_act, {attn_norm.slot + 1, D, config_.rms_eps}, next,
-                              attn_norm.slot + 2);
-    } else {
-      mlp_pending = project_and_mlp(w, hidden, att2, h, proj, proj2, gate_up, ffn_act, /*may_defer_add=*/true);
-    }
+    mlp_pending = project_and_mlp(w, hidden, att2, h, proj, proj2, gate_up, ffn_act, /*may_defer_add=*/true);
     weights_.release(l);
   }
   if (mlp_pending) backend_.add(hidden, proj2);
-  if (head_norm != nullptr && pending && spec_.last_stage) {  // the last down formed the output norm
-    head_norm->scaled = h;
-    head_norm->scale = {norm_slots - 1, D, config_.rms_eps};
-    head_norm->done = true;
-  }
-}
-
-void LlamaModel::project_and_mlp_pending(const LayerWeights& w, Tensor& hidden, const Tensor& att, Tensor& h,
-                                         Tensor& gate_up, Tensor& ffn_act, const NormScale& ffn,
-                                         const Tensor* next_norm, int next_slot) {
-  const int64_t T = hidden.dim(0), F = spec_.ffn_count;
-  backend_.matmul_add_pending_norm(att, w.wo, hidden, &w.ffn_norm, h, ffn.slot);
-  if (!ffn_act.defined()) ffn_act = backend_.alloc({T, F}, backend_.activation_dtype());
-  Tensor ffn_in = ffn_act;
-  if (w.w_gate_up.defined()) {
-    if (!backend_.matmul_swiglu(h, w.w_gate_up, ffn_act, &ffn)) {
-      Tensor gu = part(gate_up, 0, {T, 2 * F});
-      backend_.matmul_norm_scaled(h, w.w_gate_up, nullptr, ffn, gu);
-      backend_.swiglu(gu, ffn_act);
-    }
-  } else {
-    Tensor g = part(gate_up, 0, {T, F}), u = part(gate_up, T * F, {T, F});
-    backend_.matmul_norm_scaled(h, w.w_gate, nullptr, ffn, g);
-    backend_.matmul_norm_scaled(h, w.w_up, nullptr, ffn, u);
-    backend_.silu_mul(g, u, g);
-    ffn_in = g;
-  }
-  backend_.matmul_add_pending_norm(ffn_in, w.w_down, hidden, next_norm, h, next_slot);
 }
 
 Tensor LlamaModel::part(const Tensor& buffer, int64_t offset, const Shape& shape) {
@@ -242,7 +189,7 @@ void LlamaModel::wait_reduce(CollectiveWork& work) {
 bool LlamaModel::project_and_mlp(const LayerWeights& w, Tensor& hidden, const Tensor& att, Tensor& h,
                                  Tensor& attn_out, Tensor& mlp_out, Tensor& gate_up, Tensor& ffn_act,
                                  bool may_defer_add) {
-  if (w.experts) {
+  if (w.has_experts()) {
     project_and_experts(w, hidden, att, h, attn_out, mlp_out);
     return false;
   }
@@ -314,7 +261,7 @@ void LlamaModel::project_and_experts(const LayerWeights& w, Tensor& hidden, cons
     ++timings_.all_reduces;
   }
   backend_.add_rmsnorm(hidden, attn_out, w.ffn_norm, config_.rms_eps, h);
-  moe_ffn(backend_, config_.moe, *w.experts, h, mlp_out, &expert_load_);
+  moe_ffn(backend_, config_.moe, w, h, mlp_out, &expert_load_);
   if (expert_group_->size() > 1) {
     expert_group_->all_reduce_sum(mlp_out);
     ++timings_.all_reduces;
@@ -436,12 +383,7 @@ bool LlamaModel::sample_recorded(const StepBatch& step, std::span<const SampleRo
   if (tp_.size() > 1) order = vocab_gather_order(B);
   const auto body = [&] {
     Tensor hidden;
-    PendingHeadNorm head_norm;
-    forward_device(d, hidden, tp_.size() == 1 ? &head_norm : nullptr);
-    if (head_norm.done) {
-      backend_.matmul_norm_scaled(head_norm.scaled, weights_.globals().output, nullptr, head_norm.scale, logits);
-      return;
-    }
+    forward_device(d, hidden);
     Tensor normed = backend_.alloc(hidden.shape(), backend_.activation_dtype());
     backend_.rmsnorm(hidden, weights_.globals().output_norm, config_.rms_eps, normed);
     if (tp_.size() == 1) {

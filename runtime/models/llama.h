@@ -78,16 +78,7 @@ class LlamaModel {
   // Uploads the step padded to n_tok tokens, n_seq sequences and block tables `width` wide (all at
   // least the step's own), into `into` (i32, large enough) or a new buffer when null.
   DeviceStep upload_step(const StepBatch& step, int64_t n_tok, int64_t n_seq, int64_t width, const Tensor* into);
-  // The LM head's norm left pending by a step's last down projection (Backend::defers_norms): the head's
-  // matmul_norm_scaled reads `scaled`. done is false where the step ran plain norms.
-  struct PendingHeadNorm {
-    Tensor scaled;
-    NormScale scale;
-    bool done = false;
-  };
-  // With head_norm (single-rank last stage), a step whose norms are pending leaves the output norm pending
-  // too instead of the caller's rmsnorm.
-  void forward_device(const DeviceStep& d, Tensor& hidden, PendingHeadNorm* head_norm = nullptr);
+  void forward_device(const DeviceStep& d, Tensor& hidden);
   // The attention output projection and MLP of one layer, chunked so all-reduces overlap compute.
   // Returns true when it left the residual add of mlp_out into hidden to the caller (allowed by
   // may_defer_add, done only without TP).
@@ -95,11 +86,6 @@ class LlamaModel {
   // first use for the fused form's SwiGLU output.
   bool project_and_mlp(const LayerWeights& w, Tensor& hidden, const Tensor& att, Tensor& h, Tensor& attn_out,
                        Tensor& mlp_out, Tensor& gate_up, Tensor& ffn_act, bool may_defer_add);
-  // The same with pending norms (no TP): the output projection adds into hidden and leaves the FFN norm
-  // pending in h (slot ffn.slot), the MLP reads it, and down adds into hidden and leaves next_norm pending
-  // in h (slot next_slot; no norm when null).
-  void project_and_mlp_pending(const LayerWeights& w, Tensor& hidden, const Tensor& att, Tensor& h, Tensor& gate_up,
-                               Tensor& ffn_act, const NormScale& ffn, const Tensor* next_norm, int next_slot);
   // project_and_mlp for a layer of experts: output projection, FFN norm, moe_ffn, the expert group's sum.
   void project_and_experts(const LayerWeights& w, Tensor& hidden, const Tensor& att, Tensor& h, Tensor& attn_out,
                            Tensor& mlp_out);

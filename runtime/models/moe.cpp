@@ -83,7 +83,7 @@ void expert_mlp(Backend& backend, const Tensor& x, const Tensor& ids, const Tens
 
 }  // namespace
 
-void moe_ffn(Backend& backend, const MoeConfig& config, const ExpertWeights& w, const Tensor& x, Tensor& out,
+void moe_ffn(Backend& backend, const MoeConfig& config, const LayerWeights& w, const Tensor& x, Tensor& out,
              ExpertLoad* load) {
   const int64_t T = x.dim(0), D = x.dim(-1), E = config.n_experts, k = config.n_used;
   STRATA_CHECK_KIND(ErrorKind::kInternal, w.router.defined() && w.router.dim(0) == E && out.numel() == T * D,
@@ -104,12 +104,12 @@ void moe_ffn(Backend& backend, const MoeConfig& config, const ExpertWeights& w, 
   }
 
   // Each held expert over the tokens routed to it, in token order.
-  const int64_t held = static_cast<int64_t>(w.gate.size());
+  const int64_t held = static_cast<int64_t>(w.expert_gate.size());
   std::vector<std::vector<int32_t>> rows(static_cast<size_t>(held));
   std::vector<std::vector<float>> weights(static_cast<size_t>(held));
   for (int64_t t = 0; t < T; ++t) {
     for (int64_t j = 0; j < k; ++j) {
-      const int64_t local = routing.expert[static_cast<size_t>(t * k + j)] - w.first;
+      const int64_t local = routing.expert[static_cast<size_t>(t * k + j)] - w.expert_first;
       if (local < 0 || local >= held) continue;  // another rank of the expert group holds it
       rows[static_cast<size_t>(local)].push_back(static_cast<int32_t>(t));
       weights[static_cast<size_t>(local)].push_back(routing.weight[static_cast<size_t>(t * k + j)]);
@@ -123,7 +123,7 @@ void moe_ffn(Backend& backend, const MoeConfig& config, const ExpertWeights& w, 
     std::memcpy(ids.raw(), r.data(), static_cast<size_t>(n) * 4);
     std::memcpy(wt.raw(), weights[static_cast<size_t>(e)].data(), static_cast<size_t>(n) * 4);
     const auto i = static_cast<size_t>(e);
-    expert_mlp(backend, x, to_backend(backend, ids), to_backend(backend, wt), w.gate[i], w.up[i], w.down[i], out);
+    expert_mlp(backend, x, to_backend(backend, ids), to_backend(backend, wt), w.expert_gate[i], w.expert_up[i], w.expert_down[i], out);
   }
 
   // Qwen2-MoE's shared expert, every token, scaled by sigmoid(x . shared_router).

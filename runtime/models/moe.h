@@ -33,7 +33,7 @@ struct ExpertLoad {
 // out [T, hidden] = this rank's share of the MoE FFN of x [T, hidden] (the normed residual): its held
 // experts' weighted outputs and its column slice of the shared expert. Adds the step's routing to
 // `load` when given (every rank routes every token, so every rank counts the same).
-void moe_ffn(Backend& backend, const MoeConfig& config, const ExpertWeights& weights, const Tensor& x, Tensor& out,
+void moe_ffn(Backend& backend, const MoeConfig& config, const LayerWeights& weights, const Tensor& x, Tensor& out,
              ExpertLoad* load = nullptr);
 
 }  // namespace strata

@@ -78,12 +78,12 @@ TEST_P(TcpOps, CollectiveAdapterCountsAndTimesItsOps) {
     EXPECT_EQ(coll.stats().ops, 6);
   });
 }
-// STRATA_COMM_SKIP=1 (bench scaling's no-communication run) skips the all-reduces, only them: the
-// tensor keeps this rank's values and nothing is counted, while the logits gather still works.
+// skip_all_reduces (bench decode --skip-all-reduces, bench scaling's no-communication run) skips the
+// all-reduces, only them: the tensor keeps this rank's values and nothing is counted, while the logits gather
+// still works.
 TEST_P(TcpOps, SkipModeLeavesAllReducesOutAndGathersStill) {
-  setenv("STRATA_COMM_SKIP", "1", 1);
   run_tcp_ranks(GetParam(), config_with_timeout(30), [](int, Communicator& c) {
-    CommunicatorCollective coll(c);
+    CommunicatorCollective coll(c, /*skip_all_reduces=*/true);
     Tensor t = Tensor::empty({16}, DType::kF32);
     std::fill_n(t.data<float>(), 16, static_cast<float>(coll.rank() + 1));
     coll.all_reduce_sum_async(t)->wait();
@@ -96,7 +96,6 @@ TEST_P(TcpOps, SkipModeLeavesAllReducesOutAndGathersStill) {
     for (int r = 0; r < coll.size(); ++r) EXPECT_EQ(all.data<float>()[2 * r + 1], r);
     EXPECT_EQ(coll.stats().device_busy_seconds, -1);  // host-timed transport
   });
-  unsetenv("STRATA_COMM_SKIP");
 }
 INSTANTIATE_TEST_SUITE_P(Ranks, TcpOps, ::testing::Values(2, 3, 4));
 

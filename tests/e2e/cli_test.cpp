@@ -78,7 +78,8 @@ TEST(Cli, RankThatDiesEndsTheJobWithAnError) {
   for (const char* mode : {"exit", "hang"}) {
     const auto r = test::run_command("env STRATA_FAULT_MODE=" + std::string(mode) +
                                          " STRATA_FAULT_RANK=1 STRATA_FAULT_TOKEN=3 " + test::mpirun(2) +
-                                         "-x STRATA_FAULT_MODE -x STRATA_FAULT_RANK -x STRATA_FAULT_TOKEN " + strata() +
+                                         "-x STRATA_FAULT_MODE -x STRATA_FAULT_RANK -x STRATA_FAULT_TOKEN " +
+                                         test::strata_fault_binary() +
                                          " generate --plan " + plan + " --prompt-ids '1 2 3' -n 40 --quiet",
                                      60);
     EXPECT_NE(r.exit_code, 0) << mode << ": " << r.output;

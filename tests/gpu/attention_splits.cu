@@ -3,7 +3,7 @@
 // of 32 launches (one KV cache per layer, as in a decode step), each output checked against a
 // double-precision host reference. Prints us per launch and which split count attention_decode_splits()
 // picks, to tune that rule and compare the kernels. Built with the CUDA build (target attention_splits);
-// run: build-gpu/tests/attention_splits (STRATA_DECODE_SPLIT_GRAIN=16/32/64/128 sets the split step).
+// run: build-gpu/tests/attention_splits [--grain 16|32|64|128] (the split step, as decode_split_grain).
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -43,17 +43,19 @@ struct Case {
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
   constexpr int kLayers = 32, kBlock = 16;
   constexpr int64_t kHd = 128;
   cudaStream_t s;
   CHECK_CUDA(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
   int sm = 0;
   CHECK_CUDA(cudaDeviceGetAttribute(&sm, cudaDevAttrMultiProcessorCount, 0));
-  cu::set_pdl_enabled(true);
-  // STRATA_DECODE_SPLIT_GRAIN as in the backend: the keys a split's length is a multiple of.
-  if (const char* g = std::getenv("STRATA_DECODE_SPLIT_GRAIN")) cu::set_attention_decode_split_grain(std::atoi(g));
-  std::printf("split grain %d keys\n", cu::attention_decode_split_grain());
+  const cu::Launch on(s, /*pdl_on=*/true, cu::GemvRolling::kByGrid);
+  // --grain N as the backend's decode_split_grain kernel option: the keys a split's length is a multiple of.
+  int grain_keys = cu::AttentionArgs{}.split_grain;
+  for (int i = 1; i + 1 < argc; ++i)
+    if (std::strcmp(argv[i], "--grain") == 0) grain_keys = std::atoi(argv[i + 1]);
+  std::printf("split grain %d keys\n", grain_keys);
   std::mt19937 rng(7);
   std::normal_distribution<float> normal(0.f, 1.f);
   std::printf("%-34s %6s %-12s %10s %9s\n", "case (1 token)", "splits", "kernel", "us/launch", "rel err");
@@ -121,9 +123,10 @@ int main() {
     a.n_heads = c.heads, a.n_kv_heads = c.kv_heads, a.head_dim = kHd, a.n_cache_blocks = blocks;
     a.scale = scale;
     a.sm_count = sm;
+    a.split_grain = grain_keys;
     const int64_t rule = cu::attention_decode_splits(a, sm);
     CHECK_CUDA(cudaMalloc(&scratch, std::max<int64_t>(cu::attention_decode_scratch_bytes(a, 64), 16)));
-    const int64_t grain = cu::attention_decode_split_grain();
+    const int64_t grain = a.split_grain;
     for (int64_t splits : {int64_t{1}, int64_t{2}, int64_t{4}, int64_t{8}, int64_t{16}, int64_t{32}, int64_t{64}}) {
       if ((splits - 1) * grain >= a.max_position) break;  // the plan cannot make more splits than grain-key pieces
       if (cu::attention_decode_splits_made(a, splits) != splits) continue;  // the same launch as a smaller count
@@ -141,8 +144,8 @@ int main() {
       std::vector<cu::DecodeWarpsForm> seen;
       for (const Kernel& kernel : kKernels) {
         a.decode_warps = kernel.warps;
-        cu::set_attention_decode_whole_blocks(kernel.whole);
-        cu::set_attention_decode_head_split(kernel.head_split);
+        a.whole_blocks = kernel.whole;
+        a.head_split = kernel.head_split;
         const cu::DecodeWarpsForm form = cu::attention_decode_form(a, splits);
         if (kernel.warps) {
           if (std::find(seen.begin(), seen.end(), form) != seen.end()) continue;
@@ -151,7 +154,7 @@ int main() {
         std::vector<uint16_t> got(q.size(), 0xffff);
         CHECK_CUDA(cudaMemcpy(out, got.data(), got.size() * 2, cudaMemcpyHostToDevice));
         a.k_cache = kc[0], a.v_cache = vc[0];
-        cu::launch_attention_decode(a, splits, scratch, s);
+        cu::launch_attention_decode(a, splits, scratch, on);
         CHECK_CUDA(cudaStreamSynchronize(s));
         CHECK_CUDA(cudaMemcpy(got.data(), out, got.size() * 2, cudaMemcpyDeviceToHost));
         double num = 0, den = 0;
@@ -163,7 +166,7 @@ int main() {
         const double us = strata::gpu_bench::graph_replay_us(s, [&] {
           for (int l = 0; l < kLayers; ++l) {
             a.k_cache = kc[l], a.v_cache = vc[l];
-            cu::launch_attention_decode(a, splits, scratch, s);
+            cu::launch_attention_decode(a, splits, scratch, on);
           }
         }) / kLayers;
         char name[96];
@@ -184,8 +187,6 @@ int main() {
                     std::sqrt(num / den));
       }
     }
-    cu::set_attention_decode_head_split(0);
-    cu::set_attention_decode_whole_blocks(true);
     for (int l = 0; l < kLayers; ++l) {
       CHECK_CUDA(cudaFree(kc[l]));
       CHECK_CUDA(cudaFree(vc[l]));

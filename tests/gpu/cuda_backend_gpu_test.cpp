@@ -15,7 +15,6 @@
 
 #include "runtime/backend.h"
 #include "runtime/cuda/cuda_backend.h"
-#include "runtime/cuda/kernels.h"
 #include "runtime/error.h"
 #include "runtime/formats/block_quant.h"
 
@@ -286,65 +285,58 @@ INSTANTIATE_TEST_SUITE_P(GemvAndCublas, CudaMatmulTest, ::testing::Values(8, 2, 
                            return info.param == 0 ? std::string("cublas") : "gemv_upto_" + std::to_string(info.param);
                          });
 
-// The GEMV's warps per row forced one by one (a process-wide tuning switch), each with the plain and the
-// pipelined one-row kernel: every choice gives the CPU result, on row counts that leave partial blocks and
-// K with a partial last round of loads.
-TEST_F(CudaBackendTest, GemvEverySplitOfTheRow) {
-  for (auto [n, k] : {std::pair<int64_t, int64_t>{1001, 4096}, {77, 11008}, {4096, 2056}}) {
-    Tensor wf = random_host({n, k}, 0.05f);
-    for (DType dt : {DType::kBF16, DType::kF16}) {
-      Tensor w = make_weight(wf, dt);
-      Tensor wd = gpu().upload_weight(w);
-      for (int64_t m : {1, 2}) {
-        Tensor x = random_host({m, k});
-        Tensor want = Tensor::empty({m, n}, DType::kF32);
-        cpu().matmul(x, w, nullptr, want);
-        for (int ks : {1, 2, 4})
-          for (int rolling : {1, 2}) {
-            cuda::set_gemv_split_override(ks);
-            cuda::set_gemv_rolling_override(rolling);
-            Tensor out = poisoned({m, n});
-            gpu().matmul(to_gpu(x), wd, nullptr, out);
-            EXPECT_LT(rel_error(to_host(out), want), kBf16Out) << dtype_name(dt) << " M " << m << " N " << n << " K "
-                                                               << k << " KS " << ks << " rolling " << rolling;
-          }
-        cuda::set_gemv_split_override(0);
-        cuda::set_gemv_rolling_override(0);
+// The GEMV's row shapes (the rule gives 1 warp per row below K = 2048, 2 at one row of K >= 8192, else 4),
+// each with the plain and the pipelined one-row kernel (CudaBackendOptions::gemv_rolling): every form gives
+// the CPU result, on row counts that leave partial blocks and K with a partial last round of loads.
+TEST_F(CudaBackendTest, GemvEveryFormOfTheRow) {
+  for (int rolling : {1, 2}) {
+    CudaBackendOptions opt;
+    opt.gemv_rolling = rolling;
+    gpu_ = make_cuda_backend(0, opt);
+    for (auto [n, k] : {std::pair<int64_t, int64_t>{1001, 4096}, {77, 11008}, {4096, 2056}, {300, 1032}}) {
+      Tensor wf = random_host({n, k}, 0.05f);
+      for (DType dt : {DType::kBF16, DType::kF16}) {
+        Tensor w = make_weight(wf, dt);
+        Tensor wd = gpu().upload_weight(w);
+        for (int64_t m : {1, 2}) {
+          Tensor x = random_host({m, k});
+          Tensor want = Tensor::empty({m, n}, DType::kF32);
+          cpu().matmul(x, w, nullptr, want);
+          Tensor out = poisoned({m, n});
+          gpu().matmul(to_gpu(x), wd, nullptr, out);
+          EXPECT_LT(rel_error(to_host(out), want), kBf16Out)
+              << dtype_name(dt) << " M " << m << " N " << n << " K " << k << " rolling " << rolling;
+        }
       }
     }
   }
 }
 
 // The SwiGLU GEMV (Backend::matmul_swiglu) against the CPU's matmul then swiglu, for every weight dtype it
-// takes, 1..8 rows, each forced split of the row, shapes with partial blocks and a partial last round of
-// loads; what it declines (quantized weights, rows past gemv_max_rows) leaves the output untouched.
+// takes, 1..8 rows, the plain and the pipelined one-row kernel, shapes with partial blocks and a partial last
+// round of loads; what it declines (quantized weights, rows past gemv_max_rows) leaves the output untouched.
 TEST_F(CudaBackendTest, MatmulSwigluEqualsMatmulThenSwiglu) {
   CudaBackendOptions opt;
   opt.gemv_max_rows = 8;
-  gpu_ = make_cuda_backend(0, opt);
-  for (auto [f, k] : {std::pair<int64_t, int64_t>{1000, 4096}, {77, 11008}, {300, 512}, {5, 2056}}) {
-    Tensor wf = random_host({2 * f, k}, 0.05f);
-    for (DType dt : {DType::kBF16, DType::kF16, DType::kF32}) {
-      Tensor w = make_weight(wf, dt);
-      Tensor wd = gpu().upload_weight(w);
-      const Tensor& w_ref = dt == DType::kF32 ? make_weight(wf, DType::kBF16) : w;  // f32 uploads as bf16
-      for (int64_t m : {1, 2, 3, 8}) {
-        Tensor x = random_host({m, k});
-        Tensor gu = Tensor::empty({m, 2 * f}, DType::kF32), want = Tensor::empty({m, f}, DType::kF32);
-        cpu().matmul(x, w_ref, nullptr, gu);
-        cpu().swiglu(gu, want);
-        for (int ks : {0, 1, 2, 4})
-          for (int rolling : {1, 2}) {
-            if (ks != 0 && (m > 2 || dt != DType::kBF16)) continue;
-            cuda::set_gemv_split_override(ks);
-            cuda::set_gemv_rolling_override(rolling);
-            Tensor out = poisoned({m, f});
-            ASSERT_TRUE(gpu().matmul_swiglu(to_gpu(x), wd, out));
-            EXPECT_LT(rel_error(to_host(out), want), kBf16Out) << dtype_name(dt) << " M " << m << " F " << f << " K "
-                                                               << k << " KS " << ks << " rolling " << rolling;
-          }
-        cuda::set_gemv_split_override(0);
-        cuda::set_gemv_rolling_override(0);
+  for (int rolling : {1, 0}) {  // the plain kernel, then the default forms (the last backend stays)
+    opt.gemv_rolling = rolling;
+    gpu_ = make_cuda_backend(0, opt);
+    for (auto [f, k] : {std::pair<int64_t, int64_t>{1000, 4096}, {77, 11008}, {300, 512}, {5, 2056}}) {
+      Tensor wf = random_host({2 * f, k}, 0.05f);
+      for (DType dt : {DType::kBF16, DType::kF16, DType::kF32}) {
+        Tensor w = make_weight(wf, dt);
+        Tensor wd = gpu().upload_weight(w);
+        const Tensor& w_ref = dt == DType::kF32 ? make_weight(wf, DType::kBF16) : w;  // f32 uploads as bf16
+        for (int64_t m : {1, 2, 3, 8}) {
+          Tensor x = random_host({m, k});
+          Tensor gu = Tensor::empty({m, 2 * f}, DType::kF32), want = Tensor::empty({m, f}, DType::kF32);
+          cpu().matmul(x, w_ref, nullptr, gu);
+          cpu().swiglu(gu, want);
+          Tensor out = poisoned({m, f});
+          ASSERT_TRUE(gpu().matmul_swiglu(to_gpu(x), wd, out));
+          EXPECT_LT(rel_error(to_host(out), want), kBf16Out) << dtype_name(dt) << " M " << m << " F " << f << " K "
+                                                             << k << " rolling " << rolling;
+        }
       }
     }
   }
@@ -356,97 +348,6 @@ TEST_F(CudaBackendTest, MatmulSwigluEqualsMatmulThenSwiglu) {
   EXPECT_FALSE(gpu().matmul_swiglu(to_gpu(random_host({9, 256})), wb, out9));
   const Tensor h1 = to_host(out1), h9 = to_host(out9);
   EXPECT_TRUE(std::isnan(h1.data<float>()[0]) && std::isnan(h9.data<float>()[9 * 32 - 1]));
-}
-
-// Pending norms (Backend::defers_norms): one layer's chain of them (the first norm, the scaled QKV, the
-// output projection adding into the residual and forming the FFN norm, the scaled SwiGLU GEMV, down forming
-// the next norm, and the next scaled product) on the GPU against the CPU backend's reference ops, which
-// tests/runtime/backend_fusion_test.cpp checks against plain norms in a whole model; the first scaled
-// product also against rmsnorm + matmul. 16-bit weights at 1-2 rows (within gemv_max_rows) run the fused
-// GEMV epilogues; quantized weights and more rows run the unfused kernels.
-TEST_F(CudaBackendTest, PendingNormsMatchTheCpu) {
-  // K >= 2048 (D, F) takes the GEMV's 4-warps-per-row path, 384 its 1-warp path; F and N are whole q8_0 blocks.
-  const int64_t D = 2048, N = 384, F = 2080;
-  const float eps = 1e-5f;
-  const Tensor g1 = random_host({D}, 0.3f, 1.f), g2 = random_host({D}, 0.3f, 1.f), bias = random_host({N});
-  for (int max_rows : {8, 2}) {
-    CudaBackendOptions opt;
-    opt.gemv_max_rows = max_rows;
-    auto gpu_owner = make_cuda_backend(0, opt);
-    Backend& g = *gpu_owner;
-    for (DType dt : {DType::kBF16, DType::kF16, DType::kQ8_0}) {
-      const Tensor wqkv = make_weight(random_host({N, D}, 0.05f), dt), wo = make_weight(random_host({D, N}, 0.05f), dt);
-      const Tensor wgu = make_weight(random_host({2 * F, D}, 0.05f), dt), wd = make_weight(random_host({D, F}, 0.05f), dt);
-      const Tensor gwqkv = g.upload_weight(wqkv), gwo = g.upload_weight(wo), gwgu = g.upload_weight(wgu),
-                   gwd = g.upload_weight(wd), gg1 = g.upload_weight(g1), gg2 = g.upload_weight(g2),
-                   gbias = g.upload_weight(bias);
-      for (int64_t m : {1, 2, 5, 8}) {
-        const std::string what = cat(dtype_name(dt), " M ", m, " gemv_max_rows ", max_rows);
-        Tensor hidden = random_host({m, D}, 2.f), att = random_host({m, N});
-        auto to_dev = [&](const Tensor& host) {
-          Tensor d = g.alloc(host.shape(), DType::kBF16);
-          g.copy(host, d);
-          return d;
-        };
-        auto host_of = [&](const Tensor& dev) {
-          Tensor h = Tensor::empty(dev.shape(), DType::kF32);
-          g.copy(dev, h);
-          return h;
-        };
-        auto nan_dev = [&](const Shape& shape) {
-          Tensor h = Tensor::empty(shape, DType::kF32);
-          std::fill(h.data<float>(), h.data<float>() + h.numel(), std::nanf(""));
-          return to_dev(h);
-        };
-        Tensor gh = to_dev(hidden);  // the residual stream
-        cpu().reset_norm_sums(3, m);
-        g.reset_norm_sums(3, m);
-        // The first norm and the scaled QKV product (with a bias), also against rmsnorm + matmul.
-        Tensor scaled = Tensor::empty({m, D}, DType::kF32), gscaled = nan_dev({m, D});
-        cpu().pending_rmsnorm(hidden, g1, scaled, 0);
-        g.pending_rmsnorm(gh, gg1, gscaled, 0);
-        EXPECT_LT(rel_error(host_of(gscaled), scaled), kBf16Out) << what << ": scaled";
-        Tensor qkv = Tensor::empty({m, N}, DType::kF32), gqkv = nan_dev({m, N});
-        cpu().matmul_norm_scaled(scaled, wqkv, &bias, {0, D, eps}, qkv);
-        g.matmul_norm_scaled(gscaled, gwqkv, &gbias, {0, D, eps}, gqkv);
-        EXPECT_LT(rel_error(host_of(gqkv), qkv), kBf16Out) << what << ": scaled QKV";
-        Tensor normed = Tensor::empty({m, D}, DType::kF32), plain = Tensor::empty({m, N}, DType::kF32);
-        cpu().rmsnorm(hidden, g1, eps, normed);
-        cpu().matmul(normed, wqkv, &bias, plain);
-        EXPECT_LT(rel_error(host_of(gqkv), plain), kBf16Out) << what << ": scaled QKV against rmsnorm + matmul";
-        // The output projection adds into the residual and forms the FFN norm; the SwiGLU GEMV reads it.
-        cpu().matmul_add_pending_norm(att, wo, hidden, &g2, scaled, 1);
-        g.matmul_add_pending_norm(to_dev(att), gwo, gh, &gg2, gscaled, 1);
-        EXPECT_LT(rel_error(host_of(gh), hidden), kBf16Out) << what << ": residual after o";
-        EXPECT_LT(rel_error(host_of(gscaled), scaled), kBf16Out) << what << ": FFN norm's scaled";
-        Tensor gu = Tensor::empty({m, 2 * F}, DType::kF32), act = Tensor::empty({m, F}, DType::kF32);
-        cpu().matmul_norm_scaled(scaled, wgu, nullptr, {1, D, eps}, gu);
-        cpu().swiglu(gu, act);
-        Tensor gact = nan_dev({m, F});
-        const NormScale ffn_norm{1, D, eps};
-        const bool fused = g.matmul_swiglu(gscaled, gwgu, gact, &ffn_norm);
-        EXPECT_EQ(fused, dt != DType::kQ8_0 && m <= std::min(max_rows, 2)) << what;  // epilogue GEMVs: 1-2 rows
-        if (!fused) {
-          Tensor ggu = nan_dev({m, 2 * F});
-          g.matmul_norm_scaled(gscaled, gwgu, nullptr, {1, D, eps}, ggu);
-          g.swiglu(ggu, gact);
-        }
-        EXPECT_LT(rel_error(host_of(gact), act), kBf16Out) << what << ": SwiGLU of the scaled gate/up";
-        // Down adds into the residual and forms the next norm; the next layer's QKV reads it.
-        const Tensor gact_in = to_dev(act);  // both sides read the same activation from here on
-        cpu().matmul_add_pending_norm(act, wd, hidden, &g1, scaled, 2);
-        g.matmul_add_pending_norm(gact_in, gwd, gh, &gg1, gscaled, 2);
-        EXPECT_LT(rel_error(host_of(gh), hidden), kBf16Out) << what << ": residual after down";
-        cpu().matmul_norm_scaled(scaled, wqkv, nullptr, {2, D, eps}, qkv);
-        g.matmul_norm_scaled(gscaled, gwqkv, nullptr, {2, D, eps}, gqkv);
-        EXPECT_LT(rel_error(host_of(gqkv), qkv), kBf16Out) << what << ": next layer's scaled QKV";
-        // Without a norm weight only the residual add (a pipeline stage's last layer).
-        cpu().matmul_add_pending_norm(act, wd, hidden, nullptr, scaled, 2);
-        g.matmul_add_pending_norm(gact_in, gwd, gh, nullptr, gscaled, 2);
-        EXPECT_LT(rel_error(host_of(gh), hidden), kBf16Out) << what << ": residual add alone";
-      }
-    }
-  }
 }
 
 TEST_F(CudaBackendTest, MatmulOddKUsesTheScalarPath) {
@@ -563,7 +464,7 @@ class CudaAttentionTest : public CudaBackendTest, public ::testing::WithParamInt
     const std::pair<Path, bool> variants[] = {{Path::kAuto, false},    {Path::kDecode, false}, {Path::kDecode, true},
                                               {Path::kPrefill, false}, {Path::kPrefillSimt, false}};
     for (const auto& [path, warps] : variants) {
-      CudaBackendOptions opt;
+      CudaBackendOptions opt = forms_;
       opt.attention_path = path;
       opt.decode_attention_warps = warps;
       auto g = make_cuda_backend(0, opt);
@@ -611,7 +512,7 @@ class CudaAttentionTest : public CudaBackendTest, public ::testing::WithParamInt
     Tensor want = Tensor::empty(q.shape(), DType::kF32);
     cpu().attention(qr, kc_want, vc_want, hb, scale, want);
 
-    auto g = make_cuda_backend(0);
+    auto g = make_cuda_backend(0, forms_);
     auto dev = [&](const Tensor& h, DType dt) {
       Tensor d = g->alloc(h.shape(), dt);
       g->copy(h, d);
@@ -640,6 +541,9 @@ class CudaAttentionTest : public CudaBackendTest, public ::testing::WithParamInt
     EXPECT_LT(rel_error(host(kcd), kc_want), kBf16Out) << at;
     EXPECT_LT(rel_error(host(vcd), vc_want), kBf16Out) << at;
   }
+
+  // The decode attention's forms every backend of run() is made with (the tests below force some).
+  CudaBackendOptions forms_;
 };
 
 TEST_P(CudaAttentionTest, DecodeOneTokenPerSequence) {
@@ -648,10 +552,9 @@ TEST_P(CudaAttentionTest, DecodeOneTokenPerSequence) {
 
 TEST_P(CudaAttentionTest, DecodeLongContextUsesSplits) {
   for (int head_split : {0, 2, 4, 8}) {  // the rule, then the query heads over that many split blocks
-    cuda::set_attention_decode_head_split(head_split);
+    forms_.decode_head_split = head_split;
     run({5000, 37}, {1, 1}, ("long decode, head split " + std::to_string(head_split)).c_str());
   }
-  cuda::set_attention_decode_head_split(0);
 }
 
 // Short contexts, whose plans make a few splits: the per-warp kernel takes each KV head's context in one
@@ -662,8 +565,8 @@ TEST_P(CudaAttentionTest, DecodeLongContextUsesSplits) {
 TEST_P(CudaAttentionTest, DecodeShortContextsWholeAndSplit) {
   for (bool whole : {true, false}) {
     for (int head_split : {0, 1, 2, 4, 8}) {
-      cuda::set_attention_decode_whole_blocks(whole);
-      cuda::set_attention_decode_head_split(head_split);
+      forms_.decode_whole_blocks = whole;
+      forms_.decode_head_split = head_split;
       const std::string what = std::string("short decode, ") + (whole ? "whole" : "split") + " blocks, head split " +
                                std::to_string(head_split);
       run({1, 17, 64, 100, 128}, {1, 1, 1, 1, 1}, what.c_str());
@@ -671,8 +574,6 @@ TEST_P(CudaAttentionTest, DecodeShortContextsWholeAndSplit) {
       run({10, 30}, {1, 1}, what.c_str());
     }
   }
-  cuda::set_attention_decode_head_split(0);
-  cuda::set_attention_decode_whole_blocks(true);
 }
 
 TEST_P(CudaAttentionTest, PrefillCausalManyTokensPerSequence) {

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# tests/gpu/decode_sweep.sh: A/B of `strata bench decode` under environment settings on one build and one
-# model, for tuning switches of the CUDA backend (STRATA_GEMV_KS, STRATA_GEMV_MAX_ROWS, STRATA_FUSED_ROPE_KV, ...).
-# VARIANTS is a |-separated list of "NAME=VALUE ..." settings ("default" = none); each runs at every batch
-# in BATCHES. Keeps each run's JSON and prints tokens/s and weight GB/s per cell with their share of the
+# tests/gpu/decode_sweep.sh: A/B of `strata bench decode` under kernel options on one build and one model,
+# for the CUDA backend's kernel forms (`strata bench decode --help` lists the keys of --kernel-options).
+# VARIANTS is a |-separated list of --kernel-options values "key=value,..." ("default" = none); each runs at
+# every batch in BATCHES. Keeps each run's JSON and prints tokens/s and weight GB/s per cell with their share of the
 # device copy bandwidth, measured first (tools/bench/hf_peer.py --skip-peer, kept as ceilings.json) unless
 # COPY_GBS gives one measured in the same session (e.g. by kernel_bench).
-# Usage: STRATA=build-gpu/strata MODEL_DIR=/tmp/7b-shape VARIANTS="default|STRATA_GEMV_KS=4" \
+# Usage: STRATA=build-gpu/strata MODEL_DIR=/tmp/7b-shape VARIANTS="default|gemv_rolling=1,decode_head_split=2" \
 #        BATCHES="1 64" [COPY_GBS=4254] [PRESET=llama3-8b-shape] tests/gpu/decode_sweep.sh
 # (PRESET: the make-model preset when MODEL_DIR holds no model yet, 7b-shape by default; PROMPT_LEN: the
 # prompt each sequence starts from, 16 by default.)
@@ -29,12 +29,12 @@ IFS='|' read -r -a variants <<<"${VARIANTS:-default}"
 # of ms/step is sampling and the host between steps.
 printf '%-44s %6s %10s %9s %8s %9s %8s\n' variant batch tok/s ms/step "itl p50" GB/s "gpu ms" | tee -a "$out/table.txt"
 for v in "${variants[@]}"; do
-  settings=()
-  [ "$v" != default ] && read -r -a settings <<<"$v"
+  options=()
+  [ "$v" != default ] && options=(--kernel-options "$v")
   tag=$(echo "$v" | tr -c 'A-Za-z0-9\n' '_')  # file names without '=' (a lent machine drops those)
   for b in ${BATCHES:-1}; do
-    env "${settings[@]}" "$strata" bench decode --model "$model" --device cuda --batch "$b" --prompt-len "${PROMPT_LEN:-16}" -n 64 \
-      --mib 64 >"$out/$tag-b$b.json"
+    "$strata" bench decode --model "$model" --device cuda --batch "$b" --prompt-len "${PROMPT_LEN:-16}" -n 64 \
+      --mib 64 "${options[@]}" >"$out/$tag-b$b.json"
     python3 - "$out/$tag-b$b.json" "$v" "$copy_gbs" <<'PY' | tee -a "$out/table.txt"
 import json, sys
 r = json.load(open(sys.argv[1]))

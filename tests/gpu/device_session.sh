@@ -5,8 +5,9 @@
 # decode_sweep.sh on the 7b-shape preset at BATCHES (default "1 16 64") under VARIANTS (default "default").
 # The lent machine returns only a few files from $OUT, so everything is packed into $OUT/session.tgz (logs
 # under logs/, the sweep under bench/results/) and a short summary is printed last.
-# Usage: OUT=/some/dir [VARIANTS="default|STRATA_X=1"] [BATCHES="1 16"] [MODEL_DIR=/tmp/7b-shape] \
-#        [CHAIN_VARIANTS="STRATA_GEMV_KS=2|STRATA_X=1"] [GPU_TEST_ENV="STRATA_X=1"] tests/gpu/device_session.sh
+# Usage: OUT=/some/dir [VARIANTS="default|key=value,..."] [BATCHES="1 16"] [MODEL_DIR=/tmp/7b-shape] \
+#        [CHAIN_VARIANTS="--rolling 1|--rolling 2"] tests/gpu/device_session.sh
+# (VARIANTS: --kernel-options values for decode_sweep.sh; CHAIN_VARIANTS: gemv_chain arguments.)
 set -u
 cd "$(dirname "$0")/../.."
 root=$(pwd)
@@ -20,25 +21,18 @@ for tool in attention_splits gemv_chain; do
   if [ -x build-gpu/tests/$tool ]; then build-gpu/tests/$tool >"$work/logs/$tool.txt" 2>&1
   else echo "$tool not built" >"$work/logs/$tool.txt"; fi
 done
-# CHAIN_VARIANTS: more gemv_chain runs, each under one |-separated "NAME=VALUE ..." setting.
+# CHAIN_VARIANTS: more gemv_chain runs, each with one |-separated set of arguments (e.g. "--rolling 1").
 if [ -n "${CHAIN_VARIANTS:-}" ] && [ -x build-gpu/tests/gemv_chain ]; then
   IFS='|' read -r -a chain_variants <<<"$CHAIN_VARIANTS"
   for v in "${chain_variants[@]}"; do
-    read -r -a settings <<<"$v"
-    { echo "== gemv_chain under: $v"; env "${settings[@]}" build-gpu/tests/gemv_chain; } >>"$work/logs/gemv_chain.txt" 2>&1
+    read -r -a chain_args <<<"$v"
+    { echo "== gemv_chain $v"; build-gpu/tests/gemv_chain "${chain_args[@]}"; } >>"$work/logs/gemv_chain.txt" 2>&1
   done
 fi
 before=$(ls -d bench/results/decode-sweep-* 2>/dev/null)
 if [ -x build-gpu/strata ]; then
   STRATA=build-gpu/strata MODEL_DIR=${MODEL_DIR:-/tmp/7b-shape} VARIANTS=${VARIANTS:-default} \
     BATCHES=${BATCHES:-1 16 64} tests/gpu/decode_sweep.sh >"$work/logs/decode_sweep.txt" 2>&1
-fi
-# GPU_TEST_ENV: the GPU unit tests once more under that setting (e.g. a kernel form that is not the default).
-if [ -n "${GPU_TEST_ENV:-}" ] && [ -x build-gpu/tests/cuda_backend_gpu_test ]; then
-  read -r -a settings <<<"$GPU_TEST_ENV"
-  env "${settings[@]}" build-gpu/tests/cuda_backend_gpu_test --gtest_brief=1 >"$work/logs/gpu_test_env.log" 2>&1
-  echo "cuda_backend_gpu_test under $GPU_TEST_ENV: rc=$? $(grep -E '^\[  (PASSED|FAILED) ' "$work/logs/gpu_test_env.log" | tr '\n' ' ')" \
-    >>"$work/logs/gpu_test_env.txt"
 fi
 sweeps=()
 for d in bench/results/decode-sweep-*; do
@@ -51,8 +45,6 @@ echo "== summary (everything in $out/session.tgz)"
 sed -n '/== summary/,$p' "$work/logs/run.log" | sed 1d
 grep -E 'FAILED|Failure' "$work/logs/gpu_test.log" 2>/dev/null | head -5
 grep -E '\*rule' "$work/logs/attention_splits.txt" | grep -E 'warps|whole'
-cat "$work/logs/gpu_test_env.txt" 2>/dev/null
-grep -E 'FAILED|Failure' "$work/logs/gpu_test_env.log" 2>/dev/null | head -5
 cat "$work/logs/gemv_chain.txt"
 cat "$work/logs/decode_sweep.txt"
 rm -rf "$work"

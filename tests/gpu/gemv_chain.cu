@@ -5,17 +5,16 @@
 //   - the same chain with the step's small kernels between the GEMVs (rmsnorm launches standing in for
 //     norm, rope_kv_write and attention, plus the real SwiGLU), with and without programmatic launch;
 //   - the gate/up GEMV with the SwiGLU in its epilogue, alone and in that chain;
-//   - the chain with pending norms (the GEMVs' epilogues scale by and form the RMSNorms), two small kernels
-//     a layer left;
 //   - the greedy sampling kernel on one row of a 32000-token vocabulary (device time a step spends after
 //     its recorded graph).
 // Each row prints us per graph, GB/s of weights and the share of the device-to-device copy rate measured
 // in the same run. Built with the CUDA build (target gemv_chain); run: build-gpu/tests/gemv_chain [layers=32].
-// `--once` launches each shape once outside graphs, for ncu. STRATA_GEMV_KS forces the warps per row and
-// STRATA_GEMV_ROLLING the one-row kernel (kernels.h), as in the backend.
+// `--once` launches each shape once outside graphs, for ncu. `--rolling N` picks the one-row kernel as the
+// backend's gemv_rolling kernel option does (runtime/cuda/launch.h).
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <cctype>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -73,14 +72,16 @@ double copy_gbs(cudaStream_t s) {
 
 int main(int argc, char** argv) {
   const bool once = argc > 1 && std::strcmp(argv[1], "--once") == 0;
-  const int layers = !once && argc > 1 ? std::atoi(argv[1]) : 32;
+  const int layers = !once && argc > 1 && std::isdigit(static_cast<unsigned char>(argv[1][0])) ? std::atoi(argv[1]) : 32;
   const Shape shapes[] = {{"qkv 12288x4096", 12288, 4096},
                           {"o 4096x4096", 4096, 4096},
                           {"gate_up 22016x4096", 22016, 4096},
                           {"down 4096x11008", 4096, 11008}};
-  // The backend's tuning switch, for sweeps of the kernel's split choice.
-  if (const char* ks = std::getenv("STRATA_GEMV_KS")) cu::set_gemv_split_override(std::atoi(ks));
-  if (const char* form = std::getenv("STRATA_GEMV_ROLLING")) cu::set_gemv_rolling_override(std::atoi(form));
+  // The one-row GEMV's form (CudaBackendOptions::gemv_rolling): --rolling 0 (by grid), 1 (never), 2 (always).
+  cu::GemvRolling rolling = cu::GemvRolling::kByGrid;
+  for (int i = 1; i + 1 < argc; ++i)
+    if (std::strcmp(argv[i], "--rolling") == 0) rolling = static_cast<cu::GemvRolling>(std::atoi(argv[i + 1]));
+  bool pdl = true;
   cudaStream_t s;
   CHECK_CUDA(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
   std::vector<std::vector<__nv_bfloat16*>> w(4);
@@ -94,10 +95,10 @@ int main(int argc, char** argv) {
   __nv_bfloat16* h = random_bf16(4096, 95);
   __nv_bfloat16* f = random_bf16(11008, 94);
   CHECK_CUDA(cudaDeviceSynchronize());
-  cu::set_pdl_enabled(true);
+  auto on = [&] { return cu::Launch(s, pdl, rolling); };  // the launch forms of the moment
   auto gemv = [&](int i, int l) {
     cu::launch_gemv(x, DType::kBF16, w[i][static_cast<size_t>(l)], DType::kBF16, nullptr, DType::kF32, y, DType::kBF16,
-                    1, shapes[i].n, shapes[i].k, s);
+                    1, shapes[i].n, shapes[i].k, on());
   };
   if (once) {  // for ncu: one launch of each shape
     for (int i = 0; i < 4; ++i) gemv(i, 0);
@@ -105,8 +106,8 @@ int main(int argc, char** argv) {
     return 0;
   }
   const double copy = copy_gbs(s);
-  std::printf("device copy %.0f GB/s; %d layers; warps per row %d (0: by shape)\n", copy, layers,
-              cu::gemv_split_override());
+  std::printf("device copy %.0f GB/s; %d layers; one-row GEMV form %d (0: by grid, 1: plain, 2: pipelined)\n",
+              copy, layers, static_cast<int>(rolling));
   std::printf("%-44s %10s %9s %8s\n", "graph", "us", "GB/s", "of copy");
   auto row = [&](const char* name, double bytes, double us) {
     std::printf("%-44s %10.1f %9.0f %7.1f%%\n", name, us, bytes / us / 1e3, 100.0 * bytes / us / 1e3 / copy);
@@ -126,8 +127,8 @@ int main(int argc, char** argv) {
   // The gate/up GEMV with the SwiGLU in its epilogue (CudaBackendOptions::fuse_swiglu), alone and in place of
   // gate_up + swiglu in the chain below.
   auto gate_up_swiglu = [&](int l) {
-    cu::launch_gemv_fused(x, DType::kBF16, w[2][static_cast<size_t>(l)], DType::kBF16, nullptr, DType::kF32, f,
-                          DType::kBF16, 1, shapes[2].n / 2, shapes[2].k, /*swiglu=*/true, cu::GemvEpilogue{}, s);
+    cu::launch_gemv_swiglu(x, DType::kBF16, w[2][static_cast<size_t>(l)], DType::kBF16, f, DType::kBF16, 1,
+                           shapes[2].n / 2, shapes[2].k, on());
   };
   {
     const double us = graph_replay_us(s, [&] {
@@ -139,11 +140,12 @@ int main(int argc, char** argv) {
     std::printf("%-44s %10.2f us per launch\n", "", us / layers);
   }
   auto small = [&] {  // one row of 4096: a stand-in for each latency-bound kernel of a layer
-    cu::launch_rmsnorm(x, DType::kBF16, res, DType::kBF16, norm_w, DType::kBF16, 1e-5f, 1, 4096, h, DType::kBF16, s);
+    cu::launch_rmsnorm(x, DType::kBF16, res, DType::kBF16, norm_w, DType::kBF16, 1e-5f, 1, 4096, h, DType::kBF16,
+                       on());
   };
-  auto swiglu = [&] { cu::launch_swiglu(y, DType::kBF16, f, DType::kBF16, 1, 11008, s); };
-  for (bool pdl : {true, false}) {
-    cu::set_pdl_enabled(pdl);
+  auto swiglu = [&] { cu::launch_swiglu(y, DType::kBF16, f, DType::kBF16, 1, 11008, on()); };
+  for (bool with_pdl : {true, false}) {
+    pdl = with_pdl;
     row(pdl ? "4 GEMVs per layer, PDL" : "4 GEMVs per layer, no PDL", chain_bytes, graph_replay_us(s, [&] {
           for (int l = 0; l < layers; ++l)
             for (int i = 0; i < 4; ++i) gemv(i, l);
@@ -172,37 +174,6 @@ int main(int argc, char** argv) {
         with_small_kernels(false));
     if (pdl) row("+ 4 small kernels, SwiGLU in gate_up, PDL", chain_bytes, with_small_kernels(true));
     if (pdl) {
-      // Pending norms (Backend::defers_norms): qkv and gate_up scale their products by the norm's sum, o and
-      // down add into the residual and form the next norm; left per layer: the attention and its combine.
-      double* sums = nullptr;
-      const size_t sum_bytes = sizeof(double) * cu::kNormSlotDoubles * (2 * layers + 1);
-      CHECK_CUDA(cudaMalloc(&sums, sum_bytes));
-      auto fused = [&](int i, int l, bool swiglu, const cu::GemvEpilogue& e) {
-        cu::launch_gemv_fused(i == 3 ? f : x, DType::kBF16, w[i][static_cast<size_t>(l)], DType::kBF16, nullptr,
-                              DType::kF32, e.accumulate ? static_cast<void*>(res) : y, DType::kBF16, 1,
-                              swiglu ? shapes[i].n / 2 : shapes[i].n, shapes[i].k, swiglu, e, s);
-      };
-      row("pending norms, 2 small kernels per layer, PDL", chain_bytes, graph_replay_us(s, [&] {
-            CHECK_CUDA(cudaMemsetAsync(sums, 0, sum_bytes, s));
-            for (int l = 0; l < layers; ++l) {
-              cu::GemvEpilogue scale, add;
-              scale.inv_dim = 1.f / 4096, scale.eps = 1e-5f;
-              add.accumulate = true, add.norm_weight = norm_w, add.norm_dt = DType::kBF16, add.scaled = h;
-              scale.scale_sums = sums + cu::kNormSlotDoubles * (2 * l);
-              fused(0, l, false, scale);
-              small();  // attention
-              small();  // split combine
-              add.norm_sums = sums + cu::kNormSlotDoubles * (2 * l + 1);
-              fused(1, l, false, add);
-              scale.scale_sums = sums + cu::kNormSlotDoubles * (2 * l + 1);
-              fused(2, l, true, scale);
-              add.norm_sums = sums + cu::kNormSlotDoubles * (2 * l + 2);
-              fused(3, l, false, add);
-            }
-          }));
-      CHECK_CUDA(cudaFree(sums));
-    }
-    if (pdl) {
       // The step's sampling (greedy: argmax and log-partition of one row of 32000 f32 logits), which runs
       // after the recorded step: its device time is part of ms/step but not of the step's gpu ms.
       constexpr int64_t kVocab = 32000;
@@ -218,7 +189,7 @@ int main(int argc, char** argv) {
       CHECK_CUDA(cudaMemcpy(params, &greedy, sizeof greedy, cudaMemcpyHostToDevice));
       strata::gpu_bench::fill16(logits, kVocab * 2, 93);  // finite values of random sign and mantissa
       const double us = graph_replay_us(s, [&] {
-        for (int l = 0; l < layers; ++l) cu::launch_sample(logits, 1, kVocab, params, tokens, logprobs, s);
+        for (int l = 0; l < layers; ++l) cu::launch_sample(logits, 1, kVocab, params, tokens, logprobs, on());
       });
       std::printf("%-44s %10.1f %9s %8s\n", "greedy sample 1 x 32000, PDL", us, "-", "-");
       std::printf("%-44s %10.2f us per launch\n", "", us / layers);

@@ -123,13 +123,6 @@ int run(bool quick) {
   };
   for (const Shape2& s : shapes) bench_matmul(be, s, DType::kBF16, 1, "gemv");
   for (const Shape2& s : shapes) bench_matmul(*cublas_backend, s, DType::kBF16, 1, "cublas");
-  // The GEMV's split of each row over 1, 2 or 4 warps, forced: shorter-lived blocks shrink the last wave's
-  // tail, fewer loads per warp lower the bytes in flight.
-  for (int ks : {1, 2, 4}) {
-    cuda::set_gemv_split_override(ks);
-    for (const Shape2& s : shapes) bench_matmul(be, s, DType::kBF16, 1, "gemv ks=" + std::to_string(ks));
-  }
-  cuda::set_gemv_split_override(0);
   for (int64_t m : {2, 4, 8})
     for (int s = 0; s < 2; ++s) {
       bench_matmul(be, shapes[static_cast<size_t>(s)], DType::kBF16, m, "gemv");

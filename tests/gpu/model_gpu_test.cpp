@@ -66,8 +66,8 @@ TEST(DecodeGraphs, GreedyTokensEqualUncapturedSteps) {
   options.model_path = test::fixture("hf/llama_gqa_untied");
   options.device = "cuda";
   auto run = [&](bool graphs, size_t batch) {
-    setenv("STRATA_CUDA_GRAPHS", graphs ? "1" : "0", 1);
-    setenv("STRATA_CUDA_PDL", graphs ? "1" : "0", 1);
+    options.backend.cuda.graphs = graphs;
+    options.backend.cuda.pdl = graphs;
     launcher::ModelSession session(options);
     session.prepare(512);
     std::vector<GenerationRequest> reqs(batch);
@@ -93,8 +93,6 @@ TEST(DecodeGraphs, GreedyTokensEqualUncapturedSteps) {
       }
     }
   }
-  unsetenv("STRATA_CUDA_GRAPHS");
-  unsetenv("STRATA_CUDA_PDL");
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, ModelOnGpu,

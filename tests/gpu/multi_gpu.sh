@@ -72,7 +72,7 @@ phase_correct() {
   local single eager teacher
   single=$("$strata" generate --model "$model" "${args[@]}" 2>"$out/single.log" | grep '^ids:')
   # Pipeline stages and TP ranks run eagerly; the one-GPU eager run uses exactly the same kernels.
-  eager=$(STRATA_CUDA_GRAPHS=0 "$strata" generate --model "$model" "${args[@]}" 2>"$out/single-eager.log" | grep '^ids:')
+  eager=$("$strata" generate --model "$model" "${args[@]}" --cuda-graphs off 2>"$out/single-eager.log" | grep '^ids:')
   echo "$single" >"$out/ids-single.txt"
   echo "$eager" >"$out/ids-single-eager.txt"
   note "correct 1 GPU graphs vs eager" "$(first_difference "$single" "$eager")"

@@ -71,16 +71,16 @@ TEST(Partition, KvHeadsReplicatedWhenFewerThanRanks) {
     EXPECT_EQ(p.kv_replication, tp / n_kv);
     const int64_t group = n_heads / n_kv;  // query heads sharing one KV head (GQA)
     for (const auto& r : p.ranks) {
-      EXPECT_EQ(r.q_heads, n_heads / tp);
-      EXPECT_EQ(r.q_head_begin, r.tp * n_heads / tp);
-      EXPECT_EQ(r.kv_heads, 1);
-      EXPECT_EQ(r.kv_head_begin, r.tp / (tp / n_kv));
+      EXPECT_EQ(r.shard.q_heads, n_heads / tp);
+      EXPECT_EQ(r.shard.q_head_begin, r.tp * n_heads / tp);
+      EXPECT_EQ(r.shard.kv_heads, 1);
+      EXPECT_EQ(r.shard.kv_head_begin, r.tp / (tp / n_kv));
       // Every query head of the rank attends with the KV head the rank holds.
-      for (int64_t q = r.q_head_begin; q < r.q_head_begin + r.q_heads; ++q) EXPECT_EQ(q / group, r.kv_head_begin);
+      for (int64_t q = r.shard.q_head_begin; q < r.shard.q_head_begin + r.shard.q_heads; ++q) EXPECT_EQ(q / group, r.shard.kv_head_begin);
       const ShardSlice* k = find(r, "blk.0.attn_k.weight");
       ASSERT_NE(k, nullptr);
-      EXPECT_EQ(k->kind, SplitKind::kRows);
-      EXPECT_EQ(k->offset, r.kv_head_begin * c.head_dim);
+      EXPECT_EQ(k->kind, TpSplit::kRows);
+      EXPECT_EQ(k->offset, r.shard.kv_head_begin * c.head_dim);
       EXPECT_EQ(k->local_shape, (Shape{c.head_dim, c.hidden}));
     }
   }
@@ -91,11 +91,11 @@ TEST(Partition, KvHeadsSplitWhenAtLeastRanks) {
   const Partition p = make_partition(sizes(4, 1), c, 4);
   EXPECT_EQ(p.kv_replication, 1);
   for (const auto& r : p.ranks) {
-    EXPECT_EQ(r.kv_heads, 2);
-    EXPECT_EQ(r.kv_head_begin, 2 * r.tp);
-    for (int64_t q = r.q_head_begin; q < r.q_head_begin + r.q_heads; ++q) {
-      EXPECT_GE(q / 2, r.kv_head_begin);
-      EXPECT_LT(q / 2, r.kv_head_begin + r.kv_heads);
+    EXPECT_EQ(r.shard.kv_heads, 2);
+    EXPECT_EQ(r.shard.kv_head_begin, 2 * r.tp);
+    for (int64_t q = r.shard.q_head_begin; q < r.shard.q_head_begin + r.shard.q_heads; ++q) {
+      EXPECT_GE(q / 2, r.shard.kv_head_begin);
+      EXPECT_LT(q / 2, r.shard.kv_head_begin + r.shard.kv_heads);
     }
   }
 }
@@ -111,10 +111,10 @@ TEST(Partition, BalancedStagesGiveExtraLayersToEarlierStages) {
   EXPECT_EQ(tiny.stages[0].size(), 2);
   EXPECT_EQ(tiny.stages[1].size(), 1);
   EXPECT_EQ(tiny.stages[2].size(), 1);
-  EXPECT_TRUE(tiny.rank(0).has_embedding);
-  EXPECT_FALSE(tiny.rank(0).has_head);
-  EXPECT_FALSE(tiny.rank(1).has_embedding || tiny.rank(1).has_head);
-  EXPECT_TRUE(tiny.rank(2).has_head);
+  EXPECT_TRUE(tiny.rank(0).shard.first_stage);
+  EXPECT_FALSE(tiny.rank(0).shard.last_stage);
+  EXPECT_FALSE(tiny.rank(1).shard.first_stage || tiny.rank(1).shard.last_stage);
+  EXPECT_TRUE(tiny.rank(2).shard.last_stage);
   EXPECT_NE(find(tiny.rank(0), "token_embd.weight"), nullptr);
   EXPECT_EQ(find(tiny.rank(1), "token_embd.weight"), nullptr);
   EXPECT_NE(find(tiny.rank(2), "output.weight"), nullptr);
@@ -169,13 +169,13 @@ TEST(Partition, VocabPaddedToMultipleOfTensor) {
   EXPECT_EQ(p.vocab_per_rank, 251);
   int64_t total = 0;
   for (const auto& r : p.ranks) {
-    EXPECT_EQ(r.vocab_begin, r.tp * 251);
-    EXPECT_EQ(r.vocab_count, r.tp < 3 ? 251 : 248);  // the last shard is short, not padded
+    EXPECT_EQ(r.shard.vocab_begin, r.tp * 251);
+    EXPECT_EQ(r.shard.vocab_count, r.tp < 3 ? 251 : 248);  // the last shard is short, not padded
     const ShardSlice* e = find(r, "token_embd.weight");
     ASSERT_NE(e, nullptr);
-    EXPECT_EQ(e->local_shape, (Shape{r.vocab_count, c.hidden}));
-    EXPECT_EQ(find(r, "output.weight")->offset, r.vocab_begin);
-    total += r.vocab_count;
+    EXPECT_EQ(e->local_shape, (Shape{r.shard.vocab_count, c.hidden}));
+    EXPECT_EQ(find(r, "output.weight")->offset, r.shard.vocab_begin);
+    total += r.shard.vocab_count;
   }
   EXPECT_EQ(total, 1001);
 }
@@ -196,11 +196,11 @@ TEST(Partition, SlicesTileEachTensor) {
   for (auto& [name, ranges] : pieces) {
     const ShardSlice& s = *any[name];
     std::sort(ranges.begin(), ranges.end());
-    if (s.kind == SplitKind::kReplicated) {
+    if (s.kind == TpSplit::kReplicated) {
       EXPECT_EQ(ranges.size(), 8u) << name;
       continue;
     }
-    const int64_t dim = s.full_shape[s.kind == SplitKind::kRows ? 0 : 1];
+    const int64_t dim = s.full_shape[s.kind == TpSplit::kRows ? 0 : 1];
     int64_t next = 0;
     for (auto [offset, count] : ranges) {
       EXPECT_EQ(offset, next) << name;
@@ -208,9 +208,9 @@ TEST(Partition, SlicesTileEachTensor) {
     }
     EXPECT_EQ(next, dim) << name;
   }
-  EXPECT_EQ(any["blk.0.attn_output.weight"]->kind, SplitKind::kCols);
-  EXPECT_EQ(any["blk.0.ffn_down.weight"]->kind, SplitKind::kCols);
-  EXPECT_EQ(any["blk.0.ffn_gate.weight"]->kind, SplitKind::kRows);
+  EXPECT_EQ(any["blk.0.attn_output.weight"]->kind, TpSplit::kCols);
+  EXPECT_EQ(any["blk.0.ffn_down.weight"]->kind, TpSplit::kCols);
+  EXPECT_EQ(any["blk.0.ffn_gate.weight"]->kind, TpSplit::kRows);
   EXPECT_EQ(any["blk.0.attn_q.weight"]->local_shape, (Shape{1024, 8192}));
   EXPECT_EQ(any["blk.0.ffn_down.weight"]->local_shape, (Shape{8192, 3584}));
 }
@@ -255,7 +255,7 @@ TEST(Partition, QkvBiasAndTiedEmbeddings) {
   const RankPartition& r = p.rank(1);  // tp 1 of stage 0
   const ShardSlice* qb = find(r, "blk.0.attn_q.bias");
   ASSERT_NE(qb, nullptr);
-  EXPECT_EQ(qb->kind, SplitKind::kRows);
+  EXPECT_EQ(qb->kind, TpSplit::kRows);
   EXPECT_EQ(qb->offset, 2 * 16);
   EXPECT_EQ(qb->local_shape, (Shape{32}));
   EXPECT_EQ(find(r, "blk.0.attn_k.bias")->offset, 16);

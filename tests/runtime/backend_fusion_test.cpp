@@ -4,12 +4,8 @@
 // - The folded rope + cache write + attention (Backend::rope_kv_attention) is only sound when every sequence
 //   has exactly one token in the step, so AttentionBatch::one_token_per_seq must be set for decode steps and
 //   clear for prompt steps. The probe records what the model offered and declines.
-// - Pending norms (Backend::defers_norms): the probe says yes and runs the CPU's reference versions of the
-//   ops, so the model's chain of them (each projection forming the next norm, the readers scaling by it)
-//   must give the tokens of a plain CPU session.
 #include <gtest/gtest.h>
 
-#include <map>
 #include <memory>
 #include <vector>
 
@@ -27,11 +23,8 @@ class FoldProbe final : public Backend {
     bool one_token_per_seq;
   };
 
-  // pending_norms: defers_norms says yes for steps needing at most max_norm_slots sum slots.
-  FoldProbe(std::unique_ptr<Backend> inner, bool pending_norms = false, int max_norm_slots = 1 << 20)
-      : inner_(std::move(inner)), pending_norms_(pending_norms), max_norm_slots_(max_norm_slots) {}
+  explicit FoldProbe(std::unique_ptr<Backend> inner) : inner_(std::move(inner)) {}
   const std::vector<Offer>& offers() const { return offers_; }
-  int resets = 0, pending_norms = 0, adds_with_norm = 0, adds_without_norm = 0, scaled_matmuls = 0, plain_norms = 0;
 
   Device device() const override { return inner_->device(); }
   std::string name() const override { return "probe(" + inner_->name() + ")"; }
@@ -44,31 +37,10 @@ class FoldProbe final : public Backend {
     inner_->embed(table, ids, vocab_offset, out);
   }
   void rmsnorm(const Tensor& x, const Tensor& weight, float eps, Tensor& out) override {
-    ++plain_norms;
     inner_->rmsnorm(x, weight, eps, out);
   }
   void add_rmsnorm(Tensor& residual, const Tensor& x, const Tensor& weight, float eps, Tensor& out) override {
-    ++plain_norms;
     inner_->add_rmsnorm(residual, x, weight, eps, out);
-  }
-  bool defers_norms(int64_t, int slots) const override { return pending_norms_ && slots <= max_norm_slots_; }
-  void reset_norm_sums(int slots, int64_t rows) override {
-    ++resets;
-    inner_->reset_norm_sums(slots, rows);
-  }
-  void pending_rmsnorm(const Tensor& x, const Tensor& weight, Tensor& scaled, int slot) override {
-    ++pending_norms;
-    inner_->pending_rmsnorm(x, weight, scaled, slot);
-  }
-  void matmul_add_pending_norm(const Tensor& x, const Tensor& w, Tensor& residual, const Tensor* norm_weight,
-                               Tensor& scaled, int slot) override {
-    ++(norm_weight != nullptr ? adds_with_norm : adds_without_norm);
-    inner_->matmul_add_pending_norm(x, w, residual, norm_weight, scaled, slot);
-  }
-  void matmul_norm_scaled(const Tensor& x, const Tensor& w, const Tensor* bias, const NormScale& scale,
-                          Tensor& out) override {
-    ++scaled_matmuls;
-    inner_->matmul_norm_scaled(x, w, bias, scale, out);
   }
   void matmul(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& out) override {
     inner_->matmul(x, w, bias, out);
@@ -102,8 +74,6 @@ class FoldProbe final : public Backend {
 
  private:
   std::unique_ptr<Backend> inner_;
-  bool pending_norms_;
-  int max_norm_slots_;
   std::vector<Offer> offers_;
 };
 
@@ -120,7 +90,7 @@ std::vector<GenerationRequest> two_requests() {
 // Skips without ../shared/models.
 class ProbedSession : public ::testing::Test {
  protected:
-  void run(bool pending_norms, int max_norm_slots = 1 << 20) {
+  void run() {
     const std::string model = test::shared_model("stories260K/stories260K.bin");
     if (model.empty()) GTEST_SKIP() << "../shared/models is absent";
     launcher::SessionOptions options;
@@ -128,7 +98,7 @@ class ProbedSession : public ::testing::Test {
     plain_ = std::make_unique<launcher::ModelSession>(options);
     plain_->prepare(64);
     const auto want = plain_->generator().generate(two_requests());
-    auto probe_owner = std::make_unique<FoldProbe>(make_cpu_backend(), pending_norms, max_norm_slots);
+    auto probe_owner = std::make_unique<FoldProbe>(make_cpu_backend());
     probe_ = probe_owner.get();
     session_ = std::make_unique<launcher::ModelSession>(options, launcher::RankPlacement{}, std::move(probe_owner));
     session_->prepare(64);
@@ -141,7 +111,7 @@ class ProbedSession : public ::testing::Test {
 };
 
 TEST_F(ProbedSession, RopeAttentionFoldOfferedAsFoldableForDecodeStepsOnly) {
-  run(/*pending_norms=*/false);
+  run();
   if (IsSkipped() || HasFatalFailure()) return;
   const FoldProbe& probe = *probe_;
   const int layers = static_cast<int>(session_->config().n_layers);
@@ -159,80 +129,6 @@ TEST_F(ProbedSession, RopeAttentionFoldOfferedAsFoldableForDecodeStepsOnly) {
   EXPECT_GT(not_foldable, 0);
   EXPECT_GE(foldable, layers);
   EXPECT_EQ((foldable + not_foldable) % layers, 0);
-}
-
-// Each request's tokens with their five best log-probabilities, the two_requests() batched on the engine.
-std::map<uint64_t, std::vector<std::vector<TokenLogprob>>> top_logprobs(launcher::ModelSession& session) {
-  Engine& engine = session.generator().engine();
-  const std::vector<GenerationRequest> requests = two_requests();
-  for (size_t i = 0; i < requests.size(); ++i) {
-    EngineRequest r;
-    r.id = i + 1;
-    r.prompt = requests[i].prompt;
-    r.max_new_tokens = requests[i].max_new_tokens;
-    r.logprobs = 5;
-    EXPECT_TRUE(engine.submit(r));
-  }
-  std::map<uint64_t, std::vector<std::vector<TokenLogprob>>> out;
-  std::vector<TokenEvent> events;
-  for (size_t ended = 0, steps = 0; ended < requests.size() && steps < 1000; ++steps) {
-    events.clear();
-    EXPECT_TRUE(engine.step(events, 0));
-    for (const TokenEvent& e : events) {
-      if (e.token >= 0) out[e.request_id].push_back(e.top_logprobs);
-      if (e.finished) ++ended;
-    }
-  }
-  return out;
-}
-
-TEST_F(ProbedSession, PendingNormsChainGivesThePlainLogits) {
-  run(/*pending_norms=*/true);
-  if (IsSkipped() || HasFatalFailure()) return;
-  const FoldProbe& probe = *probe_;
-  // The same steps again with each token's best five log-probabilities: the norms finished by the
-  // matmuls give the plain norms' logits up to f32 rounding.
-  const auto want_top = top_logprobs(*plain_), got_top = top_logprobs(*session_);
-  ASSERT_EQ(got_top.size(), want_top.size());
-  for (const auto& [id, tokens] : want_top) {
-    ASSERT_EQ(got_top.at(id).size(), tokens.size()) << "request " << id;
-    for (size_t t = 0; t < tokens.size(); ++t) {
-      ASSERT_EQ(got_top.at(id)[t].size(), tokens[t].size());
-      for (size_t k = 0; k < tokens[t].size(); ++k) {
-        EXPECT_EQ(got_top.at(id)[t][k].token, tokens[t][k].token) << "request " << id << " token " << t;
-        EXPECT_NEAR(got_top.at(id)[t][k].logprob, tokens[t][k].logprob, 1e-4) << "request " << id << " token " << t;
-      }
-    }
-  }
-
-  // Per step: one reset and one pending norm (the first layer's), two adds with a norm per layer but the last
-  // layer's down (no LM-head norm pending on the eager path: the head's own rmsnorm is the only plain norm),
-  // and the q, k, v, gate and up projections scaled.
-  const int layers = static_cast<int>(session_->config().n_layers);
-  const int steps = probe.resets;  // both runs
-  EXPECT_GT(steps, 2);
-  EXPECT_EQ(probe.pending_norms, steps);
-  EXPECT_EQ(probe.adds_with_norm, steps * (2 * layers - 1));
-  EXPECT_EQ(probe.adds_without_norm, steps);
-  EXPECT_EQ(probe.scaled_matmuls, steps * layers * 5);
-  EXPECT_EQ(probe.plain_norms, steps);
-}
-
-// A backend that finishes norms only for steps of few enough sum slots (the CUDA one caps them): with one
-// slot fewer than the model needs (two a layer and the LM head's), every step runs plain norms and gives the
-// plain tokens.
-TEST_F(ProbedSession, PendingNormsDeclinedWhenTheStepNeedsTooManySlots) {
-  const std::string model = test::shared_model("stories260K/stories260K.bin");
-  if (model.empty()) GTEST_SKIP() << "../shared/models is absent";
-  launcher::SessionOptions options;
-  options.model_path = model;
-  const int layers = static_cast<int>(launcher::ModelSession(options).config().n_layers);
-  run(/*pending_norms=*/true, /*max_norm_slots=*/2 * layers);
-  if (IsSkipped() || HasFatalFailure()) return;
-  EXPECT_EQ(probe_->resets, 0);
-  EXPECT_EQ(probe_->pending_norms, 0);
-  EXPECT_EQ(probe_->scaled_matmuls, 0);
-  EXPECT_GT(probe_->plain_norms, 0);
 }
 
 }  // namespace
