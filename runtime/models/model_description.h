@@ -43,16 +43,16 @@ struct TensorSlot {
   std::string_view name;  // canonical (GGUF) name; per-layer slots without their "blk.N." prefix
   std::string_view hf_name;  // Hugging Face name; per-layer slots without the family's layer prefix
   bool per_layer = false;
-  // One tensor per routed expert: name and hf_name hold '#' where the expert index goes
-  // ("ffn_gate.#.weight", "mlp.experts.#.gate_proj.weight"), and expert_field is the weights' list.
-  bool per_expert = false;
   SlotRole role = SlotRole::kMlp;
   std::vector<Dim> shape;             // logical row-major: [out, in] for matrices, [n] for vectors
   TpSplit split = TpSplit::kReplicated;
   SlotPresence presence = SlotPresence::kAlways;
   Tensor LayerWeights::*layer_field = nullptr;   // where the model finds it (per-layer slots)
   Tensor GlobalWeights::*global_field = nullptr;  // (global slots)
-  std::vector<Tensor> LayerWeights::*expert_field = nullptr;  // (per-expert slots)
+  // One tensor per routed expert: name and hf_name hold '#' where the expert index goes
+  // ("ffn_gate.#.weight", "mlp.experts.#.gate_proj.weight"), and expert_field is the weights' list.
+  std::vector<Tensor> LayerWeights::*expert_field = nullptr;
+  bool per_expert = false;
 
   // In some layer of the model; present_in_layer says which.
   bool present(const ModelConfig& config) const;
