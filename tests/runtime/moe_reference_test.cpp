@@ -52,6 +52,12 @@ TEST_P(MoeReference, LogitsOfEveryPositionMatchTransformers) {
   ASSERT_EQ(logits.dim(1), expected.shape[1]);
   const double err = test::max_rel_error(logits.data<float>(), expected.data.data(), expected.data.size());
   EXPECT_LT(err, 1e-4) << GetParam();
+  // No token is dropped: every routed layer sends each of the T tokens to exactly n_used experts.
+  const ModelConfig& c = session.config();
+  int64_t routed_layers = 0, routed = 0;
+  for (int64_t l = 0; l < c.n_layers; ++l) routed_layers += c.moe.sparse_layer(l) ? 1 : 0;
+  for (int64_t n : session.model().expert_load().tokens) routed += n;
+  EXPECT_EQ(routed, static_cast<int64_t>(f.ids.size()) * c.moe.n_used * routed_layers) << GetParam();
 }
 
 TEST_P(MoeReference, GreedyContinuationMatchesTransformersGenerate) {
