@@ -5,6 +5,7 @@
 #include <cctype>
 #include <cerrno>
 #include <cstdlib>
+#include <cstring>
 
 #include "runtime/error.h"
 
@@ -22,16 +23,28 @@ size_t edit_distance(const std::string& a, const std::string& b) {
   return prev[b.size()];
 }
 
+std::string nearest(const std::string& word, const std::vector<std::string>& candidates) {
+  std::string best;
+  size_t best_d = std::min<size_t>(3, std::max<size_t>(1, word.size() / 2 + 1));
+  for (const std::string& c : candidates) {
+    const size_t d = edit_distance(word, c);
+    if (d < best_d) best_d = d, best = c;
+  }
+  return best;
+}
+
 Args::Args(const std::string& command, const std::vector<FlagSpec>& flags, int argc, char** argv, int first,
            bool positionals)
     : command_(command), flags_(flags) {
+  for (int i = first; i < argc; ++i)
+    if (!std::strcmp(argv[i], "-h") || !std::strcmp(argv[i], "--help")) throw HelpRequested{usage()};
   for (int i = first; i < argc; ++i) {
     std::string arg = argv[i];
     // "-n 5" is accepted as "--n 5": single-dash flags of one or more letters.
     if (arg.size() >= 2 && arg[0] == '-' && arg[1] != '-' && std::isalpha(static_cast<unsigned char>(arg[1])))
       arg = "-" + arg;
     if (arg.rfind("--", 0) != 0) {
-      STRATA_CHECK(positionals, "strata ", command, ": unexpected argument '", arg, "'\n", usage());
+      STRATA_CHECK(positionals, "unexpected argument '", arg, "'; `strata ", command, " --help` lists the flags");
       positionals_.push_back(arg);
       continue;
     }
@@ -44,17 +57,15 @@ Args::Args(const std::string& command, const std::vector<FlagSpec>& flags, int a
     }
     const auto spec = std::find_if(flags_.begin(), flags_.end(), [&](const FlagSpec& f) { return f.name == name; });
     if (spec == flags_.end()) {
-      std::string best;
-      size_t best_d = 3;
-      for (const FlagSpec& f : flags_) {
-        const size_t d = edit_distance(name, f.name);
-        if (d < best_d) best_d = d, best = f.name;
-      }
-      STRATA_THROW(ErrorKind::kInvalidArgument, "strata ", command, ": unknown flag --", name,
-                   best.empty() ? std::string() : " (did you mean --" + best + "?)", "\n", usage());
+      std::vector<std::string> names;
+      for (const FlagSpec& f : flags_) names.push_back(f.name);
+      const std::string best = nearest(name, names);
+      STRATA_THROW(ErrorKind::kInvalidArgument, "unknown flag --", name,
+                   best.empty() ? std::string() : " (did you mean --" + best + "?)", "; `strata ", command,
+                   " --help` lists the flags");
     }
     if (spec->takes_value && !inline_value) {
-      STRATA_CHECK(i + 1 < argc, "strata ", command, ": flag --", name, " needs a value");
+      STRATA_CHECK(i + 1 < argc, "flag --", name, " needs a value");
       value = argv[++i];
     }
     values_[name] = spec->takes_value ? value : "1";
@@ -68,7 +79,7 @@ std::string Args::str(const std::string& name, const std::string& fallback) cons
 }
 
 std::string Args::required(const std::string& name) const {
-  STRATA_CHECK(has(name), "strata ", command_, ": --", name, " is required\n", usage());
+  STRATA_CHECK(has(name), "--", name, " is required; `strata ", command_, " --help` lists the flags");
   return str(name);
 }
 
@@ -78,9 +89,9 @@ int64_t Args::integer(const std::string& name, int64_t fallback, int64_t min, in
   char* end = nullptr;
   errno = 0;
   const long long x = std::strtoll(v.c_str(), &end, 10);
-  STRATA_CHECK(errno == 0 && end != v.c_str() && *end == '\0', "strata ", command_, ": --", name,
+  STRATA_CHECK(errno == 0 && end != v.c_str() && *end == '\0', "--", name,
                " must be an integer, got '", v, "'");
-  STRATA_CHECK(x >= min && x <= max, "strata ", command_, ": --", name, " = ", x, " is out of range [", min, ", ",
+  STRATA_CHECK(x >= min && x <= max, "--", name, " = ", x, " is out of range [", min, ", ",
                max, "]");
   return x;
 }
@@ -90,16 +101,32 @@ double Args::number(const std::string& name, double fallback, double min, double
   const std::string v = str(name);
   char* end = nullptr;
   const double x = std::strtod(v.c_str(), &end);
-  STRATA_CHECK(end != v.c_str() && *end == '\0', "strata ", command_, ": --", name, " must be a number, got '", v,
+  STRATA_CHECK(end != v.c_str() && *end == '\0', "--", name, " must be a number, got '", v,
                "'");
-  STRATA_CHECK(x >= min && x <= max, "strata ", command_, ": --", name, " = ", x, " is out of range [", min, ", ", max,
+  STRATA_CHECK(x >= min && x <= max, "--", name, " = ", x, " is out of range [", min, ", ", max,
                "]");
   return x;
 }
 
 std::string Args::usage() const {
+  // The command's own flags first, then each shared group under its heading, in order of appearance.
+  std::vector<std::string> groups = {""};
+  for (const FlagSpec& f : flags_)
+    if (std::find(groups.begin(), groups.end(), f.group) == groups.end()) groups.push_back(f.group);
+  size_t width = 0;
+  for (const FlagSpec& f : flags_) width = std::max(width, f.name.size() + (f.takes_value ? 6 : 0));
+  auto line = [&](std::string left, const std::string& help) {
+    left.resize(std::max(left.size(), width + 2), ' ');
+    return "  " + left + "  " + help + "\n";
+  };
   std::string u = "usage: strata " + command_ + " [flags]\n";
-  for (const FlagSpec& f : flags_) u += "  --" + f.name + (f.takes_value ? " VALUE" : "") + "  " + f.help + "\n";
+  for (const std::string& group : groups) {
+    if (!group.empty()) u += "\n" + group + ":\n";
+    for (const FlagSpec& f : flags_)
+      if (f.group == group)
+        u += line((f.name.size() == 1 ? "-" : "--") + f.name + (f.takes_value ? " VALUE" : ""), f.help);
+    if (group.empty()) u += line("-h, --help", "show this help");
+  }
   return u;
 }
 

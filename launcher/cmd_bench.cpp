@@ -61,8 +61,7 @@ Bandwidth measure_bandwidth(int64_t bytes, int reps) {
 
 int bench_memory(int argc, char** argv) {
   const Args args("bench memory", {{"mib", true, "buffer size in MiB (default 1024)"},
-                                   {"reps", true, "passes, best kept (default 5)"},
-                                   {"help", false, "show this help"}},
+                                   {"reps", true, "passes, best kept (default 5)"}},
                   argc, argv, 3);
   const int64_t mib = args.integer("mib", 1024, 64, 1 << 20);
   const Bandwidth bw = measure_bandwidth(mib << 20, static_cast<int>(args.integer("reps", 5, 1, 100)));
@@ -200,8 +199,7 @@ int bench_decode(int argc, char** argv) {
                               "timing only, with --plan: skip the TP all-reduces (outputs are wrong; bench scaling "
                               "measures exposed communication this way)"}});
   const Args args("bench decode", flags, argc, argv, 3);
-  SessionOptions options = session_options(args);
-  return run_with_plan(args, options, [&](const SessionOptions& o, RankRuntime* rank) { return run_decode(args, o, rank); });
+  return run_with_plan(args, [&](const SessionOptions& o, RankRuntime* rank) { return run_decode(args, o, rank); });
 }
 
 }  // namespace
@@ -212,14 +210,31 @@ int cmd_bench_scaling(int argc, char** argv);
 int cmd_bench_disk(int argc, char** argv);  // launcher/cmd_bench_disk.cpp
 
 int cmd_bench(int argc, char** argv) {
+  struct Bench {
+    const char* name;
+    int (*run)(int, char**);
+    const char* help;
+  };
+  const Bench benches[] = {
+      {"memory", bench_memory, "host memory copy bandwidth (the ceiling of CPU decode)"},
+      {"decode", bench_decode, "decode rate of a model against the bandwidth ceiling"},
+      {"serve", cmd_bench_serve, "HTTP load against a running `strata serve`: throughput and latencies"},
+      {"scaling", cmd_bench_scaling, "sweeps of plans under mpirun/srun with predicted and measured rates"},
+      {"disk", cmd_bench_disk, "the disk tier's read rate with several reads in flight"},
+  };
+  std::string usage = "usage: strata bench <benchmark> [flags]\n\n";
+  for (const Bench& b : benches) usage += cat("  ", b.name, std::string(9 - std::strlen(b.name), ' '), b.help, "\n");
+  usage += "\n`strata bench <benchmark> --help` lists its flags.\n";
   const std::string what = argc > 2 ? argv[2] : "";
-  if (what == "memory") return bench_memory(argc, argv);
-  if (what == "decode") return bench_decode(argc, argv);
-  if (what == "serve") return cmd_bench_serve(argc, argv);
-  if (what == "scaling") return cmd_bench_scaling(argc, argv);
-  if (what == "disk") return cmd_bench_disk(argc, argv);
-  STRATA_THROW(ErrorKind::kInvalidArgument, "usage: strata bench <memory|decode|serve|scaling|disk> [flags]; got '", what,
-               "'");
+  if (what == "-h" || what == "--help" || what == "help") throw HelpRequested{usage};
+  std::vector<std::string> names;
+  for (const Bench& b : benches) {
+    if (what == b.name) return b.run(argc, argv);
+    names.push_back(b.name);
+  }
+  const std::string best = nearest(what, names);
+  STRATA_THROW(ErrorKind::kInvalidArgument, what.empty() ? "which benchmark?" : cat("unknown benchmark '", what, "'"),
+               best.empty() || what.empty() ? "" : cat(" (did you mean '", best, "'?)"), "\n", usage);
 }
 
 }  // namespace strata::launcher

@@ -78,13 +78,8 @@ int cmd_bench_disk(int argc, char** argv) {
   const Args args("bench disk", {{"file", true, "the file to read (e.g. the checkpoint's .safetensors)"},
                                  {"threads", true, "reads in flight, comma-separated (default 1,4,16)"},
                                  {"block-mib", true, "bytes per read, MiB (default 8)"},
-                                 {"buffered", false, "read through the page cache instead of O_DIRECT"},
-                                 {"help", false, "show this help"}},
+                                 {"buffered", false, "read through the page cache instead of O_DIRECT"}},
                   argc, argv, 3);
-  if (args.has("help")) {
-    std::printf("%s", args.usage().c_str());
-    return 0;
-  }
   const std::string path = args.required("file");
   const std::vector<int> threads = parse_threads(args.str("threads", "1,4,16"));
   const size_t block = static_cast<size_t>(args.integer("block-mib", 8, 1, 1024)) << 20;

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -72,6 +73,20 @@ std::optional<json::object> last_json(const std::string& output) {
 }
 
 std::string tail(const std::string& s, size_t n) { return s.size() <= n ? s : s.substr(s.size() - n); }
+
+// Open MPI's mpirun refuses to start as root unless told that it is meant; its long refusal, cut to a
+// point's failure line, said nothing useful, and every point failed the same way. Checked once, up front.
+constexpr const char* kRootFix = "set OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 in the environment "
+                                 "(or pass --launcher-args --allow-run-as-root, or run as another user)";
+bool mpirun_refuses_root(const std::string& launcher_args) {
+  if (geteuid() != 0 || launcher_args.find("--allow-run-as-root") != std::string::npos) return false;
+  auto set = [](const char* name) {
+    const char* v = std::getenv(name);
+    return v != nullptr && std::string(v) == "1";
+  };
+  if (set("OMPI_ALLOW_RUN_AS_ROOT") && set("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM")) return false;
+  return run_child("mpirun --version", 30).output.find("Open MPI") != std::string::npos;  // MPICH runs as root
+}
 double num(const json::object& o, const char* key) { return o.contains(key) ? o.at(key).to_number<double>() : 0.0; }
 
 struct Point {
@@ -196,19 +211,17 @@ int cmd_bench_scaling(int argc, char** argv) {
                                     {"launcher", true, "mpirun | srun | none (overrides the sweep's)"},
                                     {"launcher-args", true, "extra arguments for mpirun/srun"},
                                     {"plot-script", true, "python3 script that draws the plots"},
-                                    {"no-plots", false, "write report.json only"},
-                                    {"help", false, "show this help"}},
+                                    {"no-plots", false, "write report.json only"}},
                   argc, argv, 3);
-  if (args.has("help")) {
-    std::printf("%s", args.usage().c_str());
-    return 0;
-  }
   const std::string sweep_path = args.required("sweep"), out = args.required("out");
   parallel::SweepSpec sweep = parallel::parse_sweep(read_text(sweep_path, "--sweep"), sweep_path);
   if (args.has("launcher")) sweep.launcher = args.str("launcher");
   STRATA_CHECK(sweep.launcher == "mpirun" || sweep.launcher == "srun" || sweep.launcher == "none",
                "--launcher must be mpirun, srun or none, got '", sweep.launcher, "'");
   if (args.has("hardware")) sweep.hardware = args.str("hardware");
+  STRATA_CHECK_KIND(ErrorKind::kConfig, sweep.launcher != "mpirun" || !mpirun_refuses_root(args.str("launcher-args")),
+                    "this sweep launches its points with mpirun, and Open MPI's mpirun refuses to run as root: ",
+                    kRootFix);
   fs::create_directories(fs::path(out) / "plans");
   fs::create_directories(fs::path(out) / "logs");
   const std::string exe = self_exe();
@@ -308,8 +321,9 @@ int cmd_bench_scaling(int argc, char** argv) {
         }
       } else {
         p.status = "failed";
+        const bool root = c.output.find("allow-run-as-root") != std::string::npos;  // mpirun's refusal
         p.message = cat("exit ", c.exit_code, c.exit_code == 124 ? " (timed out)" : "", "; log ", log, ": ",
-                        tail(c.output, 600));
+                        root ? cat("mpirun refuses to run as root: ", kRootFix) : tail(c.output, 600));
       }
     }
     if (p.status != "ok") {

@@ -149,13 +149,8 @@ int cmd_bench_serve(int argc, char** argv) {
                    {"output-dist", true, "fixed | uniform | exponential (default fixed)"},
                    {"max-token-id", true, "prompt ids are drawn from [3, this) (default 500)"},
                    {"seed", true, "random seed (default 1)"},
-                   {"timeout", true, "seconds per request (default 300)"},
-                   {"help", false, "show this help"}},
+                   {"timeout", true, "seconds per request (default 300)"}},
                   argc, argv, 3);
-  if (args.has("help")) {
-    std::printf("%s", args.usage().c_str());
-    return 0;
-  }
   const std::string url_text = args.str("url", "http://127.0.0.1:8080");
   const Url url = parse_url(url_text);
   const int64_t requests = args.integer("requests", 64, 1, 1 << 24);

@@ -3,8 +3,10 @@
 #include <cstdio>
 
 #include <algorithm>
+#include <optional>
 
 #include "launcher/commands.h"
+#include "launcher/image_input.h"
 #include "launcher/rank_runtime.h"
 #include "launcher/session_flags.h"
 #include "runtime/error.h"
@@ -19,6 +21,7 @@ std::vector<FlagSpec> generate_flags() {
   flags.insert(flags.end(), {
       {"prompt", true, "prompt text (needs a tokenizer)"},
       {"prompt-ids", true, "prompt token ids, e.g. \"1 2 3\""},
+      {"image", true, "image file (JPEG, PNG, WebP) for a LLaVA model's image placeholder"},
       {"n", true, "tokens to generate (default 64)"},
       {"temperature", true, "0 = greedy (default)"},
       {"top-k", true, "keep the k most likely tokens (0 = off)"},
@@ -49,6 +52,12 @@ int generate(const Args& args, SessionOptions options, RankRuntime* rank, const 
   const std::unique_ptr<ModelSession> owned = open_session(options, rank);
   ModelSession& session = *owned;
   request.prompt = prompt_from_args(args, session);
+  std::optional<ImagePrompt> image;
+  if (args.has("image")) {
+    STRATA_CHECK(args.integer("batch", 1, 1, 4096) == 1, "--image runs one sequence; drop --batch");
+    image = image_prompt(options.model_path, session.backend(), request.prompt, {args.str("image")});
+    request.prompt = image->ids;
+  }
   const ModelConfig& config = session.config();
   STRATA_CHECK(static_cast<int64_t>(request.prompt.size()) + n <= config.max_seq, "prompt (", request.prompt.size(),
                " tokens) + -n ", n, " exceeds the model's context of ", config.max_seq, " tokens; lower -n");
@@ -77,7 +86,7 @@ int generate(const Args& args, SessionOptions options, RankRuntime* rank, const 
     if (!stream || r != 0) return;
     std::printf("%s", decoder->push(token).c_str());
     std::fflush(stdout);
-  });
+  }, image ? &image->splice : nullptr);
   if (!prints) return 0;
   if (stream) std::printf("%s\n", decoder->flush().c_str());
   if (args.has("print-ids")) {
@@ -88,7 +97,11 @@ int generate(const Args& args, SessionOptions options, RankRuntime* rank, const 
   std::fflush(stdout);  // the text comes before the rates, also when both go to one pipe
   const GenerationStats& s = session.generator().stats();
   const int64_t decoded = s.generated_tokens - local;  // the first token of each sequence comes from prefill
-  std::fprintf(stderr, "prefill: %lld tokens in %.3f s (%.1f tok/s); decode: %lld tokens in %.3f s (%.1f tok/s)\n",
+  // Alone, the rates go to stderr, apart from the text. Under mpirun, stdout and stderr reach the
+  // terminal through separate forwarding, so a stderr line could land inside the streamed text: there
+  // they follow it on stdout, whose order mpirun keeps.
+  std::FILE* rates = rank != nullptr && rank->world_size() > 1 ? stdout : stderr;
+  std::fprintf(rates, "prefill: %lld tokens in %.3f s (%.1f tok/s); decode: %lld tokens in %.3f s (%.1f tok/s)\n",
                static_cast<long long>(s.prompt_tokens), s.prefill_seconds,
                s.prefill_seconds > 0 ? s.prompt_tokens / s.prefill_seconds : 0.0, static_cast<long long>(decoded),
                s.decode_seconds, s.decode_seconds > 0 ? decoded / s.decode_seconds : 0.0);
@@ -96,8 +109,7 @@ int generate(const Args& args, SessionOptions options, RankRuntime* rank, const 
 }
 
 int run(const Args& args, const TokenHook& after_token) {
-  SessionOptions options = session_options(args);
-  return run_with_plan(args, options,
+  return run_with_plan(args,
                        [&](const SessionOptions& o, RankRuntime* rank) { return generate(args, o, rank, after_token); });
 }
 
@@ -107,10 +119,6 @@ int cmd_generate(int argc, char** argv) { return cmd_generate_with_hook(argc, ar
 
 int cmd_generate_with_hook(int argc, char** argv, const TokenHook& after_token) {
   const Args args("generate", generate_flags(), argc, argv, 2);
-  if (args.has("help")) {
-    std::printf("%s", args.usage().c_str());
-    return 0;
-  }
   if (args.has("verbose")) {
     log::set_level(log::Level::kDebug);
     log::set_all_ranks(true);

@@ -1,9 +1,11 @@
 // launcher/cmd_make_model.cpp: `strata make-model`: random-weight checkpoints of named shapes, for
 // tests, the demo and benchmarks.
+#include <algorithm>
 #include <cstdio>
 
 #include "launcher/args.h"
 #include "launcher/commands.h"
+#include "launcher/progress.h"
 #include "runtime/error.h"
 #include "runtime/formats/model_writer.h"
 #include "runtime/model_presets.h"
@@ -17,13 +19,8 @@ int cmd_make_model(int argc, char** argv) {
                                  {"format", true, "safetensors (default) or gguf"},
                                  {"dtype", true, "f32, f16 (default), bf16; gguf also q8_0, q4_0"},
                                  {"seed", true, "random seed (default 1)"},
-                                 {"out", true, "output directory (safetensors) or .gguf file"},
-                                 {"help", false, "show this help"}},
+                                 {"out", true, "output directory (safetensors) or .gguf file"}},
                   argc, argv, 2);
-  if (args.has("help")) {
-    std::printf("%s", args.usage().c_str());
-    return 0;
-  }
   MakeModelOptions options;
   options.preset = args.required("preset");
   options.format = args.str("format", "safetensors");
@@ -33,7 +30,17 @@ int cmd_make_model(int argc, char** argv) {
   options.seed = static_cast<uint64_t>(args.integer("seed", 1, 0, INT64_MAX));
   options.out = args.required("out");
   const ModelConfig config = model_preset(options.preset);  // validates the name before any writing
-  make_model(options);
+  {  // a 7b-shape model takes minutes to write: show the bytes on disk against the expected total
+    const std::string out = make_model_output_path(options);
+    const DType dtype = dtype_from_name(options.dtype);
+    const int64_t blocks = (config.parameter_count() + dtype_block_elems(dtype) - 1) / dtype_block_elems(dtype);
+    const int64_t expected = blocks * dtype_block_bytes(dtype);
+    const Progress progress(
+        cat("writing ", out),
+        [out, expected] { return cat(path_bytes(out) * 100 / std::max<int64_t>(1, expected), "% of the weights"); },
+        wants_progress(expected));
+    make_model(options);
+  }
   std::printf("wrote %s model '%s' (%.1fM parameters, %s) to %s\n", options.format.c_str(), options.preset.c_str(),
               static_cast<double>(config.parameter_count()) / 1e6, options.dtype.c_str(),
               make_model_output_path(options).c_str());

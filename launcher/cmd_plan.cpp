@@ -163,6 +163,13 @@ int suggest(const Args& args) {
   return 0;
 }
 
+// The dtype a checkpoint stores its layer matrices in (the first layer's query projection), or none
+// for a checkpoint without one.
+std::optional<DType> matrix_dtype(const Checkpoint& checkpoint) {
+  if (!checkpoint.has("blk.0.attn_q.weight")) return std::nullopt;
+  return checkpoint.entry("blk.0.attn_q.weight").dtype;
+}
+
 }  // namespace
 
 int cmd_plan(int argc, char** argv) {
@@ -184,40 +191,45 @@ int cmd_plan(int argc, char** argv) {
                            {"objective", true, "--suggest: throughput (default) or latency"},
                            {"dtype", true, "--suggest: weight dtype (default bf16)"},
                            {"top", true, "--suggest: plans shown per GPU count"},
-                           {"verbose", false, "--suggest: also list rejected plans and why"},
-                           {"help", false, "show this help"}},
+                           {"verbose", false, "--suggest: also list rejected plans and why"}},
                   argc, argv, 2, true);
-  if (args.has("help")) {
-    std::printf("%s", args.usage().c_str());
-    return 0;
-  }
   if (args.has("suggest")) return suggest(args);
   std::string path = args.str("check");
   if (path.empty() && !args.positionals().empty()) path = args.positionals()[0];
-  STRATA_CHECK(!path.empty(), "strata plan: give the plan to check: strata plan --check configs/x.yaml");
+  STRATA_CHECK(!path.empty(), "give the plan to check: strata plan --check configs/x.yaml");
   const parallel::ParsedPlan parsed = parallel::parse_plan_file(path);
   if (parallel::has_errors(parsed.diagnostics)) {
-    std::fprintf(stderr, "%s", parallel::join_diagnostics(parsed.diagnostics).c_str());
+    std::fprintf(stderr, "%s\n", parallel::join_diagnostics(parsed.diagnostics).c_str());
     return 1;
   }
-  const parallel::Plan& plan = parsed.plan;
+  // --model replaces the plan's model (path and shape) for the whole check, and the report says so.
+  parallel::Plan plan = parsed.plan;
+  if (args.has("model")) {
+    plan.model.path = args.str("model");
+    plan.model.shape.clear();
+  }
   ModelConfig config;
   std::string source;
-  if (args.has("model")) {
-    source = args.str("model");
-    config = open_checkpoint(source)->config();
-  } else if (!plan.model.shape.empty()) {
+  parallel::PartitionOptions options;
+  options.world_size = static_cast<int>(args.integer("world", plan.world_size(), 1, 1 << 20));
+  if (!args.has("model") && !plan.model.shape.empty()) {
     source = "shape " + plan.model.shape;
     config = model_preset(plan.model.shape);
   } else {
-    STRATA_CHECK_KIND(ErrorKind::kConfig, std::filesystem::exists(plan.model.path), path, ": model.path '",
-                      plan.model.path, "' does not exist; pass --model PATH or add model.shape to check the plan "
-                      "without the weights");
+    STRATA_CHECK_KIND(ErrorKind::kConfig, args.has("model") || std::filesystem::exists(plan.model.path), path,
+                      ": model.path '", plan.model.path, "' does not exist; pass --model PATH or add model.shape to "
+                      "check the plan without the weights");
     source = plan.model.path;
-    config = open_checkpoint(source)->config();
+    const std::unique_ptr<Checkpoint> checkpoint = open_checkpoint(source);
+    config = checkpoint->config();
+    // Without model.dtype the ranks hold the checkpoint's own weights: size and check them in its dtype.
+    if (const std::optional<DType> dtype = matrix_dtype(*checkpoint)) {
+      options.default_dtype = *dtype;
+      options.default_dtype_source = cat("not in the plan: the checkpoint's, ", checkpoint->format());
+    }
+    source += cat(" (", checkpoint->format(), ")");
   }
-  const int world = static_cast<int>(args.integer("world", plan.world_size(), 1, 1 << 20));
-  const std::vector<parallel::Diagnostic> diagnostics = parallel::validate_plan(plan, config, world);
+  const std::vector<parallel::Diagnostic> diagnostics = parallel::validate_plan(plan, config, options);
   std::string warnings;
   for (const auto& d : parsed.diagnostics) warnings += d.str() + "\n";
   for (const auto& d : diagnostics) warnings += d.str() + "\n";
@@ -225,7 +237,7 @@ int cmd_plan(int argc, char** argv) {
     std::fprintf(stderr, "%s", warnings.c_str());
     return 1;
   }
-  const parallel::Partition partition = parallel::make_partition(plan, config, world);
+  const parallel::Partition partition = parallel::make_partition(plan, config, options);
   std::printf("plan %s checked against %s\n%s", path.c_str(), source.c_str(),
               parallel::describe(plan, config, partition).c_str());
   std::printf("%s", describe_offload(args, plan, partition).c_str());

@@ -327,18 +327,13 @@ int serve(const Args& args, SessionOptions options, RankRuntime* rank) {
 }
 
 int run(const Args& args) {
-  SessionOptions options = session_options(args);
-  return run_with_plan(args, options, [&](const SessionOptions& o, RankRuntime* rank) { return serve(args, o, rank); });
+  return run_with_plan(args, [&](const SessionOptions& o, RankRuntime* rank) { return serve(args, o, rank); });
 }
 
 }  // namespace
 
 int cmd_serve(int argc, char** argv) {
   const Args args("serve", serve_flags(), argc, argv, 2);
-  if (args.has("help")) {
-    std::printf("%s", args.usage().c_str());
-    return 0;
-  }
   if (args.has("verbose")) log::set_level(log::Level::kDebug);
   return run(args);
 }

@@ -3,9 +3,11 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 #include "launcher/commands.h"
+#include "launcher/image_input.h"
 #include "launcher/rank_runtime.h"
 #include "launcher/session_flags.h"
 #include "runtime/error.h"
@@ -14,14 +16,10 @@
 
 namespace strata::launcher {
 namespace {
-bool wants_help(const Args& args) {
-  if (args.has("verbose")) {
-    log::set_level(log::Level::kDebug);
-    log::set_all_ranks(true);
-  }
-  if (!args.has("help")) return false;
-  std::printf("%s", args.usage().c_str());
-  return true;
+void apply_verbose(const Args& args) {
+  if (!args.has("verbose")) return;
+  log::set_level(log::Level::kDebug);
+  log::set_all_ranks(true);
 }
 int print_logits(const Args& args, const SessionOptions& options, RankRuntime* rank);
 }  // namespace
@@ -31,7 +29,7 @@ int cmd_tokenize(int argc, char** argv) {
   flags.insert(flags.end(), {{"text", true, "text to tokenize"}, {"no-bos", false, "do not add BOS/EOS tokens"},
                              {"pieces", false, "also print each token's piece"}});
   const Args args("tokenize", flags, argc, argv, 2);
-  if (wants_help(args)) return 0;
+  apply_verbose(args);
   const std::string path = args.required("model");
   const std::unique_ptr<Checkpoint> checkpoint = open_checkpoint(path);
   STRATA_CHECK(checkpoint->tokenizer().has_value(), "the model ", path, " has no tokenizer");
@@ -48,12 +46,12 @@ int cmd_logits(int argc, char** argv) {
   std::vector<FlagSpec> flags = session_flags();
   flags.insert(flags.end(), {{"prompt", true, "prompt text"},
                              {"prompt-ids", true, "prompt token ids"},
+                             {"image", true, "image file (JPEG, PNG, WebP) for a LLaVA model's image placeholder"},
                              {"json", false, "print JSON (the default)"},
                              {"all", false, "print every position, not only the last"}});
   const Args args("logits", flags, argc, argv, 2);
-  if (wants_help(args)) return 0;
-  SessionOptions options = session_options(args);
-  return run_with_plan(args, options,
+  apply_verbose(args);
+  return run_with_plan(args,
                        [&](const SessionOptions& o, RankRuntime* rank) { return print_logits(args, o, rank); });
 }
 
@@ -61,9 +59,14 @@ namespace {
 int print_logits(const Args& args, const SessionOptions& options, RankRuntime* rank) {
   const std::unique_ptr<ModelSession> owned = open_session(options, rank);
   ModelSession& session = *owned;
-  const std::vector<int32_t> ids = prompt_from_args(args, session);
+  std::vector<int32_t> ids = prompt_from_args(args, session);
+  std::optional<ImagePrompt> image;
+  if (args.has("image")) {
+    image = image_prompt(options.model_path, session.backend(), ids, {args.str("image")});
+    ids = image->ids;
+  }
   session.prepare(static_cast<int64_t>(ids.size()) + 16);
-  const Tensor logits = session.generator().score(ids);
+  const Tensor logits = session.generator().score(ids, image ? &image->splice : nullptr);
   if (rank != nullptr && !rank->prints()) return 0;
   const int64_t V = logits.dim(1), T = logits.dim(0);
   const int64_t first = args.has("all") ? 0 : T - 1;
@@ -85,8 +88,9 @@ int cmd_perplexity(int argc, char** argv) {
   flags.insert(flags.end(), {{"text-file", true, "text to score"},
                              {"context", true, "tokens per window (default: the model's context)"}});
   const Args args("perplexity", flags, argc, argv, 2);
-  if (wants_help(args)) return 0;
-  ModelSession session(session_options(args));
+  apply_verbose(args);
+  const std::unique_ptr<ModelSession> owned = open_session(session_options(args), nullptr);
+  ModelSession& session = *owned;
   const std::string path = args.required("text-file");
   std::ifstream in(path, std::ios::binary);
   STRATA_CHECK_KIND(ErrorKind::kIo, in.good(), "cannot read --text-file ", path);

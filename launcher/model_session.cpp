@@ -61,10 +61,9 @@ ModelSession::ModelSession(const SessionOptions& options, const RankPlacement& p
   }
   if (options.offload) {  // offload: tiers under budgets (its bytes are counted without streaming them)
     offload::ResidencyConfig residency = *options.offload;
-    if (residency.kv_reserve_bytes == 0 && options.kv_tokens > 0) {
-      const int64_t blocks = (options.kv_tokens + options.block_size - 1) / options.block_size;
-      residency.kv_reserve_bytes = 2 * spec_.n_layers() * blocks * options.block_size * spec_.kv_heads * c.head_dim *
-                                   dtype_bytes(backend_->activation_dtype(), 1);
+    if (residency.kv_reserve_bytes == 0 && options.kv_tokens > 0) {  // the cache prepare() will make
+      const KvCacheShape kv = kv_shape(options.kv_tokens);
+      residency.kv_reserve_bytes = kv.num_blocks * kv.block_bytes(backend_->activation_dtype());
     }
     auto tiered = offload::make_tiered_weights(*checkpoint_, spec_, *backend_, residency);
     tiered_ = tiered.get();
@@ -83,16 +82,19 @@ ModelSession::ModelSession(const SessionOptions& options, const RankPlacement& p
             checkpoint_->bytes_touched(), " bytes of the checkpoint read");
 }
 
-void ModelSession::prepare(int64_t tokens) {
-  const ModelConfig& c = checkpoint_->config();
+KvCacheShape ModelSession::kv_shape(int64_t tokens) const {
   KvCacheShape kv;
   kv.n_layers = spec_.n_layers();
   kv.block_size = options_.block_size;
   kv.kv_heads = spec_.kv_heads;
-  kv.head_dim = c.head_dim;
-  if (options_.kv_tokens > 0) tokens = options_.kv_tokens;
-  // Every sequence rounds up to whole blocks; one spare block per sequence is cheap insurance.
+  kv.head_dim = checkpoint_->config().head_dim;
   kv.num_blocks = std::max<int64_t>(1, (tokens + kv.block_size - 1) / kv.block_size);
+  return kv;
+}
+
+void ModelSession::prepare(int64_t tokens) {
+  const ModelConfig& c = checkpoint_->config();
+  const KvCacheShape kv = kv_shape(options_.kv_tokens > 0 ? options_.kv_tokens : tokens);
   if (kv_ && kv_->shape().num_blocks >= kv.num_blocks) return;
   generator_.reset();
   model_.reset();
@@ -113,14 +115,15 @@ int64_t ModelSession::kv_bytes() const {
 }
 
 int64_t ModelSession::kv_bytes_per_token() const {
-  return 2 * spec_.n_layers() * spec_.kv_heads * checkpoint_->config().head_dim *
-         dtype_bytes(backend_->activation_dtype(), 1);
+  KvCacheShape token = kv_shape(1);
+  token.block_size = 1;
+  return token.block_bytes(backend_->activation_dtype());
 }
 
 int64_t ModelSession::device_free_bytes() const {
   if (backend_->device() == Device::kCuda) {
 #ifdef STRATA_HAVE_CUDA
-    return cuda_free_bytes(cuda_device_index(options_.device));
+    return cuda_free_bytes(backend_->device_index());
 #endif
   }
   std::ifstream meminfo("/proc/meminfo");

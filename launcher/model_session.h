@@ -89,6 +89,10 @@ class ModelSession {
   int64_t device_free_bytes() const;
 
  private:
+  // This rank's KV cache holding `tokens` token slots in whole blocks: the one formula behind the
+  // cache prepare() makes, the offload KV reserve and kv_bytes_per_token().
+  KvCacheShape kv_shape(int64_t tokens) const;
+
   std::unique_ptr<Checkpoint> checkpoint_;
   std::unique_ptr<Backend> backend_;
   ShardSpec spec_;

@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
-#include <thread>
 
 #include "comm/bootstrap.h"
 #include "comm/communicator_collective.h"
@@ -17,15 +16,15 @@
 #if defined(STRATA_HAVE_CUDA) && defined(STRATA_HAVE_NCCL)
 #include "comm/nccl/nccl_communicator.h"
 #endif
+#include "launcher/cpu_threads.h"
+#include "launcher/progress.h"
+#include "launcher/session_flags.h"
 #include "parallel/plan_parser.h"
 #include "parallel/replica_link.h"
 #include "runtime/error.h"
 #include "runtime/log.h"
 
 namespace strata::launcher {
-
-RankRuntime::RankRuntime(const std::string& plan_path, const std::string& model_override)
-    : RankRuntime(parallel::load_plan(plan_path), model_override) {}
 
 RankRuntime::RankRuntime(parallel::Plan plan, const std::string& model_override) : plan_(std::move(plan)) {
   const std::string& plan_path = plan_.source;
@@ -40,8 +39,7 @@ RankRuntime::RankRuntime(parallel::Plan plan, const std::string& model_override)
   const comm::RankInfo launch = comm::detect_launch();
   world_ = comm::make_world_communicator(config, launch);
   local_rank_ = std::max(0, launch.local_rank);
-  if (std::getenv("OMP_NUM_THREADS") == nullptr && launch.local_size > 1)
-    cpu_threads_ = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / launch.local_size);
+  local_size_ = std::max(1, launch.local_size);
   const int rank = world_->rank(), world = world_->size();
   char host[256] = {0};
   gethostname(host, sizeof(host) - 1);
@@ -78,6 +76,8 @@ RankRuntime::RankRuntime(parallel::Plan plan, const std::string& model_override)
 }
 
 RankRuntime::~RankRuntime() = default;
+
+int RankRuntime::cpu_threads() const { return default_cpu_threads(local_size_); }
 
 std::string RankRuntime::device_for(const std::string& device) const {
   if (device != "cuda") return device;
@@ -144,6 +144,7 @@ RankPlacement RankRuntime::placement() {
 
 int RankRuntime::fail(const std::exception& error) {
   const auto* e = dynamic_cast<const Error*>(&error);
+  if (e != nullptr) LOG_DEBUG("the error below was raised at ", e->location());
   LOG_ERROR(e != nullptr ? error_kind_name(e->kind()) : "error", ": ", error.what());
   if (world_ && world_->size() > 1) {
     std::fflush(stdout);
@@ -152,11 +153,15 @@ int RankRuntime::fail(const std::exception& error) {
   return 1;
 }
 
-int run_with_plan(const Args& args, SessionOptions options, const RankBody& body) {
+int run_with_plan(const Args& args, const RankBody& body) {
   STRATA_CHECK(args.has("plan") || !args.has("skip-all-reduces"),
                "--skip-all-reduces skips a plan's tensor-parallel all-reduces; it needs --plan");
-  if (!args.has("plan")) return body(options, nullptr);
-  RankRuntime rank(args.str("plan"), args.str("model"));
+  if (!args.has("plan")) return body(session_options(args), nullptr);
+  // The plan is parsed here, once per process; the flags are read before the world is joined so a
+  // bad flag fails every rank alike without a half-built job.
+  parallel::Plan plan = parallel::load_plan(args.str("plan"));
+  SessionOptions options = session_options(args, &plan, comm::detect_launch().world_rank);
+  RankRuntime rank(std::move(plan), args.str("model"));
   options.model_path = rank.model_path();
   rank.configure(options.generator);
   options.batch_wait_ms = rank.plan().offload.batch_wait_ms;
@@ -169,13 +174,17 @@ int run_with_plan(const Args& args, SessionOptions options, const RankBody& body
 }
 
 std::unique_ptr<ModelSession> open_session(SessionOptions options, RankRuntime* rank) {
+  // A large checkpoint takes a while to map and place: rank 0 says how far it is.
+  const bool prints = rank == nullptr || rank->prints();
+  const Progress progress(cat("loading ", options.model_path), resident_memory,
+                          prints && wants_progress(path_bytes(options.model_path)));
   if (rank == nullptr) return std::make_unique<ModelSession>(options);
   options.device = rank->device_for(options.device);
-  if (options.threads == 0) options.threads = rank->cpu_threads();
+  if (options.threads == 0 && options.device == "cpu") options.threads = rank->cpu_threads();
   options.overlap_chunks = rank->plan().comm.overlap_chunks;
   options.overlap_min_tokens = rank->plan().comm.overlap_min_tokens;
   std::unique_ptr<Backend> backend = make_backend(options.device, options.threads, options.backend);
-  const RankPlacement placement = rank->placement(*backend, std::max(0, cuda_device_index(options.device)));
+  const RankPlacement placement = rank->placement(*backend, std::max(0, backend->device_index()));
   return std::make_unique<ModelSession>(options, placement, std::move(backend));
 }
 

@@ -17,10 +17,8 @@ namespace strata::launcher {
 
 class RankRuntime {
  public:
-  // Parses and validates `plan_path` against the model (`model_override` replaces model.path when
-  // set), joins the world and splits the groups. Every rank of the job calls it.
-  RankRuntime(const std::string& plan_path, const std::string& model_override);
-  // Same for a plan already parsed (tests build plans in memory).
+  // Validates the parsed `plan` against the model (`model_override` replaces model.path when set),
+  // joins the world and splits the groups. Every rank of the job calls it.
   RankRuntime(parallel::Plan plan, const std::string& model_override);
   ~RankRuntime();
 
@@ -48,9 +46,9 @@ class RankRuntime {
   RankPlacement placement(Backend& backend, int cuda_device = 0);
   // The device string for this rank's backend: "cuda" becomes "cuda:<local rank mod GPUs>".
   std::string device_for(const std::string& device) const;
-  // CPU threads for this rank's backend: the host's cores shared by the ranks on it (OpenMP threads
-  // of oversubscribed ranks would stall each other's barriers); 0 when OMP_NUM_THREADS decides.
-  int cpu_threads() const { return cpu_threads_; }
+  // CPU threads for this rank's backend: the host's free cores shared by the ranks on it (OpenMP
+  // threads of oversubscribed ranks would stall each other's barriers); 0 when OMP_NUM_THREADS decides.
+  int cpu_threads() const;
   comm::Communicator& world() { return *world_; }
   // Ends the job after an error on this rank: with more than one rank, the others are stopped too
   // (so none waits for a peer that will never come); returns the exit code for a lone rank.
@@ -65,21 +63,23 @@ class RankRuntime {
   std::unique_ptr<comm::Communicator> experts_;     // the stage's expert group, with parallel.expert > 1
   std::unique_ptr<Collective> experts_collective_;
   std::unique_ptr<StageLink> link_;
-  int cpu_threads_ = 0;
+  int local_size_ = 1;
   int local_rank_ = 0;
   double comm_timeout_s_ = 0;
   bool nccl_graphs_ = false;       // STRATA_CUDA_GRAPHS_TP=1: NCCL collectives may be captured in graphs
   bool skip_all_reduces_ = false;  // skip_all_reduces()
 };
 
-// Runs a model command on this process: with --plan, inside this rank's RankRuntime (model path,
-// overlap and micro-batches from the plan; a failure ends the whole job instead of leaving peers
-// waiting); without, alone (`rank` is null).
+// Runs a model command on this process with the session options of its flags (session_options): with
+// --plan, inside this rank's RankRuntime (the plan parsed once; model path, offload, overlap and
+// micro-batches from it; a failure ends the whole job instead of leaving peers waiting); without,
+// alone (`rank` is null).
 using RankBody = std::function<int(const SessionOptions& options, RankRuntime* rank)>;
-int run_with_plan(const Args& args, SessionOptions options, const RankBody& body);
+int run_with_plan(const Args& args, const RankBody& body);
 
 // This rank's ModelSession: for a plan (`rank` set), the backend on this rank's device and the
-// placement of its shard; otherwise the whole model on options.device.
+// placement of its shard; otherwise the whole model on options.device. Rank 0 shows progress on
+// stderr while a large model loads.
 std::unique_ptr<ModelSession> open_session(SessionOptions options, RankRuntime* rank);
 
 }  // namespace strata::launcher

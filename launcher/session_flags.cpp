@@ -5,10 +5,9 @@
 #include <cerrno>
 #include <cstdlib>
 
-#include "comm/bootstrap.h"
+#include "launcher/cpu_threads.h"
 #include "parallel/byte_size.h"
 #include "parallel/partition.h"
-#include "parallel/plan_parser.h"
 #include "runtime/error.h"
 
 namespace strata::launcher {
@@ -16,7 +15,7 @@ namespace {
 
 // Offload settings: the plan's offload section (this rank's per_rank budgets applied), then the
 // --device-budget & co. flags over it. Unset when neither asks for offload.
-std::optional<offload::ResidencyConfig> residency_options(const Args& args) {
+std::optional<offload::ResidencyConfig> residency_options(const Args& args, const parallel::Plan* plan, int rank) {
   offload::ResidencyConfig r;
   bool wanted = false;
   auto tier = [](const std::string& name, const std::string& where) {
@@ -30,10 +29,9 @@ std::optional<offload::ResidencyConfig> residency_options(const Args& args) {
     else if (auto p = parallel::parse_percent(text)) *percent = *p;
     else STRATA_THROW(ErrorKind::kInvalidArgument, "--", flag, " '", text, "' is not a size (6GiB, 512MB) or a share (40%)");
   };
-  if (args.has("plan")) {
+  if (plan != nullptr) {
     // The same settings `plan --check` placed with (parallel::residency_config), so both agree.
-    const parallel::Plan plan = parallel::load_plan(args.str("plan"));
-    r = parallel::residency_config(plan, comm::detect_launch().world_rank);
+    r = parallel::residency_config(*plan, rank);
     wanted = r.device_budget >= 0 || r.device_budget_percent > 0 || !r.rules.empty();
   }
   if (args.has("device-budget")) {
@@ -79,36 +77,39 @@ std::optional<offload::ResidencyConfig> residency_options(const Args& args) {
 }  // namespace
 
 std::vector<FlagSpec> session_flags() {
+  const std::string model = "model and placement", offload = "weight offload (streams cold weights; off by default)",
+                    cuda = "CUDA";
   return {
-      {"model", true, "model path: Hugging Face directory, .gguf file or llama2.c .bin"},
-      {"plan", true, "YAML plan: run this rank's part of a multi-rank layout (under mpirun/srun)"},
-      {"device", true, "cpu (default), cuda or cuda:N"},
-      {"threads", true, "CPU threads (default: all cores)"},
-      {"kv-tokens", true, "KV cache capacity in tokens (default: enough for the request)"},
-      {"verbose", false, "log from every rank, with debug detail"},
-      {"offload", false, "place weights with the offload manager even without a budget"},
-      {"device-budget", true, "weight offload: device memory for weights + KV reserve + ring (6GiB, 40%)"},
-      {"host-budget", true, "weight offload: pinned host memory for the host tier (beyond it: disk)"},
-      {"cold-tier", true, "weight offload: where streamed weights live: host (default) or disk"},
-      {"prefetch-depth", true, "weight offload: layers copied ahead of compute (default 2)"},
-      {"offload-rules", true, "weight offload: GLOB=TIER,... (e.g. blk.*.ffn_*=disk); first match wins"},
-      {"disk-io", true, "weight offload: disk tier reads: auto (O_DIRECT where possible), direct, buffered"},
-      {"kv-reserve", true, "weight offload: device memory to keep for the KV cache (default: from --kv-tokens)"},
-      {"offload-report", true, "weight offload: write streaming metrics (JSON) to this file at exit"},
-      {"cuda-graphs", true, "CUDA: record decode steps as graphs and replay them: on (default) or off"},
-      {"profile-ops", false, "CUDA: print each backend op's GPU time at exit (slower; graphs off)"},
-      {"kernel-options", true, "CUDA kernel forms for A/B runs, key=value,...:\n" + kernel_options_help()},
-      {"help", false, "show this help"},
+      {"model", true, "model path: Hugging Face directory, .gguf file or llama2.c .bin", model},
+      {"plan", true, "YAML plan: run this rank's part of a multi-rank layout (under mpirun/srun)", model},
+      {"device", true, "cpu (default), cuda or cuda:N", model},
+      {"threads", true, "CPU threads (default: the cores free on this host, shared by its ranks)", model},
+      {"kv-tokens", true, "KV cache capacity in tokens (default: enough for the request)", model},
+      {"verbose", false, "log from every rank, with debug detail", model},
+      {"offload", false, "place weights with the offload manager even without a budget", offload},
+      {"device-budget", true, "device memory for weights + KV reserve + ring (6GiB, 40%)", offload},
+      {"host-budget", true, "pinned host memory for the host tier (beyond it: disk)", offload},
+      {"cold-tier", true, "where streamed weights live: host (default) or disk", offload},
+      {"prefetch-depth", true, "layers copied ahead of compute (default 2)", offload},
+      {"offload-rules", true, "GLOB=TIER,... (e.g. blk.*.ffn_*=disk); first match wins", offload},
+      {"disk-io", true, "disk tier reads: auto (O_DIRECT where possible), direct, buffered", offload},
+      {"kv-reserve", true, "device memory to keep for the KV cache (default: from --kv-tokens)", offload},
+      {"offload-report", true, "write streaming metrics (JSON) to this file at exit", offload},
+      {"cuda-graphs", true, "record decode steps as graphs and replay them: on (default) or off", cuda},
+      {"profile-ops", false, "print each backend op's GPU time at exit (slower; graphs off)", cuda},
+      {"kernel-options", true, "kernel forms for A/B runs, key=value,...:\n" + kernel_options_help(), cuda},
   };
 }
 
-SessionOptions session_options(const Args& args) {
+SessionOptions session_options(const Args& args, const parallel::Plan* plan, int rank) {
   SessionOptions o;
-  if (!args.has("plan")) o.model_path = args.required("model");
+  if (plan == nullptr) o.model_path = args.required("model");
   o.device = args.str("device", "cpu");
   o.threads = static_cast<int>(args.integer("threads", 0, 0, 1024));
+  // A plan's ranks take their share later (RankRuntime knows how many share the host).
+  if (plan == nullptr && o.threads == 0 && o.device == "cpu") o.threads = default_cpu_threads(1);
   o.kv_tokens = args.integer("kv-tokens", 0, 0, int64_t{1} << 32);
-  o.offload = residency_options(args);
+  o.offload = residency_options(args, plan, rank);
   o.backend = backend_settings(args.str("kernel-options"), args.str("cuda-graphs"), args.has("profile-ops"));
   return o;
 }

@@ -2,6 +2,7 @@
 #include "offload/residency.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <map>
 
@@ -29,6 +30,16 @@ struct Layout {
 };
 
 }  // namespace
+
+int64_t share_bytes(int64_t capacity, double percent) {
+  return static_cast<int64_t>(std::floor(static_cast<double>(capacity) * (percent / 100.0)));
+}
+
+int64_t ResidencyConfig::device_budget_bytes(int64_t device_memory) const {
+  if (device_budget >= 0) return device_budget;
+  if (device_budget_percent > 0 && device_memory > 0) return share_bytes(device_memory, device_budget_percent);
+  return -1;
+}
 
 const char* tier_name(Tier tier) {
   switch (tier) {

@@ -37,7 +37,15 @@ struct ResidencyConfig {
   DiskIo disk_io = DiskIo::kAuto;
   std::string report_path;       // when set, metrics are written there as JSON at teardown
   int64_t fill_log_capacity = 4096;  // fills recorded for tests (preallocated: no per-token allocation)
+
+  // The device budget in bytes on a device of `device_memory` bytes: device_budget when set, else
+  // the share, else -1 (no limit).
+  int64_t device_budget_bytes(int64_t device_memory) const;
 };
+
+// What a budget given as a share ("40%": percent in (0, 100]) of `capacity` bytes comes to: the one
+// place a percentage becomes bytes (plan budgets, --device-budget, serve's kv_budget).
+int64_t share_bytes(int64_t capacity, double percent);
 
 // One weight shard of a rank, as placement sees it.
 enum class TensorGroup : uint8_t { kGlobal, kNorm, kAttention, kMlp };

@@ -62,9 +62,7 @@ TieredWeights::TieredWeights(const Checkpoint& ck, const ShardSpec& spec, Backen
   m.config = config;
   m.spec = spec;
   m.engine = make_copy_engine(backend);
-  if (m.config.device_budget < 0 && m.config.device_budget_percent > 0)
-    m.config.device_budget = static_cast<int64_t>(static_cast<double>(m.engine->device_memory()) *
-                                                  (m.config.device_budget_percent / 100.0));
+  m.config.device_budget = m.config.device_budget_bytes(m.engine->device_memory());
   const bool tied = spec.last_stage && ck.config().tied_embeddings;
   const std::vector<ShardTensor> tensors = shard_tensors(ck, spec);
   std::vector<TensorItem> items;

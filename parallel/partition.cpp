@@ -151,6 +151,7 @@ Partition compute_partition(const Plan& plan, const ModelConfig& config, const P
   Partition out;
   out.layout = RankLayout(par.tensor, par.pipeline, par.data, par.expert);
   out.dtype = plan_dtype(plan, options);
+  if (!plan.model.dtype) out.dtype_source = options.default_dtype_source;
   out.stages = plan_stages(plan, config);
   const int64_t tp_size = par.tensor;
   out.vocab_size = config.vocab_size;

@@ -82,6 +82,7 @@ struct Stage {
 struct Partition {
   RankLayout layout;
   DType dtype = DType::kBF16;  // matrices; norms and biases are f32 when dtype is quantized
+  std::string dtype_source;    // empty when the plan's model.dtype, else PartitionOptions::default_dtype_source
   int64_t vocab_size = 0, vocab_padded = 0, vocab_per_rank = 0;
   int64_t kv_replication = 1;  // ranks holding each KV head: TP / n_kv when TP > n_kv, else 1
   std::vector<Stage> stages;
@@ -95,6 +96,8 @@ struct PartitionOptions {
   int world_size = 0;                  // 0 = data * pipeline * tensor of the plan
   int64_t device_memory = 0;           // bytes per device, to resolve "40%" budgets; 0 = unknown
   DType default_dtype = DType::kBF16;  // when the plan has no model.dtype (pass the checkpoint's)
+  // Where default_dtype came from, for the report ("the checkpoint's", or assumed without one).
+  std::string default_dtype_source = "not in the plan: assumed";
 };
 
 // Validates (validate_plan) and throws strata::Error(kConfig) with every diagnostic, or partitions.

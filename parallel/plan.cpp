@@ -1,7 +1,6 @@
 // parallel/plan.cpp: the small behaviours of the plan struct: diagnostics text, budgets, locations.
 #include "parallel/plan.h"
 
-#include <cmath>
 #include <cstdio>
 
 #include "parallel/byte_size.h"
@@ -41,7 +40,7 @@ void throw_if_errors(const std::vector<Diagnostic>& diagnostics) {
 
 int64_t Budget::resolve(int64_t capacity) const {
   if (bytes >= 0) return bytes;
-  if (percent > 0 && capacity > 0) return static_cast<int64_t>(std::floor(capacity * (percent / 100.0)));
+  if (percent > 0 && capacity > 0) return offload::share_bytes(capacity, percent);
   return -1;
 }
 

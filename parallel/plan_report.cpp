@@ -102,7 +102,7 @@ std::string describe(const Plan& plan, const ModelConfig& c, const Partition& p)
       << " layers, hidden " << c.hidden << ", heads " << c.n_heads << " (kv " << c.n_kv_heads << ", head_dim "
       << c.head_dim << "), ffn " << c.ffn << ", vocab " << c.vocab_size << (c.tied_embeddings ? ", tied embeddings" : "")
       << "\n";
-  out << "  weights " << dtype_name(p.dtype) << (plan.model.dtype ? "" : " (not in the plan: assumed)") << ", "
+  out << "  weights " << dtype_name(p.dtype) << (p.dtype_source.empty() ? "" : " (" + p.dtype_source + ")") << ", "
       << format_bytes(p.model_bytes) << " unsharded\n";
   out << "  world   " << p.layout.world_size() << " ranks = data " << par.data << " x pipeline " << par.pipeline
       << (par.expert > 1 ? cat(" x expert ", par.expert) : std::string()) << " x tensor " << par.tensor

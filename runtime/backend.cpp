@@ -58,6 +58,21 @@ bool Backend::rope_kv_attention(Tensor&, Tensor&, const Tensor&, const Attention
   return false;
 }
 
+namespace {
+[[noreturn]] void no_encoder_op(const Backend& b, const char* op) {
+  STRATA_THROW(ErrorKind::kInvalidArgument, op, " (a vision-encoder op) is not implemented on the ", b.name(),
+               " backend yet; run the vision tower on the CPU backend (--device cpu)");
+}
+}  // namespace
+
+void Backend::layernorm(const Tensor&, const Tensor&, const Tensor*, float, Tensor&) {
+  no_encoder_op(*this, "layernorm");
+}
+void Backend::activation(const Tensor&, Activation, Tensor&) { no_encoder_op(*this, "activation"); }
+void Backend::attention_bidirectional(const Tensor&, const Tensor&, const Tensor&, int64_t, float, Tensor&) {
+  no_encoder_op(*this, "attention_bidirectional");
+}
+
 std::vector<int64_t> split_column_widths(const Tensor& x, const std::vector<Tensor*>& parts) {
   STRATA_CHECK(x.rank() >= 1 && !parts.empty() && parts.size() <= 4, "split_columns: x ", shape_str(x.shape()),
                " into ", parts.size(), " parts; want a tensor with leading rows and 1..4 parts");

@@ -58,11 +58,18 @@ class OpGraph {
   virtual double take_device_seconds() { return 0; }
 };
 
+// Elementwise activations of encoder MLPs (vision towers, projectors). kGeluErf is the exact GELU
+// (x/2 (1 + erf(x/sqrt 2)), transformers' "gelu"), kGeluTanh its tanh approximation ("gelu_new",
+// "gelu_pytorch_tanh"), kQuickGelu x sigmoid(1.702 x) (CLIP's "quick_gelu").
+enum class Activation : uint8_t { kGeluErf, kGeluTanh, kQuickGelu };
+
 class Backend {
  public:
   virtual ~Backend() = default;
   virtual Device device() const = 0;
   virtual std::string name() const = 0;
+  // The ordinal of the device this backend computes on (cuda:N -> N); -1 on the host.
+  virtual int device_index() const { return -1; }
   // Dtype of activations and the KV cache on this backend.
   virtual DType activation_dtype() const = 0;
   virtual Tensor alloc(const Shape& shape, DType dtype) = 0;
@@ -122,6 +129,18 @@ class Backend {
   // h to KV head h / (H / Hkv).
   virtual void attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const AttentionBatch& batch,
                          float scale, Tensor& out) = 0;
+
+  // ---- Encoder ops (vision towers): defaults throw "not implemented on this backend" ----
+  // out = (x - mean) / sqrt(var + eps) * weight (+ bias), row by row over the last dimension (LayerNorm).
+  virtual void layernorm(const Tensor& x, const Tensor& weight, const Tensor* bias, float eps, Tensor& out);
+  // out = act(x) elementwise; out may be x.
+  virtual void activation(const Tensor& x, Activation act, Tensor& out);
+  // Bidirectional (non-causal) attention within fixed-length sequences: q, k, v [T, H, head_dim] hold
+  // T / seq_len sequences of seq_len consecutive tokens each; every token attends to every token of its
+  // own sequence. out[T, H, head_dim] = softmax(q k^T * scale) v per sequence and head.
+  virtual void attention_bidirectional(const Tensor& q, const Tensor& k, const Tensor& v, int64_t seq_len,
+                                       float scale, Tensor& out);
+
   // For each of the R rows of logits [R, V] (f32, this backend's memory): tokens[r] = the token
   // Sampler::sample draws under rows[r], logprobs[r] = its log-softmax under the raw logits. rows, tokens
   // and logprobs are host arrays of R. The default runs Sampler on host logits; accelerators sample where

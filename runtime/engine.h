@@ -17,37 +17,11 @@
 #include "runtime/backend.h"
 #include "runtime/kv_cache.h"
 #include "runtime/models/llama.h"
+#include "runtime/request.h"
 #include "runtime/sampler.h"
 #include "runtime/stage_link.h"
 
 namespace strata {
-
-struct EngineRequest {
-  uint64_t id = 0;  // unique among the requests in flight, chosen by the caller
-  std::vector<int32_t> prompt;
-  int64_t max_new_tokens = 16;
-  SamplingParams sampling;
-  std::vector<int32_t> stop_ids;  // end after emitting one of these
-  int logprobs = 0;               // top alternatives to report per token, 0..kMaxLogprobs (0: only the token's own)
-};
-
-struct TokenLogprob {
-  int32_t token = -1;
-  float logprob = 0.f;
-};
-
-struct TokenEvent {
-  uint64_t request_id = 0;
-  int32_t token = -1;    // -1 on events that carry no token (errors, cancellations)
-  // Natural log of the sampled token's probability under the model's raw logits (log-softmax before
-  // repetition penalty, temperature and truncation: what the model predicts, not what the sampler
-  // drew from; equal to the sampler's distribution for plain greedy or temperature-1 sampling).
-  float logprob = 0.f;
-  std::vector<TokenLogprob> top_logprobs;  // the request's `logprobs` best tokens, best first, same scale
-  bool finished = false;
-  std::string finish_reason;  // when finished: "stop" | "length" | "cancelled" | "error"
-  std::string error;          // when finish_reason == "error"
-};
 
 struct EngineOptions {
   int64_t max_step_tokens = 2048;  // prefill chunks + decodes per step

@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "runtime/engine.h"
+#include "runtime/request.h"
 #include "runtime/step.h"
 
 namespace strata {

@@ -31,9 +31,13 @@ void throw_error(ErrorKind kind, const char* condition, const char* file, int li
     }
   }
   std::string text = message;
-  if (condition != nullptr && kind == ErrorKind::kInternal) text += cat(" (check failed: ", condition, ")");
-  text += cat(" [", where, ":", line, "]");
-  throw Error(kind, text);
+  // An internal error is a bug in strata: its message carries the failed check and the source line
+  // for the report; every other message is for the user, who needs neither.
+  if (kind == ErrorKind::kInternal) {
+    if (condition != nullptr) text += cat(" (check failed: ", condition, ")");
+    text += cat(" [", where, ":", line, "]");
+  }
+  throw Error(kind, text, cat(where, ":", line));
 }
 }  // namespace detail
 

@@ -14,11 +14,16 @@ const char* error_kind_name(ErrorKind kind);
 
 class Error : public std::runtime_error {
  public:
-  Error(ErrorKind kind, std::string message) : std::runtime_error(std::move(message)), kind_(kind) {}
+  // `location` is where it was raised ("runtime/weights.cpp:88"): kept for the debug log and for bug
+  // reports, out of what() so a user reads the message once, without a source path.
+  Error(ErrorKind kind, std::string message, std::string location = "")
+      : std::runtime_error(std::move(message)), kind_(kind), location_(std::move(location)) {}
   ErrorKind kind() const { return kind_; }
+  const std::string& location() const { return location_; }
 
  private:
   ErrorKind kind_;
+  std::string location_;
 };
 
 // Joins any streamable values into one string: cat("layer ", 3, " of ", 32).

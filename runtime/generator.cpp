@@ -32,8 +32,35 @@ Generator::Generator(LlamaModel& model, KvCache& kv, StageLink& link, Backend& b
   STRATA_CHECK(options_.max_step_tokens > 0 && options_.micro_batches >= 1, "invalid generator options");
 }
 
+namespace {
+// Sets a model's embedding splice for a scope; with one, the prefix cache is emptied on entry and exit
+// (its keys are token ids only, and placeholder ids say nothing about the image).
+class SpliceScope {
+ public:
+  SpliceScope(LlamaModel& model, Engine& engine, bool driver, const EmbeddingSplice* splice)
+      : model_(model), engine_(engine), driver_(driver && splice != nullptr) {
+    if (driver_) engine_.clear_prefix_cache();
+    model_.set_embedding_splice(splice);
+  }
+  ~SpliceScope() {
+    model_.set_embedding_splice(nullptr);
+    if (driver_) engine_.clear_prefix_cache();
+  }
+  SpliceScope(const SpliceScope&) = delete;
+  SpliceScope& operator=(const SpliceScope&) = delete;
+
+ private:
+  LlamaModel& model_;
+  Engine& engine_;
+  bool driver_;
+};
+}  // namespace
+
 std::vector<GenerationOutput> Generator::generate(const std::vector<GenerationRequest>& requests,
-                                                  const TokenCallback& on_token) {
+                                                  const TokenCallback& on_token, const EmbeddingSplice* splice) {
+  STRATA_CHECK(splice == nullptr || requests.size() <= 1, "generate with image features takes one request, got ",
+               requests.size());
+  const SpliceScope scope(model_, *engine_, link_.is_driver(), splice);
   // Ids advance the same way on every rank, so every rank can map events back to requests.
   const uint64_t base = next_id_;
   next_id_ += requests.size();
@@ -87,7 +114,7 @@ std::vector<GenerationOutput> Generator::generate(const std::vector<GenerationRe
   return outputs;
 }
 
-Tensor Generator::score(const std::vector<int32_t>& ids) {
+Tensor Generator::score(const std::vector<int32_t>& ids, const EmbeddingSplice* splice) {
   const ModelConfig& config = model_.config();
   STRATA_CHECK(!ids.empty() && static_cast<int64_t>(ids.size()) <= config.max_seq, "score needs 1..", config.max_seq,
                " tokens, got ", ids.size());
@@ -123,6 +150,7 @@ Tensor Generator::score(const std::vector<int32_t>& ids) {
   if (link_.is_driver()) message = step.pack();
   link_.broadcast_step(message);
   if (!link_.is_driver()) step = StepBatch::unpack(message);
+  const SpliceScope scope(model_, *engine_, false, splice);  // the cache was emptied above
   Tensor logits = runner_.run(step, true);
   if (link_.is_driver())
     for (int32_t b : blocks) kv_.blocks().free(b);

@@ -59,11 +59,15 @@ class Generator {
   using TokenCallback = std::function<void(size_t request, int32_t token)>;
   Generator(LlamaModel& model, KvCache& kv, StageLink& link, Backend& backend, GeneratorOptions options = {});
 
+  // With `splice` (a LLaVA prompt's image features), one request at most: its rows replace the
+  // embeddings of the prompt positions they list, and the prefix cache is emptied before and after so no
+  // other request shares KV blocks computed from the image.
   std::vector<GenerationOutput> generate(const std::vector<GenerationRequest>& requests,
-                                         const TokenCallback& on_token = {});
+                                         const TokenCallback& on_token = {}, const EmbeddingSplice* splice = nullptr);
   // Teacher-forced logits [ids.size(), vocab] for every position of one sequence (f32, host), valid
-  // on every rank. Used by `strata logits`, perplexity and the reference tests.
-  Tensor score(const std::vector<int32_t>& ids);
+  // on every rank. Used by `strata logits`, perplexity and the reference tests. With `splice` (image
+  // features of a LLaVA prompt), its rows replace the embeddings of the positions it lists.
+  Tensor score(const std::vector<int32_t>& ids, const EmbeddingSplice* splice = nullptr);
   const GenerationStats& stats() const { return stats_; }
   // The engine generate() runs on, for callers that drive steps themselves (the server loop).
   // Do not mix: while one caller steps it, generate() and score() must not run.

@@ -56,6 +56,18 @@ struct ModelConfig {
   int32_t bos_id = 1;
   std::vector<int32_t> eos_ids = {2};
 
+  // The vision side of a multimodal model (a LLaVA CLIP tower and projector), as sizes for the model
+  // description's shapes; all zero for a text-only model. runtime/models/llava_config.h fills it.
+  struct VisionSizes {
+    int64_t hidden = 0;
+    int64_t ffn = 0;
+    int64_t n_layers = 0;
+    int64_t positions = 0;  // patches + the class token
+    int64_t channels = 0;
+    int64_t patch = 0;
+    bool projector_bias = true;
+  } vision;
+
   // Number of weight elements (parameters), counting a tied head once.
   int64_t parameter_count() const;
   // Throws strata::Error (kFormat) naming `source` when fields are missing or inconsistent.

@@ -9,9 +9,9 @@
 #include <functional>
 #include <vector>
 
-#include "runtime/engine.h"
 #include "runtime/kv_cache.h"
 #include "runtime/prefix_cache.h"
+#include "runtime/request.h"
 #include "runtime/step.h"
 
 namespace strata {

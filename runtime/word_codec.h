@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "runtime/engine.h"
+#include "runtime/request.h"
 
 namespace strata {
 

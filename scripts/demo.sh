@@ -2,7 +2,9 @@
 # scripts/demo.sh: one command on a fresh machine: install dependencies, build, make the default
 # model (a ~125M-parameter random-weight Llama, "small") when absent, and generate with it on 4 CPU
 # ranks (2 pipeline stages x 2 tensor ranks) under mpirun, printing the text and tokens/s.
-# With ../shared/models present it also tells the trained stories260K's story on 2 tensor ranks.
+# With ../shared/models present it also tells the trained stories260K's story on the same 4-rank
+# layout. (No small trained Llama-family checkpoint in a format strata reads, llama2.c, GGUF
+# F32/F16/BF16/Q8_0/Q4_0 or safetensors, was found in a PyPI package to install here instead.)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -30,8 +32,8 @@ mpirun "${mpirun_flags[@]}" "$strata" generate --plan configs/demo-tp2-pp2.yaml 
 stories="$root/../shared/models/stories260K"
 if [ -f "$stories/stories260K.bin" ]; then
   echo
-  echo "== the trained stories260K on 2 tensor ranks"
-  plan="$root/build/demo-stories-tp2.yaml"
-  printf 'model:\n  path: %s\nparallel:\n  tensor: 2\n' "$stories/stories260K.bin" >"$plan"
-  mpirun --oversubscribe -np 2 "$strata" generate --plan "$plan" --prompt "Once upon a time" -n 120
+  echo "== the trained stories260K on 4 ranks (2 pipeline stages x 2 tensor ranks)"
+  plan="$root/build/demo-stories-tp2-pp2.yaml"
+  printf 'model:\n  path: %s\nparallel:\n  tensor: 2\n  pipeline: 2\n' "$stories/stories260K.bin" >"$plan"
+  mpirun "${mpirun_flags[@]}" "$strata" generate --plan "$plan" --prompt "Once upon a time" -n 120
 fi

@@ -8,6 +8,7 @@ packages=(
   libopenmpi-dev openmpi-bin libucx-dev
   libyaml-cpp-dev libboost1.81-dev libboost-json1.81-dev
   libgtest-dev libgmock-dev
+  libjpeg62-turbo-dev libpng-dev libwebp-dev   # image decoding (runtime/vision/)
   clang libclang-rt-14-dev libomp-14-dev   # libFuzzer, sanitizer runtimes and OpenMP for clang
 )
 

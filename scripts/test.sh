@@ -20,6 +20,7 @@ ctest --test-dir "$root/build" -j "$jobs" --output-on-failure --timeout 900
 echo "== parser tests under ASan/UBSan, and fuzzing (clang)"
 # Only the parser tests and the fuzz targets build here (the rest of the tree already ran above).
 parser_tests=$(cd "$root/tests" && ls runtime/formats/*_test.cpp runtime/tokenizer/*_test.cpp parallel/plan_*_test.cpp \
+  runtime/vision/image_test.cpp runtime/vision/preprocess_test.cpp \
   2>/dev/null | xargs -n1 basename | sed 's/\.cpp$//')
 fuzzers=$(ls "$root"/fuzz/*_fuzz.cpp 2>/dev/null | xargs -n1 basename | sed 's/\.cpp$//')
 cmake -S "$root" -B "$root/build-asan" -G Ninja -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \

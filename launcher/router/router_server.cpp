@@ -183,21 +183,33 @@ void RouterServer::relay(std::shared_ptr<Exchange> exchange) {
     bool streaming = false;  // bytes went to the client: no retry from here on
     int status = 0;
     std::string content_type, body;
+    // A stream's head goes out with its first event, not before: until then a failure can still be
+    // retried elsewhere. Events are passed on whole (up to their blank line), so a client that reads
+    // chunk by chunk never sees half an event.
+    auto pass_events = [&](bool all) {
+      const size_t end = all ? body.size() : body.rfind("\n\n");
+      if (end == std::string::npos || end == 0) return;
+      const size_t cut = all ? end : end + 2;
+      if (!streaming) {
+        streaming = true;
+        exchange->post([exchange, ct = content_type] { exchange->begin_stream(200, ct.empty() ? "text/event-stream" : ct); });
+      }
+      exchange->post([exchange, data = body.substr(0, cut)]() mutable { exchange->write(std::move(data)); });
+      body.erase(0, cut);
+    };
+    const bool relay_stream = facts.stream;
     const UpstreamResult r = call->run(
         choice->endpoint, up, options_.timeouts,
         [&](int s, const std::string& ct) {
           status = s, content_type = ct;
-          if (facts.stream && s == 200) {
-            streaming = true;
-            exchange->post([exchange, ct] { exchange->begin_stream(200, ct.empty() ? "text/event-stream" : ct); });
-          }
           return true;
         },
         [&](std::string_view piece) {
-          if (streaming) exchange->post([exchange, data = std::string(piece)]() mutable { exchange->write(std::move(data)); });
-          else body.append(piece);
+          body.append(piece);
+          if (relay_stream && status == 200) pass_events(false);
           return !shared->client_gone.load();
         });
+    if (r.ok() && relay_stream && status == 200) pass_events(true);
     replicas_.unwatch(choice->index, watch);
     const bool upstream_error = !r.ok() || status >= 500;
     replicas_.end(choice->index, facts.tokens, upstream_error, r.ok() ? cat("status ", status) : r.error);
@@ -205,6 +217,11 @@ void RouterServer::relay(std::shared_ptr<Exchange> exchange) {
     if (!upstream_error) {
       ++counters_.completed;
       if (streaming) exchange->post([exchange] { exchange->end_stream(); });
+      else if (relay_stream && status == 200)  // a stream with no events at all: still a stream
+        exchange->post([exchange, ct = content_type] {
+          exchange->begin_stream(200, ct.empty() ? "text/event-stream" : ct);
+          exchange->end_stream();
+        });
       else exchange->post([exchange, status, content_type, body = std::move(body)]() mutable {
         exchange->respond(status, content_type.empty() ? "application/json" : content_type, std::move(body));
       });

@@ -15,11 +15,10 @@
 namespace strata::offload {
 namespace {
 
-// "cuda:3 (NVIDIA H100 ...)" -> 3: the backend does not expose its device index otherwise.
 int device_of(const Backend& backend) {
-  const std::string name = backend.name();
-  STRATA_CHECK(name.rfind("cuda:", 0) == 0, "the CUDA copy engine needs the CUDA backend, got ", name);
-  return std::stoi(name.substr(5));
+  STRATA_CHECK(backend.device() == Device::kCuda && backend.device_index() >= 0,
+               "the CUDA copy engine needs the CUDA backend, got ", backend.name());
+  return backend.device_index();
 }
 
 class CudaCopyEngine final : public CopyEngine {

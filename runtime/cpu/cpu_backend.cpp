@@ -275,6 +275,103 @@ class CpuBackend final : public Backend {
     }
   }
 
+  void layernorm(const Tensor& x, const Tensor& weight, const Tensor* bias, float eps, Tensor& out) override {
+    expect_f32(x, "layernorm input");
+    expect_f32(out, "layernorm output");
+    const int64_t d = x.dim(-1), n = x.numel() / d;
+    STRATA_CHECK(weight.numel() == d && (bias == nullptr || bias->numel() == d) && out.numel() == x.numel(),
+                 "layernorm: x ", shape_str(x.shape()), ", weight ", shape_str(weight.shape()), ", bias ",
+                 bias != nullptr ? shape_str(bias->shape()) : std::string("none"), ", out ", shape_str(out.shape()));
+    std::vector<float> w(static_cast<size_t>(d)), b(static_cast<size_t>(d), 0.f);
+    cpu::row_to_f32(weight.raw(), weight.dtype(), d, w.data());
+    if (bias != nullptr) cpu::row_to_f32(bias->raw(), bias->dtype(), d, b.data());
+    const float* in = x.data<float>();
+    float* o = out.data<float>();
+#pragma omp parallel for if (n * d >= kParallelWork)
+    for (int64_t r = 0; r < n; ++r) {
+      const float* row = in + r * d;
+      double sum = 0.0;
+      for (int64_t i = 0; i < d; ++i) sum += row[i];
+      const double mean = sum / static_cast<double>(d);
+      double var = 0.0;  // two passes: no cancellation when the mean is large
+      for (int64_t i = 0; i < d; ++i) var += (row[i] - mean) * (row[i] - mean);
+      const auto inv = static_cast<float>(1.0 / std::sqrt(var / static_cast<double>(d) + eps));
+      const auto m = static_cast<float>(mean);
+      for (int64_t i = 0; i < d; ++i)
+        o[r * d + i] = (row[i] - m) * inv * w[static_cast<size_t>(i)] + b[static_cast<size_t>(i)];
+    }
+  }
+
+  void activation(const Tensor& x, Activation act, Tensor& out) override {
+    expect_f32(x, "activation input");
+    STRATA_CHECK(out.numel() == x.numel(), "activation: ", shape_str(x.shape()), " into ", shape_str(out.shape()));
+    const int64_t n = x.numel();
+    const float* in = x.data<float>();
+    float* o = out.data<float>();
+    switch (act) {
+      case Activation::kGeluErf:
+#pragma omp parallel for if (n >= kParallelWork)
+        for (int64_t i = 0; i < n; ++i) o[i] = 0.5f * in[i] * (1.f + std::erf(in[i] * 0.70710678118654752f));
+        break;
+      case Activation::kGeluTanh:
+#pragma omp parallel for if (n >= kParallelWork)
+        for (int64_t i = 0; i < n; ++i) {
+          const float v = in[i];
+          o[i] = 0.5f * v * (1.f + std::tanh(0.79788456080286536f * (v + 0.044715f * v * v * v)));
+        }
+        break;
+      case Activation::kQuickGelu:
+#pragma omp parallel for if (n >= kParallelWork)
+        for (int64_t i = 0; i < n; ++i) o[i] = in[i] / (1.f + std::exp(-1.702f * in[i]));
+        break;
+    }
+  }
+
+  void attention_bidirectional(const Tensor& q, const Tensor& k, const Tensor& v, int64_t seq_len, float scale,
+                               Tensor& out) override {
+    expect_f32(q, "attention query");
+    STRATA_CHECK(q.rank() == 3 && k.shape() == q.shape() && v.shape() == q.shape() && out.shape() == q.shape(),
+                 "attention_bidirectional: q ", shape_str(q.shape()), ", k ", shape_str(k.shape()), ", v ",
+                 shape_str(v.shape()), ", out ", shape_str(out.shape()), " must all be the same [T, H, head_dim]");
+    const int64_t t_count = q.dim(0), heads = q.dim(1), hd = q.dim(2);
+    STRATA_CHECK(seq_len > 0 && t_count % seq_len == 0, "attention_bidirectional: ", t_count,
+                 " tokens are not whole sequences of ", seq_len);
+    const float* qs = q.data<float>();
+    const float* ks = k.data<float>();
+    const float* vs = v.data<float>();
+    float* o = out.data<float>();
+    const int64_t row = heads * hd;  // stride between consecutive tokens
+#pragma omp parallel if (t_count * seq_len * row >= kParallelWork)
+    {
+      std::vector<float> scores(static_cast<size_t>(seq_len));
+#pragma omp for collapse(2) schedule(static)
+      for (int64_t t = 0; t < t_count; ++t)
+        for (int64_t h = 0; h < heads; ++h) {
+          const int64_t first = t / seq_len * seq_len;  // the sequence's first token
+          const float* qv = qs + t * row + h * hd;
+          float max_score = -INFINITY;
+          for (int64_t j = 0; j < seq_len; ++j) {
+            const float s = cpu::dot_f32(qv, ks + (first + j) * row + h * hd, hd) * scale;
+            scores[static_cast<size_t>(j)] = s;
+            max_score = std::max(max_score, s);
+          }
+          float denom = 0.f;
+          for (int64_t j = 0; j < seq_len; ++j) {
+            const float e = std::exp(scores[static_cast<size_t>(j)] - max_score);
+            scores[static_cast<size_t>(j)] = e;
+            denom += e;
+          }
+          float* ov = o + t * row + h * hd;
+          std::fill(ov, ov + hd, 0.f);
+          for (int64_t j = 0; j < seq_len; ++j) {
+            const float p = scores[static_cast<size_t>(j)] / denom;
+            const float* vv = vs + (first + j) * row + h * hd;
+            for (int64_t i = 0; i < hd; ++i) ov[i] += p * vv[i];
+          }
+        }
+    }
+  }
+
  private:
   static void norm_row(const float* x, const float* w, int64_t d, float eps, float* out) {
     double sum = 0.0;

@@ -163,6 +163,7 @@ class CudaBackend final : public Backend {
 
   Device device() const override { return Device::kCuda; }
   std::string name() const override { return cat("cuda:", device_, " (", device_name_, ")"); }
+  int device_index() const override { return device_; }
   DType activation_dtype() const override { return DType::kBF16; }
   cudaStream_t stream() const { return stream_.get(); }
 

@@ -5,6 +5,7 @@
 #include <boost/json.hpp>
 #include <charconv>
 #include <filesystem>
+#include <cstring>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -152,6 +153,17 @@ std::string canonical_to_hf_name(const std::string& canonical, std::string_view 
   return canonical;
 }
 
+std::string llava_language_model_name(const std::string& name) {
+  // transformers 4 wrote "language_model.model.*" and "language_model.lm_head.*"; its later releases
+  // "model.language_model.*" and "lm_head.*".
+  for (const auto& [prefix, replacement] : {std::pair<const char*, const char*>{"language_model.model.", "model."},
+                                            {"language_model.lm_head.", "lm_head."},
+                                            {"model.language_model.", "model."}})
+    if (name.rfind(prefix, 0) == 0) return replacement + name.substr(std::strlen(prefix));
+  if (name.rfind("lm_head.", 0) == 0) return name;
+  return "";  // the vision side and anything else: not the language model's
+}
+
 ModelConfig parse_hf_config(const std::string& text, const std::string& source) {
   const json::value root = parse_json(text, source);
   const JsonFields f{root.as_object(), source};
@@ -273,9 +285,20 @@ std::unique_ptr<Checkpoint> open_hf_checkpoint(const std::string& dir) {
   auto ckpt = std::make_unique<CheckpointBuilder>(dir, "safetensors");
   ckpt->set_config_source(config_path);
   ModelConfig& config = ckpt->mutable_config();
-  config = parse_hf_config(read_text(config_path), config_path);
-  ckpt->set_native_name([arch = config.arch](const std::string& name) { return canonical_to_hf_name(name, arch); });
   const json::value raw_config = parse_json(read_text(config_path), config_path);
+  // A LLaVA checkpoint (LlavaForConditionalGeneration) holds its language model under text_config and
+  // its weights under a prefix; the vision side is read by runtime/models/llava_vision_weights.h.
+  const json::value* model_type = raw_config.as_object().if_contains("model_type");
+  const bool llava = model_type != nullptr && model_type->is_string() && model_type->as_string() == "llava";
+  if (llava) {
+    const json::value* text = raw_config.as_object().if_contains("text_config");
+    STRATA_CHECK_KIND(ErrorKind::kFormat, text != nullptr && text->is_object(), config_path,
+                      ": a llava config needs a 'text_config' object");
+    config = parse_hf_config(json::serialize(*text), config_path + " (text_config)");
+  } else {
+    config = parse_hf_config(read_text(config_path), config_path);
+  }
+  ckpt->set_native_name([arch = config.arch](const std::string& name) { return canonical_to_hf_name(name, arch); });
   const bool tie_explicit = raw_config.as_object().if_contains("tie_word_embeddings") != nullptr;
 
   // Shards: the index names a file per tensor; a single model.safetensors has everything.
@@ -314,7 +337,7 @@ std::unique_ptr<Checkpoint> open_hf_checkpoint(const std::string& dir) {
                           t.name, "' is not listed for this shard in ", index_path.string());
         weight_map.erase(it);
       }
-      const auto canonical = hf_to_canonical_name(t.name, config.arch);
+      const auto canonical = hf_to_canonical_name(llava ? llava_language_model_name(t.name) : t.name, config.arch);
       if (!canonical) {
         LOG_DEBUG(path, ": ignoring tensor '", t.name, "' (not used by the model)");
         continue;

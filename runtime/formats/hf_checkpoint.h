@@ -17,6 +17,11 @@ std::optional<std::string> hf_to_canonical_name(const std::string& hf_name, std:
 // The inverse, for writing and for messages ("blk.3.attn_q.weight" -> "model.layers.3...").
 std::string canonical_to_hf_name(const std::string& canonical, std::string_view arch = "llama");
 
+// The language-model tensor of a LLaVA checkpoint under its plain Hugging Face name
+// ("language_model.model.layers.0..." or "model.language_model.layers.0..." -> "model.layers.0...",
+// "language_model.lm_head.weight" -> "lm_head.weight"); "" for the vision tower and projector.
+std::string llava_language_model_name(const std::string& name);
+
 // Parses config.json text (llama, mistral, qwen2); `source` names the file in errors (kFormat).
 // rope_style is kHalf (Hugging Face rotate_half); tied_embeddings follows tie_word_embeddings.
 ModelConfig parse_hf_config(const std::string& json_text, const std::string& source);

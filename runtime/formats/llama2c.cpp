@@ -15,8 +15,11 @@ namespace fs = std::filesystem;
 
 std::vector<TensorEntry> parse_llama2c_layout(const uint8_t* data, size_t size, const std::string& source,
                                               ModelConfig* config) {
+  // What --model takes, for a file that is none of them (a tokenizer, a text file, a PyTorch .pt, ...).
+  const char* formats = "strata reads a Hugging Face model directory (config.json + *.safetensors), a GGUF file "
+                        "(F32/F16/BF16/Q8_0/Q4_0 tensors) or a llama2.c .bin (legacy fp32 export)";
   STRATA_CHECK_KIND(ErrorKind::kFormat, size >= 28, source, ": ", size,
-                    " bytes is too short for a llama2.c checkpoint header (28 bytes)");
+                    " bytes is too short for a llama2.c checkpoint header (28 bytes) and it is not GGUF; ", formats);
   uint32_t magic = 0;
   std::memcpy(&magic, data, 4);
   if (magic == 0x616b3432u) {  // "ak42": export.py --version 1 (fp32) or 2 (int8)
@@ -31,11 +34,19 @@ std::vector<TensorEntry> parse_llama2c_layout(const uint8_t* data, size_t size, 
   const bool shared_classifier = h.vocab_size > 0;
   const int64_t vocab = h.vocab_size < 0 ? -static_cast<int64_t>(h.vocab_size) : h.vocab_size;
   auto plausible = [](int64_t v, int64_t max) { return v > 0 && v <= max; };
+  // Numbers out of any model's range: the file is not llama2.c at all, so its "header" is noise
+  // not worth printing (the debug log keeps it).
+  if (!(plausible(h.dim, 1 << 16) && plausible(h.hidden_dim, 1 << 18) && plausible(h.n_layers, 1024) &&
+        plausible(h.n_heads, 1024) && plausible(h.n_kv_heads, h.n_heads) && plausible(vocab, 1 << 22) &&
+        plausible(h.seq_len, 1 << 22))) {
+    LOG_DEBUG(source, ": first 28 bytes as a llama2.c header: dim ", h.dim, ", hidden_dim ", h.hidden_dim, ", n_layers ",
+              h.n_layers, ", n_heads ", h.n_heads, ", n_kv_heads ", h.n_kv_heads, ", vocab ", h.vocab_size,
+              ", seq_len ", h.seq_len);
+    STRATA_THROW(ErrorKind::kFormat, source, ": not a model checkpoint (no GGUF magic, and its first bytes are no "
+                 "llama2.c header); ", formats);
+  }
   STRATA_CHECK_KIND(ErrorKind::kFormat,
-                    plausible(h.dim, 1 << 16) && plausible(h.hidden_dim, 1 << 18) && plausible(h.n_layers, 1024) &&
-                        plausible(h.n_heads, 1024) && plausible(h.n_kv_heads, h.n_heads) && plausible(vocab, 1 << 22) &&
-                        plausible(h.seq_len, 1 << 22) && h.dim % h.n_heads == 0 && h.n_heads % h.n_kv_heads == 0 &&
-                        (h.dim / h.n_heads) % 2 == 0,
+                    h.dim % h.n_heads == 0 && h.n_heads % h.n_kv_heads == 0 && (h.dim / h.n_heads) % 2 == 0,
                     source, ": header (dim ", h.dim, ", hidden_dim ", h.hidden_dim, ", n_layers ", h.n_layers,
                     ", n_heads ", h.n_heads, ", n_kv_heads ", h.n_kv_heads, ", vocab ", h.vocab_size, ", seq_len ",
                     h.seq_len, ") is not a llama2.c model; is this a llama2.c .bin checkpoint?");

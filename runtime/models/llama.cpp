@@ -102,7 +102,28 @@ LlamaModel::DeviceStep LlamaModel::upload_step(const StepBatch& step, int64_t n_
 }
 
 void LlamaModel::forward(const StepBatch& step, Tensor& hidden) {
+  step_splice_ = spec_.first_stage ? splice_runs(step) : std::vector<std::array<int64_t, 3>>{};
   forward_device(upload_step(step, step.n_tokens(), step.n_seqs, step.max_blocks, nullptr), hidden);
+  step_splice_.clear();
+}
+
+std::vector<std::array<int64_t, 3>> LlamaModel::splice_runs(const StepBatch& step) const {
+  std::vector<std::array<int64_t, 3>> runs;
+  if (splice_ == nullptr) return runs;
+  const std::vector<int32_t>& at = splice_->positions;
+  for (int64_t t = 0; t < step.n_tokens(); ++t) {
+    const int32_t pos = step.positions[static_cast<size_t>(t)];
+    const auto it = std::lower_bound(at.begin(), at.end(), pos);
+    if (it == at.end() || *it != pos) continue;
+    STRATA_CHECK(step.n_seqs == 1, "an embedding splice (image features) needs a step of one sequence; this one has ",
+                 step.n_seqs);
+    const int64_t row = it - at.begin();
+    if (!runs.empty() && runs.back()[0] + runs.back()[2] == t && runs.back()[1] + runs.back()[2] == row)
+      ++runs.back()[2];
+    else
+      runs.push_back({t, row, 1});
+  }
+  return runs;
 }
 
 void LlamaModel::forward_device(const DeviceStep& d, Tensor& hidden) {
@@ -114,6 +135,10 @@ void LlamaModel::forward_device(const DeviceStep& d, Tensor& hidden) {
     hidden = backend_.alloc({T, D}, act);
     backend_.embed(weights_.globals().embed, d.ids, spec_.vocab_begin, hidden);
     if (tp_.size() > 1) tp_.all_reduce_sum(hidden);
+    for (const auto& [row, from, count] : step_splice_) {
+      Tensor dst = hidden.rows(row, count);
+      backend_.copy(splice_->rows.rows(from, count), dst);
+    }
   }
   STRATA_CHECK_KIND(ErrorKind::kInternal, hidden.numel() == T * D, "stage input ", shape_str(hidden.shape()),
                     " is not [", T, ", ", D, "]");
@@ -355,6 +380,7 @@ bool LlamaModel::sample_recorded(const StepBatch& step, std::span<const SampleRo
   // Tensor parallelism: the all-reduces and the vocabulary gather are recorded too, where the TP group
   // says its operations can be (Collective::recordable).
   if (!backend_.supports_capture() || !spec_.first_stage || !spec_.last_stage || !weights_.stays_resident() ||
+      splice_ != nullptr ||
       (tp_.size() != 1 && !(samples_on_backend() && tp_.recordable())))
     return false;
   const int64_t T = step.n_tokens();

@@ -3,6 +3,7 @@
 // column-parallel QKV/gate/up, row-parallel output/down with one all-reduce each, vocab-parallel
 // embedding and LM head. Backend-agnostic: it only calls Backend and Collective.
 #pragma once
+#include <array>
 #include <map>
 #include <memory>
 #include <span>
@@ -17,6 +18,14 @@
 #include "runtime/weights.h"
 
 namespace strata {
+
+// Rows that replace the token embeddings at given prompt positions: a LLaVA image's features at its
+// placeholder tokens. The first stage applies it after the embedding (and its TP all-reduce) to the
+// tokens of a one-sequence step whose positions it lists.
+struct EmbeddingSplice {
+  Tensor rows;                     // [N, hidden] on the backend, in the activation dtype
+  std::vector<int32_t> positions;  // [N] ascending prompt positions the rows replace, in row order
+};
 
 class LlamaModel {
  public:
@@ -45,6 +54,10 @@ class LlamaModel {
   // Tokens routed to each expert so far, over this stage's layers.
   const ExpertLoad& expert_load() const { return expert_load_; }
   const ShardSpec& spec() const { return spec_; }
+
+  // Until cleared (null), steps splice `splice` into the embeddings of the positions it lists; the caller
+  // keeps it alive. Steps that reach those positions must hold one sequence.
+  void set_embedding_splice(const EmbeddingSplice* splice) { splice_ = splice; }
 
   // Runs this stage's layers over the step. On the first stage `hidden` is produced from the tokens;
   // on later stages it holds the previous stage's output [T, hidden] (backend tensor) on entry.
@@ -90,6 +103,9 @@ class LlamaModel {
   void project_and_experts(const LayerWeights& w, Tensor& hidden, const Tensor& att, Tensor& h, Tensor& attn_out,
                            Tensor& mlp_out);
   void wait_reduce(CollectiveWork& work);
+  // The (step row, splice row) runs of the step's tokens at splice_->positions: [first row, first splice
+  // row, length] each.
+  std::vector<std::array<int64_t, 3>> splice_runs(const StepBatch& step) const;
   // A view of `shape` starting `offset` elements into `buffer`.
   static Tensor part(const Tensor& buffer, int64_t offset, const Shape& shape);
   // Logits of the step's logit rows for this rank's vocabulary shard [R, vocab_count], f32 on the backend.
@@ -102,6 +118,8 @@ class LlamaModel {
 
   ModelConfig config_;
   ShardSpec spec_;
+  const EmbeddingSplice* splice_ = nullptr;
+  std::vector<std::array<int64_t, 3>> step_splice_;  // splice_runs of the step forward() is running
   Backend& backend_;
   WeightSource& weights_;
   Collective& tp_;

@@ -27,6 +27,11 @@ int64_t dim_size(Dim dim, const ModelConfig& c) {
     case Dim::kExpertFfn: return c.moe.expert_ffn;
     case Dim::kSharedFfn: return c.moe.shared_ffn;
     case Dim::kOne: return 1;
+    case Dim::kVisionHidden: return c.vision.hidden;
+    case Dim::kVisionFfn: return c.vision.ffn;
+    case Dim::kVisionPositions: return c.vision.positions;
+    case Dim::kVisionChannels: return c.vision.channels;
+    case Dim::kVisionPatch: return c.vision.patch;
   }
   return 0;
 }
@@ -43,6 +48,11 @@ const char* dim_name(Dim dim) {
     case Dim::kExpertFfn: return "moe_intermediate_size";
     case Dim::kSharedFfn: return "shared_expert_intermediate_size";
     case Dim::kOne: return "1";
+    case Dim::kVisionHidden: return "vision hidden";
+    case Dim::kVisionFfn: return "vision ffn";
+    case Dim::kVisionPositions: return "vision patches + 1";
+    case Dim::kVisionChannels: return "image channels";
+    case Dim::kVisionPatch: return "patch size";
   }
   return "?";
 }
@@ -59,6 +69,7 @@ bool TensorSlot::present(const ModelConfig& c) const {
       return false;
     case SlotPresence::kExpertLayer: return c.moe.enabled();
     case SlotPresence::kSharedExpert: return c.moe.enabled() && c.moe.shared_ffn > 0;
+    case SlotPresence::kProjectorBias: return c.vision.projector_bias;
   }
   return false;
 }
@@ -217,6 +228,66 @@ ModelDescription qwen_moe_family() {
              S::kCols, &L::shared_down, P::kSharedExpert)});
 }
 
+// A CLIP ViT tower (LLaVA's vision_tower): conv patch embedding, class and position embeddings,
+// pre-LayerNorm, encoder layers of LayerNorm + attention with biases + a GELU-family MLP. Replicated on
+// every rank for now (TP of the tower is a follow-up).
+ModelDescription clip_vision() {
+  using R = SlotRole;
+  constexpr TpSplit rep = TpSplit::kReplicated;
+  auto g = [](std::string_view name, std::string_view hf, R role, std::vector<Dim> shape) {
+    return global(name, hf, role, std::move(shape), rep, SlotPresence::kAlways, nullptr);
+  };
+  auto l = [](std::string_view name, std::string_view hf, R role, std::vector<Dim> shape) {
+    return layer(name, hf, role, std::move(shape), rep, nullptr);
+  };
+  constexpr D H = D::kVisionHidden, F = D::kVisionFfn;
+  return ModelDescription{
+      "clip_vision",
+      "encoder.layers.",
+      {
+          g("v.class_embd", "embeddings.class_embedding", R::kEmbedding, {H}),
+          g("v.patch_embd.weight", "embeddings.patch_embedding.weight", R::kEmbedding,
+            {H, D::kVisionChannels, D::kVisionPatch, D::kVisionPatch}),
+          g("v.position_embd.weight", "embeddings.position_embedding.weight", R::kEmbedding, {D::kVisionPositions, H}),
+          g("v.pre_ln.weight", "pre_layrnorm.weight", R::kNorm, {H}),  // sic: CLIP's spelling
+          g("v.pre_ln.bias", "pre_layrnorm.bias", R::kNorm, {H}),
+          l("ln1.weight", "layer_norm1.weight", R::kNorm, {H}),
+          l("ln1.bias", "layer_norm1.bias", R::kNorm, {H}),
+          l("attn_q.weight", "self_attn.q_proj.weight", R::kAttention, {H, H}),
+          l("attn_q.bias", "self_attn.q_proj.bias", R::kBias, {H}),
+          l("attn_k.weight", "self_attn.k_proj.weight", R::kAttention, {H, H}),
+          l("attn_k.bias", "self_attn.k_proj.bias", R::kBias, {H}),
+          l("attn_v.weight", "self_attn.v_proj.weight", R::kAttention, {H, H}),
+          l("attn_v.bias", "self_attn.v_proj.bias", R::kBias, {H}),
+          l("attn_out.weight", "self_attn.out_proj.weight", R::kAttention, {H, H}),
+          l("attn_out.bias", "self_attn.out_proj.bias", R::kBias, {H}),
+          l("ln2.weight", "layer_norm2.weight", R::kNorm, {H}),
+          l("ln2.bias", "layer_norm2.bias", R::kNorm, {H}),
+          l("ffn_up.weight", "mlp.fc1.weight", R::kMlp, {F, H}),
+          l("ffn_up.bias", "mlp.fc1.bias", R::kBias, {F}),
+          l("ffn_down.weight", "mlp.fc2.weight", R::kMlp, {H, F}),
+          l("ffn_down.bias", "mlp.fc2.bias", R::kBias, {H}),
+      },
+      "v.blk."};
+}
+
+// LLaVA's projector: linear (vision hidden -> text hidden), GELU, linear (text hidden -> text hidden).
+ModelDescription llava_projector() {
+  using R = SlotRole;
+  constexpr TpSplit rep = TpSplit::kReplicated;
+  return ModelDescription{
+      "llava_projector",
+      "",
+      {
+          global("mm.0.weight", "linear_1.weight", R::kMlp, {D::kHidden, D::kVisionHidden}, rep, SlotPresence::kAlways,
+                 nullptr),
+          global("mm.0.bias", "linear_1.bias", R::kBias, {D::kHidden}, rep, SlotPresence::kProjectorBias, nullptr),
+          global("mm.2.weight", "linear_2.weight", R::kMlp, {D::kHidden, D::kHidden}, rep, SlotPresence::kAlways,
+                 nullptr),
+          global("mm.2.bias", "linear_2.bias", R::kBias, {D::kHidden}, rep, SlotPresence::kProjectorBias, nullptr),
+      }};
+}
+
 std::string layer_prefix(int64_t layer) { return cat("blk.", layer, "."); }
 
 const TensorSlot& global_slot(const ModelDescription& d, std::string_view name) {
@@ -231,11 +302,16 @@ const ModelDescription& model_description(std::string_view arch) {
   static const ModelDescription llama = llama_family();
   static const ModelDescription mixtral = mixtral_family();
   static const ModelDescription qwen_moe = qwen_moe_family();
+  static const ModelDescription clip = clip_vision();
+  static const ModelDescription projector = llava_projector();
   if (arch == "llama" || arch == "mistral" || arch == "qwen2") return llama;
   if (arch == "mixtral") return mixtral;
   if (arch == "qwen2_moe" || arch == "qwen3_moe") return qwen_moe;
+  if (arch == "clip_vision") return clip;
+  if (arch == "llava_projector") return projector;
   STRATA_THROW(ErrorKind::kConfig, "architecture '", arch,
-               "' has no model description; supported: llama, mistral, qwen2, mixtral, qwen2_moe, qwen3_moe");
+               "' has no model description; supported: llama, mistral, qwen2, mixtral, qwen2_moe, qwen3_moe (and the "
+               "vision parts clip_vision, llava_projector)");
 }
 
 int64_t tensor_layer_index(std::string_view name) {
@@ -295,6 +371,13 @@ SliceRange slot_slice(const TensorSlot& slot, const ModelConfig& c, const ShardS
     case Dim::kVocab: return {spec.vocab_begin, spec.vocab_count};
     case Dim::kSharedFfn: return {spec.shared_begin, spec.shared_count};
     default: break;
+    case Dim::kHidden: break;
+    case Dim::kVisionHidden:
+    case Dim::kVisionFfn:
+    case Dim::kVisionPositions:
+    case Dim::kVisionChannels:
+    case Dim::kVisionPatch:
+      STRATA_THROW(ErrorKind::kInternal, "slot ", slot.name, ": vision towers run replicated; TP does not split them yet");
   }
   STRATA_THROW(ErrorKind::kInternal, "slot ", slot.name, " splits dimension ", dim_name(slot.shape[static_cast<size_t>(dim)]),
                ", which TP keeps whole");

@@ -25,9 +25,15 @@ enum class TpSplit : uint8_t {
 const char* tp_split_name(TpSplit split);
 
 // A symbolic size of the config, so the table states shapes once for every model of the family.
-// kQ = n_heads * head_dim, kKv likewise; kExperts, kExpertFfn and kSharedFfn are MoeConfig's sizes. Under
+// kQ = n_heads * head_dim, kKv likewise. kExperts, kExpertFfn and kSharedFfn are MoeConfig's sizes; under
 // tensor parallelism kSharedFfn splits over the expert group (tensor x expert ranks), the others over TP.
-enum class Dim : uint8_t { kHidden, kVocab, kQ, kKv, kFfn, kHeadDim, kExperts, kExpertFfn, kSharedFfn, kOne };
+// The kVision* sizes are ModelConfig::vision's (a multimodal model's vision tower); kHidden is also what its
+// projector outputs.
+enum class Dim : uint8_t {
+  kHidden, kVocab, kQ, kKv, kFfn,
+  kHeadDim, kExperts, kExpertFfn, kSharedFfn, kOne,
+  kVisionHidden, kVisionFfn, kVisionPositions, kVisionChannels, kVisionPatch
+};
 int64_t dim_size(Dim dim, const ModelConfig& config);
 const char* dim_name(Dim dim);  // as the config names it: "hidden", "n_heads * head_dim", "ffn", ...
 
@@ -37,7 +43,9 @@ enum class SlotRole : uint8_t { kEmbedding, kHead, kNorm, kBias, kAttention, kMl
 
 // When a slot exists in a model of the family (and, for the MLP's slots, in which layers: the dense MLP in
 // layers without experts, the router, experts and shared expert in the others; MoeConfig::sparse_layer).
-enum class SlotPresence : uint8_t { kAlways, kQkvBias, kUntiedHead, kQkNorm, kDenseLayer, kExpertLayer, kSharedExpert };
+enum class SlotPresence : uint8_t {
+  kAlways, kQkvBias, kUntiedHead, kProjectorBias, kQkNorm, kDenseLayer, kExpertLayer, kSharedExpert
+};
 
 struct TensorSlot {
   std::string_view name;  // canonical (GGUF) name; per-layer slots without their "blk.N." prefix
@@ -69,10 +77,13 @@ struct ModelDescription {
   std::string_view family;           // "llama"
   std::string_view hf_layer_prefix;  // "model.layers." (then the layer index, '.', the slot's hf_name)
   std::vector<TensorSlot> slots;   // globals then per-layer slots, each in model order
+  std::string_view layer_prefix = "blk.";  // canonical per-layer prefix (then the layer index and '.')
 };
 
-// The description of an architecture (config.arch: llama, mistral, qwen2, mixtral, qwen2_moe, qwen3_moe);
-// throws kConfig naming the architectures known.
+// The description of an architecture (config.arch: llama, mistral, qwen2, mixtral, qwen2_moe, qwen3_moe), or of a multimodal model's
+// vision parts: "clip_vision" (a CLIP ViT tower; Hugging Face names relative to the tower's prefix,
+// canonical names those of llama.cpp's mmproj files) and "llava_projector" (relative to the projector's
+// prefix). Throws kConfig naming the descriptions known.
 const ModelDescription& model_description(std::string_view arch);
 inline const ModelDescription& model_description(const ModelConfig& config) { return model_description(config.arch); }
 

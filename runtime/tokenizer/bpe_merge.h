@@ -35,6 +35,43 @@ struct PairMerge {
   int32_t merged_id = -1;
 };
 
+// A merges list ("left right", best first; Hugging Face tokenizer.json) as the merge loop reads it:
+// (left id, right id) -> (rank, merged id). Both BPE flavours build it the same way.
+class MergeRanks {
+ public:
+  MergeRanks() = default;
+  // `id_of(piece)` is the vocabulary's lookup (-1 when absent). A merge whose halves or join are not
+  // tokens is skipped, the first rank of a pair wins, and a piece holding spaces (odd vocabularies)
+  // splits at the first space whose halves both exist.
+  template <typename IdOf>
+  MergeRanks(const std::vector<std::string>& merges, IdOf&& id_of) {
+    for (size_t rank = 0; rank < merges.size(); ++rank) {
+      const std::string_view merge = merges[rank];
+      for (size_t space = merge.find(' '); space != std::string_view::npos; space = merge.find(' ', space + 1)) {
+        const int32_t left = id_of(merge.substr(0, space)), right = id_of(merge.substr(space + 1));
+        if (left < 0 || right < 0) continue;
+        const int32_t merged = id_of(std::string(merge.substr(0, space)) + std::string(merge.substr(space + 1)));
+        if (merged >= 0) ranks_.emplace(key(left, right), std::make_pair(static_cast<int32_t>(rank), merged));
+        break;
+      }
+    }
+  }
+  bool empty() const { return ranks_.empty(); }
+  // The merge of two adjacent symbols by rank: lower ranks first.
+  PairMerge pair(int32_t left, int32_t right) const {
+    if (left < 0 || right < 0) return {};
+    const auto it = ranks_.find(key(left, right));
+    if (it == ranks_.end()) return {};
+    return PairMerge{true, -static_cast<double>(it->second.first), it->second.second};
+  }
+
+ private:
+  static uint64_t key(int32_t left, int32_t right) {
+    return (static_cast<uint64_t>(static_cast<uint32_t>(left)) << 32) | static_cast<uint32_t>(right);
+  }
+  std::unordered_map<uint64_t, std::pair<int32_t, int32_t>> ranks_;
+};
+
 // Links `symbols` (already in order) and merges adjacent pairs, best priority first, until no pair
 // merges. `pair(left, right)` returns the PairMerge of two live adjacent symbols.
 template <typename PairFn>

@@ -60,20 +60,7 @@ ByteBpeTokenizer::ByteBpeTokenizer(const TokenizerData& data)
     }
     token_bytes_[id] = std::move(bytes);
   }
-  for (size_t rank = 0; rank < data_.merges.size(); ++rank) {
-    const std::string& merge = data_.merges[rank];
-    for (size_t space = merge.find(' '); space != std::string::npos; space = merge.find(' ', space + 1)) {
-      const int32_t left = token_to_id(std::string_view(merge).substr(0, space));
-      const int32_t right = token_to_id(std::string_view(merge).substr(space + 1));
-      if (left < 0 || right < 0) continue;
-      const int32_t merged = token_to_id(data_.tokens[left] + data_.tokens[right]);
-      if (merged >= 0) {
-        const uint64_t key = (static_cast<uint64_t>(left) << 32) | static_cast<uint32_t>(right);
-        ranks_.emplace(key, std::make_pair(static_cast<int32_t>(rank), merged));  // first rank wins
-      }
-      break;
-    }
-  }
+  ranks_ = bpe::MergeRanks(data_.merges, [&](std::string_view piece) { return token_to_id(piece); });
 }
 
 void ByteBpeTokenizer::encode_segment(std::string_view segment, bool, std::vector<int32_t>& out) const {
@@ -93,13 +80,8 @@ void ByteBpeTokenizer::encode_word(std::string_view word, std::vector<int32_t>& 
   std::vector<bpe::Symbol> symbols(word.size());
   for (size_t i = 0; i < word.size(); ++i)
     symbols[i] = {byte_ids_[static_cast<unsigned char>(word[i])], static_cast<uint32_t>(i), 1, 0, 0};
-  bpe::merge(symbols, [&](const bpe::Symbol& left, const bpe::Symbol& right) {
-    bpe::PairMerge m;
-    if (left.id < 0 || right.id < 0) return m;
-    auto it = ranks_.find((static_cast<uint64_t>(left.id) << 32) | static_cast<uint32_t>(right.id));
-    if (it == ranks_.end()) return m;
-    return bpe::PairMerge{true, -static_cast<double>(it->second.first), it->second.second};
-  });
+  bpe::merge(symbols,
+             [&](const bpe::Symbol& left, const bpe::Symbol& right) { return ranks_.pair(left.id, right.id); });
   for (int32_t i = symbols.empty() ? -1 : 0; i >= 0; i = symbols[i].next) {
     const int32_t id = symbols[i].id;
     if (id >= 0) out.push_back(id);

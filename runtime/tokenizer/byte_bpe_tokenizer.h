@@ -1,8 +1,6 @@
 // runtime/tokenizer/byte_bpe_tokenizer.h: byte-level BPE (GPT-2, Llama-3, Qwen2): the split regex cuts
 // words, each byte becomes one printable character of the GPT-2 byte alphabet, ranked merges join them.
 #pragma once
-#include <unordered_map>
-
 #include "runtime/tokenizer/pretokenizer.h"
 #include "runtime/tokenizer/tokenizer.h"
 
@@ -24,7 +22,7 @@ class ByteBpeTokenizer final : public Tokenizer {
   void encode_word(std::string_view word, std::vector<int32_t>& out) const;
 
   SplitFamily family_;
-  std::unordered_map<uint64_t, std::pair<int32_t, int32_t>> ranks_;  // (left, right) -> (rank, merged)
+  bpe::MergeRanks ranks_;
   int32_t byte_ids_[256];
 };
 

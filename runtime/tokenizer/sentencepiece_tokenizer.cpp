@@ -84,21 +84,7 @@ SentencePieceTokenizer::SentencePieceTokenizer(const TokenizerData& data) : Toke
   // A merges list (Hugging Face tokenizer.json) decides the order exactly as `tokenizers` would;
   // without one the scores do (sentencepiece, GGUF, llama2.c).
   use_ranks_ = !data_.merges.empty();
-  for (size_t rank = 0; rank < data_.merges.size(); ++rank) {
-    const std::string& merge = data_.merges[rank];
-    // Pieces may hold spaces only in odd vocabularies; take the split whose halves both exist.
-    for (size_t space = merge.find(' '); space != std::string::npos; space = merge.find(' ', space + 1)) {
-      const int32_t left = token_to_id(std::string_view(merge).substr(0, space));
-      const int32_t right = token_to_id(std::string_view(merge).substr(space + 1));
-      if (left < 0 || right < 0) continue;
-      const int32_t merged = token_to_id(data_.tokens[left] + data_.tokens[right]);
-      if (merged >= 0) {
-        const uint64_t key = (static_cast<uint64_t>(left) << 32) | static_cast<uint32_t>(right);
-        ranks_.emplace(key, std::make_pair(static_cast<int32_t>(rank), merged));
-      }
-      break;
-    }
-  }
+  ranks_ = bpe::MergeRanks(data_.merges, [&](std::string_view piece) { return token_to_id(piece); });
   strip_first_space_ = data_.add_space_prefix;
   strip_only_after_bos_ = data_.llama2c_decode;
 }
@@ -132,13 +118,7 @@ void SentencePieceTokenizer::encode_segment(std::string_view segment, bool at_te
   const std::string_view view = text;
   bpe::merge(symbols, [&](const bpe::Symbol& left, const bpe::Symbol& right) {
     bpe::PairMerge m;
-    if (use_ranks_) {
-      if (left.id < 0 || right.id < 0) return m;
-      const uint64_t key = (static_cast<uint64_t>(left.id) << 32) | static_cast<uint32_t>(right.id);
-      auto it = ranks_.find(key);
-      if (it == ranks_.end()) return m;
-      return bpe::PairMerge{true, -static_cast<double>(it->second.first), it->second.second};
-    }
+    if (use_ranks_) return ranks_.pair(left.id, right.id);
     auto it = mergeable_.find(view.substr(left.start, left.length + right.length));
     if (it == mergeable_.end()) return m;
     const double score = data_.scores.empty() ? 0.0 : data_.scores[static_cast<size_t>(it->second)];

@@ -2,8 +2,6 @@
 // symbols merge by the best score of the merged piece (or by merge rank when the data came with a
 // Hugging Face merges list), characters outside the vocabulary fall back to <0xXX> byte tokens.
 #pragma once
-#include <unordered_map>
-
 #include "runtime/tokenizer/tokenizer.h"
 
 namespace strata {
@@ -17,7 +15,7 @@ class SentencePieceTokenizer final : public Tokenizer {
 
  private:
   bpe::PieceIndex mergeable_;                       // pieces BPE may produce: normal and user-defined
-  std::unordered_map<uint64_t, std::pair<int32_t, int32_t>> ranks_;  // (left, right) -> (rank, merged)
+  bpe::MergeRanks ranks_;
   bool use_ranks_ = false;
   int32_t byte_ids_[256];                           // <0xXX> tokens, -1 where missing
 };

@@ -4,6 +4,8 @@
 // on time). Also `plan --predict` and `plan --suggest`.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <boost/json.hpp>
 
 #include <filesystem>
@@ -158,6 +160,24 @@ TEST(BenchScaling, PlanPredictAndSuggest) {
   const auto bad = test::run_command(strata() + " plan --suggest --model 70b-shape");
   EXPECT_NE(bad.exit_code, 0);
   EXPECT_NE(bad.output.find("--hardware"), std::string::npos) << bad.output;
+}
+
+// As root, Open MPI's mpirun refuses to start unless told it is meant: the sweep says so, with the two
+// variables that allow it, before running any point (its points all failed with the refusal cut short).
+TEST(BenchScaling, MpirunAsRootNamesTheVariablesToSet) {
+  if (geteuid() != 0) GTEST_SKIP() << "not root: mpirun starts";
+  if (test::run_command("mpirun --version").output.find("Open MPI") == std::string::npos)
+    GTEST_SKIP() << "mpirun is not Open MPI";
+  const std::string dir = test::temp_dir("bench-scaling-root");
+  const std::string sweep = dir + "/sweep.yaml";
+  std::ofstream(sweep) << "name: root\nmodel: {preset: tiny}\nlauncher: mpirun\nplans:\n  - {name: tp2, tensor: 2}\n"
+                       << "batch: [1]\nprompt_len: [4]\noutput_len: [2]\n";
+  const auto r = test::run_command("env -u OMPI_ALLOW_RUN_AS_ROOT -u OMPI_ALLOW_RUN_AS_ROOT_CONFIRM " + strata() +
+                                   " bench scaling --sweep " + sweep + " --out " + dir + "/out --no-plots");
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("refuses to run as root"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1"), std::string::npos) << r.output;
+  EXPECT_FALSE(std::filesystem::exists(dir + "/out/model")) << "it stops before making the model";
 }
 
 }  // namespace

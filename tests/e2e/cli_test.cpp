@@ -45,6 +45,8 @@ TEST(Cli, TensorAndPipelineParallelRunPrintsTheSingleRankIds) {
   ASSERT_EQ(multi.exit_code, 0) << multi.output;
   EXPECT_FALSE(ids_line(single.output).empty()) << single.output;
   EXPECT_EQ(ids_line(multi.output), ids_line(single.output)) << multi.output;
+  // Under mpirun the rates follow the output on stdout, on a line of their own.
+  EXPECT_NE(multi.output.find("\nprefill: "), std::string::npos) << multi.output;
 }
 
 TEST(Cli, EnvironmentLaunchWithoutMpiRunsOverTcp) {
@@ -121,8 +123,82 @@ INSTANTIATE_TEST_SUITE_P(
                  "outside the vocabulary"},
         BadInput{"bad_ids", "generate --model " + kFixture + " --prompt-ids 'one two'", "token ids must be"},
         BadInput{"plan_world_mismatch", "generate --plan " + test::source_dir() + "/configs/tiny-tp2.yaml --prompt-ids 1",
-                 "launch it with mpirun -np 2"}),
+                 "launch it with mpirun -np 2"},
+        BadInput{"unknown_command_suggests", "generte", "did you mean 'generate'?"},
+        BadInput{"unknown_benchmark_suggests", "bench decod", "did you mean 'decode'?"},
+        BadInput{"not_a_checkpoint", "generate --model " + test::source_dir() + "/README.md --prompt-ids 1",
+                 "not a model checkpoint"}),
     [](const auto& info) { return std::string(info.param.name); });
+
+// -h and --help answer every command and benchmark with its usage on stdout and exit 0, running
+// nothing; a command's own flags come before the shared groups, which have headings.
+TEST(Cli, HelpOnEveryCommandRunsNothing) {
+  for (const std::string command : {"-h", "--help", "generate -h", "generate --help", "serve -h", "plan -h",
+                                    "make-model -h", "tokenize -h", "logits -h", "perplexity -h", "bench -h",
+                                    "bench --help", "bench memory --help", "bench decode -h", "bench serve -h",
+                                    "bench scaling -h", "bench disk -h", "generate --model /nonexistent -h"}) {
+    const auto r = test::run_command(strata() + " " + command);
+    EXPECT_EQ(r.exit_code, 0) << command << ": " << r.output;
+    EXPECT_NE(r.output.find("usage: strata"), std::string::npos) << command << ": " << r.output;
+    EXPECT_EQ(r.output.find("copy_gbs"), std::string::npos) << command << " ran the benchmark: " << r.output;
+  }
+  const std::string help = test::run_command(strata() + " generate --help").output;
+  const size_t own = help.find("--prompt "), model = help.find("model and placement:"),
+               offload = help.find("weight offload"), budget = help.find("--device-budget");
+  ASSERT_NE(own, std::string::npos) << help;
+  ASSERT_NE(model, std::string::npos) << help;
+  ASSERT_NE(offload, std::string::npos) << help;
+  EXPECT_LT(own, model) << help;
+  EXPECT_LT(model, offload) << help;
+  EXPECT_LT(offload, budget) << help;
+}
+
+// An error says what is wrong once: no repeated "strata generate:" prefix, no source path.
+TEST(Cli, ErrorsSayTheirMessageOnceWithoutASourcePath) {
+  const auto r = test::run_command(strata() + " generate --model x --temprature 1");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_EQ(r.output.find("strata generate:"), r.output.rfind("strata generate:")) << r.output;
+  EXPECT_EQ(r.output.find(".cpp:"), std::string::npos) << r.output;
+  const auto missing = test::run_command(strata() + " generate --model /nonexistent/model --prompt-ids 1");
+  EXPECT_EQ(missing.output.find(".cpp:"), std::string::npos) << missing.output;
+  EXPECT_EQ(missing.output.back(), '\n');
+}
+
+// plan --check --model checks against that checkpoint: its path replaces the plan's model and shape in
+// the report, and without model.dtype the weights are sized in the checkpoint's dtype (f32 here, the
+// fixture's safetensors), not an assumed bf16.
+TEST(Cli, PlanCheckUsesTheCheckpointGivenAndItsDtype) {
+  const std::string model = test::fixture("hf/llama_mha");
+  const std::string plan = test::temp_dir("cli") + "/shape-tp2.yaml";
+  std::FILE* f = std::fopen(plan.c_str(), "w");
+  std::fprintf(f, "model:\n  path: /elsewhere/model\n  shape: tiny\nparallel:\n  tensor: 2\n");
+  std::fclose(f);
+  const auto r = test::run_command(strata() + " plan --check " + plan + " --model " + model);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("checked against " + model + " (safetensors)"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("weights f32 (not in the plan: the checkpoint's, safetensors)"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("/elsewhere/model"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("shape tiny"), std::string::npos) << r.output;
+  // The model's numbers, not the tiny preset's: the fixture's hidden size is 64.
+  EXPECT_NE(r.output.find("hidden 64"), std::string::npos) << r.output;
+  // Without --model the preset shape is checked, its dtype assumed.
+  const auto shape = test::run_command(strata() + " plan --check " + plan);
+  ASSERT_EQ(shape.exit_code, 0) << shape.output;
+  EXPECT_NE(shape.output.find("weights bf16 (not in the plan: assumed)"), std::string::npos) << shape.output;
+}
+
+// A plan with errors prints each on its own line, the last one ended too.
+TEST(Cli, PlanErrorsEndWithANewline) {
+  const std::string plan = test::temp_dir("cli") + "/bad.yaml";
+  std::FILE* f = std::fopen(plan.c_str(), "w");
+  std::fprintf(f, "model:\n  shape: tiny\nparallel:\n  tensr: 2\n");
+  std::fclose(f);
+  const auto r = test::run_command(strata() + " plan --check " + plan);
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("tensr"), std::string::npos) << r.output;
+  ASSERT_FALSE(r.output.empty());
+  EXPECT_EQ(r.output.back(), '\n') << r.output;
+}
 
 }  // namespace
 }  // namespace strata

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "runtime/error.h"
 #include "test_util.h"
 
 namespace strata {
@@ -62,11 +63,28 @@ TEST(K8sManifests, MpiJobHasOneLauncherGpuWorkersAndAnMpirunCommand) {
   }
 }
 
+// True when some Service selects the pods of `pod` (a pod template) on `port`.
+bool service_selects(const std::vector<YAML::Node>& services, const YAML::Node& pod, int port) {
+  for (const YAML::Node& s : services) {
+    bool match = true;
+    for (const auto& kv : s["spec"]["selector"])
+      match &= pod["metadata"]["labels"][kv.first.as<std::string>()].as<std::string>("") == kv.second.as<std::string>();
+    if (match && s["spec"]["ports"][0]["targetPort"].as<int>() == port) return true;
+  }
+  return false;
+}
+
+bool runs(const YAML::Node& workload, const std::string& subcommand) {
+  return joined(workload["spec"]["template"]["spec"]["containers"][0]["command"]).find("strata " + subcommand + " ") !=
+         std::string::npos;
+}
+
 TEST(K8sManifests, ServingDeploymentIsProbedOnHealthAndScrapedOnMetrics) {
   const auto deployments = documents_of_kind("Deployment");
   ASSERT_FALSE(deployments.empty());
   const auto services = documents_of_kind("Service");
   for (const YAML::Node& d : deployments) {
+    if (runs(d, "router")) continue;  // below
     const YAML::Node pod = d["spec"]["template"];
     const YAML::Node c = pod["spec"]["containers"][0];
     EXPECT_EQ(c["readinessProbe"]["httpGet"]["path"].as<std::string>(), "/health");
@@ -83,15 +101,51 @@ TEST(K8sManifests, ServingDeploymentIsProbedOnHealthAndScrapedOnMetrics) {
     // The selector matches the pod labels, and a Service selects the same pods.
     for (const auto& kv : d["spec"]["selector"]["matchLabels"])
       EXPECT_EQ(pod["metadata"]["labels"][kv.first.as<std::string>()].as<std::string>(), kv.second.as<std::string>());
-    bool served = false;
-    for (const YAML::Node& s : services) {
-      bool match = true;
-      for (const auto& kv : s["spec"]["selector"])
-        match &= pod["metadata"]["labels"][kv.first.as<std::string>()].as<std::string>("") == kv.second.as<std::string>();
-      served |= match && s["spec"]["ports"][0]["targetPort"].as<int>() == port;
-    }
-    EXPECT_TRUE(served) << "no Service selects " << d["metadata"]["name"].as<std::string>();
+    EXPECT_TRUE(service_selects(services, pod, port)) << "no Service selects " << d["metadata"]["name"].as<std::string>();
   }
+}
+
+// The router's --replica URLs name pods of a StatefulSet of `strata serve` replicas through its headless
+// Service (POD.SERVICE:PORT), one URL per replica, and the router is probed and served like a replica.
+TEST(K8sManifests, RouterNamesEveryReplicaOfItsStatefulSet) {
+  const auto services = documents_of_kind("Service");
+  const auto sets = documents_of_kind("StatefulSet");
+  int routers = 0;
+  for (const YAML::Node& d : documents_of_kind("Deployment")) {
+    if (!runs(d, "router")) continue;
+    ++routers;
+    const YAML::Node pod = d["spec"]["template"];
+    const YAML::Node c = pod["spec"]["containers"][0];
+    const int port = c["ports"][0]["containerPort"].as<int>();
+    EXPECT_EQ(c["readinessProbe"]["httpGet"]["path"].as<std::string>(), "/health");
+    EXPECT_EQ(c["readinessProbe"]["httpGet"]["port"].as<int>(), port);
+    EXPECT_TRUE(service_selects(services, pod, port));
+    std::vector<std::string> urls;
+    const YAML::Node command = c["command"];
+    for (size_t i = 0; i + 1 < command.size(); ++i)
+      if (command[i].as<std::string>() == "--replica") urls.push_back(command[i + 1].as<std::string>());
+    ASSERT_FALSE(urls.empty());
+    bool matched = false;
+    for (const YAML::Node& set : sets) {
+      if (!runs(set, "serve")) continue;
+      const std::string name = set["metadata"]["name"].as<std::string>();
+      const std::string service = set["spec"]["serviceName"].as<std::string>();
+      const int replicas = set["spec"]["replicas"].as<int>();
+      const int replica_port = set["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"].as<int>();
+      std::vector<std::string> want;
+      for (int i = 0; i < replicas; ++i) want.push_back(cat("http://", name, "-", i, ".", service, ":", replica_port));
+      if (want != urls) continue;
+      matched = true;
+      bool headless = false;
+      for (const YAML::Node& s : services)
+        headless |= s["metadata"]["name"].as<std::string>() == service && s["spec"]["clusterIP"].as<std::string>("") == "None";
+      EXPECT_TRUE(headless) << "the StatefulSet's serviceName " << service << " is not a headless Service";
+      EXPECT_EQ(set["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["path"].as<std::string>(),
+                "/health");
+    }
+    EXPECT_TRUE(matched) << "the router's replicas are not the pods of one StatefulSet of strata serve";
+  }
+  EXPECT_GE(routers, 1);
 }
 
 }  // namespace

@@ -13,6 +13,7 @@
 #include "offload_models.h"
 #include "parallel/plan_parser.h"
 #include "mpi_world.h"
+#include "single_rank_reference.h"
 #include "test_util.h"
 
 namespace strata {
@@ -35,26 +36,14 @@ TEST_P(OffloadLayouts, MatchSingleRankResident) {
   const Layout& layout = GetParam();
   ASSERT_EQ(layout.tp * layout.pp, g_world->size());
   const std::string path = test::offload_model(layout.model, "_r" + std::to_string(g_world->rank()));
-  const std::string yaml = "model:\n  path: " + path + "\nparallel:\n  tensor: " + std::to_string(layout.tp) +
-                           "\n  pipeline: " + std::to_string(layout.pp) + "\n  micro_batches: 2\ncomm:\n  timeout_s: 60\n";
+  const std::string yaml = test::plan_yaml(path, {layout.tp, layout.pp, 1, "", false, 60});
   const parallel::ParsedPlan parsed = parallel::parse_plan(yaml, layout.name + ".yaml");
   ASSERT_TRUE(parsed.ok()) << parallel::join_diagnostics(parsed.diagnostics);
 
   launcher::SessionOptions options;
   options.model_path = path;
   options.threads = 1;
-  std::vector<GenerationRequest> requests(3);
-  const std::vector<std::vector<int32_t>> prompts = {{1, 17, 29, 5, 88, 41, 7}, {1, 3}, {1, 200, 9, 14, 60}};
-  for (size_t i = 0; i < requests.size(); ++i)
-    requests[i].prompt = prompts[i], requests[i].max_new_tokens = 10 + static_cast<int64_t>(i);
-  std::vector<GenerationOutput> expected;
-  Tensor expected_logits;
-  {
-    launcher::ModelSession single(options);
-    single.prepare(256);
-    expected = single.generator().generate(requests);
-    expected_logits = single.generator().score(prompts[0]);
-  }
+  const test::SingleRankReference ref = test::single_rank_reference(options);
 
   launcher::RankRuntime rank(parsed.plan, "");
   const parallel::RankPartition& part = rank.part();
@@ -70,15 +59,11 @@ TEST_P(OffloadLayouts, MatchSingleRankResident) {
   rank.configure(options.generator);
   launcher::ModelSession session(options, rank.placement());
   session.prepare(256);
-  const auto outputs = session.generator().generate(requests);
-  ASSERT_EQ(outputs.size(), requests.size());
+  const auto outputs = session.generator().generate(ref.requests);
+  ASSERT_EQ(outputs.size(), ref.requests.size());
   for (size_t k = 0; k < outputs.size(); ++k)
-    EXPECT_EQ(outputs[k].tokens, expected[k].tokens) << layout.name << " request " << k;
-  const Tensor logits = session.generator().score(prompts[0]);
-  ASSERT_EQ(logits.numel(), expected_logits.numel());
-  EXPECT_LT(test::max_rel_error(logits.data<float>(), expected_logits.data<float>(), static_cast<size_t>(logits.numel())),
-            1e-4)
-      << layout.name;
+    EXPECT_EQ(outputs[k].tokens, ref.outputs[k].tokens) << layout.name << " request " << k;
+  test::expect_logits_match(ref, session, layout.name);
 
   offload::TieredWeights* tiered = session.offload();
   ASSERT_NE(tiered, nullptr);

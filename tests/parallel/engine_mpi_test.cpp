@@ -15,8 +15,8 @@
 #include "launcher/model_session.h"
 #include "launcher/rank_runtime.h"
 #include "parallel/plan_parser.h"
-#include "runtime/formats/model_writer.h"
 #include "mpi_world.h"
+#include "single_rank_reference.h"
 #include "test_util.h"
 
 namespace strata {
@@ -33,17 +33,7 @@ struct Layout {
   bool interleaved = false;  // parallel.schedule: interleaved
 };
 
-std::string model_path(const std::string& spec) {
-  if (spec.rfind("fixture:", 0) == 0) return test::fixture("hf/" + spec.substr(8));
-  MakeModelOptions o;
-  o.format = "safetensors";
-  o.dtype = "f32";
-  o.seed = 5;
-  o.preset = spec;
-  o.out = test::temp_dir("engine_" + spec + "_r" + std::to_string(g_world->rank()));
-  make_model(o);
-  return make_model_output_path(o);
-}
+std::string model_path(const std::string& spec) { return test::layout_model(spec, "engine", g_world->rank()); }
 
 struct Result {
   std::vector<int32_t> tokens;
@@ -119,10 +109,7 @@ TEST_P(EngineLayouts, StaggeredRequestsMatchSingleRank) {
   if (layout.tp * layout.pp != g_world->size())
     GTEST_SKIP() << layout.name << " needs " << layout.tp * layout.pp << " ranks";
   const std::string path = model_path(layout.model);
-  const std::string yaml = "model:\n  path: " + path + "\nparallel:\n  tensor: " + std::to_string(layout.tp) +
-                           "\n  pipeline: " + std::to_string(layout.pp) +
-                           "\n  data: 1\n  micro_batches: 2\n" + (layout.interleaved ? "  schedule: interleaved\n" : "") +
-                           "comm:\n  timeout_s: 120\n";
+  const std::string yaml = test::plan_yaml(path, {layout.tp, layout.pp, 1, "", layout.interleaved, 120});
   const parallel::ParsedPlan parsed = parallel::parse_plan(yaml, layout.name + ".yaml");
   ASSERT_TRUE(parsed.ok()) << parallel::join_diagnostics(parsed.diagnostics);
 

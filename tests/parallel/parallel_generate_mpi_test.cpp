@@ -10,8 +10,8 @@
 #include "launcher/model_session.h"
 #include "launcher/rank_runtime.h"
 #include "parallel/plan_parser.h"
-#include "runtime/formats/model_writer.h"
 #include "mpi_world.h"
+#include "single_rank_reference.h"
 #include "test_util.h"
 
 namespace strata {
@@ -28,22 +28,14 @@ struct Layout {
 };
 
 std::string model_path(const std::string& spec) {
-  if (spec.rfind("fixture:", 0) == 0) return test::fixture("hf/" + spec.substr(8));
-  MakeModelOptions o;
-  o.format = "safetensors";
-  o.dtype = "f32";
-  o.seed = 5;
+  std::optional<ModelConfig> config;
   if (spec == "padded-vocab") {  // 514 = 4 * 128 + 2: the last TP4 rank holds fewer rows
     ModelConfig c;
     c.vocab_size = 514, c.hidden = 64, c.n_layers = 2, c.n_heads = 8, c.n_kv_heads = 2, c.head_dim = 8;
     c.ffn = 128, c.max_seq = 256;
-    o.config = c;
-  } else {
-    o.preset = spec;
+    config = c;
   }
-  o.out = test::temp_dir("parallel_" + spec + "_r" + std::to_string(g_world->rank()));
-  make_model(o);
-  return make_model_output_path(o);
+  return test::layout_model(spec, "parallel", g_world->rank(), config);
 }
 
 class ParallelLayouts : public ::testing::TestWithParam<Layout> {};
@@ -53,12 +45,8 @@ TEST_P(ParallelLayouts, MatchSingleRank) {
   if (layout.tp * layout.pp * layout.dp != g_world->size())
     GTEST_SKIP() << layout.name << " needs " << layout.tp * layout.pp * layout.dp << " ranks";
   const std::string path = model_path(layout.model);
-  std::string yaml = "model:\n  path: " + path + "\nparallel:\n  tensor: " + std::to_string(layout.tp) +
-                     "\n  pipeline: " + std::to_string(layout.pp) + "\n  data: " + std::to_string(layout.dp) +
-                     "\n  micro_batches: 2\n";
-  if (!layout.stages.empty()) yaml += "  stages: " + layout.stages + "\n";
-  if (layout.interleaved) yaml += "  schedule: interleaved\n";
-  yaml += "comm:\n  timeout_s: 60\n";
+  const std::string yaml =
+      test::plan_yaml(path, {layout.tp, layout.pp, layout.dp, layout.stages, layout.interleaved, 60});
   const parallel::ParsedPlan parsed = parallel::parse_plan(yaml, layout.name + ".yaml");
   ASSERT_TRUE(parsed.ok()) << parallel::join_diagnostics(parsed.diagnostics);
 
@@ -66,20 +54,7 @@ TEST_P(ParallelLayouts, MatchSingleRank) {
   launcher::SessionOptions options;
   options.model_path = path;
   options.threads = 1;
-  std::vector<GenerationRequest> requests(3);
-  const std::vector<std::vector<int32_t>> prompts = {{1, 17, 29, 5, 88, 41, 7}, {1, 3}, {1, 200, 9, 14, 60}};
-  for (size_t i = 0; i < requests.size(); ++i) {
-    requests[i].prompt = prompts[i];
-    requests[i].max_new_tokens = 10 + static_cast<int64_t>(i);
-  }
-  std::vector<GenerationOutput> expected;
-  Tensor expected_logits;
-  {
-    launcher::ModelSession single(options);
-    single.prepare(256);
-    expected = single.generator().generate(requests);
-    expected_logits = single.generator().score(prompts[0]);
-  }
+  const test::SingleRankReference ref = test::single_rank_reference(options);
 
   launcher::RankRuntime rank(parsed.plan, "");
   rank.configure(options.generator);
@@ -89,18 +64,13 @@ TEST_P(ParallelLayouts, MatchSingleRank) {
   // Data parallel: replica d takes requests d, d + DP, ...
   std::vector<GenerationRequest> mine;
   std::vector<size_t> index;
-  for (size_t i = 0; i < requests.size(); ++i)
-    if (static_cast<int>(i) % layout.dp == rank.replica_index()) mine.push_back(requests[i]), index.push_back(i);
+  for (size_t i = 0; i < ref.requests.size(); ++i)
+    if (static_cast<int>(i) % layout.dp == rank.replica_index()) mine.push_back(ref.requests[i]), index.push_back(i);
   const auto outputs = session.generator().generate(mine);
   ASSERT_EQ(outputs.size(), mine.size());
   for (size_t k = 0; k < outputs.size(); ++k)
-    EXPECT_EQ(outputs[k].tokens, expected[index[k]].tokens) << layout.name << " request " << index[k];
-  const Tensor logits = session.generator().score(prompts[0]);
-  ASSERT_EQ(logits.numel(), expected_logits.numel());
-  EXPECT_LT(test::max_rel_error(logits.data<float>(), expected_logits.data<float>(),
-                                static_cast<size_t>(logits.numel())),
-            1e-4)
-      << layout.name;
+    EXPECT_EQ(outputs[k].tokens, ref.outputs[index[k]].tokens) << layout.name << " request " << index[k];
+  test::expect_logits_match(ref, session, layout.name);
   // Each TP rank reads about 1/TP of the sharded tensors from the memory map.
   if (layout.tp > 1) {
     launcher::ModelSession whole(options);

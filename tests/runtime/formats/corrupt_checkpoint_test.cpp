@@ -74,6 +74,15 @@ TEST(CorruptLlama2c, ImpossibleHeaderIsRejected) {
   expect_error([&] { open_checkpoint(path); }, ErrorKind::kFormat, {path, "too short"});
 }
 
+TEST(CorruptLlama2c, FileOfAnotherKindNamesTheFormatsRead) {
+  // A text file passed as --model: its bytes read as a header are noise; the error says what is read.
+  const std::string path = test::scratch_dir() + "/notes.txt";
+  const std::string text = "Once upon a time there was a file that was not a model at all, only words.\n";
+  test::write_bytes(path, std::vector<uint8_t>(text.begin(), text.end()));
+  expect_error([&] { open_checkpoint(path); }, ErrorKind::kFormat,
+               {path, "not a model checkpoint", "Hugging Face model directory", "GGUF", "llama2.c .bin"});
+}
+
 TEST(CorruptGguf, BadMagic) {
   STRATA_REQUIRE_SHARED(dir, "stories260K");
   const std::string path = test::scratch_dir() + "/bad.gguf";

@@ -1,0 +1,31 @@
+// launcher/image_input.cpp: --image for LLaVA models.
+#include "launcher/image_input.h"
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "runtime/error.h"
+#include "runtime/models/llava_vision.h"
+#include "runtime/vision/preprocess.h"
+
+namespace strata::launcher {
+
+ImagePrompt image_prompt(const std::string& model_dir, Backend& backend, const std::vector<int32_t>& ids,
+                         const std::vector<std::string>& image_paths) {
+  const std::string config_path = (std::filesystem::path(model_dir) / "config.json").string();
+  STRATA_CHECK(std::filesystem::is_directory(model_dir) && std::filesystem::exists(config_path), "--image needs a ",
+               "LLaVA model directory (config.json with model_type \"llava\"); ", model_dir, " is not one");
+  std::ifstream in(config_path);
+  std::stringstream text;
+  text << in.rdbuf();
+  const LlavaConfig config = parse_llava_config(text.str(), config_path);
+  const vision::ImageProcessorConfig processor = vision::load_image_processor_config(model_dir);
+  std::vector<Tensor> pixels;
+  for (const std::string& path : image_paths)
+    pixels.push_back(vision::preprocess_image(vision::read_image_file(path), processor));
+  LlavaVision tower(config, backend, model_dir);
+  return expand_image_prompt(ids, config, tower.encode(pixels));
+}
+
+}  // namespace strata::launcher

@@ -1,0 +1,38 @@
+# launcher/ sources, one a line, sorted (CMakeLists.txt: files under cuda/ or nccl/ build only with CUDA).
+# A new source file goes here; configuring fails while a file on disk is missing from the list.
+set(STRATA_LAUNCHER_SOURCES
+  args.cpp
+  cli.cpp
+  cmd_bench.cpp
+  cmd_bench_disk.cpp
+  cmd_bench_scaling.cpp
+  cmd_bench_serve.cpp
+  cmd_generate.cpp
+  cmd_make_model.cpp
+  cmd_plan.cpp
+  cmd_router.cpp
+  cmd_serve.cpp
+  cmd_tools.cpp
+  cpu_threads.cpp
+  http/chat_template.cpp
+  http/choice_text.cpp
+  http/engine_frontend.cpp
+  http/http_server.cpp
+  http/metrics.cpp
+  http/openai_schema.cpp
+  http/remote_replicas.cpp
+  http/replica_router.cpp
+  http/routes.cpp
+  image_input.cpp
+  kernel_options.cpp
+  model_session.cpp
+  progress.cpp
+  rank_runtime.cpp
+  replica_server.cpp
+  router/replica_set.cpp
+  router/replica_spawner.cpp
+  router/router_server.cpp
+  router/upstream.cpp
+  session_flags.cpp
+  step_breakdown.cpp
+)

@@ -1,0 +1,127 @@
+// runtime/models/llava_vision.cpp: CLIP vision tower and LLaVA projector forward.
+#include "runtime/models/llava_vision.h"
+
+#include <cmath>
+
+#include "runtime/error.h"
+
+namespace strata {
+
+LlavaVision::LlavaVision(const LlavaConfig& config, Backend& backend, const std::string& dir)
+    : LlavaVision(config, backend, load_llava_vision_weights(dir, config, backend)) {}
+
+LlavaVision::LlavaVision(const LlavaConfig& config, Backend& backend, LlavaVisionWeights weights)
+    : config_(config), backend_(backend), w_(std::move(weights)) {
+  const int64_t d = config_.vision.hidden;
+  // The embeddings are added to activations, so they take the activation dtype once here.
+  class_embedding_ = scratch({1, d});
+  backend_.copy(w_.class_embedding, class_embedding_);
+  position_embedding_ = scratch({config_.vision.n_positions(), d});
+  backend_.copy(w_.position_embedding, position_embedding_);
+}
+
+Tensor LlavaVision::patch_rows(const std::vector<Tensor>& pixel_values) const {
+  const ClipVisionConfig& v = config_.vision;
+  const int64_t side = v.image_size, p = v.patch_size, grid = v.patches_per_side(), c = v.channels;
+  Tensor rows = Tensor::empty({static_cast<int64_t>(pixel_values.size()) * v.n_patches(), c * p * p}, DType::kF32);
+  float* out = rows.data<float>();
+  for (const Tensor& px : pixel_values) {
+    STRATA_CHECK(px.device() == Device::kCpu && px.dtype() == DType::kF32 && px.shape() == Shape({c, side, side}),
+                 "vision tower: pixel_values must be a host f32 [", c, ", ", side, ", ", side, "] tensor (the tower's ",
+                 "image_size), got ", shape_str(px.shape()), " ", dtype_name(px.dtype()));
+    const float* src = px.data<float>();
+    for (int64_t gy = 0; gy < grid; ++gy)
+      for (int64_t gx = 0; gx < grid; ++gx)
+        for (int64_t ch = 0; ch < c; ++ch)
+          for (int64_t y = 0; y < p; ++y) {
+            const float* line = src + (ch * side + gy * p + y) * side + gx * p;
+            std::copy(line, line + p, out);
+            out += p;
+          }
+  }
+  return rows;
+}
+
+Tensor LlavaVision::tower_hidden(const std::vector<Tensor>& pixel_values) {
+  STRATA_CHECK(!pixel_values.empty(), "vision tower: no images");
+  const ClipVisionConfig& v = config_.vision;
+  const int64_t images = static_cast<int64_t>(pixel_values.size());
+  const int64_t n_patches = v.n_patches(), seq = v.n_positions(), d = v.hidden;
+
+  // Patch embedding: a convolution with stride = kernel is one GEMM over the patches' pixels.
+  const Tensor host_rows = patch_rows(pixel_values);
+  Tensor rows = backend_.alloc(host_rows.shape(), backend_.activation_dtype());
+  backend_.copy(host_rows, rows);
+  const Tensor& conv = w_.patch_embedding;
+  Tensor patches = scratch({images * n_patches, d});
+  backend_.matmul(rows, conv.reshape({d, conv.numel() / d}), nullptr, patches);
+
+  // [class token, patches...] + positions, then the pre-LayerNorm.
+  Tensor embedded = scratch({images * seq, d});
+  for (int64_t i = 0; i < images; ++i) {
+    Tensor cls = embedded.rows(i * seq, 1);
+    backend_.copy(class_embedding_, cls);
+    Tensor body = embedded.rows(i * seq + 1, n_patches);
+    backend_.copy(patches.rows(i * n_patches, n_patches), body);
+    Tensor image = embedded.rows(i * seq, seq);
+    backend_.add(image, position_embedding_);
+  }
+  Tensor hidden = scratch({images * seq, d});
+  backend_.layernorm(embedded, w_.pre_norm_w, &w_.pre_norm_b, v.layer_norm_eps, hidden);
+
+  // Hidden state k is the output of layer k: only the layers up to the selected one run.
+  for (int64_t l = 0; l < config_.feature_layer; ++l) encoder_layer(l, hidden, images);
+  return hidden;
+}
+
+void LlavaVision::encoder_layer(int64_t layer, Tensor& hidden, int64_t images) {
+  const ClipVisionConfig& v = config_.vision;
+  const int64_t tokens = hidden.dim(0), d = v.hidden, heads = v.n_heads, hd = v.head_dim();
+  const ClipLayerWeights& w = w_.layers[static_cast<size_t>(layer)];
+
+  Tensor normed = scratch({tokens, d});
+  backend_.layernorm(hidden, w.norm1_w, &w.norm1_b, v.layer_norm_eps, normed);
+  Tensor q = scratch({tokens, heads, hd}), k = scratch({tokens, heads, hd}), val = scratch({tokens, heads, hd});
+  backend_.matmul(normed, w.wq, &w.bq, q);
+  backend_.matmul(normed, w.wk, &w.bk, k);
+  backend_.matmul(normed, w.wv, &w.bv, val);
+  Tensor att = scratch({tokens, heads, hd});
+  backend_.attention_bidirectional(q, k, val, tokens / images, 1.f / std::sqrt(static_cast<float>(hd)), att);
+  Tensor projected = scratch({tokens, d});
+  backend_.matmul(att.reshape({tokens, d}), w.wo, &w.bo, projected);
+  backend_.add(hidden, projected);
+
+  backend_.layernorm(hidden, w.norm2_w, &w.norm2_b, v.layer_norm_eps, normed);
+  Tensor inner = scratch({tokens, v.ffn});
+  backend_.matmul(normed, w.fc1_w, &w.fc1_b, inner);
+  backend_.activation(inner, v.act, inner);
+  backend_.matmul(inner, w.fc2_w, &w.fc2_b, projected);
+  backend_.add(hidden, projected);
+}
+
+Tensor LlavaVision::encode(const std::vector<Tensor>& pixel_values) {
+  const Tensor hidden = tower_hidden(pixel_values);
+  const int64_t images = static_cast<int64_t>(pixel_values.size());
+  const int64_t seq = config_.vision.n_positions(), d = config_.vision.hidden;
+  const int64_t per_image = config_.features_per_image();
+
+  // "default" drops each image's class token; "full" keeps it.
+  Tensor selected = hidden;
+  if (config_.select == FeatureSelect::kDefault) {
+    selected = scratch({images * per_image, d});
+    for (int64_t i = 0; i < images; ++i) {
+      Tensor dst = selected.rows(i * per_image, per_image);
+      backend_.copy(hidden.rows(i * seq + 1, per_image), dst);
+    }
+  }
+  const Tensor* b1 = w_.proj1_b.defined() ? &w_.proj1_b : nullptr;
+  const Tensor* b2 = w_.proj2_b.defined() ? &w_.proj2_b : nullptr;
+  Tensor inner = scratch({images * per_image, config_.text_hidden});
+  backend_.matmul(selected, w_.proj1_w, b1, inner);
+  backend_.activation(inner, config_.projector_act, inner);
+  Tensor features = scratch({images * per_image, config_.text_hidden});
+  backend_.matmul(inner, w_.proj2_w, b2, features);
+  return features;
+}
+
+}  // namespace strata

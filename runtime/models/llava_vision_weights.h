@@ -1,0 +1,39 @@
+// runtime/models/llava_vision_weights.h: the weights of a LLaVA model's vision side (CLIP tower and
+// projector) and their loader. Which tensors exist, their names and shapes come from the model
+// description's "clip_vision" and "llava_projector" tables (runtime/models/model_description.h); this
+// file only binds each slot to the field the forward reads. Checkpoints name the parts under
+// transformers 4 prefixes ("vision_tower.vision_model.", "multi_modal_projector."), their later
+// "model."-prefixed form, or transformers 5's (no "vision_model." level).
+#pragma once
+#include <string>
+#include <vector>
+
+#include "runtime/backend.h"
+#include "runtime/models/llava_config.h"
+#include "runtime/tensor.h"
+
+namespace strata {
+
+struct ClipLayerWeights {
+  Tensor norm1_w, norm1_b, wq, bq, wk, bk, wv, bv, wo, bo, norm2_w, norm2_b, fc1_w, fc1_b, fc2_w, fc2_b;
+};
+
+struct LlavaVisionWeights {
+  Tensor class_embedding, patch_embedding, position_embedding, pre_norm_w, pre_norm_b;
+  std::vector<ClipLayerWeights> layers;  // the layers that run (up to the feature layer)
+  Tensor proj1_w, proj1_b, proj2_w, proj2_b;  // biases undefined without multimodal_projector_bias
+};
+
+// Where a checkpoint keeps the two parts (found by looking for their first slots).
+struct VisionNaming {
+  std::string tower_prefix;      // e.g. "vision_tower.vision_model." (transformers 4), "vision_tower." (5)
+  std::string projector_prefix;  // "multi_modal_projector." or "model.multi_modal_projector."
+};
+
+// Reads the vision side of the LlavaForConditionalGeneration directory `dir` (model.safetensors or a
+// sharded index) onto `backend`: the tower's layers up to config.feature_layer (later layers never feed
+// the projector) and the projector. Every slot's presence, shape and dtype (f32/f16/bf16) is checked
+// against the description; errors name the file, the tensor and the expected shape.
+LlavaVisionWeights load_llava_vision_weights(const std::string& dir, const LlavaConfig& config, Backend& backend);
+
+}  // namespace strata

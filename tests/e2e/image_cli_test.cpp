@@ -1,0 +1,83 @@
+// tests/e2e/image_cli_test.cpp: `strata generate --image` and `strata logits --image` on a tiny random
+// LLaVA (tests/fixtures/vision/llava_t5, made by tools/reference/make_vision_fixtures.py): the greedy
+// tokens transformers generates (on one rank and under TP2 x PP2), the last position's logits, and bad
+// images ending the command with a message that names the file.
+#include <gtest/gtest.h>
+
+#include <boost/json.hpp>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+#include "test_util.h"
+
+namespace strata {
+namespace {
+
+std::string model() { return test::fixture("vision/llava_t5"); }
+
+boost::json::value fixture_ids() {
+  std::ifstream in(model() + "/ids.json");
+  std::stringstream s;
+  s << in.rdbuf();
+  return boost::json::parse(s.str());
+}
+
+std::string joined(const boost::json::array& ids) {
+  std::string out;
+  for (const auto& x : ids) out += (out.empty() ? "" : " ") + std::to_string(x.to_number<int64_t>());
+  return out;
+}
+
+TEST(ImageCli, GenerateGivesTransformersGreedyTokens) {
+  const boost::json::value ids = fixture_ids();
+  const auto r = test::run_command(test::strata_binary() + " generate --model " + model() + " --prompt-ids \"" +
+                                   joined(ids.at("prompt_ids").as_array()) + "\" --image " + model() +
+                                   "/image.png -n 8 --ignore-eos --print-ids");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("ids: " + joined(ids.at("greedy_continuation").as_array())), std::string::npos) << r.output;
+}
+
+TEST(ImageCli, TensorAndPipelineParallelGiveTheSameTokens) {
+  // Every rank encodes the image (the tower is replicated); the first stage splices it after the TP
+  // all-reduce of the embedding.
+  const boost::json::value ids = fixture_ids();
+  const std::string plan = test::temp_dir("image_cli") + "/tp2pp2.yaml";
+  std::FILE* f = std::fopen(plan.c_str(), "w");
+  std::fprintf(f, "model:\n  path: %s\nparallel:\n  tensor: 2\n  pipeline: 2\n", model().c_str());
+  std::fclose(f);
+  const auto r = test::run_command(test::mpirun(4) + test::strata_binary() + " generate --plan " + plan +
+                                   " --prompt-ids \"" + joined(ids.at("prompt_ids").as_array()) + "\" --image " +
+                                   model() + "/image.png -n 8 --ignore-eos --print-ids");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("ids: " + joined(ids.at("greedy_continuation").as_array())), std::string::npos) << r.output;
+}
+
+TEST(ImageCli, LogitsOfTheExpandedPromptMatchTransformers) {
+  const boost::json::value ids = fixture_ids();
+  const auto r = test::run_command(test::strata_binary() + " logits --model " + model() + " --prompt-ids \"" +
+                                   joined(ids.at("prompt_ids").as_array()) + "\" --image " + model() + "/image.png");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const boost::json::value out = boost::json::parse(r.output.substr(r.output.find('{')));
+  EXPECT_EQ(joined(out.at("ids").as_array()), joined(ids.at("ids").as_array()));
+  const test::NpyArray expected = test::read_npy(model() + "/logits.npy");
+  const auto& row = out.at("logits").as_array().back().as_array();
+  const int64_t V = expected.shape[1], last = expected.shape[0] - 1;
+  ASSERT_EQ(static_cast<int64_t>(row.size()), V);
+  std::vector<float> got;
+  for (const auto& x : row) got.push_back(static_cast<float>(x.to_number<double>()));
+  EXPECT_LT(test::max_rel_error(got.data(), expected.data.data() + last * V, static_cast<size_t>(V)), 1e-4);
+}
+
+TEST(ImageCli, BadImagesEndTheCommandWithTheirName) {
+  for (const char* bad : {"bomb.png", "no-such.jpg"}) {
+    const std::string path = test::fixture(std::string("vision/images/") + bad);
+    const auto r = test::run_command(test::strata_binary() + " logits --model " + model() +
+                                     " --prompt-ids \"1 159 5\" --image " + path);
+    EXPECT_NE(r.exit_code, 0) << r.output;
+    EXPECT_NE(r.output.find(bad), std::string::npos) << r.output;
+  }
+}
+
+}  // namespace
+}  // namespace strata
