@@ -9,6 +9,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "launcher/http/metrics.h"
 #include "launcher/model_session.h"
 #include "runtime/error.h"
 #include "runtime/formats/checkpoint.h"
@@ -118,6 +119,18 @@ TEST(MoeConfig, MissingExpertFieldIsNamed) {
     EXPECT_NE(std::string(e.what()).find("num_experts_per_tok"), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("cfg.json"), std::string::npos) << e.what();
   }
+}
+
+// /metrics reports the engine's per-expert load as one counter per expert, and nothing for a dense model.
+TEST(MoeMetrics, ExpertLoadIsACounterPerExpert) {
+  launcher::http::Metrics metrics;
+  EngineStats stats;
+  EXPECT_EQ(metrics.render(stats, true).find("strata_expert_tokens_total"), std::string::npos);
+  stats.expert_tokens = {3, 0, 5};
+  const std::string text = metrics.render(stats, true);
+  EXPECT_NE(text.find("# TYPE strata_expert_tokens_total counter"), std::string::npos) << text;
+  EXPECT_NE(text.find("strata_expert_tokens_total{expert=\"1\"} 0\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("strata_expert_tokens_total{expert=\"2\"} 5\n"), std::string::npos) << text;
 }
 
 TEST(MoeNames, ExpertTensorsMapBothWays) {
