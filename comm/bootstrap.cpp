@@ -6,6 +6,7 @@
 #include <charconv>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 
 #include "comm/mpi/mpi_communicator.h"
 #include "comm/mpi/mpi_runtime.h"
@@ -66,6 +67,20 @@ int slurm_tasks_on_node(const std::string& spec, int node) {
   return -1;
 }
 
+// STRATA_STORE_SECRET, else the first line of the file STRATA_STORE_SECRET_FILE names; "" when neither.
+std::string store_secret(const Getenv& getenv) {
+  if (const auto secret = getenv("STRATA_STORE_SECRET"); secret && !secret->empty()) return *secret;
+  const auto file = getenv("STRATA_STORE_SECRET_FILE");
+  if (!file || file->empty()) return "";
+  std::ifstream in(*file);
+  STRATA_CHECK_KIND(ErrorKind::kConfig, in.good(), "cannot read STRATA_STORE_SECRET_FILE=", *file);
+  std::string secret;
+  std::getline(in, secret);
+  while (!secret.empty() && (secret.back() == '\r' || secret.back() == ' ')) secret.pop_back();
+  STRATA_CHECK_KIND(ErrorKind::kConfig, !secret.empty(), "STRATA_STORE_SECRET_FILE=", *file, " is empty");
+  return secret;
+}
+
 }  // namespace
 
 RankInfo detect_launch(const Getenv& getenv) {
@@ -109,6 +124,11 @@ RankInfo detect_launch(const Getenv& getenv) {
                       "MASTER_ADDR=node01 MASTER_PORT=29500");
     STRATA_CHECK_KIND(ErrorKind::kConfig, info.master_port < 65536, "MASTER_PORT=", info.master_port,
                       " is not a TCP port");
+    info.store_secret = store_secret(getenv);
+    STRATA_CHECK_KIND(ErrorKind::kConfig, info.world_size == 1 || !info.store_secret.empty(),
+                      "RANK/WORLD_SIZE launch of ", info.world_size, " ranks needs the job's secret for the TCP store, "
+                      "the same on every rank: export STRATA_STORE_SECRET=$(openssl rand -hex 16) before starting the "
+                      "ranks, or set STRATA_STORE_SECRET_FILE to a file only the job can read");
   }
   STRATA_CHECK_KIND(ErrorKind::kConfig, info.world_size != 0, "world size 0 from the ", launcher_name(info.launcher),
                     " environment");
@@ -146,7 +166,7 @@ std::unique_ptr<Communicator> make_world_communicator(const CommConfig& config, 
       STRATA_CHECK_KIND(ErrorKind::kConfig, !info.master_addr.empty() && info.master_port > 0,
                         "the TCP backend needs MASTER_ADDR and MASTER_PORT (rank 0 hosts the rendezvous store)");
       TcpOptions options{info.master_addr, static_cast<uint16_t>(info.master_port), info.world_rank,
-                         info.world_size};
+                         info.world_size, info.store_secret};
       return make_tcp_world(config, options);
     }
     case Backend::kSelf:

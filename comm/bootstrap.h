@@ -22,6 +22,7 @@ struct RankInfo {
   Launcher launcher = Launcher::kNone;
   std::string master_addr;  // kEnv only: where rank 0 hosts the TCP store
   int master_port = 0;
+  std::string store_secret;  // kEnv only: STRATA_STORE_SECRET, or the contents of STRATA_STORE_SECRET_FILE
 };
 
 // Reads the launch from environment variables, first match wins:
@@ -29,6 +30,8 @@ struct RankInfo {
 //   Slurm     SLURM_PROCID/SLURM_NTASKS/SLURM_LOCALID inside a job step (SLURM_STEP_ID set)
 //   PMIx      PMIX_RANK (other PMIx launchers)
 //   env       RANK/WORLD_SIZE[/LOCAL_RANK/LOCAL_WORLD_SIZE], MASTER_ADDR, MASTER_PORT (torchrun style)
+//             and the job's store secret: STRATA_STORE_SECRET or STRATA_STORE_SECRET_FILE (required
+//             with more than one rank: the store admits only clients that know it)
 //   none      a single process
 // Throws Error(kConfig) on malformed values (non-numbers, rank outside the world, env without MASTER_*).
 RankInfo detect_launch();

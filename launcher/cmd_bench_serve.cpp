@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <mutex>
 #include <random>
 #include <thread>
@@ -65,8 +66,8 @@ struct Sample {
 };
 
 // One streamed completion; times the first event that carries text and the end.
-Sample run_request(const Url& url, const std::string& model, const std::vector<int32_t>& prompt, int64_t max_tokens,
-                   double timeout_s) {
+Sample run_request(const Url& url, const std::string& model, const std::string& api_key,
+                   const std::vector<int32_t>& prompt, int64_t max_tokens, double timeout_s) {
   Sample s;
   s.prompt_tokens = static_cast<int64_t>(prompt.size());
   json::object body{{"prompt", json::value_from(prompt)}, {"max_tokens", max_tokens}, {"temperature", 0},
@@ -74,7 +75,8 @@ Sample run_request(const Url& url, const std::string& model, const std::vector<i
   if (!model.empty()) body["model"] = model;
   const std::string payload = json::serialize(body);
   const std::string req = "POST " + url.path_prefix + "/v1/completions HTTP/1.1\r\nHost: " + url.host +
-                          "\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: " +
+                          "\r\nConnection: close\r\nContent-Type: application/json\r\n" +
+                          (api_key.empty() ? std::string() : "Authorization: Bearer " + api_key + "\r\n") + "Content-Length: " +
                           std::to_string(payload.size()) + "\r\n\r\n" + payload;
   const auto t0 = Clock::now();
   const int fd = connect_url(url);
@@ -140,6 +142,7 @@ int cmd_bench_serve(int argc, char** argv) {
   const Args args("bench serve",
                   {{"url", true, "server base URL (default http://127.0.0.1:8080)"},
                    {"model", true, "model id to send (default: none, the server's own)"},
+                   {"api-key", true, "sent as 'Authorization: Bearer KEY' (default: $STRATA_API_KEY)"},
                    {"rate", true, "Poisson arrivals, requests per second (default: use --concurrency)"},
                    {"concurrency", true, "clients sending back to back (default 8, when --rate is not given)"},
                    {"requests", true, "requests in the run (default 64)"},
@@ -177,6 +180,8 @@ int cmd_bench_serve(int argc, char** argv) {
 
   std::vector<Sample> samples(work.size());
   const std::string model = args.str("model");
+  const char* env_key = std::getenv("STRATA_API_KEY");
+  const std::string api_key = args.str("api-key", env_key != nullptr ? env_key : "");
   const auto t0 = Clock::now();
   std::vector<std::thread> threads;
   if (rate > 0) {
@@ -184,7 +189,7 @@ int cmd_bench_serve(int argc, char** argv) {
     auto next = Clock::now();
     for (size_t i = 0; i < work.size(); ++i) {
       std::this_thread::sleep_until(next);
-      threads.emplace_back([&, i] { samples[i] = run_request(url, model, work[i].prompt, work[i].max_tokens, timeout); });
+      threads.emplace_back([&, i] { samples[i] = run_request(url, model, api_key, work[i].prompt, work[i].max_tokens, timeout); });
       next += std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(gap(rng)));
     }
   } else {
@@ -192,7 +197,7 @@ int cmd_bench_serve(int argc, char** argv) {
     for (int64_t c = 0; c < concurrency; ++c)
       threads.emplace_back([&] {
         for (size_t i = next++; i < work.size(); i = next++)
-          samples[i] = run_request(url, model, work[i].prompt, work[i].max_tokens, timeout);
+          samples[i] = run_request(url, model, api_key, work[i].prompt, work[i].max_tokens, timeout);
       });
   }
   for (auto& t : threads) t.join();

@@ -17,7 +17,9 @@ int cmd_make_model(int argc, char** argv) {
   for (const auto& p : model_preset_names()) presets += (presets.empty() ? "" : ", ") + p;
   const Args args("make-model", {{"preset", true, "shape: " + presets},
                                  {"format", true, "safetensors (default) or gguf"},
-                                 {"dtype", true, "f32, f16 (default), bf16; gguf also q8_0, q4_0"},
+                                 {"dtype", true,
+                                  "f32, f16 (default), bf16; gguf also " + quantized_dtype_names() +
+                                      " and q4_k_m (q4_k, q6_k for the head and some attn_v/ffn_down)"},
                                  {"seed", true, "random seed (default 1)"},
                                  {"out", true, "output directory (safetensors) or .gguf file"}},
                   argc, argv, 2);
@@ -26,7 +28,8 @@ int cmd_make_model(int argc, char** argv) {
   options.format = args.str("format", "safetensors");
   STRATA_CHECK(options.format == "safetensors" || options.format == "gguf", "--format must be safetensors or gguf, got '",
                options.format, "'");
-  options.dtype = dtype_name(dtype_from_name(args.str("dtype", "f16")));  // validates the name
+  options.dtype = args.str("dtype", "f16");
+  if (options.dtype != "q4_k_m") options.dtype = dtype_name(dtype_from_name(options.dtype));  // validates the name
   options.seed = static_cast<uint64_t>(args.integer("seed", 1, 0, INT64_MAX));
   options.out = args.required("out");
   const ModelConfig config = model_preset(options.preset);  // validates the name before any writing

@@ -163,13 +163,6 @@ int suggest(const Args& args) {
   return 0;
 }
 
-// The dtype a checkpoint stores its layer matrices in (the first layer's query projection), or none
-// for a checkpoint without one.
-std::optional<DType> matrix_dtype(const Checkpoint& checkpoint) {
-  if (!checkpoint.has("blk.0.attn_q.weight")) return std::nullopt;
-  return checkpoint.entry("blk.0.attn_q.weight").dtype;
-}
-
 }  // namespace
 
 int cmd_plan(int argc, char** argv) {
@@ -223,10 +216,8 @@ int cmd_plan(int argc, char** argv) {
     const std::unique_ptr<Checkpoint> checkpoint = open_checkpoint(source);
     config = checkpoint->config();
     // Without model.dtype the ranks hold the checkpoint's own weights: size and check them in its dtype.
-    if (const std::optional<DType> dtype = matrix_dtype(*checkpoint)) {
-      options.default_dtype = *dtype;
-      options.default_dtype_source = cat("not in the plan: the checkpoint's, ", checkpoint->format());
-    }
+    options.default_dtype = parallel::checkpoint_weight_dtype(*checkpoint, options.default_dtype);
+    options.default_dtype_source = cat("not in the plan: the checkpoint's, ", checkpoint->format());
     source += cat(" (", checkpoint->format(), ")");
   }
   const std::vector<parallel::Diagnostic> diagnostics = parallel::validate_plan(plan, config, options);

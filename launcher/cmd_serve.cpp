@@ -5,18 +5,22 @@
 // reached through their drivers (launcher/replica_server.h). Every rank runs its Engine's step loop on
 // its main thread (the thread that made the communicators); only rank 0's link thread to the other
 // drivers talks besides. SIGTERM/SIGINT: stop accepting, answer every request in flight on every
-// replica (cancelling what is left after --drain-timeout), shut every replica down, exit 0.
+// replica (cancelling what is left after --drain-timeout), shut every replica down, exit 0; a second
+// signal cancels what is left at once. It listens on loopback unless --host opens it; --api-key (or
+// STRATA_API_KEY) requires an OpenAI Bearer token on every route but /health.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <csignal>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <functional>
 #include <mutex>
 #include <thread>
 
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "launcher/commands.h"
@@ -27,6 +31,7 @@
 #include "launcher/http/remote_replicas.h"
 #include "launcher/http/replica_router.h"
 #include "launcher/http/routes.h"
+#include "launcher/http/sampling_defaults.h"
 #include "launcher/rank_runtime.h"
 #include "launcher/replica_server.h"
 #include "launcher/session_flags.h"
@@ -41,7 +46,12 @@ using Clock = std::chrono::steady_clock;
 std::vector<FlagSpec> serve_flags() {
   std::vector<FlagSpec> flags = session_flags();
   flags.insert(flags.end(), {
-      {"host", true, "address to listen on (default 0.0.0.0)"},
+      {"host", true, "address to listen on (default 127.0.0.1; 0.0.0.0 listens on every interface)"},
+      {"api-key", true, "require 'Authorization: Bearer KEY' on every route but /health (default: $STRATA_API_KEY)"},
+      {"allowed-origins", true, "browser origins allowed by CORS, comma-separated, or * (default: none, CORS off)"},
+      {"max-connections", true, "open connections before new ones get 503 (default: the open-file limit less 128)"},
+      {"read-timeout", true, "seconds a request body may stall before 408 (default 10)"},
+      {"stall-timeout", true, "seconds without an engine step while requests wait before /health says 503 (default 60)"},
       {"port", true, "TCP port (default: the plan's serve.port, else 8080; 0 picks a free one)"},
       {"max-batch-tokens", true, "token budget of one engine step (default: plan, else 2048)"},
       {"max-seqs", true, "sequences running at once (default: plan, else 64)"},
@@ -129,12 +139,40 @@ int64_t kv_tokens_from_budget(ModelSession& session, const ServeConfig& config, 
   return blocks * config.block_size;
 }
 
+// Connections the server may hold: the open-file limit (raised to its hard ceiling first) less room
+// for the model's files, logs and sockets to peers.
+int default_max_connections() {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return 1024;
+  if (limit.rlim_cur < limit.rlim_max) {
+    rlimit raised = limit;
+    raised.rlim_cur = std::min<rlim_t>(limit.rlim_max, 1 << 20);
+    if (setrlimit(RLIMIT_NOFILE, &raised) == 0) limit = raised;
+  }
+  return static_cast<int>(std::clamp<int64_t>(static_cast<int64_t>(limit.rlim_cur) - 128, 16, 65536));
+}
+
+std::vector<std::string> split_list(const std::string& text) {
+  std::vector<std::string> out;
+  size_t pos = 0;
+  while (pos <= text.size()) {
+    const size_t comma = std::min(text.find(',', pos), text.size());
+    std::string item = text.substr(pos, comma - pos);
+    item.erase(0, item.find_first_not_of(' '));
+    item.erase(item.find_last_not_of(' ') + 1);
+    if (!item.empty()) out.push_back(item);
+    pos = comma + 1;
+  }
+  return out;
+}
+
 // Rank 0's share of the step loop: routing, readiness, failure of a remote replica, the drain.
 struct RouterSide {
   http::EngineFrontend& frontend;
   http::ReplicaRouter& router;
   http::RemoteReplicas* remotes;  // null with one replica
   const std::atomic<bool>& stop_requested;
+  const std::atomic<bool>& stop_now;  // a second signal: cancel what is left without waiting
   double drain_timeout_s;
   std::function<std::string()> failure;  // why a remote replica failed; empty while none has
   std::function<void()> on_ready;
@@ -150,6 +188,7 @@ void step_loop(Engine& engine, RouterSide* side) {
     const bool more = engine.step(events, 20);
     if (side != nullptr) {
       http::EngineFrontend& frontend = side->frontend;
+      frontend.note_step();
       side->router.report(0, engine.stats(), reflected);
       side->router.deliver(0, events);
       if (const std::string why = side->failure(); !why.empty())
@@ -167,8 +206,9 @@ void step_loop(Engine& engine, RouterSide* side) {
           engine.shutdown();  // every rank's step() returns false after this
           if (side->remotes != nullptr) side->remotes->shutdown();
           shutdown_sent = true;
-        } else if (waited > side->drain_timeout_s && !cancelled) {
-          LOG_WARN("drain timeout: cancelling ", frontend.responses_in_flight(), " requests still in flight");
+        } else if ((waited > side->drain_timeout_s || side->stop_now) && !cancelled) {
+          LOG_WARN(side->stop_now ? "second signal" : "drain timeout", ": cancelling ", frontend.responses_in_flight(),
+                   " requests still in flight");
           frontend.cancel_all();
           cancelled = true;
         }
@@ -200,15 +240,21 @@ int serve(const Args& args, SessionOptions options, RankRuntime* rank) {
 
   http::Metrics metrics;
   http::EngineFrontend frontend;
+  frontend.set_stall_timeout(args.number("stall-timeout", 60, 0.1, 86400));
   std::atomic<http::Routes*> routes_ptr{nullptr};
-  std::atomic<bool> stop_requested{false};
+  std::atomic<bool> stop_requested{false}, stop_now{false};
   std::unique_ptr<http::HttpServer> server;
   if (is_http) {
     http::ServerOptions so;
-    so.address = args.str("host", "0.0.0.0");
+    so.address = args.str("host", "127.0.0.1");
     so.port = config.port;
     so.threads = static_cast<int>(args.integer("http-threads", 2, 1, 64));
     so.max_body_bytes = static_cast<size_t>(args.integer("max-body-bytes", 4 << 20, 1024, int64_t{1} << 32));
+    so.read_timeout_s = static_cast<int>(args.integer("read-timeout", 10, 1, 3600));
+    so.max_connections = static_cast<int>(args.integer("max-connections", default_max_connections(), 1, 1 << 20));
+    const char* env_key = std::getenv("STRATA_API_KEY");
+    so.access.api_key = args.str("api-key", env_key != nullptr ? env_key : "");
+    so.access.allowed_origins = split_list(args.str("allowed-origins"));
     server = std::make_unique<http::HttpServer>(so, [&](const std::shared_ptr<http::Exchange>& exchange) {
       if (http::Routes* routes = routes_ptr.load()) return routes->handle(exchange);
       const bool health = exchange->request().target == "/health";
@@ -219,7 +265,10 @@ int serve(const Args& args, SessionOptions options, RankRuntime* rank) {
                         {{"Retry-After", "5"}});
     });
     server->on_signal([&](int signal) {
-      if (stop_requested.exchange(true)) return;
+      if (stop_requested.exchange(true)) {
+        if (!stop_now.exchange(true)) LOG_WARN("signal ", signal, " again: cancelling the requests in flight");
+        return;
+      }
       LOG_INFO("signal ", signal, ": no new requests; finishing the ", frontend.responses_in_flight(), " in flight");
       frontend.drain();
       server->stop_accepting();
@@ -229,6 +278,9 @@ int serve(const Args& args, SessionOptions options, RankRuntime* rank) {
     // kills the ranks after odls_base_sigkill_timeout, 1 s by default).
     std::printf("strata serve: listening on http://%s:%d (pid %d)\n", so.address.c_str(), server->port(),
                 static_cast<int>(getpid()));
+    if (!http::is_loopback_address(so.address) && so.access.api_key.empty())
+      LOG_WARN("listening on ", so.address, " without an API key: anyone who can reach port ", server->port(),
+               " can use this server; set --api-key or STRATA_API_KEY");
     std::fflush(stdout);
   } else {
     // Only rank 0 decides when to stop; the others follow its engine shutdown.
@@ -271,6 +323,11 @@ int serve(const Args& args, SessionOptions options, RankRuntime* rank) {
   served.context = model.max_seq;
   served.vocab_size = model.vocab_size;
   served.eos_ids = model.eos_ids;
+  std::string defaults_source;
+  served.sampling_defaults =
+      http::sampling_defaults_for(rank != nullptr ? rank->model_path() : options.model_path, &defaults_source);
+  LOG_INFO("requests without sampling fields use ", defaults_source, ": temperature ",
+           served.sampling_defaults.temperature, ", top_p ", served.sampling_defaults.top_p);
   const auto routes = std::make_unique<http::Routes>(
       frontend, metrics, session.has_tokenizer() ? &session.tokenizer() : nullptr, chat, served);
   routes_ptr = routes.get();
@@ -299,7 +356,7 @@ int serve(const Args& args, SessionOptions options, RankRuntime* rank) {
       frontend.fail(cat("a data-parallel replica failed: ", why));
     });
 
-  RouterSide side{frontend, *router, remotes.get(), stop_requested, args.number("drain-timeout", 30, 0, 86400),
+  RouterSide side{frontend, *router, remotes.get(), stop_requested, stop_now, args.number("drain-timeout", 30, 0, 86400),
                   [&] {
                     std::lock_guard<std::mutex> lock(failure_mutex);
                     return failure;

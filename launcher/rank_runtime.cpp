@@ -19,6 +19,7 @@
 #include "launcher/cpu_threads.h"
 #include "launcher/progress.h"
 #include "launcher/session_flags.h"
+#include "parallel/plan_check.h"
 #include "parallel/plan_parser.h"
 #include "parallel/replica_link.h"
 #include "runtime/error.h"
@@ -48,8 +49,12 @@ RankRuntime::RankRuntime(parallel::Plan plan, const std::string& model_override)
                     plan_.world_size(), " ranks (data ", plan_.parallel.data, " x pipeline ", plan_.parallel.pipeline,
                     " x expert ", plan_.parallel.expert, " x tensor ", plan_.parallel.tensor, ") but this job has ", world, "; launch it with mpirun -np ",
                     plan_.world_size(), " (or srun -n ", plan_.world_size(), ")");
-  const ModelConfig model = open_checkpoint(model_path_)->config();
-  const parallel::Partition partition = parallel::make_partition(plan_, model, world);
+  const auto checkpoint = open_checkpoint(model_path_);
+  const ModelConfig model = checkpoint->config();
+  parallel::PartitionOptions options;
+  options.world_size = world;
+  options.default_dtype = parallel::checkpoint_weight_dtype(*checkpoint, options.default_dtype);
+  const parallel::Partition partition = parallel::make_partition(plan_, model, options);
   part_ = partition.rank(rank);
   log::set_rank_prefix(cat("[r", rank, "/", world, " dp", part_.dp, " pp", part_.pp, " tp", part_.tp, " ", host, "]"),
                        rank == 0);

@@ -14,6 +14,7 @@ set(STRATA_LAUNCHER_SOURCES
   cmd_serve.cpp
   cmd_tools.cpp
   cpu_threads.cpp
+  http/access.cpp
   http/chat_template.cpp
   http/choice_text.cpp
   http/engine_frontend.cpp
@@ -23,6 +24,8 @@ set(STRATA_LAUNCHER_SOURCES
   http/remote_replicas.cpp
   http/replica_router.cpp
   http/routes.cpp
+  http/sampling_defaults.cpp
+  http/work_queue.cpp
   image_input.cpp
   kernel_options.cpp
   model_session.cpp

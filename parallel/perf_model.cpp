@@ -22,8 +22,9 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 // Weights of `matmul` matrix elements and `small` norm/bias elements: quantized dtypes keep norms and
 // biases in f32 (as GGUF does), so only the matrices shrink.
 int64_t weight_bytes(DType dtype, int64_t matmul, int64_t small) {
-  const bool quantized = dtype == DType::kQ8_0 || dtype == DType::kQ4_0;
-  return quantized ? dtype_bytes(dtype, matmul) + 4 * small : dtype_bytes(dtype, matmul + small);
+  if (!dtype_is_quantized(dtype)) return dtype_bytes(dtype, matmul + small);
+  const int64_t block = dtype_block_elems(dtype);  // a count, not one row: round up to whole blocks
+  return (matmul + block - 1) / block * dtype_block_bytes(dtype) + 4 * small;
 }
 
 int64_t kv_heads_local(const ModelConfig& c, int tp) { return tp <= c.n_kv_heads ? c.n_kv_heads / tp : 1; }

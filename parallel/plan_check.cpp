@@ -62,8 +62,9 @@ bool check_tensor(const Plan* plan, const ModelConfig& c, int tp, DType dtype, s
     fail(cat("parallel.tensor = ", tp, " does not divide the MLP width ffn = ", c.ffn,
              "; ffn_gate/ffn_up/ffn_down are split into ffn / tensor columns per rank"));
   if (!dtype_is_quantized(dtype) || !ok) return ok;
-  // Block-quantized rows store runs of consecutive input elements per block, so a row-parallel split
-  // of the input dim (the model description's kCols slots) must land on block boundaries.
+  // Block-quantized rows store `block` consecutive input elements per block (32, or 256 for the K-quants),
+  // so a row-parallel split of the input dim (the model description's kCols slots) must land on block
+  // boundaries.
   const int64_t block = dtype_block_elems(dtype);
   for (const TensorSlot& slot : model_description(c).slots) {
     if (slot.split != TpSplit::kCols || !slot.may_quantize() || !slot.present(c)) continue;
@@ -71,9 +72,9 @@ bool check_tensor(const Plan* plan, const ModelConfig& c, int tp, DType dtype, s
     if (local % block == 0) continue;
     fail(cat("with dtype ", dtype_name(dtype), ", ", slot.per_layer ? "blk.*." : "", slot.name,
              " is split along its input dim into ", local, " columns per rank (", dim_name(slot.shape[1]), " ", whole,
-             " / tensor ", tp,
-             "), not a multiple of the ", block, "-element quantization block; pick a tensor size that keeps it a "
-             "multiple of ", block, " or an unquantized model.dtype (f16, bf16)"));
+             " / tensor ", tp, "), not a multiple of the ", block, "-element ", dtype_name(dtype),
+             " block, so a rank would hold part of a block; pick a tensor size that keeps it a multiple of ", block,
+             ", a dtype with smaller blocks (q8_0, q4_0: 32) or an unquantized model.dtype (f16, bf16)"));
   }
   return ok;
 }
@@ -327,9 +328,9 @@ std::vector<Diagnostic> validate_plan(const Plan& plan, const ModelConfig& confi
                         " ranks (mpirun -np ", plan.world_size(), ") or change the parallel sizes so that their product is ",
                         options.world_size)));
   const DType dtype = plan_dtype(plan, options);
-  if (dtype_is_quantized(dtype) && config.hidden % kQBlock != 0)
+  if (dtype_is_quantized(dtype) && config.hidden % dtype_block_elems(dtype) != 0)
     out.push_back(plan.diagnostic("model.dtype", cat("model.dtype ", dtype_name(dtype), " stores rows in blocks of ",
-                                                     kQBlock, " but the model's hidden size ", config.hidden,
+                                                     dtype_block_elems(dtype), " but the model's hidden size ", config.hidden,
                                                      " is not a multiple of it; use f16 or bf16")));
   check_tensor(&plan, config, par.tensor, dtype, &out);
   check_experts(plan, config, out);
@@ -362,6 +363,24 @@ std::vector<Diagnostic> validate_plan(const Plan& plan, const ModelConfig& confi
 
 void check_plan(const Plan& plan, const ModelConfig& config, const PartitionOptions& options) {
   throw_if_errors(validate_plan(plan, config, options));
+}
+
+DType checkpoint_weight_dtype(const Checkpoint& checkpoint, DType fallback) {
+  const ModelConfig& c = checkpoint.config();
+  DType out = fallback;
+  for (const TensorRef& t : layer_tensors(c, 0))  // the first matrix: what the layers hold
+    if (t.slot->may_quantize() && checkpoint.has(t.name)) {
+      out = checkpoint.entry(t.name).dtype;
+      break;
+    }
+  // A row-parallel split must keep whole blocks of the largest block type among the kCols matrices.
+  for (int64_t l = 0; l < c.n_layers; ++l)
+    for (const TensorRef& t : layer_tensors(c, l)) {
+      if (t.slot->split != TpSplit::kCols || !t.slot->may_quantize() || !checkpoint.has(t.name)) continue;
+      const DType d = checkpoint.entry(t.name).dtype;
+      if (dtype_is_quantized(d) && (!dtype_is_quantized(out) || dtype_block_elems(d) > dtype_block_elems(out))) out = d;
+    }
+  return out;
 }
 
 }  // namespace strata::parallel

@@ -19,6 +19,13 @@
 namespace strata::parallel {
 namespace {
 
+// model.dtype's choices: the float types and every block-quantized one.
+std::vector<std::string> model_dtype_names() {
+  std::vector<std::string> names = {"f32", "f16", "bf16"};
+  for (DType d : quantized_dtypes()) names.push_back(dtype_name(d));
+  return names;
+}
+
 SourceLoc loc_of(const YAML::Mark& mark) {
   if (mark.is_null()) return SourceLoc{};
   return SourceLoc{mark.line + 1, mark.column + 1};
@@ -224,7 +231,7 @@ class PlanReader {
       if (key == "path") {
         if (auto s = get_string(v, field)) plan_.model.path = *s;
       } else if (key == "dtype") {
-        if (auto s = get_choice(v, field, {"f32", "f16", "bf16", "q8_0", "q4_0"})) plan_.model.dtype = dtype_from_name(*s);
+        if (auto s = get_choice(v, field, model_dtype_names())) plan_.model.dtype = dtype_from_name(*s);
       } else {
         auto s = get_string(v, field);
         if (!s) return;

@@ -1,24 +1,52 @@
 // runtime/dtype.cpp: sizes and names of dtypes.
 #include "runtime/dtype.h"
 
+#include <iterator>
+
 #include "runtime/error.h"
+#include "runtime/quant_blocks.h"
 
 namespace strata {
+namespace {
 
-int64_t dtype_block_elems(DType dtype) { return dtype_is_quantized(dtype) ? kQBlock : 1; }
+struct DTypeInfo {
+  DType dtype;
+  const char* name;
+  int64_t block_elems;
+  int64_t block_bytes;
+};
 
-int64_t dtype_block_bytes(DType dtype) {
-  switch (dtype) {
-    case DType::kF32: return 4;
-    case DType::kF16: return 2;
-    case DType::kBF16: return 2;
-    case DType::kI8: return 1;
-    case DType::kI32: return 4;
-    case DType::kQ8_0: return sizeof(BlockQ8_0);
-    case DType::kQ4_0: return sizeof(BlockQ4_0);
-  }
-  STRATA_THROW(ErrorKind::kInternal, "unknown dtype ", static_cast<int>(dtype));
+constexpr DTypeInfo kInfo[] = {
+    {DType::kF32, "f32", 1, 4},
+    {DType::kF16, "f16", 1, 2},
+    {DType::kBF16, "bf16", 1, 2},
+    {DType::kI8, "i8", 1, 1},
+    {DType::kI32, "i32", 1, 4},
+    {DType::kQ8_0, "q8_0", kQBlock, sizeof(BlockQ8_0)},
+    {DType::kQ4_0, "q4_0", kQBlock, sizeof(BlockQ4_0)},
+    {DType::kQ4_1, "q4_1", kQBlock, sizeof(BlockQ4_1)},
+    {DType::kQ5_0, "q5_0", kQBlock, sizeof(BlockQ5_0)},
+    {DType::kQ5_1, "q5_1", kQBlock, sizeof(BlockQ5_1)},
+    {DType::kQ2_K, "q2_k", kQKBlock, sizeof(BlockQ2_K)},
+    {DType::kQ3_K, "q3_k", kQKBlock, sizeof(BlockQ3_K)},
+    {DType::kQ4_K, "q4_k", kQKBlock, sizeof(BlockQ4_K)},
+    {DType::kQ5_K, "q5_k", kQKBlock, sizeof(BlockQ5_K)},
+    {DType::kQ6_K, "q6_k", kQKBlock, sizeof(BlockQ6_K)},
+    {DType::kIQ4_NL, "iq4_nl", kQBlock, sizeof(BlockIQ4_NL)},
+    {DType::kIQ4_XS, "iq4_xs", kQKBlock, sizeof(BlockIQ4_XS)},
+};
+
+const DTypeInfo& info(DType dtype) {
+  const auto i = static_cast<size_t>(dtype);
+  STRATA_CHECK_KIND(ErrorKind::kInternal, i < std::size(kInfo) && kInfo[i].dtype == dtype, "unknown dtype ", i);
+  return kInfo[i];
 }
+
+}  // namespace
+
+int64_t dtype_block_elems(DType dtype) { return info(dtype).block_elems; }
+
+int64_t dtype_block_bytes(DType dtype) { return info(dtype).block_bytes; }
 
 int64_t dtype_bytes(DType dtype, int64_t elems) {
   const int64_t block = dtype_block_elems(dtype);
@@ -27,31 +55,38 @@ int64_t dtype_bytes(DType dtype, int64_t elems) {
   return elems / block * dtype_block_bytes(dtype);
 }
 
-bool dtype_is_quantized(DType dtype) { return dtype == DType::kQ8_0 || dtype == DType::kQ4_0; }
+bool dtype_is_quantized(DType dtype) { return info(dtype).block_elems > 1; }
 
 const char* dtype_name(DType dtype) {
-  switch (dtype) {
-    case DType::kF32: return "f32";
-    case DType::kF16: return "f16";
-    case DType::kBF16: return "bf16";
-    case DType::kI8: return "i8";
-    case DType::kI32: return "i32";
-    case DType::kQ8_0: return "q8_0";
-    case DType::kQ4_0: return "q4_0";
-  }
-  return "?";
+  const auto i = static_cast<size_t>(dtype);
+  return i < std::size(kInfo) ? kInfo[i].name : "?";
+}
+
+std::vector<DType> quantized_dtypes() {
+  std::vector<DType> out;
+  for (const DTypeInfo& d : kInfo)
+    if (d.block_elems > 1) out.push_back(d.dtype);
+  return out;
+}
+
+std::string quantized_dtype_names() {
+  std::string out;
+  for (DType d : quantized_dtypes()) out += std::string(out.empty() ? "" : ", ") + dtype_name(d);
+  return out;
 }
 
 DType dtype_from_name(const std::string& name) {
-  if (name == "f32" || name == "float32" || name == "F32") return DType::kF32;
-  if (name == "f16" || name == "float16" || name == "F16") return DType::kF16;
-  if (name == "bf16" || name == "bfloat16" || name == "BF16") return DType::kBF16;
-  if (name == "i8" || name == "int8" || name == "I8") return DType::kI8;
-  if (name == "i32" || name == "int32" || name == "I32") return DType::kI32;
-  if (name == "q8_0" || name == "Q8_0") return DType::kQ8_0;
-  if (name == "q4_0" || name == "Q4_0") return DType::kQ4_0;
-  STRATA_THROW(ErrorKind::kInvalidArgument, "unknown dtype '", name,
-               "'; use one of f32, f16, bf16, i8, i32, q8_0, q4_0");
+  if (name == "float32") return DType::kF32;
+  if (name == "float16") return DType::kF16;
+  if (name == "bfloat16") return DType::kBF16;
+  if (name == "int8") return DType::kI8;
+  if (name == "int32") return DType::kI32;
+  std::string lower = name;
+  for (char& ch : lower) ch = static_cast<char>(ch >= 'A' && ch <= 'Z' ? ch - 'A' + 'a' : ch);
+  for (const DTypeInfo& d : kInfo)
+    if (lower == d.name) return d.dtype;
+  STRATA_THROW(ErrorKind::kInvalidArgument, "unknown dtype '", name, "'; use one of f32, f16, bf16, i8, i32, ",
+               quantized_dtype_names());
 }
 
 }  // namespace strata

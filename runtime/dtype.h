@@ -4,14 +4,22 @@
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <vector>
 
 namespace strata {
 
-enum class DType : uint8_t { kF32, kF16, kBF16, kI8, kI32, kQ8_0, kQ4_0 };
+// The block-quantized types are GGUF's (ggml's) weight types; their block layouts are in
+// runtime/quant_blocks.h except q8_0/q4_0's, which the CUDA kernels also read, below.
+enum class DType : uint8_t {
+  kF32, kF16, kBF16, kI8, kI32, kQ8_0, kQ4_0,
+  kQ4_1, kQ5_0, kQ5_1, kQ2_K, kQ3_K, kQ4_K, kQ5_K, kQ6_K, kIQ4_NL, kIQ4_XS,
+};
 
-// Block-quantized types store kQBlock elements per block: q8_0 = f16 scale + 32 x int8;
-// q4_0 = f16 scale + 16 bytes of packed nibbles (low nibbles are elements 0..15, high 16..31).
+// The legacy types (q4_0, q4_1, q5_0, q5_1, q8_0, iq4_nl) store kQBlock elements per block; the K-quants
+// and iq4_xs kQKBlock (dtype_block_elems says which). q8_0 = f16 scale + 32 x int8; q4_0 = f16 scale +
+// 16 bytes of packed nibbles (low nibbles are elements 0..15, high 16..31).
 constexpr int64_t kQBlock = 32;
+constexpr int64_t kQKBlock = 256;
 struct BlockQ8_0 {
   uint16_t scale;  // f16 bits
   int8_t q[kQBlock];
@@ -22,7 +30,7 @@ struct BlockQ4_0 {
 };
 static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ4_0) == 18, "GGUF block layouts");
 
-// Elements per storage block: 1 for plain types, 32 for q8_0/q4_0.
+// Elements per storage block: 1 for plain types, 32 or 256 for quantized ones.
 int64_t dtype_block_elems(DType dtype);
 // Bytes per storage block.
 int64_t dtype_block_bytes(DType dtype);
@@ -30,7 +38,11 @@ int64_t dtype_block_bytes(DType dtype);
 int64_t dtype_bytes(DType dtype, int64_t elems);
 bool dtype_is_quantized(DType dtype);
 const char* dtype_name(DType dtype);
-// Parses "f32", "f16", "bf16", "i8", "i32", "q8_0", "q4_0" (also "float16", "bfloat16"); throws otherwise.
+// Every block-quantized dtype, and their names as one "q8_0, q4_0, q4_1, ..." list for messages.
+std::vector<DType> quantized_dtypes();
+std::string quantized_dtype_names();
+// Parses "f32", "f16", "bf16", "i8", "i32" and the quantized names dtype_name gives ("q4_k", "iq4_xs", ...;
+// also "float16", "bfloat16" and GGUF's upper-case spellings); throws otherwise.
 DType dtype_from_name(const std::string& name);
 
 inline float f16_to_f32(uint16_t h) {

@@ -39,7 +39,7 @@ double Sampler::log_prob(std::span<const float> logits, int32_t token) {
 
 int32_t Sampler::sample(std::span<const float> logits, const SamplingParams& params, std::span<const int32_t> history,
                         uint64_t step) {
-  if (params.temperature <= 0.f && params.repetition_penalty == 1.f) return argmax(logits);  // no copy needed
+  if (params.greedy() && params.repetition_penalty == 1.f) return argmax(logits);  // no copy needed
   std::vector<float> z(logits.begin(), logits.end());
   if (params.repetition_penalty != 1.f) {
     std::vector<uint8_t> seen(z.size(), 0);
@@ -50,7 +50,7 @@ int32_t Sampler::sample(std::span<const float> logits, const SamplingParams& par
       v = v > 0.f ? v / params.repetition_penalty : v * params.repetition_penalty;
     }
   }
-  if (params.temperature <= 0.f) return argmax(z);
+  if (params.greedy()) return argmax(z);
 
   std::vector<int32_t> order(z.size());
   std::iota(order.begin(), order.end(), 0);

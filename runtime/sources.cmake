@@ -5,6 +5,7 @@ set(STRATA_RUNTIME_SOURCES
   collective.cpp
   cpu/cpu_backend.cpp
   cpu/cpu_kernels.cpp
+  cpu/quant_dot.cpp
   cuda/attention_decode.cu
   cuda/attention_decode_warps.cu
   cuda/attention_prefill.cu
@@ -27,6 +28,7 @@ set(STRATA_RUNTIME_SOURCES
   formats/gguf_reader.cpp
   formats/gguf_writer.cpp
   formats/hf_checkpoint.cpp
+  formats/kquants.cpp
   formats/llama2c.cpp
   formats/mapped_file.cpp
   formats/model_writer.cpp

@@ -411,8 +411,14 @@ std::unique_ptr<Communicator> make_tcp_world(const CommConfig& config, std::shar
 }
 
 std::unique_ptr<Communicator> make_tcp_world(const CommConfig& config, const TcpOptions& options) {
-  auto store = std::make_shared<TcpStore>(options.master_addr, options.master_port, options.rank == 0, config.timeout_s);
-  return make_tcp_world(config, std::move(store), options.rank, options.size);
+  auto store = std::make_shared<TcpStore>(options.master_addr, options.master_port, options.rank == 0, config.timeout_s,
+                                         options.secret);
+  auto world = make_tcp_world(config, store, options.rank, options.size);
+  // Past this barrier every rank has its mesh connections and needs the store no more: rank 0 stops
+  // listening rather than keep an open port for the life of the job.
+  world->barrier();
+  store->close_server();
+  return world;
 }
 
 }  // namespace strata::comm

@@ -17,9 +17,11 @@ struct TcpOptions {
   uint16_t master_port = 0;
   int rank = 0;
   int size = 1;
+  std::string secret;  // the job's store secret (STRATA_STORE_SECRET), the same on every rank
 };
 
-// Rank 0 hosts the store; everyone meets there, then connects the mesh. Blocks up to timeout_s.
+// Rank 0 hosts the store; everyone meets there, then connects the mesh; once every rank is connected
+// the store closes. Blocks up to timeout_s.
 std::unique_ptr<Communicator> make_tcp_world(const CommConfig& config, const TcpOptions& options);
 // Same over a store the caller made (tests host it on port 0 and pass its port on); the communicator
 // and its splits keep the store alive.

@@ -15,8 +15,12 @@ ChoiceText::ChoiceText(const Tokenizer* tokenizer, std::vector<std::string> stop
   }
 }
 
-std::string ChoiceText::token_text(int32_t token) const {
-  return tokenizer_ != nullptr ? unicode::sanitize(tokenizer_->decode_token(-1, token)) : std::string();
+std::string ChoiceText::token_text(int32_t previous, int32_t token) const {
+  return unicode::sanitize(token_bytes(previous, token));
+}
+
+std::string ChoiceText::token_bytes(int32_t previous, int32_t token) const {
+  return tokenizer_ != nullptr ? tokenizer_->decode_token(previous, token) : std::string();
 }
 
 std::string ChoiceText::push(int32_t token) {

@@ -24,8 +24,10 @@ class ChoiceText {
   std::string finish();
   bool stopped() const { return stopped_; }
   const std::string& text() const { return text_; }  // everything returned so far
-  // The text one token contributed on its own (for logprobs' token strings).
-  std::string token_text(int32_t token) const;
+  // The text `token` contributes after `previous` (-1: none), leading space included (for logprobs'
+  // token strings; their concatenation is the choice's text). token_bytes: the same, unsanitized.
+  std::string token_text(int32_t previous, int32_t token) const;
+  std::string token_bytes(int32_t previous, int32_t token) const;
 
  private:
   std::string release(std::string chunk);

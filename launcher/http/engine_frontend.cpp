@@ -106,6 +106,25 @@ std::vector<ReplicaStatus> EngineFrontend::replicas() const {
   return engine_ != nullptr ? engine_->replicas() : std::vector<ReplicaStatus>{};
 }
 
+namespace {
+int64_t steady_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+}  // namespace
+
+void EngineFrontend::note_step() { last_step_ns_ = steady_ns(); }
+
+double EngineFrontend::seconds_since_step() const {
+  const int64_t last = last_step_ns_.load();
+  return last == 0 ? 0.0 : static_cast<double>(steady_ns() - last) * 1e-9;
+}
+
+bool EngineFrontend::stalled() const {
+  if (last_step_ns_.load() == 0 || engine_requests() == 0) return false;  // idle engines take no steps to note
+  return seconds_since_step() > stall_timeout_s_;
+}
+
 void EngineFrontend::begin_response() {
   std::lock_guard<std::mutex> lock(mutex_);
   ++responses_;

@@ -83,6 +83,14 @@ class EngineFrontend {
   EngineStats stats() const;
   std::vector<ReplicaStatus> replicas() const;
 
+  // Engine progress for /health: the step loop calls note_step() after every step; stalled() is true
+  // while requests are in flight and no step has ended for `stall_timeout_s` (a hung rank blocks its
+  // replica's step in a collective until the communication timeout, which may be minutes).
+  void set_stall_timeout(double seconds) { stall_timeout_s_ = seconds; }
+  void note_step();
+  bool stalled() const;
+  double seconds_since_step() const;
+
   // Generation responses in flight (accepted, not yet fully written or abandoned by the client).
   void begin_response();
   void end_response();
@@ -102,6 +110,8 @@ class EngineFrontend {
   std::unordered_map<uint64_t, std::shared_ptr<RequestChannel>> channels_;
   int64_t responses_ = 0;
   std::atomic<uint64_t> next_id_{1};
+  std::atomic<int64_t> last_step_ns_{0};  // steady clock; 0: no step yet
+  double stall_timeout_s_ = 60;
 };
 
 }  // namespace strata::launcher::http

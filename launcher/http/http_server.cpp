@@ -2,7 +2,8 @@
 // optional "100 Continue", then the body) so an oversized body is refused from its Content-Length;
 // responses are written as plain bytes from a queue, so full and chunked responses share one path.
 // While a handler works on a request the connection keeps one read open: it completes on EOF or reset
-// (the client went away) and otherwise buffers pipelined bytes for the next request.
+// (the client went away) and otherwise buffers pipelined bytes for the next request. The accept loop
+// backs off when accept() fails (no file descriptors left) and answers connections past the cap with 503.
 #include "launcher/http/http_server.h"
 
 #include <boost/asio.hpp>
@@ -10,6 +11,7 @@
 #include <boost/beast/http.hpp>
 #include <boost/json.hpp>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <csignal>
@@ -34,9 +36,11 @@ std::string status_reason(int status) {
 
 namespace {
 
-std::string error_json(const std::string& message) {
-  return "{\"error\": {\"message\": " + boost::json::serialize(boost::json::value(message)) +
-         ", \"type\": \"invalid_request_error\", \"param\": null, \"code\": null}}";
+std::string error_json(const std::string& message, const std::string& code = "") {
+  const bool server = code == "internal_error";
+  return "{\"error\": {\"message\": " + boost::json::serialize(boost::json::value(message)) + ", \"type\": \"" +
+         (server ? "server_error" : "invalid_request_error") + "\", \"param\": null, \"code\": " +
+         (code.empty() ? std::string("null") : boost::json::serialize(boost::json::value(code))) + "}}";
 }
 
 class Session;
@@ -44,6 +48,8 @@ class Session;
 struct ServerCore {
   ServerOptions options;
   Handler handler;
+  // Sessions alive; declared before ioc, so sessions that ioc's destructor frees still find it.
+  std::atomic<int> connections{0};
   net::io_context ioc;
   tcp::acceptor acceptor{ioc};
   net::signal_set signals{ioc};
@@ -55,10 +61,16 @@ struct ServerCore {
   std::atomic<bool> accepting{false}, stopping{false};
   std::atomic<int> busy{0};  // connections with a request whose response is not fully written
   int port = 0;
+  // Accept failures (EMFILE): retried after a growing pause, reported at most every few seconds.
+  net::steady_timer accept_timer{ioc};
+  std::chrono::milliseconds accept_backoff{10};
+  std::chrono::steady_clock::time_point last_accept_report{};
+  int64_t accept_failures_unreported = 0;
 
   ServerCore(ServerOptions o, Handler h)
       : options(std::move(o)), handler(std::move(h)), ioc(std::max(1, options.threads)) {}
   void do_accept();
+  void accept_failed(const beast::error_code& ec);
   void wait_signal();
   template <typename Fn>
   void for_each_session(Fn fn);
@@ -66,7 +78,11 @@ struct ServerCore {
 
 class Session final : public Exchange, public std::enable_shared_from_this<Session> {
  public:
-  Session(tcp::socket&& socket, ServerCore& server) : stream_(std::move(socket)), server_(server) {}
+  Session(tcp::socket&& socket, ServerCore& server)
+      : stream_(std::move(socket)), server_(server), body_timer_(stream_.get_executor()) {
+    over_capacity_ = ++server_.connections > server_.options.max_connections;
+  }
+  ~Session() override { --server_.connections; }
 
   void run() {
     net::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->do_read(); });
@@ -129,6 +145,9 @@ class Session final : public Exchange, public std::enable_shared_from_this<Sessi
   std::string head(int status, const std::string& content_type, const Headers& headers) const {
     std::string out = "HTTP/1.1 " + std::to_string(status) + " " + status_reason(status) + "\r\nServer: strata\r\n";
     out += "Content-Type: " + content_type + "\r\n";
+    for (const auto& [k, v] : cors_headers_)
+      if (std::none_of(headers.begin(), headers.end(), [&](const auto& h) { return h.first == k; }))
+        out += k + ": " + v + "\r\n";
     for (const auto& [k, v] : headers) out += k + ": " + v + "\r\n";
     out += keep_alive_ ? "Connection: keep-alive\r\n" : "Connection: close\r\n";
     return out;
@@ -138,6 +157,13 @@ class Session final : public Exchange, public std::enable_shared_from_this<Sessi
     if (closed_) return;
     if (server_.stopping || !server_.accepting) {
       graceful_close();
+      return;
+    }
+    cors_headers_.clear();
+    if (over_capacity_) {
+      // Past --max-connections: a clear answer now beats a connection left waiting in the backlog.
+      reject(503, "the server has " + std::to_string(server_.options.max_connections) +
+                      " connections open, its limit; retry shortly", {{"Retry-After", "1"}});
       return;
     }
     parser_.emplace();
@@ -158,9 +184,7 @@ class Session final : public Exchange, public std::enable_shared_from_this<Sessi
       reject(413, "the request body exceeds the server's limit of " + std::to_string(server_.options.max_body_bytes) +
                       " bytes");
     } else if (ec == beast::error::timeout) {
-      if (got_some) reject(408, "the request was not completed within " +
-                                    std::to_string(server_.options.idle_timeout_s) + " s");
-      else close();
+      close();  // half a header for the idle timeout: the stream has closed the socket already
     } else {
       reject(400, "malformed HTTP request: " + ec.message());
     }
@@ -170,6 +194,7 @@ class Session final : public Exchange, public std::enable_shared_from_this<Sessi
   void on_header(beast::error_code ec, size_t) {
     if (read_failed(ec)) return;
     const auto& req = parser_->get();
+    if (refuse_encoding(req) || refuse_access(req)) return;
     if (beast::iequals(req[bhttp::field::expect], "100-continue")) {
       // The client waits for this before it sends the body.
       auto cont = std::make_shared<std::string>("HTTP/1.1 100 Continue\r\n\r\n");
@@ -182,8 +207,81 @@ class Session final : public Exchange, public std::enable_shared_from_this<Sessi
     read_body();
   }
 
+  // Content-Encoding and transfer codings other than chunked are not decoded here: refusing them beats
+  // handing the routes compressed bytes as if they were JSON.
+  bool refuse_encoding(const bhttp::request<bhttp::string_body>& req) {
+    const std::string te = std::string(req[bhttp::field::transfer_encoding]);
+    if (!te.empty() && !beast::iequals(trimmed(te), "chunked")) {
+      reject(415, "Transfer-Encoding '" + te + "' is not supported: this server decodes only 'chunked'; send the body "
+                  "uncompressed");
+      return true;
+    }
+    const std::string ce = std::string(req[bhttp::field::content_encoding]);
+    if (!ce.empty() && !beast::iequals(trimmed(ce), "identity")) {
+      reject(415, "Content-Encoding '" + ce + "' is not supported; send the body uncompressed");
+      return true;
+    }
+    return false;
+  }
+
+  // Host, CORS and API key (access.h), from the header alone: a refused client sends no body we keep.
+  bool refuse_access(const bhttp::request<bhttp::string_body>& req) {
+    AccessRequest a;
+    a.method = std::string(req.method_string());
+    a.path = std::string(req.target().substr(0, req.target().find('?')));
+    a.host = std::string(req[bhttp::field::host]);
+    a.origin = std::string(req[bhttp::field::origin]);
+    a.authorization = std::string(req[bhttp::field::authorization]);
+    a.preflight = req.method() == bhttp::verb::options && req.count(bhttp::field::access_control_request_method) > 0;
+    AccessDecision d = decide_access(server_.options.access, a);
+    cors_headers_ = std::move(d.cors_headers);
+    if (d.status == 0) return false;
+    keep_alive_ = false;
+    set_busy(true);
+    if (d.status == 204) {
+      response_started_ = true;
+      std::string out = head(204, "text/plain", d.headers);
+      queue(out + "\r\n", true);
+    } else {
+      respond(d.status, "application/json", error_json(d.message, d.code), d.headers);
+    }
+    return true;
+  }
+
+  static std::string trimmed(std::string s) {
+    while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.pop_back();
+    size_t b = 0;
+    while (b < s.size() && (s[b] == ' ' || s[b] == '\t')) ++b;
+    return s.substr(b);
+  }
+
+  // The body in pieces, each with its own deadline: a slow client may take long, a stalled one gets 408.
+  // The deadline is a timer of ours that cancels the read: the stream's own timeout closes the socket,
+  // and the 408 could not be sent.
   void read_body() {
-    bhttp::async_read(stream_, buffer_, *parser_, beast::bind_front_handler(&Session::on_read, shared_from_this()));
+    if (parser_->is_done()) return on_read({}, 0);  // no body (GET), or all of it came with the header
+    stream_.expires_never();
+    body_stalled_ = false;
+    body_timer_.expires_after(std::chrono::seconds(server_.options.read_timeout_s));
+    body_timer_.async_wait([self = shared_from_this()](beast::error_code ec) {
+      if (ec) return;  // the read finished first
+      self->body_stalled_ = true;
+      beast::error_code ignored;
+      self->stream_.socket().cancel(ignored);
+    });
+    bhttp::async_read_some(stream_, buffer_, *parser_, beast::bind_front_handler(&Session::on_body, shared_from_this()));
+  }
+
+  void on_body(beast::error_code ec, size_t) {
+    body_timer_.cancel();
+    if (ec == net::error::operation_aborted && body_stalled_ && !closed_) {
+      return reject(408, "the request body stopped arriving: nothing for " +
+                             std::to_string(server_.options.read_timeout_s) +
+                             " s (does Content-Length state more bytes than were sent?)");
+    }
+    if (read_failed(ec)) return;
+    if (!parser_->is_done()) return read_body();
+    on_read(ec, 0);
   }
 
   void on_read(beast::error_code ec, size_t) {
@@ -200,15 +298,16 @@ class Session final : public Exchange, public std::enable_shared_from_this<Sessi
     try {
       server_.handler(shared_from_this());
     } catch (const std::exception& e) {
+      // The detail (source locations, peers) stays in the server log.
       LOG_ERROR("HTTP handler for ", request_.method, " ", request_.target, " failed: ", e.what());
-      respond(500, "application/json", error_json(std::string("internal error: ") + e.what()), {});
+      respond(500, "application/json", error_json("internal error; the server log has the details", "internal_error"), {});
     }
   }
 
-  void reject(int status, const std::string& message) {
+  void reject(int status, const std::string& message, const Headers& headers = {}) {
     keep_alive_ = false;
     set_busy(true);
-    respond(status, "application/json", error_json(message), {});
+    respond(status, "application/json", error_json(message), headers);
   }
 
   void queue(std::string data, bool last) {
@@ -308,12 +407,16 @@ class Session final : public Exchange, public std::enable_shared_from_this<Sessi
 
   beast::tcp_stream stream_;
   ServerCore& server_;
+  net::steady_timer body_timer_;
+  bool body_stalled_ = false;
   beast::flat_buffer buffer_;
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
   HttpRequest request_;
   std::deque<std::string> out_;
   std::array<char, 4096> watch_buf_{};
   std::function<void()> on_gone_;
+  Headers cors_headers_;  // this request's CORS headers, on every response to it
+  bool over_capacity_ = false;
   bool writing_ = false, last_queued_ = false, response_started_ = false, streaming_ = false;
   bool keep_alive_ = true, in_exchange_ = false, watching_ = false, gone_ = false, closing_ = false, closed_ = false;
 };
@@ -332,6 +435,8 @@ void ServerCore::for_each_session(Fn fn) {
 void ServerCore::do_accept() {
   acceptor.async_accept(net::make_strand(ioc), [this](beast::error_code ec, tcp::socket socket) {
     if (!accepting) return;
+    if (ec && ec != net::error::operation_aborted) return accept_failed(ec);
+    accept_backoff = std::chrono::milliseconds(10);
     if (!ec) {
       auto session = std::make_shared<Session>(std::move(socket), *this);
       {
@@ -340,12 +445,30 @@ void ServerCore::do_accept() {
         sessions.push_back(session);
       }
       session->run();
-    } else if (ec == net::error::operation_aborted) {
-      return;
     } else {
-      LOG_WARN("accept failed: ", ec.message());
+      return;  // operation_aborted: the acceptor closed
     }
     do_accept();
+  });
+}
+
+// EMFILE and ENFILE leave the connection in the backlog, so the listener stays readable and an
+// immediate retry spins: wait (10 ms doubling to 1 s) and report once per 5 s. Open connections are
+// served meanwhile; accepting resumes when descriptors free up.
+void ServerCore::accept_failed(const beast::error_code& ec) {
+  ++accept_failures_unreported;
+  const auto now = std::chrono::steady_clock::now();
+  if (now - last_accept_report >= std::chrono::seconds(5)) {
+    LOG_WARN("accept failed: ", ec.message(), " (", accept_failures_unreported, " time(s) since the last report; ",
+             connections.load(), " connections open); retrying with backoff. Raise the open-file limit (ulimit -n) "
+             "or lower --max-connections");
+    accept_failures_unreported = 0;
+    last_accept_report = now;
+  }
+  accept_timer.expires_after(accept_backoff);
+  accept_backoff = std::min(accept_backoff * 2, std::chrono::milliseconds(1000));
+  accept_timer.async_wait([this](beast::error_code e) {
+    if (!e && accepting) do_accept();
   });
 }
 
@@ -371,8 +494,19 @@ HttpServer::~HttpServer() { stop(); }
 void HttpServer::start() {
   Impl& s = *impl_;
   beast::error_code ec;
-  const auto address = net::ip::make_address(s.options.address, ec);
-  STRATA_CHECK(!ec, "cannot parse the listen address '", s.options.address, "': ", ec.message());
+  auto address = net::ip::make_address(s.options.address, ec);
+  if (ec) {  // a host name (--host localhost): its first IPv4 address, else its first address
+    tcp::resolver resolver(s.ioc);
+    const auto results = resolver.resolve(s.options.address, "", ec);
+    STRATA_CHECK(!ec && !results.empty(), "cannot resolve the listen address '", s.options.address, "': ",
+                 ec.message(), "; give an IP address (127.0.0.1, 0.0.0.0) or a name of this machine");
+    address = results.begin()->endpoint().address();
+    for (const auto& r : results)
+      if (r.endpoint().address().is_v4()) {
+        address = r.endpoint().address();
+        break;
+      }
+  }
   const tcp::endpoint endpoint(address, static_cast<unsigned short>(s.options.port));
   s.acceptor.open(endpoint.protocol(), ec);
   if (!ec) s.acceptor.set_option(net::socket_base::reuse_address(true), ec);
@@ -381,6 +515,7 @@ void HttpServer::start() {
   STRATA_CHECK_KIND(ErrorKind::kIo, !ec, "cannot listen on ", s.options.address, ":", s.options.port, ": ",
                     ec.message(), "; pick another --port (0 picks a free one)");
   s.port = s.acceptor.local_endpoint().port();
+  s.options.access.loopback_only = address.is_loopback();
   s.signals.add(SIGINT);
   s.signals.add(SIGTERM);
   s.wait_signal();
@@ -399,6 +534,7 @@ void HttpServer::stop_accepting() {
     if (!s.accepting.exchange(false)) return;
     beast::error_code ec;
     s.acceptor.close(ec);
+    s.accept_timer.cancel();
     s.for_each_session([](Session& session) { session.close_when_idle(); });
   });
 }

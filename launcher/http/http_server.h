@@ -1,8 +1,9 @@
 // launcher/http/http_server.h: a small HTTP/1.1 server on Boost.Beast/Asio with a few I/O threads.
 // Each connection runs on its own strand; a handler gets an Exchange (one request and its response)
 // and may answer at once or later, in one piece or as a chunked stream, and learns when the client
-// goes away. Malformed requests get 400, oversized bodies 413, idle connections time out.
-// Beast stays behind the pimpl: routes see only Exchange.
+// goes away. Malformed requests get 400, oversized bodies 413, a body that stalls 408, encodings it does
+// not decode 415; idle connections time out. Access (Host, CORS, API key: access.h) is decided before
+// the handler runs. Beast stays behind the pimpl: routes see only Exchange.
 #pragma once
 #include <cstddef>
 #include <functional>
@@ -10,6 +11,8 @@
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "launcher/http/access.h"
 
 namespace strata::launcher::http {
 
@@ -44,11 +47,14 @@ class Exchange {
 using Handler = std::function<void(std::shared_ptr<Exchange>)>;
 
 struct ServerOptions {
-  std::string address = "0.0.0.0";
+  std::string address = "127.0.0.1";  // loopback unless the operator opens it
   int port = 8080;  // 0: any free port (see HttpServer::port)
   int threads = 2;
   size_t max_body_bytes = size_t{4} << 20;
-  int idle_timeout_s = 60;  // a connection that sends nothing (or half a request) this long is closed
+  int idle_timeout_s = 60;  // a connection that sends nothing (or half a header) this long is closed
+  int read_timeout_s = 10;  // a body that stops arriving this long gets 408
+  int max_connections = 1024;  // more open connections are answered 503 and closed
+  AccessPolicy access;  // loopback_only follows `address` (set by start())
 };
 
 class HttpServer {

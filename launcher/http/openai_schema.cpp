@@ -6,6 +6,7 @@
 #include <boost/json.hpp>
 
 #include <cmath>
+#include <regex>
 
 namespace strata::launcher::http {
 namespace json = boost::json;
@@ -222,7 +223,10 @@ void parse_object(const json::object& o, bool chat, GenerationParams& p) {
   if (const auto* v = get("min_p")) p.sampling.min_p = static_cast<float>(number(*v, "min_p", 0, 0.999999));
   if (const auto* v = get("repetition_penalty"))
     p.sampling.repetition_penalty = static_cast<float>(number(*v, "repetition_penalty", 1e-3, 100));
-  if (const auto* v = get("seed")) p.sampling.seed = static_cast<uint64_t>(integer(*v, "seed", INT64_MIN, INT64_MAX));
+  if (const auto* v = get("seed")) {
+    p.sampling.seed = static_cast<uint64_t>(integer(*v, "seed", INT64_MIN, INT64_MAX));
+    p.seed_given = true;
+  }
   if (const auto* v = get("stop")) p.stop = stops(*v);
   if (const auto* v = get("stream")) p.stream = boolean(*v, "stream");
   if (const auto* v = get("ignore_eos")) p.ignore_eos = boolean(*v, "ignore_eos");
@@ -243,9 +247,17 @@ void parse_object(const json::object& o, bool chat, GenerationParams& p) {
 
 }  // namespace
 
+std::string client_message(const std::string& message) {
+  // Source locations (" [runtime/engine.cpp:88]") and peers' addresses (10.0.0.7:41234, [fe80::1]:80)
+  // are for the server log, not for clients.
+  static const std::regex kLocation(R"( ?\[[A-Za-z0-9_./-]+\.(cpp|cc|h|hpp|cu|cuh):[0-9]+\])");
+  static const std::regex kPeer(R"((\b[0-9]{1,3}(\.[0-9]{1,3}){3}|\[[0-9A-Fa-f:.]+(%[A-Za-z0-9]+)?\]):[0-9]{1,5}\b)");
+  return std::regex_replace(std::regex_replace(message, kLocation, ""), kPeer, "a peer");
+}
+
 std::string ApiError::json() const {
   json::object e;
-  e["message"] = message;
+  e["message"] = client_message(message);
   e["type"] = type;
   e["param"] = param.empty() ? json::value(nullptr) : json::value(param);
   e["code"] = code.empty() ? json::value(nullptr) : json::value(code);

@@ -23,6 +23,9 @@ struct ApiError {
 
 ApiError bad_request(std::string param, std::string message);
 
+// `message` without what only the server log should show: source locations and peers' IP:port.
+std::string client_message(const std::string& message);
+
 struct PromptInput {  // one prompt: text, or token ids
   std::string text;
   std::vector<int32_t> ids;
@@ -40,7 +43,8 @@ struct GenerationParams {
   std::vector<PromptInput> prompts;   // completions: one or a batch
   std::vector<ChatMessage> messages;  // chat
   int64_t max_tokens = -1;            // -1: the endpoint's default
-  SamplingParams sampling;
+  SamplingParams sampling;            // fields the request leaves out keep what the caller set
+  bool seed_given = false;            // false: the server draws a fresh seed
   std::vector<std::string> stop;
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage
@@ -48,7 +52,8 @@ struct GenerationParams {
   int logprobs = -1;           // -1: off; else alternatives per token (completions: logprobs; chat: top_logprobs)
 };
 
-// Parses a request body. On failure returns false and fills `error` (status 400, param named).
+// Parses a request body into `out`, whose sampling fields hold the server's defaults beforehand. On
+// failure returns false and fills `error` (status 400, param named).
 bool parse_generation(const std::string& body, bool chat, GenerationParams& out, ApiError& error);
 
 }  // namespace strata::launcher::http

@@ -1,17 +1,20 @@
 // launcher/http/routes.cpp: request routing and the generation call: validation, tokenization,
-// submission, then events -> text (stop strings), SSE chunks or one JSON body, and metrics. A call
-// lives on its connection's strand; the engine thread only pushes into its RequestChannel.
+// submission, then events -> text (stop strings), SSE chunks or one JSON body, and metrics. Parsing and
+// tokenization run on a worker (WorkQueue); a call then lives on its connection's strand; the engine
+// thread only pushes into its RequestChannel.
 #include "launcher/http/routes.h"
 
 #include <boost/json.hpp>
 
 #include <chrono>
 #include <cstdio>
+#include <random>
 
 #include "launcher/http/choice_text.h"
 #include "launcher/http/openai_schema.h"
 #include "runtime/error.h"
 #include "runtime/log.h"
+#include "runtime/tokenizer/unicode.h"
 
 namespace strata::launcher::http {
 namespace json = boost::json;
@@ -31,6 +34,8 @@ ApiError error_for(const std::exception& e) {
   ApiError err;
   const auto* se = dynamic_cast<const Error*>(&e);
   err.message = e.what();
+  if (se == nullptr || (se->kind() != ErrorKind::kInvalidArgument && se->kind() != ErrorKind::kConfig))
+    LOG_WARN("request failed: ", e.what());  // the client gets the message without locations or peers
   if (se != nullptr && (se->kind() == ErrorKind::kInvalidArgument || se->kind() == ErrorKind::kConfig)) {
     err.status = 400;
   } else if (se != nullptr && (se->kind() == ErrorKind::kOutOfMemory || se->kind() == ErrorKind::kTimeout)) {
@@ -58,8 +63,14 @@ struct Choice {
   uint64_t engine_id = 0;
   int index = 0;
   int64_t prompt_tokens = 0;
+  int32_t last_prompt = -1;  // context of the first token's text
   std::unique_ptr<ChoiceText> text;
   std::vector<int32_t> tokens;
+  // Per token: where its text starts in the choice's text, in characters (OpenAI's text_offset).
+  std::vector<int64_t> offsets;
+  std::string bytes;            // every token's bytes so far
+  size_t counted_bytes = 0;     // the complete-character prefix of `bytes` counted so far...
+  int64_t counted_chars = 0;    // ...and its characters
   std::vector<float> logprobs;
   std::vector<std::vector<TokenLogprob>> tops;  // the engine's best alternatives per token
   std::string finish_reason;
@@ -104,6 +115,7 @@ class GenerationCall : public std::enable_shared_from_this<GenerationCall> {
       c.engine_id = r.id;
       c.index = static_cast<int>(i);
       c.prompt_tokens = len;
+      c.last_prompt = prompts[i].back();
       c.text = std::make_unique<ChoiceText>(routes_.tokenizer(), params_.stop, prompts[i].back());
       SubmitResult result = SubmitResult::kUnavailable;
       try {
@@ -185,6 +197,15 @@ class GenerationCall : public std::enable_shared_from_this<GenerationCall> {
     const auto now = Clock::now();
     if (!first_token_) first_token_ = now;
     last_token_ = now;
+    const int32_t previous = c.tokens.empty() ? c.last_prompt : c.tokens.back();
+    // Characters are counted over complete UTF-8 sequences only: a token that finishes a character
+    // begun by the previous one starts where that character starts.
+    const size_t complete = unicode::complete_prefix_length(c.bytes);
+    for (size_t i = c.counted_bytes; i < complete; ++i)
+      if ((static_cast<unsigned char>(c.bytes[i]) & 0xC0) != 0x80) ++c.counted_chars;
+    c.counted_bytes = complete;
+    c.offsets.push_back(c.counted_chars);
+    c.bytes += c.text->token_bytes(previous, e.token);
     c.tokens.push_back(e.token);
     c.logprobs.push_back(e.logprob);
     c.tops.push_back(e.top_logprobs);
@@ -206,40 +227,44 @@ class GenerationCall : public std::enable_shared_from_this<GenerationCall> {
     if (params_.stream) send_chunk(c, params_.chat ? json::value(json::object{}) : json::value(""), reason, nullptr);
   }
 
+  // Token strings are what each token adds to the text in its place (" there", leading space kept),
+  // the alternatives read in the same place; text_offset is where each starts in the whole choice's
+  // text, streamed or not.
   json::value token_logprobs(const Choice& c, size_t begin, size_t end) const {
     if (params_.logprobs < 0) return nullptr;
+    auto previous = [&](size_t i) { return i == 0 ? c.last_prompt : c.tokens[i - 1]; };
+    auto byte_array = [&](size_t i, int32_t token) {
+      json::array bytes;
+      for (unsigned char ch : c.text->token_bytes(previous(i), token)) bytes.push_back(ch);
+      return bytes;
+    };
     if (params_.chat) {
       json::array content;
       for (size_t i = begin; i < end; ++i) {
-        const std::string t = c.text->token_text(c.tokens[i]);
-        json::array bytes;
-        for (unsigned char ch : routes_.tokenizer() ? routes_.tokenizer()->decode_token(-1, c.tokens[i]) : "") bytes.push_back(ch);
         json::array top;
-        for (const TokenLogprob& alt : c.tops[i]) {
-          const std::string at = c.text->token_text(alt.token);
-          json::array ab;
-          for (unsigned char ch : routes_.tokenizer() ? routes_.tokenizer()->decode_token(-1, alt.token) : "") ab.push_back(ch);
-          top.push_back(json::object{{"token", at}, {"logprob", alt.logprob}, {"bytes", ab}});
-        }
-        content.push_back(json::object{{"token", t}, {"logprob", c.logprobs[i]}, {"bytes", bytes}, {"top_logprobs", top}});
+        for (const TokenLogprob& alt : c.tops[i])
+          top.push_back(json::object{{"token", c.text->token_text(previous(i), alt.token)},
+                                     {"logprob", alt.logprob},
+                                     {"bytes", byte_array(i, alt.token)}});
+        content.push_back(json::object{{"token", c.text->token_text(previous(i), c.tokens[i])},
+                                       {"logprob", c.logprobs[i]},
+                                       {"bytes", byte_array(i, c.tokens[i])},
+                                       {"top_logprobs", top}});
       }
       return json::object{{"content", content}};
     }
     json::array tokens, lps, tops, offsets;
-    size_t offset = 0;
     for (size_t i = begin; i < end; ++i) {
-      const std::string t = c.text->token_text(c.tokens[i]);
-      tokens.push_back(json::value(t));
+      tokens.push_back(json::value(c.text->token_text(previous(i), c.tokens[i])));
       lps.push_back(c.logprobs[i]);
       if (params_.logprobs > 0) {
         json::object alts;
-        for (const TokenLogprob& alt : c.tops[i]) alts[c.text->token_text(alt.token)] = alt.logprob;
+        for (const TokenLogprob& alt : c.tops[i]) alts[c.text->token_text(previous(i), alt.token)] = alt.logprob;
         tops.push_back(std::move(alts));
       } else {
         tops.push_back(nullptr);
       }
-      offsets.push_back(offset);
-      offset += t.size();
+      offsets.push_back(c.offsets[i]);
     }
     return json::object{{"tokens", tokens}, {"token_logprobs", lps}, {"top_logprobs", tops}, {"text_offset", offsets}};
   }
@@ -399,6 +424,14 @@ void Routes::handle(const std::shared_ptr<Exchange>& exchange) {
   }
   if (path == "/health") {
     const ServeState state = frontend_.state();
+    if (state == ServeState::kReady && frontend_.stalled()) {
+      // Work waits and the engine has not finished a step for a while: a rank is hung or dead. Say so, so
+      // an orchestrator (readiness/liveness probe, a router) stops sending here.
+      metrics_.count_request(path, 503);
+      return exchange->respond(503, "application/json",
+                               cat("{\"status\": \"stalled\", \"seconds_since_step\": ",
+                                   static_cast<int64_t>(frontend_.seconds_since_step()), "}"));
+    }
     const int status = state == ServeState::kReady ? 200 : 503;
     metrics_.count_request(path, status);
     return exchange->respond(status, "application/json",
@@ -406,9 +439,13 @@ void Routes::handle(const std::shared_ptr<Exchange>& exchange) {
   }
   if (path == "/metrics") {
     metrics_.count_request(path, 200);
-    return exchange->respond(200, "text/plain; version=0.0.4; charset=utf-8",
-                             metrics_.render(frontend_.stats(), frontend_.state() == ServeState::kReady,
-                                             frontend_.replicas()));
+    std::string body = metrics_.render(frontend_.stats(), frontend_.state() == ServeState::kReady, frontend_.replicas());
+    body += cat("# HELP strata_seconds_since_engine_step seconds since the engine last finished a step\n"
+                "# TYPE strata_seconds_since_engine_step gauge\nstrata_seconds_since_engine_step ",
+                frontend_.seconds_since_step(),
+                "\n# HELP strata_engine_stalled 1 while requests wait and no step has ended for the stall timeout\n"
+                "# TYPE strata_engine_stalled gauge\nstrata_engine_stalled ", frontend_.stalled() ? 1 : 0, "\n");
+    return exchange->respond(200, "text/plain; version=0.0.4; charset=utf-8", body);
   }
   if (path == "/v1/models") {
     metrics_.count_request(path, 200);
@@ -420,50 +457,88 @@ void Routes::handle(const std::shared_ptr<Exchange>& exchange) {
   generate(exchange, path == "/v1/chat/completions");
 }
 
-void Routes::generate(const std::shared_ptr<Exchange>& exchange, bool chat) {
-  const std::string route = chat ? "/v1/chat/completions" : "/v1/completions";
+struct Routes::Prepared {
   GenerationParams params;
+  std::vector<std::vector<int32_t>> prompts;
+  std::vector<int32_t> extra_stop;
+  std::optional<ApiError> error;
+};
+
+void Routes::generate(const std::shared_ptr<Exchange>& exchange, bool chat) {
+  // The request stays untouched until this exchange is answered, so the worker may read its body.
+  workers_.post([this, exchange, chat] {
+    auto prepared = std::make_shared<Prepared>();
+    prepare(*prepared, exchange->request().body, chat);
+    exchange->post([this, exchange, chat, prepared] {
+      const std::string route = chat ? "/v1/chat/completions" : "/v1/completions";
+      if (prepared->error) return send_error(*exchange, route, *prepared->error);
+      auto call = std::make_shared<GenerationCall>(*this, exchange, std::move(prepared->params), route);
+      call->start(prepared->prompts, prepared->extra_stop);
+    });
+  });
+}
+
+void Routes::prepare(Prepared& out, const std::string& body, bool chat) const {
+  GenerationParams& params = out.params;
+  params.sampling = model_.sampling_defaults;
   ApiError error;
-  if (!parse_generation(exchange->request().body, chat, params, error)) return send_error(*exchange, route, error);
+  if (!parse_generation(body, chat, params, error)) {
+    out.error = error;
+    return;
+  }
+  if (!params.seed_given) {
+    // Two requests without a seed must not draw the same tokens.
+    std::random_device entropy;
+    params.sampling.seed = (static_cast<uint64_t>(entropy()) << 32) ^ entropy();
+  }
   if (!params.model.empty() && params.model != model_.name) {
     error.status = 404;
     error.code = "model_not_found";
     error.param = "model";
     error.message = cat("the model '", params.model, "' does not exist; this server serves '", model_.name, "'");
-    return send_error(*exchange, route, error);
+    out.error = error;
+    return;
   }
-  if (frontend_.state() != ServeState::kReady) return send_error(*exchange, route, unavailable(frontend_.state()));
-  std::vector<std::vector<int32_t>> prompts;
-  std::vector<int32_t> extra_stop;
+  if (frontend_.state() != ServeState::kReady) {
+    out.error = unavailable(frontend_.state());
+    return;
+  }
+  auto& prompts = out.prompts;
   try {
     if (chat) {
-      if (!chat_ || tokenizer_ == nullptr)
-        return send_error(*exchange, route, bad_request("messages", "this model has no tokenizer, so no chat template; "
-                                                        "use /v1/completions with token ids"));
+      if (!chat_ || tokenizer_ == nullptr) {
+        out.error = bad_request("messages", "this model has no tokenizer, so no chat template; use /v1/completions "
+                                            "with token ids");
+        return;
+      }
       prompts.push_back(chat_->render(params.messages));
-      extra_stop = chat_->stop_ids();
+      out.extra_stop = chat_->stop_ids();
     } else {
       for (size_t i = 0; i < params.prompts.size(); ++i) {
         const PromptInput& p = params.prompts[i];
-        if (!p.is_ids && tokenizer_ == nullptr)
-          return send_error(*exchange, route, bad_request("prompt", "this model has no tokenizer; send the prompt as "
-                                                          "an array of token ids"));
+        if (!p.is_ids && tokenizer_ == nullptr) {
+          out.error = bad_request("prompt", "this model has no tokenizer; send the prompt as an array of token ids");
+          return;
+        }
         // The completions prompt is the model's raw input: special tokens written in it count, as
         // in other OpenAI-compatible servers (chat content never gets that).
         prompts.push_back(p.is_ids ? p.ids : tokenizer_->encode(p.text, true, true));
         for (int32_t id : prompts.back())
-          if (id < 0 || id >= model_.vocab_size)
-            return send_error(*exchange, route, bad_request("prompt", cat("token id ", id, " is outside the vocabulary "
-                                                                          "[0, ", model_.vocab_size, ")")));
+          if (id < 0 || id >= model_.vocab_size) {
+            out.error = bad_request("prompt", cat("token id ", id, " is outside the vocabulary [0, ", model_.vocab_size, ")"));
+            return;
+          }
       }
     }
   } catch (const std::exception& e) {
-    return send_error(*exchange, route, error_for(e));
+    out.error = error_for(e);
+    return;
   }
   for (const auto& p : prompts)
-    if (p.empty()) return send_error(*exchange, route, bad_request(chat ? "messages" : "prompt", "the prompt encodes to no tokens"));
-  auto call = std::make_shared<GenerationCall>(*this, exchange, std::move(params), route);
-  call->start(prompts, extra_stop);
+    if (p.empty()) {
+      out.error = bad_request(chat ? "messages" : "prompt", "the prompt encodes to no tokens");
+      return;
+    }
 }
 
 }  // namespace strata::launcher::http

@@ -13,6 +13,8 @@
 #include "launcher/http/engine_frontend.h"
 #include "launcher/http/http_server.h"
 #include "launcher/http/metrics.h"
+#include "launcher/http/sampling_defaults.h"
+#include "launcher/http/work_queue.h"
 #include "runtime/tokenizer/tokenizer.h"
 
 namespace strata::launcher::http {
@@ -23,6 +25,8 @@ struct ServedModel {
   int64_t vocab_size = 0;
   std::vector<int32_t> eos_ids;
   int64_t default_max_tokens = 16;  // completions without max_tokens (OpenAI's default)
+  // What a request leaves out: OpenAI's temperature 1, or the model's generation_config.json.
+  SamplingParams sampling_defaults = openai_sampling_defaults();
 };
 
 class Routes {
@@ -38,7 +42,11 @@ class Routes {
   const ServedModel& model() const { return model_; }
 
  private:
+  struct Prepared;
   void generate(const std::shared_ptr<Exchange>& exchange, bool chat);
+  // Parses, validates and tokenizes a generation request (on a worker thread: a 4 MB prompt takes a
+  // while); the result goes back to the connection's strand.
+  void prepare(Prepared& out, const std::string& body, bool chat) const;
   void send_error(Exchange& exchange, const std::string& route, const struct ApiError& error);
 
   EngineFrontend& frontend_;
@@ -46,6 +54,7 @@ class Routes {
   const Tokenizer* tokenizer_;
   std::optional<ChatTemplate> chat_;
   ServedModel model_;
+  WorkQueue workers_{2};  // last: joined before the members its tasks use go away
 };
 
 }  // namespace strata::launcher::http

@@ -10,6 +10,7 @@
 
 #include "runtime/backend.h"
 #include "runtime/cpu/cpu_kernels.h"
+#include "runtime/cpu/quant_dot.h"
 #include "runtime/error.h"
 #include "runtime/rope.h"
 
@@ -118,6 +119,10 @@ class CpuBackend final : public Backend {
       b.resize(static_cast<size_t>(n));
       cpu::row_to_f32(bias->raw(), bias->dtype(), n, b.data());
     }
+    if (dtype_is_quantized(w.dtype())) {
+      matmul_quantized(xs, m, k, wb, w.dtype(), row_bytes, b, o, n);
+      return;
+    }
     // Few rows (decode): stream each weight row once through the fused dot. Many rows (prefill):
     // convert a weight row to f32 once and reuse it for every input row.
     const bool convert = m > 2 && w.dtype() != DType::kF32;
@@ -137,6 +142,22 @@ class CpuBackend final : public Backend {
           for (int64_t i = 0; i < m; ++i) o[i * n + j] = cpu::dot_row(xs + i * k, row, w.dtype(), k) + bj;
         }
       }
+    }
+  }
+
+  // Block-quantized weights (llama.cpp's scheme): each input row is quantized to 8-bit blocks once, then
+  // every weight row's dot product is integer multiply-adds on the packed bytes (runtime/cpu/quant_dot.h).
+  static void matmul_quantized(const float* xs, int64_t m, int64_t k, const uint8_t* wb, DType dtype,
+                               int64_t row_bytes, const std::vector<float>& b, float* o, int64_t n) {
+    const int64_t blocks = k / 32;
+    std::vector<cpu::ActBlock> acts(static_cast<size_t>(m * blocks));
+#pragma omp parallel for if (m * k >= kParallelWork)
+    for (int64_t i = 0; i < m; ++i) cpu::quantize_activations(xs + i * k, k, acts.data() + i * blocks);
+#pragma omp parallel for schedule(static) if (m * n * k >= kParallelWork)
+    for (int64_t j = 0; j < n; ++j) {
+      const void* row = wb + j * row_bytes;
+      const float bj = b.empty() ? 0.f : b[static_cast<size_t>(j)];
+      for (int64_t i = 0; i < m; ++i) o[i * n + j] = cpu::dot_quant(acts.data() + i * blocks, row, dtype, k) + bj;
     }
   }
 

@@ -11,6 +11,7 @@
 #endif
 
 #include "runtime/error.h"
+#include "runtime/formats/block_quant.h"
 
 namespace strata::cpu {
 namespace {
@@ -64,48 +65,6 @@ float dot_bf16(const float* x, const uint16_t* w, int64_t k) {
   return sum;
 }
 
-float dot_q8_0(const float* x, const BlockQ8_0* w, int64_t k) {
-  float sum = 0.f;
-  const int64_t blocks = k / kQBlock;
-#ifdef STRATA_CPU_AVX2
-  __m256 acc = _mm256_setzero_ps();
-  for (int64_t b = 0; b < blocks; ++b) {
-    const float* xb = x + b * kQBlock;
-    const __m256 scale = _mm256_set1_ps(f16_to_f32(w[b].scale));
-    __m256 part = _mm256_setzero_ps();
-    for (int j = 0; j < kQBlock; j += 8) {
-      const __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(w[b].q + j));
-      part = _mm256_fmadd_ps(_mm256_loadu_ps(xb + j), _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), part);
-    }
-    acc = _mm256_fmadd_ps(part, scale, acc);
-  }
-  sum = hsum(acc);
-#else
-  for (int64_t b = 0; b < blocks; ++b) {
-    float part = 0.f;
-    for (int j = 0; j < kQBlock; ++j) part += x[b * kQBlock + j] * static_cast<float>(w[b].q[j]);
-    sum += part * f16_to_f32(w[b].scale);
-  }
-#endif
-  return sum;
-}
-
-float dot_q4_0(const float* x, const BlockQ4_0* w, int64_t k) {
-  float sum = 0.f;
-  const int64_t blocks = k / kQBlock;
-  for (int64_t b = 0; b < blocks; ++b) {
-    const float* xb = x + b * kQBlock;
-    float part = 0.f;
-    for (int j = 0; j < kQBlock / 2; ++j) {
-      const int lo = (w[b].q[j] & 0x0f) - 8;
-      const int hi = (w[b].q[j] >> 4) - 8;
-      part += xb[j] * static_cast<float>(lo) + xb[j + kQBlock / 2] * static_cast<float>(hi);
-    }
-    sum += part * f16_to_f32(w[b].scale);
-  }
-  return sum;
-}
-
 }  // namespace
 
 float dot_f32(const float* a, const float* b, int64_t k) {
@@ -135,9 +94,9 @@ float dot_row(const float* x, const void* row, DType dtype, int64_t k) {
     case DType::kF32: return dot_f32(x, static_cast<const float*>(row), k);
     case DType::kF16: return dot_f16(x, static_cast<const uint16_t*>(row), k);
     case DType::kBF16: return dot_bf16(x, static_cast<const uint16_t*>(row), k);
-    case DType::kQ8_0: return dot_q8_0(x, static_cast<const BlockQ8_0*>(row), k);
-    case DType::kQ4_0: return dot_q4_0(x, static_cast<const BlockQ4_0*>(row), k);
-    default: STRATA_THROW(ErrorKind::kInvalidArgument, "matmul weights of dtype ", dtype_name(dtype), " are not supported");
+    default:
+      STRATA_THROW(ErrorKind::kInvalidArgument, "dot_row takes f32/f16/bf16 weights, not ", dtype_name(dtype),
+                   " (block-quantized weights go through dot_quant)");
   }
 }
 
@@ -154,26 +113,10 @@ void row_to_f32(const void* row, DType dtype, int64_t k, float* out) {
       for (int64_t i = 0; i < k; ++i) out[i] = bf16_to_f32(w[i]);
       return;
     }
-    case DType::kQ8_0: {
-      const auto* w = static_cast<const BlockQ8_0*>(row);
-      for (int64_t b = 0; b < k / kQBlock; ++b) {
-        const float s = f16_to_f32(w[b].scale);
-        for (int j = 0; j < kQBlock; ++j) out[b * kQBlock + j] = s * static_cast<float>(w[b].q[j]);
-      }
+    default:
+      STRATA_CHECK(dtype_is_quantized(dtype), "cannot convert dtype ", dtype_name(dtype), " to f32");
+      dequantize_row(dtype, row, out, k);
       return;
-    }
-    case DType::kQ4_0: {
-      const auto* w = static_cast<const BlockQ4_0*>(row);
-      for (int64_t b = 0; b < k / kQBlock; ++b) {
-        const float s = f16_to_f32(w[b].scale);
-        for (int j = 0; j < kQBlock / 2; ++j) {
-          out[b * kQBlock + j] = s * static_cast<float>((w[b].q[j] & 0x0f) - 8);
-          out[b * kQBlock + j + kQBlock / 2] = s * static_cast<float>((w[b].q[j] >> 4) - 8);
-        }
-      }
-      return;
-    }
-    default: STRATA_THROW(ErrorKind::kInvalidArgument, "cannot convert dtype ", dtype_name(dtype), " to f32");
   }
 }
 

@@ -21,7 +21,8 @@ void CudaBackend::matmul(const Tensor& x, const Tensor& w, const Tensor* bias, T
   const int64_t m = x.numel() / k;
   STRATA_CHECK(out.numel() == m * n, "matmul: out ", shape_str(out.shape()), " is not [", m, ", ", n, "]");
   const DType w_dt = w.dtype();
-  STRATA_CHECK(is_float_type(w_dt) || dtype_is_quantized(w_dt), "matmul: weight dtype ", dtype_name(w_dt),
+  check_cuda_weight_type(w_dt);
+  STRATA_CHECK(is_float_type(w_dt) || is_cuda_quant_type(w_dt), "matmul: weight dtype ", dtype_name(w_dt),
                " is not supported on CUDA");
   const void* bias_ptr = nullptr;
   DType bias_dt = DType::kF32;

@@ -15,6 +15,7 @@
 #include "runtime/cuda/check_cuda.h"
 #include "runtime/cuda/kernels.h"
 #include "runtime/cuda/pdl.cuh"
+#include "runtime/sampling_params.h"
 
 namespace strata::cuda {
 namespace {
@@ -102,7 +103,7 @@ __global__ __launch_bounds__(kThreads) void sample_kernel(const float* __restric
   const double log_z = static_cast<double>(zmax) + log(block_reduce(static_cast<double>(part), Sum{}, dscratch));
 
   int64_t token = top;
-  if (p.temperature > 0.f) {
+  if (p.temperature >= kGreedyTemperature) {  // below it: greedy, as Sampler::sample
     const float t = p.temperature;
     const double smax = static_cast<double>(zmax / t);
     auto weight = [&](int64_t i) { return exp(static_cast<double>(z[i] / t) - smax); };

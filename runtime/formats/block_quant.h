@@ -1,11 +1,23 @@
-// runtime/formats/block_quant.h: GGUF Q8_0 / Q4_0 block quantization of f32 rows (make-model
-// writes quantized GGUF), with the matching dequantization for tests. Layouts are in dtype.h.
+// runtime/formats/block_quant.h: GGUF block quantization of f32 rows (make-model writes quantized
+// GGUF) and dequantization of every GGUF weight type strata reads, bit-identical to the gguf package's
+// reference (tests/runtime/formats/block_quant_test.cpp). Layouts: dtype.h and quant_blocks.h.
+// Legacy 32-element types are in block_quant.cpp, K-quants and iq4_xs in kquants.cpp.
 #pragma once
 #include <cstdint>
 
 #include "runtime/dtype.h"
 
 namespace strata {
+
+// Dequantizes n elements (a whole number of the type's blocks) of any block-quantized dtype.
+void dequantize_row(DType dtype, const void* blocks, float* y, int64_t n);
+
+// Whether quantize_row can write `dtype`: q8_0, q4_0, q4_1, q5_0, q5_1 (ggml's rules, byte-identical to
+// the gguf package's quantize), q2_k, q3_k, q4_k, q5_k, q6_k, iq4_nl, iq4_xs (strata's own round-to-
+// nearest choice of scales: the format is ggml's, the bytes are not llama-quantize's).
+bool can_quantize(DType dtype);
+// Quantizes n elements (a whole number of blocks) into `blocks`; throws for a dtype it cannot write.
+void quantize_row(DType dtype, const float* x, void* blocks, int64_t n);
 
 // n must be a multiple of kQBlock. Q8_0: scale = max|x| / 127, q = round(x / scale).
 void quantize_row_q8_0(const float* x, BlockQ8_0* out, int64_t n);
@@ -14,5 +26,9 @@ void quantize_row_q8_0(const float* x, BlockQ8_0* out, int64_t n);
 void quantize_row_q4_0(const float* x, BlockQ4_0* out, int64_t n);
 void dequantize_row_q8_0(const BlockQ8_0* in, float* y, int64_t n);
 void dequantize_row_q4_0(const BlockQ4_0* in, float* y, int64_t n);
+
+// The K-quant and iq4_xs halves of dequantize_row / quantize_row (kquants.cpp).
+void dequantize_row_k(DType dtype, const void* blocks, float* y, int64_t n);
+void quantize_row_k(DType dtype, const float* x, void* blocks, int64_t n);
 
 }  // namespace strata

@@ -68,11 +68,13 @@ struct GgufFile {
 
 // Parses a whole GGUF file held in data[0, size): header, every metadata value, tensor infos,
 // alignment; checks every tensor lies inside the data section with a size matching its shape and
-// type (F32, F16, BF16, Q8_0, Q4_0, I8, I32). Throws strata::Error (kFormat) naming `source`, and
-// the key or tensor. Never reads outside the buffer; allocations are bounded by `size`.
+// type (F32, F16, BF16, I8, I32 and every block-quantized type in dtype.h) and overlaps no other tensor.
+// Throws strata::Error (kFormat) naming `source`, and the key or tensor. Never reads outside the buffer;
+// allocations are bounded by `size`.
 GgufFile parse_gguf_buffer(const uint8_t* data, size_t size, const std::string& source);
 
-// ggml's type id for a dtype (F32 0, F16 1, Q4_0 2, Q8_0 8, I8 24, I32 26, BF16 30).
+// ggml's type id for a dtype (F32 0, F16 1, Q4_0 2, Q4_1 3, Q5_0 6, Q5_1 7, Q8_0 8, Q2_K..Q6_K 10..14,
+// IQ4_NL 20, IQ4_XS 23, I8 24, I32 26, BF16 30).
 uint32_t ggml_type_of(DType dtype);
 
 // Writes a GGUF v3 file: metadata in order (general.alignment is honoured if present), tensor

@@ -139,6 +139,11 @@ std::unique_ptr<Checkpoint> open_gguf_checkpoint(const std::string& path) {
   const std::string a = c.arch + ".";
   c.hidden = md.integer(a + "embedding_length");
   c.n_layers = md.integer(a + "block_count");
+  // Each layer has several tensors: a count the file cannot hold is corrupt (and must fail before
+  // anything is sized by it).
+  STRATA_CHECK_KIND(ErrorKind::kFormat, c.n_layers > 0 && static_cast<uint64_t>(c.n_layers) <= gguf.tensors.size(), path,
+                    ": ", a, "block_count = ", c.n_layers, " but the file has ", gguf.tensors.size(),
+                    " tensors; the metadata is corrupt");
   c.ffn = md.integer(a + "feed_forward_length");
   c.n_heads = md.integer(a + "attention.head_count");
   c.n_kv_heads = md.integer(a + "attention.head_count_kv", c.n_heads);

@@ -1,5 +1,6 @@
 // runtime/formats/gguf_reader.cpp: parse_gguf_buffer, a defensive reader of GGUF bytes. Every
 // count read from the file is checked against the bytes left before anything is allocated.
+#include <algorithm>
 #include <cstring>
 #include <unordered_set>
 
@@ -37,29 +38,37 @@ const GgufValue* GgufFile::find(const std::string& key) const {
   return nullptr;
 }
 
+namespace {
+
+// ggml's type ids (ggml.h's enum ggml_type) for the dtypes strata reads.
+constexpr std::pair<DType, uint32_t> kGgmlTypes[] = {
+    {DType::kF32, 0},     {DType::kF16, 1},     {DType::kQ4_0, 2},   {DType::kQ4_1, 3},    {DType::kQ5_0, 6},
+    {DType::kQ5_1, 7},    {DType::kQ8_0, 8},    {DType::kQ2_K, 10},  {DType::kQ3_K, 11},   {DType::kQ4_K, 12},
+    {DType::kQ5_K, 13},   {DType::kQ6_K, 14},   {DType::kIQ4_NL, 20}, {DType::kIQ4_XS, 23}, {DType::kI8, 24},
+    {DType::kI32, 26},    {DType::kBF16, 30},
+};
+
+}  // namespace
+
 uint32_t ggml_type_of(DType dtype) {
-  switch (dtype) {
-    case DType::kF32: return 0;
-    case DType::kF16: return 1;
-    case DType::kQ4_0: return 2;
-    case DType::kQ8_0: return 8;
-    case DType::kI8: return 24;
-    case DType::kI32: return 26;
-    case DType::kBF16: return 30;
-  }
-  STRATA_THROW(ErrorKind::kInternal, "no ggml type for dtype ", static_cast<int>(dtype));
+  for (const auto& [d, id] : kGgmlTypes)
+    if (d == dtype) return id;
+  STRATA_THROW(ErrorKind::kInternal, "no ggml type for dtype ", dtype_name(dtype));
 }
 
 namespace {
 
 bool dtype_of_ggml(uint32_t type, DType* out) {
-  for (DType d : {DType::kF32, DType::kF16, DType::kQ4_0, DType::kQ8_0, DType::kI8, DType::kI32, DType::kBF16})
-    if (ggml_type_of(d) == type) {
+  for (const auto& [d, id] : kGgmlTypes)
+    if (id == type) {
       *out = d;
       return true;
     }
   return false;
 }
+
+constexpr char kSupportedTypes[] = "F32, F16, BF16, I8, I32, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, "
+                              "IQ4_NL, IQ4_XS";
 
 const char* ggml_type_label(uint32_t type) {
   static const char* kNames[] = {"F32",     "F16",    "Q4_0",    "Q4_1",  "Q4_2",   "Q4_3",   "Q5_0",   "Q5_1",
@@ -223,11 +232,15 @@ GgufFile parse_gguf_buffer(const uint8_t* data, size_t size, const std::string& 
     const uint64_t rel = r.scalar<uint64_t>("tensor offset");
     if (!dtype_of_ggml(info.ggml_type, &info.dtype))
       STRATA_THROW(ErrorKind::kFormat, source, ": tensor '", info.name, "' has ggml type ", info.ggml_type, " (",
-                   ggml_type_label(info.ggml_type),
-                   "), which strata does not read; supported: F32, F16, BF16, Q8_0, Q4_0 (re-quantize to Q8_0 or Q4_0)");
+                   ggml_type_label(info.ggml_type), "), which strata does not read; supported: ", kSupportedTypes,
+                   " (re-quantize with one of these, e.g. llama-quantize ... Q4_K_M)");
     const int64_t block = dtype_block_elems(info.dtype);
-    STRATA_CHECK_KIND(ErrorKind::kFormat, ne[0] % block == 0, source, ": tensor '", info.name, "' has rows of ", ne[0],
-                      " elements, not a multiple of the ", block, "-element ", dtype_name(info.dtype), " block");
+    STRATA_CHECK_KIND(ErrorKind::kFormat, ne[0] % block == 0, source, ": tensor '", info.name, "' (",
+                      ggml_type_label(info.ggml_type), ", ", shape_str(info.shape), ") has rows of ", ne[0],
+                      " elements, not a multiple of the ", block, "-element ", ggml_type_label(info.ggml_type),
+                      " block; the file is corrupt, or re-quantize this tensor to a type whose block divides ", ne[0],
+                      " (block sizes: 32 for Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/IQ4_NL, 256 for the K-quants and IQ4_XS, 1 for "
+                      "F32/F16/BF16)");
     info.nbytes = numel / static_cast<uint64_t>(block) * static_cast<uint64_t>(dtype_block_bytes(info.dtype));
     STRATA_CHECK_KIND(ErrorKind::kFormat, rel % out.alignment == 0, source, ": tensor '", info.name, "' offset ", rel,
                       " is not a multiple of the alignment ", out.alignment);
@@ -239,13 +252,33 @@ GgufFile parse_gguf_buffer(const uint8_t* data, size_t size, const std::string& 
   const uint64_t end_of_infos = r.pos();
   out.data_offset = (end_of_infos + out.alignment - 1) / out.alignment * out.alignment;
   const uint64_t data_size = out.data_offset <= size ? size - out.data_offset : 0;
+  // GGUF writers (llama.cpp's gguf, the gguf package, ours) place tensors in the order of their infos,
+  // each at the previous one's end rounded up to the alignment, and llama.cpp refuses files that do
+  // not. Holding every file to that layout catches tensors moved onto each other (all at offset 0,
+  // overlapping), shifted, or retyped (a different size moves every later offset).
+  uint64_t expected = 0;
+  const GgufTensorInfo* previous = nullptr;
   for (auto& t : out.tensors) {
     if (t.offset > data_size || t.nbytes > data_size - t.offset)
       STRATA_THROW(ErrorKind::kFormat, source, ": tensor '", t.name, "' (", shape_str(t.shape), " ",
                    dtype_name(t.dtype), ", ", t.nbytes, " bytes at data offset ", t.offset,
                    ") runs past the end of the file (data section holds ", data_size,
                    " bytes); the file is truncated or corrupt");
+    // A tensor whose declared size runs into the next one's bytes: its type or shape is not what was
+    // written (a retyped or mis-converted tensor).
+    if (previous != nullptr && t.offset < expected && t.offset > previous->offset - out.data_offset)
+      STRATA_THROW(ErrorKind::kFormat, source, ": tensor '", previous->name, "' is declared ",
+                   ggml_type_label(previous->ggml_type), " ", shape_str(previous->shape), ", which takes ",
+                   previous->nbytes, " bytes, but tensor '", t.name, "' starts ",
+                   t.offset - (previous->offset - out.data_offset), " bytes after it; the declared type or shape does "
+                   "not match the bytes in the file (a corrupt or mis-converted GGUF)");
+    if (t.offset != expected)
+      STRATA_THROW(ErrorKind::kFormat, source, ": tensor '", t.name, "' (", shape_str(t.shape), " ",
+                   dtype_name(t.dtype), ", ", t.nbytes, " bytes) is at data offset ", t.offset, " but the tensors "
+                   "before it end at ", expected, "; its offset, or the type or shape of a tensor before it, is corrupt");
+    expected = (t.offset + t.nbytes + out.alignment - 1) / out.alignment * out.alignment;
     t.offset += out.data_offset;
+    previous = &t;
   }
   return out;
 }

@@ -349,6 +349,10 @@ std::unique_ptr<Checkpoint> open_hf_checkpoint(const std::string& dir) {
     STRATA_THROW(ErrorKind::kFormat, index_path.string(), ": tensor '", weight_map.begin()->first,
                  "' is listed in shard '", weight_map.begin()->second, "' but that shard does not contain it");
 
+  // Each layer has several tensors: more layers than tensors means the config does not describe the files.
+  STRATA_CHECK_KIND(ErrorKind::kFormat, static_cast<size_t>(config.n_layers) <= ckpt->entries().size(), config_path,
+                    ": num_hidden_layers = ", config.n_layers, " but the safetensors files hold ", ckpt->entries().size(),
+                    " model tensors; the config does not describe these weights");
   // A checkpoint without lm_head.weight reuses the embedding; one that says it is untied must have it.
   if (!ckpt->has("output.weight")) {
     STRATA_CHECK_KIND(ErrorKind::kFormat, !tie_explicit || config.tied_embeddings, dir,

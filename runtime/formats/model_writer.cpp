@@ -89,18 +89,29 @@ void encode_row(const float* x, int64_t n, DType dtype, uint8_t* dst) {
     case DType::kBF16:
       for (int64_t i = 0; i < n; ++i) reinterpret_cast<uint16_t*>(dst)[i] = f32_to_bf16(x[i]);
       break;
-    case DType::kQ8_0: quantize_row_q8_0(x, reinterpret_cast<BlockQ8_0*>(dst), n); break;
-    case DType::kQ4_0: quantize_row_q4_0(x, reinterpret_cast<BlockQ4_0*>(dst), n); break;
-    default: STRATA_THROW(ErrorKind::kInvalidArgument, "make-model cannot write dtype ", dtype_name(dtype));
+    default:
+      STRATA_CHECK(can_quantize(dtype), "make-model cannot write dtype ", dtype_name(dtype));
+      quantize_row(dtype, x, dst, n);
   }
 }
 
 struct Plan {
   ModelConfig config;
   DType dtype;
+  bool q4_k_m = false;  // the Q4_K_M mix: q6_k for the tensors q6_k_for() names, q4_k for the other matrices
   bool gguf;
   bool permute_qk;  // GGUF of arch llama/mistral: adjacent-pair rows
 };
+
+// Which matrices the Q4_K_M mix keeps at 6 bits, after llama-quantize's rule: the output head, and
+// attn_v / ffn_down in the first and last eighth of the layers and every third layer between.
+bool q6_k_for(const std::string& name, int64_t n_layers) {
+  if (name == "output.weight") return true;
+  if (name.rfind("blk.", 0) != 0) return false;
+  if (name.find(".attn_v.weight") == std::string::npos && name.find(".ffn_down.weight") == std::string::npos) return false;
+  const int64_t layer = std::stoll(name.substr(4));
+  return layer < n_layers / 8 || layer >= 7 * n_layers / 8 || (layer - n_layers / 8) % 3 == 2;
+}
 
 // The spec of one canonical tensor in the chosen layout.
 TensorSpec make_spec(const Plan& plan, const std::string& name, uint64_t seed) {
@@ -112,12 +123,13 @@ TensorSpec make_spec(const Plan& plan, const std::string& name, uint64_t seed) {
   spec.shape = slot->full_shape(c);
   const bool vector = slot->is_vector();
   const int64_t cols = vector ? 1 : spec.shape[1];
-  spec.dtype = plan.dtype;
-  DType value_dtype = plan.dtype;  // the precision a value is rounded to
+  const DType dtype = plan.q4_k_m && q6_k_for(name, c.n_layers) ? DType::kQ6_K : plan.dtype;
+  spec.dtype = dtype;
+  DType value_dtype = dtype;  // the precision a value is rounded to
   if (plan.gguf && !slot->may_quantize()) spec.dtype = DType::kF32;  // GGUF keeps norms and biases f32, like llama.cpp
-  if (dtype_is_quantized(spec.dtype) && cols % kQBlock != 0) {
-    LOG_WARN("make-model: ", name, " has rows of ", cols, " elements, not a multiple of ", kQBlock,
-             "; writing it as f16");
+  if (dtype_is_quantized(spec.dtype) && cols % dtype_block_elems(spec.dtype) != 0) {
+    LOG_WARN("make-model: ", name, " has rows of ", cols, " elements, not a multiple of the ",
+             dtype_block_elems(spec.dtype), "-element ", dtype_name(spec.dtype), " block; writing it as f16");
     spec.dtype = value_dtype = DType::kF16;
   }
   if (dtype_is_quantized(value_dtype)) value_dtype = DType::kF32;
@@ -173,11 +185,33 @@ std::vector<float> llama3_rope_factors(const ModelConfig& c) {
   return f;
 }
 
+// llama.cpp's LLAMA_FTYPE_* for a file whose matrices are all `dtype` (K-quants: the _M mixes' ids are
+// not claimed, since every matrix has the one type).
+uint32_t llama_file_type(DType dtype) {
+  switch (dtype) {
+    case DType::kF32: return 0;
+    case DType::kF16: return 1;
+    case DType::kQ4_0: return 2;
+    case DType::kQ4_1: return 3;
+    case DType::kQ8_0: return 7;
+    case DType::kQ5_0: return 8;
+    case DType::kQ5_1: return 9;
+    case DType::kQ2_K: return 10;
+    case DType::kQ3_K: return 11;  // Q3_K_S: all Q3_K
+    case DType::kQ4_K: return 14;  // Q4_K_S
+    case DType::kQ5_K: return 16;  // Q5_K_S
+    case DType::kQ6_K: return 18;
+    case DType::kIQ4_NL: return 25;
+    case DType::kIQ4_XS: return 30;
+    case DType::kBF16: return 32;
+    default: return 0;
+  }
+}
+
 std::vector<std::pair<std::string, GgufValue>> gguf_metadata(const ModelConfig& c, const TokenizerData& tok,
                                                              const std::string& model_name, DType dtype) {
   const std::string a = c.arch + ".";
-  const uint32_t file_type = dtype == DType::kF32 ? 0 : dtype == DType::kF16 ? 1 : dtype == DType::kQ4_0 ? 2
-                           : dtype == DType::kQ8_0 ? 7 : 32;  // llama.cpp's LLAMA_FTYPE_*
+  const uint32_t file_type = llama_file_type(dtype);
   std::vector<std::pair<std::string, GgufValue>> md = {
       {"general.architecture", GgufValue::str(c.arch)},
       {"general.name", GgufValue::str(model_name)},
@@ -260,14 +294,15 @@ Tensor random_model_tensor(const ModelConfig& config, const std::string& name, u
 void make_model(const MakeModelOptions& o) {
   Plan plan;
   plan.config = resolve_config(o);
-  plan.dtype = dtype_from_name(o.dtype);
+  plan.q4_k_m = o.dtype == "q4_k_m";
+  plan.dtype = plan.q4_k_m ? DType::kQ4_K : dtype_from_name(o.dtype);
   STRATA_CHECK(o.format == "safetensors" || o.format == "gguf", "make-model format '", o.format,
                "' is unknown; use safetensors or gguf");
   plan.gguf = o.format == "gguf";
   STRATA_CHECK(plan.dtype == DType::kF32 || plan.dtype == DType::kF16 || plan.dtype == DType::kBF16 ||
                    (plan.gguf && dtype_is_quantized(plan.dtype)),
-               "make-model cannot write dtype ", o.dtype, " as ", o.format,
-               "; use f32, f16 or bf16 (q8_0 and q4_0 with --format gguf)");
+               "make-model cannot write dtype ", o.dtype, " as ", o.format, "; use f32, f16 or bf16 (",
+               quantized_dtype_names(), ", q4_k_m with --format gguf)");
   plan.permute_qk = plan.gguf && plan.config.arch != "qwen2";
 
   TokenizerData tok = make_synthetic_tokenizer(plan.config.vocab_size);
@@ -288,7 +323,11 @@ void make_model(const MakeModelOptions& o) {
       std::memcpy(t.raw(), factors.data(), factors.size() * 4);
       specs.push_back(tensor_spec_of("rope_freqs.weight", t));
     }
-    write_gguf(path, gguf_metadata(plan.config, tok, model_name, plan.dtype), specs, o.threads);
+    auto metadata = gguf_metadata(plan.config, tok, model_name, plan.dtype);
+    if (plan.q4_k_m)
+      for (auto& [key, value] : metadata)
+        if (key == "general.file_type") value = GgufValue::u32(15);  // LLAMA_FTYPE_MOSTLY_Q4_K_M
+    write_gguf(path, metadata, specs, o.threads);
     return;
   }
   const fs::path dir(path);

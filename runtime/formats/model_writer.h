@@ -15,7 +15,7 @@ struct MakeModelOptions {
   std::string preset = "tiny";         // runtime/model_presets.h
   std::optional<ModelConfig> config;   // when set, used instead of the preset (tests)
   std::string format = "safetensors";  // "safetensors" | "gguf"
-  std::string dtype = "f32";           // f32 | f16 | bf16, and q8_0 | q4_0 for gguf
+  std::string dtype = "f32";           // f32 | f16 | bf16; gguf also any block type (q4_k, ...) or the q4_k_m mix
   std::string out;                     // safetensors: a directory; gguf: a .gguf file (else <out>/model.gguf)
   uint64_t seed = 0;
   int threads = 0;                     // 0 = all cores; the bytes do not depend on it

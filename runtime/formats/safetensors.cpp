@@ -130,12 +130,22 @@ SafetensorsHeader parse_safetensors_header(const uint8_t* data, size_t size, con
   }
   std::sort(out.tensors.begin(), out.tensors.end(),
             [](const SafetensorsTensor& a, const SafetensorsTensor& b) { return a.offset < b.offset; });
-  for (size_t i = 1; i < out.tensors.size(); ++i) {
-    const auto& a = out.tensors[i - 1];
-    const auto& b = out.tensors[i];
-    if (a.nbytes > 0 && b.nbytes > 0 && a.offset + a.nbytes > b.offset)
-      fail("tensors '", a.name, "' and '", b.name, "' overlap in the data section; the header is corrupt");
+  // As the safetensors format (and its reference validator) requires, the tensors tile the data
+  // section exactly: no overlap, no gap, nothing after the last. A header length off by a few bytes
+  // shifts the data section, which this catches (otherwise every weight would be read misaligned).
+  uint64_t expected = out.data_offset;
+  for (const auto& t : out.tensors) {
+    if (t.offset < expected)
+      fail("tensor '", t.name, "' at data offset ", t.offset - out.data_offset, " overlaps the tensor before it (which "
+           "ends at ", expected - out.data_offset, "); the header is corrupt");
+    if (t.offset > expected)
+      fail("tensor '", t.name, "' starts at data offset ", t.offset - out.data_offset, " but the tensors before it end at ",
+           expected - out.data_offset, "; the data section has a gap, so the header is corrupt");
+    expected = t.offset + t.nbytes;
   }
+  if (expected != size)
+    fail("the tensors end at data offset ", expected - out.data_offset, " but the data section holds ", data_size,
+         " bytes; the header length (", header_len, ") or the data_offsets are wrong");
   return out;
 }
 

@@ -4,11 +4,13 @@
 
 #include <gtest/gtest.h>
 
+#include <fstream>
 #include <map>
 #include <thread>
 
 #include "tests/comm/comm_checks.h"
 #include "tests/comm/tcp_test_ranks.h"
+#include "test_util.h"
 
 namespace strata::comm {
 namespace {
@@ -78,8 +80,9 @@ TEST(DetectLaunch, BarePmix) {
 
 TEST(DetectLaunch, TorchrunStyleEnv) {
   const RankInfo info = detect({{"RANK", "1"}, {"WORLD_SIZE", "2"}, {"LOCAL_RANK", "1"}, {"LOCAL_WORLD_SIZE", "2"},
-                                {"MASTER_ADDR", "node01"}, {"MASTER_PORT", "29500"}});
+                                {"MASTER_ADDR", "node01"}, {"MASTER_PORT", "29500"}, {"STRATA_STORE_SECRET", "job7"}});
   EXPECT_EQ(info.launcher, Launcher::kEnv);
+  EXPECT_EQ(info.store_secret, "job7");
   EXPECT_EQ(info.world_rank, 1);
   EXPECT_EQ(info.world_size, 2);
   EXPECT_EQ(info.local_rank, 1);
@@ -91,8 +94,15 @@ TEST(DetectLaunch, BadEnvironmentsSayWhatToFix) {
   expect_config_error({{"RANK", "1"}, {"WORLD_SIZE", "2"}}, "MASTER_ADDR and MASTER_PORT");
   expect_config_error({{"RANK", "1"}}, "set both RANK and WORLD_SIZE");
   expect_config_error({{"RANK", "x"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "h"}, {"MASTER_PORT", "1"}}, "RANK='x'");
-  expect_config_error({{"RANK", "2"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "h"}, {"MASTER_PORT", "1"}},
+  expect_config_error({{"RANK", "2"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "h"}, {"MASTER_PORT", "1"},
+                       {"STRATA_STORE_SECRET", "s"}},
                       "rank 2 is outside a world of 2");
+  // Without the job's secret the store would admit anyone who reaches MASTER_PORT.
+  expect_config_error({{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "h"}, {"MASTER_PORT", "1"}},
+                      "STRATA_STORE_SECRET");
+  expect_config_error({{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "h"}, {"MASTER_PORT", "1"},
+                       {"STRATA_STORE_SECRET_FILE", "/nonexistent/secret"}},
+                      "cannot read STRATA_STORE_SECRET_FILE=/nonexistent/secret");
   expect_config_error({{"OMPI_COMM_WORLD_RANK", "-1"}}, "OMPI_COMM_WORLD_RANK='-1'");
   expect_config_error({{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "h"}, {"MASTER_PORT", "70000"}},
                       "is not a TCP port");
@@ -139,13 +149,16 @@ TEST(WorldCommunicator, SelfRejectsAMultiRankLaunch) {
 // RANK/WORLD_SIZE/MASTER_* (what torchrun or a k8s job sets) picks the TCP backend on its own.
 TEST(WorldCommunicator, EnvLaunchUsesTcp) {
   const uint16_t port = testing::free_port();
+  const std::string secret_file = test::temp_dir("bootstrap") + "/store-secret";
+  std::ofstream(secret_file) << "3f9c0a17e2b4\n";
   const int n = 3;
   std::vector<std::thread> ranks;
   std::vector<int32_t> sums(n, -1);
   for (int r = 0; r < n; ++r) {
     ranks.emplace_back([&, r] {
       const RankInfo info = detect({{"RANK", std::to_string(r)}, {"WORLD_SIZE", std::to_string(n)},
-                                    {"MASTER_ADDR", "127.0.0.1"}, {"MASTER_PORT", std::to_string(port)}});
+                                    {"MASTER_ADDR", "127.0.0.1"}, {"MASTER_PORT", std::to_string(port)},
+                                    {"STRATA_STORE_SECRET_FILE", secret_file}});
       CommConfig config;
       config.timeout_s = 30;
       auto world = make_world_communicator(config, info);

@@ -175,14 +175,14 @@ TEST(TcpCommunicator, DeadPeerFailsFastNamingIt) {
   ASSERT_GE(child, 0);
   if (child == 0) {  // rank 1: never returns into the test framework
     try {
-      auto comm = make_tcp_world(config_with_timeout(30), TcpOptions{"127.0.0.1", port, 1, 2});
+      auto comm = make_tcp_world(config_with_timeout(30), TcpOptions{"127.0.0.1", port, 1, 2, "job-secret"});
       comm->barrier();
     } catch (...) {
       _exit(2);
     }
     _exit(1);  // mid-run, without a goodbye
   }
-  auto comm = make_tcp_world(config_with_timeout(30), TcpOptions{"127.0.0.1", port, 0, 2});
+  auto comm = make_tcp_world(config_with_timeout(30), TcpOptions{"127.0.0.1", port, 0, 2, "job-secret"});
   comm->barrier();
   const auto start = std::chrono::steady_clock::now();
   Tensor t = Tensor::zeros({4}, DType::kF32);
@@ -203,8 +203,8 @@ TEST(TcpCommunicator, DeadPeerFailsFastNamingIt) {
 }
 
 TEST(TcpStore, SetGetAddBarrier) {
-  auto host = std::make_shared<TcpStore>("127.0.0.1", 0, true, 10);
-  TcpStore other("127.0.0.1", host->port(), false, 10);
+  auto host = std::make_shared<TcpStore>("127.0.0.1", 0, true, 10, "s");
+  TcpStore other("127.0.0.1", host->port(), false, 10, "s");
   // get blocks until another client sets the key.
   auto later = std::async(std::launch::async, [&] { return other.get("nccl/id"); });
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -221,7 +221,7 @@ TEST(TcpStore, SetGetAddBarrier) {
 }
 
 TEST(TcpStore, GetTimesOutNamingKeyAndAddress) {
-  TcpStore host("127.0.0.1", 0, true, 0.5);
+  TcpStore host("127.0.0.1", 0, true, 0.5, "s");
   const auto start = std::chrono::steady_clock::now();
   try {
     host.get("never");
@@ -241,7 +241,7 @@ TEST(TcpStore, UnreachableStoreNamesAddressAndPort) {
   const uint16_t port = testing::free_port();
   const auto start = std::chrono::steady_clock::now();
   try {
-    TcpStore client("127.0.0.1", port, false, 1.0);
+    TcpStore client("127.0.0.1", port, false, 1.0, "s");
     FAIL() << "connecting to a port nobody listens on must fail";
   } catch (const Error& e) {
     EXPECT_EQ(e.kind(), ErrorKind::kTimeout);

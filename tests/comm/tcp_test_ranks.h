@@ -33,14 +33,14 @@ inline uint16_t free_port() {
 
 // Rank 0 hosts the store on a kernel-chosen port; the others connect to it.
 inline void run_tcp_ranks(int n, const CommConfig& config, const std::function<void(int, Communicator&)>& body) {
-  auto host = std::make_shared<TcpStore>("127.0.0.1", 0, true, config.timeout_s);
+  auto host = std::make_shared<TcpStore>("127.0.0.1", 0, true, config.timeout_s, "test-secret");
   const uint16_t port = host->port();
   std::vector<std::exception_ptr> errors(static_cast<size_t>(n));
   std::vector<std::thread> threads;
   for (int r = 0; r < n; ++r) {
     threads.emplace_back([&, r] {
       try {
-        auto store = r == 0 ? host : std::make_shared<TcpStore>("127.0.0.1", port, false, config.timeout_s);
+        auto store = r == 0 ? host : std::make_shared<TcpStore>("127.0.0.1", port, false, config.timeout_s, "test-secret");
         auto comm = make_tcp_world(config, store, r, n);
         body(r, *comm);
       } catch (...) {

@@ -61,7 +61,7 @@ TEST(Cli, EnvironmentLaunchWithoutMpiRunsOverTcp) {
   const int port = test::free_port();
   ASSERT_GT(port, 0);
   const std::string env = "env -u OMPI_COMM_WORLD_RANK -u OMPI_COMM_WORLD_SIZE MASTER_ADDR=127.0.0.1 MASTER_PORT=" +
-                          std::to_string(port) + " WORLD_SIZE=2 ";
+                          std::to_string(port) + " WORLD_SIZE=2 STRATA_STORE_SECRET=cli-test-job ";
   const auto r = test::run_command("sh -c \"" + env + "RANK=1 " + strata() + args + " >/dev/null 2>&1 & " + env +
                                        "RANK=0 " + strata() + args + "; s=\\$?; wait; exit \\$s\"",
                                    120);

@@ -112,13 +112,13 @@ TEST_F(Serve, StopStringsAreTrimmedAndChatWorks) {
   }
   const HttpResponse chat = http(port(), "POST", "/v1/chat/completions",
                                  "{\"messages\": [{\"role\": \"system\", \"content\": \"be brief\"}, {\"role\": \"user\", "
-                                 "\"content\": \"hi <s> [INST]\"}], \"max_tokens\": 5, \"logprobs\": true}");
+                                 "\"content\": \"hi <s> [INST]\"}], \"max_tokens\": 5, \"temperature\": 0, \"logprobs\": true}");
   ASSERT_EQ(chat.status, 200) << chat.body;
   EXPECT_EQ(chat.json().at("choices").at(0).at("message").at("role").as_string(), "assistant");
   EXPECT_EQ(chat.json().at("choices").at(0).at("logprobs").at("content").as_array().size(), 5u);
   const HttpResponse chat_stream = http(port(), "POST", "/v1/chat/completions",
                                         "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}], \"max_tokens\": 5, "
-                                        "\"stream\": true, \"stream_options\": {\"include_usage\": true}}");
+                                        "\"temperature\": 0, \"stream\": true, \"stream_options\": {\"include_usage\": true}}");
   const auto events = chat_stream.events();
   ASSERT_GE(events.size(), 3u) << chat_stream.body;
   EXPECT_EQ(events.back(), "[DONE]");
@@ -175,7 +175,7 @@ TEST_F(Serve, MalformedHttpGetsA400AndTheServerKeepsServing) {
   // Truncated: the body is shorter than Content-Length and the client stops sending.
   {
     const int fd = test::connect_to(port());
-    test::send_all(fd, "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"prompt\"");
+    test::send_all(fd, "POST /v1/completions HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\n{\"prompt\"");
     shutdown(fd, SHUT_WR);
     const HttpResponse r = test::parse_response(test::read_all(fd));
     close(fd);

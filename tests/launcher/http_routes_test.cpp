@@ -10,6 +10,7 @@
 #include "e2e/serve_client.h"
 #include "launcher/http/choice_text.h"
 #include "launcher/http/routes.h"
+#include "runtime/formats/checkpoint.h"
 #include "runtime/tokenizer/tokenizer_files.h"
 
 namespace strata::launcher::http {
@@ -72,6 +73,22 @@ TEST(HttpChoiceText, StopStringsAreHeldBackThenTrimmed) {
   out += c.finish();
   EXPECT_TRUE(c.stopped());
   EXPECT_EQ(out, tok->decode(ids).substr(0, tok->decode(ids).find("is it")));
+}
+
+// Logprob token strings are read in their place: the SentencePiece space that begins a word stays
+// (" there", and the lone space token is " "), as Hugging Face `tokenizers` decodes mid-text
+// (tests/fixtures/tokenizer/stories260K_token_texts.json: after "\u2581Once", id 410 is " ").
+TEST(HttpChoiceText, TokenTextsKeepTheirLeadingSpace) {
+  const std::string model = test::shared_model("stories260K-hf");
+  if (model.empty()) GTEST_SKIP() << "stories260K-hf not found under $STRATA_SHARED_MODELS";
+  const auto tok = Tokenizer::create(*open_checkpoint(model)->tokenizer());
+  ChoiceText c(tok.get(), {}, -1);
+  const int32_t once = tok->token_to_id("\u2581Once"), there = tok->token_to_id("\u2581there"), space = 410;
+  ASSERT_EQ(tok->id_to_piece(space), "\u2581");
+  EXPECT_EQ(c.token_text(once, there), " there");
+  EXPECT_EQ(c.token_text(once, space), " ");
+  EXPECT_EQ(c.token_bytes(once, space), " ");
+  EXPECT_EQ(c.token_text(tok->bos_id(), once), "Once");  // the first word after BOS has no space
 }
 
 TEST(HttpChatTemplate, UserTextCannotInjectControlTokens) {
@@ -169,6 +186,49 @@ TEST(HttpServerInProcess, DisconnectCancelsAndErrorsAreJson) {
   frontend.drain();
   server.stop_accepting();
   frontend.dispatch({TokenEvent{id2, -1, 0, {}, true, "cancelled", ""}});
+  client.join();
+  server.stop();
+}
+
+// /health reports "stalled" (503) while a request waits and the step loop has not noted a step for the
+// stall timeout; a step brings it back. An idle engine is healthy however long ago its last step was.
+TEST(HttpServerInProcess, HealthFollowsEngineProgress) {
+  FakeEngine engine;
+  EngineFrontend frontend;
+  Metrics metrics;
+  ServedModel model;
+  model.name = "fake";
+  model.context = 256;
+  model.vocab_size = 512;
+  Routes routes(frontend, metrics, nullptr, std::nullopt, model);
+  ServerOptions options;
+  options.port = 0;
+  HttpServer server(options, [&](const std::shared_ptr<Exchange>& e) { routes.handle(e); });
+  server.start();
+  frontend.attach(&engine);
+  frontend.set_stall_timeout(1.0);
+  frontend.note_step();
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  EXPECT_EQ(test::http(server.port(), "GET", "/health").status, 200);  // nothing waits
+  std::thread client([&] { test::http(server.port(), "POST", "/v1/completions", "{\"prompt\": [1, 2], \"max_tokens\": 1}"); });
+  uint64_t id = 0;
+  for (int i = 0; i < 200 && id == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    std::lock_guard<std::mutex> lock(engine.mutex);
+    if (!engine.live.empty()) id = *engine.live.begin();
+  }
+  ASSERT_NE(id, 0u);
+  frontend.note_step();
+  EXPECT_EQ(test::http(server.port(), "GET", "/health").status, 200);  // a step just ended
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  const auto stalled = test::http(server.port(), "GET", "/health");
+  EXPECT_EQ(stalled.status, 503);
+  EXPECT_NE(stalled.body.find("\"stalled\""), std::string::npos) << stalled.body;
+  EXPECT_NE(test::http(server.port(), "GET", "/metrics").body.find("\nstrata_engine_stalled 1\n"), std::string::npos);
+  frontend.note_step();
+  EXPECT_EQ(test::http(server.port(), "GET", "/health").status, 200);
+  EXPECT_NE(test::http(server.port(), "GET", "/metrics").body.find("\nstrata_engine_stalled 0\n"), std::string::npos);
+  frontend.dispatch({TokenEvent{id, 7, -1.f, {}, true, "length", ""}});
   client.join();
   server.stop();
 }

@@ -10,7 +10,10 @@
 
 #include "parallel/plan_parser.h"
 #include "runtime/error.h"
+#include "runtime/formats/checkpoint.h"
+#include "runtime/formats/model_writer.h"
 #include "runtime/model_presets.h"
+#include "tests/test_util.h"
 
 namespace strata::parallel {
 namespace {
@@ -93,11 +96,51 @@ TEST(PlanCheck, QuantizedSplitKeepsWholeBlocks) {
                                         "columns per rank"))
       << errs[0].message;
   EXPECT_TRUE(contains(errs[1].message, "blk.*.ffn_down.weight is split along its input dim into 48 columns per rank "
-                                        "(ffn 192 / tensor 4), not a multiple of the 32-element quantization block"))
+                                        "(ffn 192 / tensor 4), not a multiple of the 32-element q8_0 block"))
       << errs[1].message;
   EXPECT_TRUE(contains(errs[1].message, "tensor sizes that work for this model: 1, 2"));
   EXPECT_TRUE(check("model:\n  dtype: q4_0\nparallel:\n  tensor: 2\n", model_preset("tiny")).empty());
   EXPECT_TRUE(check("model:\n  dtype: f16\nparallel:\n  tensor: 4\n", model_preset("tiny")).empty());
+}
+
+TEST(PlanCheck, KQuantSplitKeepsWhole256ElementBlocks) {
+  // 7b-shape: ffn 11008 = 43 x 256. TP 2 leaves 5504 ffn_down input columns per rank: whole 32-element
+  // q8_0 blocks, but 21.5 q4_K super-blocks.
+  auto errs = check("model:\n  dtype: q4_k\nparallel:\n  tensor: 2\n", model_preset("7b-shape"));
+  ASSERT_EQ(errs.size(), 1u) << join_diagnostics(errs);
+  EXPECT_TRUE(contains(errs[0].message, "with dtype q4_k, blk.*.ffn_down.weight is split along its input dim into 5504 "
+                                        "columns per rank (ffn 11008 / tensor 2), not a multiple of the 256-element "
+                                        "q4_k block"))
+      << errs[0].message;
+  const std::string& msg = errs[0].message;
+  EXPECT_EQ(msg.substr(msg.rfind("tensor sizes")), "tensor sizes that work for this model: 1");
+  EXPECT_TRUE(check("model:\n  dtype: q8_0\nparallel:\n  tensor: 2\n", model_preset("7b-shape")).empty());
+  // 70b-shape: 8192 / 8 = 1024 and 28672 / 8 = 3584 = 14 x 256 columns: every q6_K block stays whole.
+  EXPECT_TRUE(check("model:\n  dtype: q6_k\nparallel:\n  tensor: 8\n", model_preset("70b-shape")).empty());
+}
+
+// A plan without model.dtype is checked against the checkpoint's own block types (a GGUF as llama-quantize
+// writes it): 4 heads x 64 = 256 attn_output columns split over TP 2 leave half a q4_K block per rank.
+TEST(PlanCheck, CheckpointBlockTypesJoinTheSplitCheck) {
+  ModelConfig c = model_preset("tiny");
+  c.n_layers = 1, c.n_heads = 4, c.n_kv_heads = 4, c.head_dim = 64, c.hidden = 256, c.ffn = 512;
+  MakeModelOptions o;
+  o.config = c;
+  o.format = "gguf";
+  o.dtype = "q4_k";
+  o.out = test::temp_dir("plan_check_quant") + "/q4k.gguf";
+  make_model(o);
+  const auto ck = open_checkpoint(o.out);
+  EXPECT_EQ(checkpoint_weight_dtype(*ck, DType::kBF16), DType::kQ4_K);
+  PartitionOptions options;
+  options.default_dtype = checkpoint_weight_dtype(*ck, DType::kBF16);
+  const auto errs = errors_of(validate_plan(plan_of("parallel:\n  tensor: 2\n"), ck->config(), options));
+  ASSERT_EQ(errs.size(), 1u) << join_diagnostics(errs);
+  EXPECT_TRUE(contains(errs[0].message, "with dtype q4_k, blk.*.attn_output.weight is split along its input dim into "
+                                        "128 columns per rank (n_heads * head_dim 256 / tensor 2), not a multiple of "
+                                        "the 256-element q4_k block"))
+      << errs[0].message;
+  EXPECT_TRUE(errors_of(validate_plan(plan_of("parallel:\n  tensor: 2\n"), ck->config(), PartitionOptions{})).empty());
 }
 
 TEST(PlanCheck, WorldSizeMustMatch) {

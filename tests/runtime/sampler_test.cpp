@@ -16,6 +16,19 @@ TEST(Sampler, GreedyTakesTheFirstMaximum) {
   EXPECT_EQ(Sampler::sample(logits, {}, {}, 0), 1);
 }
 
+// Below kGreedyTemperature sampling is the argmax: logits / 1e-38 overflow float to inf (inf - inf is
+// NaN, and the draw fell to the least likely token), and the distribution is one-hot anyway.
+TEST(Sampler, TinyTemperaturesAreGreedy) {
+  const std::vector<float> logits = {2.f, 9.f, -4.f, 8.5f, 30.f, 29.f};
+  for (float t : {1e-6f, 1e-20f, 1e-38f, 1e-44f}) {
+    SamplingParams p;
+    p.temperature = t;
+    for (uint64_t step = 0; step < 50; ++step) EXPECT_EQ(Sampler::sample(logits, p, {}, step), 4) << t << " " << step;
+    p.repetition_penalty = 1.2f;  // the penalised path takes the same turn
+    EXPECT_EQ(Sampler::sample(logits, p, std::vector<int32_t>{1}, 0), 4) << t;
+  }
+}
+
 TEST(Sampler, RepetitionPenaltyDividesPositiveAndMultipliesNegative) {
   // Token 1 (2.0 -> 1.0) loses to token 0 (1.5) once penalised by 2.
   const std::vector<float> logits = {1.5f, 2.f, -0.5f};

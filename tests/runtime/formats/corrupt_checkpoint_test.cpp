@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstring>
 
 #include "runtime/formats/checkpoint.h"
@@ -122,12 +123,19 @@ TEST(CorruptGguf, TensorOffsetPastTheEnd) {
 
 TEST(CorruptGguf, UnsupportedTypeNamesTensorAndTypeId) {
   STRATA_REQUIRE_SHARED(dir, "stories260K");
-  const std::string path = test::scratch_dir() + "/q4k.gguf";
+  const std::string path = test::scratch_dir() + "/iq2xxs.gguf";
   auto bytes = test::read_bytes(dir + "/stories260K.gguf");
+  const uint32_t iq2_xxs = 16;  // a ggml type strata does not read (Q4_K, 12, it now does)
+  std::memcpy(&bytes[tensor_info_field(bytes, "blk.1.attn_v.weight", 2, false)], &iq2_xxs, 4);
+  test::write_bytes(path, bytes);
+  expect_error([&] { open_checkpoint(path); }, ErrorKind::kFormat,
+               {path, "blk.1.attn_v.weight", "type 16", "IQ2_XXS", "supported: "});
+  // Q4_K over rows of 64 elements: a type strata reads, on rows that do not hold whole 256-element blocks.
   const uint32_t q4_k = 12;
   std::memcpy(&bytes[tensor_info_field(bytes, "blk.1.attn_v.weight", 2, false)], &q4_k, 4);
   test::write_bytes(path, bytes);
-  expect_error([&] { open_checkpoint(path); }, ErrorKind::kFormat, {path, "blk.1.attn_v.weight", "type 12", "Q4_K"});
+  expect_error([&] { open_checkpoint(path); }, ErrorKind::kFormat,
+               {path, "blk.1.attn_v.weight", "Q4_K", "rows of 64 elements", "256-element"});
 }
 
 TEST(CorruptGguf, ShapeDisagreeingWithMetadata) {
@@ -256,6 +264,171 @@ TEST(CorruptHuggingFace, BadConfigAndMissingFiles) {
   test::write_text_file(dir + "/config.json", R"({"model_type": "llama", "hidden_size": "64"})");
   expect_error([&] { open_checkpoint(dir); }, ErrorKind::kFormat, {"config.json", "hidden_size", "integer"});
   expect_error([&] { open_checkpoint(dir + "/nope.bin"); }, ErrorKind::kIo, {"nope.bin", "does not exist"});
+}
+
+// stories260K.gguf rewritten by write_gguf with metadata key `key` set to `value` (added when absent).
+std::string stories_gguf_with(const std::string& gguf, const std::string& key, const GgufValue& value) {
+  auto src = open_checkpoint(gguf);
+  const std::string path = test::scratch_dir() + "/edited.gguf";
+  std::vector<std::pair<std::string, GgufValue>> md;
+  const auto bytes = test::read_bytes(gguf);
+  bool replaced = false;
+  for (const auto& kv : parse_gguf_buffer(bytes.data(), bytes.size(), gguf).metadata) {
+    md.push_back(kv);
+    if (kv.first == key) md.back().second = value, replaced = true;
+  }
+  if (!replaced) md.emplace_back(key, value);
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  for (const auto& e : src->entries()) tensors.emplace_back(e.name, src->tensor(e.name));
+  write_gguf(path, md, tensors);
+  return path;
+}
+
+// A model whose norm epsilon or RoPE base is NaN, negative or zero loads, then every RMSNorm or
+// rotation yields NaN or garbage: refused at load, naming the field.
+TEST(CorruptGguf, NormEpsilonAndRopeBaseMustBeUsable) {
+  STRATA_REQUIRE_SHARED(dir, "stories260K");
+  const std::string gguf = dir + "/stories260K.gguf";
+  for (float eps : {std::nanf(""), -1e-5f, 0.f}) {
+    const std::string path = stories_gguf_with(gguf, "llama.attention.layer_norm_rms_epsilon", GgufValue::f32(eps));
+    expect_error([&] { open_checkpoint(path); }, ErrorKind::kFormat, {path, "rms_norm_eps", "corrupt"});
+  }
+  for (float theta : {0.f, -10000.f, std::nanf(""), INFINITY}) {
+    const std::string path = stories_gguf_with(gguf, "llama.rope.freq_base", GgufValue::f32(theta));
+    expect_error([&] { open_checkpoint(path); }, ErrorKind::kFormat, {path, "rope_theta", "corrupt"});
+  }
+}
+
+// A 4-byte edit to block_count: refused by comparing with the file's tensors, before anything (tensor
+// names, tables) is built per layer.
+TEST(CorruptGguf, LayerCountBeyondTheFile) {
+  STRATA_REQUIRE_SHARED(dir, "stories260K");
+  const std::string path = test::scratch_dir() + "/layers.gguf";
+  auto bytes = test::read_bytes(dir + "/stories260K.gguf");
+  const size_t key = test::find_bytes(bytes, "llama.block_count") + std::strlen("llama.block_count");
+  uint32_t type = 0;
+  std::memcpy(&type, &bytes[key], 4);
+  ASSERT_EQ(type, 4u) << "llama.block_count is expected to be a u32";
+  const uint32_t layers = 0x7fffffff;
+  std::memcpy(&bytes[key + 4], &layers, 4);
+  test::write_bytes(path, bytes);
+  expect_error([&] { open_checkpoint(path); }, ErrorKind::kFormat, {path, "block_count = 2147483647", "tensors"});
+}
+
+// Like tensor_info_field, but found by the name with its length prefix, so "output.weight" is not
+// taken for the end of "blk.0.attn_output.weight".
+size_t exact_info_field(const std::vector<uint8_t>& bytes, const std::string& name, int n_dims, bool offset_field) {
+  std::string key(8, '\0');
+  const uint64_t len = name.size();
+  std::memcpy(key.data(), &len, 8);
+  key += name;
+  const size_t at = test::find_bytes(bytes, key) + key.size();
+  return at + 4 + 8 * n_dims + (offset_field ? 4 : 0);
+}
+
+uint64_t read_u64(const std::vector<uint8_t>& b, size_t at) {
+  uint64_t v = 0;
+  std::memcpy(&v, &b[at], 8);
+  return v;
+}
+
+TEST(CorruptGguf, TensorsAllAtOffsetZeroOrOverlapping) {
+  STRATA_REQUIRE_SHARED(dir, "stories260K");
+  const std::string path = test::scratch_dir() + "/zero.gguf";
+  const auto original = test::read_bytes(dir + "/stories260K.gguf");
+  auto bytes = original;
+  const auto gguf = parse_gguf_buffer(original.data(), original.size(), "stories260K.gguf");
+  ASSERT_GE(gguf.tensors.size(), 3u);
+  for (const auto& t : gguf.tensors) {
+    const uint64_t zero = 0;
+    std::memcpy(&bytes[exact_info_field(bytes, t.name, static_cast<int>(t.shape.size()), true)], &zero, 8);
+  }
+  test::write_bytes(path, bytes);
+  // The first tensor is where it belongs; the second is the first one that cannot be.
+  expect_error([&] { open_checkpoint(path); }, ErrorKind::kFormat,
+               {path, "'" + gguf.tensors[1].name + "'", "data offset 0", "corrupt"});
+  // One tensor moved onto the one before it (an aligned offset, so only the layout check can tell).
+  bytes = original;
+  const auto& victim = gguf.tensors[2];
+  const size_t field = exact_info_field(bytes, victim.name, static_cast<int>(victim.shape.size()), true);
+  const uint64_t onto = read_u64(bytes, exact_info_field(bytes, gguf.tensors[1].name,
+                                                           static_cast<int>(gguf.tensors[1].shape.size()), true));
+  std::memcpy(&bytes[field], &onto, 8);
+  test::write_bytes(path, bytes);
+  expect_error([&] { open_checkpoint(path); }, ErrorKind::kFormat, {path, "'" + victim.name + "'", "corrupt"});
+}
+
+TEST(CorruptGguf, RetypedTensorMovesTheLayout) {
+  STRATA_REQUIRE_SHARED(dir, "stories260K");
+  const std::string path = test::scratch_dir() + "/retyped.gguf";
+  auto bytes = test::read_bytes(dir + "/stories260K.gguf");
+  const auto gguf = parse_gguf_buffer(bytes.data(), bytes.size(), "stories260K.gguf");
+  // An f32 matrix that is not the last tensor, relabelled f16: half its bytes would be read as weights.
+  size_t i = 0;
+  while (i + 1 < gguf.tensors.size() && !(gguf.tensors[i].dtype == DType::kF32 && gguf.tensors[i].shape.size() == 2)) ++i;
+  ASSERT_LT(i + 1, gguf.tensors.size());
+  const uint32_t f16 = 1;
+  std::memcpy(&bytes[exact_info_field(bytes, gguf.tensors[i].name, 2, false)], &f16, 4);
+  test::write_bytes(path, bytes);
+  expect_error([&] { open_checkpoint(path); }, ErrorKind::kFormat,
+               {path, "'" + gguf.tensors[i + 1].name + "'", "type or shape of a tensor before it"});
+}
+
+TEST(CorruptSafetensors, HeaderLengthOffByOne) {
+  const std::string dir = test::scratch_dir();
+  // Space-padded JSON, as writers pad it: one byte less still parses, and would shift every tensor.
+  const std::string header = R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})" + std::string(6, ' ');
+  for (int delta : {-1, 1}) {
+    const std::string path = raw_safetensors(dir, header, 8);
+    auto bytes = test::read_bytes(path);
+    const uint64_t len = header.size() + delta;
+    std::memcpy(bytes.data(), &len, 8);
+    test::write_bytes(path, bytes);
+    expect_error([&] { parse_file(path); }, ErrorKind::kFormat, {path});
+  }
+  const std::string path = raw_safetensors(dir, header, 8);
+  auto bytes = test::read_bytes(path);
+  const uint64_t shorter = header.size() - 1;
+  std::memcpy(bytes.data(), &shorter, 8);
+  test::write_bytes(path, bytes);
+  expect_error([&] { parse_file(path); }, ErrorKind::kFormat, {path, "header length (" + std::to_string(shorter) + ")"});
+}
+
+TEST(CorruptSafetensors, GapsAndTrailingBytes) {
+  const std::string dir = test::scratch_dir();
+  std::string path = raw_safetensors(dir,
+                                     R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+                                     R"("b":{"dtype":"F32","shape":[2],"data_offsets":[12,20]}})",
+                                     20);
+  expect_error([&] { parse_file(path); }, ErrorKind::kFormat, {path, "'b'", "gap"});
+  path = raw_safetensors(dir, R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})", 12);
+  expect_error([&] { parse_file(path); }, ErrorKind::kFormat, {path, "'a'", "gap"});
+  path = raw_safetensors(dir, R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", 9);
+  expect_error([&] { parse_file(path); }, ErrorKind::kFormat, {path, "the data section holds 9 bytes"});
+}
+
+TEST(CorruptHuggingFace, UnusableNormEpsilonRopeBaseAndLayerCount) {
+  STRATA_REQUIRE_SHARED(hf_dir, "stories260K-hf");
+  const auto config_bytes = test::read_bytes(hf_dir + "/config.json");
+  const std::string config(config_bytes.begin(), config_bytes.end());
+  auto field = [&](const std::string& name) {
+    const size_t at = config.find("\"" + name + "\"");
+    EXPECT_NE(at, std::string::npos) << name;
+    return config.substr(at, config.find_first_of(",}", at) - at);
+  };
+  const struct {
+    std::string from, to, expect;
+  } cases[] = {
+      {field("rms_norm_eps"), "\"rms_norm_eps\": -1e-05", "rms_norm_eps"},
+      {field("rms_norm_eps"), "\"rms_norm_eps\": 0", "rms_norm_eps"},
+      {field("rope_theta"), "\"rope_theta\": 0", "rope_theta"},
+      {field("num_hidden_layers"), "\"num_hidden_layers\": 2147483647", "num_hidden_layers"},
+      {field("num_hidden_layers"), "\"num_hidden_layers\": 4000", "num_hidden_layers = 4000"},
+  };
+  for (const auto& c : cases) {
+    const std::string dir = stories_hf_copy(hf_dir, "", {c.from, c.to});
+    expect_error([&] { open_checkpoint(dir); }, ErrorKind::kFormat, {"config.json", c.expect});
+  }
 }
 
 TEST(CorruptWhileMapped, ShrinkingFileIsAnErrorNotACrash) {

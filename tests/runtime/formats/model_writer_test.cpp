@@ -240,6 +240,72 @@ TEST(MakeModel, Llama3ScalingRoundTrips) {
   }
 }
 
+// make-model --dtype for every GGUF type: each matrix is stored in that type and dequantizes (with the
+// gguf-exact dequantize_row) to the random weights within the type's bits: RMS error per 256 elements
+// below 1.6 x (2 max|w| / 2^bits / sqrt(12)), the uniform-rounding error over the stretch's range.
+TEST(MakeModel, EveryGgufTypeDequantizesToTheRandomWeights) {
+  const std::string dir = test::scratch_dir();
+  ModelConfig c = model_preset("tiny");
+  c.n_layers = 1, c.n_heads = 4, c.n_kv_heads = 4, c.head_dim = 64, c.hidden = 256, c.ffn = 512;
+  for (DType dt : quantized_dtypes()) {
+    MakeModelOptions o;
+    o.config = c;
+    o.format = "gguf";
+    o.dtype = dtype_name(dt);
+    o.seed = 5;
+    o.out = dir + "/" + dtype_name(dt) + ".gguf";
+    make_model(o);
+    const auto gg = open_checkpoint(o.out);
+    for (const char* name : {"blk.0.ffn_down.weight", "blk.0.attn_q.weight", "token_embd.weight"}) {
+      const auto& e = gg->entry(name);
+      ASSERT_EQ(e.dtype, dt) << name;
+      if (std::string(name) == "blk.0.attn_q.weight") continue;  // GGUF permutes q rows: type checked only
+      const Tensor t = gg->tensor(name);
+      std::vector<float> got(static_cast<size_t>(t.numel()));
+      dequantize_row(dt, t.raw(), got.data(), t.numel());
+      const Tensor want = random_model_tensor(c, name, 5);
+      const double bits = dt == DType::kQ8_0 ? 8 : dt == DType::kQ6_K ? 6 : dt == DType::kQ3_K ? 3
+                        : dt == DType::kQ2_K ? 2 : (dt == DType::kQ5_0 || dt == DType::kQ5_1 || dt == DType::kQ5_K) ? 5 : 4;
+      for (int64_t s = 0; s < want.numel(); s += 256) {
+        double err = 0, amax = 0;
+        for (int64_t i = s; i < s + 256; ++i) {
+          const double w = want.data<float>()[i];
+          err += (got[i] - w) * (got[i] - w);
+          amax = std::max(amax, std::fabs(w));
+        }
+        ASSERT_LT(std::sqrt(err / 256), 1.6 * 2 * amax / std::pow(2.0, bits) / std::sqrt(12.0))
+            << dtype_name(dt) << " " << name << " elements " << s << "..";
+      }
+    }
+    EXPECT_EQ(gg->entry("blk.0.attn_norm.weight").dtype, DType::kF32) << dtype_name(dt);
+  }
+}
+
+// The q4_k_m mix, as llama-quantize lays it out: q6_k for the head and for attn_v / ffn_down in layers
+// i < n/8, i >= 7n/8 and (i - n/8) % 3 == 2 (n = 8: layers 0, 3, 6, 7), q4_k for every other matrix.
+TEST(MakeModel, Q4KMMixesQ4KAndQ6KPerTensor) {
+  ModelConfig c = model_preset("tiny");
+  c.n_layers = 8, c.n_heads = 4, c.n_kv_heads = 4, c.head_dim = 64, c.hidden = 256, c.ffn = 512;
+  MakeModelOptions o;
+  o.config = c;
+  o.format = "gguf";
+  o.dtype = "q4_k_m";
+  o.out = test::scratch_dir() + "/mix.gguf";
+  make_model(o);
+  const auto gg = open_checkpoint(o.out);
+  EXPECT_EQ(gg->entry("output.weight").dtype, DType::kQ6_K);
+  EXPECT_EQ(gg->entry("token_embd.weight").dtype, DType::kQ4_K);
+  EXPECT_EQ(gg->entry("output_norm.weight").dtype, DType::kF32);
+  for (int l = 0; l < 8; ++l) {
+    const std::string p = "blk." + std::to_string(l) + ".";
+    const DType more = (l == 0 || l == 3 || l == 6 || l == 7) ? DType::kQ6_K : DType::kQ4_K;
+    EXPECT_EQ(gg->entry(p + "attn_v.weight").dtype, more) << l;
+    EXPECT_EQ(gg->entry(p + "ffn_down.weight").dtype, more) << l;
+    EXPECT_EQ(gg->entry(p + "attn_k.weight").dtype, DType::kQ4_K) << l;
+    EXPECT_EQ(gg->entry(p + "ffn_up.weight").dtype, DType::kQ4_K) << l;
+  }
+}
+
 TEST(MakeModel, BytesDoNotDependOnThreadCount) {
   const std::string dir = test::scratch_dir();
   MakeModelOptions o;

@@ -1,0 +1,28 @@
+// runtime/cpu/quant_dot.h: the CPU matmul's inner loop for block-quantized weights. The activation row is
+// quantized once per matmul to 8-bit blocks of 32 (scale per block), and each weight row's dot product is
+// then integer multiply-adds per block with one float scale step per block (AVX2 when the compiler targets
+// it, a portable loop otherwise; both compute the same integer sums).
+#pragma once
+#include <cstdint>
+
+#include "runtime/dtype.h"
+
+namespace strata::cpu {
+
+// 32 activations as int8 with scale d (x ~ d * q), s = d * sum(q), and the integer sums of each half
+// (the K-quants with 16-element sub-blocks need them). 48 bytes so an aligned array keeps q 16-aligned.
+struct ActBlock {
+  int8_t q[32];
+  float d;
+  float s;
+  int16_t half_sum[2];
+  int32_t pad;
+};
+static_assert(sizeof(ActBlock) == 48, "activation block layout");
+
+// Quantizes k activations (k a multiple of 32) to k / 32 blocks: d = max|x| / 127, q = round(x / d).
+void quantize_activations(const float* x, int64_t k, ActBlock* out);
+// Dot product of k quantized activations with one weight row of any block-quantized dtype.
+float dot_quant(const ActBlock* x, const void* row, DType dtype, int64_t k);
+
+}  // namespace strata::cpu
