@@ -47,8 +47,9 @@ RankRuntime::RankRuntime(parallel::Plan plan, const std::string& model_override)
 
   STRATA_CHECK_KIND(ErrorKind::kConfig, world == plan_.world_size(), plan_path, ": the plan needs ",
                     plan_.world_size(), " ranks (data ", plan_.parallel.data, " x pipeline ", plan_.parallel.pipeline,
-                    " x expert ", plan_.parallel.expert, " x tensor ", plan_.parallel.tensor, ") but this job has ", world, "; launch it with mpirun -np ",
-                    plan_.world_size(), " (or srun -n ", plan_.world_size(), ")");
+                    " x expert ", plan_.parallel.expert, " x tensor ", plan_.parallel.tensor, ") but this job has ",
+                    world, "; launch it with mpirun -np ", plan_.world_size(), " (or srun -n ", plan_.world_size(),
+                    ")");
   const auto checkpoint = open_checkpoint(model_path_);
   const ModelConfig model = checkpoint->config();
   parallel::PartitionOptions options;

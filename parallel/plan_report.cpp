@@ -153,7 +153,8 @@ std::string describe(const Plan& plan, const ModelConfig& c, const Partition& p)
     if (c.moe.enabled()) {  // the line ends in '\n'; the expert columns go before it
       out.seekp(-1, std::ios_base::cur);
       const int staging_width = static_cast<int>(format_bytes(r.bytes.staging).size());
-      out << std::string(static_cast<size_t>(std::max(2, 11 - staging_width)), ' ') << r.ep << "  " << range(r.shard.expert_begin, r.shard.expert_count) << "\n";
+      out << std::string(static_cast<size_t>(std::max(2, 11 - staging_width)), ' ') << r.ep << "  "
+          << range(r.shard.expert_begin, r.shard.expert_count) << "\n";
     }
   }
   out << "\n";

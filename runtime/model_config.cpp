@@ -70,7 +70,8 @@ void ModelConfig::validate(const std::string& source) const {
     need(moe.n_experts > 0 && moe.n_experts <= 65536, "num_experts", moe.n_experts);
     need(moe.n_used > 0 && moe.n_used <= moe.n_experts, "num_experts_per_tok", moe.n_used);
     need(moe.expert_ffn > 0 && moe.expert_ffn <= (int64_t{1} << 22), "moe_intermediate_size", moe.expert_ffn);
-    need(moe.shared_ffn >= 0 && moe.shared_ffn <= (int64_t{1} << 22), "shared_expert_intermediate_size", moe.shared_ffn);
+    need(moe.shared_ffn >= 0 && moe.shared_ffn <= (int64_t{1} << 22), "shared_expert_intermediate_size",
+         moe.shared_ffn);
     need(moe.sparse_step >= 1, "decoder_sparse_step", moe.sparse_step);
   } else {
     need(!moe.enabled(), "num_experts", moe.n_experts);

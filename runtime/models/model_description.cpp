@@ -356,7 +356,8 @@ std::vector<TensorRef> layer_tensors(const ModelConfig& config, int64_t layer, c
     }
     const int64_t begin = spec != nullptr ? spec->expert_begin : 0;
     const int64_t end = spec != nullptr ? begin + spec->expert_count : config.moe.n_experts;
-    for (int64_t e = begin; e < end; ++e) out.push_back({layer_prefix(layer) + expert_instance(s.name, e), layer, &s, e});
+    for (int64_t e = begin; e < end; ++e)
+      out.push_back({layer_prefix(layer) + expert_instance(s.name, e), layer, &s, e});
   }
   return out;
 }
@@ -379,8 +380,8 @@ SliceRange slot_slice(const TensorSlot& slot, const ModelConfig& c, const ShardS
     case Dim::kVisionPatch:
       STRATA_THROW(ErrorKind::kInternal, "slot ", slot.name, ": vision towers run replicated; TP does not split them yet");
   }
-  STRATA_THROW(ErrorKind::kInternal, "slot ", slot.name, " splits dimension ", dim_name(slot.shape[static_cast<size_t>(dim)]),
-               ", which TP keeps whole");
+  STRATA_THROW(ErrorKind::kInternal, "slot ", slot.name, " splits dimension ",
+               dim_name(slot.shape[static_cast<size_t>(dim)]), ", which TP keeps whole");
 }
 
 Shape local_shape(const TensorSlot& slot, const ModelConfig& c, const ShardSpec& spec) {
@@ -407,7 +408,8 @@ Tensor& slot_field(const TensorRef& ref, LayerWeights& layer) {
   if (ref.slot->per_expert) {  // the list holds experts [expert_first, ...)
     std::vector<Tensor>& list = layer.*(ref.slot->expert_field);
     const int64_t i = ref.expert - layer.expert_first;
-    STRATA_CHECK_KIND(ErrorKind::kInternal, i >= 0, ref.name, " is before this rank's first expert ", layer.expert_first);
+    STRATA_CHECK_KIND(ErrorKind::kInternal, i >= 0, ref.name, " is before this rank's first expert ",
+                      layer.expert_first);
     if (list.size() <= static_cast<size_t>(i)) list.resize(static_cast<size_t>(i) + 1);
     return list[static_cast<size_t>(i)];
   }

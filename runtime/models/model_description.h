@@ -80,10 +80,10 @@ struct ModelDescription {
   std::string_view layer_prefix = "blk.";  // canonical per-layer prefix (then the layer index and '.')
 };
 
-// The description of an architecture (config.arch: llama, mistral, qwen2, mixtral, qwen2_moe, qwen3_moe), or of a multimodal model's
-// vision parts: "clip_vision" (a CLIP ViT tower; Hugging Face names relative to the tower's prefix,
-// canonical names those of llama.cpp's mmproj files) and "llava_projector" (relative to the projector's
-// prefix). Throws kConfig naming the descriptions known.
+// The description of an architecture (config.arch: llama, mistral, qwen2, mixtral, qwen2_moe, qwen3_moe), or
+// of a multimodal model's vision parts: "clip_vision" (a CLIP ViT tower; Hugging Face names relative to the
+// tower's prefix, canonical names those of llama.cpp's mmproj files) and "llava_projector" (relative to the
+// projector's prefix). Throws kConfig naming the descriptions known.
 const ModelDescription& model_description(std::string_view arch);
 inline const ModelDescription& model_description(const ModelConfig& config) { return model_description(config.arch); }
 

@@ -123,7 +123,8 @@ void moe_ffn(Backend& backend, const MoeConfig& config, const LayerWeights& w, c
     std::memcpy(ids.raw(), r.data(), static_cast<size_t>(n) * 4);
     std::memcpy(wt.raw(), weights[static_cast<size_t>(e)].data(), static_cast<size_t>(n) * 4);
     const auto i = static_cast<size_t>(e);
-    expert_mlp(backend, x, to_backend(backend, ids), to_backend(backend, wt), w.expert_gate[i], w.expert_up[i], w.expert_down[i], out);
+    expert_mlp(backend, x, to_backend(backend, ids), to_backend(backend, wt), w.expert_gate[i], w.expert_up[i],
+               w.expert_down[i], out);
   }
 
   // Qwen2-MoE's shared expert, every token, scaled by sigmoid(x . shared_router).

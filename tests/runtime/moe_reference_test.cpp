@@ -136,13 +136,16 @@ TEST(MoeMetrics, ExpertLoadIsACounterPerExpert) {
 TEST(MoeNames, ExpertTensorsMapBothWays) {
   EXPECT_EQ(hf_to_canonical_name("model.layers.3.block_sparse_moe.experts.7.w2.weight", "mixtral"),
             "blk.3.ffn_down.7.weight");
-  EXPECT_EQ(hf_to_canonical_name("model.layers.0.mlp.experts.12.up_proj.weight", "qwen3_moe"), "blk.0.ffn_up.12.weight");
+  EXPECT_EQ(hf_to_canonical_name("model.layers.0.mlp.experts.12.up_proj.weight", "qwen3_moe"),
+            "blk.0.ffn_up.12.weight");
   EXPECT_EQ(hf_to_canonical_name("model.layers.0.mlp.shared_expert_gate.weight", "qwen2_moe"),
             "blk.0.ffn_gate_inp_shexp.weight");
   EXPECT_EQ(hf_to_canonical_name("model.layers.0.mlp.experts.01.up_proj.weight", "qwen2_moe"), std::nullopt);
   EXPECT_EQ(hf_to_canonical_name("model.layers.0.mlp.experts.1.up_proj.weight", "llama"), std::nullopt);
-  EXPECT_EQ(canonical_to_hf_name("blk.2.ffn_gate.5.weight", "qwen2_moe"), "model.layers.2.mlp.experts.5.gate_proj.weight");
-  EXPECT_EQ(canonical_to_hf_name("blk.2.ffn_gate.5.weight", "mixtral"), "model.layers.2.block_sparse_moe.experts.5.w1.weight");
+  EXPECT_EQ(canonical_to_hf_name("blk.2.ffn_gate.5.weight", "qwen2_moe"),
+            "model.layers.2.mlp.experts.5.gate_proj.weight");
+  EXPECT_EQ(canonical_to_hf_name("blk.2.ffn_gate.5.weight", "mixtral"),
+            "model.layers.2.block_sparse_moe.experts.5.w1.weight");
 }
 
 }  // namespace
