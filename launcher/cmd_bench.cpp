@@ -106,6 +106,7 @@ int run_decode(const Args& args, const SessionOptions& options, RankRuntime* ran
   // Sequence 0 gets one token per step, so its callback sees every step's counters.
   const StepCounters start = read_counters(session);
   const LlamaModel::Timings timings_before = session.model().timings();
+  const std::vector<int64_t> experts_before = session.model().expert_load().tokens;
   StepBreakdown breakdown(start);
   const auto t0 = std::chrono::steady_clock::now();
   session.generator().generate(std::vector<GenerationRequest>(static_cast<size_t>(local), r), [&](size_t seq, int32_t) {
@@ -147,6 +148,11 @@ int run_decode(const Args& args, const SessionOptions& options, RankRuntime* ran
   totals.stream_busy_s -= start.stream_busy_s;
   const std::string parts = boost::json::serialize(parts_json(breakdown.parts()));
   const std::string memory = boost::json::serialize(memory_json(session));
+  // Mixture-of-experts models: tokens this rank's stage routed to each expert during the run (per-expert load).
+  boost::json::array expert_tokens;
+  const std::vector<int64_t>& experts_after = session.model().expert_load().tokens;
+  for (size_t e = 0; e < experts_after.size(); ++e)
+    expert_tokens.push_back(experts_after[e] - (e < experts_before.size() ? experts_before[e] : 0));
   // Device time of the recorded decode steps (forward and LM head, not sampling): against ms_per_step it
   // shows the host's share of a step.
   const LlamaModel::Timings& t = session.model().timings();
@@ -161,7 +167,8 @@ int run_decode(const Args& args, const SessionOptions& options, RankRuntime* ran
               "\"tp_comm_wait_s\": %.4f, \"tp_all_reduces\": %lld, \"forward_s\": %.4f, \"sample_s\": %.4f, "
               "\"comm_ops\": %lld, \"comm_bytes\": %lld, \"comm_busy_s\": %.4f, \"comm_blocked_s\": %.4f, "
               "\"stream_bytes\": %lld, \"stream_wait_s\": %.4f, \"stream_busy_s\": %.4f, "
-              "\"graph_replays\": %lld, \"graph_gpu_ms\": %.3f, \"breakdown\": %s, \"memory\": %s}\n",
+              "\"graph_replays\": %lld, \"graph_gpu_ms\": %.3f, \"expert_tokens\": %s, \"breakdown\": %s, "
+              "\"memory\": %s}\n",
               ck.path().c_str(), dtype_name(ck.entry("blk.0.attn_q.weight").dtype), omp_get_max_threads(),
               static_cast<long long>(batch), static_cast<long long>(prompt_len),
               static_cast<double>(batch) / step_s, step_s * 1e3, static_cast<long long>(step_bytes), weight_gbs,
@@ -177,7 +184,7 @@ int run_decode(const Args& args, const SessionOptions& options, RankRuntime* ran
               static_cast<long long>(totals.comm.bytes), totals.comm.busy_seconds, totals.comm.blocked_seconds,
               static_cast<long long>(totals.stream_bytes), totals.stream_wait_s, totals.stream_busy_s,
               static_cast<long long>(replays), replays > 0 ? graph_s / static_cast<double>(replays) * 1e3 : 0.0,
-              parts.c_str(), memory.c_str());
+              boost::json::serialize(expert_tokens).c_str(), parts.c_str(), memory.c_str());
   std::fflush(stdout);
   return 0;
 }

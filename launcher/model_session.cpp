@@ -52,6 +52,7 @@ ModelSession::ModelSession(const SessionOptions& options, const RankPlacement& p
     own_tp_ = std::make_unique<LocalCollective>();
     tp_ = own_tp_.get();
   }
+  experts_ = placement.experts;
   if (placement.link != nullptr) {
     link_ = placement.link;
   } else {
@@ -101,6 +102,7 @@ void ModelSession::prepare(int64_t tokens) {
   kv_ = std::make_unique<KvCache>(*backend_, kv);
   model_ = std::make_unique<LlamaModel>(c, spec_, *backend_, *weights_, *tp_, *kv_);
   model_->set_overlap_chunks(options_.overlap_chunks, options_.overlap_min_tokens);
+  if (experts_ != nullptr) model_->set_expert_group(*experts_);
   GeneratorOptions generator = options_.generator;
   generator.batch_wait_ms = tiered_ != nullptr && tiered_->placement().streams() ? options_.batch_wait_ms : 0;
   generator_ = std::make_unique<Generator>(*model_, *kv_, *link_, *backend_, generator);

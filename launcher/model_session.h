@@ -48,6 +48,7 @@ struct SessionOptions {
 struct RankPlacement {
   std::optional<ShardSpec> shard;  // the partition's split of the model; none: the whole model
   Collective* tp = nullptr;                 // null: LocalCollective
+  Collective* experts = nullptr;            // the stage's expert group (tensor x expert ranks); null: tp
   StageLink* link = nullptr;                // null: LocalStageLink
 };
 
@@ -96,6 +97,7 @@ class ModelSession {
   std::unique_ptr<Backend> backend_;
   ShardSpec spec_;
   std::unique_ptr<Collective> own_tp_;
+  Collective* experts_ = nullptr;
   std::unique_ptr<StageLink> own_link_;
   Collective* tp_ = nullptr;
   StageLink* link_ = nullptr;

@@ -47,8 +47,9 @@ RankRuntime::RankRuntime(parallel::Plan plan, const std::string& model_override)
 
   STRATA_CHECK_KIND(ErrorKind::kConfig, world == plan_.world_size(), plan_path, ": the plan needs ",
                     plan_.world_size(), " ranks (data ", plan_.parallel.data, " x pipeline ", plan_.parallel.pipeline,
-                    " x tensor ", plan_.parallel.tensor, ") but this job has ", world, "; launch it with mpirun -np ",
-                    plan_.world_size(), " (or srun -n ", plan_.world_size(), ")");
+                    " x expert ", plan_.parallel.expert, " x tensor ", plan_.parallel.tensor, ") but this job has ",
+                    world, "; launch it with mpirun -np ", plan_.world_size(), " (or srun -n ", plan_.world_size(),
+                    ")");
   const auto checkpoint = open_checkpoint(model_path_);
   const ModelConfig model = checkpoint->config();
   parallel::PartitionOptions options;
@@ -59,11 +60,19 @@ RankRuntime::RankRuntime(parallel::Plan plan, const std::string& model_override)
   log::set_rank_prefix(cat("[r", rank, "/", world, " dp", part_.dp, " pp", part_.pp, " tp", part_.tp, " ", host, "]"),
                        rank == 0);
 
-  const int tp_size = plan_.parallel.tensor, pp_size = plan_.parallel.pipeline;
-  tp_ = world_->split(part_.dp * pp_size + part_.pp, rank, cat("tp[dp", part_.dp, " pp", part_.pp, "]"));
+  // A stage is ep x tp ranks (RankLayout); with expert parallelism each stage also gets its expert group.
+  const int ep_size = plan_.parallel.expert, tp_size = plan_.parallel.tensor * ep_size;
+  const int pp_size = plan_.parallel.pipeline;
+  tp_ = world_->split((part_.dp * pp_size + part_.pp) * ep_size + part_.ep, rank,
+                      cat("tp[dp", part_.dp, " pp", part_.pp, ep_size > 1 ? cat(" ep", part_.ep) : "", "]"));
   replica_ = world_->split(part_.dp, rank, cat("replica[dp", part_.dp, "]"));
+  if (ep_size > 1) {
+    experts_ = world_->split(part_.dp * pp_size + part_.pp, rank, cat("experts[dp", part_.dp, " pp", part_.pp, "]"));
+    experts_collective_ = std::make_unique<comm::CommunicatorCollective>(*experts_);
+  }
   tp_collective_ = std::make_unique<comm::CommunicatorCollective>(*tp_);
-  // Positions inside the replica: pp * TP + tp (ranks keep their world order).
+  // Positions inside the replica: (pp * EP + ep) * TP + tp (ranks keep their world order); the sampler is
+  // the last stage's first rank.
   auto in_replica = [&](int world_rank) { return world_rank < 0 ? -1 : world_rank - part_.dp * pp_size * tp_size; };
   link_ = std::make_unique<parallel::ReplicaLink>(*replica_, (pp_size - 1) * tp_size, in_replica(part_.prev_stage),
                                                   in_replica(part_.next_stage));
@@ -89,7 +98,8 @@ std::string RankRuntime::device_for(const std::string& device) const {
 
 RankPlacement RankRuntime::placement(Backend& backend, int cuda_device) {
   if (backend.device() != Device::kCpu) {
-    const int tp_size = plan_.parallel.tensor, pp_size = plan_.parallel.pipeline;
+    // Replica positions as in the constructor: a stage is expert x tensor ranks.
+    const int tp_size = plan_.parallel.tensor * plan_.parallel.expert, pp_size = plan_.parallel.pipeline;
     const parallel::CommBackend wanted = plan_.comm.backend;
     bool nccl = false;
 #if defined(STRATA_HAVE_CUDA) && defined(STRATA_HAVE_NCCL)
@@ -133,6 +143,7 @@ RankPlacement RankRuntime::placement() {
   RankPlacement p;
   p.shard = part_.shard;
   p.tp = tp_collective_.get();
+  p.experts = experts_collective_.get();
   p.link = link_.get();
   return p;
 }

@@ -60,6 +60,8 @@ class RankRuntime {
   parallel::RankPartition part_;
   std::unique_ptr<comm::Communicator> world_, tp_, replica_;
   std::unique_ptr<Collective> tp_collective_;
+  std::unique_ptr<comm::Communicator> experts_;     // the stage's expert group, with parallel.expert > 1
+  std::unique_ptr<Collective> experts_collective_;
   std::unique_ptr<StageLink> link_;
   int local_size_ = 1;
   int local_rank_ = 0;

@@ -66,6 +66,8 @@ TensorGroup tensor_group(const TensorSlot& slot) {
     case SlotRole::kNorm:
     case SlotRole::kBias: return slot.per_layer ? TensorGroup::kNorm : TensorGroup::kGlobal;
     case SlotRole::kAttention: return TensorGroup::kAttention;
+    case SlotRole::kRouter:
+    case SlotRole::kExpert:
     case SlotRole::kMlp: return TensorGroup::kMlp;
   }
   return TensorGroup::kMlp;

@@ -60,7 +60,8 @@ std::vector<ShardTensor> shard_tensors(const Checkpoint& ck, const ShardSpec& sp
   for (const TensorRef& ref : rank_tensors(c, spec)) {
     const SliceRange r = slot_slice(*ref.slot, c, spec);
     switch (ref.slot->split) {
-      case TpSplit::kReplicated: out.push_back(rows_of(ck, ref, -1, -1)); break;
+      case TpSplit::kReplicated:
+      case TpSplit::kExpert: out.push_back(rows_of(ck, ref, -1, -1)); break;
       case TpSplit::kRows: out.push_back(rows_of(ck, ref, r.offset, r.count)); break;
       case TpSplit::kCols: out.push_back(cols_of(ck, ref, r.offset, r.count)); break;
     }

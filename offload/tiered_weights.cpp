@@ -55,6 +55,9 @@ std::vector<TensorItem> shard_items(const Checkpoint& checkpoint, const ShardSpe
 TieredWeights::TieredWeights(const Checkpoint& ck, const ShardSpec& spec, Backend& backend,
                              const ResidencyConfig& config)
     : impl_(std::make_unique<Impl>()) {
+  STRATA_CHECK_KIND(ErrorKind::kConfig, !ck.config().moe.enabled() && !ck.config().qk_norm, ck.path(), ": ",
+                    ck.config().arch, " weights cannot be offloaded yet (experts and q/k norms are not in the "
+                    "streamed layout); run this model resident: no device budget or offload section");
   Impl& m = *impl_;
   m.config = config;
   m.spec = spec;

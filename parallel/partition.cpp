@@ -18,6 +18,7 @@ void add_shards(const ModelConfig& config, DType dtype, RankPartition& rank) {
     ShardSlice s;
     s.name = t.name;
     s.layer = t.layer;
+    s.expert = t.expert;
     s.slot = t.slot;
     s.kind = t.slot->split;
     s.full_shape = t.slot->full_shape(config);
@@ -148,7 +149,7 @@ std::vector<int64_t> balanced_stage_layers(const ModelConfig& c, int64_t pp) {
 Partition compute_partition(const Plan& plan, const ModelConfig& config, const PartitionOptions& options) {
   const auto& par = plan.parallel;
   Partition out;
-  out.layout = RankLayout(par.tensor, par.pipeline, par.data);
+  out.layout = RankLayout(par.tensor, par.pipeline, par.data, par.expert);
   out.dtype = plan_dtype(plan, options);
   if (!plan.model.dtype) out.dtype_source = options.default_dtype_source;
   out.stages = plan_stages(plan, config);
@@ -169,11 +170,12 @@ Partition compute_partition(const Plan& plan, const ModelConfig& config, const P
     const RankCoord c = out.layout.coord(rank);
     RankPartition r;
     r.rank = rank;
-    r.dp = c.dp, r.pp = c.pp, r.tp = c.tp;
+    r.dp = c.dp, r.pp = c.pp, r.tp = c.tp, r.ep = c.ep;
     r.layer_begin = out.stages[static_cast<size_t>(c.pp)].layer_begin;
     r.layer_end = out.stages[static_cast<size_t>(c.pp)].layer_end;
-    r.shard = ShardSpec::make(config, c.tp, static_cast<int>(tp_size), r.layer_begin, r.layer_end);
+    r.shard = ShardSpec::make(config, c.tp, static_cast<int>(tp_size), r.layer_begin, r.layer_end, c.ep, par.expert);
     r.tp_group = out.layout.tp_group(rank);
+    r.expert_group = out.layout.expert_group(rank);
     r.pp_chain = out.layout.pp_chain(rank);
     r.replica = out.layout.replica(rank);
     r.prev_stage = out.layout.prev_stage_rank(rank);

@@ -32,6 +32,7 @@ namespace strata::parallel {
 struct ShardSlice {
   std::string name;    // canonical GGUF name, e.g. "blk.3.attn_q.weight"
   int64_t layer = -1;  // block index; -1 for token_embd, output_norm, output
+  int64_t expert = -1;  // routed experts' tensors: the expert's index
   const TensorSlot* slot = nullptr;  // the model description's row (runtime/models/model_description.h)
   TpSplit kind = TpSplit::kReplicated;
   Shape full_shape;    // [out, in] for matrices, [n] for norms and biases
@@ -52,7 +53,7 @@ struct TierBytes {
 };
 
 struct RankPartition {
-  int rank = 0, dp = 0, pp = 0, tp = 0;
+  int rank = 0, dp = 0, pp = 0, tp = 0, ep = 0;
   int64_t layer_begin = 0, layer_end = 0;  // the stage's layers, [begin, end)
   // The rank's tensor-parallel split (ShardSpec::make, the only place it is computed): heads, FFN
   // columns, real vocab rows held (see vocab above); first_stage holds the embedding, last_stage the
@@ -69,6 +70,7 @@ struct RankPartition {
   bool streams = false;           // some layer weights live off the device and stream in
   std::string placement_error;    // why offload::place rejected this rank's budget or rules; empty when placed
   std::vector<int> tp_group, pp_chain, replica;
+  std::vector<int> expert_group;  // the stage's tensor x expert ranks (ShardSpec's expert group)
   int prev_stage = -1, next_stage = -1;  // pp neighbours of the same (dp, tp); -1 at the ends
 };
 

@@ -69,6 +69,9 @@ struct ParallelSection {
   int tensor = 1;
   int pipeline = 1;
   int data = 1;
+  // Expert parallelism: copies of each stage's TP group that run the same batch and share the stage's
+  // experts, spread over all tensor x expert ranks (runtime/shard_spec.h).
+  int expert = 1;
   int micro_batches = 0;          // 0 = as many as pipeline stages
   bool interleaved = false;       // schedule: interleaved (runtime/engine.h EngineOptions::interleaved)
   std::vector<StageSpec> stages;  // empty = balanced split
@@ -131,7 +134,7 @@ struct Plan {
   // at the line to change.
   std::map<std::string, SourceLoc> locations;
 
-  int world_size() const { return parallel.tensor * parallel.pipeline * parallel.data; }
+  int world_size() const { return parallel.tensor * parallel.expert * parallel.pipeline * parallel.data; }
   int micro_batches() const { return parallel.micro_batches > 0 ? parallel.micro_batches : parallel.pipeline; }
   // Location of `field`, else of its nearest written parent ("parallel.tensor" -> "parallel"), else 1:1.
   SourceLoc where(const std::string& field) const;

@@ -278,6 +278,33 @@ std::vector<int> valid_tensor_sizes(const ModelConfig& config, DType dtype) {
   return out;
 }
 
+// parallel.expert: the model must have experts, and tensor x expert ranks must split each stage's experts
+// (and the shared expert's columns) evenly; the message lists the expert sizes that work with this tensor size.
+static void check_experts(const Plan& plan, const ModelConfig& c, std::vector<Diagnostic>& out) {
+  const int tp = plan.parallel.tensor, ep = plan.parallel.expert;
+  if (!c.moe.enabled()) {
+    if (ep > 1)
+      out.push_back(plan.diagnostic("parallel.expert", cat("parallel.expert = ", ep, " but ", c.arch,
+                                                           " has no experts; remove parallel.expert or set it to 1")));
+    return;
+  }
+  const auto splits = [&](int64_t group) {
+    return c.moe.n_experts % group == 0 && c.moe.shared_ffn % group == 0;
+  };
+  if (splits(int64_t{tp} * ep)) return;
+  std::vector<int> work;
+  for (int e = 1; e <= c.moe.n_experts; ++e)
+    if (splits(int64_t{tp} * e)) work.push_back(e);
+  const std::string field = ep > 1 ? "parallel.expert" : "parallel.tensor";
+  out.push_back(plan.diagnostic(
+      field, cat("tensor x expert = ", tp, " x ", ep, " = ", int64_t{tp} * ep, " ranks do not split the ",
+                 c.moe.n_experts, " experts of each layer", c.moe.shared_ffn > 0 ? cat(" (and the shared expert's ",
+                 c.moe.shared_ffn, " columns)") : std::string(), " evenly; ",
+                 work.empty() ? cat("no expert size works with tensor ", tp, "; choose a tensor size that divides ",
+                                    c.moe.n_experts)
+                              : cat("with tensor ", tp, ", parallel.expert may be ", int_list(work)))));
+}
+
 std::vector<Diagnostic> validate_plan(const Plan& plan, const ModelConfig& config, const PartitionOptions& options) {
   std::vector<Diagnostic> out;
   try {  // a zero head count would make every rule below divide by zero
@@ -287,15 +314,17 @@ std::vector<Diagnostic> validate_plan(const Plan& plan, const ModelConfig& confi
     return out;
   }
   const auto& par = plan.parallel;
-  if (par.tensor < 1 || par.pipeline < 1 || par.data < 1) {  // only from a plan built in code
+  if (par.tensor < 1 || par.pipeline < 1 || par.data < 1 || par.expert < 1) {  // only from a plan built in code
     out.push_back(plan.diagnostic("parallel", cat("parallel sizes must be positive, got tensor ", par.tensor,
-                                                  ", pipeline ", par.pipeline, ", data ", par.data)));
+                                                  ", pipeline ", par.pipeline, ", data ", par.data, ", expert ",
+                                                  par.expert)));
     return out;
   }
   if (options.world_size > 0 && options.world_size != plan.world_size())
     out.push_back(plan.diagnostic(
         "parallel", cat("the world has ", options.world_size, " ranks but data ", par.data, " x pipeline ", par.pipeline,
-                        " x tensor ", par.tensor, " = ", plan.world_size(), "; launch ", plan.world_size(),
+                        par.expert > 1 ? cat(" x expert ", par.expert) : std::string(), " x tensor ", par.tensor, " = ",
+                        plan.world_size(), "; launch ", plan.world_size(),
                         " ranks (mpirun -np ", plan.world_size(), ") or change the parallel sizes so that their product is ",
                         options.world_size)));
   const DType dtype = plan_dtype(plan, options);
@@ -304,6 +333,7 @@ std::vector<Diagnostic> validate_plan(const Plan& plan, const ModelConfig& confi
                                                      dtype_block_elems(dtype), " but the model's hidden size ", config.hidden,
                                                      " is not a multiple of it; use f16 or bf16")));
   check_tensor(&plan, config, par.tensor, dtype, &out);
+  check_experts(plan, config, out);
   if (par.pipeline > config.n_layers)
     out.push_back(plan.diagnostic("parallel.pipeline", cat("parallel.pipeline = ", par.pipeline, " is more than the ",
                                                            config.n_layers, " layers of the model; every stage needs at "

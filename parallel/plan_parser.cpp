@@ -249,14 +249,15 @@ class PlanReader {
   }
 
   void read_parallel(const YAML::Node& node) {
-    if (!expect_map(node, "parallel", "tensor, pipeline, data, micro_batches, schedule, stages")) return;
+    if (!expect_map(node, "parallel", "tensor, pipeline, data, expert, micro_batches, schedule, stages")) return;
     auto& p = plan_.parallel;
-    for_each_key(node, "parallel", {"tensor", "pipeline", "data", "micro_batches", "schedule", "stages"},
+    for_each_key(node, "parallel", {"tensor", "pipeline", "data", "expert", "micro_batches", "schedule", "stages"},
                  [&](const std::string& key, const YAML::Node& v) {
                    const std::string field = "parallel." + key;
                    if (key == "tensor") set_int(p.tensor, v, field, 1, 4096);
                    else if (key == "pipeline") set_int(p.pipeline, v, field, 1, 4096);
                    else if (key == "data") set_int(p.data, v, field, 1, 65536);
+                   else if (key == "expert") set_int(p.expert, v, field, 1, 4096);
                    else if (key == "micro_batches") set_int(p.micro_batches, v, field, 1, 4096);
                    else if (key == "schedule") {
                      if (auto c = get_choice(v, field, {"steps", "interleaved"})) p.interleaved = *c == "interleaved";

@@ -29,6 +29,28 @@ void Backend::rope_kv_write(Tensor& q, Tensor& k, const Tensor& v, const Tensor&
   kv_write(k, v, slots, k_cache, v_cache);
 }
 
+void Backend::scatter_add_rows(const Tensor& src, const Tensor& index, const Tensor& weight, Tensor& out) {
+  for (const Tensor* t : std::initializer_list<const Tensor*>{&src, &index, &weight, &out})
+    STRATA_CHECK(t->device() == Device::kCpu, "scatter_add_rows (the mixture-of-experts combine) is not implemented "
+                 "on the ", name(), " backend yet; run mixture-of-experts models with --device cpu");
+  STRATA_CHECK(src.dtype() == DType::kF32 && out.dtype() == DType::kF32 && index.dtype() == DType::kI32 &&
+                   weight.dtype() == DType::kF32,
+               "scatter_add_rows: src/out/weight must be f32 and index i32");
+  const int64_t R = index.numel(), D = out.dim(-1), rows = out.numel() / D;
+  STRATA_CHECK(weight.numel() == R && src.numel() == R * D, "scatter_add_rows: src ", shape_str(src.shape()),
+               " is not [", R, ", ", D, "] with ", weight.numel(), " weights");
+  const int32_t* idx = index.data<int32_t>();
+  const float* w = weight.data<float>();
+  const float* in = src.data<float>();
+  float* o = out.data<float>();
+  for (int64_t r = 0; r < R; ++r) {
+    STRATA_CHECK(idx[r] >= 0 && idx[r] < rows, "scatter_add_rows: index ", idx[r], " outside ", rows, " rows");
+    float* dst = o + int64_t{idx[r]} * D;
+    const float* row = in + r * D;
+    for (int64_t i = 0; i < D; ++i) dst[i] += w[r] * row[i];
+  }
+}
+
 bool Backend::matmul_swiglu(const Tensor&, const Tensor&, Tensor&) { return false; }
 
 bool Backend::rope_kv_attention(Tensor&, Tensor&, const Tensor&, const AttentionBatch&, const RopeParams&, Tensor&,

@@ -104,6 +104,10 @@ class Backend {
 
   // a += b.
   virtual void add(Tensor& a, const Tensor& b) = 0;
+  // out[index[r], :] += weight[r] * src[r, :] for the R rows of src [R, D], with index (i32 [R]) and weight
+  // (f32 [R]) on the backend; rows that share an index add in row order. A mixture-of-experts layer's
+  // combine. The default runs on host memory (the CPU backend) and throws for device tensors.
+  virtual void scatter_add_rows(const Tensor& src, const Tensor& index, const Tensor& weight, Tensor& out);
   // Splits the columns of x [T, C] (any shape with T leading rows) into parts, in order: parts[i] gets
   // [T, C_i] with C_i = parts[i]->numel() / T, and the C_i sum to C; same dtype throughout, at most 4 parts.
   // A multi-token step's fused QKV projection yields its q, k and v this way.

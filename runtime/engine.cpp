@@ -525,6 +525,7 @@ bool Engine::step(std::vector<TokenEvent>& events, int idle_wait_ms) {
     m.stats.kv_blocks_used = m.scheduler->pool().used();
     m.stats.kv_blocks_cached = m.scheduler->pool().cached_idle();
     m.stats.outstanding_tokens = m.scheduler->outstanding_tokens();
+    m.stats.expert_tokens = m.model.expert_load().tokens;
   }
   if (msg.shutdown) m.stopped = true;
   return !m.stopped;

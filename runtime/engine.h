@@ -54,6 +54,8 @@ struct EngineStats {
   // communication and the logits copy), and sampling plus the token broadcast. The rest is scheduling.
   double forward_seconds = 0;
   double sample_seconds = 0;
+  // Mixture-of-experts models: tokens this rank's stage routed to each expert so far (LlamaModel::expert_load).
+  std::vector<int64_t> expert_tokens;
 };
 
 class Engine {

@@ -7,11 +7,27 @@
 
 namespace strata {
 
+bool MoeConfig::sparse_layer(int64_t layer) const {
+  if (!enabled() || sparse_step < 1 || (layer + 1) % sparse_step != 0) return false;
+  for (int64_t d : dense_layers)
+    if (d == layer) return false;
+  return true;
+}
+
 int64_t ModelConfig::parameter_count() const {
   const int64_t attn = hidden * n_heads * head_dim * 2 + hidden * n_kv_heads * head_dim * 2;
-  const int64_t mlp = 3 * hidden * ffn;
-  const int64_t per_layer = attn + mlp + 2 * hidden + (qkv_bias ? (n_heads + 2 * n_kv_heads) * head_dim : 0);
-  return vocab_size * hidden * (tied_embeddings ? 1 : 2) + n_layers * per_layer + hidden;
+  const int64_t base = attn + 2 * hidden + (qkv_bias ? (n_heads + 2 * n_kv_heads) * head_dim : 0) +
+                       (qk_norm ? 2 * head_dim : 0);
+  int64_t layers = 0;
+  for (int64_t l = 0; l < n_layers; ++l) {
+    if (!moe.sparse_layer(l)) {
+      layers += base + 3 * hidden * ffn;
+      continue;
+    }
+    layers += base + moe.n_experts * hidden + moe.n_experts * 3 * hidden * moe.expert_ffn;
+    if (moe.shared_ffn > 0) layers += 3 * hidden * moe.shared_ffn + hidden;
+  }
+  return vocab_size * hidden * (tied_embeddings ? 1 : 2) + layers + hidden;
 }
 
 void ModelConfig::validate(const std::string& source) const {
@@ -46,8 +62,20 @@ void ModelConfig::validate(const std::string& source) const {
     need(rope_scaling.original_max_position > 0, "rope_scaling.original_max_position_embeddings",
          rope_scaling.original_max_position);
   }
-  STRATA_CHECK_KIND(ErrorKind::kFormat, arch == "llama" || arch == "mistral" || arch == "qwen2", source,
-                    ": unknown architecture '", arch, "'; strata supports llama, mistral and qwen2");
+  const bool moe_arch = arch == "mixtral" || arch == "qwen2_moe" || arch == "qwen3_moe";
+  STRATA_CHECK_KIND(ErrorKind::kFormat, arch == "llama" || arch == "mistral" || arch == "qwen2" || moe_arch, source,
+                    ": unknown architecture '", arch,
+                    "'; strata supports llama, mistral, qwen2, mixtral, qwen2_moe and qwen3_moe");
+  if (moe_arch) {
+    need(moe.n_experts > 0 && moe.n_experts <= 65536, "num_experts", moe.n_experts);
+    need(moe.n_used > 0 && moe.n_used <= moe.n_experts, "num_experts_per_tok", moe.n_used);
+    need(moe.expert_ffn > 0 && moe.expert_ffn <= (int64_t{1} << 22), "moe_intermediate_size", moe.expert_ffn);
+    need(moe.shared_ffn >= 0 && moe.shared_ffn <= (int64_t{1} << 22), "shared_expert_intermediate_size",
+         moe.shared_ffn);
+    need(moe.sparse_step >= 1, "decoder_sparse_step", moe.sparse_step);
+  } else {
+    need(!moe.enabled(), "num_experts", moe.n_experts);
+  }
 }
 
 }  // namespace strata

@@ -19,8 +19,24 @@ struct RopeScaling {  // Llama-3 frequency scaling; factor == 0 means none
   int64_t original_max_position = 8192;
 };
 
+// Mixture-of-experts layers (mixtral, qwen2_moe, qwen3_moe): a router picks n_used of n_experts SwiGLU
+// experts per token; the layer's output is their probability-weighted sum (plus Qwen2-MoE's shared
+// expert, scaled by a sigmoid gate). n_experts == 0 means a dense model.
+struct MoeConfig {
+  int64_t n_experts = 0;
+  int64_t n_used = 0;           // experts per token (top-k)
+  int64_t expert_ffn = 0;       // intermediate size of each routed expert
+  int64_t shared_ffn = 0;       // intermediate size of the shared expert; 0 = none
+  bool norm_topk = true;        // renormalize the chosen probabilities to sum to 1
+  int64_t sparse_step = 1;      // layer l is sparse when (l + 1) % sparse_step == 0 ...
+  std::vector<int64_t> dense_layers;  // ... and l is not listed here (mlp_only_layers)
+  bool enabled() const { return n_experts > 0; }
+  // Whether layer `layer` runs experts (else the dense MLP of ModelConfig::ffn).
+  bool sparse_layer(int64_t layer) const;
+};
+
 struct ModelConfig {
-  std::string arch = "llama";  // llama | mistral | qwen2
+  std::string arch = "llama";  // llama | mistral | qwen2 | mixtral | qwen2_moe | qwen3_moe
   int64_t vocab_size = 0;
   int64_t hidden = 0;
   int64_t n_layers = 0;
@@ -35,6 +51,8 @@ struct ModelConfig {
   RopeStyle rope_style = RopeStyle::kHalf;
   bool tied_embeddings = false;
   bool qkv_bias = false;  // qwen2
+  bool qk_norm = false;   // qwen3: RMSNorm of each query and key head before RoPE
+  MoeConfig moe;
   int32_t bos_id = 1;
   std::vector<int32_t> eos_ids = {2};
 

@@ -46,6 +46,7 @@ set(STRATA_RUNTIME_SOURCES
   models/llava_vision.cpp
   models/llava_vision_weights.cpp
   models/model_description.cpp
+  models/moe.cpp
   prefix_cache.cpp
   rope.cpp
   sampler.cpp

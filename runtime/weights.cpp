@@ -12,8 +12,11 @@ namespace strata {
 int64_t LayerWeights::nbytes() const {
   int64_t n = 0;
   // Fused stacks are counted through their row views (wq, wk, ...), not twice.
-  for (const Tensor* t : {&attn_norm, &wq, &wk, &wv, &bq, &bk, &bv, &wo, &ffn_norm, &w_gate, &w_up, &w_down})
+  for (const Tensor* t : {&attn_norm, &wq, &wk, &wv, &bq, &bk, &bv, &wo, &q_norm, &k_norm, &ffn_norm, &w_gate, &w_up,
+                          &w_down, &router, &shared_gate, &shared_up, &shared_down, &shared_router})
     if (t->defined()) n += t->nbytes();
+  for (const auto* experts : {&expert_gate, &expert_up, &expert_down})
+    for (const Tensor& t : *experts) n += t.nbytes();
   return n;
 }
 
@@ -48,7 +51,8 @@ Tensor ShardReader::slice(const TensorRef& t) const {
   const ModelConfig& c = checkpoint_.config();
   const SliceRange r = slot_slice(*t.slot, c, spec_);
   switch (t.slot->split) {
-    case TpSplit::kReplicated: return checkpoint_.tensor(t.name);
+    case TpSplit::kReplicated:
+    case TpSplit::kExpert: return checkpoint_.tensor(t.name);
     case TpSplit::kRows: return rows(t.name, r.offset, r.count);
     case TpSplit::kCols: return cols(t.name, r.offset, r.count);
   }
@@ -57,7 +61,8 @@ Tensor ShardReader::slice(const TensorRef& t) const {
 
 LayerWeights ShardReader::layer(int64_t layer) const {
   LayerWeights w;
-  for (const TensorRef& t : layer_tensors(checkpoint_.config(), layer)) slot_field(t, w) = slice(t);
+  w.expert_first = spec_.expert_begin;
+  for (const TensorRef& t : layer_tensors(checkpoint_.config(), layer, &spec_)) slot_field(t, w) = slice(t);
   return w;
 }
 
@@ -100,6 +105,17 @@ class ResidentWeights final : public WeightSource {
       const LayerWeights h = reader.layer(l);
       LayerWeights d;
       d.attn_norm = up(h.attn_norm);
+      d.q_norm = up(h.q_norm);
+      d.k_norm = up(h.k_norm);
+      d.router = up(h.router);
+      d.expert_first = h.expert_first;
+      for (size_t e = 0; e < h.expert_gate.size(); ++e) {
+        d.expert_gate.push_back(up(h.expert_gate[e]));
+        d.expert_up.push_back(up(h.expert_up[e]));
+        d.expert_down.push_back(up(h.expert_down[e]));
+      }
+      d.shared_gate = up(h.shared_gate), d.shared_up = up(h.shared_up), d.shared_down = up(h.shared_down);
+      d.shared_router = up(h.shared_router);
       d.ffn_norm = up(h.ffn_norm);
       d.wo = up(h.wo);
       d.w_down = up(h.w_down);
@@ -114,9 +130,11 @@ class ResidentWeights final : public WeightSource {
           d.bk = d.bqkv.rows(h.bq.dim(0), h.bk.dim(0));
           d.bv = d.bqkv.rows(h.bq.dim(0) + h.bk.dim(0), h.bv.dim(0));
         }
-        d.w_gate_up = up(stack_rows({&h.w_gate, &h.w_up}));
-        d.w_gate = d.w_gate_up.rows(0, h.w_gate.dim(0));
-        d.w_up = d.w_gate_up.rows(h.w_gate.dim(0), h.w_up.dim(0));
+        if (h.w_gate.defined()) {
+          d.w_gate_up = up(stack_rows({&h.w_gate, &h.w_up}));
+          d.w_gate = d.w_gate_up.rows(0, h.w_gate.dim(0));
+          d.w_up = d.w_gate_up.rows(h.w_gate.dim(0), h.w_up.dim(0));
+        }
       } else {
         d.wq = up(h.wq), d.wk = up(h.wk), d.wv = up(h.wv);
         d.bq = up(h.bq), d.bk = up(h.bk), d.bv = up(h.bv);

@@ -3,6 +3,7 @@
 // implements the same interface with streaming (acquire prefetches, release frees the slot).
 #pragma once
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "runtime/backend.h"
@@ -16,7 +17,16 @@ struct TensorRef;
 
 struct LayerWeights {
   Tensor attn_norm, wq, wk, wv, bq, bk, bv, wo;  // biases undefined unless qkv_bias
-  Tensor ffn_norm, w_gate, w_up, w_down;
+  Tensor q_norm, k_norm;                          // [head_dim], undefined unless qk_norm
+  Tensor ffn_norm, w_gate, w_up, w_down;          // the dense MLP; undefined on expert layers
+  // A mixture-of-experts layer's FFN (runtime/models/moe.h): the router, this rank's routed experts
+  // [expert_first, + expert_gate.size()) and its column slice of the shared expert.
+  Tensor router;                                      // [n_experts, hidden]; defined on expert layers only
+  int64_t expert_first = 0;                           // global index of expert_gate[0]
+  std::vector<Tensor> expert_gate, expert_up, expert_down;  // [F, hidden], [F, hidden], [hidden, F]
+  Tensor shared_gate, shared_up, shared_down;         // undefined without a shared expert
+  Tensor shared_router;                               // [1, hidden]: the shared expert's sigmoid gate
+  bool has_experts() const { return router.defined(); }
   // Optional fused forms on accelerators: [wq; wk; wv] and [w_gate; w_up] stacked by rows (wq/wk/wv and
   // w_gate/w_up are then row views of them). One GEMV over the stack streams the bytes of three (two)
   // small ones at a better share of the bandwidth; used when a step has one token.

@@ -137,6 +137,12 @@ std::string Metrics::render(const EngineStats& stats, bool ready, const std::vec
         static_cast<double>(stats.kv_blocks_cached));
   gauge(out, "strata_kv_blocks_total", "KV cache blocks", static_cast<double>(stats.kv_blocks_total));
   gauge(out, "strata_engine_steps_total", "engine iterations", static_cast<double>(stats.steps), "counter");
+  if (!stats.expert_tokens.empty()) {  // per-expert load of a mixture-of-experts model (the driver's stage)
+    out += "# HELP strata_expert_tokens_total tokens routed to each expert, summed over the driver's stage's "
+           "expert layers\n# TYPE strata_expert_tokens_total counter\n";
+    for (size_t e = 0; e < stats.expert_tokens.size(); ++e)
+      out += cat("strata_expert_tokens_total{expert=\"", e, "\"} ", stats.expert_tokens[e], "\n");
+  }
   gauge(out, "strata_preemptions_total", "sequences preempted for KV blocks", static_cast<double>(stats.preemptions),
         "counter");
   gauge(out, "strata_prefix_cache_hit_tokens_total", "prompt tokens served from the prefix cache",

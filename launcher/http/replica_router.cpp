@@ -91,6 +91,8 @@ EngineStats ReplicaRouter::stats() const {
     t.decode_seconds += s.decode_seconds;
     t.forward_seconds += s.forward_seconds;
     t.sample_seconds += s.sample_seconds;
+    if (t.expert_tokens.size() < s.expert_tokens.size()) t.expert_tokens.resize(s.expert_tokens.size(), 0);
+    for (size_t e = 0; e < s.expert_tokens.size(); ++e) t.expert_tokens[e] += s.expert_tokens[e];
   }
   return t;
 }

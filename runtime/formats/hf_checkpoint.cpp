@@ -87,6 +87,34 @@ double float_for_json(float f) {
   return std::stod(std::string(buf, res.ptr));
 }
 
+// The expert fields of a mixtral / qwen2_moe / qwen3_moe config.json (transformers' names; Mixtral's
+// expert width is its intermediate_size, and transformers 5 writes Qwen3-MoE's expert count as
+// num_local_experts).
+void parse_moe_config(const JsonFields& f, ModelConfig& c) {
+  MoeConfig& m = c.moe;
+  const bool mixtral = c.arch == "mixtral";
+  m.n_experts = f.find("num_local_experts") != nullptr ? f.integer("num_local_experts") : f.integer("num_experts");
+  m.n_used = f.integer("num_experts_per_tok");
+  m.expert_ffn = mixtral ? c.ffn : f.integer("moe_intermediate_size");
+  m.shared_ffn = c.arch == "qwen2_moe" ? f.integer("shared_expert_intermediate_size") : 0;
+  m.norm_topk = mixtral || f.boolean("norm_topk_prob", false);
+  m.sparse_step = mixtral ? 1 : f.integer("decoder_sparse_step", 1);
+  if (const json::value* dense = f.find("mlp_only_layers"); dense != nullptr && !mixtral) {
+    STRATA_CHECK_KIND(ErrorKind::kFormat, dense->is_array(), f.source, ": mlp_only_layers must be a list of layers");
+    for (const auto& v : dense->as_array()) {
+      STRATA_CHECK_KIND(ErrorKind::kFormat, v.is_int64() && v.get_int64() >= 0 && v.get_int64() < c.n_layers, f.source,
+                        ": mlp_only_layers entry ", json::serialize(v), " is not a layer of the ", c.n_layers,
+                        "-layer model");
+      m.dense_layers.push_back(v.get_int64());
+    }
+  }
+  c.qk_norm = c.arch == "qwen3_moe";
+  STRATA_CHECK_KIND(ErrorKind::kFormat, !f.boolean("use_sliding_window", false), f.source,
+                    ": use_sliding_window = true is not supported (strata attends over the whole context)");
+  STRATA_CHECK_KIND(ErrorKind::kFormat, f.string("hidden_act", "silu") == "silu", f.source, ": hidden_act '",
+                    f.string("hidden_act", "silu"), "' is not supported; the experts are SwiGLU (silu)");
+}
+
 }  // namespace
 
 std::optional<std::string> hf_to_canonical_name(const std::string& hf, std::string_view arch) {
@@ -104,6 +132,9 @@ std::optional<std::string> hf_to_canonical_name(const std::string& hf, std::stri
   const std::string rest = hf.substr(i + digits + 1);
   for (const TensorSlot& s : d.slots)
     if (s.per_layer && rest == s.hf_name) return cat("blk.", layer, ".", s.name);
+  for (const TensorSlot& s : d.slots)  // routed experts: "...experts.<e>...", the index in both names
+    if (const int64_t e = s.per_expert ? match_expert_pattern(s.hf_name, rest) : -1; e >= 0)
+      return cat("blk.", layer, ".", expert_instance(s.name, e));
   return std::nullopt;
 }
 
@@ -115,6 +146,9 @@ std::string canonical_to_hf_name(const std::string& canonical, std::string_view 
     const std::string rest = canonical.substr(canonical.find('.', 4) + 1);
     for (const TensorSlot& s : d.slots)
       if (s.per_layer && rest == s.name) return cat(d.hf_layer_prefix, layer, ".", s.hf_name);
+    for (const TensorSlot& s : d.slots)
+      if (const int64_t e = s.per_expert ? match_expert_pattern(s.name, rest) : -1; e >= 0)
+        return cat(d.hf_layer_prefix, layer, ".", expert_instance(s.hf_name, e));
   }
   return canonical;
 }
@@ -135,8 +169,10 @@ ModelConfig parse_hf_config(const std::string& text, const std::string& source) 
   const JsonFields f{root.as_object(), source};
   ModelConfig c;
   c.arch = f.string("model_type", "");
-  STRATA_CHECK_KIND(ErrorKind::kFormat, c.arch == "llama" || c.arch == "mistral" || c.arch == "qwen2", source,
-                    ": model_type '", c.arch, "' is not supported; strata reads llama, mistral and qwen2");
+  const bool moe = c.arch == "mixtral" || c.arch == "qwen2_moe" || c.arch == "qwen3_moe";
+  STRATA_CHECK_KIND(ErrorKind::kFormat, c.arch == "llama" || c.arch == "mistral" || c.arch == "qwen2" || moe, source,
+                    ": model_type '", c.arch,
+                    "' is not supported; strata reads llama, mistral, qwen2, mixtral, qwen2_moe and qwen3_moe");
   c.hidden = f.integer("hidden_size");
   c.ffn = f.integer("intermediate_size");
   c.n_layers = f.integer("num_hidden_layers");
@@ -150,7 +186,8 @@ ModelConfig parse_hf_config(const std::string& text, const std::string& source) 
   c.rope_theta = static_cast<float>(f.number("rope_theta", 10000.0));
   c.rope_style = RopeStyle::kHalf;
   c.tied_embeddings = f.boolean("tie_word_embeddings", false);  // transformers' default
-  c.qkv_bias = c.arch == "qwen2";
+  c.qkv_bias = c.arch == "qwen2" || (c.arch == "qwen2_moe" && f.boolean("qkv_bias", true));
+  if (moe) parse_moe_config(f, c);
   // Llama's attention_bias also puts a bias on o_proj, which the model does not have.
   STRATA_CHECK_KIND(ErrorKind::kFormat, !f.boolean("attention_bias", false) && !f.boolean("mlp_bias", false), source,
                     ": attention_bias / mlp_bias = true is not supported for ", c.arch,

@@ -13,13 +13,23 @@ namespace strata {
 
 LlamaModel::LlamaModel(const ModelConfig& config, const ShardSpec& spec, Backend& backend, WeightSource& weights,
                        Collective& tp, KvCache& kv_cache)
-    : config_(config), spec_(spec), backend_(backend), weights_(weights), tp_(tp), kv_(kv_cache) {
+    : config_(config), spec_(spec), backend_(backend), weights_(weights), tp_(tp), expert_group_(&tp), kv_(kv_cache) {
   rope_.theta = config.rope_theta;
   rope_.scaling = config.rope_scaling;
   rope_.style = config.rope_style;
   rope_.rot_dim = config.head_dim;
   STRATA_CHECK_KIND(ErrorKind::kInternal, tp.size() == spec.tp_size, "TP group of ", tp.size(),
                     " ranks for a shard of ", spec.tp_size);
+  STRATA_CHECK_KIND(ErrorKind::kInvalidArgument, !config.moe.enabled() || backend.device() == Device::kCpu, config.arch,
+                    " is a mixture-of-experts model, which runs on the CPU backend only for now (MoE is not yet on "
+                    "CUDA); use --device cpu");
+  expert_load_.tokens.assign(static_cast<size_t>(config.moe.n_experts), 0);
+}
+
+void LlamaModel::set_expert_group(Collective& group) {
+  STRATA_CHECK_KIND(ErrorKind::kInternal, group.size() == spec_.expert_group_size(), "expert group of ", group.size(),
+                    " ranks for a shard of tensor x expert = ", spec_.tp_size, " x ", spec_.ep_size);
+  expert_group_ = &group;
 }
 
 LlamaModel::DeviceStep LlamaModel::upload_step(const StepBatch& step, int64_t n_tok, int64_t n_seq, int64_t width,
@@ -174,6 +184,11 @@ void LlamaModel::forward_device(const DeviceStep& d, Tensor& hidden) {
       project(w.wk, w.bk, k2);
       project(w.wv, w.bv, v2);
     }
+    if (w.q_norm.defined()) {  // Qwen3: RMSNorm over each head, in place (rows are read before written)
+      Tensor qh_rows = q.reshape({T * qh, hd}), kh_rows = k.reshape({T * kvh, hd});
+      backend_.rmsnorm(qh_rows, w.q_norm, config_.rms_eps, qh_rows);
+      backend_.rmsnorm(kh_rows, w.k_norm, config_.rms_eps, kh_rows);
+    }
     if (!backend_.rope_kv_attention(q, k, v, batch, rope_, kv_.k(local), kv_.v(local), scale, att)) {
       backend_.rope_kv_write(q, k, v, batch.positions, rope_, batch.slots, kv_.k(local), kv_.v(local));
       backend_.attention(q, kv_.k(local), kv_.v(local), batch, scale, att);
@@ -199,6 +214,10 @@ void LlamaModel::wait_reduce(CollectiveWork& work) {
 bool LlamaModel::project_and_mlp(const LayerWeights& w, Tensor& hidden, const Tensor& att, Tensor& h,
                                  Tensor& attn_out, Tensor& mlp_out, Tensor& gate_up, Tensor& ffn_act,
                                  bool may_defer_add) {
+  if (w.has_experts()) {
+    project_and_experts(w, hidden, att, h, attn_out, mlp_out);
+    return false;
+  }
   const int64_t T = hidden.dim(0), F = spec_.ffn_count;
   Tensor gate = part(gate_up, 0, {T, F}), up = part(gate_up, T * F, {T, F});
   const bool reduce = tp_.size() > 1;
@@ -257,6 +276,22 @@ bool LlamaModel::project_and_mlp(const LayerWeights& w, Tensor& hidden, const Te
     backend_.add(hid, rows(mlp_out, c));
   }
   return false;
+}
+
+void LlamaModel::project_and_experts(const LayerWeights& w, Tensor& hidden, const Tensor& att, Tensor& h,
+                                     Tensor& attn_out, Tensor& mlp_out) {
+  backend_.matmul(att, w.wo, nullptr, attn_out);
+  if (tp_.size() > 1) {
+    tp_.all_reduce_sum(attn_out);
+    ++timings_.all_reduces;
+  }
+  backend_.add_rmsnorm(hidden, attn_out, w.ffn_norm, config_.rms_eps, h);
+  moe_ffn(backend_, config_.moe, w, h, mlp_out, &expert_load_);
+  if (expert_group_->size() > 1) {
+    expert_group_->all_reduce_sum(mlp_out);
+    ++timings_.all_reduces;
+  }
+  backend_.add(hidden, mlp_out);
 }
 
 Tensor LlamaModel::local_logits(const StepBatch& step, const Tensor& hidden) {

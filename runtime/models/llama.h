@@ -12,6 +12,7 @@
 #include "runtime/backend.h"
 #include "runtime/collective.h"
 #include "runtime/kv_cache.h"
+#include "runtime/models/moe.h"
 #include "runtime/shard_spec.h"
 #include "runtime/step.h"
 #include "runtime/weights.h"
@@ -47,6 +48,11 @@ class LlamaModel {
     overlap_min_tokens_ = min_tokens < 1 ? 1 : min_tokens;
   }
   const Timings& timings() const { return timings_; }
+  // Mixture-of-experts layers sum their partial outputs over the stage's expert group (tp x ep ranks,
+  // ShardSpec); without expert parallelism that is the TP group, the default.
+  void set_expert_group(Collective& group);
+  // Tokens routed to each expert so far, over this stage's layers.
+  const ExpertLoad& expert_load() const { return expert_load_; }
   const ShardSpec& spec() const { return spec_; }
 
   // Until cleared (null), steps splice `splice` into the embeddings of the positions it lists; the caller
@@ -93,6 +99,9 @@ class LlamaModel {
   // first use for the fused form's SwiGLU output.
   bool project_and_mlp(const LayerWeights& w, Tensor& hidden, const Tensor& att, Tensor& h, Tensor& attn_out,
                        Tensor& mlp_out, Tensor& gate_up, Tensor& ffn_act, bool may_defer_add);
+  // project_and_mlp for a layer of experts: output projection, FFN norm, moe_ffn, the expert group's sum.
+  void project_and_experts(const LayerWeights& w, Tensor& hidden, const Tensor& att, Tensor& h, Tensor& attn_out,
+                           Tensor& mlp_out);
   void wait_reduce(CollectiveWork& work);
   // The (step row, splice row) runs of the step's tokens at splice_->positions: [first row, first splice
   // row, length] each.
@@ -114,6 +123,8 @@ class LlamaModel {
   Backend& backend_;
   WeightSource& weights_;
   Collective& tp_;
+  Collective* expert_group_;
+  ExpertLoad expert_load_;
   KvCache& kv_;
   RopeParams rope_;
   int overlap_chunks_ = 1;

@@ -20,14 +20,18 @@ enum class TpSplit : uint8_t {
   kReplicated,  // every rank holds the whole tensor (norms)
   kRows,        // column-parallel: a range of dim 0 (output features, heads, vocab rows)
   kCols,        // row-parallel: a range of dim 1 (input features); the outputs are all-reduced
+  kExpert,      // one routed expert's whole tensor, held by one rank of the stage's expert group
 };
 const char* tp_split_name(TpSplit split);
 
 // A symbolic size of the config, so the table states shapes once for every model of the family.
-// kQ = n_heads * head_dim, kKv likewise. The kVision* sizes are ModelConfig::vision's (a multimodal
-// model's vision tower); kHidden is also what its projector outputs.
+// kQ = n_heads * head_dim, kKv likewise. kExperts, kExpertFfn and kSharedFfn are MoeConfig's sizes; under
+// tensor parallelism kSharedFfn splits over the expert group (tensor x expert ranks), the others over TP.
+// The kVision* sizes are ModelConfig::vision's (a multimodal model's vision tower); kHidden is also what its
+// projector outputs.
 enum class Dim : uint8_t {
   kHidden, kVocab, kQ, kKv, kFfn,
+  kHeadDim, kExperts, kExpertFfn, kSharedFfn, kOne,
   kVisionHidden, kVisionFfn, kVisionPositions, kVisionChannels, kVisionPatch
 };
 int64_t dim_size(Dim dim, const ModelConfig& config);
@@ -35,10 +39,13 @@ const char* dim_name(Dim dim);  // as the config names it: "hidden", "n_heads * 
 
 // What a tensor is for: offload groups by it (attention resident first, norms pinned) and the dtype
 // rules follow it (vectors stay float).
-enum class SlotRole : uint8_t { kEmbedding, kHead, kNorm, kBias, kAttention, kMlp };
+enum class SlotRole : uint8_t { kEmbedding, kHead, kNorm, kBias, kAttention, kMlp, kRouter, kExpert };
 
-// When a slot exists in a model of the family.
-enum class SlotPresence : uint8_t { kAlways, kQkvBias, kUntiedHead, kProjectorBias };
+// When a slot exists in a model of the family (and, for the MLP's slots, in which layers: the dense MLP in
+// layers without experts, the router, experts and shared expert in the others; MoeConfig::sparse_layer).
+enum class SlotPresence : uint8_t {
+  kAlways, kQkvBias, kUntiedHead, kProjectorBias, kQkNorm, kDenseLayer, kExpertLayer, kSharedExpert
+};
 
 struct TensorSlot {
   std::string_view name;  // canonical (GGUF) name; per-layer slots without their "blk.N." prefix
@@ -50,8 +57,14 @@ struct TensorSlot {
   SlotPresence presence = SlotPresence::kAlways;
   Tensor LayerWeights::*layer_field = nullptr;   // where the model finds it (per-layer slots)
   Tensor GlobalWeights::*global_field = nullptr;  // (global slots)
+  // One tensor per routed expert: name and hf_name hold '#' where the expert index goes
+  // ("ffn_gate.#.weight", "mlp.experts.#.gate_proj.weight"), and expert_field is the weights' list.
+  std::vector<Tensor> LayerWeights::*expert_field = nullptr;
+  bool per_expert = false;
 
+  // In some layer of the model; present_in_layer says which.
   bool present(const ModelConfig& config) const;
+  bool present_in_layer(const ModelConfig& config, int64_t layer) const;
   bool is_vector() const { return shape.size() == 1; }
   // Matrices may take block-quantized layouts; norms and biases stay f32/f16/bf16.
   bool may_quantize() const { return !is_vector(); }
@@ -67,10 +80,10 @@ struct ModelDescription {
   std::string_view layer_prefix = "blk.";  // canonical per-layer prefix (then the layer index and '.')
 };
 
-// The description of an architecture (config.arch: llama, mistral, qwen2), or of a multimodal model's
-// vision parts: "clip_vision" (a CLIP ViT tower; Hugging Face names relative to the tower's prefix,
-// canonical names those of llama.cpp's mmproj files) and "llava_projector" (relative to the projector's
-// prefix). Throws kConfig naming the descriptions known.
+// The description of an architecture (config.arch: llama, mistral, qwen2, mixtral, qwen2_moe, qwen3_moe), or
+// of a multimodal model's vision parts: "clip_vision" (a CLIP ViT tower; Hugging Face names relative to the
+// tower's prefix, canonical names those of llama.cpp's mmproj files) and "llava_projector" (relative to the
+// projector's prefix). Throws kConfig naming the descriptions known.
 const ModelDescription& model_description(std::string_view arch);
 inline const ModelDescription& model_description(const ModelConfig& config) { return model_description(config.arch); }
 
@@ -79,14 +92,20 @@ struct TensorRef {
   std::string name;
   int64_t layer = -1;
   const TensorSlot* slot = nullptr;
+  int64_t expert = -1;  // per-expert slots: the expert's global index
 };
+
+// A per-expert name pattern with the index filled in: ("ffn_gate.#.weight", 3) -> "ffn_gate.3.weight".
+std::string expert_instance(std::string_view pattern, int64_t expert);
+// The expert index `text` fills the pattern with (decimal, no leading zeros), -1 when it does not match.
+int64_t match_expert_pattern(std::string_view pattern, std::string_view text);
 
 // The slot a canonical name refers to, with its layer; nullptr when the model reads no such tensor.
 const TensorSlot* find_slot(const ModelConfig& config, std::string_view name, int64_t* layer = nullptr);
 // Every tensor the model reads, in model order: embedding, layer 0 ... n-1, final norm, head.
 std::vector<TensorRef> model_tensors(const ModelConfig& config);
-// The tensors of one layer, in model order.
-std::vector<TensorRef> layer_tensors(const ModelConfig& config, int64_t layer);
+// The tensors of one layer, in model order; with `spec`, only the routed experts that rank holds.
+std::vector<TensorRef> layer_tensors(const ModelConfig& config, int64_t layer, const ShardSpec* spec = nullptr);
 // The layer index of "blk.N.*", -1 for anything else.
 int64_t tensor_layer_index(std::string_view name);
 

@@ -1,0 +1,39 @@
+// runtime/models/moe.h: the mixture-of-experts FFN of Mixtral, Qwen2-MoE and Qwen3-MoE layers, for one
+// rank of the stage's expert group (ShardSpec): route every token in f32, run each held expert over the
+// tokens routed to it (no token is dropped), and sum the weighted outputs, plus Qwen2-MoE's
+// sigmoid-gated shared expert. The result is this rank's partial sum; the caller all-reduces it over the
+// expert group. Backend-agnostic: router, gathers, SwiGLU and combine are Backend ops.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "runtime/backend.h"
+#include "runtime/model_config.h"
+#include "runtime/weights.h"
+
+namespace strata {
+
+// Each token's chosen experts and their combine weights, n_used per token, best first.
+struct Routing {
+  int64_t n_used = 0;
+  std::vector<int32_t> expert;  // [T * n_used], global expert indices
+  std::vector<float> weight;    // [T * n_used]
+};
+
+// The routing of T tokens from router logits [T, n_experts] (f32, host): softmax over every expert in
+// f32, the n_used most probable (ties to the lower index), renormalized to sum 1 when config.norm_topk.
+Routing route_tokens(const MoeConfig& config, const float* logits, int64_t tokens);
+
+// Tokens routed to each expert, summed over the steps a layer ran (per-expert load).
+struct ExpertLoad {
+  std::vector<int64_t> tokens;  // [n_experts]
+  void add(const Routing& routing);
+};
+
+// out [T, hidden] = this rank's share of the MoE FFN of x [T, hidden] (the normed residual): its held
+// experts' weighted outputs and its column slice of the shared expert. Adds the step's routing to
+// `load` when given (every rank routes every token, so every rank counts the same).
+void moe_ffn(Backend& backend, const MoeConfig& config, const LayerWeights& weights, const Tensor& x, Tensor& out,
+             ExpertLoad* load = nullptr);
+
+}  // namespace strata

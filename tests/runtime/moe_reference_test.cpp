@@ -1,0 +1,152 @@
+// tests/runtime/moe_reference_test.cpp: mixture-of-experts models against Hugging Face transformers
+// (fixtures from tools/reference/make_moe_fixtures.py): Mixtral (8 experts, top-2, renormalized), Qwen2-MoE
+// (top-2 unnormalized, sigmoid-gated shared expert, q/k/v biases, a dense layer from mlp_only_layers),
+// Qwen3-MoE (16 experts, top-4 with norm_topk_prob, per-head q/k norms, decoder_sparse_step 2). f32
+// throughout: every position's logits within 1e-4 and transformers' greedy continuation.
+#include <gtest/gtest.h>
+
+#include <boost/json.hpp>
+#include <fstream>
+#include <sstream>
+
+#include "launcher/http/metrics.h"
+#include "launcher/model_session.h"
+#include "runtime/error.h"
+#include "runtime/formats/checkpoint.h"
+#include "runtime/formats/hf_checkpoint.h"
+#include "runtime/models/moe.h"
+#include "test_util.h"
+
+namespace strata {
+namespace {
+
+struct Fixture {
+  std::vector<int32_t> ids, greedy_prompt, greedy;
+};
+
+std::vector<int32_t> int_list(const boost::json::value& v) {
+  std::vector<int32_t> out;
+  for (const auto& x : v.as_array()) out.push_back(static_cast<int32_t>(x.as_int64()));
+  return out;
+}
+
+Fixture read_fixture(const std::string& dir) {
+  std::ifstream in(dir + "/ids.json");
+  std::stringstream s;
+  s << in.rdbuf();
+  const boost::json::value v = boost::json::parse(s.str());
+  return {int_list(v.at("ids")), int_list(v.at("greedy_prompt")), int_list(v.at("greedy_continuation"))};
+}
+
+class MoeReference : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(MoeReference, LogitsOfEveryPositionMatchTransformers) {
+  const std::string dir = test::fixture("hf/" + GetParam());
+  const Fixture f = read_fixture(dir);
+  const test::NpyArray expected = test::read_npy(dir + "/logits.npy");
+  launcher::SessionOptions options;
+  options.model_path = dir;
+  launcher::ModelSession session(options);
+  session.prepare(256);
+  const Tensor logits = session.generator().score(f.ids);
+  ASSERT_EQ(logits.dim(0), expected.shape[0]);
+  ASSERT_EQ(logits.dim(1), expected.shape[1]);
+  const double err = test::max_rel_error(logits.data<float>(), expected.data.data(), expected.data.size());
+  EXPECT_LT(err, 1e-4) << GetParam();
+  // No token is dropped: every routed layer sends each of the T tokens to exactly n_used experts.
+  const ModelConfig& c = session.config();
+  int64_t routed_layers = 0, routed = 0;
+  for (int64_t l = 0; l < c.n_layers; ++l) routed_layers += c.moe.sparse_layer(l) ? 1 : 0;
+  for (int64_t n : session.model().expert_load().tokens) routed += n;
+  EXPECT_EQ(routed, static_cast<int64_t>(f.ids.size()) * c.moe.n_used * routed_layers) << GetParam();
+}
+
+TEST_P(MoeReference, GreedyContinuationMatchesTransformersGenerate) {
+  const std::string dir = test::fixture("hf/" + GetParam());
+  const Fixture f = read_fixture(dir);
+  launcher::SessionOptions options;
+  options.model_path = dir;
+  launcher::ModelSession session(options);
+  session.prepare(256);
+  GenerationRequest r;
+  r.prompt = f.greedy_prompt;
+  r.max_new_tokens = static_cast<int64_t>(f.greedy.size());
+  const auto out = session.generator().generate({r});
+  EXPECT_EQ(out[0].tokens, f.greedy);
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, MoeReference, ::testing::Values("mixtral_moe", "qwen2_moe", "qwen3_moe"));
+
+// The layers that hold experts are the ones transformers built with a sparse block: the checkpoint has a
+// router for exactly those (decoder_sparse_step and mlp_only_layers as transformers reads them).
+TEST(MoeConfig, SparseLayersAreTheCheckpointsRoutedLayers) {
+  for (const char* name : {"mixtral_moe", "qwen2_moe", "qwen3_moe"}) {
+    const auto ckpt = open_checkpoint(test::fixture(std::string("hf/") + name));
+    const ModelConfig& c = ckpt->config();
+    ASSERT_TRUE(c.moe.enabled()) << name;
+    for (int64_t l = 0; l < c.n_layers; ++l)
+      EXPECT_EQ(c.moe.sparse_layer(l), ckpt->has(cat("blk.", l, ".ffn_gate_inp.weight"))) << name << " layer " << l;
+  }
+}
+
+TEST(MoeConfig, ReadsTheExpertFieldsOfEachArchitecture) {
+  const auto mixtral = open_checkpoint(test::fixture("hf/mixtral_moe"))->config().moe;
+  EXPECT_EQ(mixtral.n_experts, 8);
+  EXPECT_EQ(mixtral.n_used, 2);
+  EXPECT_EQ(mixtral.expert_ffn, 24);
+  EXPECT_TRUE(mixtral.norm_topk);
+  const auto qwen2 = open_checkpoint(test::fixture("hf/qwen2_moe"))->config();
+  EXPECT_EQ(qwen2.moe.shared_ffn, 32);
+  EXPECT_FALSE(qwen2.moe.norm_topk);
+  EXPECT_EQ(qwen2.moe.dense_layers, std::vector<int64_t>{1});
+  EXPECT_TRUE(qwen2.qkv_bias);
+  const auto qwen3 = open_checkpoint(test::fixture("hf/qwen3_moe"))->config();
+  EXPECT_EQ(qwen3.moe.n_experts, 16);
+  EXPECT_EQ(qwen3.moe.sparse_step, 2);
+  EXPECT_TRUE(qwen3.moe.norm_topk);
+  EXPECT_TRUE(qwen3.qk_norm);
+  EXPECT_FALSE(qwen3.qkv_bias);
+}
+
+TEST(MoeConfig, MissingExpertFieldIsNamed) {
+  const std::string text = R"({"model_type": "qwen3_moe", "hidden_size": 32, "intermediate_size": 40,
+    "num_hidden_layers": 2, "num_attention_heads": 4, "vocab_size": 256, "num_experts": 8,
+    "moe_intermediate_size": 8})";
+  try {
+    parse_hf_config(text, "cfg.json");
+    FAIL() << "accepted a config without num_experts_per_tok";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("num_experts_per_tok"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("cfg.json"), std::string::npos) << e.what();
+  }
+}
+
+// /metrics reports the engine's per-expert load as one counter per expert, and nothing for a dense model.
+TEST(MoeMetrics, ExpertLoadIsACounterPerExpert) {
+  launcher::http::Metrics metrics;
+  EngineStats stats;
+  EXPECT_EQ(metrics.render(stats, true).find("strata_expert_tokens_total"), std::string::npos);
+  stats.expert_tokens = {3, 0, 5};
+  const std::string text = metrics.render(stats, true);
+  EXPECT_NE(text.find("# TYPE strata_expert_tokens_total counter"), std::string::npos) << text;
+  EXPECT_NE(text.find("strata_expert_tokens_total{expert=\"1\"} 0\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("strata_expert_tokens_total{expert=\"2\"} 5\n"), std::string::npos) << text;
+}
+
+TEST(MoeNames, ExpertTensorsMapBothWays) {
+  EXPECT_EQ(hf_to_canonical_name("model.layers.3.block_sparse_moe.experts.7.w2.weight", "mixtral"),
+            "blk.3.ffn_down.7.weight");
+  EXPECT_EQ(hf_to_canonical_name("model.layers.0.mlp.experts.12.up_proj.weight", "qwen3_moe"),
+            "blk.0.ffn_up.12.weight");
+  EXPECT_EQ(hf_to_canonical_name("model.layers.0.mlp.shared_expert_gate.weight", "qwen2_moe"),
+            "blk.0.ffn_gate_inp_shexp.weight");
+  EXPECT_EQ(hf_to_canonical_name("model.layers.0.mlp.experts.01.up_proj.weight", "qwen2_moe"), std::nullopt);
+  EXPECT_EQ(hf_to_canonical_name("model.layers.0.mlp.experts.1.up_proj.weight", "llama"), std::nullopt);
+  EXPECT_EQ(canonical_to_hf_name("blk.2.ffn_gate.5.weight", "qwen2_moe"),
+            "model.layers.2.mlp.experts.5.gate_proj.weight");
+  EXPECT_EQ(canonical_to_hf_name("blk.2.ffn_gate.5.weight", "mixtral"),
+            "model.layers.2.block_sparse_moe.experts.5.w1.weight");
+}
+
+}  // namespace
+}  // namespace strata
