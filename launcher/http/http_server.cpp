@@ -145,9 +145,9 @@ class Session final : public Exchange, public std::enable_shared_from_this<Sessi
   std::string head(int status, const std::string& content_type, const Headers& headers) const {
     std::string out = "HTTP/1.1 " + std::to_string(status) + " " + status_reason(status) + "\r\nServer: strata\r\n";
     out += "Content-Type: " + content_type + "\r\n";
-    for (const auto& [k, v] : cors_headers_)
-      if (std::none_of(headers.begin(), headers.end(), [&](const auto& h) { return h.first == k; }))
-        out += k + ": " + v + "\r\n";
+    for (const auto& cors : cors_headers_)  // (a named pair: clang 14 cannot capture structured bindings)
+      if (std::none_of(headers.begin(), headers.end(), [&](const auto& h) { return h.first == cors.first; }))
+        out += cors.first + ": " + cors.second + "\r\n";
     for (const auto& [k, v] : headers) out += k + ": " + v + "\r\n";
     out += keep_alive_ ? "Connection: keep-alive\r\n" : "Connection: close\r\n";
     return out;
