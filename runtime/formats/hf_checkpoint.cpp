@@ -15,6 +15,7 @@
 #include "runtime/formats/safetensors.h"
 #include "runtime/log.h"
 #include "runtime/models/model_description.h"
+#include "runtime/tokenizer/file_bytes.h"
 #include "runtime/tokenizer/tokenizer_files.h"
 
 namespace strata {
@@ -23,13 +24,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  STRATA_CHECK_KIND(ErrorKind::kIo, in.good(), "cannot read '", path, "'");
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+std::string read_text(const std::string& path) { return read_file_bytes(path, "model file"); }
 
 json::value parse_json(const std::string& text, const std::string& source) {
   boost::system::error_code ec;

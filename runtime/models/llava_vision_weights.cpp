@@ -12,6 +12,7 @@
 #include "runtime/formats/mapped_file.h"
 #include "runtime/formats/safetensors.h"
 #include "runtime/models/model_description.h"
+#include "runtime/tokenizer/file_bytes.h"
 #include "runtime/vision/vision_json.h"
 
 namespace strata {
@@ -25,13 +26,7 @@ const char* const kTowerPrefixes[] = {"vision_tower.vision_model.", "model.visio
                                       "vision_tower.", "model.vision_tower."};
 const char* const kProjectorPrefixes[] = {"multi_modal_projector.", "model.multi_modal_projector."};
 
-std::string read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  STRATA_CHECK_KIND(ErrorKind::kIo, in.good(), "cannot read '", path, "'");
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+std::string read_text(const std::string& path) { return read_file_bytes(path, "model file"); }
 
 // The safetensors tensors of a model directory by name, each a view into its file's mapping.
 struct TensorDirectory {

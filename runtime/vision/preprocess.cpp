@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "runtime/error.h"
+#include "runtime/tokenizer/file_bytes.h"
 #include "runtime/vision/vision_json.h"
 
 namespace strata::vision {
@@ -145,13 +146,7 @@ RgbImage resize_vertical(const RgbImage& in, int64_t height, const Filter& filte
   return out;
 }
 
-std::string read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  STRATA_CHECK_KIND(ErrorKind::kIo, in.good(), "cannot read '", path, "'");
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+std::string read_text(const std::string& path) { return read_file_bytes(path, "processor config"); }
 
 // transformers writes sizes as {"shortest_edge": n}, {"height": h, "width": w}, or (older files) a bare n.
 struct SizeField {
