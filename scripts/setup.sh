@@ -4,7 +4,7 @@
 set -euo pipefail
 
 packages=(
-  build-essential cmake ninja-build pkg-config ccache git python3
+  build-essential cmake ninja-build pkg-config ccache git python3 python3-pip   # pip: demo.sh's model download
   libopenmpi-dev openmpi-bin libucx-dev
   libyaml-cpp-dev libboost1.81-dev libboost-json1.81-dev
   libgtest-dev libgmock-dev

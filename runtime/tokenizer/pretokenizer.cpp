@@ -13,8 +13,9 @@ SplitFamily split_family_from_name(std::string_view name) {
   if (name == "default" || name == "gpt2" || name == "gpt-2") return SplitFamily::kGpt2;
   if (name == "llama3" || name == "llama-bpe" || name == "llama-v3") return SplitFamily::kLlama3;
   if (name == "qwen2") return SplitFamily::kQwen2;
+  if (name == "smollm") return SplitFamily::kSmollm;
   STRATA_THROW(ErrorKind::kFormat, "unsupported byte-level BPE pre-tokenizer '", name,
-               "'; supported: gpt2 (default), llama3, qwen2");
+               "'; supported: gpt2 (default), llama3, qwen2, smollm");
 }
 
 std::string_view split_pattern(SplitFamily family) {
@@ -24,6 +25,7 @@ std::string_view split_pattern(SplitFamily family) {
     case SplitFamily::kQwen2:
       return R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
     case SplitFamily::kGpt2:
+    case SplitFamily::kSmollm:
       break;
   }
   return R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
@@ -33,6 +35,7 @@ const char* split_family_name(SplitFamily family) {
   switch (family) {
     case SplitFamily::kLlama3: return "llama3";
     case SplitFamily::kQwen2: return "qwen2";
+    case SplitFamily::kSmollm: return "smollm";
     case SplitFamily::kGpt2: break;
   }
   return "gpt2";
@@ -149,7 +152,23 @@ class Matcher {
 }  // namespace
 
 std::vector<std::string_view> split_words(std::string_view text, SplitFamily family) {
-  return Matcher(text, family).split();
+  if (family != SplitFamily::kSmollm) return Matcher(text, family).split();
+  // Each number character stands alone; the text between two of them is split as GPT-2 splits a whole
+  // text (its last whitespace run sees the end, not the digit after it).
+  std::vector<std::string_view> words;
+  size_t begin = 0;
+  for (size_t pos = 0; pos < text.size();) {
+    size_t length = 1;
+    const uint32_t c = unicode::decode(text, pos, &length);
+    if (unicode::is_number(c)) {
+      for (std::string_view w : Matcher(text.substr(begin, pos - begin), SplitFamily::kGpt2).split()) words.push_back(w);
+      words.push_back(text.substr(pos, length));
+      begin = pos + length;
+    }
+    pos += length;
+  }
+  for (std::string_view w : Matcher(text.substr(begin), SplitFamily::kGpt2).split()) words.push_back(w);
+  return words;
 }
 
 }  // namespace strata

@@ -173,13 +173,18 @@ void read_pre_tokenizer(const json::object& root, const std::string& name, Token
                       "'; supported: the GPT-2, Llama-3 and Qwen2 regexes"));
       data.pre_tokenizer = split_family_name(family);
       split_seen = true;
+    } else if (type == "Digits") {
+      // Digits one by one before a GPT-2 ByteLevel split: SmolLM's pre-tokenizer.
+      if (!bool_field(p, "individual_digits", false)) bad(name, "Digits without individual_digits is not supported");
+      data.pre_tokenizer = "smollm";
+      split_seen = true;
     } else if (type == "Metaspace") {
       if (string_field(p, "replacement") != "\xE2\x96\x81") bad(name, "Metaspace replacement is not U+2581");
       const std::string_view scheme = string_field(p, "prepend_scheme");
       data.add_space_prefix = scheme.empty() ? bool_field(p, "add_prefix_space", true) : scheme != "never";
       data.space_prefix_rule = scheme == "first" ? SpacePrefixRule::kFirstIfMissing : SpacePrefixRule::kIfMissing;
     } else {
-      bad(name, cat("unsupported pre_tokenizer '", std::string(type), "' (supported: ByteLevel, Split, Metaspace)"));
+      bad(name, cat("unsupported pre_tokenizer '", std::string(type), "' (supported: ByteLevel, Split, Digits, Metaspace)"));
     }
   });
 }

@@ -149,10 +149,13 @@ std::string tokenizer_json_text(const TokenizerData& data) {
   } else {
     const SplitFamily family = split_family_from_name(data.pre_tokenizer);
     json::object byte_level{{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true},
-                            {"use_regex", family == SplitFamily::kGpt2}};
+                            {"use_regex", family == SplitFamily::kGpt2 || family == SplitFamily::kSmollm}};
     decoder = byte_level;
     if (family == SplitFamily::kGpt2) {
       pre_tokenizer = byte_level;
+    } else if (family == SplitFamily::kSmollm) {
+      json::object digits{{"type", "Digits"}, {"individual_digits", true}};
+      pre_tokenizer = json::object{{"type", "Sequence"}, {"pretokenizers", json::array{digits, byte_level}}};
     } else {
       json::object split{{"type", "Split"}, {"pattern", json::object{{"Regex", split_pattern(family)}}},
                          {"behavior", "Isolated"}, {"invert", false}};

@@ -157,6 +157,23 @@ TEST_P(ByteLevelBpe, MatchesHuggingFaceTokenizers) {
   }
 }
 
+// SmolLM (GGUF pre type "smollm"): every number character alone, then the GPT-2 split; words from
+// Hugging Face tokenizers (tools/reference/make_smollm_split_fixture.py), including non-ASCII numbers.
+TEST(SmollmSplit, MatchesHuggingFaceTokenizers) {
+  const auto fixture = test::read_json(test::fixture_dir() + "/smollm_split.json");
+  int cases = 0;
+  for (const auto& c : fixture.at("cases").as_array()) {
+    const std::string text = str_of(c.at("text"));
+    std::vector<std::string> words;
+    for (std::string_view w : split_words(text, split_family_from_name("smollm"))) words.emplace_back(w);
+    std::vector<std::string> expected;
+    for (const auto& w : c.at("words").as_array()) expected.push_back(str_of(w));
+    EXPECT_EQ(words, expected) << "smollm split of '" << text << "'";
+    ++cases;
+  }
+  EXPECT_GE(cases, 10);
+}
+
 TEST_P(ByteLevelBpe, RoundTripsArbitraryBytes) {
   auto tok = Tokenizer::create(load_tokenizer_json(test::fixture_dir() + "/bpe_" + GetParam() + "/tokenizer.json"));
   std::string bytes;
