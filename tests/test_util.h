@@ -1,9 +1,12 @@
 // tests/test_util.h: helpers shared by tests: locating fixtures and the shared models, reading
-// NumPy .npy files (float32, C order) written by the reference scripts, temp dirs.
+// NumPy .npy files (float32, C order) written by the reference scripts and token-id files, temp dirs,
+// random tensors, this machine's addresses.
 #pragma once
 #include <gtest/gtest.h>
 
 #include <arpa/inet.h>
+#include <ifaddrs.h>
+#include <net/if.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -13,9 +16,13 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <random>
+#include <sstream>
 #include <fstream>
 #include <string>
 #include <vector>
+
+#include "runtime/tensor.h"
 
 namespace strata::test {
 
@@ -136,5 +143,43 @@ inline std::string strata_binary() { return env_or("STRATA_BINARY", "strata"); }
 // strata with fault injection (tests/e2e/strata_fault_main.cpp), for the tests of rank failure.
 inline std::string strata_fault_binary() { return env_or("STRATA_FAULT_BINARY", "strata_fault"); }
 inline std::string mpirun(int np) { return "mpirun --oversubscribe -np " + std::to_string(np) + " "; }
+
+// Normal(0, scale) f32 values, the same for the same seed.
+inline Tensor random_f32(Shape shape, uint32_t seed, float scale = 1.f) {
+  Tensor t = Tensor::empty(std::move(shape), DType::kF32);
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> d(0.f, scale);
+  for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = d(rng);
+  return t;
+}
+
+// Token ids from a text file: whitespace-separated, lines starting with '#' skipped.
+inline std::vector<int32_t> read_ids(const std::string& path) {
+  std::ifstream in(path);
+  std::vector<int32_t> ids;
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    std::istringstream s(line);
+    int32_t id;
+    while (s >> id) ids.push_back(id);
+  }
+  return ids;
+}
+
+// An IPv4 address of this machine other than loopback, or "" when there is none.
+inline std::string non_loopback_ipv4() {
+  ifaddrs* list = nullptr;
+  if (getifaddrs(&list) != 0) return "";
+  std::string out;
+  for (ifaddrs* a = list; a != nullptr && out.empty(); a = a->ifa_next)
+    if (a->ifa_addr != nullptr && a->ifa_addr->sa_family == AF_INET && !(a->ifa_flags & IFF_LOOPBACK)) {
+      char buf[INET_ADDRSTRLEN];
+      inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(a->ifa_addr)->sin_addr, buf, sizeof buf);
+      out = buf;
+    }
+  freeifaddrs(list);
+  return out;
+}
 
 }  // namespace strata::test

@@ -26,6 +26,16 @@ constexpr int64_t kParallelWork = 1 << 16;
 
 int64_t row_len(const Tensor& t) { return t.rank() == 0 ? 1 : t.numel() / t.dim(0); }
 
+// Attention weights from scores whose largest is `max`: exp(s - max) / sum, in place.
+void softmax_in_place(float* s, int64_t n, float max) {
+  float denom = 0.f;
+  for (int64_t j = 0; j < n; ++j) {
+    s[j] = std::exp(s[j] - max);
+    denom += s[j];
+  }
+  for (int64_t j = 0; j < n; ++j) s[j] /= denom;
+}
+
 class CpuBackend final : public Backend {
  public:
   explicit CpuBackend(int threads) {
@@ -277,17 +287,12 @@ class CpuBackend final : public Backend {
             scores[static_cast<size_t>(j)] = s;
             max_score = std::max(max_score, s);
           }
-          float denom = 0.f;
-          for (int64_t j = 0; j < n; ++j) {
-            const float e = std::exp(scores[static_cast<size_t>(j)] - max_score);
-            scores[static_cast<size_t>(j)] = e;
-            denom += e;
-          }
+          softmax_in_place(scores.data(), n, max_score);
           float* ov = o + (t * heads + h) * hd;
           std::fill(ov, ov + hd, 0.f);
           for (int64_t j = 0; j < n; ++j) {
             const int64_t slot = static_cast<int64_t>(table[j / bs]) * bs + j % bs;
-            const float p = scores[static_cast<size_t>(j)] / denom;
+            const float p = scores[static_cast<size_t>(j)];
             const float* vv = vc + (slot * kv_heads + kvh) * hd;
             for (int64_t i = 0; i < hd; ++i) ov[i] += p * vv[i];
           }
@@ -376,16 +381,11 @@ class CpuBackend final : public Backend {
             scores[static_cast<size_t>(j)] = s;
             max_score = std::max(max_score, s);
           }
-          float denom = 0.f;
-          for (int64_t j = 0; j < seq_len; ++j) {
-            const float e = std::exp(scores[static_cast<size_t>(j)] - max_score);
-            scores[static_cast<size_t>(j)] = e;
-            denom += e;
-          }
+          softmax_in_place(scores.data(), seq_len, max_score);
           float* ov = o + t * row + h * hd;
           std::fill(ov, ov + hd, 0.f);
           for (int64_t j = 0; j < seq_len; ++j) {
-            const float p = scores[static_cast<size_t>(j)] / denom;
+            const float p = scores[static_cast<size_t>(j)];
             const float* vv = vs + (first + j) * row + h * hd;
             for (int64_t i = 0; i < hd; ++i) ov[i] += p * vv[i];
           }

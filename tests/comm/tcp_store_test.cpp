@@ -2,12 +2,11 @@
 // refuses oversized keys and values before allocating them and caps what it holds in all, listens only
 // on MASTER_ADDR's interface, and stops listening once closed (after the ranks have met).
 #include <gtest/gtest.h>
-#include <ifaddrs.h>
-#include <net/if.h>
 
 #include <cstring>
 
 #include "tests/comm/tcp_test_ranks.h"
+#include "tests/test_util.h"
 
 namespace strata::comm {
 namespace {
@@ -126,24 +125,9 @@ TEST(TcpStoreSecurity, WhatItHoldsInAllIsCapped) {
   EXPECT_EQ(again.get("big/0").size(), value.size());
 }
 
-// An IPv4 address of this machine other than loopback, or "" when there is none.
-std::string non_loopback_ipv4() {
-  ifaddrs* list = nullptr;
-  if (getifaddrs(&list) != 0) return "";
-  std::string out;
-  for (ifaddrs* a = list; a != nullptr && out.empty(); a = a->ifa_next)
-    if (a->ifa_addr != nullptr && a->ifa_addr->sa_family == AF_INET && !(a->ifa_flags & IFF_LOOPBACK)) {
-      char buf[INET_ADDRSTRLEN];
-      inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(a->ifa_addr)->sin_addr, buf, sizeof buf);
-      out = buf;
-    }
-  freeifaddrs(list);
-  return out;
-}
-
 TEST(TcpStoreSecurity, ListensOnMasterAddrsInterfaceOnlyAndClosesWhenAsked) {
   TcpStore host("127.0.0.1", 0, true, 2, "s");
-  const std::string ip = non_loopback_ipv4();
+  const std::string ip = test::non_loopback_ipv4();
   if (!ip.empty()) {
     const int fd = connect_raw(host.port(), ip.c_str());
     EXPECT_LT(fd, 0) << "the store bound to 127.0.0.1 is reachable on " << ip;

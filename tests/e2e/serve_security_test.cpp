@@ -5,8 +5,6 @@
 // neither floods the log nor stops the server; a huge prompt being tokenized does not hold up /health.
 #include <gtest/gtest.h>
 
-#include <ifaddrs.h>
-#include <net/if.h>
 
 #include <algorithm>
 #include <future>
@@ -28,21 +26,6 @@ std::string get_bytes(const std::string& path, const std::string& extra_headers,
 std::string post_bytes(const std::string& path, const std::string& body, const std::string& extra_headers) {
   return "POST " + path + " HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\n" +
          extra_headers + "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
-}
-
-// An IPv4 address of this machine that is not loopback, or "" when it has none.
-std::string non_loopback_ipv4() {
-  ifaddrs* list = nullptr;
-  if (getifaddrs(&list) != 0) return "";
-  std::string out;
-  for (ifaddrs* a = list; a != nullptr && out.empty(); a = a->ifa_next)
-    if (a->ifa_addr != nullptr && a->ifa_addr->sa_family == AF_INET && !(a->ifa_flags & IFF_LOOPBACK)) {
-      char buf[INET_ADDRSTRLEN];
-      inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(a->ifa_addr)->sin_addr, buf, sizeof buf);
-      out = buf;
-    }
-  freeifaddrs(list);
-  return out;
 }
 
 bool connects(const std::string& ip, int port) {
@@ -71,7 +54,7 @@ TEST(ServeSecurity, ListensOnLoopbackByDefaultAndRefusesForeignHostNames) {
   test::ServerProcess server("default-bind", "", "serve --model " + tiny_model());
   ASSERT_TRUE(server.wait_ready()) << server.log();
   EXPECT_NE(server.log().find("listening on http://127.0.0.1:"), std::string::npos) << server.log();
-  const std::string ip = non_loopback_ipv4();
+  const std::string ip = test::non_loopback_ipv4();
   if (!ip.empty()) {
     EXPECT_FALSE(connects(ip, server.port())) << "reachable on " << ip;
   }
@@ -104,7 +87,7 @@ TEST(ServeSecurity, OpenHostServesOtherNames) {
   test::ServerProcess server("open-bind", "", "serve --model " + tiny_model() + " --host 0.0.0.0 --api-key k");
   ASSERT_TRUE(server.wait_ready()) << server.log();
   EXPECT_NE(server.log().find("listening on http://0.0.0.0:"), std::string::npos) << server.log();
-  const std::string ip = non_loopback_ipv4();
+  const std::string ip = test::non_loopback_ipv4();
   if (!ip.empty()) {
     EXPECT_TRUE(connects(ip, server.port())) << "not reachable on " << ip;
   }

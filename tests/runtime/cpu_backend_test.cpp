@@ -9,17 +9,12 @@
 #include "runtime/kv_cache.h"
 #include "runtime/error.h"
 #include "runtime/rope.h"
+#include "test_util.h"
 
 namespace strata {
 namespace {
 
-Tensor random_f32(Shape shape, uint32_t seed, float scale = 1.f) {
-  Tensor t = Tensor::empty(std::move(shape), DType::kF32);
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.f, scale);
-  for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = d(rng);
-  return t;
-}
+using test::random_f32;
 
 // Quantizes / converts an f32 [n, k] matrix to `dtype` the way GGUF stores it.
 Tensor convert(const Tensor& w, DType dtype) {

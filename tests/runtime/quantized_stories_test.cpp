@@ -19,18 +19,7 @@
 namespace strata {
 namespace {
 
-std::vector<int32_t> read_ids(const std::string& path) {
-  std::ifstream in(path);
-  std::vector<int32_t> ids;
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.empty() || line[0] == '#') continue;
-    std::istringstream s(line);
-    int32_t id;
-    while (s >> id) ids.push_back(id);
-  }
-  return ids;
-}
+using test::read_ids;
 
 // Rewrites the f32 GGUF at `src` with every 2-D tensor whose rows hold whole blocks quantized to `dt`.
 int quantize_gguf(const std::string& src, const std::string& dst, DType dt) {

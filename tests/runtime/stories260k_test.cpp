@@ -11,18 +11,7 @@
 namespace strata {
 namespace {
 
-std::vector<int32_t> read_ids(const std::string& path) {
-  std::ifstream in(path);
-  std::vector<int32_t> ids;
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.empty() || line[0] == '#') continue;
-    std::istringstream s(line);
-    int32_t id;
-    while (s >> id) ids.push_back(id);
-  }
-  return ids;
-}
+using test::read_ids;
 
 // run.c's 256 greedy ids after BOS, and the near-tie at generated index 185 (margin 0.004 in the
 // README): an f32 implementation should follow all of them, but only up to that index is the

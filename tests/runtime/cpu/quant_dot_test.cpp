@@ -18,13 +18,7 @@
 namespace strata {
 namespace {
 
-Tensor random_f32(Shape shape, uint32_t seed, float scale = 1.f) {
-  Tensor t = Tensor::empty(std::move(shape), DType::kF32);
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.f, scale);
-  for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = d(rng);
-  return t;
-}
+using test::random_f32;
 
 // The fixture's blocks as a [rows, k] weight.
 Tensor fixture_weight(DType dt, int64_t rows) {
