@@ -212,7 +212,7 @@ std::optional<ReplicaSet::Choice> ReplicaSet::choose(const std::string& model, u
       affinity_order_.push_back(prefix_key);
       if (affinity_order_.size() > kMaxAffinityKeys) {
         affinity_.erase(affinity_order_.front());
-        affinity_order_.erase(affinity_order_.begin());
+        affinity_order_.pop_front();
       }
     } else {
       affinity_[prefix_key] = best;

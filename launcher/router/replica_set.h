@@ -6,6 +6,7 @@
 // and weighted splits between model versions (canary releases, A/B tests).
 #pragma once
 #include <condition_variable>
+#include <deque>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -95,7 +96,7 @@ class ReplicaSet {
   std::vector<Route> routes_;
   HealthOptions health_;
   std::map<uint64_t, int> affinity_;  // prefix key -> replica (bounded; oldest entries dropped)
-  std::vector<uint64_t> affinity_order_;
+  std::deque<uint64_t> affinity_order_;  // insertion order, oldest first
   uint64_t route_draw_ = 0;           // deterministic weighted rotation between versions
   bool stop_ = false;
   std::thread health_thread_;
