@@ -98,6 +98,18 @@ TEST(K8sManifests, ServingDeploymentIsProbedOnHealthAndScrapedOnMetrics) {
     const std::string command = joined(c["command"]);
     EXPECT_NE(command.find("strata serve "), std::string::npos) << command;
     EXPECT_NE(command.find("--port " + std::to_string(port)), std::string::npos) << command;
+    // SIGTERM reaches mpirun (PID 1): the ranks' drain must end before Open MPI's SIGKILL, and that
+    // before the pod's grace runs out.
+    if (command.rfind("mpirun ", 0) == 0) {
+      auto flag_value = [&](const std::string& flag) {
+        const auto at = command.find(flag + " ");
+        return at == std::string::npos ? -1 : std::atoi(command.c_str() + at + flag.size() + 1);
+      };
+      const int drain = flag_value("--drain-timeout"), sigkill = flag_value("odls_base_sigkill_timeout");
+      EXPECT_GT(drain, 0) << command;
+      EXPECT_GT(sigkill, drain) << command;
+      EXPECT_GT(pod["spec"]["terminationGracePeriodSeconds"].as<int>(), sigkill) << command;
+    }
     // The selector matches the pod labels, and a Service selects the same pods.
     for (const auto& kv : d["spec"]["selector"]["matchLabels"])
       EXPECT_EQ(pod["metadata"]["labels"][kv.first.as<std::string>()].as<std::string>(), kv.second.as<std::string>());

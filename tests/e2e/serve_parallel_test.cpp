@@ -1,6 +1,9 @@
 // tests/e2e/serve_parallel_test.cpp: `mpirun -np 2 strata serve --plan` with tensor and pipeline
 // parallelism (both pipeline schedules): concurrent greedy answers (streamed and not) equal the single-rank `strata generate`
-// ids, and SIGTERM to the serving rank answers every request in flight and ends every rank with 0.
+// ids, and SIGTERM to the serving rank answers every request in flight and ends every rank with 0. SIGTERM to
+// mpirun itself (what Kubernetes sends a pod whose PID 1 is mpirun, and Slurm a job step) drains too when
+// Open MPI's SIGKILL grace (odls_base_sigkill_timeout, 1 s by default) exceeds --drain-timeout, as the
+// examples set it.
 #include <gtest/gtest.h>
 
 #include <cstdlib>
@@ -81,6 +84,48 @@ TEST_P(ServeParallel, ConcurrentAnswersEqualSingleRankAndSigtermDrains) {
     }
   }
   EXPECT_EQ(server.wait_exit(60), 0) << server.log();
+  EXPECT_NE(server.log().find("shut down cleanly"), std::string::npos) << server.log();
+}
+
+TEST(ServeParallelMpirun, SigtermToMpirunAnswersEveryRequestInFlight) {
+  const std::string plan = test::temp_dir("serve_parallel") + "/mpirun_drain.yaml";
+  std::FILE* f = std::fopen(plan.c_str(), "w");
+  std::fprintf(f, "model:\n  path: %s\nparallel:\n  tensor: 2\n", tiny_model().c_str());
+  std::fclose(f);
+  // Open MPI forwards SIGTERM to every rank and SIGKILLs them after the grace: the serving rank drains
+  // within --drain-timeout, then ends the other ranks' engines, all inside the grace.
+  test::ServerProcess server("mpirun_drain", "mpirun --oversubscribe -np 2 --mca odls_base_sigkill_timeout 10 ",
+                             "serve --plan " + plan + " --drain-timeout 8");
+  ASSERT_TRUE(server.wait_ready()) << server.log();
+  const int kClients = 6, kTokens = 200;
+  std::vector<std::string> expected(kClients);
+  for (int c = 0; c < kClients; ++c) expected[c] = reference(c % 4, kTokens);
+  std::vector<HttpResponse> got(kClients);
+  std::vector<std::thread> clients;
+  for (int c = 0; c < kClients; ++c)
+    clients.emplace_back([&, c] { got[c] = http(server.port(), "POST", "/v1/completions", body(c % 4, kTokens, c % 2)); });
+  // Signal once the engine holds every request (running or waiting), so each must be answered in full.
+  auto gauge = [](const std::string& metrics, const std::string& name) {
+    const auto at = metrics.find("\n" + name + " ");
+    return at == std::string::npos ? -1 : std::atoi(metrics.c_str() + at + name.size() + 2);
+  };
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (std::chrono::steady_clock::now() < deadline) {
+    const std::string metrics = http(server.port(), "GET", "/metrics").body;
+    if (gauge(metrics, "strata_requests_running") + gauge(metrics, "strata_requests_waiting") >= kClients) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  server.signal(SIGTERM);  // to mpirun, not to the serving rank
+  for (auto& t : clients) t.join();
+  for (int c = 0; c < kClients; ++c) {
+    // Accepted before the signal: the whole answer; after it: 503. Never a cut connection.
+    ASSERT_TRUE(got[c].status == 200 || got[c].status == 503) << c << ": " << got[c].status << " " << got[c].body
+                                                               << server.log();
+    if (got[c].status == 200) {
+      EXPECT_EQ(test::completion_text(got[c], c % 2), expected[c]) << c;
+    }
+  }
+  server.wait_exit(90);
   EXPECT_NE(server.log().find("shut down cleanly"), std::string::npos) << server.log();
 }
 
