@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <csignal>
 #include <cstdint>
 #include <cstdio>
@@ -51,7 +52,8 @@ std::vector<FlagSpec> serve_flags() {
       {"allowed-origins", true, "browser origins allowed by CORS, comma-separated, or * (default: none, CORS off)"},
       {"max-connections", true, "open connections before new ones get 503 (default: the open-file limit less 128)"},
       {"read-timeout", true, "seconds a request body may stall before 408 (default 10)"},
-      {"stall-timeout", true, "seconds without an engine step while requests wait before /health says 503 (default 60)"},
+      {"stall-timeout", true, "seconds without an engine step while requests wait before /health says 503 (default 60); "
+                         "after a stop signal, min(this, 10) s without a step ends the requests with an error (a rank died)"},
       {"port", true, "TCP port (default: the plan's serve.port, else 8080; 0 picks a free one)"},
       {"max-batch-tokens", true, "token budget of one engine step (default: plan, else 2048)"},
       {"max-seqs", true, "sequences running at once (default: plan, else 64)"},
@@ -178,6 +180,43 @@ struct RouterSide {
   std::function<void()> on_ready;
 };
 
+// After a stop signal the step loop must keep stepping to drain. One that makes no step for `stuck_s`
+// while requests wait is blocked in a collective with a rank that died (mpirun signals every rank when
+// one dies, then SIGKILLs them after its grace): answer every request with an error event from here,
+// while this process still can, instead of cutting the streams.
+class StopWatchdog {
+ public:
+  StopWatchdog(http::EngineFrontend& frontend, const std::atomic<bool>& stop_requested, double stuck_s)
+      : thread_([&frontend, &stop_requested, stuck_s, this] {
+          std::unique_lock<std::mutex> lock(mutex_);
+          while (!done_) {
+            wake_.wait_for(lock, std::chrono::milliseconds(200));
+            if (done_ || !stop_requested || frontend.engine_requests() == 0) continue;
+            const double idle = frontend.seconds_since_step();
+            if (idle <= stuck_s) continue;
+            LOG_ERROR("no engine step for ", idle, " s since the stop signal: another rank has likely died; "
+                      "ending the ", frontend.engine_requests(), " requests in flight with an error");
+            frontend.fail(cat("the server is stopping and a rank of this job stopped responding (no step for ",
+                              static_cast<int>(idle), " s); the request did not finish: retry it"));
+            return;
+          }
+        }) {}
+  ~StopWatchdog() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      done_ = true;
+    }
+    wake_.notify_all();
+    thread_.join();
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  bool done_ = false;
+  std::thread thread_;  // last: starts once the members above exist
+};
+
 // The step loop of one rank (every rank but the drivers of replicas 1..; see serve_replica).
 void step_loop(Engine& engine, RouterSide* side) {
   std::vector<TokenEvent> events;
@@ -240,7 +279,8 @@ int serve(const Args& args, SessionOptions options, RankRuntime* rank) {
 
   http::Metrics metrics;
   http::EngineFrontend frontend;
-  frontend.set_stall_timeout(args.number("stall-timeout", 60, 0.1, 86400));
+  const double stall_timeout_s = args.number("stall-timeout", 60, 0.1, 86400);
+  frontend.set_stall_timeout(stall_timeout_s);
   std::atomic<http::Routes*> routes_ptr{nullptr};
   std::atomic<bool> stop_requested{false}, stop_now{false};
   std::unique_ptr<http::HttpServer> server;
@@ -366,6 +406,7 @@ int serve(const Args& args, SessionOptions options, RankRuntime* rank) {
                              chat ? http::chat_format_name(chat->format()) : "none", ", ", replicas,
                              replicas > 1 ? " replicas" : " replica", ") on port ", server->port());
                   }};
+  const StopWatchdog watchdog(frontend, stop_requested, std::min(10.0, stall_timeout_s));
   try {
     step_loop(engine, &side);
     if (remotes && !remotes->wait_closed(comm_timeout_s))

@@ -3,10 +3,12 @@
 // ids, and SIGTERM to the serving rank answers every request in flight and ends every rank with 0. SIGTERM to
 // mpirun itself (what Kubernetes sends a pod whose PID 1 is mpirun, and Slurm a job step) drains too when
 // Open MPI's SIGKILL grace (odls_base_sigkill_timeout, 1 s by default) exceeds --drain-timeout, as the
-// examples set it.
+// examples set it. A rank killed mid-stream under mpirun ends every stream with an error event, not a cut.
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 
 #include "e2e/serve_client.h"
 #include "e2e/serve_helpers.h"
@@ -94,10 +96,10 @@ TEST(ServeParallelMpirun, SigtermToMpirunAnswersEveryRequestInFlight) {
   std::fclose(f);
   // Open MPI forwards SIGTERM to every rank and SIGKILLs them after the grace: the serving rank drains
   // within --drain-timeout, then ends the other ranks' engines, all inside the grace.
-  test::ServerProcess server("mpirun_drain", "mpirun --oversubscribe -np 2 --mca odls_base_sigkill_timeout 10 ",
-                             "serve --plan " + plan + " --drain-timeout 8");
+  test::ServerProcess server("mpirun_drain", "mpirun --oversubscribe -np 2 --mca odls_base_sigkill_timeout 8 ",
+                             "serve --plan " + plan + " --drain-timeout 5");
   ASSERT_TRUE(server.wait_ready()) << server.log();
-  const int kClients = 6, kTokens = 200;
+  const int kClients = 6, kTokens = 64;
   std::vector<std::string> expected(kClients);
   for (int c = 0; c < kClients; ++c) expected[c] = reference(c % 4, kTokens);
   std::vector<HttpResponse> got(kClients);
@@ -125,8 +127,67 @@ TEST(ServeParallelMpirun, SigtermToMpirunAnswersEveryRequestInFlight) {
       EXPECT_EQ(test::completion_text(got[c], c % 2), expected[c]) << c;
     }
   }
-  server.wait_exit(90);
+  // The ranks end inside the grace; mpirun itself lingers for it (the destructor ends it).
+  const auto deadline_exit = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (server.log().find("shut down cleanly") == std::string::npos && std::chrono::steady_clock::now() < deadline_exit)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
   EXPECT_NE(server.log().find("shut down cleanly"), std::string::npos) << server.log();
+}
+
+// The ranks mpirun started (its children) other than the serving one.
+std::vector<pid_t> other_ranks(pid_t mpirun, pid_t server) {
+  std::vector<pid_t> out;
+  for (const auto& e : std::filesystem::directory_iterator("/proc")) {
+    const std::string name = e.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream stat(e.path() / "stat");
+    std::string line;
+    std::getline(stat, line);
+    const auto close = line.rfind(')');  // "pid (comm) state ppid ..."
+    if (close == std::string::npos) continue;
+    char state = 0;
+    int ppid = 0;
+    if (std::sscanf(line.c_str() + close + 1, " %c %d", &state, &ppid) != 2) continue;
+    const pid_t pid = std::atoi(name.c_str());
+    if (ppid == mpirun && pid != server) out.push_back(pid);
+  }
+  return out;
+}
+
+TEST(ServeParallelMpirun, ARankKilledMidStreamEndsEveryStreamWithAnErrorEvent) {
+  const std::string plan = test::temp_dir("serve_parallel") + "/rank_death.yaml";
+  std::FILE* f = std::fopen(plan.c_str(), "w");
+  std::fprintf(f, "model:\n  path: %s\nparallel:\n  tensor: 2\n", tiny_model().c_str());
+  std::fclose(f);
+  // mpirun SIGTERMs the surviving rank when one dies; the serving rank's engine is stuck in a collective
+  // with the dead one, so after --stall-timeout (2 s) without a step it answers from the HTTP side.
+  test::ServerProcess server("rank_death", "mpirun --oversubscribe -np 2 --mca odls_base_sigkill_timeout 8 ",
+                             "serve --plan " + plan + " --drain-timeout 5 --stall-timeout 2");
+  ASSERT_TRUE(server.wait_ready()) << server.log();
+  const int kClients = 4;
+  std::vector<HttpResponse> got(kClients);
+  std::vector<std::thread> clients;
+  for (int c = 0; c < kClients; ++c)
+    clients.emplace_back([&, c] { got[c] = http(server.port(), "POST", "/v1/completions", body(c, 900, true)); });
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (std::chrono::steady_clock::now() < deadline) {  // kill once every request runs
+    const std::string metrics = http(server.port(), "GET", "/metrics").body;
+    const auto at = metrics.find("\nstrata_requests_running ");
+    if (at != std::string::npos && std::atoi(metrics.c_str() + at + 25) >= kClients) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  const std::vector<pid_t> ranks = other_ranks(server.pid(), server.server_pid());
+  ASSERT_EQ(ranks.size(), 1u) << server.log();
+  kill(ranks[0], SIGKILL);
+  for (auto& t : clients) t.join();
+  int errors = 0;
+  for (int c = 0; c < kClients; ++c) {
+    ASSERT_EQ(got[c].status, 200) << c << ": " << got[c].body << server.log();
+    // Every stream ends: with its last token (finished before the kill) or an error event, then [DONE].
+    EXPECT_NE(got[c].body.rfind("data: [DONE]"), std::string::npos) << c << ": " << got[c].body.substr(0, 400);
+    if (got[c].body.find("\"error\"") != std::string::npos) ++errors;
+  }
+  EXPECT_GT(errors, 0) << "every request finished before the kill: the test did not test anything";
 }
 
 INSTANTIATE_TEST_SUITE_P(Layouts, ServeParallel, ::testing::Values("tensor", "pipeline", "interleaved"));
