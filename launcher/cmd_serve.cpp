@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "launcher/commands.h"
+#include "launcher/gpu_monitor.h"
 #include "launcher/http/chat_template.h"
 #include "launcher/http/engine_frontend.h"
 #include "launcher/http/http_server.h"
@@ -278,6 +279,18 @@ int serve(const Args& args, SessionOptions options, RankRuntime* rank) {
   if (config.kv_tokens > 0) options.kv_tokens = config.kv_tokens;
 
   http::Metrics metrics;
+  // GPU utilization and memory of the serving rank's host, where NVML is present (per rank on one node).
+  const std::unique_ptr<GpuMonitor> gpus = is_http ? GpuMonitor::open() : nullptr;
+  if (gpus) {
+    metrics.set_extra_hook([&gpus] {
+      try {
+        return render_gpu_metrics(gpus->sample());
+      } catch (const std::exception& e) {
+        LOG_WARN("GPU metrics: ", e.what());
+        return std::string();
+      }
+    });
+  }
   http::EngineFrontend frontend;
   const double stall_timeout_s = args.number("stall-timeout", 60, 0.1, 86400);
   frontend.set_stall_timeout(stall_timeout_s);

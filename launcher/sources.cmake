@@ -14,6 +14,7 @@ set(STRATA_LAUNCHER_SOURCES
   cmd_serve.cpp
   cmd_tools.cpp
   cpu_threads.cpp
+  gpu_monitor.cpp
   http/access.cpp
   http/chat_template.cpp
   http/choice_text.cpp

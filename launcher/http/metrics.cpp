@@ -110,9 +110,15 @@ void Metrics::set_tier_hook(std::function<TierBytes()> hook) {
   tier_hook_ = std::move(hook);
 }
 
+void Metrics::set_extra_hook(std::function<std::string()> hook) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  extra_hook_ = std::move(hook);
+}
+
 std::string Metrics::render(const EngineStats& stats, bool ready, const std::vector<ReplicaStatus>& replicas) const {
   std::string out;
   TierBytes tiers;
+  std::function<std::string()> extra_hook;  // called outside the lock: it may take a while (NVML)
   {
     std::lock_guard<std::mutex> lock(mutex_);
     out += "# HELP strata_requests_total HTTP requests answered, by route and status code (499: client went away)\n"
@@ -124,6 +130,7 @@ std::string Metrics::render(const EngineStats& stats, bool ready, const std::vec
           "counter");
     gauge(out, "strata_generation_tokens_total", "tokens generated", static_cast<double>(generated_tokens_), "counter");
     if (tier_hook_) tiers = tier_hook_();
+    extra_hook = extra_hook_;
   }
   out += ttft_.render("strata_time_to_first_token_seconds", "time from arrival to the first generated token");
   out += tpot_.render("strata_time_per_output_token_seconds", "mean time between generated tokens of a request");
@@ -154,6 +161,7 @@ std::string Metrics::render(const EngineStats& stats, bool ready, const std::vec
   gauge(out, "strata_bytes_streamed_total", "weight bytes streamed from host or disk", static_cast<double>(tiers.streamed),
         "counter");
   if (!replicas.empty()) out += render_replicas(replicas);
+  if (extra_hook) out += extra_hook();
   return out;
 }
 

@@ -57,6 +57,8 @@ class Metrics {
   void observe_latency(double seconds) { latency_.observe(seconds); }
   void observe_batch(double sequences) { batch_.observe(sequences); }
   void set_tier_hook(std::function<TierBytes()> hook);
+  // Series appended to every exposition (the GPU monitor's), rendered by the hook.
+  void set_extra_hook(std::function<std::string()> hook);
   // The whole exposition; `stats` is the engine's (summed over replicas), `state` 1 when ready;
   // `replicas` adds per-replica series (data-parallel serving).
   std::string render(const EngineStats& stats, bool ready, const std::vector<ReplicaStatus>& replicas = {}) const;
@@ -67,6 +69,7 @@ class Metrics {
   int64_t prompt_tokens_ = 0, generated_tokens_ = 0;
   Histogram ttft_, tpot_, latency_, batch_;
   std::function<TierBytes()> tier_hook_;
+  std::function<std::string()> extra_hook_;
 };
 
 }  // namespace strata::launcher::http
