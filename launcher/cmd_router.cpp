@@ -41,6 +41,8 @@ std::string shell_quoted(const std::string& text) {
 int cmd_router(int argc, char** argv) {
   const Args args("router",
                   {{"replica", true, "a replica: http://HOST:PORT, or VERSION=http://HOST:PORT (repeatable)"},
+                   {"await-registrations", false, "start with no --replica: replicas register themselves "
+                                                  "(strata serve --register-with http://THIS:PORT)"},
                    {"route", true, "weighted versions of a model: MODEL=v1:90,v2:10 (repeatable)"},
                    {"spawn", true, "run N `strata serve` replicas here and restart them when they exit"},
                    {"model", true, "with --spawn: the model each replica serves"},
@@ -69,9 +71,9 @@ int cmd_router(int argc, char** argv) {
   std::vector<router::Route> routes;
   for (const std::string& r : args.all("route")) routes.push_back(router::parse_route(r));
   const int spawn = static_cast<int>(args.integer("spawn", 0, 0, 64));
-  STRATA_CHECK_KIND(ErrorKind::kInvalidArgument, !specs.empty() || spawn > 0,
-                    "strata router: give replicas with --replica http://HOST:PORT (repeat it) or run them here with "
-                    "--spawn N --model PATH\n",
+  STRATA_CHECK_KIND(ErrorKind::kInvalidArgument, !specs.empty() || spawn > 0 || args.has("await-registrations"),
+                    "strata router: give replicas with --replica http://HOST:PORT (repeat it), run them here with "
+                    "--spawn N --model PATH, or let them register (--await-registrations)\n",
                     args.usage());
   std::string spawn_command;
   if (spawn > 0) {

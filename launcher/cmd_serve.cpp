@@ -34,6 +34,7 @@
 #include "launcher/http/replica_router.h"
 #include "launcher/http/routes.h"
 #include "launcher/http/sampling_defaults.h"
+#include "launcher/router/registration.h"
 #include "launcher/rank_runtime.h"
 #include "launcher/replica_server.h"
 #include "launcher/session_flags.h"
@@ -53,6 +54,12 @@ std::vector<FlagSpec> serve_flags() {
       {"allowed-origins", true, "browser origins allowed by CORS, comma-separated, or * (default: none, CORS off)"},
       {"max-connections", true, "open connections before new ones get 503 (default: the open-file limit less 128)"},
       {"read-timeout", true, "seconds a request body may stall before 408 (default 10)"},
+      {"register-with", true, "announce this replica to a strata router at URL (POST /router/replicas, repeated "
+                              "every 5 s as a heartbeat)"},
+      {"advertise-url", true, "with --register-with: the URL the router calls (default http://HOST:PORT of "
+                              "--host, or this machine's hostname when --host is 0.0.0.0)"},
+      {"register-version", true, "with --register-with: the model version this replica serves (for --route)"},
+      {"register-key", true, "with --register-with: the router's API key (default: STRATA_ROUTER_API_KEY)"},
       {"stall-timeout", true, "seconds without an engine step while requests wait before /health says 503 (default 60); "
                          "after a stop signal, min(this, 10) s without a step ends the requests with an error (a rank died)"},
       {"port", true, "TCP port (default: the plan's serve.port, else 8080; 0 picks a free one)"},
@@ -181,6 +188,26 @@ struct RouterSide {
   std::function<void()> on_ready;
 };
 
+// `--register-with URL`: this replica announces itself to a strata router until it exits.
+std::unique_ptr<router::Registration> register_with_router(const Args& args, const std::string& address, int port) {
+  router::RegistrationOptions o;
+  o.router = router::parse_endpoint(args.str("register-with"));
+  std::string host = address;
+  if (host == "0.0.0.0" || host == "::") {
+    char name[256] = {};
+    STRATA_CHECK_KIND(ErrorKind::kInvalidArgument, gethostname(name, sizeof(name) - 1) == 0,
+                      "--register-with: this machine has no hostname to advertise; pass --advertise-url");
+    host = name;
+  }
+  o.self_url = args.str("advertise-url", cat("http://", host, ":", port));
+  router::parse_endpoint(o.self_url);  // checked here, with the flag's name in the error
+  o.version = args.str("register-version");
+  const char* env_key = std::getenv("STRATA_ROUTER_API_KEY");
+  const std::string key = args.str("register-key", env_key != nullptr ? env_key : "");
+  if (!key.empty()) o.headers.emplace_back("Authorization", "Bearer " + key);
+  return std::make_unique<router::Registration>(std::move(o));
+}
+
 // After a stop signal the step loop must keep stepping to drain. One that makes no step for `stuck_s`
 // while requests wait is blocked in a collective with a rank that died (mpirun signals every rank when
 // one dies, then SIGKILLs them after its grace): answer every request with an error event from here,
@@ -297,6 +324,7 @@ int serve(const Args& args, SessionOptions options, RankRuntime* rank) {
   std::atomic<http::Routes*> routes_ptr{nullptr};
   std::atomic<bool> stop_requested{false}, stop_now{false};
   std::unique_ptr<http::HttpServer> server;
+  std::unique_ptr<router::Registration> registration;
   if (is_http) {
     http::ServerOptions so;
     so.address = args.str("host", "127.0.0.1");
@@ -335,6 +363,7 @@ int serve(const Args& args, SessionOptions options, RankRuntime* rank) {
       LOG_WARN("listening on ", so.address, " without an API key: anyone who can reach port ", server->port(),
                " can use this server; set --api-key or STRATA_API_KEY");
     std::fflush(stdout);
+    if (args.has("register-with")) registration = register_with_router(args, so.address, server->port());
   } else {
     // Only rank 0 decides when to stop; the others follow its engine shutdown.
     std::signal(SIGTERM, SIG_IGN);

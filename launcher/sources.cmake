@@ -33,6 +33,7 @@ set(STRATA_LAUNCHER_SOURCES
   progress.cpp
   rank_runtime.cpp
   replica_server.cpp
+  router/registration.cpp
   router/replica_set.cpp
   router/replica_spawner.cpp
   router/router_server.cpp

@@ -89,6 +89,22 @@ int ReplicaSet::add(ReplicaSpec spec) {
   return static_cast<int>(replicas_.size()) - 1;
 }
 
+int ReplicaSet::find_or_add(ReplicaSpec spec, bool* added) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    const std::string url = spec.endpoint.url();
+    for (size_t i = 0; i < replicas_.size(); ++i) {
+      if (replicas_[i]->status.url != url) continue;
+      replicas_[i]->spec.version = replicas_[i]->status.version = spec.version;
+      *added = false;
+      return static_cast<int>(i);
+    }
+  }
+  *added = true;
+  LOG_INFO("router: replica ", spec.endpoint.url(), " registered itself");
+  return add(std::move(spec));
+}
+
 void ReplicaSet::set_endpoint(int index, Endpoint endpoint) {
   std::lock_guard<std::mutex> lock(mu_);
   Replica& r = *replicas_.at(static_cast<size_t>(index));

@@ -60,6 +60,9 @@ class ReplicaSet {
   void start();
   // Adds a replica (self-registration, or one the spawner restarted on a new port); returns its index.
   int add(ReplicaSpec spec);
+  // Self-registration: the index of the replica at the same URL (its version updated), or a new one.
+  // `added` says which.
+  int find_or_add(ReplicaSpec spec, bool* added);
   void set_endpoint(int index, Endpoint endpoint);
 
   struct Choice {

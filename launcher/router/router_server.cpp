@@ -108,6 +108,7 @@ void RouterServer::handle(const std::shared_ptr<Exchange>& exchange) {
   }
   if (path == "/metrics")
     return exchange->respond(200, "text/plain; version=0.0.4; charset=utf-8", metrics_text());
+  if (path == "/router/replicas") return replicas_route(exchange);
   if (path == "/v1/models") {
     for (const Endpoint& e : replicas_.healthy_endpoints()) {
       const SimpleResponse r = http_get(e, "/v1/models", options_.metrics_timeout_s, options_.replica_headers);
@@ -257,6 +258,56 @@ void RouterServer::relay(std::shared_ptr<Exchange> exchange) {
   });
 }
 
+// A replica's per-GPU series describe its own host: labelled with the replica so that summing leaves
+// them apart (two replicas' gpu="0" are different cards).
+static std::string label_gpu_series(const std::string& text, const std::string& url) {
+  std::istringstream in(text);
+  std::string out;
+  for (std::string line; std::getline(in, line);) {
+    const auto brace = line.find('{');
+    if (line.rfind("strata_gpu_", 0) == 0 && brace != std::string::npos)
+      line.insert(brace + 1, "replica=\"" + url + "\",");
+    out += line + "\n";
+  }
+  return out;
+}
+
+// GET lists the replicas; POST {"url": "http://h:p", "version": "v2"} registers one (idempotent: a
+// replica repeats it as a heartbeat, so a restarted router learns its replicas again).
+void RouterServer::replicas_route(const std::shared_ptr<Exchange>& exchange) {
+  const http::HttpRequest& req = exchange->request();
+  if (req.method == "GET") {
+    json::array list;
+    for (const ReplicaStatus& s : replicas_.status())
+      list.push_back(json::object{{"url", s.url}, {"version", s.version}, {"healthy", s.healthy}});
+    return exchange->respond(200, "application/json", json::serialize(json::object{{"replicas", std::move(list)}}));
+  }
+  if (req.method != "POST")
+    return exchange->respond(405, "application/json",
+                             error_json(405, "invalid_request_error", "/router/replicas takes GET or POST"),
+                             {{"Allow", "GET, POST"}});
+  ReplicaSpec spec;
+  try {
+    const json::value body = json::parse(req.body);
+    const json::object* o = body.if_object();
+    STRATA_CHECK_KIND(ErrorKind::kInvalidArgument, o != nullptr && o->contains("url") && o->at("url").is_string(),
+                      "the body must be a JSON object with \"url\": \"http://HOST:PORT\" (and optionally "
+                      "\"version\")");
+    spec.endpoint = parse_endpoint(std::string(o->at("url").as_string()));
+    if (const json::value* v = o->if_contains("version")) {
+      STRATA_CHECK_KIND(ErrorKind::kInvalidArgument, v->is_string(), "\"version\" must be a string");
+      spec.version = std::string(v->as_string());
+    }
+  } catch (const std::exception& e) {
+    const std::string message = dynamic_cast<const Error*>(&e) != nullptr ? e.what() : cat("invalid JSON: ", e.what());
+    return exchange->respond(400, "application/json", error_json(400, "invalid_request_error", message));
+  }
+  bool added = false;
+  const int index = replicas_.find_or_add(std::move(spec), &added);
+  exchange->respond(added ? 201 : 200, "application/json",
+                    json::serialize(json::object{{"index", index}, {"added", added}}));
+}
+
 std::string sum_prometheus(const std::vector<std::string>& texts) {
   std::map<std::string, double> sums;  // "name{labels}" -> value, in name order
   std::map<std::string, std::vector<std::string>> meta;  // metric name -> its HELP/TYPE lines
@@ -309,7 +360,7 @@ std::string RouterServer::metrics_text() {
   for (const ReplicaStatus& s : replicas_.status()) {
     if (!s.healthy) continue;
     const SimpleResponse r = http_get(parse_endpoint(s.url), "/metrics", options_.metrics_timeout_s, options_.replica_headers);
-    if (r.status == 200) texts.push_back(r.body);
+    if (r.status == 200) texts.push_back(label_gpu_series(r.body, s.url));
   }
   std::ostringstream out;
   out << sum_prometheus(texts);

@@ -4,6 +4,7 @@
 // client (the replica refused, died or hung) is retried on another replica, so a non-streamed request
 // never fails because one replica went away; a stream cut after its first bytes ends with an error
 // event. /health says whether any replica is up; /metrics sums the replicas' and adds the router's.
+// Replicas may register themselves (POST /router/replicas, what `strata serve --register-with` sends).
 #pragma once
 #include <atomic>
 #include <condition_variable>
@@ -42,6 +43,7 @@ class RouterServer {
  private:
   void relay(std::shared_ptr<http::Exchange> exchange);
   std::string metrics_text();
+  void replicas_route(const std::shared_ptr<http::Exchange>& exchange);
 
   ReplicaSet& replicas_;
   RouterOptions options_;

@@ -199,6 +199,46 @@ TEST(RouterSpawn, RestartsItsReplicaAndKeepsBothKeys) {
   EXPECT_EQ(test::completion_text(ok, false), test::expected_text(tiny_model(), prompt_ids(2), kTokens));
 }
 
+// Replicas that register themselves (strata serve --register-with) join the rotation of a router that
+// started with none; registration needs the router's key, and a bad registration body is a 400.
+TEST(RouterRegistration, ARegisteredReplicaJoinsTheRotation) {
+  test::ServerProcess router("registry", "", "router --await-registrations --api-key router-key --health-interval 0.2");
+  EXPECT_FALSE(router.wait_ready(3));  // no replica yet: /health says 503 (wait_ready reads the port meanwhile)
+  ASSERT_GT(router.port(), 0) << router.log();
+  EXPECT_EQ(http(router.port(), "GET", "/health").status, 503);
+  auto with_key = [&](const std::string& method, const std::string& path, const std::string& body) {
+    return test::raw_exchange(router.port(), method + " " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                             "Authorization: Bearer router-key\r\nContent-Type: application/json\r\n"
+                                             "Content-Length: " + std::to_string(body.size()) +
+                                             "\r\nConnection: close\r\n\r\n" + body);
+  };
+  EXPECT_EQ(http(router.port(), "POST", "/router/replicas", "{\"url\": \"http://127.0.0.1:1\"}").status, 401);
+  const HttpResponse bad = with_key("POST", "/router/replicas", "{\"host\": 1}");
+  EXPECT_EQ(bad.status, 400);
+  EXPECT_NE(bad.body.find("\\\"url\\\""), std::string::npos) << bad.body;
+
+  test::ServerProcess replica("registering", "",
+                              cat("serve --model ", tiny_model(), " --register-with http://127.0.0.1:", router.port(),
+                                  " --register-key router-key --register-version v1"));
+  ASSERT_TRUE(replica.wait_ready()) << replica.log();
+  bool healthy = false;
+  for (int i = 0; i < 200 && !healthy; ++i) {
+    healthy = http(router.port(), "GET", "/health").status == 200;
+    if (!healthy) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_TRUE(healthy) << router.log() << replica.log();
+  const HttpResponse list = with_key("GET", "/router/replicas", "");
+  ASSERT_EQ(list.status, 200) << list.body;
+  const boost::json::value listed = list.json();
+  const auto& replicas = listed.at("replicas").as_array();
+  ASSERT_EQ(replicas.size(), 1u) << list.body;  // the heartbeat repeats the registration, not the replica
+  EXPECT_EQ(replicas[0].at("url").as_string(), cat("http://127.0.0.1:", replica.port()));
+  EXPECT_EQ(replicas[0].at("version").as_string(), "v1");
+  const HttpResponse ok = with_key("POST", "/v1/completions", test::completion_body(prompt_ids(3), kTokens, false));
+  ASSERT_EQ(ok.status, 200) << ok.body;
+  EXPECT_EQ(test::completion_text(ok, false), test::expected_text(tiny_model(), prompt_ids(3), kTokens));
+}
+
 TEST(RouterFlags, BadReplicaAndRouteAreClearErrors) {
   const auto a = test::run_command(test::strata_binary() + " router --replica https://x:1");
   EXPECT_NE(a.exit_code, 0);
