@@ -77,7 +77,9 @@ struct Engine::Impl {
       scheduler = std::make_unique<Scheduler>(kv, so);
     }
     stats.kv_blocks_total = kv.shape().num_blocks;
+    model.set_sequence_splices(&features);
   }
+  ~Impl() { model.set_sequence_splices(nullptr); }
 
   // What every rank knows of a batch's logit rows when it starts (the sequences may end before its
   // tokens come back in an interleaved pipeline, so nothing here points at them).
@@ -99,6 +101,9 @@ struct Engine::Impl {
 
   ControlMessage plan(std::vector<TokenEvent>& events, int idle_wait_ms, ScheduledStep& scheduled);
   void apply_control(const ControlMessage& msg, std::vector<TokenEvent>& events);
+  // First stage: runs the vision encoder over the images of the requests `msg` admits, in one batch, and
+  // keeps each sequence's features for its steps (re-admissions after a preemption reuse them).
+  void encode_images(const ControlMessage& msg);
   void run(const ControlMessage& msg, const ScheduledStep& scheduled, std::vector<TokenEvent>& events);
   void tick(const ControlMessage& msg, const ScheduledStep& scheduled, std::vector<TokenEvent>& events);
   BatchRows rows_of(const StepBatch& step) const;
@@ -124,6 +129,8 @@ struct Engine::Impl {
   std::unordered_map<uint64_t, int32_t> handle_of;     // driver: request id -> handle
   int32_t next_handle = 0;
   bool stopped = false;
+  ImageEncoder* encoder = nullptr;                          // first stage of a vision-language model
+  std::unordered_map<int32_t, EmbeddingSplice> features;    // by handle: image features of live sequences
 
   // Shared with the submitting threads (driver).
   mutable std::mutex mu;
@@ -140,6 +147,7 @@ struct Engine::Impl {
 void Engine::Impl::forget(int32_t handle) {
   const auto it = seqs.find(handle);
   if (it == seqs.end()) return;
+  features.erase(handle);
   if (link.is_driver()) {
     const uint64_t id = it->second->request.id;
     handle_of.erase(id);
@@ -224,6 +232,35 @@ void Engine::Impl::apply_control(const ControlMessage& msg, std::vector<TokenEve
     events.push_back(ended(it->second->request.id, "cancelled"));
     forget(handle);
   }
+  encode_images(msg);
+}
+
+void Engine::Impl::encode_images(const ControlMessage& msg) {
+  std::vector<Tensor> pixels;
+  for (const AdmittedRequest& a : msg.admitted)
+    for (const RequestImage& image : a.request.images) pixels.push_back(image.pixels);
+  if (pixels.empty()) return;
+  // Only the features matter from now on: the sequences' copies of the pixels go.
+  for (const AdmittedRequest& a : msg.admitted)
+    if (const auto it = seqs.find(a.handle); it != seqs.end())
+      for (RequestImage& image : it->second->request.images) image.pixels = Tensor();
+  if (!model.spec().first_stage) return;
+  STRATA_CHECK_KIND(ErrorKind::kInternal, encoder != nullptr, "a request with images reached a first-stage rank ",
+                    "without a vision encoder");
+  const Tensor all = encoder->encode(pixels);
+  const int64_t per_image = encoder->features_per_image();
+  int64_t image = 0;
+  for (const AdmittedRequest& a : msg.admitted) {
+    if (a.request.images.empty()) continue;
+    EmbeddingSplice& splice = features[a.handle];
+    // A request's images are consecutive in the batch, so its features are one range of rows.
+    splice.rows = all.rows(image * per_image, static_cast<int64_t>(a.request.images.size()) * per_image);
+    for (const RequestImage& im : a.request.images)
+      for (int32_t p = 0; p < im.length; ++p) splice.positions.push_back(im.position + p);
+    image += static_cast<int64_t>(a.request.images.size());
+  }
+  std::lock_guard<std::mutex> lock(mu);
+  stats.images_encoded += image;
 }
 
 Engine::Impl::BatchRows Engine::Impl::rows_of(const StepBatch& step) const {
@@ -456,6 +493,30 @@ void Engine::validate(const EngineRequest& r) const {
   STRATA_CHECK(r.logprobs >= 0 && r.logprobs <= kMaxLogprobs, "request ", r.id, ": logprobs must be in 0..",
                kMaxLogprobs, ", got ", r.logprobs);
   r.sampling.validate();
+  const ImageEncoder* encoder = impl_->encoder;
+  if (!r.images.empty() && encoder == nullptr && impl_->link.is_driver())
+    STRATA_THROW(ErrorKind::kInvalidArgument, "request ", r.id, " has ", r.images.size(),
+                 " image(s) but this model has no vision tower; send text only, or serve a vision-language "
+                 "(LLaVA-style) checkpoint");
+  int64_t taken = 0;  // prompt positions before here belong to earlier images
+  for (size_t i = 0; i < r.images.size(); ++i) {
+    const RequestImage& image = r.images[i];
+    STRATA_CHECK(image.length >= 1 && image.position >= taken && image.position + int64_t{image.length} <= prompt,
+                 "request ", r.id, ": image ", i, " fills prompt positions ", image.position, "..",
+                 image.position + int64_t{image.length}, ", which overlap an earlier image or leave the prompt of ",
+                 prompt, " tokens");
+    taken = image.position + int64_t{image.length};
+    STRATA_CHECK(image.pixels.dtype() == DType::kF32 && image.pixels.rank() == 3 &&
+                     image.pixels.device() == Device::kCpu,
+                 "request ", r.id, ": image ", i, " pixels ", shape_str(image.pixels.shape()),
+                 " are not f32 [channels, height, width] on the host");
+    if (encoder != nullptr) {
+      STRATA_CHECK(image.length == encoder->features_per_image() && image.pixels.shape() == encoder->pixel_shape(),
+                   "request ", r.id, ": image ", i, " has pixels ", shape_str(image.pixels.shape()), " for ",
+                   image.length, " positions; this model's vision tower reads ", shape_str(encoder->pixel_shape()),
+                   " and yields ", encoder->features_per_image(), " features");
+    }
+  }
   // The last sampled token is never fed back, so a sequence holds at most prompt + max_new - 1 slots.
   const int64_t blocks = kv.blocks_for(prompt + r.max_new_tokens - 1);
   STRATA_CHECK(blocks <= kv.shape().num_blocks, "request ", r.id, ": prompt of ", prompt, " tokens plus ",
@@ -479,6 +540,8 @@ bool Engine::submit(EngineRequest request) {
   impl_->wake.notify_one();
   return true;
 }
+
+void Engine::set_image_encoder(ImageEncoder* encoder) { impl_->encoder = encoder; }
 
 void Engine::cancel(uint64_t request_id) {
   STRATA_CHECK(impl_->link.is_driver(), "Engine::cancel is for the replica's driver (rank 0 of the replica)");
