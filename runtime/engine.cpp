@@ -101,9 +101,10 @@ struct Engine::Impl {
 
   ControlMessage plan(std::vector<TokenEvent>& events, int idle_wait_ms, ScheduledStep& scheduled);
   void apply_control(const ControlMessage& msg, std::vector<TokenEvent>& events);
-  // First stage: runs the vision encoder over the images of the requests `msg` admits, in one batch, and
-  // keeps each sequence's features for its steps (re-admissions after a preemption reuse them).
-  void encode_images(const ControlMessage& msg);
+  // First stage, before the step runs: the vision encoder over the images of the step's sequences whose
+  // tokens reach an image position for the first time, in one batch; each sequence keeps its features
+  // for its later steps (and recomputes after a preemption).
+  void encode_images(const StepBatch& step);
   void run(const ControlMessage& msg, const ScheduledStep& scheduled, std::vector<TokenEvent>& events);
   void tick(const ControlMessage& msg, const ScheduledStep& scheduled, std::vector<TokenEvent>& events);
   BatchRows rows_of(const StepBatch& step) const;
@@ -232,35 +233,51 @@ void Engine::Impl::apply_control(const ControlMessage& msg, std::vector<TokenEve
     events.push_back(ended(it->second->request.id, "cancelled"));
     forget(handle);
   }
-  encode_images(msg);
+  // Only the first stage reads pixels; the others let theirs go at once.
+  if (!model.spec().first_stage)
+    for (const AdmittedRequest& a : msg.admitted)
+      if (const auto it = seqs.find(a.handle); it != seqs.end())
+        for (RequestImage& image : it->second->request.images) image.pixels = Tensor();
 }
 
-void Engine::Impl::encode_images(const ControlMessage& msg) {
-  std::vector<Tensor> pixels;
-  for (const AdmittedRequest& a : msg.admitted)
-    for (const RequestImage& image : a.request.images) pixels.push_back(image.pixels);
-  if (pixels.empty()) return;
-  // Only the features matter from now on: the sequences' copies of the pixels go.
-  for (const AdmittedRequest& a : msg.admitted)
-    if (const auto it = seqs.find(a.handle); it != seqs.end())
-      for (RequestImage& image : it->second->request.images) image.pixels = Tensor();
+void Engine::Impl::encode_images(const StepBatch& step) {
   if (!model.spec().first_stage) return;
+  // The sequences whose tokens in this step reach an image position before their features exist. Positions
+  // served from the prefix cache are never computed, so an image whose blocks are all cached is not encoded.
+  std::vector<int32_t> needed;
+  for (int64_t t = 0; t < step.n_tokens(); ++t) {
+    const int32_t handle = step.seq_ids[static_cast<size_t>(step.token_seq[static_cast<size_t>(t)])];
+    if (features.count(handle) != 0 || std::find(needed.begin(), needed.end(), handle) != needed.end()) continue;
+    const Sequence& s = *seqs.at(handle);
+    const int64_t pos = step.positions[static_cast<size_t>(t)];
+    for (const RequestImage& image : s.request.images)
+      if (pos >= image.position && pos < int64_t{image.position} + image.length) {
+        needed.push_back(handle);
+        break;
+      }
+  }
+  if (needed.empty()) return;
   STRATA_CHECK_KIND(ErrorKind::kInternal, encoder != nullptr, "a request with images reached a first-stage rank ",
                     "without a vision encoder");
-  const Tensor all = encoder->encode(pixels);
+  std::vector<Tensor> pixels;
+  for (int32_t handle : needed)
+    for (const RequestImage& image : seqs.at(handle)->request.images) pixels.push_back(image.pixels);
+  const Tensor all = encoder->encode(pixels);  // one batch over every image the step needs
   const int64_t per_image = encoder->features_per_image();
-  int64_t image = 0;
-  for (const AdmittedRequest& a : msg.admitted) {
-    if (a.request.images.empty()) continue;
-    EmbeddingSplice& splice = features[a.handle];
+  int64_t first = 0;
+  for (int32_t handle : needed) {
+    std::vector<RequestImage>& images = seqs.at(handle)->request.images;
+    EmbeddingSplice& splice = features[handle];
     // A request's images are consecutive in the batch, so its features are one range of rows.
-    splice.rows = all.rows(image * per_image, static_cast<int64_t>(a.request.images.size()) * per_image);
-    for (const RequestImage& im : a.request.images)
-      for (int32_t p = 0; p < im.length; ++p) splice.positions.push_back(im.position + p);
-    image += static_cast<int64_t>(a.request.images.size());
+    splice.rows = all.rows(first * per_image, static_cast<int64_t>(images.size()) * per_image);
+    for (RequestImage& image : images) {
+      for (int32_t p = 0; p < image.length; ++p) splice.positions.push_back(image.position + p);
+      image.pixels = Tensor();  // the features stay as long as the sequence (recomputes after a preemption)
+    }
+    first += static_cast<int64_t>(images.size());
   }
   std::lock_guard<std::mutex> lock(mu);
-  stats.images_encoded += image;
+  stats.images_encoded += first;
 }
 
 Engine::Impl::BatchRows Engine::Impl::rows_of(const StepBatch& step) const {
@@ -575,6 +592,7 @@ bool Engine::step(std::vector<TokenEvent>& events, int idle_wait_ms) {
   m.link.broadcast_step(words);
   if (!m.link.is_driver()) msg = ControlMessage::unpack(words);
   m.apply_control(msg, events);
+  m.encode_images(msg.step);  // stage 0 runs msg.step now, interleaved or not
   if (m.options.interleaved) {
     if (!msg.shutdown) m.tick(msg, scheduled, events);  // every step is a tick, on every rank alike
   } else if (msg.step.n_seqs > 0) {
