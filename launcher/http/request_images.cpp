@@ -2,6 +2,7 @@
 #include "launcher/http/request_images.h"
 
 #include <algorithm>
+#include <cctype>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -131,11 +132,12 @@ std::vector<uint8_t> RequestImages::load(const std::string& url) const {
   if (starts_with_nocase(url, "data:")) {
     const size_t comma = url.find(',');
     STRATA_CHECK(comma != std::string::npos, "the data URL '", shown(url), "' has no ',' before its data");
-    const std::string_view header(url.data() + 5, comma - 5);
+    const std::string_view header(url.data() + 5, comma - 5);  // data:[media type][;base64],
     STRATA_CHECK(header.size() >= 7 && starts_with_nocase(header.substr(header.size() - 7), ";base64"),
                  "the data URL '", shown(url), "' is not base64; send data:image/png;base64,... (or jpeg, webp)");
-    STRATA_CHECK(header.empty() || starts_with_nocase(header, "image/") || header == ";base64", "the data URL '",
-                 shown(url), "' is not an image (media type '", header.substr(0, header.size() - 7), "')");
+    const std::string_view media = header.substr(0, header.size() - 7);
+    STRATA_CHECK(media.empty() || starts_with_nocase(media, "image/"), "the data URL '", shown(url),
+                 "' is not an image (media type '", media, "'); send data:image/png;base64,... (or jpeg, webp)");
     const std::string_view data(url.data() + comma + 1, url.size() - comma - 1);
     // Checked before decoding: the encoded size is 3/4 of the base64 text.
     const int64_t approx = static_cast<int64_t>(data.size() / 4 * 3);
