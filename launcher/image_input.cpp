@@ -1,6 +1,8 @@
 // launcher/image_input.cpp: --image for LLaVA models.
 #include "launcher/image_input.h"
 
+#include <boost/json.hpp>
+
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -10,6 +12,19 @@
 #include "runtime/vision/preprocess.h"
 
 namespace strata::launcher {
+
+std::optional<LlavaConfig> llava_config_of(const std::string& model_path) {
+  const std::string config_path = (std::filesystem::path(model_path) / "config.json").string();
+  if (!std::filesystem::is_directory(model_path) || !std::filesystem::exists(config_path)) return std::nullopt;
+  std::ifstream in(config_path);
+  std::stringstream text;
+  text << in.rdbuf();
+  boost::system::error_code ec;
+  const boost::json::value v = boost::json::parse(text.str(), ec);
+  const boost::json::value* type = !ec && v.is_object() ? v.as_object().if_contains("model_type") : nullptr;
+  if (type == nullptr || !type->is_string() || type->as_string() != "llava") return std::nullopt;
+  return parse_llava_config(text.str(), config_path);
+}
 
 ImagePrompt image_prompt(const std::string& model_dir, Backend& backend, const std::vector<int32_t>& ids,
                          const std::vector<std::string>& image_paths) {

@@ -2,6 +2,7 @@
 // checkpoint's image processor says, encoded by its vision tower on the session's backend, and spliced at
 // the prompt's image placeholders.
 #pragma once
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -9,6 +10,10 @@
 #include "runtime/models/llava_prompt.h"
 
 namespace strata::launcher {
+
+// The LLaVA config of `model_path` when it is a LlavaForConditionalGeneration directory (config.json with
+// model_type "llava"); nullopt for any other model (a text-only directory, a GGUF or llama2.c file).
+std::optional<LlavaConfig> llava_config_of(const std::string& model_path);
 
 // `model_dir` must be a LlavaForConditionalGeneration directory (config.json model_type "llava"); errors
 // name the file or the image.

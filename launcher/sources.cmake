@@ -24,6 +24,7 @@ set(STRATA_LAUNCHER_SOURCES
   http/openai_schema.cpp
   http/remote_replicas.cpp
   http/replica_router.cpp
+  http/request_images.cpp
   http/routes.cpp
   http/sampling_defaults.cpp
   http/work_queue.cpp

@@ -77,7 +77,9 @@ struct Engine::Impl {
       scheduler = std::make_unique<Scheduler>(kv, so);
     }
     stats.kv_blocks_total = kv.shape().num_blocks;
+    model.set_sequence_splices(&features);
   }
+  ~Impl() { model.set_sequence_splices(nullptr); }
 
   // What every rank knows of a batch's logit rows when it starts (the sequences may end before its
   // tokens come back in an interleaved pipeline, so nothing here points at them).
@@ -99,6 +101,10 @@ struct Engine::Impl {
 
   ControlMessage plan(std::vector<TokenEvent>& events, int idle_wait_ms, ScheduledStep& scheduled);
   void apply_control(const ControlMessage& msg, std::vector<TokenEvent>& events);
+  // First stage, before the step runs: the vision encoder over the images of the step's sequences whose
+  // tokens reach an image position for the first time, in one batch; each sequence keeps its features
+  // for its later steps (and recomputes after a preemption).
+  void encode_images(const StepBatch& step);
   void run(const ControlMessage& msg, const ScheduledStep& scheduled, std::vector<TokenEvent>& events);
   void tick(const ControlMessage& msg, const ScheduledStep& scheduled, std::vector<TokenEvent>& events);
   BatchRows rows_of(const StepBatch& step) const;
@@ -124,6 +130,8 @@ struct Engine::Impl {
   std::unordered_map<uint64_t, int32_t> handle_of;     // driver: request id -> handle
   int32_t next_handle = 0;
   bool stopped = false;
+  ImageEncoder* encoder = nullptr;                          // first stage of a vision-language model
+  std::unordered_map<int32_t, EmbeddingSplice> features;    // by handle: image features of live sequences
 
   // Shared with the submitting threads (driver).
   mutable std::mutex mu;
@@ -140,6 +148,7 @@ struct Engine::Impl {
 void Engine::Impl::forget(int32_t handle) {
   const auto it = seqs.find(handle);
   if (it == seqs.end()) return;
+  features.erase(handle);
   if (link.is_driver()) {
     const uint64_t id = it->second->request.id;
     handle_of.erase(id);
@@ -224,6 +233,51 @@ void Engine::Impl::apply_control(const ControlMessage& msg, std::vector<TokenEve
     events.push_back(ended(it->second->request.id, "cancelled"));
     forget(handle);
   }
+  // Only the first stage reads pixels; the others let theirs go at once.
+  if (!model.spec().first_stage)
+    for (const AdmittedRequest& a : msg.admitted)
+      if (const auto it = seqs.find(a.handle); it != seqs.end())
+        for (RequestImage& image : it->second->request.images) image.pixels = Tensor();
+}
+
+void Engine::Impl::encode_images(const StepBatch& step) {
+  if (!model.spec().first_stage) return;
+  // The sequences whose tokens in this step reach an image position before their features exist. Positions
+  // served from the prefix cache are never computed, so an image whose blocks are all cached is not encoded.
+  std::vector<int32_t> needed;
+  for (int64_t t = 0; t < step.n_tokens(); ++t) {
+    const int32_t handle = step.seq_ids[static_cast<size_t>(step.token_seq[static_cast<size_t>(t)])];
+    if (features.count(handle) != 0 || std::find(needed.begin(), needed.end(), handle) != needed.end()) continue;
+    const Sequence& s = *seqs.at(handle);
+    const int64_t pos = step.positions[static_cast<size_t>(t)];
+    for (const RequestImage& image : s.request.images)
+      if (pos >= image.position && pos < int64_t{image.position} + image.length) {
+        needed.push_back(handle);
+        break;
+      }
+  }
+  if (needed.empty()) return;
+  STRATA_CHECK_KIND(ErrorKind::kInternal, encoder != nullptr, "a request with images reached a first-stage rank ",
+                    "without a vision encoder");
+  std::vector<Tensor> pixels;
+  for (int32_t handle : needed)
+    for (const RequestImage& image : seqs.at(handle)->request.images) pixels.push_back(image.pixels);
+  const Tensor all = encoder->encode(pixels);  // one batch over every image the step needs
+  const int64_t per_image = encoder->features_per_image();
+  int64_t first = 0;
+  for (int32_t handle : needed) {
+    std::vector<RequestImage>& images = seqs.at(handle)->request.images;
+    EmbeddingSplice& splice = features[handle];
+    // A request's images are consecutive in the batch, so its features are one range of rows.
+    splice.rows = all.rows(first * per_image, static_cast<int64_t>(images.size()) * per_image);
+    for (RequestImage& image : images) {
+      for (int32_t p = 0; p < image.length; ++p) splice.positions.push_back(image.position + p);
+      image.pixels = Tensor();  // the features stay as long as the sequence (recomputes after a preemption)
+    }
+    first += static_cast<int64_t>(images.size());
+  }
+  std::lock_guard<std::mutex> lock(mu);
+  stats.images_encoded += first;
 }
 
 Engine::Impl::BatchRows Engine::Impl::rows_of(const StepBatch& step) const {
@@ -456,6 +510,30 @@ void Engine::validate(const EngineRequest& r) const {
   STRATA_CHECK(r.logprobs >= 0 && r.logprobs <= kMaxLogprobs, "request ", r.id, ": logprobs must be in 0..",
                kMaxLogprobs, ", got ", r.logprobs);
   r.sampling.validate();
+  const ImageEncoder* encoder = impl_->encoder;
+  if (!r.images.empty() && encoder == nullptr && impl_->link.is_driver())
+    STRATA_THROW(ErrorKind::kInvalidArgument, "request ", r.id, " has ", r.images.size(),
+                 " image(s) but this model has no vision tower; send text only, or serve a vision-language "
+                 "(LLaVA-style) checkpoint");
+  int64_t taken = 0;  // prompt positions before here belong to earlier images
+  for (size_t i = 0; i < r.images.size(); ++i) {
+    const RequestImage& image = r.images[i];
+    STRATA_CHECK(image.length >= 1 && image.position >= taken && image.position + int64_t{image.length} <= prompt,
+                 "request ", r.id, ": image ", i, " fills prompt positions ", image.position, "..",
+                 image.position + int64_t{image.length}, ", which overlap an earlier image or leave the prompt of ",
+                 prompt, " tokens");
+    taken = image.position + int64_t{image.length};
+    STRATA_CHECK(image.pixels.dtype() == DType::kF32 && image.pixels.rank() == 3 &&
+                     image.pixels.device() == Device::kCpu,
+                 "request ", r.id, ": image ", i, " pixels ", shape_str(image.pixels.shape()),
+                 " are not f32 [channels, height, width] on the host");
+    if (encoder != nullptr) {
+      STRATA_CHECK(image.length == encoder->features_per_image() && image.pixels.shape() == encoder->pixel_shape(),
+                   "request ", r.id, ": image ", i, " has pixels ", shape_str(image.pixels.shape()), " for ",
+                   image.length, " positions; this model's vision tower reads ", shape_str(encoder->pixel_shape()),
+                   " and yields ", encoder->features_per_image(), " features");
+    }
+  }
   // The last sampled token is never fed back, so a sequence holds at most prompt + max_new - 1 slots.
   const int64_t blocks = kv.blocks_for(prompt + r.max_new_tokens - 1);
   STRATA_CHECK(blocks <= kv.shape().num_blocks, "request ", r.id, ": prompt of ", prompt, " tokens plus ",
@@ -479,6 +557,8 @@ bool Engine::submit(EngineRequest request) {
   impl_->wake.notify_one();
   return true;
 }
+
+void Engine::set_image_encoder(ImageEncoder* encoder) { impl_->encoder = encoder; }
 
 void Engine::cancel(uint64_t request_id) {
   STRATA_CHECK(impl_->link.is_driver(), "Engine::cancel is for the replica's driver (rank 0 of the replica)");
@@ -512,6 +592,7 @@ bool Engine::step(std::vector<TokenEvent>& events, int idle_wait_ms) {
   m.link.broadcast_step(words);
   if (!m.link.is_driver()) msg = ControlMessage::unpack(words);
   m.apply_control(msg, events);
+  m.encode_images(msg.step);  // stage 0 runs msg.step now, interleaved or not
   if (m.options.interleaved) {
     if (!msg.shutdown) m.tick(msg, scheduled, events);  // every step is a tick, on every rank alike
   } else if (msg.step.n_seqs > 0) {

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "runtime/backend.h"
+#include "runtime/image_encoder.h"
 #include "runtime/kv_cache.h"
 #include "runtime/models/llama.h"
 #include "runtime/request.h"
@@ -47,6 +48,7 @@ struct EngineStats {
   int64_t steps = 0, prompt_tokens = 0, generated_tokens = 0, preemptions = 0, prefix_hit_tokens = 0;
   int64_t last_batch_size = 0;
   int64_t outstanding_tokens = 0;  // prefill still to compute + tokens still to generate (DP routing)
+  int64_t images_encoded = 0;     // request images run through the vision encoder (first stage)
   int64_t most_batches_in_flight = 0;  // interleaved pipeline: the most non-empty batches in flight at once
   double prefill_seconds = 0;      // steps that carried prompt (or recomputed) tokens
   double decode_seconds = 0;       // steps of decodes only
@@ -68,9 +70,14 @@ class Engine {
   // or the engine is shutting down. Throws kInvalidArgument for a request that can never run (see
   // validate()) or whose id is already in flight.
   bool submit(EngineRequest request);
+  // Every rank, before the first step: the vision side of a vision-language model on the ranks of the
+  // first pipeline stage (each keeps its own replica of the tower), null elsewhere. Without one on the
+  // driver, requests with images are refused.
+  void set_image_encoder(ImageEncoder* encoder);
   // Any rank, any thread: throws kInvalidArgument naming the problem for a request that can never
   // run (empty prompt, ids outside the vocabulary, bad sampling parameters, prompt + max_new_tokens
-  // beyond the context or the whole KV cache).
+  // beyond the context or the whole KV cache, images the model cannot take or that do not fit their
+  // prompt positions).
   void validate(const EngineRequest& request) const;
   // Driver only, any thread: the request ends with a "cancelled" event; its KV blocks are freed.
   // Unknown (e.g. already finished) ids are ignored.

@@ -9,7 +9,7 @@
 
 namespace strata {
 namespace {
-constexpr int32_t kControlMagic = 0x53454e32;  // "SEN2": bumps when the layout changes
+constexpr int32_t kControlMagic = 0x53454e33;  // "SEN3": bumps when the layout changes
 constexpr const char* kOutOfStep = "ranks of the replica are out of step";
 
 int32_t f2w(float v) { return std::bit_cast<int32_t>(v); }

@@ -7,6 +7,21 @@
 #include "runtime/error.h"
 
 namespace strata {
+namespace {
+// The prefix-cache parent of block `block`: the previous block's chain hash, salted with the content hash
+// of each image whose features fill part of this block (and where they start), so blocks of the same
+// placeholder tokens share KV only when their images are the same, and so do all blocks after them.
+uint64_t keyed_parent(const Sequence& seq, int64_t block, int64_t bs, uint64_t parent) {
+  const int64_t begin = block * bs, end = begin + bs;
+  for (const RequestImage& image : seq.request.images) {
+    const int64_t first = image.position, last = first + image.length;
+    if (last <= begin || first >= end) continue;
+    const int32_t where[2] = {static_cast<int32_t>(first - begin), image.length};
+    parent = BlockPool::chain_hash(parent ^ image.hash, where);
+  }
+  return parent;
+}
+}  // namespace
 
 Scheduler::Scheduler(KvCache& kv, const SchedulerOptions& options)
     : kv_(kv), options_(options), pool_(kv.blocks(), kv.shape().block_size, options.prefix_caching) {
@@ -100,8 +115,9 @@ void Scheduler::attach_prefix(Sequence& seq) {
   uint64_t parent = 0;
   for (int64_t i = 0; i < usable; ++i) {
     const std::span<const int32_t> tokens(seq.history.data() + i * bs, static_cast<size_t>(bs));
-    const uint64_t h = BlockPool::chain_hash(parent, tokens);
-    const int32_t b = pool_.lookup(h, parent, tokens);
+    const uint64_t keyed = keyed_parent(seq, i, bs, parent);
+    const uint64_t h = BlockPool::chain_hash(keyed, tokens);
+    const int32_t b = pool_.lookup(h, keyed, tokens);
     if (b < 0) break;
     seq.blocks.push_back(b);
     seq.block_hashes.push_back(h);
@@ -115,7 +131,7 @@ void Scheduler::publish_full_blocks(Sequence& seq) {
   const int64_t bs = kv_.shape().block_size;
   while (static_cast<int64_t>(seq.block_hashes.size()) < seq.processed / bs) {
     const size_t i = seq.block_hashes.size();
-    const uint64_t parent = i == 0 ? 0 : seq.block_hashes[i - 1];
+    const uint64_t parent = keyed_parent(seq, static_cast<int64_t>(i), bs, i == 0 ? 0 : seq.block_hashes[i - 1]);
     const std::span<const int32_t> tokens(seq.history.data() + static_cast<int64_t>(i) * bs, static_cast<size_t>(bs));
     const uint64_t h = BlockPool::chain_hash(parent, tokens);
     pool_.publish(seq.blocks[i], h, parent, tokens);

@@ -154,6 +154,8 @@ std::string Metrics::render(const EngineStats& stats, bool ready, const std::vec
         "counter");
   gauge(out, "strata_prefix_cache_hit_tokens_total", "prompt tokens served from the prefix cache",
         static_cast<double>(stats.prefix_hit_tokens), "counter");
+  gauge(out, "strata_images_encoded_total", "request images run through the vision encoder",
+        static_cast<double>(stats.images_encoded), "counter");
   out += "# HELP strata_memory_bytes weight bytes by residency tier\n# TYPE strata_memory_bytes gauge\n";
   out += "strata_memory_bytes{tier=\"device\"} " + std::to_string(tiers.device) + "\n";
   out += "strata_memory_bytes{tier=\"host\"} " + std::to_string(tiers.host) + "\n";

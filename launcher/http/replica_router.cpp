@@ -85,6 +85,7 @@ EngineStats ReplicaRouter::stats() const {
     t.generated_tokens += s.generated_tokens;
     t.preemptions += s.preemptions;
     t.prefix_hit_tokens += s.prefix_hit_tokens;
+    t.images_encoded += s.images_encoded;
     t.last_batch_size += s.last_batch_size;
     t.outstanding_tokens += s.outstanding_tokens;
     t.prefill_seconds += s.prefill_seconds;
