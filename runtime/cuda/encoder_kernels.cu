@@ -70,7 +70,8 @@ __global__ void layernorm_kernel(const void* x, DType x_dt, const void* weight, 
 __device__ __forceinline__ float activate(float v, EncoderActivation act) {
   switch (act) {
     case EncoderActivation::kGeluErf: return 0.5f * v * (1.f + erff(v * 0.70710678118654752f));
-    case EncoderActivation::kGeluTanh: return 0.5f * v * (1.f + tanhf(0.79788456080286536f * (v + 0.044715f * v * v * v)));
+    case EncoderActivation::kGeluTanh:
+      return 0.5f * v * (1.f + tanhf(0.79788456080286536f * (v + 0.044715f * v * v * v)));
     case EncoderActivation::kQuickGelu: return v / (1.f + expf(-1.702f * v));
   }
   return v;
