@@ -171,7 +171,8 @@ Sample run_request(const Url& url, const std::string& model, const std::string& 
     return s;
   }
   s.output_tokens = std::atoll(raw.c_str() + usage + 20);
-  if (const auto p = raw.find("\"prompt_tokens\":"); p != std::string::npos) s.prompt_tokens = std::atoll(raw.c_str() + p + 16);
+  if (const auto p = raw.find("\"prompt_tokens\":"); p != std::string::npos)
+    s.prompt_tokens = std::atoll(raw.c_str() + p + 16);
   if (!first) s.ttft = s.latency;
   s.ok = true;
   return s;
@@ -213,7 +214,8 @@ int cmd_bench_serve(int argc, char** argv) {
                    {"timeout", true, "seconds per request (default 300)"},
                    {"image", true, "image file(s), comma-separated: each request is a chat completion of --text and "
                                    "the next image (a base64 data URL), for vision-language models"},
-                   {"text", true, "the instruction sent with each --image (default: a 20-token request to describe it)"}},
+                   {"text", true, "the instruction sent with each --image (default: a ~20-token request to describe "
+                                  "it)"}},
                   argc, argv, 3);
   const std::string url_text = args.str("url", "http://127.0.0.1:8080");
   const Url url = parse_url(url_text);
@@ -303,9 +305,10 @@ int cmd_bench_serve(int argc, char** argv) {
                       {"completed", ok},
                       {"failed", requests - ok},
                       {"first_error", first_error.empty() ? json::value(nullptr) : json::value(first_error)},
-                      {"prompt_len_mean", image_urls.empty() ? json::value(prompt_len)
-                                                             : json::value(static_cast<double>(prompt_tokens) /
-                                                                           static_cast<double>(std::max<int64_t>(ok, 1)))},
+                      {"prompt_len_mean", image_urls.empty()
+                                              ? json::value(prompt_len)
+                                              : json::value(static_cast<double>(prompt_tokens) /
+                                                            static_cast<double>(std::max<int64_t>(ok, 1)))},
                       {"images", static_cast<int64_t>(image_urls.size())},
                       {"output_len_mean", output_len},
                       {"duration_s", duration},
