@@ -12,7 +12,6 @@
 #include "runtime/error.h"
 #include "runtime/formats/mapped_file.h"
 #include "runtime/formats/safetensors.h"
-#include "runtime/log.h"
 #include "runtime/models/model_description.h"
 #include "runtime/tokenizer/file_bytes.h"
 #include "runtime/vision/vision_json.h"
@@ -101,11 +100,7 @@ VisionShard make_vision_shard(const LlavaConfig& config, int tp_rank, int tp_siz
   s.tp_rank = tp_rank;
   s.tp_size = tp_size;
   if (tp_size == 1) return s;
-  if (v.n_heads % tp_size != 0 || v.ffn % tp_size != 0) {
-    LOG_INFO("vision tower: ", v.n_heads, " heads and ", v.ffn, " MLP columns do not split evenly over ", tp_size,
-             " tensor-parallel ranks; every rank runs the whole tower (replicated)");
-    return s;
-  }
+  if (v.n_heads % tp_size != 0 || v.ffn % tp_size != 0) return s;  // replicated (LlavaVision logs it)
   s.split = true;
   s.heads = v.n_heads / tp_size;
   s.head_begin = tp_rank * s.heads;

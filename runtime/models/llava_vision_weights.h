@@ -40,8 +40,8 @@ struct VisionShard {
 };
 
 // The split of `config`'s tower over tp_size ranks: equal parts of the heads and of the MLP columns where
-// tp_size divides both; otherwise every rank runs the whole tower (split false) and a log line says why,
-// since an uneven split would leave some rank with the whole-model work anyway.
+// tp_size divides both; otherwise every rank runs the whole tower (split false; LlavaVision logs why). A
+// tower is small next to its language model, so uneven parts are not worth their bookkeeping.
 VisionShard make_vision_shard(const LlavaConfig& config, int tp_rank, int tp_size);
 
 // Reads the vision side of the LlavaForConditionalGeneration directory `dir` (model.safetensors or a
