@@ -24,8 +24,8 @@ LlavaVision::LlavaVision(const LlavaConfig& config, Backend& backend, LlavaVisio
   STRATA_CHECK(!shard_.split || (tp_ != nullptr && tp_->size() == shard_.tp_size && tp_->rank() == shard_.tp_rank),
                "vision tower: a split shard (rank ", shard_.tp_rank, " of ", shard_.tp_size, ") needs its TP group");
   if (tp != nullptr && tp->size() > 1 && !shard_.split)
-    LOG_INFO("vision tower: its ", config_.vision.n_heads, " heads and ", config_.vision.ffn,
-             " MLP columns do not split evenly over ", tp->size(), " tensor-parallel ranks; each runs the whole tower");
+    LOG_INFO("vision tower: tensor parallelism ", tp->size(), " does not divide both its heads (",
+             config_.vision.n_heads, ") and MLP columns (", config_.vision.ffn, "); each rank runs the whole tower");
   const int64_t d = config_.vision.hidden;
   // The embeddings are added to activations, so they take the activation dtype once here.
   class_embedding_ = scratch({1, d});
