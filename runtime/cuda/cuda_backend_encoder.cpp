@@ -93,7 +93,10 @@ void CudaBackend::attention_bidirectional(const Tensor& q, const Tensor& k, cons
   auto scope = profile([] { return std::string("attention bidirectional"); });
 
   // Chunks of sequences whose scores fit kScoreChunkBytes (one sequence at least), and their pointer tables.
-  const int64_t seq_score_bytes = H * seq_len * seq_len * 4;
+  // Score rows are padded to 8 elements: every block, f32 row and 16-bit probability row then starts 16-byte
+  // aligned, as cuBLAS's vectorised tensor-core kernels want (577 keys would leave them 4-byte aligned).
+  const int64_t score_ld = (seq_len + 7) / 8 * 8;
+  const int64_t seq_score_bytes = H * seq_len * score_ld * 4;
   const int64_t chunk = std::clamp<int64_t>(kScoreChunkBytes / seq_score_bytes, 1, seqs);
   const int64_t entries = chunk * H;
   const int64_t score_bytes = (chunk * seq_score_bytes + 255) / 256 * 256;
@@ -112,7 +115,7 @@ void CudaBackend::attention_bidirectional(const Tensor& q, const Tensor& k, cons
   // The probabilities take the inputs' dtype (what the second GEMM multiplies with v); 16-bit ones sit in the
   // first half of each f32 score row, so their row stride is twice the row's length.
   const DType probs_dt = in_dt;
-  const int64_t probs_ld = in_dt == DType::kF32 ? seq_len : 2 * seq_len;
+  const int64_t probs_ld = in_dt == DType::kF32 ? score_ld : 2 * score_ld;
   const int64_t row_stride = H * hd;  // elements between a head's consecutive tokens
   const int64_t elem = dtype_bytes(in_dt, 1), out_elem = dtype_bytes(out.dtype(), 1);
   const cudaDataType_t in_type = cublas_type(in_dt), out_type = cublas_type(out.dtype());
@@ -124,17 +127,17 @@ void CudaBackend::attention_bidirectional(const Tensor& q, const Tensor& k, cons
     cuda::launch_attention_tables(static_cast<const uint8_t*>(q.raw()) + first * elem,
                                   static_cast<const uint8_t*>(k.raw()) + first * elem,
                                   static_cast<const uint8_t*>(v.raw()) + first * elem,
-                                  static_cast<uint8_t*>(out.raw()) + first * out_elem, elem, out_elem, base, n_seqs,
-                                  seq_len, H, hd, tables, launch());
+                                  static_cast<uint8_t*>(out.raw()) + first * out_elem, elem, out_elem, base, score_ld,
+                                  n_seqs, seq_len, H, hd, tables, launch());
     const int batch = static_cast<int>(n_seqs * H);
     // Column-major view (cuBLAS): scores^T[j, i] = sum_d k[j, d] q[i, d], i.e. row i of the row-major scores
     // holds query i's scores over the keys j.
     CHECK_CUBLAS(cublasGemmBatchedEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(seq_len),
                                      static_cast<int>(seq_len), static_cast<int>(hd), &scale, tables.k, in_type,
                                      static_cast<int>(row_stride), tables.q, in_type, static_cast<int>(row_stride),
-                                     &zero, tables.scores, CUDA_R_32F, static_cast<int>(seq_len), batch,
+                                     &zero, tables.scores, CUDA_R_32F, static_cast<int>(score_ld), batch,
                                      CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-    cuda::launch_softmax_rows(base, n_seqs * H * seq_len, seq_len, probs_dt, launch());
+    cuda::launch_softmax_rows(base, n_seqs * H * seq_len, seq_len, score_ld, probs_dt, launch());
     // out^T[d, i] = sum_j v^T[d, j] probs^T[j, i]: out row i, head h, written in place.
     CHECK_CUBLAS(cublasGemmBatchedEx(handle, CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(hd), static_cast<int>(seq_len),
                                      static_cast<int>(seq_len), &one, tables.v, in_type, static_cast<int>(row_stride),

@@ -84,8 +84,9 @@ __global__ void activation_kernel(const void* x, DType x_dt, EncoderActivation a
 }
 
 __global__ void attention_tables_kernel(const uint8_t* q, const uint8_t* k, const uint8_t* v, uint8_t* out,
-                                        int64_t elem_bytes, int64_t out_elem_bytes, uint8_t* scores, int64_t seq_len,
-                                        int64_t heads, int64_t head_dim, int64_t entries, AttentionTables t) {
+                                        int64_t elem_bytes, int64_t out_elem_bytes, uint8_t* scores, int64_t score_ld,
+                                        int64_t seq_len, int64_t heads, int64_t head_dim, int64_t entries,
+                                        AttentionTables t) {
   const int64_t b = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
   if (b >= entries) return;
   const int64_t s = b / heads, h = b % heads;
@@ -94,17 +95,17 @@ __global__ void attention_tables_kernel(const uint8_t* q, const uint8_t* k, cons
   t.k[b] = k + first * elem_bytes;
   t.v[b] = v + first * elem_bytes;
   t.out[b] = out + first * out_elem_bytes;
-  uint8_t* block = scores + b * seq_len * seq_len * 4;
+  uint8_t* block = scores + b * seq_len * score_ld * 4;
   t.scores[b] = block;
   t.probs[b] = block;
 }
 
 // One block per row of n scores: the row into shared memory, its max and the sum of exponentials, then the
 // probabilities written from the row's first byte on (after the barrier that follows the last read).
-__global__ void softmax_rows_kernel(float* scores, int64_t n, DType probs_dt) {
+__global__ void softmax_rows_kernel(float* scores, int64_t n, int64_t ld, DType probs_dt) {
   extern __shared__ float row[];
   __shared__ float shared[32];
-  float* src = scores + blockIdx.x * n;
+  float* src = scores + blockIdx.x * ld;
   float best = -INFINITY;
   for (int64_t j = threadIdx.x; j < n; j += blockDim.x) {
     row[j] = src[j];
@@ -139,25 +140,25 @@ void launch_activation(const void* x, DType x_dt, EncoderActivation act, void* o
 }
 
 void launch_attention_tables(const void* q, const void* k, const void* v, void* out, int64_t elem_bytes,
-                             int64_t out_elem_bytes, void* scores, int64_t seqs, int64_t seq_len, int64_t heads,
-                             int64_t head_dim, const AttentionTables& tables, const Launch& stream) {
+                             int64_t out_elem_bytes, void* scores, int64_t score_ld, int64_t seqs, int64_t seq_len,
+                             int64_t heads, int64_t head_dim, const AttentionTables& tables, const Launch& stream) {
   const int64_t entries = seqs * heads;
   if (entries == 0) return;
   attention_tables_kernel<<<grid_for(entries), kThreads, 0, stream.stream>>>(
       static_cast<const uint8_t*>(q), static_cast<const uint8_t*>(k), static_cast<const uint8_t*>(v),
-      static_cast<uint8_t*>(out), elem_bytes, out_elem_bytes, static_cast<uint8_t*>(scores), seq_len, heads, head_dim,
-      entries, tables);
+      static_cast<uint8_t*>(out), elem_bytes, out_elem_bytes, static_cast<uint8_t*>(scores), score_ld, seq_len, heads,
+      head_dim, entries, tables);
   CHECK_LAUNCH();
 }
 
-void launch_softmax_rows(void* scores, int64_t rows, int64_t n, DType probs_dt, const Launch& stream) {
-  STRATA_CHECK(n > 0 && n <= kSoftmaxMaxLen, "attention_bidirectional: sequences of ", n,
-               " tokens; the CUDA softmax takes 1..", kSoftmaxMaxLen);
+void launch_softmax_rows(void* scores, int64_t rows, int64_t n, int64_t ld, DType probs_dt, const Launch& stream) {
+  STRATA_CHECK(n > 0 && n <= kSoftmaxMaxLen && ld >= n, "attention_bidirectional: sequences of ", n,
+               " tokens (rows of ", ld, "); the CUDA softmax takes 1..", kSoftmaxMaxLen);
   if (rows == 0) return;
   const int threads = n >= 512 ? 256 : n >= 128 ? 128 : 32;
   // Grid x holds up to 2^31 - 1 blocks: rows = sequences x heads x seq_len stays far below.
   softmax_rows_kernel<<<static_cast<unsigned>(rows), threads, static_cast<size_t>(n) * sizeof(float),
-                        stream.stream>>>(static_cast<float*>(scores), n, probs_dt);
+                        stream.stream>>>(static_cast<float*>(scores), n, ld, probs_dt);
   CHECK_LAUNCH();
 }
 

@@ -24,7 +24,8 @@ void launch_activation(const void* x, DType x_dt, EncoderActivation act, void* o
 // The operand tables of one chunk of bidirectional attention as cublasGemmBatchedEx takes them, one entry per
 // (sequence, head) of `seqs` sequences of `seq_len` tokens and `heads` heads of `head_dim`, entry
 // b = s * heads + h. q, k, v and out are [seqs * seq_len, heads, head_dim] (row stride heads * head_dim
-// elements of `elem_bytes`); scores is [seqs * heads, seq_len, seq_len] f32. Tables: q, k, v, out, scores.
+// elements of `elem_bytes`); scores is [seqs * heads, seq_len, score_ld] f32 (rows padded to score_ld
+// elements, so every block and row starts 16-byte aligned). Tables: q, k, v, out, scores.
 struct AttentionTables {
   const void** q = nullptr;
   const void** k = nullptr;
@@ -34,12 +35,12 @@ struct AttentionTables {
   const void** probs = nullptr;  // the same rows read back as the second GEMM's input (see launch_softmax_rows)
 };
 void launch_attention_tables(const void* q, const void* k, const void* v, void* out, int64_t elem_bytes,
-                             int64_t out_elem_bytes, void* scores, int64_t seqs, int64_t seq_len, int64_t heads,
-                             int64_t head_dim, const AttentionTables& tables, const Launch& stream);
-// Row softmax of f32 scores [rows, n] in place: row r's probabilities are written as `probs_dt` starting at the
-// first byte of row r (16-bit probabilities fill the first half of the row: element stride 2n, f32 stride n).
-// A block reads its whole row before it writes, and no block touches another's row.
-void launch_softmax_rows(void* scores, int64_t rows, int64_t n, DType probs_dt, const Launch& stream);
+                             int64_t out_elem_bytes, void* scores, int64_t score_ld, int64_t seqs, int64_t seq_len,
+                             int64_t heads, int64_t head_dim, const AttentionTables& tables, const Launch& stream);
+// Row softmax of the first n of every `ld` f32 scores [rows, ld], in place: row r's probabilities are written
+// as `probs_dt` from the first byte of row r on (16-bit ones fill the first half of the row: element stride
+// 2 ld, f32 stride ld). A block reads its whole row before it writes, and no block touches another's row.
+void launch_softmax_rows(void* scores, int64_t rows, int64_t n, int64_t ld, DType probs_dt, const Launch& stream);
 // The longest row launch_softmax_rows takes (its row lives in shared memory).
 int64_t softmax_rows_max_len();
 
