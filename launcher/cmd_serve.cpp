@@ -394,7 +394,7 @@ int serve(const Args& args, SessionOptions options, RankRuntime* rank) {
   const std::optional<LlavaConfig> llava = llava_config_of(model_path);
   std::unique_ptr<LlavaImageEncoder> image_encoder;
   if (llava && session.shard().first_stage) {
-    image_encoder = std::make_unique<LlavaImageEncoder>(*llava, session.backend(), model_path);
+    image_encoder = std::make_unique<LlavaImageEncoder>(*llava, session.backend(), model_path, &session.tp());
     engine.set_image_encoder(image_encoder.get());
   }
 

@@ -26,8 +26,10 @@ std::optional<LlavaConfig> llava_config_of(const std::string& model_path) {
   return parse_llava_config(text.str(), config_path);
 }
 
+VisionPlacement vision_placement(ModelSession& session) { return {&session.tp(), session.shard().first_stage}; }
+
 ImagePrompt image_prompt(const std::string& model_dir, Backend& backend, const std::vector<int32_t>& ids,
-                         const std::vector<std::string>& image_paths) {
+                         const std::vector<std::string>& image_paths, const VisionPlacement& placement) {
   const std::string config_path = (std::filesystem::path(model_dir) / "config.json").string();
   STRATA_CHECK(std::filesystem::is_directory(model_dir) && std::filesystem::exists(config_path), "--image needs a ",
                "LLaVA model directory (config.json with model_type \"llava\"); ", model_dir, " is not one");
@@ -39,7 +41,8 @@ ImagePrompt image_prompt(const std::string& model_dir, Backend& backend, const s
   std::vector<Tensor> pixels;
   for (const std::string& path : image_paths)
     pixels.push_back(vision::preprocess_image(vision::read_image_file(path), processor));
-  LlavaVision tower(config, backend, model_dir);
+  if (!placement.first_stage) return expand_image_placeholders(ids, config, static_cast<int64_t>(pixels.size()));
+  LlavaVision tower(config, backend, model_dir, placement.tp);
   return expand_image_prompt(ids, config, tower.encode(pixels));
 }
 

@@ -80,6 +80,7 @@ class ModelSession {
   offload::TieredWeights* offload() { return tiered_; }
   // This rank's tensor-parallel group (its CollectiveStats feed bench reports).
   const Collective& tp() const { return *tp_; }
+  Collective& tp() { return *tp_; }  // for other work split over the group (the vision tower)
   // Bytes of the KV cache prepare() made (0 before).
   int64_t kv_bytes() const;
   // Bytes one token's K and V take on this rank (its layers and KV heads, in the activation dtype).

@@ -11,9 +11,11 @@ set(STRATA_RUNTIME_SOURCES
   cuda/attention_prefill.cu
   cuda/attention_prefill_mma.cu
   cuda/cuda_backend.cpp
+  cuda/cuda_backend_encoder.cpp
   cuda/cuda_backend_fused.cpp
   cuda/device_handles.cpp
   cuda/elementwise_kernels.cu
+  cuda/encoder_kernels.cu
   cuda/gemm.cpp
   cuda/gemv_kernels.cu
   cuda/op_profiler.cpp
