@@ -7,31 +7,16 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <filesystem>
 
 #include "launcher/model_session.h"
 #include "runtime/error.h"
-#include "single_rank_reference.h"
-#include "test_util.h"
+#include "speculative_models.h"
 
 namespace strata {
 namespace {
 
-std::string stories() { return test::shared_model("stories260K/stories260K.bin"); }
-
-// A random-weight model with stories260K's tokenizer (its Hugging Face copy's files): a poor but valid
-// draft.
-std::string random_draft() {
-  ModelConfig c;
-  c.vocab_size = 512, c.hidden = 32, c.n_layers = 2, c.n_heads = 4, c.n_kv_heads = 2, c.head_dim = 8;
-  c.ffn = 64, c.max_seq = 512;
-  const std::string dir = test::layout_model("draft512", "speculative", 0, c);
-  for (const char* name : {"tokenizer.json", "tokenizer_config.json"}) {
-    std::filesystem::remove(dir + "/" + name);  // make-model's synthetic tokenizer goes
-    std::filesystem::copy_file(test::shared_model(std::string("stories260K-hf/") + name), dir + "/" + name);
-  }
-  return dir;
-}
+std::string stories() { return test::stories260k(); }
+std::string random_draft() { return test::random_stories_draft(0); }
 
 std::vector<GenerationOutput> run(const launcher::SpeculativeSettings& spec, const std::vector<GenerationRequest>& rs,
                                   GenerationStats* stats = nullptr, int64_t kv_tokens = 0) {
