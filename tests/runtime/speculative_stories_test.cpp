@@ -105,10 +105,12 @@ TEST_F(SpeculativeStories, ConcurrentRequestsEqualRequestsAlone) {
   // preemption: each equals its plain greedy run alone.
   std::vector<GenerationRequest> rs = {request({1}, 150), request({1, 403, 261, 379}, 80), request({1, 71, 72}, 120),
                                        request({1, 300, 301, 302, 300, 301}, 60), request({1}, 40)};
+  // A stop token inside the drafts: request 1 stops at the token its plain run emits 26th.
+  rs[1].stop_ids = {run({}, {rs[1]})[0].tokens.at(25)};
   rs[2].stop_ids = {2};
-  rs[4].stop_ids = {};
   std::vector<std::vector<int32_t>> alone;
   for (const GenerationRequest& r : rs) alone.push_back(run({}, {r})[0].tokens);
+  ASSERT_LE(alone[1].size(), 26u);
   for (const auto& spec : {ngram(4), draft(random_draft(), 2), draft(stories(), 5)}) {
     for (int64_t kv : {int64_t{0}, int64_t{256}}) {
       const auto together = run(spec, rs, nullptr, kv);
