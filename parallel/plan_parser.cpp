@@ -89,6 +89,11 @@ class PlanReader {
                    else if (key == "serve") read_serve(value);
                    else read_speculative(value);
                  });
+    // A sequence's next drafts need its last verdict, which an interleaved pipeline has not yet.
+    if (plan_.parallel.interleaved && plan_.speculative.method != "off")
+      error("speculative.method", plan_.locations["speculative.method"],
+            "speculative decoding does not work with parallel.schedule: interleaved; use the default schedule or "
+            "method: off");
   }
 
  private:

@@ -300,6 +300,9 @@ TEST(PlanParser, SpeculativeSection) {
   EXPECT_NE(only_error("speculative:\n  ngram_min: 3\n  ngram_max: 2\n").message.find("must not exceed"),
             std::string::npos);
   EXPECT_NE(only_error("speculative:\n  tokens: 0\n").message.find("speculative.tokens"), std::string::npos);
+  EXPECT_EQ(only_error("parallel:\n  pipeline: 2\n  schedule: interleaved\nspeculative:\n  method: ngram\n").str(),
+            "p.yaml:5:11: error: speculative decoding does not work with parallel.schedule: interleaved; use the "
+            "default schedule or method: off");
 }
 
 }  // namespace

@@ -149,6 +149,56 @@ TEST_F(SpeculativeStories, SampledSpeculationIsReproducibleAndStaysInTheTargetsS
   }
 }
 
+TEST_F(SpeculativeStories, GreedyWithRepetitionPenaltyEqualsPlain) {
+  // The penalty's view of the history includes the drafts before each verified position.
+  GenerationRequest r = request({1, 403, 261, 379}, 120);
+  r.sampling.repetition_penalty = 1.3f;
+  const auto plain = run({}, {r});
+  for (const auto& spec : {ngram(4), draft(stories(), 4)}) EXPECT_EQ(run(spec, {r})[0].tokens, plain[0].tokens);
+}
+
+// The engine's token events: each emitted token's logprob and top alternatives come from its own row of
+// the verification step, so they match the plain run's (up to the rounding of another attention path).
+TEST_F(SpeculativeStories, LogprobsOfVerifiedTokensMatchPlainDecoding) {
+  auto events = [&](const launcher::SpeculativeSettings& spec) {
+    launcher::SessionOptions o;
+    o.model_path = stories();
+    o.threads = 1;
+    o.speculative = spec;
+    launcher::ModelSession session(o);
+    session.prepare(512);
+    Engine& engine = session.generator().engine();
+    EngineRequest r;
+    r.id = 1;
+    r.prompt = {1, 403, 261, 379};
+    r.max_new_tokens = 60;
+    r.logprobs = 3;
+    EXPECT_TRUE(engine.submit(r));
+    std::vector<TokenEvent> out, step;
+    while (out.empty() || !out.back().finished) {
+      step.clear();
+      engine.step(step, 0);
+      out.insert(out.end(), step.begin(), step.end());
+    }
+    return out;
+  };
+  const std::vector<TokenEvent> plain = events({});
+  for (const auto& spec : {ngram(4), draft(stories(), 4)}) {
+    const std::vector<TokenEvent> got = events(spec);
+    ASSERT_EQ(got.size(), plain.size());
+    for (size_t i = 0; i < got.size(); ++i) {
+      EXPECT_EQ(got[i].token, plain[i].token) << i;
+      EXPECT_NEAR(got[i].logprob, plain[i].logprob, 1e-4) << i;
+      ASSERT_EQ(got[i].top_logprobs.size(), 3u);
+      for (size_t k = 0; k < 3; ++k) {
+        EXPECT_EQ(got[i].top_logprobs[k].token, plain[i].top_logprobs[k].token) << i;
+        EXPECT_NEAR(got[i].top_logprobs[k].logprob, plain[i].top_logprobs[k].logprob, 1e-4) << i;
+      }
+    }
+    EXPECT_EQ(got.back().finish_reason, "length");
+  }
+}
+
 TEST_F(SpeculativeStories, ADraftWithAnotherVocabularyIsRefused) {
   ModelConfig c;
   c.vocab_size = 500, c.hidden = 32, c.n_layers = 1, c.n_heads = 4, c.n_kv_heads = 2, c.head_dim = 8;
