@@ -168,9 +168,13 @@ ScheduledStep Scheduler::schedule(int64_t max_seqs) {
   for (Sequence* s : order) {
     if (full()) break;
     if (s->admitted_at < 0 || remaining(*s) != 1 || s->in_flight) continue;  // preempted, prefilling, busy
-    // Drafts ride along only on spare budget and free blocks: never worth a preemption.
+    // Drafts ride along only on spare budget and spare blocks (a block kept back for each running
+    // sequence's own next token): never worth a preemption.
     int64_t drafts = std::min<int64_t>(static_cast<int64_t>(s->draft.size()), budget - 1);
-    if (drafts > 0 && !grow(*s, static_cast<int64_t>(s->history.size()) + drafts)) {
+    const int64_t extra = kv_.blocks_for(static_cast<int64_t>(s->history.size()) + drafts) -
+                          static_cast<int64_t>(s->blocks.size());
+    if (drafts > 0 && (pool_.available() - extra < static_cast<int64_t>(running_.size()) ||
+                       !grow(*s, static_cast<int64_t>(s->history.size()) + drafts))) {
       drafts = 0;
       trim_blocks(*s);
     }
