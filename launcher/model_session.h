@@ -7,6 +7,7 @@
 #include <string>
 
 #include "launcher/kernel_options.h"
+#include "launcher/speculation.h"
 #include "offload/residency.h"
 #include "parallel/plan.h"
 #include "runtime/backend.h"
@@ -42,6 +43,8 @@ struct SessionOptions {
   double batch_wait_ms = 2.0;
   // The CUDA backend's options (--kernel-options, --cuda-graphs, --profile-ops); ignored on the CPU.
   BackendSettings backend;
+  // Speculative decoding (--speculative & co., the plan's speculative section); prepare() builds it.
+  SpeculativeSettings speculative;
 };
 
 // Where this rank sits in its replica; the default is a single rank holding the whole model.
@@ -106,6 +109,7 @@ class ModelSession {
   offload::TieredWeights* tiered_ = nullptr;  // weights_ when it offloads
   std::unique_ptr<KvCache> kv_;
   std::unique_ptr<LlamaModel> model_;
+  std::unique_ptr<DraftModel> draft_;  // the driver's draft model (--draft-model); outlives the generator
   std::unique_ptr<Generator> generator_;
   std::unique_ptr<Tokenizer> tokenizer_;
   int64_t weight_bytes_ = 0;

@@ -79,7 +79,7 @@ std::optional<offload::ResidencyConfig> residency_options(const Args& args, cons
 std::vector<FlagSpec> session_flags() {
   const std::string model = "model and placement", offload = "weight offload (streams cold weights; off by default)",
                     cuda = "CUDA";
-  return {
+  std::vector<FlagSpec> flags = {
       {"model", true, "model path: Hugging Face directory, .gguf file or llama2.c .bin", model},
       {"plan", true, "YAML plan: run this rank's part of a multi-rank layout (under mpirun/srun)", model},
       {"device", true, "cpu (default), cuda or cuda:N", model},
@@ -99,6 +99,8 @@ std::vector<FlagSpec> session_flags() {
       {"profile-ops", false, "print each backend op's GPU time at exit (slower; graphs off)", cuda},
       {"kernel-options", true, "kernel forms for A/B runs, key=value,...:\n" + kernel_options_help(), cuda},
   };
+  for (FlagSpec& f : speculative_flags()) flags.push_back(std::move(f));
+  return flags;
 }
 
 SessionOptions session_options(const Args& args, const parallel::Plan* plan, int rank) {
@@ -111,6 +113,7 @@ SessionOptions session_options(const Args& args, const parallel::Plan* plan, int
   o.kv_tokens = args.integer("kv-tokens", 0, 0, int64_t{1} << 32);
   o.offload = residency_options(args, plan, rank);
   o.backend = backend_settings(args.str("kernel-options"), args.str("cuda-graphs"), args.has("profile-ops"));
+  o.speculative = speculative_settings(&args, plan);
   return o;
 }
 

@@ -40,5 +40,6 @@ set(STRATA_LAUNCHER_SOURCES
   router/router_server.cpp
   router/upstream.cpp
   session_flags.cpp
+  speculation.cpp
   step_breakdown.cpp
 )

@@ -20,6 +20,7 @@
 #include "runtime/models/llama.h"
 #include "runtime/request.h"
 #include "runtime/sampler.h"
+#include "runtime/speculative.h"
 #include "runtime/stage_link.h"
 
 namespace strata {
@@ -39,6 +40,9 @@ struct EngineOptions {
   // > 0 on ranks whose weights stream: hold a part-empty decode step up to this long while requests
   // are arriving (SchedulerOptions::batch_wait_s says when and why).
   double batch_wait_ms = 0;
+  // Speculative decoding (runtime/speculative.h): `tokens` on every rank, the proposer on the driver.
+  // Not with the interleaved schedule (a sequence's next drafts need its last verdict).
+  SpeculativeOptions speculative;
 };
 
 struct EngineStats {
@@ -50,6 +54,11 @@ struct EngineStats {
   int64_t outstanding_tokens = 0;  // prefill still to compute + tokens still to generate (DP routing)
   int64_t images_encoded = 0;     // request images run through the vision encoder (first stage)
   int64_t most_batches_in_flight = 0;  // interleaved pipeline: the most non-empty batches in flight at once
+  int64_t decode_steps = 0;        // steps of decodes only (speculative ones included)
+  // Speculative decoding: sequence-steps that verified drafts, the drafts they verified, how many the
+  // target accepted, and the tokens those sequence-steps emitted (accepted + one of the target's own,
+  // fewer where a stop token or the length limit ended the sequence).
+  int64_t spec_verify_steps = 0, spec_draft_tokens = 0, spec_accepted_tokens = 0, spec_emitted_tokens = 0;
   double prefill_seconds = 0;      // steps that carried prompt (or recomputed) tokens
   double decode_seconds = 0;       // steps of decodes only
   // Where step time went (all steps): running the model up to logits on the host (the forward pass, its

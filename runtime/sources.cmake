@@ -20,6 +20,7 @@ set(STRATA_RUNTIME_SOURCES
   cuda/gemv_kernels.cu
   cuda/op_profiler.cpp
   cuda/sampling_kernels.cu
+  draft_model.cpp
   dtype.cpp
   engine.cpp
   engine_control.cpp
@@ -54,6 +55,7 @@ set(STRATA_RUNTIME_SOURCES
   sampler.cpp
   scheduler.cpp
   shard_spec.cpp
+  speculative.cpp
   step.cpp
   step_runner.cpp
   tensor.cpp

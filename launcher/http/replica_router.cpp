@@ -88,6 +88,11 @@ EngineStats ReplicaRouter::stats() const {
     t.images_encoded += s.images_encoded;
     t.last_batch_size += s.last_batch_size;
     t.outstanding_tokens += s.outstanding_tokens;
+    t.decode_steps += s.decode_steps;
+    t.spec_verify_steps += s.spec_verify_steps;
+    t.spec_draft_tokens += s.spec_draft_tokens;
+    t.spec_accepted_tokens += s.spec_accepted_tokens;
+    t.spec_emitted_tokens += s.spec_emitted_tokens;
     t.prefill_seconds += s.prefill_seconds;
     t.decode_seconds += s.decode_seconds;
     t.forward_seconds += s.forward_seconds;
