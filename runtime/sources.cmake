@@ -16,6 +16,7 @@ set(STRATA_RUNTIME_SOURCES
   cuda/elementwise_kernels.cu
   cuda/gemm.cpp
   cuda/gemv_kernels.cu
+  cuda/gemv_quant.cu
   cuda/op_profiler.cpp
   cuda/sampling_kernels.cu
   dtype.cpp
