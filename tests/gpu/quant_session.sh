@@ -3,9 +3,10 @@
 # machine: builds strata and the GPU tests, runs the quantized tests (every GGUF block type against the CPU
 # backend), kernel_bench --quant (GB/s of packed bytes per type against the copy rate), then writes 7b-shape
 # GGUFs (DTYPES, in the background while the tests run) and runs `strata bench decode` on each at batch 1 and
-# 16 (prompt 16, 32 new tokens) and a 2048-token prefill (batch 1, 2 new tokens). Stops starting new work
-# after BUDGET_S seconds. Everything goes to $OUT/quant.tgz; a summary table is printed last.
-# Usage: OUT=/some/dir [DTYPES="q4_0 q4_k_m f16 q8_0 q6_k"] [BUDGET_S=540] [SKIP_TESTS=1] tests/gpu/quant_session.sh
+# 16 (prompt 16, 32 new tokens) and a 2048-token prefill (batch 1, 2 new tokens), each model as soon as it
+# is written. Stops starting new work after BUDGET_S seconds. Everything goes to $OUT/quant.tgz; a summary table is printed last.
+# Usage: OUT=/some/dir [DTYPES="q4_0 q4_k_m f16 q8_0 q6_k"] [BUDGET_S=540] [SKIP_TESTS=1] [KB_ARGS=--quick] \
+#        tests/gpu/quant_session.sh
 set -u
 cd "$(dirname "$0")/../.."
 root=$(pwd)
@@ -52,17 +53,20 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
   note "model_gpu_test (quant)" "rc=$? $(grep -E '^\[  (PASSED|FAILED) ' "$work/logs/model_gpu_test.log" | tr '\n' ' ')"
   grep -E "Failure|max \|gpu|FAILED" "$work/logs/model_gpu_test.log" | head -10
 fi
-"$B/tests/kernel_bench" --quant >"$work/logs/kernel_bench.log" 2>&1
+"$B/tests/kernel_bench" --quant ${KB_ARGS:-} >"$work/logs/kernel_bench.log" 2>&1
 note "kernel_bench --quant" "rc=$? at $(elapsed) s"
 
-wait $maker
-note "make-model" "done at $(elapsed) s: $(tr '\n' ';' <"$work/logs/make_model_times.txt" 2>/dev/null)"
-for d in $dtypes; do
-  f=$models/7b-$d.gguf
-  [ -f "$f" ] || continue
-  for run in "b1 --batch 1 --prompt-len 16 -n 32" "b16 --batch 16 --prompt-len 16 -n 32" "prefill2048 --batch 1 --prompt-len 2048 -n 2"; do
-    if [ "$(elapsed)" -gt "$budget" ]; then note "skipped" "$d $run (budget)"; continue; fi
-    read -r tag args <<<"$run"
+# Batch 1 of every model first, then batch 16, then the prefills; each model as soon as it is written.
+for run in "b1 --batch 1 --prompt-len 16 -n 32" "b16 --batch 16 --prompt-len 16 -n 32" "prefill2048 --batch 1 --prompt-len 2048 -n 2"; do
+  read -r tag args <<<"$run"
+  for d in $dtypes; do
+    f=$models/7b-$d.gguf
+    while ! grep -q "^$d " "$work/logs/make_model_times.txt" 2>/dev/null && kill -0 $maker 2>/dev/null &&
+          [ "$(elapsed)" -le "$budget" ]; do sleep 2; done
+    if [ "$(elapsed)" -gt "$budget" ] || ! grep -q "^$d " "$work/logs/make_model_times.txt" 2>/dev/null; then
+      note "skipped" "$d $tag (budget or no model)"
+      continue
+    fi
     # shellcheck disable=SC2086
     "$B/strata" bench decode --model "$f" --device cuda $args --mib 64 >"$work/bench/$d-$tag.json" 2>"$work/bench/$d-$tag.err"
     rc=$?
@@ -77,6 +81,8 @@ except Exception as e:
 PY
   done
 done
+note "make-model" "at $(elapsed) s: $(tr '\n' ';' <"$work/logs/make_model_times.txt" 2>/dev/null)"
+kill $maker 2>/dev/null
 
 cp -r "$work/bench" "$work/logs/" 2>/dev/null
 tar czf "$out/quant.tgz" -C "$work" logs
