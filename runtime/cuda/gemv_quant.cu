@@ -10,6 +10,8 @@
 //     integer unpacking and a quarter of a dp4a, and x is read as 1 byte per element instead of 2.
 // A chunk's contribution is dx * (a0 * dotA + a1 * dotB) + b0 * dx * hsumA + b1 * dx * hsumB, where a is the
 // weight's scale of each half and b its offset (min, or minus scale times the code's zero point).
+// The aligned loads may touch up to 15 bytes before a tile and after the tensor's last byte: never past the
+// 16-byte granule that holds a byte of the (16-byte aligned) weight, so never off its allocation's pages.
 #include <algorithm>
 #include <cstdint>
 
