@@ -118,7 +118,7 @@ STRATA_QD void dequant8(const uint8_t* blk, int g, float (&y)[8]);
 template <>
 STRATA_QD void dequant8<DType::kQ8_0>(const uint8_t* blk, int g, float (&y)[8]) {
   const float d = half_bits(load_u16(blk));
-STRATA_QD_UNROLL
+  STRATA_QD_UNROLL
   for (int i = 0; i < 8; ++i) y[i] = mul_rn(static_cast<float>(static_cast<int8_t>(blk[2 + 8 * g + i])), d);
 }
 
@@ -128,13 +128,13 @@ STRATA_QD int legacy_nibble(const uint8_t* qs, int e) { return (qs[e % 16] >> (4
 template <>
 STRATA_QD void dequant8<DType::kQ4_0>(const uint8_t* blk, int g, float (&y)[8]) {
   const float d = half_bits(load_u16(blk));
-STRATA_QD_UNROLL
+  STRATA_QD_UNROLL
   for (int i = 0; i < 8; ++i) y[i] = mul_rn(d, static_cast<float>(legacy_nibble(blk + 2, 8 * g + i) - 8));
 }
 template <>
 STRATA_QD void dequant8<DType::kQ4_1>(const uint8_t* blk, int g, float (&y)[8]) {
   const float d = half_bits(load_u16(blk)), m = half_bits(load_u16(blk + 2));
-STRATA_QD_UNROLL
+  STRATA_QD_UNROLL
   for (int i = 0; i < 8; ++i)
     y[i] = add_rn(mul_rn(d, static_cast<float>(legacy_nibble(blk + 4, 8 * g + i))), m);
 }
@@ -142,7 +142,7 @@ template <>
 STRATA_QD void dequant8<DType::kQ5_0>(const uint8_t* blk, int g, float (&y)[8]) {
   const float d = half_bits(load_u16(blk));
   const uint32_t qh = load_u32<2>(blk + 2);
-STRATA_QD_UNROLL
+  STRATA_QD_UNROLL
   for (int i = 0; i < 8; ++i) {
     const int e = 8 * g + i;
     const int q = legacy_nibble(blk + 6, e) | static_cast<int>((qh >> e) & 1u) << 4;
@@ -153,7 +153,7 @@ template <>
 STRATA_QD void dequant8<DType::kQ5_1>(const uint8_t* blk, int g, float (&y)[8]) {
   const float d = half_bits(load_u16(blk)), m = half_bits(load_u16(blk + 2));
   const uint32_t qh = load_u32<4>(blk + 4);
-STRATA_QD_UNROLL
+  STRATA_QD_UNROLL
   for (int i = 0; i < 8; ++i) {
     const int e = 8 * g + i;
     const int q = legacy_nibble(blk + 8, e) | static_cast<int>((qh >> e) & 1u) << 4;
@@ -163,7 +163,7 @@ STRATA_QD_UNROLL
 template <>
 STRATA_QD void dequant8<DType::kIQ4_NL>(const uint8_t* blk, int g, float (&y)[8]) {
   const float d = half_bits(load_u16(blk));
-STRATA_QD_UNROLL
+  STRATA_QD_UNROLL
   for (int i = 0; i < 8; ++i) y[i] = mul_rn(d, iq4_value(legacy_nibble(blk + 2, 8 * g + i)));
 }
 
@@ -172,7 +172,7 @@ STRATA_QD void dequant8<DType::kQ2_K>(const uint8_t* blk, int g, float (&y)[8]) 
   const float d = half_bits(load_u16(blk + 80)), dmin = half_bits(load_u16(blk + 82));
   const int e0 = 8 * g, sc = blk[e0 / 16];
   const float dl = mul_rn(d, static_cast<float>(sc & 0xf)), ml = mul_rn(dmin, static_cast<float>(sc >> 4));
-STRATA_QD_UNROLL
+  STRATA_QD_UNROLL
   for (int i = 0; i < 8; ++i) {
     const int e = e0 + i;
     const int q = (blk[16 + 32 * (e / 128) + e % 32] >> (2 * ((e % 128) / 32))) & 3;
@@ -192,7 +192,7 @@ STRATA_QD void dequant8<DType::kQ3_K>(const uint8_t* blk, int g, float (&y)[8]) 
   const float d = half_bits(load_u16(blk + 108));
   const int e0 = 8 * g;
   const float dl = mul_rn(d, static_cast<float>(q3k_scale(blk + 96, e0 / 16)));
-STRATA_QD_UNROLL
+  STRATA_QD_UNROLL
   for (int i = 0; i < 8; ++i) {
     const int e = e0 + i, gr = e / 128, k = (e % 128) / 32, l = e % 32;
     const int low = (blk[32 + 32 * gr + l] >> (2 * k)) & 3;
@@ -220,7 +220,7 @@ STRATA_QD void dequant8_q45k(const uint8_t* blk, int g, float (&y)[8]) {
   int sc, m;
   k_scale_min_dev(blk + 4, j, sc, m);
   const float dl = mul_rn(d, static_cast<float>(sc)), ml = mul_rn(dmin, static_cast<float>(m));
-STRATA_QD_UNROLL
+  STRATA_QD_UNROLL
   for (int i = 0; i < 8; ++i) {
     const int l = 8 * (g % 4) + i;
     int q = (qs[32 * (j / 2) + l] >> (4 * (j % 2))) & 0xf;
@@ -242,7 +242,7 @@ STRATA_QD void dequant8<DType::kQ6_K>(const uint8_t* blk, int g, float (&y)[8]) 
   const float d = half_bits(load_u16(blk + 208));
   const int e0 = 8 * g;
   const float dl = mul_rn(d, static_cast<float>(static_cast<int8_t>(blk[192 + e0 / 16])));
-STRATA_QD_UNROLL
+  STRATA_QD_UNROLL
   for (int i = 0; i < 8; ++i) {
     const int e = e0 + i, h = e / 128, k = (e % 128) / 32, l = e % 32;
     const int low = (blk[64 * h + 32 * (k % 2) + l] >> (4 * (k / 2))) & 0xf;
@@ -257,7 +257,7 @@ STRATA_QD void dequant8<DType::kIQ4_XS>(const uint8_t* blk, int g, float (&y)[8]
   const int j = g / 4;
   const int ls = ((blk[4 + j / 2] >> (4 * (j % 2))) & 0xf) | ((load_u16(blk + 2) >> (2 * j)) & 3) << 4;
   const float dl = mul_rn(d, static_cast<float>(ls - 32));
-STRATA_QD_UNROLL
+  STRATA_QD_UNROLL
   for (int i = 0; i < 8; ++i) {
     const int l = 8 * (g % 4) + i;
     y[i] = mul_rn(dl, iq4_value((blk[8 + 16 * j + l % 16] >> (4 * (l / 16))) & 0xf));
@@ -287,7 +287,7 @@ STRATA_QD void dequant8_any(const void* p, DType dt, int64_t group, float (&y)[8
     STRATA_DQ8(DType::kQ6_K, 210, 32)
     STRATA_DQ8(DType::kIQ4_XS, 136, 32)
     default:
-STRATA_QD_UNROLL
+      STRATA_QD_UNROLL
       for (int i = 0; i < 8; ++i) y[i] = 0.f;
   }
 #undef STRATA_DQ8
@@ -322,7 +322,7 @@ constexpr uint32_t kNib = 0x0f0f0f0fu;
 // The 16 nibble bytes at qs as 8 code words: low nibbles are elements 0..15, high ones 16..31.
 template <int A>
 STRATA_QD void nibble_codes(const uint8_t* qs, uint32_t (&q)[8]) {
-STRATA_QD_UNROLL
+  STRATA_QD_UNROLL
   for (int i = 0; i < 4; ++i) {
     const uint32_t w = load_u32<A>(qs + 4 * i);
     q[i] = w & kNib;
@@ -338,7 +338,7 @@ STRATA_QD Chunk decode_chunk(const uint8_t* blk, int sub) {
   constexpr int A = QType<T>::kAlign;
   Chunk c;
   if constexpr (T == DType::kQ8_0) {
-STRATA_QD_UNROLL
+    STRATA_QD_UNROLL
     for (int i = 0; i < 8; ++i) c.q[i] = load_u32<A>(blk + 2 + 4 * i);
     set_scales(c, half_bits(load_u16(blk)), 0.f);
   } else if constexpr (T == DType::kQ4_0) {
@@ -352,19 +352,19 @@ STRATA_QD_UNROLL
     constexpr int kQh = T == DType::kQ5_0 ? 2 : 4;
     nibble_codes<A>(blk + kQh + 4, c.q);
     const uint32_t qh = load_u32<A>(blk + kQh);
-STRATA_QD_UNROLL
+    STRATA_QD_UNROLL
     for (int i = 0; i < 8; ++i) c.q[i] |= spread4_bit4(qh >> (4 * i));
     const float d = half_bits(load_u16(blk));
     if constexpr (T == DType::kQ5_0) set_scales(c, d, -16.f * d);
     else set_scales(c, d, half_bits(load_u16(blk + 2)));
   } else if constexpr (T == DType::kIQ4_NL) {
     nibble_codes<A>(blk + 2, c.q);
-STRATA_QD_UNROLL
+    STRATA_QD_UNROLL
     for (int i = 0; i < 8; ++i) c.q[i] = iq4_lookup(c.q[i]);
     set_scales(c, half_bits(load_u16(blk)), 0.f);
   } else if constexpr (T == DType::kIQ4_XS) {
     nibble_codes<A>(blk + 8 + 16 * sub, c.q);
-STRATA_QD_UNROLL
+    STRATA_QD_UNROLL
     for (int i = 0; i < 8; ++i) c.q[i] = iq4_lookup(c.q[i]);
     const int ls = ((blk[4 + sub / 2] >> (4 * (sub % 2))) & 0xf) | ((load_u16(blk + 2) >> (2 * sub)) & 3) << 4;
     set_scales(c, half_bits(load_u16(blk)) * static_cast<float>(ls - 32), 0.f);
@@ -372,28 +372,30 @@ STRATA_QD_UNROLL
     constexpr bool kFive = T == DType::kQ5_K;
     const uint8_t* qs = blk + (kFive ? 48 : 16) + 32 * (sub / 2);
     const int shift = 4 * (sub % 2);
-STRATA_QD_UNROLL
+    STRATA_QD_UNROLL
     for (int i = 0; i < 8; ++i) {
       c.q[i] = load_u32<A>(qs + 4 * i) >> shift & kNib;
       if constexpr (kFive) c.q[i] |= (load_u32<A>(blk + 16 + 4 * i) >> sub & 0x01010101u) << 4;
     }
     int sc, m;
     k_scale_min_dev(blk + 4, sub, sc, m);
-    set_scales(c, half_bits(load_u16(blk)) * static_cast<float>(sc), -half_bits(load_u16(blk + 2)) * static_cast<float>(m));
+    const float d = half_bits(load_u16(blk)), dmin = half_bits(load_u16(blk + 2));
+    set_scales(c, d * static_cast<float>(sc), -dmin * static_cast<float>(m));
   } else if constexpr (T == DType::kQ6_K) {
     const int h = sub / 4, k = sub % 4;
     const uint8_t* ql = blk + 64 * h + 32 * (k % 2);
     const uint8_t* qh = blk + 128 + 32 * h;
-STRATA_QD_UNROLL
+    STRATA_QD_UNROLL
     for (int i = 0; i < 8; ++i)
-      c.q[i] = (load_u32<A>(ql + 4 * i) >> (4 * (k / 2)) & kNib) | (load_u32<A>(qh + 4 * i) >> (2 * k) & 0x03030303u) << 4;
+      c.q[i] = (load_u32<A>(ql + 4 * i) >> (4 * (k / 2)) & kNib) |
+               (load_u32<A>(qh + 4 * i) >> (2 * k) & 0x03030303u) << 4;
     const float d = half_bits(load_u16(blk + 208));
     const float s0 = d * static_cast<float>(static_cast<int8_t>(blk[192 + 2 * sub]));
     const float s1 = d * static_cast<float>(static_cast<int8_t>(blk[193 + 2 * sub]));
     c.a0 = s0, c.a1 = s1, c.b0 = -32.f * s0, c.b1 = -32.f * s1;
   } else if constexpr (T == DType::kQ3_K) {
     const int g = sub / 4, k = sub % 4;
-STRATA_QD_UNROLL
+    STRATA_QD_UNROLL
     for (int i = 0; i < 8; ++i)
       c.q[i] = (load_u32<A>(blk + 32 + 32 * g + 4 * i) >> (2 * k) & 0x03030303u) |
                (load_u32<A>(blk + 4 * i) >> (4 * g + k) & 0x01010101u) << 2;
@@ -404,7 +406,7 @@ STRATA_QD_UNROLL
   } else {
     static_assert(T == DType::kQ2_K, "every GGUF block type has a decoder");
     const int g = sub / 4, k = sub % 4;
-STRATA_QD_UNROLL
+    STRATA_QD_UNROLL
     for (int i = 0; i < 8; ++i) c.q[i] = load_u32<A>(blk + 16 + 32 * g + 4 * i) >> (2 * k) & 0x03030303u;
     const float d = half_bits(load_u16(blk + 80)), dmin = half_bits(load_u16(blk + 82));
     const int sc0 = blk[2 * sub], sc1 = blk[2 * sub + 1];

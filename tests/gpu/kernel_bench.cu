@@ -158,7 +158,8 @@ int run(bool quick, bool quant_only) {
       for (size_t s = 0; s < 2; ++s) bench_matmul(be, shapes[s], dt, 8, "gemv");
   }
   // Dequantize-then-cuBLAS (M = 64 goes there) against the bf16 weight.
-  for (DType dt : {DType::kBF16, DType::kQ4_0, DType::kQ4_K, DType::kQ6_K}) bench_matmul(be, shapes[1], dt, 64, "cublas");
+  for (DType dt : {DType::kBF16, DType::kQ4_0, DType::kQ4_K, DType::kQ6_K})
+    bench_matmul(be, shapes[1], dt, 64, "cublas");
 
   // Attention over a paged bf16 cache (block_size 16): one token per sequence (decode), or every position of
   // each sequence (prefill; run through the tensor-core and the SIMT kernel).
