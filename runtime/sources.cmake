@@ -18,6 +18,7 @@ set(STRATA_RUNTIME_SOURCES
   cuda/encoder_kernels.cu
   cuda/gemm.cpp
   cuda/gemv_kernels.cu
+  cuda/gemv_quant.cu
   cuda/op_profiler.cpp
   cuda/sampling_kernels.cu
   draft_model.cpp

@@ -21,8 +21,7 @@ void CudaBackend::matmul(const Tensor& x, const Tensor& w, const Tensor* bias, T
   const int64_t m = x.numel() / k;
   STRATA_CHECK(out.numel() == m * n, "matmul: out ", shape_str(out.shape()), " is not [", m, ", ", n, "]");
   const DType w_dt = w.dtype();
-  check_cuda_weight_type(w_dt);
-  STRATA_CHECK(is_float_type(w_dt) || is_cuda_quant_type(w_dt), "matmul: weight dtype ", dtype_name(w_dt),
+  STRATA_CHECK(is_float_type(w_dt) || dtype_is_quantized(w_dt), "matmul: weight dtype ", dtype_name(w_dt),
                " is not supported on CUDA");
   const void* bias_ptr = nullptr;
   DType bias_dt = DType::kF32;
@@ -38,15 +37,29 @@ void CudaBackend::matmul(const Tensor& x, const Tensor& w, const Tensor* bias, T
   const cuda::Launch s = launch();
   const bool quant = dtype_is_quantized(w_dt);
   const int64_t gemv_rows = std::min<int64_t>(options_.gemv_max_rows, 8);
-  const int64_t gemv_limit = quant && gemv_rows > 0 ? 8 : gemv_rows;
+  // Quantized weights up to 32 rows take the GEMV, 8 rows a pass: the dequantize-then-cuBLAS path moves
+  // about 4.6 bytes per weight (packed in, bf16 out and back in), four passes of 4.5-bit weights about 2.3.
+  const int64_t gemv_limit = quant && gemv_rows > 0 ? 32 : gemv_rows;
   auto scope = profile([&] {
     return cat("matmul ", m <= gemv_limit ? "gemv" : "cublas", " M",
-               m <= 8 ? cat(m) : m <= 64 ? "9-64" : ">64", " ", n, "x", k, " ", dtype_name(w_dt));
+               m <= 8 ? cat(m) : m <= 32 ? "9-32" : m <= 64 ? "33-64" : ">64", " ", n, "x", k, " ", dtype_name(w_dt));
   });
 
-  // Few rows: the weight-streaming GEMV. Quantized weights up to 8 rows: dequantizing a whole matrix for
-  // cuBLAS moves more bytes than the packed weights.
-  if (m <= gemv_limit) {
+  // Few rows: the weight-streaming GEMV. Quantized weights: x goes to 8 bits per 32 elements in scratch, then
+  // the GEMV reads the weight blocks (gemv_quant.cu); a weight off a 16-byte boundary takes cuBLAS below.
+  if (quant && m <= gemv_limit && reinterpret_cast<uintptr_t>(w.raw()) % 16 == 0) {
+    void* scratch = scratch_a_.get(cuda::quant_gemv_scratch_bytes(std::min<int64_t>(m, 8), k), s);
+    for (int64_t m0 = 0; m0 < m; m0 += 8) {
+      const int64_t rows = std::min<int64_t>(8, m - m0);
+      const bool ok = cuda::launch_gemv_quant(static_cast<const uint8_t*>(x.raw()) + dtype_bytes(x.dtype(), m0 * k),
+                                              x.dtype(), scratch, w.raw(), w_dt, bias_ptr, bias_dt,
+                                              static_cast<uint8_t*>(out.raw()) + dtype_bytes(out.dtype(), m0 * n),
+                                              out.dtype(), rows, n, k, s);
+      STRATA_CHECK(ok, "matmul: the quantized GEMV refused ", dtype_name(w_dt), " [", n, ", ", k, "]");
+    }
+    return;
+  }
+  if (!quant && m <= gemv_limit) {
     const void* xp = x.raw();
     DType x_dt = x.dtype();
     if (x_dt == DType::kF16) {  // the GEMV reads bf16 or f32 activations

@@ -45,14 +45,6 @@ inline void check_options(const CudaBackendOptions& o) {
 }
 
 inline bool is_float_type(DType dt) { return dt == DType::kF32 || dt == DType::kF16 || dt == DType::kBF16; }
-// The block-quantized types the CUDA kernels read; the other GGUF types run on the CPU backend (issue 23).
-inline bool is_cuda_quant_type(DType dt) { return dt == DType::kQ8_0 || dt == DType::kQ4_0; }
-inline void check_cuda_weight_type(DType dt) {
-  STRATA_CHECK(!dtype_is_quantized(dt) || is_cuda_quant_type(dt), "the CUDA backend reads q8_0 and q4_0 among the "
-               "quantized weight types, not ", dtype_name(dt), "; run this model with --device cpu, or re-quantize it "
-               "to q8_0 or q4_0");
-}
-
 inline void check_on_device(const Tensor& t, const char* what, const char* op) {
   STRATA_CHECK(t.device() == Device::kCuda, op, ": ", what, " ", shape_str(t.shape()),
                " is on the host; allocate it with the CUDA backend's alloc() or upload_weight()");
@@ -220,7 +212,6 @@ class CudaBackend final : public Backend {
       if (!dst_dev) synchronize();  // the caller reads host memory next
       return;
     }
-    check_cuda_weight_type(src.dtype());
     STRATA_CHECK(is_float_type(dst.dtype()) && (is_float_type(src.dtype()) || dtype_is_quantized(src.dtype())),
                  "copy: cannot convert ", dtype_name(src.dtype()), " to ", dtype_name(dst.dtype()));
     if (!src_dev && !dst_dev) {
@@ -244,7 +235,6 @@ class CudaBackend final : public Backend {
   }
 
   Tensor upload_weight(const Tensor& host) override {
-    check_cuda_weight_type(host.dtype());
     if (host.device() == Device::kCuda) return host;
     set_device();
     const bool to_bf16 = options_.f32_weights_to_bf16 && host.dtype() == DType::kF32 && host.rank() >= 2;

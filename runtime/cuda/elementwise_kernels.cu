@@ -9,6 +9,7 @@
 #include "runtime/cuda/device_dtype.cuh"
 #include "runtime/cuda/kernels.h"
 #include "runtime/cuda/pdl.cuh"
+#include "runtime/cuda/quant_decode.cuh"
 #include "runtime/cuda/rope.cuh"
 
 namespace strata::cuda {
@@ -26,6 +27,25 @@ __global__ void convert_kernel(const void* src, DType src_dt, void* dst, DType d
     store_elem(dst, dst_dt, i, load_elem(src, src_dt, i));
 }
 
+// Block-quantized sources: one thread per 8 consecutive elements (n a multiple of 8), dequantized as the CPU
+// backend does (quant_decode.cuh).
+__device__ __forceinline__ void store_group(void* dst, DType dst_dt, bool vec, int64_t first, const float (&y)[8]) {
+  if (vec) {
+    store8(static_cast<__nv_bfloat16*>(dst) + first, y);
+  } else {
+#pragma unroll
+    for (int i = 0; i < 8; ++i) store_elem(dst, dst_dt, first + i, y[i]);
+  }
+}
+
+__global__ void dequant_kernel(const void* src, DType src_dt, void* dst, DType dst_dt, bool vec, int64_t groups) {
+  for (int64_t g = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; g < groups; g += int64_t{gridDim.x} * blockDim.x) {
+    float y[8];
+    dequant8_any(src, src_dt, g, y);
+    store_group(dst, dst_dt, vec, 8 * g, y);
+  }
+}
+
 __global__ void embed_kernel(const void* table, DType table_dt, int64_t vocab_rows, int64_t dim, const int32_t* ids,
                              int64_t vocab_offset, void* out, DType out_dt) {
   pdl_wait();
@@ -33,6 +53,15 @@ __global__ void embed_kernel(const void* table, DType table_dt, int64_t vocab_ro
   const int64_t t = blockIdx.x;
   const int64_t row = static_cast<int64_t>(ids[t]) - vocab_offset;
   const bool inside = row >= 0 && row < vocab_rows;
+  if (dtype_is_quantized_dev(table_dt)) {  // dim is whole blocks, so a multiple of 8
+    for (int64_t g = threadIdx.x; g < dim / 8; g += blockDim.x) {
+      float y[8] = {};
+      if (inside) dequant8_any(table, table_dt, row * (dim / 8) + g, y);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) store_elem(out, out_dt, t * dim + 8 * g + i, y[i]);
+    }
+    return;
+  }
   for (int64_t d = threadIdx.x; d < dim; d += blockDim.x)
     store_elem(out, out_dt, t * dim + d, inside ? load_elem(table, table_dt, row * dim + d) : 0.f);
 }
@@ -296,6 +325,13 @@ __global__ void kv_write_kernel(const void* k, const void* v, DType src_dt, cons
 
 void launch_convert(const void* src, DType src_dt, void* dst, DType dst_dt, int64_t n, const Launch& stream) {
   if (n == 0) return;
+  if (dtype_is_quantized(src_dt)) {
+    // Whole blocks, so n is a multiple of 8; bf16 output in one 16-byte store per thread where aligned.
+    const bool vec = dst_dt == DType::kBF16 && reinterpret_cast<uintptr_t>(dst) % 16 == 0;
+    dequant_kernel<<<grid_for(n / 8), kThreads, 0, stream.stream>>>(src, src_dt, dst, dst_dt, vec, n / 8);
+    CHECK_LAUNCH();
+    return;
+  }
   convert_kernel<<<grid_for(n), kThreads, 0, stream.stream>>>(src, src_dt, dst, dst_dt, n);
   CHECK_LAUNCH();
 }

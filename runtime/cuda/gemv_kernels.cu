@@ -1,8 +1,7 @@
 // runtime/cuda/gemv_kernels.cu: matmul for few rows (decode, M <= 8): out[m, n] = x[m, :] . w[n, :].
-// Memory-bound on the weights: warps own weight rows (two each for plain weights, one for quantized),
-// 16-byte streaming loads (evict-first, so x stays in L1/L2), several loads in flight per lane, a warp
-// reduction per output. q8_0/q4_0 rows are dequantized on the fly, one 32-element block per lane. Not for
-// M > 8: cuBLAS takes those (gemm.cpp). The SwiGLU variant multiplies by a fused [gate; up] weight and
+// Memory-bound on the weights: warps own weight rows (two each), 16-byte streaming loads (evict-first, so x
+// stays in L1/L2), several loads in flight per lane, a warp reduction per output. Quantized weights are
+// gemv_quant.cu's. Not for M > 8: cuBLAS takes those (gemm.cpp). The SwiGLU variant multiplies by a fused [gate; up] weight and
 // writes silu(gate) * up: each warp owns a gate row and its up row, so the pair's activation is formed in
 // the epilogue and the [M, 2F] product never goes to memory.
 #include <algorithm>
@@ -297,112 +296,6 @@ __global__ __launch_bounds__(kWarps * 32) void gemv_scalar_kernel(const void* x,
   finish_rows<M>(acc, row, n, bias, bias_dt, out, out_dt);
 }
 
-// Block-quantized weights: blocks are 34 (q8_0) or 18 (q4_0) bytes, only 2-byte aligned, so a warp
-// copies 32 consecutive blocks into shared memory with 16-byte loads (needs 16-byte aligned rows: the
-// blocks per row a multiple of 8), then each lane dequantizes one block from there. kGroups groups of 32
-// blocks are in flight per warp.
-template <bool kQ8>
-struct QuantLayout {
-  static constexpr int kBlockBytes = kQ8 ? 34 : 18;
-  static constexpr int kGroupVecs = 32 * kBlockBytes / 16;  // 68 or 36 16-byte vectors per 32 blocks
-};
-
-template <bool kQ8>
-__device__ __forceinline__ void dequant_block(const uint8_t* blk, float& scale, float (&wv)[32]) {
-  const auto* h = reinterpret_cast<const unsigned short*>(blk);
-  scale = __half2float(__ushort_as_half(h[0]));
-  unsigned short words[kQ8 ? 16 : 8];
-#pragma unroll
-  for (int i = 0; i < (kQ8 ? 16 : 8); ++i) words[i] = h[1 + i];
-  const auto* q = reinterpret_cast<const uint8_t*>(words);
-#pragma unroll
-  for (int j = 0; j < 32; ++j) {
-    if constexpr (kQ8) {
-      wv[j] = static_cast<float>(static_cast<int8_t>(q[j]));
-    } else {
-      wv[j] = static_cast<float>((j < 16 ? (q[j] & 0xf) : (q[j - 16] >> 4)) - 8);
-    }
-  }
-}
-
-template <typename TX, int M>
-__device__ __forceinline__ void quant_block_fma(const TX* x, int64_t k, int64_t b, float scale, const float (&wv)[32],
-                                                float (&acc)[M]) {
-#pragma unroll
-  for (int m = 0; m < M; ++m) {
-    float s = 0.f;
-#pragma unroll
-    for (int j8 = 0; j8 < 4; ++j8) {
-      float xv[8];
-      load8(x + m * k + b * kQBlock + j8 * 8, xv);
-#pragma unroll
-      for (int i = 0; i < 8; ++i) s = fmaf(wv[j8 * 8 + i], xv[i], s);
-    }
-    acc[m] = fmaf(scale, s, acc[m]);
-  }
-}
-
-template <typename TX, int M, bool kQ8>
-__global__ __launch_bounds__(kWarps * 32) void gemv_quant_kernel(const TX* __restrict__ x, const void* __restrict__ w,
-                                                                 const void* bias, DType bias_dt, void* out,
-                                                                 DType out_dt, int64_t n, int64_t k) {
-  using L = QuantLayout<kQ8>;
-  constexpr int kGroups = 2;
-  __shared__ uint4 stage[kWarps][kGroups][L::kGroupVecs];
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t row = int64_t{blockIdx.x} * kWarps + warp;
-  if (row >= n) return;
-  const int64_t blocks = k / kQBlock;
-  const uint4* wr = reinterpret_cast<const uint4*>(static_cast<const uint8_t*>(w) + row * blocks * L::kBlockBytes);
-  const int64_t row_vecs = blocks * L::kBlockBytes / 16;
-  float acc[M] = {};
-  for (int64_t g0 = 0; g0 < blocks; g0 += 32 * kGroups) {
-#pragma unroll
-    for (int g = 0; g < kGroups; ++g) {
-      const int64_t v0 = (g0 + g * 32) * L::kBlockBytes / 16;
-#pragma unroll
-      for (int i = lane; i < L::kGroupVecs; i += 32)
-        if (v0 + i < row_vecs) stage[warp][g][i] = __ldcs(wr + v0 + i);
-    }
-    __syncwarp();
-#pragma unroll
-    for (int g = 0; g < kGroups; ++g) {
-      const int64_t b = g0 + g * 32 + lane;
-      if (b < blocks) {
-        float scale, wv[32];
-        dequant_block<kQ8>(reinterpret_cast<const uint8_t*>(stage[warp][g]) + lane * L::kBlockBytes, scale, wv);
-        quant_block_fma<TX, M>(x, k, b, scale, wv, acc);
-      }
-    }
-    __syncwarp();  // the next groups overwrite the stage
-  }
-  finish_rows<M>(acc, row, n, bias, bias_dt, out, out_dt);
-}
-
-// Unaligned quantized rows: each lane reads its own blocks with 2-byte loads.
-template <typename TX, int M, bool kQ8>
-__global__ __launch_bounds__(kWarps * 32) void gemv_quant_unaligned_kernel(const TX* __restrict__ x,
-                                                                           const void* __restrict__ w,
-                                                                           const void* bias, DType bias_dt, void* out,
-                                                                           DType out_dt, int64_t n, int64_t k) {
-  using L = QuantLayout<kQ8>;
-  const int64_t row = int64_t{blockIdx.x} * kWarps + threadIdx.x / 32;
-  if (row >= n) return;
-  const int64_t blocks = k / kQBlock;
-  const auto* wr = static_cast<const uint8_t*>(w) + row * blocks * L::kBlockBytes;
-  float acc[M] = {};
-  for (int64_t b = threadIdx.x % 32; b < blocks; b += 32) {
-    unsigned short words[L::kBlockBytes / 2];
-    const auto* src = reinterpret_cast<const unsigned short*>(wr + b * L::kBlockBytes);
-#pragma unroll
-    for (int i = 0; i < L::kBlockBytes / 2; ++i) words[i] = __ldcs(src + i);
-    float scale, wv[32];
-    dequant_block<kQ8>(reinterpret_cast<const uint8_t*>(words), scale, wv);
-    quant_block_fma<TX, M>(x, k, b, scale, wv, acc);
-  }
-  finish_rows<M>(acc, row, n, bias, bias_dt, out, out_dt);
-}
-
 bool plain_gemv_applies(const void* x, DType x_dt, const void* w, DType w_dt, int64_t k) {
   const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
   return (x_dt == DType::kBF16 || x_dt == DType::kF32) && aligned(x) && aligned(w) && k % 8 == 0 &&
@@ -471,25 +364,9 @@ void dispatch_rows(const void* x, DType x_dt, const void* w, DType w_dt, const v
                    DType out_dt, int64_t n, int64_t k, const Launch& stream) {
   const dim3 grid(static_cast<unsigned>((n + kWarps - 1) / kWarps));
   const dim3 block(kWarps * 32);
-  const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
-  const bool x_ok = (x_dt == DType::kBF16 || x_dt == DType::kF32) && aligned(x) && aligned(w);
-  const bool quant = w_dt == DType::kQ8_0 || w_dt == DType::kQ4_0;
-  if (x_ok && quant && k % kQBlock == 0) {
-    const bool staged = (k / kQBlock) % 8 == 0;
-    auto launch = [&](auto* xt) {
-      using TX = std::remove_const_t<std::remove_pointer_t<decltype(xt)>>;
-      const auto* xp = static_cast<const TX*>(x);
-      if (w_dt == DType::kQ8_0) {
-        if (staged) gemv_quant_kernel<TX, M, true><<<grid, block, 0, stream.stream>>>(xp, w, bias, bias_dt, out, out_dt, n, k);
-        else gemv_quant_unaligned_kernel<TX, M, true><<<grid, block, 0, stream.stream>>>(xp, w, bias, bias_dt, out, out_dt, n, k);
-      } else {
-        if (staged) gemv_quant_kernel<TX, M, false><<<grid, block, 0, stream.stream>>>(xp, w, bias, bias_dt, out, out_dt, n, k);
-        else gemv_quant_unaligned_kernel<TX, M, false><<<grid, block, 0, stream.stream>>>(xp, w, bias, bias_dt, out, out_dt, n, k);
-      }
-    };
-    if (x_dt == DType::kBF16) launch(static_cast<const __nv_bfloat16*>(nullptr));
-    else launch(static_cast<const float*>(nullptr));
-  } else if (plain_gemv_applies(x, x_dt, w, w_dt, k)) {
+  STRATA_CHECK(!dtype_is_quantized(w_dt), "launch_gemv: ", dtype_name(w_dt),
+               " weights take launch_gemv_quant (gemv_quant.cu)");
+  if (plain_gemv_applies(x, x_dt, w, w_dt, k)) {
     return launch_plain<M, false>(x, x_dt, w, w_dt, bias, bias_dt, out, out_dt, n, k, stream);
   } else {
     gemv_scalar_kernel<M><<<grid, block, 0, stream.stream>>>(x, x_dt, w, w_dt, bias, bias_dt, out, out_dt, n, k);

@@ -12,7 +12,7 @@
 namespace strata::cuda {
 
 // ---- elementwise_kernels.cu ----
-// dst[i] = src[i] for n elements, converting between f32, f16 and bf16 (or dequantizing q8_0/q4_0 rows).
+// dst[i] = src[i] for n elements, converting between f32, f16 and bf16 (or dequantizing rows of any block-quantized type, bit-identical to the CPU).
 void launch_convert(const void* src, DType src_dt, void* dst, DType dst_dt, int64_t n, const Launch& stream);
 void launch_embed(const void* table, DType table_dt, int64_t vocab_rows, int64_t dim, const int32_t* ids,
                   int64_t n_tokens, int64_t vocab_offset, void* out, DType out_dt, const Launch& stream);
@@ -68,6 +68,15 @@ void launch_kv_write(const void* k, const void* v, DType src_dt, const int32_t* 
 // One-row GEMVs with bf16 x take the pipelined persistent kernel as stream.gemv_rolling says.
 void launch_gemv(const void* x, DType x_dt, const void* w, DType w_dt, const void* bias, DType bias_dt, void* out,
                  DType out_dt, int64_t rows, int64_t n, int64_t k, const Launch& stream);
+// ---- gemv_quant.cu ----
+// The same product with block-quantized weights of any GGUF type (rows <= 8; x f32, f16 or bf16): x is first
+// quantized to 8 bits per 32 elements into `scratch` (quant_gemv_scratch_bytes(rows, k) bytes, 16-byte
+// aligned), then the weight blocks are read directly. Returns false (launching nothing) where it does not
+// apply: w not a quantized type or not 16-byte aligned, K not whole blocks.
+size_t quant_gemv_scratch_bytes(int64_t rows, int64_t k);
+bool launch_gemv_quant(const void* x, DType x_dt, void* scratch, const void* w, DType w_dt, const void* bias,
+                       DType bias_dt, void* out, DType out_dt, int64_t rows, int64_t n, int64_t k,
+                       const Launch& stream);
 // The SwiGLU GEMV (rows <= 8): w holds 2f rows, gate then up, and out[m, i] = silu(g) * u of rows i and f + i.
 // Returns false (launching nothing) where it does not apply: quantized weights, f16 x, K not a multiple of 8
 // or operands not 16-byte aligned.

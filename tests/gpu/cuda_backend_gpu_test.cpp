@@ -68,8 +68,8 @@ Tensor make_weight(const Tensor& f32, DType dt) {
   Tensor w = Tensor::empty(f32.shape(), dt);
   const float* src = f32.data<float>();
   const int64_t n = f32.numel();
-  if (dt == DType::kQ8_0) quantize_row_q8_0(src, w.data<BlockQ8_0>(), n);
-  else if (dt == DType::kQ4_0) quantize_row_q4_0(src, w.data<BlockQ4_0>(), n);
+  if (dtype_is_quantized(dt))
+    quantize_row(dt, src, w.raw(), n);
   else
     for (int64_t i = 0; i < n; ++i)
       w.data<uint16_t>()[i] = dt == DType::kF16 ? f32_to_f16(src[i]) : f32_to_bf16(src[i]);
@@ -267,9 +267,14 @@ TEST_P(CudaMatmulTest, EveryWeightDtypeAndRowCount) {
           Tensor x = random_host({m, k});
           Tensor want = Tensor::empty({m, n}, DType::kF32);
           // The reference sees the weight as the GPU holds it (bf16 after upload of f32 unless kept; a
-          // quantized one dequantized exactly) and multiplies in f32: the CPU backend's own quantized
-          // matmul rounds the activations to 8 bits, which the GPU does not.
-          cpu().matmul(x, (dt == DType::kF32 && !keep_f32) ? make_weight(wf, DType::kBF16) : dequantized(w),
+          // quantized one dequantized exactly) and multiplies in f32, except where the GPU takes the
+          // quantized GEMV (up to 32 rows): that one rounds the activations to 8 bits per 32 as the CPU
+          // backend's own quantized matmul does, so that is its reference.
+          const bool quant_gemv = dtype_is_quantized(dt) && GetParam() > 0 && m <= 32;
+          cpu().matmul(x,
+                       quant_gemv                            ? w
+                       : (dt == DType::kF32 && !keep_f32) ? make_weight(wf, DType::kBF16)
+                                                             : dequantized(w),
                        with_bias ? &bias : nullptr, want);
           for (DType out_dt : {DType::kBF16, DType::kF32}) {
             Tensor xd = g.alloc(x.shape(), keep_f32 ? DType::kF32 : DType::kBF16);
@@ -296,6 +301,65 @@ INSTANTIATE_TEST_SUITE_P(GemvAndCublas, CudaMatmulTest, ::testing::Values(8, 2, 
                          [](const ::testing::TestParamInfo<int>& info) {
                            return info.param == 0 ? std::string("cublas") : "gemv_upto_" + std::to_string(info.param);
                          });
+
+// Every block-quantized type: the device dequantization (copy to f32 and bf16, embed) equals the CPU's
+// bit for bit; the quantized GEMV (1..8 rows, and 16 / 32 rows in passes of 8) matches the CPU backend's
+// quantized matmul, which rounds the activations to 8 bits per 32 the same way (so only the order of the
+// float sums differs); 64 rows go through dequantized bf16 row chunks and cuBLAS, against the CPU's f32
+// product with the dequantized weight. Shapes: K of 2, 16 and 43 super-blocks (rows that start off a
+// 16-byte boundary for most types), N not a multiple of the 8 rows of a block.
+TEST_F(CudaBackendTest, EveryQuantizedTypeDequantizesAndMultiplies) {
+  CudaBackendOptions opt;
+  opt.gemv_max_rows = 8;
+  gpu_ = make_cuda_backend(0, opt);
+  for (DType dt : quantized_dtypes()) {
+    for (auto [n, k] : {std::pair<int64_t, int64_t>{77, 11008}, {300, 512}, {1001, 4096}}) {
+      Tensor wf = random_host({n, k}, 0.05f);
+      Tensor w = make_weight(wf, dt);
+      Tensor wd = gpu().upload_weight(w);
+      const Tensor ref = dequantized(w);
+      // Dequantization: to f32 on the host (exact), to bf16 on the device (the f32 value rounded once).
+      Tensor f32 = Tensor::empty({n, k}, DType::kF32);
+      gpu().copy(wd, f32);
+      EXPECT_EQ(std::memcmp(f32.raw(), ref.raw(), static_cast<size_t>(ref.nbytes())), 0)
+          << dtype_name(dt) << " dequantized on the device differs from the CPU's, N " << n << " K " << k;
+      Tensor bf = gpu().alloc({n, k}, DType::kBF16);
+      gpu().copy(wd, bf);
+      Tensor bf_host = to_host(bf);
+      int64_t off = 0;
+      for (int64_t i = 0; i < ref.numel(); ++i)
+        off += bf_host.data<float>()[i] != round_bf16(ref.data<float>()[i]);
+      EXPECT_EQ(off, 0) << dtype_name(dt) << " bf16 dequantization, N " << n << " K " << k;
+      for (int64_t m : {1, 2, 3, 4, 5, 6, 7, 8, 16, 32, 64}) {
+        if (n == 1001 && m > 1 && m < 8) continue;  // the large shape: 1, 8 and the passes
+        const bool with_bias = m % 2 == 1;
+        Tensor x = random_host({m, k});
+        Tensor bias = random_host({n});
+        Tensor want = Tensor::empty({m, n}, DType::kF32);
+        cpu().matmul(x, m <= 32 ? w : ref, with_bias ? &bias : nullptr, want);
+        for (DType out_dt : {DType::kBF16, DType::kF32}) {
+          Tensor out = poisoned({m, n}, out_dt);
+          Tensor bd = gpu().upload_weight(bias);
+          gpu().matmul(to_gpu(x), wd, with_bias ? &bd : nullptr, out);
+          // f32 out: the GEMV differs from the CPU only in summation order; cuBLAS multiplies bf16 weights.
+          const double bound = out_dt == DType::kBF16 ? kBf16Out : m <= 32 ? 1e-4 : 3e-3;
+          EXPECT_LT(rel_error(to_host(out), want), bound)
+              << dtype_name(dt) << " M " << m << " N " << n << " K " << k << " out " << dtype_name(out_dt);
+        }
+      }
+    }
+    // Embedding rows of a quantized table, with a vocabulary shard.
+    const int64_t vocab = 40, dim = 512, offset = 8;
+    Tensor table = make_weight(random_host({vocab, dim}), dt);
+    Tensor ids_h = host_i32({8, 9, 0, 47, 48, 7, 30, 20});
+    Tensor want = Tensor::empty({8, dim}, DType::kF32);
+    cpu().embed(table, ids_h, offset, want);
+    Tensor out = poisoned({8, dim}, DType::kF32);
+    gpu().embed(gpu().upload_weight(table), to_gpu(ids_h), offset, out);
+    const Tensor got = to_host(out);
+    EXPECT_EQ(std::memcmp(got.raw(), want.raw(), static_cast<size_t>(want.nbytes())), 0) << dtype_name(dt) << " embed";
+  }
+}
 
 // The GEMV's row shapes (the rule gives 1 warp per row below K = 2048, 2 at one row of K >= 8192, else 4),
 // each with the plain and the pipelined one-row kernel (CudaBackendOptions::gemv_rolling): every form gives
@@ -353,7 +417,7 @@ TEST_F(CudaBackendTest, MatmulSwigluEqualsMatmulThenSwiglu) {
     }
   }
   // Declined: more rows than the GEMV takes, and quantized weights (the caller then runs matmul + swiglu).
-  Tensor wq = gpu().upload_weight(make_weight(random_host({64, 256}, 0.05f), DType::kQ8_0));
+  Tensor wq = gpu().upload_weight(make_weight(random_host({64, 256}, 0.05f), DType::kQ4_K));
   Tensor wb = gpu().upload_weight(make_weight(random_host({64, 256}, 0.05f), DType::kBF16));
   Tensor out1 = poisoned({1, 32}), out9 = poisoned({9, 32});
   EXPECT_FALSE(gpu().matmul_swiglu(to_gpu(random_host({1, 256})), wq, out1));

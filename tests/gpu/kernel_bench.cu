@@ -1,10 +1,10 @@
 // tests/gpu/kernel_bench.cu: microbenchmark of the CUDA backend's decode kernels against the device's
 // own copy bandwidth: the GEMV at Llama-7B shapes (bf16, M = 1 with each split of a row over warps, also
-// q8_0/q4_0 and M = 8; cuBLAS for the same M = 1 call as the peer), cuBLAS at M = 16 and 64 (batched
+// every quantized GGUF type and M = 8; cuBLAS for the same M = 1 call as the peer), cuBLAS at M = 16 and 64 (batched
 // decode), and decode/prefill attention (prefill: the tensor-core kernel against the SIMT one it replaces, in
 // TFLOP/s). Weights rotate over several copies (more bytes than L2) so HBM, not the
 // cache, is measured. Not a test: tests/gpu/run.sh builds and runs it.
-// Usage: kernel_bench [--quick]
+// Usage: kernel_bench [--quick] [--quant]   (--quant: the copy ceiling, the bf16 GEMV and the quantized rows only)
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -50,7 +50,7 @@ struct Timer {
   }
 };
 
-int run(bool quick) {
+int run(bool quick, bool quant_only) {
   if (cuda_device_count() == 0) {
     std::printf("kernel_bench: no CUDA GPU visible; nothing to measure\n");
     return 0;
@@ -122,15 +122,17 @@ int run(bool quick) {
                     ms * 1e3, gbs, note});
   };
   for (const Shape2& s : shapes) bench_matmul(be, s, DType::kBF16, 1, "gemv");
-  for (const Shape2& s : shapes) bench_matmul(*cublas_backend, s, DType::kBF16, 1, "cublas");
-  for (int64_t m : {2, 4, 8})
+  if (!quant_only) for (const Shape2& s : shapes) bench_matmul(*cublas_backend, s, DType::kBF16, 1, "cublas");
+  for (int64_t m : {2, 4, 8}) {
+    if (quant_only) break;
     for (int s = 0; s < 2; ++s) {
       bench_matmul(be, shapes[static_cast<size_t>(s)], DType::kBF16, m, "gemv");
       bench_matmul(*cublas_backend, shapes[static_cast<size_t>(s)], DType::kBF16, m, "cublas");
     }
+  }
   // The LM head's product: f32 logits from bf16 operands, cuBLASLt (default) against cublasGemmEx, beside
   // the same bytes with a bf16 output.
-  {
+  if (!quant_only) {
     CudaBackendOptions gemmex_opt = cublas_opt;
     gemmex_opt.cublaslt = false;
     auto gemmex_backend = make_cuda_backend(0, gemmex_opt);
@@ -142,16 +144,22 @@ int run(bool quick) {
   }
   // Batched decode (issue #5): cuBLAS at M = 16 and 64 on the 7b shapes (q/o, gate or up, down, fused qkv, LM
   // head with f32 logits).
-  {
+  if (!quant_only) {
     const std::vector<Shape2> decode = {{4096, 4096}, {11008, 4096}, {4096, 11008}, {12288, 4096}, {32000, 4096}};
     for (int64_t m : {16, 64})
       for (const Shape2& s : decode)
         bench_matmul(*cublas_backend, s, DType::kBF16, m, "cublas", s.n == 32000 ? DType::kF32 : DType::kBF16);
   }
-  for (DType dt : {DType::kQ8_0, DType::kQ4_0}) {
-    bench_matmul(be, shapes[0], dt, 1, "gemv");
-    bench_matmul(be, shapes[1], dt, 1, "gemv");
+  // Quantized GEMV (gemv_quant.cu: x to 8 bits, then the packed blocks; both kernels timed) for every GGUF
+  // type on the four 7b shapes at M = 1, and 8 rows on two of them. GB/s counts the packed weight bytes.
+  for (DType dt : quantized_dtypes()) {
+    for (size_t s = 0; s < 4; ++s) bench_matmul(be, shapes[s], dt, 1, "gemv");
+    if (dt == DType::kQ4_0 || dt == DType::kQ4_K || dt == DType::kQ6_K || dt == DType::kQ8_0)
+      for (size_t s = 0; s < 2; ++s) bench_matmul(be, shapes[s], dt, 8, "gemv");
   }
+  // Dequantize-then-cuBLAS (M = 64 goes there) against the bf16 weight.
+  for (DType dt : {DType::kBF16, DType::kQ4_0, DType::kQ4_K, DType::kQ6_K})
+    bench_matmul(be, shapes[1], dt, 64, "cublas");
 
   // Attention over a paged bf16 cache (block_size 16): one token per sequence (decode), or every position of
   // each sequence (prefill; run through the tensor-core and the SIMT kernel).
@@ -160,10 +168,11 @@ int run(bool quick) {
     bool prefill;
     int64_t hd = 128;
   };
-  const std::vector<AttnShape> attn = {
+  std::vector<AttnShape> attn = {
       {1, 4096, 32, 8, false},  {1, 32768, 32, 8, false}, {16, 2048, 32, 8, false}, {64, 1024, 32, 8, false},
       {32, 2048, 32, 32, false}, {1, 2048, 32, 32, true},  {1, 2048, 32, 8, true},   {1, 4096, 32, 32, true},
       {4, 512, 32, 8, true},     {1, 2048, 32, 32, true, 64}};
+  if (quant_only) attn.clear();
   for (const AttnShape& a : attn) {
     const int64_t hd = a.hd, bs = 16;
     const int64_t blocks_per_seq = (a.ctx + bs - 1) / bs;
@@ -239,9 +248,13 @@ int run(bool quick) {
 }  // namespace strata
 
 int main(int argc, char** argv) {
-  const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
+  bool quick = false, quant_only = false;
+  for (int i = 1; i < argc; ++i) {
+    quick = quick || std::strcmp(argv[i], "--quick") == 0;
+    quant_only = quant_only || std::strcmp(argv[i], "--quant") == 0;
+  }
   try {
-    return strata::run(quick);
+    return strata::run(quick, quant_only);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "kernel_bench: %s\n", e.what());
     return 1;

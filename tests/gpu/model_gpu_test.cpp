@@ -10,20 +10,17 @@
 
 #include "launcher/model_session.h"
 #include "runtime/cuda/cuda_backend.h"
+#include "runtime/formats/model_writer.h"
+#include "runtime/model_presets.h"
 #include "runtime/sampler.h"
 #include "test_util.h"
 
 namespace strata {
 namespace {
 
-class ModelOnGpu : public ::testing::TestWithParam<std::string> {};
-
-TEST_P(ModelOnGpu, LogitsMatchTheCpuBackendAndTransformers) {
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
-  const std::string param = GetParam();
-  const bool shared = param.rfind("shared:", 0) == 0;
-  const std::string path = shared ? test::shared_model(param.substr(7)) : test::fixture("hf/" + param);
-  if (path.empty()) GTEST_SKIP() << "../shared/models is absent";
+// The logits of `ids` from the model at `path` on the CUDA backend against the CPU backend's: within 3% of
+// the logit spread, and the same argmax wherever the CPU's top-2 margin is clear.
+void expect_gpu_matches_cpu(const std::string& path, const std::string& what) {
   const std::vector<int32_t> ids = {1, 40, 7, 100, 12, 99, 5, 250, 17, 3, 64, 128, 2, 77};
   launcher::SessionOptions options;
   options.model_path = path;
@@ -35,7 +32,7 @@ TEST_P(ModelOnGpu, LogitsMatchTheCpuBackendAndTransformers) {
   launcher::ModelSession gpu(options);
   gpu.prepare(64);
   const Tensor got = gpu.generator().score(ids);
-  ASSERT_EQ(got.numel(), ref.numel());
+  ASSERT_EQ(got.numel(), ref.numel()) << what;
   const int64_t V = ref.dim(1);
   double spread = 0, worst = 0;
   int agree = 0, decided = 0;
@@ -52,9 +49,40 @@ TEST_P(ModelOnGpu, LogitsMatchTheCpuBackendAndTransformers) {
       agree += Sampler::argmax({r, static_cast<size_t>(V)}) == Sampler::argmax({g, static_cast<size_t>(V)});
     }
   }
-  EXPECT_LT(worst, 0.03 * spread) << "max |gpu - cpu| " << worst << " against a logit spread of " << spread;
-  EXPECT_EQ(agree, decided);
-  RecordProperty("max_abs_error", std::to_string(worst));
+  EXPECT_LT(worst, 0.03 * spread) << what << ": max |gpu - cpu| " << worst << " against a logit spread of " << spread;
+  EXPECT_EQ(agree, decided) << what;
+  ::testing::Test::RecordProperty("max_abs_error", std::to_string(worst));
+}
+
+class ModelOnGpu : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(ModelOnGpu, LogitsMatchTheCpuBackendAndTransformers) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
+  const std::string param = GetParam();
+  const bool shared = param.rfind("shared:", 0) == 0;
+  const std::string path = shared ? test::shared_model(param.substr(7)) : test::fixture("hf/" + param);
+  if (path.empty()) GTEST_SKIP() << "../shared/models is absent";
+  expect_gpu_matches_cpu(path, param);
+}
+
+// A small random Llama written as GGUF in every block-quantized type (and the q4_k_m mix): the whole model on
+// the GPU (quantized embedding, GEMV and LM head) against the CPU backend on the same file.
+TEST(QuantizedModelOnGpu, EveryTypeMatchesTheCpuBackend) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
+  ModelConfig c = model_preset("tiny");
+  c.hidden = 256, c.n_heads = 4, c.n_kv_heads = 2, c.head_dim = 64, c.ffn = 512, c.n_layers = 2;
+  std::vector<std::string> types = {"q4_k_m"};
+  for (DType dt : quantized_dtypes()) types.push_back(dtype_name(dt));
+  for (const std::string& type : types) {
+    MakeModelOptions o;
+    o.config = c;
+    o.format = "gguf";
+    o.dtype = type;
+    o.seed = 5;
+    o.out = test::temp_dir("quantized_model_on_gpu_" + type);
+    make_model(o);
+    expect_gpu_matches_cpu(make_model_output_path(o), type);
+  }
 }
 
 // Decode steps replayed from CUDA graphs (padded to batch buckets), with programmatic dependent launch,
