@@ -23,11 +23,13 @@ set(STRATA_RUNTIME_SOURCES
   engine_control.cpp
   error.cpp
   formats/block_quant.cpp
+  formats/fp8_block.cpp
   formats/checkpoint.cpp
   formats/gguf_checkpoint.cpp
   formats/gguf_reader.cpp
   formats/gguf_writer.cpp
   formats/hf_checkpoint.cpp
+  formats/hf_quant.cpp
   formats/kquants.cpp
   formats/llama2c.cpp
   formats/mapped_file.cpp

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <string>
 #include <utility>
 
 #include "runtime/error.h"
@@ -45,11 +46,40 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
   data_ = static_cast<const uint8_t*>(p);
 }
 
+MappedFile MappedFile::in_memory(const std::string& label, const std::vector<uint8_t>& bytes) {
+  const int fd = ::memfd_create(label.c_str(), MFD_CLOEXEC);
+  if (fd < 0) {
+    const int err = errno;
+    STRATA_THROW(ErrorKind::kIo, "cannot create the in-memory file '", label, "': ", std::strerror(err));
+  }
+  size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t w = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) {
+      const int err = errno;
+      ::close(fd);
+      STRATA_THROW(ErrorKind::kIo, "cannot fill the in-memory file '", label, "' (", bytes.size(),
+                   " bytes): ", std::strerror(err));
+    }
+    done += static_cast<size_t>(w);
+  }
+  try {
+    MappedFile file("/proc/self/fd/" + std::to_string(fd));
+    file.memfd_ = fd;
+    return file;
+  } catch (...) {
+    ::close(fd);
+    throw;
+  }
+}
+
 MappedFile::~MappedFile() { release(); }
 
 MappedFile::MappedFile(MappedFile&& other) noexcept
     : path_(std::move(other.path_)),
       fd_(std::exchange(other.fd_, -1)),
+      memfd_(std::exchange(other.memfd_, -1)),
       data_(std::exchange(other.data_, nullptr)),
       size_(std::exchange(other.size_, 0)),
       device_(other.device_),
@@ -60,6 +90,7 @@ MappedFile& MappedFile::operator=(MappedFile&& other) noexcept {
     release();
     path_ = std::move(other.path_);
     fd_ = std::exchange(other.fd_, -1);
+    memfd_ = std::exchange(other.memfd_, -1);
     data_ = std::exchange(other.data_, nullptr);
     size_ = std::exchange(other.size_, 0);
     device_ = other.device_;
@@ -75,6 +106,8 @@ void MappedFile::release() noexcept {
   size_ = 0;
   if (fd_ >= 0) ::close(fd_);
   fd_ = -1;
+  if (memfd_ >= 0) ::close(memfd_);
+  memfd_ = -1;
 }
 
 void MappedFile::check_intact() const {
