@@ -14,6 +14,7 @@ set(STRATA_RUNTIME_SOURCES
   cuda/cuda_backend_fused.cpp
   cuda/device_handles.cpp
   cuda/elementwise_kernels.cu
+  cuda/fp8_kernels.cu
   cuda/gemm.cpp
   cuda/gemv_kernels.cu
   cuda/op_profiler.cpp

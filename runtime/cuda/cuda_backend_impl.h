@@ -46,9 +46,11 @@ inline void check_options(const CudaBackendOptions& o) {
 
 inline bool is_float_type(DType dt) { return dt == DType::kF32 || dt == DType::kF16 || dt == DType::kBF16; }
 // The block-quantized types the CUDA kernels read; the other GGUF types run on the CPU backend (issue 23).
-inline bool is_cuda_quant_type(DType dt) { return dt == DType::kQ8_0 || dt == DType::kQ4_0; }
+inline bool is_cuda_quant_type(DType dt) {
+  return dt == DType::kQ8_0 || dt == DType::kQ4_0 || dt == DType::kF8_B128;
+}
 inline void check_cuda_weight_type(DType dt) {
-  STRATA_CHECK(!dtype_is_quantized(dt) || is_cuda_quant_type(dt), "the CUDA backend reads q8_0 and q4_0 among the "
+  STRATA_CHECK(!dtype_is_quantized(dt) || is_cuda_quant_type(dt), "the CUDA backend reads q8_0, q4_0 and f8_e4m3_b128 among the "
                "quantized weight types, not ", dtype_name(dt), "; run this model with --device cpu, or re-quantize it "
                "to q8_0 or q4_0");
 }

@@ -7,6 +7,7 @@
 
 #include "runtime/cuda/check_cuda.h"
 #include "runtime/cuda/device_dtype.cuh"
+#include "runtime/cuda/fp8_kernels.h"
 #include "runtime/cuda/kernels.h"
 #include "runtime/cuda/pdl.cuh"
 #include "runtime/cuda/rope.cuh"
@@ -296,6 +297,7 @@ __global__ void kv_write_kernel(const void* k, const void* v, DType src_dt, cons
 
 void launch_convert(const void* src, DType src_dt, void* dst, DType dst_dt, int64_t n, const Launch& stream) {
   if (n == 0) return;
+  if (src_dt == DType::kF8_B128) return launch_convert_f8(src, dst, dst_dt, n, stream);
   convert_kernel<<<grid_for(n), kThreads, 0, stream.stream>>>(src, src_dt, dst, dst_dt, n);
   CHECK_LAUNCH();
 }

@@ -117,6 +117,7 @@ void MappedFile::check_intact() const {
     const int err = errno;
     STRATA_THROW(ErrorKind::kIo, "cannot stat mapped checkpoint '", path_, "': ", std::strerror(err));
   }
+  if (memfd_ >= 0) return;  // in memory: no other process can shrink, delete or replace it
   if (static_cast<uint64_t>(st.st_size) != size_)
     STRATA_THROW(ErrorKind::kIo, "checkpoint file '", path_, "' changed size while mapped (", size_, " -> ",
                  st.st_size, " bytes); it was truncated or rewritten by another process. Restore the file and restart");
