@@ -47,7 +47,7 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
 }
 
 MappedFile MappedFile::in_memory(const std::string& label, const std::vector<uint8_t>& bytes) {
-  const int fd = ::memfd_create(label.c_str(), MFD_CLOEXEC);
+  const int fd = ::memfd_create(label.c_str(), MFD_CLOEXEC | MFD_ALLOW_SEALING);
   if (fd < 0) {
     const int err = errno;
     STRATA_THROW(ErrorKind::kIo, "cannot create the in-memory file '", label, "': ", std::strerror(err));
@@ -63,6 +63,13 @@ MappedFile MappedFile::in_memory(const std::string& label, const std::vector<uin
                    " bytes): ", std::strerror(err));
     }
     done += static_cast<size_t>(w);
+  }
+  // Sealed: nobody can shrink, grow or write it, so readers (the offload disk tier too) can tell it is
+  // intact by construction although it has no name on disk.
+  if (::fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) != 0) {
+    const int err = errno;
+    ::close(fd);
+    STRATA_THROW(ErrorKind::kIo, "cannot seal the in-memory file '", label, "': ", std::strerror(err));
   }
   try {
     MappedFile file("/proc/self/fd/" + std::to_string(fd));
@@ -117,7 +124,7 @@ void MappedFile::check_intact() const {
     const int err = errno;
     STRATA_THROW(ErrorKind::kIo, "cannot stat mapped checkpoint '", path_, "': ", std::strerror(err));
   }
-  if (memfd_ >= 0) return;  // in memory: no other process can shrink, delete or replace it
+  if (memfd_ >= 0) return;  // sealed in memory: nothing can shrink, delete or replace it
   if (static_cast<uint64_t>(st.st_size) != size_)
     STRATA_THROW(ErrorKind::kIo, "checkpoint file '", path_, "' changed size while mapped (", size_, " -> ",
                  st.st_size, " bytes); it was truncated or rewritten by another process. Restore the file and restart");

@@ -15,7 +15,7 @@ class MappedFile {
  public:
   // Maps `path` read-only; throws strata::Error (kIo) naming the file and the system's reason.
   explicit MappedFile(const std::string& path);
-  // An anonymous in-memory file (memfd) holding `bytes`, mapped like a file on disk: its path()
+  // An anonymous, sealed in-memory file (memfd) holding `bytes`, mapped like a file on disk: its path()
   // (/proc/self/fd/N) opens, stats and preads as one for as long as this object lives, so tensors
   // strata builds at load time (transcoded quantized weights) serve every reader of checkpoint files,
   // the offload disk tier's included. `label` names it in /proc and in errors.

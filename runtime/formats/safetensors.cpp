@@ -17,6 +17,8 @@ const char* safetensors_dtype_name(DType dtype) {
     case DType::kBF16: return "BF16";
     case DType::kI8: return "I8";
     case DType::kI32: return "I32";
+    case DType::kI64: return "I64";
+    case DType::kF8_E4M3: return "F8_E4M3";
     default: break;
   }
   STRATA_THROW(ErrorKind::kInvalidArgument, "dtype ", dtype_name(dtype),
