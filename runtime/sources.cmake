@@ -24,8 +24,8 @@ set(STRATA_RUNTIME_SOURCES
   engine_control.cpp
   error.cpp
   formats/block_quant.cpp
-  formats/fp8_block.cpp
   formats/checkpoint.cpp
+  formats/fp8_block.cpp
   formats/gguf_checkpoint.cpp
   formats/gguf_reader.cpp
   formats/gguf_writer.cpp
