@@ -272,10 +272,8 @@ void emit(const IntLayer& l, const std::string& label, HfTranscoded& out, bool p
           : !blocks ? cat("its groups of ", size, " columns do not hold whole 32-column blocks")
                     : "its codes minus zero points leave int8";
   out.described = cat(label, " -> ", dtype_name(dt));
-  if (dt == DType::kF32)
-    LOG_INFO(out.described, ": dequantized exactly to f32 (", why, "); the layer runs unquantized");
-  else
-    LOG_DEBUG(out.described);
+  out.unquantized_why = why;
+  LOG_DEBUG(out.described, why.empty() ? "" : cat(" (", why, ")"));
 }
 
 // Reads a [groups, cols] or [rows, groups] scale tensor into l.scale ([rows, groups]).
@@ -581,7 +579,8 @@ std::vector<HfTranscoded> transcode_hf_quantized(const HfQuantization& q, std::m
     }
   }
   std::vector<HfTranscoded> out;
-  int64_t static_scales = 0;
+  int64_t static_scales = 0, unquantized = 0;
+  std::string first_unquantized;
   for (const auto& [prefix, kind] : layers) {
     Module m(tensors, prefix);
     HfTranscoded t;
@@ -610,10 +609,14 @@ std::vector<HfTranscoded> transcode_hf_quantized(const HfQuantization& q, std::m
     m.also_consume("input_scale");
     m.also_consume("input_zero_point");
     if (t.input_scale) ++static_scales;
+    if (!t.unquantized_why.empty() && unquantized++ == 0) first_unquantized = cat(t.described, ": ", t.unquantized_why);
     t.weight_name = prefix + ".weight";
     m.consume();  // this layer's source tensors are read; the caller sees only the rest
     out.push_back(std::move(t));
   }
+  if (unquantized > 0)
+    LOG_INFO(q.source, ": ", unquantized, " of ", out.size(), " quantized layers have no exact strata block type and "
+             "were dequantized exactly to f32 (they run unquantized; first: ", first_unquantized, ")");
   if (static_scales > 0)
     LOG_INFO(q.source, ": ", static_scales, " layers carry static activation scales (input_scale); strata records "
              "them and computes with float activations (weight-only quantization)");

@@ -8,7 +8,7 @@
 //   FP8 e4m3 (per-tensor, per-channel, 128-wide groups, 128x128 blocks)  -> f8_e4m3_b128
 // Scales must convert to f16 exactly for the q types. What does not map exactly (GPTQ act-order with a
 // permuted g_idx, scales that are not f16 values, 8-bit codes whose q - z leaves int8) is dequantized to
-// f32 with the same arithmetic, and a log line says so.
+// f32 with the same arithmetic, and one log line per checkpoint says how many layers and why.
 #pragma once
 #include <cstdint>
 #include <map>
@@ -56,6 +56,7 @@ struct HfTranscoded {
   Shape shape;
   std::vector<uint8_t> bytes;
   std::optional<float> input_scale;  // a static activation scale (recorded; activations stay float)
+  std::string unquantized_why;       // why an f32 layer could not stay quantized ("" when it did)
 };
 
 // Transcodes every quantized layer found in `tensors` (all shards, by name) and removes the tensors it
