@@ -354,15 +354,10 @@ std::unique_ptr<Checkpoint> open_hf_checkpoint(const std::string& dir) {
     std::vector<HfTranscoded> layers = transcode_hf_quantized(quant, raw);
     std::erase_if(tensors, [&](const FileTensor& f) { return !f.name.empty() && raw.count(f.name) == 0; });
     // The transcoded layers live in one in-memory file, so every reader of checkpoint files serves them.
-    std::vector<uint8_t> bytes;
+    std::vector<std::vector<uint8_t>> parts;
+    for (HfTranscoded& l : layers) parts.push_back(std::move(l.bytes));
     std::vector<uint64_t> offsets;
-    for (HfTranscoded& l : layers) {
-      bytes.resize((bytes.size() + 63) / 64 * 64);
-      offsets.push_back(bytes.size());
-      bytes.insert(bytes.end(), l.bytes.begin(), l.bytes.end());
-      std::vector<uint8_t>().swap(l.bytes);
-    }
-    auto memory = std::make_shared<MappedFile>(MappedFile::in_memory("strata-transcoded-weights", bytes));
+    auto memory = std::make_shared<MappedFile>(MappedFile::in_memory("strata-transcoded-weights", parts, &offsets));
     ckpt->add_file(memory);
     for (size_t i = 0; i < layers.size(); ++i) {
       const HfTranscoded& l = layers[i];
@@ -376,7 +371,7 @@ std::unique_ptr<Checkpoint> open_hf_checkpoint(const std::string& dir) {
                                   l.input_scale});
     }
     LOG_INFO(dir, ": ", quant.method_name, " checkpoint, ", layers.size(), " quantized layers transcoded (",
-             bytes.size(), " bytes in memory)");
+             memory->size(), " bytes in memory)");
   }
   for (const FileTensor& f : tensors) {
     const auto canonical = f.name.empty() ? std::nullopt : hf_to_canonical_name(f.name, config.arch);

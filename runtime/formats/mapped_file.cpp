@@ -46,23 +46,35 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
   data_ = static_cast<const uint8_t*>(p);
 }
 
-MappedFile MappedFile::in_memory(const std::string& label, const std::vector<uint8_t>& bytes) {
+MappedFile MappedFile::in_memory(const std::string& label, std::vector<std::vector<uint8_t>>& parts,
+                                 std::vector<uint64_t>* offsets) {
   const int fd = ::memfd_create(label.c_str(), MFD_CLOEXEC | MFD_ALLOW_SEALING);
   if (fd < 0) {
     const int err = errno;
     STRATA_THROW(ErrorKind::kIo, "cannot create the in-memory file '", label, "': ", std::strerror(err));
   }
-  size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t w = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) {
-      const int err = errno;
-      ::close(fd);
-      STRATA_THROW(ErrorKind::kIo, "cannot fill the in-memory file '", label, "' (", bytes.size(),
-                   " bytes): ", std::strerror(err));
+  uint64_t size = 0;
+  const uint8_t zeros[64] = {};
+  auto put = [&](const uint8_t* p, size_t n) {
+    for (size_t done = 0; done < n;) {
+      const ssize_t w = ::write(fd, p + done, n - done);
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) {
+        const int err = errno;
+        ::close(fd);
+        STRATA_THROW(ErrorKind::kIo, "cannot fill the in-memory file '", label, "' at byte ", size + done, ": ",
+                     std::strerror(err));
+      }
+      done += static_cast<size_t>(w);
     }
-    done += static_cast<size_t>(w);
+    size += n;
+  };
+  offsets->clear();
+  for (std::vector<uint8_t>& part : parts) {
+    put(zeros, static_cast<size_t>((64 - size % 64) % 64));
+    offsets->push_back(size);
+    put(part.data(), part.size());
+    std::vector<uint8_t>().swap(part);  // the file holds it now: peak memory stays near one copy
   }
   // Sealed: nobody can shrink, grow or write it, so readers (the offload disk tier too) can tell it is
   // intact by construction although it has no name on disk.
