@@ -26,7 +26,9 @@ Which code made the bytes and which dequantizes them for the reference:
     packing (qweight int32 [in / (32/bits), out] packed along in, qzeros int32 [groups, out / (32/bits)]
     packed along out, fp16 scales [groups, out], int32 g_idx [in]; v1 stores zero - 1) and the reference
     dequantization (scales[g_idx] * (code - zero)) follow the GPTQ format as AutoGPTQ documents and
-    implements it; this is the one format whose reference is not a library run.
+    implements it; this is the one format whose reference is not a library run. With --gptqmodel-sdist the
+    4-bit zero points (the v1 "stored minus one" convention) are checked against GPTQModel's own
+    unpack_gptq_qzeros (gptqmodel/nn_modules/qlinear/bitblas.py, the function's source run alone).
   * fp8_block128: torch's float8_e4m3fn cast writes the codes; the reference is DeepSeek-V3's documented
     dequantization, weight.float() * scale_inv over 128 x 128 tiles.
 All reference dequantization runs in float32 (scales upcast first): strata's transcoded blocks must give
@@ -118,6 +120,13 @@ def gptq_pack(w, bits, group, sym, v1, g_idx=None):
     return tensors
 
 
+def gptq_dequant_zeros(t, bits, v1):
+    shifts = torch.arange(0, 32, bits, dtype=torch.int32)
+    qz = t["qzeros"]
+    zeros = torch.bitwise_and(torch.bitwise_right_shift(qz[:, :, None], shifts[None, None, :]), (1 << bits) - 1)
+    return zeros.reshape(qz.shape[0], -1) + (1 if v1 else 0)
+
+
 def gptq_dequant(t, bits, v1):
     """AutoGPTQ's dequantization: unpack codes and zeros by shifts, zeros + 1 for v1, scales[g_idx] * (q - z)."""
     pack, maxq = 32 // bits, (1 << bits) - 1
@@ -154,6 +163,17 @@ def awq_pack(w, group):
                 out[:, col] |= m[:, col * 8 + AWQ_ORDER[i]].to(torch.int64) << (4 * i)
         return out.where(out < 2**31, out - 2**32).to(torch.int32)
     return {"qweight": pack(intweight), "qzeros": pack(izeros), "scales": s.t().contiguous().to(torch.float16)}
+
+
+def load_gptqmodel_qzeros_unpacker(sdist):
+    """GPTQModel's unpack_gptq_qzeros, taken from its source file and run alone (the module's imports need CUDA)."""
+    import ast
+    path = os.path.join(sdist, "gptqmodel", "nn_modules", "qlinear", "bitblas.py")
+    tree = ast.parse(open(path).read())
+    fn = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "unpack_gptq_qzeros")
+    namespace = {"torch": torch}
+    exec(compile(ast.Module(body=[fn], type_ignores=[]), path, "exec"), namespace)
+    return namespace["unpack_gptq_qzeros"]
 
 
 def load_awq_packing(sdist):
@@ -285,8 +305,10 @@ def main():
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "..", "tests", "fixtures",
                                                       "hf_quant"))
     parser.add_argument("--awq-sdist", required=True, help="unpacked autoawq sdist (for its dequantize_gemm)")
+    parser.add_argument("--gptqmodel-sdist", help="unpacked gptqmodel sdist (checks the 4-bit GPTQ zero points)")
     args = parser.parse_args()
     awq_utils = load_awq_packing(args.awq_sdist)
+    gptq_qzeros = load_gptqmodel_qzeros_unpacker(args.gptqmodel_sdist) if args.gptqmodel_sdist else None
     for i, (name, spec) in enumerate(FIXTURES.items()):
         model = base_model(4321 + i)
         sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -304,6 +326,10 @@ def main():
                         g_idx[perm] = (torch.arange(w.shape[1]) // spec["group"]).to(torch.int32)
                     t = gptq_pack(w, spec["bits"], spec["group"], spec["sym"], spec["v1"], g_idx)
                     ref = gptq_dequant(t, spec["bits"], spec["v1"])
+                    if gptq_qzeros is not None and spec["bits"] == 4:
+                        mine = gptq_dequant_zeros(t, spec["bits"], spec["v1"])
+                        theirs = gptq_qzeros(t["qzeros"], 4, is_gptq_v2=not spec["v1"]).to(torch.int32)
+                        assert torch.equal(mine, theirs), (name, prefix, "zero points differ from GPTQModel's")
                 elif name.startswith("awq"):
                     t = awq_pack(w, 64)
                     ref = awq_utils.dequantize_gemm(t["qweight"], t["qzeros"], t["scales"].float(), 4, 64).t()
