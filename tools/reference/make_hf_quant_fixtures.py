@@ -26,9 +26,10 @@ Which code made the bytes and which dequantizes them for the reference:
     packing (qweight int32 [in / (32/bits), out] packed along in, qzeros int32 [groups, out / (32/bits)]
     packed along out, fp16 scales [groups, out], int32 g_idx [in]; v1 stores zero - 1) and the reference
     dequantization (scales[g_idx] * (code - zero)) follow the GPTQ format as AutoGPTQ documents and
-    implements it; this is the one format whose reference is not a library run. With --gptqmodel-sdist the
-    4-bit zero points (the v1 "stored minus one" convention) are checked against GPTQModel's own
-    unpack_gptq_qzeros (gptqmodel/nn_modules/qlinear/bitblas.py, the function's source run alone).
+    implements it. With --gptqmodel-sdist every GPTQ reference is checked against GPTQModel's own
+    dequantization (PackableQuantLinear.dequantize_weight and _dequantize_from_codes, their source run alone
+    on the checkpoint's tensors after GPTQModel's v1 -> v2 zero-point conversion), and the 4-bit zero
+    points against its unpack_gptq_qzeros (v1 stores them minus one).
   * fp8_block128: torch's float8_e4m3fn cast writes the codes; the reference is DeepSeek-V3's documented
     dequantization, weight.float() * scale_inv over 128 x 128 tiles.
 All reference dequantization runs in float32 (scales upcast first): strata's transcoded blocks must give
@@ -176,6 +177,37 @@ def load_gptqmodel_qzeros_unpacker(sdist):
     return namespace["unpack_gptq_qzeros"]
 
 
+def load_gptqmodel_dequantizer(sdist):
+    """GPTQModel's GPTQ dequantization (the non-planar 2/4/8-bit path), its methods' source run on a plain object."""
+    import ast
+    import types
+    path = os.path.join(sdist, "gptqmodel", "nn_modules", "qlinear", "__init__.py")
+    tree = ast.parse(open(path).read())
+    wanted = {"_torch_right_shift", "_torch_shift_factor"}
+    nodes = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name in wanted]
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and any(
+        isinstance(m, ast.FunctionDef) and m.name == "_dequantize_from_codes" for m in n.body))
+    methods = [m for m in cls.body if isinstance(m, ast.FunctionDef) and m.name in ("dequantize_weight",
+                                                                                     "_dequantize_from_codes")]
+    namespace = {"t": torch, "torch": torch}
+    exec(compile(ast.Module(body=nodes + methods, type_ignores=[]), path, "exec"), namespace)
+
+    def dequantize(tensors, bits, v1):
+        qzeros = tensors["qzeros"].clone()
+        if v1:  # GPTQModel's convert_gptq_v1_to_v2_format for int32 words: one added to every field
+            qzeros += {4: 0x11111111, 8: 0x01010101}[bits]
+        wf = torch.tensor(list(range(0, 32, bits)), dtype=torch.int32).unsqueeze(0)
+        m = types.SimpleNamespace(planar=False, bits=bits, maxq=2 ** bits - 1, pack_factor=32 // bits,
+                                  dequant_dtype=torch.int8 if bits != 8 else torch.int16, qweight=tensors["qweight"],
+                                  qzeros=qzeros, scales=tensors["scales"].float(), g_idx=tensors["g_idx"],
+                                  in_features=tensors["qweight"].shape[0] * (32 // bits),
+                                  wf_unsqueeze_zero=wf.unsqueeze(0), wf_unsqueeze_neg_one=wf.unsqueeze(-1))
+        m._init_wf_unsqueeze_buffers = lambda: None
+        m._dequantize_from_codes = types.MethodType(namespace["_dequantize_from_codes"], m)
+        return namespace["dequantize_weight"](m).t().contiguous()
+    return dequantize
+
+
 def load_awq_packing(sdist):
     path = os.path.join(sdist, "awq", "utils", "packing_utils.py")
     spec = importlib.util.spec_from_file_location("awq_packing_utils", path)
@@ -309,6 +341,7 @@ def main():
     args = parser.parse_args()
     awq_utils = load_awq_packing(args.awq_sdist)
     gptq_qzeros = load_gptqmodel_qzeros_unpacker(args.gptqmodel_sdist) if args.gptqmodel_sdist else None
+    gptq_library = load_gptqmodel_dequantizer(args.gptqmodel_sdist) if args.gptqmodel_sdist else None
     for i, (name, spec) in enumerate(FIXTURES.items()):
         model = base_model(4321 + i)
         sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -330,6 +363,9 @@ def main():
                         mine = gptq_dequant_zeros(t, spec["bits"], spec["v1"])
                         theirs = gptq_qzeros(t["qzeros"], 4, is_gptq_v2=not spec["v1"]).to(torch.int32)
                         assert torch.equal(mine, theirs), (name, prefix, "zero points differ from GPTQModel's")
+                    if gptq_library is not None:
+                        theirs = gptq_library(t, spec["bits"], spec["v1"]).float()
+                        assert torch.equal(ref, theirs), (name, prefix, "differs from GPTQModel's dequantize_weight")
                 elif name.startswith("awq"):
                     t = awq_pack(w, 64)
                     ref = awq_utils.dequantize_gemm(t["qweight"], t["qzeros"], t["scales"].float(), 4, 64).t()

@@ -1,6 +1,7 @@
 // tests/runtime/formats/hf_quant_test.cpp: quantized Hugging Face checkpoints (issue 23) against the tools
 // that wrote them (fixtures from tools/reference/make_hf_quant_fixtures.py: compressed-tensors' own
-// compressors and decompressors, AutoAWQ's dequantize_gemm, GPTQ and DeepSeek FP8 per their formats):
+// compressors and decompressors, AutoAWQ's dequantize_gemm, GPTQModel's dequantize_weight, DeepSeek FP8's
+// documented dequantization):
 // every transcoded layer dequantizes bit for bit to the reference's f32 weights; the whole model's logits
 // match transformers run on those weights; greedy continuations are equal; bad input is refused by name.
 #include <gtest/gtest.h>
