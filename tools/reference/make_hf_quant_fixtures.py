@@ -31,7 +31,9 @@ Which code made the bytes and which dequantizes them for the reference:
     on the checkpoint's tensors after GPTQModel's v1 -> v2 zero-point conversion), and the 4-bit zero
     points against its unpack_gptq_qzeros (v1 stores them minus one).
   * fp8_block128: torch's float8_e4m3fn cast writes the codes; the reference is DeepSeek-V3's documented
-    dequantization, weight.float() * scale_inv over 128 x 128 tiles.
+    dequantization, weight.float() * scale_inv over 128 x 128 tiles, checked equal (with --gptqmodel-sdist)
+    to GPTQModel's _dequantize_f8_reference (gptqmodel/quantization/dtype.py, its two package-relative
+    imports stubbed).
 All reference dequantization runs in float32 (scales upcast first): strata's transcoded blocks must give
 those f32 values bit for bit. Scales are chosen f16-exact where the format is meant to map onto strata's
 f16-scaled blocks.
@@ -208,6 +210,22 @@ def load_gptqmodel_dequantizer(sdist):
     return dequantize
 
 
+def load_gptqmodel_fp8_dequantizer(sdist):
+    """GPTQModel's reference FP8 dequantization, its module run with the package-relative imports stubbed."""
+    path = os.path.join(sdist, "gptqmodel", "quantization", "dtype.py")
+    source = open(path).read()
+    source = source.replace("from ..utils.torch import HAS_NPU", "HAS_NPU = False")
+    source = source.replace("from ..utils.logger import setup_logger", "setup_logger = lambda *a, **k: None")
+    import sys
+    import types
+    module = types.ModuleType("gptqmodel_quantization_dtype")
+    sys.modules[module.__name__] = module  # its dataclasses look themselves up there
+    exec(compile(source, path, "exec"), module.__dict__)
+    namespace = module.__dict__
+    return lambda t: namespace["_dequantize_f8_reference"](t["weight"], scale_inv=t["weight_scale_inv"],
+                                                           target_dtype=torch.float32)
+
+
 def load_awq_packing(sdist):
     path = os.path.join(sdist, "awq", "utils", "packing_utils.py")
     spec = importlib.util.spec_from_file_location("awq_packing_utils", path)
@@ -342,6 +360,7 @@ def main():
     awq_utils = load_awq_packing(args.awq_sdist)
     gptq_qzeros = load_gptqmodel_qzeros_unpacker(args.gptqmodel_sdist) if args.gptqmodel_sdist else None
     gptq_library = load_gptqmodel_dequantizer(args.gptqmodel_sdist) if args.gptqmodel_sdist else None
+    fp8_library = load_gptqmodel_fp8_dequantizer(args.gptqmodel_sdist) if args.gptqmodel_sdist else None
     for i, (name, spec) in enumerate(FIXTURES.items()):
         model = base_model(4321 + i)
         sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -372,6 +391,8 @@ def main():
                 elif name == "fp8_block128":
                     t = fp8_block(w)
                     ref = fp8_block_dequant(t)
+                    if fp8_library is not None:
+                        assert torch.equal(ref, fp8_library(t)), (name, prefix, "differs from GPTQModel's FP8 dequant")
                 else:
                     t, ref = ct_compress(name, w)
                 ref = ref.float().contiguous()
