@@ -14,6 +14,7 @@ struct DTypeInfo {
   const char* name;
   int64_t block_elems;
   int64_t block_bytes;
+  bool gguf = true;  // a GGUF type (quantized_dtypes lists these)
 };
 
 constexpr DTypeInfo kInfo[] = {
@@ -34,6 +35,9 @@ constexpr DTypeInfo kInfo[] = {
     {DType::kQ6_K, "q6_k", kQKBlock, sizeof(BlockQ6_K)},
     {DType::kIQ4_NL, "iq4_nl", kQBlock, sizeof(BlockIQ4_NL)},
     {DType::kIQ4_XS, "iq4_xs", kQKBlock, sizeof(BlockIQ4_XS)},
+    {DType::kF8_E4M3, "f8_e4m3", 1, 1, false},
+    {DType::kF8_B128, "f8_e4m3_b128", kF8Block, sizeof(BlockF8B128), false},
+    {DType::kI64, "i64", 1, 8, false},
 };
 
 const DTypeInfo& info(DType dtype) {
@@ -65,7 +69,7 @@ const char* dtype_name(DType dtype) {
 std::vector<DType> quantized_dtypes() {
   std::vector<DType> out;
   for (const DTypeInfo& d : kInfo)
-    if (d.block_elems > 1) out.push_back(d.dtype);
+    if (d.block_elems > 1 && d.gguf) out.push_back(d.dtype);
   return out;
 }
 
@@ -86,7 +90,7 @@ DType dtype_from_name(const std::string& name) {
   for (const DTypeInfo& d : kInfo)
     if (lower == d.name) return d.dtype;
   STRATA_THROW(ErrorKind::kInvalidArgument, "unknown dtype '", name, "'; use one of f32, f16, bf16, i8, i32, ",
-               quantized_dtype_names());
+               quantized_dtype_names(), ", f8_e4m3_b128");
 }
 
 }  // namespace strata

@@ -8,11 +8,15 @@
 
 namespace strata {
 
-// The block-quantized types are GGUF's (ggml's) weight types; their block layouts are in
-// runtime/quant_blocks.h except q8_0/q4_0's, which the CUDA kernels also read, below.
+// The block-quantized types are GGUF's (ggml's) weight types, plus f8_e4m3_b128 (FP8 checkpoints: 128 e4m3
+// bytes and one f32 scale); their block layouts are in runtime/quant_blocks.h except q8_0/q4_0's, which the
+// CUDA kernels also read, below. f8_e4m3 (the raw FP8 element) and i64 occur only in safetensors files of
+// quantized checkpoints: the Hugging Face reader transcodes them (runtime/formats/hf_quant.h) and no weight
+// keeps them.
 enum class DType : uint8_t {
   kF32, kF16, kBF16, kI8, kI32, kQ8_0, kQ4_0,
   kQ4_1, kQ5_0, kQ5_1, kQ2_K, kQ3_K, kQ4_K, kQ5_K, kQ6_K, kIQ4_NL, kIQ4_XS,
+  kF8_E4M3, kF8_B128, kI64,
 };
 
 // The legacy types (q4_0, q4_1, q5_0, q5_1, q8_0, iq4_nl) store kQBlock elements per block; the K-quants
@@ -38,7 +42,8 @@ int64_t dtype_block_bytes(DType dtype);
 int64_t dtype_bytes(DType dtype, int64_t elems);
 bool dtype_is_quantized(DType dtype);
 const char* dtype_name(DType dtype);
-// Every block-quantized dtype, and their names as one "q8_0, q4_0, q4_1, ..." list for messages.
+// Every GGUF block-quantized dtype (what GGUF files hold and make-model writes; f8_e4m3_b128 is not one),
+// and their names as one "q8_0, q4_0, q4_1, ..." list for messages.
 std::vector<DType> quantized_dtypes();
 std::string quantized_dtype_names();
 // Parses "f32", "f16", "bf16", "i8", "i32" and the quantized names dtype_name gives ("q4_k", "iq4_xs", ...;

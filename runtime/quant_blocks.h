@@ -76,9 +76,39 @@ struct BlockIQ4_XS {
   uint8_t qs[kQKBlock / 2];
 };
 
+// FP8 checkpoints (issue 23): 128 consecutive elements of a row as float8 e4m3 (the "fn" variant: bias 7,
+// no infinities, 0x7f / 0xff NaN) and one f32 scale: y = scale * e4m3(q). Per-tensor, per-channel and
+// DeepSeek's 128x128 block scales all give every 128-element stretch of a row a single scale, so each maps
+// onto this block exactly.
+constexpr int64_t kF8Block = 128;
+struct BlockF8B128 {
+  float scale;
+  uint8_t q[kF8Block];
+};
+
+// The value of an e4m3 (fn) byte: normal (1 + m/8) * 2^(e-7), subnormal m/8 * 2^-6; NaN for 0x7f / 0xff.
+constexpr float e4m3_to_f32(uint8_t b) {
+  const int e = (b >> 3) & 15, m = b & 7;
+  float v = 0.f;
+  if (e == 15 && m == 7) {
+    v = __builtin_nanf("");
+  } else if (e == 0) {
+    v = static_cast<float>(m) * (1.f / 512.f);
+  } else {
+    v = static_cast<float>(8 + m) / 8.f;
+    for (int i = 7; i < e; ++i) v *= 2.f;
+    for (int i = e; i < 7; ++i) v *= 0.5f;
+  }
+  return (b & 0x80) ? -v : v;
+}
+// The nearest e4m3 byte to v (ties to even), saturating at +-448 (what torch's float8_e4m3fn cast gives for
+// finite inputs in range; strata writes it only in tests and make-model-like tools).
+uint8_t f32_to_e4m3(float v);
+
 static_assert(sizeof(BlockQ4_1) == 20 && sizeof(BlockQ5_0) == 22 && sizeof(BlockQ5_1) == 24 &&
                   sizeof(BlockIQ4_NL) == 18,
               "GGUF 32-element block layouts");
+static_assert(sizeof(BlockF8B128) == 132, "FP8 block layout");
 static_assert(sizeof(BlockQ2_K) == 84 && sizeof(BlockQ3_K) == 110 && sizeof(BlockQ4_K) == 144 &&
                   sizeof(BlockQ5_K) == 176 && sizeof(BlockQ6_K) == 210 && sizeof(BlockIQ4_XS) == 136,
               "GGUF 256-element block layouts");

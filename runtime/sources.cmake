@@ -16,6 +16,7 @@ set(STRATA_RUNTIME_SOURCES
   cuda/device_handles.cpp
   cuda/elementwise_kernels.cu
   cuda/encoder_kernels.cu
+  cuda/fp8_kernels.cu
   cuda/gemm.cpp
   cuda/gemv_kernels.cu
   cuda/gemv_quant.cu
@@ -28,10 +29,12 @@ set(STRATA_RUNTIME_SOURCES
   error.cpp
   formats/block_quant.cpp
   formats/checkpoint.cpp
+  formats/fp8_block.cpp
   formats/gguf_checkpoint.cpp
   formats/gguf_reader.cpp
   formats/gguf_writer.cpp
   formats/hf_checkpoint.cpp
+  formats/hf_quant.cpp
   formats/kquants.cpp
   formats/llama2c.cpp
   formats/mapped_file.cpp

@@ -7,6 +7,7 @@
 
 #include "runtime/cuda/check_cuda.h"
 #include "runtime/cuda/device_dtype.cuh"
+#include "runtime/cuda/fp8_kernels.h"
 #include "runtime/cuda/kernels.h"
 #include "runtime/cuda/pdl.cuh"
 #include "runtime/cuda/quant_decode.cuh"
@@ -325,6 +326,8 @@ __global__ void kv_write_kernel(const void* k, const void* v, DType src_dt, cons
 
 void launch_convert(const void* src, DType src_dt, void* dst, DType dst_dt, int64_t n, const Launch& stream) {
   if (n == 0) return;
+  // f8_e4m3_b128 (HF FP8 checkpoints) has its own kernels; the GGUF block types share dequant_kernel.
+  if (src_dt == DType::kF8_B128) return launch_convert_f8(src, dst, dst_dt, n, stream);
   if (dtype_is_quantized(src_dt)) {
     // Whole blocks, so n is a multiple of 8; bf16 output in one 16-byte store per thread where aligned.
     const bool vec = dst_dt == DType::kBF16 && reinterpret_cast<uintptr_t>(dst) % 16 == 0;

@@ -10,6 +10,7 @@
 
 #include "runtime/cuda/check_cuda.h"
 #include "runtime/cuda/device_dtype.cuh"
+#include "runtime/cuda/fp8_kernels.h"
 #include "runtime/cuda/kernels.h"
 #include "runtime/cuda/pdl.cuh"
 
@@ -395,6 +396,7 @@ void with_rows(int64_t rows, const char* op, F&& f) {
 void launch_gemv(const void* x, DType x_dt, const void* w, DType w_dt, const void* bias, DType bias_dt, void* out,
                  DType out_dt, int64_t rows, int64_t n, int64_t k, const Launch& stream) {
   if (rows == 0 || n == 0) return;
+  if (w_dt == DType::kF8_B128) return launch_gemv_f8(x, x_dt, w, bias, bias_dt, out, out_dt, rows, n, k, stream);
   with_rows(rows, "launch_gemv", [&](auto rows_tag) {
     dispatch_rows<decltype(rows_tag)::value>(x, x_dt, w, w_dt, bias, bias_dt, out, out_dt, n, k, stream);
   });

@@ -170,6 +170,7 @@ void dequantize_row(DType dtype, const void* blocks, float* y, int64_t n) {
   switch (dtype) {
     case DType::kQ8_0: dequantize_row_q8_0(static_cast<const BlockQ8_0*>(blocks), y, n); return;
     case DType::kQ4_0: dequantize_row_q4_0(static_cast<const BlockQ4_0*>(blocks), y, n); return;
+    case DType::kF8_B128: dequantize_row_f8(static_cast<const BlockF8B128*>(blocks), y, n); return;
     case DType::kQ4_1:
       for (int64_t b = 0; b < nb; ++b, y += kQBlock) {
         const auto& blk = static_cast<const BlockQ4_1*>(blocks)[b];
@@ -209,7 +210,7 @@ void dequantize_row(DType dtype, const void* blocks, float* y, int64_t n) {
   }
 }
 
-bool can_quantize(DType dtype) { return dtype_is_quantized(dtype); }
+bool can_quantize(DType dtype) { return dtype_is_quantized(dtype) && dtype != DType::kF8_B128; }
 
 void quantize_row(DType dtype, const float* x, void* blocks, int64_t n) {
   STRATA_CHECK(dtype_is_quantized(dtype), "quantize_row: ", dtype_name(dtype), " is not a block-quantized dtype");
@@ -218,6 +219,7 @@ void quantize_row(DType dtype, const float* x, void* blocks, int64_t n) {
   switch (dtype) {
     case DType::kQ8_0: quantize_row_q8_0(x, static_cast<BlockQ8_0*>(blocks), n); return;
     case DType::kQ4_0: quantize_row_q4_0(x, static_cast<BlockQ4_0*>(blocks), n); return;
+    case DType::kF8_B128: quantize_row_f8(x, static_cast<BlockF8B128*>(blocks), n); return;
     case DType::kQ4_1: quantize_q4_1(x, static_cast<BlockQ4_1*>(blocks), n); return;
     case DType::kQ5_0: quantize_q5_0(x, static_cast<BlockQ5_0*>(blocks), n); return;
     case DType::kQ5_1: quantize_q5_1(x, static_cast<BlockQ5_1*>(blocks), n); return;

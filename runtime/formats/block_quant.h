@@ -12,7 +12,7 @@ namespace strata {
 // Dequantizes n elements (a whole number of the type's blocks) of any block-quantized dtype.
 void dequantize_row(DType dtype, const void* blocks, float* y, int64_t n);
 
-// Whether quantize_row can write `dtype`: q8_0, q4_0, q4_1, q5_0, q5_1 (ggml's rules, byte-identical to
+// Whether make-model can write `dtype` (the GGUF types; quantize_row also writes f8_e4m3_b128, for tests): q8_0, q4_0, q4_1, q5_0, q5_1 (ggml's rules, byte-identical to
 // the gguf package's quantize), q2_k, q3_k, q4_k, q5_k, q6_k, iq4_nl, iq4_xs (strata's own round-to-
 // nearest choice of scales: the format is ggml's, the bytes are not llama-quantize's).
 bool can_quantize(DType dtype);
@@ -26,6 +26,12 @@ void quantize_row_q8_0(const float* x, BlockQ8_0* out, int64_t n);
 void quantize_row_q4_0(const float* x, BlockQ4_0* out, int64_t n);
 void dequantize_row_q8_0(const BlockQ8_0* in, float* y, int64_t n);
 void dequantize_row_q4_0(const BlockQ4_0* in, float* y, int64_t n);
+
+// f8_e4m3_b128 (fp8_block.cpp): y = scale * e4m3(q). quantize_row_f8 picks scale = max|x| / 448 per block
+// and rounds x / scale to the nearest e4m3 (checkpoints come from other tools; this serves tests).
+struct BlockF8B128;
+void dequantize_row_f8(const BlockF8B128* in, float* y, int64_t n);
+void quantize_row_f8(const float* x, BlockF8B128* out, int64_t n);
 
 // The K-quant and iq4_xs halves of dequantize_row / quantize_row (kquants.cpp).
 void dequantize_row_k(DType dtype, const void* blocks, float* y, int64_t n);

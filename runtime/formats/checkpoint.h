@@ -27,6 +27,9 @@ struct TensorEntry {
   Shape shape;            // logical row-major
   uint64_t offset = 0;    // byte offset inside `file`
   uint64_t nbytes = 0;
+  // A static activation scale of an FP8 / W8A8 layer (input_scale), recorded from the checkpoint; strata
+  // computes with float activations (weight-only quantization), so nothing reads it yet.
+  std::optional<float> input_scale;
 };
 
 class MappedFile;

@@ -129,7 +129,7 @@ std::unique_ptr<Checkpoint> open_gguf_checkpoint(const std::string& path) {
   auto ckpt = std::make_unique<CheckpointBuilder>(path, "gguf");
   ckpt->add_file(file);
   ckpt->set_config_source(path + " (GGUF metadata)");
-  for (const auto& t : gguf.tensors) ckpt->add_entry(TensorEntry{t.name, path, t.name, t.dtype, t.shape, t.offset, t.nbytes});
+  for (const auto& t : gguf.tensors) ckpt->add_entry(TensorEntry{t.name, path, t.name, t.dtype, t.shape, t.offset, t.nbytes, {}});
 
   const Metadata md(gguf, path);
   ModelConfig& c = ckpt->mutable_config();

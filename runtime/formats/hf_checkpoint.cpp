@@ -12,6 +12,7 @@
 
 #include "runtime/error.h"
 #include "runtime/formats/checkpoint_builder.h"
+#include "runtime/formats/hf_quant.h"
 #include "runtime/formats/safetensors.h"
 #include "runtime/log.h"
 #include "runtime/models/model_description.h"
@@ -320,6 +321,14 @@ std::unique_ptr<Checkpoint> open_hf_checkpoint(const std::string& dir) {
     shards.push_back("model.safetensors");
   }
 
+  // Every tensor of every shard first: a quantized layer's parts (qweight, scales, ...) may sit in different
+  // shards, and are transcoded together (hf_quant.h).
+  struct FileTensor {
+    std::string path, name;  // name: the language model's plain Hugging Face name
+    SafetensorsTensor t;
+    const uint8_t* data;
+  };
+  std::vector<FileTensor> tensors;
   for (const auto& shard : shards) {
     const std::string path = (root / shard).string();
     auto file = std::make_shared<MappedFile>(path);
@@ -332,13 +341,48 @@ std::unique_ptr<Checkpoint> open_hf_checkpoint(const std::string& dir) {
                           t.name, "' is not listed for this shard in ", index_path.string());
         weight_map.erase(it);
       }
-      const auto canonical = hf_to_canonical_name(llava ? llava_language_model_name(t.name) : t.name, config.arch);
+      tensors.push_back({path, llava ? llava_language_model_name(t.name) : t.name, t, file->data() + t.offset});
+    }
+  }
+  const json::value* quant_config = raw_config.as_object().if_contains("quantization_config");
+  if (quant_config != nullptr && !quant_config->is_null()) {
+    const HfQuantization quant =
+        parse_hf_quantization(json::serialize(*quant_config), config_path + " (quantization_config)");
+    std::map<std::string, HfRawTensor> raw;
+    for (const FileTensor& f : tensors)
+      if (!f.name.empty()) raw[f.name] = HfRawTensor{f.path, f.t.dtype, f.t.shape, f.data, f.t.nbytes};
+    std::vector<HfTranscoded> layers = transcode_hf_quantized(quant, raw);
+    std::erase_if(tensors, [&](const FileTensor& f) { return !f.name.empty() && raw.count(f.name) == 0; });
+    // The transcoded layers live in one in-memory file, so every reader of checkpoint files serves them.
+    std::vector<std::vector<uint8_t>> parts;
+    for (HfTranscoded& l : layers) parts.push_back(std::move(l.bytes));
+    std::vector<uint64_t> offsets;
+    auto memory = std::make_shared<MappedFile>(MappedFile::in_memory("strata-transcoded-weights", parts, &offsets));
+    ckpt->add_file(memory);
+    for (size_t i = 0; i < layers.size(); ++i) {
+      const HfTranscoded& l = layers[i];
+      const auto canonical = hf_to_canonical_name(l.weight_name, config.arch);
       if (!canonical) {
-        LOG_DEBUG(path, ": ignoring tensor '", t.name, "' (not used by the model)");
+        LOG_DEBUG(dir, ": ignoring quantized layer '", l.weight_name, "' (not used by the model)");
         continue;
       }
-      ckpt->add_entry(TensorEntry{*canonical, path, t.name, t.dtype, t.shape, t.offset, t.nbytes});
+      ckpt->add_entry(TensorEntry{*canonical, memory->path(), l.described, l.dtype, l.shape, offsets[i],
+                                  static_cast<uint64_t>(dtype_bytes(l.dtype, l.shape[0] * l.shape[1])),
+                                  l.input_scale});
     }
+    LOG_INFO(dir, ": ", quant.method_name, " checkpoint, ", layers.size(), " quantized layers transcoded (",
+             memory->size(), " bytes in memory)");
+  }
+  for (const FileTensor& f : tensors) {
+    const auto canonical = f.name.empty() ? std::nullopt : hf_to_canonical_name(f.name, config.arch);
+    if (!canonical) {
+      LOG_DEBUG(f.path, ": ignoring tensor '", f.t.name, "' (not used by the model)");
+      continue;
+    }
+    STRATA_CHECK_KIND(ErrorKind::kFormat, f.t.dtype != DType::kF8_E4M3 && f.t.dtype != DType::kI64, f.path, ": tensor '",
+                      f.t.name, "' is ", dtype_name(f.t.dtype), " but ", config_path,
+                      " has no quantization_config saying how to scale it; strata cannot use it");
+    ckpt->add_entry(TensorEntry{*canonical, f.path, f.t.name, f.t.dtype, f.t.shape, f.t.offset, f.t.nbytes, {}});
   }
   if (!weight_map.empty())
     STRATA_THROW(ErrorKind::kFormat, index_path.string(), ": tensor '", weight_map.begin()->first,

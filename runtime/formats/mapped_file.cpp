@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <string>
 #include <utility>
 
 #include "runtime/error.h"
@@ -45,11 +46,59 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
   data_ = static_cast<const uint8_t*>(p);
 }
 
+MappedFile MappedFile::in_memory(const std::string& label, std::vector<std::vector<uint8_t>>& parts,
+                                 std::vector<uint64_t>* offsets) {
+  const int fd = ::memfd_create(label.c_str(), MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (fd < 0) {
+    const int err = errno;
+    STRATA_THROW(ErrorKind::kIo, "cannot create the in-memory file '", label, "': ", std::strerror(err));
+  }
+  uint64_t size = 0;
+  const uint8_t zeros[64] = {};
+  auto put = [&](const uint8_t* p, size_t n) {
+    for (size_t done = 0; done < n;) {
+      const ssize_t w = ::write(fd, p + done, n - done);
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) {
+        const int err = errno;
+        ::close(fd);
+        STRATA_THROW(ErrorKind::kIo, "cannot fill the in-memory file '", label, "' at byte ", size + done, ": ",
+                     std::strerror(err));
+      }
+      done += static_cast<size_t>(w);
+    }
+    size += n;
+  };
+  offsets->clear();
+  for (std::vector<uint8_t>& part : parts) {
+    put(zeros, static_cast<size_t>((64 - size % 64) % 64));
+    offsets->push_back(size);
+    put(part.data(), part.size());
+    std::vector<uint8_t>().swap(part);  // the file holds it now: peak memory stays near one copy
+  }
+  // Sealed: nobody can shrink, grow or write it, so readers (the offload disk tier too) can tell it is
+  // intact by construction although it has no name on disk.
+  if (::fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) != 0) {
+    const int err = errno;
+    ::close(fd);
+    STRATA_THROW(ErrorKind::kIo, "cannot seal the in-memory file '", label, "': ", std::strerror(err));
+  }
+  try {
+    MappedFile file("/proc/self/fd/" + std::to_string(fd));
+    file.memfd_ = fd;
+    return file;
+  } catch (...) {
+    ::close(fd);
+    throw;
+  }
+}
+
 MappedFile::~MappedFile() { release(); }
 
 MappedFile::MappedFile(MappedFile&& other) noexcept
     : path_(std::move(other.path_)),
       fd_(std::exchange(other.fd_, -1)),
+      memfd_(std::exchange(other.memfd_, -1)),
       data_(std::exchange(other.data_, nullptr)),
       size_(std::exchange(other.size_, 0)),
       device_(other.device_),
@@ -60,6 +109,7 @@ MappedFile& MappedFile::operator=(MappedFile&& other) noexcept {
     release();
     path_ = std::move(other.path_);
     fd_ = std::exchange(other.fd_, -1);
+    memfd_ = std::exchange(other.memfd_, -1);
     data_ = std::exchange(other.data_, nullptr);
     size_ = std::exchange(other.size_, 0);
     device_ = other.device_;
@@ -75,6 +125,8 @@ void MappedFile::release() noexcept {
   size_ = 0;
   if (fd_ >= 0) ::close(fd_);
   fd_ = -1;
+  if (memfd_ >= 0) ::close(memfd_);
+  memfd_ = -1;
 }
 
 void MappedFile::check_intact() const {
@@ -84,6 +136,7 @@ void MappedFile::check_intact() const {
     const int err = errno;
     STRATA_THROW(ErrorKind::kIo, "cannot stat mapped checkpoint '", path_, "': ", std::strerror(err));
   }
+  if (memfd_ >= 0) return;  // sealed in memory: nothing can shrink, delete or replace it
   if (static_cast<uint64_t>(st.st_size) != size_)
     STRATA_THROW(ErrorKind::kIo, "checkpoint file '", path_, "' changed size while mapped (", size_, " -> ",
                  st.st_size, " bytes); it was truncated or rewritten by another process. Restore the file and restart");

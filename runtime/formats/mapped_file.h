@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace strata {
 
@@ -14,6 +15,13 @@ class MappedFile {
  public:
   // Maps `path` read-only; throws strata::Error (kIo) naming the file and the system's reason.
   explicit MappedFile(const std::string& path);
+  // An anonymous, sealed in-memory file (memfd) holding `parts`, mapped like a file on disk: its path()
+  // (/proc/self/fd/N) opens, stats and preads as one for as long as this object lives, so tensors
+  // strata builds at load time (transcoded quantized weights) serve every reader of checkpoint files,
+  // the offload disk tier's included. `label` names it in /proc and in errors. The parts are laid out
+  // in order, each at a 64-byte boundary (`offsets` receives where), and freed as they are written.
+  static MappedFile in_memory(const std::string& label, std::vector<std::vector<uint8_t>>& parts,
+                              std::vector<uint64_t>* offsets);
   ~MappedFile();  // munmap + close; never throws
   MappedFile(MappedFile&& other) noexcept;  // moves leave `other` empty
   MappedFile& operator=(MappedFile&& other) noexcept;
@@ -38,6 +46,7 @@ class MappedFile {
 
   std::string path_;
   int fd_ = -1;
+  int memfd_ = -1;  // in_memory: keeps /proc/self/fd/N naming the file
   const uint8_t* data_ = nullptr;
   size_t size_ = 0;
   dev_t device_ = 0;

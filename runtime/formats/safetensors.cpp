@@ -17,6 +17,8 @@ const char* safetensors_dtype_name(DType dtype) {
     case DType::kBF16: return "BF16";
     case DType::kI8: return "I8";
     case DType::kI32: return "I32";
+    case DType::kI64: return "I64";
+    case DType::kF8_E4M3: return "F8_E4M3";
     default: break;
   }
   STRATA_THROW(ErrorKind::kInvalidArgument, "dtype ", dtype_name(dtype),
@@ -27,7 +29,8 @@ namespace {
 
 bool dtype_from_safetensors(const std::string& s, DType* out) {
   static const std::pair<const char*, DType> kTable[] = {
-      {"F32", DType::kF32}, {"F16", DType::kF16}, {"BF16", DType::kBF16}, {"I8", DType::kI8}, {"I32", DType::kI32}};
+      {"F32", DType::kF32}, {"F16", DType::kF16}, {"BF16", DType::kBF16}, {"I8", DType::kI8}, {"I32", DType::kI32},
+      {"I64", DType::kI64}, {"F8_E4M3", DType::kF8_E4M3}};
   for (const auto& [name, dt] : kTable)
     if (s == name) {
       *out = dt;
@@ -104,7 +107,7 @@ SafetensorsHeader parse_safetensors_header(const uint8_t* data, size_t size, con
     const std::string dtype_str(dt->as_string());
     if (!dtype_from_safetensors(dtype_str, &t.dtype))
       fail("tensor '", name, "' has dtype ", dtype_str,
-           ", which strata does not read (supported: F32, F16, BF16, I8, I32); convert the checkpoint");
+           ", which strata does not read (supported: F32, F16, BF16, I8, I32, I64, F8_E4M3); convert the checkpoint");
     if (shape->as_array().size() > 8) fail("tensor '", name, "' has ", shape->as_array().size(), " dimensions");
     uint64_t numel = 1;
     for (const auto& d : shape->as_array()) {

@@ -30,7 +30,7 @@ struct SafetensorsHeader {
 constexpr uint64_t kMaxSafetensorsHeader = 100ull << 20;
 
 // Parses and validates the header of a safetensors file whose complete contents are
-// data[0, size): header length sane, JSON well-formed, dtypes F32/F16/BF16/I8/I32, every tensor's
+// data[0, size): header length sane, JSON well-formed, dtypes F32/F16/BF16/I8/I32/I64/F8_E4M3, every tensor's
 // data_offsets inside the file, consistent with shape x dtype, and not overlapping another tensor.
 // Throws strata::Error (kFormat) naming `source` and the tensor. Never reads outside the buffer.
 SafetensorsHeader parse_safetensors_header(const uint8_t* data, size_t size, const std::string& source);

@@ -1,0 +1,626 @@
+// runtime/formats/hf_quant.cpp: quantization_config parsing and the transcoding of GPTQ, AWQ, FP8 and
+// compressed-tensors layers into strata's block types (the mapping is in hf_quant.h). Every integer format
+// is first unpacked into one form, y[n][k] = scale[n][group(k)] * d[n][k] with d = code - zero an integer,
+// and one emitter picks the smallest block type that holds it exactly.
+#include "runtime/formats/hf_quant.h"
+
+#include <algorithm>
+#include <boost/json.hpp>
+#include <cstring>
+#include <filesystem>
+
+#include "runtime/error.h"
+#include "runtime/log.h"
+#include "runtime/quant_blocks.h"
+
+namespace strata {
+namespace json = boost::json;
+
+namespace {
+
+constexpr const char* kSupported =
+    "strata loads gptq (4 or 8 bits), awq (4-bit GEMM), fp8 (e4m3) and compressed-tensors (pack-quantized int4/int8, "
+    "int-quantized int8, float-quantized fp8)";
+
+// ---- config.json fields ------------------------------------------------------------------------------
+
+struct Fields {
+  const json::object& obj;
+  const std::string& source;
+
+  const json::value* find(const char* key) const {
+    const json::value* v = obj.if_contains(key);
+    return v == nullptr || v->is_null() ? nullptr : v;
+  }
+  int64_t integer(const char* key, int64_t fallback) const {
+    const json::value* v = find(key);
+    if (v == nullptr) return fallback;
+    STRATA_CHECK_KIND(ErrorKind::kFormat, v->is_int64(), source, ": '", key, "' must be an integer, got ",
+                      json::serialize(*v));
+    return v->get_int64();
+  }
+  bool boolean(const char* key, bool fallback) const {
+    const json::value* v = find(key);
+    if (v == nullptr) return fallback;
+    STRATA_CHECK_KIND(ErrorKind::kFormat, v->is_bool(), source, ": '", key, "' must be true or false");
+    return v->get_bool();
+  }
+  std::string string(const char* key, const char* fallback) const {
+    const json::value* v = find(key);
+    if (v == nullptr) return fallback;
+    STRATA_CHECK_KIND(ErrorKind::kFormat, v->is_string(), source, ": '", key, "' must be a string");
+    std::string s(v->as_string());
+    for (char& c : s) c = static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+    return s;
+  }
+};
+
+void parse_compressed_tensors(const Fields& f, HfQuantization& q) {
+  const std::string top_format = f.string("format", "");
+  const json::value* groups = f.find("config_groups");
+  STRATA_CHECK_KIND(ErrorKind::kFormat, groups != nullptr && groups->is_object() && !groups->as_object().empty(),
+                    f.source, ": compressed-tensors needs a non-empty 'config_groups' object");
+  bool first = true;
+  for (const auto& kv : groups->as_object()) {
+    const std::string where = cat(f.source, " config_groups.", std::string(kv.key()));
+    STRATA_CHECK_KIND(ErrorKind::kFormat, kv.value().is_object(), where, ": must be an object");
+    const Fields g{kv.value().as_object(), where};
+    const std::string format = g.string("format", top_format.c_str());
+    STRATA_CHECK_KIND(ErrorKind::kFormat,
+                      format == "pack-quantized" || format == "int-quantized" || format == "float-quantized" ||
+                          format == "naive-quantized",
+                      where, ": format '", format,
+                      "' is not supported; strata reads pack-quantized, int-quantized, float-quantized and "
+                      "naive-quantized compressed-tensors checkpoints");
+    const json::value* w = g.find("weights");
+    STRATA_CHECK_KIND(ErrorKind::kFormat, w != nullptr && w->is_object(), where, ": needs a 'weights' object");
+    const Fields wf{w->as_object(), where + ".weights"};
+    const int bits = static_cast<int>(wf.integer("num_bits", 8));
+    const std::string type = wf.string("type", "int");
+    STRATA_CHECK_KIND(ErrorKind::kFormat, (type == "int" && (bits == 4 || bits == 8)) || (type == "float" && bits == 8),
+                      where, ".weights: ", bits, "-bit ", type,
+                      " weights are not supported; strata reads int4, int8 and float8 (e4m3)");
+    bool static_inputs = false;
+    if (const json::value* in = g.find("input_activations"); in != nullptr) {
+      STRATA_CHECK_KIND(ErrorKind::kFormat, in->is_object(), where, ": input_activations must be an object");
+      static_inputs = !Fields{in->as_object(), where}.boolean("dynamic", false);
+    }
+    STRATA_CHECK_KIND(ErrorKind::kFormat, first || (bits == q.bits && (type == "float") == q.float_weights), where,
+                      ": config groups with different weight types (", bits, "-bit ", type, " beside ", q.bits,
+                      "-bit) are not supported");
+    q.bits = bits;
+    q.float_weights = type == "float";
+    q.static_input_scales = q.static_input_scales || static_inputs;
+    first = false;
+  }
+}
+
+// ---- reading raw tensors -----------------------------------------------------------------------------
+
+std::string describe(const std::string& name, const HfRawTensor& t) {
+  return cat("'", name, "' in ", std::filesystem::path(t.file).filename().string());
+}
+
+float float_at(const HfRawTensor& t, int64_t i) {
+  switch (t.dtype) {
+    case DType::kF32: {
+      float v;
+      std::memcpy(&v, t.data + i * 4, 4);
+      return v;
+    }
+    case DType::kF16: {
+      uint16_t h;
+      std::memcpy(&h, t.data + i * 2, 2);
+      return f16_to_f32(h);
+    }
+    case DType::kBF16: {
+      uint16_t h;
+      std::memcpy(&h, t.data + i * 2, 2);
+      return bf16_to_f32(h);
+    }
+    default: STRATA_THROW(ErrorKind::kInternal, "float_at on ", dtype_name(t.dtype));
+  }
+}
+
+int64_t int_at(const HfRawTensor& t, int64_t i) {
+  switch (t.dtype) {
+    case DType::kI8: return static_cast<int8_t>(t.data[i]);
+    case DType::kI32: {
+      int32_t v;
+      std::memcpy(&v, t.data + i * 4, 4);
+      return v;
+    }
+    case DType::kI64: {
+      int64_t v;
+      std::memcpy(&v, t.data + i * 8, 8);
+      return v;
+    }
+    default: STRATA_THROW(ErrorKind::kInternal, "int_at on ", dtype_name(t.dtype));
+  }
+}
+
+int64_t numel(const Shape& s) {
+  int64_t n = 1;
+  for (int64_t d : s) n *= d;
+  return n;
+}
+
+class Module {
+ public:
+  Module(std::map<std::string, HfRawTensor>& all, std::string prefix) : all_(all), prefix_(std::move(prefix)) {}
+
+  const std::string& prefix() const { return prefix_; }
+  bool has(const char* suffix) const { return all_.count(name(suffix)) != 0; }
+  std::string name(const char* suffix) const { return cat(prefix_, ".", suffix); }
+  // The tensor, checked for presence and dtype class; remembered for removal.
+  const HfRawTensor& get(const char* suffix, std::initializer_list<DType> dtypes, const char* what) {
+    const std::string n = name(suffix);
+    auto it = all_.find(n);
+    STRATA_CHECK_KIND(ErrorKind::kFormat, it != all_.end(), "quantized layer '", prefix_, "' has no tensor '", n,
+                      "' (", what, ")");
+    const HfRawTensor& t = it->second;
+    std::string allowed;
+    bool ok = false;
+    for (DType d : dtypes) {
+      ok = ok || t.dtype == d;
+      allowed += cat(allowed.empty() ? "" : " or ", dtype_name(d));
+    }
+    STRATA_CHECK_KIND(ErrorKind::kFormat, ok, describe(n, t), " is ", dtype_name(t.dtype), "; ", what, " must be ",
+                      allowed);
+    used_.push_back(n);
+    return t;
+  }
+  void expect_shape(const char* suffix, const Shape& want, const std::string& what) const {
+    const std::string n = name(suffix);
+    const HfRawTensor& t = all_.at(n);
+    STRATA_CHECK_KIND(ErrorKind::kFormat, t.shape == want, describe(n, t), " has shape ", shape_str(t.shape),
+                      " but ", what, " needs ", shape_str(want));
+  }
+  void also_consume(const char* suffix) {
+    if (has(suffix)) used_.push_back(name(suffix));
+  }
+  void consume() {
+    for (const std::string& n : used_) all_.erase(n);
+  }
+  std::string file() const {
+    for (const auto& n : used_) return std::filesystem::path(all_.at(n).file).filename().string();
+    return "?";
+  }
+
+ private:
+  std::map<std::string, HfRawTensor>& all_;
+  std::string prefix_;
+  std::vector<std::string> used_;
+};
+
+constexpr std::initializer_list<DType> kFloatTypes = {DType::kF32, DType::kF16, DType::kBF16};
+
+// ---- the integer form and its emitter ----------------------------------------------------------------
+
+// y[r][c] = scale[r][group[c]] * d[r][c].
+struct IntLayer {
+  int64_t rows = 0, cols = 0, groups = 0;
+  std::vector<int16_t> d;       // [rows * cols]
+  std::vector<float> scale;     // [rows * groups]
+  std::vector<int32_t> group;   // [cols]
+};
+
+bool f16_exact(float s) { return std::isfinite(s) && f16_to_f32(f32_to_f16(s)) == s; }
+
+// Whether each 32-column block lies inside one group (group[c] == c / size for one size that is a
+// multiple of 32): then a block's scale is its group's.
+bool blocks_follow_groups(const IntLayer& l) {
+  if (l.cols % kQBlock != 0) return false;
+  const int64_t size = l.cols / l.groups;
+  if (size * l.groups != l.cols || size % kQBlock != 0) return false;
+  for (int64_t c = 0; c < l.cols; ++c)
+    if (l.group[static_cast<size_t>(c)] != c / size) return false;
+  return true;
+}
+
+void emit(const IntLayer& l, const std::string& label, HfTranscoded& out, bool permuted) {
+  out.shape = {l.rows, l.cols};
+  const auto [lo, hi] = std::minmax_element(l.d.begin(), l.d.end());
+  const int dmin = l.d.empty() ? 0 : *lo, dmax = l.d.empty() ? 0 : *hi;
+  const bool scales_f16 = std::all_of(l.scale.begin(), l.scale.end(), f16_exact);
+  const bool blocks = !permuted && blocks_follow_groups(l);
+  DType dt = DType::kF32;
+  if (blocks && scales_f16) {
+    if (dmin >= -8 && dmax <= 7) dt = DType::kQ4_0;
+    else if (dmin >= -16 && dmax <= 15) dt = DType::kQ5_0;
+    else if (dmin >= -128 && dmax <= 127) dt = DType::kQ8_0;
+  }
+  out.dtype = dt;
+  out.bytes.assign(static_cast<size_t>(dtype_bytes(dt, l.rows * l.cols)), 0);
+  const int64_t size = l.groups > 0 ? l.cols / l.groups : l.cols;
+  for (int64_t r = 0; r < l.rows; ++r) {
+    const int16_t* d = l.d.data() + r * l.cols;
+    const float* s = l.scale.data() + r * l.groups;
+    uint8_t* row = out.bytes.data() + dtype_bytes(dt, r * l.cols);
+    for (int64_t b = 0; dt != DType::kF32 && b < l.cols / kQBlock; ++b) {
+      const int16_t* db = d + b * kQBlock;
+      const uint16_t scale = f32_to_f16(s[b * kQBlock / size]);
+      if (dt == DType::kQ4_0) {
+        auto* blk = reinterpret_cast<BlockQ4_0*>(row) + b;
+        blk->scale = scale;
+        for (int i = 0; i < 16; ++i)
+          blk->q[i] = static_cast<uint8_t>((db[i] + 8) | (db[i + 16] + 8) << 4);
+      } else if (dt == DType::kQ5_0) {
+        auto* blk = reinterpret_cast<BlockQ5_0*>(row) + b;
+        blk->d = scale;
+        uint32_t qh = 0;
+        for (int i = 0; i < 16; ++i) {
+          const int a = db[i] + 16, c = db[i + 16] + 16;
+          blk->qs[i] = static_cast<uint8_t>((a & 15) | (c & 15) << 4);
+          qh |= static_cast<uint32_t>(a >> 4) << i | static_cast<uint32_t>(c >> 4) << (i + 16);
+        }
+        std::memcpy(blk->qh, &qh, 4);
+      } else {
+        auto* blk = reinterpret_cast<BlockQ8_0*>(row) + b;
+        blk->scale = scale;
+        for (int i = 0; i < 32; ++i) blk->q[i] = static_cast<int8_t>(db[i]);
+      }
+    }
+    if (dt == DType::kF32) {
+      auto* y = reinterpret_cast<float*>(row);
+      for (int64_t c = 0; c < l.cols; ++c) y[c] = s[l.group[static_cast<size_t>(c)]] * static_cast<float>(d[c]);
+    }
+  }
+  std::string why;
+  if (dt == DType::kF32)
+    why = permuted ? "act-order g_idx permutes the groups" : !scales_f16 ? "its scales are not f16 values"
+          : !blocks ? cat("its groups of ", size, " columns do not hold whole 32-column blocks")
+                    : "its codes minus zero points leave int8";
+  out.described = cat(label, " -> ", dtype_name(dt));
+  out.unquantized_why = why;
+  LOG_DEBUG(out.described, why.empty() ? "" : cat(" (", why, ")"));
+}
+
+// Reads a [groups, cols] or [rows, groups] scale tensor into l.scale ([rows, groups]).
+void read_scales(const HfRawTensor& t, IntLayer& l, bool transposed) {
+  l.scale.resize(static_cast<size_t>(l.rows * l.groups));
+  for (int64_t r = 0; r < l.rows; ++r)
+    for (int64_t g = 0; g < l.groups; ++g)
+      l.scale[static_cast<size_t>(r * l.groups + g)] = float_at(t, transposed ? g * l.rows + r : r * l.groups + g);
+}
+
+int64_t group_count(const Module& m, int64_t cols, int64_t group_size, const std::string& source) {
+  if (group_size == -1 || group_size == cols) return 1;
+  STRATA_CHECK_KIND(ErrorKind::kFormat, group_size > 0 && cols % group_size == 0, "quantized layer '", m.prefix(),
+                    "': group_size ", group_size, " (", source, ") does not divide its ", cols,
+                    " input columns; strata needs groups that tile each row (or -1 for one group per row)");
+  return cols / group_size;
+}
+
+// ---- GPTQ and AWQ ------------------------------------------------------------------------------------
+
+HfTranscoded gptq(Module& m, const HfQuantization& q) {
+  const int bits = q.bits, pack = 32 / bits, mask = (1 << bits) - 1;
+  const HfRawTensor& qweight = m.get("qweight", {DType::kI32}, "GPTQ packed codes");
+  STRATA_CHECK_KIND(ErrorKind::kFormat, qweight.shape.size() == 2, describe(m.name("qweight"), qweight),
+                    " must be 2-D [in / ", pack, ", out]");
+  const int64_t cols = qweight.shape[0] * pack, rows = qweight.shape[1];
+  IntLayer l;
+  l.rows = rows, l.cols = cols;
+  l.groups = group_count(m, cols, q.group_size, q.source);
+  const HfRawTensor& scales = m.get("scales", kFloatTypes, "GPTQ scales");
+  m.expect_shape("scales", {l.groups, rows}, cat("GPTQ with group_size ", q.group_size));
+  const HfRawTensor& qzeros = m.get("qzeros", {DType::kI32}, "GPTQ packed zero points");
+  m.expect_shape("qzeros", {l.groups, (rows + pack - 1) / pack}, cat(bits, "-bit GPTQ zero points"));
+  read_scales(scales, l, true);
+  l.group.resize(static_cast<size_t>(cols));
+  bool permuted = false;
+  if (m.has("g_idx")) {
+    const HfRawTensor& g_idx = m.get("g_idx", {DType::kI32, DType::kI64}, "GPTQ group index");
+    m.expect_shape("g_idx", {cols}, "one group per input column");
+    for (int64_t c = 0; c < cols; ++c) {
+      const int64_t g = int_at(g_idx, c);
+      STRATA_CHECK_KIND(ErrorKind::kFormat, g >= 0 && g < l.groups, describe(m.name("g_idx"), g_idx), ": entry ", c,
+                        " = ", g, " is outside the ", l.groups, " groups of the scales");
+      l.group[static_cast<size_t>(c)] = static_cast<int32_t>(g);
+      permuted = permuted || g != c * l.groups / cols;
+    }
+  } else {
+    for (int64_t c = 0; c < cols; ++c) l.group[static_cast<size_t>(c)] = static_cast<int32_t>(c * l.groups / cols);
+  }
+  l.d.resize(static_cast<size_t>(rows * cols));
+  const int64_t zcols = qzeros.shape[1];
+  for (int64_t c = 0; c < cols; ++c) {
+    const int32_t g = l.group[static_cast<size_t>(c)];
+    for (int64_t r = 0; r < rows; ++r) {
+      const auto word = static_cast<uint32_t>(int_at(qweight, (c / pack) * rows + r));
+      const int code = static_cast<int>(word >> (bits * (c % pack))) & mask;
+      const auto zword = static_cast<uint32_t>(int_at(qzeros, g * zcols + r / pack));
+      // v1 (AutoGPTQ's format) stores each zero point minus one; gptq_v2 stores it as is.
+      const int zero = (static_cast<int>(zword >> (bits * (r % pack))) & mask) + (q.gptq_v1 ? 1 : 0);
+      l.d[static_cast<size_t>(r * cols + c)] = static_cast<int16_t>(code - zero);
+    }
+  }
+  HfTranscoded out;
+  emit(l, cat(m.name("qweight"), " in ", m.file(), " (GPTQ ", bits, "-bit", q.gptq_v1 ? "" : " v2", ")"), out,
+       permuted);
+  return out;
+}
+
+// AutoAWQ's GEMM packing: word j of a row holds columns 8j..8j+7, nibble i holding column 8j + kOrder[i].
+constexpr int kAwqNibbleOfColumn[8] = {0, 4, 1, 5, 2, 6, 3, 7};
+
+HfTranscoded awq(Module& m, const HfQuantization& q) {
+  const HfRawTensor& qweight = m.get("qweight", {DType::kI32}, "AWQ packed codes");
+  STRATA_CHECK_KIND(ErrorKind::kFormat, qweight.shape.size() == 2, describe(m.name("qweight"), qweight),
+                    " must be 2-D [in, out / 8]");
+  const int64_t cols = qweight.shape[0], rows = qweight.shape[1] * 8;
+  IntLayer l;
+  l.rows = rows, l.cols = cols;
+  l.groups = group_count(m, cols, q.group_size, q.source);
+  const HfRawTensor& scales = m.get("scales", kFloatTypes, "AWQ scales");
+  m.expect_shape("scales", {l.groups, rows}, cat("AWQ with group_size ", q.group_size));
+  const HfRawTensor& qzeros = m.get("qzeros", {DType::kI32}, "AWQ packed zero points");
+  m.expect_shape("qzeros", {l.groups, rows / 8}, "4-bit AWQ zero points");
+  read_scales(scales, l, true);
+  l.group.resize(static_cast<size_t>(cols));
+  for (int64_t c = 0; c < cols; ++c) l.group[static_cast<size_t>(c)] = static_cast<int32_t>(c * l.groups / cols);
+  l.d.resize(static_cast<size_t>(rows * cols));
+  const int64_t words = rows / 8;
+  for (int64_t c = 0; c < cols; ++c) {
+    const int32_t g = l.group[static_cast<size_t>(c)];
+    for (int64_t r = 0; r < rows; ++r) {
+      const int shift = 4 * kAwqNibbleOfColumn[r % 8];
+      const int code = static_cast<int>(static_cast<uint32_t>(int_at(qweight, c * words + r / 8)) >> shift) & 15;
+      const int zero = static_cast<int>(static_cast<uint32_t>(int_at(qzeros, g * words + r / 8)) >> shift) & 15;
+      l.d[static_cast<size_t>(r * cols + c)] = static_cast<int16_t>(code - zero);
+    }
+  }
+  HfTranscoded out;
+  emit(l, cat(m.name("qweight"), " in ", m.file(), " (AWQ 4-bit GEMM)"), out, false);
+  return out;
+}
+
+// ---- compressed-tensors integer layers ---------------------------------------------------------------
+
+// The number of [rows, groups] scale groups from a compressed-tensors weight_scale: [rows, groups],
+// [rows, 1] (per channel), [1] or [] (per tensor); the scale is expanded to [rows, groups].
+void ct_scales(Module& m, IntLayer& l) {
+  const HfRawTensor& s = m.get("weight_scale", kFloatTypes, "the weight scales");
+  const int64_t count = numel(s.shape);
+  if (s.shape.size() == 2 && s.shape[0] == l.rows) {
+    l.groups = s.shape[1];
+    STRATA_CHECK_KIND(ErrorKind::kFormat, l.groups > 0 && l.cols % l.groups == 0,
+                      describe(m.name("weight_scale"), s), " has ", l.groups, " groups per row, which do not tile the ",
+                      l.cols, " input columns");
+    read_scales(s, l, false);
+  } else {
+    STRATA_CHECK_KIND(ErrorKind::kFormat, count == 1, describe(m.name("weight_scale"), s), " has shape ",
+                      shape_str(s.shape), "; strata reads per-tensor [1], per-channel [", l.rows, ", 1] and group [",
+                      l.rows, ", groups] scales for this layer");
+    l.groups = 1;
+    l.scale.assign(static_cast<size_t>(l.rows), float_at(s, 0));
+  }
+  l.group.resize(static_cast<size_t>(l.cols));
+  for (int64_t c = 0; c < l.cols; ++c) l.group[static_cast<size_t>(c)] = static_cast<int32_t>(c * l.groups / l.cols);
+}
+
+// Zero points, [rows, groups] (unpacked int8) or packed along rows ([ceil(rows / per_word), groups] int32).
+std::vector<int> ct_zero_points(Module& m, const IntLayer& l, int bits) {
+  std::vector<int> z(static_cast<size_t>(l.rows * l.groups), 0);
+  if (!m.has("weight_zero_point")) return z;
+  const HfRawTensor& t = m.get("weight_zero_point", {DType::kI8, DType::kI32}, "the weight zero points");
+  if (t.dtype == DType::kI32 && bits < 8) {  // pack_to_int32 along dim 0, offset by 2^(bits-1)
+    const int per = 32 / bits, mask = (1 << bits) - 1;
+    m.expect_shape("weight_zero_point", {(l.rows + per - 1) / per, l.groups}, "packed zero points");
+    for (int64_t r = 0; r < l.rows; ++r)
+      for (int64_t g = 0; g < l.groups; ++g) {
+        const auto word = static_cast<uint32_t>(int_at(t, (r / per) * l.groups + g));
+        z[static_cast<size_t>(r * l.groups + g)] = (static_cast<int>(word >> (bits * (r % per))) & mask) - (1 << (bits - 1));
+      }
+    return z;
+  }
+  const int64_t count = numel(t.shape);
+  STRATA_CHECK_KIND(ErrorKind::kFormat, count == l.rows * l.groups || count == 1, describe(m.name("weight_zero_point"), t),
+                    " has shape ", shape_str(t.shape), " but the scales have ", l.rows, " x ", l.groups, " groups");
+  for (int64_t i = 0; i < l.rows * l.groups; ++i) z[static_cast<size_t>(i)] = static_cast<int>(int_at(t, count == 1 ? 0 : i));
+  return z;
+}
+
+HfTranscoded ct_packed(Module& m, const HfQuantization& q) {
+  const int bits = q.bits, per = 32 / bits, mask = (1 << bits) - 1, offset = 1 << (bits - 1);
+  const HfRawTensor& packed = m.get("weight_packed", {DType::kI32}, "packed codes");
+  STRATA_CHECK_KIND(ErrorKind::kFormat, packed.shape.size() == 2, describe(m.name("weight_packed"), packed),
+                    " must be 2-D [out, in / ", per, "]");
+  IntLayer l;
+  l.rows = packed.shape[0];
+  l.cols = packed.shape[1] * per;
+  if (m.has("weight_shape")) {
+    const HfRawTensor& shape = m.get("weight_shape", {DType::kI32, DType::kI64}, "the unpacked shape");
+    STRATA_CHECK_KIND(ErrorKind::kFormat, numel(shape.shape) == 2 && int_at(shape, 0) == l.rows &&
+                          int_at(shape, 1) > l.cols - per && int_at(shape, 1) <= l.cols,
+                      describe(m.name("weight_shape"), shape), " does not match ", describe(m.name("weight_packed"), packed),
+                      " ", shape_str(packed.shape), " at ", bits, " bits");
+    l.cols = int_at(shape, 1);
+  }
+  ct_scales(m, l);
+  const std::vector<int> z = ct_zero_points(m, l, bits);
+  l.d.resize(static_cast<size_t>(l.rows * l.cols));
+  for (int64_t r = 0; r < l.rows; ++r)
+    for (int64_t c = 0; c < l.cols; ++c) {
+      const auto word = static_cast<uint32_t>(int_at(packed, r * packed.shape[1] + c / per));
+      const int v = (static_cast<int>(word >> (bits * (c % per))) & mask) - offset;
+      l.d[static_cast<size_t>(r * l.cols + c)] =
+          static_cast<int16_t>(v - z[static_cast<size_t>(r * l.groups + l.group[static_cast<size_t>(c)])]);
+    }
+  HfTranscoded out;
+  emit(l, cat(m.name("weight_packed"), " in ", m.file(), " (compressed-tensors int", bits, ")"), out, false);
+  return out;
+}
+
+HfTranscoded ct_int8(Module& m, const HfQuantization& q) {
+  const HfRawTensor& w = m.get("weight", {DType::kI8}, "int8 codes");
+  STRATA_CHECK_KIND(ErrorKind::kFormat, w.shape.size() == 2, describe(m.name("weight"), w), " must be 2-D");
+  IntLayer l;
+  l.rows = w.shape[0], l.cols = w.shape[1];
+  ct_scales(m, l);
+  const std::vector<int> z = ct_zero_points(m, l, 8);
+  l.d.resize(static_cast<size_t>(l.rows * l.cols));
+  for (int64_t r = 0; r < l.rows; ++r)
+    for (int64_t c = 0; c < l.cols; ++c)
+      l.d[static_cast<size_t>(r * l.cols + c)] = static_cast<int16_t>(
+          static_cast<int8_t>(w.data[r * l.cols + c]) - z[static_cast<size_t>(r * l.groups + l.group[static_cast<size_t>(c)])]);
+  HfTranscoded out;
+  if (m.has("input_scale")) out.input_scale = float_at(m.get("input_scale", kFloatTypes, "the input scale"), 0);
+  emit(l, cat(m.name("weight"), " in ", m.file(), " (", q.method_name, " int8)"), out, false);
+  return out;
+}
+
+// ---- FP8 ---------------------------------------------------------------------------------------------
+
+HfTranscoded fp8(Module& m, const HfQuantization& q) {
+  const HfRawTensor& w = m.get("weight", {DType::kF8_E4M3}, "FP8 codes");
+  STRATA_CHECK_KIND(ErrorKind::kFormat, w.shape.size() == 2, describe(m.name("weight"), w), " must be 2-D");
+  const int64_t rows = w.shape[0], cols = w.shape[1];
+  STRATA_CHECK_KIND(ErrorKind::kFormat, cols % kF8Block == 0, describe(m.name("weight"), w), " has ", cols,
+                    " input columns; strata stores FP8 rows in blocks of ", kF8Block,
+                    " (f8_e4m3_b128), so rows must be a multiple of ", kF8Block);
+  // scale_of(r, c): the scale of row r's 128-column block starting at column c.
+  const char* scale_name = m.has("weight_scale_inv") ? "weight_scale_inv" : "weight_scale";
+  const HfRawTensor& s = m.get(scale_name, kFloatTypes, "the FP8 scales");
+  const int64_t count = numel(s.shape);
+  int64_t row_band = rows, col_band = cols, scale_cols = 1;  // one scale per [row_band, col_band] tile
+  if (count == 1) {
+  } else if (count == rows && (s.shape.size() == 1 || s.shape.back() == 1)) {
+    row_band = 1;
+  } else if (s.shape.size() == 2) {
+    row_band = (rows + s.shape[0] - 1) / s.shape[0];
+    col_band = (cols + s.shape[1] - 1) / s.shape[1];
+    scale_cols = s.shape[1];
+    STRATA_CHECK_KIND(ErrorKind::kFormat,
+                      (rows + row_band - 1) / row_band == s.shape[0] && col_band % kF8Block == 0, describe(m.name(scale_name), s),
+                      " has shape ", shape_str(s.shape), " for a [", rows, ", ", cols,
+                      "] weight; strata reads per-tensor, per-channel, and group or block scales whose column span is "
+                      "a multiple of ", kF8Block);
+  } else {
+    STRATA_THROW(ErrorKind::kFormat, describe(m.name(scale_name), s), " has shape ", shape_str(s.shape), " for a [",
+                 rows, ", ", cols, "] FP8 weight; expected [1], [", rows, "], [", rows, ", 1] or a 2-D block grid");
+  }
+  HfTranscoded out;
+  out.shape = {rows, cols};
+  out.dtype = DType::kF8_B128;
+  out.bytes.resize(static_cast<size_t>(dtype_bytes(out.dtype, rows * cols)));
+  auto* blk = reinterpret_cast<BlockF8B128*>(out.bytes.data());
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; c += kF8Block, ++blk) {
+      blk->scale = float_at(s, count == 1 ? 0 : (r / row_band) * scale_cols + c / col_band);
+      std::memcpy(blk->q, w.data + r * cols + c, kF8Block);
+    }
+  if (m.has("input_scale")) out.input_scale = float_at(m.get("input_scale", kFloatTypes, "the input scale"), 0);
+  out.described = cat(m.name("weight"), " in ", m.file(), " (", q.method_name, " e4m3) -> f8_e4m3_b128");
+  LOG_DEBUG(out.described);
+  return out;
+}
+
+bool ends_with(const std::string& s, const char* suffix) {
+  const size_t n = std::strlen(suffix);
+  return s.size() > n && s.compare(s.size() - n, n, suffix) == 0;
+}
+
+}  // namespace
+
+HfQuantization parse_hf_quantization(const std::string& json_text, const std::string& source) {
+  boost::system::error_code ec;
+  const json::value v = json::parse(json_text, ec);
+  STRATA_CHECK_KIND(ErrorKind::kFormat, !ec && v.is_object(), source, ": quantization_config must be an object");
+  const Fields f{v.as_object(), source};
+  HfQuantization q;
+  q.source = source;
+  q.method_name = f.string("quant_method", "");
+  if (q.method_name == "gptq") {
+    q.method = HfQuantMethod::kGptq;
+    q.bits = static_cast<int>(f.integer("bits", 4));
+    STRATA_CHECK_KIND(ErrorKind::kFormat, q.bits == 4 || q.bits == 8, source, ": GPTQ with bits = ", q.bits,
+                      " is not supported; strata reads 4- and 8-bit GPTQ");
+    q.group_size = f.integer("group_size", 128);
+    q.desc_act = f.boolean("desc_act", false);
+    const std::string format = f.string("checkpoint_format", f.string("format", "gptq").c_str());
+    STRATA_CHECK_KIND(ErrorKind::kFormat, format == "gptq" || format == "gptq_v2", source, ": GPTQ checkpoint_format '",
+                      format, "' is not supported; strata reads gptq (v1, zero points stored minus one) and gptq_v2");
+    q.gptq_v1 = format == "gptq";
+  } else if (q.method_name == "awq") {
+    q.method = HfQuantMethod::kAwq;
+    q.bits = static_cast<int>(f.integer("bits", f.integer("w_bit", 4)));
+    q.group_size = f.integer("group_size", f.integer("q_group_size", 128));
+    const std::string version = f.string("version", "gemm");
+    STRATA_CHECK_KIND(ErrorKind::kFormat, q.bits == 4 && version == "gemm", source, ": AWQ ", q.bits, "-bit '",
+                      version, "' is not supported; strata reads 4-bit AWQ in the GEMM packing (version \"gemm\")");
+  } else if (q.method_name == "fp8") {
+    q.method = HfQuantMethod::kFp8;
+    q.float_weights = true;
+    q.bits = 8;
+    const std::string fmt = f.string("fmt", "e4m3");
+    STRATA_CHECK_KIND(ErrorKind::kFormat, fmt == "e4m3", source, ": FP8 fmt '", fmt, "' is not supported (e4m3 only)");
+    q.static_input_scales = f.string("activation_scheme", "dynamic") == "static";
+  } else if (q.method_name == "compressed-tensors") {
+    q.method = HfQuantMethod::kCompressedTensors;
+    parse_compressed_tensors(f, q);
+  } else {
+    STRATA_THROW(ErrorKind::kFormat, source, ": quant_method '", q.method_name, "' is not supported; ", kSupported);
+  }
+  return q;
+}
+
+std::vector<HfTranscoded> transcode_hf_quantized(const HfQuantization& q, std::map<std::string, HfRawTensor>& tensors) {
+  // Find the quantized layers first: consuming tensors while iterating the map would invalidate it.
+  std::vector<std::pair<std::string, char>> layers;  // prefix, kind: 'q' qweight, 'p' packed, 'w' fp8/int8 weight
+  for (const auto& [name, t] : tensors) {
+    if (ends_with(name, ".qweight")) {
+      layers.emplace_back(name.substr(0, name.size() - 8), 'q');
+    } else if (ends_with(name, ".weight_packed")) {
+      layers.emplace_back(name.substr(0, name.size() - 14), 'p');
+    } else if (ends_with(name, ".weight") && (t.dtype == DType::kF8_E4M3 || t.dtype == DType::kI8)) {
+      layers.emplace_back(name.substr(0, name.size() - 7), 'w');
+    }
+  }
+  std::vector<HfTranscoded> out;
+  int64_t static_scales = 0, unquantized = 0;
+  std::string first_unquantized;
+  for (const auto& [prefix, kind] : layers) {
+    Module m(tensors, prefix);
+    HfTranscoded t;
+    const bool gptq_awq = q.method == HfQuantMethod::kGptq || q.method == HfQuantMethod::kAwq;
+    const bool ct = q.method == HfQuantMethod::kCompressedTensors;
+    if (kind == 'q') {
+      STRATA_CHECK_KIND(ErrorKind::kFormat, gptq_awq, "tensor '", prefix, ".qweight' is GPTQ/AWQ-packed but ",
+                        q.source, " says quant_method '", q.method_name, "'");
+      t = q.method == HfQuantMethod::kGptq ? gptq(m, q) : awq(m, q);
+    } else if (kind == 'p') {
+      STRATA_CHECK_KIND(ErrorKind::kFormat, ct && !q.float_weights, "tensor '", prefix, ".weight_packed' is packed int",
+                        " codes but ", q.source, " says quant_method '", q.method_name, "' with ",
+                        q.float_weights ? "float" : "int", " weights");
+      t = ct_packed(m, q);
+    } else if (tensors.at(prefix + ".weight").dtype == DType::kF8_E4M3) {
+      STRATA_CHECK_KIND(ErrorKind::kFormat, q.method == HfQuantMethod::kFp8 || (ct && q.float_weights), "tensor '",
+                        prefix, ".weight' is FP8 but ", q.source, " says quant_method '", q.method_name, "'",
+                        ct ? " with int weights" : "");
+      t = fp8(m, q);
+    } else {
+      STRATA_CHECK_KIND(ErrorKind::kFormat, ct && !q.float_weights && q.bits == 8, "tensor '", prefix,
+                        ".weight' is int8 but ", q.source, " says quant_method '", q.method_name,
+                        "'; int8 weights come from compressed-tensors int-quantized W8A8");
+      t = ct_int8(m, q);
+    }
+    m.also_consume("input_scale");
+    m.also_consume("input_zero_point");
+    if (t.input_scale) ++static_scales;
+    if (!t.unquantized_why.empty() && unquantized++ == 0) first_unquantized = cat(t.described, ": ", t.unquantized_why);
+    t.weight_name = prefix + ".weight";
+    m.consume();  // this layer's source tensors are read; the caller sees only the rest
+    out.push_back(std::move(t));
+  }
+  if (unquantized > 0)
+    LOG_INFO(q.source, ": ", unquantized, " of ", out.size(), " quantized layers have no exact strata block type and "
+             "were dequantized exactly to f32 (they run unquantized; first: ", first_unquantized, ")");
+  if (static_scales > 0)
+    LOG_INFO(q.source, ": ", static_scales, " layers carry static activation scales (input_scale); strata records "
+             "them and computes with float activations (weight-only quantization)");
+  return out;
+}
+
+}  // namespace strata

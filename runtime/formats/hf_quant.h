@@ -1,0 +1,68 @@
+// runtime/formats/hf_quant.h: Hugging Face checkpoints whose config.json has a quantization_config
+// (GPTQ, AWQ, FP8, compressed-tensors). Each quantized linear layer is transcoded at load time into one of
+// strata's block types where its arithmetic is exactly representable, so every existing kernel, TP split
+// and offload tier serves it; the mapping (README "Quantized Hugging Face checkpoints"):
+//   GPTQ / compressed-tensors pack-quantized, 4-bit symmetric (y = s (q - 8)), group % 32 == 0  -> q4_0
+//   GPTQ / AWQ / pack-quantized 4-bit with zero points (y = s (q - z))  -> q5_0, code q - z + 16
+//   8-bit GPTQ / pack-quantized, int8 W8A8 (y = s (q - z), q - z within int8)  -> q8_0
+//   FP8 e4m3 (per-tensor, per-channel, 128-wide groups, 128x128 blocks)  -> f8_e4m3_b128
+// Scales must convert to f16 exactly for the q types. What does not map exactly (GPTQ act-order with a
+// permuted g_idx, scales that are not f16 values, 8-bit codes whose q - z leaves int8) is dequantized to
+// f32 with the same arithmetic, and one log line per checkpoint says how many layers and why.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "runtime/tensor.h"
+
+namespace strata {
+
+enum class HfQuantMethod { kGptq, kAwq, kFp8, kCompressedTensors };
+
+struct HfQuantization {
+  HfQuantMethod method = HfQuantMethod::kGptq;
+  std::string method_name;  // quant_method as written
+  int bits = 0;             // GPTQ / AWQ bits; compressed-tensors' weights.num_bits
+  int64_t group_size = 0;   // GPTQ / AWQ; -1 = one group per row (per channel)
+  bool desc_act = false;    // GPTQ activation order
+  bool gptq_v1 = true;      // checkpoint_format "gptq": zero points are stored minus one
+  bool float_weights = false;  // compressed-tensors "type": "float" (FP8)
+  bool static_input_scales = false;  // FP8 / W8A8 with activation_scheme static / dynamic = false
+  std::string source;       // "config.json (quantization_config)" for messages
+};
+
+// Reads the quantization_config object (its JSON text). Throws kFormat for a method, bit width, group
+// size, GPTQ/AWQ variant or FP8 flavour strata cannot load, naming the field and what is supported.
+HfQuantization parse_hf_quantization(const std::string& json_text, const std::string& source);
+
+// One tensor of a safetensors file, by its name in the file, pointing into the mapping.
+struct HfRawTensor {
+  std::string file;
+  DType dtype = DType::kF32;
+  Shape shape;
+  const uint8_t* data = nullptr;
+  uint64_t nbytes = 0;
+};
+
+// A quantized linear layer rebuilt as one strata weight: its Hugging Face weight name
+// ("model.layers.0.self_attn.q_proj.weight"), [out, in] shape, dtype and bytes.
+struct HfTranscoded {
+  std::string weight_name;
+  std::string described;  // "model.layers.0.self_attn.q_proj.qweight in model.safetensors (GPTQ 4-bit -> q4_0)"
+  DType dtype = DType::kF32;
+  Shape shape;
+  std::vector<uint8_t> bytes;
+  std::optional<float> input_scale;  // a static activation scale (recorded; activations stay float)
+  std::string unquantized_why;       // why an f32 layer could not stay quantized ("" when it did)
+};
+
+// Transcodes every quantized layer found in `tensors` (all shards, by name) and removes the tensors it
+// consumed (qweight, qzeros, scales, g_idx, weight_scale, ...); unquantized tensors stay for the caller.
+// Bad input (missing scales, wrong shapes, a group size that does not divide the row, g_idx out of range,
+// codes of another bit width) throws kFormat naming the tensor.
+std::vector<HfTranscoded> transcode_hf_quantized(const HfQuantization& q, std::map<std::string, HfRawTensor>& tensors);
+
+}  // namespace strata
