@@ -24,9 +24,11 @@ struct Routing {
 // f32, the n_used most probable (ties to the lower index), renormalized to sum 1 when config.norm_topk.
 Routing route_tokens(const MoeConfig& config, const float* logits, int64_t tokens);
 
-// Tokens routed to each expert, summed over the steps a layer ran (per-expert load).
+// Tokens routed to each expert, summed over the steps a layer ran (per-expert load), and the expert weight
+// bytes those steps read.
 struct ExpertLoad {
   std::vector<int64_t> tokens;  // [n_experts]
+  int64_t expert_bytes = 0;     // weight bytes of the routed experts run (each at most once per layer and step)
   void add(const Routing& routing);
 };
 
