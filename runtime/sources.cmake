@@ -12,10 +12,12 @@ set(STRATA_RUNTIME_SOURCES
   cuda/attention_prefill_mma.cu
   cuda/cuda_backend.cpp
   cuda/cuda_backend_fused.cpp
+  cuda/cuda_backend_moe.cpp
   cuda/device_handles.cpp
   cuda/elementwise_kernels.cu
   cuda/gemm.cpp
   cuda/gemv_kernels.cu
+  cuda/moe_kernels.cu
   cuda/op_profiler.cpp
   cuda/sampling_kernels.cu
   dtype.cpp
