@@ -15,6 +15,11 @@ int64_t LayerWeights::nbytes() const {
   for (const Tensor* t : {&attn_norm, &wq, &wk, &wv, &bq, &bk, &bv, &wo, &q_norm, &k_norm, &ffn_norm, &w_gate, &w_up,
                           &w_down, &router, &shared_gate, &shared_up, &shared_down, &shared_router})
     if (t->defined()) n += t->nbytes();
+  return n + routed_expert_nbytes();
+}
+
+int64_t LayerWeights::routed_expert_nbytes() const {
+  int64_t n = 0;
   for (const auto* experts : {&expert_gate, &expert_up, &expert_down})
     for (const Tensor& t : *experts) n += t.nbytes();
   return n;
