@@ -69,7 +69,7 @@ bool check_tensor(const Plan* plan, const ModelConfig& c, int tp, DType dtype, s
   for (const TensorSlot& slot : model_description(c).slots) {
     if (slot.split != TpSplit::kCols || !slot.may_quantize() || !slot.present(c)) continue;
     const int64_t whole = slot.full_shape(c)[1], local = whole / tp;
-    if (local % block == 0) continue;
+    if (local % block == 0 || local == whole) continue;  // unsplit (tensor 1): whole rows, whole blocks
     fail(cat("with dtype ", dtype_name(dtype), ", ", slot.per_layer ? "blk.*." : "", slot.name,
              " is split along its input dim into ", local, " columns per rank (", dim_name(slot.shape[1]), " ", whole,
              " / tensor ", tp, "), not a multiple of the ", block, "-element ", dtype_name(dtype),
