@@ -151,7 +151,7 @@ void moe_ffn(Backend& backend, const MoeConfig& config, const LayerWeights& w, c
 
   Tensor y = backend.alloc({std::max<int64_t>(N, 1), D}, act);
   if (N > 0) {
-    const int64_t F = config.expert_ffn;
+    const int64_t F = w.expert_gate.front().dim(0);
     Tensor xs = backend.alloc({N, D}, act);
     backend.embed(x, pack.view(at_rows, N, DType::kI32), 0, xs);  // a row gather
     Tensor g = backend.alloc({N, F}, act), u = backend.alloc({N, F}, act);
