@@ -99,14 +99,16 @@ void moe_ffn(Backend& backend, const MoeConfig& config, const LayerWeights& w, c
   const bool shared = w.shared_gate.defined();
   const DType act = backend.activation_dtype();
 
-  // The routers in f32, on the host: T x E numbers (and Qwen2-MoE's T shared-expert gates).
-  Tensor routed_logits = backend.alloc({T, E}, DType::kF32), gate_logit;
+  // The routers in f32, on the host: T x E numbers, then Qwen2-MoE's T shared-expert gates, in one buffer
+  // so a device backend brings them over in one copy.
+  Tensor logits = backend.alloc({T * E + (shared ? T : 0)}, DType::kF32);
+  Tensor routed_logits = logits.rows(0, T * E).reshape({T, E});
   backend.matmul(x, w.router, nullptr, routed_logits);
   if (shared) {
-    gate_logit = backend.alloc({T, 1}, DType::kF32);
+    Tensor gate_logit = logits.rows(T * E, T).reshape({T, 1});
     backend.matmul(x, w.shared_router, nullptr, gate_logit);
   }
-  const Tensor host_logits = to_host(backend, routed_logits);
+  const Tensor host_logits = to_host(backend, logits);
   const Routing routing = route_tokens(config, host_logits.data<float>(), T);
   if (load != nullptr) {
     if (load->tokens.size() < static_cast<size_t>(E)) load->tokens.resize(static_cast<size_t>(E), 0);
@@ -141,10 +143,10 @@ void moe_ffn(Backend& backend, const MoeConfig& config, const LayerWeights& w, c
     }
   }
   if (shared) {  // every token through the shared expert, scaled by sigmoid(x . shared_router)
-    const Tensor host_gate = to_host(backend, gate_logit);
+    const float* gate = host_logits.data<float>() + T * E;
     for (int64_t t = 0; t < T; ++t) {
       pack.i32(at_ids)[t] = static_cast<int32_t>(t);
-      pack.f32(at_gate)[t] = 1.f / (1.f + std::exp(-host_gate.data<float>()[t]));
+      pack.f32(at_gate)[t] = 1.f / (1.f + std::exp(-gate[t]));
     }
   }
   pack.upload(backend);
