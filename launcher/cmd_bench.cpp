@@ -107,16 +107,27 @@ int run_decode(const Args& args, const SessionOptions& options, RankRuntime* ran
   // step times. Its prompt differs so the prefix cache cannot serve the timed prefill.
   GenerationRequest warm = r;
   for (int32_t& id : warm.prompt) id = static_cast<int32_t>(1 + (id + 1) % (session.config().vocab_size - 1));
-  session.generator().generate(std::vector<GenerationRequest>(static_cast<size_t>(local), warm), nullptr);
+  // Each sequence its own prompt (a rotation of the ids), so a mixture-of-experts batch routes its tokens
+  // apart as real traffic does instead of sending every sequence to the same experts.
+  auto batch_of = [&](const GenerationRequest& one) {
+    std::vector<GenerationRequest> reqs(static_cast<size_t>(local), one);
+    const auto V = static_cast<int32_t>(session.config().vocab_size - 1);
+    for (size_t i = 1; i < reqs.size(); ++i)
+      for (int32_t& id : reqs[i].prompt) id = 1 + static_cast<int32_t>((id + static_cast<int64_t>(i) * 104729) % V);
+    return reqs;
+  };
+  session.generator().generate(batch_of(warm), nullptr);
   const GenerationStats before = session.generator().stats();
   // Sequence 0 gets one token per step, so its callback sees every step's counters.
   const StepCounters start = read_counters(session);
   const LlamaModel::Timings timings_before = session.model().timings();
   const std::vector<int64_t> experts_before = session.model().expert_load().tokens;
+  int64_t expert_bytes_at_first_token = 0;  // after the prefill step: what follows is decode
   StepBreakdown breakdown(start);
   const auto t0 = std::chrono::steady_clock::now();
-  session.generator().generate(std::vector<GenerationRequest>(static_cast<size_t>(local), r), [&](size_t seq, int32_t) {
+  session.generator().generate(batch_of(r), [&](size_t seq, int32_t) {
     if (seq != 0) return;
+    if (arrivals.empty()) expert_bytes_at_first_token = session.model().expert_load().expert_bytes;
     arrivals.push_back(seconds_since(t0));
     breakdown.observe(read_counters(session));
   });
@@ -145,8 +156,13 @@ int run_decode(const Args& args, const SessionOptions& options, RankRuntime* ran
                              : static_cast<int64_t>(ck.has("output.weight") ? ck.entry("output.weight").nbytes
                                                                              : ck.entry("token_embd.weight").nbytes) /
                                    (rank != nullptr ? rank->plan().parallel.tensor : 1);
-  const int64_t step_bytes = session.weight_bytes() + head_bytes;
   const int64_t decode_tokens = n - 1;  // per sequence: the first token comes from the prefill step
+  // Mixture-of-experts: a step reads only the experts its tokens were routed to (each once per layer),
+  // so the bytes actually read are the dense weights plus the decode steps' measured expert bytes.
+  const int64_t expert_bytes_per_step =
+      (session.model().expert_load().expert_bytes - expert_bytes_at_first_token) / std::max<int64_t>(1, decode_tokens);
+  const int64_t step_bytes = session.weight_bytes() - session.expert_weight_bytes() + head_bytes +
+                             (session.expert_weight_bytes() > 0 ? expert_bytes_per_step : 0);
   // Per decode token (one step each without speculation; a verified step emits several).
   const double step_s = s.decode_seconds / static_cast<double>(decode_tokens);
   const double weight_gbs = static_cast<double>(step_bytes) / step_s / 1e9;
@@ -193,7 +209,8 @@ int run_decode(const Args& args, const SessionOptions& options, RankRuntime* ran
               "\"tp_comm_wait_s\": %.4f, \"tp_all_reduces\": %lld, \"forward_s\": %.4f, \"sample_s\": %.4f, "
               "\"comm_ops\": %lld, \"comm_bytes\": %lld, \"comm_busy_s\": %.4f, \"comm_blocked_s\": %.4f, "
               "\"stream_bytes\": %lld, \"stream_wait_s\": %.4f, \"stream_busy_s\": %.4f, "
-              "\"graph_replays\": %lld, \"graph_gpu_ms\": %.3f, \"expert_tokens\": %s, \"breakdown\": %s, "
+              "\"graph_replays\": %lld, \"graph_gpu_ms\": %.3f, \"expert_tokens\": %s, "
+              "\"expert_bytes_per_step\": %lld, \"expert_bytes_held\": %lld, \"breakdown\": %s, "
               "\"memory\": %s, \"speculative\": %s}\n",
               ck.path().c_str(), dtype_name(ck.entry("blk.0.attn_q.weight").dtype), omp_get_max_threads(),
               static_cast<long long>(batch), static_cast<long long>(prompt_len),
@@ -210,7 +227,8 @@ int run_decode(const Args& args, const SessionOptions& options, RankRuntime* ran
               static_cast<long long>(totals.comm.bytes), totals.comm.busy_seconds, totals.comm.blocked_seconds,
               static_cast<long long>(totals.stream_bytes), totals.stream_wait_s, totals.stream_busy_s,
               static_cast<long long>(replays), replays > 0 ? graph_s / static_cast<double>(replays) * 1e3 : 0.0,
-              boost::json::serialize(expert_tokens).c_str(), parts.c_str(), memory.c_str(), speculation.c_str());
+              boost::json::serialize(expert_tokens).c_str(), static_cast<long long>(expert_bytes_per_step),
+              static_cast<long long>(session.expert_weight_bytes()), parts.c_str(), memory.c_str(), speculation.c_str());
   std::fflush(stdout);
   return 0;
 }

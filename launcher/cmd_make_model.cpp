@@ -21,6 +21,7 @@ int cmd_make_model(int argc, char** argv) {
                                   "f32, f16 (default), bf16; gguf also " + quantized_dtype_names() +
                                       " and q4_k_m (q4_k, q6_k for the head and some attn_v/ffn_down)"},
                                  {"seed", true, "random seed (default 1)"},
+                                 {"layers", true, "keep the preset's first N layers (a slice of a big shape that fits)"},
                                  {"out", true, "output directory (safetensors) or .gguf file"}},
                   argc, argv, 2);
   MakeModelOptions options;
@@ -32,7 +33,12 @@ int cmd_make_model(int argc, char** argv) {
   if (options.dtype != "q4_k_m") options.dtype = dtype_name(dtype_from_name(options.dtype));  // validates the name
   options.seed = static_cast<uint64_t>(args.integer("seed", 1, 0, INT64_MAX));
   options.out = args.required("out");
-  const ModelConfig config = model_preset(options.preset);  // validates the name before any writing
+  ModelConfig config = model_preset(options.preset);  // validates the name before any writing
+  if (args.has("layers")) {
+    config.n_layers = args.integer("layers", config.n_layers, 1, config.n_layers);
+    std::erase_if(config.moe.dense_layers, [&](int64_t l) { return l >= config.n_layers; });
+    options.config = config;
+  }
   {  // a 7b-shape model takes minutes to write: show the bytes on disk against the expected total
     const std::string out = make_model_output_path(options);
     const DType dtype = dtype_from_name(options.dtype);

@@ -72,7 +72,9 @@ ModelSession::ModelSession(const SessionOptions& options, const RankPlacement& p
   } else {
     weights_ = make_resident_weights(*checkpoint_, spec_, *backend_);
     for (int64_t l = spec_.layer_begin; l < spec_.layer_end; ++l) {
-      weight_bytes_ += weights_->acquire(l).nbytes();
+      const LayerWeights& w = weights_->acquire(l);
+      weight_bytes_ += w.nbytes();
+      expert_weight_bytes_ += w.routed_expert_nbytes();
       weights_->release(l);
     }
   }

@@ -78,6 +78,8 @@ class ModelSession {
   StageLink& link() { return *link_; }
   // Bytes of weights this rank holds and bytes of the memory map it read to get them.
   int64_t weight_bytes() const { return weight_bytes_; }
+  // The routed experts' share of weight_bytes() (mixture-of-experts models; 0 when offloaded).
+  int64_t expert_weight_bytes() const { return expert_weight_bytes_; }
   uint64_t checkpoint_bytes_read() const { return checkpoint_->bytes_touched(); }
   // The offloading weight source, or null when every weight is resident.
   offload::TieredWeights* offload() { return tiered_; }
@@ -113,6 +115,7 @@ class ModelSession {
   std::unique_ptr<Generator> generator_;
   std::unique_ptr<Tokenizer> tokenizer_;
   int64_t weight_bytes_ = 0;
+  int64_t expert_weight_bytes_ = 0;
   SessionOptions options_;
 };
 

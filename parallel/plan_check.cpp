@@ -69,7 +69,7 @@ bool check_tensor(const Plan* plan, const ModelConfig& c, int tp, DType dtype, s
   for (const TensorSlot& slot : model_description(c).slots) {
     if (slot.split != TpSplit::kCols || !slot.may_quantize() || !slot.present(c)) continue;
     const int64_t whole = slot.full_shape(c)[1], local = whole / tp;
-    if (local % block == 0) continue;
+    if (local % block == 0 || local == whole) continue;  // unsplit (tensor 1): whole rows, whole blocks
     fail(cat("with dtype ", dtype_name(dtype), ", ", slot.per_layer ? "blk.*." : "", slot.name,
              " is split along its input dim into ", local, " columns per rank (", dim_name(slot.shape[1]), " ", whole,
              " / tensor ", tp, "), not a multiple of the ", block, "-element ", dtype_name(dtype),
@@ -280,7 +280,7 @@ std::vector<int> valid_tensor_sizes(const ModelConfig& config, DType dtype) {
 
 // parallel.expert: the model must have experts, and tensor x expert ranks must split each stage's experts
 // (and the shared expert's columns) evenly; the message lists the expert sizes that work with this tensor size.
-static void check_experts(const Plan& plan, const ModelConfig& c, std::vector<Diagnostic>& out) {
+static void check_experts(const Plan& plan, const ModelConfig& c, DType dtype, std::vector<Diagnostic>& out) {
   const int tp = plan.parallel.tensor, ep = plan.parallel.expert;
   if (!c.moe.enabled()) {
     if (ep > 1)
@@ -288,8 +288,12 @@ static void check_experts(const Plan& plan, const ModelConfig& c, std::vector<Di
                                                            " has no experts; remove parallel.expert or set it to 1")));
     return;
   }
+  // The shared expert's down projection is split along its input over the whole group: with a block-quantized
+  // dtype each rank's columns must be whole blocks.
+  const int64_t block = dtype_is_quantized(dtype) ? dtype_block_elems(dtype) : 1;
   const auto splits = [&](int64_t group) {
-    return c.moe.n_experts % group == 0 && c.moe.shared_ffn % group == 0;
+    return c.moe.n_experts % group == 0 && c.moe.shared_ffn % group == 0 &&
+           (group == 1 || (c.moe.shared_ffn / group) % block == 0);
   };
   if (splits(int64_t{tp} * ep)) return;
   std::vector<int> work;
@@ -299,7 +303,8 @@ static void check_experts(const Plan& plan, const ModelConfig& c, std::vector<Di
   out.push_back(plan.diagnostic(
       field, cat("tensor x expert = ", tp, " x ", ep, " = ", int64_t{tp} * ep, " ranks do not split the ",
                  c.moe.n_experts, " experts of each layer", c.moe.shared_ffn > 0 ? cat(" (and the shared expert's ",
-                 c.moe.shared_ffn, " columns)") : std::string(), " evenly; ",
+                 c.moe.shared_ffn, " columns", block > 1 ? cat(" in whole ", block, "-column ", dtype_name(dtype),
+                 " blocks") : std::string(), ")") : std::string(), " evenly; ",
                  work.empty() ? cat("no expert size works with tensor ", tp, "; choose a tensor size that divides ",
                                     c.moe.n_experts)
                               : cat("with tensor ", tp, ", parallel.expert may be ", int_list(work)))));
@@ -333,7 +338,7 @@ std::vector<Diagnostic> validate_plan(const Plan& plan, const ModelConfig& confi
                                                      dtype_block_elems(dtype), " but the model's hidden size ", config.hidden,
                                                      " is not a multiple of it; use f16 or bf16")));
   check_tensor(&plan, config, par.tensor, dtype, &out);
-  check_experts(plan, config, out);
+  check_experts(plan, config, dtype, out);
   if (par.pipeline > config.n_layers)
     out.push_back(plan.diagnostic("parallel.pipeline", cat("parallel.pipeline = ", par.pipeline, " is more than the ",
                                                            config.n_layers, " layers of the model; every stage needs at "

@@ -1,6 +1,9 @@
 // runtime/backend.cpp: the default (host) implementation of Backend::sample.
 #include "runtime/backend.h"
 
+#include <algorithm>
+#include <vector>
+
 #include "runtime/error.h"
 #include "runtime/sampler.h"
 
@@ -29,25 +32,36 @@ void Backend::rope_kv_write(Tensor& q, Tensor& k, const Tensor& v, const Tensor&
   kv_write(k, v, slots, k_cache, v_cache);
 }
 
-void Backend::scatter_add_rows(const Tensor& src, const Tensor& index, const Tensor& weight, Tensor& out) {
+void Backend::combine_rows(const Tensor& src, const Tensor& index, const Tensor& weight, bool accumulate,
+                           Tensor& out) {
   for (const Tensor* t : std::initializer_list<const Tensor*>{&src, &index, &weight, &out})
-    STRATA_CHECK(t->device() == Device::kCpu, "scatter_add_rows (the mixture-of-experts combine) is not implemented "
-                 "on the ", name(), " backend yet; run mixture-of-experts models with --device cpu");
+    STRATA_CHECK(t->device() == Device::kCpu, "combine_rows (the mixture-of-experts combine) is not implemented "
+                 "on the ", name(), " backend; run mixture-of-experts models with --device cpu");
   STRATA_CHECK(src.dtype() == DType::kF32 && out.dtype() == DType::kF32 && index.dtype() == DType::kI32 &&
                    weight.dtype() == DType::kF32,
-               "scatter_add_rows: src/out/weight must be f32 and index i32");
-  const int64_t R = index.numel(), D = out.dim(-1), rows = out.numel() / D;
-  STRATA_CHECK(weight.numel() == R && src.numel() == R * D, "scatter_add_rows: src ", shape_str(src.shape()),
-               " is not [", R, ", ", D, "] with ", weight.numel(), " weights");
+               "combine_rows: src/out/weight must be f32 and index i32");
+  const int64_t D = out.dim(-1), T = out.numel() / D, n = index.numel(), rows = src.numel() / D;
+  STRATA_CHECK(T > 0 && n % T == 0 && weight.numel() == n && src.dim(-1) == D, "combine_rows: ", n,
+               " indices and ", weight.numel(), " weights for ", T, " output rows; src ", shape_str(src.shape()),
+               ", out ", shape_str(out.shape()));
+  const int64_t k = n / T;
   const int32_t* idx = index.data<int32_t>();
   const float* w = weight.data<float>();
   const float* in = src.data<float>();
   float* o = out.data<float>();
-  for (int64_t r = 0; r < R; ++r) {
-    STRATA_CHECK(idx[r] >= 0 && idx[r] < rows, "scatter_add_rows: index ", idx[r], " outside ", rows, " rows");
-    float* dst = o + int64_t{idx[r]} * D;
-    const float* row = in + r * D;
-    for (int64_t i = 0; i < D; ++i) dst[i] += w[r] * row[i];
+  for (int64_t i = 0; i < n; ++i)
+    STRATA_CHECK(idx[i] < rows, "combine_rows: index ", idx[i], " outside the ", rows, " rows of src");
+  std::vector<float> acc(static_cast<size_t>(D));
+  for (int64_t t = 0; t < T; ++t) {
+    float* dst = o + t * D;
+    for (int64_t d = 0; d < D; ++d) acc[static_cast<size_t>(d)] = accumulate ? dst[d] : 0.f;
+    for (int64_t j = 0; j < k; ++j) {
+      const int32_t r = idx[t * k + j];
+      if (r < 0) continue;
+      const float* row = in + int64_t{r} * D;
+      for (int64_t d = 0; d < D; ++d) acc[static_cast<size_t>(d)] += w[t * k + j] * row[d];
+    }
+    std::copy(acc.begin(), acc.end(), dst);
   }
 }
 

@@ -104,10 +104,13 @@ class Backend {
 
   // a += b.
   virtual void add(Tensor& a, const Tensor& b) = 0;
-  // out[index[r], :] += weight[r] * src[r, :] for the R rows of src [R, D], with index (i32 [R]) and weight
-  // (f32 [R]) on the backend; rows that share an index add in row order. A mixture-of-experts layer's
-  // combine. The default runs on host memory (the CPU backend) and throws for device tensors.
-  virtual void scatter_add_rows(const Tensor& src, const Tensor& index, const Tensor& weight, Tensor& out);
+  // A mixture-of-experts layer's combine: out[t, :] = (accumulate ? out[t, :] : 0) + sum over j < k of
+  // weight[t*k + j] * src[index[t*k + j], :], for the T rows of out [T, D] and k = index.numel() / T, the
+  // sum in j order; index (i32) and weight (f32) on the backend, a negative index adds nothing. Summing per
+  // output row needs no atomics and gives the same bits every run. The default runs on host memory (the
+  // CPU backend) and throws for device tensors.
+  virtual void combine_rows(const Tensor& src, const Tensor& index, const Tensor& weight, bool accumulate,
+                            Tensor& out);
   // Splits the columns of x [T, C] (any shape with T leading rows) into parts, in order: parts[i] gets
   // [T, C_i] with C_i = parts[i]->numel() / T, and the C_i sum to C; same dtype throughout, at most 4 parts.
   // A multi-token step's fused QKV projection yields its q, k and v this way.

@@ -22,7 +22,9 @@ ModelConfig shape(const char* arch, int64_t vocab, int64_t hidden, int64_t layer
 }  // namespace
 
 std::vector<std::string> model_preset_names() {
-  return {"tiny", "small", "7b-shape", "13b-shape", "70b-shape", "llama3-8b-shape", "llama3-70b-shape", "qwen2-tiny"};
+  return {"tiny",       "small",          "7b-shape",          "13b-shape",          "70b-shape",
+          "llama3-8b-shape", "llama3-70b-shape", "qwen2-tiny", "mixtral-tiny", "qwen2-moe-tiny",
+          "mixtral-8x7b-shape", "qwen3-30b-a3b-shape"};
 }
 
 ModelConfig model_preset(const std::string& name) {
@@ -53,6 +55,41 @@ ModelConfig model_preset(const std::string& name) {
     c.rope_theta = 1000000.f;
     c.rms_eps = 1e-6f;
     c.tied_embeddings = true;
+    return c;
+  }
+  // Mixture-of-experts shapes: Mixtral-8x7B (8 experts, top-2, expert FFN 14336) and Qwen3-30B-A3B (128
+  // experts, top-8, expert FFN 768, q/k norms), after their published configs; tiny ones for tests.
+  if (name == "mixtral-tiny" || name == "mixtral-8x7b-shape") {
+    const bool big = name == "mixtral-8x7b-shape";
+    ModelConfig c = big ? shape("mixtral", 32000, 4096, 32, 32, 8, 14336, 4096) : shape("mixtral", 512, 64, 2, 8, 4, 96, 1024);
+    c.rope_theta = 1000000.f;
+    c.moe.n_experts = 8;
+    c.moe.n_used = 2;
+    c.moe.expert_ffn = c.ffn;
+    return c;
+  }
+  if (name == "qwen2-moe-tiny") {
+    ModelConfig c = shape("qwen2_moe", 512, 64, 3, 4, 2, 128, 1024);
+    c.qkv_bias = true;
+    c.rope_theta = 1000000.f;
+    c.rms_eps = 1e-6f;
+    c.moe.n_experts = 8;
+    c.moe.n_used = 2;
+    c.moe.expert_ffn = 32;
+    c.moe.shared_ffn = 64;
+    c.moe.norm_topk = false;
+    c.moe.dense_layers = {1};
+    return c;
+  }
+  if (name == "qwen3-30b-a3b-shape") {
+    ModelConfig c = shape("qwen3_moe", 151936, 2048, 48, 32, 4, 6144, 4096);
+    c.head_dim = 128;
+    c.qk_norm = true;
+    c.rope_theta = 1000000.f;
+    c.rms_eps = 1e-6f;
+    c.moe.n_experts = 128;
+    c.moe.n_used = 8;
+    c.moe.expert_ffn = 768;
     return c;
   }
   std::string names;

@@ -13,6 +13,7 @@ set(STRATA_RUNTIME_SOURCES
   cuda/cuda_backend.cpp
   cuda/cuda_backend_encoder.cpp
   cuda/cuda_backend_fused.cpp
+  cuda/cuda_backend_moe.cpp
   cuda/device_handles.cpp
   cuda/elementwise_kernels.cu
   cuda/encoder_kernels.cu
@@ -20,6 +21,7 @@ set(STRATA_RUNTIME_SOURCES
   cuda/gemm.cpp
   cuda/gemv_kernels.cu
   cuda/gemv_quant.cu
+  cuda/moe_kernels.cu
   cuda/op_profiler.cpp
   cuda/sampling_kernels.cu
   draft_model.cpp

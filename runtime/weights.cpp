@@ -15,6 +15,11 @@ int64_t LayerWeights::nbytes() const {
   for (const Tensor* t : {&attn_norm, &wq, &wk, &wv, &bq, &bk, &bv, &wo, &q_norm, &k_norm, &ffn_norm, &w_gate, &w_up,
                           &w_down, &router, &shared_gate, &shared_up, &shared_down, &shared_router})
     if (t->defined()) n += t->nbytes();
+  return n + routed_expert_nbytes();
+}
+
+int64_t LayerWeights::routed_expert_nbytes() const {
+  int64_t n = 0;
   for (const auto* experts : {&expert_gate, &expert_up, &expert_down})
     for (const Tensor& t : *experts) n += t.nbytes();
   return n;
@@ -96,6 +101,14 @@ class ResidentWeights final : public WeightSource {
   ResidentWeights(const Checkpoint& checkpoint, const ShardSpec& spec, Backend& backend) : spec_(spec) {
     const ShardReader reader(checkpoint, spec);
     auto up = [&](const Tensor& t) { return t.defined() ? backend.upload_weight(t) : Tensor(); };
+    // MoE routers keep the checkpoint's dtype (upload_weight may round f32 to bf16): routing is decided in f32.
+    auto up_exact = [&](const Tensor& t) {
+      if (!t.defined() || backend.device() == Device::kCpu) return up(t);
+      Tensor dev = backend.alloc(t.shape(), t.dtype());
+      backend.copy(t, dev);
+      backend.synchronize();  // the host view may be released once this returns
+      return dev;
+    };
     const GlobalWeights g = reader.globals();
     globals_ = {up(g.embed), up(g.output_norm), up(g.output)};
     if (g.output.defined() && g.output.raw() == g.embed.raw()) globals_.output = globals_.embed;
@@ -107,7 +120,7 @@ class ResidentWeights final : public WeightSource {
       d.attn_norm = up(h.attn_norm);
       d.q_norm = up(h.q_norm);
       d.k_norm = up(h.k_norm);
-      d.router = up(h.router);
+      d.router = up_exact(h.router);
       d.expert_first = h.expert_first;
       for (size_t e = 0; e < h.expert_gate.size(); ++e) {
         d.expert_gate.push_back(up(h.expert_gate[e]));
@@ -115,7 +128,7 @@ class ResidentWeights final : public WeightSource {
         d.expert_down.push_back(up(h.expert_down[e]));
       }
       d.shared_gate = up(h.shared_gate), d.shared_up = up(h.shared_up), d.shared_down = up(h.shared_down);
-      d.shared_router = up(h.shared_router);
+      d.shared_router = up_exact(h.shared_router);
       d.ffn_norm = up(h.ffn_norm);
       d.wo = up(h.wo);
       d.w_down = up(h.w_down);

@@ -32,6 +32,7 @@ struct LayerWeights {
   // small ones at a better share of the bandwidth; used when a step has one token.
   Tensor wqkv, bqkv, w_gate_up;
   int64_t nbytes() const;
+  int64_t routed_expert_nbytes() const;  // of expert_gate/up/down (a step reads only the selected experts')
 };
 
 struct GlobalWeights {

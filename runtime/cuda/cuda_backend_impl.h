@@ -336,6 +336,9 @@ class CudaBackend final : public Backend {
     cuda::launch_add(a.raw(), a.dtype(), b.raw(), b.dtype(), a.numel(), launch());
   }
 
+  void combine_rows(const Tensor& src, const Tensor& index, const Tensor& weight, bool accumulate,
+                    Tensor& out) override;  // cuda_backend_moe.cpp
+
   void split_columns(const Tensor& x, const std::vector<Tensor*>& parts) override {
     check_on_device(x, "x", "split_columns");
     const std::vector<int64_t> widths = split_column_widths(x, parts);

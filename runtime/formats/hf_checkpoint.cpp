@@ -229,7 +229,12 @@ ModelConfig parse_hf_config(const std::string& text, const std::string& source) 
 }
 
 std::string hf_config_json(const ModelConfig& c, const std::string& torch_dtype) {
-  const char* cls = c.arch == "qwen2" ? "Qwen2ForCausalLM" : c.arch == "mistral" ? "MistralForCausalLM" : "LlamaForCausalLM";
+  const char* cls = c.arch == "qwen2"       ? "Qwen2ForCausalLM"
+                    : c.arch == "mistral"   ? "MistralForCausalLM"
+                    : c.arch == "mixtral"   ? "MixtralForCausalLM"
+                    : c.arch == "qwen2_moe" ? "Qwen2MoeForCausalLM"
+                    : c.arch == "qwen3_moe" ? "Qwen3MoeForCausalLM"
+                                            : "LlamaForCausalLM";
   json::object o;
   o["architectures"] = json::array{cls};
   o["model_type"] = c.arch;
@@ -252,7 +257,27 @@ std::string hf_config_json(const ModelConfig& c, const std::string& torch_dtype)
   } else {
     o["rope_scaling"] = nullptr;
   }
-  if (c.arch != "qwen2") o["attention_bias"] = false;
+  if (c.moe.enabled()) {  // transformers' names (parse_moe_config reads them back)
+    const MoeConfig& m = c.moe;
+    if (c.arch == "mixtral") {
+      o["num_local_experts"] = m.n_experts;
+      o["intermediate_size"] = m.expert_ffn;
+    } else {
+      o["num_experts"] = m.n_experts;
+      o["moe_intermediate_size"] = m.expert_ffn;
+      o["norm_topk_prob"] = m.norm_topk;
+      o["decoder_sparse_step"] = m.sparse_step;
+      json::array dense;
+      for (int64_t l : m.dense_layers) dense.push_back(l);
+      o["mlp_only_layers"] = std::move(dense);
+    }
+    o["num_experts_per_tok"] = m.n_used;
+    if (c.arch == "qwen2_moe") {
+      o["shared_expert_intermediate_size"] = m.shared_ffn;
+      o["qkv_bias"] = c.qkv_bias;
+    }
+  }
+  if (c.arch != "qwen2" && c.arch != "qwen2_moe") o["attention_bias"] = false;
   o["tie_word_embeddings"] = c.tied_embeddings;
   o["vocab_size"] = c.vocab_size;
   o["bos_token_id"] = c.bos_id;

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 
 #include "runtime/error.h"
 #include "runtime/formats/block_quant.h"
@@ -126,7 +127,8 @@ TensorSpec make_spec(const Plan& plan, const std::string& name, uint64_t seed) {
   const DType dtype = plan.q4_k_m && q6_k_for(name, c.n_layers) ? DType::kQ6_K : plan.dtype;
   spec.dtype = dtype;
   DType value_dtype = dtype;  // the precision a value is rounded to
-  if (plan.gguf && !slot->may_quantize()) spec.dtype = DType::kF32;  // GGUF keeps norms and biases f32, like llama.cpp
+  // GGUF keeps norms, biases and MoE routers f32, like llama.cpp (routing is decided in f32).
+  if (plan.gguf && (!slot->may_quantize() || slot->role == SlotRole::kRouter)) spec.dtype = DType::kF32;
   if (dtype_is_quantized(spec.dtype) && cols % dtype_block_elems(spec.dtype) != 0) {
     LOG_WARN("make-model: ", name, " has rows of ", cols, " elements, not a multiple of the ",
              dtype_block_elems(spec.dtype), "-element ", dtype_name(spec.dtype), " block; writing it as f16");
@@ -158,10 +160,47 @@ TensorSpec make_spec(const Plan& plan, const std::string& name, uint64_t seed) {
   return spec;
 }
 
+// llama.cpp's layout of a layer's routed experts in GGUF: one [n_experts, rows, cols] tensor per
+// projection ("blk.N.ffn_gate_exps.weight"), each expert's block the bytes (and values, same seed) of its
+// per-expert tensor in the safetensors file.
+TensorSpec stacked_experts_spec(const Plan& plan, const TensorRef& first, uint64_t seed) {
+  const int64_t E = plan.config.moe.n_experts;
+  auto experts = std::make_shared<std::vector<TensorSpec>>();
+  for (int64_t e = 0; e < E; ++e)
+    experts->push_back(make_spec(plan, cat("blk.", first.layer, ".", expert_instance(first.slot->name, e)), seed));
+  const TensorSpec& one = experts->front();
+  const std::string_view pattern = first.slot->name;  // "ffn_gate.#.weight" -> "ffn_gate_exps.weight"
+  TensorSpec spec;
+  spec.name = cat("blk.", first.layer, ".", pattern.substr(0, pattern.find('.')), "_exps.weight");
+  spec.dtype = one.dtype;
+  spec.shape = {E, one.shape[0], one.shape[1]};
+  const uint64_t per_expert = one.nbytes();
+  const int64_t rows = one.shape[0];
+  spec.fill = [experts, per_expert, rows](int64_t e0, int64_t n, uint8_t* dst) {
+    for (int64_t e = e0; e < e0 + n; ++e)
+      (*experts)[static_cast<size_t>(e)].fill(0, rows, dst + static_cast<uint64_t>(e - e0) * per_expert);
+  };
+  return spec;
+}
+
 std::vector<TensorSpec> model_specs(const Plan& plan, uint64_t seed) {
   std::vector<TensorSpec> specs;
-  for (const TensorRef& t : model_tensors(plan.config)) specs.push_back(make_spec(plan, t.name, seed));
+  for (const TensorRef& t : model_tensors(plan.config)) {
+    if (plan.gguf && t.slot->per_expert) {
+      if (t.expert == 0) specs.push_back(stacked_experts_spec(plan, t, seed));
+      continue;
+    }
+    specs.push_back(make_spec(plan, t.name, seed));
+  }
   return specs;
+}
+
+// general.architecture as llama.cpp names it: Mixtral is "llama" with an expert count.
+std::string gguf_arch(const ModelConfig& c) {
+  if (c.arch == "mixtral") return "llama";
+  if (c.arch == "qwen2_moe") return "qwen2moe";
+  if (c.arch == "qwen3_moe") return "qwen3moe";
+  return c.arch;
 }
 
 // llama.cpp's per-frequency Llama-3 factors (its rope_freqs.weight), so llama.cpp reads our GGUF right.
@@ -210,10 +249,10 @@ uint32_t llama_file_type(DType dtype) {
 
 std::vector<std::pair<std::string, GgufValue>> gguf_metadata(const ModelConfig& c, const TokenizerData& tok,
                                                              const std::string& model_name, DType dtype) {
-  const std::string a = c.arch + ".";
+  const std::string a = gguf_arch(c) + ".";
   const uint32_t file_type = llama_file_type(dtype);
   std::vector<std::pair<std::string, GgufValue>> md = {
-      {"general.architecture", GgufValue::str(c.arch)},
+      {"general.architecture", GgufValue::str(gguf_arch(c))},
       {"general.name", GgufValue::str(model_name)},
       {"general.file_type", GgufValue::u32(file_type)},
       {a + "vocab_size", GgufValue::u32(static_cast<uint32_t>(c.vocab_size))},
@@ -229,6 +268,14 @@ std::vector<std::pair<std::string, GgufValue>> gguf_metadata(const ModelConfig& 
       {a + "rope.dimension_count", GgufValue::u32(static_cast<uint32_t>(c.head_dim))},
       {a + "rope.freq_base", GgufValue::f32(c.rope_theta)},
   };
+  if (c.moe.enabled()) {  // llama.cpp's keys; the dense layers are the ones without a router tensor
+    md.emplace_back(a + "expert_count", GgufValue::u32(static_cast<uint32_t>(c.moe.n_experts)));
+    md.emplace_back(a + "expert_used_count", GgufValue::u32(static_cast<uint32_t>(c.moe.n_used)));
+    md.emplace_back(a + "expert_feed_forward_length", GgufValue::u32(static_cast<uint32_t>(c.moe.expert_ffn)));
+    if (c.moe.shared_ffn > 0)
+      md.emplace_back(a + "expert_shared_feed_forward_length", GgufValue::u32(static_cast<uint32_t>(c.moe.shared_ffn)));
+    md.emplace_back(a + "expert_weights_norm", GgufValue::boolean(c.moe.norm_topk));
+  }
   if (c.rope_scaling.factor > 0) {
     md.emplace_back(a + "rope.scaling.type", GgufValue::str("llama3"));
     md.emplace_back(a + "rope.scaling.factor", GgufValue::f32(c.rope_scaling.factor));
@@ -303,7 +350,8 @@ void make_model(const MakeModelOptions& o) {
                    (plan.gguf && dtype_is_quantized(plan.dtype)),
                "make-model cannot write dtype ", o.dtype, " as ", o.format, "; use f32, f16 or bf16 (",
                quantized_dtype_names(), ", q4_k_m with --format gguf)");
-  plan.permute_qk = plan.gguf && plan.config.arch != "qwen2";
+  // llama.cpp permutes q/k rows for llama, mistral and Mixtral, not for the Qwen families.
+  plan.permute_qk = plan.gguf && plan.config.arch.rfind("qwen", 0) != 0;
 
   TokenizerData tok = make_synthetic_tokenizer(plan.config.vocab_size);
   if (tok.bos_id >= 0) plan.config.bos_id = tok.bos_id;

@@ -20,9 +20,6 @@ LlamaModel::LlamaModel(const ModelConfig& config, const ShardSpec& spec, Backend
   rope_.rot_dim = config.head_dim;
   STRATA_CHECK_KIND(ErrorKind::kInternal, tp.size() == spec.tp_size, "TP group of ", tp.size(),
                     " ranks for a shard of ", spec.tp_size);
-  STRATA_CHECK_KIND(ErrorKind::kInvalidArgument, !config.moe.enabled() || backend.device() == Device::kCpu, config.arch,
-                    " is a mixture-of-experts model, which runs on the CPU backend only for now (MoE is not yet on "
-                    "CUDA); use --device cpu");
   expert_load_.tokens.assign(static_cast<size_t>(config.moe.n_experts), 0);
 }
 
@@ -388,8 +385,9 @@ bool LlamaModel::sample_recorded(const StepBatch& step, std::span<const SampleRo
                                  std::span<float> logprobs) {
   // Tensor parallelism: the all-reduces and the vocabulary gather are recorded too, where the TP group
   // says its operations can be (Collective::recordable).
+  // Mixture-of-experts layers route on the host (moe.h), so their steps are not recordable.
   if (!backend_.supports_capture() || !spec_.first_stage || !spec_.last_stage || !weights_.stays_resident() ||
-      splice_ != nullptr || !splice_runs(step).empty() ||
+      splice_ != nullptr || !splice_runs(step).empty() || config_.moe.enabled() ||
       (tp_.size() != 1 && !(samples_on_backend() && tp_.recordable())))
     return false;
   const int64_t T = step.n_tokens();

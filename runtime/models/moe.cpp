@@ -50,14 +50,6 @@ void ExpertLoad::add(const Routing& routing) {
 
 namespace {
 
-// A host tensor's copy on the backend (the host tensor itself on the CPU backend).
-Tensor to_backend(Backend& backend, const Tensor& host) {
-  if (backend.device() == Device::kCpu) return host;
-  Tensor dev = backend.alloc(host.shape(), host.dtype());
-  backend.copy(host, dev);
-  return dev;
-}
-
 Tensor to_host(Backend& backend, const Tensor& t) {
   if (t.device() == Device::kCpu) return t;
   Tensor host = Tensor::empty(t.shape(), t.dtype());
@@ -65,21 +57,36 @@ Tensor to_host(Backend& backend, const Tensor& t) {
   return host;
 }
 
-// out[rows] += weight * SwiGLU MLP(x[rows]) for the token rows `ids` (i32, backend) of x.
-void expert_mlp(Backend& backend, const Tensor& x, const Tensor& ids, const Tensor& weight, const Tensor& gate,
-                const Tensor& up, const Tensor& down, Tensor& out) {
-  const int64_t n = ids.numel(), D = x.dim(-1), F = gate.dim(0);
-  const DType act = backend.activation_dtype();
-  Tensor rows = backend.alloc({n, D}, act);
-  backend.embed(x, ids, 0, rows);  // a row gather
-  Tensor g = backend.alloc({n, F}, act), u = backend.alloc({n, F}, act);
-  backend.matmul(rows, gate, nullptr, g);
-  backend.matmul(rows, up, nullptr, u);
-  backend.silu_mul(g, u, g);
-  Tensor y = backend.alloc({n, D}, act);
-  backend.matmul(g, down, nullptr, y);
-  backend.scatter_add_rows(y, ids, weight, out);
-}
+// The step's index arrays, packed into one host buffer so a device backend takes them in one upload.
+class IndexPack {
+ public:
+  // Reserves n i32 (or f32) slots; returns their offset.
+  int64_t add(int64_t n) {
+    const int64_t at = static_cast<int64_t>(words_.size());
+    words_.resize(words_.size() + static_cast<size_t>(n), 0);
+    return at;
+  }
+  int32_t* i32(int64_t at) { return words_.data() + at; }
+  float* f32(int64_t at) { return reinterpret_cast<float*>(words_.data() + at); }
+  void upload(Backend& backend) {
+    host_ = Tensor::empty({static_cast<int64_t>(words_.size())}, DType::kI32);
+    std::memcpy(host_.raw(), words_.data(), words_.size() * 4);
+    if (backend.device() == Device::kCpu) {
+      dev_ = host_;
+      return;
+    }
+    dev_ = backend.alloc(host_.shape(), DType::kI32);
+    backend.copy(host_, dev_);
+  }
+  Tensor view(int64_t at, int64_t n, DType dtype) const {
+    auto* base = static_cast<uint8_t*>(const_cast<void*>(dev_.raw())) + at * 4;
+    return Tensor::view(base, {n}, dtype, dev_.device(), dev_.keepalive());
+  }
+
+ private:
+  std::vector<int32_t> words_;
+  Tensor host_, dev_;
+};
 
 }  // namespace
 
@@ -89,13 +96,18 @@ void moe_ffn(Backend& backend, const MoeConfig& config, const LayerWeights& w, c
   STRATA_CHECK_KIND(ErrorKind::kInternal, w.router.defined() && w.router.dim(0) == E && out.numel() == T * D,
                     "moe_ffn: router ", shape_str(w.router.shape()), " for ", E, " experts, output ",
                     shape_str(out.shape()));
-  Tensor zeros = Tensor::empty({T, D}, out.dtype());
-  std::memset(zeros.raw(), 0, static_cast<size_t>(zeros.nbytes()));
-  backend.copy(zeros, out);
+  const bool shared = w.shared_gate.defined();
+  const DType act = backend.activation_dtype();
 
-  // The router in f32, on the host: T x E numbers.
-  Tensor logits = backend.alloc({T, E}, DType::kF32);
-  backend.matmul(x, w.router, nullptr, logits);
+  // The routers in f32, on the host: T x E numbers, then Qwen2-MoE's T shared-expert gates, in one buffer
+  // so a device backend brings them over in one copy.
+  Tensor logits = backend.alloc({T * E + (shared ? T : 0)}, DType::kF32);
+  Tensor routed_logits = logits.rows(0, T * E).reshape({T, E});
+  backend.matmul(x, w.router, nullptr, routed_logits);
+  if (shared) {
+    Tensor gate_logit = logits.rows(T * E, T).reshape({T, 1});
+    backend.matmul(x, w.shared_router, nullptr, gate_logit);
+  }
   const Tensor host_logits = to_host(backend, logits);
   const Routing routing = route_tokens(config, host_logits.data<float>(), T);
   if (load != nullptr) {
@@ -103,42 +115,80 @@ void moe_ffn(Backend& backend, const MoeConfig& config, const LayerWeights& w, c
     load->add(routing);
   }
 
-  // Each held expert over the tokens routed to it, in token order.
+  // Sort the routed (token, expert) pairs by held expert: expert e's tokens are rows [begin[e], begin[e+1])
+  // of one gathered buffer, so each expert runs one matmul over contiguous rows (a GEMV when a decode
+  // step sends it few tokens, a GEMM in prefill) and reads only its own weights.
   const int64_t held = static_cast<int64_t>(w.expert_gate.size());
-  std::vector<std::vector<int32_t>> rows(static_cast<size_t>(held));
-  std::vector<std::vector<float>> weights(static_cast<size_t>(held));
+  std::vector<int64_t> begin(static_cast<size_t>(held) + 1, 0);
+  for (int32_t e : routing.expert)
+    if (const int64_t local = e - w.expert_first; local >= 0 && local < held) ++begin[static_cast<size_t>(local) + 1];
+  for (int64_t e = 0; e < held; ++e) begin[static_cast<size_t>(e) + 1] += begin[static_cast<size_t>(e)];
+  const int64_t N = begin[static_cast<size_t>(held)];
+  IndexPack pack;
+  const int64_t at_rows = pack.add(N), at_pos = pack.add(T * k), at_weight = pack.add(T * k);
+  const int64_t at_ids = shared ? pack.add(T) : 0, at_gate = shared ? pack.add(T) : 0;
+  std::vector<int64_t> fill(begin.begin(), begin.end() - 1);
   for (int64_t t = 0; t < T; ++t) {
     for (int64_t j = 0; j < k; ++j) {
-      const int64_t local = routing.expert[static_cast<size_t>(t * k + j)] - w.expert_first;
-      if (local < 0 || local >= held) continue;  // another rank of the expert group holds it
-      rows[static_cast<size_t>(local)].push_back(static_cast<int32_t>(t));
-      weights[static_cast<size_t>(local)].push_back(routing.weight[static_cast<size_t>(t * k + j)]);
+      const auto r = static_cast<size_t>(t * k + j);
+      const int64_t local = routing.expert[r] - w.expert_first;
+      pack.f32(at_weight)[r] = routing.weight[r];
+      if (local < 0 || local >= held) {  // another rank of the expert group holds it
+        pack.i32(at_pos)[r] = -1;
+        continue;
+      }
+      const int64_t row = fill[static_cast<size_t>(local)]++;
+      pack.i32(at_rows)[row] = static_cast<int32_t>(t);
+      pack.i32(at_pos)[r] = static_cast<int32_t>(row);
     }
   }
-  for (int64_t e = 0; e < held; ++e) {
-    const auto& r = rows[static_cast<size_t>(e)];
-    if (r.empty()) continue;
-    const int64_t n = static_cast<int64_t>(r.size());
-    Tensor ids = Tensor::empty({n}, DType::kI32), wt = Tensor::empty({n}, DType::kF32);
-    std::memcpy(ids.raw(), r.data(), static_cast<size_t>(n) * 4);
-    std::memcpy(wt.raw(), weights[static_cast<size_t>(e)].data(), static_cast<size_t>(n) * 4);
-    const auto i = static_cast<size_t>(e);
-    expert_mlp(backend, x, to_backend(backend, ids), to_backend(backend, wt), w.expert_gate[i], w.expert_up[i],
-               w.expert_down[i], out);
+  if (shared) {  // every token through the shared expert, scaled by sigmoid(x . shared_router)
+    const float* gate = host_logits.data<float>() + T * E;
+    for (int64_t t = 0; t < T; ++t) {
+      pack.i32(at_ids)[t] = static_cast<int32_t>(t);
+      pack.f32(at_gate)[t] = 1.f / (1.f + std::exp(-gate[t]));
+    }
   }
+  pack.upload(backend);
 
-  // Qwen2-MoE's shared expert, every token, scaled by sigmoid(x . shared_router).
-  if (!w.shared_gate.defined()) return;
-  Tensor gate_logit = backend.alloc({T, 1}, DType::kF32);
-  backend.matmul(x, w.shared_router, nullptr, gate_logit);
-  const Tensor host_gate = to_host(backend, gate_logit);
-  Tensor ids = Tensor::empty({T}, DType::kI32), wt = Tensor::empty({T}, DType::kF32);
-  for (int64_t t = 0; t < T; ++t) {
-    ids.data<int32_t>()[t] = static_cast<int32_t>(t);
-    wt.data<float>()[t] = 1.f / (1.f + std::exp(-host_gate.data<float>()[t]));
+  Tensor y = backend.alloc({std::max<int64_t>(N, 1), D}, act);
+  if (N > 0) {
+    const int64_t F = w.expert_gate.front().dim(0);
+    Tensor xs = backend.alloc({N, D}, act);
+    backend.embed(x, pack.view(at_rows, N, DType::kI32), 0, xs);  // a row gather
+    Tensor g = backend.alloc({N, F}, act), u = backend.alloc({N, F}, act);
+    std::vector<int64_t> active;
+    for (int64_t e = 0; e < held; ++e)
+      if (begin[static_cast<size_t>(e) + 1] > begin[static_cast<size_t>(e)]) active.push_back(e);
+    auto rows_of = [&](const Tensor& t, int64_t e) {
+      return t.rows(begin[static_cast<size_t>(e)], begin[static_cast<size_t>(e) + 1] - begin[static_cast<size_t>(e)]);
+    };
+    for (int64_t e : active) {
+      const auto i = static_cast<size_t>(e);
+      Tensor ge = rows_of(g, e), ue = rows_of(u, e);
+      backend.matmul(rows_of(xs, e), w.expert_gate[i], nullptr, ge);
+      backend.matmul(rows_of(xs, e), w.expert_up[i], nullptr, ue);
+    }
+    backend.silu_mul(g, u, g);
+    for (int64_t e : active) {
+      const auto i = static_cast<size_t>(e);
+      Tensor ye = rows_of(y, e);
+      backend.matmul(rows_of(g, e), w.expert_down[i], nullptr, ye);
+      if (load != nullptr)
+        load->expert_bytes += w.expert_gate[i].nbytes() + w.expert_up[i].nbytes() + w.expert_down[i].nbytes();
+    }
   }
-  expert_mlp(backend, x, to_backend(backend, ids), to_backend(backend, wt), w.shared_gate, w.shared_up,
-             w.shared_down, out);
+  backend.combine_rows(y, pack.view(at_pos, T * k, DType::kI32), pack.view(at_weight, T * k, DType::kF32),
+                       /*accumulate=*/false, out);
+  if (!shared) return;
+  const int64_t Fs = w.shared_gate.dim(0);
+  Tensor g = backend.alloc({T, Fs}, act), u = backend.alloc({T, Fs}, act), ys = backend.alloc({T, D}, act);
+  backend.matmul(x, w.shared_gate, nullptr, g);
+  backend.matmul(x, w.shared_up, nullptr, u);
+  backend.silu_mul(g, u, g);
+  backend.matmul(g, w.shared_down, nullptr, ys);
+  backend.combine_rows(ys, pack.view(at_ids, T, DType::kI32), pack.view(at_gate, T, DType::kF32),
+                       /*accumulate=*/true, out);
 }
 
 }  // namespace strata

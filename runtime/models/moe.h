@@ -1,6 +1,8 @@
 // runtime/models/moe.h: the mixture-of-experts FFN of Mixtral, Qwen2-MoE and Qwen3-MoE layers, for one
-// rank of the stage's expert group (ShardSpec): route every token in f32, run each held expert over the
-// tokens routed to it (no token is dropped), and sum the weighted outputs, plus Qwen2-MoE's
+// rank of the stage's expert group (ShardSpec): route every token in f32 (on the host), sort the routed
+// tokens by held expert into one gathered buffer, run each selected expert once over its contiguous rows
+// (no token is dropped; a backend's matmul picks GEMV or GEMM by the row count, and quantized experts stay
+// quantized), and combine each token's weighted rows (Backend::combine_rows), plus Qwen2-MoE's
 // sigmoid-gated shared expert. The result is this rank's partial sum; the caller all-reduces it over the
 // expert group. Backend-agnostic: router, gathers, SwiGLU and combine are Backend ops.
 #pragma once
@@ -24,9 +26,11 @@ struct Routing {
 // f32, the n_used most probable (ties to the lower index), renormalized to sum 1 when config.norm_topk.
 Routing route_tokens(const MoeConfig& config, const float* logits, int64_t tokens);
 
-// Tokens routed to each expert, summed over the steps a layer ran (per-expert load).
+// Tokens routed to each expert, summed over the steps a layer ran (per-expert load), and the expert weight
+// bytes those steps read.
 struct ExpertLoad {
   std::vector<int64_t> tokens;  // [n_experts]
+  int64_t expert_bytes = 0;     // weight bytes of the routed experts run (each at most once per layer and step)
   void add(const Routing& routing);
 };
 

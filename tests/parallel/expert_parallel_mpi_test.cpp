@@ -1,8 +1,8 @@
 // tests/parallel/expert_parallel_mpi_test.cpp: expert parallelism (parallel.expert) against the single-rank
 // run of the same mixture-of-experts model, computed by each rank itself: greedy tokens identical and every
 // position's logits within 1e-4 (relative), for the three transformers fixtures (Mixtral, Qwen2-MoE with its
-// shared expert, Qwen3-MoE). np 2: EP2, and TP2 (the experts spread over the TP group); np 4: EP4, EP2 x TP2,
-// EP2 x PP2.
+// shared expert, Qwen3-MoE), and llama.cpp's GGUF conversions of them (stacked experts, Q8_0). np 2: EP2, and
+// TP2 (the experts spread over the TP group); np 4: EP4, EP2 x TP2, EP2 x PP2.
 // mpi-np: 2 4
 #include <gtest/gtest.h>
 
@@ -32,7 +32,8 @@ TEST_P(ExpertLayouts, MatchSingleRank) {
   const Layout& layout = GetParam();
   if (layout.tp * layout.ep * layout.pp != g_world->size())
     GTEST_SKIP() << layout.name << " needs " << layout.tp * layout.ep * layout.pp << " ranks";
-  const std::string path = test::fixture("hf/" + layout.fixture);
+  const bool gguf = layout.fixture.find(".gguf") != std::string::npos;
+  const std::string path = test::fixture((gguf ? "gguf_moe/" : "hf/") + layout.fixture);
   const std::string yaml = "model:\n  path: " + path + "\nparallel:\n  tensor: " + std::to_string(layout.tp) +
                            "\n  expert: " + std::to_string(layout.ep) + "\n  pipeline: " + std::to_string(layout.pp) +
                            "\n  micro_batches: 2\ncomm:\n  timeout_s: 60\n";
@@ -92,7 +93,11 @@ INSTANTIATE_TEST_SUITE_P(
                       Layout{"qwen2_tp2", 2, 1, 1, "qwen2_moe"}, Layout{"mixtral_ep4", 1, 4, 1, "mixtral_moe"},
                       Layout{"qwen3_ep4", 1, 4, 1, "qwen3_moe"}, Layout{"mixtral_ep2_tp2", 2, 2, 1, "mixtral_moe"},
                       Layout{"qwen2_ep2_tp2", 2, 2, 1, "qwen2_moe"}, Layout{"qwen3_ep2_tp2", 2, 2, 1, "qwen3_moe"},
-                      Layout{"qwen3_ep2_pp2", 1, 2, 2, "qwen3_moe"}),
+                      Layout{"qwen3_ep2_pp2", 1, 2, 2, "qwen3_moe"},
+                      // llama.cpp's GGUFs: each rank takes its experts' slices of the stacked tensors, Q8_0 kept.
+                      Layout{"mixtral_q8_0_gguf_ep2", 1, 2, 1, "mixtral_moe-q8_0.gguf"},
+                      Layout{"qwen2_f16_gguf_ep2", 1, 2, 1, "qwen2_moe-f16.gguf"},
+                      Layout{"qwen3_q8_0_gguf_ep4", 1, 4, 1, "qwen3_moe-q8_0.gguf"}),
     layout_name);
 
 }  // namespace

@@ -37,6 +37,19 @@ TEST(ExpertPlan, ExpertsThatDoNotSplitAreRefusedWithTheSizesThatWork) {
   EXPECT_FALSE(has_errors(qwen2)) << join_diagnostics(qwen2);
 }
 
+// Block-quantized weights: each rank's share of the shared expert's down projection must be whole blocks
+// (Qwen2-MoE's 32 columns over 2 ranks are 16, half a q8_0 block), refused at plan time, not at load.
+TEST(ExpertPlan, QuantizedSharedExpertMustSplitIntoWholeBlocks) {
+  const ModelConfig qwen2 = fixture_config("qwen2_moe");
+  const auto q8 = validate_plan(plan_of("model:\n  dtype: q8_0\nparallel:\n  expert: 2\n"), qwen2, 2);
+  ASSERT_TRUE(has_errors(q8));
+  const std::string all = join_diagnostics(q8);
+  EXPECT_NE(all.find("the shared expert's 32 columns in whole 32-column q8_0 blocks"), std::string::npos) << all;
+  EXPECT_NE(all.find("parallel.expert may be 1"), std::string::npos) << all;
+  const auto f16 = validate_plan(plan_of("model:\n  dtype: f16\nparallel:\n  expert: 2\n"), qwen2, 2);
+  EXPECT_FALSE(has_errors(f16)) << join_diagnostics(f16);
+}
+
 TEST(ExpertPlan, DenseModelRefusesExpertParallelism) {
   const ModelConfig dense = fixture_config("llama_mha");
   const auto diags = validate_plan(plan_of("parallel:\n  expert: 2\n"), dense, 2);

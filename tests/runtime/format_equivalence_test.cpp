@@ -45,7 +45,15 @@ TEST_P(FormatEquivalence, SafetensorsAndGgufGiveTheSameLogits) {
   EXPECT_EQ(greedy[0], greedy[1]);
 }
 
-INSTANTIATE_TEST_SUITE_P(Presets, FormatEquivalence, ::testing::Values("tiny", "qwen2-tiny"));
+// The MoE presets: GGUF holds llama.cpp's stacked experts, safetensors one tensor per expert.
+INSTANTIATE_TEST_SUITE_P(Presets, FormatEquivalence,
+                         ::testing::Values("tiny", "qwen2-tiny", "mixtral-tiny", "qwen2-moe-tiny"),
+                         [](const auto& info) {
+                           std::string n = info.param;
+                           for (char& ch : n)
+                             if (ch == '-') ch = '_';
+                           return n;
+                         });
 
 }  // namespace
 }  // namespace strata

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <boost/json.hpp>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 
@@ -146,6 +147,30 @@ TEST(MoeNames, ExpertTensorsMapBothWays) {
             "model.layers.2.mlp.experts.5.gate_proj.weight");
   EXPECT_EQ(canonical_to_hf_name("blk.2.ffn_gate.5.weight", "mixtral"),
             "model.layers.2.block_sparse_moe.experts.5.w1.weight");
+}
+
+}  // namespace
+}  // namespace strata
+
+namespace strata {
+namespace {
+
+// The combine by hand: each token's rows weighted and summed, an expert another rank holds (index -1)
+// adding nothing, and accumulate adding onto what out held (the shared expert's pass).
+TEST(MoeCombine, SumsEachTokensWeightedRowsAndSkipsOtherRanksExperts) {
+  auto cpu = make_cpu_backend(1);
+  Tensor src = Tensor::empty({3, 2}, DType::kF32), index = Tensor::empty({4}, DType::kI32);
+  Tensor weight = Tensor::empty({4}, DType::kF32), out = Tensor::empty({2, 2}, DType::kF32);
+  const float src_v[] = {1, 2, 3, 4, 5, 6}, weight_v[] = {0.5f, 9, 1, 2};
+  const int32_t index_v[] = {2, -1, 0, 1};
+  std::memcpy(src.raw(), src_v, sizeof(src_v));
+  std::memcpy(weight.raw(), weight_v, sizeof(weight_v));
+  std::memcpy(index.raw(), index_v, sizeof(index_v));
+  for (int i = 0; i < 4; ++i) out.data<float>()[i] = 1.f;
+  cpu->combine_rows(src, index, weight, /*accumulate=*/false, out);
+  EXPECT_EQ(std::vector<float>(out.data<float>(), out.data<float>() + 4), (std::vector<float>{2.5f, 3, 7, 10}));
+  cpu->combine_rows(src, index, weight, /*accumulate=*/true, out);
+  EXPECT_EQ(std::vector<float>(out.data<float>(), out.data<float>() + 4), (std::vector<float>{5, 6, 14, 20}));
 }
 
 }  // namespace

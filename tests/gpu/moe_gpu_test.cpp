@@ -1,0 +1,215 @@
+// tests/gpu/moe_gpu_test.cpp: mixture-of-experts on the CUDA backend against the CPU backend. The MoE FFN
+// alone (runtime/models/moe.h) on the same weights and input: decode-sized steps (each selected expert a
+// GEMV over its rows), prefill-sized ones (per-expert cuBLAS GEMMs over the tokens sorted by expert), f32
+// and Q8_0/Q4_0 experts, Qwen2-MoE's shared expert, and one rank's slice of the experts (EP). The router's
+// input and weights are built so every token's top-2 experts lead the rest by far more than bf16 rounding:
+// no choice can flip, and the outputs differ by bf16 rounding only. Then whole models (the transformers fixtures and
+// llama.cpp's Q8_0 GGUFs of them) against the CPU backend, as tests/gpu/model_gpu_test.cpp does.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "launcher/model_session.h"
+#include "runtime/cuda/cuda_backend.h"
+#include "runtime/formats/block_quant.h"
+#include "runtime/models/moe.h"
+#include "runtime/sampler.h"
+#include "test_util.h"
+
+namespace strata {
+namespace {
+
+Tensor quantized(const Tensor& f32, DType dtype) {
+  if (dtype == DType::kF32) return f32;
+  Tensor q = Tensor::empty(f32.shape(), dtype);
+  const int64_t cols = f32.dim(1), row_bytes = dtype_bytes(dtype, cols);
+  for (int64_t r = 0; r < f32.dim(0); ++r)
+    quantize_row(dtype, f32.data<float>() + r * cols, static_cast<uint8_t*>(q.raw()) + r * row_bytes, cols);
+  return q;
+}
+
+struct MoeCase {
+  std::string name;
+  int64_t tokens;
+  DType expert_dtype;
+  bool shared;
+  int64_t expert_first, held;  // this rank's experts (EP); all 8 when held == 8
+};
+
+class MoeFfnOnGpu : public ::testing::TestWithParam<MoeCase> {};
+
+TEST_P(MoeFfnOnGpu, EqualsTheCpuBackend) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
+  const MoeCase& c = GetParam();
+  constexpr int64_t D = 64, F = 96, Fs = 64, E = 8;
+  MoeConfig config;
+  config.n_experts = E;
+  config.n_used = 2;
+  config.expert_ffn = F;
+  config.shared_ffn = c.shared ? Fs : 0;
+  config.norm_topk = !c.shared;
+
+  LayerWeights host;
+  // Token t leans on experts t % 8 (by 3) and (3t + 1) % 8 (by 2) through a near-diagonal router, so its
+  // top-2 lead the rest by about 1.5 while bf16 moves a logit by about 0.01: the choices cannot flip.
+  host.router = test::random_f32({E, D}, 11, 0.01f);
+  for (int64_t e = 0; e < E; ++e) host.router.data<float>()[e * D + e] += 1.f;
+  Tensor x = test::random_f32({c.tokens, D}, 7, 0.1f);
+  for (int64_t t = 0; t < c.tokens; ++t) {
+    const int64_t first = t % E, second = (3 * t + 1) % E == first ? (first + 1) % E : (3 * t + 1) % E;
+    x.data<float>()[t * D + first] = 3.f;
+    x.data<float>()[t * D + second] = 2.f;
+  }
+  host.expert_first = c.expert_first;
+  for (int64_t e = c.expert_first; e < c.expert_first + c.held; ++e) {
+    host.expert_gate.push_back(quantized(test::random_f32({F, D}, 100 + static_cast<uint32_t>(e), 0.2f), c.expert_dtype));
+    host.expert_up.push_back(quantized(test::random_f32({F, D}, 200 + static_cast<uint32_t>(e), 0.2f), c.expert_dtype));
+    host.expert_down.push_back(quantized(test::random_f32({D, F}, 300 + static_cast<uint32_t>(e), 0.2f), c.expert_dtype));
+  }
+  if (c.shared) {
+    host.shared_router = test::random_f32({1, D}, 12, 0.3f);
+    host.shared_gate = test::random_f32({Fs, D}, 13, 0.2f);
+    host.shared_up = test::random_f32({Fs, D}, 14, 0.2f);
+    host.shared_down = test::random_f32({D, Fs}, 15, 0.2f);
+  }
+
+  auto cpu = make_cpu_backend(1);
+  Tensor ref = Tensor::empty({c.tokens, D}, DType::kF32);
+  ExpertLoad cpu_load;
+  moe_ffn(*cpu, config, host, x, ref, &cpu_load);
+
+  CudaBackendOptions options;
+  options.f32_weights_to_bf16 = false;  // the same weights, so only the activations' bf16 rounding differs
+  auto gpu = make_cuda_backend(0, options);
+  LayerWeights dev;
+  auto up = [&](const Tensor& t) { return t.defined() ? gpu->upload_weight(t) : Tensor(); };
+  dev.router = up(host.router);
+  dev.expert_first = host.expert_first;
+  for (size_t e = 0; e < host.expert_gate.size(); ++e) {
+    dev.expert_gate.push_back(up(host.expert_gate[e]));
+    dev.expert_up.push_back(up(host.expert_up[e]));
+    dev.expert_down.push_back(up(host.expert_down[e]));
+  }
+  dev.shared_router = up(host.shared_router);
+  dev.shared_gate = up(host.shared_gate);
+  dev.shared_up = up(host.shared_up);
+  dev.shared_down = up(host.shared_down);
+  Tensor xd = gpu->alloc({c.tokens, D}, gpu->activation_dtype());
+  gpu->copy(x, xd);
+  Tensor outd = gpu->alloc({c.tokens, D}, gpu->activation_dtype());
+  ExpertLoad gpu_load;
+  moe_ffn(*gpu, config, dev, xd, outd, &gpu_load);
+  Tensor got = Tensor::empty({c.tokens, D}, DType::kF32);
+  gpu->copy(outd, got);
+
+  EXPECT_EQ(gpu_load.tokens, cpu_load.tokens) << "the routing differs";
+  EXPECT_EQ(gpu_load.expert_bytes, cpu_load.expert_bytes);
+  double worst = 0, scale = 0;
+  for (int64_t i = 0; i < ref.numel(); ++i) {
+    worst = std::max(worst, std::abs(static_cast<double>(ref.data<float>()[i]) - got.data<float>()[i]));
+    scale = std::max(scale, std::abs(static_cast<double>(ref.data<float>()[i])));
+  }
+  ASSERT_GT(scale, 0.0);
+  // bf16 activations; quantized experts add the CPU's 8-bit activation rounding (runtime/cpu/quant_dot.h).
+  const double tolerance = c.expert_dtype == DType::kF32 ? 0.02 : 0.03;
+  EXPECT_LT(worst, tolerance * scale) << c.name << ": max |gpu - cpu| " << worst << " against max |cpu| " << scale;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Steps, MoeFfnOnGpu,
+    ::testing::Values(MoeCase{"decode1_f32", 1, DType::kF32, false, 0, 8},
+                      MoeCase{"decode16_f32", 16, DType::kF32, false, 0, 8},
+                      MoeCase{"prefill300_f32", 300, DType::kF32, false, 0, 8},
+                      MoeCase{"decode1_q8_0", 1, DType::kQ8_0, false, 0, 8},
+                      MoeCase{"prefill300_q8_0", 300, DType::kQ8_0, false, 0, 8},
+                      MoeCase{"decode4_q4_0", 4, DType::kQ4_0, false, 0, 8},
+                      MoeCase{"decode1_shared", 1, DType::kF32, true, 0, 8},
+                      MoeCase{"prefill64_shared", 64, DType::kF32, true, 0, 8},
+                      MoeCase{"ep_slice_prefill64", 64, DType::kF32, false, 4, 4}),
+    [](const auto& info) { return info.param.name; });
+
+// The combine alone: every token's k rows summed in order, negative indices skipped, accumulate or not.
+TEST(CombineRowsOnGpu, EqualsTheHostDefault) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
+  constexpr int64_t T = 5, k = 3, R = 9, D = 40;
+  const Tensor src = test::random_f32({R, D}, 3, 1.f);
+  Tensor index = Tensor::empty({T * k}, DType::kI32), weight = test::random_f32({T * k}, 4, 1.f);
+  for (int64_t i = 0; i < T * k; ++i) index.data<int32_t>()[i] = i % 4 == 3 ? -1 : static_cast<int32_t>((i * 5) % R);
+  auto cpu = make_cpu_backend(1);
+  CudaBackendOptions options;
+  auto gpu = make_cuda_backend(0, options);
+  auto dev = [&](const Tensor& t, DType dt) {
+    Tensor d = gpu->alloc(t.shape(), dt);
+    gpu->copy(t, d);
+    return d;
+  };
+  for (bool accumulate : {false, true}) {
+    Tensor ref = test::random_f32({T, D}, 5, 1.f);
+    Tensor outd = dev(ref, DType::kF32);
+    cpu->combine_rows(src, index, weight, accumulate, ref);
+    gpu->combine_rows(dev(src, DType::kF32), dev(index, DType::kI32), dev(weight, DType::kF32), accumulate, outd);
+    Tensor got = Tensor::empty({T, D}, DType::kF32);
+    gpu->copy(outd, got);
+    for (int64_t i = 0; i < T * D; ++i) EXPECT_NEAR(got.data<float>()[i], ref.data<float>()[i], 1e-5) << i;
+  }
+}
+
+// Whole models: the HF fixtures and llama.cpp's Q8_0 GGUFs of them, on CUDA against the CPU backend.
+class MoeModelOnGpu : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(MoeModelOnGpu, LogitsMatchTheCpuBackend) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
+  const std::vector<int32_t> ids = {1, 40, 7, 100, 12, 99, 5, 250, 17, 3, 64, 128, 2, 77};
+  launcher::SessionOptions options;
+  options.model_path = test::fixture(GetParam());
+  options.device = "cpu";
+  launcher::ModelSession cpu(options);
+  cpu.prepare(64);
+  const Tensor ref = cpu.generator().score(ids);
+  options.device = "cuda";
+  launcher::ModelSession gpu(options);
+  gpu.prepare(64);
+  const Tensor got = gpu.generator().score(ids);
+  ASSERT_EQ(got.numel(), ref.numel());
+  const int64_t V = ref.dim(1);
+  double spread = 0, worst = 0;
+  int agree = 0, decided = 0;
+  for (int64_t t = 0; t < ref.dim(0); ++t) {
+    const float* r = ref.data<float>() + t * V;
+    const float* g = got.data<float>() + t * V;
+    const auto [lo, hi] = std::minmax_element(r, r + V);
+    spread = std::max(spread, static_cast<double>(*hi - *lo));
+    for (int64_t v = 0; v < V; ++v) worst = std::max(worst, std::abs(static_cast<double>(r[v]) - g[v]));
+    std::vector<float> sorted(r, r + V);
+    std::partial_sort(sorted.begin(), sorted.begin() + 2, sorted.end(), std::greater<float>());
+    if (sorted[0] - sorted[1] > 0.05 * (*hi - *lo)) {
+      ++decided;
+      agree += Sampler::argmax({r, static_cast<size_t>(V)}) == Sampler::argmax({g, static_cast<size_t>(V)});
+    }
+  }
+  // bf16 activations can move a near-tied router choice, which moves that token's logits more than
+  // rounding does: the dense test's 3% of the spread, doubled.
+  EXPECT_LT(worst, 0.06 * spread) << "max |gpu - cpu| " << worst << " against a logit spread of " << spread;
+  EXPECT_EQ(agree, decided);
+  // The decode path (one token per step, not graph-recorded) runs through generate.
+  GenerationRequest r;
+  r.prompt = {1, 40, 7, 100};
+  r.max_new_tokens = 6;
+  EXPECT_EQ(gpu.generator().generate({r})[0].tokens.size(), 6u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, MoeModelOnGpu,
+                         ::testing::Values("hf/mixtral_moe", "hf/qwen2_moe", "hf/qwen3_moe",
+                                           "gguf_moe/mixtral_moe-q8_0.gguf", "gguf_moe/qwen2_moe-q8_0.gguf",
+                                           "gguf_moe/qwen3_moe-q8_0.gguf"),
+                         [](const auto& info) {
+                           std::string n = info.param;
+                           for (char& ch : n)
+                             if (ch == '/' || ch == '.' || ch == '-') ch = '_';
+                           return n;
+                         });
+
+}  // namespace
+}  // namespace strata
