@@ -162,7 +162,7 @@ void add_expert_entries(CheckpointBuilder& ckpt, const GgufTensorInfo& t, const 
   for (int64_t e = 0; e < E; ++e)
     ckpt.add_entry(TensorEntry{cat("blk.", layer, ".", expert_instance(kind.pattern, e)), path,
                                cat(t.name, " [expert ", e, "]"), t.dtype, {t.shape[1], t.shape[2]},
-                               t.offset + static_cast<uint64_t>(e) * per_expert, per_expert});
+                               t.offset + static_cast<uint64_t>(e) * per_expert, per_expert, {}});
 }
 
 // The mixture-of-experts fields from llama.cpp's keys. Mixtral is GGUF arch "llama" with an expert
