@@ -34,6 +34,7 @@ constexpr DTypeInfo kInfo[] = {
     {DType::kQ6_K, "q6_k", kQKBlock, sizeof(BlockQ6_K)},
     {DType::kIQ4_NL, "iq4_nl", kQBlock, sizeof(BlockIQ4_NL)},
     {DType::kIQ4_XS, "iq4_xs", kQKBlock, sizeof(BlockIQ4_XS)},
+    {DType::kF8E4M3, "f8_e4m3", 1, 1},
 };
 
 const DTypeInfo& info(DType dtype) {

@@ -13,6 +13,7 @@ namespace strata {
 enum class DType : uint8_t {
   kF32, kF16, kBF16, kI8, kI32, kQ8_0, kQ4_0,
   kQ4_1, kQ5_0, kQ5_1, kQ2_K, kQ3_K, kQ4_K, kQ5_K, kQ6_K, kIQ4_NL, kIQ4_XS,
+  kF8E4M3,  // one e4m3 byte an element: the fp8 KV cache's rows (runtime/fp8_kv.h)
 };
 
 // The legacy types (q4_0, q4_1, q5_0, q5_1, q8_0, iq4_nl) store kQBlock elements per block; the K-quants

@@ -22,6 +22,7 @@ set(STRATA_RUNTIME_SOURCES
   engine.cpp
   engine_control.cpp
   error.cpp
+  fp8_kv.cpp
   formats/block_quant.cpp
   formats/checkpoint.cpp
   formats/gguf_checkpoint.cpp
