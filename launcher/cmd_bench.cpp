@@ -87,7 +87,13 @@ int run_decode(const Args& args, const SessionOptions& options, RankRuntime* ran
   const std::unique_ptr<ModelSession> owned = open_session(options, rank);
   ModelSession& session = *owned;
   GenerationRequest r;
-  for (int64_t i = 0; i < prompt_len; ++i) r.prompt.push_back(static_cast<int32_t>(1 + (i * 7919) % (session.config().vocab_size - 1)));
+  // --repeat-period P: the prompt cycles through P tokens (repetitive text, where prompt-lookup
+  // speculation finds its drafts); 0: no repetition.
+  const int64_t period = args.integer("repeat-period", 0, 0, 1 << 20);
+  for (int64_t i = 0; i < prompt_len; ++i) {
+    const int64_t k = period > 0 ? i % period : i;
+    r.prompt.push_back(static_cast<int32_t>(1 + (k * 7919) % (session.config().vocab_size - 1)));
+  }
   r.max_new_tokens = n;
   const int replicas = rank != nullptr ? rank->replicas() : 1, replica = rank != nullptr ? rank->replica_index() : 0;
   const int64_t local = batch / replicas + (replica < batch % replicas ? 1 : 0);
@@ -121,6 +127,12 @@ int run_decode(const Args& args, const SessionOptions& options, RankRuntime* ran
   s.decode_seconds -= before.decode_seconds;
   s.forward_seconds -= before.forward_seconds;
   s.sample_seconds -= before.sample_seconds;
+  s.generated_tokens -= before.generated_tokens;
+  s.decode_steps -= before.decode_steps;
+  s.spec_verify_steps -= before.spec_verify_steps;
+  s.spec_draft_tokens -= before.spec_draft_tokens;
+  s.spec_accepted_tokens -= before.spec_accepted_tokens;
+  s.spec_emitted_tokens -= before.spec_emitted_tokens;
   std::vector<double> gaps;
   for (size_t i = 1; i < arrivals.size(); ++i) gaps.push_back((arrivals[i] - arrivals[i - 1]) * 1e3);
   struct rusage usage {};
@@ -134,8 +146,9 @@ int run_decode(const Args& args, const SessionOptions& options, RankRuntime* ran
                                                                              : ck.entry("token_embd.weight").nbytes) /
                                    (rank != nullptr ? rank->plan().parallel.tensor : 1);
   const int64_t step_bytes = session.weight_bytes() + head_bytes;
-  const int64_t decode_steps = n - 1;  // the first token of each sequence comes from the prefill step
-  const double step_s = s.decode_seconds / static_cast<double>(decode_steps);
+  const int64_t decode_tokens = n - 1;  // per sequence: the first token comes from the prefill step
+  // Per decode token (one step each without speculation; a verified step emits several).
+  const double step_s = s.decode_seconds / static_cast<double>(decode_tokens);
   const double weight_gbs = static_cast<double>(step_bytes) / step_s / 1e9;
   auto share = [](double a, double b) { return b > 0 ? a / b : 0.0; };
   StepCounters totals = read_counters(session);  // the timed run, prefill included (not the warm-up)
@@ -148,6 +161,19 @@ int run_decode(const Args& args, const SessionOptions& options, RankRuntime* ran
   totals.stream_busy_s -= start.stream_busy_s;
   const std::string parts = boost::json::serialize(parts_json(breakdown.parts()));
   const std::string memory = boost::json::serialize(memory_json(session));
+  // Speculative decoding: how many drafts the target kept, and tokens per decode step of a sequence
+  // (ms_per_step above is per token; a step that verifies drafts emits several).
+  boost::json::object spec;
+  spec["method"] = options.speculative.method;
+  spec["tokens"] = options.speculative.on() ? options.speculative.tokens : 0;
+  spec["repeat_period"] = period;
+  spec["decode_steps"] = s.decode_steps;
+  spec["draft_tokens"] = s.spec_draft_tokens;
+  spec["accepted_tokens"] = s.spec_accepted_tokens;
+  spec["acceptance_rate"] = share(static_cast<double>(s.spec_accepted_tokens), static_cast<double>(s.spec_draft_tokens));
+  spec["tokens_per_step"] = share(static_cast<double>(decode_tokens), static_cast<double>(s.decode_steps));
+  spec["ms_per_decode_step"] = share(s.decode_seconds * 1e3, static_cast<double>(s.decode_steps));
+  const std::string speculation = boost::json::serialize(spec);
   // Mixture-of-experts models: tokens this rank's stage routed to each expert during the run (per-expert load).
   boost::json::array expert_tokens;
   const std::vector<int64_t>& experts_after = session.model().expert_load().tokens;
@@ -168,7 +194,7 @@ int run_decode(const Args& args, const SessionOptions& options, RankRuntime* ran
               "\"comm_ops\": %lld, \"comm_bytes\": %lld, \"comm_busy_s\": %.4f, \"comm_blocked_s\": %.4f, "
               "\"stream_bytes\": %lld, \"stream_wait_s\": %.4f, \"stream_busy_s\": %.4f, "
               "\"graph_replays\": %lld, \"graph_gpu_ms\": %.3f, \"expert_tokens\": %s, \"breakdown\": %s, "
-              "\"memory\": %s}\n",
+              "\"memory\": %s, \"speculative\": %s}\n",
               ck.path().c_str(), dtype_name(ck.entry("blk.0.attn_q.weight").dtype), omp_get_max_threads(),
               static_cast<long long>(batch), static_cast<long long>(prompt_len),
               static_cast<double>(batch) / step_s, step_s * 1e3, static_cast<long long>(step_bytes), weight_gbs,
@@ -184,7 +210,7 @@ int run_decode(const Args& args, const SessionOptions& options, RankRuntime* ran
               static_cast<long long>(totals.comm.bytes), totals.comm.busy_seconds, totals.comm.blocked_seconds,
               static_cast<long long>(totals.stream_bytes), totals.stream_wait_s, totals.stream_busy_s,
               static_cast<long long>(replays), replays > 0 ? graph_s / static_cast<double>(replays) * 1e3 : 0.0,
-              boost::json::serialize(expert_tokens).c_str(), parts.c_str(), memory.c_str());
+              boost::json::serialize(expert_tokens).c_str(), parts.c_str(), memory.c_str(), speculation.c_str());
   std::fflush(stdout);
   return 0;
 }
@@ -194,6 +220,9 @@ int bench_decode(int argc, char** argv) {
   flags.insert(flags.end(), {{"batch", true, "sequences decoded together (default 1)"},
                              {"prompt-len", true, "prompt tokens per sequence (default 16)"},
                              {"n", true, "tokens to generate per sequence (default 64)"},
+                             {"repeat-period", true,
+                              "the prompt cycles through this many tokens: repetitive text for --speculative ngram "
+                              "(default 0: no repetition)"},
                              {"mib", true, "buffer for the bandwidth measurement (default 1024; not with --plan)"},
                              {"skip-all-reduces", false,
                               "timing only, with --plan: skip the TP all-reduces (outputs are wrong; bench scaling "

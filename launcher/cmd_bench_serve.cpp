@@ -1,7 +1,9 @@
 // launcher/cmd_bench_serve.cpp: `strata bench serve`: load against a running OpenAI-compatible server
 // (ours or any other): Poisson arrivals at --rate requests/s or a fixed --concurrency, prompt and
 // output lengths from distributions, streamed requests timed per event. Prints one JSON object:
-// throughput and TTFT / time per output token / end-to-end latency percentiles.
+// throughput and TTFT / time per output token / end-to-end latency percentiles. With --image, each request
+// is a chat completion whose user message holds --text and one of the images as an OpenAI image_url part
+// (a base64 data URL), the images taken in turn.
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <sys/socket.h>
@@ -11,11 +13,14 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <mutex>
+#include <sstream>
 #include <random>
 #include <thread>
 
@@ -65,16 +70,67 @@ struct Sample {
   std::string error;
 };
 
+// One request's payload: token ids for /v1/completions, or (image_url set) a chat message of text and image.
+struct Prompt {
+  std::vector<int32_t> ids;
+  std::string text, image_url;  // image_url: a data URL
+};
+
+std::string base64(const std::string& bytes) {
+  static const char* const kAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  out.reserve((bytes.size() + 2) / 3 * 4);
+  for (size_t i = 0; i < bytes.size(); i += 3) {
+    const size_t n = std::min<size_t>(3, bytes.size() - i);
+    uint32_t v = 0;
+    for (size_t j = 0; j < 3; ++j) v = v << 8 | (j < n ? static_cast<uint8_t>(bytes[i + j]) : 0u);
+    for (size_t j = 0; j < 4; ++j) out += j <= n ? kAlphabet[(v >> (18 - 6 * j)) & 63] : '=';
+  }
+  return out;
+}
+
+// The file as a data URL, its media type from the extension (the server sniffs the bytes anyway).
+std::string image_data_url(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  STRATA_CHECK_KIND(ErrorKind::kIo, in.good(), "--image: cannot read ", path);
+  std::stringstream bytes;
+  bytes << in.rdbuf();
+  std::string ext = path.substr(path.find_last_of('.') + 1);
+  for (char& c : ext) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  const char* type = ext == "png" ? "image/png" : ext == "webp" ? "image/webp" : "image/jpeg";
+  STRATA_CHECK_KIND(ErrorKind::kInvalidArgument, ext == "png" || ext == "webp" || ext == "jpg" || ext == "jpeg",
+                    "--image: ", path, " is not a .png, .jpg, .jpeg or .webp file");
+  return std::string("data:") + type + ";base64," + base64(bytes.str());
+}
+
+// Whether an SSE stream's bytes from `from` on hold `"key":"` with a non-empty string value (a chat stream's
+// first chunk carries an empty content next to the role).
+bool has_nonempty_string(const std::string& raw, const std::string& key, size_t from) {
+  const std::string needle = "\"" + key + "\":\"";
+  for (size_t p = raw.find(needle, from); p != std::string::npos; p = raw.find(needle, p + 1))
+    if (p + needle.size() < raw.size() && raw[p + needle.size()] != '"') return true;
+  return false;
+}
+
 // One streamed completion; times the first event that carries text and the end.
-Sample run_request(const Url& url, const std::string& model, const std::string& api_key,
-                   const std::vector<int32_t>& prompt, int64_t max_tokens, double timeout_s) {
+Sample run_request(const Url& url, const std::string& model, const std::string& api_key, const Prompt& prompt,
+                   int64_t max_tokens, double timeout_s) {
   Sample s;
-  s.prompt_tokens = static_cast<int64_t>(prompt.size());
-  json::object body{{"prompt", json::value_from(prompt)}, {"max_tokens", max_tokens}, {"temperature", 0},
-                    {"ignore_eos", true}, {"stream", true}, {"stream_options", json::object{{"include_usage", true}}}};
+  s.prompt_tokens = static_cast<int64_t>(prompt.ids.size());
+  const bool chat = !prompt.image_url.empty();
+  json::object body{{"max_tokens", max_tokens}, {"temperature", 0}, {"ignore_eos", true}, {"stream", true},
+                    {"stream_options", json::object{{"include_usage", true}}}};
+  if (chat) {
+    json::array content{json::object{{"type", "text"}, {"text", prompt.text}},
+                        json::object{{"type", "image_url"}, {"image_url", json::object{{"url", prompt.image_url}}}}};
+    body["messages"] = json::array{json::object{{"role", "user"}, {"content", std::move(content)}}};
+  } else {
+    body["prompt"] = json::value_from(prompt.ids);
+  }
   if (!model.empty()) body["model"] = model;
   const std::string payload = json::serialize(body);
-  const std::string req = "POST " + url.path_prefix + "/v1/completions HTTP/1.1\r\nHost: " + url.host +
+  const std::string route = chat ? "/v1/chat/completions" : "/v1/completions";
+  const std::string req = "POST " + url.path_prefix + route + " HTTP/1.1\r\nHost: " + url.host +
                           "\r\nConnection: close\r\nContent-Type: application/json\r\n" +
                           (api_key.empty() ? std::string() : "Authorization: Bearer " + api_key + "\r\n") + "Content-Length: " +
                           std::to_string(payload.size()) + "\r\n\r\n" + payload;
@@ -97,11 +153,12 @@ Sample run_request(const Url& url, const std::string& model, const std::string& 
   ssize_t n;
   while ((n = recv(fd, buf, sizeof(buf), 0)) > 0) {
     raw.append(buf, static_cast<size_t>(n));
-    // The text of the stream shows in the raw (chunked) bytes; the first "text":"x" with x non-empty
-    // marks the first token.
-    if (!first && raw.find("\"text\":\"", raw.find("\r\n\r\n")) != std::string::npos) {
-      const auto p = raw.find("\"text\":\"");
-      if (raw.compare(p + 8, 1, "\"") != 0) first = true, s.ttft = std::chrono::duration<double>(Clock::now() - t0).count();
+    // The text of the stream shows in the raw (chunked) bytes; the first "text":"x" (chat: "content":"x")
+    // with x non-empty marks the first token.
+    const size_t body_at = raw.find("\r\n\r\n");
+    if (!first && body_at != std::string::npos && has_nonempty_string(raw, chat ? "content" : "text", body_at)) {
+      first = true;
+      s.ttft = std::chrono::duration<double>(Clock::now() - t0).count();
     }
     if (raw.find("data: [DONE]") != std::string::npos) done = true;
   }
@@ -114,6 +171,8 @@ Sample run_request(const Url& url, const std::string& model, const std::string& 
     return s;
   }
   s.output_tokens = std::atoll(raw.c_str() + usage + 20);
+  if (const auto p = raw.find("\"prompt_tokens\":"); p != std::string::npos)
+    s.prompt_tokens = std::atoll(raw.c_str() + p + 16);
   if (!first) s.ttft = s.latency;
   s.ok = true;
   return s;
@@ -152,7 +211,11 @@ int cmd_bench_serve(int argc, char** argv) {
                    {"output-dist", true, "fixed | uniform | exponential (default fixed)"},
                    {"max-token-id", true, "prompt ids are drawn from [3, this) (default 500)"},
                    {"seed", true, "random seed (default 1)"},
-                   {"timeout", true, "seconds per request (default 300)"}},
+                   {"timeout", true, "seconds per request (default 300)"},
+                   {"image", true, "image file(s), comma-separated: each request is a chat completion of --text and "
+                                   "the next image (a base64 data URL), for vision-language models"},
+                   {"text", true, "the instruction sent with each --image (default: a ~20-token request to describe "
+                                  "it)"}},
                   argc, argv, 3);
   const std::string url_text = args.str("url", "http://127.0.0.1:8080");
   const Url url = parse_url(url_text);
@@ -165,13 +228,29 @@ int cmd_bench_serve(int argc, char** argv) {
   const double timeout = args.number("timeout", 300, 1, 86400);
   std::mt19937_64 rng(static_cast<uint64_t>(args.integer("seed", 1, 0, INT64_MAX)));
   struct Work {
-    std::vector<int32_t> prompt;
+    Prompt prompt;
     int64_t max_tokens;
   };
+  std::vector<std::string> image_urls;
+  for (size_t at = 0, end = 0; args.has("image") && at <= args.str("image").size(); at = end + 1) {
+    const std::string list = args.str("image");
+    end = std::min(list.find(',', at), list.size());
+    if (end > at) image_urls.push_back(image_data_url(list.substr(at, end - at)));
+  }
+  STRATA_CHECK(!args.has("image") || !image_urls.empty(), "--image names no file");
+  const std::string text = args.str("text", "Describe this image in detail: the objects, their colours, where they "
+                                            "are and what is happening.");
   std::vector<Work> work(static_cast<size_t>(requests));
-  for (Work& w : work) {
-    w.prompt.resize(static_cast<size_t>(draw(rng, prompt_dist, prompt_len)));
-    for (int32_t& id : w.prompt) id = static_cast<int32_t>(std::uniform_int_distribution<int64_t>(3, max_id - 1)(rng));
+  for (size_t i = 0; i < work.size(); ++i) {
+    Work& w = work[i];
+    if (!image_urls.empty()) {
+      w.prompt.text = text;
+      w.prompt.image_url = image_urls[i % image_urls.size()];
+    } else {
+      w.prompt.ids.resize(static_cast<size_t>(draw(rng, prompt_dist, prompt_len)));
+      for (int32_t& id : w.prompt.ids)
+        id = static_cast<int32_t>(std::uniform_int_distribution<int64_t>(3, max_id - 1)(rng));
+    }
     w.max_tokens = draw(rng, output_dist, output_len);
   }
   const int probe = connect_url(url);
@@ -226,7 +305,11 @@ int cmd_bench_serve(int argc, char** argv) {
                       {"completed", ok},
                       {"failed", requests - ok},
                       {"first_error", first_error.empty() ? json::value(nullptr) : json::value(first_error)},
-                      {"prompt_len_mean", prompt_len},
+                      {"prompt_len_mean", image_urls.empty()
+                                              ? json::value(prompt_len)
+                                              : json::value(static_cast<double>(prompt_tokens) /
+                                                            static_cast<double>(std::max<int64_t>(ok, 1)))},
+                      {"images", static_cast<int64_t>(image_urls.size())},
                       {"output_len_mean", output_len},
                       {"duration_s", duration},
                       {"request_throughput", static_cast<double>(ok) / duration},

@@ -55,7 +55,8 @@ int generate(const Args& args, SessionOptions options, RankRuntime* rank, const 
   std::optional<ImagePrompt> image;
   if (args.has("image")) {
     STRATA_CHECK(args.integer("batch", 1, 1, 4096) == 1, "--image runs one sequence; drop --batch");
-    image = image_prompt(options.model_path, session.backend(), request.prompt, {args.str("image")});
+    image = image_prompt(options.model_path, session.backend(), request.prompt, {args.str("image")},
+                         vision_placement(session));
     request.prompt = image->ids;
   }
   const ModelConfig& config = session.config();
@@ -105,6 +106,12 @@ int generate(const Args& args, SessionOptions options, RankRuntime* rank, const 
                static_cast<long long>(s.prompt_tokens), s.prefill_seconds,
                s.prefill_seconds > 0 ? s.prompt_tokens / s.prefill_seconds : 0.0, static_cast<long long>(decoded),
                s.decode_seconds, s.decode_seconds > 0 ? decoded / s.decode_seconds : 0.0);
+  if (options.speculative.on())
+    std::fprintf(rates, "speculative (%s, %d tokens): %lld of %lld drafts accepted (%.1f%%), %.2f tokens per decode step\n",
+                 options.speculative.method.c_str(), options.speculative.tokens,
+                 static_cast<long long>(s.spec_accepted_tokens), static_cast<long long>(s.spec_draft_tokens),
+                 s.spec_draft_tokens > 0 ? 100.0 * s.spec_accepted_tokens / s.spec_draft_tokens : 0.0,
+                 s.decode_steps > 0 ? static_cast<double>(decoded) / static_cast<double>(local) / s.decode_steps : 0.0);
   return 0;
 }
 

@@ -33,14 +33,17 @@
 #include "launcher/http/remote_replicas.h"
 #include "launcher/http/replica_router.h"
 #include "launcher/http/routes.h"
+#include "launcher/http/request_images.h"
 #include "launcher/http/sampling_defaults.h"
-#include "launcher/router/registration.h"
+#include "launcher/image_input.h"
 #include "launcher/rank_runtime.h"
 #include "launcher/replica_server.h"
+#include "launcher/router/registration.h"
 #include "launcher/session_flags.h"
 #include "parallel/byte_size.h"
 #include "runtime/error.h"
 #include "runtime/log.h"
+#include "runtime/models/llava_image_encoder.h"
 
 namespace strata::launcher {
 namespace {
@@ -74,6 +77,12 @@ std::vector<FlagSpec> serve_flags() {
       {"http-threads", true, "I/O threads of the HTTP server (default 2)"},
       {"max-body-bytes", true, "largest request body accepted (default 4194304)"},
       {"drain-timeout", true, "seconds to let requests finish after SIGTERM before cancelling (default 30)"},
+      {"image-dir", true, "vision models: serve image files named in requests (file:// or a path) from under "
+                          "this directory only (default: none, only inline data: URLs)"},
+      {"max-image-bytes", true, "vision models: largest encoded image accepted (default 20971520)"},
+      {"max-image-pixels", true, "vision models: largest width x height an image header may declare, checked "
+                                 "before decoding (default 50000000)"},
+      {"max-images-per-request", true, "vision models: images one chat request may carry (default 8)"},
   });
   return flags;
 }
@@ -379,6 +388,15 @@ int serve(const Args& args, SessionOptions options, RankRuntime* rank) {
   }
   session.prepare(kv_tokens);
   Engine& engine = session.generator().engine();
+  // A vision-language model: every rank of the first stage keeps a replica of the vision tower and encodes
+  // the images its steps reach (Engine::set_image_encoder).
+  const std::string model_path = rank != nullptr ? rank->model_path() : options.model_path;
+  const std::optional<LlavaConfig> llava = llava_config_of(model_path);
+  std::unique_ptr<LlavaImageEncoder> image_encoder;
+  if (llava && session.shard().first_stage) {
+    image_encoder = std::make_unique<LlavaImageEncoder>(*llava, session.backend(), model_path, &session.tp());
+    engine.set_image_encoder(image_encoder.get());
+  }
 
   if (drivers && !is_http) {  // the driver of replica 1, 2, ...: requests come from rank 0's router
     parallel::DpLink router(*drivers, 0, comm_timeout_s, "the router (world rank 0)");
@@ -400,6 +418,19 @@ int serve(const Args& args, SessionOptions options, RankRuntime* rank) {
     chat = args.has("chat-template")
                ? http::ChatTemplate(session.tokenizer(), http::chat_format_from_name(args.str("chat-template")))
                : http::ChatTemplate::detect(session.tokenizer());
+  http::ImageServeOptions image_options;
+  image_options.image_dir = args.str("image-dir");
+  image_options.limits.max_bytes = args.integer("max-image-bytes", 20 << 20, 1, int64_t{1} << 34);
+  image_options.limits.max_pixels = args.integer("max-image-pixels", 50'000'000, 1, int64_t{1} << 40);
+  image_options.max_images = args.integer("max-images-per-request", 8, 0, 1024);
+  std::optional<http::ServedVision> vision;
+  if (llava) {
+    vision.emplace();
+    vision->image_token_id = llava->image_token_id;
+    vision->features_per_image = llava->features_per_image();
+    vision->processor = vision::load_image_processor_config(model_path);
+    if (chat) chat->set_image_token(llava->image_token_id);
+  }
   http::ServedModel served;
   served.name = args.str("served-model-name", default_model_name(rank != nullptr ? rank->model_path() : options.model_path));
   served.context = model.max_seq;
@@ -412,6 +443,7 @@ int serve(const Args& args, SessionOptions options, RankRuntime* rank) {
            served.sampling_defaults.temperature, ", top_p ", served.sampling_defaults.top_p);
   const auto routes = std::make_unique<http::Routes>(
       frontend, metrics, session.has_tokenizer() ? &session.tokenizer() : nullptr, chat, served);
+  routes->set_images(http::RequestImages(image_options, vision));
   routes_ptr = routes.get();
 
   // Declared so that the link thread (in remotes) stops before the router it reports to goes away.

@@ -1,6 +1,8 @@
 // launcher/image_input.cpp: --image for LLaVA models.
 #include "launcher/image_input.h"
 
+#include <boost/json.hpp>
+
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -11,8 +13,23 @@
 
 namespace strata::launcher {
 
+std::optional<LlavaConfig> llava_config_of(const std::string& model_path) {
+  const std::string config_path = (std::filesystem::path(model_path) / "config.json").string();
+  if (!std::filesystem::is_directory(model_path) || !std::filesystem::exists(config_path)) return std::nullopt;
+  std::ifstream in(config_path);
+  std::stringstream text;
+  text << in.rdbuf();
+  boost::system::error_code ec;
+  const boost::json::value v = boost::json::parse(text.str(), ec);
+  const boost::json::value* type = !ec && v.is_object() ? v.as_object().if_contains("model_type") : nullptr;
+  if (type == nullptr || !type->is_string() || type->as_string() != "llava") return std::nullopt;
+  return parse_llava_config(text.str(), config_path);
+}
+
+VisionPlacement vision_placement(ModelSession& session) { return {&session.tp(), session.shard().first_stage}; }
+
 ImagePrompt image_prompt(const std::string& model_dir, Backend& backend, const std::vector<int32_t>& ids,
-                         const std::vector<std::string>& image_paths) {
+                         const std::vector<std::string>& image_paths, const VisionPlacement& placement) {
   const std::string config_path = (std::filesystem::path(model_dir) / "config.json").string();
   STRATA_CHECK(std::filesystem::is_directory(model_dir) && std::filesystem::exists(config_path), "--image needs a ",
                "LLaVA model directory (config.json with model_type \"llava\"); ", model_dir, " is not one");
@@ -24,7 +41,8 @@ ImagePrompt image_prompt(const std::string& model_dir, Backend& backend, const s
   std::vector<Tensor> pixels;
   for (const std::string& path : image_paths)
     pixels.push_back(vision::preprocess_image(vision::read_image_file(path), processor));
-  LlavaVision tower(config, backend, model_dir);
+  if (!placement.first_stage) return expand_image_placeholders(ids, config, static_cast<int64_t>(pixels.size()));
+  LlavaVision tower(config, backend, model_dir, placement.tp);
   return expand_image_prompt(ids, config, tower.encode(pixels));
 }
 

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "launcher/kernel_options.h"
+#include "launcher/speculation.h"
 #include "offload/residency.h"
 #include "parallel/plan.h"
 #include "runtime/backend.h"
@@ -45,6 +46,8 @@ struct SessionOptions {
   double batch_wait_ms = 2.0;
   // The CUDA backend's options (--kernel-options, --cuda-graphs, --profile-ops); ignored on the CPU.
   BackendSettings backend;
+  // Speculative decoding (--speculative & co., the plan's speculative section); prepare() builds it.
+  SpeculativeSettings speculative;
 };
 
 // Where this rank sits in its replica; the default is a single rank holding the whole model.
@@ -83,6 +86,7 @@ class ModelSession {
   offload::TieredWeights* offload() { return tiered_; }
   // This rank's tensor-parallel group (its CollectiveStats feed bench reports).
   const Collective& tp() const { return *tp_; }
+  Collective& tp() { return *tp_; }  // for other work split over the group (the vision tower)
   // Bytes of the KV cache prepare() made (0 before).
   int64_t kv_bytes() const;
   // Bytes one token's K and V take on this rank (its layers and KV heads, in the KV cache dtype).
@@ -110,6 +114,7 @@ class ModelSession {
   offload::TieredWeights* tiered_ = nullptr;  // weights_ when it offloads
   std::unique_ptr<KvCache> kv_;
   std::unique_ptr<LlamaModel> model_;
+  std::unique_ptr<DraftModel> draft_;  // the driver's draft model (--draft-model); outlives the generator
   std::unique_ptr<Generator> generator_;
   std::unique_ptr<Tokenizer> tokenizer_;
   int64_t weight_bytes_ = 0;

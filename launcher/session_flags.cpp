@@ -79,7 +79,7 @@ std::optional<offload::ResidencyConfig> residency_options(const Args& args, cons
 std::vector<FlagSpec> session_flags() {
   const std::string model = "model and placement", offload = "weight offload (streams cold weights; off by default)",
                     cuda = "CUDA";
-  return {
+  std::vector<FlagSpec> flags = {
       {"model", true, "model path: Hugging Face directory, .gguf file or llama2.c .bin", model},
       {"plan", true, "YAML plan: run this rank's part of a multi-rank layout (under mpirun/srun)", model},
       {"device", true, "cpu (default), cuda or cuda:N", model},
@@ -101,6 +101,8 @@ std::vector<FlagSpec> session_flags() {
       {"profile-ops", false, "print each backend op's GPU time at exit (slower; graphs off)", cuda},
       {"kernel-options", true, "kernel forms for A/B runs, key=value,...:\n" + kernel_options_help(), cuda},
   };
+  for (FlagSpec& f : speculative_flags()) flags.push_back(std::move(f));
+  return flags;
 }
 
 SessionOptions session_options(const Args& args, const parallel::Plan* plan, int rank) {
@@ -115,6 +117,7 @@ SessionOptions session_options(const Args& args, const parallel::Plan* plan, int
   if (args.has("kv-cache-dtype")) o.kv_cache_dtype = parse_kv_cache_dtype(args.str("kv-cache-dtype"), "--kv-cache-dtype");
   o.offload = residency_options(args, plan, rank);
   o.backend = backend_settings(args.str("kernel-options"), args.str("cuda-graphs"), args.has("profile-ops"));
+  o.speculative = speculative_settings(&args, plan);
   return o;
 }
 

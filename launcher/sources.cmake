@@ -24,6 +24,7 @@ set(STRATA_LAUNCHER_SOURCES
   http/openai_schema.cpp
   http/remote_replicas.cpp
   http/replica_router.cpp
+  http/request_images.cpp
   http/routes.cpp
   http/sampling_defaults.cpp
   http/work_queue.cpp
@@ -39,5 +40,6 @@ set(STRATA_LAUNCHER_SOURCES
   router/router_server.cpp
   router/upstream.cpp
   session_flags.cpp
+  speculation.cpp
   step_breakdown.cpp
 )

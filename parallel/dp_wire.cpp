@@ -7,12 +7,13 @@
 
 namespace strata::parallel {
 namespace {
-constexpr int32_t kMagic = 0x44503031;  // "DP01": bumps when the layout changes
+constexpr int32_t kMagic = 0x44503033;  // "DP03": bumps when the layout changes
 
 void put_stats(WordWriter& w, const EngineStats& s) {
   for (int64_t v : {s.waiting, s.running, s.kv_blocks_used, s.kv_blocks_total, s.kv_blocks_cached, s.steps,
                     s.prompt_tokens, s.generated_tokens, s.preemptions, s.prefix_hit_tokens, s.last_batch_size,
-                    s.outstanding_tokens})
+                    s.outstanding_tokens, s.images_encoded, s.decode_steps, s.spec_verify_steps, s.spec_draft_tokens,
+                    s.spec_accepted_tokens, s.spec_emitted_tokens})
     w.i64(v);
   for (double v : {s.prefill_seconds, s.decode_seconds, s.forward_seconds, s.sample_seconds}) w.f64(v);
 }
@@ -21,7 +22,8 @@ EngineStats get_stats(WordReader& in) {
   EngineStats s;
   for (int64_t* v : {&s.waiting, &s.running, &s.kv_blocks_used, &s.kv_blocks_total, &s.kv_blocks_cached, &s.steps,
                      &s.prompt_tokens, &s.generated_tokens, &s.preemptions, &s.prefix_hit_tokens, &s.last_batch_size,
-                     &s.outstanding_tokens})
+                     &s.outstanding_tokens, &s.images_encoded, &s.decode_steps, &s.spec_verify_steps, &s.spec_draft_tokens,
+                     &s.spec_accepted_tokens, &s.spec_emitted_tokens})
     *v = in.i64();
   for (double* v : {&s.prefill_seconds, &s.decode_seconds, &s.forward_seconds, &s.sample_seconds}) *v = in.f64();
   return s;

@@ -124,6 +124,14 @@ struct ServeSection {
   int max_queue = 256;
 };
 
+// Speculative decoding (runtime/speculative.h); the --speculative & co. flags override it.
+struct SpeculativeSection {
+  std::string method = "off";  // off | ngram | draft
+  int tokens = 4;              // drafts per step and sequence
+  int ngram_min = 1, ngram_max = 3;
+  std::string draft_model;     // method draft: a smaller checkpoint with the target's vocabulary
+};
+
 struct Plan {
   std::string source = "<plan>";  // file the plan came from, used in every diagnostic
   ModelSection model;
@@ -131,6 +139,7 @@ struct Plan {
   OffloadSection offload;
   CommSection comm;
   ServeSection serve;
+  SpeculativeSection speculative;
   // Where each written field sits: "parallel.tensor" -> 4:11. Lets validation against the model point
   // at the line to change.
   std::map<std::string, SourceLoc> locations;

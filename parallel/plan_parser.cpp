@@ -77,18 +77,24 @@ class PlanReader {
       return;
     }
     if (!root.IsMap()) {
-      error("", loc_of(root.Mark()), cat("a plan is a map of sections (model, parallel, offload, comm, serve), got ",
+      error("", loc_of(root.Mark()), cat("a plan is a map of sections (model, parallel, offload, comm, serve, speculative), got ",
                                          node_kind(root)));
       return;
     }
-    for_each_key(root, "", {"model", "parallel", "offload", "comm", "serve"},
+    for_each_key(root, "", {"model", "parallel", "offload", "comm", "serve", "speculative"},
                  [&](const std::string& key, const YAML::Node& value) {
                    if (key == "model") read_model(value);
                    else if (key == "parallel") read_parallel(value);
                    else if (key == "offload") read_offload(value);
                    else if (key == "comm") read_comm(value);
-                   else read_serve(value);
+                   else if (key == "serve") read_serve(value);
+                   else read_speculative(value);
                  });
+    // A sequence's next drafts need its last verdict, which an interleaved pipeline has not yet.
+    if (plan_.parallel.interleaved && plan_.speculative.method != "off")
+      error("speculative.method", plan_.locations["speculative.method"],
+            "speculative decoding does not work with parallel.schedule: interleaved; use the default schedule or "
+            "method: off");
   }
 
  private:
@@ -456,6 +462,30 @@ class PlanReader {
     if (plan_.locations.count("serve.kv_blocks") && plan_.locations.count("serve.kv_budget"))
       error("serve.kv_budget", plan_.locations["serve.kv_budget"],
             "serve.kv_blocks and serve.kv_budget both size the KV cache; keep one of them");
+  }
+
+  void read_speculative(const YAML::Node& node) {
+    if (!expect_map(node, "speculative", "method, tokens, ngram_min, ngram_max, draft_model")) return;
+    auto& s = plan_.speculative;
+    for_each_key(node, "speculative", {"method", "tokens", "ngram_min", "ngram_max", "draft_model"},
+                 [&](const std::string& key, const YAML::Node& v) {
+                   const std::string field = "speculative." + key;
+                   if (key == "method") {
+                     if (auto m = get_choice(v, field, {"off", "ngram", "draft"})) s.method = *m;
+                   } else if (key == "tokens") set_int(s.tokens, v, field, 1, 64);
+                   else if (key == "ngram_min") set_int(s.ngram_min, v, field, 1, 64);
+                   else if (key == "ngram_max") set_int(s.ngram_max, v, field, 1, 64);
+                   else if (auto path = get_string(v, field)) s.draft_model = *path;
+                 });
+    if (s.ngram_min > s.ngram_max)
+      error("speculative.ngram_min", plan_.locations["speculative.ngram_min"],
+            cat("speculative.ngram_min (", s.ngram_min, ") must not exceed ngram_max (", s.ngram_max, ")"));
+    if (s.method == "draft" && s.draft_model.empty())
+      error("speculative.method", plan_.locations["speculative.method"],
+            "speculative.method draft needs speculative.draft_model: a smaller checkpoint with the model's vocabulary");
+    if (s.method != "draft" && !s.draft_model.empty())
+      error("speculative.draft_model", plan_.locations["speculative.draft_model"],
+            cat("speculative.draft_model is used by method draft only (method is ", s.method, "); set method: draft"));
   }
 
   void error(const std::string& field, SourceLoc loc, std::string message) {

@@ -76,8 +76,15 @@ struct Engine::Impl {
       };
       scheduler = std::make_unique<Scheduler>(kv, so);
     }
+    STRATA_CHECK(o.speculative.tokens == 0 || !o.interleaved, "speculative decoding does not work with the "
+                 "interleaved pipeline schedule (parallel.schedule: interleaved); use the default schedule or turn "
+                 "speculation off");
+    STRATA_CHECK(o.speculative.tokens >= 0 && o.speculative.tokens <= 64, "speculative tokens must be in 0..64, got ",
+                 o.speculative.tokens);
     stats.kv_blocks_total = kv.shape().num_blocks;
+    model.set_sequence_splices(&features);
   }
+  ~Impl() { model.set_sequence_splices(nullptr); }
 
   // What every rank knows of a batch's logit rows when it starts (the sequences may end before its
   // tokens come back in an interleaved pipeline, so nothing here points at them).
@@ -88,6 +95,18 @@ struct Engine::Impl {
     std::vector<int> tops;          // alternatives each row reports
     std::vector<SampleRow> sample;  // sampling parameters and draw index of each row
     bool on_backend = false;        // sampled where the logits are
+    // Speculative rows (a sequence with several logit rows): the draft each row verifies (-1: none, the
+    // last row's bonus token), the row's place among its sequence's rows, and the draft's distribution
+    // (index into q; -1: a point mass).
+    bool speculative = false;
+    std::vector<int32_t> drafts, offsets, q_index;
+    std::vector<DraftDistribution> q;
+  };
+  // What applying a batch's tokens did.
+  struct Applied {
+    int64_t tokens = 0;
+    int64_t verify_steps = 0, drafted = 0, accepted = 0, spec_emitted = 0;
+    std::unordered_map<int32_t, int64_t> emitted;  // speculative sequences: tokens each emitted
   };
   // A batch on its way through an interleaved pipeline; every rank keeps the same queue.
   struct InFlight {
@@ -99,17 +118,25 @@ struct Engine::Impl {
 
   ControlMessage plan(std::vector<TokenEvent>& events, int idle_wait_ms, ScheduledStep& scheduled);
   void apply_control(const ControlMessage& msg, std::vector<TokenEvent>& events);
+  // First stage, before the step runs: the vision encoder over the images of the step's sequences whose
+  // tokens reach an image position for the first time, in one batch; each sequence keeps its features
+  // for its later steps (and recomputes after a preemption).
+  void encode_images(const StepBatch& step);
   void run(const ControlMessage& msg, const ScheduledStep& scheduled, std::vector<TokenEvent>& events);
   void tick(const ControlMessage& msg, const ScheduledStep& scheduled, std::vector<TokenEvent>& events);
-  BatchRows rows_of(const StepBatch& step) const;
+  BatchRows rows_of(const StepBatch& step, const ControlMessage* msg = nullptr) const;
+  // Driver: drafts for the decoding sequences (Sequence::draft), their distributions in draft_q.
+  void propose();
+  // Driver: the distributions of the drafts the scheduler took, by logit row, into the message.
+  void attach_drafts(const ScheduledStep& scheduled, ControlMessage& msg);
   // The sampler's words for the rows: drawn on the backend already (`tokens`, `logprobs`) or from host
   // `logits` [rows, vocab]. Rows whose sequence has ended get placeholders nobody reads.
   std::vector<int32_t> sample_rows(const BatchRows& rows, const Tensor& logits, const std::vector<int32_t>& tokens,
                                    const std::vector<float>& logprobs) const;
   // Appends the broadcast tokens to their sequences and emits the events; returns tokens applied.
-  int64_t apply_tokens(const BatchRows& rows, const std::vector<int32_t>& words, std::vector<TokenEvent>& events);
+  Applied apply_tokens(const BatchRows& rows, const std::vector<int32_t>& words, std::vector<TokenEvent>& events);
   void complete(const ScheduledStep& scheduled);  // driver: the batch's KV exists on every stage now
-  void record(const BatchRows& rows, const StepBatch& step, const ScheduledStep& scheduled, int64_t generated,
+  void record(const BatchRows& rows, const StepBatch& step, const ScheduledStep& scheduled, const Applied& applied,
               double seconds, double forward_s, double sample_s);
   void forget(int32_t handle);
 
@@ -124,6 +151,8 @@ struct Engine::Impl {
   std::unordered_map<uint64_t, int32_t> handle_of;     // driver: request id -> handle
   int32_t next_handle = 0;
   bool stopped = false;
+  ImageEncoder* encoder = nullptr;                          // first stage of a vision-language model
+  std::unordered_map<int32_t, EmbeddingSplice> features;    // by handle: image features of live sequences
 
   // Shared with the submitting threads (driver).
   mutable std::mutex mu;
@@ -135,12 +164,15 @@ struct Engine::Impl {
   int64_t queued = 0;                 // the scheduler's waiting count after the last step
   EngineStats stats;
   std::deque<InFlight> flight;        // interleaved: batches that entered in the last stages ticks
+  std::unordered_map<int32_t, std::vector<DraftDistribution>> draft_q;  // driver: this step's proposals
 };
 
 void Engine::Impl::forget(int32_t handle) {
   const auto it = seqs.find(handle);
   if (it == seqs.end()) return;
+  features.erase(handle);
   if (link.is_driver()) {
+    if (options.speculative.proposer) options.speculative.proposer->forget(handle);
     const uint64_t id = it->second->request.id;
     handle_of.erase(id);
     std::lock_guard<std::mutex> lock(mu);
@@ -199,11 +231,66 @@ ControlMessage Engine::Impl::plan(std::vector<TokenEvent>& events, int idle_wait
   // Interleaved: a tick takes its share of the sequences, so the others fill the remaining stages.
   const int64_t stages = options.interleaved ? std::max(1, options.pipeline_stages) : 1;
   const int64_t active = scheduler->running() + scheduler->waiting();
+  if (options.speculative.enabled()) propose();
   scheduled = scheduler->schedule(stages > 1 ? std::max<int64_t>(1, (active + stages - 1) / stages)
                                              : std::numeric_limits<int64_t>::max());
   msg.step = scheduled.batch;
+  if (options.speculative.enabled()) attach_drafts(scheduled, msg);
   for (Sequence* s : scheduled.announce) msg.admitted.push_back({s->handle, s->request});
   return msg;
+}
+
+void Engine::Impl::propose() {
+  std::vector<DraftRequest> asks;
+  std::vector<Sequence*> owners;
+  for (auto& [handle, s] : seqs) {
+    s->draft.clear();
+    // Decoding: running, its history all computed but the last token, a token generated already.
+    if (s->admitted_at < 0 || s->in_flight || s->generated == 0 ||
+        static_cast<int64_t>(s->history.size()) - s->processed != 1)
+      continue;
+    // Every token a step emits counts against max_new_tokens: K drafts may emit K + 1.
+    const int64_t k = std::min<int64_t>(options.speculative.tokens, s->request.max_new_tokens - s->generated - 1);
+    if (k <= 0) continue;
+    asks.push_back({handle, s->history, k, s->request.sampling, static_cast<uint64_t>(s->generated)});
+    owners.push_back(s.get());
+  }
+  draft_q.clear();
+  if (asks.empty()) return;
+  std::vector<Draft> drafts = options.speculative.proposer->propose(asks);
+  STRATA_CHECK_KIND(ErrorKind::kInternal, drafts.size() == asks.size(), "the proposer answered ", drafts.size(),
+                    " of ", asks.size(), " draft requests");
+  const int64_t V = model.config().vocab_size;
+  for (size_t i = 0; i < asks.size(); ++i) {
+    Draft& d = drafts[i];
+    const size_t k = std::min(d.tokens.size(), static_cast<size_t>(asks[i].max_tokens));
+    d.tokens.resize(k);
+    for (int32_t t : d.tokens)
+      STRATA_CHECK_KIND(ErrorKind::kInternal, t >= 0 && t < V, "draft token ", t, " outside the vocabulary");
+    owners[i]->draft = std::move(d.tokens);
+    if (!d.q.empty() && !asks[i].sampling.greedy()) {
+      d.q.resize(k);
+      draft_q[asks[i].handle] = std::move(d.q);
+    }
+  }
+}
+
+void Engine::Impl::attach_drafts(const ScheduledStep& scheduled, ControlMessage& msg) {
+  const StepBatch& step = scheduled.batch;
+  std::vector<int32_t> first_row(scheduled.seqs.size(), -1);  // each sequence's first logit row
+  for (size_t i = step.logit_rows.size(); i-- > 0;)
+    first_row[static_cast<size_t>(step.token_seq[static_cast<size_t>(step.logit_rows[i])])] = static_cast<int32_t>(i);
+  for (size_t i = 0; i < scheduled.seqs.size(); ++i) {
+    Sequence& s = *scheduled.seqs[i];
+    const auto it = draft_q.find(s.handle);
+    if (scheduled.drafts[i] > 0 && it != draft_q.end())
+      for (int64_t j = 0; j < scheduled.drafts[i]; ++j) {
+        msg.draft_q_rows.push_back(first_row[i] + static_cast<int32_t>(j));
+        msg.draft_q.push_back(std::move(it->second[static_cast<size_t>(j)]));
+      }
+  }
+  for (auto& [handle, s] : seqs) s->draft.clear();
+  draft_q.clear();
 }
 
 void Engine::Impl::apply_control(const ControlMessage& msg, std::vector<TokenEvent>& events) {
@@ -224,9 +311,54 @@ void Engine::Impl::apply_control(const ControlMessage& msg, std::vector<TokenEve
     events.push_back(ended(it->second->request.id, "cancelled"));
     forget(handle);
   }
+  // Only the first stage reads pixels; the others let theirs go at once.
+  if (!model.spec().first_stage)
+    for (const AdmittedRequest& a : msg.admitted)
+      if (const auto it = seqs.find(a.handle); it != seqs.end())
+        for (RequestImage& image : it->second->request.images) image.pixels = Tensor();
 }
 
-Engine::Impl::BatchRows Engine::Impl::rows_of(const StepBatch& step) const {
+void Engine::Impl::encode_images(const StepBatch& step) {
+  if (!model.spec().first_stage) return;
+  // The sequences whose tokens in this step reach an image position before their features exist. Positions
+  // served from the prefix cache are never computed, so an image whose blocks are all cached is not encoded.
+  std::vector<int32_t> needed;
+  for (int64_t t = 0; t < step.n_tokens(); ++t) {
+    const int32_t handle = step.seq_ids[static_cast<size_t>(step.token_seq[static_cast<size_t>(t)])];
+    if (features.count(handle) != 0 || std::find(needed.begin(), needed.end(), handle) != needed.end()) continue;
+    const Sequence& s = *seqs.at(handle);
+    const int64_t pos = step.positions[static_cast<size_t>(t)];
+    for (const RequestImage& image : s.request.images)
+      if (pos >= image.position && pos < int64_t{image.position} + image.length) {
+        needed.push_back(handle);
+        break;
+      }
+  }
+  if (needed.empty()) return;
+  STRATA_CHECK_KIND(ErrorKind::kInternal, encoder != nullptr, "a request with images reached a first-stage rank ",
+                    "without a vision encoder");
+  std::vector<Tensor> pixels;
+  for (int32_t handle : needed)
+    for (const RequestImage& image : seqs.at(handle)->request.images) pixels.push_back(image.pixels);
+  const Tensor all = encoder->encode(pixels);  // one batch over every image the step needs
+  const int64_t per_image = encoder->features_per_image();
+  int64_t first = 0;
+  for (int32_t handle : needed) {
+    std::vector<RequestImage>& images = seqs.at(handle)->request.images;
+    EmbeddingSplice& splice = features[handle];
+    // A request's images are consecutive in the batch, so its features are one range of rows.
+    splice.rows = all.rows(first * per_image, static_cast<int64_t>(images.size()) * per_image);
+    for (RequestImage& image : images) {
+      for (int32_t p = 0; p < image.length; ++p) splice.positions.push_back(image.position + p);
+      image.pixels = Tensor();  // the features stay as long as the sequence (recomputes after a preemption)
+    }
+    first += static_cast<int64_t>(images.size());
+  }
+  std::lock_guard<std::mutex> lock(mu);
+  stats.images_encoded += first;
+}
+
+Engine::Impl::BatchRows Engine::Impl::rows_of(const StepBatch& step, const ControlMessage* msg) const {
   BatchRows out;
   // Token accounting before the history grows: prompt positions computed, and whether anything but
   // plain decodes (one token at the end of a sequence that already generated) ran.
@@ -234,19 +366,44 @@ Engine::Impl::BatchRows Engine::Impl::rows_of(const StepBatch& step) const {
     const Sequence& s = *seqs.at(step.seq_ids[static_cast<size_t>(step.token_seq[static_cast<size_t>(t)])]);
     const int64_t pos = step.positions[static_cast<size_t>(t)];
     if (pos < static_cast<int64_t>(s.request.prompt.size())) ++out.prompt_tokens;
-    out.prefill = out.prefill || s.generated == 0 || pos + 1 != static_cast<int64_t>(s.history.size());
+    // (Speculative tokens sit past the history: decodes too.)
+    out.prefill = out.prefill || s.generated == 0 || pos + 1 < static_cast<int64_t>(s.history.size());
   }
   // Sample where the logits are (the GPU) when every row allows it: only tokens cross the bus then. Rows
   // asking for top logprobs or a repetition penalty need the whole row on the host. Every rank decides
   // alike (same requests, same TP size), so the pipeline's sends and receives still pair up.
   out.on_backend = model.samples_on_backend();
-  for (int32_t r : step.logit_rows) {
-    const int32_t handle = step.seq_ids[static_cast<size_t>(step.token_seq[static_cast<size_t>(r)])];
+  const size_t n = step.logit_rows.size();
+  out.drafts.assign(n, -1);
+  out.offsets.assign(n, 0);
+  out.q_index.assign(n, -1);
+  auto seq_of = [&](size_t i) { return step.token_seq[static_cast<size_t>(step.logit_rows[i])]; };
+  for (size_t i = 0; i < n; ++i) {
+    const int32_t r = step.logit_rows[i];
+    // A sequence's rows are consecutive tokens: each row but its last verifies the token after it.
+    if (i + 1 < n && seq_of(i + 1) == seq_of(i) && step.logit_rows[i + 1] == r + 1)
+      out.drafts[i] = step.tokens[static_cast<size_t>(r + 1)];
+    if (i > 0 && seq_of(i - 1) == seq_of(i)) out.offsets[i] = out.offsets[i - 1] + 1;
+    out.speculative = out.speculative || out.drafts[i] >= 0;
+  }
+  if (msg != nullptr) {
+    out.q = msg->draft_q;
+    for (size_t j = 0; j < msg->draft_q_rows.size(); ++j) {
+      const int32_t row = msg->draft_q_rows[j];
+      STRATA_CHECK_KIND(ErrorKind::kComm, row >= 0 && static_cast<size_t>(row) < n && out.drafts[static_cast<size_t>(row)] >= 0,
+                        "draft distribution for logit row ", row, " that verifies no draft");
+      out.q_index[static_cast<size_t>(row)] = static_cast<int32_t>(j);
+    }
+  }
+  for (size_t i = 0; i < n; ++i) {
+    const int32_t handle = step.seq_ids[static_cast<size_t>(seq_of(i))];
     const Sequence& s = *seqs.at(handle);
     out.handles.push_back(handle);
     out.tops.push_back(s.request.logprobs);
-    out.sample.push_back({s.request.sampling, static_cast<uint64_t>(s.generated)});
+    out.sample.push_back({s.request.sampling, static_cast<uint64_t>(s.generated + out.offsets[i])});
     out.on_backend = out.on_backend && s.request.logprobs == 0 && s.request.sampling.repetition_penalty == 1.f;
+    // Sampled verification needs the target's whole distribution on the host.
+    if (out.drafts[i] >= 0 || out.offsets[i] > 0) out.on_backend = out.on_backend && s.request.sampling.greedy();
   }
   return out;
 }
@@ -256,8 +413,12 @@ std::vector<int32_t> Engine::Impl::sample_rows(const BatchRows& rows, const Tens
                                                const std::vector<float>& logprobs) const {
   const size_t n = rows.handles.size();
   std::vector<SampledToken> sampled(n);
-  if (rows.on_backend) {
-    for (size_t i = 0; i < n; ++i) sampled[i] = {tokens[i], logprobs[i], {}};
+  std::vector<uint8_t> accepted(n, 0);  // speculative rows: the draft stands
+  if (rows.on_backend) {  // greedy whenever speculative (rows_of): a draft stands when it is the argmax
+    for (size_t i = 0; i < n; ++i) {
+      sampled[i] = {tokens[i], logprobs[i], {}};
+      accepted[i] = rows.drafts[i] >= 0 && tokens[i] == rows.drafts[i];
+    }
   } else {
     const int64_t V = model.config().vocab_size;
     std::vector<const Sequence*> live(n, nullptr);
@@ -276,21 +437,71 @@ std::vector<int32_t> Engine::Impl::sample_rows(const BatchRows& rows, const Tens
       }
       const Sequence& s = *live[k];
       const std::span<const float> row(logits.data<float>() + i * V, static_cast<size_t>(V));
-      const int32_t token = Sampler::sample(row, s.request.sampling, s.history, static_cast<uint64_t>(s.generated));
+      const SamplingParams& params = s.request.sampling;
+      const uint64_t draw = rows.sample[k].step;
+      int32_t token;
+      if (rows.drafts[k] < 0 && rows.offsets[k] == 0) {
+        token = Sampler::sample(row, params, s.history, draw);
+      } else {
+        // The row scores the history plus the drafts of the sequence's earlier rows.
+        std::vector<int32_t> context(s.history);
+        for (size_t j = k - static_cast<size_t>(rows.offsets[k]); j < k; ++j) context.push_back(rows.drafts[j]);
+        if (params.greedy()) {
+          token = Sampler::sample(row, params, context, draw);
+          accepted[k] = token == rows.drafts[k];
+        } else {
+          const std::vector<double> p = Sampler::distribution(row, params, context);
+          const double u_draw = Sampler::uniform(params.seed, draw, static_cast<uint64_t>(DrawStream::kResample));
+          if (rows.drafts[k] < 0) {  // the bonus row after every draft stood: the target's own draw
+            token = draw_from(p, u_draw);
+          } else {
+            std::vector<double> q;
+            if (rows.q_index[k] >= 0) {
+              const DraftDistribution& d = rows.q[static_cast<size_t>(rows.q_index[k])];
+              q.assign(static_cast<size_t>(V), 0.0);
+              for (size_t t = 0; t < d.ids.size(); ++t) q[static_cast<size_t>(d.ids[t])] = d.probs[t];
+            }
+            const Verdict v = verify_draft(p, q, rows.drafts[k],
+                                           Sampler::uniform(params.seed, draw, static_cast<uint64_t>(DrawStream::kAccept)),
+                                           u_draw);
+            token = v.token;
+            accepted[k] = v.accepted;
+          }
+        }
+      }
       sampled[k] = describe(row, token, top);
     }
+  }
+  // A sequence emits its rows up to the first rejected draft (whose row emits the replacement);
+  // the rows after it emit nothing (-1).
+  bool rejected = false;
+  for (size_t i = 0; i < n; ++i) {
+    if (rows.offsets[i] == 0) rejected = false;
+    if (rejected) sampled[i].token = -1;
+    if (rows.drafts[i] >= 0 && !accepted[i]) rejected = true;
   }
   return pack_samples(sampled, rows.tops);
 }
 
-int64_t Engine::Impl::apply_tokens(const BatchRows& rows, const std::vector<int32_t>& words,
-                                   std::vector<TokenEvent>& events) {
+Engine::Impl::Applied Engine::Impl::apply_tokens(const BatchRows& rows, const std::vector<int32_t>& words,
+                                                 std::vector<TokenEvent>& events) {
   std::vector<SampledToken> sampled = unpack_samples(words, rows.tops);
-  int64_t applied = 0;
+  Applied applied;
   for (size_t i = 0; i < rows.handles.size(); ++i) {
+    const bool spec_row = rows.drafts[i] >= 0 || rows.offsets[i] > 0;
+    if (rows.drafts[i] >= 0) {  // verification accounting, the same on every rank
+      applied.verify_steps += rows.offsets[i] == 0 ? 1 : 0;
+      ++applied.drafted;
+      applied.accepted += sampled[i].token == rows.drafts[i] ? 1 : 0;
+    }
     const auto it = seqs.find(rows.handles[i]);
-    if (it == seqs.end()) continue;  // cancelled while its batch was in flight
+    if (it == seqs.end()) continue;  // cancelled while its batch was in flight, or ended at an earlier row
+    if (sampled[i].token < 0) continue;  // after a rejected draft
     Sequence& s = *it->second;
+    if (spec_row) {
+      ++applied.emitted[s.handle];
+      ++applied.spec_emitted;
+    }
     TokenEvent e;
     e.request_id = s.request.id;
     e.token = sampled[i].token;
@@ -298,7 +509,7 @@ int64_t Engine::Impl::apply_tokens(const BatchRows& rows, const std::vector<int3
     e.top_logprobs = std::move(sampled[i].top);
     s.history.push_back(e.token);
     ++s.generated;
-    ++applied;
+    ++applied.tokens;
     const auto& stops = s.request.stop_ids;
     if (std::find(stops.begin(), stops.end(), e.token) != stops.end()) {
       e.finished = true;
@@ -325,17 +536,23 @@ void Engine::Impl::complete(const ScheduledStep& scheduled) {
     it->second->in_flight = false;
     live.seqs.push_back(scheduled.seqs[i]);
     live.counts.push_back(scheduled.counts[i]);
+    live.drafts.push_back(i < scheduled.drafts.size() ? scheduled.drafts[i] : 0);
     live.admitted_at.push_back(scheduled.admitted_at[i]);
   }
   scheduler->complete(live);
 }
 
 void Engine::Impl::record(const BatchRows& rows, const StepBatch& step, const ScheduledStep& scheduled,
-                          int64_t generated, double seconds, double forward_s, double sample_s) {
+                          const Applied& applied, double seconds, double forward_s, double sample_s) {
   std::lock_guard<std::mutex> lock(mu);
   ++stats.steps;
   stats.prompt_tokens += rows.prompt_tokens;
-  stats.generated_tokens += generated;
+  stats.generated_tokens += applied.tokens;
+  stats.decode_steps += rows.prefill ? 0 : 1;
+  stats.spec_verify_steps += applied.verify_steps;
+  stats.spec_draft_tokens += applied.drafted;
+  stats.spec_accepted_tokens += applied.accepted;
+  stats.spec_emitted_tokens += applied.spec_emitted;
   stats.preemptions += scheduled.preempted;
   stats.prefix_hit_tokens += scheduled.prefix_hit_tokens;
   stats.last_batch_size = step.n_seqs;
@@ -347,7 +564,7 @@ void Engine::Impl::record(const BatchRows& rows, const StepBatch& step, const Sc
 void Engine::Impl::run(const ControlMessage& msg, const ScheduledStep& scheduled, std::vector<TokenEvent>& events) {
   const StepBatch& step = msg.step;
   const double t0 = now_seconds();
-  const BatchRows rows = rows_of(step);
+  const BatchRows rows = rows_of(step, &msg);
   Tensor logits;
   std::vector<int32_t> tokens;
   std::vector<float> logprobs;
@@ -359,13 +576,23 @@ void Engine::Impl::run(const ControlMessage& msg, const ScheduledStep& scheduled
     logits = runner.run(step, false);
   }
   const double t_forward = now_seconds();
-  if (link.is_driver()) scheduler->complete(scheduled);
+  // A speculative step's KV counts only as far as verification kept it: known after the tokens.
+  if (link.is_driver() && !rows.speculative) scheduler->complete(scheduled);
   std::vector<int32_t> words(sample_words(rows.tops));
   if (link.is_sampler()) words = sample_rows(rows, logits, tokens, logprobs);
   link.broadcast_tokens(words);
   const double t_sampled = now_seconds();
-  const int64_t generated = apply_tokens(rows, words, events);
-  record(rows, step, scheduled, generated, now_seconds() - t0, t_forward - t0, t_sampled - t_forward);
+  const Applied applied = apply_tokens(rows, words, events);
+  if (link.is_driver() && rows.speculative) {
+    ScheduledStep kept = scheduled;
+    for (size_t i = 0; i < kept.seqs.size(); ++i)
+      if (kept.drafts[i] > 0) {
+        const auto it = applied.emitted.find(kept.batch.seq_ids[i]);
+        kept.counts[i] = it == applied.emitted.end() ? 0 : it->second;
+      }
+    complete(kept);  // only the sequences still alive
+  }
+  record(rows, step, scheduled, applied, now_seconds() - t0, t_forward - t0, t_sampled - t_forward);
 }
 
 // One tick of the interleaved pipeline. Stage s runs the batch that entered s ticks ago; hand-offs go
@@ -422,15 +649,15 @@ void Engine::Impl::tick(const ControlMessage& msg, const ScheduledStep& schedule
   flight.pop_front();
   if (done.step.n_seqs == 0) return;
   if (link.is_driver()) complete(done.scheduled);
-  int64_t generated = 0;
+  Applied applied;
   if (!done.rows.handles.empty()) {
     std::vector<int32_t> words(sample_words(done.rows.tops));
     if (link.is_sampler()) words = sample_rows(done.rows, logits, tokens, logprobs);
     link.broadcast_tokens(words);
-    generated = apply_tokens(done.rows, words, events);
+    applied = apply_tokens(done.rows, words, events);
   }
   const double t_end = now_seconds();
-  record(done.rows, done.step, done.scheduled, generated, t_end - t0, t_forward - t0, t_end - t_forward);
+  record(done.rows, done.step, done.scheduled, applied, t_end - t0, t_forward - t0, t_end - t_forward);
 }
 
 Engine::Engine(LlamaModel& model, KvCache& kv, StageLink& link, Backend& backend, EngineOptions options)
@@ -456,6 +683,30 @@ void Engine::validate(const EngineRequest& r) const {
   STRATA_CHECK(r.logprobs >= 0 && r.logprobs <= kMaxLogprobs, "request ", r.id, ": logprobs must be in 0..",
                kMaxLogprobs, ", got ", r.logprobs);
   r.sampling.validate();
+  const ImageEncoder* encoder = impl_->encoder;
+  if (!r.images.empty() && encoder == nullptr && impl_->link.is_driver())
+    STRATA_THROW(ErrorKind::kInvalidArgument, "request ", r.id, " has ", r.images.size(),
+                 " image(s) but this model has no vision tower; send text only, or serve a vision-language "
+                 "(LLaVA-style) checkpoint");
+  int64_t taken = 0;  // prompt positions before here belong to earlier images
+  for (size_t i = 0; i < r.images.size(); ++i) {
+    const RequestImage& image = r.images[i];
+    STRATA_CHECK(image.length >= 1 && image.position >= taken && image.position + int64_t{image.length} <= prompt,
+                 "request ", r.id, ": image ", i, " fills prompt positions ", image.position, "..",
+                 image.position + int64_t{image.length}, ", which overlap an earlier image or leave the prompt of ",
+                 prompt, " tokens");
+    taken = image.position + int64_t{image.length};
+    STRATA_CHECK(image.pixels.dtype() == DType::kF32 && image.pixels.rank() == 3 &&
+                     image.pixels.device() == Device::kCpu,
+                 "request ", r.id, ": image ", i, " pixels ", shape_str(image.pixels.shape()),
+                 " are not f32 [channels, height, width] on the host");
+    if (encoder != nullptr) {
+      STRATA_CHECK(image.length == encoder->features_per_image() && image.pixels.shape() == encoder->pixel_shape(),
+                   "request ", r.id, ": image ", i, " has pixels ", shape_str(image.pixels.shape()), " for ",
+                   image.length, " positions; this model's vision tower reads ", shape_str(encoder->pixel_shape()),
+                   " and yields ", encoder->features_per_image(), " features");
+    }
+  }
   // The last sampled token is never fed back, so a sequence holds at most prompt + max_new - 1 slots.
   const int64_t blocks = kv.blocks_for(prompt + r.max_new_tokens - 1);
   STRATA_CHECK(blocks <= kv.shape().num_blocks, "request ", r.id, ": prompt of ", prompt, " tokens plus ",
@@ -479,6 +730,8 @@ bool Engine::submit(EngineRequest request) {
   impl_->wake.notify_one();
   return true;
 }
+
+void Engine::set_image_encoder(ImageEncoder* encoder) { impl_->encoder = encoder; }
 
 void Engine::cancel(uint64_t request_id) {
   STRATA_CHECK(impl_->link.is_driver(), "Engine::cancel is for the replica's driver (rank 0 of the replica)");
@@ -512,6 +765,7 @@ bool Engine::step(std::vector<TokenEvent>& events, int idle_wait_ms) {
   m.link.broadcast_step(words);
   if (!m.link.is_driver()) msg = ControlMessage::unpack(words);
   m.apply_control(msg, events);
+  m.encode_images(msg.step);  // stage 0 runs msg.step now, interleaved or not
   if (m.options.interleaved) {
     if (!msg.shutdown) m.tick(msg, scheduled, events);  // every step is a tick, on every rank alike
   } else if (msg.step.n_seqs > 0) {

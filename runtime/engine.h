@@ -15,10 +15,12 @@
 #include <vector>
 
 #include "runtime/backend.h"
+#include "runtime/image_encoder.h"
 #include "runtime/kv_cache.h"
 #include "runtime/models/llama.h"
 #include "runtime/request.h"
 #include "runtime/sampler.h"
+#include "runtime/speculative.h"
 #include "runtime/stage_link.h"
 
 namespace strata {
@@ -38,6 +40,9 @@ struct EngineOptions {
   // > 0 on ranks whose weights stream: hold a part-empty decode step up to this long while requests
   // are arriving (SchedulerOptions::batch_wait_s says when and why).
   double batch_wait_ms = 0;
+  // Speculative decoding (runtime/speculative.h): `tokens` on every rank, the proposer on the driver.
+  // Not with the interleaved schedule (a sequence's next drafts need its last verdict).
+  SpeculativeOptions speculative;
 };
 
 struct EngineStats {
@@ -47,7 +52,13 @@ struct EngineStats {
   int64_t steps = 0, prompt_tokens = 0, generated_tokens = 0, preemptions = 0, prefix_hit_tokens = 0;
   int64_t last_batch_size = 0;
   int64_t outstanding_tokens = 0;  // prefill still to compute + tokens still to generate (DP routing)
+  int64_t images_encoded = 0;     // request images run through the vision encoder (first stage)
   int64_t most_batches_in_flight = 0;  // interleaved pipeline: the most non-empty batches in flight at once
+  int64_t decode_steps = 0;        // steps of decodes only (speculative ones included)
+  // Speculative decoding: sequence-steps that verified drafts, the drafts they verified, how many the
+  // target accepted, and the tokens those sequence-steps emitted (accepted + one of the target's own,
+  // fewer where a stop token or the length limit ended the sequence).
+  int64_t spec_verify_steps = 0, spec_draft_tokens = 0, spec_accepted_tokens = 0, spec_emitted_tokens = 0;
   double prefill_seconds = 0;      // steps that carried prompt (or recomputed) tokens
   double decode_seconds = 0;       // steps of decodes only
   // Where step time went (all steps): running the model up to logits on the host (the forward pass, its
@@ -68,9 +79,14 @@ class Engine {
   // or the engine is shutting down. Throws kInvalidArgument for a request that can never run (see
   // validate()) or whose id is already in flight.
   bool submit(EngineRequest request);
+  // Every rank, before the first step: the vision side of a vision-language model on the ranks of the
+  // first pipeline stage (each keeps its own replica of the tower), null elsewhere. Without one on the
+  // driver, requests with images are refused.
+  void set_image_encoder(ImageEncoder* encoder);
   // Any rank, any thread: throws kInvalidArgument naming the problem for a request that can never
   // run (empty prompt, ids outside the vocabulary, bad sampling parameters, prompt + max_new_tokens
-  // beyond the context or the whole KV cache).
+  // beyond the context or the whole KV cache, images the model cannot take or that do not fit their
+  // prompt positions).
   void validate(const EngineRequest& request) const;
   // Driver only, any thread: the request ends with a "cancelled" event; its KV blocks are freed.
   // Unknown (e.g. already finished) ids are ignored.

@@ -9,7 +9,7 @@
 
 namespace strata {
 namespace {
-constexpr int32_t kControlMagic = 0x53454e32;  // "SEN2": bumps when the layout changes
+constexpr int32_t kControlMagic = 0x53454e34;  // "SEN4": bumps when the layout changes
 constexpr const char* kOutOfStep = "ranks of the replica are out of step";
 
 int32_t f2w(float v) { return std::bit_cast<int32_t>(v); }
@@ -26,6 +26,13 @@ std::vector<int32_t> ControlMessage::pack() const {
     write_request(w, a.request);
   }
   for (int32_t c : cancelled) w.i32(c);
+  STRATA_CHECK_KIND(ErrorKind::kInternal, draft_q_rows.size() == draft_q.size(), "draft distributions without rows");
+  w.i32(static_cast<int32_t>(draft_q.size()));
+  for (size_t i = 0; i < draft_q.size(); ++i) {
+    w.i32(draft_q_rows[i]);
+    w.ids(draft_q[i].ids);
+    for (float p : draft_q[i].probs) w.f32(p);
+  }
   std::vector<int32_t> out = w.take();
   const std::vector<int32_t> step_words = step.pack();
   out.insert(out.end(), step_words.begin(), step_words.end());
@@ -49,6 +56,14 @@ ControlMessage ControlMessage::unpack(const std::vector<int32_t>& words) {
   }
   const int32_t* c = in.take(cancelled);
   m.cancelled.assign(c, c + cancelled);
+  const size_t drafts = in.count();
+  for (size_t i = 0; i < drafts; ++i) {
+    m.draft_q_rows.push_back(in.i32());
+    DraftDistribution q;
+    q.ids = in.ids();
+    for (size_t k = 0; k < q.ids.size(); ++k) q.probs.push_back(in.f32());
+    m.draft_q.push_back(std::move(q));
+  }
   m.step = StepBatch::unpack(std::vector<int32_t>(words.begin() + static_cast<std::ptrdiff_t>(in.pos()), words.end()));
   return m;
 }

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "runtime/request.h"
+#include "runtime/speculative.h"
 #include "runtime/step.h"
 
 namespace strata {
@@ -20,6 +21,10 @@ struct ControlMessage {
   bool shutdown = false;                  // every rank's step() returns false after this step
   std::vector<AdmittedRequest> admitted;  // first admission: the replica learns the request here
   std::vector<int32_t> cancelled;         // handles of announced sequences that end now
+  // Sampled speculation from a draft model: the proposer's distribution of the draft that logit row
+  // draft_q_rows[i] verifies (other drafts are point masses, and need nothing beyond the step's tokens).
+  std::vector<int32_t> draft_q_rows;
+  std::vector<DraftDistribution> draft_q;
   StepBatch step;                         // may be empty (idle step)
 
   std::vector<int32_t> pack() const;

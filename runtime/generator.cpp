@@ -18,6 +18,7 @@ EngineOptions engine_options(const GeneratorOptions& o) {
   e.max_queue = o.max_queue;
   e.prefix_caching = o.prefix_caching;
   e.batch_wait_ms = o.batch_wait_ms;
+  e.speculative = o.speculative;
   return e;
 }
 }  // namespace
@@ -111,6 +112,11 @@ std::vector<GenerationOutput> Generator::generate(const std::vector<GenerationRe
   stats_.decode_seconds += after.decode_seconds - before.decode_seconds;
   stats_.forward_seconds += after.forward_seconds - before.forward_seconds;
   stats_.sample_seconds += after.sample_seconds - before.sample_seconds;
+  stats_.decode_steps += after.decode_steps - before.decode_steps;
+  stats_.spec_verify_steps += after.spec_verify_steps - before.spec_verify_steps;
+  stats_.spec_draft_tokens += after.spec_draft_tokens - before.spec_draft_tokens;
+  stats_.spec_accepted_tokens += after.spec_accepted_tokens - before.spec_accepted_tokens;
+  stats_.spec_emitted_tokens += after.spec_emitted_tokens - before.spec_emitted_tokens;
   return outputs;
 }
 

@@ -39,6 +39,9 @@ struct GenerationStats {
   double decode_seconds = 0;   // steps of decodes only
   double forward_seconds = 0;  // of all steps: the model up to host logits (EngineStats)
   double sample_seconds = 0;   // of all steps: sampling and the token broadcast
+  int64_t decode_steps = 0;    // steps of decodes only
+  // Speculative decoding (EngineStats): sequence-steps that verified drafts, drafts, accepted, emitted.
+  int64_t spec_verify_steps = 0, spec_draft_tokens = 0, spec_accepted_tokens = 0, spec_emitted_tokens = 0;
 };
 
 struct GeneratorOptions {
@@ -52,6 +55,7 @@ struct GeneratorOptions {
   int64_t max_queue = int64_t{1} << 30;
   bool prefix_caching = true;
   double batch_wait_ms = 0;  // EngineOptions::batch_wait_ms (ranks whose weights stream)
+  SpeculativeOptions speculative;  // EngineOptions::speculative
 };
 
 class Generator {

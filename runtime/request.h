@@ -7,8 +7,19 @@
 #include <vector>
 
 #include "runtime/sampling_params.h"
+#include "runtime/tensor.h"
 
 namespace strata {
+
+// One image of a vision-language request, preprocessed: the first pipeline stage encodes it when the
+// request is admitted, and its features replace the embeddings of prompt positions
+// [position, position + length) (the image placeholder, expanded to one token per feature).
+struct RequestImage {
+  Tensor pixels;         // [channels, size, size] f32, host: what the vision tower reads
+  uint64_t hash = 0;     // of the image's content: part of the prefix-cache key of the blocks it fills
+  int32_t position = 0;  // first prompt position of its features
+  int32_t length = 0;    // features it yields (ImageEncoder::features_per_image)
+};
 
 struct EngineRequest {
   uint64_t id = 0;  // unique among the requests in flight, chosen by the caller
@@ -17,6 +28,7 @@ struct EngineRequest {
   SamplingParams sampling;
   std::vector<int32_t> stop_ids;  // end after emitting one of these
   int logprobs = 0;  // top alternatives to report per token, 0..Engine::kMaxLogprobs (0: only the token's own)
+  std::vector<RequestImage> images;  // in prompt order, their position runs disjoint
 };
 
 struct TokenLogprob {

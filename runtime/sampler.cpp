@@ -37,6 +37,63 @@ double Sampler::log_prob(std::span<const float> logits, int32_t token) {
   return static_cast<double>(logits[static_cast<size_t>(token)] - max) - std::log(sum);
 }
 
+double Sampler::uniform(uint64_t seed, uint64_t step, uint64_t stream) {
+  uint64_t x = splitmix64(seed * 0x100000001b3ull ^ splitmix64(step));
+  if (stream != 0) x = splitmix64(x + stream * 0xd1b54a32d192ed03ull);
+  return static_cast<double>(x >> 11) * 0x1.0p-53;
+}
+
+std::vector<double> Sampler::distribution(std::span<const float> logits, const SamplingParams& params,
+                                          std::span<const int32_t> history) {
+  std::vector<float> z(logits.begin(), logits.end());
+  if (params.repetition_penalty != 1.f) {
+    std::vector<uint8_t> seen(z.size(), 0);
+    for (int32_t t : history) {
+      if (t < 0 || static_cast<size_t>(t) >= z.size() || seen[static_cast<size_t>(t)]) continue;
+      seen[static_cast<size_t>(t)] = 1;
+      float& v = z[static_cast<size_t>(t)];
+      v = v > 0.f ? v / params.repetition_penalty : v * params.repetition_penalty;
+    }
+  }
+  std::vector<double> out(z.size(), 0.0);
+  if (params.greedy()) {
+    out[static_cast<size_t>(argmax(z))] = 1.0;
+    return out;
+  }
+  // The same cuts as sample(), in the same order: top-k, temperature softmax, top-p, min-p.
+  std::vector<int32_t> order(z.size());
+  std::iota(order.begin(), order.end(), 0);
+  size_t keep = z.size();
+  if (params.top_k > 0 && static_cast<size_t>(params.top_k) < keep) keep = static_cast<size_t>(params.top_k);
+  std::partial_sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(keep), order.end(),
+                    [&](int32_t a, int32_t b) { return z[a] > z[b] || (z[a] == z[b] && a < b); });
+  std::vector<double> p(keep);
+  const double max = z[static_cast<size_t>(order[0])] / params.temperature;
+  double sum = 0.0;
+  for (size_t i = 0; i < keep; ++i) sum += p[i] = std::exp(z[static_cast<size_t>(order[i])] / params.temperature - max);
+  for (double& v : p) v /= sum;
+  if (params.top_p < 1.f) {
+    double cum = 0.0;
+    for (size_t i = 0; i < keep; ++i) {
+      cum += p[i];
+      if (cum >= params.top_p) {
+        keep = i + 1;
+        break;
+      }
+    }
+  }
+  if (params.min_p > 0.f) {
+    const double floor = params.min_p * p[0];
+    size_t cut = 1;
+    while (cut < keep && p[cut] >= floor) ++cut;
+    keep = cut;
+  }
+  double total = 0.0;
+  for (size_t i = 0; i < keep; ++i) total += p[i];
+  for (size_t i = 0; i < keep; ++i) out[static_cast<size_t>(order[i])] = p[i] / total;
+  return out;
+}
+
 int32_t Sampler::sample(std::span<const float> logits, const SamplingParams& params, std::span<const int32_t> history,
                         uint64_t step) {
   if (params.greedy() && params.repetition_penalty == 1.f) return argmax(logits);  // no copy needed
@@ -88,7 +145,7 @@ int32_t Sampler::sample(std::span<const float> logits, const SamplingParams& par
   }
   double total = 0.0;
   for (size_t i = 0; i < keep; ++i) total += p[i];
-  const double u = static_cast<double>(splitmix64(params.seed * 0x100000001b3ull ^ splitmix64(step)) >> 11) * 0x1.0p-53;
+  const double u = uniform(params.seed, step, 0);
   double cum = 0.0;
   for (size_t i = 0; i < keep; ++i) {
     cum += p[i] / total;

@@ -7,6 +7,21 @@
 #include "runtime/error.h"
 
 namespace strata {
+namespace {
+// The prefix-cache parent of block `block`: the previous block's chain hash, salted with the content hash
+// of each image whose features fill part of this block (and where they start), so blocks of the same
+// placeholder tokens share KV only when their images are the same, and so do all blocks after them.
+uint64_t keyed_parent(const Sequence& seq, int64_t block, int64_t bs, uint64_t parent) {
+  const int64_t begin = block * bs, end = begin + bs;
+  for (const RequestImage& image : seq.request.images) {
+    const int64_t first = image.position, last = first + image.length;
+    if (last <= begin || first >= end) continue;
+    const int32_t where[2] = {static_cast<int32_t>(first - begin), image.length};
+    parent = BlockPool::chain_hash(parent ^ image.hash, where);
+  }
+  return parent;
+}
+}  // namespace
 
 Scheduler::Scheduler(KvCache& kv, const SchedulerOptions& options)
     : kv_(kv), options_(options), pool_(kv.blocks(), kv.shape().block_size, options.prefix_caching) {
@@ -74,6 +89,16 @@ bool Scheduler::grow(Sequence& seq, int64_t tokens) {
   return true;
 }
 
+void Scheduler::trim_blocks(Sequence& seq) {
+  // Rejected drafts' slots: the block of the history's last token stays (it is written next step).
+  const int64_t keep = std::max<int64_t>(kv_.blocks_for(static_cast<int64_t>(seq.history.size())),
+                                         static_cast<int64_t>(seq.block_hashes.size()));
+  while (static_cast<int64_t>(seq.blocks.size()) > keep) {
+    pool_.release(seq.blocks.back());
+    seq.blocks.pop_back();
+  }
+}
+
 void Scheduler::release_blocks(Sequence& seq) {
   for (int32_t b : seq.blocks) pool_.release(b);
   seq.blocks.clear();
@@ -100,8 +125,9 @@ void Scheduler::attach_prefix(Sequence& seq) {
   uint64_t parent = 0;
   for (int64_t i = 0; i < usable; ++i) {
     const std::span<const int32_t> tokens(seq.history.data() + i * bs, static_cast<size_t>(bs));
-    const uint64_t h = BlockPool::chain_hash(parent, tokens);
-    const int32_t b = pool_.lookup(h, parent, tokens);
+    const uint64_t keyed = keyed_parent(seq, i, bs, parent);
+    const uint64_t h = BlockPool::chain_hash(keyed, tokens);
+    const int32_t b = pool_.lookup(h, keyed, tokens);
     if (b < 0) break;
     seq.blocks.push_back(b);
     seq.block_hashes.push_back(h);
@@ -115,7 +141,7 @@ void Scheduler::publish_full_blocks(Sequence& seq) {
   const int64_t bs = kv_.shape().block_size;
   while (static_cast<int64_t>(seq.block_hashes.size()) < seq.processed / bs) {
     const size_t i = seq.block_hashes.size();
-    const uint64_t parent = i == 0 ? 0 : seq.block_hashes[i - 1];
+    const uint64_t parent = keyed_parent(seq, static_cast<int64_t>(i), bs, i == 0 ? 0 : seq.block_hashes[i - 1]);
     const std::span<const int32_t> tokens(seq.history.data() + static_cast<int64_t>(i) * bs, static_cast<size_t>(bs));
     const uint64_t h = BlockPool::chain_hash(parent, tokens);
     pool_.publish(seq.blocks[i], h, parent, tokens);
@@ -132,19 +158,22 @@ ScheduledStep Scheduler::schedule(int64_t max_seqs) {
     return out;
   }
   int64_t budget = options_.max_step_tokens;
-  auto add = [&](Sequence& s, int64_t count) {
+  // `drafts` speculative tokens follow the history's: every one of them, and the last history token,
+  // gets a logit row (the target's choice after each prefix).
+  auto add = [&](Sequence& s, int64_t count, int64_t drafts = 0) {
     const int32_t index = static_cast<int32_t>(out.seqs.size());
-    for (int64_t p = s.processed; p < s.processed + count; ++p) {
-      step.tokens.push_back(s.history[static_cast<size_t>(p)]);
+    for (int64_t p = s.processed; p < s.processed + count + drafts; ++p) {
+      const int64_t h = static_cast<int64_t>(s.history.size());
+      step.tokens.push_back(p < h ? s.history[static_cast<size_t>(p)] : s.draft[static_cast<size_t>(p - h)]);
       step.positions.push_back(static_cast<int32_t>(p));
       step.token_seq.push_back(index);
+      if (p >= h - 1 && s.processed + count == h) step.logit_rows.push_back(static_cast<int32_t>(step.tokens.size() - 1));
     }
-    if (s.processed + count == static_cast<int64_t>(s.history.size()))
-      step.logit_rows.push_back(static_cast<int32_t>(step.tokens.size() - 1));
     out.seqs.push_back(&s);
-    out.counts.push_back(count);
+    out.counts.push_back(count + drafts);
+    out.drafts.push_back(drafts);
     out.admitted_at.push_back(s.admitted_at);
-    budget -= count;
+    budget -= count + drafts;
   };
   auto remaining = [](const Sequence& s) { return static_cast<int64_t>(s.history.size()) - s.processed; };
   auto full = [&] { return budget == 0 || static_cast<int64_t>(out.seqs.size()) >= max_seqs; };
@@ -155,6 +184,16 @@ ScheduledStep Scheduler::schedule(int64_t max_seqs) {
   for (Sequence* s : order) {
     if (full()) break;
     if (s->admitted_at < 0 || remaining(*s) != 1 || s->in_flight) continue;  // preempted, prefilling, busy
+    // Drafts ride along only on spare budget and spare blocks (a block kept back for each running
+    // sequence's own next token): never worth a preemption.
+    int64_t drafts = std::min<int64_t>(static_cast<int64_t>(s->draft.size()), budget - 1);
+    const int64_t extra = kv_.blocks_for(static_cast<int64_t>(s->history.size()) + drafts) -
+                          static_cast<int64_t>(s->blocks.size());
+    if (drafts > 0 && (pool_.available() - extra < static_cast<int64_t>(running_.size()) ||
+                       !grow(*s, static_cast<int64_t>(s->history.size()) + drafts))) {
+      drafts = 0;
+      trim_blocks(*s);
+    }
     bool fits = true;
     while (!grow(*s, static_cast<int64_t>(s->history.size()))) {
       Sequence* victim = running_.back();
@@ -165,7 +204,7 @@ ScheduledStep Scheduler::schedule(int64_t max_seqs) {
         break;
       }
     }
-    if (fits) add(*s, 1);
+    if (fits) add(*s, 1, drafts);
   }
   // 2. Prefill chunks of running sequences (their blocks were reserved at admission).
   for (Sequence* s : running_) {
@@ -216,6 +255,7 @@ void Scheduler::complete(const ScheduledStep& step) {
     Sequence& s = *step.seqs[i];
     if (s.admitted_at != step.admitted_at[i]) continue;  // preempted meanwhile: its blocks are gone
     s.processed += step.counts[i];
+    if (i < step.drafts.size() && step.drafts[i] > 0) trim_blocks(s);
     publish_full_blocks(s);
   }
 }

@@ -33,6 +33,9 @@ struct Sequence {
   // In a batch still on its way through an interleaved pipeline: not scheduled again (nor admitted)
   // until that batch has left the last stage.
   bool in_flight = false;
+  // Speculative tokens to verify after the last one in its next decode (runtime/speculative.h); the
+  // scheduler takes as many as the step's budget and the free blocks allow, none when it preempts.
+  std::vector<int32_t> draft;
 };
 
 struct SchedulerOptions {
@@ -61,6 +64,7 @@ struct ScheduledStep {
   std::vector<int64_t> counts;      // tokens each contributes
   std::vector<int64_t> admitted_at; // each one's admission tick when scheduled (complete() skips any
                                     // preempted or re-admitted since)
+  std::vector<int64_t> drafts;      // of each sequence's tokens, speculative ones (the last `drafts`)
   std::vector<Sequence*> announce;  // admitted for the first time: the replica must learn them
   int64_t preempted = 0;
   int64_t prefix_hit_tokens = 0;
@@ -79,6 +83,8 @@ class Scheduler {
   // sequences (an interleaved pipeline spreads the running ones over its stages this way).
   ScheduledStep schedule(int64_t max_seqs = std::numeric_limits<int64_t>::max());
   // After the step ran: the KV of the scheduled tokens now exists; full blocks join the prefix cache.
+  // A speculative decode's count is what verification kept (1 + accepted drafts, its history already
+  // grown by them): the rejected drafts' positions are free again and blocks past the history go back.
   void complete(const ScheduledStep& step);
 
   int64_t waiting() const { return static_cast<int64_t>(waiting_.size()); }
@@ -92,6 +98,7 @@ class Scheduler {
  private:
   bool grow(Sequence& seq, int64_t tokens);  // blocks for `tokens` slots; false when none are left
   void release_blocks(Sequence& seq);
+  void trim_blocks(Sequence& seq);  // blocks past the history's slots go back (rejected drafts)
   void preempt(Sequence& seq);
   // Reuses cached full blocks of the history's prefix (never the block of its last token).
   void attach_prefix(Sequence& seq);

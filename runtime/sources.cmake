@@ -11,13 +11,16 @@ set(STRATA_RUNTIME_SOURCES
   cuda/attention_prefill.cu
   cuda/attention_prefill_mma.cu
   cuda/cuda_backend.cpp
+  cuda/cuda_backend_encoder.cpp
   cuda/cuda_backend_fused.cpp
   cuda/device_handles.cpp
   cuda/elementwise_kernels.cu
+  cuda/encoder_kernels.cu
   cuda/gemm.cpp
   cuda/gemv_kernels.cu
   cuda/op_profiler.cpp
   cuda/sampling_kernels.cu
+  draft_model.cpp
   dtype.cpp
   engine.cpp
   engine_control.cpp
@@ -53,6 +56,7 @@ set(STRATA_RUNTIME_SOURCES
   sampler.cpp
   scheduler.cpp
   shard_spec.cpp
+  speculative.cpp
   step.cpp
   step_runner.cpp
   tensor.cpp

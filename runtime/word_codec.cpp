@@ -66,6 +66,16 @@ void write_request(WordWriter& w, const EngineRequest& r) {
   w.u64(r.sampling.seed);
   w.ids(r.prompt);
   w.ids(r.stop_ids);
+  w.i32(static_cast<int32_t>(r.images.size()));
+  for (const RequestImage& image : r.images) {
+    STRATA_CHECK_KIND(ErrorKind::kInternal, image.pixels.dtype() == DType::kF32 && image.pixels.rank() == 3,
+                      "request ", r.id, ": image pixels ", shape_str(image.pixels.shape()), " are not f32 [c, h, w]");
+    w.u64(image.hash);
+    w.i32(image.position);
+    w.i32(image.length);
+    for (int64_t d : image.pixels.shape()) w.i64(d);
+    for (int64_t i = 0; i < image.pixels.numel(); ++i) w.f32(image.pixels.data<float>()[i]);
+  }
 }
 
 EngineRequest read_request(WordReader& in) {
@@ -81,6 +91,21 @@ EngineRequest read_request(WordReader& in) {
   r.sampling.seed = in.u64();
   r.prompt = in.ids();
   r.stop_ids = in.ids();
+  r.images.resize(in.count());
+  for (RequestImage& image : r.images) {
+    image.hash = in.u64();
+    image.position = in.i32();
+    image.length = in.i32();
+    Shape shape(3);
+    for (int64_t& d : shape) {
+      d = in.i64();
+      STRATA_CHECK_KIND(ErrorKind::kComm, d > 0 && d <= (int64_t{1} << 16), "request ", r.id,
+                        ": image dimension ", d, " in a step message (ranks of the replica are out of step)");
+    }
+    const int32_t* words = in.take(static_cast<size_t>(shape_numel(shape)));  // checks the length first
+    image.pixels = Tensor::empty(shape, DType::kF32);
+    std::memcpy(image.pixels.raw(), words, static_cast<size_t>(image.pixels.nbytes()));
+  }
   return r;
 }
 

@@ -2,6 +2,8 @@
 // templates render them (control tokens by id, everything else as plain text).
 #include "launcher/http/chat_template.h"
 
+#include <algorithm>
+
 #include "runtime/error.h"
 
 namespace strata::launcher::http {
@@ -66,6 +68,27 @@ void ChatTemplate::special(std::vector<int32_t>& out, const char* piece) const {
   out.push_back(tokenizer_->token_to_id(piece));
 }
 
+void ChatTemplate::content(std::vector<int32_t>& out, const std::string& before, const ChatMessage& m, bool stripped,
+                           const std::string& after) const {
+  size_t begin = 0, end = m.content.size();
+  if (stripped) {
+    begin = std::min(m.content.find_first_not_of(" \t\r\n"), end);
+    end = begin == end ? begin : m.content.find_last_not_of(" \t\r\n") + 1;
+  }
+  std::string segment = before;
+  size_t at = begin;
+  for (const ImagePart& image : m.images) {
+    STRATA_CHECK(image_token_ >= 0, image.param, ": this model takes no images (it has no image placeholder token)");
+    const size_t cut = std::clamp(image.offset, at, end);  // white space stripped around an image goes
+    segment += m.content.substr(at, cut - at);
+    text(out, segment);
+    out.push_back(image_token_);
+    segment.clear();
+    at = cut;
+  }
+  text(out, segment + m.content.substr(at, end - at) + after);
+}
+
 std::vector<int32_t> ChatTemplate::render(const std::vector<ChatMessage>& messages) const {
   std::vector<int32_t> out;
   const int32_t bos = tokenizer_->bos_id(), eos = tokenizer_->eos_id();
@@ -76,7 +99,7 @@ std::vector<int32_t> ChatTemplate::render(const std::vector<ChatMessage>& messag
         special(out, "<|start_header_id|>");
         text(out, m.role);
         special(out, "<|end_header_id|>");
-        text(out, "\n\n" + strip(m.content));
+        content(out, "\n\n", m, true, "");
         special(out, "<|eot_id|>");
       }
       special(out, "<|start_header_id|>");
@@ -88,7 +111,7 @@ std::vector<int32_t> ChatTemplate::render(const std::vector<ChatMessage>& messag
       if (tokenizer_->data().add_bos && bos >= 0) out.push_back(bos);
       for (const ChatMessage& m : messages) {
         special(out, "<|im_start|>");
-        text(out, m.role + "\n" + m.content);
+        content(out, m.role + "\n", m, false, "");
         special(out, "<|im_end|>");
         text(out, "\n");
       }
@@ -106,7 +129,7 @@ std::vector<int32_t> ChatTemplate::render(const std::vector<ChatMessage>& messag
           std::string s = "[INST] ";
           if (!system.empty()) s += "<<SYS>>\n" + system + "\n<</SYS>>\n\n";
           system.clear();
-          text(out, s + strip(m.content) + " [/INST]");
+          content(out, s, m, true, " [/INST]");
         } else {
           text(out, " " + strip(m.content) + " ");
           if (eos >= 0) out.push_back(eos);

@@ -25,7 +25,11 @@ class ChatTemplate {
   ChatTemplate(const Tokenizer& tokenizer, ChatFormat format);
 
   ChatFormat format() const { return format_; }
-  // The prompt ids, ending where the assistant's reply begins.
+  // A vision-language model's image placeholder: each image part of a message renders as this id at the
+  // part's place in the text (one per image; the caller expands it to one per image feature).
+  void set_image_token(int32_t id) { image_token_ = id; }
+  // The prompt ids, ending where the assistant's reply begins. Throws kInvalidArgument for image parts
+  // when no image token is set.
   std::vector<int32_t> render(const std::vector<ChatMessage>& messages) const;
   // Ids that end the assistant's turn besides the model's EOS (<|eot_id|>, <|im_end|>).
   const std::vector<int32_t>& stop_ids() const { return stop_ids_; }
@@ -33,10 +37,15 @@ class ChatTemplate {
  private:
   void text(std::vector<int32_t>& out, const std::string& s) const;
   void special(std::vector<int32_t>& out, const char* piece) const;
+  // `before`, the message's text (stripped of surrounding white space when `stripped`) with the image
+  // placeholder at each image part, then `after`.
+  void content(std::vector<int32_t>& out, const std::string& before, const ChatMessage& m, bool stripped,
+               const std::string& after) const;
 
   const Tokenizer* tokenizer_;
   ChatFormat format_;
   std::vector<int32_t> stop_ids_;
+  int32_t image_token_ = -1;
 };
 
 }  // namespace strata::launcher::http

@@ -154,6 +154,19 @@ std::string Metrics::render(const EngineStats& stats, bool ready, const std::vec
         "counter");
   gauge(out, "strata_prefix_cache_hit_tokens_total", "prompt tokens served from the prefix cache",
         static_cast<double>(stats.prefix_hit_tokens), "counter");
+  gauge(out, "strata_images_encoded_total", "request images run through the vision encoder",
+        static_cast<double>(stats.images_encoded), "counter");
+  // Speculative decoding (zero while it is off).
+  gauge(out, "strata_spec_draft_tokens_total", "draft tokens the model verified", static_cast<double>(stats.spec_draft_tokens),
+        "counter");
+  gauge(out, "strata_spec_accepted_tokens_total", "draft tokens the model accepted",
+        static_cast<double>(stats.spec_accepted_tokens), "counter");
+  gauge(out, "strata_spec_verify_steps_total", "sequence-steps that verified drafts",
+        static_cast<double>(stats.spec_verify_steps), "counter");
+  gauge(out, "strata_spec_acceptance_rate", "accepted / verified draft tokens so far",
+        stats.spec_draft_tokens > 0 ? static_cast<double>(stats.spec_accepted_tokens) / static_cast<double>(stats.spec_draft_tokens) : 0.0);
+  gauge(out, "strata_spec_tokens_per_step", "tokens a sequence-step that verified drafts emitted, on average",
+        stats.spec_verify_steps > 0 ? static_cast<double>(stats.spec_emitted_tokens) / static_cast<double>(stats.spec_verify_steps) : 0.0);
   out += "# HELP strata_memory_bytes weight bytes by residency tier\n# TYPE strata_memory_bytes gauge\n";
   out += "strata_memory_bytes{tier=\"device\"} " + std::to_string(tiers.device) + "\n";
   out += "strata_memory_bytes{tier=\"host\"} " + std::to_string(tiers.host) + "\n";

@@ -105,23 +105,37 @@ std::vector<PromptInput> prompts(const json::value& v) {
   return out;
 }
 
-std::string message_content(const json::value& v, const std::string& name) {
-  if (v.is_string()) return std::string(v.as_string());
-  if (!v.is_array()) fail(name, "'" + name + "' must be a string or an array of text parts, got " + kind_name(v));
-  std::string text;
+// A string, or an array of parts: {"type": "text", "text": ...} and, in user messages,
+// {"type": "image_url", "image_url": {"url": ...}} (or the url as a plain string, as some clients send it).
+void message_content(const json::value& v, const std::string& name, ChatMessage& m) {
+  if (v.is_string()) {
+    m.content = std::string(v.as_string());
+    return;
+  }
+  if (!v.is_array()) fail(name, "'" + name + "' must be a string or an array of content parts, got " + kind_name(v));
   const json::array& parts = v.as_array();
   for (size_t i = 0; i < parts.size(); ++i) {
     const std::string part = name + "[" + std::to_string(i) + "]";
     const json::object* o = parts[i].if_object();
     if (o == nullptr) fail(part, "'" + part + "' must be an object {\"type\": \"text\", \"text\": ...}");
     const json::value* type = o->if_contains("type");
+    if (type != nullptr && type->is_string() && type->as_string() == "image_url") {
+      if (m.role != "user")
+        fail(part + ".type", "image parts are accepted in user messages only; '" + name + "' is a " + m.role +
+                                 " message");
+      const json::value* image = o->if_contains("image_url");
+      if (image == nullptr) fail(part + ".image_url", "'" + part + ".image_url' is required");
+      const json::value* url = image->is_object() ? image->as_object().if_contains("url") : image;
+      if (url == nullptr) fail(part + ".image_url.url", "'" + part + ".image_url.url' is required");
+      m.images.push_back({string(*url, part + ".image_url.url"), m.content.size(), part + ".image_url"});
+      continue;
+    }
     if (type == nullptr || !type->is_string() || type->as_string() != "text")
-      fail(part + ".type", "only text content parts are supported (type \"text\")");
+      fail(part + ".type", "content parts must be of type \"text\" or \"image_url\"");
     const json::value* t = o->if_contains("text");
     if (t == nullptr) fail(part + ".text", "'" + part + ".text' is required");
-    text += string(*t, part + ".text");
+    m.content += string(*t, part + ".text");
   }
-  return text;
 }
 
 std::vector<ChatMessage> messages(const json::value& v) {
@@ -143,7 +157,7 @@ std::vector<ChatMessage> messages(const json::value& v) {
       fail(name + ".role", "'" + name + ".role' must be system, user or assistant, got '" + m.role + "'");
     const json::value* content = o->if_contains("content");
     if (content == nullptr || content->is_null()) fail(name + ".content", "'" + name + ".content' is required");
-    m.content = message_content(*content, name + ".content");
+    message_content(*content, name + ".content", m);
     out.push_back(std::move(m));
   }
   return out;

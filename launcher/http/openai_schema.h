@@ -32,9 +32,18 @@ struct PromptInput {  // one prompt: text, or token ids
   bool is_ids = false;
 };
 
+// An image content part ({"type": "image_url", "image_url": {"url": ...}}) of a user message: it stands
+// at byte `offset` of the message's text, where the chat template puts the model's image placeholder.
+struct ImagePart {
+  std::string url;    // data:image/...;base64,..., a file path or file:// URL, or http(s) (refused)
+  size_t offset = 0;  // into ChatMessage::content
+  std::string param;  // the field, for errors: messages[i].content[j]
+};
+
 struct ChatMessage {
   std::string role;  // system | user | assistant
-  std::string content;
+  std::string content;  // the text parts, joined
+  std::vector<ImagePart> images = {};  // user messages only, in order
 };
 
 struct GenerationParams {

@@ -85,8 +85,14 @@ EngineStats ReplicaRouter::stats() const {
     t.generated_tokens += s.generated_tokens;
     t.preemptions += s.preemptions;
     t.prefix_hit_tokens += s.prefix_hit_tokens;
+    t.images_encoded += s.images_encoded;
     t.last_batch_size += s.last_batch_size;
     t.outstanding_tokens += s.outstanding_tokens;
+    t.decode_steps += s.decode_steps;
+    t.spec_verify_steps += s.spec_verify_steps;
+    t.spec_draft_tokens += s.spec_draft_tokens;
+    t.spec_accepted_tokens += s.spec_accepted_tokens;
+    t.spec_emitted_tokens += s.spec_emitted_tokens;
     t.prefill_seconds += s.prefill_seconds;
     t.decode_seconds += s.decode_seconds;
     t.forward_seconds += s.forward_seconds;

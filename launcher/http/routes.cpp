@@ -84,7 +84,9 @@ class GenerationCall : public std::enable_shared_from_this<GenerationCall> {
       : routes_(routes), exchange_(std::move(exchange)), params_(std::move(params)), route_(std::move(route)) {}
 
   // Validates against the model, tokenizes, submits. Answers the error itself when it fails.
-  void start(const std::vector<std::vector<int32_t>>& prompts, const std::vector<int32_t>& extra_stop_ids) {
+  // `images` belong to prompts[0] (a chat request has one prompt).
+  void start(const std::vector<std::vector<int32_t>>& prompts, const std::vector<int32_t>& extra_stop_ids,
+             std::vector<RequestImage> images) {
     EngineFrontend& frontend = routes_.frontend();
     const ServedModel& model = routes_.model();
     std::weak_ptr<GenerationCall> weak = weak_from_this();
@@ -111,6 +113,7 @@ class GenerationCall : public std::enable_shared_from_this<GenerationCall> {
       r.logprobs = std::max(0, params_.logprobs);
       if (!params_.ignore_eos) r.stop_ids = model.eos_ids;
       r.stop_ids.insert(r.stop_ids.end(), extra_stop_ids.begin(), extra_stop_ids.end());
+      if (i == 0) r.images = std::move(images);
       Choice c;
       c.engine_id = r.id;
       c.index = static_cast<int>(i);
@@ -461,6 +464,7 @@ struct Routes::Prepared {
   GenerationParams params;
   std::vector<std::vector<int32_t>> prompts;
   std::vector<int32_t> extra_stop;
+  std::vector<RequestImage> images;  // of prompts[0]
   std::optional<ApiError> error;
 };
 
@@ -473,7 +477,7 @@ void Routes::generate(const std::shared_ptr<Exchange>& exchange, bool chat) {
       const std::string route = chat ? "/v1/chat/completions" : "/v1/completions";
       if (prepared->error) return send_error(*exchange, route, *prepared->error);
       auto call = std::make_shared<GenerationCall>(*this, exchange, std::move(prepared->params), route);
-      call->start(prepared->prompts, prepared->extra_stop);
+      call->start(prepared->prompts, prepared->extra_stop, std::move(prepared->images));
     });
   });
 }
@@ -511,8 +515,17 @@ void Routes::prepare(Prepared& out, const std::string& body, bool chat) const {
                                             "with token ids");
         return;
       }
+      if (std::optional<ApiError> e = images_.check(params.messages)) {  // before any rendering
+        out.error = *e;
+        return;
+      }
       prompts.push_back(chat_->render(params.messages));
       out.extra_stop = chat_->stop_ids();
+      // Decoding and preprocessing run here, on a request worker (not an HTTP I/O thread).
+      if (std::optional<ApiError> e = images_.resolve(params.messages, prompts.back(), out.images)) {
+        out.error = *e;
+        return;
+      }
     } else {
       for (size_t i = 0; i < params.prompts.size(); ++i) {
         const PromptInput& p = params.prompts[i];

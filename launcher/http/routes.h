@@ -13,6 +13,7 @@
 #include "launcher/http/engine_frontend.h"
 #include "launcher/http/http_server.h"
 #include "launcher/http/metrics.h"
+#include "launcher/http/request_images.h"
 #include "launcher/http/sampling_defaults.h"
 #include "launcher/http/work_queue.h"
 #include "runtime/tokenizer/tokenizer.h"
@@ -35,6 +36,8 @@ class Routes {
   Routes(EngineFrontend& frontend, Metrics& metrics, const Tokenizer* tokenizer, std::optional<ChatTemplate> chat,
          ServedModel model);
   void handle(const std::shared_ptr<Exchange>& exchange);
+  // Images in chat requests (before serving starts); by default every image is refused (a text-only model).
+  void set_images(RequestImages images) { images_ = std::move(images); }
 
   EngineFrontend& frontend() { return frontend_; }
   Metrics& metrics() { return metrics_; }
@@ -54,6 +57,7 @@ class Routes {
   const Tokenizer* tokenizer_;
   std::optional<ChatTemplate> chat_;
   ServedModel model_;
+  RequestImages images_{ImageServeOptions{}, std::nullopt};
   WorkQueue workers_{2};  // last: joined before the members its tasks use go away
 };
 

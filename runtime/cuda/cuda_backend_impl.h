@@ -141,7 +141,7 @@ class CudaBackend final : public Backend {
  public:
   CudaBackend(int device, const CudaBackendOptions& options)
       : device_(device), options_(options), stream_(device), scratch_a_(device), scratch_b_(device),
-        split_scratch_(device) {
+        split_scratch_(device), encoder_scratch_(device) {
     cudaDeviceProp prop{};
     CHECK_CUDA(cudaGetDeviceProperties(&prop, device));
     sm_count_ = prop.multiProcessorCount;
@@ -416,6 +416,12 @@ class CudaBackend final : public Backend {
                                      const AttentionBatch& batch, float scale, Tensor& out);
   void launch_decode_attention(const cuda::AttentionArgs& a);
 
+  // Encoder ops (vision towers): cuda_backend_encoder.cpp.
+  void layernorm(const Tensor& x, const Tensor& weight, const Tensor* bias, float eps, Tensor& out) override;
+  void activation(const Tensor& x, Activation act, Tensor& out) override;
+  void attention_bidirectional(const Tensor& q, const Tensor& k, const Tensor& v, int64_t seq_len, float scale,
+                               Tensor& out) override;
+
   void sample(const Tensor& logits, const SampleRow* rows, int32_t* tokens, float* logprobs) override {
     if (logits.device() != Device::kCuda) return Backend::sample(logits, rows, tokens, logprobs);
     STRATA_CHECK(logits.dtype() == DType::kF32 && logits.rank() == 2, "sample: logits must be f32 [rows, vocab], got ",
@@ -576,6 +582,7 @@ class CudaBackend final : public Backend {
   GrowableBuffer scratch_a_;  // converted activations, staged host bytes
   GrowableBuffer scratch_b_;  // dequantized weight chunks, f32 GEMM outputs
   GrowableBuffer split_scratch_;  // split-K partials of decode attention
+  GrowableBuffer encoder_scratch_;  // bidirectional attention's scores and pointer tables
   cuda::PinnedBuffer sample_host_;  // sampling parameters and results, mapped (sample())
   int sm_count_ = 0;
   std::string device_name_;

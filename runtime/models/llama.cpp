@@ -102,26 +102,35 @@ LlamaModel::DeviceStep LlamaModel::upload_step(const StepBatch& step, int64_t n_
 }
 
 void LlamaModel::forward(const StepBatch& step, Tensor& hidden) {
-  step_splice_ = spec_.first_stage ? splice_runs(step) : std::vector<std::array<int64_t, 3>>{};
+  step_splice_ = spec_.first_stage ? splice_runs(step) : std::vector<SpliceRun>{};
   forward_device(upload_step(step, step.n_tokens(), step.n_seqs, step.max_blocks, nullptr), hidden);
   step_splice_.clear();
 }
 
-std::vector<std::array<int64_t, 3>> LlamaModel::splice_runs(const StepBatch& step) const {
-  std::vector<std::array<int64_t, 3>> runs;
-  if (splice_ == nullptr) return runs;
-  const std::vector<int32_t>& at = splice_->positions;
+std::vector<LlamaModel::SpliceRun> LlamaModel::splice_runs(const StepBatch& step) const {
+  std::vector<SpliceRun> runs;
+  if (splice_ == nullptr && (seq_splices_ == nullptr || seq_splices_->empty())) return runs;
   for (int64_t t = 0; t < step.n_tokens(); ++t) {
+    const EmbeddingSplice* splice = splice_;
+    if (splice == nullptr) {
+      const int32_t seq = step.seq_ids[static_cast<size_t>(step.token_seq[static_cast<size_t>(t)])];
+      const auto found = seq_splices_->find(seq);
+      if (found == seq_splices_->end()) continue;
+      splice = &found->second;
+    }
+    const std::vector<int32_t>& at = splice->positions;
     const int32_t pos = step.positions[static_cast<size_t>(t)];
     const auto it = std::lower_bound(at.begin(), at.end(), pos);
     if (it == at.end() || *it != pos) continue;
-    STRATA_CHECK(step.n_seqs == 1, "an embedding splice (image features) needs a step of one sequence; this one has ",
-                 step.n_seqs);
+    STRATA_CHECK(splice != splice_ || step.n_seqs == 1, "an embedding splice (image features) needs a step of one "
+                 "sequence; this one has ", step.n_seqs);
     const int64_t row = it - at.begin();
-    if (!runs.empty() && runs.back()[0] + runs.back()[2] == t && runs.back()[1] + runs.back()[2] == row)
-      ++runs.back()[2];
+    SpliceRun* last = runs.empty() ? nullptr : &runs.back();
+    if (last != nullptr && last->source == &splice->rows && last->row + last->count == t &&
+        last->from + last->count == row)
+      ++last->count;
     else
-      runs.push_back({t, row, 1});
+      runs.push_back({t, &splice->rows, row, 1});
   }
   return runs;
 }
@@ -135,9 +144,9 @@ void LlamaModel::forward_device(const DeviceStep& d, Tensor& hidden) {
     hidden = backend_.alloc({T, D}, act);
     backend_.embed(weights_.globals().embed, d.ids, spec_.vocab_begin, hidden);
     if (tp_.size() > 1) tp_.all_reduce_sum(hidden);
-    for (const auto& [row, from, count] : step_splice_) {
-      Tensor dst = hidden.rows(row, count);
-      backend_.copy(splice_->rows.rows(from, count), dst);
+    for (const SpliceRun& run : step_splice_) {
+      Tensor dst = hidden.rows(run.row, run.count);
+      backend_.copy(run.source->rows(run.from, run.count), dst);
     }
   }
   STRATA_CHECK_KIND(ErrorKind::kInternal, hidden.numel() == T * D, "stage input ", shape_str(hidden.shape()),
@@ -380,7 +389,7 @@ bool LlamaModel::sample_recorded(const StepBatch& step, std::span<const SampleRo
   // Tensor parallelism: the all-reduces and the vocabulary gather are recorded too, where the TP group
   // says its operations can be (Collective::recordable).
   if (!backend_.supports_capture() || !spec_.first_stage || !spec_.last_stage || !weights_.stays_resident() ||
-      splice_ != nullptr ||
+      splice_ != nullptr || !splice_runs(step).empty() ||
       (tp_.size() != 1 && !(samples_on_backend() && tp_.recordable())))
     return false;
   const int64_t T = step.n_tokens();

@@ -7,6 +7,7 @@
 #include <map>
 #include <memory>
 #include <span>
+#include <unordered_map>
 #include <utility>
 
 #include "runtime/backend.h"
@@ -58,6 +59,9 @@ class LlamaModel {
   // Until cleared (null), steps splice `splice` into the embeddings of the positions it lists; the caller
   // keeps it alive. Steps that reach those positions must hold one sequence.
   void set_embedding_splice(const EmbeddingSplice* splice) { splice_ = splice; }
+  // Splices by sequence (StepBatch::seq_ids): the serving Engine's image features of each request, in
+  // steps of any number of sequences. The caller keeps the map alive and unchanged while a step runs.
+  void set_sequence_splices(const std::unordered_map<int32_t, EmbeddingSplice>* by_seq) { seq_splices_ = by_seq; }
 
   // Runs this stage's layers over the step. On the first stage `hidden` is produced from the tokens;
   // on later stages it holds the previous stage's output [T, hidden] (backend tensor) on entry.
@@ -103,9 +107,16 @@ class LlamaModel {
   void project_and_experts(const LayerWeights& w, Tensor& hidden, const Tensor& att, Tensor& h, Tensor& attn_out,
                            Tensor& mlp_out);
   void wait_reduce(CollectiveWork& work);
-  // The (step row, splice row) runs of the step's tokens at splice_->positions: [first row, first splice
-  // row, length] each.
-  std::vector<std::array<int64_t, 3>> splice_runs(const StepBatch& step) const;
+  // A run of step rows whose embeddings come from consecutive rows of one splice.
+  struct SpliceRun {
+    int64_t row = 0;  // first step row
+    const Tensor* source = nullptr;
+    int64_t from = 0;  // first source row
+    int64_t count = 0;
+  };
+  // The runs of the step's tokens at the positions of splice_ (one-sequence steps) or of their
+  // sequence's splice in seq_splices_.
+  std::vector<SpliceRun> splice_runs(const StepBatch& step) const;
   // A view of `shape` starting `offset` elements into `buffer`.
   static Tensor part(const Tensor& buffer, int64_t offset, const Shape& shape);
   // Logits of the step's logit rows for this rank's vocabulary shard [R, vocab_count], f32 on the backend.
@@ -119,7 +130,8 @@ class LlamaModel {
   ModelConfig config_;
   ShardSpec spec_;
   const EmbeddingSplice* splice_ = nullptr;
-  std::vector<std::array<int64_t, 3>> step_splice_;  // splice_runs of the step forward() is running
+  const std::unordered_map<int32_t, EmbeddingSplice>* seq_splices_ = nullptr;
+  std::vector<SpliceRun> step_splice_;  // splice_runs of the step forward() is running
   Backend& backend_;
   WeightSource& weights_;
   Collective& tp_;

@@ -12,14 +12,19 @@ ImagePrompt expand_image_prompt(const std::vector<int32_t>& ids, const LlavaConf
   STRATA_CHECK(features.rank() == 2 && features.dim(1) == config.text_hidden && features.dim(0) % per_image == 0,
                "image features ", shape_str(features.shape()), " are not [images x ", per_image, ", ",
                config.text_hidden, "]");
-  const int64_t images = features.dim(0) / per_image;
+  ImagePrompt out = expand_image_placeholders(ids, config, features.dim(0) / per_image);
+  out.splice.rows = features;
+  return out;
+}
+
+ImagePrompt expand_image_placeholders(const std::vector<int32_t>& ids, const LlavaConfig& config, int64_t images) {
+  const int64_t per_image = config.features_per_image();
   const int32_t token = config.image_token_id;
   const auto placeholders = static_cast<int64_t>(std::count(ids.begin(), ids.end(), token));
   const bool expanded = placeholders == images * per_image;
   STRATA_CHECK(placeholders == images || expanded, "the prompt holds ", placeholders, " image placeholder tokens (id ",
                token, ") for ", images, " image(s); put one placeholder (e.g. <image>) where each image goes");
   ImagePrompt out;
-  out.splice.rows = features;
   for (int32_t id : ids) {
     const int64_t copies = id == token ? (expanded ? 1 : per_image) : 1;
     for (int64_t c = 0; c < copies; ++c) {

@@ -18,5 +18,8 @@ struct ImagePrompt {
 // one placeholder (config.image_token_id) per image, expanded here, or already every expanded token;
 // anything else is an error naming the counts.
 ImagePrompt expand_image_prompt(const std::vector<int32_t>& ids, const LlavaConfig& config, const Tensor& features);
+// The same expansion for `images` images without their features (splice.rows stays undefined): what a
+// pipeline stage that never embeds tokens (not the first) needs of an image prompt.
+ImagePrompt expand_image_placeholders(const std::vector<int32_t>& ids, const LlavaConfig& config, int64_t images);
 
 }  // namespace strata

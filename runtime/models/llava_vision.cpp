@@ -4,14 +4,28 @@
 #include <cmath>
 
 #include "runtime/error.h"
+#include "runtime/log.h"
 
 namespace strata {
 
-LlavaVision::LlavaVision(const LlavaConfig& config, Backend& backend, const std::string& dir)
-    : LlavaVision(config, backend, load_llava_vision_weights(dir, config, backend)) {}
+namespace {
+VisionShard shard_for(const LlavaConfig& config, const Collective* tp) {
+  return tp != nullptr && tp->size() > 1 ? make_vision_shard(config, tp->rank(), tp->size()) : VisionShard{};
+}
+}  // namespace
 
-LlavaVision::LlavaVision(const LlavaConfig& config, Backend& backend, LlavaVisionWeights weights)
-    : config_(config), backend_(backend), w_(std::move(weights)) {
+LlavaVision::LlavaVision(const LlavaConfig& config, Backend& backend, const std::string& dir, Collective* tp)
+    : LlavaVision(config, backend, load_llava_vision_weights(dir, config, backend, shard_for(config, tp)),
+                  shard_for(config, tp), tp) {}
+
+LlavaVision::LlavaVision(const LlavaConfig& config, Backend& backend, LlavaVisionWeights weights,
+                         const VisionShard& shard, Collective* tp)
+    : config_(config), backend_(backend), w_(std::move(weights)), shard_(shard), tp_(shard.split ? tp : nullptr) {
+  STRATA_CHECK(!shard_.split || (tp_ != nullptr && tp_->size() == shard_.tp_size && tp_->rank() == shard_.tp_rank),
+               "vision tower: a split shard (rank ", shard_.tp_rank, " of ", shard_.tp_size, ") needs its TP group");
+  if (tp != nullptr && tp->size() > 1 && !shard_.split)
+    LOG_INFO("vision tower: tensor parallelism ", tp->size(), " does not divide both its heads (",
+             config_.vision.n_heads, ") and MLP columns (", config_.vision.ffn, "); each rank runs the whole tower");
   const int64_t d = config_.vision.hidden;
   // The embeddings are added to activations, so they take the activation dtype once here.
   class_embedding_ = scratch({1, d});
@@ -76,7 +90,11 @@ Tensor LlavaVision::tower_hidden(const std::vector<Tensor>& pixel_values) {
 
 void LlavaVision::encoder_layer(int64_t layer, Tensor& hidden, int64_t images) {
   const ClipVisionConfig& v = config_.vision;
-  const int64_t tokens = hidden.dim(0), d = v.hidden, heads = v.n_heads, hd = v.head_dim();
+  const int64_t tokens = hidden.dim(0), d = v.hidden, hd = v.head_dim();
+  // This rank's heads and MLP columns; a split layer's row-parallel outputs are partial sums whose biases
+  // only the group's first rank adds, once, before the all-reduce.
+  const int64_t heads = shard_.split ? shard_.heads : v.n_heads, ffn = shard_.split ? shard_.ffn_count : v.ffn;
+  const bool adds_bias = !shard_.split || shard_.tp_rank == 0;
   const ClipLayerWeights& w = w_.layers[static_cast<size_t>(layer)];
 
   Tensor normed = scratch({tokens, d});
@@ -88,14 +106,16 @@ void LlavaVision::encoder_layer(int64_t layer, Tensor& hidden, int64_t images) {
   Tensor att = scratch({tokens, heads, hd});
   backend_.attention_bidirectional(q, k, val, tokens / images, 1.f / std::sqrt(static_cast<float>(hd)), att);
   Tensor projected = scratch({tokens, d});
-  backend_.matmul(att.reshape({tokens, d}), w.wo, &w.bo, projected);
+  backend_.matmul(att.reshape({tokens, heads * hd}), w.wo, adds_bias ? &w.bo : nullptr, projected);
+  if (tp_ != nullptr) tp_->all_reduce_sum(projected);
   backend_.add(hidden, projected);
 
   backend_.layernorm(hidden, w.norm2_w, &w.norm2_b, v.layer_norm_eps, normed);
-  Tensor inner = scratch({tokens, v.ffn});
+  Tensor inner = scratch({tokens, ffn});
   backend_.matmul(normed, w.fc1_w, &w.fc1_b, inner);
   backend_.activation(inner, v.act, inner);
-  backend_.matmul(inner, w.fc2_w, &w.fc2_b, projected);
+  backend_.matmul(inner, w.fc2_w, adds_bias ? &w.fc2_b : nullptr, projected);
+  if (tp_ != nullptr) tp_->all_reduce_sum(projected);
   backend_.add(hidden, projected);
 }
 

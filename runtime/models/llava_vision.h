@@ -3,10 +3,17 @@
 // layers of LayerNorm, bidirectional multi-head attention with biases and a QuickGELU/GELU MLP), the
 // hidden state that vision_feature_layer names with vision_feature_select_strategy applied, and the
 // two-layer GELU projector into the language model's embedding width.
+//
+// Under tensor parallelism (a `tp` group of more than one rank) the encoder layers split as the language
+// model's do: each rank runs its share of the heads and of the MLP columns (VisionShard) over every image
+// token, and the out-projection's and fc2's partial sums are all-reduced, so every rank of the group ends
+// each layer with the whole hidden state. Embeddings, norms and the projector are replicated. Where the
+// group does not divide the heads and MLP columns, every rank runs the whole tower (make_vision_shard).
 #pragma once
 #include <vector>
 
 #include "runtime/backend.h"
+#include "runtime/collective.h"
 #include "runtime/models/llava_config.h"
 #include "runtime/models/llava_vision_weights.h"
 
@@ -14,11 +21,17 @@ namespace strata {
 
 class LlavaVision {
  public:
-  // Loads the vision weights of the LlavaForConditionalGeneration directory `dir` onto `backend`.
-  LlavaVision(const LlavaConfig& config, Backend& backend, const std::string& dir);
-  LlavaVision(const LlavaConfig& config, Backend& backend, LlavaVisionWeights weights);
+  // Loads the vision weights of the LlavaForConditionalGeneration directory `dir` onto `backend`: this rank's
+  // slices when `tp` (optional; null or a group of one: the whole tower) splits the tower. Every rank of
+  // the group must then call encode() with the same images, as it runs the group's all-reduces.
+  LlavaVision(const LlavaConfig& config, Backend& backend, const std::string& dir, Collective* tp = nullptr);
+  // `weights` as load_llava_vision_weights(..., shard) read them; tp is the group `shard` splits over.
+  LlavaVision(const LlavaConfig& config, Backend& backend, LlavaVisionWeights weights, const VisionShard& shard = {},
+              Collective* tp = nullptr);
 
   const LlavaConfig& config() const { return config_; }
+  // This rank's part of the tower (split false: the whole tower).
+  const VisionShard& shard() const { return shard_; }
   // Image features of a batch of images, each pixel_values [3, image_size, image_size] (f32, host, as
   // preprocess_image gives): [images * features_per_image, text_hidden] on the backend, image by image.
   Tensor encode(const std::vector<Tensor>& pixel_values);
@@ -36,6 +49,8 @@ class LlavaVision {
   LlavaConfig config_;
   Backend& backend_;
   LlavaVisionWeights w_;
+  VisionShard shard_;
+  Collective* tp_ = nullptr;  // set only while shard_.split
   Tensor class_embedding_;     // [1, hidden], activation dtype
   Tensor position_embedding_;  // [n_positions, hidden], activation dtype
 };

@@ -2,6 +2,7 @@
 // description's clip_vision and llava_projector tables.
 #include "runtime/models/llava_vision_weights.h"
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -71,9 +72,45 @@ TensorDirectory map_safetensors_dir(const std::string& dir) {
   return out;
 }
 
+// The rank's slice of a split slot's full host tensor: a row range is a view, a column range a gathered copy.
+Tensor shard_slice(const Tensor& full, const TensorSlot& slot, const ClipVisionConfig& v, const VisionShard& shard) {
+  const int dim = slot.split_dim();
+  if (!shard.split || dim < 0) return full;
+  const Dim split_dim = slot.shape[static_cast<size_t>(dim)];
+  STRATA_CHECK_KIND(ErrorKind::kInternal, split_dim == Dim::kVisionHidden || split_dim == Dim::kVisionFfn, "slot ",
+                    slot.name, " splits ", dim_name(split_dim), ", which the vision tower keeps whole");
+  const int64_t begin = split_dim == Dim::kVisionHidden ? shard.head_begin * v.head_dim() : shard.ffn_begin;
+  const int64_t count = split_dim == Dim::kVisionHidden ? shard.heads * v.head_dim() : shard.ffn_count;
+  if (dim == 0) return full.rows(begin, count);
+  const int64_t n = full.dim(0), row_bytes = dtype_bytes(full.dtype(), full.dim(1));
+  const int64_t skip = dtype_bytes(full.dtype(), begin), take = dtype_bytes(full.dtype(), count);
+  Tensor out = Tensor::empty({n, count}, full.dtype());
+  const auto* src = static_cast<const uint8_t*>(full.raw());
+  auto* dst = static_cast<uint8_t*>(out.raw());
+  for (int64_t r = 0; r < n; ++r) std::memcpy(dst + r * take, src + r * row_bytes + skip, static_cast<size_t>(take));
+  return out;
+}
+
 }  // namespace
 
-LlavaVisionWeights load_llava_vision_weights(const std::string& dir, const LlavaConfig& config, Backend& backend) {
+VisionShard make_vision_shard(const LlavaConfig& config, int tp_rank, int tp_size) {
+  const ClipVisionConfig& v = config.vision;
+  STRATA_CHECK(tp_size >= 1 && tp_rank >= 0 && tp_rank < tp_size, "vision shard: rank ", tp_rank, " of ", tp_size);
+  VisionShard s;
+  s.tp_rank = tp_rank;
+  s.tp_size = tp_size;
+  if (tp_size == 1) return s;
+  if (v.n_heads % tp_size != 0 || v.ffn % tp_size != 0) return s;  // replicated (LlavaVision logs it)
+  s.split = true;
+  s.heads = v.n_heads / tp_size;
+  s.head_begin = tp_rank * s.heads;
+  s.ffn_count = v.ffn / tp_size;
+  s.ffn_begin = tp_rank * s.ffn_count;
+  return s;
+}
+
+LlavaVisionWeights load_llava_vision_weights(const std::string& dir, const LlavaConfig& config, Backend& backend,
+                                             const VisionShard& shard) {
   const TensorDirectory files = map_safetensors_dir(dir);
   const ModelDescription& tower = model_description("clip_vision");
   const ModelDescription& projector = model_description("llava_projector");
@@ -110,7 +147,7 @@ LlavaVisionWeights load_llava_vision_weights(const std::string& dir, const Llava
                       it->second.file, ": tensor '", name, "' is ", dtype_name(t.dtype()),
                       "; the vision side reads f32, f16 or bf16");
     const std::string canonical = slot.per_layer ? cat(d.layer_prefix, layer, ".", slot.name) : std::string(slot.name);
-    loaded[canonical] = backend.upload_weight(t);
+    loaded[canonical] = backend.upload_weight(slot.per_layer ? shard_slice(t, slot, config.vision, shard) : t);
   };
   for (const TensorSlot& slot : tower.slots) {
     if (!slot.per_layer) load(tower, slot, naming.tower_prefix, -1);

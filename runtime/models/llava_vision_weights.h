@@ -30,10 +30,26 @@ struct VisionNaming {
   std::string projector_prefix;  // "multi_modal_projector." or "model.multi_modal_projector."
 };
 
+// Which part of the tower's layers one tensor-parallel rank holds: heads [head_begin, +heads) of the
+// attention (q/k/v rows, out-projection columns) and columns [ffn_begin, +ffn_count) of the MLP (fc1 rows,
+// fc2 columns): the description's kRows/kCols slots. With split false the rank holds every layer whole.
+struct VisionShard {
+  int tp_rank = 0, tp_size = 1;
+  bool split = false;
+  int64_t head_begin = 0, heads = 0, ffn_begin = 0, ffn_count = 0;
+};
+
+// The split of `config`'s tower over tp_size ranks: equal parts of the heads and of the MLP columns where
+// tp_size divides both; otherwise every rank runs the whole tower (split false; LlavaVision logs why). A
+// tower is small next to its language model, so uneven parts are not worth their bookkeeping.
+VisionShard make_vision_shard(const LlavaConfig& config, int tp_rank, int tp_size);
+
 // Reads the vision side of the LlavaForConditionalGeneration directory `dir` (model.safetensors or a
 // sharded index) onto `backend`: the tower's layers up to config.feature_layer (later layers never feed
 // the projector) and the projector. Every slot's presence, shape and dtype (f32/f16/bf16) is checked
-// against the description; errors name the file, the tensor and the expected shape.
-LlavaVisionWeights load_llava_vision_weights(const std::string& dir, const LlavaConfig& config, Backend& backend);
+// against the description; errors name the file, the tensor and the expected shape. With a split `shard`,
+// the kRows/kCols slots are read as that rank's slices (only those bytes reach the backend).
+LlavaVisionWeights load_llava_vision_weights(const std::string& dir, const LlavaConfig& config, Backend& backend,
+                                             const VisionShard& shard = {});
 
 }  // namespace strata

@@ -229,18 +229,21 @@ ModelDescription qwen_moe_family() {
 }
 
 // A CLIP ViT tower (LLaVA's vision_tower): conv patch embedding, class and position embeddings,
-// pre-LayerNorm, encoder layers of LayerNorm + attention with biases + a GELU-family MLP. Replicated on
-// every rank for now (TP of the tower is a follow-up).
+// pre-LayerNorm, encoder layers of LayerNorm + attention with biases + a GELU-family MLP. Under tensor
+// parallelism the layers split as the language model's do: q/k/v rows and out-projection columns by head,
+// fc1 rows and fc2 columns by MLP column, and the out-projection and fc2 partial sums are all-reduced (their
+// biases added once). Which heads and columns a rank holds is VisionShard's (runtime/models/
+// llava_vision_weights.h), not ShardSpec's; embeddings and norms are replicated.
 ModelDescription clip_vision() {
   using R = SlotRole;
   constexpr TpSplit rep = TpSplit::kReplicated;
   auto g = [](std::string_view name, std::string_view hf, R role, std::vector<Dim> shape) {
     return global(name, hf, role, std::move(shape), rep, SlotPresence::kAlways, nullptr);
   };
-  auto l = [](std::string_view name, std::string_view hf, R role, std::vector<Dim> shape) {
-    return layer(name, hf, role, std::move(shape), rep, nullptr);
-  };
+  auto l = [](std::string_view name, std::string_view hf, R role, std::vector<Dim> shape,
+              TpSplit split = TpSplit::kReplicated) { return layer(name, hf, role, std::move(shape), split, nullptr); };
   constexpr D H = D::kVisionHidden, F = D::kVisionFfn;
+  constexpr TpSplit rows = TpSplit::kRows, cols = TpSplit::kCols;
   return ModelDescription{
       "clip_vision",
       "encoder.layers.",
@@ -253,19 +256,19 @@ ModelDescription clip_vision() {
           g("v.pre_ln.bias", "pre_layrnorm.bias", R::kNorm, {H}),
           l("ln1.weight", "layer_norm1.weight", R::kNorm, {H}),
           l("ln1.bias", "layer_norm1.bias", R::kNorm, {H}),
-          l("attn_q.weight", "self_attn.q_proj.weight", R::kAttention, {H, H}),
-          l("attn_q.bias", "self_attn.q_proj.bias", R::kBias, {H}),
-          l("attn_k.weight", "self_attn.k_proj.weight", R::kAttention, {H, H}),
-          l("attn_k.bias", "self_attn.k_proj.bias", R::kBias, {H}),
-          l("attn_v.weight", "self_attn.v_proj.weight", R::kAttention, {H, H}),
-          l("attn_v.bias", "self_attn.v_proj.bias", R::kBias, {H}),
-          l("attn_out.weight", "self_attn.out_proj.weight", R::kAttention, {H, H}),
+          l("attn_q.weight", "self_attn.q_proj.weight", R::kAttention, {H, H}, rows),
+          l("attn_q.bias", "self_attn.q_proj.bias", R::kBias, {H}, rows),
+          l("attn_k.weight", "self_attn.k_proj.weight", R::kAttention, {H, H}, rows),
+          l("attn_k.bias", "self_attn.k_proj.bias", R::kBias, {H}, rows),
+          l("attn_v.weight", "self_attn.v_proj.weight", R::kAttention, {H, H}, rows),
+          l("attn_v.bias", "self_attn.v_proj.bias", R::kBias, {H}, rows),
+          l("attn_out.weight", "self_attn.out_proj.weight", R::kAttention, {H, H}, cols),
           l("attn_out.bias", "self_attn.out_proj.bias", R::kBias, {H}),
           l("ln2.weight", "layer_norm2.weight", R::kNorm, {H}),
           l("ln2.bias", "layer_norm2.bias", R::kNorm, {H}),
-          l("ffn_up.weight", "mlp.fc1.weight", R::kMlp, {F, H}),
-          l("ffn_up.bias", "mlp.fc1.bias", R::kBias, {F}),
-          l("ffn_down.weight", "mlp.fc2.weight", R::kMlp, {H, F}),
+          l("ffn_up.weight", "mlp.fc1.weight", R::kMlp, {F, H}, rows),
+          l("ffn_up.bias", "mlp.fc1.bias", R::kBias, {F}, rows),
+          l("ffn_down.weight", "mlp.fc2.weight", R::kMlp, {H, F}, cols),
           l("ffn_down.bias", "mlp.fc2.bias", R::kBias, {H}),
       },
       "v.blk."};
@@ -378,7 +381,8 @@ SliceRange slot_slice(const TensorSlot& slot, const ModelConfig& c, const ShardS
     case Dim::kVisionPositions:
     case Dim::kVisionChannels:
     case Dim::kVisionPatch:
-      STRATA_THROW(ErrorKind::kInternal, "slot ", slot.name, ": vision towers run replicated; TP does not split them yet");
+      STRATA_THROW(ErrorKind::kInternal, "slot ", slot.name, ": a vision tower's TP slices are VisionShard's "
+                   "(runtime/models/llava_vision_weights.h), not a ShardSpec's");
   }
   STRATA_THROW(ErrorKind::kInternal, "slot ", slot.name, " splits dimension ",
                dim_name(slot.shape[static_cast<size_t>(dim)]), ", which TP keeps whole");

@@ -39,7 +39,8 @@ TEST(ImageCli, GenerateGivesTransformersGreedyTokens) {
 }
 
 TEST(ImageCli, TensorAndPipelineParallelGiveTheSameTokens) {
-  // Every rank encodes the image (the tower is replicated); the first stage splices it after the TP
+  // The first stage's two ranks encode the image with the tower's heads and MLP split between them; the
+  // second stage only expands the placeholders. The first stage splices the features after the TP
   // all-reduce of the embedding.
   const boost::json::value ids = fixture_ids();
   const std::string plan = test::temp_dir("image_cli") + "/tp2pp2.yaml";

@@ -233,5 +233,22 @@ TEST(HttpServerInProcess, HealthFollowsEngineProgress) {
   server.stop();
 }
 
+// Speculative decoding on /metrics: the counters as the engine keeps them, the acceptance rate and the
+// tokens per verifying step derived from them (6 of 8 drafts stood over 2 sequence-steps that emitted 8).
+TEST(Metrics, SpeculativeDecodingCountersAndRates) {
+  Metrics metrics;
+  EngineStats stats;
+  EXPECT_NE(metrics.render(stats, true).find("\nstrata_spec_acceptance_rate 0\n"), std::string::npos);
+  stats.spec_draft_tokens = 8;
+  stats.spec_accepted_tokens = 6;
+  stats.spec_verify_steps = 2;
+  stats.spec_emitted_tokens = 8;
+  const std::string text = metrics.render(stats, true);
+  for (const char* line : {"\nstrata_spec_draft_tokens_total 8\n", "\nstrata_spec_accepted_tokens_total 6\n",
+                           "\nstrata_spec_verify_steps_total 2\n", "\nstrata_spec_acceptance_rate 0.75\n",
+                           "\nstrata_spec_tokens_per_step 4\n"})
+    EXPECT_NE(text.find(line), std::string::npos) << line;
+}
+
 }  // namespace
 }  // namespace strata::launcher::http

@@ -97,9 +97,11 @@ TEST(Configs, ReadmeExampleSetsEveryKey) {
         "comm.timeout_s", "serve.port", "serve.max_batch_tokens", "serve.max_seqs", "serve.kv_budget",
         "serve.block_size", "serve.max_queue", "offload.rules[0].match", "offload.rules[0].tier",
         "offload.per_rank[0].ranks", "offload.per_rank[0].device_budget", "offload.per_rank[0].host_budget",
-        "parallel.stages[0].layers"})
+        "parallel.stages[0].layers", "speculative.method", "speculative.tokens", "speculative.ngram_min",
+        "speculative.ngram_max"})
     EXPECT_TRUE(parsed.plan.locations.count(key)) << key;
   EXPECT_NE(text.find("`kv_blocks`"), std::string::npos);
+  EXPECT_NE(text.find("`draft_model`"), std::string::npos);  // method draft's key (the example uses ngram)
   const ModelConfig config = model_preset(parsed.plan.model.shape);
   const auto diagnostics = validate_plan(parsed.plan, config, parsed.plan.world_size());
   EXPECT_TRUE(diagnostics.empty()) << join_diagnostics(diagnostics);

@@ -295,5 +295,29 @@ TEST(EditDistance, Suggestions) {
   EXPECT_EQ(nearest_name("xyz", {"tensor", "pipeline", "data"}), "");
 }
 
+TEST(PlanParser, SpeculativeSection) {
+  const ParsedPlan p = parse("speculative:\n  method: draft\n  tokens: 5\n  draft_model: /m/small.gguf\n");
+  ASSERT_TRUE(p.ok()) << join_diagnostics(p.diagnostics);
+  EXPECT_EQ(p.plan.speculative.method, "draft");
+  EXPECT_EQ(p.plan.speculative.tokens, 5);
+  EXPECT_EQ(p.plan.speculative.draft_model, "/m/small.gguf");
+  const ParsedPlan n = parse("speculative:\n  method: ngram\n  ngram_min: 2\n  ngram_max: 4\n");
+  ASSERT_TRUE(n.ok()) << join_diagnostics(n.diagnostics);
+  EXPECT_EQ(n.plan.speculative.ngram_min, 2);
+  EXPECT_EQ(n.plan.speculative.ngram_max, 4);
+  EXPECT_EQ(parse("model:\n  path: a\n").plan.speculative.method, "off");
+  EXPECT_EQ(only_error("speculative:\n  method: ngrams\n").str(),
+            "p.yaml:2:11: error: speculative.method must be one of off, ngram, draft, got 'ngrams' (did you mean "
+            "'ngram'?)");
+  EXPECT_NE(only_error("speculative:\n  method: draft\n").message.find("needs speculative.draft_model"),
+            std::string::npos);
+  EXPECT_NE(only_error("speculative:\n  ngram_min: 3\n  ngram_max: 2\n").message.find("must not exceed"),
+            std::string::npos);
+  EXPECT_NE(only_error("speculative:\n  tokens: 0\n").message.find("speculative.tokens"), std::string::npos);
+  EXPECT_EQ(only_error("parallel:\n  pipeline: 2\n  schedule: interleaved\nspeculative:\n  method: ngram\n").str(),
+            "p.yaml:5:11: error: speculative decoding does not work with parallel.schedule: interleaved; use the "
+            "default schedule or method: off");
+}
+
 }  // namespace
 }  // namespace strata::parallel

@@ -74,6 +74,13 @@ TEST(EngineControl, MessagesRoundTrip) {
   a.request.sampling.seed = 0x123456789abcull;
   a.request.stop_ids = {2, 9};
   a.request.logprobs = 4;
+  RequestImage image;
+  image.pixels = Tensor::empty({3, 2, 2}, DType::kF32);
+  for (int64_t i = 0; i < 12; ++i) image.pixels.data<float>()[i] = -1.5f + 0.25f * static_cast<float>(i);
+  image.hash = 0x0123456789abcdefull;
+  image.position = 1;
+  image.length = 2;
+  a.request.images = {image};
   m.admitted = {a};
   m.cancelled = {3, 4};
   m.step.tokens = {5, 6};
@@ -100,6 +107,12 @@ TEST(EngineControl, MessagesRoundTrip) {
   EXPECT_EQ(q.sampling.seed, a.request.sampling.seed);
   EXPECT_EQ(q.stop_ids, a.request.stop_ids);
   EXPECT_EQ(q.logprobs, 4);
+  ASSERT_EQ(q.images.size(), 1u);
+  EXPECT_EQ(q.images[0].hash, image.hash);
+  EXPECT_EQ(q.images[0].position, 1);
+  EXPECT_EQ(q.images[0].length, 2);
+  ASSERT_EQ(q.images[0].pixels.shape(), image.pixels.shape());
+  for (int64_t i = 0; i < 12; ++i) EXPECT_EQ(q.images[0].pixels.data<float>()[i], image.pixels.data<float>()[i]);
   EXPECT_EQ(r.cancelled, m.cancelled);
   EXPECT_EQ(r.step.tokens, m.step.tokens);
   EXPECT_EQ(r.step.block_tables, m.step.block_tables);

@@ -171,5 +171,40 @@ TEST_F(FillTheBatch, InFlightSequencesWaitAndTheCapSpreadsThem) {
   EXPECT_EQ(b.seqs[1]->processed, static_cast<int64_t>(b.seqs[1]->history.size()));
 }
 
+// Speculative drafts: a decoding sequence's step carries its last token and the drafts, each with a
+// logit row; completing it with what verification kept (1 + accepted, the history already grown by
+// those) rolls the rest back: the rejected drafts' block goes back to the pool.
+TEST_F(FillTheBatch, DraftsRideAlongAndRejectedOnesGiveTheirBlocksBack) {
+  Scheduler s(*kv_, options(0));
+  Sequence* q = arrive(s, 3);
+  step(s);  // prefill; the sampled token makes 4 history tokens, 3 computed: blocks_for(4) = 1 block
+  ASSERT_EQ(q->blocks.size(), 1u);
+  const int64_t free_before = s.pool().available();
+  q->draft = {11, 12, 13, 14, 15};
+  ScheduledStep st = s.schedule();
+  ASSERT_EQ(st.seqs.size(), 1u);
+  EXPECT_EQ(st.drafts[0], 5);
+  EXPECT_EQ(st.batch.tokens, (std::vector<int32_t>{7, 11, 12, 13, 14, 15}));
+  EXPECT_EQ(st.batch.positions, (std::vector<int32_t>{3, 4, 5, 6, 7, 8}));
+  EXPECT_EQ(st.batch.logit_rows, (std::vector<int32_t>{0, 1, 2, 3, 4, 5}));
+  EXPECT_EQ(q->blocks.size(), 3u);  // 9 slots
+  // Verification kept draft 11 and replaced 12 with 20: two tokens emitted, two positions stand.
+  q->history.push_back(11), q->history.push_back(20), q->generated += 2;
+  st.counts[0] = 2;
+  s.complete(st);
+  EXPECT_EQ(q->processed, 5);
+  EXPECT_EQ(q->blocks.size(), 2u);  // 6 history tokens: the third block went back
+  EXPECT_EQ(s.pool().available(), free_before - 1);
+  // With no block to spare for them, drafts are dropped rather than preempting anything.
+  q->draft = {1, 2, 3, 4, 5, 6, 7, 8, 9};
+  std::vector<int32_t> hoard;
+  while (s.pool().available() > 1) hoard.push_back(kv_->blocks().allocate());
+  st = s.schedule();
+  ASSERT_EQ(st.seqs.size(), 1u);
+  EXPECT_EQ(st.drafts[0], 0);
+  EXPECT_EQ(st.preempted, 0);
+  EXPECT_EQ(st.batch.tokens, std::vector<int32_t>{20});
+}
+
 }  // namespace
 }  // namespace strata

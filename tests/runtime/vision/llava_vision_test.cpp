@@ -179,5 +179,55 @@ TEST(LlavaVision, WrongShapesAndMissingTensorsAreNamed) {
   EXPECT_THROW(load_llava_vision_weights(test::fixture("hf/llama_mha"), good, *backend), Error);
 }
 
+// Tensor parallelism of the tower: equal shares of the heads and MLP columns where TP divides both, the whole
+// tower otherwise; the loader reads a rank's slices of the description's kRows/kCols slots (row ranges of
+// q/k/v and fc1, column ranges of the out-projection and fc2) and the rest whole.
+TEST(LlavaVision, TensorParallelShardsAndTheirFallback) {
+  const std::string dir = test::fixture("vision/llava_t5");
+  const LlavaConfig config = parse_llava_config(read_text(dir + "/config.json"), dir);  // 4 heads of 8, ffn 64
+  const VisionShard s = make_vision_shard(config, 1, 2);
+  EXPECT_TRUE(s.split);
+  EXPECT_EQ(s.head_begin, 2);
+  EXPECT_EQ(s.heads, 2);
+  EXPECT_EQ(s.ffn_begin, 32);
+  EXPECT_EQ(s.ffn_count, 32);
+  EXPECT_FALSE(make_vision_shard(config, 0, 3).split);  // 4 heads over 3 ranks: replicated
+  EXPECT_FALSE(make_vision_shard(config, 0, 1).split);
+  EXPECT_THROW(make_vision_shard(config, 2, 2), Error);
+
+  auto backend = make_cpu_backend();
+  const LlavaVisionWeights full = load_llava_vision_weights(dir, config, *backend);
+  const LlavaVisionWeights half = load_llava_vision_weights(dir, config, *backend, s);
+  for (size_t l = 0; l < full.layers.size(); ++l) {
+    const ClipLayerWeights& f = full.layers[l];
+    const ClipLayerWeights& h = half.layers[l];
+    auto expect_rows = [&](const Tensor& part, const Tensor& whole, int64_t begin, const char* what) {
+      const int64_t width = whole.rank() == 2 ? whole.dim(1) : 1;
+      ASSERT_EQ(part.dim(0) * width, part.numel()) << what;
+      for (int64_t i = 0; i < part.numel(); ++i)
+        ASSERT_EQ(part.data<float>()[i], whole.data<float>()[begin * width + i]) << what << " layer " << l;
+    };
+    auto expect_cols = [&](const Tensor& part, const Tensor& whole, int64_t begin, const char* what) {
+      ASSERT_EQ(part.dim(0), whole.dim(0)) << what;
+      for (int64_t r = 0; r < part.dim(0); ++r)
+        for (int64_t c = 0; c < part.dim(1); ++c)
+          ASSERT_EQ(part.data<float>()[r * part.dim(1) + c], whole.data<float>()[r * whole.dim(1) + begin + c])
+              << what << " layer " << l;
+    };
+    EXPECT_EQ(h.wq.shape(), Shape({16, 32}));
+    expect_rows(h.wq, f.wq, 16, "q_proj");
+    expect_rows(h.bk, f.bk, 16, "k_proj bias");
+    expect_rows(h.wv, f.wv, 16, "v_proj");
+    EXPECT_EQ(h.wo.shape(), Shape({32, 16}));
+    expect_cols(h.wo, f.wo, 16, "out_proj");
+    expect_rows(h.fc1_w, f.fc1_w, 32, "fc1");
+    expect_rows(h.fc1_b, f.fc1_b, 32, "fc1 bias");
+    EXPECT_EQ(h.fc2_w.shape(), Shape({32, 32}));
+    expect_cols(h.fc2_w, f.fc2_w, 32, "fc2");
+    EXPECT_EQ(h.bo.shape(), f.bo.shape());  // row-parallel biases stay whole (added once)
+    EXPECT_EQ(h.fc2_b.shape(), f.fc2_b.shape());
+  }
+}
+
 }  // namespace
 }  // namespace strata

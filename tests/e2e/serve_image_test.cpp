@@ -1,0 +1,301 @@
+// tests/e2e/serve_image_test.cpp: `strata serve` with images in /v1/chat/completions, on the tiny random
+// LLaVA of tests/fixtures/vision/llava_chat (tools/reference/make_vision_chat_fixture.py): the greedy
+// answers equal transformers' for every fixture request (streamed and not, one at a time, concurrently with
+// text-only requests in shared chunked-prefill steps, and on TP2 and PP2 under mpirun); a repeated image hits
+// the prefix cache and another image with the same text does not; every bad image is a 400 in OpenAI's
+// error shape and the server keeps answering.
+#include <gtest/gtest.h>
+
+#include <boost/json.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "e2e/serve_client.h"
+#include "e2e/serve_helpers.h"
+
+namespace strata {
+namespace {
+namespace json = boost::json;
+using test::http;
+using test::HttpResponse;
+
+std::string model() { return test::fixture("vision/llava_chat"); }
+
+std::string read_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+std::string base64(const std::string& bytes) {
+  static const char* kAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  uint32_t acc = 0;
+  int bits = 0;
+  for (unsigned char c : bytes) {
+    acc = (acc << 8) | c;
+    bits += 8;
+    while (bits >= 6) {
+      bits -= 6;
+      out += kAlphabet[(acc >> bits) & 63];
+    }
+  }
+  if (bits > 0) out += kAlphabet[(acc << (6 - bits)) & 63];
+  while (out.size() % 4 != 0) out += '=';
+  return out;
+}
+
+std::string data_url(const std::string& path) { return "data:image/png;base64," + base64(read_bytes(path)); }
+
+const json::array& fixture_requests() {
+  static const json::value v = json::parse(read_bytes(model() + "/chat.json"));
+  return v.at("requests").as_array();
+}
+
+// A fixture request as an OpenAI body: its image parts name files of the fixture folder; `url` turns each
+// name into what the request sends (a data URL by default).
+std::string chat_body(const json::value& request, bool stream,
+                      const std::function<std::string(const std::string&)>& url = {}) {
+  json::array messages = request.at("messages").as_array();
+  for (auto& m : messages) {
+    if (!m.at("content").is_array()) continue;
+    for (auto& part : m.at("content").as_array()) {
+      if (part.at("type").as_string() != "image_url") continue;
+      json::value& u = part.at("image_url").at("url");
+      const std::string name(u.as_string());
+      u = url ? url(name) : data_url(model() + "/" + name);
+    }
+  }
+  json::object body{{"messages", messages}, {"max_tokens", 8}, {"temperature", 0}, {"ignore_eos", true},
+                    {"stream", stream}};
+  return json::serialize(body);
+}
+
+// The assistant's text, streamed or not; "<...>" naming the problem when malformed.
+std::string chat_text(const HttpResponse& r, bool stream) {
+  if (r.status != 200) return "<status " + std::to_string(r.status) + ": " + r.body + ">";
+  if (!stream) {
+    const json::value v = r.json();
+    if (!v.is_object() || !v.as_object().contains("choices")) return "<bad body: " + r.body + ">";
+    return json::value_to<std::string>(v.at("choices").at(0).at("message").at("content"));
+  }
+  const auto events = r.events();
+  if (events.empty() || events.back() != "[DONE]") return "<stream without [DONE]: " + r.body + ">";
+  std::string text;
+  for (size_t i = 0; i + 1 < events.size(); ++i) {
+    const json::value v = json::parse(events[i]);
+    const auto& delta = v.at("choices").at(0).at("delta").as_object();
+    if (const auto* c = delta.if_contains("content")) text += json::value_to<std::string>(*c);
+  }
+  return text;
+}
+
+std::string expected(const json::value& request) { return json::value_to<std::string>(request.at("text")); }
+
+std::string joined(const json::array& ids) {
+  std::string out;
+  for (const auto& x : ids) out += (out.empty() ? "" : " ") + std::to_string(x.to_number<int64_t>());
+  return out;
+}
+
+class ServeImage : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    // Small steps: prompts are prefilled in chunks, so image and text requests share steps and an image's
+    // features span two steps.
+    server_ = new test::ServerProcess("image", "", "serve --model " + model() + " --max-batch-tokens 24");
+    ASSERT_TRUE(server_->wait_ready()) << server_->log();
+  }
+  static void TearDownTestSuite() {
+    delete server_;
+    server_ = nullptr;
+  }
+  static int port() { return server_->port(); }
+  static test::ServerProcess* server_;
+};
+test::ServerProcess* ServeImage::server_ = nullptr;
+
+TEST_F(ServeImage, AnswersEqualTransformersStreamedAndNot) {
+  for (const auto& request : fixture_requests()) {
+    const std::string name(request.at("name").as_string());
+    for (bool stream : {false, true}) {
+      const HttpResponse r = http(port(), "POST", "/v1/chat/completions", chat_body(request, stream));
+      EXPECT_EQ(chat_text(r, stream), expected(request)) << name << " stream " << stream;
+      if (!stream && r.status == 200) {  // each <image> counts as one token per feature, as transformers expands it
+        EXPECT_EQ(r.json().at("usage").at("prompt_tokens").as_int64(),
+                  static_cast<int64_t>(request.at("ids").as_array().size())) << name;
+      }
+    }
+  }
+}
+
+TEST_F(ServeImage, GenerateWithImageGivesTheSameTokens) {
+  const json::value& request = fixture_requests().at(0);
+  const auto r = test::run_command(test::strata_binary() + " generate --model " + model() + " --prompt-ids \"" +
+                                   joined(request.at("prompt_ids").as_array()) + "\" --image " + model() +
+                                   "/cat.png -n 8 --ignore-eos --print-ids");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("ids: " + joined(request.at("greedy").as_array())), std::string::npos) << r.output;
+}
+
+TEST_F(ServeImage, ConcurrentImageAndTextRequestsEqualSingleOnes) {
+  const json::array& requests = fixture_requests();
+  const int kClients = 12;
+  std::vector<std::string> got(kClients);
+  std::vector<std::thread> clients;
+  for (int c = 0; c < kClients; ++c)
+    clients.emplace_back([&, c] {
+      const bool stream = c % 2 == 1;
+      got[c] = chat_text(http(port(), "POST", "/v1/chat/completions", chat_body(requests.at(c % requests.size()), stream)),
+                         stream);
+    });
+  for (auto& t : clients) t.join();
+  for (int c = 0; c < kClients; ++c) EXPECT_EQ(got[c], expected(requests.at(c % requests.size()))) << "client " << c;
+}
+
+TEST_F(ServeImage, RepeatedImageHitsThePrefixCacheAndAnotherImageDoesNot) {
+  // Fresh server: nothing cached yet, the counters start at 0.
+  test::ServerProcess server("image_cache", "", "serve --model " + model());
+  ASSERT_TRUE(server.wait_ready()) << server.log();
+  const json::value& cat = fixture_requests().at(0);  // "Describe <cat> in one short sentence, please."
+  const json::value& dog = fixture_requests().at(3);  // the same text around another image
+  ASSERT_EQ(cat.at("name").as_string(), "image_in_the_middle");
+  ASSERT_EQ(dog.at("name").as_string(), "same_text_other_image");
+  ASSERT_EQ(cat.at("ids").as_array().size(), dog.at("ids").as_array().size());
+  const int64_t prompt = static_cast<int64_t>(cat.at("ids").as_array().size());
+  const int64_t cacheable = (prompt - 1) / 16 * 16;  // whole 16-token blocks before the last prompt token
+
+  EXPECT_EQ(chat_text(http(server.port(), "POST", "/v1/chat/completions", chat_body(cat, false)), false), expected(cat));
+  EXPECT_EQ(test::metric(server.port(), "strata_prefix_cache_hit_tokens_total"), 0);
+  EXPECT_EQ(chat_text(http(server.port(), "POST", "/v1/chat/completions", chat_body(cat, true)), true), expected(cat));
+  EXPECT_EQ(test::metric(server.port(), "strata_prefix_cache_hit_tokens_total"), static_cast<double>(cacheable));
+  // The image fills part of the first block: another image shares no block, and its answer is its own.
+  EXPECT_EQ(chat_text(http(server.port(), "POST", "/v1/chat/completions", chat_body(dog, false)), false), expected(dog));
+  EXPECT_EQ(test::metric(server.port(), "strata_prefix_cache_hit_tokens_total"), static_cast<double>(cacheable));
+  EXPECT_EQ(chat_text(http(server.port(), "POST", "/v1/chat/completions", chat_body(dog, false)), false), expected(dog));
+  EXPECT_EQ(test::metric(server.port(), "strata_prefix_cache_hit_tokens_total"), static_cast<double>(2 * cacheable));
+  // Each image ran through the tower once: the repeats found its positions cached.
+  EXPECT_EQ(test::metric(server.port(), "strata_images_encoded_total"), 2);
+}
+
+// An OpenAI error body: 400, invalid_request_error, a message that contains `says`, and the field.
+void expect_400(const HttpResponse& r, const std::string& says, const std::string& param, const std::string& what) {
+  ASSERT_EQ(r.status, 400) << what << ": " << r.body;
+  const json::value v = r.json();
+  ASSERT_TRUE(v.is_object() && v.as_object().contains("error")) << what << ": " << r.body;
+  const auto& e = v.at("error");
+  EXPECT_EQ(e.at("type").as_string(), "invalid_request_error") << what;
+  const std::string message(e.at("message").as_string());
+  EXPECT_NE(message.find(says), std::string::npos) << what << ": " << message;
+  if (!param.empty()) {
+    ASSERT_TRUE(e.at("param").is_string()) << what << ": " << r.body;
+    EXPECT_EQ(std::string(e.at("param").as_string()), param) << what;
+  }
+}
+
+TEST(ServeImageErrors, EveryBadImageIsA400AndTheServerKeepsServing) {
+  namespace fs = std::filesystem;
+  const std::string dir = test::temp_dir("serve_image_dir");
+  fs::remove_all(dir + "/images");
+  fs::create_directories(dir + "/images/sub");
+  fs::copy_file(model() + "/cat.png", dir + "/images/sub/cat.png");
+  fs::create_symlink(fs::absolute(model() + "/dog.png"), dir + "/images/link.png");  // leads outside
+  test::ServerProcess server("image_errors", "",
+                             "serve --model " + model() + " --image-dir " + dir + "/images --max-image-bytes 4000 "
+                             "--max-image-pixels 1000000 --max-images-per-request 2");
+  ASSERT_TRUE(server.wait_ready()) << server.log();
+  const json::value& request = fixture_requests().at(0);  // one image, cat.png
+  const std::string param = "messages[0].content[1].image_url";
+  auto with_url = [&](const std::string& url) {
+    return http(server.port(), "POST", "/v1/chat/completions", chat_body(request, false, [&](const std::string&) {
+      return url;
+    }));
+  };
+  const std::string images = test::fixture("vision/images/");
+  const std::string png = read_bytes(model() + "/cat.png");
+  expect_400(with_url("https://example.com/cat.png"), "does not fetch remote images", param, "remote URL");
+  expect_400(with_url("data:image/png;base64,@@@@"), "not valid base64", param, "bad base64");
+  expect_400(with_url("data:text/plain;base64,aGVsbG8="), "not an image", param, "not an image type");
+  expect_400(with_url("data:image/png,plain%20text"), "not base64", param, "not base64 encoded");
+  expect_400(with_url(data_url(images + "large.png")), "--max-image-bytes", param, "over the byte limit");
+  expect_400(with_url(data_url(images + "bomb.png")), "decompression bomb", param, "decompression bomb");
+  expect_400(with_url("data:image/png;base64," + base64(png.substr(0, png.size() / 2))), "image 0", param,
+             "truncated PNG");
+  expect_400(with_url("data:image/gif;base64," + base64("GIF89a\x01\x00\x01\x00\x00\x00\x00;")), "image 0", param,
+             "unsupported format");
+  expect_400(with_url("sub/../../escape.png"), "outside --image-dir", param, "dot-dot escape");
+  expect_400(with_url("/etc/hostname"), "outside --image-dir", param, "absolute path outside");
+  expect_400(with_url("link.png"), "outside --image-dir", param, "symbolic link outside");
+  expect_400(with_url("file://missing.png"), "no image file", param, "missing file");
+  {
+    // Three images, two allowed.
+    json::value body = json::parse(chat_body(fixture_requests().at(2), false));  // two images
+    auto& parts = body.at("messages").at(0).at("content").as_array();
+    parts.push_back(parts.at(1));
+    expect_400(http(server.port(), "POST", "/v1/chat/completions", json::serialize(body)), "at most 2", "messages",
+               "too many images");
+  }
+  {
+    json::value body = json::parse(chat_body(request, false));
+    auto& messages = body.at("messages").as_array();
+    messages.push_back(json::object{{"role", "assistant"}, {"content", messages.at(0).at("content")}});
+    expect_400(http(server.port(), "POST", "/v1/chat/completions", json::serialize(body)), "user messages only",
+               "messages[1].content[1].type", "image in an assistant message");
+  }
+  // Files under --image-dir are served, as a plain path or a file:// URL.
+  for (const std::string url : {"sub/cat.png", "file://sub/cat.png"})
+    EXPECT_EQ(chat_text(with_url(url), false), expected(request)) << url;
+  // Still serving: the data URL request answers as transformers does.
+  EXPECT_EQ(chat_text(http(server.port(), "POST", "/v1/chat/completions", chat_body(request, true)), true),
+            expected(request));
+}
+
+TEST(ServeImageErrors, TextOnlyModelRefusesImages) {
+  test::ServerProcess server("image_text_model", "", "serve --model " + test::tiny_model("serve_image"));
+  ASSERT_TRUE(server.wait_ready()) << server.log();
+  expect_400(http(server.port(), "POST", "/v1/chat/completions", chat_body(fixture_requests().at(0), false)),
+             "no vision tower", "messages[0].content[1].image_url", "text-only model");
+  const HttpResponse ok = http(server.port(), "POST", "/v1/chat/completions",
+                               "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}], \"max_tokens\": 3}");
+  EXPECT_EQ(ok.status, 200) << ok.body;
+}
+
+class ServeImageParallel : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(ServeImageParallel, AnswersEqualTransformers) {
+  // The vision tower is replicated on every first-stage rank (both TP ranks; stage 0 of PP2; the driver of
+  // each data-parallel replica, to which rank 0 forwards the images with the request).
+  const std::string layout = GetParam();
+  const std::string plan = test::temp_dir("serve_image_parallel") + "/" + layout + ".yaml";
+  std::FILE* f = std::fopen(plan.c_str(), "w");
+  const bool interleaved = layout == "interleaved";
+  std::fprintf(f, "model:\n  path: %s\nparallel:\n  %s: 2\n%s", model().c_str(),
+               interleaved ? "pipeline" : layout.c_str(), interleaved ? "  schedule: interleaved\n" : "");
+  std::fclose(f);
+  test::ServerProcess server(std::string("image_") + GetParam(), test::mpirun(2),
+                             "serve --plan " + plan + " --max-batch-tokens 24");
+  ASSERT_TRUE(server.wait_ready()) << server.log();
+  const json::array& requests = fixture_requests();
+  const size_t kClients = 2 * requests.size();
+  std::vector<std::string> got(kClients);
+  std::vector<std::thread> clients;
+  for (size_t i = 0; i < kClients; ++i)
+    clients.emplace_back([&, i] {
+      const json::value& request = requests.at(i % requests.size());
+      got[i] = chat_text(http(server.port(), "POST", "/v1/chat/completions", chat_body(request, i % 2 == 1)), i % 2 == 1);
+    });
+  for (auto& t : clients) t.join();
+  for (size_t i = 0; i < kClients; ++i) EXPECT_EQ(got[i], expected(requests.at(i % requests.size()))) << i;
+  if (layout == "data") {  // both replicas answered some of them
+    EXPECT_GT(test::metric(server.port(), "strata_replica_requests_total{replica=\"1\"}"), 0) << server.log();
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Layouts, ServeImageParallel, ::testing::Values("tensor", "pipeline", "interleaved", "data"));
+
+}  // namespace
+}  // namespace strata
