@@ -35,6 +35,7 @@ int64_t kv_heads_local(const ModelConfig& c, int tp) { return tp <= c.n_kv_heads
 int64_t kv_head_row_bytes(const ModelConfig& c, const PlanShape& s, const Hardware& hw) {
   return s.kv_cache_dtype ? kv_row_bytes(*s.kv_cache_dtype, c.head_dim) : c.head_dim * hw.activation_bytes;
 }
+
 int64_t small_params(const ModelConfig& c, int tp) {  // norms and biases of one layer on one rank
   const int64_t bias = c.qkv_bias ? (c.n_heads / tp + 2 * kv_heads_local(c, tp)) * c.head_dim : 0;
   return 2 * c.hidden + bias;

@@ -450,8 +450,7 @@ class PlanReader {
                          error(field, loc_of(v.Mark()), e.what());
                        }
                      }
-                   }
-                   else if (key == "block_size") {
+                   } else if (key == "block_size") {
                      auto n = get_int(v, field, 1, 4096);
                      if (n && (*n & (*n - 1)) != 0)
                        error(field, loc_of(v.Mark()), cat(field, " must be a power of two (8, 16, 32...), got ", *n));
