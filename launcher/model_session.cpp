@@ -63,7 +63,7 @@ ModelSession::ModelSession(const SessionOptions& options, const RankPlacement& p
     offload::ResidencyConfig residency = *options.offload;
     if (residency.kv_reserve_bytes == 0 && options.kv_tokens > 0) {  // the cache prepare() will make
       const KvCacheShape kv = kv_shape(options.kv_tokens);
-      residency.kv_reserve_bytes = kv.num_blocks * kv.block_bytes(backend_->activation_dtype());
+      residency.kv_reserve_bytes = kv.num_blocks * kv.block_bytes(kv_cache_dtype());
     }
     auto tiered = offload::make_tiered_weights(*checkpoint_, spec_, *backend_, residency);
     tiered_ = tiered.get();
@@ -101,7 +101,7 @@ void ModelSession::prepare(int64_t tokens) {
   generator_.reset();
   model_.reset();
   kv_.reset();
-  kv_ = std::make_unique<KvCache>(*backend_, kv);
+  kv_ = std::make_unique<KvCache>(*backend_, kv, kv_cache_dtype());
   model_ = std::make_unique<LlamaModel>(c, spec_, *backend_, *weights_, *tp_, *kv_);
   model_->set_overlap_chunks(options_.overlap_chunks, options_.overlap_min_tokens);
   if (experts_ != nullptr) model_->set_expert_group(*experts_);
@@ -111,17 +111,19 @@ void ModelSession::prepare(int64_t tokens) {
                                            kv.num_blocks * kv.block_size, kv.block_size, draft_);
   generator_ = std::make_unique<Generator>(*model_, *kv_, *link_, *backend_, generator);
   LOG_DEBUG("KV cache: ", kv.num_blocks, " blocks of ", kv.block_size, " tokens, ",
-            kv.num_blocks * kv.block_bytes(backend_->activation_dtype()), " bytes");
+            kv.num_blocks * kv.block_bytes(kv_cache_dtype()), " bytes");
 }
 
+DType ModelSession::kv_cache_dtype() const { return options_.kv_cache_dtype.value_or(backend_->activation_dtype()); }
+
 int64_t ModelSession::kv_bytes() const {
-  return kv_ ? kv_->shape().num_blocks * kv_->shape().block_bytes(backend_->activation_dtype()) : 0;
+  return kv_ ? kv_->shape().num_blocks * kv_->shape().block_bytes(kv_->dtype()) : 0;
 }
 
 int64_t ModelSession::kv_bytes_per_token() const {
   KvCacheShape token = kv_shape(1);
   token.block_size = 1;
-  return token.block_bytes(backend_->activation_dtype());
+  return token.block_bytes(kv_cache_dtype());
 }
 
 int64_t ModelSession::device_free_bytes() const {

@@ -32,6 +32,9 @@ struct SessionOptions {
   int threads = 0;               // CPU threads (0: OpenMP default)
   int64_t kv_tokens = 0;         // KV cache capacity in tokens (0: one full context)
   int64_t block_size = 16;
+  // The KV cache's dtype (--kv-cache-dtype, serve.kv_cache_dtype): unset = the backend's activation dtype
+  // (f32 on the CPU, bf16 on CUDA); f8_e4m3 stores e4m3 rows with a scale each (runtime/fp8_kv.h).
+  std::optional<DType> kv_cache_dtype;
   GeneratorOptions generator;
   int overlap_chunks = 2;  // TP all-reduce / compute overlap (comm.overlap_chunks); 1 = off
   int overlap_min_tokens = parallel::kDefaultOverlapMinTokens;  // per chunk for a split (comm.overlap_min_tokens)
@@ -88,8 +91,10 @@ class ModelSession {
   Collective& tp() { return *tp_; }  // for other work split over the group (the vision tower)
   // Bytes of the KV cache prepare() made (0 before).
   int64_t kv_bytes() const;
-  // Bytes one token's K and V take on this rank (its layers and KV heads, in the activation dtype).
+  // Bytes one token's K and V take on this rank (its layers and KV heads, in the KV cache dtype).
   int64_t kv_bytes_per_token() const;
+  // The KV cache's dtype: the options' kv_cache_dtype, else the backend's activation dtype.
+  DType kv_cache_dtype() const;
   // Memory the compute device has free now, after the weights: cudaMemGetInfo on a GPU, the kernel's
   // MemAvailable on the host. What a KV budget given as a share is a share of.
   int64_t device_free_bytes() const;

@@ -85,6 +85,8 @@ std::vector<FlagSpec> session_flags() {
       {"device", true, "cpu (default), cuda or cuda:N", model},
       {"threads", true, "CPU threads (default: the cores free on this host, shared by its ranks)", model},
       {"kv-tokens", true, "KV cache capacity in tokens (default: enough for the request)", model},
+      {"kv-cache-dtype", true, "KV cache element type: auto (f32 on the CPU, bf16 on CUDA), f32, f16, bf16 or fp8 "
+                               "(e4m3 with a scale per token and head: about half bf16's bytes)", model},
       {"verbose", false, "log from every rank, with debug detail", model},
       {"offload", false, "place weights with the offload manager even without a budget", offload},
       {"device-budget", true, "device memory for weights + KV reserve + ring (6GiB, 40%)", offload},
@@ -111,6 +113,8 @@ SessionOptions session_options(const Args& args, const parallel::Plan* plan, int
   // A plan's ranks take their share later (RankRuntime knows how many share the host).
   if (plan == nullptr && o.threads == 0 && o.device == "cpu") o.threads = default_cpu_threads(1);
   o.kv_tokens = args.integer("kv-tokens", 0, 0, int64_t{1} << 32);
+  if (plan != nullptr) o.kv_cache_dtype = plan->serve.kv_cache_dtype;
+  if (args.has("kv-cache-dtype")) o.kv_cache_dtype = parse_kv_cache_dtype(args.str("kv-cache-dtype"), "--kv-cache-dtype");
   o.offload = residency_options(args, plan, rank);
   o.backend = backend_settings(args.str("kernel-options"), args.str("cuda-graphs"), args.has("profile-ops"));
   o.speculative = speculative_settings(&args, plan);

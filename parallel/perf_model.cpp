@@ -13,6 +13,7 @@
 #include "parallel/plan_check.h"
 #include "runtime/error.h"
 #include "runtime/collective.h"
+#include "runtime/kv_cache.h"
 
 namespace strata::parallel {
 namespace {
@@ -28,6 +29,13 @@ int64_t weight_bytes(DType dtype, int64_t matmul, int64_t small) {
 }
 
 int64_t kv_heads_local(const ModelConfig& c, int tp) { return tp <= c.n_kv_heads ? c.n_kv_heads / tp : 1; }
+
+// Bytes of one token's K (or V) row of one KV head in the cache: its dtype's (fp8 rows carry a scale),
+// else the activation's.
+int64_t kv_head_row_bytes(const ModelConfig& c, const PlanShape& s, const Hardware& hw) {
+  return s.kv_cache_dtype ? kv_row_bytes(*s.kv_cache_dtype, c.head_dim) : c.head_dim * hw.activation_bytes;
+}
+
 int64_t small_params(const ModelConfig& c, int tp) {  // norms and biases of one layer on one rank
   const int64_t bias = c.qkv_bias ? (c.n_heads / tp + 2 * kv_heads_local(c, tp)) * c.head_dim : 0;
   return 2 * c.hidden + bias;
@@ -61,7 +69,7 @@ Slot stage_slot(const ModelConfig& c, const PlanShape& s, const Hardware& hw, in
   const int64_t head = last ? head_params(c, tp) : 0;
   const double w = static_cast<double>(weight_bytes(s.dtype, layers * matmul_params(c, tp) + head,
                                                     layers * small_params(c, tp) + (last ? c.hidden : 0)));
-  const double kv_row = 2.0 * static_cast<double>(kv_heads_local(c, tp) * c.head_dim * hw.activation_bytes);
+  const double kv_row = 2.0 * static_cast<double>(kv_heads_local(c, tp) * kv_head_row_bytes(c, s, hw));
   const double kv = static_cast<double>(layers) * kv_row * static_cast<double>(seqs) * ctx;
   // Attention: QK^T and PV, 2 FLOPs per multiply-add; a prefill's causal mask halves the square.
   const double attn_positions = prefill ? ctx * ctx / 2 : ctx;
@@ -190,6 +198,7 @@ PlanShape plan_shape(const Plan& plan, const Partition& partition) {
   s.overlap_chunks = plan.comm.overlap_chunks;
   s.overlap_min_tokens = plan.comm.overlap_min_tokens;
   s.dtype = partition.dtype;
+  s.kv_cache_dtype = plan.serve.kv_cache_dtype;
   for (const Stage& st : partition.stages) s.stage_layers.push_back(st.size());
   for (const RankPartition& r : partition.ranks) {
     s.host_stream_bytes = std::max(s.host_stream_bytes, r.bytes.host);
@@ -221,7 +230,7 @@ Prediction predict(const ModelConfig& c, const PlanShape& s, const Hardware& hw,
     const int64_t globals = ((first ? 1 : 0) + (last && !(c.tied_embeddings && first) ? 1 : 0)) * head_params(c, s.tp);
     const int64_t bytes = weight_bytes(s.dtype, layers * matmul_params(c, s.tp) + globals,
                                        layers * small_params(c, s.tp) + (last ? c.hidden : 0));
-    const int64_t kv = 2 * layers * kv_heads_local(c, s.tp) * c.head_dim * hw.activation_bytes * seqs *
+    const int64_t kv = 2 * layers * kv_heads_local(c, s.tp) * kv_head_row_bytes(c, s, hw) * seqs *
                        (w.prompt_len + w.output_len);
     const int64_t device = bytes - s.host_stream_bytes - s.disk_stream_bytes + kv;
     p.weight_bytes_per_rank = std::max(p.weight_bytes_per_rank, bytes);

@@ -5,6 +5,7 @@
 // report can say which term bounds a plan and how far the measurement is from it.
 #pragma once
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -57,6 +58,7 @@ struct PlanShape {
   int overlap_chunks = 1;
   int overlap_min_tokens = kDefaultOverlapMinTokens;  // comm.overlap_min_tokens
   DType dtype = DType::kBF16;
+  std::optional<DType> kv_cache_dtype;  // serve.kv_cache_dtype; unset: activation_bytes an element
   std::vector<int64_t> stage_layers;  // layers of each stage; empty = balanced over pp
   int64_t host_stream_bytes = 0;      // streamed from pinned host memory per pass, the worst rank
   int64_t disk_stream_bytes = 0;      // streamed from disk per pass, the worst rank

@@ -119,6 +119,7 @@ struct ServeSection {
   int max_seqs = 64;
   int64_t kv_blocks = 0;  // 0 = derive from kv_budget
   Budget kv_budget;       // unset = 4 full contexts; a share is of the memory free after the weights
+  std::optional<DType> kv_cache_dtype;  // unset (auto) = the backend's activation dtype; f8_e4m3 = fp8 rows
   int block_size = 16;
   int max_queue = 256;
 };

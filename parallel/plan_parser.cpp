@@ -14,6 +14,7 @@
 
 #include "parallel/byte_size.h"
 #include "runtime/error.h"
+#include "runtime/kv_cache.h"
 #include "runtime/model_presets.h"
 
 namespace strata::parallel {
@@ -427,9 +428,11 @@ class PlanReader {
   }
 
   void read_serve(const YAML::Node& node) {
-    if (!expect_map(node, "serve", "port, max_batch_tokens, max_seqs, kv_blocks, kv_budget, block_size, max_queue")) return;
+    if (!expect_map(node, "serve", "port, max_batch_tokens, max_seqs, kv_blocks, kv_budget, kv_cache_dtype, block_size, "
+                    "max_queue")) return;
     auto& s = plan_.serve;
-    for_each_key(node, "serve", {"port", "max_batch_tokens", "max_seqs", "kv_blocks", "kv_budget", "block_size", "max_queue"},
+    for_each_key(node, "serve", {"port", "max_batch_tokens", "max_seqs", "kv_blocks", "kv_budget", "kv_cache_dtype",
+                                 "block_size", "max_queue"},
                  [&](const std::string& key, const YAML::Node& v) {
                    const std::string field = "serve." + key;
                    if (key == "port") set_int(s.port, v, field, 1, 65535);
@@ -439,7 +442,15 @@ class PlanReader {
                    else if (key == "kv_blocks") {
                      if (auto n = get_int(v, field, 1, INT32_MAX)) s.kv_blocks = *n;
                    } else if (key == "kv_budget") s.kv_budget = get_budget(v, field, true);
-                   else if (key == "block_size") {
+                   else if (key == "kv_cache_dtype") {
+                     if (auto name = get_string(v, field)) {
+                       try {
+                         s.kv_cache_dtype = parse_kv_cache_dtype(*name, field);
+                       } catch (const Error& e) {
+                         error(field, loc_of(v.Mark()), e.what());
+                       }
+                     }
+                   } else if (key == "block_size") {
                      auto n = get_int(v, field, 1, 4096);
                      if (n && (*n & (*n - 1)) != 0)
                        error(field, loc_of(v.Mark()), cat(field, " must be a power of two (8, 16, 32...), got ", *n));

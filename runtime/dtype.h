@@ -10,9 +10,9 @@ namespace strata {
 
 // The block-quantized types are GGUF's (ggml's) weight types, plus f8_e4m3_b128 (FP8 checkpoints: 128 e4m3
 // bytes and one f32 scale); their block layouts are in runtime/quant_blocks.h except q8_0/q4_0's, which the
-// CUDA kernels also read, below. f8_e4m3 (the raw FP8 element) and i64 occur only in safetensors files of
-// quantized checkpoints: the Hugging Face reader transcodes them (runtime/formats/hf_quant.h) and no weight
-// keeps them.
+// CUDA kernels also read, below. f8_e4m3 (the raw FP8 element) and i64 occur in safetensors files of
+// quantized checkpoints, which the Hugging Face reader transcodes (runtime/formats/hf_quant.h): no weight
+// keeps them. f8_e4m3 is also the fp8 KV cache's element (rows of codes and a scale: runtime/fp8_kv.h).
 enum class DType : uint8_t {
   kF32, kF16, kBF16, kI8, kI32, kQ8_0, kQ4_0,
   kQ4_1, kQ5_0, kQ5_1, kQ2_K, kQ3_K, kQ4_K, kQ5_K, kQ6_K, kIQ4_NL, kIQ4_XS,

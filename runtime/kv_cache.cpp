@@ -2,6 +2,7 @@
 #include "runtime/kv_cache.h"
 
 #include "runtime/error.h"
+#include "runtime/fp8_kv.h"
 
 namespace strata {
 
@@ -27,15 +28,55 @@ void BlockAllocator::free(int32_t block) {
 }
 
 int64_t KvCacheShape::block_bytes(DType dtype) const {
-  return 2 * n_layers * dtype_bytes(dtype, block_size * kv_heads * head_dim);
+  return 2 * n_layers * block_size * kv_heads * kv_row_bytes(dtype, head_dim);
 }
 
-KvCache::KvCache(Backend& backend, const KvCacheShape& shape) : shape_(shape), blocks_(shape.num_blocks) {
+bool kv_cache_dtype_supported(DType dtype) {
+  return dtype == DType::kF32 || dtype == DType::kF16 || dtype == DType::kBF16 || dtype == DType::kF8_E4M3;
+}
+
+int64_t kv_row_bytes(DType dtype, int64_t head_dim) {
+  STRATA_CHECK(kv_cache_dtype_supported(dtype), "a KV cache cannot hold ", dtype_name(dtype),
+               "; it takes f32, f16, bf16 or fp8");
+  return dtype == DType::kF8_E4M3 ? fp8_kv_row_bytes(head_dim) : dtype_bytes(dtype, head_dim);
+}
+
+Shape kv_cache_tensor_shape(const KvCacheShape& shape, DType dtype) {
+  const int64_t last = dtype == DType::kF8_E4M3 ? fp8_kv_row_bytes(shape.head_dim) : shape.head_dim;
+  return {shape.num_blocks, shape.block_size, shape.kv_heads, last};
+}
+
+int64_t kv_cache_head_dim(const Tensor& cache) {
+  return cache.dtype() == DType::kF8_E4M3 ? cache.dim(-1) - kFp8KvScaleBytes : cache.dim(-1);
+}
+
+std::optional<DType> parse_kv_cache_dtype(const std::string& text, const std::string& what) {
+  if (text == "auto") return std::nullopt;
+  if (text == "f32" || text == "float32") return DType::kF32;
+  if (text == "f16" || text == "float16") return DType::kF16;
+  if (text == "bf16" || text == "bfloat16") return DType::kBF16;
+  if (text == "fp8" || text == "f8_e4m3" || text == "fp8_e4m3") return DType::kF8_E4M3;
+  STRATA_THROW(ErrorKind::kInvalidArgument, what, " '", text,
+               "' is not a KV cache dtype; use auto (the backend's: f32 on the CPU, bf16 on CUDA), f32, f16, bf16 or "
+               "fp8 (e4m3 with a scale per row)");
+}
+
+std::string kv_cache_dtype_name(DType dtype) { return dtype == DType::kF8_E4M3 ? "fp8" : dtype_name(dtype); }
+
+KvCache::KvCache(Backend& backend, const KvCacheShape& shape) : KvCache(backend, shape, backend.activation_dtype()) {}
+
+KvCache::KvCache(Backend& backend, const KvCacheShape& shape, DType dtype)
+    : shape_(shape), dtype_(dtype), blocks_(shape.num_blocks) {
   STRATA_CHECK(shape.num_blocks > 0 && shape.block_size > 0, "KV cache needs at least one block");
-  const Shape s = {shape.num_blocks, shape.block_size, shape.kv_heads, shape.head_dim};
+  STRATA_CHECK(kv_cache_dtype_supported(dtype), "a KV cache cannot hold ", dtype_name(dtype),
+               "; it takes f32, f16, bf16 or fp8");
+  // The fp8 row's f32 scale sits right after its codes: 4-byte aligned only when head_dim is.
+  STRATA_CHECK(dtype != DType::kF8_E4M3 || shape.head_dim % 4 == 0, "an fp8 KV cache needs head_dim a multiple of 4, "
+               "got ", shape.head_dim, "; use --kv-cache-dtype bf16 or f32 for this model");
+  const Shape s = kv_cache_tensor_shape(shape, dtype);
   for (int64_t l = 0; l < shape.n_layers; ++l) {
-    k_.push_back(backend.alloc(s, backend.activation_dtype()));
-    v_.push_back(backend.alloc(s, backend.activation_dtype()));
+    k_.push_back(backend.alloc(s, dtype));
+    v_.push_back(backend.alloc(s, dtype));
   }
 }
 

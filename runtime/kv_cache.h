@@ -3,6 +3,8 @@
 // list, so memory is never fragmented and finished sequences return their blocks at once.
 #pragma once
 #include <cstdint>
+#include <optional>
+#include <string>
 #include <vector>
 
 #include "runtime/backend.h"
@@ -31,14 +33,33 @@ struct KvCacheShape {
   int64_t block_size = 16;
   int64_t kv_heads = 0;  // local KV heads of this TP rank
   int64_t head_dim = 0;
-  // Bytes of one block across all local layers, K and V, in `dtype`.
+  // Bytes of one block across all local layers, K and V, in the cache dtype `dtype` (kv_row_bytes).
   int64_t block_bytes(DType dtype) const;
 };
 
+// The dtypes a KV cache may take: f32, f16, bf16, or f8_e4m3 (rows of e4m3 codes + an f32 scale,
+// runtime/fp8_kv.h).
+bool kv_cache_dtype_supported(DType dtype);
+// Bytes of one cache row (one token, one KV head) of head_dim elements in `dtype`.
+int64_t kv_row_bytes(DType dtype, int64_t head_dim);
+// The cache tensor's shape for a shape's layer: [blocks, block_size, Hkv, head_dim], in bytes
+// [blocks, block_size, Hkv, head_dim + 4] for f8_e4m3 (codes then the row's scale).
+Shape kv_cache_tensor_shape(const KvCacheShape& shape, DType dtype);
+// The head_dim of a cache tensor (its last dimension less the fp8 row's scale bytes).
+int64_t kv_cache_head_dim(const Tensor& cache);
+// Parses a --kv-cache-dtype / kv_cache_dtype value: "auto" (nullopt: the backend's activation dtype),
+// "f32", "f16", "bf16", "fp8" (also "f8_e4m3", "fp8_e4m3"); `what` names the flag or plan key in the error.
+std::optional<DType> parse_kv_cache_dtype(const std::string& text, const std::string& what);
+// The name a user gives for a cache dtype ("fp8" for f8_e4m3).
+std::string kv_cache_dtype_name(DType dtype);
+
 class KvCache {
  public:
+  // The cache in the backend's activation dtype, or in `dtype` (kv_cache_dtype_supported).
   KvCache(Backend& backend, const KvCacheShape& shape);
+  KvCache(Backend& backend, const KvCacheShape& shape, DType dtype);
   const KvCacheShape& shape() const { return shape_; }
+  DType dtype() const { return dtype_; }
   Tensor& k(int64_t local_layer) { return k_[static_cast<size_t>(local_layer)]; }
   Tensor& v(int64_t local_layer) { return v_[static_cast<size_t>(local_layer)]; }
   BlockAllocator& blocks() { return blocks_; }
@@ -47,6 +68,7 @@ class KvCache {
 
  private:
   KvCacheShape shape_;
+  DType dtype_;
   std::vector<Tensor> k_, v_;
   BlockAllocator blocks_;
 };

@@ -29,6 +29,7 @@ set(STRATA_RUNTIME_SOURCES
   engine.cpp
   engine_control.cpp
   error.cpp
+  fp8_kv.cpp
   formats/block_quant.cpp
   formats/checkpoint.cpp
   formats/fp8_block.cpp

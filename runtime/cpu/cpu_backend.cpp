@@ -1,6 +1,6 @@
-// runtime/cpu/cpu_backend.cpp: the CPU implementation of Backend. f32 activations and KV cache,
-// weights of any dtype converted on the fly, OpenMP across cores. It is also the reference every
-// CUDA kernel is tested against, so clarity wins over tricks outside the matmul inner loops.
+// runtime/cpu/cpu_backend.cpp: the CPU implementation of Backend. f32 activations, a KV cache of f32 (the
+// default), f16, bf16 or fp8, weights of any dtype converted on the fly, OpenMP across cores. It is also the
+// reference every CUDA kernel is tested against, so clarity wins over tricks outside the matmul inner loops.
 #include <omp.h>
 
 #include <algorithm>
@@ -12,6 +12,8 @@
 #include "runtime/cpu/cpu_kernels.h"
 #include "runtime/cpu/quant_dot.h"
 #include "runtime/error.h"
+#include "runtime/fp8_kv.h"
+#include "runtime/kv_cache.h"
 #include "runtime/rope.h"
 
 namespace strata {
@@ -25,6 +27,30 @@ void expect_f32(const Tensor& t, const char* what) {
 constexpr int64_t kParallelWork = 1 << 16;
 
 int64_t row_len(const Tensor& t) { return t.rank() == 0 ? 1 : t.numel() / t.dim(0); }
+
+// One KV cache row (a token's head) from f32, in any cache dtype (kv_cache.h).
+void store_kv_row(const float* x, int64_t hd, DType dt, uint8_t* row) {
+  switch (dt) {
+    case DType::kF32: std::memcpy(row, x, static_cast<size_t>(hd) * 4); break;
+    case DType::kF8_E4M3: fp8_kv_encode_row(x, hd, row); break;
+    default: {
+      auto* r = reinterpret_cast<uint16_t*>(row);
+      for (int64_t i = 0; i < hd; ++i) r[i] = dt == DType::kBF16 ? f32_to_bf16(x[i]) : f32_to_f16(x[i]);
+    }
+  }
+}
+
+// One KV cache row as f32: the row itself for an f32 cache, else dequantized into buf.
+const float* load_kv_row(const uint8_t* row, int64_t hd, DType dt, float* buf) {
+  if (dt == DType::kF32) return reinterpret_cast<const float*>(row);
+  if (dt == DType::kF8_E4M3) {
+    fp8_kv_decode_row(row, hd, buf);
+  } else {
+    const auto* r = reinterpret_cast<const uint16_t*>(row);
+    for (int64_t i = 0; i < hd; ++i) buf[i] = dt == DType::kBF16 ? bf16_to_f32(r[i]) : f16_to_f32(r[i]);
+  }
+  return buf;
+}
 
 // Attention weights from scores whose largest is `max`: exp(s - max) / sum, in place.
 void softmax_in_place(float* s, int64_t n, float max) {
@@ -243,35 +269,54 @@ class CpuBackend final : public Backend {
   }
 
   void kv_write(const Tensor& k, const Tensor& v, const Tensor& slots, Tensor& k_cache, Tensor& v_cache) override {
+    expect_f32(k, "kv_write keys");
+    expect_f32(v, "kv_write values");
     const int64_t t_count = k.dim(0);
     const int64_t row = k.numel() / t_count;  // Hkv * head_dim
-    const int64_t capacity = k_cache.numel() / row;
+    const int64_t hd = kv_cache_head_dim(k_cache), kv_heads = row / hd;
+    STRATA_CHECK(row % hd == 0 && k_cache.dim(2) == kv_heads && v_cache.shape() == k_cache.shape() &&
+                     v_cache.dtype() == k_cache.dtype(),
+                 "kv_write: k ", shape_str(k.shape()), " into caches ", shape_str(k_cache.shape()), " / ",
+                 shape_str(v_cache.shape()));
+    const DType dt = k_cache.dtype();
+    const int64_t row_bytes = kv_row_bytes(dt, hd);
+    const int64_t capacity = k_cache.numel() / k_cache.dim(-1) / kv_heads;
     const int32_t* slot = slots.data<int32_t>();
     for (int64_t t = 0; t < t_count; ++t) {
       if (slot[t] < 0) continue;  // padding token
       STRATA_CHECK_KIND(ErrorKind::kInternal, slot[t] < capacity, "KV slot ", slot[t],
                         " outside the cache of ", capacity, " slots");
-      std::memcpy(k_cache.data<float>() + slot[t] * row, k.data<float>() + t * row, static_cast<size_t>(row) * 4);
-      std::memcpy(v_cache.data<float>() + slot[t] * row, v.data<float>() + t * row, static_cast<size_t>(row) * 4);
+      for (int64_t h = 0; h < kv_heads; ++h) {
+        const int64_t src = t * row + h * hd, dst = (slot[t] * kv_heads + h) * row_bytes;
+        store_kv_row(k.data<float>() + src, hd, dt, k_cache.data<uint8_t>() + dst);
+        store_kv_row(v.data<float>() + src, hd, dt, v_cache.data<uint8_t>() + dst);
+      }
     }
   }
 
+  // Caches of any KV dtype (kv_cache.h): f32 rows are read in place, others dequantized into a row buffer.
   void attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const AttentionBatch& batch,
                  float scale, Tensor& out) override {
     const int64_t t_count = q.dim(0), heads = q.dim(1), hd = q.dim(2);
     const int64_t kv_heads = k_cache.dim(2);
+    STRATA_CHECK(kv_cache_head_dim(k_cache) == hd && v_cache.shape() == k_cache.shape() &&
+                     v_cache.dtype() == k_cache.dtype() && kv_heads > 0 && heads % kv_heads == 0,
+                 "attention: q ", shape_str(q.shape()), " against caches ", shape_str(k_cache.shape()), " (",
+                 dtype_name(k_cache.dtype()), ")");
     const int64_t group = heads / kv_heads;
     const int64_t bs = batch.block_size;
+    const DType dt = k_cache.dtype();
+    const int64_t row_bytes = kv_row_bytes(dt, hd);
     const int32_t* pos = batch.positions.data<int32_t>();
     const int32_t* seq = batch.token_seq.data<int32_t>();
     const int32_t* tables = batch.block_tables.data<int32_t>();
-    const float* kc = k_cache.data<float>();
-    const float* vc = v_cache.data<float>();
+    const auto* kc = k_cache.data<uint8_t>();
+    const auto* vc = v_cache.data<uint8_t>();
     const float* qs = q.data<float>();
     float* o = out.data<float>();
 #pragma omp parallel if (t_count * heads * batch.max_position * hd >= kParallelWork)
     {
-      std::vector<float> scores;
+      std::vector<float> scores, row_buf(static_cast<size_t>(hd));
 #pragma omp for collapse(2) schedule(dynamic, 1)
       for (int64_t t = 0; t < t_count; ++t) {
         for (int64_t h = 0; h < heads; ++h) {
@@ -279,11 +324,14 @@ class CpuBackend final : public Backend {
           const int32_t* table = tables + static_cast<int64_t>(seq[t]) * batch.max_blocks;
           const int64_t kvh = h / group;
           const float* qv = qs + (t * heads + h) * hd;
+          auto row_at = [&](const uint8_t* cache, int64_t j) {
+            const int64_t slot = static_cast<int64_t>(table[j / bs]) * bs + j % bs;
+            return load_kv_row(cache + (slot * kv_heads + kvh) * row_bytes, hd, dt, row_buf.data());
+          };
           scores.resize(static_cast<size_t>(n));
           float max_score = -INFINITY;
           for (int64_t j = 0; j < n; ++j) {
-            const int64_t slot = static_cast<int64_t>(table[j / bs]) * bs + j % bs;
-            const float s = cpu::dot_f32(qv, kc + (slot * kv_heads + kvh) * hd, hd) * scale;
+            const float s = cpu::dot_f32(qv, row_at(kc, j), hd) * scale;
             scores[static_cast<size_t>(j)] = s;
             max_score = std::max(max_score, s);
           }
@@ -291,9 +339,8 @@ class CpuBackend final : public Backend {
           float* ov = o + (t * heads + h) * hd;
           std::fill(ov, ov + hd, 0.f);
           for (int64_t j = 0; j < n; ++j) {
-            const int64_t slot = static_cast<int64_t>(table[j / bs]) * bs + j % bs;
             const float p = scores[static_cast<size_t>(j)];
-            const float* vv = vc + (slot * kv_heads + kvh) * hd;
+            const float* vv = row_at(vc, j);
             for (int64_t i = 0; i < hd; ++i) ov[i] += p * vv[i];
           }
         }

@@ -2,13 +2,15 @@
 // GQA-aware: the block holds all G query heads of its KV head, so each K/V row is read once for the
 // group. Split-K along the context (flash-decoding) keeps the GPU busy when few tokens attend to long
 // contexts; a combine kernel merges the splits' (max, sum, unnormalised output). Inside a split, keys go
-// in tiles of kTile with an online softmax. Correct for any batch (prefill too), efficient for decode.
+// in tiles of kTile with an online softmax. Correct for any batch (prefill too), efficient for decode. fp8
+// caches dequantize on load (kv_fp8.cuh).
 #include <algorithm>
 
 #include "runtime/cuda/attention_decode.cuh"
 #include "runtime/cuda/check_cuda.h"
 #include "runtime/cuda/device_dtype.cuh"
 #include "runtime/cuda/kernels.h"
+#include "runtime/cuda/kv_fp8.cuh"
 #include "runtime/cuda/pdl.cuh"
 
 namespace strata::cuda {
@@ -69,9 +71,10 @@ __global__ __launch_bounds__(kThreads) void attention_decode_kernel(AttentionArg
   const int32_t* table = a.block_tables + int64_t{seq} * a.max_blocks;
   const int bs = static_cast<int>(a.block_size);
   const int64_t hkv = a.n_kv_heads;
+  const int row_stride = kv_row_stride<TKV>(hd);  // fp8 rows carry their scale after the codes
   auto row_of = [&](int j) -> int64_t {
     const int64_t block = table[j / bs];
-    return ((block * bs + j % bs) * hkv + kvh) * hd;
+    return ((block * bs + j % bs) * hkv + kvh) * row_stride;
   };
 
   float acc[GMAX][8];
@@ -97,7 +100,7 @@ __global__ __launch_bounds__(kThreads) void attention_decode_kernel(AttentionArg
           const int c = c0 + sub;
           if (c < chunks) {
             float kv[8];
-            load8(krow + c * 8, kv);
+            load_kv8(krow, c * 8, hd, kv);
 #pragma unroll
             for (int g = 0; g < GMAX; ++g)
               if (g < G) {
@@ -155,7 +158,7 @@ __global__ __launch_bounds__(kThreads) void attention_decode_kernel(AttentionArg
         float vv[kPV][8];
 #pragma unroll
         for (int u = 0; u < kPV; ++u)
-          if (kk0 + u * kStep < n) load8(vc + row_of(tile0 + kk0 + u * kStep) + vchunk * 8, vv[u]);
+          if (kk0 + u * kStep < n) load_kv8(vc + row_of(tile0 + kk0 + u * kStep), vchunk * 8, hd, vv[u]);
 #pragma unroll
         for (int u = 0; u < kPV; ++u) {
           const int kk = kk0 + u * kStep;
@@ -332,6 +335,7 @@ void launch_attention_decode(const AttentionArgs& a, int64_t splits, void* scrat
       case DType::kBF16: launch_hd<__nv_bfloat16>(a, plan, part_o, part_ml, stream); break;
       case DType::kF16: launch_hd<__half>(a, plan, part_o, part_ml, stream); break;
       case DType::kF32: launch_hd<float>(a, plan, part_o, part_ml, stream); break;
+      case DType::kF8_E4M3: launch_hd<KvFp8>(a, plan, part_o, part_ml, stream); break;
       default:
         STRATA_THROW(ErrorKind::kInvalidArgument, "KV cache dtype ", dtype_name(a.kv_dt), " is not supported on CUDA");
     }

@@ -3,7 +3,8 @@
 // heads of one KV head, so each K/V tile serves the whole GQA group), streams the sequence's keys in
 // tiles of 32 through shared memory with an online softmax, and never materialises the score matrix.
 // SIMT f32 arithmetic: the fallback for what the tensor-core kernel (attention_prefill_mma.cu) does not
-// cover (f32/f16 operands, head dims other than 64 and 128); launch_attention_prefill picks between them.
+// cover (f32/f16 operands, fp8 caches, head dims other than 64 and 128); launch_attention_prefill picks
+// between them.
 // Tiles that straddle sequences are processed one sequence at a time.
 #include <algorithm>
 #include <mutex>
@@ -11,6 +12,7 @@
 #include "runtime/cuda/check_cuda.h"
 #include "runtime/cuda/device_dtype.cuh"
 #include "runtime/cuda/kernels.h"
+#include "runtime/cuda/kv_fp8.cuh"
 
 namespace strata::cuda {
 namespace {
@@ -111,8 +113,8 @@ __global__ __launch_bounds__(kThreads) void attention_prefill_kernel(AttentionAr
         const int j = kb + c;
         float kv[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
         if (j <= kmax) {
-          const int64_t row = ((int64_t{table[j / bs]} * bs + j % bs) * hkv + kvh) * hd;
-          load8(kc + row + ch * 8, kv);
+          const int64_t row = ((int64_t{table[j / bs]} * bs + j % bs) * hkv + kvh) * kv_row_stride<TKV>(hd);
+          load_kv8(kc + row, ch * 8, hd, kv);
         }
 #pragma unroll
         for (int e = 0; e < 8; ++e) kt_s[(ch * 8 + e) * kKeys + c] = kv[e];
@@ -122,8 +124,8 @@ __global__ __launch_bounds__(kThreads) void attention_prefill_kernel(AttentionAr
         const int j = kb + c;
         float vv[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
         if (j <= kmax) {
-          const int64_t row = ((int64_t{table[j / bs]} * bs + j % bs) * hkv + kvh) * hd;
-          load8(vc + row + ch * 8, vv);
+          const int64_t row = ((int64_t{table[j / bs]} * bs + j % bs) * hkv + kvh) * kv_row_stride<TKV>(hd);
+          load_kv8(vc + row, ch * 8, hd, vv);
         }
         float4* dst = reinterpret_cast<float4*>(v_s + c * S::kVStride + ch * 8);
         dst[0] = make_float4(vv[0], vv[1], vv[2], vv[3]);
@@ -241,7 +243,7 @@ void launch_hd(const AttentionArgs& a, const Launch& stream) {
 bool attention_prefill_simt_supports(const AttentionArgs& a) {
   const int64_t G = a.n_heads / a.n_kv_heads;
   return G >= 1 && G <= kRows && a.head_dim % 8 == 0 && a.head_dim <= 256 &&
-         (a.kv_dt == DType::kBF16 || a.kv_dt == DType::kF16 || a.kv_dt == DType::kF32);
+         (a.kv_dt == DType::kBF16 || a.kv_dt == DType::kF16 || a.kv_dt == DType::kF32 || a.kv_dt == DType::kF8_E4M3);
 }
 
 bool attention_prefill_supports(const AttentionArgs& a) {
@@ -255,6 +257,7 @@ void launch_attention_prefill_simt(const AttentionArgs& a, const Launch& stream)
   switch (a.kv_dt) {
     case DType::kBF16: launch_hd<__nv_bfloat16>(a, stream); break;
     case DType::kF16: launch_hd<__half>(a, stream); break;
+    case DType::kF8_E4M3: launch_hd<KvFp8>(a, stream); break;  // dequantized on load (kv_fp8.cuh)
     default: launch_hd<float>(a, stream); break;
   }
 }

@@ -121,7 +121,7 @@ cuda::AttentionArgs CudaBackend::attention_args(const Tensor& q, const Tensor& k
   STRATA_CHECK(k_cache.rank() == 4 && k_cache.shape() == v_cache.shape() && k_cache.dtype() == v_cache.dtype(),
                "attention: caches must be [blocks, block_size, Hkv, hd] and alike");
   const int64_t T = q.dim(0), H = q.dim(1), hd = q.dim(2), hkv = k_cache.dim(2);
-  STRATA_CHECK(k_cache.dim(3) == hd && hkv > 0 && H % hkv == 0, "attention: q ", shape_str(q.shape()),
+  STRATA_CHECK(kv_cache_head_dim(k_cache) == hd && hkv > 0 && H % hkv == 0, "attention: q ", shape_str(q.shape()),
                " does not fit the cache ", shape_str(k_cache.shape()));
   STRATA_CHECK(batch.n_tokens == T && batch.block_size == k_cache.dim(1), "attention: batch has ", batch.n_tokens,
                " tokens and block_size ", batch.block_size, "; q has ", T, " tokens, the cache block_size ",

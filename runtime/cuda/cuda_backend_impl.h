@@ -20,6 +20,7 @@
 #include "runtime/cuda/kernels.h"
 #include "runtime/cuda/op_profiler.h"
 #include "runtime/cuda/pdl.cuh"
+#include "runtime/kv_cache.h"
 #include "runtime/log.h"
 #include "runtime/rope.h"
 
@@ -359,6 +360,9 @@ class CudaBackend final : public Backend {
     check_kv_write(k, v, slots, k_cache, v_cache, "kv_write");
     set_device();
     auto scope = profile([] { return std::string("kv_write"); });
+    if (k_cache.dtype() == DType::kF8_E4M3)
+      return cuda::launch_kv_write_fp8(k.raw(), v.raw(), k.dtype(), slots.data<int32_t>(), k.dim(0), k.dim(1), k.dim(2),
+                                       k_cache.raw(), v_cache.raw(), k_cache.dim(0) * k_cache.dim(1), launch());
     cuda::launch_kv_write(k.raw(), v.raw(), k.dtype(), slots.data<int32_t>(), k.dim(0), k.dim(1) * k.dim(2),
                           k_cache.raw(), v_cache.raw(), k_cache.dtype(), k_cache.dim(0) * k_cache.dim(1),
                           launch());
@@ -372,7 +376,7 @@ class CudaBackend final : public Backend {
     check_kv_write(k, v, slots, k_cache, v_cache, op);
     STRATA_CHECK(q.dtype() == k.dtype() && q.dim(0) == k.dim(0) && q.dim(2) == k.dim(2), op, ": q ",
                  shape_str(q.shape()), " and k ", shape_str(k.shape()), " differ in dtype, tokens or head_dim");
-    if (!options_.fuse_rope_kv_write)
+    if (!options_.fuse_rope_kv_write || k_cache.dtype() == DType::kF8_E4M3)  // fp8 rows: rope, then kv_write
       return Backend::rope_kv_write(q, k, v, positions, params, slots, k_cache, v_cache);
     set_device();
     auto scope = profile([op] { return std::string(op); });
@@ -538,12 +542,14 @@ class CudaBackend final : public Backend {
     STRATA_CHECK(k.rank() == 3 && k.shape() == v.shape() && k_cache.rank() == 4 && k_cache.shape() == v_cache.shape(),
                  op, ": k, v must be [T, Hkv, hd] and caches [blocks, block_size, Hkv, hd]; got k ",
                  shape_str(k.shape()), ", cache ", shape_str(k_cache.shape()));
-    STRATA_CHECK(k.dim(1) == k_cache.dim(2) && k.dim(2) == k_cache.dim(3), op, ": k ", shape_str(k.shape()),
-                 " does not match the cache ", shape_str(k_cache.shape()));
+    STRATA_CHECK(k.dim(1) == k_cache.dim(2) && k.dim(2) == kv_cache_head_dim(k_cache), op, ": k ",
+                 shape_str(k.shape()), " does not match the cache ", shape_str(k_cache.shape()));
     STRATA_CHECK(slots.dtype() == DType::kI32 && slots.numel() == k.dim(0), op, ": slots must be i32 [T]");
     STRATA_CHECK(k.dtype() == v.dtype() && k_cache.dtype() == v_cache.dtype(), op, ": k/v dtypes differ");
     check_float(k, "k", op);
-    check_float(k_cache, "k_cache", op);
+    if (k_cache.dtype() != DType::kF8_E4M3) check_float(k_cache, "k_cache", op);
+    STRATA_CHECK(k_cache.dtype() != DType::kF8_E4M3 || k.dim(2) % 4 == 0, op, ": fp8 KV rows need head_dim a multiple "
+                 "of 4, got ", k.dim(2));
   }
 
   const float* inv_freq_for(const RopeParams& p) {

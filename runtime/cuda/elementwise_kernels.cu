@@ -9,6 +9,7 @@
 #include "runtime/cuda/device_dtype.cuh"
 #include "runtime/cuda/fp8_kernels.h"
 #include "runtime/cuda/kernels.h"
+#include "runtime/cuda/kv_fp8.cuh"
 #include "runtime/cuda/pdl.cuh"
 #include "runtime/cuda/quant_decode.cuh"
 #include "runtime/cuda/rope.cuh"
@@ -322,6 +323,34 @@ __global__ void kv_write_kernel(const void* k, const void* v, DType src_dt, cons
   }
 }
 
+// kv_write_kernel into fp8 caches (runtime/fp8_kv.h): one warp per (K or V, head) row of the token takes the
+// row's amax, then writes its codes (x / scale rounded to e4m3) and the scale amax / 448 after them.
+__global__ void kv_write_fp8_kernel(const void* k, const void* v, DType src_dt, const int32_t* slots,
+                                    int64_t kv_heads, int64_t head_dim, void* k_cache, void* v_cache,
+                                    int64_t cache_rows) {
+  pdl_wait();
+  pdl_trigger();
+  const int64_t t = blockIdx.x;
+  const int64_t slot = slots[t];
+  if (slot < 0 || slot >= cache_rows) return;  // padding token (or a bad slot, checked on the host side)
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
+  const int64_t row_bytes = kv_row_stride<KvFp8>(static_cast<int>(head_dim));
+  for (int64_t r = warp; r < 2 * kv_heads; r += warps) {
+    const bool is_k = r < kv_heads;
+    const int64_t head = is_k ? r : r - kv_heads;
+    const void* src = is_k ? k : v;
+    const int64_t base = (t * kv_heads + head) * head_dim;
+    float amax = 0.f;
+    for (int64_t i = lane; i < head_dim; i += 32) amax = fmaxf(amax, fabsf(load_elem(src, src_dt, base + i)));
+    amax = warp_max(amax);
+    const float scale = amax / 448.f;
+    uint8_t* row = static_cast<uint8_t*>(is_k ? k_cache : v_cache) + (slot * kv_heads + head) * row_bytes;
+    for (int64_t i = lane; i < head_dim; i += 32)
+      row[i] = scale > 0.f ? f32_to_e4m3(load_elem(src, src_dt, base + i) / scale) : uint8_t{0};
+    if (lane == 0) *reinterpret_cast<float*>(row + head_dim) = scale;
+  }
+}
+
 }  // namespace
 
 void launch_convert(const void* src, DType src_dt, void* dst, DType dst_dt, int64_t n, const Launch& stream) {
@@ -459,6 +488,15 @@ void launch_kv_write(const void* k, const void* v, DType src_dt, const int32_t* 
   if (n_tokens == 0) return;
   launch_pdl(kv_write_kernel, static_cast<unsigned>(n_tokens), 128, 0, stream, k, v, src_dt, slots, row_elems, k_cache,
              v_cache, cache_dt, cache_rows);
+  CHECK_LAUNCH();
+}
+
+void launch_kv_write_fp8(const void* k, const void* v, DType src_dt, const int32_t* slots, int64_t n_tokens,
+                         int64_t kv_heads, int64_t head_dim, void* k_cache, void* v_cache, int64_t cache_rows,
+                         const Launch& stream) {
+  if (n_tokens == 0) return;
+  launch_pdl(kv_write_fp8_kernel, static_cast<unsigned>(n_tokens), 128, 0, stream, k, v, src_dt, slots, kv_heads,
+             head_dim, k_cache, v_cache, cache_rows);
   CHECK_LAUNCH();
 }
 

@@ -62,6 +62,10 @@ void launch_add_bias(void* out, DType out_dt, const void* bias, DType bias_dt, i
 void launch_kv_write(const void* k, const void* v, DType src_dt, const int32_t* slots, int64_t n_tokens,
                      int64_t row_elems, void* k_cache, void* v_cache, DType cache_dt, int64_t cache_rows,
                      const Launch& stream);
+// launch_kv_write into fp8 caches (rows of head_dim e4m3 codes + an f32 scale, runtime/fp8_kv.h).
+void launch_kv_write_fp8(const void* k, const void* v, DType src_dt, const int32_t* slots, int64_t n_tokens,
+                         int64_t kv_heads, int64_t head_dim, void* k_cache, void* v_cache, int64_t cache_rows,
+                         const Launch& stream);
 
 // ---- gemv_kernels.cu ----
 // out[m, n] = sum_k x[m, k] w[n, k] (+ bias[n]) for m < rows <= 8; x is f32 or bf16 with row stride K.

@@ -321,5 +321,32 @@ TEST(ServeKvBudget, SizesTheCacheFromTheBudget) {
   EXPECT_NE(tiny.output.find("no KV block"), std::string::npos) << tiny.output;
 }
 
+// --kv-cache-dtype fp8 counts the cache's real bytes: rows of head_dim e4m3 codes and a 4-byte scale, so the
+// same budget holds 2 x head_dim / (head_dim + 4) times the blocks of bf16 (head_dim 8 here: 4/3; ~1.94 at
+// 128, kv_cache_test). /metrics shows the blocks; an unknown dtype is refused with the flag named.
+TEST(ServeKvBudget, Fp8CacheHoldsTheBlocksItsRowBytesAllow) {
+  const auto checkpoint = open_checkpoint(tiny_model());
+  const ModelConfig& c = checkpoint->config();
+  const int64_t rows_per_block = 2 * c.n_layers * c.n_kv_heads * 16;
+  const int64_t budget = 3 * 1024 * 1024 + 12345;
+  std::map<std::string, double> blocks;
+  for (const std::string dtype : {"bf16", "fp8"}) {
+    test::ServerProcess server("kv-budget-" + dtype, "", "serve --model " + tiny_model() + " --kv-budget " +
+                                                             std::to_string(budget) + "B --kv-cache-dtype " + dtype);
+    ASSERT_TRUE(server.wait_ready()) << server.log();
+    blocks[dtype] = metric(server.port(), "strata_kv_blocks_total");
+    const HttpResponse r = http(server.port(), "POST", "/v1/completions", completion_body(prompt_ids(1), 8, false));
+    EXPECT_EQ(r.status, 200) << r.body;
+  }
+  EXPECT_EQ(blocks["bf16"], static_cast<double>(budget / (rows_per_block * c.head_dim * 2)));
+  EXPECT_EQ(blocks["fp8"], static_cast<double>(budget / (rows_per_block * (c.head_dim + 4))));
+  EXPECT_GT(blocks["fp8"], blocks["bf16"]);
+
+  const auto bad = test::run_command(test::strata_binary() + " serve --model " + tiny_model() +
+                                     " --port 0 --kv-cache-dtype int4");
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.output.find("--kv-cache-dtype 'int4' is not a KV cache dtype"), std::string::npos) << bad.output;
+}
+
 }  // namespace
 }  // namespace strata

@@ -88,6 +88,22 @@ TEST(PerfModel, SingleRankDecodeIsWeightBytesOverBandwidth) {
   EXPECT_EQ(p.weight_bytes_per_rank, 2 * c.parameter_count());
 }
 
+// serve.kv_cache_dtype: fp8 counts each K/V row as head_dim e4m3 bytes plus its 4-byte scale, against 2 bytes
+// an element in bf16: the memory a plan needs and the KV bytes each decode step reads shrink with it.
+TEST(PerfModel, Fp8KvCacheCountsTheRealRowBytes) {
+  const ModelConfig c = model_preset("llama3-8b-shape");
+  const Hardware hw = simple_hw();
+  PlanShape bf16, fp8;
+  fp8.kv_cache_dtype = DType::kF8_E4M3;
+  const Workload w{64, 1024, 1024};
+  const Prediction a = predict(c, bf16, hw, w), b = predict(c, fp8, hw, w);
+  const int64_t rows = 2 * c.n_layers * c.n_kv_heads * 64 * 2048;  // K and V rows of 64 sequences
+  EXPECT_EQ(a.kv_bytes_per_rank, rows * c.head_dim * 2);
+  EXPECT_EQ(b.kv_bytes_per_rank, rows * (c.head_dim + 4));
+  EXPECT_EQ(a.device_bytes_per_rank - b.device_bytes_per_rank, a.kv_bytes_per_rank - b.kv_bytes_per_rank);
+  EXPECT_LT(b.decode.total_s, a.decode.total_s);
+}
+
 TEST(PerfModel, TensorParallelPaysTwoAllReducesPerLayer) {
   const ModelConfig c = model_preset("7b-shape");
   const Hardware hw = simple_hw();

@@ -222,6 +222,20 @@ TEST(PlanParser, KvBlocksAndBudgetExclusive) {
             std::string::npos);
 }
 
+TEST(PlanParser, KvCacheDtypeTakesTheFlagsValuesAndNamesABadOne) {
+  const ParsedPlan fp8 = parse("serve:\n  kv_cache_dtype: fp8\n");
+  ASSERT_TRUE(fp8.ok()) << join_diagnostics(fp8.diagnostics);
+  EXPECT_EQ(fp8.plan.serve.kv_cache_dtype, DType::kF8_E4M3);
+  const ParsedPlan automatic = parse("serve:\n  kv_cache_dtype: auto\n");
+  ASSERT_TRUE(automatic.ok());
+  EXPECT_EQ(automatic.plan.serve.kv_cache_dtype, std::nullopt);
+  EXPECT_EQ(parse("serve:\n  port: 9000\n").plan.serve.kv_cache_dtype, std::nullopt);
+  const Diagnostic d = only_error("serve:\n  kv_cache_dtype: int4\n");
+  EXPECT_EQ(d.field, "serve.kv_cache_dtype");
+  EXPECT_NE(d.str().find("p.yaml:2:19"), std::string::npos) << d.str();
+  EXPECT_NE(d.message.find("'int4' is not a KV cache dtype"), std::string::npos) << d.message;
+}
+
 TEST(PlanParser, ReportsEveryErrorAndLoadThrowsThemJoined) {
   const std::string text = "parallel:\n  tensor: two\n  pipline: 2\noffload:\n  cold_tier: tape\n";
   ParsedPlan p = parse(text);
