@@ -201,13 +201,13 @@ QuantizeResult quantize_model(const QuantizeOptions& o, QuantizeProgress* progre
                    " elements, which do not divide into ", dtype_name(choice.dtype), " blocks of ",
                    dtype_block_elems(choice.dtype), "; pass --f16-fallback to write such tensors as f16 (as "
                    "llama-quantize does), or choose --type f16");
-      LOG_INFO("quantize: ", e->name, " has rows of ", cols, " elements: f16 instead of ", dtype_name(choice.dtype));
+      LOG_DEBUG("quantize: ", e->name, " has rows of ", cols, " elements: f16 instead of ", dtype_name(choice.dtype));
       choice = {DType::kF16, true};
     }
     requantized = requantized || dtype_is_quantized(e->dtype);
     if (choice.fallback && choice.dtype != DType::kF16)
-      LOG_INFO("quantize: ", e->name, " has rows of ", cols, " elements (not a multiple of 256): ",
-               dtype_name(choice.dtype), " instead of ", dtype_name(recipe.base), ", as llama-quantize does");
+      LOG_DEBUG("quantize: ", e->name, " has rows of ", cols, " elements (not a multiple of 256): ",
+                dtype_name(choice.dtype), " instead of ", dtype_name(recipe.base), ", as llama-quantize does");
     result.tensors.push_back({e->name, e->dtype, choice.dtype, e->shape, choice.fallback});
     result.source_bytes += e->nbytes;
     result.parameters += shape_numel(e->shape);
