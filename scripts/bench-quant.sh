@@ -79,11 +79,13 @@ for t in f16 $types; do
   if [ "$t" = f16 ]; then s="$src"; l=""; fi
   if [ "$t" != f16 ]; then
     say "== $t: strata quantize / llama-quantize $(llama_type "$t")"
-    /usr/bin/time -f "strata quantize $t: %e s wall, %U s user" "$strata" quantize --model "$src" --type "$t" --out "$s" --force \
-      2>&1 | grep -v '^\[r0' | tee -a "$log"
-    /usr/bin/time -f "llama-quantize $t: %e s wall, %U s user" "$llama/llama-quantize" "$src" "$l" "$(llama_type "$t")" 2 \
-      >"$work/llama-quantize-$t.log" 2>&1 || { say "llama-quantize $t failed (see $work/llama-quantize-$t.log)"; l=""; }
-    tail -1 "$work/llama-quantize-$t.log" | tee -a "$log"
+    t0=$(date +%s.%N)
+    "$strata" quantize --model "$src" --type "$t" --out "$s" --force 2>&1 | grep -v '^\[r0' | tee -a "$log"
+    t1=$(date +%s.%N)
+    "$llama/llama-quantize" "$src" "$l" "$(llama_type "$t")" 2 >"$work/llama-quantize-$t.log" 2>&1 ||
+      { say "llama-quantize $t failed (see $work/llama-quantize-$t.log)"; l=""; }
+    t2=$(date +%s.%N)
+    say "quantize $t wall time: strata $(python3 -c "print(round($t1 - $t0, 2))") s, llama-quantize $(python3 -c "print(round($t2 - $t1, 2))") s"
   fi
   bytes=$(stat -c %s "$s")
   for n in $threads; do
