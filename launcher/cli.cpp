@@ -28,6 +28,7 @@ const Command kCommands[] = {
     {"logits", cmd_logits, "print the last position's logits of a prompt"},
     {"perplexity", cmd_perplexity, "perplexity of a text file under the model"},
     {"make-model", cmd_make_model, "write a random-weight model (tiny, small, 7b-shape, ...)"},
+    {"quantize", cmd_quantize, "write a checkpoint as a quantized GGUF (q8_0 ... q6_k, q4_k_m, q5_k_m)"},
     {"plan", cmd_plan, "validate a YAML plan and show what each rank holds"},
     {"bench", cmd_bench, "benchmarks: memory, decode, serve (HTTP load), scaling (plan sweeps), disk (read rate)"},
 };

@@ -21,8 +21,13 @@ int cmd_make_model(int argc, char** argv) {
                                   "f32, f16 (default), bf16; gguf also " + quantized_dtype_names() +
                                       " and q4_k_m (q4_k, q6_k for the head and some attn_v/ffn_down)"},
                                  {"seed", true, "random seed (default 1)"},
-                                 {"layers", true, "keep the preset's first N layers (a slice of a big shape that fits)"},
-                                 {"out", true, "output directory (safetensors) or .gguf file"}},
+                                 {"out", true, "output directory (safetensors) or .gguf file"},
+                                 {"hidden", true, "override the preset's hidden size"},
+                                 {"layers", true, "override the preset's layer count (e.g. the first N layers of a big shape)"},
+                                 {"heads", true, "override the preset's attention heads (head size = hidden / heads)"},
+                                 {"kv-heads", true, "override the preset's key/value heads"},
+                                 {"ffn", true, "override the preset's feed-forward size"},
+                                 {"vocab", true, "override the preset's vocabulary size"}},
                   argc, argv, 2);
   MakeModelOptions options;
   options.preset = args.required("preset");
@@ -34,9 +39,20 @@ int cmd_make_model(int argc, char** argv) {
   options.seed = static_cast<uint64_t>(args.integer("seed", 1, 0, INT64_MAX));
   options.out = args.required("out");
   ModelConfig config = model_preset(options.preset);  // validates the name before any writing
-  if (args.has("layers")) {
-    config.n_layers = args.integer("layers", config.n_layers, 1, config.n_layers);
+  const bool reshaped = args.has("hidden") || args.has("layers") || args.has("heads") || args.has("kv-heads") ||
+                        args.has("ffn") || args.has("vocab");
+  if (reshaped) {  // a preset with other sizes (tests and fixtures that need, say, rows of 256)
+    config.hidden = args.integer("hidden", config.hidden, 1, 1 << 20);
+    config.n_layers = args.integer("layers", config.n_layers, 1, 4096);
     std::erase_if(config.moe.dense_layers, [&](int64_t l) { return l >= config.n_layers; });
+    config.n_heads = args.integer("heads", config.n_heads, 1, 4096);
+    config.n_kv_heads = args.integer("kv-heads", std::min(config.n_kv_heads, config.n_heads), 1, 4096);
+    config.ffn = args.integer("ffn", config.ffn, 1, 1 << 22);
+    config.vocab_size = args.integer("vocab", config.vocab_size, 1, 1 << 24);
+    config.head_dim = config.hidden / config.n_heads;
+    STRATA_CHECK(config.head_dim * config.n_heads == config.hidden, "--heads ", config.n_heads,
+                 " must divide --hidden ", config.hidden);
+    config.validate("make-model with --hidden/--layers/--heads/--kv-heads/--ffn/--vocab");
     options.config = config;
   }
   {  // a 7b-shape model takes minutes to write: show the bytes on disk against the expected total

@@ -18,6 +18,7 @@ int cmd_tokenize(int argc, char** argv);    // text -> ids
 int cmd_logits(int argc, char** argv);      // last-position logits as JSON
 int cmd_perplexity(int argc, char** argv);  // perplexity of a text file
 int cmd_make_model(int argc, char** argv);  // random-weight checkpoints
+int cmd_quantize(int argc, char** argv);    // a checkpoint to a quantized GGUF
 int cmd_plan(int argc, char** argv);        // validate and describe a YAML plan
 int cmd_bench(int argc, char** argv);       // benchmarks: memory, decode, serve
 int cmd_bench_serve(int argc, char** argv); // `bench serve`: HTTP load against a running server

@@ -9,6 +9,7 @@ set(STRATA_LAUNCHER_SOURCES
   cmd_bench_serve.cpp
   cmd_generate.cpp
   cmd_make_model.cpp
+  cmd_quantize.cpp
   cmd_plan.cpp
   cmd_router.cpp
   cmd_serve.cpp

@@ -42,6 +42,7 @@ set(STRATA_RUNTIME_SOURCES
   formats/llama2c.cpp
   formats/mapped_file.cpp
   formats/model_writer.cpp
+  formats/quantize.cpp
   formats/rope_layout.cpp
   formats/safetensors.cpp
   formats/tensor_stream.cpp

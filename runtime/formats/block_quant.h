@@ -12,9 +12,9 @@ namespace strata {
 // Dequantizes n elements (a whole number of the type's blocks) of any block-quantized dtype.
 void dequantize_row(DType dtype, const void* blocks, float* y, int64_t n);
 
-// Whether make-model can write `dtype` (the GGUF types; quantize_row also writes f8_e4m3_b128, for tests): q8_0, q4_0, q4_1, q5_0, q5_1 (ggml's rules, byte-identical to
-// the gguf package's quantize), q2_k, q3_k, q4_k, q5_k, q6_k, iq4_nl, iq4_xs (strata's own round-to-
-// nearest choice of scales: the format is ggml's, the bytes are not llama-quantize's).
+// Whether quantize_row can write `dtype` (also f8_e4m3_b128, for tests): q8_0, q4_0, q4_1, q5_0, q5_1 (ggml's rules, byte-identical to
+// the gguf package's quantize), q4_k, q5_k, q6_k (ggml's importance-free reference search, as llama-quantize
+// without an imatrix), q2_k, q3_k, iq4_nl, iq4_xs (strata's own round-to-nearest choice of scales).
 bool can_quantize(DType dtype);
 // Quantizes n elements (a whole number of blocks) into `blocks`; throws for a dtype it cannot write.
 void quantize_row(DType dtype, const float* x, void* blocks, int64_t n);

@@ -1,9 +1,10 @@
 // runtime/formats/kquants.cpp: GGUF's 256-element super-block types (q2_K, q3_K, q4_K, q5_K, q6_K,
 // iq4_xs): dequantization bit-identical to the gguf package (same operations in the same order; built with
-// -ffp-contract=off, see CMakeLists.txt), and strata's own quantizers. A quantizer fits each sub-block's
-// scale (and min) by trying a few scales around the range-based one, refitting by least squares to the
-// codes each gives and keeping the lowest squared error; then rounds the sub-block scales to the format's
-// 4/6/8-bit codes under one f16 super-block scale.
+// -ffp-contract=off, see CMakeLists.txt), and the quantizers. q4_K, q5_K and q6_K use ggml's importance-free
+// reference method (as llama-quantize without an imatrix): each sub-block's scale (and min) comes from a
+// search over candidate scales with a weighted least-squares refit per candidate, nearest rounding, and
+// the sub-block scales quantized to 6/8-bit codes under the largest one. q2_K, q3_K and iq4_xs use
+// strata's simpler fit (a few scales around the range-based one, refit by least squares).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -174,6 +175,97 @@ float super_scale(const float* v, int n, int top) {
   return f16_round(amax / static_cast<float>(top));
 }
 
+// ---- ggml's reference scale search (q4_K, q5_K, q6_K) ----------------------------------------------
+
+// Round to nearest, ties to even (the default rounding mode), as ggml's nearest_int does.
+int nearest(float v) { return static_cast<int>(std::nearbyint(v)); }
+
+// Affine codes x ~ scale * L - min, L in [0, nmax], weighted by w. Starts from the range-based scale, then
+// tries nsteps + 1 scales nmax + rmin + rdelta * k over the range; for each, the codes it rounds to get a
+// weighted least-squares scale and offset (offset clamped so the min stays >= 0), kept when its weighted
+// squared error is lower. Returns the scale; writes the min (>= 0) and the codes.
+float search_affine(const float* x, const float* w, int n, int nmax, float rmin, float rdelta, int nsteps,
+                    uint8_t* codes, float* min_out) {
+  float lo = x[0], hi = x[0], sum_w = w[0], sum_x = w[0] * x[0];
+  for (int i = 1; i < n; ++i) {
+    lo = std::min(lo, x[i]);
+    hi = std::max(hi, x[i]);
+    sum_w += w[i];
+    sum_x += w[i] * x[i];
+  }
+  if (lo > 0) lo = 0;
+  if (hi == lo) {
+    std::memset(codes, 0, static_cast<size_t>(n));
+    *min_out = -lo;
+    return 0.f;
+  }
+  float inv = static_cast<float>(nmax) / (hi - lo);
+  float scale = 1.f / inv;
+  float best_err = 0;
+  for (int i = 0; i < n; ++i) {
+    codes[i] = static_cast<uint8_t>(std::clamp(nearest(inv * (x[i] - lo)), 0, nmax));
+    const float diff = scale * codes[i] + lo - x[i];
+    best_err += w[i] * diff * diff;
+  }
+  uint8_t trial[32];
+  for (int k = 0; k <= nsteps; ++k) {
+    inv = (rmin + rdelta * static_cast<float>(k) + static_cast<float>(nmax)) / (hi - lo);
+    float sum_l = 0, sum_l2 = 0, sum_xl = 0;
+    for (int i = 0; i < n; ++i) {
+      const int l = std::clamp(nearest(inv * (x[i] - lo)), 0, nmax);
+      trial[i] = static_cast<uint8_t>(l);
+      sum_l += w[i] * static_cast<float>(l);
+      sum_l2 += w[i] * static_cast<float>(l * l);
+      sum_xl += w[i] * static_cast<float>(l) * x[i];
+    }
+    const float det = sum_w * sum_l2 - sum_l * sum_l;
+    if (det <= 0) continue;
+    float s = (sum_w * sum_xl - sum_x * sum_l) / det;
+    float m = (sum_l2 * sum_x - sum_l * sum_xl) / det;
+    if (m > 0) m = 0, s = sum_xl / sum_l2;
+    float err = 0;
+    for (int i = 0; i < n; ++i) {
+      const float diff = s * trial[i] + m - x[i];
+      err += w[i] * diff * diff;
+    }
+    if (err < best_err) {
+      std::memcpy(codes, trial, static_cast<size_t>(n));
+      best_err = err, scale = s, lo = m;
+    }
+  }
+  *min_out = -lo;
+  return scale;
+}
+
+// Symmetric codes x ~ scale * l, l in [-nmax, nmax - 1], weighted by x^2: the scale that maps the extreme
+// element to -nmax, then 18 neighbours -(nmax + 0.1 k) / max, each refit by weighted least squares to its
+// codes and kept when it explains more of x (larger sum_lx^2 / sum_l2).
+float search_symmetric(const float* x, int n, int nmax) {
+  float amax = 0, max = 0;
+  for (int i = 0; i < n; ++i)
+    if (std::fabs(x[i]) > amax) amax = std::fabs(x[i]), max = x[i];
+  if (amax < 1e-15f) return 0.f;
+  auto fit = [&](float inv, float* sum_lx, float* sum_l2) {
+    *sum_lx = 0, *sum_l2 = 0;
+    for (int i = 0; i < n; ++i) {
+      const int l = std::clamp(nearest(inv * x[i]), -nmax, nmax - 1);
+      const float w = x[i] * x[i];
+      *sum_lx += w * x[i] * static_cast<float>(l);
+      *sum_l2 += w * static_cast<float>(l * l);
+    }
+  };
+  float sum_lx, sum_l2;
+  fit(-static_cast<float>(nmax) / max, &sum_lx, &sum_l2);
+  float scale = sum_l2 != 0 ? sum_lx / sum_l2 : 0.f;
+  float best = scale * sum_lx;
+  for (int k = -9; k <= 9; ++k) {
+    if (k == 0) continue;
+    fit(-(static_cast<float>(nmax) + 0.1f * static_cast<float>(k)) / max, &sum_lx, &sum_l2);
+    if (sum_l2 > 0 && sum_lx * sum_lx > best * sum_l2) scale = sum_lx / sum_l2, best = scale * sum_lx;
+  }
+  return scale;
+}
+
 void quant_q2_k(const float* x, BlockQ2_K& b) {
   Affine sub[16];
   float scales[16], mins[16];
@@ -217,22 +309,30 @@ void quant_q3_k(const float* x, BlockQ3_K& b) {
   }
 }
 
-// q4_K (qh null) and q5_K: 8 sub-blocks of 32 with 6-bit scales and mins.
+// q4_K (qh null, codes 0..15) and q5_K (codes 0..31): 8 sub-blocks of 32 with 6-bit scales and mins. Each
+// element is weighted by the sub-block's RMS plus its own magnitude, as ggml's reference does.
 void quant_q45_k(const float* x, int top, uint16_t* d16, uint16_t* dmin16, uint8_t* packed, uint8_t* qh,
                  uint8_t* qs) {
-  float scales[8], mins[8];
+  float scales[8], mins[8], weights[32];
+  uint8_t codes[32];
+  float max_scale = 0, max_min = 0;
   for (int j = 0; j < 8; ++j) {
-    const Affine a = fit_affine(x + 32 * j, 32, top);
-    scales[j] = a.scale, mins[j] = a.min;
+    const float* xs = x + 32 * j;
+    float sum_x2 = 0;
+    for (int l = 0; l < 32; ++l) sum_x2 += xs[l] * xs[l];
+    const float rms = std::sqrt(sum_x2 / 32);
+    for (int l = 0; l < 32; ++l) weights[l] = rms + std::fabs(xs[l]);
+    scales[j] = top == 15 ? search_affine(xs, weights, 32, 15, -1.f, 0.1f, 20, codes, &mins[j])
+                          : search_affine(xs, weights, 32, 31, -0.5f, 0.1f, 15, codes, &mins[j]);
+    max_scale = std::max(max_scale, scales[j]);
+    max_min = std::max(max_min, mins[j]);
   }
-  const float d = super_scale(scales, 8, 63), dmin = super_scale(mins, 8, 63);
-  *d16 = f32_to_f16(d), *dmin16 = f32_to_f16(dmin);
+  const float inv_scale = max_scale > 0 ? 63.f / max_scale : 0.f;
+  const float inv_min = max_min > 0 ? 63.f / max_min : 0.f;
   std::memset(packed, 0, 12);
-  std::memset(qs, 0, kK / 2);
-  if (qh != nullptr) std::memset(qh, 0, kK / 8);
   for (int j = 0; j < 8; ++j) {
-    const int sc = d > 0 ? clamp_round(scales[j] / d, 0, 63) : 0;
-    const int m = dmin > 0 ? clamp_round(mins[j] / dmin, 0, 63) : 0;
+    const int sc = std::min(63, nearest(inv_scale * scales[j]));
+    const int m = std::min(63, nearest(inv_min * mins[j]));
     if (j < 4) {
       packed[j] |= static_cast<uint8_t>(sc), packed[j + 4] |= static_cast<uint8_t>(m);
     } else {
@@ -240,29 +340,50 @@ void quant_q45_k(const float* x, int top, uint16_t* d16, uint16_t* dmin16, uint8
       packed[j - 4] |= static_cast<uint8_t>((sc >> 4) << 6);
       packed[j] |= static_cast<uint8_t>((m >> 4) << 6);
     }
+  }
+  *d16 = f32_to_f16(max_scale / 63.f);
+  *dmin16 = f32_to_f16(max_min / 63.f);
+  const float d = f16_to_f32(*d16), dmin = f16_to_f32(*dmin16);
+  std::memset(qs, 0, kK / 2);
+  if (qh != nullptr) std::memset(qh, 0, kK / 8);
+  for (int j = 0; j < 8; ++j) {
+    uint8_t sc, m;
+    k_scale_min(packed, j, &sc, &m);
     const float dl = d * static_cast<float>(sc), ml = dmin * static_cast<float>(m);
     for (int l = 0; l < 32; ++l) {
-      const int q = dl > 0 ? clamp_round((x[32 * j + l] + ml) / dl, 0, top) : 0;
+      const int q = dl != 0 ? std::clamp(nearest((x[32 * j + l] + ml) / dl), 0, top) : 0;
       qs[32 * (j / 2) + l] |= static_cast<uint8_t>((q & 0x0f) << (4 * (j % 2)));
       if (qh != nullptr) qh[l] |= static_cast<uint8_t>((q >> 4) << j);
     }
   }
 }
 
+// q6_K: 16 sub-blocks of 16, codes -32..31, 8-bit signed sub-block scales under the largest one (whose code
+// is -128 when it maps the super-block's extreme element).
 void quant_q6_k(const float* x, BlockQ6_K& b) {
   float scales[16];
-  for (int s = 0; s < 16; ++s) scales[s] = fit_symmetric(x + 16 * s, 16, -32, 31);
-  const float d = super_scale(scales, 16, 127);
-  b.d = f32_to_f16(d);
+  float max_scale = 0, max_abs = 0;
+  for (int s = 0; s < 16; ++s) {
+    scales[s] = search_symmetric(x + 16 * s, 16, 32);
+    if (std::fabs(scales[s]) > max_abs) max_abs = std::fabs(scales[s]), max_scale = scales[s];
+  }
   std::memset(b.ql, 0, sizeof(b.ql));
   std::memset(b.qh, 0, sizeof(b.qh));
+  if (max_abs < 1e-15f) {  // an all-zero block: zero scales
+    std::memset(b.scales, 0, sizeof(b.scales));
+    b.d = f32_to_f16(0.f);
+    return;
+  }
+  const float inv = -128.f / max_scale;
+  b.d = f32_to_f16(1.f / inv);
+  const float d = f16_to_f32(b.d);
   for (int s = 0; s < 16; ++s) {
-    const int sc = d > 0 ? clamp_round(scales[s] / d, -127, 127) : 0;
+    const int sc = std::min(127, nearest(inv * scales[s]));
     b.scales[s] = static_cast<int8_t>(sc);
     const float dl = d * static_cast<float>(sc);
     for (int i = 0; i < 16; ++i) {
       const int e = 16 * s + i, h = e / 128, k = (e % 128) / 32, l = e % 32;
-      const int u = (dl != 0 ? clamp_round(x[e] / dl, -32, 31) : 0) + 32;
+      const int u = (dl != 0 ? std::clamp(nearest(x[e] / dl), -32, 31) : 0) + 32;
       b.ql[64 * h + 32 * (k % 2) + l] |= static_cast<uint8_t>((u & 0x0f) << (4 * (k / 2)));
       b.qh[32 * h + l] |= static_cast<uint8_t>((u >> 4) << (2 * k));
     }

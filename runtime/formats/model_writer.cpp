@@ -203,6 +203,9 @@ std::string gguf_arch(const ModelConfig& c) {
   return c.arch;
 }
 
+
+}  // namespace
+
 // llama.cpp's per-frequency Llama-3 factors (its rope_freqs.weight), so llama.cpp reads our GGUF right.
 std::vector<float> llama3_rope_factors(const ModelConfig& c) {
   std::vector<float> f;
@@ -223,6 +226,8 @@ std::vector<float> llama3_rope_factors(const ModelConfig& c) {
   }
   return f;
 }
+
+namespace {
 
 // llama.cpp's LLAMA_FTYPE_* for a file whose matrices are all `dtype` (K-quants: the _M mixes' ids are
 // not claimed, since every matrix has the one type).
@@ -247,10 +252,11 @@ uint32_t llama_file_type(DType dtype) {
   }
 }
 
-std::vector<std::pair<std::string, GgufValue>> gguf_metadata(const ModelConfig& c, const TokenizerData& tok,
-                                                             const std::string& model_name, DType dtype) {
+}  // namespace
+
+std::vector<std::pair<std::string, GgufValue>> gguf_model_metadata(const ModelConfig& c, const TokenizerData& tok,
+                                                                   const std::string& model_name, uint32_t file_type) {
   const std::string a = gguf_arch(c) + ".";
-  const uint32_t file_type = llama_file_type(dtype);
   std::vector<std::pair<std::string, GgufValue>> md = {
       {"general.architecture", GgufValue::str(gguf_arch(c))},
       {"general.name", GgufValue::str(model_name)},
@@ -284,9 +290,11 @@ std::vector<std::pair<std::string, GgufValue>> gguf_metadata(const ModelConfig& 
     md.emplace_back(a + "rope.scaling.original_context_length",
                     GgufValue::u32(static_cast<uint32_t>(c.rope_scaling.original_max_position)));
   }
-  md.emplace_back("tokenizer.ggml.model", GgufValue::str("llama"));
-  md.emplace_back("tokenizer.ggml.pre", GgufValue::str("default"));
+  const bool bpe = tok.kind == TokenizerKind::kByteBpe;
+  md.emplace_back("tokenizer.ggml.model", GgufValue::str(bpe ? "gpt2" : "llama"));
+  md.emplace_back("tokenizer.ggml.pre", GgufValue::str(bpe ? tok.pre_tokenizer : "default"));
   md.emplace_back("tokenizer.ggml.tokens", GgufValue::str_array(tok.tokens));
+  if (bpe) md.emplace_back("tokenizer.ggml.merges", GgufValue::str_array(tok.merges));
   if (!tok.scores.empty()) md.emplace_back("tokenizer.ggml.scores", GgufValue::f32_array(tok.scores));
   if (!tok.types.empty()) md.emplace_back("tokenizer.ggml.token_type", GgufValue::i32_array(tok.types));
   auto id = [&](const char* key, int32_t v) {
@@ -298,9 +306,11 @@ std::vector<std::pair<std::string, GgufValue>> gguf_metadata(const ModelConfig& 
   id("tokenizer.ggml.padding_token_id", tok.pad_id);
   md.emplace_back("tokenizer.ggml.add_bos_token", GgufValue::boolean(tok.add_bos));
   md.emplace_back("tokenizer.ggml.add_eos_token", GgufValue::boolean(tok.add_eos));
-  md.emplace_back("tokenizer.ggml.add_space_prefix", GgufValue::boolean(tok.add_space_prefix));
+  if (!bpe) md.emplace_back("tokenizer.ggml.add_space_prefix", GgufValue::boolean(tok.add_space_prefix));
   return md;
 }
+
+namespace {
 
 void write_text(const fs::path& path, const std::string& text) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
@@ -371,7 +381,7 @@ void make_model(const MakeModelOptions& o) {
       std::memcpy(t.raw(), factors.data(), factors.size() * 4);
       specs.push_back(tensor_spec_of("rope_freqs.weight", t));
     }
-    auto metadata = gguf_metadata(plan.config, tok, model_name, plan.dtype);
+    auto metadata = gguf_model_metadata(plan.config, tok, model_name, llama_file_type(plan.dtype));
     if (plan.q4_k_m)
       for (auto& [key, value] : metadata)
         if (key == "general.file_type") value = GgufValue::u32(15);  // LLAMA_FTYPE_MOSTLY_Q4_K_M

@@ -6,8 +6,10 @@
 #include <optional>
 #include <string>
 
+#include "runtime/formats/gguf.h"
 #include "runtime/model_config.h"
 #include "runtime/tensor.h"
+#include "runtime/tokenizer/tokenizer_data.h"
 
 namespace strata {
 
@@ -32,5 +34,12 @@ std::string make_model_output_path(const MakeModelOptions& options);
 // The f32 values make_model writes for canonical tensor `name` (Hugging Face layout: rotate-half
 // q/k rows), before rounding to the output dtype; for tests and in-memory models.
 Tensor random_model_tensor(const ModelConfig& config, const std::string& name, uint64_t seed);
+
+// The GGUF metadata llama.cpp reads for a Llama-family model: "{arch}.*" hyperparameters, the tokenizer
+// ("llama" SentencePiece or "gpt2" byte-level BPE with merges) and general.file_type (a LLAMA_FTYPE_* id).
+std::vector<std::pair<std::string, GgufValue>> gguf_model_metadata(const ModelConfig& config, const TokenizerData& tok,
+                                                                   const std::string& model_name, uint32_t file_type);
+// llama.cpp's per-frequency Llama-3 RoPE factors (its rope_freqs.weight), so llama.cpp reads the GGUF right.
+std::vector<float> llama3_rope_factors(const ModelConfig& config);
 
 }  // namespace strata

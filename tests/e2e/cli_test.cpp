@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -127,14 +128,18 @@ INSTANTIATE_TEST_SUITE_P(
         BadInput{"unknown_command_suggests", "generte", "did you mean 'generate'?"},
         BadInput{"unknown_benchmark_suggests", "bench decod", "did you mean 'decode'?"},
         BadInput{"not_a_checkpoint", "generate --model " + test::source_dir() + "/README.md --prompt-ids 1",
-                 "not a model checkpoint"}),
+                 "not a model checkpoint"},
+        BadInput{"quantize_unknown_type", "quantize --model " + kFixture + " --type q7_k --out x.gguf",
+                 "unknown quantization type 'q7_k'; choose one of: f32, f16, bf16, q8_0"},
+        BadInput{"quantize_output_exists", "quantize --model " + kFixture + " --type q8_0 --out " +
+                 test::source_dir() + "/tests/fixtures/quantize/reference.txt", "must end in .gguf"}),
     [](const auto& info) { return std::string(info.param.name); });
 
 // -h and --help answer every command and benchmark with its usage on stdout and exit 0, running
 // nothing; a command's own flags come before the shared groups, which have headings.
 TEST(Cli, HelpOnEveryCommandRunsNothing) {
   for (const std::string command : {"-h", "--help", "generate -h", "generate --help", "serve -h", "plan -h",
-                                    "make-model -h", "tokenize -h", "logits -h", "perplexity -h", "bench -h",
+                                    "make-model -h", "quantize -h", "tokenize -h", "logits -h", "perplexity -h", "bench -h",
                                     "bench --help", "bench memory --help", "bench decode -h", "bench serve -h",
                                     "bench scaling -h", "bench disk -h", "generate --model /nonexistent -h"}) {
     const auto r = test::run_command(strata() + " " + command);
@@ -167,6 +172,24 @@ TEST(Cli, ErrorsSayTheirMessageOnceWithoutASourcePath) {
 // plan --check --model checks against that checkpoint: its path replaces the plan's model and shape in
 // the report, and without model.dtype the weights are sized in the checkpoint's dtype (f32 here, the
 // fixture's safetensors), not an assumed bf16.
+// strata quantize writes a GGUF that generate loads; a second run refuses to overwrite it without --force.
+TEST(Cli, QuantizeWritesAGgufThatLoads) {
+  const std::string dir = test::temp_dir("cli_quantize");
+  std::filesystem::remove(dir + "/q.gguf");  // from an earlier run
+  ASSERT_EQ(test::run_command(strata() + " make-model --preset tiny --dtype bf16 --out " + dir + "/src").exit_code, 0);
+  const std::string cmd = strata() + " quantize --model " + dir + "/src --type q4_k_m --out " + dir + "/q.gguf";
+  const auto r = test::run_command(cmd);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("wrote " + dir + "/q.gguf"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("bits per weight"), std::string::npos) << r.output;
+  const auto g = test::run_command(strata() + " generate --model " + dir + "/q.gguf --prompt-ids '1 5 9' -n 4 --print-ids");
+  EXPECT_EQ(g.exit_code, 0) << g.output;
+  const auto again = test::run_command(cmd);
+  EXPECT_NE(again.exit_code, 0);
+  EXPECT_NE(again.output.find("--force"), std::string::npos) << again.output;
+  EXPECT_EQ(test::run_command(cmd + " --force").exit_code, 0);
+}
+
 TEST(Cli, PlanCheckUsesTheCheckpointGivenAndItsDtype) {
   const std::string model = test::fixture("hf/llama_mha");
   const std::string plan = test::temp_dir("cli") + "/shape-tp2.yaml";

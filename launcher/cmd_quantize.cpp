@@ -1,0 +1,81 @@
+// launcher/cmd_quantize.cpp: `strata quantize`: a checkpoint to a block-quantized GGUF (the work is
+// runtime/formats/quantize.h), with a progress bar and a summary of what each tensor became.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <map>
+
+#include "launcher/args.h"
+#include "launcher/commands.h"
+#include "launcher/progress.h"
+#include "runtime/error.h"
+#include "runtime/formats/quantize.h"
+
+namespace strata::launcher {
+
+namespace {
+
+std::string bar(int64_t done, int64_t total) {
+  constexpr int kWidth = 30;
+  const int64_t pct = total > 0 ? std::min<int64_t>(100, done * 100 / total) : 0;
+  const int filled = static_cast<int>(pct * kWidth / 100);
+  return cat("[", std::string(static_cast<size_t>(filled), '#'), std::string(static_cast<size_t>(kWidth - filled), ' '),
+             "] ", pct, "%");
+}
+
+}  // namespace
+
+int cmd_quantize(int argc, char** argv) {
+  const Args args("quantize",
+                  {{"model", true, "source checkpoint: Hugging Face directory (f32/f16/bf16 safetensors), .gguf or llama2.c .bin"},
+                   {"type", true, "output type: " + quant_type_names() +
+                                      " (q4_k = q4_k_s; the _s/_m mixes and the head's q6_k follow llama-quantize)"},
+                   {"out", true, "the .gguf file to write"},
+                   {"force", false, "overwrite --out when it exists"},
+                   {"pure", false, "every matrix at the --type (no mix, no q6_k head)"},
+                   {"f16-fallback", false, "write tensors whose rows do not divide the type's block as f16 (llama-quantize's way) instead of failing"},
+                   {"threads", true, "threads (default: all cores)"}},
+                  argc, argv, 2);
+  QuantizeOptions o;
+  o.model = args.required("model");
+  o.type = args.required("type");
+  quant_recipe(o.type);  // an unknown type fails before the model is opened
+  o.out = args.required("out");
+  o.force = args.has("force");
+  o.pure = args.has("pure");
+  o.f16_fallback = args.has("f16-fallback");
+  o.threads = static_cast<int>(args.integer("threads", 0, 0, 4096));
+
+  QuantizeProgress progress;
+  const auto start = std::chrono::steady_clock::now();
+  QuantizeResult result;
+  {
+    const Progress line(
+        cat("quantizing ", o.model, " to ", o.type),
+        [&progress] { return bar(progress.elements_done.load(), progress.elements_total.load()); },
+        wants_progress(path_bytes(o.model)), std::chrono::milliseconds(500));
+    result = quantize_model(o, &progress);
+  }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+
+  std::map<std::string, std::pair<int, int64_t>> by_type;  // type -> tensors, elements
+  int fallbacks = 0;
+  for (const QuantizedTensor& t : result.tensors) {
+    auto& [count, elements] = by_type[dtype_name(t.dtype)];
+    ++count;
+    elements += shape_numel(t.shape);
+    fallbacks += t.fallback ? 1 : 0;
+  }
+  std::string types;
+  for (const auto& [name, ce] : by_type) types += cat(types.empty() ? "" : ", ", name, " x", ce.first);
+  std::printf("wrote %s: %zu tensors (%s)%s\n", o.out.c_str(), result.tensors.size(), types.c_str(),
+              fallbacks > 0 ? cat("; ", fallbacks, " tensors fell back (rows not a multiple of the block)").c_str()
+                            : "");
+  std::printf("%.1f MiB -> %.1f MiB, %.2f bits per weight, %.1f s\n", static_cast<double>(result.source_bytes) / (1 << 20),
+              static_cast<double>(result.output_bytes) / (1 << 20),
+              8.0 * static_cast<double>(result.output_bytes) / static_cast<double>(std::max<int64_t>(1, result.parameters)),
+              seconds);
+  return 0;
+}
+
+}  // namespace strata::launcher

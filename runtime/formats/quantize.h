@@ -1,0 +1,79 @@
+// runtime/formats/quantize.h: `strata quantize`: a checkpoint (Hugging Face safetensors, GGUF, llama2.c) to
+// a GGUF file of a block-quantized type, tensor by tensor from the memory-mapped source (the model is never
+// held whole), with the tokenizer and metadata carried over so the file loads in strata and in llama.cpp.
+// Which type each tensor gets follows llama-quantize's rule without an imatrix (see choose_tensor_type).
+#pragma once
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "runtime/dtype.h"
+#include "runtime/tensor.h"
+
+namespace strata {
+
+// A --type: the base type of the matrices and the llama.cpp mix it follows.
+struct QuantRecipe {
+  std::string name;          // as given: "q4_k_m", "q8_0", "f16", ...
+  DType base = DType::kF16;  // the type most matrices get
+  enum class Mix { kNone, kSmall, kMedium } mix = Mix::kNone;  // llama.cpp's _S / _M variants of K-quants
+  uint32_t file_type = 1;    // llama.cpp's LLAMA_FTYPE_* id, written as general.file_type
+};
+
+// The recipe for a --type name (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k (= q4_k_s), q5_k (= q5_k_s),
+// q6_k, q4_k_m, q5_k_m); throws kInvalidArgument listing the valid names.
+QuantRecipe quant_recipe(const std::string& type);
+std::string quant_type_names();
+
+// What a tensor is written as. llama-quantize's rule (importance-free): 1-D tensors and norms stay f32; the
+// output head (or the token embedding when it is tied to the head) is q6_k (q8_0 stays q8_0; q8_0 when its
+// rows do not divide the base type's block); the _M mixes give attn_v and ffn_down q6_k in the first and
+// last eighth of the layers and every third layer between, q4_k (_S) gives the first 4 attn_v and the
+// first eighth of ffn_down q5_k; a K-quant whose rows do not divide 256 falls back to q5_0 (q4_k), q5_1
+// (q5_k) or q8_0 (q6_k). `pure` keeps every matrix at the base type (no mix, no head rule).
+struct TensorTypeChoice {
+  DType dtype = DType::kF32;
+  bool fallback = false;  // replaced because the rows do not divide the block (a K-quant's 256, or to f16)
+};
+TensorTypeChoice choose_tensor_type(const QuantRecipe& recipe, const std::string& name, const Shape& shape,
+                                    int64_t n_layers, bool has_output, bool pure);
+
+// Progress counters, read from another thread while quantize_model runs.
+struct QuantizeProgress {
+  std::atomic<int64_t> elements_total{0};
+  std::atomic<int64_t> elements_done{0};
+  std::atomic<int> tensors_total{0};
+};
+
+struct QuantizeOptions {
+  std::string model;  // source checkpoint: HF directory, .gguf, llama2.c .bin
+  std::string type;   // a quant_recipe name
+  std::string out;    // the .gguf to write
+  bool force = false; // overwrite an existing output
+  bool pure = false;  // every matrix at the base type
+  bool f16_fallback = false;  // a tensor whose rows do not divide its type's block is written f16, not an error
+  int threads = 0;    // 0 = all cores; the bytes do not depend on it
+};
+
+struct QuantizedTensor {
+  std::string name;
+  DType source = DType::kF32;
+  DType dtype = DType::kF32;
+  Shape shape;
+  bool fallback = false;
+};
+
+struct QuantizeResult {
+  std::vector<QuantizedTensor> tensors;  // in file order
+  uint64_t source_bytes = 0;             // tensor bytes read
+  uint64_t output_bytes = 0;             // the written file's size
+  int64_t parameters = 0;
+};
+
+// Writes options.out. Errors (strata::Error) name the file, the tensor and what to do: an unknown type, an
+// output that exists without force (or is the source), a tensor whose rows do not divide the block of the
+// type it must take, an architecture llama.cpp's GGUF cannot hold here (mixture-of-experts).
+QuantizeResult quantize_model(const QuantizeOptions& options, QuantizeProgress* progress = nullptr);
+
+}  // namespace strata
