@@ -36,10 +36,13 @@ void CudaBackend::matmul(const Tensor& x, const Tensor& w, const Tensor* bias, T
   set_device();
   const cuda::Launch s = launch();
   const bool quant = dtype_is_quantized(w_dt);
+  // GGUF block types take gemv_quant.cu; f8_e4m3_b128 (FP8 checkpoints) has its own GEMV (fp8_kernels.cu),
+  // reached through launch_gemv like the float types, up to 8 rows.
+  const bool packed = quant && w_dt != DType::kF8_B128;
   const int64_t gemv_rows = std::min<int64_t>(options_.gemv_max_rows, 8);
-  // Quantized weights up to 32 rows take the GEMV, 8 rows a pass: the dequantize-then-cuBLAS path moves
+  // Packed weights up to 32 rows take the GEMV, 8 rows a pass: the dequantize-then-cuBLAS path moves
   // about 4.6 bytes per weight (packed in, bf16 out and back in), four passes of 4.5-bit weights about 2.3.
-  const int64_t gemv_limit = quant && gemv_rows > 0 ? 32 : gemv_rows;
+  const int64_t gemv_limit = packed && gemv_rows > 0 ? 32 : quant && gemv_rows > 0 ? 8 : gemv_rows;
   auto scope = profile([&] {
     return cat("matmul ", m <= gemv_limit ? "gemv" : "cublas", " M",
                m <= 8 ? cat(m) : m <= 32 ? "9-32" : m <= 64 ? "33-64" : ">64", " ", n, "x", k, " ", dtype_name(w_dt));
@@ -47,7 +50,7 @@ void CudaBackend::matmul(const Tensor& x, const Tensor& w, const Tensor* bias, T
 
   // Few rows: the weight-streaming GEMV. Quantized weights: x goes to 8 bits per 32 elements in scratch, then
   // the GEMV reads the weight blocks (gemv_quant.cu); a weight off a 16-byte boundary takes cuBLAS below.
-  if (quant && m <= gemv_limit && reinterpret_cast<uintptr_t>(w.raw()) % 16 == 0) {
+  if (packed && m <= gemv_limit && reinterpret_cast<uintptr_t>(w.raw()) % 16 == 0) {
     void* scratch = scratch_a_.get(cuda::quant_gemv_scratch_bytes(std::min<int64_t>(m, 8), k), s);
     for (int64_t m0 = 0; m0 < m; m0 += 8) {
       const int64_t rows = std::min<int64_t>(8, m - m0);
@@ -59,7 +62,7 @@ void CudaBackend::matmul(const Tensor& x, const Tensor& w, const Tensor* bias, T
     }
     return;
   }
-  if (!quant && m <= gemv_limit) {
+  if (!packed && m <= gemv_limit) {
     const void* xp = x.raw();
     DType x_dt = x.dtype();
     if (x_dt == DType::kF16) {  // the GEMV reads bf16 or f32 activations
