@@ -57,7 +57,7 @@ int cmd_make_model(int argc, char** argv) {
   }
   {  // a 7b-shape model takes minutes to write: show the bytes on disk against the expected total
     const std::string out = make_model_output_path(options);
-    const DType dtype = dtype_from_name(options.dtype);
+    const DType dtype = options.dtype == "q4_k_m" ? DType::kQ4_K : dtype_from_name(options.dtype);  // about
     const int64_t blocks = (config.parameter_count() + dtype_block_elems(dtype) - 1) / dtype_block_elems(dtype);
     const int64_t expected = blocks * dtype_block_bytes(dtype);
     const Progress progress(
