@@ -37,6 +37,22 @@ double Sampler::log_prob(std::span<const float> logits, int32_t token) {
   return static_cast<double>(logits[static_cast<size_t>(token)] - max) - std::log(sum);
 }
 
+// The logits with the repetition penalty applied once to every token of `history` (CTRL's rule: positive
+// logits divided, negative ones multiplied).
+static std::vector<float> penalized(std::span<const float> logits, const SamplingParams& params,
+                                    std::span<const int32_t> history) {
+  std::vector<float> z(logits.begin(), logits.end());
+  if (params.repetition_penalty == 1.f) return z;
+  std::vector<uint8_t> seen(z.size(), 0);
+  for (int32_t t : history) {
+    if (t < 0 || static_cast<size_t>(t) >= z.size() || seen[static_cast<size_t>(t)]) continue;
+    seen[static_cast<size_t>(t)] = 1;
+    float& v = z[static_cast<size_t>(t)];
+    v = v > 0.f ? v / params.repetition_penalty : v * params.repetition_penalty;
+  }
+  return z;
+}
+
 double Sampler::uniform(uint64_t seed, uint64_t step, uint64_t stream) {
   uint64_t x = splitmix64(seed * 0x100000001b3ull ^ splitmix64(step));
   if (stream != 0) x = splitmix64(x + stream * 0xd1b54a32d192ed03ull);
@@ -45,16 +61,7 @@ double Sampler::uniform(uint64_t seed, uint64_t step, uint64_t stream) {
 
 std::vector<double> Sampler::distribution(std::span<const float> logits, const SamplingParams& params,
                                           std::span<const int32_t> history) {
-  std::vector<float> z(logits.begin(), logits.end());
-  if (params.repetition_penalty != 1.f) {
-    std::vector<uint8_t> seen(z.size(), 0);
-    for (int32_t t : history) {
-      if (t < 0 || static_cast<size_t>(t) >= z.size() || seen[static_cast<size_t>(t)]) continue;
-      seen[static_cast<size_t>(t)] = 1;
-      float& v = z[static_cast<size_t>(t)];
-      v = v > 0.f ? v / params.repetition_penalty : v * params.repetition_penalty;
-    }
-  }
+  const std::vector<float> z = penalized(logits, params, history);
   std::vector<double> out(z.size(), 0.0);
   if (params.greedy()) {
     out[static_cast<size_t>(argmax(z))] = 1.0;
@@ -97,16 +104,7 @@ std::vector<double> Sampler::distribution(std::span<const float> logits, const S
 int32_t Sampler::sample(std::span<const float> logits, const SamplingParams& params, std::span<const int32_t> history,
                         uint64_t step) {
   if (params.greedy() && params.repetition_penalty == 1.f) return argmax(logits);  // no copy needed
-  std::vector<float> z(logits.begin(), logits.end());
-  if (params.repetition_penalty != 1.f) {
-    std::vector<uint8_t> seen(z.size(), 0);
-    for (int32_t t : history) {
-      if (t < 0 || static_cast<size_t>(t) >= z.size() || seen[static_cast<size_t>(t)]) continue;
-      seen[static_cast<size_t>(t)] = 1;
-      float& v = z[static_cast<size_t>(t)];
-      v = v > 0.f ? v / params.repetition_penalty : v * params.repetition_penalty;
-    }
-  }
+  const std::vector<float> z = penalized(logits, params, history);
   if (params.greedy()) return argmax(z);
 
   std::vector<int32_t> order(z.size());
