@@ -388,8 +388,9 @@ int serve(const Args& args, SessionOptions options, RankRuntime* rank) {
   }
   session.prepare(kv_tokens);
   Engine& engine = session.generator().engine();
-  // A vision-language model: every rank of the first stage keeps a replica of the vision tower and encodes
-  // the images its steps reach (Engine::set_image_encoder).
+  // A vision-language model: every rank of the first stage holds its share of the vision tower (split over
+  // the stage's TP group, or whole where TP does not divide it) and encodes the images its steps reach
+  // (Engine::set_image_encoder).
   const std::string model_path = rank != nullptr ? rank->model_path() : options.model_path;
   const std::optional<LlavaConfig> llava = llava_config_of(model_path);
   std::unique_ptr<LlavaImageEncoder> image_encoder;
