@@ -59,6 +59,56 @@ double Sampler::uniform(uint64_t seed, uint64_t step, uint64_t stream) {
   return static_cast<double>(x >> 11) * 0x1.0p-53;
 }
 
+namespace {
+// The tokens a sampled draw may take, most likely first, after the cuts in their order: top-k, temperature
+// softmax, top-p, min-p. p holds their softmax probabilities before the cuts; total is p's sum over ids.
+struct Candidates {
+  std::vector<int32_t> ids;
+  std::vector<double> p;
+  double total = 0.0;
+};
+
+Candidates candidates(const std::vector<float>& z, const SamplingParams& params) {
+  Candidates c;
+  c.ids.resize(z.size());
+  std::iota(c.ids.begin(), c.ids.end(), 0);
+  size_t keep = z.size();
+  if (params.top_k > 0 && static_cast<size_t>(params.top_k) < keep) keep = static_cast<size_t>(params.top_k);
+  // Stable descending order (ties keep the lower id first) so results never depend on the sort.
+  std::partial_sort(c.ids.begin(), c.ids.begin() + static_cast<std::ptrdiff_t>(keep), c.ids.end(),
+                    [&](int32_t a, int32_t b) { return z[a] > z[b] || (z[a] == z[b] && a < b); });
+  c.ids.resize(keep);
+  c.p.resize(keep);
+  const double max = z[static_cast<size_t>(c.ids[0])] / params.temperature;
+  double sum = 0.0;
+  for (size_t i = 0; i < keep; ++i) {
+    c.p[i] = std::exp(z[static_cast<size_t>(c.ids[i])] / params.temperature - max);
+    sum += c.p[i];
+  }
+  for (double& v : c.p) v /= sum;
+  if (params.top_p < 1.f) {
+    double cum = 0.0;
+    for (size_t i = 0; i < keep; ++i) {
+      cum += c.p[i];
+      if (cum >= params.top_p) {
+        keep = i + 1;
+        break;
+      }
+    }
+  }
+  if (params.min_p > 0.f) {
+    const double floor = params.min_p * c.p[0];
+    size_t cut = 1;
+    while (cut < keep && c.p[cut] >= floor) ++cut;
+    keep = cut;
+  }
+  c.ids.resize(keep);
+  c.p.resize(keep);
+  for (double v : c.p) c.total += v;
+  return c;
+}
+}  // namespace
+
 std::vector<double> Sampler::distribution(std::span<const float> logits, const SamplingParams& params,
                                           std::span<const int32_t> history) {
   const std::vector<float> z = penalized(logits, params, history);
@@ -67,37 +117,8 @@ std::vector<double> Sampler::distribution(std::span<const float> logits, const S
     out[static_cast<size_t>(argmax(z))] = 1.0;
     return out;
   }
-  // The same cuts as sample(), in the same order: top-k, temperature softmax, top-p, min-p.
-  std::vector<int32_t> order(z.size());
-  std::iota(order.begin(), order.end(), 0);
-  size_t keep = z.size();
-  if (params.top_k > 0 && static_cast<size_t>(params.top_k) < keep) keep = static_cast<size_t>(params.top_k);
-  std::partial_sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(keep), order.end(),
-                    [&](int32_t a, int32_t b) { return z[a] > z[b] || (z[a] == z[b] && a < b); });
-  std::vector<double> p(keep);
-  const double max = z[static_cast<size_t>(order[0])] / params.temperature;
-  double sum = 0.0;
-  for (size_t i = 0; i < keep; ++i) sum += p[i] = std::exp(z[static_cast<size_t>(order[i])] / params.temperature - max);
-  for (double& v : p) v /= sum;
-  if (params.top_p < 1.f) {
-    double cum = 0.0;
-    for (size_t i = 0; i < keep; ++i) {
-      cum += p[i];
-      if (cum >= params.top_p) {
-        keep = i + 1;
-        break;
-      }
-    }
-  }
-  if (params.min_p > 0.f) {
-    const double floor = params.min_p * p[0];
-    size_t cut = 1;
-    while (cut < keep && p[cut] >= floor) ++cut;
-    keep = cut;
-  }
-  double total = 0.0;
-  for (size_t i = 0; i < keep; ++i) total += p[i];
-  for (size_t i = 0; i < keep; ++i) out[static_cast<size_t>(order[i])] = p[i] / total;
+  const Candidates c = candidates(z, params);  // the same cuts as sample()
+  for (size_t i = 0; i < c.ids.size(); ++i) out[static_cast<size_t>(c.ids[i])] = c.p[i] / c.total;
   return out;
 }
 
@@ -106,50 +127,14 @@ int32_t Sampler::sample(std::span<const float> logits, const SamplingParams& par
   if (params.greedy() && params.repetition_penalty == 1.f) return argmax(logits);  // no copy needed
   const std::vector<float> z = penalized(logits, params, history);
   if (params.greedy()) return argmax(z);
-
-  std::vector<int32_t> order(z.size());
-  std::iota(order.begin(), order.end(), 0);
-  size_t keep = z.size();
-  if (params.top_k > 0 && static_cast<size_t>(params.top_k) < keep) keep = static_cast<size_t>(params.top_k);
-  // Stable descending order (ties keep the lower id first) so results never depend on the sort.
-  std::partial_sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(keep), order.end(),
-                    [&](int32_t a, int32_t b) { return z[a] > z[b] || (z[a] == z[b] && a < b); });
-  order.resize(keep);
-  std::vector<double> p(keep);
-  const double max = z[static_cast<size_t>(order[0])] / params.temperature;
-  double sum = 0.0;
-  for (size_t i = 0; i < keep; ++i) {
-    p[i] = std::exp(z[static_cast<size_t>(order[i])] / params.temperature - max);
-    sum += p[i];
-  }
-  for (double& v : p) v /= sum;
-  if (params.top_p < 1.f) {
-    double cum = 0.0;
-    size_t cut = keep;
-    for (size_t i = 0; i < keep; ++i) {
-      cum += p[i];
-      if (cum >= params.top_p) {
-        cut = i + 1;
-        break;
-      }
-    }
-    keep = cut;
-  }
-  if (params.min_p > 0.f) {
-    const double floor = params.min_p * p[0];
-    size_t cut = 1;
-    while (cut < keep && p[cut] >= floor) ++cut;
-    keep = cut;
-  }
-  double total = 0.0;
-  for (size_t i = 0; i < keep; ++i) total += p[i];
+  const Candidates c = candidates(z, params);
   const double u = uniform(params.seed, step, 0);
   double cum = 0.0;
-  for (size_t i = 0; i < keep; ++i) {
-    cum += p[i] / total;
-    if (u < cum) return order[i];
+  for (size_t i = 0; i < c.ids.size(); ++i) {
+    cum += c.p[i] / c.total;
+    if (u < cum) return c.ids[i];
   }
-  return order[keep - 1];
+  return c.ids.back();
 }
 
 }  // namespace strata
