@@ -11,6 +11,7 @@
 #include "runtime/backend.h"
 #include "runtime/cuda/cuda_backend.h"
 #include "runtime/formats/block_quant.h"
+#include "gpu/gpu_cpu_logits.h"
 #include "test_util.h"
 
 namespace strata {
@@ -54,16 +55,9 @@ TEST(F8OnGpu, MatmulMatchesTheDequantizedWeightsOnTheCpu) {
 TEST(F8OnGpu, Fp8CheckpointLogitsMatchTheCpuBackend) {
   if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
   const std::vector<int32_t> ids = {1, 40, 7, 100, 12, 99, 5, 120, 17, 3, 64, 110};
-  launcher::SessionOptions options;
-  options.model_path = test::fixture("hf_quant/fp8_block128");
-  options.device = "cpu";
-  launcher::ModelSession cpu(options);
-  cpu.prepare(64);
-  const Tensor ref = cpu.generator().score(ids);
-  options.device = "cuda";
-  launcher::ModelSession gpu(options);
-  gpu.prepare(64);
-  const Tensor got = gpu.generator().score(ids);
+  const test::CpuGpuLogits logits = test::score_on_cpu_and_gpu(test::fixture("hf_quant/fp8_block128"), ids);
+  const Tensor& ref = logits.cpu;
+  const Tensor& got = logits.gpu;
   ASSERT_EQ(got.numel(), ref.numel());
   double worst = 0, spread = 0;
   for (int64_t i = 0; i < ref.numel(); ++i) {

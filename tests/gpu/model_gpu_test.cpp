@@ -13,6 +13,7 @@
 #include "runtime/formats/model_writer.h"
 #include "runtime/model_presets.h"
 #include "runtime/sampler.h"
+#include "gpu/gpu_cpu_logits.h"
 #include "test_util.h"
 
 namespace strata {
@@ -22,36 +23,13 @@ namespace {
 // the logit spread, and the same argmax wherever the CPU's top-2 margin is clear.
 void expect_gpu_matches_cpu(const std::string& path, const std::string& what) {
   const std::vector<int32_t> ids = {1, 40, 7, 100, 12, 99, 5, 250, 17, 3, 64, 128, 2, 77};
-  launcher::SessionOptions options;
-  options.model_path = path;
-  options.device = "cpu";
-  launcher::ModelSession cpu(options);
-  cpu.prepare(64);
-  const Tensor ref = cpu.generator().score(ids);
-  options.device = "cuda";
-  launcher::ModelSession gpu(options);
-  gpu.prepare(64);
-  const Tensor got = gpu.generator().score(ids);
-  ASSERT_EQ(got.numel(), ref.numel()) << what;
-  const int64_t V = ref.dim(1);
-  double spread = 0, worst = 0;
-  int agree = 0, decided = 0;
-  for (int64_t t = 0; t < ref.dim(0); ++t) {
-    const float* r = ref.data<float>() + t * V;
-    const float* g = got.data<float>() + t * V;
-    const auto [lo, hi] = std::minmax_element(r, r + V);
-    spread = std::max(spread, static_cast<double>(*hi - *lo));
-    for (int64_t v = 0; v < V; ++v) worst = std::max(worst, std::abs(static_cast<double>(r[v]) - g[v]));
-    std::vector<float> sorted(r, r + V);
-    std::partial_sort(sorted.begin(), sorted.begin() + 2, sorted.end(), std::greater<float>());
-    if (sorted[0] - sorted[1] > 0.05 * (*hi - *lo)) {  // a clear winner: bf16 noise cannot flip it
-      ++decided;
-      agree += Sampler::argmax({r, static_cast<size_t>(V)}) == Sampler::argmax({g, static_cast<size_t>(V)});
-    }
-  }
-  EXPECT_LT(worst, 0.03 * spread) << what << ": max |gpu - cpu| " << worst << " against a logit spread of " << spread;
-  EXPECT_EQ(agree, decided) << what;
-  ::testing::Test::RecordProperty("max_abs_error", std::to_string(worst));
+  const test::CpuGpuLogits logits = test::score_on_cpu_and_gpu(path, ids);
+  ASSERT_EQ(logits.gpu.numel(), logits.cpu.numel()) << what;
+  const test::LogitAgreement a = test::compare_logits(logits.cpu, logits.gpu);
+  EXPECT_LT(a.worst, 0.03 * a.spread) << what << ": max |gpu - cpu| " << a.worst << " against a logit spread of "
+                                      << a.spread;
+  EXPECT_EQ(a.agree, a.decided) << what;
+  ::testing::Test::RecordProperty("max_abs_error", std::to_string(a.worst));
 }
 
 class ModelOnGpu : public ::testing::TestWithParam<std::string> {};

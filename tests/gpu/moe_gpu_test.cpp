@@ -16,6 +16,7 @@
 #include "runtime/formats/block_quant.h"
 #include "runtime/models/moe.h"
 #include "runtime/sampler.h"
+#include "gpu/gpu_cpu_logits.h"
 #include "test_util.h"
 
 namespace strata {
@@ -162,38 +163,19 @@ class MoeModelOnGpu : public ::testing::TestWithParam<std::string> {};
 TEST_P(MoeModelOnGpu, LogitsMatchTheCpuBackend) {
   if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
   const std::vector<int32_t> ids = {1, 40, 7, 100, 12, 99, 5, 250, 17, 3, 64, 128, 2, 77};
-  launcher::SessionOptions options;
-  options.model_path = test::fixture(GetParam());
-  options.device = "cpu";
-  launcher::ModelSession cpu(options);
-  cpu.prepare(64);
-  const Tensor ref = cpu.generator().score(ids);
-  options.device = "cuda";
-  launcher::ModelSession gpu(options);
-  gpu.prepare(64);
-  const Tensor got = gpu.generator().score(ids);
-  ASSERT_EQ(got.numel(), ref.numel());
-  const int64_t V = ref.dim(1);
-  double spread = 0, worst = 0;
-  int agree = 0, decided = 0;
-  for (int64_t t = 0; t < ref.dim(0); ++t) {
-    const float* r = ref.data<float>() + t * V;
-    const float* g = got.data<float>() + t * V;
-    const auto [lo, hi] = std::minmax_element(r, r + V);
-    spread = std::max(spread, static_cast<double>(*hi - *lo));
-    for (int64_t v = 0; v < V; ++v) worst = std::max(worst, std::abs(static_cast<double>(r[v]) - g[v]));
-    std::vector<float> sorted(r, r + V);
-    std::partial_sort(sorted.begin(), sorted.begin() + 2, sorted.end(), std::greater<float>());
-    if (sorted[0] - sorted[1] > 0.05 * (*hi - *lo)) {
-      ++decided;
-      agree += Sampler::argmax({r, static_cast<size_t>(V)}) == Sampler::argmax({g, static_cast<size_t>(V)});
-    }
-  }
+  const test::CpuGpuLogits logits = test::score_on_cpu_and_gpu(test::fixture(GetParam()), ids);
+  ASSERT_EQ(logits.gpu.numel(), logits.cpu.numel());
+  const auto [worst, spread, agree, decided] = test::compare_logits(logits.cpu, logits.gpu);
   // bf16 activations can move a near-tied router choice, which moves that token's logits more than
   // rounding does: the dense test's 3% of the spread, doubled.
   EXPECT_LT(worst, 0.06 * spread) << "max |gpu - cpu| " << worst << " against a logit spread of " << spread;
   EXPECT_EQ(agree, decided);
   // The decode path (one token per step, not graph-recorded) runs through generate.
+  launcher::SessionOptions options;
+  options.model_path = test::fixture(GetParam());
+  options.device = "cuda";
+  launcher::ModelSession gpu(options);
+  gpu.prepare(64);
   GenerationRequest r;
   r.prompt = {1, 40, 7, 100};
   r.max_new_tokens = 6;
