@@ -8,32 +8,17 @@
 #include <sstream>
 
 #include "launcher/model_session.h"
+#include "hf_fixture.h"
 #include "test_util.h"
 
 namespace strata {
 namespace {
 
-struct Fixture {
-  std::vector<int32_t> ids, greedy_prompt, greedy;
-};
-
-Fixture read_fixture(const std::string& dir) {
-  std::ifstream in(dir + "/ids.json");
-  std::stringstream s;
-  s << in.rdbuf();
-  const boost::json::value v = boost::json::parse(s.str());
-  Fixture f;
-  for (const auto& x : v.at("ids").as_array()) f.ids.push_back(static_cast<int32_t>(x.as_int64()));
-  for (const auto& x : v.at("greedy_prompt").as_array()) f.greedy_prompt.push_back(static_cast<int32_t>(x.as_int64()));
-  for (const auto& x : v.at("greedy_continuation").as_array()) f.greedy.push_back(static_cast<int32_t>(x.as_int64()));
-  return f;
-}
-
 class HfReference : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(HfReference, LogitsOfEveryPositionMatchTransformers) {
   const std::string dir = test::fixture("hf/" + GetParam());
-  const Fixture f = read_fixture(dir);
+  const test::HfFixture f = test::read_hf_fixture(dir);
   const test::NpyArray expected = test::read_npy(dir + "/logits.npy");
   launcher::SessionOptions options;
   options.model_path = dir;
@@ -48,7 +33,7 @@ TEST_P(HfReference, LogitsOfEveryPositionMatchTransformers) {
 
 TEST_P(HfReference, GreedyContinuationMatchesTransformersGenerate) {
   const std::string dir = test::fixture("hf/" + GetParam());
-  const Fixture f = read_fixture(dir);
+  const test::HfFixture f = test::read_hf_fixture(dir);
   launcher::SessionOptions options;
   options.model_path = dir;
   launcher::ModelSession session(options);

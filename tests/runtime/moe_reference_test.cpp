@@ -16,34 +16,17 @@
 #include "runtime/formats/checkpoint.h"
 #include "runtime/formats/hf_checkpoint.h"
 #include "runtime/models/moe.h"
+#include "hf_fixture.h"
 #include "test_util.h"
 
 namespace strata {
 namespace {
 
-struct Fixture {
-  std::vector<int32_t> ids, greedy_prompt, greedy;
-};
-
-std::vector<int32_t> int_list(const boost::json::value& v) {
-  std::vector<int32_t> out;
-  for (const auto& x : v.as_array()) out.push_back(static_cast<int32_t>(x.as_int64()));
-  return out;
-}
-
-Fixture read_fixture(const std::string& dir) {
-  std::ifstream in(dir + "/ids.json");
-  std::stringstream s;
-  s << in.rdbuf();
-  const boost::json::value v = boost::json::parse(s.str());
-  return {int_list(v.at("ids")), int_list(v.at("greedy_prompt")), int_list(v.at("greedy_continuation"))};
-}
-
 class MoeReference : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(MoeReference, LogitsOfEveryPositionMatchTransformers) {
   const std::string dir = test::fixture("hf/" + GetParam());
-  const Fixture f = read_fixture(dir);
+  const test::HfFixture f = test::read_hf_fixture(dir);
   const test::NpyArray expected = test::read_npy(dir + "/logits.npy");
   launcher::SessionOptions options;
   options.model_path = dir;
@@ -64,7 +47,7 @@ TEST_P(MoeReference, LogitsOfEveryPositionMatchTransformers) {
 
 TEST_P(MoeReference, GreedyContinuationMatchesTransformersGenerate) {
   const std::string dir = test::fixture("hf/" + GetParam());
-  const Fixture f = read_fixture(dir);
+  const test::HfFixture f = test::read_hf_fixture(dir);
   launcher::SessionOptions options;
   options.model_path = dir;
   launcher::ModelSession session(options);
