@@ -10,13 +10,7 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 export NCCL_NVLS_ENABLE=0
-build="${STRATA_GPU_BUILD:-$root/build-cuda}"
-if [ ! -x "$build/strata" ] || [ -n "${REBUILD:-}" ]; then
-  cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSTRATA_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
-    -DBUILD_TESTING=OFF >"$build.configure.log" 2>&1 || { cat "$build.configure.log"; exit 1; }
-fi
-cmake --build "$build" -j "$(nproc)" --target strata >/dev/null
-strata="$build/strata"
+strata="$("$root/scripts/gpu-strata.sh")"
 model="${MODEL_DIR:-$root/models/7b-shape}"
 [ -f "$model/model.safetensors" ] || "$strata" make-model --preset 7b-shape --dtype bf16 --out "$model"
 
