@@ -315,18 +315,6 @@ int serve(const Args& args, SessionOptions options, RankRuntime* rank) {
   if (config.kv_tokens > 0) options.kv_tokens = config.kv_tokens;
 
   http::Metrics metrics;
-  // GPU utilization and memory of the serving rank's host, where NVML is present (per rank on one node).
-  const std::unique_ptr<GpuMonitor> gpus = is_http ? GpuMonitor::open() : nullptr;
-  if (gpus) {
-    metrics.set_extra_hook([&gpus] {
-      try {
-        return render_gpu_metrics(gpus->sample());
-      } catch (const std::exception& e) {
-        LOG_WARN("GPU metrics: ", e.what());
-        return std::string();
-      }
-    });
-  }
   http::EngineFrontend frontend;
   const double stall_timeout_s = args.number("stall-timeout", 60, 0.1, 86400);
   frontend.set_stall_timeout(stall_timeout_s);
@@ -388,6 +376,10 @@ int serve(const Args& args, SessionOptions options, RankRuntime* rank) {
   }
   session.prepare(kv_tokens);
   Engine& engine = session.generator().engine();
+  // Every rank's card (NVML) reaches its replica's driver every few seconds, so /metrics shows each rank's
+  // GPU on every node of the job.
+  engine.set_telemetry(kRankGpuTelemetryInterval,
+                       rank_gpu_telemetry(session.backend(), rank != nullptr ? rank->world_rank() : 0));
   // A vision-language model: every rank of the first stage holds its share of the vision tower (split over
   // the stage's TP group, or whole where TP does not divide it) and encodes the images its steps reach
   // (Engine::set_image_encoder).
@@ -481,6 +473,15 @@ int serve(const Args& args, SessionOptions options, RankRuntime* rank) {
                              chat ? http::chat_format_name(chat->format()) : "none", ", ", replicas,
                              replicas > 1 ? " replicas" : " replica", ") on port ", server->port());
                   }};
+  // GPU series of every rank of every replica (set here: the server is stopped before these go away).
+  metrics.set_extra_hook([&engine, &remotes] {
+    std::vector<std::vector<int32_t>> ranks = engine.rank_telemetry();
+    if (remotes) {
+      std::vector<std::vector<int32_t>> more = remotes->rank_telemetry();
+      ranks.insert(ranks.end(), more.begin(), more.end());
+    }
+    return render_rank_gpu_metrics(ranks);
+  });
   const StopWatchdog watchdog(frontend, stop_requested, std::min(10.0, stall_timeout_s));
   try {
     step_loop(engine, &side);

@@ -62,6 +62,7 @@ void serve_replica(Engine& engine, parallel::DpLink& router, int idle_wait_ms) {
 
   std::vector<TokenEvent> events;
   int64_t steps_reported = -1;
+  std::vector<std::vector<int32_t>> telemetry_sent;
   Clock::time_point last_report;
   while (true) {
     const auto until = Clock::now() + std::chrono::milliseconds(idle_wait_ms);
@@ -77,8 +78,13 @@ void serve_replica(Engine& engine, parallel::DpLink& router, int idle_wait_ms) {
     for (const TokenEvent& e : events)
       if (e.finished) live.erase(e.request_id);
     const EngineStats stats = engine.stats();
-    if (!events.empty() || stats.steps != steps_reported || since(last_report) > keepalive_s || !more) {
-      router.send(parallel::dp_report({stats, reflected, events}));
+    std::vector<std::vector<int32_t>> telemetry = engine.rank_telemetry();
+    const bool new_telemetry = telemetry != telemetry_sent;
+    if (!events.empty() || stats.steps != steps_reported || since(last_report) > keepalive_s || !more ||
+        new_telemetry) {
+      if (new_telemetry) telemetry_sent = telemetry;
+      else telemetry.clear();
+      router.send(parallel::dp_report({stats, reflected, events, std::move(telemetry)}));
       steps_reported = stats.steps;
       last_report = Clock::now();
     }

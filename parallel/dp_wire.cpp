@@ -7,7 +7,7 @@
 
 namespace strata::parallel {
 namespace {
-constexpr int32_t kMagic = 0x44503033;  // "DP03": bumps when the layout changes
+constexpr int32_t kMagic = 0x44503034;  // "DP04": bumps when the layout changes
 
 void put_stats(WordWriter& w, const EngineStats& s) {
   for (int64_t v : {s.waiting, s.running, s.kv_blocks_used, s.kv_blocks_total, s.kv_blocks_cached, s.steps,
@@ -85,6 +85,8 @@ std::vector<int32_t> DpMessage::pack() const {
       w.u64(report.reflected);
       w.i32(static_cast<int32_t>(report.events.size()));
       for (const TokenEvent& e : report.events) put_event(w, e);
+      w.i32(static_cast<int32_t>(report.telemetry.size()));
+      for (const std::vector<int32_t>& t : report.telemetry) w.ids(t);
       break;
     case DpKind::kFailed: w.str(error); break;
     case DpKind::kShutdown:
@@ -112,6 +114,8 @@ DpMessage DpMessage::unpack(const std::vector<int32_t>& words) {
       m.report.reflected = in.u64();
       m.report.events.resize(in.count());
       for (TokenEvent& e : m.report.events) e = get_event(in);
+      m.report.telemetry.resize(in.count());
+      for (std::vector<int32_t>& t : m.report.telemetry) t = in.ids();
       break;
     }
     case DpKind::kFailed: m.error = in.str(); break;

@@ -28,6 +28,9 @@ struct DpReport {
   // the router knows which of the requests it routed the stats already count.
   uint64_t reflected = 0;
   std::vector<TokenEvent> events;
+  // The replica's per-rank telemetry (Engine::rank_telemetry) when it changed since the last report;
+  // empty otherwise (the router keeps the last it got).
+  std::vector<std::vector<int32_t>> telemetry;
 };
 
 struct DpMessage {

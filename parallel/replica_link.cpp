@@ -2,6 +2,8 @@
 // length first; activations and logits have shapes both sides already know.
 #include "parallel/replica_link.h"
 
+#include <algorithm>
+
 #include "runtime/error.h"
 
 namespace strata::parallel {
@@ -41,6 +43,39 @@ void ReplicaLink::broadcast_tokens(std::vector<int32_t>& tokens) {
 void ReplicaLink::broadcast_logits(Tensor& logits) {
   if (logits.numel() == 0) return;
   replica_.broadcast(logits, sampler_);
+}
+
+// Two all-gathers (lengths, then the words padded to the longest): rare and small, so the simplest
+// collective every transport has.
+std::vector<std::vector<int32_t>> ReplicaLink::gather_to_driver(const std::vector<int32_t>& words) {
+  const int n = replica_.size();
+  int32_t mine = static_cast<int32_t>(words.size());
+  std::vector<int32_t> lengths(static_cast<size_t>(n));
+  Tensor len_in = Tensor::view(&mine, {1}, DType::kI32);
+  Tensor len_out = Tensor::view(lengths.data(), {n}, DType::kI32);
+  replica_.all_gather(len_in, len_out);
+  int32_t longest = 0;
+  for (int32_t l : lengths) {
+    STRATA_CHECK_KIND(ErrorKind::kComm, l >= 0, "a rank of the replica sent a negative telemetry length ", l);
+    longest = std::max(longest, l);
+  }
+  std::vector<std::vector<int32_t>> out;
+  if (longest == 0) {
+    if (is_driver()) out.resize(static_cast<size_t>(n));
+    return out;
+  }
+  std::vector<int32_t> padded(words);
+  padded.resize(static_cast<size_t>(longest), 0);
+  std::vector<int32_t> all(static_cast<size_t>(n) * static_cast<size_t>(longest));
+  Tensor in = Tensor::view(padded.data(), {longest}, DType::kI32);
+  Tensor gathered = Tensor::view(all.data(), {static_cast<int64_t>(all.size())}, DType::kI32);
+  replica_.all_gather(in, gathered);
+  if (!is_driver()) return out;
+  for (int r = 0; r < n; ++r) {
+    const int32_t* row = all.data() + static_cast<size_t>(r) * static_cast<size_t>(longest);
+    out.emplace_back(row, row + lengths[static_cast<size_t>(r)]);
+  }
+  return out;
 }
 
 }  // namespace strata::parallel

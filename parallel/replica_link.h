@@ -19,6 +19,7 @@ class ReplicaLink final : public StageLink {
   void send_hidden(const Tensor& hidden, int tag) override;
   void broadcast_tokens(std::vector<int32_t>& tokens) override;
   void broadcast_logits(Tensor& logits) override;
+  std::vector<std::vector<int32_t>> gather_to_driver(const std::vector<int32_t>& words) override;
 
  private:
   comm::Communicator& replica_;

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <condition_variable>
 #include <deque>
+#include <functional>
 #include <limits>
 #include <map>
 #include <numeric>
@@ -17,6 +18,7 @@
 
 #include "runtime/engine_control.h"
 #include "runtime/error.h"
+#include "runtime/log.h"
 #include "runtime/scheduler.h"
 #include "runtime/step_runner.h"
 
@@ -153,6 +155,9 @@ struct Engine::Impl {
   bool stopped = false;
   ImageEncoder* encoder = nullptr;                          // first stage of a vision-language model
   std::unordered_map<int32_t, EmbeddingSplice> features;    // by handle: image features of live sequences
+  std::function<std::vector<int32_t>()> local_telemetry;    // this rank's words (set_telemetry)
+  double telemetry_interval_s = 0;                          // driver: 0 = never gather
+  std::chrono::steady_clock::time_point last_telemetry;     // driver: when the last gather was asked for
 
   // Shared with the submitting threads (driver).
   mutable std::mutex mu;
@@ -165,6 +170,7 @@ struct Engine::Impl {
   EngineStats stats;
   std::deque<InFlight> flight;        // interleaved: batches that entered in the last stages ticks
   std::unordered_map<int32_t, std::vector<DraftDistribution>> draft_q;  // driver: this step's proposals
+  std::vector<std::vector<int32_t>> telemetry;  // driver: every rank's words from the last gather
 };
 
 void Engine::Impl::forget(int32_t handle) {
@@ -733,6 +739,16 @@ bool Engine::submit(EngineRequest request) {
 
 void Engine::set_image_encoder(ImageEncoder* encoder) { impl_->encoder = encoder; }
 
+void Engine::set_telemetry(double interval_s, std::function<std::vector<int32_t>()> local) {
+  impl_->telemetry_interval_s = interval_s;
+  impl_->local_telemetry = std::move(local);
+}
+
+std::vector<std::vector<int32_t>> Engine::rank_telemetry() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->telemetry;
+}
+
 void Engine::cancel(uint64_t request_id) {
   STRATA_CHECK(impl_->link.is_driver(), "Engine::cancel is for the replica's driver (rank 0 of the replica)");
   {
@@ -760,10 +776,28 @@ bool Engine::step(std::vector<TokenEvent>& events, int idle_wait_ms) {
   std::vector<int32_t> words;
   if (m.link.is_driver()) {
     msg = m.plan(events, idle_wait_ms, scheduled);
+    const auto now = std::chrono::steady_clock::now();
+    if (m.telemetry_interval_s > 0 && now - m.last_telemetry >= std::chrono::duration<double>(m.telemetry_interval_s)) {
+      msg.gather_telemetry = true;
+      m.last_telemetry = now;
+    }
     words = msg.pack();
   }
   m.link.broadcast_step(words);
   if (!m.link.is_driver()) msg = ControlMessage::unpack(words);
+  if (msg.gather_telemetry) {  // every rank takes part, or the gather hangs: a failing source sends nothing
+    std::vector<int32_t> mine;
+    try {
+      if (m.local_telemetry) mine = m.local_telemetry();
+    } catch (const std::exception& e) {
+      LOG_WARN("rank telemetry: ", e.what());
+    }
+    std::vector<std::vector<int32_t>> all = m.link.gather_to_driver(mine);
+    if (m.link.is_driver()) {
+      std::lock_guard<std::mutex> lock(m.mu);
+      m.telemetry = std::move(all);
+    }
+  }
   m.apply_control(msg, events);
   m.encode_images(msg.step);  // stage 0 runs msg.step now, interleaved or not
   if (m.options.interleaved) {

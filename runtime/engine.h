@@ -9,6 +9,7 @@
 // stats().outstanding_tokens, through that replica's driver; each replica's Engine only sees its own.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -83,6 +84,13 @@ class Engine {
   // first pipeline stage (each keeps its own replica of the tower), null elsewhere. Without one on the
   // driver, requests with images are refused.
   void set_image_encoder(ImageEncoder* encoder);
+  // Every rank, before the first step: `local` (may be empty; called on the step thread) gives this
+  // rank's telemetry words (the launcher's encoding: its GPU's utilization and memory for /metrics).
+  // Every `interval_s` (read on the driver; 0: never) one step gathers every rank's words onto the
+  // driver, so a multi-node replica reports each rank's device, not only the driver host's.
+  void set_telemetry(double interval_s, std::function<std::vector<int32_t>()> local);
+  // Driver, any thread: every rank's words from the latest gather, in replica rank order (empty before).
+  std::vector<std::vector<int32_t>> rank_telemetry() const;
   // Any rank, any thread: throws kInvalidArgument naming the problem for a request that can never
   // run (empty prompt, ids outside the vocabulary, bad sampling parameters, prompt + max_new_tokens
   // beyond the context or the whole KV cache, images the model cannot take or that do not fit their

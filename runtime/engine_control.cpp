@@ -9,7 +9,7 @@
 
 namespace strata {
 namespace {
-constexpr int32_t kControlMagic = 0x53454e34;  // "SEN4": bumps when the layout changes
+constexpr int32_t kControlMagic = 0x53454e35;  // "SEN5": bumps when the layout changes
 constexpr const char* kOutOfStep = "ranks of the replica are out of step";
 
 int32_t f2w(float v) { return std::bit_cast<int32_t>(v); }
@@ -18,7 +18,7 @@ float w2f(int32_t w) { return std::bit_cast<float>(w); }
 
 std::vector<int32_t> ControlMessage::pack() const {
   WordWriter w;
-  for (int32_t v : {kControlMagic, shutdown ? 1 : 0, static_cast<int32_t>(admitted.size()),
+  for (int32_t v : {kControlMagic, (shutdown ? 1 : 0) | (gather_telemetry ? 2 : 0), static_cast<int32_t>(admitted.size()),
                     static_cast<int32_t>(cancelled.size())})
     w.i32(v);
   for (const AdmittedRequest& a : admitted) {
@@ -47,7 +47,8 @@ ControlMessage ControlMessage::unpack(const std::vector<int32_t>& words) {
   STRATA_CHECK_KIND(ErrorKind::kComm, head[2] >= 0 && head[3] >= 0, "control message announces ", head[2],
                     " admissions and ", head[3], " cancellations (", kOutOfStep, ")");
   ControlMessage m;
-  m.shutdown = head[1] != 0;
+  m.shutdown = (head[1] & 1) != 0;
+  m.gather_telemetry = (head[1] & 2) != 0;
   m.admitted.resize(static_cast<size_t>(head[2]));
   const size_t cancelled = static_cast<size_t>(head[3]);
   for (AdmittedRequest& a : m.admitted) {

@@ -19,6 +19,7 @@ struct AdmittedRequest {
 
 struct ControlMessage {
   bool shutdown = false;                  // every rank's step() returns false after this step
+  bool gather_telemetry = false;          // every rank sends its telemetry words to the driver this step
   std::vector<AdmittedRequest> admitted;  // first admission: the replica learns the request here
   std::vector<int32_t> cancelled;         // handles of announced sequences that end now
   // Sampled speculation from a draft model: the proposer's distribution of the draft that logit row

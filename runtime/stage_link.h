@@ -25,6 +25,9 @@ class StageLink {
   // Sampling rank -> every rank of the replica: logits [rows, vocab] f32 host tensor, allocated by
   // the receivers with the same shape.
   virtual void broadcast_logits(Tensor& logits) = 0;
+  // Every rank -> the driver: each rank's `words` (any length, empty allowed) in replica rank order on
+  // the driver; the other ranks get an empty list.
+  virtual std::vector<std::vector<int32_t>> gather_to_driver(const std::vector<int32_t>& words) = 0;
 };
 
 class LocalStageLink final : public StageLink {
@@ -36,6 +39,7 @@ class LocalStageLink final : public StageLink {
   void send_hidden(const Tensor&, int) override {}
   void broadcast_tokens(std::vector<int32_t>&) override {}
   void broadcast_logits(Tensor&) override {}
+  std::vector<std::vector<int32_t>> gather_to_driver(const std::vector<int32_t>& words) override { return {words}; }
 };
 
 }  // namespace strata

@@ -81,8 +81,18 @@ GlobalWeights ShardReader::globals() const {
 }
 
 namespace {
-// Rows of `parts` (same dtype and row length) stacked into one host tensor.
+// Whether `parts` can share one stacked tensor: the same dtype and row length. GGUF mixes such as
+// Q4_K_M give q, k and v (or gate and up) different block types; those stay separate matmuls.
+bool stackable(const std::vector<const Tensor*>& parts) {
+  for (const Tensor* t : parts)
+    if (t->rank() != parts[0]->rank() || t->dtype() != parts[0]->dtype() || t->dim(-1) != parts[0]->dim(-1))
+      return false;
+  return true;
+}
+
+// Rows of `parts` (stackable) stacked into one host tensor.
 Tensor stack_rows(const std::vector<const Tensor*>& parts) {
+  STRATA_CHECK_KIND(ErrorKind::kInternal, stackable(parts), "stack_rows: parts differ in dtype or row length");
   int64_t rows = 0;
   for (const Tensor* t : parts) rows += t->dim(0);
   Shape shape = parts[0]->shape();
@@ -132,7 +142,10 @@ class ResidentWeights final : public WeightSource {
       d.ffn_norm = up(h.ffn_norm);
       d.wo = up(h.wo);
       d.w_down = up(h.w_down);
-      if (fuse) {
+      const bool fuse_qkv = fuse && stackable({&h.wq, &h.wk, &h.wv}) &&
+                            (!h.bq.defined() || stackable({&h.bq, &h.bk, &h.bv}));
+      const bool fuse_gate_up = fuse && h.w_gate.defined() && stackable({&h.w_gate, &h.w_up});
+      if (fuse_qkv) {
         d.wqkv = up(stack_rows({&h.wq, &h.wk, &h.wv}));
         d.wq = d.wqkv.rows(0, h.wq.dim(0));
         d.wk = d.wqkv.rows(h.wq.dim(0), h.wk.dim(0));
@@ -143,14 +156,15 @@ class ResidentWeights final : public WeightSource {
           d.bk = d.bqkv.rows(h.bq.dim(0), h.bk.dim(0));
           d.bv = d.bqkv.rows(h.bq.dim(0) + h.bk.dim(0), h.bv.dim(0));
         }
-        if (h.w_gate.defined()) {
-          d.w_gate_up = up(stack_rows({&h.w_gate, &h.w_up}));
-          d.w_gate = d.w_gate_up.rows(0, h.w_gate.dim(0));
-          d.w_up = d.w_gate_up.rows(h.w_gate.dim(0), h.w_up.dim(0));
-        }
       } else {
         d.wq = up(h.wq), d.wk = up(h.wk), d.wv = up(h.wv);
         d.bq = up(h.bq), d.bk = up(h.bk), d.bv = up(h.bv);
+      }
+      if (fuse_gate_up) {
+        d.w_gate_up = up(stack_rows({&h.w_gate, &h.w_up}));
+        d.w_gate = d.w_gate_up.rows(0, h.w_gate.dim(0));
+        d.w_up = d.w_gate_up.rows(h.w_gate.dim(0), h.w_up.dim(0));
+      } else {
         d.w_gate = up(h.w_gate), d.w_up = up(h.w_up);
       }
       layers_.push_back(std::move(d));

@@ -109,6 +109,13 @@ void RemoteReplicas::run(ReplicaRouter& router, const std::function<void(const s
   }
 }
 
+std::vector<std::vector<int32_t>> RemoteReplicas::rank_telemetry() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::vector<std::vector<int32_t>> out;
+  for (const Remote& r : remotes_) out.insert(out.end(), r.telemetry.begin(), r.telemetry.end());
+  return out;
+}
+
 bool RemoteReplicas::pump(int index, Remote& remote, ReplicaRouter& router) {
   if (remote.said_bye) return false;
   parallel::DpLink& link = *remote.link;
@@ -127,6 +134,10 @@ bool RemoteReplicas::pump(int index, Remote& remote, ReplicaRouter& router) {
       case DpKind::kReport:
         router.deliver(index, m->report.events);
         router.report(index, m->report.stats, m->report.reflected);
+        if (!m->report.telemetry.empty()) {
+          std::lock_guard<std::mutex> lock(mutex_);
+          remote.telemetry = std::move(m->report.telemetry);
+        }
         break;
       case DpKind::kPing: break;
       case DpKind::kBye:

@@ -54,12 +54,15 @@ class RemoteReplicas {
   void shutdown();
   // Waits until every replica said bye, failed, or `timeout_s` passed; true when all said bye.
   bool wait_closed(double timeout_s);
+  // Any thread: the per-rank telemetry each remote replica last reported, replicas in order.
+  std::vector<std::vector<int32_t>> rank_telemetry() const;
 
  private:
   struct Remote {
     std::unique_ptr<RemoteReplica> replica;
     std::unique_ptr<parallel::DpLink> link;
     bool shutdown_sent = false, said_bye = false;
+    std::vector<std::vector<int32_t>> telemetry;  // under mutex_
   };
   void run(ReplicaRouter& router, const std::function<void(const std::string&)>& on_failure);
   bool pump(int index, Remote& remote, ReplicaRouter& router);  // true when it moved anything
@@ -68,7 +71,7 @@ class RemoteReplicas {
   double keepalive_s_;
   std::thread thread_;
   std::atomic<bool> stop_{false};
-  std::mutex mutex_;
+  mutable std::mutex mutex_;
   std::condition_variable closed_cv_;
   bool finished_ = false, all_bye_ = false;
 };

@@ -223,6 +223,12 @@ int64_t cuda_free_bytes(int device) {
   return static_cast<int64_t>(free_bytes);
 }
 
+std::string cuda_pci_bus_id(int device) {
+  char id[32] = {};
+  CHECK_CUDA(cudaDeviceGetPCIBusId(id, sizeof(id), device));
+  return id;
+}
+
 std::unique_ptr<Backend> make_cuda_backend(int device, const CudaBackendOptions& options) {
   const int count = cuda_device_count();
   STRATA_CHECK_KIND(ErrorKind::kCuda, device >= 0 && device < count, "CUDA device ", device, " does not exist (",

@@ -3,6 +3,7 @@
 // Built only with CUDA (STRATA_HAVE_CUDA); this header itself includes no CUDA header.
 #pragma once
 #include <memory>
+#include <string>
 
 #include "runtime/backend.h"
 
@@ -67,6 +68,9 @@ int cuda_device_count();
 
 // Free memory of CUDA device `device` now (cudaMemGetInfo). Throws strata::Error (kCuda) on failure.
 int64_t cuda_free_bytes(int device);
+
+// PCI bus id of CUDA device `device` ("0000:3B:00.0"): names the same card in NVML. Throws kCuda.
+std::string cuda_pci_bus_id(int device);
 
 }  // namespace strata
 

@@ -66,20 +66,20 @@ TEST(RemoteReplicas, TokensCancellationAndFailureCrossTheLink) {
   const auto group = world.split(0, world.rank(), "dp test");
   if (group->rank() == 1) {  // the scripted driver of replica 1
     parallel::DpLink router(*group, 0, 20, "the router");
-    router.send(parallel::dp_report({{}, 0, {}}));  // ready
+    router.send(parallel::dp_report({{}, 0, {}, {{5, 6}, {}}}));  // ready, with its two ranks' telemetry
     DpMessage m = next(router);
     ASSERT_EQ(m.kind, DpKind::kSubmit);
     ASSERT_EQ(m.request.id, 7u);
     EXPECT_EQ(m.request.prompt, (std::vector<int32_t>{1, 2, 3}));
-    router.send(parallel::dp_report({{}, 1, {token(7, 100)}}));
-    router.send(parallel::dp_report({{}, 1, {token(7, 101, "length")}}));
+    router.send(parallel::dp_report({{}, 1, {token(7, 100)}, {}}));  // no new telemetry: the last stays
+    router.send(parallel::dp_report({{}, 1, {token(7, 101, "length")}, {}}));
     m = next(router);
     ASSERT_EQ(m.kind, DpKind::kSubmit);
     EXPECT_EQ(m.request.id, 8u);
     m = next(router);
     ASSERT_EQ(m.kind, DpKind::kCancel);
     EXPECT_EQ(m.request_id, 8u);
-    router.send(parallel::dp_report({{}, 2, {token(8, -1, "cancelled")}}));
+    router.send(parallel::dp_report({{}, 2, {token(8, -1, "cancelled")}, {}}));
     router.send(parallel::dp_failed("boom"));
     while (!router.flushed()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   } else {
@@ -123,6 +123,7 @@ TEST(RemoteReplicas, TokensCancellationAndFailureCrossTheLink) {
     EXPECT_EQ(status[1].routed, 2);
     EXPECT_EQ(status[1].in_flight, 0);
     EXPECT_EQ(status[1].cancelled, 1);
+    EXPECT_EQ(remotes.rank_telemetry(), (std::vector<std::vector<int32_t>>{{5, 6}, {}}));
   }
   group->barrier();
 }

@@ -58,6 +58,7 @@ TEST(DpWire, ReportCarriesStatsAndEvents) {
   failed.finish_reason = "error";
   failed.error = "out of KV blocks \xc3\xa9";  // odd length, non-ASCII
   report.events = {token, failed};
+  report.telemetry = {{1, 2, 3}, {}, {-5}};  // a rank without a GPU sends no words
 
   const DpMessage m = DpMessage::unpack(dp_report(report).pack());
   ASSERT_EQ(m.kind, DpKind::kReport);
@@ -83,6 +84,7 @@ TEST(DpWire, ReportCarriesStatsAndEvents) {
   EXPECT_EQ(b.token, -1);
   EXPECT_EQ(b.finish_reason, "error");
   EXPECT_EQ(b.error, failed.error);
+  EXPECT_EQ(m.report.telemetry, report.telemetry);
 }
 
 TEST(DpWire, SmallMessages) {

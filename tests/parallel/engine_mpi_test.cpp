@@ -136,6 +136,11 @@ TEST_P(EngineLayouts, StaggeredRequestsMatchSingleRank) {
   session.prepare(16 * 64);
   Engine& engine = session.generator().engine();
   const bool driver = session.link().is_driver();
+  // Every step also gathers each rank's telemetry words onto the driver (the GPU series of /metrics):
+  // the tokens must not change, and the driver must hold every rank's own words.
+  const int me = g_world->rank();
+  int64_t calls = 0;
+  engine.set_telemetry(1e-9, [me, &calls] { return std::vector<int32_t>{me, 7, static_cast<int32_t>(++calls)}; });
 
   size_t submitted = 0;
   std::map<uint64_t, Result> got = run_engine(engine, driver, requests.size(), [&](int64_t step) {
@@ -147,6 +152,17 @@ TEST_P(EngineLayouts, StaggeredRequestsMatchSingleRank) {
   for (const auto& [id, want] : expected) {
     EXPECT_EQ(got[id].tokens, want.tokens) << layout.name << " rank " << g_world->rank() << " request " << id;
     EXPECT_EQ(got[id].reason, want.reason) << layout.name << " request " << id;
+  }
+  EXPECT_GT(calls, 0);
+  if (driver) {
+    const std::vector<std::vector<int32_t>> telemetry = engine.rank_telemetry();
+    ASSERT_EQ(telemetry.size(), static_cast<size_t>(g_world->size()));
+    for (int r = 0; r < g_world->size(); ++r) {  // replica positions are world ranks here (one replica)
+      ASSERT_EQ(telemetry[static_cast<size_t>(r)].size(), 3u) << r;
+      EXPECT_EQ(telemetry[static_cast<size_t>(r)][0], r);
+      EXPECT_EQ(telemetry[static_cast<size_t>(r)][1], 7);
+      EXPECT_EQ(telemetry[static_cast<size_t>(r)][2], calls) << "rank " << r << " took part in every gather";
+    }
   }
   if (driver) {
     const EngineStats s = engine.stats();
