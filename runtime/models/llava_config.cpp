@@ -1,7 +1,9 @@
-// runtime/models/llava_config.cpp: config.json of LlavaForConditionalGeneration -> LlavaConfig.
+// runtime/models/llava_config.cpp: config.json of LlavaForConditionalGeneration (and LLaVA-NeXT) ->
+// LlavaConfig.
 #include "runtime/models/llava_config.h"
 
 #include "runtime/error.h"
+#include "runtime/vision/anyres.h"
 #include "runtime/vision/vision_json.h"
 
 namespace strata {
@@ -27,13 +29,67 @@ ModelConfig LlavaConfig::description_sizes() const {
   return c;
 }
 
+namespace {
+void check_image_size(int64_t height, int64_t width) {
+  STRATA_CHECK(height > 0 && width > 0, "LLaVA-NeXT: an image of ", width, "x", height,
+               " pixels; the image's size decides its tiles and feature count, so it must be given");
+}
+}  // namespace
+
+int64_t LlavaConfig::features_for(int64_t height, int64_t width) const {
+  if (!anyres()) return features_per_image();
+  check_image_size(height, width);
+  const vision::Resolution best = vision::select_best_resolution({height, width}, grid_pinpoints);
+  const int64_t side = vision.patches_per_side();
+  const vision::Resolution grid{best.height / vision.image_size * side, best.width / vision.image_size * side};
+  const vision::GridWindow kept = vision::unpadded_window({height, width}, grid);
+  return features_per_image() + kept.rows * (kept.cols + 1);
+}
+
+int64_t LlavaConfig::tiles_for(int64_t height, int64_t width) const {
+  if (!anyres()) return 1;
+  check_image_size(height, width);
+  const vision::Resolution best = vision::select_best_resolution({height, width}, grid_pinpoints);
+  return 1 + (best.height / vision.image_size) * (best.width / vision.image_size);
+}
+
+namespace {
+void parse_anyres(const vision::JsonFields& f, LlavaConfig& c) {
+  const std::string& source = f.source;
+  const boost::json::value* pins = f.find("image_grid_pinpoints");
+  if (pins == nullptr) {  // LlavaNextConfig's default
+    c.grid_pinpoints = {{336, 672}, {672, 336}, {672, 672}, {1008, 336}, {336, 1008}};
+  } else {
+    STRATA_CHECK_KIND(ErrorKind::kFormat, pins->is_array() && !pins->get_array().empty(), source,
+                      ": image_grid_pinpoints must be a non-empty list of [height, width] pairs");
+    for (const boost::json::value& p : pins->get_array()) {
+      const bool pair = p.is_array() && p.get_array().size() == 2 && p.get_array()[0].is_int64() &&
+                        p.get_array()[1].is_int64();
+      STRATA_CHECK_KIND(ErrorKind::kFormat, pair, source, ": image_grid_pinpoints holds ", boost::json::serialize(p),
+                        "; each entry must be [height, width]");
+      c.grid_pinpoints.push_back({p.get_array()[0].get_int64(), p.get_array()[1].get_int64()});
+    }
+  }
+  const int64_t tile = c.vision.image_size;
+  for (const vision::Resolution& p : c.grid_pinpoints)
+    STRATA_CHECK_KIND(ErrorKind::kFormat, p.height > 0 && p.width > 0 && p.height % tile == 0 && p.width % tile == 0,
+                      source, ": image_grid_pinpoints entry [", p.height, ", ", p.width,
+                      "] is not a whole number of the vision tower's ", tile, "-pixel tiles");
+  // The packing reshapes each tile's features into the patch grid, which the class token does not fit.
+  STRATA_CHECK_KIND(ErrorKind::kFormat, c.select == FeatureSelect::kDefault, source,
+                    ": LLaVA-NeXT needs vision_feature_select_strategy 'default' (the tiles' patch grids are "
+                    "unpadded and joined; a kept class token has no place in them)");
+}
+}  // namespace
+
 LlavaConfig parse_llava_config(const std::string& json_text, const std::string& source) {
   using vision::JsonFields;
   const boost::json::value root = vision::parse_json_object(json_text, source);
   const JsonFields f{root.get_object(), source};
   const std::string model_type = f.string("model_type", "");
-  STRATA_CHECK_KIND(ErrorKind::kFormat, model_type == "llava", source, ": model_type is '", model_type,
-                    "', not 'llava' (LlavaForConditionalGeneration)");
+  STRATA_CHECK_KIND(ErrorKind::kFormat, model_type == "llava" || model_type == "llava_next", source,
+                    ": model_type is '", model_type,
+                    "', not 'llava' (LlavaForConditionalGeneration) or 'llava_next' (LlavaNextForConditionalGeneration)");
   LlavaConfig c;
 
   const boost::json::value* vc = f.find("vision_config");
@@ -93,6 +149,7 @@ LlavaConfig parse_llava_config(const std::string& json_text, const std::string& 
   else
     STRATA_THROW(ErrorKind::kFormat, source, ": vision_feature_select_strategy '", select,
                  "' is not 'default' or 'full'");
+  if (model_type == "llava_next") parse_anyres(f, c);
   return c;
 }
 

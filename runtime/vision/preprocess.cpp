@@ -11,6 +11,7 @@
 
 #include "runtime/error.h"
 #include "runtime/tokenizer/file_bytes.h"
+#include "runtime/vision/anyres.h"
 #include "runtime/vision/vision_json.h"
 
 namespace strata::vision {
@@ -229,6 +230,21 @@ ImageProcessorConfig parse_image_processor_config(const std::string& json_text, 
   c.image_std = triple(f, "image_std", c.image_std);
   for (float s : c.image_std)
     STRATA_CHECK_KIND(ErrorKind::kFormat, !c.do_normalize || s != 0.f, source, ": image_std holds a zero");
+  if (const boost::json::value* pins = f.find("image_grid_pinpoints")) {
+    STRATA_CHECK_KIND(ErrorKind::kFormat, pins->is_array() && !pins->get_array().empty(), source,
+                      ": image_grid_pinpoints must be a non-empty list of [height, width] pairs");
+    for (const boost::json::value& p : pins->get_array()) {
+      const bool pair = p.is_array() && p.get_array().size() == 2 && p.get_array()[0].is_int64() &&
+                        p.get_array()[1].is_int64() && p.get_array()[0].get_int64() > 0 &&
+                        p.get_array()[1].get_int64() > 0;
+      STRATA_CHECK_KIND(ErrorKind::kFormat, pair, source, ": image_grid_pinpoints holds ", boost::json::serialize(p),
+                        "; each entry must be [height, width] in positive pixels");
+      c.grid_pinpoints.push_back({p.get_array()[0].get_int64(), p.get_array()[1].get_int64()});
+    }
+  }
+  // LlavaNextImageProcessor's do_pad pads a batch's tile counts to one length; it never pads an image to a
+  // square (that is LlavaImageProcessor's do_pad).
+  if (c.processor_type.rfind("LlavaNext", 0) == 0 || c.anyres()) c.do_pad = false;
   return c;
 }
 
@@ -276,7 +292,11 @@ RgbImage pad_to_square(const RgbImage& image, const std::array<uint8_t, 3>& fill
   return out;
 }
 
-Tensor preprocess_image(const RgbImage& input, const ImageProcessorConfig& config) {
+Tensor preprocess_image(const RgbImage& image, const ImageProcessorConfig& config) {
+  return config.anyres() ? preprocess_anyres(image, config) : preprocess_tile(image, config);
+}
+
+Tensor preprocess_tile(const RgbImage& input, const ImageProcessorConfig& config) {
   RgbImage image = input;
   if (config.do_pad) {
     // LlavaImageProcessor fills with the mean color in 8 bits, truncated (int(mean * 255)).
