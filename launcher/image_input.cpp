@@ -3,6 +3,7 @@
 
 #include <boost/json.hpp>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -50,6 +51,17 @@ ImagePrompt image_prompt(const std::string& model_dir, Backend& backend, const s
   if (!placement.first_stage) return expand_image_placeholders(ids, config, sizes);
   LlavaVision tower(config, backend, model_dir, placement.tp);
   return expand_image_prompt(ids, config, tower.encode_images(pixels, sizes), sizes);
+}
+
+std::vector<std::string> image_paths_of(const std::string& flag_value) {
+  std::vector<std::string> paths;
+  for (size_t at = 0; at <= flag_value.size();) {
+    const size_t end = std::min(flag_value.find(',', at), flag_value.size());
+    STRATA_CHECK(end > at, "--image '", flag_value, "' holds an empty file name; separate files with one comma");
+    paths.push_back(flag_value.substr(at, end - at));
+    at = end + 1;
+  }
+  return paths;
 }
 
 }  // namespace strata::launcher
