@@ -55,28 +55,12 @@ int64_t LlavaConfig::tiles_for(int64_t height, int64_t width) const {
 
 namespace {
 void parse_anyres(const vision::JsonFields& f, LlavaConfig& c) {
-  const std::string& source = f.source;
   const boost::json::value* pins = f.find("image_grid_pinpoints");
-  if (pins == nullptr) {  // LlavaNextConfig's default
-    c.grid_pinpoints = {{336, 672}, {672, 336}, {672, 672}, {1008, 336}, {336, 1008}};
-  } else {
-    STRATA_CHECK_KIND(ErrorKind::kFormat, pins->is_array() && !pins->get_array().empty(), source,
-                      ": image_grid_pinpoints must be a non-empty list of [height, width] pairs");
-    for (const boost::json::value& p : pins->get_array()) {
-      const bool pair = p.is_array() && p.get_array().size() == 2 && p.get_array()[0].is_int64() &&
-                        p.get_array()[1].is_int64();
-      STRATA_CHECK_KIND(ErrorKind::kFormat, pair, source, ": image_grid_pinpoints holds ", boost::json::serialize(p),
-                        "; each entry must be [height, width]");
-      c.grid_pinpoints.push_back({p.get_array()[0].get_int64(), p.get_array()[1].get_int64()});
-    }
-  }
-  const int64_t tile = c.vision.image_size;
-  for (const vision::Resolution& p : c.grid_pinpoints)
-    STRATA_CHECK_KIND(ErrorKind::kFormat, p.height > 0 && p.width > 0 && p.height % tile == 0 && p.width % tile == 0,
-                      source, ": image_grid_pinpoints entry [", p.height, ", ", p.width,
-                      "] is not a whole number of the vision tower's ", tile, "-pixel tiles");
+  c.grid_pinpoints = pins != nullptr ? vision::parse_grid_pinpoints(*pins, c.vision.image_size, f.source)
+                                     : std::vector<vision::Resolution>{{336, 672}, {672, 336}, {672, 672},
+                                                                       {1008, 336}, {336, 1008}};  // LlavaNextConfig's
   // The packing reshapes each tile's features into the patch grid, which the class token does not fit.
-  STRATA_CHECK_KIND(ErrorKind::kFormat, c.select == FeatureSelect::kDefault, source,
+  STRATA_CHECK_KIND(ErrorKind::kFormat, c.select == FeatureSelect::kDefault, f.source,
                     ": LLaVA-NeXT needs vision_feature_select_strategy 'default' (the tiles' patch grids are "
                     "unpadded and joined; a kept class token has no place in them)");
 }

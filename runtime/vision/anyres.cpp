@@ -1,6 +1,8 @@
 // runtime/vision/anyres.cpp: LLaVA-NeXT tiling (best pinpoint, fit, pad, cut) and the unpad window.
 #include "runtime/vision/anyres.h"
 
+#include <boost/json.hpp>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -9,6 +11,24 @@
 #include "runtime/error.h"
 
 namespace strata::vision {
+
+std::vector<Resolution> parse_grid_pinpoints(const boost::json::value& list, int64_t tile, const std::string& source) {
+  STRATA_CHECK_KIND(ErrorKind::kFormat, list.is_array() && !list.get_array().empty(), source,
+                    ": image_grid_pinpoints must be a non-empty list of [height, width] pairs");
+  std::vector<Resolution> out;
+  for (const boost::json::value& p : list.get_array()) {
+    const bool pair = p.is_array() && p.get_array().size() == 2 && p.get_array()[0].is_int64() &&
+                      p.get_array()[1].is_int64();
+    STRATA_CHECK_KIND(ErrorKind::kFormat, pair, source, ": image_grid_pinpoints holds ", boost::json::serialize(p),
+                      "; each entry must be [height, width]");
+    const Resolution r{p.get_array()[0].get_int64(), p.get_array()[1].get_int64()};
+    STRATA_CHECK_KIND(ErrorKind::kFormat, r.height > 0 && r.width > 0 && r.height % tile == 0 && r.width % tile == 0,
+                      source, ": image_grid_pinpoints entry [", r.height, ", ", r.width, "] is not a whole number of ",
+                      tile, "-pixel tiles");
+    out.push_back(r);
+  }
+  return out;
+}
 
 Resolution select_best_resolution(Resolution image, const std::vector<Resolution>& pinpoints) {
   STRATA_CHECK(!pinpoints.empty() && image.height > 0 && image.width > 0, "anyres: no grid pinpoints for a ",
@@ -65,10 +85,7 @@ GridWindow unpadded_window(Resolution image, Resolution grid) {
 
 Tensor preprocess_anyres(const RgbImage& image, const ImageProcessorConfig& config) {
   STRATA_CHECK(config.anyres(), "anyres preprocessing needs image_grid_pinpoints");
-  // The tile side: crop_size, else the resize size (LlavaNextImageProcessor's choice).
-  const int64_t tile = config.crop_height > 0 ? config.crop_height
-                       : config.resize_height > 0 ? config.resize_height
-                                                  : config.shortest_edge;
+  const int64_t tile = config.tile_side();
   STRATA_CHECK_KIND(ErrorKind::kFormat, tile > 0, "anyres image processor: no tile size (crop_size or size)");
   const Resolution best = select_best_resolution({image.height, image.width}, config.grid_pinpoints);
   STRATA_CHECK_KIND(ErrorKind::kFormat, best.height % tile == 0 && best.width % tile == 0,

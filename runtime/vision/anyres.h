@@ -4,7 +4,9 @@
 // model later crops the tiles' feature grid back to the image's aspect (the unpad step). The choices here
 // follow LlavaNextImageProcessor (transformers), so the tile count and the feature count match its output.
 #pragma once
+#include <boost/json/fwd.hpp>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "runtime/tensor.h"
@@ -12,6 +14,10 @@
 #include "runtime/vision/preprocess.h"
 
 namespace strata::vision {
+
+// image_grid_pinpoints as configs write it: a non-empty list of [height, width] pairs, each a whole number of
+// `tile`-pixel tiles; errors (kFormat) name `source` and the entry.
+std::vector<Resolution> parse_grid_pinpoints(const boost::json::value& list, int64_t tile, const std::string& source);
 
 // The pinpoint an image of `image` size is tiled into: the one that keeps the most of its pixels after
 // an aspect-preserving fit (never counting an upscale as gained detail), ties going to the least padding;

@@ -231,16 +231,9 @@ ImageProcessorConfig parse_image_processor_config(const std::string& json_text, 
   for (float s : c.image_std)
     STRATA_CHECK_KIND(ErrorKind::kFormat, !c.do_normalize || s != 0.f, source, ": image_std holds a zero");
   if (const boost::json::value* pins = f.find("image_grid_pinpoints")) {
-    STRATA_CHECK_KIND(ErrorKind::kFormat, pins->is_array() && !pins->get_array().empty(), source,
-                      ": image_grid_pinpoints must be a non-empty list of [height, width] pairs");
-    for (const boost::json::value& p : pins->get_array()) {
-      const bool pair = p.is_array() && p.get_array().size() == 2 && p.get_array()[0].is_int64() &&
-                        p.get_array()[1].is_int64() && p.get_array()[0].get_int64() > 0 &&
-                        p.get_array()[1].get_int64() > 0;
-      STRATA_CHECK_KIND(ErrorKind::kFormat, pair, source, ": image_grid_pinpoints holds ", boost::json::serialize(p),
-                        "; each entry must be [height, width] in positive pixels");
-      c.grid_pinpoints.push_back({p.get_array()[0].get_int64(), p.get_array()[1].get_int64()});
-    }
+    STRATA_CHECK_KIND(ErrorKind::kFormat, c.tile_side() > 0, source,
+                      ": image_grid_pinpoints needs a tile size (crop_size or size)");
+    c.grid_pinpoints = parse_grid_pinpoints(*pins, c.tile_side(), source);
   }
   // LlavaNextImageProcessor's do_pad pads a batch's tile counts to one length; it never pads an image to a
   // square (that is LlavaImageProcessor's do_pad).

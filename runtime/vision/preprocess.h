@@ -46,6 +46,8 @@ struct ImageProcessorConfig {
   // the tile count of a batch, which strata never stacks; it does not set do_pad here.)
   std::vector<Resolution> grid_pinpoints;
   bool anyres() const { return !grid_pinpoints.empty(); }
+  // An anyres tile's side: crop_size, else the resize size (LlavaNextImageProcessor's choice).
+  int64_t tile_side() const { return crop_height > 0 ? crop_height : resize_height > 0 ? resize_height : shortest_edge; }
 };
 
 // Parses an image processor's JSON object (preprocessor_config.json, or the "image_processor" object of a

@@ -172,6 +172,16 @@ TEST(LlavaNext, ConfigErrorsNameTheField) {
   boost::json::value flat = good;
   flat.as_object()["image_grid_pinpoints"] = boost::json::parse("[32, 64]");
   refused(flat, "image_grid_pinpoints");
+
+  // The processor's pinpoints must cut into its tiles too.
+  boost::json::value processor = boost::json::parse(read_text(dir() + "/preprocessor_config.json"));
+  processor.as_object()["image_grid_pinpoints"] = boost::json::parse("[[32, 64], [40, 32]]");
+  try {
+    vision::parse_image_processor_config(boost::json::serialize(processor), "preprocessor_config.json");
+    ADD_FAILURE() << "accepted a 40-pixel pinpoint with 32-pixel tiles";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("[40, 32]"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace
