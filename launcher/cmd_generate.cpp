@@ -21,7 +21,8 @@ std::vector<FlagSpec> generate_flags() {
   flags.insert(flags.end(), {
       {"prompt", true, "prompt text (needs a tokenizer)"},
       {"prompt-ids", true, "prompt token ids, e.g. \"1 2 3\""},
-      {"image", true, "image file (JPEG, PNG, WebP) for a LLaVA model's image placeholder"},
+      {"image", true, "image file(s) (JPEG, PNG, WebP; comma-separated, in placeholder order) for a LLaVA "
+       "model's image placeholders"},
       {"n", true, "tokens to generate (default 64)"},
       {"temperature", true, "0 = greedy (default)"},
       {"top-k", true, "keep the k most likely tokens (0 = off)"},
@@ -55,7 +56,7 @@ int generate(const Args& args, SessionOptions options, RankRuntime* rank, const 
   std::optional<ImagePrompt> image;
   if (args.has("image")) {
     STRATA_CHECK(args.integer("batch", 1, 1, 4096) == 1, "--image runs one sequence; drop --batch");
-    image = image_prompt(options.model_path, session.backend(), request.prompt, {args.str("image")},
+    image = image_prompt(options.model_path, session.backend(), request.prompt, image_paths_of(args.str("image")),
                          vision_placement(session));
     request.prompt = image->ids;
   }

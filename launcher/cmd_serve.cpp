@@ -420,7 +420,9 @@ int serve(const Args& args, SessionOptions options, RankRuntime* rank) {
   if (llava) {
     vision.emplace();
     vision->image_token_id = llava->image_token_id;
-    vision->features_per_image = llava->features_per_image();
+    vision->features_for = [config = *llava](int64_t height, int64_t width) {
+      return config.features_for(height, width);
+    };
     vision->processor = vision::load_image_processor_config(model_path);
     if (chat) chat->set_image_token(llava->image_token_id);
   }

@@ -46,7 +46,9 @@ int cmd_logits(int argc, char** argv) {
   std::vector<FlagSpec> flags = session_flags();
   flags.insert(flags.end(), {{"prompt", true, "prompt text"},
                              {"prompt-ids", true, "prompt token ids"},
-                             {"image", true, "image file (JPEG, PNG, WebP) for a LLaVA model's image placeholder"},
+                             {"image", true,
+                              "image file(s) (JPEG, PNG, WebP; comma-separated, in placeholder order) for a "
+                              "LLaVA model's image placeholders"},
                              {"json", false, "print JSON (the default)"},
                              {"all", false, "print every position, not only the last"}});
   const Args args("logits", flags, argc, argv, 2);
@@ -63,7 +65,8 @@ int print_logits(const Args& args, const SessionOptions& options, RankRuntime* r
   std::optional<ImagePrompt> image;
   if (args.has("image")) {
     image =
-        image_prompt(options.model_path, session.backend(), ids, {args.str("image")}, vision_placement(session));
+        image_prompt(options.model_path, session.backend(), ids, image_paths_of(args.str("image")),
+                     vision_placement(session));
     ids = image->ids;
   }
   session.prepare(static_cast<int64_t>(ids.size()) + 16);

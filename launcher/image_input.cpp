@@ -3,6 +3,7 @@
 
 #include <boost/json.hpp>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -22,7 +23,8 @@ std::optional<LlavaConfig> llava_config_of(const std::string& model_path) {
   boost::system::error_code ec;
   const boost::json::value v = boost::json::parse(text.str(), ec);
   const boost::json::value* type = !ec && v.is_object() ? v.as_object().if_contains("model_type") : nullptr;
-  if (type == nullptr || !type->is_string() || type->as_string() != "llava") return std::nullopt;
+  if (type == nullptr || !type->is_string() || (type->as_string() != "llava" && type->as_string() != "llava_next"))
+    return std::nullopt;
   return parse_llava_config(text.str(), config_path);
 }
 
@@ -32,18 +34,34 @@ ImagePrompt image_prompt(const std::string& model_dir, Backend& backend, const s
                          const std::vector<std::string>& image_paths, const VisionPlacement& placement) {
   const std::string config_path = (std::filesystem::path(model_dir) / "config.json").string();
   STRATA_CHECK(std::filesystem::is_directory(model_dir) && std::filesystem::exists(config_path), "--image needs a ",
-               "LLaVA model directory (config.json with model_type \"llava\"); ", model_dir, " is not one");
+               "LLaVA model directory (config.json with model_type \"llava\" or \"llava_next\"); ", model_dir,
+               " is not one");
   std::ifstream in(config_path);
   std::stringstream text;
   text << in.rdbuf();
   const LlavaConfig config = parse_llava_config(text.str(), config_path);
   const vision::ImageProcessorConfig processor = vision::load_image_processor_config(model_dir);
   std::vector<Tensor> pixels;
-  for (const std::string& path : image_paths)
-    pixels.push_back(vision::preprocess_image(vision::read_image_file(path), processor));
-  if (!placement.first_stage) return expand_image_placeholders(ids, config, static_cast<int64_t>(pixels.size()));
+  std::vector<vision::Resolution> sizes;
+  for (const std::string& path : image_paths) {
+    const vision::RgbImage image = vision::read_image_file(path);
+    pixels.push_back(vision::preprocess_image(image, processor));
+    sizes.push_back({image.height, image.width});
+  }
+  if (!placement.first_stage) return expand_image_placeholders(ids, config, sizes);
   LlavaVision tower(config, backend, model_dir, placement.tp);
-  return expand_image_prompt(ids, config, tower.encode(pixels));
+  return expand_image_prompt(ids, config, tower.encode_images(pixels, sizes), sizes);
+}
+
+std::vector<std::string> image_paths_of(const std::string& flag_value) {
+  std::vector<std::string> paths;
+  for (size_t at = 0; at <= flag_value.size();) {
+    const size_t end = std::min(flag_value.find(',', at), flag_value.size());
+    STRATA_CHECK(end > at, "--image '", flag_value, "' holds an empty file name; separate files with one comma");
+    paths.push_back(flag_value.substr(at, end - at));
+    at = end + 1;
+  }
+  return paths;
 }
 
 }  // namespace strata::launcher

@@ -5,6 +5,7 @@
 #include "runtime/engine.h"
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
@@ -344,24 +345,29 @@ void Engine::Impl::encode_images(const StepBatch& step) {
   STRATA_CHECK_KIND(ErrorKind::kInternal, encoder != nullptr, "a request with images reached a first-stage rank ",
                     "without a vision encoder");
   std::vector<Tensor> pixels;
+  std::vector<std::array<int64_t, 2>> sizes;
   for (int32_t handle : needed)
-    for (const RequestImage& image : seqs.at(handle)->request.images) pixels.push_back(image.pixels);
-  const Tensor all = encoder->encode(pixels);  // one batch over every image the step needs
-  const int64_t per_image = encoder->features_per_image();
+    for (const RequestImage& image : seqs.at(handle)->request.images) {
+      pixels.push_back(image.pixels);
+      sizes.push_back({image.height, image.width});
+    }
+  const Tensor all = encoder->encode(pixels, sizes);  // one batch over every image the step needs
   int64_t first = 0;
   for (int32_t handle : needed) {
     std::vector<RequestImage>& images = seqs.at(handle)->request.images;
     EmbeddingSplice& splice = features[handle];
     // A request's images are consecutive in the batch, so its features are one range of rows.
-    splice.rows = all.rows(first * per_image, static_cast<int64_t>(images.size()) * per_image);
+    int64_t rows = 0;
     for (RequestImage& image : images) {
       for (int32_t p = 0; p < image.length; ++p) splice.positions.push_back(image.position + p);
+      rows += image.length;
       image.pixels = Tensor();  // the features stay as long as the sequence (recomputes after a preemption)
     }
-    first += static_cast<int64_t>(images.size());
+    splice.rows = all.rows(first, rows);
+    first += rows;
   }
   std::lock_guard<std::mutex> lock(mu);
-  stats.images_encoded += first;
+  stats.images_encoded += static_cast<int64_t>(pixels.size());
 }
 
 Engine::Impl::BatchRows Engine::Impl::rows_of(const StepBatch& step, const ControlMessage* msg) const {
@@ -702,15 +708,18 @@ void Engine::validate(const EngineRequest& r) const {
                  image.position + int64_t{image.length}, ", which overlap an earlier image or leave the prompt of ",
                  prompt, " tokens");
     taken = image.position + int64_t{image.length};
-    STRATA_CHECK(image.pixels.dtype() == DType::kF32 && image.pixels.rank() == 3 &&
+    STRATA_CHECK(image.pixels.dtype() == DType::kF32 && (image.pixels.rank() == 3 || image.pixels.rank() == 4) &&
                      image.pixels.device() == Device::kCpu,
                  "request ", r.id, ": image ", i, " pixels ", shape_str(image.pixels.shape()),
-                 " are not f32 [channels, height, width] on the host");
+                 " are not f32 [channels, height, width] (or [tiles, channels, height, width]) on the host");
+    STRATA_CHECK(image.height >= 0 && image.width >= 0, "request ", r.id, ": image ", i, " has a negative size");
     if (encoder != nullptr) {
-      STRATA_CHECK(image.length == encoder->features_per_image() && image.pixels.shape() == encoder->pixel_shape(),
-                   "request ", r.id, ": image ", i, " has pixels ", shape_str(image.pixels.shape()), " for ",
-                   image.length, " positions; this model's vision tower reads ", shape_str(encoder->pixel_shape()),
-                   " and yields ", encoder->features_per_image(), " features");
+      const int64_t want = encoder->features_for(image.height, image.width);
+      const Shape shape = encoder->pixel_shape_for(image.height, image.width);
+      STRATA_CHECK(image.length == want && image.pixels.shape() == shape, "request ", r.id, ": image ", i, " (",
+                   image.width, "x", image.height, ") has pixels ", shape_str(image.pixels.shape()), " for ",
+                   image.length, " positions; this model's vision tower reads ", shape_str(shape), " and yields ",
+                   want, " features for it");
     }
   }
   // The last sampled token is never fed back, so a sequence holds at most prompt + max_new - 1 slots.

@@ -15,10 +15,12 @@ namespace strata {
 // request is admitted, and its features replace the embeddings of prompt positions
 // [position, position + length) (the image placeholder, expanded to one token per feature).
 struct RequestImage {
-  Tensor pixels;         // [channels, size, size] f32, host: what the vision tower reads
+  Tensor pixels;         // [channels, size, size] or [tiles, channels, size, size] f32, host: the tower's input
+  int32_t height = 0;    // the decoded image's size in pixels: LLaVA-NeXT's tiles and features depend on it
+  int32_t width = 0;
   uint64_t hash = 0;     // of the image's content: part of the prefix-cache key of the blocks it fills
   int32_t position = 0;  // first prompt position of its features
-  int32_t length = 0;    // features it yields (ImageEncoder::features_per_image)
+  int32_t length = 0;    // features it yields (ImageEncoder::features_for)
 };
 
 struct EngineRequest {

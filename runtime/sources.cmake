@@ -53,6 +53,7 @@ set(STRATA_RUNTIME_SOURCES
   model_presets.cpp
   models/llama.cpp
   models/llava_config.cpp
+  models/llava_next.cpp
   models/llava_prompt.cpp
   models/llava_vision.cpp
   models/llava_vision_weights.cpp
@@ -78,6 +79,7 @@ set(STRATA_RUNTIME_SOURCES
   tokenizer/tokenizer_json_writer.cpp
   tokenizer/unicode.cpp
   tokenizer/unicode_tables.cpp
+  vision/anyres.cpp
   vision/image.cpp
   vision/preprocess.cpp
   weights.cpp

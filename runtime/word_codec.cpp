@@ -68,11 +68,16 @@ void write_request(WordWriter& w, const EngineRequest& r) {
   w.ids(r.stop_ids);
   w.i32(static_cast<int32_t>(r.images.size()));
   for (const RequestImage& image : r.images) {
-    STRATA_CHECK_KIND(ErrorKind::kInternal, image.pixels.dtype() == DType::kF32 && image.pixels.rank() == 3,
-                      "request ", r.id, ": image pixels ", shape_str(image.pixels.shape()), " are not f32 [c, h, w]");
+    STRATA_CHECK_KIND(ErrorKind::kInternal,
+                      image.pixels.dtype() == DType::kF32 && (image.pixels.rank() == 3 || image.pixels.rank() == 4),
+                      "request ", r.id, ": image pixels ", shape_str(image.pixels.shape()),
+                      " are not f32 [c, h, w] or [tiles, c, h, w]");
     w.u64(image.hash);
     w.i32(image.position);
     w.i32(image.length);
+    w.i32(image.height);
+    w.i32(image.width);
+    w.i32(image.pixels.rank());
     for (int64_t d : image.pixels.shape()) w.i64(d);
     for (int64_t i = 0; i < image.pixels.numel(); ++i) w.f32(image.pixels.data<float>()[i]);
   }
@@ -96,7 +101,12 @@ EngineRequest read_request(WordReader& in) {
     image.hash = in.u64();
     image.position = in.i32();
     image.length = in.i32();
-    Shape shape(3);
+    image.height = in.i32();
+    image.width = in.i32();
+    const int32_t rank = in.i32();
+    STRATA_CHECK_KIND(ErrorKind::kComm, rank == 3 || rank == 4, "request ", r.id, ": image pixels of rank ", rank,
+                      " in a step message (ranks of the replica are out of step)");
+    Shape shape(static_cast<size_t>(rank));
     for (int64_t& d : shape) {
       d = in.i64();
       STRATA_CHECK_KIND(ErrorKind::kComm, d > 0 && d <= (int64_t{1} << 16), "request ", r.id,

@@ -197,6 +197,9 @@ std::optional<ApiError> RequestImages::resolve(const std::vector<ChatMessage>& m
       const std::vector<uint8_t> bytes = load(parts[i]->url);
       const vision::RgbImage rgb = vision::decode_image(bytes, cat("image ", i), options_.limits);
       image.pixels = vision::preprocess_image(rgb, v.processor);
+      image.height = static_cast<int32_t>(rgb.height);
+      image.width = static_cast<int32_t>(rgb.width);
+      image.length = static_cast<int32_t>(v.features_for(rgb.height, rgb.width));
     } catch (const Error& e) {
       if (e.kind() != ErrorKind::kInvalidArgument && e.kind() != ErrorKind::kFormat && e.kind() != ErrorKind::kIo &&
           e.kind() != ErrorKind::kConfig)
@@ -204,8 +207,10 @@ std::optional<ApiError> RequestImages::resolve(const std::vector<ChatMessage>& m
       return bad_request(parts[i]->param, e.what());
     }
     // What the tower sees is what decides the KV: equal pixel values share cached blocks.
-    image.hash = siphash(hash_key_, image.pixels.raw(), static_cast<size_t>(image.pixels.nbytes()));
-    image.length = static_cast<int32_t>(v.features_per_image);
+    // LLaVA-NeXT's unpad step also reads the image's size, so it joins the key.
+    const uint64_t keyed[3] = {siphash(hash_key_, image.pixels.raw(), static_cast<size_t>(image.pixels.nbytes())),
+                               static_cast<uint64_t>(image.height), static_cast<uint64_t>(image.width)};
+    image.hash = siphash(hash_key_, keyed, sizeof keyed);
     images.push_back(std::move(image));
   }
   std::vector<int32_t> expanded;
@@ -219,7 +224,7 @@ std::optional<ApiError> RequestImages::resolve(const std::vector<ChatMessage>& m
       return bad_request("messages", cat("the prompt holds more image placeholders (token ", v.image_token_id,
                                          ") than the request has images"));
     images[next++].position = static_cast<int32_t>(expanded.size());
-    expanded.insert(expanded.end(), static_cast<size_t>(v.features_per_image), id);
+    expanded.insert(expanded.end(), static_cast<size_t>(images[next - 1].length), id);
   }
   if (next != images.size())
     return bad_request("messages", cat("the chat template placed ", next, " image placeholders for ", images.size(),

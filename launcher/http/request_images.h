@@ -2,10 +2,12 @@
 // image read (an inline data: URL, or a file under the operator's --image-dir; remote URLs are refused),
 // checked against the server's limits (encoded bytes, the pixels its header declares, images per request),
 // decoded, preprocessed as the checkpoint's image processor says and hashed for the prefix cache; and the
-// prompt's image placeholders expanded to one token per image feature. Runs on the request workers, never
+// prompt's image placeholders expanded to one token per image feature (a count that may depend on the
+// image's size). Runs on the request workers, never
 // on the HTTP I/O threads. Every refusal is an ApiError (400) naming the field and what to send instead.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -26,7 +28,9 @@ struct ImageServeOptions {
 // The served model's vision side.
 struct ServedVision {
   int32_t image_token_id = -1;
-  int64_t features_per_image = 0;
+  // Features an image of (height, width) pixels yields: the tokens its placeholder expands to (fixed for
+  // LLaVA-1.5, size-dependent for LLaVA-NeXT).
+  std::function<int64_t(int64_t height, int64_t width)> features_for;
   vision::ImageProcessorConfig processor;
 };
 

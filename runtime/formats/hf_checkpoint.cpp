@@ -307,10 +307,11 @@ std::unique_ptr<Checkpoint> open_hf_checkpoint(const std::string& dir) {
   ckpt->set_config_source(config_path);
   ModelConfig& config = ckpt->mutable_config();
   const json::value raw_config = parse_json(read_text(config_path), config_path);
-  // A LLaVA checkpoint (LlavaForConditionalGeneration) holds its language model under text_config and
+  // A LLaVA checkpoint (LlavaForConditionalGeneration, or LLaVA-NeXT's) holds its language model under text_config and
   // its weights under a prefix; the vision side is read by runtime/models/llava_vision_weights.h.
   const json::value* model_type = raw_config.as_object().if_contains("model_type");
-  const bool llava = model_type != nullptr && model_type->is_string() && model_type->as_string() == "llava";
+  const bool llava = model_type != nullptr && model_type->is_string() &&
+                     (model_type->as_string() == "llava" || model_type->as_string() == "llava_next");
   if (llava) {
     const json::value* text = raw_config.as_object().if_contains("text_config");
     STRATA_CHECK_KIND(ErrorKind::kFormat, text != nullptr && text->is_object(), config_path,

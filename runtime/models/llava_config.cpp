@@ -1,7 +1,9 @@
-// runtime/models/llava_config.cpp: config.json of LlavaForConditionalGeneration -> LlavaConfig.
+// runtime/models/llava_config.cpp: config.json of LlavaForConditionalGeneration (and LLaVA-NeXT) ->
+// LlavaConfig.
 #include "runtime/models/llava_config.h"
 
 #include "runtime/error.h"
+#include "runtime/vision/anyres.h"
 #include "runtime/vision/vision_json.h"
 
 namespace strata {
@@ -27,13 +29,51 @@ ModelConfig LlavaConfig::description_sizes() const {
   return c;
 }
 
+namespace {
+void check_image_size(int64_t height, int64_t width) {
+  STRATA_CHECK(height > 0 && width > 0, "LLaVA-NeXT: an image of ", width, "x", height,
+               " pixels; the image's size decides its tiles and feature count, so it must be given");
+}
+}  // namespace
+
+int64_t LlavaConfig::features_for(int64_t height, int64_t width) const {
+  if (!anyres()) return features_per_image();
+  check_image_size(height, width);
+  const vision::Resolution best = vision::select_best_resolution({height, width}, grid_pinpoints);
+  const int64_t side = vision.patches_per_side();
+  const vision::Resolution grid{best.height / vision.image_size * side, best.width / vision.image_size * side};
+  const vision::GridWindow kept = vision::unpadded_window({height, width}, grid);
+  return features_per_image() + kept.rows * (kept.cols + 1);
+}
+
+int64_t LlavaConfig::tiles_for(int64_t height, int64_t width) const {
+  if (!anyres()) return 1;
+  check_image_size(height, width);
+  const vision::Resolution best = vision::select_best_resolution({height, width}, grid_pinpoints);
+  return 1 + (best.height / vision.image_size) * (best.width / vision.image_size);
+}
+
+namespace {
+void parse_anyres(const vision::JsonFields& f, LlavaConfig& c) {
+  const boost::json::value* pins = f.find("image_grid_pinpoints");
+  c.grid_pinpoints = pins != nullptr ? vision::parse_grid_pinpoints(*pins, c.vision.image_size, f.source)
+                                     : std::vector<vision::Resolution>{{336, 672}, {672, 336}, {672, 672},
+                                                                       {1008, 336}, {336, 1008}};  // LlavaNextConfig's
+  // The packing reshapes each tile's features into the patch grid, which the class token does not fit.
+  STRATA_CHECK_KIND(ErrorKind::kFormat, c.select == FeatureSelect::kDefault, f.source,
+                    ": LLaVA-NeXT needs vision_feature_select_strategy 'default' (the tiles' patch grids are "
+                    "unpadded and joined; a kept class token has no place in them)");
+}
+}  // namespace
+
 LlavaConfig parse_llava_config(const std::string& json_text, const std::string& source) {
   using vision::JsonFields;
   const boost::json::value root = vision::parse_json_object(json_text, source);
   const JsonFields f{root.get_object(), source};
   const std::string model_type = f.string("model_type", "");
-  STRATA_CHECK_KIND(ErrorKind::kFormat, model_type == "llava", source, ": model_type is '", model_type,
-                    "', not 'llava' (LlavaForConditionalGeneration)");
+  STRATA_CHECK_KIND(ErrorKind::kFormat, model_type == "llava" || model_type == "llava_next", source,
+                    ": model_type is '", model_type,
+                    "', not 'llava' (LlavaForConditionalGeneration) or 'llava_next' (LlavaNextForConditionalGeneration)");
   LlavaConfig c;
 
   const boost::json::value* vc = f.find("vision_config");
@@ -93,6 +133,7 @@ LlavaConfig parse_llava_config(const std::string& json_text, const std::string& 
   else
     STRATA_THROW(ErrorKind::kFormat, source, ": vision_feature_select_strategy '", select,
                  "' is not 'default' or 'full'");
+  if (model_type == "llava_next") parse_anyres(f, c);
   return c;
 }
 

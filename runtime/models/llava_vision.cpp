@@ -5,6 +5,7 @@
 
 #include "runtime/error.h"
 #include "runtime/log.h"
+#include "runtime/models/llava_next.h"
 
 namespace strata {
 
@@ -32,6 +33,11 @@ LlavaVision::LlavaVision(const LlavaConfig& config, Backend& backend, LlavaVisio
   backend_.copy(w_.class_embedding, class_embedding_);
   position_embedding_ = scratch({config_.vision.n_positions(), d});
   backend_.copy(w_.position_embedding, position_embedding_);
+  if (config_.anyres()) {
+    STRATA_CHECK(w_.image_newline.defined(), "vision tower: a LLaVA-NeXT config without image_newline weights");
+    image_newline_ = scratch({1, config_.text_hidden});
+    backend_.copy(w_.image_newline, image_newline_);
+  }
 }
 
 Tensor LlavaVision::patch_rows(const std::vector<Tensor>& pixel_values) const {
@@ -142,6 +148,40 @@ Tensor LlavaVision::encode(const std::vector<Tensor>& pixel_values) {
   Tensor features = scratch({images * per_image, config_.text_hidden});
   backend_.matmul(inner, w_.proj2_w, b2, features);
   return features;
+}
+
+Tensor LlavaVision::encode_images(const std::vector<Tensor>& pixel_values,
+                                  const std::vector<vision::Resolution>& sizes) {
+  if (!config_.anyres()) return encode(pixel_values);
+  STRATA_CHECK(pixel_values.size() == sizes.size(), "vision tower: ", pixel_values.size(), " images but ",
+               sizes.size(), " image sizes");
+  const ClipVisionConfig& v = config_.vision;
+  std::vector<Tensor> tiles;
+  int64_t total = 0;
+  for (size_t i = 0; i < pixel_values.size(); ++i) {
+    const Tensor& px = pixel_values[i];
+    const vision::Resolution size = sizes[i];
+    STRATA_CHECK(size.height > 0 && size.width > 0, "vision tower: image ", i, " has no size (", size.width, "x",
+                 size.height, "); LLaVA-NeXT tiles and unpads by the image's size in pixels");
+    const int64_t n = config_.tiles_for(size.height, size.width);
+    STRATA_CHECK(px.rank() == 4 && px.dim(0) == n, "vision tower: image ", i, " (", size.width, "x", size.height,
+                 ") has pixel_values ", shape_str(px.shape()), "; LLaVA-NeXT wants its ", n, " tiles [", n, ", ",
+                 v.channels, ", ", v.image_size, ", ", v.image_size, "] (the checkpoint's anyres image processor)");
+    for (int64_t t = 0; t < n; ++t) tiles.push_back(px.rows(t, 1).reshape({px.dim(1), px.dim(2), px.dim(3)}));
+    total += config_.features_for(size.height, size.width);
+  }
+  const Tensor projected = encode(tiles);  // every tile of every image in one batch
+  Tensor packed = scratch({total, config_.text_hidden});
+  int64_t tile = 0, row = 0;
+  for (size_t i = 0; i < pixel_values.size(); ++i) {
+    const int64_t n = pixel_values[i].dim(0), features = config_.features_for(sizes[i].height, sizes[i].width);
+    Tensor out = packed.rows(row, features);
+    pack_anyres_features(backend_, config_, projected.rows(tile * v.n_patches(), n * v.n_patches()), image_newline_,
+                         sizes[i], out);
+    tile += n;
+    row += features;
+  }
+  return packed;
 }
 
 }  // namespace strata

@@ -35,6 +35,11 @@ class LlavaVision {
   // Image features of a batch of images, each pixel_values [3, image_size, image_size] (f32, host, as
   // preprocess_image gives): [images * features_per_image, text_hidden] on the backend, image by image.
   Tensor encode(const std::vector<Tensor>& pixel_values);
+  // Features of whole images, as the language model reads them: encode() for LLaVA-1.5; with anyres
+  // (LLaVA-NeXT) each pixel_values is [tiles, 3, image_size, image_size], every image's tiles go through
+  // the tower in one batch, and each image's features are packed for its size (height, width) in pixels,
+  // sizes[i] (pack_anyres_features). [sum of features_for(size), text_hidden], image by image.
+  Tensor encode_images(const std::vector<Tensor>& pixel_values, const std::vector<vision::Resolution>& sizes);
   // The tower's hidden state config.feature_layer before selection and projection:
   // [images * n_positions, hidden] on the backend.
   Tensor tower_hidden(const std::vector<Tensor>& pixel_values);
@@ -53,6 +58,7 @@ class LlavaVision {
   Collective* tp_ = nullptr;  // set only while shard_.split
   Tensor class_embedding_;     // [1, hidden], activation dtype
   Tensor position_embedding_;  // [n_positions, hidden], activation dtype
+  Tensor image_newline_;       // [1, text_hidden], activation dtype (LLaVA-NeXT)
 };
 
 }  // namespace strata

@@ -179,6 +179,23 @@ LlavaVisionWeights load_llava_vision_weights(const std::string& dir, const Llava
   w.proj1_b = take("mm.0.bias", /*optional=*/true);
   w.proj2_w = take("mm.2.weight");
   w.proj2_b = take("mm.2.bias", /*optional=*/true);
+  if (config.anyres()) {
+    // LLaVA-NeXT's row separator sits beside the projector: "image_newline", or "model.image_newline".
+    auto it = files.tensors.find("image_newline");
+    if (it == files.tensors.end()) it = files.tensors.find("model.image_newline");
+    STRATA_CHECK_KIND(ErrorKind::kFormat, it != files.tensors.end(), dir,
+                      ": tensor 'image_newline' (or 'model.image_newline') is missing; a llava_next checkpoint "
+                      "holds it");
+    const Tensor& t = it->second.view;
+    STRATA_CHECK_KIND(ErrorKind::kFormat, t.shape() == Shape({config.text_hidden}), it->second.file,
+                      ": tensor 'image_newline' is ", shape_str(t.shape()), ", but config.json implies [",
+                      config.text_hidden, "]");
+    STRATA_CHECK_KIND(ErrorKind::kFormat,
+                      t.dtype() == DType::kF32 || t.dtype() == DType::kF16 || t.dtype() == DType::kBF16,
+                      it->second.file, ": tensor 'image_newline' is ", dtype_name(t.dtype()),
+                      "; the vision side reads f32, f16 or bf16");
+    w.image_newline = backend.upload_weight(t.reshape({1, config.text_hidden}));
+  }
   return w;
 }
 

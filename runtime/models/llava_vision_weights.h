@@ -22,6 +22,7 @@ struct LlavaVisionWeights {
   Tensor class_embedding, patch_embedding, position_embedding, pre_norm_w, pre_norm_b;
   std::vector<ClipLayerWeights> layers;  // the layers that run (up to the feature layer)
   Tensor proj1_w, proj1_b, proj2_w, proj2_b;  // biases undefined without multimodal_projector_bias
+  Tensor image_newline;  // [1, text_hidden]: LLaVA-NeXT's row separator; undefined for LLaVA-1.5
 };
 
 // Where a checkpoint keeps the two parts (found by looking for their first slots).

@@ -11,6 +11,7 @@
 
 #include "runtime/error.h"
 #include "runtime/tokenizer/file_bytes.h"
+#include "runtime/vision/anyres.h"
 #include "runtime/vision/vision_json.h"
 
 namespace strata::vision {
@@ -229,6 +230,14 @@ ImageProcessorConfig parse_image_processor_config(const std::string& json_text, 
   c.image_std = triple(f, "image_std", c.image_std);
   for (float s : c.image_std)
     STRATA_CHECK_KIND(ErrorKind::kFormat, !c.do_normalize || s != 0.f, source, ": image_std holds a zero");
+  if (const boost::json::value* pins = f.find("image_grid_pinpoints")) {
+    STRATA_CHECK_KIND(ErrorKind::kFormat, c.tile_side() > 0, source,
+                      ": image_grid_pinpoints needs a tile size (crop_size or size)");
+    c.grid_pinpoints = parse_grid_pinpoints(*pins, c.tile_side(), source);
+  }
+  // LlavaNextImageProcessor's do_pad pads a batch's tile counts to one length; it never pads an image to a
+  // square (that is LlavaImageProcessor's do_pad).
+  if (c.processor_type.rfind("LlavaNext", 0) == 0 || c.anyres()) c.do_pad = false;
   return c;
 }
 
@@ -276,7 +285,11 @@ RgbImage pad_to_square(const RgbImage& image, const std::array<uint8_t, 3>& fill
   return out;
 }
 
-Tensor preprocess_image(const RgbImage& input, const ImageProcessorConfig& config) {
+Tensor preprocess_image(const RgbImage& image, const ImageProcessorConfig& config) {
+  return config.anyres() ? preprocess_anyres(image, config) : preprocess_tile(image, config);
+}
+
+Tensor preprocess_tile(const RgbImage& input, const ImageProcessorConfig& config) {
   RgbImage image = input;
   if (config.do_pad) {
     // LlavaImageProcessor fills with the mean color in 8 bits, truncated (int(mean * 255)).

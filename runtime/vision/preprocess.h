@@ -8,6 +8,7 @@
 #include <array>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "runtime/tensor.h"
 #include "runtime/vision/image.h"
@@ -16,6 +17,12 @@ namespace strata::vision {
 
 // PIL's resampling filters, by the numbers transformers' configs use for "resample".
 enum class Resample : int { kNearest = 0, kLanczos = 1, kBilinear = 2, kBicubic = 3, kBox = 4, kHamming = 5 };
+
+// An image or tile size in pixels (or a grid size in features), height first as transformers lists them.
+struct Resolution {
+  int64_t height = 0, width = 0;
+  bool operator==(const Resolution&) const = default;
+};
 
 struct ImageProcessorConfig {
   std::string processor_type = "CLIPImageProcessor";
@@ -34,7 +41,13 @@ struct ImageProcessorConfig {
   bool do_normalize = true;
   std::array<float, 3> image_mean = {0.48145466f, 0.4578275f, 0.40821073f};  // CLIP's
   std::array<float, 3> image_std = {0.26862954f, 0.26130258f, 0.27577711f};
-
+  // LlavaNextImageProcessor's image_grid_pinpoints: the resolutions an image may be tiled into (anyres,
+  // runtime/vision/anyres.h). Empty: one image gives one [3, H, W] tensor. (That processor's do_pad pads
+  // the tile count of a batch, which strata never stacks; it does not set do_pad here.)
+  std::vector<Resolution> grid_pinpoints;
+  bool anyres() const { return !grid_pinpoints.empty(); }
+  // An anyres tile's side: crop_size, else the resize size (LlavaNextImageProcessor's choice).
+  int64_t tile_side() const { return crop_height > 0 ? crop_height : resize_height > 0 ? resize_height : shortest_edge; }
 };
 
 // Parses an image processor's JSON object (preprocessor_config.json, or the "image_processor" object of a
@@ -49,7 +62,10 @@ RgbImage resize_image(const RgbImage& image, int64_t width, int64_t height, Resa
 // LLaVA's expand-to-square: the image centered on a square of `fill`, as LlavaImageProcessor pads.
 RgbImage pad_to_square(const RgbImage& image, const std::array<uint8_t, 3>& fill);
 
-// pixel_values [3, H, W] f32 (host) of one image.
+// pixel_values of one image, f32 (host): [3, H, W], or with an anyres config [1 + tiles, 3, crop, crop]
+// (preprocess_anyres).
 Tensor preprocess_image(const RgbImage& image, const ImageProcessorConfig& config);
+// [3, H, W] of one image or tile, whatever grid_pinpoints says.
+Tensor preprocess_tile(const RgbImage& image, const ImageProcessorConfig& config);
 
 }  // namespace strata::vision

@@ -1,7 +1,9 @@
 // tests/e2e/image_cli_test.cpp: `strata generate --image` and `strata logits --image` on a tiny random
 // LLaVA (tests/fixtures/vision/llava_t5, made by tools/reference/make_vision_fixtures.py): the greedy
 // tokens transformers generates (on one rank and under TP2 x PP2), the last position's logits, and bad
-// images ending the command with a message that names the file.
+// images ending the command with a message that names the file; and a LLaVA-NeXT model
+// (tests/fixtures/vision/llava_next) given two images of different aspect ratios in one --image list, on one
+// rank and under TP2 x PP2 (the second stage expands each <image> by its image's size alone).
 #include <gtest/gtest.h>
 
 #include <boost/json.hpp>
@@ -77,6 +79,26 @@ TEST(ImageCli, BadImagesEndTheCommandWithTheirName) {
                                      " --prompt-ids \"1 159 5\" --image " + path);
     EXPECT_NE(r.exit_code, 0) << r.output;
     EXPECT_NE(r.output.find(bad), std::string::npos) << r.output;
+  }
+}
+
+TEST(ImageCli, LlavaNextTwoImagesGiveTransformersGreedyTokens) {
+  const std::string next = test::fixture("vision/llava_next");
+  std::ifstream in(next + "/reference.json");
+  std::stringstream text;
+  text << in.rdbuf();
+  const boost::json::value ref = boost::json::parse(text.str());
+  const std::string plan = test::temp_dir("image_cli") + "/next_tp2pp2.yaml";
+  std::FILE* f = std::fopen(plan.c_str(), "w");
+  std::fprintf(f, "model:\n  path: %s\nparallel:\n  tensor: 2\n  pipeline: 2\n", next.c_str());
+  std::fclose(f);
+  const std::string args = " --prompt-ids \"" + joined(ref.at("prompt_ids").as_array()) + "\" --image " + next +
+                           "/wide.png," + next + "/tall.png -n 8 --ignore-eos --print-ids";
+  for (const std::string& launch : {test::strata_binary() + " generate --model " + next,
+                                    test::mpirun(4) + test::strata_binary() + " generate --plan " + plan}) {
+    const auto r = test::run_command(launch + args);
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_NE(r.output.find("ids: " + joined(ref.at("greedy").as_array())), std::string::npos) << r.output;
   }
 }
 

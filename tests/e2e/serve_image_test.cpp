@@ -3,7 +3,9 @@
 // answers equal transformers' for every fixture request (streamed and not, one at a time, concurrently with
 // text-only requests in shared chunked-prefill steps, and on TP2 and PP2 under mpirun); a repeated image hits
 // the prefix cache and another image with the same text does not; every bad image is a 400 in OpenAI's
-// error shape and the server keeps answering.
+// error shape and the server keeps answering. A LLaVA-NeXT model (tests/fixtures/vision/llava_next,
+// tools/reference/make_llava_next_fixtures.py) answers a two-image request as transformers does, its
+// <image>s expanded to each image's size-dependent count, alone, concurrently, on TP2 and data-parallel.
 #include <gtest/gtest.h>
 
 #include <boost/json.hpp>
@@ -296,6 +298,54 @@ TEST_P(ServeImageParallel, AnswersEqualTransformers) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Layouts, ServeImageParallel, ::testing::Values("tensor", "pipeline", "interleaved", "data"));
+
+std::string next_model() { return test::fixture("vision/llava_next"); }
+
+const json::value& next_request() {
+  static const json::value v = json::parse(read_bytes(next_model() + "/reference.json"));
+  return v;
+}
+
+std::string next_body(bool stream) {
+  return chat_body(next_request(), stream, [](const std::string& name) { return data_url(next_model() + "/" + name); });
+}
+
+class ServeLlavaNext : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(ServeLlavaNext, TwoImagesOfDifferentAspectAnswerAsTransformers) {
+  const std::string layout = GetParam();
+  std::string launch, args = "serve --model " + next_model() + " --max-batch-tokens 32";
+  if (layout != "single") {
+    const std::string plan = test::temp_dir("serve_llava_next") + "/" + layout + ".yaml";
+    std::FILE* f = std::fopen(plan.c_str(), "w");
+    std::fprintf(f, "model:\n  path: %s\nparallel:\n  %s: 2\n", next_model().c_str(), layout.c_str());
+    std::fclose(f);
+    launch = test::mpirun(2);
+    args = "serve --plan " + plan + " --max-batch-tokens 32";
+  }
+  test::ServerProcess server("llava_next_" + layout, launch, args);
+  ASSERT_TRUE(server.wait_ready()) << server.log();
+  const std::string want(next_request().at("text").as_string());
+  const HttpResponse r = http(server.port(), "POST", "/v1/chat/completions", next_body(false));
+  EXPECT_EQ(chat_text(r, false), want);
+  if (r.status == 200) {  // 44 + 46 image tokens: LlavaNextProcessor's counts for a 50x30 and a 28x44 image
+    EXPECT_EQ(r.json().at("usage").at("prompt_tokens").as_int64(),
+              static_cast<int64_t>(next_request().at("ids").as_array().size()));
+  }
+  const int kClients = 4;
+  std::vector<std::string> got(kClients);
+  std::vector<std::thread> clients;
+  for (int c = 0; c < kClients; ++c)
+    clients.emplace_back([&, c] { got[c] = chat_text(http(server.port(), "POST", "/v1/chat/completions",
+                                                          next_body(c % 2 == 1)), c % 2 == 1); });
+  for (auto& t : clients) t.join();
+  for (int c = 0; c < kClients; ++c) EXPECT_EQ(got[c], want) << "client " << c;
+  if (layout == "data") {  // replica 1 got tiled images through the step codec
+    EXPECT_GT(test::metric(server.port(), "strata_replica_requests_total{replica=\"1\"}"), 0) << server.log();
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Layouts, ServeLlavaNext, ::testing::Values("single", "tensor", "data"));
 
 }  // namespace
 }  // namespace strata

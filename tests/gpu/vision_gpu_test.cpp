@@ -183,6 +183,34 @@ TEST_P(VisionTowerGpu, FeaturesEqualTheCpuBackend) {
 
 INSTANTIATE_TEST_SUITE_P(Checkpoints, VisionTowerGpu, ::testing::Values("llava_t5", "llava_t4"));
 
+// LLaVA-NeXT's packed features (every tile of two images through the tower in one batch, then the unpad and
+// image_newline packing as row copies on the device) on CUDA against the CPU backend, whose result matches
+// transformers (tests/runtime/vision/llava_next_test.cpp).
+TEST_F(VisionGpu, LlavaNextPackedFeaturesEqualTheCpuBackend) {
+  const std::string dir = test::fixture("vision/llava_next");
+  const LlavaConfig config = parse_llava_config(read_text(dir + "/config.json"), dir + "/config.json");
+  const boost::json::value ref_json = boost::json::parse(read_text(dir + "/reference.json"));
+  std::vector<Tensor> pixels;
+  std::vector<vision::Resolution> sizes;
+  for (const char* name : {"wide.png", "tall.png", "big.png"}) {
+    const test::NpyArray a = test::read_npy(dir + "/pixel_values__" + name + ".npy");
+    Tensor px = Tensor::empty(Shape(a.shape.begin(), a.shape.end()), DType::kF32);
+    std::copy(a.data.begin(), a.data.end(), px.data<float>());
+    pixels.push_back(px);
+    const auto& img = ref_json.at("images").at(name);
+    sizes.push_back({img.at("height").as_int64(), img.at("width").as_int64()});
+  }
+  LlavaVision cpu_tower(config, *cpu_, dir);
+  const Tensor ref = cpu_tower.encode_images(pixels, sizes);
+  LlavaVision gpu_tower(config, *gpu_, dir);
+  const Tensor got = to_host(gpu_tower.encode_images(pixels, sizes));
+  ASSERT_EQ(got.shape(), ref.shape());
+  const double err = relative_error(got, ref);
+  std::printf("llava_next: %lld packed features on CUDA (bf16) vs CPU (f32): max error %.3g of the largest\n",
+              static_cast<long long>(got.dim(0)), err);
+  EXPECT_LT(err, 3e-2);
+}
+
 // `strata logits --image` on CUDA against the CPU: the same expanded prompt, logits within bf16 noise of the
 // logit spread, the same argmax where the top-2 margin is clear.
 TEST(VisionCliGpu, LogitsWithAnImageEqualTheCpu) {
