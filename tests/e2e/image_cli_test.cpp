@@ -112,6 +112,27 @@ TEST(ImageCli, GgufPairFromAPlanGivesTheSingleRankTokens) {
   EXPECT_NE(r.output.find(tokens), std::string::npos) << tokens << "\n" << r.output;
 }
 
+TEST(ImageCli, PlanCheckReadsTheMmprojAgainstTheTextModel) {
+  const std::string dir = test::temp_dir("image_cli");
+  auto write_plan = [&](const std::string& name, const std::string& mmproj) {
+    const std::string plan = dir + "/" + name + ".yaml";
+    std::FILE* f = std::fopen(plan.c_str(), "w");
+    std::fprintf(f, "model:\n  path: %s\n  mmproj: %s\nparallel:\n  tensor: 2\n", pair("text.gguf").c_str(),
+                 mmproj.c_str());
+    std::fclose(f);
+    return plan;
+  };
+  const auto good = test::run_command(test::strata_binary() + " plan --check " + write_plan("pair", pair("mmproj.gguf")));
+  ASSERT_EQ(good.exit_code, 0) << good.output;
+  EXPECT_NE(good.output.find("with mmproj " + pair("mmproj.gguf") + " (CLIP tower of 1 layers, 16 image tokens)"),
+            std::string::npos) << good.output;
+  // The language model given as the mmproj: the check stops naming the file and what it should be.
+  const auto bad = test::run_command(test::strata_binary() + " plan --check " + write_plan("swapped", pair("text.gguf")));
+  EXPECT_NE(bad.exit_code, 0) << bad.output;
+  EXPECT_NE(bad.output.find(pair("text.gguf") + ": general.architecture is 'llama', not 'clip'"), std::string::npos)
+      << bad.output;
+}
+
 TEST(ImageCli, BadImagesEndTheCommandWithTheirName) {
   for (const char* bad : {"bomb.png", "no-such.jpg"}) {
     const std::string path = test::fixture(std::string("vision/images/") + bad);
