@@ -394,7 +394,8 @@ int serve(const Args& args, SessionOptions options, RankRuntime* rank) {
   const std::optional<VisionModel> llava = vision_model_of(options, session);
   std::unique_ptr<LlavaImageEncoder> image_encoder;
   if (llava && session.shard().first_stage) {
-    image_encoder = std::make_unique<LlavaImageEncoder>(llava->config, session.backend(), llava->weights, &session.tp());
+    image_encoder =
+        std::make_unique<LlavaImageEncoder>(llava->config, session.backend(), llava->weights, &session.tp());
     engine.set_image_encoder(image_encoder.get());
   }
 

@@ -104,8 +104,8 @@ TEST(ImageCli, GgufPairFromAPlanGivesTheSingleRankTokens) {
   // plan key model.mmproj; the tower split over the first stage's two ranks.
   const std::string plan = test::temp_dir("image_cli") + "/gguf_pair_tp2pp2.yaml";
   std::FILE* f = std::fopen(plan.c_str(), "w");
-  std::fprintf(f, "model:\n  path: %s\n  mmproj: %s\nparallel:\n  tensor: 2\n  pipeline: 2\n", pair("text.gguf").c_str(),
-               pair("mmproj.gguf").c_str());
+  std::fprintf(f, "model:\n  path: %s\n  mmproj: %s\nparallel:\n  tensor: 2\n  pipeline: 2\n",
+               pair("text.gguf").c_str(), pair("mmproj.gguf").c_str());
   std::fclose(f);
   const auto r = test::run_command(test::mpirun(4) + test::strata_binary() + " generate --plan " + plan + args);
   ASSERT_EQ(r.exit_code, 0) << r.output;
@@ -122,12 +122,13 @@ TEST(ImageCli, PlanCheckReadsTheMmprojAgainstTheTextModel) {
     std::fclose(f);
     return plan;
   };
-  const auto good = test::run_command(test::strata_binary() + " plan --check " + write_plan("pair", pair("mmproj.gguf")));
+  const std::string check = test::strata_binary() + " plan --check ";
+  const auto good = test::run_command(check + write_plan("pair", pair("mmproj.gguf")));
   ASSERT_EQ(good.exit_code, 0) << good.output;
   EXPECT_NE(good.output.find("with mmproj " + pair("mmproj.gguf") + " (CLIP tower of 1 layers, 16 image tokens)"),
             std::string::npos) << good.output;
   // The language model given as the mmproj: the check stops naming the file and what it should be.
-  const auto bad = test::run_command(test::strata_binary() + " plan --check " + write_plan("swapped", pair("text.gguf")));
+  const auto bad = test::run_command(check + write_plan("swapped", pair("text.gguf")));
   EXPECT_NE(bad.exit_code, 0) << bad.output;
   EXPECT_NE(bad.output.find(pair("text.gguf") + ": general.architecture is 'llama', not 'clip'"), std::string::npos)
       << bad.output;
