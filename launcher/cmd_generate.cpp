@@ -56,8 +56,7 @@ int generate(const Args& args, SessionOptions options, RankRuntime* rank, const 
   std::optional<ImagePrompt> image;
   if (args.has("image")) {
     STRATA_CHECK(args.integer("batch", 1, 1, 4096) == 1, "--image runs one sequence; drop --batch");
-    image = image_prompt(options.model_path, session.backend(), request.prompt, image_paths_of(args.str("image")),
-                         vision_placement(session));
+    image = image_prompt(options, session, request.prompt, image_paths_of(args.str("image")), vision_placement(session));
     request.prompt = image->ids;
   }
   const ModelConfig& config = session.config();

@@ -20,6 +20,7 @@
 #include "runtime/error.h"
 #include "runtime/formats/checkpoint.h"
 #include "runtime/model_presets.h"
+#include "runtime/models/llava_mmproj.h"
 
 namespace strata::launcher {
 namespace {
@@ -219,6 +220,11 @@ int cmd_plan(int argc, char** argv) {
     options.default_dtype = parallel::checkpoint_weight_dtype(*checkpoint, options.default_dtype);
     options.default_dtype_source = cat("not in the plan: the checkpoint's, ", checkpoint->format());
     source += cat(" (", checkpoint->format(), ")");
+    if (!plan.model.mmproj.empty()) {  // the vision side must fit this language model
+      const LlavaConfig vision = read_mmproj_config(plan.model.mmproj, config.hidden, -1, plan.model.path);
+      source += cat(" with mmproj ", plan.model.mmproj, " (CLIP tower of ", vision.feature_layer, " layers, ",
+                    vision.features_per_image(), " image tokens)");
+    }
   }
   const std::vector<parallel::Diagnostic> diagnostics = parallel::validate_plan(plan, config, options);
   std::string warnings;

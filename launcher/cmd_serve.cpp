@@ -383,11 +383,11 @@ int serve(const Args& args, SessionOptions options, RankRuntime* rank) {
   // A vision-language model: every rank of the first stage holds its share of the vision tower (split over
   // the stage's TP group, or whole where TP does not divide it) and encodes the images its steps reach
   // (Engine::set_image_encoder).
-  const std::string model_path = rank != nullptr ? rank->model_path() : options.model_path;
-  const std::optional<LlavaConfig> llava = llava_config_of(model_path);
+  const std::optional<VisionModel> llava = vision_model_of(options, session);
   std::unique_ptr<LlavaImageEncoder> image_encoder;
   if (llava && session.shard().first_stage) {
-    image_encoder = std::make_unique<LlavaImageEncoder>(*llava, session.backend(), model_path, &session.tp());
+    image_encoder =
+        std::make_unique<LlavaImageEncoder>(llava->config, session.backend(), llava->weights, &session.tp());
     engine.set_image_encoder(image_encoder.get());
   }
 
@@ -419,12 +419,12 @@ int serve(const Args& args, SessionOptions options, RankRuntime* rank) {
   std::optional<http::ServedVision> vision;
   if (llava) {
     vision.emplace();
-    vision->image_token_id = llava->image_token_id;
-    vision->features_for = [config = *llava](int64_t height, int64_t width) {
+    vision->image_token_id = llava->config.image_token_id;
+    vision->features_for = [config = llava->config](int64_t height, int64_t width) {
       return config.features_for(height, width);
     };
-    vision->processor = vision::load_image_processor_config(model_path);
-    if (chat) chat->set_image_token(llava->image_token_id);
+    vision->processor = llava->processor;
+    if (chat) chat->set_image_token(llava->config.image_token_id);
   }
   http::ServedModel served;
   served.name = args.str("served-model-name", default_model_name(rank != nullptr ? rank->model_path() : options.model_path));

@@ -64,9 +64,7 @@ int print_logits(const Args& args, const SessionOptions& options, RankRuntime* r
   std::vector<int32_t> ids = prompt_from_args(args, session);
   std::optional<ImagePrompt> image;
   if (args.has("image")) {
-    image =
-        image_prompt(options.model_path, session.backend(), ids, image_paths_of(args.str("image")),
-                     vision_placement(session));
+    image = image_prompt(options, session, ids, image_paths_of(args.str("image")), vision_placement(session));
     ids = image->ids;
   }
   session.prepare(static_cast<int64_t>(ids.size()) + 16);

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "runtime/error.h"
+#include "runtime/models/llava_mmproj.h"
 #include "runtime/models/llava_vision.h"
 #include "runtime/vision/preprocess.h"
 
@@ -30,27 +31,53 @@ std::optional<LlavaConfig> llava_config_of(const std::string& model_path) {
 
 VisionPlacement vision_placement(ModelSession& session) { return {&session.tp(), session.shard().first_stage}; }
 
-ImagePrompt image_prompt(const std::string& model_dir, Backend& backend, const std::vector<int32_t>& ids,
+int32_t image_token_of(const Tokenizer* tokenizer, const std::string& model_path) {
+  STRATA_CHECK_KIND(ErrorKind::kFormat, tokenizer != nullptr, model_path,
+                    ": has no tokenizer, so strata cannot tell which token marks an image; --mmproj needs the text "
+                    "GGUF's vocabulary to hold an '<image>' token");
+  const int32_t id = tokenizer->token_to_id("<image>");
+  STRATA_CHECK_KIND(ErrorKind::kFormat, id >= 0, model_path,
+                    ": the vocabulary has no '<image>' token, which marks where an image goes; convert a checkpoint "
+                    "whose tokenizer has one (e.g. llava-hf/llava-1.5-7b-hf) with llama.cpp's convert_hf_to_gguf.py");
+  return id;
+}
+
+std::optional<VisionModel> vision_model_of(const SessionOptions& options, const ModelSession& session) {
+  const std::optional<LlavaConfig> llava = llava_config_of(options.model_path);
+  if (options.mmproj_path.empty()) {
+    if (!llava) return std::nullopt;
+    return VisionModel{*llava, options.model_path, vision::load_image_processor_config(options.model_path)};
+  }
+  STRATA_CHECK_KIND(ErrorKind::kConfig, !llava, "--mmproj ", options.mmproj_path, " was given with ",
+                    options.model_path, ", a LLaVA directory with its own vision tower; --mmproj goes with a "
+                    "text-model GGUF");
+  const std::string& mmproj = options.mmproj_path;
+  const int32_t image_token = image_token_of(session.has_tokenizer() ? &session.tokenizer() : nullptr,
+                                             options.model_path);
+  return VisionModel{read_mmproj_config(mmproj, session.config().hidden, image_token, options.model_path), mmproj,
+                     mmproj_image_processor(mmproj)};
+}
+
+ImagePrompt image_prompt(const VisionModel& model, Backend& backend, const std::vector<int32_t>& ids,
                          const std::vector<std::string>& image_paths, const VisionPlacement& placement) {
-  const std::string config_path = (std::filesystem::path(model_dir) / "config.json").string();
-  STRATA_CHECK(std::filesystem::is_directory(model_dir) && std::filesystem::exists(config_path), "--image needs a ",
-               "LLaVA model directory (config.json with model_type \"llava\" or \"llava_next\"); ", model_dir,
-               " is not one");
-  std::ifstream in(config_path);
-  std::stringstream text;
-  text << in.rdbuf();
-  const LlavaConfig config = parse_llava_config(text.str(), config_path);
-  const vision::ImageProcessorConfig processor = vision::load_image_processor_config(model_dir);
   std::vector<Tensor> pixels;
   std::vector<vision::Resolution> sizes;
   for (const std::string& path : image_paths) {
     const vision::RgbImage image = vision::read_image_file(path);
-    pixels.push_back(vision::preprocess_image(image, processor));
+    pixels.push_back(vision::preprocess_image(image, model.processor));
     sizes.push_back({image.height, image.width});
   }
-  if (!placement.first_stage) return expand_image_placeholders(ids, config, sizes);
-  LlavaVision tower(config, backend, model_dir, placement.tp);
-  return expand_image_prompt(ids, config, tower.encode_images(pixels, sizes), sizes);
+  if (!placement.first_stage) return expand_image_placeholders(ids, model.config, sizes);
+  LlavaVision tower(model.config, backend, model.weights, placement.tp);
+  return expand_image_prompt(ids, model.config, tower.encode_images(pixels, sizes), sizes);
+}
+
+ImagePrompt image_prompt(const SessionOptions& options, ModelSession& session, const std::vector<int32_t>& ids,
+                         const std::vector<std::string>& image_paths, const VisionPlacement& placement) {
+  const std::optional<VisionModel> model = vision_model_of(options, session);
+  STRATA_CHECK(model.has_value(), "--image needs a LLaVA model: a directory (config.json with model_type \"llava\" ",
+               "or \"llava_next\") or a text-model GGUF with --mmproj; ", options.model_path, " is neither");
+  return image_prompt(*model, session.backend(), ids, image_paths, placement);
 }
 
 std::vector<std::string> image_paths_of(const std::string& flag_value) {

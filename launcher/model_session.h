@@ -28,6 +28,7 @@ namespace strata::launcher {
 
 struct SessionOptions {
   std::string model_path;
+  std::string mmproj_path;  // llama.cpp's vision projector GGUF beside a text-model GGUF (--mmproj, model.mmproj)
   std::string device = "cpu";    // cpu | cuda
   int threads = 0;               // CPU threads (0: OpenMP default)
   int64_t kv_tokens = 0;         // KV cache capacity in tokens (0: one full context)

@@ -81,6 +81,7 @@ std::vector<FlagSpec> session_flags() {
                     cuda = "CUDA";
   std::vector<FlagSpec> flags = {
       {"model", true, "model path: Hugging Face directory, .gguf file or llama2.c .bin", model},
+      {"mmproj", true, "llama.cpp's vision projector GGUF (mmproj-*.gguf) for a LLaVA text-model GGUF", model},
       {"plan", true, "YAML plan: run this rank's part of a multi-rank layout (under mpirun/srun)", model},
       {"device", true, "cpu (default), cuda or cuda:N", model},
       {"threads", true, "CPU threads (default: the cores free on this host, shared by its ranks)", model},
@@ -108,6 +109,7 @@ std::vector<FlagSpec> session_flags() {
 SessionOptions session_options(const Args& args, const parallel::Plan* plan, int rank) {
   SessionOptions o;
   if (plan == nullptr) o.model_path = args.required("model");
+  o.mmproj_path = args.str("mmproj", plan != nullptr ? plan->model.mmproj : "");
   o.device = args.str("device", "cpu");
   o.threads = static_cast<int>(args.integer("threads", 0, 0, 1024));
   // A plan's ranks take their share later (RankRuntime knows how many share the host).

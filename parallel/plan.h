@@ -56,6 +56,7 @@ const char* comm_backend_name(CommBackend backend);
 
 struct ModelSection {
   std::string path;            // HF directory, GGUF file or llama2.c checkpoint
+  std::string mmproj;          // llama.cpp's vision projector GGUF for a LLaVA text-model GGUF (optional)
   std::optional<DType> dtype;  // weights as the ranks hold them; unset = the checkpoint's own
   std::string shape;           // a runtime/model_presets.h name, to check plans without the weights
 };

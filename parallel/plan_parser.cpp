@@ -232,11 +232,13 @@ class PlanReader {
   }
 
   void read_model(const YAML::Node& node) {
-    if (!expect_map(node, "model", "path, dtype, shape")) return;
-    for_each_key(node, "model", {"path", "dtype", "shape"}, [&](const std::string& key, const YAML::Node& v) {
+    if (!expect_map(node, "model", "path, mmproj, dtype, shape")) return;
+    for_each_key(node, "model", {"path", "mmproj", "dtype", "shape"}, [&](const std::string& key, const YAML::Node& v) {
       const std::string field = "model." + key;
       if (key == "path") {
         if (auto s = get_string(v, field)) plan_.model.path = *s;
+      } else if (key == "mmproj") {
+        if (auto s = get_string(v, field)) plan_.model.mmproj = *s;
       } else if (key == "dtype") {
         if (auto s = get_choice(v, field, model_dtype_names())) plan_.model.dtype = dtype_from_name(*s);
       } else {

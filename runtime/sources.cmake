@@ -53,6 +53,7 @@ set(STRATA_RUNTIME_SOURCES
   model_presets.cpp
   models/llama.cpp
   models/llava_config.cpp
+  models/llava_mmproj.cpp
   models/llava_next.cpp
   models/llava_prompt.cpp
   models/llava_vision.cpp

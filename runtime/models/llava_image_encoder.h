@@ -10,7 +10,8 @@ namespace strata {
 
 class LlavaImageEncoder final : public ImageEncoder {
  public:
-  // Loads the vision weights of the LlavaForConditionalGeneration directory `dir` onto `backend`; with
+  // Loads the vision weights at `dir` (a LlavaForConditionalGeneration directory or an mmproj GGUF) onto
+  // `backend`; with
   // `tp`, this rank's share of the tower split over that group (every rank of it encodes the same images
   // in the same step, as the engine's steps are the same on every rank of a stage).
   LlavaImageEncoder(const LlavaConfig& config, Backend& backend, const std::string& dir, Collective* tp = nullptr)

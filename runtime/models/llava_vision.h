@@ -21,7 +21,8 @@ namespace strata {
 
 class LlavaVision {
  public:
-  // Loads the vision weights of the LlavaForConditionalGeneration directory `dir` onto `backend`: this rank's
+  // Loads the vision weights at `dir` (a LlavaForConditionalGeneration directory or an mmproj GGUF file,
+  // load_llava_vision_weights) onto `backend`: this rank's
   // slices when `tp` (optional; null or a group of one: the whole tower) splits the tower. Every rank of
   // the group must then call encode() with the same images, as it runs the group's all-reduces.
   LlavaVision(const LlavaConfig& config, Backend& backend, const std::string& dir, Collective* tp = nullptr);

@@ -1,5 +1,6 @@
-// runtime/models/llava_vision_weights.cpp: the LLaVA vision side's safetensors loader, driven by the model
-// description's clip_vision and llava_projector tables.
+// runtime/models/llava_vision_weights.cpp: the LLaVA vision side's loader, driven by the model description's
+// clip_vision and llava_projector tables: the safetensors naming here, the binding shared with the mmproj
+// GGUF reader (llava_mmproj.cpp).
 #include "runtime/models/llava_vision_weights.h"
 
 #include <cstring>
@@ -12,6 +13,7 @@
 #include "runtime/error.h"
 #include "runtime/formats/mapped_file.h"
 #include "runtime/formats/safetensors.h"
+#include "runtime/models/llava_mmproj.h"
 #include "runtime/models/model_description.h"
 #include "runtime/tokenizer/file_bytes.h"
 #include "runtime/vision/vision_json.h"
@@ -30,15 +32,7 @@ const char* const kProjectorPrefixes[] = {"multi_modal_projector.", "model.multi
 std::string read_text(const std::string& path) { return read_file_bytes(path, "model file"); }
 
 // The safetensors tensors of a model directory by name, each a view into its file's mapping.
-struct TensorDirectory {
-  struct Located {
-    Tensor view;
-    std::string file;
-  };
-  std::map<std::string, Located> tensors;
-};
-
-TensorDirectory map_safetensors_dir(const std::string& dir) {
+VisionTensorSet map_safetensors_dir(const std::string& dir) {
   namespace fs = std::filesystem;
   std::vector<std::string> shards;
   const fs::path index = fs::path(dir) / "model.safetensors.index.json";
@@ -59,7 +53,9 @@ TensorDirectory map_safetensors_dir(const std::string& dir) {
                       ": neither model.safetensors nor model.safetensors.index.json is present");
     shards.push_back("model.safetensors");
   }
-  TensorDirectory out;
+  VisionTensorSet out;
+  out.source = dir;
+  out.config_source = "config.json";
   for (const std::string& shard : shards) {
     const std::string path = (fs::path(dir) / shard).string();
     auto file = std::make_shared<MappedFile>(path);
@@ -109,12 +105,13 @@ VisionShard make_vision_shard(const LlavaConfig& config, int tp_rank, int tp_siz
   return s;
 }
 
-LlavaVisionWeights load_llava_vision_weights(const std::string& dir, const LlavaConfig& config, Backend& backend,
+LlavaVisionWeights load_llava_vision_weights(const std::string& path, const LlavaConfig& config, Backend& backend,
                                              const VisionShard& shard) {
-  const TensorDirectory files = map_safetensors_dir(dir);
+  if (std::filesystem::is_regular_file(path)) return load_mmproj_vision_weights(path, config, backend, shard);
+  const std::string& dir = path;
+  VisionTensorSet files = map_safetensors_dir(dir);
   const ModelDescription& tower = model_description("clip_vision");
   const ModelDescription& projector = model_description("llava_projector");
-  const ModelConfig sizes = config.description_sizes();
 
   VisionNaming naming;
   const std::string first_tower(tower.slots.front().hf_name), first_projector(projector.slots.front().hf_name);
@@ -127,21 +124,34 @@ LlavaVisionWeights load_llava_vision_weights(const std::string& dir, const Llava
                     ": no LLaVA vision tower and projector found (looked for '", kTowerPrefixes[0], first_tower, "', '",
                     kProjectorPrefixes[0], first_projector, "' and their later forms); is this a "
                     "LlavaForConditionalGeneration checkpoint?");
+  files.name_of = [naming, &tower](const ModelDescription& d, const TensorSlot& slot, int64_t layer) {
+    const std::string& prefix = &d == &tower ? naming.tower_prefix : naming.projector_prefix;
+    return slot.per_layer ? cat(prefix, d.hf_layer_prefix, layer, ".", slot.hf_name) : cat(prefix, slot.hf_name);
+  };
+  files.bias_hint = " (config.json sets multimodal_projector_bias)";
+  return bind_vision_weights(files, config, backend, shard);
+}
+
+LlavaVisionWeights bind_vision_weights(const VisionTensorSet& files, const LlavaConfig& config, Backend& backend,
+                                       const VisionShard& shard) {
+  const ModelDescription& tower = model_description("clip_vision");
+  const ModelDescription& projector = model_description("llava_projector");
+  const ModelConfig sizes = config.description_sizes();
 
   // Every present slot of both tables, under its canonical name.
   std::map<std::string, Tensor> loaded;
-  auto load = [&](const ModelDescription& d, const TensorSlot& slot, const std::string& prefix, int64_t layer) {
+  auto load = [&](const ModelDescription& d, const TensorSlot& slot, int64_t layer) {
     if (!slot.present(sizes)) return;
-    const std::string name =
-        slot.per_layer ? cat(prefix, d.hf_layer_prefix, layer, ".", slot.hf_name) : cat(prefix, slot.hf_name);
+    const std::string name = files.name_of(d, slot, layer);
     auto it = files.tensors.find(name);
-    STRATA_CHECK_KIND(ErrorKind::kFormat, it != files.tensors.end(), dir, ": tensor '", name, "' is missing",
-                      slot.presence == SlotPresence::kProjectorBias ? " (config.json sets multimodal_projector_bias)"
-                                                                     : "");
+    STRATA_CHECK_KIND(ErrorKind::kFormat, it != files.tensors.end(), files.source, ": tensor '", name, "' is missing",
+                      slot.presence == SlotPresence::kProjectorBias ? files.bias_hint : std::string(),
+                      "; a LLaVA vision side needs every tensor of the CLIP tower (up to the feature layer) and the "
+                      "two-layer projector");
     const Tensor& t = it->second.view;
     const Shape want = slot.full_shape(sizes);
     STRATA_CHECK_KIND(ErrorKind::kFormat, t.shape() == want, it->second.file, ": tensor '", name, "' is ",
-                      shape_str(t.shape()), ", but config.json implies ", shape_str(want));
+                      shape_str(t.shape()), ", but ", files.config_source, " implies ", shape_str(want));
     STRATA_CHECK_KIND(ErrorKind::kFormat,
                       t.dtype() == DType::kF32 || t.dtype() == DType::kF16 || t.dtype() == DType::kBF16,
                       it->second.file, ": tensor '", name, "' is ", dtype_name(t.dtype()),
@@ -150,10 +160,10 @@ LlavaVisionWeights load_llava_vision_weights(const std::string& dir, const Llava
     loaded[canonical] = backend.upload_weight(slot.per_layer ? shard_slice(t, slot, config.vision, shard) : t);
   };
   for (const TensorSlot& slot : tower.slots) {
-    if (!slot.per_layer) load(tower, slot, naming.tower_prefix, -1);
-    for (int64_t l = 0; slot.per_layer && l < config.feature_layer; ++l) load(tower, slot, naming.tower_prefix, l);
+    if (!slot.per_layer) load(tower, slot, -1);
+    for (int64_t l = 0; slot.per_layer && l < config.feature_layer; ++l) load(tower, slot, l);
   }
-  for (const TensorSlot& slot : projector.slots) load(projector, slot, naming.projector_prefix, -1);
+  for (const TensorSlot& slot : projector.slots) load(projector, slot, -1);
 
   // Bind the slots to the fields the forward reads.
   auto take = [&](const std::string& canonical, bool optional = false) -> Tensor {
@@ -183,12 +193,12 @@ LlavaVisionWeights load_llava_vision_weights(const std::string& dir, const Llava
     // LLaVA-NeXT's row separator sits beside the projector: "image_newline", or "model.image_newline".
     auto it = files.tensors.find("image_newline");
     if (it == files.tensors.end()) it = files.tensors.find("model.image_newline");
-    STRATA_CHECK_KIND(ErrorKind::kFormat, it != files.tensors.end(), dir,
+    STRATA_CHECK_KIND(ErrorKind::kFormat, it != files.tensors.end(), files.source,
                       ": tensor 'image_newline' (or 'model.image_newline') is missing; a llava_next checkpoint "
                       "holds it");
     const Tensor& t = it->second.view;
     STRATA_CHECK_KIND(ErrorKind::kFormat, t.shape() == Shape({config.text_hidden}), it->second.file,
-                      ": tensor 'image_newline' is ", shape_str(t.shape()), ", but config.json implies [",
+                      ": tensor 'image_newline' is ", shape_str(t.shape()), ", but ", files.config_source, " implies [",
                       config.text_hidden, "]");
     STRATA_CHECK_KIND(ErrorKind::kFormat,
                       t.dtype() == DType::kF32 || t.dtype() == DType::kF16 || t.dtype() == DType::kBF16,

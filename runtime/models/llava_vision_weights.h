@@ -5,11 +5,14 @@
 // transformers 4 prefixes ("vision_tower.vision_model.", "multi_modal_projector."), their later
 // "model."-prefixed form, or transformers 5's (no "vision_model." level).
 #pragma once
+#include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
 #include "runtime/backend.h"
 #include "runtime/models/llava_config.h"
+#include "runtime/models/model_description.h"
 #include "runtime/tensor.h"
 
 namespace strata {
@@ -45,12 +48,33 @@ struct VisionShard {
 // tower is small next to its language model, so uneven parts are not worth their bookkeeping.
 VisionShard make_vision_shard(const LlavaConfig& config, int tp_rank, int tp_size);
 
-// Reads the vision side of the LlavaForConditionalGeneration directory `dir` (model.safetensors or a
-// sharded index) onto `backend`: the tower's layers up to config.feature_layer (later layers never feed
-// the projector) and the projector. Every slot's presence, shape and dtype (f32/f16/bf16) is checked
-// against the description; errors name the file, the tensor and the expected shape. With a split `shard`,
-// the kRows/kCols slots are read as that rank's slices (only those bytes reach the backend).
-LlavaVisionWeights load_llava_vision_weights(const std::string& dir, const LlavaConfig& config, Backend& backend,
+// Reads the vision side at `path` onto `backend`: a LlavaForConditionalGeneration directory (model.safetensors
+// or a sharded index), or an mmproj GGUF file (llava_mmproj.h). The tower's layers up to config.feature_layer
+// (later layers never feed the projector) and the projector. Every slot's presence, shape and dtype
+// (f32/f16/bf16) is checked against the description; errors name the file, the tensor and the expected shape.
+// With a split `shard`, the kRows/kCols slots are read as that rank's slices (only those bytes reach the
+// backend).
+LlavaVisionWeights load_llava_vision_weights(const std::string& path, const LlavaConfig& config, Backend& backend,
                                              const VisionShard& shard = {});
+
+// One checkpoint's vision tensors as host views into its files, and how it names each description slot.
+// Each format's reader fills one; bind_vision_weights does the rest for all of them.
+struct VisionTensorSet {
+  struct Located {
+    Tensor view;
+    std::string file;
+  };
+  std::map<std::string, Located> tensors;
+  std::string source;         // the checkpoint, for errors
+  std::string config_source;  // where the expected shapes come from, for errors ("config.json")
+  std::string bias_hint;      // why the projector biases are expected, for errors
+  // The name of (description, slot, layer; -1 for globals) in `tensors`.
+  std::function<std::string(const ModelDescription&, const TensorSlot&, int64_t)> name_of;
+};
+
+// Checks every slot of the clip_vision (up to config.feature_layer) and llava_projector tables against
+// `files` (presence, shape, dtype) and uploads them to `backend`, split as `shard` says.
+LlavaVisionWeights bind_vision_weights(const VisionTensorSet& files, const LlavaConfig& config, Backend& backend,
+                                       const VisionShard& shard = {});
 
 }  // namespace strata

@@ -5,7 +5,8 @@
 // the prefix cache and another image with the same text does not; every bad image is a 400 in OpenAI's
 // error shape and the server keeps answering. A LLaVA-NeXT model (tests/fixtures/vision/llava_next,
 // tools/reference/make_llava_next_fixtures.py) answers a two-image request as transformers does, its
-// <image>s expanded to each image's size-dependent count, alone, concurrently, on TP2 and data-parallel.
+// <image>s expanded to each image's size-dependent count, alone, concurrently, on TP2 and data-parallel;
+// llama.cpp's text GGUF + mmproj pair answers as the CLI does.
 #include <gtest/gtest.h>
 
 #include <boost/json.hpp>
@@ -264,6 +265,35 @@ TEST(ServeImageErrors, TextOnlyModelRefusesImages) {
   const HttpResponse ok = http(server.port(), "POST", "/v1/chat/completions",
                                "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}], \"max_tokens\": 3}");
   EXPECT_EQ(ok.status, 200) << ok.body;
+}
+
+// llama.cpp's pair (tests/fixtures/vision/llava_gguf: a text GGUF with an "<image>" token plus an mmproj GGUF):
+// the served chat answer equals `strata generate` on the prompt the chat template renders (its llama2 form,
+// as the text GGUF carries no template), with the image's tokens counted in usage.
+TEST(ServeImageGgufPair, ChatAnswerEqualsTheCli) {
+  const std::string dir = test::fixture("vision/llava_gguf"), image = test::fixture("vision/llava_t5/image.png");
+  const std::string pair = " --model " + dir + "/text.gguf --mmproj " + dir + "/mmproj.gguf";
+  test::ServerProcess server("image_gguf_pair", "", "serve" + pair);
+  ASSERT_TRUE(server.wait_ready()) << server.log();
+  json::array content{json::object{{"type", "image_url"}, {"image_url", json::object{{"url", data_url(image)}}}},
+                      json::object{{"type", "text"}, {"text", "describe the picture"}}};
+  json::object body{{"messages", json::array{json::object{{"role", "user"}, {"content", content}}}},
+                    {"max_tokens", 8}, {"temperature", 0}, {"ignore_eos", true}};
+  const HttpResponse r = http(server.port(), "POST", "/v1/chat/completions", json::serialize(body));
+  ASSERT_EQ(r.status, 200) << r.body;
+  const std::string answer = chat_text(r, false);
+  const int64_t prompt_tokens = r.json().at("usage").at("prompt_tokens").as_int64();
+
+  const auto cli = test::run_command(test::strata_binary() + " generate" + pair +
+                                     " --prompt \"[INST] <image>describe the picture [/INST]\" --image " + image +
+                                     " -n 8 --ignore-eos");
+  ASSERT_EQ(cli.exit_code, 0) << cli.output;
+  // The streamed text (the prompt, then the answer) and the prefill's token count.
+  EXPECT_NE(cli.output.find(answer + "\n"), std::string::npos) << answer << "\n" << cli.output;
+  EXPECT_FALSE(answer.empty());
+  EXPECT_NE(cli.output.find("prefill: " + std::to_string(prompt_tokens) + " tokens"), std::string::npos)
+      << prompt_tokens << "\n" << cli.output;
+  EXPECT_EQ(prompt_tokens, 25);  // 9 text tokens and one <image> expanded to the 16 features of a 32-pixel image
 }
 
 class ServeImageParallel : public ::testing::TestWithParam<const char*> {};

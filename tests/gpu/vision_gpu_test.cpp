@@ -12,6 +12,7 @@
 #include <boost/json.hpp>
 
 #include "runtime/cuda/cuda_backend.h"
+#include "runtime/models/llava_mmproj.h"
 #include "runtime/models/llava_vision.h"
 #include "test_util.h"
 
@@ -208,6 +209,25 @@ TEST_F(VisionGpu, LlavaNextPackedFeaturesEqualTheCpuBackend) {
   const double err = relative_error(got, ref);
   std::printf("llava_next: %lld packed features on CUDA (bf16) vs CPU (f32): max error %.3g of the largest\n",
               static_cast<long long>(got.dim(0)), err);
+  EXPECT_LT(err, 3e-2);
+}
+
+// The tower and projector from llama.cpp's mmproj GGUF (f16 patch embedding and projector matrices, f32 the rest)
+// on CUDA against the CPU backend (itself checked against transformers in llava_mmproj_test).
+TEST_F(VisionGpu, MmprojTowerEqualsTheCpuBackend) {
+  const std::string mmproj = test::fixture("vision/llava_gguf/mmproj.gguf");
+  const LlavaConfig config = read_mmproj_config(mmproj, 32, 159, "text.gguf");
+  const test::NpyArray px_ref = test::read_npy(test::fixture("vision/llava_t5/pixel_values.npy"));
+  Tensor px = Tensor::empty({3, config.vision.image_size, config.vision.image_size}, DType::kF32);
+  ASSERT_EQ(px_ref.data.size(), static_cast<size_t>(px.numel()));
+  std::copy(px_ref.data.begin(), px_ref.data.end(), px.data<float>());
+  LlavaVision cpu_tower(config, *cpu_, mmproj);
+  const Tensor ref = cpu_tower.encode({px});
+  LlavaVision gpu_tower(config, *gpu_, mmproj);
+  const Tensor got = to_host(gpu_tower.encode({px}));
+  ASSERT_EQ(got.shape(), ref.shape());
+  const double err = relative_error(got, ref);
+  std::printf("mmproj: features on CUDA vs CPU: max error %.3g of the largest feature\n", err);
   EXPECT_LT(err, 3e-2);
 }
 

@@ -37,7 +37,7 @@ TEST_P(LlavaLogits, EveryPositionMatchesTransformers) {
   launcher::ModelSession session(options);
   // The prompt as a user writes it: one placeholder, expanded to one token per image feature.
   const ImagePrompt prompt =
-      launcher::image_prompt(dir, session.backend(), ids_of(dir, "prompt_ids"), {dir + "/image.png"});
+      launcher::image_prompt(options, session, ids_of(dir, "prompt_ids"), {dir + "/image.png"});
   EXPECT_EQ(prompt.ids, ids_of(dir, "ids"));
   session.prepare(256);
   const Tensor logits = session.generator().score(prompt.ids, &prompt.splice);
@@ -62,7 +62,7 @@ TEST_P(LlavaLogits, GreedyContinuationMatchesTransformersGenerate) {
   options.model_path = dir;
   launcher::ModelSession session(options);
   const ImagePrompt prompt =
-      launcher::image_prompt(dir, session.backend(), ids_of(dir, "prompt_ids"), {dir + "/image.png"});
+      launcher::image_prompt(options, session, ids_of(dir, "prompt_ids"), {dir + "/image.png"});
   session.prepare(256);
   GenerationRequest r;
   r.prompt = prompt.ids;
@@ -86,11 +86,12 @@ TEST(LlavaPrompt, PlaceholderCountsMustMatchTheImages) {
   launcher::ModelSession session(options);
   std::vector<int32_t> two = ids_of(dir, "prompt_ids");
   two.push_back(159);
-  EXPECT_THROW(launcher::image_prompt(dir, session.backend(), two, {dir + "/image.png"}), Error);
-  EXPECT_THROW(launcher::image_prompt(dir, session.backend(), {1, 5, 6}, {dir + "/image.png"}), Error);
+  EXPECT_THROW(launcher::image_prompt(options, session, two, {dir + "/image.png"}), Error);
+  EXPECT_THROW(launcher::image_prompt(options, session, {1, 5, 6}, {dir + "/image.png"}), Error);
   // A text-only checkpoint is refused with a clear message.
-  EXPECT_THROW(launcher::image_prompt(test::fixture("hf/llama_mha"), session.backend(), {1, 2}, {dir + "/image.png"}),
-               Error);
+  launcher::SessionOptions text_only = options;
+  text_only.model_path = test::fixture("hf/llama_mha");
+  EXPECT_THROW(launcher::image_prompt(text_only, session, {1, 2}, {dir + "/image.png"}), Error);
 }
 
 }  // namespace

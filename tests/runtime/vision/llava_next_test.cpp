@@ -134,7 +134,7 @@ TEST(LlavaNext, LogitsAndGreedyMatchTransformers) {
   launcher::SessionOptions options;
   options.model_path = dir();
   launcher::ModelSession session(options);
-  const ImagePrompt prompt = launcher::image_prompt(dir(), session.backend(), ids_at(ref, "prompt_ids"),
+  const ImagePrompt prompt = launcher::image_prompt(options, session, ids_at(ref, "prompt_ids"),
                                                     {dir() + "/wide.png", dir() + "/tall.png"});
   EXPECT_EQ(prompt.ids, ids_at(ref, "ids"));  // <image> expanded to LlavaNextProcessor's count per image
   session.prepare(512);

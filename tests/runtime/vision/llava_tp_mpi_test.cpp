@@ -86,7 +86,7 @@ TEST_P(VisionLayouts, ImagePromptsMatchOneRank) {
   options.threads = 1;
   launcher::ModelSession single(options);
   single.prepare(128);
-  const ImagePrompt ref = launcher::image_prompt(model, single.backend(), prompt, {image});
+  const ImagePrompt ref = launcher::image_prompt(options, single, prompt, {image});
   request.prompt = ref.ids;
   const std::vector<int32_t> ref_tokens = single.generator().generate({request}, {}, &ref.splice)[0].tokens;
   if (!layout.one_head) {  // transformers' greedy continuation
@@ -104,7 +104,7 @@ TEST_P(VisionLayouts, ImagePromptsMatchOneRank) {
   session.prepare(128);
   const launcher::VisionPlacement where = launcher::vision_placement(session);
   ASSERT_EQ(where.tp->size(), layout.tp);
-  const ImagePrompt got = launcher::image_prompt(model, session.backend(), prompt, {image}, where);
+  const ImagePrompt got = launcher::image_prompt(options, session, prompt, {image}, where);
   EXPECT_EQ(got.ids, ref.ids) << layout.name;
   EXPECT_EQ(got.splice.positions, ref.splice.positions) << layout.name;
   if (where.first_stage) {
