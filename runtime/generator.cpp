@@ -156,11 +156,16 @@ Tensor Generator::score(const std::vector<int32_t>& ids, const EmbeddingSplice* 
   if (link_.is_driver()) message = step.pack();
   link_.broadcast_step(message);
   if (!link_.is_driver()) step = StepBatch::unpack(message);
+  // The blocks go back whether the step returns or throws (a failed score leaves the cache as it found it).
+  struct FreeBlocks {
+    KvCache& kv;
+    const std::vector<int32_t>& blocks;
+    ~FreeBlocks() {
+      for (int32_t b : blocks) kv.blocks().free(b);
+    }
+  } free_blocks{kv_, blocks};
   const SpliceScope scope(model_, *engine_, false, splice);  // the cache was emptied above
-  Tensor logits = runner_.run(step, true);
-  if (link_.is_driver())
-    for (int32_t b : blocks) kv_.blocks().free(b);
-  return logits;
+  return runner_.run(step, true);
 }
 
 }  // namespace strata

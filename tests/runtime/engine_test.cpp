@@ -157,6 +157,23 @@ TEST(Engine, GreedyTokensAndLogprobsMatchTeacherForcedScores) {
   }
 }
 
+// A score that throws mid-step (here: image rows of the wrong width) gives its KV blocks back: a cache
+// just large enough for one full-length score still runs one afterwards.
+TEST(Engine, AFailedScoreReturnsItsKvBlocks) {
+  launcher::ModelSession session(session_options(0, GeneratorOptions{}));
+  session.prepare(64);
+  std::vector<int32_t> ids(64);
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>(3 + i % 50);
+  ASSERT_EQ(session.generator().engine().stats().kv_blocks_total * 16, 64)  // blocks of 16 tokens (the default)
+      << "the test needs a cache that one 64-token score fills";
+  EmbeddingSplice bad;
+  bad.rows = session.backend().alloc({1, session.config().hidden + 1}, session.backend().activation_dtype());
+  bad.positions = {3};
+  EXPECT_THROW(session.generator().score(ids, &bad), Error);
+  const Tensor logits = session.generator().score(ids);
+  EXPECT_EQ(logits.dim(0), 64);
+}
+
 TEST(Engine, TopLogprobsAreSortedAndStartWithTheGreedyToken) {
   launcher::ModelSession session(session_options(0, GeneratorOptions{}));
   session.prepare(256);
