@@ -108,7 +108,7 @@ void ModelSession::prepare(int64_t tokens) {
   GeneratorOptions generator = options_.generator;
   generator.batch_wait_ms = tiered_ != nullptr && tiered_->placement().streams() ? options_.batch_wait_ms : 0;
   generator.speculative = make_speculation(options_.speculative, *checkpoint_, *backend_, link_->is_driver(),
-                                           kv.num_blocks * kv.block_size, kv.block_size, draft_);
+                                           kv.num_blocks * kv.block_size, kv.block_size, kv_cache_dtype(), draft_);
   generator_ = std::make_unique<Generator>(*model_, *kv_, *link_, *backend_, generator);
   LOG_DEBUG("KV cache: ", kv.num_blocks, " blocks of ", kv.block_size, " tokens, ",
             kv.num_blocks * kv.block_bytes(kv_cache_dtype()), " bytes");

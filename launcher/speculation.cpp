@@ -71,7 +71,7 @@ void check_same_vocabulary(const Checkpoint& target, const Checkpoint& draft) {
 }
 
 SpeculativeOptions make_speculation(const SpeculativeSettings& settings, const Checkpoint& target, Backend& backend,
-                                    bool driver, int64_t kv_tokens, int64_t block_size,
+                                    bool driver, int64_t kv_tokens, int64_t block_size, DType kv_dtype,
                                     std::unique_ptr<DraftModel>& holder) {
   SpeculativeOptions o;
   if (!settings.on()) return o;
@@ -94,7 +94,7 @@ SpeculativeOptions make_speculation(const SpeculativeSettings& settings, const C
   kv.kv_heads = whole.kv_heads;
   kv.head_dim = c.head_dim;
   kv.num_blocks = std::max<int64_t>(1, (kv_tokens + block_size - 1) / block_size);
-  d->kv = std::make_unique<KvCache>(backend, kv);
+  d->kv = std::make_unique<KvCache>(backend, kv, kv_dtype);
   d->model = std::make_unique<LlamaModel>(c, whole, backend, *d->weights, d->tp, *d->kv);
   o.proposer = std::make_shared<DraftModelProposer>(*d->model, *d->kv);
   LOG_DEBUG("draft model ", settings.draft_model, ": ", c.n_layers, " layers, ", kv.num_blocks, " KV blocks");

@@ -40,10 +40,11 @@ struct DraftModel {
 };
 
 // What a rank's engine gets: the token count on every rank, a proposer on the driver. A draft model is
-// loaded (into `holder`) on the driver only, on `backend`, with a KV cache of `kv_tokens` slots; its
-// vocabulary must be the target's (size, and every piece when both checkpoints carry a tokenizer).
+// loaded (into `holder`) on the driver only, on `backend`, with a KV cache of `kv_tokens` slots in `kv_dtype`
+// (the target's, so --kv-cache-dtype fp8 halves both); its vocabulary must be the target's (size, and every
+// piece when both checkpoints carry a tokenizer).
 SpeculativeOptions make_speculation(const SpeculativeSettings& settings, const Checkpoint& target, Backend& backend,
-                                    bool driver, int64_t kv_tokens, int64_t block_size,
+                                    bool driver, int64_t kv_tokens, int64_t block_size, DType kv_dtype,
                                     std::unique_ptr<DraftModel>& holder);
 
 // Throws naming both paths when the draft's vocabulary is not the target's.

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <optional>
 
 #include "launcher/model_session.h"
 #include "runtime/error.h"
@@ -19,12 +20,14 @@ std::string stories() { return test::stories260k(); }
 std::string random_draft() { return test::random_stories_draft(0); }
 
 std::vector<GenerationOutput> run(const launcher::SpeculativeSettings& spec, const std::vector<GenerationRequest>& rs,
-                                  GenerationStats* stats = nullptr, int64_t kv_tokens = 0) {
+                                  GenerationStats* stats = nullptr, int64_t kv_tokens = 0,
+                                  std::optional<DType> kv_dtype = std::nullopt) {
   launcher::SessionOptions o;
   o.model_path = stories();
   o.threads = 1;
   o.speculative = spec;
   o.kv_tokens = kv_tokens;
+  o.kv_cache_dtype = kv_dtype;
   launcher::ModelSession session(o);
   session.prepare(2048);
   auto out = session.generator().generate(rs);
@@ -88,6 +91,18 @@ TEST_F(SpeculativeStories, TheModelAsItsOwnDraftAcceptsEverything) {
   EXPECT_EQ(stats.spec_accepted_tokens, stats.spec_draft_tokens);
   // Every verifying step emits its 4 drafts and one more; only the tail near max_new_tokens drafts fewer.
   EXPECT_GT(static_cast<double>(stats.spec_emitted_tokens) / stats.spec_verify_steps, 4.0);
+}
+
+// With an fp8 KV cache the draft's cache is fp8 too: the model as its own draft then computes exactly what
+// the target verifies, so every draft stands (with an f32 draft cache its guesses drift from the target's).
+TEST_F(SpeculativeStories, TheDraftsKvCacheTakesTheTargetsDtype) {
+  const std::vector<GenerationRequest> rs = {request({1}, 120), request({1, 403, 261, 379}, 90)};
+  const auto plain = run({}, rs, nullptr, 0, DType::kF8_E4M3);
+  GenerationStats stats;
+  const auto spec = run(draft(stories(), 4), rs, &stats, 0, DType::kF8_E4M3);
+  for (size_t i = 0; i < rs.size(); ++i) EXPECT_EQ(spec[i].tokens, plain[i].tokens) << "request " << i;
+  EXPECT_GT(stats.spec_draft_tokens, 0);
+  EXPECT_EQ(stats.spec_accepted_tokens, stats.spec_draft_tokens);
 }
 
 TEST_F(SpeculativeStories, AnUnrelatedDraftStillGivesTheTargetsTokens) {
