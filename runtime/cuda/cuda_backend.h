@@ -25,6 +25,11 @@ struct CudaBackendOptions {
   // 2: on an H100 the GEMV beats cuBLAS by 4-10% at M = 1, ties at M = 2 and loses from M = 4. Quantized
   // weights use the GEMV up to M = 8 whatever this says (unless 0), since cuBLAS needs them dequantized first.
   int gemv_max_rows = 2;
+  // Matmuls with Q4_0 / Q8_0 / Q4_K weights and quant_mma_min_rows <= M <= quant_mma_max_rows rows of x take the
+  // tensor-core quantized GEMM (qgemm_mma.cu: the packed blocks read once, exact products of the codes);
+  // other M and types keep the GEMV / dequantize-then-cuBLAS paths. max 0 turns it off; the range is 1..64.
+  int quant_mma_min_rows = 2;
+  int quant_mma_max_rows = 64;
   // Which kernel takes plain one-row GEMVs (bf16 x): 0 the pipelined persistent one where the plain grid is
   // at most two waves, 1 never, 2 always.
   int gemv_rolling = 0;
