@@ -34,15 +34,15 @@
 namespace strata::cuda {
 namespace {
 
-constexpr int kRowWarps = 4;                      // warps along the features
-constexpr int kKWarps = 2;                        // warps along K sharing each row warp's features
+constexpr int kRowWarps = 4;                       // warps along the features
+constexpr int kKWarps = 2;                         // warps along K sharing each row warp's features
 constexpr int kThreads = kRowWarps * kKWarps * 32;
-constexpr int kWarpRows = 32;                     // two m16 tiles a warp
+constexpr int kWarpRows = 32;                      // two m16 tiles a warp
 constexpr int kBlockRows = kRowWarps * kWarpRows;  // output features a block
-constexpr int kChunk = 256;                     // K elements a pipeline stage
-constexpr int kXStride = kChunk + 8;            // bf16 per staged x row: 16 bytes of padding keep ldmatrix conflict-free
+constexpr int kChunk = 256;                        // K elements a pipeline stage
+constexpr int kXStride = kChunk + 8;               // bf16 per staged x row (16 bytes of padding: no ldmatrix conflicts)
 constexpr int kStages = 3;
-constexpr int kGroups = kChunk / 32;            // 32-element blocks a chunk
+constexpr int kGroups = kChunk / 32;               // 32-element groups a chunk
 
 // The shared-memory layout of one stage for weight type T: kBlockRows rows of kRowStride bytes (the chunk's
 // bytes of the row from the 16-byte boundary at or below their start, then padding that puts the 8 rows one
