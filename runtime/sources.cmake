@@ -23,6 +23,7 @@ set(STRATA_RUNTIME_SOURCES
   cuda/gemv_quant.cu
   cuda/moe_kernels.cu
   cuda/op_profiler.cpp
+  cuda/qgemm_mma.cu
   cuda/sampling_kernels.cu
   draft_model.cpp
   dtype.cpp

@@ -43,11 +43,29 @@ void CudaBackend::matmul(const Tensor& x, const Tensor& w, const Tensor* bias, T
   // Packed weights up to 32 rows take the GEMV, 8 rows a pass: the dequantize-then-cuBLAS path moves
   // about 4.6 bytes per weight (packed in, bf16 out and back in), four passes of 4.5-bit weights about 2.3.
   const int64_t gemv_limit = packed && gemv_rows > 0 ? 32 : quant && gemv_rows > 0 ? 8 : gemv_rows;
+  // Decode batches with Q4_0 / Q8_0 / Q4_K weights: the tensor-core quantized GEMM (options' row range).
+  const bool quant_mma = packed && options_.quant_mma_max_rows > 0 && m >= options_.quant_mma_min_rows &&
+                         m <= options_.quant_mma_max_rows && cuda::quant_mma_supports(w_dt, m, n, k) &&
+                         reinterpret_cast<uintptr_t>(w.raw()) % 16 == 0;
   auto scope = profile([&] {
-    return cat("matmul ", m <= gemv_limit ? "gemv" : "cublas", " M",
+    return cat("matmul ", quant_mma ? "qmma" : m <= gemv_limit ? "gemv" : "cublas", " M",
                m <= 8 ? cat(m) : m <= 32 ? "9-32" : m <= 64 ? "33-64" : ">64", " ", n, "x", k, " ", dtype_name(w_dt));
   });
 
+  if (quant_mma) {
+    const void* xp = x.raw();
+    if (x.dtype() != DType::kBF16 || reinterpret_cast<uintptr_t>(xp) % 16 != 0) {
+      void* conv = scratch_a_.get(static_cast<size_t>(m * k * 2), s);
+      cuda::launch_convert(x.raw(), x.dtype(), conv, DType::kBF16, m * k, s);
+      xp = conv;
+    }
+    const cuda::QuantMmaPlan plan = cuda::quant_mma_plan(w_dt, m, n, k, sm_count_);
+    void* partial = plan.scratch_bytes > 0 ? scratch_b_.get(plan.scratch_bytes, s) : nullptr;
+    STRATA_CHECK(cuda::launch_quant_mma(xp, w.raw(), w_dt, bias_ptr, bias_dt, out.raw(), out.dtype(), m, n, k, plan,
+                                        partial, s),
+                 "matmul: the quantized tensor-core GEMM refused ", dtype_name(w_dt), " [", n, ", ", k, "] at M ", m);
+    return;
+  }
   // Few rows: the weight-streaming GEMV. Quantized weights: x goes to 8 bits per 32 elements in scratch, then
   // the GEMV reads the weight blocks (gemv_quant.cu); a weight off a 16-byte boundary takes cuBLAS below.
   if (packed && m <= gemv_limit && reinterpret_cast<uintptr_t>(w.raw()) % 16 == 0) {

@@ -35,6 +35,11 @@ using cuda::GrowableBuffer;
 inline void check_options(const CudaBackendOptions& o) {
   STRATA_CHECK(o.gemv_max_rows >= 0 && o.gemv_max_rows <= 8, "CudaBackendOptions: gemv_max_rows must be 0..8, got ",
                o.gemv_max_rows);
+  STRATA_CHECK(o.quant_mma_max_rows == 0 ||
+                   (o.quant_mma_min_rows >= 1 && o.quant_mma_min_rows <= o.quant_mma_max_rows &&
+                    o.quant_mma_max_rows <= cuda::kQuantMmaMaxRows),
+               "CudaBackendOptions: quant_mma rows must satisfy 1 <= min <= max <= ", cuda::kQuantMmaMaxRows,
+               " (max 0: off), got min ", o.quant_mma_min_rows, ", max ", o.quant_mma_max_rows);
   STRATA_CHECK(o.gemv_rolling >= 0 && o.gemv_rolling <= 2,
                "CudaBackendOptions: gemv_rolling must be 0 (by grid), 1 (never) or 2 (always), got ", o.gemv_rolling);
   STRATA_CHECK(o.decode_split_grain == 16 || o.decode_split_grain == 32 || o.decode_split_grain == 64 ||

@@ -81,6 +81,25 @@ size_t quant_gemv_scratch_bytes(int64_t rows, int64_t k);
 bool launch_gemv_quant(const void* x, DType x_dt, void* scratch, const void* w, DType w_dt, const void* bias,
                        DType bias_dt, void* out, DType out_dt, int64_t rows, int64_t n, int64_t k,
                        const Launch& stream);
+// ---- qgemm_mma.cu ----
+// The same product for decode batches (1..kQuantMmaMaxRows rows of bf16 x, 16-byte aligned) with Q4_0, Q8_0
+// or Q4_K weights (under 4 GiB) on the tensor cores: the packed blocks are read once and their integer codes
+// multiplied exactly, with the blocks' scales applied to f32 partial sums (equal to the f32 product with the
+// dequantized weight up to summation order). quant_mma_plan picks the split of K for the device; split plans need
+// plan.scratch_bytes of f32 partials in `scratch`. launch_quant_mma returns false (launching nothing) where
+// it does not apply: another weight type, M out of range, K not whole blocks, w or x not 16-byte aligned, or
+// a plan that does not cover K.
+constexpr int64_t kQuantMmaMaxRows = 64;
+struct QuantMmaPlan {
+  int splits = 1;            // blocks along K
+  int chunks_per_split = 1;  // 256-element chunks of K each takes
+  size_t scratch_bytes = 0;
+};
+bool quant_mma_supports(DType w_dt, int64_t m, int64_t n, int64_t k);
+QuantMmaPlan quant_mma_plan(DType w_dt, int64_t m, int64_t n, int64_t k, int sm_count);
+bool launch_quant_mma(const void* x, const void* w, DType w_dt, const void* bias, DType bias_dt, void* out,
+                      DType out_dt, int64_t m, int64_t n, int64_t k, const QuantMmaPlan& plan, void* scratch,
+                      const Launch& stream);
 // The SwiGLU GEMV (rows <= 8): w holds 2f rows, gate then up, and out[m, i] = silu(g) * u of rows i and f + i.
 // Returns false (launching nothing) where it does not apply: quantized weights, f16 x, K not a multiple of 8
 // or operands not 16-byte aligned.

@@ -248,6 +248,7 @@ class CudaMatmulTest : public CudaBackendTest, public ::testing::WithParamInterf
 TEST_P(CudaMatmulTest, EveryWeightDtypeAndRowCount) {
   CudaBackendOptions opt;
   opt.gemv_max_rows = GetParam();
+  opt.quant_mma_max_rows = 0;  // Q4_0 / Q8_0 decode batches through the GEMV here (quant_mma_gpu_test: the other)
   gpu_ = make_cuda_backend(0, opt);
   CudaBackendOptions keep = opt;
   keep.f32_weights_to_bf16 = false;
@@ -311,6 +312,7 @@ INSTANTIATE_TEST_SUITE_P(GemvAndCublas, CudaMatmulTest, ::testing::Values(8, 2, 
 TEST_F(CudaBackendTest, EveryQuantizedTypeDequantizesAndMultiplies) {
   CudaBackendOptions opt;
   opt.gemv_max_rows = 8;
+  opt.quant_mma_max_rows = 0;  // every type through the GEMV (quant_mma_gpu_test: Q4_0 / Q8_0's tensor-core GEMM)
   gpu_ = make_cuda_backend(0, opt);
   for (DType dt : quantized_dtypes()) {
     for (auto [n, k] : {std::pair<int64_t, int64_t>{77, 11008}, {300, 512}, {1001, 4096}}) {

@@ -4,14 +4,19 @@
 // decode), and decode/prefill attention (prefill: the tensor-core kernel against the SIMT one it replaces, in
 // TFLOP/s). Weights rotate over several copies (more bytes than L2) so HBM, not the
 // cache, is measured. Not a test: tests/gpu/run.sh builds and runs it.
-// Usage: kernel_bench [--quick] [--quant]   (--quant: the copy ceiling, the bf16 GEMV and the quantized rows only)
+// --qmma: the tensor-core quantized GEMM (qgemm_mma.cu) for Q4_0, Q8_0 and Q4_K at M = 1..64 on the 7b shapes, in
+// GB/s of packed weight bytes against the copy rate, beside the path it replaces and cuBLAS on bf16 weights.
+// Usage: kernel_bench [--quick] [--quant] [--qmma]   (--quant: the copy ceiling, the bf16 GEMV and the quantized
+// rows only; --qmma: the copy ceiling and the quantized GEMM table only)
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <functional>
+#include <iterator>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "runtime/backend.h"
@@ -50,7 +55,67 @@ struct Timer {
   }
 };
 
-int run(bool quick, bool quant_only) {
+// The --qmma table: per 7b shape, weight type and M, the tensor-core quantized GEMM (every M routed to it),
+// the path it replaces (quant_mma_max_rows = 0: the GEMV in passes of 8 rows up to M = 32, dequantize +
+// cuBLAS above) and cuBLAS on the bf16 weight of the same shape. GB/s counts the weight bytes alone.
+int bench_quant_mma(const cudaDeviceProp& prop, double copy_gbs, int reps) {
+  CudaBackendOptions mma_opt;
+  mma_opt.quant_mma_min_rows = 1;
+  CudaBackendOptions old_opt;
+  old_opt.quant_mma_max_rows = 0;
+  CudaBackendOptions cublas_opt;
+  cublas_opt.gemv_max_rows = 0;
+  auto mma = make_cuda_backend(0, mma_opt), old = make_cuda_backend(0, old_opt),
+       cublas = make_cuda_backend(0, cublas_opt);
+  const int64_t ms_rows[] = {1, 2, 4, 8, 16, 32, 64};
+  std::printf("\n%-6s %-11s %3s %9s %8s %6s %10s %9s %10s %8s %9s\n", "type", "N x K", "M", "qmma us", "GB/s",
+              "%copy", "old us", "vs old", "bf16 us", "GB/s", "vs bf16");
+  for (const auto& shape : {std::pair<int64_t, int64_t>{4096, 4096}, {11008, 4096}, {4096, 11008}}) {
+    const int64_t n = shape.first, k = shape.second;
+    // Rotating copies (more bytes than L2) of each weight, so HBM is measured.
+    auto weights = [&](Backend& b, DType dt) {
+      const int64_t bytes = dtype_bytes(dt, n * k);
+      const int copies = static_cast<int>(std::max<int64_t>(2, (int64_t{4} * prop.l2CacheSize) / bytes + 1));
+      std::vector<Tensor> ws;
+      for (int c = 0; c < copies; ++c) {
+        ws.push_back(b.alloc({n, k}, dt));
+        fill(ws.back(), 100 + c);
+      }
+      return ws;
+    };
+    auto time_ms = [&](Backend& b, const std::vector<Tensor>& ws, int64_t m) {
+      Tensor x = b.alloc({m, k}, DType::kBF16), out = b.alloc({m, n}, DType::kBF16);
+      fill(x, 7);
+      CHECK_CUDA(cudaDeviceSynchronize());
+      Timer own{static_cast<cudaStream_t>(cuda_backend_stream(b))};
+      return own.median_ms(5, reps, [&](int i) { b.matmul(x, ws[static_cast<size_t>(i) % ws.size()], nullptr, out); });
+    };
+    std::vector<double> bf16_ms;
+    {
+      const auto ws = weights(*cublas, DType::kBF16);
+      for (int64_t m : ms_rows) bf16_ms.push_back(time_ms(*cublas, ws, m));
+    }
+    for (DType dt : {DType::kQ4_0, DType::kQ8_0, DType::kQ4_K}) {
+      const auto ws_mma = weights(*mma, dt), ws_old = weights(*old, dt);
+      const double wbytes = static_cast<double>(dtype_bytes(dt, n * k));
+      for (size_t i = 0; i < std::size(ms_rows); ++i) {
+        const int64_t m = ms_rows[i];
+        const double t = time_ms(*mma, ws_mma, m), t_old = time_ms(*old, ws_old, m);
+        const double gbs = wbytes / (t * 1e-3) / 1e9;
+        const double bf16_gbs = 2.0 * static_cast<double>(n * k) / (bf16_ms[i] * 1e-3) / 1e9;
+        std::printf("%-6s %5lldx%-5lld %3lld %9.1f %8.0f %5.0f%% %10.1f %8.2fx %10.1f %8.0f %8.2fx\n",
+                    dtype_name(dt), static_cast<long long>(n), static_cast<long long>(k), static_cast<long long>(m),
+                    t * 1e3, gbs, 100.0 * gbs / copy_gbs, t_old * 1e3, t_old / t, bf16_ms[i] * 1e3, bf16_gbs,
+                    bf16_ms[i] / t);
+      }
+    }
+  }
+  std::printf("(vs old / vs bf16: time of that path over the quantized GEMM's; ceiling: d2d copy %.0f GB/s)\n",
+              copy_gbs);
+  return 0;
+}
+
+int run(bool quick, bool quant_only, bool qmma_only) {
   if (cuda_device_count() == 0) {
     std::printf("kernel_bench: no CUDA GPU visible; nothing to measure\n");
     return 0;
@@ -84,6 +149,8 @@ int run(bool quick, bool quant_only) {
     copy_gbs = 2.0 * static_cast<double>(bytes) / (ms * 1e-3) / 1e9;
     std::printf("d2d copy 1 GiB: %.3f ms, %.0f GB/s (read + write)\n", ms, copy_gbs);
   }
+
+  if (qmma_only) return bench_quant_mma(prop, copy_gbs, reps);
 
   struct Row {
     std::string what;
@@ -248,13 +315,14 @@ int run(bool quick, bool quant_only) {
 }  // namespace strata
 
 int main(int argc, char** argv) {
-  bool quick = false, quant_only = false;
+  bool quick = false, quant_only = false, qmma_only = false;
   for (int i = 1; i < argc; ++i) {
     quick = quick || std::strcmp(argv[i], "--quick") == 0;
     quant_only = quant_only || std::strcmp(argv[i], "--quant") == 0;
+    qmma_only = qmma_only || std::strcmp(argv[i], "--qmma") == 0;
   }
   try {
-    return strata::run(quick, quant_only);
+    return strata::run(quick, quant_only, qmma_only);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "kernel_bench: %s\n", e.what());
     return 1;

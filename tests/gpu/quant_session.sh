@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # tests/gpu/quant_session.sh: the quantized-model GPU session (issue 23) in one command, for a lent GPU
 # machine: builds strata and the GPU tests, runs the quantized tests (every GGUF block type against the CPU
-# backend), kernel_bench --quant (GB/s of packed bytes per type against the copy rate), then writes 7b-shape
-# GGUFs (DTYPES, in the background while the tests run) and runs `strata bench decode` on each at batch 1 and
-# 16 (prompt 16, 32 new tokens) and a 2048-token prefill (batch 1, 2 new tokens), each model as soon as it
-# is written. Stops starting new work after BUDGET_S seconds. Everything goes to $OUT/quant.tgz; a summary table is printed last.
+# backend; quant_mma_gpu_test), kernel_bench --quant and --qmma (GB/s of packed bytes against the copy
+# rate), then writes 7b-shape GGUFs (DTYPES, in the background while the tests run) and runs `strata bench
+# decode` on each at batch 1 and 16 (prompt 16, 32 new tokens) and a 2048-token prefill (batch 1, 2 new
+# tokens), each model as soon as it is written. Stops starting new work after BUDGET_S seconds. Everything
+# goes to $OUT/quant.tgz; a summary table is printed last.
 # Usage: OUT=/some/dir [DTYPES="q4_0 q4_k_m f16 q8_0 q6_k"] [BUDGET_S=540] [SKIP_TESTS=1] [KB_ARGS=--quick] \
 #        tests/gpu/quant_session.sh
 set -u
@@ -40,7 +41,7 @@ note "build strata" "rc=$? at $(elapsed) s"
 ) &
 maker=$!
 
-cmake --build "$B" -j "$(nproc)" --target cuda_backend_gpu_test model_gpu_test kernel_bench >>"$work/logs/build.log" 2>&1
+cmake --build "$B" -j "$(nproc)" --target cuda_backend_gpu_test quant_mma_gpu_test model_gpu_test kernel_bench >>"$work/logs/build.log" 2>&1
 note "build tests" "rc=$? at $(elapsed) s"
 grep -E "error|FAILED" "$work/logs/build.log" | head -20
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
@@ -48,6 +49,9 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
     --gtest_filter='*Quantized*:*EveryWeightDtype*:*Embed*:*Swiglu*:*Copy*:*OddK*' >"$work/logs/gpu_test.log" 2>&1
   note "cuda_backend_gpu_test (quant)" "rc=$? $(grep -E '^\[  (PASSED|FAILED) ' "$work/logs/gpu_test.log" | tr '\n' ' ')"
   grep -E "Failure|error|differs|FAILED|Expected|Which is|actual" "$work/logs/gpu_test.log" | head -30
+  "$B/tests/quant_mma_gpu_test" --gtest_brief=1 >"$work/logs/quant_mma_gpu_test.log" 2>&1
+  note "quant_mma_gpu_test" "rc=$? $(grep -E '^\[  (PASSED|FAILED) ' "$work/logs/quant_mma_gpu_test.log" | tr '\n' ' ')"
+  grep -E "Failure|mismatch|FAILED" "$work/logs/quant_mma_gpu_test.log" | head -10
   (cd "$B/tests" && STRATA_SOURCE_DIR=$root ./model_gpu_test --gtest_brief=1 --gtest_filter='QuantizedModelOnGpu*' \
      >"$work/logs/model_gpu_test.log" 2>&1)
   note "model_gpu_test (quant)" "rc=$? $(grep -E '^\[  (PASSED|FAILED) ' "$work/logs/model_gpu_test.log" | tr '\n' ' ')"
@@ -55,6 +59,8 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
 fi
 "$B/tests/kernel_bench" --quant ${KB_ARGS:-} >"$work/logs/kernel_bench.log" 2>&1
 note "kernel_bench --quant" "rc=$? at $(elapsed) s"
+"$B/tests/kernel_bench" --qmma ${KB_ARGS:-} >"$work/logs/kernel_bench_qmma.log" 2>&1
+note "kernel_bench --qmma" "rc=$? at $(elapsed) s"
 
 # Batch 1 of every model first, then batch 16, then the prefills; each model as soon as it is written.
 for run in "b1 --batch 1 --prompt-len 16 -n 32" "b16 --batch 16 --prompt-len 16 -n 32" "prefill2048 --batch 1 --prompt-len 2048 -n 2"; do
@@ -92,4 +98,5 @@ for line in "${summary[@]}"; do echo "$line"; done
 cat "$work/bench/table.txt" 2>/dev/null
 sed -n '/^kernel /,$p' "$work/logs/kernel_bench.log"
 grep -E "^d2d" "$work/logs/kernel_bench.log"
+sed -n '/^type /,$p' "$work/logs/kernel_bench_qmma.log"
 rm -rf "$work"

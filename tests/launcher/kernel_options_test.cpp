@@ -26,9 +26,10 @@ TEST(KernelOptions, EveryKeySetsItsField) {
   CudaBackendOptions o;
   const auto keys = apply_kernel_options(
       "gemv_max_rows=8,gemv_rolling=2,fuse_rope_kv_write=0,decode_attention_warps=0,fuse_rope_attention=0,"
-      "decode_split_grain=64,decode_whole_blocks=0,decode_head_split=4,fuse_swiglu=0,pdl=0,cublaslt=0",
+      "decode_split_grain=64,decode_whole_blocks=0,decode_head_split=4,fuse_swiglu=0,pdl=0,cublaslt=0,"
+      "quant_mma_min_rows=4,quant_mma_max_rows=32",
       o);
-  EXPECT_EQ(keys.size(), 11u);
+  EXPECT_EQ(keys.size(), 13u);
   EXPECT_EQ(o.gemv_max_rows, 8);
   EXPECT_EQ(o.gemv_rolling, 2);
   EXPECT_FALSE(o.fuse_rope_kv_write);
@@ -40,6 +41,8 @@ TEST(KernelOptions, EveryKeySetsItsField) {
   EXPECT_FALSE(o.fuse_swiglu);
   EXPECT_FALSE(o.pdl);
   EXPECT_FALSE(o.cublaslt);
+  EXPECT_EQ(o.quant_mma_min_rows, 4);
+  EXPECT_EQ(o.quant_mma_max_rows, 32);
   // Keys left out keep their defaults; a later key wins over an earlier one.
   CudaBackendOptions p;
   apply_kernel_options("gemv_max_rows=0,gemv_max_rows=4", p);
