@@ -7,6 +7,7 @@
 #include <fstream>
 #include <random>
 
+#include "launcher/http/image_fetch.h"
 #include "runtime/error.h"
 
 namespace strata::launcher::http {
@@ -150,9 +151,14 @@ std::vector<uint8_t> RequestImages::load(const std::string& url) const {
                  " bytes, over this server's --max-image-bytes of ", max_bytes, "; send a smaller image");
     return std::move(*bytes);
   }
-  if (starts_with_nocase(url, "http://") || starts_with_nocase(url, "https://"))
-    STRATA_THROW(ErrorKind::kInvalidArgument, "this server does not fetch remote images ('", shown(url),
-                 "'); send the image inline as a data URL (data:image/png;base64,...)");
+  if (starts_with_nocase(url, "http://") || starts_with_nocase(url, "https://")) {
+    // The fetched bytes take the data URL's path from here: decoding, every limit, the prefix-cache hash.
+    ImageFetchOptions fetch;
+    fetch.hosts = options_.url_hosts;
+    fetch.timeout_s = options_.url_timeout_s;
+    fetch.max_bytes = max_bytes;
+    return fetch_image(url, fetch);
+  }
   std::string path = url;
   if (starts_with_nocase(url, "file://")) {
     path = url.substr(7);

@@ -1,5 +1,6 @@
 // launcher/http/request_images.h: the image parts of a chat request turned into what the Engine takes: each
-// image read (an inline data: URL, or a file under the operator's --image-dir; remote URLs are refused),
+// image read (an inline data: URL, a file under the operator's --image-dir, or an http(s) URL fetched from a
+// host the operator allows with --image-url-hosts, image_fetch.h),
 // checked against the server's limits (encoded bytes, the pixels its header declares, images per request),
 // decoded, preprocessed as the checkpoint's image processor says and hashed for the prefix cache; and the
 // prompt's image placeholders expanded to one token per image feature (a count that may depend on the
@@ -23,6 +24,8 @@ struct ImageServeOptions {
   std::string image_dir;          // local paths are served from under it only; empty: refused
   vision::ImageLimits limits;     // encoded bytes, and width x height as the header declares
   int64_t max_images = 8;         // per request
+  std::vector<std::string> url_hosts;  // hosts http(s) images are fetched from (image_fetch.h); empty: refused
+  double url_timeout_s = 10;           // one remote image's whole fetch
 };
 
 // The served model's vision side.
