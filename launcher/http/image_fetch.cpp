@@ -53,7 +53,8 @@ struct Url {
   std::string host;  // lower case, without IPv6 brackets
   std::string port;
   std::string target;  // path and query, never empty
-  std::string origin() const { return cat(https ? "https://" : "http://", host.find(':') != std::string::npos ? "[" + host + "]" : host, ":", port); }
+  std::string bracketed_host() const { return host.find(':') != std::string::npos ? "[" + host + "]" : host; }
+  std::string origin() const { return cat(https ? "https://" : "http://", bracketed_host(), ":", port); }
 };
 
 Url parse_url(const std::string& url) {
@@ -88,7 +89,8 @@ Url parse_url(const std::string& url) {
   if (port.empty()) {
     out.port = out.https ? "443" : "80";
   } else {
-    const bool digits = port.size() <= 5 && std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; });
+    const bool digits =
+        port.size() <= 5 && std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; });
     if (!digits || std::stoi(port) < 1 || std::stoi(port) > 65535) refuse(bad + "its port is not a number in 1-65535");
     out.port = std::to_string(std::stoi(port));
   }
@@ -130,13 +132,16 @@ uint32_t v4_at(const net::ip::address_v6::bytes_type& b, size_t at) {
 
 bool internal_v6(const net::ip::address_v6& a) {
   const auto b = a.to_bytes();
-  const bool first_80_zero = std::all_of(b.begin(), b.begin() + 10, [](uint8_t x) { return x == 0; });
+  auto zero = [&b](size_t from, size_t to) {
+    return std::all_of(b.begin() + from, b.begin() + to, [](uint8_t x) { return x == 0; });
+  };
+  const bool first_80_zero = zero(0, 10);
   if (first_80_zero && b[10] == 0xff && b[11] == 0xff) return internal_v4(v4_at(b, 12));  // ::ffff:a.b.c.d
   if (first_80_zero && b[10] == 0 && b[11] == 0) return true;  // ::, ::1 and the deprecated ::a.b.c.d
-  if (b[0] == 0x00 && b[1] == 0x64 && b[2] == 0xff && b[3] == 0x9b && std::all_of(b.begin() + 4, b.begin() + 12, [](uint8_t x) { return x == 0; }))
+  if (b[0] == 0x00 && b[1] == 0x64 && b[2] == 0xff && b[3] == 0x9b && zero(4, 12))
     return internal_v4(v4_at(b, 12));  // 64:ff9b::/96, NAT64
   if (b[0] == 0x20 && b[1] == 0x02) return internal_v4(v4_at(b, 2));  // 2002::/16, 6to4
-  if (b[0] == 0x01 && b[1] == 0x00 && std::all_of(b.begin() + 2, b.begin() + 8, [](uint8_t x) { return x == 0; }))
+  if (b[0] == 0x01 && b[1] == 0x00 && zero(2, 8))
     return true;                                         // 100::/64, discard
   return (b[0] & 0xfe) == 0xfc ||                        // fc00::/7, unique local
          (b[0] == 0xfe && (b[1] & 0xc0) == 0x80) ||      // fe80::/10, link-local
@@ -144,7 +149,9 @@ bool internal_v6(const net::ip::address_v6& a) {
          b[0] == 0xff;                                   // multicast
 }
 
-bool internal(const net::ip::address& a) { return a.is_v4() ? internal_v4(a.to_v4().to_uint()) : internal_v6(a.to_v6()); }
+bool internal(const net::ip::address& a) {
+  return a.is_v4() ? internal_v4(a.to_v4().to_uint()) : internal_v6(a.to_v6());
+}
 
 // One fetch: its io_context, deadline and the host it is talking to.
 class Fetch {
@@ -191,8 +198,8 @@ class Fetch {
   [[noreturn]] void fail(const std::string& what, beast::error_code ec, const std::string& client_message) {
     LOG_WARN("image fetch from ", url_.origin(), url_.target.substr(0, 60), ": ", what, ": ", ec.message());
     if (ec == beast::error::timeout || ec == net::error::timed_out)
-      refuse(cat("fetching the image from host '", url_.host, "' took longer than this server's --image-url-timeout of ",
-                 options_.timeout_s, " s; send the image inline as a data URL"));
+      refuse(cat("fetching the image from host '", url_.host, "' took longer than this server's "
+                 "--image-url-timeout of ", options_.timeout_s, " s; send the image inline as a data URL"));
     if (ec == bhttp::error::body_limit)
       refuse(cat("the image at host '", url_.host, "' is over this server's --max-image-bytes of ", options_.max_bytes,
                  " bytes; send a smaller image"));
@@ -209,10 +216,11 @@ class Fetch {
     tcp::resolver::results_type results;
     const beast::error_code ec = step(
         [&](auto done) {
-          resolver.async_resolve(url_.host, url_.port, [&results, done](beast::error_code e, tcp::resolver::results_type r) mutable {
-            results = std::move(r);
-            done(e);
-          });
+          resolver.async_resolve(url_.host, url_.port,
+                                 [&results, done](beast::error_code e, tcp::resolver::results_type r) {
+                                   results = std::move(r);
+                                   done(e);
+                                 });
         },
         [&] { resolver.cancel(); });
     if (ec) fail("resolving", ec, cat("cannot resolve the image host '", url_.host, "'"));
@@ -231,8 +239,11 @@ class Fetch {
 
   void connect(beast::tcp_stream& tcp_stream, const std::vector<tcp::endpoint>& endpoints) {
     tcp_stream.expires_at(deadline_);
-    const beast::error_code ec = step([&](auto done) { tcp_stream.async_connect(endpoints, [done](beast::error_code e, const tcp::endpoint&) mutable { done(e); }); },
-                                      [&] { tcp_stream.cancel(); });
+    const beast::error_code ec = step(
+        [&](auto done) {
+          tcp_stream.async_connect(endpoints, [done](beast::error_code e, const tcp::endpoint&) { done(e); });
+        },
+        [&] { tcp_stream.cancel(); });
     if (ec) fail("connecting", ec, cat("cannot connect to the image host '", url_.host, "'"));
   }
 
@@ -268,7 +279,7 @@ class Fetch {
   std::optional<std::string> exchange(Stream& stream, Cancel cancel) {
     bhttp::request<bhttp::empty_body> request(bhttp::verb::get, url_.target, 11);
     const bool default_port = url_.port == (url_.https ? "443" : "80");
-    const std::string host = url_.host.find(':') != std::string::npos ? "[" + url_.host + "]" : url_.host;
+    const std::string host = url_.bracketed_host();
     request.set(bhttp::field::host, default_port ? host : host + ":" + url_.port);
     request.set(bhttp::field::user_agent, "strata");
     request.set(bhttp::field::accept, "image/*");
@@ -291,7 +302,8 @@ class Fetch {
       refuse(cat("the image host '", url_.host, "' answered HTTP status ", status, " for the image URL; send a URL "
                  "that gives the image (status 200), or the image inline as a data URL"));
     ec = step([&](auto done) { bhttp::async_read(stream, buffer, parser, done); }, cancel);
-    if (ec) fail("reading the image", ec, cat("reading the image from host '", url_.host, "' failed before it was whole"));
+    if (ec)
+      fail("reading the image", ec, cat("reading the image from host '", url_.host, "' failed before it was whole"));
     body_ = parser.release().body();
     return std::nullopt;
   }

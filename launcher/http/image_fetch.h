@@ -4,6 +4,8 @@
 // fetch. The SSRF guard: a host that resolves to a loopback, private, link-local or otherwise internal address
 // is fetched only when the operator names it; the wildcard `*` never reaches those addresses. Clients see
 // why a fetch failed in words, never peer addresses or the network stack's errors (those go to the log).
+// Known bound: a name lookup, once started, ends only when the system resolver gives up (resolv.conf's
+// timeouts), so a hung DNS server can hold a request worker past --image-url-timeout.
 #pragma once
 #include <cstdint>
 #include <string>

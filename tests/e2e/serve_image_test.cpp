@@ -266,7 +266,8 @@ TEST(ServeImageErrors, EveryBadImageIsA400AndTheServerKeepsServing) {
 // serves cat.png at /cat.png and, elsewhere, a 404, redirects and bodies over the server's byte limit.
 class ImageHost {
  public:
-  explicit ImageHost(std::string png) : png_(std::move(png)), acceptor_(io_, {boost::asio::ip::make_address("127.0.0.1"), 0}) {
+  explicit ImageHost(std::string png)
+      : png_(std::move(png)), acceptor_(io_, {boost::asio::ip::make_address("127.0.0.1"), 0}) {
     thread_ = std::thread([this] { serve(); });
   }
   ~ImageHost() {
@@ -348,7 +349,8 @@ TEST(ServeImageUrls, FetchesOnlyFromAllowedHostsAndAnswersAsTheDataUrl) {
 
   // The same image as a data URL, then fetched (directly and through a redirect): the same greedy answer,
   // and the fetched image's hash finds the data URL's cached blocks.
-  const std::string inline_answer = chat_text(http(server.port(), "POST", "/v1/chat/completions", chat_body(request, false)), false);
+  const std::string inline_answer =
+      chat_text(http(server.port(), "POST", "/v1/chat/completions", chat_body(request, false)), false);
   EXPECT_EQ(inline_answer, expected(request));
   EXPECT_EQ(test::metric(server.port(), "strata_prefix_cache_hit_tokens_total"), 0);
   EXPECT_EQ(chat_text(with_url(host.url("127.0.0.1", "/cat.png")), false), inline_answer);

@@ -1,8 +1,10 @@
 // tests/launcher/image_fetch_test.cpp: the host rules of remote image fetching: which addresses count as
 // internal (the IANA special-purpose registries for IPv4 and IPv6, RFC 6890 with RFC 6598's shared space),
 // the --image-url-hosts list, and the refusals made before any connection (fetching off, a host not listed,
-// the wildcard meeting a loopback host, malformed URLs).
+// the wildcard meeting a loopback host, malformed URLs), and the deadline against a host that never answers.
 #include <gtest/gtest.h>
+
+#include <boost/asio/ip/tcp.hpp>
 
 #include <functional>
 
@@ -69,6 +71,18 @@ TEST(ImageFetch, RefusesBeforeConnecting) {
   for (const char* url : {"http://localhost:9/a.png", "http://127.0.0.1:9/a.png", "https://[::1]:9/a.png",
                           "http://169.254.169.254/latest/meta-data/", "http://[::ffff:7f00:1]:9/a.png"})
     EXPECT_NE(fetch(url).find("resolves to a loopback, private or link-local address"), std::string::npos) << url;
+}
+
+TEST(ImageFetch, AHostThatNeverAnswersRunsIntoTheTimeout) {
+  // A listening socket that never accepts: the kernel completes the connection, nothing ever answers.
+  boost::asio::io_context io;
+  boost::asio::ip::tcp::acceptor silent(io, {boost::asio::ip::make_address("127.0.0.1"), 0});
+  ImageFetchOptions o;
+  o.hosts = {"127.0.0.1"};
+  o.timeout_s = 0.2;
+  const std::string url = "http://127.0.0.1:" + std::to_string(silent.local_endpoint().port()) + "/a.png";
+  const std::string message = refusal([&] { fetch_image(url, o); });
+  EXPECT_NE(message.find("took longer than this server's --image-url-timeout of 0.2 s"), std::string::npos) << message;
 }
 
 }  // namespace
