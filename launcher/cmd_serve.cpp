@@ -85,6 +85,8 @@ std::vector<FlagSpec> serve_flags() {
                                 "only when named (default: none, remote URLs refused)"},
       {"image-url-timeout", true, "vision models: seconds one remote image's fetch may take, redirects included "
                                   "(default 10)"},
+      {"image-url-ca-file", true, "vision models: PEM file of CA certificates trusted for https image URLs, "
+                                  "besides the system's (default: the system's only)"},
       {"max-image-bytes", true, "vision models: largest encoded image accepted (default 20971520)"},
       {"max-image-pixels", true, "vision models: largest width x height an image header may declare, checked "
                                  "before decoding (default 50000000)"},
@@ -424,6 +426,7 @@ int serve(const Args& args, SessionOptions options, RankRuntime* rank) {
   image_options.max_images = args.integer("max-images-per-request", 8, 0, 1024);
   image_options.url_hosts = http::parse_host_list(args.str("image-url-hosts"));
   image_options.url_timeout_s = args.number("image-url-timeout", 10, 0.001, 3600);
+  image_options.url_ca_file = args.str("image-url-ca-file");
   std::optional<http::ServedVision> vision;
   if (llava) {
     vision.emplace();

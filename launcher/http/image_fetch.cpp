@@ -12,6 +12,7 @@
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 
 #include <algorithm>
 #include <cctype>
@@ -258,19 +259,34 @@ class Fetch {
     beast::error_code store;
     context.set_default_verify_paths(store);
     if (store) LOG_WARN("image fetch: the system's CA certificates could not be loaded: ", store.message());
+    if (!options_.ca_file.empty()) {
+      context.load_verify_file(options_.ca_file, store);
+      if (store)
+        fail("loading --image-url-ca-file", store, cat("cannot start TLS with the image host '", url_.host, "'"));
+    }
     context.set_verify_mode(ssl::verify_peer);
     beast::ssl_stream<beast::tcp_stream> stream(io_, context);
-    stream.set_verify_callback(ssl::host_name_verification(url_.host));
+    // OpenSSL checks the certificate's names against the host (its IP entries for an address) during the
+    // handshake; names also go out as SNI.
+    SSL* session = stream.native_handle();
     beast::error_code literal;
     net::ip::make_address(url_.host, literal);
-    if (literal && !SSL_set_tlsext_host_name(stream.native_handle(), url_.host.c_str()))  // SNI: names only
-      fail("setting SNI", beast::error_code(static_cast<int>(::ERR_get_error()), net::error::get_ssl_category()),
+    const bool named = literal ? SSL_set1_host(session, url_.host.c_str()) == 1 &&
+                                     SSL_set_tlsext_host_name(session, url_.host.c_str()) == 1
+                               : X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(session), url_.host.c_str()) == 1;
+    if (!named)
+      fail("setting the expected host name", beast::error_code(static_cast<int>(::ERR_get_error()),
+                                                                net::error::get_ssl_category()),
            cat("cannot start TLS with the image host '", url_.host, "'"));
     connect(beast::get_lowest_layer(stream), endpoints);
     const beast::error_code ec = step([&](auto done) { stream.async_handshake(ssl::stream_base::client, done); },
                                       [&] { beast::get_lowest_layer(stream).cancel(); });
-    if (ec) fail("TLS handshake", ec, cat("the TLS handshake with the image host '", url_.host, "' failed (its "
-                                          "certificate is not trusted here, or it does not speak TLS)"));
+    if (ec) {
+      const long verify = SSL_get_verify_result(stream.native_handle());
+      fail(cat("TLS handshake (certificate check: ", X509_verify_cert_error_string(verify), ")"), ec,
+           cat("the TLS handshake with the image host '", url_.host, "' failed (its certificate is not trusted "
+               "here, or it does not speak TLS)"));
+    }
     return exchange(stream, [&] { beast::get_lowest_layer(stream).cancel(); });
   }
 

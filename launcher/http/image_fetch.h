@@ -17,6 +17,7 @@ struct ImageFetchOptions {
   std::vector<std::string> hosts;  // lower-case host names, IP literals, or "*"; empty: no fetching
   double timeout_s = 10;           // the whole fetch, redirects included
   int64_t max_bytes = 20 << 20;    // the body, as --max-image-bytes
+  std::string ca_file;             // PEM certificates trusted for https besides the system's CA store
 };
 
 // "a.example, 127.0.0.1,*" -> {"a.example", "127.0.0.1", "*"} (lower-case, trimmed; IPv6 brackets dropped).

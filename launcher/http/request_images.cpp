@@ -106,6 +106,9 @@ RequestImages::RequestImages(ImageServeOptions options, std::optional<ServedVisi
     STRATA_CHECK(!ec && fs::is_directory(image_root_), "--image-dir '", options_.image_dir,
                  "' is not a directory: ", ec ? ec.message() : "not a directory");
   }
+  if (!options_.url_ca_file.empty())
+    STRATA_CHECK(fs::is_regular_file(options_.url_ca_file), "--image-url-ca-file '", options_.url_ca_file,
+                 "' is not a file; give a PEM file of CA certificates");
   std::random_device entropy;
   for (uint64_t& k : hash_key_) k = (static_cast<uint64_t>(entropy()) << 32) ^ entropy();
 }
@@ -156,6 +159,7 @@ std::vector<uint8_t> RequestImages::load(const std::string& url) const {
     ImageFetchOptions fetch;
     fetch.hosts = options_.url_hosts;
     fetch.timeout_s = options_.url_timeout_s;
+    fetch.ca_file = options_.url_ca_file;
     fetch.max_bytes = max_bytes;
     return fetch_image(url, fetch);
   }

@@ -26,6 +26,7 @@ struct ImageServeOptions {
   int64_t max_images = 8;         // per request
   std::vector<std::string> url_hosts;  // hosts http(s) images are fetched from (image_fetch.h); empty: refused
   double url_timeout_s = 10;           // one remote image's whole fetch
+  std::string url_ca_file;             // extra PEM certificates trusted for https images
 };
 
 // The served model's vision side.
