@@ -5,14 +5,15 @@
 
 #include <boost/asio/ip/address.hpp>
 #include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#ifdef STRATA_HAVE_TLS
+#include <boost/asio/ssl.hpp>
 #include <boost/beast/ssl.hpp>
-
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
+#endif
 
 #include <algorithm>
 #include <cctype>
@@ -24,7 +25,9 @@
 
 namespace strata::launcher::http {
 namespace net = boost::asio;
+#ifdef STRATA_HAVE_TLS
 namespace ssl = boost::asio::ssl;
+#endif
 namespace beast = boost::beast;
 namespace bhttp = boost::beast::http;
 using tcp = net::ip::tcp;
@@ -157,7 +160,8 @@ bool internal(const net::ip::address& a) {
 // One fetch: its io_context, deadline and the host it is talking to.
 class Fetch {
  public:
-  Fetch(const ImageFetchOptions& options) : options_(options), deadline_(Clock::now() + seconds(options.timeout_s)) {}
+  explicit Fetch(const ImageFetchOptions& options)
+      : options_(options), deadline_(Clock::now() + seconds(options.timeout_s)) {}
 
   std::vector<uint8_t> run(const std::string& first_url) {
     std::string url = first_url;
@@ -254,6 +258,12 @@ class Fetch {
     return exchange(stream, [&] { stream.cancel(); });
   }
 
+#ifndef STRATA_HAVE_TLS
+  std::optional<std::string> over_tls(const std::vector<tcp::endpoint>&) {
+    refuse(cat("this strata was built without OpenSSL (libssl-dev), so it fetches http:// images only ('",
+               url_.host, "' is https); send the image inline as a data URL (data:image/png;base64,...)"));
+  }
+#else
   std::optional<std::string> over_tls(const std::vector<tcp::endpoint>& endpoints) {
     ssl::context context(ssl::context::tls_client);
     beast::error_code store;
@@ -289,6 +299,7 @@ class Fetch {
     }
     return exchange(stream, [&] { beast::get_lowest_layer(stream).cancel(); });
   }
+#endif
 
   // Sends the GET and reads the answer: the image (into body_, returning nullopt) or a redirect's Location.
   template <class Stream, class Cancel>
@@ -344,6 +355,14 @@ std::vector<std::string> parse_host_list(const std::string& list) {
     at = comma + 1;
   }
   return hosts;
+}
+
+bool image_fetch_speaks_tls() {
+#ifdef STRATA_HAVE_TLS
+  return true;
+#else
+  return false;
+#endif
 }
 
 bool is_internal_address(const std::string& address) {
