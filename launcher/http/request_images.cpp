@@ -131,6 +131,14 @@ std::optional<ApiError> RequestImages::check(const std::vector<ChatMessage>& mes
   return std::nullopt;
 }
 
+bool RequestImages::fetches_remote(const std::vector<ChatMessage>& messages) const {
+  if (!vision_ || options_.url_hosts.empty()) return false;
+  for (const ChatMessage& m : messages)
+    for (const ImagePart& image : m.images)
+      if (starts_with_nocase(image.url, "http://") || starts_with_nocase(image.url, "https://")) return true;
+  return false;
+}
+
 std::vector<uint8_t> RequestImages::load(const std::string& url) const {
   const int64_t max_bytes = options_.limits.max_bytes;
   if (starts_with_nocase(url, "data:")) {

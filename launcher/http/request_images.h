@@ -50,6 +50,8 @@ class RequestImages {
   // `images` holds each image's pixels, hash and prompt positions.
   std::optional<ApiError> resolve(const std::vector<ChatMessage>& messages, std::vector<int32_t>& prompt,
                                   std::vector<RequestImage>& images) const;
+  // Whether resolve() will fetch some image of `messages` from a remote host (fetching on, an http(s) URL).
+  bool fetches_remote(const std::vector<ChatMessage>& messages) const;
   // The encoded bytes an image URL names; throws strata::Error (kInvalidArgument) saying why not.
   std::vector<uint8_t> load(const std::string& url) const;
 

@@ -17,6 +17,8 @@
 
 #include <atomic>
 #include <filesystem>
+#include <memory>
+#include <mutex>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -330,13 +332,50 @@ class ImageHost {
   std::thread thread_;
 };
 
+// An image host that accepts connections and never answers, until it goes away.
+class SilentHost {
+ public:
+  SilentHost() : acceptor_(io_, {boost::asio::ip::make_address("127.0.0.1"), 0}) {
+    thread_ = std::thread([this] {
+      while (!stop_) {
+        auto socket = std::make_unique<boost::asio::ip::tcp::socket>(io_);
+        boost::system::error_code ec;
+        acceptor_.accept(*socket, ec);
+        if (ec || stop_) continue;
+        std::lock_guard<std::mutex> lock(mutex_);
+        held_.push_back(std::move(socket));
+        accepted_ = static_cast<int>(held_.size());
+      }
+    });
+  }
+  ~SilentHost() {
+    stop_ = true;
+    boost::system::error_code ec;
+    boost::asio::ip::tcp::socket wake(io_);
+    wake.connect(acceptor_.local_endpoint(), ec);
+    thread_.join();
+    for (auto& socket : held_) socket->close(ec);  // the waiting fetches see the connection end
+  }
+  int accepted() const { return accepted_; }
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(acceptor_.local_endpoint().port()) + "/a.png"; }
+
+ private:
+  boost::asio::io_context io_;
+  boost::asio::ip::tcp::acceptor acceptor_;
+  std::mutex mutex_;
+  std::vector<std::unique_ptr<boost::asio::ip::tcp::socket>> held_;
+  std::atomic<int> accepted_{0};
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
 TEST(ServeImageUrls, FetchesOnlyFromAllowedHostsAndAnswersAsTheDataUrl) {
   const std::string png = read_bytes(model() + "/cat.png");
   ImageHost host(png);
   // 127.0.0.1 is named, so its loopback address is allowed; localhost is not in the list.
   test::ServerProcess server("image_urls", "", "serve --model " + model() +
                                                    " --image-url-hosts 127.0.0.1 --max-image-bytes 4000 "
-                                                   "--image-url-timeout 5");
+                                                   "--image-url-timeout 30");
   ASSERT_TRUE(server.wait_ready()) << server.log();
   const json::value& request = fixture_requests().at(0);  // one image, cat.png (2214 bytes)
   const std::string param = "messages[0].content[1].image_url";
@@ -375,6 +414,27 @@ TEST(ServeImageUrls, FetchesOnlyFromAllowedHostsAndAnswersAsTheDataUrl) {
   // Fetched bytes take the data URL's checks: a PNG cut in half fails to decode.
   expect_400(with_url(host.url("127.0.0.1", "/half.png")), "image 0", param, "truncated PNG");
   EXPECT_EQ(chat_text(with_url(host.url("127.0.0.1", "/cat.png")), false), inline_answer);  // still serving
+
+  // Fetches wait on their own threads: with more requests waiting on a silent image host than the server has
+  // preparation workers (2), a text request is still answered, and the waiting ones are not (were the fetches on
+  // those workers, the text request would wait for the 30 s timeout, after the fetches' answers).
+  std::atomic<int> answered{0};
+  std::vector<std::thread> waiting;
+  {
+    SilentHost silent;
+    for (int i = 0; i < 3; ++i)
+      waiting.emplace_back([&] {
+        expect_400(with_url(silent.url()), "'127.0.0.1' sent no valid HTTP answer", param, "silent host");
+        ++answered;
+      });
+    while (silent.accepted() < 3) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    const HttpResponse text = http(server.port(), "POST", "/v1/chat/completions",
+                                   "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}], \"max_tokens\": 3}");
+    EXPECT_EQ(text.status, 200) << text.body;
+    EXPECT_EQ(answered, 0);
+  }  // the silent host goes away: the fetches end
+  for (auto& t : waiting) t.join();
+  EXPECT_EQ(answered, 3);
 }
 
 TEST(ServeImageErrors, TextOnlyModelRefusesImages) {
