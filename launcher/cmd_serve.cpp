@@ -29,6 +29,7 @@
 #include "launcher/http/chat_template.h"
 #include "launcher/http/engine_frontend.h"
 #include "launcher/http/http_server.h"
+#include "launcher/http/image_fetch.h"
 #include "launcher/http/metrics.h"
 #include "launcher/http/remote_replicas.h"
 #include "launcher/http/replica_router.h"
@@ -79,6 +80,13 @@ std::vector<FlagSpec> serve_flags() {
       {"drain-timeout", true, "seconds to let requests finish after SIGTERM before cancelling (default 30)"},
       {"image-dir", true, "vision models: serve image files named in requests (file:// or a path) from under "
                           "this directory only (default: none, only inline data: URLs)"},
+      {"image-url-hosts", true, "vision models: fetch http(s) image URLs from these hosts (comma list of names, "
+                                "or * for any); hosts that resolve to loopback, private or link-local addresses "
+                                "only when named (default: none, remote URLs refused)"},
+      {"image-url-timeout", true, "vision models: seconds one remote image's fetch may take, redirects included "
+                                  "(default 10)"},
+      {"image-url-ca-file", true, "vision models: PEM file of CA certificates trusted for https image URLs, "
+                                  "besides the system's (default: the system's only)"},
       {"max-image-bytes", true, "vision models: largest encoded image accepted (default 20971520)"},
       {"max-image-pixels", true, "vision models: largest width x height an image header may declare, checked "
                                  "before decoding (default 50000000)"},
@@ -416,6 +424,9 @@ int serve(const Args& args, SessionOptions options, RankRuntime* rank) {
   image_options.limits.max_bytes = args.integer("max-image-bytes", 20 << 20, 1, int64_t{1} << 34);
   image_options.limits.max_pixels = args.integer("max-image-pixels", 50'000'000, 1, int64_t{1} << 40);
   image_options.max_images = args.integer("max-images-per-request", 8, 0, 1024);
+  image_options.url_hosts = http::parse_host_list(args.str("image-url-hosts"));
+  image_options.url_timeout_s = args.number("image-url-timeout", 10, 0.001, 3600);
+  image_options.url_ca_file = args.str("image-url-ca-file");
   std::optional<http::ServedVision> vision;
   if (llava) {
     vision.emplace();

@@ -21,6 +21,7 @@ set(STRATA_LAUNCHER_SOURCES
   http/choice_text.cpp
   http/engine_frontend.cpp
   http/http_server.cpp
+  http/image_fetch.cpp
   http/metrics.cpp
   http/openai_schema.cpp
   http/remote_replicas.cpp

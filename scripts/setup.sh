@@ -7,6 +7,7 @@ packages=(
   build-essential cmake ninja-build pkg-config ccache git python3 python3-pip   # pip: demo.sh's model download
   libopenmpi-dev openmpi-bin libucx-dev
   libyaml-cpp-dev libboost1.81-dev libboost-json1.81-dev
+  libssl-dev   # https:// image URLs (launcher/http/image_fetch.cpp)
   libgtest-dev libgmock-dev
   libjpeg62-turbo-dev libpng-dev libwebp-dev   # image decoding (runtime/vision/)
   clang libclang-rt-14-dev libomp-14-dev   # libFuzzer, sanitizer runtimes and OpenMP for clang

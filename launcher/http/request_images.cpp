@@ -7,6 +7,7 @@
 #include <fstream>
 #include <random>
 
+#include "launcher/http/image_fetch.h"
 #include "runtime/error.h"
 
 namespace strata::launcher::http {
@@ -105,6 +106,9 @@ RequestImages::RequestImages(ImageServeOptions options, std::optional<ServedVisi
     STRATA_CHECK(!ec && fs::is_directory(image_root_), "--image-dir '", options_.image_dir,
                  "' is not a directory: ", ec ? ec.message() : "not a directory");
   }
+  if (!options_.url_ca_file.empty())
+    STRATA_CHECK(fs::is_regular_file(options_.url_ca_file), "--image-url-ca-file '", options_.url_ca_file,
+                 "' is not a file; give a PEM file of CA certificates");
   std::random_device entropy;
   for (uint64_t& k : hash_key_) k = (static_cast<uint64_t>(entropy()) << 32) ^ entropy();
 }
@@ -125,6 +129,14 @@ std::optional<ApiError> RequestImages::check(const std::vector<ChatMessage>& mes
     return bad_request("messages", cat("the request has ", count, " images; this server takes at most ",
                                        options_.max_images, " per request (--max-images-per-request)"));
   return std::nullopt;
+}
+
+bool RequestImages::fetches_remote(const std::vector<ChatMessage>& messages) const {
+  if (!vision_ || options_.url_hosts.empty()) return false;
+  for (const ChatMessage& m : messages)
+    for (const ImagePart& image : m.images)
+      if (starts_with_nocase(image.url, "http://") || starts_with_nocase(image.url, "https://")) return true;
+  return false;
 }
 
 std::vector<uint8_t> RequestImages::load(const std::string& url) const {
@@ -150,9 +162,15 @@ std::vector<uint8_t> RequestImages::load(const std::string& url) const {
                  " bytes, over this server's --max-image-bytes of ", max_bytes, "; send a smaller image");
     return std::move(*bytes);
   }
-  if (starts_with_nocase(url, "http://") || starts_with_nocase(url, "https://"))
-    STRATA_THROW(ErrorKind::kInvalidArgument, "this server does not fetch remote images ('", shown(url),
-                 "'); send the image inline as a data URL (data:image/png;base64,...)");
+  if (starts_with_nocase(url, "http://") || starts_with_nocase(url, "https://")) {
+    // The fetched bytes take the data URL's path from here: decoding, every limit, the prefix-cache hash.
+    ImageFetchOptions fetch;
+    fetch.hosts = options_.url_hosts;
+    fetch.timeout_s = options_.url_timeout_s;
+    fetch.ca_file = options_.url_ca_file;
+    fetch.max_bytes = max_bytes;
+    return fetch_image(url, fetch);
+  }
   std::string path = url;
   if (starts_with_nocase(url, "file://")) {
     path = url.substr(7);

@@ -1,5 +1,6 @@
 // launcher/http/request_images.h: the image parts of a chat request turned into what the Engine takes: each
-// image read (an inline data: URL, or a file under the operator's --image-dir; remote URLs are refused),
+// image read (an inline data: URL, a file under the operator's --image-dir, or an http(s) URL fetched from a
+// host the operator allows with --image-url-hosts, image_fetch.h),
 // checked against the server's limits (encoded bytes, the pixels its header declares, images per request),
 // decoded, preprocessed as the checkpoint's image processor says and hashed for the prefix cache; and the
 // prompt's image placeholders expanded to one token per image feature (a count that may depend on the
@@ -23,6 +24,9 @@ struct ImageServeOptions {
   std::string image_dir;          // local paths are served from under it only; empty: refused
   vision::ImageLimits limits;     // encoded bytes, and width x height as the header declares
   int64_t max_images = 8;         // per request
+  std::vector<std::string> url_hosts;  // hosts http(s) images are fetched from (image_fetch.h); empty: refused
+  double url_timeout_s = 10;           // one remote image's whole fetch
+  std::string url_ca_file;             // extra PEM certificates trusted for https images
 };
 
 // The served model's vision side.
@@ -46,6 +50,8 @@ class RequestImages {
   // `images` holds each image's pixels, hash and prompt positions.
   std::optional<ApiError> resolve(const std::vector<ChatMessage>& messages, std::vector<int32_t>& prompt,
                                   std::vector<RequestImage>& images) const;
+  // Whether resolve() will fetch some image of `messages` from a remote host (fetching on, an http(s) URL).
+  bool fetches_remote(const std::vector<ChatMessage>& messages) const;
   // The encoded bytes an image URL names; throws strata::Error (kInvalidArgument) saying why not.
   std::vector<uint8_t> load(const std::string& url) const;
 

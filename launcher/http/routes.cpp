@@ -465,6 +465,7 @@ struct Routes::Prepared {
   std::vector<std::vector<int32_t>> prompts;
   std::vector<int32_t> extra_stop;
   std::vector<RequestImage> images;  // of prompts[0]
+  bool images_pending = false;        // remote images: resolve_images() on fetchers_ finishes the request
   std::optional<ApiError> error;
 };
 
@@ -473,11 +474,18 @@ void Routes::generate(const std::shared_ptr<Exchange>& exchange, bool chat) {
   workers_.post([this, exchange, chat] {
     auto prepared = std::make_shared<Prepared>();
     prepare(*prepared, exchange->request().body, chat);
-    exchange->post([this, exchange, chat, prepared] {
-      const std::string route = chat ? "/v1/chat/completions" : "/v1/completions";
-      if (prepared->error) return send_error(*exchange, route, *prepared->error);
-      auto call = std::make_shared<GenerationCall>(*this, exchange, std::move(prepared->params), route);
-      call->start(prepared->prompts, prepared->extra_stop, std::move(prepared->images));
+    auto answer = [this, exchange, chat, prepared] {
+      exchange->post([this, exchange, chat, prepared] {
+        const std::string route = chat ? "/v1/chat/completions" : "/v1/completions";
+        if (prepared->error) return send_error(*exchange, route, *prepared->error);
+        auto call = std::make_shared<GenerationCall>(*this, exchange, std::move(prepared->params), route);
+        call->start(prepared->prompts, prepared->extra_stop, std::move(prepared->images));
+      });
+    };
+    if (!prepared->images_pending) return answer();
+    fetchers_.post([this, prepared, answer] {
+      resolve_images(*prepared);
+      answer();
     });
   });
 }
@@ -521,6 +529,10 @@ void Routes::prepare(Prepared& out, const std::string& body, bool chat) const {
       }
       prompts.push_back(chat_->render(params.messages));
       out.extra_stop = chat_->stop_ids();
+      if (images_.fetches_remote(params.messages)) {
+        out.images_pending = true;  // the caller hands the rest to fetchers_
+        return;
+      }
       // Decoding and preprocessing run here, on a request worker (not an HTTP I/O thread).
       if (std::optional<ApiError> e = images_.resolve(params.messages, prompts.back(), out.images)) {
         out.error = *e;
@@ -552,6 +564,15 @@ void Routes::prepare(Prepared& out, const std::string& body, bool chat) const {
       out.error = bad_request(chat ? "messages" : "prompt", "the prompt encodes to no tokens");
       return;
     }
+}
+
+void Routes::resolve_images(Prepared& out) const {
+  try {
+    if (std::optional<ApiError> e = images_.resolve(out.params.messages, out.prompts.at(0), out.images))
+      out.error = *e;
+  } catch (const std::exception& e) {
+    out.error = error_for(e);
+  }
 }
 
 }  // namespace strata::launcher::http

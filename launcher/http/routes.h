@@ -50,6 +50,9 @@ class Routes {
   // Parses, validates and tokenizes a generation request (on a worker thread: a 4 MB prompt takes a
   // while); the result goes back to the connection's strand.
   void prepare(Prepared& out, const std::string& body, bool chat) const;
+  // The image step of a chat request whose images include remote URLs (prepare leaves it pending): run on
+  // fetchers_, so a slow image host holds neither the HTTP I/O threads nor the preparation of other requests.
+  void resolve_images(Prepared& out) const;
   void send_error(Exchange& exchange, const std::string& route, const struct ApiError& error);
 
   EngineFrontend& frontend_;
@@ -58,6 +61,7 @@ class Routes {
   std::optional<ChatTemplate> chat_;
   ServedModel model_;
   RequestImages images_{ImageServeOptions{}, std::nullopt};
+  WorkQueue fetchers_{8};  // remote image fetches (--image-url-hosts); joined after workers_, which post to it
   WorkQueue workers_{2};  // last: joined before the members its tasks use go away
 };
 

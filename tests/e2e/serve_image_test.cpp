@@ -6,18 +6,26 @@
 // error shape and the server keeps answering. A LLaVA-NeXT model (tests/fixtures/vision/llava_next,
 // tools/reference/make_llava_next_fixtures.py) answers a two-image request as transformers does, its
 // <image>s expanded to each image's size-dependent count, alone, concurrently, on TP2 and data-parallel;
-// llama.cpp's text GGUF + mmproj pair answers as the CLI does.
+// llama.cpp's text GGUF + mmproj pair answers as the CLI does. http(s) image URLs are fetched only from the
+// hosts the operator allows (a tiny Beast server in this process plays the remote host).
 #include <gtest/gtest.h>
 
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
 #include <boost/json.hpp>
 
+#include <atomic>
 #include <filesystem>
+#include <memory>
+#include <mutex>
 #include <fstream>
 #include <sstream>
 #include <thread>
 
 #include "e2e/serve_client.h"
 #include "e2e/serve_helpers.h"
+#include "launcher/http/image_fetch.h"
 
 namespace strata {
 namespace {
@@ -220,7 +228,7 @@ TEST(ServeImageErrors, EveryBadImageIsA400AndTheServerKeepsServing) {
   };
   const std::string images = test::fixture("vision/images/");
   const std::string png = read_bytes(model() + "/cat.png");
-  expect_400(with_url("https://example.com/cat.png"), "does not fetch remote images", param, "remote URL");
+  expect_400(with_url("https://example.com/cat.png"), "--image-url-hosts", param, "remote URL, fetching off");
   expect_400(with_url("data:image/png;base64,@@@@"), "not valid base64", param, "bad base64");
   expect_400(with_url("data:text/plain;base64,aGVsbG8="), "not an image", param, "not an image type");
   expect_400(with_url("data:image/png,plain%20text"), "not base64", param, "not base64 encoded");
@@ -255,6 +263,178 @@ TEST(ServeImageErrors, EveryBadImageIsA400AndTheServerKeepsServing) {
   // Still serving: the data URL request answers as transformers does.
   EXPECT_EQ(chat_text(http(server.port(), "POST", "/v1/chat/completions", chat_body(request, true)), true),
             expected(request));
+}
+
+// The remote host of the image URL tests: a Beast server on a loopback port, one connection at a time, that
+// serves cat.png at /cat.png and, elsewhere, a 404, redirects and bodies over the server's byte limit.
+class ImageHost {
+ public:
+  explicit ImageHost(std::string png)
+      : png_(std::move(png)), acceptor_(io_, {boost::asio::ip::make_address("127.0.0.1"), 0}) {
+    thread_ = std::thread([this] { serve(); });
+  }
+  ~ImageHost() {
+    stop_ = true;
+    boost::system::error_code ec;
+    boost::asio::ip::tcp::socket wake(io_);
+    wake.connect(acceptor_.local_endpoint(), ec);  // ends the blocking accept
+    thread_.join();
+  }
+  int port() const { return acceptor_.local_endpoint().port(); }
+  std::string url(const std::string& host, const std::string& path) const {
+    return "http://" + host + ":" + std::to_string(port()) + path;
+  }
+
+ private:
+  void serve() {
+    namespace bhttp = boost::beast::http;
+    while (!stop_) {
+      boost::asio::ip::tcp::socket socket(io_);
+      boost::system::error_code ec;
+      acceptor_.accept(socket, ec);
+      if (ec || stop_) continue;
+      boost::beast::flat_buffer buffer;
+      bhttp::request<bhttp::string_body> request;
+      bhttp::read(socket, buffer, request, ec);
+      if (ec) continue;  // e.g. a TLS handshake, which this plain server does not speak
+      bhttp::response<bhttp::string_body> response(bhttp::status::ok, 11);
+      const std::string target(request.target());
+      if (target == "/cat.png") {
+        response.set(bhttp::field::content_type, "image/png");
+        response.body() = png_;
+      } else if (target == "/half.png") {
+        response.body() = png_.substr(0, png_.size() / 2);
+      } else if (target == "/to-cat") {
+        response.result(bhttp::status::found);
+        response.set(bhttp::field::location, "/cat.png");
+      } else if (target == "/to-localhost") {
+        response.result(bhttp::status::moved_permanently);
+        response.set(bhttp::field::location, url("localhost", "/cat.png"));
+      } else if (target == "/loop") {
+        response.result(bhttp::status::temporary_redirect);
+        response.set(bhttp::field::location, "/loop");
+      } else if (target == "/large.png" || target == "/large-chunked.png") {
+        response.body() = png_ + std::string(8000, 'x');
+        if (target == "/large-chunked.png") response.chunked(true);  // no Content-Length to check up front
+      } else {
+        response.result(bhttp::status::not_found);
+        response.body() = "not here";
+      }
+      response.prepare_payload();
+      bhttp::write(socket, response, ec);
+      socket.shutdown(boost::asio::ip::tcp::socket::shutdown_both, ec);
+    }
+  }
+  std::string png_;
+  boost::asio::io_context io_;
+  boost::asio::ip::tcp::acceptor acceptor_;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+// An image host that accepts connections and never answers, until it goes away.
+class SilentHost {
+ public:
+  SilentHost() : acceptor_(io_, {boost::asio::ip::make_address("127.0.0.1"), 0}) {
+    thread_ = std::thread([this] {
+      while (!stop_) {
+        auto socket = std::make_unique<boost::asio::ip::tcp::socket>(io_);
+        boost::system::error_code ec;
+        acceptor_.accept(*socket, ec);
+        if (ec || stop_) continue;
+        std::lock_guard<std::mutex> lock(mutex_);
+        held_.push_back(std::move(socket));
+        accepted_ = static_cast<int>(held_.size());
+      }
+    });
+  }
+  ~SilentHost() {
+    stop_ = true;
+    boost::system::error_code ec;
+    boost::asio::ip::tcp::socket wake(io_);
+    wake.connect(acceptor_.local_endpoint(), ec);
+    thread_.join();
+    for (auto& socket : held_) socket->close(ec);  // the waiting fetches see the connection end
+  }
+  int accepted() const { return accepted_; }
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(acceptor_.local_endpoint().port()) + "/a.png"; }
+
+ private:
+  boost::asio::io_context io_;
+  boost::asio::ip::tcp::acceptor acceptor_;
+  std::mutex mutex_;
+  std::vector<std::unique_ptr<boost::asio::ip::tcp::socket>> held_;
+  std::atomic<int> accepted_{0};
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+TEST(ServeImageUrls, FetchesOnlyFromAllowedHostsAndAnswersAsTheDataUrl) {
+  const std::string png = read_bytes(model() + "/cat.png");
+  ImageHost host(png);
+  // 127.0.0.1 is named, so its loopback address is allowed; localhost is not in the list.
+  test::ServerProcess server("image_urls", "", "serve --model " + model() +
+                                                   " --image-url-hosts 127.0.0.1 --max-image-bytes 4000 "
+                                                   "--image-url-timeout 30");
+  ASSERT_TRUE(server.wait_ready()) << server.log();
+  const json::value& request = fixture_requests().at(0);  // one image, cat.png (2214 bytes)
+  const std::string param = "messages[0].content[1].image_url";
+  auto with_url = [&](const std::string& url, bool stream = false) {
+    return http(server.port(), "POST", "/v1/chat/completions", chat_body(request, stream, [&](const std::string&) {
+      return url;
+    }));
+  };
+  const int64_t prompt = static_cast<int64_t>(request.at("ids").as_array().size());
+  const int64_t cacheable = (prompt - 1) / 16 * 16;
+
+  // The same image as a data URL, then fetched (directly and through a redirect): the same greedy answer,
+  // and the fetched image's hash finds the data URL's cached blocks.
+  const std::string inline_answer =
+      chat_text(http(server.port(), "POST", "/v1/chat/completions", chat_body(request, false)), false);
+  EXPECT_EQ(inline_answer, expected(request));
+  EXPECT_EQ(test::metric(server.port(), "strata_prefix_cache_hit_tokens_total"), 0);
+  EXPECT_EQ(chat_text(with_url(host.url("127.0.0.1", "/cat.png")), false), inline_answer);
+  EXPECT_EQ(test::metric(server.port(), "strata_prefix_cache_hit_tokens_total"), static_cast<double>(cacheable));
+  EXPECT_EQ(chat_text(with_url(host.url("127.0.0.1", "/to-cat"), true), true), inline_answer);
+
+  expect_400(with_url(host.url("localhost", "/cat.png")), "'localhost' is not one of them", param, "host not listed");
+  expect_400(with_url(host.url("127.0.0.1", "/to-localhost")), "'localhost' is not one of them", param,
+             "redirect to a host not listed");
+  expect_400(with_url(host.url("127.0.0.1", "/loop")), "redirects more than 3 times", param, "redirect loop");
+  expect_400(with_url(host.url("127.0.0.1", "/missing.png")), "'127.0.0.1' answered HTTP status 404", param, "404");
+  expect_400(with_url(host.url("127.0.0.1", "/large.png")), "--max-image-bytes of 4000", param, "over the limit");
+  expect_400(with_url(host.url("127.0.0.1", "/large-chunked.png")), "--max-image-bytes of 4000", param,
+             "over the limit, chunked");
+  const HttpResponse tls = with_url("https://127.0.0.1:" + std::to_string(host.port()) + "/cat.png");
+  const bool speaks_tls = launcher::http::image_fetch_speaks_tls();  // built with OpenSSL
+  expect_400(tls, speaks_tls ? "TLS handshake with the image host '127.0.0.1' failed" : "http:// images only", param,
+             "https to a plain HTTP server");
+  EXPECT_EQ(tls.body.find("stream truncated"), std::string::npos) << tls.body;  // OpenSSL's words stay in the log
+  expect_400(with_url("http://user:secret@127.0.0.1/cat.png"), "user names and passwords", param, "credentials");
+  // Fetched bytes take the data URL's checks: a PNG cut in half fails to decode.
+  expect_400(with_url(host.url("127.0.0.1", "/half.png")), "image 0", param, "truncated PNG");
+  EXPECT_EQ(chat_text(with_url(host.url("127.0.0.1", "/cat.png")), false), inline_answer);  // still serving
+
+  // Fetches wait on their own threads: with more requests waiting on a silent image host than the server has
+  // preparation workers (2), a text request is still answered, and the waiting ones are not (were the fetches on
+  // those workers, the text request would wait for the 30 s timeout, after the fetches' answers).
+  std::atomic<int> answered{0};
+  std::vector<std::thread> waiting;
+  {
+    SilentHost silent;
+    for (int i = 0; i < 3; ++i)
+      waiting.emplace_back([&] {
+        expect_400(with_url(silent.url()), "'127.0.0.1' sent no valid HTTP answer", param, "silent host");
+        ++answered;
+      });
+    while (silent.accepted() < 3) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    const HttpResponse text = http(server.port(), "POST", "/v1/chat/completions",
+                                   "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}], \"max_tokens\": 3}");
+    EXPECT_EQ(text.status, 200) << text.body;
+    EXPECT_EQ(answered, 0);
+  }  // the silent host goes away: the fetches end
+  for (auto& t : waiting) t.join();
+  EXPECT_EQ(answered, 3);
 }
 
 TEST(ServeImageErrors, TextOnlyModelRefusesImages) {
