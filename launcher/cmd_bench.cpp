@@ -216,11 +216,21 @@ int run_decode(const Args& args, const SessionOptions& options, RankRuntime* ran
       }
       layer_rates.push_back(share(static_cast<double>(lh), static_cast<double>(lh + lm)));
     }
+    boost::json::array expert_rates;  // this rank's experts, summed over layers
+    for (int64_t e = 0; e < c.experts; ++e) {
+      int64_t eh = 0, em = 0;
+      for (int64_t l = 0; l < c.layers; ++l) {
+        const auto i = static_cast<size_t>(l * c.experts + e);
+        eh += c.hits[i] - cache_before.hits[i], em += c.misses[i] - cache_before.misses[i];
+      }
+      expert_rates.push_back(share(static_cast<double>(eh), static_cast<double>(eh + em)));
+    }
     const double per_step = static_cast<double>(c.bytes_streamed - streamed_at_first_token) / static_cast<double>(decode_tokens);
     expert_cache = boost::json::object{
         {"resident_per_layer", c.resident_per_layer}, {"experts_per_layer", c.experts},
         {"hits", hits}, {"misses", misses}, {"hit_rate", share(static_cast<double>(hits), static_cast<double>(hits + misses))},
-        {"layer_hit_rate", layer_rates}, {"bytes_streamed", c.bytes_streamed - cache_before.bytes_streamed},
+        {"layer_hit_rate", layer_rates}, {"expert_first", c.expert_first}, {"expert_hit_rate", expert_rates},
+        {"bytes_streamed", c.bytes_streamed - cache_before.bytes_streamed},
         {"bytes_streamed_per_step", per_step}, {"bytes_streamed_per_token", per_step / static_cast<double>(batch)},
         {"stream_gbs", per_step / step_s / 1e9}};
   }

@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "hf_fixture.h"
+#include "launcher/http/metrics.h"
 #include "launcher/model_session.h"
 #include "offload/expert_cache.h"
 #include "offload/expert_cache_policy.h"
@@ -212,6 +213,49 @@ TEST_P(OffloadedExperts, AllSlotsNeverMiss) {
   EXPECT_EQ(misses, 0);
   EXPECT_EQ(cached.stats.bytes_streamed, 0);
   EXPECT_EQ(cached.greedy, test::read_hf_fixture(dir).greedy);
+}
+
+// The engine's stats and /metrics carry the cache's counters: per expert (global index) they add up to the
+// router's per-expert load, per layer to routed tokens; the bytes equal misses x one expert.
+TEST(OffloadedExpertMetrics, EngineStatsAndMetricsCarryTheCounters) {
+  const std::string dir = test::fixture("hf/mixtral_moe");
+  launcher::SessionOptions options;
+  options.model_path = dir;
+  options.threads = 1;
+  ResidencyConfig c;
+  c.experts_resident_per_layer = 3;
+  options.offload = c;
+  launcher::ModelSession session(options);
+  session.prepare(256);
+  GenerationRequest r;
+  r.prompt = test::read_hf_fixture(dir).greedy_prompt;
+  r.max_new_tokens = 8;
+  session.generator().generate({r});
+  const EngineStats stats = session.generator().engine().stats();
+  ASSERT_EQ(stats.expert_cache_hits.size(), stats.expert_tokens.size());
+  int64_t misses = 0, layer_lookups = 0, routed = 0;
+  for (size_t e = 0; e < stats.expert_tokens.size(); ++e) {
+    EXPECT_EQ(stats.expert_cache_hits[e] + stats.expert_cache_misses[e], stats.expert_tokens[e]) << "expert " << e;
+    misses += stats.expert_cache_misses[e];
+    routed += stats.expert_tokens[e];
+  }
+  for (size_t l = 0; l < stats.expert_layer_hits.size(); ++l)
+    layer_lookups += stats.expert_layer_hits[l] + stats.expert_layer_misses[l];
+  EXPECT_EQ(layer_lookups, routed);
+  EXPECT_GT(misses, 0);
+  EXPECT_EQ(stats.expert_bytes_streamed, misses * session.offload()->expert_cache_stats().expert_bytes);
+  launcher::http::Metrics metrics;
+  const std::string text = metrics.render(stats, true);
+  EXPECT_NE(text.find("# TYPE strata_expert_cache_hits_total counter"), std::string::npos) << text;
+  EXPECT_NE(text.find(cat("strata_expert_cache_misses_total{expert=\"0\"} ", stats.expert_cache_misses[0], "\n")),
+            std::string::npos) << text;
+  EXPECT_NE(text.find("strata_expert_cache_hit_rate{layer=\"1\"} "), std::string::npos) << text;
+  EXPECT_NE(text.find(cat("strata_expert_bytes_streamed_total ", stats.expert_bytes_streamed)), std::string::npos) << text;
+  // The offload report has the per-layer and per-expert rates.
+  const std::string report = session.offload()->metrics().json();
+  EXPECT_NE(report.find("\"expert_cache\": {\"resident_per_layer\": 3, \"experts_per_layer\": 8"), std::string::npos)
+      << report;
+  EXPECT_NE(report.find("\"per_expert\": [{\"expert\": 0, "), std::string::npos) << report;
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, OffloadedExperts, ::testing::Values("mixtral_moe", "qwen3_moe"));
