@@ -27,14 +27,10 @@ class ExpertCache::Layer final : public ExpertSource {
     // expert's compute waits only for its own (ready()), so later copies overlap earlier experts' matmuls.
     for (size_t i = 0; i < r.experts.size(); ++i) {
       if (!r.fetch[i]) continue;
-      const ExpertLayout& lay = cache_.layouts_[static_cast<size_t>(l_)][static_cast<size_t>(r.experts[i])];
       const int slot = cache_.engine_slot(l_, r.slots[i]);
       cache_.engine_.begin_fill(slot);  // compute is done with the expert this slot held
-      cache_.engine_.copy_to_device(cache_.slot_ptr(l_, r.slots[i]),
-                                    cache_.host_[static_cast<size_t>(l_)][static_cast<size_t>(r.experts[i])],
-                                    static_cast<size_t>(lay.bytes));
+      cache_.copy_in(l_, r.experts[i], r.slots[i]);
       cache_.engine_.end_fill(slot);
-      cache_.bytes_streamed_ += lay.bytes;
     }
     std::vector<ExpertTensors> out;
     const Device device = cache_.engine_.device();
@@ -78,7 +74,7 @@ int64_t held_of(const std::vector<std::vector<ExpertLayout>>& layouts) {
 }  // namespace
 
 ExpertCache::ExpertCache(CopyEngine& engine, std::vector<std::vector<ExpertLayout>> layouts,
-                         std::vector<std::vector<const uint8_t*>> host, uint8_t* device, int64_t slot_bytes, int slots,
+                         std::vector<std::vector<ExpertBytes>> host, uint8_t* device, int64_t slot_bytes, int slots,
                          ExpertEviction eviction, std::vector<int64_t> layer_index, int64_t expert_first)
     : engine_(engine),
       layouts_(std::move(layouts)),
@@ -90,6 +86,7 @@ ExpertCache::ExpertCache(CopyEngine& engine, std::vector<std::vector<ExpertLayou
       expert_first_(expert_first) {
   engine_.set_slots(static_cast<int>(layouts_.size()) * slots);
   // The policy starts with expert s in slot s: copy them in now (load time, not counted as streamed).
+  const int64_t streamed = bytes_streamed_;
   for (int64_t l = 0; l < policy_.layers(); ++l) {
     for (int s = 0; s < slots; ++s) {
       const int64_t e = policy_.expert_in(l, s);
@@ -97,12 +94,26 @@ ExpertCache::ExpertCache(CopyEngine& engine, std::vector<std::vector<ExpertLayou
       STRATA_CHECK_KIND(ErrorKind::kInternal, lay.bytes <= slot_bytes_, "expert of ", lay.bytes, " bytes in a ",
                         slot_bytes_, "-byte slot");
       engine_.begin_fill(engine_slot(l, s));
-      engine_.copy_to_device(slot_ptr(l, s), host_[static_cast<size_t>(l)][static_cast<size_t>(e)],
-                             static_cast<size_t>(lay.bytes));
+      copy_in(l, e, s);
       engine_.end_fill(engine_slot(l, s));
     }
     layers_.push_back(std::make_unique<Layer>(*this, l));
   }
+  bytes_streamed_ = streamed;  // the initial fill is loading, not streaming
+}
+
+void ExpertCache::copy_in(int64_t l, int64_t e, int slot) {
+  const ExpertLayout& lay = layouts_[static_cast<size_t>(l)][static_cast<size_t>(e)];
+  const ExpertBytes& src = host_[static_cast<size_t>(l)][static_cast<size_t>(e)];
+  uint8_t* dst = slot_ptr(l, slot);
+  if (src[1] == src[0] + lay.up_offset && src[2] == src[0] + lay.down_offset) {  // packed: one copy
+    engine_.copy_to_device(dst, src[0], static_cast<size_t>(lay.bytes));
+  } else {
+    engine_.copy_to_device(dst, src[0], static_cast<size_t>(lay.gate_bytes));
+    engine_.copy_to_device(dst + lay.up_offset, src[1], static_cast<size_t>(lay.up_bytes));
+    engine_.copy_to_device(dst + lay.down_offset, src[2], static_cast<size_t>(lay.down_bytes));
+  }
+  bytes_streamed_ += lay.gate_bytes + lay.up_bytes + lay.down_bytes;
 }
 
 ExpertCache::~ExpertCache() = default;
@@ -122,7 +133,8 @@ ExpertCacheStats ExpertCache::stats() const {
   s.expert_first = expert_first_;
   s.layer_index = layer_index_;
   s.resident_per_layer = policy_.slots();
-  s.expert_bytes = layouts_.front().front().bytes;
+  const ExpertLayout& first = layouts_.front().front();
+  s.expert_bytes = first.gate_bytes + first.up_bytes + first.down_bytes;
   s.hits = policy_.hits();
   s.misses = policy_.misses();
   s.bytes_streamed = bytes_streamed_;
@@ -155,8 +167,8 @@ std::string expert_cache_json(const Placement& p, const ExpertCacheStats& s) {
                    ", \"misses\": ", expert_misses[i], ", \"hit_rate\": ", rate(expert_hits[i], expert_misses[i]), "}");
   }
   return cat("{\"resident_per_layer\": ", s.resident_per_layer, ", \"experts_per_layer\": ", s.experts,
-             ", \"layers\": ", s.layers, ", \"eviction\": \"", eviction_name(p.expert_eviction),
-             "\", \"cache_bytes\": ", p.expert_cache_bytes(), ", \"host_bytes\": ", p.expert_bytes,
+             ", \"layers\": ", s.layers, ", \"eviction\": \"", eviction_name(p.expert_eviction), "\", \"tier\": \"", tier_name(p.expert_tier),
+             "\", \"cache_bytes\": ", p.expert_cache_bytes(), ", \"expert_bytes\": ", p.expert_bytes,
              ", \"resident_expert_bytes\": ", p.expert_resident_bytes(), ", \"streamed_expert_bytes\": ",
              p.expert_streamed_bytes(), ", \"bytes_per_fetch\": ", s.expert_bytes, ", \"hits\": ", hits,
              ", \"misses\": ", misses, ", \"hit_rate\": ", rate(hits, misses), ", \"bytes_streamed\": ",

@@ -5,6 +5,7 @@
 // CopyEngine (the CUDA copy stream, memcpy on the CPU, where the slots are a separate buffer too), and
 // per-slot events order the copies against the compute that reads or last read the slot.
 #pragma once
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -23,16 +24,21 @@ struct ExpertLayout {
   Shape gate_shape, up_shape, down_shape;
   DType gate_dtype = DType::kF32, up_dtype = DType::kF32, down_dtype = DType::kF32;
   int64_t up_offset = 0, down_offset = 0;
-  int64_t bytes = 0;  // copied per fetch: up to the end of down
+  int64_t gate_bytes = 0, up_bytes = 0, down_bytes = 0;
+  int64_t bytes = 0;  // up to the end of down
 };
+
+// Where a cold expert's bytes are: its gate, up and down. Packed as ExpertLayout says (the host tier: one
+// copy per fetch) or anywhere (the memory-mapped checkpoint: one copy per tensor).
+using ExpertBytes = std::array<const uint8_t*, 3>;
 
 class ExpertCache {
  public:
-  // `layouts[l][e]` and `host[l][e]`: each local expert layer's experts (held per layer), their host
-  // copies laid out as ExpertLayout says. `device` holds layers x slots x slot_bytes. `layer_index`: the
-  // global layer of each local expert layer.
+  // `layouts[l][e]` and `host[l][e]`: each local expert layer's experts (held per layer) and where their
+  // bytes are off the device. `device` holds layers x slots x slot_bytes. `layer_index`: the global
+  // layer of each local expert layer.
   ExpertCache(CopyEngine& engine, std::vector<std::vector<ExpertLayout>> layouts,
-              std::vector<std::vector<const uint8_t*>> host, uint8_t* device, int64_t slot_bytes, int slots,
+              std::vector<std::vector<ExpertBytes>> host, uint8_t* device, int64_t slot_bytes, int slots,
               ExpertEviction eviction, std::vector<int64_t> layer_index, int64_t expert_first);
   ~ExpertCache();
   ExpertCache(const ExpertCache&) = delete;
@@ -49,11 +55,13 @@ class ExpertCache {
   class Layer;
   friend class Layer;
   uint8_t* slot_ptr(int64_t l, int slot) const;
+  // Copies expert e of layer l into `slot` (the engine's fill calls around it are the caller's).
+  void copy_in(int64_t l, int64_t e, int slot);
   int engine_slot(int64_t l, int slot) const { return static_cast<int>(l) * policy_.slots() + slot; }
 
   CopyEngine& engine_;
   std::vector<std::vector<ExpertLayout>> layouts_;
-  std::vector<std::vector<const uint8_t*>> host_;
+  std::vector<std::vector<ExpertBytes>> host_;
   uint8_t* device_;
   int64_t slot_bytes_;
   ExpertCachePolicy policy_;

@@ -123,9 +123,9 @@ Placement place_experts(const std::vector<TensorItem>& items, const ResidencyCon
   out.tiers.assign(items.size(), Tier::kDevice);
   STRATA_CHECK_KIND(ErrorKind::kConfig, config.rules.empty(), "offload.rules cannot be combined with expert "
                     "offload: with the experts cached, every other weight stays on the device; remove the rules");
-  STRATA_CHECK_KIND(ErrorKind::kConfig, config.cold_tier == Tier::kHost, "offload.cold_tier: ",
-                    tier_name(config.cold_tier), " is not supported for offloaded experts: they are fetched from "
-                    "pinned host memory; set cold_tier: host");
+  STRATA_CHECK_KIND(ErrorKind::kConfig, config.cold_tier != Tier::kDevice, "offload.cold_tier: device cannot hold "
+                    "offloaded experts; set cold_tier: host (pinned copies) or disk (the mapped checkpoint)");
+  out.expert_tier = config.cold_tier;
   std::map<std::pair<int64_t, int64_t>, int64_t> expert_cost;  // (layer, expert) -> its slot bytes
   std::map<int64_t, int64_t> held;                             // layer -> experts
   for (size_t i = 0; i < items.size(); ++i) {
@@ -134,7 +134,7 @@ Placement place_experts(const std::vector<TensorItem>& items, const ResidencyCon
       out.resident_bytes += it.bytes;
       continue;
     }
-    out.tiers[i] = Tier::kHost;
+    out.tiers[i] = config.cold_tier;
     int64_t& cost = expert_cost[{it.layer, it.expert}];
     if (cost == 0) ++held[it.layer];
     cost += align256(it.bytes);
@@ -176,10 +176,11 @@ Placement place_experts(const std::vector<TensorItem>& items, const ResidencyCon
                  ". Raise device_budget", fit >= need ? ", lower offload.experts.resident_per_layer" : "",
                  " or spread the experts over more ranks (parallel.expert)");
   }
-  STRATA_CHECK_KIND(ErrorKind::kConfig, config.host_budget < 0 || out.expert_bytes <= config.host_budget,
+  STRATA_CHECK_KIND(ErrorKind::kConfig, out.expert_tier == Tier::kDisk || config.host_budget < 0 ||
+                                            out.expert_bytes <= config.host_budget,
                     "host_budget ", format_size(config.host_budget), " cannot hold the ", format_size(out.expert_bytes),
                     " of routed experts this rank fetches from pinned host memory; raise host_budget to at least ",
-                    format_size(out.expert_bytes, true), " (experts are not read from disk)");
+                    format_size(out.expert_bytes, true), ", or set cold_tier: disk to read them from the checkpoint");
   out.expert_slots = static_cast<int>(slots);
   return out;
 }

@@ -88,8 +88,9 @@ struct Placement {
   int64_t expert_layers = 0;       // layers with routed experts on this rank
   int64_t experts_held = 0;        // routed experts per layer on this rank
   int64_t expert_slot_bytes = 0;   // one expert's gate, up and down (256-byte aligned each)
-  int64_t expert_bytes = 0;        // every routed expert of this rank (all of them have a host copy)
+  int64_t expert_bytes = 0;        // every routed expert of this rank (all of them off the device too)
   ExpertEviction expert_eviction = ExpertEviction::kLru;
+  Tier expert_tier = Tier::kHost;  // where cold experts are read from: pinned host copies or the mapped file
   bool streams() const { return slots > 0 || expert_slots > 0; }
   int64_t ring_bytes() const { return slot_bytes * slots; }
   int64_t expert_cache_bytes() const { return expert_slot_bytes * expert_slots * expert_layers; }

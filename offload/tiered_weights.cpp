@@ -60,9 +60,10 @@ std::vector<TensorItem> shard_items(const Checkpoint& checkpoint, const ShardSpe
 
 namespace {
 
-// The routed experts of a rank on the expert cache's two tiers: each expert's gate, up and down are
-// uploaded as the resident path would (so the bytes, and any dtype conversion, are those of the
+// The routed experts of a rank on the expert cache's two tiers. Host tier: each expert's gate, up and down
+// are uploaded as the resident path would (so the bytes, and any dtype conversion, are those of the
 // all-resident run), brought back into the host block packed per expert, and the device copy dropped.
+// Disk tier: the memory-mapped checkpoint's bytes, read when fetched (the page cache keeps hot ones).
 std::unique_ptr<ExpertCache> build_expert_cache(const Checkpoint& ck, const ShardSpec& spec,
                                                 const std::vector<ShardTensor>& tensors, const Placement& p,
                                                 Backend& backend, CopyEngine& engine, ComputePool& pool,
@@ -78,10 +79,11 @@ std::unique_ptr<ExpertCache> build_expert_cache(const Checkpoint& ck, const Shar
   }
   const int64_t slot_bytes = p.expert_slot_bytes, held = p.experts_held;
   const auto layers = static_cast<int64_t>(parts.size());
-  host_block = engine.allocate_host(static_cast<size_t>(layers * held * slot_bytes));
+  const bool from_disk = p.expert_tier == Tier::kDisk;
+  if (!from_disk) host_block = engine.allocate_host(static_cast<size_t>(layers * held * slot_bytes));
   auto* host = static_cast<uint8_t*>(host_block.get());
   std::vector<std::vector<ExpertLayout>> layouts;
-  std::vector<std::vector<const uint8_t*>> host_of;
+  std::vector<std::vector<ExpertBytes>> host_of;
   std::vector<int64_t> layer_index;
   for (const auto& [layer, experts] : parts) {
     STRATA_CHECK_KIND(ErrorKind::kInternal, static_cast<int64_t>(experts.size()) == held, "layer ", layer, " holds ",
@@ -90,26 +92,42 @@ std::unique_ptr<ExpertCache> build_expert_cache(const Checkpoint& ck, const Shar
     layouts.emplace_back();
     host_of.emplace_back();
     for (const auto& [expert, idx] : experts) {
-      uint8_t* dst = host + (static_cast<int64_t>(layouts.size() - 1) * held + static_cast<int64_t>(layouts.back().size())) * slot_bytes;
+      uint8_t* dst =
+          from_disk ? nullptr
+                    : host + (static_cast<int64_t>(layouts.size() - 1) * held + static_cast<int64_t>(layouts.back().size())) *
+                                 slot_bytes;
       ExpertLayout lay;
+      ExpertBytes src{};
       int64_t offset = 0;
       for (size_t j = 0; j < 3; ++j) {
         STRATA_CHECK_KIND(ErrorKind::kInternal, idx[j] != SIZE_MAX, "expert ", expert, " of layer ", layer,
                           " lacks a tensor");
-        const Tensor dev = backend.upload_weight(mapped_slice(ck, tensors[idx[j]]));
-        STRATA_CHECK_KIND(ErrorKind::kInternal, offset + dev.nbytes() <= slot_bytes, "expert ", expert, " of layer ",
+        const ShardTensor& t = tensors[idx[j]];
+        Tensor bytes;
+        if (from_disk) {  // the mapped checkpoint's own bytes, as the CPU backend computes on them
+          bytes = mapped_slice(ck, t);
+          STRATA_CHECK_KIND(ErrorKind::kConfig, backend.device() == Device::kCpu || t.dtype != DType::kF32,
+                            t.ref.name, " is f32, which the ", backend.name(), " backend converts at upload, so the "
+                            "experts cannot be read from the checkpoint as they are; use offload.cold_tier: host");
+          src[j] = static_cast<const uint8_t*>(bytes.raw());
+        } else {  // uploaded as the resident path would, then brought back into the host block
+          const Tensor dev = backend.upload_weight(mapped_slice(ck, t));
+          bytes = Tensor::view(dst + offset, dev.shape(), dev.dtype());
+          backend.copy(dev, bytes);
+          src[j] = dst + offset;
+        }
+        STRATA_CHECK_KIND(ErrorKind::kInternal, offset + bytes.nbytes() <= slot_bytes, "expert ", expert, " of layer ",
                           layer, " overflows its ", slot_bytes, "-byte slot");
-        Tensor into = Tensor::view(dst + offset, dev.shape(), dev.dtype());
-        backend.copy(dev, into);
-        (j == 0 ? lay.gate_shape : j == 1 ? lay.up_shape : lay.down_shape) = dev.shape();
-        (j == 0 ? lay.gate_dtype : j == 1 ? lay.up_dtype : lay.down_dtype) = dev.dtype();
+        (j == 0 ? lay.gate_shape : j == 1 ? lay.up_shape : lay.down_shape) = bytes.shape();
+        (j == 0 ? lay.gate_dtype : j == 1 ? lay.up_dtype : lay.down_dtype) = bytes.dtype();
+        (j == 0 ? lay.gate_bytes : j == 1 ? lay.up_bytes : lay.down_bytes) = bytes.nbytes();
         if (j == 1) lay.up_offset = offset;
         if (j == 2) lay.down_offset = offset;
-        lay.bytes = offset + dev.nbytes();
+        lay.bytes = offset + bytes.nbytes();
         offset = (lay.bytes + 255) / 256 * 256;
       }
       layouts.back().push_back(lay);
-      host_of.back().push_back(dst);
+      host_of.back().push_back(src);
     }
   }
   backend.synchronize();
@@ -172,7 +190,8 @@ TieredWeights::TieredWeights(const Checkpoint& ck, const ShardSpec& spec, Backen
              m.config.device_budget < 0 ? std::string("unlimited") : format_size(m.config.device_budget),
              " (other weights ", format_size(p.resident_bytes), ", KV reserve ", format_size(p.kv_reserve_bytes),
              ", ", p.expert_slots, " of ", p.experts_held, " experts x ", p.expert_layers, " layers, ",
-             format_size(p.expert_cache_bytes()), "), experts in pinned host memory ", format_size(p.expert_bytes));
+             format_size(p.expert_cache_bytes()), "), experts fetched from ",
+             p.expert_tier == Tier::kDisk ? "the mapped checkpoint " : "pinned host memory ", format_size(p.expert_bytes));
     return;
   }
 

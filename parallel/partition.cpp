@@ -72,13 +72,14 @@ void place_shards(const Plan& plan, const ModelConfig& model, const PartitionOpt
   }
   for (size_t i = 0; i < r.shards.size(); ++i) r.shards[i].tier = p.tiers[i];
   r.bytes.device = p.resident_bytes + p.expert_resident_bytes();
-  r.bytes.host = p.host_bytes + p.expert_streamed_bytes();
+  r.bytes.host = p.host_bytes + (p.expert_tier == Tier::kHost ? p.expert_streamed_bytes() : 0);
   r.expert_slots = p.expert_slots;
+  r.expert_tier = p.expert_tier;
   r.expert_layers = p.expert_layers;
   r.expert_resident_bytes = p.expert_resident_bytes();
   r.expert_streamed_bytes = p.expert_streamed_bytes();
   r.expert_cache_bytes = p.expert_cache_bytes();
-  r.bytes.disk = p.disk_bytes;
+  r.bytes.disk = p.disk_bytes + (p.expert_tier == Tier::kDisk ? p.expert_streamed_bytes() : 0);
   r.bytes.staging = p.ring_bytes();
   r.pinned_bytes = p.pinned_bytes;
   r.min_device_bytes = p.min_device_bytes;

@@ -73,6 +73,7 @@ struct RankPartition {
   // the routed-expert bytes those slots hold and those fetched from pinned host memory on demand (counted
   // in bytes.device and bytes.host), and the cache's device bytes (whole slots, padded).
   int expert_slots = 0;
+  Tier expert_tier = Tier::kHost;  // host: pinned copies of every expert; disk: the mapped checkpoint
   int64_t expert_layers = 0, expert_resident_bytes = 0, expert_streamed_bytes = 0, expert_cache_bytes = 0;
   std::vector<int> tp_group, pp_chain, replica;
   std::vector<int> expert_group;  // the stage's tensor x expert ranks (ShardSpec's expert group)

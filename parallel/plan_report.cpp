@@ -181,8 +181,10 @@ std::string describe(const Plan& plan, const ModelConfig& c, const Partition& p)
       out << "    experts cached: " << r.expert_slots << " of " << r.shard.expert_count << " per layer x "
           << r.expert_layers << " layers on the device (" << format_bytes(r.expert_resident_bytes) << " resident, "
           << format_bytes(r.expert_cache_bytes) << " of slots), " << format_bytes(r.expert_streamed_bytes)
-          << " streamed from pinned host memory when routed to (every expert has a host copy: "
-          << format_bytes(r.expert_resident_bytes + r.expert_streamed_bytes) << ")\n";
+          << (r.expert_tier == Tier::kDisk
+                  ? cat(" streamed from the mapped checkpoint when routed to\n")
+                  : cat(" streamed from pinned host memory when routed to (every expert has a host copy: ",
+                        format_bytes(r.expert_resident_bytes + r.expert_streamed_bytes), ")\n"));
   }
   if (par.data > 1)
     out << "  ranks " << replica_size << "-" << p.layout.world_size() - 1 << " (replicas 1-" << par.data - 1

@@ -146,7 +146,7 @@ MoeRun run(const std::string& dir, std::optional<ResidencyConfig> offload, bool 
           const uint8_t* slot = cache->slot_data(l, s);
           EXPECT_NE(static_cast<const void*>(slot), gate.raw());
           EXPECT_EQ(std::memcmp(slot, gate.raw(), static_cast<size_t>(gate.nbytes())), 0) << "layer " << l << " slot " << s;
-          const int64_t down_at = out.stats.expert_bytes - down.nbytes();
+          const int64_t down_at = 2 * ((gate.nbytes() + 255) / 256 * 256);  // after gate and up, 256-aligned
           EXPECT_EQ(std::memcmp(slot + down_at, down.raw(), static_cast<size_t>(down.nbytes())), 0);
         }
     }
@@ -161,12 +161,20 @@ TEST_P(OffloadedExperts, FewerSlotsThanExpertsEqualTheResidentRunAndTransformers
   const auto ck = open_checkpoint(dir);
   const MoeConfig& moe = ck->config().moe;
   const MoeRun resident = run(dir, std::nullopt);
-  for (ExpertEviction eviction : {ExpertEviction::kLru, ExpertEviction::kFrequency}) {
+  // Host tier (pinned copies, one copy per fetch) with either eviction, and the disk tier (the mapped
+  // checkpoint, one copy per tensor).
+  const std::vector<std::pair<ExpertEviction, offload::Tier>> variants = {
+      {ExpertEviction::kLru, offload::Tier::kHost},
+      {ExpertEviction::kFrequency, offload::Tier::kHost},
+      {ExpertEviction::kLru, offload::Tier::kDisk}};
+  for (const auto& [eviction, tier] : variants) {
     ResidencyConfig c;
     c.experts_resident_per_layer = moe.n_used;  // the least that works: most routed experts miss
     c.expert_eviction = eviction;
+    c.cold_tier = tier;
     const MoeRun cached = run(dir, c, /*check_slots=*/true);
-    SCOPED_TRACE(GetParam() + " " + offload::eviction_name(eviction));
+    SCOPED_TRACE(GetParam() + " " + offload::eviction_name(eviction) + " " + offload::tier_name(tier));
+    EXPECT_EQ(cached.placement.expert_tier, tier);
     ASSERT_EQ(cached.placement.strategy, "experts cached");
     EXPECT_EQ(cached.placement.expert_slots, moe.n_used);
     ASSERT_EQ(cached.logits.numel(), resident.logits.numel());
@@ -194,9 +202,8 @@ TEST_P(OffloadedExperts, FewerSlotsThanExpertsEqualTheResidentRunAndTransformers
     EXPECT_EQ(hits + misses, routed);
     EXPECT_GT(misses, 0);
     EXPECT_EQ(s.bytes_streamed, misses * s.expert_bytes);
-    // One expert's copy: gate, up (256-aligned) and down, f32 on the CPU.
-    const int64_t one = moe.expert_ffn * ck->config().hidden * 4;
-    EXPECT_EQ(s.expert_bytes, 2 * ((one + 255) / 256 * 256) + one);
+    // One expert: gate, up and down, f32.
+    EXPECT_EQ(s.expert_bytes, 3 * moe.expert_ffn * ck->config().hidden * 4);
   }
 }
 

@@ -51,6 +51,18 @@ TEST(ExpertOffloadPlan, CheckShowsResidentAndStreamedExpertBytesPerRank) {
   const std::string report = describe(parsed.plan, c, p);
   EXPECT_NE(report.find("experts cached: 3 of 4 per layer x 2 layers on the device"), std::string::npos) << report;
   EXPECT_NE(report.find("experts resident_per_layer 3 (lru)"), std::string::npos) << report;
+
+  // cold_tier: disk: the streamed experts are read from the checkpoint, not pinned.
+  const ParsedPlan disk = parse_plan(
+      "model:\n  dtype: f32\nparallel:\n  expert: 2\noffload:\n  cold_tier: disk\n  experts: {resident_per_layer: 3}\n",
+      "e.yaml");
+  ASSERT_TRUE(disk.ok());
+  const RankPartition& r = make_partition(disk.plan, c, 2).rank(1);
+  EXPECT_EQ(r.expert_tier, offload::Tier::kDisk);
+  EXPECT_EQ(r.bytes.disk, 1 * 2 * one);
+  EXPECT_EQ(r.bytes.host, 0);
+  EXPECT_NE(describe(disk.plan, c, make_partition(disk.plan, c, 2)).find("streamed from the mapped checkpoint"),
+            std::string::npos);
 }
 
 TEST(ExpertOffloadPlan, FewerThanTopKOrABudgetBelowThemIsRefused) {
