@@ -79,6 +79,9 @@ void place_shards(const Plan& plan, const ModelConfig& model, const PartitionOpt
   r.expert_resident_bytes = p.expert_resident_bytes();
   r.expert_streamed_bytes = p.expert_streamed_bytes();
   r.expert_cache_bytes = p.expert_cache_bytes();
+  if (p.expert_slots > 0)
+    r.expert_fetch_bytes = std::min<int64_t>(experts_per_token, p.experts_held - p.expert_slots) * p.expert_layers *
+                           (p.expert_bytes / std::max<int64_t>(1, p.experts_held * p.expert_layers));
   r.bytes.disk = p.disk_bytes + (p.expert_tier == Tier::kDisk ? p.expert_streamed_bytes() : 0);
   r.bytes.staging = p.ring_bytes();
   r.pinned_bytes = p.pinned_bytes;

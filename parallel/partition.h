@@ -75,6 +75,7 @@ struct RankPartition {
   int expert_slots = 0;
   Tier expert_tier = Tier::kHost;  // host: pinned copies of every expert; disk: the mapped checkpoint
   int64_t expert_layers = 0, expert_resident_bytes = 0, expert_streamed_bytes = 0, expert_cache_bytes = 0;
+  int64_t expert_fetch_bytes = 0;  // the most one token's routed experts can fetch (top-k misses per layer)
   std::vector<int> tp_group, pp_chain, replica;
   std::vector<int> expert_group;  // the stage's tensor x expert ranks (ShardSpec's expert group)
   int prev_stage = -1, next_stage = -1;  // pp neighbours of the same (dp, tp); -1 at the ends

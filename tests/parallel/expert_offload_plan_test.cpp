@@ -46,6 +46,8 @@ TEST(ExpertOffloadPlan, CheckShowsResidentAndStreamedExpertBytesPerRank) {
     EXPECT_EQ(r.expert_layers, 2);
     EXPECT_EQ(r.expert_resident_bytes, 3 * 2 * one);
     EXPECT_EQ(r.expert_streamed_bytes, 1 * 2 * one);
+    // A token fetches at most its top-2 experts per layer, of which at most 1 can be cold here.
+    EXPECT_EQ(r.expert_fetch_bytes, 1 * 2 * one);
     EXPECT_TRUE(r.streams);
   }
   const std::string report = describe(parsed.plan, c, p);
