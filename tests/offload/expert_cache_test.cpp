@@ -222,6 +222,32 @@ TEST_P(OffloadedExperts, AllSlotsNeverMiss) {
   EXPECT_EQ(cached.greedy, test::read_hf_fixture(dir).greedy);
 }
 
+// The model computes on the device slots' bytes: zeroing the slots (the experts resident in them, not their
+// host copies) changes the next step's logits, while the resident-equal run before it matched.
+TEST(OffloadedExperts, TheModelReadsTheDeviceSlots) {
+  const std::string dir = test::fixture("hf/mixtral_moe");
+  const std::vector<int32_t> ids = test::read_hf_fixture(dir).ids;
+  launcher::SessionOptions options;
+  options.model_path = dir;
+  options.threads = 1;
+  launcher::ModelSession resident(options);
+  resident.prepare(256);
+  const Tensor expected = resident.generator().score(ids);
+  ResidencyConfig c;
+  c.experts_resident_per_layer = 2;
+  options.offload = c;
+  launcher::ModelSession cached(options);
+  cached.prepare(256);
+  const Tensor before = cached.generator().score(ids);
+  ASSERT_EQ(std::memcmp(before.raw(), expected.raw(), static_cast<size_t>(expected.nbytes())), 0);
+  const offload::ExpertCache& cache = *cached.offload()->expert_cache();
+  for (int64_t l = 0; l < cache.policy().layers(); ++l)
+    for (int s = 0; s < cache.policy().slots(); ++s)
+      std::memset(const_cast<uint8_t*>(cache.slot_data(l, s)), 0, 256);  // the start of each resident gate
+  const Tensor after = cached.generator().score(ids);
+  EXPECT_NE(std::memcmp(after.raw(), expected.raw(), static_cast<size_t>(expected.nbytes())), 0);
+}
+
 // The engine's stats and /metrics carry the cache's counters: per expert (global index) they add up to the
 // router's per-expert load, per layer to routed tokens; the bytes equal misses x one expert.
 TEST(OffloadedExpertMetrics, EngineStatsAndMetricsCarryTheCounters) {
