@@ -123,11 +123,16 @@ int run_decode(const Args& args, const SessionOptions& options, RankRuntime* ran
   const LlamaModel::Timings timings_before = session.model().timings();
   const std::vector<int64_t> experts_before = session.model().expert_load().tokens;
   int64_t expert_bytes_at_first_token = 0;  // after the prefill step: what follows is decode
+  const ExpertCacheStats cache_before = session.model().expert_cache_stats();
+  int64_t streamed_at_first_token = 0;  // expert cache bytes fetched up to the end of the prefill
   StepBreakdown breakdown(start);
   const auto t0 = std::chrono::steady_clock::now();
   session.generator().generate(batch_of(r), [&](size_t seq, int32_t) {
     if (seq != 0) return;
-    if (arrivals.empty()) expert_bytes_at_first_token = session.model().expert_load().expert_bytes;
+    if (arrivals.empty()) {
+      expert_bytes_at_first_token = session.model().expert_load().expert_bytes;
+      streamed_at_first_token = session.model().expert_cache_stats().bytes_streamed;
+    }
     arrivals.push_back(seconds_since(t0));
     breakdown.observe(read_counters(session));
   });
@@ -195,6 +200,40 @@ int run_decode(const Args& args, const SessionOptions& options, RankRuntime* ran
   const std::vector<int64_t>& experts_after = session.model().expert_load().tokens;
   for (size_t e = 0; e < experts_after.size(); ++e)
     expert_tokens.push_back(experts_after[e] - (e < experts_before.size() ? experts_before[e] : 0));
+  // Offloaded experts: the cache's hits and misses over the timed run and the bytes its decode steps
+  // fetched per step and per token; per layer and per expert in the offload report (--offload-report).
+  boost::json::value expert_cache = nullptr;
+  if (const ExpertCacheStats c = session.model().expert_cache_stats(); c.enabled()) {
+    int64_t hits = 0, misses = 0;
+    for (size_t i = 0; i < c.hits.size(); ++i)
+      hits += c.hits[i] - cache_before.hits[i], misses += c.misses[i] - cache_before.misses[i];
+    boost::json::array layer_rates;
+    for (int64_t l = 0; l < c.layers; ++l) {
+      int64_t lh = 0, lm = 0;
+      for (int64_t e = 0; e < c.experts; ++e) {
+        const auto i = static_cast<size_t>(l * c.experts + e);
+        lh += c.hits[i] - cache_before.hits[i], lm += c.misses[i] - cache_before.misses[i];
+      }
+      layer_rates.push_back(share(static_cast<double>(lh), static_cast<double>(lh + lm)));
+    }
+    boost::json::array expert_rates;  // this rank's experts, summed over layers
+    for (int64_t e = 0; e < c.experts; ++e) {
+      int64_t eh = 0, em = 0;
+      for (int64_t l = 0; l < c.layers; ++l) {
+        const auto i = static_cast<size_t>(l * c.experts + e);
+        eh += c.hits[i] - cache_before.hits[i], em += c.misses[i] - cache_before.misses[i];
+      }
+      expert_rates.push_back(share(static_cast<double>(eh), static_cast<double>(eh + em)));
+    }
+    const double per_step = static_cast<double>(c.bytes_streamed - streamed_at_first_token) / static_cast<double>(decode_tokens);
+    expert_cache = boost::json::object{
+        {"resident_per_layer", c.resident_per_layer}, {"experts_per_layer", c.experts},
+        {"hits", hits}, {"misses", misses}, {"hit_rate", share(static_cast<double>(hits), static_cast<double>(hits + misses))},
+        {"layer_hit_rate", layer_rates}, {"expert_first", c.expert_first}, {"expert_hit_rate", expert_rates},
+        {"bytes_streamed", c.bytes_streamed - cache_before.bytes_streamed},
+        {"bytes_streamed_per_step", per_step}, {"bytes_streamed_per_token", per_step / static_cast<double>(batch)},
+        {"stream_gbs", per_step / step_s / 1e9}};
+  }
   // Device time of the recorded decode steps (forward and LM head, not sampling): against ms_per_step it
   // shows the host's share of a step.
   const LlamaModel::Timings& t = session.model().timings();
@@ -211,7 +250,7 @@ int run_decode(const Args& args, const SessionOptions& options, RankRuntime* ran
               "\"stream_bytes\": %lld, \"stream_wait_s\": %.4f, \"stream_busy_s\": %.4f, "
               "\"graph_replays\": %lld, \"graph_gpu_ms\": %.3f, \"expert_tokens\": %s, "
               "\"expert_bytes_per_step\": %lld, \"expert_bytes_held\": %lld, \"breakdown\": %s, "
-              "\"memory\": %s, \"speculative\": %s}\n",
+              "\"memory\": %s, \"speculative\": %s, \"expert_cache\": %s}\n",
               ck.path().c_str(), dtype_name(ck.entry("blk.0.attn_q.weight").dtype), omp_get_max_threads(),
               static_cast<long long>(batch), static_cast<long long>(prompt_len),
               static_cast<double>(batch) / step_s, step_s * 1e3, static_cast<long long>(step_bytes), weight_gbs,
@@ -228,7 +267,8 @@ int run_decode(const Args& args, const SessionOptions& options, RankRuntime* ran
               static_cast<long long>(totals.stream_bytes), totals.stream_wait_s, totals.stream_busy_s,
               static_cast<long long>(replays), replays > 0 ? graph_s / static_cast<double>(replays) * 1e3 : 0.0,
               boost::json::serialize(expert_tokens).c_str(), static_cast<long long>(expert_bytes_per_step),
-              static_cast<long long>(session.expert_weight_bytes()), parts.c_str(), memory.c_str(), speculation.c_str());
+              static_cast<long long>(session.expert_weight_bytes()), parts.c_str(), memory.c_str(), speculation.c_str(),
+              boost::json::serialize(expert_cache).c_str());
   std::fflush(stdout);
   return 0;
 }

@@ -27,7 +27,8 @@ namespace {
 
 // Per rank: the placement offload/ will use at run time and the decode rate it allows, from
 // measured ceilings (--ceilings FILE written by scripts/bench-offload.sh, or --h2d-gbs & co.).
-std::string describe_offload(const Args& args, const parallel::Plan& plan, const parallel::Partition& partition) {
+std::string describe_offload(const Args& args, const parallel::Plan& plan, const parallel::Partition& partition,
+                             const ModelConfig& model) {
   offload::Ceilings ceilings;
   std::string source = "flags";
   if (args.has("ceilings")) {
@@ -53,17 +54,30 @@ std::string describe_offload(const Args& args, const parallel::Plan& plan, const
     config.prefetch_depth = plan.offload.prefetch_depth;
     for (const auto& rule : plan.offload.rules)
       config.rules.push_back({rule.match, rule.tier});
+    config.experts_resident_per_layer = plan.offload.experts_resident_per_layer;
+    config.expert_eviction = plan.offload.expert_eviction;
     std::vector<offload::TensorItem> items;
     for (const auto& s : r.shards)
-      items.push_back({s.name, s.layer, s.bytes, offload::tensor_group(*s.slot)});
+      items.push_back({s.name, s.layer, s.bytes, offload::tensor_group(*s.slot), s.expert});
+    const int64_t top_k = model.moe.enabled() ? model.moe.n_used : 0;
     offload::Placement p;
     try {
-      p = offload::place(items, config);
+      p = offload::place(items, config, top_k);
     } catch (const Error& e) {  // parallel/'s validation owns the verdict; this line only informs
       out += cat("offload r", r.rank, ": ", e.what(), "\n");
       continue;
     }
     if (!p.streams() && !have_ceilings) continue;
+    if (p.expert_slots > 0) {  // what a token's decode may fetch: its routed experts that are not resident
+      const int64_t worst = r.expert_fetch_bytes;
+      out += cat("offload r", r.rank, " (experts cached, ", offload::eviction_name(p.expert_eviction), "): device ",
+                 offload::format_size(p.device_bytes()), " (other weights ", offload::format_size(p.resident_bytes),
+                 ", ", p.expert_slots, " of ", p.experts_held, " experts x ", p.expert_layers, " layers ",
+                 offload::format_size(p.expert_cache_bytes()), "); a batch-1 decode token fetches 0 (every routed "
+                 "expert resident) to ", offload::format_size(worst), " (none), from ",
+                 p.expert_tier == offload::Tier::kDisk ? "the checkpoint" : "pinned host memory", "\n");
+      continue;
+    }
     out += cat("offload r", r.rank, " (", p.strategy, "): device ", offload::format_size(p.device_bytes()),
                " (weights ", offload::format_size(p.resident_bytes), ", ring ", p.slots, " x ",
                offload::format_size(p.slot_bytes), "), streamed per token: host ", offload::format_size(p.host_bytes),
@@ -237,7 +251,7 @@ int cmd_plan(int argc, char** argv) {
   const parallel::Partition partition = parallel::make_partition(plan, config, options);
   std::printf("plan %s checked against %s\n%s", path.c_str(), source.c_str(),
               parallel::describe(plan, config, partition).c_str());
-  std::printf("%s", describe_offload(args, plan, partition).c_str());
+  std::printf("%s", describe_offload(args, plan, partition, config).c_str());
   if (args.has("predict")) {
     const parallel::Hardware hw = read_hardware(args);
     const parallel::PlanShape shape = parallel::plan_shape(plan, partition);

@@ -68,6 +68,8 @@ ModelSession::ModelSession(const SessionOptions& options, const RankPlacement& p
     auto tiered = offload::make_tiered_weights(*checkpoint_, spec_, *backend_, residency);
     tiered_ = tiered.get();
     weight_bytes_ = tiered->layer_bytes();
+    for (const offload::TensorItem& item : offload::shard_items(*checkpoint_, spec_))
+      if (item.expert >= 0) expert_weight_bytes_ += item.bytes;
     weights_ = std::move(tiered);
   } else {
     weights_ = make_resident_weights(*checkpoint_, spec_, *backend_);

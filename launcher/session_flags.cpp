@@ -32,7 +32,8 @@ std::optional<offload::ResidencyConfig> residency_options(const Args& args, cons
   if (plan != nullptr) {
     // The same settings `plan --check` placed with (parallel::residency_config), so both agree.
     r = parallel::residency_config(*plan, rank);
-    wanted = r.device_budget >= 0 || r.device_budget_percent > 0 || !r.rules.empty();
+    wanted = r.device_budget >= 0 || r.device_budget_percent > 0 || !r.rules.empty() ||
+             r.experts_resident_per_layer >= 0;
   }
   if (args.has("device-budget")) {
     r.device_budget = -1, r.device_budget_percent = -1;
@@ -69,6 +70,15 @@ std::optional<offload::ResidencyConfig> residency_options(const Args& args, cons
     STRATA_CHECK(percent < 0, "--kv-reserve takes a size (e.g. 2GiB), not a share");
   }
   if (args.has("offload-report")) r.report_path = args.str("offload-report");
+  if (args.has("experts-resident")) {
+    r.experts_resident_per_layer = args.integer("experts-resident", 1, 1, 1 << 20);
+    wanted = true;
+  }
+  if (args.has("expert-eviction")) {
+    const std::string e = args.str("expert-eviction");
+    STRATA_CHECK(e == "lru" || e == "frequency", "--expert-eviction must be lru or frequency, got '", e, "'");
+    r.expert_eviction = e == "lru" ? offload::ExpertEviction::kLru : offload::ExpertEviction::kFrequency;
+  }
   if (args.has("offload")) wanted = true;
   if (!wanted) return std::nullopt;
   return r;
@@ -98,6 +108,8 @@ std::vector<FlagSpec> session_flags() {
       {"disk-io", true, "disk tier reads: auto (O_DIRECT where possible), direct, buffered", offload},
       {"kv-reserve", true, "device memory to keep for the KV cache (default: from --kv-tokens)", offload},
       {"offload-report", true, "write streaming metrics (JSON) to this file at exit", offload},
+      {"experts-resident", true, "MoE: routed experts per layer kept on the device, the rest fetched from host", offload},
+      {"expert-eviction", true, "MoE expert cache eviction: lru (default) or frequency", offload},
       {"cuda-graphs", true, "record decode steps as graphs and replay them: on (default) or off", cuda},
       {"profile-ops", false, "print each backend op's GPU time at exit (slower; graphs off)", cuda},
       {"kernel-options", true, "kernel forms for A/B runs, key=value,...:\n" + kernel_options_help(), cuda},

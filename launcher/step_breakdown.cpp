@@ -121,7 +121,9 @@ json::object memory_json(ModelSession& session) {
   int64_t device = 0, host = 0, disk = 0, ring = 0;
   if (offload::TieredWeights* t = session.offload()) {
     const offload::Placement& p = t->placement();
-    device = p.resident_bytes, host = p.host_bytes, disk = p.disk_bytes, ring = p.ring_bytes();
+    const int64_t experts_host = p.expert_tier == offload::Tier::kHost ? p.expert_bytes : 0;
+    device = p.resident_bytes + p.expert_cache_bytes(), host = p.host_bytes + experts_host,
+    disk = p.disk_bytes + (p.expert_bytes - experts_host), ring = p.ring_bytes();
   } else {
     for (const offload::TensorItem& item : offload::shard_items(session.checkpoint(), session.shard()))
       device += item.bytes;

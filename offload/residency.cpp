@@ -110,7 +110,92 @@ std::string format_size(int64_t bytes, bool ceil) {
   return buf;
 }
 
-Placement place(const std::vector<TensorItem>& items, const ResidencyConfig& config) {
+namespace {
+
+int64_t align256(int64_t bytes) { return (bytes + 255) / 256 * 256; }
+
+Placement place_experts(const std::vector<TensorItem>& items, const ResidencyConfig& config, int64_t top_k) {
+  Placement out;
+  out.device_budget = config.device_budget;
+  out.kv_reserve_bytes = std::max<int64_t>(0, config.kv_reserve_bytes);
+  out.strategy = "experts cached";
+  out.expert_eviction = config.expert_eviction;
+  out.tiers.assign(items.size(), Tier::kDevice);
+  STRATA_CHECK_KIND(ErrorKind::kConfig, config.rules.empty(), "offload.rules cannot be combined with expert "
+                    "offload: with the experts cached, every other weight stays on the device; remove the rules");
+  STRATA_CHECK_KIND(ErrorKind::kConfig, config.cold_tier != Tier::kDevice, "offload.cold_tier: device cannot hold "
+                    "offloaded experts; set cold_tier: host (pinned copies) or disk (the mapped checkpoint)");
+  out.expert_tier = config.cold_tier;
+  std::map<std::pair<int64_t, int64_t>, int64_t> expert_cost;  // (layer, expert) -> its slot bytes
+  std::map<int64_t, int64_t> held;                             // layer -> experts
+  for (size_t i = 0; i < items.size(); ++i) {
+    const TensorItem& it = items[i];
+    if (it.expert < 0) {
+      out.resident_bytes += it.bytes;
+      continue;
+    }
+    out.tiers[i] = config.cold_tier;
+    int64_t& cost = expert_cost[{it.layer, it.expert}];
+    if (cost == 0) ++held[it.layer];
+    cost += align256(it.bytes);
+    out.expert_bytes += it.bytes;
+  }
+  out.pinned_bytes = out.resident_bytes;
+  for (const auto& [key, cost] : expert_cost) out.expert_slot_bytes = std::max(out.expert_slot_bytes, cost);
+  out.expert_layers = static_cast<int64_t>(held.size());
+  for (const auto& [layer, n] : held) out.experts_held = std::max(out.experts_held, n);
+  const int64_t need = std::min(std::max<int64_t>(top_k, 1), out.experts_held);
+  const int64_t per_slot = out.expert_slot_bytes * out.expert_layers;  // one slot in every expert layer
+  const int64_t base = out.pinned_bytes + out.kv_reserve_bytes;
+  out.min_device_bytes = base + need * per_slot;
+  const int64_t budget = config.device_budget;
+  const int64_t fit = budget < 0 ? out.experts_held : std::max<int64_t>(0, (budget - base) / per_slot);
+  const int64_t asked = config.experts_resident_per_layer;
+  auto sizes = [&](int64_t slots) {
+    return cat("the other weights ", format_size(out.pinned_bytes),
+               out.kv_reserve_bytes > 0 ? cat(" + the KV reserve ", format_size(out.kv_reserve_bytes)) : std::string(),
+               " + ", slots, " experts x ", out.expert_layers, " layers x ", format_size(out.expert_slot_bytes), " = ",
+               format_size(base + slots * per_slot, true));
+  };
+  if (asked >= 0) {
+    STRATA_CHECK_KIND(ErrorKind::kConfig, asked <= out.experts_held, "offload.experts.resident_per_layer ", asked,
+                      " is more than the ", out.experts_held, " experts per layer this rank holds; use 1..",
+                      out.experts_held);
+    STRATA_CHECK_KIND(ErrorKind::kConfig, asked >= need, "offload.experts.resident_per_layer ", asked,
+                      " is below the ", need, " experts a token is routed to (top-k): they run together, so each "
+                      "layer needs at least ", need, " device slots; use ", need, "..", out.experts_held);
+  }
+  const int64_t slots = asked >= 0 ? asked : std::min(fit, out.experts_held);
+  if (budget >= 0 && base + std::max(slots, need) * per_slot > budget) {
+    STRATA_THROW(ErrorKind::kConfig, "device_budget ", format_size(budget), " cannot hold ",
+                 sizes(std::max(slots, need)), "; a layer needs at least its top-k = ", need,
+                 " experts on the device, so the minimum is ", format_size(out.min_device_bytes, true),
+                 fit >= need ? cat(" and this budget holds at most ", std::min(fit, out.experts_held),
+                                   " resident experts per layer (offload.experts.resident_per_layer)")
+                             : std::string(),
+                 ". Raise device_budget", fit >= need ? ", lower offload.experts.resident_per_layer" : "",
+                 " or spread the experts over more ranks (parallel.expert)");
+  }
+  STRATA_CHECK_KIND(ErrorKind::kConfig, out.expert_tier == Tier::kDisk || config.host_budget < 0 ||
+                                            out.expert_bytes <= config.host_budget,
+                    "host_budget ", format_size(config.host_budget), " cannot hold the ", format_size(out.expert_bytes),
+                    " of routed experts this rank fetches from pinned host memory; raise host_budget to at least ",
+                    format_size(out.expert_bytes, true), ", or set cold_tier: disk to read them from the checkpoint");
+  out.expert_slots = static_cast<int>(slots);
+  return out;
+}
+
+}  // namespace
+
+Placement place(const std::vector<TensorItem>& items, const ResidencyConfig& config, int64_t experts_per_token) {
+  bool has_experts = false;
+  int64_t total = std::max<int64_t>(0, config.kv_reserve_bytes);
+  for (const TensorItem& it : items) {
+    has_experts = has_experts || it.expert >= 0;
+    total += it.bytes;
+  }
+  if (has_experts && (config.experts_resident_per_layer >= 0 || (config.device_budget >= 0 && total > config.device_budget)))
+    return place_experts(items, config, experts_per_token);
   STRATA_CHECK_KIND(ErrorKind::kConfig, config.prefetch_depth >= 1 && config.prefetch_depth <= 64,
                     "offload.prefetch_depth must be 1..64, got ", config.prefetch_depth);
   Placement out;

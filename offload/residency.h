@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "offload/expert_cache_policy.h"
 #include "runtime/models/model_description.h"
 
 namespace strata::offload {
@@ -37,6 +38,11 @@ struct ResidencyConfig {
   DiskIo disk_io = DiskIo::kAuto;
   std::string report_path;       // when set, metrics are written there as JSON at teardown
   int64_t fill_log_capacity = 4096;  // fills recorded for tests (preallocated: no per-token allocation)
+  // Mixture-of-experts models (offload.experts): routed experts of each layer kept on the device in a
+  // per-layer cache, the others fetched from pinned host memory when the router picks them. -1: as many
+  // as the device budget holds after the other weights (which all stay on the device).
+  int64_t experts_resident_per_layer = -1;
+  ExpertEviction expert_eviction = ExpertEviction::kLru;
 
   // The device budget in bytes on a device of `device_memory` bytes: device_budget when set, else
   // the share, else -1 (no limit).
@@ -54,6 +60,7 @@ struct TensorItem {
   int64_t layer = -1;   // -1 for token_embd / output_norm / output
   int64_t bytes = 0;    // this rank's slice
   TensorGroup group = TensorGroup::kMlp;
+  int64_t expert = -1;  // routed experts: the expert's global index
 };
 // The group of a tensor slot (per-layer norms and biases count as kNorm; the embedding, final norm
 // and head as kGlobal).
@@ -75,10 +82,25 @@ struct Placement {
   int64_t streamed_layers = 0;
   int64_t min_device_bytes = 0;   // smallest budget that can run this rank at all
   int64_t device_budget = -1;
-  bool streams() const { return slots > 0; }
+  // The expert cache (strategy "experts cached"): the routed experts live on the host tier (pinned) and
+  // expert_slots of each layer's stay on the device; everything else is resident.
+  int expert_slots = 0;            // per layer; 0 = experts are not cached (resident, or no experts)
+  int64_t expert_layers = 0;       // layers with routed experts on this rank
+  int64_t experts_held = 0;        // routed experts per layer on this rank
+  int64_t expert_slot_bytes = 0;   // one expert's gate, up and down (256-byte aligned each)
+  int64_t expert_bytes = 0;        // every routed expert of this rank (all of them off the device too)
+  ExpertEviction expert_eviction = ExpertEviction::kLru;
+  Tier expert_tier = Tier::kHost;  // where cold experts are read from: pinned host copies or the mapped file
+  bool streams() const { return slots > 0 || expert_slots > 0; }
   int64_t ring_bytes() const { return slot_bytes * slots; }
-  // Device memory the placement uses: resident weights + KV reserve + ring.
-  int64_t device_bytes() const { return resident_bytes + kv_reserve_bytes + ring_bytes(); }
+  int64_t expert_cache_bytes() const { return expert_slot_bytes * expert_slots * expert_layers; }
+  // Expert bytes the cache keeps on the device at a time, and those that live on the host only.
+  int64_t expert_resident_bytes() const {
+    return experts_held > 0 ? expert_bytes / experts_held * expert_slots : 0;
+  }
+  int64_t expert_streamed_bytes() const { return expert_slots > 0 ? expert_bytes - expert_resident_bytes() : 0; }
+  // Device memory the placement uses: resident weights + KV reserve + ring + expert cache.
+  int64_t device_bytes() const { return resident_bytes + kv_reserve_bytes + ring_bytes() + expert_cache_bytes(); }
 };
 
 // Places the items (one rank's shards, any order). Rules first; then, under a budget, globals,
@@ -87,7 +109,11 @@ struct Placement {
 // attention resident in every layer with the MLPs streaming (smaller slots, so a smaller ring).
 // Throws strata::Error (kConfig) when the budget cannot hold the pinned bytes, the KV reserve and
 // the ring of (prefetch_depth + 1) slots; the message says the minimum.
-Placement place(const std::vector<TensorItem>& items, const ResidencyConfig& config);
+// Items with routed experts (TensorItem::expert) take the expert cache instead when the budget cannot
+// hold everything or experts_resident_per_layer is set: every other tensor on the device, the experts
+// on the host tier, and per layer as many device slots as fit (at least `experts_per_token`, the
+// model's top-k, since a token's experts run together; at most the experts held).
+Placement place(const std::vector<TensorItem>& items, const ResidencyConfig& config, int64_t experts_per_token = 0);
 
 // "1.50 GiB"-style sizes for messages and reports; `ceil` rounds up so a minimum is always enough.
 std::string format_size(int64_t bytes, bool ceil = false);

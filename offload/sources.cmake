@@ -5,6 +5,8 @@ set(STRATA_OFFLOAD_SOURCES
   copy_engine.cpp
   cuda/cuda_copy_engine.cu
   disk_reader.cpp
+  expert_cache.cpp
+  expert_cache_policy.cpp
   prefetcher.cpp
   residency.cpp
   shard_layout.cpp

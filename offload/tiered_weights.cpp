@@ -3,11 +3,15 @@
 #include "offload/tiered_weights.h"
 
 #include <algorithm>
+#include <array>
+#include <climits>
+#include <cstdint>
 #include <cstdio>
 #include <map>
 
 #include "offload/compute_pool.h"
 #include "offload/copy_engine.h"
+#include "offload/expert_cache.h"
 #include "offload/shard_layout.h"
 #include "runtime/error.h"
 #include "runtime/log.h"
@@ -28,6 +32,8 @@ struct TieredWeights::Impl {
   std::vector<int64_t> stream_index;            // per local layer: index of its streamed part, -1 = none
   std::vector<std::vector<LayerWeights>> views;  // [streamed index][slot]: resident fields + slot views
   std::unique_ptr<Prefetcher> prefetcher;
+  std::shared_ptr<void> expert_host_block;
+  std::unique_ptr<ExpertCache> experts;  // the expert cache (placement "experts cached")
 
   int64_t local(int64_t layer) const {
     STRATA_CHECK_KIND(ErrorKind::kInternal, layer >= spec.layer_begin && layer < spec.layer_end, "layer ", layer,
@@ -48,16 +54,96 @@ struct TieredWeights::Impl {
 std::vector<TensorItem> shard_items(const Checkpoint& checkpoint, const ShardSpec& spec) {
   std::vector<TensorItem> items;
   for (const ShardTensor& t : shard_tensors(checkpoint, spec))
-    items.push_back({t.ref.name, t.ref.layer, t.nbytes, tensor_group(*t.ref.slot)});
+    items.push_back({t.ref.name, t.ref.layer, t.nbytes, tensor_group(*t.ref.slot), t.ref.expert});
   return items;
 }
+
+namespace {
+
+// The routed experts of a rank on the expert cache's two tiers. Host tier: each expert's gate, up and down
+// are uploaded as the resident path would (so the bytes, and any dtype conversion, are those of the
+// all-resident run), brought back into the host block packed per expert, and the device copy dropped.
+// Disk tier: the memory-mapped checkpoint's bytes, read when fetched (the page cache keeps hot ones).
+std::unique_ptr<ExpertCache> build_expert_cache(const Checkpoint& ck, const ShardSpec& spec,
+                                                const std::vector<ShardTensor>& tensors, const Placement& p,
+                                                Backend& backend, CopyEngine& engine, ComputePool& pool,
+                                                std::shared_ptr<void>& host_block) {
+  std::map<int64_t, std::map<int64_t, std::array<size_t, 3>>> parts;  // layer -> expert -> gate/up/down index
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const TensorRef& ref = tensors[i].ref;
+    if (ref.expert < 0) continue;
+    const auto field = ref.slot->expert_field;
+    const int which = field == &LayerWeights::expert_gate ? 0 : field == &LayerWeights::expert_up ? 1 : 2;
+    parts[ref.layer].try_emplace(ref.expert, std::array<size_t, 3>{SIZE_MAX, SIZE_MAX, SIZE_MAX})
+        .first->second[static_cast<size_t>(which)] = i;
+  }
+  const int64_t slot_bytes = p.expert_slot_bytes, held = p.experts_held;
+  const auto layers = static_cast<int64_t>(parts.size());
+  const bool from_disk = p.expert_tier == Tier::kDisk;
+  if (!from_disk) host_block = engine.allocate_host(static_cast<size_t>(layers * held * slot_bytes));
+  auto* host = static_cast<uint8_t*>(host_block.get());
+  std::vector<std::vector<ExpertLayout>> layouts;
+  std::vector<std::vector<ExpertBytes>> host_of;
+  std::vector<int64_t> layer_index;
+  for (const auto& [layer, experts] : parts) {
+    STRATA_CHECK_KIND(ErrorKind::kInternal, static_cast<int64_t>(experts.size()) == held, "layer ", layer, " holds ",
+                      experts.size(), " experts, the placement ", held);
+    layer_index.push_back(layer);
+    layouts.emplace_back();
+    host_of.emplace_back();
+    for (const auto& [expert, idx] : experts) {
+      uint8_t* dst =
+          from_disk ? nullptr
+                    : host + (static_cast<int64_t>(layouts.size() - 1) * held + static_cast<int64_t>(layouts.back().size())) *
+                                 slot_bytes;
+      ExpertLayout lay;
+      ExpertBytes src{};
+      int64_t offset = 0;
+      for (size_t j = 0; j < 3; ++j) {
+        STRATA_CHECK_KIND(ErrorKind::kInternal, idx[j] != SIZE_MAX, "expert ", expert, " of layer ", layer,
+                          " lacks a tensor");
+        const ShardTensor& t = tensors[idx[j]];
+        Tensor bytes;
+        if (from_disk) {  // the mapped checkpoint's own bytes, as the CPU backend computes on them
+          bytes = mapped_slice(ck, t);
+          STRATA_CHECK_KIND(ErrorKind::kConfig, backend.device() == Device::kCpu || t.dtype != DType::kF32,
+                            t.ref.name, " is f32, which the ", backend.name(), " backend converts at upload, so the "
+                            "experts cannot be read from the checkpoint as they are; use offload.cold_tier: host");
+          src[j] = static_cast<const uint8_t*>(bytes.raw());
+        } else {  // uploaded as the resident path would, then brought back into the host block
+          const Tensor dev = backend.upload_weight(mapped_slice(ck, t));
+          bytes = Tensor::view(dst + offset, dev.shape(), dev.dtype());
+          backend.copy(dev, bytes);
+          src[j] = dst + offset;
+        }
+        STRATA_CHECK_KIND(ErrorKind::kInternal, offset + bytes.nbytes() <= slot_bytes, "expert ", expert, " of layer ",
+                          layer, " overflows its ", slot_bytes, "-byte slot");
+        (j == 0 ? lay.gate_shape : j == 1 ? lay.up_shape : lay.down_shape) = bytes.shape();
+        (j == 0 ? lay.gate_dtype : j == 1 ? lay.up_dtype : lay.down_dtype) = bytes.dtype();
+        (j == 0 ? lay.gate_bytes : j == 1 ? lay.up_bytes : lay.down_bytes) = bytes.nbytes();
+        if (j == 1) lay.up_offset = offset;
+        if (j == 2) lay.down_offset = offset;
+        lay.bytes = offset + bytes.nbytes();
+        offset = (lay.bytes + 255) / 256 * 256;
+      }
+      layouts.back().push_back(lay);
+      host_of.back().push_back(src);
+    }
+  }
+  backend.synchronize();
+  const int slots = p.expert_slots;
+  auto* device = static_cast<uint8_t*>(pool.allocate(
+      p.expert_cache_bytes(), cat("the expert cache (", slots, " experts x ", layers, " layers x ",
+                                  format_size(slot_bytes), ")")));
+  return std::make_unique<ExpertCache>(engine, std::move(layouts), std::move(host_of), device, slot_bytes, slots,
+                                       p.expert_eviction, std::move(layer_index), spec.expert_begin);
+}
+
+}  // namespace
 
 TieredWeights::TieredWeights(const Checkpoint& ck, const ShardSpec& spec, Backend& backend,
                              const ResidencyConfig& config)
     : impl_(std::make_unique<Impl>()) {
-  STRATA_CHECK_KIND(ErrorKind::kConfig, !ck.config().moe.enabled() && !ck.config().qk_norm, ck.path(), ": ",
-                    ck.config().arch, " weights cannot be offloaded yet (experts and q/k norms are not in the "
-                    "streamed layout); run this model resident: no device budget or offload section");
   Impl& m = *impl_;
   m.config = config;
   m.spec = spec;
@@ -67,8 +153,13 @@ TieredWeights::TieredWeights(const Checkpoint& ck, const ShardSpec& spec, Backen
   const std::vector<ShardTensor> tensors = shard_tensors(ck, spec);
   std::vector<TensorItem> items;
   for (const ShardTensor& t : tensors)
-    items.push_back({t.ref.name, t.ref.layer, t.nbytes, tensor_group(*t.ref.slot)});
-  m.placement = place(items, m.config);
+    items.push_back({t.ref.name, t.ref.layer, t.nbytes, tensor_group(*t.ref.slot), t.ref.expert});
+  m.placement = place(items, m.config, ck.config().moe.n_used);
+  const bool cache_experts = m.placement.expert_slots > 0;
+  STRATA_CHECK_KIND(ErrorKind::kConfig, cache_experts || !m.placement.streams() || (!ck.config().moe.enabled() && !ck.config().qk_norm),
+                    ck.path(), ": ", ck.config().arch, " layers cannot stream whole yet (experts and q/k norms are not "
+                    "in the streamed layout); ", ck.config().moe.enabled() ? "let the experts stream instead "
+                    "(offload.experts) or " : "", "run this model resident: no device budget or offload section");
   m.pool = std::make_unique<ComputePool>(*m.engine, m.config.device_budget);
   m.pool->charge(m.placement.kv_reserve_bytes, "the KV cache reserve");
 
@@ -80,6 +171,7 @@ TieredWeights::TieredWeights(const Checkpoint& ck, const ShardSpec& spec, Backen
   for (size_t i = 0; i < tensors.size(); ++i) {
     const ShardTensor& t = tensors[i];
     if (t.ref.layer >= 0) m.layer_bytes += t.nbytes;
+    if (t.ref.expert >= 0) m.resident[static_cast<size_t>(m.local(t.ref.layer))].expert_first = spec.expert_begin;
     if (m.placement.tiers[i] != Tier::kDevice) continue;
     Tensor dev = backend.upload_weight(mapped_slice(ck, t));
     m.pool->charge(dev.nbytes(), t.ref.name);
@@ -87,6 +179,21 @@ TieredWeights::TieredWeights(const Checkpoint& ck, const ShardSpec& spec, Backen
     else slot_field(t.ref, m.resident[static_cast<size_t>(m.local(t.ref.layer))]) = dev;
   }
   if (tied) m.globals.output = m.globals.embed;
+  if (cache_experts) {  // the routed experts go to the expert cache; nothing else streams
+    m.experts = build_expert_cache(ck, spec, tensors, m.placement, backend, *m.engine, *m.pool, m.expert_host_block);
+    const ExpertCacheStats s = m.experts->stats();
+    for (int64_t l = 0; l < s.layers; ++l)
+      m.resident[static_cast<size_t>(m.local(s.layer_index[static_cast<size_t>(l)]))].expert_source = m.experts->layer(l);
+    const Placement& p = m.placement;
+    LOG_INFO("offload (experts cached, ", eviction_name(p.expert_eviction), ", ", m.engine->name(), "): device ",
+             format_size(p.device_bytes()), " of ",
+             m.config.device_budget < 0 ? std::string("unlimited") : format_size(m.config.device_budget),
+             " (other weights ", format_size(p.resident_bytes), ", KV reserve ", format_size(p.kv_reserve_bytes),
+             ", ", p.expert_slots, " of ", p.experts_held, " experts x ", p.expert_layers, " layers, ",
+             format_size(p.expert_cache_bytes()), "), experts fetched from ",
+             p.expert_tier == Tier::kDisk ? "the mapped checkpoint " : "pinned host memory ", format_size(p.expert_bytes));
+    return;
+  }
 
   // Host tier: one block (pinned under CUDA) holding every host tensor, copied from the mapping once.
   for (size_t i = 0; i < tensors.size(); ++i)
@@ -167,6 +274,7 @@ TieredWeights::~TieredWeights() {
     const OffloadMetrics metrics = this->metrics();
     m.prefetcher.reset();
     if (m.engine) m.engine->drain();
+    m.experts.reset();
     if (!m.config.report_path.empty()) {
       if (FILE* f = std::fopen(m.config.report_path.c_str(), "w")) {
         std::fprintf(f, "%s\n", metrics.json().c_str());
@@ -216,8 +324,15 @@ OffloadMetrics TieredWeights::metrics() const {
   out.staging_bytes = m.staging_bytes * m.placement.slots;
   out.engine = m.engine->name();
   for (const auto& f : m.files) out.direct_io = out.direct_io || f->direct();
+  if (m.experts) out.experts = m.experts->stats();
   return out;
 }
+
+ExpertCacheStats TieredWeights::expert_cache_stats() const {
+  return impl_->experts ? impl_->experts->stats() : ExpertCacheStats{};
+}
+
+const ExpertCache* TieredWeights::expert_cache() const { return impl_->experts.get(); }
 
 std::string OffloadMetrics::json() const {
   const Placement& p = placement;
@@ -230,7 +345,8 @@ std::string OffloadMetrics::json() const {
              ", \"direct_io\": ", direct_io ? "true" : "false", ", \"bytes_streamed_host\": ", stream.bytes_host,
              ", \"bytes_streamed_disk\": ", stream.bytes_disk, ", \"fills\": ", stream.fills,
              ", \"acquires\": ", stream.acquires, ", \"restarts\": ", stream.restarts,
-             ", \"acquire_wait_s\": ", stream.acquire_wait_s, ", \"fill_s\": ", stream.fill_s, "}");
+             ", \"acquire_wait_s\": ", stream.acquire_wait_s, ", \"fill_s\": ", stream.fill_s,
+             ", \"expert_cache\": ", expert_cache_json(placement, experts), "}");
 }
 
 std::unique_ptr<TieredWeights> make_tiered_weights(const Checkpoint& checkpoint, const ShardSpec& spec,

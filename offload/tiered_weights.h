@@ -23,8 +23,11 @@ struct OffloadMetrics {
   int64_t staging_bytes = 0;     // host staging ring for disk reads (CUDA only)
   std::string engine;
   bool direct_io = false;        // some disk reads use O_DIRECT
+  ExpertCacheStats experts;      // the expert cache's hits, misses and bytes (when experts are cached)
   std::string json() const;      // one JSON object, for reports and bench scripts
 };
+
+class ExpertCache;
 
 class TieredWeights final : public WeightSource {
  public:
@@ -41,6 +44,8 @@ class TieredWeights final : public WeightSource {
   std::vector<int64_t> fill_order() const;
   // Bytes of this rank's layer weights (what ModelSession reports), without streaming them.
   int64_t layer_bytes() const;
+  ExpertCacheStats expert_cache_stats() const override;
+  const ExpertCache* expert_cache() const;  // null unless experts are cached
 
  private:
   struct Impl;

@@ -37,19 +37,20 @@ void add_shards(const ModelConfig& config, DType dtype, RankPartition& rank) {
 // plan's residency settings, so `plan --check` and the runtime agree tier by tier. A placement that
 // cannot work (a budget below the minimum, a rule offload rejects) keeps its message for
 // plan_check; the sizes its diagnostic needs come from the same placement without the budget.
-void place_shards(const Plan& plan, const PartitionOptions& options, RankPartition& r) {
+void place_shards(const Plan& plan, const ModelConfig& model, const PartitionOptions& options, RankPartition& r) {
   const offload::ResidencyConfig config = residency_config(plan, r.rank, options.device_memory);
+  const int64_t experts_per_token = model.moe.enabled() ? model.moe.n_used : 0;
   r.device_budget = config.device_budget;
   r.host_budget = config.host_budget;
   std::vector<offload::TensorItem> items;
   int64_t layers = 0;
   for (const ShardSlice& s : r.shards) {
-    items.push_back({s.name, s.layer, s.bytes, offload::tensor_group(*s.slot)});
+    items.push_back({s.name, s.layer, s.bytes, offload::tensor_group(*s.slot), s.expert});
     if (s.layer >= 0) layers = std::max(layers, s.layer - r.layer_begin + 1);
   }
   offload::Placement p;
   try {
-    p = offload::place(items, config);
+    p = offload::place(items, config, experts_per_token);
     r.streams = p.streams();
   } catch (const Error& e) {
     r.placement_error = e.what();
@@ -57,8 +58,11 @@ void place_shards(const Plan& plan, const PartitionOptions& options, RankPartiti
     unlimited.device_budget = -1;
     unlimited.device_budget_percent = -1;
     try {
-      p = offload::place(items, unlimited);
-      r.streams = config.device_budget >= 0;  // only the budget was wrong: it would have to stream to fit
+      unlimited.experts_resident_per_layer = -1;
+      p = offload::place(items, unlimited, experts_per_token);
+      // Only the budget was wrong: it would have to stream to fit. With experts the expert cache's own
+      // message stands (the ring's minimum does not apply).
+      r.streams = config.device_budget >= 0 && experts_per_token == 0;
     } catch (const Error&) {  // settings offload rejects whatever the budget: report them, place nothing off-device
       p = offload::Placement{};
       p.tiers.assign(items.size(), Tier::kDevice);
@@ -67,9 +71,18 @@ void place_shards(const Plan& plan, const PartitionOptions& options, RankPartiti
     }
   }
   for (size_t i = 0; i < r.shards.size(); ++i) r.shards[i].tier = p.tiers[i];
-  r.bytes.device = p.resident_bytes;
-  r.bytes.host = p.host_bytes;
-  r.bytes.disk = p.disk_bytes;
+  r.bytes.device = p.resident_bytes + p.expert_resident_bytes();
+  r.bytes.host = p.host_bytes + (p.expert_tier == Tier::kHost ? p.expert_streamed_bytes() : 0);
+  r.expert_slots = p.expert_slots;
+  r.expert_tier = p.expert_tier;
+  r.expert_layers = p.expert_layers;
+  r.expert_resident_bytes = p.expert_resident_bytes();
+  r.expert_streamed_bytes = p.expert_streamed_bytes();
+  r.expert_cache_bytes = p.expert_cache_bytes();
+  if (p.expert_slots > 0)
+    r.expert_fetch_bytes = std::min<int64_t>(experts_per_token, p.experts_held - p.expert_slots) * p.expert_layers *
+                           (p.expert_bytes / std::max<int64_t>(1, p.experts_held * p.expert_layers));
+  r.bytes.disk = p.disk_bytes + (p.expert_tier == Tier::kDisk ? p.expert_streamed_bytes() : 0);
   r.bytes.staging = p.ring_bytes();
   r.pinned_bytes = p.pinned_bytes;
   r.min_device_bytes = p.min_device_bytes;
@@ -182,7 +195,7 @@ Partition compute_partition(const Plan& plan, const ModelConfig& config, const P
     r.next_stage = out.layout.next_stage_rank(rank);
 
     add_shards(config, out.dtype, r);
-    place_shards(plan, options, r);
+    place_shards(plan, config, options, r);
     out.totals.device += r.bytes.device;
     out.totals.host += r.bytes.host;
     out.totals.disk += r.bytes.disk;
@@ -207,6 +220,8 @@ offload::ResidencyConfig residency_config(const Plan& plan, int rank, int64_t de
   c.cold_tier = o.cold_tier;
   c.prefetch_depth = o.prefetch_depth;
   for (const auto& rule : o.rules) c.rules.push_back({rule.match, rule.tier});
+  c.experts_resident_per_layer = o.experts_resident_per_layer;
+  c.expert_eviction = o.expert_eviction;
   return c;
 }
 

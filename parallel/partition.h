@@ -69,6 +69,13 @@ struct RankPartition {
   int64_t min_device_bytes = 0;   // pinned + the ring of ring_slots x layer_slot_bytes
   bool streams = false;           // some layer weights live off the device and stream in
   std::string placement_error;    // why offload::place rejected this rank's budget or rules; empty when placed
+  // The expert cache (offload.experts, or a budget below a MoE model): experts per layer on the device,
+  // the routed-expert bytes those slots hold and those fetched from pinned host memory on demand (counted
+  // in bytes.device and bytes.host), and the cache's device bytes (whole slots, padded).
+  int expert_slots = 0;
+  Tier expert_tier = Tier::kHost;  // host: pinned copies of every expert; disk: the mapped checkpoint
+  int64_t expert_layers = 0, expert_resident_bytes = 0, expert_streamed_bytes = 0, expert_cache_bytes = 0;
+  int64_t expert_fetch_bytes = 0;  // the most one token's routed experts can fetch (top-k misses per layer)
   std::vector<int> tp_group, pp_chain, replica;
   std::vector<int> expert_group;  // the stage's tensor x expert ranks (ShardSpec's expert group)
   int prev_stage = -1, next_stage = -1;  // pp neighbours of the same (dp, tp); -1 at the ends

@@ -201,8 +201,11 @@ PlanShape plan_shape(const Plan& plan, const Partition& partition) {
   s.kv_cache_dtype = plan.serve.kv_cache_dtype;
   for (const Stage& st : partition.stages) s.stage_layers.push_back(st.size());
   for (const RankPartition& r : partition.ranks) {
-    s.host_stream_bytes = std::max(s.host_stream_bytes, r.bytes.host);
-    s.disk_stream_bytes = std::max(s.disk_stream_bytes, r.bytes.disk);
+    // Cached experts stream per token only what its routed experts miss: at most expert_fetch_bytes.
+    const bool from_disk = r.expert_tier == Tier::kDisk;
+    const int64_t cold_experts = r.expert_slots > 0 ? r.expert_streamed_bytes - r.expert_fetch_bytes : 0;
+    s.host_stream_bytes = std::max(s.host_stream_bytes, r.bytes.host - (from_disk ? 0 : cold_experts));
+    s.disk_stream_bytes = std::max(s.disk_stream_bytes, r.bytes.disk - (from_disk ? cold_experts : 0));
   }
   return s;
 }

@@ -101,6 +101,10 @@ struct OffloadSection {
   double batch_wait_ms = 2.0;
   std::vector<TierRule> rules;
   std::vector<RankBudget> per_rank;
+  // offload.experts (mixture-of-experts models): routed experts kept on the device per layer, the rest
+  // fetched from pinned host memory when routed to. -1 = derived from device_budget.
+  int64_t experts_resident_per_layer = -1;
+  offload::ExpertEviction expert_eviction = offload::ExpertEviction::kLru;
 };
 
 // Tokens each overlap chunk must keep for a step to be split: smaller steps are bound by reading the

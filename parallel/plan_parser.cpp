@@ -307,11 +307,12 @@ class PlanReader {
 
   void read_offload(const YAML::Node& node) {
     if (!expect_map(node, "offload",
-                    "device_budget, host_budget, cold_tier, prefetch_depth, batch_wait_ms, rules, per_rank"))
+                    "device_budget, host_budget, cold_tier, prefetch_depth, batch_wait_ms, rules, per_rank, experts"))
       return;
     auto& o = plan_.offload;
     for_each_key(node, "offload",
-                 {"device_budget", "host_budget", "cold_tier", "prefetch_depth", "batch_wait_ms", "rules", "per_rank"},
+                 {"device_budget", "host_budget", "cold_tier", "prefetch_depth", "batch_wait_ms", "rules", "per_rank",
+                  "experts"},
                  [&](const std::string& key, const YAML::Node& v) {
                    const std::string field = "offload." + key;
                    if (key == "device_budget") o.device_budget = get_budget(v, field, true);
@@ -321,7 +322,25 @@ class PlanReader {
                    } else if (key == "prefetch_depth") set_int(o.prefetch_depth, v, field, 0, 64);
                    else if (key == "batch_wait_ms") read_batch_wait(v, field);
                    else if (key == "rules") read_rules(v);
+                   else if (key == "experts") read_experts(v);
                    else read_per_rank(v);
+                 });
+  }
+
+  // offload.experts: {resident_per_layer: N, eviction: lru|frequency}. Whether N suits the model (at
+  // least its top-k, at most the experts a rank holds, within the budget) is offload::place's check.
+  void read_experts(const YAML::Node& node) {
+    if (!expect_map(node, "offload.experts", "resident_per_layer, eviction")) return;
+    for_each_key(node, "offload.experts", {"resident_per_layer", "eviction"},
+                 [&](const std::string& key, const YAML::Node& v) {
+                   const std::string field = "offload.experts." + key;
+                   if (key == "resident_per_layer") {
+                     if (auto n = get_int(v, field, 1, 1 << 20)) plan_.offload.experts_resident_per_layer = *n;
+                   } else if (auto s = get_string(v, field)) {
+                     if (*s == "lru") plan_.offload.expert_eviction = offload::ExpertEviction::kLru;
+                     else if (*s == "frequency") plan_.offload.expert_eviction = offload::ExpertEviction::kFrequency;
+                     else error(field, loc_of(v.Mark()), cat(field, " must be lru or frequency, got ", shown(v)));
+                   }
                  });
   }
 

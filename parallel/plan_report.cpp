@@ -135,7 +135,11 @@ std::string describe(const Plan& plan, const ModelConfig& c, const Partition& p)
       << " rows per rank; shards hold real rows only)\n";
   out << "  offload device_budget " << off.device_budget.str() << ", host_budget " << off.host_budget.str()
       << ", cold_tier " << tier_name(off.cold_tier) << ", prefetch_depth " << off.prefetch_depth
-      << ", batch_wait_ms " << off.batch_wait_ms << ", " << off.rules.size() << " rules" << (off.device_budget.percent > 0 ? " (a share is resolved per device at startup)" : "")
+      << ", batch_wait_ms " << off.batch_wait_ms << ", " << off.rules.size() << " rules"
+      << (c.moe.enabled() ? cat(", experts resident_per_layer ", off.experts_resident_per_layer < 0 ? std::string("from the budget")
+                                                                    : std::to_string(off.experts_resident_per_layer),
+                                " (", offload::eviction_name(off.expert_eviction), ")")
+                          : std::string()) << (off.device_budget.percent > 0 ? " (a share is resolved per device at startup)" : "")
       << "\n\n";
 
   out << "  rank  dp  pp  tp  layers        q heads   kv heads  ffn             vocab           device      host        "
@@ -173,6 +177,14 @@ std::string describe(const Plan& plan, const ModelConfig& c, const Partition& p)
         << format_bytes(r.bytes.staging) << "; device budget "
         << (r.device_budget < 0 ? std::string("unlimited") : format_bytes(r.device_budget)) << " (minimum to stream "
         << format_bytes(r.min_device_bytes) << ")\n";
+    if (r.expert_slots > 0)
+      out << "    experts cached: " << r.expert_slots << " of " << r.shard.expert_count << " per layer x "
+          << r.expert_layers << " layers on the device (" << format_bytes(r.expert_resident_bytes) << " resident, "
+          << format_bytes(r.expert_cache_bytes) << " of slots), " << format_bytes(r.expert_streamed_bytes)
+          << (r.expert_tier == Tier::kDisk
+                  ? cat(" streamed from the mapped checkpoint when routed to\n")
+                  : cat(" streamed from pinned host memory when routed to (every expert has a host copy: ",
+                        format_bytes(r.expert_resident_bytes + r.expert_streamed_bytes), ")\n"));
   }
   if (par.data > 1)
     out << "  ranks " << replica_size << "-" << p.layout.world_size() - 1 << " (replicas 1-" << par.data - 1

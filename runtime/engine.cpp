@@ -823,6 +823,21 @@ bool Engine::step(std::vector<TokenEvent>& events, int idle_wait_ms) {
     m.stats.kv_blocks_cached = m.scheduler->pool().cached_idle();
     m.stats.outstanding_tokens = m.scheduler->outstanding_tokens();
     m.stats.expert_tokens = m.model.expert_load().tokens;
+    if (const ExpertCacheStats c = m.model.expert_cache_stats(); c.enabled()) {
+      const ModelConfig& config = m.model.config();
+      m.stats.expert_cache_hits.assign(static_cast<size_t>(config.moe.n_experts), 0);
+      m.stats.expert_cache_misses.assign(static_cast<size_t>(config.moe.n_experts), 0);
+      m.stats.expert_layer_hits.assign(static_cast<size_t>(config.n_layers), 0);
+      m.stats.expert_layer_misses.assign(static_cast<size_t>(config.n_layers), 0);
+      for (int64_t l = 0; l < c.layers; ++l)
+        for (int64_t e = 0; e < c.experts; ++e) {
+          const auto i = static_cast<size_t>(l * c.experts + e);
+          const auto g = static_cast<size_t>(c.expert_first + e), layer = static_cast<size_t>(c.layer_index[static_cast<size_t>(l)]);
+          m.stats.expert_cache_hits[g] += c.hits[i], m.stats.expert_cache_misses[g] += c.misses[i];
+          m.stats.expert_layer_hits[layer] += c.hits[i], m.stats.expert_layer_misses[layer] += c.misses[i];
+        }
+      m.stats.expert_bytes_streamed = c.bytes_streamed;
+    }
   }
   if (msg.shutdown) m.stopped = true;
   return !m.stopped;

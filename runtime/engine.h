@@ -68,6 +68,12 @@ struct EngineStats {
   double sample_seconds = 0;
   // Mixture-of-experts models: tokens this rank's stage routed to each expert so far (LlamaModel::expert_load).
   std::vector<int64_t> expert_tokens;
+  // Offloaded experts (the expert cache, runtime/expert_source.h): routed tokens that found their expert
+  // on the device (hits) or had it fetched (misses, one copy each), per expert summed over the stage's
+  // layers and per layer (global indices), and the bytes those copies moved. Empty when experts are resident.
+  std::vector<int64_t> expert_cache_hits, expert_cache_misses;  // [n_experts]
+  std::vector<int64_t> expert_layer_hits, expert_layer_misses;  // [n_layers]
+  int64_t expert_bytes_streamed = 0;
 };
 
 class Engine {

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "runtime/backend.h"
+#include "runtime/expert_source.h"
 #include "runtime/shard_spec.h"
 #include "runtime/tensor.h"
 
@@ -26,6 +27,9 @@ struct LayerWeights {
   std::vector<Tensor> expert_gate, expert_up, expert_down;  // [F, hidden], [F, hidden], [hidden, F]
   Tensor shared_gate, shared_up, shared_down;         // undefined without a shared expert
   Tensor shared_router;                               // [1, hidden]: the shared expert's sigmoid gate
+  // Offloaded experts: when set, expert_gate/up/down are empty and moe_ffn fetches the selected experts
+  // from here (the weight source owns it).
+  ExpertSource* expert_source = nullptr;
   bool has_experts() const { return router.defined(); }
   // Optional fused forms on accelerators: [wq; wk; wv] and [w_gate; w_up] stacked by rows (wq/wk/wv and
   // w_gate/w_up are then row views of them). One GEMV over the stack streams the bytes of three (two)
@@ -51,6 +55,8 @@ class WeightSource {
   // True when every layer stays where acquire() returns it and acquire/release enqueue no work, so a
   // recorded step (Backend::capture) can be replayed on the same weights.
   virtual bool stays_resident() const { return false; }
+  // Hits, misses and bytes streamed of an expert cache; empty (enabled() false) when experts stay resident.
+  virtual ExpertCacheStats expert_cache_stats() const { return {}; }
 };
 
 // Reads this rank's slices (runtime/models/model_description.h says which) from the checkpoint's

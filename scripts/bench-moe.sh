@@ -11,8 +11,11 @@
 # prefill. A decode step reads only the experts its tokens were routed to: weight_bytes_per_step is the
 # dense weights plus the expert bytes the decode steps measured (expert_bytes_per_step; batch 1 reads
 # top_k / n_experts of expert_bytes_held), divided by the step time against the copy bandwidth.
+# Then the expert cache (offload.experts): the same batch-1 decode with EXPERTS_RESIDENT experts per layer
+# on the device (default: the model's top-k, the least that runs) and the rest fetched from pinned host
+# memory when routed to: tokens/s and expert bytes streamed per token against the resident run above.
 # Models are deleted after their runs (the disk holds one at a time) unless KEEP_MODELS=1.
-# Env: MIXTRAL_LAYERS, QWEN3_LAYERS, SHAPES ("mixtral qwen3"), BATCHES ("1 16 64"), SKIP_PEER=1,
+# Env: MIXTRAL_LAYERS, QWEN3_LAYERS, SHAPES ("mixtral qwen3"), BATCHES ("1 16 64"), SKIP_PEER=1, EXPERTS_RESIDENT,
 #      MODELS (default models/), OUT (a folder: the results are also packed there as bench-moe.tgz).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -28,8 +31,8 @@ nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,clocks.max.mem --format=c
 
 for shape in ${SHAPES:-mixtral qwen3}; do
   case "$shape" in
-    mixtral) preset=mixtral-8x7b-shape layers="${MIXTRAL_LAYERS:-16}" ;;
-    qwen3) preset=qwen3-30b-a3b-shape layers="${QWEN3_LAYERS:-24}" ;;
+    mixtral) preset=mixtral-8x7b-shape layers="${MIXTRAL_LAYERS:-16}" top_k=2 ;;
+    qwen3) preset=qwen3-30b-a3b-shape layers="${QWEN3_LAYERS:-24}" top_k=8 ;;
     *) echo "unknown shape '$shape' (mixtral, qwen3)" >&2; exit 2 ;;
   esac
   model="$models/$preset-L$layers"
@@ -44,6 +47,8 @@ for shape in ${SHAPES:-mixtral qwen3}; do
   done
   "$strata" bench decode --model "$model" --device cuda --batch 1 --prompt-len 2048 -n 2 --mib 64 \
     >"$out/$shape-prefill-2048.json"
+  "$strata" bench decode --model "$model" --device cuda --batch 1 --prompt-len 16 -n 32 --mib 64 \
+    --experts-resident "${EXPERTS_RESIDENT:-$top_k}" >"$out/$shape-offload-b1.json"
   echo "{\"shape\": \"$shape\", \"preset\": \"$preset\", \"layers\": $layers}" >"$out/$shape-model.json"
   [ -n "${KEEP_MODELS:-}" ] || rm -rf "$model"
 done
@@ -73,6 +78,15 @@ for spec_path in sorted(glob.glob(os.path.join(out, "*-model.json"))):
                      f"{r['decode_tokens_per_s']:.0f} tok/s, {r['ms_per_step']:.2f} ms/step, reads {read / 1e9:.2f} GB/step "
                      f"(experts {r['expert_bytes_per_step'] / 1e9:.2f} of {held / 1e9:.2f} GB), {r['weight_gbs']:.0f} GB/s = "
                      f"{100 * r['weight_gbs'] / c['d2d_copy_gbs']:.0f}% of copy bw", peer_txt))
+    off_path = os.path.join(out, f"{shape}-offload-b1.json")
+    if os.path.exists(off_path):
+        r = json.load(open(off_path))
+        ec = r["expert_cache"] or {}
+        base = json.load(open(os.path.join(out, f"{shape}-decode-b1.json")))
+        rows.append((f"  experts cached ({ec.get('resident_per_layer')} of {ec.get('experts_per_layer')} per layer), batch 1",
+                     f"{r['decode_tokens_per_s']:.0f} tok/s ({r['decode_tokens_per_s'] / base['decode_tokens_per_s']:.2f}x resident), "
+                     f"streams {ec.get('bytes_streamed_per_token', 0) / 1e9:.3f} GB/token at {ec.get('stream_gbs', 0):.1f} GB/s, "
+                     f"hit rate {100 * ec.get('hit_rate', 0):.0f}%", ""))
     r = json.load(open(os.path.join(out, f"{shape}-prefill-2048.json")))
     peer_pf = peer.get("peer", {}).get("prefill")
     rows.append((f"  strata prefill {r['prompt_len']}", f"{r['prefill_tokens_per_s']:.0f} tok/s",

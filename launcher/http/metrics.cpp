@@ -150,6 +150,26 @@ std::string Metrics::render(const EngineStats& stats, bool ready, const std::vec
     for (size_t e = 0; e < stats.expert_tokens.size(); ++e)
       out += cat("strata_expert_tokens_total{expert=\"", e, "\"} ", stats.expert_tokens[e], "\n");
   }
+  if (!stats.expert_cache_hits.empty()) {  // offloaded experts: the expert cache of the driver's stage
+    out += "# HELP strata_expert_cache_hits_total routed tokens whose expert was on the device, per expert\n"
+           "# TYPE strata_expert_cache_hits_total counter\n";
+    for (size_t e = 0; e < stats.expert_cache_hits.size(); ++e)
+      out += cat("strata_expert_cache_hits_total{expert=\"", e, "\"} ", stats.expert_cache_hits[e], "\n");
+    out += "# HELP strata_expert_cache_misses_total routed tokens whose expert was fetched from host memory (one "
+           "copy each), per expert\n# TYPE strata_expert_cache_misses_total counter\n";
+    for (size_t e = 0; e < stats.expert_cache_misses.size(); ++e)
+      out += cat("strata_expert_cache_misses_total{expert=\"", e, "\"} ", stats.expert_cache_misses[e], "\n");
+    out += "# HELP strata_expert_cache_hit_rate hits / (hits + misses) of each expert layer so far\n"
+           "# TYPE strata_expert_cache_hit_rate gauge\n";
+    for (size_t l = 0; l < stats.expert_layer_hits.size(); ++l) {
+      const int64_t n = stats.expert_layer_hits[l] + stats.expert_layer_misses[l];
+      if (n > 0)
+        out += cat("strata_expert_cache_hit_rate{layer=\"", l, "\"} ",
+                   static_cast<double>(stats.expert_layer_hits[l]) / static_cast<double>(n), "\n");
+    }
+    gauge(out, "strata_expert_bytes_streamed_total", "expert weight bytes fetched into the device's expert cache",
+          static_cast<double>(stats.expert_bytes_streamed), "counter");
+  }
   gauge(out, "strata_preemptions_total", "sequences preempted for KV blocks", static_cast<double>(stats.preemptions),
         "counter");
   gauge(out, "strata_prefix_cache_hit_tokens_total", "prompt tokens served from the prefix cache",

@@ -99,6 +99,15 @@ EngineStats ReplicaRouter::stats() const {
     t.sample_seconds += s.sample_seconds;
     if (t.expert_tokens.size() < s.expert_tokens.size()) t.expert_tokens.resize(s.expert_tokens.size(), 0);
     for (size_t e = 0; e < s.expert_tokens.size(); ++e) t.expert_tokens[e] += s.expert_tokens[e];
+    auto sum = [](std::vector<int64_t>& into, const std::vector<int64_t>& from) {
+      if (into.size() < from.size()) into.resize(from.size(), 0);
+      for (size_t i = 0; i < from.size(); ++i) into[i] += from[i];
+    };
+    sum(t.expert_cache_hits, s.expert_cache_hits);
+    sum(t.expert_cache_misses, s.expert_cache_misses);
+    sum(t.expert_layer_hits, s.expert_layer_hits);
+    sum(t.expert_layer_misses, s.expert_layer_misses);
+    t.expert_bytes_streamed += s.expert_bytes_streamed;
   }
   return t;
 }

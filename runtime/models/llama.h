@@ -54,6 +54,8 @@ class LlamaModel {
   void set_expert_group(Collective& group);
   // Tokens routed to each expert so far, over this stage's layers.
   const ExpertLoad& expert_load() const { return expert_load_; }
+  // The expert cache's hits and misses when this stage's experts are offloaded (WeightSource).
+  ExpertCacheStats expert_cache_stats() const { return weights_.expert_cache_stats(); }
   const ShardSpec& spec() const { return spec_; }
 
   // Until cleared (null), steps splice `splice` into the embeddings of the positions it lists; the caller

@@ -7,6 +7,7 @@
 #include <numeric>
 
 #include "runtime/error.h"
+#include "runtime/expert_source.h"
 
 namespace strata {
 
@@ -115,19 +116,32 @@ void moe_ffn(Backend& backend, const MoeConfig& config, const LayerWeights& w, c
     load->add(routing);
   }
 
-  // Sort the routed (token, expert) pairs by held expert: expert e's tokens are rows [begin[e], begin[e+1])
-  // of one gathered buffer, so each expert runs one matmul over contiguous rows (a GEMV when a decode
-  // step sends it few tokens, a GEMM in prefill) and reads only its own weights.
-  const int64_t held = static_cast<int64_t>(w.expert_gate.size());
-  std::vector<int64_t> begin(static_cast<size_t>(held) + 1, 0);
+  // Sort the routed (token, expert) pairs by held expert: expert e's tokens are rows [begin[e], begin[e] +
+  // count[e]) of one gathered buffer, so each expert runs one matmul over contiguous rows (a GEMV when a
+  // decode step sends it few tokens, a GEMM in prefill) and reads only its own weights. Offloaded experts
+  // run in the rounds their source plans (those on the device together), so the rows follow that order;
+  // each expert still sees its tokens in ascending order, so the result does not depend on the rounds.
+  ExpertSource* source = w.expert_source;
+  const int64_t held = source != nullptr ? source->held() : static_cast<int64_t>(w.expert_gate.size());
+  std::vector<int64_t> count(static_cast<size_t>(held), 0);
   for (int32_t e : routing.expert)
-    if (const int64_t local = e - w.expert_first; local >= 0 && local < held) ++begin[static_cast<size_t>(local) + 1];
-  for (int64_t e = 0; e < held; ++e) begin[static_cast<size_t>(e) + 1] += begin[static_cast<size_t>(e)];
-  const int64_t N = begin[static_cast<size_t>(held)];
+    if (const int64_t local = e - w.expert_first; local >= 0 && local < held) ++count[static_cast<size_t>(local)];
+  std::vector<std::vector<int64_t>> rounds;
+  if (source != nullptr) {
+    rounds = source->plan(count);
+  } else {
+    rounds.emplace_back();
+    for (int64_t e = 0; e < held; ++e)
+      if (count[static_cast<size_t>(e)] > 0) rounds.back().push_back(e);
+  }
+  std::vector<int64_t> begin(static_cast<size_t>(held), 0);
+  int64_t N = 0;
+  for (const auto& round : rounds)
+    for (int64_t e : round) begin[static_cast<size_t>(e)] = N, N += count[static_cast<size_t>(e)];
   IndexPack pack;
   const int64_t at_rows = pack.add(N), at_pos = pack.add(T * k), at_weight = pack.add(T * k);
   const int64_t at_ids = shared ? pack.add(T) : 0, at_gate = shared ? pack.add(T) : 0;
-  std::vector<int64_t> fill(begin.begin(), begin.end() - 1);
+  std::vector<int64_t> fill = begin;
   for (int64_t t = 0; t < T; ++t) {
     for (int64_t j = 0; j < k; ++j) {
       const auto r = static_cast<size_t>(t * k + j);
@@ -153,29 +167,44 @@ void moe_ffn(Backend& backend, const MoeConfig& config, const LayerWeights& w, c
 
   Tensor y = backend.alloc({std::max<int64_t>(N, 1), D}, act);
   if (N > 0) {
-    const int64_t F = w.expert_gate.front().dim(0);
+    const int64_t F = source != nullptr ? config.expert_ffn : w.expert_gate.front().dim(0);
     Tensor xs = backend.alloc({N, D}, act);
     backend.embed(x, pack.view(at_rows, N, DType::kI32), 0, xs);  // a row gather
     Tensor g = backend.alloc({N, F}, act), u = backend.alloc({N, F}, act);
-    std::vector<int64_t> active;
-    for (int64_t e = 0; e < held; ++e)
-      if (begin[static_cast<size_t>(e) + 1] > begin[static_cast<size_t>(e)]) active.push_back(e);
     auto rows_of = [&](const Tensor& t, int64_t e) {
-      return t.rows(begin[static_cast<size_t>(e)], begin[static_cast<size_t>(e) + 1] - begin[static_cast<size_t>(e)]);
+      return t.rows(begin[static_cast<size_t>(e)], count[static_cast<size_t>(e)]);
     };
-    for (int64_t e : active) {
-      const auto i = static_cast<size_t>(e);
-      Tensor ge = rows_of(g, e), ue = rows_of(u, e);
-      backend.matmul(rows_of(xs, e), w.expert_gate[i], nullptr, ge);
-      backend.matmul(rows_of(xs, e), w.expert_up[i], nullptr, ue);
-    }
-    backend.silu_mul(g, u, g);
-    for (int64_t e : active) {
-      const auto i = static_cast<size_t>(e);
-      Tensor ye = rows_of(y, e);
-      backend.matmul(rows_of(g, e), w.expert_down[i], nullptr, ye);
-      if (load != nullptr)
-        load->expert_bytes += w.expert_gate[i].nbytes() + w.expert_up[i].nbytes() + w.expert_down[i].nbytes();
+    for (size_t r = 0; r < rounds.size(); ++r) {
+      const std::vector<int64_t>& round = rounds[r];
+      std::vector<ExpertTensors> experts;
+      if (source != nullptr) {
+        experts = source->acquire(r);
+      } else {
+        for (int64_t e : round) {
+          const auto i = static_cast<size_t>(e);
+          experts.push_back({w.expert_gate[i], w.expert_up[i], w.expert_down[i]});
+        }
+      }
+      int64_t round_rows = 0;
+      for (size_t i = 0; i < round.size(); ++i) {
+        const int64_t e = round[i];
+        if (source != nullptr) source->ready(i);
+        Tensor ge = rows_of(g, e), ue = rows_of(u, e);
+        backend.matmul(rows_of(xs, e), experts[i].gate, nullptr, ge);
+        backend.matmul(rows_of(xs, e), experts[i].up, nullptr, ue);
+        round_rows += count[static_cast<size_t>(e)];
+      }
+      if (round.empty()) continue;
+      const int64_t first = begin[static_cast<size_t>(round.front())];
+      Tensor gr = g.rows(first, round_rows), ur = u.rows(first, round_rows);
+      backend.silu_mul(gr, ur, gr);
+      for (size_t i = 0; i < round.size(); ++i) {
+        Tensor ye = rows_of(y, round[i]);
+        backend.matmul(rows_of(g, round[i]), experts[i].down, nullptr, ye);
+        if (load != nullptr)
+          load->expert_bytes += experts[i].gate.nbytes() + experts[i].up.nbytes() + experts[i].down.nbytes();
+      }
+      if (source != nullptr) source->release();
     }
   }
   backend.combine_rows(y, pack.view(at_pos, T * k, DType::kI32), pack.view(at_weight, T * k, DType::kF32),

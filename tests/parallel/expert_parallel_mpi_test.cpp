@@ -2,13 +2,16 @@
 // run of the same mixture-of-experts model, computed by each rank itself: greedy tokens identical and every
 // position's logits within 1e-4 (relative), for the three transformers fixtures (Mixtral, Qwen2-MoE with its
 // shared expert, Qwen3-MoE), and llama.cpp's GGUF conversions of them (stacked experts, Q8_0). np 2: EP2, and
-// TP2 (the experts spread over the TP group); np 4: EP4, EP2 x TP2, EP2 x PP2.
+// TP2 (the experts spread over the TP group); np 4: EP4, EP2 x TP2, EP2 x PP2. The *_cached layouts offload
+// the experts (offload.experts): each rank's own experts in a cache of fewer slots than it holds, counted
+// against the router's load.
 // mpi-np: 2 4
 #include <gtest/gtest.h>
 
 #include "comm/bootstrap.h"
 #include "launcher/model_session.h"
 #include "launcher/rank_runtime.h"
+#include "parallel/partition.h"
 #include "parallel/plan_parser.h"
 #include "mpi_world.h"
 #include "test_util.h"
@@ -22,6 +25,7 @@ struct Layout {
   std::string name;
   int tp = 1, ep = 1, pp = 1;
   std::string fixture;
+  int experts_resident = 0;  // > 0: offload.experts.resident_per_layer
 };
 
 std::string layout_name(const ::testing::TestParamInfo<Layout>& info) { return info.param.name; }
@@ -36,7 +40,10 @@ TEST_P(ExpertLayouts, MatchSingleRank) {
   const std::string path = test::fixture((gguf ? "gguf_moe/" : "hf/") + layout.fixture);
   const std::string yaml = "model:\n  path: " + path + "\nparallel:\n  tensor: " + std::to_string(layout.tp) +
                            "\n  expert: " + std::to_string(layout.ep) + "\n  pipeline: " + std::to_string(layout.pp) +
-                           "\n  micro_batches: 2\ncomm:\n  timeout_s: 60\n";
+                           "\n  micro_batches: 2\ncomm:\n  timeout_s: 60\n" +
+                           (layout.experts_resident > 0
+                                ? "offload:\n  experts: {resident_per_layer: " + std::to_string(layout.experts_resident) + "}\n"
+                                : std::string());
   const parallel::ParsedPlan parsed = parallel::parse_plan(yaml, layout.name + ".yaml");
   ASSERT_TRUE(parsed.ok()) << parallel::join_diagnostics(parsed.diagnostics);
 
@@ -62,7 +69,9 @@ TEST_P(ExpertLayouts, MatchSingleRank) {
 
   launcher::RankRuntime rank(parsed.plan, "");
   rank.configure(options.generator);
-  launcher::ModelSession session(options, rank.placement());
+  launcher::SessionOptions ranked = options;
+  if (layout.experts_resident > 0) ranked.offload = parallel::residency_config(parsed.plan, g_world->rank());
+  launcher::ModelSession session(ranked, rank.placement());
   const ModelConfig& c = session.config();
   // Each rank of a stage's expert group holds its own share of the experts.
   const int group = layout.tp * layout.ep;
@@ -82,6 +91,17 @@ TEST_P(ExpertLayouts, MatchSingleRank) {
   // Every rank routes every token of its stage's layers, so a single-stage layout counts what one rank did.
   if (layout.pp == 1) {
     EXPECT_EQ(session.model().expert_load().tokens, expected_load) << layout.name;
+    if (layout.experts_resident > 0) {  // each of this rank's experts: one lookup per token routed to it
+      const ExpertCacheStats cache = session.model().expert_cache_stats();
+      ASSERT_TRUE(cache.enabled()) << layout.name;
+      EXPECT_EQ(cache.resident_per_layer, layout.experts_resident);
+      for (int64_t e = 0; e < cache.experts; ++e) {
+        int64_t lookups = 0;
+        for (int64_t l = 0; l < cache.layers; ++l)
+          lookups += cache.hits[static_cast<size_t>(l * cache.experts + e)] + cache.misses[static_cast<size_t>(l * cache.experts + e)];
+        EXPECT_EQ(lookups, expected_load[static_cast<size_t>(cache.expert_first + e)]) << layout.name << " expert " << e;
+      }
+    }
   }
   g_world->barrier();
 }
@@ -97,7 +117,10 @@ INSTANTIATE_TEST_SUITE_P(
                       // llama.cpp's GGUFs: each rank takes its experts' slices of the stacked tensors, Q8_0 kept.
                       Layout{"mixtral_q8_0_gguf_ep2", 1, 2, 1, "mixtral_moe-q8_0.gguf"},
                       Layout{"qwen2_f16_gguf_ep2", 1, 2, 1, "qwen2_moe-f16.gguf"},
-                      Layout{"qwen3_q8_0_gguf_ep4", 1, 4, 1, "qwen3_moe-q8_0.gguf"}),
+                      Layout{"qwen3_q8_0_gguf_ep4", 1, 4, 1, "qwen3_moe-q8_0.gguf"},
+                      Layout{"mixtral_ep2_cached", 1, 2, 1, "mixtral_moe", 2},
+                      Layout{"qwen3_ep2_cached", 1, 2, 1, "qwen3_moe", 4},
+                      Layout{"mixtral_q8_0_gguf_ep2_cached", 1, 2, 1, "mixtral_moe-q8_0.gguf", 3}),
     layout_name);
 
 }  // namespace
