@@ -39,27 +39,30 @@ int32_t load_i32(const void* p) {
 // out[t][r]: the tile's dot products (without bias) of activation rows x[t] with the group's 8 rows.
 #ifdef STRATA_REPACK_AVX2
 
+// Each block's 8 weight vectors are unpacked once into registers, then each token's 8 products are summed
+// token by token (interleaving the tokens' chains needs more than 16 registers and spills).
 template <int T>
 void tile_q4_0(const uint8_t* grp, int64_t nb, int64_t block_bytes, const ActBlock* const* x, float (*out)[kRows]) {
   __m256 acc[T];
   for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
   const __m256i nibble = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
   for (int64_t b = 0; b < nb; ++b, grp += block_bytes) {
-    __m256i s16[T];
-    for (int t = 0; t < T; ++t) s16[t] = _mm256_setzero_si256();
+    __m256i lo[4], hi[4];
     for (int c = 0; c < 4; ++c) {
       const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(grp + 16 + 32 * c));
-      const __m256i lo = _mm256_and_si256(v, nibble), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), nibble);
-      for (int t = 0; t < T; ++t) {
-        const int8_t* q = x[t][b].q;
-        s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(lo, _mm256_set1_epi32(load_i32(q + 4 * c))));
-        s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(hi, _mm256_set1_epi32(load_i32(q + 16 + 4 * c))));
-      }
+      lo[c] = _mm256_and_si256(v, nibble);
+      hi[c] = _mm256_and_si256(_mm256_srli_epi16(v, 4), nibble);
     }
     const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(grp)));
     for (int t = 0; t < T; ++t) {
       const ActBlock& a = x[t][b];
-      const __m256i sum = _mm256_sub_epi32(_mm256_madd_epi16(s16[t], ones),
+      __m256i s16 = _mm256_maddubs_epi16(lo[0], _mm256_set1_epi32(load_i32(a.q)));
+      s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(hi[0], _mm256_set1_epi32(load_i32(a.q + 16))));
+      for (int c = 1; c < 4; ++c) {
+        s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(lo[c], _mm256_set1_epi32(load_i32(a.q + 4 * c))));
+        s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(hi[c], _mm256_set1_epi32(load_i32(a.q + 16 + 4 * c))));
+      }
+      const __m256i sum = _mm256_sub_epi32(_mm256_madd_epi16(s16, ones),
                                            _mm256_set1_epi32(8 * (a.half_sum[0] + a.half_sum[1])));
       acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_mul_ps(dw, _mm256_set1_ps(a.d)), acc[t]);
     }
@@ -67,6 +70,8 @@ void tile_q4_0(const uint8_t* grp, int64_t nb, int64_t block_bytes, const ActBlo
   for (int t = 0; t < T; ++t) _mm256_storeu_ps(out[t], acc[t]);
 }
 
+// q8_0 needs |w| and w per chunk (the sign trick): too many registers to unpack a whole block, so the
+// chunks go outer and the tokens share each loaded chunk.
 template <int T>
 void tile_q8_0(const uint8_t* grp, int64_t nb, int64_t block_bytes, const ActBlock* const* x, float (*out)[kRows]) {
   __m256 acc[T];
@@ -179,7 +184,7 @@ void RepackedWeight::multiply(const ActBlock* x, int64_t m, int64_t g_begin, int
         case 1: tile<1>(dtype_, grp, nb, block_bytes_, xt, tile_out); break;
         case 2: tile<2>(dtype_, grp, nb, block_bytes_, xt, tile_out); break;
         case 3: tile<3>(dtype_, grp, nb, block_bytes_, xt, tile_out); break;
-        default: tile<4>(dtype_, grp, nb, block_bytes_, xt, tile_out); break;
+        default: tile<kTile>(dtype_, grp, nb, block_bytes_, xt, tile_out); break;
       }
       for (int t = 0; t < t_count; ++t) {
         float* o = out + (i + t) * ldo + r0;
