@@ -212,7 +212,14 @@ class CpuBackend final : public Backend {
     for (int64_t j = 0; j < n; ++j) {
       const void* row = wb + j * row_bytes;
       const float bj = b.empty() ? 0.f : b[static_cast<size_t>(j)];
-      for (int64_t i = 0; i < m; ++i) o[i * n + j] = cpu::dot_quant(acts.data() + i * blocks, row, dtype, k) + bj;
+      for (int64_t i = 0; i < m; i += cpu::kMaxDotTokens) {
+        const int count = static_cast<int>(std::min<int64_t>(cpu::kMaxDotTokens, m - i));
+        const cpu::ActBlock* x[cpu::kMaxDotTokens];
+        float dots[cpu::kMaxDotTokens];
+        for (int t = 0; t < count; ++t) x[t] = acts.data() + (i + t) * blocks;
+        cpu::dot_quant_tokens(x, count, row, dtype, k, dots);
+        for (int t = 0; t < count; ++t) o[(i + t) * n + j] = dots[t] + bj;
+      }
     }
   }
 
