@@ -102,9 +102,9 @@ TEST_P(Repacked, FixtureBlocksMatchTheDequantizedReference) {
 }
 
 // Through the backend: upload_weight makes the copy and matmul uses it; a row slice of the same memory
-// (same address, fewer rows) and a weight the backend never saw take the row-at-a-time path. All agree with
-// the backend that does not repack to within f32 rounding.
-TEST_P(Repacked, BackendMatmulUsesTheCopyOnlyForTheUploadedTensor) {
+// (same address, fewer rows) must take the row-at-a-time path (the copy would write 21 columns into 11).
+// Both agree with the backend that does not repack to within f32 rounding.
+TEST_P(Repacked, BackendMatmulAgreesWithAndWithoutTheCopy) {
   const DType dt = GetParam();
   auto packing = make_cpu_backend(1, true);
   auto plain = make_cpu_backend(1, false);
@@ -121,6 +121,21 @@ TEST_P(Repacked, BackendMatmulUsesTheCopyOnlyForTheUploadedTensor) {
       for (int64_t i = 0; i < m * n; ++i) EXPECT_NEAR(a.data<float>()[i], b.data<float>()[i], 1e-4) << i;
     }
   }
+}
+
+// A weight freed after upload must not leave its copy behind for whatever is allocated at its address next
+// (the allocator usually hands the same block back for the same size).
+TEST_P(Repacked, AFreedWeightsCopyIsNotUsedForNewMemory) {
+  const DType dt = GetParam();
+  auto packing = make_cpu_backend(1, true);
+  auto plain = make_cpu_backend(1, false);
+  { (void)packing->upload_weight(quantized_weight(dt, 16, 64, 1)); }
+  const Tensor w = quantized_weight(dt, 16, 64, 2);
+  const Tensor x = random_f32({2, 64}, 3);
+  Tensor a = Tensor::empty({2, 16}, DType::kF32), b = Tensor::empty({2, 16}, DType::kF32);
+  packing->matmul(x, w, nullptr, a);
+  plain->matmul(x, w, nullptr, b);
+  for (int64_t i = 0; i < 32; ++i) EXPECT_NEAR(a.data<float>()[i], b.data<float>()[i], 1e-4) << i;
 }
 
 TEST(RepackedWeight, RefusesOtherTypesAndPartialBlocks) {
