@@ -97,7 +97,7 @@ class CpuBackend final : public Backend {
       for (int64_t i = 0; i < n; ++i) out[i] = f32_to_bf16(in[i]);
     }
   }
-  // Weights stay where they are (usually the read-only memory map). q4_0/q8_0 matrices also get an
+  // Weights stay where they are (usually the read-only memory map). q4_0/q4_1/q5_0/q5_1/q8_0 matrices get an
   // interleaved copy (quant_repack.h) that matmul uses when it is handed the same tensor again.
   Tensor upload_weight(const Tensor& host) override {
     if (repack_weights_ && host.rank() == 2 && host.device() == Device::kCpu && host.keepalive() != nullptr &&

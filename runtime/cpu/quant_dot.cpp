@@ -491,14 +491,19 @@ void dot_legacy_tokens(const ActBlock* const* a, const Block* w, int64_t nb, flo
   for (int t = 0; t < T; ++t) out[t] = hsum(acc[t]) + offsets[t];
 }
 
+template <typename Block>
+const Block* as(const void* row) {
+  return static_cast<const Block*>(row);
+}
+
 template <int T>
 [[maybe_unused]] bool dot_tokens(const ActBlock* const* x, const void* row, DType dtype, int64_t k, float* out) {
   const int64_t nb = k / 32, nsb = k / kQKBlock;
   switch (dtype) {
-    case DType::kQ4_0: dot_legacy_tokens<T, BlockQ4_0, false, false>(x, static_cast<const BlockQ4_0*>(row), nb, out); return true;
-    case DType::kQ4_1: dot_legacy_tokens<T, BlockQ4_1, false, true>(x, static_cast<const BlockQ4_1*>(row), nb, out); return true;
-    case DType::kQ5_0: dot_legacy_tokens<T, BlockQ5_0, true, false>(x, static_cast<const BlockQ5_0*>(row), nb, out); return true;
-    case DType::kQ5_1: dot_legacy_tokens<T, BlockQ5_1, true, true>(x, static_cast<const BlockQ5_1*>(row), nb, out); return true;
+    case DType::kQ4_0: dot_legacy_tokens<T, BlockQ4_0, false, false>(x, as<BlockQ4_0>(row), nb, out); return true;
+    case DType::kQ4_1: dot_legacy_tokens<T, BlockQ4_1, false, true>(x, as<BlockQ4_1>(row), nb, out); return true;
+    case DType::kQ5_0: dot_legacy_tokens<T, BlockQ5_0, true, false>(x, as<BlockQ5_0>(row), nb, out); return true;
+    case DType::kQ5_1: dot_legacy_tokens<T, BlockQ5_1, true, true>(x, as<BlockQ5_1>(row), nb, out); return true;
     case DType::kQ4_K: dot_q45_k_tokens<T, false>(x, row, nsb, out); return true;
     case DType::kQ5_K: dot_q45_k_tokens<T, true>(x, row, nsb, out); return true;
     case DType::kQ6_K: dot_q6_k_tokens<T>(x, static_cast<const BlockQ6_K*>(row), nsb, out); return true;
@@ -609,7 +614,8 @@ float dot_quant(const ActBlock* x, const void* row, DType dtype, int64_t k) {
 }
 
 void dot_quant_tokens(const ActBlock* const* x, int count, const void* row, DType dtype, int64_t k, float* out) {
-  STRATA_CHECK(count >= 1 && count <= kMaxDotTokens, "dot_quant_tokens takes 1 to ", kMaxDotTokens, " rows, not ", count);
+  STRATA_CHECK(count >= 1 && count <= kMaxDotTokens, "dot_quant_tokens takes 1 to ", kMaxDotTokens, " rows, not ",
+               count);
 #ifdef STRATA_QDOT_AVX2
   bool done = false;
   switch (count) {

@@ -1,9 +1,9 @@
-// runtime/cpu/quant_repack.h: q4_0 and q8_0 weights copied at load time into groups of 8 rows whose blocks
-// interleave 4 bytes at a time, so one 256-bit register holds the same 4 elements of 8 rows. A broadcast
-// of 4 activation codes then multiplies 8 rows at once and the 8 row sums land in the 8 lanes of one
-// accumulator (no horizontal sum per row, one vector scale step per block). Up to 4 activation rows share
-// each unpacked weight register: prefill runs as a register-tiled GEMM over (8 rows x 4 tokens) tiles.
-// The source rows (often a read-only memory map) are not modified.
+// runtime/cpu/quant_repack.h: q4_0, q4_1, q5_0, q5_1 and q8_0 weights copied at load time into groups of 8
+// rows whose blocks interleave 4 bytes at a time, so one 256-bit register holds the same 4 elements of 8
+// rows. A broadcast of 4 activation codes then multiplies 8 rows at once and the 8 row sums land in the 8
+// lanes of one accumulator (no horizontal sum per row, one vector scale step per block). Up to 4 activation
+// rows share each unpacked weight register: prefill runs as a register-tiled GEMM over (8 rows x 4 tokens)
+// tiles. The source rows (often a read-only memory map) are not modified.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -16,7 +16,8 @@ namespace strata::cpu {
 class RepackedWeight {
  public:
   static constexpr int64_t kGroupRows = 8;
-  // q4_0 and q8_0; any k that is a multiple of 32 and any row count (the last group is zero-padded).
+  // The 32-element block types (q4_0, q4_1, q5_0, q5_1, q8_0); any k that is a multiple of 32 and any row
+  // count (the last group is zero-padded).
   static bool supports(DType dtype);
   // Copies `n` rows of `k` elements (dtype's GGUF blocks, row-major) into the interleaved layout.
   RepackedWeight(const void* rows, DType dtype, int64_t n, int64_t k);
@@ -34,7 +35,7 @@ class RepackedWeight {
  private:
   DType dtype_;
   int64_t n_, k_;
-  int64_t block_bytes_;  // one 32-column block of a group: 8 f16 scales, then the 8 rows' codes
+  int64_t block_bytes_;  // one 32-column block of a group: 8 f16 scales (and minimums), the 8 rows' codes
   std::unique_ptr<uint8_t[]> storage_;
   uint8_t* data_;  // storage_ aligned to 64 bytes
 };

@@ -1,4 +1,4 @@
-// tests/runtime/cpu/quant_repack_test.cpp: the interleaved q4_0/q8_0 layout (runtime/cpu/quant_repack.h)
+// tests/runtime/cpu/quant_repack_test.cpp: the interleaved q4_0/q4_1/q5_0/q5_1/q8_0 layout (runtime/cpu/quant_repack.h)
 // against the plain reference: weights through dequantize_row (bit-identical to the gguf package:
 // block_quant_test) dotted in double with the same 8-bit activation blocks (d * q). The integer sums are
 // exact, so the only error left is f32 rounding of the per-block scale steps. Row counts that are not a
@@ -139,13 +139,14 @@ TEST_P(Repacked, AFreedWeightsCopyIsNotUsedForNewMemory) {
 }
 
 TEST(RepackedWeight, RefusesOtherTypesAndPartialBlocks) {
-  const Tensor w = quantized_weight(DType::kQ4_1, 2, 64, 1);
-  EXPECT_FALSE(cpu::RepackedWeight::supports(DType::kQ4_1));
-  EXPECT_THROW(cpu::RepackedWeight(w.raw(), DType::kQ4_1, 2, 64), Error);
+  const Tensor w = quantized_weight(DType::kQ4_K, 2, 256, 1);
+  EXPECT_FALSE(cpu::RepackedWeight::supports(DType::kQ4_K));
+  EXPECT_THROW(cpu::RepackedWeight(w.raw(), DType::kQ4_K, 2, 256), Error);
   EXPECT_THROW(cpu::RepackedWeight(w.raw(), DType::kQ4_0, 2, 48), Error);
 }
 
-INSTANTIATE_TEST_SUITE_P(Gguf, Repacked, ::testing::Values(DType::kQ4_0, DType::kQ8_0),
+INSTANTIATE_TEST_SUITE_P(Gguf, Repacked,
+                         ::testing::Values(DType::kQ4_0, DType::kQ4_1, DType::kQ5_0, DType::kQ5_1, DType::kQ8_0),
                          [](const ::testing::TestParamInfo<DType>& p) { return std::string(dtype_name(p.param)); });
 
 }  // namespace
