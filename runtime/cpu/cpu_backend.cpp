@@ -102,7 +102,8 @@ class CpuBackend final : public Backend {
   Tensor upload_weight(const Tensor& host) override {
     if (repack_weights_ && host.rank() == 2 && host.device() == Device::kCpu && host.keepalive() != nullptr &&
         cpu::RepackedWeight::supports(host.dtype()) && host.dim(1) % 32 == 0) {
-      auto packed = std::make_shared<const cpu::RepackedWeight>(host.raw(), host.dtype(), host.dim(0), host.dim(1));
+      auto packed =
+          std::make_shared<const cpu::RepackedWeight>(host.raw(), host.dtype(), host.dim(0), host.dim(1), &arena_);
       const std::lock_guard<std::mutex> lock(repacked_mutex_);
       std::erase_if(repacked_, [](const auto& entry) { return entry.second.owner.expired(); });
       repacked_[host.raw()] = {host.keepalive(), std::move(packed)};
@@ -505,6 +506,7 @@ class CpuBackend final : public Backend {
     std::shared_ptr<const cpu::RepackedWeight> packed;
   };
   bool repack_weights_;
+  cpu::RepackArena arena_;  // declared before repacked_: the copies point into it
   std::mutex repacked_mutex_;
   std::unordered_map<const void*, Repacked> repacked_;  // by the source tensor's address
 };

@@ -16,7 +16,10 @@
 // every chunk (|pair| up to 2 * 128 * 127).
 #include "runtime/cpu/quant_repack.h"
 
+#include <sys/mman.h>
+
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
@@ -208,12 +211,33 @@ void tile(DType dt, const Format& f, const uint8_t* grp, int64_t nb, const ActBl
 
 }  // namespace
 
+void RepackArena::Free::operator()(uint8_t* p) const { std::free(p); }
+
+uint8_t* RepackArena::allocate(size_t bytes) {
+  constexpr size_t kHuge = size_t{2} << 20, kChunk = size_t{32} << 20;
+  bytes = (bytes + 63) / 64 * 64;
+  const std::lock_guard<std::mutex> lock(mutex_);
+  if (chunks_.empty() || used_ + bytes > capacity_) {
+    capacity_ = std::max(kChunk, (bytes + kHuge - 1) / kHuge * kHuge);
+    auto* chunk = static_cast<uint8_t*>(std::aligned_alloc(kHuge, capacity_));
+    STRATA_CHECK_KIND(ErrorKind::kOutOfMemory, chunk != nullptr, "out of host memory for ", capacity_ >> 20,
+                      " MiB more of the CPU's repacked copy of the q4_0..q8_0 weights");
+    madvise(chunk, capacity_, MADV_HUGEPAGE);  // a hint: without THP the chunk is ordinary pages
+    chunks_.emplace_back(chunk);
+    used_ = 0;
+  }
+  uint8_t* piece = chunks_.back().get() + used_;
+  used_ += bytes;
+  return piece;
+}
+
 bool RepackedWeight::supports(DType dtype) {
   return dtype == DType::kQ4_0 || dtype == DType::kQ4_1 || dtype == DType::kQ5_0 || dtype == DType::kQ5_1 ||
          dtype == DType::kQ8_0;
 }
 
-RepackedWeight::RepackedWeight(const void* rows, DType dtype, int64_t n, int64_t k) : dtype_(dtype), n_(n), k_(k) {
+RepackedWeight::RepackedWeight(const void* rows, DType dtype, int64_t n, int64_t k, RepackArena* arena)
+    : dtype_(dtype), n_(n), k_(k) {
   STRATA_CHECK(supports(dtype), "repacked CPU weights are q4_0, q4_1, q5_0, q5_1 or q8_0, not ", dtype_name(dtype));
   STRATA_CHECK(n > 0 && k > 0 && k % 32 == 0, "repacked CPU weights: [", n, ", ", k,
                "] needs whole 32-element blocks per row");
@@ -221,8 +245,12 @@ RepackedWeight::RepackedWeight(const void* rows, DType dtype, int64_t n, int64_t
   const int64_t nb = k / 32;
   block_bytes_ = f.block_bytes();
   const auto total = static_cast<size_t>(groups() * nb * block_bytes_);
-  storage_.reset(new uint8_t[total + 64]);
-  data_ = storage_.get() + (64 - reinterpret_cast<uintptr_t>(storage_.get()) % 64) % 64;
+  if (arena != nullptr) {
+    data_ = arena->allocate(total);
+  } else {
+    storage_.reset(new uint8_t[total + 64]);
+    data_ = storage_.get() + (64 - reinterpret_cast<uintptr_t>(storage_.get()) % 64) % 64;
+  }
   std::memset(data_, 0, total);  // the last group's missing rows: zero scales and codes contribute nothing
   const auto* src = static_cast<const uint8_t*>(rows);
   for (int64_t r = 0; r < n; ++r) {
