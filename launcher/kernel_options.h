@@ -13,6 +13,7 @@ namespace strata::launcher {
 
 struct BackendSettings {
   CudaBackendOptions cuda;
+  bool cpu_repack = true;  // make_cpu_backend's repack_weights (runtime/cpu/quant_repack.h)
   std::vector<std::string> kernel_keys;  // the keys --kernel-options set, in order (for the CPU's note)
 };
 

@@ -26,7 +26,7 @@ std::unique_ptr<Backend> make_backend(const std::string& device, int threads, co
     if (!settings.kernel_keys.empty())
       LOG_INFO("--kernel-options ", settings.kernel_keys.front(),
                settings.kernel_keys.size() > 1 ? " (and others)" : "", ": CUDA kernel forms, ignored on the CPU");
-    return make_cpu_backend(threads);
+    return make_cpu_backend(threads, settings.cpu_repack);
   }
   if (device.rfind("cuda", 0) == 0) {
 #ifdef STRATA_HAVE_CUDA

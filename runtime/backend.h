@@ -162,7 +162,9 @@ class Backend {
 // Checks Backend::split_columns' operands (shapes, dtypes, part count) and returns each part's column count.
 std::vector<int64_t> split_column_widths(const Tensor& x, const std::vector<Tensor*>& parts);
 
-// The CPU backend (always built). `threads` <= 0 means OpenMP's default.
-std::unique_ptr<Backend> make_cpu_backend(int threads = 0);
+// The CPU backend (always built). `threads` <= 0 means OpenMP's default. `repack_weights`: upload_weight
+// also keeps q4_0/q4_1/q5_0/q5_1/q8_0 matrices in an 8-row interleaved copy for faster matmuls
+// (runtime/cpu/quant_repack.h; costs a second copy of those weights in memory).
+std::unique_ptr<Backend> make_cpu_backend(int threads = 0, bool repack_weights = true);
 
 }  // namespace strata

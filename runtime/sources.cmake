@@ -6,6 +6,7 @@ set(STRATA_RUNTIME_SOURCES
   cpu/cpu_backend.cpp
   cpu/cpu_kernels.cpp
   cpu/quant_dot.cpp
+  cpu/quant_repack.cpp
   cuda/attention_decode.cu
   cuda/attention_decode_warps.cu
   cuda/attention_prefill.cu

@@ -22,10 +22,11 @@
 #     -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF -DLLAMA_CURL=OFF && ninja -C build llama-bench llama-quantize llama-perplexity
 # Usage: LLAMA_BIN=/path/to/llama.cpp/build/bin scripts/bench-quant.sh
 # Environment: TYPES (default "q8_0 q4_0 q4_1 q5_0 q5_1 q4_k q5_k q6_k q4_k_m q5_k_m"), THREADS ("1 2"),
-# GEN (decode tokens, 32), REPS (runs per measurement, the best kept: 3), TEXT (the text to score; default the
+# GEN (decode tokens, 32), REPS (runs per measurement, alternating the tools: 3), TEXT (the text to score; default the
 # first 3000 bytes of README.md), CTX (128), CROSS (types whose llama-quantize file strata also scores:
 # "q8_0 q4_0 q4_k_m").
-# On a machine shared with other work the best of REPS runs is kept for both tools (the load average is logged).
+# On a machine shared with other work the tools alternate run by run (REPS runs each) and the tables give the
+# median and the range of the runs (the load average is logged).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -89,25 +90,28 @@ for t in f16 $types; do
   fi
   bytes=$(stat -c %s "$s")
   for n in $threads; do
-    sj="["
-    for ((k = 0; k < reps; ++k)); do  # alternate the tools so both see the same load
+    sj="[" lj="["
+    for ((k = 0; k < reps; ++k)); do  # alternate the tools run by run so both see the same load
       sj+="$("$strata" bench decode --model "$s" --threads "$n" --batch 1 --prompt-len 64 -n "$gen" --mib 256 2>/dev/null | tail -1),"
-      if [ "$k" = 0 ]; then lj="$("$llama/llama-bench" -m "$s" -t "$n" -p 64 -n "$gen" -r "$reps" -o json 2>/dev/null || echo '[]')"; fi
+      lj+="$("$llama/llama-bench" -m "$s" -t "$n" -p 64 -n "$gen" -r 1 -o json 2>/dev/null || echo '[]'),"
     done
-    sj="${sj%,}]"
+    sj="${sj%,}]" lj="${lj%,}]"
     python3 - "$t" "$n" "$bytes" "$sj" "$lj" >>"$results" <<'PY'
-import json, sys
-t, n, size, runs, lj = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), json.loads(sys.argv[4]), json.loads(sys.argv[5])
-sj = max(runs, key=lambda r: r["decode_tokens_per_s"])
-row = {"type": t, "threads": n, "file_bytes": size, "runs": len(runs),
-       "strata_tg": sj["decode_tokens_per_s"], "strata_pp": max(r["prefill_tokens_per_s"] for r in runs),
-       "strata_weight_gbs": sj["weight_gbs"], "read_gbs": max(r["read_gbs"] for r in runs),
-       "weight_bytes": sj["weight_bytes_per_step"]}
-for r in lj:  # the best repetition, like strata's best run
-    key = "llama_pp" if r.get("n_prompt", 0) > 0 else "llama_tg"
-    row[key] = max(r.get("samples_ts") or [r["avg_ts"]])
+import json, statistics, sys
+t, n, size, runs, lruns = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), json.loads(sys.argv[4]), json.loads(sys.argv[5])
+row = {"type": t, "threads": n, "file_bytes": size, "runs": len(runs)}
+def put(key, values):  # the median of the runs, and their spread
+    if values:
+        row[key], row[key + "_min"], row[key + "_max"] = statistics.median(values), min(values), max(values)
+put("strata_tg", [r["decode_tokens_per_s"] for r in runs])
+put("strata_pp", [r["prefill_tokens_per_s"] for r in runs])
+put("read_gbs", [r["read_gbs"] for r in runs])
+row["weight_bytes"] = runs[0]["weight_bytes_per_step"]
+row["strata_weight_gbs"] = row["strata_tg"] * row["weight_bytes"] / 1e9
+put("llama_tg", [r["avg_ts"] for lr in lruns for r in lr if r.get("n_gen", 0) > 0])
+put("llama_pp", [r["avg_ts"] for lr in lruns for r in lr if r.get("n_prompt", 0) > 0])
 if "llama_tg" in row:
-    row["llama_weight_gbs"] = row["llama_tg"] * sj["weight_bytes_per_step"] / 1e9
+    row["llama_weight_gbs"] = row["llama_tg"] * row["weight_bytes"] / 1e9
 print(json.dumps(row))
 PY
     tail -1 "$results" | tee -a "$log"
@@ -133,14 +137,21 @@ if [ -d "$stories" ]; then
   for t in f16 q8_0 q4_0; do
     g="$work/stories-$t.gguf"
     "$strata" quantize --model "$stories" --type "$t" --out "$g" --force --f16-fallback >/dev/null 2>&1
-    sj="$("$strata" bench decode --model "$g" --threads 1 --batch 1 --prompt-len 64 -n 128 --mib 64 2>/dev/null | tail -1)"
-    lj="$("$llama/llama-bench" -m "$g" -t 1 -p 64 -n 128 -r "$reps" -o json 2>/dev/null || echo '[]')"
-    python3 - "$t" "$sj" "$lj" <<'PY' | tee -a "$log" >>"$out/stories.jsonl"
-import json, sys
-sj, lj = json.loads(sys.argv[2]), json.loads(sys.argv[3])
-row = {"type": sys.argv[1], "threads": 1, "strata_tg": sj["decode_tokens_per_s"], "strata_pp": sj["prefill_tokens_per_s"]}
-for r in lj:
-    row["llama_pp" if r.get("n_prompt", 0) > 0 else "llama_tg"] = max(r.get("samples_ts") or [r["avg_ts"]])
+    sj="[" lj="["
+    for ((k = 0; k < reps; ++k)); do
+      sj+="$("$strata" bench decode --model "$g" --threads 1 --batch 1 --prompt-len 64 -n 128 --mib 64 2>/dev/null | tail -1),"
+      lj+="$("$llama/llama-bench" -m "$g" -t 1 -p 64 -n 128 -r 1 -o json 2>/dev/null || echo '[]'),"
+    done
+    python3 - "$t" "${sj%,}]" "${lj%,}]" <<'PY' | tee -a "$log" >>"$out/stories.jsonl"
+import json, statistics, sys
+runs, lruns = json.loads(sys.argv[2]), json.loads(sys.argv[3])
+row = {"type": sys.argv[1], "threads": 1,
+       "strata_tg": statistics.median(r["decode_tokens_per_s"] for r in runs),
+       "strata_pp": statistics.median(r["prefill_tokens_per_s"] for r in runs)}
+for key, pick in (("llama_tg", "n_gen"), ("llama_pp", "n_prompt")):
+    values = [r["avg_ts"] for lr in lruns for r in lr if r.get(pick, 0) > 0]
+    if values:
+        row[key] = statistics.median(values)
 print(json.dumps(row))
 PY
   done
@@ -155,16 +166,21 @@ ppl = {r["type"]: r for r in (json.loads(l) for l in open(os.path.join(out, "per
 log = open(os.path.join(out, "log.txt")).read().splitlines()
 print("# Quantized SmolLM2-135M on the CPU: strata vs llama.cpp (scripts/bench-quant.sh)\n")
 print("\n".join("    " + l for l in log[:4]) + "\n")
-print("Decode is batch 1 after a 64-token prompt (strata bench decode; llama-bench tg/pp); the best of the runs for each. "
-      "GB/s is the weight bytes a token reads times tokens/s, against the read bandwidth measured in the same run.\n")
-print("| type | threads | MiB | strata tg tok/s | llama.cpp tg tok/s | strata/llama | strata GB/s (of read) | strata pp tok/s | llama.cpp pp tok/s |")
-print("|---|---|---|---|---|---|---|---|---|")
+print("Decode (tg) is batch 1 after a 64-token prompt, prefill (pp) the 64-token prompt (strata bench decode; "
+      "llama-bench -p 64 -n GEN), tokens/s: the median of the runs (the tools alternating run by run) and, in brackets, "
+      "their range. GB/s is the weight bytes a token reads times the median tokens/s, against the median read bandwidth "
+      "measured in the same runs.\n")
+print("| type | threads | MiB | strata tg | llama.cpp tg | tg ratio | strata GB/s (of read) | strata pp | llama.cpp pp | pp ratio |")
+print("|---|---|---|---|---|---|---|---|---|---|")
+def cell(r, key):
+    return f"{r[key]:.1f} [{r[key + '_min']:.0f}-{r[key + '_max']:.0f}]" if key in r else "-"
+def ratio(r, a, b):
+    return f"{r[a] / r[b]:.2f}" if a in r and b in r else "-"
 for r in rows:
-    lt, lp = r.get("llama_tg"), r.get("llama_pp")
-    ratio = f"{r['strata_tg'] / lt:.2f}" if lt else "-"
-    print(f"| {r['type']} | {r['threads']} | {r['file_bytes'] / 2**20:.0f} | {r['strata_tg']:.1f} | {lt or float('nan'):.1f} | {ratio} | "
+    print(f"| {r['type']} | {r['threads']} | {r['file_bytes'] / 2**20:.0f} | {cell(r, 'strata_tg')} | {cell(r, 'llama_tg')} | "
+          f"{ratio(r, 'strata_tg', 'llama_tg')} | "
           f"{r['strata_weight_gbs']:.2f} ({100 * r['strata_weight_gbs'] / r['read_gbs']:.0f}% of {r['read_gbs']:.1f}) | "
-          f"{r['strata_pp']:.1f} | {lp or float('nan'):.1f} |")
+          f"{cell(r, 'strata_pp')} | {cell(r, 'llama_pp')} | {ratio(r, 'strata_pp', 'llama_pp')} |")
 print("\nPerplexity of the same text (strata: every token of non-overlapping windows; llama-perplexity: the second half "
       "of each window, so the two columns differ in kind; compare each with its own f16 row). The last column is "
       "strata scoring llama-quantize's file of the same type.\n")

@@ -6,11 +6,15 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <memory>
+#include <mutex>
+#include <unordered_map>
 #include <vector>
 
 #include "runtime/backend.h"
 #include "runtime/cpu/cpu_kernels.h"
 #include "runtime/cpu/quant_dot.h"
+#include "runtime/cpu/quant_repack.h"
 #include "runtime/error.h"
 #include "runtime/fp8_kv.h"
 #include "runtime/kv_cache.h"
@@ -64,7 +68,7 @@ void softmax_in_place(float* s, int64_t n, float max) {
 
 class CpuBackend final : public Backend {
  public:
-  explicit CpuBackend(int threads) {
+  CpuBackend(int threads, bool repack_weights) : repack_weights_(repack_weights) {
     if (threads > 0) omp_set_num_threads(threads);
   }
   Device device() const override { return Device::kCpu; }
@@ -93,7 +97,19 @@ class CpuBackend final : public Backend {
       for (int64_t i = 0; i < n; ++i) out[i] = f32_to_bf16(in[i]);
     }
   }
-  Tensor upload_weight(const Tensor& host) override { return host; }
+  // Weights stay where they are (usually the read-only memory map). q4_0/q4_1/q5_0/q5_1/q8_0 matrices get an
+  // interleaved copy (quant_repack.h) that matmul uses when it is handed the same tensor again.
+  Tensor upload_weight(const Tensor& host) override {
+    if (repack_weights_ && host.rank() == 2 && host.device() == Device::kCpu && host.keepalive() != nullptr &&
+        cpu::RepackedWeight::supports(host.dtype()) && host.dim(1) % 32 == 0) {
+      auto packed =
+          std::make_shared<const cpu::RepackedWeight>(host.raw(), host.dtype(), host.dim(0), host.dim(1), &arena_);
+      const std::lock_guard<std::mutex> lock(repacked_mutex_);
+      std::erase_if(repacked_, [](const auto& entry) { return entry.second.owner.expired(); });
+      repacked_[host.raw()] = {host.keepalive(), std::move(packed)};
+    }
+    return host;
+  }
   void synchronize() override {}
 
   void embed(const Tensor& table, const Tensor& ids, int64_t vocab_offset, Tensor& out) override {
@@ -156,6 +172,10 @@ class CpuBackend final : public Backend {
       cpu::row_to_f32(bias->raw(), bias->dtype(), n, b.data());
     }
     if (dtype_is_quantized(w.dtype())) {
+      if (const auto packed = repacked(w)) {
+        matmul_repacked(xs, m, *packed, b, o);
+        return;
+      }
       matmul_quantized(xs, m, k, wb, w.dtype(), row_bytes, b, o, n);
       return;
     }
@@ -193,8 +213,41 @@ class CpuBackend final : public Backend {
     for (int64_t j = 0; j < n; ++j) {
       const void* row = wb + j * row_bytes;
       const float bj = b.empty() ? 0.f : b[static_cast<size_t>(j)];
-      for (int64_t i = 0; i < m; ++i) o[i * n + j] = cpu::dot_quant(acts.data() + i * blocks, row, dtype, k) + bj;
+      for (int64_t i = 0; i < m; i += cpu::kMaxDotTokens) {
+        const int count = static_cast<int>(std::min<int64_t>(cpu::kMaxDotTokens, m - i));
+        const cpu::ActBlock* x[cpu::kMaxDotTokens];
+        float dots[cpu::kMaxDotTokens];
+        for (int t = 0; t < count; ++t) x[t] = acts.data() + (i + t) * blocks;
+        cpu::dot_quant_tokens(x, count, row, dtype, k, dots);
+        for (int t = 0; t < count; ++t) o[(i + t) * n + j] = dots[t] + bj;
+      }
     }
+  }
+
+  // The interleaved copy of `w` made by upload_weight, or null. An entry counts only while the memory it
+  // was made from is alive (a freed tensor's address may be reused) and for the same shape and dtype (a
+  // row slice starts at the same address).
+  std::shared_ptr<const cpu::RepackedWeight> repacked(const Tensor& w) {
+    if (!repack_weights_ || w.rank() != 2) return nullptr;
+    const std::lock_guard<std::mutex> lock(repacked_mutex_);
+    const auto it = repacked_.find(w.raw());
+    if (it == repacked_.end() || it->second.owner.expired()) return nullptr;
+    const cpu::RepackedWeight& p = *it->second.packed;
+    if (p.dtype() != w.dtype() || p.rows() != w.dim(0) || p.cols() != w.dim(1)) return nullptr;
+    return it->second.packed;
+  }
+
+  // Groups of 8 weight rows are split across threads; each multiplies its groups with every input row in
+  // (8 rows x 4 inputs) register tiles while the group's bytes stay in L1.
+  static void matmul_repacked(const float* xs, int64_t m, const cpu::RepackedWeight& w, const std::vector<float>& b,
+                              float* o) {
+    const int64_t k = w.cols(), n = w.rows(), blocks = k / 32, groups = w.groups();
+    std::vector<cpu::ActBlock> acts(static_cast<size_t>(m * blocks));
+#pragma omp parallel for if (m * k >= kParallelWork)
+    for (int64_t i = 0; i < m; ++i) cpu::quantize_activations(xs + i * k, k, acts.data() + i * blocks);
+    const float* bias = b.empty() ? nullptr : b.data();
+#pragma omp parallel for schedule(static) if (m * n * k >= kParallelWork)
+    for (int64_t g = 0; g < groups; ++g) w.multiply(acts.data(), m, g, g + 1, bias, o, n);
   }
 
   void rope(Tensor& x, const Tensor& positions, const RopeParams& params) override {
@@ -447,10 +500,21 @@ class CpuBackend final : public Backend {
     const float inv = 1.f / std::sqrt(static_cast<float>(sum / static_cast<double>(d)) + eps);
     for (int64_t i = 0; i < d; ++i) out[i] = x[i] * inv * w[i];
   }
+
+  struct Repacked {
+    std::weak_ptr<void> owner;  // the source tensor's memory
+    std::shared_ptr<const cpu::RepackedWeight> packed;
+  };
+  bool repack_weights_;
+  cpu::RepackArena arena_;  // declared before repacked_: the copies point into it
+  std::mutex repacked_mutex_;
+  std::unordered_map<const void*, Repacked> repacked_;  // by the source tensor's address
 };
 
 }  // namespace
 
-std::unique_ptr<Backend> make_cpu_backend(int threads) { return std::make_unique<CpuBackend>(threads); }
+std::unique_ptr<Backend> make_cpu_backend(int threads, bool repack_weights) {
+  return std::make_unique<CpuBackend>(threads, repack_weights);
+}
 
 }  // namespace strata

@@ -394,6 +394,125 @@ float dot_q2_k(const ActBlock* a, const BlockQ2_K* w, int64_t nsb) {
   return acc_total(acc) - mins;
 }
 
+// ---- several activation rows against one weight row (prefill) ----------------------------------------
+// The K-quants spend most of a dot on unpacking codes and scales; with up to 4 activation rows the
+// unpacked register is reused by each, and only the maddubs/scale steps repeat per row.
+#ifdef STRATA_QDOT_AVX2
+
+template <int T, bool kFifthBit>
+void dot_q45_k_tokens(const ActBlock* const* a, const void* row, int64_t nsb, float* out) {
+  __m256 acc[T];
+  float mins[T];
+  for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps(), mins[t] = 0.f;
+  for (int64_t s = 0; s < nsb; ++s) {
+    const uint8_t *packed, *qs, *qh = nullptr;
+    uint16_t d16, dmin16;
+    if constexpr (kFifthBit) {
+      const auto& blk = static_cast<const BlockQ5_K*>(row)[s];
+      packed = blk.scales, qs = blk.qs, qh = blk.qh, d16 = blk.d, dmin16 = blk.dmin;
+    } else {
+      const auto& blk = static_cast<const BlockQ4_K*>(row)[s];
+      packed = blk.scales, qs = blk.qs, d16 = blk.d, dmin16 = blk.dmin;
+    }
+    const float d = half(d16), dmin = half(dmin16);
+    const __m256i high_bits = kFifthBit ? load32(qh) : _mm256_setzero_si256();
+    for (int j = 0; j < 8; j += 2) {
+      const __m256i bytes = load32(qs + 16 * j);
+      for (int h = 0; h < 2; ++h) {
+        uint8_t sc, m;
+        k_scale_min(packed, j + h, &sc, &m);
+        __m256i u = _mm256_and_si256(h == 0 ? bytes : _mm256_srli_epi16(bytes, 4), _mm256_set1_epi8(0x0f));
+        if constexpr (kFifthBit)
+          u = _mm256_or_si256(u, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(high_bits, j + h),
+                                                                     _mm256_set1_epi8(1)), 4));
+        const float ds = d * static_cast<float>(sc), dm = dmin * static_cast<float>(m);
+        for (int t = 0; t < T; ++t) {
+          const ActBlock& ab = a[t][8 * s + j + h];
+          acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_u8(u, load32(ab.q))), _mm256_set1_ps(ds * ab.d), acc[t]);
+          mins[t] += dm * ab.s;
+        }
+      }
+    }
+  }
+  for (int t = 0; t < T; ++t) out[t] = hsum(acc[t]) - mins[t];
+}
+
+template <int T>
+void dot_q6_k_tokens(const ActBlock* const* a, const BlockQ6_K* w, int64_t nsb, float* out) {
+  __m256 acc[T];
+  float offsets[T];
+  for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps(), offsets[t] = 0.f;
+  for (int64_t s = 0; s < nsb; ++s) {
+    const BlockQ6_K& blk = w[s];
+    const float d = half(blk.d);
+    for (int j = 0; j < 8; ++j) {
+      const int h = j / 4, k = j % 4;
+      const uint8_t* ql = blk.ql + 64 * h + 32 * (k % 2);
+      const uint8_t* qh = blk.qh + 32 * h;
+      const __m256i low = _mm256_and_si256(_mm256_srli_epi16(load32(ql), 4 * (k / 2)), _mm256_set1_epi8(0x0f));
+      const __m256i high = _mm256_and_si256(_mm256_srli_epi16(load32(qh), 2 * k), _mm256_set1_epi8(3));
+      const __m256i codes = _mm256_or_si256(low, _mm256_slli_epi16(high, 4));
+      const int s0 = blk.scales[2 * j], s1 = blk.scales[2 * j + 1];
+      const __m256i scales =
+          _mm256_set_m128i(_mm_set1_epi16(static_cast<int16_t>(s1)), _mm_set1_epi16(static_cast<int16_t>(s0)));
+      for (int t = 0; t < T; ++t) {
+        const ActBlock& ab = a[t][8 * s + j];
+        const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(codes, load32(ab.q)), scales);
+        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d * ab.d), acc[t]);
+        offsets[t] += d * ab.d * static_cast<float>(-32 * (s0 * ab.half_sum[0] + s1 * ab.half_sum[1]));
+      }
+    }
+  }
+  for (int t = 0; t < T; ++t) out[t] = hsum(acc[t]) + offsets[t];
+}
+
+template <int T, typename Block, bool kFifthBit, bool kMin>
+void dot_legacy_tokens(const ActBlock* const* a, const Block* w, int64_t nb, float* out) {
+  __m256 acc[T];
+  float offsets[T];
+  for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps(), offsets[t] = 0.f;
+  for (int64_t b = 0; b < nb; ++b) {
+    const Block& blk = w[b];
+    const float d = half(scale_of(blk));
+    float offset;
+    if constexpr (kMin) {
+      offset = half(blk.m);
+    } else {
+      offset = kFifthBit ? -16.f * d : -8.f * d;
+    }
+    __m256i u = nibbles16(nibbles_of(blk));
+    if constexpr (kFifthBit) u = _mm256_or_si256(u, bits_to_0x10(load_u32(blk.qh)));
+    for (int t = 0; t < T; ++t) {
+      const ActBlock& ab = a[t][b];
+      acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_u8(u, load32(ab.q))), _mm256_set1_ps(d * ab.d), acc[t]);
+      offsets[t] += offset * ab.s;
+    }
+  }
+  for (int t = 0; t < T; ++t) out[t] = hsum(acc[t]) + offsets[t];
+}
+
+template <typename Block>
+const Block* as(const void* row) {
+  return static_cast<const Block*>(row);
+}
+
+template <int T>
+[[maybe_unused]] bool dot_tokens(const ActBlock* const* x, const void* row, DType dtype, int64_t k, float* out) {
+  const int64_t nb = k / 32, nsb = k / kQKBlock;
+  switch (dtype) {
+    case DType::kQ4_0: dot_legacy_tokens<T, BlockQ4_0, false, false>(x, as<BlockQ4_0>(row), nb, out); return true;
+    case DType::kQ4_1: dot_legacy_tokens<T, BlockQ4_1, false, true>(x, as<BlockQ4_1>(row), nb, out); return true;
+    case DType::kQ5_0: dot_legacy_tokens<T, BlockQ5_0, true, false>(x, as<BlockQ5_0>(row), nb, out); return true;
+    case DType::kQ5_1: dot_legacy_tokens<T, BlockQ5_1, true, true>(x, as<BlockQ5_1>(row), nb, out); return true;
+    case DType::kQ4_K: dot_q45_k_tokens<T, false>(x, row, nsb, out); return true;
+    case DType::kQ5_K: dot_q45_k_tokens<T, true>(x, row, nsb, out); return true;
+    case DType::kQ6_K: dot_q6_k_tokens<T>(x, static_cast<const BlockQ6_K*>(row), nsb, out); return true;
+    default: return false;
+  }
+}
+
+#endif
+
 }  // namespace
 
 void quantize_activations(const float* x, int64_t k, ActBlock* out) {
@@ -492,6 +611,22 @@ float dot_quant(const ActBlock* x, const void* row, DType dtype, int64_t k) {
     default:
       STRATA_THROW(ErrorKind::kInvalidArgument, "no quantized dot product for weights of dtype ", dtype_name(dtype));
   }
+}
+
+void dot_quant_tokens(const ActBlock* const* x, int count, const void* row, DType dtype, int64_t k, float* out) {
+  STRATA_CHECK(count >= 1 && count <= kMaxDotTokens, "dot_quant_tokens takes 1 to ", kMaxDotTokens, " rows, not ",
+               count);
+#ifdef STRATA_QDOT_AVX2
+  bool done = false;
+  switch (count) {
+    case 1: break;  // decode: dot_quant's two-accumulator loops
+    case 2: done = dot_tokens<2>(x, row, dtype, k, out); break;
+    case 3: done = dot_tokens<3>(x, row, dtype, k, out); break;
+    default: done = dot_tokens<4>(x, row, dtype, k, out); break;
+  }
+  if (done) return;
+#endif
+  for (int t = 0; t < count; ++t) out[t] = dot_quant(x[t], row, dtype, k);
 }
 
 }  // namespace strata::cpu

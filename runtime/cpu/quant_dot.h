@@ -24,5 +24,10 @@ static_assert(sizeof(ActBlock) == 48, "activation block layout");
 void quantize_activations(const float* x, int64_t k, ActBlock* out);
 // Dot product of k quantized activations with one weight row of any block-quantized dtype.
 float dot_quant(const ActBlock* x, const void* row, DType dtype, int64_t k);
+// out[t] = dot_quant(x[t], row, dtype, k) for `count` (1 to kMaxDotTokens) activation rows. The legacy types
+// (q4_0..q5_1), q4_K, q5_K and q6_K unpack each weight register once for all rows (prefill, 2+ rows); other
+// types loop over dot_quant.
+constexpr int kMaxDotTokens = 4;
+void dot_quant_tokens(const ActBlock* const* x, int count, const void* row, DType dtype, int64_t k, float* out);
 
 }  // namespace strata::cpu

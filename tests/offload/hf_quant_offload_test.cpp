@@ -32,6 +32,9 @@ RunResult run(const std::string& path, std::optional<offload::ResidencyConfig> o
   options.model_path = path;
   options.threads = 1;
   options.offload = offload;
+  // Streamed layers are staging copies the backend never saw at load, so they take the row-at-a-time
+  // kernels; the resident run must too for the bitwise comparison (the repacked copy sums in another order).
+  options.backend.cpu_repack = false;
   launcher::ModelSession session(options);
   session.prepare(64);
   GenerationRequest r;
