@@ -8,11 +8,13 @@ tests/fixtures/calibrated/
   w8a8_int8/, w4a16_g32/ strata quantize outputs of a 1-layer random model (make-model, seed 3), committed
   reference.txt          per checkpoint and linear layer: the checksum of the library's decompressed f32
                          weight (sum over i of bits(w[i]) * (2i + 1) mod 2^64, the quantize_test checksum)
+  transformers_logits.txt per checkpoint: the last position's logits of PROMPT from transformers'
+                         AutoModelForCausalLM, which loads the directory through compressed-tensors
 The fp8 checkpoint (no calibration, so the test can rebuild it bit for bit) is made in a temporary directory
 and only its checksums are kept.
 
-Needs: torch, safetensors, compressed-tensors (pip install compressed-tensors; CPU is enough) and a built
-strata binary.
+Needs: torch, safetensors, transformers, compressed-tensors (pip install compressed-tensors; CPU is enough)
+and a built strata binary.
 Usage: make_calibrated_fixtures.py --strata build/strata [--out tests/fixtures/calibrated]
 """
 import argparse
@@ -27,6 +29,7 @@ import torch
 from compressed_tensors.compressors import BaseCompressor
 from compressed_tensors.quantization import QuantizationConfig
 from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
 
 # make-model shapes: 1 layer, 2 heads (1 KV head), f16. FP8 needs rows of 128 for strata's f8_e4m3_b128.
 SMALL = ["--preset", "tiny", "--hidden", "64", "--layers", "1", "--heads", "2", "--kv-heads", "1", "--ffn", "64",
@@ -39,6 +42,15 @@ CHECKPOINTS = {
     "w4a16_g32": (SMALL, ["--type", "w4a16", "--group-size", "32", "--calibration", "CAL"], True),
     "fp8": (WIDE, ["--type", "fp8"], False),
 }
+
+
+PROMPT = [1, 17, 29, 5, 88, 41, 7, 200]
+
+
+def transformers_logits(directory):
+    model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32)
+    with torch.no_grad():
+        return model(torch.tensor([PROMPT])).logits[0, -1].tolist()
 
 
 def checksum(w):
@@ -73,6 +85,7 @@ def main():
     strata = os.path.abspath(a.strata)
     cal = os.path.abspath(os.path.join(a.out, "calibration.txt"))
     lines = ["# checkpoint  weight  checksum of compressed-tensors' decompressed f32 weight"]
+    logit_lines = [f"# checkpoint  transformers' last-position logits (float32) for the ids {' '.join(map(str, PROMPT))}"]
     with tempfile.TemporaryDirectory() as tmp:
         for name, (shape, flags, committed) in CHECKPOINTS.items():
             src = os.path.join(tmp, "src_" + name)
@@ -83,9 +96,12 @@ def main():
                             *[cal if f == "CAL" else f for f in flags]], check=True)
             for weight, w in sorted(decompress(dst).items()):
                 lines.append(f"{name} {weight} {checksum(w)}")
+            logit_lines.append(name + " " + " ".join(f"{v:.9g}" for v in transformers_logits(dst)))
     with open(os.path.join(a.out, "reference.txt"), "w") as f:
         f.write("\n".join(lines) + "\n")
-    print("wrote", os.path.join(a.out, "reference.txt"), len(lines) - 1, "weights")
+    with open(os.path.join(a.out, "transformers_logits.txt"), "w") as f:
+        f.write("\n".join(logit_lines) + "\n")
+    print("wrote", os.path.join(a.out, "reference.txt"), len(lines) - 1, "weights, and transformers_logits.txt")
 
 
 if __name__ == "__main__":
