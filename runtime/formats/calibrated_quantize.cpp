@@ -252,6 +252,124 @@ constexpr LinearSlot kLinears[] = {
 
 std::string blk(int64_t l, const char* suffix) { return "blk." + std::to_string(l) + "." + suffix + ".weight"; }
 
+using NamedTensors = std::vector<std::pair<std::string, Tensor>>;  // Hugging Face name -> tensor, in file order
+
+// int8 codes with one scale per output channel, an f16 value so strata keeps the layer as q8_0 exactly.
+void append_int8(const Matrix& m, const std::string& base, NamedTensors& out) {
+  Tensor codes = Tensor::empty({m.rows, m.cols}, DType::kI8), scales = Tensor::empty({m.rows, 1}, DType::kF32);
+  for (int64_t r = 0; r < m.rows; ++r) {
+    float mx = 0;
+    for (int64_t j = 0; j < m.cols; ++j) mx = std::max(mx, std::fabs(m.row(r)[j]));
+    const float sc = mx > 0 ? f16_round(mx / 127.f) : 1.f;
+    scales.data<float>()[r] = sc;
+    for (int64_t j = 0; j < m.cols; ++j)
+      codes.data<int8_t>()[r * m.cols + j] =
+          static_cast<int8_t>(std::clamp(std::nearbyint(m.row(r)[j] / sc), -128.f, 127.f));
+  }
+  out.emplace_back(base + ".weight", codes);
+  out.emplace_back(base + ".weight_scale", scales);
+}
+
+// e4m3 codes with one f32 scale per output channel (max |w| / 448); a static input_scale when given.
+void append_fp8(const Matrix& m, const std::string& base, std::optional<float> input_amax, NamedTensors& out) {
+  Tensor codes = Tensor::empty({m.rows, m.cols}, DType::kF8_E4M3), scales = Tensor::empty({m.rows, 1}, DType::kF32);
+  for (int64_t r = 0; r < m.rows; ++r) {
+    float mx = 0;
+    for (int64_t j = 0; j < m.cols; ++j) mx = std::max(mx, std::fabs(m.row(r)[j]));
+    const float sc = mx > 0 ? mx / kE4m3Max : 1.f;
+    scales.data<float>()[r] = sc;
+    for (int64_t j = 0; j < m.cols; ++j) static_cast<uint8_t*>(codes.raw())[r * m.cols + j] = f32_to_e4m3(m.row(r)[j] / sc);
+  }
+  out.emplace_back(base + ".weight", codes);
+  out.emplace_back(base + ".weight_scale", scales);
+  if (input_amax) {
+    Tensor in = Tensor::empty({1}, DType::kF32);
+    in.data<float>()[0] = *input_amax > 0 ? *input_amax / kE4m3Max : 1.f;
+    out.emplace_back(base + ".input_scale", in);
+  }
+}
+
+// compressed-tensors pack-quantized int4: codes + 8 packed 8 to an int32 (column 8w + i in bits 4i..4i+3),
+// scales [rows, groups], and the unpacked shape.
+void append_int4(const Matrix& m, const std::string& base, int64_t group, NamedTensors& out) {
+  std::vector<int8_t> codes;
+  std::vector<float> sc;
+  quantize_int4(m, group, &codes, sc);
+  const int64_t groups = group > 0 ? m.cols / group : 1, words = (m.cols + 7) / 8;
+  Tensor packed = Tensor::zeros({m.rows, words}, DType::kI32), scales = Tensor::empty({m.rows, groups}, DType::kF32),
+         shape = Tensor::empty({2}, DType::kI64);
+  auto* word = reinterpret_cast<uint32_t*>(packed.raw());
+  for (int64_t r = 0; r < m.rows; ++r)
+    for (int64_t j = 0; j < m.cols; ++j)
+      word[r * words + j / 8] |= static_cast<uint32_t>(codes[static_cast<size_t>(r * m.cols + j)] + 8) << (4 * (j % 8));
+  std::copy(sc.begin(), sc.end(), scales.data<float>());
+  shape.data<int64_t>()[0] = m.rows;
+  shape.data<int64_t>()[1] = m.cols;
+  out.emplace_back(base + ".weight_packed", packed);
+  out.emplace_back(base + ".weight_scale", scales);
+  out.emplace_back(base + ".weight_shape", shape);
+}
+
+// The source must be a dense Llama-family Hugging Face directory of float weights, and a w4a16 group must divide
+// every linear layer's columns.
+void check_source(const Checkpoint& ckpt, const QuantizeOptions& o, CalibratedType type) {
+  const ModelConfig& config = ckpt.config();
+  STRATA_CHECK(!config.moe.enabled(), o.model, ": a ", config.arch, " mixture-of-experts model; the calibrated types "
+               "handle dense Llama-family models (llama, mistral, qwen2)");
+  for (const TensorEntry& e : ckpt.entries())
+    STRATA_CHECK(e.dtype == DType::kF32 || e.dtype == DType::kF16 || e.dtype == DType::kBF16, o.model, ": tensor '",
+                 canonical_to_hf_name(e.name, config.arch), "' is ", dtype_name(e.dtype), "; --type ", o.type,
+                 " quantizes from f32, f16 or bf16 weights (an already-quantized checkpoint would add both errors)");
+  if (type != CalibratedType::kW4A16) return;
+  int64_t gcd = 0;
+  for (int64_t l = 0; l < config.n_layers; ++l)
+    for (const LinearSlot& s : kLinears) gcd = std::gcd(gcd, ckpt.entry(blk(l, s.suffix)).shape[1]);
+  for (int64_t l = 0; l < config.n_layers; ++l)
+    for (const LinearSlot& s : kLinears) {
+      const int64_t cols = ckpt.entry(blk(l, s.suffix)).shape[1];
+      STRATA_CHECK(o.group_size == 0 || cols % o.group_size == 0, "--group-size ", o.group_size,
+                   " does not divide the ", cols, " input columns of '", canonical_to_hf_name(blk(l, s.suffix), config.arch),
+                   "'; ",
+                   gcd % 32 == 0 ? cat("choose a divisor of ", gcd, ", every layer's column count (32 or more keeps "
+                                       "strata's q4_0 kernels), or 0 (one scale per row)")
+                                 : cat("the layers' column counts share only a factor of ", gcd,
+                                       ", so use --group-size 0 (one scale per row)"));
+    }
+}
+
+CalibrationStats calibrate(const Checkpoint& ckpt, const QuantizeOptions& o, CalibratedType type) {
+  STRATA_CHECK(ckpt.tokenizer().has_value(), o.model, ": no tokenizer to read the calibration text with");
+  std::vector<int32_t> ids = Tokenizer::create(*ckpt.tokenizer())->encode(read_text(o.calibration), true);
+  STRATA_CHECK(ids.size() >= 2, "the calibration file '", o.calibration, "' holds ", ids.size(),
+               " tokens; give a file of real text (a few thousand tokens or more)");
+  if (o.calibration_tokens > 0 && static_cast<int64_t>(ids.size()) > o.calibration_tokens)
+    ids.resize(static_cast<size_t>(o.calibration_tokens));
+  CalibrationOptions co;
+  co.context = o.calibration_context;
+  co.sample_rows = type == CalibratedType::kW4A16 ? o.awq_rows : 0;
+  co.threads = o.threads;
+  LOG_INFO("quantize: calibrating on ", ids.size(), " tokens of ", o.calibration);
+  return collect_activation_stats(ckpt, ids, co);
+}
+
+// config.json (the source's, with the quantization_config) and the tokenizer files beside the weights.
+void write_side_files(const QuantizeOptions& o, CalibratedType type) {
+  const fs::path src(o.model), dst(o.out);
+  std::ifstream in(src / "config.json");
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  boost::system::error_code ec;
+  json::value cfg = json::parse(buffer.str(), ec);
+  STRATA_CHECK_KIND(ErrorKind::kFormat, !ec && cfg.is_object(), (src / "config.json").string(), " is not a JSON object");
+  if (!o.smooth_only) cfg.as_object()["quantization_config"] = quantization_config(type, o);
+  std::ofstream cf(dst / "config.json");
+  cf << json::serialize(cfg) << "\n";
+  STRATA_CHECK_KIND(ErrorKind::kIo, cf.good(), "cannot write ", (dst / "config.json").string());
+  for (const char* f : {"tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
+                        "generation_config.json", "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja"})
+    if (fs::exists(src / f)) fs::copy_file(src / f, dst / f, fs::copy_options::overwrite_existing);
+}
+
 }  // namespace
 
 std::optional<CalibratedType> calibrated_type(const std::string& type) {
@@ -282,54 +400,18 @@ QuantizeResult quantize_calibrated(const QuantizeOptions& o, QuantizeProgress* p
                o.static_activations ? " with static activation scales" : "",
                " needs --calibration FILE.txt: text the unquantized model runs on to measure its activations");
   STRATA_CHECK(o.alpha >= 0 && o.alpha <= 1, "--alpha must lie in [0, 1], got ", o.alpha);
-  std::string text;
-  if (!o.calibration.empty()) text = read_text(o.calibration);  // before the model: a bad path fails fast
-
+  STRATA_CHECK(o.group_size >= 0, "--group-size must be 0 (one scale per row) or a positive column count");
+  if (needs_text) read_text(o.calibration);  // a bad path fails before the model is opened
   STRATA_CHECK(fs::is_directory(o.model) && fs::exists(fs::path(o.model) / "config.json"), o.model,
                ": --type ", o.type, " reads a Hugging Face directory (config.json + f32/f16/bf16 safetensors) and "
                "writes one; convert a GGUF source first (tools/reference/gguf_to_hf.py)");
   const std::unique_ptr<Checkpoint> ckpt = open_checkpoint(o.model);
   const ModelConfig& config = ckpt->config();
-  STRATA_CHECK(!config.moe.enabled(), o.model, ": a ", config.arch,
-               " mixture-of-experts model; the calibrated types handle dense Llama-family models (llama, mistral, qwen2)");
-  for (const TensorEntry& e : ckpt->entries())
-    STRATA_CHECK(e.dtype == DType::kF32 || e.dtype == DType::kF16 || e.dtype == DType::kBF16, o.model, ": tensor '",
-                 canonical_to_hf_name(e.name, config.arch), "' is ", dtype_name(e.dtype), "; --type ", o.type,
-                 " quantizes from f32, f16 or bf16 weights (an already-quantized checkpoint would add both errors)");
-  int64_t gcd = 0;
-  for (int64_t l = 0; l < config.n_layers; ++l)
-    for (const LinearSlot& s : kLinears) gcd = std::gcd(gcd, ckpt->entry(blk(l, s.suffix)).shape[1]);
-  if (type == CalibratedType::kW4A16)
-    for (int64_t l = 0; l < config.n_layers; ++l)
-      for (const LinearSlot& s : kLinears) {
-        const int64_t cols = ckpt->entry(blk(l, s.suffix)).shape[1];
-        STRATA_CHECK(o.group_size >= 0 && (o.group_size == 0 || cols % o.group_size == 0), "--group-size ",
-                     o.group_size, " does not divide the ", cols, " input columns of '",
-                     canonical_to_hf_name(blk(l, s.suffix), config.arch), "'; ",
-                     gcd % 32 == 0 ? cat("choose a divisor of ", gcd, ", every layer's column count (32 or more keeps "
-                                         "strata's q4_0 kernels), or 0 (one scale per row)")
-                                   : cat("the layers' column counts share only a factor of ", gcd,
-                                         ", so use --group-size 0 (one scale per row)"));
-      }
-
-  CalibrationStats stats;
-  if (needs_text) {
-    STRATA_CHECK(ckpt->tokenizer().has_value(), o.model, ": no tokenizer to read the calibration text with");
-    std::vector<int32_t> ids = Tokenizer::create(*ckpt->tokenizer())->encode(text, true);
-    STRATA_CHECK(ids.size() >= 2, "the calibration file '", o.calibration, "' holds ", ids.size(),
-                 " tokens; give a file of real text (a few thousand tokens or more)");
-    if (o.calibration_tokens > 0 && static_cast<int64_t>(ids.size()) > o.calibration_tokens)
-      ids.resize(static_cast<size_t>(o.calibration_tokens));
-    CalibrationOptions co;
-    co.context = o.calibration_context;
-    co.sample_rows = type == CalibratedType::kW4A16 ? o.awq_rows : 0;
-    co.threads = o.threads;
-    LOG_INFO("quantize: calibrating on ", ids.size(), " tokens of ", o.calibration);
-    stats = collect_activation_stats(*ckpt, ids, co);
-  }
+  check_source(*ckpt, o, type);
+  const CalibrationStats stats = needs_text ? calibrate(*ckpt, o, type) : CalibrationStats{};
 
   QuantizeResult result;
-  std::vector<std::pair<std::string, Tensor>> out;  // HF name -> tensor, in file order
+  NamedTensors out;
   const auto hf = [&](const std::string& canonical) { return canonical_to_hf_name(canonical, config.arch); };
   const std::unique_ptr<Backend> cpu = make_cpu_backend(o.threads);
   if (progress != nullptr) {
@@ -340,31 +422,27 @@ QuantizeResult quantize_calibrated(const QuantizeOptions& o, QuantizeProgress* p
     progress->tensors_total = static_cast<int>(ckpt->entries().size());
   }
   std::set<std::string> written;
+  const auto copy = [&](const std::string& name) {
+    if (written.insert(name).second) out.emplace_back(hf(name), ckpt->tensor(name));
+  };
+  copy("token_embd.weight");
   double awq_plain = 0, awq_chosen = 0;
-  int64_t smoothed = 0;
-  for (const TensorRef& ref : model_tensors(config)) {
-    if (ref.layer >= 0 || !ckpt->has(ref.name) || ref.name == "output_norm.weight" || ref.name == "output.weight") continue;
-    out.emplace_back(hf(ref.name), ckpt->tensor(ref.name));  // the embedding
-    written.insert(ref.name);
-  }
   for (int64_t l = 0; l < config.n_layers; ++l) {
     std::map<std::string, Matrix> w;
     for (const LinearSlot& s : kLinears) w[s.suffix] = read_matrix(*ckpt, blk(l, s.suffix));
     std::vector<float> attn_norm = read_f32(*ckpt, blk(l, "attn_norm")), ffn_norm = read_f32(*ckpt, blk(l, "ffn_norm"));
-    const std::vector<Matrix*> qkv = {&w["attn_q"], &w["attn_k"], &w["attn_v"]}, gate_up = {&w["ffn_gate"], &w["ffn_up"]},
-                               down = {&w["ffn_down"]};
-    // Smoothing factors per input, folded so the unquantized model computes the same function.
-    const bool smooth = type != CalibratedType::kFp8 && o.smoothing;
-    if (smooth) {
+    if (type != CalibratedType::kFp8 && o.smoothing) {  // factors per input, folded: the same function
       const auto factors = [&](LinearInput in, const std::vector<Matrix*>& ws) {
         if (type == CalibratedType::kW8A8Int8) return smoothquant_factors(stats.at(l, in), ws, o.alpha);
         const AwqChoice c = awq_factors(*cpu, stats.at(l, in), ws, o.group_size);
         awq_plain += c.plain_error;
         awq_chosen += c.error;
-        LOG_DEBUG("quantize: layer ", l, " ", calibration_key(l, in), ": AWQ exponent ", c.exponent, ", output error ",
-                  c.error, " (", c.plain_error, " unscaled)");
+        LOG_DEBUG("quantize: ", calibration_key(l, in), ": AWQ exponent ", c.exponent, ", output error ", c.error,
+                  " (", c.plain_error, " unscaled)");
         return c.s;
       };
+      const std::vector<Matrix*> qkv = {&w["attn_q"], &w["attn_k"], &w["attn_v"]},
+                                 gate_up = {&w["ffn_gate"], &w["ffn_up"]};
       const std::vector<float> s_qkv = factors(LinearInput::kAttnIn, qkv);
       for (Matrix* m : qkv) scale_columns(*m, s_qkv);
       for (size_t j = 0; j < attn_norm.size(); ++j) attn_norm[j] /= s_qkv[j];
@@ -372,86 +450,40 @@ QuantizeResult quantize_calibrated(const QuantizeOptions& o, QuantizeProgress* p
       for (Matrix* m : gate_up) scale_columns(*m, s_gu);
       for (size_t j = 0; j < ffn_norm.size(); ++j) ffn_norm[j] /= s_gu[j];
       // down_proj reads silu(gate) * up, linear in up: its factor divides up's rows.
-      const std::vector<float> s_down = factors(LinearInput::kFfnOut, down);
+      const std::vector<float> s_down = factors(LinearInput::kFfnOut, {&w["ffn_down"]});
       scale_columns(w["ffn_down"], s_down);
       divide_rows(w["ffn_up"], s_down);
-      ++smoothed;
     }
     const DType norm_dtype = ckpt->entry(blk(l, "attn_norm")).dtype;
-    out.emplace_back(hf(blk(l, "attn_norm")), encode_float(attn_norm, {static_cast<int64_t>(attn_norm.size())}, norm_dtype));
-    written.insert(blk(l, "attn_norm"));
+    const auto norm = [&](const char* suffix, const std::vector<float>& v) {
+      out.emplace_back(hf(blk(l, suffix)), encode_float(v, {static_cast<int64_t>(v.size())}, norm_dtype));
+      written.insert(blk(l, suffix));
+    };
+    norm("attn_norm", attn_norm);
     for (const LinearSlot& s : kLinears) {
-      const std::string name = blk(l, s.suffix);
-      const std::string base = hf(name).substr(0, hf(name).size() - 7);  // without ".weight"
+      const std::string name = blk(l, s.suffix), base = hf(name).substr(0, hf(name).size() - 7);  // no ".weight"
       const Matrix& m = w[s.suffix];
       const TensorEntry& entry = ckpt->entry(name);
+      if (s.input == LinearInput::kFfnIn && !written.count(blk(l, "ffn_norm"))) norm("ffn_norm", ffn_norm);
       written.insert(name);
-      if (std::string(s.suffix) == "ffn_gate") {
-        out.emplace_back(hf(blk(l, "ffn_norm")), encode_float(ffn_norm, {static_cast<int64_t>(ffn_norm.size())}, norm_dtype));
-        written.insert(blk(l, "ffn_norm"));
-      }
+      DType as = entry.dtype;
       if (o.smooth_only) {
         out.emplace_back(base + ".weight", encode_float(m.v, entry.shape, entry.dtype));
       } else if (type == CalibratedType::kW8A8Int8) {
-        Tensor codes = Tensor::empty({m.rows, m.cols}, DType::kI8), scales = Tensor::empty({m.rows, 1}, DType::kF32);
-        for (int64_t r = 0; r < m.rows; ++r) {
-          float mx = 0;
-          for (int64_t j = 0; j < m.cols; ++j) mx = std::max(mx, std::fabs(m.row(r)[j]));
-          float sc = f16_round(mx / 127.f);  // an f16 value, so strata keeps the layer as q8_0 exactly
-          if (sc == 0) sc = 1;
-          scales.data<float>()[r] = sc;
-          for (int64_t j = 0; j < m.cols; ++j)
-            codes.data<int8_t>()[r * m.cols + j] = static_cast<int8_t>(std::clamp(std::nearbyint(m.row(r)[j] / sc), -128.f, 127.f));
-        }
-        out.emplace_back(base + ".weight", codes);
-        out.emplace_back(base + ".weight_scale", scales);
+        append_int8(m, base, out), as = DType::kI8;
       } else if (type == CalibratedType::kFp8) {
-        Tensor codes = Tensor::empty({m.rows, m.cols}, DType::kF8_E4M3), scales = Tensor::empty({m.rows, 1}, DType::kF32);
-        for (int64_t r = 0; r < m.rows; ++r) {
-          float mx = 0;
-          for (int64_t j = 0; j < m.cols; ++j) mx = std::max(mx, std::fabs(m.row(r)[j]));
-          const float sc = mx > 0 ? mx / kE4m3Max : 1.f;
-          scales.data<float>()[r] = sc;
-          for (int64_t j = 0; j < m.cols; ++j) static_cast<uint8_t*>(codes.raw())[r * m.cols + j] = f32_to_e4m3(m.row(r)[j] / sc);
-        }
-        out.emplace_back(base + ".weight", codes);
-        out.emplace_back(base + ".weight_scale", scales);
-        if (o.static_activations) {
-          Tensor in = Tensor::empty({1}, DType::kF32);
-          const float amax = stats.at(l, s.input).max_abs_all();
-          in.data<float>()[0] = amax > 0 ? amax / kE4m3Max : 1.f;
-          out.emplace_back(base + ".input_scale", in);
-        }
+        std::optional<float> amax;
+        if (o.static_activations) amax = stats.at(l, s.input).max_abs_all();
+        append_fp8(m, base, amax, out), as = DType::kF8_E4M3;
       } else {
-        std::vector<int8_t> codes;
-        std::vector<float> sc;
-        quantize_int4(m, o.group_size, &codes, sc);
-        const int64_t groups = o.group_size > 0 ? m.cols / o.group_size : 1, words = (m.cols + 7) / 8;
-        Tensor packed = Tensor::zeros({m.rows, words}, DType::kI32), scales = Tensor::empty({m.rows, groups}, DType::kF32),
-               shape = Tensor::empty({2}, DType::kI64);
-        for (int64_t r = 0; r < m.rows; ++r)
-          for (int64_t j = 0; j < m.cols; ++j) {
-            auto& word = reinterpret_cast<uint32_t*>(packed.raw())[r * words + j / 8];
-            word |= static_cast<uint32_t>(codes[static_cast<size_t>(r * m.cols + j)] + 8) << (4 * (j % 8));
-          }
-        std::copy(sc.begin(), sc.end(), scales.data<float>());
-        shape.data<int64_t>()[0] = m.rows;
-        shape.data<int64_t>()[1] = m.cols;
-        out.emplace_back(base + ".weight_packed", packed);
-        out.emplace_back(base + ".weight_scale", scales);
-        out.emplace_back(base + ".weight_shape", shape);
+        append_int4(m, base, o.group_size, out), as = DType::kI32;  // int4 codes, 8 per int32
       }
-      const DType written_as = o.smooth_only                       ? entry.dtype
-                               : type == CalibratedType::kW8A8Int8 ? DType::kI8
-                               : type == CalibratedType::kFp8      ? DType::kF8_E4M3
-                                                                   : DType::kI32;  // int4 codes, 8 per int32
-      result.tensors.push_back({name, entry.dtype, written_as, entry.shape, false});
+      result.tensors.push_back({name, entry.dtype, as, entry.shape, false});
       if (progress != nullptr) progress->elements_done += shape_numel(entry.shape);
     }
   }
-  for (const TensorEntry& e : ckpt->entries())  // biases, the final norm, the head: as they are
-    if (written.insert(e.name).second) out.emplace_back(hf(e.name), ckpt->tensor(e.name));
-  for (const TensorEntry& e : ckpt->entries()) {
+  for (const TensorEntry& e : ckpt->entries()) {  // biases, the final norm, the head: as they are
+    copy(e.name);
     result.source_bytes += e.nbytes;
     result.parameters += shape_numel(e.shape);
   }
@@ -460,8 +492,9 @@ QuantizeResult quantize_calibrated(const QuantizeOptions& o, QuantizeProgress* p
     result.notes.push_back("no smoothing (--no-smoothing): plain round-to-nearest weights");
   else if (type == CalibratedType::kW8A8Int8)
     result.notes.push_back(cat("SmoothQuant (alpha ", o.alpha, ") folded into input_layernorm (q/k/v), "
-                               "post_attention_layernorm (gate/up) and up_proj's rows (down_proj) in ", smoothed,
-                               " layers; o_proj is not smoothed (its input comes out of attention)"));
+                               "post_attention_layernorm (gate/up) and up_proj's rows (down_proj) in ", config.n_layers,
+                               " layers; o_proj is not smoothed (its factor would have to fold into v_proj across "
+                               "shared KV heads)"));
   else if (type == CalibratedType::kW4A16)
     result.notes.push_back(cat("AWQ scales searched on ", o.awq_rows, " sampled rows per input and folded like "
                                "SmoothQuant's (o_proj not scaled); output error on those rows ",
@@ -471,24 +504,9 @@ QuantizeResult quantize_calibrated(const QuantizeOptions& o, QuantizeProgress* p
                                                 : "dynamic per-token activation scales");
 
   fs::create_directories(o.out);
-  for (const char* f : {"model.safetensors", "model.safetensors.index.json"}) fs::remove(fs::path(o.out) / f);
+  fs::remove(fs::path(o.out) / "model.safetensors.index.json");  // a --force over a sharded checkpoint
   write_safetensors((fs::path(o.out) / "model.safetensors").string(), out, {{"format", "pt"}});
-  {
-    std::ifstream in(fs::path(o.model) / "config.json");
-    std::stringstream buffer;
-    buffer << in.rdbuf();
-    boost::system::error_code jec;
-    json::value cfg = json::parse(buffer.str(), jec);
-    STRATA_CHECK_KIND(ErrorKind::kFormat, !jec && cfg.is_object(), o.model, "/config.json is not a JSON object");
-    if (!o.smooth_only) cfg.as_object()["quantization_config"] = quantization_config(type, o);
-    std::ofstream cf(fs::path(o.out) / "config.json");
-    cf << json::serialize(cfg) << "\n";
-    STRATA_CHECK_KIND(ErrorKind::kIo, cf.good(), "cannot write ", (fs::path(o.out) / "config.json").string());
-  }
-  for (const char* f : {"tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
-                        "generation_config.json", "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja"})
-    if (fs::exists(fs::path(o.model) / f))
-      fs::copy_file(fs::path(o.model) / f, fs::path(o.out) / f, fs::copy_options::overwrite_existing);
+  write_side_files(o, type);
   result.output_bytes = static_cast<uint64_t>(fs::file_size(fs::path(o.out) / "model.safetensors"));
   return result;
 }

@@ -10,8 +10,8 @@
 //   w4a16      AWQ: per input, the scale s = mean|X_j|^a (a on a grid over [0, 1)) that minimises the output
 //              error of the group-wise int4 layer on sampled calibration rows, folded like SmoothQuant's;
 //              int4 symmetric codes packed 8 per int32 (pack-quantized), scales per group of columns.
-// o_proj's input comes out of attention, which no per-channel factor passes through exactly under
-// grouped-query attention, so o_proj is quantized without smoothing (a note says so).
+// o_proj is quantized without smoothing (a note says so): its factor would have to go into v_proj's rows,
+// equal across the query heads that share a KV head, which is not done here.
 #pragma once
 #include <optional>
 #include <string>
