@@ -44,7 +44,7 @@ int cmd_quantize(int argc, char** argv) {
                    {"activation-scales", true, "fp8: dynamic (per token, the default) or static (per tensor, from calibration)"},
                    {"calibration-tokens", true, "use at most this many tokens of the calibration text (default: all)"},
                    {"calibration-context", true, "tokens per calibration window (default 512)"},
-                   {"awq-rows", true, "w4a16: activation rows sampled per input for the scale search (default 128)"},
+                   {"awq-rows", true, "w4a16: activation rows sampled per input for the scale search (default 512)"},
                    {"no-smoothing", false, "w8a8-int8 / w4a16 without SmoothQuant / AWQ factors (plain rounding, to compare)"},
                    {"smooth-only", false, "apply the smoothing / AWQ scales but write the weights unquantized (a check)"},
                    {"force", false, "overwrite --out when it exists"},
@@ -66,7 +66,7 @@ int cmd_quantize(int argc, char** argv) {
   o.static_activations = activation_scales == "static";
   o.calibration_tokens = args.integer("calibration-tokens", 0, 0, int64_t{1} << 40);
   o.calibration_context = args.integer("calibration-context", 512, 2, 1 << 20);
-  o.awq_rows = args.integer("awq-rows", 128, 1, 1 << 20);
+  o.awq_rows = args.integer("awq-rows", 512, 1, 1 << 20);
   o.smooth_only = args.has("smooth-only");
   o.smoothing = !args.has("no-smoothing");
   o.force = args.has("force");

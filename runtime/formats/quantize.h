@@ -62,7 +62,7 @@ struct QuantizeOptions {
   bool static_activations = false;      // fp8: static per-tensor input scales from the calibration maximum
   int64_t calibration_context = 512;    // tokens per calibration window
   int64_t calibration_tokens = 0;       // use at most this many tokens of the text (0: all)
-  int64_t awq_rows = 128;               // w4a16: activation rows kept per input for the scale search
+  int64_t awq_rows = 512;               // w4a16: activation rows kept per input for the scale search
   bool smooth_only = false;             // apply the smoothing / AWQ scales, write unquantized (checks the folding)
   bool smoothing = true;                // false: no SmoothQuant / AWQ factors (plain round-to-nearest, for comparison)
 };
