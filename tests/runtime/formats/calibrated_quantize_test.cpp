@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "launcher/model_session.h"
+#include "runtime/calibration.h"
 #include "runtime/error.h"
 #include "runtime/formats/block_quant.h"
 #include "runtime/formats/calibrated_quantize.h"
@@ -194,6 +195,47 @@ TEST(CalibratedQuantize, Fp8MatchesCompressedTensorsLibrary) {
   quantize_model(o);
   expect_library_equal(o.out, library_reference().at("fp8"), DType::kF8_B128);
   expect_transformers_logits(o.out, transformers_logits().at("fp8"), 0.05);
+}
+
+// ---- the calibration pass --------------------------------------------------------------------------------
+
+// The first layer's attention input is RMSNorm(embedding row) * attn_norm, computable from the checkpoint
+// alone: the recorded per-channel max and mean |x| must be those of the tokens scored, every row counted once.
+TEST(Calibration, RecordsTheActivationsTheModelComputes) {
+  const std::string src = source_model("stats");
+  const auto ckpt = open_checkpoint(src);
+  const ModelConfig& c = ckpt->config();
+  std::vector<int32_t> ids;
+  for (int i = 0; i < 40; ++i) ids.push_back((i * 37 + 11) % static_cast<int32_t>(c.vocab_size));
+  CalibrationOptions co;
+  co.context = 16;  // three windows: 16 + 16 + 8 tokens
+  co.sample_rows = 8;
+  co.threads = 1;
+  const CalibrationStats stats = collect_activation_stats(*ckpt, ids, co);
+  const ChannelStats& x = stats.at(0, LinearInput::kAttnIn);
+  ASSERT_EQ(x.channels, c.hidden);
+  EXPECT_EQ(x.rows, 40);
+  EXPECT_EQ(x.sample_rows, 8);
+  EXPECT_EQ(stats.at(c.n_layers - 1, LinearInput::kFfnOut).channels, c.ffn);
+  const Tensor embed = ckpt->tensor("token_embd.weight"), gamma = ckpt->tensor("blk.0.attn_norm.weight");
+  std::vector<float> max_abs(static_cast<size_t>(c.hidden), 0.f);
+  std::vector<double> sum_abs(static_cast<size_t>(c.hidden), 0.0);
+  for (int32_t id : ids) {
+    const float* e = embed.data<float>() + id * c.hidden;
+    double ms = 0;
+    for (int64_t j = 0; j < c.hidden; ++j) ms += double{e[j]} * e[j];
+    const double inv = 1.0 / std::sqrt(ms / static_cast<double>(c.hidden) + c.rms_eps);
+    for (int64_t j = 0; j < c.hidden; ++j) {
+      const double v = std::fabs(e[j] * inv * gamma.data<float>()[j]);
+      max_abs[static_cast<size_t>(j)] = std::max(max_abs[static_cast<size_t>(j)], static_cast<float>(v));
+      sum_abs[static_cast<size_t>(j)] += v;
+    }
+  }
+  for (int64_t j = 0; j < c.hidden; ++j) {
+    EXPECT_NEAR(x.max_abs[static_cast<size_t>(j)], max_abs[static_cast<size_t>(j)], 1e-5 * max_abs[static_cast<size_t>(j)]) << j;
+    EXPECT_NEAR(x.sum_abs[static_cast<size_t>(j)], sum_abs[static_cast<size_t>(j)], 1e-5 * sum_abs[static_cast<size_t>(j)]) << j;
+  }
+  EXPECT_THROW(collect_activation_stats(*ckpt, {1}, co), strata::Error);
 }
 
 // ---- round trips ----------------------------------------------------------------------------------------
