@@ -54,7 +54,9 @@ class RecordingBackend final : public Backend {
     if (auto it = watched_.find(w.raw()); it != watched_.end()) record(it->second, x);
     inner_->matmul(x, w, bias, out);
   }
-  void rope(Tensor& x, const Tensor& positions, const RopeParams& params) override { inner_->rope(x, positions, params); }
+  void rope(Tensor& x, const Tensor& positions, const RopeParams& params) override {
+    inner_->rope(x, positions, params);
+  }
   void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) override { inner_->silu_mul(gate, up, out); }
   void swiglu(const Tensor& gate_up, Tensor& out) override { inner_->swiglu(gate_up, out); }
   // matmul_swiglu and rope_kv_attention keep the base's "not fused" answer, so every product goes through matmul.

@@ -21,12 +21,12 @@ std::string calibration_key(int64_t layer, LinearInput input);
 
 struct ChannelStats {
   int64_t channels = 0;
-  int64_t rows = 0;               // tokens seen
-  std::vector<float> max_abs;     // [channels] max |x_j| over every row
-  std::vector<double> sum_abs;    // [channels] sum |x_j| over every row (mean = sum / rows)
-  std::vector<float> sample;      // [sample_rows, channels] a uniform sample of the rows (reservoir)
+  int64_t rows = 0;             // tokens seen
+  std::vector<float> max_abs;   // [channels] max |x_j| over every row
+  std::vector<double> sum_abs;  // [channels] sum |x_j| over every row (mean = sum / rows)
+  std::vector<float> sample;    // [sample_rows, channels] a uniform sample of the rows (reservoir)
   int64_t sample_rows = 0;
-  float max_abs_all() const;      // max over channels
+  float max_abs_all() const;  // max over channels
 };
 
 struct CalibrationStats {
@@ -36,10 +36,10 @@ struct CalibrationStats {
 };
 
 struct CalibrationOptions {
-  int64_t context = 512;       // tokens per scored window (capped by the model's max_seq)
-  int64_t sample_rows = 0;     // rows kept per input for AWQ (0: none)
-  uint64_t seed = 0;           // the reservoir sample's
-  int threads = 0;             // CPU threads (0: all cores)
+  int64_t context = 512;    // tokens per scored window (capped by the model's max_seq)
+  int64_t sample_rows = 0;  // rows kept per input for AWQ (0: none)
+  uint64_t seed = 0;        // the reservoir sample's
+  int threads = 0;          // CPU threads (0: all cores)
 };
 
 // Runs the checkpoint's dense Llama-family model over `ids` (windows of options.context tokens, each scored

@@ -46,10 +46,17 @@ std::vector<float> read_f32(const Checkpoint& ckpt, const std::string& name) {
   std::vector<float> out(static_cast<size_t>(t.numel()));
   const auto* src = static_cast<const uint16_t*>(t.raw());
   switch (t.dtype()) {
-    case DType::kF32: std::memcpy(out.data(), t.raw(), out.size() * 4); break;
-    case DType::kF16: for (size_t i = 0; i < out.size(); ++i) out[i] = f16_to_f32(src[i]); break;
-    case DType::kBF16: for (size_t i = 0; i < out.size(); ++i) out[i] = bf16_to_f32(src[i]); break;
-    default: STRATA_THROW(ErrorKind::kInternal, "read_f32 on ", dtype_name(t.dtype()));
+    case DType::kF32:
+      std::memcpy(out.data(), t.raw(), out.size() * 4);
+      break;
+    case DType::kF16:
+      for (size_t i = 0; i < out.size(); ++i) out[i] = f16_to_f32(src[i]);
+      break;
+    case DType::kBF16:
+      for (size_t i = 0; i < out.size(); ++i) out[i] = bf16_to_f32(src[i]);
+      break;
+    default:
+      STRATA_THROW(ErrorKind::kInternal, "read_f32 on ", dtype_name(t.dtype()));
   }
   return out;
 }
@@ -64,9 +71,12 @@ Tensor encode_float(const std::vector<float>& values, const Shape& shape, DType 
   Tensor t = Tensor::empty(shape, dtype);
   auto* h = static_cast<uint16_t*>(t.raw());
   for (size_t i = 0; i < values.size(); ++i) {
-    if (dtype == DType::kF32) t.data<float>()[i] = values[i];
-    else if (dtype == DType::kF16) h[i] = f32_to_f16(values[i]);
-    else h[i] = f32_to_bf16(values[i]);
+    if (dtype == DType::kF32)
+      t.data<float>()[i] = values[i];
+    else if (dtype == DType::kF16)
+      h[i] = f32_to_f16(values[i]);
+    else
+      h[i] = f32_to_bf16(values[i]);
   }
   return t;
 }
@@ -86,7 +96,8 @@ std::vector<float> column_max(const std::vector<Matrix*>& ws) {
   std::vector<float> m(static_cast<size_t>(ws.front()->cols), 0.f);
   for (const Matrix* w : ws)
     for (int64_t r = 0; r < w->rows; ++r)
-      for (int64_t j = 0; j < w->cols; ++j) m[static_cast<size_t>(j)] = std::max(m[static_cast<size_t>(j)], std::fabs(w->row(r)[j]));
+      for (int64_t j = 0; j < w->cols; ++j)
+        m[static_cast<size_t>(j)] = std::max(m[static_cast<size_t>(j)], std::fabs(w->row(r)[j]));
   return m;
 }
 
@@ -245,7 +256,7 @@ struct LinearSlot {
   LinearInput input;
 };
 constexpr LinearSlot kLinears[] = {
-    {"attn_q", LinearInput::kAttnIn},  {"attn_k", LinearInput::kAttnIn},   {"attn_v", LinearInput::kAttnIn},
+    {"attn_q", LinearInput::kAttnIn},       {"attn_k", LinearInput::kAttnIn},  {"attn_v", LinearInput::kAttnIn},
     {"attn_output", LinearInput::kAttnOut}, {"ffn_gate", LinearInput::kFfnIn}, {"ffn_up", LinearInput::kFfnIn},
     {"ffn_down", LinearInput::kFfnOut},
 };
@@ -278,7 +289,8 @@ void append_fp8(const Matrix& m, const std::string& base, std::optional<float> i
     for (int64_t j = 0; j < m.cols; ++j) mx = std::max(mx, std::fabs(m.row(r)[j]));
     const float sc = mx > 0 ? mx / kE4m3Max : 1.f;
     scales.data<float>()[r] = sc;
-    for (int64_t j = 0; j < m.cols; ++j) static_cast<uint8_t*>(codes.raw())[r * m.cols + j] = f32_to_e4m3(m.row(r)[j] / sc);
+    for (int64_t j = 0; j < m.cols; ++j)
+      static_cast<uint8_t*>(codes.raw())[r * m.cols + j] = f32_to_e4m3(m.row(r)[j] / sc);
   }
   out.emplace_back(base + ".weight", codes);
   out.emplace_back(base + ".weight_scale", scales);
@@ -314,7 +326,8 @@ void append_int4(const Matrix& m, const std::string& base, int64_t group, NamedT
 // every linear layer's columns.
 void check_source(const Checkpoint& ckpt, const QuantizeOptions& o, CalibratedType type) {
   const ModelConfig& config = ckpt.config();
-  STRATA_CHECK(!config.moe.enabled(), o.model, ": a ", config.arch, " mixture-of-experts model; the calibrated types "
+  STRATA_CHECK(!config.moe.enabled(), o.model, ": a ", config.arch,
+               " mixture-of-experts model; the calibrated types "
                "handle dense Llama-family models (llama, mistral, qwen2)");
   for (const TensorEntry& e : ckpt.entries())
     STRATA_CHECK(e.dtype == DType::kF32 || e.dtype == DType::kF16 || e.dtype == DType::kBF16, o.model, ": tensor '",
@@ -328,9 +341,10 @@ void check_source(const Checkpoint& ckpt, const QuantizeOptions& o, CalibratedTy
     for (const LinearSlot& s : kLinears) {
       const int64_t cols = ckpt.entry(blk(l, s.suffix)).shape[1];
       STRATA_CHECK(o.group_size == 0 || cols % o.group_size == 0, "--group-size ", o.group_size,
-                   " does not divide the ", cols, " input columns of '", canonical_to_hf_name(blk(l, s.suffix), config.arch),
-                   "'; ",
-                   gcd % 32 == 0 ? cat("choose a divisor of ", gcd, ", every layer's column count (32 or more keeps "
+                   " does not divide the ", cols, " input columns of '",
+                   canonical_to_hf_name(blk(l, s.suffix), config.arch), "'; ",
+                   gcd % 32 == 0 ? cat("choose a divisor of ", gcd,
+                                       ", every layer's column count (32 or more keeps "
                                        "strata's q4_0 kernels), or 0 (one scale per row)")
                                  : cat("the layers' column counts share only a factor of ", gcd,
                                        ", so use --group-size 0 (one scale per row)"));
@@ -360,13 +374,15 @@ void write_side_files(const QuantizeOptions& o, CalibratedType type) {
   buffer << in.rdbuf();
   boost::system::error_code ec;
   json::value cfg = json::parse(buffer.str(), ec);
-  STRATA_CHECK_KIND(ErrorKind::kFormat, !ec && cfg.is_object(), (src / "config.json").string(), " is not a JSON object");
+  STRATA_CHECK_KIND(ErrorKind::kFormat, !ec && cfg.is_object(), (src / "config.json").string(),
+                    " is not a JSON object");
   if (!o.smooth_only) cfg.as_object()["quantization_config"] = quantization_config(type, o);
   std::ofstream cf(dst / "config.json");
   cf << json::serialize(cfg) << "\n";
   STRATA_CHECK_KIND(ErrorKind::kIo, cf.good(), "cannot write ", (dst / "config.json").string());
-  for (const char* f : {"tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
-                        "generation_config.json", "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja"})
+  for (const char* f :
+       {"tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
+        "generation_config.json", "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja"})
     if (fs::exists(src / f)) fs::copy_file(src / f, dst / f, fs::copy_options::overwrite_existing);
 }
 
@@ -402,8 +418,8 @@ QuantizeResult quantize_calibrated(const QuantizeOptions& o, QuantizeProgress* p
   STRATA_CHECK(o.alpha >= 0 && o.alpha <= 1, "--alpha must lie in [0, 1], got ", o.alpha);
   STRATA_CHECK(o.group_size >= 0, "--group-size must be 0 (one scale per row) or a positive column count");
   if (needs_text) read_text(o.calibration);  // a bad path fails before the model is opened
-  STRATA_CHECK(fs::is_directory(o.model) && fs::exists(fs::path(o.model) / "config.json"), o.model,
-               ": --type ", o.type, " reads a Hugging Face directory (config.json + f32/f16/bf16 safetensors) and "
+  STRATA_CHECK(fs::is_directory(o.model) && fs::exists(fs::path(o.model) / "config.json"), o.model, ": --type ", o.type,
+               " reads a Hugging Face directory (config.json + f32/f16/bf16 safetensors) and "
                "writes one; convert a GGUF source first (tools/reference/gguf_to_hf.py)");
   const std::unique_ptr<Checkpoint> ckpt = open_checkpoint(o.model);
   const ModelConfig& config = ckpt->config();
@@ -437,8 +453,8 @@ QuantizeResult quantize_calibrated(const QuantizeOptions& o, QuantizeProgress* p
         const AwqChoice c = awq_factors(*cpu, stats.at(l, in), ws, o.group_size);
         awq_plain += c.plain_error;
         awq_chosen += c.error;
-        LOG_DEBUG("quantize: ", calibration_key(l, in), ": AWQ exponent ", c.exponent, ", output error ", c.error,
-                  " (", c.plain_error, " unscaled)");
+        LOG_DEBUG("quantize: ", calibration_key(l, in), ": AWQ exponent ", c.exponent, ", output error ", c.error, " (",
+                  c.plain_error, " unscaled)");
         return c.s;
       };
       const std::vector<Matrix*> qkv = {&w["attn_q"], &w["attn_k"], &w["attn_v"]},
@@ -491,12 +507,15 @@ QuantizeResult quantize_calibrated(const QuantizeOptions& o, QuantizeProgress* p
   if (!o.smoothing && type != CalibratedType::kFp8)
     result.notes.push_back("no smoothing (--no-smoothing): plain round-to-nearest weights");
   else if (type == CalibratedType::kW8A8Int8)
-    result.notes.push_back(cat("SmoothQuant (alpha ", o.alpha, ") folded into input_layernorm (q/k/v), "
-                               "post_attention_layernorm (gate/up) and up_proj's rows (down_proj) in ", config.n_layers,
+    result.notes.push_back(cat("SmoothQuant (alpha ", o.alpha,
+                               ") folded into input_layernorm (q/k/v), "
+                               "post_attention_layernorm (gate/up) and up_proj's rows (down_proj) in ",
+                               config.n_layers,
                                " layers; o_proj is not smoothed (its factor would have to fold into v_proj across "
                                "shared KV heads)"));
   else if (type == CalibratedType::kW4A16)
-    result.notes.push_back(cat("AWQ scales searched on ", o.awq_rows, " sampled rows per input and folded like "
+    result.notes.push_back(cat("AWQ scales searched on ", o.awq_rows,
+                               " sampled rows per input and folded like "
                                "SmoothQuant's (o_proj not scaled); output error on those rows ",
                                awq_plain > 0 ? awq_chosen / awq_plain : 1.0, "x that of plain group-wise int4"));
   if (type == CalibratedType::kFp8)

@@ -85,10 +85,12 @@ double relative_rms(const Tensor& a, const Tensor& b) {
 std::vector<float> loaded_weight(const Checkpoint& ckpt, const std::string& canonical) {
   const Tensor t = ckpt.tensor(canonical);
   std::vector<float> out(static_cast<size_t>(t.numel()));
-  if (t.dtype() == DType::kF32) std::memcpy(out.data(), t.raw(), out.size() * 4);
+  if (t.dtype() == DType::kF32)
+    std::memcpy(out.data(), t.raw(), out.size() * 4);
   else if (t.dtype() == DType::kF16)
     for (size_t i = 0; i < out.size(); ++i) out[i] = f16_to_f32(static_cast<const uint16_t*>(t.raw())[i]);
-  else dequantize_row(t.dtype(), t.raw(), out.data(), t.numel());
+  else
+    dequantize_row(t.dtype(), t.raw(), out.data(), t.numel());
   return out;
 }
 
@@ -106,7 +108,8 @@ uint64_t checksum(const std::vector<float>& v) {  // tools/reference/make_calibr
 
 std::map<std::string, std::map<std::string, uint64_t>> library_reference() {
   std::ifstream in(test::fixture("calibrated/reference.txt"));
-  EXPECT_TRUE(in.good()) << "missing tests/fixtures/calibrated/reference.txt (tools/reference/make_calibrated_fixtures.py)";
+  EXPECT_TRUE(in.good())
+      << "missing tests/fixtures/calibrated/reference.txt (tools/reference/make_calibrated_fixtures.py)";
   std::map<std::string, std::map<std::string, uint64_t>> out;
   std::string line;
   while (std::getline(in, line)) {
@@ -232,8 +235,12 @@ TEST(Calibration, RecordsTheActivationsTheModelComputes) {
     }
   }
   for (int64_t j = 0; j < c.hidden; ++j) {
-    EXPECT_NEAR(x.max_abs[static_cast<size_t>(j)], max_abs[static_cast<size_t>(j)], 1e-5 * max_abs[static_cast<size_t>(j)]) << j;
-    EXPECT_NEAR(x.sum_abs[static_cast<size_t>(j)], sum_abs[static_cast<size_t>(j)], 1e-5 * sum_abs[static_cast<size_t>(j)]) << j;
+    EXPECT_NEAR(x.max_abs[static_cast<size_t>(j)], max_abs[static_cast<size_t>(j)],
+                1e-5 * max_abs[static_cast<size_t>(j)])
+        << j;
+    EXPECT_NEAR(x.sum_abs[static_cast<size_t>(j)], sum_abs[static_cast<size_t>(j)],
+                1e-5 * sum_abs[static_cast<size_t>(j)])
+        << j;
   }
   EXPECT_THROW(collect_activation_stats(*ckpt, {1}, co), strata::Error);
 }
@@ -298,8 +305,10 @@ TEST(CalibratedQuantize, Fp8StaticActivationScales) {
     }
   EXPECT_EQ(scales.size(), 14u);
   for (const auto& [name, v] : scales) EXPECT_GT(v, 0) << name;
-  EXPECT_EQ(scales.at("model.layers.0.self_attn.q_proj.input_scale"), scales.at("model.layers.0.self_attn.v_proj.input_scale"));
-  EXPECT_NE(scales.at("model.layers.0.self_attn.q_proj.input_scale"), scales.at("model.layers.0.mlp.down_proj.input_scale"));
+  EXPECT_EQ(scales.at("model.layers.0.self_attn.q_proj.input_scale"),
+            scales.at("model.layers.0.self_attn.v_proj.input_scale"));
+  EXPECT_NE(scales.at("model.layers.0.self_attn.q_proj.input_scale"),
+            scales.at("model.layers.0.mlp.down_proj.input_scale"));
 }
 
 // ---- the smoothing alone ---------------------------------------------------------------------------------
