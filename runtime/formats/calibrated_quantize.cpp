@@ -112,8 +112,10 @@ std::vector<float> smoothquant_factors(const ChannelStats& x, const std::vector<
 
 float f16_round(float v) { return f16_to_f32(f32_to_f16(v)); }
 
-// Group-wise symmetric int4 (codes -8..7, scale = max|w| / 7.5 rounded to an f16 value, compressed-tensors'
-// symmetric range): codes [rows * cols] and scales [rows * groups]. group 0 = one group per row.
+// Group-wise symmetric int4, codes -8..7 with a positive scale per group (an f16 value). The group's
+// largest-magnitude weight lands exactly on a code: on -8 (scale max/8) when it is negative, on +7 (scale max/7)
+// when positive, as ggml's q4_0 keeps its extreme exact; rounding it by half a step costs the most important
+// weight the most. codes [rows * cols] and scales [rows * groups]; group 0 = one group per row.
 void quantize_int4(const Matrix& w, int64_t group, std::vector<int8_t>* codes, std::vector<float>& scales) {
   const int64_t g = group > 0 ? group : w.cols, groups = w.cols / g;
   scales.assign(static_cast<size_t>(w.rows * groups), 0.f);
@@ -121,9 +123,10 @@ void quantize_int4(const Matrix& w, int64_t group, std::vector<int8_t>* codes, s
   for (int64_t r = 0; r < w.rows; ++r)
     for (int64_t b = 0; b < groups; ++b) {
       const float* x = w.row(r) + b * g;
-      float m = 0;
-      for (int64_t i = 0; i < g; ++i) m = std::max(m, std::fabs(x[i]));
-      const float s = f16_round(m / 7.5f);
+      float extreme = 0;
+      for (int64_t i = 0; i < g; ++i)
+        if (std::fabs(x[i]) > std::fabs(extreme)) extreme = x[i];
+      const float s = f16_round(extreme < 0 ? -extreme / 8.f : extreme / 7.f);
       scales[static_cast<size_t>(r * groups + b)] = s;
       if (codes == nullptr || s == 0) continue;
       for (int64_t i = 0; i < g; ++i)
