@@ -33,6 +33,8 @@ class RecordingBackend final : public Backend {
     if (weight.defined()) watched_[weight.raw()] = key;
   }
   CalibrationStats take() { return std::move(stats_); }
+  // Each scored window runs as one step, so every recorded matmul holds `rows` rows from position 0 on.
+  void set_window_rows(int64_t rows) { window_rows_ = rows; }
 
   Device device() const override { return inner_->device(); }
   std::string name() const override { return "calibration(" + inner_->name() + ")"; }
@@ -84,17 +86,18 @@ class RecordingBackend final : public Backend {
       s.max_abs.assign(static_cast<size_t>(channels), 0.f);
       s.sum_abs.assign(static_cast<size_t>(channels), 0.0);
     }
-    STRATA_CHECK_KIND(ErrorKind::kInternal, s.channels == channels, "calibration input ", key, " changed width");
+    STRATA_CHECK_KIND(ErrorKind::kInternal, s.channels == channels && rows == window_rows_, "calibration input ", key,
+                      " saw ", rows, " rows of ", channels, " in a window of ", window_rows_);
     const float* data = x.data<float>();
     for (int64_t r = 0; r < rows; ++r) {
       const float* row = data + r * channels;
-      for (int64_t j = 0; j < channels; ++j) {
-        const float a = std::fabs(row[j]);
-        s.max_abs[static_cast<size_t>(j)] = std::max(s.max_abs[static_cast<size_t>(j)], a);
-        s.sum_abs[static_cast<size_t>(j)] += a;
-      }
+      ++s.rows;
+      for (int64_t j = 0; j < channels; ++j)
+        s.max_abs[static_cast<size_t>(j)] = std::max(s.max_abs[static_cast<size_t>(j)], std::fabs(row[j]));
+      if (r == 0) continue;  // the window's first position (ChannelStats)
+      for (int64_t j = 0; j < channels; ++j) s.sum_abs[static_cast<size_t>(j)] += std::fabs(row[j]);
       // Reservoir sampling (Vitter's algorithm R): every row seen so far is kept with equal probability.
-      const int64_t seen = s.rows++;
+      const int64_t seen = s.mean_rows++;
       int64_t slot = -1;
       if (s.sample_rows < options_.sample_rows) {
         slot = s.sample_rows++;
@@ -112,6 +115,7 @@ class RecordingBackend final : public Backend {
   std::mt19937_64 rng_;
   std::unordered_map<const void*, std::string> watched_;
   CalibrationStats stats_;
+  int64_t window_rows_ = 0;
 };
 
 }  // namespace
@@ -165,6 +169,7 @@ CalibrationStats collect_activation_stats(const Checkpoint& checkpoint, const st
   Generator generator(model, kv, link, backend);
   for (size_t begin = 0; begin + 1 < ids.size(); begin += static_cast<size_t>(context)) {
     const size_t end = std::min(ids.size(), begin + static_cast<size_t>(context));
+    backend.set_window_rows(static_cast<int64_t>(end - begin));
     generator.score(std::vector<int32_t>(ids.begin() + static_cast<std::ptrdiff_t>(begin),
                                          ids.begin() + static_cast<std::ptrdiff_t>(end)));
   }

@@ -19,12 +19,16 @@ enum class LinearInput { kAttnIn, kAttnOut, kFfnIn, kFfnOut };
 // "blk.3.attn_in", ... (the key of CalibrationStats::inputs).
 std::string calibration_key(int64_t layer, LinearInput input);
 
+// The first position of every window is an attention sink in many models: its activations can be orders of
+// magnitude above any other token's. It counts in max_abs (a static scale must cover it) but not in the mean
+// or the sample, which would otherwise weigh AWQ's search towards that one token.
 struct ChannelStats {
   int64_t channels = 0;
   int64_t rows = 0;             // tokens seen
+  int64_t mean_rows = 0;        // tokens in sum_abs and the sample pool: all but each window's first
   std::vector<float> max_abs;   // [channels] max |x_j| over every row
-  std::vector<double> sum_abs;  // [channels] sum |x_j| over every row (mean = sum / rows)
-  std::vector<float> sample;    // [sample_rows, channels] a uniform sample of the rows (reservoir)
+  std::vector<double> sum_abs;  // [channels] sum |x_j| over the rows after each window's first (mean = / mean_rows)
+  std::vector<float> sample;    // [sample_rows, channels] a uniform sample of those rows (reservoir)
   int64_t sample_rows = 0;
   float max_abs_all() const;  // max over channels
 };

@@ -179,7 +179,7 @@ AwqChoice awq_factors(Backend& cpu, const ChannelStats& x, const std::vector<Mat
   }
   std::vector<float> mean(static_cast<size_t>(x.channels));
   for (size_t j = 0; j < mean.size(); ++j)
-    mean[j] = std::max(static_cast<float>(x.sum_abs[j] / static_cast<double>(std::max<int64_t>(1, x.rows))), 1e-6f);
+    mean[j] = std::max(static_cast<float>(x.sum_abs[j] / static_cast<double>(std::max<int64_t>(1, x.mean_rows))), 1e-6f);
   AwqChoice best;
   for (int i = 0; i < kAwqGrid; ++i) {
     const float a = static_cast<float>(i) / kAwqGrid;
