@@ -22,10 +22,17 @@ $S quantize --model $M --type fp8 --force --out $WORK/smol-fp8
 $S quantize --model $M --type fp8 --activation-scales static $Q --out $WORK/smol-fp8-static
 $S quantize --model $M --type w4a16 --group-size 64 $Q --out $WORK/smol-w4a16
 $S quantize --model $M --type w4a16 --group-size 64 --no-smoothing --force --out $WORK/smol-w4a16-plain
-for d in $M $WORK/smol-w8a8 $WORK/smol-w8a8-plain $WORK/smol-fp8 $WORK/smol-w4a16 $WORK/smol-w4a16-plain; do
+$S quantize --model $M --type w4a16 --group-size 32 $Q --out $WORK/smol-w4a16-g32
+$S quantize --model $M --type w4a16 --group-size 32 --no-smoothing --force --out $WORK/smol-w4a16-g32-plain
+$S quantize --model $M --type q4_0 --pure --force --out $WORK/smol-q4_0.gguf
+$S perplexity --model $WORK/smol-q4_0.gguf --text-file $WORK/eval.txt
+for d in $M $WORK/smol-w8a8 $WORK/smol-w8a8-plain $WORK/smol-fp8 $WORK/smol-w4a16 $WORK/smol-w4a16-plain \
+         $WORK/smol-w4a16-g32 $WORK/smol-w4a16-g32-plain; do
   echo "== $d $(du -b $d/model.safetensors | cut -f1)"
   $S perplexity --model $d --text-file $WORK/eval.txt
 done
+/work/.venv/bin/python bench/results/calibrated-quant-cpu-20261207/transformers_ppl.py $WORK/eval.txt $M \
+  $WORK/smol-w8a8 $WORK/smol-w8a8-plain $WORK/smol-fp8 $WORK/smol-w4a16 $WORK/smol-w4a16-plain
 
 M=../shared/models/stories260K-hf
 CAL=bench/results/calibrated-quant-cpu-20261207/calibration_story.txt
