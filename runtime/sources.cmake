@@ -2,6 +2,7 @@
 # A new source file goes here; configuring fails while a file on disk is missing from the list.
 set(STRATA_RUNTIME_SOURCES
   backend.cpp
+  calibration.cpp
   collective.cpp
   cpu/cpu_backend.cpp
   cpu/cpu_kernels.cpp
@@ -33,6 +34,7 @@ set(STRATA_RUNTIME_SOURCES
   error.cpp
   fp8_kv.cpp
   formats/block_quant.cpp
+  formats/calibrated_quantize.cpp
   formats/checkpoint.cpp
   formats/fp8_block.cpp
   formats/gguf_checkpoint.cpp

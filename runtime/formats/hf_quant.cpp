@@ -477,13 +477,30 @@ HfTranscoded fp8(Module& m, const HfQuantization& q) {
   const HfRawTensor& w = m.get("weight", {DType::kF8_E4M3}, "FP8 codes");
   STRATA_CHECK_KIND(ErrorKind::kFormat, w.shape.size() == 2, describe(m.name("weight"), w), " must be 2-D");
   const int64_t rows = w.shape[0], cols = w.shape[1];
-  STRATA_CHECK_KIND(ErrorKind::kFormat, cols % kF8Block == 0, describe(m.name("weight"), w), " has ", cols,
-                    " input columns; strata stores FP8 rows in blocks of ", kF8Block,
-                    " (f8_e4m3_b128), so rows must be a multiple of ", kF8Block);
   // scale_of(r, c): the scale of row r's 128-column block starting at column c.
   const char* scale_name = m.has("weight_scale_inv") ? "weight_scale_inv" : "weight_scale";
   const HfRawTensor& s = m.get(scale_name, kFloatTypes, "the FP8 scales");
   const int64_t count = numel(s.shape);
+  // Per-tensor / per-channel weight_scale (not a block grid's weight_scale_inv) on rows that 128-column blocks do
+  // not tile: dequantized exactly to f32, like the int layers without a block type.
+  const bool row_scales = std::strcmp(scale_name, "weight_scale") == 0 &&
+                          (count == 1 || (count == rows && (s.shape.size() == 1 || s.shape.back() == 1)));
+  if (cols % kF8Block != 0 && row_scales) {
+    HfTranscoded out;
+    out.shape = {rows, cols};
+    out.dtype = DType::kF32;
+    out.bytes.resize(static_cast<size_t>(rows * cols * 4));
+    auto* y = reinterpret_cast<float*>(out.bytes.data());
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < cols; ++c) y[r * cols + c] = e4m3_to_f32(w.data[r * cols + c]) * float_at(s, count == 1 ? 0 : r);
+    if (m.has("input_scale")) out.input_scale = float_at(m.get("input_scale", kFloatTypes, "the input scale"), 0);
+    out.described = cat(m.name("weight"), " in ", m.file(), " (", q.method_name, " e4m3) -> f32");
+    out.unquantized_why = cat("its ", cols, " columns are not a multiple of the ", kF8Block, "-column f8_e4m3_b128 block");
+    return out;
+  }
+  STRATA_CHECK_KIND(ErrorKind::kFormat, cols % kF8Block == 0, describe(m.name("weight"), w), " has ", cols,
+                    " input columns; strata stores FP8 rows in blocks of ", kF8Block,
+                    " (f8_e4m3_b128), so rows must be a multiple of ", kF8Block);
   int64_t row_band = rows, col_band = cols, scale_cols = 1;  // one scale per [row_band, col_band] tile
   if (count == 1) {
   } else if (count == rows && (s.shape.size() == 1 || s.shape.back() == 1)) {

@@ -11,6 +11,7 @@
 
 #include "runtime/error.h"
 #include "runtime/formats/block_quant.h"
+#include "runtime/formats/calibrated_quantize.h"
 #include "runtime/formats/checkpoint.h"
 #include "runtime/formats/gguf.h"
 #include "runtime/formats/mapped_file.h"
@@ -134,7 +135,7 @@ QuantRecipe quant_recipe(const std::string& type) {
   for (const RecipeRow& r : kRecipes)
     if (lower == r.name) return QuantRecipe{lower, r.base, r.mix, r.file_type};
   STRATA_THROW(ErrorKind::kInvalidArgument, "unknown quantization type '", type, "'; choose one of: ",
-               quant_type_names());
+               quant_type_names(), " (GGUF) or ", calibrated_type_names(), " (calibrated, Hugging Face safetensors)");
 }
 
 std::string quant_type_names() {
@@ -172,6 +173,7 @@ TensorTypeChoice choose_tensor_type(const QuantRecipe& recipe, const std::string
 }
 
 QuantizeResult quantize_model(const QuantizeOptions& o, QuantizeProgress* progress) {
+  if (calibrated_type(o.type)) return quantize_calibrated(o, progress);
   const QuantRecipe recipe = quant_recipe(o.type);
   STRATA_CHECK(!o.out.empty(), "quantize needs an output file (--out FILE.gguf)");
   STRATA_CHECK(fs::path(o.out).extension() == ".gguf", "quantize writes GGUF: the output '", o.out,

@@ -54,6 +54,17 @@ struct QuantizeOptions {
   bool pure = false;  // every matrix at the base type
   bool f16_fallback = false;  // a tensor whose rows do not divide its type's block is written f16, not an error
   int threads = 0;    // 0 = all cores; the bytes do not depend on it
+  // Calibrated types (w8a8-int8, fp8, w4a16: runtime/formats/calibrated_quantize.h), which write a Hugging
+  // Face directory in llm-compressor's compressed-tensors format instead of a GGUF file.
+  std::string calibration;              // text file the unquantized model runs on (activation statistics)
+  float alpha = 0.5f;                   // SmoothQuant's migration strength
+  int64_t group_size = 128;             // w4a16: columns per scale; 0 = one scale per row
+  bool static_activations = false;      // fp8: static per-tensor input scales from the calibration maximum
+  int64_t calibration_context = 512;    // tokens per calibration window
+  int64_t calibration_tokens = 0;       // use at most this many tokens of the text (0: all)
+  int64_t awq_rows = 512;               // w4a16: activation rows kept per input for the scale search
+  bool smooth_only = false;             // apply the smoothing / AWQ scales, write unquantized (checks the folding)
+  bool smoothing = true;                // false: no SmoothQuant / AWQ factors (plain round-to-nearest, for comparison)
 };
 
 struct QuantizedTensor {
@@ -69,6 +80,7 @@ struct QuantizeResult {
   uint64_t source_bytes = 0;             // tensor bytes read
   uint64_t output_bytes = 0;             // the written file's size
   int64_t parameters = 0;
+  std::vector<std::string> notes;        // calibrated types: what the smoothing did, per kind of layer
 };
 
 // Writes options.out. Errors (strata::Error) name the file, the tensor and what to do: an unknown type, an

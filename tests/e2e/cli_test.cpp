@@ -132,7 +132,11 @@ INSTANTIATE_TEST_SUITE_P(
         BadInput{"quantize_unknown_type", "quantize --model " + kFixture + " --type q7_k --out x.gguf",
                  "unknown quantization type 'q7_k'; choose one of: f32, f16, bf16, q8_0"},
         BadInput{"quantize_output_exists", "quantize --model " + kFixture + " --type q8_0 --out " +
-                 test::source_dir() + "/tests/fixtures/quantize/reference.txt", "must end in .gguf"}),
+                 test::source_dir() + "/tests/fixtures/quantize/reference.txt", "must end in .gguf"},
+        BadInput{"quantize_calibrated_without_text", "quantize --model " + kFixture + " --type w8a8-int8 --out x",
+                 "--type w8a8-int8 needs --calibration FILE.txt"},
+        BadInput{"quantize_bad_activation_scales", "quantize --model " + kFixture + " --type fp8 --activation-scales "
+                 "sometimes --out x", "--activation-scales must be dynamic or static"}),
     [](const auto& info) { return std::string(info.param.name); });
 
 // -h and --help answer every command and benchmark with its usage on stdout and exit 0, running

@@ -275,6 +275,16 @@ TEST(HfQuantErrors, MissingScalesAndFp8RowsNotAMultipleOf128) {
   b.add("l.weight", DType::kF8_E4M3, {4, 96}, std::vector<uint8_t>(4 * 96, 0x38));
   b.add("l.weight_scale_inv", DType::kF32, {1, 1}, bytes_of(std::vector<float>{1.f}));
   expect_transcode_error(fp8, b, {"'l.weight' in model.safetensors has 96 input columns", "multiple of 128"});
+  // Per-channel scales (as `strata quantize --type fp8` writes them) on such rows are dequantized exactly to f32.
+  Raw c;
+  c.add("l.weight", DType::kF8_E4M3, {2, 96}, std::vector<uint8_t>(2 * 96, 0x38));  // e4m3 0x38 = 1.0
+  c.add("l.weight_scale", DType::kF32, {2, 1}, bytes_of(std::vector<float>{0.5f, 0.25f}));
+  const auto out = transcode_hf_quantized(fp8, c.tensors);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].dtype, DType::kF32);
+  const auto* y = reinterpret_cast<const float*>(out[0].bytes.data());
+  EXPECT_EQ(y[0], 0.5f);
+  EXPECT_EQ(y[96 + 95], 0.25f);
 }
 
 TEST(HfQuantErrors, CompressedTensorsScalesOfTheWrongShape) {
