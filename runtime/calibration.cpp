@@ -11,6 +11,7 @@
 #include "runtime/backend.h"
 #include "runtime/collective.h"
 #include "runtime/error.h"
+#include "runtime/forwarding_backend.h"
 #include "runtime/formats/checkpoint.h"
 #include "runtime/generator.h"
 #include "runtime/kv_cache.h"
@@ -22,10 +23,10 @@ namespace strata {
 
 namespace {
 
-class RecordingBackend final : public Backend {
+class RecordingBackend final : public ForwardingBackend {
  public:
   RecordingBackend(std::unique_ptr<Backend> inner, const CalibrationOptions& options)
-      : inner_(std::move(inner)), options_(options), rng_(options.seed) {}
+      : ForwardingBackend(std::move(inner)), options_(options), rng_(options.seed) {}
 
   // Which input a weight's matmul reads: keyed by the weight's data address (the CPU backend computes on the
   // mapped or uploaded tensor itself, so the address is stable for the run).
@@ -36,43 +37,11 @@ class RecordingBackend final : public Backend {
   // Each scored window runs as one step, so every recorded matmul holds `rows` rows from position 0 on.
   void set_window_rows(int64_t rows) { window_rows_ = rows; }
 
-  Device device() const override { return inner_->device(); }
-  std::string name() const override { return "calibration(" + inner_->name() + ")"; }
-  DType activation_dtype() const override { return inner_->activation_dtype(); }
-  Tensor alloc(const Shape& shape, DType dtype) override { return inner_->alloc(shape, dtype); }
-  void copy(const Tensor& src, Tensor& dst) override { inner_->copy(src, dst); }
-  Tensor upload_weight(const Tensor& host) override { return inner_->upload_weight(host); }
-  void synchronize() override { inner_->synchronize(); }
-  void embed(const Tensor& table, const Tensor& ids, int64_t vocab_offset, Tensor& out) override {
-    inner_->embed(table, ids, vocab_offset, out);
-  }
-  void rmsnorm(const Tensor& x, const Tensor& weight, float eps, Tensor& out) override {
-    inner_->rmsnorm(x, weight, eps, out);
-  }
-  void add_rmsnorm(Tensor& residual, const Tensor& x, const Tensor& weight, float eps, Tensor& out) override {
-    inner_->add_rmsnorm(residual, x, weight, eps, out);
-  }
+  std::string name() const override { return "calibration(" + ForwardingBackend::name() + ")"; }
+  // matmul_swiglu and rope_kv_attention keep the base's "not fused" answer, so every product goes through matmul.
   void matmul(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& out) override {
     if (auto it = watched_.find(w.raw()); it != watched_.end()) record(it->second, x);
-    inner_->matmul(x, w, bias, out);
-  }
-  void rope(Tensor& x, const Tensor& positions, const RopeParams& params) override {
-    inner_->rope(x, positions, params);
-  }
-  void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) override { inner_->silu_mul(gate, up, out); }
-  void swiglu(const Tensor& gate_up, Tensor& out) override { inner_->swiglu(gate_up, out); }
-  // matmul_swiglu and rope_kv_attention keep the base's "not fused" answer, so every product goes through matmul.
-  void add(Tensor& a, const Tensor& b) override { inner_->add(a, b); }
-  void split_columns(const Tensor& x, const std::vector<Tensor*>& parts) override { inner_->split_columns(x, parts); }
-  void kv_write(const Tensor& k, const Tensor& v, const Tensor& slots, Tensor& k_cache, Tensor& v_cache) override {
-    inner_->kv_write(k, v, slots, k_cache, v_cache);
-  }
-  void attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const AttentionBatch& batch,
-                 float scale, Tensor& out) override {
-    inner_->attention(q, k_cache, v_cache, batch, scale, out);
-  }
-  void sample(const Tensor& logits, const SampleRow* rows, int32_t* tokens, float* logprobs) override {
-    inner_->sample(logits, rows, tokens, logprobs);
+    inner().matmul(x, w, bias, out);
   }
 
  private:
@@ -110,7 +79,6 @@ class RecordingBackend final : public Backend {
     }
   }
 
-  std::unique_ptr<Backend> inner_;
   CalibrationOptions options_;
   std::mt19937_64 rng_;
   std::unordered_map<const void*, std::string> watched_;

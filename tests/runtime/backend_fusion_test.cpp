@@ -10,70 +10,34 @@
 #include <vector>
 
 #include "launcher/model_session.h"
+#include "runtime/forwarding_backend.h"
 #include "test_util.h"
 
 namespace strata {
 namespace {
 
 // Every op goes to `inner`; rope_kv_attention is recorded and declined.
-class FoldProbe final : public Backend {
+class FoldProbe final : public ForwardingBackend {
  public:
   struct Offer {
     int64_t n_tokens, n_seqs;
     bool one_token_per_seq;
   };
-
-  explicit FoldProbe(std::unique_ptr<Backend> inner) : inner_(std::move(inner)) {}
+  explicit FoldProbe(std::unique_ptr<Backend> inner) : ForwardingBackend(std::move(inner)) {}
   const std::vector<Offer>& offers() const { return offers_; }
 
-  Device device() const override { return inner_->device(); }
-  std::string name() const override { return "probe(" + inner_->name() + ")"; }
-  DType activation_dtype() const override { return inner_->activation_dtype(); }
-  Tensor alloc(const Shape& shape, DType dtype) override { return inner_->alloc(shape, dtype); }
-  void copy(const Tensor& src, Tensor& dst) override { inner_->copy(src, dst); }
-  Tensor upload_weight(const Tensor& host) override { return inner_->upload_weight(host); }
-  void synchronize() override { inner_->synchronize(); }
-  void embed(const Tensor& table, const Tensor& ids, int64_t vocab_offset, Tensor& out) override {
-    inner_->embed(table, ids, vocab_offset, out);
-  }
-  void rmsnorm(const Tensor& x, const Tensor& weight, float eps, Tensor& out) override {
-    inner_->rmsnorm(x, weight, eps, out);
-  }
-  void add_rmsnorm(Tensor& residual, const Tensor& x, const Tensor& weight, float eps, Tensor& out) override {
-    inner_->add_rmsnorm(residual, x, weight, eps, out);
-  }
-  void matmul(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& out) override {
-    inner_->matmul(x, w, bias, out);
-  }
-  void rope(Tensor& x, const Tensor& positions, const RopeParams& params) override {
-    inner_->rope(x, positions, params);
-  }
-  void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) override { inner_->silu_mul(gate, up, out); }
-  void swiglu(const Tensor& gate_up, Tensor& out) override { inner_->swiglu(gate_up, out); }
-  void add(Tensor& a, const Tensor& b) override { inner_->add(a, b); }
-  void split_columns(const Tensor& x, const std::vector<Tensor*>& parts) override { inner_->split_columns(x, parts); }
-  void kv_write(const Tensor& k, const Tensor& v, const Tensor& slots, Tensor& k_cache, Tensor& v_cache) override {
-    inner_->kv_write(k, v, slots, k_cache, v_cache);
-  }
+  std::string name() const override { return "probe(" + ForwardingBackend::name() + ")"; }
   void rope_kv_write(Tensor& q, Tensor& k, const Tensor& v, const Tensor& positions, const RopeParams& params,
                      const Tensor& slots, Tensor& k_cache, Tensor& v_cache) override {
-    inner_->rope_kv_write(q, k, v, positions, params, slots, k_cache, v_cache);
+    inner().rope_kv_write(q, k, v, positions, params, slots, k_cache, v_cache);
   }
   bool rope_kv_attention(Tensor& q, Tensor&, const Tensor&, const AttentionBatch& batch, const RopeParams&, Tensor&,
                          Tensor&, float, Tensor&) override {
     offers_.push_back({q.dim(0), batch.n_seqs, batch.one_token_per_seq});
     return false;
   }
-  void attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const AttentionBatch& batch,
-                 float scale, Tensor& out) override {
-    inner_->attention(q, k_cache, v_cache, batch, scale, out);
-  }
-  void sample(const Tensor& logits, const SampleRow* rows, int32_t* tokens, float* logprobs) override {
-    inner_->sample(logits, rows, tokens, logprobs);
-  }
 
  private:
-  std::unique_ptr<Backend> inner_;
   std::vector<Offer> offers_;
 };
 
