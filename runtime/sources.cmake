@@ -31,6 +31,7 @@ set(STRATA_RUNTIME_SOURCES
   dtype.cpp
   engine.cpp
   engine_control.cpp
+  engine_rows.cpp
   error.cpp
   fp8_kv.cpp
   formats/block_quant.cpp

@@ -40,9 +40,10 @@ command -v curl >/dev/null || { echo "bench-vision: curl is missing (apt-get ins
   exit 1; }
 if [ -z "${PEER_ONLY:-}" ] && [ ! -x "$build/strata" ]; then
   cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSTRATA_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
-    -DSTRATA_IMAGES=ON -DBUILD_TESTING=OFF >"$out/configure.log" 2>&1 || {
-    tail -20 "$out/configure.log" >&2
-    echo "bench-vision: configuring $build failed (image decoding needs libjpeg62-turbo-dev libpng-dev libwebp-dev)" >&2
+    -DBUILD_TESTING=OFF >"$out/configure.log" 2>&1 || { tail -20 "$out/configure.log" >&2; exit 1; }
+  # The test pictures are PNG: libjpeg and libpng suffice (GPU nodes often lack libwebp-dev).
+  grep -q "image decoding ON" "$out/configure.log" || {
+    echo "bench-vision: $build has no image decoding: apt-get install libjpeg62-turbo-dev libpng-dev pkg-config" >&2
     exit 1; }
   cmake --build "$build" -j "$(nproc)" --target strata >"$out/build.log" 2>&1 || {
     tail -20 "$out/build.log" >&2; exit 1; }
@@ -87,8 +88,10 @@ run_strata() {
   for rate in $rates; do
     n=$(( rate * per_rate_s > 32 ? rate * per_rate_s : 32 ))
     echo "rate $rate/s: $n requests..."
+    curl -sf "$url/metrics" >"$out/metrics-before-$rate.txt" || true
     "$build/strata" bench serve "${common[@]}" --rate "$rate" --requests "$n" --seed "$rate" \
       >"$out/strata-rate-$rate.json" || true
+    curl -sf "$url/metrics" >"$out/metrics-after-$rate.txt" || true
     # Missed: a failed request, a P99 latency over the target, or no report at all.
     missed=$("$py" -c 'import json, sys; r = json.load(open(sys.argv[1]))
 print(int(r["failed"] > 0 or (r["latency_ms"]["p99"] or 1e9) > float(sys.argv[2])))' \
@@ -119,6 +122,39 @@ for path in glob.glob(os.path.join(out, "strata-rate-*.json")):
     except ValueError:
         pass
 runs.sort(key=lambda r: r["rate"])
+
+
+def scrape(path):
+    """The engine's counters from a /metrics text (name{labels} -> value)."""
+    values = {}
+    try:
+        for line in open(path):
+            if line.startswith("strata_engine_") or line.startswith("strata_batch_size_"):
+                name, _, value = line.rpartition(" ")
+                values[name] = float(value)
+    except (OSError, ValueError):
+        pass
+    return values
+
+
+def step_profile(rate):
+    """Where the engine's steps went during one rate: steps/s, mean step, batch, prefill share, phases."""
+    a = scrape(os.path.join(out, f"metrics-before-{rate:g}.txt"))
+    b = scrape(os.path.join(out, f"metrics-after-{rate:g}.txt"))
+    d = {k: b[k] - a.get(k, 0.0) for k in b}
+    steps = d.get("strata_engine_steps_total", 0)
+    if steps <= 0:
+        return None
+    pre = d.get('strata_engine_step_seconds_total{kind="prefill"}', 0)
+    dec = d.get('strata_engine_step_seconds_total{kind="decode"}', 0)
+    dsteps = d.get("strata_engine_decode_steps_total", 0)
+    return {"steps": steps, "step_ms": 1e3 * (pre + dec) / steps,
+            "decode_step_ms": 1e3 * dec / dsteps if dsteps else None,
+            "prefill_step_ms": 1e3 * pre / (steps - dsteps) if steps > dsteps else None,
+            "prefill_share": pre / (pre + dec) if pre + dec > 0 else 0,
+            "batch": d.get("strata_batch_size_sum", 0) / steps,
+            "forward_share": d.get('strata_engine_phase_seconds_total{phase="forward"}', 0) / (pre + dec) if pre + dec else 0,
+            "sample_share": d.get('strata_engine_phase_seconds_total{phase="sample"}', 0) / (pre + dec) if pre + dec else 0}
 best = None
 print(f"\nstrata serve, one GPU, LLaVA-1.5-7B shape, 336x336 images, {runs[0]['output_len_mean'] if runs else '?'}"
       " output tokens, Poisson arrivals")
@@ -131,7 +167,19 @@ for r in runs:
           f"{fmt(t):>22s} {fmt(l):>24s}")
     if r["failed"] == 0 and l["p99"] is not None and l["p99"] < target:
         best = r if best is None or r["rate"] > best["rate"] else best
-summary = {"p99_target_ms": target, "best_rate": best["rate"] if best else None, "runs": runs}
+profiles = {f"{r['rate']:g}": step_profile(r["rate"]) for r in runs}
+if any(profiles.values()):
+    print(f"\nengine steps per rate: mean step, decode-only and prefill-carrying steps, rows per step, share of time")
+    print(f"{'rate/s':>7s} {'steps':>6s} {'step ms':>8s} {'decode ms':>10s} {'prefill ms':>11s} {'rows':>5s} "
+          f"{'prefill%':>9s} {'forward%':>9s} {'sample%':>8s}")
+    for rate, p in profiles.items():
+        if p:
+            ms = lambda v: f"{v:.1f}" if v is not None else "-"
+            print(f"{float(rate):7.1f} {p['steps']:6.0f} {p['step_ms']:8.1f} {ms(p['decode_step_ms']):>10s} "
+                  f"{ms(p['prefill_step_ms']):>11s} {p['batch']:5.1f} {100 * p['prefill_share']:8.0f}% "
+                  f"{100 * p['forward_share']:8.0f}% {100 * p['sample_share']:7.0f}%")
+summary = {"p99_target_ms": target, "best_rate": best["rate"] if best else None, "runs": runs,
+           "step_profiles": profiles}
 if best:
     print(f"highest rate with P99 latency < {target:.0f} ms: {best['rate']:g} requests/s "
           f"(TTFT p50 {best['ttft_ms']['p50']:.0f} ms, latency p99 {best['latency_ms']['p99']:.0f} ms)")

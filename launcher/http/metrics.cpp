@@ -144,6 +144,18 @@ std::string Metrics::render(const EngineStats& stats, bool ready, const std::vec
         static_cast<double>(stats.kv_blocks_cached));
   gauge(out, "strata_kv_blocks_total", "KV cache blocks", static_cast<double>(stats.kv_blocks_total));
   gauge(out, "strata_engine_steps_total", "engine iterations", static_cast<double>(stats.steps), "counter");
+  gauge(out, "strata_engine_decode_steps_total", "engine iterations that ran decodes only",
+        static_cast<double>(stats.decode_steps), "counter");
+  // Where the engine's time went: steps that carried prompt tokens against decode-only steps, and within
+  // all steps the forward pass (up to logits on the host) and sampling with the token broadcast.
+  out += "# HELP strata_engine_step_seconds_total wall time of engine steps, by whether they carried prompt tokens\n"
+         "# TYPE strata_engine_step_seconds_total counter\n";
+  out += cat("strata_engine_step_seconds_total{kind=\"prefill\"} ", stats.prefill_seconds, "\n");
+  out += cat("strata_engine_step_seconds_total{kind=\"decode\"} ", stats.decode_seconds, "\n");
+  out += "# HELP strata_engine_phase_seconds_total step time in the forward pass and in sampling (the rest of a "
+         "step is scheduling)\n# TYPE strata_engine_phase_seconds_total counter\n";
+  out += cat("strata_engine_phase_seconds_total{phase=\"forward\"} ", stats.forward_seconds, "\n");
+  out += cat("strata_engine_phase_seconds_total{phase=\"sample\"} ", stats.sample_seconds, "\n");
   if (!stats.expert_tokens.empty()) {  // per-expert load of a mixture-of-experts model (the driver's stage)
     out += "# HELP strata_expert_tokens_total tokens routed to each expert, summed over the driver's stage's "
            "expert layers\n# TYPE strata_expert_tokens_total counter\n";

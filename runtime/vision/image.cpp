@@ -8,6 +8,8 @@
 #include <jerror.h>
 #include <jpeglib.h>
 #include <png.h>
+#endif
+#ifdef STRATA_HAVE_WEBP
 #include <webp/decode.h>
 #endif
 
@@ -248,6 +250,7 @@ RgbImage decode_png(std::span<const uint8_t> bytes, const std::string& source, c
   return image;
 }
 
+#ifdef STRATA_HAVE_WEBP
 // ---- WebP ----
 
 const char* webp_status_text(VP8StatusCode status) {
@@ -292,6 +295,7 @@ RgbImage decode_webp(std::span<const uint8_t> bytes, const std::string& source, 
   return image;
 }
 
+#endif  // STRATA_HAVE_WEBP
 #endif  // STRATA_HAVE_IMAGE_CODECS
 
 bool starts_with(std::span<const uint8_t> bytes, size_t offset, const char* magic) {
@@ -331,7 +335,13 @@ RgbImage decode_image(std::span<const uint8_t> bytes, const std::string& source,
   switch (sniff_image_format(bytes, source)) {
     case ImageFormat::kJpeg: return decode_jpeg(bytes, source, limits);
     case ImageFormat::kPng: return decode_png(bytes, source, limits);
-    case ImageFormat::kWebp: return decode_webp(bytes, source, limits);
+    case ImageFormat::kWebp:
+#ifdef STRATA_HAVE_WEBP
+      return decode_webp(bytes, source, limits);
+#else
+      STRATA_THROW(ErrorKind::kConfig, source, ": this strata was built without libwebp, so it reads JPEG and PNG "
+                   "but not WebP; send JPEG or PNG, or install libwebp-dev pkg-config and rebuild");
+#endif
   }
 #else
   const ImageFormat format = sniff_image_format(bytes, source);

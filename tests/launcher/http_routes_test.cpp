@@ -250,5 +250,25 @@ TEST(Metrics, SpeculativeDecodingCountersAndRates) {
     EXPECT_NE(text.find(line), std::string::npos) << line;
 }
 
+// Where the engine's time went, on /metrics: step seconds by kind and the forward / sample phases, as the
+// engine counts them (a serving benchmark scrapes these around each rate to split its step time).
+TEST(Metrics, EngineStepTimeByKindAndPhase) {
+  Metrics metrics;
+  EngineStats stats;
+  stats.steps = 10;
+  stats.decode_steps = 7;
+  stats.prefill_seconds = 0.25;
+  stats.decode_seconds = 0.5;
+  stats.forward_seconds = 0.625;
+  stats.sample_seconds = 0.0625;
+  const std::string text = metrics.render(stats, true);
+  for (const char* line : {"\nstrata_engine_steps_total 10\n", "\nstrata_engine_decode_steps_total 7\n",
+                           "\nstrata_engine_step_seconds_total{kind=\"prefill\"} 0.25\n",
+                           "\nstrata_engine_step_seconds_total{kind=\"decode\"} 0.5\n",
+                           "\nstrata_engine_phase_seconds_total{phase=\"forward\"} 0.625\n",
+                           "\nstrata_engine_phase_seconds_total{phase=\"sample\"} 0.0625\n"})
+    EXPECT_NE(text.find(line), std::string::npos) << line;
+}
+
 }  // namespace
 }  // namespace strata::launcher::http
