@@ -27,7 +27,8 @@ int cmd_make_model(int argc, char** argv) {
                                  {"heads", true, "override the preset's attention heads (head size = hidden / heads)"},
                                  {"kv-heads", true, "override the preset's key/value heads"},
                                  {"ffn", true, "override the preset's feed-forward size"},
-                                 {"vocab", true, "override the preset's vocabulary size"}},
+                                 {"vocab", true, "override the preset's vocabulary size"},
+                                 {"context", true, "override the preset's context length (max_position_embeddings)"}},
                   argc, argv, 2);
   MakeModelOptions options;
   options.preset = args.required("preset");
@@ -40,7 +41,7 @@ int cmd_make_model(int argc, char** argv) {
   options.out = args.required("out");
   ModelConfig config = model_preset(options.preset);  // validates the name before any writing
   const bool reshaped = args.has("hidden") || args.has("layers") || args.has("heads") || args.has("kv-heads") ||
-                        args.has("ffn") || args.has("vocab");
+                        args.has("ffn") || args.has("vocab") || args.has("context");
   if (reshaped) {  // a preset with other sizes (tests and fixtures that need, say, rows of 256)
     config.hidden = args.integer("hidden", config.hidden, 1, 1 << 20);
     config.n_layers = args.integer("layers", config.n_layers, 1, 4096);
@@ -49,10 +50,11 @@ int cmd_make_model(int argc, char** argv) {
     config.n_kv_heads = args.integer("kv-heads", std::min(config.n_kv_heads, config.n_heads), 1, 4096);
     config.ffn = args.integer("ffn", config.ffn, 1, 1 << 22);
     config.vocab_size = args.integer("vocab", config.vocab_size, 1, 1 << 24);
+    config.max_seq = args.integer("context", config.max_seq, 1, int64_t{1} << 24);
     config.head_dim = config.hidden / config.n_heads;
     STRATA_CHECK(config.head_dim * config.n_heads == config.hidden, "--heads ", config.n_heads,
                  " must divide --hidden ", config.hidden);
-    config.validate("make-model with --hidden/--layers/--heads/--kv-heads/--ffn/--vocab");
+    config.validate("make-model with --hidden/--layers/--heads/--kv-heads/--ffn/--vocab/--context");
     options.config = config;
   }
   {  // a 7b-shape model takes minutes to write: show the bytes on disk against the expected total
