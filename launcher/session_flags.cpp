@@ -95,6 +95,9 @@ std::vector<FlagSpec> session_flags() {
       {"plan", true, "YAML plan: run this rank's part of a multi-rank layout (under mpirun/srun)", model},
       {"device", true, "cpu (default), cuda or cuda:N", model},
       {"threads", true, "CPU threads (default: the cores free on this host, shared by its ranks)", model},
+      {"cpu-repack", true, "CPU: copy Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 weights into an interleaved layout at load: on "
+                           "(default; faster matmuls, those weights' bytes resident twice: the copy and the file's "
+                           "cached pages) or off (read the mapped file as it is)", model},
       {"kv-tokens", true, "KV cache capacity in tokens (default: enough for the request)", model},
       {"kv-cache-dtype", true, "KV cache element type: auto (f32 on the CPU, bf16 on CUDA), f32, f16, bf16 or fp8 "
                                "(e4m3 with a scale per token and head: about half bf16's bytes)", model},
@@ -131,6 +134,10 @@ SessionOptions session_options(const Args& args, const parallel::Plan* plan, int
   if (args.has("kv-cache-dtype")) o.kv_cache_dtype = parse_kv_cache_dtype(args.str("kv-cache-dtype"), "--kv-cache-dtype");
   o.offload = residency_options(args, plan, rank);
   o.backend = backend_settings(args.str("kernel-options"), args.str("cuda-graphs"), args.has("profile-ops"));
+  const std::string repack = args.str("cpu-repack", "on");
+  STRATA_CHECK_KIND(ErrorKind::kInvalidArgument, repack == "on" || repack == "off", "--cpu-repack must be on or off, got '",
+                    repack, "'");
+  o.backend.cpu_repack = repack == "on";
   o.speculative = speculative_settings(&args, plan);
   return o;
 }

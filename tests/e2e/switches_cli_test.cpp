@@ -1,7 +1,8 @@
 // tests/e2e/switches_cli_test.cpp: the strata executable's switches (README.md's table) on a CPU build or
 // device: --kernel-options with an unknown key ends the command with an error naming it and the valid keys;
 // valid keys are accepted and ignored on the CPU (same ids as without them, and a note says so);
-// --cuda-graphs takes on or off; bench decode --skip-all-reduces needs a plan.
+// --cuda-graphs takes on or off; bench decode --skip-all-reduces needs a plan; --cpu-repack off reads the
+// mapped quantized weights as they are and decodes what the interleaved copy and the f32 model decode.
 #include <gtest/gtest.h>
 
 #include <string>
@@ -50,6 +51,27 @@ TEST(SwitchesCli, BadCudaGraphsValueAndSkipWithoutAPlanAreErrors) {
   EXPECT_NE(skip.output.find("--skip-all-reduces skips a plan's tensor-parallel all-reduces; it needs --plan"),
             std::string::npos)
       << skip.output;
+}
+
+TEST(SwitchesCli, CpuRepackOffDecodesWhatTheInterleavedCopyAndTheF32ModelDecode) {
+  const std::string f32 = test::shared_model("stories260K/stories260K.gguf");
+  const std::string q8 = test::temp_dir("switches_cli_repack") + "/stories260K-q8_0.gguf";
+  const auto made = test::run_command(test::strata_binary() + " quantize --model " + f32 + " --type q8_0 " +
+                                      "--f16-fallback --force --out " + q8);
+  ASSERT_EQ(made.exit_code, 0) << made.output;
+  const std::string args = " generate --prompt 'Once upon a time' -n 24 --print-ids --quiet --model ";
+  const auto reference = test::run_command(test::strata_binary() + args + f32);
+  const auto on = test::run_command(test::strata_binary() + args + q8 + " --cpu-repack on");
+  const auto off = test::run_command(test::strata_binary() + args + q8 + " --cpu-repack off");
+  ASSERT_EQ(reference.exit_code, 0) << reference.output;
+  ASSERT_EQ(on.exit_code, 0) << on.output;
+  ASSERT_EQ(off.exit_code, 0) << off.output;
+  EXPECT_FALSE(ids_line(reference.output).empty()) << reference.output;
+  EXPECT_EQ(ids_line(on.output), ids_line(reference.output));
+  EXPECT_EQ(ids_line(off.output), ids_line(reference.output));
+  const auto bad = test::run_command(test::strata_binary() + args + q8 + " --cpu-repack maybe");
+  EXPECT_NE(bad.exit_code, 0) << bad.output;
+  EXPECT_NE(bad.output.find("--cpu-repack must be on or off, got 'maybe'"), std::string::npos) << bad.output;
 }
 
 }  // namespace
