@@ -46,6 +46,7 @@ int cmd_quantize(int argc, char** argv) {
                    {"calibration-context", true, "tokens per calibration window (default 512)"},
                    {"awq-rows", true, "w4a16: activation rows sampled per input for the scale search (default 512)"},
                    {"no-smoothing", false, "w8a8-int8 / w4a16 without SmoothQuant / AWQ factors (plain rounding, to compare)"},
+                   {"no-clip-search", false, "w4a16: each group's scale from its largest weight (no clipping search, to compare)"},
                    {"smooth-only", false, "apply the smoothing / AWQ scales but write the weights unquantized (a check)"},
                    {"force", false, "overwrite --out when it exists"},
                    {"pure", false, "every matrix at the --type (no mix, no q6_k head)"},
@@ -69,6 +70,7 @@ int cmd_quantize(int argc, char** argv) {
   o.awq_rows = args.integer("awq-rows", 512, 1, 1 << 20);
   o.smooth_only = args.has("smooth-only");
   o.smoothing = !args.has("no-smoothing");
+  o.clip_search = !args.has("no-clip-search");
   o.force = args.has("force");
   o.pure = args.has("pure");
   o.f16_fallback = args.has("f16-fallback");

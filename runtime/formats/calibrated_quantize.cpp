@@ -112,21 +112,47 @@ std::vector<float> smoothquant_factors(const ChannelStats& x, const std::vector<
 
 float f16_round(float v) { return f16_to_f32(f32_to_f16(v)); }
 
-// Group-wise symmetric int4, codes -8..7 with a positive scale per group (an f16 value). The group's
-// largest-magnitude weight lands exactly on a code: on -8 (scale max/8) when it is negative, on +7 (scale max/7)
-// when positive, as ggml's q4_0 keeps its extreme exact; rounding it by half a step costs the most important
-// weight the most. codes [rows * cols] and scales [rows * groups]; group 0 = one group per row.
-void quantize_int4(const Matrix& w, int64_t group, std::vector<int8_t>* codes, std::vector<float>& scales) {
+// The clipping search of int4 groups: the scale shrinks from the group's extreme in kClipSteps steps of
+// kClipStep (down to 0.625 of it), clipping the outliers to bring the other weights onto finer codes.
+constexpr int kClipSteps = 16;
+constexpr float kClipStep = 0.025f;
+
+// Group-wise symmetric int4, codes -8..7 with a positive scale per group (an f16 value). Without `importance`
+// the group's largest-magnitude weight lands exactly on a code: on -8 (scale max/8) when it is negative, on +7
+// (scale max/7) when positive, as ggml's q4_0 keeps its extreme exact; rounding it by half a step costs the most
+// important weight the most. With `importance` (a weight per column: how much an error there moves the layer's
+// output) each group takes the clipped scale, from that one down, whose importance-weighted squared rounding
+// error is least. codes [rows * cols] and scales [rows * groups]; group 0 = one group per row.
+void quantize_int4(const Matrix& w, int64_t group, std::vector<int8_t>* codes, std::vector<float>& scales,
+                   const std::vector<float>* importance = nullptr) {
   const int64_t g = group > 0 ? group : w.cols, groups = w.cols / g;
   scales.assign(static_cast<size_t>(w.rows * groups), 0.f);
   if (codes != nullptr) codes->assign(static_cast<size_t>(w.rows * w.cols), 0);
+  const auto weighted_error = [&](const float* x, const float* imp, float s) {
+    double err = 0;
+    for (int64_t i = 0; i < g; ++i) {
+      const float d = x[i] - s * std::clamp(std::nearbyint(x[i] / s), -8.f, 7.f);
+      err += static_cast<double>(imp[i]) * d * d;
+    }
+    return err;
+  };
   for (int64_t r = 0; r < w.rows; ++r)
     for (int64_t b = 0; b < groups; ++b) {
       const float* x = w.row(r) + b * g;
       float extreme = 0;
       for (int64_t i = 0; i < g; ++i)
         if (std::fabs(x[i]) > std::fabs(extreme)) extreme = x[i];
-      const float s = f16_round(extreme < 0 ? -extreme / 8.f : extreme / 7.f);
+      const float full = extreme < 0 ? -extreme / 8.f : extreme / 7.f;
+      float s = f16_round(full);
+      if (importance != nullptr && s > 0) {
+        const float* imp = importance->data() + b * g;
+        double best = weighted_error(x, imp, s);
+        for (int k = 1; k < kClipSteps; ++k) {
+          const float clipped = f16_round(full * (1.f - kClipStep * static_cast<float>(k)));
+          if (clipped <= 0) break;
+          if (const double err = weighted_error(x, imp, clipped); err < best) best = err, s = clipped;
+        }
+      }
       scales[static_cast<size_t>(r * groups + b)] = s;
       if (codes == nullptr || s == 0) continue;
       for (int64_t i = 0; i < g; ++i)
@@ -161,6 +187,23 @@ double output_error(Backend& cpu, const Tensor& x, const Matrix& w, const Tensor
     err += d * d;
   }
   return err;
+}
+
+// How much an error in each column of a layer's (AWQ-scaled) weights moves its output, to first order: the
+// mean of (x_j / s_j)^2 over the sampled input rows (the diagonal of X^T X, as llama.cpp's importance matrix).
+// Without a sample, every column alike (plain squared weight error).
+std::vector<float> column_importance(const ChannelStats& x, const std::vector<float>* s, int64_t cols) {
+  std::vector<float> imp(static_cast<size_t>(cols), 1.f);
+  if (x.sample_rows == 0) return imp;
+  std::vector<double> sum(static_cast<size_t>(cols), 0.0);
+  for (int64_t t = 0; t < x.sample_rows; ++t)
+    for (int64_t j = 0; j < cols; ++j) {
+      const double v = x.sample[static_cast<size_t>(t * cols + j)] / (s != nullptr ? (*s)[static_cast<size_t>(j)] : 1.f);
+      sum[static_cast<size_t>(j)] += v * v;
+    }
+  for (int64_t j = 0; j < cols; ++j)
+    imp[static_cast<size_t>(j)] = static_cast<float>(sum[static_cast<size_t>(j)] / static_cast<double>(x.sample_rows));
+  return imp;
 }
 
 struct AwqChoice {
@@ -306,10 +349,11 @@ void append_fp8(const Matrix& m, const std::string& base, std::optional<float> i
 
 // compressed-tensors pack-quantized int4: codes + 8 packed 8 to an int32 (column 8w + i in bits 4i..4i+3),
 // scales [rows, groups], and the unpacked shape.
-void append_int4(const Matrix& m, const std::string& base, int64_t group, NamedTensors& out) {
+void append_int4(const Matrix& m, const std::string& base, int64_t group, const std::vector<float>* importance,
+                 NamedTensors& out) {
   std::vector<int8_t> codes;
   std::vector<float> sc;
-  quantize_int4(m, group, &codes, sc);
+  quantize_int4(m, group, &codes, sc, importance);
   const int64_t groups = group > 0 ? m.cols / group : 1, words = (m.cols + 7) / 8;
   Tensor packed = Tensor::zeros({m.rows, words}, DType::kI32), scales = Tensor::empty({m.rows, groups}, DType::kF32),
          shape = Tensor::empty({2}, DType::kI64);
@@ -427,7 +471,10 @@ QuantizeResult quantize_calibrated(const QuantizeOptions& o, QuantizeProgress* p
   const std::unique_ptr<Checkpoint> ckpt = open_checkpoint(o.model);
   const ModelConfig& config = ckpt->config();
   check_source(*ckpt, o, type);
-  const CalibrationStats stats = needs_text ? calibrate(*ckpt, o, type) : CalibrationStats{};
+  // w4a16's clipping search weighs columns by the activations when a calibration text is given, even unsmoothed.
+  const bool has_stats = needs_text || (type == CalibratedType::kW4A16 && !o.calibration.empty());
+  const CalibrationStats stats = has_stats ? calibrate(*ckpt, o, type) : CalibrationStats{};
+  const ChannelStats no_stats;
 
   QuantizeResult result;
   NamedTensors out;
@@ -450,6 +497,7 @@ QuantizeResult quantize_calibrated(const QuantizeOptions& o, QuantizeProgress* p
     std::map<std::string, Matrix> w;
     for (const LinearSlot& s : kLinears) w[s.suffix] = read_matrix(*ckpt, blk(l, s.suffix));
     std::vector<float> attn_norm = read_f32(*ckpt, blk(l, "attn_norm")), ffn_norm = read_f32(*ckpt, blk(l, "ffn_norm"));
+    std::map<LinearInput, std::vector<float>> folded;  // the factors each input's columns were scaled by
     if (type != CalibratedType::kFp8 && o.smoothing) {  // factors per input, folded: the same function
       const auto factors = [&](LinearInput in, const std::vector<Matrix*>& ws) {
         if (type == CalibratedType::kW8A8Int8) return smoothquant_factors(stats.at(l, in), ws, o.alpha);
@@ -472,6 +520,7 @@ QuantizeResult quantize_calibrated(const QuantizeOptions& o, QuantizeProgress* p
       const std::vector<float> s_down = factors(LinearInput::kFfnOut, {&w["ffn_down"]});
       scale_columns(w["ffn_down"], s_down);
       divide_rows(w["ffn_up"], s_down);
+      folded = {{LinearInput::kAttnIn, s_qkv}, {LinearInput::kFfnIn, s_gu}, {LinearInput::kFfnOut, s_down}};
     }
     const DType norm_dtype = ckpt->entry(blk(l, "attn_norm")).dtype;
     const auto norm = [&](const char* suffix, const std::vector<float>& v) {
@@ -495,7 +544,13 @@ QuantizeResult quantize_calibrated(const QuantizeOptions& o, QuantizeProgress* p
         if (o.static_activations) amax = stats.at(l, s.input).max_abs_all();
         append_fp8(m, base, amax, out), as = DType::kF8_E4M3;
       } else {
-        append_int4(m, base, o.group_size, out), as = DType::kI32;  // int4 codes, 8 per int32
+        std::optional<std::vector<float>> importance;
+        if (o.clip_search) {
+          const auto f = folded.find(s.input);
+          importance = column_importance(has_stats ? stats.at(l, s.input) : no_stats,
+                                         f != folded.end() ? &f->second : nullptr, m.cols);
+        }
+        append_int4(m, base, o.group_size, importance ? &*importance : nullptr, out), as = DType::kI32;  // 8 a word
       }
       result.tensors.push_back({name, entry.dtype, as, entry.shape, false});
       if (progress != nullptr) progress->elements_done += shape_numel(entry.shape);
@@ -521,6 +576,12 @@ QuantizeResult quantize_calibrated(const QuantizeOptions& o, QuantizeProgress* p
                                " sampled rows per input and folded like "
                                "SmoothQuant's (o_proj not scaled); output error on those rows ",
                                awq_plain > 0 ? awq_chosen / awq_plain : 1.0, "x that of plain group-wise int4"));
+  if (type == CalibratedType::kW4A16)
+    result.notes.push_back(!o.clip_search ? "no clipping search (--no-clip-search): each group's scale from its extreme"
+                           : has_stats   ? "group scales clipped where that lowers the activation-weighted rounding error"
+                                           " (column weights: mean squared input over the sampled rows)"
+                                         : "group scales clipped where that lowers the squared rounding error "
+                                           "(no --calibration: every column weighs alike)");
   if (type == CalibratedType::kFp8)
     result.notes.push_back(o.static_activations ? "static per-tensor activation scales (calibration max / 448)"
                                                 : "dynamic per-token activation scales");
