@@ -212,9 +212,9 @@ class Fetch {
   }
 
   std::vector<tcp::endpoint> resolve() {
-    const auto& hosts = options_.hosts;
-    const bool named = std::find(hosts.begin(), hosts.end(), url_.host) != hosts.end();
-    if (!named && std::find(hosts.begin(), hosts.end(), "*") == hosts.end())
+    const HostMatch match = match_host(options_.hosts, url_.host);
+    const bool named = match == HostMatch::kNamed;
+    if (match == HostMatch::kNone)
       refuse(cat("this server fetches images only from the hosts in its --image-url-hosts, and '", url_.host,
                  "' is not one of them; send the image inline as a data URL (data:image/png;base64,...)"));
     tcp::resolver resolver(io_);
@@ -238,7 +238,7 @@ class Fetch {
     if (allowed.empty())
       refuse(cat("the image host '", url_.host, "' resolves to a loopback, private or link-local address; this server "
                  "fetches from such hosts only when the operator names them in --image-url-hosts (the wildcard '*' "
-                 "does not reach them)"));
+                 "and '*.domain' patterns do not reach them)"));
     return allowed;
   }
 
@@ -351,10 +351,30 @@ std::vector<std::string> parse_host_list(const std::string& list) {
     const size_t comma = std::min(list.find(',', at), list.size());
     std::string host = lower(trimmed(list.substr(at, comma - at)));
     if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+    const size_t star = host.find('*');
+    STRATA_CHECK_KIND(ErrorKind::kInvalidArgument,
+                      star == std::string::npos || host == "*" ||
+                          (host.size() > 2 && host.compare(0, 2, "*.") == 0 && host.find('*', 1) == std::string::npos),
+                      "--image-url-hosts: '", host, "' is not a host name, IP address, '*' or '*.domain' pattern");
     if (!host.empty()) hosts.push_back(host);
     at = comma + 1;
   }
   return hosts;
+}
+
+HostMatch match_host(const std::vector<std::string>& hosts, const std::string& host) {
+  if (std::find(hosts.begin(), hosts.end(), host) != hosts.end()) return HostMatch::kNamed;
+  beast::error_code not_ip;
+  net::ip::make_address(host, not_ip);
+  const bool literal = !not_ip;  // an IP address matches no domain pattern
+  for (const std::string& pattern : hosts) {
+    if (pattern == "*") return HostMatch::kPattern;
+    const std::string_view domain = std::string_view(pattern).substr(1);  // ".example.com"
+    if (!literal && pattern.size() > 2 && pattern[0] == '*' && host.size() > domain.size() &&
+        host.compare(host.size() - domain.size(), domain.size(), domain) == 0)
+      return HostMatch::kPattern;
+  }
+  return HostMatch::kNone;
 }
 
 bool image_fetch_speaks_tls() {

@@ -54,6 +54,31 @@ std::string refusal(const std::function<void()>& f) {
   return "<no error>";
 }
 
+// "*.domain" patterns: any name under the domain (not the domain itself, not a look-alike, never an IP
+// address), as a pattern (public addresses only); an exact name is "named" (internal addresses allowed); a '*'
+// anywhere else in an entry is an error naming it.
+TEST(ImageFetch, DomainPatternsMatchNamesUnderTheDomain) {
+  const std::vector<std::string> hosts = parse_host_list("images.example.org, *.cdn.example.com");
+  EXPECT_EQ(match_host(hosts, "images.example.org"), HostMatch::kNamed);
+  EXPECT_EQ(match_host(hosts, "a.cdn.example.com"), HostMatch::kPattern);
+  EXPECT_EQ(match_host(hosts, "x.y.cdn.example.com"), HostMatch::kPattern);
+  EXPECT_EQ(match_host(hosts, "cdn.example.com"), HostMatch::kNone);
+  EXPECT_EQ(match_host(hosts, "evilcdn.example.com"), HostMatch::kNone);
+  EXPECT_EQ(match_host(hosts, "a.cdn.example.com.evil.net"), HostMatch::kNone);
+  EXPECT_EQ(match_host(hosts, "other.example.org"), HostMatch::kNone);
+  EXPECT_EQ(match_host(parse_host_list("*.0.0.1"), "127.0.0.1"), HostMatch::kNone);
+  EXPECT_EQ(match_host(parse_host_list("*"), "127.0.0.1"), HostMatch::kPattern);
+  EXPECT_EQ(match_host(parse_host_list("127.0.0.1,*"), "127.0.0.1"), HostMatch::kNamed);
+  for (const char* bad : {"img*.example.com", "*example.com", "*.", "a.*.com", "**.example.com"}) {
+    try {
+      parse_host_list(std::string("ok.example, ") + bad);
+      ADD_FAILURE() << bad << " was accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(std::string("'") + bad + "' is not a host name"), std::string::npos) << e.what();
+    }
+  }
+}
+
 TEST(ImageFetch, RefusesBeforeConnecting) {
   ImageFetchOptions o;
   auto fetch = [&](const std::string& url) { return refusal([&] { fetch_image(url, o); }); };
