@@ -55,6 +55,7 @@ std::vector<vision::Resolution> read_pinpoints(const GgufMetadata& md, int64_t t
   const char* const key = "clip.vision.image_grid_pinpoints";
   const std::string merge = md.string("clip.vision.mm_patch_merge_type", "");
   const std::string aspect = md.string("clip.vision.image_aspect_ratio", "");
+  STRATA_CHECK_KIND(ErrorKind::kFormat, tile > 0, path, ": clip.vision.image_size is ", tile, "; it must be positive");
   const GgufValue* pins = md.array(key, GgufType::kI32);
   if (pins == nullptr) {
     STRATA_CHECK_KIND(ErrorKind::kFormat, merge != "spatial_unpad" && aspect.rfind("anyres", 0) != 0, path,
@@ -80,8 +81,10 @@ std::vector<vision::Resolution> read_pinpoints(const GgufMetadata& md, int64_t t
                     " but clip.vision.mm_patch_merge_type is '", merge.empty() ? "(missing: flat)" : merge,
                     "'; strata packs LLaVA-NeXT's tiles as transformers does ('spatial_unpad': the grid cropped to "
                     "the image, image_newline ending each row)");
-  STRATA_CHECK_KIND(ErrorKind::kFormat, aspect.empty() || aspect.rfind("anyres", 0) == 0, path, ": has ", key,
-                    " but clip.vision.image_aspect_ratio is '", aspect, "', not 'anyres'");
+  // "anyres_max_N" (LLaVA-OneVision) also downsamples large grids, which LLaVA-NeXT does not.
+  STRATA_CHECK_KIND(ErrorKind::kFormat, aspect.empty() || aspect == "anyres", path, ": has ", key,
+                    " but clip.vision.image_aspect_ratio is '", aspect,
+                    "'; strata tiles as LLaVA-NeXT does ('anyres')");
   return out;
 }
 

@@ -228,6 +228,13 @@ TEST(LlavaNextMmproj, BadTilingKeysNameTheKey) {
   msg = error_of([&] { read_mmproj_config(flat, 32, kImageToken, text_gguf()); });
   EXPECT_NE(msg.find("clip.vision.mm_patch_merge_type is 'flat'"), std::string::npos) << msg;
 
+  // LLaVA-OneVision's "anyres_max_9" also downsamples large grids: not LLaVA-NeXT's tiling.
+  const std::string onevision = edited_mmproj("onevision", [](Metadata& m, Tensors&) {
+    set_key(m, "clip.vision.image_aspect_ratio", GgufValue::str("anyres_max_9"));
+  });
+  msg = error_of([&] { read_mmproj_config(onevision, 32, kImageToken, text_gguf()); });
+  EXPECT_NE(msg.find("clip.vision.image_aspect_ratio is 'anyres_max_9'"), std::string::npos) << msg;
+
   // Tiling keys but no image_newline tensor.
   const std::string no_newline = edited_mmproj("no_newline", [](Metadata&, Tensors& tensors) {
     std::erase_if(tensors, [](const auto& t) { return t.first == "model.image_newline"; });
