@@ -237,7 +237,11 @@ int cmd_plan(int argc, char** argv) {
     if (!plan.model.mmproj.empty()) {  // the vision side must fit this language model
       const LlavaConfig vision = read_mmproj_config(plan.model.mmproj, config.hidden, -1, plan.model.path);
       source += cat(" with mmproj ", plan.model.mmproj, " (CLIP tower of ", vision.feature_layer, " layers, ",
-                    vision.features_per_image(), " image tokens)");
+                    vision.features_per_image(), " image tokens",
+                    vision.anyres() ? cat(" per tile; LLaVA-NeXT tiling over ", vision.grid_pinpoints.size(),
+                                          " grid resolutions")
+                                    : std::string(),
+                    ")");
     }
   }
   const std::vector<parallel::Diagnostic> diagnostics = parallel::validate_plan(plan, config, options);

@@ -66,6 +66,7 @@ struct ModelConfig {
     int64_t channels = 0;
     int64_t patch = 0;
     bool projector_bias = true;
+    bool image_newline = false;  // LLaVA-NeXT: the row separator beside the projector
   } vision;
 
   // Number of weight elements (parameters), counting a tied head once.

@@ -26,6 +26,7 @@ ModelConfig LlavaConfig::description_sizes() const {
   c.vision.channels = vision.channels;
   c.vision.patch = vision.patch_size;
   c.vision.projector_bias = projector_bias;
+  c.vision.image_newline = anyres();
   return c;
 }
 

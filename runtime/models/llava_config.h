@@ -49,8 +49,8 @@ struct LlavaConfig {
   std::vector<vision::Resolution> grid_pinpoints;
   bool anyres() const { return !grid_pinpoints.empty(); }
 
-  // The sizes of the model description's clip_vision and llava_projector slots: the vision sizes, and
-  // the text hidden size the projector outputs.
+  // The sizes of the model description's clip_vision, llava_projector and llava_next slots: the vision
+  // sizes, the text hidden size the projector outputs, and whether image_newline exists (anyres).
   ModelConfig description_sizes() const;
   // Image features (tokens) one tile yields: every image's of LLaVA-1.5.
   int64_t features_per_image() const {

@@ -5,6 +5,7 @@
 #include <array>
 #include <memory>
 #include <utility>
+#include <vector>
 
 #include "runtime/error.h"
 #include "runtime/formats/gguf.h"
@@ -45,6 +46,48 @@ std::array<float, 3> rgb_triple(const GgufMetadata& md, const std::string& key, 
   return {static_cast<float>(v->floats[0]), static_cast<float>(v->floats[1]), static_cast<float>(v->floats[2])};
 }
 
+// LLaVA-NeXT's tiling (llava-1.6 files): the resolutions an image may be tiled into, flattened (width, height)
+// pairs as llama.cpp's loader reads clip.vision.image_grid_pinpoints, returned as (height, width) Resolutions
+// like transformers' config lists them; empty for a LLaVA-1.5 file. Only the packing transformers' LLaVA-NeXT
+// does (spatial_unpad: the grid cropped to the image, image_newline closing each row) is accepted.
+std::vector<vision::Resolution> read_pinpoints(const GgufMetadata& md, int64_t tile) {
+  const std::string& path = md.source();
+  const char* const key = "clip.vision.image_grid_pinpoints";
+  const std::string merge = md.string("clip.vision.mm_patch_merge_type", "");
+  const std::string aspect = md.string("clip.vision.image_aspect_ratio", "");
+  STRATA_CHECK_KIND(ErrorKind::kFormat, tile > 0, path, ": clip.vision.image_size is ", tile, "; it must be positive");
+  const GgufValue* pins = md.array(key, GgufType::kI32);
+  if (pins == nullptr) {
+    STRATA_CHECK_KIND(ErrorKind::kFormat, merge != "spatial_unpad" && aspect.rfind("anyres", 0) != 0, path,
+                      ": metadata '", key, "' is missing, but clip.vision.",
+                      merge == "spatial_unpad" ? "mm_patch_merge_type is 'spatial_unpad'"
+                                               : "image_aspect_ratio is '" + aspect + "'",
+                      ": a LLaVA-NeXT (llava-1.6) mmproj needs the grid resolutions its images are tiled into "
+                      "(llama.cpp's converter copies them from image_grid_pinpoints of the vision config.json)");
+    return {};
+  }
+  const std::vector<int64_t>& v = pins->ints;
+  STRATA_CHECK_KIND(ErrorKind::kFormat, !v.empty() && v.size() % 2 == 0, path, ": metadata '", key, "' holds ",
+                    v.size(), " values; it must be a non-empty list of (width, height) pairs, flattened");
+  std::vector<vision::Resolution> out;
+  for (size_t i = 0; i < v.size(); i += 2) {
+    const vision::Resolution r{v[i + 1], v[i]};
+    STRATA_CHECK_KIND(ErrorKind::kFormat, r.width > 0 && r.height > 0 && r.width % tile == 0 && r.height % tile == 0,
+                      path, ": metadata '", key, "' entry ", i / 2, " (width ", r.width, ", height ", r.height,
+                      ") is not a whole number of ", tile, "-pixel tiles (clip.vision.image_size)");
+    out.push_back(r);
+  }
+  STRATA_CHECK_KIND(ErrorKind::kFormat, merge == "spatial_unpad", path, ": has ", key,
+                    " but clip.vision.mm_patch_merge_type is '", merge.empty() ? "(missing: flat)" : merge,
+                    "'; strata packs LLaVA-NeXT's tiles as transformers does ('spatial_unpad': the grid cropped to "
+                    "the image, image_newline ending each row)");
+  // "anyres_max_N" (LLaVA-OneVision) also downsamples large grids, which LLaVA-NeXT does not.
+  STRATA_CHECK_KIND(ErrorKind::kFormat, aspect.empty() || aspect == "anyres", path, ": has ", key,
+                    " but clip.vision.image_aspect_ratio is '", aspect,
+                    "'; strata tiles as LLaVA-NeXT does ('anyres')");
+  return out;
+}
+
 }  // namespace
 
 LlavaConfig read_mmproj_config(const std::string& path, int64_t text_hidden, int32_t image_token_id,
@@ -56,10 +99,6 @@ LlavaConfig read_mmproj_config(const std::string& path, int64_t text_hidden, int
   if (projector.empty() && md.boolean("clip.has_llava_projector", false)) projector = "mlp";  // the oldest files
   STRATA_CHECK_KIND(ErrorKind::kFormat, projector == "mlp", path, ": clip.projector_type is '", projector,
                     "'; strata reads LLaVA-1.5's two-layer MLP projector ('mlp') only");
-  for (const char* key : {"clip.vision.image_grid_pinpoints", "clip.vision.mm_patch_merge_type"})
-    STRATA_CHECK_KIND(ErrorKind::kFormat, md.find(key) == nullptr, path, ": has ", key,
-                      " (LLaVA-NeXT's tiled images), which the mmproj reader does not support yet; LLaVA-1.5 "
-                      "files have no such key");
   STRATA_CHECK_KIND(ErrorKind::kFormat, !md.boolean("clip.use_silu", false), path,
                     ": clip.use_silu is set; the CLIP tower's MLP is GELU (clip.use_gelu) or QuickGELU");
 
@@ -92,6 +131,7 @@ LlavaConfig read_mmproj_config(const std::string& path, int64_t text_hidden, int
                       " hidden states (clip.vision.block_count ", v.n_layers, ")");
   }
   c.select = FeatureSelect::kDefault;
+  c.grid_pinpoints = read_pinpoints(md, v.image_size);
   c.projector_act = Activation::kGeluErf;
   c.projector_bias = f.tensor("mm.0.bias") != nullptr;
   c.image_token_id = image_token_id;
@@ -119,6 +159,8 @@ vision::ImageProcessorConfig mmproj_image_processor(const std::string& path) {
   p.crop_width = size;
   p.image_mean = rgb_triple(md, "clip.vision.image_mean", p.image_mean);
   p.image_std = rgb_triple(md, "clip.vision.image_std", p.image_std);
+  p.grid_pinpoints = read_pinpoints(md, size);  // LlavaNextImageProcessor's tiling, for LLaVA-NeXT files
+  if (p.anyres()) p.processor_type = "LlavaNextImageProcessor";
   return p;
 }
 
@@ -149,6 +191,12 @@ LlavaVisionWeights load_mmproj_vision_weights(const std::string& path, const Lla
       auto a = files.tensors.find(up + part), b = files.tensors.find(down + part);
       if (a != files.tensors.end() && b != files.tensors.end()) std::swap(a->second, b->second);
     }
+  }
+  // llama.cpp's legacy converter writes LLaVA-NeXT's image_newline as "model.image_newline"; its loader (and the
+  // description) name it "v.image_newline".
+  if (!files.tensors.count("v.image_newline")) {
+    auto legacy = files.tensors.find("model.image_newline");
+    if (legacy != files.tensors.end()) files.tensors["v.image_newline"] = legacy->second;
   }
   files.name_of = [](const ModelDescription& d, const TensorSlot& slot, int64_t layer) {
     return slot.per_layer ? cat(d.layer_prefix, layer, ".", slot.name) : std::string(slot.name);

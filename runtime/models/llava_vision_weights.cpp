@@ -1,5 +1,5 @@
 // runtime/models/llava_vision_weights.cpp: the LLaVA vision side's loader, driven by the model description's
-// clip_vision and llava_projector tables: the safetensors naming here, the binding shared with the mmproj
+// clip_vision, llava_projector and llava_next tables: the safetensors naming here, the binding shared with the mmproj
 // GGUF reader (llava_mmproj.cpp).
 #include "runtime/models/llava_vision_weights.h"
 
@@ -112,6 +112,7 @@ LlavaVisionWeights load_llava_vision_weights(const std::string& path, const Llav
   VisionTensorSet files = map_safetensors_dir(dir);
   const ModelDescription& tower = model_description("clip_vision");
   const ModelDescription& projector = model_description("llava_projector");
+  const ModelDescription& next = model_description("llava_next");
 
   VisionNaming naming;
   const std::string first_tower(tower.slots.front().hf_name), first_projector(projector.slots.front().hf_name);
@@ -124,8 +125,13 @@ LlavaVisionWeights load_llava_vision_weights(const std::string& path, const Llav
                     ": no LLaVA vision tower and projector found (looked for '", kTowerPrefixes[0], first_tower, "', '",
                     kProjectorPrefixes[0], first_projector, "' and their later forms); is this a "
                     "LlavaForConditionalGeneration checkpoint?");
-  files.name_of = [naming, &tower](const ModelDescription& d, const TensorSlot& slot, int64_t layer) {
-    const std::string& prefix = &d == &tower ? naming.tower_prefix : naming.projector_prefix;
+  // LLaVA-NeXT's image_newline sits at the model's top level: "image_newline", or "model.image_newline".
+  const std::string newline(next.slots.front().hf_name);
+  naming.model_prefix = !files.tensors.count(newline) && files.tensors.count("model." + newline) ? "model." : "";
+  files.name_of = [naming, &tower, &projector](const ModelDescription& d, const TensorSlot& slot, int64_t layer) {
+    const std::string& prefix = &d == &tower       ? naming.tower_prefix
+                                : &d == &projector ? naming.projector_prefix
+                                                   : naming.model_prefix;
     return slot.per_layer ? cat(prefix, d.hf_layer_prefix, layer, ".", slot.hf_name) : cat(prefix, slot.hf_name);
   };
   files.bias_hint = " (config.json sets multimodal_projector_bias)";
@@ -136,18 +142,23 @@ LlavaVisionWeights bind_vision_weights(const VisionTensorSet& files, const Llava
                                        const VisionShard& shard) {
   const ModelDescription& tower = model_description("clip_vision");
   const ModelDescription& projector = model_description("llava_projector");
+  const ModelDescription& next = model_description("llava_next");
   const ModelConfig sizes = config.description_sizes();
 
-  // Every present slot of both tables, under its canonical name.
+  // Every present slot of the tables, under its canonical name.
   std::map<std::string, Tensor> loaded;
   auto load = [&](const ModelDescription& d, const TensorSlot& slot, int64_t layer) {
     if (!slot.present(sizes)) return;
     const std::string name = files.name_of(d, slot, layer);
     auto it = files.tensors.find(name);
+    const std::string hint = slot.presence == SlotPresence::kProjectorBias ? files.bias_hint
+                             : slot.presence == SlotPresence::kImageNewline
+                                 ? cat(" (", files.config_source, " tiles images as LLaVA-NeXT does, and each row of "
+                                       "their features ends with this vector)")
+                                 : std::string();
     STRATA_CHECK_KIND(ErrorKind::kFormat, it != files.tensors.end(), files.source, ": tensor '", name, "' is missing",
-                      slot.presence == SlotPresence::kProjectorBias ? files.bias_hint : std::string(),
-                      "; a LLaVA vision side needs every tensor of the CLIP tower (up to the feature layer) and the "
-                      "two-layer projector");
+                      hint, "; a LLaVA vision side needs every tensor of the CLIP tower (up to the feature layer), the "
+                      "two-layer projector and, for LLaVA-NeXT, image_newline");
     const Tensor& t = it->second.view;
     const Shape want = slot.full_shape(sizes);
     STRATA_CHECK_KIND(ErrorKind::kFormat, t.shape() == want, it->second.file, ": tensor '", name, "' is ",
@@ -163,7 +174,8 @@ LlavaVisionWeights bind_vision_weights(const VisionTensorSet& files, const Llava
     if (!slot.per_layer) load(tower, slot, -1);
     for (int64_t l = 0; slot.per_layer && l < config.feature_layer; ++l) load(tower, slot, l);
   }
-  for (const TensorSlot& slot : projector.slots) load(projector, slot, -1);
+  for (const ModelDescription* d : {&projector, &next})
+    for (const TensorSlot& slot : d->slots) load(*d, slot, -1);
 
   // Bind the slots to the fields the forward reads.
   auto take = [&](const std::string& canonical, bool optional = false) -> Tensor {
@@ -189,23 +201,8 @@ LlavaVisionWeights bind_vision_weights(const VisionTensorSet& files, const Llava
   w.proj1_b = take("mm.0.bias", /*optional=*/true);
   w.proj2_w = take("mm.2.weight");
   w.proj2_b = take("mm.2.bias", /*optional=*/true);
-  if (config.anyres()) {
-    // LLaVA-NeXT's row separator sits beside the projector: "image_newline", or "model.image_newline".
-    auto it = files.tensors.find("image_newline");
-    if (it == files.tensors.end()) it = files.tensors.find("model.image_newline");
-    STRATA_CHECK_KIND(ErrorKind::kFormat, it != files.tensors.end(), files.source,
-                      ": tensor 'image_newline' (or 'model.image_newline') is missing; a llava_next checkpoint "
-                      "holds it");
-    const Tensor& t = it->second.view;
-    STRATA_CHECK_KIND(ErrorKind::kFormat, t.shape() == Shape({config.text_hidden}), it->second.file,
-                      ": tensor 'image_newline' is ", shape_str(t.shape()), ", but ", files.config_source, " implies [",
-                      config.text_hidden, "]");
-    STRATA_CHECK_KIND(ErrorKind::kFormat,
-                      t.dtype() == DType::kF32 || t.dtype() == DType::kF16 || t.dtype() == DType::kBF16,
-                      it->second.file, ": tensor 'image_newline' is ", dtype_name(t.dtype()),
-                      "; the vision side reads f32, f16 or bf16");
-    w.image_newline = backend.upload_weight(t.reshape({1, config.text_hidden}));
-  }
+  const Tensor newline = take("v.image_newline", /*optional=*/true);
+  if (newline.defined()) w.image_newline = newline.reshape({1, config.text_hidden});
   return w;
 }
 

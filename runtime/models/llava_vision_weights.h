@@ -1,6 +1,6 @@
-// runtime/models/llava_vision_weights.h: the weights of a LLaVA model's vision side (CLIP tower and
-// projector) and their loader. Which tensors exist, their names and shapes come from the model
-// description's "clip_vision" and "llava_projector" tables (runtime/models/model_description.h); this
+// runtime/models/llava_vision_weights.h: the weights of a LLaVA model's vision side (CLIP tower, projector,
+// LLaVA-NeXT's image_newline) and their loader. Which tensors exist, their names and shapes come from the
+// model description's "clip_vision", "llava_projector" and "llava_next" tables (model_description.h); this
 // file only binds each slot to the field the forward reads. Checkpoints name the parts under
 // transformers 4 prefixes ("vision_tower.vision_model.", "multi_modal_projector."), their later
 // "model."-prefixed form, or transformers 5's (no "vision_model." level).
@@ -32,6 +32,7 @@ struct LlavaVisionWeights {
 struct VisionNaming {
   std::string tower_prefix;      // e.g. "vision_tower.vision_model." (transformers 4), "vision_tower." (5)
   std::string projector_prefix;  // "multi_modal_projector." or "model.multi_modal_projector."
+  std::string model_prefix;      // LLaVA-NeXT's image_newline: "" or "model."
 };
 
 // Which part of the tower's layers one tensor-parallel rank holds: heads [head_begin, +heads) of the
@@ -72,8 +73,8 @@ struct VisionTensorSet {
   std::function<std::string(const ModelDescription&, const TensorSlot&, int64_t)> name_of;
 };
 
-// Checks every slot of the clip_vision (up to config.feature_layer) and llava_projector tables against
-// `files` (presence, shape, dtype) and uploads them to `backend`, split as `shard` says.
+// Checks every slot of the clip_vision (up to config.feature_layer), llava_projector and llava_next tables
+// against `files` (presence, shape, dtype) and uploads them to `backend`, split as `shard` says.
 LlavaVisionWeights bind_vision_weights(const VisionTensorSet& files, const LlavaConfig& config, Backend& backend,
                                        const VisionShard& shard = {});
 

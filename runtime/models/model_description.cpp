@@ -70,6 +70,7 @@ bool TensorSlot::present(const ModelConfig& c) const {
     case SlotPresence::kExpertLayer: return c.moe.enabled();
     case SlotPresence::kSharedExpert: return c.moe.enabled() && c.moe.shared_ffn > 0;
     case SlotPresence::kProjectorBias: return c.vision.projector_bias;
+    case SlotPresence::kImageNewline: return c.vision.image_newline;
   }
   return false;
 }
@@ -291,6 +292,17 @@ ModelDescription llava_projector() {
       }};
 }
 
+// LLaVA-NeXT's addition beside the projector: the learned vector that closes each row of an image's feature
+// grid. Hugging Face checkpoints keep it at the model's top level ("image_newline", or "model.image_newline"
+// where the projector is "model.multi_modal_projector."); the canonical name is the one llama.cpp's mmproj
+// loader reads (its legacy converter writes "model.image_newline", which the mmproj reader maps here).
+ModelDescription llava_next() {
+  return ModelDescription{"llava_next",
+                          "",
+                          {global("v.image_newline", "image_newline", SlotRole::kEmbedding, {D::kHidden},
+                                  TpSplit::kReplicated, SlotPresence::kImageNewline, nullptr)}};
+}
+
 std::string layer_prefix(int64_t layer) { return cat("blk.", layer, "."); }
 
 const TensorSlot& global_slot(const ModelDescription& d, std::string_view name) {
@@ -307,14 +319,16 @@ const ModelDescription& model_description(std::string_view arch) {
   static const ModelDescription qwen_moe = qwen_moe_family();
   static const ModelDescription clip = clip_vision();
   static const ModelDescription projector = llava_projector();
+  static const ModelDescription next = llava_next();
   if (arch == "llama" || arch == "mistral" || arch == "qwen2") return llama;
   if (arch == "mixtral") return mixtral;
   if (arch == "qwen2_moe" || arch == "qwen3_moe") return qwen_moe;
   if (arch == "clip_vision") return clip;
   if (arch == "llava_projector") return projector;
+  if (arch == "llava_next") return next;
   STRATA_THROW(ErrorKind::kConfig, "architecture '", arch,
                "' has no model description; supported: llama, mistral, qwen2, mixtral, qwen2_moe, qwen3_moe (and the "
-               "vision parts clip_vision, llava_projector)");
+               "vision parts clip_vision, llava_projector, llava_next)");
 }
 
 int64_t tensor_layer_index(std::string_view name) {

@@ -44,7 +44,7 @@ enum class SlotRole : uint8_t { kEmbedding, kHead, kNorm, kBias, kAttention, kMl
 // When a slot exists in a model of the family (and, for the MLP's slots, in which layers: the dense MLP in
 // layers without experts, the router, experts and shared expert in the others; MoeConfig::sparse_layer).
 enum class SlotPresence : uint8_t {
-  kAlways, kQkvBias, kUntiedHead, kProjectorBias, kQkNorm, kDenseLayer, kExpertLayer, kSharedExpert
+  kAlways, kQkvBias, kUntiedHead, kProjectorBias, kImageNewline, kQkNorm, kDenseLayer, kExpertLayer, kSharedExpert
 };
 
 struct TensorSlot {
@@ -82,8 +82,9 @@ struct ModelDescription {
 
 // The description of an architecture (config.arch: llama, mistral, qwen2, mixtral, qwen2_moe, qwen3_moe), or
 // of a multimodal model's vision parts: "clip_vision" (a CLIP ViT tower; Hugging Face names relative to the
-// tower's prefix, canonical names those of llama.cpp's mmproj files) and "llava_projector" (relative to the
-// projector's prefix). Throws kConfig naming the descriptions known.
+// tower's prefix, canonical names those of llama.cpp's mmproj files), "llava_projector" (relative to the
+// projector's prefix) and "llava_next" (LLaVA-NeXT's image_newline, relative to the model's prefix). Throws
+// kConfig naming the descriptions known.
 const ModelDescription& model_description(std::string_view arch);
 inline const ModelDescription& model_description(const ModelConfig& config) { return model_description(config.arch); }
 

@@ -4,7 +4,8 @@
 // model as llama.cpp's text GGUF + mmproj GGUF pair (--mmproj, plan key model.mmproj), and bad images ending
 // the command with a message that names the file; and a LLaVA-NeXT model
 // (tests/fixtures/vision/llava_next) given two images of different aspect ratios in one --image list, on one
-// rank and under TP2 x PP2 (the second stage expands each <image> by its image's size alone).
+// rank and under TP2 x PP2 (the second stage expands each <image> by its image's size alone), and the same
+// kind of model as llama.cpp's LLaVA-NeXT pair under TP2.
 #include <gtest/gtest.h>
 
 #include <boost/json.hpp>
@@ -134,6 +135,32 @@ TEST(ImageCli, PlanCheckReadsTheMmprojAgainstTheTextModel) {
   EXPECT_NE(bad.exit_code, 0) << bad.output;
   EXPECT_NE(bad.output.find(pair("text.gguf") + ": general.architecture is 'llama', not 'clip'"), std::string::npos)
       << bad.output;
+}
+
+// llama.cpp's LLaVA-NeXT pair (tests/fixtures/vision/llava_next_gguf, tools/reference/
+// make_mmproj_next_fixtures.py) under a plan: the tower split over two ranks, a 2x2 tile grid; transformers'
+// greedy tokens, and plan --check says the mmproj tiles.
+TEST(ImageCli, LlavaNextGgufPairUnderTensorParallelGivesTransformersTokens) {
+  const std::string dir = test::fixture("vision/llava_next_gguf");
+  std::ifstream in(dir + "/reference.json");
+  std::stringstream s;
+  s << in.rdbuf();
+  const boost::json::value ref = boost::json::parse(s.str());
+  const std::string plan = test::temp_dir("image_cli") + "/next_pair_tp2.yaml";
+  std::FILE* f = std::fopen(plan.c_str(), "w");
+  std::fprintf(f, "model:\n  path: %s/text.gguf\n  mmproj: %s/mmproj.gguf\nparallel:\n  tensor: 2\n", dir.c_str(),
+               dir.c_str());
+  std::fclose(f);
+  const auto check = test::run_command(test::strata_binary() + " plan --check " + plan);
+  ASSERT_EQ(check.exit_code, 0) << check.output;
+  EXPECT_NE(check.output.find("16 image tokens per tile; LLaVA-NeXT tiling over 3 grid resolutions"),
+            std::string::npos) << check.output;
+  const auto r = test::run_command(test::mpirun(2) + test::strata_binary() + " generate --plan " + plan +
+                                   " --prompt-ids \"" + joined(ref.at("prompt_ids").as_array()) + "\" --image " +
+                                   test::fixture("vision/llava_next/big.png") + " -n 8 --ignore-eos --print-ids");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("ids: " + joined(ref.at("images").at("big.png").at("greedy").as_array())),
+            std::string::npos) << r.output;
 }
 
 TEST(ImageCli, BadImagesEndTheCommandWithTheirName) {

@@ -6,8 +6,9 @@
 // error shape and the server keeps answering. A LLaVA-NeXT model (tests/fixtures/vision/llava_next,
 // tools/reference/make_llava_next_fixtures.py) answers a two-image request as transformers does, its
 // <image>s expanded to each image's size-dependent count, alone, concurrently, on TP2 and data-parallel;
-// llama.cpp's text GGUF + mmproj pair answers as the CLI does. http(s) image URLs are fetched only from the
-// hosts the operator allows (a tiny Beast server in this process plays the remote host).
+// llama.cpp's text GGUF + mmproj pairs (LLaVA-1.5 and LLaVA-NeXT) answer as the CLI does. http(s) image URLs
+// are fetched only from the hosts the operator allows (a tiny Beast server in this process plays the remote
+// host).
 #include <gtest/gtest.h>
 
 #include <boost/asio/ip/tcp.hpp>
@@ -474,6 +475,32 @@ TEST(ServeImageGgufPair, ChatAnswerEqualsTheCli) {
   EXPECT_NE(cli.output.find("prefill: " + std::to_string(prompt_tokens) + " tokens"), std::string::npos)
       << prompt_tokens << "\n" << cli.output;
   EXPECT_EQ(prompt_tokens, 25);  // 9 text tokens and one <image> expanded to the 16 features of a 32-pixel image
+}
+
+// llama.cpp's LLaVA-NeXT pair (tests/fixtures/vision/llava_next_gguf): the same, with the <image> expanded to the
+// 50x30 image's LLaVA-NeXT feature count (a 1x2 tile grid).
+TEST(ServeImageGgufPair, LlavaNextChatAnswerEqualsTheCli) {
+  const std::string dir = test::fixture("vision/llava_next_gguf"), image = test::fixture("vision/llava_next/wide.png");
+  const std::string pair = " --model " + dir + "/text.gguf --mmproj " + dir + "/mmproj.gguf";
+  test::ServerProcess server("image_next_gguf_pair", "", "serve" + pair);
+  ASSERT_TRUE(server.wait_ready()) << server.log();
+  json::array content{json::object{{"type", "image_url"}, {"image_url", json::object{{"url", data_url(image)}}}},
+                      json::object{{"type", "text"}, {"text", "describe the picture"}}};
+  json::object body{{"messages", json::array{json::object{{"role", "user"}, {"content", content}}}},
+                    {"max_tokens", 8}, {"temperature", 0}, {"ignore_eos", true}};
+  const HttpResponse r = http(server.port(), "POST", "/v1/chat/completions", json::serialize(body));
+  ASSERT_EQ(r.status, 200) << r.body;
+  const std::string answer = chat_text(r, false);
+  const int64_t prompt_tokens = r.json().at("usage").at("prompt_tokens").as_int64();
+  const auto cli = test::run_command(test::strata_binary() + " generate" + pair +
+                                     " --prompt \"[INST] <image>describe the picture [/INST]\" --image " + image +
+                                     " -n 8 --ignore-eos");
+  ASSERT_EQ(cli.exit_code, 0) << cli.output;
+  EXPECT_NE(cli.output.find(answer + "\n"), std::string::npos) << answer << "\n" << cli.output;
+  EXPECT_FALSE(answer.empty());
+  EXPECT_NE(cli.output.find("prefill: " + std::to_string(prompt_tokens) + " tokens"), std::string::npos)
+      << prompt_tokens << "\n" << cli.output;
+  EXPECT_EQ(prompt_tokens, 9 + 44);  // LlavaNextProcessor's 44 features for a 50x30 image (reference.json)
 }
 
 class ServeImageParallel : public ::testing::TestWithParam<const char*> {};
