@@ -46,7 +46,8 @@ int cmd_quantize(int argc, char** argv) {
                    {"calibration-context", true, "tokens per calibration window (default 512)"},
                    {"awq-rows", true, "w4a16: activation rows sampled per input for the scale search (default 512)"},
                    {"no-smoothing", false, "w8a8-int8 / w4a16 without SmoothQuant / AWQ factors (plain rounding, to compare)"},
-                   {"no-clip-search", false, "w4a16: each group's scale from its largest weight (no clipping search, to compare)"},
+                   {"clip-search", false, "w4a16: clip each group's scale where that lowers the layer's output error on "
+                                          "the calibration rows (best with --no-smoothing; README has the numbers)"},
                    {"smooth-only", false, "apply the smoothing / AWQ scales but write the weights unquantized (a check)"},
                    {"force", false, "overwrite --out when it exists"},
                    {"pure", false, "every matrix at the --type (no mix, no q6_k head)"},
@@ -70,7 +71,7 @@ int cmd_quantize(int argc, char** argv) {
   o.awq_rows = args.integer("awq-rows", 512, 1, 1 << 20);
   o.smooth_only = args.has("smooth-only");
   o.smoothing = !args.has("no-smoothing");
-  o.clip_search = !args.has("no-clip-search");
+  o.clip_search = args.has("clip-search");
   o.force = args.has("force");
   o.pure = args.has("pure");
   o.f16_fallback = args.has("f16-fallback");

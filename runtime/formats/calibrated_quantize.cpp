@@ -117,26 +117,44 @@ float f16_round(float v) { return f16_to_f32(f32_to_f16(v)); }
 constexpr int kClipSteps = 16;
 constexpr float kClipStep = 0.025f;
 
-// Group-wise symmetric int4, codes -8..7 with a positive scale per group (an f16 value). Without `importance`
-// the group's largest-magnitude weight lands exactly on a code: on -8 (scale max/8) when it is negative, on +7
-// (scale max/7) when positive, as ggml's q4_0 keeps its extreme exact; rounding it by half a step costs the most
-// important weight the most. With `importance` (a weight per column: how much an error there moves the layer's
-// output) each group takes the clipped scale, from that one down, whose importance-weighted squared rounding
-// error is least. codes [rows * cols] and scales [rows * groups]; group 0 = one group per row.
+// What a group's rounding error costs the layer's output: with d the group's weight errors (one output row),
+// the squared output error over the sampled input rows is d^T G d, G = X_g^T X_g / rows for the group's input
+// columns X_g (as AWQ's clipping search measures it). gram holds one g x g matrix per group; without a sample
+// (no calibration text) G is the identity: plain squared weight error.
+struct ClipObjective {
+  int64_t group = 0;
+  std::vector<double> gram;  // [groups][g][g]; empty: identity
+};
+
+// Group-wise symmetric int4, codes -8..7 with a positive scale per group (an f16 value). Without `clip` the
+// group's largest-magnitude weight lands exactly on a code: on -8 (scale max/8) when it is negative, on +7
+// (scale max/7) when positive, as ggml's q4_0 keeps its extreme exact; rounding it by half a step costs the
+// most important weight the most. With `clip` each group takes the clipped scale, from that one down, whose
+// output error (ClipObjective) is least. codes [rows * cols] and scales [rows * groups]; group 0 = per row.
 void quantize_int4(const Matrix& w, int64_t group, std::vector<int8_t>* codes, std::vector<float>& scales,
-                   const std::vector<float>* importance = nullptr) {
+                   const ClipObjective* clip = nullptr) {
   const int64_t g = group > 0 ? group : w.cols, groups = w.cols / g;
   scales.assign(static_cast<size_t>(w.rows * groups), 0.f);
   if (codes != nullptr) codes->assign(static_cast<size_t>(w.rows * w.cols), 0);
-  const auto weighted_error = [&](const float* x, const float* imp, float s) {
+  const auto output_error = [&](const float* x, int64_t b, float s, std::vector<double>& d) {
+    for (int64_t i = 0; i < g; ++i)
+      d[static_cast<size_t>(i)] = x[i] - s * std::clamp(std::nearbyint(x[i] / s), -8.f, 7.f);
     double err = 0;
+    if (clip->gram.empty()) {
+      for (double v : d) err += v * v;
+      return err;
+    }
+    const double* G = clip->gram.data() + b * g * g;
     for (int64_t i = 0; i < g; ++i) {
-      const float d = x[i] - s * std::clamp(std::nearbyint(x[i] / s), -8.f, 7.f);
-      err += static_cast<double>(imp[i]) * d * d;
+      double row = 0;
+      for (int64_t j = 0; j < g; ++j) row += G[i * g + j] * d[static_cast<size_t>(j)];
+      err += d[static_cast<size_t>(i)] * row;
     }
     return err;
   };
-  for (int64_t r = 0; r < w.rows; ++r)
+#pragma omp parallel for schedule(dynamic, 16) if (clip != nullptr)
+  for (int64_t r = 0; r < w.rows; ++r) {
+    std::vector<double> d(static_cast<size_t>(g));
     for (int64_t b = 0; b < groups; ++b) {
       const float* x = w.row(r) + b * g;
       float extreme = 0;
@@ -144,13 +162,12 @@ void quantize_int4(const Matrix& w, int64_t group, std::vector<int8_t>* codes, s
         if (std::fabs(x[i]) > std::fabs(extreme)) extreme = x[i];
       const float full = extreme < 0 ? -extreme / 8.f : extreme / 7.f;
       float s = f16_round(full);
-      if (importance != nullptr && s > 0) {
-        const float* imp = importance->data() + b * g;
-        double best = weighted_error(x, imp, s);
+      if (clip != nullptr && s > 0) {
+        double best = output_error(x, b, s, d);
         for (int k = 1; k < kClipSteps; ++k) {
           const float clipped = f16_round(full * (1.f - kClipStep * static_cast<float>(k)));
           if (clipped <= 0) break;
-          if (const double err = weighted_error(x, imp, clipped); err < best) best = err, s = clipped;
+          if (const double err = output_error(x, b, clipped, d); err < best) best = err, s = clipped;
         }
       }
       scales[static_cast<size_t>(r * groups + b)] = s;
@@ -159,6 +176,7 @@ void quantize_int4(const Matrix& w, int64_t group, std::vector<int8_t>* codes, s
         (*codes)[static_cast<size_t>(r * w.cols + b * g + i)] =
             static_cast<int8_t>(std::clamp(std::nearbyint(x[i] / s), -8.f, 7.f));
     }
+  }
 }
 
 // The int4 layer's weights as the model sees them after folding: dequant(quant(W s)) / s.
@@ -189,21 +207,29 @@ double output_error(Backend& cpu, const Tensor& x, const Matrix& w, const Tensor
   return err;
 }
 
-// How much an error in each column of a layer's (AWQ-scaled) weights moves its output, to first order: the
-// mean of (x_j / s_j)^2 over the sampled input rows (the diagonal of X^T X, as llama.cpp's importance matrix).
-// Without a sample, every column alike (plain squared weight error).
-std::vector<float> column_importance(const ChannelStats& x, const std::vector<float>* s, int64_t cols) {
-  std::vector<float> imp(static_cast<size_t>(cols), 1.f);
-  if (x.sample_rows == 0) return imp;
-  std::vector<double> sum(static_cast<size_t>(cols), 0.0);
-  for (int64_t t = 0; t < x.sample_rows; ++t)
-    for (int64_t j = 0; j < cols; ++j) {
-      const double v = x.sample[static_cast<size_t>(t * cols + j)] / (s != nullptr ? (*s)[static_cast<size_t>(j)] : 1.f);
-      sum[static_cast<size_t>(j)] += v * v;
+// The clipping search's objective for one linear input: per group of input columns, the Gram matrix of the
+// sampled rows divided by the AWQ factors the columns were scaled by (the weights were multiplied by them, so
+// the input the quantized weights see is x / s). No sample: the identity.
+ClipObjective clip_objective(const ChannelStats& x, const std::vector<float>* s, int64_t cols, int64_t group) {
+  ClipObjective o;
+  o.group = group > 0 ? group : cols;
+  if (x.sample_rows == 0) return o;
+  const int64_t g = o.group, groups = cols / g;
+  o.gram.assign(static_cast<size_t>(groups * g * g), 0.0);
+  std::vector<double> v(static_cast<size_t>(cols));
+  for (int64_t t = 0; t < x.sample_rows; ++t) {
+    for (int64_t j = 0; j < cols; ++j)
+      v[static_cast<size_t>(j)] = x.sample[static_cast<size_t>(t * cols + j)] / (s != nullptr ? (*s)[static_cast<size_t>(j)] : 1.f);
+#pragma omp parallel for
+    for (int64_t b = 0; b < groups; ++b) {
+      double* G = o.gram.data() + b * g * g;
+      const double* vb = v.data() + b * g;
+      for (int64_t i = 0; i < g; ++i)
+        for (int64_t j = 0; j < g; ++j) G[i * g + j] += vb[i] * vb[j];
     }
-  for (int64_t j = 0; j < cols; ++j)
-    imp[static_cast<size_t>(j)] = static_cast<float>(sum[static_cast<size_t>(j)] / static_cast<double>(x.sample_rows));
-  return imp;
+  }
+  for (double& e : o.gram) e /= static_cast<double>(x.sample_rows);
+  return o;
 }
 
 struct AwqChoice {
@@ -349,11 +375,11 @@ void append_fp8(const Matrix& m, const std::string& base, std::optional<float> i
 
 // compressed-tensors pack-quantized int4: codes + 8 packed 8 to an int32 (column 8w + i in bits 4i..4i+3),
 // scales [rows, groups], and the unpacked shape.
-void append_int4(const Matrix& m, const std::string& base, int64_t group, const std::vector<float>* importance,
+void append_int4(const Matrix& m, const std::string& base, int64_t group, const ClipObjective* clip,
                  NamedTensors& out) {
   std::vector<int8_t> codes;
   std::vector<float> sc;
-  quantize_int4(m, group, &codes, sc, importance);
+  quantize_int4(m, group, &codes, sc, clip);
   const int64_t groups = group > 0 ? m.cols / group : 1, words = (m.cols + 7) / 8;
   Tensor packed = Tensor::zeros({m.rows, words}, DType::kI32), scales = Tensor::empty({m.rows, groups}, DType::kF32),
          shape = Tensor::empty({2}, DType::kI64);
@@ -544,13 +570,13 @@ QuantizeResult quantize_calibrated(const QuantizeOptions& o, QuantizeProgress* p
         if (o.static_activations) amax = stats.at(l, s.input).max_abs_all();
         append_fp8(m, base, amax, out), as = DType::kF8_E4M3;
       } else {
-        std::optional<std::vector<float>> importance;
+        std::optional<ClipObjective> clip;
         if (o.clip_search) {
           const auto f = folded.find(s.input);
-          importance = column_importance(has_stats ? stats.at(l, s.input) : no_stats,
-                                         f != folded.end() ? &f->second : nullptr, m.cols);
+          clip = clip_objective(has_stats ? stats.at(l, s.input) : no_stats, f != folded.end() ? &f->second : nullptr,
+                                m.cols, o.group_size);
         }
-        append_int4(m, base, o.group_size, importance ? &*importance : nullptr, out), as = DType::kI32;  // 8 a word
+        append_int4(m, base, o.group_size, clip ? &*clip : nullptr, out), as = DType::kI32;  // int4, 8 per int32
       }
       result.tensors.push_back({name, entry.dtype, as, entry.shape, false});
       if (progress != nullptr) progress->elements_done += shape_numel(entry.shape);
@@ -576,12 +602,11 @@ QuantizeResult quantize_calibrated(const QuantizeOptions& o, QuantizeProgress* p
                                " sampled rows per input and folded like "
                                "SmoothQuant's (o_proj not scaled); output error on those rows ",
                                awq_plain > 0 ? awq_chosen / awq_plain : 1.0, "x that of plain group-wise int4"));
-  if (type == CalibratedType::kW4A16)
-    result.notes.push_back(!o.clip_search ? "no clipping search (--no-clip-search): each group's scale from its extreme"
-                           : has_stats   ? "group scales clipped where that lowers the activation-weighted rounding error"
-                                           " (column weights: mean squared input over the sampled rows)"
-                                         : "group scales clipped where that lowers the squared rounding error "
-                                           "(no --calibration: every column weighs alike)");
+  if (type == CalibratedType::kW4A16 && o.clip_search)
+    result.notes.push_back(has_stats ? "group scales clipped where that lowers the layer's output error on the sampled "
+                                       "rows (--clip-search)"
+                                     : "group scales clipped where that lowers the squared weight error (--clip-search "
+                                       "without --calibration: every column weighs alike)");
   if (type == CalibratedType::kFp8)
     result.notes.push_back(o.static_activations ? "static per-tensor activation scales (calibration max / 448)"
                                                 : "dynamic per-token activation scales");

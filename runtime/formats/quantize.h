@@ -65,7 +65,7 @@ struct QuantizeOptions {
   int64_t awq_rows = 512;               // w4a16: activation rows kept per input for the scale search
   bool smooth_only = false;             // apply the smoothing / AWQ scales, write unquantized (checks the folding)
   bool smoothing = true;                // false: no SmoothQuant / AWQ factors (plain round-to-nearest, for comparison)
-  bool clip_search = true;              // w4a16: search each group's clipped scale (false: from its extreme)
+  bool clip_search = false;             // w4a16: search each group's clipped scale (default: from its extreme)
 };
 
 struct QuantizedTensor {

@@ -289,8 +289,9 @@ INSTANTIATE_TEST_SUITE_P(Modes, CalibratedRoundTrip,
 
 // w4a16's clipping search: a group's scale may shrink below its largest weight's when that lowers the rounding
 // error weighted by the calibration activations (the outliers clip, the rest land on finer codes). On the
-// trained stories260K with one scale per row, the quantized model must come closer to the f32 one than with
-// every scale at its extreme (--no-clip-search), with AWQ's factors and without them. (On Gaussian random
+// trained stories260K with one scale per row, the quantized model must come closer to the f32 one with
+// --clip-search than with every scale at its extreme (the default), with AWQ's factors and without them. Measured:
+// relative RMS logit error 0.132 against 0.138 with AWQ, 0.140 against 0.168 without. (On Gaussian random
 // weights in groups of 32 the extreme is already about where clipping would put it, and the search changes
 // little: a trained model's heavier tails are what it is for.)
 TEST(CalibratedQuantize, W4A16ClippingSearchBringsATrainedModelCloser) {
