@@ -42,8 +42,8 @@ inline void check_options(const CudaBackendOptions& o) {
                " (max 0: off), got min ", o.quant_mma_min_rows, ", max ", o.quant_mma_max_rows);
   STRATA_CHECK(o.moe_gemv_max_rows >= 0 && o.moe_gemv_max_rows <= 8,
                "CudaBackendOptions: moe_gemv_max_rows must be 0..8, got ", o.moe_gemv_max_rows);
-  STRATA_CHECK(o.moe_gemm == 0 || o.moe_gemm == 1, "CudaBackendOptions: moe_gemm must be 0 (cuBLAS) or 1 (the "
-               "tensor-core kernel), got ", o.moe_gemm);
+  STRATA_CHECK(o.moe_gemm >= 0 && o.moe_gemm <= 2, "CudaBackendOptions: moe_gemm must be 0 (cuBLAS), 1 (the "
+               "tensor-core kernel) or 2 (by the experts' count and rows), got ", o.moe_gemm);
   STRATA_CHECK(o.gemv_rolling >= 0 && o.gemv_rolling <= 2,
                "CudaBackendOptions: gemv_rolling must be 0 (by grid), 1 (never) or 2 (always), got ", o.gemv_rolling);
   STRATA_CHECK(o.decode_split_grain == 16 || o.decode_split_grain == 32 || o.decode_split_grain == 64 ||

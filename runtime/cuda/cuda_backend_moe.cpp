@@ -1,8 +1,9 @@
 // runtime/cuda/cuda_backend_moe.cpp: CudaBackend's mixture-of-experts ops: the combine, and the routed
 // experts (expert_ffn) as grouped launches: a decode step's few rows per expert through the grouped GEMV
 // (moe_gemv.cu: gate, up and the SwiGLU in one launch, down in another), larger steps through cuBLAS's
-// grouped GEMM (gate and up in one call, silu_mul, down in one call) or, with CudaBackendOptions::moe_gemm,
-// the tensor-core kernel of moe_gemm_mma.cu (two launches, the SwiGLU in the first). Quantized and f32 experts, and
+// grouped GEMM (gate and up in one call, silu_mul, down in one call) or, for many experts with many rows
+// each (CudaBackendOptions::moe_gemm), the tensor-core kernel of moe_gemm_mma.cu (two launches, the SwiGLU
+// in the first). Quantized and f32 experts, and
 // shapes the grouped paths do not take, run Backend's per-expert matmuls (GEMVs, the tensor-core quantized
 // GEMM, cuBLAS, each by its rows).
 #include "runtime/cuda/cuda_backend_impl.h"
@@ -62,7 +63,16 @@ void CudaBackend::expert_ffn(const Tensor& x, const std::vector<ExpertRows>& exp
   const bool gemv = max_rows <= options_.moe_gemv_max_rows &&
                     cuda::grouped_gemv_supports(DType::kBF16, w_dt, D, static_cast<int>(max_rows)) &&
                     cuda::grouped_gemv_supports(DType::kBF16, w_dt, F, static_cast<int>(max_rows));
-  const bool gemm = w_dt == DType::kBF16 && (options_.moe_gemm == 1 || moe_grouped_gemm_);
+  // The tensor-core kernel for many experts with many rows each, cuBLAS's grouped GEMM otherwise (the measured
+  // split, CudaBackendOptions::moe_gemm); the kernel also where cuBLAS has no grouped GEMM.
+  int64_t total_rows = 0;
+  for (const ExpertRows& e : experts) total_rows += e.rows;
+  const bool many = active >= CudaBackendOptions::kMoeMmaMinExperts &&
+                    total_rows >= CudaBackendOptions::kMoeMmaMinRows * active;
+  const bool mma = w_dt == DType::kBF16 && cuda::grouped_mma_supports(w_dt, F, D) &&
+                   cuda::grouped_mma_supports(w_dt, D, F) &&
+                   (options_.moe_gemm == 1 || (options_.moe_gemm == 2 && (many || !moe_grouped_gemm_)));
+  const bool gemm = mma || (w_dt == DType::kBF16 && options_.moe_gemm != 1 && moe_grouped_gemm_);
   if (!grouped || !(gemv || gemm)) return Backend::expert_ffn(x, experts, y);
   if (active == 0) return;
   set_device();
@@ -93,7 +103,7 @@ void CudaBackend::expert_ffn(const Tensor& x, const std::vector<ExpertRows>& exp
     return;
   }
 
-  if (options_.moe_gemm == 1 && cuda::grouped_mma_supports(w_dt, F, D) && cuda::grouped_mma_supports(w_dt, D, F)) {
+  if (mma) {
     auto scope = profile([&] { return cat("moe experts mma ", F, "x", D); });
     // Each expert's rows in slices of kGroupedMmaRows: first the gate/up slices (x into h), then the down ones.
     std::vector<cuda::ExpertSlice> table;
