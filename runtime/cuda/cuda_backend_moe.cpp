@@ -80,7 +80,9 @@ void CudaBackend::expert_ffn(const Tensor& x, const std::vector<ExpertRows>& exp
   const int64_t span = hi - lo;  // the rows the experts cover; h holds them from row lo
 
   if (gemv) {
-    auto scope = profile([&] { return cat("moe experts gemv M", max_rows <= 2 ? cat(max_rows) : "3-8", " ", F, "x", D); });
+    auto scope = profile([&] {
+      return cat("moe experts gemv M", max_rows <= 2 ? cat(max_rows) : "3-8", " ", F, "x", D);
+    });
     // Entries [0, active): gate and up from x into h; [active, 2 active): down from h into y.
     std::vector<cuda::ExpertSlice> table(static_cast<size_t>(2 * active));
     size_t i = 0;
