@@ -67,6 +67,53 @@ void Backend::combine_rows(const Tensor& src, const Tensor& index, const Tensor&
 
 bool Backend::matmul_swiglu(const Tensor&, const Tensor&, Tensor&) { return false; }
 
+void Backend::expert_ffn(const Tensor& x, const std::vector<ExpertRows>& experts, Tensor& y) {
+  const int64_t N = x.dim(0), D = x.dim(-1);
+  STRATA_CHECK(y.numel() == N * D, "expert_ffn: x ", shape_str(x.shape()), " and y ", shape_str(y.shape()), " differ");
+  int64_t lo = N, hi = 0, next = experts.empty() ? 0 : experts.front().begin;
+  bool consecutive = true;
+  for (const ExpertRows& e : experts) {
+    STRATA_CHECK(e.begin >= 0 && e.rows >= 0 && e.begin + e.rows <= N, "expert_ffn: rows [", e.begin, ", ",
+                 e.begin + e.rows, ") outside the ", N, " rows of x");
+    STRATA_CHECK(e.gate.rank() == 2 && e.gate.dim(1) == D && e.up.shape() == e.gate.shape() && e.down.rank() == 2 &&
+                     e.down.dim(0) == D && e.down.dim(1) == e.gate.dim(0) &&
+                     e.gate.dim(0) == experts.front().gate.dim(0),
+                 "expert_ffn: expert weights gate ", shape_str(e.gate.shape()), ", up ", shape_str(e.up.shape()),
+                 ", down ", shape_str(e.down.shape()), " do not fit x ", shape_str(x.shape()),
+                 " (every expert [F, D], [F, D], [D, F] with one F)");
+    if (e.rows == 0) continue;
+    consecutive = consecutive && e.begin == next;
+    next = e.begin + e.rows;
+    lo = std::min(lo, e.begin), hi = std::max(hi, e.begin + e.rows);
+  }
+  if (hi <= lo) return;
+  const int64_t F = experts.front().gate.dim(0);
+  // gate and up outputs for the span of rows the experts cover, indexed from its first row
+  Tensor g = alloc({hi - lo, F}, activation_dtype()), u = alloc({hi - lo, F}, activation_dtype());
+  for (const ExpertRows& e : experts) {
+    if (e.rows == 0) continue;
+    Tensor ge = g.rows(e.begin - lo, e.rows), ue = u.rows(e.begin - lo, e.rows);
+    const Tensor xe = x.rows(e.begin, e.rows);
+    matmul(xe, e.gate, nullptr, ge);
+    matmul(xe, e.up, nullptr, ue);
+  }
+  if (consecutive) {
+    silu_mul(g, u, g);
+  } else {
+    for (const ExpertRows& e : experts) {
+      if (e.rows == 0) continue;
+      Tensor ge = g.rows(e.begin - lo, e.rows);
+      silu_mul(ge, u.rows(e.begin - lo, e.rows), ge);
+    }
+  }
+  Tensor y2 = y.reshape({N, D});
+  for (const ExpertRows& e : experts) {
+    if (e.rows == 0) continue;
+    Tensor ye = y2.rows(e.begin, e.rows);
+    matmul(g.rows(e.begin - lo, e.rows), e.down, nullptr, ye);
+  }
+}
+
 bool Backend::rope_kv_attention(Tensor&, Tensor&, const Tensor&, const AttentionBatch&, const RopeParams&, Tensor&,
                                 Tensor&, float, Tensor&) {
   return false;

@@ -58,6 +58,13 @@ class OpGraph {
   virtual double take_device_seconds() { return 0; }
 };
 
+// One routed expert of Backend::expert_ffn: its weights and the rows of the step's gathered activations
+// routed to it.
+struct ExpertRows {
+  Tensor gate, up, down;  // [F, D], [F, D], [D, F]
+  int64_t begin = 0, rows = 0;
+};
+
 // Elementwise activations of encoder MLPs (vision towers, projectors). kGeluErf is the exact GELU
 // (x/2 (1 + erf(x/sqrt 2)), transformers' "gelu"), kGeluTanh its tanh approximation ("gelu_new",
 // "gelu_pytorch_tanh"), kQuickGelu x sigmoid(1.702 x) (CLIP's "quick_gelu").
@@ -111,6 +118,12 @@ class Backend {
   // CPU backend) and throws for device tensors.
   virtual void combine_rows(const Tensor& src, const Tensor& index, const Tensor& weight, bool accumulate,
                             Tensor& out);
+  // The routed experts of a mixture-of-experts step (runtime/models/moe.h): for each listed expert e and each
+  // of its rows r in [e.begin, e.begin + e.rows) of x [N, D], y[r] = (silu(x[r] gate^T) * (x[r] up^T)) down^T,
+  // for gate, up [F, D] and down [D, F]; rows no expert lists are left alone. A backend may run every
+  // expert's projection as one grouped launch; the default makes each expert's matmul calls (and one
+  // silu_mul where the experts' rows are consecutive), so quantized experts take matmul's paths.
+  virtual void expert_ffn(const Tensor& x, const std::vector<ExpertRows>& experts, Tensor& y);
   // Splits the columns of x [T, C] (any shape with T leading rows) into parts, in order: parts[i] gets
   // [T, C_i] with C_i = parts[i]->numel() / T, and the C_i sum to C; same dtype throughout, at most 4 parts.
   // A multi-token step's fused QKV projection yields its q, k and v this way.

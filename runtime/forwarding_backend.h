@@ -1,7 +1,7 @@
 // runtime/forwarding_backend.h: a Backend that hands every required op to another backend, for decorators
 // that watch or change a few ops (calibration's activation recorder, tests' probes). The optional fusions
-// (matmul_swiglu, rope_kv_write, rope_kv_attention) keep Backend's unfused defaults unless a subclass
-// forwards them, so every product still reaches matmul.
+// (matmul_swiglu, rope_kv_write, rope_kv_attention, expert_ffn) keep Backend's unfused defaults unless a
+// subclass forwards them, so every product still reaches matmul.
 #pragma once
 #include <memory>
 #include <string>

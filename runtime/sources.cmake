@@ -23,6 +23,8 @@ set(STRATA_RUNTIME_SOURCES
   cuda/gemm.cpp
   cuda/gemv_kernels.cu
   cuda/gemv_quant.cu
+  cuda/moe_gemm_mma.cu
+  cuda/moe_gemv.cu
   cuda/moe_kernels.cu
   cuda/op_profiler.cpp
   cuda/qgemm_mma.cu

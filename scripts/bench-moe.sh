@@ -16,7 +16,11 @@
 # memory when routed to: tokens/s and expert bytes streamed per token against the resident run above.
 # Models are deleted after their runs (the disk holds one at a time) unless KEEP_MODELS=1.
 # Env: MIXTRAL_LAYERS, QWEN3_LAYERS, SHAPES ("mixtral qwen3"), BATCHES ("1 16 64"), SKIP_PEER=1, EXPERTS_RESIDENT,
-#      MODELS (default models/), OUT (a folder: the results are also packed there as bench-moe.tgz).
+#      SKIP_OFFLOAD=1 (no expert-cache run), KERNEL_OPTIONS (strata's --kernel-options for every run),
+#      BASELINE_OPTIONS (each decode and prefill run again with these --kernel-options, e.g. moe_grouped=0 for
+#      the per-expert matmuls, reported beside it), RESULTS (the results folder; default
+#      bench/results/moe-<host>-<time>), MODELS (default models/), OUT (a folder: the results are also packed
+#      there as bench-moe.tgz).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -24,9 +28,22 @@ export NCCL_NVLS_ENABLE=0
 strata="$("$root/scripts/gpu-strata.sh")"
 models="${MODELS:-$root/models}"
 
-out="bench/results/moe-$(hostname)-$(date +%Y%m%d-%H%M%S)"
+out="${RESULTS:-bench/results/moe-$(hostname)-$(date +%Y%m%d-%H%M%S)}"
 mkdir -p "$out"
-echo "$0 $* MIXTRAL_LAYERS=${MIXTRAL_LAYERS:-16} QWEN3_LAYERS=${QWEN3_LAYERS:-24}" >"$out/command.txt"
+echo "$0 $* MIXTRAL_LAYERS=${MIXTRAL_LAYERS:-16} QWEN3_LAYERS=${QWEN3_LAYERS:-24} KERNEL_OPTIONS=${KERNEL_OPTIONS:-}" \
+  "BASELINE_OPTIONS=${BASELINE_OPTIONS:-}" >"$out/command.txt"
+kopts=()
+[ -n "${KERNEL_OPTIONS:-}" ] && kopts=(--kernel-options "$KERNEL_OPTIONS")
+# bench_pair NAME ARGS...: strata bench decode into $out/NAME.json, and with BASELINE_OPTIONS into NAME-base.json.
+bench_pair() {
+  local name="$1"
+  shift
+  "$strata" bench decode --model "$model" --device cuda "$@" --mib 64 "${kopts[@]}" >"$out/$name.json"
+  if [ -n "${BASELINE_OPTIONS:-}" ]; then
+    "$strata" bench decode --model "$model" --device cuda "$@" --mib 64 --kernel-options "$BASELINE_OPTIONS" \
+      >"$out/$name-base.json"
+  fi
+}
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,clocks.max.mem --format=csv >"$out/gpu.csv" || true
 
 for shape in ${SHAPES:-mixtral qwen3}; do
@@ -42,13 +59,13 @@ for shape in ${SHAPES:-mixtral qwen3}; do
   [ -n "${SKIP_PEER:-}" ] && peer_flags+=(--skip-peer)
   python3 tools/bench/hf_peer.py --model "$model" "${peer_flags[@]}" >"$out/$shape-peer.json"
   for b in ${BATCHES:-1 16 64}; do
-    "$strata" bench decode --model "$model" --device cuda --batch "$b" --prompt-len 16 -n 32 --mib 64 \
-      >"$out/$shape-decode-b$b.json"
+    bench_pair "$shape-decode-b$b" --batch "$b" --prompt-len 16 -n 32
   done
-  "$strata" bench decode --model "$model" --device cuda --batch 1 --prompt-len 2048 -n 2 --mib 64 \
-    >"$out/$shape-prefill-2048.json"
-  "$strata" bench decode --model "$model" --device cuda --batch 1 --prompt-len 16 -n 32 --mib 64 \
-    --experts-resident "${EXPERTS_RESIDENT:-$top_k}" >"$out/$shape-offload-b1.json"
+  bench_pair "$shape-prefill-2048" --batch 1 --prompt-len 2048 -n 2
+  if [ -z "${SKIP_OFFLOAD:-}" ]; then
+    "$strata" bench decode --model "$model" --device cuda --batch 1 --prompt-len 16 -n 32 --mib 64 "${kopts[@]}" \
+      --experts-resident "${EXPERTS_RESIDENT:-$top_k}" >"$out/$shape-offload-b1.json"
+  fi
   echo "{\"shape\": \"$shape\", \"preset\": \"$preset\", \"layers\": $layers}" >"$out/$shape-model.json"
   [ -n "${KEEP_MODELS:-}" ] || rm -rf "$model"
 done
@@ -65,15 +82,20 @@ for spec_path in sorted(glob.glob(os.path.join(out, "*-model.json"))):
     rows.append((f"{shape}: {spec['preset']}, {spec['layers']} layers", f"{peer['gpu']}", ""))
     rows.append(("  ceiling: device copy bandwidth", f"{c['d2d_copy_gbs']:.0f} GB/s", ""))
     pd = peer.get("peer", {}).get("decode", {})
-    for path in sorted(glob.glob(os.path.join(out, f"{shape}-decode-b*.json")),
+    for path in sorted(glob.glob(os.path.join(out, f"{shape}-decode-b*[0-9].json")),
                        key=lambda p: int(p.split("-b")[-1][:-5])):
         r = json.load(open(path))
+        base_path = path[:-5] + "-base.json"
         b = str(r["batch"])
         read = r["weight_bytes_per_step"]
         held = r["expert_bytes_held"]
         peer_txt = ""
         if b in pd:
             peer_txt = f"HF {pd[b]['tokens_per_s']:.0f} tok/s ({r['decode_tokens_per_s'] / pd[b]['tokens_per_s']:.1f}x)"
+        if os.path.exists(base_path):
+            rb = json.load(open(base_path))
+            peer_txt += (f" baseline {rb['decode_tokens_per_s']:.0f} tok/s "
+                         f"({r['decode_tokens_per_s'] / rb['decode_tokens_per_s']:.2f}x)")
         rows.append((f"  strata decode batch {b}",
                      f"{r['decode_tokens_per_s']:.0f} tok/s, {r['ms_per_step']:.2f} ms/step, reads {read / 1e9:.2f} GB/step "
                      f"(experts {r['expert_bytes_per_step'] / 1e9:.2f} of {held / 1e9:.2f} GB), {r['weight_gbs']:.0f} GB/s = "
@@ -89,8 +111,13 @@ for spec_path in sorted(glob.glob(os.path.join(out, "*-model.json"))):
                      f"hit rate {100 * ec.get('hit_rate', 0):.0f}%", ""))
     r = json.load(open(os.path.join(out, f"{shape}-prefill-2048.json")))
     peer_pf = peer.get("peer", {}).get("prefill")
-    rows.append((f"  strata prefill {r['prompt_len']}", f"{r['prefill_tokens_per_s']:.0f} tok/s",
-                 f"HF {peer_pf['tokens_per_s']:.0f} tok/s" if peer_pf else ""))
+    extra = f"HF {peer_pf['tokens_per_s']:.0f} tok/s" if peer_pf else ""
+    base_path = os.path.join(out, f"{shape}-prefill-2048-base.json")
+    if os.path.exists(base_path):
+        rb = json.load(open(base_path))
+        extra += (f" baseline {rb['prefill_tokens_per_s']:.0f} tok/s "
+                  f"({r['prefill_tokens_per_s'] / rb['prefill_tokens_per_s']:.2f}x)")
+    rows.append((f"  strata prefill {r['prompt_len']}", f"{r['prefill_tokens_per_s']:.0f} tok/s", extra))
 json.dump({"rows": rows}, open(os.path.join(out, "summary.json"), "w"), indent=1)
 print(f"\n({out})")
 for name, val, extra in rows:

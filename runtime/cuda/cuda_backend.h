@@ -56,6 +56,20 @@ struct CudaBackendOptions {
   // a gate row and its up row (Backend::matmul_swiglu): one kernel fewer per layer and no [M, 2F] product
   // in memory.
   bool fuse_swiglu = true;
+  // Mixture-of-experts steps run their selected experts as grouped launches (Backend::expert_ffn): where every
+  // expert has at most moe_gemv_max_rows rows (1..8; 0: never), one GEMV launch forming the SwiGLU from the
+  // gate and up rows and one for the down projection (16-bit weights); above, with bf16 weights, a grouped
+  // GEMM: moe_gemm 0 cuBLAS's (gate and up in one call, silu_mul, down in one call), 1 the tensor-core kernel
+  // of moe_gemm_mma.cu (gate, up and the SwiGLU in one launch, down in another), 2 the kernel where at least
+  // kMoeMmaMinExperts experts average kMoeMmaMinRows rows, else cuBLAS's. On an H100 (bench/results/
+  // moegemm-h100-20261207) the kernel ran a 2048-token Qwen3-30B-A3B-shape prefill (128 experts, ~128 rows
+  // each) at 193k tok/s against cuBLAS's 60k, but the Mixtral-8x7B shape (8 experts, ~512 rows) at 86k
+  // against 164k, and batch 64 of either (4 and 16 rows an expert) 0.93x and 0.71x cuBLAS's. Off, or for
+  // quantized and f32 experts: each expert's own matmuls.
+  bool moe_grouped = true;
+  int moe_gemv_max_rows = 4;
+  int moe_gemm = 2;
+  static constexpr int64_t kMoeMmaMinExperts = 32, kMoeMmaMinRows = 32;
   // Programmatic dependent launch between the decode kernels (runtime/cuda/pdl.cuh), where the device has
   // it (Hopper and later).
   bool pdl = true;

@@ -40,6 +40,10 @@ inline void check_options(const CudaBackendOptions& o) {
                     o.quant_mma_max_rows <= cuda::kQuantMmaMaxRows),
                "CudaBackendOptions: quant_mma rows must satisfy 1 <= min <= max <= ", cuda::kQuantMmaMaxRows,
                " (max 0: off), got min ", o.quant_mma_min_rows, ", max ", o.quant_mma_max_rows);
+  STRATA_CHECK(o.moe_gemv_max_rows >= 0 && o.moe_gemv_max_rows <= 8,
+               "CudaBackendOptions: moe_gemv_max_rows must be 0..8, got ", o.moe_gemv_max_rows);
+  STRATA_CHECK(o.moe_gemm >= 0 && o.moe_gemm <= 2, "CudaBackendOptions: moe_gemm must be 0 (cuBLAS), 1 (the "
+               "tensor-core kernel) or 2 (by the experts' count and rows), got ", o.moe_gemm);
   STRATA_CHECK(o.gemv_rolling >= 0 && o.gemv_rolling <= 2,
                "CudaBackendOptions: gemv_rolling must be 0 (by grid), 1 (never) or 2 (always), got ", o.gemv_rolling);
   STRATA_CHECK(o.decode_split_grain == 16 || o.decode_split_grain == 32 || o.decode_split_grain == 64 ||
@@ -138,7 +142,7 @@ class CudaBackend final : public Backend {
  public:
   CudaBackend(int device, const CudaBackendOptions& options)
       : device_(device), options_(options), stream_(device), scratch_a_(device), scratch_b_(device),
-        split_scratch_(device), encoder_scratch_(device) {
+        split_scratch_(device), encoder_scratch_(device), moe_table_(device) {
     cudaDeviceProp prop{};
     CHECK_CUDA(cudaGetDeviceProperties(&prop, device));
     sm_count_ = prop.multiProcessorCount;
@@ -344,6 +348,7 @@ class CudaBackend final : public Backend {
 
   void combine_rows(const Tensor& src, const Tensor& index, const Tensor& weight, bool accumulate,
                     Tensor& out) override;  // cuda_backend_moe.cpp
+  void expert_ffn(const Tensor& x, const std::vector<ExpertRows>& experts, Tensor& y) override;  // the same
 
   void split_columns(const Tensor& x, const std::vector<Tensor*>& parts) override {
     check_on_device(x, "x", "split_columns");
@@ -581,6 +586,8 @@ class CudaBackend final : public Backend {
   GrowableBuffer scratch_b_;  // dequantized weight chunks, f32 GEMM outputs
   GrowableBuffer split_scratch_;  // split-K partials of decode attention
   GrowableBuffer encoder_scratch_;  // bidirectional attention's scores and pointer tables
+  GrowableBuffer moe_table_;  // expert_ffn's grouped launches: GEMV entries or cuBLAS pointer arrays
+  bool moe_grouped_gemm_ = true;  // false once cuBLAS refused the grouped GEMM (then each expert's matmuls)
   cuda::PinnedBuffer sample_host_;  // sampling parameters and results, mapped (sample())
   int sm_count_ = 0;
   std::string device_name_;

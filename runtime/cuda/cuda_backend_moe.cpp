@@ -1,8 +1,14 @@
-// runtime/cuda/cuda_backend_moe.cpp: CudaBackend's mixture-of-experts op (the combine); the experts
-// themselves are the backend's matmuls (runtime/models/moe.cpp): GEMVs over a decode step's few rows of
-// each selected expert, cuBLAS GEMMs over a prefill's, quantized experts through the quantized paths.
+// runtime/cuda/cuda_backend_moe.cpp: CudaBackend's mixture-of-experts ops: the combine, and the routed
+// experts (expert_ffn) as grouped launches: a decode step's few rows per expert through the grouped GEMV
+// (moe_gemv.cu: gate, up and the SwiGLU in one launch, down in another), larger steps through cuBLAS's
+// grouped GEMM (gate and up in one call, silu_mul, down in one call) or, for many experts with many rows
+// each (CudaBackendOptions::moe_gemm), the tensor-core kernel of moe_gemm_mma.cu (two launches, the SwiGLU
+// in the first). Quantized and f32 experts, and
+// shapes the grouped paths do not take, run Backend's per-expert matmuls (GEMVs, the tensor-core quantized
+// GEMM, cuBLAS, each by its rows).
 #include "runtime/cuda/cuda_backend_impl.h"
 #include "runtime/cuda/moe_kernels.h"
+#include "runtime/log.h"
 
 namespace strata {
 namespace cuda_backend_detail {
@@ -25,6 +31,138 @@ void CudaBackend::combine_rows(const Tensor& src, const Tensor& index, const Ten
   auto scope = profile([&] { return cat("moe combine k", n / T); });
   cuda::launch_combine_rows(src.raw(), src.dtype(), src.numel() / D, index.data<int32_t>(), weight.data<float>(),
                             n / T, T, D, accumulate, out.raw(), out.dtype(), launch());
+}
+
+namespace {
+bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+}  // namespace
+
+void CudaBackend::expert_ffn(const Tensor& x, const std::vector<ExpertRows>& experts, Tensor& y) {
+  if (!options_.moe_grouped || experts.empty()) return Backend::expert_ffn(x, experts, y);
+  check_on_device(x, "x", "expert_ffn");
+  check_on_device(y, "y", "expert_ffn");
+  const int64_t N = x.dim(0), D = x.dim(-1), F = experts.front().gate.dim(0);
+  const DType w_dt = experts.front().gate.dtype();
+  // The grouped paths take bf16 activations and one 16-bit weight dtype with aligned rows; anything else (and
+  // every operand check) goes to the per-expert default.
+  bool grouped = x.dtype() == DType::kBF16 && y.dtype() == DType::kBF16 && y.numel() == N * D && D % 8 == 0 &&
+                 F % 8 == 0 && aligned16(x.raw()) && aligned16(y.raw()) &&
+                 (w_dt == DType::kBF16 || w_dt == DType::kF16);
+  int64_t lo = N, hi = 0, max_rows = 0, active = 0;
+  for (const ExpertRows& e : experts) {
+    for (const Tensor* t : {&e.gate, &e.up, &e.down})
+      grouped = grouped && t->device() == Device::kCuda && t->dtype() == w_dt && aligned16(t->raw());
+    grouped = grouped && e.gate.rank() == 2 && e.gate.dim(0) == F && e.gate.dim(1) == D &&
+              e.up.shape() == e.gate.shape() && e.down.rank() == 2 && e.down.dim(0) == D && e.down.dim(1) == F &&
+              e.begin >= 0 && e.rows >= 0 && e.begin + e.rows <= N;
+    if (e.rows == 0) continue;
+    lo = std::min(lo, e.begin), hi = std::max(hi, e.begin + e.rows);
+    max_rows = std::max(max_rows, e.rows);
+    ++active;
+  }
+  const bool gemv = max_rows <= options_.moe_gemv_max_rows &&
+                    cuda::grouped_gemv_supports(DType::kBF16, w_dt, D, static_cast<int>(max_rows)) &&
+                    cuda::grouped_gemv_supports(DType::kBF16, w_dt, F, static_cast<int>(max_rows));
+  // The tensor-core kernel for many experts with many rows each, cuBLAS's grouped GEMM otherwise (the measured
+  // split, CudaBackendOptions::moe_gemm); the kernel also where cuBLAS has no grouped GEMM.
+  int64_t total_rows = 0;
+  for (const ExpertRows& e : experts) total_rows += e.rows;
+  const bool many = active >= CudaBackendOptions::kMoeMmaMinExperts &&
+                    total_rows >= CudaBackendOptions::kMoeMmaMinRows * active;
+  const bool mma = w_dt == DType::kBF16 && cuda::grouped_mma_supports(w_dt, F, D) &&
+                   cuda::grouped_mma_supports(w_dt, D, F) &&
+                   (options_.moe_gemm == 1 || (options_.moe_gemm == 2 && (many || !moe_grouped_gemm_)));
+  const bool gemm = mma || (w_dt == DType::kBF16 && options_.moe_gemm != 1 && moe_grouped_gemm_);
+  if (!grouped || !(gemv || gemm)) return Backend::expert_ffn(x, experts, y);
+  if (active == 0) return;
+  set_device();
+  const cuda::Launch s = launch();
+  const int64_t span = hi - lo;  // the rows the experts cover; h holds them from row lo
+
+  if (gemv) {
+    auto scope = profile([&] {
+      return cat("moe experts gemv M", max_rows <= 2 ? cat(max_rows) : "3-8", " ", F, "x", D);
+    });
+    // Entries [0, active): gate and up from x into h; [active, 2 active): down from h into y.
+    std::vector<cuda::ExpertSlice> table(static_cast<size_t>(2 * active));
+    size_t i = 0;
+    for (const ExpertRows& e : experts) {
+      if (e.rows == 0) continue;
+      const auto rows = static_cast<int32_t>(e.rows);
+      table[i] = {e.gate.raw(), e.up.raw(), e.begin, e.begin - lo, rows, 0};
+      table[i + static_cast<size_t>(active)] = {e.down.raw(), nullptr, e.begin - lo, e.begin, rows, 0};
+      ++i;
+    }
+    const size_t bytes = table.size() * sizeof(cuda::ExpertSlice);
+    auto* dev = static_cast<cuda::ExpertSlice*>(moe_table_.get(bytes, s));
+    // From pageable memory: staged before the call returns, so the vector may go.
+    CHECK_CUDA(cudaMemcpyAsync(dev, table.data(), bytes, cudaMemcpyHostToDevice, s));
+    Tensor h = alloc({span, F}, DType::kBF16);
+    const int rows = static_cast<int>(max_rows);
+    cuda::launch_grouped_gemv(x.raw(), dev, active, rows, w_dt, /*swiglu=*/true, h.raw(), DType::kBF16, F, D, s);
+    cuda::launch_grouped_gemv(h.raw(), dev + active, active, rows, w_dt, /*swiglu=*/false, y.raw(), DType::kBF16, D,
+                              F, s);
+    return;
+  }
+
+  if (mma) {
+    auto scope = profile([&] { return cat("moe experts mma ", F, "x", D); });
+    // Each expert's rows in slices of kGroupedMmaRows: first the gate/up slices (x into h), then the down ones.
+    std::vector<cuda::ExpertSlice> table;
+    for (int pass = 0; pass < 2; ++pass)
+      for (const ExpertRows& e : experts)
+        for (int64_t r0 = 0; r0 < e.rows; r0 += cuda::kGroupedMmaRows) {
+          const auto rows = static_cast<int32_t>(std::min<int64_t>(cuda::kGroupedMmaRows, e.rows - r0));
+          if (pass == 0) table.push_back({e.gate.raw(), e.up.raw(), e.begin + r0, e.begin - lo + r0, rows, 0});
+          else table.push_back({e.down.raw(), nullptr, e.begin - lo + r0, e.begin + r0, rows, 0});
+        }
+    const auto slices = static_cast<int64_t>(table.size() / 2);
+    const size_t bytes = table.size() * sizeof(cuda::ExpertSlice);
+    auto* dev = static_cast<cuda::ExpertSlice*>(moe_table_.get(bytes, s));
+    CHECK_CUDA(cudaMemcpyAsync(dev, table.data(), bytes, cudaMemcpyHostToDevice, s));
+    Tensor h = alloc({span, F}, w_dt);
+    cuda::launch_grouped_mma(x.raw(), dev, slices, w_dt, /*swiglu=*/true, h.raw(), F, D, s);
+    cuda::launch_grouped_mma(h.raw(), dev + slices, slices, w_dt, /*swiglu=*/false, y.raw(), D, F, s);
+    return;
+  }
+
+  auto scope = profile([&] { return cat("moe experts grouped gemm ", F, "x", D); });
+  // Pointer arrays: gate then up problems (w, x, out: 2 active each), then down (active each).
+  const auto A = static_cast<size_t>(active);
+  std::vector<const void*> ptrs(9 * A);
+  std::vector<int> m2(2 * A), m1(A);
+  Tensor gu = alloc({2 * span, F}, DType::kBF16);  // g rows [0, span), u rows [span, 2 span)
+  auto* g = static_cast<uint16_t*>(gu.raw());  // bf16 elements
+  auto* u = g + span * F;
+  const auto* xb = static_cast<const uint16_t*>(x.raw());
+  auto* yb = static_cast<uint16_t*>(y.raw());
+  size_t i = 0;
+  for (const ExpertRows& e : experts) {
+    if (e.rows == 0) continue;
+    const int64_t r = e.begin - lo;
+    ptrs[i] = e.gate.raw();  // w, x, out of the gate problem, of the up problem, of the down problem
+    ptrs[A + i] = e.up.raw();
+    ptrs[2 * A + i] = ptrs[3 * A + i] = xb + e.begin * D;
+    ptrs[4 * A + i] = g + r * F;
+    ptrs[5 * A + i] = u + r * F;
+    ptrs[6 * A + i] = e.down.raw();
+    ptrs[7 * A + i] = g + r * F;
+    ptrs[8 * A + i] = yb + e.begin * D;
+    m2[i] = m2[A + i] = m1[i] = static_cast<int>(e.rows);
+    ++i;
+  }
+  const size_t bytes = ptrs.size() * sizeof(void*);
+  auto* dev = static_cast<const void**>(moe_table_.get(bytes, s));
+  CHECK_CUDA(cudaMemcpyAsync(dev, ptrs.data(), bytes, cudaMemcpyHostToDevice, s));
+  auto* outs = const_cast<void**>(dev);
+  if (!cuda::cublas_gemm_grouped(cublas(), DType::kBF16, F, D, m2, dev, dev + 2 * A, outs + 4 * A)) {
+    moe_grouped_gemm_ = false;
+    LOG_WARN("cuBLAS on ", name(), " has no grouped bf16 GEMM; mixture-of-experts prefill runs each expert's matmuls");
+    return Backend::expert_ffn(x, experts, y);
+  }
+  cuda::launch_silu_mul(g, DType::kBF16, u, DType::kBF16, g, DType::kBF16, span * F, s);
+  STRATA_CHECK(cuda::cublas_gemm_grouped(cublas(), DType::kBF16, D, F, m1, dev + 6 * A, dev + 7 * A, outs + 8 * A),
+               "expert_ffn: cuBLAS took the grouped gate/up GEMM but refused the grouped down GEMM");
 }
 
 }  // namespace cuda_backend_detail

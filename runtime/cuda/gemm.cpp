@@ -29,6 +29,25 @@ void cublas_gemm(cublasHandle_t handle, const void* x, const void* w, DType in_d
                             CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
+bool cublas_gemm_grouped(cublasHandle_t handle, DType dt, int64_t n, int64_t k, const std::vector<int>& m,
+                         const void* const* w_dev, const void* const* x_dev, void* const* out_dev) {
+  STRATA_CHECK(dt == DType::kBF16 || dt == DType::kF16, "internal: grouped cuBLAS GEMM of ", dtype_name(dt));
+  const size_t P = m.size();
+  if (P == 0) return true;
+  // Column-major, as cublas_gemm: problem p is out_p^T[n, m_p] = w_p^T (w_p seen as k x n) times x_p^T (k x m_p).
+  const std::vector<cublasOperation_t> ta(P, CUBLAS_OP_T), tb(P, CUBLAS_OP_N);
+  const std::vector<int> rows(P, static_cast<int>(n)), depth(P, static_cast<int>(k)), ldo(P, static_cast<int>(n));
+  const std::vector<int> ones(P, 1);
+  const std::vector<float> alpha(P, 1.f), beta(P, 0.f);
+  const cublasStatus_t st = cublasGemmGroupedBatchedEx(
+      handle, ta.data(), tb.data(), rows.data(), m.data(), depth.data(), alpha.data(), w_dev, cuda_type(dt),
+      depth.data(), x_dev, cuda_type(dt), depth.data(), beta.data(), out_dev, cuda_type(dt), ldo.data(),
+      static_cast<int>(P), ones.data(), CUBLAS_COMPUTE_32F);
+  if (st == CUBLAS_STATUS_NOT_SUPPORTED) return false;
+  CHECK_CUBLAS(st);
+  return true;
+}
+
 LtGemm::LtGemm(cudaStream_t stream, void* workspace, size_t workspace_bytes)
     : stream_(stream), workspace_(workspace), workspace_bytes_(workspace_bytes) {
   CHECK_CUBLAS(cublasLtCreate(&handle_));

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <map>
 #include <tuple>
+#include <vector>
 
 #include "runtime/dtype.h"
 
@@ -16,6 +17,13 @@ namespace strata::cuda {
 // out_dt is in_dt or f32.
 void cublas_gemm(cublasHandle_t handle, const void* x, const void* w, DType in_dt, void* out, DType out_dt, int64_t m,
                  int64_t n, int64_t k, int64_t ldo);
+
+// Several such products in one cuBLAS call (cublasGemmGroupedBatchedEx, each its own group): for p < m.size(),
+// out_p[m[p], n] (row stride n) = x_p[m[p], k] w_p[n, k]^T, with the problems' w, x and out pointers in device
+// arrays; 16-bit inputs and outputs of `dt`, f32 accumulation. Problems with m[p] == 0 must not be listed.
+// Returns false (nothing enqueued) where this cuBLAS does not offer it for these types.
+bool cublas_gemm_grouped(cublasHandle_t handle, DType dt, int64_t n, int64_t k, const std::vector<int>& m,
+                         const void* const* w_dev, const void* const* x_dev, void* const* out_dev);
 
 // The same product through cuBLASLt, for 16-bit inputs with an f32 output (the LM head's logits): on an
 // H100, cublasGemmEx ran 32000 x 4096 at M = 16 in 1.0 ms (260 GB/s of weights) where the bf16-output

@@ -11,6 +11,7 @@
 #include "runtime/cuda/check_cuda.h"
 #include "runtime/cuda/device_dtype.cuh"
 #include "runtime/cuda/fp8_kernels.h"
+#include "runtime/cuda/gemv_chunk.cuh"
 #include "runtime/cuda/kernels.h"
 #include "runtime/cuda/pdl.cuh"
 
@@ -18,41 +19,6 @@ namespace strata::cuda {
 namespace {
 
 constexpr int kWarps = 8;  // rows per block
-
-// Raw 16-byte chunks are loaded first (several of them), then converted: the loads of one lane are all
-// issued before the first multiply needs them.
-template <typename TW>
-struct RawChunk {
-  uint4 r[sizeof(TW) == 4 ? 2 : 1];
-};
-template <typename TW>
-__device__ __forceinline__ void load_raw(const TW* p, RawChunk<TW>& c) {
-  const uint4* q = reinterpret_cast<const uint4*>(p);
-  c.r[0] = __ldcs(q);
-  if constexpr (sizeof(TW) == 4) c.r[1] = __ldcs(q + 1);
-}
-template <typename TW>
-__device__ __forceinline__ void decode_raw(const RawChunk<TW>& c, float (&v)[8]) {
-  if constexpr (sizeof(TW) == 4) {
-    const float* f = reinterpret_cast<const float*>(c.r);
-#pragma unroll
-    for (int i = 0; i < 8; ++i) v[i] = f[i];
-  } else if constexpr (std::is_same_v<TW, __half>) {
-    const auto* h = reinterpret_cast<const __half2*>(c.r);
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const float2 f = __half22float2(h[i]);
-      v[2 * i] = f.x, v[2 * i + 1] = f.y;
-    }
-  } else {
-    const auto* h = reinterpret_cast<const __nv_bfloat162*>(c.r);
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const float2 f = __bfloat1622float2(h[i]);
-      v[2 * i] = f.x, v[2 * i + 1] = f.y;
-    }
-  }
-}
 
 template <int M>
 __device__ __forceinline__ void finish_rows(float (&acc)[M], int64_t row, int64_t n, const void* bias,

@@ -1,5 +1,7 @@
-// runtime/cuda/moe_kernels.h: the mixture-of-experts kernels of the CUDA backend (runtime/models/moe.h runs
-// the experts themselves as the backend's matmuls over each expert's contiguous rows).
+// runtime/cuda/moe_kernels.h: the mixture-of-experts kernels of the CUDA backend: the combine
+// (moe_kernels.cu) and the grouped GEMVs that run a decode step's selected experts in one launch per
+// projection (moe_gemv.cu); prefill-sized steps take cuBLAS's grouped GEMM (gemm.h) or the grouped
+// tensor-core GEMM (moe_gemm_mma.cu).
 #pragma once
 #include <cstdint>
 
@@ -14,5 +16,37 @@ namespace strata::cuda {
 void launch_combine_rows(const void* src, DType src_dt, int64_t src_rows, const int32_t* index, const float* weight,
                          int64_t k, int64_t rows, int64_t dim, bool accumulate, void* out, DType out_dt,
                          const Launch& stream);
+
+// Some consecutive rows of one expert in a grouped launch (launch_grouped_gemv, launch_grouped_mma), an entry of
+// a device-memory table.
+struct ExpertSlice {
+  const void* w0 = nullptr;  // the weight [n, k]; the SwiGLU form: the gate [n, k]
+  const void* w1 = nullptr;  // the SwiGLU form: the up [n, k]; else unused
+  int64_t in_row = 0;        // the slice's first row of x
+  int64_t out_row = 0;       // ... and of out
+  int32_t rows = 0;          // up to kGroupedGemvMaxRows or kGroupedMmaRows
+  int32_t unused = 0;
+};
+constexpr int kGroupedGemvMaxRows = 8;
+
+// Whether launch_grouped_gemv takes these operands: bf16 x with k % 8 == 0 (rows 16-byte aligned from a
+// 16-byte aligned base), f32, f16 or bf16 weights, 1..kGroupedGemvMaxRows rows.
+bool grouped_gemv_supports(DType x_dt, DType w_dt, int64_t k, int max_rows);
+// For each of the `entries` of `table` (device memory) and each m < rows: out[out_row + m, :] =
+// x[in_row + m, :] w0^T, or with `swiglu` silu(x[in_row + m, :] w0^T) * (x[in_row + m, :] w1^T) (the SwiGLU
+// formed from the f32 sums). x [*, k] bf16, every weight [n, k] of w_dt with 16-byte aligned rows, out [*, n].
+// max_rows bounds the entries' rows. One launch: blocks own (entry, output rows), so each reads only its
+// expert's weights, once, whatever the entry's rows.
+void launch_grouped_gemv(const void* x, const ExpertSlice* table, int64_t entries, int max_rows, DType w_dt,
+                         bool swiglu, void* out, DType out_dt, int64_t n, int64_t k, const Launch& stream);
+
+// The same products for many rows per expert (prefill, large decode batches) on the tensor cores
+// (moe_gemm_mma.cu): every slice of up to kGroupedMmaRows rows times 128 output columns (64 features of gate and
+// up in the SwiGLU form) a block, bf16 or f16 x and weights of that type, f32 accumulation, out of x's type. The
+// caller cuts each expert's rows into slices. k % 32 == 0 and n % 8 == 0, rows 16-byte aligned.
+constexpr int kGroupedMmaRows = 64;
+bool grouped_mma_supports(DType dt, int64_t n, int64_t k);
+void launch_grouped_mma(const void* x, const ExpertSlice* table, int64_t slices, DType dt, bool swiglu, void* out,
+                        int64_t n, int64_t k, const Launch& stream);
 
 }  // namespace strata::cuda

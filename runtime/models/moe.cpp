@@ -17,9 +17,7 @@ Routing route_tokens(const MoeConfig& config, const float* logits, int64_t token
   r.n_used = k;
   r.expert.resize(static_cast<size_t>(tokens * k));
   r.weight.resize(static_cast<size_t>(tokens * k));
-  std::vector<float> prob(static_cast<size_t>(E));
-  std::vector<int32_t> order(static_cast<size_t>(E));
-  for (int64_t t = 0; t < tokens; ++t) {
+  const auto route_one = [&](int64_t t, std::vector<float>& prob, std::vector<int32_t>& order) {
     const float* row = logits + t * E;
     const float top = *std::max_element(row, row + E);
     float sum = 0.f;
@@ -38,6 +36,15 @@ Routing route_tokens(const MoeConfig& config, const float* logits, int64_t token
       r.weight[static_cast<size_t>(t * k + j)] = config.norm_topk ? prob[static_cast<size_t>(e)] / chosen
                                                                   : prob[static_cast<size_t>(e)];
     }
+  };
+  // Tokens in parallel (a 2048-token prefill over 128 experts is 262k exps a layer, on the host between two
+  // GPU launches); each writes only its own entries, so the result does not depend on the threads.
+#pragma omp parallel if (tokens >= 64)
+  {
+    std::vector<float> prob(static_cast<size_t>(E));
+    std::vector<int32_t> order(static_cast<size_t>(E));
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < tokens; ++t) route_one(t, prob, order);
   }
   return r;
 }
@@ -117,10 +124,11 @@ void moe_ffn(Backend& backend, const MoeConfig& config, const LayerWeights& w, c
   }
 
   // Sort the routed (token, expert) pairs by held expert: expert e's tokens are rows [begin[e], begin[e] +
-  // count[e]) of one gathered buffer, so each expert runs one matmul over contiguous rows (a GEMV when a
-  // decode step sends it few tokens, a GEMM in prefill) and reads only its own weights. Offloaded experts
-  // run in the rounds their source plans (those on the device together), so the rows follow that order;
-  // each expert still sees its tokens in ascending order, so the result does not depend on the rounds.
+  // count[e]) of one gathered buffer, so each expert runs over contiguous rows (Backend::expert_ffn: all the
+  // selected experts' GEMVs in a decode step, or GEMMs in prefill, as grouped launches where the backend
+  // has them) and reads only its own weights. Offloaded experts run in the rounds their source plans (those
+  // on the device together, a round one expert_ffn call), so the rows follow that order; each expert still
+  // sees its tokens in ascending order, so the result does not depend on the rounds.
   ExpertSource* source = w.expert_source;
   const int64_t held = source != nullptr ? source->held() : static_cast<int64_t>(w.expert_gate.size());
   std::vector<int64_t> count(static_cast<size_t>(held), 0);
@@ -167,43 +175,29 @@ void moe_ffn(Backend& backend, const MoeConfig& config, const LayerWeights& w, c
 
   Tensor y = backend.alloc({std::max<int64_t>(N, 1), D}, act);
   if (N > 0) {
-    const int64_t F = source != nullptr ? config.expert_ffn : w.expert_gate.front().dim(0);
     Tensor xs = backend.alloc({N, D}, act);
     backend.embed(x, pack.view(at_rows, N, DType::kI32), 0, xs);  // a row gather
-    Tensor g = backend.alloc({N, F}, act), u = backend.alloc({N, F}, act);
-    auto rows_of = [&](const Tensor& t, int64_t e) {
-      return t.rows(begin[static_cast<size_t>(e)], count[static_cast<size_t>(e)]);
-    };
+    // Each round's experts in one Backend::expert_ffn call (grouped launches where the backend has them).
     for (size_t r = 0; r < rounds.size(); ++r) {
       const std::vector<int64_t>& round = rounds[r];
-      std::vector<ExpertTensors> experts;
+      std::vector<ExpertTensors> tensors;
       if (source != nullptr) {
-        experts = source->acquire(r);
+        tensors = source->acquire(r);
       } else {
         for (int64_t e : round) {
           const auto i = static_cast<size_t>(e);
-          experts.push_back({w.expert_gate[i], w.expert_up[i], w.expert_down[i]});
+          tensors.push_back({w.expert_gate[i], w.expert_up[i], w.expert_down[i]});
         }
       }
-      int64_t round_rows = 0;
+      std::vector<ExpertRows> experts;
       for (size_t i = 0; i < round.size(); ++i) {
-        const int64_t e = round[i];
+        const auto e = static_cast<size_t>(round[i]);
         if (source != nullptr) source->ready(i);
-        Tensor ge = rows_of(g, e), ue = rows_of(u, e);
-        backend.matmul(rows_of(xs, e), experts[i].gate, nullptr, ge);
-        backend.matmul(rows_of(xs, e), experts[i].up, nullptr, ue);
-        round_rows += count[static_cast<size_t>(e)];
-      }
-      if (round.empty()) continue;
-      const int64_t first = begin[static_cast<size_t>(round.front())];
-      Tensor gr = g.rows(first, round_rows), ur = u.rows(first, round_rows);
-      backend.silu_mul(gr, ur, gr);
-      for (size_t i = 0; i < round.size(); ++i) {
-        Tensor ye = rows_of(y, round[i]);
-        backend.matmul(rows_of(g, round[i]), experts[i].down, nullptr, ye);
+        experts.push_back({tensors[i].gate, tensors[i].up, tensors[i].down, begin[e], count[e]});
         if (load != nullptr)
-          load->expert_bytes += experts[i].gate.nbytes() + experts[i].up.nbytes() + experts[i].down.nbytes();
+          load->expert_bytes += tensors[i].gate.nbytes() + tensors[i].up.nbytes() + tensors[i].down.nbytes();
       }
+      if (!experts.empty()) backend.expert_ffn(xs, experts, y);
       if (source != nullptr) source->release();
     }
   }

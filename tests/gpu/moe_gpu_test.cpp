@@ -26,6 +26,13 @@ namespace {
 
 Tensor quantized(const Tensor& f32, DType dtype) {
   if (dtype == DType::kF32) return f32;
+  if (dtype == DType::kBF16 || dtype == DType::kF16) {  // 16-bit experts: the CPU runs the same rounded weights
+    Tensor h = Tensor::empty(f32.shape(), dtype);
+    auto* dst = static_cast<uint16_t*>(h.raw());
+    for (int64_t i = 0; i < f32.numel(); ++i)
+      dst[i] = dtype == DType::kBF16 ? f32_to_bf16(f32.data<float>()[i]) : f32_to_f16(f32.data<float>()[i]);
+    return h;
+  }
   Tensor q = Tensor::empty(f32.shape(), dtype);
   const int64_t cols = f32.dim(1), row_bytes = dtype_bytes(dtype, cols);
   for (int64_t r = 0; r < f32.dim(0); ++r)
@@ -38,7 +45,10 @@ struct MoeCase {
   int64_t tokens;
   DType expert_dtype;
   bool shared;
-  int64_t expert_first, held;  // this rank's experts (EP); all 8 when held == 8
+  int64_t expert_first, held;  // this rank's experts (EP); all of them when held == experts
+  int64_t experts = 8;
+  int gemv_rows = 4;  // CudaBackendOptions::moe_gemv_max_rows: grouped GEMV up to this many rows per expert
+  int gemm = 0;       // CudaBackendOptions::moe_gemm: 0 cuBLAS's grouped GEMM, 1 the tensor-core kernel
 };
 
 class MoeFfnOnGpu : public ::testing::TestWithParam<MoeCase> {};
@@ -46,7 +56,8 @@ class MoeFfnOnGpu : public ::testing::TestWithParam<MoeCase> {};
 TEST_P(MoeFfnOnGpu, EqualsTheCpuBackend) {
   if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
   const MoeCase& c = GetParam();
-  constexpr int64_t D = 64, F = 96, Fs = 64, E = 8;
+  constexpr int64_t D = 64, F = 96, Fs = 64;
+  const int64_t E = c.experts;
   MoeConfig config;
   config.n_experts = E;
   config.n_used = 2;
@@ -55,7 +66,7 @@ TEST_P(MoeFfnOnGpu, EqualsTheCpuBackend) {
   config.norm_topk = !c.shared;
 
   LayerWeights host;
-  // Token t leans on experts t % 8 (by 3) and (3t + 1) % 8 (by 2) through a near-diagonal router, so its
+  // Token t leans on experts t % E (by 3) and (3t + 1) % E (by 2) through a near-diagonal router, so its
   // top-2 lead the rest by about 1.5 while bf16 moves a logit by about 0.01: the choices cannot flip.
   host.router = test::random_f32({E, D}, 11, 0.01f);
   for (int64_t e = 0; e < E; ++e) host.router.data<float>()[e * D + e] += 1.f;
@@ -85,6 +96,8 @@ TEST_P(MoeFfnOnGpu, EqualsTheCpuBackend) {
 
   CudaBackendOptions options;
   options.f32_weights_to_bf16 = false;  // the same weights, so only the activations' bf16 rounding differs
+  options.moe_gemv_max_rows = c.gemv_rows;
+  options.moe_gemm = c.gemm;
   auto gpu = make_cuda_backend(0, options);
   LayerWeights dev;
   auto up = [&](const Tensor& t) { return t.defined() ? gpu->upload_weight(t) : Tensor(); };
@@ -116,7 +129,8 @@ TEST_P(MoeFfnOnGpu, EqualsTheCpuBackend) {
   }
   ASSERT_GT(scale, 0.0);
   // bf16 activations; quantized experts add the CPU's 8-bit activation rounding (runtime/cpu/quant_dot.h).
-  const double tolerance = c.expert_dtype == DType::kF32 ? 0.02 : 0.03;
+  const bool quant = dtype_is_quantized(c.expert_dtype);
+  const double tolerance = quant ? 0.03 : 0.02;
   EXPECT_LT(worst, tolerance * scale) << c.name << ": max |gpu - cpu| " << worst << " against max |cpu| " << scale;
 }
 
@@ -130,7 +144,90 @@ INSTANTIATE_TEST_SUITE_P(
                       MoeCase{"decode4_q4_0", 4, DType::kQ4_0, false, 0, 8},
                       MoeCase{"decode1_shared", 1, DType::kF32, true, 0, 8},
                       MoeCase{"prefill64_shared", 64, DType::kF32, true, 0, 8},
-                      MoeCase{"ep_slice_prefill64", 64, DType::kF32, false, 4, 4}),
+                      MoeCase{"ep_slice_prefill64", 64, DType::kF32, false, 4, 4},
+                      // 16-bit experts take the grouped launches (cuda_backend_moe.cpp): a decode step's few rows
+                      // per expert the grouped GEMV (1, 2, 3-4 and 5-8 rows), larger ones cuBLAS's grouped GEMM;
+                      // 32 experts leave most with no token.
+                      MoeCase{"grouped_gemv_decode1_bf16_e32", 1, DType::kBF16, false, 0, 32, 32},
+                      MoeCase{"grouped_gemv_decode16_bf16_e32", 16, DType::kBF16, false, 0, 32, 32},
+                      MoeCase{"grouped_gemv_decode12_bf16", 12, DType::kBF16, false, 0, 8},
+                      MoeCase{"grouped_gemv_rows6_bf16_e32", 96, DType::kBF16, false, 0, 32, 32, 8},
+                      MoeCase{"grouped_gemv_decode4_f16", 4, DType::kF16, false, 0, 8},
+                      MoeCase{"grouped_gemv_decode1_bf16_shared", 1, DType::kBF16, true, 0, 8},
+                      MoeCase{"grouped_gemm_decode64_bf16", 64, DType::kBF16, false, 0, 8},
+                      MoeCase{"grouped_gemm_prefill300_bf16_e32", 300, DType::kBF16, false, 0, 32, 32},
+                      MoeCase{"grouped_gemm_ep_slice_prefill64_bf16", 64, DType::kBF16, false, 4, 4},
+                      MoeCase{"grouped_mma_prefill300_bf16_e32", 300, DType::kBF16, false, 0, 32, 32, 4, 1},
+                      MoeCase{"grouped_mma_prefill300_bf16_shared", 300, DType::kBF16, true, 0, 8, 8, 4, 1},
+                      MoeCase{"per_expert_prefill300_f16", 300, DType::kF16, false, 0, 8}),
+    [](const auto& info) { return info.param.name; });
+
+// Backend::expert_ffn alone on bf16 experts, CUDA's grouped launches against the CPU backend's per-expert
+// matmuls: experts with no rows in the list, the grouped GEMV's K splits (K of 2048 and 8192 on the gate/up
+// or the down side) and its 1..8-row forms, cuBLAS's grouped GEMM, and the tensor-core grouped GEMM (experts
+// of more than one 64-row slice, output columns that end inside a block's tile).
+struct ExpertFfnCase {
+  std::string name;
+  int64_t D, F;
+  std::vector<int64_t> rows;  // per expert, consecutive in x
+  int gemv_rows = 8;
+  int gemm = 0;
+};
+
+class ExpertFfnOnGpu : public ::testing::TestWithParam<ExpertFfnCase> {};
+
+TEST_P(ExpertFfnOnGpu, EqualsTheCpuBackend) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
+  const ExpertFfnCase& c = GetParam();
+  int64_t N = 0;
+  for (int64_t r : c.rows) N += r;
+  const Tensor x = test::random_f32({N, c.D}, 21, 1.f);
+  auto cpu = make_cpu_backend(1);
+  CudaBackendOptions options;
+  options.moe_gemv_max_rows = c.gemv_rows;
+  options.moe_gemm = c.gemm;
+  auto gpu = make_cuda_backend(0, options);
+  std::vector<ExpertRows> host, dev;
+  int64_t begin = 0;
+  for (size_t e = 0; e < c.rows.size(); ++e) {
+    const auto seed = static_cast<uint32_t>(10 * e);
+    const float scale = 1.f / std::sqrt(static_cast<float>(c.D));
+    ExpertRows h{quantized(test::random_f32({c.F, c.D}, 400 + seed, scale), DType::kBF16),
+                 quantized(test::random_f32({c.F, c.D}, 500 + seed, scale), DType::kBF16),
+                 quantized(test::random_f32({c.D, c.F}, 600 + seed, 1.f / std::sqrt(static_cast<float>(c.F))),
+                           DType::kBF16),
+                 begin, c.rows[e]};
+    dev.push_back({gpu->upload_weight(h.gate), gpu->upload_weight(h.up), gpu->upload_weight(h.down), begin, c.rows[e]});
+    host.push_back(std::move(h));
+    begin += c.rows[e];
+  }
+  Tensor ref = Tensor::zeros({N, c.D}, DType::kF32);
+  cpu->expert_ffn(x, host, ref);
+  Tensor xd = gpu->alloc({N, c.D}, DType::kBF16), yd = gpu->alloc({N, c.D}, DType::kBF16);
+  gpu->copy(x, xd);
+  gpu->expert_ffn(xd, dev, yd);
+  Tensor got = Tensor::empty({N, c.D}, DType::kF32);
+  gpu->copy(yd, got);
+  double worst = 0, scale = 0;
+  for (int64_t i = 0; i < ref.numel(); ++i) {
+    worst = std::max(worst, std::abs(static_cast<double>(ref.data<float>()[i]) - got.data<float>()[i]));
+    scale = std::max(scale, std::abs(static_cast<double>(ref.data<float>()[i])));
+  }
+  ASSERT_GT(scale, 0.0);
+  EXPECT_LT(worst, 0.02 * scale) << c.name << ": max |gpu - cpu| " << worst << " against max |cpu| " << scale;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, ExpertFfnOnGpu,
+    ::testing::Values(ExpertFfnCase{"gemv_rows1to4_with_empty_experts", 64, 96, {3, 0, 4, 0, 1, 2}},
+                      ExpertFfnCase{"gemv_k2048_split4", 2048, 256, {1, 0, 2, 1}},
+                      ExpertFfnCase{"gemv_k8192_split2_gate", 8192, 64, {1, 0, 1}},
+                      ExpertFfnCase{"gemv_k8192_split2_down", 64, 8192, {1, 1, 0}},
+                      ExpertFfnCase{"gemv_rows8", 128, 64, {8, 5, 0, 7}},
+                      ExpertFfnCase{"gemm_with_empty_experts", 256, 512, {9, 0, 17, 3, 0, 40}, 4},
+                      ExpertFfnCase{"mma_with_empty_experts", 256, 512, {9, 0, 17, 3, 0, 40}, 4, 1},
+                      ExpertFfnCase{"mma_slices_over_64_rows", 128, 192, {70, 0, 130, 5}, 4, 1},
+                      ExpertFfnCase{"mma_partial_column_tiles", 96, 160, {33, 64, 0, 7}, 4, 1}),
     [](const auto& info) { return info.param.name; });
 
 // The combine alone: every token's k rows summed in order, negative indices skipped, accumulate or not.

@@ -27,9 +27,12 @@ TEST(KernelOptions, EveryKeySetsItsField) {
   const auto keys = apply_kernel_options(
       "gemv_max_rows=8,gemv_rolling=2,fuse_rope_kv_write=0,decode_attention_warps=0,fuse_rope_attention=0,"
       "decode_split_grain=64,decode_whole_blocks=0,decode_head_split=4,fuse_swiglu=0,pdl=0,cublaslt=0,"
-      "quant_mma_min_rows=4,quant_mma_max_rows=32",
+      "quant_mma_min_rows=4,quant_mma_max_rows=32,moe_grouped=0,moe_gemv_max_rows=8,moe_gemm=1",
       o);
-  EXPECT_EQ(keys.size(), 13u);
+  EXPECT_EQ(keys.size(), 16u);
+  EXPECT_EQ(o.moe_gemm, 1);
+  EXPECT_FALSE(o.moe_grouped);
+  EXPECT_EQ(o.moe_gemv_max_rows, 8);
   EXPECT_EQ(o.gemv_max_rows, 8);
   EXPECT_EQ(o.gemv_rolling, 2);
   EXPECT_FALSE(o.fuse_rope_kv_write);
