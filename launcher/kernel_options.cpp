@@ -45,7 +45,7 @@ const std::vector<KernelOption>& kernel_option_table() {
       {"pdl", nullptr, &O::pdl, {}, "programmatic dependent launch between kernels (Hopper and later)"},
       {"cublaslt", nullptr, &O::cublaslt, {}, "f32-output matmuls (the LM head) through cuBLASLt"},
       {"quant_mma_min_rows", &O::quant_mma_min_rows, nullptr, {1, 2, 3, 4, 8, 16},
-       "Q4_0/Q8_0/Q4_K matmuls from this many rows of x use the tensor-core quantized GEMM"},
+       "Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/Q4_K/Q5_K/Q6_K matmuls from this many rows of x use the tensor-core GEMM"},
       {"quant_mma_max_rows", &O::quant_mma_max_rows, nullptr, {0, 8, 16, 32, 48, 64},
        "... up to this many rows (0: off; other M keeps the GEMV / dequantize-then-cuBLAS)"},
   };

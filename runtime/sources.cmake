@@ -28,6 +28,14 @@ set(STRATA_RUNTIME_SOURCES
   cuda/moe_kernels.cu
   cuda/op_profiler.cpp
   cuda/qgemm_mma.cu
+  cuda/qgemm_mma_q4_0.cu
+  cuda/qgemm_mma_q4_1.cu
+  cuda/qgemm_mma_q5_0.cu
+  cuda/qgemm_mma_q5_1.cu
+  cuda/qgemm_mma_q8_0.cu
+  cuda/qgemm_mma_q4_k.cu
+  cuda/qgemm_mma_q5_k.cu
+  cuda/qgemm_mma_q6_k.cu
   cuda/sampling_kernels.cu
   draft_model.cpp
   dtype.cpp

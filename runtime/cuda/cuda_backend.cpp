@@ -43,7 +43,8 @@ void CudaBackend::matmul(const Tensor& x, const Tensor& w, const Tensor* bias, T
   // Packed weights up to 32 rows take the GEMV, 8 rows a pass: the dequantize-then-cuBLAS path moves
   // about 4.6 bytes per weight (packed in, bf16 out and back in), four passes of 4.5-bit weights about 2.3.
   const int64_t gemv_limit = packed && gemv_rows > 0 ? 32 : quant && gemv_rows > 0 ? 8 : gemv_rows;
-  // Decode batches with Q4_0 / Q8_0 / Q4_K weights: the tensor-core quantized GEMM (options' row range).
+  // Decode batches with the legacy and K-quant weights quant_mma_supports takes (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
+  // Q4_K, Q5_K, Q6_K): the tensor-core quantized GEMM (options' row range).
   const bool quant_mma = packed && options_.quant_mma_max_rows > 0 && m >= options_.quant_mma_min_rows &&
                          m <= options_.quant_mma_max_rows && cuda::quant_mma_supports(w_dt, m, n, k) &&
                          reinterpret_cast<uintptr_t>(w.raw()) % 16 == 0;

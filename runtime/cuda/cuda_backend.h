@@ -26,12 +26,13 @@ struct CudaBackendOptions {
   // 2: on an H100 the GEMV beats cuBLAS by 4-10% at M = 1, ties at M = 2 and loses from M = 4. Quantized
   // weights use the GEMV up to M = 8 whatever this says (unless 0), since cuBLAS needs them dequantized first.
   int gemv_max_rows = 2;
-  // Matmuls with Q4_0 / Q8_0 / Q4_K weights and quant_mma_min_rows <= M <= quant_mma_max_rows rows of x take the
-  // tensor-core quantized GEMM (qgemm_mma.cu: the packed blocks read once, exact products of the codes);
-  // other M and types keep the GEMV / dequantize-then-cuBLAS paths. max 0 turns it off; the range is 1..64.
-  // 4..32: on an H100 (kernel_bench --qmma, tests/gpu/KERNEL_NOTES.md) a 7b layer's matmuls summed were
-  // 1.04-1.2x faster than the GEMV at M = 4 but 0.77-0.92x at M = 2, 2.8-4.3x faster than the old paths at
-  // M = 16-32, and 0.72-0.74x dequantize + cuBLAS at M = 64 for Q8_0 and Q4_K (1.04x for Q4_0).
+  // Matmuls with Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 / Q4_K / Q5_K / Q6_K weights and quant_mma_min_rows <= M <=
+  // quant_mma_max_rows rows of x take the tensor-core quantized GEMM (qgemm_mma.cu: the packed blocks read
+  // once, exact products of the codes); other M and types keep the GEMV / dequantize-then-cuBLAS paths. max 0
+  // turns it off; the range is 1..64. 4..32: on an H100 (kernel_bench --qmma, tests/gpu/KERNEL_NOTES.md) a 7b
+  // layer's matmuls summed were 1.01-1.2x faster than the GEMV at M = 4 (Q5_K 0.84x) but 0.77-0.92x at M = 2,
+  // 2.4-5.2x faster than the old paths at M = 16-32, and 0.72-0.74x dequantize + cuBLAS at M = 64 for Q8_0 and
+  // Q4_K (1.04x for Q4_0).
   int quant_mma_min_rows = 4;
   int quant_mma_max_rows = 32;
   // Which kernel takes plain one-row GEMVs (bf16 x): 0 the pipelined persistent one where the plain grid is

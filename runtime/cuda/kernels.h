@@ -82,10 +82,10 @@ bool launch_gemv_quant(const void* x, DType x_dt, void* scratch, const void* w, 
                        DType bias_dt, void* out, DType out_dt, int64_t rows, int64_t n, int64_t k,
                        const Launch& stream);
 // ---- qgemm_mma.cu ----
-// The same product for decode batches (1..kQuantMmaMaxRows rows of bf16 x, 16-byte aligned) with Q4_0, Q8_0
-// or Q4_K weights (under 4 GiB) on the tensor cores: the packed blocks are read once and their integer codes
-// multiplied exactly, with the blocks' scales applied to f32 partial sums (equal to the f32 product with the
-// dequantized weight up to summation order). quant_mma_plan picks the split of K for the device; split plans need
+// The same product for decode batches (1..kQuantMmaMaxRows rows of bf16 x, 16-byte aligned) with Q4_0, Q4_1,
+// Q5_0, Q5_1, Q8_0, Q4_K, Q5_K or Q6_K weights (under 4 GiB) on the tensor cores: the packed blocks are read
+// once and their integer codes multiplied exactly, with the blocks' scales applied to f32 partial sums (equal to
+// the f32 product with the dequantized weight up to summation order). quant_mma_plan picks the split of K for the device; split plans need
 // plan.scratch_bytes of f32 partials in `scratch`. launch_quant_mma returns false (launching nothing) where
 // it does not apply: another weight type, M out of range, K not whole blocks, w or x not 16-byte aligned, or
 // a plan that does not cover K.

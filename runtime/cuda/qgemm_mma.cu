@@ -1,322 +1,39 @@
-// runtime/cuda/qgemm_mma.cu: out[M, N] = x[M, K] w[N, K]^T for a few rows of x (decode batches, M up to 64)
-// with block-quantized weights (Q4_0, Q8_0, Q4_K), on the tensor cores, reading the packed blocks once.
-//
-// A block owns 128 output features and a range of K (split-K where the features alone give too few blocks to
-// fill the GPU): 4 row warps of two m16 tiles each, and 2 warps along K per row warp (each half of every
-// chunk's blocks; their sums meet at the end). K goes in chunks of 256 elements through a 3-stage cp.async
-// pipeline in shared memory: per feature row, the chunk's contiguous packed bytes from the 16-byte boundary
-// below them (rows of 18- or 34-byte blocks rarely start aligned), loaded 16 bytes a thread with consecutive
-// threads on consecutive bytes; and the chunk of x's rows (bf16). The weight is mma's A operand (16 features
-// x 16 k), x's rows are the B operand (8 tokens per tile, ldmatrix from padded rows).
-//
-// Each lane decodes its A fragments straight from the staged bytes to the blocks' integer codes as bf16
-// (exact: the codes have at most 8 significant bits), the two k16 steps of a 32-element group go through
-// mma into a fresh f32 product, and that product enters the accumulator times the group's scale (Q4_K also
-// takes off min times the group's sum of x, from an mma with an all-ones A). So every product is exact and
-// only f32 sums round: the result equals the f32 product with the dequantized weight up to summation order
-// (and x's rounding to bf16, which the backend's activations already are).
-//
-// Split-K blocks write f32 partials [split][M][N]; a second kernel sums them in split order (deterministic)
-// with the bias into out. One split writes out directly.
+// runtime/cuda/qgemm_mma.cu: the tensor-core quantized GEMM for decode batches (kernels.h's quant_mma_*): which
+// weight types it takes, the split of K per device, the launch, and the deterministic split-K reduction. The
+// kernel and how it reads each block type: qgemm_mma_kernel.cuh.
 #include <cuda_bf16.h>
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include "runtime/cuda/check_cuda.h"
 #include "runtime/cuda/device_dtype.cuh"
 #include "runtime/cuda/kernels.h"
-#include "runtime/cuda/mma.cuh"
 #include "runtime/cuda/pdl.cuh"
-#include "runtime/cuda/quant_decode.cuh"
+#include "runtime/cuda/qgemm_mma_kernel.cuh"
 #include "runtime/error.h"
 
 namespace strata::cuda {
+namespace qmma {
+// Instantiated in qgemm_mma_<type>.cu.
+extern template void launch_tiles<DType::kQ4_0>(const QgemmArgs&, int, dim3, const Launch&);
+extern template void launch_tiles<DType::kQ4_1>(const QgemmArgs&, int, dim3, const Launch&);
+extern template void launch_tiles<DType::kQ5_0>(const QgemmArgs&, int, dim3, const Launch&);
+extern template void launch_tiles<DType::kQ5_1>(const QgemmArgs&, int, dim3, const Launch&);
+extern template void launch_tiles<DType::kQ8_0>(const QgemmArgs&, int, dim3, const Launch&);
+extern template void launch_tiles<DType::kQ4_K>(const QgemmArgs&, int, dim3, const Launch&);
+extern template void launch_tiles<DType::kQ5_K>(const QgemmArgs&, int, dim3, const Launch&);
+extern template void launch_tiles<DType::kQ6_K>(const QgemmArgs&, int, dim3, const Launch&);
+}  // namespace qmma
+
 namespace {
-
-constexpr int kRowWarps = 4;                       // warps along the features
-constexpr int kKWarps = 2;                         // warps along K sharing each row warp's features
-constexpr int kThreads = kRowWarps * kKWarps * 32;
-constexpr int kWarpRows = 32;                      // two m16 tiles a warp
-constexpr int kBlockRows = kRowWarps * kWarpRows;  // output features a block
-constexpr int kChunk = 256;                        // K elements a pipeline stage
-constexpr int kXStride = kChunk + 8;               // bf16 per staged x row (16 bytes of padding: no ldmatrix conflicts)
-constexpr int kStages = 3;
-constexpr int kGroups = kChunk / 32;               // 32-element groups a chunk
-
-// The shared-memory layout of one stage for weight type T: kBlockRows rows of kRowStride bytes (the chunk's
-// bytes of the row from the 16-byte boundary at or below their start, then padding that puts the 8 rows one
-// mma fragment reads on distinct banks), then NT * 8 rows of x.
-template <DType T>
-struct WStage {
-  static constexpr int kSpan = kChunk / QType<T>::kElems * QType<T>::kBytes;  // packed bytes of a row's chunk
-  static constexpr int kVecs = (kSpan + 15 + 15) / 16;  // 16-byte loads covering it from any head offset
-  static constexpr int kPadWords = (12 - (kVecs * 4) % 32 + 32) % 32;
-  static constexpr int kRowStride = kVecs * 16 + kPadWords * 4;
-  static constexpr int kBytes = kBlockRows * kRowStride;
-};
-template <DType T, int NT>
-struct Stage {
-  static constexpr int kBytes = WStage<T>::kBytes + NT * 8 * kXStride * 2;
-};
-
-// The codes of one 32-element group (group j of a row's chunk at `row`) that a lane's A fragments need, for
-// one row: v[0] = elements c, c+1; v[1] = c+8, c+9; v[2] = 16+c, 16+c+1; v[3] = 24+c, 24+c+1, each as a bf16
-// pair (lower element in the low half), with c = 2 (lane % 4); and the group's scale and min (weight =
-// scale * code - min; kMin says whether a type has one).
-template <DType T>
-struct GroupCodes;
-
-// A 4-bit code q becomes the bf16 128 + q by its bits (0x4300 | q); `offset` (128 + the type's zero point) is
-// then subtracted, exactly. nib holds nibbles at bits 0-3 and 16-19 (the pair's elements).
-__device__ __forceinline__ uint32_t nibble_pair(uint32_t nib, __nv_bfloat162 offset) {
-  const uint32_t bits = (nib & 0x000f000fu) | 0x43004300u;
-  const __nv_bfloat162 r = __hsub2(*reinterpret_cast<const __nv_bfloat162*>(&bits), offset);
-  return *reinterpret_cast<const uint32_t*>(&r);
-}
-// The two bytes at p as bytes 0 and 2 of a word.
-__device__ __forceinline__ uint32_t spread_u16(const uint8_t* p) { return __byte_perm(load_u16(p), 0, 0x4140); }
-
-// Q4_0 (18-byte blocks): d (f16), then 16 bytes: element j < 16 is the low nibble of byte j, element 16 + j
-// its high nibble; the code is nibble - 8.
-template <>
-struct GroupCodes<DType::kQ4_0> {
-  static constexpr bool kMin = false;
-  __device__ __forceinline__ static void get(const uint8_t* row, int j, int c, uint32_t (&v)[4], float& scale,
-                                             float& /*min*/) {
-    const uint8_t* blk = row + 18 * j;
-    scale = half_bits(load_u16(blk));
-    const __nv_bfloat162 offset = __floats2bfloat162_rn(136.f, 136.f);
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const uint32_t w = spread_u16(blk + 2 + c + 8 * h);
-      v[h] = nibble_pair(w, offset);
-      v[2 + h] = nibble_pair(w >> 4, offset);
-    }
-  }
-};
-
-// Q8_0 (34-byte blocks): d (f16), then 32 int8 codes. Each byte, biased to 0..255, is placed in the mantissa
-// of 2^23 and the bias taken off in f32 (exact), then paired as bf16 (exact for |code| <= 128).
-template <>
-struct GroupCodes<DType::kQ8_0> {
-  static constexpr bool kMin = false;
-  __device__ __forceinline__ static void get(const uint8_t* row, int j, int c, uint32_t (&v)[4], float& scale,
-                                             float& /*min*/) {
-    const uint8_t* blk = row + 34 * j;
-    scale = half_bits(load_u16(blk));
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const uint32_t p = load_u16(blk + 2 + c + 8 * i) ^ 0x8080u;
-      const float lo = __uint_as_float(0x4b000000u | (p & 0xffu)) - 8388736.f;  // 2^23 + 128
-      const float hi = __uint_as_float(0x4b000000u | (p >> 8)) - 8388736.f;
-      v[i] = pack_bf16x2(lo, hi);
-    }
-  }
-};
-
-// Q4_K (144-byte blocks of 256): d, dmin (f16), 12 bytes of 6-bit scales and mins, 128 bytes of nibbles:
-// group j's element l is nibble j % 2 of byte 32 (j / 2) + l; weight = d * sc_j * q - dmin * m_j (the CPU
-// dequantizer's two products, runtime/cuda/quant_decode.cuh's dequant8_q45k).
-template <>
-struct GroupCodes<DType::kQ4_K> {
-  static constexpr bool kMin = true;
-  __device__ __forceinline__ static void get(const uint8_t* row, int j, int c, uint32_t (&v)[4], float& scale,
-                                             float& min) {
-    int sc, m;
-    k_scale_min_dev(row + 4, j, sc, m);
-    scale = __fmul_rn(half_bits(load_u16(row)), static_cast<float>(sc));
-    min = __fmul_rn(half_bits(load_u16(row + 2)), static_cast<float>(m));
-    const __nv_bfloat162 offset = __floats2bfloat162_rn(128.f, 128.f);
-    const uint8_t* qs = row + 16 + 32 * (j / 2) + c;
-    const int shift = 4 * (j % 2);
-#pragma unroll
-    for (int i = 0; i < 4; ++i) v[i] = nibble_pair(spread_u16(qs + 8 * i) >> shift, offset);
-  }
-};
-
-struct QgemmArgs {
-  const uint8_t* w;
-  const __nv_bfloat16* x;
-  const void* bias;
-  DType bias_dt;
-  void* out;
-  DType out_dt;
-  float* partial;  // [splits][m][n] when the launch splits K, else nullptr
-  int64_t m, n, k;
-  int chunks_per_split;
-};
-
-// Two warps share each row warp's features, each taking half of a chunk's blocks (twice the warps to hide
-// latency at the same shared memory); their sums meet in shared memory at the end. At most 128 registers a
-// thread (left alone, ptxas takes up to 255 to hoist loads), so two blocks fit an SM's register file.
-template <DType T, int NT>
-__global__ __launch_bounds__(kThreads, 2) void qgemm_mma_kernel(QgemmArgs a) {
-  using Q = QType<T>;
-  using L = WStage<T>;
-  constexpr int KW = kKWarps;
-  constexpr int kStage = Stage<T, NT>::kBytes;
-  extern __shared__ __align__(16) uint8_t smem[];
-  const int tid = threadIdx.x, warp = tid / 32 % kRowWarps, kw = tid / 32 / kRowWarps, lane = tid % 32;
-  const int64_t row0 = int64_t{blockIdx.x} * kBlockRows;
-  const int64_t row_bytes = a.k / Q::kElems * Q::kBytes;
-  const int64_t chunks = (a.k + kChunk - 1) / kChunk;
-  const int64_t first = int64_t{blockIdx.y} * a.chunks_per_split;
-  const int n_chunks = static_cast<int>(min(chunks, first + a.chunks_per_split) - first);
-  const uint64_t policy = l2_evict_first_policy();
-
-  // Chunk c's packed bytes of the block's rows into stage `slot`: consecutive threads take consecutive
-  // 16-byte pieces of a row, so a warp reads a contiguous stretch of the weight. Byte offsets are 32-bit (the
-  // launcher takes weights under 4 GiB), to keep the per-piece address arithmetic short.
-  const uint32_t row_bytes32 = static_cast<uint32_t>(row_bytes);
-  const auto load_w = [&](int64_t c, int slot) {
-    uint8_t* ws = smem + slot * kStage;
-    const uint32_t off = static_cast<uint32_t>(c * L::kSpan), stop = min(off + L::kSpan, row_bytes32);
-#pragma unroll
-    for (int j = 0; j < (kBlockRows * L::kVecs + kThreads - 1) / kThreads; ++j) {
-      const int i = tid + kThreads * j;
-      if (i >= kBlockRows * L::kVecs) break;
-      const int r = i / L::kVecs, piece = i % L::kVecs;
-      const uint32_t start = static_cast<uint32_t>(row0 + r) * row_bytes32;
-      const uint32_t src = ((start + off) & ~15u) + 16 * piece;
-      const bool valid = row0 + r < a.n && src < start + stop;
-      cp_async16_stream(ws + r * L::kRowStride + 16 * piece, a.w + (valid ? src : 0u), valid, policy);
-    }
-  };
-  // Chunk c of x's rows (zeros past M and past K).
-  const auto load_x = [&](int64_t c, int slot) {
-    auto* xs = reinterpret_cast<__nv_bfloat16*>(smem + slot * kStage + L::kBytes);
-    constexpr int kPieces = kChunk / 8;
-#pragma unroll
-    for (int j = 0; j < NT * 8 * kPieces / kThreads; ++j) {
-      const int i = tid + kThreads * j;
-      const int t = i / kPieces, piece = i % kPieces;
-      const int64_t kk = c * kChunk + 8 * piece;
-      const bool valid = t < a.m && kk < a.k;
-      cp_async16(xs + t * kXStride + 8 * piece, valid ? a.x + t * a.k + kk : a.x, valid);
-    }
-  };
-
-  // Weights first: no kernel writes them, so they load while the previous kernel drains.
-  for (int s = 0; s < kStages - 1; ++s)
-    if (s < n_chunks) load_w(first + s, s);
-  pdl_wait();
-  for (int s = 0; s < kStages - 1; ++s) {
-    if (s < n_chunks) load_x(first + s, s);
-    cp_async_commit();
-  }
-
-  const int g = lane / 4, c = 2 * (lane % 4);
-  float acc[2][NT][4] = {};
-  for (int i = 0; i < n_chunks; ++i) {
-    cp_async_wait<kStages - 2>();
-    __syncthreads();  // chunk i is in, and every warp is done with the slot refilled next
-    const int next = i + kStages - 1;
-    if (next < n_chunks) {
-      load_w(first + next, next % kStages);
-      load_x(first + next, next % kStages);
-    }
-    cp_async_commit();
-
-    const int64_t chunk = first + i;
-    const uint8_t* ws = smem + (i % kStages) * kStage;
-    const auto* xs = reinterpret_cast<const __nv_bfloat16*>(ws + L::kBytes);
-    // This lane's rows g and g + 8 of each m16 tile, at the chunk's first byte in the stage.
-    const uint8_t* rows[2][2];
-#pragma unroll
-    for (int mt = 0; mt < 2; ++mt)
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int r = warp * kWarpRows + mt * 16 + g + 8 * h;
-        const int head = static_cast<int>((static_cast<uint32_t>(row0 + r) * row_bytes32 +
-                                           static_cast<uint32_t>(chunk * L::kSpan)) & 15);
-        rows[mt][h] = ws + r * L::kRowStride + head;
-      }
-    const int groups = static_cast<int>(min(int64_t{kChunk}, a.k - chunk * kChunk) / 32);
-#pragma unroll
-    for (int jj = 0; jj < kGroups / KW; ++jj) {
-      const int j = kw * (kGroups / KW) + jj;
-      if (j >= groups) break;
-      uint32_t frag[2][2][4];  // [m tile][k16 step][mma A register]
-      float scale[2][2], mins[2][2] = {};  // [m tile][row g, row g + 8]
-#pragma unroll
-      for (int mt = 0; mt < 2; ++mt) {
-        uint32_t v[2][4];
-#pragma unroll
-        for (int h = 0; h < 2; ++h) GroupCodes<T>::get(rows[mt][h], j, c, v[h], scale[mt][h], mins[mt][h]);
-#pragma unroll
-        for (int s = 0; s < 2; ++s) {
-          frag[mt][s][0] = v[0][2 * s];
-          frag[mt][s][1] = v[1][2 * s];
-          frag[mt][s][2] = v[0][2 * s + 1];
-          frag[mt][s][3] = v[1][2 * s + 1];
-        }
-      }
-#pragma unroll
-      for (int nt = 0; nt < NT; ++nt) {
-        uint32_t b[4];  // k 0-7, 8-15 (first k16 step), 16-23, 24-31 (second) of tokens nt * 8 ..
-        ldmatrix_x4(b, xs + (nt * 8 + (lane & 7)) * kXStride + j * 32 + 8 * (lane >> 3));
-        float xsum[4] = {0.f, 0.f, 0.f, 0.f};  // types with a min: the group's sums of x (an all-ones A)
-        if constexpr (GroupCodes<T>::kMin) {
-          const uint32_t ones[4] = {0x3f803f80u, 0x3f803f80u, 0x3f803f80u, 0x3f803f80u};
-          mma_16816(xsum, ones, b[0], b[1]);
-          mma_16816(xsum, ones, b[2], b[3]);
-        }
-#pragma unroll
-        for (int mt = 0; mt < 2; ++mt) {
-          float p[4] = {0.f, 0.f, 0.f, 0.f};
-          mma_16816(p, frag[mt][0], b[0], b[1]);
-          mma_16816(p, frag[mt][1], b[2], b[3]);
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            acc[mt][nt][e] = fmaf(scale[mt][e / 2], p[e], acc[mt][nt][e]);
-            if constexpr (GroupCodes<T>::kMin) acc[mt][nt][e] = fmaf(-mins[mt][e / 2], xsum[e], acc[mt][nt][e]);
-          }
-        }
-      }
-    }
-  }
-  cp_async_wait<0>();
-  pdl_trigger();
-  {  // the second K half's sums into the first's
-    __syncthreads();  // every warp is done with the stages
-    float* red = reinterpret_cast<float*>(smem);
-    const int slot = warp * 32 + lane;
-    if (kw == 1) {
-#pragma unroll
-      for (int mt = 0; mt < 2; ++mt)
-#pragma unroll
-        for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) red[((mt * NT + nt) * 4 + e) * kBlockRows + slot] = acc[mt][nt][e];
-    }
-    __syncthreads();
-    if (kw == 1) return;
-#pragma unroll
-    for (int mt = 0; mt < 2; ++mt)
-#pragma unroll
-      for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) acc[mt][nt][e] += red[((mt * NT + nt) * 4 + e) * kBlockRows + slot];
-  }
-
-#pragma unroll
-  for (int mt = 0; mt < 2; ++mt)
-#pragma unroll
-    for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int64_t row = row0 + warp * kWarpRows + mt * 16 + g + 8 * (e / 2);
-        const int64_t tok = nt * 8 + c + (e % 2);
-        if (row >= a.n || tok >= a.m) continue;
-        if (a.partial != nullptr) {
-          a.partial[(int64_t{blockIdx.y} * a.m + tok) * a.n + row] = acc[mt][nt][e];
-        } else {
-          const float b = a.bias != nullptr ? load_elem(a.bias, a.bias_dt, row) : 0.f;
-          store_elem(a.out, a.out_dt, tok * a.n + row, acc[mt][nt][e] + b);
-        }
-      }
-}
+using qmma::kBlockRows;
+using qmma::kChunk;
+using qmma::kStages;
+using qmma::kXStride;
+using qmma::QgemmArgs;
+using qmma::WStage;
 
 // out[i] = the splits' partials summed in split order, plus the bias.
 __global__ __launch_bounds__(256) void qgemm_reduce_kernel(const float* __restrict__ partial, int splits,
@@ -336,22 +53,30 @@ __global__ __launch_bounds__(256) void qgemm_reduce_kernel(const float* __restri
 // says so.
 int blocks_per_sm(size_t smem) { return std::max(1, std::min(2, static_cast<int>((227u << 10) / (smem + 1024)))); }
 
-size_t smem_bytes(DType w_dt, int nt) {
-  const size_t x = static_cast<size_t>(nt) * 8 * kXStride * 2;
-  const size_t w = w_dt == DType::kQ8_0   ? WStage<DType::kQ8_0>::kBytes
-                   : w_dt == DType::kQ4_K ? WStage<DType::kQ4_K>::kBytes
-                                          : WStage<DType::kQ4_0>::kBytes;
-  return kStages * (w + x);
+// Calls f(std::integral_constant<DType, T>{}) for the supported weight type w_dt; false for any other.
+template <typename F>
+bool with_weight_type(DType w_dt, F&& f) {
+  switch (w_dt) {
+#define STRATA_QMMA_TYPE(T) \
+  case T: f(std::integral_constant<DType, T>{}); return true;
+    STRATA_QMMA_TYPE(DType::kQ4_0)
+    STRATA_QMMA_TYPE(DType::kQ4_1)
+    STRATA_QMMA_TYPE(DType::kQ5_0)
+    STRATA_QMMA_TYPE(DType::kQ5_1)
+    STRATA_QMMA_TYPE(DType::kQ8_0)
+    STRATA_QMMA_TYPE(DType::kQ4_K)
+    STRATA_QMMA_TYPE(DType::kQ5_K)
+    STRATA_QMMA_TYPE(DType::kQ6_K)
+#undef STRATA_QMMA_TYPE
+    default: return false;
+  }
 }
 
-template <DType T, int NT>
-void launch_typed(const QgemmArgs& a, dim3 grid, const Launch& stream) {
-  constexpr size_t kSmem = static_cast<size_t>(kStages) * Stage<T, NT>::kBytes;
-  static_assert(kSmem <= (227u << 10), "a stage set fits in shared memory");
-  static_assert(kSmem >= 2 * NT * 4 * kBlockRows * sizeof(float), "the K halves' sums fit in the stages");
-  CHECK_CUDA(cudaFuncSetAttribute(qgemm_mma_kernel<T, NT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                  static_cast<int>(kSmem)));
-  launch_pdl(qgemm_mma_kernel<T, NT>, grid, dim3(kThreads), kSmem, stream, a);
+size_t smem_bytes(DType w_dt, int nt) {
+  const size_t x = static_cast<size_t>(nt) * 8 * kXStride * 2;
+  size_t w = 0;
+  with_weight_type(w_dt, [&](auto t) { w = WStage<decltype(t)::value>::kBytes; });
+  return kStages * (w + x);
 }
 
 // Token tiles of 8: 1-4, then 6 and 8 (M of 33-48 and 49-64).
@@ -360,22 +85,10 @@ int token_tiles(int64_t m) {
   return nt <= 4 ? nt : nt <= 6 ? 6 : 8;
 }
 
-template <DType T>
-void launch_tiles(const QgemmArgs& a, int nt, dim3 grid, const Launch& s) {
-  switch (nt) {
-    case 1: return launch_typed<T, 1>(a, grid, s);
-    case 2: return launch_typed<T, 2>(a, grid, s);
-    case 3: return launch_typed<T, 3>(a, grid, s);
-    case 4: return launch_typed<T, 4>(a, grid, s);
-    case 6: return launch_typed<T, 6>(a, grid, s);
-    default: return launch_typed<T, 8>(a, grid, s);
-  }
-}
-
 }  // namespace
 
 bool quant_mma_supports(DType w_dt, int64_t m, int64_t n, int64_t k) {
-  const bool type = w_dt == DType::kQ4_0 || w_dt == DType::kQ8_0 || w_dt == DType::kQ4_K;
+  const bool type = with_weight_type(w_dt, [](auto) {});
   return type && m >= 1 && m <= kQuantMmaMaxRows && k > 0 && k % dtype_block_elems(w_dt) == 0 &&
          dtype_bytes(w_dt, n * k) < (int64_t{1} << 32);
 }
@@ -385,13 +98,15 @@ QuantMmaPlan quant_mma_plan(DType w_dt, int64_t m, int64_t n, int64_t k, int sm_
   const int nt = token_tiles(m);
   const int64_t tiles = (n + kBlockRows - 1) / kBlockRows, chunks = (k + kChunk - 1) / kChunk;
   const int64_t slots = int64_t{std::max(sm_count, 1)} * blocks_per_sm(smem_bytes(w_dt, nt));
-  // The split of K that minimises waves x chunks per block (the longest block's work), the fewest splits on
-  // a tie (less partial traffic).
+  // The split of K that minimises waves x (chunks per block + 1), the fewest splits on a tie (less partial
+  // traffic). The + 1 is a block's start and drain, which its own pipeline does not hide: about one chunk's
+  // time on the H100 (KERNEL_NOTES.md, "Split-K"). Without it 11008 x 4096 Q8_0 took 16 splits of one chunk,
+  // 11 waves of blocks that are all start, and measured 41 us at every M.
   int64_t best = 1, best_cost = INT64_MAX;
   for (int64_t s = 1; s <= chunks; ++s) {
     const int64_t per = (chunks + s - 1) / s;
     if ((chunks + per - 1) / per != s) continue;  // the same blocks as a smaller split
-    const int64_t cost = (tiles * s + slots - 1) / slots * per;
+    const int64_t cost = (tiles * s + slots - 1) / slots * (per + 1);
     if (cost < best_cost) best = s, best_cost = cost;
   }
   p.splits = static_cast<int>(best);
@@ -424,11 +139,7 @@ bool launch_quant_mma(const void* x, const void* w, DType w_dt, const void* bias
               plan.chunks_per_split};
   const dim3 grid(static_cast<unsigned>((n + kBlockRows - 1) / kBlockRows), static_cast<unsigned>(plan.splits));
   const int nt = token_tiles(m);
-  switch (w_dt) {
-    case DType::kQ8_0: launch_tiles<DType::kQ8_0>(a, nt, grid, stream); break;
-    case DType::kQ4_K: launch_tiles<DType::kQ4_K>(a, nt, grid, stream); break;
-    default: launch_tiles<DType::kQ4_0>(a, nt, grid, stream);
-  }
+  with_weight_type(w_dt, [&](auto t) { qmma::launch_tiles<decltype(t)::value>(a, nt, grid, stream); });
   CHECK_LAUNCH();
   if (plan.splits > 1) {
     const int64_t total = m * n;

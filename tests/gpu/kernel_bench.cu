@@ -4,10 +4,12 @@
 // decode), and decode/prefill attention (prefill: the tensor-core kernel against the SIMT one it replaces, in
 // TFLOP/s). Weights rotate over several copies (more bytes than L2) so HBM, not the
 // cache, is measured. Not a test: tests/gpu/run.sh builds and runs it.
-// --qmma: the tensor-core quantized GEMM (qgemm_mma.cu) for Q4_0, Q8_0 and Q4_K at M = 1..64 on the 7b shapes, in
-// GB/s of packed weight bytes against the copy rate, beside the path it replaces and cuBLAS on bf16 weights.
-// Usage: kernel_bench [--quick] [--quant] [--qmma]   (--quant: the copy ceiling, the bf16 GEMV and the quantized
-// rows only; --qmma: the copy ceiling and the quantized GEMM table only)
+// --qmma: the tensor-core quantized GEMM (qgemm_mma.cu) for each type it takes at M = 1..64 on the 7b shapes, in
+// GB/s of packed weight bytes against the copy rate, beside the path it replaces and cuBLAS on bf16 weights;
+// --types=q6_k,q5_k,... and --rows=1,4,... narrow the table; --qmma-splits adds, per type, shape and M, the
+// kernel's time at every split of K (the plan's marked *), for checking quant_mma_plan's cost model.
+// Usage: kernel_bench [--quick] [--quant] [--qmma [--types=..] [--rows=..] [--qmma-splits]]   (--quant: the copy
+// ceiling, the bf16 GEMV and the quantized rows only; --qmma: the copy ceiling and the quantized GEMM tables)
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -23,6 +25,9 @@
 #include "runtime/cuda/check_cuda.h"
 #include "runtime/cuda/cuda_backend.h"
 #include "runtime/cuda/kernels.h"
+#include "runtime/cuda/launch.h"
+#include "runtime/dtype.h"
+#include "runtime/error.h"
 #include "tests/gpu/bench_util.cuh"
 
 namespace strata {
@@ -55,10 +60,65 @@ struct Timer {
   }
 };
 
+// What --qmma measures: the weight types, the rows of x, and whether to sweep the split of K.
+struct QmmaSelection {
+  std::vector<DType> types = {DType::kQ4_0, DType::kQ8_0, DType::kQ4_K, DType::kQ6_K,
+                              DType::kQ5_K, DType::kQ4_1, DType::kQ5_0, DType::kQ5_1};
+  std::vector<int64_t> rows = {1, 2, 4, 8, 16, 32, 64};
+  bool splits = false;
+};
+
+// The --qmma-splits table: the kernel alone (launch_quant_mma on the backend's stream, PDL on as the backend
+// launches it on Hopper) at every split of K that gives distinct blocks, the plan's marked with *.
+void bench_quant_mma_splits(Backend& b, const cudaDeviceProp& prop, const QmmaSelection& sel, int reps) {
+  std::printf("\nsplit-K sweep: us at each split s (chunks a block), * = quant_mma_plan's\n");
+  const cuda::Launch launch(static_cast<cudaStream_t>(cuda_backend_stream(b)), prop.major >= 9,
+                            cuda::GemvRolling::kByGrid);
+  for (DType dt : sel.types)
+    for (const auto& shape : {std::pair<int64_t, int64_t>{4096, 4096}, {11008, 4096}, {4096, 11008}}) {
+      const int64_t n = shape.first, k = shape.second, chunks = (k + 255) / 256;
+      const int64_t bytes = dtype_bytes(dt, n * k);
+      const int copies = static_cast<int>(std::max<int64_t>(2, (int64_t{4} * prop.l2CacheSize) / bytes + 1));
+      std::vector<Tensor> ws;
+      for (int c = 0; c < copies; ++c) {
+        ws.push_back(b.alloc({n, k}, dt));
+        fill(ws.back(), 300 + c);
+      }
+      for (int64_t m : sel.rows) {
+        if (!cuda::quant_mma_supports(dt, m, n, k)) continue;
+        Tensor x = b.alloc({m, k}, DType::kBF16), out = b.alloc({m, n}, DType::kBF16);
+        Tensor scratch = b.alloc({chunks * m * n * 2}, DType::kBF16);  // f32 partials of the largest split
+        fill(x, 9);
+        const cuda::QuantMmaPlan chosen = cuda::quant_mma_plan(dt, m, n, k, prop.multiProcessorCount);
+        std::string line;
+        for (int64_t s = 1; s <= chunks; ++s) {
+          const int64_t per = (chunks + s - 1) / s;
+          if ((chunks + per - 1) / per != s) continue;
+          cuda::QuantMmaPlan plan;
+          plan.splits = static_cast<int>(s);
+          plan.chunks_per_split = static_cast<int>(per);
+          CHECK_CUDA(cudaDeviceSynchronize());
+          Timer own{launch.stream};
+          const double ms = own.median_ms(5, reps, [&](int i) {
+            if (!cuda::launch_quant_mma(x.raw(), ws[static_cast<size_t>(i) % ws.size()].raw(), dt, nullptr,
+                                        DType::kF32, out.raw(), DType::kBF16, m, n, k, plan, scratch.raw(), launch))
+              STRATA_THROW(ErrorKind::kInternal, "kernel_bench: launch_quant_mma refused a split plan");
+          });
+          char cell[48];
+          std::snprintf(cell, sizeof cell, " s%lld%s %.1f", static_cast<long long>(s),
+                        s == chosen.splits ? "*" : "", ms * 1e3);
+          line += cell;
+        }
+        std::printf("%-6s %5lldx%-5lld M %2lld:%s\n", dtype_name(dt), static_cast<long long>(n),
+                    static_cast<long long>(k), static_cast<long long>(m), line.c_str());
+      }
+    }
+}
+
 // The --qmma table: per 7b shape, weight type and M, the tensor-core quantized GEMM (every M routed to it),
 // the path it replaces (quant_mma_max_rows = 0: the GEMV in passes of 8 rows up to M = 32, dequantize +
 // cuBLAS above) and cuBLAS on the bf16 weight of the same shape. GB/s counts the weight bytes alone.
-int bench_quant_mma(const cudaDeviceProp& prop, double copy_gbs, int reps) {
+int bench_quant_mma(const cudaDeviceProp& prop, double copy_gbs, int reps, const QmmaSelection& sel) {
   CudaBackendOptions mma_opt;
   mma_opt.quant_mma_min_rows = 1;
   CudaBackendOptions old_opt;
@@ -67,7 +127,7 @@ int bench_quant_mma(const cudaDeviceProp& prop, double copy_gbs, int reps) {
   cublas_opt.gemv_max_rows = 0;
   auto mma = make_cuda_backend(0, mma_opt), old = make_cuda_backend(0, old_opt),
        cublas = make_cuda_backend(0, cublas_opt);
-  const int64_t ms_rows[] = {1, 2, 4, 8, 16, 32, 64};
+  const std::vector<int64_t>& ms_rows = sel.rows;
   std::printf("\n%-6s %-11s %3s %9s %8s %6s %10s %9s %10s %8s %9s\n", "type", "N x K", "M", "qmma us", "GB/s",
               "%copy", "old us", "vs old", "bf16 us", "GB/s", "vs bf16");
   for (const auto& shape : {std::pair<int64_t, int64_t>{4096, 4096}, {11008, 4096}, {4096, 11008}}) {
@@ -95,10 +155,10 @@ int bench_quant_mma(const cudaDeviceProp& prop, double copy_gbs, int reps) {
       const auto ws = weights(*cublas, DType::kBF16);
       for (int64_t m : ms_rows) bf16_ms.push_back(time_ms(*cublas, ws, m));
     }
-    for (DType dt : {DType::kQ4_0, DType::kQ8_0, DType::kQ4_K}) {
+    for (DType dt : sel.types) {
       const auto ws_mma = weights(*mma, dt), ws_old = weights(*old, dt);
       const double wbytes = static_cast<double>(dtype_bytes(dt, n * k));
-      for (size_t i = 0; i < std::size(ms_rows); ++i) {
+      for (size_t i = 0; i < ms_rows.size(); ++i) {
         const int64_t m = ms_rows[i];
         const double t = time_ms(*mma, ws_mma, m), t_old = time_ms(*old, ws_old, m);
         const double gbs = wbytes / (t * 1e-3) / 1e9;
@@ -112,10 +172,11 @@ int bench_quant_mma(const cudaDeviceProp& prop, double copy_gbs, int reps) {
   }
   std::printf("(vs old / vs bf16: time of that path over the quantized GEMM's; ceiling: d2d copy %.0f GB/s)\n",
               copy_gbs);
+  if (sel.splits) bench_quant_mma_splits(*mma, prop, sel, reps);
   return 0;
 }
 
-int run(bool quick, bool quant_only, bool qmma_only) {
+int run(bool quick, bool quant_only, bool qmma_only, const QmmaSelection& sel) {
   if (cuda_device_count() == 0) {
     std::printf("kernel_bench: no CUDA GPU visible; nothing to measure\n");
     return 0;
@@ -150,7 +211,7 @@ int run(bool quick, bool quant_only, bool qmma_only) {
     std::printf("d2d copy 1 GiB: %.3f ms, %.0f GB/s (read + write)\n", ms, copy_gbs);
   }
 
-  if (qmma_only) return bench_quant_mma(prop, copy_gbs, reps);
+  if (qmma_only) return bench_quant_mma(prop, copy_gbs, reps, sel);
 
   struct Row {
     std::string what;
@@ -314,15 +375,37 @@ int run(bool quick, bool quant_only, bool qmma_only) {
 }  // namespace
 }  // namespace strata
 
+// The comma-separated items after `prefix` in arg.
+std::vector<std::string> list_after(const char* arg, const char* prefix) {
+  std::vector<std::string> items;
+  std::string rest = arg + std::strlen(prefix);
+  for (size_t start = 0; start <= rest.size();) {
+    const size_t end = std::min(rest.find(',', start), rest.size());
+    if (end > start) items.push_back(rest.substr(start, end - start));
+    start = end + 1;
+  }
+  return items;
+}
+
 int main(int argc, char** argv) {
   bool quick = false, quant_only = false, qmma_only = false;
-  for (int i = 1; i < argc; ++i) {
-    quick = quick || std::strcmp(argv[i], "--quick") == 0;
-    quant_only = quant_only || std::strcmp(argv[i], "--quant") == 0;
-    qmma_only = qmma_only || std::strcmp(argv[i], "--qmma") == 0;
-  }
+  strata::QmmaSelection sel;
   try {
-    return strata::run(quick, quant_only, qmma_only);
+    for (int i = 1; i < argc; ++i) {
+      quick = quick || std::strcmp(argv[i], "--quick") == 0;
+      quant_only = quant_only || std::strcmp(argv[i], "--quant") == 0;
+      qmma_only = qmma_only || std::strcmp(argv[i], "--qmma") == 0;
+      sel.splits = sel.splits || std::strcmp(argv[i], "--qmma-splits") == 0;
+      if (std::strncmp(argv[i], "--types=", 8) == 0) {
+        sel.types.clear();
+        for (const std::string& t : list_after(argv[i], "--types=")) sel.types.push_back(strata::dtype_from_name(t));
+      }
+      if (std::strncmp(argv[i], "--rows=", 7) == 0) {
+        sel.rows.clear();
+        for (const std::string& r : list_after(argv[i], "--rows=")) sel.rows.push_back(std::stoll(r));
+      }
+    }
+    return strata::run(quick, quant_only, qmma_only, sel);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "kernel_bench: %s\n", e.what());
     return 1;

@@ -1,5 +1,6 @@
 // tests/gpu/quant_mma_gpu_test.cpp: the tensor-core quantized GEMM (runtime/cuda/qgemm_mma.cu) that takes
-// Q4_0 / Q8_0 / Q4_K matmuls of decode batches, against the CPU backend on the same packed weights:
+// Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 / Q4_K / Q5_K / Q6_K matmuls of decode batches, against the CPU backend on
+// the same packed weights:
 //  - the CPU's f32 product with the weight dequantized by the CPU (bit-identical to ggml's): the kernel
 //    multiplies the blocks' integer codes exactly and scales f32 sums, so only summation order differs;
 //  - the CPU backend's own quantized matmul on the packed weight, which rounds x to 8 bits per 32
@@ -70,9 +71,10 @@ TEST(QuantMmaGpu, MatchesTheCpuOnThePackedWeights) {
   opt.quant_mma_max_rows = 64;
   auto gpu = make_cuda_backend(0, opt);
   std::mt19937 gen(23);
-  for (DType dt : {DType::kQ4_0, DType::kQ8_0, DType::kQ4_K}) {
+  for (DType dt : {DType::kQ4_0, DType::kQ8_0, DType::kQ4_K, DType::kQ6_K, DType::kQ5_K, DType::kQ4_1, DType::kQ5_0,
+                   DType::kQ5_1}) {
     for (auto [n, k32] : {std::pair<int64_t, int64_t>{1000, 4096 + 32 * 3}, {77, 800}, {1000, 256}, {333, 11008}}) {
-      const int64_t be = dtype_block_elems(dt), k = (k32 + be - 1) / be * be;  // whole super-blocks for Q4_K
+      const int64_t be = dtype_block_elems(dt), k = (k32 + be - 1) / be * be;  // whole super-blocks (K-quants)
       Tensor wf = random_host({n, k}, gen, 0.05f);
       Tensor w = Tensor::empty({n, k}, dt);
       quantize_row(dt, wf.data<float>(), w.raw(), n * k);

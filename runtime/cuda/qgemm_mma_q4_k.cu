@@ -1,0 +1,7 @@
+// runtime/cuda/qgemm_mma_q4_k.cu: the tensor-core quantized GEMM's Q4_K kernels (qgemm_mma_kernel.cuh), in a file of
+// their own so each type's kernels compile in parallel.
+#include "runtime/cuda/qgemm_mma_kernel.cuh"
+
+namespace strata::cuda::qmma {
+template void launch_tiles<DType::kQ4_K>(const QgemmArgs&, int, dim3, const Launch&);
+}  // namespace strata::cuda::qmma
