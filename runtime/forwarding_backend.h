@@ -49,6 +49,20 @@ class ForwardingBackend : public Backend {
                  float scale, Tensor& out) override {
     inner_->attention(q, k_cache, v_cache, batch, scale, out);
   }
+  // Ops whose Backend default serves host memory only (MoE combine, the vision encoder's): forwarded so a
+  // decorated device backend keeps its own.
+  void combine_rows(const Tensor& src, const Tensor& index, const Tensor& weight, bool accumulate,
+                    Tensor& out) override {
+    inner_->combine_rows(src, index, weight, accumulate, out);
+  }
+  void layernorm(const Tensor& x, const Tensor& weight, const Tensor* bias, float eps, Tensor& out) override {
+    inner_->layernorm(x, weight, bias, eps, out);
+  }
+  void activation(const Tensor& x, Activation act, Tensor& out) override { inner_->activation(x, act, out); }
+  void attention_bidirectional(const Tensor& q, const Tensor& k, const Tensor& v, int64_t seq_len, float scale,
+                               Tensor& out) override {
+    inner_->attention_bidirectional(q, k, v, seq_len, scale, out);
+  }
   void sample(const Tensor& logits, const SampleRow* rows, int32_t* tokens, float* logprobs) override {
     inner_->sample(logits, rows, tokens, logprobs);
   }
