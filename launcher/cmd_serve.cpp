@@ -81,8 +81,8 @@ std::vector<FlagSpec> serve_flags() {
       {"image-dir", true, "vision models: serve image files named in requests (file:// or a path) from under "
                           "this directory only (default: none, only inline data: URLs)"},
       {"image-url-hosts", true, "vision models: fetch http(s) image URLs from these hosts (comma list of names, "
-                                "*.domain patterns, or * for any); hosts that resolve to loopback, private or link-local addresses "
-                                "only when named (default: none, remote URLs refused)"},
+                                "*.domain patterns, or * for any); hosts that resolve to loopback, private or "
+                                "link-local addresses only when named (default: none, remote URLs refused)"},
       {"image-url-timeout", true, "vision models: seconds one remote image's fetch may take, redirects included "
                                   "(default 10)"},
       {"image-url-ca-file", true, "vision models: PEM file of CA certificates trusted for https image URLs, "

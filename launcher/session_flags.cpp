@@ -135,8 +135,8 @@ SessionOptions session_options(const Args& args, const parallel::Plan* plan, int
   o.offload = residency_options(args, plan, rank);
   o.backend = backend_settings(args.str("kernel-options"), args.str("cuda-graphs"), args.has("profile-ops"));
   const std::string repack = args.str("cpu-repack", "on");
-  STRATA_CHECK_KIND(ErrorKind::kInvalidArgument, repack == "on" || repack == "off", "--cpu-repack must be on or off, got '",
-                    repack, "'");
+  STRATA_CHECK_KIND(ErrorKind::kInvalidArgument, repack == "on" || repack == "off",
+                    "--cpu-repack must be on or off, got '", repack, "'");
   o.backend.cpu_repack = repack == "on";
   o.speculative = speculative_settings(&args, plan);
   return o;

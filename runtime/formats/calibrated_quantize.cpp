@@ -218,8 +218,10 @@ ClipObjective clip_objective(const ChannelStats& x, const std::vector<float>* s,
   o.gram.assign(static_cast<size_t>(groups * g * g), 0.0);
   std::vector<double> v(static_cast<size_t>(cols));
   for (int64_t t = 0; t < x.sample_rows; ++t) {
-    for (int64_t j = 0; j < cols; ++j)
-      v[static_cast<size_t>(j)] = x.sample[static_cast<size_t>(t * cols + j)] / (s != nullptr ? (*s)[static_cast<size_t>(j)] : 1.f);
+    for (int64_t j = 0; j < cols; ++j) {
+      const float factor = s != nullptr ? (*s)[static_cast<size_t>(j)] : 1.f;
+      v[static_cast<size_t>(j)] = x.sample[static_cast<size_t>(t * cols + j)] / factor;
+    }
 #pragma omp parallel for
     for (int64_t b = 0; b < groups; ++b) {
       double* G = o.gram.data() + b * g * g;
@@ -497,8 +499,8 @@ QuantizeResult quantize_calibrated(const QuantizeOptions& o, QuantizeProgress* p
   const std::unique_ptr<Checkpoint> ckpt = open_checkpoint(o.model);
   const ModelConfig& config = ckpt->config();
   check_source(*ckpt, o, type);
-  // w4a16's clipping search weighs columns by the activations when a calibration text is given, even unsmoothed.
-  const bool has_stats = needs_text || (type == CalibratedType::kW4A16 && !o.calibration.empty());
+  // w4a16's clipping search measures output error on the calibration rows when a text is given, even unsmoothed.
+  const bool has_stats = needs_text || (type == CalibratedType::kW4A16 && o.clip_search && !o.calibration.empty());
   const CalibrationStats stats = has_stats ? calibrate(*ckpt, o, type) : CalibrationStats{};
   const ChannelStats no_stats;
 
