@@ -448,13 +448,13 @@ TEST(ServeImageErrors, TextOnlyModelRefusesImages) {
   EXPECT_EQ(ok.status, 200) << ok.body;
 }
 
-// llama.cpp's pair (tests/fixtures/vision/llava_gguf: a text GGUF with an "<image>" token plus an mmproj GGUF):
-// the served chat answer equals `strata generate` on the prompt the chat template renders (its llama2 form,
-// as the text GGUF carries no template), with the image's tokens counted in usage.
-TEST(ServeImageGgufPair, ChatAnswerEqualsTheCli) {
-  const std::string dir = test::fixture("vision/llava_gguf"), image = test::fixture("vision/llava_t5/image.png");
+// A llama.cpp pair served (`serve --model text.gguf --mmproj mmproj.gguf`): the chat answer to one image and a
+// short instruction equals `strata generate` on the prompt the chat template renders (its llama2 form, as the
+// text GGUF carries no template), and usage counts `prompt_tokens` (the image's tokens included).
+void expect_pair_chat_equals_cli(const std::string& server_name, const std::string& dir, const std::string& image,
+                                 int64_t prompt_tokens_expected) {
   const std::string pair = " --model " + dir + "/text.gguf --mmproj " + dir + "/mmproj.gguf";
-  test::ServerProcess server("image_gguf_pair", "", "serve" + pair);
+  test::ServerProcess server(server_name, "", "serve" + pair);
   ASSERT_TRUE(server.wait_ready()) << server.log();
   json::array content{json::object{{"type", "image_url"}, {"image_url", json::object{{"url", data_url(image)}}}},
                       json::object{{"type", "text"}, {"text", "describe the picture"}}};
@@ -474,33 +474,21 @@ TEST(ServeImageGgufPair, ChatAnswerEqualsTheCli) {
   EXPECT_FALSE(answer.empty());
   EXPECT_NE(cli.output.find("prefill: " + std::to_string(prompt_tokens) + " tokens"), std::string::npos)
       << prompt_tokens << "\n" << cli.output;
-  EXPECT_EQ(prompt_tokens, 25);  // 9 text tokens and one <image> expanded to the 16 features of a 32-pixel image
+  EXPECT_EQ(prompt_tokens, prompt_tokens_expected);
+}
+
+// llama.cpp's pair (tests/fixtures/vision/llava_gguf: a text GGUF with an "<image>" token plus an mmproj GGUF):
+// 9 text tokens and one <image> expanded to the 16 features of a 32-pixel image.
+TEST(ServeImageGgufPair, ChatAnswerEqualsTheCli) {
+  expect_pair_chat_equals_cli("image_gguf_pair", test::fixture("vision/llava_gguf"),
+                              test::fixture("vision/llava_t5/image.png"), 25);
 }
 
 // llama.cpp's LLaVA-NeXT pair (tests/fixtures/vision/llava_next_gguf): the same, with the <image> expanded to the
-// 50x30 image's LLaVA-NeXT feature count (a 1x2 tile grid).
+// 50x30 image's LLaVA-NeXT feature count (a 1x2 tile grid): LlavaNextProcessor's 44 (reference.json).
 TEST(ServeImageGgufPair, LlavaNextChatAnswerEqualsTheCli) {
-  const std::string dir = test::fixture("vision/llava_next_gguf"), image = test::fixture("vision/llava_next/wide.png");
-  const std::string pair = " --model " + dir + "/text.gguf --mmproj " + dir + "/mmproj.gguf";
-  test::ServerProcess server("image_next_gguf_pair", "", "serve" + pair);
-  ASSERT_TRUE(server.wait_ready()) << server.log();
-  json::array content{json::object{{"type", "image_url"}, {"image_url", json::object{{"url", data_url(image)}}}},
-                      json::object{{"type", "text"}, {"text", "describe the picture"}}};
-  json::object body{{"messages", json::array{json::object{{"role", "user"}, {"content", content}}}},
-                    {"max_tokens", 8}, {"temperature", 0}, {"ignore_eos", true}};
-  const HttpResponse r = http(server.port(), "POST", "/v1/chat/completions", json::serialize(body));
-  ASSERT_EQ(r.status, 200) << r.body;
-  const std::string answer = chat_text(r, false);
-  const int64_t prompt_tokens = r.json().at("usage").at("prompt_tokens").as_int64();
-  const auto cli = test::run_command(test::strata_binary() + " generate" + pair +
-                                     " --prompt \"[INST] <image>describe the picture [/INST]\" --image " + image +
-                                     " -n 8 --ignore-eos");
-  ASSERT_EQ(cli.exit_code, 0) << cli.output;
-  EXPECT_NE(cli.output.find(answer + "\n"), std::string::npos) << answer << "\n" << cli.output;
-  EXPECT_FALSE(answer.empty());
-  EXPECT_NE(cli.output.find("prefill: " + std::to_string(prompt_tokens) + " tokens"), std::string::npos)
-      << prompt_tokens << "\n" << cli.output;
-  EXPECT_EQ(prompt_tokens, 9 + 44);  // LlavaNextProcessor's 44 features for a 50x30 image (reference.json)
+  expect_pair_chat_equals_cli("image_next_gguf_pair", test::fixture("vision/llava_next_gguf"),
+                              test::fixture("vision/llava_next/wide.png"), 9 + 44);
 }
 
 class ServeImageParallel : public ::testing::TestWithParam<const char*> {};

@@ -23,6 +23,7 @@
 #include "runtime/models/llava_vision.h"
 #include "runtime/models/model_description.h"
 #include "runtime/vision/preprocess.h"
+#include "tests/runtime/vision/mmproj_pair.h"
 #include "test_util.h"
 
 namespace strata {
@@ -49,13 +50,7 @@ std::vector<int32_t> ids_in(const boost::json::value& v) {
   return ids;
 }
 
-launcher::SessionOptions pair_options() {
-  launcher::SessionOptions options;
-  options.model_path = text_gguf();
-  options.mmproj_path = mmproj();
-  options.threads = 1;
-  return options;
-}
+launcher::SessionOptions pair_options() { return test::pair_options(text_gguf(), mmproj()); }
 
 std::string error_of(const std::function<void()>& fn) {
   try {
@@ -66,34 +61,13 @@ std::string error_of(const std::function<void()>& fn) {
   return "(no error)";
 }
 
+using test::drop_key;
+using test::Metadata;
+using test::set_key;
+using test::Tensors;
 // A copy of the fixture's mmproj with its metadata and tensor list edited.
-using Metadata = std::vector<std::pair<std::string, GgufValue>>;
-using Tensors = std::vector<std::pair<std::string, Tensor>>;
 std::string edited_mmproj(const std::string& name, const std::function<void(Metadata&, Tensors&)>& edit) {
-  auto file = std::make_shared<MappedFile>(mmproj());
-  const GgufFile gguf = parse_gguf_buffer(file->data(), file->size(), mmproj());
-  Metadata metadata = gguf.metadata;
-  Tensors tensors;
-  for (const GgufTensorInfo& t : gguf.tensors)
-    tensors.emplace_back(t.name, Tensor::view(const_cast<uint8_t*>(file->data() + t.offset), t.shape, t.dtype,
-                                              Device::kCpu, file));
-  edit(metadata, tensors);
-  const std::string path = test::temp_dir("llava_next_mmproj_test") + "/" + name + ".gguf";
-  write_gguf(path, metadata, tensors);
-  return path;
-}
-
-void set_key(Metadata& m, const std::string& key, GgufValue value) {
-  for (auto& [k, v] : m)
-    if (k == key) {
-      v = std::move(value);
-      return;
-    }
-  m.emplace_back(key, std::move(value));
-}
-
-void drop_key(Metadata& m, const std::string& key) {
-  std::erase_if(m, [&](const auto& kv) { return kv.first == key; });
+  return test::edited_mmproj(mmproj(), "llava_next_mmproj_test", name, edit);
 }
 
 TEST(LlavaNextMmproj, MetadataGivesTheTransformersConfig) {
