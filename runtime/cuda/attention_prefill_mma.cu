@@ -1,14 +1,17 @@
-// runtime/cuda/attention_prefill_mma.cu: the tensor-core path of prefill attention (issue #5): bf16 q, KV cache
-// and output, head_dim 64 or 128, FlashAttention-2 style on warp-level mma.sync m16n8k16 (sm_80 and up).
-// Same semantics as the SIMT kernel in attention_prefill.cu, which keeps every other case.
+// runtime/cuda/attention_prefill_mma.cu: the tensor-core path of prefill attention (issue #5): bf16 q and
+// output, a bf16 or fp8 (e4m3, kv_fp8.cuh) KV cache, head_dim 64 or 128, FlashAttention-2 style on warp-level
+// mma.sync m16n8k16 (sm_80 and up). Same semantics as the SIMT kernel in attention_prefill.cu, which keeps
+// every other case.
 #include <cuda_bf16.h>
 
 #include <climits>
 #include <cstdint>
 #include <mutex>
+#include <type_traits>
 
 #include "runtime/cuda/check_cuda.h"
 #include "runtime/cuda/kernels.h"
+#include "runtime/cuda/kv_fp8.cuh"
 #include "runtime/cuda/mma.cuh"
 
 // Layout of the work. A block (4 warps) owns 64 or 128 consecutive tokens of the step x one query head; each
@@ -16,7 +19,8 @@
 // max/sum live in its registers; at MT = 1 the Q fragments too, at MT = 2 they are re-read from shared memory
 // every key tile, as registers are short). The block streams the sequence's keys in tiles of 64 (32 at
 // head_dim 128, MT = 2, where 64 would spill) through shared memory: cp.async copies tile i+1 (K and V,
-// gathered row by row through the block table, so any block_size works) while the warps compute tile i
+// gathered row by row through the block table, so any block_size works; an fp8 cache's rows, 4-byte aligned,
+// are loaded, scaled and rounded to bf16 by the threads instead) while the warps compute tile i
 // (S = Q K^T on tensor cores, online softmax in f32 with exp2 and a log2(e)-prescaled scale, O += P V with P
 // rounded to bf16). At MT = 2 every K/V fragment a warp loads with ldmatrix feeds two slabs, halving the
 // shared-memory reads per FLOP that bound the MT = 1 kernel; it halves the blocks too, so the launcher takes
@@ -92,8 +96,23 @@ __device__ __forceinline__ float exp2_approx(float x) {
 
 // ---- the kernel ----
 
-template <class S>
+// Eight cache elements c8 .. c8 + 7 of an fp8 row (head_dim codes, then the row's f32 scale) as bf16.
+template <int HD>
+__device__ __forceinline__ uint4 fp8_row_to_bf16x8(const uint8_t* row, int c8) {
+  const float scale = *reinterpret_cast<const float*>(row + HD);
+  const uint32_t w[2] = {*reinterpret_cast<const uint32_t*>(row + c8), *reinterpret_cast<const uint32_t*>(row + c8 + 4)};
+  uint32_t packed[4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 f = e4m3x2_to_float2(static_cast<uint16_t>(w[i / 2] >> (16 * (i % 2))));
+    packed[i] = pack_bf16x2(f.x * scale, f.y * scale);
+  }
+  return make_uint4(packed[0], packed[1], packed[2], packed[3]);
+}
+
+template <class S, class TKV>
 __global__ __launch_bounds__(S::kThreads, S::kMinBlocks) void attention_prefill_mma_kernel(AttentionArgs a) {
+  constexpr bool kFp8 = std::is_same_v<TKV, KvFp8>;
   constexpr int HD = S::HD, MT = S::MT, kKeys = S::kKeys;
   constexpr int kStride = S::kStride, kRows = S::kRows;
   constexpr bool kQInRegs = MT == 1;  // else Q's A fragments are re-read from shared memory every key tile
@@ -147,8 +166,8 @@ __global__ __launch_bounds__(S::kThreads, S::kMinBlocks) void attention_prefill_
     for (int kk = 0; kk < HD / 16; ++kk) ldmatrix_x4(qf[kk], q_lane + kk * 16);
   }
 
-  const bf16* kc = static_cast<const bf16*>(a.k_cache);
-  const bf16* vc = static_cast<const bf16*>(a.v_cache);
+  const TKV* kc = static_cast<const TKV*>(a.k_cache);
+  const TKV* vc = static_cast<const TKV*>(a.v_cache);
   const int bs = static_cast<int>(a.block_size);
   const int bs_shift = (bs & (bs - 1)) == 0 ? __ffs(bs) - 1 : -1;  // block sizes are powers of two in practice
   const int64_t hkv = a.n_kv_heads;
@@ -212,14 +231,23 @@ __global__ __launch_bounds__(S::kThreads, S::kMinBlocks) void attention_prefill_
         const int r = copy_row + n * S::kRowStep;
         const int j = kb + r;
         const bool valid = j <= kmax;
-        int64_t off = 0;
+        int64_t row = 0;  // the cache row (token slot x KV head)
         if (valid) {
           const int blk = bs_shift >= 0 ? j >> bs_shift : j / bs;
           const int in_blk = bs_shift >= 0 ? j & (bs - 1) : j % bs;
-          off = ((int64_t{table[blk]} * bs + in_blk) * hkv + kvh) * HD + copy_ch * 8;
+          row = (int64_t{table[blk]} * bs + in_blk) * hkv + kvh;
         }
-        cp_async16(kd + r * kStride + copy_ch * 8, kc + off, valid);
-        cp_async16(vd + r * kStride + copy_ch * 8, vc + off, valid);
+        if constexpr (kFp8) {
+          const auto* k8 = reinterpret_cast<const uint8_t*>(kc) + row * kv_row_stride<KvFp8>(HD);
+          const auto* v8 = reinterpret_cast<const uint8_t*>(vc) + row * kv_row_stride<KvFp8>(HD);
+          const uint4 zero = make_uint4(0, 0, 0, 0);
+          *reinterpret_cast<uint4*>(kd + r * kStride + copy_ch * 8) = valid ? fp8_row_to_bf16x8<HD>(k8, copy_ch * 8) : zero;
+          *reinterpret_cast<uint4*>(vd + r * kStride + copy_ch * 8) = valid ? fp8_row_to_bf16x8<HD>(v8, copy_ch * 8) : zero;
+        } else {
+          const int64_t off = row * HD + copy_ch * 8;
+          cp_async16(kd + r * kStride + copy_ch * 8, kc + off, valid);
+          cp_async16(vd + r * kStride + copy_ch * 8, vc + off, valid);
+        }
       }
     };
 
@@ -383,16 +411,22 @@ __global__ __launch_bounds__(S::kThreads, S::kMinBlocks) void attention_prefill_
   }
 }
 
-template <class S>
-void launch_shape(const AttentionArgs& a, const Launch& stream) {
+template <class S, class TKV>
+void launch_shape_kv(const AttentionArgs& a, const Launch& stream) {
   static std::once_flag once;  // the opt-in above 48 KB of shared memory, once per kernel (per device: TODO)
   std::call_once(once, [] {
-    CHECK_CUDA(cudaFuncSetAttribute(attention_prefill_mma_kernel<S>,
+    CHECK_CUDA(cudaFuncSetAttribute(attention_prefill_mma_kernel<S, TKV>,
                                     cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(S::kBytes)));
   });
   const dim3 grid(static_cast<unsigned>(a.n_heads), static_cast<unsigned>((a.n_tokens + S::kRows - 1) / S::kRows));
-  attention_prefill_mma_kernel<S><<<grid, S::kThreads, S::kBytes, stream.stream>>>(a);
+  attention_prefill_mma_kernel<S, TKV><<<grid, S::kThreads, S::kBytes, stream.stream>>>(a);
   CHECK_LAUNCH();
+}
+
+template <class S>
+void launch_shape(const AttentionArgs& a, const Launch& stream) {
+  if (a.kv_dt == DType::kF8_E4M3) launch_shape_kv<S, KvFp8>(a, stream);
+  else launch_shape_kv<S, bf16>(a, stream);
 }
 
 bool aligned(const void* p, uintptr_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
@@ -401,11 +435,13 @@ bool aligned(const void* p, uintptr_t bytes) { return reinterpret_cast<uintptr_t
 
 bool attention_prefill_mma_supports(const AttentionArgs& a) {
   // gridDim.y counts query tiles (at most 65535); q/k/v rows are copied in 16-byte pieces, out stored as bf16x2.
-  return a.q_dt == DType::kBF16 && a.kv_dt == DType::kBF16 && a.out_dt == DType::kBF16 &&
+  // An fp8 cache's rows (head_dim codes + a 4-byte scale) are 4-byte aligned and read with 4-byte loads.
+  const uintptr_t kv_align = a.kv_dt == DType::kF8_E4M3 ? 4 : 16;
+  return a.q_dt == DType::kBF16 && (a.kv_dt == DType::kBF16 || a.kv_dt == DType::kF8_E4M3) && a.out_dt == DType::kBF16 &&
          (a.head_dim == 64 || a.head_dim == 128) && a.n_kv_heads > 0 && a.n_heads % a.n_kv_heads == 0 &&
          a.n_heads <= INT_MAX && a.block_size > 0 && a.block_size <= INT_MAX && a.scale > 0.f &&
-         a.n_tokens <= int64_t{65535} * kMinRows && aligned(a.q, 16) && aligned(a.k_cache, 16) &&
-         aligned(a.v_cache, 16) && aligned(a.out, 4);
+         a.n_tokens <= int64_t{65535} * kMinRows && aligned(a.q, 16) && aligned(a.k_cache, kv_align) &&
+         aligned(a.v_cache, kv_align) && aligned(a.out, 4);
 }
 
 void launch_attention_prefill_mma(const AttentionArgs& a, const Launch& stream) {

@@ -1,10 +1,10 @@
 // tests/gpu/kv_fp8_gpu_test.cpp: the CUDA backend's fp8 (e4m3) KV cache against the CPU backend's: the
 // cache write (kv_write, rope_kv_write) byte for byte, and paged attention over the same fp8 caches (decode,
 // decode with split contexts, prefill and chunked prefill over cached blocks; GQA 1 to 8, head_dim 8 to 256)
-// on every attention path the backend offers (the tiled decode kernel, or the SIMT prefill kernel where the path
-// asks for prefill; the per-warp decode and tensor-core prefill kernels decline fp8). Inputs are
-// bf16 values on both sides, so the codes and scales agree exactly and the outputs differ by the kernels'
-// summation order and the bf16 output rounding only. Skips when no GPU is present.
+// on every attention path the backend offers (the tiled decode kernel; for prefill the tensor-core kernel at
+// head_dim 64 and 128, which rounds the dequantized K/V rows to bf16 on load, and the SIMT kernel; the per-warp
+// decode kernel declines fp8). Inputs are bf16 values on both sides, so the codes and scales agree exactly and
+// the outputs differ by the kernels' summation order and bf16 roundings only. Skips when no GPU is present.
 #include <gtest/gtest.h>
 
 #include <algorithm>
