@@ -1,9 +1,13 @@
 // runtime/cuda/cuda_backend_encoder.cpp: the CUDA backend's encoder ops (vision towers): LayerNorm,
-// GELU-family activations and bidirectional attention. The attention runs as two cuBLAS batched GEMMs per
+// GELU-family activations and bidirectional attention. With bf16 operands and head_dim 64 or 128 the attention
+// is the tensor-core prefill kernel (attention_prefill_mma.cu: no score matrix in memory), each sequence one
+// block of its own keys and every query at the last position. Otherwise it runs as two cuBLAS batched GEMMs per
 // chunk of sequences, one (sequence, head) pair per batch entry addressed in place through pointer tables
 // (no transposes): scores = scale * q k^T into f32, a row softmax that writes the probabilities over the
 // scores in the input dtype, then probs v straight into out. A CLIP-L/336 image is 16 heads of 577 x 577
 // scores (21 MB of f32): chunks hold up to 256 MiB of them.
+#include <limits>
+
 #include "runtime/cuda/cuda_backend_impl.h"
 #include "runtime/cuda/encoder_kernels.h"
 
@@ -68,6 +72,28 @@ void CudaBackend::activation(const Tensor& x, Activation act, Tensor& out) {
   cuda::launch_activation(x.raw(), x.dtype(), encoder_activation(act), out.raw(), out.dtype(), x.numel(), launch());
 }
 
+bool CudaBackend::flash_bidirectional(const Tensor& q, const Tensor& k, const Tensor& v, int64_t seq_len, float scale,
+                                      Tensor& out) {
+  const int64_t T = q.dim(0), seqs = T / seq_len;
+  cuda::AttentionArgs a;
+  a.q = q.raw(), a.k_cache = k.raw(), a.v_cache = v.raw(), a.out = out.raw();
+  a.q_dt = q.dtype(), a.kv_dt = k.dtype(), a.out_dt = out.dtype();
+  a.n_tokens = T, a.n_seqs = seqs, a.max_blocks = 1, a.block_size = seq_len, a.max_position = seq_len;
+  a.n_heads = q.dim(1), a.n_kv_heads = q.dim(1), a.head_dim = q.dim(2), a.n_cache_blocks = seqs;
+  a.scale = scale;
+  a.sm_count = sm_count_;
+  if (!options_.encoder_flash_attention || seq_len > std::numeric_limits<int32_t>::max() || T > std::numeric_limits<int32_t>::max() ||
+      !cuda::attention_prefill_mma_supports(a))
+    return false;
+  auto scope = profile([] { return std::string("attention bidirectional (tensor cores)"); });
+  const int64_t meta_words = 2 * T + seqs;
+  auto* meta = static_cast<int32_t*>(encoder_scratch_.get(static_cast<size_t>(meta_words) * 4, stream_.get()));
+  cuda::launch_encoder_attention_meta(meta, meta + T, meta + 2 * T, seqs, seq_len, launch());
+  a.positions = meta, a.token_seq = meta + T, a.block_tables = meta + 2 * T;
+  cuda::launch_attention_prefill_mma(a, launch());
+  return true;
+}
+
 void CudaBackend::attention_bidirectional(const Tensor& q, const Tensor& k, const Tensor& v, int64_t seq_len,
                                           float scale, Tensor& out) {
   const char* op = "attention_bidirectional";
@@ -90,6 +116,7 @@ void CudaBackend::attention_bidirectional(const Tensor& q, const Tensor& k, cons
   const int64_t seqs = T / seq_len;
   if (T == 0 || H == 0 || hd == 0) return;
   set_device();
+  if (flash_bidirectional(q, k, v, seq_len, scale, out)) return;
   auto scope = profile([] { return std::string("attention bidirectional"); });
 
   // Chunks of sequences whose scores fit kScoreChunkBytes (one sequence at least), and their pointer tables.

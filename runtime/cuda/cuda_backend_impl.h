@@ -424,6 +424,9 @@ class CudaBackend final : public Backend {
   void activation(const Tensor& x, Activation act, Tensor& out) override;
   void attention_bidirectional(const Tensor& q, const Tensor& k, const Tensor& v, int64_t seq_len, float scale,
                                Tensor& out) override;
+  // attention_bidirectional on the tensor-core prefill kernel; false (nothing launched) where it does not apply.
+  bool flash_bidirectional(const Tensor& q, const Tensor& k, const Tensor& v, int64_t seq_len, float scale,
+                           Tensor& out);
 
   void sample(const Tensor& logits, const SampleRow* rows, int32_t* tokens, float* logprobs) override {
     if (logits.device() != Device::kCuda) return Backend::sample(logits, rows, tokens, logprobs);

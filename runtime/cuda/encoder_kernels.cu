@@ -100,6 +100,15 @@ __global__ void attention_tables_kernel(const uint8_t* q, const uint8_t* k, cons
   t.probs[b] = block;
 }
 
+__global__ void encoder_attention_meta_kernel(int32_t* positions, int32_t* token_seq, int32_t* tables, int64_t seqs,
+                                              int64_t seq_len) {
+  const int64_t t = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
+  if (t < seqs) tables[t] = static_cast<int32_t>(t);
+  if (t >= seqs * seq_len) return;
+  positions[t] = static_cast<int32_t>(seq_len - 1);
+  token_seq[t] = static_cast<int32_t>(t / seq_len);
+}
+
 // One block per row of n scores: the row into shared memory, its max and the sum of exponentials, then the
 // probabilities written from the row's first byte on (after the barrier that follows the last read).
 __global__ void softmax_rows_kernel(float* scores, int64_t n, int64_t ld, DType probs_dt) {
@@ -148,6 +157,15 @@ void launch_attention_tables(const void* q, const void* k, const void* v, void* 
       static_cast<const uint8_t*>(q), static_cast<const uint8_t*>(k), static_cast<const uint8_t*>(v),
       static_cast<uint8_t*>(out), elem_bytes, out_elem_bytes, static_cast<uint8_t*>(scores), score_ld, seq_len, heads,
       head_dim, entries, tables);
+  CHECK_LAUNCH();
+}
+
+void launch_encoder_attention_meta(int32_t* positions, int32_t* token_seq, int32_t* tables, int64_t seqs,
+                                   int64_t seq_len, const Launch& stream) {
+  const int64_t n = seqs * seq_len;
+  if (n == 0) return;
+  encoder_attention_meta_kernel<<<grid_for(n), kThreads, 0, stream.stream>>>(positions, token_seq, tables, seqs,
+                                                                              seq_len);
   CHECK_LAUNCH();
 }
 

@@ -43,5 +43,10 @@ void launch_attention_tables(const void* q, const void* k, const void* v, void* 
 void launch_softmax_rows(void* scores, int64_t rows, int64_t n, int64_t ld, DType probs_dt, const Launch& stream);
 // The longest row launch_softmax_rows takes (its row lives in shared memory).
 int64_t softmax_rows_max_len();
+// Bidirectional attention as the tensor-core prefill kernel's paged attention (AttentionArgs): every token of
+// sequence s sits at position seq_len - 1 (so it sees all the sequence's keys), token_seq[t] = t / seq_len, and
+// sequence s's one-block table entry is s (blocks of seq_len tokens: k and v themselves are the cache).
+void launch_encoder_attention_meta(int32_t* positions, int32_t* token_seq, int32_t* tables, int64_t seqs,
+                                   int64_t seq_len, const Launch& stream);
 
 }  // namespace strata::cuda

@@ -117,17 +117,27 @@ TEST_P(VisionGpuAttention, EqualsTheCpuBackend) {
   const float scale = 1.f / std::sqrt(static_cast<float>(c.head_dim));
   Tensor ref = Tensor::empty(shape, DType::kF32);
   cpu_->attention_bidirectional(q, k, v, c.seq_len, scale, ref);
-  Tensor gq = to_gpu(q, c.dt), gk = to_gpu(k, c.dt), gv = to_gpu(v, c.dt);
-  Tensor gout = gpu_->alloc(shape, c.out_dt);
-  gpu_->attention_bidirectional(gq, gk, gv, c.seq_len, scale, gout);
-  const double err = relative_error(to_host(gout), ref);
-  // 16-bit probabilities (as the tensor-core path multiplies them) cost about 2^-8 relative per term.
-  EXPECT_LT(err, c.dt == DType::kF32 ? 1e-5 : 2e-2) << "max error relative to max |ref|: " << err;
+  // Both CUDA forms: the tensor-core prefill kernel (bf16, head_dim 64/128) and the cuBLAS GEMMs.
+  for (const bool flash : {true, false}) {
+    CudaBackendOptions options;
+    options.encoder_flash_attention = flash;
+    gpu_ = make_cuda_backend(0, options);
+    Tensor gq = to_gpu(q, c.dt), gk = to_gpu(k, c.dt), gv = to_gpu(v, c.dt);
+    Tensor gout = gpu_->alloc(shape, c.out_dt);
+    gpu_->attention_bidirectional(gq, gk, gv, c.seq_len, scale, gout);
+    const double err = relative_error(to_host(gout), ref);
+    // 16-bit probabilities (as the tensor-core path multiplies them) cost about 2^-8 relative per term.
+    EXPECT_LT(err, c.dt == DType::kF32 ? 1e-5 : 2e-2) << "max error relative to max |ref|: " << err << ", flash "
+                                                      << flash;
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(
     Shapes, VisionGpuAttention,
     ::testing::Values(AttentionCase{2, 577, 4, 64, DType::kBF16, DType::kBF16},  // CLIP-L/336's sequence
+                      // Query tiles of 64/128 rows holding several sequences, and head_dim 128.
+                      AttentionCase{5, 33, 4, 64, DType::kBF16, DType::kBF16},
+                      AttentionCase{3, 130, 2, 128, DType::kBF16, DType::kBF16},
                       AttentionCase{3, 17, 3, 40, DType::kBF16, DType::kF32},
                       AttentionCase{3, 17, 3, 40, DType::kF32, DType::kF32},
                       AttentionCase{1, 50, 2, 80, DType::kF16, DType::kF16}));
