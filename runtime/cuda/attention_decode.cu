@@ -265,7 +265,8 @@ SplitPlan plan_splits(const AttentionArgs& a, int sm_count) {
   const int64_t blocks = std::max<int64_t>(a.n_tokens * a.n_kv_heads, 1);
   // About 4 blocks per SM: at 4000 keys (MHA, H200) 16 splits took 34 us against 41 for 32 with the
   // per-warp kernel, 54 against 63 with the tiles; GQA 8 at 4000 keys 64 splits 38 us, 32 splits 40.
-  const int64_t wanted = (4 * int64_t{sm_count} + blocks - 1) / blocks;
+  int64_t wanted = (4 * int64_t{sm_count} + blocks - 1) / blocks;
+  if (a.split_max_keys > 0) wanted = std::max<int64_t>(wanted, (max_pos + a.split_max_keys - 1) / a.split_max_keys);
   return plan_for_count(a, std::clamp<int64_t>(wanted, 1, max_splits));
 }
 

@@ -179,6 +179,7 @@ cuda::AttentionArgs CudaBackend::attention_args(const Tensor& q, const Tensor& k
   a.sm_count = sm_count_;
   a.decode_warps = options_.decode_attention_warps;
   a.split_grain = options_.decode_split_grain;
+  a.split_max_keys = options_.decode_split_max_keys;
   a.whole_blocks = options_.decode_whole_blocks;
   a.head_split = options_.decode_head_split;
   return a;

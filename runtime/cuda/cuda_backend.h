@@ -51,6 +51,8 @@ struct CudaBackendOptions {
   // keys a split's length is a multiple of (16, 32, 64 or 128); short contexts in one wider block per KV
   // head; the blocks a KV head's query heads are split over (0: the rule; 1, 2, 4 or 8 force it).
   int decode_split_grain = 16;
+  // At most this many keys in a decode attention split (0: no bound; cuda::AttentionArgs::split_max_keys).
+  int decode_split_max_keys = 0;
   bool decode_whole_blocks = true;
   int decode_head_split = 0;
   // Decode batches (the GEMV's rows) form the SwiGLU in the fused gate/up GEMV's epilogue, each warp owning
@@ -78,6 +80,9 @@ struct CudaBackendOptions {
   bool graphs = true;
   // Matmuls with 16-bit inputs and an f32 output (the LM head) through cuBLASLt instead of cublasGemmEx.
   bool cublaslt = true;
+  // Encoder (vision tower) attention with bf16 operands and head_dim 64 or 128 on the tensor-core prefill
+  // kernel, without a score matrix in memory (off: cuBLAS batched GEMMs around a row softmax).
+  bool encoder_flash_attention = true;
   // Per-op GPU time from events on the compute stream, printed to stderr as a table when the backend goes
   // away (runtime/cuda/op_profiler.h). Slows every op by a few microseconds and turns graphs off.
   bool profile = false;

@@ -132,6 +132,9 @@ struct AttentionArgs {
   // 4 blocks per SM); 1, 2, 4 or 8 force it, with the plan's splits, where it divides the query heads per KV
   // head. The defaults are the measured best (tests/gpu/KERNEL_NOTES.md); tests and tuning runs set others.
   int split_grain = 16;
+  // At most this many keys a split (0: no bound): long contexts then get more splits than the ~4 blocks per
+  // SM the plan aims for otherwise, so more of the KV cache's loads are in flight at once.
+  int split_max_keys = 0;
   bool whole_blocks = true;
   int head_split = 0;
   // Decode with rope and the cache write folded in (per-warp kernel only, one token per sequence): q is

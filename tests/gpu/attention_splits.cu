@@ -3,7 +3,9 @@
 // of 32 launches (one KV cache per layer, as in a decode step), each output checked against a
 // double-precision host reference. Prints us per launch and which split count attention_decode_splits()
 // picks, to tune that rule and compare the kernels. Built with the CUDA build (target attention_splits);
-// run: build-gpu/tests/attention_splits [--grain 16|32|64|128] (the split step, as decode_split_grain).
+// run: build-gpu/tests/attention_splits [--grain 16|32|64|128] [--max-keys N] (the split step, as
+// decode_split_grain; the most keys a split, as decode_split_max_keys). GB/s is the K and V bytes a launch
+// reads over its time.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -52,18 +54,22 @@ int main(int argc, char** argv) {
   CHECK_CUDA(cudaDeviceGetAttribute(&sm, cudaDevAttrMultiProcessorCount, 0));
   const cu::Launch on(s, /*pdl_on=*/true, cu::GemvRolling::kByGrid);
   // --grain N as the backend's decode_split_grain kernel option: the keys a split's length is a multiple of.
-  int grain_keys = cu::AttentionArgs{}.split_grain;
-  for (int i = 1; i + 1 < argc; ++i)
+  int grain_keys = cu::AttentionArgs{}.split_grain, max_keys = cu::AttentionArgs{}.split_max_keys;
+  for (int i = 1; i + 1 < argc; ++i) {
     if (std::strcmp(argv[i], "--grain") == 0) grain_keys = std::atoi(argv[i + 1]);
-  std::printf("split grain %d keys\n", grain_keys);
+    if (std::strcmp(argv[i], "--max-keys") == 0) max_keys = std::atoi(argv[i + 1]);
+  }
+  std::printf("split grain %d keys, at most %d keys a split (0: no bound)\n", grain_keys, max_keys);
   std::mt19937 rng(7);
   std::normal_distribution<float> normal(0.f, 1.f);
-  std::printf("%-34s %6s %-12s %10s %9s\n", "case (1 token)", "splits", "kernel", "us/launch", "rel err");
+  std::printf("%-34s %6s %-12s %10s %8s %9s\n", "case (1 token)", "splits", "kernel", "us/launch", "KV GB/s",
+              "rel err");
   // Contexts as a decode step records them: the split plan sees max_position = the padded table width.
   // 7b-shape (MHA), Llama-3-8B (4 query heads per KV head), 70b-shape (8), and one rank's heads of 13b-shape
-  // at TP8 (5 heads) and of 70b-shape at TP8 (8 query heads on 1 KV head).
+  // at TP8 (5 heads) and of 70b-shape at TP8 (8 query heads on 1 KV head); Llama-3-8B at 8k and 32k keys.
   for (const Case c : {Case{32, 32, 80}, Case{32, 32, 500}, Case{32, 32, 4000}, Case{32, 8, 4000}, Case{32, 8, 80},
-                       Case{64, 8, 80}, Case{64, 8, 500}, Case{5, 5, 80}, Case{8, 1, 80}, Case{8, 1, 500}}) {
+                       Case{64, 8, 80}, Case{64, 8, 500}, Case{5, 5, 80}, Case{8, 1, 80}, Case{8, 1, 500},
+                       Case{32, 8, 8192}, Case{32, 8, 32768}}) {
     int64_t width = 4;
     while (width * kBlock < c.context) width *= 2;
     const int64_t blocks = width, row = c.kv_heads * kHd, cache_elems = blocks * kBlock * row;
@@ -124,10 +130,14 @@ int main(int argc, char** argv) {
     a.scale = scale;
     a.sm_count = sm;
     a.split_grain = grain_keys;
+    a.split_max_keys = max_keys;
     const int64_t rule = cu::attention_decode_splits(a, sm);
-    CHECK_CUDA(cudaMalloc(&scratch, std::max<int64_t>(cu::attention_decode_scratch_bytes(a, 64), 16)));
+    CHECK_CUDA(cudaMalloc(&scratch, std::max<int64_t>(cu::attention_decode_scratch_bytes(a, 512), 16)));
     const int64_t grain = a.split_grain;
-    for (int64_t splits : {int64_t{1}, int64_t{2}, int64_t{4}, int64_t{8}, int64_t{16}, int64_t{32}, int64_t{64}}) {
+    const double kv_bytes = static_cast<double>(c.context) * c.kv_heads * kHd * 2 * 2;
+    for (int64_t splits : {int64_t{1}, int64_t{2}, int64_t{4}, int64_t{8}, int64_t{16}, int64_t{32}, int64_t{64},
+                           int64_t{128}, int64_t{256}, int64_t{512}}) {
+      if (splits > 64 && c.context < 8192) break;  // short contexts: past 64 splits only the merge grows
       if ((splits - 1) * grain >= a.max_position) break;  // the plan cannot make more splits than grain-key pieces
       if (cu::attention_decode_splits_made(a, splits) != splits) continue;  // the same launch as a smaller count
       // tiles; per warp in split blocks, then whole where the plan allows, each with the rule's blocks per KV
@@ -183,8 +193,8 @@ int main(int argc, char** argv) {
           std::snprintf(form_name, sizeof form_name, "%s %dw/%d%s%s", whole ? "whole" : "warps", form.warps,
                         form.head_split, kernel.head_split == 0 ? "*" : "", merged);
         }
-        std::printf("%-34s %6lld %-12s %10.2f %9.1e\n", name, static_cast<long long>(splits), form_name, us,
-                    std::sqrt(num / den));
+        std::printf("%-34s %6lld %-12s %10.2f %8.0f %9.1e\n", name, static_cast<long long>(splits), form_name, us,
+                    kv_bytes / (us * 1e-6) / 1e9, std::sqrt(num / den));
       }
     }
     for (int l = 0; l < kLayers; ++l) {
