@@ -6,6 +6,7 @@
 #   - decode tokens/s and the step against its roofline: (weight bytes + KV bytes read) / copy bandwidth,
 #   - the decode attention kernel alone (`--profile-ops`, graphs off): its GPU time per call against the KV
 #     bytes one layer reads, as a share of the copy bandwidth measured in the same run.
+# The copy bandwidth is the device-to-device copy rate tools/bench/hf_peer.py measures (torch) in the same run.
 # Env: CONTEXTS ("8192 16384 32768"), KV_DTYPES ("bf16 fp8"), DECODE_TOKENS (64), MODEL_DIR
 # (/tmp/llama3-8b-shape-long; made when absent, 16 GB), STRATA_GPU_BUILD, OUT (a folder for the results).
 set -euo pipefail
@@ -23,7 +24,8 @@ echo "CONTEXTS='$contexts' KV_DTYPES='$kv_dtypes' DECODE_TOKENS=$n MODEL_DIR=$mo
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader >"$out/gpu.txt" 2>&1 || true
 [ -f "$model/model.safetensors" ] || [ -f "$model/model.safetensors.index.json" ] ||
   "$strata" make-model --preset llama3-8b-shape --context 131072 --dtype bf16 --out "$model" >"$out/make-model.txt"
-largest=$(echo $contexts | tr ' ' '\n' | sort -n | tail -1)
+python3 tools/bench/hf_peer.py --model "$model" --skip-peer >"$out/ceilings.json" 2>"$out/ceilings.log" ||
+  { echo "bench-long-context: the copy bandwidth could not be measured (needs torch):"; tail -3 "$out/ceilings.log"; }
 for ctx in $contexts; do
   for kv in $kv_dtypes; do
     echo "context $ctx, KV $kv..."
@@ -38,6 +40,10 @@ done
 python3 - "$out" "$model" <<'PY'
 import glob, json, os, re, sys
 out, model = sys.argv[1], sys.argv[2]
+try:
+    copy_gbs = json.load(open(os.path.join(out, "ceilings.json")))["ceilings"]["d2d_copy_gbs"]
+except (OSError, ValueError, KeyError):
+    copy_gbs = None  # no torch: the shares are left out
 cfg = json.load(open(os.path.join(model, "config.json")))
 layers, kv_heads = cfg["num_hidden_layers"], cfg["num_key_value_heads"]
 head_dim = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
@@ -47,7 +53,8 @@ def attention_us(path):
     """Mean GPU time of one decode attention call (all layers' calls alike) from an op profile."""
     best = None
     for line in open(path):
-        m = re.match(r"\s+(attention decode[^\d]*?)\s+(\d+)\s+([\d.]+)\s+([\d.]+)", line)
+        # "rope_kv_attention" is the decode attention with RoPE and the KV write fused in (bf16 caches).
+        m = re.match(r"\s+(attention decode[^\d]*?|rope_kv_attention)\s+(\d+)\s+([\d.]+)\s+([\d.]+)", line)
         if m and (best is None or int(m.group(2)) > best[0]):
             best = (int(m.group(2)), float(m.group(4)))
     return best[1] if best else None
@@ -74,14 +81,15 @@ for path in sorted(glob.glob(os.path.join(out, "decode-*.json")), key=lambda p: 
     row = {"context": int(ctx), "kv": kv, "prefill_tokens_per_s": r["prefill_tokens_per_s"],
            "decode_tokens_per_s": r["decode_tokens_per_s"], "ms_per_step": r["ms_per_step"],
            "kv_bytes_per_step": kv_step, "weight_bytes_per_step": r["weight_bytes_per_step"],
-           "bytes_over_step_gbs": roof, "copy_gbs": r["copy_gbs"], "attention_us_per_layer": us,
+           "bytes_over_step_gbs": roof, "copy_gbs": copy_gbs, "attention_us_per_layer": us,
            "attention_kv_gbs": attn_gbs}
     rows.append(row)
     f = lambda v, fmt: format(v, fmt) if v is not None else "-"
-    share = "%7.0f%%" % (100 * attn_gbs / r["copy_gbs"]) if attn_gbs else "-"
+    share = "%7.0f%%" % (100 * attn_gbs / copy_gbs) if attn_gbs and copy_gbs else "-"
+    of_copy = "%11.0f%%" % (100 * roof / copy_gbs) if copy_gbs else "-"
     print(f"{ctx:>8s} {kv:>5s} {r['prefill_tokens_per_s']:14.0f} {r['decode_tokens_per_s']:13.1f} {r['ms_per_step']:8.2f} "
-          f"{kv_step / 1e9:11.2f} {100 * roof / r['copy_gbs']:11.0f}% {f(us, '14.1f')} {f(attn_gbs, '13.0f')} "
+          f"{kv_step / 1e9:11.2f} {of_copy:>12s} {f(us, '14.1f')} {f(attn_gbs, '13.0f')} "
           f"{share:>8s}")
 json.dump({"rows": rows}, open(os.path.join(out, "summary.json"), "w"), indent=1)
-print(f"({out}; copy bandwidth from each run's own measurement)")
+print(f"({out}; device copy bandwidth {f(copy_gbs, '.0f')} GB/s, measured in this run)")
 PY

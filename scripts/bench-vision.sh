@@ -6,7 +6,8 @@
 # greedy tokens, as Poisson arrivals at rising rates, until the P99 latency passes 500 ms twice. Then the
 # peer on the same GPU: transformers LlavaForConditionalGeneration.generate in static batches of 1/8/32/64
 # (tools/bench/hf_vision_peer.py). Prints a table last: per rate the achieved rate, TTFT and latency
-# p50/p95/p99; the highest rate whose P99 latency stays under 500 ms; the peer's batch latencies and rates.
+# p50/p95/p99, GPU utilization and memory (nvidia-smi, sampled every 200 ms during the rate); the highest
+# rate whose P99 latency stays under 500 ms; the peer's batch latencies and rates.
 # JSON results, logs and the command go to OUT.
 #
 # Env: STRATA_GPU_BUILD (default build-gpu; built with CUDA when absent), MODEL_DIR (default
@@ -89,8 +90,14 @@ run_strata() {
     n=$(( rate * per_rate_s > 32 ? rate * per_rate_s : 32 ))
     echo "rate $rate/s: $n requests..."
     curl -sf "$url/metrics" >"$out/metrics-before-$rate.txt" || true
+    # GPU utilization (% of time a kernel ran) and memory in use, sampled every 200 ms while the rate runs.
+    nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader,nounits -lms 200 \
+      >"$out/gpu-rate-$rate.csv" 2>/dev/null &
+    sampler=$!
     "$build/strata" bench serve "${common[@]}" --rate "$rate" --requests "$n" --seed "$rate" \
       >"$out/strata-rate-$rate.json" || true
+    kill $sampler 2>/dev/null || true
+    wait $sampler 2>/dev/null || true
     curl -sf "$url/metrics" >"$out/metrics-after-$rate.txt" || true
     # Missed: a failed request, a P99 latency over the target, or no report at all.
     missed=$("$py" -c 'import json, sys; r = json.load(open(sys.argv[1]))
@@ -155,16 +162,30 @@ def step_profile(rate):
             "batch": d.get("strata_batch_size_sum", 0) / steps,
             "forward_share": d.get('strata_engine_phase_seconds_total{phase="forward"}', 0) / (pre + dec) if pre + dec else 0,
             "sample_share": d.get('strata_engine_phase_seconds_total{phase="sample"}', 0) / (pre + dec) if pre + dec else 0}
+def gpu_use(rate):
+    """Mean GPU utilization (%) and the most memory in use (GiB) sampled during one rate."""
+    util, mem = [], []
+    try:
+        for line in open(os.path.join(out, f"gpu-rate-{rate:g}.csv")):
+            u, m = (float(v) for v in line.split(",")[:2])
+            util.append(u)
+            mem.append(m)
+    except (OSError, ValueError):
+        pass
+    return (sum(util) / len(util), max(mem) / 1024) if util else (None, None)
 best = None
 print(f"\nstrata serve, one GPU, LLaVA-1.5-7B shape, 336x336 images, {runs[0]['output_len_mean'] if runs else '?'}"
       " output tokens, Poisson arrivals")
 print(f"{'rate/s':>7s} {'done/s':>7s} {'failed':>6s} {'prompt tok':>10s} {'TTFT p50/p95/p99 ms':>22s} "
-      f"{'latency p50/p95/p99 ms':>24s}")
+      f"{'latency p50/p95/p99 ms':>24s} {'GPU util':>8s} {'mem GiB':>8s}")
 for r in runs:
     t, l = r["ttft_ms"], r["latency_ms"]
     fmt = lambda d: "/".join(f"{d[k]:.0f}" if d[k] is not None else "-" for k in ("p50", "p95", "p99"))
+    util, mem = gpu_use(r["rate"])
+    r["gpu_util_pct"], r["gpu_mem_gib"] = util, mem
     print(f"{r['rate']:7.1f} {r['request_throughput']:7.2f} {r['failed']:6d} {r['prompt_len_mean']:10.0f} "
-          f"{fmt(t):>22s} {fmt(l):>24s}")
+          f"{fmt(t):>22s} {fmt(l):>24s} {f'{util:.0f}%' if util is not None else '-':>8s} "
+          f"{f'{mem:.1f}' if mem is not None else '-':>8s}")
     if r["failed"] == 0 and l["p99"] is not None and l["p99"] < target:
         best = r if best is None or r["rate"] > best["rate"] else best
 profiles = {f"{r['rate']:g}": step_profile(r["rate"]) for r in runs}
