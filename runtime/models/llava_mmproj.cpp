@@ -12,6 +12,7 @@
 #include "runtime/formats/gguf_metadata.h"
 #include "runtime/formats/mapped_file.h"
 #include "runtime/log.h"
+#include "runtime/vision/anyres.h"
 
 namespace strata {
 namespace {
@@ -72,9 +73,9 @@ std::vector<vision::Resolution> read_pinpoints(const GgufMetadata& md, int64_t t
   std::vector<vision::Resolution> out;
   for (size_t i = 0; i < v.size(); i += 2) {
     const vision::Resolution r{v[i + 1], v[i]};
-    STRATA_CHECK_KIND(ErrorKind::kFormat, r.width > 0 && r.height > 0 && r.width % tile == 0 && r.height % tile == 0,
-                      path, ": metadata '", key, "' entry ", i / 2, " (width ", r.width, ", height ", r.height,
-                      ") is not a whole number of ", tile, "-pixel tiles (clip.vision.image_size)");
+    STRATA_CHECK_KIND(ErrorKind::kFormat, vision::valid_pinpoint(r, tile), path, ": metadata '", key, "' entry ", i / 2,
+                      " (width ", r.width, ", height ", r.height, ") is not a whole number of ", tile,
+                      "-pixel tiles (clip.vision.image_size), at most ", vision::kMaxPinpointTiles, " of them");
     out.push_back(r);
   }
   STRATA_CHECK_KIND(ErrorKind::kFormat, merge == "spatial_unpad", path, ": has ", key,

@@ -12,6 +12,12 @@
 
 namespace strata::vision {
 
+bool valid_pinpoint(Resolution r, int64_t tile) {
+  return tile > 0 && r.height > 0 && r.width > 0 && r.height % tile == 0 && r.width % tile == 0 &&
+         r.height / tile <= kMaxPinpointTiles && r.width / tile <= kMaxPinpointTiles &&
+         (r.height / tile) * (r.width / tile) <= kMaxPinpointTiles;
+}
+
 std::vector<Resolution> parse_grid_pinpoints(const boost::json::value& list, int64_t tile, const std::string& source) {
   STRATA_CHECK_KIND(ErrorKind::kFormat, list.is_array() && !list.get_array().empty(), source,
                     ": image_grid_pinpoints must be a non-empty list of [height, width] pairs");
@@ -22,9 +28,9 @@ std::vector<Resolution> parse_grid_pinpoints(const boost::json::value& list, int
     STRATA_CHECK_KIND(ErrorKind::kFormat, pair, source, ": image_grid_pinpoints holds ", boost::json::serialize(p),
                       "; each entry must be [height, width]");
     const Resolution r{p.get_array()[0].get_int64(), p.get_array()[1].get_int64()};
-    STRATA_CHECK_KIND(ErrorKind::kFormat, r.height > 0 && r.width > 0 && r.height % tile == 0 && r.width % tile == 0,
-                      source, ": image_grid_pinpoints entry [", r.height, ", ", r.width, "] is not a whole number of ",
-                      tile, "-pixel tiles");
+    STRATA_CHECK_KIND(ErrorKind::kFormat, valid_pinpoint(r, tile), source, ": image_grid_pinpoints entry [", r.height,
+                      ", ", r.width, "] is not a whole number of ", tile, "-pixel tiles, at most ", kMaxPinpointTiles,
+                      " of them");
     out.push_back(r);
   }
   return out;

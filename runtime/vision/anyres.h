@@ -15,8 +15,15 @@
 
 namespace strata::vision {
 
-// image_grid_pinpoints as configs write it: a non-empty list of [height, width] pairs, each a whole number of
-// `tile`-pixel tiles; errors (kFormat) name `source` and the entry.
+// The most tiles one pinpoint may cut an image into. Released LLaVA-NeXT grids hold up to 4 (and
+// LLaVA-OneVision's 36); the bound keeps a checkpoint from asking the encoder for millions of tokens an image.
+inline constexpr int64_t kMaxPinpointTiles = 64;
+
+// Whether a pinpoint is a whole number of `tile`-pixel tiles, at most kMaxPinpointTiles of them.
+bool valid_pinpoint(Resolution r, int64_t tile);
+
+// image_grid_pinpoints as configs write it: a non-empty list of [height, width] pairs, each valid_pinpoint;
+// errors (kFormat) name `source` and the entry.
 std::vector<Resolution> parse_grid_pinpoints(const boost::json::value& list, int64_t tile, const std::string& source);
 
 // The pinpoint an image of `image` size is tiled into: the one that keeps the most of its pixels after

@@ -193,6 +193,8 @@ TEST(LlavaNextMmproj, BadTilingKeysNameTheKey) {
   refused("empty", GgufValue::i32_array({}), "holds 0 values");
   refused("not_tiles", GgufValue::i32_array({64, 32, 48, 64}), "entry 1 (width 48, height 64)");
   refused("negative", GgufValue::i32_array({-32, 32}), "entry 0 (width -32, height 32)");
+  // 65 tiles of 32 pixels (2080 = 65 x 32) in one pinpoint: past the bound, not an allocation of millions.
+  refused("too_many_tiles", GgufValue::i32_array({64, 32, 2080, 32}), "entry 1 (width 2080, height 32)");
   refused("floats", GgufValue::f32_array({64, 32}), "must be an array of");
 
   // A packing strata does not do: llama.cpp's "flat" merge (no unpad, no newlines).

@@ -172,6 +172,9 @@ TEST(LlavaNext, ConfigErrorsNameTheField) {
   boost::json::value flat = good;
   flat.as_object()["image_grid_pinpoints"] = boost::json::parse("[32, 64]");
   refused(flat, "image_grid_pinpoints");
+  boost::json::value huge = good;  // 9 x 9 = 81 tiles of 32 pixels: more than kMaxPinpointTiles
+  huge.as_object()["image_grid_pinpoints"] = boost::json::parse("[[32, 64], [288, 288]]");
+  refused(huge, "[288, 288]");
 
   // The processor's pinpoints must cut into its tiles too.
   boost::json::value processor = boost::json::parse(read_text(dir() + "/preprocessor_config.json"));
