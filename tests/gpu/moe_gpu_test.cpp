@@ -49,6 +49,7 @@ struct MoeCase {
   int64_t experts = 8;
   int gemv_rows = 4;  // CudaBackendOptions::moe_gemv_max_rows: grouped GEMV up to this many rows per expert
   int gemm = 0;       // CudaBackendOptions::moe_gemm: 0 cuBLAS's grouped GEMM, 1 the tensor-core kernel
+  bool device_route = true;  // CudaBackendOptions::moe_device_route (off: the host routing these steps had)
 };
 
 class MoeFfnOnGpu : public ::testing::TestWithParam<MoeCase> {};
@@ -98,6 +99,7 @@ TEST_P(MoeFfnOnGpu, EqualsTheCpuBackend) {
   options.f32_weights_to_bf16 = false;  // the same weights, so only the activations' bf16 rounding differs
   options.moe_gemv_max_rows = c.gemv_rows;
   options.moe_gemm = c.gemm;
+  options.moe_device_route = c.device_route;
   auto gpu = make_cuda_backend(0, options);
   LayerWeights dev;
   auto up = [&](const Tensor& t) { return t.defined() ? gpu->upload_weight(t) : Tensor(); };
@@ -120,8 +122,14 @@ TEST_P(MoeFfnOnGpu, EqualsTheCpuBackend) {
   Tensor got = Tensor::empty({c.tokens, D}, DType::kF32);
   gpu->copy(outd, got);
 
-  EXPECT_EQ(gpu_load.tokens, cpu_load.tokens) << "the routing differs";
-  EXPECT_EQ(gpu_load.expert_bytes, cpu_load.expert_bytes);
+  // Device routing (Backend::moe_routed) takes steps of at most moe_gemv_max_rows tokens of 16-bit experts.
+  const bool sixteen_bit = c.expert_dtype == DType::kBF16 || c.expert_dtype == DType::kF16;
+  const bool routed = c.device_route && sixteen_bit && c.tokens <= c.gemv_rows;
+  EXPECT_EQ(gpu_load.device_routed, routed ? 1 : 0);
+  EXPECT_EQ(gpu_load.host_routed, routed ? 0 : 1);
+  const ExpertLoad gpu_counts = gpu_load.read(*gpu);  // the device counters, read back
+  EXPECT_EQ(gpu_counts.tokens, cpu_load.tokens) << "the routing differs";
+  EXPECT_EQ(gpu_counts.expert_bytes, cpu_load.expert_bytes);
   double worst = 0, scale = 0;
   for (int64_t i = 0; i < ref.numel(); ++i) {
     worst = std::max(worst, std::abs(static_cast<double>(ref.data<float>()[i]) - got.data<float>()[i]));
@@ -159,7 +167,20 @@ INSTANTIATE_TEST_SUITE_P(
                       MoeCase{"grouped_gemm_ep_slice_prefill64_bf16", 64, DType::kBF16, false, 4, 4},
                       MoeCase{"grouped_mma_prefill300_bf16_e32", 300, DType::kBF16, false, 0, 32, 32, 4, 1},
                       MoeCase{"grouped_mma_prefill300_bf16_shared", 300, DType::kBF16, true, 0, 8, 8, 4, 1},
-                      MoeCase{"per_expert_prefill300_f16", 300, DType::kF16, false, 0, 8}),
+                      MoeCase{"per_expert_prefill300_f16", 300, DType::kF16, false, 0, 8},
+                      // Routed on the device (the routing kernel, the grouped GEMVs reading its table), 1..8
+                      // tokens, the shared expert folded into the combine, one rank's slice (another rank's
+                      // experts add nothing), and the same steps forced through the host routing.
+                      MoeCase{"device_route_decode2_bf16_e32", 2, DType::kBF16, false, 0, 32, 32},
+                      MoeCase{"device_route_decode3_bf16", 3, DType::kBF16, false, 0, 8},
+                      MoeCase{"device_route_decode8_bf16_e32", 8, DType::kBF16, false, 0, 32, 32, 8},
+                      MoeCase{"device_route_decode4_bf16_shared", 4, DType::kBF16, true, 0, 8},
+                      MoeCase{"device_route_ep_slice_decode4_bf16", 4, DType::kBF16, false, 4, 4},
+                      MoeCase{"device_route_ep_slice_decode1_bf16", 1, DType::kBF16, false, 1, 3},
+                      MoeCase{"host_route_decode1_bf16_e32", 1, DType::kBF16, false, 0, 32, 32, 4, 0, false},
+                      MoeCase{"host_route_decode4_f16", 4, DType::kF16, false, 0, 8, 8, 4, 0, false},
+                      MoeCase{"host_route_decode1_bf16_shared", 1, DType::kBF16, true, 0, 8, 8, 4, 0, false},
+                      MoeCase{"host_route_ep_slice_decode4_bf16", 4, DType::kBF16, false, 4, 4, 8, 4, 0, false}),
     [](const auto& info) { return info.param.name; });
 
 // Backend::expert_ffn alone on bf16 experts, CUDA's grouped launches against the CPU backend's per-expert
@@ -291,6 +312,98 @@ INSTANTIATE_TEST_SUITE_P(Models, MoeModelOnGpu,
                            std::string n = info.param;
                            for (char& ch : n)
                              if (ch == '/' || ch == '.' || ch == '-') ch = '_';
+                           return n;
+                         });
+
+// Decode steps of 1..4 sequences through the device routing (Backend::moe_routed), replayed from CUDA graphs
+// and not, and through the host routing: every greedy token is the CPU backend's argmax at that position of
+// its sequence (the CPU scores prompt + the GPU's tokens, so a near-tie that sends the GPU another way does not
+// hide the rest) wherever the CPU has a clear winner; graphs give the uncaptured tokens (batch 3 replays
+// padded to 4 rows: equal until a bf16 near-tie may diverge); only the device routing records; the per-expert
+// counts (device counters, padding rows masked) sum to what the host routing counts.
+class MoeDecodeOnGpu : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(MoeDecodeOnGpu, GreedyTokensFollowTheCpuBackend) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
+  constexpr size_t kNew = 24;
+  launcher::SessionOptions options;
+  options.model_path = test::fixture(GetParam());
+  struct Run {
+    std::vector<std::vector<int32_t>> tokens;
+    ExpertLoad load;
+    int64_t graph_replays = 0;
+  };
+  const auto prompt = [](size_t i) {
+    return std::vector<int32_t>{1, static_cast<int32_t>(5 + 7 * i), 9, static_cast<int32_t>(33 + i), 2};
+  };
+  auto run = [&](bool graphs, bool device_route, size_t batch) {
+    options.device = "cuda";
+    options.backend.cuda.graphs = graphs;
+    options.backend.cuda.moe_device_route = device_route;
+    launcher::ModelSession session(options);
+    session.prepare(256);
+    std::vector<GenerationRequest> reqs(batch);
+    for (size_t i = 0; i < batch; ++i) reqs[i].prompt = prompt(i), reqs[i].max_new_tokens = kNew;
+    Run out;
+    for (const GenerationOutput& o : session.generator().generate(reqs, nullptr)) out.tokens.push_back(o.tokens);
+    out.load = session.model().expert_load();
+    out.graph_replays = session.model().timings().graph_replays;
+    return out;
+  };
+  options.device = "cpu";
+  launcher::ModelSession cpu(options);
+  cpu.prepare(256);
+  const auto total = [](const ExpertLoad& l) {
+    int64_t n = 0;
+    for (int64_t t : l.tokens) n += t;
+    return n;
+  };
+  for (size_t batch : {1, 2, 3, 4}) {
+    const Run eager = run(false, true, batch), graphed = run(true, true, batch), host = run(true, false, batch);
+    EXPECT_GT(eager.load.device_routed, 0) << "batch " << batch;
+    EXPECT_GT(graphed.graph_replays, 0) << "batch " << batch;
+    EXPECT_EQ(host.load.device_routed, 0);
+    EXPECT_EQ(host.graph_replays, 0) << "host-routed MoE steps must not be recorded";
+    EXPECT_EQ(total(graphed.load), total(host.load)) << "batch " << batch;
+    EXPECT_EQ(total(eager.load), total(host.load)) << "batch " << batch;
+    for (const Run* r : {&eager, &graphed, &host}) {
+      ASSERT_EQ(r->tokens.size(), batch);
+      for (size_t i = 0; i < batch; ++i) {
+        ASSERT_EQ(r->tokens[i].size(), kNew);
+        std::vector<int32_t> ids = prompt(i);
+        ids.insert(ids.end(), r->tokens[i].begin(), r->tokens[i].end());
+        const Tensor logits = cpu.generator().score(ids);
+        const int64_t V = logits.dim(1), P = static_cast<int64_t>(prompt(i).size());
+        int decided = 0, agree = 0;
+        for (size_t n = 0; n < kNew; ++n) {
+          const float* row = logits.data<float>() + (P - 1 + static_cast<int64_t>(n)) * V;
+          std::vector<float> sorted(row, row + V);
+          std::partial_sort(sorted.begin(), sorted.begin() + 2, sorted.end(), std::greater<float>());
+          if (sorted[0] - sorted[1] <= 0.05 * (sorted[0] - *std::min_element(row, row + V))) continue;
+          ++decided;
+          agree += Sampler::argmax({row, static_cast<size_t>(V)}) == r->tokens[i][n];
+        }
+        EXPECT_GT(decided, 0);
+        EXPECT_EQ(agree, decided) << "batch " << batch << " sequence " << i;
+      }
+    }
+    for (size_t i = 0; i < batch; ++i) {
+      if (batch != 3) {
+        EXPECT_EQ(graphed.tokens[i], eager.tokens[i]) << "batch " << batch << " sequence " << i;
+      } else {
+        size_t same = 0;
+        while (same < kNew && graphed.tokens[i][same] == eager.tokens[i][same]) ++same;
+        EXPECT_GE(same, 12u) << "batch " << batch << " sequence " << i;
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, MoeDecodeOnGpu, ::testing::Values("hf/mixtral_moe", "hf/qwen2_moe", "hf/qwen3_moe"),
+                         [](const auto& info) {
+                           std::string n = info.param;
+                           for (char& ch : n)
+                             if (ch == '/') ch = '_';
                            return n;
                          });
 
