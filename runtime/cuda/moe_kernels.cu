@@ -39,7 +39,8 @@ void launch_combine_rows(const void* src, DType src_dt, int64_t src_rows, const 
   if (rows == 0 || dim == 0) return;
   const unsigned threads = static_cast<unsigned>(std::min<int64_t>(kThreads, (dim + 31) / 32 * 32));
   // A decode step's few rows would leave most SMs idle: spans of 2 x threads columns, as many as 4 a row.
-  const auto spans = static_cast<unsigned>(rows >= 32 ? 1 : std::min<int64_t>(4, (dim + 2 * threads - 1) / (2 * threads)));
+  const int64_t span = 2 * int64_t{threads};
+  const auto spans = static_cast<unsigned>(rows >= 32 ? 1 : std::min<int64_t>(4, (dim + span - 1) / span));
   launch_pdl(combine_rows_kernel, dim3(static_cast<unsigned>(rows), spans), dim3(threads), 0, stream, src, src_dt,
              src_rows, index, weight, k, dim, accumulate, out, out_dt);
   CHECK_LAUNCH();

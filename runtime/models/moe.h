@@ -1,11 +1,12 @@
 // runtime/models/moe.h: the mixture-of-experts FFN of Mixtral, Qwen2-MoE and Qwen3-MoE layers, for one
 // rank of the stage's expert group (ShardSpec): route every token in f32 (on the host, or on the device where
-// Backend::moe_routed takes the step: small steps of resident experts), sort the routed
-// tokens by held expert into one gathered buffer, run each selected expert once over its contiguous rows
-// (no token is dropped; Backend::expert_ffn runs the selected experts together, as grouped GEMV or GEMM
-// launches where the backend has them, and quantized experts stay quantized), and combine each token's weighted rows (Backend::combine_rows), plus Qwen2-MoE's
-// sigmoid-gated shared expert. The result is this rank's partial sum; the caller all-reduces it over the
-// expert group. Backend-agnostic: router, gathers, SwiGLU and combine are Backend ops.
+// Backend::moe_routed takes the step: small steps of resident experts), sort the routed tokens by held
+// expert into one gathered buffer, run each selected expert once over its contiguous rows (no token is
+// dropped; Backend::expert_ffn runs the selected experts together, as grouped GEMV or GEMM launches where
+// the backend has them, and quantized experts stay quantized), and combine each token's weighted rows
+// (Backend::combine_rows), plus Qwen2-MoE's sigmoid-gated shared expert. The result is this rank's partial
+// sum; the caller all-reduces it over the expert group. Backend-agnostic: router, gathers, SwiGLU and
+// combine are Backend ops.
 #pragma once
 #include <cstdint>
 #include <vector>
