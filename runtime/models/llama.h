@@ -84,10 +84,10 @@ class LlamaModel {
               std::span<float> logprobs);
   // The whole step (forward, LM head, sampling) from a recorded graph (Backend::capture) when it is a
   // plain decode step (one token per sequence, every row sampled) on a single-stage, single-rank replica
-  // with resident weights (MoE layers: where Backend::moe_routed took the warm-up's every layer); returns
-  // false, having done nothing, otherwise. The step is padded to a batch
-  // bucket and its block tables to a power-of-two width; each (bucket, width) runs once uncaptured,
-  // is recorded the second time, and replays from then on.
+  // with resident weights (MoE layers: where Backend::moe_routed took every layer of the warm-up); returns
+  // false, having done nothing, otherwise. The step is padded to a batch bucket and its block tables to a
+  // power-of-two width; each (bucket, width) runs once uncaptured, is recorded the second time, and replays
+  // from then on.
   bool sample_recorded(const StepBatch& step, std::span<const SampleRow> rows, std::span<int32_t> tokens,
                        std::span<float> logprobs);
 

@@ -34,10 +34,10 @@ struct ExpertLoad {
   std::vector<int64_t> tokens;  // [n_experts]
   int64_t expert_bytes = 0;     // weight bytes of the routed experts run (each at most once per layer and step)
   // Layer steps routed on the host and on the backend (Backend::moe_routed; a recorded step counts once, when
-  // recorded, not per replay). The latter count into `device`
-  // (MoeLayer::counts: i64 [n_experts + 1] on the backend, tokens then bytes), read back only by read(), and
-  // count token t only where mask[t] >= 0 (MoeLayer::count_mask: the step's KV slots, -1 on the padding rows
-  // of a recorded decode step); an undefined mask counts every token.
+  // recorded, not per replay). The latter count into `device` (MoeLayer::counts: i64 [n_experts + 1] on the
+  // backend, tokens then bytes), read back only by read(), and count token t only where mask[t] >= 0
+  // (MoeLayer::count_mask: the step's KV slots, -1 on the padding rows of a recorded decode step); an
+  // undefined mask counts every token.
   int64_t host_routed = 0, device_routed = 0;
   Tensor device, mask;
   void add(const Routing& routing);
