@@ -1,10 +1,11 @@
 // tests/gpu/moe_gpu_test.cpp: mixture-of-experts on the CUDA backend against the CPU backend. The MoE FFN
 // alone (runtime/models/moe.h) on the same weights and input: decode-sized steps (each selected expert a
-// GEMV over its rows), prefill-sized ones (per-expert cuBLAS GEMMs over the tokens sorted by expert), f32
-// and Q8_0/Q4_0 experts, Qwen2-MoE's shared expert, and one rank's slice of the experts (EP). The router's
-// input and weights are built so every token's top-2 experts lead the rest by far more than bf16 rounding:
-// no choice can flip, and the outputs differ by bf16 rounding only. Then whole models (the transformers fixtures and
-// llama.cpp's Q8_0 GGUFs of them) against the CPU backend, as tests/gpu/model_gpu_test.cpp does.
+// GEMV over its rows, routed on the device or on the host), prefill-sized ones (grouped or per-expert GEMMs
+// over the tokens sorted by expert), f32 and Q8_0/Q4_0 experts, Qwen2-MoE's shared expert, and one rank's
+// slice of the experts (EP). The router's input and weights are built so every token's top-2 experts lead
+// the rest by far more than bf16 rounding: no choice can flip, and the outputs differ by bf16 rounding only.
+// Then whole models (the transformers fixtures and llama.cpp's Q8_0 GGUFs of them) against the CPU backend,
+// as tests/gpu/model_gpu_test.cpp does, and their decode steps from CUDA graphs.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -254,8 +255,7 @@ INSTANTIATE_TEST_SUITE_P(
 // The combine alone: every token's k rows summed in order, negative indices skipped, accumulate or not.
 TEST(CombineRowsOnGpu, EqualsTheHostDefault) {
   if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
-  constexpr int64_t T = 5, k = 3, R = 9, D = 40;
-  const Tensor src = test::random_f32({R, D}, 3, 1.f);
+  constexpr int64_t T = 5, k = 3, R = 9;
   Tensor index = Tensor::empty({T * k}, DType::kI32), weight = test::random_f32({T * k}, 4, 1.f);
   for (int64_t i = 0; i < T * k; ++i) index.data<int32_t>()[i] = i % 4 == 3 ? -1 : static_cast<int32_t>((i * 5) % R);
   auto cpu = make_cpu_backend(1);
@@ -266,14 +266,19 @@ TEST(CombineRowsOnGpu, EqualsTheHostDefault) {
     gpu->copy(t, d);
     return d;
   };
-  for (bool accumulate : {false, true}) {
-    Tensor ref = test::random_f32({T, D}, 5, 1.f);
-    Tensor outd = dev(ref, DType::kF32);
-    cpu->combine_rows(src, index, weight, accumulate, ref);
-    gpu->combine_rows(dev(src, DType::kF32), dev(index, DType::kI32), dev(weight, DType::kF32), accumulate, outd);
-    Tensor got = Tensor::empty({T, D}, DType::kF32);
-    gpu->copy(outd, got);
-    for (int64_t i = 0; i < T * D; ++i) EXPECT_NEAR(got.data<float>()[i], ref.data<float>()[i], 1e-5) << i;
+  // 40 columns: one block a row; 1100: a row over 3 blocks of 256 threads, the last one partial.
+  for (int64_t D : {40, 1100}) {
+    const Tensor src = test::random_f32({R, D}, 3, 1.f);
+    for (bool accumulate : {false, true}) {
+      Tensor ref = test::random_f32({T, D}, 5, 1.f);
+      Tensor outd = dev(ref, DType::kF32);
+      cpu->combine_rows(src, index, weight, accumulate, ref);
+      gpu->combine_rows(dev(src, DType::kF32), dev(index, DType::kI32), dev(weight, DType::kF32), accumulate, outd);
+      Tensor got = Tensor::empty({T, D}, DType::kF32);
+      gpu->copy(outd, got);
+      for (int64_t i = 0; i < T * D; ++i)
+        EXPECT_NEAR(got.data<float>()[i], ref.data<float>()[i], 1e-5) << D << " columns, element " << i;
+    }
   }
 }
 
