@@ -197,7 +197,7 @@ int run_decode(const Args& args, const SessionOptions& options, RankRuntime* ran
   const std::string speculation = boost::json::serialize(spec);
   // Mixture-of-experts models: tokens this rank's stage routed to each expert during the run (per-expert load).
   boost::json::array expert_tokens;
-  const std::vector<int64_t>& experts_after = session.model().expert_load().tokens;
+  const std::vector<int64_t> experts_after = session.model().expert_load().tokens;
   for (size_t e = 0; e < experts_after.size(); ++e)
     expert_tokens.push_back(experts_after[e] - (e < experts_before.size() ? experts_before[e] : 0));
   // Offloaded experts: the cache's hits and misses over the timed run and the bytes its decode steps

@@ -40,6 +40,8 @@ const std::vector<KernelOption>& kernel_option_table() {
        "decode attention: blocks a KV head's query heads go over (0: the rule)"},
       {"fuse_swiglu", nullptr, &O::fuse_swiglu, {}, "decode batches form the SwiGLU in the gate/up GEMV"},
       {"moe_grouped", nullptr, &O::moe_grouped, {}, "mixture-of-experts: the selected experts in grouped launches"},
+      {"moe_device_route", nullptr, &O::moe_device_route, {},
+       "... decode steps of resident experts routed on the device (no host sync; CUDA graphs)"},
       {"moe_gemv_max_rows", &O::moe_gemv_max_rows, nullptr, {0, 1, 2, 3, 4, 5, 6, 7, 8},
        "... as grouped GEMVs while every expert has at most this many rows (above: grouped GEMM)"},
       {"moe_gemm", &O::moe_gemm, nullptr, {0, 1, 2},

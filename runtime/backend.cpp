@@ -67,6 +67,8 @@ void Backend::combine_rows(const Tensor& src, const Tensor& index, const Tensor&
 
 bool Backend::matmul_swiglu(const Tensor&, const Tensor&, Tensor&) { return false; }
 
+bool Backend::moe_routed(const Tensor&, const Tensor&, const MoeLayer&, Tensor&) { return false; }
+
 void Backend::expert_ffn(const Tensor& x, const std::vector<ExpertRows>& experts, Tensor& y) {
   const int64_t N = x.dim(0), D = x.dim(-1);
   STRATA_CHECK(y.numel() == N * D, "expert_ffn: x ", shape_str(x.shape()), " and y ", shape_str(y.shape()), " differ");

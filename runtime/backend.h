@@ -65,6 +65,22 @@ struct ExpertRows {
   int64_t begin = 0, rows = 0;
 };
 
+// One mixture-of-experts layer for Backend::moe_routed: its held experts, every one resident on the backend.
+struct MoeLayer {
+  const MoeConfig* config = nullptr;
+  const std::vector<Tensor>* gate = nullptr;  // [F, D] each; entry i is global expert first + i
+  const std::vector<Tensor>* up = nullptr;    // [F, D]
+  const std::vector<Tensor>* down = nullptr;  // [D, F]
+  int64_t first = 0;                          // expert parallelism: the slice this rank holds
+  // Qwen2-MoE: the shared expert's output [T, D], added scaled by sigmoid(shared_logit[t]) (f32 [T]).
+  Tensor shared_out, shared_logit;
+  // Per-expert load, when set: i64 [n_experts + 1] on the backend (made zeroed on first use). Each routed
+  // slot of a token t with count_mask[t] >= 0 (every token when count_mask is undefined) adds 1 to
+  // (*counts)[expert]; each held expert such tokens chose adds its weight bytes to (*counts)[n_experts].
+  Tensor* counts = nullptr;
+  Tensor count_mask;  // i32 [T] on the backend
+};
+
 // Elementwise activations of encoder MLPs (vision towers, projectors). kGeluErf is the exact GELU
 // (x/2 (1 + erf(x/sqrt 2)), transformers' "gelu"), kGeluTanh its tanh approximation ("gelu_new",
 // "gelu_pytorch_tanh"), kQuickGelu x sigmoid(1.702 x) (CLIP's "quick_gelu").
@@ -124,6 +140,13 @@ class Backend {
   // expert's projection as one grouped launch; the default makes each expert's matmul calls (and one
   // silu_mul where the experts' rows are consecutive), so quantized experts take matmul's paths.
   virtual void expert_ffn(const Tensor& x, const std::vector<ExpertRows>& experts, Tensor& y);
+  // The routed half of a mixture-of-experts layer with no host round trip, where a backend has it: from the
+  // router logits [T, n_experts] (f32, this backend's memory) route every token as route_tokens does
+  // (runtime/models/moe.h), run the held experts the tokens chose, and write out [T, D] = each token's
+  // weighted sum of its held experts' outputs (plus layer.shared_out's gated rows), what moe_ffn's host path
+  // writes. Returns true when it did; false (touching nothing) when the caller must route on the host. Work it
+  // enqueues may be recorded (capture). The default returns false.
+  virtual bool moe_routed(const Tensor& x, const Tensor& logits, const MoeLayer& layer, Tensor& out);
   // Splits the columns of x [T, C] (any shape with T leading rows) into parts, in order: parts[i] gets
   // [T, C_i] with C_i = parts[i]->numel() / T, and the C_i sum to C; same dtype throughout, at most 4 parts.
   // A multi-token step's fused QKV projection yields its q, k and v this way.

@@ -459,7 +459,12 @@ bool Engine::step(std::vector<TokenEvent>& events, int idle_wait_ms) {
     m.stats.kv_blocks_used = m.scheduler->pool().used();
     m.stats.kv_blocks_cached = m.scheduler->pool().cached_idle();
     m.stats.outstanding_tokens = m.scheduler->outstanding_tokens();
-    m.stats.expert_tokens = m.model.expert_load().tokens;
+    // Device-routed MoE layers count on the device (ExpertLoad::read copies the counters back): every 32nd
+    // step and whenever the engine drains, not after every step.
+    if (!m.model.expert_load_on_device() || m.stats.running == 0 || ++m.expert_load_age >= 32) {
+      m.stats.expert_tokens = m.model.expert_load().tokens;
+      m.expert_load_age = 0;
+    }
     if (const ExpertCacheStats c = m.model.expert_cache_stats(); c.enabled()) {
       const ModelConfig& config = m.model.config();
       m.stats.expert_cache_hits.assign(static_cast<size_t>(config.moe.n_experts), 0);

@@ -66,7 +66,8 @@ struct EngineStats {
   // communication and the logits copy), and sampling plus the token broadcast. The rest is scheduling.
   double forward_seconds = 0;
   double sample_seconds = 0;
-  // Mixture-of-experts models: tokens this rank's stage routed to each expert so far (LlamaModel::expert_load).
+  // Mixture-of-experts models: tokens this rank's stage routed to each expert so far (LlamaModel::expert_load;
+  // with device-routed layers read back every 32nd step and when the engine drains).
   std::vector<int64_t> expert_tokens;
   // Offloaded experts (the expert cache, runtime/expert_source.h): routed tokens that found their expert
   // on the device (hits) or had it fetched (misses, one copy each), per expert summed over the stage's

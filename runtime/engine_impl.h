@@ -128,6 +128,7 @@ struct Engine::Impl {
   std::unordered_set<uint64_t> live;  // submitted, not yet ended
   int64_t queued = 0;                 // the scheduler's waiting count after the last step
   EngineStats stats;
+  int64_t expert_load_age = 0;  // steps since stats.expert_tokens was read from device counters
   std::deque<InFlight> flight;        // interleaved: batches that entered in the last stages ticks
   std::unordered_map<int32_t, std::vector<DraftDistribution>> draft_q;  // driver: this step's proposals
   std::vector<std::vector<int32_t>> telemetry;  // driver: every rank's words from the last gather

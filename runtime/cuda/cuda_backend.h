@@ -69,6 +69,10 @@ struct CudaBackendOptions {
   // each) at 193k tok/s against cuBLAS's 60k, but the Mixtral-8x7B shape (8 experts, ~512 rows) at 86k
   // against 164k, and batch 64 of either (4 and 16 rows an expert) 0.93x and 0.71x cuBLAS's. Off, or for
   // quantized and f32 experts: each expert's own matmuls.
+  // Steps of at most moe_gemv_max_rows tokens whose experts are all resident (16-bit, grouped GEMV) route on
+  // the device (Backend::moe_routed: a routing kernel, the two grouped GEMVs reading its table, the combine):
+  // no host round trip per layer, so MoE decode steps record as CUDA graphs. Off: routing on the host.
+  bool moe_device_route = true;
   bool moe_grouped = true;
   int moe_gemv_max_rows = 4;
   int moe_gemm = 2;

@@ -349,6 +349,7 @@ class CudaBackend final : public Backend {
   void combine_rows(const Tensor& src, const Tensor& index, const Tensor& weight, bool accumulate,
                     Tensor& out) override;  // cuda_backend_moe.cpp
   void expert_ffn(const Tensor& x, const std::vector<ExpertRows>& experts, Tensor& y) override;  // the same
+  bool moe_routed(const Tensor& x, const Tensor& logits, const MoeLayer& layer, Tensor& out) override;  // the same
 
   void split_columns(const Tensor& x, const std::vector<Tensor*>& parts) override {
     check_on_device(x, "x", "split_columns");
@@ -591,6 +592,17 @@ class CudaBackend final : public Backend {
   GrowableBuffer encoder_scratch_;  // bidirectional attention's scores and pointer tables
   GrowableBuffer moe_table_;  // expert_ffn's grouped launches: GEMV entries or cuBLAS pointer arrays
   bool moe_grouped_gemm_ = true;  // false once cuBLAS refused the grouped GEMM (then each expert's matmuls)
+  // moe_routed's per-layer device arrays of the held experts' weight pointers, keyed by the first gate's
+  // address and checked against `ptrs` every step (built once per layer, not per step).
+  struct MoeWeightTable {
+    std::vector<const void*> ptrs;  // [held][3]: gate, up, down
+    DeviceBuffer dev;               // the same on the device
+    bool usable = false;            // 16-bit weights of one dtype and shape, aligned: the grouped GEMV's
+    DType dtype = DType::kBF16;
+    int64_t ffn = 0, expert_bytes = 0;
+  };
+  std::map<const void*, MoeWeightTable> moe_weight_tables_;
+  const MoeWeightTable& moe_weight_table(const MoeLayer& layer, int64_t hidden);
   cuda::PinnedBuffer sample_host_;  // sampling parameters and results, mapped (sample())
   int sm_count_ = 0;
   std::string device_name_;

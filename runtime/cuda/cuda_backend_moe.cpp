@@ -5,7 +5,8 @@
 // each (CudaBackendOptions::moe_gemm), the tensor-core kernel of moe_gemm_mma.cu (two launches, the SwiGLU
 // in the first). Quantized and f32 experts, and
 // shapes the grouped paths do not take, run Backend's per-expert matmuls (GEMVs, the tensor-core quantized
-// GEMM, cuBLAS, each by its rows).
+// GEMM, cuBLAS, each by its rows). And moe_routed: a decode step of resident 16-bit experts routed on the
+// device (moe_kernels.cu's routing kernel writes the grouped GEMVs' table), no host round trip.
 #include "runtime/cuda/cuda_backend_impl.h"
 #include "runtime/cuda/moe_kernels.h"
 #include "runtime/log.h"
@@ -163,6 +164,115 @@ void CudaBackend::expert_ffn(const Tensor& x, const std::vector<ExpertRows>& exp
   cuda::launch_silu_mul(g, DType::kBF16, u, DType::kBF16, g, DType::kBF16, span * F, s);
   STRATA_CHECK(cuda::cublas_gemm_grouped(cublas(), DType::kBF16, D, F, m1, dev + 6 * A, dev + 7 * A, outs + 8 * A),
                "expert_ffn: cuBLAS took the grouped gate/up GEMM but refused the grouped down GEMM");
+}
+
+
+const CudaBackend::MoeWeightTable& CudaBackend::moe_weight_table(const MoeLayer& layer, int64_t hidden) {
+  const std::vector<Tensor>&gate = *layer.gate, &up = *layer.up, &down = *layer.down;
+  const size_t held = gate.size();
+  std::vector<const void*> ptrs(3 * held);
+  for (size_t i = 0; i < held; ++i) {
+    ptrs[3 * i] = gate[i].raw();
+    ptrs[3 * i + 1] = i < up.size() ? up[i].raw() : nullptr;
+    ptrs[3 * i + 2] = i < down.size() ? down[i].raw() : nullptr;
+  }
+  MoeWeightTable& t = moe_weight_tables_[ptrs.front()];
+  if (t.ptrs == ptrs) return t;
+  t = MoeWeightTable{};
+  t.ptrs = std::move(ptrs);
+  const Tensor& g0 = gate.front();
+  t.dtype = g0.dtype();
+  t.ffn = g0.rank() == 2 ? g0.dim(0) : 0;
+  bool ok = up.size() == held && down.size() == held && (t.dtype == DType::kBF16 || t.dtype == DType::kF16) &&
+            g0.rank() == 2 && g0.dim(1) == hidden && t.ffn % 8 == 0 && hidden % 8 == 0;
+  for (size_t i = 0; ok && i < held; ++i)
+    for (const Tensor* w : {&gate[i], &up[i], &down[i]})
+      ok = ok && w->device() == Device::kCuda && w->dtype() == t.dtype && w->rank() == 2 && aligned16(w->raw()) &&
+           (w == &down[i] ? w->dim(0) == hidden && w->dim(1) == t.ffn : w->dim(0) == t.ffn && w->dim(1) == hidden);
+  t.usable = ok;
+  if (!ok) return t;
+  t.expert_bytes = g0.nbytes() + up.front().nbytes() + down.front().nbytes();
+  const size_t bytes = t.ptrs.size() * sizeof(void*);
+  t.dev = DeviceBuffer(bytes, device_);
+  CHECK_CUDA(cudaMemcpy(t.dev.get(), t.ptrs.data(), bytes, cudaMemcpyHostToDevice));
+  return t;
+}
+
+bool CudaBackend::moe_routed(const Tensor& x, const Tensor& logits, const MoeLayer& layer, Tensor& out) {
+  if (!options_.moe_device_route || !options_.moe_grouped || layer.config == nullptr || layer.gate == nullptr ||
+      layer.up == nullptr || layer.down == nullptr || layer.gate->empty() || x.rank() != 2)
+    return false;
+  const MoeConfig& c = *layer.config;
+  const int64_t T = x.dim(0), D = x.dim(1), E = c.n_experts, k = c.n_used;
+  const auto held = static_cast<int64_t>(layer.gate->size());
+  const bool shared = layer.shared_out.defined();
+  // Steps the grouped GEMV takes whatever the routing (an expert gets at most T rows), on the device, bf16.
+  if (T < 1 || T > std::min<int64_t>(options_.moe_gemv_max_rows, cuda::kMoeRouteMaxTokens) || E < 1 ||
+      E > cuda::kMoeRouteMaxExperts || k < 1 || k > std::min<int64_t>(E, cuda::kMoeRouteMaxTopK) ||
+      layer.first < 0 || layer.first + held > E || x.device() != Device::kCuda || x.dtype() != DType::kBF16 ||
+      out.device() != Device::kCuda || out.dtype() != DType::kBF16 || out.numel() != T * D || !aligned16(x.raw()) ||
+      logits.device() != Device::kCuda || logits.dtype() != DType::kF32 || logits.numel() != T * E)
+    return false;
+  if (shared && (layer.shared_out.device() != Device::kCuda || layer.shared_out.dtype() != DType::kBF16 ||
+                 layer.shared_out.numel() != T * D || !layer.shared_logit.defined() ||
+                 layer.shared_logit.device() != Device::kCuda || layer.shared_logit.dtype() != DType::kF32 ||
+                 layer.shared_logit.numel() != T))
+    return false;
+  const bool masked = layer.counts != nullptr && layer.count_mask.defined();
+  if (masked && (layer.count_mask.device() != Device::kCuda || layer.count_mask.dtype() != DType::kI32 ||
+                 layer.count_mask.numel() != T))
+    return false;
+  const MoeWeightTable& w = moe_weight_table(layer, D);
+  const int rows = static_cast<int>(T);
+  if (!w.usable || !cuda::grouped_gemv_supports(DType::kBF16, w.dtype, D, rows) ||
+      !cuda::grouped_gemv_supports(DType::kBF16, w.dtype, w.ffn, rows))
+    return false;
+  set_device();
+  const cuda::Launch s = launch();
+  if (layer.counts != nullptr && !layer.counts->defined()) {
+    *layer.counts = alloc({E + 1}, DType::kI64);
+    CHECK_CUDA(cudaMemsetAsync(layer.counts->raw(), 0, static_cast<size_t>(layer.counts->nbytes()), s));
+  }
+  STRATA_CHECK(layer.counts == nullptr || (layer.counts->device() == Device::kCuda &&
+                                           layer.counts->dtype() == DType::kI64 && layer.counts->numel() == E + 1),
+               "moe_routed: the load counters ", shape_str(layer.counts->shape()), " are not i64 [", E + 1, "]");
+  auto scope = profile([&] { return cat("moe routed M", T, " ", w.ffn, "x", D); });
+
+  // One scratch buffer: the GEMVs' table (2 entries of 32 bytes), then the slots' rows, positions and weights,
+  // then the shared expert's ids and gates.
+  const int64_t S = T * k, entries = std::min(S, held);
+  const int64_t table_words = 2 * entries * static_cast<int64_t>(sizeof(cuda::ExpertSlice) / 4);
+  Tensor scratch = alloc({table_words + 3 * S + 2 * T}, DType::kI32);
+  auto* words = static_cast<int32_t*>(scratch.raw());
+  cuda::MoeRouteArgs a;
+  a.logits = logits.data<float>();
+  a.tokens = static_cast<int32_t>(T), a.experts = static_cast<int32_t>(E), a.top_k = static_cast<int32_t>(k);
+  a.norm_topk = c.norm_topk;
+  a.weights = static_cast<const void* const*>(w.dev.get());
+  a.first = static_cast<int32_t>(layer.first), a.held = static_cast<int32_t>(held);
+  a.entries = static_cast<int32_t>(entries);
+  a.shared_logit = shared ? layer.shared_logit.data<float>() : nullptr;
+  a.count_mask = masked ? layer.count_mask.data<int32_t>() : nullptr;
+  a.counts = layer.counts != nullptr ? static_cast<unsigned long long*>(layer.counts->raw()) : nullptr;
+  a.expert_bytes = w.expert_bytes;
+  a.table = reinterpret_cast<cuda::ExpertSlice*>(words);
+  a.x_rows = words + table_words;
+  a.pos = a.x_rows + S;
+  a.weight = reinterpret_cast<float*>(a.pos + S);
+  a.shared_ids = reinterpret_cast<int32_t*>(a.weight + S);
+  a.shared_gate = reinterpret_cast<float*>(a.shared_ids + T);
+  cuda::launch_moe_route(a, s);
+  Tensor h = alloc({S, w.ffn}, DType::kBF16), y = alloc({S, D}, DType::kBF16);
+  cuda::launch_grouped_gemv(x.raw(), a.table, entries, rows, w.dtype, /*swiglu=*/true, h.raw(), DType::kBF16, w.ffn,
+                            D, s, a.x_rows);
+  cuda::launch_grouped_gemv(h.raw(), a.table + entries, entries, rows, w.dtype, /*swiglu=*/false, y.raw(),
+                            DType::kBF16, D, w.ffn, s);
+  cuda::launch_combine_rows(y.raw(), DType::kBF16, S, a.pos, a.weight, k, T, D, /*accumulate=*/false, out.raw(),
+                            DType::kBF16, s);
+  if (shared)
+    cuda::launch_combine_rows(layer.shared_out.raw(), DType::kBF16, T, a.shared_ids, a.shared_gate, 1, T, D,
+                              /*accumulate=*/true, out.raw(), DType::kBF16, s);
+  return true;
 }
 
 }  // namespace cuda_backend_detail

@@ -4,7 +4,8 @@
 // warps own weight rows (two each, or a gate row and its up row in the SwiGLU form), 16-byte streaming loads
 // several deep, KS warps splitting K where the rows alone give too few warps, a warp reduction per output.
 // So a step reads each selected expert's bytes once, whatever its rows (up to 8), and pays one launch per
-// projection instead of one per expert; an entry with no rows costs its blocks a table read.
+// projection instead of one per expert; an entry with no rows costs its blocks a table read. The routed form
+// (moe_routed's gate/up launch) reads its table and its rows' tokens from the routing kernel just before it.
 #include <algorithm>
 #include <cstdint>
 #include <type_traits>
@@ -22,14 +23,18 @@ constexpr int kWarps = 8;
 
 // M: the most rows an entry has (its own count is read at run time). R rows a warp (2: one x chunk load
 // serves both), U chunks of each row in flight per lane (R * U = 8, as gemv_kernels.cu measured best).
-template <typename TW, int M, int R, int U, int KS, bool kGlu>
+// kRouted: x's rows come through x_rows, and the table and x_rows are the previous kernel's output.
+template <typename TW, int M, int R, int U, int KS, bool kGlu, bool kRouted>
 __global__ __launch_bounds__(kWarps * 32) void grouped_gemv_kernel(const __nv_bfloat16* __restrict__ x,
                                                                    const ExpertSlice* __restrict__ table,
+                                                                   const int32_t* __restrict__ x_rows,
                                                                    void* out, DType out_dt, int64_t n, int64_t k) {
   static_assert(kWarps % KS == 0, "slices must divide the block's warps");
   static_assert(!kGlu || R == 2, "the SwiGLU form pairs one gate row with one up row");
-  // The table and the weights were written before the previous kernel ran (copies ordered ahead of this
-  // launch's predecessor), so they are read before the wait; x is the previous kernel's output.
+  // Unrouted, the table and the weights were written before the previous kernel ran (copies ordered ahead
+  // of this launch's predecessor, or a routing kernel two launches back), so they are read before the wait;
+  // x is the previous kernel's output. Routed, the routing kernel just before wrote the table.
+  if constexpr (kRouted) pdl_wait();
   const ExpertSlice e = table[blockIdx.y];
   const int rows = e.rows;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, slice = warp % KS;
@@ -53,7 +58,9 @@ __global__ __launch_bounds__(kWarps * 32) void grouped_gemv_kernel(const __nv_bf
   if (active) load(first);
   pdl_wait();
   if (active) {
-    const __nv_bfloat16* xe = x + e.in_row * k;
+    int64_t x_row[M];
+#pragma unroll
+    for (int m = 0; m < M; ++m) x_row[m] = kRouted ? (m < rows ? x_rows[e.in_row + m] : 0) : e.in_row + m;
     for (int64_t c0 = first; c0 < chunks; c0 += stride) {
       if (c0 != first) load(c0);
 #pragma unroll
@@ -67,7 +74,7 @@ __global__ __launch_bounds__(kWarps * 32) void grouped_gemv_kernel(const __nv_bf
         for (int m = 0; m < M; ++m) {
           if (m >= rows) break;
           float xv[8];
-          load8(xe + m * k + c * 8, xv);
+          load8(x + x_row[m] * k + c * 8, xv);
 #pragma unroll
           for (int r = 0; r < R; ++r)
 #pragma unroll
@@ -110,9 +117,9 @@ __global__ __launch_bounds__(kWarps * 32) void grouped_gemv_kernel(const __nv_bf
   }
 }
 
-template <typename TW, int M, bool kGlu>
-void launch_typed(const void* x, const ExpertSlice* table, int64_t entries, void* out, DType out_dt, int64_t n,
-                  int64_t k, const Launch& stream) {
+template <typename TW, int M, bool kGlu, bool kRouted>
+void launch_typed(const void* x, const ExpertSlice* table, const int32_t* x_rows, int64_t entries, void* out,
+                  DType out_dt, int64_t n, int64_t k, const Launch& stream) {
   constexpr int R = 2, U = 8 / R;
   // Warps per row group by gemv_kernels.cu's rule for one matrix, over the whole launch's row groups.
   const int64_t row_groups = (kGlu ? n : (n + R - 1) / R) * entries;
@@ -121,21 +128,24 @@ void launch_typed(const void* x, const ExpertSlice* table, int64_t entries, void
     constexpr int KS = decltype(ks_tag)::value;
     const int64_t per_block = int64_t{kWarps / KS} * (kGlu ? 1 : R);
     const dim3 grid(static_cast<unsigned>((n + per_block - 1) / per_block), static_cast<unsigned>(entries));
-    launch_pdl(grouped_gemv_kernel<TW, M, R, U, KS, kGlu>, grid, dim3(kWarps * 32), 0, stream,
-               static_cast<const __nv_bfloat16*>(x), table, out, out_dt, n, k);
+    launch_pdl(grouped_gemv_kernel<TW, M, R, U, KS, kGlu, kRouted>, grid, dim3(kWarps * 32), 0, stream,
+               static_cast<const __nv_bfloat16*>(x), table, x_rows, out, out_dt, n, k);
   };
   if (ks == 1) go(std::integral_constant<int, 1>{});
   else if (ks == 2) go(std::integral_constant<int, 2>{});
   else go(std::integral_constant<int, 4>{});
 }
 
-template <typename TW, bool kGlu>
-void launch_rows(int max_rows, const void* x, const ExpertSlice* table, int64_t entries, void* out,
-                 DType out_dt, int64_t n, int64_t k, const Launch& stream) {
-  if (max_rows <= 1) return launch_typed<TW, 1, kGlu>(x, table, entries, out, out_dt, n, k, stream);
-  if (max_rows <= 2) return launch_typed<TW, 2, kGlu>(x, table, entries, out, out_dt, n, k, stream);
-  if (max_rows <= 4) return launch_typed<TW, 4, kGlu>(x, table, entries, out, out_dt, n, k, stream);
-  launch_typed<TW, 8, kGlu>(x, table, entries, out, out_dt, n, k, stream);
+template <typename TW, bool kGlu, bool kRouted>
+void launch_rows(int max_rows, const void* x, const ExpertSlice* table, const int32_t* x_rows, int64_t entries,
+                 void* out, DType out_dt, int64_t n, int64_t k, const Launch& stream) {
+  const auto go = [&](auto m_tag) {
+    launch_typed<TW, decltype(m_tag)::value, kGlu, kRouted>(x, table, x_rows, entries, out, out_dt, n, k, stream);
+  };
+  if (max_rows <= 1) go(std::integral_constant<int, 1>{});
+  else if (max_rows <= 2) go(std::integral_constant<int, 2>{});
+  else if (max_rows <= 4) go(std::integral_constant<int, 4>{});
+  else go(std::integral_constant<int, 8>{});
 }
 
 }  // namespace
@@ -146,15 +156,19 @@ bool grouped_gemv_supports(DType x_dt, DType w_dt, int64_t k, int max_rows) {
 }
 
 void launch_grouped_gemv(const void* x, const ExpertSlice* table, int64_t entries, int max_rows, DType w_dt,
-                         bool swiglu, void* out, DType out_dt, int64_t n, int64_t k, const Launch& stream) {
-  STRATA_CHECK(grouped_gemv_supports(DType::kBF16, w_dt, k, max_rows) && entries <= 65535,
+                         bool swiglu, void* out, DType out_dt, int64_t n, int64_t k, const Launch& stream,
+                         const int32_t* x_rows) {
+  STRATA_CHECK(grouped_gemv_supports(DType::kBF16, w_dt, k, max_rows) && entries <= 65535 &&
+                   (x_rows == nullptr || swiglu),
                "launch_grouped_gemv: ", dtype_name(w_dt), " weights, K ", k, ", ", max_rows, " rows, ", entries,
-               " entries are outside what the kernel takes");
+               " entries", x_rows != nullptr && !swiglu ? ", routed rows without the SwiGLU form" : "",
+               " are outside what the kernel takes");
   if (entries == 0 || n == 0) return;
   auto with_type = [&](auto* wt) {
     using TW = std::remove_const_t<std::remove_pointer_t<decltype(wt)>>;
-    if (swiglu) launch_rows<TW, true>(max_rows, x, table, entries, out, out_dt, n, k, stream);
-    else launch_rows<TW, false>(max_rows, x, table, entries, out, out_dt, n, k, stream);
+    if (x_rows != nullptr) launch_rows<TW, true, true>(max_rows, x, table, x_rows, entries, out, out_dt, n, k, stream);
+    else if (swiglu) launch_rows<TW, true, false>(max_rows, x, table, nullptr, entries, out, out_dt, n, k, stream);
+    else launch_rows<TW, false, false>(max_rows, x, table, nullptr, entries, out, out_dt, n, k, stream);
   };
   if (w_dt == DType::kF16) with_type(static_cast<const __half*>(nullptr));
   else with_type(static_cast<const __nv_bfloat16*>(nullptr));

@@ -169,6 +169,7 @@ void LlamaModel::forward_device(const DeviceStep& d, Tensor& hidden) {
   // Without TP the MLP output's residual add waits for the next layer, whose norm then adds it (one
   // fused kernel instead of two launches).
   bool mlp_pending = false;
+  expert_load_.mask = batch.slots;  // device-routed layers count real tokens only (padding has slot -1)
   for (int64_t l = spec_.layer_begin; l < spec_.layer_end; ++l) {
     const LayerWeights& w = weights_.acquire(l);
     const int64_t local = l - spec_.layer_begin;
@@ -203,6 +204,7 @@ void LlamaModel::forward_device(const DeviceStep& d, Tensor& hidden) {
     weights_.release(l);
   }
   if (mlp_pending) backend_.add(hidden, proj2);
+  expert_load_.mask = Tensor();
 }
 
 Tensor LlamaModel::part(const Tensor& buffer, int64_t offset, const Shape& shape) {
@@ -385,10 +387,12 @@ bool LlamaModel::sample_recorded(const StepBatch& step, std::span<const SampleRo
                                  std::span<float> logprobs) {
   // Tensor parallelism: the all-reduces and the vocabulary gather are recorded too, where the TP group
   // says its operations can be (Collective::recordable).
-  // Mixture-of-experts layers route on the host (moe.h), so their steps are not recordable.
+  // Mixture-of-experts layers are recordable where the backend routes them (Backend::moe_routed): a bucket
+  // whose warm-up routed any on the host is not.
   if (!backend_.supports_capture() || !spec_.first_stage || !spec_.last_stage || !weights_.stays_resident() ||
-      splice_ != nullptr || !splice_runs(step).empty() || config_.moe.enabled() ||
-      (tp_.size() != 1 && !(samples_on_backend() && tp_.recordable())))
+      splice_ != nullptr || !splice_runs(step).empty() ||
+      (tp_.size() != 1 && !(samples_on_backend() && tp_.recordable())) ||
+      (expert_group_ != &tp_ && expert_group_->size() > 1 && !expert_group_->recordable()))
     return false;
   const int64_t T = step.n_tokens();
   if (T == 0 || T != step.n_seqs || T > kMaxRecordedBatch || static_cast<int64_t>(step.logit_rows.size()) != T ||
@@ -400,6 +404,7 @@ bool LlamaModel::sample_recorded(const StepBatch& step, std::span<const SampleRo
   const int64_t B = decode_bucket(T), V = config_.vocab_size, bs = kv_.shape().block_size;
   int64_t W = 4;
   while (W < step.max_blocks) W *= 2;
+  if (const auto it = recorded_.find({B, W}); it != recorded_.end() && it->second.host_routed) return false;
   const int64_t words = 4 * B + B * W;
   if (!recorded_inputs_.defined() || recorded_inputs_.numel() < words || recorded_logits_.dim(0) < B) {
     recorded_.clear();  // the graphs point into the buffers about to go
@@ -429,8 +434,10 @@ bool LlamaModel::sample_recorded(const StepBatch& step, std::span<const SampleRo
   };
   RecordedDecode& g = recorded_[{B, W}];
   if (!g.warmed) {
+    const int64_t host_routed = expert_load_.host_routed;
     body();  // sizes scratch buffers and loads kernels, which a recording must not do
     g.warmed = true;
+    g.host_routed = expert_load_.host_routed != host_routed;
   } else {
     if (!g.graph) g.graph = backend_.capture(body);
     g.graph->replay();

@@ -52,8 +52,10 @@ class LlamaModel {
   // Mixture-of-experts layers sum their partial outputs over the stage's expert group (tp x ep ranks,
   // ShardSpec); without expert parallelism that is the TP group, the default.
   void set_expert_group(Collective& group);
-  // Tokens routed to each expert so far, over this stage's layers.
-  const ExpertLoad& expert_load() const { return expert_load_; }
+  // Tokens routed to each expert so far, over this stage's layers (device-routed layers' counts read back
+  // now: call it between steps, not per layer).
+  ExpertLoad expert_load() const { return expert_load_.read(backend_); }
+  bool expert_load_on_device() const { return expert_load_.device.defined(); }
   // The expert cache's hits and misses when this stage's experts are offloaded (WeightSource).
   ExpertCacheStats expert_cache_stats() const { return weights_.expert_cache_stats(); }
   const ShardSpec& spec() const { return spec_; }
@@ -82,9 +84,10 @@ class LlamaModel {
               std::span<float> logprobs);
   // The whole step (forward, LM head, sampling) from a recorded graph (Backend::capture) when it is a
   // plain decode step (one token per sequence, every row sampled) on a single-stage, single-rank replica
-  // with resident weights; returns false, having done nothing, otherwise. The step is padded to a batch
-  // bucket and its block tables to a power-of-two width; each (bucket, width) runs once uncaptured,
-  // is recorded the second time, and replays from then on.
+  // with resident weights (MoE layers: where Backend::moe_routed took every layer of the warm-up); returns
+  // false, having done nothing, otherwise. The step is padded to a batch bucket and its block tables to a
+  // power-of-two width; each (bucket, width) runs once uncaptured, is recorded the second time, and replays
+  // from then on.
   bool sample_recorded(const StepBatch& step, std::span<const SampleRow> rows, std::span<int32_t> tokens,
                        std::span<float> logprobs);
 
@@ -155,6 +158,7 @@ class LlamaModel {
   struct RecordedDecode {
     std::unique_ptr<OpGraph> graph;
     bool warmed = false;
+    bool host_routed = false;  // its warm-up routed a MoE layer on the host (a sync): never recorded
   };
   std::map<std::pair<int64_t, int64_t>, RecordedDecode> recorded_;
   Tensor recorded_inputs_;

@@ -56,6 +56,22 @@ void ExpertLoad::add(const Routing& routing) {
   }
 }
 
+ExpertLoad ExpertLoad::read(Backend& backend) const {
+  ExpertLoad out;
+  out.tokens = tokens;
+  out.expert_bytes = expert_bytes;
+  out.host_routed = host_routed;
+  out.device_routed = device_routed;
+  if (!device.defined()) return out;
+  Tensor counts = Tensor::empty(device.shape(), DType::kI64);
+  backend.copy(device, counts);
+  const int64_t n = counts.numel() - 1;
+  if (out.tokens.size() < static_cast<size_t>(n)) out.tokens.resize(static_cast<size_t>(n), 0);
+  for (int64_t e = 0; e < n; ++e) out.tokens[static_cast<size_t>(e)] += counts.data<int64_t>()[e];
+  out.expert_bytes += counts.data<int64_t>()[n];
+  return out;
+}
+
 namespace {
 
 Tensor to_host(Backend& backend, const Tensor& t) {
@@ -116,6 +132,30 @@ void moe_ffn(Backend& backend, const MoeConfig& config, const LayerWeights& w, c
     Tensor gate_logit = logits.rows(T * E, T).reshape({T, 1});
     backend.matmul(x, w.shared_router, nullptr, gate_logit);
   }
+  // Qwen2-MoE's shared expert over every token, first: the device path folds it into its combine.
+  Tensor ys;
+  if (shared) {
+    const int64_t Fs = w.shared_gate.dim(0);
+    Tensor g = backend.alloc({T, Fs}, act), u = backend.alloc({T, Fs}, act);
+    ys = backend.alloc({T, D}, act);
+    backend.matmul(x, w.shared_gate, nullptr, g);
+    backend.matmul(x, w.shared_up, nullptr, u);
+    backend.silu_mul(g, u, g);
+    backend.matmul(g, w.shared_down, nullptr, ys);
+  }
+  if (w.expert_source == nullptr && !w.expert_gate.empty()) {  // every held expert resident
+    MoeLayer layer;
+    layer.config = &config;
+    layer.gate = &w.expert_gate, layer.up = &w.expert_up, layer.down = &w.expert_down;
+    layer.first = w.expert_first;
+    if (shared) layer.shared_out = ys, layer.shared_logit = logits.rows(T * E, T);
+    if (load != nullptr) layer.counts = &load->device, layer.count_mask = load->mask;
+    if (backend.moe_routed(x, routed_logits, layer, out)) {
+      if (load != nullptr) ++load->device_routed;
+      return;
+    }
+  }
+  if (load != nullptr) ++load->host_routed;
   const Tensor host_logits = to_host(backend, logits);
   const Routing routing = route_tokens(config, host_logits.data<float>(), T);
   if (load != nullptr) {
@@ -204,12 +244,6 @@ void moe_ffn(Backend& backend, const MoeConfig& config, const LayerWeights& w, c
   backend.combine_rows(y, pack.view(at_pos, T * k, DType::kI32), pack.view(at_weight, T * k, DType::kF32),
                        /*accumulate=*/false, out);
   if (!shared) return;
-  const int64_t Fs = w.shared_gate.dim(0);
-  Tensor g = backend.alloc({T, Fs}, act), u = backend.alloc({T, Fs}, act), ys = backend.alloc({T, D}, act);
-  backend.matmul(x, w.shared_gate, nullptr, g);
-  backend.matmul(x, w.shared_up, nullptr, u);
-  backend.silu_mul(g, u, g);
-  backend.matmul(g, w.shared_down, nullptr, ys);
   backend.combine_rows(ys, pack.view(at_ids, T, DType::kI32), pack.view(at_gate, T, DType::kF32),
                        /*accumulate=*/true, out);
 }

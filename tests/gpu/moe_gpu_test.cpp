@@ -1,10 +1,11 @@
 // tests/gpu/moe_gpu_test.cpp: mixture-of-experts on the CUDA backend against the CPU backend. The MoE FFN
 // alone (runtime/models/moe.h) on the same weights and input: decode-sized steps (each selected expert a
-// GEMV over its rows), prefill-sized ones (per-expert cuBLAS GEMMs over the tokens sorted by expert), f32
-// and Q8_0/Q4_0 experts, Qwen2-MoE's shared expert, and one rank's slice of the experts (EP). The router's
-// input and weights are built so every token's top-2 experts lead the rest by far more than bf16 rounding:
-// no choice can flip, and the outputs differ by bf16 rounding only. Then whole models (the transformers fixtures and
-// llama.cpp's Q8_0 GGUFs of them) against the CPU backend, as tests/gpu/model_gpu_test.cpp does.
+// GEMV over its rows, routed on the device or on the host), prefill-sized ones (grouped or per-expert GEMMs
+// over the tokens sorted by expert), f32 and Q8_0/Q4_0 experts, Qwen2-MoE's shared expert, and one rank's
+// slice of the experts (EP). The router's input and weights are built so every token's top-2 experts lead
+// the rest by far more than bf16 rounding: no choice can flip, and the outputs differ by bf16 rounding only.
+// Then whole models (the transformers fixtures and llama.cpp's Q8_0 GGUFs of them) against the CPU backend,
+// as tests/gpu/model_gpu_test.cpp does, and their decode steps from CUDA graphs.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -49,6 +50,7 @@ struct MoeCase {
   int64_t experts = 8;
   int gemv_rows = 4;  // CudaBackendOptions::moe_gemv_max_rows: grouped GEMV up to this many rows per expert
   int gemm = 0;       // CudaBackendOptions::moe_gemm: 0 cuBLAS's grouped GEMM, 1 the tensor-core kernel
+  bool device_route = true;  // CudaBackendOptions::moe_device_route (off: the host routing these steps had)
 };
 
 class MoeFfnOnGpu : public ::testing::TestWithParam<MoeCase> {};
@@ -98,6 +100,7 @@ TEST_P(MoeFfnOnGpu, EqualsTheCpuBackend) {
   options.f32_weights_to_bf16 = false;  // the same weights, so only the activations' bf16 rounding differs
   options.moe_gemv_max_rows = c.gemv_rows;
   options.moe_gemm = c.gemm;
+  options.moe_device_route = c.device_route;
   auto gpu = make_cuda_backend(0, options);
   LayerWeights dev;
   auto up = [&](const Tensor& t) { return t.defined() ? gpu->upload_weight(t) : Tensor(); };
@@ -120,8 +123,14 @@ TEST_P(MoeFfnOnGpu, EqualsTheCpuBackend) {
   Tensor got = Tensor::empty({c.tokens, D}, DType::kF32);
   gpu->copy(outd, got);
 
-  EXPECT_EQ(gpu_load.tokens, cpu_load.tokens) << "the routing differs";
-  EXPECT_EQ(gpu_load.expert_bytes, cpu_load.expert_bytes);
+  // Device routing (Backend::moe_routed) takes steps of at most moe_gemv_max_rows tokens of 16-bit experts.
+  const bool sixteen_bit = c.expert_dtype == DType::kBF16 || c.expert_dtype == DType::kF16;
+  const bool routed = c.device_route && sixteen_bit && c.tokens <= c.gemv_rows;
+  EXPECT_EQ(gpu_load.device_routed, routed ? 1 : 0);
+  EXPECT_EQ(gpu_load.host_routed, routed ? 0 : 1);
+  const ExpertLoad gpu_counts = gpu_load.read(*gpu);  // the device counters, read back
+  EXPECT_EQ(gpu_counts.tokens, cpu_load.tokens) << "the routing differs";
+  EXPECT_EQ(gpu_counts.expert_bytes, cpu_load.expert_bytes);
   double worst = 0, scale = 0;
   for (int64_t i = 0; i < ref.numel(); ++i) {
     worst = std::max(worst, std::abs(static_cast<double>(ref.data<float>()[i]) - got.data<float>()[i]));
@@ -159,7 +168,20 @@ INSTANTIATE_TEST_SUITE_P(
                       MoeCase{"grouped_gemm_ep_slice_prefill64_bf16", 64, DType::kBF16, false, 4, 4},
                       MoeCase{"grouped_mma_prefill300_bf16_e32", 300, DType::kBF16, false, 0, 32, 32, 4, 1},
                       MoeCase{"grouped_mma_prefill300_bf16_shared", 300, DType::kBF16, true, 0, 8, 8, 4, 1},
-                      MoeCase{"per_expert_prefill300_f16", 300, DType::kF16, false, 0, 8}),
+                      MoeCase{"per_expert_prefill300_f16", 300, DType::kF16, false, 0, 8},
+                      // Routed on the device (the routing kernel, the grouped GEMVs reading its table), 1..8
+                      // tokens, the shared expert folded into the combine, one rank's slice (another rank's
+                      // experts add nothing), and the same steps forced through the host routing.
+                      MoeCase{"device_route_decode2_bf16_e32", 2, DType::kBF16, false, 0, 32, 32},
+                      MoeCase{"device_route_decode3_bf16", 3, DType::kBF16, false, 0, 8},
+                      MoeCase{"device_route_decode8_bf16_e32", 8, DType::kBF16, false, 0, 32, 32, 8},
+                      MoeCase{"device_route_decode4_bf16_shared", 4, DType::kBF16, true, 0, 8},
+                      MoeCase{"device_route_ep_slice_decode4_bf16", 4, DType::kBF16, false, 4, 4},
+                      MoeCase{"device_route_ep_slice_decode1_bf16", 1, DType::kBF16, false, 1, 3},
+                      MoeCase{"host_route_decode1_bf16_e32", 1, DType::kBF16, false, 0, 32, 32, 4, 0, false},
+                      MoeCase{"host_route_decode4_f16", 4, DType::kF16, false, 0, 8, 8, 4, 0, false},
+                      MoeCase{"host_route_decode1_bf16_shared", 1, DType::kBF16, true, 0, 8, 8, 4, 0, false},
+                      MoeCase{"host_route_ep_slice_decode4_bf16", 4, DType::kBF16, false, 4, 4, 8, 4, 0, false}),
     [](const auto& info) { return info.param.name; });
 
 // Backend::expert_ffn alone on bf16 experts, CUDA's grouped launches against the CPU backend's per-expert
@@ -233,8 +255,7 @@ INSTANTIATE_TEST_SUITE_P(
 // The combine alone: every token's k rows summed in order, negative indices skipped, accumulate or not.
 TEST(CombineRowsOnGpu, EqualsTheHostDefault) {
   if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
-  constexpr int64_t T = 5, k = 3, R = 9, D = 40;
-  const Tensor src = test::random_f32({R, D}, 3, 1.f);
+  constexpr int64_t T = 5, k = 3, R = 9;
   Tensor index = Tensor::empty({T * k}, DType::kI32), weight = test::random_f32({T * k}, 4, 1.f);
   for (int64_t i = 0; i < T * k; ++i) index.data<int32_t>()[i] = i % 4 == 3 ? -1 : static_cast<int32_t>((i * 5) % R);
   auto cpu = make_cpu_backend(1);
@@ -245,14 +266,19 @@ TEST(CombineRowsOnGpu, EqualsTheHostDefault) {
     gpu->copy(t, d);
     return d;
   };
-  for (bool accumulate : {false, true}) {
-    Tensor ref = test::random_f32({T, D}, 5, 1.f);
-    Tensor outd = dev(ref, DType::kF32);
-    cpu->combine_rows(src, index, weight, accumulate, ref);
-    gpu->combine_rows(dev(src, DType::kF32), dev(index, DType::kI32), dev(weight, DType::kF32), accumulate, outd);
-    Tensor got = Tensor::empty({T, D}, DType::kF32);
-    gpu->copy(outd, got);
-    for (int64_t i = 0; i < T * D; ++i) EXPECT_NEAR(got.data<float>()[i], ref.data<float>()[i], 1e-5) << i;
+  // 40 columns: one block a row; 1100: a row over 3 blocks of 256 threads, the last one partial.
+  for (int64_t D : {40, 1100}) {
+    const Tensor src = test::random_f32({R, D}, 3, 1.f);
+    for (bool accumulate : {false, true}) {
+      Tensor ref = test::random_f32({T, D}, 5, 1.f);
+      Tensor outd = dev(ref, DType::kF32);
+      cpu->combine_rows(src, index, weight, accumulate, ref);
+      gpu->combine_rows(dev(src, DType::kF32), dev(index, DType::kI32), dev(weight, DType::kF32), accumulate, outd);
+      Tensor got = Tensor::empty({T, D}, DType::kF32);
+      gpu->copy(outd, got);
+      for (int64_t i = 0; i < T * D; ++i)
+        EXPECT_NEAR(got.data<float>()[i], ref.data<float>()[i], 1e-5) << D << " columns, element " << i;
+    }
   }
 }
 
@@ -291,6 +317,101 @@ INSTANTIATE_TEST_SUITE_P(Models, MoeModelOnGpu,
                            std::string n = info.param;
                            for (char& ch : n)
                              if (ch == '/' || ch == '.' || ch == '-') ch = '_';
+                           return n;
+                         });
+
+// Steps of 1..4 tokens route on the device (Backend::moe_routed): scoring prompts that short runs every
+// position through it, against the CPU backend within MoeModelOnGpu's bounds, and so does the host routing
+// (moe_device_route=0). Then decode steps of 1..4 sequences: replayed from CUDA graphs they give the
+// uncaptured tokens (batch 3 replays padded to 4 rows: equal until a bf16 near-tie may diverge), only the
+// device routing records, and the per-expert counts (device counters, padding rows masked) sum to what the
+// host routing counts.
+class MoeDecodeOnGpu : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(MoeDecodeOnGpu, DeviceRoutedStepsMatchTheCpuBackend) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
+  const std::vector<int32_t> ids = {1, 40, 7, 100, 12, 99, 5, 250, 17, 3};
+  launcher::SessionOptions options;
+  options.model_path = test::fixture(GetParam());
+  options.device = "cpu";
+  launcher::ModelSession cpu(options);
+  cpu.prepare(64);
+  options.device = "cuda";
+  for (bool device_route : {true, false}) {
+    options.backend.cuda.moe_device_route = device_route;
+    launcher::ModelSession gpu(options);
+    gpu.prepare(64);
+    for (size_t n = 1; n <= 4; ++n) {
+      const auto from = ids.begin() + static_cast<int64_t>(n * (n - 1) / 2);  // n tokens: ids 0, 1-2, 3-5, 6-9
+      const std::vector<int32_t> prompt(from, from + static_cast<int64_t>(n));
+      const Tensor ref = cpu.generator().score(prompt), got = gpu.generator().score(prompt);
+      ASSERT_EQ(got.numel(), ref.numel());
+      const auto [worst, spread, agree, decided] = test::compare_logits(ref, got);
+      EXPECT_LT(worst, 0.08 * spread) << n << " tokens, device_route " << device_route << ": max |gpu - cpu| "
+                                      << worst << " against a logit spread of " << spread;
+      EXPECT_EQ(agree, decided) << n << " tokens, device_route " << device_route;
+    }
+    const ExpertLoad load = gpu.model().expert_load();
+    EXPECT_EQ(load.device_routed > 0, device_route);
+    EXPECT_EQ(load.host_routed == 0, device_route);
+  }
+}
+
+TEST_P(MoeDecodeOnGpu, GraphsGiveTheUncapturedTokens) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
+  constexpr size_t kNew = 24;
+  launcher::SessionOptions options;
+  options.model_path = test::fixture(GetParam());
+  options.device = "cuda";
+  struct Run {
+    std::vector<std::vector<int32_t>> tokens;
+    int64_t routed = 0;  // tokens x layers x top-k, from the per-expert counts
+    int64_t graph_replays = 0;
+  };
+  auto run = [&](bool graphs, bool device_route, size_t batch) {
+    options.backend.cuda.graphs = graphs;
+    options.backend.cuda.moe_device_route = device_route;
+    launcher::ModelSession session(options);
+    session.prepare(256);
+    std::vector<GenerationRequest> reqs(batch);
+    for (size_t i = 0; i < batch; ++i) {
+      reqs[i].prompt = {1, static_cast<int32_t>(5 + 7 * i), 9, static_cast<int32_t>(33 + i), 2};
+      reqs[i].max_new_tokens = kNew;
+    }
+    Run out;
+    for (const GenerationOutput& o : session.generator().generate(reqs, nullptr)) out.tokens.push_back(o.tokens);
+    for (int64_t t : session.model().expert_load().tokens) out.routed += t;
+    out.graph_replays = session.model().timings().graph_replays;
+    return out;
+  };
+  for (size_t batch : {1, 2, 3, 4}) {
+    const Run eager = run(false, true, batch), graphed = run(true, true, batch), host = run(true, false, batch);
+    EXPECT_GT(graphed.graph_replays, 0) << "batch " << batch;
+    EXPECT_EQ(host.graph_replays, 0) << "host-routed MoE steps must not be recorded";
+    EXPECT_GT(host.routed, 0);
+    EXPECT_EQ(graphed.routed, host.routed) << "batch " << batch;
+    EXPECT_EQ(eager.routed, host.routed) << "batch " << batch;
+    ASSERT_EQ(eager.tokens.size(), batch);
+    ASSERT_EQ(graphed.tokens.size(), batch);
+    for (size_t i = 0; i < batch; ++i) {
+      ASSERT_EQ(eager.tokens[i].size(), kNew);
+      ASSERT_EQ(graphed.tokens[i].size(), kNew);
+      if (batch != 3) {
+        EXPECT_EQ(graphed.tokens[i], eager.tokens[i]) << "batch " << batch << " sequence " << i;
+      } else {
+        size_t same = 0;
+        while (same < kNew && graphed.tokens[i][same] == eager.tokens[i][same]) ++same;
+        EXPECT_GE(same, 12u) << "batch " << batch << " sequence " << i;
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, MoeDecodeOnGpu, ::testing::Values("hf/mixtral_moe", "hf/qwen2_moe", "hf/qwen3_moe"),
+                         [](const auto& info) {
+                           std::string n = info.param;
+                           for (char& ch : n)
+                             if (ch == '/') ch = '_';
                            return n;
                          });
 

@@ -156,5 +156,25 @@ TEST(MoeCombine, SumsEachTokensWeightedRowsAndSkipsOtherRanksExperts) {
   EXPECT_EQ(std::vector<float>(out.data<float>(), out.data<float>() + 4), (std::vector<float>{5, 6, 14, 20}));
 }
 
+// Layers routed on a device backend count into device counters (tokens per expert, then bytes) that read()
+// adds to the host counts, leaving the load itself as it was; the CPU backend has no device routing.
+TEST(MoeLoad, ReadAddsTheDeviceCounters) {
+  auto cpu = make_cpu_backend(1);
+  ExpertLoad load;
+  load.tokens = {1, 2, 3};
+  load.expert_bytes = 10;
+  EXPECT_EQ(load.read(*cpu).tokens, load.tokens);
+  load.device = Tensor::empty({4}, DType::kI64);
+  const int64_t counts[] = {5, 0, 1, 100};
+  std::memcpy(load.device.raw(), counts, sizeof(counts));
+  const ExpertLoad read = load.read(*cpu);
+  EXPECT_EQ(read.tokens, (std::vector<int64_t>{6, 2, 4}));
+  EXPECT_EQ(read.expert_bytes, 110);
+  EXPECT_EQ(load.tokens, (std::vector<int64_t>{1, 2, 3}));
+  MoeLayer layer;
+  Tensor x = Tensor::zeros({1, 4}, DType::kF32), logits = Tensor::zeros({1, 3}, DType::kF32), out = x;
+  EXPECT_FALSE(cpu->moe_routed(x, logits, layer, out));
+}
+
 }  // namespace
 }  // namespace strata
