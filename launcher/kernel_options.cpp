@@ -50,6 +50,9 @@ const std::vector<KernelOption>& kernel_option_table() {
       {"cublaslt", nullptr, &O::cublaslt, {}, "f32-output matmuls (the LM head) through cuBLASLt"},
       {"encoder_flash_attention", nullptr, &O::encoder_flash_attention, {},
        "vision-tower attention (bf16, head_dim 64/128) on the tensor-core prefill kernel"},
+      {"fp8_cublaslt", &O::fp8_cublaslt, nullptr, {0, 1, 2},
+       "f8_e4m3_b128 matmuls above the GEMV's rows on the e4m3 tensor cores (cuBLASLt): 0 off (dequantize to "
+       "bf16), 1 weights split per call, 2 split copies kept from load (more device memory)"},
       {"quant_mma_min_rows", &O::quant_mma_min_rows, nullptr, {1, 2, 3, 4, 8, 16},
        "Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/Q4_K/Q5_K/Q6_K matmuls from this many rows of x use the tensor-core GEMM"},
       {"quant_mma_max_rows", &O::quant_mma_max_rows, nullptr, {0, 8, 16, 32, 48, 64},

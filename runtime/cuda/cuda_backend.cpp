@@ -4,6 +4,8 @@
 // as f16 risks; half the bytes of f32), and every kernel accumulates in f32. The class is in
 // cuda_backend_impl.h; the fused decode ops are in cuda_backend_fused.cpp.
 #include "runtime/cuda/cuda_backend_impl.h"
+#include "runtime/cuda/fp8_kernels.h"
+#include "runtime/quant_blocks.h"
 
 namespace strata {
 namespace cuda_backend_detail {
@@ -48,8 +50,16 @@ void CudaBackend::matmul(const Tensor& x, const Tensor& w, const Tensor* bias, T
   const bool quant_mma = packed && options_.quant_mma_max_rows > 0 && m >= options_.quant_mma_min_rows &&
                          m <= options_.quant_mma_max_rows && cuda::quant_mma_supports(w_dt, m, n, k) &&
                          reinterpret_cast<uintptr_t>(w.raw()) % 16 == 0;
+  // FP8 weights above the GEMV's rows: the e4m3 tensor cores (matmul_fp8_lt) for the rows up to the last
+  // multiple of 8 (cuBLASLt's block-scaled operands need it), the FP8 GEMV for the rest.
+  const int64_t lt_rows = m - m % 8;
+  const bool fp8_lt = w_dt == DType::kF8_B128 && options_.fp8_cublaslt > 0 && m > gemv_limit && lt_rows >= 8 &&
+                      k % kF8Block == 0 && n % 8 == 0 && reinterpret_cast<uintptr_t>(w.raw()) % 4 == 0 &&
+                      reinterpret_cast<uintptr_t>(out.raw()) % 16 == 0 &&
+                      (x.dtype() != DType::kBF16 || reinterpret_cast<uintptr_t>(x.raw()) % 8 == 0) &&
+                      !lt_gemm().fp8_refused(out.dtype(), lt_rows, n, k);
   auto scope = profile([&] {
-    return cat("matmul ", quant_mma ? "qmma" : m <= gemv_limit ? "gemv" : "cublas", " M",
+    return cat("matmul ", quant_mma ? "qmma" : fp8_lt ? "fp8lt" : m <= gemv_limit ? "gemv" : "cublas", " M",
                m <= 8 ? cat(m) : m <= 32 ? "9-32" : m <= 64 ? "33-64" : ">64", " ", n, "x", k, " ", dtype_name(w_dt));
   });
 
@@ -99,6 +109,15 @@ void CudaBackend::matmul(const Tensor& x, const Tensor& w, const Tensor* bias, T
     return;
   }
 
+  if (fp8_lt && matmul_fp8_lt(x, w, lt_rows, out)) {
+    if (bias_ptr != nullptr) cuda::launch_add_bias(out.raw(), out.dtype(), bias_ptr, bias_dt, lt_rows, n, s);
+    if (lt_rows < m) {  // at most 7 rows: the FP8 GEMV (the dequantize path when the GEMV is off)
+      Tensor out_tail = out.reshape({m, n}).rows(lt_rows, m - lt_rows);
+      matmul(x.reshape({m, k}).rows(lt_rows, m - lt_rows), w, bias, out_tail);
+    }
+    return;
+  }
+
   // cuBLAS: operands share one type (bf16 for quantized weights, dequantized in row chunks).
   const DType in_dt = quant ? DType::kBF16 : w_dt;
   const void* xp = x.raw();
@@ -130,6 +149,45 @@ void CudaBackend::matmul(const Tensor& x, const Tensor& w, const Tensor* bias, T
   }
   if (bias_ptr != nullptr) cuda::launch_add_bias(gemm_out, gemm_out_dt, bias_ptr, bias_dt, m, n, s);
   if (!direct_out) cuda::launch_convert(gemm_out, DType::kF32, out.raw(), out.dtype(), m * n, s);
+}
+
+namespace {
+// Bytes of an FP8 operand's split form: codes [rows, k], then its scale table at a 256-byte boundary.
+int64_t fp8_codes_bytes(int64_t rows, int64_t k) { return (rows * k + 255) / 256 * 256; }
+int64_t fp8_split_bytes(int64_t rows, int64_t k) { return fp8_codes_bytes(rows, k) + rows * (k / kF8Block) * 4; }
+}  // namespace
+
+bool CudaBackend::matmul_fp8_lt(const Tensor& x, const Tensor& w, int64_t rows, Tensor& out) {
+  const int64_t n = w.dim(0), k = w.dim(1);
+  const cuda::Launch s = launch();
+  uint8_t* xq = static_cast<uint8_t*>(scratch_a_.get(static_cast<size_t>(fp8_split_bytes(rows, k)), s));
+  float* x_scales = reinterpret_cast<float*>(xq + fp8_codes_bytes(rows, k));
+  cuda::launch_quantize_e4m3_b128(x.raw(), x.dtype(), xq, x_scales, rows, k, s);
+  const uint8_t* wq = nullptr;
+  if (const auto it = fp8_splits_.find(w.raw()); it != fp8_splits_.end()) {
+    // The same owner (not merely the same address: a freed weight's address can come back) and shape.
+    const std::weak_ptr<void>& owner = it->second.owner;
+    const bool same = !owner.owner_before(w.keepalive()) && !w.keepalive().owner_before(owner) &&
+                      it->second.split.numel() == fp8_split_bytes(n, k);
+    if (same) wq = static_cast<const uint8_t*>(it->second.split.raw());
+  }
+  if (wq == nullptr) {
+    uint8_t* split = static_cast<uint8_t*>(scratch_b_.get(static_cast<size_t>(fp8_split_bytes(n, k)), s));
+    cuda::launch_repack_f8_b128(w.raw(), split, reinterpret_cast<float*>(split + fp8_codes_bytes(n, k)), n, k, s);
+    wq = split;
+  }
+  const auto* w_scales = reinterpret_cast<const float*>(wq + fp8_codes_bytes(n, k));
+  return lt_gemm().run_fp8(xq, x_scales, wq, w_scales, out.raw(), out.dtype(), rows, n, k);
+}
+
+void CudaBackend::keep_fp8_split(const Tensor& w) {
+  const int64_t n = w.dim(0), k = w.dim(1);
+  if (k % kF8Block != 0 || n % 8 != 0) return;  // shapes the FP8 GEMM does not take
+  std::erase_if(fp8_splits_, [](const auto& e) { return e.second.owner.expired(); });
+  Tensor split = alloc({fp8_split_bytes(n, k)}, DType::kI8);
+  auto* p = static_cast<uint8_t*>(split.raw());
+  cuda::launch_repack_f8_b128(w.raw(), p, reinterpret_cast<float*>(p + fp8_codes_bytes(n, k)), n, k, launch());
+  fp8_splits_[w.raw()] = Fp8Split{w.keepalive(), std::move(split)};
 }
 
 cuda::AttentionArgs CudaBackend::attention_args(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,

@@ -87,6 +87,14 @@ struct CudaBackendOptions {
   // Encoder (vision tower) attention with bf16 operands and head_dim 64 or 128 on the tensor-core prefill
   // kernel, without a score matrix in memory (off: cuBLAS batched GEMMs around a row softmax).
   bool encoder_flash_attention = true;
+  // Matmuls with f8_e4m3_b128 weights (FP8 checkpoints) above the GEMV's rows on the e4m3 tensor cores through
+  // cuBLASLt (LtGemm::run_fp8) instead of dequantizing the weight to bf16 for cuBLAS: x is quantized to e4m3
+  // with one scale per token and 128 columns (DeepSeek-V3's 1x128 recipe, about 2^-4 relative error per
+  // element), the weight's codes and scales are split out of its 132-byte blocks. 0: off; 1: the weight
+  // split into scratch at every call; 2: the split copy made once in upload_weight and kept (1 + 4/128 more
+  // bytes per weight element on the device), calls fall back to 1's for weights not uploaded that way.
+  // Rows beyond the last multiple of 8 take the FP8 GEMV; shapes cuBLASLt refuses take the old path.
+  int fp8_cublaslt = 0;
   // Per-op GPU time from events on the compute stream, printed to stderr as a table when the backend goes
   // away (runtime/cuda/op_profiler.h). Slows every op by a few microseconds and turns graphs off.
   bool profile = false;

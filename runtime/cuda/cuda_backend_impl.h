@@ -49,6 +49,8 @@ inline void check_options(const CudaBackendOptions& o) {
   STRATA_CHECK(o.decode_split_grain == 16 || o.decode_split_grain == 32 || o.decode_split_grain == 64 ||
                    o.decode_split_grain == 128,
                "CudaBackendOptions: decode_split_grain must be 16, 32, 64 or 128 keys, got ", o.decode_split_grain);
+  STRATA_CHECK(o.fp8_cublaslt >= 0 && o.fp8_cublaslt <= 2, "CudaBackendOptions: fp8_cublaslt must be 0 (off), 1 "
+               "(weights split per call) or 2 (split copies kept from upload), got ", o.fp8_cublaslt);
   STRATA_CHECK(o.decode_head_split == 0 || o.decode_head_split == 1 || o.decode_head_split == 2 ||
                    o.decode_head_split == 4 || o.decode_head_split == 8,
                "CudaBackendOptions: decode_head_split must be 0 (the rule), 1, 2, 4 or 8, got ", o.decode_head_split);
@@ -264,6 +266,7 @@ class CudaBackend final : public Backend {
                              launch());
       }
     }
+    if (options_.fp8_cublaslt == 2 && dev.dtype() == DType::kF8_B128 && dev.rank() == 2) keep_fp8_split(dev);
     synchronize();  // the host view may be unmapped once this returns
     return dev;
   }
@@ -298,6 +301,11 @@ class CudaBackend final : public Backend {
   }
 
   void matmul(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& out) override;
+  // The e4m3 tensor-core product of an f8_e4m3_b128 weight for the first `rows` rows of x (fp8_cublaslt);
+  // false (nothing changed) where cuBLASLt has no algorithm for the shape.
+  bool matmul_fp8_lt(const Tensor& x, const Tensor& w, int64_t rows, Tensor& out);
+  // fp8_cublaslt = 2: the split codes and scales of an uploaded f8_e4m3_b128 weight, kept beside it.
+  void keep_fp8_split(const Tensor& w);
   bool matmul_swiglu(const Tensor& x, const Tensor& w_gate_up, Tensor& out) override;
 
   void rope(Tensor& x, const Tensor& positions, const RopeParams& params) override {
@@ -591,6 +599,14 @@ class CudaBackend final : public Backend {
   GrowableBuffer split_scratch_;  // split-K partials of decode attention
   GrowableBuffer encoder_scratch_;  // bidirectional attention's scores and pointer tables
   GrowableBuffer moe_table_;  // expert_ffn's grouped launches: GEMV entries or cuBLAS pointer arrays
+  // fp8_cublaslt = 2: per weight address, its split copy (codes [n, k], then the scale table at an offset
+  // rounded up to 256 bytes) and the weight's owner, whose identity tells a live weight from a later tensor
+  // at the same address.
+  struct Fp8Split {
+    std::weak_ptr<void> owner;
+    Tensor split;
+  };
+  std::map<const void*, Fp8Split> fp8_splits_;
   bool moe_grouped_gemm_ = true;  // false once cuBLAS refused the grouped GEMM (then each expert's matmuls)
   // moe_routed's per-layer device arrays of the held experts' weight pointers, keyed by the first gate's
   // address and checked against `ptrs` every step (built once per layer, not per step).

@@ -60,6 +60,51 @@ __global__ void gemv_f8_kernel(const void* x, DType x_dt, const BlockF8B128* w, 
   }
 }
 
+// One warp per (row, 128-column block); lane l owns columns 4l..4l+3 of the block.
+__global__ void quantize_e4m3_kernel(const void* x, DType x_dt, uint8_t* codes, float* scales, int64_t rows,
+                                     int64_t k) {
+  const int lane = threadIdx.x % 32;
+  const int64_t blocks = k / kF8Block;
+  const int64_t item = (blockIdx.x * int64_t{blockDim.x} + threadIdx.x) / 32;
+  if (item >= rows * blocks) return;
+  const int64_t r = item / blocks, b = item % blocks;
+  const int64_t base = r * k + b * kF8Block + 4 * lane;
+  float v[4];
+  if (x_dt == DType::kBF16) {  // the usual activations: one 8-byte load
+    const uint2 raw = *reinterpret_cast<const uint2*>(static_cast<const __nv_bfloat16*>(x) + base);
+    const auto* h = reinterpret_cast<const __nv_bfloat16*>(&raw);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) v[i] = __bfloat162float(h[i]);
+  } else {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) v[i] = load_elem(x, x_dt, base + i);
+  }
+  float amax = 0.f;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) amax = fmaxf(amax, fabsf(v[i]));
+  amax = warp_max(amax);
+  float scale = amax / 448.f;
+  if (!(scale > 0.f)) scale = 1.f;  // an all-zero block (or one whose scale underflows)
+  uint32_t packed = 0;
+#pragma unroll
+  for (int i = 0; i < 4; ++i)
+    packed |= static_cast<uint32_t>(__nv_cvt_float_to_fp8(v[i] / scale, __NV_SATFINITE, __NV_E4M3)) << (8 * i);
+  *reinterpret_cast<uint32_t*>(codes + base) = packed;
+  if (lane == 0) scales[b * rows + r] = scale;
+}
+
+// One warp per 132-byte block of the weight; lane l moves bytes 4l..4l+3 of its codes.
+__global__ void repack_f8_kernel(const BlockF8B128* w, uint8_t* codes, float* scales, int64_t n, int64_t blocks) {
+  const int lane = threadIdx.x % 32;
+  const int64_t item = (blockIdx.x * int64_t{blockDim.x} + threadIdx.x) / 32;
+  if (item >= n * blocks) return;
+  const BlockF8B128& blk = w[item];
+  reinterpret_cast<uint32_t*>(codes + item * kF8Block)[lane] = *reinterpret_cast<const uint32_t*>(blk.q + 4 * lane);
+  if (lane == 0) scales[(item % blocks) * n + item / blocks] = blk.scale;
+}
+
+unsigned warp_grid(int64_t warps) { return static_cast<unsigned>((warps * 32 + kThreads - 1) / kThreads); }
+
 template <int M>
 void launch_rows(const void* x, DType x_dt, const void* w, const void* bias, DType bias_dt, void* out, DType out_dt,
                  int64_t n, int64_t k, const Launch& stream) {
@@ -69,6 +114,27 @@ void launch_rows(const void* x, DType x_dt, const void* w, const void* bias, DTy
 }
 
 }  // namespace
+
+void launch_quantize_e4m3_b128(const void* x, DType x_dt, uint8_t* codes, float* scales, int64_t rows, int64_t k,
+                               const Launch& stream) {
+  STRATA_CHECK(k % kF8Block == 0 && reinterpret_cast<uintptr_t>(codes) % 4 == 0 &&
+                   (x_dt != DType::kBF16 || reinterpret_cast<uintptr_t>(x) % 8 == 0),
+               "quantize e4m3: k = ", k, " must be a multiple of 128 and the buffers aligned");
+  if (rows == 0) return;
+  quantize_e4m3_kernel<<<warp_grid(rows * (k / kF8Block)), kThreads, 0, stream.stream>>>(x, x_dt, codes, scales,
+                                                                                         rows, k);
+  CHECK_LAUNCH();
+}
+
+void launch_repack_f8_b128(const void* w, uint8_t* codes, float* scales, int64_t n, int64_t k, const Launch& stream) {
+  STRATA_CHECK(k % kF8Block == 0 && reinterpret_cast<uintptr_t>(w) % 4 == 0 &&
+                   reinterpret_cast<uintptr_t>(codes) % 4 == 0,
+               "repack f8_e4m3_b128: k = ", k, " must be a multiple of 128 and the buffers 4-byte aligned");
+  if (n == 0) return;
+  repack_f8_kernel<<<warp_grid(n * (k / kF8Block)), kThreads, 0, stream.stream>>>(
+      static_cast<const BlockF8B128*>(w), codes, scales, n, k / kF8Block);
+  CHECK_LAUNCH();
+}
 
 void launch_convert_f8(const void* src, void* dst, DType dst_dt, int64_t n, const Launch& stream) {
   if (n == 0) return;

@@ -4,6 +4,7 @@
 #include "runtime/cuda/gemm.h"
 
 #include "runtime/cuda/check_cuda.h"
+#include "runtime/log.h"
 
 namespace strata::cuda {
 namespace {
@@ -54,12 +55,14 @@ LtGemm::LtGemm(cudaStream_t stream, void* workspace, size_t workspace_bytes)
 }
 
 LtGemm::~LtGemm() {
-  for (auto& [key, p] : plans_) {
+  auto destroy = [](Plan& p) {
     if (p.a != nullptr) (void)cublasLtMatrixLayoutDestroy(p.a);
     if (p.b != nullptr) (void)cublasLtMatrixLayoutDestroy(p.b);
     if (p.c != nullptr) (void)cublasLtMatrixLayoutDestroy(p.c);
     if (p.desc != nullptr) (void)cublasLtMatmulDescDestroy(p.desc);
-  }
+  };
+  for (auto& [key, p] : plans_) destroy(p);
+  for (auto& [key, p] : fp8_plans_) destroy(p);
   if (handle_ != nullptr) (void)cublasLtDestroy(handle_);
 }
 
@@ -96,6 +99,85 @@ bool LtGemm::run(const void* x, const void* w, DType in_dt, void* out, DType out
   CHECK_CUBLAS(cublasLtMatmul(handle_, p.desc, &alpha, w, p.a, x, p.b, &beta, out, p.c, out, p.c, &p.algo, workspace_,
                               workspace_bytes_, stream_));
   return true;
+}
+
+// The FP8 product. What it relies on (cuBLAS 12.9+ block scaling on Hopper; the cuBLAS page itself was not at
+// hand, so the layout is the one two users of these modes feed cuBLASLt directly):
+// - FP8 on Hopper takes only the "TN" form: A transposed, B not, both K-innermost with ld a multiple of 16
+//   (bytes) - here A = w seen as k x n column-major, B = x as k x m, as in LtGemm::run.
+// - VEC128_32F on both A and B (one f32 scale per 128 consecutive K elements of each row) is one of the
+//   Hopper block-scaling pairs (1D x 1D; also 1D x 2D, never 2D x 2D: Transformer Engine's cublaslt_gemm.cu
+//   checks exactly that). The weights' scales are per row and 128 columns, which BLK128x128 cannot hold in
+//   general (per-channel checkpoints), so both operands take VEC128.
+// - The scale table of a VEC128 operand with `rows` rows (its non-K dimension) is f32 [k / 128][rows] with
+//   rows innermost: PyTorch's _scaled_mm (is_blockwise_1x128_scaling) wants the [rows, k/128] scale tensor
+//   with strides (1, rows), and Transformer Engine's GEMM-ready 1D scales are [k/128][round_up(rows, 4)];
+//   m % 8 == 0 and n % 8 == 0 (Transformer Engine's checks on the block-scaled operands) make the padding moot.
+// - No fast accumulation with block scales (PyTorch refuses it), f32 compute and scale type, bf16/f16/f32 D
+//   with C of the same type.
+bool LtGemm::run_fp8(const uint8_t* x_codes, const float* x_scales, const uint8_t* w_codes, const float* w_scales,
+                     void* out, DType out_dt, int64_t m, int64_t n, int64_t k) {
+  const auto key = std::make_tuple(static_cast<int>(out_dt), m, n, k);
+  auto it = fp8_plans_.find(key);
+  auto set_scales = [&](cublasLtMatmulDesc_t desc) {
+    CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &w_scales, sizeof w_scales));
+    CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &x_scales, sizeof x_scales));
+  };
+  if (it == fp8_plans_.end()) {
+    Plan p;
+    CHECK_CUBLAS(cublasLtMatmulDescCreate(&p.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    const cublasOperation_t transa = CUBLAS_OP_T, transb = CUBLAS_OP_N;
+    CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &transa, sizeof transa));
+    CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &transb, sizeof transb));
+    const int32_t mode = CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F;
+    CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &mode, sizeof mode));
+    CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &mode, sizeof mode));
+    set_scales(p.desc);
+    const auto k64 = static_cast<uint64_t>(k);
+    CHECK_CUBLAS(cublasLtMatrixLayoutCreate(&p.a, CUDA_R_8F_E4M3, k64, static_cast<uint64_t>(n), k));
+    CHECK_CUBLAS(cublasLtMatrixLayoutCreate(&p.b, CUDA_R_8F_E4M3, k64, static_cast<uint64_t>(m), k));
+    CHECK_CUBLAS(cublasLtMatrixLayoutCreate(&p.c, cuda_type(out_dt), static_cast<uint64_t>(n), static_cast<uint64_t>(m), n));
+    cublasLtMatmulPreference_t pref = nullptr;
+    CHECK_CUBLAS(cublasLtMatmulPreferenceCreate(&pref));
+    const uint64_t ws = workspace_bytes_;
+    CHECK_CUBLAS(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
+    // The pointers are only promised 16-byte aligned (scratch offsets, views of outputs).
+    const uint32_t align = 16;
+    for (const auto attr : {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+                            CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES})
+      CHECK_CUBLAS(cublasLtMatmulPreferenceSetAttribute(pref, attr, &align, sizeof align));
+    cublasLtMatmulHeuristicResult_t result{};
+    int found = 0;
+    const cublasStatus_t st =
+        cublasLtMatmulAlgoGetHeuristic(handle_, p.desc, p.a, p.b, p.c, p.c, pref, 1, &result, &found);
+    (void)cublasLtMatmulPreferenceDestroy(pref);
+    p.ok = st == CUBLAS_STATUS_SUCCESS && found > 0;
+    if (p.ok) p.algo = result.algo;
+    else
+      LOG_WARN("cuBLASLt has no FP8 block-scaled algorithm for M ", m, ", N ", n, ", K ", k, " (",
+               cublas_status_string(st), "); the dequantize-then-cuBLAS path takes it");
+    it = fp8_plans_.emplace(key, p).first;
+  }
+  Plan& p = it->second;
+  if (!p.ok) return false;
+  set_scales(p.desc);
+  const float alpha = 1.f, beta = 0.f;
+  const cublasStatus_t st = cublasLtMatmul(handle_, p.desc, &alpha, w_codes, p.a, x_codes, p.b, &beta, out, p.c, out,
+                                           p.c, &p.algo, workspace_, workspace_bytes_, stream_);
+  if (!p.ran && (st == CUBLAS_STATUS_NOT_SUPPORTED || st == CUBLAS_STATUS_INVALID_VALUE)) {
+    LOG_WARN("cuBLASLt turned down its FP8 block-scaled algorithm for M ", m, ", N ", n, ", K ", k, " (",
+             cublas_status_string(st), "); the dequantize-then-cuBLAS path takes it");
+    p.ok = false;
+    return false;
+  }
+  CHECK_CUBLAS(st);
+  p.ran = true;
+  return true;
+}
+
+bool LtGemm::fp8_refused(DType out_dt, int64_t m, int64_t n, int64_t k) const {
+  const auto it = fp8_plans_.find(std::make_tuple(static_cast<int>(out_dt), m, n, k));
+  return it != fp8_plans_.end() && !it->second.ok;
 }
 
 }  // namespace strata::cuda

@@ -38,18 +38,30 @@ class LtGemm {
   bool run(const void* x, const void* w, DType in_dt, void* out, DType out_dt, int64_t m, int64_t n, int64_t k,
            int64_t ldo);
 
+  // out[m, n] (row-major, f32/f16/bf16) = x[m, k] w[n, k]^T on the e4m3 tensor cores (Hopper): both operands
+  // are row-major e4m3 codes with one f32 scale per row and 128 columns (cuBLASLt's VEC128_32F mode on A and
+  // B), the tables of fp8_kernels.h (scale of row r, block b at scales[b * rows + r]). f32 accumulation.
+  // Needs k % 128 == 0, m % 8 == 0, n % 8 == 0 and 16-byte aligned pointers (the caller checks). Returns
+  // false (nothing enqueued) where cuBLASLt offers no algorithm for the shape; fp8_refused says so beforehand
+  // once a shape has been tried.
+  bool run_fp8(const uint8_t* x_codes, const float* x_scales, const uint8_t* w_codes, const float* w_scales, void* out,
+               DType out_dt, int64_t m, int64_t n, int64_t k);
+  bool fp8_refused(DType out_dt, int64_t m, int64_t n, int64_t k) const;
+
  private:
   struct Plan {
     cublasLtMatmulDesc_t desc = nullptr;
     cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
     cublasLtMatmulAlgo_t algo{};
     bool ok = false;
+    bool ran = false;  // run_fp8: a first call that cuBLASLt turns down marks the plan refused
   };
   cublasLtHandle_t handle_ = nullptr;
   cudaStream_t stream_;
   void* workspace_;
   size_t workspace_bytes_;
   std::map<std::tuple<int, int, int64_t, int64_t, int64_t, int64_t>, Plan> plans_;
+  std::map<std::tuple<int, int64_t, int64_t, int64_t>, Plan> fp8_plans_;  // out_dt, m, n, k
 };
 
 }  // namespace strata::cuda

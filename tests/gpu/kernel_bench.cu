@@ -8,8 +8,12 @@
 // GB/s of packed weight bytes against the copy rate, beside the path it replaces and cuBLAS on bf16 weights;
 // --types=q6_k,q5_k,... and --rows=1,4,... narrow the table; --qmma-splits adds, per type, shape and M, the
 // kernel's time at every split of K (the plan's marked *), for checking quant_mma_plan's cost model.
-// Usage: kernel_bench [--quick] [--quant] [--qmma [--types=..] [--rows=..] [--qmma-splits]]   (--quant: the copy
-// ceiling, the bf16 GEMV and the quantized rows only; --qmma: the copy ceiling and the quantized GEMM tables)
+// --fp8: prefill matmuls (M = 2048, or --rows=..) of the 7b shapes in TFLOP/s: cuBLAS on bf16 weights, f8_e4m3_b128
+// weights dequantized to bf16 for cuBLAS (fp8_cublaslt=0), and the e4m3 tensor cores through cuBLASLt with the
+// weight split per call (1) and split once at upload (2); each a rotating set of weights, x quantized per call.
+// Usage: kernel_bench [--quick] [--quant] [--qmma [--types=..] [--rows=..] [--qmma-splits]] [--fp8 [--rows=..]]
+// (--quant: the copy ceiling, the bf16 GEMV and the quantized rows only; --qmma: the copy ceiling and the
+// quantized GEMM tables; --fp8: the FP8 table only)
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -17,6 +21,8 @@
 #include <cstring>
 #include <functional>
 #include <iterator>
+#include <memory>
+#include <random>
 #include <string>
 #include <utility>
 #include <vector>
@@ -28,6 +34,7 @@
 #include "runtime/cuda/launch.h"
 #include "runtime/dtype.h"
 #include "runtime/error.h"
+#include "runtime/quant_blocks.h"
 #include "tests/gpu/bench_util.cuh"
 
 namespace strata {
@@ -173,6 +180,85 @@ int bench_quant_mma(const cudaDeviceProp& prop, double copy_gbs, int reps, const
   std::printf("(vs old / vs bf16: time of that path over the quantized GEMM's; ceiling: d2d copy %.0f GB/s)\n",
               copy_gbs);
   if (sel.splits) bench_quant_mma_splits(*mma, prop, sel, reps);
+  return 0;
+}
+
+// The --fp8 table (see the top of the file). FP8 weights are random finite e4m3 codes with one scale per block;
+// x is normal bf16 values (the quantizer's work does not depend on them, but NaNs would be unlike a model's).
+int bench_fp8(bool quick, const std::vector<int64_t>& ms_rows) {
+  if (cuda_device_count() == 0) {
+    std::printf("kernel_bench: no CUDA GPU visible; nothing to measure\n");
+    return 0;
+  }
+  cudaDeviceProp prop{};
+  CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
+  std::printf("device: %s, %d SMs, L2 %d MB\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20);
+  const int reps = quick ? 10 : 40;
+  std::vector<std::unique_ptr<Backend>> backends;
+  for (int mode : {0, 0, 1, 2}) {
+    CudaBackendOptions o;
+    o.fp8_cublaslt = mode;
+    backends.push_back(make_cuda_backend(0, o));
+  }
+  const char* names[] = {"bf16 cuBLAS", "fp8 dequant+cuBLAS", "fp8 cuBLASLt (split per call)",
+                         "fp8 cuBLASLt (split kept)"};
+  std::mt19937 rng(5);
+  const std::vector<std::pair<int64_t, int64_t>> shapes = {{4096, 4096}, {12288, 4096}, {22016, 4096}, {4096, 11008}};
+  std::printf("\n%-10s %-5s %-30s %10s %9s %9s\n", "N x K", "M", "path", "us", "TFLOP/s", "vs bf16");
+  for (int64_t m : ms_rows) {
+    double total_us[4] = {};
+    for (const auto& [n, k] : shapes) {
+      // One host FP8 weight (finite codes: 0x7f / 0xff are NaN) and one bf16 x, shared by the backends.
+      Tensor wh = Tensor::empty({n, k}, DType::kF8_B128);
+      auto* blocks = static_cast<BlockF8B128*>(wh.raw());
+      for (int64_t b = 0; b < n * k / kF8Block; ++b) {
+        blocks[b].scale = 1.f / 256.f;
+        for (int64_t i = 0; i < kF8Block; i += 4) {
+          const uint32_t r = rng();
+          for (int j = 0; j < 4; ++j) {
+            uint8_t q = static_cast<uint8_t>(r >> (8 * j));
+            if ((q & 0x7f) == 0x7f) q ^= 1;
+            blocks[b].q[i + j] = q;
+          }
+        }
+      }
+      Tensor xh = Tensor::empty({m, k}, DType::kBF16);
+      std::normal_distribution<float> normal(0.f, 1.f);
+      for (int64_t i = 0; i < m * k; ++i) xh.data<uint16_t>()[i] = f32_to_bf16(normal(rng));
+      double bf16_ms = 0;
+      for (int p = 0; p < 4; ++p) {
+        Backend& b = *backends[static_cast<size_t>(p)];
+        const DType wdt = p == 0 ? DType::kBF16 : DType::kF8_B128;
+        const int64_t bytes = dtype_bytes(wdt, n * k);
+        const int copies = static_cast<int>(std::max<int64_t>(2, (int64_t{4} * prop.l2CacheSize) / bytes + 1));
+        std::vector<Tensor> ws;
+        for (int c = 0; c < copies; ++c) {
+          if (p == 0) {
+            ws.push_back(b.alloc({n, k}, DType::kBF16));
+            fill(ws.back(), 300 + c);
+          } else {
+            ws.push_back(b.upload_weight(wh));
+          }
+        }
+        Tensor x = b.alloc({m, k}, DType::kBF16), out = b.alloc({m, n}, DType::kBF16);
+        b.copy(xh, x);
+        b.synchronize();
+        Timer t{static_cast<cudaStream_t>(cuda_backend_stream(b))};
+        const double ms = t.median_ms(3, reps, [&](int i) { b.matmul(x, ws[static_cast<size_t>(i) % ws.size()], nullptr, out); });
+        total_us[p] += ms * 1e3;
+        if (p == 0) bf16_ms = ms;
+        const double tflops = 2.0 * static_cast<double>(m * n * k) / (ms * 1e-3) / 1e12;
+        std::printf("%5lldx%-5lld %-5lld %-30s %10.1f %9.1f %8.2fx\n", static_cast<long long>(n),
+                    static_cast<long long>(k), static_cast<long long>(m), names[p], ms * 1e3, tflops, bf16_ms / ms);
+      }
+    }
+    double flops = 0;
+    for (const auto& [n, k] : shapes) flops += 2.0 * static_cast<double>(m * n * k);
+    std::printf("7b layer (the four shapes) at M %lld:\n", static_cast<long long>(m));
+    for (int p = 0; p < 4; ++p)
+      std::printf("  %-30s %10.1f us %9.1f TFLOP/s %8.2fx bf16\n", names[p], total_us[p],
+                  flops / (total_us[p] * 1e-6) / 1e12, total_us[0] / total_us[p]);
+  }
   return 0;
 }
 
@@ -388,13 +474,14 @@ std::vector<std::string> list_after(const char* arg, const char* prefix) {
 }
 
 int main(int argc, char** argv) {
-  bool quick = false, quant_only = false, qmma_only = false;
+  bool quick = false, quant_only = false, qmma_only = false, fp8 = false, rows_given = false;
   strata::QmmaSelection sel;
   try {
     for (int i = 1; i < argc; ++i) {
       quick = quick || std::strcmp(argv[i], "--quick") == 0;
       quant_only = quant_only || std::strcmp(argv[i], "--quant") == 0;
       qmma_only = qmma_only || std::strcmp(argv[i], "--qmma") == 0;
+      fp8 = fp8 || std::strcmp(argv[i], "--fp8") == 0;
       sel.splits = sel.splits || std::strcmp(argv[i], "--qmma-splits") == 0;
       if (std::strncmp(argv[i], "--types=", 8) == 0) {
         sel.types.clear();
@@ -402,9 +489,11 @@ int main(int argc, char** argv) {
       }
       if (std::strncmp(argv[i], "--rows=", 7) == 0) {
         sel.rows.clear();
+        rows_given = true;
         for (const std::string& r : list_after(argv[i], "--rows=")) sel.rows.push_back(std::stoll(r));
       }
     }
+    if (fp8) return strata::bench_fp8(quick, rows_given ? sel.rows : std::vector<int64_t>{2048});
     return strata::run(quick, quant_only, qmma_only, sel);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "kernel_bench: %s\n", e.what());

@@ -27,9 +27,10 @@ TEST(KernelOptions, EveryKeySetsItsField) {
   const auto keys = apply_kernel_options(
       "gemv_max_rows=8,gemv_rolling=2,fuse_rope_kv_write=0,decode_attention_warps=0,fuse_rope_attention=0,"
       "decode_split_grain=64,decode_whole_blocks=0,decode_head_split=4,fuse_swiglu=0,pdl=0,cublaslt=0,"
-      "quant_mma_min_rows=4,quant_mma_max_rows=32,moe_grouped=0,moe_gemv_max_rows=8,moe_gemm=1",
+      "quant_mma_min_rows=4,quant_mma_max_rows=32,moe_grouped=0,moe_gemv_max_rows=8,moe_gemm=1,fp8_cublaslt=2",
       o);
-  EXPECT_EQ(keys.size(), 16u);
+  EXPECT_EQ(keys.size(), 17u);
+  EXPECT_EQ(o.fp8_cublaslt, 2);
   EXPECT_EQ(o.moe_gemm, 1);
   EXPECT_FALSE(o.moe_grouped);
   EXPECT_EQ(o.moe_gemv_max_rows, 8);
@@ -69,6 +70,7 @@ TEST(KernelOptions, BadValuesNameTheKeyAndWhatItTakes) {
       << error_of("decode_split_grain=48");
   EXPECT_NE(error_of("fuse_swiglu=yes").find("fuse_swiglu must be 0 or 1"), std::string::npos);
   EXPECT_NE(error_of("gemv_max_rows=9").find("gemv_max_rows must be"), std::string::npos);
+  EXPECT_NE(error_of("fp8_cublaslt=3").find("fp8_cublaslt must be 0, 1 or 2, got '3'"), std::string::npos);
   EXPECT_NE(error_of("decode_head_split=3").find("decode_head_split must be 0, 1, 2, 4 or 8"), std::string::npos);
   EXPECT_NE(error_of("pdl").find("'pdl' is not key=value"), std::string::npos);
   EXPECT_NE(error_of("=1").find("is not key=value"), std::string::npos);
