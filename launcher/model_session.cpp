@@ -83,7 +83,8 @@ ModelSession::ModelSession(const SessionOptions& options, const RankPlacement& p
   if (checkpoint_->tokenizer()) tokenizer_ = Tokenizer::create(*checkpoint_->tokenizer());
   LOG_DEBUG("loaded ", checkpoint_->format(), " model ", options.model_path, ": layers [", spec_.layer_begin, ", ",
             spec_.layer_end, ") tp ", spec_.tp_rank, "/", spec_.tp_size, ", ", weight_bytes_, " layer weight bytes, ",
-            checkpoint_->bytes_touched(), " bytes of the checkpoint read");
+            checkpoint_->bytes_touched(), " bytes of the checkpoint read, ", checkpoint_->tensors_built(),
+            " tensors (", checkpoint_->bytes_built(), " bytes) transcoded");
 }
 
 KvCacheShape ModelSession::kv_shape(int64_t tokens) const {

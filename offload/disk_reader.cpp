@@ -78,9 +78,9 @@ void CheckpointFile::release() noexcept {
 }
 
 void CheckpointFile::check_intact() const {
-  // A sealed in-memory file (layers strata transcoded at load, runtime/formats/mapped_file.h) cannot change
-  // and has no link on disk to lose.
-  constexpr int kSealed = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE;
+  // A sealed in-memory file (layers strata transcodes, runtime/formats/mapped_file.h) cannot change size and
+  // has no link on disk to lose; only strata writes it, each range before anything reads it.
+  constexpr int kSealed = F_SEAL_SHRINK | F_SEAL_GROW;
   if (const int seals = ::fcntl(fd_, F_GET_SEALS); seals >= 0 && (seals & kSealed) == kSealed) return;
   struct stat st {};
   if (::fstat(fd_, &st) != 0) {

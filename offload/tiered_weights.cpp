@@ -222,6 +222,7 @@ TieredWeights::TieredWeights(const Checkpoint& ck, const ShardSpec& spec, Backen
       s.host = dst;
       host_cursor += (t.nbytes + 255) / 256 * 256;
     } else {
+      ck.materialize(t.ref.name);  // a tensor built on access exists in its file once built
       s.file = m.file_for(ck, *t.entry);
       s.segments = t.segments;
     }

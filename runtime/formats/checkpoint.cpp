@@ -38,8 +38,17 @@ std::shared_ptr<MappedFile> Checkpoint::file_of(const TensorEntry& entry) const 
   STRATA_THROW(ErrorKind::kInternal, path_, ": tensor '", entry.name, "' refers to unmapped file '", entry.file, "'");
 }
 
+void Checkpoint::materialize(const std::string& name) const {
+  const TensorEntry& e = entry(name);
+  if (!e.built_on_access) return;
+  STRATA_CHECK_KIND(ErrorKind::kInternal, lazy_ != nullptr, path_, ": tensor '", name, "' is built on access but ",
+                    "the checkpoint has nothing to build it");
+  lazy_->build(e);
+}
+
 Tensor Checkpoint::tensor(const std::string& name) const {
   const TensorEntry& e = entry(name);
+  if (e.built_on_access) materialize(name);
   auto file = file_of(e);
   // A file truncated under the mapping would SIGBUS on first touch; fail here with a message.
   file->check_intact();
@@ -56,6 +65,7 @@ Tensor Checkpoint::tensor_rows(const std::string& name, int64_t row0, int64_t ro
   const uint64_t row_bytes = total == 0 ? 0 : e.nbytes / static_cast<uint64_t>(total);
   STRATA_CHECK(e.shape.size() >= 2 || !dtype_is_quantized(e.dtype), path_, ": tensor '", name,
                "' is a 1-D quantized tensor; its rows are not addressable");
+  if (e.built_on_access) materialize(name);
   auto file = file_of(e);
   file->check_intact();
   add_bytes_touched(row_bytes * static_cast<uint64_t>(rows));

@@ -30,9 +30,24 @@ struct TensorEntry {
   // A static activation scale of an FP8 / W8A8 layer (input_scale), recorded from the checkpoint; strata
   // computes with float activations (weight-only quantization), so nothing reads it yet.
   std::optional<float> input_scale;
+  // The bytes are built on first access (LazyTensors) into `file`, an in-memory file, rather than mapped as
+  // they are: a reader of `offset` must call Checkpoint::materialize first.
+  bool built_on_access = false;
 };
 
 class MappedFile;
+
+// Tensors a format builds from others on first access instead of mapping them (the transcoded layers of a
+// quantized Hugging Face checkpoint, hf_quant.h), so opening a checkpoint for its config or a rank's share
+// costs only what is read. build() writes one entry's bytes into its file, once per process whichever thread
+// asks first; a failure (bad content, naming the tensor) throws and leaves the entry unbuilt.
+class LazyTensors {
+ public:
+  virtual ~LazyTensors() = default;
+  virtual void build(const TensorEntry& entry) = 0;
+  virtual uint64_t tensors_built() const = 0;
+  virtual uint64_t bytes_built() const = 0;
+};
 
 class Checkpoint {
  public:
@@ -52,6 +67,12 @@ class Checkpoint {
   // the test that each TP rank reads about 1/TP of the sharded tensors).
   uint64_t bytes_touched() const { return bytes_touched_; }
   void add_bytes_touched(uint64_t n) const { bytes_touched_ += n; }
+  // Builds a built_on_access tensor's bytes in its file (nothing for others). tensor() and tensor_rows() do
+  // it; a reader that goes to the file by offset (the offload disk tier) calls it first.
+  void materialize(const std::string& name) const;
+  // Tensors and bytes built on first access so far (0 when every tensor is mapped as it is).
+  uint64_t tensors_built() const { return lazy_ ? lazy_->tensors_built() : 0; }
+  uint64_t bytes_built() const { return lazy_ ? lazy_->bytes_built() : 0; }
 
   // The tokenizer, when the checkpoint has one (embedded in GGUF, tokenizer.json or tokenizer.model
   // beside safetensors, tokenizer.bin beside a llama2.c checkpoint).
@@ -64,6 +85,7 @@ class Checkpoint {
   std::vector<TensorEntry> entries_;
   std::vector<std::shared_ptr<MappedFile>> files_;  // indexed by TensorEntry::file lookup
   std::optional<TokenizerData> tokenizer_;
+  std::shared_ptr<LazyTensors> lazy_;  // builds the built_on_access entries
   mutable uint64_t bytes_touched_ = 0;
 
   std::shared_ptr<MappedFile> file_of(const TensorEntry& entry) const;

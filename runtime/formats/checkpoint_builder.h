@@ -22,6 +22,8 @@ class CheckpointBuilder : public Checkpoint {
   // The tensor's name inside the files, for messages about missing tensors (HF names differ).
   void set_native_name(std::function<std::string(const std::string&)> f) { native_name_ = std::move(f); }
   void add_file(std::shared_ptr<MappedFile> file) { files_.push_back(std::move(file)); }
+  // What builds the entries marked built_on_access.
+  void set_lazy(std::shared_ptr<LazyTensors> lazy) { lazy_ = std::move(lazy); }
   // Throws kFormat when `entry.name` is already present (two tensors mapping to one name).
   void add_entry(TensorEntry entry);
   // Validates the config, every entry's bounds and size, and the shapes the config implies.

@@ -2,12 +2,14 @@
 #include "runtime/formats/hf_checkpoint.h"
 
 #include <algorithm>
+#include <atomic>
 #include <boost/json.hpp>
 #include <charconv>
 #include <filesystem>
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <sstream>
 
 #include "runtime/error.h"
@@ -110,6 +112,59 @@ void parse_moe_config(const JsonFields& f, ModelConfig& c) {
   STRATA_CHECK_KIND(ErrorKind::kFormat, f.string("hidden_act", "silu") == "silu", f.source, ": hidden_act '",
                     f.string("hidden_act", "silu"), "' is not supported; the experts are SwiGLU (silu)");
 }
+
+// The quantized layers of a checkpoint, each transcoded (hf_quant.h) when first read into its place in one
+// sparse in-memory file: a rank pays for the layers it reads, and opening for the config pays nothing.
+class TranscodedLayers final : public LazyTensors {
+ public:
+  // `sources`: the shards the layers' parts point into.
+  TranscodedLayers(HfQuantization quant, std::vector<HfQuantLayer> layers,
+                   std::vector<std::shared_ptr<MappedFile>> sources)
+      : quant_(std::move(quant)), layers_(std::move(layers)), sources_(std::move(sources)), once_(layers_.size()) {
+    uint64_t size = 0;
+    for (const HfQuantLayer& l : layers_) {
+      size = (size + 63) / 64 * 64;
+      offsets_.push_back(size);
+      size += l.nbytes();
+    }
+    file_ = std::make_shared<MappedFile>(MappedFile::in_memory("strata-transcoded-weights", size));
+  }
+  size_t size() const { return layers_.size(); }
+  const HfQuantLayer& layer(size_t i) const { return layers_[i]; }
+  uint64_t offset(size_t i) const { return offsets_[i]; }
+  const std::shared_ptr<MappedFile>& file() const { return file_; }
+  void bind(const std::string& canonical, size_t i) { index_[canonical] = i; }
+
+  void build(const TensorEntry& entry) override {
+    const auto it = index_.find(entry.name);
+    STRATA_CHECK_KIND(ErrorKind::kInternal, it != index_.end(), "tensor '", entry.name, "' is not a transcoded layer");
+    const size_t i = it->second;
+    std::call_once(once_[i], [&] {  // a throw leaves it unbuilt: the next read retries and fails the same way
+      const HfQuantLayer& l = layers_[i];
+      for (const auto& source : sources_)  // a shard truncated since open would SIGBUS on the read below
+        for (const auto& part : l.parts)
+          if (part.second.file == source->path()) source->check_intact();
+      std::vector<uint8_t> bytes(l.nbytes());
+      transcode_hf_layer(quant_, l, bytes.data());
+      file_->write(offsets_[i], bytes.data(), bytes.size());
+      tensors_ += 1;
+      bytes_ += bytes.size();
+      LOG_DEBUG("transcoded ", l.described);
+    });
+  }
+  uint64_t tensors_built() const override { return tensors_; }
+  uint64_t bytes_built() const override { return bytes_; }
+
+ private:
+  const HfQuantization quant_;
+  const std::vector<HfQuantLayer> layers_;
+  const std::vector<std::shared_ptr<MappedFile>> sources_;
+  std::vector<uint64_t> offsets_;
+  std::vector<std::once_flag> once_;
+  std::map<std::string, size_t> index_;  // canonical name -> layer
+  std::shared_ptr<MappedFile> file_;
+  std::atomic<uint64_t> tensors_{0}, bytes_{0};
+};
 
 }  // namespace
 
@@ -348,17 +403,19 @@ std::unique_ptr<Checkpoint> open_hf_checkpoint(const std::string& dir) {
   }
 
   // Every tensor of every shard first: a quantized layer's parts (qweight, scales, ...) may sit in different
-  // shards, and are transcoded together (hf_quant.h).
+  // shards, and are planned and transcoded together (hf_quant.h).
   struct FileTensor {
     std::string path, name;  // name: the language model's plain Hugging Face name
     SafetensorsTensor t;
     const uint8_t* data;
   };
   std::vector<FileTensor> tensors;
+  std::vector<std::shared_ptr<MappedFile>> shard_files;
   for (const auto& shard : shards) {
     const std::string path = (root / shard).string();
     auto file = std::make_shared<MappedFile>(path);
     ckpt->add_file(file);
+    shard_files.push_back(file);
     const SafetensorsHeader header = parse_safetensors_header(file->data(), file->size(), path);
     for (const auto& t : header.tensors) {
       if (!weight_map.empty()) {
@@ -377,27 +434,25 @@ std::unique_ptr<Checkpoint> open_hf_checkpoint(const std::string& dir) {
     std::map<std::string, HfRawTensor> raw;
     for (const FileTensor& f : tensors)
       if (!f.name.empty()) raw[f.name] = HfRawTensor{f.path, f.t.dtype, f.t.shape, f.data, f.t.nbytes};
-    std::vector<HfTranscoded> layers = transcode_hf_quantized(quant, raw);
+    auto layers = std::make_shared<TranscodedLayers>(quant, plan_hf_quantized(quant, raw), shard_files);
     std::erase_if(tensors, [&](const FileTensor& f) { return !f.name.empty() && raw.count(f.name) == 0; });
-    // The transcoded layers live in one in-memory file, so every reader of checkpoint files serves them.
-    std::vector<std::vector<uint8_t>> parts;
-    for (HfTranscoded& l : layers) parts.push_back(std::move(l.bytes));
-    std::vector<uint64_t> offsets;
-    auto memory = std::make_shared<MappedFile>(MappedFile::in_memory("strata-transcoded-weights", parts, &offsets));
-    ckpt->add_file(memory);
-    for (size_t i = 0; i < layers.size(); ++i) {
-      const HfTranscoded& l = layers[i];
+    ckpt->add_file(layers->file());
+    ckpt->set_lazy(layers);
+    for (size_t i = 0; i < layers->size(); ++i) {
+      const HfQuantLayer& l = layers->layer(i);
       const auto canonical = hf_to_canonical_name(l.weight_name, config.arch);
       if (!canonical) {
         LOG_DEBUG(dir, ": ignoring quantized layer '", l.weight_name, "' (not used by the model)");
         continue;
       }
-      ckpt->add_entry(TensorEntry{*canonical, memory->path(), l.described, l.dtype, l.shape, offsets[i],
-                                  static_cast<uint64_t>(dtype_bytes(l.dtype, l.shape[0] * l.shape[1])),
-                                  l.input_scale});
+      layers->bind(*canonical, i);
+      TensorEntry e{*canonical, layers->file()->path(), l.described, l.dtype, l.shape, layers->offset(i), l.nbytes(),
+                    l.input_scale};
+      e.built_on_access = true;
+      ckpt->add_entry(std::move(e));
     }
-    LOG_INFO(dir, ": ", quant.method_name, " checkpoint, ", layers.size(), " quantized layers transcoded (",
-             memory->size(), " bytes in memory)");
+    LOG_INFO(dir, ": ", quant.method_name, " checkpoint, ", layers->size(), " quantized layers, each transcoded when ",
+             "first read (", layers->file()->size(), " bytes in memory if all are)");
   }
   for (const FileTensor& f : tensors) {
     const auto canonical = f.name.empty() ? std::nullopt : hf_to_canonical_name(f.name, config.arch);

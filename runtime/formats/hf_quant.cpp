@@ -1,7 +1,7 @@
 // runtime/formats/hf_quant.cpp: quantization_config parsing and the transcoding of GPTQ, AWQ, FP8 and
 // compressed-tensors layers into strata's block types (the mapping is in hf_quant.h). Every integer format
-// is first unpacked into one form, y[n][k] = scale[n][group(k)] * d[n][k] with d = code - zero an integer,
-// and one emitter picks the smallest block type that holds it exactly.
+// is first unpacked into one form, y[n][k] = scale[n][group(k)] * d[n][k] with d = code - zero an integer;
+// planning picks the smallest block type that holds every d the zero points allow, and one emitter writes it.
 #include "runtime/formats/hf_quant.h"
 
 #include <algorithm>
@@ -179,8 +179,12 @@ class Module {
   void also_consume(const char* suffix) {
     if (has(suffix)) used_.push_back(name(suffix));
   }
-  void consume() {
-    for (const std::string& n : used_) all_.erase(n);
+  // Moves the tensors this layer read out of the map: the caller sees only the rest.
+  std::map<std::string, HfRawTensor> take() {
+    std::map<std::string, HfRawTensor> out;
+    for (const std::string& n : used_)
+      if (auto it = all_.find(n); it != all_.end()) out.insert(all_.extract(it));
+    return out;
   }
   std::string file() const {
     for (const auto& n : used_) return std::filesystem::path(all_.at(n).file).filename().string();
@@ -197,9 +201,14 @@ constexpr std::initializer_list<DType> kFloatTypes = {DType::kF32, DType::kF16, 
 
 // ---- the integer form and its emitter ----------------------------------------------------------------
 
-// y[r][c] = scale[r][group[c]] * d[r][c].
+// y[r][c] = scale[r][group[c]] * d[r][c]. Planning fills everything but d and (f16) scales; transcoding all.
 struct IntLayer {
   int64_t rows = 0, cols = 0, groups = 0;
+  int dmin = 0, dmax = 0;       // the range d can take: every code the bit width allows, minus the zero points
+  bool permuted = false;        // act-order: g_idx does not follow the columns
+  bool scales_f16 = true;       // every scale is an f16 value
+  std::string scale_tensor;     // describe() of the scales, for messages
+  std::string label;            // "<qweight> in <file> (GPTQ 4-bit)"
   std::vector<int16_t> d;       // [rows * cols]
   std::vector<float> scale;     // [rows * groups]
   std::vector<int32_t> group;   // [cols]
@@ -218,25 +227,31 @@ bool blocks_follow_groups(const IntLayer& l) {
   return true;
 }
 
-void emit(const IntLayer& l, const std::string& label, HfTranscoded& out, bool permuted) {
-  out.shape = {l.rows, l.cols};
-  const auto [lo, hi] = std::minmax_element(l.d.begin(), l.d.end());
-  const int dmin = l.d.empty() ? 0 : *lo, dmax = l.d.empty() ? 0 : *hi;
-  const bool scales_f16 = std::all_of(l.scale.begin(), l.scale.end(), f16_exact);
-  const bool blocks = !permuted && blocks_follow_groups(l);
-  DType dt = DType::kF32;
-  if (blocks && scales_f16) {
-    if (dmin >= -8 && dmax <= 7) dt = DType::kQ4_0;
-    else if (dmin >= -16 && dmax <= 15) dt = DType::kQ5_0;
-    else if (dmin >= -128 && dmax <= 127) dt = DType::kQ8_0;
+// The smallest type that holds the layer exactly; `why` says why an f32 one could not stay quantized.
+DType choose_type(const IntLayer& l, std::string& why) {
+  const bool blocks = !l.permuted && blocks_follow_groups(l);
+  if (blocks && l.scales_f16) {
+    if (l.dmin >= -8 && l.dmax <= 7) return DType::kQ4_0;
+    if (l.dmin >= -16 && l.dmax <= 15) return DType::kQ5_0;
+    if (l.dmin >= -128 && l.dmax <= 127) return DType::kQ8_0;
   }
-  out.dtype = dt;
-  out.bytes.assign(static_cast<size_t>(dtype_bytes(dt, l.rows * l.cols)), 0);
+  why = l.permuted ? "act-order g_idx permutes the groups" : !l.scales_f16 ? "its scales are not f16 values"
+        : !blocks ? cat("its groups of ", l.groups > 0 ? l.cols / l.groups : l.cols,
+                        " columns do not hold whole 32-column blocks")
+                  : cat("its codes minus zero points can leave int8 (", l.dmin, " to ", l.dmax, ")");
+  return DType::kF32;
+}
+
+void emit(const IntLayer& l, DType dt, uint8_t* out) {
+  if (dt != DType::kF32)  // planning read f16 scales' dtype, not their values
+    for (size_t i = 0; i < l.scale.size(); ++i)
+      STRATA_CHECK_KIND(ErrorKind::kFormat, std::isfinite(l.scale[i]), l.scale_tensor, ": scale ", i / l.groups,
+                        ", group ", i % l.groups, " is ", l.scale[i], "; a quantized layer needs finite scales");
   const int64_t size = l.groups > 0 ? l.cols / l.groups : l.cols;
   for (int64_t r = 0; r < l.rows; ++r) {
     const int16_t* d = l.d.data() + r * l.cols;
     const float* s = l.scale.data() + r * l.groups;
-    uint8_t* row = out.bytes.data() + dtype_bytes(dt, r * l.cols);
+    uint8_t* row = out + dtype_bytes(dt, r * l.cols);
     for (int64_t b = 0; dt != DType::kF32 && b < l.cols / kQBlock; ++b) {
       const int16_t* db = d + b * kQBlock;
       const uint16_t scale = f32_to_f16(s[b * kQBlock / size]);
@@ -266,22 +281,29 @@ void emit(const IntLayer& l, const std::string& label, HfTranscoded& out, bool p
       for (int64_t c = 0; c < l.cols; ++c) y[c] = s[l.group[static_cast<size_t>(c)]] * static_cast<float>(d[c]);
     }
   }
-  std::string why;
-  if (dt == DType::kF32)
-    why = permuted ? "act-order g_idx permutes the groups" : !scales_f16 ? "its scales are not f16 values"
-          : !blocks ? cat("its groups of ", size, " columns do not hold whole 32-column blocks")
-                    : "its codes minus zero points leave int8";
-  out.described = cat(label, " -> ", dtype_name(dt));
-  out.unquantized_why = why;
-  LOG_DEBUG(out.described, why.empty() ? "" : cat(" (", why, ")"));
 }
 
-// Reads a [groups, cols] or [rows, groups] scale tensor into l.scale ([rows, groups]).
-void read_scales(const HfRawTensor& t, IntLayer& l, bool transposed) {
+// Reads a [groups, rows] (transposed) or [rows, groups] scale tensor into l.scale ([rows, groups]). Planning
+// (codes == false) reads scales only to learn whether they are f16 values, which an f16 tensor's are (bar
+// non-finite ones, which emit() refuses).
+void read_scales(const Module& m, const char* suffix, const HfRawTensor& t, IntLayer& l, bool transposed, bool codes) {
+  l.scale_tensor = describe(m.name(suffix), t);
+  if (!codes && t.dtype == DType::kF16) return;
   l.scale.resize(static_cast<size_t>(l.rows * l.groups));
   for (int64_t r = 0; r < l.rows; ++r)
     for (int64_t g = 0; g < l.groups; ++g)
       l.scale[static_cast<size_t>(r * l.groups + g)] = float_at(t, transposed ? g * l.rows + r : r * l.groups + g);
+  if (!codes) {
+    l.scales_f16 = std::all_of(l.scale.begin(), l.scale.end(), f16_exact);
+    std::vector<float>().swap(l.scale);
+  }
+}
+
+// d = code - zero for codes in [lo, hi]: the range over every zero point.
+void d_range(IntLayer& l, const std::vector<int>& zero, int lo, int hi) {
+  const auto [zlo, zhi] = std::minmax_element(zero.begin(), zero.end());
+  l.dmin = lo - (zero.empty() ? 0 : *zhi);
+  l.dmax = hi - (zero.empty() ? 0 : *zlo);
 }
 
 int64_t group_count(const Module& m, int64_t cols, int64_t group_size, const std::string& source) {
@@ -294,7 +316,7 @@ int64_t group_count(const Module& m, int64_t cols, int64_t group_size, const std
 
 // ---- GPTQ and AWQ ------------------------------------------------------------------------------------
 
-HfTranscoded gptq(Module& m, const HfQuantization& q) {
+IntLayer gptq(Module& m, const HfQuantization& q, bool codes) {
   const int bits = q.bits, pack = 32 / bits, mask = (1 << bits) - 1;
   const HfRawTensor& qweight = m.get("qweight", {DType::kI32}, "GPTQ packed codes");
   STRATA_CHECK_KIND(ErrorKind::kFormat, qweight.shape.size() == 2, describe(m.name("qweight"), qweight),
@@ -307,9 +329,8 @@ HfTranscoded gptq(Module& m, const HfQuantization& q) {
   m.expect_shape("scales", {l.groups, rows}, cat("GPTQ with group_size ", q.group_size));
   const HfRawTensor& qzeros = m.get("qzeros", {DType::kI32}, "GPTQ packed zero points");
   m.expect_shape("qzeros", {l.groups, (rows + pack - 1) / pack}, cat(bits, "-bit GPTQ zero points"));
-  read_scales(scales, l, true);
+  read_scales(m, "scales", scales, l, true, codes);
   l.group.resize(static_cast<size_t>(cols));
-  bool permuted = false;
   if (m.has("g_idx")) {
     const HfRawTensor& g_idx = m.get("g_idx", {DType::kI32, DType::kI64}, "GPTQ group index");
     m.expect_shape("g_idx", {cols}, "one group per input column");
@@ -318,34 +339,39 @@ HfTranscoded gptq(Module& m, const HfQuantization& q) {
       STRATA_CHECK_KIND(ErrorKind::kFormat, g >= 0 && g < l.groups, describe(m.name("g_idx"), g_idx), ": entry ", c,
                         " = ", g, " is outside the ", l.groups, " groups of the scales");
       l.group[static_cast<size_t>(c)] = static_cast<int32_t>(g);
-      permuted = permuted || g != c * l.groups / cols;
+      l.permuted = l.permuted || g != c * l.groups / cols;
     }
   } else {
     for (int64_t c = 0; c < cols; ++c) l.group[static_cast<size_t>(c)] = static_cast<int32_t>(c * l.groups / cols);
   }
-  l.d.resize(static_cast<size_t>(rows * cols));
+  // Zero points [groups, rows]; v1 (AutoGPTQ's format) stores each minus one, gptq_v2 as is.
+  std::vector<int> zero(static_cast<size_t>(l.groups * rows));
   const int64_t zcols = qzeros.shape[1];
+  for (int64_t g = 0; g < l.groups; ++g)
+    for (int64_t r = 0; r < rows; ++r) {
+      const auto zword = static_cast<uint32_t>(int_at(qzeros, g * zcols + r / pack));
+      zero[static_cast<size_t>(g * rows + r)] =
+          (static_cast<int>(zword >> (bits * (r % pack))) & mask) + (q.gptq_v1 ? 1 : 0);
+    }
+  d_range(l, zero, 0, mask);
+  l.label = cat(m.name("qweight"), " in ", m.file(), " (GPTQ ", bits, "-bit", q.gptq_v1 ? "" : " v2", ")");
+  if (!codes) return l;
+  l.d.resize(static_cast<size_t>(rows * cols));
   for (int64_t c = 0; c < cols; ++c) {
     const int32_t g = l.group[static_cast<size_t>(c)];
     for (int64_t r = 0; r < rows; ++r) {
       const auto word = static_cast<uint32_t>(int_at(qweight, (c / pack) * rows + r));
       const int code = static_cast<int>(word >> (bits * (c % pack))) & mask;
-      const auto zword = static_cast<uint32_t>(int_at(qzeros, g * zcols + r / pack));
-      // v1 (AutoGPTQ's format) stores each zero point minus one; gptq_v2 stores it as is.
-      const int zero = (static_cast<int>(zword >> (bits * (r % pack))) & mask) + (q.gptq_v1 ? 1 : 0);
-      l.d[static_cast<size_t>(r * cols + c)] = static_cast<int16_t>(code - zero);
+      l.d[static_cast<size_t>(r * cols + c)] = static_cast<int16_t>(code - zero[static_cast<size_t>(g * rows + r)]);
     }
   }
-  HfTranscoded out;
-  emit(l, cat(m.name("qweight"), " in ", m.file(), " (GPTQ ", bits, "-bit", q.gptq_v1 ? "" : " v2", ")"), out,
-       permuted);
-  return out;
+  return l;
 }
 
 // AutoAWQ's GEMM packing: word j of a row holds columns 8j..8j+7, nibble i holding column 8j + kOrder[i].
 constexpr int kAwqNibbleOfColumn[8] = {0, 4, 1, 5, 2, 6, 3, 7};
 
-HfTranscoded awq(Module& m, const HfQuantization& q) {
+IntLayer awq(Module& m, const HfQuantization& q, bool codes) {
   const HfRawTensor& qweight = m.get("qweight", {DType::kI32}, "AWQ packed codes");
   STRATA_CHECK_KIND(ErrorKind::kFormat, qweight.shape.size() == 2, describe(m.name("qweight"), qweight),
                     " must be 2-D [in, out / 8]");
@@ -357,30 +383,36 @@ HfTranscoded awq(Module& m, const HfQuantization& q) {
   m.expect_shape("scales", {l.groups, rows}, cat("AWQ with group_size ", q.group_size));
   const HfRawTensor& qzeros = m.get("qzeros", {DType::kI32}, "AWQ packed zero points");
   m.expect_shape("qzeros", {l.groups, rows / 8}, "4-bit AWQ zero points");
-  read_scales(scales, l, true);
+  read_scales(m, "scales", scales, l, true, codes);
   l.group.resize(static_cast<size_t>(cols));
   for (int64_t c = 0; c < cols; ++c) l.group[static_cast<size_t>(c)] = static_cast<int32_t>(c * l.groups / cols);
-  l.d.resize(static_cast<size_t>(rows * cols));
   const int64_t words = rows / 8;
+  std::vector<int> zero(static_cast<size_t>(l.groups * rows));
+  for (int64_t g = 0; g < l.groups; ++g)
+    for (int64_t r = 0; r < rows; ++r) {
+      const auto word = static_cast<uint32_t>(int_at(qzeros, g * words + r / 8));
+      zero[static_cast<size_t>(g * rows + r)] = static_cast<int>(word >> (4 * kAwqNibbleOfColumn[r % 8])) & 15;
+    }
+  d_range(l, zero, 0, 15);
+  l.label = cat(m.name("qweight"), " in ", m.file(), " (AWQ 4-bit GEMM)");
+  if (!codes) return l;
+  l.d.resize(static_cast<size_t>(rows * cols));
   for (int64_t c = 0; c < cols; ++c) {
     const int32_t g = l.group[static_cast<size_t>(c)];
     for (int64_t r = 0; r < rows; ++r) {
       const int shift = 4 * kAwqNibbleOfColumn[r % 8];
       const int code = static_cast<int>(static_cast<uint32_t>(int_at(qweight, c * words + r / 8)) >> shift) & 15;
-      const int zero = static_cast<int>(static_cast<uint32_t>(int_at(qzeros, g * words + r / 8)) >> shift) & 15;
-      l.d[static_cast<size_t>(r * cols + c)] = static_cast<int16_t>(code - zero);
+      l.d[static_cast<size_t>(r * cols + c)] = static_cast<int16_t>(code - zero[static_cast<size_t>(g * rows + r)]);
     }
   }
-  HfTranscoded out;
-  emit(l, cat(m.name("qweight"), " in ", m.file(), " (AWQ 4-bit GEMM)"), out, false);
-  return out;
+  return l;
 }
 
 // ---- compressed-tensors integer layers ---------------------------------------------------------------
 
 // The number of [rows, groups] scale groups from a compressed-tensors weight_scale: [rows, groups],
 // [rows, 1] (per channel), [1] or [] (per tensor); the scale is expanded to [rows, groups].
-void ct_scales(Module& m, IntLayer& l) {
+void ct_scales(Module& m, IntLayer& l, bool codes) {
   const HfRawTensor& s = m.get("weight_scale", kFloatTypes, "the weight scales");
   const int64_t count = numel(s.shape);
   if (s.shape.size() == 2 && s.shape[0] == l.rows) {
@@ -388,13 +420,15 @@ void ct_scales(Module& m, IntLayer& l) {
     STRATA_CHECK_KIND(ErrorKind::kFormat, l.groups > 0 && l.cols % l.groups == 0,
                       describe(m.name("weight_scale"), s), " has ", l.groups, " groups per row, which do not tile the ",
                       l.cols, " input columns");
-    read_scales(s, l, false);
+    read_scales(m, "weight_scale", s, l, false, codes);
   } else {
     STRATA_CHECK_KIND(ErrorKind::kFormat, count == 1, describe(m.name("weight_scale"), s), " has shape ",
                       shape_str(s.shape), "; strata reads per-tensor [1], per-channel [", l.rows, ", 1] and group [",
                       l.rows, ", groups] scales for this layer");
     l.groups = 1;
+    l.scale_tensor = describe(m.name("weight_scale"), s);
     l.scale.assign(static_cast<size_t>(l.rows), float_at(s, 0));
+    l.scales_f16 = f16_exact(l.scale[0]);
   }
   l.group.resize(static_cast<size_t>(l.cols));
   for (int64_t c = 0; c < l.cols; ++c) l.group[static_cast<size_t>(c)] = static_cast<int32_t>(c * l.groups / l.cols);
@@ -422,7 +456,7 @@ std::vector<int> ct_zero_points(Module& m, const IntLayer& l, int bits) {
   return z;
 }
 
-HfTranscoded ct_packed(Module& m, const HfQuantization& q) {
+IntLayer ct_packed(Module& m, const HfQuantization& q, bool codes) {
   const int bits = q.bits, per = 32 / bits, mask = (1 << bits) - 1, offset = 1 << (bits - 1);
   const HfRawTensor& packed = m.get("weight_packed", {DType::kI32}, "packed codes");
   STRATA_CHECK_KIND(ErrorKind::kFormat, packed.shape.size() == 2, describe(m.name("weight_packed"), packed),
@@ -438,8 +472,11 @@ HfTranscoded ct_packed(Module& m, const HfQuantization& q) {
                       " ", shape_str(packed.shape), " at ", bits, " bits");
     l.cols = int_at(shape, 1);
   }
-  ct_scales(m, l);
+  ct_scales(m, l, codes);
   const std::vector<int> z = ct_zero_points(m, l, bits);
+  d_range(l, z, -offset, mask - offset);
+  l.label = cat(m.name("weight_packed"), " in ", m.file(), " (compressed-tensors int", bits, ")");
+  if (!codes) return l;
   l.d.resize(static_cast<size_t>(l.rows * l.cols));
   for (int64_t r = 0; r < l.rows; ++r)
     for (int64_t c = 0; c < l.cols; ++c) {
@@ -448,35 +485,35 @@ HfTranscoded ct_packed(Module& m, const HfQuantization& q) {
       l.d[static_cast<size_t>(r * l.cols + c)] =
           static_cast<int16_t>(v - z[static_cast<size_t>(r * l.groups + l.group[static_cast<size_t>(c)])]);
     }
-  HfTranscoded out;
-  emit(l, cat(m.name("weight_packed"), " in ", m.file(), " (compressed-tensors int", bits, ")"), out, false);
-  return out;
+  return l;
 }
 
-HfTranscoded ct_int8(Module& m, const HfQuantization& q) {
+IntLayer ct_int8(Module& m, const HfQuantization& q, bool codes) {
   const HfRawTensor& w = m.get("weight", {DType::kI8}, "int8 codes");
   STRATA_CHECK_KIND(ErrorKind::kFormat, w.shape.size() == 2, describe(m.name("weight"), w), " must be 2-D");
   IntLayer l;
   l.rows = w.shape[0], l.cols = w.shape[1];
-  ct_scales(m, l);
+  ct_scales(m, l, codes);
   const std::vector<int> z = ct_zero_points(m, l, 8);
+  d_range(l, z, -128, 127);
+  l.label = cat(m.name("weight"), " in ", m.file(), " (", q.method_name, " int8)");
+  if (!codes) return l;
   l.d.resize(static_cast<size_t>(l.rows * l.cols));
   for (int64_t r = 0; r < l.rows; ++r)
     for (int64_t c = 0; c < l.cols; ++c)
       l.d[static_cast<size_t>(r * l.cols + c)] = static_cast<int16_t>(
           static_cast<int8_t>(w.data[r * l.cols + c]) - z[static_cast<size_t>(r * l.groups + l.group[static_cast<size_t>(c)])]);
-  HfTranscoded out;
-  if (m.has("input_scale")) out.input_scale = float_at(m.get("input_scale", kFloatTypes, "the input scale"), 0);
-  emit(l, cat(m.name("weight"), " in ", m.file(), " (", q.method_name, " int8)"), out, false);
-  return out;
+  return l;
 }
 
 // ---- FP8 ---------------------------------------------------------------------------------------------
 
-HfTranscoded fp8(Module& m, const HfQuantization& q) {
+// Plans the layer (out == nullptr: its type from the shapes alone) or writes its bytes.
+void fp8(Module& m, const HfQuantization& q, HfQuantLayer& out_layer, uint8_t* out) {
   const HfRawTensor& w = m.get("weight", {DType::kF8_E4M3}, "FP8 codes");
   STRATA_CHECK_KIND(ErrorKind::kFormat, w.shape.size() == 2, describe(m.name("weight"), w), " must be 2-D");
   const int64_t rows = w.shape[0], cols = w.shape[1];
+  out_layer.shape = {rows, cols};
   // scale_of(r, c): the scale of row r's 128-column block starting at column c.
   const char* scale_name = m.has("weight_scale_inv") ? "weight_scale_inv" : "weight_scale";
   const HfRawTensor& s = m.get(scale_name, kFloatTypes, "the FP8 scales");
@@ -486,17 +523,14 @@ HfTranscoded fp8(Module& m, const HfQuantization& q) {
   const bool row_scales = std::strcmp(scale_name, "weight_scale") == 0 &&
                           (count == 1 || (count == rows && (s.shape.size() == 1 || s.shape.back() == 1)));
   if (cols % kF8Block != 0 && row_scales) {
-    HfTranscoded out;
-    out.shape = {rows, cols};
-    out.dtype = DType::kF32;
-    out.bytes.resize(static_cast<size_t>(rows * cols * 4));
-    auto* y = reinterpret_cast<float*>(out.bytes.data());
-    for (int64_t r = 0; r < rows; ++r)
+    out_layer.dtype = DType::kF32;
+    out_layer.described = cat(m.name("weight"), " in ", m.file(), " (", q.method_name, " e4m3) -> f32");
+    out_layer.unquantized_why =
+        cat("its ", cols, " columns are not a multiple of the ", kF8Block, "-column f8_e4m3_b128 block");
+    auto* y = reinterpret_cast<float*>(out);
+    for (int64_t r = 0; out != nullptr && r < rows; ++r)
       for (int64_t c = 0; c < cols; ++c) y[r * cols + c] = e4m3_to_f32(w.data[r * cols + c]) * float_at(s, count == 1 ? 0 : r);
-    if (m.has("input_scale")) out.input_scale = float_at(m.get("input_scale", kFloatTypes, "the input scale"), 0);
-    out.described = cat(m.name("weight"), " in ", m.file(), " (", q.method_name, " e4m3) -> f32");
-    out.unquantized_why = cat("its ", cols, " columns are not a multiple of the ", kF8Block, "-column f8_e4m3_b128 block");
-    return out;
+    return;
   }
   STRATA_CHECK_KIND(ErrorKind::kFormat, cols % kF8Block == 0, describe(m.name("weight"), w), " has ", cols,
                     " input columns; strata stores FP8 rows in blocks of ", kF8Block,
@@ -518,20 +552,28 @@ HfTranscoded fp8(Module& m, const HfQuantization& q) {
     STRATA_THROW(ErrorKind::kFormat, describe(m.name(scale_name), s), " has shape ", shape_str(s.shape), " for a [",
                  rows, ", ", cols, "] FP8 weight; expected [1], [", rows, "], [", rows, ", 1] or a 2-D block grid");
   }
-  HfTranscoded out;
-  out.shape = {rows, cols};
-  out.dtype = DType::kF8_B128;
-  out.bytes.resize(static_cast<size_t>(dtype_bytes(out.dtype, rows * cols)));
-  auto* blk = reinterpret_cast<BlockF8B128*>(out.bytes.data());
+  out_layer.dtype = DType::kF8_B128;
+  out_layer.described = cat(m.name("weight"), " in ", m.file(), " (", q.method_name, " e4m3) -> f8_e4m3_b128");
+  if (out == nullptr) return;
+  auto* blk = reinterpret_cast<BlockF8B128*>(out);
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t c = 0; c < cols; c += kF8Block, ++blk) {
       blk->scale = float_at(s, count == 1 ? 0 : (r / row_band) * scale_cols + c / col_band);
       std::memcpy(blk->q, w.data + r * cols + c, kF8Block);
     }
-  if (m.has("input_scale")) out.input_scale = float_at(m.get("input_scale", kFloatTypes, "the input scale"), 0);
-  out.described = cat(m.name("weight"), " in ", m.file(), " (", q.method_name, " e4m3) -> f8_e4m3_b128");
-  LOG_DEBUG(out.described);
-  return out;
+}
+
+// Plans (out == nullptr: sets the layer's shape, type and description) or transcodes one layer as planned.
+void build(Module& m, const HfQuantization& q, HfQuantLayer& layer, uint8_t* out) {
+  if (layer.kind == 'f') return fp8(m, q, layer, out);
+  const bool codes = out != nullptr;
+  const IntLayer l = layer.kind == 'q' ? (q.method == HfQuantMethod::kGptq ? gptq(m, q, codes) : awq(m, q, codes))
+                     : layer.kind == 'p' ? ct_packed(m, q, codes)
+                                         : ct_int8(m, q, codes);
+  if (codes) return emit(l, layer.dtype, out);
+  layer.shape = {l.rows, l.cols};
+  layer.dtype = choose_type(l, layer.unquantized_why);
+  layer.described = cat(l.label, " -> ", dtype_name(layer.dtype));
 }
 
 bool ends_with(const std::string& s, const char* suffix) {
@@ -583,60 +625,80 @@ HfQuantization parse_hf_quantization(const std::string& json_text, const std::st
   return q;
 }
 
-std::vector<HfTranscoded> transcode_hf_quantized(const HfQuantization& q, std::map<std::string, HfRawTensor>& tensors) {
+std::vector<HfQuantLayer> plan_hf_quantized(const HfQuantization& q, std::map<std::string, HfRawTensor>& tensors) {
   // Find the quantized layers first: consuming tensors while iterating the map would invalidate it.
-  std::vector<std::pair<std::string, char>> layers;  // prefix, kind: 'q' qweight, 'p' packed, 'w' fp8/int8 weight
+  std::vector<std::pair<std::string, char>> layers;  // prefix, kind (HfQuantLayer::kind)
   for (const auto& [name, t] : tensors) {
     if (ends_with(name, ".qweight")) {
       layers.emplace_back(name.substr(0, name.size() - 8), 'q');
     } else if (ends_with(name, ".weight_packed")) {
       layers.emplace_back(name.substr(0, name.size() - 14), 'p');
     } else if (ends_with(name, ".weight") && (t.dtype == DType::kF8_E4M3 || t.dtype == DType::kI8)) {
-      layers.emplace_back(name.substr(0, name.size() - 7), 'w');
+      layers.emplace_back(name.substr(0, name.size() - 7), t.dtype == DType::kF8_E4M3 ? 'f' : 'i');
     }
   }
-  std::vector<HfTranscoded> out;
+  std::vector<HfQuantLayer> out;
   int64_t static_scales = 0, unquantized = 0;
   std::string first_unquantized;
+  const bool gptq_awq = q.method == HfQuantMethod::kGptq || q.method == HfQuantMethod::kAwq;
+  const bool ct = q.method == HfQuantMethod::kCompressedTensors;
   for (const auto& [prefix, kind] : layers) {
-    Module m(tensors, prefix);
-    HfTranscoded t;
-    const bool gptq_awq = q.method == HfQuantMethod::kGptq || q.method == HfQuantMethod::kAwq;
-    const bool ct = q.method == HfQuantMethod::kCompressedTensors;
     if (kind == 'q') {
       STRATA_CHECK_KIND(ErrorKind::kFormat, gptq_awq, "tensor '", prefix, ".qweight' is GPTQ/AWQ-packed but ",
                         q.source, " says quant_method '", q.method_name, "'");
-      t = q.method == HfQuantMethod::kGptq ? gptq(m, q) : awq(m, q);
     } else if (kind == 'p') {
       STRATA_CHECK_KIND(ErrorKind::kFormat, ct && !q.float_weights, "tensor '", prefix, ".weight_packed' is packed int",
                         " codes but ", q.source, " says quant_method '", q.method_name, "' with ",
                         q.float_weights ? "float" : "int", " weights");
-      t = ct_packed(m, q);
-    } else if (tensors.at(prefix + ".weight").dtype == DType::kF8_E4M3) {
+    } else if (kind == 'f') {
       STRATA_CHECK_KIND(ErrorKind::kFormat, q.method == HfQuantMethod::kFp8 || (ct && q.float_weights), "tensor '",
                         prefix, ".weight' is FP8 but ", q.source, " says quant_method '", q.method_name, "'",
                         ct ? " with int weights" : "");
-      t = fp8(m, q);
     } else {
       STRATA_CHECK_KIND(ErrorKind::kFormat, ct && !q.float_weights && q.bits == 8, "tensor '", prefix,
                         ".weight' is int8 but ", q.source, " says quant_method '", q.method_name,
                         "'; int8 weights come from compressed-tensors int-quantized W8A8");
-      t = ct_int8(m, q);
     }
+    Module m(tensors, prefix);
+    HfQuantLayer l;
+    l.prefix = prefix;
+    l.kind = kind;
+    l.weight_name = prefix + ".weight";
+    build(m, q, l, nullptr);
+    if ((kind == 'f' || kind == 'i') && m.has("input_scale"))
+      l.input_scale = float_at(m.get("input_scale", kFloatTypes, "the input scale"), 0);
     m.also_consume("input_scale");
     m.also_consume("input_zero_point");
-    if (t.input_scale) ++static_scales;
-    if (!t.unquantized_why.empty() && unquantized++ == 0) first_unquantized = cat(t.described, ": ", t.unquantized_why);
-    t.weight_name = prefix + ".weight";
-    m.consume();  // this layer's source tensors are read; the caller sees only the rest
-    out.push_back(std::move(t));
+    if (l.input_scale) ++static_scales;
+    if (!l.unquantized_why.empty() && unquantized++ == 0) first_unquantized = cat(l.described, ": ", l.unquantized_why);
+    LOG_DEBUG(l.described, l.unquantized_why.empty() ? "" : cat(" (", l.unquantized_why, ")"));
+    l.parts = m.take();  // the layer keeps its source tensors; the caller sees only the rest
+    out.push_back(std::move(l));
   }
   if (unquantized > 0)
     LOG_INFO(q.source, ": ", unquantized, " of ", out.size(), " quantized layers have no exact strata block type and "
-             "were dequantized exactly to f32 (they run unquantized; first: ", first_unquantized, ")");
+             "are dequantized exactly to f32 (they run unquantized; first: ", first_unquantized, ")");
   if (static_scales > 0)
     LOG_INFO(q.source, ": ", static_scales, " layers carry static activation scales (input_scale); strata records "
              "them and computes with float activations (weight-only quantization)");
+  return out;
+}
+
+void transcode_hf_layer(const HfQuantization& q, const HfQuantLayer& layer, uint8_t* out) {
+  std::map<std::string, HfRawTensor> parts = layer.parts;
+  Module m(parts, layer.prefix);
+  HfQuantLayer planned = layer;  // build() reads the planned type and rewrites nothing else
+  build(m, q, planned, out);
+}
+
+std::vector<HfTranscoded> transcode_hf_quantized(const HfQuantization& q, std::map<std::string, HfRawTensor>& tensors) {
+  std::vector<HfTranscoded> out;
+  for (const HfQuantLayer& l : plan_hf_quantized(q, tensors)) {
+    HfTranscoded t{l.weight_name, l.described, l.dtype, l.shape, std::vector<uint8_t>(l.nbytes()), l.input_scale,
+                   l.unquantized_why};
+    transcode_hf_layer(q, l, t.bytes.data());
+    out.push_back(std::move(t));
+  }
   return out;
 }
 

@@ -17,7 +17,9 @@
 
 namespace strata {
 
-MappedFile::MappedFile(const std::string& path) : path_(path) {
+MappedFile::MappedFile(const std::string& path) : MappedFile(path, false) {}
+
+MappedFile::MappedFile(const std::string& path, bool shared) : path_(path) {
   fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd_ < 0) {
     const int err = errno;
@@ -37,7 +39,7 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
   device_ = st.st_dev;
   inode_ = st.st_ino;
   if (size_ == 0) return;  // mmap rejects length 0; an empty file maps to nothing
-  void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd_, 0);
+  void* p = ::mmap(nullptr, size_, PROT_READ, shared ? MAP_SHARED : MAP_PRIVATE, fd_, 0);
   if (p == MAP_FAILED) {
     const int err = errno;
     release();
@@ -46,50 +48,44 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
   data_ = static_cast<const uint8_t*>(p);
 }
 
-MappedFile MappedFile::in_memory(const std::string& label, std::vector<std::vector<uint8_t>>& parts,
-                                 std::vector<uint64_t>* offsets) {
+MappedFile MappedFile::in_memory(const std::string& label, uint64_t size) {
   const int fd = ::memfd_create(label.c_str(), MFD_CLOEXEC | MFD_ALLOW_SEALING);
   if (fd < 0) {
     const int err = errno;
     STRATA_THROW(ErrorKind::kIo, "cannot create the in-memory file '", label, "': ", std::strerror(err));
   }
-  uint64_t size = 0;
-  const uint8_t zeros[64] = {};
-  auto put = [&](const uint8_t* p, size_t n) {
-    for (size_t done = 0; done < n;) {
-      const ssize_t w = ::write(fd, p + done, n - done);
-      if (w < 0 && errno == EINTR) continue;
-      if (w <= 0) {
-        const int err = errno;
-        ::close(fd);
-        STRATA_THROW(ErrorKind::kIo, "cannot fill the in-memory file '", label, "' at byte ", size + done, ": ",
-                     std::strerror(err));
-      }
-      done += static_cast<size_t>(w);
-    }
-    size += n;
-  };
-  offsets->clear();
-  for (std::vector<uint8_t>& part : parts) {
-    put(zeros, static_cast<size_t>((64 - size % 64) % 64));
-    offsets->push_back(size);
-    put(part.data(), part.size());
-    std::vector<uint8_t>().swap(part);  // the file holds it now: peak memory stays near one copy
-  }
-  // Sealed: nobody can shrink, grow or write it, so readers (the offload disk tier too) can tell it is
-  // intact by construction although it has no name on disk.
-  if (::fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) != 0) {
+  // A sparse file: pages exist once written. Sealed against shrinking and growing, so no reader (the offload
+  // disk tier either) can meet a file shorter than its mapping although it has no name on disk.
+  if (::ftruncate(fd, static_cast<off_t>(size)) != 0 ||
+      ::fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) {
     const int err = errno;
     ::close(fd);
-    STRATA_THROW(ErrorKind::kIo, "cannot seal the in-memory file '", label, "': ", std::strerror(err));
+    STRATA_THROW(ErrorKind::kIo, "cannot size and seal the in-memory file '", label, "' (", size, " bytes): ",
+                 std::strerror(err));
   }
   try {
-    MappedFile file("/proc/self/fd/" + std::to_string(fd));
+    MappedFile file("/proc/self/fd/" + std::to_string(fd), true);
     file.memfd_ = fd;
     return file;
   } catch (...) {
     ::close(fd);
     throw;
+  }
+}
+
+void MappedFile::write(uint64_t offset, const uint8_t* bytes, size_t n) const {
+  STRATA_CHECK_KIND(ErrorKind::kInternal, memfd_ >= 0 && offset <= size_ && n <= size_ - offset, "write of ", n,
+                    " bytes at ", offset, " into '", path_, "' (", size_,
+                    " bytes), which is not a fitting in-memory file");
+  for (size_t done = 0; done < n;) {
+    const ssize_t w = ::pwrite(memfd_, bytes + done, n - done, static_cast<off_t>(offset + done));
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) {
+      const int err = errno;
+      STRATA_THROW(ErrorKind::kIo, "cannot fill the in-memory file '", path_, "' at byte ", offset + done, ": ",
+                   std::strerror(err), " (out of memory for the transcoded weights?)");
+    }
+    done += static_cast<size_t>(w);
   }
 }
 

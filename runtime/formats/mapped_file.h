@@ -15,13 +15,14 @@ class MappedFile {
  public:
   // Maps `path` read-only; throws strata::Error (kIo) naming the file and the system's reason.
   explicit MappedFile(const std::string& path);
-  // An anonymous, sealed in-memory file (memfd) holding `parts`, mapped like a file on disk: its path()
-  // (/proc/self/fd/N) opens, stats and preads as one for as long as this object lives, so tensors
-  // strata builds at load time (transcoded quantized weights) serve every reader of checkpoint files,
-  // the offload disk tier's included. `label` names it in /proc and in errors. The parts are laid out
-  // in order, each at a 64-byte boundary (`offsets` receives where), and freed as they are written.
-  static MappedFile in_memory(const std::string& label, std::vector<std::vector<uint8_t>>& parts,
-                              std::vector<uint64_t>* offsets);
+  // An anonymous in-memory file (memfd) of `size` bytes, mapped like a file on disk: its path()
+  // (/proc/self/fd/N) opens, stats and preads as one for as long as this object lives, so tensors strata
+  // builds itself (transcoded quantized weights) serve every reader of checkpoint files, the offload disk
+  // tier's included. It reads as zeros and takes no memory until write() fills a range. Sealed against
+  // shrinking and growing, so its size is that of the mapping for good. `label` names it in /proc and errors.
+  static MappedFile in_memory(const std::string& label, uint64_t size);
+  // Copies `bytes` into an in_memory file at `offset` (seen through the mapping at once).
+  void write(uint64_t offset, const uint8_t* bytes, size_t n) const;
   ~MappedFile();  // munmap + close; never throws
   MappedFile(MappedFile&& other) noexcept;  // moves leave `other` empty
   MappedFile& operator=(MappedFile&& other) noexcept;
@@ -42,6 +43,7 @@ class MappedFile {
   void prefetch(uint64_t offset, uint64_t bytes) const;
 
  private:
+  MappedFile(const std::string& path, bool shared);  // shared: MAP_SHARED, so write()s show in the mapping
   void release() noexcept;
 
   std::string path_;

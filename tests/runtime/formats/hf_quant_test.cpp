@@ -14,12 +14,15 @@
 #include <sstream>
 
 #include "launcher/model_session.h"
+#include "parallel/partition.h"
 #include "parallel/plan_check.h"
+#include "parallel/plan_parser.h"
 #include "runtime/backend.h"
 #include "runtime/error.h"
 #include "runtime/formats/block_quant.h"
 #include "runtime/formats/checkpoint.h"
 #include "runtime/formats/hf_quant.h"
+#include "runtime/formats/mapped_file.h"
 #include "runtime/formats/safetensors.h"
 #include "runtime/quant_blocks.h"
 #include "tests/test_util.h"
@@ -142,6 +145,37 @@ TEST(HfQuantPlan, TensorParallelSizesKeepTheTranscodedBlocksWhole) {
   EXPECT_EQ(parallel::valid_tensor_sizes(f8->config(), DType::kF8_B128), (std::vector<int>{1}));
 }
 
+// ---- transcoding on first access ----
+
+// What RankRuntime and `strata plan --check` do with a checkpoint (its config, weight dtype and partition)
+// transcodes nothing; the first read of a layer transcodes that layer alone, and later reads reuse it.
+TEST(HfQuantLazy, OpeningForThePlanTranscodesNothingAndEachLayerOnce) {
+  for (const char* fixture : {"gptq_int4_g32_sym", "ct_w4a16_g64_asym", "fp8_block128"}) {
+    const auto ck = open_checkpoint(test::fixture(std::string("hf_quant/") + fixture));
+    parallel::PartitionOptions options;
+    options.world_size = 2;
+    options.default_dtype = parallel::checkpoint_weight_dtype(*ck, DType::kF32);
+    const parallel::ParsedPlan plan = parallel::parse_plan("parallel:\n  pipeline: 2\n", "pp2.yaml");
+    ASSERT_TRUE(plan.ok()) << parallel::join_diagnostics(plan.diagnostics);
+    EXPECT_EQ(parallel::make_partition(plan.plan, ck->config(), options).rank(1).layer_begin, 1);
+    EXPECT_EQ(ck->tensors_built(), 0u) << fixture;
+    EXPECT_EQ(ck->bytes_built(), 0u) << fixture;
+    const TensorEntry& e = ck->entry("blk.1.ffn_down.weight");
+    ASSERT_TRUE(e.built_on_access) << fixture;
+    EXPECT_FALSE(ck->entry("blk.1.ffn_norm.weight").built_on_access);
+    const std::vector<float> first = dequantized(*ck, e.name);
+    EXPECT_EQ(ck->tensors_built(), 1u) << fixture;
+    EXPECT_EQ(ck->bytes_built(), e.nbytes) << fixture;
+    const Tensor rows = ck->tensor_rows(e.name, 2, 3);
+    EXPECT_EQ(dequantized(*ck, e.name), first);
+    EXPECT_EQ(ck->tensors_built(), 1u) << fixture << ": a layer read twice was transcoded twice";
+    const auto fresh = open_checkpoint(test::fixture(std::string("hf_quant/") + fixture));  // rows alone build it too
+    const Tensor fresh_rows = fresh->tensor_rows(e.name, 2, 3);
+    EXPECT_EQ(fresh->tensors_built(), 1u);
+    EXPECT_EQ(0, std::memcmp(rows.raw(), fresh_rows.raw(), static_cast<size_t>(rows.nbytes()))) << fixture;
+  }
+}
+
 // ---- the FP8 block type and its CPU dot ----
 
 TEST(F8Block, E4m3ValuesFollowTheFormat) {
@@ -225,6 +259,54 @@ TEST(HfQuantErrors, GroupSizeThatDoesNotDivideOrDisagreesWithTheScales) {
 TEST(HfQuantErrors, FloatEightWeightsWithoutAQuantizationConfig) {
   expect_error(edited_fixture("fp8_block128", [](json::object& c) { c.erase("quantization_config"); }),
                {"is f8_e4m3", "no quantization_config"});
+}
+
+// A scale of a layer's content (not its header) that its block type cannot hold: the checkpoint opens, the
+// other layers read, and that layer's first read (and every later one) names the tensor.
+TEST(HfQuantErrors, ContentErrorsSurfaceAtTheLayersFirstRead) {
+  const std::string dir = edited_fixture("gptq_int4_g32_sym", [](json::object&) {});
+  {
+    std::fstream f(dir + "/model.safetensors", std::ios::in | std::ios::out | std::ios::binary);
+    const MappedFile file(dir + "/model.safetensors");
+    const SafetensorsHeader header = parse_safetensors_header(file.data(), file.size(), dir);
+    uint64_t offset = 0;
+    for (const SafetensorsTensor& t : header.tensors)
+      if (t.name == "model.layers.1.mlp.down_proj.scales") offset = t.offset;
+    ASSERT_GT(offset, 0u);
+    const uint16_t inf = 0x7c00;  // f16 +inf, the scale of group 0, output row 0
+    f.seekp(static_cast<std::streamoff>(offset));
+    f.write(reinterpret_cast<const char*>(&inf), 2);
+  }
+  const auto ck = open_checkpoint(dir);
+  EXPECT_NO_THROW(ck->tensor("blk.1.ffn_up.weight"));
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    try {
+      ck->tensor("blk.1.ffn_down.weight");
+      ADD_FAILURE() << "a layer with an infinite scale transcoded";
+    } catch (const Error& e) {
+      const std::string want =
+          "'model.layers.1.mlp.down_proj.scales' in model.safetensors: scale 0, group 0 is inf; a quantized layer "
+          "needs finite scales";
+      EXPECT_NE(std::string(e.what()).find(want), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_EQ(ck->tensors_built(), 1u);
+}
+
+// A shard truncated after open: the first read of a layer not yet transcoded errors instead of faulting.
+TEST(HfQuantErrors, ShardTruncatedBeforeTheFirstReadIsAnError) {
+  const std::string dir = edited_fixture("ct_w4a16_g32", [](json::object&) {});
+  const auto ck = open_checkpoint(dir);
+  fs::resize_file(dir + "/model.safetensors", fs::file_size(dir + "/model.safetensors") / 2);
+  try {
+    ck->tensor("blk.1.ffn_down.weight");
+    ADD_FAILURE() << "read a layer of a truncated shard";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kIo);
+    EXPECT_NE(std::string(e.what()).find("model.safetensors' changed size while mapped"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_EQ(ck->tensors_built(), 0u);
 }
 
 // Direct transcoder inputs for the classes a fixture cannot show without rewriting safetensors.
