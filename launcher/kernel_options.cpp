@@ -50,6 +50,8 @@ const std::vector<KernelOption>& kernel_option_table() {
       {"cublaslt", nullptr, &O::cublaslt, {}, "f32-output matmuls (the LM head) through cuBLASLt"},
       {"encoder_flash_attention", nullptr, &O::encoder_flash_attention, {},
        "vision-tower attention (bf16, head_dim 64/128) on the tensor-core prefill kernel"},
+      {"prefill_mma_fp8_kv", nullptr, &O::prefill_mma_fp8_kv, {},
+       "prefill attention over fp8 KV caches on the tensor-core kernel (else the SIMT one)"},
       {"fp8_cublaslt", &O::fp8_cublaslt, nullptr, {0, 1, 2},
        "f8_e4m3_b128 matmuls above the GEMV's rows on the e4m3 tensor cores (cuBLASLt): 0 off (dequantize to "
        "bf16), 1 weights split per call, 2 split copies kept from load (more device memory)"},

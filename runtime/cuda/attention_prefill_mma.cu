@@ -437,7 +437,8 @@ bool attention_prefill_mma_supports(const AttentionArgs& a) {
   // gridDim.y counts query tiles (at most 65535); q/k/v rows are copied in 16-byte pieces, out stored as bf16x2.
   // An fp8 cache's rows (head_dim codes + a 4-byte scale) are 4-byte aligned and read with 4-byte loads.
   const uintptr_t kv_align = a.kv_dt == DType::kF8_E4M3 ? 4 : 16;
-  return a.q_dt == DType::kBF16 && (a.kv_dt == DType::kBF16 || a.kv_dt == DType::kF8_E4M3) && a.out_dt == DType::kBF16 &&
+  return a.q_dt == DType::kBF16 && (a.kv_dt == DType::kBF16 || (a.kv_dt == DType::kF8_E4M3 && a.prefill_mma_fp8)) &&
+         a.out_dt == DType::kBF16 &&
          (a.head_dim == 64 || a.head_dim == 128) && a.n_kv_heads > 0 && a.n_heads % a.n_kv_heads == 0 &&
          a.n_heads <= INT_MAX && a.block_size > 0 && a.block_size <= INT_MAX && a.scale > 0.f &&
          a.n_tokens <= int64_t{65535} * kMinRows && aligned(a.q, 16) && aligned(a.k_cache, kv_align) &&

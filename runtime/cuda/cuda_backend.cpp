@@ -236,6 +236,7 @@ cuda::AttentionArgs CudaBackend::attention_args(const Tensor& q, const Tensor& k
   a.scale = scale;
   a.sm_count = sm_count_;
   a.decode_warps = options_.decode_attention_warps;
+  a.prefill_mma_fp8 = options_.prefill_mma_fp8_kv;
   a.split_grain = options_.decode_split_grain;
   a.split_max_keys = options_.decode_split_max_keys;
   a.whole_blocks = options_.decode_whole_blocks;

@@ -71,8 +71,9 @@ struct CudaBackendOptions {
   // quantized and f32 experts: each expert's own matmuls.
   // Steps of at most moe_gemv_max_rows tokens whose experts are all resident (16-bit, grouped GEMV) route on
   // the device (Backend::moe_routed: a routing kernel, the two grouped GEMVs reading its table, the combine):
-  // no host round trip per layer, so MoE decode steps record as CUDA graphs. Off: routing on the host.
-  bool moe_device_route = true;
+  // no host round trip per layer, so MoE decode steps record as CUDA graphs. Off: routing on the host. Off by
+  // default until it has run on a GPU (moe_gpu_test checks both; tests/gpu/moeroute.sh measures it).
+  bool moe_device_route = false;
   bool moe_grouped = true;
   int moe_gemv_max_rows = 4;
   int moe_gemm = 2;
@@ -85,8 +86,13 @@ struct CudaBackendOptions {
   // Matmuls with 16-bit inputs and an f32 output (the LM head) through cuBLASLt instead of cublasGemmEx.
   bool cublaslt = true;
   // Encoder (vision tower) attention with bf16 operands and head_dim 64 or 128 on the tensor-core prefill
-  // kernel, without a score matrix in memory (off: cuBLAS batched GEMMs around a row softmax).
-  bool encoder_flash_attention = true;
+  // kernel, without a score matrix in memory (off: cuBLAS batched GEMMs around a row softmax). Off by default
+  // until it has run on a GPU (vision_gpu_test checks both; tests/gpu/KERNEL_NOTES.md).
+  bool encoder_flash_attention = false;
+  // Prefill attention over an fp8 (e4m3) KV cache on the tensor-core kernel, which rounds the dequantized rows to
+  // bf16 in shared memory (off: the SIMT kernel, 12x slower at a 32k context on an H100). Off by default until
+  // it has run on a GPU (kv_fp8_gpu_test checks both).
+  bool prefill_mma_fp8_kv = false;
   // Matmuls with f8_e4m3_b128 weights (FP8 checkpoints) above the GEMV's rows on the e4m3 tensor cores through
   // cuBLASLt (LtGemm::run_fp8) instead of dequantizing the weight to bf16 for cuBLAS: x is quantized to e4m3
   // with one scale per token and 128 columns (DeepSeek-V3's 1x128 recipe, about 2^-4 relative error per

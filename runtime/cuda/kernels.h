@@ -124,6 +124,7 @@ struct AttentionArgs {
   float scale = 1.f;
   int sm_count = 0;  // the device's multiprocessors (the tensor-core prefill picks its block shape by them)
   bool decode_warps = false;  // decode: the per-warp kernel where it applies (attention_decode_warps.cu)
+  bool prefill_mma_fp8 = false;  // prefill: the tensor-core kernel also takes fp8 caches (else the SIMT kernel)
   // Decode split plans: splits are multiples of split_grain keys (16, 32, 64 or 128). The per-warp kernel runs
   // the split plan of a short context (at most two key groups a warp) as one block of 8 or 16 warps per KV
   // head, or per 1 / head_split of its query heads, when whole_blocks is set. head_split: the blocks a KV

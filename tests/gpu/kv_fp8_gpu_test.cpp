@@ -1,9 +1,9 @@
 // tests/gpu/kv_fp8_gpu_test.cpp: the CUDA backend's fp8 (e4m3) KV cache against the CPU backend's: the
 // cache write (kv_write, rope_kv_write) byte for byte, and paged attention over the same fp8 caches (decode,
 // decode with split contexts, prefill and chunked prefill over cached blocks; GQA 1 to 8, head_dim 8 to 256)
-// on every attention path the backend offers (the tiled decode kernel; for prefill the tensor-core kernel at
-// head_dim 64 and 128, which rounds the dequantized K/V rows to bf16 on load, and the SIMT kernel; the per-warp
-// decode kernel declines fp8). Inputs are bf16 values on both sides, so the codes and scales agree exactly and
+// on every attention path the backend offers (the tiled decode kernel; for prefill the SIMT kernel and, with
+// prefill_mma_fp8_kv, the tensor-core kernel at head_dim 64 and 128, which rounds the dequantized K/V rows to
+// bf16 on load; the per-warp decode kernel declines fp8). Inputs are bf16 values on both sides, so the codes and scales agree exactly and
 // the outputs differ by the kernels' summation order and bf16 roundings only. Skips when no GPU is present.
 #include <gtest/gtest.h>
 
@@ -167,11 +167,18 @@ class CudaFp8Attention : public CudaFp8Kv, public ::testing::WithParamInterface<
     cpu_->attention(q, kc, vc, hb, scale, want);
 
     using Path = CudaBackendOptions::AttentionPath;
-    for (const auto& [path, warps] : {std::pair<Path, bool>{Path::kAuto, false}, {Path::kDecode, true},
-                                      {Path::kPrefill, false}, {Path::kPrefillSimt, false}}) {
+    struct Form {
+      Path path;
+      bool warps, mma_fp8;
+    };
+    for (const Form f : {Form{Path::kAuto, false, false}, Form{Path::kDecode, true, false},
+                         Form{Path::kPrefill, false, false}, Form{Path::kPrefill, false, true},
+                         Form{Path::kPrefillSimt, false, false}}) {
+      const Path path = f.path;
       CudaBackendOptions opt;
       opt.attention_path = path;
-      opt.decode_attention_warps = warps;
+      opt.decode_attention_warps = f.warps;
+      opt.prefill_mma_fp8_kv = f.mma_fp8;
       auto g = make_cuda_backend(0, opt);
       AttentionBatch db = hb;
       for (Tensor* t : {&db.positions, &db.slots, &db.token_seq, &db.block_tables}) *t = dev(*g, *t, DType::kI32);
@@ -182,7 +189,7 @@ class CudaFp8Attention : public CudaFp8Kv, public ::testing::WithParamInterface<
       Tensor got = Tensor::empty(q.shape(), DType::kF32);
       g->copy(out, got);
       EXPECT_LT(rel_error(got, want), kBf16Out) << what << ": group " << c.group << " head_dim " << hd << " path "
-                                                << static_cast<int>(path);
+                                                << static_cast<int>(path) << " tensor-core fp8 " << f.mma_fp8;
     }
     // One token per sequence: the fused rope + write + attention declines fp8 caches (the caller then makes
     // the unfused calls, checked above).
