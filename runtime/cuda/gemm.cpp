@@ -120,8 +120,10 @@ bool LtGemm::run_fp8(const uint8_t* x_codes, const float* x_scales, const uint8_
   const auto key = std::make_tuple(static_cast<int>(out_dt), m, n, k);
   auto it = fp8_plans_.find(key);
   auto set_scales = [&](cublasLtMatmulDesc_t desc) {
-    CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &w_scales, sizeof w_scales));
-    CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &x_scales, sizeof x_scales));
+    CHECK_CUBLAS(
+        cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &w_scales, sizeof w_scales));
+    CHECK_CUBLAS(
+        cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &x_scales, sizeof x_scales));
   };
   if (it == fp8_plans_.end()) {
     Plan p;
@@ -136,7 +138,8 @@ bool LtGemm::run_fp8(const uint8_t* x_codes, const float* x_scales, const uint8_
     const auto k64 = static_cast<uint64_t>(k);
     CHECK_CUBLAS(cublasLtMatrixLayoutCreate(&p.a, CUDA_R_8F_E4M3, k64, static_cast<uint64_t>(n), k));
     CHECK_CUBLAS(cublasLtMatrixLayoutCreate(&p.b, CUDA_R_8F_E4M3, k64, static_cast<uint64_t>(m), k));
-    CHECK_CUBLAS(cublasLtMatrixLayoutCreate(&p.c, cuda_type(out_dt), static_cast<uint64_t>(n), static_cast<uint64_t>(m), n));
+    CHECK_CUBLAS(
+        cublasLtMatrixLayoutCreate(&p.c, cuda_type(out_dt), static_cast<uint64_t>(n), static_cast<uint64_t>(m), n));
     cublasLtMatmulPreference_t pref = nullptr;
     CHECK_CUBLAS(cublasLtMatmulPreferenceCreate(&pref));
     const uint64_t ws = workspace_bytes_;

@@ -99,7 +99,8 @@ TEST(F8OnGpu, TensorCoreGemmMatchesTheHostProductAndTheDequantizePath) {
     // checkpoint reader's own routine; activations likewise, rounded to what the GPU holds.
     Tensor wf = test::random_f32({n, k}, static_cast<uint32_t>(n + k), 0.05f);
     for (int64_t j = 0; j < n; ++j)
-      for (int64_t i = 0; i < k; ++i) wf.data<float>()[j * k + i] *= std::ldexp(1.f, static_cast<int>((j + i / 128) % 5) - 2);
+      for (int64_t i = 0; i < k; ++i)
+        wf.data<float>()[j * k + i] *= std::ldexp(1.f, static_cast<int>((j + i / 128) % 5) - 2);
     Tensor w = Tensor::empty({n, k}, DType::kF8_B128);
     quantize_row(DType::kF8_B128, wf.data<float>(), w.raw(), n * k);
     std::vector<float> deq(static_cast<size_t>(n * k));

@@ -49,7 +49,9 @@ note "kernel_bench --fp8" "rc=$? at $(elapsed) s"
 cat "$out/kernel_bench_fp8.log"
 
 while [ ! -f "$out/made" ] && [ "$(left)" -gt 40 ] && kill -0 $maker 2>/dev/null; do sleep 2; done
-note "fp8 model" "$( [ -f "$out/made" ] && echo "written by $(cat "$out/made") s" || echo "not written ($(tail -2 "$out/make_model.log" "$out/quantize.log" 2>/dev/null | tr '\n' ' '))")"
+if [ -f "$out/made" ]; then made="written by $(cat "$out/made") s"
+else made="not written ($(tail -2 "$out/make_model.log" "$out/quantize.log" 2>/dev/null | tr '\n' ' '))"; fi
+note "fp8 model" "$made"
 table=()
 prefill() {  # model label kernel-options pass
   local f="$out/prefill-$2-$4.json"

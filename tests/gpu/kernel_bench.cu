@@ -244,7 +244,8 @@ int bench_fp8(bool quick, const std::vector<int64_t>& ms_rows) {
         b.copy(xh, x);
         b.synchronize();
         Timer t{static_cast<cudaStream_t>(cuda_backend_stream(b))};
-        const double ms = t.median_ms(3, reps, [&](int i) { b.matmul(x, ws[static_cast<size_t>(i) % ws.size()], nullptr, out); });
+        const double ms =
+            t.median_ms(3, reps, [&](int i) { b.matmul(x, ws[static_cast<size_t>(i) % ws.size()], nullptr, out); });
         total_us[p] += ms * 1e3;
         if (p == 0) bf16_ms = ms;
         const double tflops = 2.0 * static_cast<double>(m * n * k) / (ms * 1e-3) / 1e12;
