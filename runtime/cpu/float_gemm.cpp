@@ -148,10 +148,18 @@ void panels(const float* packed, int64_t m, int64_t k, const uint8_t* w, int64_t
       scratch.assign(static_cast<size_t>(m * kCols), 0.f);
       c = scratch.data(), ldc = kCols;
     }
+    // The next panel's rows (contiguous) into L2 while this one computes: each row is one short stream
+    // that the hardware prefetcher barely starts on, and prefill reads the weights from DRAM.
+    const uint8_t* next = w + std::min(j0 + kCols, n) * row_bytes;
+    const int64_t next_lines = (std::min(j0 + 2 * kCols, n) - std::min(j0 + kCols, n)) * row_bytes / 64;
+    int64_t prefetched = 0, tile_steps = 0;
+    const int64_t all_steps = (k + kBlockK - 1) / kBlockK * tiles;
     for (int64_t k0 = 0; k0 < k; k0 += kBlockK) {
       const int64_t kc = std::min(kBlockK, k - k0);
       pack_panel<D>(rows, valid, k0, kc, wp);
       for (int64_t t = 0; t < tiles; ++t) {
+        for (const int64_t until = next_lines * ++tile_steps / all_steps; prefetched < until; ++prefetched)
+          _mm_prefetch(reinterpret_cast<const char*>(next + 64 * prefetched), _MM_HINT_T1);
         const int64_t r = std::min(kRows, m - t * kRows);
         float* ct = c + t * kRows * ldc;
         const float* xp = packed + t * kRows * k + k0 * kRows;
