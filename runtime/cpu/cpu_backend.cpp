@@ -13,6 +13,7 @@
 
 #include "runtime/backend.h"
 #include "runtime/cpu/cpu_kernels.h"
+#include "runtime/cpu/float_gemm.h"
 #include "runtime/cpu/quant_dot.h"
 #include "runtime/cpu/quant_repack.h"
 #include "runtime/error.h"
@@ -179,8 +180,12 @@ class CpuBackend final : public Backend {
       matmul_quantized(xs, m, k, wb, w.dtype(), row_bytes, b, o, n);
       return;
     }
-    // Few rows (decode): stream each weight row once through the fused dot. Many rows (prefill):
-    // convert a weight row to f32 once and reuse it for every input row.
+    if (m >= cpu::kGemmMinRows && cpu::float_gemm_available()) {
+      matmul_float_tiled(xs, m, k, wb, w.dtype(), n, b, o);
+      return;
+    }
+    // One or two rows (decode): stream each weight row once through the fused dot. Builds without the
+    // tiled GEMM, more rows: convert a weight row to f32 once and reuse it for every input row.
     const bool convert = m > 2 && w.dtype() != DType::kF32;
     // Below ~64K multiply-adds a fork/join costs more than it saves (and a thread that lost its
     // core to another process stalls the whole barrier).
@@ -199,6 +204,19 @@ class CpuBackend final : public Backend {
         }
       }
     }
+  }
+
+  // f32/f16/bf16 weights and several rows (prefill): the activation rows are packed once, then threads split
+  // the 16-row weight panels of the register-tiled GEMM (runtime/cpu/float_gemm.h).
+  static void matmul_float_tiled(const float* xs, int64_t m, int64_t k, const uint8_t* wb, DType dtype, int64_t n,
+                                 const std::vector<float>& b, float* o) {
+    std::vector<float> packed(static_cast<size_t>(cpu::packed_activation_floats(m, k)));
+    const int64_t tiles = (m + cpu::kGemmTileRows - 1) / cpu::kGemmTileRows, panels = cpu::gemm_panels(n);
+#pragma omp parallel for if (m * k >= kParallelWork)
+    for (int64_t t = 0; t < tiles; ++t) cpu::pack_activation_tile(xs, m, k, t, packed.data());
+    const float* bias = b.empty() ? nullptr : b.data();
+#pragma omp parallel for schedule(static) if (m * n * k >= kParallelWork)
+    for (int64_t p = 0; p < panels; ++p) cpu::gemm_float_panels(packed.data(), m, k, wb, dtype, n, p, p + 1, bias, o);
   }
 
   // Block-quantized weights (llama.cpp's scheme): each input row is quantized to 8-bit blocks once, then
