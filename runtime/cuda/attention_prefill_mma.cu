@@ -100,7 +100,8 @@ __device__ __forceinline__ float exp2_approx(float x) {
 template <int HD>
 __device__ __forceinline__ uint4 fp8_row_to_bf16x8(const uint8_t* row, int c8) {
   const float scale = *reinterpret_cast<const float*>(row + HD);
-  const uint32_t w[2] = {*reinterpret_cast<const uint32_t*>(row + c8), *reinterpret_cast<const uint32_t*>(row + c8 + 4)};
+  const uint32_t w[2] = {*reinterpret_cast<const uint32_t*>(row + c8),
+                         *reinterpret_cast<const uint32_t*>(row + c8 + 4)};
   uint32_t packed[4];
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
@@ -241,8 +242,9 @@ __global__ __launch_bounds__(S::kThreads, S::kMinBlocks) void attention_prefill_
           const auto* k8 = reinterpret_cast<const uint8_t*>(kc) + row * kv_row_stride<KvFp8>(HD);
           const auto* v8 = reinterpret_cast<const uint8_t*>(vc) + row * kv_row_stride<KvFp8>(HD);
           const uint4 zero = make_uint4(0, 0, 0, 0);
-          *reinterpret_cast<uint4*>(kd + r * kStride + copy_ch * 8) = valid ? fp8_row_to_bf16x8<HD>(k8, copy_ch * 8) : zero;
-          *reinterpret_cast<uint4*>(vd + r * kStride + copy_ch * 8) = valid ? fp8_row_to_bf16x8<HD>(v8, copy_ch * 8) : zero;
+          const int c8 = copy_ch * 8;
+          *reinterpret_cast<uint4*>(kd + r * kStride + c8) = valid ? fp8_row_to_bf16x8<HD>(k8, c8) : zero;
+          *reinterpret_cast<uint4*>(vd + r * kStride + c8) = valid ? fp8_row_to_bf16x8<HD>(v8, c8) : zero;
         } else {
           const int64_t off = row * HD + copy_ch * 8;
           cp_async16(kd + r * kStride + copy_ch * 8, kc + off, valid);

@@ -66,6 +66,25 @@ LtGemm::~LtGemm() {
   if (handle_ != nullptr) (void)cublasLtDestroy(handle_);
 }
 
+cublasStatus_t LtGemm::choose_algo(Plan& p, uint32_t min_align) {
+  cublasLtMatmulPreference_t pref = nullptr;
+  CHECK_CUBLAS(cublasLtMatmulPreferenceCreate(&pref));
+  const uint64_t ws = workspace_bytes_;
+  CHECK_CUBLAS(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
+  if (min_align > 0)
+    for (const auto attr : {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+                            CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES})
+      CHECK_CUBLAS(cublasLtMatmulPreferenceSetAttribute(pref, attr, &min_align, sizeof min_align));
+  cublasLtMatmulHeuristicResult_t result{};
+  int found = 0;
+  const cublasStatus_t st =
+      cublasLtMatmulAlgoGetHeuristic(handle_, p.desc, p.a, p.b, p.c, p.c, pref, 1, &result, &found);
+  (void)cublasLtMatmulPreferenceDestroy(pref);
+  p.ok = st == CUBLAS_STATUS_SUCCESS && found > 0;
+  if (p.ok) p.algo = result.algo;
+  return st;
+}
+
 bool LtGemm::run(const void* x, const void* w, DType in_dt, void* out, DType out_dt, int64_t m, int64_t n, int64_t k,
                  int64_t ldo) {
   const auto key = std::make_tuple(static_cast<int>(in_dt), static_cast<int>(out_dt), m, n, k, ldo);
@@ -80,17 +99,7 @@ bool LtGemm::run(const void* x, const void* w, DType in_dt, void* out, DType out
     CHECK_CUBLAS(cublasLtMatrixLayoutCreate(&p.a, cuda_type(in_dt), static_cast<uint64_t>(k), static_cast<uint64_t>(n), k));
     CHECK_CUBLAS(cublasLtMatrixLayoutCreate(&p.b, cuda_type(in_dt), static_cast<uint64_t>(k), static_cast<uint64_t>(m), k));
     CHECK_CUBLAS(cublasLtMatrixLayoutCreate(&p.c, cuda_type(out_dt), static_cast<uint64_t>(n), static_cast<uint64_t>(m), ldo));
-    cublasLtMatmulPreference_t pref = nullptr;
-    CHECK_CUBLAS(cublasLtMatmulPreferenceCreate(&pref));
-    const uint64_t ws = workspace_bytes_;
-    CHECK_CUBLAS(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
-    cublasLtMatmulHeuristicResult_t result{};
-    int found = 0;
-    const cublasStatus_t st =
-        cublasLtMatmulAlgoGetHeuristic(handle_, p.desc, p.a, p.b, p.c, p.c, pref, 1, &result, &found);
-    (void)cublasLtMatmulPreferenceDestroy(pref);
-    p.ok = st == CUBLAS_STATUS_SUCCESS && found > 0;
-    if (p.ok) p.algo = result.algo;
+    choose_algo(p, 0);
     it = plans_.emplace(key, p).first;
   }
   const Plan& p = it->second;
@@ -140,23 +149,9 @@ bool LtGemm::run_fp8(const uint8_t* x_codes, const float* x_scales, const uint8_
     CHECK_CUBLAS(cublasLtMatrixLayoutCreate(&p.b, CUDA_R_8F_E4M3, k64, static_cast<uint64_t>(m), k));
     CHECK_CUBLAS(
         cublasLtMatrixLayoutCreate(&p.c, cuda_type(out_dt), static_cast<uint64_t>(n), static_cast<uint64_t>(m), n));
-    cublasLtMatmulPreference_t pref = nullptr;
-    CHECK_CUBLAS(cublasLtMatmulPreferenceCreate(&pref));
-    const uint64_t ws = workspace_bytes_;
-    CHECK_CUBLAS(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
     // The pointers are only promised 16-byte aligned (scratch offsets, views of outputs).
-    const uint32_t align = 16;
-    for (const auto attr : {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
-                            CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES})
-      CHECK_CUBLAS(cublasLtMatmulPreferenceSetAttribute(pref, attr, &align, sizeof align));
-    cublasLtMatmulHeuristicResult_t result{};
-    int found = 0;
-    const cublasStatus_t st =
-        cublasLtMatmulAlgoGetHeuristic(handle_, p.desc, p.a, p.b, p.c, p.c, pref, 1, &result, &found);
-    (void)cublasLtMatmulPreferenceDestroy(pref);
-    p.ok = st == CUBLAS_STATUS_SUCCESS && found > 0;
-    if (p.ok) p.algo = result.algo;
-    else
+    const cublasStatus_t st = choose_algo(p, 16);
+    if (!p.ok)
       LOG_WARN("cuBLASLt has no FP8 block-scaled algorithm for M ", m, ", N ", n, ", K ", k, " (",
                cublas_status_string(st), "); the dequantize-then-cuBLAS path takes it");
     it = fp8_plans_.emplace(key, p).first;

@@ -56,6 +56,9 @@ class LtGemm {
     bool ok = false;
     bool ran = false;  // run_fp8: a first call that cuBLASLt turns down marks the plan refused
   };
+  // Asks cuBLASLt for the plan's algorithm within the workspace (and, when min_align > 0, for operands only that
+  // many bytes aligned); sets p.ok and p.algo and returns the heuristic's status.
+  cublasStatus_t choose_algo(Plan& p, uint32_t min_align);
   cublasLtHandle_t handle_ = nullptr;
   cudaStream_t stream_;
   void* workspace_;
