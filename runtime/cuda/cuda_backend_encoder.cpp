@@ -1,10 +1,10 @@
 // runtime/cuda/cuda_backend_encoder.cpp: the CUDA backend's encoder ops (vision towers): LayerNorm,
-// GELU-family activations and bidirectional attention. With bf16 operands and head_dim 64 or 128 the attention
-// is the tensor-core prefill kernel (attention_prefill_mma.cu: no score matrix in memory), each sequence one
-// block of its own keys and every query at the last position. Otherwise it runs as two cuBLAS batched GEMMs per
-// chunk of sequences, one (sequence, head) pair per batch entry addressed in place through pointer tables
-// (no transposes): scores = scale * q k^T into f32, a row softmax that writes the probabilities over the
-// scores in the input dtype, then probs v straight into out. A CLIP-L/336 image is 16 heads of 577 x 577
+// GELU-family activations and bidirectional attention. With encoder_flash_attention, bf16 operands and head_dim
+// 64 or 128 the attention is the tensor-core prefill kernel (attention_prefill_mma.cu: no score matrix in
+// memory), each sequence one block of its own keys and every query at the last position. Otherwise it runs as
+// two cuBLAS batched GEMMs per chunk of sequences, one (sequence, head) pair per batch entry addressed in place
+// through pointer tables (no transposes): scores = scale * q k^T into f32, a row softmax that writes the
+// probabilities over the scores in the input dtype, then probs v straight into out. A CLIP-L/336 image is 16 heads of 577 x 577
 // scores (21 MB of f32): chunks hold up to 256 MiB of them.
 #include <limits>
 
@@ -82,9 +82,8 @@ bool CudaBackend::flash_bidirectional(const Tensor& q, const Tensor& k, const Te
   a.n_heads = q.dim(1), a.n_kv_heads = q.dim(1), a.head_dim = q.dim(2), a.n_cache_blocks = seqs;
   a.scale = scale;
   a.sm_count = sm_count_;
-  if (!options_.encoder_flash_attention || seq_len > std::numeric_limits<int32_t>::max() || T > std::numeric_limits<int32_t>::max() ||
-      !cuda::attention_prefill_mma_supports(a))
-    return false;
+  constexpr int64_t kI32Max = std::numeric_limits<int32_t>::max();  // positions and tables are i32
+  if (!options_.encoder_flash_attention || T > kI32Max || !cuda::attention_prefill_mma_supports(a)) return false;
   auto scope = profile([] { return std::string("attention bidirectional (tensor cores)"); });
   const int64_t meta_words = 2 * T + seqs;
   auto* meta = static_cast<int32_t*>(encoder_scratch_.get(static_cast<size_t>(meta_words) * 4, stream_.get()));
