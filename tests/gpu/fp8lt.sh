@@ -11,7 +11,7 @@
 set -u
 cd "$(dirname "$0")/../.."
 root=$(pwd)
-t0=$(date +%s)
+source tests/gpu/session_lib.sh  # elapsed, left, note, summary
 out=${OUT:-$(pwd)/build-gpu/fp8lt}
 budget=${BUDGET_S:-400}
 mkdir -p "$out"
@@ -19,10 +19,6 @@ export NCCL_NVLS_ENABLE=0
 B=build-gpu
 M16=/tmp/fp8lt-7b4-bf16
 M8=/tmp/fp8lt-7b4-fp8
-elapsed() { echo $(( $(date +%s) - t0 )); }
-left() { echo $(( budget - $(elapsed) )); }
-summary=()
-note() { summary+=("$(printf '%-28s %s' "$1" "$2")"); echo "[$(elapsed) s] $1 $2"; }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
 cmake -S . -B $B -G Ninja -DCMAKE_BUILD_TYPE=Release -DSTRATA_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \

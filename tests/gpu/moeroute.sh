@@ -10,16 +10,12 @@
 set -u
 cd "$(dirname "$0")/../.."
 root=$(pwd)
-start=$(date +%s)
+source tests/gpu/session_lib.sh  # elapsed, left, note, summary
 budget=${BUDGET_S:-400}
 out=${OUT:-$root/build-gpu/moeroute}
 mkdir -p "$out/logs"
 export NCCL_NVLS_ENABLE=0
 B=$root/build-gpu
-elapsed() { echo $(( $(date +%s) - start )); }
-left() { echo $(( budget - $(elapsed) )); }
-summary=()
-note() { summary+=("$(printf '%-28s %s' "$1" "$2")"); echo "[$(elapsed) s] $1 $2"; }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/logs/gpu.txt"
 cmake -S "$root" -B "$B" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSTRATA_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \

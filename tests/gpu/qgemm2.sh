@@ -10,17 +10,14 @@
 set -u
 cd "$(dirname "$0")/../.."
 root=$(pwd)
-t0=$(date +%s)
+NOTE_WIDTH=30
+source tests/gpu/session_lib.sh  # elapsed, left, note, summary
 out=${OUT:-$(pwd)/build-gpu/qgemm2}
 budget=${BUDGET_S:-280}
 mkdir -p "$out"
 export NCCL_NVLS_ENABLE=0
 B=build-gpu
 M=/tmp/7b-q4_k_m.gguf
-elapsed() { echo $(( $(date +%s) - t0 )); }
-left() { echo $(( budget - $(elapsed) )); }
-summary=()
-note() { summary+=("$(printf '%-30s %s' "$1" "$2")"); echo "[$(elapsed) s] $1 $2"; }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
 cmake -S . -B $B -G Ninja -DCMAKE_BUILD_TYPE=Release -DSTRATA_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
