@@ -34,6 +34,8 @@ const std::vector<KernelOption>& kernel_option_table() {
        "decode attention: keys a split's length is a multiple of"},
       {"decode_split_max_keys", &O::decode_split_max_keys, nullptr, {0, 256, 512, 1024, 2048, 4096},
        "decode attention: at most this many keys a split (0: no bound), for long contexts"},
+      {"decode_split_by_length", nullptr, &O::decode_split_by_length, {},
+       "decode attention: each token's keys over all splits (recorded steps plan for the table's width)"},
       {"decode_whole_blocks", nullptr, &O::decode_whole_blocks, {},
        "decode attention: short contexts in one wider block per KV head"},
       {"decode_head_split", &O::decode_head_split, nullptr, {0, 1, 2, 4, 8},

@@ -52,7 +52,7 @@ __global__ __launch_bounds__(kThreads) void attention_decode_kernel(AttentionArg
   const int H = static_cast<int>(a.n_heads);
   const int seq = a.token_seq[t];
   int start, end;
-  decode_split_keys(a, t, split, keys_per_split, start, end);
+  decode_split_keys(a, t, split, splits, keys_per_split, start, end);
   if (start >= end) return write_empty_partial(a, t, kvh * G, G, split, splits, part_ml);
 
   for (int i = threadIdx.x; i < G * hd; i += kThreads) {

@@ -17,10 +17,17 @@ namespace strata::cuda {
 constexpr int heads_pow2(int64_t g) { return g <= 1 ? 1 : g <= 2 ? 2 : g <= 4 ? 4 : g <= 8 ? 8 : 16; }
 
 // Keys [start, end) of split `split` of token t's context; empty (start >= end) when the split lies past it.
-__device__ __forceinline__ void decode_split_keys(const AttentionArgs& a, int t, int split, int keys_per_split,
-                                                  int& start, int& end) {
+__device__ __forceinline__ void decode_split_keys(const AttentionArgs& a, int t, int split, int splits,
+                                                  int keys_per_split, int& start, int& end) {
+  const int keys = a.positions[t] + 1;
+  if (a.split_by_length) {
+    // This token's keys in equal grain-multiple pieces over all `splits`: a plan sized for the table's width (a
+    // recorded step's) would otherwise leave every split past the token's context idle.
+    const int per = (keys + splits - 1) / splits;
+    keys_per_split = min(keys_per_split, (per + a.split_grain - 1) / a.split_grain * a.split_grain);
+  }
   start = split * keys_per_split;
-  end = min(a.positions[t] + 1, start + keys_per_split);
+  end = min(keys, start + keys_per_split);
 }
 
 // The partial of an empty split for query heads [h0, h0 + count) (no keys: max -inf, sum 0).

@@ -98,7 +98,7 @@ __global__ __launch_bounds__(W * 32) void attention_decode_warps_kernel(Attentio
   // for the QKV product.
   const int seq = a.token_seq[t];
   int start, end;
-  decode_split_keys(a, t, split, keys_per_split, start, end);
+  decode_split_keys(a, t, split, splits, keys_per_split, start, end);
 
   // The split's block-table entries (or none, when they do not fit: then each group reads the table).
   const int bs = static_cast<int>(a.block_size);

@@ -239,6 +239,7 @@ cuda::AttentionArgs CudaBackend::attention_args(const Tensor& q, const Tensor& k
   a.prefill_mma_fp8 = options_.prefill_mma_fp8_kv;
   a.split_grain = options_.decode_split_grain;
   a.split_max_keys = options_.decode_split_max_keys;
+  a.split_by_length = options_.decode_split_by_length;
   a.whole_blocks = options_.decode_whole_blocks;
   a.head_split = options_.decode_head_split;
   return a;

@@ -53,6 +53,9 @@ struct CudaBackendOptions {
   int decode_split_grain = 16;
   // At most this many keys in a decode attention split (0: no bound; cuda::AttentionArgs::split_max_keys).
   int decode_split_max_keys = 0;
+  // Each decode token's keys over all of the split plan's blocks (cuda::AttentionArgs::split_by_length). Off
+  // by default until it has run on a GPU (attention tests in cuda_backend_gpu_test check both).
+  bool decode_split_by_length = false;
   bool decode_whole_blocks = true;
   int decode_head_split = 0;
   // Decode batches (the GEMV's rows) form the SwiGLU in the fused gate/up GEMV's epilogue, each warp owning

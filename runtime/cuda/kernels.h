@@ -136,6 +136,9 @@ struct AttentionArgs {
   // At most this many keys a split (0: no bound): long contexts then get more splits than the ~4 blocks per
   // SM the plan aims for otherwise, so more of the KV cache's loads are in flight at once.
   int split_max_keys = 0;
+  // Each token's keys spread over all of the plan's splits (else the plan's fixed pieces of max_position, which
+  // leave splits past a shorter context idle: a recorded step plans for the table's width).
+  bool split_by_length = false;
   bool whole_blocks = true;
   int head_split = 0;
   // Decode with rope and the cache write folded in (per-warp kernel only, one token per sequence): q is

@@ -489,9 +489,10 @@ class CudaAttentionTest : public CudaBackendTest, public ::testing::WithParamInt
  protected:
   // Random caches; sequences of the given context lengths, each owning a random set of blocks; the batch
   // holds the last `new_tokens[s]` positions of each sequence (1 = decode, len = whole-prompt prefill),
-  // sequences back to back as the scheduler packs them.
+  // sequences back to back as the scheduler packs them. table_keys > 0 widens the block tables and max_position
+  // to that many keys, as a recorded step's are (the table's width, past every context).
   void run(const std::vector<int32_t>& lens, const std::vector<int32_t>& new_tokens, const char* what,
-           int64_t bs = 16) {
+           int64_t bs = 16, int64_t table_keys = 0) {
     const AttnCase c = GetParam();
     const int64_t hkv = 2, H = hkv * c.group, hd = c.head_dim;
     int64_t max_blocks = 0, total_blocks = 0;
@@ -500,6 +501,7 @@ class CudaAttentionTest : public CudaBackendTest, public ::testing::WithParamInt
       total_blocks += (len + bs - 1) / bs;
     }
     total_blocks += 3;  // unused blocks
+    max_blocks = std::max(max_blocks, (table_keys + bs - 1) / bs);
     std::vector<int32_t> perm(static_cast<size_t>(total_blocks));
     std::iota(perm.begin(), perm.end(), 0);
     std::shuffle(perm.begin(), perm.end(), rng());
@@ -516,6 +518,7 @@ class CudaAttentionTest : public CudaBackendTest, public ::testing::WithParamInt
         slots.push_back(tables[s * max_blocks + p / bs] * bs + p % bs);
         max_pos = std::max(max_pos, p + 1);
       }
+    max_pos = std::max(max_pos, static_cast<int32_t>(table_keys));
     const int64_t T = static_cast<int64_t>(positions.size());
     Tensor kc = random_host({total_blocks, bs, hkv, hd}), vc = random_host({total_blocks, bs, hkv, hd});
     Tensor q = random_host({T, H, hd});
@@ -632,6 +635,16 @@ TEST_P(CudaAttentionTest, DecodeLongContextUsesSplits) {
   for (int head_split : {0, 2, 4, 8}) {  // the rule, then the query heads over that many split blocks
     forms_.decode_head_split = head_split;
     run({5000, 37}, {1, 1}, ("long decode, head split " + std::to_string(head_split)).c_str());
+  }
+}
+
+// Tables 16384 keys wide (a recorded step plans for the table's width) holding much shorter contexts: with
+// decode_split_by_length each token's keys spread over all of the plan's splits, else the plan's fixed pieces.
+TEST_P(CudaAttentionTest, DecodeTableWiderThanContexts) {
+  for (bool by_length : {false, true}) {
+    forms_.decode_split_by_length = by_length;
+    run({5000, 37, 700, 1}, {1, 1, 1, 1}, by_length ? "wide table, splits by length" : "wide table, fixed splits", 16,
+        16384);
   }
 }
 
