@@ -451,6 +451,7 @@ bool Engine::step(std::vector<TokenEvent>& events, int idle_wait_ms) {
   } else if (msg.step.n_seqs > 0) {
     m.run(msg, scheduled, events);
   }
+  if (msg.gather_telemetry) m.gather_expert_counts();  // after the step: every stage has counted it
   if (m.scheduler) {
     std::lock_guard<std::mutex> lock(m.mu);
     m.queued = m.scheduler->waiting();
@@ -461,25 +462,10 @@ bool Engine::step(std::vector<TokenEvent>& events, int idle_wait_ms) {
     m.stats.outstanding_tokens = m.scheduler->outstanding_tokens();
     // Device-routed MoE layers count on the device (ExpertLoad::read copies the counters back): every 32nd
     // step and whenever the engine drains, not after every step.
-    if (!m.model.expert_load_on_device() || m.stats.running == 0 || ++m.expert_load_age >= 32) {
-      m.stats.expert_tokens = m.model.expert_load().tokens;
-      m.expert_load_age = 0;
-    }
-    if (const ExpertCacheStats c = m.model.expert_cache_stats(); c.enabled()) {
-      const ModelConfig& config = m.model.config();
-      m.stats.expert_cache_hits.assign(static_cast<size_t>(config.moe.n_experts), 0);
-      m.stats.expert_cache_misses.assign(static_cast<size_t>(config.moe.n_experts), 0);
-      m.stats.expert_layer_hits.assign(static_cast<size_t>(config.n_layers), 0);
-      m.stats.expert_layer_misses.assign(static_cast<size_t>(config.n_layers), 0);
-      for (int64_t l = 0; l < c.layers; ++l)
-        for (int64_t e = 0; e < c.experts; ++e) {
-          const auto i = static_cast<size_t>(l * c.experts + e);
-          const auto g = static_cast<size_t>(c.expert_first + e), layer = static_cast<size_t>(c.layer_index[static_cast<size_t>(l)]);
-          m.stats.expert_cache_hits[g] += c.hits[i], m.stats.expert_cache_misses[g] += c.misses[i];
-          m.stats.expert_layer_hits[layer] += c.hits[i], m.stats.expert_layer_misses[layer] += c.misses[i];
-        }
-      m.stats.expert_bytes_streamed = c.bytes_streamed;
-    }
+    const bool read_load =
+        !m.model.expert_load_on_device() || m.stats.running == 0 || msg.gather_telemetry || ++m.expert_load_age >= 32;
+    if (read_load) m.expert_load_age = 0;
+    m.refresh_expert_stats(read_load);
   }
   if (msg.shutdown) m.stopped = true;
   return !m.stopped;

@@ -66,12 +66,14 @@ struct EngineStats {
   // communication and the logits copy), and sampling plus the token broadcast. The rest is scheduling.
   double forward_seconds = 0;
   double sample_seconds = 0;
-  // Mixture-of-experts models: tokens this rank's stage routed to each expert so far (LlamaModel::expert_load;
-  // with device-routed layers read back every 32nd step and when the engine drains).
+  // Mixture-of-experts models: tokens routed to each expert so far, summed over every layer of the replica
+  // (LlamaModel::expert_load of the driver's stage, read back every 32nd step and when the engine drains
+  // where layers route on the device; the other stages' counts as of the last telemetry gather).
   std::vector<int64_t> expert_tokens;
   // Offloaded experts (the expert cache, runtime/expert_source.h): routed tokens that found their expert
-  // on the device (hits) or had it fetched (misses, one copy each), per expert summed over the stage's
-  // layers and per layer (global indices), and the bytes those copies moved. Empty when experts are resident.
+  // on the device (hits) or had it fetched (misses, one copy each), per expert summed over the replica's
+  // layers and per layer (global indices), and the bytes those copies moved (other ranks' as of the last
+  // telemetry gather). Empty when experts are resident.
   std::vector<int64_t> expert_cache_hits, expert_cache_misses;  // [n_experts]
   std::vector<int64_t> expert_layer_hits, expert_layer_misses;  // [n_layers]
   int64_t expert_bytes_streamed = 0;

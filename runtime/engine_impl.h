@@ -21,6 +21,14 @@
 
 namespace strata {
 
+// Mixture-of-experts counters (EngineStats' expert_* fields) of one rank, or summed over several.
+struct ExpertCounts {
+  std::vector<int64_t> tokens;                   // [n_experts] routed tokens
+  std::vector<int64_t> cache_hits, cache_misses;  // [n_experts] offloaded experts
+  std::vector<int64_t> layer_hits, layer_misses;  // [n_layers]
+  int64_t bytes_streamed = 0;
+};
+
 struct Engine::Impl {
   Impl(LlamaModel& m, KvCache& k, StageLink& l, Backend& b, const EngineOptions& o)
       : model(m), kv(k), link(l), backend(b), options(o), runner(m, l, b, o.micro_batches) {
@@ -98,6 +106,12 @@ struct Engine::Impl {
   // Appends the broadcast tokens to their sequences and emits the events; returns tokens applied.
   Applied apply_tokens(const BatchRows& rows, const std::vector<int32_t>& words, std::vector<TokenEvent>& events);
   void complete(const ScheduledStep& scheduled);  // driver: the batch's KV exists on every stage now
+  // Expert counters (engine_experts.cpp): this rank's (the routed tokens only where with_load); every rank
+  // sends its own to the driver (a collective: all ranks call it on the same steps); the driver's stats from
+  // its own counts (the routed tokens read again where read_load, else the last read) and the others'.
+  ExpertCounts own_expert_counts(bool with_load) const;
+  void gather_expert_counts();
+  void refresh_expert_stats(bool read_load);
   void record(const BatchRows& rows, const StepBatch& step, const ScheduledStep& scheduled, const Applied& applied,
               double seconds, double forward_s, double sample_s);
   void forget(int32_t handle);
@@ -129,6 +143,8 @@ struct Engine::Impl {
   int64_t queued = 0;                 // the scheduler's waiting count after the last step
   EngineStats stats;
   int64_t expert_load_age = 0;  // steps since stats.expert_tokens was read from device counters
+  std::vector<int64_t> own_expert_tokens;  // driver: its stage's routed tokens at the last read
+  ExpertCounts other_ranks_experts;        // driver: the other ranks' counters at the last gather
   std::deque<InFlight> flight;        // interleaved: batches that entered in the last stages ticks
   std::unordered_map<int32_t, std::vector<DraftDistribution>> draft_q;  // driver: this step's proposals
   std::vector<std::vector<int32_t>> telemetry;  // driver: every rank's words from the last gather

@@ -42,6 +42,7 @@ set(STRATA_RUNTIME_SOURCES
   dtype.cpp
   engine.cpp
   engine_control.cpp
+  engine_experts.cpp
   engine_rows.cpp
   error.cpp
   fp8_kv.cpp

@@ -156,13 +156,13 @@ std::string Metrics::render(const EngineStats& stats, bool ready, const std::vec
          "step is scheduling)\n# TYPE strata_engine_phase_seconds_total counter\n";
   out += cat("strata_engine_phase_seconds_total{phase=\"forward\"} ", stats.forward_seconds, "\n");
   out += cat("strata_engine_phase_seconds_total{phase=\"sample\"} ", stats.sample_seconds, "\n");
-  if (!stats.expert_tokens.empty()) {  // per-expert load of a mixture-of-experts model (the driver's stage)
-    out += "# HELP strata_expert_tokens_total tokens routed to each expert, summed over the driver's stage's "
-           "expert layers\n# TYPE strata_expert_tokens_total counter\n";
+  if (!stats.expert_tokens.empty()) {  // per-expert load of a mixture-of-experts model (every stage)
+    out += "# HELP strata_expert_tokens_total tokens routed to each expert, summed over the expert layers of "
+           "every pipeline stage\n# TYPE strata_expert_tokens_total counter\n";
     for (size_t e = 0; e < stats.expert_tokens.size(); ++e)
       out += cat("strata_expert_tokens_total{expert=\"", e, "\"} ", stats.expert_tokens[e], "\n");
   }
-  if (!stats.expert_cache_hits.empty()) {  // offloaded experts: the expert cache of the driver's stage
+  if (!stats.expert_cache_hits.empty()) {  // offloaded experts: every rank's expert cache
     out += "# HELP strata_expert_cache_hits_total routed tokens whose expert was on the device, per expert\n"
            "# TYPE strata_expert_cache_hits_total counter\n";
     for (size_t e = 0; e < stats.expert_cache_hits.size(); ++e)

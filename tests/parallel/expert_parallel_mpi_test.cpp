@@ -2,9 +2,10 @@
 // run of the same mixture-of-experts model, computed by each rank itself: greedy tokens identical and every
 // position's logits within 1e-4 (relative), for the three transformers fixtures (Mixtral, Qwen2-MoE with its
 // shared expert, Qwen3-MoE), and llama.cpp's GGUF conversions of them (stacked experts, Q8_0). np 2: EP2, and
-// TP2 (the experts spread over the TP group); np 4: EP4, EP2 x TP2, EP2 x PP2. The *_cached layouts offload
-// the experts (offload.experts): each rank's own experts in a cache of fewer slots than it holds, counted
-// against the router's load.
+// TP2 (the experts spread over the TP group), PP2; np 4: EP4, EP2 x TP2, EP2 x PP2. The *_cached layouts
+// offload the experts (offload.experts): each rank's own experts in a cache of fewer slots than it holds,
+// counted against the router's load. The driver's engine counters (what /metrics shows) cover every stage
+// and every rank's cache.
 // mpi-np: 2 4
 #include <gtest/gtest.h>
 
@@ -58,11 +59,12 @@ TEST_P(ExpertLayouts, MatchSingleRank) {
   }
   std::vector<GenerationOutput> expected;
   Tensor expected_logits;
-  std::vector<int64_t> expected_load;
+  std::vector<int64_t> expected_load, generate_load;
   {  // reference: this rank alone, whole model
     launcher::ModelSession single(options);
     single.prepare(256);
     expected = single.generator().generate(requests);
+    generate_load = single.model().expert_load().tokens;
     expected_logits = single.generator().score(prompts[0]);
     expected_load = single.model().expert_load().tokens;
   }
@@ -78,10 +80,22 @@ TEST_P(ExpertLayouts, MatchSingleRank) {
   EXPECT_EQ(session.shard().expert_count, c.moe.n_experts / group);
   EXPECT_EQ(session.shard().expert_begin, rank.part().shard.expert_group_rank() * c.moe.n_experts / group);
   session.prepare(256);
+  // Gather every rank's counters onto the driver after every step (serving does it every few seconds).
+  session.generator().engine().set_telemetry(1e-9, nullptr);
   const auto outputs = session.generator().generate(requests);
   ASSERT_EQ(outputs.size(), requests.size());
   for (size_t k = 0; k < outputs.size(); ++k)
     EXPECT_EQ(outputs[k].tokens, expected[k].tokens) << layout.name << " request " << k;
+  if (session.link().is_driver()) {  // what /metrics shows: every stage's routed tokens, every rank's cache
+    const EngineStats stats = session.generator().engine().stats();
+    EXPECT_EQ(stats.expert_tokens, generate_load) << layout.name;
+    if (layout.experts_resident > 0) {  // one cache lookup per token routed to an expert
+      ASSERT_EQ(stats.expert_cache_hits.size(), generate_load.size()) << layout.name;
+      for (size_t e = 0; e < generate_load.size(); ++e)
+        EXPECT_EQ(stats.expert_cache_hits[e] + stats.expert_cache_misses[e], generate_load[e])
+            << layout.name << " expert " << e;
+    }
+  }
   const Tensor logits = session.generator().score(prompts[0]);
   ASSERT_EQ(logits.numel(), expected_logits.numel());
   EXPECT_LT(test::max_rel_error(logits.data<float>(), expected_logits.data<float>(),
@@ -113,7 +127,9 @@ INSTANTIATE_TEST_SUITE_P(
                       Layout{"qwen2_tp2", 2, 1, 1, "qwen2_moe"}, Layout{"mixtral_ep4", 1, 4, 1, "mixtral_moe"},
                       Layout{"qwen3_ep4", 1, 4, 1, "qwen3_moe"}, Layout{"mixtral_ep2_tp2", 2, 2, 1, "mixtral_moe"},
                       Layout{"qwen2_ep2_tp2", 2, 2, 1, "qwen2_moe"}, Layout{"qwen3_ep2_tp2", 2, 2, 1, "qwen3_moe"},
-                      Layout{"qwen3_ep2_pp2", 1, 2, 2, "qwen3_moe"},
+                      Layout{"qwen3_ep2_pp2", 1, 2, 2, "qwen3_moe"}, Layout{"qwen2_pp2", 1, 1, 2, "qwen2_moe"},
+                      Layout{"mixtral_pp2_cached", 1, 1, 2, "mixtral_moe", 2},
+                      Layout{"qwen3_ep2_pp2_cached", 1, 2, 2, "qwen3_moe", 4},
                       // llama.cpp's GGUFs: each rank takes its experts' slices of the stacked tensors, Q8_0 kept.
                       Layout{"mixtral_q8_0_gguf_ep2", 1, 2, 1, "mixtral_moe-q8_0.gguf"},
                       Layout{"qwen2_f16_gguf_ep2", 1, 2, 1, "qwen2_moe-f16.gguf"},
