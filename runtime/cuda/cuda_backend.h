@@ -53,9 +53,11 @@ struct CudaBackendOptions {
   int decode_split_grain = 16;
   // At most this many keys in a decode attention split (0: no bound; cuda::AttentionArgs::split_max_keys).
   int decode_split_max_keys = 0;
-  // Each decode token's keys over all of the split plan's blocks (cuda::AttentionArgs::split_by_length). Off
-  // by default until it has run on a GPU (attention tests in cuda_backend_gpu_test check both).
-  bool decode_split_by_length = false;
+  // Each decode token's keys over all of the split plan's blocks (cuda::AttentionArgs::split_by_length): a
+  // recorded step plans for the table's width, which left the splits past the context idle. H100, Llama-3.1-8B
+  // shape at a 32k context in a 128k table, batch 1: 12.90 -> 10.21 ms a step (bf16 KV), 12.02 -> 9.68 (fp8 KV)
+  // (bench/results/gpu-s28).
+  bool decode_split_by_length = true;
   bool decode_whole_blocks = true;
   int decode_head_split = 0;
   // Decode batches (the GEMV's rows) form the SwiGLU in the fused gate/up GEMV's epilogue, each warp owning
@@ -74,9 +76,10 @@ struct CudaBackendOptions {
   // quantized and f32 experts: each expert's own matmuls.
   // Steps of at most moe_gemv_max_rows tokens whose experts are all resident (16-bit, grouped GEMV) route on
   // the device (Backend::moe_routed: a routing kernel, the two grouped GEMVs reading its table, the combine):
-  // no host round trip per layer, so MoE decode steps record as CUDA graphs. Off: routing on the host. Off by
-  // default until it has run on a GPU (moe_gpu_test checks both; tests/gpu/moeroute.sh measures it).
-  bool moe_device_route = false;
+  // no host round trip per layer, so MoE decode steps record as CUDA graphs. Off: routing on the host.
+  // moe_gpu_test checks both; tests/gpu/moeroute.sh measured batch 1 at 1.12x (Qwen3-30B-A3B shape) and 1.09x
+  // (Mixtral-8x7B shape) the host routing on an H100, graphs not recorded in that run (bench/results/gpu-s28).
+  bool moe_device_route = true;
   bool moe_grouped = true;
   int moe_gemv_max_rows = 4;
   int moe_gemm = 2;
@@ -89,13 +92,14 @@ struct CudaBackendOptions {
   // Matmuls with 16-bit inputs and an f32 output (the LM head) through cuBLASLt instead of cublasGemmEx.
   bool cublaslt = true;
   // Encoder (vision tower) attention with bf16 operands and head_dim 64 or 128 on the tensor-core prefill
-  // kernel, without a score matrix in memory (off: cuBLAS batched GEMMs around a row softmax). Off by default
-  // until it has run on a GPU (vision_gpu_test checks both; tests/gpu/KERNEL_NOTES.md).
-  bool encoder_flash_attention = false;
+  // kernel, without a score matrix in memory (off: cuBLAS batched GEMMs around a row softmax). vision_gpu_test
+  // checks both; on the LLaVA-1.5-7B serving benchmark (H100) P99 at 16 requests/s went 505 -> 487 ms and
+  // prefill-carrying steps 19.6 -> 18.6 ms (bench/results/gpu-s28).
+  bool encoder_flash_attention = true;
   // Prefill attention over an fp8 (e4m3) KV cache on the tensor-core kernel, which rounds the dequantized rows to
-  // bf16 in shared memory (off: the SIMT kernel, 12x slower at a 32k context on an H100). Off by default until
-  // it has run on a GPU (kv_fp8_gpu_test checks both).
-  bool prefill_mma_fp8_kv = false;
+  // bf16 in shared memory (off: the SIMT kernel). H100, Llama-3.1-8B shape, 32k prompt: 1477 -> 10042 tok/s
+  // (bench/results/gpu-s28); kv_fp8_gpu_test checks both.
+  bool prefill_mma_fp8_kv = true;
   // Matmuls with f8_e4m3_b128 weights (FP8 checkpoints) above the GEMV's rows on the e4m3 tensor cores through
   // cuBLASLt (LtGemm::run_fp8) instead of dequantizing the weight to bf16 for cuBLAS: x is quantized to e4m3
   // with one scale per token and 128 columns (DeepSeek-V3's 1x128 recipe, about 2^-4 relative error per
@@ -103,6 +107,10 @@ struct CudaBackendOptions {
   // split into scratch at every call; 2: the split copy made once in upload_weight and kept (1 + 4/128 more
   // bytes per weight element on the device), calls fall back to 1's for weights not uploaded that way.
   // Rows beyond the last multiple of 8 take the FP8 GEMV; shapes cuBLASLt refuses take the old path.
+  // Off by default: on an H100 (bench/results/gpu-s28) 2 ran a 4-layer 7b-shape FP8 prefill at 368-375k tok/s
+  // against 207k for the dequantize path and 349k for bf16 weights, but the e4m3 activations move logits
+  // (fp8_gpu_test's dequantize-exact tolerances fail with it on), and perplexity on a real FP8 checkpoint has
+  // not been measured.
   int fp8_cublaslt = 0;
   // Per-op GPU time from events on the compute stream, printed to stderr as a table when the backend goes
   // away (runtime/cuda/op_profiler.h). Slows every op by a few microseconds and turns graphs off.

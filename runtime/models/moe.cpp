@@ -49,10 +49,12 @@ Routing route_tokens(const MoeConfig& config, const float* logits, int64_t token
   return r;
 }
 
-void ExpertLoad::add(const Routing& routing) {
-  for (int32_t e : routing.expert) {
-    if (static_cast<size_t>(e) >= tokens.size()) tokens.resize(static_cast<size_t>(e) + 1, 0);
-    ++tokens[static_cast<size_t>(e)];
+void ExpertLoad::add(const Routing& routing, const int32_t* slots) {
+  for (size_t i = 0; i < routing.expert.size(); ++i) {
+    if (slots != nullptr && slots[i / static_cast<size_t>(routing.n_used)] < 0) continue;  // a padding row
+    const auto e = static_cast<size_t>(routing.expert[i]);
+    if (e >= tokens.size()) tokens.resize(e + 1, 0);
+    ++tokens[e];
   }
 }
 
@@ -160,7 +162,9 @@ void moe_ffn(Backend& backend, const MoeConfig& config, const LayerWeights& w, c
   const Routing routing = route_tokens(config, host_logits.data<float>(), T);
   if (load != nullptr) {
     if (load->tokens.size() < static_cast<size_t>(E)) load->tokens.resize(static_cast<size_t>(E), 0);
-    load->add(routing);
+    // The padding rows of a recorded decode shape (its first run, which routes on the host) count nothing.
+    const Tensor slots = load->mask.defined() ? to_host(backend, load->mask) : Tensor();
+    load->add(routing, slots.defined() ? slots.data<int32_t>() : nullptr);
   }
 
   // Sort the routed (token, expert) pairs by held expert: expert e's tokens are rows [begin[e], begin[e] +

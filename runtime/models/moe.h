@@ -40,7 +40,8 @@ struct ExpertLoad {
   // undefined mask counts every token.
   int64_t host_routed = 0, device_routed = 0;
   Tensor device, mask;
-  void add(const Routing& routing);
+  // Counts the routing's tokens, skipping token t where slots (host, [T]) is given and slots[t] < 0.
+  void add(const Routing& routing, const int32_t* slots = nullptr);
   // tokens and expert_bytes with the device counts added (one copy to the host where there are any).
   ExpertLoad read(Backend& backend) const;
 };
