@@ -95,6 +95,7 @@ LlamaModel::DeviceStep LlamaModel::upload_step(const StepBatch& step, int64_t n_
   b.block_size = bs;
   b.max_position = max_pos;
   b.one_token_per_seq = one_token_per_seq;
+  d.real_tokens = T;
   return d;
 }
 
@@ -170,6 +171,7 @@ void LlamaModel::forward_device(const DeviceStep& d, Tensor& hidden) {
   // fused kernel instead of two launches).
   bool mlp_pending = false;
   expert_load_.mask = batch.slots;  // device-routed layers count real tokens only (padding has slot -1)
+  expert_load_.real_tokens = d.real_tokens;  // and host-routed ones the rows before the padding
   for (int64_t l = spec_.layer_begin; l < spec_.layer_end; ++l) {
     const LayerWeights& w = weights_.acquire(l);
     const int64_t local = l - spec_.layer_begin;
@@ -205,6 +207,7 @@ void LlamaModel::forward_device(const DeviceStep& d, Tensor& hidden) {
   }
   if (mlp_pending) backend_.add(hidden, proj2);
   expert_load_.mask = Tensor();
+  expert_load_.real_tokens = -1;
 }
 
 Tensor LlamaModel::part(const Tensor& buffer, int64_t offset, const Shape& shape) {

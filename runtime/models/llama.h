@@ -96,6 +96,7 @@ class LlamaModel {
   struct DeviceStep {
     Tensor ids;
     AttentionBatch batch;
+    int64_t real_tokens = 0;  // the step's own rows; the rest pad a recorded shape
   };
   // Uploads the step padded to n_tok tokens, n_seq sequences and block tables `width` wide (all at
   // least the step's own), into `into` (i32, large enough) or a new buffer when null.

@@ -49,9 +49,10 @@ Routing route_tokens(const MoeConfig& config, const float* logits, int64_t token
   return r;
 }
 
-void ExpertLoad::add(const Routing& routing, const int32_t* slots) {
-  for (size_t i = 0; i < routing.expert.size(); ++i) {
-    if (slots != nullptr && slots[i / static_cast<size_t>(routing.n_used)] < 0) continue;  // a padding row
+void ExpertLoad::add(const Routing& routing) {
+  size_t n = routing.expert.size();
+  if (real_tokens >= 0) n = std::min(n, static_cast<size_t>(real_tokens * routing.n_used));
+  for (size_t i = 0; i < n; ++i) {
     const auto e = static_cast<size_t>(routing.expert[i]);
     if (e >= tokens.size()) tokens.resize(e + 1, 0);
     ++tokens[e];
@@ -162,9 +163,7 @@ void moe_ffn(Backend& backend, const MoeConfig& config, const LayerWeights& w, c
   const Routing routing = route_tokens(config, host_logits.data<float>(), T);
   if (load != nullptr) {
     if (load->tokens.size() < static_cast<size_t>(E)) load->tokens.resize(static_cast<size_t>(E), 0);
-    // The padding rows of a recorded decode shape (its first run, which routes on the host) count nothing.
-    const Tensor slots = load->mask.defined() ? to_host(backend, load->mask) : Tensor();
-    load->add(routing, slots.defined() ? slots.data<int32_t>() : nullptr);
+    load->add(routing);
   }
 
   // Sort the routed (token, expert) pairs by held expert: expert e's tokens are rows [begin[e], begin[e] +

@@ -40,8 +40,11 @@ struct ExpertLoad {
   // undefined mask counts every token.
   int64_t host_routed = 0, device_routed = 0;
   Tensor device, mask;
-  // Counts the routing's tokens, skipping token t where slots (host, [T]) is given and slots[t] < 0.
-  void add(const Routing& routing, const int32_t* slots = nullptr);
+  // Host-routed layers count the first real_tokens rows (all when negative): a recorded decode shape's first
+  // run, which may route on the host, pads the step after its real rows.
+  int64_t real_tokens = -1;
+  // Counts the routing's tokens (the first real_tokens of them).
+  void add(const Routing& routing);
   // tokens and expert_bytes with the device counts added (one copy to the host where there are any).
   ExpertLoad read(Backend& backend) const;
 };
