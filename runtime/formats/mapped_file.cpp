@@ -89,6 +89,30 @@ void MappedFile::write(uint64_t offset, const uint8_t* bytes, size_t n) const {
   }
 }
 
+void MappedFile::discard(uint64_t offset, uint64_t n) const {
+  STRATA_CHECK_KIND(ErrorKind::kInternal, memfd_ >= 0 && offset <= size_ && n <= size_ - offset, "discard of ", n,
+                    " bytes at ", offset, " in '", path_, "' (", size_, " bytes), which is not a fitting in-memory file");
+  const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  const uint64_t begin = (offset + page - 1) / page * page, end = (offset + n) / page * page;
+  if (end <= begin) return;
+  if (::fallocate(memfd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(begin),
+                  static_cast<off_t>(end - begin)) != 0) {
+    const int err = errno;
+    STRATA_THROW(ErrorKind::kIo, "cannot release bytes [", begin, ", ", end, ") of the in-memory file '", path_,
+                 "': ", std::strerror(err));
+  }
+}
+
+uint64_t MappedFile::allocated_bytes() const {
+  if (memfd_ < 0) return size_;
+  struct stat st {};
+  if (::fstat(memfd_, &st) != 0) {
+    const int err = errno;
+    STRATA_THROW(ErrorKind::kIo, "cannot stat the in-memory file '", path_, "': ", std::strerror(err));
+  }
+  return static_cast<uint64_t>(st.st_blocks) * 512;
+}
+
 MappedFile::~MappedFile() { release(); }
 
 MappedFile::MappedFile(MappedFile&& other) noexcept

@@ -23,6 +23,11 @@ class MappedFile {
   static MappedFile in_memory(const std::string& label, uint64_t size);
   // Copies `bytes` into an in_memory file at `offset` (seen through the mapping at once).
   void write(uint64_t offset, const uint8_t* bytes, size_t n) const;
+  // Hands the whole pages inside [offset, offset + n) of an in_memory file back to the system (a punched
+  // hole: they read as zeros and take no memory until written again).
+  void discard(uint64_t offset, uint64_t n) const;
+  // Memory an in_memory file holds now (its allocated blocks); the file's size for others.
+  uint64_t allocated_bytes() const;
   ~MappedFile();  // munmap + close; never throws
   MappedFile(MappedFile&& other) noexcept;  // moves leave `other` empty
   MappedFile& operator=(MappedFile&& other) noexcept;
