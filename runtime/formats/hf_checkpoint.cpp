@@ -177,6 +177,11 @@ class TranscodedLayers final : public LazyTensors, public std::enable_shared_fro
     std::vector<uint8_t> bytes(l.nbytes());
     transcode_hf_layer(quant_, l, bytes.data(), threads_);
     file_->write(offsets_[i], bytes.data(), bytes.size());
+    // The codes are read once per build: out of this process's resident set (a rebuild faults them back in).
+    for (const auto& source : sources_)
+      for (const auto& part : l.parts)
+        if (part.second.file == source->path())
+          source->drop_pages(static_cast<uint64_t>(part.second.data - source->data()), part.second.nbytes);
     state_[i].built = true;
     tensors_ += 1;
     bytes_ += bytes.size();

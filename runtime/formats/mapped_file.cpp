@@ -177,4 +177,13 @@ void MappedFile::prefetch(uint64_t offset, uint64_t bytes) const {
   ::madvise(const_cast<uint8_t*>(data_) + begin, end - begin, MADV_WILLNEED);
 }
 
+void MappedFile::drop_pages(uint64_t offset, uint64_t bytes) const {
+  if (data_ == nullptr || offset >= size_ || memfd_ >= 0) return;
+  const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  const uint64_t begin = offset / page * page;
+  const uint64_t end = std::min<uint64_t>(size_, offset + bytes);
+  // A private read-only mapping never holds changes, so the pages read back as the file's bytes.
+  ::madvise(const_cast<uint8_t*>(data_) + begin, end - begin, MADV_DONTNEED);
+}
+
 }  // namespace strata

@@ -46,6 +46,10 @@ class MappedFile {
   void check_intact() const;
   // Asks the kernel to read [offset, offset + bytes) ahead (madvise WILLNEED); a hint, never fails.
   void prefetch(uint64_t offset, uint64_t bytes) const;
+  // Unmaps the pages over [offset, offset + bytes) from this process (madvise DONTNEED on a read-only file
+  // mapping): they leave its resident set, stay in the page cache, and fault back in on the next touch. For
+  // bytes read once (the codes a layer is transcoded from). Not for in_memory files (it would not free them).
+  void drop_pages(uint64_t offset, uint64_t bytes) const;
 
  private:
   MappedFile(const std::string& path, bool shared);  // shared: MAP_SHARED, so write()s show in the mapping
