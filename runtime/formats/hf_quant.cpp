@@ -143,6 +143,9 @@ int64_t int_at(const HfRawTensor& t, int64_t i) {
   }
 }
 
+// Rows (or columns) unpacked together, so each reads whole cache lines of the packed codes.
+constexpr int64_t kBand = 16;
+
 // Runs fn(begin, end) over [0, n) split into `threads` contiguous ranges, the first on the calling thread. Each
 // index is written by exactly one range, so the bytes are those of one thread. The first exception is rethrown.
 void for_ranges(int threads, int64_t n, const std::function<void(int64_t, int64_t)>& fn) {
@@ -385,15 +388,22 @@ IntLayer gptq(Module& m, const HfQuantization& q, bool codes, int threads) {
   l.label = cat(m.name("qweight"), " in ", m.file(), " (GPTQ ", bits, "-bit", q.gptq_v1 ? "" : " v2", ")");
   if (!codes) return l;
   l.d.resize(static_cast<size_t>(rows * cols));
-  for_ranges(threads, cols, [&](int64_t c0, int64_t c1) {
-    for (int64_t c = c0; c < c1; ++c) {
-      const int32_t g = l.group[static_cast<size_t>(c)];
-      for (int64_t r = 0; r < rows; ++r) {
-        const auto word = static_cast<uint32_t>(int_at(qweight, (c / pack) * rows + r));
-        const int code = static_cast<int>(word >> (bits * (c % pack))) & mask;
-        l.d[static_cast<size_t>(r * cols + c)] = static_cast<int16_t>(code - zero[static_cast<size_t>(g * rows + r)]);
-      }
-    }
+  // Word j of output row r (qweight[j][r]) holds columns j*pack ... j*pack + pack - 1. Bands of 16 rows read
+  // whole cache lines of qweight and write runs of d.
+  const uint8_t* qw = qweight.data;
+  int16_t* d = l.d.data();
+  const int32_t* group = l.group.data();
+  const int* zp = zero.data();
+  for_ranges(threads, (rows + kBand - 1) / kBand, [=](int64_t b0, int64_t b1) {
+    for (int64_t r0 = b0 * kBand; r0 < std::min(rows, b1 * kBand); r0 += kBand)
+      for (int64_t j = 0; j < cols / pack; ++j)
+        for (int64_t r = r0; r < std::min(rows, r0 + kBand); ++r) {
+          uint32_t word;
+          std::memcpy(&word, qw + (j * rows + r) * 4, 4);
+          int16_t* dr = d + r * cols + j * pack;
+          for (int k = 0; k < pack; ++k)
+            dr[k] = static_cast<int16_t>((static_cast<int>(word >> (bits * k)) & mask) - zp[group[j * pack + k] * rows + r]);
+        }
   });
   return l;
 }
@@ -427,15 +437,23 @@ IntLayer awq(Module& m, const HfQuantization& q, bool codes, int threads) {
   l.label = cat(m.name("qweight"), " in ", m.file(), " (AWQ 4-bit GEMM)");
   if (!codes) return l;
   l.d.resize(static_cast<size_t>(rows * cols));
-  for_ranges(threads, cols, [&](int64_t c0, int64_t c1) {
-    for (int64_t c = c0; c < c1; ++c) {
-      const int32_t g = l.group[static_cast<size_t>(c)];
-      for (int64_t r = 0; r < rows; ++r) {
-        const int shift = 4 * kAwqNibbleOfColumn[r % 8];
-        const int code = static_cast<int>(static_cast<uint32_t>(int_at(qweight, c * words + r / 8)) >> shift) & 15;
-        l.d[static_cast<size_t>(r * cols + c)] = static_cast<int16_t>(code - zero[static_cast<size_t>(g * rows + r)]);
-      }
-    }
+  // Word w of input column c (qweight[c][w]) holds output rows 8w ... 8w + 7. Bands of 16 columns write runs of d.
+  const uint8_t* qw = qweight.data;
+  int16_t* d = l.d.data();
+  const int32_t* group = l.group.data();
+  const int* zp = zero.data();
+  for_ranges(threads, (cols + kBand - 1) / kBand, [=](int64_t b0, int64_t b1) {
+    for (int64_t c0 = b0 * kBand; c0 < std::min(cols, b1 * kBand); c0 += kBand)
+      for (int64_t w = 0; w < words; ++w)
+        for (int64_t c = c0; c < std::min(cols, c0 + kBand); ++c) {
+          uint32_t word;
+          std::memcpy(&word, qw + (c * words + w) * 4, 4);
+          const int* zc = zp + group[c] * rows;
+          for (int i = 0; i < 8; ++i) {
+            const int64_t r = w * 8 + i;
+            d[r * cols + c] = static_cast<int16_t>((static_cast<int>(word >> (4 * kAwqNibbleOfColumn[i])) & 15) - zc[r]);
+          }
+        }
   });
   return l;
 }
@@ -510,14 +528,23 @@ IntLayer ct_packed(Module& m, const HfQuantization& q, bool codes, int threads) 
   l.label = cat(m.name("weight_packed"), " in ", m.file(), " (compressed-tensors int", bits, ")");
   if (!codes) return l;
   l.d.resize(static_cast<size_t>(l.rows * l.cols));
-  for_ranges(threads, l.rows, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r)
-      for (int64_t c = 0; c < l.cols; ++c) {
-        const auto word = static_cast<uint32_t>(int_at(packed, r * packed.shape[1] + c / per));
-        const int v = (static_cast<int>(word >> (bits * (c % per))) & mask) - offset;
-        l.d[static_cast<size_t>(r * l.cols + c)] =
-            static_cast<int16_t>(v - z[static_cast<size_t>(r * l.groups + l.group[static_cast<size_t>(c)])]);
+  const uint8_t* src = packed.data;
+  const int64_t words = packed.shape[1], cols = l.cols, groups = l.groups;
+  int16_t* d = l.d.data();
+  const int32_t* group = l.group.data();
+  const int* zp = z.data();
+  for_ranges(threads, l.rows, [=](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const uint8_t* row = src + r * words * 4;
+      const int* zr = zp + r * groups;
+      int16_t* dr = d + r * cols;
+      for (int64_t c = 0; c < cols; c += per) {
+        uint32_t word;
+        std::memcpy(&word, row + (c / per) * 4, 4);
+        for (int64_t k = 0; k < std::min<int64_t>(per, cols - c); ++k)
+          dr[c + k] = static_cast<int16_t>((static_cast<int>(word >> (bits * k)) & mask) - offset - zr[group[c + k]]);
       }
+    }
   });
   return l;
 }
