@@ -174,9 +174,8 @@ class TranscodedLayers final : public LazyTensors, public std::enable_shared_fro
     for (const auto& source : sources_)  // a shard truncated since open would SIGBUS on the read below
       for (const auto& part : l.parts)
         if (part.second.file == source->path()) source->check_intact();
-    std::vector<uint8_t> bytes(l.nbytes());
-    transcode_hf_layer(quant_, l, bytes.data(), threads_);
-    file_->write(offsets_[i], bytes.data(), bytes.size());
+    // Straight into the layer's pages: no buffer the size of the layer, no copy.
+    file_->fill(offsets_[i], l.nbytes(), [&](uint8_t* out) { transcode_hf_layer(quant_, l, out, threads_); });
     // The codes are read once per build: out of this process's resident set (a rebuild faults them back in).
     for (const auto& source : sources_)
       for (const auto& part : l.parts)
@@ -184,8 +183,8 @@ class TranscodedLayers final : public LazyTensors, public std::enable_shared_fro
           source->drop_pages(static_cast<uint64_t>(part.second.data - source->data()), part.second.nbytes);
     state_[i].built = true;
     tensors_ += 1;
-    bytes_ += bytes.size();
-    held_ += bytes.size();
+    bytes_ += l.nbytes();
+    held_ += l.nbytes();
     LOG_DEBUG("transcoded ", l.described);
   }
 

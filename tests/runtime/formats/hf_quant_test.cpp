@@ -5,6 +5,7 @@
 // every transcoded layer dequantizes bit for bit to the reference's f32 weights; the whole model's logits
 // match transformers run on those weights; greedy continuations are equal; bad input is refused by name.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <boost/json.hpp>
 #include <cmath>
@@ -292,6 +293,9 @@ TEST(HfQuantErrors, ContentErrorsSurfaceAtTheLayersFirstRead) {
     }
   }
   EXPECT_EQ(ck->tensors_built(), 1u);
+  struct stat st {};  // the failed build's pages were handed back, and blk.1.ffn_up's once its view went
+  ASSERT_EQ(::stat(ck->entry("blk.1.ffn_down.weight").file.c_str(), &st), 0);
+  EXPECT_EQ(st.st_blocks, 0);
 }
 
 // A shard truncated after open: the first read of a layer not yet transcoded errors instead of faulting.
