@@ -42,7 +42,7 @@ std::unique_ptr<Backend> make_backend(const std::string& device, int threads, co
 ModelSession::ModelSession(const SessionOptions& options, const RankPlacement& placement,
                            std::unique_ptr<Backend> backend)
     : backend_(std::move(backend)), options_(options) {
-  checkpoint_ = open_checkpoint(options.model_path);
+  checkpoint_ = open_checkpoint(options.model_path, CheckpointOptions{options.threads});
   const ModelConfig& c = checkpoint_->config();
   if (!backend_) backend_ = make_backend(options.device, options.threads, options.backend);
   spec_ = placement.shard ? *placement.shard : ShardSpec::make(c, 0, 1, 0, c.n_layers);

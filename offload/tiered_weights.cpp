@@ -34,6 +34,9 @@ struct TieredWeights::Impl {
   std::unique_ptr<Prefetcher> prefetcher;
   std::shared_ptr<void> expert_host_block;
   std::unique_ptr<ExpertCache> experts;  // the expert cache (placement "experts cached")
+  // Keep the checkpoint bytes the disk tier and the expert cache read by address or offset built (a tensor
+  // built on access hands its memory back once nothing pins it, checkpoint.h).
+  std::vector<std::shared_ptr<void>> pins;
 
   int64_t local(int64_t layer) const {
     STRATA_CHECK_KIND(ErrorKind::kInternal, layer >= spec.layer_begin && layer < spec.layer_end, "layer ", layer,
@@ -63,11 +66,13 @@ namespace {
 // The routed experts of a rank on the expert cache's two tiers. Host tier: each expert's gate, up and down
 // are uploaded as the resident path would (so the bytes, and any dtype conversion, are those of the
 // all-resident run), brought back into the host block packed per expert, and the device copy dropped.
-// Disk tier: the memory-mapped checkpoint's bytes, read when fetched (the page cache keeps hot ones).
+// Disk tier: the memory-mapped checkpoint's bytes, read when fetched (the page cache keeps hot ones), kept
+// mapped by `pins`.
 std::unique_ptr<ExpertCache> build_expert_cache(const Checkpoint& ck, const ShardSpec& spec,
                                                 const std::vector<ShardTensor>& tensors, const Placement& p,
                                                 Backend& backend, CopyEngine& engine, ComputePool& pool,
-                                                std::shared_ptr<void>& host_block) {
+                                                std::shared_ptr<void>& host_block,
+                                                std::vector<std::shared_ptr<void>>& pins) {
   std::map<int64_t, std::map<int64_t, std::array<size_t, 3>>> parts;  // layer -> expert -> gate/up/down index
   for (size_t i = 0; i < tensors.size(); ++i) {
     const TensorRef& ref = tensors[i].ref;
@@ -106,6 +111,7 @@ std::unique_ptr<ExpertCache> build_expert_cache(const Checkpoint& ck, const Shar
         Tensor bytes;
         if (from_disk) {  // the mapped checkpoint's own bytes, as the CPU backend computes on them
           bytes = mapped_slice(ck, t);
+          pins.push_back(bytes.keepalive());  // the cache reads src[j] long after this view goes
           STRATA_CHECK_KIND(ErrorKind::kConfig, backend.device() == Device::kCpu || t.dtype != DType::kF32,
                             t.ref.name, " is f32, which the ", backend.name(), " backend converts at upload, so the "
                             "experts cannot be read from the checkpoint as they are; use offload.cold_tier: host");
@@ -180,7 +186,8 @@ TieredWeights::TieredWeights(const Checkpoint& ck, const ShardSpec& spec, Backen
   }
   if (tied) m.globals.output = m.globals.embed;
   if (cache_experts) {  // the routed experts go to the expert cache; nothing else streams
-    m.experts = build_expert_cache(ck, spec, tensors, m.placement, backend, *m.engine, *m.pool, m.expert_host_block);
+    m.experts = build_expert_cache(ck, spec, tensors, m.placement, backend, *m.engine, *m.pool, m.expert_host_block,
+                                   m.pins);
     const ExpertCacheStats s = m.experts->stats();
     for (int64_t l = 0; l < s.layers; ++l)
       m.resident[static_cast<size_t>(m.local(s.layer_index[static_cast<size_t>(l)]))].expert_source = m.experts->layer(l);
@@ -222,7 +229,7 @@ TieredWeights::TieredWeights(const Checkpoint& ck, const ShardSpec& spec, Backen
       s.host = dst;
       host_cursor += (t.nbytes + 255) / 256 * 256;
     } else {
-      ck.materialize(t.ref.name);  // a tensor built on access exists in its file once built
+      m.pins.push_back(ck.materialize(t.ref.name));  // a tensor built on access is in its file while pinned
       s.file = m.file_for(ck, *t.entry);
       s.segments = t.segments;
     }

@@ -103,6 +103,10 @@ class Backend {
   // Brings a host weight (any dtype, e.g. a mapped checkpoint view) onto the device; on the CPU
   // backend this returns the view itself (zero-copy from the memory map).
   virtual Tensor upload_weight(const Tensor& host) = 0;
+  // upload_weight for a weight the model hands only to matmul (and the matmul-based expert_ffn): the backend
+  // may keep it in a layout of its own and let go of `host` (a view of memory that is handed back once no one
+  // holds it, such as a transcoded layer), so the returned tensor's bytes need not be host's.
+  virtual Tensor upload_matmul_weight(const Tensor& host) { return upload_weight(host); }
   virtual void synchronize() = 0;
 
   // out[t, :] = table[ids[t] - vocab_offset, :] when the id falls inside this shard, else 0.

@@ -22,6 +22,7 @@ class ForwardingBackend : public Backend {
   Tensor alloc(const Shape& shape, DType dtype) override { return inner_->alloc(shape, dtype); }
   void copy(const Tensor& src, Tensor& dst) override { inner_->copy(src, dst); }
   Tensor upload_weight(const Tensor& host) override { return inner_->upload_weight(host); }
+  Tensor upload_matmul_weight(const Tensor& host) override { return inner_->upload_matmul_weight(host); }
   void synchronize() override { inner_->synchronize(); }
   void embed(const Tensor& table, const Tensor& ids, int64_t vocab_offset, Tensor& out) override {
     inner_->embed(table, ids, vocab_offset, out);

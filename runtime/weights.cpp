@@ -111,6 +111,9 @@ class ResidentWeights final : public WeightSource {
   ResidentWeights(const Checkpoint& checkpoint, const ShardSpec& spec, Backend& backend) : spec_(spec) {
     const ShardReader reader(checkpoint, spec);
     auto up = [&](const Tensor& t) { return t.defined() ? backend.upload_weight(t) : Tensor(); };
+    // Weights only matmul reads: the backend may keep just its own copy, so a transcoded layer's pages go back
+    // once the host views below do (Checkpoint::materialize).
+    auto up_mm = [&](const Tensor& t) { return t.defined() ? backend.upload_matmul_weight(t) : Tensor(); };
     // MoE routers keep the checkpoint's dtype (upload_weight may round f32 to bf16): routing is decided in f32.
     auto up_exact = [&](const Tensor& t) {
       if (!t.defined() || backend.device() == Device::kCpu) return up(t);
@@ -133,15 +136,15 @@ class ResidentWeights final : public WeightSource {
       d.router = up_exact(h.router);
       d.expert_first = h.expert_first;
       for (size_t e = 0; e < h.expert_gate.size(); ++e) {
-        d.expert_gate.push_back(up(h.expert_gate[e]));
-        d.expert_up.push_back(up(h.expert_up[e]));
-        d.expert_down.push_back(up(h.expert_down[e]));
+        d.expert_gate.push_back(up_mm(h.expert_gate[e]));
+        d.expert_up.push_back(up_mm(h.expert_up[e]));
+        d.expert_down.push_back(up_mm(h.expert_down[e]));
       }
-      d.shared_gate = up(h.shared_gate), d.shared_up = up(h.shared_up), d.shared_down = up(h.shared_down);
+      d.shared_gate = up_mm(h.shared_gate), d.shared_up = up_mm(h.shared_up), d.shared_down = up_mm(h.shared_down);
       d.shared_router = up_exact(h.shared_router);
       d.ffn_norm = up(h.ffn_norm);
-      d.wo = up(h.wo);
-      d.w_down = up(h.w_down);
+      d.wo = up_mm(h.wo);
+      d.w_down = up_mm(h.w_down);
       const bool fuse_qkv = fuse && stackable({&h.wq, &h.wk, &h.wv}) &&
                             (!h.bq.defined() || stackable({&h.bq, &h.bk, &h.bv}));
       const bool fuse_gate_up = fuse && h.w_gate.defined() && stackable({&h.w_gate, &h.w_up});
@@ -157,7 +160,7 @@ class ResidentWeights final : public WeightSource {
           d.bv = d.bqkv.rows(h.bq.dim(0) + h.bk.dim(0), h.bv.dim(0));
         }
       } else {
-        d.wq = up(h.wq), d.wk = up(h.wk), d.wv = up(h.wv);
+        d.wq = up_mm(h.wq), d.wk = up_mm(h.wk), d.wv = up_mm(h.wv);
         d.bq = up(h.bq), d.bk = up(h.bk), d.bv = up(h.bv);
       }
       if (fuse_gate_up) {
@@ -165,8 +168,9 @@ class ResidentWeights final : public WeightSource {
         d.w_gate = d.w_gate_up.rows(0, h.w_gate.dim(0));
         d.w_up = d.w_gate_up.rows(h.w_gate.dim(0), h.w_up.dim(0));
       } else {
-        d.w_gate = up(h.w_gate), d.w_up = up(h.w_up);
+        d.w_gate = up_mm(h.w_gate), d.w_up = up_mm(h.w_up);
       }
+      if (fuse) backend.synchronize();  // copies from h's views are done before they (and their pins) go
       layers_.push_back(std::move(d));
     }
   }

@@ -111,6 +111,21 @@ class CpuBackend final : public Backend {
     }
     return host;
   }
+  // A repacked matrix is returned as a view of its interleaved copy (holding it, not `host`): matmul finds the
+  // copy by that address and reads nothing else, so the source (a transcoded layer) can be handed back.
+  Tensor upload_matmul_weight(const Tensor& host) override {
+    if (!(repack_weights_ && host.rank() == 2 && host.device() == Device::kCpu &&
+          cpu::RepackedWeight::supports(host.dtype()) && host.dim(1) % 32 == 0))
+      return upload_weight(host);
+    auto packed =
+        std::make_shared<const cpu::RepackedWeight>(host.raw(), host.dtype(), host.dim(0), host.dim(1), &arena_);
+    void* key = const_cast<uint8_t*>(packed->data());
+    Tensor out = Tensor::view(key, host.shape(), host.dtype(), Device::kCpu, std::shared_ptr<void>(packed, key));
+    const std::lock_guard<std::mutex> lock(repacked_mutex_);
+    std::erase_if(repacked_, [](const auto& entry) { return entry.second.owner.expired(); });
+    repacked_[key] = {out.keepalive(), std::move(packed)};
+    return out;
+  }
   void synchronize() override {}
 
   void embed(const Tensor& table, const Tensor& ids, int64_t vocab_offset, Tensor& out) override {

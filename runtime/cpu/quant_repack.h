@@ -48,6 +48,8 @@ class RepackedWeight {
   int64_t rows() const { return n_; }
   int64_t cols() const { return k_; }
   int64_t groups() const { return (n_ + kGroupRows - 1) / kGroupRows; }
+  // The interleaved bytes (at least rows x the row's block bytes): an address unique to this copy.
+  const uint8_t* data() const { return data_; }
 
   // out[i * ldo + r] = x_i . w_r + bias[r] (bias may be null) for the m activation rows x_i (k / 32
   // blocks each, consecutive) and the rows r of groups [g_begin, g_end).

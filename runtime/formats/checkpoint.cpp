@@ -38,23 +38,23 @@ std::shared_ptr<MappedFile> Checkpoint::file_of(const TensorEntry& entry) const 
   STRATA_THROW(ErrorKind::kInternal, path_, ": tensor '", entry.name, "' refers to unmapped file '", entry.file, "'");
 }
 
-void Checkpoint::materialize(const std::string& name) const {
+std::shared_ptr<void> Checkpoint::materialize(const std::string& name) const {
   const TensorEntry& e = entry(name);
-  if (!e.built_on_access) return;
+  if (!e.built_on_access) return file_of(e);
   STRATA_CHECK_KIND(ErrorKind::kInternal, lazy_ != nullptr, path_, ": tensor '", name, "' is built on access but ",
                     "the checkpoint has nothing to build it");
-  lazy_->build(e);
+  return lazy_->pin(e);
 }
 
 Tensor Checkpoint::tensor(const std::string& name) const {
   const TensorEntry& e = entry(name);
-  if (e.built_on_access) materialize(name);
+  std::shared_ptr<void> owner = materialize(name);  // the file, or the pin that keeps a built entry's bytes
   auto file = file_of(e);
   // A file truncated under the mapping would SIGBUS on first touch; fail here with a message.
   file->check_intact();
   add_bytes_touched(e.nbytes);
   void* p = const_cast<uint8_t*>(file->data()) + e.offset;
-  return Tensor::view(p, e.shape, e.dtype, Device::kCpu, std::shared_ptr<void>(file, p));
+  return Tensor::view(p, e.shape, e.dtype, Device::kCpu, std::shared_ptr<void>(std::move(owner), p));
 }
 
 Tensor Checkpoint::tensor_rows(const std::string& name, int64_t row0, int64_t rows) const {
@@ -65,14 +65,14 @@ Tensor Checkpoint::tensor_rows(const std::string& name, int64_t row0, int64_t ro
   const uint64_t row_bytes = total == 0 ? 0 : e.nbytes / static_cast<uint64_t>(total);
   STRATA_CHECK(e.shape.size() >= 2 || !dtype_is_quantized(e.dtype), path_, ": tensor '", name,
                "' is a 1-D quantized tensor; its rows are not addressable");
-  if (e.built_on_access) materialize(name);
+  std::shared_ptr<void> owner = materialize(name);
   auto file = file_of(e);
   file->check_intact();
   add_bytes_touched(row_bytes * static_cast<uint64_t>(rows));
   Shape shape = e.shape.empty() ? Shape{1} : e.shape;
   shape[0] = rows;
   void* p = const_cast<uint8_t*>(file->data()) + e.offset + row_bytes * static_cast<uint64_t>(row0);
-  return Tensor::view(p, std::move(shape), e.dtype, Device::kCpu, std::shared_ptr<void>(file, p));
+  return Tensor::view(p, std::move(shape), e.dtype, Device::kCpu, std::shared_ptr<void>(std::move(owner), p));
 }
 
 // ---- CheckpointBuilder ----
@@ -140,13 +140,13 @@ void CheckpointBuilder::finish() {
 
 // ---- open_checkpoint ----
 
-std::unique_ptr<Checkpoint> open_checkpoint(const std::string& path) {
+std::unique_ptr<Checkpoint> open_checkpoint(const std::string& path, const CheckpointOptions& options) {
   namespace fs = std::filesystem;
   std::error_code ec;
   const auto status = fs::status(path, ec);
   STRATA_CHECK_KIND(ErrorKind::kIo, !ec && fs::exists(status), "checkpoint '", path,
                     "' does not exist; pass a Hugging Face model directory, a .gguf file or a llama2.c .bin");
-  if (fs::is_directory(status)) return open_hf_checkpoint(path);
+  if (fs::is_directory(status)) return open_hf_checkpoint(path, options);
   // Dispatch on content, not the extension: a renamed GGUF still opens.
   uint8_t magic[4] = {0, 0, 0, 0};
   {

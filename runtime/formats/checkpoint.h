@@ -39,14 +39,25 @@ class MappedFile;
 
 // Tensors a format builds from others on first access instead of mapping them (the transcoded layers of a
 // quantized Hugging Face checkpoint, hf_quant.h), so opening a checkpoint for its config or a rank's share
-// costs only what is read. build() writes one entry's bytes into its file, once per process whichever thread
-// asks first; a failure (bad content, naming the tensor) throws and leaves the entry unbuilt.
+// costs only what is read. pin() builds an entry's bytes into its file unless they are there, and they stay
+// until the last pin of that entry goes: then the memory is handed back and the next pin builds the same bytes
+// again. So once a backend has its own copy (a device upload, the CPU's repacked layout) and drops its view,
+// a rank no longer holds the weights twice, while a reader that keeps a view or a pin (the CPU computing on the
+// mapping, the offload disk tier reading by offset) keeps them. A failed build (bad content, naming the tensor)
+// throws and leaves the entry unbuilt. Thread-safe.
 class LazyTensors {
  public:
   virtual ~LazyTensors() = default;
-  virtual void build(const TensorEntry& entry) = 0;
-  virtual uint64_t tensors_built() const = 0;
+  virtual std::shared_ptr<void> pin(const TensorEntry& entry) = 0;
+  virtual uint64_t tensors_built() const = 0;  // builds so far, a rebuild after a release counted again
   virtual uint64_t bytes_built() const = 0;
+  virtual uint64_t bytes_held() const = 0;  // built bytes in memory now (pinned entries')
+};
+
+// How open_checkpoint reads: `threads` build a lazily built tensor (transcoding its rows in parallel; the bytes
+// do not depend on the count). 0: one per hardware thread.
+struct CheckpointOptions {
+  int threads = 1;
 };
 
 class Checkpoint {
@@ -67,12 +78,15 @@ class Checkpoint {
   // the test that each TP rank reads about 1/TP of the sharded tensors).
   uint64_t bytes_touched() const { return bytes_touched_; }
   void add_bytes_touched(uint64_t n) const { bytes_touched_ += n; }
-  // Builds a built_on_access tensor's bytes in its file (nothing for others). tensor() and tensor_rows() do
-  // it; a reader that goes to the file by offset (the offload disk tier) calls it first.
-  void materialize(const std::string& name) const;
-  // Tensors and bytes built on first access so far (0 when every tensor is mapped as it is).
+  // Builds a built_on_access tensor's bytes in its file and returns a pin that keeps them there (for others,
+  // the file). tensor() and tensor_rows() do it and their views hold the pin; a reader that goes to the file by
+  // offset (the offload disk tier) calls it first and keeps the pin for as long as it reads.
+  std::shared_ptr<void> materialize(const std::string& name) const;
+  // Tensors and bytes built on first access so far, and the built bytes held now (0 when every tensor is
+  // mapped as it is).
   uint64_t tensors_built() const { return lazy_ ? lazy_->tensors_built() : 0; }
   uint64_t bytes_built() const { return lazy_ ? lazy_->bytes_built() : 0; }
+  uint64_t bytes_held() const { return lazy_ ? lazy_->bytes_held() : 0; }
 
   // The tokenizer, when the checkpoint has one (embedded in GGUF, tokenizer.json or tokenizer.model
   // beside safetensors, tokenizer.bin beside a llama2.c checkpoint).
@@ -94,6 +108,6 @@ class Checkpoint {
 // Opens `path`: a directory with config.json + model.safetensors (or an index of shards), a .gguf
 // file, or a llama2.c .bin (tokenizer.bin or tok*.bin beside it). Validates every tensor's bounds,
 // dtype and shape against the config; errors name the file and the tensor.
-std::unique_ptr<Checkpoint> open_checkpoint(const std::string& path);
+std::unique_ptr<Checkpoint> open_checkpoint(const std::string& path, const CheckpointOptions& options = {});
 
 }  // namespace strata

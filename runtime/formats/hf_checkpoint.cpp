@@ -11,6 +11,9 @@
 #include <map>
 #include <mutex>
 #include <sstream>
+#include <thread>
+
+#include <unistd.h>
 
 #include "runtime/error.h"
 #include "runtime/formats/checkpoint_builder.h"
@@ -26,6 +29,8 @@ namespace json = boost::json;
 namespace fs = std::filesystem;
 
 namespace {
+
+int hardware_threads() { return static_cast<int>(std::max(1u, std::thread::hardware_concurrency())); }
 
 std::string read_text(const std::string& path) { return read_file_bytes(path, "model file"); }
 
@@ -114,56 +119,99 @@ void parse_moe_config(const JsonFields& f, ModelConfig& c) {
 }
 
 // The quantized layers of a checkpoint, each transcoded (hf_quant.h) when first read into its place in one
-// sparse in-memory file: a rank pays for the layers it reads, and opening for the config pays nothing.
-class TranscodedLayers final : public LazyTensors {
+// sparse in-memory file: a rank pays for the layers it reads, and opening for the config pays nothing. A layer's
+// pages go back to the system when its last pin does (checkpoint.h), so they are not held beside a backend's
+// own copy; each layer starts on a page boundary so that handing one back never touches a neighbour.
+class TranscodedLayers final : public LazyTensors, public std::enable_shared_from_this<TranscodedLayers> {
  public:
-  // `sources`: the shards the layers' parts point into.
+  // `sources`: the shards the layers' parts point into. `threads`: how many transcode one layer.
   TranscodedLayers(HfQuantization quant, std::vector<HfQuantLayer> layers,
-                   std::vector<std::shared_ptr<MappedFile>> sources)
-      : quant_(std::move(quant)), layers_(std::move(layers)), sources_(std::move(sources)), once_(layers_.size()) {
+                   std::vector<std::shared_ptr<MappedFile>> sources, int threads)
+      : quant_(std::move(quant)), layers_(std::move(layers)), sources_(std::move(sources)), threads_(threads),
+        state_(layers_.size()) {
     uint64_t size = 0;
-    for (const HfQuantLayer& l : layers_) {
-      size = (size + 63) / 64 * 64;
+    for (size_t i = 0; i < layers_.size(); ++i) {
       offsets_.push_back(size);
-      size += l.nbytes();
+      size += span(i);
     }
     file_ = std::make_shared<MappedFile>(MappedFile::in_memory("strata-transcoded-weights", size));
   }
   size_t size() const { return layers_.size(); }
+  // A layer's bytes rounded up to whole pages: its own, written and handed back together.
+  uint64_t span(size_t i) const { return (layers_[i].nbytes() + page_ - 1) / page_ * page_; }
   const HfQuantLayer& layer(size_t i) const { return layers_[i]; }
   uint64_t offset(size_t i) const { return offsets_[i]; }
   const std::shared_ptr<MappedFile>& file() const { return file_; }
   void bind(const std::string& canonical, size_t i) { index_[canonical] = i; }
 
-  void build(const TensorEntry& entry) override {
+  std::shared_ptr<void> pin(const TensorEntry& entry) override {
     const auto it = index_.find(entry.name);
     STRATA_CHECK_KIND(ErrorKind::kInternal, it != index_.end(), "tensor '", entry.name, "' is not a transcoded layer");
     const size_t i = it->second;
-    std::call_once(once_[i], [&] {  // a throw leaves it unbuilt: the next read retries and fails the same way
-      const HfQuantLayer& l = layers_[i];
-      for (const auto& source : sources_)  // a shard truncated since open would SIGBUS on the read below
-        for (const auto& part : l.parts)
-          if (part.second.file == source->path()) source->check_intact();
-      std::vector<uint8_t> bytes(l.nbytes());
-      transcode_hf_layer(quant_, l, bytes.data());
-      file_->write(offsets_[i], bytes.data(), bytes.size());
-      tensors_ += 1;
-      bytes_ += bytes.size();
-      LOG_DEBUG("transcoded ", l.described);
-    });
+    State& st = state_[i];
+    {
+      const std::lock_guard<std::mutex> lock(st.mutex);  // one layer builds at a time; others go on in parallel
+      if (!st.built) build(i);  // a throw leaves it unbuilt: the next read retries and fails the same way
+      st.pins += 1;
+    }
+    // The pin owns the file (views outlive the checkpoint) and this object; its deleter may release the bytes.
+    auto self = shared_from_this();
+    return std::shared_ptr<void>(file_.get(), [self, i](void*) { self->unpin(i); });
   }
   uint64_t tensors_built() const override { return tensors_; }
   uint64_t bytes_built() const override { return bytes_; }
+  uint64_t bytes_held() const override { return held_; }
 
  private:
+  struct State {
+    std::mutex mutex;
+    bool built = false;
+    int64_t pins = 0;
+  };
+
+  void build(size_t i) {
+    const HfQuantLayer& l = layers_[i];
+    for (const auto& source : sources_)  // a shard truncated since open would SIGBUS on the read below
+      for (const auto& part : l.parts)
+        if (part.second.file == source->path()) source->check_intact();
+    // Straight into the layer's pages: no buffer the size of the layer, no copy.
+    file_->fill(offsets_[i], l.nbytes(), [&](uint8_t* out) { transcode_hf_layer(quant_, l, out, threads_); });
+    // The codes are read once per build: out of this process's resident set (a rebuild faults them back in).
+    for (const auto& source : sources_)
+      for (const auto& part : l.parts)
+        if (part.second.file == source->path())
+          source->drop_pages(static_cast<uint64_t>(part.second.data - source->data()), part.second.nbytes);
+    state_[i].built = true;
+    tensors_ += 1;
+    bytes_ += l.nbytes();
+    held_ += l.nbytes();
+    LOG_DEBUG("transcoded ", l.described);
+  }
+
+  // Destructors never throw: a failed release logs and keeps the bytes (still correct, only held).
+  void unpin(size_t i) noexcept {
+    State& st = state_[i];
+    const std::lock_guard<std::mutex> lock(st.mutex);
+    if (--st.pins > 0 || !st.built) return;
+    try {
+      file_->discard(offsets_[i], span(i));
+      st.built = false;
+      held_ -= layers_[i].nbytes();
+    } catch (const std::exception& e) {
+      LOG_WARN("keeping the transcoded bytes of ", layers_[i].described, ": ", e.what());
+    }
+  }
+
   const HfQuantization quant_;
   const std::vector<HfQuantLayer> layers_;
   const std::vector<std::shared_ptr<MappedFile>> sources_;
+  const int threads_;
+  const uint64_t page_ = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
   std::vector<uint64_t> offsets_;
-  std::vector<std::once_flag> once_;
+  std::vector<State> state_;
   std::map<std::string, size_t> index_;  // canonical name -> layer
   std::shared_ptr<MappedFile> file_;
-  std::atomic<uint64_t> tensors_{0}, bytes_{0};
+  std::atomic<uint64_t> tensors_{0}, bytes_{0}, held_{0};
 };
 
 }  // namespace
@@ -348,7 +396,7 @@ std::string hf_config_json(const ModelConfig& c, const std::string& torch_dtype)
   return json::serialize(o) + "\n";
 }
 
-std::unique_ptr<Checkpoint> open_hf_checkpoint(const std::string& dir) {
+std::unique_ptr<Checkpoint> open_hf_checkpoint(const std::string& dir, const CheckpointOptions& options) {
   const fs::path root(dir);
   const std::string config_path = (root / "config.json").string();
   if (!fs::exists(config_path)) {
@@ -434,7 +482,8 @@ std::unique_ptr<Checkpoint> open_hf_checkpoint(const std::string& dir) {
     std::map<std::string, HfRawTensor> raw;
     for (const FileTensor& f : tensors)
       if (!f.name.empty()) raw[f.name] = HfRawTensor{f.path, f.t.dtype, f.t.shape, f.data, f.t.nbytes};
-    auto layers = std::make_shared<TranscodedLayers>(quant, plan_hf_quantized(quant, raw), shard_files);
+    auto layers = std::make_shared<TranscodedLayers>(quant, plan_hf_quantized(quant, raw), shard_files,
+                                                     options.threads > 0 ? options.threads : hardware_threads());
     std::erase_if(tensors, [&](const FileTensor& f) { return !f.name.empty() && raw.count(f.name) == 0; });
     ckpt->add_file(layers->file());
     ckpt->set_lazy(layers);

@@ -30,6 +30,6 @@ ModelConfig parse_hf_config(const std::string& json_text, const std::string& sou
 std::string hf_config_json(const ModelConfig& config, const std::string& torch_dtype);
 
 // Opens a Hugging Face model directory (see checkpoint.h).
-std::unique_ptr<Checkpoint> open_hf_checkpoint(const std::string& dir);
+std::unique_ptr<Checkpoint> open_hf_checkpoint(const std::string& dir, const CheckpointOptions& options = {});
 
 }  // namespace strata

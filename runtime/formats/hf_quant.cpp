@@ -7,7 +7,11 @@
 #include <algorithm>
 #include <boost/json.hpp>
 #include <cstring>
+#include <exception>
 #include <filesystem>
+#include <functional>
+#include <mutex>
+#include <thread>
 
 #include "runtime/error.h"
 #include "runtime/log.h"
@@ -139,6 +143,31 @@ int64_t int_at(const HfRawTensor& t, int64_t i) {
   }
 }
 
+// Rows (or columns) unpacked together, so each reads whole cache lines of the packed codes.
+constexpr int64_t kBand = 16;
+
+// Runs fn(begin, end) over [0, n) split into `threads` contiguous ranges, the first on the calling thread. Each
+// index is written by exactly one range, so the bytes are those of one thread. The first exception is rethrown.
+void for_ranges(int threads, int64_t n, const std::function<void(int64_t, int64_t)>& fn) {
+  const int64_t parts = std::clamp<int64_t>(threads, 1, std::max<int64_t>(n, 1));
+  if (parts == 1) return fn(0, n);
+  std::exception_ptr first;
+  std::mutex mutex;
+  auto run = [&](int64_t p) {
+    try {
+      fn(n * p / parts, n * (p + 1) / parts);
+    } catch (...) {
+      const std::lock_guard<std::mutex> lock(mutex);
+      if (!first) first = std::current_exception();
+    }
+  };
+  std::vector<std::thread> pool;
+  for (int64_t p = 1; p < parts; ++p) pool.emplace_back(run, p);
+  run(0);
+  for (std::thread& t : pool) t.join();
+  if (first) std::rethrow_exception(first);
+}
+
 int64_t numel(const Shape& s) {
   int64_t n = 1;
   for (int64_t d : s) n *= d;
@@ -242,45 +271,47 @@ DType choose_type(const IntLayer& l, std::string& why) {
   return DType::kF32;
 }
 
-void emit(const IntLayer& l, DType dt, uint8_t* out) {
+void emit(const IntLayer& l, DType dt, uint8_t* out, int threads) {
   if (dt != DType::kF32)  // planning read f16 scales' dtype, not their values
     for (size_t i = 0; i < l.scale.size(); ++i)
       STRATA_CHECK_KIND(ErrorKind::kFormat, std::isfinite(l.scale[i]), l.scale_tensor, ": scale ", i / l.groups,
                         ", group ", i % l.groups, " is ", l.scale[i], "; a quantized layer needs finite scales");
   const int64_t size = l.groups > 0 ? l.cols / l.groups : l.cols;
-  for (int64_t r = 0; r < l.rows; ++r) {
-    const int16_t* d = l.d.data() + r * l.cols;
-    const float* s = l.scale.data() + r * l.groups;
-    uint8_t* row = out + dtype_bytes(dt, r * l.cols);
-    for (int64_t b = 0; dt != DType::kF32 && b < l.cols / kQBlock; ++b) {
-      const int16_t* db = d + b * kQBlock;
-      const uint16_t scale = f32_to_f16(s[b * kQBlock / size]);
-      if (dt == DType::kQ4_0) {
-        auto* blk = reinterpret_cast<BlockQ4_0*>(row) + b;
-        blk->scale = scale;
-        for (int i = 0; i < 16; ++i)
-          blk->q[i] = static_cast<uint8_t>((db[i] + 8) | (db[i + 16] + 8) << 4);
-      } else if (dt == DType::kQ5_0) {
-        auto* blk = reinterpret_cast<BlockQ5_0*>(row) + b;
-        blk->d = scale;
-        uint32_t qh = 0;
-        for (int i = 0; i < 16; ++i) {
-          const int a = db[i] + 16, c = db[i + 16] + 16;
-          blk->qs[i] = static_cast<uint8_t>((a & 15) | (c & 15) << 4);
-          qh |= static_cast<uint32_t>(a >> 4) << i | static_cast<uint32_t>(c >> 4) << (i + 16);
+  for_ranges(threads, l.rows, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const int16_t* d = l.d.data() + r * l.cols;
+      const float* s = l.scale.data() + r * l.groups;
+      uint8_t* row = out + dtype_bytes(dt, r * l.cols);
+      for (int64_t b = 0; dt != DType::kF32 && b < l.cols / kQBlock; ++b) {
+        const int16_t* db = d + b * kQBlock;
+        const uint16_t scale = f32_to_f16(s[b * kQBlock / size]);
+        if (dt == DType::kQ4_0) {
+          auto* blk = reinterpret_cast<BlockQ4_0*>(row) + b;
+          blk->scale = scale;
+          for (int i = 0; i < 16; ++i)
+            blk->q[i] = static_cast<uint8_t>((db[i] + 8) | (db[i + 16] + 8) << 4);
+        } else if (dt == DType::kQ5_0) {
+          auto* blk = reinterpret_cast<BlockQ5_0*>(row) + b;
+          blk->d = scale;
+          uint32_t qh = 0;
+          for (int i = 0; i < 16; ++i) {
+            const int a = db[i] + 16, c = db[i + 16] + 16;
+            blk->qs[i] = static_cast<uint8_t>((a & 15) | (c & 15) << 4);
+            qh |= static_cast<uint32_t>(a >> 4) << i | static_cast<uint32_t>(c >> 4) << (i + 16);
+          }
+          std::memcpy(blk->qh, &qh, 4);
+        } else {
+          auto* blk = reinterpret_cast<BlockQ8_0*>(row) + b;
+          blk->scale = scale;
+          for (int i = 0; i < 32; ++i) blk->q[i] = static_cast<int8_t>(db[i]);
         }
-        std::memcpy(blk->qh, &qh, 4);
-      } else {
-        auto* blk = reinterpret_cast<BlockQ8_0*>(row) + b;
-        blk->scale = scale;
-        for (int i = 0; i < 32; ++i) blk->q[i] = static_cast<int8_t>(db[i]);
+      }
+      if (dt == DType::kF32) {
+        auto* y = reinterpret_cast<float*>(row);
+        for (int64_t c = 0; c < l.cols; ++c) y[c] = s[l.group[static_cast<size_t>(c)]] * static_cast<float>(d[c]);
       }
     }
-    if (dt == DType::kF32) {
-      auto* y = reinterpret_cast<float*>(row);
-      for (int64_t c = 0; c < l.cols; ++c) y[c] = s[l.group[static_cast<size_t>(c)]] * static_cast<float>(d[c]);
-    }
-  }
+  });
 }
 
 // Reads a [groups, rows] (transposed) or [rows, groups] scale tensor into l.scale ([rows, groups]). Planning
@@ -316,7 +347,7 @@ int64_t group_count(const Module& m, int64_t cols, int64_t group_size, const std
 
 // ---- GPTQ and AWQ ------------------------------------------------------------------------------------
 
-IntLayer gptq(Module& m, const HfQuantization& q, bool codes) {
+IntLayer gptq(Module& m, const HfQuantization& q, bool codes, int threads) {
   const int bits = q.bits, pack = 32 / bits, mask = (1 << bits) - 1;
   const HfRawTensor& qweight = m.get("qweight", {DType::kI32}, "GPTQ packed codes");
   STRATA_CHECK_KIND(ErrorKind::kFormat, qweight.shape.size() == 2, describe(m.name("qweight"), qweight),
@@ -357,21 +388,30 @@ IntLayer gptq(Module& m, const HfQuantization& q, bool codes) {
   l.label = cat(m.name("qweight"), " in ", m.file(), " (GPTQ ", bits, "-bit", q.gptq_v1 ? "" : " v2", ")");
   if (!codes) return l;
   l.d.resize(static_cast<size_t>(rows * cols));
-  for (int64_t c = 0; c < cols; ++c) {
-    const int32_t g = l.group[static_cast<size_t>(c)];
-    for (int64_t r = 0; r < rows; ++r) {
-      const auto word = static_cast<uint32_t>(int_at(qweight, (c / pack) * rows + r));
-      const int code = static_cast<int>(word >> (bits * (c % pack))) & mask;
-      l.d[static_cast<size_t>(r * cols + c)] = static_cast<int16_t>(code - zero[static_cast<size_t>(g * rows + r)]);
-    }
-  }
+  // Word j of output row r (qweight[j][r]) holds columns j*pack ... j*pack + pack - 1. Bands of 16 rows read
+  // whole cache lines of qweight and write runs of d.
+  const uint8_t* qw = qweight.data;
+  int16_t* d = l.d.data();
+  const int32_t* group = l.group.data();
+  const int* zp = zero.data();
+  for_ranges(threads, (rows + kBand - 1) / kBand, [=](int64_t b0, int64_t b1) {
+    for (int64_t r0 = b0 * kBand; r0 < std::min(rows, b1 * kBand); r0 += kBand)
+      for (int64_t j = 0; j < cols / pack; ++j)
+        for (int64_t r = r0; r < std::min(rows, r0 + kBand); ++r) {
+          uint32_t word;
+          std::memcpy(&word, qw + (j * rows + r) * 4, 4);
+          int16_t* dr = d + r * cols + j * pack;
+          for (int k = 0; k < pack; ++k)
+            dr[k] = static_cast<int16_t>((static_cast<int>(word >> (bits * k)) & mask) - zp[group[j * pack + k] * rows + r]);
+        }
+  });
   return l;
 }
 
 // AutoAWQ's GEMM packing: word j of a row holds columns 8j..8j+7, nibble i holding column 8j + kOrder[i].
 constexpr int kAwqNibbleOfColumn[8] = {0, 4, 1, 5, 2, 6, 3, 7};
 
-IntLayer awq(Module& m, const HfQuantization& q, bool codes) {
+IntLayer awq(Module& m, const HfQuantization& q, bool codes, int threads) {
   const HfRawTensor& qweight = m.get("qweight", {DType::kI32}, "AWQ packed codes");
   STRATA_CHECK_KIND(ErrorKind::kFormat, qweight.shape.size() == 2, describe(m.name("qweight"), qweight),
                     " must be 2-D [in, out / 8]");
@@ -397,14 +437,24 @@ IntLayer awq(Module& m, const HfQuantization& q, bool codes) {
   l.label = cat(m.name("qweight"), " in ", m.file(), " (AWQ 4-bit GEMM)");
   if (!codes) return l;
   l.d.resize(static_cast<size_t>(rows * cols));
-  for (int64_t c = 0; c < cols; ++c) {
-    const int32_t g = l.group[static_cast<size_t>(c)];
-    for (int64_t r = 0; r < rows; ++r) {
-      const int shift = 4 * kAwqNibbleOfColumn[r % 8];
-      const int code = static_cast<int>(static_cast<uint32_t>(int_at(qweight, c * words + r / 8)) >> shift) & 15;
-      l.d[static_cast<size_t>(r * cols + c)] = static_cast<int16_t>(code - zero[static_cast<size_t>(g * rows + r)]);
-    }
-  }
+  // Word w of input column c (qweight[c][w]) holds output rows 8w ... 8w + 7. Bands of 16 columns write runs of d.
+  const uint8_t* qw = qweight.data;
+  int16_t* d = l.d.data();
+  const int32_t* group = l.group.data();
+  const int* zp = zero.data();
+  for_ranges(threads, (cols + kBand - 1) / kBand, [=](int64_t b0, int64_t b1) {
+    for (int64_t c0 = b0 * kBand; c0 < std::min(cols, b1 * kBand); c0 += kBand)
+      for (int64_t w = 0; w < words; ++w)
+        for (int64_t c = c0; c < std::min(cols, c0 + kBand); ++c) {
+          uint32_t word;
+          std::memcpy(&word, qw + (c * words + w) * 4, 4);
+          const int* zc = zp + group[c] * rows;
+          for (int i = 0; i < 8; ++i) {
+            const int64_t r = w * 8 + i;
+            d[r * cols + c] = static_cast<int16_t>((static_cast<int>(word >> (4 * kAwqNibbleOfColumn[i])) & 15) - zc[r]);
+          }
+        }
+  });
   return l;
 }
 
@@ -456,7 +506,7 @@ std::vector<int> ct_zero_points(Module& m, const IntLayer& l, int bits) {
   return z;
 }
 
-IntLayer ct_packed(Module& m, const HfQuantization& q, bool codes) {
+IntLayer ct_packed(Module& m, const HfQuantization& q, bool codes, int threads) {
   const int bits = q.bits, per = 32 / bits, mask = (1 << bits) - 1, offset = 1 << (bits - 1);
   const HfRawTensor& packed = m.get("weight_packed", {DType::kI32}, "packed codes");
   STRATA_CHECK_KIND(ErrorKind::kFormat, packed.shape.size() == 2, describe(m.name("weight_packed"), packed),
@@ -478,17 +528,28 @@ IntLayer ct_packed(Module& m, const HfQuantization& q, bool codes) {
   l.label = cat(m.name("weight_packed"), " in ", m.file(), " (compressed-tensors int", bits, ")");
   if (!codes) return l;
   l.d.resize(static_cast<size_t>(l.rows * l.cols));
-  for (int64_t r = 0; r < l.rows; ++r)
-    for (int64_t c = 0; c < l.cols; ++c) {
-      const auto word = static_cast<uint32_t>(int_at(packed, r * packed.shape[1] + c / per));
-      const int v = (static_cast<int>(word >> (bits * (c % per))) & mask) - offset;
-      l.d[static_cast<size_t>(r * l.cols + c)] =
-          static_cast<int16_t>(v - z[static_cast<size_t>(r * l.groups + l.group[static_cast<size_t>(c)])]);
+  const uint8_t* src = packed.data;
+  const int64_t words = packed.shape[1], cols = l.cols, groups = l.groups;
+  int16_t* d = l.d.data();
+  const int32_t* group = l.group.data();
+  const int* zp = z.data();
+  for_ranges(threads, l.rows, [=](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const uint8_t* row = src + r * words * 4;
+      const int* zr = zp + r * groups;
+      int16_t* dr = d + r * cols;
+      for (int64_t c = 0; c < cols; c += per) {
+        uint32_t word;
+        std::memcpy(&word, row + (c / per) * 4, 4);
+        for (int64_t k = 0; k < std::min<int64_t>(per, cols - c); ++k)
+          dr[c + k] = static_cast<int16_t>((static_cast<int>(word >> (bits * k)) & mask) - offset - zr[group[c + k]]);
+      }
     }
+  });
   return l;
 }
 
-IntLayer ct_int8(Module& m, const HfQuantization& q, bool codes) {
+IntLayer ct_int8(Module& m, const HfQuantization& q, bool codes, int threads) {
   const HfRawTensor& w = m.get("weight", {DType::kI8}, "int8 codes");
   STRATA_CHECK_KIND(ErrorKind::kFormat, w.shape.size() == 2, describe(m.name("weight"), w), " must be 2-D");
   IntLayer l;
@@ -499,17 +560,20 @@ IntLayer ct_int8(Module& m, const HfQuantization& q, bool codes) {
   l.label = cat(m.name("weight"), " in ", m.file(), " (", q.method_name, " int8)");
   if (!codes) return l;
   l.d.resize(static_cast<size_t>(l.rows * l.cols));
-  for (int64_t r = 0; r < l.rows; ++r)
-    for (int64_t c = 0; c < l.cols; ++c)
-      l.d[static_cast<size_t>(r * l.cols + c)] = static_cast<int16_t>(
-          static_cast<int8_t>(w.data[r * l.cols + c]) - z[static_cast<size_t>(r * l.groups + l.group[static_cast<size_t>(c)])]);
+  for_ranges(threads, l.rows, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r)
+      for (int64_t c = 0; c < l.cols; ++c)
+        l.d[static_cast<size_t>(r * l.cols + c)] =
+            static_cast<int16_t>(static_cast<int8_t>(w.data[r * l.cols + c]) -
+                                 z[static_cast<size_t>(r * l.groups + l.group[static_cast<size_t>(c)])]);
+  });
   return l;
 }
 
 // ---- FP8 ---------------------------------------------------------------------------------------------
 
 // Plans the layer (out == nullptr: its type from the shapes alone) or writes its bytes.
-void fp8(Module& m, const HfQuantization& q, HfQuantLayer& out_layer, uint8_t* out) {
+void fp8(Module& m, const HfQuantization& q, HfQuantLayer& out_layer, uint8_t* out, int threads) {
   const HfRawTensor& w = m.get("weight", {DType::kF8_E4M3}, "FP8 codes");
   STRATA_CHECK_KIND(ErrorKind::kFormat, w.shape.size() == 2, describe(m.name("weight"), w), " must be 2-D");
   const int64_t rows = w.shape[0], cols = w.shape[1];
@@ -527,9 +591,13 @@ void fp8(Module& m, const HfQuantization& q, HfQuantLayer& out_layer, uint8_t* o
     out_layer.described = cat(m.name("weight"), " in ", m.file(), " (", q.method_name, " e4m3) -> f32");
     out_layer.unquantized_why =
         cat("its ", cols, " columns are not a multiple of the ", kF8Block, "-column f8_e4m3_b128 block");
+    if (out == nullptr) return;
     auto* y = reinterpret_cast<float*>(out);
-    for (int64_t r = 0; out != nullptr && r < rows; ++r)
-      for (int64_t c = 0; c < cols; ++c) y[r * cols + c] = e4m3_to_f32(w.data[r * cols + c]) * float_at(s, count == 1 ? 0 : r);
+    for_ranges(threads, rows, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r)
+        for (int64_t c = 0; c < cols; ++c)
+          y[r * cols + c] = e4m3_to_f32(w.data[r * cols + c]) * float_at(s, count == 1 ? 0 : r);
+    });
     return;
   }
   STRATA_CHECK_KIND(ErrorKind::kFormat, cols % kF8Block == 0, describe(m.name("weight"), w), " has ", cols,
@@ -555,22 +623,26 @@ void fp8(Module& m, const HfQuantization& q, HfQuantLayer& out_layer, uint8_t* o
   out_layer.dtype = DType::kF8_B128;
   out_layer.described = cat(m.name("weight"), " in ", m.file(), " (", q.method_name, " e4m3) -> f8_e4m3_b128");
   if (out == nullptr) return;
-  auto* blk = reinterpret_cast<BlockF8B128*>(out);
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < cols; c += kF8Block, ++blk) {
-      blk->scale = float_at(s, count == 1 ? 0 : (r / row_band) * scale_cols + c / col_band);
-      std::memcpy(blk->q, w.data + r * cols + c, kF8Block);
-    }
+  for_ranges(threads, rows, [&](int64_t r0, int64_t r1) {
+    auto* blk = reinterpret_cast<BlockF8B128*>(out) + r0 * (cols / kF8Block);
+    for (int64_t r = r0; r < r1; ++r)
+      for (int64_t c = 0; c < cols; c += kF8Block, ++blk) {
+        blk->scale = float_at(s, count == 1 ? 0 : (r / row_band) * scale_cols + c / col_band);
+        std::memcpy(blk->q, w.data + r * cols + c, kF8Block);
+      }
+  });
 }
 
 // Plans (out == nullptr: sets the layer's shape, type and description) or transcodes one layer as planned.
-void build(Module& m, const HfQuantization& q, HfQuantLayer& layer, uint8_t* out) {
-  if (layer.kind == 'f') return fp8(m, q, layer, out);
+// `threads` split the rows (or columns) of one layer's transcoding; the bytes do not depend on them.
+void build(Module& m, const HfQuantization& q, HfQuantLayer& layer, uint8_t* out, int threads) {
+  if (layer.kind == 'f') return fp8(m, q, layer, out, threads);
   const bool codes = out != nullptr;
-  const IntLayer l = layer.kind == 'q' ? (q.method == HfQuantMethod::kGptq ? gptq(m, q, codes) : awq(m, q, codes))
-                     : layer.kind == 'p' ? ct_packed(m, q, codes)
-                                         : ct_int8(m, q, codes);
-  if (codes) return emit(l, layer.dtype, out);
+  const IntLayer l = layer.kind == 'q' ? (q.method == HfQuantMethod::kGptq ? gptq(m, q, codes, threads)
+                                                                          : awq(m, q, codes, threads))
+                     : layer.kind == 'p' ? ct_packed(m, q, codes, threads)
+                                         : ct_int8(m, q, codes, threads);
+  if (codes) return emit(l, layer.dtype, out, threads);
   layer.shape = {l.rows, l.cols};
   layer.dtype = choose_type(l, layer.unquantized_why);
   layer.described = cat(l.label, " -> ", dtype_name(layer.dtype));
@@ -664,7 +736,7 @@ std::vector<HfQuantLayer> plan_hf_quantized(const HfQuantization& q, std::map<st
     l.prefix = prefix;
     l.kind = kind;
     l.weight_name = prefix + ".weight";
-    build(m, q, l, nullptr);
+    build(m, q, l, nullptr, 1);
     if ((kind == 'f' || kind == 'i') && m.has("input_scale"))
       l.input_scale = float_at(m.get("input_scale", kFloatTypes, "the input scale"), 0);
     m.also_consume("input_scale");
@@ -684,11 +756,11 @@ std::vector<HfQuantLayer> plan_hf_quantized(const HfQuantization& q, std::map<st
   return out;
 }
 
-void transcode_hf_layer(const HfQuantization& q, const HfQuantLayer& layer, uint8_t* out) {
+void transcode_hf_layer(const HfQuantization& q, const HfQuantLayer& layer, uint8_t* out, int threads) {
   std::map<std::string, HfRawTensor> parts = layer.parts;
   Module m(parts, layer.prefix);
   HfQuantLayer planned = layer;  // build() reads the planned type and rewrites nothing else
-  build(m, q, planned, out);
+  build(m, q, planned, out, threads);
 }
 
 std::vector<HfTranscoded> transcode_hf_quantized(const HfQuantization& q, std::map<std::string, HfRawTensor>& tensors) {

@@ -74,9 +74,10 @@ struct HfQuantLayer {
 // row, g_idx out of range, zero points of another bit width) throws kFormat naming the tensor.
 std::vector<HfQuantLayer> plan_hf_quantized(const HfQuantization& q, std::map<std::string, HfRawTensor>& tensors);
 
-// Writes the layer's layer.nbytes() bytes to `out`, reading its codes. Content that its planned type cannot
-// hold (a non-finite f16 scale) throws kFormat naming the tensor.
-void transcode_hf_layer(const HfQuantization& q, const HfQuantLayer& layer, uint8_t* out);
+// Writes the layer's layer.nbytes() bytes to `out`, reading its codes, on `threads` threads (each writes its own
+// rows, so the bytes are the same for any count). Content that its planned type cannot hold (a non-finite f16
+// scale) throws kFormat naming the tensor.
+void transcode_hf_layer(const HfQuantization& q, const HfQuantLayer& layer, uint8_t* out, int threads = 1);
 
 // Both steps for every layer at once (tests, and tools that want all of them).
 struct HfTranscoded {

@@ -73,20 +73,50 @@ MappedFile MappedFile::in_memory(const std::string& label, uint64_t size) {
   }
 }
 
-void MappedFile::write(uint64_t offset, const uint8_t* bytes, size_t n) const {
-  STRATA_CHECK_KIND(ErrorKind::kInternal, memfd_ >= 0 && offset <= size_ && n <= size_ - offset, "write of ", n,
-                    " bytes at ", offset, " into '", path_, "' (", size_,
-                    " bytes), which is not a fitting in-memory file");
-  for (size_t done = 0; done < n;) {
-    const ssize_t w = ::pwrite(memfd_, bytes + done, n - done, static_cast<off_t>(offset + done));
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) {
-      const int err = errno;
-      STRATA_THROW(ErrorKind::kIo, "cannot fill the in-memory file '", path_, "' at byte ", offset + done, ": ",
-                   std::strerror(err), " (out of memory for the transcoded weights?)");
-    }
-    done += static_cast<size_t>(w);
+void MappedFile::fill(uint64_t offset, size_t n, const std::function<void(uint8_t*)>& fill) const {
+  const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  STRATA_CHECK_KIND(ErrorKind::kInternal, memfd_ >= 0 && offset % page == 0 && offset <= size_ && n <= size_ - offset,
+                    "fill of ", n, " bytes at ", offset, " in '", path_, "' (", size_,
+                    " bytes), which is not a fitting in-memory file and page-aligned range");
+  if (n == 0) return;
+  void* p = ::mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_SHARED, memfd_, static_cast<off_t>(offset));
+  if (p == MAP_FAILED) {
+    const int err = errno;
+    STRATA_THROW(ErrorKind::kIo, "cannot map bytes [", offset, ", ", offset + n, ") of the in-memory file '", path_,
+                 "' for writing: ", std::strerror(err));
   }
+  try {
+    fill(static_cast<uint8_t*>(p));
+  } catch (...) {
+    ::munmap(p, n);
+    discard(offset, std::min<uint64_t>(size_ - offset, (n + page - 1) / page * page));
+    throw;
+  }
+  ::munmap(p, n);
+}
+
+void MappedFile::discard(uint64_t offset, uint64_t n) const {
+  STRATA_CHECK_KIND(ErrorKind::kInternal, memfd_ >= 0 && offset <= size_ && n <= size_ - offset, "discard of ", n,
+                    " bytes at ", offset, " in '", path_, "' (", size_, " bytes), which is not a fitting in-memory file");
+  const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  const uint64_t begin = (offset + page - 1) / page * page, end = (offset + n) / page * page;
+  if (end <= begin) return;
+  if (::fallocate(memfd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(begin),
+                  static_cast<off_t>(end - begin)) != 0) {
+    const int err = errno;
+    STRATA_THROW(ErrorKind::kIo, "cannot release bytes [", begin, ", ", end, ") of the in-memory file '", path_,
+                 "': ", std::strerror(err));
+  }
+}
+
+uint64_t MappedFile::allocated_bytes() const {
+  if (memfd_ < 0) return size_;
+  struct stat st {};
+  if (::fstat(memfd_, &st) != 0) {
+    const int err = errno;
+    STRATA_THROW(ErrorKind::kIo, "cannot stat the in-memory file '", path_, "': ", std::strerror(err));
+  }
+  return static_cast<uint64_t>(st.st_blocks) * 512;
 }
 
 MappedFile::~MappedFile() { release(); }
@@ -151,6 +181,15 @@ void MappedFile::prefetch(uint64_t offset, uint64_t bytes) const {
   const uint64_t begin = offset / page * page;
   const uint64_t end = std::min<uint64_t>(size_, offset + bytes);
   ::madvise(const_cast<uint8_t*>(data_) + begin, end - begin, MADV_WILLNEED);
+}
+
+void MappedFile::drop_pages(uint64_t offset, uint64_t bytes) const {
+  if (data_ == nullptr || offset >= size_ || memfd_ >= 0) return;
+  const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  const uint64_t begin = offset / page * page;
+  const uint64_t end = std::min<uint64_t>(size_, offset + bytes);
+  // A private read-only mapping never holds changes, so the pages read back as the file's bytes.
+  ::madvise(const_cast<uint8_t*>(data_) + begin, end - begin, MADV_DONTNEED);
 }
 
 }  // namespace strata

@@ -5,6 +5,7 @@
 // every transcoded layer dequantizes bit for bit to the reference's f32 weights; the whole model's logits
 // match transformers run on those weights; greedy continuations are equal; bad input is refused by name.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <boost/json.hpp>
 #include <cmath>
@@ -148,7 +149,8 @@ TEST(HfQuantPlan, TensorParallelSizesKeepTheTranscodedBlocksWhole) {
 // ---- transcoding on first access ----
 
 // What RankRuntime and `strata plan --check` do with a checkpoint (its config, weight dtype and partition)
-// transcodes nothing; the first read of a layer transcodes that layer alone, and later reads reuse it.
+// transcodes nothing; the first read of a layer transcodes that layer alone, and later reads while it is held
+// reuse it.
 TEST(HfQuantLazy, OpeningForThePlanTranscodesNothingAndEachLayerOnce) {
   for (const char* fixture : {"gptq_int4_g32_sym", "ct_w4a16_g64_asym", "fp8_block128"}) {
     const auto ck = open_checkpoint(test::fixture(std::string("hf_quant/") + fixture));
@@ -163,12 +165,12 @@ TEST(HfQuantLazy, OpeningForThePlanTranscodesNothingAndEachLayerOnce) {
     const TensorEntry& e = ck->entry("blk.1.ffn_down.weight");
     ASSERT_TRUE(e.built_on_access) << fixture;
     EXPECT_FALSE(ck->entry("blk.1.ffn_norm.weight").built_on_access);
-    const std::vector<float> first = dequantized(*ck, e.name);
+    const Tensor rows = ck->tensor_rows(e.name, 2, 3);  // held: the layer stays built (hf_quant_memory_test.cpp)
     EXPECT_EQ(ck->tensors_built(), 1u) << fixture;
     EXPECT_EQ(ck->bytes_built(), e.nbytes) << fixture;
-    const Tensor rows = ck->tensor_rows(e.name, 2, 3);
+    const std::vector<float> first = dequantized(*ck, e.name);
     EXPECT_EQ(dequantized(*ck, e.name), first);
-    EXPECT_EQ(ck->tensors_built(), 1u) << fixture << ": a layer read twice was transcoded twice";
+    EXPECT_EQ(ck->tensors_built(), 1u) << fixture << ": a layer read twice while held was transcoded twice";
     const auto fresh = open_checkpoint(test::fixture(std::string("hf_quant/") + fixture));  // rows alone build it too
     const Tensor fresh_rows = fresh->tensor_rows(e.name, 2, 3);
     EXPECT_EQ(fresh->tensors_built(), 1u);
@@ -291,6 +293,9 @@ TEST(HfQuantErrors, ContentErrorsSurfaceAtTheLayersFirstRead) {
     }
   }
   EXPECT_EQ(ck->tensors_built(), 1u);
+  struct stat st {};  // the failed build's pages were handed back, and blk.1.ffn_up's once its view went
+  ASSERT_EQ(::stat(ck->entry("blk.1.ffn_down.weight").file.c_str(), &st), 0);
+  EXPECT_EQ(st.st_blocks, 0);
 }
 
 // A shard truncated after open: the first read of a layer not yet transcoded errors instead of faulting.
