@@ -177,8 +177,10 @@ int32_t load_i32(const void* p) {
   return v;
 }
 
+#define STRATA_INLINE inline __attribute__((always_inline))  // kernels' helpers: registers, not memory
+
 template <int N, typename F>
-inline void unroll(F&& f) {
+STRATA_INLINE void unroll(F&& f) {
   [&]<int... I>(std::integer_sequence<int, I...>) { (f(std::integral_constant<int, I>{}), ...); }(
       std::make_integer_sequence<int, N>{});
 }
@@ -190,7 +192,7 @@ inline __m128i load16(const uint8_t* p) { return _mm_loadu_si128(reinterpret_cas
 
 // The block's 8 code registers (iq4: the table values, signed).
 template <DType kType>
-inline void unpack(const uint8_t* codes, __m256i* u) {
+STRATA_INLINE void unpack(const uint8_t* codes, __m256i* u) {
   constexpr Layout l = layout_of(kType);
   if constexpr (l.low_bits == 4) {
     const __m256i m4 = _mm256_set1_epi8(0x0f);
@@ -242,7 +244,7 @@ inline void unpack(const uint8_t* codes, __m256i* u) {
 
 // Products [from, from + 4 or 8) summed in int16 chains, each chain times `scale` (int16 per lane) into int32.
 template <int kChain, int kFrom, int kCount>
-inline __m256i scaled_sum(const __m256i* p, __m256i scale) {
+STRATA_INLINE __m256i scaled_sum(const __m256i* p, __m256i scale) {
   __m256i total = _mm256_setzero_si256();
   unroll<kCount / kChain>([&](auto c) {
     __m256i s16 = p[kFrom + kChain * c];
@@ -253,7 +255,7 @@ inline __m256i scaled_sum(const __m256i* p, __m256i scale) {
 }
 
 // Each row's byte (or byte pair) duplicated into both int16 halves of its 32-bit lane.
-inline __m256i widen(__m128i bytes, bool is_signed) {
+STRATA_INLINE __m256i widen(__m128i bytes, bool is_signed) {
   return is_signed ? _mm256_cvtepi8_epi16(bytes) : _mm256_cvtepu8_epi16(bytes);
 }
 
