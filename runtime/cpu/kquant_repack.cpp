@@ -12,7 +12,7 @@
 //     nibbles (128 bytes): chunk c, low nibble = element 4c + i, high nibble = element 16 + 4c + i;
 //     pairs (64 bytes): chunk c, bits 2s..2s+1 = element 4(2s + c) + i;
 //     then the top bits: q3_K / q5_K one bit plane (bit q = element 4q + i), q6_K a second pairs plane.
-// The sizes stay within 3% of the GGUF blocks (q2_K's and q4_K's 12-byte packed scales become 16 bytes).
+// The copy is at most 4% larger than the GGUF blocks (q3_K; 6-bit packed scales become a byte each).
 //
 // Integer sums per block and row: unsigned codes times activation codes (maddubs), added in int16 while no
 // sum can pass 32767 (the chain length below), then times the integer sub-block scales (madd). A code offset
