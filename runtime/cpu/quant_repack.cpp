@@ -231,7 +231,7 @@ uint8_t* RepackArena::allocate(size_t bytes) {
     capacity_ = std::max(kChunk, (bytes + kHuge - 1) / kHuge * kHuge);
     auto* chunk = static_cast<uint8_t*>(std::aligned_alloc(kHuge, capacity_));
     STRATA_CHECK_KIND(ErrorKind::kOutOfMemory, chunk != nullptr, "out of host memory for ", capacity_ >> 20,
-                      " MiB more of the CPU's repacked copy of the q4_0..q8_0 weights");
+                      " MiB more of the CPU's repacked copy of the block-quantized weights");
     madvise(chunk, capacity_, MADV_HUGEPAGE);  // a hint: without THP the chunk is ordinary pages
     chunks_.emplace_back(chunk);
     used_ = 0;
