@@ -95,7 +95,8 @@ std::vector<FlagSpec> session_flags() {
       {"plan", true, "YAML plan: run this rank's part of a multi-rank layout (under mpirun/srun)", model},
       {"device", true, "cpu (default), cuda or cuda:N", model},
       {"threads", true, "CPU threads (default: the cores free on this host, shared by its ranks)", model},
-      {"cpu-repack", true, "CPU: copy Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 weights into an interleaved layout at load: on "
+      {"cpu-repack", true, "CPU: copy block-quantized weights (Q4_0..Q8_0, the K-quants, IQ4_NL/IQ4_XS) into an "
+                           "interleaved layout at load: on "
                            "(default; faster matmuls, those weights' bytes resident twice: the copy and the file's "
                            "cached pages) or off (read the mapped file as it is)", model},
       {"kv-tokens", true, "KV cache capacity in tokens (default: enough for the request)", model},

@@ -7,6 +7,7 @@ set(STRATA_RUNTIME_SOURCES
   cpu/cpu_backend.cpp
   cpu/cpu_kernels.cpp
   cpu/float_gemm.cpp
+  cpu/kquant_repack.cpp
   cpu/quant_dot.cpp
   cpu/quant_repack.cpp
   cuda/attention_decode.cu

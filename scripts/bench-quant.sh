@@ -21,10 +21,14 @@
 #     -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF \
 #     -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF -DLLAMA_CURL=OFF && ninja -C build llama-bench llama-quantize llama-perplexity
 # Usage: LLAMA_BIN=/path/to/llama.cpp/build/bin scripts/bench-quant.sh
+# q2_k, q3_k, iq4_nl and iq4_xs (llama-quantize's Q2_K, Q3_K_S, IQ4_NL, IQ4_XS; none needs an importance matrix)
+# are types strata reads but does not write: both tools run llama-quantize's file, and the perplexity table has
+# no strata-quantized row for them.
 # Environment: TYPES (default "q8_0 q4_0 q4_1 q5_0 q5_1 q4_k q5_k q6_k q4_k_m q5_k_m"), THREADS ("1 2"),
 # GEN (decode tokens, 32), REPS (runs per measurement, alternating the tools: 3), TEXT (the text to score; default the
 # first 3000 bytes of README.md), CTX (128), CROSS (types whose llama-quantize file strata also scores:
-# "q8_0 q4_0 q4_k_m").
+# "q8_0 q4_0 q4_k_m"), STRATA_BASE (a second strata binary, e.g. a build of the commit before a kernel change,
+# run in the same alternation: the table gains its before column).
 # On a machine shared with other work the tools alternate run by run (REPS runs each) and the tables give the
 # median and the range of the runs (the load average is logged).
 set -euo pipefail
@@ -46,7 +50,10 @@ log="$out/log.txt"
 : >"$log"
 say() { echo "$*" | tee -a "$log"; }
 # llama.cpp's names for the _S mixes that strata calls q4_k / q5_k.
-llama_type() { case "$1" in q4_k) echo Q4_K_S ;; q5_k) echo Q5_K_S ;; *) echo "${1^^}" ;; esac; }
+llama_type() { case "$1" in q4_k) echo Q4_K_S ;; q5_k) echo Q5_K_S ;; q3_k) echo Q3_K_S ;; *) echo "${1^^}" ;; esac; }
+# Types `strata quantize` cannot write: llama-quantize's file stands for both.
+llama_only=" q2_k q3_k iq4_nl iq4_xs "
+base="${STRATA_BASE:-}"
 
 smollm="$root/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 if [ ! -f "$smollm" ]; then
@@ -60,9 +67,10 @@ text="$work/text.txt"
 if [ -n "${TEXT:-}" ]; then cp "$TEXT" "$text"; else head -c 3000 README.md >"$text"; fi
 
 {
-  echo "command: LLAMA_BIN=$llama TYPES=\"$types\" THREADS=\"$threads\" GEN=$gen CTX=$ctx scripts/bench-quant.sh"
+  echo "command: LLAMA_BIN=$llama TYPES=\"$types\" THREADS=\"$threads\" GEN=$gen CTX=$ctx${base:+ STRATA_BASE=$base} scripts/bench-quant.sh"
   echo "date: $(date -u +%FT%TZ)  host: $(hostname)  cpu: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores, L3 $(lscpu | sed -n 's/^L3 cache: *//p')"
   echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+  [ -z "$base" ] || echo "strata before: $base"
   echo "strata: $(git rev-parse --short HEAD)  llama.cpp: $("$llama/llama-bench" --version 2>&1 | head -1 || true)"
 } | tee -a "$log"
 
@@ -81,24 +89,33 @@ for t in f16 $types; do
   if [ "$t" != f16 ]; then
     say "== $t: strata quantize / llama-quantize $(llama_type "$t")"
     t0=$(date +%s.%N)
-    "$strata" quantize --model "$src" --type "$t" --out "$s" --force 2>&1 | grep -v '^\[r0' | tee -a "$log"
+    [[ "$llama_only" == *" $t "* ]] ||
+      "$strata" quantize --model "$src" --type "$t" --out "$s" --force 2>&1 | grep -v '^\[r0' | tee -a "$log"
     t1=$(date +%s.%N)
     "$llama/llama-quantize" "$src" "$l" "$(llama_type "$t")" 2 >"$work/llama-quantize-$t.log" 2>&1 ||
       { say "llama-quantize $t failed (see $work/llama-quantize-$t.log)"; l=""; }
     t2=$(date +%s.%N)
     say "quantize $t wall time: strata $(python3 -c "print(round($t1 - $t0, 2))") s, llama-quantize $(python3 -c "print(round($t2 - $t1, 2))") s"
+    if [[ "$llama_only" == *" $t "* ]]; then
+      [ -n "$l" ] || continue
+      say "$t: strata quantize does not write it; both tools run llama-quantize's file"
+      s="$l" l=""
+    fi
   fi
   bytes=$(stat -c %s "$s")
   for n in $threads; do
-    sj="[" lj="["
+    sj="[" lj="[" bj="["
     for ((k = 0; k < reps; ++k)); do  # alternate the tools run by run so both see the same load
       sj+="$("$strata" bench decode --model "$s" --threads "$n" --batch 1 --prompt-len 64 -n "$gen" --mib 256 2>/dev/null | tail -1),"
       lj+="$("$llama/llama-bench" -m "$s" -t "$n" -p 64 -n "$gen" -r 1 -o json 2>/dev/null || echo '[]'),"
+      [ -z "$base" ] ||
+        bj+="$("$base" bench decode --model "$s" --threads "$n" --batch 1 --prompt-len 64 -n "$gen" --mib 256 2>/dev/null | tail -1),"
     done
-    sj="${sj%,}]" lj="${lj%,}]"
-    python3 - "$t" "$n" "$bytes" "$sj" "$lj" >>"$results" <<'PY'
+    sj="${sj%,}]" lj="${lj%,}]" bj="${bj%,}]"
+    python3 - "$t" "$n" "$bytes" "$sj" "$lj" "$bj" >>"$results" <<'PY'
 import json, statistics, sys
 t, n, size, runs, lruns = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), json.loads(sys.argv[4]), json.loads(sys.argv[5])
+bruns = json.loads(sys.argv[6])
 row = {"type": t, "threads": n, "file_bytes": size, "runs": len(runs)}
 def put(key, values):  # the median of the runs, and their spread
     if values:
@@ -108,6 +125,8 @@ put("strata_pp", [r["prefill_tokens_per_s"] for r in runs])
 put("read_gbs", [r["read_gbs"] for r in runs])
 row["weight_bytes"] = runs[0]["weight_bytes_per_step"]
 row["strata_weight_gbs"] = row["strata_tg"] * row["weight_bytes"] / 1e9
+put("base_tg", [r["decode_tokens_per_s"] for r in bruns])
+put("base_pp", [r["prefill_tokens_per_s"] for r in bruns])
 put("llama_tg", [r["avg_ts"] for lr in lruns for r in lr if r.get("n_gen", 0) > 0])
 put("llama_pp", [r["avg_ts"] for lr in lruns for r in lr if r.get("n_prompt", 0) > 0])
 if "llama_tg" in row:
@@ -165,13 +184,16 @@ rows = [json.loads(l) for l in open(os.path.join(out, "results.jsonl"))]
 ppl = {r["type"]: r for r in (json.loads(l) for l in open(os.path.join(out, "perplexity.jsonl")))}
 log = open(os.path.join(out, "log.txt")).read().splitlines()
 print("# Quantized SmolLM2-135M on the CPU: strata vs llama.cpp (scripts/bench-quant.sh)\n")
-print("\n".join("    " + l for l in log[:4]) + "\n")
+head = [l for l in log[:6] if not l.startswith("==")][:5]  # command, date, load, strata (and before)
+print("\n".join("    " + l for l in head) + "\n")
 print("Decode (tg) is batch 1 after a 64-token prompt, prefill (pp) the 64-token prompt (strata bench decode; "
       "llama-bench -p 64 -n GEN), tokens/s: the median of the runs (the tools alternating run by run) and, in brackets, "
       "their range. GB/s is the weight bytes a token reads times the median tokens/s, against the median read bandwidth "
       "measured in the same runs.\n")
-print("| type | threads | MiB | strata tg | llama.cpp tg | tg ratio | strata GB/s (of read) | strata pp | llama.cpp pp | pp ratio |")
-print("|---|---|---|---|---|---|---|---|---|---|")
+based = any("base_tg" in r for r in rows)
+print("| type | threads | MiB | strata tg | llama.cpp tg | tg ratio | strata GB/s (of read) | strata pp | llama.cpp pp | pp ratio |"
+      + (" before tg | before GB/s (of read) | before pp |" if based else ""))
+print("|---|---|---|---|---|---|---|---|---|---|" + ("---|---|---|" if based else ""))
 def cell(r, key):
     return f"{r[key]:.1f} [{r[key + '_min']:.0f}-{r[key + '_max']:.0f}]" if key in r else "-"
 def ratio(r, a, b):
@@ -180,7 +202,10 @@ for r in rows:
     print(f"| {r['type']} | {r['threads']} | {r['file_bytes'] / 2**20:.0f} | {cell(r, 'strata_tg')} | {cell(r, 'llama_tg')} | "
           f"{ratio(r, 'strata_tg', 'llama_tg')} | "
           f"{r['strata_weight_gbs']:.2f} ({100 * r['strata_weight_gbs'] / r['read_gbs']:.0f}% of {r['read_gbs']:.1f}) | "
-          f"{cell(r, 'strata_pp')} | {cell(r, 'llama_pp')} | {ratio(r, 'strata_pp', 'llama_pp')} |")
+          f"{cell(r, 'strata_pp')} | {cell(r, 'llama_pp')} | {ratio(r, 'strata_pp', 'llama_pp')} |"
+          + (f" {cell(r, 'base_tg')} | {r['base_tg'] * r['weight_bytes'] / 1e9:.2f} "
+             f"({100 * r['base_tg'] * r['weight_bytes'] / 1e9 / r['read_gbs']:.0f}%) | {cell(r, 'base_pp')} |"
+             if "base_tg" in r else (" - | - | - |" if based else "")))
 print("\nPerplexity of the same text (strata: every token of non-overlapping windows; llama-perplexity: the second half "
       "of each window, so the two columns differ in kind; compare each with its own f16 row). The last column is "
       "strata scoring llama-quantize's file of the same type.\n")

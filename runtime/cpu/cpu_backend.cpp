@@ -98,11 +98,12 @@ class CpuBackend final : public Backend {
       for (int64_t i = 0; i < n; ++i) out[i] = f32_to_bf16(in[i]);
     }
   }
-  // Weights stay where they are (usually the read-only memory map). q4_0/q4_1/q5_0/q5_1/q8_0 matrices get an
-  // interleaved copy (quant_repack.h) that matmul uses when it is handed the same tensor again.
+  // Weights stay where they are (usually the read-only memory map). Block-quantized matrices (q4_0..q8_0, the
+  // K-quants, iq4) get an interleaved copy (quant_repack.h) that matmul uses when handed the same tensor again.
   Tensor upload_weight(const Tensor& host) override {
     if (repack_weights_ && host.rank() == 2 && host.device() == Device::kCpu && host.keepalive() != nullptr &&
-        cpu::RepackedWeight::supports(host.dtype()) && host.dim(1) % 32 == 0) {
+        cpu::RepackedWeight::supports(host.dtype()) &&
+        host.dim(1) % cpu::RepackedWeight::block_elems(host.dtype()) == 0) {
       auto packed =
           std::make_shared<const cpu::RepackedWeight>(host.raw(), host.dtype(), host.dim(0), host.dim(1), &arena_);
       const std::lock_guard<std::mutex> lock(repacked_mutex_);

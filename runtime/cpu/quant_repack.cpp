@@ -1,8 +1,8 @@
 // runtime/cpu/quant_repack.cpp: the interleaved layout of the 32-element GGUF types and its (8 rows x up to
 // 4 tokens) tiles.
 //
-// Layout: group g (rows 8g..8g+7), block b (columns 32b..32b+31) is block_bytes_ bytes at
-// data_ + (g * blocks + b) * block_bytes_:
+// Layout: group g (rows 8g..8g+7), block b (columns 32b..32b+31) is Format::block_bytes() bytes at
+// data_ + g * group_bytes_ + b * block_bytes():
 //   the 8 rows' f16 scales d; for q4_1/q5_1 the 8 rows' f16 minimums m;
 //   chunks of 32 bytes where chunk c holds bytes 4c..4c+3 of each row's codes, row after row;
 //   for q5_0/q5_1 eight 32-bit words of fifth bits: word 2c + h, bit 4r + e is element 16h + 4c + e of row r.
@@ -27,6 +27,7 @@
 #define STRATA_REPACK_AVX2 1
 #endif
 
+#include "runtime/cpu/kquant_repack.h"
 #include "runtime/error.h"
 #include "runtime/quant_blocks.h"
 
@@ -78,6 +79,13 @@ inline __m256i bits_to_0x10(int32_t bits) {
   return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(spread, mask), mask), _mm256_set1_epi8(0x10));
 }
 
+// Decode streams the copy from DRAM once per token: ask for the bytes 2 KiB ahead (groups lie back to back, so
+// this runs on into the next group) while this block computes (measured on q4_K/q6_K/iq4_nl, kquant_repack.cpp).
+inline void prefetch_ahead(const uint8_t* block, int64_t bytes) {
+  for (int64_t line = 0; line < bytes; line += 64)
+    _mm_prefetch(reinterpret_cast<const char*>(block + 2048 + line), _MM_HINT_T0);
+}
+
 // The 4/5-bit types. Each block's 8 code vectors are unpacked once into registers, then each token's 8
 // products are summed token by token (interleaving the tokens' chains needs more than 16 registers).
 template <int T, bool kFifth, bool kMin>
@@ -87,6 +95,7 @@ void tile_nibbles(const Format& f, const uint8_t* grp, int64_t nb, const ActBloc
   const __m256i nibble = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
   const int64_t block_bytes = f.block_bytes();
   for (int64_t b = 0; b < nb; ++b, grp += block_bytes) {
+    prefetch_ahead(grp, block_bytes);
     __m256i lo[4], hi[4];
     for (int c = 0; c < 4; ++c) {
       const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(grp + f.codes_at() + 32 * c));
@@ -143,6 +152,7 @@ void tile_q8_0(const Format& f, const uint8_t* grp, int64_t nb, const ActBlock* 
   const __m256i ones = _mm256_set1_epi16(1);
   const int64_t block_bytes = f.block_bytes();
   for (int64_t b = 0; b < nb; ++b, grp += block_bytes) {
+    prefetch_ahead(grp, block_bytes);
     __m256i s32[T];
     for (int t = 0; t < T; ++t) s32[t] = _mm256_setzero_si256();
     for (int c = 0; c < 8; ++c) {
@@ -221,7 +231,7 @@ uint8_t* RepackArena::allocate(size_t bytes) {
     capacity_ = std::max(kChunk, (bytes + kHuge - 1) / kHuge * kHuge);
     auto* chunk = static_cast<uint8_t*>(std::aligned_alloc(kHuge, capacity_));
     STRATA_CHECK_KIND(ErrorKind::kOutOfMemory, chunk != nullptr, "out of host memory for ", capacity_ >> 20,
-                      " MiB more of the CPU's repacked copy of the q4_0..q8_0 weights");
+                      " MiB more of the CPU's repacked copy of the block-quantized weights");
     madvise(chunk, capacity_, MADV_HUGEPAGE);  // a hint: without THP the chunk is ordinary pages
     chunks_.emplace_back(chunk);
     used_ = 0;
@@ -233,18 +243,23 @@ uint8_t* RepackArena::allocate(size_t bytes) {
 
 bool RepackedWeight::supports(DType dtype) {
   return dtype == DType::kQ4_0 || dtype == DType::kQ4_1 || dtype == DType::kQ5_0 || dtype == DType::kQ5_1 ||
-         dtype == DType::kQ8_0;
+         dtype == DType::kQ8_0 || kquant::supports(dtype);
 }
+
+int64_t RepackedWeight::block_elems(DType dtype) { return kquant::supports(dtype) ? kquant::block_elems(dtype) : 32; }
 
 RepackedWeight::RepackedWeight(const void* rows, DType dtype, int64_t n, int64_t k, RepackArena* arena)
     : dtype_(dtype), n_(n), k_(k) {
-  STRATA_CHECK(supports(dtype), "repacked CPU weights are q4_0, q4_1, q5_0, q5_1 or q8_0, not ", dtype_name(dtype));
-  STRATA_CHECK(n > 0 && k > 0 && k % 32 == 0, "repacked CPU weights: [", n, ", ", k,
-               "] needs whole 32-element blocks per row");
-  const Format f = format_of(dtype);
+  STRATA_CHECK(supports(dtype), "repacked CPU weights are q4_0, q4_1, q5_0, q5_1, q8_0, the K-quants or iq4, not ",
+               dtype_name(dtype));
+  const int64_t block = block_elems(dtype);
+  STRATA_CHECK(n > 0 && k > 0 && k % block == 0, "repacked CPU weights: [", n, ", ", k, "] needs whole ", block,
+               "-element blocks of ", dtype_name(dtype), " per row");
+  kquant_ = kquant::supports(dtype);
   const int64_t nb = k / 32;
-  block_bytes_ = f.block_bytes();
-  const auto total = static_cast<size_t>(groups() * nb * block_bytes_);
+  const Format f = kquant_ ? Format{} : format_of(dtype);
+  group_bytes_ = kquant_ ? kquant::group_bytes(dtype, k) : nb * f.block_bytes();
+  const auto total = static_cast<size_t>(groups() * group_bytes_);
   if (arena != nullptr) {
     data_ = arena->allocate(total);
   } else {
@@ -253,11 +268,20 @@ RepackedWeight::RepackedWeight(const void* rows, DType dtype, int64_t n, int64_t
   }
   std::memset(data_, 0, total);  // the last group's missing rows: zero scales and codes contribute nothing
   const auto* src = static_cast<const uint8_t*>(rows);
+  if (kquant_) {
+    const int64_t row_bytes = k / block * dtype_block_bytes(dtype);
+    // Unpacking codes and scales costs a few ns an element (seconds for a 7B model on one core): groups in parallel.
+#pragma omp parallel for schedule(static) if (n * k >= (int64_t{1} << 20))
+    for (int64_t g = 0; g < groups(); ++g)
+      kquant::pack_group(dtype, src + g * kRows * row_bytes, std::min(kRows, n - g * kRows), k,
+                         data_ + g * group_bytes_);
+    return;
+  }
   for (int64_t r = 0; r < n; ++r) {
     const int64_t g = r / kRows, lane = r % kRows;
     for (int64_t b = 0; b < nb; ++b) {
       const uint8_t* in = src + (r * nb + b) * f.src_bytes;
-      uint8_t* out = data_ + (g * nb + b) * block_bytes_;
+      uint8_t* out = data_ + g * group_bytes_ + b * f.block_bytes();
       std::memcpy(out + 2 * lane, in, 2);
       if (f.min) std::memcpy(out + f.m_at() + 2 * lane, in + f.src_m, 2);
       for (int c = 0; c < f.codes / 4; ++c)
@@ -277,20 +301,24 @@ RepackedWeight::RepackedWeight(const void* rows, DType dtype, int64_t n, int64_t
 void RepackedWeight::multiply(const ActBlock* x, int64_t m, int64_t g_begin, int64_t g_end, const float* bias,
                               float* out, int64_t ldo) const {
   const int64_t nb = k_ / 32;
-  const Format f = format_of(dtype_);
+  const Format f = kquant_ ? Format{} : format_of(dtype_);
   float tile_out[kTile][kRows];
   for (int64_t g = g_begin; g < g_end; ++g) {
-    const uint8_t* grp = data_ + g * nb * block_bytes_;
+    const uint8_t* grp = data_ + g * group_bytes_;
     const int64_t r0 = g * kRows, valid = std::min(kRows, n_ - r0);
     for (int64_t i = 0; i < m; i += kTile) {
       const int t_count = static_cast<int>(std::min<int64_t>(kTile, m - i));
       const ActBlock* xt[kTile];
       for (int t = 0; t < t_count; ++t) xt[t] = x + (i + t) * nb;
-      switch (t_count) {
-        case 1: tile<1>(dtype_, f, grp, nb, xt, tile_out); break;
-        case 2: tile<2>(dtype_, f, grp, nb, xt, tile_out); break;
-        case 3: tile<3>(dtype_, f, grp, nb, xt, tile_out); break;
-        default: tile<kTile>(dtype_, f, grp, nb, xt, tile_out); break;
+      if (kquant_) {
+        kquant::multiply_group(dtype_, grp, k_, xt, t_count, tile_out);
+      } else {
+        switch (t_count) {
+          case 1: tile<1>(dtype_, f, grp, nb, xt, tile_out); break;
+          case 2: tile<2>(dtype_, f, grp, nb, xt, tile_out); break;
+          case 3: tile<3>(dtype_, f, grp, nb, xt, tile_out); break;
+          default: tile<kTile>(dtype_, f, grp, nb, xt, tile_out); break;
+        }
       }
       for (int t = 0; t < t_count; ++t) {
         float* o = out + (i + t) * ldo + r0;

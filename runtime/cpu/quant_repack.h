@@ -1,9 +1,10 @@
-// runtime/cpu/quant_repack.h: q4_0, q4_1, q5_0, q5_1 and q8_0 weights copied at load time into groups of 8
-// rows whose blocks interleave 4 bytes at a time, so one 256-bit register holds the same 4 elements of 8
-// rows. A broadcast of 4 activation codes then multiplies 8 rows at once and the 8 row sums land in the 8
-// lanes of one accumulator (no horizontal sum per row, one vector scale step per block). Up to 4 activation
-// rows share each unpacked weight register: prefill runs as a register-tiled GEMM over (8 rows x 4 tokens)
-// tiles. The source rows (often a read-only memory map) are not modified.
+// runtime/cpu/quant_repack.h: q4_0, q4_1, q5_0, q5_1 and q8_0 weights (and the K-quants and iq4, whose
+// layouts live in kquant_repack.h) copied at load time into groups of 8 rows whose blocks interleave 4 bytes
+// at a time, so one 256-bit register holds the same 4 elements of 8 rows. A broadcast of 4 activation codes
+// then multiplies 8 rows at once and the 8 row sums land in the 8 lanes of one accumulator (no horizontal
+// sum per row, one vector scale step per block). Up to 4 activation rows share each unpacked weight
+// register: prefill runs as a register-tiled GEMM over (8 rows x 4 tokens) tiles. The source rows (often a
+// read-only memory map) are not modified.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -37,9 +38,11 @@ class RepackArena {
 class RepackedWeight {
  public:
   static constexpr int64_t kGroupRows = 8;
-  // The 32-element block types (q4_0, q4_1, q5_0, q5_1, q8_0); any k that is a multiple of 32 and any row
-  // count (the last group is zero-padded).
+  // The 32-element block types (q4_0, q4_1, q5_0, q5_1, q8_0), the K-quants (q2_K..q6_K) and iq4_xs / iq4_nl
+  // (their layouts: kquant_repack.cpp); any k that is a multiple of block_elems and any row count (the last
+  // group is zero-padded).
   static bool supports(DType dtype);
+  static int64_t block_elems(DType dtype);  // 32, or the K-quants' 256
   // Copies `n` rows of `k` elements (dtype's GGUF blocks, row-major) into the interleaved layout, in memory
   // from `arena` (which must outlive this), or of its own when arena is null.
   RepackedWeight(const void* rows, DType dtype, int64_t n, int64_t k, RepackArena* arena = nullptr);
@@ -59,7 +62,8 @@ class RepackedWeight {
  private:
   DType dtype_;
   int64_t n_, k_;
-  int64_t block_bytes_;  // one 32-column block of a group: 8 f16 scales (and minimums), the 8 rows' codes
+  bool kquant_ = false;   // the K-quant / iq4 layouts (kquant_repack.h)
+  int64_t group_bytes_;  // one group of 8 rows
   std::unique_ptr<uint8_t[]> storage_;  // without an arena
   uint8_t* data_;                       // 64-byte aligned
 };

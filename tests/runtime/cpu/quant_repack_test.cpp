@@ -1,9 +1,9 @@
-// tests/runtime/cpu/quant_repack_test.cpp: the interleaved q4_0/q4_1/q5_0/q5_1/q8_0 layout (runtime/cpu/quant_repack.h)
-// against the plain reference: weights through dequantize_row (bit-identical to the gguf package:
+// tests/runtime/cpu/quant_repack_test.cpp: the interleaved layouts (runtime/cpu/quant_repack.h: q4_0, q4_1,
+// q5_0, q5_1, q8_0; kquant_repack.h: q2_K..q6_K, iq4_xs, iq4_nl) against the plain reference: weights through dequantize_row (bit-identical to the gguf package:
 // block_quant_test) dotted in double with the same 8-bit activation blocks (d * q). The integer sums are
 // exact, so the only error left is f32 rounding of the per-block scale steps. Row counts that are not a
 // multiple of the 8-row group, token counts that are not a multiple of the 4-token tile, and k a multiple
-// of the 32-element block only.
+// of the type's block only (32, or 256 for the K-quants and iq4_xs).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -87,8 +87,9 @@ class Repacked : public ::testing::TestWithParam<DType> {};
 TEST_P(Repacked, OddShapesMatchTheDequantizedReference) {
   const DType dt = GetParam();
   uint32_t seed = 1;
+  const int64_t block = cpu::RepackedWeight::block_elems(dt);
   for (int64_t n : {1, 7, 8, 13, 37})
-    for (int64_t k : {32, 96, 544})
+    for (int64_t k : {block, 3 * block, 17 * block})
       for (int64_t m : {1, 2, 3, 4, 5, 9}) {
         const Tensor w = quantized_weight(dt, n, k, seed);
         expect_matches_reference(w, m, ++seed);
@@ -97,8 +98,11 @@ TEST_P(Repacked, OddShapesMatchTheDequantizedReference) {
 
 TEST_P(Repacked, FixtureBlocksMatchTheDequantizedReference) {
   const DType dt = GetParam();
-  for (int64_t rows : {1, 4, 16})
+  const int64_t blocks = fixture_weight(dt, 1).dim(1) / dtype_block_elems(dt);  // 16, or 6 of 256 elements
+  for (int64_t rows : {1, 2, 3, 4, 6, 16}) {
+    if (blocks % rows != 0) continue;
     for (int64_t m : {1, 6}) expect_matches_reference(fixture_weight(dt, rows), m, 3);
+  }
 }
 
 // Through the backend: upload_weight makes the copy and matmul uses it; a row slice of the same memory
@@ -108,13 +112,14 @@ TEST_P(Repacked, BackendMatmulAgreesWithAndWithoutTheCopy) {
   const DType dt = GetParam();
   auto packing = make_cpu_backend(1, true);
   auto plain = make_cpu_backend(1, false);
-  const Tensor w = quantized_weight(dt, 21, 160, 5);
+  const int64_t k = 5 * cpu::RepackedWeight::block_elems(dt);
+  const Tensor w = quantized_weight(dt, 21, k, 5);
   const Tensor uploaded = packing->upload_weight(w);
   const Tensor slice = uploaded.rows(0, 11);
   for (const Tensor* weight : {&uploaded, &slice}) {
     for (int64_t m : {1, 6}) {
       const int64_t n = weight->dim(0);
-      const Tensor x = random_f32({m, 160}, 9);
+      const Tensor x = random_f32({m, k}, 9);
       Tensor a = Tensor::empty({m, n}, DType::kF32), b = Tensor::empty({m, n}, DType::kF32);
       packing->matmul(x, *weight, nullptr, a);
       plain->matmul(x, *weight, nullptr, b);
@@ -129,9 +134,10 @@ TEST_P(Repacked, AFreedWeightsCopyIsNotUsedForNewMemory) {
   const DType dt = GetParam();
   auto packing = make_cpu_backend(1, true);
   auto plain = make_cpu_backend(1, false);
-  { (void)packing->upload_weight(quantized_weight(dt, 16, 64, 1)); }
-  const Tensor w = quantized_weight(dt, 16, 64, 2);
-  const Tensor x = random_f32({2, 64}, 3);
+  const int64_t k = 2 * cpu::RepackedWeight::block_elems(dt);
+  { (void)packing->upload_weight(quantized_weight(dt, 16, k, 1)); }
+  const Tensor w = quantized_weight(dt, 16, k, 2);
+  const Tensor x = random_f32({2, k}, 3);
   Tensor a = Tensor::empty({2, 16}, DType::kF32), b = Tensor::empty({2, 16}, DType::kF32);
   packing->matmul(x, w, nullptr, a);
   plain->matmul(x, w, nullptr, b);
@@ -139,14 +145,18 @@ TEST_P(Repacked, AFreedWeightsCopyIsNotUsedForNewMemory) {
 }
 
 TEST(RepackedWeight, RefusesOtherTypesAndPartialBlocks) {
-  const Tensor w = quantized_weight(DType::kQ4_K, 2, 256, 1);
-  EXPECT_FALSE(cpu::RepackedWeight::supports(DType::kQ4_K));
-  EXPECT_THROW(cpu::RepackedWeight(w.raw(), DType::kQ4_K, 2, 256), Error);
+  const Tensor w = quantized_weight(DType::kQ4_K, 2, 512, 1);
+  EXPECT_FALSE(cpu::RepackedWeight::supports(DType::kF8_B128));
+  EXPECT_FALSE(cpu::RepackedWeight::supports(DType::kF16));
+  EXPECT_THROW(cpu::RepackedWeight(w.raw(), DType::kF8_B128, 2, 256), Error);
   EXPECT_THROW(cpu::RepackedWeight(w.raw(), DType::kQ4_0, 2, 48), Error);
+  EXPECT_THROW(cpu::RepackedWeight(w.raw(), DType::kQ4_K, 2, 288), Error);  // K-quants: whole 256-blocks
 }
 
 INSTANTIATE_TEST_SUITE_P(Gguf, Repacked,
-                         ::testing::Values(DType::kQ4_0, DType::kQ4_1, DType::kQ5_0, DType::kQ5_1, DType::kQ8_0),
+                         ::testing::Values(DType::kQ4_0, DType::kQ4_1, DType::kQ5_0, DType::kQ5_1, DType::kQ8_0,
+                                           DType::kQ2_K, DType::kQ3_K, DType::kQ4_K, DType::kQ5_K, DType::kQ6_K,
+                                           DType::kIQ4_XS, DType::kIQ4_NL),
                          [](const ::testing::TestParamInfo<DType>& p) { return std::string(dtype_name(p.param)); });
 
 }  // namespace

@@ -1,0 +1,27 @@
+// runtime/cpu/kquant_repack.h: the K-quants (q2_K, q3_K, q4_K, q5_K, q6_K) and iq4_xs / iq4_nl in
+// RepackedWeight's 8-row groups (quant_repack.h): one 256-bit register holds the same 4 elements of 8 rows,
+// so a block of 32 elements ends in one int32 per row in the lanes of one vector, and the per-row scales
+// step as vectors too. RepackedWeight owns the memory and the row/group bookkeeping; this file knows the
+// layouts and the (8 rows x 1..4 tokens) tiles. Not a public interface: include quant_repack.h.
+#pragma once
+#include <cstdint>
+
+#include "runtime/cpu/quant_dot.h"
+#include "runtime/dtype.h"
+
+namespace strata::cpu::kquant {
+
+// q2_K, q3_K, q4_K, q5_K, q6_K, iq4_xs (256-element super-blocks) and iq4_nl (32-element blocks).
+bool supports(DType dtype);
+// The elements of the type's (super-)block: rows must hold a whole number of them.
+int64_t block_elems(DType dtype);
+// Bytes of one group of 8 rows of k elements.
+int64_t group_bytes(DType dtype, int64_t k);
+// Copies `rows` (1..8) rows of k elements (GGUF blocks, row-major, consecutive at src) into one group at
+// out (group_bytes long, zeroed by the caller: the missing rows keep zero scales and contribute nothing).
+void pack_group(DType dtype, const uint8_t* src, int64_t rows, int64_t k, uint8_t* out);
+// out[t][r] = x[t] . w_r for the group's 8 rows and `count` (1..4) activation rows of k / 32 blocks each.
+void multiply_group(DType dtype, const uint8_t* group, int64_t k, const ActBlock* const* x, int count,
+                    float (*out)[8]);
+
+}  // namespace strata::cpu::kquant
