@@ -39,22 +39,8 @@ for t in $types; do
     [ -z "$base" ] ||
       bj+="$("$base" bench decode --model "$g" --threads "$threads" --prompt-len 64 -n "$gen" --mib 256 2>/dev/null | tail -1),"
   done
-  python3 - "$t" "$(stat -c %s "$g")" "${sj%,}]" "${lj%,}]" "${bj%,}]" <<'PY' | tee -a "$log" >>"$results"
-import json, statistics, sys
-t, size, runs, lruns, bruns = sys.argv[1], int(sys.argv[2]), *(json.loads(a) for a in sys.argv[3:6])
-row = {"type": t, "file_bytes": size, "weight_bytes": runs[0]["weight_bytes_per_step"]}
-def put(key, values):
-    if values:
-        row[key], row[key + "_min"], row[key + "_max"] = statistics.median(values), min(values), max(values)
-put("strata_tg", [r["decode_tokens_per_s"] for r in runs])
-put("strata_pp", [r["prefill_tokens_per_s"] for r in runs])
-put("read_gbs", [r["read_gbs"] for r in runs + bruns])
-put("base_tg", [r["decode_tokens_per_s"] for r in bruns])
-put("base_pp", [r["prefill_tokens_per_s"] for r in bruns])
-put("llama_tg", [r["avg_ts"] for lr in lruns for r in lr if r.get("n_gen", 0) > 0])
-put("llama_pp", [r["avg_ts"] for lr in lruns for r in lr if r.get("n_prompt", 0) > 0])
-print(json.dumps(row))
-PY
+  python3 tools/bench/quant_row.py "$t" "$threads" "$(stat -c %s "$g")" "${sj%,}]" "${lj%,}]" "${bj%,}]" |
+    tee -a "$log" >>"$results"
 done
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$log"
 python3 - "$out" <<'PY' | tee "$out/README.md"

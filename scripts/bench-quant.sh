@@ -112,27 +112,7 @@ for t in f16 $types; do
         bj+="$("$base" bench decode --model "$s" --threads "$n" --batch 1 --prompt-len 64 -n "$gen" --mib 256 2>/dev/null | tail -1),"
     done
     sj="${sj%,}]" lj="${lj%,}]" bj="${bj%,}]"
-    python3 - "$t" "$n" "$bytes" "$sj" "$lj" "$bj" >>"$results" <<'PY'
-import json, statistics, sys
-t, n, size, runs, lruns = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), json.loads(sys.argv[4]), json.loads(sys.argv[5])
-bruns = json.loads(sys.argv[6])
-row = {"type": t, "threads": n, "file_bytes": size, "runs": len(runs)}
-def put(key, values):  # the median of the runs, and their spread
-    if values:
-        row[key], row[key + "_min"], row[key + "_max"] = statistics.median(values), min(values), max(values)
-put("strata_tg", [r["decode_tokens_per_s"] for r in runs])
-put("strata_pp", [r["prefill_tokens_per_s"] for r in runs])
-put("read_gbs", [r["read_gbs"] for r in runs])
-row["weight_bytes"] = runs[0]["weight_bytes_per_step"]
-row["strata_weight_gbs"] = row["strata_tg"] * row["weight_bytes"] / 1e9
-put("base_tg", [r["decode_tokens_per_s"] for r in bruns])
-put("base_pp", [r["prefill_tokens_per_s"] for r in bruns])
-put("llama_tg", [r["avg_ts"] for lr in lruns for r in lr if r.get("n_gen", 0) > 0])
-put("llama_pp", [r["avg_ts"] for lr in lruns for r in lr if r.get("n_prompt", 0) > 0])
-if "llama_tg" in row:
-    row["llama_weight_gbs"] = row["llama_tg"] * row["weight_bytes"] / 1e9
-print(json.dumps(row))
-PY
+    python3 tools/bench/quant_row.py "$t" "$n" "$bytes" "$sj" "$lj" "$bj" >>"$results"
     tail -1 "$results" | tee -a "$log"
   done
   sp="$("$strata" perplexity --model "$s" --text-file "$text" --context "$ctx" --threads 2 2>/dev/null | tail -1)"
