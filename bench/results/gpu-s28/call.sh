@@ -6,8 +6,8 @@
 # 32k with the decode split bound off and on and fp8 prefill on the tensor-core kernel; then the vision serving
 # sweep with the tower's attention on the tensor-core kernel. Every stage checks the time left; results are
 # tarred into $OUT at the end (the device returns a limited number of files). All of it takes more than one
-# call's 10 minutes: run `STAGES="tests splits fp8 long" bash call3.sh`, then at once (the machine stays warm
-# for 30 s, and the build is kept) `STAGES="vision" bash call3.sh` (and `STAGES="long"` if the first ran out).
+# call's 10 minutes: run `STAGES="tests splits fp8 long" bash call.sh`, then at once (the machine stays warm
+# for 30 s, and the build is kept) `STAGES="vision" bash call.sh` (and `STAGES="long"` if the first ran out).
 set -u
 export NCCL_NVLS_ENABLE=0
 t0=$(date +%s)
