@@ -17,6 +17,7 @@
 #include "launcher/rank_runtime.h"
 #include "launcher/session_flags.h"
 #include "launcher/step_breakdown.h"
+#include "runtime/engine.h"
 #include "runtime/error.h"
 
 namespace strata::launcher {
@@ -121,7 +122,13 @@ int run_decode(const Args& args, const SessionOptions& options, RankRuntime* ran
   // Sequence 0 gets one token per step, so its callback sees every step's counters.
   const StepCounters start = read_counters(session);
   const LlamaModel::Timings timings_before = session.model().timings();
-  const std::vector<int64_t> experts_before = session.model().expert_load().tokens;
+  // Mixture-of-experts models: every stage's routed tokens, summed on the replica's driver (world rank 0
+  // prints); every rank takes part in the gather, before and after the timed run.
+  const bool moe = session.config().moe.n_experts > 0;
+  const auto replica_expert_tokens = [&] {
+    return moe ? gather_replica_expert_tokens(session.model(), session.link()) : std::vector<int64_t>{};
+  };
+  const std::vector<int64_t> experts_before = replica_expert_tokens();
   int64_t expert_bytes_at_first_token = 0;  // after the prefill step: what follows is decode
   const ExpertCacheStats cache_before = session.model().expert_cache_stats();
   int64_t streamed_at_first_token = 0;  // expert cache bytes fetched up to the end of the prefill
@@ -136,6 +143,7 @@ int run_decode(const Args& args, const SessionOptions& options, RankRuntime* ran
     arrivals.push_back(seconds_since(t0));
     breakdown.observe(read_counters(session));
   });
+  const std::vector<int64_t> experts_after = replica_expert_tokens();
   if (rank != nullptr && !rank->prints()) return 0;
   GenerationStats s = session.generator().stats();
   s.prompt_tokens -= before.prompt_tokens;
@@ -195,9 +203,8 @@ int run_decode(const Args& args, const SessionOptions& options, RankRuntime* ran
   spec["tokens_per_step"] = share(static_cast<double>(decode_tokens), static_cast<double>(s.decode_steps));
   spec["ms_per_decode_step"] = share(s.decode_seconds * 1e3, static_cast<double>(s.decode_steps));
   const std::string speculation = boost::json::serialize(spec);
-  // Mixture-of-experts models: tokens this rank's stage routed to each expert during the run (per-expert load).
+  // Mixture-of-experts models: tokens routed to each expert during the run over every stage (per-expert load).
   boost::json::array expert_tokens;
-  const std::vector<int64_t> experts_after = session.model().expert_load().tokens;
   for (size_t e = 0; e < experts_after.size(); ++e)
     expert_tokens.push_back(experts_after[e] - (e < experts_before.size() ? experts_before[e] : 0));
   // Offloaded experts: the cache's hits and misses over the timed run and the bytes its decode steps

@@ -79,6 +79,12 @@ struct EngineStats {
   int64_t expert_bytes_streamed = 0;
 };
 
+// A mixture-of-experts model's routed tokens per expert over the whole replica, on its driver (empty on the
+// other ranks): each stage's count comes from one of its ranks, the first of its expert group (every rank of a
+// stage routes every token of it). A collective over the replica: every rank calls it at the same point, e.g.
+// right after Generator::generate. The serving Engine gathers the same counts with its telemetry.
+std::vector<int64_t> gather_replica_expert_tokens(const LlamaModel& model, StageLink& link);
+
 class Engine {
  public:
   static constexpr int kMaxLogprobs = 20;

@@ -10,6 +10,9 @@
 namespace strata {
 namespace {
 
+// The rank that reports its stage's routed tokens: the first of the stage's expert group.
+bool reports_stage_load(const LlamaModel& model) { return model.spec().expert_group_rank() == 0; }
+
 void add_into(std::vector<int64_t>& total, const std::vector<int64_t>& part) {
   if (total.size() < part.size()) total.resize(part.size(), 0);
   for (size_t i = 0; i < part.size(); ++i) total[i] += part[i];
@@ -28,8 +31,21 @@ std::vector<int64_t> read_counts(WordReader& r) {
 
 }  // namespace
 
-// Every rank of a stage routes every token of the stage, so one rank a stage (the first of its expert group)
-// reports the routed counts; each rank reports its own expert cache, whose experts no other rank holds.
+std::vector<int64_t> gather_replica_expert_tokens(const LlamaModel& model, StageLink& link) {
+  WordWriter w;
+  write_counts(w, reports_stage_load(model) ? model.expert_load().tokens : std::vector<int64_t>{});
+  const std::vector<std::vector<int32_t>> all = link.gather_to_driver(w.take());
+  std::vector<int64_t> total;
+  for (const std::vector<int32_t>& rank_words : all) {
+    if (rank_words.empty()) continue;
+    WordReader r(rank_words, "expert counts", "every rank of the replica runs the same strata build");
+    add_into(total, read_counts(r));
+  }
+  return total;
+}
+
+// Each rank reports its own expert cache, whose experts no other rank holds, and one rank a stage its routed
+// tokens (reports_stage_load).
 ExpertCounts Engine::Impl::own_expert_counts(bool with_load) const {
   ExpertCounts c;
   if (with_load) c.tokens = model.expert_load().tokens;
@@ -56,7 +72,7 @@ void Engine::Impl::gather_expert_counts() {
   if (model.config().moe.n_experts == 0) return;  // the same on every rank: all gather or none
   std::vector<int32_t> words;
   if (!link.is_driver()) {  // the driver adds its own counts live (refresh_expert_stats)
-    const ExpertCounts c = own_expert_counts(model.spec().expert_group_rank() == 0);
+    const ExpertCounts c = own_expert_counts(reports_stage_load(model));
     WordWriter w;
     for (const auto* v : {&c.tokens, &c.cache_hits, &c.cache_misses, &c.layer_hits, &c.layer_misses})
       write_counts(w, *v);
