@@ -55,7 +55,7 @@ struct CudaBackendOptions {
   int decode_split_max_keys = 0;
   // Each decode token's keys over all of the split plan's blocks (cuda::AttentionArgs::split_by_length): a
   // recorded step plans for the table's width, which left the splits past the context idle. H100, Llama-3.1-8B
-  // shape at a 32k context in a 128k table, batch 1: 12.90 -> 10.21 ms a step (bf16 KV), 12.02 -> 9.68 (fp8 KV)
+  // shape at a 32k context (65536-key table), batch 1: 12.90 -> 10.21 ms a step (bf16 KV), 12.02 -> 9.68 (fp8 KV)
   // (bench/results/gpu-s28).
   bool decode_split_by_length = true;
   bool decode_whole_blocks = true;
