@@ -17,33 +17,15 @@ mkdir -p "$out/logs"
 export NCCL_NVLS_ENABLE=0
 B=$root/build-gpu
 
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/logs/gpu.txt"
-cmake -S "$root" -B "$B" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSTRATA_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
-  >"$out/logs/configure.log" 2>&1
-timeout $(( $(left) - 100 )) cmake --build "$B" -j "$(nproc)" --target strata moe_gpu_test >"$out/logs/build.log" 2>&1
-note "build" "rc=$? at $(elapsed) s"
-grep -E "error|FAILED" "$out/logs/build.log" | head -20
-
-(cd "$B/tests" && STRATA_SOURCE_DIR=$root timeout 75 ./moe_gpu_test --gtest_brief=1) >"$out/logs/moe_gpu_test.log" 2>&1
-note "moe_gpu_test" "rc=$? $(grep -E '^\[  (PASSED|FAILED) ' "$out/logs/moe_gpu_test.log" | tr '\n' ' ')"
-grep -E "Failure|max \||FAILED|offloaded vs" "$out/logs/moe_gpu_test.log" | head -40
-
-models=${MODELS:-/tmp/models}
-for shape in qwen3 mixtral; do
-  t=$(( $(left) - 8 ))
-  [ "$shape" = qwen3 ] && t=$(( t * 3 / 5 ))  # leave the Mixtral shape its share
-  if [ "$t" -lt 40 ]; then note "bench $shape" "skipped (budget)"; continue; fi
-  STRATA_GPU_BUILD=$B MODELS=$models MIXTRAL_LAYERS=2 QWEN3_LAYERS=4 SKIP_PEER=1 SKIP_OFFLOAD=1 KEEP_MODELS=1 \
-    BATCHES="1 64" BASELINE_OPTIONS=moe_grouped=0 RESULTS="$out/bench" SHAPES=$shape \
-    timeout "$t" bash scripts/bench-moe.sh >"$out/logs/bench-$shape.log" 2>&1
-  note "bench $shape" "rc=$? at $(elapsed) s"
-done
+source tests/gpu/moe_session_lib.sh  # moe_build_and_test, moe_bench_shapes, moe_model_of, moe_summary_head
+moe_build_and_test 100 75 "Failure|max \||FAILED|offloaded vs"
+moe_bench_shapes 8 3/5 "1 64" moe_grouped=0
 
 # Other forms on the same models while the budget lasts: the tensor-core grouped GEMM (moe_gemm=1) for the
 # prefill and batch 64, and the grouped GEMV up to 8 rows per expert at batch 64.
 alt=()
 for shape in qwen3 mixtral; do
-  case $shape in qwen3) m=$models/qwen3-30b-a3b-shape-L4 ;; *) m=$models/mixtral-8x7b-shape-L2 ;; esac
+  m=$(moe_model_of "$shape")
   [ -f "$m/model.safetensors" ] || continue
   for form in "prefill moe_gemm=1 --batch 1 --prompt-len 2048 -n 2" "b64 moe_gemm=1 --batch 64 --prompt-len 16 -n 32" \
               "b64 moe_gemv_max_rows=8 --batch 64 --prompt-len 16 -n 32"; do
@@ -60,13 +42,7 @@ print(f\"{sys.argv[2]:28s} decode {r['decode_tokens_per_s']:8.0f} tok/s  prefill
   rm -rf "$m"
 done
 
-echo
-echo "== summary ($(elapsed) s; logs and JSON in $out)"
-for line in "${summary[@]}"; do echo "$line"; done
-# The last bench's table (it lists every shape finished in $out/bench), else whatever runs finished.
-last=$(ls -t "$out"/logs/bench-*.log 2>/dev/null | head -1)
-[ -n "$last" ] && grep -q "strata decode" "$last" && sed -n '/^(/,$p' "$last"
-tail -3 "$out"/logs/bench-*.log 2>/dev/null
+moe_summary_head
 # Every run that finished, killed shapes included.
 for f in "$out"/bench/*-decode-b*.json "$out"/bench/*-prefill-*.json; do
   [ -f "$f" ] || continue
