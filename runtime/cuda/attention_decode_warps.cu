@@ -18,6 +18,7 @@
 #include "runtime/cuda/check_cuda.h"
 #include "runtime/cuda/device_dtype.cuh"
 #include "runtime/cuda/kernels.h"
+#include "runtime/cuda/mma.cuh"
 #include "runtime/cuda/pdl.cuh"
 #include "runtime/cuda/rope.cuh"
 
@@ -32,11 +33,29 @@ __host__ __device__ constexpr int group_keys(int epl, int gmax) {
   return gmax * epl >= 32 ? 2 : gmax * epl >= 16 ? 4 : 8;
 }
 
+// Keys a group takes when its rows come through the shared-memory ring (at most 4, so that 4 stages of 4 warps
+// fit the static shared memory beside the merge buffers), and whether a form can use the ring: split blocks of
+// 4 warps, head_dim 64 or 128 (256 would need 64 KiB of ring).
+__host__ __device__ constexpr int ring_group_keys(int epl, int gmax) { return group_keys(epl, gmax) < 4 ? group_keys(epl, gmax) : 4; }
+__host__ __device__ constexpr bool ring_applies(int epl, int warps) { return warps == 4 && epl <= 4; }
+constexpr int kRingStages = 4;
+
 // One lane's slice of a 16-bit K or V row: EPL elements, 4 / 8 / 16 bytes.
 template <int EPL>
 struct Slice {
   using type = std::conditional_t<EPL == 2, uint32_t, std::conditional_t<EPL == 4, uint2, uint4>>;
 };
+
+// A lane's slice global -> shared without a register round trip; zero-filled (src not read) when !valid.
+template <int BYTES>
+__device__ __forceinline__ void cp_async_slice(void* dst, const void* src, bool valid) {
+  if constexpr (BYTES == 16) {
+    cp_async16(dst, src, valid);
+  } else {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;\n" ::"r"(smem_u32(dst)), "l"(src), "n"(BYTES),
+                 "r"(valid ? BYTES : 0));
+  }
+}
 
 template <typename TKV, int EPL>
 __device__ __forceinline__ void to_float(const typename Slice<EPL>::type& raw, float (&v)[EPL]) {
@@ -74,15 +93,19 @@ __device__ __forceinline__ typename Slice<EPL>::type pack_slice(const float (&v)
 }
 
 // Grid (token, KV head x head_split, context split): with head_split > 1 each block takes 1 / head_split of
-// its KV head's query heads (the blocks of a KV head read the same K/V rows, mostly from L2).
-template <typename TKV, int EPL, int GMAX, int W>
+// its KV head's query heads (the blocks of a KV head read the same K/V rows, mostly from L2). STAGES 0: each
+// warp holds two key groups in registers (one loading while the other computes); STAGES > 0: each warp's
+// groups come through a ring of that many groups in shared memory filled by cp.async, so STAGES - 1 groups
+// are in flight while one computes (AttentionArgs::kv_ring).
+template <typename TKV, int EPL, int GMAX, int W, int STAGES>
 __global__ __launch_bounds__(W * 32) void attention_decode_warps_kernel(AttentionArgs a, int keys_per_split,
                                                                         int splits, int head_split, float* part_o,
                                                                         float* part_ml) {
   using Raw = typename Slice<EPL>::type;
   constexpr int kHd = 32 * EPL;
-  constexpr int kKeys = group_keys(EPL, GMAX);
+  constexpr int kKeys = STAGES > 0 ? ring_group_keys(EPL, GMAX) : group_keys(EPL, GMAX);
   __shared__ int32_t blocks_s[kTableCap];
+  __shared__ Raw ring_s[STAGES > 0 ? W * STAGES * 2 * kKeys * 32 : 1];  // [warp][stage][K, V][key][lane]
   __shared__ float m_s[W][GMAX], l_s[W][GMAX];
   __shared__ float o_s[W][GMAX][kHd];
 
@@ -137,7 +160,31 @@ __global__ __launch_bounds__(W * 32) void attention_decode_warps_kernel(Attentio
   constexpr int kStride = W * kKeys;
   Raw ka[kKeys], va[kKeys], kb[kKeys], vb[kKeys];
   int base = start + warp * kKeys;
-  if (rope && base < end) load_group(base, ka, va);
+  // The ring: group i of this warp (keys base + i * kStride ...) goes to stage i % STAGES, one commit group
+  // each (empty past the split, so the wait counts stay aligned).
+  constexpr int kStages = STAGES > 0 ? STAGES : 1;
+  const auto ring_slot = [&](int stage, int kv, int u) -> Raw* {
+    return &ring_s[(((warp * kStages + stage) * 2 + kv) * kKeys + u) * 32 + lane];
+  };
+  const auto issue_group = [&](int i) {
+    const int b = base + i * kStride;
+    if (b < end) {
+#pragma unroll
+      for (int u = 0; u < kKeys; ++u) {
+        const bool valid = b + u < end;
+        const int64_t r = valid ? row_of(b + u) : 0;
+        cp_async_slice<sizeof(Raw)>(ring_slot(i % kStages, 0, u), kc + r, valid);
+        cp_async_slice<sizeof(Raw)>(ring_slot(i % kStages, 1, u), vc + r, valid);
+      }
+    }
+    cp_async_commit();
+  };
+  if constexpr (STAGES > 0) {
+    if (rope && base < end)
+      for (int i = 0; i < STAGES - 1; ++i) issue_group(i);
+  } else {
+    if (rope && base < end) load_group(base, ka, va);
+  }
   pdl_wait();
   pdl_trigger();
   if (start >= end) return write_empty_partial(a, t, h0, G, split, splits, part_ml);
@@ -259,15 +306,35 @@ __global__ __launch_bounds__(W * 32) void attention_decode_warps_kernel(Attentio
     }
   };
 
-  // Two groups in flight per warp: the next group's rows load while this one computes.
-  if (!rope && base < end) load_group(base, ka, va);
-  patch_own(base, ka, va);
-  for (; base < end; base += 2 * kStride) {
-    if (base + kStride < end) load_patched(base + kStride, kb, vb);
-    compute_group(base, ka, va);
-    if (base + kStride >= end) break;
-    if (base + 2 * kStride < end) load_patched(base + 2 * kStride, ka, va);
-    compute_group(base + kStride, kb, vb);
+  if constexpr (STAGES > 0) {
+    // STAGES - 1 groups in flight: group i is read once its copies are done, and its stage's previous
+    // occupant (group i - 1, already in registers and computed) is refilled with group i + STAGES - 1.
+    if (!rope && base < end)
+      for (int i = 0; i < STAGES - 1; ++i) issue_group(i);
+    for (int i = 0; base + i * kStride < end; ++i) {
+      const int b = base + i * kStride;
+      cp_async_wait<STAGES - 2>();
+#pragma unroll
+      for (int u = 0; u < kKeys; ++u) {
+        ka[u] = *ring_slot(i % kStages, 0, u);
+        va[u] = *ring_slot(i % kStages, 1, u);
+      }
+      patch_own(b, ka, va);
+      issue_group(i + STAGES - 1);
+      compute_group(b, ka, va);
+    }
+    cp_async_wait<0>();
+  } else {
+    // Two groups in flight per warp: the next group's rows load while this one computes.
+    if (!rope && base < end) load_group(base, ka, va);
+    patch_own(base, ka, va);
+    for (; base < end; base += 2 * kStride) {
+      if (base + kStride < end) load_patched(base + kStride, kb, vb);
+      compute_group(base, ka, va);
+      if (base + kStride >= end) break;
+      if (base + 2 * kStride < end) load_patched(base + 2 * kStride, ka, va);
+      compute_group(base + kStride, kb, vb);
+    }
   }
 
   // Merge the warps: each one's (max, sum, unnormalised output), rescaled to the block's max.
@@ -364,7 +431,12 @@ int launch_epl(const AttentionArgs& a, int keys_per_split, int splits, float* pa
     constexpr int kMax = max_warps(EPL, GMAX);
     auto run = [&](auto width_tag) {
       constexpr int kW = decltype(width_tag)::value;
-      launch_pdl(attention_decode_warps_kernel<TKV, EPL, GMAX, kW>, grid, kW * 32, 0, stream, a, f.keys_per_split,
+      if constexpr (ring_applies(EPL, kW)) {
+        if (a.kv_ring)
+          return launch_pdl(attention_decode_warps_kernel<TKV, EPL, GMAX, kW, kRingStages>, grid, kW * 32, 0, stream,
+                            a, f.keys_per_split, f.splits, f.head_split, part_o, part_ml);
+      }
+      launch_pdl(attention_decode_warps_kernel<TKV, EPL, GMAX, kW, 0>, grid, kW * 32, 0, stream, a, f.keys_per_split,
                  f.splits, f.head_split, part_o, part_ml);
     };
     if constexpr (kMax >= 16)

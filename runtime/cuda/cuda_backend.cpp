@@ -242,6 +242,7 @@ cuda::AttentionArgs CudaBackend::attention_args(const Tensor& q, const Tensor& k
   a.split_by_length = options_.decode_split_by_length;
   a.whole_blocks = options_.decode_whole_blocks;
   a.head_split = options_.decode_head_split;
+  a.kv_ring = options_.decode_kv_ring;
   return a;
 }
 

@@ -618,6 +618,7 @@ class CudaBackend final : public Backend {
     int64_t ffn = 0, expert_bytes = 0;
   };
   std::map<const void*, MoeWeightTable> moe_weight_tables_;
+  std::string moe_route_declined_;  // the last reason moe_routed declined a step (logged when it changes)
   const MoeWeightTable& moe_weight_table(const MoeLayer& layer, int64_t hidden);
   cuda::PinnedBuffer sample_host_;  // sampling parameters and results, mapped (sample())
   int sm_count_ = 0;

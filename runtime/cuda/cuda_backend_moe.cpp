@@ -199,34 +199,47 @@ const CudaBackend::MoeWeightTable& CudaBackend::moe_weight_table(const MoeLayer&
 }
 
 bool CudaBackend::moe_routed(const Tensor& x, const Tensor& logits, const MoeLayer& layer, Tensor& out) {
-  if (!options_.moe_device_route || !options_.moe_grouped || layer.config == nullptr || layer.gate == nullptr ||
-      layer.up == nullptr || layer.down == nullptr || layer.gate->empty() || x.rank() != 2)
+  // A declined step routes on the host, which also keeps decode steps from being recorded as graphs: say why
+  // (debug log; the reason logged when it changes).
+  const auto decline = [&](const char* why) {
+    if (moe_route_declined_ != why) LOG_DEBUG("moe_routed: host routing for ", x.dim(0), " rows: ", why);
+    moe_route_declined_ = why;
     return false;
+  };
+  if (!options_.moe_device_route || !options_.moe_grouped) return decline("moe_device_route or moe_grouped is off");
+  if (layer.config == nullptr || layer.gate == nullptr || layer.up == nullptr || layer.down == nullptr ||
+      layer.gate->empty() || x.rank() != 2)
+    return decline("no resident experts");
   const MoeConfig& c = *layer.config;
   const int64_t T = x.dim(0), D = x.dim(1), E = c.n_experts, k = c.n_used;
   const auto held = static_cast<int64_t>(layer.gate->size());
   const bool shared = layer.shared_out.defined();
   // Steps the grouped GEMV takes whatever the routing (an expert gets at most T rows), on the device, bf16.
-  if (T < 1 || T > std::min<int64_t>(options_.moe_gemv_max_rows, cuda::kMoeRouteMaxTokens) || E < 1 ||
-      E > cuda::kMoeRouteMaxExperts || k < 1 || k > std::min<int64_t>(E, cuda::kMoeRouteMaxTopK) ||
-      layer.first < 0 || layer.first + held > E || x.device() != Device::kCuda || x.dtype() != DType::kBF16 ||
-      out.device() != Device::kCuda || out.dtype() != DType::kBF16 || out.numel() != T * D || !aligned16(x.raw()) ||
-      logits.device() != Device::kCuda || logits.dtype() != DType::kF32 || logits.numel() != T * E)
-    return false;
+  if (T < 1 || T > std::min<int64_t>(options_.moe_gemv_max_rows, cuda::kMoeRouteMaxTokens))
+    return decline("more rows than moe_gemv_max_rows");
+  if (E < 1 || E > cuda::kMoeRouteMaxExperts || k < 1 || k > std::min<int64_t>(E, cuda::kMoeRouteMaxTopK) ||
+      layer.first < 0 || layer.first + held > E)
+    return decline("expert count or top-k outside the routing kernel's");
+  if (x.device() != Device::kCuda || x.dtype() != DType::kBF16 || out.device() != Device::kCuda ||
+      out.dtype() != DType::kBF16 || out.numel() != T * D || !aligned16(x.raw()))
+    return decline("activations not bf16 on the device, or unaligned");
+  if (logits.device() != Device::kCuda || logits.dtype() != DType::kF32 || logits.numel() != T * E)
+    return decline("router logits not f32 [rows, experts] on the device");
   if (shared && (layer.shared_out.device() != Device::kCuda || layer.shared_out.dtype() != DType::kBF16 ||
                  layer.shared_out.numel() != T * D || !layer.shared_logit.defined() ||
                  layer.shared_logit.device() != Device::kCuda || layer.shared_logit.dtype() != DType::kF32 ||
                  layer.shared_logit.numel() != T))
-    return false;
+    return decline("shared expert output or gate logit not bf16 / f32 on the device");
   const bool masked = layer.counts != nullptr && layer.count_mask.defined();
   if (masked && (layer.count_mask.device() != Device::kCuda || layer.count_mask.dtype() != DType::kI32 ||
                  layer.count_mask.numel() != T))
-    return false;
+    return decline("load-count mask not i32 [rows] on the device");
   const MoeWeightTable& w = moe_weight_table(layer, D);
   const int rows = static_cast<int>(T);
-  if (!w.usable || !cuda::grouped_gemv_supports(DType::kBF16, w.dtype, D, rows) ||
+  if (!w.usable) return decline("expert weights not 16-bit [ffn, hidden] / [hidden, ffn] matrices on the device");
+  if (!cuda::grouped_gemv_supports(DType::kBF16, w.dtype, D, rows) ||
       !cuda::grouped_gemv_supports(DType::kBF16, w.dtype, w.ffn, rows))
-    return false;
+    return decline("hidden or expert FFN size outside the grouped GEMV's");
   set_device();
   const cuda::Launch s = launch();
   if (layer.counts != nullptr && !layer.counts->defined()) {

@@ -141,6 +141,9 @@ struct AttentionArgs {
   bool split_by_length = false;
   bool whole_blocks = true;
   int head_split = 0;
+  // The per-warp kernel's split blocks (head_dim 64 or 128) bring K and V through a 4-group cp.async ring in
+  // shared memory per warp (3 groups in flight while one computes) instead of two register groups.
+  bool kv_ring = false;
   // Decode with rope and the cache write folded in (per-warp kernel only, one token per sequence): q is
   // read unrotated; the split holding each token's own position rotates new_k (kHalf pairs over the whole
   // head) and writes it and new_v [T, Hkv, hd] (the cache's dtype) to the caches at slots[t] (skipped when

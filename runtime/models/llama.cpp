@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "runtime/error.h"
+#include "runtime/log.h"
 
 namespace strata {
 
@@ -392,22 +393,31 @@ bool LlamaModel::sample_recorded(const StepBatch& step, std::span<const SampleRo
   // says its operations can be (Collective::recordable).
   // Mixture-of-experts layers are recordable where the backend routes them (Backend::moe_routed): a bucket
   // whose warm-up routed any on the host is not.
-  if (!backend_.supports_capture() || !spec_.first_stage || !spec_.last_stage || !weights_.stays_resident() ||
-      splice_ != nullptr || !splice_runs(step).empty() ||
-      (tp_.size() != 1 && !(samples_on_backend() && tp_.recordable())) ||
-      (expert_group_ != &tp_ && expert_group_->size() > 1 && !expert_group_->recordable()))
+  const auto decline = [&](const char* why) {  // debug log, when the reason changes
+    if (record_declined_ != why) LOG_DEBUG("decode steps not recorded as graphs: ", why);
+    record_declined_ = why;
     return false;
+  };
+  if (!backend_.supports_capture()) return decline("the backend does not record");
+  if (!spec_.first_stage || !spec_.last_stage) return decline("pipeline stages");
+  if (!weights_.stays_resident()) return decline("weights are streamed (offload)");
+  if (splice_ != nullptr || !splice_runs(step).empty()) return decline("image embeddings spliced in");
+  if ((tp_.size() != 1 && !(samples_on_backend() && tp_.recordable())) ||
+      (expert_group_ != &tp_ && expert_group_->size() > 1 && !expert_group_->recordable()))
+    return decline("the tensor / expert group's collectives cannot be recorded");
   const int64_t T = step.n_tokens();
   if (T == 0 || T != step.n_seqs || T > kMaxRecordedBatch || static_cast<int64_t>(step.logit_rows.size()) != T ||
       static_cast<int64_t>(rows.size()) != T)
-    return false;
+    return decline("not a decode step of one token per sequence (or past the largest bucket)");
   for (int64_t t = 0; t < T; ++t)
-    if (step.token_seq[static_cast<size_t>(t)] != t || step.logit_rows[static_cast<size_t>(t)] != t) return false;
+    if (step.token_seq[static_cast<size_t>(t)] != t || step.logit_rows[static_cast<size_t>(t)] != t)
+      return decline("rows out of sequence order");
 
   const int64_t B = decode_bucket(T), V = config_.vocab_size, bs = kv_.shape().block_size;
   int64_t W = 4;
   while (W < step.max_blocks) W *= 2;
-  if (const auto it = recorded_.find({B, W}); it != recorded_.end() && it->second.host_routed) return false;
+  if (const auto it = recorded_.find({B, W}); it != recorded_.end() && it->second.host_routed)
+    return decline("a MoE layer routed on the host in the bucket's warm-up");
   const int64_t words = 4 * B + B * W;
   if (!recorded_inputs_.defined() || recorded_inputs_.numel() < words || recorded_logits_.dim(0) < B) {
     recorded_.clear();  // the graphs point into the buffers about to go
@@ -441,6 +451,9 @@ bool LlamaModel::sample_recorded(const StepBatch& step, std::span<const SampleRo
     body();  // sizes scratch buffers and loads kernels, which a recording must not do
     g.warmed = true;
     g.host_routed = expert_load_.host_routed != host_routed;
+    if (g.host_routed)
+      LOG_INFO("decode steps of ", B, " rows route mixture-of-experts layers on the host: not recorded as CUDA graphs",
+               " (STRATA_LOG_LEVEL=debug says why)");
   } else {
     if (!g.graph) g.graph = backend_.capture(body);
     g.graph->replay();

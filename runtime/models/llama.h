@@ -162,6 +162,7 @@ class LlamaModel {
     bool host_routed = false;  // its warm-up routed a MoE layer on the host (a sync): never recorded
   };
   std::map<std::pair<int64_t, int64_t>, RecordedDecode> recorded_;
+  std::string record_declined_;  // the last reason a decode step was not recorded (logged when it changes)
   Tensor recorded_inputs_;
   Tensor recorded_logits_;
   std::map<int64_t, Tensor> vocab_order_;  // TP: the vocabulary gather's row order per row count

@@ -4,8 +4,10 @@
 // double-precision host reference. Prints us per launch and which split count attention_decode_splits()
 // picks, to tune that rule and compare the kernels. Built with the CUDA build (target attention_splits);
 // run: build-gpu/tests/attention_splits [--grain 16|32|64|128] [--max-keys N] (the split step, as
-// decode_split_grain; the most keys a split, as decode_split_max_keys). GB/s is the K and V bytes a launch
-// reads over its time.
+// decode_split_grain; the most keys a split, as decode_split_max_keys) [--min-context N] (skip shorter cases)
+// [--splits N] (only that split count: one launch per form, for a profiler).
+// GB/s is the K and V bytes a launch reads over its time. "ring" rows are the per-warp split blocks with K and V
+// through the cp.async ring (decode_kv_ring).
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -55,9 +57,12 @@ int main(int argc, char** argv) {
   const cu::Launch on(s, /*pdl_on=*/true, cu::GemvRolling::kByGrid);
   // --grain N as the backend's decode_split_grain kernel option: the keys a split's length is a multiple of.
   int grain_keys = cu::AttentionArgs{}.split_grain, max_keys = cu::AttentionArgs{}.split_max_keys;
+  int64_t min_context = 0, only_splits = 0;
   for (int i = 1; i + 1 < argc; ++i) {
     if (std::strcmp(argv[i], "--grain") == 0) grain_keys = std::atoi(argv[i + 1]);
     if (std::strcmp(argv[i], "--max-keys") == 0) max_keys = std::atoi(argv[i + 1]);
+    if (std::strcmp(argv[i], "--min-context") == 0) min_context = std::atoll(argv[i + 1]);
+    if (std::strcmp(argv[i], "--splits") == 0) only_splits = std::atoll(argv[i + 1]);
   }
   std::printf("split grain %d keys, at most %d keys a split (0: no bound)\n", grain_keys, max_keys);
   std::mt19937 rng(7);
@@ -70,6 +75,7 @@ int main(int argc, char** argv) {
   for (const Case c : {Case{32, 32, 80}, Case{32, 32, 500}, Case{32, 32, 4000}, Case{32, 8, 4000}, Case{32, 8, 80},
                        Case{64, 8, 80}, Case{64, 8, 500}, Case{5, 5, 80}, Case{8, 1, 80}, Case{8, 1, 500},
                        Case{32, 8, 8192}, Case{32, 8, 32768}}) {
+    if (c.context < min_context) continue;
     int64_t width = 4;
     while (width * kBlock < c.context) width *= 2;
     const int64_t blocks = width, row = c.kv_heads * kHd, cache_elems = blocks * kBlock * row;
@@ -140,26 +146,34 @@ int main(int argc, char** argv) {
       if (splits > 64 && c.context < 8192) break;  // short contexts: past 64 splits only the merge grows
       if ((splits - 1) * grain >= a.max_position) break;  // the plan cannot make more splits than grain-key pieces
       if (cu::attention_decode_splits_made(a, splits) != splits) continue;  // the same launch as a smaller count
+      if (only_splits > 0 && splits != only_splits) continue;
       // tiles; per warp in split blocks, then whole where the plan allows, each with the rule's blocks per KV
       // head, then each head split forced; forms that make the same launch as one before are skipped.
       struct Kernel {
         const char* name;
         bool warps, whole;
         int head_split;
+        bool ring = false;
       };
-      constexpr Kernel kKernels[] = {{"tiles", false, false, 0}, {"warps", true, false, 0}, {"warps", true, false, 2},
-                                     {"warps", true, false, 4},  {"warps", true, false, 8}, {"whole", true, true, 0},
-                                     {"whole", true, true, 1},   {"whole", true, true, 2},  {"whole", true, true, 4},
-                                     {"whole", true, true, 8}};
-      std::vector<cu::DecodeWarpsForm> seen;
+      constexpr Kernel kKernels[] = {{"tiles", false, false, 0},      {"warps", true, false, 0},
+                                     {"warps", true, false, 2},       {"warps", true, false, 4},
+                                     {"warps", true, false, 8},       {"whole", true, true, 0},
+                                     {"whole", true, true, 1},        {"whole", true, true, 2},
+                                     {"whole", true, true, 4},        {"whole", true, true, 8},
+                                     {"ring", true, false, 0, true},  {"ring", true, false, 2, true},
+                                     {"ring", true, false, 4, true}};
+      std::vector<cu::DecodeWarpsForm> seen, seen_ring;
       for (const Kernel& kernel : kKernels) {
         a.decode_warps = kernel.warps;
         a.whole_blocks = kernel.whole;
         a.head_split = kernel.head_split;
+        a.kv_ring = kernel.ring;
         const cu::DecodeWarpsForm form = cu::attention_decode_form(a, splits);
         if (kernel.warps) {
-          if (std::find(seen.begin(), seen.end(), form) != seen.end()) continue;
-          seen.push_back(form);
+          auto& forms = kernel.ring ? seen_ring : seen;
+          if (std::find(forms.begin(), forms.end(), form) != forms.end()) continue;
+          if (kernel.ring && form.warps != 4) continue;  // the ring applies to split blocks of 4 warps only
+          forms.push_back(form);
         }
         std::vector<uint16_t> got(q.size(), 0xffff);
         CHECK_CUDA(cudaMemcpy(out, got.data(), got.size() * 2, cudaMemcpyHostToDevice));
@@ -190,7 +204,7 @@ int main(int argc, char** argv) {
           const bool whole = form.splits == 1 && splits > 1;
           char merged[16] = "";
           if (form.splits > 1 && form.splits != splits) std::snprintf(merged, sizeof merged, " s%d", form.splits);
-          std::snprintf(form_name, sizeof form_name, "%s %dw/%d%s%s", whole ? "whole" : "warps", form.warps,
+          std::snprintf(form_name, sizeof form_name, "%s %dw/%d%s%s", whole ? "whole" : kernel.name, form.warps,
                         form.head_split, kernel.head_split == 0 ? "*" : "", merged);
         }
         std::printf("%-34s %6lld %-12s %10.2f %8.0f %9.1e\n", name, static_cast<long long>(splits), form_name, us,

@@ -632,19 +632,29 @@ TEST_P(CudaAttentionTest, DecodeOneTokenPerSequence) {
 }
 
 TEST_P(CudaAttentionTest, DecodeLongContextUsesSplits) {
-  for (int head_split : {0, 2, 4, 8}) {  // the rule, then the query heads over that many split blocks
-    forms_.decode_head_split = head_split;
-    run({5000, 37}, {1, 1}, ("long decode, head split " + std::to_string(head_split)).c_str());
+  for (bool ring : {false, true}) {  // K and V through registers, then through the cp.async ring
+    forms_.decode_kv_ring = ring;
+    for (int head_split : {0, 2, 4, 8}) {  // the rule, then the query heads over that many split blocks
+      forms_.decode_head_split = head_split;
+      run({5000, 37, 2000}, {1, 1, 1},
+          (std::string("long decode, ") + (ring ? "ring" : "registers") + ", head split " + std::to_string(head_split))
+              .c_str());
+    }
   }
 }
 
 // Tables 16384 keys wide (a recorded step plans for the table's width) holding much shorter contexts: with
 // decode_split_by_length each token's keys spread over all of the plan's splits, else the plan's fixed pieces.
 TEST_P(CudaAttentionTest, DecodeTableWiderThanContexts) {
-  for (bool by_length : {false, true}) {
-    forms_.decode_split_by_length = by_length;
-    run({5000, 37, 700, 1}, {1, 1, 1, 1}, by_length ? "wide table, splits by length" : "wide table, fixed splits", 16,
-        16384);
+  for (bool ring : {false, true}) {
+    forms_.decode_kv_ring = ring;
+    for (bool by_length : {false, true}) {
+      forms_.decode_split_by_length = by_length;
+      run({5000, 37, 700, 1}, {1, 1, 1, 1},
+          (std::string(by_length ? "wide table, splits by length" : "wide table, fixed splits") + (ring ? ", ring" : ""))
+              .c_str(),
+          16, 16384);
+    }
   }
 }
 
