@@ -59,6 +59,8 @@ int cmd_router(int argc, char** argv) {
                    {"health-interval", true, "seconds between health checks of a replica (default 1)"},
                    {"health-timeout", true, "a health check slower than this fails: a hung replica (default 1)"},
                    {"max-attempts", true, "replicas one request may try before it fails (default 3)"},
+                   {"max-body-bytes", true, "largest request body relayed (default 67108864: images arrive base64-"
+                                            "encoded; each replica applies its own limit too)"},
                    {"help", false, "show this help"}},
                   argc, argv, 2);
   if (args.has("help")) {
@@ -103,6 +105,7 @@ int cmd_router(int argc, char** argv) {
   so.address = args.str("host", "127.0.0.1");
   so.port = static_cast<int>(args.integer("port", 8000, 0, 65535));
   so.threads = static_cast<int>(args.integer("http-threads", 2, 1, 64));
+  so.max_body_bytes = static_cast<size_t>(args.integer("max-body-bytes", int64_t{64} << 20, 1024, int64_t{1} << 34));
   so.access.api_key = args.str("api-key", client_key != nullptr ? client_key : "");
   if (!http::is_loopback_address(so.address) && so.access.api_key.empty())
     LOG_WARN("router: listening on ", so.address, " without an API key: anyone who reaches this port can use the "

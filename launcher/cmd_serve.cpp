@@ -49,6 +49,7 @@
 namespace strata::launcher {
 namespace {
 using Clock = std::chrono::steady_clock;
+constexpr int64_t kDefaultMaxBody = int64_t{4} << 20;  // --max-body-bytes for text-only models
 
 std::vector<FlagSpec> serve_flags() {
   std::vector<FlagSpec> flags = session_flags();
@@ -76,7 +77,8 @@ std::vector<FlagSpec> serve_flags() {
       {"served-model-name", true, "model id in the API (default: the model's file or directory name)"},
       {"chat-template", true, "llama2, llama3 or chatml (default: chosen from the vocabulary)"},
       {"http-threads", true, "I/O threads of the HTTP server (default 2)"},
-      {"max-body-bytes", true, "largest request body accepted (default 4194304)"},
+      {"max-body-bytes", true, "largest request body accepted (default 4194304; vision models: one image of "
+                               "--max-image-bytes, base64-encoded, plus 1 MiB)"},
       {"drain-timeout", true, "seconds to let requests finish after SIGTERM before cancelling (default 30)"},
       {"image-dir", true, "vision models: serve image files named in requests (file:// or a path) from under "
                           "this directory only (default: none, only inline data: URLs)"},
@@ -335,7 +337,7 @@ int serve(const Args& args, SessionOptions options, RankRuntime* rank) {
     so.address = args.str("host", "127.0.0.1");
     so.port = config.port;
     so.threads = static_cast<int>(args.integer("http-threads", 2, 1, 64));
-    so.max_body_bytes = static_cast<size_t>(args.integer("max-body-bytes", 4 << 20, 1024, int64_t{1} << 32));
+    so.max_body_bytes = static_cast<size_t>(args.integer("max-body-bytes", kDefaultMaxBody, 1024, int64_t{1} << 34));
     so.read_timeout_s = static_cast<int>(args.integer("read-timeout", 10, 1, 3600));
     so.max_connections = static_cast<int>(args.integer("max-connections", default_max_connections(), 1, 1 << 20));
     const char* env_key = std::getenv("STRATA_API_KEY");
@@ -429,6 +431,14 @@ int serve(const Args& args, SessionOptions options, RankRuntime* rank) {
   image_options.url_ca_file = args.str("image-url-ca-file");
   std::optional<http::ServedVision> vision;
   if (llava) {
+    // Images arrive base64-encoded in the body: by default it takes one image of the largest accepted size
+    // (4/3 of its bytes) and 1 MiB of text around it.
+    const int64_t image_body = (image_options.limits.max_bytes + 2) / 3 * 4 + (int64_t{1} << 20);
+    if (!args.has("max-body-bytes") && image_body > kDefaultMaxBody) {
+      server->set_max_body_bytes(static_cast<size_t>(image_body));
+      LOG_INFO("serve: request bodies up to ", image_body, " bytes (one base64 image of --max-image-bytes ",
+               image_options.limits.max_bytes, "; --max-body-bytes sets it)");
+    }
     vision.emplace();
     vision->image_token_id = llava->config.image_token_id;
     vision->features_for = [config = llava->config](int64_t height, int64_t width) {

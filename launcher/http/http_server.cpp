@@ -48,6 +48,7 @@ class Session;
 struct ServerCore {
   ServerOptions options;
   Handler handler;
+  std::atomic<size_t> max_body_bytes;  // options.max_body_bytes, raised once the model is known (set_max_body_bytes)
   // Sessions alive; declared before ioc, so sessions that ioc's destructor frees still find it.
   std::atomic<int> connections{0};
   net::io_context ioc;
@@ -68,7 +69,8 @@ struct ServerCore {
   int64_t accept_failures_unreported = 0;
 
   ServerCore(ServerOptions o, Handler h)
-      : options(std::move(o)), handler(std::move(h)), ioc(std::max(1, options.threads)) {}
+      : options(std::move(o)), handler(std::move(h)), max_body_bytes(options.max_body_bytes),
+        ioc(std::max(1, options.threads)) {}
   void do_accept();
   void accept_failed(const beast::error_code& ec);
   void wait_signal();
@@ -167,7 +169,7 @@ class Session final : public Exchange, public std::enable_shared_from_this<Sessi
       return;
     }
     parser_.emplace();
-    parser_->body_limit(server_.options.max_body_bytes);
+    parser_->body_limit(server_.max_body_bytes.load());
     parser_->header_limit(64 * 1024);
     stream_.expires_after(std::chrono::seconds(server_.options.idle_timeout_s));
     bhttp::async_read_header(stream_, buffer_, *parser_, beast::bind_front_handler(&Session::on_header, shared_from_this()));
@@ -181,8 +183,8 @@ class Session final : public Exchange, public std::enable_shared_from_this<Sessi
     if (ec == bhttp::error::end_of_stream || ec == net::error::operation_aborted || (!got_some && ec != beast::error::timeout)) {
       close();
     } else if (ec == bhttp::error::body_limit) {
-      reject(413, "the request body exceeds the server's limit of " + std::to_string(server_.options.max_body_bytes) +
-                      " bytes");
+      reject(413, "the request body exceeds the server's limit of " + std::to_string(server_.max_body_bytes.load()) +
+                      " bytes; the operator can raise it with --max-body-bytes");
     } else if (ec == beast::error::timeout) {
       close();  // half a header for the idle timeout: the stream has closed the socket already
     } else {
@@ -362,7 +364,7 @@ class Session final : public Exchange, public std::enable_shared_from_this<Sessi
       return start_watch();
     }
     if (n > 0) {
-      if (buffer_.size() + n > server_.options.max_body_bytes + 65536) return peer_gone();
+      if (buffer_.size() + n > server_.max_body_bytes.load() + 65536) return peer_gone();
       net::buffer_copy(buffer_.prepare(n), net::buffer(watch_buf_.data(), n));
       buffer_.commit(n);
     }
@@ -488,6 +490,8 @@ struct HttpServer::Impl : ServerCore {
 
 HttpServer::HttpServer(ServerOptions options, Handler handler)
     : impl_(std::make_unique<Impl>(std::move(options), std::move(handler))) {}
+
+void HttpServer::set_max_body_bytes(size_t bytes) { impl_->max_body_bytes = bytes; }
 
 HttpServer::~HttpServer() { stop(); }
 

@@ -65,6 +65,9 @@ class HttpServer {
   // taken.
   void start();
   int port() const;
+  // The largest request body accepted from now on (connections already reading keep theirs): serve raises
+  // the default once it knows the model takes images.
+  void set_max_body_bytes(size_t bytes);
   // Calls `fn(signal)` on an I/O thread for SIGINT and SIGTERM; call before start().
   void on_signal(std::function<void(int)> fn);
   // Stops accepting; connections that are idle are closed, busy ones close after their response.

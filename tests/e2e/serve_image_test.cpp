@@ -145,6 +145,20 @@ TEST_F(ServeImage, AnswersEqualTransformersStreamedAndNot) {
   }
 }
 
+// A body past the text-only default of 4 MiB (an image of a few MB arrives as one): a vision model's default
+// limit takes one base64 image of --max-image-bytes (20 MiB) and the text around it. The padding is JSON
+// whitespace, so the answer is the fixture's.
+std::string padded_chat_body(const json::value& request, size_t bytes) {
+  const std::string body = chat_body(request, false);
+  return "{" + std::string(bytes, ' ') + body.substr(1);
+}
+
+TEST_F(ServeImage, BodiesPastFourMebibytesAreTaken) {
+  const json::value& request = fixture_requests().at(0);
+  const HttpResponse r = http(port(), "POST", "/v1/chat/completions", padded_chat_body(request, size_t{6} << 20));
+  EXPECT_EQ(chat_text(r, false), expected(request));
+}
+
 TEST_F(ServeImage, GenerateWithImageGivesTheSameTokens) {
   const json::value& request = fixture_requests().at(0);
   const auto r = test::run_command(test::strata_binary() + " generate --model " + model() + " --prompt-ids \"" +
@@ -257,6 +271,12 @@ TEST(ServeImageErrors, EveryBadImageIsA400AndTheServerKeepsServing) {
     messages.push_back(json::object{{"role", "assistant"}, {"content", messages.at(0).at("content")}});
     expect_400(http(server.port(), "POST", "/v1/chat/completions", json::serialize(body)), "user messages only",
                "messages[1].content[1].type", "image in an assistant message");
+  }
+  {
+    // With --max-image-bytes 4000 the body limit stays the text-only 4 MiB: a larger body is a 413 naming the flag.
+    const HttpResponse r = http(server.port(), "POST", "/v1/chat/completions", padded_chat_body(request, size_t{5} << 20));
+    EXPECT_EQ(r.status, 413) << r.body.substr(0, 300);
+    EXPECT_NE(r.body.find("--max-body-bytes"), std::string::npos) << r.body.substr(0, 300);
   }
   // Files under --image-dir are served, as a plain path or a file:// URL.
   for (const std::string url : {"sub/cat.png", "file://sub/cat.png"})

@@ -270,5 +270,28 @@ TEST(Metrics, EngineStepTimeByKindAndPhase) {
     EXPECT_NE(text.find(line), std::string::npos) << line;
 }
 
+// The body limit: a larger body is a 413 naming the flag that raises it, and set_max_body_bytes raises it for
+// later connections (serve does so once it knows the model takes images).
+TEST(HttpServerInProcess, BodyLimitAnswers413AndCanBeRaised) {
+  ServerOptions options;
+  options.port = 0;
+  options.max_body_bytes = 2048;
+  HttpServer server(options, [](const std::shared_ptr<Exchange>& e) {
+    e->respond(200, "text/plain", std::to_string(e->request().body.size()));
+  });
+  server.start();
+  const std::string body(3000, 'x');
+  const test::HttpResponse refused = test::http(server.port(), "POST", "/echo", body);
+  EXPECT_EQ(refused.status, 413);
+  EXPECT_NE(refused.body.find("2048"), std::string::npos) << refused.body;
+  EXPECT_NE(refused.body.find("--max-body-bytes"), std::string::npos) << refused.body;
+  EXPECT_EQ(test::http(server.port(), "POST", "/echo", std::string(2000, 'x')).body, "2000");
+  server.set_max_body_bytes(4096);
+  const test::HttpResponse taken = test::http(server.port(), "POST", "/echo", body);
+  EXPECT_EQ(taken.status, 200);
+  EXPECT_EQ(taken.body, "3000");
+  server.stop();
+}
+
 }  // namespace
 }  // namespace strata::launcher::http
