@@ -38,9 +38,8 @@ int64_t kv_head_row_bytes(const ModelConfig& c, const PlanShape& s, const Hardwa
 
 int64_t small_params(const ModelConfig& c, int tp) {  // norms and biases of one layer on one rank
   const int64_t bias = c.qkv_bias ? (c.n_heads / tp + 2 * kv_heads_local(c, tp)) * c.head_dim : 0;
-  return 2 * c.hidden + bias;
+  return 2 * c.hidden + bias + (c.qk_norm ? 2 * c.head_dim : 0);
 }
-int64_t matmul_params(const ModelConfig& c, int tp) { return layer_params(c, tp) - small_params(c, tp); }
 
 std::vector<int64_t> stage_sizes(const ModelConfig& c, const PlanShape& s) {
   if (!s.stage_layers.empty()) return s.stage_layers;
@@ -67,13 +66,14 @@ Slot stage_slot(const ModelConfig& c, const PlanShape& s, const Hardware& hw, in
   Slot slot;
   const int tp = s.tp;
   const int64_t head = last ? head_params(c, tp) : 0;
-  const double w = static_cast<double>(weight_bytes(s.dtype, layers * matmul_params(c, tp) + head,
+  const StageMatmuls mm = stage_matmuls(c, s, layers, tokens);
+  const double w = static_cast<double>(weight_bytes(s.dtype, std::llround(mm.read) + head,
                                                     layers * small_params(c, tp) + (last ? c.hidden : 0)));
   const double kv_row = 2.0 * static_cast<double>(kv_heads_local(c, tp) * kv_head_row_bytes(c, s, hw));
   const double kv = static_cast<double>(layers) * kv_row * static_cast<double>(seqs) * ctx;
   // Attention: QK^T and PV, 2 FLOPs per multiply-add; a prefill's causal mask halves the square.
   const double attn_positions = prefill ? ctx * ctx / 2 : ctx;
-  const double flops = 2.0 * static_cast<double>(tokens) * static_cast<double>(layers * matmul_params(c, tp) + head) +
+  const double flops = 2.0 * static_cast<double>(tokens) * (mm.per_token + static_cast<double>(head)) +
                        4.0 * static_cast<double>(layers * (c.n_heads / tp) * c.head_dim) * attn_positions *
                            static_cast<double>(seqs);
   slot.mem = hw.mem_gbs > 0 ? (w + kv) / (hw.mem_gbs * 1e9 * hw.mem_efficiency) : 0;
@@ -88,20 +88,24 @@ Slot stage_slot(const ModelConfig& c, const PlanShape& s, const Hardware& hw, in
                             ? static_cast<double>(s.disk_stream_bytes) / (hw.disk_gbs * 1e9) : 0;
   slot.stream = std::max(t_link, t_disk);
   slot.stream_disk = t_disk > t_link;
-  if (tp > 1) {
+  // Mixture-of-experts layers combine their experts' outputs over the stage's tp x ep ranks.
+  const int group = tp * std::max(1, s.ep);
+  if (tp > 1 || (mm.sparse_layers > 0 && group > 1)) {
     const Link& link = tp_crosses_nodes(tp, hw) ? hw.inter : hw.intra;
+    const Link& group_link = tp_crosses_nodes(group, hw) ? hw.inter : hw.intra;
     const int64_t act = tokens * c.hidden * hw.activation_bytes;
-    const double per_layer = 2 * allreduce_seconds(act, tp, link);  // attention output and MLP down
-    const double layer_ar = static_cast<double>(layers) * per_layer;
+    // Attention output and MLP down over tp; a MoE layer's expert combine over the tp x ep group.
+    const double dense_layer = 2 * allreduce_seconds(act, tp, link);
+    const double sparse_layer = allreduce_seconds(act, tp, link) + allreduce_seconds(act, group, group_link);
+    const double layer_ar = static_cast<double>(layers - mm.sparse_layers) * dense_layer +
+                            static_cast<double>(mm.sparse_layers) * sparse_layer;
     slot.ar = layer_ar + (first ? allreduce_seconds(act, tp, link) : 0) +  // vocab-parallel embedding
               (last ? allgather_seconds(tokens * ceil_div(c.vocab_size, tp) * tp * 4, tp, link) : 0);
     // The layer all-reduces are split into pieces of at least overlap_min_tokens tokens, up to
-    // overlap_chunks, that overlap the o-projection and MLP of the next piece (overlap_row_groups);
-    // the embedding and head ones never overlap.
+    // overlap_chunks, that overlap the o-projection and MLP (or experts) of the next piece
+    // (overlap_row_groups); the embedding and head ones never overlap.
     const int64_t chunks = overlap_row_groups(tokens, s.overlap_chunks, s.overlap_min_tokens);
-    const int64_t q = c.n_heads / tp * c.head_dim;
-    const double overlappable = slot.compute * static_cast<double>(q * c.hidden + 3 * c.hidden * c.ffn / tp) /
-                                static_cast<double>(matmul_params(c, tp));
+    const double overlappable = mm.per_token > 0 ? slot.compute * mm.after_attention / mm.per_token : 0;
     const double k = static_cast<double>(chunks);
     const double exposed_layers =
         chunks <= 1 ? layer_ar : std::max(layer_ar / k, layer_ar - overlappable * (k - 1) / k);
@@ -154,7 +158,7 @@ StepTime step_time(const ModelConfig& c, const PlanShape& s, const Hardware& hw,
 
 }  // namespace
 
-std::string PlanShape::str() const { return cat("tp", tp, " pp", pp, " dp", dp); }
+std::string PlanShape::str() const { return cat("tp", tp, " pp", pp, " dp", dp, ep > 1 ? cat(" ep", ep) : ""); }
 
 double allreduce_seconds(int64_t bytes, int ranks, const Link& link) {
   if (ranks <= 1 || bytes <= 0) return 0;
@@ -183,6 +187,42 @@ int64_t layer_params(const ModelConfig& c, int tp) {
   return c.hidden * q * 2 + c.hidden * kv * 2 + 3 * c.hidden * (c.ffn / tp) + small_params(c, tp);
 }
 
+StageMatmuls stage_matmuls(const ModelConfig& c, const PlanShape& s, int64_t layers, int64_t tokens) {
+  StageMatmuls m;
+  const int tp = s.tp;
+  const int64_t q = c.n_heads / tp * c.head_dim, kv = kv_heads_local(c, tp) * c.head_dim;
+  const double attention = static_cast<double>(c.hidden * q * 2 + c.hidden * kv * 2);
+  const double o_proj = static_cast<double>(c.hidden * q);
+  if (c.moe.enabled() && c.n_layers > 0) {
+    int64_t in_model = 0;
+    for (int64_t l = 0; l < c.n_layers; ++l) in_model += c.moe.sparse_layer(l) ? 1 : 0;
+    m.sparse_layers = (layers * in_model + c.n_layers / 2) / c.n_layers;  // the stage's share, rounded
+  }
+  const auto dense = static_cast<double>(layers - m.sparse_layers);
+  const double mlp = 3.0 * static_cast<double>(c.hidden * (c.ffn / tp));
+  m.held = m.read = m.per_token = dense * (attention + mlp);
+  m.after_attention = dense * (o_proj + mlp);
+  if (m.sparse_layers > 0) {
+    const auto sparse = static_cast<double>(m.sparse_layers);
+    const int64_t group = int64_t{tp} * std::max(1, s.ep);
+    const double experts = static_cast<double>(c.moe.n_experts), used = static_cast<double>(c.moe.n_used);
+    const double expert = 3.0 * static_cast<double>(c.hidden * c.moe.expert_ffn);
+    const double held_experts = static_cast<double>(c.moe.n_experts / group);
+    // The shared expert's columns and its sigmoid gate (one row), the router (replicated).
+    const double shared = c.moe.shared_ffn > 0 ? 3.0 * static_cast<double>(c.hidden * (c.moe.shared_ffn / group)) +
+                                                     static_cast<double>(c.hidden)
+                                               : 0;
+    const double always = attention + experts * static_cast<double>(c.hidden) + shared;
+    const double hit = 1 - std::pow(1 - used / experts, static_cast<double>(std::max<int64_t>(tokens, 1)));
+    const double routed = used / static_cast<double>(group) * expert;  // per token, on this rank
+    m.held += sparse * (always + held_experts * expert);
+    m.read += sparse * (always + held_experts * hit * expert);
+    m.per_token += sparse * (always + routed);
+    m.after_attention += sparse * (o_proj + shared + routed);
+  }
+  return m;
+}
+
 int64_t head_params(const ModelConfig& c, int tp) { return ceil_div(c.vocab_size, tp) * c.hidden; }
 
 bool tp_crosses_nodes(int tp, const Hardware& hw) {
@@ -192,7 +232,7 @@ bool tp_crosses_nodes(int tp, const Hardware& hw) {
 
 PlanShape plan_shape(const Plan& plan, const Partition& partition) {
   PlanShape s;
-  s.tp = plan.parallel.tensor, s.pp = plan.parallel.pipeline, s.dp = plan.parallel.data;
+  s.tp = plan.parallel.tensor, s.pp = plan.parallel.pipeline, s.dp = plan.parallel.data, s.ep = plan.parallel.expert;
   s.micro_batches = plan.micro_batches();
   s.interleaved = plan.parallel.interleaved;
   s.overlap_chunks = plan.comm.overlap_chunks;
@@ -211,7 +251,7 @@ PlanShape plan_shape(const Plan& plan, const Partition& partition) {
 }
 
 Prediction predict(const ModelConfig& c, const PlanShape& s, const Hardware& hw, const Workload& w) {
-  STRATA_CHECK(s.tp >= 1 && s.pp >= 1 && s.dp >= 1 && s.pp <= c.n_layers, "plan sizes ", s.str(),
+  STRATA_CHECK(s.tp >= 1 && s.pp >= 1 && s.dp >= 1 && s.ep >= 1 && s.pp <= c.n_layers, "plan sizes ", s.str(),
                " do not fit a model of ", c.n_layers, " layers");
   Prediction p;
   const int64_t seqs = ceil_div(w.batch, s.dp);  // the busiest replica
@@ -231,7 +271,7 @@ Prediction predict(const ModelConfig& c, const PlanShape& s, const Hardware& hw,
     const bool first = st == 0, last = st == s.pp - 1;
     // Stage 0 holds the embedding, the last stage the head: one tensor when tied on a single stage.
     const int64_t globals = ((first ? 1 : 0) + (last && !(c.tied_embeddings && first) ? 1 : 0)) * head_params(c, s.tp);
-    const int64_t bytes = weight_bytes(s.dtype, layers * matmul_params(c, s.tp) + globals,
+    const int64_t bytes = weight_bytes(s.dtype, std::llround(stage_matmuls(c, s, layers, 1).held) + globals,
                                        layers * small_params(c, s.tp) + (last ? c.hidden : 0));
     const int64_t kv = 2 * layers * kv_heads_local(c, s.tp) * kv_head_row_bytes(c, s, hw) * seqs *
                        (w.prompt_len + w.output_len);

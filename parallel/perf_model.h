@@ -51,6 +51,7 @@ Hardware parse_hardware(const std::string& yaml_text, const std::string& source)
 // The sizes of a plan that the model needs.
 struct PlanShape {
   int tp = 1, pp = 1, dp = 1;
+  int ep = 1;  // parallel.expert: a stage's routed experts spread over its tp x ep ranks
   int micro_batches = 1;
   // Interleaved schedule: the running sequences split into pp groups, one per stage each tick; no
   // bubble, and micro_batches is not used.
@@ -62,8 +63,8 @@ struct PlanShape {
   std::vector<int64_t> stage_layers;  // layers of each stage; empty = balanced over pp
   int64_t host_stream_bytes = 0;      // streamed from pinned host memory per pass, the worst rank
   int64_t disk_stream_bytes = 0;      // streamed from disk per pass, the worst rank
-  int world() const { return tp * pp * dp; }
-  std::string str() const;            // "tp4 pp2 dp1"
+  int world() const { return tp * pp * dp * ep; }
+  std::string str() const;            // "tp4 pp2 dp1" (" ep2" when ep > 1)
 };
 PlanShape plan_shape(const Plan& plan, const Partition& partition);
 
@@ -113,6 +114,20 @@ double p2p_seconds(int64_t bytes, const Link& link);
 double bubble_fraction(int pp, int micro_batches);
 // Weight elements one TP rank holds of one layer (norms replicated, KV heads replicated past n_kv).
 int64_t layer_params(const ModelConfig& config, int tp);
+// One rank's matrix elements over `layers` layers of a stage, and what a step of `tokens` tokens does with
+// them. Dense layers are layer_params' matrices. Mixture-of-experts layers (MoeConfig::sparse_layer; a stage
+// holds the model's share of them) hold attention over tp, the router, n_experts / (tp x ep) routed experts
+// and 1 / (tp x ep) of the shared expert; a step reads only the held experts some token was routed to (each
+// token taken to pick n_used of n_experts uniformly: 1 - (1 - n_used / n_experts)^tokens of them) and runs
+// each token through n_used / (tp x ep) of them on average.
+struct StageMatmuls {
+  double held = 0;             // elements held (memory)
+  double read = 0;             // elements the step reads
+  double per_token = 0;        // elements each token multiplies: FLOPs = 2 x tokens x per_token
+  double after_attention = 0;  // of per_token: output projection and MLP / experts (what a row group's all-reduce overlaps)
+  int64_t sparse_layers = 0;   // of `layers`: mixture-of-experts layers
+};
+StageMatmuls stage_matmuls(const ModelConfig& config, const PlanShape& shape, int64_t layers, int64_t tokens);
 // Elements of the vocab-parallel LM head and embedding on one TP rank (the vocab padded to tp).
 int64_t head_params(const ModelConfig& config, int tp);
 // The TP group of a replica crosses nodes (the rank order keeps tp consecutive).

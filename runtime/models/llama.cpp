@@ -292,18 +292,51 @@ bool LlamaModel::project_and_mlp(const LayerWeights& w, Tensor& hidden, const Te
 
 void LlamaModel::project_and_experts(const LayerWeights& w, Tensor& hidden, const Tensor& att, Tensor& h,
                                      Tensor& attn_out, Tensor& mlp_out) {
-  backend_.matmul(att, w.wo, nullptr, attn_out);
-  if (tp_.size() > 1) {
-    tp_.all_reduce_sum(attn_out);
-    ++timings_.all_reduces;
+  const int64_t T = hidden.dim(0);
+  const bool tp_reduce = tp_.size() > 1, expert_reduce = expert_group_->size() > 1;
+  // Row groups, as project_and_mlp's: chunk c's expert combine (the all-reduce over the expert group) runs
+  // while chunk c+1 routes and runs its experts (and Qwen2-MoE's shared expert).
+  const int64_t chunks =
+      tp_reduce || expert_reduce ? overlap_row_groups(T, overlap_chunks_, overlap_min_tokens_) : 1;
+  std::vector<int64_t> begin(static_cast<size_t>(chunks) + 1);
+  for (int64_t c = 0; c <= chunks; ++c) begin[static_cast<size_t>(c)] = T * c / chunks;
+  const auto first = [&](int64_t c) { return begin[static_cast<size_t>(c)]; };
+  const auto count = [&](int64_t c) { return begin[static_cast<size_t>(c) + 1] - begin[static_cast<size_t>(c)]; };
+  const auto rows = [&](const Tensor& t, int64_t c) { return t.rows(first(c), count(c)); };
+  std::vector<std::unique_ptr<CollectiveWork>> attn_work(static_cast<size_t>(chunks));
+  for (int64_t c = 0; c < chunks; ++c) {
+    Tensor out = rows(attn_out, c);
+    backend_.matmul(rows(att, c), w.wo, nullptr, out);
+    if (tp_reduce) {
+      attn_work[static_cast<size_t>(c)] = tp_.all_reduce_sum_async(out);
+      ++timings_.all_reduces;
+    }
   }
-  backend_.add_rmsnorm(hidden, attn_out, w.ffn_norm, config_.rms_eps, h);
-  moe_ffn(backend_, config_.moe, w, h, mlp_out, &expert_load_);
-  if (expert_group_->size() > 1) {
-    expert_group_->all_reduce_sum(mlp_out);
-    ++timings_.all_reduces;
+  // A chunk counts its own rows: the step's count mask and real rows, cut to the chunk.
+  const Tensor step_mask = expert_load_.mask;
+  const int64_t step_real = expert_load_.real_tokens;
+  std::vector<std::unique_ptr<CollectiveWork>> expert_work(static_cast<size_t>(chunks));
+  for (int64_t c = 0; c < chunks; ++c) {
+    if (tp_reduce) wait_reduce(*attn_work[static_cast<size_t>(c)]);
+    Tensor hid = rows(hidden, c), hc = rows(h, c), out = rows(mlp_out, c);
+    backend_.add_rmsnorm(hid, rows(attn_out, c), w.ffn_norm, config_.rms_eps, hc);
+    if (chunks > 1) {
+      expert_load_.mask = step_mask.defined() ? rows(step_mask, c) : Tensor();
+      expert_load_.real_tokens = step_real < 0 ? -1 : std::clamp<int64_t>(step_real - first(c), 0, count(c));
+    }
+    moe_ffn(backend_, config_.moe, w, hc, out, &expert_load_);
+    if (expert_reduce) {
+      expert_work[static_cast<size_t>(c)] = expert_group_->all_reduce_sum_async(out);
+      ++timings_.all_reduces;
+    }
   }
-  backend_.add(hidden, mlp_out);
+  expert_load_.mask = step_mask;
+  expert_load_.real_tokens = step_real;
+  for (int64_t c = 0; c < chunks; ++c) {
+    if (expert_reduce) wait_reduce(*expert_work[static_cast<size_t>(c)]);
+    Tensor hid = rows(hidden, c);
+    backend_.add(hid, rows(mlp_out, c));
+  }
 }
 
 Tensor LlamaModel::local_logits(const StepBatch& step, const Tensor& hidden) {

@@ -32,7 +32,7 @@ Routing route_tokens(const MoeConfig& config, const float* logits, int64_t token
 // bytes those steps read.
 struct ExpertLoad {
   std::vector<int64_t> tokens;  // [n_experts]
-  int64_t expert_bytes = 0;     // weight bytes of the routed experts run (each at most once per layer and step)
+  int64_t expert_bytes = 0;     // weight bytes of the routed experts run (each at most once per layer and row group)
   // Layer steps routed on the host and on the backend (Backend::moe_routed; a recorded step counts once, when
   // recorded, not per replay). The latter count into `device` (MoeLayer::counts: i64 [n_experts + 1] on the
   // backend, tokens then bytes), read back only by read(), and count token t only where mask[t] >= 0

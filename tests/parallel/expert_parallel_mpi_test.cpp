@@ -5,7 +5,8 @@
 // TP2 (the experts spread over the TP group), PP2; np 4: EP4, EP2 x TP2, EP2 x PP2. The *_cached layouts
 // offload the experts (offload.experts): each rank's own experts in a cache of fewer slots than it holds,
 // counted against the router's load. The driver's engine counters (what /metrics shows) cover every stage
-// and every rank's cache.
+// and every rank's cache. Steps of 6 or more tokens run in two row groups (comm.overlap_chunks), each group's
+// expert combine in flight while the next computes.
 // mpi-np: 2 4
 #include <gtest/gtest.h>
 
@@ -42,6 +43,9 @@ TEST_P(ExpertLayouts, MatchSingleRank) {
   const std::string yaml = "model:\n  path: " + path + "\nparallel:\n  tensor: " + std::to_string(layout.tp) +
                            "\n  expert: " + std::to_string(layout.ep) + "\n  pipeline: " + std::to_string(layout.pp) +
                            "\n  micro_batches: 2\ncomm:\n  timeout_s: 60\n" +
+                           // Prefill steps in two row groups: the first group's expert combine overlaps the
+                           // second's experts (LlamaModel::project_and_experts); decode steps stay whole.
+                           "  overlap_chunks: 2\n  overlap_min_tokens: 3\n" +
                            (layout.experts_resident > 0
                                 ? "offload:\n  experts: {resident_per_layer: " + std::to_string(layout.experts_resident) + "}\n"
                                 : std::string());
@@ -73,6 +77,8 @@ TEST_P(ExpertLayouts, MatchSingleRank) {
   rank.configure(options.generator);
   launcher::SessionOptions ranked = options;
   if (layout.experts_resident > 0) ranked.offload = parallel::residency_config(parsed.plan, g_world->rank());
+  ranked.overlap_chunks = parsed.plan.comm.overlap_chunks;  // as open_session takes them from the plan
+  ranked.overlap_min_tokens = parsed.plan.comm.overlap_min_tokens;
   launcher::ModelSession session(ranked, rank.placement());
   const ModelConfig& c = session.config();
   // Each rank of a stage's expert group holds its own share of the experts.

@@ -54,10 +54,68 @@ TEST(PerfModel, BubbleFraction) {
 TEST(PerfModel, CountedParametersEqualParameterCount) {
   for (const std::string& name : model_preset_names()) {
     const ModelConfig c = model_preset(name);
-    if (c.moe.enabled()) continue;  // the perf model counts dense layers only (its MoE terms are not written yet)
-    const int64_t counted = c.n_layers * layer_params(c, 1) + head_params(c, 1) * (c.tied_embeddings ? 1 : 2) + c.hidden;
-    EXPECT_EQ(counted, c.parameter_count()) << name;
+    const int64_t globals = head_params(c, 1) * (c.tied_embeddings ? 1 : 2) + c.hidden;
+    // A layer's small elements (norms, biases) are layer_params less its dense matrices.
+    const int64_t q = c.n_heads * c.head_dim, kv = c.n_kv_heads * c.head_dim;
+    const int64_t small = layer_params(c, 1) - (2 * c.hidden * q + 2 * c.hidden * kv + 3 * c.hidden * c.ffn);
+    const double matrices = stage_matmuls(c, PlanShape{}, c.n_layers, 1).held;
+    EXPECT_EQ(std::llround(matrices) + c.n_layers * small + globals, c.parameter_count()) << name;
+    if (!c.moe.enabled()) {
+      EXPECT_EQ(c.n_layers * layer_params(c, 1) + globals, c.parameter_count()) << name;
+    }
   }
+}
+
+// A MoE layer holds every expert of its share and a step reads only the routed ones: batch 1 reads exactly
+// n_used experts a layer, a large batch nearly all; EP2 holds half the experts and runs half of each token's.
+TEST(PerfModel, MixtureOfExpertsHoldsItsShareAndReadsTheRoutedExperts) {
+  for (const char* name : {"mixtral-8x7b-shape", "qwen3-30b-a3b-shape"}) {
+    const ModelConfig c = model_preset(name);
+    ASSERT_TRUE(c.moe.enabled()) << name;
+    const auto L = static_cast<double>(c.n_layers), E = static_cast<double>(c.moe.n_experts),
+               k = static_cast<double>(c.moe.n_used);
+    const double attention = static_cast<double>(2 * c.hidden * c.n_heads * c.head_dim +
+                                                 2 * c.hidden * c.n_kv_heads * c.head_dim);
+    const double expert = 3.0 * static_cast<double>(c.hidden * c.moe.expert_ffn);
+    const double router = E * static_cast<double>(c.hidden);
+    PlanShape one, ep2;
+    ep2.ep = 2;
+    const StageMatmuls b1 = stage_matmuls(c, one, c.n_layers, 1);
+    EXPECT_EQ(b1.sparse_layers, c.n_layers) << name;
+    EXPECT_NEAR(b1.held, L * (attention + router + E * expert), 1) << name;
+    EXPECT_NEAR(b1.read, L * (attention + router + k * expert), 1) << name;
+    EXPECT_NEAR(b1.per_token, b1.read, 1) << name;  // one token multiplies what it reads
+    const StageMatmuls many = stage_matmuls(c, one, c.n_layers, 4096);
+    EXPECT_NEAR(many.read, b1.held, b1.held * 1e-6) << name;
+    const StageMatmuls half = stage_matmuls(c, ep2, c.n_layers, 1);
+    EXPECT_NEAR(b1.held - half.held, L * E / 2 * expert, 1) << name;
+    EXPECT_NEAR(b1.per_token - half.per_token, L * k / 2 * expert, 1) << name;
+  }
+}
+
+TEST(PerfModel, ExpertParallelPaysOneExpertCombinePerLayer) {
+  const ModelConfig c = model_preset("mixtral-8x7b-shape");
+  const Hardware hw = simple_hw();
+  PlanShape s;
+  s.ep = 2, s.overlap_chunks = 1;  // no overlap: every all-reduce is exposed
+  EXPECT_EQ(s.str(), "tp1 pp1 dp1 ep2");
+  EXPECT_EQ(s.world(), 2);
+  const Prediction p = predict(c, s, hw, {1, 16, 64});
+  // tp 1: no attention, embedding or logits collectives; each layer's experts combine over the 2 ranks.
+  const double expected = static_cast<double>(c.n_layers) * allreduce_seconds(c.hidden * 2, 2, hw.intra);
+  EXPECT_NEAR(p.decode.allreduce_s, expected, 1e-12);
+  // Each rank holds half of the routed experts (bf16).
+  const Prediction whole = predict(c, PlanShape{}, hw, {1, 16, 64});
+  EXPECT_EQ(whole.weight_bytes_per_rank - p.weight_bytes_per_rank,
+            2 * c.n_layers * (c.moe.n_experts / 2) * 3 * c.hidden * c.moe.expert_ffn);
+  // EP2 x TP2: attention over tp 2 and the experts' combine over all 4 ranks of the stage.
+  s.tp = 2;
+  const Prediction both = predict(c, s, hw, {1, 16, 64});
+  const int64_t act = c.hidden * 2;
+  const double with_tp = static_cast<double>(c.n_layers) * (allreduce_seconds(act, 2, hw.intra) +
+                                                            allreduce_seconds(act, 4, hw.intra)) +
+                         allreduce_seconds(act, 2, hw.intra) + allgather_seconds(c.vocab_size * 4, 2, hw.intra);
+  EXPECT_NEAR(both.decode.allreduce_s, with_tp, 1e-12);
 }
 
 TEST(PerfModel, TensorParallelSplitsMatricesAndReplicatesNorms) {
