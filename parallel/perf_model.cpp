@@ -287,53 +287,60 @@ Prediction predict(const ModelConfig& c, const PlanShape& s, const Hardware& hw,
 SuggestResult suggest_plans(const ModelConfig& config, const Hardware& hw, int gpus, const Workload& work,
                             Objective objective, DType dtype) {
   SuggestResult out;
-  for (int tp = 1; tp <= gpus; ++tp) {
-    if (gpus % tp != 0) continue;
-    for (int pp = 1; pp <= gpus / tp; ++pp) {
-      if ((gpus / tp) % pp != 0 || pp > config.n_layers) continue;
-      const int dp = gpus / tp / pp;
-      Plan plan;
-      plan.source = cat("<suggest tp", tp, " pp", pp, " dp", dp, ">");
-      plan.model.dtype = dtype;
-      plan.parallel.tensor = tp, plan.parallel.pipeline = pp, plan.parallel.data = dp;
-      PlanShape shape;
-      shape.tp = tp, shape.pp = pp, shape.dp = dp;
-      shape.micro_batches = plan.micro_batches();
-      shape.overlap_chunks = plan.comm.overlap_chunks;
-      shape.overlap_min_tokens = plan.comm.overlap_min_tokens;
-      shape.dtype = dtype;
-      // validate_plan owns the rules (heads, KV heads, ffn, quantized blocks, stages); TP sizes that
-      // valid_tensor_sizes already rules out are skipped without partitioning.
-      const std::vector<int> valid = valid_tensor_sizes(config, dtype);
-      if (std::find(valid.begin(), valid.end(), tp) == valid.end()) {
-        if (pp == 1) out.rejected.push_back(cat("tp", tp, ": does not divide the heads / ffn of the model"));
-        continue;
-      }
-      // The rules do not depend on the replicas, so one replica is validated (tp x pp ranks, not 1024).
-      plan.parallel.data = 1;
-      const std::vector<Diagnostic> diags = validate_plan(plan, config, tp * pp);
-      plan.parallel.data = dp;
-      const auto error = std::find_if(diags.begin(), diags.end(), [](const Diagnostic& x) { return x.severity == Severity::kError; });
-      if (error != diags.end()) {
-        out.rejected.push_back(cat(shape.str(), ": ", error->message));
-        continue;
-      }
-      const Prediction p = predict(config, shape, hw, work);
-      if (!p.fits) {
-        out.rejected.push_back(cat(shape.str(), ": needs ", format_bytes(p.device_bytes_per_rank), " per device (",
-                                   format_bytes(p.kv_bytes_per_rank), " KV), the device has ",
-                                   format_bytes(hw.memory_bytes)));
-        continue;
-      }
-      const StepTime& d = p.decode;
-      char line[256];
-      std::snprintf(line, sizeof line, "%s-bound; compute %.2f ms, all-reduce %.2f ms (%.0f%% hidden), p2p %.2f ms, "
-                    "bubble %.2f ms%s; %d node%s",
-                    d.bound.c_str(), d.compute_s * 1e3, d.allreduce_s * 1e3, 100 * d.hidden_fraction(), d.p2p_s * 1e3,
-                    d.bubble_s * 1e3, tp_crosses_nodes(tp, hw) ? "; TP crosses nodes" : "", p.nodes,
-                    p.nodes > 1 ? "s" : "");
-      out.ranked.push_back({shape, p, line});
+  // Every split of the GPUs into ep x tp x pp x dp; ep > 1 (a stage's experts spread over its tp x ep ranks)
+  // only for mixture-of-experts models.
+  struct Split {
+    int ep, tp, pp;
+  };
+  std::vector<Split> splits;
+  for (int ep = 1; ep <= (config.moe.enabled() ? gpus : 1); ++ep)
+    for (int tp = 1; ep * tp <= gpus; ++tp)
+      for (int pp = 1; ep * tp * pp <= gpus && pp <= config.n_layers; ++pp)
+        if (gpus % (ep * tp * pp) == 0) splits.push_back({ep, tp, pp});
+  for (const Split& split : splits) {
+    const int ep = split.ep, tp = split.tp, pp = split.pp;
+    const int dp = gpus / ep / tp / pp;
+    Plan plan;
+    plan.source = cat("<suggest tp", tp, " pp", pp, " dp", dp, " ep", ep, ">");
+    plan.model.dtype = dtype;
+    plan.parallel.tensor = tp, plan.parallel.pipeline = pp, plan.parallel.data = dp, plan.parallel.expert = ep;
+    PlanShape shape;
+    shape.tp = tp, shape.pp = pp, shape.dp = dp, shape.ep = ep;
+    shape.micro_batches = plan.micro_batches();
+    shape.overlap_chunks = plan.comm.overlap_chunks;
+    shape.overlap_min_tokens = plan.comm.overlap_min_tokens;
+    shape.dtype = dtype;
+    // validate_plan owns the rules (heads, KV heads, ffn, quantized blocks, stages); TP sizes that
+    // valid_tensor_sizes already rules out are skipped without partitioning.
+    const std::vector<int> valid = valid_tensor_sizes(config, dtype);
+    if (std::find(valid.begin(), valid.end(), tp) == valid.end()) {
+      if (pp == 1 && ep == 1) out.rejected.push_back(cat("tp", tp, ": does not divide the heads / ffn of the model"));
+      continue;
     }
+    // The rules do not depend on the replicas, so one replica is validated (tp x pp x ep ranks, not 1024).
+    plan.parallel.data = 1;
+    const std::vector<Diagnostic> diags = validate_plan(plan, config, tp * pp * ep);
+    plan.parallel.data = dp;
+    const auto error = std::find_if(diags.begin(), diags.end(), [](const Diagnostic& x) { return x.severity == Severity::kError; });
+    if (error != diags.end()) {
+      out.rejected.push_back(cat(shape.str(), ": ", error->message));
+      continue;
+    }
+    const Prediction p = predict(config, shape, hw, work);
+    if (!p.fits) {
+      out.rejected.push_back(cat(shape.str(), ": needs ", format_bytes(p.device_bytes_per_rank), " per device (",
+                                 format_bytes(p.kv_bytes_per_rank), " KV), the device has ",
+                                 format_bytes(hw.memory_bytes)));
+      continue;
+    }
+    const StepTime& d = p.decode;
+    char line[256];
+    std::snprintf(line, sizeof line, "%s-bound; compute %.2f ms, all-reduce %.2f ms (%.0f%% hidden), p2p %.2f ms, "
+                  "bubble %.2f ms%s; %d node%s",
+                  d.bound.c_str(), d.compute_s * 1e3, d.allreduce_s * 1e3, 100 * d.hidden_fraction(), d.p2p_s * 1e3,
+                  d.bubble_s * 1e3, tp_crosses_nodes(tp, hw) ? "; TP crosses nodes" : "", p.nodes,
+                  p.nodes > 1 ? "s" : "");
+    out.ranked.push_back({shape, p, line});
   }
   std::stable_sort(out.ranked.begin(), out.ranked.end(), [&](const Suggestion& a, const Suggestion& b) {
     if (objective == Objective::kLatency) return a.prediction.decode.total_s < b.prediction.decode.total_s;

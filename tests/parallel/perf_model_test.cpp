@@ -250,6 +250,25 @@ TEST(PerfModel, SuggestionsAreValidFitAndRanked) {
   }
 }
 
+// A mixture-of-experts model's suggestions include expert-parallel plans, each valid: the experts divide over
+// every stage's tp x ep ranks.
+TEST(PerfModel, SuggestionsForMixtureOfExpertsTryExpertParallelism) {
+  const Hardware hw = parse_hardware(read(test::source_dir() + "/bench/hardware/dgx-h100-ib.yaml"), "dgx");
+  const ModelConfig c = model_preset("mixtral-8x7b-shape");
+  const SuggestResult r = suggest_plans(c, hw, 8, {64, 512, 128}, Objective::kThroughput);
+  ASSERT_FALSE(r.ranked.empty());
+  bool expert_parallel = false;
+  for (const Suggestion& s : r.ranked) {
+    EXPECT_EQ(s.shape.world(), 8) << s.shape.str();
+    EXPECT_EQ(c.moe.n_experts % (s.shape.tp * s.shape.ep), 0) << s.shape.str();
+    expert_parallel |= s.shape.ep > 1;
+  }
+  EXPECT_TRUE(expert_parallel);
+  // A dense model gets none.
+  for (const Suggestion& s : suggest_plans(model_preset("7b-shape"), hw, 8, {64, 512, 128}, Objective::kThroughput).ranked)
+    EXPECT_EQ(s.shape.ep, 1) << s.shape.str();
+}
+
 // The error the docs state: predictions against bench/results (H100, 7b-shape bf16). Printed only.
 TEST(PerfModel, PrintsErrorAgainstTheH100Measurements) {
   const Hardware hw = parse_hardware(read(test::source_dir() + "/bench/hardware/h100-sxm-node.yaml"), "h100");
