@@ -41,7 +41,7 @@ const std::vector<KernelOption>& kernel_option_table() {
       {"decode_head_split", &O::decode_head_split, nullptr, {0, 1, 2, 4, 8},
        "decode attention: blocks a KV head's query heads go over (0: the rule)"},
       {"decode_kv_ring", nullptr, &O::decode_kv_ring, {},
-       "decode attention: split blocks load K and V through a cp.async ring in shared memory"},
+       "decode attention: split blocks load K and V through a cp.async ring, scores summed by a butterfly"},
       {"fuse_swiglu", nullptr, &O::fuse_swiglu, {}, "decode batches form the SwiGLU in the gate/up GEMV"},
       {"moe_grouped", nullptr, &O::moe_grouped, {}, "mixture-of-experts: the selected experts in grouped launches"},
       {"moe_device_route", nullptr, &O::moe_device_route, {},

@@ -166,15 +166,18 @@ __global__ __launch_bounds__(W * 32) void attention_decode_warps_kernel(Attentio
   const auto ring_slot = [&](int stage, int kv, int u) -> Raw* {
     return &ring_s[(((warp * kStages + stage) * 2 + kv) * kKeys + u) * 32 + lane];
   };
+  // A group's keys are consecutive and start at a multiple of kKeys (splits start at multiples of the grain),
+  // so with block_size % kKeys == 0 (the launch checks) they share one cache block: one table lookup a group.
+  const int64_t key_stride = hkv * kHd;
   const auto issue_group = [&](int i) {
     const int b = base + i * kStride;
     if (b < end) {
+      const int64_t r0 = row_of(b);
 #pragma unroll
       for (int u = 0; u < kKeys; ++u) {
-        const bool valid = b + u < end;
-        const int64_t r = valid ? row_of(b + u) : 0;
-        cp_async_slice<sizeof(Raw)>(ring_slot(i % kStages, 0, u), kc + r, valid);
-        cp_async_slice<sizeof(Raw)>(ring_slot(i % kStages, 1, u), vc + r, valid);
+        const bool valid = b + u < end;  // past the split: zero-filled, the address not read
+        cp_async_slice<sizeof(Raw)>(ring_slot(i % kStages, 0, u), kc + r0 + u * key_stride, valid);
+        cp_async_slice<sizeof(Raw)>(ring_slot(i % kStages, 1, u), vc + r0 + u * key_stride, valid);
       }
     }
     cp_async_commit();
@@ -306,6 +309,88 @@ __global__ __launch_bounds__(W * 32) void attention_decode_warps_kernel(Attentio
     }
   };
 
+  // The ring path's group (leaner: the per-warp kernel is bound by issued instructions, about 930 a group of
+  // 4 keys x 4 heads in compute_group, 80 of them shuffles). The kS = kKeys x GMAX partial dot products
+  // (key u, head g at u * GMAX + g) are summed over the warp by a butterfly that halves the values each step
+  // (kS - 1 + 5 - log2 kS shuffles instead of 5 kS): lane l ends with the whole score of value
+  // (l >> (5 - log2 kS)) & (kS - 1), takes the one exp of it, and the heads' maxima and the probabilities
+  // reach every lane by shuffles.
+  constexpr int kS = kKeys * GMAX;
+  constexpr int kLogS = kS <= 1 ? 0 : kS == 2 ? 1 : kS == 4 ? 2 : kS == 8 ? 3 : kS == 16 ? 4 : 5;
+  constexpr int kLogG = GMAX == 1 ? 0 : GMAX == 2 ? 1 : GMAX == 4 ? 2 : 3;
+  static_assert((1 << kLogS) == kS && kS <= 32 && (1 << kLogG) == GMAX, "powers of two");
+  constexpr int kLaneShift = 5 - kLogS;  // value j sits in the lanes l with (l >> kLaneShift) & (kS - 1) == j
+  auto compute_group_lean = [&](int base, const Raw (&k)[kKeys], const Raw (&v)[kKeys]) {
+    constexpr unsigned kAll = 0xffffffffu;
+    float s[kS];
+#pragma unroll
+    for (int u = 0; u < kKeys; ++u) {
+      float kf[EPL];
+      to_float<TKV, EPL>(k[u], kf);
+#pragma unroll
+      for (int g = 0; g < GMAX; ++g) {
+        float d = 0.f;
+#pragma unroll
+        for (int i = 0; i < EPL; ++i) d = fmaf(q[g][i], kf[i], d);
+        s[u * GMAX + g] = d;
+      }
+    }
+    // Reduce-scatter: each step keeps one half of the values and sends the other to lane ^ off. The steps
+    // are spelled out with constant sizes (a loop over steps left s[] indexed in local memory), and the
+    // halves selected by masks, not `? :`.
+    const auto halve = [&](auto n_tag, int off) {
+      constexpr int kHalf = decltype(n_tag)::value / 2;
+      const unsigned upper = (lane & off) != 0 ? ~0u : 0u;
+#pragma unroll
+      for (int i = 0; i < kHalf; ++i) {
+        const unsigned lo = __float_as_uint(s[i]), hi = __float_as_uint(s[i + kHalf]);
+        const float keep = __uint_as_float((hi & upper) | (lo & ~upper));
+        const float send = __uint_as_float((lo & upper) | (hi & ~upper));
+        s[i] = keep + __shfl_xor_sync(kAll, send, off);
+      }
+    };
+    if constexpr (kS >= 2) halve(std::integral_constant<int, kS>{}, 16);
+    if constexpr (kS >= 4) halve(std::integral_constant<int, kS / 2>{}, 8);
+    if constexpr (kS >= 8) halve(std::integral_constant<int, kS / 4>{}, 4);
+    if constexpr (kS >= 16) halve(std::integral_constant<int, kS / 8>{}, 2);
+    if constexpr (kS >= 32) halve(std::integral_constant<int, kS / 16>{}, 1);
+    float score = s[0];
+#pragma unroll
+    for (int off = 16 >> kLogS; off >= 1; off >>= 1) score += __shfl_xor_sync(kAll, score, off);
+    const int idx = (lane >> kLaneShift) & (kS - 1), my_u = idx >> kLogG, my_g = idx & (GMAX - 1);
+    if (base + my_u >= end || my_g >= G) score = -INFINITY;  // past the split, or a padding head
+    // The group's maximum of this lane's head: its keys are the lanes that differ in the key bits of idx.
+    float group_max = score;
+#pragma unroll
+    for (int bit = kLogG; bit < kLogS; ++bit)
+      group_max = fmaxf(group_max, __shfl_xor_sync(kAll, group_max, 1 << (kLaneShift + bit)));
+    float old_max = m[0];
+#pragma unroll
+    for (int g = 1; g < GMAX; ++g) old_max = my_g == g ? m[g] : old_max;
+    const float p = score == -INFINITY ? 0.f : __expf(score - fmaxf(old_max, group_max));
+    float vf[kKeys][EPL];
+#pragma unroll
+    for (int u = 0; u < kKeys; ++u) to_float<TKV, EPL>(v[u], vf[u]);
+#pragma unroll
+    for (int g = 0; g < GMAX; ++g) {
+      const float head_max = __shfl_sync(kAll, group_max, g << kLaneShift);  // key 0's lane of head g
+      if (g >= G) continue;
+      const float mx = fmaxf(m[g], head_max);
+      const float alpha = __expf(m[g] - mx);  // 0 on the first group (m = -inf)
+      l[g] *= alpha;
+#pragma unroll
+      for (int i = 0; i < EPL; ++i) o[g][i] *= alpha;
+      m[g] = mx;
+#pragma unroll
+      for (int u = 0; u < kKeys; ++u) {
+        const float pu = __shfl_sync(kAll, p, (u * GMAX + g) << kLaneShift);
+        l[g] += pu;
+#pragma unroll
+        for (int i = 0; i < EPL; ++i) o[g][i] = fmaf(pu, vf[u][i], o[g][i]);
+      }
+    }
+  };
+
   if constexpr (STAGES > 0) {
     // STAGES - 1 groups in flight: group i is read once its copies are done, and its stage's previous
     // occupant (group i - 1, already in registers and computed) is refilled with group i + STAGES - 1.
@@ -321,7 +406,7 @@ __global__ __launch_bounds__(W * 32) void attention_decode_warps_kernel(Attentio
       }
       patch_own(b, ka, va);
       issue_group(i + STAGES - 1);
-      compute_group(b, ka, va);
+      compute_group_lean(b, ka, va);
     }
     cp_async_wait<0>();
   } else {
@@ -432,7 +517,7 @@ int launch_epl(const AttentionArgs& a, int keys_per_split, int splits, float* pa
     auto run = [&](auto width_tag) {
       constexpr int kW = decltype(width_tag)::value;
       if constexpr (ring_applies(EPL, kW)) {
-        if (a.kv_ring)
+        if (a.kv_ring && a.block_size % 4 == 0)  // a group's keys in one cache block (issue_group)
           return launch_pdl(attention_decode_warps_kernel<TKV, EPL, GMAX, kW, kRingStages>, grid, kW * 32, 0, stream,
                             a, f.keys_per_split, f.splits, f.head_split, part_o, part_ml);
       }

@@ -141,8 +141,10 @@ struct AttentionArgs {
   bool split_by_length = false;
   bool whole_blocks = true;
   int head_split = 0;
-  // The per-warp kernel's split blocks (head_dim 64 or 128) bring K and V through a 4-group cp.async ring in
-  // shared memory per warp (3 groups in flight while one computes) instead of two register groups.
+  // The per-warp kernel's split blocks (head_dim 64 or 128, block_size a multiple of 4) bring K and V through
+  // a 4-group cp.async ring in shared memory per warp (3 groups in flight while one computes) instead of two
+  // register groups, with one table lookup a group and the scores summed by a butterfly (about 570 instructions
+  // a group of 4 keys x 4 heads against 930: the kernel is bound by issue, tests/gpu/KERNEL_NOTES.md).
   bool kv_ring = false;
   // Decode with rope and the cache write folded in (per-warp kernel only, one token per sequence): q is
   // read unrotated; the split holding each token's own position rotates new_k (kHalf pairs over the whole
