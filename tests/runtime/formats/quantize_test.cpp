@@ -20,6 +20,7 @@
 #include "runtime/formats/model_writer.h"
 #include "runtime/formats/quantize.h"
 #include "runtime/model_presets.h"
+#include "runtime/models/model_description.h"
 #include "tests/runtime/formats/test_files.h"
 #include "tests/test_util.h"
 
@@ -53,26 +54,57 @@ std::map<std::string, std::map<std::string, Reference>> read_reference() {
   return out;
 }
 
-// The fixture's source: make-model --preset tiny --hidden 256 --layers 8 --heads 2 --kv-heads 1 --ffn 288
-// --seed 7 --format gguf --dtype f32.
-ModelConfig source_config() {
+// The fixture's sources: make-model --preset tiny --hidden 256 --layers 8 --heads 2 --kv-heads 1 --ffn 288
+// --seed 7 --format gguf --dtype f32; "gqa4" has --heads 4 (4 query heads per kv head, head_dim 64).
+ModelConfig source_config(const std::string& variant = "") {
   ModelConfig c = model_preset("tiny");
   c.hidden = 256, c.n_layers = 8, c.n_heads = 2, c.n_kv_heads = 1, c.ffn = 288, c.head_dim = 128;
+  if (variant == "gqa4") c.n_heads = 4, c.head_dim = 64;
   return c;
 }
 
-const std::string& source_model() {
-  static const std::string path = [] {
-    MakeModelOptions o;
-    o.config = source_config();
-    o.format = "gguf";
-    o.dtype = "f32";
-    o.seed = 7;
-    o.out = test::temp_dir("quantize_source") + "/src.gguf";
-    make_model(o);
-    return o.out;
-  }();
-  return path;
+const std::string& source_model(const std::string& variant = "") {
+  static std::map<std::string, std::string> paths;
+  auto it = paths.find(variant);
+  if (it != paths.end()) return it->second;
+  MakeModelOptions o;
+  o.config = source_config(variant);
+  o.format = "gguf";
+  o.dtype = "f32";
+  o.seed = 7;
+  o.out = test::temp_dir("quantize_source" + variant) + "/src.gguf";
+  make_model(o);
+  return paths.emplace(variant, o.out).first->second;
+}
+
+// "type" or "type@variant" -> (type, variant).
+std::pair<std::string, std::string> split_key(const std::string& key) {
+  const size_t at = key.find('@');
+  return at == std::string::npos ? std::make_pair(key, std::string()) : std::make_pair(key.substr(0, at), key.substr(at + 1));
+}
+
+// How far strata's squared error may exceed llama-quantize's on a tensor of this type. Where strata runs
+// ggml's importance-free algorithm (legacy types, q4_K, q5_K, q6_K) only float summation order may differ.
+// q2_K, q3_K, iq4_nl and iq4_xs use strata's own scale fit (kquants.cpp) against ggml's x^2-weighted search:
+// on this source q2_K measured 0.82-0.84x and q3_K 0.90-0.91x llama-quantize's squared error (ggml
+// minimizes a weighted error, not this one), iq4_nl 1.032-1.045x and iq4_xs 1.026-1.043x.
+double error_slack(DType dtype) {
+  switch (dtype) {
+    case DType::kIQ4_NL:
+    case DType::kIQ4_XS: return 1.07;
+    default: return 1.001;
+  }
+}
+
+std::map<std::string, int64_t> read_file_types() {
+  std::ifstream in(test::fixture("quantize/file_types.txt"));
+  EXPECT_TRUE(in.good()) << "missing tests/fixtures/quantize/file_types.txt (tools/reference/make_quantize_fixtures.py)";
+  std::map<std::string, int64_t> out;
+  std::string line, type;
+  int64_t id = 0;
+  while (std::getline(in, line))
+    if (!line.empty() && line[0] != '#' && std::istringstream(line) >> type >> id) out[type] = id;
+  return out;
 }
 
 uint64_t checksum(const std::vector<float>& v) {
@@ -96,20 +128,28 @@ std::vector<float> dequantized(const MappedFile& file, const GgufTensorInfo& t) 
   return out;
 }
 
+// "q2_k@gqa4" -> "q2_k_gqa4" (test names take no '@').
+std::string key_test_name(const std::string& key) {
+  const auto [type, variant] = split_key(key);
+  return variant.empty() ? type : type + "_" + variant;
+}
+
 class QuantizeType : public ::testing::TestWithParam<const char*> {};
 
 // Per tensor: llama-quantize's type; the gguf package's dequantization of the written bytes equals strata's
 // bit for bit; the squared error is no larger than the gguf package's quantizer's (legacy types) and than
-// llama-quantize's (every type; 0.1% of room for float summation order).
+// llama-quantize's times error_slack (0.1% of room for float summation order where the algorithm is ggml's).
+// The file's general.file_type is llama-quantize's.
 TEST_P(QuantizeType, MatchesLlamaQuantizeTypesAndTheGgufPackage) {
-  const std::string type = GetParam();
+  const std::string key = GetParam();
+  const auto [type, variant] = split_key(key);
   const auto reference = read_reference();
-  ASSERT_TRUE(reference.count(type)) << type;
-  const auto& want = reference.at(type);
+  ASSERT_TRUE(reference.count(key)) << key;
+  const auto& want = reference.at(key);
   QuantizeOptions o;
-  o.model = source_model();
+  o.model = source_model(variant);
   o.type = type;
-  o.out = test::temp_dir("quantize_" + type) + "/out.gguf";
+  o.out = test::temp_dir("quantize_" + type + variant) + "/out.gguf";
   o.force = true;
   const QuantizeResult result = quantize_model(o);
   EXPECT_EQ(result.tensors.size(), want.size());
@@ -118,6 +158,10 @@ TEST_P(QuantizeType, MatchesLlamaQuantizeTypesAndTheGgufPackage) {
   const GgufFile src = parse_gguf_buffer(src_file.data(), src_file.size(), o.model);
   const GgufFile out = parse_gguf_buffer(out_file.data(), out_file.size(), o.out);
   ASSERT_EQ(out.tensors.size(), want.size());
+  const auto file_types = read_file_types();
+  ASSERT_TRUE(file_types.count(type)) << type;
+  ASSERT_NE(out.find("general.file_type"), nullptr);
+  EXPECT_EQ(out.find("general.file_type")->i, file_types.at(type)) << type;
   double ours_total = 0, llama_total = 0;
   for (const GgufTensorInfo& t : out.tensors) {
     ASSERT_TRUE(want.count(t.name)) << type << " " << t.name;
@@ -138,17 +182,65 @@ TEST_P(QuantizeType, MatchesLlamaQuantizeTypesAndTheGgufPackage) {
       EXPECT_LE(err, r.gguf_err * (1 + 1e-12)) << type << " " << t.name << " vs gguf.quants";
     }
     if (r.llama_err >= 0) {
-      EXPECT_LE(err, r.llama_err * 1.001 + 1e-12) << type << " " << t.name << " vs llama-quantize";
+      EXPECT_LE(err, r.llama_err * error_slack(t.dtype) + 1e-12) << type << " " << t.name << " vs llama-quantize";
       ours_total += err, llama_total += r.llama_err;
     }
   }
-  if (llama_total > 0) std::printf("%s: squared error %.6g, llama-quantize %.6g\n", type.c_str(), ours_total, llama_total);
+  if (llama_total > 0) std::printf("%s: squared error %.6g, llama-quantize %.6g\n", key.c_str(), ours_total, llama_total);
 }
 
 INSTANTIATE_TEST_SUITE_P(Types, QuantizeType,
                          ::testing::Values("q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "q5_k", "q6_k", "q4_k_m",
-                                           "q5_k_m"),
-                         [](const ::testing::TestParamInfo<const char*>& p) { return std::string(p.param); });
+                                           "q5_k_m", "q2_k", "q3_k_s", "q3_k_m", "q3_k_l", "iq4_nl", "iq4_xs",
+                                           "q2_k@gqa4", "iq4_nl@gqa4", "iq4_xs@gqa4"),
+                         [](const ::testing::TestParamInfo<const char*>& p) { return key_test_name(p.param); });
+
+// llama-quantize --dry-run's types for every matrix of an 80-layer source (tests/fixtures/quantize/
+// mix_80_layers.txt): the layer rules at n/16, n/8 and every third layer, and llama.cpp's 70B class (80
+// layers with grouped kv heads), whose q3_K / q4_K attn_v become q5_K. choose_tensor_type alone (the file
+// would be 58 MB): the same names, shapes and model description the quantizer passes it.
+TEST(Quantize, MixOfAnEightyLayerModelFollowsLlamaQuantize) {
+  ModelConfig c = model_preset("70b-shape");
+  c.hidden = 256, c.ffn = 256, c.n_heads = 4, c.n_kv_heads = 1, c.head_dim = 64, c.vocab_size = 512;
+  const QuantMixModel mix = quant_mix_model(c, /*has_output=*/true);
+  EXPECT_TRUE(mix.is_70b);
+  EXPECT_EQ(mix.n_gqa, 4);
+  std::ifstream in(test::fixture("quantize/mix_80_layers.txt"));
+  ASSERT_TRUE(in.good()) << "missing tests/fixtures/quantize/mix_80_layers.txt (tools/reference/make_quantize_fixtures.py)";
+  std::map<std::string, Shape> shapes;  // kind -> shape
+  for (const TensorRef& t : model_tensors(c)) {
+    const size_t dot = t.name.find('.', 4);
+    const std::string kind = t.name.rfind("blk.", 0) == 0 ? t.name.substr(dot + 1) : t.name;
+    shapes[kind.substr(0, kind.size() - std::string(".weight").size())] = t.slot->full_shape(c);
+  }
+  std::string line;
+  int checked = 0;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    std::istringstream f(line);
+    std::string type, kind, want;
+    f >> type >> kind;
+    ASSERT_TRUE(shapes.count(kind)) << kind;
+    const QuantRecipe recipe = quant_recipe(type);
+    for (int64_t layer = 0; f >> want; ++layer) {
+      const std::string name =
+          kind == "output" || kind == "token_embd" ? kind + ".weight" : cat("blk.", layer, ".", kind, ".weight");
+      const TensorTypeChoice got = choose_tensor_type(recipe, name, shapes.at(kind), mix, false);
+      EXPECT_EQ(dtype_name(got.dtype), want) << type << " " << name;
+      ++checked;
+    }
+  }
+  EXPECT_EQ(checked, 16 * (2 + 7 * 80));
+}
+
+// llama-quantize's names: q3_k is its Q3_K (= Q3_K_M); strata's q4_k and q5_k are the _S mixes.
+TEST(Quantize, RecipeNamesAndFileTypes) {
+  EXPECT_EQ(quant_recipe("q3_k").file_type, 12u);
+  EXPECT_EQ(quant_recipe("Q3_K_L").file_type, 13u);
+  EXPECT_EQ(quant_recipe("q2_k").base, DType::kQ2_K);
+  EXPECT_EQ(quant_recipe("iq4_xs").file_type, 30u);
+  EXPECT_EQ(quant_recipe("q4_k").file_type, 14u);
+}
 
 double relative_rms(const Tensor& a, const float* b) {
   double num = 0, den = 0;
