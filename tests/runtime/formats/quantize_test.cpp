@@ -270,7 +270,8 @@ class QuantizedLogits : public ::testing::TestWithParam<LogitsCase> {};
 // The trained stories260K as a Hugging Face f32 directory, quantized (its 64-wide rows take the K-quants'
 // 32-element fallbacks): the quantized GGUF's logits against transformers' f32 logits, teacher-forced on
 // llama2.c's greedy story. Bounds: about 1.7x what each type measured here (relative RMS: f16 0.0002, q8_0 0.0093
-// (with 8-bit activations), q5_1 0.041, q4_k_m 0.049, q4_0 0.090); a wrong q/k layout or scale gives ~1.
+// (with 8-bit activations), q5_1 0.041, q4_k_m 0.049, q4_0 0.090, iq4_nl 0.086); a wrong q/k layout or scale
+// gives ~1.
 TEST_P(QuantizedLogits, TrainedStoriesAgainstTransformersF32) {
   const LogitsCase c = GetParam();
   const std::string hf = test::shared_model("stories260K-hf");
@@ -297,18 +298,21 @@ TEST_P(QuantizedLogits, TrainedStoriesAgainstTransformersF32) {
 INSTANTIATE_TEST_SUITE_P(Types, QuantizedLogits,
                          ::testing::Values(LogitsCase{"f16", 0.001}, LogitsCase{"q8_0", 0.016},
                                            LogitsCase{"q5_1", 0.07}, LogitsCase{"q4_0", 0.15},
-                                           LogitsCase{"q4_k_m", 0.085}),
+                                           LogitsCase{"q4_k_m", 0.085}, LogitsCase{"iq4_nl", 0.15}),
                          [](const ::testing::TestParamInfo<LogitsCase>& p) { return std::string(p.param.type); });
 
 // The K-quants on rows of 256 (the fixture's random model): quantized logits against the f32 model's. Random
 // weights give small logits (relative errors larger than a trained model's); the bounds are about 1.6x what
 // each measured (q8_0 0.020 (activations are rounded to 8 bits too), q6_k 0.048, q5_k_m 0.091, q4_k_m 0.158,
-// q4_k 0.168); a wrong layout or scale gives ~1.
+// q4_k 0.168, iq4_xs 0.221, iq4_nl 0.233, q3_k_l 0.151, q3_k_m 0.210, q3_k_s 0.346, q2_k 0.398); a wrong layout
+// or scale gives ~1.
 TEST(Quantize, KQuantLogitsFollowTheF32Model) {
   const std::vector<int32_t> ids = {1, 17, 29, 5, 88, 41, 7, 300, 12, 9};
   const Tensor f32 = score(source_model(), ids);
   for (const LogitsCase c : {LogitsCase{"q8_0", 0.04}, LogitsCase{"q6_k", 0.08}, LogitsCase{"q5_k_m", 0.15},
-                             LogitsCase{"q4_k_m", 0.25}, LogitsCase{"q4_k", 0.25}}) {
+                             LogitsCase{"q4_k_m", 0.25}, LogitsCase{"q4_k", 0.25}, LogitsCase{"iq4_xs", 0.35},
+                             LogitsCase{"iq4_nl", 0.37}, LogitsCase{"q3_k_l", 0.25}, LogitsCase{"q3_k_m", 0.34},
+                             LogitsCase{"q3_k_s", 0.55}, LogitsCase{"q2_k", 0.64}}) {
     QuantizeOptions o;
     o.model = source_model();
     o.type = c.type;
