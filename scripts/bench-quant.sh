@@ -21,9 +21,8 @@
 #     -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF \
 #     -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF -DLLAMA_CURL=OFF && ninja -C build llama-bench llama-quantize llama-perplexity
 # Usage: LLAMA_BIN=/path/to/llama.cpp/build/bin scripts/bench-quant.sh
-# q2_k, q3_k, iq4_nl and iq4_xs (llama-quantize's Q2_K, Q3_K_S, IQ4_NL, IQ4_XS; none needs an importance matrix)
-# are types strata reads but does not write: both tools run llama-quantize's file, and the perplexity table has
-# no strata-quantized row for them.
+# The q2_k, q3_k_s/m/l (q3_k = q3_k_m, as llama-quantize's Q3_K), iq4_nl and iq4_xs mixes are written by both tools
+# like the others (bench/results/quantize-recipes-20261208 has their perplexity).
 # Environment: TYPES (default "q8_0 q4_0 q4_1 q5_0 q5_1 q4_k q5_k q6_k q4_k_m q5_k_m"), THREADS ("1 2"),
 # GEN (decode tokens, 32), REPS (runs per measurement, alternating the tools: 3), TEXT (the text to score; default the
 # first 3000 bytes of README.md), CTX (128), CROSS (types whose llama-quantize file strata also scores:
@@ -50,9 +49,7 @@ log="$out/log.txt"
 : >"$log"
 say() { echo "$*" | tee -a "$log"; }
 # llama.cpp's names for the _S mixes that strata calls q4_k / q5_k.
-llama_type() { case "$1" in q4_k) echo Q4_K_S ;; q5_k) echo Q5_K_S ;; q3_k) echo Q3_K_S ;; *) echo "${1^^}" ;; esac; }
-# Types `strata quantize` cannot write: llama-quantize's file stands for both.
-llama_only=" q2_k q3_k iq4_nl iq4_xs "
+llama_type() { case "$1" in q4_k) echo Q4_K_S ;; q5_k) echo Q5_K_S ;; *) echo "${1^^}" ;; esac; }
 base="${STRATA_BASE:-}"
 
 smollm="$root/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -89,18 +86,12 @@ for t in f16 $types; do
   if [ "$t" != f16 ]; then
     say "== $t: strata quantize / llama-quantize $(llama_type "$t")"
     t0=$(date +%s.%N)
-    [[ "$llama_only" == *" $t "* ]] ||
-      "$strata" quantize --model "$src" --type "$t" --out "$s" --force 2>&1 | grep -v '^\[r0' | tee -a "$log"
+    "$strata" quantize --model "$src" --type "$t" --out "$s" --force 2>&1 | grep -v '^\[r0' | tee -a "$log"
     t1=$(date +%s.%N)
     "$llama/llama-quantize" "$src" "$l" "$(llama_type "$t")" 2 >"$work/llama-quantize-$t.log" 2>&1 ||
       { say "llama-quantize $t failed (see $work/llama-quantize-$t.log)"; l=""; }
     t2=$(date +%s.%N)
     say "quantize $t wall time: strata $(python3 -c "print(round($t1 - $t0, 2))") s, llama-quantize $(python3 -c "print(round($t2 - $t1, 2))") s"
-    if [[ "$llama_only" == *" $t "* ]]; then
-      [ -n "$l" ] || continue
-      say "$t: strata quantize does not write it; both tools run llama-quantize's file"
-      s="$l" l=""
-    fi
   fi
   bytes=$(stat -c %s "$s")
   for n in $threads; do

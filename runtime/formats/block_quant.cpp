@@ -89,39 +89,6 @@ void quantize_q5_1(const float* x, BlockQ5_1* out, int64_t n) {
   }
 }
 
-// iq4_nl: the extreme element maps to -127 (the table's end), then one least-squares refit of the scale
-// to the chosen codes, kept when it lowers the squared error.
-void quantize_iq4_32(const float* x, uint16_t* d_out, uint8_t* qs) {
-  const float d0 = signed_absmax(x, kQBlock) / -127.f;
-  auto codes_for = [&](float d, uint8_t* idx) {
-    const float id = d != 0.f ? 1.f / d : 0.f;
-    double err = 0;
-    for (int i = 0; i < kQBlock; ++i) {
-      idx[i] = static_cast<uint8_t>(nearest_iq4(x[i] * id));
-      const double e = x[i] - static_cast<double>(d) * kIq4Values[idx[i]];
-      err += e * e;
-    }
-    return err;
-  };
-  uint8_t idx[kQBlock], alt[kQBlock];
-  float d = f16_to_f32(f32_to_f16(d0));
-  double err = codes_for(d, idx);
-  double xt = 0, tt = 0;
-  for (int i = 0; i < kQBlock; ++i) {
-    xt += static_cast<double>(x[i]) * kIq4Values[idx[i]];
-    tt += static_cast<double>(kIq4Values[idx[i]]) * kIq4Values[idx[i]];
-  }
-  if (tt > 0) {
-    const float d1 = f16_to_f32(f32_to_f16(static_cast<float>(xt / tt)));
-    if (std::isfinite(d1) && codes_for(d1, alt) < err) {
-      d = d1;
-      std::memcpy(idx, alt, sizeof(idx));
-    }
-  }
-  *d_out = f32_to_f16(d);
-  for (int i = 0; i < kQBlock / 2; ++i) qs[i] = static_cast<uint8_t>(idx[i] | idx[i + kQBlock / 2] << 4);
-}
-
 }  // namespace
 
 void quantize_row_q8_0(const float* x, BlockQ8_0* out, int64_t n) {
@@ -223,11 +190,7 @@ void quantize_row(DType dtype, const float* x, void* blocks, int64_t n) {
     case DType::kQ4_1: quantize_q4_1(x, static_cast<BlockQ4_1*>(blocks), n); return;
     case DType::kQ5_0: quantize_q5_0(x, static_cast<BlockQ5_0*>(blocks), n); return;
     case DType::kQ5_1: quantize_q5_1(x, static_cast<BlockQ5_1*>(blocks), n); return;
-    case DType::kIQ4_NL: {
-      auto* out = static_cast<BlockIQ4_NL*>(blocks);
-      for (int64_t b = 0; b < n / kQBlock; ++b) quantize_iq4_32(x + b * kQBlock, &out[b].d, out[b].qs);
-      return;
-    }
+    case DType::kIQ4_NL: quantize_row_iq4_nl(x, static_cast<BlockIQ4_NL*>(blocks), n); return;
     default: quantize_row_k(dtype, x, blocks, n);
   }
 }

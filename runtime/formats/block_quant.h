@@ -13,8 +13,8 @@ namespace strata {
 void dequantize_row(DType dtype, const void* blocks, float* y, int64_t n);
 
 // Whether quantize_row can write `dtype` (also f8_e4m3_b128, for tests): q8_0, q4_0, q4_1, q5_0, q5_1 (ggml's rules, byte-identical to
-// the gguf package's quantize), q4_k, q5_k, q6_k (ggml's importance-free reference search, as llama-quantize
-// without an imatrix), q2_k, q3_k, iq4_nl, iq4_xs (strata's own round-to-nearest choice of scales).
+// the gguf package's quantize), q2_k, q3_k, q4_k, q5_k, q6_k, iq4_nl, iq4_xs (ggml's importance-free searches,
+// as llama-quantize without an imatrix: the scale fits weighted by |x|, x^2 or RMS + |x|).
 bool can_quantize(DType dtype);
 // Quantizes n elements (a whole number of blocks) into `blocks`; throws for a dtype it cannot write.
 void quantize_row(DType dtype, const float* x, void* blocks, int64_t n);
@@ -33,8 +33,10 @@ struct BlockF8B128;
 void dequantize_row_f8(const BlockF8B128* in, float* y, int64_t n);
 void quantize_row_f8(const float* x, BlockF8B128* out, int64_t n);
 
-// The K-quant and iq4_xs halves of dequantize_row / quantize_row (kquants.cpp).
+// The K-quant and iq4_xs halves of dequantize_row / quantize_row, and iq4_nl's quantizer (kquants.cpp).
 void dequantize_row_k(DType dtype, const void* blocks, float* y, int64_t n);
 void quantize_row_k(DType dtype, const float* x, void* blocks, int64_t n);
+struct BlockIQ4_NL;
+void quantize_row_iq4_nl(const float* x, BlockIQ4_NL* out, int64_t n);
 
 }  // namespace strata

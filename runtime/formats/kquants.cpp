@@ -1,10 +1,10 @@
 // runtime/formats/kquants.cpp: GGUF's 256-element super-block types (q2_K, q3_K, q4_K, q5_K, q6_K,
 // iq4_xs): dequantization bit-identical to the gguf package (same operations in the same order; built with
-// -ffp-contract=off, see CMakeLists.txt), and the quantizers. q4_K, q5_K and q6_K use ggml's importance-free
-// reference method (as llama-quantize without an imatrix): each sub-block's scale (and min) comes from a
-// search over candidate scales with a weighted least-squares refit per candidate, nearest rounding, and
-// the sub-block scales quantized to 6/8-bit codes under the largest one. q2_K, q3_K and iq4_xs use
-// strata's simpler fit (a few scales around the range-based one, refit by least squares).
+// -ffp-contract=off, see CMakeLists.txt), and the quantizers, iq4_nl's too: ggml's importance-free methods (as
+// llama-quantize without an imatrix), learned from its description and reimplemented: each sub-block's scale
+// (and min) comes from a search over candidate scales with a weighted least-squares refit per candidate
+// (weights RMS + |x| for q4_K/q5_K, |x| with absolute error for q2_K, x^2 for q3_K/q6_K/iq4), nearest
+// rounding, and the sub-block scales quantized to 4/6/8-bit codes under the largest one.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -84,98 +84,7 @@ void dequant_iq4_xs(const BlockIQ4_XS& b, float* y) {
 
 // ---- quantization ---------------------------------------------------------------------------------
 
-float f16_round(float v) { return f16_to_f32(f32_to_f16(v)); }
-
-int clamp_round(float v, int lo, int hi) {
-  return std::clamp(static_cast<int>(std::lround(v)), lo, hi);
-}
-
-// y = scale * q - min with q in [0, top] and min >= 0 (q2/q4/q5_K sub-blocks).
-struct Affine {
-  float scale = 0, min = 0;
-};
-
-double affine_error(const float* x, int n, int top, float scale, float min, uint8_t* q) {
-  double err = 0;
-  const float inv = scale > 0 ? 1.f / scale : 0.f;
-  for (int i = 0; i < n; ++i) {
-    q[i] = static_cast<uint8_t>(clamp_round((x[i] + min) * inv, 0, top));
-    const double e = x[i] - (static_cast<double>(scale) * q[i] - min);
-    err += e * e;
-  }
-  return err;
-}
-
-Affine fit_affine(const float* x, int n, int top) {
-  float lo = 0.f, hi = x[0];
-  for (int i = 0; i < n; ++i) {
-    lo = std::min(lo, x[i]);
-    hi = std::max(hi, x[i]);
-  }
-  Affine best{(hi - lo) / static_cast<float>(top), -lo};
-  if (best.scale <= 0) return Affine{0.f, -lo};
-  uint8_t q[32];
-  double best_err = affine_error(x, n, top, best.scale, best.min, q);
-  for (int step = -4; step <= 4; ++step) {
-    const float scale = (hi - lo) / (static_cast<float>(top) + 0.25f * static_cast<float>(step));
-    affine_error(x, n, top, scale, -lo, q);
-    // Least-squares scale and offset for these codes: x ~ s * q + o, with o <= 0 (a non-negative min).
-    double sq = 0, sqq = 0, sx = 0, sqx = 0;
-    for (int i = 0; i < n; ++i) {
-      sq += q[i], sqq += static_cast<double>(q[i]) * q[i], sx += x[i], sqx += static_cast<double>(q[i]) * x[i];
-    }
-    const double det = n * sqq - sq * sq;
-    if (det <= 0) continue;
-    double s = (n * sqx - sq * sx) / det, o = (sx - s * sq) / n;
-    if (o > 0) o = 0, s = sqq > 0 ? sqx / sqq : 0;
-    if (s <= 0) continue;
-    const float cand_scale = static_cast<float>(s), cand_min = static_cast<float>(-o);
-    const double err = affine_error(x, n, top, cand_scale, cand_min, q);
-    if (err < best_err) best_err = err, best = Affine{cand_scale, cand_min};
-  }
-  return best;
-}
-
-double symmetric_error(const float* x, int n, int lo, int hi, float scale, int8_t* q) {
-  double err = 0;
-  const float inv = scale != 0 ? 1.f / scale : 0.f;
-  for (int i = 0; i < n; ++i) {
-    q[i] = static_cast<int8_t>(clamp_round(x[i] * inv, lo, hi));
-    const double e = x[i] - static_cast<double>(scale) * q[i];
-    err += e * e;
-  }
-  return err;
-}
-
-// y = scale * q with q in [lo, hi], lo = -hi - 1 (q3/q6_K sub-blocks): the extreme element maps to lo.
-float fit_symmetric(const float* x, int n, int lo, int hi) {
-  float amax = 0, max = 0;
-  for (int i = 0; i < n; ++i)
-    if (std::fabs(x[i]) > amax) amax = std::fabs(x[i]), max = x[i];
-  if (amax == 0) return 0.f;
-  int8_t q[32];
-  float best = max / static_cast<float>(lo);
-  double best_err = symmetric_error(x, n, lo, hi, best, q);
-  for (int step = -4; step <= 4; ++step) {
-    symmetric_error(x, n, lo, hi, max / (static_cast<float>(lo) - 0.25f * static_cast<float>(step)), q);
-    double sqq = 0, sqx = 0;
-    for (int i = 0; i < n; ++i) sqq += static_cast<double>(q[i]) * q[i], sqx += static_cast<double>(q[i]) * x[i];
-    if (sqq <= 0) continue;
-    const float s = static_cast<float>(sqx / sqq);
-    const double err = symmetric_error(x, n, lo, hi, s, q);
-    if (err < best_err) best_err = err, best = s;
-  }
-  return best;
-}
-
-// One f16 scale for codes in [0, top] (or [-top, top]) that cover the largest |value|.
-float super_scale(const float* v, int n, int top) {
-  float amax = 0;
-  for (int i = 0; i < n; ++i) amax = std::max(amax, std::fabs(v[i]));
-  return f16_round(amax / static_cast<float>(top));
-}
-
-// ---- ggml's reference scale search (q4_K, q5_K, q6_K) ----------------------------------------------
+// ---- ggml's importance-free scale searches ------------------------------------------------------------
 
 // Round to nearest, ties to even (the default rounding mode), as ggml's nearest_int does.
 int nearest(float v) { return static_cast<int>(std::nearbyint(v)); }
@@ -183,9 +92,11 @@ int nearest(float v) { return static_cast<int>(std::nearbyint(v)); }
 // Affine codes x ~ scale * L - min, L in [0, nmax], weighted by w. Starts from the range-based scale, then
 // tries nsteps + 1 scales nmax + rmin + rdelta * k over the range; for each, the codes it rounds to get a
 // weighted least-squares scale and offset (offset clamped so the min stays >= 0), kept when its weighted
-// squared error is lower. Returns the scale; writes the min (>= 0) and the codes.
+// squared error (absolute error with `mad`, as ggml's q2_K) is lower. Returns the scale; writes the min (>= 0)
+// and the codes.
 float search_affine(const float* x, const float* w, int n, int nmax, float rmin, float rdelta, int nsteps,
-                    uint8_t* codes, float* min_out) {
+                    uint8_t* codes, float* min_out, bool mad = false) {
+  auto cost = [mad](float diff) { return mad ? std::fabs(diff) : diff * diff; };
   float lo = x[0], hi = x[0], sum_w = w[0], sum_x = w[0] * x[0];
   for (int i = 1; i < n; ++i) {
     lo = std::min(lo, x[i]);
@@ -204,8 +115,7 @@ float search_affine(const float* x, const float* w, int n, int nmax, float rmin,
   float best_err = 0;
   for (int i = 0; i < n; ++i) {
     codes[i] = static_cast<uint8_t>(std::clamp(nearest(inv * (x[i] - lo)), 0, nmax));
-    const float diff = scale * codes[i] + lo - x[i];
-    best_err += w[i] * diff * diff;
+    best_err += w[i] * cost(scale * codes[i] + lo - x[i]);
   }
   uint8_t trial[32];
   for (int k = 0; k <= nsteps; ++k) {
@@ -224,10 +134,7 @@ float search_affine(const float* x, const float* w, int n, int nmax, float rmin,
     float m = (sum_l2 * sum_x - sum_l * sum_xl) / det;
     if (m > 0) m = 0, s = sum_xl / sum_l2;
     float err = 0;
-    for (int i = 0; i < n; ++i) {
-      const float diff = s * trial[i] + m - x[i];
-      err += w[i] * diff * diff;
-    }
+    for (int i = 0; i < n; ++i) err += w[i] * cost(s * trial[i] + m - x[i]);
     if (err < best_err) {
       std::memcpy(codes, trial, static_cast<size_t>(n));
       best_err = err, scale = s, lo = m;
@@ -266,43 +173,114 @@ float search_symmetric(const float* x, int n, int nmax) {
   return scale;
 }
 
+// q2_K: 16 sub-blocks of 16, each an affine fit weighted by |x| that minimizes the weighted absolute error
+// (ggml's choice for 2 bits); 4-bit scales and mins under the largest of each, then the codes again from the
+// stored values.
 void quant_q2_k(const float* x, BlockQ2_K& b) {
-  Affine sub[16];
-  float scales[16], mins[16];
-  for (int s = 0; s < 16; ++s) sub[s] = fit_affine(x + 16 * s, 16, 3), scales[s] = sub[s].scale, mins[s] = sub[s].min;
-  const float d = super_scale(scales, 16, 15), dmin = super_scale(mins, 16, 15);
-  b.d = f32_to_f16(d), b.dmin = f32_to_f16(dmin);
+  float scales[16], mins[16], weights[16];
+  uint8_t codes[16];
+  float max_scale = 0, max_min = 0;
+  for (int j = 0; j < 16; ++j) {
+    for (int l = 0; l < 16; ++l) weights[l] = std::fabs(x[16 * j + l]);
+    scales[j] = search_affine(x + 16 * j, weights, 16, 3, -0.5f, 0.1f, 15, codes, &mins[j], /*mad=*/true);
+    max_scale = std::max(max_scale, scales[j]);
+    max_min = std::max(max_min, mins[j]);
+  }
+  std::memset(b.scales, 0, sizeof(b.scales));
+  b.d = f32_to_f16(0.f), b.dmin = f32_to_f16(0.f);
+  if (max_scale > 0) {
+    const float inv = 15.f / max_scale;
+    for (int j = 0; j < 16; ++j) b.scales[j] = static_cast<uint8_t>(nearest(inv * scales[j]));
+    b.d = f32_to_f16(max_scale / 15.f);
+  }
+  if (max_min > 0) {
+    const float inv = 15.f / max_min;
+    for (int j = 0; j < 16; ++j) b.scales[j] |= static_cast<uint8_t>(nearest(inv * mins[j]) << 4);
+    b.dmin = f32_to_f16(max_min / 15.f);
+  }
+  const float d = f16_to_f32(b.d), dmin = f16_to_f32(b.dmin);
   std::memset(b.qs, 0, sizeof(b.qs));
-  for (int s = 0; s < 16; ++s) {
-    const int sc = d > 0 ? clamp_round(scales[s] / d, 0, 15) : 0;
-    const int m = dmin > 0 ? clamp_round(mins[s] / dmin, 0, 15) : 0;
-    b.scales[s] = static_cast<uint8_t>(sc | m << 4);
-    const float dl = d * static_cast<float>(sc), ml = dmin * static_cast<float>(m);
+  for (int j = 0; j < 16; ++j) {
+    const float dl = d * static_cast<float>(b.scales[j] & 0x0f);
+    if (dl == 0) continue;  // codes 0
+    const float ml = dmin * static_cast<float>(b.scales[j] >> 4);
     for (int i = 0; i < 16; ++i) {
-      const int e = 16 * s + i;
-      const int q = dl > 0 ? clamp_round((x[e] + ml) / dl, 0, 3) : 0;
+      const int e = 16 * j + i;
+      const int q = std::clamp(nearest((x[e] + ml) / dl), 0, 3);
       b.qs[32 * (e / 128) + e % 32] |= static_cast<uint8_t>(q << (2 * ((e % 128) / 32)));
     }
   }
 }
 
+// Symmetric codes x ~ scale * l, l in [-nmax, nmax - 1], weighted by x^2: from the scale that maps the extreme
+// element to -nmax, codes are moved one at a time to the value the others' fit asks for while that raises
+// sum_lx^2 / sum_l2 (up to 5 passes). Returns the scale (q3_K's sub-blocks).
+float refine_symmetric(const float* x, int n, int nmax) {
+  float amax = 0, max = 0;
+  for (int i = 0; i < n; ++i)
+    if (std::fabs(x[i]) > amax) amax = std::fabs(x[i]), max = x[i];
+  if (amax < 1e-15f) return 0.f;
+  const float inv = -static_cast<float>(nmax) / max;
+  int l[32];
+  float sum_lx = 0, sum_l2 = 0;
+  for (int i = 0; i < n; ++i) {
+    l[i] = std::clamp(nearest(inv * x[i]), -nmax, nmax - 1);
+    const float w = x[i] * x[i];
+    sum_lx += w * x[i] * static_cast<float>(l[i]);
+    sum_l2 += w * static_cast<float>(l[i] * l[i]);
+  }
+  for (int pass = 0; pass < 5; ++pass) {
+    int changed = 0;
+    for (int i = 0; i < n; ++i) {
+      const float w = x[i] * x[i];
+      float slx = sum_lx - w * x[i] * static_cast<float>(l[i]);
+      if (slx <= 0) continue;
+      float sl2 = sum_l2 - w * static_cast<float>(l[i] * l[i]);
+      const int nl = std::clamp(nearest(x[i] * sl2 / slx), -nmax, nmax - 1);
+      if (nl == l[i]) continue;
+      slx += w * x[i] * static_cast<float>(nl);
+      sl2 += w * static_cast<float>(nl * nl);
+      if (sl2 > 0 && slx * slx * sum_l2 > sum_lx * sum_lx * sl2) {
+        l[i] = nl, sum_lx = slx, sum_l2 = sl2;
+        ++changed;
+      }
+    }
+    if (changed == 0) break;
+  }
+  return sum_l2 > 0 ? sum_lx / sum_l2 : 0.f;
+}
+
+// q3_K: 16 sub-blocks of 16 (refine_symmetric, codes -4..3); 6-bit signed scales under the largest, whose
+// code is -32; then the codes again from the stored scales.
 void quant_q3_k(const float* x, BlockQ3_K& b) {
   float scales[16];
-  for (int s = 0; s < 16; ++s) scales[s] = fit_symmetric(x + 16 * s, 16, -4, 3);
-  const float d = super_scale(scales, 16, 31);
-  b.d = f32_to_f16(d);
+  float max_scale = 0, amax = 0;
+  for (int j = 0; j < 16; ++j) {
+    scales[j] = refine_symmetric(x + 16 * j, 16, 4);
+    if (std::fabs(scales[j]) > amax) amax = std::fabs(scales[j]), max_scale = scales[j];
+  }
+  std::memset(b.scales, 0, sizeof(b.scales));
   std::memset(b.hmask, 0, sizeof(b.hmask));
   std::memset(b.qs, 0, sizeof(b.qs));
-  std::memset(b.scales, 0, sizeof(b.scales));
-  for (int s = 0; s < 16; ++s) {
-    const int sc = d > 0 ? clamp_round(scales[s] / d, -32, 31) : 0;
-    const int v = sc + 32;
-    b.scales[s % 8] |= static_cast<uint8_t>((v & 0x0f) << (4 * (s / 8)));
-    b.scales[8 + s % 4] |= static_cast<uint8_t>((v >> 4) << (2 * (s / 4)));
-    const float dl = d * static_cast<float>(sc);
+  b.d = f32_to_f16(0.f);
+  if (max_scale != 0) {
+    const float inv = -32.f / max_scale;
+    for (int j = 0; j < 16; ++j) {
+      const int v = std::clamp(nearest(inv * scales[j]), -32, 31) + 32;
+      b.scales[j % 8] |= static_cast<uint8_t>((v & 0x0f) << (4 * (j / 8)));
+      b.scales[8 + j % 4] |= static_cast<uint8_t>((v >> 4) << (2 * (j / 4)));
+    }
+    b.d = f32_to_f16(1.f / inv);
+  }
+  const float d = f16_to_f32(b.d);
+  int8_t sc[16];
+  q3k_scales(b.scales, sc);
+  for (int j = 0; j < 16; ++j) {
+    const float dl = d * static_cast<float>(sc[j]);
     for (int i = 0; i < 16; ++i) {
-      const int e = 16 * s + i, g = e / 128, k = (e % 128) / 32, l = e % 32;
-      const int u = (dl != 0 ? clamp_round(x[e] / dl, -4, 3) : 0) + 4;
+      const int e = 16 * j + i, g = e / 128, k = (e % 128) / 32, l = e % 32;
+      // A zero scale leaves code 0 (value -4 * 0): ggml's writes the same.
+      const int u = (dl != 0 ? std::clamp(nearest(x[e] / dl), -4, 3) : -4) + 4;
       b.qs[32 * g + l] |= static_cast<uint8_t>((u & 3) << (2 * k));
       b.hmask[l] |= static_cast<uint8_t>((u >> 2) << (4 * g + k));
     }
@@ -390,41 +368,80 @@ void quant_q6_k(const float* x, BlockQ6_K& b) {
   }
 }
 
-// iq4_xs: each sub-block's scale maps its extreme element to the table's -127 end, refit by least squares
-// to the table codes; the scales share one f16 super-block scale with 6-bit signed codes.
+// The iq4 table index nearest v (a tie takes the larger value, as ggml's search does).
+int iq4_index(float v) {
+  if (v <= kIq4Values[0]) return 0;
+  if (v >= kIq4Values[15]) return 15;
+  int lo = 0, hi = 15;
+  while (hi - lo > 1) {
+    const int mid = (lo + hi) / 2;
+    (v < kIq4Values[mid] ? hi : lo) = mid;
+  }
+  return v - kIq4Values[hi - 1] < kIq4Values[hi] - v ? hi - 1 : hi;
+}
+
+// One 32-element iq4 block's scale, weighted by x^2: first the scale mapping the extreme element to +127
+// (past the table's positive end, 113: the mirrored start ggml uses), then 15 scales (k - 127) / max, k = -7..7
+// (the extreme element near the -127 end), each refit by weighted least squares to the codes it rounds to,
+// kept when it explains more of x (larger sum_qx^2 / sum_q2).
+float iq4_scale(const float* x) {
+  float amax = 0, max = 0;
+  for (int i = 0; i < 32; ++i)
+    if (std::fabs(x[i]) > amax) amax = std::fabs(x[i]), max = x[i];
+  if (amax < 1e-15f) return 0.f;
+  auto fit = [&](float inv, float* sum_qx, float* sum_q2) {
+    *sum_qx = 0, *sum_q2 = 0;
+    for (int i = 0; i < 32; ++i) {
+      const float q = static_cast<float>(kIq4Values[iq4_index(inv * x[i])]);
+      const float w = x[i] * x[i];
+      *sum_qx += w * q * x[i];
+      *sum_q2 += w * q * q;
+    }
+  };
+  const float first = static_cast<float>(kIq4Values[0]);
+  float sum_qx, sum_q2;
+  fit(-first / max, &sum_qx, &sum_q2);
+  float d = sum_q2 > 0 ? sum_qx / sum_q2 : 0.f, best = d * sum_qx;
+  for (int k = -7; k <= 7; ++k) {
+    fit((static_cast<float>(k) + first) / max, &sum_qx, &sum_q2);
+    if (sum_q2 > 0 && sum_qx * sum_qx > best * sum_q2) d = sum_qx / sum_q2, best = d * sum_qx;
+  }
+  return d;
+}
+
+// iq4_nl: one f16 scale per 32 (iq4_scale); the codes from the unrounded scale, as ggml's.
+void quant_iq4_nl(const float* x, BlockIQ4_NL& b) {
+  const float d = iq4_scale(x);
+  b.d = f32_to_f16(d);
+  const float inv = d != 0 ? 1.f / d : 0.f;
+  for (int i = 0; i < 16; ++i)
+    b.qs[i] = static_cast<uint8_t>(iq4_index(inv * x[i]) | iq4_index(inv * x[i + 16]) << 4);
+}
+
+// iq4_xs: iq4_scale per sub-block of 32; 6-bit signed scales under the largest, whose code is -32; the codes
+// from each stored sub-block scale.
 void quant_iq4_xs(const float* x, BlockIQ4_XS& b) {
   float scales[8];
+  float max_scale = 0, amax = 0;
   for (int j = 0; j < 8; ++j) {
-    const float* xs = x + 32 * j;
-    float amax = 0, max = 0;
-    for (int i = 0; i < 32; ++i)
-      if (std::fabs(xs[i]) > amax) amax = std::fabs(xs[i]), max = xs[i];
-    float s = max / -127.f;
-    if (s != 0) {
-      double sqq = 0, sqx = 0;
-      for (int i = 0; i < 32; ++i) {
-        const double t = kIq4Values[nearest_iq4(xs[i] / s)];
-        sqq += t * t, sqx += t * xs[i];
-      }
-      if (sqq > 0) s = static_cast<float>(sqx / sqq);
-    }
-    scales[j] = s;
+    scales[j] = iq4_scale(x + 32 * j);
+    if (std::fabs(scales[j]) > amax) amax = std::fabs(scales[j]), max_scale = scales[j];
   }
-  const float d = super_scale(scales, 8, 31);
+  const float d = -max_scale / 32.f;
   b.d = f32_to_f16(d);
   b.scales_h = 0;
   std::memset(b.scales_l, 0, sizeof(b.scales_l));
   std::memset(b.qs, 0, sizeof(b.qs));
+  const float inv = d != 0 ? 1.f / d : 0.f;
   for (int j = 0; j < 8; ++j) {
-    const int ls = d > 0 ? clamp_round(scales[j] / d, -32, 31) : 0;
+    const int ls = std::clamp(nearest(inv * scales[j]), -32, 31);
+    const float dl = d * static_cast<float>(ls);
+    const float inv_l = dl != 0 ? 1.f / dl : 0.f;
     const int v = ls + 32;
     b.scales_l[j / 2] |= static_cast<uint8_t>((v & 0x0f) << (4 * (j % 2)));
     b.scales_h |= static_cast<uint16_t>((v >> 4) << (2 * j));
-    const float dl = d * static_cast<float>(ls);
-    for (int l = 0; l < 32; ++l) {
-      const int idx = dl != 0 ? nearest_iq4(x[32 * j + l] / dl) : nearest_iq4(0.f);
-      b.qs[16 * j + l % 16] |= static_cast<uint8_t>(idx << (4 * (l / 16)));
-    }
+    for (int l = 0; l < 32; ++l)
+      b.qs[16 * j + l % 16] |= static_cast<uint8_t>(iq4_index(inv_l * x[32 * j + l]) << (4 * (l / 16)));
   }
 }
 
@@ -474,6 +491,10 @@ void quantize_row_k(DType dtype, const float* x, void* blocks, int64_t n) {
       default: STRATA_THROW(ErrorKind::kInvalidArgument, "cannot quantize to dtype ", dtype_name(dtype));
     }
   }
+}
+
+void quantize_row_iq4_nl(const float* x, BlockIQ4_NL* out, int64_t n) {
+  for (int64_t i = 0; i < n / kQBlock; ++i) quant_iq4_nl(x + i * kQBlock, out[i]);
 }
 
 }  // namespace strata

@@ -32,15 +32,21 @@ struct RecipeRow {
   uint32_t file_type;  // LLAMA_FTYPE_*
 };
 
+using Mix = QuantRecipe::Mix;
+
+// file_type is llama.cpp's LLAMA_FTYPE_* (include/llama.h), which llama-quantize writes as general.file_type.
 constexpr RecipeRow kRecipes[] = {
-    {"f32", DType::kF32, QuantRecipe::Mix::kNone, 0},      {"f16", DType::kF16, QuantRecipe::Mix::kNone, 1},
-    {"bf16", DType::kBF16, QuantRecipe::Mix::kNone, 32},   {"q8_0", DType::kQ8_0, QuantRecipe::Mix::kNone, 7},
-    {"q4_0", DType::kQ4_0, QuantRecipe::Mix::kNone, 2},    {"q4_1", DType::kQ4_1, QuantRecipe::Mix::kNone, 3},
-    {"q5_0", DType::kQ5_0, QuantRecipe::Mix::kNone, 8},    {"q5_1", DType::kQ5_1, QuantRecipe::Mix::kNone, 9},
-    {"q4_k", DType::kQ4_K, QuantRecipe::Mix::kSmall, 14},  {"q4_k_s", DType::kQ4_K, QuantRecipe::Mix::kSmall, 14},
-    {"q4_k_m", DType::kQ4_K, QuantRecipe::Mix::kMedium, 15}, {"q5_k", DType::kQ5_K, QuantRecipe::Mix::kSmall, 16},
-    {"q5_k_s", DType::kQ5_K, QuantRecipe::Mix::kSmall, 16},  {"q5_k_m", DType::kQ5_K, QuantRecipe::Mix::kMedium, 17},
-    {"q6_k", DType::kQ6_K, QuantRecipe::Mix::kNone, 18},
+    {"f32", DType::kF32, Mix::kNone, 0},        {"f16", DType::kF16, Mix::kNone, 1},
+    {"bf16", DType::kBF16, Mix::kNone, 32},     {"q8_0", DType::kQ8_0, Mix::kNone, 7},
+    {"q4_0", DType::kQ4_0, Mix::kNone, 2},      {"q4_1", DType::kQ4_1, Mix::kNone, 3},
+    {"q5_0", DType::kQ5_0, Mix::kNone, 8},      {"q5_1", DType::kQ5_1, Mix::kNone, 9},
+    {"q2_k", DType::kQ2_K, Mix::kNone, 10},     {"q3_k_s", DType::kQ3_K, Mix::kSmall, 11},
+    {"q3_k_m", DType::kQ3_K, Mix::kMedium, 12}, {"q3_k", DType::kQ3_K, Mix::kMedium, 12},
+    {"q3_k_l", DType::kQ3_K, Mix::kLarge, 13},  {"q4_k", DType::kQ4_K, Mix::kSmall, 14},
+    {"q4_k_s", DType::kQ4_K, Mix::kSmall, 14},  {"q4_k_m", DType::kQ4_K, Mix::kMedium, 15},
+    {"q5_k", DType::kQ5_K, Mix::kSmall, 16},    {"q5_k_s", DType::kQ5_K, Mix::kSmall, 16},
+    {"q5_k_m", DType::kQ5_K, Mix::kMedium, 17}, {"q6_k", DType::kQ6_K, Mix::kNone, 18},
+    {"iq4_nl", DType::kIQ4_NL, Mix::kNone, 25}, {"iq4_xs", DType::kIQ4_XS, Mix::kNone, 30},
 };
 
 bool ends_with(const std::string& s, const std::string& tail) {
@@ -64,14 +70,52 @@ bool more_bits_layer(int64_t layer, int64_t n_layers) {
   return layer < n_layers / 8 || layer >= 7 * n_layers / 8 || (layer - n_layers / 8) % 3 == 2;
 }
 
-// A K-quant's replacement when the rows do not divide 256 (llama-quantize's table for these types).
-DType k_fallback(DType dt) {
+// The replacement when a tensor's rows do not divide its type's 256-element block (llama-quantize's table
+// for these types); 32-element types have none.
+DType block_fallback(DType dt) {
   switch (dt) {
+    case DType::kQ2_K:
+    case DType::kQ3_K: return DType::kQ4_0;
     case DType::kQ4_K: return DType::kQ5_0;
     case DType::kQ5_K: return DType::kQ5_1;
     case DType::kQ6_K: return DType::kQ8_0;
+    case DType::kIQ4_XS: return DType::kIQ4_NL;
     default: return dt;
   }
+}
+
+bool is_iq4(DType dt) { return dt == DType::kIQ4_NL || dt == DType::kIQ4_XS; }
+
+// llama-quantize's attn_v rule (no imatrix) for layer `layer`.
+DType attn_v_type(const QuantRecipe& r, DType dt, int64_t layer, const QuantMixModel& m) {
+  if (r.base == DType::kQ2_K) dt = m.n_gqa >= 4 ? DType::kQ4_K : DType::kQ3_K;
+  else if (r.base == DType::kQ3_K && r.mix == Mix::kMedium) dt = layer < 2 ? DType::kQ5_K : DType::kQ4_K;
+  else if (r.base == DType::kQ3_K && r.mix == Mix::kLarge) dt = DType::kQ5_K;
+  else if (is_iq4(r.base) && m.n_gqa >= 4) dt = DType::kQ5_K;
+  else if (r.mix == Mix::kMedium && more_bits_layer(layer, m.n_layers)) dt = DType::kQ6_K;
+  else if (r.base == DType::kQ4_K && r.mix == Mix::kSmall && layer < 4) dt = DType::kQ5_K;
+  // 70B: eight query heads share each attn_v, which is 8x smaller than attn_q; more bits cost little.
+  if (m.is_70b && (dt == DType::kQ3_K || dt == DType::kQ4_K)) dt = DType::kQ5_K;
+  return dt;
+}
+
+DType ffn_down_type(const QuantRecipe& r, DType dt, int64_t layer, const QuantMixModel& m) {
+  const int64_t n = m.n_layers;
+  if (r.base == DType::kQ2_K) return DType::kQ3_K;
+  if (r.base == DType::kQ3_K && r.mix == Mix::kMedium) return layer < n / 16 ? DType::kQ5_K : DType::kQ4_K;
+  if (r.base == DType::kQ3_K && r.mix == Mix::kLarge) return DType::kQ5_K;
+  if (r.mix == Mix::kMedium && (r.base == DType::kQ4_K || r.base == DType::kQ5_K))
+    return more_bits_layer(layer, n) ? DType::kQ6_K : dt;
+  if (is_iq4(r.base) && layer < n / 8) return DType::kQ5_K;
+  if (r.base == DType::kQ4_K && r.mix == Mix::kSmall && layer < n / 8) return DType::kQ5_K;
+  return dt;
+}
+
+DType attn_output_type(const QuantRecipe& r, DType dt) {
+  if (r.base == DType::kQ2_K) return DType::kQ3_K;
+  if (r.base == DType::kQ3_K && r.mix == Mix::kMedium) return DType::kQ4_K;
+  if (r.base == DType::kQ3_K && r.mix == Mix::kLarge) return DType::kQ5_K;
+  return dt;
 }
 
 // Widens n values of `dtype` to f32.
@@ -144,15 +188,27 @@ std::string quant_type_names() {
   return names;
 }
 
+QuantMixModel quant_mix_model(const ModelConfig& config, bool has_output) {
+  QuantMixModel m;
+  m.n_layers = config.n_layers;
+  m.n_gqa = config.n_kv_heads > 0 ? config.n_heads / config.n_kv_heads : 1;
+  m.has_output = has_output;
+  // llama.cpp's LLM_TYPE_70B for the architectures written here: llama (mistral is written as llama) with 80
+  // layers and grouped key/value heads, qwen2 with 80 layers.
+  m.is_70b = config.n_layers == 80 &&
+             (config.arch == "qwen2" || ((config.arch == "llama" || config.arch == "mistral") && m.n_gqa > 1));
+  return m;
+}
+
 TensorTypeChoice choose_tensor_type(const QuantRecipe& recipe, const std::string& name, const Shape& shape,
-                                    int64_t n_layers, bool has_output, bool pure) {
+                                    const QuantMixModel& model, bool pure) {
   const bool matrix = shape.size() >= 2 && ends_with(name, "weight") && !ends_with(name, "_norm.weight") &&
                       name.find("norm.weight") == std::string::npos;
   if (!matrix) return {DType::kF32, false};
   if (!dtype_is_quantized(recipe.base) || pure) return {recipe.base, false};
   const int64_t cols = shape.back();
   DType dt = recipe.base;
-  const bool head = name == "output.weight" || (!has_output && name == "token_embd.weight");
+  const bool head = name == "output.weight" || (!model.has_output && name == "token_embd.weight");
   const int64_t layer = layer_of(name);
   if (head) {
     if (cols % dtype_block_elems(dt) != 0) {
@@ -160,15 +216,14 @@ TensorTypeChoice choose_tensor_type(const QuantRecipe& recipe, const std::string
     } else if (dt != DType::kQ8_0) {
       dt = DType::kQ6_K;
     }
-  } else if (ends_with(name, ".attn_v.weight") && layer >= 0) {
-    if (recipe.mix == QuantRecipe::Mix::kMedium && more_bits_layer(layer, n_layers)) dt = DType::kQ6_K;
-    if (recipe.mix == QuantRecipe::Mix::kSmall && recipe.base == DType::kQ4_K && layer < 4) dt = DType::kQ5_K;
-  } else if (ends_with(name, ".ffn_down.weight") && layer >= 0) {
-    if (recipe.mix == QuantRecipe::Mix::kMedium && more_bits_layer(layer, n_layers)) dt = DType::kQ6_K;
-    if (recipe.mix == QuantRecipe::Mix::kSmall && recipe.base == DType::kQ4_K && layer < n_layers / 8)
-      dt = DType::kQ5_K;
+  } else if (layer >= 0 && ends_with(name, ".attn_v.weight")) {
+    dt = attn_v_type(recipe, dt, layer, model);
+  } else if (layer >= 0 && ends_with(name, ".ffn_down.weight")) {
+    dt = ffn_down_type(recipe, dt, layer, model);
+  } else if (layer >= 0 && ends_with(name, ".attn_output.weight")) {
+    dt = attn_output_type(recipe, dt);
   }
-  if (cols % dtype_block_elems(dt) != 0 && k_fallback(dt) != dt) return {k_fallback(dt), true};
+  if (cols % dtype_block_elems(dt) != 0 && block_fallback(dt) != dt) return {block_fallback(dt), true};
   return {dt, false};
 }
 
@@ -190,13 +245,13 @@ QuantizeResult quantize_model(const QuantizeOptions& o, QuantizeProgress* progre
                " mixture-of-experts model; quantize writes dense Llama-family models (llama, mistral, qwen2) only");
   const bool permute_qk = config.arch != "qwen2" && config.rope_style == RopeStyle::kHalf;
   if (permute_qk) config.rope_style = RopeStyle::kAdjacent;
-  const bool has_output = ckpt->has("output.weight");
+  const QuantMixModel mix_model = quant_mix_model(config, ckpt->has("output.weight"));
 
   QuantizeResult result;
   std::vector<TensorSpec> specs;
   bool requantized = false;
   for (const TensorEntry* e : ordered_entries(*ckpt)) {
-    TensorTypeChoice choice = choose_tensor_type(recipe, e->name, e->shape, config.n_layers, has_output, o.pure);
+    TensorTypeChoice choice = choose_tensor_type(recipe, e->name, e->shape, mix_model, o.pure);
     const int64_t cols = e->shape.size() >= 2 ? e->shape.back() : 1;
     if (dtype_is_quantized(choice.dtype) && cols % dtype_block_elems(choice.dtype) != 0) {
       STRATA_CHECK(o.f16_fallback, o.model, ": tensor '", e->name, "' has rows of ", cols,
@@ -209,7 +264,7 @@ QuantizeResult quantize_model(const QuantizeOptions& o, QuantizeProgress* progre
     requantized = requantized || dtype_is_quantized(e->dtype);
     if (choice.fallback && choice.dtype != DType::kF16)
       LOG_DEBUG("quantize: ", e->name, " has rows of ", cols, " elements (not a multiple of 256): ",
-                dtype_name(choice.dtype), " instead of ", dtype_name(recipe.base), ", as llama-quantize does");
+                dtype_name(choice.dtype), " instead of a 256-element type, as llama-quantize does");
     result.tensors.push_back({e->name, e->dtype, choice.dtype, e->shape, choice.fallback});
     result.source_bytes += e->nbytes;
     result.parameters += shape_numel(e->shape);

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "runtime/dtype.h"
+#include "runtime/model_config.h"
 #include "runtime/tensor.h"
 
 namespace strata {
@@ -17,27 +18,39 @@ namespace strata {
 struct QuantRecipe {
   std::string name;          // as given: "q4_k_m", "q8_0", "f16", ...
   DType base = DType::kF16;  // the type most matrices get
-  enum class Mix { kNone, kSmall, kMedium } mix = Mix::kNone;  // llama.cpp's _S / _M variants of K-quants
+  // llama.cpp's _S / _M / _L variants of a K-quant (q2_k and iq4_nl/iq4_xs have one mix each: kNone).
+  enum class Mix { kNone, kSmall, kMedium, kLarge } mix = Mix::kNone;
   uint32_t file_type = 1;    // llama.cpp's LLAMA_FTYPE_* id, written as general.file_type
 };
 
-// The recipe for a --type name (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k (= q4_k_s), q5_k (= q5_k_s),
-// q6_k, q4_k_m, q5_k_m); throws kInvalidArgument listing the valid names.
+// The recipe for a --type name (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k_s, q3_k_m, q3_k_l,
+// q3_k (= q3_k_m, as llama-quantize), q4_k (= q4_k_s), q4_k_m, q5_k (= q5_k_s), q5_k_m, q6_k, iq4_nl, iq4_xs);
+// throws kInvalidArgument listing the valid names.
 QuantRecipe quant_recipe(const std::string& type);
 std::string quant_type_names();
 
-// What a tensor is written as. llama-quantize's rule (importance-free): 1-D tensors and norms stay f32; the
-// output head (or the token embedding when it is tied to the head) is q6_k (q8_0 stays q8_0; q8_0 when its
-// rows do not divide the base type's block); the _M mixes give attn_v and ffn_down q6_k in the first and
-// last eighth of the layers and every third layer between, q4_k (_S) gives the first 4 attn_v and the
-// first eighth of ffn_down q5_k; a K-quant whose rows do not divide 256 falls back to q5_0 (q4_k), q5_1
-// (q5_k) or q8_0 (q6_k). `pure` keeps every matrix at the base type (no mix, no head rule).
+// What of the model the mix rules look at (llama-quantize reads the same from the model's hyperparameters).
+struct QuantMixModel {
+  int64_t n_layers = 0;
+  int64_t n_gqa = 1;        // query heads per key/value head: q2_k and iq4_* give attn_v more bits at >= 4
+  bool has_output = true;   // false: the token embedding is tied to the head and takes the head's rule
+  bool is_70b = false;      // llama.cpp's 70B class (80 layers, GQA): q3_k / q4_k attn_v become q5_k
+};
+QuantMixModel quant_mix_model(const ModelConfig& config, bool has_output);
+
+// What a tensor is written as: llama-quantize's rule without an imatrix (quantize.cpp has the table per
+// mix). 1-D tensors and norms stay f32; the output head (or the tied token embedding) is q6_k (q8_0 stays
+// q8_0; q8_0 when its rows do not divide the base type's block); the mixes raise attn_v, attn_output and
+// ffn_down by layer; a tensor whose rows do not divide its type's block falls back as llama-quantize does:
+// q2_k and q3_k to q4_0, q4_k to q5_0, q5_k to q5_1, q6_k to q8_0, iq4_xs to iq4_nl (a 32-element type that
+// still does not divide is left to quantize_model: an error, or f16 with --f16-fallback). `pure` keeps
+// every matrix at the base type (no mix, no head rule).
 struct TensorTypeChoice {
   DType dtype = DType::kF32;
   bool fallback = false;  // replaced because the rows do not divide the block (a K-quant's 256, or to f16)
 };
 TensorTypeChoice choose_tensor_type(const QuantRecipe& recipe, const std::string& name, const Shape& shape,
-                                    int64_t n_layers, bool has_output, bool pure);
+                                    const QuantMixModel& model, bool pure);
 
 // Progress counters, read from another thread while quantize_model runs.
 struct QuantizeProgress {

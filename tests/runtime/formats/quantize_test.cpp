@@ -20,6 +20,7 @@
 #include "runtime/formats/model_writer.h"
 #include "runtime/formats/quantize.h"
 #include "runtime/model_presets.h"
+#include "runtime/models/model_description.h"
 #include "tests/runtime/formats/test_files.h"
 #include "tests/test_util.h"
 
@@ -53,26 +54,44 @@ std::map<std::string, std::map<std::string, Reference>> read_reference() {
   return out;
 }
 
-// The fixture's source: make-model --preset tiny --hidden 256 --layers 8 --heads 2 --kv-heads 1 --ffn 288
-// --seed 7 --format gguf --dtype f32.
-ModelConfig source_config() {
+// The fixture's sources: make-model --preset tiny --hidden 256 --layers 8 --heads 2 --kv-heads 1 --ffn 288
+// --seed 7 --format gguf --dtype f32; "gqa4" has --heads 4 (4 query heads per kv head, head_dim 64).
+ModelConfig source_config(const std::string& variant = "") {
   ModelConfig c = model_preset("tiny");
   c.hidden = 256, c.n_layers = 8, c.n_heads = 2, c.n_kv_heads = 1, c.ffn = 288, c.head_dim = 128;
+  if (variant == "gqa4") c.n_heads = 4, c.head_dim = 64;
   return c;
 }
 
-const std::string& source_model() {
-  static const std::string path = [] {
-    MakeModelOptions o;
-    o.config = source_config();
-    o.format = "gguf";
-    o.dtype = "f32";
-    o.seed = 7;
-    o.out = test::temp_dir("quantize_source") + "/src.gguf";
-    make_model(o);
-    return o.out;
-  }();
-  return path;
+const std::string& source_model(const std::string& variant = "") {
+  static std::map<std::string, std::string> paths;
+  auto it = paths.find(variant);
+  if (it != paths.end()) return it->second;
+  MakeModelOptions o;
+  o.config = source_config(variant);
+  o.format = "gguf";
+  o.dtype = "f32";
+  o.seed = 7;
+  o.out = test::temp_dir("quantize_source" + variant) + "/src.gguf";
+  make_model(o);
+  return paths.emplace(variant, o.out).first->second;
+}
+
+// "type" or "type@variant" -> (type, variant).
+std::pair<std::string, std::string> split_key(const std::string& key) {
+  const size_t at = key.find('@');
+  return at == std::string::npos ? std::make_pair(key, std::string()) : std::make_pair(key.substr(0, at), key.substr(at + 1));
+}
+
+std::map<std::string, int64_t> read_file_types() {
+  std::ifstream in(test::fixture("quantize/file_types.txt"));
+  EXPECT_TRUE(in.good()) << "missing tests/fixtures/quantize/file_types.txt (tools/reference/make_quantize_fixtures.py)";
+  std::map<std::string, int64_t> out;
+  std::string line, type;
+  int64_t id = 0;
+  while (std::getline(in, line))
+    if (!line.empty() && line[0] != '#' && std::istringstream(line) >> type >> id) out[type] = id;
+  return out;
 }
 
 uint64_t checksum(const std::vector<float>& v) {
@@ -96,20 +115,28 @@ std::vector<float> dequantized(const MappedFile& file, const GgufTensorInfo& t) 
   return out;
 }
 
+// "q2_k@gqa4" -> "q2_k_gqa4" (test names take no '@').
+std::string key_test_name(const std::string& key) {
+  const auto [type, variant] = split_key(key);
+  return variant.empty() ? type : type + "_" + variant;
+}
+
 class QuantizeType : public ::testing::TestWithParam<const char*> {};
 
 // Per tensor: llama-quantize's type; the gguf package's dequantization of the written bytes equals strata's
 // bit for bit; the squared error is no larger than the gguf package's quantizer's (legacy types) and than
-// llama-quantize's (every type; 0.1% of room for float summation order).
+// llama-quantize's (every type: the quantizers follow ggml's importance-free methods; 0.1% of room for float
+// summation order). The file's general.file_type is llama-quantize's.
 TEST_P(QuantizeType, MatchesLlamaQuantizeTypesAndTheGgufPackage) {
-  const std::string type = GetParam();
+  const std::string key = GetParam();
+  const auto [type, variant] = split_key(key);
   const auto reference = read_reference();
-  ASSERT_TRUE(reference.count(type)) << type;
-  const auto& want = reference.at(type);
+  ASSERT_TRUE(reference.count(key)) << key;
+  const auto& want = reference.at(key);
   QuantizeOptions o;
-  o.model = source_model();
+  o.model = source_model(variant);
   o.type = type;
-  o.out = test::temp_dir("quantize_" + type) + "/out.gguf";
+  o.out = test::temp_dir("quantize_" + type + variant) + "/out.gguf";
   o.force = true;
   const QuantizeResult result = quantize_model(o);
   EXPECT_EQ(result.tensors.size(), want.size());
@@ -118,6 +145,10 @@ TEST_P(QuantizeType, MatchesLlamaQuantizeTypesAndTheGgufPackage) {
   const GgufFile src = parse_gguf_buffer(src_file.data(), src_file.size(), o.model);
   const GgufFile out = parse_gguf_buffer(out_file.data(), out_file.size(), o.out);
   ASSERT_EQ(out.tensors.size(), want.size());
+  const auto file_types = read_file_types();
+  ASSERT_TRUE(file_types.count(type)) << type;
+  ASSERT_NE(out.find("general.file_type"), nullptr);
+  EXPECT_EQ(out.find("general.file_type")->i, file_types.at(type)) << type;
   double ours_total = 0, llama_total = 0;
   for (const GgufTensorInfo& t : out.tensors) {
     ASSERT_TRUE(want.count(t.name)) << type << " " << t.name;
@@ -142,13 +173,61 @@ TEST_P(QuantizeType, MatchesLlamaQuantizeTypesAndTheGgufPackage) {
       ours_total += err, llama_total += r.llama_err;
     }
   }
-  if (llama_total > 0) std::printf("%s: squared error %.6g, llama-quantize %.6g\n", type.c_str(), ours_total, llama_total);
+  if (llama_total > 0) std::printf("%s: squared error %.6g, llama-quantize %.6g\n", key.c_str(), ours_total, llama_total);
 }
 
 INSTANTIATE_TEST_SUITE_P(Types, QuantizeType,
                          ::testing::Values("q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "q5_k", "q6_k", "q4_k_m",
-                                           "q5_k_m"),
-                         [](const ::testing::TestParamInfo<const char*>& p) { return std::string(p.param); });
+                                           "q5_k_m", "q2_k", "q3_k_s", "q3_k_m", "q3_k_l", "iq4_nl", "iq4_xs",
+                                           "q2_k@gqa4", "iq4_nl@gqa4", "iq4_xs@gqa4"),
+                         [](const ::testing::TestParamInfo<const char*>& p) { return key_test_name(p.param); });
+
+// llama-quantize --dry-run's types for every matrix of an 80-layer source (tests/fixtures/quantize/
+// mix_80_layers.txt): the layer rules at n/16, n/8 and every third layer, and llama.cpp's 70B class (80
+// layers with grouped kv heads), whose q3_K / q4_K attn_v become q5_K. choose_tensor_type alone (the file
+// would be 58 MB): the same names, shapes and model description the quantizer passes it.
+TEST(Quantize, MixOfAnEightyLayerModelFollowsLlamaQuantize) {
+  ModelConfig c = model_preset("70b-shape");
+  c.hidden = 256, c.ffn = 256, c.n_heads = 4, c.n_kv_heads = 1, c.head_dim = 64, c.vocab_size = 512;
+  const QuantMixModel mix = quant_mix_model(c, /*has_output=*/true);
+  EXPECT_TRUE(mix.is_70b);
+  EXPECT_EQ(mix.n_gqa, 4);
+  std::ifstream in(test::fixture("quantize/mix_80_layers.txt"));
+  ASSERT_TRUE(in.good()) << "missing tests/fixtures/quantize/mix_80_layers.txt (tools/reference/make_quantize_fixtures.py)";
+  std::map<std::string, Shape> shapes;  // kind -> shape
+  for (const TensorRef& t : model_tensors(c)) {
+    const size_t dot = t.name.find('.', 4);
+    const std::string kind = t.name.rfind("blk.", 0) == 0 ? t.name.substr(dot + 1) : t.name;
+    shapes[kind.substr(0, kind.size() - std::string(".weight").size())] = t.slot->full_shape(c);
+  }
+  std::string line;
+  int checked = 0;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    std::istringstream f(line);
+    std::string type, kind, want;
+    f >> type >> kind;
+    ASSERT_TRUE(shapes.count(kind)) << kind;
+    const QuantRecipe recipe = quant_recipe(type);
+    for (int64_t layer = 0; f >> want; ++layer) {
+      const std::string name =
+          kind == "output" || kind == "token_embd" ? kind + ".weight" : cat("blk.", layer, ".", kind, ".weight");
+      const TensorTypeChoice got = choose_tensor_type(recipe, name, shapes.at(kind), mix, false);
+      EXPECT_EQ(dtype_name(got.dtype), want) << type << " " << name;
+      ++checked;
+    }
+  }
+  EXPECT_EQ(checked, 16 * (2 + 7 * 80));
+}
+
+// llama-quantize's names: q3_k is its Q3_K (= Q3_K_M); strata's q4_k and q5_k are the _S mixes.
+TEST(Quantize, RecipeNamesAndFileTypes) {
+  EXPECT_EQ(quant_recipe("q3_k").file_type, 12u);
+  EXPECT_EQ(quant_recipe("Q3_K_L").file_type, 13u);
+  EXPECT_EQ(quant_recipe("q2_k").base, DType::kQ2_K);
+  EXPECT_EQ(quant_recipe("iq4_xs").file_type, 30u);
+  EXPECT_EQ(quant_recipe("q4_k").file_type, 14u);
+}
 
 double relative_rms(const Tensor& a, const float* b) {
   double num = 0, den = 0;
@@ -178,7 +257,8 @@ class QuantizedLogits : public ::testing::TestWithParam<LogitsCase> {};
 // The trained stories260K as a Hugging Face f32 directory, quantized (its 64-wide rows take the K-quants'
 // 32-element fallbacks): the quantized GGUF's logits against transformers' f32 logits, teacher-forced on
 // llama2.c's greedy story. Bounds: about 1.7x what each type measured here (relative RMS: f16 0.0002, q8_0 0.0093
-// (with 8-bit activations), q5_1 0.041, q4_k_m 0.049, q4_0 0.090); a wrong q/k layout or scale gives ~1.
+// (with 8-bit activations), q5_1 0.041, q4_k_m 0.049, q4_0 0.090, iq4_nl 0.079); a wrong q/k layout or scale
+// gives ~1.
 TEST_P(QuantizedLogits, TrainedStoriesAgainstTransformersF32) {
   const LogitsCase c = GetParam();
   const std::string hf = test::shared_model("stories260K-hf");
@@ -205,18 +285,21 @@ TEST_P(QuantizedLogits, TrainedStoriesAgainstTransformersF32) {
 INSTANTIATE_TEST_SUITE_P(Types, QuantizedLogits,
                          ::testing::Values(LogitsCase{"f16", 0.001}, LogitsCase{"q8_0", 0.016},
                                            LogitsCase{"q5_1", 0.07}, LogitsCase{"q4_0", 0.15},
-                                           LogitsCase{"q4_k_m", 0.085}),
+                                           LogitsCase{"q4_k_m", 0.085}, LogitsCase{"iq4_nl", 0.135}),
                          [](const ::testing::TestParamInfo<LogitsCase>& p) { return std::string(p.param.type); });
 
 // The K-quants on rows of 256 (the fixture's random model): quantized logits against the f32 model's. Random
 // weights give small logits (relative errors larger than a trained model's); the bounds are about 1.6x what
 // each measured (q8_0 0.020 (activations are rounded to 8 bits too), q6_k 0.048, q5_k_m 0.091, q4_k_m 0.158,
-// q4_k 0.168); a wrong layout or scale gives ~1.
+// q4_k 0.168, iq4_xs 0.192, iq4_nl 0.206, q3_k_l 0.175, q3_k_m 0.212, q3_k_s 0.364, q2_k 0.441); a wrong layout
+// or scale gives ~1.
 TEST(Quantize, KQuantLogitsFollowTheF32Model) {
   const std::vector<int32_t> ids = {1, 17, 29, 5, 88, 41, 7, 300, 12, 9};
   const Tensor f32 = score(source_model(), ids);
   for (const LogitsCase c : {LogitsCase{"q8_0", 0.04}, LogitsCase{"q6_k", 0.08}, LogitsCase{"q5_k_m", 0.15},
-                             LogitsCase{"q4_k_m", 0.25}, LogitsCase{"q4_k", 0.25}}) {
+                             LogitsCase{"q4_k_m", 0.25}, LogitsCase{"q4_k", 0.25}, LogitsCase{"iq4_xs", 0.31},
+                             LogitsCase{"iq4_nl", 0.33}, LogitsCase{"q3_k_l", 0.28}, LogitsCase{"q3_k_m", 0.34},
+                             LogitsCase{"q3_k_s", 0.58}, LogitsCase{"q2_k", 0.70}}) {
     QuantizeOptions o;
     o.model = source_model();
     o.type = c.type;
