@@ -223,6 +223,20 @@ void LlamaModel::wait_reduce(CollectiveWork& work) {
   timings_.comm_wait_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+std::vector<std::unique_ptr<CollectiveWork>> LlamaModel::project_attention(const LayerWeights& w, const Tensor& att,
+                                                                          Tensor& attn_out, const RowGroups& groups) {
+  std::vector<std::unique_ptr<CollectiveWork>> work(static_cast<size_t>(groups.size()));
+  for (int64_t c = 0; c < groups.size(); ++c) {
+    Tensor out = groups.of(attn_out, c);
+    backend_.matmul(groups.of(att, c), w.wo, nullptr, out);
+    if (tp_.size() > 1) {
+      work[static_cast<size_t>(c)] = tp_.all_reduce_sum_async(out);
+      ++timings_.all_reduces;
+    }
+  }
+  return work;
+}
+
 bool LlamaModel::project_and_mlp(const LayerWeights& w, Tensor& hidden, const Tensor& att, Tensor& h,
                                  Tensor& attn_out, Tensor& mlp_out, Tensor& gate_up, Tensor& ffn_act,
                                  bool may_defer_add) {
@@ -233,23 +247,10 @@ bool LlamaModel::project_and_mlp(const LayerWeights& w, Tensor& hidden, const Te
   const int64_t T = hidden.dim(0), F = spec_.ffn_count;
   Tensor gate = part(gate_up, 0, {T, F}), up = part(gate_up, T * F, {T, F});
   const bool reduce = tp_.size() > 1;
-  // Row groups: chunk c's all-reduce runs on the communication stream while chunk c+1 computes.
-  // Attention itself needs every token's K/V, so chunking starts at the output projection.
-  const int64_t chunks = reduce ? overlap_row_groups(T, overlap_chunks_, overlap_min_tokens_) : 1;
-  std::vector<int64_t> begin(static_cast<size_t>(chunks) + 1);
-  for (int64_t c = 0; c <= chunks; ++c) begin[static_cast<size_t>(c)] = T * c / chunks;
-  auto rows = [&](const Tensor& t, int64_t c) {
-    return t.rows(begin[static_cast<size_t>(c)], begin[static_cast<size_t>(c) + 1] - begin[static_cast<size_t>(c)]);
-  };
-  std::vector<std::unique_ptr<CollectiveWork>> attn_work(static_cast<size_t>(chunks));
-  for (int64_t c = 0; c < chunks; ++c) {
-    Tensor out = rows(attn_out, c);
-    backend_.matmul(rows(att, c), w.wo, nullptr, out);
-    if (reduce) {
-      attn_work[static_cast<size_t>(c)] = tp_.all_reduce_sum_async(out);
-      ++timings_.all_reduces;
-    }
-  }
+  const RowGroups groups(T, reduce ? overlap_row_groups(T, overlap_chunks_, overlap_min_tokens_) : 1);
+  const int64_t chunks = groups.size();
+  const auto rows = [&](const Tensor& t, int64_t c) { return groups.of(t, c); };
+  std::vector<std::unique_ptr<CollectiveWork>> attn_work = project_attention(w, att, attn_out, groups);
   std::vector<std::unique_ptr<CollectiveWork>> mlp_work(static_cast<size_t>(chunks));
   for (int64_t c = 0; c < chunks; ++c) {
     if (reduce) wait_reduce(*attn_work[static_cast<size_t>(c)]);
@@ -263,7 +264,7 @@ bool LlamaModel::project_and_mlp(const LayerWeights& w, Tensor& hidden, const Te
       if (!ffn_act.defined()) ffn_act = backend_.alloc({T, F}, backend_.activation_dtype());
       ffn_in = rows(ffn_act, c);
       if (!backend_.matmul_swiglu(hc, w.w_gate_up, ffn_in)) {
-        const int64_t b = begin[static_cast<size_t>(c)], n = begin[static_cast<size_t>(c) + 1] - b;
+        const int64_t b = groups.first(c), n = groups.count(c);
         Tensor gu = part(gate_up, b * 2 * F, {n, 2 * F});
         backend_.matmul(hc, w.w_gate_up, nullptr, gu);
         backend_.swiglu(gu, ffn_in);
@@ -296,22 +297,10 @@ void LlamaModel::project_and_experts(const LayerWeights& w, Tensor& hidden, cons
   const bool tp_reduce = tp_.size() > 1, expert_reduce = expert_group_->size() > 1;
   // Row groups, as project_and_mlp's: chunk c's expert combine (the all-reduce over the expert group) runs
   // while chunk c+1 routes and runs its experts (and Qwen2-MoE's shared expert).
-  const int64_t chunks =
-      tp_reduce || expert_reduce ? overlap_row_groups(T, overlap_chunks_, overlap_min_tokens_) : 1;
-  std::vector<int64_t> begin(static_cast<size_t>(chunks) + 1);
-  for (int64_t c = 0; c <= chunks; ++c) begin[static_cast<size_t>(c)] = T * c / chunks;
-  const auto first = [&](int64_t c) { return begin[static_cast<size_t>(c)]; };
-  const auto count = [&](int64_t c) { return begin[static_cast<size_t>(c) + 1] - begin[static_cast<size_t>(c)]; };
-  const auto rows = [&](const Tensor& t, int64_t c) { return t.rows(first(c), count(c)); };
-  std::vector<std::unique_ptr<CollectiveWork>> attn_work(static_cast<size_t>(chunks));
-  for (int64_t c = 0; c < chunks; ++c) {
-    Tensor out = rows(attn_out, c);
-    backend_.matmul(rows(att, c), w.wo, nullptr, out);
-    if (tp_reduce) {
-      attn_work[static_cast<size_t>(c)] = tp_.all_reduce_sum_async(out);
-      ++timings_.all_reduces;
-    }
-  }
+  const RowGroups groups(T, tp_reduce || expert_reduce ? overlap_row_groups(T, overlap_chunks_, overlap_min_tokens_) : 1);
+  const int64_t chunks = groups.size();
+  const auto rows = [&](const Tensor& t, int64_t c) { return groups.of(t, c); };
+  std::vector<std::unique_ptr<CollectiveWork>> attn_work = project_attention(w, att, attn_out, groups);
   // A chunk counts its own rows: the step's count mask and real rows, cut to the chunk.
   const Tensor step_mask = expert_load_.mask;
   const int64_t step_real = expert_load_.real_tokens;
@@ -322,7 +311,8 @@ void LlamaModel::project_and_experts(const LayerWeights& w, Tensor& hidden, cons
     backend_.add_rmsnorm(hid, rows(attn_out, c), w.ffn_norm, config_.rms_eps, hc);
     if (chunks > 1) {
       expert_load_.mask = step_mask.defined() ? rows(step_mask, c) : Tensor();
-      expert_load_.real_tokens = step_real < 0 ? -1 : std::clamp<int64_t>(step_real - first(c), 0, count(c));
+      expert_load_.real_tokens =
+          step_real < 0 ? -1 : std::clamp<int64_t>(step_real - groups.first(c), 0, groups.count(c));
     }
     moe_ffn(backend_, config_.moe, w, hc, out, &expert_load_);
     if (expert_reduce) {

@@ -113,6 +113,22 @@ class LlamaModel {
   void project_and_experts(const LayerWeights& w, Tensor& hidden, const Tensor& att, Tensor& h, Tensor& attn_out,
                            Tensor& mlp_out);
   void wait_reduce(CollectiveWork& work);
+  // Row groups of a step's tokens (overlap_row_groups): group c's all-reduce runs on the communication
+  // stream while group c + 1 computes. Attention itself needs every token's K/V, so the groups start at the
+  // output projection.
+  struct RowGroups {
+    RowGroups(int64_t tokens, int64_t groups) : begin(static_cast<size_t>(groups) + 1) {
+      for (int64_t c = 0; c <= groups; ++c) begin[static_cast<size_t>(c)] = tokens * c / groups;
+    }
+    int64_t size() const { return static_cast<int64_t>(begin.size()) - 1; }
+    int64_t first(int64_t c) const { return begin[static_cast<size_t>(c)]; }
+    int64_t count(int64_t c) const { return begin[static_cast<size_t>(c) + 1] - begin[static_cast<size_t>(c)]; }
+    Tensor of(const Tensor& t, int64_t c) const { return t.rows(first(c), count(c)); }
+    std::vector<int64_t> begin;
+  };
+  // The output projection of each row group, its tensor-parallel all-reduce started (handles; none at tp 1).
+  std::vector<std::unique_ptr<CollectiveWork>> project_attention(const LayerWeights& w, const Tensor& att,
+                                                                 Tensor& attn_out, const RowGroups& groups);
   // A run of step rows whose embeddings come from consecutive rows of one splice.
   struct SpliceRun {
     int64_t row = 0;  // first step row
