@@ -90,7 +90,7 @@ TEST_P(Repacked, OddShapesMatchTheDequantizedReference) {
   const int64_t block = cpu::RepackedWeight::block_elems(dt);
   for (int64_t n : {1, 7, 8, 13, 37})
     for (int64_t k : {block, 3 * block, 17 * block})
-      for (int64_t m : {1, 2, 3, 4, 5, 9}) {
+      for (int64_t m : {1, 2, 3, 4, 5, 8, 9, 12, 17, 35}) {  // 8+: the K-quants' chunked prefill path
         const Tensor w = quantized_weight(dt, n, k, seed);
         expect_matches_reference(w, m, ++seed);
       }
@@ -101,7 +101,7 @@ TEST_P(Repacked, FixtureBlocksMatchTheDequantizedReference) {
   const int64_t blocks = fixture_weight(dt, 1).dim(1) / dtype_block_elems(dt);  // 16, or 6 of 256 elements
   for (int64_t rows : {1, 2, 3, 4, 6, 16}) {
     if (blocks % rows != 0) continue;
-    for (int64_t m : {1, 6}) expect_matches_reference(fixture_weight(dt, rows), m, 3);
+    for (int64_t m : {1, 6, 13}) expect_matches_reference(fixture_weight(dt, rows), m, 3);
   }
 }
 
