@@ -424,19 +424,25 @@ void fill_chunk(const uint8_t* grp, int64_t blk0, int n, Chunk& c) {
   }
 }
 
-// out[t] += the chunk's n blocks against x[t][blk0 ..], for T tokens.
-template <DType kType, int T>
+// One weight d per chunk and no minimum terms: q3_K, q6_K, iq4_xs.
+constexpr bool one_d_per_chunk(DType dt) { return layout_of(dt).sb == 256 && !layout_of(dt).dmin; }
+
+// out[t] += the chunk's n blocks against x[t][blk0 ..], for T tokens. kShared (one_d_per_chunk types, all T
+// tokens' activations from quantize_activations_256): the integer sums add up over the chunk in int32 and
+// the float step is once per chunk; otherwise once per block, with d multiplied in at the end where it is
+// the chunk's.
+template <DType kType, int T, bool kShared>
 STRATA_INLINE void chunk_tile(const Chunk& c, int n, const ActBlock* const* x, int64_t blk0, float (*out)[kRows]) {
   constexpr Layout l = layout_of(kType);
   constexpr int kChain = l.sub16 ? (l.chain() > 4 ? 4 : l.chain()) : l.chain();
-  // One d for the whole chunk (one super-block) and no minimum terms: d multiplies once at the end.
-  constexpr bool kDeferD = l.sb == 256 && !l.dmin;
+  constexpr bool kDeferD = one_d_per_chunk(kType);
+  static_assert(!kShared || kDeferD, "shared activation scales need one weight d per chunk");
   __m256 acc[T];
+  __m256i sum[T];
   unroll<T>([&](auto t) { acc[t] = _mm256_setzero_ps(); });
   for (int i = 0; i < n; ++i) {
     const ActBlock* a[T];
     unroll<T>([&](auto t) { a[t] = &x[t][blk0 + i]; });
-    __m256i sum[T];
     unroll<8 / kChain>([&](auto ci) {
       __m256i s16[T];
       unroll<kChain>([&](auto j) {
@@ -452,7 +458,7 @@ STRATA_INLINE void chunk_tile(const Chunk& c, int n, const ActBlock* const* x, i
       const __m256i scale = (l.sub16 && ci * kChain >= 4) ? c.sc_b[i] : c.sc_a[i];
       unroll<T>([&](auto t) {
         const __m256i m = _mm256_madd_epi16(s16[t], scale);
-        sum[t] = ci == 0 ? m : _mm256_add_epi32(sum[t], m);
+        sum[t] = ci == 0 && (!kShared || i == 0) ? m : _mm256_add_epi32(sum[t], m);
       });
     });
     unroll<T>([&](auto t) {
@@ -461,6 +467,7 @@ STRATA_INLINE void chunk_tile(const Chunk& c, int n, const ActBlock* const* x, i
       const __m256i halves = _mm256_set1_epi32(pair);
       if constexpr (l.zero != 0)
         sum[t] = _mm256_sub_epi32(sum[t], _mm256_slli_epi32(_mm256_madd_epi16(c.sc_pair[i], halves), l.zero_shift()));
+      if constexpr (kShared) return;
       const __m256 dx = _mm256_set1_ps(a[t]->d);
       if constexpr (kDeferD) {
         acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum[t]), dx, acc[t]);
@@ -474,6 +481,7 @@ STRATA_INLINE void chunk_tile(const Chunk& c, int n, const ActBlock* const* x, i
     });
   }
   for (int t = 0; t < T; ++t) {
+    if constexpr (kShared) acc[t] = _mm256_mul_ps(_mm256_cvtepi32_ps(sum[t]), _mm256_set1_ps(x[t][blk0].d));
     if constexpr (kDeferD) acc[t] = _mm256_mul_ps(acc[t], c.d[0]);
     _mm256_storeu_ps(out[t], _mm256_add_ps(_mm256_loadu_ps(out[t]), acc[t]));
   }
@@ -490,7 +498,15 @@ void multiply_chunked(const uint8_t* grp, int64_t k, const ActBlock* const* x, i
   for (int64_t blk0 = 0; blk0 < nblk; blk0 += kChunkBlocks) {
     const int n = static_cast<int>(nblk - blk0 < kChunkBlocks ? nblk - blk0 : kChunkBlocks);
     fill_chunk<kType>(grp, blk0, n, c);
-    for (int t = 0; t < count; t += 4) chunk_tile<kType, 4>(c, n, x + t, blk0, out + t);
+    for (int t = 0; t < count; t += 4) {
+      if constexpr (one_d_per_chunk(kType)) {
+        if (x[t][blk0].shared & x[t + 1][blk0].shared & x[t + 2][blk0].shared & x[t + 3][blk0].shared) {
+          chunk_tile<kType, 4, true>(c, n, x + t, blk0, out + t);
+          continue;
+        }
+      }
+      chunk_tile<kType, 4, false>(c, n, x + t, blk0, out + t);
+    }
   }
 }
 
@@ -574,6 +590,15 @@ bool supports(DType dtype) {
     case DType::kIQ4_NL: return true;
     default: return false;
   }
+}
+
+bool wants_activations_256(DType dtype, int64_t tokens) {
+#ifdef STRATA_KQUANT_AVX2
+  return supports(dtype) && one_d_per_chunk(dtype) && tokens >= kChunkedFrom;
+#else
+  (void)dtype, (void)tokens;
+  return false;
+#endif
 }
 
 int64_t block_elems(DType dtype) { return layout_of(dtype).sb; }

@@ -298,6 +298,10 @@ RepackedWeight::RepackedWeight(const void* rows, DType dtype, int64_t n, int64_t
   }
 }
 
+bool RepackedWeight::wants_activations_256(int64_t m) const {
+  return kquant_ && kquant::wants_activations_256(dtype_, m);
+}
+
 void RepackedWeight::multiply(const ActBlock* x, int64_t m, int64_t g_begin, int64_t g_end, const float* bias,
                               float* out, int64_t ldo) const {
   const int64_t nb = k_ / 32;
