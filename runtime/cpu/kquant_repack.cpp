@@ -400,6 +400,9 @@ void fill_chunk(const uint8_t* grp, int64_t blk0, int n, Chunk& c) {
     if constexpr (l.mins) {
       const __m128i m8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(sb + l.mins_at() + 8 * b));
       c.min_term[i] = _mm256_mul_ps(c.neg_dmin[i], _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(m8)));
+      // The same minimum for both halves: against the activation half sums it is m x (block sum).
+      c.min_pair[i] =
+          widen(_mm_shuffle_epi8(m8, _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7)), false);
     }
     const uint8_t* codes = sb + l.codes_at() + b * l.block_code_bytes();
     if constexpr (l.table) {
@@ -419,21 +422,25 @@ void fill_chunk(const uint8_t* grp, int64_t blk0, int n, Chunk& c) {
   }
 }
 
-// One weight d per chunk and no minimum terms: q3_K, q6_K, iq4_xs.
-constexpr bool one_d_per_chunk(DType dt) { return layout_of(dt).sb == 256 && !layout_of(dt).dmin; }
+// One weight d (and dmin) per chunk: the 256-element super-block types.
+constexpr bool one_d_per_chunk(DType dt) { return layout_of(dt).sb == 256; }
+// The types whose prefill takes activations with one scale per 256 (wants_activations_256). Not q2_K:
+// SmolLM2 with q2_K ffn_down scored 2.1% higher perplexity with them (the others 0.1-0.4%; its minimum
+// term nearly cancels the scaled sum, so the coarser activation rounding shows).
+constexpr bool shares_activation_scale(DType dt) { return one_d_per_chunk(dt) && dt != DType::kQ2_K; }
 
 // out[t] += the chunk's n blocks against x[t][blk0 ..], for T tokens. kShared (one_d_per_chunk types, all T
-// tokens' activations from quantize_activations_256): the integer sums add up over the chunk in int32 and
-// the float step is once per chunk; otherwise once per block, with d multiplied in at the end where it is
-// the chunk's.
+// tokens' activations from quantize_activations_256): the integer sums (and the minimums times the
+// activation sums) add up over the chunk in int32 and the float step is once per chunk; otherwise once per
+// block, with d multiplied in at the end where it is the chunk's and there are no minimums.
 template <DType kType, int T, bool kShared>
 STRATA_INLINE void chunk_tile(const Chunk& c, int n, const ActBlock* const* x, int64_t blk0, float (*out)[kRows]) {
   constexpr Layout l = layout_of(kType);
   constexpr int kChain = l.sub16 ? (l.chain() > 4 ? 4 : l.chain()) : l.chain();
-  constexpr bool kDeferD = one_d_per_chunk(kType);
-  static_assert(!kShared || kDeferD, "shared activation scales need one weight d per chunk");
+  constexpr bool kDeferD = one_d_per_chunk(kType) && !l.dmin;
+  static_assert(!kShared || one_d_per_chunk(kType), "shared activation scales need one weight d per chunk");
   __m256 acc[T];
-  __m256i sum[T];
+  __m256i sum[T], min_sum[T];
   unroll<T>([&](auto t) { acc[t] = _mm256_setzero_ps(); });
   for (int i = 0; i < n; ++i) {
     const ActBlock* a[T];
@@ -462,6 +469,10 @@ STRATA_INLINE void chunk_tile(const Chunk& c, int n, const ActBlock* const* x, i
       const __m256i halves = _mm256_set1_epi32(pair);
       if constexpr (l.zero != 0)
         sum[t] = _mm256_sub_epi32(sum[t], _mm256_slli_epi32(_mm256_madd_epi16(c.sc_pair[i], halves), l.zero_shift()));
+      if constexpr (kShared && l.dmin) {
+        const __m256i m = _mm256_madd_epi16(c.min_pair[i], halves);
+        min_sum[t] = i == 0 ? m : _mm256_add_epi32(min_sum[t], m);
+      }
       if constexpr (kShared) return;
       const __m256 dx = _mm256_set1_ps(a[t]->d);
       if constexpr (kDeferD) {
@@ -476,16 +487,23 @@ STRATA_INLINE void chunk_tile(const Chunk& c, int n, const ActBlock* const* x, i
     });
   }
   for (int t = 0; t < T; ++t) {
-    if constexpr (kShared) acc[t] = _mm256_mul_ps(_mm256_cvtepi32_ps(sum[t]), _mm256_set1_ps(x[t][blk0].d));
-    if constexpr (kDeferD) acc[t] = _mm256_mul_ps(acc[t], c.d[0]);
+    if constexpr (kShared) {
+      const __m256 dx = _mm256_set1_ps(x[t][blk0].d);
+      acc[t] = _mm256_mul_ps(_mm256_cvtepi32_ps(sum[t]), _mm256_mul_ps(c.d[0], dx));
+      if constexpr (l.dmin)
+        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(min_sum[t]), _mm256_mul_ps(c.neg_dmin[0], dx), acc[t]);
+    } else if constexpr (kDeferD) {
+      acc[t] = _mm256_mul_ps(acc[t], c.d[0]);
+    }
     _mm256_storeu_ps(out[t], _mm256_add_ps(_mm256_loadu_ps(out[t]), acc[t]));
   }
 }
 
 // out[t] for the first `count` tokens, count a multiple of 4 (the 1..3 left over take tile(): the chunk's
-// store and reload only pay off over 4-token tiles, measured).
+// store and reload only pay off over 4-token tiles, measured). Not inlined: decode's calls of tile<1> should
+// not set up this frame (the Chunk is 5.5 KiB).
 template <DType kType>
-void multiply_chunked(const uint8_t* grp, int64_t k, const ActBlock* const* x, int count, float (*out)[kRows]) {
+[[gnu::noinline]] void multiply_chunked(const uint8_t* grp, int64_t k, const ActBlock* const* x, int count, float (*out)[kRows]) {
   Chunk c;
   for (int t = 0; t < count; ++t)
     for (int r = 0; r < kRows; ++r) out[t][r] = 0.f;
@@ -494,7 +512,7 @@ void multiply_chunked(const uint8_t* grp, int64_t k, const ActBlock* const* x, i
     const int n = static_cast<int>(nblk - blk0 < kChunkBlocks ? nblk - blk0 : kChunkBlocks);
     fill_chunk<kType>(grp, blk0, n, c);
     for (int t = 0; t < count; t += 4) {
-      if constexpr (one_d_per_chunk(kType)) {
+      if constexpr (shares_activation_scale(kType)) {
         if (x[t][blk0].shared & x[t + 1][blk0].shared & x[t + 2][blk0].shared & x[t + 3][blk0].shared) {
           chunk_tile<kType, 4, true>(c, n, x + t, blk0, out + t);
           continue;
@@ -555,9 +573,10 @@ void tile(const uint8_t* grp, int64_t k, const ActBlock* const* x, float (*out)[
 
 template <DType kType>
 void multiply_type(const uint8_t* grp, int64_t k, const ActBlock* const* x, int count, float (*out)[kRows]) {
+  if (count == 1) return tile<kType, 1>(grp, k, x, out);  // decode
   int t = 0;
 #ifdef STRATA_KQUANT_AVX2
-  if (kType != DType::kQ4_K && count >= kChunkedFrom) {  // q4_K: the register tile measured faster
+  if (count >= kChunkedFrom) {
     t = count / 4 * 4;
     multiply_chunked<kType>(grp, k, x, t, out);
   }
@@ -589,7 +608,7 @@ bool supports(DType dtype) {
 
 bool wants_activations_256(DType dtype, int64_t tokens) {
 #ifdef STRATA_KQUANT_AVX2
-  return supports(dtype) && one_d_per_chunk(dtype) && tokens >= kChunkedFrom;
+  return supports(dtype) && shares_activation_scale(dtype) && tokens >= kChunkedFrom;
 #else
   (void)dtype, (void)tokens;
   return false;

@@ -26,7 +26,7 @@ static_assert(sizeof(ActBlock) == 48, "activation block layout");
 void quantize_activations(const float* x, int64_t k, ActBlock* out);
 // The same blocks, but with one d per 256 elements (k a multiple of 256): max|x| over the run / 127, as
 // llama.cpp's q8_K for its K-quant dots. Coarser than per 32 where a run's magnitudes differ; the
-// repacked q3_K, q6_K and iq4_xs kernels then step in float once per 256 elements instead of once per 32.
+// repacked K-quant and iq4_xs prefill kernels then step in float once per 256 elements instead of 8 times.
 void quantize_activations_256(const float* x, int64_t k, ActBlock* out);
 // Dot product of k quantized activations with one weight row of any block-quantized dtype.
 float dot_quant(const ActBlock* x, const void* row, DType dtype, int64_t k);

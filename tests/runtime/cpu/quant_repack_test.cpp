@@ -42,7 +42,7 @@ Tensor fixture_weight(DType dt, int64_t rows) {
 }
 
 // out[i, r] against sum_j dequantized(w[r, j]) * d_b * q[i, j] + bias[r] in double. act256: the activations
-// from quantize_activations_256 (one scale per 256 elements; the q3_K / q6_K / iq4_xs prefill sums their
+// from quantize_activations_256 (one scale per 256 elements; the K-quant / iq4_xs prefill sums their
 // integers over whole super-blocks).
 void expect_matches_reference(const Tensor& w, int64_t m, uint32_t seed, bool act256 = false) {
   const DType dt = w.dtype();
@@ -138,7 +138,7 @@ TEST_P(Repacked, BackendMatmulAgreesWithAndWithoutTheCopy) {
 }
 
 // Prefill through the backend (13 rows): the activations are rounded as the copy wants (one scale per 256
-// for q3_K / q6_K / iq4_xs, kquant_repack.h), and the result is the double-precision product with those.
+// for q3_K..q6_K and iq4_xs, kquant_repack.h), and the result is the double-precision product with those.
 TEST_P(Repacked, BackendPrefillUsesTheActivationsTheCopyWants) {
   const DType dt = GetParam();
   auto packing = make_cpu_backend(1, true);
