@@ -346,8 +346,9 @@ void tile(const uint8_t* grp, int64_t k, const ActBlock* const* x, float (*out)[
 // then costs once per chunk and call instead of once per 4 tokens, and the 4-token inner loop holds no
 // weight registers across tokens. iq4: the table's magnitudes and values come from two pshufb lookups at
 // fill time (the tile above takes |v| with a vpsignb per token); the values' signs move onto the
-// activations (vpsignb measured 3% faster than xor/sub with a sign mask). Measured on this project's AMD EPYC (1 thread, m = 64): 12-20% less time per block than
-// the register tile for q2_K, q3_K, q5_K, q6_K and iq4_xs, 3% for iq4_nl, 7% more for q4_K (kept on the tile).
+// activations (vpsignb measured 3% faster than xor/sub with a sign mask). Time per block and token against
+// main's register tiles, 1 thread, 2816 x 1024 weights, 64 tokens (bench/results/quant-cpu-pp-20261208):
+// iq4_xs -23%, q3_K -29%, q4_K -2% (not kept, see chunked()), q5_K -24%, q6_K -31%, q2_K -19%, iq4_nl -11%.
 constexpr int kChunkBlocks = 8;
 constexpr auto kIq4Magnitude = [] {
   std::array<int8_t, 16> a{};
@@ -424,10 +425,15 @@ void fill_chunk(const uint8_t* grp, int64_t blk0, int n, Chunk& c) {
 
 // One weight d (and dmin) per chunk: the 256-element super-block types.
 constexpr bool one_d_per_chunk(DType dt) { return layout_of(dt).sb == 256; }
+// q4_K stays on the register tile: the chunked path measured 2% faster per kernel call but 6% slower
+// end to end (pure-0242), the tile is as fast as llama.cpp's repacked q4_K there already.
+constexpr bool chunked(DType dt) { return dt != DType::kQ4_K; }
 // The types whose prefill takes activations with one scale per 256 (wants_activations_256). Not q2_K:
 // SmolLM2 with q2_K ffn_down scored 2.1% higher perplexity with them (the others 0.1-0.4%; its minimum
 // term nearly cancels the scaled sum, so the coarser activation rounding shows).
-constexpr bool shares_activation_scale(DType dt) { return one_d_per_chunk(dt) && dt != DType::kQ2_K; }
+constexpr bool shares_activation_scale(DType dt) {
+  return one_d_per_chunk(dt) && chunked(dt) && dt != DType::kQ2_K;
+}
 
 // out[t] += the chunk's n blocks against x[t][blk0 ..], for T tokens. kShared (one_d_per_chunk types, all T
 // tokens' activations from quantize_activations_256): the integer sums (and the minimums times the
@@ -468,7 +474,8 @@ STRATA_INLINE void chunk_tile(const Chunk& c, int n, const ActBlock* const* x, i
       std::memcpy(&pair, a[t]->half_sum, 4);
       const __m256i halves = _mm256_set1_epi32(pair);
       if constexpr (l.zero != 0)
-        sum[t] = _mm256_sub_epi32(sum[t], _mm256_slli_epi32(_mm256_madd_epi16(c.sc_pair[i], halves), l.zero_shift()));
+        sum[t] =
+            _mm256_sub_epi32(sum[t], _mm256_slli_epi32(_mm256_madd_epi16(c.sc_pair[i], halves), l.zero_shift()));
       if constexpr (kShared && l.dmin) {
         const __m256i m = _mm256_madd_epi16(c.min_pair[i], halves);
         min_sum[t] = i == 0 ? m : _mm256_add_epi32(min_sum[t], m);
@@ -503,7 +510,8 @@ STRATA_INLINE void chunk_tile(const Chunk& c, int n, const ActBlock* const* x, i
 // store and reload only pay off over 4-token tiles, measured). Not inlined: decode's calls of tile<1> should
 // not set up this frame (the Chunk is 5.5 KiB).
 template <DType kType>
-[[gnu::noinline]] void multiply_chunked(const uint8_t* grp, int64_t k, const ActBlock* const* x, int count, float (*out)[kRows]) {
+[[gnu::noinline]] void multiply_chunked(const uint8_t* grp, int64_t k, const ActBlock* const* x, int count,
+                                      float (*out)[kRows]) {
   Chunk c;
   for (int t = 0; t < count; ++t)
     for (int r = 0; r < kRows; ++r) out[t][r] = 0.f;
@@ -576,7 +584,7 @@ void multiply_type(const uint8_t* grp, int64_t k, const ActBlock* const* x, int 
   if (count == 1) return tile<kType, 1>(grp, k, x, out);  // decode
   int t = 0;
 #ifdef STRATA_KQUANT_AVX2
-  if (count >= kChunkedFrom) {
+  if (chunked(kType) && count >= kChunkedFrom) {
     t = count / 4 * 4;
     multiply_chunked<kType>(grp, k, x, t, out);
   }

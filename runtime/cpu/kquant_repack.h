@@ -14,7 +14,7 @@ namespace strata::cpu::kquant {
 
 // q2_K, q3_K, q4_K, q5_K, q6_K, iq4_xs (256-element super-blocks) and iq4_nl (32-element blocks).
 bool supports(DType dtype);
-// q3_K, q4_K, q5_K, q6_K and iq4_xs (not q2_K: kquant_repack.cpp says why) from 8 tokens a call on: the
+// q3_K, q5_K, q6_K and iq4_xs (not q2_K, q4_K: kquant_repack.cpp says why) from 8 tokens a call on: the
 // chunked prefill path is faster with activations from quantize_activations_256 (one float step per 256
 // elements instead of 8). Every path gives correct results with either kind of activations.
 bool wants_activations_256(DType dtype, int64_t tokens);

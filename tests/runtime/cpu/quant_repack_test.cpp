@@ -138,7 +138,7 @@ TEST_P(Repacked, BackendMatmulAgreesWithAndWithoutTheCopy) {
 }
 
 // Prefill through the backend (13 rows): the activations are rounded as the copy wants (one scale per 256
-// for q3_K..q6_K and iq4_xs, kquant_repack.h), and the result is the double-precision product with those.
+// for q3_K, q5_K, q6_K and iq4_xs, kquant_repack.h), and the result is the double-precision product with those.
 TEST_P(Repacked, BackendPrefillUsesTheActivationsTheCopyWants) {
   const DType dt = GetParam();
   auto packing = make_cpu_backend(1, true);
