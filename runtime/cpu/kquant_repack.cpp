@@ -348,7 +348,7 @@ void tile(const uint8_t* grp, int64_t k, const ActBlock* const* x, float (*out)[
 // fill time (the tile above takes |v| with a vpsignb per token); the values' signs move onto the
 // activations (vpsignb measured 3% faster than xor/sub with a sign mask). Time per block and token against
 // main's register tiles, 1 thread, 2816 x 1024 weights, 64 tokens (bench/results/quant-cpu-pp-20261208):
-// iq4_xs -23%, q3_K -29%, q4_K -2% (not kept, see chunked()), q5_K -24%, q6_K -31%, q2_K -19%, iq4_nl -11%.
+// iq4_xs -25%, q3_K -29%, q5_K -24%, q6_K -28%, q2_K -17%, iq4_nl -11% (q4_K: see chunked()).
 constexpr int kChunkBlocks = 8;
 constexpr auto kIq4Magnitude = [] {
   std::array<int8_t, 16> a{};
