@@ -277,8 +277,9 @@ class CpuBackend final : public Backend {
                               float* o) {
     const int64_t k = w.cols(), n = w.rows(), blocks = k / 32, groups = w.groups();
     std::vector<cpu::ActBlock> acts(static_cast<size_t>(m * blocks));
+    const auto quantize = w.wants_activations_256(m) ? cpu::quantize_activations_256 : cpu::quantize_activations;
 #pragma omp parallel for if (m * k >= kParallelWork)
-    for (int64_t i = 0; i < m; ++i) cpu::quantize_activations(xs + i * k, k, acts.data() + i * blocks);
+    for (int64_t i = 0; i < m; ++i) quantize(xs + i * k, k, acts.data() + i * blocks);
     const float* bias = b.empty() ? nullptr : b.data();
 #pragma omp parallel for schedule(static) if (m * n * k >= kParallelWork)
     for (int64_t g = 0; g < groups; ++g) w.multiply(acts.data(), m, g, g + 1, bias, o, n);

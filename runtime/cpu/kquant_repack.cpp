@@ -1,5 +1,5 @@
 // runtime/cpu/kquant_repack.cpp: the 8-row interleaved layout of the K-quants and iq4_xs / iq4_nl, and its
-// (8 rows x up to 4 tokens) tiles.
+// (8 rows x up to 4 tokens) tiles, and the chunked prefill path (8+ tokens a call) further down.
 //
 // Layout of one group (8 rows), super-block s (S = 256 elements, or 32 for iq4_nl) at group + s * sb_bytes:
 //   d: the 8 rows' f16 scales; dmin: their f16 minimum scales (q2_K, q4_K, q5_K);
@@ -22,6 +22,7 @@
 // The integer sums are the ones quant_dot.cpp forms per row, so results differ from it only by f32 order.
 #include "runtime/cpu/kquant_repack.h"
 
+#include <array>
 #include <cstring>
 #include <utility>
 
@@ -37,6 +38,7 @@ namespace strata::cpu::kquant {
 namespace {
 
 constexpr int kRows = 8;
+constexpr int kChunkedFrom = 8;  // token counts from here take the chunked prefill path
 
 struct Layout {
   int sb = 256;               // elements per super-block
@@ -338,6 +340,197 @@ void tile(const uint8_t* grp, int64_t k, const ActBlock* const* x, float (*out)[
   for (int t = 0; t < T; ++t) _mm256_storeu_ps(out[t], acc[t]);
 }
 
+// Prefill: a chunk of up to 8 blocks (one super-block; iq4_nl 8 of its 32-element blocks) of the group is
+// unpacked once into this L1-resident form, then every token of the call (up to kMaxTokens) multiplies it,
+// 4 at a time, with the weights as memory operands. The unpack (bit planes, table lookups, scale widening)
+// then costs once per chunk and call instead of once per 4 tokens, and the 4-token inner loop holds no
+// weight registers across tokens. iq4: the table's magnitudes and values come from two pshufb lookups at
+// fill time (the tile above takes |v| with a vpsignb per token); the values' signs move onto the
+// activations (vpsignb measured 3% faster than xor/sub with a sign mask). Time per block and token against
+// main's register tiles, 1 thread, 2816 x 1024 weights, 64 tokens (bench/results/quant-cpu-pp-20261208):
+// iq4_xs -25%, q3_K -29%, q5_K -24%, q6_K -28%, q2_K -17%, iq4_nl -11% (q4_K: see chunked()).
+constexpr int kChunkBlocks = 8;
+constexpr auto kIq4Magnitude = [] {
+  std::array<int8_t, 16> a{};
+  for (int j = 0; j < 16; ++j) a[j] = static_cast<int8_t>(kIq4Values[j] < 0 ? -kIq4Values[j] : kIq4Values[j]);
+  return a;
+}();
+struct alignas(32) Chunk {
+  __m256i u[kChunkBlocks][8];     // codes, or iq4 table magnitudes
+  __m256i value[kChunkBlocks][8]; // iq4: the table values (signed)
+  __m256i sc_a[kChunkBlocks], sc_b[kChunkBlocks], sc_pair[kChunkBlocks], min_pair[kChunkBlocks];
+  __m256 d[kChunkBlocks], neg_dmin[kChunkBlocks], min_term[kChunkBlocks];
+};
+
+template <DType kType>
+STRATA_INLINE void scales_of(const uint8_t* sb, int b, __m256i* sc_a, __m256i* sc_b, __m256i* sc_pair,
+                             __m256i* min_pair) {
+  constexpr Layout l = layout_of(kType);
+  *sc_a = *sc_b = *sc_pair = *min_pair = _mm256_set1_epi16(1);
+  if constexpr (l.scales && !l.sub16) {
+    const __m128i s8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(sb + l.scales_at() + 8 * b));
+    *sc_a = widen(_mm_shuffle_epi8(s8, _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7)),
+                  l.signed_scales);
+  } else if constexpr (l.sub16) {
+    __m128i p = load16(sb + l.scales_at() + 16 * b);
+    if constexpr (l.packed_min) {
+      const __m128i m4 = _mm_set1_epi8(0x0f);
+      *min_pair = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(p, 4), m4));
+      p = _mm_and_si128(p, m4);
+    }
+    *sc_pair = widen(p, l.signed_scales);
+    *sc_a = widen(_mm_shuffle_epi8(p, _mm_setr_epi8(0, 0, 2, 2, 4, 4, 6, 6, 8, 8, 10, 10, 12, 12, 14, 14)),
+                  l.signed_scales);
+    *sc_b = widen(_mm_shuffle_epi8(p, _mm_setr_epi8(1, 1, 3, 3, 5, 5, 7, 7, 9, 9, 11, 11, 13, 13, 15, 15)),
+                  l.signed_scales);
+  }
+}
+
+// Blocks [blk0, blk0 + n) of the group (n <= kChunkBlocks, within one super-block unless sb is 32).
+template <DType kType>
+void fill_chunk(const uint8_t* grp, int64_t blk0, int n, Chunk& c) {
+  constexpr Layout l = layout_of(kType);
+  for (int i = 0; i < n; ++i) {
+    const int64_t blk = blk0 + i;
+    const uint8_t* sb = grp + blk / l.blocks() * l.sb_bytes();
+    const int b = static_cast<int>(blk % l.blocks());
+    c.d[i] = _mm256_cvtph_ps(load16(sb));
+    c.neg_dmin[i] = _mm256_setzero_ps();
+    if constexpr (l.dmin) c.neg_dmin[i] = _mm256_sub_ps(c.neg_dmin[i], _mm256_cvtph_ps(load16(sb + 16)));
+    scales_of<kType>(sb, b, &c.sc_a[i], &c.sc_b[i], &c.sc_pair[i], &c.min_pair[i]);
+    if constexpr (l.mins) {
+      const __m128i m8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(sb + l.mins_at() + 8 * b));
+      c.min_term[i] = _mm256_mul_ps(c.neg_dmin[i], _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(m8)));
+      // The same minimum for both halves: against the activation half sums it is m x (block sum).
+      c.min_pair[i] =
+          widen(_mm_shuffle_epi8(m8, _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7)), false);
+    }
+    const uint8_t* codes = sb + l.codes_at() + b * l.block_code_bytes();
+    if constexpr (l.table) {
+      const __m128i m128 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4Magnitude.data()));
+      const __m128i v128 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4Values));
+      const __m256i mag_t = _mm256_set_m128i(m128, m128), val_t = _mm256_set_m128i(v128, v128);
+      const __m256i m4 = _mm256_set1_epi8(0x0f);
+      unroll<4>([&](auto q) {
+        const __m256i v = load32(codes + 32 * q);
+        const __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+        c.u[i][q] = _mm256_shuffle_epi8(mag_t, lo), c.value[i][q] = _mm256_shuffle_epi8(val_t, lo);
+        c.u[i][q + 4] = _mm256_shuffle_epi8(mag_t, hi), c.value[i][q + 4] = _mm256_shuffle_epi8(val_t, hi);
+      });
+    } else {
+      unpack<kType>(codes, c.u[i]);
+    }
+  }
+}
+
+// One weight d (and dmin) per chunk: the 256-element super-block types.
+constexpr bool one_d_per_chunk(DType dt) { return layout_of(dt).sb == 256; }
+// q4_K stays on the register tile: the chunked path measured 2% faster per kernel call but 6% slower
+// end to end (pure-0242), the tile is as fast as llama.cpp's repacked q4_K there already.
+constexpr bool chunked(DType dt) { return dt != DType::kQ4_K; }
+// The types whose prefill takes activations with one scale per 256 (wants_activations_256). Not q2_K:
+// SmolLM2 with q2_K ffn_down scored 2.1% higher perplexity with them (the others 0.1-0.4%; its minimum
+// term nearly cancels the scaled sum, so the coarser activation rounding shows).
+constexpr bool shares_activation_scale(DType dt) {
+  return one_d_per_chunk(dt) && chunked(dt) && dt != DType::kQ2_K;
+}
+
+// out[t] += the chunk's n blocks against x[t][blk0 ..], for T tokens. kShared (one_d_per_chunk types, all T
+// tokens' activations from quantize_activations_256): the integer sums (and the minimums times the
+// activation sums) add up over the chunk in int32 and the float step is once per chunk; otherwise once per
+// block, with d multiplied in at the end where it is the chunk's and there are no minimums.
+template <DType kType, int T, bool kShared>
+STRATA_INLINE void chunk_tile(const Chunk& c, int n, const ActBlock* const* x, int64_t blk0, float (*out)[kRows]) {
+  constexpr Layout l = layout_of(kType);
+  constexpr int kChain = l.sub16 ? (l.chain() > 4 ? 4 : l.chain()) : l.chain();
+  constexpr bool kDeferD = one_d_per_chunk(kType) && !l.dmin;
+  static_assert(!kShared || one_d_per_chunk(kType), "shared activation scales need one weight d per chunk");
+  __m256 acc[T];
+  __m256i sum[T], min_sum[T];
+  unroll<T>([&](auto t) { acc[t] = _mm256_setzero_ps(); });
+  for (int i = 0; i < n; ++i) {
+    const ActBlock* a[T];
+    unroll<T>([&](auto t) { a[t] = &x[t][blk0 + i]; });
+    unroll<8 / kChain>([&](auto ci) {
+      __m256i s16[T];
+      unroll<kChain>([&](auto j) {
+        constexpr int q = ci * kChain + j;
+        const __m256i uq = c.u[i][q];
+        unroll<T>([&](auto t) {
+          __m256i xq = _mm256_set1_epi32(load_i32(a[t]->q + 4 * q));
+          if constexpr (l.table) xq = _mm256_sign_epi8(xq, c.value[i][q]);
+          const __m256i p = _mm256_maddubs_epi16(uq, xq);
+          s16[t] = j == 0 ? p : _mm256_add_epi16(s16[t], p);
+        });
+      });
+      const __m256i scale = (l.sub16 && ci * kChain >= 4) ? c.sc_b[i] : c.sc_a[i];
+      unroll<T>([&](auto t) {
+        const __m256i m = _mm256_madd_epi16(s16[t], scale);
+        sum[t] = ci == 0 && (!kShared || i == 0) ? m : _mm256_add_epi32(sum[t], m);
+      });
+    });
+    unroll<T>([&](auto t) {
+      int32_t pair;
+      std::memcpy(&pair, a[t]->half_sum, 4);
+      const __m256i halves = _mm256_set1_epi32(pair);
+      if constexpr (l.zero != 0)
+        sum[t] =
+            _mm256_sub_epi32(sum[t], _mm256_slli_epi32(_mm256_madd_epi16(c.sc_pair[i], halves), l.zero_shift()));
+      if constexpr (kShared && l.dmin) {
+        const __m256i m = _mm256_madd_epi16(c.min_pair[i], halves);
+        min_sum[t] = i == 0 ? m : _mm256_add_epi32(min_sum[t], m);
+      }
+      if constexpr (kShared) return;
+      const __m256 dx = _mm256_set1_ps(a[t]->d);
+      if constexpr (kDeferD) {
+        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum[t]), dx, acc[t]);
+      } else {
+        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum[t]), _mm256_mul_ps(c.d[i], dx), acc[t]);
+      }
+      if constexpr (l.mins) acc[t] = _mm256_fmadd_ps(c.min_term[i], _mm256_set1_ps(a[t]->s), acc[t]);
+      if constexpr (l.packed_min)
+        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(c.min_pair[i], halves)),
+                                 _mm256_mul_ps(c.neg_dmin[i], dx), acc[t]);
+    });
+  }
+  for (int t = 0; t < T; ++t) {
+    if constexpr (kShared) {
+      const __m256 dx = _mm256_set1_ps(x[t][blk0].d);
+      acc[t] = _mm256_mul_ps(_mm256_cvtepi32_ps(sum[t]), _mm256_mul_ps(c.d[0], dx));
+      if constexpr (l.dmin)
+        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(min_sum[t]), _mm256_mul_ps(c.neg_dmin[0], dx), acc[t]);
+    } else if constexpr (kDeferD) {
+      acc[t] = _mm256_mul_ps(acc[t], c.d[0]);
+    }
+    _mm256_storeu_ps(out[t], _mm256_add_ps(_mm256_loadu_ps(out[t]), acc[t]));
+  }
+}
+
+// out[t] for the first `count` tokens, count a multiple of 4 (the 1..3 left over take tile(): the chunk's
+// store and reload only pay off over 4-token tiles, measured). Not inlined: decode's calls of tile<1> should
+// not set up this frame (the Chunk is 5.5 KiB).
+template <DType kType>
+[[gnu::noinline]] void multiply_chunked(const uint8_t* grp, int64_t k, const ActBlock* const* x, int count,
+                                      float (*out)[kRows]) {
+  Chunk c;
+  for (int t = 0; t < count; ++t)
+    for (int r = 0; r < kRows; ++r) out[t][r] = 0.f;
+  const int64_t nblk = k / 32;
+  for (int64_t blk0 = 0; blk0 < nblk; blk0 += kChunkBlocks) {
+    const int n = static_cast<int>(nblk - blk0 < kChunkBlocks ? nblk - blk0 : kChunkBlocks);
+    fill_chunk<kType>(grp, blk0, n, c);
+    for (int t = 0; t < count; t += 4) {
+      if constexpr (shares_activation_scale(kType)) {
+        if (x[t][blk0].shared & x[t + 1][blk0].shared & x[t + 2][blk0].shared & x[t + 3][blk0].shared) {
+          chunk_tile<kType, 4, true>(c, n, x + t, blk0, out + t);
+          continue;
+        }
+      }
+      chunk_tile<kType, 4, false>(c, n, x + t, blk0, out + t);
+    }
+  }
+}
+
 #else
 
 // The portable path: the same integer sums from the same layout, one row and one token at a time.
@@ -388,11 +581,21 @@ void tile(const uint8_t* grp, int64_t k, const ActBlock* const* x, float (*out)[
 
 template <DType kType>
 void multiply_type(const uint8_t* grp, int64_t k, const ActBlock* const* x, int count, float (*out)[kRows]) {
-  switch (count) {
-    case 1: tile<kType, 1>(grp, k, x, out); break;
-    case 2: tile<kType, 2>(grp, k, x, out); break;
-    case 3: tile<kType, 3>(grp, k, x, out); break;
-    default: tile<kType, 4>(grp, k, x, out); break;
+  if (count == 1) return tile<kType, 1>(grp, k, x, out);  // decode
+  int t = 0;
+#ifdef STRATA_KQUANT_AVX2
+  if (chunked(kType) && count >= kChunkedFrom) {
+    t = count / 4 * 4;
+    multiply_chunked<kType>(grp, k, x, t, out);
+  }
+#endif
+  for (; t < count; t += 4) {
+    switch (count - t) {
+      case 1: tile<kType, 1>(grp, k, x + t, out + t); break;
+      case 2: tile<kType, 2>(grp, k, x + t, out + t); break;
+      case 3: tile<kType, 3>(grp, k, x + t, out + t); break;
+      default: tile<kType, 4>(grp, k, x + t, out + t); break;
+    }
   }
 }
 
@@ -409,6 +612,15 @@ bool supports(DType dtype) {
     case DType::kIQ4_NL: return true;
     default: return false;
   }
+}
+
+bool wants_activations_256(DType dtype, int64_t tokens) {
+#ifdef STRATA_KQUANT_AVX2
+  return supports(dtype) && shares_activation_scale(dtype) && tokens >= kChunkedFrom;
+#else
+  (void)dtype, (void)tokens;
+  return false;
+#endif
 }
 
 int64_t block_elems(DType dtype) { return layout_of(dtype).sb; }

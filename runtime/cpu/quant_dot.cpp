@@ -515,43 +515,60 @@ template <int T>
 
 }  // namespace
 
+namespace {
+
+float max_abs_of(const float* x, int64_t n) {
+#ifdef STRATA_QDOT_AVX2
+  const __m256 sign = _mm256_set1_ps(-0.f);
+  __m256 amax = _mm256_setzero_ps();
+  for (int64_t i = 0; i < n; i += 8) amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + i)));
+  __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
+  m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+  m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+  return _mm_cvtss_f32(m4);
+#else
+  float max_abs = 0.f;
+  for (int64_t i = 0; i < n; ++i) max_abs = std::max(max_abs, std::fabs(x[i]));
+  return max_abs;
+#endif
+}
+
+// One block of 32 with the scale of max_abs (its own or its 256-element run's).
+void quantize_block(const float* x, float max_abs, bool shared, ActBlock& a) {
+  a.d = max_abs / 127.f;
+  const float inv = max_abs > 0.f ? 127.f / max_abs : 0.f;
+#ifdef STRATA_QDOT_AVX2
+  __m256i q[4];
+  for (int i = 0; i < 4; ++i)
+    q[i] = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 8 * i), _mm256_set1_ps(inv)));  // round to even
+  const __m256i q16a = _mm256_packs_epi32(q[0], q[1]), q16b = _mm256_packs_epi32(q[2], q[3]);
+  // packs interleaves 128-bit lanes; the permute puts the 32 bytes back in element order.
+  const __m256i q8 =
+      _mm256_permutevar8x32_epi32(_mm256_packs_epi16(q16a, q16b), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(a.q), q8);
+#else
+  for (int i = 0; i < 32; ++i) a.q[i] = static_cast<int8_t>(std::nearbyint(x[i] * inv));
+#endif
+  int h0 = 0, h1 = 0;
+  for (int i = 0; i < 16; ++i) h0 += a.q[i], h1 += a.q[i + 16];
+  a.half_sum[0] = static_cast<int16_t>(h0);
+  a.half_sum[1] = static_cast<int16_t>(h1);
+  a.s = a.d * static_cast<float>(h0 + h1);
+  a.shared = shared ? 1 : 0;
+}
+
+}  // namespace
+
 void quantize_activations(const float* x, int64_t k, ActBlock* out) {
-  for (int64_t b = 0; b < k / 32; ++b, x += 32) {
-    ActBlock& a = out[b];
-#ifdef STRATA_QDOT_AVX2
-    const __m256 sign = _mm256_set1_ps(-0.f);
-    __m256 v[4], amax = _mm256_setzero_ps();
-    for (int i = 0; i < 4; ++i) {
-      v[i] = _mm256_loadu_ps(x + 8 * i);
-      amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign, v[i]));
-    }
-    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
-    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
-    const float max_abs = _mm_cvtss_f32(m4);
-#else
-    float max_abs = 0.f;
-    for (int i = 0; i < 32; ++i) max_abs = std::max(max_abs, std::fabs(x[i]));
-#endif
-    a.d = max_abs / 127.f;
-    const float inv = max_abs > 0.f ? 127.f / max_abs : 0.f;
-#ifdef STRATA_QDOT_AVX2
-    __m256i q[4];
-    for (int i = 0; i < 4; ++i) q[i] = _mm256_cvtps_epi32(_mm256_mul_ps(v[i], _mm256_set1_ps(inv)));  // round to even
-    const __m256i q16a = _mm256_packs_epi32(q[0], q[1]), q16b = _mm256_packs_epi32(q[2], q[3]);
-    // packs interleaves 128-bit lanes; the permute puts the 32 bytes back in element order.
-    const __m256i q8 =
-        _mm256_permutevar8x32_epi32(_mm256_packs_epi16(q16a, q16b), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(a.q), q8);
-#else
-    for (int i = 0; i < 32; ++i) a.q[i] = static_cast<int8_t>(std::nearbyint(x[i] * inv));
-#endif
-    int h0 = 0, h1 = 0;
-    for (int i = 0; i < 16; ++i) h0 += a.q[i], h1 += a.q[i + 16];
-    a.half_sum[0] = static_cast<int16_t>(h0);
-    a.half_sum[1] = static_cast<int16_t>(h1);
-    a.s = a.d * static_cast<float>(h0 + h1);
-    a.pad = 0;
+  for (int64_t b = 0; b < k / 32; ++b, x += 32) quantize_block(x, max_abs_of(x, 32), false, out[b]);
+}
+
+void quantize_activations_256(const float* x, int64_t k, ActBlock* out) {
+  STRATA_CHECK_KIND(ErrorKind::kInternal, k % 256 == 0, "quantize_activations_256: k = ", k,
+                    " is not a multiple of 256");
+  for (int64_t r = 0; r < k / 256; ++r, x += 256, out += 8) {
+    const float max_abs = max_abs_of(x, 256);
+    for (int b = 0; b < 8; ++b) quantize_block(x + 32 * b, max_abs, true, out[b]);
   }
 }
 

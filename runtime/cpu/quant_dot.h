@@ -16,12 +16,18 @@ struct ActBlock {
   float d;
   float s;
   int16_t half_sum[2];
-  int32_t pad;
+  // 1: d is the scale of the whole 256-element run this block belongs to (quantize_activations_256), so
+  // the K-quant kernels may add the integer sums of its 8 blocks before the float step.
+  int32_t shared;
 };
 static_assert(sizeof(ActBlock) == 48, "activation block layout");
 
 // Quantizes k activations (k a multiple of 32) to k / 32 blocks: d = max|x| / 127, q = round(x / d).
 void quantize_activations(const float* x, int64_t k, ActBlock* out);
+// The same blocks, but with one d per 256 elements (k a multiple of 256): max|x| over the run / 127, as
+// llama.cpp's q8_K for its K-quant dots. Coarser than per 32 where a run's magnitudes differ; the
+// repacked K-quant and iq4_xs prefill kernels then step in float once per 256 elements instead of 8 times.
+void quantize_activations_256(const float* x, int64_t k, ActBlock* out);
 // Dot product of k quantized activations with one weight row of any block-quantized dtype.
 float dot_quant(const ActBlock* x, const void* row, DType dtype, int64_t k);
 // out[t] = dot_quant(x[t], row, dtype, k) for `count` (1 to kMaxDotTokens) activation rows. The legacy types

@@ -298,17 +298,22 @@ RepackedWeight::RepackedWeight(const void* rows, DType dtype, int64_t n, int64_t
   }
 }
 
+bool RepackedWeight::wants_activations_256(int64_t m) const {
+  return kquant_ && kquant::wants_activations_256(dtype_, m);
+}
+
 void RepackedWeight::multiply(const ActBlock* x, int64_t m, int64_t g_begin, int64_t g_end, const float* bias,
                               float* out, int64_t ldo) const {
   const int64_t nb = k_ / 32;
   const Format f = kquant_ ? Format{} : format_of(dtype_);
-  float tile_out[kTile][kRows];
+  const int64_t tokens = kquant_ ? kquant::kMaxTokens : kTile;  // per call of the tile
+  float tile_out[kquant::kMaxTokens][kRows];
   for (int64_t g = g_begin; g < g_end; ++g) {
     const uint8_t* grp = data_ + g * group_bytes_;
     const int64_t r0 = g * kRows, valid = std::min(kRows, n_ - r0);
-    for (int64_t i = 0; i < m; i += kTile) {
-      const int t_count = static_cast<int>(std::min<int64_t>(kTile, m - i));
-      const ActBlock* xt[kTile];
+    for (int64_t i = 0; i < m; i += tokens) {
+      const int t_count = static_cast<int>(std::min<int64_t>(tokens, m - i));
+      const ActBlock* xt[kquant::kMaxTokens];
       for (int t = 0; t < t_count; ++t) xt[t] = x + (i + t) * nb;
       if (kquant_) {
         kquant::multiply_group(dtype_, grp, k_, xt, t_count, tile_out);

@@ -53,6 +53,10 @@ class RepackedWeight {
   int64_t groups() const { return (n_ + kGroupRows - 1) / kGroupRows; }
   // The interleaved bytes (at least rows x the row's block bytes): an address unique to this copy.
   const uint8_t* data() const { return data_; }
+  // Whether multiply of m activation rows is faster with activations from quantize_activations_256 than
+  // quantize_activations (both give correct results; kquant_repack.h says which types and m: prefill only,
+  // so decode's activations keep their scale per 32).
+  bool wants_activations_256(int64_t m) const;
 
   // out[i * ldo + r] = x_i . w_r + bias[r] (bias may be null) for the m activation rows x_i (k / 32
   // blocks each, consecutive) and the rows r of groups [g_begin, g_end).

@@ -12,6 +12,7 @@
 
 #include "runtime/backend.h"
 #include "runtime/cpu/quant_dot.h"
+#include "runtime/error.h"
 #include "runtime/formats/block_quant.h"
 #include "tests/test_util.h"
 
@@ -112,7 +113,35 @@ TEST(QuantDot, ActivationBlocksRoundToNearestAndKeepTheirSums) {
     EXPECT_EQ(a[b].half_sum[0], h0);
     EXPECT_EQ(a[b].half_sum[1], h1);
     EXPECT_FLOAT_EQ(a[b].s, a[b].d * static_cast<float>(h0 + h1));
+    EXPECT_EQ(a[b].shared, 0);
   }
+}
+
+// quantize_activations_256: the same blocks with the scale of their 256-element run (one run here with an
+// outlier, so most blocks use fewer codes than their own max would give), marked shared.
+TEST(QuantDot, ActivationRunsOf256ShareOneScale) {
+  Tensor x = random_f32({512}, 4, 1.f);
+  x.data<float>()[300] = 9.f;
+  std::vector<cpu::ActBlock> a(16);
+  cpu::quantize_activations_256(x.data<float>(), 512, a.data());
+  for (int r = 0; r < 2; ++r) {
+    float amax = 0;
+    for (int i = 0; i < 256; ++i) amax = std::max(amax, std::abs(x.data<float>()[256 * r + i]));
+    for (int b = 8 * r; b < 8 * r + 8; ++b) {
+      const float* xb = x.data<float>() + 32 * b;
+      EXPECT_FLOAT_EQ(a[b].d, amax / 127) << b;
+      EXPECT_EQ(a[b].shared, 1);
+      int h0 = 0, h1 = 0;
+      for (int i = 0; i < 32; ++i) {
+        EXPECT_LE(std::abs(xb[i] - a[b].d * a[b].q[i]), a[b].d / 2 * 1.0001f) << b << " " << i;
+        (i < 16 ? h0 : h1) += a[b].q[i];
+      }
+      EXPECT_EQ(a[b].half_sum[0], h0);
+      EXPECT_EQ(a[b].half_sum[1], h1);
+      EXPECT_FLOAT_EQ(a[b].s, a[b].d * static_cast<float>(h0 + h1));
+    }
+  }
+  EXPECT_THROW(cpu::quantize_activations_256(x.data<float>(), 288, a.data()), Error);
 }
 
 }  // namespace

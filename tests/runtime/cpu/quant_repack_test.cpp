@@ -41,14 +41,17 @@ Tensor fixture_weight(DType dt, int64_t rows) {
   return w;
 }
 
-// out[i, r] against sum_j dequantized(w[r, j]) * d_b * q[i, j] + bias[r] in double.
-void expect_matches_reference(const Tensor& w, int64_t m, uint32_t seed) {
+// out[i, r] against sum_j dequantized(w[r, j]) * d_b * q[i, j] + bias[r] in double. act256: the activations
+// from quantize_activations_256 (one scale per 256 elements; the K-quant / iq4_xs prefill sums their
+// integers over whole super-blocks).
+void expect_matches_reference(const Tensor& w, int64_t m, uint32_t seed, bool act256 = false) {
   const DType dt = w.dtype();
   const int64_t n = w.dim(0), k = w.dim(1), nb = k / 32;
   const Tensor x = random_f32({m, k}, seed);
   const Tensor bias = random_f32({n}, seed + 1);
   std::vector<cpu::ActBlock> acts(static_cast<size_t>(m * nb));
-  for (int64_t i = 0; i < m; ++i) cpu::quantize_activations(x.data<float>() + i * k, k, acts.data() + i * nb);
+  const auto quantize = act256 ? cpu::quantize_activations_256 : cpu::quantize_activations;
+  for (int64_t i = 0; i < m; ++i) quantize(x.data<float>() + i * k, k, acts.data() + i * nb);
   std::vector<float> wf(static_cast<size_t>(n * k));
   dequantize_row(dt, w.raw(), wf.data(), n * k);
 
@@ -74,7 +77,8 @@ void expect_matches_reference(const Tensor& w, int64_t m, uint32_t seed) {
       const double got = out[static_cast<size_t>(i * ldo + r)], bound = 2e-6 * mag + 1e-6;
       if (!(std::abs(got - ref) <= bound)) {
         ++failures;
-        ADD_FAILURE() << dtype_name(dt) << " [" << n << ", " << k << "] x " << m << ": token " << i << " row " << r
+        ADD_FAILURE() << dtype_name(dt) << " [" << n << ", " << k << "] x " << m << (act256 ? " (act256)" : "")
+                      << ": token " << i << " row " << r
                       << ": got " << got << ", reference " << ref << ", allowed " << bound;
       }
     }
@@ -90,9 +94,10 @@ TEST_P(Repacked, OddShapesMatchTheDequantizedReference) {
   const int64_t block = cpu::RepackedWeight::block_elems(dt);
   for (int64_t n : {1, 7, 8, 13, 37})
     for (int64_t k : {block, 3 * block, 17 * block})
-      for (int64_t m : {1, 2, 3, 4, 5, 9}) {
+      for (int64_t m : {1, 2, 3, 4, 5, 8, 9, 12, 17, 35}) {  // 8+: the K-quants' chunked prefill path
         const Tensor w = quantized_weight(dt, n, k, seed);
         expect_matches_reference(w, m, ++seed);
+        if (k % 256 == 0) expect_matches_reference(w, m, ++seed, true);
       }
 }
 
@@ -101,7 +106,11 @@ TEST_P(Repacked, FixtureBlocksMatchTheDequantizedReference) {
   const int64_t blocks = fixture_weight(dt, 1).dim(1) / dtype_block_elems(dt);  // 16, or 6 of 256 elements
   for (int64_t rows : {1, 2, 3, 4, 6, 16}) {
     if (blocks % rows != 0) continue;
-    for (int64_t m : {1, 6}) expect_matches_reference(fixture_weight(dt, rows), m, 3);
+    for (int64_t m : {1, 6, 13}) {
+      const Tensor w = fixture_weight(dt, rows);
+      expect_matches_reference(w, m, 3);
+      if (w.dim(1) % 256 == 0) expect_matches_reference(w, m, 3, true);
+    }
   }
 }
 
@@ -124,6 +133,38 @@ TEST_P(Repacked, BackendMatmulAgreesWithAndWithoutTheCopy) {
       packing->matmul(x, *weight, nullptr, a);
       plain->matmul(x, *weight, nullptr, b);
       for (int64_t i = 0; i < m * n; ++i) EXPECT_NEAR(a.data<float>()[i], b.data<float>()[i], 1e-4) << i;
+    }
+  }
+}
+
+// Prefill through the backend (13 rows): the activations are rounded as the copy wants (one scale per 256
+// for q3_K, q5_K, q6_K and iq4_xs, kquant_repack.h), and the result is the double-precision product with those.
+TEST_P(Repacked, BackendPrefillUsesTheActivationsTheCopyWants) {
+  const DType dt = GetParam();
+  auto packing = make_cpu_backend(1, true);
+  const int64_t n = 21, k = 5 * cpu::RepackedWeight::block_elems(dt), m = 13, nb = k / 32;
+  const Tensor w = quantized_weight(dt, n, k, 6);
+  const Tensor x = random_f32({m, k}, 10);
+  Tensor out = Tensor::empty({m, n}, DType::kF32);
+  packing->matmul(x, packing->upload_weight(w), nullptr, out);
+
+  const bool act256 = cpu::RepackedWeight(w.raw(), dt, n, k).wants_activations_256(m);
+  std::vector<cpu::ActBlock> acts(static_cast<size_t>(m * nb));
+  for (int64_t i = 0; i < m; ++i)
+    (act256 ? cpu::quantize_activations_256 : cpu::quantize_activations)(x.data<float>() + i * k, k,
+                                                                           acts.data() + i * nb);
+  std::vector<float> wf(static_cast<size_t>(n * k));
+  dequantize_row(dt, w.raw(), wf.data(), n * k);
+  for (int64_t i = 0; i < m; ++i) {
+    for (int64_t r = 0; r < n; ++r) {
+      double ref = 0, mag = 0;
+      for (int64_t j = 0; j < k; ++j) {
+        const cpu::ActBlock& a = acts[static_cast<size_t>(i * nb + j / 32)];
+        const double term = double{wf[static_cast<size_t>(r * k + j)]} * a.d * a.q[j % 32];
+        ref += term, mag += std::abs(term);
+      }
+      EXPECT_NEAR(out.data<float>()[i * n + r], ref, 2e-6 * mag + 1e-6)
+          << dtype_name(dt) << (act256 ? " (act256)" : "") << " token " << i << " row " << r;
     }
   }
 }
