@@ -202,7 +202,8 @@ bool CudaBackend::moe_routed(const Tensor& x, const Tensor& logits, const MoeLay
   // A declined step routes on the host, which also keeps decode steps from being recorded as graphs: say why
   // (debug log; the reason logged when it changes).
   const auto decline = [&](const char* why) {
-    if (moe_route_declined_ != why) LOG_DEBUG("moe_routed: host routing for ", x.dim(0), " rows: ", why);
+    if (moe_route_declined_ != why)
+      LOG_DEBUG("moe_routed: host routing for ", x.rank() > 0 ? x.dim(0) : 0, " rows: ", why);
     moe_route_declined_ = why;
     return false;
   };
