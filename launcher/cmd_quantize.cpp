@@ -32,7 +32,7 @@ int cmd_quantize(int argc, char** argv) {
                   {{"model", true, "source checkpoint: Hugging Face directory (f32/f16/bf16 safetensors), .gguf or llama2.c .bin "
                                     "(the calibrated types need a Hugging Face directory)"},
                    {"type", true, "output type: GGUF " + quant_type_names() +
-                                      " (q3_k = q3_k_m as in llama-quantize, q4_k = q4_k_s, q5_k = q5_k_s; the _s/_m/_l mixes, q2_k's "
+                                      " (q3_k, q4_k and q5_k are the _m mixes, as in llama-quantize; the _s/_m/_l mixes, q2_k's "
                                       "and iq4's per-tensor types and the head's q6_k follow llama-quantize); or "
                                       "calibrated, written as compressed-tensors safetensors: w8a8-int8 (SmoothQuant, "
                                       "int8 per-channel weights, dynamic per-token int8 activations), fp8 (e4m3 per-channel "

@@ -49,7 +49,7 @@ log="$out/log.txt"
 : >"$log"
 say() { echo "$*" | tee -a "$log"; }
 # llama.cpp's names for the _S mixes that strata calls q4_k / q5_k.
-llama_type() { case "$1" in q4_k) echo Q4_K_S ;; q5_k) echo Q5_K_S ;; *) echo "${1^^}" ;; esac; }
+llama_type() { echo "${1^^}"; }  # strata's names are llama-quantize's (Q4_K = Q4_K_M, Q3_K = Q3_K_M)
 base="${STRATA_BASE:-}"
 
 smollm="$root/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"

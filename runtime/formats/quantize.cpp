@@ -42,9 +42,9 @@ constexpr RecipeRow kRecipes[] = {
     {"q5_0", DType::kQ5_0, Mix::kNone, 8},      {"q5_1", DType::kQ5_1, Mix::kNone, 9},
     {"q2_k", DType::kQ2_K, Mix::kNone, 10},     {"q3_k_s", DType::kQ3_K, Mix::kSmall, 11},
     {"q3_k_m", DType::kQ3_K, Mix::kMedium, 12}, {"q3_k", DType::kQ3_K, Mix::kMedium, 12},
-    {"q3_k_l", DType::kQ3_K, Mix::kLarge, 13},  {"q4_k", DType::kQ4_K, Mix::kSmall, 14},
+    {"q3_k_l", DType::kQ3_K, Mix::kLarge, 13},  {"q4_k", DType::kQ4_K, Mix::kMedium, 15},
     {"q4_k_s", DType::kQ4_K, Mix::kSmall, 14},  {"q4_k_m", DType::kQ4_K, Mix::kMedium, 15},
-    {"q5_k", DType::kQ5_K, Mix::kSmall, 16},    {"q5_k_s", DType::kQ5_K, Mix::kSmall, 16},
+    {"q5_k", DType::kQ5_K, Mix::kMedium, 17},   {"q5_k_s", DType::kQ5_K, Mix::kSmall, 16},
     {"q5_k_m", DType::kQ5_K, Mix::kMedium, 17}, {"q6_k", DType::kQ6_K, Mix::kNone, 18},
     {"iq4_nl", DType::kIQ4_NL, Mix::kNone, 25}, {"iq4_xs", DType::kIQ4_XS, Mix::kNone, 30},
 };

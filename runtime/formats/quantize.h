@@ -24,7 +24,8 @@ struct QuantRecipe {
 };
 
 // The recipe for a --type name (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k_s, q3_k_m, q3_k_l,
-// q3_k (= q3_k_m, as llama-quantize), q4_k (= q4_k_s), q4_k_m, q5_k (= q5_k_s), q5_k_m, q6_k, iq4_nl, iq4_xs);
+// q3_k, q4_k and q5_k (= the _m mixes, as llama-quantize names them), q4_k_s, q4_k_m, q5_k_s, q5_k_m, q6_k,
+// iq4_nl, iq4_xs);
 // throws kInvalidArgument listing the valid names.
 QuantRecipe quant_recipe(const std::string& type);
 std::string quant_type_names();

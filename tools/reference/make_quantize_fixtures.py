@@ -38,7 +38,7 @@ from gguf import GGUFReader, quants
 TYPES = ["q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "q5_k", "q6_k", "q4_k_m", "q5_k_m",
          "q2_k", "q3_k_s", "q3_k_m", "q3_k_l", "iq4_nl", "iq4_xs"]
 GQA4_TYPES = ["q2_k", "iq4_nl", "iq4_xs"]
-LLAMA_NAMES = {"q4_k": "Q4_K_S", "q5_k": "Q5_K_S"}
+LLAMA_NAMES = {}  # strata's type names are llama-quantize's (Q4_K = Q4_K_M, Q5_K = Q5_K_M, Q3_K = Q3_K_M)
 GGUF_QUANTIZABLE = {T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0}
 SOURCE_FLAGS = ["--preset", "tiny", "--hidden", "256", "--layers", "8", "--heads", "2", "--kv-heads", "1",
                 "--ffn", "288", "--seed", "7", "--format", "gguf", "--dtype", "f32"]

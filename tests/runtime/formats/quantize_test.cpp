@@ -220,13 +220,13 @@ TEST(Quantize, MixOfAnEightyLayerModelFollowsLlamaQuantize) {
   EXPECT_EQ(checked, 16 * (2 + 7 * 80));
 }
 
-// llama-quantize's names: q3_k is its Q3_K (= Q3_K_M); strata's q4_k and q5_k are the _S mixes.
+// llama-quantize's names: q3_k, q4_k and q5_k are its Q3_K, Q4_K and Q5_K (= the _M mixes).
 TEST(Quantize, RecipeNamesAndFileTypes) {
   EXPECT_EQ(quant_recipe("q3_k").file_type, 12u);
   EXPECT_EQ(quant_recipe("Q3_K_L").file_type, 13u);
   EXPECT_EQ(quant_recipe("q2_k").base, DType::kQ2_K);
   EXPECT_EQ(quant_recipe("iq4_xs").file_type, 30u);
-  EXPECT_EQ(quant_recipe("q4_k").file_type, 14u);
+  EXPECT_EQ(quant_recipe("q4_k").file_type, 15u);
 }
 
 double relative_rms(const Tensor& a, const float* b) {
