@@ -266,8 +266,8 @@ __global__ __launch_bounds__(W * 32) void attention_decode_warps_kernel(Attentio
     for (int i = 0; i < EPL; ++i) o[g][i] = 0.f;
   }
   // The group's scores first (independent warp sums overlap), then one rescale of the running state.
-  auto compute_group = [&](int base, const Raw (&k)[kKeys], const Raw (&v)[kKeys]) {
-    float s[kKeys][GMAX];
+  // This lane's share of each key's score for each head: the dot over its EPL elements.
+  const auto partial_dots = [&](const Raw (&k)[kKeys], float (&s)[kKeys][GMAX]) {
 #pragma unroll
     for (int u = 0; u < kKeys; ++u) {
       float kf[EPL];
@@ -280,6 +280,10 @@ __global__ __launch_bounds__(W * 32) void attention_decode_warps_kernel(Attentio
         s[u][g] = d;
       }
     }
+  };
+  auto compute_group = [&](int base, const Raw (&k)[kKeys], const Raw (&v)[kKeys]) {
+    float s[kKeys][GMAX];
+    partial_dots(k, s);
 #pragma unroll
     for (int u = 0; u < kKeys; ++u)
 #pragma unroll
@@ -322,19 +326,12 @@ __global__ __launch_bounds__(W * 32) void attention_decode_warps_kernel(Attentio
   constexpr int kLaneShift = 5 - kLogS;  // value j sits in the lanes l with (l >> kLaneShift) & (kS - 1) == j
   auto compute_group_lean = [&](int base, const Raw (&k)[kKeys], const Raw (&v)[kKeys]) {
     constexpr unsigned kAll = 0xffffffffu;
-    float s[kS];
+    float dots[kKeys][GMAX], s[kS];  // s: key u, head g at u * GMAX + g
+    partial_dots(k, dots);
 #pragma unroll
-    for (int u = 0; u < kKeys; ++u) {
-      float kf[EPL];
-      to_float<TKV, EPL>(k[u], kf);
+    for (int u = 0; u < kKeys; ++u)
 #pragma unroll
-      for (int g = 0; g < GMAX; ++g) {
-        float d = 0.f;
-#pragma unroll
-        for (int i = 0; i < EPL; ++i) d = fmaf(q[g][i], kf[i], d);
-        s[u * GMAX + g] = d;
-      }
-    }
+      for (int g = 0; g < GMAX; ++g) s[u * GMAX + g] = dots[u][g];
     // Reduce-scatter: each step keeps one half of the values and sends the other to lane ^ off. The steps
     // are spelled out with constant sizes (a loop over steps left s[] indexed in local memory), and the
     // halves selected by masks, not `? :`.
