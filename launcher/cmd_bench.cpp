@@ -19,6 +19,7 @@
 #include "launcher/step_breakdown.h"
 #include "runtime/engine.h"
 #include "runtime/error.h"
+#include "runtime/log.h"
 
 namespace strata::launcher {
 namespace {
@@ -60,6 +61,28 @@ Bandwidth measure_bandwidth(int64_t bytes, int reps) {
   return best;
 }
 
+// A GPU backend's ceiling: the device-to-device copy rate through the backend's own copy (bytes read +
+// written, as above), best of `reps`. The read-only rate is not measured there (read_gbs stays 0). A device
+// without room for the two buffers next to the model reports 0 rather than failing the benchmark.
+Bandwidth measure_device_bandwidth(Backend& backend, int64_t bytes, int reps) {
+  Bandwidth best;
+  try {
+    const int64_t n = bytes / 4;
+    Tensor a = backend.alloc(Shape{n}, DType::kF32), b = backend.alloc(Shape{n}, DType::kF32);
+    backend.copy(a, b);  // first touch out of the timing
+    backend.synchronize();
+    for (int r = 0; r < reps; ++r) {
+      const auto t0 = std::chrono::steady_clock::now();
+      backend.copy(a, b);
+      backend.synchronize();
+      best.copy_gbs = std::max(best.copy_gbs, 2.0 * static_cast<double>(n * 4) / seconds_since(t0) / 1e9);
+    }
+  } catch (const Error& e) {
+    LOG_WARN("bench decode: the device copy bandwidth was not measured: ", e.what());
+  }
+  return best;
+}
+
 int bench_memory(int argc, char** argv) {
   const Args args("bench memory", {{"mib", true, "buffer size in MiB (default 1024)"},
                                    {"reps", true, "passes, best kept (default 5)"}},
@@ -84,9 +107,11 @@ double percentile(std::vector<double> v, double q) {
 int run_decode(const Args& args, const SessionOptions& options, RankRuntime* rank) {
   const int64_t batch = args.integer("batch", 1, 1, 4096), prompt_len = args.integer("prompt-len", 16, 1, 1 << 20);
   const int64_t n = args.integer("n", 64, 2, 1 << 20);
-  const Bandwidth bw = rank == nullptr ? measure_bandwidth(args.integer("mib", 1024, 64, 1 << 20) << 20, 5) : Bandwidth{};
+  const int64_t bandwidth_bytes = args.integer("mib", 1024, 64, 1 << 20) << 20;
+  Bandwidth bw = rank == nullptr && options.device == "cpu" ? measure_bandwidth(bandwidth_bytes, 5) : Bandwidth{};
   const std::unique_ptr<ModelSession> owned = open_session(options, rank);
   ModelSession& session = *owned;
+  if (rank == nullptr && session.backend().device_index() >= 0) bw = measure_device_bandwidth(session.backend(), bandwidth_bytes, 5);
   GenerationRequest r;
   // --repeat-period P: the prompt cycles through P tokens (repetitive text, where prompt-lookup
   // speculation finds its drafts); 0: no repetition.
@@ -288,7 +313,7 @@ int bench_decode(int argc, char** argv) {
                              {"repeat-period", true,
                               "the prompt cycles through this many tokens: repetitive text for --speculative ngram "
                               "(default 0: no repetition)"},
-                             {"mib", true, "buffer for the bandwidth measurement (default 1024; not with --plan)"},
+                             {"mib", true, "buffer for the bandwidth measurement (default 1024; host memory on the CPU, device memory on a GPU; not with --plan)"},
                              {"skip-all-reduces", false,
                               "timing only, with --plan: skip the TP all-reduces (outputs are wrong; bench scaling "
                               "measures exposed communication this way)"}});

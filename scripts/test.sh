@@ -12,7 +12,9 @@ export CCACHE_DIR="${CCACHE_DIR:-$root/.cache/ccache}"
 jobs="$(nproc)"
 
 echo "== build (warnings are errors)"
-"$root/scripts/build.sh" "$root/build" -DSTRATA_WERROR=ON -DSTRATA_IMAGES=ON -DCMAKE_CUDA_ARCHITECTURES="80;90"
+# CUDA for sm_90 machine code and compute_80 PTX: both architectures go through the front end (so sm_80-only
+# breakage still fails here), while ptxas, about half of each architecture's compile, runs once.
+"$root/scripts/build.sh" "$root/build" -DSTRATA_WERROR=ON -DSTRATA_IMAGES=ON -DCMAKE_CUDA_ARCHITECTURES="80-virtual;90-real"
 
 echo "== tests"
 ctest --test-dir "$root/build" -j "$jobs" --output-on-failure --timeout 900
