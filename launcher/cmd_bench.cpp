@@ -108,10 +108,11 @@ int run_decode(const Args& args, const SessionOptions& options, RankRuntime* ran
   const int64_t batch = args.integer("batch", 1, 1, 4096), prompt_len = args.integer("prompt-len", 16, 1, 1 << 20);
   const int64_t n = args.integer("n", 64, 2, 1 << 20);
   const int64_t bandwidth_bytes = args.integer("mib", 1024, 64, 1 << 20) << 20;
-  Bandwidth bw = rank == nullptr && options.device == "cpu" ? measure_bandwidth(bandwidth_bytes, 5) : Bandwidth{};
+  const bool on_device = options.device != "cpu";  // the ceiling is the device's memory, measured once it is open
+  Bandwidth bw = rank == nullptr && !on_device ? measure_bandwidth(bandwidth_bytes, 5) : Bandwidth{};
   const std::unique_ptr<ModelSession> owned = open_session(options, rank);
   ModelSession& session = *owned;
-  if (rank == nullptr && session.backend().device_index() >= 0) bw = measure_device_bandwidth(session.backend(), bandwidth_bytes, 5);
+  if (rank == nullptr && on_device) bw = measure_device_bandwidth(session.backend(), bandwidth_bytes, 5);
   GenerationRequest r;
   // --repeat-period P: the prompt cycles through P tokens (repetitive text, where prompt-lookup
   // speculation finds its drafts); 0: no repetition.
